@@ -1,0 +1,376 @@
+"""Android phones over ADB, timing TFLite models with LiteRT's ``benchmark_model``.
+
+``adb+tcp://HOST:PORT`` reaches adbd over TCP; ``adb:SERIAL`` a USB device (or,
+with ``adb_server=True``, any device the host's adb server lists). Opening a
+model pushes it to ``/data/local/tmp/latkit``; each :meth:`AndroidSession.time`
+call runs ``benchmark_model`` once with explicit flags, pinned with ``taskset``
+to the big cluster, after waiting for the phone to cool to its baseline, with
+the big cluster's clock sampled during the run; a throttled run is measured
+again after a cooldown. Everything (waits, clocks, re-measures and why) is kept
+in the session log and in :meth:`AndroidDevice.state`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from latkit.devices.adb_transport import AdbTransport, getprops, open_transport
+from latkit.devices.android_state import (
+    Baseline,
+    Cluster,
+    ThermalPolicy,
+    big_cluster,
+    judge_samples,
+    read_clusters,
+    read_snapshot,
+    take_baseline,
+    wait_for_baseline,
+)
+from latkit.devices.base import Device, DeviceInfo, ModelFormat, ModelSource, Session, register_device
+from latkit.devices.benchmark_parser import BenchmarkResult, parse_benchmark_output
+from latkit.errors import DeviceError, MeasurementError, ParseError, UsageError
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "/data/local/tmp/latkit"
+DEVICE_BINARY = "/data/local/tmp/benchmark_model"
+_FREQ_MARK = "__LATKIT_FREQ_SAMPLES__"
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "model"
+
+
+@register_device("adb")
+@register_device("adb+tcp")
+class AndroidDevice(Device):
+    """An Android device reached over ADB, timing models with ``benchmark_model``.
+
+    Args:
+        uri: ``adb+tcp://HOST:PORT`` or ``adb:SERIAL``.
+        threads: ``--num_threads``.
+        benchmark_binary: a local ``benchmark_model`` to push (default: the one on
+            the device at /data/local/tmp/benchmark_model or on its PATH).
+        adb_server: use the host's adb server instead of latkit's ADB client.
+        key_path: ADB key (default ``~/.android/adbkey`` or latkit's own).
+        cpu_mask: ``"big"`` (default: the fastest cluster), ``"all"`` (no taskset)
+            or a hex mask.
+        use_xnnpack, use_gpu, use_nnapi: delegates to ask for.
+        warmup_runs, warmup_min_secs, min_secs: ``benchmark_model`` phase lengths;
+            ``--num_runs`` is the ``iterations`` the caller asks for.
+        thermal: cooldown and throttle policy.
+        retries: attempts per shell call or run before giving up.
+        backoff_s: first wait between attempts (doubles each time).
+        shell_timeout_s, run_timeout_s: limits for a plain command and for a run.
+    """
+
+    model_format = ModelFormat.TFLITE
+
+    def __init__(self, uri: str, threads: int = 1, *, benchmark_binary: str | Path | None = None,
+                 adb_server: bool = False, key_path: str | Path | None = None, cpu_mask: str = "big",
+                 use_xnnpack: bool = True, use_gpu: bool = False, use_nnapi: bool = False,
+                 warmup_runs: int = 1, warmup_min_secs: float = 0.0, min_secs: float = 0.0,
+                 thermal: ThermalPolicy | None = None, retries: int = 3, backoff_s: float = 0.5,
+                 shell_timeout_s: float = 20.0, run_timeout_s: float = 300.0) -> None:
+        super().__init__(uri, threads)
+        if retries < 1:
+            raise UsageError(f"retries must be >= 1, got {retries}")
+        if cpu_mask not in ("big", "all") and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", cpu_mask):
+            raise UsageError(f"cpu_mask must be 'big', 'all' or a hex mask, got {cpu_mask!r}")
+        self.benchmark_binary = Path(benchmark_binary) if benchmark_binary else None
+        if self.benchmark_binary and not self.benchmark_binary.is_file():
+            raise UsageError(f"benchmark_model binary {self.benchmark_binary} does not exist")
+        self.adb_server, self.key_path, self.cpu_mask = adb_server, key_path, cpu_mask
+        self.flags = {"use_xnnpack": use_xnnpack, "use_gpu": use_gpu, "use_nnapi": use_nnapi,
+                      "warmup_runs": warmup_runs, "warmup_min_secs": warmup_min_secs, "min_secs": min_secs}
+        self.thermal = thermal or ThermalPolicy()
+        self.retries, self.backoff_s = retries, backoff_s
+        self.shell_timeout_s, self.run_timeout_s = shell_timeout_s, run_timeout_s
+        self._t: AdbTransport | None = None
+        self.props: dict[str, str] = {}
+        self.clusters: list[Cluster] = []
+        self.big: Cluster | None = None
+        self.mask = ""
+        self.baseline: Baseline | None = None
+        self.binary = ""
+        self.runtime_version = ""
+        self.last_run: dict[str, Any] = {}
+        self.counters = {"runs": 0, "remeasures": 0, "retries": 0, "reconnects": 0, "waited_s": 0.0}
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """Usable when adb_shell (latkit[android]) is installed."""
+        try:
+            import adb_shell  # noqa: F401
+        except ImportError:
+            return False, "adb_shell is missing: pip install 'latkit[android]'"
+        return True, ""
+
+    # ------------------------------------------------------------ connection
+
+    def _transport(self) -> AdbTransport:
+        if self._t is None:
+            self._t = open_transport(self.uri, use_server=self.adb_server, key_path=self.key_path)
+        return self._t
+
+    def _retrying(self, what: str, fn: Any) -> Any:
+        """Call ``fn(transport)``, reconnecting with backoff on device errors."""
+        last: DeviceError | None = None
+        for attempt in range(self.retries):
+            if attempt:
+                self.counters["retries"] += 1
+                delay = self.backoff_s * 2 ** (attempt - 1)
+                log.info("retrying %s on %s in %.1f s (attempt %d/%d): %s",
+                         what, self.uri, delay, attempt + 1, self.retries, last)
+                time.sleep(delay)
+            try:
+                return fn(self._transport())
+            except DeviceError as exc:
+                last = exc
+                self._drop_connection()
+        raise DeviceError(f"{what} on {self.uri} failed {self.retries} times; last error: {last}")
+
+    def _drop_connection(self) -> None:
+        if self._t is not None:
+            self._t.close()
+            self._t = None
+            self.counters["reconnects"] += 1
+
+    def shell(self, argv: list[str] | str, timeout_s: float | None = None, check: bool = True) -> str:
+        """Run a command on the device (argv items are quoted); return its stdout.
+
+        Raises:
+            DeviceError: unreachable after the retries, or (``check``) a non-zero exit.
+        """
+        res = self._retrying("shell command", lambda t: t.shell(argv, timeout_s or self.shell_timeout_s))
+        if check and res.rc != 0:
+            shown = argv if isinstance(argv, str) else shlex.join(argv)
+            raise DeviceError(f"`{shown[:80]}` failed on {self.uri} (exit {res.rc}): "
+                              f"{(res.stderr or res.stdout).strip()[:200]}")
+        return res.stdout
+
+    def connect(self) -> None:
+        """Connect, read the device's layout and take the thermal baseline (once)."""
+        if self.baseline is not None:
+            return
+        t = self._retrying("connect", lambda t: t)
+        tmo = self.shell_timeout_s
+        self.props = self._retrying("getprop", lambda t: getprops(t, tmo))
+        self.clusters = self._retrying("reading clusters", lambda t: read_clusters(t, tmo))
+        self.big = big_cluster(self.clusters)
+        self.mask = self._choose_mask()
+        self.binary = self._locate_binary()
+        self.shell(["mkdir", "-p", WORK_DIR])
+        snap = self._retrying("reading state", lambda t: read_snapshot(t, tmo))
+        self.baseline = take_baseline(snap, self.big)
+        log.info("connected to %s (%s, %s): big cluster cpus %s at %d MHz, %s C",
+                 t.serial, self.props.get("model"), self.props.get("soc"), list(self.big.cpus),
+                 self.big.max_freq_khz // 1000, self.baseline.temp_c)
+
+    def _choose_mask(self) -> str:
+        if self.cpu_mask == "all":
+            return ""
+        if self.cpu_mask != "big":
+            return self.cpu_mask.lower().removeprefix("0x")
+        chosen: list[int] = []
+        for cl in sorted(self.clusters, key=lambda c: -c.max_freq_khz):
+            chosen += cl.cpus
+            if len(chosen) >= self.threads:
+                break
+        if len(chosen) > len(self.big.cpus):  # type: ignore[union-attr]
+            log.warning("%d threads exceed the big cluster's %d cores; pinning to cpus %s",
+                        self.threads, len(self.big.cpus), chosen)  # type: ignore[union-attr]
+        return format(sum(1 << c for c in chosen), "x")
+
+    def _locate_binary(self) -> str:
+        if self.benchmark_binary is not None:
+            remote = f"{WORK_DIR}/benchmark_model"
+            self.shell(["mkdir", "-p", WORK_DIR])
+            self._retrying("pushing benchmark_model",
+                           lambda t: t.push(self.benchmark_binary, remote, self.run_timeout_s))
+            self.shell(["chmod", "755", remote])
+            return remote
+        found = self.shell(f"if [ -x {shlex.quote(DEVICE_BINARY)} ]; then echo __DEFAULT__; "
+                           "else command -v benchmark_model; fi", check=False).strip()
+        if found == "__DEFAULT__":
+            return DEVICE_BINARY
+        if not found:
+            raise DeviceError(f"no benchmark_model on {self.uri} (looked in {DEVICE_BINARY} and PATH); "
+                              "pass benchmark_binary=PATH to a LiteRT android_aarch64 benchmark_model")
+        return found.splitlines()[-1]
+
+    # ------------------------------------------------------------ Device API
+
+    def info(self) -> DeviceInfo:
+        """Model, SoC, Android version, clusters and the big-core mask."""
+        self.connect()
+        return DeviceInfo(
+            uri=self.uri, kind="android", runtime="benchmark_model",
+            runtime_version=self.runtime_version or "unknown", threads=self.threads,
+            model=self.props.get("model", ""),
+            extra={"soc": self.props.get("soc", ""), "android": self.props.get("android", ""),
+                   "sdk": self.props.get("sdk", ""), "abi": self.props.get("abi", ""),
+                   "clusters": [{"cpus": list(c.cpus), "max_freq_khz": c.max_freq_khz} for c in self.clusters],
+                   "big_core_mask": self.mask, "serial": self._transport().serial,
+                   "binary": self.binary, "flags": dict(self.flags)},
+        )
+
+    def open(self, model: ModelSource) -> AndroidSession:
+        """Push ``model`` as TFLite and return a session that runs ``benchmark_model`` on it."""
+        self.connect()
+        local = Path(model.file(ModelFormat.TFLITE))
+        digest = hashlib.sha256(local.read_bytes()).hexdigest()[:12]
+        remote = f"{WORK_DIR}/{_safe_name(model.key)}-{digest}.tflite"
+        self._retrying(f"pushing {local.name}", lambda t: t.push(local, remote, self.run_timeout_s))
+        return AndroidSession(self, model.key, remote)
+
+    def state(self) -> dict[str, Any]:
+        """Clocks and temperatures now, the baseline, and the last run's record."""
+        self.connect()
+        snap = self._retrying("reading state", lambda t: read_snapshot(t, self.shell_timeout_s))
+        return {
+            "snapshot": snap.to_dict(),
+            "baseline": {"temp_c": self.baseline.temp_c,  # type: ignore[union-attr]
+                         "big_max_freq_khz": self.baseline.big_max_freq_khz},  # type: ignore[union-attr]
+            "big_core_mask": self.mask,
+            "counters": dict(self.counters),
+            "last_run": self.last_run,
+        }
+
+    def close(self) -> None:
+        """Drop the ADB connection."""
+        if self._t is not None:
+            self._t.close()
+            self._t = None
+
+    # ------------------------------------------------------------ running
+
+    def benchmark_argv(self, remote_model: str, num_runs: int, op_profiling: bool = False,
+                       peak_memory: bool = False) -> list[str]:
+        """The full ``benchmark_model`` command line (under ``taskset`` unless mask is all)."""
+        f = self.flags
+
+        def b(x: bool) -> str:
+            return "true" if x else "false"
+
+        argv = [self.binary, f"--graph={remote_model}", f"--num_threads={self.threads}",
+                f"--use_xnnpack={b(f['use_xnnpack'])}", f"--use_gpu={b(f['use_gpu'])}",
+                f"--use_nnapi={b(f['use_nnapi'])}", f"--warmup_runs={f['warmup_runs']}",
+                f"--warmup_min_secs={f['warmup_min_secs']}", f"--num_runs={num_runs}",
+                f"--min_secs={f['min_secs']}", f"--enable_op_profiling={b(op_profiling)}",
+                f"--report_peak_memory_footprint={b(peak_memory)}"]
+        return (["taskset", self.mask] + argv) if self.mask else argv
+
+    def _sampled_script(self, argv: list[str]) -> str:
+        # sample the big cluster's clock in the background while the tool runs,
+        # in the same round trip; samples follow a marker line after the output
+        big_cpu = self.big.cpus[0]  # type: ignore[union-attr]
+        freq = shlex.quote(f"/sys/devices/system/cpu/cpu{big_cpu}/cpufreq/scaling_cur_freq")
+        tmp = shlex.quote(f"{WORK_DIR}/.freq_{time.monotonic_ns()}")
+        return (f"(while :; do cat {freq}; sleep {self.thermal.sample_s}; done) >{tmp} 2>/dev/null & "
+                f"__s=$!; {shlex.join(argv)} 2>&1; __rc=$?; kill $__s 2>/dev/null; wait $__s 2>/dev/null; "
+                f"echo {_FREQ_MARK}; cat {tmp}; rm -f {tmp}; exit $__rc")
+
+    def _run_once(self, key: str, argv: list[str]) -> tuple[BenchmarkResult, list[int]]:
+        """One benchmark run, retried (reconnecting) on faults, crashes and bad output."""
+        script = self._sampled_script(argv)
+        last = ""
+        for attempt in range(self.retries):
+            if attempt:
+                self.counters["retries"] += 1
+                delay = self.backoff_s * 2 ** (attempt - 1)
+                log.info("retrying benchmark of %s in %.1f s (attempt %d/%d): %s",
+                         key, delay, attempt + 1, self.retries, last)
+                time.sleep(delay)
+            try:
+                res = self._transport().shell(script, self.run_timeout_s)
+            except DeviceError as exc:
+                last = str(exc)
+                self._drop_connection()
+                continue
+            out, _, samples_txt = res.stdout.partition(_FREQ_MARK)
+            samples = [int(s) for s in samples_txt.split() if s.isdigit()]
+            if res.rc != 0:
+                last = f"benchmark_model exited {res.rc}: {(out.strip().splitlines() or [''])[-1][:160]}"
+                continue
+            try:
+                return parse_benchmark_output(out), samples
+            except ParseError as exc:
+                last = str(exc)
+        raise MeasurementError(f"benchmark of {key} on {self.uri} failed {self.retries} times; last: {last}")
+
+    def run_benchmark(self, key: str, remote_model: str, num_runs: int, op_profiling: bool = False,
+                      peak_memory: bool = False) -> BenchmarkResult:
+        """Run ``benchmark_model`` after a cooldown; re-measure if the run was throttled.
+
+        Raises:
+            MeasurementError: the run kept failing, or stayed throttled after
+                ``thermal.max_remeasures`` re-measures.
+        """
+        self.connect()
+        if num_runs < 1:
+            raise UsageError(f"num_runs must be >= 1, got {num_runs}")
+        argv = self.benchmark_argv(remote_model, num_runs, op_profiling, peak_memory)
+        record: dict[str, Any] = {"key": key, "argv": argv, "attempts": [], "remeasure_reasons": []}
+        self.last_run = record
+        for attempt in range(self.thermal.max_remeasures + 1):
+            limit = self.thermal.pre_wait_s if attempt == 0 else self.thermal.throttle_wait_s
+            wait = self._retrying("cooldown", lambda t: wait_for_baseline(
+                t, self.baseline, self.big, self.thermal, limit, self.shell_timeout_s))  # type: ignore[arg-type]
+            self.counters["waited_s"] = round(self.counters["waited_s"] + wait["waited_s"], 3)
+            result, samples = self._run_once(key, argv)
+            verdict = judge_samples(samples, self.baseline, self.thermal)  # type: ignore[arg-type]
+            self.counters["runs"] += 1
+            record["attempts"].append({
+                "wait": wait, "inference_avg_us": result.inference_avg_us,
+                "count": result.inference_count, "throttled": verdict.throttled,
+                "min_big_freq_khz": verdict.min_held_khz, "median_big_freq_khz": verdict.median_khz,
+                "freq_samples": verdict.n_samples, "reason": verdict.reason,
+            })
+            self.runtime_version = self.runtime_version or result.runtime_version
+            if result.partially_delegated:
+                log.warning("%s on %s: %s", key, self.uri, "; ".join(result.warnings))
+                record["partially_delegated"] = True
+            if not verdict.throttled:
+                record.update(remeasured=attempt > 0, result_us=result.inference_avg_us)
+                return result
+            record["remeasure_reasons"].append(verdict.reason)
+            if attempt < self.thermal.max_remeasures:
+                self.counters["remeasures"] += 1
+                log.info("re-measuring %s: %s", key, verdict.reason)
+        raise MeasurementError(
+            f"{key} on {self.uri} stayed throttled over {self.thermal.max_remeasures + 1} runs "
+            f"({record['remeasure_reasons'][-1]}); cool the phone or lengthen thermal.throttle_wait_s"
+        )
+
+
+class AndroidSession(Session):
+    """A model pushed to the phone; each :meth:`time` is one ``benchmark_model`` run."""
+
+    def __init__(self, device: AndroidDevice, key: str, remote_model: str) -> None:
+        self.device, self.key, self.remote_model = device, key, remote_model
+        self.log: list[dict[str, Any]] = []
+
+    def run_benchmark(self, num_runs: int = 50, op_profiling: bool = False,
+                      peak_memory: bool = False) -> BenchmarkResult:
+        """One full ``benchmark_model`` run, with everything it printed parsed."""
+        result = self.device.run_benchmark(self.key, self.remote_model, num_runs, op_profiling, peak_memory)
+        self.log.append(self.device.last_run)
+        return result
+
+    def time(self, iterations: int) -> float:
+        """Mean seconds per run as ``benchmark_model`` measured it (its run phase's avg)."""
+        return self.run_benchmark(iterations).inference_avg_us / 1e6
+
+    def close(self) -> None:
+        """Remove the pushed model from the device (best effort)."""
+        try:
+            self.device.shell(["rm", "-f", self.remote_model], check=False)
+        except DeviceError as exc:
+            log.debug("could not remove %s: %s", self.remote_model, exc)

@@ -1,0 +1,359 @@
+"""Parse the text that TFLite/LiteRT's ``benchmark_model`` tool prints.
+
+The tool's output changed over the years; this parser reads every variant a
+user is likely to meet:
+
+* the current summary ``Inference timings in us: Init: …, First inference: …,
+  Warmup (avg): …, Inference (avg): …`` and the older ``Average inference
+  timings in us: Warmup: …, Init: …, Inference: …`` (very old builds print
+  ``no stats:`` in place of ``Inference:``);
+* the per-phase ``count=… first=… curr=… min=… max=… avg=… std=…`` lines, including
+  ``count=N curr=X(all same)`` and the single-run ``count=1 curr=X``;
+* the op-profiling tables (``Run Order``, ``Top by Computation Time``,
+  ``Summary by node type``);
+* memory footprint lines and delegate lines (a partially delegated graph is
+  flagged, never silently mixed with a fully delegated one).
+
+Lines may carry a log prefix (``INFO: ``, ``I0101 12:00:00.0 1234 file.cc:12]``,
+an Android logcat prefix); it is ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from latkit.errors import ParseError
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
+_STAT_RE = re.compile(rf"count=(?P<count>\d+)(?P<rest>(?:\s+\w+=(?:{_NUM})(?:\(all same\))?)*)")
+_KV_RE = re.compile(rf"(\w+)=({_NUM})")
+_RUNNING_RE = re.compile(
+    r"Running benchmark for at least (\d+) iterations and at least ([\d.]+) seconds"
+)
+_SUMMARY_RE = re.compile(r"(?:Average )?[Ii]nference timings in us:(?P<body>.*)")
+_SUMMARY_ITEM_RE = re.compile(rf"([A-Za-z][A-Za-z ()]*?):\s*({_NUM})")
+_INIT_MS_RE = re.compile(rf"Initialized session in ({_NUM})\s*ms")
+_MEM_DELTA_RE = re.compile(
+    rf"Memory footprint delta from the start of the tool \(MB\):\s*init=({_NUM})\s+overall=({_NUM})"
+)
+_MEM_PEAK_RE = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring:\s*({_NUM})")
+_DELEGATE_RE = re.compile(
+    r"Explicitly applied (?P<name>[\w ]+?) delegate, and the model graph will be "
+    r"(?P<how>completely|partially) executed by the delegate"
+)
+_DELEGATED_NODES_RE = re.compile(r"(\d+) nodes? (?:delegated out of|out of) (\d+) nodes")
+_VERSION_RE = re.compile(r"(?:TF(?:Lite)?|LiteRT|TensorFlow Lite)[^\n]*?[Vv]ersion[:\s]+\[?([\w.\-]+)")
+_SECTION_RE = re.compile(r"=+\s*(?P<title>[^=]+?)\s*=+\s*$")
+# a log prefix: "INFO: ", "I0101 12:00:00.123 123 file.cc:45] ", logcat "tflite  : "
+_PREFIX_RE = re.compile(
+    r"^(?:(?:INFO|WARNING|ERROR|VERBOSE|DEBUG):\s?"
+    r"|[IWEF]\d{4} [\d:.]+\s+\d+\s+\S+:\d+\]\s?"
+    r"|\S+\s+:\s)"
+)
+
+
+@dataclass
+class RunStats:
+    """One ``count=… first=… …`` line: statistics of one phase, in microseconds."""
+
+    count: int
+    first_us: float
+    curr_us: float
+    min_us: float
+    max_us: float
+    avg_us: float
+    std_us: float
+    all_same: bool = False
+
+
+@dataclass
+class OpRow:
+    """One row of an op-profiling table (times in milliseconds)."""
+
+    node_type: str
+    first_ms: float
+    avg_ms: float
+    pct: float
+    cdf_pct: float
+    mem_kb: float
+    times_called: int
+    name: str
+
+
+@dataclass
+class NodeTypeRow:
+    """One row of the ``Summary by node type`` table (times in milliseconds)."""
+
+    node_type: str
+    count: int
+    avg_ms: float
+    avg_pct: float
+    cdf_pct: float
+    mem_kb: float
+    times_called: int
+
+
+@dataclass
+class BenchmarkResult:
+    """Everything a ``benchmark_model`` run printed that latkit uses.
+
+    Times are in microseconds unless the name says otherwise. ``runs`` holds one
+    :class:`RunStats` per phase, keyed ``"warmup"`` and ``"inference"``.
+    """
+
+    init_us: float | None
+    first_us: float | None
+    warmup_avg_us: float | None
+    inference_avg_us: float
+    runs: dict[str, RunStats] = field(default_factory=dict)
+    op_profile: list[OpRow] = field(default_factory=list)
+    top_by_time: list[OpRow] = field(default_factory=list)
+    node_type_summary: list[NodeTypeRow] = field(default_factory=list)
+    mem_init_mb: float | None = None
+    mem_overall_mb: float | None = None
+    peak_mem_mb: float | None = None
+    delegates: list[str] = field(default_factory=list)
+    partially_delegated: bool = False
+    warnings: list[str] = field(default_factory=list)
+    runtime_version: str = ""
+    raw: str = ""
+
+    @property
+    def inference_count(self) -> int:
+        """How many timed runs the inference phase made (can exceed ``--num_runs``)."""
+        stats = self.runs.get("inference")
+        return stats.count if stats else 0
+
+    def to_dict(self, include_raw: bool = False) -> dict[str, Any]:
+        """JSON-ready form (``raw`` left out unless asked for)."""
+        d = asdict(self)
+        if not include_raw:
+            d.pop("raw")
+        d["inference_count"] = self.inference_count
+        return d
+
+
+def _strip_prefix(line: str) -> str:
+    return _PREFIX_RE.sub("", line.rstrip("\r"), count=1)
+
+
+def parse_stat_line(line: str) -> RunStats | None:
+    """Parse a ``count=…`` statistics line; ``None`` if the line is not one.
+
+    ``count=0`` (an empty phase) also gives ``None``.
+    """
+    m = _STAT_RE.search(line)
+    if not m:
+        return None
+    count = int(m.group("count"))
+    if count == 0:
+        return None
+    kv = {k: float(v) for k, v in _KV_RE.findall(m.group("rest"))}
+    if "curr" not in kv:
+        return None
+    if "avg" not in kv:  # "count=N curr=X(all same)" or the single-run "count=1 curr=X"
+        x = kv["curr"]
+        return RunStats(count, x, x, x, x, x, 0.0, all_same=True)
+    return RunStats(
+        count=count,
+        first_us=kv.get("first", kv["curr"]),
+        curr_us=kv["curr"],
+        min_us=kv.get("min", kv["avg"]),
+        max_us=kv.get("max", kv["avg"]),
+        avg_us=kv["avg"],
+        std_us=kv.get("std", 0.0),
+    )
+
+
+def _parse_summary(body: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for label, value in _SUMMARY_ITEM_RE.findall(body):
+        key = label.strip().lower()
+        out[{
+            "init": "init",
+            "first inference": "first",
+            "warmup (avg)": "warmup",
+            "warmup": "warmup",
+            "inference (avg)": "inference",
+            "inference": "inference",
+            "no stats": "inference",
+        }.get(key, key)] = float(value)
+    return out
+
+
+def _table_cells(line: str) -> list[str]:
+    # tables are tab-separated with padding; fall back to runs of 2+ spaces
+    cells = [c.strip() for c in line.split("\t")]
+    cells = [c for c in cells if c]
+    if len(cells) <= 2:
+        cells = [c for c in re.split(r"\s{2,}", line.strip()) if c]
+    return cells
+
+
+def _pct(text: str) -> float:
+    return float(text.rstrip("%"))
+
+
+def _op_row(cells: list[str]) -> OpRow | None:
+    # [node type] [(start)] [first] [avg ms] [%] [cdf%] [mem KB] [times called] [Name]
+    if len(cells) < 8:
+        return None
+    if len(cells) >= 9 and "%" not in cells[3]:  # has a [start] column
+        cells = [cells[0], *cells[2:]]
+    try:
+        return OpRow(cells[0], float(cells[1]), float(cells[2]), _pct(cells[3]), _pct(cells[4]),
+                     float(cells[5]), int(float(cells[6])), " ".join(cells[7:]).strip("[]"))
+    except ValueError:
+        return None
+
+
+def _node_type_row(cells: list[str]) -> NodeTypeRow | None:
+    # [Node type] [count] [avg ms] [avg %] [cdf %] [mem KB] [times called]
+    if len(cells) < 7:
+        return None
+    try:
+        return NodeTypeRow(cells[0], int(cells[1]), float(cells[2]), _pct(cells[3]),
+                           _pct(cells[4]), float(cells[5]), int(float(cells[6])))
+    except ValueError:
+        return None
+
+
+class _State:
+    """Mutable parse state, folded into a :class:`BenchmarkResult` at the end."""
+
+    def __init__(self) -> None:
+        self.phase_stats: list[RunStats] = []
+        self.summary: dict[str, float] = {}
+        self.init_ms: float | None = None
+        self.section = ""
+        self.in_profile = False
+        self.ops: list[OpRow] = []
+        self.top: list[OpRow] = []
+        self.types: list[NodeTypeRow] = []
+        self.mem: dict[str, float] = {}
+        self.delegates: list[str] = []
+        self.partial = False
+        self.warnings: list[str] = []
+        self.version = ""
+
+
+def _feed(st: _State, line: str) -> None:
+    if "Profiling Info for" in line:
+        # only the regular runs' tables count; warmup/init profiles are separate
+        st.in_profile = "Regular Benchmark Runs" in line
+        st.section = ""
+        return
+    sec = _SECTION_RE.match(line.strip())
+    if sec:
+        st.section = sec.group("title").lower()
+        return
+    if st.section and st.in_profile and ("\t" in line or line.startswith("  ")):
+        cells = _table_cells(line)
+        if cells and not cells[0].startswith("["):
+            if st.section == "run order" and (row := _op_row(cells)):
+                st.ops.append(row)
+                return
+            if st.section.startswith("top by computation") and (row := _op_row(cells)):
+                st.top.append(row)
+                return
+            if st.section.startswith("summary by node type") and (t := _node_type_row(cells)):
+                st.types.append(t)
+                return
+    if line.startswith("Timings (microseconds):") or line.startswith("Memory (bytes):"):
+        return  # per-table footers of the profiler, not phase statistics
+    if m := _SUMMARY_RE.search(line):
+        st.summary = _parse_summary(m.group("body"))
+        return
+    if (m := _STAT_RE.search(line)) and line.lstrip().startswith("count="):
+        stats = parse_stat_line(line)
+        if stats:
+            st.phase_stats.append(stats)
+        return
+    if m := _INIT_MS_RE.search(line):
+        st.init_ms = float(m.group(1))
+    elif m := _MEM_DELTA_RE.search(line):
+        st.mem["init"], st.mem["overall"] = float(m.group(1)), float(m.group(2))
+    elif m := _MEM_PEAK_RE.search(line):
+        st.mem["peak"] = float(m.group(1))
+    elif m := _DELEGATE_RE.search(line):
+        st.delegates.append(m.group("name").strip())
+        if m.group("how") == "partially":
+            st.partial = True
+            st.warnings.append(
+                f"{m.group('name').strip()} delegate ran only part of the graph; the rest ran "
+                "on the default CPU kernels"
+            )
+    elif m := _VERSION_RE.search(line):
+        st.version = st.version or m.group(1)
+
+
+def parse_benchmark_output(text: str) -> BenchmarkResult:
+    """Parse the full stdout/stderr of one ``benchmark_model`` run.
+
+    Args:
+        text: what the tool printed (stdout and stderr together is fine).
+
+    Returns:
+        The run's timings, per-phase statistics, op profile, memory and delegates.
+
+    Raises:
+        ParseError: the text holds no inference statistics (garbage, a crash or
+            output cut short).
+    """
+    st = _State()
+    for raw_line in text.splitlines():
+        _feed(st, _strip_prefix(raw_line))
+
+    # The tool prints the warmup phase first, then the regular runs.
+    runs: dict[str, RunStats] = {}
+    if len(st.phase_stats) >= 2:
+        runs["warmup"], runs["inference"] = st.phase_stats[0], st.phase_stats[1]
+    elif len(st.phase_stats) == 1 and "inference" in st.summary:
+        runs["inference"] = st.phase_stats[0]
+    elif len(st.phase_stats) == 1:
+        # one stat line and no summary: the regular runs never finished
+        raise ParseError(
+            "benchmark_model output stops after the warmup phase (no inference statistics); "
+            "the run crashed or the output was cut short: rerun it and check the device log"
+        )
+
+    inference = st.summary.get("inference")
+    if inference is None and "inference" in runs:
+        inference = runs["inference"].avg_us
+    if inference is None:
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:60]
+        raise ParseError(
+            "no inference timings in benchmark_model output "
+            f"(starts with {first!r}); pass the complete output of a finished run"
+        )
+    if "inference" in runs and not runs["inference"].all_same:
+        # the summary rounds differently; the stat line is the primary figure
+        inference = runs["inference"].avg_us
+
+    init = st.summary.get("init", st.init_ms * 1000.0 if st.init_ms is not None else None)
+    first = st.summary.get("first")
+    if first is None and "warmup" in runs:
+        first = runs["warmup"].first_us
+    warmup = st.summary.get("warmup")
+    if warmup is None and "warmup" in runs:
+        warmup = runs["warmup"].avg_us
+    return BenchmarkResult(
+        init_us=init,
+        first_us=first,
+        warmup_avg_us=warmup,
+        inference_avg_us=inference,
+        runs=runs,
+        op_profile=st.ops,
+        top_by_time=st.top,
+        node_type_summary=st.types,
+        mem_init_mb=st.mem.get("init"),
+        mem_overall_mb=st.mem.get("overall"),
+        peak_mem_mb=st.mem.get("peak"),
+        delegates=st.delegates,
+        partially_delegated=st.partial,
+        warnings=st.warnings,
+        runtime_version=st.version,
+        raw=text,
+    )

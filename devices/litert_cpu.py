@@ -1,0 +1,157 @@
+"""``cpu:litert``: time TFLite models with the LiteRT interpreter on the host CPU.
+
+The interpreter comes from ``ai_edge_litert`` or, failing that, the older
+``tflite_runtime`` package; both apply the XNNPACK delegate by default, as the
+Android runtime does. The input is set once and ``invoke()`` is timed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from latkit.devices.base import (
+    Device,
+    DeviceInfo,
+    ModelFormat,
+    ModelSource,
+    Session,
+    captured_output,
+    host_cpu_model,
+    host_state,
+    register_device,
+)
+from latkit.errors import DeviceError, MeasurementError, MissingExtraError, UsageError
+
+log = logging.getLogger(__name__)
+
+# (module with an Interpreter, distribution that ships it), in order of preference
+_RUNTIMES = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+)
+INSTALL_HINT = "pip install 'latkit[tflite]'"
+INPUT_SEED = 0
+
+
+def _runtime() -> tuple[ModuleType, str, str] | None:
+    """The interpreter module, its distribution name and version; None if neither is installed."""
+    for module_name, dist in _RUNTIMES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        return module, dist, version
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+class LiteRTSession(Session):
+    """A LiteRT interpreter with its tensors allocated and its input set."""
+
+    def __init__(self, interpreter: Any, path: Path) -> None:
+        self._interpreter = interpreter
+        self._path = path
+
+    def outputs(self) -> list[np.ndarray]:
+        """The output tensors of the last invocation."""
+        return [self._interpreter.get_tensor(d["index"]) for d in self._interpreter.get_output_details()]
+
+    def time(self, iterations: int) -> float:
+        """Mean seconds per ``invoke()`` over ``iterations`` back-to-back calls."""
+        if iterations < 1:
+            raise UsageError(f"iterations must be >= 1, got {iterations}")
+        invoke = self._interpreter.invoke
+        try:
+            start = time.perf_counter_ns()
+            for _ in range(iterations):
+                invoke()
+            elapsed = time.perf_counter_ns() - start
+        except (RuntimeError, ValueError) as exc:
+            raise MeasurementError(f"LiteRT failed running {self._path}: {_one_line(exc)}") from exc
+        return elapsed / iterations / 1e9
+
+    def close(self) -> None:
+        """Drop the interpreter."""
+        self._interpreter = None
+
+
+@register_device("cpu:litert")
+class LiteRTCPU(Device):
+    """The LiteRT (TFLite) interpreter with XNNPACK on the host CPU."""
+
+    model_format = ModelFormat.TFLITE
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """Usable when ai-edge-litert or tflite-runtime is installed."""
+        return (True, "") if _runtime() is not None else (False, INSTALL_HINT)
+
+    def _require(self) -> tuple[ModuleType, str, str]:
+        rt = _runtime()
+        if rt is None:
+            raise MissingExtraError("the cpu:litert device", "tflite")
+        return rt
+
+    def info(self) -> DeviceInfo:
+        """Runtime (which package and its version), threads, CPU model, delegate."""
+        _, dist, version = self._require()
+        return DeviceInfo(
+            uri=self.uri,
+            kind="cpu",
+            runtime="litert",
+            runtime_version=version,
+            threads=self.threads,
+            model=host_cpu_model(),
+            extra={"package": dist, "delegate": "xnnpack (runtime default)"},
+        )
+
+    def open(self, model: ModelSource) -> LiteRTSession:
+        """Load ``model``'s TFLite file, allocate tensors, set the input, invoke once.
+
+        Raises:
+            MissingExtraError: no LiteRT runtime is installed.
+            DeviceError: the file cannot be loaded or run.
+        """
+        module, _, _ = self._require()
+        path = Path(model.file(ModelFormat.TFLITE))
+        try:
+            # The runtime announces its XNNPACK delegate on stderr; keep it for debugging.
+            with captured_output() as out:
+                interp = module.Interpreter(model_path=str(path), num_threads=self.threads)
+                interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise DeviceError(
+                f"LiteRT cannot load {path}: {_one_line(exc)}; delete the file to re-export it"
+            ) from exc
+        if out.text:
+            log.debug("LiteRT: %s", out.text)
+        detail = interp.get_input_details()[0]
+        shape = tuple(int(v) for v in detail["shape"])
+        data = np.random.default_rng(INPUT_SEED).standard_normal(shape).astype(detail["dtype"])
+        session = LiteRTSession(interp, path)
+        try:
+            interp.set_tensor(detail["index"], data)
+            interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise DeviceError(f"LiteRT cannot run {path}: {_one_line(exc)}") from exc
+        return session
+
+    def state(self) -> dict[str, Any]:
+        """Load averages and the current CPU clock."""
+        return host_state()

@@ -1,0 +1,146 @@
+"""``cpu:onnxruntime``: time ONNX models with ONNX Runtime on the host CPU.
+
+One inference session per model: the CPU execution provider, ``threads``
+intra-op threads, one inter-op thread, sequential execution and every graph
+optimisation (so batch norm is folded, as a deployed model would be).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from latkit.devices.base import (
+    Device,
+    DeviceInfo,
+    ModelFormat,
+    ModelSource,
+    Session,
+    host_cpu_model,
+    host_state,
+    register_device,
+)
+from latkit.errors import DeviceError, MeasurementError, UsageError
+
+PROVIDER = "CPUExecutionProvider"
+OPT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+INPUT_SEED = 0
+# what ONNX Runtime raises; its pybind errors derive from Exception, not RuntimeError
+_ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, ValueError)
+try:
+    from onnxruntime.capi import onnxruntime_pybind11_state as _state
+
+    _ORT_ERRORS += tuple(
+        getattr(_state, name)
+        for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
+                     "NoSuchFile", "NoModel", "RuntimeException", "NotImplemented")
+        if hasattr(_state, name)
+    )
+except ImportError:  # a build without the pybind module: RuntimeError is the catch-all
+    pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def random_input(shape: tuple[int, ...], seed: int = INPUT_SEED) -> np.ndarray:
+    """A fixed random float32 tensor (the same on every call)."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+class OrtSession(Session):
+    """An ONNX Runtime inference session with its input bound once."""
+
+    def __init__(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray], path: Path):
+        self._session = session
+        self._feeds = feeds
+        self._path = path
+
+    def run(self) -> list[np.ndarray]:
+        """One inference; the outputs."""
+        return self._session.run(None, self._feeds)
+
+    def time(self, iterations: int) -> float:
+        """Mean seconds per run over ``iterations`` back-to-back runs."""
+        if iterations < 1:
+            raise UsageError(f"iterations must be >= 1, got {iterations}")
+        run, feeds = self._session.run, self._feeds
+        try:
+            start = time.perf_counter_ns()
+            for _ in range(iterations):
+                run(None, feeds)
+            elapsed = time.perf_counter_ns() - start
+        except _ORT_ERRORS as exc:
+            raise MeasurementError(f"onnxruntime failed running {self._path}: {_one_line(exc)}") from exc
+        return elapsed / iterations / 1e9
+
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees it with the last reference)."""
+        self._session = None  # type: ignore[assignment]
+
+
+@register_device("cpu:onnxruntime")
+class OnnxRuntimeCPU(Device):
+    """ONNX Runtime on the host CPU."""
+
+    model_format = ModelFormat.ONNX
+
+    def info(self) -> DeviceInfo:
+        """Runtime, version, threads, CPU model and session settings."""
+        return DeviceInfo(
+            uri=self.uri,
+            kind="cpu",
+            runtime="onnxruntime",
+            runtime_version=ort.__version__,
+            threads=self.threads,
+            model=host_cpu_model(),
+            extra={
+                "provider": PROVIDER,
+                "graph_optimization_level": OPT_LEVEL.name,
+                "execution_mode": "sequential",
+                "inter_op_threads": 1,
+            },
+        )
+
+    def session_options(self) -> ort.SessionOptions:
+        """The session settings every model is opened with."""
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = OPT_LEVEL
+        so.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+        return so
+
+    def open(self, model: ModelSource) -> OrtSession:
+        """Load ``model``'s ONNX file and run it once to prove it works.
+
+        Raises:
+            DeviceError: ONNX Runtime cannot load or run the file.
+        """
+        path = Path(model.file(ModelFormat.ONNX))
+        try:
+            sess = ort.InferenceSession(str(path), self.session_options(), providers=[PROVIDER])
+        except _ORT_ERRORS as exc:
+            raise DeviceError(
+                f"onnxruntime cannot load {path}: {_one_line(exc)}; delete the file to re-export it"
+            ) from exc
+        inp = sess.get_inputs()[0]
+        shape = tuple(model.input_shape)
+        feeds = {inp.name: random_input(shape)}
+        session = OrtSession(sess, feeds, path)
+        try:
+            session.run()
+        except _ORT_ERRORS as exc:
+            raise DeviceError(f"onnxruntime cannot run {path}: {_one_line(exc)}") from exc
+        return session
+
+    def state(self) -> dict[str, Any]:
+        """Load averages and the current CPU clock."""
+        return host_state()

@@ -1,0 +1,113 @@
+"""``cpu:torch``: time torch modules in eager mode on the host CPU.
+
+Torch's thread count is process-wide, so a session sets it only while it times
+and puts the caller's value back afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from latkit.devices.base import (
+    Device,
+    DeviceInfo,
+    ModelFormat,
+    ModelSource,
+    Session,
+    host_cpu_model,
+    host_state,
+    register_device,
+)
+from latkit.errors import DeviceError, MeasurementError, UsageError
+
+INPUT_SEED = 0
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op threads, then restore the old count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+class TorchCPUSession(Session):
+    """A module in eval mode and a fixed input, timed under ``inference_mode``."""
+
+    def __init__(self, module: torch.nn.Module, example: torch.Tensor, threads: int, key: str) -> None:
+        self._module = module
+        self._example = example
+        self._threads = threads
+        self._key = key
+
+    def run(self) -> Any:
+        """One forward pass; its output."""
+        with torch_threads(self._threads), torch.inference_mode():
+            return self._module(self._example)
+
+    def time(self, iterations: int) -> float:
+        """Mean seconds per forward pass over ``iterations`` back-to-back calls."""
+        if iterations < 1:
+            raise UsageError(f"iterations must be >= 1, got {iterations}")
+        module, x = self._module, self._example
+        try:
+            with torch_threads(self._threads), torch.inference_mode():
+                start = time.perf_counter_ns()
+                for _ in range(iterations):
+                    module(x)
+                elapsed = time.perf_counter_ns() - start
+        except RuntimeError as exc:
+            raise MeasurementError(f"torch failed running {self._key}: {_one_line(exc)}") from exc
+        return elapsed / iterations / 1e9
+
+
+@register_device("cpu:torch")
+class TorchCPU(Device):
+    """Eager torch on the host CPU."""
+
+    model_format = ModelFormat.TORCH
+
+    def info(self) -> DeviceInfo:
+        """Runtime version, threads, CPU model and torch's CPU build."""
+        return DeviceInfo(
+            uri=self.uri,
+            kind="cpu",
+            runtime="torch",
+            runtime_version=torch.__version__,
+            threads=self.threads,
+            model=host_cpu_model(),
+            extra={"mode": "eager", "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        )
+
+    def open(self, model: ModelSource) -> TorchCPUSession:
+        """Take ``model``'s torch module and run it once on a fixed random input.
+
+        Raises:
+            DeviceError: the module cannot run on the model's input shape.
+        """
+        module = model.torch_module().eval()
+        gen = torch.Generator().manual_seed(INPUT_SEED)
+        example = torch.randn(tuple(model.input_shape), generator=gen)
+        session = TorchCPUSession(module, example, self.threads, model.key)
+        try:
+            session.run()
+        except RuntimeError as exc:
+            raise DeviceError(f"torch cannot run {model.key}: {_one_line(exc)}") from exc
+        return session
+
+    def state(self) -> dict[str, Any]:
+        """Load averages and the current CPU clock."""
+        return host_state()

@@ -1,0 +1,73 @@
+"""The ``latkit`` command line.
+
+Every command is a thin layer over the library: it parses arguments, calls one
+library function, and renders the result (a rich table, or JSON with
+``--json``). A :class:`~latkit.errors.LatkitError` raised anywhere becomes one
+``error: ...`` line on stderr and a non-zero exit; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from latkit._version import __version__
+from latkit.cli import common
+from latkit.errors import LatkitError
+
+app = typer.Typer(
+    name="latkit",
+    help="Hardware-aware latency profiling, lookup tables, predictors and latency-constrained NAS.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"latkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv: debug)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _register() -> None:
+    # each module adds its commands to `app`
+    from latkit.cli import android, ops, profile  # noqa: F401
+    from latkit.cli import lut as lut_cli
+
+    app.add_typer(lut_cli.lut_app, name="lut")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point. Returns the exit code."""
+    _register()
+    try:
+        app(args=argv, prog_name="latkit", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except LatkitError as exc:
+        common.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        common.error("interrupted; measurements already taken are saved")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

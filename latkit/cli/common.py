@@ -1,0 +1,89 @@
+"""Shared pieces of the CLI: consoles, JSON output, progress bars, option types."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """Print one error line on stderr."""
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    err.print(f"[bold red]error:[/] {first}", highlight=False, markup=True)
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if hasattr(obj, "value"):  # enums
+        return obj.value
+    return str(obj)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as JSON on stdout (NaN/inf become null)."""
+    text = json.dumps(_finite(json.loads(json.dumps(data, default=_default))), indent=2)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Any]:
+    """A rich progress bar with ETA; yields ``advance(text)``."""
+    if not enabled:
+        yield lambda text="": None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}", style="dim"),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(description, total=total, note="")
+
+        def advance(note: str = "", steps: int = 1) -> None:
+            bar.update(task, advance=steps, note=note[-60:])
+
+        yield advance
+
+
+def fmt_ms(value: float | None) -> str:
+    """Milliseconds for tables."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if value < 100 else f"{value:.1f}"

@@ -1,0 +1,157 @@
+"""`latkit lut ...`: inspect, move, merge and use latency lookup tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from latkit.cli import common
+from latkit.cli.profile import DEVICE_HELP, load_arch, protocol_config
+
+lut_app = typer.Typer(help="Inspect, export, import, merge and estimate with latency LUTs.", no_args_is_help=True)
+
+
+@lut_app.command("show")
+def show_cmd(
+    lut: Path = typer.Argument(..., help="LUT file."),
+    rows: bool = typer.Option(False, "--rows", help="List every measurement."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Summarise a LUT: devices, operator counts, latency range, sources."""
+    from latkit.lut.store import LUT
+
+    with LUT.open(lut) as table:
+        summary = table.summary()
+        listing = table.rows() if rows else []
+    if as_json:
+        common.print_json({"summary": summary, **({"rows": listing} if rows else {})})
+        return
+    common.out.print(f"[bold]{lut}[/]  schema v{summary.get('schema_version')}  latkit {summary.get('latkit_version')}")
+    dtable = Table("device", "runtime", "threads", "ops", "min ms", "median ms", "max ms", "total ms", "sources")
+    for d in summary.get("devices", []):
+        dtable.add_row(
+            d["uri"], str(d.get("runtime", "")), str(d.get("threads", "")), str(d["ops"]),
+            common.fmt_ms(d.get("min_ms")), common.fmt_ms(d.get("median_ms")), common.fmt_ms(d.get("max_ms")),
+            common.fmt_ms(d.get("total_ms")), ", ".join(d.get("sources", [])),
+        )
+    common.out.print(dtable)
+    by_type = summary.get("by_type", {})
+    if by_type:
+        common.out.print("operators by type: " + ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())))
+    if rows:
+        rtable = Table("key", "device", "latency ms", "±CI %", "samples", "source")
+        for r in listing:
+            rtable.add_row(r["op_key"], r["device"], common.fmt_ms(r["latency_ms"]),
+                           f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")), r.get("source", ""))
+        common.out.print(rtable)
+
+
+@lut_app.command("export")
+def export_cmd(
+    lut: Path = typer.Argument(..., help="LUT file."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSON file to write."),
+) -> None:
+    """Export a LUT as versioned JSON."""
+    from latkit.lut.io import export_json
+    from latkit.lut.store import LUT
+
+    with LUT.open(lut) as table:
+        n = export_json(table, out)
+    common.err.print(f"wrote {n} measurements to {out}")
+
+
+@lut_app.command("import")
+def import_cmd(
+    lut: Path = typer.Argument(..., help="LUT file to import into (created if missing)."),
+    sources: list[Path] = typer.Argument(..., help="latkit JSON exports, or OFA / ProxylessNAS yaml tables."),
+    device_uri: Optional[str] = typer.Option(None, "--device-uri", help="Device name for a yaml table's rows."),
+) -> None:
+    """Import JSON exports or the public OFA / ProxylessNAS yaml tables."""
+    from latkit.lut.io import import_json, import_public_yaml
+    from latkit.lut.store import LUT
+
+    with LUT.open(lut, create=True) as table:
+        for src in sources:
+            if src.suffix.lower() in (".yaml", ".yml"):
+                n = import_public_yaml(table, src, device_uri=device_uri)
+            else:
+                n = import_json(table, src)
+            common.err.print(f"imported {n} entries from {src}")
+
+
+@lut_app.command("merge")
+def merge_cmd(
+    dst: Path = typer.Argument(..., help="LUT file to merge into (created if missing)."),
+    sources: list[Path] = typer.Argument(..., help="LUT files to merge from."),
+) -> None:
+    """Merge LUT files (existing measurements are kept; conflicts are reported)."""
+    from latkit.lut.io import merge
+    from latkit.lut.store import LUT
+
+    with LUT.open(dst, create=True) as table:
+        report = merge(table, sources)
+    common.err.print(str(report))
+
+
+@lut_app.command("estimate")
+def estimate_cmd(
+    lut: Path = typer.Option(..., "--lut", help="LUT file."),
+    arch: str = typer.Option(..., "--arch", "-a", help="Architecture: native form, arch.json or net.config file."),
+    space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space of --arch."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Device in the LUT (if it holds several)."),
+    calibrated: bool = typer.Option(True, "--calibrated/--raw", help="Apply the device's calibration if any."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Estimate a network's latency as the sum of its operators, with a per-layer breakdown."""
+    from latkit.lut.estimate import estimate
+    from latkit.lut.store import LUT
+
+    network, _ = load_arch(space, arch, resolution)
+    with LUT.open(lut) as table:
+        est = estimate(table, network, device=device, calibration=calibrated)
+    if as_json:
+        common.print_json(est.to_dict())
+        return
+    table = Table("#", "layer", "key", "ms", "%", title=f"{network.name} on {est.device}")
+    for i, row in enumerate(est.layers):
+        table.add_row(str(i), row.name, row.key, common.fmt_ms(row.latency_ms), f"{row.share_pct:.1f}")
+    common.out.print(table)
+    common.out.print(f"[bold]sum of operators: {est.sum_ms:.3f} ms[/]")
+    if est.calibrated:
+        common.out.print(f"[bold]calibrated estimate: {est.total_ms:.3f} ms[/]")
+
+
+@lut_app.command("calibrate")
+def calibrate_cmd(
+    lut: Path = typer.Option(..., "--lut", help="LUT file holding this device's operators."),
+    space: str = typer.Option(..., "--space", "-s"),
+    device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
+    networks: int = typer.Option(6, "--networks", "-n", min=1, help="Random networks to measure end to end."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
+    threads: int = typer.Option(1, "--threads", "-t", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    quick: bool = typer.Option(False, "--quick"),
+) -> None:
+    """Fit the device's LUT-to-end-to-end calibration on a few measured random networks."""
+    import numpy as np
+
+    from latkit.devices import open_device
+    from latkit.lut.calibration import calibrate_device
+    from latkit.lut.store import LUT
+    from latkit.profiler.spaces import get_space
+
+    sp = get_space(space)
+    rng = np.random.default_rng(seed)
+    nets = [sp.network(sp.sample(rng), resolution) for _ in range(networks)]
+    dev = open_device(device, threads=threads)
+    try:
+        with LUT.open(lut) as table, common.progress_bar("measuring networks", networks) as advance:
+            cal = calibrate_device(table, dev, nets, protocol_config(0.02, 30.0, quick),
+                                   on_progress=lambda *a: advance())
+    finally:
+        dev.close()
+    common.out.print(f"calibration for {dev.uri}: {cal}")

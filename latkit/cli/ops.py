@@ -1,0 +1,88 @@
+"""`latkit spaces`, `latkit ops` and `latkit devices`: what is there to measure, and where."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from latkit.cli import app, common
+
+
+@app.command("spaces")
+def spaces_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the registered search spaces."""
+    from latkit.profiler.spaces import get_space, list_spaces
+
+    rows = []
+    for name in list_spaces():
+        space = get_space(name)
+        rows.append(
+            {
+                "name": name,
+                "choices": len(space.choices()),
+                "has_lut": space.has_lut,
+                "default_resolution": space.default_resolution,
+                "description": space.description,
+            }
+        )
+    if as_json:
+        common.print_json(rows)
+        return
+    table = Table("space", "choices", "LUT", "resolution", "description")
+    for r in rows:
+        table.add_row(r["name"], str(r["choices"]), "yes" if r["has_lut"] else "no",
+                      str(r["default_resolution"]), r["description"])
+    common.out.print(table)
+
+
+@app.command("ops")
+def ops_cmd(
+    space: str = typer.Argument(..., help="Search space, e.g. proxyless_mobile (see `latkit spaces`)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List every distinct operator of a search space."""
+    from latkit.profiler.spaces import get_space
+
+    specs = get_space(space).operators(resolution)
+    if as_json:
+        common.print_json([{"key": s.key, **s.to_dict()} for s in specs])
+        return
+    table = Table("#", "key", "type", "kernel", "expand", "stride", "se", "act", title=f"{space}: {len(specs)} operators")
+    for i, s in enumerate(specs):
+        table.add_row(str(i), s.key, s.op_type.value, str(s.kernel), str(s.expand_ratio),
+                      str(s.stride), "yes" if s.se else "", s.act.value)
+    common.out.print(table)
+
+
+@app.command("devices")
+def devices_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List device backends usable here (and attached Android phones)."""
+    from latkit.devices import list_devices
+
+    rows = list_devices()
+    phones = []
+    try:
+        from latkit.devices.android import list_android_devices
+    except ImportError:
+        list_android_devices = None
+    if list_android_devices is not None:
+        try:
+            phones = list_android_devices()
+        except Exception as exc:  # listing phones must never break the listing of backends
+            phones = [{"error": str(exc)}]
+    if as_json:
+        common.print_json({"backends": rows, "android": phones})
+        return
+    table = Table("device URI", "runs", "usable here", "why not")
+    for r in rows:
+        table.add_row(r["uri"], r["format"], "yes" if r["usable"] else "no", r["why"])
+    common.out.print(table)
+    if phones:
+        keys = sorted({k for p in phones for k in p})
+        ptable = Table(*keys, title="Android devices")
+        for p in phones:
+            ptable.add_row(*(str(p.get(k, "")) for k in keys))
+        common.out.print(ptable)

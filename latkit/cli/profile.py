@@ -1,0 +1,128 @@
+"""`latkit profile` and `latkit measure`: measure operators into a LUT, or whole networks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from latkit.cli import app, common
+
+DEVICE_HELP = "Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:SERIAL, adb+tcp://HOST:PORT."
+
+
+def protocol_config(precision: float, max_seconds: float, quick: bool):
+    """The measurement protocol settings chosen on the command line."""
+    from latkit.profiler.protocol import ProtocolConfig
+
+    if quick:
+        return ProtocolConfig.quick(target_rel_ci=precision)
+    return ProtocolConfig(target_rel_ci=precision, max_seconds_per_op=max_seconds)
+
+
+def load_arch(space_name: Optional[str], arch: str, resolution: Optional[int]):
+    """The network behind ``--arch`` (a space arch, an arch.json or a net.config file)."""
+    from latkit.profiler.spaces import get_space
+    from latkit.profiler.spaces.netconfig import load_network
+
+    space = get_space(space_name) if space_name else None
+    return load_network(space, arch, resolution)
+
+
+@app.command("profile")
+def profile_cmd(
+    device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
+    space: str = typer.Option(..., "--space", "-s", help="Search space whose operators to measure."),
+    lut: Path = typer.Option(..., "--lut", help="LUT file (SQLite); created if missing, resumed if not."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Measure at most N operators."),
+    threads: int = typer.Option(1, "--threads", "-t", min=1, help="Inference threads (recorded)."),
+    precision: float = typer.Option(0.02, "--precision", help="Target relative 95% CI half-width of each median."),
+    max_seconds: float = typer.Option(20.0, "--max-seconds-per-op", help="Time cap per operator."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer samples (for smoke runs, not for real LUTs)."),
+) -> None:
+    """Measure every operator of a space on a device into a LUT (resumable)."""
+    from latkit.devices import open_device
+    from latkit.lut.store import LUT
+    from latkit.profiler.runner import profile_ops
+    from latkit.profiler.spaces import get_space
+
+    specs = get_space(space).operators(resolution)
+    config = protocol_config(precision, max_seconds, quick)
+    dev = open_device(device, threads=threads)
+    try:
+        with LUT.open(lut, create=True) as table:
+            todo = [s for s in specs if s.key not in table.done_keys(dev.info().uri)]
+            total = min(len(todo), limit) if limit else len(todo)
+            common.err.print(
+                f"{space}: {len(specs)} operators, {len(specs) - len(todo)} already in {lut}, "
+                f"measuring {total} on {dev.uri} ({threads} thread(s))"
+            )
+            with common.progress_bar("profiling", total) as advance:
+                def on_progress(done, total_, key, measurement):
+                    note = f"{measurement.latency_ms:.3f} ms" if measurement is not None else "failed"
+                    advance(f"{note}  {key}")
+
+                report = profile_ops(dev, specs, table, config, limit=limit, on_progress=on_progress)
+            _print_report(report, lut)
+    finally:
+        dev.close()
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_report(report, lut: Path) -> None:
+    common.err.print(
+        f"measured {len(report.measured)}, already present {len(report.skipped)}, "
+        f"failed {len(report.failed)} -> {lut}"
+    )
+    for key, reason in report.failed.items():
+        common.err.print(f"[red]failed[/] {key}: {reason}")
+
+
+@app.command("measure")
+def measure_cmd(
+    arch: str = typer.Option(..., "--arch", "-a", help="Architecture: native form, arch.json or net.config file."),
+    device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
+    space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space of --arch (not needed for net.config)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
+    threads: int = typer.Option(1, "--threads", "-t", min=1),
+    lut: Optional[Path] = typer.Option(None, "--lut", help="Also print this LUT's estimate and its error."),
+    precision: float = typer.Option(0.02, "--precision"),
+    max_seconds: float = typer.Option(30.0, "--max-seconds"),
+    quick: bool = typer.Option(False, "--quick"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Measure a whole network end to end with the same protocol as the operators."""
+    from latkit.devices import open_device
+    from latkit.profiler.export import BuiltModel
+    from latkit.profiler.protocol import measure_one
+
+    network, _ = load_arch(space, arch, resolution)
+    config = protocol_config(precision, max_seconds, quick)
+    dev = open_device(device, threads=threads)
+    try:
+        m = measure_one(dev, BuiltModel.for_network(network), config)
+    finally:
+        dev.close()
+    result = {"network": network.name, "device": device, "measurement": m.to_dict()}
+    if lut is not None:
+        from latkit.lut.estimate import estimate
+        from latkit.lut.store import LUT
+
+        with LUT.open(lut) as table:
+            est = estimate(table, network)
+        result["estimate_ms"] = est.total_ms
+        result["error_pct"] = 100.0 * (est.total_ms - m.latency_ms) / m.latency_ms
+    if as_json:
+        common.print_json(result)
+        return
+    table = Table("network", "median ms", "95% CI ms", "samples", "converged")
+    table.add_row(network.name, common.fmt_ms(m.latency_ms),
+                  f"{common.fmt_ms(m.ci_low_ms)}-{common.fmt_ms(m.ci_high_ms)}",
+                  f"{m.n_samples} (x{m.iterations})", "yes" if m.converged else "no")
+    common.out.print(table)
+    if lut is not None:
+        common.out.print(f"LUT estimate {result['estimate_ms']:.3f} ms ({result['error_pct']:+.1f}% vs measured)")

@@ -1,0 +1,175 @@
+"""Per-device calibration: from a LUT sum to the end-to-end latency.
+
+A LUT sums operators measured one by one, each in its own model. A whole
+network runs them back to back, without per-model call overhead and with
+warmer caches, so the sum and the end-to-end latency differ by a device-specific
+amount. The calibration is the least-squares fit, over a few networks measured
+both ways, of
+
+    e2e_ms ~ a * lut_sum_ms + b * n_measurable_ops + c
+
+``b`` absorbs a per-op overhead (or saving) and ``c`` a per-inference one.
+With fewer than 3 networks (or networks that do not separate the terms) the
+fit falls back to fewer terms, down to the ratio ``a = sum(e2e) / sum(lut)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from latkit._version import __version__
+from latkit.errors import StoreError, UsageError
+from latkit.lut.store import LUT, utc_now
+
+if TYPE_CHECKING:
+    from latkit.devices.base import Device
+    from latkit.profiler.protocol import ProtocolConfig
+    from latkit.profiler.spaces.base import Network
+
+KIND = "e2e_linear"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``e2e_ms = a * lut_sum_ms + b * n_ops + c``, with how well it fitted."""
+
+    a: float
+    b: float
+    c: float
+    method: str  # "lstsq3" (a, b, c), "lstsq2" (a, c) or "ratio" (a only)
+    n_points: int
+    rmse_ms: float  # residual RMS on the fitted points
+    max_rel_err: float  # largest |fit - e2e| / e2e on the fitted points
+
+    def apply(self, lut_sum_ms: float, n_ops: int) -> float:
+        """The calibrated end-to-end latency (ms) of a network."""
+        return self.a * lut_sum_ms + self.b * n_ops + self.c
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            StoreError: fields are missing or unknown.
+        """
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise StoreError(f"calibration parameters {d!r} are malformed ({exc}); recalibrate") from exc
+
+
+def _design(lut_sums: np.ndarray, n_ops: np.ndarray, terms: int) -> np.ndarray:
+    cols = [lut_sums, n_ops, np.ones_like(lut_sums)]
+    return np.column_stack(cols if terms == 3 else [cols[0], cols[2]])
+
+
+def fit_calibration(
+    lut_sums: Sequence[float], n_ops: Sequence[int], e2e_ms: Sequence[float]
+) -> Calibration:
+    """Fit a calibration from networks measured both ways (pure function).
+
+    Uses the 3-term model when there are at least 3 points and the design has
+    full rank, else ``a * sum + c`` when there are 2+ distinct sums, else the
+    ratio of totals.
+
+    Raises:
+        UsageError: lengths differ, no points, or non-positive / non-finite values.
+    """
+    s = np.asarray(lut_sums, dtype=np.float64)
+    k = np.asarray(n_ops, dtype=np.float64)
+    y = np.asarray(e2e_ms, dtype=np.float64)
+    if not (s.shape == k.shape == y.shape) or s.ndim != 1 or s.size == 0:
+        raise UsageError("calibration needs equally long, non-empty lut_sums, n_ops and e2e_ms")
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(y))) or s.min() <= 0 or y.min() <= 0:
+        raise UsageError("calibration latencies must be finite and positive")
+    coef, method = None, "ratio"
+    for terms, name in ((3, "lstsq3"), (2, "lstsq2")):
+        if s.size < terms:
+            continue
+        x = _design(s, k, terms)
+        if np.linalg.matrix_rank(x) < terms:
+            continue  # e.g. every network has the same op count: b and c are not separable
+        sol = np.linalg.lstsq(x, y, rcond=None)[0]
+        coef = (sol[0], sol[1], sol[2]) if terms == 3 else (sol[0], 0.0, sol[1])
+        method = name
+        break
+    if coef is None:
+        coef = (float(y.sum() / s.sum()), 0.0, 0.0)
+    a, b, c = (float(v) for v in coef)
+    fit = a * s + b * k + c
+    return Calibration(
+        a=a, b=b, c=c, method=method, n_points=int(s.size),
+        rmse_ms=float(math.sqrt(np.mean((fit - y) ** 2))),
+        max_rel_err=float(np.max(np.abs(fit - y) / y)),
+    )  # fmt: skip
+
+
+def save_calibration(
+    lut: LUT, device_uri: str, cal: Calibration, provenance: dict[str, Any] | None = None
+) -> None:
+    """Store ``cal`` as the device's newest calibration (committed)."""
+    prov = {"latkit_version": __version__, "fitted_at": utc_now(), **(provenance or {})}
+    lut.save_calibration(device_uri, KIND, cal.to_dict(), prov)
+
+
+def load_calibration(lut: LUT, device_uri: str) -> Calibration | None:
+    """The device's newest calibration, or None if it has none."""
+    rows = [r for r in lut.calibrations(device_uri) if r["kind"] == KIND]
+    return Calibration.from_dict(rows[-1]["params"]) if rows else None
+
+
+def calibrate_device(
+    lut: LUT,
+    device: Device,
+    networks: Sequence[Network],
+    config: ProtocolConfig | None = None,
+    save: bool = True,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> Calibration:
+    """Measure ``networks`` end to end on ``device``, fit, and (by default) save.
+
+    Every measurable op of every network must already be in the LUT for
+    ``device.uri``; this is checked for all networks before anything runs.
+
+    Args:
+        lut: the LUT holding the device's operators; the calibration goes here.
+        device: the device to measure on (its ``uri`` names it in the LUT).
+        networks: a few networks (3 or more for the full model), ideally of
+            different sizes.
+        config: protocol settings for the end-to-end measurements.
+        save: store the calibration in ``lut``.
+        on_progress: called as ``(done, total, network_name)`` after each network.
+
+    Raises:
+        MissingOpsError: an op of a network is not in the LUT.
+    """
+    from latkit.lut.estimate import estimate
+    from latkit.profiler.export import BuiltModel
+    from latkit.profiler.protocol import ProtocolConfig, measure_one
+
+    config = config or ProtocolConfig()
+    estimates = [estimate(lut, net, device=device.uri, calibration=False) for net in networks]
+    e2e = []
+    for i, net in enumerate(networks, 1):
+        e2e.append(measure_one(device, BuiltModel(net), config).latency_ms)
+        if on_progress is not None:
+            on_progress(i, len(networks), net.name)
+    sums = [est.lut_sum_ms for est in estimates]
+    counts = [est.n_measurable for est in estimates]
+    cal = fit_calibration(sums, counts, e2e)
+    if save:
+        save_calibration(
+            lut, device.uri, cal,
+            {"networks": [n.name for n in networks], "lut_sums_ms": sums, "n_ops": counts,
+             "e2e_ms": e2e, "device": device.info().to_dict(), "protocol": config.to_dict()},
+        )  # fmt: skip
+    return cal

@@ -1,0 +1,389 @@
+"""Moving LUT contents in and out: JSON export/import, merging, public tables.
+
+The JSON form is a versioned envelope (``schema = latkit.lut.json``) holding
+the devices, ops, measurements (with raw samples and provenance) and
+calibrations of a LUT; it round-trips exactly.
+
+Conflict rule, for :func:`import_json` and :func:`merge`: a measurement of an
+(op, device) that the destination already holds is a *duplicate* when it has the
+same latency and source (re-importing a file changes nothing) and a *conflict*
+otherwise.
+Conflicts are settled by ``prefer``:
+
+* ``"existing"`` (default): keep what the destination has; a LUT never
+  changes under you unless you ask;
+* ``"newer"``: keep the row measured last (``created_at``);
+* ``"more_samples"``: keep the row with more samples (ties keep the existing);
+* ``"incoming"``: always take the row being imported.
+
+Every conflict is reported with both latencies, whichever row is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from latkit._version import __version__
+from latkit.errors import ParseError, StoreError, UnknownNameError, UsageError
+from latkit.lut.store import LUT, ROW_FIELDS, utc_now
+from latkit.profiler.ops import Act, OpSpec, parse_key
+
+log = logging.getLogger(__name__)
+
+JSON_SCHEMA = "latkit.lut.json"
+JSON_SCHEMA_VERSION = 1
+PREFER = ("existing", "newer", "more_samples", "incoming")
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two different measurements of the same op on the same device."""
+
+    op_key: str
+    device_uri: str
+    existing_ms: float
+    incoming_ms: float
+    kept: str  # "existing" or "incoming"
+
+
+@dataclass
+class MergeReport:
+    """What an import or merge did."""
+
+    added: int = 0
+    duplicates: int = 0
+    replaced: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    calibrations_added: int = 0
+    sources: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        kept = sum(c.kept == "existing" for c in self.conflicts)
+        text = (f"{self.added} added, {self.duplicates} already present, {self.replaced} replaced, "
+                f"{len(self.conflicts)} conflict(s)")  # fmt: skip
+        if self.conflicts:
+            text += f" ({kept} kept existing)"
+        if self.calibrations_added:
+            text += f", {self.calibrations_added} calibration(s)"
+        return text
+
+
+# ------------------------------------------------------------------ JSON
+
+
+def to_payload(lut: LUT) -> dict[str, Any]:
+    """The JSON envelope of everything in ``lut``."""
+    return {
+        "schema": JSON_SCHEMA,
+        "schema_version": JSON_SCHEMA_VERSION,
+        "latkit_version": __version__,
+        "exported_at": utc_now(),
+        "provenance": {"lut": str(lut.path), "lut_meta": lut.meta},
+        "devices": [{"uri": d["uri"], "info": d["info"]} for d in lut.devices()],
+        "ops": lut.ops(),
+        "measurements": lut.rows(),
+        "calibrations": lut.calibrations(),
+    }
+
+
+def export_json(lut: LUT, path: str | Path) -> int:
+    """Write ``lut`` as a JSON envelope to ``path`` (atomically); return the row count."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    payload = to_payload(lut)
+    try:
+        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, allow_nan=False))
+        tmp.replace(path)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc}") from exc
+    return len(payload["measurements"])
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text())
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"{path} is not valid JSON ({exc}); give a file from `latkit lut export`") from exc
+    if not isinstance(payload, dict) or payload.get("schema") != JSON_SCHEMA:
+        got = payload.get("schema") if isinstance(payload, dict) else type(payload).__name__
+        raise StoreError(f"{path} is not a latkit LUT export (schema {got!r}, want {JSON_SCHEMA!r})")
+    version = payload.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise StoreError(f"{path} has no valid schema_version; re-export it with latkit")
+    if version > JSON_SCHEMA_VERSION:
+        raise StoreError(f"{path} was written by a newer latkit (schema {version}); upgrade latkit")
+    for section in ("devices", "ops", "measurements", "calibrations"):
+        if not isinstance(payload.get(section, []), list):
+            raise StoreError(f"{path}: section {section!r} is not a list; the file is damaged")
+    return payload
+
+
+def import_json(lut: LUT, path: str | Path, prefer: str = "existing") -> MergeReport:
+    """Add the contents of a JSON export to ``lut`` (one transaction).
+
+    Conflicts with rows already in ``lut`` follow ``prefer`` (module docstring).
+
+    Raises:
+        StoreError / ParseError: the file is unreadable, of another schema or
+            newer, or an entry is malformed (nothing is imported then).
+    """
+    path = Path(path)
+    report = _absorb(lut, _read_payload(path), prefer, str(path))
+    report.sources.append(str(path))
+    return report
+
+
+def merge(dst: LUT, src_paths: list[str | Path], prefer: str = "existing") -> MergeReport:
+    """Merge LUT files (SQLite LUTs or JSON exports) into ``dst``.
+
+    Devices are matched by URI, ops by key; measurement conflicts follow
+    ``prefer`` (see the module docstring). Each source is one transaction.
+    """
+    total = MergeReport()
+    for src in map(Path, src_paths):
+        if src.suffix == ".json":
+            payload = _read_payload(src)
+        else:
+            if src.resolve() == dst.path.resolve():
+                raise UsageError(f"cannot merge {src} into itself")
+            with LUT.open(src) as lut:
+                payload = to_payload(lut)
+        part = _absorb(dst, payload, prefer, str(src))
+        total.added += part.added
+        total.duplicates += part.duplicates
+        total.replaced += part.replaced
+        total.conflicts += part.conflicts
+        total.calibrations_added += part.calibrations_added
+        total.sources.append(str(src))
+    return total
+
+
+def _keep_incoming(existing: dict[str, Any], incoming: dict[str, Any], prefer: str) -> bool:
+    if prefer == "incoming":
+        return True
+    if prefer == "newer":
+        return str(incoming["created_at"]) > str(existing["created_at"])
+    if prefer == "more_samples":
+        return (incoming.get("n_samples") or 0) > (existing.get("n_samples") or 0)
+    return False
+
+
+def _same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    # the creation time is left out so that importing the same table twice is a no-op
+    return math.isclose(a["latency_ms"], b["latency_ms"], rel_tol=1e-12) and a["source"] == b["source"]
+
+
+def _absorb(lut: LUT, payload: dict[str, Any], prefer: str, origin: str) -> MergeReport:
+    if prefer not in PREFER:
+        raise UnknownNameError("conflict rule", prefer, PREFER)
+    report = MergeReport()
+    existing = {(r["op_key"], r["device_uri"]): r for r in lut.rows()}
+    have_cal = {(c["device_uri"], c["kind"], c["created_at"]) for c in lut.calibrations()}
+    with lut.transaction():
+        for i, dev in enumerate(payload.get("devices", [])):
+            if not isinstance(dev, dict) or not dev.get("uri"):
+                raise StoreError(f"{origin}: device #{i} has no uri; the file is damaged")
+            lut.ensure_device(dev["uri"], dev.get("info"))
+        for i, op in enumerate(payload.get("ops", [])):
+            try:
+                lut.ensure_op(OpSpec.from_dict(op["spec"]), op["key"])
+            except (KeyError, TypeError, UsageError) as exc:
+                raise StoreError(f"{origin}: op #{i} has no valid key/spec ({exc}); the file is damaged") from exc
+        for i, row in enumerate(payload.get("measurements", [])):
+            missing = [f for f in ("op_key", "device_uri", "latency_ms", "source", "created_at")
+                       if not isinstance(row, dict) or row.get(f) is None]  # fmt: skip
+            if missing:
+                raise StoreError(f"{origin}: measurement #{i} lacks {', '.join(missing)}")
+            row = {f: row.get(f) for f in ROW_FIELDS}
+            old = existing.get((row["op_key"], row["device_uri"]))
+            if old is None:
+                lut.put_row(row)
+                existing[(row["op_key"], row["device_uri"])] = row
+                report.added += 1
+            elif _same_row(old, row):
+                report.duplicates += 1
+            else:
+                take = _keep_incoming(old, row, prefer)
+                report.conflicts.append(
+                    Conflict(row["op_key"], row["device_uri"], old["latency_ms"],
+                             row["latency_ms"], "incoming" if take else "existing")
+                )  # fmt: skip
+                if take:
+                    lut.put_row(row, replace=True)
+                    existing[(row["op_key"], row["device_uri"])] = row
+                    report.replaced += 1
+        for i, cal in enumerate(payload.get("calibrations", [])):
+            try:
+                ident = (cal["device_uri"], cal["kind"], cal["created_at"])
+                params, prov = cal["params"], cal.get("provenance", {})
+            except (KeyError, TypeError) as exc:
+                raise StoreError(f"{origin}: calibration #{i} is incomplete ({exc})") from exc
+            if ident not in have_cal:
+                lut.save_calibration(*ident[:2], params, prov, ident[2])
+                have_cal.add(ident)
+                report.calibrations_added += 1
+    if report.conflicts:
+        log.warning("%d conflicting measurement(s) from %s; kept per prefer=%s",
+                    len(report.conflicts), origin, prefer)  # fmt: skip
+    return report
+
+
+# --------------------------------------------------------- public tables
+
+
+@dataclass(frozen=True)
+class PublicFamily:
+    """How one family of published tables is read."""
+
+    name: str
+    citation: str
+    device_uri: str
+    device_model: str
+    head_act: Act  # activation of stem/head convolutions, which the keys leave out
+
+
+FAMILIES = {
+    "ofa": PublicFamily(
+        "ofa", "Once-for-All (Cai et al., ICLR 2020), Samsung Note10 LUT",
+        "note10:ofa-lut", "Samsung Galaxy Note10", Act.H_SWISH,
+    ),
+    "proxylessnas": PublicFamily(
+        "proxylessnas", "ProxylessNAS (Cai et al., ICLR 2019) mobile LUT",
+        "mobile:proxylessnas-lut", "Google Pixel 1 (ProxylessNAS mobile)", Act.RELU6,
+    ),
+}  # fmt: skip
+
+
+def _detect_family(path: Path, keys: list[str], family: str | None) -> PublicFamily:
+    if family is not None:
+        if family not in FAMILIES:
+            raise UnknownNameError("public table family", family, list(FAMILIES))
+        return FAMILIES[family]
+    stem = path.stem.lower()
+    if "ofa" in stem:
+        return FAMILIES["ofa"]
+    if "proxyless" in stem:
+        return FAMILIES["proxylessnas"]
+    mb = [k for k in keys if k.startswith("expanded_conv-")]
+    if mb and all("-hs:" in k for k in mb):
+        return FAMILIES["ofa"]
+    if mb and not any("-hs:" in k or "-se:" in k for k in mb):
+        return FAMILIES["proxylessnas"]
+    raise ParseError(f"cannot tell which published table {path} is; pass family= (ofa or proxylessnas)")
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    try:
+        table = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ParseError(f"{path} is not valid YAML{at}; give an OFA/ProxylessNAS latency table") from exc
+    if not isinstance(table, dict) or not table:
+        raise ParseError(f"{path} is not a mapping of operator keys to statistics")
+    return table
+
+
+def _number(value: Any, path: Path, key: str, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ParseError(f"{path}: entry {key!r} has a non-numeric {what} ({value!r})")
+    return float(value)
+
+
+def _public_row(path: Path, key: str, entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict) or "mean" not in entry:
+        raise ParseError(f"{path}: entry {key!r} has no 'mean' (want count/mean/std or var)")
+    mean = _number(entry["mean"], path, key, "mean")
+    if mean <= 0:
+        raise ParseError(f"{path}: entry {key!r} has a non-positive mean latency ({mean})")
+    std = None
+    if "std" in entry:
+        std = _number(entry["std"], path, key, "std")
+    elif "var" in entry:
+        std = math.sqrt(max(0.0, _number(entry["var"], path, key, "var")))
+    count = entry.get("count")
+    if count is not None:
+        count = int(_number(count, path, key, "count"))
+    return {"latency_ms": mean, "mean_ms": mean, "std_ms": std, "n_samples": count}
+
+
+def import_public_yaml(
+    lut: LUT,
+    path: str | Path,
+    name: str | None = None,
+    device_uri: str | None = None,
+    family: str | None = None,
+    replace: bool = False,
+) -> MergeReport:
+    """Import a published latency table (OFA or ProxylessNAS yaml, values in ms).
+
+    Each key is parsed with :func:`~latkit.profiler.ops.parse_key` and stored
+    under its own key, as ``latency_ms = mean`` with ``std_ms`` (``std`` or
+    ``sqrt(var)``) and ``n_samples = count``. The whole file is checked
+    before anything is written; the import is one transaction.
+
+    Args:
+        lut: destination.
+        path: the yaml table.
+        name: source tag (``imported:<name>``); default the file stem.
+        device_uri: default ``note10:ofa-lut`` / ``mobile:proxylessnas-lut``.
+        family: ``ofa`` or ``proxylessnas``; default read from the file name
+            or the key format.
+        replace: overwrite existing rows of these keys on that device
+            (default: keep them and report the ones that differ as conflicts;
+            e.g. OFA's per-resolution tables share their ``Conv_2`` and
+            ``Logits`` keys with slightly different values).
+
+    Raises:
+        ParseError: not a mapping, an entry without a numeric mean, or a key
+            latkit cannot parse (the message names the file and the entry).
+        StoreError: the file cannot be read.
+    """
+    path = Path(path)
+    table = _load_yaml(path)
+    keys = [str(k) for k in table]
+    fam = _detect_family(path, keys, family)
+    uri = device_uri or fam.device_uri
+    source = f"imported:{name or path.stem}"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    provenance = {
+        "public_source": fam.citation, "family": fam.name, "file": path.name, "sha256": digest,
+        "statistic": "mean", "units": "ms", "imported_at": utc_now(), "latkit_version": __version__,
+    }  # fmt: skip
+    ops, rows = [], []
+    for key, entry in table.items():
+        try:
+            spec = parse_key(str(key), default_act=fam.head_act)
+        except ParseError as exc:
+            raise ParseError(f"{path}: entry {key!r}: {exc}") from exc
+        if spec.key != key:
+            raise ParseError(f"{path}: entry {key!r} reads back as {spec.key!r}; not imported")
+        row = _public_row(path, key, entry)
+        row.update(
+            op_key=key, device_uri=uri, n_outliers=None, samples_ms=[], provenance=provenance,
+            source=source, created_at=provenance["imported_at"],
+        )  # fmt: skip
+        ops.append({"key": key, "op_type": spec.op_type.value, "spec": spec.to_dict()})
+        rows.append(row)
+    info = {"uri": uri, "kind": "published-table", "runtime": fam.name, "runtime_version": "",
+            "threads": 0, "model": fam.device_model, "extra": {"source": fam.citation}}  # fmt: skip
+    payload = {"devices": [{"uri": uri, "info": info}], "ops": ops, "measurements": rows}
+    report = _absorb(lut, payload, "incoming" if replace else "existing", str(path))
+    report.sources.append(str(path))
+    log.info("imported %d entries of %s into %s (%s)", report.added, path.name, lut.path, uri)
+    return report
+

@@ -1,0 +1,599 @@
+"""The latency lookup table: one SQLite file per LUT.
+
+A LUT holds, per device, one measurement per operator key, with its statistics,
+raw samples and provenance, plus per-device calibrations. The file is SQLite in
+WAL mode with ``synchronous=FULL``: every :meth:`LUT.add` is its own committed
+transaction, so a profiling run killed at any moment loses at most the
+measurement it was taking, and a rerun resumes from :meth:`LUT.done_keys`.
+
+The schema is identified by ``PRAGMA user_version`` and a ``meta`` table
+(``schema = latkit.lut``). A file of a newer schema is refused, an older one
+goes through :func:`migrate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from latkit._version import __version__
+from latkit.errors import MissingOpsError, StoreError, UsageError
+from latkit.profiler.measurement import Measurement
+from latkit.profiler.ops import OpSpec
+
+log = logging.getLogger(__name__)
+
+SCHEMA_NAME = "latkit.lut"
+SCHEMA_VERSION = 1
+SOURCE_MEASURED = "measured"
+
+_DDL_V1 = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE devices (
+    id INTEGER PRIMARY KEY,
+    uri TEXT NOT NULL UNIQUE,
+    info_json TEXT NOT NULL
+);
+CREATE TABLE ops (
+    key TEXT PRIMARY KEY,
+    op_type TEXT NOT NULL,
+    spec_json TEXT NOT NULL
+);
+CREATE TABLE measurements (
+    id INTEGER PRIMARY KEY,
+    op_key TEXT NOT NULL REFERENCES ops(key),
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    latency_ms REAL NOT NULL,
+    mean_ms REAL, std_ms REAL, min_ms REAL, max_ms REAL,
+    p10_ms REAL, p90_ms REAL, mad_ms REAL,
+    ci_low_ms REAL, ci_high_ms REAL, rel_ci REAL,
+    n_samples INTEGER, n_outliers INTEGER, iterations INTEGER, converged INTEGER,
+    samples_json TEXT NOT NULL DEFAULT '[]',
+    provenance_json TEXT NOT NULL DEFAULT '{}',
+    source TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (op_key, device_id)
+);
+CREATE TABLE calibrations (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    kind TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    provenance_json TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+# the per-measurement numeric columns, in table order; None = not known (imported tables)
+STAT_COLUMNS = (
+    "latency_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p10_ms", "p90_ms", "mad_ms",
+    "ci_low_ms", "ci_high_ms", "rel_ci", "n_samples", "n_outliers", "iterations", "converged",
+)  # fmt: skip
+ROW_FIELDS = ("op_key", "device_uri", *STAT_COLUMNS, "samples_ms", "provenance", "source",
+              "created_at")  # fmt: skip
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 with microseconds (sortable as text)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def migrate(conn: sqlite3.Connection, from_version: int) -> None:
+    """Bring a LUT of schema ``from_version`` up to :data:`SCHEMA_VERSION`.
+
+    Each step ``v -> v+1`` goes here, inside one transaction. Version 1 is the
+    first schema, so nothing older than it exists yet.
+
+    Raises:
+        StoreError: no migration path from ``from_version``.
+    """
+    if from_version == SCHEMA_VERSION:
+        return
+    raise StoreError(
+        f"no migration from LUT schema {from_version} to {SCHEMA_VERSION}; "
+        "re-create the LUT with this latkit (export it to JSON with the old one first)"
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # SQLite REAL and JSON cannot carry inf/NaN faithfully
+    return value
+
+
+class LUT:
+    """A latency LUT in one SQLite file (a :class:`MeasurementSink`).
+
+    Use :meth:`open`; the object is a context manager that closes the file.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._depth = 0  # nesting level of transaction()
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def open(cls, path: str | Path, create: bool = False) -> LUT:
+        """Open the LUT at ``path``, creating it when ``create`` is true.
+
+        Raises:
+            StoreError: the file is missing (without ``create``), is not SQLite,
+                is corrupt, holds another schema, or a newer LUT schema.
+        """
+        path = Path(path)
+        if not path.exists() and not create:
+            raise StoreError(
+                f"no LUT at {path}; check the path or create one with `latkit profile --lut {path}`"
+            )
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory; give a LUT file path such as {path}/lut.db")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(str(path), timeout=30.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open LUT {path}: {exc}") from exc
+        try:
+            cls._prepare(conn, path, create)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn)
+
+    @staticmethod
+    def _prepare(conn: sqlite3.Connection, path: Path, create: bool) -> None:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{path} is not a latkit LUT or is corrupt ({exc}); "
+                "give a LUT file written by `latkit profile`"
+            ) from exc
+        if not tables and version == 0:
+            if not create:
+                raise StoreError(f"{path} is empty, not a LUT; open it with create=True to make one")
+            LUT._create_schema(conn)
+            return
+        meta = LUT._read_meta(conn, path) if "meta" in tables else {}
+        if meta.get("schema") != SCHEMA_NAME:
+            raise StoreError(
+                f"{path} is an SQLite file of another schema "
+                f"({meta.get('schema') or 'no latkit meta table'}), not a latkit LUT"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} was written by a newer latkit (schema {version}); upgrade latkit"
+            )
+        if version < SCHEMA_VERSION:
+            with conn:
+                migrate(conn, version)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+
+    @staticmethod
+    def _read_meta(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
+        try:
+            return dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} has an unreadable meta table ({exc}); not a latkit LUT") from exc
+
+    @staticmethod
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        meta = [
+            ("schema", SCHEMA_NAME),
+            ("schema_version", str(SCHEMA_VERSION)),
+            ("latkit_version", __version__),
+            ("created_at", utc_now()),
+        ]
+        # tables, meta and user_version in one transaction: a half-made LUT never exists
+        with conn:
+            conn.execute("BEGIN")
+            for statement in filter(str.strip, _DDL_V1.split(";")):
+                conn.execute(statement)
+            conn.executemany("INSERT INTO meta(name, value) VALUES (?, ?)", meta)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> LUT:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LUT({str(self.path)!r})"
+
+    # -------------------------------------------------------------- plumbing
+
+    def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        if self._conn is None:
+            raise StoreError(f"LUT {self.path} is closed; open it again")
+        try:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"LUT {self.path} could not be read ({exc}); it may be corrupt") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed on success and rolled back on error.
+
+        Nested uses join the outermost transaction, so a bulk import that
+        calls :meth:`save_calibration` still commits once, at the end.
+        """
+        if self._conn is None:
+            raise StoreError(f"LUT {self.path} is closed; open it again")
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self._conn
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            with self._conn:
+                yield self._conn
+        finally:
+            self._depth = 0
+
+    @property
+    def meta(self) -> dict[str, str]:
+        """The ``meta`` table (schema, schema_version, latkit_version, created_at)."""
+        return dict(self._q("SELECT name, value FROM meta"))
+
+    def check(self) -> None:
+        """Run SQLite's integrity check.
+
+        Raises:
+            StoreError: the file is damaged.
+        """
+        result = self._q("PRAGMA integrity_check")
+        if result != [("ok",)]:
+            raise StoreError(
+                f"LUT {self.path} is damaged ({result[0][0]}); restore it from a JSON export"
+            )
+
+    # -------------------------------------------------------------- writing
+
+    def ensure_device(self, uri: str, info: dict[str, Any] | None = None) -> int:
+        """The id of device ``uri``, adding it (with ``info``) if new.
+
+        The info of an existing device is kept: every measurement also carries
+        the device info it was taken with in its provenance.
+        """
+        self._q(
+            "INSERT OR IGNORE INTO devices(uri, info_json) VALUES (?, ?)",
+            (uri, _json(info or {"uri": uri})),
+        )
+        return int(self._q("SELECT id FROM devices WHERE uri = ?", (uri,))[0][0])
+
+    def ensure_op(self, spec: OpSpec, key: str | None = None) -> str:
+        """Record the spec behind ``key`` (default ``spec.key``) if new; return the key."""
+        key = key or spec.key
+        self._q(
+            "INSERT OR IGNORE INTO ops(key, op_type, spec_json) VALUES (?, ?, ?)",
+            (key, spec.op_type.value, _json(spec.to_dict())),
+        )
+        return key
+
+    def put_row(self, row: dict[str, Any], replace: bool = False) -> bool:
+        """Insert one measurement row (the form :meth:`rows` returns).
+
+        The op and device must already exist (:meth:`ensure_op`,
+        :meth:`ensure_device`). Not committed: call inside :meth:`transaction`.
+
+        Returns:
+            True if written, False if a row for (op, device) exists and
+            ``replace`` is false.
+        """
+        device_id = self.ensure_device(row["device_uri"])
+        exists = self._q(
+            "SELECT 1 FROM measurements WHERE op_key = ? AND device_id = ?",
+            (row["op_key"], device_id),
+        )
+        if exists and not replace:
+            return False
+        values = [_finite_or_none(row.get(c)) for c in STAT_COLUMNS]
+        if values[0] is None:
+            raise StoreError(f"measurement of {row['op_key']} has no finite latency_ms; not stored")
+        conv = row.get("converged")
+        values[STAT_COLUMNS.index("converged")] = None if conv is None else int(bool(conv))
+        samples = [_finite_or_none(float(s)) for s in row.get("samples_ms") or []]
+        self._q(
+            f"INSERT OR REPLACE INTO measurements(op_key, device_id, {', '.join(STAT_COLUMNS)}, "
+            "samples_json, provenance_json, source, created_at) "
+            f"VALUES (?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?, ?, ?, ?)",
+            (
+                row["op_key"], device_id, *values, _json(samples),
+                _json(row.get("provenance") or {}), row["source"], row.get("created_at") or utc_now(),
+            ),
+        )  # fmt: skip
+        return True
+
+    def add(
+        self,
+        spec: OpSpec,
+        measurement: Measurement,
+        device: dict[str, Any],
+        source: str = SOURCE_MEASURED,
+        replace: bool = False,
+    ) -> None:
+        """Store one measurement in its own committed transaction (MeasurementSink).
+
+        Args:
+            spec: the operator measured; ``measurement.key`` must be its key.
+            measurement: what the profiler measured.
+            device: ``DeviceInfo.to_dict()`` of the device (needs ``uri``).
+            source: ``"measured"`` or ``"imported:<name>"``.
+            replace: overwrite an existing measurement of this op on this device.
+
+        Raises:
+            StoreError: the op is already measured on this device (and not
+                ``replace``), or the file cannot be written.
+            UsageError: the measurement's key is not the spec's key.
+        """
+        if measurement.key != spec.key:
+            raise UsageError(f"measurement key {measurement.key!r} is not the spec's {spec.key!r}")
+        uri = device.get("uri")
+        if not uri:
+            raise UsageError("device info has no 'uri'; pass DeviceInfo.to_dict()")
+        row = {k: getattr(measurement, k) for k in STAT_COLUMNS if hasattr(measurement, k)}
+        row.update(
+            op_key=spec.key, device_uri=uri, samples_ms=measurement.samples_ms,
+            provenance=measurement.provenance, source=source, created_at=utc_now(),
+        )  # fmt: skip
+        try:
+            with self.transaction():
+                self.ensure_device(uri, device)
+                self.ensure_op(spec)
+                written = self.put_row(row, replace=replace)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot write to LUT {self.path}: {exc}") from exc
+        if not written:
+            raise StoreError(
+                f"LUT {self.path} already holds {spec.key} on {uri}; "
+                "delete that row or re-measure with replace=True"
+            )
+
+    def save_calibration(
+        self,
+        device_uri: str,
+        kind: str,
+        params: dict[str, Any],
+        provenance: dict[str, Any],
+        created_at: str | None = None,
+    ) -> None:
+        """Add a calibration for a device (the newest of a kind is the one used)."""
+        with self.transaction():
+            device_id = self.ensure_device(device_uri)
+            self._q(
+                "INSERT INTO calibrations(device_id, kind, params_json, provenance_json, "
+                "created_at) VALUES (?, ?, ?, ?, ?)",
+                (device_id, kind, _json(params), _json(provenance), created_at or utc_now()),
+            )
+
+    # -------------------------------------------------------------- reading
+
+    def done_keys(self, device_uri: str) -> set[str]:
+        """Keys already measured on ``device_uri`` (MeasurementSink)."""
+        return {
+            r[0]
+            for r in self._q(
+                "SELECT m.op_key FROM measurements m JOIN devices d ON d.id = m.device_id "
+                "WHERE d.uri = ?",
+                (device_uri,),
+            )
+        }
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every device: ``uri``, ``info`` and its number of measurements."""
+        rows = self._q(
+            "SELECT d.uri, d.info_json, COUNT(m.id) FROM devices d "
+            "LEFT JOIN measurements m ON m.device_id = d.id GROUP BY d.id ORDER BY d.id"
+        )
+        return [{"uri": u, "info": json.loads(i), "n_measurements": n} for u, i, n in rows]
+
+    def resolve_device(self, device: str | None) -> str:
+        """The device uri to read: ``device``, or the LUT's only measured device.
+
+        Raises:
+            UsageError: ``device`` is None and the LUT holds several devices or none.
+            StoreError: ``device`` is not in the LUT.
+        """
+        known = [d["uri"] for d in self.devices() if d["n_measurements"]]
+        if device is None:
+            if len(known) == 1:
+                return known[0]
+            if not known:
+                raise StoreError(f"LUT {self.path} holds no measurements; profile or import first")
+            raise UsageError(
+                f"LUT {self.path} holds {len(known)} devices ({', '.join(known)}); pick one with device="
+            )
+        if device not in [d["uri"] for d in self.devices()]:
+            raise StoreError(
+                f"LUT {self.path} has no device {device!r}; it has: {', '.join(known) or 'none'}"
+            )
+        return device
+
+    def lookup(
+        self, keys: Iterable[str], device: str | None = None, strict: bool = True
+    ) -> dict[str, float]:
+        """Latency (ms) of each key on ``device``.
+
+        Raises:
+            MissingOpsError: some keys are absent (only when ``strict``).
+        """
+        uri = self.resolve_device(device)
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, float] = {}
+        for i in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
+            part = wanted[i : i + 500]
+            found.update(
+                self._q(
+                    "SELECT m.op_key, m.latency_ms FROM measurements m "
+                    "JOIN devices d ON d.id = m.device_id "
+                    f"WHERE d.uri = ? AND m.op_key IN ({', '.join('?' * len(part))})",
+                    (uri, *part),
+                )
+            )
+        missing = [k for k in wanted if k not in found]
+        if missing and strict:
+            raise MissingOpsError(missing, lut=f"{self.path} ({uri})")
+        return {k: found[k] for k in wanted if k in found}
+
+    def latency_ms(self, key: str, device: str | None = None) -> float:
+        """Latency of one key (ms).
+
+        Raises:
+            MissingOpsError: the key is not in the LUT for that device.
+        """
+        return self.lookup([key], device)[key]
+
+    def spec(self, key: str) -> OpSpec:
+        """The op spec stored for ``key``.
+
+        Raises:
+            MissingOpsError: the LUT has no such op.
+        """
+        rows = self._q("SELECT spec_json FROM ops WHERE key = ?", (key,))
+        if not rows:
+            raise MissingOpsError([key], lut=str(self.path))
+        return OpSpec.from_dict(json.loads(rows[0][0]))
+
+    def ops(self) -> list[dict[str, Any]]:
+        """Every op: ``key``, ``op_type`` and ``spec`` (dict)."""
+        return [
+            {"key": k, "op_type": t, "spec": json.loads(s)}
+            for k, t, s in self._q("SELECT key, op_type, spec_json FROM ops ORDER BY key")
+        ]
+
+    def iter_rows(self, device: str | None = None) -> Iterator[dict[str, Any]]:
+        """Measurement rows (dicts with :data:`ROW_FIELDS`), by device then key."""
+        where, params = ("WHERE d.uri = ?", (device,)) if device else ("", ())
+        rows = self._q(
+            f"SELECT m.op_key, d.uri, {', '.join('m.' + c for c in STAT_COLUMNS)}, "
+            "m.samples_json, m.provenance_json, m.source, m.created_at "
+            f"FROM measurements m JOIN devices d ON d.id = m.device_id {where} "
+            "ORDER BY d.id, m.op_key",
+            params,
+        )
+        for r in rows:
+            row = dict(zip(ROW_FIELDS, r))
+            row["samples_ms"] = json.loads(row["samples_ms"])
+            row["provenance"] = json.loads(row["provenance"])
+            if row["converged"] is not None:
+                row["converged"] = bool(row["converged"])
+            yield row
+
+    def rows(self, device: str | None = None) -> list[dict[str, Any]]:
+        """All measurement rows as dicts (see :meth:`iter_rows`)."""
+        return list(self.iter_rows(device))
+
+    def measurement(self, key: str, device: str | None = None) -> Measurement:
+        """The stored measurement of ``key``; unknown statistics read as NaN.
+
+        Raises:
+            MissingOpsError: no such measurement.
+        """
+        uri = self.resolve_device(device)
+        for row in self.iter_rows(uri):
+            if row["op_key"] == key:
+                nan = float("nan")
+                return Measurement(
+                    key=key,
+                    **{c: (nan if row[c] is None else row[c]) for c in STAT_COLUMNS
+                       if c not in ("n_samples", "n_outliers", "iterations", "converged")},
+                    n_samples=row["n_samples"] or 0,
+                    n_outliers=row["n_outliers"] or 0,
+                    iterations=row["iterations"] or 0,
+                    converged=bool(row["converged"]),
+                    samples_ms=row["samples_ms"],
+                    provenance=row["provenance"],
+                )  # fmt: skip
+        raise MissingOpsError([key], lut=f"{self.path} ({uri})")
+
+    def calibrations(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Calibration rows (``device_uri, kind, params, provenance, created_at``), oldest first."""
+        where, params = ("WHERE d.uri = ?", (device,)) if device else ("", ())
+        rows = self._q(
+            "SELECT d.uri, c.kind, c.params_json, c.provenance_json, c.created_at "
+            f"FROM calibrations c JOIN devices d ON d.id = c.device_id {where} "
+            "ORDER BY c.created_at, c.id",
+            params,
+        )
+        return [
+            {"device_uri": u, "kind": k, "params": json.loads(p), "provenance": json.loads(v),
+             "created_at": t}
+            for u, k, p, v, t in rows
+        ]  # fmt: skip
+
+    def summary(self) -> dict[str, Any]:
+        """What the LUT holds: totals, per op type, per source, and per device.
+
+        ``devices`` is a list with, per device: ``uri``, ``runtime``,
+        ``threads``, ``ops`` (measurements), ``min_ms`` / ``median_ms`` /
+        ``max_ms`` / ``total_ms`` of its latencies and its ``sources``.
+        """
+        rows = self._q(
+            "SELECT d.uri, m.latency_ms, m.source, o.op_type, m.converged FROM measurements m "
+            "JOIN devices d ON d.id = m.device_id JOIN ops o ON o.key = m.op_key"
+        )
+        lat = [r[1] for r in rows]
+        devices = []
+        for dev in self.devices():
+            mine = [r for r in rows if r[0] == dev["uri"]]
+            ms = [r[1] for r in mine]
+            devices.append({
+                "uri": dev["uri"],
+                "runtime": dev["info"].get("runtime", ""),
+                "threads": dev["info"].get("threads", ""),
+                "ops": len(mine),
+                "min_ms": min(ms) if ms else None,
+                "median_ms": statistics.median(ms) if ms else None,
+                "max_ms": max(ms) if ms else None,
+                "total_ms": sum(ms) if ms else None,
+                "sources": sorted({r[2] for r in mine}),
+            })  # fmt: skip
+        return {
+            "path": str(self.path),
+            "schema": SCHEMA_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "latkit_version": self.meta.get("latkit_version"),
+            "total": len(rows),
+            "n_ops": self._q("SELECT COUNT(*) FROM ops")[0][0],
+            "by_type": dict(sorted(Counter(r[3] for r in rows).items())),
+            "sources": dict(sorted(Counter(r[2] for r in rows).items())),
+            "unconverged": sum(1 for r in rows if r[4] == 0),
+            "min_latency_ms": min(lat) if lat else None,
+            "median_latency_ms": statistics.median(lat) if lat else None,
+            "max_latency_ms": max(lat) if lat else None,
+            "devices": devices,
+        }
+
+    def __len__(self) -> int:
+        return int(self._q("SELECT COUNT(*) FROM measurements")[0][0])

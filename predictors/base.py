@@ -1,0 +1,486 @@
+"""The predictor contract, its registry, and pickle-free persistence.
+
+Every latency predictor follows scikit-learn's estimator contract:
+
+* ``__init__`` stores its keyword parameters unchanged (no validation, no work);
+* ``fit(X, y) -> self`` learns; every learned attribute ends in ``_``;
+* ``predict(X) -> np.ndarray`` of latencies (ms), shape ``[n]``;
+* randomness comes only from the ``random_state`` parameter;
+* optionally ``predict_with_uncertainty(X) -> (mean, std)``.
+
+Predictors register themselves with :func:`register_predictor` and are created by
+name with :func:`get_predictor`; third-party packages add theirs through the
+``latkit.predictors`` entry-point group (each entry point names a module or a
+class; loading it registers the predictor).
+
+:func:`save` writes a directory holding ``predictor.json`` (schema, versions,
+parameters, provenance) plus the weights in a portable format chosen by the
+predictor: XGBoost's JSON model, safetensors (torch) or plain JSON arrays. Nothing
+is pickled. :func:`load` refuses, with one actionable line, a file of another
+schema version or one whose weights were written by another major version of
+the library that reads them.
+
+To be persistable a predictor implements two hooks::
+
+    def _save_weights(self, directory: Path) -> WeightsInfo: ...
+    def _load_weights(self, directory: Path, info: WeightsInfo) -> None: ...
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.metadata
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latkit._version import __version__
+from latkit.errors import StoreError, UnknownNameError, UsageError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "latkit.predictor"
+SCHEMA_VERSION = 1
+METADATA_FILE = "predictor.json"
+ENTRY_POINT_GROUP = "latkit.predictors"
+
+# libraries whose versions every saved predictor records
+_TRACKED_LIBRARIES = ("numpy", "xgboost", "torch", "scikit-learn", "safetensors")
+# weight formats and the library whose major version must match to read them
+WEIGHT_FORMATS = {"json": None, "xgboost": "xgboost", "safetensors": "torch"}
+
+
+# --------------------------------------------------------------------------- contract
+
+
+class Predictor:
+    """Base class of latency predictors (scikit-learn estimator contract).
+
+    Subclasses declare every parameter as a keyword argument of ``__init__`` and
+    store it under the same attribute name, so that :meth:`get_params`,
+    :meth:`clone` and :func:`save` work without extra code.
+    """
+
+    #: registry name, set by :func:`register_predictor`
+    name: str = ""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Predictor:  # noqa: N803 (sklearn names)
+        """Learn from features ``X`` [n, d] and latencies ``y`` [n] (ms); return ``self``."""
+        raise NotImplementedError
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """Predicted latency (ms) of every row of ``X``."""
+        raise NotImplementedError
+
+    # ---- parameters ----
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, as given."""
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params: Any) -> Predictor:
+        """Change constructor parameters; return ``self``.
+
+        Raises:
+            UsageError: a name that is not a parameter of this predictor.
+        """
+        known = set(self._param_names())
+        for k, v in params.items():
+            if k not in known:
+                raise UsageError(
+                    f"{type(self).__name__} has no parameter {k!r}; known: {', '.join(sorted(known))}"
+                )
+            setattr(self, k, v)
+        return self
+
+    def clone(self) -> Predictor:
+        """A new, unfitted predictor with the same parameters."""
+        return type(self)(**self.get_params())
+
+    @property
+    def is_fitted(self) -> bool:
+        """True once :meth:`fit` has set learned (``_``-suffixed) attributes."""
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise UsageError(f"{type(self).__name__} is not fitted; call fit(X, y) first")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---- persistence hooks (override to make a predictor savable) ----
+
+    def _save_weights(self, directory: Path) -> WeightsInfo:
+        raise StoreError(f"predictor {self.name or type(self).__name__!r} cannot be saved")
+
+    def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
+        raise StoreError(f"predictor {self.name or type(self).__name__!r} cannot be loaded")
+
+
+def supports_uncertainty(predictor: Predictor) -> bool:
+    """Whether the predictor offers ``predict_with_uncertainty``."""
+    return callable(getattr(predictor, "predict_with_uncertainty", None))
+
+
+def check_X(X: Any, n_features: int | None = None, what: str = "X") -> np.ndarray:  # noqa: N802
+    """``X`` as a finite float64 2-D array.
+
+    Raises:
+        UsageError: wrong shape, NaN/inf values, or a feature count other than the fit's.
+    """
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise UsageError(f"{what} must be a non-empty 2-D array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise UsageError(f"{what} holds NaN or infinite values; drop or fill those rows first")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise UsageError(
+            f"{what} has {arr.shape[1]} features but the predictor was fitted on {n_features}"
+        )
+    return arr
+
+
+def check_Xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N802
+    """``X`` and ``y`` validated: same row count, finite, ``y`` positive latencies.
+
+    Raises:
+        UsageError: mismatched lengths, NaN/inf, or non-positive latencies.
+    """
+    arr = check_X(X)
+    lat = np.asarray(y, dtype=np.float64).reshape(-1)
+    if lat.shape[0] != arr.shape[0]:
+        raise UsageError(f"X has {arr.shape[0]} rows but y has {lat.shape[0]} latencies")
+    if not np.all(np.isfinite(lat)):
+        raise UsageError("y holds NaN or infinite latencies; drop those rows first")
+    if np.any(lat < 0):
+        raise UsageError("y holds negative latencies; latencies must be >= 0 ms")
+    return arr, lat
+
+
+# --------------------------------------------------------------------------- registry
+
+_PREDICTORS: dict[str, type[Predictor]] = {}
+_entry_points_loaded = False
+# built-in modules imported on first registry use, so that every built-in predictor
+# is listed without the caller importing its module (a missing one is skipped)
+_BUILTIN_MODULES = (
+    "latkit.predictors.network",
+    "latkit.predictors.gcn",
+    "latkit.predictors.ensemble",
+    "latkit.predictors.transfer",
+    "latkit.predictors.oplevel",
+    "latkit.predictors.lutsum",
+)
+
+
+def register_predictor(name: str) -> Callable[[type[Predictor]], type[Predictor]]:
+    """Class decorator: register a :class:`Predictor` subclass under ``name``."""
+
+    def deco(cls: type[Predictor]) -> type[Predictor]:
+        if name in _PREDICTORS and _PREDICTORS[name] is not cls:
+            log.warning("predictor %r re-registered by %s", name, cls.__qualname__)
+        cls.name = name
+        _PREDICTORS[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_plugins() -> None:
+    """Import the built-in predictor modules and the entry-point plugins, once."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for mod in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ImportError as exc:
+            # a built-in module still being written, or an optional backend absent
+            log.debug("predictor module %s not loaded: %s", mod, exc)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not break latkit
+            log.warning("predictor plugin %s failed to load: %s", ep.value, exc)
+            continue
+        if isinstance(obj, type) and issubclass(obj, Predictor) and ep.name not in _PREDICTORS:
+            register_predictor(ep.name)(obj)
+
+
+def predictor_class(name: str) -> type[Predictor]:
+    """The predictor class registered under ``name``.
+
+    Raises:
+        UnknownNameError: no such predictor.
+    """
+    if name not in _PREDICTORS:
+        _load_plugins()
+    try:
+        return _PREDICTORS[name]
+    except KeyError:
+        raise UnknownNameError("predictor", name, list(_PREDICTORS)) from None
+
+
+def get_predictor(name: str, **params: Any) -> Predictor:
+    """A new, unfitted predictor ``name`` built with ``params``.
+
+    Raises:
+        UnknownNameError: no such predictor.
+        UsageError: a parameter the predictor does not take.
+    """
+    cls = predictor_class(name)
+    known = set(cls._param_names())
+    bad = sorted(set(params) - known)
+    if bad:
+        raise UsageError(
+            f"predictor {name!r} has no parameter(s) {', '.join(bad)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return cls(**params)
+
+
+def list_predictors(pattern: str = "*") -> list[str]:
+    """Registered predictor names matching a glob."""
+    _load_plugins()
+    return sorted(n for n in _PREDICTORS if fnmatch.fnmatch(n, pattern))
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+@dataclass
+class WeightsInfo:
+    """What :meth:`Predictor._save_weights` wrote: format, files and extra fields."""
+
+    format: str  # one of WEIGHT_FORMATS
+    files: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in WEIGHT_FORMATS:
+            raise UsageError(
+                f"unknown weights format {self.format!r}; known: {', '.join(WEIGHT_FORMATS)}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        lib = WEIGHT_FORMATS[self.format]
+        return {
+            "format": self.format,
+            "files": list(self.files),
+            "library": lib,
+            "library_version": library_versions().get(lib) if lib else None,
+            "extra": self.extra,
+        }
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries predictors depend on (None when absent)."""
+    out: dict[str, str | None] = {}
+    for lib in _TRACKED_LIBRARIES:
+        try:
+            out[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def _major(version: str | None) -> str | None:
+    return version.split(".")[0] if version else None
+
+
+def _jsonable(value: Any) -> Any:
+    """Parameters as JSON (tuples to lists, numpy scalars to Python)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise StoreError(
+        f"parameter value {value!r} of type {type(value).__name__} cannot be saved as JSON; "
+        "pass plain numbers, strings or lists"
+    )
+
+
+def save(
+    predictor: Predictor,
+    directory: str | Path,
+    *,
+    space: str | None = None,
+    target: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write a fitted predictor to ``directory`` (created if needed).
+
+    Args:
+        predictor: a fitted, registered predictor.
+        directory: where ``predictor.json`` and the weight files go.
+        space: the search space whose encoding the predictor reads.
+        target: the device (column) whose latency it predicts.
+        provenance: where the training data came from (file, rows, K, seed, ...).
+
+    Returns:
+        The directory.
+
+    Raises:
+        StoreError: the predictor is not fitted, not registered, or cannot be saved.
+    """
+    if not predictor.name or predictor_class(predictor.name) is not type(predictor):
+        raise StoreError(
+            f"{type(predictor).__name__} is not a registered predictor; "
+            "decorate it with @register_predictor(name) before saving"
+        )
+    if not predictor.is_fitted:
+        raise StoreError(f"predictor {predictor.name!r} is not fitted; fit it before saving")
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create predictor directory {path}: {exc}") from exc
+    weights = predictor._save_weights(path)
+    meta = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "latkit_version": __version__,
+        "predictor": predictor.name,
+        "params": _jsonable(predictor.get_params()),
+        "space": space,
+        "target_device": target,
+        "provenance": _jsonable(provenance or {}),
+        "libraries": library_versions(),
+        "weights": weights.to_json(),
+    }
+    (path / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    log.info("saved predictor %s to %s", predictor.name, path)
+    return path
+
+
+# old schema versions map to a function that upgrades their metadata dict
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def load_metadata(directory: str | Path) -> dict[str, Any]:
+    """The checked metadata of a saved predictor.
+
+    Raises:
+        StoreError: missing or unreadable file, another schema, or an incompatible version.
+    """
+    path = Path(directory) / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(
+            f"{path} not found; point to a directory written by `latkit predictor fit`"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StoreError(f"cannot read predictor metadata {path}: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        raise StoreError(f"{path} is not a latkit predictor (schema {SCHEMA!r} expected)")
+    version = meta.get("schema_version")
+    while isinstance(version, int) and version < SCHEMA_VERSION and version in _MIGRATIONS:
+        meta = _MIGRATIONS[version](meta)
+        version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has predictor schema version {version}, this latkit "
+            f"{__version__} reads version {SCHEMA_VERSION}; refit with `latkit predictor fit`"
+        )
+    weights = meta.get("weights") or {}
+    lib = weights.get("library")
+    if lib:
+        saved, now = weights.get("library_version"), library_versions().get(lib)
+        if now is None:
+            raise StoreError(
+                f"{path} needs {lib} {saved} to read its weights, which is not installed; "
+                "install it with: pip install 'latkit[predictors]'"
+            )
+        if _major(saved) != _major(now):
+            raise StoreError(
+                f"predictor {path.parent} was saved with {lib} {_major(saved)}.x, this is "
+                f"{_major(now)}.x; refit with `latkit predictor fit`"
+            )
+    return meta
+
+
+def load(directory: str | Path) -> Predictor:
+    """Read a predictor written by :func:`save`.
+
+    Raises:
+        StoreError: see :func:`load_metadata`; or weights that do not match the predictor.
+        UnknownNameError: the predictor's name is not registered here.
+    """
+    path = Path(directory)
+    meta = load_metadata(path)
+    cls = predictor_class(meta["predictor"])
+    try:
+        predictor = cls(**meta.get("params", {}))
+    except TypeError as exc:
+        raise StoreError(
+            f"{path}: parameters do not fit predictor {meta['predictor']!r} ({exc}); "
+            "refit with `latkit predictor fit`"
+        ) from exc
+    w = meta["weights"]
+    info = WeightsInfo(w["format"], list(w.get("files", [])), dict(w.get("extra", {})))
+    for name in info.files:
+        if not (path / name).is_file():
+            raise StoreError(f"{path / name} is missing; the predictor directory is incomplete")
+    predictor._load_weights(path, info)
+    return predictor
+
+
+# --------------------------------------------------------------------------- weight helpers
+
+
+def write_json_arrays(path: Path, arrays: dict[str, Any]) -> None:
+    """Write named numpy arrays (and plain scalars/lists) as one JSON file."""
+    out = {}
+    for k, v in arrays.items():
+        if isinstance(v, np.ndarray):
+            out[k] = {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.ravel().tolist()}
+        else:
+            out[k] = {"value": _jsonable(v)}
+    path.write_text(json.dumps(out))
+
+
+def read_json_arrays(path: Path) -> dict[str, Any]:
+    """Read a file written by :func:`write_json_arrays`.
+
+    Raises:
+        StoreError: unreadable or malformed file.
+    """
+    try:
+        raw = json.loads(path.read_text())
+        out: dict[str, Any] = {}
+        for k, v in raw.items():
+            if "value" in v:
+                out[k] = v["value"]
+            else:
+                out[k] = np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"])
+        return out
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"cannot read weights {path}: {exc}; refit the predictor") from exc

@@ -1,0 +1,188 @@
+"""Latency tables: one row per architecture, one latency column (ms) per device.
+
+The format is HW-NAS-Bench's as shipped in ``fbnet_latency_ms.csv``: an optional
+``arch_index`` column, an ``arch`` column holding the architecture in the space's
+native text form, then one column per device. A user's own measurements of the
+same architectures on a new device come as a second CSV with ``arch`` and that
+device's column; :func:`join_column` attaches it by ``arch``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from latkit.errors import ArchError, ParseError, UnknownNameError, UsageError
+
+log = logging.getLogger(__name__)
+
+ARCH_COLUMN = "arch"
+INDEX_COLUMN = "arch_index"
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Architectures and their latencies (ms) on several devices.
+
+    ``latency_ms[i, j]`` is the latency of ``archs[i]`` on ``devices[j]``; a
+    missing measurement is NaN.
+    """
+
+    archs: tuple[str, ...]
+    devices: tuple[str, ...]
+    latency_ms: np.ndarray
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.latency_ms.shape != (len(self.archs), len(self.devices)):
+            raise UsageError(
+                f"latency table shape {self.latency_ms.shape} does not match "
+                f"{len(self.archs)} archs x {len(self.devices)} devices"
+            )
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+    def column(self, device: str, *, allow_nan: bool = False) -> np.ndarray:
+        """The latencies (ms) of one device.
+
+        Raises:
+            UnknownNameError: no such column.
+            UsageError: the column has missing values and ``allow_nan`` is False.
+        """
+        return self.columns([device], allow_nan=allow_nan)[:, 0]
+
+    def columns(self, devices: list[str] | tuple[str, ...], *, allow_nan: bool = False) -> np.ndarray:
+        """The latencies (ms) of several devices, ``[n_archs, len(devices)]``.
+
+        Raises:
+            UnknownNameError: a name that is not a column of the table.
+            UsageError: missing values in a column and ``allow_nan`` is False.
+        """
+        idx = []
+        for d in devices:
+            if d not in self.devices:
+                raise UnknownNameError(f"device column in {self.source or 'the table'}", d, self.devices)
+            idx.append(self.devices.index(d))
+        out = self.latency_ms[:, idx]
+        if not allow_nan:
+            bad = ~np.isfinite(out)
+            if bad.any():
+                row, col = np.argwhere(bad)[0]
+                raise UsageError(
+                    f"{int(bad.sum())} missing/NaN latency value(s) in column {devices[col]!r} "
+                    f"(first at data row {row + 1}); drop those rows or fill them in"
+                )
+        return out
+
+    def rows(self, index: np.ndarray | list[int]) -> LatencyTable:
+        """A table of the selected rows."""
+        index = np.asarray(index, dtype=np.int64)
+        return LatencyTable(
+            tuple(self.archs[i] for i in index), self.devices, self.latency_ms[index], self.source
+        )
+
+
+def read_latency_csv(path: str | Path) -> LatencyTable:
+    """Read a latency CSV (``[arch_index,] arch, <device>...``).
+
+    Raises:
+        UsageError: the file is missing.
+        ParseError: no ``arch`` column, no device column, or a cell that is not a number.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            body = [r for r in reader if r and any(cell.strip() for cell in r)]
+    except FileNotFoundError:
+        raise UsageError(f"latency CSV {path} not found; pass an existing file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ParseError(f"cannot read latency CSV {path}: {exc}") from exc
+    if not header or ARCH_COLUMN not in header:
+        raise ParseError(f"{path} has no {ARCH_COLUMN!r} column; expected header arch,<device>,...")
+    arch_col = header.index(ARCH_COLUMN)
+    dev_cols = [i for i, h in enumerate(header) if h not in (ARCH_COLUMN, INDEX_COLUMN)]
+    if not dev_cols:
+        raise ParseError(f"{path} has no device column beside {ARCH_COLUMN!r}")
+    if not body:
+        raise ParseError(f"{path} has a header but no rows")
+    lat = np.full((len(body), len(dev_cols)), np.nan)
+    for r, row in enumerate(body):
+        if len(row) != len(header):
+            raise ParseError(
+                f"{path} line {r + 2} has {len(row)} fields, the header has {len(header)}"
+            )
+        for j, c in enumerate(dev_cols):
+            cell = row[c].strip()
+            if cell == "" or cell.lower() in ("nan", "na"):
+                continue  # missing measurement: checked where the column is used
+            try:
+                lat[r, j] = float(cell)
+            except ValueError:
+                raise ParseError(
+                    f"{path} line {r + 2}, column {header[c]!r}: {cell!r} is not a number"
+                ) from None
+    archs = tuple(row[arch_col].strip() for row in body)
+    return LatencyTable(archs, tuple(header[c] for c in dev_cols), lat, str(path))
+
+
+def join_column(table: LatencyTable, other: LatencyTable, device: str) -> np.ndarray:
+    """``device``'s latencies from ``other`` aligned to ``table``'s rows by ``arch`` text.
+
+    Rows of ``table`` that ``other`` does not hold are NaN (not measured).
+
+    Raises:
+        UnknownNameError: ``other`` has no such column.
+        UsageError: ``other`` shares no architecture with ``table``.
+    """
+    col = other.column(device, allow_nan=True)
+    by_arch = {a: v for a, v in zip(other.archs, col) if np.isfinite(v)}
+    out = np.array([by_arch.get(a, np.nan) for a in table.archs])
+    if not np.isfinite(out).any():
+        raise UsageError(
+            f"{other.source or 'the target CSV'} shares no 'arch' value with "
+            f"{table.source or 'the table'}; write the archs exactly as in the table"
+        )
+    return out
+
+
+def encode_archs(space_name: str, archs: list[str] | tuple[str, ...]) -> np.ndarray:
+    """One-hot encodings ``[n, d]`` of architectures given in native text.
+
+    Raises:
+        UnknownNameError: no such space.
+        ArchError: an architecture that does not parse, naming its row.
+    """
+    from latkit.profiler.spaces import get_space
+
+    space = get_space(space_name)
+    out = []
+    cache: dict[str, np.ndarray] = {}
+    for i, text in enumerate(archs):
+        if text not in cache:
+            try:
+                cache[text] = space.encode(space.parse_arch(text))
+            except ArchError as exc:
+                raise ArchError(f"arch #{i + 1} ({text[:60]!r}): {exc}") from None
+        out.append(cache[text])
+    return np.stack(out).astype(np.float32)
+
+
+def parse_archs(space_name: str, archs: list[str] | tuple[str, ...]) -> list:
+    """:class:`~latkit.profiler.spaces.base.Arch` objects from native text, with row numbers in errors."""
+    from latkit.profiler.spaces import get_space
+
+    space = get_space(space_name)
+    out = []
+    for i, text in enumerate(archs):
+        try:
+            out.append(space.parse_arch(text))
+        except ArchError as exc:
+            raise ArchError(f"arch #{i + 1} ({str(text)[:60]!r}): {exc}") from None
+    return out

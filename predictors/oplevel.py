@@ -1,0 +1,496 @@
+"""Op-level latency regressors, and filling a LUT's unmeasured ops with them.
+
+Like nn-Meter's kernel predictors, these learn one operator's latency on one
+device from the operator's analytic features (:mod:`latkit.predictors.features`)
+and a few hundred measured operators, then predict the operators nobody
+measured. Two models, both on the log of the latency:
+
+* a log-linear base (ridge least squares on log MACs, log bytes and the
+  op-type one-hot), which extrapolates sensibly in size (latency grows as a
+  power of the work), plus
+* gradient-boosted trees on the base's residual, which learn what the power law
+  misses (kernel size, stride, cache effects).
+
+``oplevel_xgb`` fits the trees with XGBoost and saves them in XGBoost's JSON
+model format; ``oplevel_gbr`` fits them with scikit-learn's
+``GradientBoostingRegressor`` and keeps only the trees' arrays (split feature,
+threshold, children, leaf values), which it evaluates itself. It is saved as
+plain JSON arrays, so loading and predicting need neither pickle nor
+scikit-learn, and a scikit-learn upgrade cannot break a saved model.
+
+Both accept, wherever the contract takes ``X``, either a feature matrix
+(:func:`~latkit.predictors.features.feature_matrix`) or a list of
+:class:`~latkit.profiler.ops.OpSpec`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latkit._version import __version__
+from latkit.errors import MissingExtraError, StoreError, UsageError
+from latkit.predictors.base import (
+    Predictor,
+    WeightsInfo,
+    check_X,
+    check_Xy,
+    read_json_arrays,
+    register_predictor,
+    write_json_arrays,
+)
+from latkit.predictors.features import FEATURE_NAMES, feature_matrix
+from latkit.profiler.ops import OpSpec
+
+log = logging.getLogger(__name__)
+
+PREDICTED_PREFIX = "predicted:"
+_N_FEATURES = len(FEATURE_NAMES)
+# columns of the log-linear base: sizes (logged) and the op-type one-hot
+_SIZE_COLS = [FEATURE_NAMES.index(n) for n in
+              ("macs", "macs_expand", "macs_depthwise", "macs_project", "mem_bytes",
+               "in_bytes", "out_bytes")]  # fmt: skip
+_TYPE_COLS = [i for i, n in enumerate(FEATURE_NAMES) if n.startswith("type_")]
+_MIN_LATENCY_MS = 1e-6  # log of a 0 ms latency is undefined; nothing real is that fast
+
+
+def op_inputs(X: Any) -> np.ndarray:  # noqa: N803
+    """Feature matrix of ``X``: a list of op specs, or an already-built matrix.
+
+    Raises:
+        UsageError: not specs and not a finite ``[n, len(FEATURE_NAMES)]`` array.
+    """
+    if isinstance(X, Sequence) and len(X) and all(isinstance(s, OpSpec) for s in X):
+        return feature_matrix(X)
+    return check_X(X, _N_FEATURES)
+
+
+def _log_features(feats: np.ndarray) -> np.ndarray:
+    return np.log1p(np.maximum(feats, 0.0))
+
+
+def _base_design(feats: np.ndarray) -> np.ndarray:
+    logged = _log_features(feats[:, _SIZE_COLS])
+    return np.column_stack([logged, feats[:, _TYPE_COLS], np.ones(len(feats))])
+
+
+def _fit_base(feats: np.ndarray, log_y: np.ndarray, ridge: float) -> np.ndarray:
+    a = _base_design(feats)
+    # ridge keeps the solve stable when a column is constant in the training set
+    return np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ log_y)
+
+
+class _OpRegressor(Predictor):
+    """Shared fit/predict: log-linear base plus trees on the residual."""
+
+    def fit(self, X: Any, y: Any) -> _OpRegressor:  # noqa: N803
+        """Learn from ops (specs or features) ``X`` and their latencies ``y`` (ms).
+
+        Raises:
+            UsageError: bad shapes, non-finite or negative latencies, < 2 ops.
+        """
+        feats, lat = check_Xy(op_inputs(X), y)
+        if len(lat) < 2:
+            raise UsageError("an op-level predictor needs at least 2 measured ops to fit")
+        log_y = np.log(np.maximum(lat, _MIN_LATENCY_MS))
+        if self.linear_base:
+            self.base_coef_ = _fit_base(feats, log_y, ridge=1e-3)
+            resid = log_y - _base_design(feats) @ self.base_coef_
+        else:
+            self.base_coef_ = np.zeros(len(_SIZE_COLS) + len(_TYPE_COLS) + 1)
+            resid = log_y
+        self._fit_trees(_log_features(feats), resid)
+        self.n_train_ = int(len(lat))
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Predicted latency (ms) of every op of ``X`` (specs or features)."""
+        self._check_fitted()
+        feats = op_inputs(X)
+        log_pred = _base_design(feats) @ self.base_coef_ + self._predict_trees(_log_features(feats))
+        return np.exp(log_pred)
+
+    def _fit_trees(self, x: np.ndarray, resid: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict_trees(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _xgboost() -> Any:
+    try:
+        import xgboost
+    except ImportError as exc:
+        raise MissingExtraError("XGBoost op-level predictor", "predictors") from exc
+    return xgboost
+
+
+@register_predictor("oplevel_xgb")
+class XGBOpPredictor(_OpRegressor):
+    """Op latency: log-linear base + XGBoost trees on the log residual.
+
+    Args:
+        n_estimators: boosting rounds.
+        max_depth: tree depth.
+        learning_rate: shrinkage.
+        subsample: row fraction per tree.
+        colsample_bytree: feature fraction per tree.
+        linear_base: fit the log-linear base first (better extrapolation in size).
+        n_jobs: XGBoost threads.
+        random_state: seed.
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 300,
+        max_depth: int = 4,
+        learning_rate: float = 0.05,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        linear_base: bool = True,
+        n_jobs: int = 1,
+        random_state: int = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.linear_base = linear_base
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _fit_trees(self, x: np.ndarray, resid: np.ndarray) -> None:
+        xgb = _xgboost()
+        model = xgb.XGBRegressor(
+            n_estimators=self.n_estimators, max_depth=self.max_depth,
+            learning_rate=self.learning_rate, subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree, n_jobs=self.n_jobs,
+            random_state=self.random_state, base_score=0.0,
+        )  # fmt: skip
+        model.fit(x, resid)
+        self.booster_ = model.get_booster()
+
+    def _predict_trees(self, x: np.ndarray) -> np.ndarray:
+        xgb = _xgboost()
+        return np.asarray(self.booster_.predict(xgb.DMatrix(x)), dtype=np.float64)
+
+    def _save_weights(self, directory: Path) -> WeightsInfo:
+        self._check_fitted()
+        self.booster_.save_model(str(directory / "booster.json"))
+        write_json_arrays(directory / "base.json", {"base_coef": self.base_coef_,
+                                                    "n_train": self.n_train_})
+        return WeightsInfo("xgboost", ["booster.json", "base.json"],
+                           {"features": list(FEATURE_NAMES)})
+
+    def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
+        _check_feature_names(info)
+        xgb = _xgboost()
+        booster = xgb.Booster()
+        try:
+            booster.load_model(str(directory / "booster.json"))
+        except xgb.core.XGBoostError as exc:
+            raise StoreError(f"cannot read {directory / 'booster.json'}: {exc}; refit") from exc
+        arrays = read_json_arrays(directory / "base.json")
+        self.booster_ = booster
+        self.base_coef_ = np.asarray(arrays["base_coef"], dtype=np.float64)
+        self.n_train_ = int(arrays["n_train"])
+
+
+def _check_feature_names(info: WeightsInfo) -> None:
+    if list(info.extra.get("features", [])) != list(FEATURE_NAMES):
+        raise StoreError(
+            "the saved op-level predictor used other features than this latkit computes; refit it"
+        )
+
+
+def _sklearn_gbr() -> Any:
+    try:
+        from sklearn.ensemble import GradientBoostingRegressor
+    except ImportError as exc:
+        raise MissingExtraError("scikit-learn op-level predictor", "predictors") from exc
+    return GradientBoostingRegressor
+
+
+def _export_trees(estimators: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Concatenate scikit-learn trees into flat arrays with global child indices."""
+    feats, thr, left, right, value, roots = [], [], [], [], [], []
+    offset = 0
+    for est in estimators:
+        t = est.tree_
+        n = t.node_count
+        leaf = t.children_left == -1
+        roots.append(offset)
+        feats.append(np.where(leaf, 0, t.feature))
+        thr.append(np.where(leaf, 0.0, t.threshold))
+        # a leaf points at itself, so a fixed number of steps lands every row on a leaf
+        own = np.arange(offset, offset + n)
+        left.append(np.where(leaf, own, t.children_left + offset))
+        right.append(np.where(leaf, own, t.children_right + offset))
+        value.append(t.value.reshape(n))
+        offset += n
+    return {
+        "feature": np.concatenate(feats).astype(np.int32),
+        "threshold": np.concatenate(thr).astype(np.float64),
+        "left": np.concatenate(left).astype(np.int32),
+        "right": np.concatenate(right).astype(np.int32),
+        "value": np.concatenate(value).astype(np.float64),
+        "roots": np.asarray(roots, dtype=np.int32),
+    }
+
+
+def eval_trees(trees: dict[str, np.ndarray], depth: int, x: np.ndarray) -> np.ndarray:
+    """Sum of the leaf values every row of ``x`` reaches, over all exported trees."""
+    node = np.broadcast_to(trees["roots"], (len(x), len(trees["roots"]))).copy()
+    rows = np.arange(len(x))[:, None]
+    for _ in range(depth):
+        go_left = x[rows, trees["feature"][node]] <= trees["threshold"][node]
+        node = np.where(go_left, trees["left"][node], trees["right"][node])
+    return trees["value"][node].sum(axis=1)
+
+
+@register_predictor("oplevel_gbr")
+class GBROpPredictor(_OpRegressor):
+    """Op latency: log-linear base + scikit-learn gradient boosting on the residual.
+
+    Fitting needs scikit-learn; the fitted trees are kept as arrays and
+    evaluated with numpy, so saved models are JSON and load without it.
+
+    Args:
+        n_estimators: boosting rounds.
+        max_depth: tree depth.
+        learning_rate: shrinkage (folded into the stored leaf values).
+        subsample: row fraction per tree.
+        linear_base: fit the log-linear base first.
+        random_state: seed.
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 300,
+        max_depth: int = 4,
+        learning_rate: float = 0.05,
+        subsample: float = 0.8,
+        linear_base: bool = True,
+        random_state: int = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.linear_base = linear_base
+        self.random_state = random_state
+
+    def _fit_trees(self, x: np.ndarray, resid: np.ndarray) -> None:
+        gbr = _sklearn_gbr()(
+            n_estimators=self.n_estimators, max_depth=self.max_depth,
+            learning_rate=self.learning_rate, subsample=self.subsample,
+            random_state=self.random_state, init="zero",
+        )  # fmt: skip
+        gbr.fit(x, resid)
+        trees = _export_trees([row[0] for row in gbr.estimators_])
+        trees["value"] = trees["value"] * self.learning_rate
+        self.trees_ = trees
+
+    def _predict_trees(self, x: np.ndarray) -> np.ndarray:
+        return eval_trees(self.trees_, int(self.max_depth), x)
+
+    def _save_weights(self, directory: Path) -> WeightsInfo:
+        self._check_fitted()
+        write_json_arrays(directory / "trees.json", {**self.trees_, "base_coef": self.base_coef_,
+                                                     "n_train": self.n_train_})
+        return WeightsInfo("json", ["trees.json"], {"features": list(FEATURE_NAMES)})
+
+    def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
+        _check_feature_names(info)
+        arrays = read_json_arrays(directory / "trees.json")
+        try:
+            self.trees_ = {k: arrays[k] for k in
+                           ("feature", "threshold", "left", "right", "value", "roots")}  # fmt: skip
+            self.base_coef_ = np.asarray(arrays["base_coef"], dtype=np.float64)
+            self.n_train_ = int(arrays["n_train"])
+        except KeyError as exc:
+            raise StoreError(f"{directory / 'trees.json'} lacks {exc}; refit the predictor") from exc
+
+
+# --------------------------------------------------------------------------- LUT helpers
+
+
+def _device_uri(device: Any) -> str:
+    if isinstance(device, str):
+        return device
+    if isinstance(device, dict) and device.get("uri"):
+        return str(device["uri"])
+    uri = getattr(device, "uri", None)
+    if isinstance(uri, str) and uri:
+        return uri
+    raise UsageError("device must be a URI, a DeviceInfo dict with 'uri', or a Device")
+
+
+def is_predicted(source: str) -> bool:
+    """Whether a LUT row's ``source`` marks a predicted (not measured) latency."""
+    return source.startswith(PREDICTED_PREFIX)
+
+
+def measured_ops(lut: Any, device: Any) -> tuple[list[OpSpec], np.ndarray]:
+    """The ops of ``device`` in ``lut`` that were measured or imported (not predicted).
+
+    Returns:
+        Their specs and latencies (ms), in key order.
+    """
+    uri = _device_uri(device)
+    specs = {o["key"]: o["spec"] for o in lut.ops()}
+    rows = [r for r in lut.iter_rows(uri) if not is_predicted(r["source"])]
+    return [OpSpec.from_dict(specs[r["op_key"]]) for r in rows], np.array(
+        [r["latency_ms"] for r in rows], dtype=np.float64
+    )
+
+
+def fit_on_lut(lut: Any, device: Any, predictor: Predictor | None = None) -> Predictor:
+    """Fit an op-level predictor (default ``oplevel_xgb``) on a device's measured ops.
+
+    Raises:
+        UsageError: fewer than 2 measured ops on that device.
+    """
+    specs, lat = measured_ops(lut, device)
+    if len(specs) < 2:
+        raise UsageError(
+            f"LUT {lut.path} has {len(specs)} measured op(s) on {_device_uri(device)}; "
+            "measure some with `latkit profile` before fitting a predictor"
+        )
+    predictor = predictor if predictor is not None else XGBOpPredictor()
+    return predictor.fit(specs, lat)
+
+
+def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predictor) -> int:
+    """Store predictions for the ops of ``specs`` that ``lut`` has not measured.
+
+    Rows that were measured or imported are never touched; rows an earlier
+    prediction wrote are replaced. Each new row has ``source =
+    "predicted:<predictor name>"`` and a provenance naming the predictor, its
+    parameters and how many measured ops it was trained on. Free ops (skip,
+    zero) are left out. All rows go in one transaction.
+
+    Args:
+        lut: a :class:`latkit.lut.store.LUT`.
+        specs: the operators that should end up in the LUT (e.g. a space's
+            :meth:`operators`).
+        device: the device URI, its info dict, or the Device.
+        predictor: a fitted op-level predictor.
+
+    Returns:
+        How many rows were written.
+    """
+    predictor._check_fitted()
+    uri = _device_uri(device)
+    existing = {r["op_key"]: r["source"] for r in lut.iter_rows(uri)}
+    todo: dict[str, OpSpec] = {}
+    for s in specs:
+        if s.measurable and not (s.key in existing and not is_predicted(existing[s.key])):
+            todo.setdefault(s.key, s)
+    if not todo:
+        return 0
+    ops = list(todo.values())
+    lat_ms = predictor.predict(ops)
+    name = predictor.name or type(predictor).__name__
+    from latkit.predictors.base import _jsonable  # params as JSON, the way save() writes them
+
+    provenance = {
+        "predictor": name,
+        "params": _jsonable(predictor.get_params()),
+        "n_train": int(getattr(predictor, "n_train_", 0)),
+        "trained_on": uri,
+        "latkit_version": __version__,
+    }
+    with lut.transaction():
+        lut.ensure_device(uri, device if isinstance(device, dict) else None)
+        for spec, ms in zip(ops, lat_ms):
+            lut.ensure_op(spec)
+            lut.put_row(
+                {"op_key": spec.key, "device_uri": uri, "latency_ms": float(ms),
+                 "provenance": provenance, "source": PREDICTED_PREFIX + name},
+                replace=True,
+            )  # fmt: skip
+    log.info("predicted %d op(s) of %s into %s with %s", len(ops), uri, lut.path, name)
+    return len(ops)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def within(pred_ms: np.ndarray, true_ms: np.ndarray, tol: float = 0.10) -> float:
+    """Fraction of predictions within ``tol`` (relative) of the truth."""
+    return float(np.mean(np.abs(np.asarray(pred_ms) / np.asarray(true_ms) - 1.0) <= tol))
+
+
+def heldout_accuracy(
+    specs: Sequence[OpSpec], latency_ms: Sequence[float], predictor: Predictor,
+    test_mask: np.ndarray,
+) -> dict[str, float]:  # fmt: skip
+    """Fit on ``~test_mask``, report held-out ±10% / ±5% accuracy and MAPE."""
+    lat = np.asarray(latency_ms, dtype=np.float64)
+    mask = np.asarray(test_mask, dtype=bool)
+    train = [s for s, m in zip(specs, mask) if not m]
+    test = [s for s, m in zip(specs, mask) if m]
+    pred = predictor.clone().fit(train, lat[~mask]).predict(test)
+    return {
+        "n_train": float(len(train)), "n_test": float(len(test)),
+        "within_10pct": within(pred, lat[mask], 0.10), "within_5pct": within(pred, lat[mask], 0.05),
+        "mape_pct": float(100 * np.mean(np.abs(pred / lat[mask] - 1.0))),
+    }  # fmt: skip
+
+
+def oplevel_heldout_report(
+    lut: Any, device: str | None = None, predictors: Sequence[str] = ("oplevel_xgb", "oplevel_gbr"),
+    seeds: Sequence[int] = (0, 1, 2), test_frac: float = 0.2,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Held-out accuracy of op-level predictors on a LUT's measured ops.
+
+    Random splits: ``test_frac`` of the ops held out, once per seed. (For a
+    split by resolution, build the mask yourself and call
+    :func:`heldout_accuracy`.)
+
+    Args:
+        lut: an open LUT (e.g. the OFA Note10 tables imported, or one measured here).
+        device: its device URI (default the only one).
+        predictors: registered op-level predictor names.
+        seeds: random splits.
+        test_frac: held-out fraction of the random splits.
+
+    Returns:
+        One dict per (predictor, split): ``predictor``, ``split`` and the
+        figures of :func:`heldout_accuracy`.
+    """
+    from latkit.predictors.base import get_predictor
+
+    uri = lut.resolve_device(device)
+    specs, lat = measured_ops(lut, uri)
+    rows: list[dict[str, Any]] = []
+    for name in predictors:
+        proto = get_predictor(name)
+        for seed in seeds:
+            mask = np.zeros(len(specs), dtype=bool)
+            mask[np.random.default_rng(seed).permutation(len(specs))[: int(test_frac * len(specs))]] = True
+            rows.append({"predictor": name, "split": f"random{int(100 * test_frac)}%:seed{seed}",
+                         **heldout_accuracy(specs, lat, proto, mask)})  # fmt: skip
+    return rows
+
+
+__all__ = [
+    "GBROpPredictor",
+    "PREDICTED_PREFIX",
+    "XGBOpPredictor",
+    "eval_trees",
+    "heldout_accuracy",
+    "oplevel_heldout_report",
+    "within",
+    "fill_lut",
+    "fit_on_lut",
+    "is_predicted",
+    "measured_ops",
+    "op_inputs",
+]

@@ -1,0 +1,1 @@
+"""Profiler: enumerate a space's operators, build them, and measure them soundly."""

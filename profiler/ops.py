@@ -1,0 +1,266 @@
+"""Operator identity: a frozen spec, and the one place its key is derived.
+
+Keys follow the published latency tables so that they match key for key:
+
+* Once-for-All (MobileNetV3 tables), e.g.
+  ``expanded_conv-input:112x112x24-output:56x56x32-expand:144-kernel:3-stride:2-idskip:0-se:0-hs:0``
+  where ``expand`` is the block's expanded (middle) channel count;
+* ProxylessNAS (mobile table), e.g.
+  ``expanded_conv-input:112x112x16-output:56x56x24-expand:3-kernel:3-stride:2-idskip:0``
+  where ``expand`` is the expansion *ratio*.
+
+Which of the two an MBConv uses is decided by the spec itself: ProxylessNAS blocks
+are ReLU6 without squeeze-excite, so a ReLU6/no-SE MBConv takes the ProxylessNAS
+form and every other MBConv the OFA form (``hs:1`` for h-swish, ``hs:0`` for
+ReLU; another activation or grouped 1x1 convolutions add ``-act:`` /
+``-groups:`` fields that no public table has). Stem, head and classifier keys are
+``Conv``, ``Conv_1`` (1x1 convolution before pooling), ``AvgPool2D``, ``Conv_2``
+(1x1 convolution after pooling) and ``Logits`` (classifier; its input is
+pooled first when it is larger than 1x1, as in the ProxylessNAS table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from latkit.errors import ParseError, UsageError
+
+
+class OpType(str, Enum):
+    """The closed set of operator kinds latkit builds and measures."""
+
+    STEM = "stem"  # first convolution (kernel k, stride s, BN, activation)
+    MBCONV = "mbconv"  # inverted residual block (expand 1x1, depthwise kxk, [SE], project 1x1)
+    HEAD_CONV = "head_conv"  # 1x1 convolution on the last feature map, before pooling
+    POOL = "pool"  # global average pooling
+    POOLED_CONV = "pooled_conv"  # 1x1 convolution on the pooled 1x1 feature (OFA feature mix)
+    LOGITS = "logits"  # classifier: global pooling if needed, flatten, linear
+    SKIP = "skip"  # identity layer: free, never measured
+    ZERO = "zero"  # a removed residual layer (ProxylessNAS "zero"): free, never measured
+
+
+class Act(str, Enum):
+    """Activation functions of the MBConv families."""
+
+    NONE = "none"
+    RELU = "relu"
+    RELU6 = "relu6"
+    H_SWISH = "h_swish"
+
+
+FREE_OPS = frozenset({OpType.SKIP, OpType.ZERO})
+
+Shape = tuple[int, int, int]  # (height, width, channels), as in the public tables
+
+
+def _shape(value: Any, name: str) -> Shape:
+    try:
+        h, w, c = (int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{name} must be three integers (H, W, C), got {value!r}") from exc
+    if min(h, w, c) < 1:
+        raise UsageError(f"{name} must be positive, got {value!r}")
+    return (h, w, c)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """The identity of one operator: everything its latency depends on.
+
+    Shapes are ``(H, W, C)``. For :attr:`OpType.LOGITS` the output shape is
+    ``(1, 1, classes)``. ``mid_channels`` is the expanded width of an MBConv;
+    ``expand_ratio`` is kept beside it because the ProxylessNAS key uses it.
+    """
+
+    op_type: OpType
+    input_shape: Shape
+    output_shape: Shape
+    kernel: int = 1
+    stride: int = 1
+    expand_ratio: float = 1.0
+    mid_channels: int = 0
+    groups: int = 1
+    se: bool = False
+    act: Act = Act.NONE
+    idskip: bool = False
+    # whether an MBConv has its 1x1 expansion convolution; None derives it: absent for
+    # expand ratio 1 (MobileNetV2 / ProxylessNAS / OFA first blocks), present otherwise.
+    # FBNet's e1 blocks keep it, so their spaces set True.
+    expand_conv: bool | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "op_type", OpType(self.op_type))
+        object.__setattr__(self, "act", Act(self.act))
+        object.__setattr__(self, "input_shape", _shape(self.input_shape, "input_shape"))
+        object.__setattr__(self, "output_shape", _shape(self.output_shape, "output_shape"))
+        if self.kernel < 1 or self.stride < 1 or self.groups < 1:
+            raise UsageError(f"kernel, stride and groups must be >= 1 in {self}")
+        if self.op_type is OpType.MBCONV:
+            if self.mid_channels < 1:
+                raise UsageError("an MBConv spec needs mid_channels >= 1")
+            if self.kernel % 2 == 0:
+                raise UsageError(f"MBConv kernel must be odd, got {self.kernel}")
+        if self.idskip and (self.input_shape != self.output_shape or self.stride != 1):
+            raise UsageError("an identity shortcut needs stride 1 and equal input/output shapes")
+        ratio = float(self.expand_ratio)
+        object.__setattr__(self, "expand_ratio", int(ratio) if ratio.is_integer() else ratio)
+        if self.expand_conv is None:
+            auto = self.op_type is OpType.MBCONV and not (
+                ratio == 1 and self.mid_channels == self.input_shape[2]
+            )
+            object.__setattr__(self, "expand_conv", auto)
+        object.__setattr__(self, "expand_conv", bool(self.expand_conv))
+
+    @property
+    def expand_conv_is_default(self) -> bool:
+        """Whether ``expand_conv`` is what the expand ratio implies (keys omit it then)."""
+        implied = not (float(self.expand_ratio) == 1 and self.mid_channels == self.input_shape[2])
+        return self.op_type is not OpType.MBCONV or self.expand_conv == implied
+
+    @property
+    def measurable(self) -> bool:
+        """Whether the op costs time (skip and zero layers do not)."""
+        return self.op_type not in FREE_OPS
+
+    @property
+    def key(self) -> str:
+        """The LUT key: the one place an op's key string is derived."""
+        return op_key(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict that :meth:`from_dict` reads back."""
+        d = dataclasses.asdict(self)
+        d["op_type"] = self.op_type.value
+        d["act"] = self.act.value
+        d["input_shape"] = list(self.input_shape)
+        d["output_shape"] = list(self.output_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OpSpec:
+        """Rebuild a spec from :meth:`to_dict` output."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise UsageError(f"unknown op spec field(s): {', '.join(sorted(unknown))}")
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"invalid op spec {d!r}: {exc}") from exc
+
+
+def _fmt_shape(shape: Shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def _is_proxyless_style(spec: OpSpec) -> bool:
+    return spec.act is Act.RELU6 and not spec.se and spec.groups == 1 and spec.expand_conv_is_default
+
+
+def op_key(spec: OpSpec) -> str:
+    """Derive the LUT key of ``spec`` (see the module docstring for the formats)."""
+    io = f"input:{_fmt_shape(spec.input_shape)}-output:{_fmt_shape(spec.output_shape)}"
+    t = spec.op_type
+    if t is OpType.STEM:
+        return f"Conv-{io}"
+    if t is OpType.HEAD_CONV:
+        return f"Conv_1-{io}"
+    if t is OpType.POOL:
+        return f"AvgPool2D-{io}"
+    if t is OpType.POOLED_CONV:
+        return f"Conv_2-{io}"
+    if t is OpType.LOGITS:
+        return f"Logits-input:{_fmt_shape(spec.input_shape)}-output:{spec.output_shape[2]}"
+    if t in FREE_OPS:
+        return f"{t.value}-{io}"
+    common = f"kernel:{spec.kernel}-stride:{spec.stride}-idskip:{int(spec.idskip)}"
+    if _is_proxyless_style(spec):
+        return f"expanded_conv-{io}-expand:{spec.expand_ratio}-{common}"
+    key = f"expanded_conv-{io}-expand:{spec.mid_channels}-{common}-se:{int(spec.se)}"
+    key += f"-hs:{int(spec.act is Act.H_SWISH)}"
+    if spec.act not in (Act.RELU, Act.H_SWISH):
+        key += f"-act:{spec.act.value}"
+    if spec.groups != 1:
+        key += f"-groups:{spec.groups}"
+    if not spec.expand_conv_is_default:
+        key += f"-expconv:{int(spec.expand_conv)}"
+    return key
+
+
+_KEY_RE = re.compile(
+    r"^(?P<name>[A-Za-z0-9_]+)-input:(?P<inp>\d+x\d+x\d+)-output:(?P<out>\d+x\d+x\d+|\d+)"
+    r"(?P<rest>(-[a-z_]+:[A-Za-z0-9_.]+)*)$"
+)
+
+
+def _parse_shape(text: str) -> Shape:
+    parts = [int(v) for v in text.split("x")]
+    return (1, 1, parts[0]) if len(parts) == 1 else (parts[0], parts[1], parts[2])
+
+
+def parse_key(key: str, *, default_act: Act | None = None) -> OpSpec:
+    """Rebuild the spec behind a key, so that ``parse_key(k).key == k``.
+
+    Public tables leave out what their key format implies: ``default_act`` is
+    the activation of the stem and head convolutions (ReLU6 for ProxylessNAS,
+    h-swish for OFA MobileNetV3); MBConv activations are read from the key.
+
+    Raises:
+        ParseError: the key is not in any format latkit knows.
+    """
+    m = _KEY_RE.match(key.strip())
+    if not m:
+        raise ParseError(f"unrecognised operator key {key!r}")
+    name, inp, out = m["name"], _parse_shape(m["inp"]), _parse_shape(m["out"])
+    fields = dict(f.split(":", 1) for f in m["rest"].split("-") if f)
+    head_act = default_act or Act.NONE
+    simple = {
+        "Conv": OpType.STEM,
+        "Conv_1": OpType.HEAD_CONV,
+        "AvgPool2D": OpType.POOL,
+        "Conv_2": OpType.POOLED_CONV,
+        "Logits": OpType.LOGITS,
+        "skip": OpType.SKIP,
+        "zero": OpType.ZERO,
+    }
+    if name in simple:
+        t = simple[name]
+        if t is OpType.STEM:
+            stride = max(1, round(inp[0] / out[0]))
+            return OpSpec(t, inp, out, kernel=3, stride=stride, act=head_act)
+        if t in (OpType.HEAD_CONV, OpType.POOLED_CONV):
+            # a strided 1x1 conv (FBNet's shape-changing skip) shows in its shapes
+            stride = max(1, round(inp[0] / out[0]))
+            return OpSpec(t, inp, out, stride=stride, act=head_act)
+        return OpSpec(t, inp, out)
+    if name != "expanded_conv":
+        raise ParseError(f"unknown operator type {name!r} in key {key!r}")
+    try:
+        kernel, stride = int(fields["kernel"]), int(fields["stride"])
+        idskip, expand = bool(int(fields["idskip"])), float(fields["expand"])
+    except (KeyError, ValueError) as exc:
+        raise ParseError(f"key {key!r} lacks a valid expand/kernel/stride/idskip field") from exc
+    groups = int(fields.get("groups", 1))
+    expand_conv = bool(int(fields["expconv"])) if "expconv" in fields else None
+    if "se" not in fields and "hs" not in fields:  # ProxylessNAS form: expand is a ratio
+        ratio = expand
+        mid = round(inp[2] * ratio)
+        act, se = Act.RELU6, False
+    else:
+        mid = int(expand)
+        ratio = mid / inp[2]
+        se = bool(int(fields.get("se", 0)))
+        act = Act(fields["act"]) if "act" in fields else (
+            Act.H_SWISH if int(fields.get("hs", 0)) else Act.RELU
+        )
+    spec = OpSpec(
+        OpType.MBCONV, inp, out, kernel=kernel, stride=stride, expand_ratio=round(ratio, 4),
+        mid_channels=mid, groups=groups, se=se, act=act, idskip=idskip, expand_conv=expand_conv,
+    )
+    if spec.key != key.strip():
+        raise ParseError(f"key {key!r} does not round-trip (read back as {spec.key!r})")
+    return spec

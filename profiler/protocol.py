@@ -1,0 +1,407 @@
+"""The measurement protocol: how latkit turns timer readings into a latency.
+
+A LUT is only useful if building it twice gives the same numbers, and the
+machines it is built on are rarely quiet. On a shared machine most of the noise
+is *other processes taking the CPU*: a sample that gets preempted is slower by
+the time the other process ran, so the samples of one operator are a mixture
+of clean ones (its true speed, a ~1% spread) and contaminated ones (up to 2-3x
+slower), in a proportion that changes with the load from minute to minute.
+The median follows that proportion (the plain median of the same op differed
+by up to 80% between two builds of one LUT here); the low end of the
+distribution does not. So the protocol:
+
+1. **Warms up** every model (at least ``warmup_runs`` runs and ``warmup_s``
+   seconds) and picks its ``iterations`` so that one *sample* (the mean of
+   ``iterations`` back-to-back runs) lasts about ``target_sample_ms``: long
+   enough to amortise timer and call overhead, short enough to often fit
+   between two preemptions.
+2. Measures a **pool** of models in **interleaved rounds**: each round visits
+   every unfinished model once, in a freshly shuffled order, takes one
+   untimed run (to bring its weights back into cache) and then
+   ``samples_per_round`` samples. A burst of load therefore hits all models of
+   a round alike instead of a few unlucky ones.
+3. Reports the **``quantile``-quantile of the samples** (default 0.1: the 10th
+   percentile, a *low robust statistic*: it moves only when fewer than 10% of
+   the samples are clean), with its distribution-free 95% confidence interval
+   (:func:`latkit.profiler.stats.quantile_ci`). Outliers (modified z-score)
+   are flagged and left out of the descriptive figures (mean, std, p90, ...)
+   but kept in the raw samples. ``quantile=0.5`` gives the median instead.
+4. Stops a model when that interval's relative half-width is at most
+   ``target_rel_ci`` (after ``min_samples`` samples), or when it reaches
+   ``max_samples`` or ``max_seconds_per_op`` of timed work (then ``converged``
+   is false). A heavily contaminated model thus keeps sampling until enough
+   clean samples pin its low quantile down. Each finished model is handed to
+   the sink at once and the next waiting model takes its place in the pool.
+
+Every :class:`~latkit.profiler.measurement.Measurement` keeps all its raw
+samples in the order taken and its provenance: device info and state
+before/after, load averages, CPU model, iterations, the protocol, the median
+and the share of samples near the reported value, the latkit version and UTC
+timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from latkit._version import __version__
+from latkit.devices.base import Device, ModelSource, Session, host_cpu_model
+from latkit.errors import MeasurementError, UsageError
+from latkit.profiler import stats
+from latkit.profiler.measurement import Measurement, MeasurementSink
+from latkit.profiler.ops import OpSpec
+
+log = logging.getLogger(__name__)
+
+NEAR = 0.05  # a sample within 5% of the reported value counts as "clean"
+RATE_BATCHES = 5  # timed batches that set a model's iterations per sample
+
+ProgressFn = Callable[[int, int, str, "Measurement | None"], None]
+ErrorFn = Callable[[str, BaseException], None]
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Settings of the measurement protocol (see the module docstring)."""
+
+    warmup_runs: int = 10
+    warmup_s: float = 0.2
+    target_sample_ms: float = 2.0
+    max_iterations: int = 100_000
+    min_samples: int = 30
+    max_samples: int = 300
+    target_rel_ci: float = 0.02
+    max_seconds_per_op: float = 8.0  # per-model cap on timed work, warmup excluded
+    samples_per_round: int = 3
+    pool_size: int = 12
+    quantile: float = 0.1
+    outlier_z: float = 3.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        ints = ("warmup_runs", "max_iterations", "min_samples", "max_samples",
+                "samples_per_round", "pool_size")  # fmt: skip
+        for name in ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (name != "warmup_runs"):
+                raise UsageError(f"protocol {name} must be a positive integer, got {value!r}")
+        for name in ("warmup_s", "target_sample_ms", "max_seconds_per_op", "outlier_z"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise UsageError(f"protocol {name} must be a non-negative number, got {value!r}")
+        if self.target_sample_ms <= 0 or self.max_seconds_per_op <= 0 or self.outlier_z <= 0:
+            raise UsageError("target_sample_ms, max_seconds_per_op and outlier_z must be positive")
+        if self.min_samples > self.max_samples:
+            raise UsageError(
+                f"min_samples ({self.min_samples}) exceeds max_samples ({self.max_samples})"
+            )
+        if not 0.0 < self.target_rel_ci < 1.0:
+            raise UsageError(f"target_rel_ci must be in (0, 1), got {self.target_rel_ci}")
+        if not 0.0 < self.quantile < 1.0:
+            raise UsageError(f"quantile must be in (0, 1), got {self.quantile}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (recorded in every measurement's provenance)."""
+        return asdict(self)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> ProtocolConfig:
+        """Few samples and short warmups: for smoke runs and tests, not real LUTs."""
+        settings: dict[str, Any] = {
+            "warmup_runs": 5, "warmup_s": 0.03, "min_samples": 12, "max_samples": 40,
+            "target_rel_ci": 0.05, "max_seconds_per_op": 1.0, "pool_size": 8,
+        }  # fmt: skip
+        settings.update(overrides)
+        return cls(**settings)
+
+
+def _utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+@dataclass
+class _Slot:
+    """A model in the pool: its session and everything sampled so far."""
+
+    index: int  # position in the caller's list
+    model: ModelSource
+    session: Session
+    iterations: int
+    warmup: dict[str, Any]
+    state_before: dict[str, Any]
+    started_at: str
+    samples_ms: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    timed_s: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return self.model.key
+
+
+def _warm_up(session: Session, config: ProtocolConfig) -> tuple[int, dict[str, Any]]:
+    """Run until both warmup budgets are spent; return iterations per sample."""
+    per_run_s = session.time(1)  # the very first run is often far slower: not a rate estimate
+    runs, spent, batch = 1, per_run_s, 1
+    while runs < config.warmup_runs or spent < config.warmup_s:
+        per_run_s = session.time(batch)
+        runs += batch
+        spent += per_run_s * batch
+        # grow batches geometrically so tiny models do not pay per-call overhead
+        batch = min(batch * 2, max(1, int(0.05 / max(per_run_s, 1e-7))))
+    # the rate that sets iterations: the fastest of a few batches about one sample
+    # long (a preempted batch would look slow and give far too few iterations)
+    target_s = config.target_sample_ms / 1e3
+    rates = []
+    for _ in range(RATE_BATCHES):
+        batch = max(1, min(config.max_iterations, int(target_s / max(per_run_s, 1e-9))))
+        rates.append(session.time(batch))
+        runs += batch
+        spent += rates[-1] * batch
+        per_run_s = min(rates)
+    iterations = max(1, min(config.max_iterations, int(round(target_s / max(per_run_s, 1e-9)))))
+    return iterations, {"runs": runs, "s": round(spent, 4), "per_run_ms": per_run_s * 1e3}
+
+
+def _summarize(slot: _Slot, config: ProtocolConfig) -> stats.Summary:
+    return stats.summarize(slot.samples_ms, z=config.outlier_z, q=config.quantile)
+
+
+def statistic_name(config: ProtocolConfig) -> str:
+    """How ``latency_ms`` is computed under ``config``, for provenance."""
+    if config.quantile == 0.5:
+        return "median of all samples"
+    return f"{config.quantile:g}-quantile of all samples (low robust statistic)"
+
+
+class _Run:
+    """One measure_many call: the pool, the rounds, the bookkeeping."""
+
+    def __init__(self, device: Device, config: ProtocolConfig, sink: MeasurementSink | None,
+                 specs: Mapping[str, OpSpec], on_progress: ProgressFn | None,
+                 on_error: ErrorFn | None, total: int) -> None:  # fmt: skip
+        self.device, self.config, self.sink, self.specs = device, config, sink, specs
+        self.on_progress, self.on_error, self.total = on_progress, on_error, total
+        self.info = device.info().to_dict()
+        self.rng = np.random.default_rng(config.seed)
+        self.round = 0
+        self.done = 0
+        self.results: list[tuple[int, Measurement]] = []
+
+    def fail(self, key: str, exc: BaseException) -> None:
+        if self.on_error is None:
+            raise exc
+        log.warning("%s failed: %s", key, exc)
+        self.on_error(key, exc)
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total, key, None)
+
+    def open(self, index: int, model: ModelSource) -> _Slot | None:
+        state = self.device.state()
+        try:
+            session = self.device.open(model)
+        except Exception as exc:  # export or runtime errors of one model must not stop a run
+            self.fail(model.key, exc)
+            return None
+        try:
+            iterations, warm = _warm_up(session, self.config)
+        except Exception as exc:
+            session.close()
+            self.fail(model.key, exc)
+            return None
+        return _Slot(index, model, session, iterations, warm, state, _utc())
+
+    def visit(self, slot: _Slot, touch: bool) -> None:
+        if touch:
+            slot.session.time(1)  # bring the model back into cache after the others ran
+        values = []
+        for _ in range(self.config.samples_per_round):
+            values.append(slot.session.time(slot.iterations) * 1e3)
+        slot.samples_ms.extend(values)
+        slot.rounds.extend([self.round] * len(values))
+        slot.timed_s += sum(values) * slot.iterations / 1e3
+
+    def finished(self, slot: _Slot) -> bool:
+        c = self.config
+        if len(slot.samples_ms) >= c.max_samples or slot.timed_s >= c.max_seconds_per_op:
+            return True
+        if len(slot.samples_ms) < c.min_samples:
+            return False
+        return _summarize(slot, c).rel_ci <= c.target_rel_ci
+
+    def finish(self, slot: _Slot) -> Measurement:
+        c = self.config
+        summary = _summarize(slot, c)
+        slot.session.close()
+        raw = np.asarray(slot.samples_ms)
+        provenance = {
+            "device": self.info,
+            "state_before": slot.state_before,
+            "state_after": self.device.state(),
+            "host_loadavg": _loadavg(),
+            "host_cpu": host_cpu_model(),
+            "latkit_version": __version__,
+            "protocol": c.to_dict(),
+            "statistic": statistic_name(c),
+            "median_ms": float(np.median(raw)),
+            "near_fraction": round(float(np.mean(raw <= summary.value * (1 + NEAR))), 4),
+            "iterations": slot.iterations,
+            "samples_per_round": c.samples_per_round,
+            "warmup": slot.warmup,
+            "timed_s": round(slot.timed_s, 4),
+            "started_at": slot.started_at,
+            "measured_at": _utc(),
+            "sample_rounds": slot.rounds,
+        }
+        m = Measurement(
+            key=slot.key, latency_ms=summary.value, mean_ms=summary.mean, std_ms=summary.std,
+            min_ms=summary.min, max_ms=summary.max, p10_ms=summary.p10, p90_ms=summary.p90,
+            mad_ms=summary.mad, ci_low_ms=summary.ci_low, ci_high_ms=summary.ci_high,
+            rel_ci=summary.rel_ci, n_samples=summary.n, n_outliers=summary.n_outliers,
+            iterations=slot.iterations, converged=summary.rel_ci <= c.target_rel_ci,
+            samples_ms=[float(v) for v in slot.samples_ms], provenance=provenance,
+        )  # fmt: skip
+        if self.sink is not None:
+            self.sink.add(self.specs[slot.key], m, self.info)
+        self.done += 1
+        self.results.append((slot.index, m))
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total, slot.key, m)
+        return m
+
+    def run(self, models: Sequence[ModelSource]) -> None:
+        waiting = list(enumerate(models))[::-1]  # popped from the end, in caller order
+        pool: list[_Slot] = []
+        try:
+            while waiting or pool:
+                while waiting and len(pool) < self.config.pool_size:
+                    slot = self.open(*waiting.pop())
+                    if slot is not None:
+                        pool.append(slot)
+                pool = self.one_round(pool)
+        finally:
+            for slot in pool:  # only on an exception: finished slots are closed already
+                slot.session.close()
+
+    def one_round(self, pool: list[_Slot]) -> list[_Slot]:
+        """Visit every model once in shuffled order; return those not finished."""
+        touch = len(pool) > 1
+        broken: set[int] = set()
+        for i in map(int, self.rng.permutation(len(pool))):
+            try:
+                self.visit(pool[i], touch)
+            except Exception as exc:  # a model that breaks mid-run is dropped, not the run
+                slot = pool[i]
+                slot.session.close()
+                if self.on_error is None:
+                    pool.remove(slot)  # the caller's cleanup must not close it twice
+                    raise
+                broken.add(i)
+                self.fail(slot.key, exc)
+        pool = [s for i, s in enumerate(pool) if i not in broken]
+        still = []
+        for slot in pool:
+            if self.finished(slot):
+                self.finish(slot)
+            else:
+                still.append(slot)
+        self.round += 1
+        return still
+
+
+def _spec_of(model: ModelSource, specs: Mapping[str, OpSpec] | None) -> OpSpec | None:
+    if specs is not None and model.key in specs:
+        return specs[model.key]
+    for attr in ("spec", "target"):
+        value = getattr(model, attr, None)
+        if isinstance(value, OpSpec):
+            return value
+    return None
+
+
+def measure_many(
+    device: Device,
+    models: Sequence[ModelSource],
+    config: ProtocolConfig | None = None,
+    sink: MeasurementSink | None = None,
+    on_progress: ProgressFn | None = None,
+    *,
+    specs: Mapping[str, OpSpec] | None = None,
+    on_error: ErrorFn | None = None,
+) -> list[Measurement]:
+    """Measure ``models`` on ``device`` with the interleaved protocol.
+
+    Args:
+        device: an open device.
+        models: the models; keys must be distinct.
+        config: protocol settings (default :class:`ProtocolConfig`).
+        sink: receives ``sink.add(spec, measurement, device_info)`` for each
+            model the moment it finishes (spec from ``specs`` or the model's
+            ``spec``/``target`` attribute).
+        on_progress: called as ``(done, total, key, measurement or None)``
+            after each model finishes (None when it failed).
+        specs: op spec of each key, for the sink.
+        on_error: called as ``(key, exception)`` when a model fails to load or
+            run; the run goes on. Without it the first failure is raised.
+
+    Returns:
+        The measurements of the models that did not fail, in the input order.
+
+    Raises:
+        UsageError: duplicate keys, or a sink without a spec for some model.
+        MeasurementError / DeviceError: a model failed and no ``on_error`` was given.
+    """
+    config = config or ProtocolConfig()
+    keys = [m.key for m in models]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise UsageError(f"models to measure must have distinct keys; repeated: {', '.join(dup[:3])}")
+    resolved: dict[str, OpSpec] = {}
+    if sink is not None:
+        for m in models:
+            spec = _spec_of(m, specs)
+            if spec is None:
+                raise UsageError(f"no op spec for {m.key}; pass specs= to store it in a sink")
+            resolved[m.key] = spec
+    run = _Run(device, config, sink, resolved, on_progress, on_error, len(models))
+    run.run(models)
+    return [m for _, m in sorted(run.results, key=lambda t: t[0])]
+
+
+def measure_one(
+    device: Device, model: ModelSource, config: ProtocolConfig | None = None
+) -> Measurement:
+    """Measure one model (e.g. a whole network, end to end) with the same protocol.
+
+    With a single model there is nothing to interleave with (and no untimed
+    run before each visit); everything else (warmup, iterations, statistic,
+    stopping rule, provenance) is the same, so LUT sums and end-to-end figures
+    are comparable.
+
+    Raises:
+        DeviceError / MeasurementError: the model cannot be loaded or run.
+    """
+    result = measure_many(device, [model], config)
+    if not result:  # pragma: no cover - failures raise without on_error
+        raise MeasurementError(f"{model.key} produced no measurement")
+    return result[0]
+
+
+__all__ = ["ProtocolConfig", "measure_many", "measure_one", "statistic_name"]

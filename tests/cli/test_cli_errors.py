@@ -1,0 +1,123 @@
+"""Bad input at the command line: one clear error line, non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from latkit.cli import main
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_error_line(code: int, err: str, *needles: str) -> None:
+    assert code != 0
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:"), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_unknown_space(capsys):
+    code, _, err = run(capsys, "ops", "no_such_space")
+    assert_one_error_line(code, err, "no_such_space", "proxyless_mobile")
+
+
+def test_unknown_device(capsys, tmp_path):
+    code, _, err = run(capsys, "profile", "--device", "tpu:9", "--space", "proxyless_mobile",
+                       "--resolution", "32", "--lut", str(tmp_path / "x.db"))
+    assert_one_error_line(code, err, "tpu:9", "cpu:onnxruntime")
+
+
+def test_malformed_arch(capsys, tmp_path):
+    lut = tmp_path / "x.db"
+    sqlite3.connect(lut).close()
+    code, _, err = run(capsys, "lut", "estimate", "--lut", str(lut), "--space", "proxyless_mobile",
+                       "--arch", '["3x3_MBConv3", "bogus_op"]')
+    assert_one_error_line(code, err)
+
+
+def test_arch_with_unknown_op(capsys, tmp_path):
+    ops = ["3x3_MBConv3"] * 20 + ["9x9_MBConv9"]
+    code, _, err = run(capsys, "measure", "--space", "proxyless_mobile", "--arch", json.dumps(ops))
+    assert_one_error_line(code, err, "9x9_MBConv9")
+
+
+def test_corrupt_lut_file(capsys, tmp_path):
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(b"this is not a database at all" * 100)
+    code, _, err = run(capsys, "lut", "show", str(bad))
+    assert_one_error_line(code, err, str(bad))
+
+
+def test_newer_schema_lut(capsys, tmp_path):
+    from latkit.lut.store import LUT
+
+    path = tmp_path / "new.db"
+    with LUT.open(path, create=True):
+        pass
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version = 999")
+    con.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    code, _, err = run(capsys, "lut", "show", str(path))
+    assert_one_error_line(code, err, "newer")
+
+
+def test_missing_lut_file(capsys, tmp_path):
+    code, _, err = run(capsys, "lut", "show", str(tmp_path / "absent.db"))
+    assert_one_error_line(code, err, "absent.db")
+
+
+def test_unreadable_yaml(capsys, tmp_path):
+    bad = tmp_path / "table.yaml"
+    bad.write_text("expanded_conv-input:1x1x1: [unclosed\n  - : :\n")
+    code, _, err = run(capsys, "lut", "import", str(tmp_path / "x.db"), str(bad))
+    assert_one_error_line(code, err, "table.yaml")
+
+
+def test_yaml_entry_with_unknown_op(capsys, tmp_path):
+    bad = tmp_path / "table.yaml"
+    bad.write_text("Frobnicate-input:7x7x3-output:7x7x3:\n  count: 1\n  mean: 1.0\n  std: 0.0\n")
+    code, _, err = run(capsys, "lut", "import", str(tmp_path / "x.db"), str(bad))
+    assert_one_error_line(code, err, "Frobnicate")
+
+
+def test_estimate_missing_ops_lists_keys(capsys, tmp_path):
+    lut = tmp_path / "ofa.db"
+    code, _, _ = run(capsys, "lut", "import", str(lut), str(SHARED / "luts" / "ofa_note10_224_lookup_table.yaml"))
+    assert code == 0
+    # a ProxylessNAS network is not in an OFA table: every missing key is named
+    code, _, err = run(capsys, "lut", "estimate", "--lut", str(lut),
+                       "--arch", str(SHARED / "luts" / "proxyless_mobile.config"))
+    assert_one_error_line(code, err, "missing", "expanded_conv-input:112x112x32")
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "latkit", "ops", "nope"], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error:")
+
+
+@pytest.mark.parametrize("space", ["proxyless_mobile", "ofa_mbv3", "fbnet"])
+def test_ops_json_lists_distinct_keys(capsys, space):
+    code, out, _ = run(capsys, "ops", space, "--json")
+    assert code == 0
+    rows = json.loads(out)
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) > 10

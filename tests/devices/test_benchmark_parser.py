@@ -1,0 +1,116 @@
+"""benchmark_model output parser: every output variant, plus garbage and truncation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from latkit.devices.benchmark_parser import parse_benchmark_output, parse_stat_line
+from latkit.errors import ParseError
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def _load(name: str):
+    return parse_benchmark_output((FIX / name).read_text())
+
+
+def test_current_summary_and_phase_stats():
+    r = _load("bm_current_xnnpack.txt")
+    assert r.init_us == pytest.approx(21470)
+    assert r.first_us == pytest.approx(2890)
+    assert r.warmup_avg_us == pytest.approx(1213.77)
+    assert r.inference_avg_us == pytest.approx(1196.42)
+    inf = r.runs["inference"]
+    # --min_secs made the tool run more than --num_runs=30: the count is read, not assumed
+    assert inf.count == 834 and r.inference_count == 834
+    assert (inf.min_us, inf.max_us, inf.std_us) == (1141, 1655, 38)
+    assert r.runs["warmup"].count == 412
+    assert r.mem_init_mb == pytest.approx(6.125) and r.mem_overall_mb == pytest.approx(9.5)
+    assert r.peak_mem_mb == pytest.approx(14.75)
+    assert r.delegates == ["XNNPACK"] and not r.partially_delegated and not r.warnings
+
+
+def test_old_average_format():
+    r = _load("bm_old_average.txt")
+    assert r.init_us == pytest.approx(3918)
+    assert r.warmup_avg_us == pytest.approx(5163.4)
+    assert r.inference_avg_us == pytest.approx(5101.9)
+    assert r.first_us == pytest.approx(6120)  # from the warmup phase's first run
+    assert r.inference_count == 196
+
+
+def test_oldest_no_stats_format_and_single_run_warmup():
+    r = _load("bm_old_nostats.txt")
+    assert r.inference_avg_us == pytest.approx(401.25)
+    assert r.runs["warmup"].count == 1 and r.runs["warmup"].avg_us == 933
+    assert r.init_us == pytest.approx(811)
+
+
+def test_all_same_form():
+    r = _load("bm_all_same.txt")
+    inf = r.runs["inference"]
+    assert inf.all_same and inf.count == 176903
+    assert inf.min_us == inf.max_us == inf.avg_us == 3 and inf.std_us == 0
+    assert r.inference_avg_us == 3
+
+
+def test_partial_delegation_is_flagged():
+    r = _load("bm_partial_delegate.txt")
+    assert r.partially_delegated
+    assert r.delegates == ["GPU"]
+    assert any("part of the graph" in w for w in r.warnings)
+    assert r.inference_avg_us == pytest.approx(8075.04)
+
+
+def test_op_profiling_tables():
+    r = _load("bm_op_profiling.txt")
+    assert [o.node_type for o in r.op_profile] == ["CONV_2D", "DEPTHWISE_CONV_2D", "ADD"]
+    conv = r.op_profile[0]
+    assert conv.name == "conv/Relu6" and conv.avg_ms == pytest.approx(1.688)
+    assert conv.pct == pytest.approx(65.12) and conv.times_called == 1
+    assert r.op_profile[-1].cdf_pct == pytest.approx(100.0)
+    assert len(r.top_by_time) == 3
+    assert {t.node_type: t.avg_ms for t in r.node_type_summary} == {
+        "CONV_2D": 1.688, "DEPTHWISE_CONV_2D": 0.598, "ADD": 0.306}
+    assert sum(o.avg_ms for o in r.op_profile) == pytest.approx(2.592)
+    # the profiler's footer "Timings (microseconds): count=381 ..." is not a third phase
+    assert r.inference_avg_us == pytest.approx(2622.7)
+    assert r.mem_overall_mb == pytest.approx(1.75) and r.peak_mem_mb is None
+
+
+@pytest.mark.parametrize("name", ["bm_garbage.txt", "bm_truncated.txt"])
+def test_garbage_and_truncated_raise_one_line(name):
+    with pytest.raises(ParseError) as e:
+        _load(name)
+    assert "\n" not in str(e.value)
+
+
+def test_empty_output_raises():
+    with pytest.raises(ParseError):
+        parse_benchmark_output("")
+
+
+def test_stat_line_variants():
+    s = parse_stat_line("count=5 first=10 curr=11 min=9 max=12.5 avg=10.6 std=1")
+    assert (s.count, s.first_us, s.max_us, s.avg_us) == (5, 10, 12.5, 10.6)
+    assert parse_stat_line("count=0") is None
+    assert parse_stat_line("Loaded model x") is None
+    assert parse_stat_line("count=1 curr=7").avg_us == 7
+
+
+def test_log_prefixes_are_ignored():
+    text = (FIX / "bm_old_average.txt").read_text()
+    glog = "\n".join(f"I0101 12:00:00.000000 4242 benchmark.cc:10] {ln}" for ln in text.splitlines())
+    assert parse_benchmark_output(glog).inference_avg_us == pytest.approx(5101.9)
+
+
+def test_to_dict_is_json_ready():
+    r = _load("bm_op_profiling.txt")
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["inference_avg_us"] == pytest.approx(2622.7)
+    assert d["inference_count"] == 381 and "raw" not in d
+    assert d["op_profile"][1]["node_type"] == "DEPTHWISE_CONV_2D"
+    assert "raw" in r.to_dict(include_raw=True)
