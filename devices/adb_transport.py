@@ -50,14 +50,16 @@ def quote_cmd(cmd: str | Sequence[str]) -> str:
     return shlex.join(str(a) for a in cmd)
 
 
+# one stderr file per latkit process (overwritten by each command, so no `rm` per call)
+_ERR_TAG = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
 def _wrap(cmd: str, marker: str) -> str:
     # the subshell keeps an `exit` in cmd from skipping the marker; the blank echo
-    # guarantees the marker starts a line even if cmd's output has no final newline
-    err = shlex.quote(f"{DEVICE_TMP}/.latkit_err_{marker}")
-    return (
-        f"( {cmd}\n) 2>{err}; __rc=$?; echo; echo {marker}$__rc; "
-        f"cat {err} 2>/dev/null; rm -f {err}"
-    )
+    # guarantees the marker starts a line even if cmd's output has no final newline;
+    # `[` and `echo` are builtins, so an empty stderr costs no extra process
+    err = shlex.quote(f"{DEVICE_TMP}/.latkit_err_{_ERR_TAG}")
+    return f"( {cmd}\n) 2>{err}; __rc=$?; echo; echo {marker}$__rc; [ -s {err} ] && cat {err}"
 
 
 def _split_marked(out: str, marker: str) -> ShellResult:

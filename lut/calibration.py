@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -134,6 +135,8 @@ def calibrate_device(
     config: ProtocolConfig | None = None,
     save: bool = True,
     on_progress: Callable[[int, int, str], None] | None = None,
+    *,
+    cache_dir: Path | str | None = None,
 ) -> Calibration:
     """Measure ``networks`` end to end on ``device``, fit, and (by default) save.
 
@@ -148,6 +151,8 @@ def calibrate_device(
         config: protocol settings for the end-to-end measurements.
         save: store the calibration in ``lut``.
         on_progress: called as ``(done, total, network_name)`` after each network.
+        cache_dir: where the networks' model files are cached (default the
+            export cache).
 
     Raises:
         MissingOpsError: an op of a network is not in the LUT.
@@ -160,7 +165,7 @@ def calibrate_device(
     estimates = [estimate(lut, net, device=device.uri, calibration=False) for net in networks]
     e2e = []
     for i, net in enumerate(networks, 1):
-        e2e.append(measure_one(device, BuiltModel(net), config).latency_ms)
+        e2e.append(measure_one(device, BuiltModel(net, cache_dir=cache_dir), config).latency_ms)
         if on_progress is not None:
             on_progress(i, len(networks), net.name)
     sums = [est.lut_sum_ms for est in estimates]

@@ -104,6 +104,17 @@ def migrate(conn: sqlite3.Connection, from_version: int) -> None:
     )
 
 
+def _sqlite_message(path: Path, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"LUT {path} is locked by another process ({text}); wait for it or close it"
+    if "readonly" in text or "read-only" in text:
+        return f"LUT {path} is read-only ({text}); copy it somewhere writable"
+    if "malformed" in text or "not a database" in text:
+        return f"LUT {path} is corrupt ({text}); restore it from a JSON export"
+    return f"SQLite failed on LUT {path} ({text}); check the file and the disk"
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
@@ -149,6 +160,9 @@ class LUT:
             raise StoreError(f"cannot open LUT {path}: {exc}") from exc
         try:
             cls._prepare(conn, path, create)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(_sqlite_message(path, exc)) from exc
         except BaseException:
             conn.close()
             raise
@@ -235,8 +249,8 @@ class LUT:
             raise StoreError(f"LUT {self.path} is closed; open it again")
         try:
             return self._conn.execute(sql, tuple(params)).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"LUT {self.path} could not be read ({exc}); it may be corrupt") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(_sqlite_message(self.path, exc)) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -367,17 +381,13 @@ class LUT:
             op_key=spec.key, device_uri=uri, samples_ms=measurement.samples_ms,
             provenance=measurement.provenance, source=source, created_at=utc_now(),
         )  # fmt: skip
-        try:
-            with self.transaction():
-                self.ensure_device(uri, device)
-                self.ensure_op(spec)
-                written = self.put_row(row, replace=replace)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot write to LUT {self.path}: {exc}") from exc
+        with self.transaction():
+            self.ensure_device(uri, device)
+            self.ensure_op(spec)
+            written = self.put_row(row, replace=replace)
         if not written:
             raise StoreError(
-                f"LUT {self.path} already holds {spec.key} on {uri}; "
-                "delete that row or re-measure with replace=True"
+                f"LUT {self.path} already holds {spec.key} on {uri}; pass replace=True to re-measure it"
             )
 
     def save_calibration(
@@ -432,7 +442,7 @@ class LUT:
             if not known:
                 raise StoreError(f"LUT {self.path} holds no measurements; profile or import first")
             raise UsageError(
-                f"LUT {self.path} holds {len(known)} devices ({', '.join(known)}); pick one with device="
+                f"LUT {self.path} holds {len(known)} devices ({', '.join(known)}); name one (--device)"
             )
         if device not in [d["uri"] for d in self.devices()]:
             raise StoreError(

@@ -46,6 +46,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "se",
     "groups",
     "idskip",
+    "expand_conv",
     *(f"act_{a.value}" for a in _ACTS),
     *(f"type_{t.value}" for t in _TYPES),
 )
@@ -70,8 +71,8 @@ def _conv_out(size: int, kernel: int, stride: int) -> int:
 
 
 def _has_expand(spec: OpSpec) -> bool:
-    # The first MobileNetV2 / ProxylessNAS blocks have no 1x1 expansion.
-    return not (spec.mid_channels == spec.input_shape[2] and spec.expand_ratio == 1 and spec.groups == 1)
+    # The first MobileNetV2 / ProxylessNAS blocks have no 1x1 expansion; the spec says.
+    return bool(spec.expand_conv)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ def op_features(spec: OpSpec) -> dict[str, float]:
         "se": float(spec.se),
         "groups": spec.groups,
         "idskip": float(spec.idskip),
+        "expand_conv": float(spec.op_type is OpType.MBCONV and _has_expand(spec)),
     }
     for a in _ACTS:
         feats[f"act_{a.value}"] = float(spec.act is a)

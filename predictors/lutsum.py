@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _N_PROBES = 3  # random base architectures probed, besides the uniform-option ones
 _N_VERIFY = 16  # random architectures checked against their networks after compiling
+_MAX_SLOT_COMBOS = 100_000  # keeps tables small and indices exact in float32
 _BATCH = 32_768  # architectures per matrix product in vectorised prediction
 
 
@@ -72,7 +73,9 @@ def _slot_keys(space: Any, indices: Sequence[int], resolution: int | None) -> li
     return [layer.spec.key if layer.spec.measurable else None for layer in net.layers]
 
 
-def _probe_dependencies(space: Any, resolution: int | None, rng: np.random.Generator) -> list[list[int]]:
+def _probe_dependencies(
+    space: Any, resolution: int | None, rng: np.random.Generator
+) -> list[list[int]]:
     """For every slot, the choices whose option changes that slot's op."""
     sizes = [len(c.options) for c in space.choices()]
     bases = [[min(o, s - 1) for s in sizes] for o in range(max(sizes))]
@@ -114,6 +117,11 @@ def compile_space(space: Any, resolution: int | None = None, seed: int = 0) -> S
         for c in reversed(dep):
             radix[c, j] = stride
             stride *= sizes[c]
+        if stride > _MAX_SLOT_COMBOS:
+            raise UsageError(
+                f"space {space.name!r}: layer slot {j} depends on {len(dep)} choices "
+                f"({stride} combinations); too many to tabulate, estimate networks one by one"
+            )
         sizes_per_slot.append(stride)
     keys = _enumerate_slots(space, resolution, deps, radix, sizes_per_slot)
     offsets = np.concatenate([[0], np.cumsum(sizes_per_slot)[:-1]]).astype(np.int64)
@@ -162,7 +170,9 @@ def _enumerate_slots(
     return keys
 
 
-def _verify(space: Any, tables: SlotTables, resolution: int | None, rng: np.random.Generator) -> None:
+def _verify(
+    space: Any, tables: SlotTables, resolution: int | None, rng: np.random.Generator
+) -> None:
     flat = tables.flat_keys
     for _ in range(_N_VERIFY):
         arch = space.sample(rng)
@@ -321,8 +331,10 @@ class LutSumPredictor(Predictor):
         arrays: dict[str, Any] = {"device": self.device_, "calibration": self.calibration_,
                                   "key_ms": self.key_ms_}  # fmt: skip
         if hasattr(self, "radix_"):
-            arrays.update(slot_ms=np.nan_to_num(self.slot_ms_, nan=-1.0), slot_count=self.slot_count_,
-                          radix=self.radix_, offsets=self.offsets_, slot_keys=self.slot_keys_)  # fmt: skip
+            arrays.update(
+                slot_ms=np.nan_to_num(self.slot_ms_, nan=-1.0), slot_count=self.slot_count_,
+                radix=self.radix_, offsets=self.offsets_, slot_keys=self.slot_keys_,
+            )  # fmt: skip
         write_json_arrays(directory / "lutsum.json", arrays)
         return WeightsInfo("json", ["lutsum.json"])
 
@@ -340,7 +352,9 @@ class LutSumPredictor(Predictor):
             self.slot_keys_ = list(a["slot_keys"])
 
 
-def random_index_matrix(space: Any, n: int, rng: np.random.Generator | int | None = 0) -> np.ndarray:
+def random_index_matrix(
+    space: Any, n: int, rng: np.random.Generator | int | None = 0
+) -> np.ndarray:
     """``n`` uniformly random architectures of ``space`` as an ``[n, n_choices]`` index matrix."""
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     sizes = np.array([len(c.options) for c in space.choices()])

@@ -314,7 +314,8 @@ class GBROpPredictor(_OpRegressor):
             self.base_coef_ = np.asarray(arrays["base_coef"], dtype=np.float64)
             self.n_train_ = int(arrays["n_train"])
         except KeyError as exc:
-            raise StoreError(f"{directory / 'trees.json'} lacks {exc}; refit the predictor") from exc
+            where = directory / "trees.json"
+            raise StoreError(f"{where} lacks {exc}; refit the predictor") from exc
 
 
 # --------------------------------------------------------------------------- LUT helpers
@@ -407,7 +408,10 @@ def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predicto
         "latkit_version": __version__,
     }
     with lut.transaction():
-        lut.ensure_device(uri, device if isinstance(device, dict) else None)
+        info = device if isinstance(device, dict) else None
+        if hasattr(device, "info"):  # a Device: record what it is, as profile_ops does
+            info = device.info().to_dict()
+        lut.ensure_device(uri, info)
         for spec, ms in zip(ops, lat_ms):
             lut.ensure_op(spec)
             lut.put_row(
@@ -474,7 +478,8 @@ def oplevel_heldout_report(
         proto = get_predictor(name)
         for seed in seeds:
             mask = np.zeros(len(specs), dtype=bool)
-            mask[np.random.default_rng(seed).permutation(len(specs))[: int(test_frac * len(specs))]] = True
+            order = np.random.default_rng(seed).permutation(len(specs))
+            mask[order[: int(test_frac * len(specs))]] = True
             rows.append({"predictor": name, "split": f"random{int(100 * test_frac)}%:seed{seed}",
                          **heldout_accuracy(specs, lat, proto, mask)})  # fmt: skip
     return rows

@@ -11,8 +11,8 @@ hundred can fill in the rest. The choice works in two regimes:
   everything chosen, in the standardised log-feature space;
 * **uncertainty** (enough measured): fit a small bootstrap ensemble of
   op-level regressors on what is measured and take the ops on which the
-  ensemble disagrees most (spread of log latency), spreading each batch out
-  by down-weighting candidates close to ops already picked.
+  ensemble disagrees most (spread of log latency) *and* that lie far from
+  every op measured or already picked (the product of the two).
 
 :func:`profile_sampled` runs the loop on a device: pick a batch, measure it
 with :func:`latkit.profiler.runner.profile_ops`, refit, pick the next batch;
@@ -125,19 +125,23 @@ def ensemble_spread(
 
 
 def _by_uncertainty(
-    z: np.ndarray, spread: np.ndarray, pool: list[int], n: int
+    z: np.ndarray, spread: np.ndarray, taken: list[int], pool: list[int], n: int
 ) -> list[int]:
-    """Greedy: highest spread first, damping candidates near those already picked."""
-    score = {i: float(spread[i]) for i in pool}
-    width = np.median(np.linalg.norm(z - z.mean(axis=0), axis=1)) / 4 or 1.0
+    """Greedy: largest (ensemble spread x distance to every op measured or picked).
+
+    Spread alone keeps picking near-duplicates of one odd op, distance alone
+    ignores what the model already gets right; their product does neither.
+    """
+    dist = (np.min(np.linalg.norm(z[:, None, :] - z[None, taken, :], axis=2), axis=1)
+            if taken else np.ones(len(z)))  # fmt: skip
+    free = np.asarray(pool, dtype=np.int64)
     chosen: list[int] = []
-    while len(chosen) < n and score:
-        best = max(score, key=score.__getitem__)
+    while len(chosen) < n and len(free):
+        best_pos = int(np.argmax(spread[free] * dist[free]))
+        best = int(free[best_pos])
         chosen.append(best)
-        del score[best]
-        for i in score:  # neighbours of a pick carry much of the same information
-            d = float(np.linalg.norm(z[i] - z[best]))
-            score[i] *= 1.0 - np.exp(-((d / width) ** 2))
+        free = np.delete(free, best_pos)
+        dist = np.minimum(dist, np.linalg.norm(z - z[best], axis=1))
     return chosen
 
 
@@ -199,7 +203,7 @@ def choose_informative(
         spread = np.zeros(len(ops))
         spread[pool] = ensemble_spread([ops[i] for i in known], lat, [ops[i] for i in pool],
                                        n_models=n_models, rng=gen)  # fmt: skip
-        picked = _by_uncertainty(z, spread, pool, n)
+        picked = _by_uncertainty(z, spread, taken, pool, n)
     else:
         picked = _space_filling(z, feats, taken, pool, n, gen)
     return [ops[i] for i in picked]

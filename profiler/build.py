@@ -94,9 +94,9 @@ class MBConv(nn.Module):
         cin, cout, mid, g = spec.input_shape[2], spec.output_shape[2], spec.mid_channels, spec.groups
         if g > 1 and (cin % g or mid % g or cout % g):
             raise UsageError(f"{spec.key}: channels {cin}/{mid}/{cout} not divisible by groups {g}")
-        # MobileNetV2 / ProxylessNAS first blocks have no expansion conv; a grouped
-        # block keeps it, since its shuffle follows the grouped expansion (FBNet).
-        has_expand = not (mid == cin and spec.expand_ratio == 1 and g == 1)
+        # MobileNetV2 / ProxylessNAS first blocks have no expansion conv; FBNet's keep
+        # it (the spec says which, see OpSpec.expand_conv)
+        has_expand = spec.expand_conv
         if not has_expand and mid != cin:
             raise UsageError(f"{spec.key}: no expansion conv but mid {mid} != input {cin}")
         self.expand = _conv_bn_act(cin, mid, 1, 1, g, spec.act) if has_expand else None
@@ -151,9 +151,9 @@ def expected_output_shape(spec: OpSpec) -> tuple[int, int, int]:
     t = spec.op_type
     if t in (OpType.STEM, OpType.MBCONV):
         return (_conv_out(h, spec.kernel, spec.stride), _conv_out(w, spec.kernel, spec.stride), cout)
-    if t is OpType.HEAD_CONV:
-        return (h, w, cout)
-    if t in (OpType.POOL,):
+    if t is OpType.HEAD_CONV:  # 1x1, strided where FBNet's shape-changing skips are
+        return (_conv_out(h, 1, spec.stride), _conv_out(w, 1, spec.stride), cout)
+    if t is OpType.POOL:
         return (1, 1, c)
     if t in (OpType.POOLED_CONV, OpType.LOGITS):
         return (1, 1, cout)
@@ -168,7 +168,7 @@ def _module_for(spec: OpSpec) -> nn.Module:
     if t is OpType.MBCONV:
         return MBConv(spec)
     if t is OpType.HEAD_CONV:
-        return _conv_bn_act(cin, cout, 1, 1, 1, spec.act)
+        return _conv_bn_act(cin, cout, 1, spec.stride, 1, spec.act)
     if t is OpType.POOL:
         return GlobalPool()
     if t is OpType.POOLED_CONV:
@@ -286,13 +286,13 @@ def flops(spec: OpSpec) -> int:
     if t is OpType.STEM:
         return oh * ow * cout * cin * spec.kernel**2
     if t is OpType.HEAD_CONV:
-        return h * w * cin * cout
+        return oh * ow * cin * cout
     if t in (OpType.POOLED_CONV, OpType.LOGITS):
         return cin * cout
     if t is not OpType.MBCONV:
         return 0
     mid, g = spec.mid_channels, spec.groups
-    expand = 0 if (mid == cin and spec.expand_ratio == 1 and g == 1) else h * w * cin * mid // g
+    expand = h * w * cin * mid // g if spec.expand_conv else 0
     se = 2 * mid * make_divisible(mid // 4, 8) if spec.se else 0
     return expand + oh * ow * mid * spec.kernel**2 + se + oh * ow * mid * cout // g
 

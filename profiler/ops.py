@@ -87,9 +87,9 @@ class OpSpec:
     se: bool = False
     act: Act = Act.NONE
     idskip: bool = False
-    # whether an MBConv has its 1x1 expansion convolution; None derives it: absent for
-    # expand ratio 1 (MobileNetV2 / ProxylessNAS / OFA first blocks), present otherwise.
-    # FBNet's e1 blocks keep it, so their spaces set True.
+    # whether an MBConv has its 1x1 expansion convolution; None derives it: absent for an
+    # ungrouped expand ratio 1 (MobileNetV2 / ProxylessNAS / OFA first blocks), present
+    # otherwise. FBNet's e1 blocks keep it, so that space sets True.
     expand_conv: bool | None = None
 
     def __post_init__(self) -> None:
@@ -109,17 +109,19 @@ class OpSpec:
         ratio = float(self.expand_ratio)
         object.__setattr__(self, "expand_ratio", int(ratio) if ratio.is_integer() else ratio)
         if self.expand_conv is None:
-            auto = self.op_type is OpType.MBCONV and not (
-                ratio == 1 and self.mid_channels == self.input_shape[2]
-            )
-            object.__setattr__(self, "expand_conv", auto)
+            object.__setattr__(self, "expand_conv", self._implied_expand_conv())
         object.__setattr__(self, "expand_conv", bool(self.expand_conv))
+
+    def _implied_expand_conv(self) -> bool:
+        if self.op_type is not OpType.MBCONV:
+            return False
+        ratio_one = float(self.expand_ratio) == 1 and self.mid_channels == self.input_shape[2]
+        return not (ratio_one and self.groups == 1)
 
     @property
     def expand_conv_is_default(self) -> bool:
         """Whether ``expand_conv`` is what the expand ratio implies (keys omit it then)."""
-        implied = not (float(self.expand_ratio) == 1 and self.mid_channels == self.input_shape[2])
-        return self.op_type is not OpType.MBCONV or self.expand_conv == implied
+        return self.expand_conv == self._implied_expand_conv()
 
     @property
     def measurable(self) -> bool:

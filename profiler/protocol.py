@@ -71,7 +71,24 @@ ErrorFn = Callable[[str, BaseException], None]
 
 @dataclass(frozen=True)
 class ProtocolConfig:
-    """Settings of the measurement protocol (see the module docstring)."""
+    """Settings of the measurement protocol (see the module docstring).
+
+    Attributes:
+        warmup_runs: untimed runs before a model's first sample (at least).
+        warmup_s: seconds of untimed runs before its first sample (at least).
+        target_sample_ms: how long one sample (``iterations`` runs) should last.
+        max_iterations: upper bound on ``iterations`` (for very fast models).
+        min_samples: samples a model takes before it may stop.
+        max_samples: samples after which it stops, converged or not.
+        target_rel_ci: stop once the 95% CI half-width of ``latency_ms`` is at
+            most this fraction of it.
+        max_seconds_per_op: stop after this much timed work on one model.
+        samples_per_round: samples per model per round (the round size).
+        pool_size: models measured together, interleaved (sessions held open).
+        quantile: which quantile of the samples ``latency_ms`` is (0.5 = median).
+        outlier_z: modified z-score beyond which a sample is an outlier.
+        seed: seed of the round shuffles.
+    """
 
     warmup_runs: int = 10
     warmup_s: float = 0.2
@@ -88,12 +105,12 @@ class ProtocolConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        ints = ("warmup_runs", "max_iterations", "min_samples", "max_samples",
-                "samples_per_round", "pool_size")  # fmt: skip
-        for name in ints:
+        lowest = {"warmup_runs": 0, "max_iterations": 1, "min_samples": 1, "max_samples": 1,
+                  "samples_per_round": 1, "pool_size": 1}  # fmt: skip
+        for name, low in lowest.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (name != "warmup_runs"):
-                raise UsageError(f"protocol {name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UsageError(f"protocol {name} must be an integer >= {low}, got {value!r}")
         for name in ("warmup_s", "target_sample_ms", "max_seconds_per_op", "outlier_z"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):

@@ -76,10 +76,10 @@ def import_cmd(
     with LUT.open(lut, create=True) as table:
         for src in sources:
             if src.suffix.lower() in (".yaml", ".yml"):
-                n = import_public_yaml(table, src, device_uri=device_uri)
+                report = import_public_yaml(table, src, device_uri=device_uri)
             else:
-                n = import_json(table, src)
-            common.err.print(f"imported {n} entries from {src}")
+                report = import_json(table, src)
+            common.err.print(f"{src}: {report}")
 
 
 @lut_app.command("merge")
@@ -120,7 +120,7 @@ def estimate_cmd(
     for i, row in enumerate(est.layers):
         table.add_row(str(i), row.name, row.key, common.fmt_ms(row.latency_ms), f"{row.share_pct:.1f}")
     common.out.print(table)
-    common.out.print(f"[bold]sum of operators: {est.sum_ms:.3f} ms[/]")
+    common.out.print(f"[bold]sum of operators: {est.lut_sum_ms:.3f} ms[/]")
     if est.calibrated:
         common.out.print(f"[bold]calibrated estimate: {est.total_ms:.3f} ms[/]")
 
@@ -151,7 +151,7 @@ def calibrate_cmd(
     try:
         with LUT.open(lut) as table, common.progress_bar("measuring networks", networks) as advance:
             cal = calibrate_device(table, dev, nets, protocol_config(0.02, 30.0, quick),
-                                   on_progress=lambda *a: advance())
+                                   on_progress=lambda done, total, name: advance(name))
     finally:
         dev.close()
     common.out.print(f"calibration for {dev.uri}: {cal}")

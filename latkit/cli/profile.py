@@ -25,7 +25,7 @@ def protocol_config(precision: float, max_seconds: float, quick: bool):
 def load_arch(space_name: Optional[str], arch: str, resolution: Optional[int]):
     """The network behind ``--arch`` (a space arch, an arch.json or a net.config file)."""
     from latkit.profiler.spaces import get_space
-    from latkit.profiler.spaces.netconfig import load_network
+    from latkit.profiler.spaces.load import load_network
 
     space = get_space(space_name) if space_name else None
     return load_network(space, arch, resolution)
@@ -104,7 +104,7 @@ def measure_cmd(
     config = protocol_config(precision, max_seconds, quick)
     dev = open_device(device, threads=threads)
     try:
-        m = measure_one(dev, BuiltModel.for_network(network), config)
+        m = measure_one(dev, BuiltModel(network), config)
     finally:
         dev.close()
     result = {"network": network.name, "device": device, "measurement": m.to_dict()}
@@ -119,7 +119,7 @@ def measure_cmd(
     if as_json:
         common.print_json(result)
         return
-    table = Table("network", "median ms", "95% CI ms", "samples", "converged")
+    table = Table("network", "latency ms", "95% CI ms", "samples", "converged")
     table.add_row(network.name, common.fmt_ms(m.latency_ms),
                   f"{common.fmt_ms(m.ci_low_ms)}-{common.fmt_ms(m.ci_high_ms)}",
                   f"{m.n_samples} (x{m.iterations})", "yes" if m.converged else "no")

@@ -196,7 +196,7 @@ def test_uncertainty_rounds_beat_random_choice(ofa_ops) -> None:
     rand = [score([uniq[i] for i in np.random.default_rng(s).permutation(len(uniq))[:80]])
             for s in range(2)]  # fmt: skip
     adaptive = score(chosen)
-    assert adaptive >= 0.95 and adaptive >= max(rand) - 0.01  # measured 1.00 vs 0.90-0.95
+    assert adaptive >= 0.93 and adaptive >= max(rand) + 0.02  # measured 0.96 vs 0.91, 0.89
 
 
 # ---------------------------------------------------------------- LUT sum
@@ -244,3 +244,49 @@ def test_lutsum_calibration_fit_and_stored(proxyless_lut: Path, tmp_path: Path) 
         want = [estimate(lut, n).total_ms for n in nets]
     stored = LutSumPredictor(lut_path=str(copy), space="proxyless_mobile").fit()
     np.testing.assert_allclose(stored.predict(idx[:10]), want, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- sampled profiling
+
+
+def test_profile_sampled_measures_n_and_predicts_the_rest(tmp_path: Path) -> None:
+    from latkit.devices import open_device
+    from latkit.predictors.sampling import profile_sampled
+    from latkit.profiler.protocol import ProtocolConfig
+
+    space = get_space("proxyless_mobile")
+    ops = space.operators(32)
+    device = open_device("cpu:onnxruntime")
+    config = ProtocolConfig.quick(min_samples=5, max_samples=10, max_seconds_per_op=0.2)
+    seen: list[tuple[int, int]] = []
+    with LUT.open(tmp_path / "s.db", create=True) as lut:
+        rep = profile_sampled(
+            device, ops, lut, config, n=10, rng=0, rounds=2,
+            on_progress=lambda i, total, key, m: seen.append((i, total)),
+        )  # fmt: skip
+        assert rep.ok and rep.rounds == 2 and len(set(rep.measured)) == 10
+        assert rep.n_train == 10 and rep.n_predicted == len(ops) - 10
+        assert seen[-1] == (10, 10)
+        rows = {r["op_key"]: r for r in lut.rows(device.uri)}
+        assert set(rows) == {s.key for s in ops}
+        assert {k for k, r in rows.items() if r["source"] == "measured"} == set(rep.measured)
+        assert all(r["latency_ms"] > 0 for r in rows.values())
+        # the LUT now estimates any network of the space, predicted rows included
+        net = space.network(space.sample(np.random.default_rng(0)), 32)
+        assert estimate(lut, net).total_ms > 0
+
+
+def test_lutsum_names_missing_ops_and_is_registered(ofa_lut: Path, proxyless_lut: Path) -> None:
+    from latkit.errors import MissingOpsError
+    from latkit.predictors.base import list_predictors
+    from latkit.predictors.lutsum import lutsum_throughput
+
+    assert {"oplevel_xgb", "oplevel_gbr", "lutsum"} <= set(list_predictors())
+    space = get_space("proxyless_mobile")
+    wrong = LutSumPredictor(lut_path=str(ofa_lut), device="note10:r224", space=space.name).fit()
+    with pytest.raises(MissingOpsError) as err:
+        wrong.predict(random_index_matrix(space, 5, 0))
+    assert "expanded_conv-input:" in str(err.value)
+    ok = LutSumPredictor(lut_path=str(proxyless_lut), space=space.name).fit()
+    fig = lutsum_throughput(ok, n_archs=20_000, batch=5_000)
+    assert fig["n_archs"] == 20_000 and fig["archs_per_s"] > 0

@@ -221,3 +221,23 @@ def test_flops_scale_with_size():
     assert flops(tiny) == 7 * 7 * 16 * 9 + 7 * 7 * 16 * 16
     assert flops(big) == 28 * 28 * (24 * 144 + 144 * 25 + 144 * 24)
     assert flops(OpSpec(OpType.SKIP, (7, 7, 8), (7, 7, 8))) == 0
+
+
+def test_fbnet_e1_block_keeps_its_expansion_conv():
+    from latkit.profiler.ops import Act
+
+    spec = OpSpec(OpType.MBCONV, (16, 16, 24), (16, 16, 24), kernel=3, expand_ratio=1,
+                  mid_channels=24, act=Act.RELU, idskip=True, expand_conv=True)
+    plain = OpSpec(OpType.MBCONV, (16, 16, 24), (16, 16, 24), kernel=3, expand_ratio=1,
+                   mid_channels=24, act=Act.RELU, idskip=True)
+    assert spec.key.endswith("-expconv:1") and "expconv" not in plain.key
+    extra = count_params(build_op(spec)) - count_params(build_op(plain))
+    assert extra == 24 * 24 + 2 * 24  # the 1x1 conv's weights and its BN's affine pair
+
+
+def test_strided_head_conv_halves_the_map():
+    from latkit.profiler.ops import Act
+
+    spec = OpSpec(OpType.HEAD_CONV, (16, 16, 24), (8, 8, 32), stride=2, act=Act.RELU)
+    out = build_op(spec)(torch.zeros(1, 24, 16, 16))
+    assert tuple(out.shape) == (1, 32, 8, 8)

@@ -43,9 +43,10 @@ def test_mad_zero_falls_back_to_mean_abs_deviation():
 
 
 def test_constant_samples_give_zero_width():
-    s = stats.summarize([2.5] * 30)
-    assert s.median == 2.5 and s.ci_low == 2.5 and s.ci_high == 2.5
-    assert s.rel_ci == 0.0 and s.std == 0.0 and s.mad == 0.0 and s.n_outliers == 0
+    for q in (0.1, 0.5):
+        s = stats.summarize([2.5] * 30, q=q)
+        assert s.value == 2.5 and s.median == 2.5 and s.ci_low == 2.5 and s.ci_high == 2.5
+        assert s.rel_ci == 0.0 and s.std == 0.0 and s.mad == 0.0 and s.n_outliers == 0
 
 
 def test_median_ci_matches_binomial_ranks():
@@ -57,6 +58,35 @@ def test_median_ci_matches_binomial_ranks():
     assert coverage >= 0.95
     # one rank narrower would drop below 95%
     assert binom.cdf(59, 100, 0.5) - binom.cdf(40, 100, 0.5) < 0.95
+
+
+def test_low_quantile_ci_matches_binomial_ranks():
+    x = np.arange(1.0, 101.0)
+    lo, hi = stats.quantile_ci(x, 0.1)
+    # B ~ Binomial(100, 0.1): P(B <= 4) = 0.024 <= 2.5% < P(B <= 5); P(B >= 17) = 0.021 <= 2.5%
+    assert (lo, hi) == (5.0, 17.0)
+    assert binom.cdf(16, 100, 0.1) - binom.cdf(4, 100, 0.1) >= 0.95
+    # too few samples below the 10th percentile: the lower end falls back to the minimum
+    assert stats.quantile_ci(np.arange(1.0, 21.0), 0.1)[0] == 1.0
+
+
+def test_low_quantile_ci_covers_true_quantile():
+    rng = np.random.default_rng(11)
+    true_p10 = -np.log(0.9)  # exponential(1) 10th percentile
+    hits = sum(lo <= true_p10 <= hi for lo, hi in
+               (stats.quantile_ci(rng.exponential(1.0, 80), 0.1) for _ in range(1500)))  # fmt: skip
+    assert 0.94 <= hits / 1500 <= 0.995
+
+
+def test_low_quantile_ignores_a_contaminated_majority():
+    """60% of the samples preempted (2-3x slower): the 10th percentile stays on the clean ones."""
+    rng = np.random.default_rng(5)
+    clean = rng.normal(1.0, 0.01, 40)
+    slow = rng.uniform(2.0, 3.0, 60)
+    s = stats.summarize(rng.permutation(np.concatenate([clean, slow])), q=0.1)
+    assert s.value == pytest.approx(1.0, abs=0.03) and s.ci_high < 1.05
+    assert s.median > 2.0  # the median follows the contamination
+    assert s.value == pytest.approx(np.quantile(np.concatenate([clean, slow]), 0.1))
 
 
 def test_median_ci_small_n_is_whole_range():

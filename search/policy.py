@@ -1,0 +1,108 @@
+"""A factorised categorical policy over a space's choices (REINFORCE, PPO, PARSEC).
+
+``pi(alpha) = prod_c softmax(theta_c)[alpha_c]``: one independent categorical per
+choice. Its log-likelihood gradient is closed-form, ``onehot(alpha_c) -
+softmax(theta_c)``, so the learners need no autograd.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from latkit.errors import UsageError
+from latkit.profiler.spaces.base import Arch
+
+
+def _softmax(v: np.ndarray) -> np.ndarray:
+    e = np.exp(v - v.max())
+    return e / e.sum()
+
+
+class CategoricalPolicy:
+    """Independent softmax categoricals, one per choice.
+
+    Args:
+        space_name: the space whose :class:`Arch` objects it samples.
+        n_options: the option count of every choice.
+        probs: optional initial probabilities per choice (e.g. learnt on a proxy
+            problem); uniform when omitted.
+    """
+
+    def __init__(
+        self, space_name: str, n_options: list[int], probs: list[np.ndarray] | None = None
+    ) -> None:
+        self.space_name = space_name
+        self.n_options = list(n_options)
+        self.logits = [np.zeros(n) for n in self.n_options]
+        if probs is not None:
+            self.set_probs(probs)
+
+    def set_probs(self, probs: list[np.ndarray]) -> None:
+        """Set the distribution (each row is clipped away from 0 and renormalised).
+
+        Raises:
+            UsageError: shapes that do not match the space's choices.
+        """
+        if len(probs) != len(self.n_options) or any(
+            len(p) != n for p, n in zip(probs, self.n_options)
+        ):
+            raise UsageError("initial policy probabilities do not match the space's choices")
+        for c, p in enumerate(probs):
+            q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, None)
+            self.logits[c] = np.log(q / q.sum())
+
+    def probs(self) -> list[np.ndarray]:
+        """The probabilities of every choice."""
+        return [_softmax(t) for t in self.logits]
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """One architecture drawn from the policy."""
+        return Arch(
+            self.space_name, tuple(int(rng.choice(len(p), p=p)) for p in self.probs())
+        )
+
+    def log_prob(self, arch: Arch) -> float:
+        """``log pi(arch)``."""
+        return float(sum(np.log(p[i]) for p, i in zip(self.probs(), arch.indices)))
+
+    def grad_log_prob(self, arch: Arch) -> list[np.ndarray]:
+        """``d log pi(arch) / d theta`` per choice."""
+        grads = []
+        for p, i in zip(self.probs(), arch.indices):
+            g = -p.copy()
+            g[i] += 1.0
+            grads.append(g)
+        return grads
+
+    def entropy(self) -> float:
+        """The summed entropy of the choices (nats)."""
+        return float(sum(-(p * np.log(p)).sum() for p in self.probs()))
+
+    def step(self, grads: list[np.ndarray], lr: float) -> None:
+        """Gradient *ascent* on the logits."""
+        for c, g in enumerate(grads):
+            self.logits[c] = self.logits[c] + lr * g
+
+
+def zero_grads(n_options: list[int]) -> list[np.ndarray]:
+    """Zero gradients shaped like a policy's logits."""
+    return [np.zeros(n) for n in n_options]
+
+
+class RunningBaseline:
+    """An exponential moving average of rewards, plus a running scale for advantages."""
+
+    def __init__(self, decay: float = 0.9) -> None:
+        self.decay = decay
+        self.mean: float | None = None
+        self.var = 1.0
+
+    def advantage(self, r: float) -> float:
+        """``(r - baseline) / scale``, then update the baseline with ``r``."""
+        if self.mean is None:
+            self.mean = r
+            return 0.0
+        adv = r - self.mean
+        self.var = self.decay * self.var + (1 - self.decay) * adv * adv
+        self.mean = self.decay * self.mean + (1 - self.decay) * r
+        return adv / max(np.sqrt(self.var), 1e-8)

@@ -1,0 +1,123 @@
+"""Per-device calibration: the pure fit, its storage, and a real end-to-end calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latkit.errors import UsageError
+from latkit.lut.calibration import (
+    Calibration,
+    calibrate_device,
+    fit_calibration,
+    load_calibration,
+    save_calibration,
+)
+from latkit.lut.estimate import estimate
+from latkit.lut.store import LUT
+
+
+def test_fit_recovers_known_coefficients():
+    sums = np.array([10.0, 20.0, 35.0, 50.0, 80.0])
+    n_ops = np.array([20, 24, 22, 30, 27])
+    e2e = 0.8 * sums + 0.05 * n_ops + 1.2
+    cal = fit_calibration(sums, n_ops, e2e)
+    assert cal.method == "lstsq3" and cal.n_points == 5
+    assert (cal.a, cal.b, cal.c) == pytest.approx((0.8, 0.05, 1.2), abs=1e-9)
+    assert cal.rmse_ms < 1e-9 and cal.max_rel_err < 1e-9
+    assert cal.apply(40.0, 25) == pytest.approx(0.8 * 40 + 0.05 * 25 + 1.2)
+
+
+def test_fit_is_least_squares_with_noise():
+    rng = np.random.default_rng(0)
+    sums = rng.uniform(5, 60, 40)
+    n_ops = rng.integers(18, 30, 40)
+    e2e = 1.1 * sums + 0.1 * n_ops + 0.5 + rng.normal(0, 0.2, 40)
+    cal = fit_calibration(sums, n_ops, e2e)
+    x = np.column_stack([sums, n_ops, np.ones(40)])
+    ref = np.linalg.lstsq(x, e2e, rcond=None)[0]
+    assert (cal.a, cal.b, cal.c) == pytest.approx(tuple(ref), rel=1e-9)
+    assert 0.1 < cal.rmse_ms < 0.3
+
+
+def test_fallbacks_with_few_points():
+    two = fit_calibration([10.0, 30.0], [20, 25], [9.0, 25.0])
+    assert two.method == "lstsq2" and two.b == 0.0
+    assert (two.a, two.c) == pytest.approx((0.8, 1.0))
+    one = fit_calibration([10.0], [20], [12.0])
+    assert one.method == "ratio" and (one.a, one.b, one.c) == (1.2, 0.0, 0.0)
+    # equal op counts: b and c cannot be told apart, so the 2-term model is used
+    same = fit_calibration([10.0, 20.0, 40.0], [22, 22, 22], [11.0, 21.0, 41.0])
+    assert same.method == "lstsq2" and (same.a, same.c) == pytest.approx((1.0, 1.0))
+    # identical sums: only a ratio is defined
+    flat = fit_calibration([10.0, 10.0, 10.0], [22, 22, 22], [11.0, 12.0, 13.0])
+    assert flat.method == "ratio" and flat.a == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [([], [], []), ([1.0, 2.0], [1], [1.0, 2.0]), ([1.0], [1], [0.0]), ([float("nan")], [1], [1.0])],
+)
+def test_fit_rejects_bad_input(args):
+    with pytest.raises(UsageError):
+        fit_calibration(*args)
+
+
+def test_save_and_load_newest(tmp_path):
+    first = fit_calibration([10.0], [20], [12.0])
+    second = fit_calibration([10.0, 30.0], [20, 25], [9.0, 25.0])
+    with LUT.open(tmp_path / "a.db", create=True) as lut:
+        assert load_calibration(lut, "cpu:x") is None
+        save_calibration(lut, "cpu:x", first, {"why": "test"})
+        save_calibration(lut, "cpu:x", second)
+    with LUT.open(tmp_path / "a.db") as lut:
+        assert load_calibration(lut, "cpu:x") == second
+        rows = lut.calibrations("cpu:x")
+    assert rows[0]["provenance"]["why"] == "test" and "latkit_version" in rows[1]["provenance"]
+    assert Calibration.from_dict(second.to_dict()) == second
+
+
+def test_calibrate_device_end_to_end(tmp_path):
+    """Profile the ops of 4 small networks, measure the networks whole, fit, apply."""
+    from latkit.devices import open_device
+    from latkit.profiler.ops import Act, OpSpec, OpType
+    from latkit.profiler.protocol import ProtocolConfig
+    from latkit.profiler.runner import profile_ops
+    from latkit.profiler.spaces.base import Layer, Network
+
+    stem = OpSpec(OpType.STEM, (32, 32, 3), (16, 16, 16), kernel=3, stride=2, act=Act.RELU6)
+
+    def block(k, e):
+        return OpSpec(OpType.MBCONV, (16, 16, 16), (16, 16, 16), kernel=k, expand_ratio=e,
+                      mid_channels=16 * e, act=Act.RELU6, idskip=True)  # fmt: skip
+
+    nets = [
+        Network(f"n{i}", (32, 32, 3),
+                (Layer("stem", stem), *(Layer(f"b{j}", block(k, e)) for j, (k, e) in enumerate(blocks))))
+        for i, blocks in enumerate([[(3, 3)], [(5, 6), (3, 3)], [(7, 6), (5, 3), (3, 6)],
+                                    [(7, 3), (7, 6), (5, 6), (3, 3)]])
+    ]  # fmt: skip
+    config = ProtocolConfig.quick()
+    device = open_device("cpu:onnxruntime")
+    cache = tmp_path / "cache"
+    try:
+        with LUT.open(tmp_path / "lut.db", create=True) as lut:
+            specs = [s for n in nets for s in n.specs]
+            report = profile_ops(device, specs, lut, config, cache_dir=cache)
+            assert report.ok and len(report.measured) == 7
+            progress = []
+            cal = calibrate_device(lut, device, nets, config, cache_dir=cache,
+                                   on_progress=lambda d, t, name: progress.append(name))  # fmt: skip
+            assert progress == ["n0", "n1", "n2", "n3"]
+            assert cal.method == "lstsq3" and cal.n_points == 4
+            assert load_calibration(lut, device.uri) == cal
+            prov = lut.calibrations(device.uri)[-1]["provenance"]
+            assert prov["networks"] == ["n0", "n1", "n2", "n3"] and len(prov["e2e_ms"]) == 4
+            for net, e2e in zip(nets, prov["e2e_ms"]):
+                est = estimate(lut, net)
+                assert est.calibrated
+                assert est.total_ms == pytest.approx(cal.apply(est.lut_sum_ms, est.n_measurable))
+                # a 3-parameter fit on 4 points that grow together is close to each of them
+                assert est.total_ms == pytest.approx(e2e, rel=0.35)
+    finally:
+        device.close()
