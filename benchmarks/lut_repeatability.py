@@ -6,7 +6,7 @@ difference ``|a - b| / mean(a, b)`` of the two latencies is computed. The goal
 of the protocol is a median difference <= 3% and a p95 <= 10% on a shared,
 noisy machine.
 
-Besides the protocol's own figure (``latency_ms``, by default the 10th
+Besides the protocol's own figure (``latency_ms``, by default the 5th
 percentile of the samples), the script recomputes other statistics from the raw
 samples stored in both LUTs, to show what the choice of statistic buys: the
 plain median, the 25th percentile and the minimum sample.

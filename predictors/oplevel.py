@@ -55,6 +55,7 @@ _SIZE_COLS = [FEATURE_NAMES.index(n) for n in
               ("macs", "macs_expand", "macs_depthwise", "macs_project", "mem_bytes",
                "in_bytes", "out_bytes")]  # fmt: skip
 _TYPE_COLS = [i for i, n in enumerate(FEATURE_NAMES) if n.startswith("type_")]
+_MAX_EXTRAPOLATION = np.log(10.0)  # in log latency, beyond the training range
 _MIN_LATENCY_MS = 1e-6  # log of a 0 ms latency is undefined; nothing real is that fast
 
 
@@ -73,15 +74,29 @@ def _log_features(feats: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(feats, 0.0))
 
 
-def _base_design(feats: np.ndarray) -> np.ndarray:
+_SMALL_COLS = [FEATURE_NAMES.index(n) for n in ("macs", "mem_bytes")]
+_SMALL_DESIGN = len(_SMALL_COLS) + 1  # coefficients of the small base
+
+
+def _base_design(feats: np.ndarray, small: bool = False) -> np.ndarray:
+    if small:
+        return np.column_stack([_log_features(feats[:, _SMALL_COLS]), np.ones(len(feats))])
     logged = _log_features(feats[:, _SIZE_COLS])
     return np.column_stack([logged, feats[:, _TYPE_COLS], np.ones(len(feats))])
 
 
 def _fit_base(feats: np.ndarray, log_y: np.ndarray, ridge: float) -> np.ndarray:
-    a = _base_design(feats)
+    # With few ops the full design (16 collinear columns) fits them exactly with
+    # wild coefficients that extrapolate to absurd latencies; a power law in MACs
+    # and bytes is what a handful of points can support.
+    small = len(log_y) < 4 * (len(_SIZE_COLS) + len(_TYPE_COLS) + 1)
+    a = _base_design(feats, small)
     # ridge keeps the solve stable when a column is constant in the training set
     return np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ log_y)
+
+
+def _base_predict(feats: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    return _base_design(feats, small=len(coef) == _SMALL_DESIGN) @ coef
 
 
 class _OpRegressor(Predictor):
@@ -99,20 +114,24 @@ class _OpRegressor(Predictor):
         log_y = np.log(np.maximum(lat, _MIN_LATENCY_MS))
         if self.linear_base:
             self.base_coef_ = _fit_base(feats, log_y, ridge=1e-3)
-            resid = log_y - _base_design(feats) @ self.base_coef_
+            resid = log_y - _base_predict(feats, self.base_coef_)
         else:
             self.base_coef_ = np.zeros(len(_SIZE_COLS) + len(_TYPE_COLS) + 1)
             resid = log_y
         self._fit_trees(_log_features(feats), resid)
         self.n_train_ = int(len(lat))
+        self.log_range_ = np.array([log_y.min(), log_y.max()])
         return self
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
         """Predicted latency (ms) of every op of ``X`` (specs or features)."""
         self._check_fitted()
         feats = op_inputs(X)
-        log_pred = _base_design(feats) @ self.base_coef_ + self._predict_trees(_log_features(feats))
-        return np.exp(log_pred)
+        log_pred = _base_predict(feats, self.base_coef_) + self._predict_trees(_log_features(feats))
+        # never further than a decade outside the latencies it was trained on: the
+        # trees cannot extrapolate, and the log-linear base must not run away alone
+        lo, hi = self.log_range_
+        return np.exp(np.clip(log_pred, lo - _MAX_EXTRAPOLATION, hi + _MAX_EXTRAPOLATION))
 
     def _fit_trees(self, x: np.ndarray, resid: np.ndarray) -> None:
         raise NotImplementedError
@@ -183,6 +202,7 @@ class XGBOpPredictor(_OpRegressor):
         self._check_fitted()
         self.booster_.save_model(str(directory / "booster.json"))
         write_json_arrays(directory / "base.json", {"base_coef": self.base_coef_,
+                                                    "log_range": self.log_range_,
                                                     "n_train": self.n_train_})
         return WeightsInfo("xgboost", ["booster.json", "base.json"],
                            {"features": list(FEATURE_NAMES)})
@@ -196,9 +216,13 @@ class XGBOpPredictor(_OpRegressor):
         except xgb.core.XGBoostError as exc:
             raise StoreError(f"cannot read {directory / 'booster.json'}: {exc}; refit") from exc
         arrays = read_json_arrays(directory / "base.json")
+        try:
+            self.base_coef_ = np.asarray(arrays["base_coef"], dtype=np.float64)
+            self.log_range_ = np.asarray(arrays["log_range"], dtype=np.float64)
+            self.n_train_ = int(arrays["n_train"])
+        except KeyError as exc:
+            raise StoreError(f"{directory / 'base.json'} lacks {exc}; refit the predictor") from exc
         self.booster_ = booster
-        self.base_coef_ = np.asarray(arrays["base_coef"], dtype=np.float64)
-        self.n_train_ = int(arrays["n_train"])
 
 
 def _check_feature_names(info: WeightsInfo) -> None:
@@ -302,6 +326,7 @@ class GBROpPredictor(_OpRegressor):
     def _save_weights(self, directory: Path) -> WeightsInfo:
         self._check_fitted()
         write_json_arrays(directory / "trees.json", {**self.trees_, "base_coef": self.base_coef_,
+                                                     "log_range": self.log_range_,
                                                      "n_train": self.n_train_})
         return WeightsInfo("json", ["trees.json"], {"features": list(FEATURE_NAMES)})
 
@@ -312,6 +337,7 @@ class GBROpPredictor(_OpRegressor):
             self.trees_ = {k: arrays[k] for k in
                            ("feature", "threshold", "left", "right", "value", "roots")}  # fmt: skip
             self.base_coef_ = np.asarray(arrays["base_coef"], dtype=np.float64)
+            self.log_range_ = np.asarray(arrays["log_range"], dtype=np.float64)
             self.n_train_ = int(arrays["n_train"])
         except KeyError as exc:
             where = directory / "trees.json"

@@ -13,7 +13,7 @@ class Measurement:
     """The latency of one model on one device, with its statistics and provenance.
 
     ``latency_ms`` is the value a LUT uses: a robust quantile of the samples,
-    by default their 10th percentile (a low statistic that preemptions by other
+    by default their 5th percentile (a low statistic that preemptions by other
     processes cannot move; see :mod:`latkit.profiler.protocol`, whose
     ``quantile`` setting gives the median at 0.5), and ``ci_low_ms`` /
     ``ci_high_ms`` / ``rel_ci`` are its 95% confidence interval. The other

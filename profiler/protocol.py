@@ -7,8 +7,10 @@ the time the other process ran, so the samples of one operator are a mixture
 of clean ones (its true speed, a ~1% spread) and contaminated ones (up to 2-3x
 slower), in a proportion that changes with the load from minute to minute.
 The median follows that proportion (the plain median of the same op differed
-by up to 80% between two builds of one LUT here); the low end of the
-distribution does not. So the protocol:
+by up to 80-150% between two builds of one LUT on a 2-core machine at load
+average 3-7); the low end of the distribution does not (the 5th percentile
+differed by 1% median, 3% p95: see ``benchmarks/lut_repeatability.py``). So
+the protocol:
 
 1. **Warms up** every model (at least ``warmup_runs`` runs and ``warmup_s``
    seconds) and picks its ``iterations`` so that one *sample* (the mean of
@@ -16,13 +18,14 @@ distribution does not. So the protocol:
    enough to amortise timer and call overhead, short enough to often fit
    between two preemptions.
 2. Measures a **pool** of models in **interleaved rounds**: each round visits
-   every unfinished model once, in a freshly shuffled order, takes one
-   untimed run (to bring its weights back into cache) and then
+   every unfinished model once, in a freshly shuffled order, takes
+   ``touch_runs`` untimed runs (to bring its weights back into cache) and then
    ``samples_per_round`` samples. A burst of load therefore hits all models of
    a round alike instead of a few unlucky ones.
-3. Reports the **``quantile``-quantile of the samples** (default 0.1: the 10th
-   percentile, a *low robust statistic*: it moves only when fewer than 10% of
-   the samples are clean), with its distribution-free 95% confidence interval
+3. Reports the **``quantile``-quantile of the samples** (default 0.05: the 5th
+   percentile, a *low robust statistic*: unlike the minimum it ignores a stray
+   fast reading, and it stays on the clean samples as long as more than 5% of
+   them are clean), with its distribution-free 95% confidence interval
    (:func:`latkit.profiler.stats.quantile_ci`). Outliers (modified z-score)
    are flagged and left out of the descriptive figures (mean, std, p90, ...)
    but kept in the raw samples. ``quantile=0.5`` gives the median instead.
@@ -45,8 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -84,6 +86,9 @@ class ProtocolConfig:
             most this fraction of it.
         max_seconds_per_op: stop after this much timed work on one model.
         samples_per_round: samples per model per round (the round size).
+        touch_runs: untimed runs at the start of each visit, to bring the
+            model back into cache (0 for devices whose every call is a costly
+            launch, such as ``benchmark_model`` over ADB, which warms up itself).
         pool_size: models measured together, interleaved (sessions held open).
         quantile: which quantile of the samples ``latency_ms`` is (0.5 = median).
         outlier_z: modified z-score beyond which a sample is an outlier.
@@ -99,14 +104,15 @@ class ProtocolConfig:
     target_rel_ci: float = 0.02
     max_seconds_per_op: float = 8.0  # per-model cap on timed work, warmup excluded
     samples_per_round: int = 3
+    touch_runs: int = 1
     pool_size: int = 12
-    quantile: float = 0.1
+    quantile: float = 0.05
     outlier_z: float = 3.5
     seed: int = 0
 
     def __post_init__(self) -> None:
         lowest = {"warmup_runs": 0, "max_iterations": 1, "min_samples": 1, "max_samples": 1,
-                  "samples_per_round": 1, "pool_size": 1}  # fmt: skip
+                  "samples_per_round": 1, "touch_runs": 0, "pool_size": 1}  # fmt: skip
         for name, low in lowest.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -246,8 +252,8 @@ class _Run:
         return _Slot(index, model, session, iterations, warm, state, _utc())
 
     def visit(self, slot: _Slot, touch: bool) -> None:
-        if touch:
-            slot.session.time(1)  # bring the model back into cache after the others ran
+        if touch and self.config.touch_runs:
+            slot.session.time(self.config.touch_runs)  # back into cache after the others ran
         values = []
         for _ in range(self.config.samples_per_round):
             values.append(slot.session.time(slot.iterations) * 1e3)
@@ -355,7 +361,7 @@ def _spec_of(model: ModelSource, specs: Mapping[str, OpSpec] | None) -> OpSpec |
 
 def measure_many(
     device: Device,
-    models: Sequence[ModelSource],
+    models: Iterable[ModelSource],
     config: ProtocolConfig | None = None,
     sink: MeasurementSink | None = None,
     on_progress: ProgressFn | None = None,
@@ -386,6 +392,7 @@ def measure_many(
         MeasurementError / DeviceError: a model failed and no ``on_error`` was given.
     """
     config = config or ProtocolConfig()
+    models = list(models)
     keys = [m.key for m in models]
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})

@@ -289,6 +289,10 @@ class SearchContext:
         """Whether ``arch``'s accuracy is cached (looking it up again is free)."""
         return arch in self._acc
 
+    def can_query(self, arch: Arch) -> bool:
+        """Whether :meth:`query` would answer (cached, or budget left)."""
+        return arch in self._acc or self.remaining > 0
+
     @property
     def used(self) -> int:
         """Queries spent so far."""

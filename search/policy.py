@@ -13,6 +13,10 @@ from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
 
 
+LOGIT_FLOOR = 20.0  # exp(-20) ~ 2e-9: an option is never impossible
+ADV_CLIP = 3.0  # normalised advantages are clipped to +-ADV_CLIP
+
+
 def _softmax(v: np.ndarray) -> np.ndarray:
     e = np.exp(v - v.max())
     return e / e.sum()
@@ -79,9 +83,14 @@ class CategoricalPolicy:
         return float(sum(-(p * np.log(p)).sum() for p in self.probs()))
 
     def step(self, grads: list[np.ndarray], lr: float) -> None:
-        """Gradient *ascent* on the logits."""
+        """Gradient *ascent* on the logits, kept in a bounded range.
+
+        Logits are shifted to a maximum of 0 and floored at ``-LOGIT_FLOOR`` so
+        that no option's probability underflows to 0 (or the softmax to NaN).
+        """
         for c, g in enumerate(grads):
-            self.logits[c] = self.logits[c] + lr * g
+            t = self.logits[c] + lr * g
+            self.logits[c] = np.maximum(t - t.max(), -LOGIT_FLOOR)
 
 
 def zero_grads(n_options: list[int]) -> list[np.ndarray]:
@@ -98,11 +107,19 @@ class RunningBaseline:
         self.var = 1.0
 
     def advantage(self, r: float) -> float:
-        """``(r - baseline) / scale``, then update the baseline with ``r``."""
+        """``(r - baseline) / scale`` (clipped), then update the baseline with ``r``."""
         if self.mean is None:
             self.mean = r
             return 0.0
-        adv = r - self.mean
-        self.var = self.decay * self.var + (1 - self.decay) * adv * adv
+        adv = self.normalise(r)
+        d = r - self.mean
+        self.var = self.decay * self.var + (1 - self.decay) * d * d
         self.mean = self.decay * self.mean + (1 - self.decay) * r
-        return adv / max(np.sqrt(self.var), 1e-8)
+        return adv
+
+    def normalise(self, r: float) -> float:
+        """``(r - baseline) / scale`` clipped to ``+-ADV_CLIP``, without updating."""
+        if self.mean is None:
+            return 0.0
+        adv = (r - self.mean) / max(float(np.sqrt(self.var)), 1e-3)
+        return float(np.clip(adv, -ADV_CLIP, ADV_CLIP))

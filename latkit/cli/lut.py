@@ -68,6 +68,7 @@ def import_cmd(
     lut: Path = typer.Argument(..., help="LUT file to import into (created if missing)."),
     sources: list[Path] = typer.Argument(..., help="latkit JSON exports, or OFA / ProxylessNAS yaml tables."),
     device_uri: Optional[str] = typer.Option(None, "--device-uri", help="Device name for a yaml table's rows."),
+    family: Optional[str] = typer.Option(None, "--family", help="Yaml table family: ofa | proxylessnas (default: detected)."),
 ) -> None:
     """Import JSON exports or the public OFA / ProxylessNAS yaml tables."""
     from latkit.lut.io import import_json, import_public_yaml
@@ -76,7 +77,7 @@ def import_cmd(
     with LUT.open(lut, create=True) as table:
         for src in sources:
             if src.suffix.lower() in (".yaml", ".yml"):
-                report = import_public_yaml(table, src, device_uri=device_uri)
+                report = import_public_yaml(table, src, device_uri=device_uri, family=family)
             else:
                 report = import_json(table, src)
             common.err.print(f"{src}: {report}")

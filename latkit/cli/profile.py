@@ -42,6 +42,11 @@ def profile_cmd(
     precision: float = typer.Option(0.02, "--precision", help="Target relative 95% CI half-width of each median."),
     max_seconds: float = typer.Option(20.0, "--max-seconds-per-op", help="Time cap per operator."),
     quick: bool = typer.Option(False, "--quick", help="Fewer samples (for smoke runs, not for real LUTs)."),
+    sample: Optional[int] = typer.Option(
+        None, "--sample", min=1,
+        help="Measure only the N most informative operators and predict the rest (op-level predictor).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed of --sample."),
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.devices import open_device
@@ -52,6 +57,9 @@ def profile_cmd(
     specs = get_space(space).operators(resolution)
     config = protocol_config(precision, max_seconds, quick)
     dev = open_device(device, threads=threads)
+    if sample is not None:
+        _profile_sampled(dev, specs, lut, config, sample, seed)
+        return
     try:
         with LUT.open(lut, create=True) as table:
             todo = [s for s in specs if s.key not in table.done_keys(dev.info().uri)]
@@ -69,6 +77,28 @@ def profile_cmd(
             _print_report(report, lut)
     finally:
         dev.close()
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int) -> None:
+    from latkit.lut.store import LUT
+    from latkit.predictors.sampling import profile_sampled
+
+    try:
+        with LUT.open(lut, create=True) as table, common.progress_bar("profiling (sampled)", n) as advance:
+            def on_progress(done, total_, key, measurement):
+                advance(f"{measurement.latency_ms:.3f} ms  {key}" if measurement is not None else f"failed {key}")
+
+            report = profile_sampled(dev, specs, table, config, n, seed, on_progress)
+    finally:
+        dev.close()
+    common.err.print(
+        f"measured {len(report.measured)} of {report.n_candidates} operators in {report.rounds} round(s); "
+        f"predicted {report.n_predicted} with {report.predictor} (trained on {report.n_train}) -> {lut}"
+    )
+    for key, reason in report.failed.items():
+        common.err.print(f"[red]failed[/] {key}: {reason}")
     if report.failed:
         raise typer.Exit(1)
 

@@ -71,7 +71,7 @@ def test_newer_schema_lut(capsys, tmp_path):
         pass
     con = sqlite3.connect(path)
     con.execute("PRAGMA user_version = 999")
-    con.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    con.execute("UPDATE meta SET value = '999' WHERE name = 'schema_version'")
     con.commit()
     con.close()
     code, _, err = run(capsys, "lut", "show", str(path))
@@ -91,10 +91,19 @@ def test_unreadable_yaml(capsys, tmp_path):
 
 
 def test_yaml_entry_with_unknown_op(capsys, tmp_path):
-    bad = tmp_path / "table.yaml"
+    bad = tmp_path / "ofa_table.yaml"
     bad.write_text("Frobnicate-input:7x7x3-output:7x7x3:\n  count: 1\n  mean: 1.0\n  std: 0.0\n")
     code, _, err = run(capsys, "lut", "import", str(tmp_path / "x.db"), str(bad))
     assert_one_error_line(code, err, "Frobnicate")
+
+
+def test_yaml_of_unknown_family_asks_for_it(capsys, tmp_path):
+    bad = tmp_path / "table.yaml"
+    bad.write_text("Conv-input:8x8x3-output:4x4x16:\n  count: 1\n  mean: 1.0\n  std: 0.0\n")
+    code, _, err = run(capsys, "lut", "import", str(tmp_path / "x.db"), str(bad))
+    assert_one_error_line(code, err, "family")
+    code, _, err = run(capsys, "lut", "import", str(tmp_path / "x.db"), str(bad), "--family", "ofa")
+    assert code == 0, err
 
 
 def test_estimate_missing_ops_lists_keys(capsys, tmp_path):

@@ -290,3 +290,15 @@ def test_lutsum_names_missing_ops_and_is_registered(ofa_lut: Path, proxyless_lut
     ok = LutSumPredictor(lut_path=str(proxyless_lut), space=space.name).fit()
     fig = lutsum_throughput(ok, n_archs=20_000, batch=5_000)
     assert fig["n_archs"] == 20_000 and fig["archs_per_s"] > 0
+
+
+@pytest.mark.parametrize("cls", [XGBOpPredictor, GBROpPredictor])
+def test_few_training_ops_do_not_extrapolate_wildly(cls, ofa_ops) -> None:
+    # `profile --sample 12` fits on a dozen ops; the fill must stay physical
+    specs, lat, _ = ofa_ops
+    rng = np.random.default_rng(0)
+    train = rng.choice(len(specs), 12, replace=False)
+    pred = cls(random_state=0).fit([specs[i] for i in train], lat[train]).predict(specs)
+    assert np.all(pred > lat.min() / 10) and np.all(pred < lat.max() * 10)
+    rel = np.abs(pred - lat) / lat
+    assert np.median(rel) < 0.5

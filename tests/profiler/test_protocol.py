@@ -113,7 +113,7 @@ def test_config_validation(bad):
 def test_config_defaults_and_quick():
     c = ProtocolConfig()
     assert c.warmup_runs >= 10 and c.warmup_s >= 0.2 and 2.0 <= c.target_sample_ms <= 5.0
-    assert c.target_rel_ci == 0.02 and c.quantile == 0.1
+    assert c.target_rel_ci == 0.02 and c.quantile == 0.05
     assert ProtocolConfig(**c.to_dict()) == c
     q = ProtocolConfig.quick(target_rel_ci=0.03)
     assert q.target_rel_ci == 0.03 and q.max_samples < c.max_samples

@@ -1,0 +1,281 @@
+"""Few-shot transfer of latency to a new device.
+
+Setting: every architecture of a space has measured latencies on several *known*
+devices; the *new* device has only K measured architectures. The predictor here
+models the new device's log latency as a ridge-regularised linear combination of
+the known devices' standardised log latencies:
+
+    log y_new(a) = b + sum_j w_j * z_j(a),   z_j = (log y_j - mean_j) / std_j
+
+Two things make this work with K = 10:
+
+* **Which K to measure** (:func:`select_archs`). The archs are spread over the
+  known devices' latency space: the standardised log latencies are projected on
+  their leading principal components and K archs are picked by farthest-point
+  sampling there. The design then covers the directions along which devices
+  disagree, which is what the combination weights must resolve, instead of
+  clustering in the dense middle as random picks do.
+* **How much to regularise** (``alpha="auto"``). The ridge strength is
+  meta-tuned on the known devices themselves: each known device in turn plays the
+  new one (its column hidden except on the K chosen rows), is predicted from the
+  others, and the alpha with the lowest mean squared log error over all archs wins.
+
+Latencies are floored at a small fraction of their median before the log, so
+near-zero NAS-Bench-201 cells do not dominate.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latkit.errors import UsageError
+from latkit.predictors.base import (
+    Predictor,
+    WeightsInfo,
+    check_X,
+    check_Xy,
+    read_json_arrays,
+    register_predictor,
+    write_json_arrays,
+)
+from latkit.predictors.network import FLOOR_FRACTION
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+_BATCH_SUFFIX = re.compile(r"^(.*)_(\d+)$")
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def hardware_of(column: str, columns: list[str] | tuple[str, ...]) -> str:
+    """The hardware a column measured: ``1080ti_32`` -> ``1080ti`` when ``1080ti_1`` also exists.
+
+    A trailing ``_<number>`` is read as a batch size only when another column shares
+    the prefix, so ``silver_4114`` stays its own hardware.
+    """
+    m = _BATCH_SUFFIX.match(column)
+    if not m:
+        return column
+    prefix = m.group(1)
+    siblings = [c for c in columns if (mm := _BATCH_SUFFIX.match(c)) and mm.group(1) == prefix]
+    return prefix if len(siblings) > 1 else column
+
+
+def known_columns(
+    columns: list[str] | tuple[str, ...], target: str, *, strict: bool = False
+) -> list[str]:
+    """Every column but ``target``; with ``strict``, also none of the target's hardware."""
+    if target not in columns:
+        raise UsageError(f"target column {target!r} is not one of: {', '.join(columns)}")
+    hw = hardware_of(target, columns)
+    return [
+        c
+        for c in columns
+        if c != target and not (strict and hardware_of(c, columns) == hw)
+    ]
+
+
+def _floors(latency_ms: np.ndarray) -> np.ndarray:
+    return np.maximum(FLOOR_FRACTION * np.median(latency_ms, axis=0), 1e-6)
+
+
+def _log(latency_ms: np.ndarray, floor_ms: np.ndarray | float) -> np.ndarray:
+    return np.log(np.maximum(latency_ms, floor_ms))
+
+
+# --------------------------------------------------------------------------- design
+
+
+def select_archs(
+    known_latency_ms: np.ndarray,
+    k: int,
+    *,
+    n_components: int = 4,
+    random_state: int | None = 0,
+) -> np.ndarray:
+    """Pick ``k`` row indices to measure on the new device.
+
+    Farthest-point sampling in the space of the leading principal components of the
+    known devices' standardised log latencies. The first point is drawn at random
+    among the 1% of rows nearest the centre (``random_state=None``: the nearest).
+
+    Raises:
+        UsageError: ``k`` < 2 or larger than the number of rows, or NaNs.
+    """
+    lat = check_X(known_latency_ms, what="known-device latencies")
+    n = lat.shape[0]
+    if not 2 <= k <= n:
+        raise UsageError(f"K must be between 2 and the {n} archs of the table, got {k}")
+    z = _log(lat, _floors(lat))
+    z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
+    u, s, _ = np.linalg.svd(z, full_matrices=False)
+    q = u[:, : max(1, min(n_components, u.shape[1]))] * s[: max(1, min(n_components, u.shape[1]))]
+    centre = np.sum(q**2, axis=1)
+    if random_state is None:
+        first = int(np.argmin(centre))
+    else:
+        near = np.argsort(centre)[: max(1, n // 100)]
+        first = int(np.random.default_rng(random_state).choice(near))
+    chosen = [first]
+    dist = np.sum((q - q[first]) ** 2, axis=1)
+    for _ in range(k - 1):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.sum((q - q[nxt]) ** 2, axis=1))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _ridge(z: np.ndarray, t: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Centred ridge: coefficients and intercept of ``t ~ z``."""
+    zm, tm = z.mean(axis=0), float(t.mean())
+    zc = z - zm
+    coef = np.linalg.solve(zc.T @ zc + alpha * np.eye(z.shape[1]), zc.T @ (t - tm))
+    return coef, tm - float(zm @ coef)
+
+
+def meta_tune_alpha(
+    reference_z: np.ndarray, rows: np.ndarray, alphas: tuple[float, ...] = DEFAULT_ALPHAS
+) -> float:
+    """The ridge strength that best predicts each known device from the others.
+
+    Args:
+        reference_z: standardised log latencies of the known devices, all archs [n, d].
+        rows: the K rows whose values the new device will have.
+        alphas: candidate strengths.
+    """
+    d = reference_z.shape[1]
+    if d < 2:
+        return float(alphas[len(alphas) // 2])
+    err = np.zeros(len(alphas))
+    for j in range(d):
+        others = np.delete(reference_z, j, axis=1)
+        target = reference_z[:, j]
+        for a, alpha in enumerate(alphas):
+            coef, b = _ridge(others[rows], target[rows], alpha)
+            err[a] += np.mean((others @ coef + b - target) ** 2)
+    best = float(alphas[int(np.argmin(err))])
+    log.debug("meta-tuned alpha %.3g (errors %s)", best, np.round(err / d, 4))
+    return best
+
+
+@register_predictor("fewshot")
+class FewShotTransfer(Predictor):
+    """New-device latency as a ridge combination of known devices' log latencies.
+
+    ``X`` holds the known devices' latencies (ms) of each arch, one column per
+    known device; ``y`` the new device's latencies of the K measured archs.
+
+    Args:
+        alpha: ridge strength on the standardised features, or ``"auto"`` to
+            meta-tune it by leave-one-known-device-out (needs ``reference`` in fit).
+        alphas: the candidates for ``"auto"``.
+    """
+
+    def __init__(self, alpha: float | str = "auto", alphas: tuple[float, ...] | list[float] = DEFAULT_ALPHAS):
+        self.alpha = alpha
+        self.alphas = alphas
+
+    def fit(self, X: Any, y: Any, reference: Any = None) -> FewShotTransfer:  # noqa: N803
+        """Fit on the K measured archs.
+
+        Args:
+            X: known devices' latencies (ms) of the K archs, [K, d].
+            y: the new device's latencies (ms) of those archs, [K].
+            reference: known devices' latencies of all archs [n, d] (the K rows
+                among them); gives the standardisation and, with
+                ``alpha="auto"``, the meta-tuning. Without it, X alone is used.
+        """
+        X, y = check_Xy(X, y)
+        if len(y) < 2:
+            raise UsageError("few-shot transfer needs at least 2 measured archs")
+        ref = X if reference is None else check_X(reference, X.shape[1], "reference")
+        self.floors_ms_ = _floors(ref)
+        lref = _log(ref, self.floors_ms_)
+        self.mean_, self.std_ = lref.mean(axis=0), np.maximum(lref.std(axis=0), 1e-12)
+        z = (_log(X, self.floors_ms_) - self.mean_) / self.std_
+        if self.alpha == "auto":
+            if reference is None:
+                alpha = 1.0
+            else:
+                zref = (lref - self.mean_) / self.std_
+                rows = _match_rows(zref, z)
+                alpha = meta_tune_alpha(zref, rows, tuple(float(a) for a in self.alphas))
+        else:
+            alpha = float(self.alpha)
+        self.alpha_ = alpha
+        self.target_floor_ms_ = max(FLOOR_FRACTION * float(np.median(y)), 1e-6)
+        self.coef_, self.intercept_ = _ridge(z, _log(y, self.target_floor_ms_), alpha)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        self._check_fitted()
+        X = check_X(X, self.n_features_in_, "known-device latencies")
+        z = (_log(X, self.floors_ms_) - self.mean_) / self.std_
+        return np.exp(z @ self.coef_ + self.intercept_)
+
+    def _save_weights(self, directory: Path) -> WeightsInfo:
+        write_json_arrays(
+            directory / "weights.json",
+            {
+                "coef": self.coef_,
+                "intercept": self.intercept_,
+                "mean": self.mean_,
+                "std": self.std_,
+                "floors_ms": self.floors_ms_,
+                "target_floor_ms": self.target_floor_ms_,
+                "alpha": self.alpha_,
+            },
+        )
+        return WeightsInfo("json", ["weights.json"])
+
+    def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
+        w = read_json_arrays(directory / "weights.json")
+        self.coef_ = w["coef"].astype(np.float64)
+        self.intercept_ = float(w["intercept"])
+        self.mean_, self.std_ = w["mean"].astype(np.float64), w["std"].astype(np.float64)
+        self.floors_ms_ = w["floors_ms"].astype(np.float64)
+        self.target_floor_ms_ = float(w["target_floor_ms"])
+        self.alpha_ = float(w["alpha"])
+        self.n_features_in_ = int(self.coef_.shape[0])
+
+
+def _match_rows(zref: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Indices of ``z``'s rows within ``zref`` (nearest row; exact for rows taken from it)."""
+    out = np.empty(len(z), dtype=np.int64)
+    for i, row in enumerate(z):
+        out[i] = int(np.argmin(np.sum((zref - row) ** 2, axis=1)))
+    return out
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def reference_ridge_baseline(
+    known_latency_ms: np.ndarray, rows: np.ndarray, y_ms: np.ndarray, n_ref: int = 3
+) -> np.ndarray:
+    """The plain baseline: least squares on ``n_ref`` reference devices' log latencies.
+
+    The references are the known devices whose log latencies correlate best with
+    the new device's on the measured rows. Returns predictions (ms) for every row.
+    """
+    lat = check_X(known_latency_ms, what="known-device latencies")
+    floors = _floors(lat)
+    z = _log(lat, floors)
+    t = _log(np.asarray(y_ms, dtype=np.float64), max(FLOOR_FRACTION * float(np.median(y_ms)), 1e-6))
+    corr = np.nan_to_num(
+        [abs(np.corrcoef(z[rows, j], t)[0, 1]) if np.ptp(z[rows, j]) > 0 else 0.0 for j in range(z.shape[1])]
+    )
+    refs = np.argsort(-corr)[: min(n_ref, z.shape[1])]
+    coef, b = _ridge(z[rows][:, refs], t, 1e-6)
+    return np.exp(z[:, refs] @ coef + b)

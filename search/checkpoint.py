@@ -1,0 +1,102 @@
+"""Pickle-free, resumable search checkpoints: safetensors for tensors, JSON for state.
+
+A checkpoint is two files in the run's directory, written to temporary names and
+moved into place (a killed run never leaves half a checkpoint):
+
+* ``checkpoint.safetensors``: every tensor (supernet weights and BN statistics,
+  architecture parameters, optimiser moments, torch generator state);
+* ``checkpoint.json``: schema ``latkit.search.checkpoint``, versions, and the
+  rest of the state (epoch, numpy generator state, optimiser hyper-parameters,
+  the trajectory so far, the run's arguments).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latkit._version import __version__
+from latkit.errors import StoreError
+
+SCHEMA = "latkit.search.checkpoint"
+SCHEMA_VERSION = 1
+TENSORS_FILE = "checkpoint.safetensors"
+STATE_FILE = "checkpoint.json"
+
+
+def optimizer_state(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimiser's state dict into named tensors and JSON-ready values."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for idx, entries in sd["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{idx}.{name}"] = value.detach().clone().contiguous()
+            else:
+                plain.setdefault(str(idx), {})[name] = value
+    return tensors, {"param_groups": sd["param_groups"], "plain": plain}
+
+
+def restore_optimizer(
+    opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], saved: dict
+) -> None:
+    """Inverse of :func:`optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            idx, name = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, entries in saved["plain"].items():
+        state.setdefault(int(idx), {}).update(entries)
+    opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
+    """Write ``tensors`` and ``state`` atomically into ``directory``; return it."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_t, tmp_s = out / (TENSORS_FILE + ".tmp"), out / (STATE_FILE + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp_t))
+    body = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__, **state}
+    tmp_s.write_text(json.dumps(body, indent=1))
+    os.replace(tmp_t, out / TENSORS_FILE)
+    os.replace(tmp_s, out / STATE_FILE)
+    return out
+
+
+def has_checkpoint(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a complete checkpoint."""
+    d = Path(directory)
+    return (d / TENSORS_FILE).is_file() and (d / STATE_FILE).is_file()
+
+
+def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        StoreError: missing, unreadable, or of another schema version.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    if not has_checkpoint(d):
+        raise StoreError(f"no search checkpoint in {d}; start the search without --resume")
+    try:
+        state = json.loads((d / STATE_FILE).read_text())
+        tensors = load_file(str(d / TENSORS_FILE))
+    except (OSError, json.JSONDecodeError, SafetensorError) as exc:
+        raise StoreError(f"cannot read the search checkpoint in {d}: {exc}; delete it and restart") from exc
+    if state.get("schema") != SCHEMA or state.get("schema_version") != SCHEMA_VERSION:
+        raise StoreError(
+            f"{d / STATE_FILE} is not a version-{SCHEMA_VERSION} latkit search checkpoint; "
+            "delete it and restart the search"
+        )
+    return tensors, state

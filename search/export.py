@@ -1,0 +1,679 @@
+"""Deployable export: a searched architecture as ONNX / TFLite files with trained weights.
+
+:func:`export_arch` reads an ``arch.json`` (or any ``--arch`` form that names its
+space), builds the architecture as a plain ``torch.nn.Sequential`` (no supernet
+machinery: :func:`latkit.profiler.build.build_network`), loads its trained
+weights, writes one file per format and variant into the user's folder, runs
+each file in its runtime against torch, and writes a JSON sidecar next to it.
+
+Weights file (safetensors)
+--------------------------
+The tensors are the ``state_dict()`` of ``build_network(network)``: the module
+names are ``{index}_{layer name with dots as underscores}`` followed by the
+builder's own sub-module path, e.g. ``0_first_conv.0.weight`` (stem conv),
+``0_first_conv.1.running_var`` (its batch norm), ``3_blocks_2.expand.0.weight``,
+``3_blocks_2.depthwise.1.bias``, ``3_blocks_2.project.0.weight``,
+``24_classifier.linear.weight``. Zero and skip layers have no tensors.
+``num_batches_tracked`` buffers may be left out; every other tensor must be
+present with the module's shape. A classifier with another class count than
+the space's (a network trained on a 10-class set) is read from the shape of
+the ``*.linear.weight`` of the last layer. :func:`save_weights` writes such a
+file with metadata (schema ``latkit.weights``, network key, class count).
+
+Sidecar (``<file>.json``, schema ``latkit.export``, ``kind: deployable``)
+-------------------------------------------------------------------------
+file name, format, variant, size and sha256; input / output names, shapes and
+layout; exporter versions (ONNX opset); the architecture (space, native arch,
+resolution, network key, classes, parameters); the weights (file and sha256, or
+``seeded-random`` when none were given); the latency target and the predicted
+latency with its source (both from arch.json when it has them); the parity of
+the file against torch; the measured latency on a device with its provenance
+(``null`` until measured); the latkit version.
+
+Parity tolerances (largest |runtime - torch| over the largest |torch| output,
+over 3 seeded inputs): float32 ``1e-3``, fp16 weights ``2e-2``, dynamic-range
+int8 ``1e-1``. A float32 or fp16 file outside its tolerance raises
+:class:`ExportError`; an int8 file's parity is recorded and logged, since
+quantization error is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from latkit._version import __version__
+from latkit.devices.base import Device, ModelFormat
+from latkit.errors import ArchError, StoreError, UsageError
+from latkit.profiler.build import build_network, count_params
+from latkit.profiler.export import network_key
+from latkit.profiler.ops import OpType
+from latkit.profiler.spaces.base import Layer, Network, SearchSpace
+from latkit.profiler.spaces.load import load_network, read_arch_text
+from latkit.search import export_formats as fmt
+from latkit.search.export_formats import ExportError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "latkit.export"
+SCHEMA_VERSION = 1
+WEIGHTS_SCHEMA = "latkit.weights"
+WEIGHTS_SCHEMA_VERSION = 1
+REPORT_NAME = "export.json"
+PARITY_INPUTS = 3
+PARITY_SEED = 1234
+REL_TOL = {"fp32": 1e-3, "fp16": 2e-2, "int8": 1e-1}
+STRICT_VARIANTS = ("fp32", "fp16")  # parity failure raises for these
+FORMATS = ("onnx", "tflite")
+
+ProgressFn = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- arch
+
+
+@dataclass(frozen=True)
+class ArchFile:
+    """An architecture to export: its network and what arch.json said about it."""
+
+    network: Network
+    space: str | None
+    arch: Any  # native form, None for a net.config without a matching space arch
+    resolution: int
+    target_ms: float | None = None
+    predicted_ms: float | None = None
+    predicted_source: Any = None
+    source: str = ""  # file path or "inline"
+    sha256: str = ""
+
+
+def _first(raw: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if raw.get(name) is not None:
+            return raw[name]
+    return None
+
+
+def read_arch(
+    arch: str | Path, space: SearchSpace | None = None, resolution: int | None = None
+) -> ArchFile:
+    """Read an architecture (arch.json, net.config, or native form with ``space``).
+
+    Besides the architecture, an arch.json may carry ``target_ms``, a predicted
+    latency (``predicted_latency_ms`` or ``latency_ms``) and its source
+    (``latency_source``, or ``latency_provenance``), copied into every sidecar.
+
+    Raises:
+        ArchError: the architecture cannot be read or its space is unknown.
+    """
+    network, parsed = load_network(space, arch, resolution)
+    raw = read_arch_text(arch)
+    envelope = raw if isinstance(raw, dict) else {}
+    text = Path(arch).read_bytes() if _is_file(arch) else str(arch).encode()
+    space_name = network.meta.get("space") or (space.name if space else envelope.get("space"))
+    native = network.meta.get("arch")
+    if native is None and parsed is not None and space is not None:
+        native = space.arch_to_native(parsed)
+    predicted = _first(envelope, "predicted_latency_ms", "latency_ms", "best_latency_ms")
+    source = _first(envelope, "latency_source", "predicted_source", "latency_provenance")
+    return ArchFile(
+        network=network, space=space_name, arch=native, resolution=int(network.input_shape[0]),
+        target_ms=_float_or_none(_first(envelope, "target_ms", "latency_target_ms")),
+        predicted_ms=_float_or_none(predicted), predicted_source=source,
+        source=str(arch) if _is_file(arch) else "inline", sha256=hashlib.sha256(text).hexdigest(),
+    )  # fmt: skip
+
+
+def _is_file(value: str | Path) -> bool:
+    try:
+        return Path(value).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ArchError(f"arch.json latency fields must be numbers, got {value!r}") from None
+
+
+def with_classes(network: Network, classes: int) -> Network:
+    """``network`` with its classifier resized to ``classes`` outputs.
+
+    Raises:
+        UsageError: ``classes`` < 1 or the last layer is not a classifier.
+    """
+    if classes < 1:
+        raise UsageError(f"classes must be >= 1, got {classes}")
+    last = network.layers[-1]
+    if last.spec.op_type is not OpType.LOGITS:
+        raise UsageError(f"network {network.name!r} does not end in a classifier")
+    if last.spec.output_shape[2] == classes:
+        return network
+    spec = dataclasses.replace(last.spec, output_shape=(1, 1, classes))
+    meta = {**network.meta, "classes": classes}
+    return dataclasses.replace(network, layers=network.layers[:-1] + (Layer(last.name, spec),), meta=meta)
+
+
+def classes_of(network: Network) -> int:
+    """The classifier's output count."""
+    return int(network.layers[-1].spec.output_shape[2])
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _classifier_key(network: Network) -> str:
+    i = len(network.layers) - 1
+    return f"{i}_{network.layers[-1].name}".replace(".", "_") + ".linear.weight"
+
+
+def save_weights(
+    module: nn.Module, path: str | Path, network: Network, extra: dict[str, str] | None = None
+) -> Path:
+    """Write ``module``'s state dict (the standalone naming) as safetensors with metadata.
+
+    Args:
+        module: the module built by ``build_network(network)`` (trained).
+        path: the ``.safetensors`` file to write (atomically).
+        network: the network it was built from (its key goes into the metadata).
+        extra: more string metadata (e.g. the dataset, epochs).
+    """
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    meta = {
+        "schema": WEIGHTS_SCHEMA, "schema_version": str(WEIGHTS_SCHEMA_VERSION),
+        "latkit_version": __version__, "network_key": network_key(network),
+        "classes": str(classes_of(network)), "naming": "build_network state_dict",
+        **{k: str(v) for k, v in (extra or {}).items()},
+    }  # fmt: skip
+    out = Path(path)
+    with _atomic(out) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return out
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a safetensors file.
+
+    Raises:
+        StoreError: the file is missing or not a safetensors file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (OSError, SafetensorError) as exc:
+        raise StoreError(f"cannot read weights {path}: {exc}; give a .safetensors file") from exc
+
+
+def standalone_module(network: Network, weights: str | Path | None = None) -> tuple[nn.Module, Network]:
+    """The network as a plain eval-mode module, with ``weights`` loaded if given.
+
+    Returns:
+        The module and the network it implements (its classifier resized to
+        the class count of the weights, if they differ from the space's).
+
+    Raises:
+        StoreError: the weights do not fit the architecture (lists what differs).
+    """
+    if weights is None:
+        return build_network(network), network
+    tensors, _ = read_weights(weights)
+    head = tensors.get(_classifier_key(network))
+    if head is not None and head.dim() == 2 and head.shape[0] != classes_of(network):
+        network = with_classes(network, int(head.shape[0]))
+    module = build_network(network)
+    own = module.state_dict()
+    missing = [k for k in own if k not in tensors and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in tensors if k not in own]
+    wrong = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise StoreError(
+            f"weights {weights} do not fit this architecture ({detail}); export with the "
+            "weights trained for it (names follow build_network's state_dict)"
+        )
+    module.load_state_dict({k: v for k, v in tensors.items()}, strict=False)
+    return module.eval(), network
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class ExportedFile:
+    """One deployable file and its sidecar."""
+
+    path: Path
+    sidecar: Path
+    format: str  # "onnx" | "tflite"
+    variant: str  # "fp32" | "fp16" | "int8"
+    layout: str  # input layout: "NCHW" | "NHWC"
+    input_shape: tuple[int, ...]
+    parity: dict[str, Any]
+    measured: dict[str, Any] | None = None
+
+    def meta(self) -> dict[str, Any]:
+        """The sidecar's content."""
+        return json.loads(self.sidecar.read_text())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = dataclasses.asdict(self)
+        d.update(path=str(self.path), sidecar=str(self.sidecar), input_shape=list(self.input_shape))
+        return d
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_arch` wrote."""
+
+    out_dir: Path
+    network: str
+    space: str | None
+    resolution: int
+    classes: int
+    weights: str | None
+    files: list[ExportedFile] = field(default_factory=list)
+
+    def file(self, format: str, variant: str = "fp32") -> ExportedFile:
+        """The exported file of ``format`` and ``variant``.
+
+        Raises:
+            UsageError: no such file was exported.
+        """
+        for f in self.files:
+            if f.format == format and f.variant == variant:
+                return f
+        have = ", ".join(f"{f.format}/{f.variant}" for f in self.files) or "none"
+        raise UsageError(f"no {format}/{variant} file was exported (have: {have})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (saved as ``export.json``)."""
+        return {
+            "schema": f"{SCHEMA}-report", "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
+            "out_dir": str(self.out_dir), "network": self.network, "space": self.space,
+            "resolution": self.resolution, "classes": self.classes, "weights": self.weights,
+            "files": [f.to_dict() for f in self.files],
+        }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _parse_formats(formats: Sequence[str] | str) -> list[str]:
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out = []
+    for item in (s.strip().lower() for s in items):
+        if item not in FORMATS:
+            raise UsageError(f"unknown export format {item!r}; use onnx, tflite or onnx,tflite")
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise UsageError("no export format given; use onnx, tflite or onnx,tflite")
+    return out
+
+
+def _parse_variants(variants: Sequence[str] | str) -> list[str]:
+    items = variants.split(",") if isinstance(variants, str) else list(variants)
+    out = [v.strip().lower() for v in items if v.strip()]
+    for v in out:
+        if v not in fmt.TFLITE_VARIANTS:
+            raise UsageError(f"unknown variant {v!r}; TFLite variants are fp16 and int8")
+    return list(dict.fromkeys(out))
+
+
+def parity_inputs(shape_nchw: tuple[int, ...], n: int = PARITY_INPUTS) -> list[torch.Tensor]:
+    """Seeded standard-normal NCHW inputs for parity checks (the same on every call)."""
+    gen = torch.Generator().manual_seed(PARITY_SEED)
+    return [torch.randn(*shape_nchw, generator=gen) for _ in range(n)]
+
+
+def export_arch(
+    arch_path: str | Path,
+    weights: str | Path | None = None,
+    formats: Sequence[str] | str = FORMATS,
+    out_dir: str | Path = "export",
+    nhwc: bool = False,
+    variants: Sequence[str] | str = (),
+    *,
+    space: SearchSpace | None = None,
+    resolution: int | None = None,
+    name: str = "model",
+    device: Device | None = None,
+    protocol: Any = None,
+    on_progress: ProgressFn | None = None,
+) -> ExportReport:
+    """Export an architecture with its weights to deployable files with sidecars.
+
+    Args:
+        arch_path: an arch.json (or any architecture form; see :func:`read_arch`).
+        weights: a safetensors file in the standalone naming (module doc); None
+            exports seeded random weights (marked ``seeded-random``).
+        formats: ``onnx`` and/or ``tflite`` (a list or a comma-separated string).
+        out_dir: the folder to write (created).
+        nhwc: the TFLite files take NHWC input (ONNX stays NCHW).
+        variants: extra TFLite variants: ``fp16`` and/or ``int8`` (dynamic range).
+        space: the search space, when ``arch_path`` does not name it.
+        resolution: input resolution (default: the arch's own, else the space's).
+        name: file stem (``model.onnx``, ``model_fp16.tflite``, ...).
+        device: when given, every exported file of the device's format is
+            measured on it (see :func:`measure_exported`).
+        protocol: measurement settings (a ``ProtocolConfig``) for ``device``.
+        on_progress: called with a short message before each step.
+
+    Returns:
+        The report; also saved as ``out_dir/export.json``.
+
+    Raises:
+        UsageError / ArchError: bad formats, variants or architecture.
+        StoreError: weights that do not fit, or an unwritable folder.
+        MissingExtraError: TFLite export without litert-torch / ai-edge-quantizer.
+        ExportError: an exporter failed or a file misses its parity tolerance.
+    """
+    formats_ = _parse_formats(formats)
+    variants_ = _parse_variants(variants)
+    if variants_ and "tflite" not in formats_:
+        raise UsageError("fp16 / int8 variants are TFLite files; add tflite to --format")
+    say = on_progress or (lambda msg: None)
+    info = read_arch(arch_path, space, resolution)
+    module, network = standalone_module(info.network, weights)
+    out = Path(out_dir).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create export folder {out}: {exc.strerror or exc}") from exc
+    h, w, c = network.input_shape
+    nchw = (1, c, h, w)
+    inputs = parity_inputs(nchw)
+    with torch.no_grad():
+        reference = [module(x).numpy() for x in inputs]
+    base = _base_meta(info, network, module, weights)
+    report = ExportReport(
+        out_dir=out, network=network.name, space=info.space, resolution=info.resolution,
+        classes=classes_of(network), weights=str(weights) if weights else None,
+    )  # fmt: skip
+    if "onnx" in formats_:
+        say("exporting ONNX")
+        report.files.append(_export_onnx(module, inputs, reference, out / f"{name}.onnx", base))
+    if "tflite" in formats_:
+        say("converting to TFLite" + (" (NHWC input)" if nhwc else ""))
+        fp32 = _export_tflite(module, inputs, reference, out / f"{name}.tflite", base, nhwc)
+        report.files.append(fp32)
+        for variant in variants_:
+            say(f"writing the TFLite {variant} variant")
+            report.files.append(
+                _export_variant(fp32, inputs, reference, out / f"{name}_{variant}.tflite", base, variant)
+            )
+    if device is not None:
+        for f in report.files:
+            if f.format == device.model_format.value:
+                say(f"measuring {f.path.name} on {device.uri}")
+                measure_exported(device, f, protocol)
+    _write_json(out / REPORT_NAME, report.to_dict())
+    return report
+
+
+def _base_meta(info: ArchFile, network: Network, module: nn.Module, weights: str | Path | None) -> dict[str, Any]:
+    if weights is None:
+        weights_meta: dict[str, Any] = {"source": "seeded-random", "seed": 0}
+    else:
+        weights_meta = {"source": "file", "file": str(weights), "sha256": _sha256(Path(weights))}
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "deployable",
+        "latkit_version": __version__,
+        "architecture": {
+            "space": info.space, "arch": info.arch, "resolution": info.resolution,
+            "network": network.name, "network_key": network_key(network),
+            "classes": classes_of(network), "n_layers": len(network.layers),
+            "params": count_params(module), "arch_file": info.source, "arch_sha256": info.sha256,
+        },
+        "weights": weights_meta,
+        "latency_target_ms": info.target_ms,
+        "predicted_latency": (
+            {"latency_ms": info.predicted_ms, "source": info.predicted_source}
+            if info.predicted_ms is not None else None
+        ),
+        "measured_latency": None,
+    }  # fmt: skip
+
+
+def _check(parity: dict[str, Any], path: Path, variant: str, runtime: str) -> None:
+    if parity["passed"]:
+        return
+    msg = (
+        f"{path.name} ({runtime}) differs from torch by {parity['max_rel_err']:.3g} of the output "
+        f"scale (tolerance {parity['rel_tol']:g})"
+    )
+    if variant in STRICT_VARIANTS:
+        raise ExportError(f"{msg}; the exporter mistranslated the network, report it with the arch.json")
+    log.warning("%s; expected for %s quantization", msg, variant)
+
+
+def _finish(path: Path, base: dict[str, Any], entry: dict[str, Any]) -> Path:
+    meta = {
+        **base, **entry, "file": path.name, "size_bytes": path.stat().st_size, "sha256": _sha256(path),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+    sidecar = path.with_name(path.name + ".json")
+    _write_json(sidecar, meta)
+    return sidecar
+
+
+def _export_onnx(module: nn.Module, inputs: list[torch.Tensor], reference: list[np.ndarray],
+                 path: Path, base: dict[str, Any]) -> ExportedFile:  # fmt: skip
+    with _atomic(path) as tmp:
+        details = fmt.write_onnx(module, inputs[0], tmp)
+        got = fmt.run_onnx(tmp, [x.numpy() for x in inputs])
+    par = {**fmt.parity(reference, got, REL_TOL["fp32"]), "runtime": f"onnxruntime-{fmt._version('onnxruntime')}"}
+    _check(par, path, "fp32", "ONNX Runtime")
+    shape = tuple(inputs[0].shape)
+    entry = {
+        "format": "onnx", "variant": "fp32", "exporter": details, "opset": details["opset"],
+        "input": {"name": fmt.INPUT_NAME, "shape": list(shape), "layout": "NCHW", "dtype": "float32"},
+        "output": {"name": fmt.OUTPUT_NAME, "shape": list(reference[0].shape), "dtype": "float32"},
+        "parity": {"reference": "torch", **par},
+    }  # fmt: skip
+    sidecar = _finish(path, base, entry)
+    return ExportedFile(path, sidecar, "onnx", "fp32", "NCHW", shape, par)
+
+
+def _layout_inputs(inputs: list[torch.Tensor], nhwc: bool) -> list[np.ndarray]:
+    return [(x.permute(0, 2, 3, 1) if nhwc else x).contiguous().numpy() for x in inputs]
+
+
+def _export_tflite(module: nn.Module, inputs: list[torch.Tensor], reference: list[np.ndarray],
+                   path: Path, base: dict[str, Any], nhwc: bool) -> ExportedFile:  # fmt: skip
+    wrapped = fmt.ToNHWC(module).eval() if nhwc else module
+    feeds = _layout_inputs(inputs, nhwc)
+    with _atomic(path) as tmp:
+        details = fmt.write_tflite(wrapped, torch.from_numpy(feeds[0]), tmp)
+        got = fmt.run_tflite(tmp, feeds)
+        io = fmt.tflite_io(tmp)
+    _, runtime = fmt.tflite_interpreter_module()
+    par = {**fmt.parity(reference, got, REL_TOL["fp32"]), "runtime": runtime}
+    _check(par, path, "fp32", "LiteRT")
+    layout = "NHWC" if nhwc else "NCHW"
+    io["input"]["layout"] = layout
+    entry = {"format": "tflite", "variant": "fp32", "exporter": details, **io,
+             "parity": {"reference": "torch", **par}}  # fmt: skip
+    sidecar = _finish(path, base, entry)
+    return ExportedFile(path, sidecar, "tflite", "fp32", layout, tuple(feeds[0].shape), par)
+
+
+def _export_variant(fp32: ExportedFile, inputs: list[torch.Tensor], reference: list[np.ndarray],
+                    path: Path, base: dict[str, Any], variant: str) -> ExportedFile:  # fmt: skip
+    feeds = _layout_inputs(inputs, fp32.layout == "NHWC")
+    with _atomic(path) as tmp:
+        details = fmt.quantize_tflite(fp32.path, tmp, variant)
+        got = fmt.run_tflite(tmp, feeds)
+        io = fmt.tflite_io(tmp)
+    _, runtime = fmt.tflite_interpreter_module()
+    par = {**fmt.parity(reference, got, REL_TOL[variant]), "runtime": runtime}
+    _check(par, path, variant, "LiteRT")
+    io["input"]["layout"] = fp32.layout
+    entry = {"format": "tflite", "variant": variant, "exporter": {**fp32.meta()["exporter"], **details},
+             **io, "parity": {"reference": "torch", **par}, "derived_from": fp32.path.name}  # fmt: skip
+    sidecar = _finish(path, base, entry)
+    return ExportedFile(path, sidecar, "tflite", variant, fp32.layout, fp32.input_shape, par)
+
+
+# --------------------------------------------------------------------------- measure
+
+
+class ExportedModel:
+    """An exported file as a :class:`~latkit.devices.base.ModelSource` for a device.
+
+    ``input_shape`` is NCHW (what the ModelSource contract says); devices that
+    read the shape from the file (LiteRT, benchmark_model) see the file's own.
+    """
+
+    def __init__(self, exported: ExportedFile) -> None:
+        self.exported = exported
+        self.key = f"export-{exported.path.stem}-{_sha256(exported.path)[:16]}"
+        shape = exported.input_shape
+        self.input_shape: tuple[int, ...] = (
+            (shape[0], shape[3], shape[1], shape[2]) if exported.layout == "NHWC" else tuple(shape)
+        )
+
+    def file(self, fmt_: ModelFormat) -> Path:
+        """The exported file, if it is of format ``fmt_``.
+
+        Raises:
+            UsageError: the device runs another format.
+        """
+        if ModelFormat(fmt_).value != self.exported.format:
+            raise UsageError(
+                f"{self.exported.path.name} is {self.exported.format}; this device runs "
+                f"{ModelFormat(fmt_).value} files: export that format too"
+            )
+        return self.exported.path
+
+    def torch_module(self) -> Any:
+        """Not available: an exported file is measured as the file."""
+        raise UsageError("an exported model file has no torch module; measure it on an ONNX or TFLite device")
+
+
+def measure_exported(device: Device, exported: ExportedFile, protocol: Any = None) -> dict[str, Any]:
+    """Measure an exported file on ``device`` and record the result in its sidecar.
+
+    Args:
+        device: an open device whose format is the file's.
+        exported: the file (from :func:`export_arch`).
+        protocol: a :class:`~latkit.profiler.protocol.ProtocolConfig` (default settings if None).
+
+    Returns:
+        The ``measured_latency`` entry written to the sidecar: ``latency_ms``,
+        the statistic, CI, samples, the device and the measurement's provenance.
+
+    Raises:
+        DeviceError / MeasurementError: the device cannot run the file.
+    """
+    from latkit.profiler.protocol import ProtocolConfig, measure_one, statistic_name
+
+    config = protocol or ProtocolConfig()
+    m = measure_one(device, ExportedModel(exported), config)
+    entry = {
+        "latency_ms": m.latency_ms, "statistic": statistic_name(config),
+        "ci_low_ms": m.ci_low_ms, "ci_high_ms": m.ci_high_ms, "rel_ci": m.rel_ci,
+        "median_ms": m.provenance.get("median_ms"), "n_samples": m.n_samples,
+        "converged": m.converged, "device": device.uri, "measured_at": m.provenance.get("measured_at"),
+        "provenance": m.provenance,
+    }  # fmt: skip
+    meta = exported.meta()
+    meta["measured_latency"] = entry
+    _write_json(exported.sidecar, meta)
+    exported.measured = entry
+    return entry
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _atomic:
+    """A temporary path beside ``path``, moved onto it when the block succeeds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Path:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.stem[:40]}.", suffix=self.path.suffix,
+                                        dir=self.path.parent)  # fmt: skip
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}; choose a writable --out") from exc
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        try:
+            if exc_type is None:
+                os.chmod(self.tmp, 0o644)
+                os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    with _atomic(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+__all__ = [
+    "ArchFile",
+    "ExportError",
+    "ExportReport",
+    "ExportedFile",
+    "ExportedModel",
+    "export_arch",
+    "measure_exported",
+    "parity_inputs",
+    "read_arch",
+    "read_weights",
+    "save_weights",
+    "standalone_module",
+    "with_classes",
+]

@@ -1,0 +1,301 @@
+"""Latency models for search: LUT tables, calibrated tables, predictors.
+
+A :class:`TableLatencyModel` holds, for every layer of the space's network, the
+latency of the operator each joint option of the layer's choices places there
+(see :mod:`latkit.search.layout`), summed into one table per distinct set of
+choices. The latency of an architecture is then ``const + sum_t table_t[arch]``,
+which equals :func:`latkit.lut.estimate.estimate` on the architecture's network,
+and the expected latency under a factorised distribution ``p`` over the options
+of each choice is
+
+    E[LAT] = const + sum_t sum_{joint options o} table_t[o] * prod_{c in t} p_c[o_c]
+
+exact (the choices are independent) and differentiable in ``p``. In
+``proxyless_mobile`` and ``fbnet`` every table has one choice and this is the
+ProxylessNAS form ``sum_layers sum_ops p_op * LAT_op``; in ``ofa_mbv3`` a block's
+table spans its kernel, expand ratio and stage depth.
+
+The calibrated variant folds the device's calibration ``a * sum + b * n_ops + c``
+into the tables (it is linear, so expectations stay exact). A
+:class:`PredictorLatencyModel` wraps any latency predictor: it is not
+differentiable, so its :meth:`~PredictorLatencyModel.expected_latency` is a
+Monte-Carlo estimate over sampled architectures whose gradient is the
+score-function (REINFORCE) estimate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from latkit._version import __version__
+from latkit.errors import UsageError
+from latkit.lut.calibration import load_calibration
+from latkit.lut.store import LUT
+from latkit.profiler.spaces.base import Arch, SearchSpace
+from latkit.search.layout import Layout, build_layout
+
+MAX_SHARED_ENUMERATION = 200_000  # joint options of shared choices enumerated for exact min
+
+
+@dataclass(frozen=True)
+class Term:
+    """Latency (ms) as a table over the joint options of some choices."""
+
+    deps: tuple[int, ...]
+    table: np.ndarray  # shape: n_options of each dep
+
+
+class TableLatencyModel:
+    """Additive latency tables over a space's choices (LUT-backed, optionally calibrated).
+
+    Build it with :meth:`from_lut`. Implements the search framework's latency
+    model (``latency_ms``, ``min_latency``, ``provenance``) and adds
+    :meth:`expected_latency` for gradient search.
+    """
+
+    differentiable = True
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        const_ms: float,
+        terms: Sequence[Term],
+        provenance: dict[str, Any],
+        layout: Layout | None = None,
+    ) -> None:
+        self.space = space
+        self.const_ms = float(const_ms)
+        self.terms = tuple(terms)
+        self.provenance = dict(provenance)
+        self.layout = layout
+        self.n_options = tuple(len(c.options) for c in space.choices())
+        self._tensors: list[torch.Tensor] | None = None
+
+    # ---- construction ----
+
+    @classmethod
+    def from_lut(
+        cls,
+        space: SearchSpace,
+        lut: LUT,
+        device: str | None = None,
+        resolution: int | None = None,
+        calibrated: bool = False,
+        layout: Layout | None = None,
+    ) -> TableLatencyModel:
+        """Tables of ``space`` at ``resolution`` from the LUT's measurements on ``device``.
+
+        Args:
+            space: the search space.
+            lut: an open LUT holding every operator of the space.
+            device: device URI in the LUT (default its only device).
+            resolution: input resolution (default the space's).
+            calibrated: fold the device's stored calibration into the tables.
+            layout: a precomputed :func:`~latkit.search.layout.build_layout`.
+
+        Raises:
+            MissingOpsError: the LUT lacks operators the space can place.
+            StoreError: ``calibrated`` but the device has no calibration.
+        """
+        uri = lut.resolve_device(device)
+        layout = layout or build_layout(space, resolution)
+        keys = [s.key for slot in layout.slots for s in slot.specs.values() if s.measurable]
+        ms = lut.lookup(keys, uri)
+        cal = load_calibration(lut, uri) if calibrated else None
+        if calibrated and cal is None:
+            from latkit.errors import StoreError
+
+            raise StoreError(
+                f"LUT {lut.path} has no calibration for {uri}; run `latkit lut calibrate` "
+                "or search with the uncalibrated LUT"
+            )
+        a, b, c = (cal.a, cal.b, cal.c) if cal else (1.0, 0.0, 0.0)
+        const, tables = c, {}
+        for slot in layout.slots:
+            shape = tuple(layout.n_options[d] for d in slot.deps)
+            table = np.zeros(shape, dtype=np.float64)
+            for combo, spec in slot.specs.items():
+                if spec.measurable:
+                    table[combo] = a * ms[spec.key] + b
+            if not slot.deps:
+                const += float(table)
+            elif slot.deps in tables:
+                tables[slot.deps] = tables[slot.deps] + table
+            else:
+                tables[slot.deps] = table
+        terms = [Term(d, t) for d, t in tables.items()]
+        prov = {
+            "kind": "lut-calibrated" if cal else "lut",
+            "lut": str(lut.path),
+            "device": uri,
+            "resolution": layout.resolution,
+            "n_ops": len(set(keys)),
+            "calibration": cal.to_dict() if cal else None,
+            "lut_meta": {k: v for k, v in lut.meta.items() if k != "created_at"},
+            "latkit_version": __version__,
+        }
+        return cls(space, const, terms, prov, layout)
+
+    # ---- evaluation ----
+
+    def latency_ms(self, arch: Arch) -> float:
+        """Latency of ``arch`` in ms (LUT sum, or calibrated when built so)."""
+        idx = self.space.check(arch).indices
+        return self.const_ms + float(
+            sum(t.table[tuple(idx[c] for c in t.deps)] for t in self.terms)
+        )
+
+    def latency_ms_batch(self, archs: Sequence[Arch]) -> list[float]:
+        """:meth:`latency_ms` of several architectures."""
+        return [self.latency_ms(a) for a in archs]
+
+    def expected_latency(self, probs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``E[LAT]`` (ms) under independent categoricals ``probs[c]`` (one per choice).
+
+        Differentiable in ``probs``; float64 tables are cast to ``probs``' dtype.
+        """
+        if len(probs) != len(self.n_options):
+            raise UsageError(f"expected {len(self.n_options)} probability vectors, got {len(probs)}")
+        dtype = probs[0].dtype
+        if self._tensors is None or self._tensors[0].dtype != dtype:
+            self._tensors = [torch.as_tensor(t.table, dtype=dtype) for t in self.terms]
+        total = torch.tensor(self.const_ms, dtype=dtype)
+        for term, table in zip(self.terms, self._tensors):
+            t = table
+            for c in term.deps:  # contract one axis at a time: sum_o p_c[o] * t[o, ...]
+                p = probs[c].reshape(-1, *([1] * (t.dim() - 1)))
+                t = (p * t).sum(0)
+            total = total + t
+        return total
+
+    # ---- extremes ----
+
+    def _extreme(self, sign: float) -> tuple[float, Arch]:
+        counts: dict[int, int] = {}
+        for t in self.terms:
+            for c in t.deps:
+                counts[c] = counts.get(c, 0) + 1
+        shared = sorted(c for c, k in counts.items() if k > 1)
+        n_joint = math.prod(self.n_options[c] for c in shared)
+        if n_joint > MAX_SHARED_ENUMERATION:
+            raise UsageError(
+                f"{self.space.name}: {n_joint} joint options of shared choices; restrict the space"
+            )
+        best: tuple[float, tuple[int, ...]] | None = None
+        for combo in itertools.product(*(range(self.n_options[c]) for c in shared)):
+            fixed = dict(zip(shared, combo))
+            idx = [0] * len(self.n_options)
+            for c, o in fixed.items():
+                idx[c] = o
+            total = self.const_ms
+            for t in self.terms:
+                sl = tuple(fixed.get(c, slice(None)) for c in t.deps)
+                sub = np.asarray(t.table[sl])
+                free = [c for c in t.deps if c not in fixed]
+                flat = int(np.argmin(sign * sub)) if sub.ndim else 0
+                total += float(sub.reshape(-1)[flat]) if sub.ndim else float(sub)
+                if free:
+                    for c, o in zip(free, np.unravel_index(flat, sub.shape)):
+                        idx[c] = int(o)
+            if best is None or sign * total < sign * best[0]:
+                best = (total, tuple(idx))
+        assert best is not None
+        return best[0], Arch(self.space.name, best[1])
+
+    def min_latency(self, space: SearchSpace | None = None) -> tuple[float, Arch]:
+        """The smallest latency reachable and an architecture that reaches it (exact)."""
+        return self._extreme(1.0)
+
+    def max_latency(self) -> tuple[float, Arch]:
+        """The largest latency reachable and an architecture that reaches it (exact)."""
+        return self._extreme(-1.0)
+
+    def min_latency_ms(self) -> float:
+        """The smallest latency reachable (ms)."""
+        return self._extreme(1.0)[0]
+
+
+class PredictorLatencyModel:
+    """A latency predictor (``predict(X) -> ms``) as a search latency model.
+
+    Args:
+        space: the search space.
+        predictor: anything with ``predict(X) -> np.ndarray`` (ms).
+        featurize: architectures -> the predictor's feature matrix; default the
+            space's one-hot :meth:`~latkit.profiler.spaces.base.SearchSpace.encode`.
+        provenance: recorded in ``arch.json`` (e.g. the predictor file).
+        mc_samples: architectures sampled per :meth:`expected_latency` call.
+        seed: seed of the sampling generator.
+    """
+
+    differentiable = False
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        predictor: Any,
+        featurize: Callable[[Sequence[Arch]], np.ndarray] | None = None,
+        provenance: dict[str, Any] | None = None,
+        mc_samples: int = 16,
+        seed: int = 0,
+    ) -> None:
+        self.space, self.predictor = space, predictor
+        self.featurize = featurize or (lambda archs: np.stack([space.encode(a) for a in archs]))
+        self.provenance = {
+            "kind": "predictor",
+            "predictor": getattr(predictor, "name", type(predictor).__name__),
+            "latkit_version": __version__,
+            **(provenance or {}),
+        }
+        self.mc_samples = int(mc_samples)
+        self.rng = np.random.default_rng(seed)
+        self._cache: dict[Arch, float] = {}
+
+    def latency_ms_batch(self, archs: Sequence[Arch]) -> list[float]:
+        """Predicted latencies (ms), cached per architecture."""
+        todo = [a for a in dict.fromkeys(archs) if a not in self._cache]
+        if todo:
+            pred = np.asarray(self.predictor.predict(self.featurize(todo)), dtype=np.float64)
+            self._cache.update(zip(todo, (float(v) for v in pred.reshape(-1))))
+        return [self._cache[a] for a in archs]
+
+    def latency_ms(self, arch: Arch) -> float:
+        """Predicted latency of ``arch`` (ms)."""
+        return self.latency_ms_batch([self.space.check(arch)])[0]
+
+    def expected_latency(self, probs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """A Monte-Carlo ``E[LAT]`` over archs sampled from ``probs``.
+
+        Its value is the mean predicted latency of the samples; its gradient is
+        the score-function estimate ``mean_k (LAT_k - mean) * grad log p(arch_k)``.
+        """
+        with torch.no_grad():
+            p_np = [p.detach().double().clamp_min(0).numpy() for p in probs]
+        archs = [
+            Arch(self.space.name, tuple(int(self.rng.choice(len(p), p=p / p.sum())) for p in p_np))
+            for _ in range(self.mc_samples)
+        ]
+        lat = torch.tensor(self.latency_ms_batch(archs), dtype=probs[0].dtype)
+        mean = lat.mean()
+        logp = torch.stack(
+            [sum(torch.log(probs[c][o]) for c, o in enumerate(a.indices)) for a in archs]
+        )
+        surrogate = ((lat - mean) * logp).mean()
+        return mean + surrogate - surrogate.detach()
+
+    def min_latency(self, space: SearchSpace | None = None) -> tuple[float, Arch]:
+        """Smallest predicted latency found by bounded coordinate descent (an upper bound)."""
+        from latkit.search.base import min_latency
+
+        return min_latency(self.space, self, np.random.default_rng(0))
+
+    def min_latency_ms(self) -> float:
+        """See :meth:`min_latency`."""
+        return self.min_latency()[0]

@@ -1,0 +1,182 @@
+"""PPO architecture search after FNAS (2021), with its three sample savers.
+
+The policy is a factorised categorical; each round samples a batch of feasible
+architectures and updates it with PPO's clipped surrogate. Three parts, each
+switchable so its effect can be measured:
+
+* ``use_critic`` - an :class:`~latkit.search.knowledge.EnsembleCritic` trained on
+  the queried (arch, accuracy) pairs answers for an architecture when its members
+  agree and the estimate cannot beat the incumbent (no query spent); otherwise
+  the architecture is evaluated for real.
+* ``use_replay`` - past rollouts are replayed in every update, each weighted by
+  the truncated importance ratio ``min(pi_new / pi_behaviour, clip)``.
+* ``use_pool`` - an :class:`~latkit.search.knowledge.ArchPool` of evaluated
+  architectures cross-checks the critic: a close neighbour's accuracy is blended
+  into the estimate and their disagreement widens its spread. ``pool_init``
+  warm-starts it, e.g. with results of a proxy problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from latkit.profiler.spaces.base import Arch
+from latkit.search.base import BudgetSpent, SearchContext, register_algorithm, reward
+from latkit.search.knowledge import (
+    ArchPool,
+    EnsembleCritic,
+    ReplayBuffer,
+    Rollout,
+    off_policy_weight,
+    should_query,
+)
+from latkit.search.policy import CategoricalPolicy, RunningBaseline, zero_grads
+
+
+def clipped_surrogate_grad(
+    policy: CategoricalPolicy, arch: Arch, logp_old: float, adv: float, eps: float
+) -> list[np.ndarray]:
+    """Gradient of PPO's ``min(rho A, clip(rho, 1-eps, 1+eps) A)`` for one sample.
+
+    Zero where the clip is active (the ratio has already moved far enough in
+    the direction the advantage asks for).
+    """
+    rho = float(np.exp(policy.log_prob(arch) - logp_old))
+    if (adv > 0 and rho > 1 + eps) or (adv < 0 and rho < 1 - eps):
+        return zero_grads(policy.n_options)
+    return [rho * adv * g for g in policy.grad_log_prob(arch)]
+
+
+class _Estimator:
+    """Query-or-estimate, with the critic and pool of one PPO run."""
+
+    def __init__(self, ctx: SearchContext, use_critic: bool, use_pool: bool, opts: dict[str, Any]):
+        self.ctx, self.use_critic, self.use_pool, self.o = ctx, use_critic, use_pool, opts
+        self.critic = EnsembleCritic(ctx.n_options, ctx.rng, members=opts["critic_members"])
+        self.pool = ArchPool(capacity=max(1000, ctx.budget))
+        for native, acc in opts.get("pool_init") or []:
+            self.pool.add(ctx.space.arch_from_native(native), acc)
+        self.seen: list[tuple[Arch, float]] = []
+        self._fitted_at = 0
+        self.saved = 0
+
+    def accuracy(self, arch: Arch) -> tuple[float, bool]:
+        """``(accuracy, queried)``; raises BudgetSpent when a query is due and none is left."""
+        ctx = self.ctx
+        if ctx.known(arch):
+            return ctx.query(arch), False
+        if self.use_critic and len(self.seen) >= self.o["critic_min_samples"]:
+            self._refit()
+            mean, std = (float(v[0]) for v in self.critic.predict([arch]))
+            if self.use_pool:
+                prior = self.pool.estimate(arch, min_similarity=self.o["pool_min_similarity"])
+                if prior is not None:
+                    std = max(std, abs(mean - prior) / 2)
+                    mean = 0.5 * (mean + prior)
+            if not should_query(
+                mean, std, ctx.best_accuracy, self.o["critic_max_std"], self.o["critic_margin"]
+            ):
+                self.saved += 1
+                return mean, False
+        acc = ctx.query(arch)
+        self.seen.append((arch, acc))
+        self.pool.add(arch, acc)
+        return acc, True
+
+    def _refit(self) -> None:
+        n = len(self.seen)
+        if n - self._fitted_at >= max(1, n // 10) or self._fitted_at == 0:
+            self.critic.fit([a for a, _ in self.seen], [v for _, v in self.seen])
+            self._fitted_at = n
+
+
+@register_algorithm("ppo")
+def ppo(
+    ctx: SearchContext,
+    use_critic: bool = True,
+    use_replay: bool = True,
+    use_pool: bool = True,
+    batch_size: int = 8,
+    epochs: int = 4,
+    lr: float = 0.1,
+    clip_eps: float = 0.2,
+    w: float = -0.07,
+    two_sided: bool = False,
+    replay_size: int = 16,
+    replay_clip: float = 1.0,
+    critic_members: int = 5,
+    critic_min_samples: int = 20,
+    critic_max_std: float = 1.0,
+    critic_margin: float = 2.0,
+    pool_min_similarity: float = 0.8,
+    pool_init: list[tuple[Any, float]] | None = None,
+    max_rollouts: int | None = None,
+) -> dict[str, Any]:
+    """PPO search with a gated ensemble critic, off-policy replay and a knowledge pool.
+
+    Args:
+        ctx: the search problem.
+        use_critic, use_replay, use_pool: switch the three parts on or off.
+        batch_size: rollouts per policy update.
+        epochs: PPO passes over each batch.
+        lr: step size on the logits (advantages are scale-normalised).
+        clip_eps: PPO's ratio clip.
+        w, two_sided: the reward (see :func:`latkit.search.base.reward`).
+        replay_size: past rollouts replayed per pass.
+        replay_clip: truncation of the replay importance ratio.
+        critic_members: ensemble size.
+        critic_min_samples: queries before the critic may answer.
+        critic_max_std: spread (accuracy points) above which it never answers.
+        critic_margin: an estimate within ``margin x std`` of the incumbent is queried.
+        pool_min_similarity: block similarity a pool neighbour needs to count.
+        pool_init: ``(native arch, accuracy)`` pairs to warm-start the pool.
+        max_rollouts: bound on sampled architectures (default ``20 x budget``).
+    """
+    opts = dict(
+        critic_members=critic_members,
+        critic_min_samples=critic_min_samples,
+        critic_max_std=critic_max_std,
+        critic_margin=critic_margin,
+        pool_min_similarity=pool_min_similarity,
+        pool_init=pool_init,
+    )
+    est = _Estimator(ctx, use_critic, use_pool, opts)
+    policy = CategoricalPolicy(ctx.space.name, ctx.n_options)
+    baseline, buffer = RunningBaseline(0.9), ReplayBuffer()
+    rollouts = 0
+    limit = max_rollouts or 20 * ctx.budget
+    while rollouts < limit and ctx.remaining > 0:
+        batch: list[Rollout] = []
+        for _ in range(batch_size):
+            rollouts += 1
+            arch = ctx.sample_feasible(lambda: policy.sample(ctx.rng))
+            logp = policy.log_prob(arch)
+            try:
+                acc, queried = est.accuracy(arch)
+            except BudgetSpent:  # finish with the batch so far; keep the policy
+                break
+            r = reward(acc, ctx.latency_ms(arch), ctx.target_ms, w, two_sided)
+            batch.append(Rollout(arch, logp, r, queried))
+        if not batch:
+            break
+        advs = [baseline.advantage(ro.reward) for ro in batch]
+        replay = buffer.sample(replay_size, ctx.rng) if use_replay else []
+        for _ in range(epochs):
+            grads = zero_grads(ctx.n_options)
+            for ro, adv in zip(batch, advs):
+                for g, d in zip(grads, clipped_surrogate_grad(policy, ro.arch, ro.logp_behaviour, adv, clip_eps)):
+                    g += d
+            for ro in replay:  # old rollouts, advantage against today's baseline
+                adv = baseline.normalise(ro.reward)
+                rho = off_policy_weight(policy.log_prob(ro.arch), ro.logp_behaviour, replay_clip)
+                for g, d in zip(grads, policy.grad_log_prob(ro.arch)):
+                    g += rho * adv * d
+            policy.step([g / (len(batch) + len(replay)) for g in grads], lr)
+        buffer.extend(batch)
+    return {
+        "policy": [p.tolist() for p in policy.probs()],
+        "rollouts": rollouts,
+        "queries_saved_by_critic": est.saved,
+    }

@@ -1,0 +1,383 @@
+"""ProxylessNAS gradient search (Cai et al., ICLR 2019) with a hard latency target.
+
+Architecture parameters ``alpha_c`` (one logit per option of every choice) define
+independent categoricals ``p_c = softmax(alpha_c)``. Each step alternates
+
+* a weight step: one path per mixed layer sampled from ``p``, SGD on the
+  training split;
+* an architecture step (every ``arch_every`` weight steps): binary gates on a
+  held-out batch. For each choice two options are sampled from ``p_c`` without
+  replacement and one of them, drawn from their renormalised probabilities, is
+  active. With ``g`` the gates and ``p~`` the softmax over the two sampled
+  logits, ``dL/dalpha_i = sum_j dL/dg_j * p~_j * (delta_ij - p~_i)`` over the
+  two; afterwards the two logits are shifted so that the unsampled options'
+  probabilities are unchanged (ProxylessNAS's rescaling).
+
+The loss adds the expected latency ``E[LAT]`` of the latency model, exact and
+differentiable for LUT tables (:mod:`latkit.search.latency_model`):
+
+* ``"mul"``: ``CE * alpha * (log E[LAT] / log T) ** beta`` (latencies in
+  microseconds inside the logs, so that both logs are positive for sub-ms targets);
+* ``"add"``: ``CE + lambda * E[LAT]`` (``E[LAT]`` in ms; default ``lambda = 1 / T``).
+
+In hard-target mode (the default) the latency weight (``beta`` or ``lambda``)
+is multiplied by ``adapt_factor`` whenever the derived architecture (argmax per
+choice) is slower than ``T`` and divided by it when it is faster than
+``(1 - tolerance) * T``, at most every ``adapt_every`` architecture steps. The
+returned architecture is then projected onto the target
+(:func:`project_to_target`), so its LUT latency is always ``<= T``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from latkit.errors import UsageError
+from latkit.profiler.spaces.base import Arch
+from latkit.search.base import SearchError
+from latkit.search.data import SearchData
+from latkit.search.supernet import GateSample, Supernet
+from latkit.search.train import weight_optimizer
+
+log = logging.getLogger(__name__)
+
+LOSS_FORMS = ("mul", "add")
+
+
+@dataclass
+class ProxylessConfig:
+    """Hyper-parameters of the gradient search (ProxylessNAS defaults where they apply)."""
+
+    loss_form: str = "add"
+    alpha: float = 0.2  # "mul" scale
+    beta: float = 0.3  # "mul" exponent (adapted in hard-target mode)
+    lam: float | None = None  # "add" weight per ms (default 1 / T; adapted in hard mode)
+    hard_target: bool = True
+    tolerance: float = 0.1
+    adapt_factor: float = 1.3
+    adapt_every: int = 5
+    weight_lr: float = 0.05
+    arch_lr: float = 0.05
+    batch_size: int = 64
+    arch_every: int = 1
+    warmup_epochs: int = 1
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss_form not in LOSS_FORMS:
+            raise UsageError(f"loss_form must be one of {', '.join(LOSS_FORMS)}, got {self.loss_form!r}")
+        if not 0 <= self.tolerance < 1 or self.adapt_factor <= 1:
+            raise UsageError("tolerance must be in [0, 1) and adapt_factor > 1")
+
+
+@dataclass
+class EpochInfo:
+    """What the search reports after each epoch (for progress displays)."""
+
+    epoch: int
+    loss: float
+    expected_latency_ms: float
+    derived_arch: list[Any]
+    derived_latency_ms: float
+    latency_weight: float
+    entropy: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def latency_loss(
+    ce: torch.Tensor, expected_ms: torch.Tensor, target_ms: float, cfg: ProxylessConfig, weight: float
+) -> torch.Tensor:
+    """The published latency-aware losses; ``weight`` is beta ("mul") or lambda ("add")."""
+    if cfg.loss_form == "mul":
+        ratio = torch.log(expected_ms * 1000.0) / math.log(target_ms * 1000.0)
+        return ce * cfg.alpha * ratio**weight
+    return ce + weight * expected_ms
+
+
+class ProxylessGradSearch:
+    """State and steps of one gradient search (see the module docstring).
+
+    Args:
+        supernet: a supernet whose every choice drives one layer (proxyless, fbnet).
+        latency_model: a model with ``latency_ms(arch)`` and ``expected_latency(probs)``.
+        data: training and held-out splits.
+        target_ms: the latency target ``T``.
+        config: hyper-parameters.
+        seed: seed of every random draw.
+
+    Raises:
+        UsageError: the space's layers depend on several choices (OFA).
+        SearchError: ``T`` is below the smallest latency the model reaches.
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        latency_model: Any,
+        data: SearchData,
+        target_ms: float,
+        config: ProxylessConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.cfg = config or ProxylessConfig()
+        self.net, self.lat, self.data = supernet, latency_model, data
+        self.space = supernet.space
+        self.target_ms = float(target_ms)
+        self.min_ms, self.min_arch = latency_model.min_latency(self.space)
+        check_reachable(self.space.name, self.target_ms, self.min_ms)
+        self.owners = {c: slot.index for c, slot in supernet.layout.single_choice_slots().items()}
+        self.n_options = supernet.layout.n_options
+        self.alphas = [torch.zeros(n, dtype=torch.float64, requires_grad=True) for n in self.n_options]
+        self.weight_opt = weight_optimizer(supernet.parameters(), self.cfg.weight_lr)
+        self.arch_opt = torch.optim.Adam(self.alphas, lr=self.cfg.arch_lr, betas=(0.0, 0.999))
+        if self.cfg.loss_form == "mul":
+            self.latency_weight = self.cfg.beta
+        else:
+            self.latency_weight = self.cfg.lam if self.cfg.lam is not None else 1.0 / self.target_ms
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        self.arch_steps = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ---- distributions ----
+
+    def probs(self) -> list[torch.Tensor]:
+        """``softmax(alpha_c)`` per choice (differentiable)."""
+        return [torch.softmax(a, 0) for a in self.alphas]
+
+    def derived(self) -> Arch:
+        """The argmax architecture."""
+        return Arch(self.space.name, tuple(int(a.argmax()) for a in self.alphas))
+
+    def sample_arch(self) -> Arch:
+        """One architecture drawn from the current distribution."""
+        with torch.no_grad():
+            idx = [int(torch.multinomial(p.float(), 1, generator=self.gen)) for p in self.probs()]
+        return Arch(self.space.name, tuple(idx))
+
+    def entropy(self) -> float:
+        """Summed entropy of the choices (nats)."""
+        with torch.no_grad():
+            return float(sum(-(p * torch.log(p.clamp_min(1e-12))).sum() for p in self.probs()))
+
+    # ---- steps ----
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One SGD step on the sub-network sampled from the current distribution."""
+        arch = self.sample_arch()
+        self.weight_opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.net(x, arch), y)
+        loss.backward()
+        self.weight_opt.step()
+        return float(loss)
+
+    def _sample_gates(self) -> tuple[Arch, dict[int, GateSample], dict[int, list[int]]]:
+        samples, pairs, active = {}, {}, []
+        with torch.no_grad():
+            for c, p in enumerate(self.probs()):
+                if self.n_options[c] == 1 or c not in self.owners:
+                    active.append(0)
+                    continue
+                two = [int(v) for v in torch.multinomial(p.float(), 2, replacement=False, generator=self.gen)]
+                pt = torch.softmax(self.alphas[c][two].float(), 0)
+                k = int(torch.multinomial(pt, 1, generator=self.gen))
+                samples[c] = GateSample(active=two[k], other=two[1 - k])
+                pairs[c] = two
+                active.append(two[k])
+        return Arch(self.space.name, tuple(active)), samples, pairs
+
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """One binary-gate step on the architecture parameters; returns (loss, E[LAT] ms)."""
+        base, samples, pairs = self._sample_gates()
+        self.arch_opt.zero_grad(set_to_none=True)
+        ce = F.cross_entropy(self.net.forward_gated(x, base, self.owners, samples), y)
+        expected = self.lat.expected_latency(self.probs())
+        loss = latency_loss(ce.double(), expected, self.target_ms, self.cfg, self.latency_weight)
+        loss.backward()
+        self.net.zero_grad(set_to_none=True)  # weights are updated by weight steps only
+        old = {c: self.alphas[c].detach()[two].clone() for c, two in pairs.items()}
+        with torch.no_grad():
+            for c, two in pairs.items():
+                s = samples[c]
+                g = {s.active: float(s.gate.grad or 0.0), s.other: s.other_grad}
+                pt = [float(v) for v in torch.softmax(self.alphas[c][two], 0)]
+                grad = self.alphas[c].grad if self.alphas[c].grad is not None else torch.zeros_like(self.alphas[c])
+                for i in range(2):
+                    grad[two[i]] += sum(g[two[j]] * pt[j] * (float(i == j) - pt[i]) for j in range(2))
+                self.alphas[c].grad = grad
+        self.arch_opt.step()
+        with torch.no_grad():  # keep the unsampled options' probabilities unchanged
+            for c, two in pairs.items():
+                new = self.alphas[c][two]
+                offset = torch.logsumexp(new, 0) - torch.logsumexp(old[c], 0)
+                self.alphas[c][two] -= offset
+        self.arch_steps += 1
+        if self.cfg.hard_target and self.arch_steps % self.cfg.adapt_every == 0:
+            self._adapt()
+        return float(loss), float(expected)
+
+    def _adapt(self) -> None:
+        lat = self.lat.latency_ms(self.derived())
+        f = self.cfg.adapt_factor
+        if lat > self.target_ms:
+            self.latency_weight *= f
+        elif lat < (1 - self.cfg.tolerance) * self.target_ms:
+            self.latency_weight /= f
+
+    def run_epoch(self) -> EpochInfo:
+        """One pass over the training split (weights), with architecture steps after warm-up."""
+        train = self.data.batches("train", self.cfg.batch_size, self.rng)
+        valid = self.data.batches("valid", self.cfg.batch_size, self.rng)
+        if self.cfg.max_steps_per_epoch is not None:
+            train = train[: self.cfg.max_steps_per_epoch]
+        search_arch = self.epoch >= self.cfg.warmup_epochs
+        self.net.train()
+        losses, arch_losses, expected = [], [], float("nan")
+        for step, (x, y) in enumerate(train):
+            losses.append(self.weight_step(x, y))
+            if search_arch and step % self.cfg.arch_every == 0:
+                xv, yv = valid[(step // self.cfg.arch_every) % len(valid)]
+                loss, expected = self.arch_step(xv, yv)
+                arch_losses.append(loss)
+        if math.isnan(expected):
+            with torch.no_grad():
+                expected = float(self.lat.expected_latency(self.probs()))
+        self.epoch += 1
+        derived = self.derived()
+        info = EpochInfo(
+            epoch=self.epoch,
+            loss=float(np.mean(arch_losses or losses)),
+            expected_latency_ms=expected,
+            derived_arch=self.space.arch_to_native(derived),
+            derived_latency_ms=self.lat.latency_ms(derived),
+            latency_weight=self.latency_weight,
+            entropy=self.entropy(),
+            extra={"train_loss": float(np.mean(losses)), "phase": "search" if search_arch else "warmup"},
+        )
+        self.history.append(asdict(info))
+        return info
+
+    def final_arch(self) -> Arch:
+        """The derived architecture projected onto ``LAT <= T`` (see :func:`project_to_target`)."""
+        with torch.no_grad():
+            logp = [torch.log_softmax(a, 0).numpy() for a in self.alphas]
+        return project_to_target(self.derived(), logp, self.lat, self.target_ms, self.min_arch)
+
+    # ---- checkpoint state ----
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors and JSON state of the search (see :mod:`latkit.search.checkpoint`)."""
+        from latkit.search.checkpoint import optimizer_state
+
+        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        tensors.update({f"alpha.{c}": a.detach().clone() for c, a in enumerate(self.alphas)})
+        tensors["torch_generator"] = self.gen.get_state()
+        wt, wj = optimizer_state(self.weight_opt, "opt_w")
+        at, aj = optimizer_state(self.arch_opt, "opt_a")
+        tensors.update(wt)
+        tensors.update(at)
+        plain = {
+            "epoch": self.epoch, "arch_steps": self.arch_steps, "latency_weight": self.latency_weight,
+            "numpy_rng": self.rng.bit_generator.state, "history": self.history,
+            "weight_opt": wj, "arch_opt": aj, "config": asdict(self.cfg), "target_ms": self.target_ms,
+        }  # fmt: skip
+        return tensors, plain
+
+    def load_state(self, tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+        """Restore :meth:`state` output (same space, supernet and config)."""
+        from latkit.search.checkpoint import restore_optimizer
+
+        self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        with torch.no_grad():
+            for c, a in enumerate(self.alphas):
+                a.copy_(tensors[f"alpha.{c}"])
+        self.gen.set_state(tensors["torch_generator"])
+        restore_optimizer(self.weight_opt, "opt_w", tensors, plain["weight_opt"])
+        restore_optimizer(self.arch_opt, "opt_a", tensors, plain["arch_opt"])
+        self.epoch, self.arch_steps = int(plain["epoch"]), int(plain["arch_steps"])
+        self.latency_weight = float(plain["latency_weight"])
+        self.rng.bit_generator.state = plain["numpy_rng"]
+        self.history = list(plain["history"])
+
+
+def check_reachable(space: str, target_ms: float, min_ms: float) -> None:
+    """Raise :class:`SearchError` naming the smallest reachable latency when ``T`` is below it."""
+    if not (target_ms > 0 and math.isfinite(target_ms)):
+        raise UsageError(f"the latency target must be a positive number of ms, got {target_ms}")
+    if min_ms > target_ms:
+        raise SearchError(
+            f"latency target {target_ms:g} ms is unreachable in {space}: the smallest latency "
+            f"reachable is {min_ms:.4g} ms; raise --target-ms"
+        )
+
+
+def project_to_target(
+    arch: Arch,
+    logp: list[np.ndarray],
+    latency_model: Any,
+    target_ms: float,
+    fallback: Arch | None = None,
+) -> Arch:
+    """The architecture nearest ``arch`` (in summed log-probability) with ``LAT <= T``.
+
+    Greedy, bounded: while too slow, apply the single-choice change that loses
+    the least log-probability per ms saved; then, while some change raises the
+    log-probability and keeps ``LAT <= T``, apply the one with the best gain
+    (undoing overshoot). Falls back to ``fallback`` (the fastest architecture)
+    if the greedy descent stalls above ``T``.
+
+    Raises:
+        SearchError: even ``fallback`` is slower than ``T``.
+    """
+    lat: Callable[[Arch], float] = latency_model.latency_ms
+    idx = list(arch.indices)
+    cur = lat(arch)
+    n_moves = sum(len(v) for v in logp)
+    for _ in range(n_moves):
+        if cur <= target_ms:
+            break
+        best = None
+        for c, lp in enumerate(logp):
+            for o in range(len(lp)):
+                if o == idx[c]:
+                    continue
+                cand = Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :]))
+                saved = cur - lat(cand)
+                if saved <= 0:
+                    continue
+                cost = (lp[idx[c]] - lp[o]) / saved
+                if best is None or cost < best[0]:
+                    best = (cost, c, o, cur - saved)
+        if best is None:
+            break
+        _, c, o, cur = best
+        idx[c] = o
+    if cur > target_ms:
+        if fallback is None or lat(fallback) > target_ms:
+            raise SearchError(f"no architecture within {target_ms:g} ms was found; raise --target-ms")
+        idx, cur = list(fallback.indices), lat(fallback)
+    for _ in range(n_moves):  # climb back towards the preferred options within the budget
+        best = None
+        for c, lp in enumerate(logp):
+            for o in range(len(lp)):
+                gain = lp[o] - lp[idx[c]]
+                if gain <= 0:
+                    continue
+                cand = Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :]))
+                new = lat(cand)
+                if new <= target_ms and (best is None or gain > best[0]):
+                    best = (gain, c, o, new)
+        if best is None:
+            break
+        _, c, o, cur = best
+        idx[c] = o
+    return Arch(arch.space, tuple(idx))

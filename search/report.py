@@ -1,0 +1,244 @@
+"""The pipeline's report: ``report.md`` with PNG plots, from the pipeline's summary.
+
+Everything here reads plain data (the JSON the pipeline saves in its folder),
+so a report can be redrawn from a finished run without running anything.
+matplotlib is used headless (Agg) and imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+HIT_TOLERANCE = 0.10  # |measured - target| / target that counts as hitting the target
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_layers(layers: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Horizontal bars: each layer's LUT latency (free layers left out)."""
+    plt = _pyplot()
+    rows = [r for r in layers if r.get("latency_ms", 0) > 0]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
+    names = [r["name"] for r in rows]
+    ax.barh(range(len(rows)), [r["latency_ms"] for r in rows], color="#4477aa")
+    ax.set_yticks(range(len(rows)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("LUT latency (ms)")
+    ax.set_title(title or "Per-layer latency of the chosen network")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_predicted_vs_measured(points: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Predicted against measured latency, with y = x and the +-10% band.
+
+    Each point is ``{"predicted_ms", "measured_ms", "label", "kind"}``; kinds
+    ``calibration`` (networks the calibration was fitted on) and ``final``.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    values = [v for p in points for v in (p["predicted_ms"], p["measured_ms"])]
+    lo, hi = min(values) * 0.8, max(values) * 1.2
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, label="measured = predicted")
+    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.15, label="±10%")
+    styles = {"calibration": dict(marker="o", color="#4477aa"), "final": dict(marker="*", s=160, color="#cc3311")}
+    for kind, style in styles.items():
+        pts = [p for p in points if p.get("kind") == kind]
+        if pts:
+            ax.scatter([p["measured_ms"] for p in pts], [p["predicted_ms"] for p in pts], label=kind, **style)
+            for p in pts:
+                if kind == "final":
+                    ax.annotate(p.get("label", ""), (p["measured_ms"], p["predicted_ms"]), fontsize=7,
+                                xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured end-to-end latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title("Predicted vs measured")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_trajectory(history: Sequence[dict[str, Any]], target_ms: float, path: Path) -> Path:
+    """Search trajectory per epoch: expected and derived latency, and the loss."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    for key, label, style in (("expected_latency_ms", "expected latency E[LAT]", "-o"),
+                              ("derived_latency_ms", "derived (argmax) latency", "-s")):  # fmt: skip
+        ys = [h.get(key, math.nan) for h in history]
+        ax.plot(epochs, ys, style, ms=4, label=label)
+    ax.axhline(target_ms, color="#cc3311", ls="--", lw=1, label=f"target {target_ms:g} ms")
+    ax.axhspan(target_ms * (1 - HIT_TOLERANCE), target_ms, color="#cc3311", alpha=0.08)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("latency (ms)")
+    losses = [h.get("loss", math.nan) for h in history]
+    if any(math.isfinite(v) for v in losses):
+        ax2 = ax.twinx()
+        ax2.plot(epochs, losses, ":", color="grey", label="loss")
+        ax2.set_ylabel("loss", color="grey")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("Search trajectory")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_latency(
+    samples: Sequence[dict[str, Any]], chosen: dict[str, Any], target_ms: float, path: Path
+) -> Path:
+    """Accuracy against latency of sampled architectures, the chosen one marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.scatter([s["latency_ms"] for s in samples], [s["accuracy"] for s in samples], s=14,
+               color="#4477aa", alpha=0.7, label=f"sampled architectures ({len(samples)})")  # fmt: skip
+    ax.scatter([chosen["latency_ms"]], [chosen["accuracy"]], marker="*", s=220, color="#cc3311",
+               zorder=3, label="chosen")  # fmt: skip
+    ax.axvline(target_ms, color="#cc3311", ls="--", lw=1, label=f"target {target_ms:g} ms")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("accuracy (%, supernet weights)")
+    ax.set_title("Accuracy vs latency")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def hit(measured_ms: float, target_ms: float, tolerance: float = HIT_TOLERANCE) -> bool:
+    """Whether ``measured_ms`` is within ``tolerance`` (relative) of ``target_ms``."""
+    return abs(measured_ms - target_ms) <= tolerance * target_ms
+
+
+def verdict(measured_ms: float, target_ms: float) -> str:
+    """One plain sentence on how the measured latency compares with the target."""
+    off = (measured_ms - target_ms) / target_ms
+    if hit(measured_ms, target_ms):
+        return f"HIT: measured {measured_ms:.3f} ms is within 10% of the {target_ms:g} ms target ({off:+.1%})."
+    side = "slower" if off > 0 else "faster"
+    return (
+        f"MISSED: measured {measured_ms:.3f} ms is {abs(off):.1%} {side} than the {target_ms:g} ms "
+        "target (more than 10% off)."
+    )
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
+    """The text of ``report.md`` (plots referenced by their file names)."""
+    t = summary["target_ms"]
+    lines = [
+        "# latkit run report", "",
+        f"- device: `{summary['device']}`",
+        f"- space: `{summary['space']}` at resolution {summary['resolution']}",
+        f"- latency target: **{t:g} ms**",
+        f"- data: {summary.get('data', '-')}",
+        f"- latkit {summary.get('latkit_version', '')}", "",
+        "## Result", "",
+        f"**{summary['verdict']}**", "",
+        "| attempt | target used by search (ms) | predicted (ms) | measured (ms) | off target |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for a in summary.get("attempts", []):
+        m = a.get("measured_ms")
+        off = f"{(m - t) / t:+.1%}" if m is not None else "-"
+        lines.append(f"| {a['name']} | {_fmt(a.get('search_target_ms'))} | {_fmt(a.get('predicted_ms'))} "
+                     f"| {_fmt(m)} | {off} |")  # fmt: skip
+    lines += ["", f"Chosen architecture: `{summary.get('arch')}`", ""]
+    if summary.get("accuracy") is not None:
+        lines.append(f"Held-out accuracy after training: {summary['accuracy']:.2f}% ({summary.get('data', '')}).")
+        lines.append("")
+    files = summary.get("files", [])
+    if files:
+        lines += ["## Exported files", "", "| file | format | size | parity (max rel. error) | measured (ms) |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for f in files:
+            lines.append(f"| `{f['file']}` | {f['format']}/{f['variant']} | {f['size_bytes'] / 1e6:.2f} MB "
+                         f"| {f['max_rel_err']:.2e} | {_fmt(f.get('measured_ms'))} |")  # fmt: skip
+        lines.append("")
+    cal = summary.get("calibration")
+    if cal:
+        lines += ["## Calibration", "",
+                  f"`e2e = {cal['a']:.3f} * lut_sum + {cal['b']:.4f} * n_ops + {cal['c']:.3f}` "
+                  f"({cal['method']}, {cal['n_points']} networks, max rel. error {cal['max_rel_err']:.1%})", ""]  # fmt: skip
+    titles = {"layers": "Per-layer latency", "predicted_vs_measured": "Predicted vs measured",
+              "trajectory": "Search trajectory", "accuracy_latency": "Accuracy vs latency"}  # fmt: skip
+    for key, title in titles.items():
+        if key in plots:
+            lines += [f"## {title}", "", f"![{title}]({plots[key]})", ""]
+    stages = summary.get("stages", {})
+    if stages:
+        lines += ["## Stages", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
+    """Draw the plots the summary has data for and write ``out_dir/report.md``.
+
+    ``summary`` keys used: ``target_ms``, ``device``, ``space``, ``resolution``,
+    ``verdict``, ``attempts``, ``arch``, ``files``, ``calibration``, ``stages``
+    and, for plots, ``layers`` (per-layer estimate rows), ``points``
+    (predicted vs measured), ``history`` (search epochs), ``samples`` and
+    ``chosen`` (accuracy vs latency).
+
+    Returns:
+        The path of ``report.md``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, str] = {}
+    t = summary["target_ms"]
+    jobs = (
+        ("layers", summary.get("layers"), lambda p: plot_layers(summary["layers"], p)),
+        ("predicted_vs_measured", summary.get("points"), lambda p: plot_predicted_vs_measured(summary["points"], p)),
+        ("trajectory", summary.get("history"), lambda p: plot_trajectory(summary["history"], t, p)),
+        ("accuracy_latency", summary.get("samples") and summary.get("chosen"),
+         lambda p: plot_accuracy_latency(summary["samples"], summary["chosen"], t, p)),
+    )  # fmt: skip
+    for name, data, draw in jobs:
+        if data:
+            draw(out / f"{name}.png")
+            plots[name] = f"{name}.png"
+    path = out / "report.md"
+    path.write_text(render_markdown(summary, plots))
+    return path
+
+
+__all__ = [
+    "HIT_TOLERANCE",
+    "hit",
+    "plot_accuracy_latency",
+    "plot_layers",
+    "plot_predicted_vs_measured",
+    "plot_trajectory",
+    "render_markdown",
+    "verdict",
+    "write_report",
+]

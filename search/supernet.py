@@ -1,0 +1,194 @@
+"""Weight-sharing supernets: every candidate's weights, one path per forward.
+
+A :class:`Supernet` holds one :class:`MixedLayer` per layer of the space's
+network (see :mod:`latkit.search.layout`). A mixed layer keeps a module for every
+distinct operator its choices can place there (built by
+:func:`latkit.profiler.build.build_op`); ``zero`` / ``skip`` layers are the
+identity, as in the space's own networks. :meth:`Supernet.forward` runs the one
+sub-network an architecture picks, so a step costs the memory and compute of
+that sub-network only.
+
+:meth:`Supernet.forward_gated` is ProxylessNAS's binary-gate forward: in each
+mixed layer one path is active and its output is multiplied by a gate of value
+1 (so ``dL/dg_active = <dL/dout, out_active>``); for the second sampled path
+the same inner product is computed during the backward pass, from a no-grad
+forward of that path, so the second path never keeps activations alive.
+
+The classifier is resized to the dataset's class count; the LUT latency of the
+space's own classifier is unaffected (latency and accuracy models are separate).
+Different resolutions of one space (OFA's ``r``) share weights: the input is
+resized to the architecture's resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latkit.profiler.build import build_op
+from latkit.profiler.ops import OpSpec, OpType
+from latkit.profiler.spaces.base import Arch, SearchSpace
+from latkit.search.layout import LayerSlot, Layout, build_layout
+
+IDENTITY = "identity"
+
+
+def module_id(spec: OpSpec) -> str:
+    """A shape-agnostic identity of an operator: what its weights depend on."""
+    if not spec.measurable:
+        return IDENTITY
+    return "_".join(
+        str(v)
+        for v in (
+            spec.op_type.value, spec.input_shape[2], spec.output_shape[2], spec.kernel,
+            spec.stride, spec.expand_ratio, spec.mid_channels, spec.groups, int(spec.se),
+            spec.act.value, int(spec.idskip), int(bool(spec.expand_conv)),
+        )
+    ).replace(".", "p")  # fmt: skip
+
+
+def _with_classes(spec: OpSpec, n_classes: int | None) -> OpSpec:
+    if spec.op_type is OpType.LOGITS and n_classes is not None:
+        return dataclasses.replace(spec, output_shape=(1, 1, n_classes))
+    return spec
+
+
+class MixedLayer(nn.Module):
+    """One layer of the supernet: a module per distinct candidate operator.
+
+    Args:
+        slot: the layer's dependencies and specs.
+        n_classes: classifier width, if this is the classifier.
+        seed: weight seed (each candidate gets its own offset).
+    """
+
+    def __init__(self, slot: LayerSlot, n_classes: int | None, seed: int) -> None:
+        super().__init__()
+        self.deps = slot.deps
+        self.choice_to_id: dict[tuple[int, ...], str] = {}
+        self.candidates = nn.ModuleDict()
+        for combo, spec in slot.specs.items():
+            mid = module_id(spec)
+            self.choice_to_id[combo] = mid
+            if mid not in self.candidates:
+                spec = _with_classes(spec, n_classes)
+                module = nn.Identity() if mid == IDENTITY else build_op(spec, seed + len(self.candidates))
+                self.candidates[mid] = module.train()
+        self.input_resolution = {c: s.input_shape[0] for c, s in slot.specs.items()}
+
+    def pick(self, indices: Sequence[int]) -> nn.Module:
+        """The candidate an architecture (its option indices) selects."""
+        return self.candidates[self.choice_to_id[tuple(indices[c] for c in self.deps)]]
+
+    def option_module(self, option: int) -> nn.Module:
+        """The candidate of option ``option`` of a single-choice layer."""
+        return self.candidates[self.choice_to_id[(option,)]]
+
+    def forward(self, x: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:  # noqa: D102
+        return self.pick(indices)(x)
+
+
+@dataclass
+class GateSample:
+    """The two sampled paths of one mixed layer in a gated forward."""
+
+    active: int
+    other: int | None
+    gate: torch.Tensor = field(default_factory=lambda: torch.ones((), requires_grad=True))
+    other_grad: float = 0.0  # dL/dg_other, filled in during backward
+
+
+class Supernet(nn.Module):
+    """All candidates of ``space`` at ``resolution``, one path per forward.
+
+    Args:
+        space: the search space (any space with an operator-level network).
+        n_classes: classes of the dataset.
+        resolution: input resolution (``None``: the space's default, or the
+            architecture's own ``r`` in OFA).
+        seed: weight seed.
+        layout: a precomputed layout (built when omitted).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        n_classes: int,
+        resolution: int | None = None,
+        seed: int = 0,
+        layout: Layout | None = None,
+    ) -> None:
+        super().__init__()
+        self.space = space
+        self.layout = layout or build_layout(space, resolution)
+        last = len(self.layout.slots) - 1
+        self.layers = nn.ModuleList(
+            MixedLayer(slot, n_classes if i == last else None, seed + 1000 * i)
+            for i, slot in enumerate(self.layout.slots)
+        )
+
+    def _resize(self, x: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+        first = self.layers[0]
+        r = first.input_resolution[tuple(indices[c] for c in first.deps)]
+        if x.shape[-1] != r:
+            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+        return x
+
+    def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        """Logits of the sub-network ``arch`` picks."""
+        idx = arch.indices
+        x = self._resize(x, idx)
+        for layer in self.layers:
+            x = layer(x, idx)
+        return x
+
+    def path_modules(self, arch: Arch) -> list[nn.Module]:
+        """The modules of the sub-network ``arch`` picks, in order."""
+        return [layer.pick(arch.indices) for layer in self.layers]
+
+    def extract(self, arch: Arch) -> nn.Sequential:
+        """A standalone copy of the sub-network (weights copied, not shared)."""
+        import copy
+
+        return nn.Sequential(*(copy.deepcopy(m) for m in self.path_modules(arch)))
+
+    def forward_gated(
+        self, x: torch.Tensor, base: Arch, owners: dict[int, int], samples: dict[int, GateSample]
+    ) -> torch.Tensor:
+        """Binary-gate forward (ProxylessNAS): ``samples[c]`` for each gated choice ``c``.
+
+        Args:
+            x: input batch.
+            base: the architecture of the active paths (``base.indices[c]`` must
+                equal ``samples[c].active``).
+            owners: choice index -> layer index of the single-choice layers.
+            samples: choice index -> its two sampled paths and gate.
+        """
+        by_layer = {owners[c]: (c, s) for c, s in samples.items()}
+        x = self._resize(x, base.indices)
+        for i, layer in enumerate(self.layers):
+            if i not in by_layer:
+                x = layer(x, base.indices)
+                continue
+            _, sample = by_layer[i]
+            out = layer.option_module(sample.active)(x) * sample.gate
+            if sample.other is not None and out.requires_grad:
+                out.register_hook(_other_path_hook(layer.option_module(sample.other), x, sample))
+            x = out
+        return x
+
+
+def _other_path_hook(module: nn.Module, x: torch.Tensor, sample: GateSample):  # noqa: ANN202
+    x_in = x.detach()
+
+    def hook(grad: torch.Tensor) -> None:
+        # dL/dg_other = <dL/dout, other(x)>: recomputed here so no activations are kept
+        with torch.no_grad():
+            sample.other_grad = float((grad * module(x_in)).sum())
+
+    return hook

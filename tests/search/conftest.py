@@ -1,0 +1,26 @@
+"""Shared fixtures: the real NAS-Bench-201 tables, read once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latkit.search.tabular import TabularProblem
+
+DATA = Path("/work/shared/data")
+ACC = f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val"
+LAT = f"{DATA / 'nasbench201_latency_ms.csv'}:pixel3"
+
+
+@pytest.fixture(scope="session")
+def nb201() -> TabularProblem:
+    if not (DATA / "nasbench201_accuracy.csv").is_file():
+        pytest.skip("the public NAS-Bench-201 tables are not in /work/shared/data")
+    return TabularProblem.load("nasbench201", ACC, LAT)
+
+
+@pytest.fixture(scope="session")
+def median_target(nb201: TabularProblem) -> float:
+    return float(np.median(list(nb201.latency_table.table.values.values())))
