@@ -279,7 +279,7 @@ def _detect_family(path: Path, keys: list[str], family: str | None) -> PublicFam
         return FAMILIES["ofa"]
     if mb and not any("-hs:" in k or "-se:" in k for k in mb):
         return FAMILIES["proxylessnas"]
-    raise ParseError(f"cannot tell which published table {path} is; pass family= (ofa or proxylessnas)")
+    raise ParseError(f"cannot tell which published table {path} is; pass --family ofa or --family proxylessnas")
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:

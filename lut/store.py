@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 SCHEMA_NAME = "latkit.lut"
 SCHEMA_VERSION = 1
 SOURCE_MEASURED = "measured"
+# rows an op-level predictor filled in: estimates use them, a measurement replaces them
+SOURCE_PREDICTED_PREFIX = "predicted:"
 
 _DDL_V1 = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -327,10 +329,12 @@ class LUT:
         """
         device_id = self.ensure_device(row["device_uri"])
         exists = self._q(
-            "SELECT 1 FROM measurements WHERE op_key = ? AND device_id = ?",
+            "SELECT source FROM measurements WHERE op_key = ? AND device_id = ?",
             (row["op_key"], device_id),
         )
-        if exists and not replace:
+        predicted_only = bool(exists) and exists[0][0].startswith(SOURCE_PREDICTED_PREFIX)
+        incoming_real = not str(row.get("source", "")).startswith(SOURCE_PREDICTED_PREFIX)
+        if exists and not replace and not (predicted_only and incoming_real):
             return False
         values = [_finite_or_none(row.get(c)) for c in STAT_COLUMNS]
         if values[0] is None:
@@ -410,13 +414,13 @@ class LUT:
     # -------------------------------------------------------------- reading
 
     def done_keys(self, device_uri: str) -> set[str]:
-        """Keys already measured on ``device_uri`` (MeasurementSink)."""
+        """Keys already measured on ``device_uri`` (MeasurementSink); predicted rows are not."""
         return {
             r[0]
             for r in self._q(
                 "SELECT m.op_key FROM measurements m JOIN devices d ON d.id = m.device_id "
-                "WHERE d.uri = ?",
-                (device_uri,),
+                "WHERE d.uri = ? AND m.source NOT LIKE ?",
+                (device_uri, SOURCE_PREDICTED_PREFIX + "%"),
             )
         }
 

@@ -43,12 +43,13 @@ from latkit.predictors.base import (
     register_predictor,
     write_json_arrays,
 )
+from latkit.lut.store import SOURCE_PREDICTED_PREFIX
 from latkit.predictors.features import FEATURE_NAMES, feature_matrix
 from latkit.profiler.ops import OpSpec
 
 log = logging.getLogger(__name__)
 
-PREDICTED_PREFIX = "predicted:"
+PREDICTED_PREFIX = SOURCE_PREDICTED_PREFIX
 _N_FEATURES = len(FEATURE_NAMES)
 # columns of the log-linear base: sizes (logged) and the op-type one-hot
 _SIZE_COLS = [FEATURE_NAMES.index(n) for n in

@@ -48,6 +48,7 @@ from latkit.predictors.network import FLOOR_FRACTION
 log = logging.getLogger(__name__)
 
 DEFAULT_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+DEFAULT_GAMMAS = (0.0, 1.0, 2.0, 4.0)
 _BATCH_SUFFIX = re.compile(r"^(.*)_(\d+)$")
 
 
@@ -98,6 +99,8 @@ def select_archs(
     k: int,
     *,
     n_components: int = 4,
+    trim: float = 0.05,
+    spread: float = 1.0,
     random_state: int | None = 0,
 ) -> np.ndarray:
     """Pick ``k`` row indices to measure on the new device.
@@ -117,7 +120,7 @@ def select_archs(
     z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
     u, s, _ = np.linalg.svd(z, full_matrices=False)
     q = u[:, : max(1, min(n_components, u.shape[1]))] * s[: max(1, min(n_components, u.shape[1]))]
-    centre = np.sum(q**2, axis=1)
+    centre = np.sum((q / np.maximum(q.std(axis=0), 1e-12)) ** 2, axis=1)
     if random_state is None:
         first = int(np.argmin(centre))
     else:
@@ -125,8 +128,18 @@ def select_archs(
         first = int(np.random.default_rng(random_state).choice(near))
     chosen = [first]
     dist = np.sum((q - q[first]) ** 2, axis=1)
-    for _ in range(k - 1):
-        nxt = int(np.argmax(dist))
+    # the most outlying rows are never picked: farthest-point sampling would go for
+    # them first, and an outlier (a timing glitch) would then lever the whole fit
+    if trim > 0 and n - int(trim * n) >= k:
+        dist[np.argsort(centre)[n - int(trim * n) :]] = -np.inf
+    n_far = max(1, int(round(spread * k)))
+    rng = np.random.default_rng(random_state)
+    for i in range(1, k):
+        if i < n_far:
+            nxt = int(np.argmax(dist))
+        else:  # the rest of the design: typical archs, drawn at random
+            free = np.flatnonzero(np.isfinite(dist) & (dist > 0))
+            nxt = int(rng.choice(free))
         chosen.append(nxt)
         dist = np.minimum(dist, np.sum((q - q[nxt]) ** 2, axis=1))
     return np.asarray(chosen, dtype=np.int64)
@@ -143,29 +156,66 @@ def _ridge(z: np.ndarray, t: np.ndarray, alpha: float) -> tuple[np.ndarray, floa
     return coef, tm - float(zm @ coef)
 
 
-def meta_tune_alpha(
-    reference_z: np.ndarray, rows: np.ndarray, alphas: tuple[float, ...] = DEFAULT_ALPHAS
-) -> float:
-    """The ridge strength that best predicts each known device from the others.
+def relevance(z_rows: np.ndarray, t: np.ndarray, gamma: float) -> np.ndarray:
+    """Per-feature scale ``|corr(z_j, t)|^gamma`` on the measured rows (max 1).
+
+    Scaling a standardised feature up lowers its effective ridge penalty, so the
+    known devices that track the new one on the K rows carry the combination,
+    while ``gamma = 0`` treats every known device alike.
+    """
+    if gamma == 0:
+        return np.ones(z_rows.shape[1])
+    zc = z_rows - z_rows.mean(axis=0)
+    tc = t - t.mean()
+    denom = np.sqrt(np.sum(zc**2, axis=0) * np.sum(tc**2))
+    corr = np.abs(zc.T @ tc) / np.maximum(denom, 1e-12)
+    scale = corr**gamma
+    return scale / max(float(scale.max()), 1e-12)
+
+
+def meta_tune(
+    reference_z: np.ndarray,
+    rows: np.ndarray,
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    gammas: tuple[float, ...] = DEFAULT_GAMMAS,
+) -> tuple[float, float]:
+    """The ridge strength and relevance exponent that best predict each known device from the others.
+
+    Every known device in turn plays the new one: fitted on ``rows`` from the other
+    known devices and scored (mean squared log error) on all archs.
 
     Args:
         reference_z: standardised log latencies of the known devices, all archs [n, d].
         rows: the K rows whose values the new device will have.
-        alphas: candidate strengths.
+        alphas: candidate ridge strengths.
+        gammas: candidate relevance exponents (see :func:`relevance`).
+
+    Returns:
+        ``(alpha, gamma)``.
     """
     d = reference_z.shape[1]
     if d < 2:
-        return float(alphas[len(alphas) // 2])
-    err = np.zeros(len(alphas))
+        return float(alphas[len(alphas) // 2]), 0.0
+    err = np.zeros((len(alphas), len(gammas)))
     for j in range(d):
         others = np.delete(reference_z, j, axis=1)
         target = reference_z[:, j]
-        for a, alpha in enumerate(alphas):
-            coef, b = _ridge(others[rows], target[rows], alpha)
-            err[a] += np.mean((others @ coef + b - target) ** 2)
-    best = float(alphas[int(np.argmin(err))])
-    log.debug("meta-tuned alpha %.3g (errors %s)", best, np.round(err / d, 4))
-    return best
+        for g, gamma in enumerate(gammas):
+            scale = relevance(others[rows], target[rows], gamma)
+            feats = others * scale
+            for a, alpha in enumerate(alphas):
+                coef, b = _ridge(feats[rows], target[rows], alpha)
+                err[a, g] += np.mean((feats @ coef + b - target) ** 2)
+    a, g = np.unravel_index(int(np.argmin(err)), err.shape)
+    log.debug("meta-tuned alpha %.3g gamma %.3g", alphas[a], gammas[g])
+    return float(alphas[a]), float(gammas[g])
+
+
+def meta_tune_alpha(
+    reference_z: np.ndarray, rows: np.ndarray, alphas: tuple[float, ...] = DEFAULT_ALPHAS
+) -> float:
+    """:func:`meta_tune` over ``alphas`` alone (every known device weighted alike)."""
+    return meta_tune(reference_z, rows, alphas, (0.0,))[0]
 
 
 @register_predictor("fewshot")
@@ -178,12 +228,22 @@ class FewShotTransfer(Predictor):
     Args:
         alpha: ridge strength on the standardised features, or ``"auto"`` to
             meta-tune it by leave-one-known-device-out (needs ``reference`` in fit).
-        alphas: the candidates for ``"auto"``.
+        gamma: relevance exponent (see :func:`relevance`), or ``"auto"`` (tuned jointly).
+        alphas: the candidates for ``alpha="auto"``.
+        gammas: the candidates for ``gamma="auto"``.
     """
 
-    def __init__(self, alpha: float | str = "auto", alphas: tuple[float, ...] | list[float] = DEFAULT_ALPHAS):
+    def __init__(
+        self,
+        alpha: float | str = "auto",
+        gamma: float | str = "auto",
+        alphas: tuple[float, ...] | list[float] = DEFAULT_ALPHAS,
+        gammas: tuple[float, ...] | list[float] = DEFAULT_GAMMAS,
+    ):
         self.alpha = alpha
+        self.gamma = gamma
         self.alphas = alphas
+        self.gammas = gammas
 
     def fit(self, X: Any, y: Any, reference: Any = None) -> FewShotTransfer:  # noqa: N803
         """Fit on the K measured archs.
@@ -203,18 +263,18 @@ class FewShotTransfer(Predictor):
         lref = _log(ref, self.floors_ms_)
         self.mean_, self.std_ = lref.mean(axis=0), np.maximum(lref.std(axis=0), 1e-12)
         z = (_log(X, self.floors_ms_) - self.mean_) / self.std_
-        if self.alpha == "auto":
-            if reference is None:
-                alpha = 1.0
-            else:
-                zref = (lref - self.mean_) / self.std_
-                rows = _match_rows(zref, z)
-                alpha = meta_tune_alpha(zref, rows, tuple(float(a) for a in self.alphas))
-        else:
-            alpha = float(self.alpha)
-        self.alpha_ = alpha
+        alphas = tuple(float(a) for a in self.alphas) if self.alpha == "auto" else (float(self.alpha),)
+        gammas = tuple(float(g) for g in self.gammas) if self.gamma == "auto" else (float(self.gamma),)
+        if reference is not None and (len(alphas) > 1 or len(gammas) > 1):
+            zref = (lref - self.mean_) / self.std_
+            alpha, gamma = meta_tune(zref, _match_rows(zref, z), alphas, gammas)
+        else:  # nothing to tune on: middle of the grids
+            alpha, gamma = alphas[len(alphas) // 2], gammas[len(gammas) // 2]
+        self.alpha_, self.gamma_ = alpha, gamma
         self.target_floor_ms_ = max(FLOOR_FRACTION * float(np.median(y)), 1e-6)
-        self.coef_, self.intercept_ = _ridge(z, _log(y, self.target_floor_ms_), alpha)
+        t = _log(y, self.target_floor_ms_)
+        self.scale_ = relevance(z, t, gamma)
+        self.coef_, self.intercept_ = _ridge(z * self.scale_, t, alpha)
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -222,7 +282,7 @@ class FewShotTransfer(Predictor):
         self._check_fitted()
         X = check_X(X, self.n_features_in_, "known-device latencies")
         z = (_log(X, self.floors_ms_) - self.mean_) / self.std_
-        return np.exp(z @ self.coef_ + self.intercept_)
+        return np.exp((z * self.scale_) @ self.coef_ + self.intercept_)
 
     def _save_weights(self, directory: Path) -> WeightsInfo:
         write_json_arrays(
@@ -235,6 +295,8 @@ class FewShotTransfer(Predictor):
                 "floors_ms": self.floors_ms_,
                 "target_floor_ms": self.target_floor_ms_,
                 "alpha": self.alpha_,
+                "gamma": self.gamma_,
+                "scale": self.scale_,
             },
         )
         return WeightsInfo("json", ["weights.json"])
@@ -246,7 +308,8 @@ class FewShotTransfer(Predictor):
         self.mean_, self.std_ = w["mean"].astype(np.float64), w["std"].astype(np.float64)
         self.floors_ms_ = w["floors_ms"].astype(np.float64)
         self.target_floor_ms_ = float(w["target_floor_ms"])
-        self.alpha_ = float(w["alpha"])
+        self.alpha_, self.gamma_ = float(w["alpha"]), float(w["gamma"])
+        self.scale_ = w["scale"].astype(np.float64)
         self.n_features_in_ = int(self.coef_.shape[0])
 
 

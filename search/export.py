@@ -114,7 +114,8 @@ def read_arch(
 
     Besides the architecture, an arch.json may carry ``target_ms``, a predicted
     latency (``predicted_latency_ms`` or ``latency_ms``) and its source
-    (``latency_source``, or ``latency_provenance``), copied into every sidecar.
+    (``latency_source``, ``latency_model`` as :func:`latkit.search.run.run_search`
+    writes it, or ``latency_provenance``), copied into every sidecar.
 
     Raises:
         ArchError: the architecture cannot be read or its space is unknown.
@@ -128,7 +129,7 @@ def read_arch(
     if native is None and parsed is not None and space is not None:
         native = space.arch_to_native(parsed)
     predicted = _first(envelope, "predicted_latency_ms", "latency_ms", "best_latency_ms")
-    source = _first(envelope, "latency_source", "predicted_source", "latency_provenance")
+    source = _first(envelope, "latency_source", "predicted_source", "latency_model", "latency_provenance")
     return ArchFile(
         network=network, space=space_name, arch=native, resolution=int(network.input_shape[0]),
         target_ms=_float_or_none(_first(envelope, "target_ms", "latency_target_ms")),

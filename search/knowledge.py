@@ -57,6 +57,11 @@ class EnsembleCritic:
         alpha: ridge penalty.
         feature_fraction: share of features each member sees.
         pair_weight: scale of the pairwise features (see :func:`pair_features`).
+        floor_quantile: targets below this quantile of the training values are
+            raised to it, so that collapsed architectures (NAS-Bench-201's 10 %
+            cells) do not dominate the squared loss and the fit ranks the good
+            ones; estimates of poor architectures land near the floor, still far
+            below the incumbent.
         rng: the generator for bootstraps and feature subsets.
     """
 
@@ -68,12 +73,13 @@ class EnsembleCritic:
         alpha: float = 1.0,
         feature_fraction: float = 0.7,
         pair_weight: float = 0.3,
+        floor_quantile: float = 0.25,
     ) -> None:
         if members < 2:
             raise UsageError("an ensemble critic needs at least 2 members")
         self.n_options, self.rng = list(n_options), rng
         self.members, self.alpha, self.feature_fraction = members, alpha, feature_fraction
-        self.pair_weight = pair_weight
+        self.pair_weight, self.floor_quantile = pair_weight, floor_quantile
         self.n_train = 0
         self._cache: dict[Arch, np.ndarray] = {}
         self._models: list[tuple[np.ndarray, np.ndarray, float]] = []
@@ -91,6 +97,8 @@ class EnsembleCritic:
     def fit(self, archs: Sequence[Arch], values: Sequence[float]) -> EnsembleCritic:
         """Refit every member on a bootstrap resample; return ``self``."""
         X, y = self.features(archs), np.asarray(values, dtype=np.float64)  # noqa: N806
+        if self.floor_quantile > 0:
+            y = np.maximum(y, np.quantile(y, self.floor_quantile))
         with _one_blas_thread():
             self._fit_members(X, y)
         self.n_train = X.shape[0]
@@ -244,6 +252,8 @@ class ArchPool:
     def __init__(self, blocks: Sequence[Sequence[int]] | None = None, capacity: int = 1000) -> None:
         self.blocks, self.capacity = blocks, capacity
         self.entries: dict[Arch, PoolEntry] = {}
+        self._matrix: np.ndarray | None = None  # [N, C] option indices, rebuilt lazily
+        self._order: list[PoolEntry] = []
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -254,24 +264,40 @@ class ArchPool:
         if len(self.entries) > self.capacity:
             worst = min(self.entries.values(), key=lambda e: e.accuracy)
             del self.entries[worst.arch]
+        self._matrix = None
+
+    def similarities(self, arch: Arch) -> tuple[list[PoolEntry], np.ndarray]:
+        """Every entry and its block similarity to ``arch`` (vectorised)."""
+        if self._matrix is None:
+            self._order = list(self.entries.values())
+            self._matrix = np.array([e.arch.indices for e in self._order], dtype=np.int64)
+        if not self._order:
+            return [], np.zeros(0)
+        same = self._matrix == np.asarray(arch.indices)[None, :]
+        if self.blocks is None:
+            return self._order, same.mean(1)
+        per_block = np.stack([same[:, list(blk)].all(1) for blk in self.blocks], axis=1)
+        return self._order, per_block.mean(1)
 
     def nearest(self, arch: Arch, k: int = 5, exclude_self: bool = True) -> list[tuple[PoolEntry, float]]:
         """The ``k`` most similar entries with their similarity, most similar first."""
+        order, sims = self.similarities(arch)
         scored = [
-            (e, block_similarity(arch, e.arch, self.blocks))
-            for e in self.entries.values()
-            if not (exclude_self and e.arch == arch)
+            (e, float(s)) for e, s in zip(order, sims) if not (exclude_self and e.arch == arch)
         ]
         scored.sort(key=lambda t: (-t[1], -t[0].accuracy))
         return scored[:k]
 
     def estimate(self, arch: Arch, k: int = 5, min_similarity: float = 0.5) -> float | None:
         """A similarity-weighted accuracy of the nearest entries (None: none close enough)."""
-        near = [(e, s) for e, s in self.nearest(arch, k) if s >= min_similarity]
-        if not near:
+        order, sims = self.similarities(arch)
+        keep = np.flatnonzero((sims >= min_similarity) & (sims < 1.0 + 1e-12))
+        keep = [i for i in keep if order[i].arch != arch]
+        if not keep:
             return None
-        sims = np.array([s for _, s in near])
-        return float(np.dot(sims, [e.accuracy for e, _ in near]) / sims.sum())
+        keep = sorted(keep, key=lambda i: (-sims[i], -order[i].accuracy))[:k]
+        w = sims[keep]
+        return float(np.dot(w, [order[i].accuracy for i in keep]) / w.sum())
 
     def donor(self, arch: Arch) -> tuple[PoolEntry, list[int]] | None:
         """The most similar entry and the blocks it shares with ``arch`` (weight sharing)."""

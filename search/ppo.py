@@ -54,7 +54,12 @@ class _Estimator:
 
     def __init__(self, ctx: SearchContext, use_critic: bool, use_pool: bool, opts: dict[str, Any]):
         self.ctx, self.use_critic, self.use_pool, self.o = ctx, use_critic, use_pool, opts
-        self.critic = EnsembleCritic(ctx.n_options, ctx.rng, members=opts["critic_members"])
+        self.critic = EnsembleCritic(
+            ctx.n_options,
+            ctx.rng,
+            members=opts["critic_members"],
+            floor_quantile=opts.get("critic_floor_quantile", 0.25),
+        )
         self.pool = ArchPool(capacity=max(1000, ctx.budget))
         for native, acc in opts.get("pool_init") or []:
             self.pool.add(ctx.space.arch_from_native(native), acc)
@@ -85,11 +90,26 @@ class _Estimator:
         self.pool.add(arch, acc)
         return acc, True
 
+    @property
+    def ready(self) -> bool:
+        """Whether the critic has been fitted and may be consulted."""
+        return self.use_critic and self.critic.n_train > 0
+
     def _refit(self) -> None:
         n = len(self.seen)
         if n - self._fitted_at >= max(1, n // 10) or self._fitted_at == 0:
             self.critic.fit([a for a, _ in self.seen], [v for _, v in self.seen])
             self._fitted_at = n
+
+
+def _draw(ctx: SearchContext, policy: CategoricalPolicy, est: _Estimator, screen: int) -> Arch:
+    """A feasible policy sample, screened by the critic once it can answer."""
+    draws = [ctx.sample_feasible(lambda: policy.sample(ctx.rng)) for _ in range(max(1, screen))]
+    if len(draws) == 1 or not est.ready:
+        return draws[0]
+    fresh = [a for a in draws if not ctx.known(a)] or draws
+    mean, std = est.critic.predict(fresh)
+    return fresh[int(np.argmax(mean + est.o["critic_margin"] * std))]
 
 
 @register_algorithm("ppo")
@@ -110,8 +130,10 @@ def ppo(
     critic_min_samples: int = 20,
     critic_max_std: float = 1.0,
     critic_margin: float = 2.0,
+    critic_floor_quantile: float = 0.25,
     pool_min_similarity: float = 0.8,
     pool_init: list[tuple[Any, float]] | None = None,
+    screen: int = 1,
     max_rollouts: int | None = None,
 ) -> dict[str, Any]:
     """PPO search with a gated ensemble critic, off-policy replay and a knowledge pool.
@@ -130,8 +152,12 @@ def ppo(
         critic_min_samples: queries before the critic may answer.
         critic_max_std: spread (accuracy points) above which it never answers.
         critic_margin: an estimate within ``margin x std`` of the incumbent is queried.
+        critic_floor_quantile: see :class:`~latkit.search.knowledge.EnsembleCritic`.
         pool_min_similarity: block similarity a pool neighbour needs to count.
         pool_init: ``(native arch, accuracy)`` pairs to warm-start the pool.
+        screen: with the critic on, draw this many feasible architectures per
+            rollout and keep the one with the highest optimistic estimate
+            (``mean + critic_margin x std``); 1 disables screening.
         max_rollouts: bound on sampled architectures (default ``20 x budget``).
     """
     opts = dict(
@@ -139,6 +165,7 @@ def ppo(
         critic_min_samples=critic_min_samples,
         critic_max_std=critic_max_std,
         critic_margin=critic_margin,
+        critic_floor_quantile=critic_floor_quantile,
         pool_min_similarity=pool_min_similarity,
         pool_init=pool_init,
     )
@@ -151,7 +178,7 @@ def ppo(
         batch: list[Rollout] = []
         for _ in range(batch_size):
             rollouts += 1
-            arch = ctx.sample_feasible(lambda: policy.sample(ctx.rng))
+            arch = _draw(ctx, policy, est, screen if use_critic else 1)
             logp = policy.log_prob(arch)
             try:
                 acc, queried = est.accuracy(arch)

@@ -178,7 +178,7 @@ class ProxylessGradSearch:
         loss = F.cross_entropy(self.net(x, arch), y)
         loss.backward()
         self.weight_opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def _sample_gates(self) -> tuple[Arch, dict[int, GateSample], dict[int, list[int]]]:
         samples, pairs, active = {}, {}, []
@@ -223,7 +223,7 @@ class ProxylessGradSearch:
         self.arch_steps += 1
         if self.cfg.hard_target and self.arch_steps % self.cfg.adapt_every == 0:
             self._adapt()
-        return float(loss), float(expected)
+        return float(loss.detach()), float(expected.detach())
 
     def _adapt(self) -> None:
         lat = self.lat.latency_ms(self.derived())

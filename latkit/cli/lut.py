@@ -44,7 +44,7 @@ def show_cmd(
     if rows:
         rtable = Table("key", "device", "latency ms", "±CI %", "samples", "source")
         for r in listing:
-            rtable.add_row(r["op_key"], r["device"], common.fmt_ms(r["latency_ms"]),
+            rtable.add_row(r["op_key"], r["device_uri"], common.fmt_ms(r["latency_ms"]),
                            f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")), r.get("source", ""))
         common.out.print(rtable)
 

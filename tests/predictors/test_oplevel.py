@@ -155,6 +155,16 @@ def test_fill_lut_never_overwrites_measured_rows(tmp_path: Path) -> None:
         assert len(measured_ops(lut, "note10:x")[0]) == len(before)
         assert fill_lut(lut, wanted, "note10:x", pred) == len(new_keys)
         assert len(lut.rows("note10:x")) == len(before) + len(new_keys)
+        # predicted ops are still to be measured, and a measurement replaces them
+        assert lut.done_keys("note10:x") == set(before)
+        key = sorted(new_keys)[0]
+        spec = lut.spec(key)
+        real = lut.measurement(key, "note10:x")
+        real.latency_ms = 1.2345
+        lut.add(spec, real, {"uri": "note10:x"})
+        row = {r["op_key"]: r for r in lut.rows("note10:x")}[key]
+        assert row["source"] == "measured" and row["latency_ms"] == 1.2345
+        assert key in lut.done_keys("note10:x")
 
 
 # ---------------------------------------------------------------- sampling

@@ -118,7 +118,7 @@ def _ctx(budget):
 
 
 def _opts(**kw):
-    base = dict(critic_members=5, critic_min_samples=10, critic_max_std=2.0, critic_margin=2.0,
+    base = dict(critic_members=5, critic_min_samples=10, critic_max_std=2.0, critic_margin=2.0, critic_floor_quantile=0.0,
                 pool_min_similarity=0.8, pool_init=None)
     return {**base, **kw}
 
@@ -127,7 +127,7 @@ def test_critic_spread_low_after_much_data_high_after_little():
     rng = np.random.default_rng(0)
     archs = [SPACE.from_index(int(i)) for i in rng.choice(15625, 400, replace=False)]
     acc = LinearAccuracy()
-    critic = EnsembleCritic([5] * 6, rng, alpha=0.1, feature_fraction=1.0).fit(archs, [acc.accuracy(a) for a in archs])
+    critic = EnsembleCritic([5] * 6, rng, alpha=0.1, feature_fraction=1.0, floor_quantile=0.0).fit(archs, [acc.accuracy(a) for a in archs])
     probe = SPACE.from_index(7)
     mean, std = critic.predict([probe])
     assert mean[0] == pytest.approx(acc.accuracy(probe), abs=0.5) and std[0] < 0.5

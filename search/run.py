@@ -1,0 +1,292 @@
+"""One call for the CLI: run a supernet search and write its artefacts.
+
+:func:`run_search` trains a weight-sharing supernet on a dataset and searches it
+for an architecture that meets a latency target, with either
+
+* ``proxyless-grad``: ProxylessNAS gradient search (:mod:`latkit.search.proxyless_grad`);
+* ``reinforce`` / ``evolution`` / ``random``: the framework's algorithms
+  (:mod:`latkit.search.base`) after ``epochs`` of supernet training with
+  uniformly sampled paths, each architecture's accuracy measured with the shared
+  weights on the held-out split (:class:`~latkit.search.train.SupernetAccuracy`)
+  and its reward ``ACC * (LAT/T)^w`` using the latency model.
+
+It writes into ``out_dir``: ``arch.json`` (schema ``latkit.arch``),
+``trajectory.csv`` and ``trajectory.json``, ``expected_latency.png`` and
+``accuracy_latency.png``, and a resumable checkpoint (``checkpoint.safetensors``
++ ``checkpoint.json``, updated every epoch; ``resume=True`` continues from it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latkit._version import __version__
+from latkit.errors import UsageError
+from latkit.profiler.spaces.base import Arch, SearchSpace, get_space
+from latkit.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from latkit.search.data import SearchData, load_data
+from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch, check_reachable
+from latkit.search.supernet import Supernet
+from latkit.search.train import SupernetAccuracy, weight_optimizer
+
+log = logging.getLogger(__name__)
+
+ARCH_SCHEMA = "latkit.arch"
+ARCH_SCHEMA_VERSION = 1
+SUPERNET_ALGORITHMS = ("reinforce", "evolution", "random")
+ALGORITHMS = ("proxyless-grad", *SUPERNET_ALGORITHMS)
+TRAJECTORY_FIELDS = ("epoch", "kind", "arch", "accuracy", "latency_ms", "expected_latency_ms",
+                     "loss", "feasible")  # fmt: skip
+
+
+@dataclass
+class Progress:
+    """Passed to the progress callback after every epoch."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    expected_latency_ms: float | None
+    best_arch: Any
+    best_latency_ms: float | None
+    best_accuracy: float | None
+
+
+@dataclass
+class SearchOutcome:
+    """What :func:`run_search` returns (and wrote to ``out_dir``)."""
+
+    arch: Arch
+    native: Any
+    latency_ms: float
+    accuracy: float
+    target_ms: float
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_search(
+    space: SearchSpace | str,
+    latency_model: Any,
+    target_ms: float,
+    algorithm: str = "proxyless-grad",
+    data: SearchData | str = "digits",
+    epochs: int = 10,
+    seed: int = 0,
+    out_dir: str | Path = "search_out",
+    *,
+    resolution: int | None = None,
+    queries: int = 50,
+    config: ProxylessConfig | None = None,
+    algorithm_options: dict[str, Any] | None = None,
+    eval_samples: int = 2,
+    resume: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    plots: bool = True,
+    threads: int | None = 1,
+    max_images: int | None = None,
+) -> SearchOutcome:
+    """Search ``space`` for the best architecture with ``latency_model(arch) <= target_ms``.
+
+    Args:
+        space: the space (or its registered name); its layers must be those the
+            latency model was built for.
+        latency_model: a :mod:`latkit.search.latency_model` model (LUT, calibrated
+            LUT, or predictor; ``proxyless-grad`` needs ``expected_latency``).
+        target_ms: the hard latency target ``T`` (ms).
+        algorithm: ``proxyless-grad``, ``reinforce``, ``evolution`` or ``random``.
+        data: a :class:`SearchData` or a :func:`~latkit.search.data.load_data` spec
+            (``digits``, ``cifar10:PATH``, ``folder:PATH``).
+        epochs: training epochs of the supernet (for ``proxyless-grad``, the first
+            ``config.warmup_epochs`` train weights only).
+        seed: seed of every random draw.
+        out_dir: where the artefacts go (created).
+        resolution: training resolution of the supernet (default the dataset's);
+            may be lower than the LUT's, the supernet is resolution-agnostic.
+        queries: accuracy queries of ``reinforce`` / ``evolution`` / ``random``.
+        config: ``proxyless-grad`` hyper-parameters.
+        algorithm_options: extra keyword options of the framework algorithm
+            (e.g. ``{"w": -0.07}`` for reinforce).
+        eval_samples: architectures sampled per epoch to evaluate for the
+            accuracy-latency plot (``proxyless-grad``).
+        resume: continue from the checkpoint in ``out_dir``.
+        on_progress: called with a :class:`Progress` after every epoch.
+        plots: write the PNG plots (needs matplotlib).
+        threads: torch intra-op threads (``None`` leaves torch's setting).
+        max_images: cap on images loaded from a dataset path.
+
+    Raises:
+        UsageError: unknown algorithm, bad arguments.
+        SearchError: the target is below the smallest reachable latency (the
+            message names it).
+    """
+    if algorithm not in ALGORITHMS:
+        raise UsageError(f"unknown search algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+    if epochs < 1:
+        raise UsageError(f"epochs must be >= 1, got {epochs}")
+    space = get_space(space) if isinstance(space, str) else space
+    min_ms, _ = latency_model.min_latency(space)
+    check_reachable(space.name, float(target_ms), float(min_ms))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = load_data(data, resolution or 32, seed=seed, max_images=max_images)
+    supernet = Supernet(space, data.n_classes, resolution or data.resolution, seed=seed)
+    evaluator = SupernetAccuracy(supernet, data, seed=seed)
+    if algorithm == "proxyless-grad":
+        arch, rows = _run_proxyless(supernet, latency_model, data, target_ms, epochs, seed, out,
+                                    config, evaluator, eval_samples, resume, on_progress)  # fmt: skip
+        extra: dict[str, Any] = {"config": _asdict(config or ProxylessConfig())}
+    else:
+        arch, rows, extra = _run_framework(supernet, latency_model, data, target_ms, algorithm, epochs,
+                                           seed, out, queries, algorithm_options or {}, evaluator,
+                                           resume, on_progress)  # fmt: skip
+    latency = float(latency_model.latency_ms(arch))
+    accuracy = float(evaluator.accuracy(arch))
+    files = _write_outputs(out, space, arch, latency, accuracy, target_ms, latency_model, evaluator,
+                           algorithm, seed, epochs, rows, extra, plots)  # fmt: skip
+    return SearchOutcome(arch, space.arch_to_native(arch), latency, accuracy, float(target_ms), out, files)
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(obj)
+
+
+def _run_proxyless(
+    supernet: Supernet, latency_model: Any, data: SearchData, target_ms: float, epochs: int, seed: int,
+    out: Path, config: ProxylessConfig | None, evaluator: SupernetAccuracy, eval_samples: int,
+    resume: bool, on_progress: Callable[[Progress], None] | None,
+) -> tuple[Arch, list[dict[str, Any]]]:  # fmt: skip
+    search = ProxylessGradSearch(supernet, latency_model, data, target_ms, config, seed)
+    rows: list[dict[str, Any]] = []
+    if resume and has_checkpoint(out):
+        tensors, state = load_checkpoint(out)
+        search.load_state(tensors, state)
+        rows = state.get("trajectory", [])
+        log.info("resumed %s at epoch %d", out, search.epoch)
+    space = supernet.space
+    while search.epoch < epochs:
+        info = search.run_epoch()
+        derived = search.derived()
+        acc = evaluator.accuracy(derived)
+        rows.append(_row(info.epoch, "derived", space.arch_to_native(derived), acc,
+                         info.derived_latency_ms, info.expected_latency_ms, info.loss, target_ms))  # fmt: skip
+        for _ in range(eval_samples):
+            arch = search.sample_arch()
+            lat = latency_model.latency_ms(arch)
+            rows.append(_row(info.epoch, "sampled", space.arch_to_native(arch), evaluator.accuracy(arch),
+                             lat, info.expected_latency_ms, info.loss, target_ms))  # fmt: skip
+        tensors, state = search.state()
+        save_checkpoint(out, tensors, {**state, "algorithm": "proxyless-grad", "trajectory": rows})
+        if on_progress is not None:
+            on_progress(Progress(info.epoch, epochs, info.loss, info.expected_latency_ms,
+                                 info.derived_arch, info.derived_latency_ms, acc))  # fmt: skip
+    final = search.final_arch()
+    return final, rows
+
+
+def _run_framework(
+    supernet: Supernet, latency_model: Any, data: SearchData, target_ms: float, algorithm: str,
+    epochs: int, seed: int, out: Path, queries: int, options: dict[str, Any],
+    evaluator: SupernetAccuracy, resume: bool, on_progress: Callable[[Progress], None] | None,
+) -> tuple[Arch, list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    from latkit.search.base import run_search as framework_search
+    from latkit.search.checkpoint import optimizer_state, restore_optimizer
+
+    space = supernet.space
+    rng = np.random.default_rng(seed)
+    opt = weight_optimizer(supernet.parameters())
+    start, rows = 0, []
+    if resume and has_checkpoint(out):
+        tensors, state = load_checkpoint(out)
+        supernet.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        restore_optimizer(opt, "opt_w", tensors, state["weight_opt"])
+        rng.bit_generator.state = state["numpy_rng"]
+        start, rows = int(state["epoch"]), state.get("trajectory", [])
+    supernet.train()
+    for epoch in range(start, epochs):  # uniform single-path training (one-shot supernet)
+        losses = []
+        for x, y in data.batches("train", 64, rng):
+            arch = space.sample(rng)
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(supernet(x, arch), y)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+        tensors = {f"net.{k}": v for k, v in supernet.state_dict().items()}
+        ot, oj = optimizer_state(opt, "opt_w")
+        tensors.update(ot)
+        save_checkpoint(out, tensors, {"algorithm": algorithm, "epoch": epoch + 1, "weight_opt": oj,
+                                       "numpy_rng": rng.bit_generator.state, "trajectory": rows})  # fmt: skip
+        if on_progress is not None:
+            on_progress(Progress(epoch + 1, epochs, float(np.mean(losses)), None, None, None, None))
+    result = framework_search(algorithm, space, evaluator, latency_model, float(target_ms), queries,
+                              np.random.default_rng(seed), seed=seed, **options)  # fmt: skip
+    for i, q in enumerate(result.trajectory):
+        rows.append(_row(epochs, "query", q.arch, q.accuracy, q.latency_ms, None, None, target_ms))
+        rows[-1]["query"] = i + 1
+    best = space.arch_from_native(result.best_arch)
+    extra = {"queries_used": result.queries_used, "search_wall_s": result.wall_s, **result.extra}
+    return best, rows, extra
+
+
+def _row(epoch: int, kind: str, native: Any, acc: float, lat: float, expected: float | None,
+         loss: float | None, target_ms: float) -> dict[str, Any]:  # fmt: skip
+    return {"epoch": epoch, "kind": kind, "arch": native, "accuracy": float(acc),
+            "latency_ms": float(lat), "expected_latency_ms": expected, "loss": loss,
+            "feasible": bool(lat <= target_ms)}  # fmt: skip
+
+
+def _write_outputs(
+    out: Path, space: SearchSpace, arch: Arch, latency: float, accuracy: float, target_ms: float,
+    latency_model: Any, evaluator: SupernetAccuracy, algorithm: str, seed: int, epochs: int,
+    rows: list[dict[str, Any]], extra: dict[str, Any], plots: bool,
+) -> dict[str, Path]:  # fmt: skip
+    resolution = (getattr(latency_model, "provenance", {}) or {}).get("resolution")
+    doc = {
+        "schema": ARCH_SCHEMA, "schema_version": ARCH_SCHEMA_VERSION, "latkit_version": __version__,
+        "space": space.name, "arch": space.arch_to_native(arch), "resolution": resolution,
+        "target_ms": float(target_ms), "latency_ms": latency, "meets_target": latency <= target_ms,
+        "latency_model": dict(getattr(latency_model, "provenance", {}) or {}),
+        "accuracy": {"top1_pct": accuracy, **evaluator.provenance},
+        "search": {"algorithm": algorithm, "seed": seed, "epochs": epochs, **extra},
+    }  # fmt: skip
+    files = {"arch": out / "arch.json", "trajectory_json": out / "trajectory.json",
+             "trajectory_csv": out / "trajectory.csv"}  # fmt: skip
+    files["arch"].write_text(json.dumps(doc, indent=1, default=_plain))
+    files["trajectory_json"].write_text(json.dumps(
+        {"schema": "latkit.search.trajectory", "schema_version": 1, "latkit_version": __version__,
+         "space": space.name, "target_ms": float(target_ms), "algorithm": algorithm, "rows": rows},
+        indent=1, default=_plain))  # fmt: skip
+    with files["trajectory_csv"].open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*TRAJECTORY_FIELDS, "query"], extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "arch": json.dumps(r["arch"])})
+    if plots:
+        from latkit.search.plots import plot_trajectory
+
+        files.update(plot_trajectory(out, rows, float(target_ms), (accuracy, latency)))
+    return files
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")

@@ -1,0 +1,36 @@
+"""Shared fixtures: small slices of the public latency tables (real data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latkit.predictors.data import LatencyTable, encode_archs, read_latency_csv
+
+DATA = Path("/work/shared/data")
+
+
+def _table(name: str) -> LatencyTable:
+    path = DATA / f"{name}_latency_ms.csv"
+    if not path.is_file():
+        pytest.skip(f"public data {path} not present")
+    return read_latency_csv(path)
+
+
+@pytest.fixture(scope="session")
+def fbnet_table() -> LatencyTable:
+    return _table("fbnet")
+
+
+@pytest.fixture(scope="session")
+def nb201_table() -> LatencyTable:
+    return _table("nasbench201")
+
+
+@pytest.fixture(scope="session")
+def fbnet_small(fbnet_table: LatencyTable) -> tuple[np.ndarray, np.ndarray, LatencyTable]:
+    """(one-hot X, pixel3 latency, table) of 300 FBNet archs."""
+    sub = fbnet_table.rows(np.arange(300))
+    return encode_archs("fbnet", sub.archs), sub.column("pixel3"), sub
