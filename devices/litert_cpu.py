@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +29,7 @@ from latkit.devices.base import (
     host_state,
     register_device,
 )
+from latkit.devices.clock import HostDevice
 from latkit.errors import DeviceError, MeasurementError, MissingExtraError, UsageError
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,9 @@ def _one_line(exc: BaseException) -> str:
 class LiteRTSession(Session):
     """A LiteRT interpreter with its tensors allocated and its input set."""
 
-    def __init__(self, interpreter: Any, path: Path) -> None:
+    def __init__(self, interpreter: Any, path: Path,
+                 now_ns: Callable[[], int] = time.perf_counter_ns) -> None:
+        self._now = now_ns
         self._interpreter = interpreter
         self._path = path
 
@@ -78,10 +82,10 @@ class LiteRTSession(Session):
             raise UsageError(f"iterations must be >= 1, got {iterations}")
         invoke = self._interpreter.invoke
         try:
-            start = time.perf_counter_ns()
+            start = self._now()
             for _ in range(iterations):
                 invoke()
-            elapsed = time.perf_counter_ns() - start
+            elapsed = self._now() - start
         except (RuntimeError, ValueError) as exc:
             raise MeasurementError(f"LiteRT failed running {self._path}: {_one_line(exc)}") from exc
         return elapsed / iterations / 1e9
@@ -92,7 +96,7 @@ class LiteRTSession(Session):
 
 
 @register_device("cpu:litert")
-class LiteRTCPU(Device):
+class LiteRTCPU(HostDevice):
     """The LiteRT (TFLite) interpreter with XNNPACK on the host CPU."""
 
     model_format = ModelFormat.TFLITE
@@ -118,7 +122,7 @@ class LiteRTCPU(Device):
             runtime_version=version,
             threads=self.threads,
             model=host_cpu_model(),
-            extra={"package": dist, "delegate": "xnnpack (runtime default)"},
+            extra={"package": dist, "delegate": "xnnpack (runtime default)", "clock": self.clock},
         )
 
     def open(self, model: ModelSource) -> LiteRTSession:
@@ -144,7 +148,7 @@ class LiteRTCPU(Device):
         detail = interp.get_input_details()[0]
         shape = tuple(int(v) for v in detail["shape"])
         data = np.random.default_rng(INPUT_SEED).standard_normal(shape).astype(detail["dtype"])
-        session = LiteRTSession(interp, path)
+        session = LiteRTSession(interp, path, self.now_ns)
         try:
             interp.set_tensor(detail["index"], data)
             interp.invoke()

@@ -8,6 +8,7 @@ optimisation (so batch norm is folded, as a deployed model would be).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from latkit.devices.base import (
     host_state,
     register_device,
 )
+from latkit.devices.clock import HostDevice
 from latkit.errors import DeviceError, MeasurementError, UsageError
 
 PROVIDER = "CPUExecutionProvider"
@@ -57,7 +59,9 @@ def random_input(shape: tuple[int, ...], seed: int = INPUT_SEED) -> np.ndarray:
 class OrtSession(Session):
     """An ONNX Runtime inference session with its input bound once."""
 
-    def __init__(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray], path: Path):
+    def __init__(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray], path: Path,
+                 now_ns: Callable[[], int] = time.perf_counter_ns):
+        self._now = now_ns
         self._session = session
         self._feeds = feeds
         self._path = path
@@ -72,10 +76,10 @@ class OrtSession(Session):
             raise UsageError(f"iterations must be >= 1, got {iterations}")
         run, feeds = self._session.run, self._feeds
         try:
-            start = time.perf_counter_ns()
+            start = self._now()
             for _ in range(iterations):
                 run(None, feeds)
-            elapsed = time.perf_counter_ns() - start
+            elapsed = self._now() - start
         except _ORT_ERRORS as exc:
             raise MeasurementError(f"onnxruntime failed running {self._path}: {_one_line(exc)}") from exc
         return elapsed / iterations / 1e9
@@ -86,7 +90,7 @@ class OrtSession(Session):
 
 
 @register_device("cpu:onnxruntime")
-class OnnxRuntimeCPU(Device):
+class OnnxRuntimeCPU(HostDevice):
     """ONNX Runtime on the host CPU."""
 
     model_format = ModelFormat.ONNX
@@ -105,6 +109,7 @@ class OnnxRuntimeCPU(Device):
                 "graph_optimization_level": OPT_LEVEL.name,
                 "execution_mode": "sequential",
                 "inter_op_threads": 1,
+                "clock": self.clock,
             },
         )
 
@@ -134,7 +139,7 @@ class OnnxRuntimeCPU(Device):
         inp = sess.get_inputs()[0]
         shape = tuple(model.input_shape)
         feeds = {inp.name: random_input(shape)}
-        session = OrtSession(sess, feeds, path)
+        session = OrtSession(sess, feeds, path, self.now_ns)
         try:
             session.run()
         except _ORT_ERRORS as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from latkit.devices.base import (
     host_state,
     register_device,
 )
+from latkit.devices.clock import HostDevice
 from latkit.errors import DeviceError, MeasurementError, UsageError
 
 INPUT_SEED = 0
@@ -47,7 +48,9 @@ def _one_line(exc: BaseException) -> str:
 class TorchCPUSession(Session):
     """A module in eval mode and a fixed input, timed under ``inference_mode``."""
 
-    def __init__(self, module: torch.nn.Module, example: torch.Tensor, threads: int, key: str) -> None:
+    def __init__(self, module: torch.nn.Module, example: torch.Tensor, threads: int, key: str,
+                 now_ns: Callable[[], int] = time.perf_counter_ns) -> None:
+        self._now = now_ns
         self._module = module
         self._example = example
         self._threads = threads
@@ -65,17 +68,17 @@ class TorchCPUSession(Session):
         module, x = self._module, self._example
         try:
             with torch_threads(self._threads), torch.inference_mode():
-                start = time.perf_counter_ns()
+                start = self._now()
                 for _ in range(iterations):
                     module(x)
-                elapsed = time.perf_counter_ns() - start
+                elapsed = self._now() - start
         except RuntimeError as exc:
             raise MeasurementError(f"torch failed running {self._key}: {_one_line(exc)}") from exc
         return elapsed / iterations / 1e9
 
 
 @register_device("cpu:torch")
-class TorchCPU(Device):
+class TorchCPU(HostDevice):
     """Eager torch on the host CPU."""
 
     model_format = ModelFormat.TORCH
@@ -89,7 +92,8 @@ class TorchCPU(Device):
             runtime_version=torch.__version__,
             threads=self.threads,
             model=host_cpu_model(),
-            extra={"mode": "eager", "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+            extra={"mode": "eager", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                   "clock": self.clock},
         )
 
     def open(self, model: ModelSource) -> TorchCPUSession:
@@ -101,7 +105,7 @@ class TorchCPU(Device):
         module = model.torch_module().eval()
         gen = torch.Generator().manual_seed(INPUT_SEED)
         example = torch.randn(tuple(model.input_shape), generator=gen)
-        session = TorchCPUSession(module, example, self.threads, model.key)
+        session = TorchCPUSession(module, example, self.threads, model.key, self.now_ns)
         try:
             session.run()
         except RuntimeError as exc:

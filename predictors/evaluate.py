@@ -4,6 +4,7 @@
   seeds, with the reference-ridge baseline beside it; optional scatter plot.
 * :func:`fit_from_csv` - fit a predictor on a latency CSV and save it.
 * :func:`predict_archs` - load a saved predictor and predict architectures.
+* :func:`design_from_csv` - which K archs to measure on a new device.
 """
 
 from __future__ import annotations
@@ -242,6 +243,19 @@ def fit_from_csv(
     provenance.update(rows=int(len(rows)), random_state=random_state)
     save(model, out_dir, space=space, target=target, provenance=provenance)
     return model
+
+
+def design_from_csv(
+    csv: str | Path, k: int, *, known: list[str] | None = None, random_state: int = 0
+) -> list[str]:
+    """The ``k`` archs (native text, as in the CSV) to measure on a new device.
+
+    Measure these, write them as a CSV with ``arch`` and the new device's column,
+    and pass it as ``target_csv`` to :func:`fit_from_csv` with ``predictor="fewshot"``.
+    """
+    table = read_latency_csv(csv)
+    ref = table.columns(known or list(table.devices))
+    return [table.archs[i] for i in select_archs(ref, k, random_state=random_state)]
 
 
 def predict_archs(

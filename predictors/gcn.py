@@ -118,12 +118,25 @@ def _build_module(n_nodes: int, node_dim: int, hidden: int, layers: int, head: i
             self.head = nn.Sequential(nn.Linear(2 * hidden, head), nn.ReLU(), nn.Linear(head, 1))
 
         def forward(self, adj: Any, feats: Any) -> Any:
+            if adj.dim() == 2:
+                return self._forward_shared(adj, feats)
             h = feats
             for i, conv in enumerate(self.convs):
                 z = conv(h) + self.position if i == 0 else conv(h)
-                # a shared [N, N] adjacency broadcasts over the batch
-                h = torch.relu(torch.matmul(adj, z))
+                h = torch.relu(torch.bmm(adj, z))
             readout = torch.cat([h.mean(dim=1), h[:, -1]], dim=-1)
+            return self.head(readout).squeeze(-1)
+
+        def _forward_shared(self, adj: Any, feats: Any) -> Any:
+            # one adjacency for the whole batch: keep activations node-major
+            # [N, B, H] so each propagation is a single [N, N] x [N, B*H] product
+            h = feats.transpose(0, 1)
+            for i, conv in enumerate(self.convs):
+                z = conv(h)
+                if i == 0:
+                    z = z + self.position.unsqueeze(1)
+                h = torch.relu(torch.mm(adj, z.reshape(z.shape[0], -1)).reshape(z.shape))
+            readout = torch.cat([h.mean(dim=0), h[-1]], dim=-1)
             return self.head(readout).squeeze(-1)
 
     return GCN()

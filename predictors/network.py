@@ -287,7 +287,7 @@ class XGBoostPredictor(Predictor):
         subsample: float = 0.9,
         colsample_bytree: float = 0.8,
         random_state: int = 0,
-        n_jobs: int = 2,
+        n_jobs: int = 1,
     ):
         self.n_estimators = n_estimators
         self.max_depth = max_depth

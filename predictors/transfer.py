@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from latkit.errors import UsageError
+from latkit.errors import UnknownNameError, UsageError
 from latkit.predictors.base import (
     Predictor,
     WeightsInfo,
@@ -74,7 +74,7 @@ def known_columns(
 ) -> list[str]:
     """Every column but ``target``; with ``strict``, also none of the target's hardware."""
     if target not in columns:
-        raise UsageError(f"target column {target!r} is not one of: {', '.join(columns)}")
+        raise UnknownNameError("device column", target, list(columns))
     hw = hardware_of(target, columns)
     return [
         c

@@ -292,9 +292,12 @@ class PredictorLatencyModel:
 
     def min_latency(self, space: SearchSpace | None = None) -> tuple[float, Arch]:
         """Smallest predicted latency found by bounded coordinate descent (an upper bound)."""
+        from types import SimpleNamespace
+
         from latkit.search.base import min_latency
 
-        return min_latency(self.space, self, np.random.default_rng(0))
+        # a view without min_latency, so the framework runs its coordinate descent
+        return min_latency(self.space, SimpleNamespace(latency_ms=self.latency_ms), np.random.default_rng(0))
 
     def min_latency_ms(self) -> float:
         """See :meth:`min_latency`."""

@@ -20,11 +20,13 @@ differentiable for LUT tables (:mod:`latkit.search.latency_model`):
   microseconds inside the logs, so that both logs are positive for sub-ms targets);
 * ``"add"``: ``CE + lambda * E[LAT]`` (``E[LAT]`` in ms; default ``lambda = 1 / T``).
 
-In hard-target mode (the default) the latency weight (``beta`` or ``lambda``)
-is multiplied by ``adapt_factor`` whenever the derived architecture (argmax per
-choice) is slower than ``T`` and divided by it when it is faster than
-``(1 - tolerance) * T``, at most every ``adapt_every`` architecture steps. The
-returned architecture is then projected onto the target
+In hard-target mode (the default) the latency weight ``w`` (``beta`` or
+``lambda``) is adapted like a Lagrange multiplier: every ``adapt_every``
+architecture steps in which the derived architecture (argmax per choice) lies
+outside ``[(1 - tolerance) T, T]``, ``w += adapt_rate * w0 * (LAT - C) / C`` with
+``C = (1 - tolerance / 2) T`` and ``w0`` its initial value. ``w`` may become
+negative: then the search is pushed to spend the latency it leaves unused. The
+returned architecture is finally projected onto the target
 (:func:`project_to_target`), so its LUT latency is always ``<= T``.
 """
 
@@ -62,9 +64,9 @@ class ProxylessConfig:
     lam: float | None = None  # "add" weight per ms (default 1 / T; adapted in hard mode)
     hard_target: bool = True
     tolerance: float = 0.1
-    adapt_factor: float = 1.3
-    adapt_every: int = 5
-    weight_lr: float = 0.05
+    adapt_rate: float = 0.5
+    adapt_every: int = 1
+    weight_lr: float = 0.01
     arch_lr: float = 0.05
     batch_size: int = 64
     arch_every: int = 1
@@ -74,8 +76,8 @@ class ProxylessConfig:
     def __post_init__(self) -> None:
         if self.loss_form not in LOSS_FORMS:
             raise UsageError(f"loss_form must be one of {', '.join(LOSS_FORMS)}, got {self.loss_form!r}")
-        if not 0 <= self.tolerance < 1 or self.adapt_factor <= 1:
-            raise UsageError("tolerance must be in [0, 1) and adapt_factor > 1")
+        if not 0 <= self.tolerance < 1 or self.adapt_rate <= 0 or self.adapt_every < 1:
+            raise UsageError("tolerance must be in [0, 1), adapt_rate > 0 and adapt_every >= 1")
 
 
 @dataclass
@@ -142,6 +144,7 @@ class ProxylessGradSearch:
             self.latency_weight = self.cfg.beta
         else:
             self.latency_weight = self.cfg.lam if self.cfg.lam is not None else 1.0 / self.target_ms
+        self.initial_weight = self.latency_weight
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.epoch = 0
@@ -227,11 +230,11 @@ class ProxylessGradSearch:
 
     def _adapt(self) -> None:
         lat = self.lat.latency_ms(self.derived())
-        f = self.cfg.adapt_factor
-        if lat > self.target_ms:
-            self.latency_weight *= f
-        elif lat < (1 - self.cfg.tolerance) * self.target_ms:
-            self.latency_weight /= f
+        t, tol = self.target_ms, self.cfg.tolerance
+        if (1 - tol) * t <= lat <= t:
+            return
+        center = (1 - tol / 2) * t
+        self.latency_weight += self.cfg.adapt_rate * abs(self.initial_weight) * (lat - center) / center
 
     def run_epoch(self) -> EpochInfo:
         """One pass over the training split (weights), with architecture steps after warm-up."""

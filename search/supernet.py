@@ -58,6 +58,14 @@ def _with_classes(spec: OpSpec, n_classes: int | None) -> OpSpec:
     return spec
 
 
+def _reset_bn(module: nn.Module) -> None:
+    # build_op draws random BN statistics and affines (to exercise BN folding on
+    # export); training starts from the usual identity BN instead
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_parameters()
+
+
 class MixedLayer(nn.Module):
     """One layer of the supernet: a module per distinct candidate operator.
 
@@ -78,6 +86,7 @@ class MixedLayer(nn.Module):
             if mid not in self.candidates:
                 spec = _with_classes(spec, n_classes)
                 module = nn.Identity() if mid == IDENTITY else build_op(spec, seed + len(self.candidates))
+                _reset_bn(module)
                 self.candidates[mid] = module.train()
         self.input_resolution = {c: s.input_shape[0] for c, s in slot.specs.items()}
 

@@ -26,10 +26,10 @@ def train_step(
     loss = F.cross_entropy(forward(x), y)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
-def weight_optimizer(params: Iterable[nn.Parameter], lr: float = 0.05) -> torch.optim.Optimizer:
+def weight_optimizer(params: Iterable[nn.Parameter], lr: float = 0.01) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum, the usual choice for supernet weights."""
     return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
 
@@ -136,7 +136,7 @@ def train_network(
     data: SearchData,
     epochs: int = 1,
     batch_size: int = 64,
-    lr: float = 0.05,
+    lr: float = 0.01,
     seed: int = 0,
     max_steps: int | None = None,
 ) -> list[float]:

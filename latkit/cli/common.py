@@ -19,8 +19,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# piped output gets wide tables rather than 80 columns of truncated keys
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
 def error(message: str) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from latkit.cli import common
-from latkit.cli.profile import DEVICE_HELP, load_arch, protocol_config
+from latkit.cli.profile import CLOCK_HELP, DEVICE_HELP, load_arch, open_dev, protocol_config
 
 lut_app = typer.Typer(help="Inspect, export, import, merge and estimate with latency LUTs.", no_args_is_help=True)
 
@@ -136,11 +136,11 @@ def calibrate_cmd(
     threads: int = typer.Option(1, "--threads", "-t", min=1),
     seed: int = typer.Option(0, "--seed"),
     quick: bool = typer.Option(False, "--quick"),
+    clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
 ) -> None:
     """Fit the device's LUT-to-end-to-end calibration on a few measured random networks."""
     import numpy as np
 
-    from latkit.devices import open_device
     from latkit.lut.calibration import calibrate_device
     from latkit.lut.store import LUT
     from latkit.profiler.spaces import get_space
@@ -148,7 +148,7 @@ def calibrate_cmd(
     sp = get_space(space)
     rng = np.random.default_rng(seed)
     nets = [sp.network(sp.sample(rng), resolution) for _ in range(networks)]
-    dev = open_device(device, threads=threads)
+    dev = open_dev(device, threads, clock)
     try:
         with LUT.open(lut) as table, common.progress_bar("measuring networks", networks) as advance:
             cal = calibrate_device(table, dev, nets, protocol_config(0.02, 30.0, quick),

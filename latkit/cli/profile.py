@@ -13,6 +13,21 @@ from latkit.cli import app, common
 DEVICE_HELP = "Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:SERIAL, adb+tcp://HOST:PORT."
 
 
+CLOCK_HELP = ("Host CPU clock: auto (thread CPU time with one thread, else wall), thread or wall. "
+              "The thread clock leaves out time other processes took the core.")
+
+
+def open_dev(uri: str, threads: int, clock: Optional[str]):
+    """Open a device; ``--clock`` applies to the host-CPU backends only."""
+    from latkit.errors import UsageError
+
+    if clock is None:
+        return open_device(uri, threads=threads)
+    if not uri.startswith("cpu:"):
+        raise UsageError(f"--clock applies to the host CPU devices (cpu:...), not {uri}")
+    return open_device(uri, threads=threads, clock=clock)
+
+
 def protocol_config(precision: float, max_seconds: float, quick: bool):
     """The measurement protocol settings chosen on the command line."""
     from latkit.profiler.protocol import ProtocolConfig
@@ -47,16 +62,16 @@ def profile_cmd(
         help="Measure only the N most informative operators and predict the rest (op-level predictor).",
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of --sample."),
+    clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
-    from latkit.devices import open_device
     from latkit.lut.store import LUT
     from latkit.profiler.runner import profile_ops
     from latkit.profiler.spaces import get_space
 
     specs = get_space(space).operators(resolution)
     config = protocol_config(precision, max_seconds, quick)
-    dev = open_device(device, threads=threads)
+    dev = open_dev(device, threads, clock)
     if sample is not None:
         _profile_sampled(dev, specs, lut, config, sample, seed)
         return
@@ -123,16 +138,16 @@ def measure_cmd(
     precision: float = typer.Option(0.02, "--precision"),
     max_seconds: float = typer.Option(30.0, "--max-seconds"),
     quick: bool = typer.Option(False, "--quick"),
+    clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure a whole network end to end with the same protocol as the operators."""
-    from latkit.devices import open_device
     from latkit.profiler.export import BuiltModel
     from latkit.profiler.protocol import measure_one
 
     network, _ = load_arch(space, arch, resolution)
     config = protocol_config(precision, max_seconds, quick)
-    dev = open_device(device, threads=threads)
+    dev = open_dev(device, threads, clock)
     try:
         m = measure_one(dev, BuiltModel(network), config)
     finally:

@@ -208,3 +208,30 @@ def test_captured_output_catches_native_writes():
         os.write(2, b"native stderr noise\n")
         os.write(1, b"native stdout noise\n")
     assert out.text.splitlines() == ["native stderr noise", "native stdout noise"]
+
+
+@pytest.mark.parametrize("uri", HOST_URIS)
+def test_thread_clock_times_the_inference_thread(uri, cache):
+    # one inference thread computes on the caller's thread: its CPU time is the
+    # inference's own time, so it cannot be far below the best wall-clock reading
+    _needs(uri)
+    thread_dev = open_device(uri, clock="thread")
+    wall_dev = open_device(uri, clock="wall")
+    assert thread_dev.info().extra["clock"] == "thread"
+    assert wall_dev.info().extra["clock"] == "wall"
+    model = BuiltModel(BIG, cache_dir=cache)
+    with thread_dev.open(model) as ts, wall_dev.open(model) as ws:
+        ts.time(3), ws.time(3)
+        cpu = min(ts.time(5) for _ in range(5))
+        wall = min(ws.time(5) for _ in range(5))
+    assert cpu > 0
+    assert cpu > 0.3 * wall, (cpu, wall)
+
+
+def test_clock_choice_is_validated():
+    assert open_device("cpu:onnxruntime").clock == "thread"  # auto, one thread
+    assert open_device("cpu:onnxruntime", threads=2).clock == "wall"  # auto, a pool
+    with pytest.raises(UsageError, match="--clock wall"):
+        open_device("cpu:onnxruntime", threads=2, clock="thread")
+    with pytest.raises(UsageError, match="unknown clock"):
+        open_device("cpu:onnxruntime", clock="sundial")

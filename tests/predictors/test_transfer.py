@@ -27,7 +27,7 @@ def test_hardware_grouping(fbnet_table: LatencyTable) -> None:
     assert not {"1080ti_1", "1080ti_32", "1080ti_64"} & set(strict)
     assert len(strict) == len(cols) - 3
     assert len(known_columns(cols, "1080ti_32")) == len(cols) - 1
-    with pytest.raises(UsageError, match="target column 'nope'"):
+    with pytest.raises(UsageError, match="unknown device column 'nope'"):
         known_columns(cols, "nope")
 
 
@@ -48,13 +48,17 @@ def test_select_archs_spreads_design(fbnet_table: LatencyTable) -> None:
 
 @pytest.mark.parametrize(
     ("space", "targets"),
-    [("fbnet", ["gold_6240", "pixel3", "titanx_32"]), ("nasbench201", ["samsung_a50", "silver_4114"])],
+    [
+        ("fbnet", ["gold_6240", "pixel3", "titanx_32", "samsung_a50"]),
+        ("nasbench201", ["samsung_a50", "silver_4114", "essential_ph_1", "titanx_32"]),
+    ],
 )
 def test_fewshot_beats_trivial_and_reference_baselines(
     space: str, targets: list[str], fbnet_table: LatencyTable, nb201_table: LatencyTable
 ) -> None:
     table = fbnet_table if space == "fbnet" else nb201_table
     table = table.rows(np.arange(0, len(table), 2))  # half the rows keeps the test fast
+    ours, ref = [], []
     for target in targets:
         result, pred, meas = few_shot(table, target, 10, strict=True, seeds=2)
         summary = result.summary()
@@ -63,17 +67,29 @@ def test_fewshot_beats_trivial_and_reference_baselines(
         trivial = score(meas, np.full_like(meas, np.median(meas[:10])))
         assert m["mape_pct"] < 0.5 * trivial.mape_pct, (target, m)
         assert m["spearman"] > 0.85, (target, m)
-        assert m["spearman"] >= b["spearman"] - 0.02, (target, m, b)
-        assert m["acc10"] >= b["acc10"] - 0.02, (target, m, b)
+        ours.append([m["spearman"], m["acc10"]])
+        ref.append([b["spearman"], b["acc10"]])
+    # on average over the targets, at least as good as ridge on 3 reference devices
+    ours_mean, ref_mean = np.mean(ours, axis=0), np.mean(ref, axis=0)
+    assert ours_mean[0] >= ref_mean[0] and ours_mean[1] >= ref_mean[1] - 0.01, (ours_mean, ref_mean)
 
 
-def test_meta_tuning_picks_stronger_ridge_for_fewer_rows(fbnet_table: LatencyTable) -> None:
-    z = np.log(fbnet_table.columns(list(fbnet_table.devices)))
-    z = (z - z.mean(0)) / z.std(0)
-    rows = np.arange(5)
-    alpha_few = meta_tune_alpha(z, rows)
-    alpha_many = meta_tune_alpha(z, np.arange(2000))
-    assert alpha_few >= alpha_many
+def test_meta_tuning_lands_near_the_best_fixed_setting(fbnet_table: LatencyTable) -> None:
+    target = "silver_4210r"
+    known = [c for c in fbnet_table.devices if c != target]
+    ref, y = fbnet_table.columns(known), fbnet_table.column(target)
+    rows = select_archs(ref, 10, random_state=0)
+    rest = np.setdiff1d(np.arange(len(y)), rows)
+
+    def err(**params: object) -> float:
+        p = FewShotTransfer(**params).fit(ref[rows], y[rows], reference=ref)
+        return float(np.mean(np.log(p.predict(ref[rest]) / y[rest]) ** 2))
+
+    fixed = [err(alpha=a, gamma=g) for a in (0.1, 1.0, 10.0, 30.0) for g in (0.0, 2.0)]
+    auto = err()
+    assert auto <= np.median(fixed) and auto < max(fixed), (auto, fixed)
+    tuned = FewShotTransfer().fit(ref[rows], y[rows], reference=ref)
+    assert tuned.alpha_ in tuned.alphas and tuned.gamma_ in tuned.gammas
 
 
 def test_fewshot_predictor_errors() -> None:

@@ -18,6 +18,9 @@ from latkit.search.layout import build_layout
 from latkit.search.run import run_search
 
 
+# one thread: the test machine's cores are shared, and oversubscribed threads spin
+torch.set_num_threads(1)
+
 @pytest.fixture(scope="module")
 def proxyless(tmp_path_factory):
     space = ProxylessMobileSpace(width_mult=0.25)
@@ -114,9 +117,9 @@ def test_expected_latency_value_and_gradient(ofa, proxyless, tmp_path):
     rng = np.random.default_rng(5)
     mc = np.mean([
         model.latency_ms(type(arch)(space.name, tuple(int(rng.choice(k, p=p.numpy())) for k, p in zip(n, probs))))
-        for _ in range(3000)
+        for _ in range(800)
     ])  # fmt: skip
-    assert float(model.expected_latency(probs)) == pytest.approx(mc, rel=0.01)
+    assert float(model.expected_latency(probs)) == pytest.approx(mc, rel=0.03)
 
 
 def test_unreachable_target_names_min(proxyless, tmp_path):
