@@ -54,17 +54,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--queries", default="50,100,200,500", help="budgets to report")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--gap", type=float, default=0.3, help="gap for the queries-to-reach figure")
+    p.add_argument("--data", default=str(DATA), help="folder with the NAS-Bench-201 CSVs")
     p.add_argument("--dataset", default="cifar10-val")
     p.add_argument("--proxy", default="cifar100-val", help="proxy column for parsec-transfer")
     return p.parse_args()
 
 
-def proxy_policy(device: str, target: float, proxy: str, seed: int, budget: int) -> list:
+def proxy_policy(data: Path, device: str, target: float, proxy: str, seed: int, budget: int) -> list:
     """PARSEC's distribution learnt on the proxy dataset (same device and target)."""
     prob = TabularProblem.load(
         "nasbench201",
-        f"{DATA / 'nasbench201_accuracy.csv'}:{proxy}",
-        f"{DATA / 'nasbench201_latency_ms.csv'}:{device}",
+        f"{data / 'nasbench201_accuracy.csv'}:{proxy}",
+        f"{data / 'nasbench201_latency_ms.csv'}:{device}",
     )
     res = run_tabular("nasbench201", prob, None, target, "parsec", budget, seed=10_000 + seed)
     return res.extra["policy"]
@@ -88,6 +89,7 @@ def queries_to_gap(result, oracle: float, gap: float) -> float:
 def main() -> None:
     args = parse_args()
     budgets = [int(v) for v in args.queries.split(",")]
+    data = Path(args.data)
     methods = [m.strip() for m in args.methods.split(",")]
     gaps: dict[str, list[list[float]]] = {m: [] for m in methods}
     reach: dict[str, list[float]] = {m: [] for m in methods}
@@ -95,8 +97,8 @@ def main() -> None:
     for device in args.devices.split(","):
         problem = TabularProblem.load(
             "nasbench201",
-            f"{DATA / 'nasbench201_accuracy.csv'}:{args.dataset}",
-            f"{DATA / 'nasbench201_latency_ms.csv'}:{device}",
+            f"{data / 'nasbench201_accuracy.csv'}:{args.dataset}",
+            f"{data / 'nasbench201_latency_ms.csv'}:{device}",
         )
         lats = np.array(list(problem.latency_table.table.values.values()))
         for pct in (float(v) for v in args.percentiles.split(",")):
@@ -108,7 +110,9 @@ def main() -> None:
                     algorithm, opts = METHODS[m]
                     opts = dict(opts)
                     if opts.pop("transfer", False):
-                        opts["init_probs"] = proxy_policy(device, target, args.proxy, seed, max(budgets))
+                        opts["init_probs"] = proxy_policy(
+                            data, device, target, args.proxy, seed, max(budgets)
+                        )
                     start = time.perf_counter()
                     res = run_tabular("nasbench201", problem, None, target, algorithm,
                                       max(budgets), seed=seed, **opts)

@@ -238,11 +238,24 @@ def fit_from_csv(
         rng = np.random.default_rng(random_state)
         rows = have if k is None else rng.choice(have, k, replace=False)
         X = encode_archs(space, [table.archs[i] for i in rows])
-        model = get_predictor(predictor, **(params or {})).fit(X, y_all[rows])
+        model = get_predictor(predictor, **_with_space(predictor, params, space)).fit(X, y_all[rows])
         provenance.update(features=FEATURES_ENCODING)
     provenance.update(rows=int(len(rows)), random_state=random_state)
     save(model, out_dir, space=space, target=target, provenance=provenance)
     return model
+
+
+def _with_space(predictor: str, params: dict[str, Any] | None, space: str) -> dict[str, Any]:
+    """``params`` with ``space`` filled in for predictors (or ensemble members) that take one."""
+    from latkit.predictors.base import predictor_class
+
+    out = dict(params or {})
+    if "space" in predictor_class(predictor)._param_names():
+        out.setdefault("space", space)
+    if predictor == "ensemble":
+        member = out.get("base", "xgboost")
+        out["params"] = _with_space(member, out.get("params"), space)
+    return out
 
 
 def design_from_csv(

@@ -30,6 +30,7 @@ from latkit.predictors.network import (
     load_torch_state,
     log_latency,
     save_torch_state,
+    torch_threads,
     train_regressor,
 )
 
@@ -157,7 +158,9 @@ class GCNPredictor(Predictor):
         weight_decay: float = 1e-4,
         batch_size: int = 64,
         random_state: int = 0,
+        threads: int | None = 1,
     ):
+        self.threads = threads
         self.space = space
         self.hidden = hidden
         self.layers = layers
@@ -201,24 +204,25 @@ class GCNPredictor(Predictor):
         else:
             forward, inputs = self.module_, [adj, feats]
         wrapper = _Wrap(forward, self.module_)
-        train_regressor(
-            wrapper,
-            inputs,
-            (t - self.y_mean_) / self.y_std_,
-            epochs=int(self.epochs),
-            lr=float(self.lr),
-            weight_decay=float(self.weight_decay),
-            batch_size=int(self.batch_size),
-            seed=int(self.random_state),
-        )
+        with torch_threads(self.threads):
+            train_regressor(
+                wrapper,
+                inputs,
+                (t - self.y_mean_) / self.y_std_,
+                epochs=int(self.epochs),
+                lr=float(self.lr),
+                weight_decay=float(self.weight_decay),
+                batch_size=int(self.batch_size),
+                seed=int(self.random_state),
+            )
         return self
 
-    def predict(self, X: Any, batch_size: int = 65536) -> np.ndarray:  # noqa: N803
+    def predict(self, X: Any, batch_size: int = 8192) -> np.ndarray:  # noqa: N803
         torch = import_torch()
         self._check_fitted()
         X = check_X(X, self.n_features_in_)
         out = []
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             for start in range(0, X.shape[0], batch_size):
                 adj, feats = self._tensors(X[start : start + batch_size])
                 out.append(self.module_(adj, feats).numpy())

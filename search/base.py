@@ -20,30 +20,40 @@ cheap side of the problem; accuracy is the expensive one.
 from __future__ import annotations
 
 import fnmatch
-import json
+import inspect
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from latkit._version import __version__
-from latkit.errors import LatkitError, UnknownNameError, UsageError
+from latkit.errors import UnknownNameError, UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace
+from latkit.search.result import SCHEMA, SCHEMA_VERSION, Query, SearchError, SearchResult
+
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "AccuracyModel",
+    "BudgetSpent",
+    "LatencyModel",
+    "Query",
+    "SearchContext",
+    "SearchError",
+    "SearchResult",
+    "get_algorithm",
+    "list_algorithms",
+    "min_latency",
+    "register_algorithm",
+    "reward",
+    "run_search",
+]
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "latkit.search"
-SCHEMA_VERSION = 1
 DEFAULT_MAX_TRIES = 1000  # rejection-sampling draws before falling back to a walk
-
-
-class SearchError(LatkitError):
-    """A search that cannot run or cannot return a feasible architecture."""
 
 
 class BudgetSpent(Exception):
@@ -97,93 +107,6 @@ def reward(acc: float, lat: float, target: float, w: float, two_sided: bool = Fa
     if not two_sided and lat <= target:
         return float(acc)
     return float(acc * (lat / target) ** w)
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class Query:
-    """One distinct architecture looked up."""
-
-    arch: Any  # native form
-    accuracy: float
-    latency_ms: float
-    feasible: bool
-    best_accuracy: float | None  # best feasible accuracy so far (None before any)
-
-
-@dataclass
-class SearchResult:
-    """What a search returns and saves (schema ``latkit.search``)."""
-
-    algorithm: str
-    space: str
-    target_ms: float
-    budget: int
-    seed: int | None
-    best_arch: Any  # native form
-    best_accuracy: float
-    best_latency_ms: float
-    queries_used: int
-    wall_s: float
-    trajectory: list[Query] = field(default_factory=list)
-    latency_provenance: dict[str, Any] = field(default_factory=dict)
-    accuracy_provenance: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def best_after(self, n_queries: int) -> float | None:
-        """Best feasible accuracy after the first ``n_queries`` queries (None: none yet)."""
-        if not self.trajectory or n_queries <= 0:
-            return None
-        return self.trajectory[min(n_queries, len(self.trajectory)) - 1].best_accuracy
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with schema, versions and provenance."""
-        body = asdict(self)
-        return {
-            "schema": SCHEMA,
-            "schema_version": SCHEMA_VERSION,
-            "latkit_version": __version__,
-            **body,
-        }
-
-    def save(self, path: str | Path) -> Path:
-        """Write the result as JSON; return the path."""
-        out = Path(path)
-        out.write_text(json.dumps(self.to_dict(), indent=1, default=_json_default))
-        return out
-
-    @classmethod
-    def load(cls, path: str | Path) -> SearchResult:
-        """Read a result saved by :meth:`save`.
-
-        Raises:
-            SearchError: unreadable, of another schema, or of a newer version.
-        """
-        try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SearchError(f"cannot read search result {path}: {exc}") from exc
-        if raw.get("schema") != SCHEMA:
-            raise SearchError(f"{path} is not a latkit search result (schema {raw.get('schema')!r})")
-        if raw.get("schema_version") != SCHEMA_VERSION:
-            raise SearchError(
-                f"{path} has search schema version {raw.get('schema_version')}, this latkit "
-                f"reads {SCHEMA_VERSION}; rerun the search with this version"
-            )
-        for key in ("schema", "schema_version", "latkit_version"):
-            raw.pop(key)
-        raw["trajectory"] = [Query(**q) for q in raw["trajectory"]]
-        return cls(**raw)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
 # --------------------------------------------------------------------------- context
@@ -411,6 +334,19 @@ def get_algorithm(name: str) -> Algorithm:
         raise UnknownNameError("search algorithm", name, list(_ALGORITHMS)) from None
 
 
+def _check_options(name: str, fn: Algorithm, options: dict[str, Any]) -> None:
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [p for p in params if p != "ctx"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UsageError(
+            f"search algorithm {name!r} has no option {', '.join(unknown)}; "
+            f"options: {', '.join(known) or 'none'}"
+        )
+
+
 def run_search(
     algorithm: str,
     space: SearchSpace,
@@ -429,6 +365,7 @@ def run_search(
         SearchError: unreachable target, or no feasible architecture queried.
     """
     fn = get_algorithm(algorithm)
+    _check_options(algorithm, fn, options)
     start = time.perf_counter()
     ctx = SearchContext(space, accuracy, latency, target_ms, queries, rng)
     extra: dict[str, Any] | None = None

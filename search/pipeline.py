@@ -188,6 +188,7 @@ class _State:
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    new = json.loads(json.dumps(new))  # tuples as lists, as the saved state has them
     keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4]) or "schema"
 

@@ -27,14 +27,15 @@ outside ``[(1 - tolerance) T, T]``, ``w += adapt_rate * w0 * (LAT - C) / C`` wit
 ``C = (1 - tolerance / 2) T`` and ``w0`` its initial value. ``w`` may become
 negative: then the search is pushed to spend the latency it leaves unused. The
 returned architecture is finally projected onto the target
-(:func:`project_to_target`), so its LUT latency is always ``<= T``.
+(:func:`~latkit.search.projection.project_to_target`), so its LUT latency is always ``<= T``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,8 +45,9 @@ import torch.nn.functional as F
 
 from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
-from latkit.search.base import SearchError
+from latkit.search.base import SearchContext, SearchError, register_algorithm
 from latkit.search.data import SearchData
+from latkit.search.projection import check_reachable, project_to_target
 from latkit.search.supernet import GateSample, Supernet
 from latkit.search.train import weight_optimizer
 
@@ -202,11 +204,12 @@ class ProxylessGradSearch:
         """One binary-gate step on the architecture parameters; returns (loss, E[LAT] ms)."""
         base, samples, pairs = self._sample_gates()
         self.arch_opt.zero_grad(set_to_none=True)
-        ce = F.cross_entropy(self.net.forward_gated(x, base, self.owners, samples), y)
-        expected = self.lat.expected_latency(self.probs())
-        loss = latency_loss(ce.double(), expected, self.target_ms, self.cfg, self.latency_weight)
-        loss.backward()
-        self.net.zero_grad(set_to_none=True)  # weights are updated by weight steps only
+        self.net.zero_grad(set_to_none=True)
+        with frozen(self.net):  # no weight gradients here: weights move in weight steps only
+            ce = F.cross_entropy(self.net.forward_gated(x, base, self.owners, samples), y)
+            expected = self.lat.expected_latency(self.probs())
+            loss = latency_loss(ce.double(), expected, self.target_ms, self.cfg, self.latency_weight)
+            loss.backward()
         old = {c: self.alphas[c].detach()[two].clone() for c, two in pairs.items()}
         with torch.no_grad():
             for c, two in pairs.items():
@@ -312,75 +315,45 @@ class ProxylessGradSearch:
         self.history = list(plain["history"])
 
 
-def check_reachable(space: str, target_ms: float, min_ms: float) -> None:
-    """Raise :class:`SearchError` naming the smallest reachable latency when ``T`` is below it."""
-    if not (target_ms > 0 and math.isfinite(target_ms)):
-        raise UsageError(f"the latency target must be a positive number of ms, got {target_ms}")
-    if min_ms > target_ms:
-        raise SearchError(
-            f"latency target {target_ms:g} ms is unreachable in {space}: the smallest latency "
-            f"reachable is {min_ms:.4g} ms; raise --target-ms"
-        )
+@contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Turn off ``requires_grad`` of ``module``'s parameters for the block (restored after)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
-def project_to_target(
-    arch: Arch,
-    logp: list[np.ndarray],
-    latency_model: Any,
-    target_ms: float,
-    fallback: Arch | None = None,
-) -> Arch:
-    """The architecture nearest ``arch`` (in summed log-probability) with ``LAT <= T``.
+@register_algorithm("proxyless-grad")
+def proxyless_grad(
+    ctx: SearchContext, search: ProxylessGradSearch | None = None, epochs: int = 10
+) -> dict[str, Any]:
+    """ProxylessNAS gradient search as a framework algorithm.
 
-    Greedy, bounded: while too slow, apply the single-choice change that loses
-    the least log-probability per ms saved; then, while some change raises the
-    log-probability and keeps ``LAT <= T``, apply the one with the best gain
-    (undoing overshoot). Falls back to ``fallback`` (the fastest architecture)
-    if the greedy descent stalls above ``T``.
+    Each epoch's derived architecture is queried (one query each, recorded in
+    the trajectory), then the projected final architecture. Most callers use
+    :func:`latkit.search.run.run_search`, which builds ``search`` and adds
+    checkpoints and plots.
+
+    Args:
+        ctx: the search problem (its target must be the search's).
+        search: a :class:`ProxylessGradSearch` (supernet, latency model, data).
+        epochs: total epochs (bounded loop; a resumed search continues).
 
     Raises:
-        SearchError: even ``fallback`` is slower than ``T``.
+        UsageError: no ``search`` given, or its target differs from ``ctx``'s.
     """
-    lat: Callable[[Arch], float] = latency_model.latency_ms
-    idx = list(arch.indices)
-    cur = lat(arch)
-    n_moves = sum(len(v) for v in logp)
-    for _ in range(n_moves):
-        if cur <= target_ms:
-            break
-        best = None
-        for c, lp in enumerate(logp):
-            for o in range(len(lp)):
-                if o == idx[c]:
-                    continue
-                cand = Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :]))
-                saved = cur - lat(cand)
-                if saved <= 0:
-                    continue
-                cost = (lp[idx[c]] - lp[o]) / saved
-                if best is None or cost < best[0]:
-                    best = (cost, c, o, cur - saved)
-        if best is None:
-            break
-        _, c, o, cur = best
-        idx[c] = o
-    if cur > target_ms:
-        if fallback is None or lat(fallback) > target_ms:
-            raise SearchError(f"no architecture within {target_ms:g} ms was found; raise --target-ms")
-        idx, cur = list(fallback.indices), lat(fallback)
-    for _ in range(n_moves):  # climb back towards the preferred options within the budget
-        best = None
-        for c, lp in enumerate(logp):
-            for o in range(len(lp)):
-                gain = lp[o] - lp[idx[c]]
-                if gain <= 0:
-                    continue
-                cand = Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :]))
-                new = lat(cand)
-                if new <= target_ms and (best is None or gain > best[0]):
-                    best = (gain, c, o, new)
-        if best is None:
-            break
-        _, c, o, cur = best
-        idx[c] = o
-    return Arch(arch.space, tuple(idx))
+    if search is None:
+        raise UsageError("proxyless-grad needs a supernet and data; use latkit.search.run.run_search")
+    if not math.isclose(search.target_ms, ctx.target_ms):
+        raise UsageError(f"the search targets {search.target_ms} ms but the problem {ctx.target_ms} ms")
+    while search.epoch < epochs:
+        search.run_epoch()
+        ctx.query(search.derived())
+    final = search.final_arch()
+    ctx.query(final)
+    return {"final_arch": ctx.space.arch_to_native(final), "history": search.history}

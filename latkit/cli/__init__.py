@@ -48,8 +48,10 @@ def _register() -> None:
     # each module adds its commands to `app`
     from latkit.cli import android, ops, profile  # noqa: F401
     from latkit.cli import lut as lut_cli
+    from latkit.cli import predictor as predictor_cli
 
     app.add_typer(lut_cli.lut_app, name="lut")
+    app.add_typer(predictor_cli.predictor_app, name="predictor")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,3 +124,14 @@ def test_bad_inputs(fb_csv: Path, tmp_path: Path, fbnet_table: LatencyTable) -> 
         evaluate(garbage, "fbnet", "pixel3", 10)
     with pytest.raises(StoreError):
         predict_archs(tmp_path, [fbnet_table.archs[0]])
+
+
+def test_fit_gcn_ensemble_gets_the_space(tmp_path: Path, nb201_table: LatencyTable) -> None:
+    nb = _write(tmp_path / "nb.csv", nb201_table, ["gold_6240", "pixel3"], np.arange(0, 15625, 50))
+    params = {"base": "gcn", "n_members": 2, "params": {"epochs": 2, "hidden": 8, "head": 8}}
+    model = fit_from_csv(nb, "nasbench201", "gold_6240", tmp_path / "ens", predictor="ensemble", params=params)
+    assert all(m.space == "nasbench201" for m in model.members_)
+    cell = nb201_table.archs[7]
+    got = predict_archs(tmp_path / "ens", [cell])
+    assert got.shape == (1,) and got[0] > 0
+    np.testing.assert_allclose(got, model.predict(encode_archs("nasbench201", [cell])), rtol=1e-6)

@@ -150,3 +150,9 @@ def test_registry():
     res = run_search("test-first-fast", SPACE, CountingAccuracy(), AdditiveLatency(), 2.0, 4,
                      np.random.default_rng(0))
     assert res.queries_used == 1 and res.best_latency_ms == 1.0 and res.extra == {"took": "min"}
+
+
+def test_unknown_option_is_a_usage_error(nb201, median_target):
+    with pytest.raises(UsageError, match="has no option popsize; options: population_size"):
+        run_search("evolution", SPACE, nb201.accuracy, nb201.latency_table, median_target, 5,
+                   np.random.default_rng(0), popsize=3)

@@ -1,0 +1,87 @@
+"""Meeting a hard latency target: reachability check and feasibility projection."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from latkit.errors import UsageError
+from latkit.profiler.spaces.base import Arch
+from latkit.search.base import SearchError
+
+
+def check_reachable(space: str, target_ms: float, min_ms: float) -> None:
+    """Raise :class:`SearchError` naming the smallest reachable latency when ``T`` is below it."""
+    if not (target_ms > 0 and math.isfinite(target_ms)):
+        raise UsageError(f"the latency target must be a positive number of ms, got {target_ms}")
+    if min_ms > target_ms:
+        raise SearchError(
+            f"latency target {target_ms:g} ms is unreachable in {space}: the smallest latency "
+            f"reachable is {min_ms:.4g} ms; raise --target-ms"
+        )
+
+
+def project_to_target(
+    arch: Arch,
+    logp: list[np.ndarray],
+    latency_model: Any,
+    target_ms: float,
+    fallback: Arch | None = None,
+) -> Arch:
+    """The architecture nearest ``arch`` (in summed log-probability) with ``LAT <= T``.
+
+    Greedy, bounded: while too slow, apply the single-choice change that loses
+    the least log-probability per ms saved; then, while some change raises the
+    log-probability and keeps ``LAT <= T``, apply the one with the best gain
+    (undoing overshoot). Falls back to ``fallback`` (the fastest architecture)
+    if the greedy descent stalls above ``T``.
+
+    Raises:
+        SearchError: even ``fallback`` is slower than ``T``.
+    """
+    lat: Callable[[Arch], float] = latency_model.latency_ms
+    idx = list(arch.indices)
+    cur = lat(arch)
+    n_moves = sum(len(v) for v in logp)
+    for _ in range(n_moves):
+        if cur <= target_ms:
+            break
+        best = None
+        for c, lp in enumerate(logp):
+            for o in range(len(lp)):
+                if o == idx[c]:
+                    continue
+                cand = Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :]))
+                saved = cur - lat(cand)
+                if saved <= 0:
+                    continue
+                cost = (lp[idx[c]] - lp[o]) / saved
+                if best is None or cost < best[0]:
+                    best = (cost, c, o, cur - saved)
+        if best is None:
+            break
+        _, c, o, cur = best
+        idx[c] = o
+    if cur > target_ms:
+        if fallback is None or lat(fallback) > target_ms:
+            raise SearchError(f"no architecture within {target_ms:g} ms was found; raise --target-ms")
+        idx, cur = list(fallback.indices), lat(fallback)
+    for _ in range(n_moves):  # climb back towards the preferred options within the budget
+        best = None
+        for c, lp in enumerate(logp):
+            for o in range(len(lp)):
+                gain = lp[o] - lp[idx[c]]
+                if gain <= 0:
+                    continue
+                cand = Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :]))
+                new = lat(cand)
+                if new <= target_ms and (best is None or gain > best[0]):
+                    best = (gain, c, o, new)
+        if best is None:
+            break
+        _, c, o, cur = best
+        idx[c] = o
+    return Arch(arch.space, tuple(idx))
