@@ -150,9 +150,9 @@ class GCNPredictor(Predictor):
     def __init__(
         self,
         space: str = "fbnet",
-        hidden: int = 64,
-        layers: int = 3,
-        head: int = 64,
+        hidden: int = 32,
+        layers: int = 2,
+        head: int = 32,
         epochs: int = 150,
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
@@ -217,7 +217,7 @@ class GCNPredictor(Predictor):
             )
         return self
 
-    def predict(self, X: Any, batch_size: int = 8192) -> np.ndarray:  # noqa: N803
+    def predict(self, X: Any, batch_size: int = 2048) -> np.ndarray:  # noqa: N803
         torch = import_torch()
         self._check_fitted()
         X = check_X(X, self.n_features_in_)

@@ -3,22 +3,25 @@
 Setting: every architecture of a space has measured latencies on several *known*
 devices; the *new* device has only K measured architectures. The predictor here
 models the new device's log latency as a ridge-regularised linear combination of
-the known devices' standardised log latencies:
+the known devices' standardised (and relevance-scaled) log latencies:
 
-    log y_new(a) = b + sum_j w_j * z_j(a),   z_j = (log y_j - mean_j) / std_j
+    log y_new(a) = b + sum_j w_j * s_j * z_j(a),   z_j = (log y_j - mean_j) / std_j
 
 Two things make this work with K = 10:
 
 * **Which K to measure** (:func:`select_archs`). The archs are spread over the
   known devices' latency space: the standardised log latencies are projected on
   their leading principal components and K archs are picked by farthest-point
-  sampling there. The design then covers the directions along which devices
+  sampling there (never among the 5% most outlying rows). The design then covers the directions along which devices
   disagree, which is what the combination weights must resolve, instead of
   clustering in the dense middle as random picks do.
-* **How much to regularise** (``alpha="auto"``). The ridge strength is
+* **How much to regularise, and whom to trust** (``alpha="auto"``,
+  ``gamma="auto"``). Each standardised known device is scaled by
+  ``|corr with the new device on the K rows|^gamma`` (a larger scale is a weaker
+  ridge penalty), and the ridge strength ``alpha`` and exponent ``gamma`` are
   meta-tuned on the known devices themselves: each known device in turn plays the
   new one (its column hidden except on the K chosen rows), is predicted from the
-  others, and the alpha with the lowest mean squared log error over all archs wins.
+  others, and the pair with the lowest mean squared log error over all archs wins.
 
 Latencies are floored at a small fraction of their median before the log, so
 near-zero NAS-Bench-201 cells do not dominate.

@@ -312,7 +312,7 @@ def register_algorithm(name: str) -> Callable[[Algorithm], Algorithm]:
 
 def _load_builtins() -> None:
     # importing registers them; local import because they import this module
-    from latkit.search import evolution, parsec, ppo, random_search, reinforce  # noqa: F401
+    from latkit.search import evolution, parsec, ppo, proxyless_grad, random_search, reinforce  # noqa: F401
 
 
 def list_algorithms(pattern: str = "*") -> list[str]:

@@ -38,7 +38,8 @@ class ExportError(LatkitError):
     """An export that failed or whose file does not compute what torch computes."""
 
 
-def _version(dist: str) -> str:
+def package_version(dist: str) -> str:
+    """The installed version of a distribution ('unknown' when absent)."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -113,7 +114,7 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> dict[str
         "opset": opsets.get("ai.onnx", ONNX_OPSET),
         "opset_imports": opsets,
         "exporter": f"torch.onnx (torchscript) torch-{torch.__version__}",
-        "onnx_version": _version("onnx"),
+        "onnx_version": package_version("onnx"),
         "checker": "onnx.checker full_check passed",
     }
 
@@ -137,7 +138,7 @@ def write_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> dict[s
             litert_torch.convert(module, (example,)).export(str(path))
         except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
             raise ExportError(f"litert-torch could not convert the network: {_one_line(exc)}") from exc
-    return {"converter": f"litert-torch-{_version('litert-torch')}", "torch_version": torch.__version__}
+    return {"converter": f"litert-torch-{package_version('litert-torch')}", "torch_version": torch.__version__}
 
 
 def quantize_tflite(src: Path, dst: Path, variant: str) -> dict[str, Any]:
@@ -181,7 +182,7 @@ def quantize_tflite(src: Path, dst: Path, variant: str) -> dict[str, Any]:
             q.quantize(enable_progress_report=False).export_model(str(dst), overwrite=True)
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
             raise ExportError(f"ai-edge-quantizer failed on the {variant} variant: {_one_line(exc)}") from exc
-    return {"quantizer": f"ai-edge-quantizer-{_version('ai-edge-quantizer')}", "quantization": scheme}
+    return {"quantizer": f"ai-edge-quantizer-{package_version('ai-edge-quantizer')}", "quantization": scheme}
 
 
 def run_onnx(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -206,7 +207,7 @@ def tflite_interpreter_module() -> tuple[Any, str]:
         try:
             import importlib
 
-            return importlib.import_module(module_name), f"{dist}-{_version(dist)}"
+            return importlib.import_module(module_name), f"{dist}-{package_version(dist)}"
         except ImportError:
             continue
     raise MissingExtraError("checking a TFLite file", "tflite")

@@ -291,8 +291,7 @@ class ArchPool:
     def estimate(self, arch: Arch, k: int = 5, min_similarity: float = 0.5) -> float | None:
         """A similarity-weighted accuracy of the nearest entries (None: none close enough)."""
         order, sims = self.similarities(arch)
-        keep = np.flatnonzero((sims >= min_similarity) & (sims < 1.0 + 1e-12))
-        keep = [i for i in keep if order[i].arch != arch]
+        keep = [i for i in np.flatnonzero(sims >= min_similarity) if order[i].arch != arch]
         if not keep:
             return None
         keep = sorted(keep, key=lambda i: (-sims[i], -order[i].accuracy))[:k]

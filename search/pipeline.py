@@ -40,11 +40,10 @@ import numpy as np
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
 from latkit.errors import StoreError, UsageError
-from latkit.profiler.spaces.base import Network, SearchSpace, get_space
+from latkit.profiler.spaces.base import Arch, Network, SearchSpace, get_space
 from latkit.search import report as rpt
 from latkit.search.export import (
     ExportedFile,
-    ExportReport,
     export_arch,
     measure_exported,
     save_weights,
@@ -58,6 +57,8 @@ SCHEMA_VERSION = 1
 STATE_FILE = "pipeline.json"
 CPU_RESOLUTION = 64  # cpu devices: a reduced input keeps the default run within minutes
 SEARCH_RESOLUTION = 32  # the supernet trains at most at this resolution
+CALIBRATION_POOL = 200  # random architectures the calibration networks are picked from
+FILL_STOP = 0.98  # fill_to_target stops once the prediction is within 2% under the target
 MAX_RETRIES = 1
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message)
@@ -79,6 +80,7 @@ class PipelineConfig:
         train_epochs: epochs of the final network's training.
         max_steps_per_epoch: cap on steps per epoch (None: whole split).
         calibration_networks: networks measured end to end for the calibration.
+        eval_samples: architectures sampled per search epoch for the accuracy-latency plot.
         formats: export formats (ONNX and TFLite by default).
         profile_quick: a short measurement protocol (for smoke runs and tests).
         max_retries: re-searches after a miss (0 or 1).
@@ -96,6 +98,7 @@ class PipelineConfig:
     train_epochs: int = 3
     max_steps_per_epoch: int | None = None
     calibration_networks: int = 5
+    eval_samples: int = 2
     formats: tuple[str, ...] = ("onnx", "tflite")
     profile_quick: bool = False
     max_retries: int = MAX_RETRIES
@@ -198,11 +201,12 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 class _Pipeline:
     def __init__(self, config: PipelineConfig, out: Path, lut: Path | None, on_progress: ProgressFn | None,
-                 protocol: Any, search_options: dict[str, Any]) -> None:  # fmt: skip
+                 protocol: Any, search_options: dict[str, Any], device_options: dict[str, Any]) -> None:  # fmt: skip
         self.cfg = config
         self.out = out
         self.space: SearchSpace = get_space(config.space)
-        self.device: Device = open_device(config.device, threads=config.threads)
+        self.state = _State(out, config)  # refuses a folder of other settings before touching the device
+        self.device: Device = open_device(config.device, threads=config.threads, **device_options)
         if self.device.model_format not in (ModelFormat.ONNX, ModelFormat.TFLITE):
             raise UsageError(f"the pipeline deploys ONNX or TFLite files; {config.device} runs neither")
         if self.device.model_format.value not in config.formats:
@@ -211,7 +215,6 @@ class _Pipeline:
             CPU_RESOLUTION if config.device.startswith("cpu:") else self.space.default_resolution
         )
         self.lut_path = Path(lut) if lut else lut_path_for(config.device, config.space, self.resolution)
-        self.state = _State(out, config)
         self.progress = on_progress or (lambda stage, done, total, msg: None)
         self.protocol = protocol
         self.search_options = search_options
@@ -274,14 +277,18 @@ class _Pipeline:
     def calibrate(self) -> dict[str, Any]:
         from latkit.lut.calibration import calibrate_device
         from latkit.lut.store import LUT
+        from latkit.search.latency_model import TableLatencyModel
 
+        with LUT.open(self.lut_path) as lut:
+            lm = TableLatencyModel.from_lut(self.space, lut, self.cfg.device, self.resolution)
+        # networks spread evenly over the space's latency range, extremes included, so the
+        # fit interpolates wherever the search lands
         rng = np.random.default_rng(self.cfg.seed + 17)
-        choices = self.space.choices()
-        archs = [self.space.from_options([c.options[0] for c in choices]),
-                 self.space.from_options([c.options[-1] for c in choices])]  # fmt: skip
-        while len(archs) < self.cfg.calibration_networks:
-            archs.append(self.space.sample(rng))
-        nets = [self.network(self.space.arch_to_native(a)) for a in archs[: self.cfg.calibration_networks]]
+        pool = [lm.min_latency(self.space)[1], lm.max_latency()[1]]
+        pool += [self.space.sample(rng) for _ in range(CALIBRATION_POOL)]
+        pool.sort(key=lm.latency_ms)
+        picks = np.linspace(0, len(pool) - 1, self.cfg.calibration_networks).round().astype(int)
+        nets = [self.network(self.space.arch_to_native(pool[i])) for i in dict.fromkeys(picks.tolist())]
         with LUT.open(self.lut_path) as lut:
             cal = calibrate_device(
                 lut, self.device, nets, self.measure_config(),
@@ -321,6 +328,7 @@ class _Pipeline:
         from latkit.profiler.build import build_network
         from latkit.search.train import accuracy_pct, train_network
 
+        torch.set_num_threads(self.cfg.threads)  # oversubscribed OpenMP threads are many times slower
         data = self.data()
         network = self.network(search["arch"])
         module = build_network(network, seed=self.cfg.seed)
@@ -442,21 +450,83 @@ def _search_stage(p: _Pipeline, folder: Path, target_ms: float, say: Callable[[i
                **p.search_options}  # fmt: skip
     outcome = run_search(
         p.space, lm, target_ms, "proxyless-grad", search_data, p.cfg.search_epochs, p.cfg.seed, folder,
-        config=ProxylessConfig(**options), resume=True, threads=None,
+        config=ProxylessConfig(**options), resume=True, threads=1, eval_samples=p.cfg.eval_samples,
         on_progress=lambda pr: say(pr.epoch, pr.epochs, f"E[LAT] {pr.expected_latency_ms:.3f} ms, "
                                    f"derived {pr.best_latency_ms:.3f} ms, acc {pr.best_accuracy:.1f}%"),
     )  # fmt: skip
+    logp = _arch_logp(folder, len(p.space.choices()))
+    arch = fill_to_target(outcome.arch, logp, lm.latency_ms, target_ms)
+    native = p.space.arch_to_native(arch)
     with LUT.open(p.lut_path) as lut:  # the deployed network's own estimate, as a check on the tables
-        est = estimate(lut, p.network(outcome.native), device=p.cfg.device)
-    if abs(est.total_ms - outcome.latency_ms) > 1e-6 * max(1.0, est.total_ms):
-        log.warning("search tables say %.4f ms, the LUT estimate %.4f ms", outcome.latency_ms, est.total_ms)
+        est = estimate(lut, p.network(native), device=p.cfg.device)
+    if abs(est.total_ms - lm.latency_ms(arch)) > 1e-6 * max(1.0, est.total_ms):
+        log.warning("search tables say %.4f ms, the LUT estimate %.4f ms", lm.latency_ms(arch), est.total_ms)
+    arch_path = folder.parent / "arch.json"
+    doc = json.loads((folder / "arch.json").read_text())
+    doc.update(arch=native, latency_ms=est.total_ms, target_ms=p.cfg.target_ms, search_target_ms=target_ms,
+               meets_target=est.total_ms <= target_ms, resolution=p.resolution, classes=data.n_classes,
+               fill={"method": "fill-to-target", "searched_arch": outcome.native,
+                     "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)})  # fmt: skip
+    arch_path.write_text(json.dumps(doc, indent=1, default=str))
     rows = json.loads((folder / "trajectory.json").read_text())["rows"]
     history = [{"epoch": r["epoch"], "expected_latency_ms": r["expected_latency_ms"],
                 "derived_latency_ms": r["latency_ms"], "loss": r["loss"]} for r in rows if r["kind"] == "derived"]
     samples = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]} for r in rows if r["kind"] == "sampled"]
-    return {"folder": str(folder), "arch_path": str(folder / "arch.json"), "arch": outcome.native,
+    return {"folder": str(folder), "arch_path": str(arch_path), "arch": native, "searched_arch": outcome.native,
             "search_target_ms": target_ms, "predicted_ms": est.total_ms, "accuracy": outcome.accuracy,
             "history": history, "samples": samples, "latency_model": lm.provenance}  # fmt: skip
+
+
+def _changed(a: Arch, b: Arch) -> int:
+    return sum(1 for x, y in zip(a.indices, b.indices) if x != y)
+
+
+def _arch_logp(folder: Path, n_choices: int) -> list[np.ndarray]:
+    """Log-probabilities of the options from the search checkpoint's architecture logits."""
+    import torch
+
+    from latkit.search.checkpoint import load_checkpoint
+
+    tensors, _ = load_checkpoint(folder)
+    return [torch.log_softmax(tensors[f"alpha.{c}"].double(), 0).numpy() for c in range(n_choices)]
+
+
+def fill_to_target(
+    arch: Arch, logp: list[np.ndarray], latency_ms: Callable[[Arch], float], target_ms: float,
+    stop_at: float = FILL_STOP,
+) -> Arch:
+    """Grow ``arch`` towards ``target_ms`` from below, staying at or under it.
+
+    The gradient search guarantees ``LAT <= T`` but not that the budget is used:
+    on a small dataset the loss rarely pays for a larger network, and the
+    result can be far faster than asked. While the latency is below
+    ``stop_at * T``, apply the single-choice change that costs the least
+    log-probability per ms it adds (a change the search prefers costs
+    nothing), among those that keep ``LAT <= T``. Bounded by the number of
+    options; stops when no change fits.
+    """
+    idx = list(arch.indices)
+    cur = latency_ms(arch)
+    for _ in range(sum(len(v) for v in logp)):
+        if cur >= stop_at * target_ms:
+            break
+        best = None
+        for c, lp in enumerate(logp):
+            for o in range(len(lp)):
+                if o == idx[c]:
+                    continue
+                new = latency_ms(Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :])))
+                gain = new - cur
+                if gain <= 0 or new > target_ms:
+                    continue
+                key = ((lp[idx[c]] - lp[o]) / gain, -gain)
+                if best is None or key < best[0]:
+                    best = (key, c, o, new)
+        if best is None:
+            break
+        _, c, o, cur = best
+        idx[c] = o
+    return Arch(arch.space, tuple(idx))
 
 
 # --------------------------------------------------------------------------- entry
@@ -473,6 +543,7 @@ def run_pipeline(
     on_progress: ProgressFn | None = None,
     protocol: Any = None,
     search_options: dict[str, Any] | None = None,
+    device_options: dict[str, Any] | None = None,
     **settings: Any,
 ) -> PipelineResult:
     """Profile, calibrate, search, train, export and measure; write ``report.md``.
@@ -486,7 +557,9 @@ def run_pipeline(
         lut: LUT file (default the per-device cache, see :func:`lut_path_for`).
         on_progress: called as ``(stage, done, total, message)`` throughout.
         protocol: measurement protocol for profiling (default: a medium one).
-        search_options: extra keyword arguments for the search.
+        search_options: extra :class:`~latkit.search.proxyless_grad.ProxylessConfig` fields.
+        device_options: keyword options for :func:`~latkit.devices.base.open_device`
+            (e.g. ``key_path`` of an ADB device).
         **settings: any other :class:`PipelineConfig` field.
 
     Returns:
@@ -501,18 +574,14 @@ def run_pipeline(
                          data=data or "digits", **settings)  # fmt: skip
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    p = _Pipeline(cfg, out, Path(lut) if lut else None, on_progress, protocol, search_options or {})
-    p.stage("profile", p.profile)
-    calib = p.stage("calibrate", p.calibrate)
-    attempts = [p.attempt(0, cfg.target_ms)]
-    for i in range(1, cfg.max_retries + 1):
-        last = attempts[-1]
-        if rpt.hit(last["measured_ms"], cfg.target_ms):
-            break
-        scaled = last["search_target_ms"] * cfg.target_ms / last["measured_ms"]
-        log.warning("%s; searching again with target %.3f ms", rpt.verdict(last["measured_ms"], cfg.target_ms), scaled)
-        p.progress("retry", 0, 1, f"missed; re-searching for {scaled:.3f} ms")
-        attempts.append(p.attempt(i, scaled))
+    p = _Pipeline(cfg, out, Path(lut) if lut else None, on_progress, protocol, search_options or {},
+                  device_options or {})
+    try:
+        p.stage("profile", p.profile)
+        calib = p.stage("calibrate", p.calibrate)
+        attempts = _attempts(p)
+    finally:
+        p.device.close()
     best = min(attempts, key=lambda a: abs(a["measured_ms"] - cfg.target_ms))
     summary = _summary(p, calib, attempts, best)
     report_path = rpt.write_report(out, summary)
@@ -523,6 +592,21 @@ def run_pipeline(
         arch_path=Path(best["search"]["arch_path"]), export=best["export"], report_path=report_path,
         attempts=[{k: a[k] for k in ("name", "search_target_ms", "predicted_ms", "measured_ms")} for a in attempts],
     )  # fmt: skip
+
+
+def _attempts(p: _Pipeline) -> list[dict[str, Any]]:
+    """The first attempt and, after a miss, one re-search with the target scaled by target / measured."""
+    cfg = p.cfg
+    attempts = [p.attempt(0, cfg.target_ms)]
+    for i in range(1, cfg.max_retries + 1):
+        last = attempts[-1]
+        if rpt.hit(last["measured_ms"], cfg.target_ms):
+            break
+        scaled = last["search_target_ms"] * cfg.target_ms / last["measured_ms"]
+        log.warning("%s Searching again with target %.3f ms", rpt.verdict(last["measured_ms"], cfg.target_ms), scaled)
+        p.progress("retry", 0, 1, f"missed; re-searching for {scaled:.3f} ms")
+        attempts.append(p.attempt(i, scaled))
+    return attempts
 
 
 def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ def project_to_target(
     latency_model: Any,
     target_ms: float,
     fallback: Arch | None = None,
+    lower_ms: float | None = None,
 ) -> Arch:
     """The architecture nearest ``arch`` (in summed log-probability) with ``LAT <= T``.
 
@@ -37,7 +38,10 @@ def project_to_target(
     the least log-probability per ms saved; then, while some change raises the
     log-probability and keeps ``LAT <= T``, apply the one with the best gain
     (undoing overshoot). Falls back to ``fallback`` (the fastest architecture)
-    if the greedy descent stalls above ``T``.
+    if the greedy descent stalls above ``T``. With ``lower_ms``, an architecture
+    faster than it is then slowed down, by the changes that lose the least
+    log-probability per ms added and keep ``LAT <= T``, until it reaches
+    ``lower_ms`` (spending the unused latency budget) or no change fits.
 
     Raises:
         SearchError: even ``fallback`` is slower than ``T``.
@@ -80,6 +84,23 @@ def project_to_target(
                 new = lat(cand)
                 if new <= target_ms and (best is None or gain > best[0]):
                     best = (gain, c, o, new)
+        if best is None:
+            break
+        _, c, o, cur = best
+        idx[c] = o
+    for _ in range(n_moves if lower_ms is not None else 0):
+        if cur >= lower_ms:
+            break
+        best = None
+        for c, lp in enumerate(logp):
+            for o in range(len(lp)):
+                cand = Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :]))
+                new = lat(cand)
+                if not cur < new <= target_ms:
+                    continue
+                cost = (lp[idx[c]] - lp[o]) / (new - cur)
+                if best is None or cost < best[0]:
+                    best = (cost, c, o, new)
         if best is None:
             break
         _, c, o, cur = best

@@ -27,14 +27,16 @@ outside ``[(1 - tolerance) T, T]``, ``w += adapt_rate * w0 * (LAT - C) / C`` wit
 ``C = (1 - tolerance / 2) T`` and ``w0`` its initial value. ``w`` may become
 negative: then the search is pushed to spend the latency it leaves unused. The
 returned architecture is finally projected onto the target
-(:func:`~latkit.search.projection.project_to_target`), so its LUT latency is always ``<= T``.
+(:func:`~latkit.search.projection.project_to_target`), so its LUT latency is always ``<= T``;
+with ``fill_budget`` an architecture faster than ``(1 - tolerance) T`` is also
+moved up into the band by the changes the distribution objects to least.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -65,6 +67,7 @@ class ProxylessConfig:
     beta: float = 0.3  # "mul" exponent (adapted in hard-target mode)
     lam: float | None = None  # "add" weight per ms (default 1 / T; adapted in hard mode)
     hard_target: bool = True
+    fill_budget: bool = True  # final projection also slows a too-fast arch into the band
     tolerance: float = 0.1
     adapt_rate: float = 0.5
     adapt_every: int = 1
@@ -176,16 +179,18 @@ class ProxylessGradSearch:
 
     # ---- steps ----
 
-    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One SGD step on the sub-network sampled from the current distribution."""
-        arch = self.sample_arch()
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor, arch: Arch | None = None) -> float:
+        """One SGD step on ``arch`` (default: sampled from the current distribution)."""
+        arch = arch or self.sample_arch()
         self.weight_opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.net(x, arch), y)
         loss.backward()
         self.weight_opt.step()
         return float(loss.detach())
 
-    def _sample_gates(self) -> tuple[Arch, dict[int, GateSample], dict[int, list[int]]]:
+    def _sample_gates(
+        self, active_arch: Arch | None = None
+    ) -> tuple[Arch, dict[int, GateSample], dict[int, list[int]]]:
         samples, pairs, active = {}, {}, []
         with torch.no_grad():
             for c, p in enumerate(self.probs()):
@@ -195,14 +200,23 @@ class ProxylessGradSearch:
                 two = [int(v) for v in torch.multinomial(p.float(), 2, replacement=False, generator=self.gen)]
                 pt = torch.softmax(self.alphas[c][two].float(), 0)
                 k = int(torch.multinomial(pt, 1, generator=self.gen))
+                if active_arch is not None:  # forced active path (benchmarks, tests)
+                    want = active_arch.indices[c]
+                    two = [want, two[0] if two[0] != want else two[1]]
+                    k = 0
                 samples[c] = GateSample(active=two[k], other=two[1 - k])
                 pairs[c] = two
                 active.append(two[k])
         return Arch(self.space.name, tuple(active)), samples, pairs
 
-    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        """One binary-gate step on the architecture parameters; returns (loss, E[LAT] ms)."""
-        base, samples, pairs = self._sample_gates()
+    def arch_step(
+        self, x: torch.Tensor, y: torch.Tensor, active: Arch | None = None
+    ) -> tuple[float, float]:
+        """One binary-gate step on the architecture parameters; returns (loss, E[LAT] ms).
+
+        ``active`` forces the active paths (the second path stays sampled).
+        """
+        base, samples, pairs = self._sample_gates(active)
         self.arch_opt.zero_grad(set_to_none=True)
         self.net.zero_grad(set_to_none=True)
         with frozen(self.net):  # no weight gradients here: weights move in weight steps only
@@ -214,7 +228,7 @@ class ProxylessGradSearch:
         with torch.no_grad():
             for c, two in pairs.items():
                 s = samples[c]
-                g = {s.active: float(s.gate.grad or 0.0), s.other: s.other_grad}
+                g = {s.active: s.active_grad, s.other: s.other_grad}
                 pt = [float(v) for v in torch.softmax(self.alphas[c][two], 0)]
                 grad = self.alphas[c].grad if self.alphas[c].grad is not None else torch.zeros_like(self.alphas[c])
                 for i in range(2):
@@ -273,10 +287,11 @@ class ProxylessGradSearch:
         return info
 
     def final_arch(self) -> Arch:
-        """The derived architecture projected onto ``LAT <= T`` (see :func:`project_to_target`)."""
+        """The derived architecture projected onto ``LAT <= T`` (see :func:`~latkit.search.projection.project_to_target`)."""
         with torch.no_grad():
             logp = [torch.log_softmax(a, 0).numpy() for a in self.alphas]
-        return project_to_target(self.derived(), logp, self.lat, self.target_ms, self.min_arch)
+        lower = (1 - self.cfg.tolerance) * self.target_ms if self.cfg.fill_budget else None
+        return project_to_target(self.derived(), logp, self.lat, self.target_ms, self.min_arch, lower)
 
     # ---- checkpoint state ----
 

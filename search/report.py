@@ -89,6 +89,7 @@ def plot_trajectory(history: Sequence[dict[str, Any]], target_ms: float, path: P
     ax.axhline(target_ms, color="#cc3311", ls="--", lw=1, label=f"target {target_ms:g} ms")
     ax.axhspan(target_ms * (1 - HIT_TOLERANCE), target_ms, color="#cc3311", alpha=0.08)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("latency (ms)")
     losses = [h.get("loss", math.nan) for h in history]
     if any(math.isfinite(v) for v in losses):
@@ -184,7 +185,7 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
     cal = summary.get("calibration")
     if cal:
         lines += ["## Calibration", "",
-                  f"`e2e = {cal['a']:.3f} * lut_sum + {cal['b']:.4f} * n_ops + {cal['c']:.3f}` "
+                  f"`e2e = {cal['a']:.3f} * lut_sum {cal['b']:+.4f} * n_ops {cal['c']:+.3f}` "
                   f"({cal['method']}, {cal['n_points']} networks, max rel. error {cal['max_rel_err']:.1%})", ""]  # fmt: skip
     titles = {"layers": "Per-layer latency", "predicted_vs_measured": "Predicted vs measured",
               "trajectory": "Search trajectory", "accuracy_latency": "Accuracy vs latency"}  # fmt: skip

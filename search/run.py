@@ -226,7 +226,7 @@ def _run_framework(
             loss = torch.nn.functional.cross_entropy(supernet(x, arch), y)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         tensors = {f"net.{k}": v for k, v in supernet.state_dict().items()}
         ot, oj = optimizer_state(opt, "opt_w")
         tensors.update(ot)

@@ -10,9 +10,10 @@ that sub-network only.
 
 :meth:`Supernet.forward_gated` is ProxylessNAS's binary-gate forward: in each
 mixed layer one path is active and its output is multiplied by a gate of value
-1 (so ``dL/dg_active = <dL/dout, out_active>``); for the second sampled path
+1, so ``dL/dg_active = <dL/dout, out_active>``; for the second sampled path
 the same inner product is computed during the backward pass, from a no-grad
-forward of that path, so the second path never keeps activations alive.
+forward of that path, so the second path never keeps activations alive. Both
+are read in a gradient hook on the layer output; no gate tensor is stored.
 
 The classifier is resized to the dataset's class count; the LUT latency of the
 space's own classifier is unaffected (latency and accuracy models are separate).
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -104,12 +105,16 @@ class MixedLayer(nn.Module):
 
 @dataclass
 class GateSample:
-    """The two sampled paths of one mixed layer in a gated forward."""
+    """The two sampled paths of one mixed layer in a gated forward.
+
+    ``active_grad`` and ``other_grad`` are ``dL/dg`` of the two binary gates,
+    filled in during the backward pass.
+    """
 
     active: int
     other: int | None
-    gate: torch.Tensor = field(default_factory=lambda: torch.ones((), requires_grad=True))
-    other_grad: float = 0.0  # dL/dg_other, filled in during backward
+    active_grad: float = 0.0
+    other_grad: float = 0.0
 
 
 class Supernet(nn.Module):
@@ -184,20 +189,27 @@ class Supernet(nn.Module):
             if i not in by_layer:
                 x = layer(x, base.indices)
                 continue
+            if not x.requires_grad:
+                # from the first gated layer on, outputs must carry gradients (the gate
+                # gradients are read off them) even when the weights are frozen; the
+                # layers before it need no backward and keep no activations
+                x = x.detach().requires_grad_(True)
             _, sample = by_layer[i]
-            out = layer.option_module(sample.active)(x) * sample.gate
-            if sample.other is not None and out.requires_grad:
-                out.register_hook(_other_path_hook(layer.option_module(sample.other), x, sample))
+            out = layer.option_module(sample.active)(x)
+            other = None if sample.other is None else layer.option_module(sample.other)
+            out.register_hook(_gate_hook(other, x.detach(), out.detach(), sample))
             x = out
         return x
 
 
-def _other_path_hook(module: nn.Module, x: torch.Tensor, sample: GateSample):  # noqa: ANN202
-    x_in = x.detach()
-
+def _gate_hook(other: nn.Module | None, x: torch.Tensor, out: torch.Tensor, sample: GateSample):  # noqa: ANN202
+    # The gate g multiplies a path's output and equals 1 (active) or 0, so
+    # dL/dg = <dL/dout, path(x)>; the inactive path is recomputed here without
+    # keeping its activations, and no gate tensor enters the graph.
     def hook(grad: torch.Tensor) -> None:
-        # dL/dg_other = <dL/dout, other(x)>: recomputed here so no activations are kept
-        with torch.no_grad():
-            sample.other_grad = float((grad * module(x_in)).sum())
+        sample.active_grad = float((grad * out).sum())
+        if other is not None:
+            with torch.no_grad():
+                sample.other_grad = float((grad * other(x)).sum())
 
     return hook

@@ -15,6 +15,8 @@ CASES = [
     ("parsec", {}),
     ("ppo", {}),
     ("ppo", {"use_critic": False, "use_replay": False, "use_pool": False}),
+    ("ppo", {"screen": 4, "critic_min_samples": 10}),
+    ("parsec", {"init_probs": [[0.05, 0.05, 0.1, 0.7, 0.1]] * 6}),
 ]
 
 

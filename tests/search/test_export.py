@@ -224,3 +224,22 @@ def test_parity_failure_raises_for_float_files() -> None:
     with pytest.raises(ExportError, match="differs from torch"):
         _check(par, Path("model.onnx"), "fp32", "ONNX Runtime")
     _check(par, Path("model_int8.tflite"), "int8", "LiteRT")  # recorded, not raised
+
+
+def test_tflite_measured_on_the_loopback_phone(exported, tmp_path: Path) -> None:
+    """The phone path: real ADB to the loopback device, which runs benchmark_model on the file."""
+    from latkit.devices.loopback.server import LoopbackDevice
+    from latkit.search.export import measure_exported
+
+    report, _, _, _ = exported
+    tflite = report.file("tflite")
+    with LoopbackDevice(tmp_path / "phone", port=0, auth="accept") as phone:
+        device = open_device(f"adb+tcp://127.0.0.1:{phone.port}", threads=1, key_path=tmp_path / "adbkey",
+                             backoff_s=0.05)  # fmt: skip
+        try:
+            entry = measure_exported(device, tflite, _quick())
+        finally:
+            device.close()
+    assert entry["latency_ms"] > 0 and entry["device"].startswith("adb+tcp://127.0.0.1:")
+    assert entry["provenance"]["device"]["kind"] == "android"
+    assert tflite.meta()["measured_latency"]["latency_ms"] == entry["latency_ms"]

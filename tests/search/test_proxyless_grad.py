@@ -16,12 +16,8 @@ from latkit.search.base import SearchError, reward
 from latkit.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from latkit.search.data import SearchData, load_digits
 from latkit.search.latency_model import TableLatencyModel
-from latkit.search.proxyless_grad import (
-    ProxylessConfig,
-    ProxylessGradSearch,
-    latency_loss,
-    project_to_target,
-)
+from latkit.search.projection import project_to_target
+from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch, latency_loss
 from latkit.search.run import run_search
 from latkit.search.supernet import Supernet
 
@@ -86,16 +82,17 @@ def test_latency_term_pushes_expected_latency_down(setup):
 def test_projection_meets_target(setup):
     space, model, _ = setup
     lo, hi = model.min_latency_ms(), model.max_latency()[0]
-    rng = np.random.default_rng(0)
     logp = [np.log(np.random.default_rng(c).dirichlet(np.ones(n))) for c, n in enumerate(model.n_options)]
     slow = Arch(space.name, tuple(int(np.argmax(v)) for v in logp))
     for frac in (0.05, 0.3, 0.7):
         target = lo + frac * (hi - lo)
         arch = project_to_target(slow, logp, model, target, model.min_latency()[1])
         assert model.latency_ms(arch) <= target
+        if frac > 0.1:  # spending the budget: slowed into [0.9 T, T]
+            filled = project_to_target(arch, logp, model, target, None, lower_ms=0.9 * target)
+            assert 0.9 * target <= model.latency_ms(filled) <= target
     # an architecture already within the target and at the argmax is returned unchanged
     assert project_to_target(slow, logp, model, hi + 1.0) == slow
-    del rng
 
 
 def test_unreachable_target_raises_with_min(setup):
@@ -160,3 +157,14 @@ def test_reinforce_on_supernet(setup, tmp_path):
     assert len(rows) == 4 and all(r["kind"] == "query" for r in rows)
     assert out.latency_ms <= target
     assert out.accuracy == pytest.approx(max(r["accuracy"] for r in rows if r["feasible"]))
+
+
+def test_registered_in_framework(setup):
+    from latkit.search.base import run_search as framework_search
+    from latkit.search.train import SupernetAccuracy
+
+    s = _search(setup, max_steps_per_epoch=2)
+    result = framework_search("proxyless-grad", s.space, SupernetAccuracy(s.net, s.data, bn_batches=1),
+                              s.lat, s.target_ms, 5, np.random.default_rng(0), search=s, epochs=1)  # fmt: skip
+    assert result.queries_used in (1, 2) and result.best_latency_ms <= s.target_ms
+    assert result.extra["final_arch"] == s.space.arch_to_native(s.final_arch())

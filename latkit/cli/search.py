@@ -1,0 +1,150 @@
+"""`latkit search`: find an architecture that meets a latency target.
+
+Two modes share the command:
+
+* **supernet search** (``--lut``, ``--device`` or ``--predictor``): train a
+  weight-sharing supernet on ``--data`` and search it with ProxylessNAS
+  gradients, REINFORCE, evolution or random search, the latency term coming from
+  the LUT (or predictor) and a hard target;
+* **tabular benchmark** (``--accuracy-table``): accuracies looked up in a table
+  (e.g. NAS-Bench-201), latencies from a table or a predictor fitted on K rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from latkit.cli import app, common
+from latkit.cli.profile import DEVICE_HELP, open_dev, protocol_config
+from latkit.errors import UsageError
+
+
+@app.command("search")
+def search_cmd(
+    space: str = typer.Option(..., "--space", "-s", help="Search space (see `latkit spaces`)."),
+    target_ms: float = typer.Option(..., "--target-ms", "-T", help="Hard latency target (ms)."),
+    algorithm: str = typer.Option(
+        "proxyless-grad", "--algorithm", "-A",
+        help="proxyless-grad | reinforce | evolution | random (tabular: also ppo, parsec).",
+    ),
+    lut: Optional[Path] = typer.Option(None, "--lut", help="Latency from this LUT."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help=f"Profile (or reuse) this device's LUT. {DEVICE_HELP}"),
+    predictor: Optional[Path] = typer.Option(None, "--predictor", help="Latency from a saved predictor."),
+    calibrated: bool = typer.Option(False, "--calibrated", help="Use the LUT's stored calibration."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Resolution of the latency model."),
+    data: str = typer.Option("digits", "--data", help="digits (embedded) | cifar10:PATH | folder:PATH."),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    queries: int = typer.Option(50, "--queries", min=1, help="Accuracy queries (RL / evolution / random / tabular)."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("search_out"), "--out", "-o", help="Folder for arch.json, trajectory, plots."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out."),
+    accuracy_table: Optional[str] = typer.Option(None, "--accuracy-table", help="Tabular mode: CSV:COLUMN of accuracies."),
+    latency_table: Optional[str] = typer.Option(None, "--latency-table", help="Tabular mode: CSV:COLUMN of latencies (ms)."),
+    latency_samples: Optional[int] = typer.Option(None, "--latency-samples", min=2,
+                                                  help="Tabular mode: fit a latency model on K table rows."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Search a space for the most accurate architecture within --target-ms."""
+    if accuracy_table is not None:
+        _tabular(space, accuracy_table, latency_table, target_ms, algorithm, queries, seed,
+                 latency_samples, out, as_json)
+        return
+    sources = [s for s in (lut, device, predictor) if s is not None]
+    if len(sources) != 1:
+        raise UsageError("give exactly one latency source: --lut PATH, --device URI or --predictor PATH "
+                         "(or --accuracy-table for the tabular mode)")
+    from latkit.profiler.spaces import get_space
+    from latkit.search.run import run_search
+
+    sp = get_space(space)
+    model = _latency_model(sp, lut, device, predictor, resolution, calibrated)
+    with common.progress_bar("searching", epochs, enabled=not as_json) as advance:
+        def on_progress(p) -> None:
+            exp = f"expected {p.expected_latency_ms:.3f} ms " if p.expected_latency_ms is not None else ""
+            best = (f"best {p.best_latency_ms:.3f} ms acc {p.best_accuracy:.3f}"
+                    if p.best_latency_ms is not None and p.best_accuracy is not None else "")
+            advance(f"loss {p.loss:.3f} {exp}{best}")
+
+        outcome = run_search(sp, model, target_ms, algorithm, data, epochs, seed, out,
+                             queries=queries, resume=resume, on_progress=on_progress)
+    result = {
+        "space": space, "algorithm": algorithm, "target_ms": target_ms, "arch": outcome.native,
+        "latency_ms": outcome.latency_ms, "accuracy": outcome.accuracy, "out": str(outcome.out_dir),
+        "files": {k: str(v) for k, v in outcome.files.items()},
+    }  # fmt: skip
+    if as_json:
+        common.print_json(result)
+        return
+    common.out.print(f"[bold]{space}[/] with {algorithm}: latency {outcome.latency_ms:.3f} ms "
+                     f"(target {target_ms:.3f} ms), held-out accuracy {outcome.accuracy:.2f}%")
+    common.out.print(f"arch: {outcome.native}")
+    for name, path in result["files"].items():
+        common.out.print(f"  {name}: {path}")
+
+
+def _latency_model(sp, lut: Optional[Path], device: Optional[str], predictor: Optional[Path],
+                   resolution: Optional[int], calibrated: bool):
+    from latkit.lut.store import LUT
+    from latkit.search.latency_model import PredictorLatencyModel, TableLatencyModel
+
+    if predictor is not None:
+        from latkit.predictors.base import load
+
+        return PredictorLatencyModel(sp, load(predictor), provenance={"predictor_dir": str(predictor)})
+    if device is not None:
+        lut = _device_lut(sp, device, resolution)
+    with LUT.open(lut) as table:
+        return TableLatencyModel.from_lut(sp, table, resolution=resolution, calibrated=calibrated)
+
+
+def _device_lut(sp, device: str, resolution: Optional[int]) -> Path:
+    """The device's cached LUT for the space, with any missing operator profiled now."""
+    from latkit.lut.store import LUT
+    from latkit.profiler.runner import profile_ops
+    from latkit.search.pipeline import lut_path_for
+
+    res = resolution or sp.default_resolution
+    path = lut_path_for(device, sp.name, res)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dev = open_dev(device, 1, None)
+    try:
+        with LUT.open(path, create=True) as table:
+            specs = sp.operators(res)
+            todo = len([s for s in specs if s.key not in table.done_keys(dev.info().uri)])
+            with common.progress_bar(f"profiling {device}", todo, enabled=todo > 0) as advance:
+                report = profile_ops(dev, specs, table, protocol_config(0.02, 20.0, False),
+                                     on_progress=lambda d, t, key, m: advance(key))
+    finally:
+        dev.close()
+    if report.failed:
+        raise UsageError(f"{len(report.failed)} operator(s) failed to measure on {device}; "
+                         f"see `latkit profile --device {device} --space {sp.name} --lut {path}`")
+    return path
+
+
+def _tabular(space: str, accuracy_table: str, latency_table: Optional[str], target_ms: float,
+             algorithm: str, queries: int, seed: int, latency_samples: Optional[int],
+             out: Path, as_json: bool) -> None:
+    from latkit.search.tabular import run_tabular
+
+    result = run_tabular(space, accuracy_table, latency_table, target_ms, algorithm, queries, seed,
+                         latency_samples=latency_samples)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = result.save(out / "search.json")
+    if as_json:
+        common.print_json(result.to_dict())
+        return
+    table = Table("algorithm", "queries", "best accuracy", "latency ms", "target ms", "oracle", "arch")
+    extra = result.extra
+    table.add_row(algorithm, str(result.queries_used), f"{result.best_accuracy:.2f}",
+                  f"{result.best_latency_ms:.3f}", f"{target_ms:.3f}",
+                  f"{extra.get('oracle_accuracy', float('nan')):.2f}", str(result.best_arch))
+    common.out.print(table)
+    if latency_samples is not None:
+        common.out.print(f"true latency {extra.get('true_latency_ms', float('nan')):.3f} ms, "
+                         f"meets the target: {extra.get('truly_feasible')}")
+    common.err.print(f"trajectory: {saved}")

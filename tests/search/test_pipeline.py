@@ -1,0 +1,160 @@
+"""The one-command pipeline end to end on a tiny configuration, on this machine's CPU.
+
+Real everything: the LUT is profiled on cpu:onnxruntime into a SQLite file, the
+calibration measures whole networks, the supernet search and the final training
+run on the embedded digits, the files are exported and run in ONNX Runtime and
+LiteRT, and the exported model is measured on the device.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from latkit.devices.base import open_device
+from latkit.errors import UsageError
+from latkit.lut.store import LUT
+from latkit.profiler.protocol import ProtocolConfig, measure_one
+from latkit.profiler.runner import profile_ops
+from latkit.profiler.spaces import get_space
+from latkit.profiler.spaces.base import Arch
+from latkit.search import report as rpt
+from latkit.search.export import ExportedModel, read_arch, standalone_module
+from latkit.search.latency_model import TableLatencyModel
+from latkit.search.pipeline import _file_of, fill_to_target, lut_path_for, run_pipeline
+
+SPACE = "proxyless_mobile_w05"
+RESOLUTION = 32
+DEVICE = "cpu:onnxruntime"
+TINY = dict(resolution=RESOLUTION, profile_quick=True, search_epochs=2, warmup_epochs=1, train_epochs=1,
+            max_steps_per_epoch=3, calibration_networks=3, eval_samples=1)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lut_and_target(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """A profiled LUT (as the pipeline's first stage makes it) and a reachable mid-range target."""
+    path = tmp_path_factory.mktemp("lut") / "cpu.db"
+    space = get_space(SPACE)
+    with LUT.open(path, create=True) as lut:
+        profile_ops(open_device(DEVICE), space.operators(RESOLUTION), lut, ProtocolConfig.quick())
+        lm = TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION)
+    lo, hi = lm.min_latency(space)[0], lm.max_latency()[0]
+    return path, round(lo + 0.4 * (hi - lo), 3)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, lut_and_target):
+    lut, target = lut_and_target
+    out = tmp_path_factory.mktemp("run")
+    stages: list[str] = []
+    result = run_pipeline(DEVICE, SPACE, target, out, lut=lut, on_progress=lambda s, d, t, m: stages.append(s), **TINY)
+    return result, out, lut, stages
+
+
+def test_every_stage_ran_and_reused_the_lut(run) -> None:
+    result, out, _, stages = run
+    for stage in ("profile", "calibrate", "search", "train", "export", "measure", "report"):
+        assert stage in stages
+    state = json.loads((out / "pipeline.json").read_text())
+    assert state["schema"] == "latkit.pipeline"
+    profile = state["stages"]["profile"]["outputs"]
+    assert profile["measured"] == 1 and profile["reused"] == 70  # only the 10-class classifier was new
+    for name in ("report.md", "layers.png", "predicted_vs_measured.png", "trajectory.png",
+                 "accuracy_latency.png", "arch.json", "train/weights.safetensors"):  # fmt: skip
+        assert (out / name).is_file(), name
+
+
+def test_exported_files_load_with_parity(run) -> None:
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    result, _, _, _ = run
+    info = read_arch(result.arch_path)
+    weights = next(f for f in result.export["files"])["path"]
+    weights = json.loads(Path(weights + ".json").read_text())["weights"]["file"]
+    module, network = standalone_module(info.network, weights)
+    assert network.layers[-1].spec.output_shape == (1, 1, 10)
+    x = torch.randn(1, 3, RESOLUTION, RESOLUTION, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = module(x).numpy()
+    onnx_path = _file_of(result.export, "onnx").path
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    interp = Interpreter(model_path=str(_file_of(result.export, "tflite").path))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x.numpy())
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
+    result, out, _, _ = run
+    onnx_file = _file_of(result.export, "onnx")
+    measured = onnx_file.meta()["measured_latency"]
+    assert measured["latency_ms"] == pytest.approx(result.measured_ms)
+    assert measured["latency_ms"] > 0 and measured["provenance"]["device"]["uri"] == DEVICE
+    again = measure_one(open_device(DEVICE), ExportedModel(onnx_file), ProtocolConfig.quick()).latency_ms
+    assert 1 / 3 < again / result.measured_ms < 3
+    assert result.hit == rpt.hit(result.measured_ms, result.target_ms)
+    assert result.verdict.startswith("HIT" if result.hit else "MISSED")
+    assert result.verdict in (out / "report.md").read_text()
+    first = result.attempts[0]
+    if rpt.hit(first["measured_ms"], result.target_ms):
+        assert len(result.attempts) == 1
+    else:  # one bounded retry, its target scaled by target / measured
+        assert len(result.attempts) == 2 and (out / "retry1" / "export").is_dir()
+        assert result.attempts[1]["search_target_ms"] == pytest.approx(
+            result.target_ms * result.target_ms / first["measured_ms"], rel=1e-3
+        )
+
+
+def test_predicted_latency_is_the_calibrated_lut_estimate_within_target(run) -> None:
+    result, _, _, _ = run
+    arch = json.loads(result.arch_path.read_text())
+    assert arch["latency_ms"] == pytest.approx(result.predicted_ms)
+    assert arch["latency_ms"] <= arch["search_target_ms"] * (1 + 1e-9)
+    sidecar = _file_of(result.export, "onnx").meta()
+    assert sidecar["latency_target_ms"] == result.target_ms
+    assert sidecar["predicted_latency"]["latency_ms"] == pytest.approx(result.predicted_ms)
+    assert sidecar["predicted_latency"]["source"]["kind"] == "lut-calibrated"
+
+
+def test_rerun_skips_finished_stages_and_refuses_other_settings(run, lut_and_target) -> None:
+    result, out, lut, _ = run
+    stages: list[tuple[str, str]] = []
+    again = run_pipeline(DEVICE, SPACE, result.target_ms, out, lut=lut,
+                         on_progress=lambda s, d, t, m: stages.append((s, m)), **TINY)  # fmt: skip
+    assert again.measured_ms == result.measured_ms and again.arch_path == result.arch_path
+    assert all(m == "already done" for s, m in stages if s not in ("report", "retry"))
+    with pytest.raises(UsageError, match="other settings"):
+        run_pipeline(DEVICE, SPACE, result.target_ms * 2, out, lut=lut, **TINY)
+
+
+def test_fill_to_target_uses_the_budget_without_exceeding_it(lut_and_target) -> None:
+    lut, _ = lut_and_target
+    space = get_space(SPACE)
+    with LUT.open(lut) as db:
+        lm = TableLatencyModel.from_lut(space, db, DEVICE, RESOLUTION)
+    fastest = lm.min_latency(space)[1]
+    slowest = lm.max_latency()[0]
+    target = lm.latency_ms(fastest) + 0.5 * (slowest - lm.latency_ms(fastest))
+    logp = [np.log(np.full(len(c.options), 1 / len(c.options))) for c in space.choices()]
+    filled = fill_to_target(fastest, logp, lm.latency_ms, target)
+    assert 0.98 * target <= lm.latency_ms(filled) <= target
+    # a strong preference is kept: the first choice stays at the option the logits favour
+    logp[0] = np.log(np.array([0.94] + [0.01] * (len(logp[0]) - 1)))
+    start = Arch(space.name, (0,) + fastest.indices[1:])
+    assert fill_to_target(start, logp, lm.latency_ms, target).indices[0] == 0
+
+
+def test_lut_cache_path_is_per_device_space_and_resolution(tmp_path: Path) -> None:
+    a = lut_path_for("adb+tcp://127.0.0.1:6000", SPACE, 64, tmp_path)
+    b = lut_path_for(DEVICE, SPACE, 64, tmp_path)
+    assert a.parent == b.parent == tmp_path and a != b
+    assert b.name == f"cpu_onnxruntime-{SPACE}-64.db"
