@@ -46,7 +46,7 @@ def _root(
 
 def _register() -> None:
     # each module adds its commands to `app`
-    from latkit.cli import android, ops, profile, search  # noqa: F401
+    from latkit.cli import android, deploy, ops, profile, search  # noqa: F401
     from latkit.cli import lut as lut_cli
     from latkit.cli import predictor as predictor_cli
 

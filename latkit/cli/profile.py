@@ -19,6 +19,7 @@ CLOCK_HELP = ("Host CPU clock: auto (thread CPU time with one thread, else wall)
 
 def open_dev(uri: str, threads: int, clock: Optional[str]):
     """Open a device; ``--clock`` applies to the host-CPU backends only."""
+    from latkit.devices import open_device
     from latkit.errors import UsageError
 
     if clock is None:

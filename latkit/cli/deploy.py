@@ -1,0 +1,100 @@
+"""`latkit export` and `latkit run`: deployable files, and the whole loop in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from latkit.cli import app, common
+from latkit.cli.profile import DEVICE_HELP
+
+
+@app.command("export")
+def export_cmd(
+    arch: Path = typer.Option(..., "--arch", "-a", help="arch.json written by `latkit search` or `latkit run`."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Trained weights (safetensors)."),
+    formats: str = typer.Option("onnx,tflite", "--format", "-f", help="Comma-separated: onnx, tflite."),
+    out: Path = typer.Option(Path("export"), "--out", "-o", help="Folder for the files and their sidecars."),
+    nhwc: bool = typer.Option(False, "--nhwc", help="TFLite with NHWC input/output."),
+    variants: str = typer.Option("", "--variants", help="Extra TFLite variants: fp16, int8."),
+    space: Optional[str] = typer.Option(None, "--space", "-s", help="Space of --arch if the file does not say."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help=f"Also measure the files here. {DEVICE_HELP}"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Export a searched architecture as parity-checked ONNX / TFLite files with sidecars."""
+    from latkit.search.export import export_arch
+
+    dev = None
+    if device is not None:
+        from latkit.devices import open_device
+
+        dev = open_device(device)
+    try:
+        report = export_arch(arch, weights=weights, formats=formats, out_dir=out, nhwc=nhwc,
+                             variants=variants, space=space, resolution=resolution, device=dev)
+    finally:
+        if dev is not None:
+            dev.close()
+    if as_json:
+        common.print_json(report.to_dict())
+        return
+    table = Table("file", "format", "variant", "layout", "parity (max rel err)", "measured ms")
+    for f in report.files:
+        err = f.parity.get("max_rel_err", f.parity.get("error"))
+        measured = (f.measured or {}).get("latency_ms")
+        table.add_row(str(f.path), f.format, f.variant, f.layout,
+                      f"{err:.2e}" if isinstance(err, float) else str(err), common.fmt_ms(measured))
+    common.out.print(table)
+
+
+@app.command("run")
+def run_cmd(
+    device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
+    space: str = typer.Option("proxyless_mobile_w05", "--space", "-s", help="Search space."),
+    target_ms: float = typer.Option(..., "--target-ms", "-T", help="Latency target on the device (ms)."),
+    out: Path = typer.Option(Path("latkit-run"), "--out", "-o", help="Run folder (a rerun resumes)."),
+    data: str = typer.Option("digits", "--data", help="digits (embedded) | cifar10:PATH | folder:PATH."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Default: 64 on cpu devices."),
+    search_epochs: int = typer.Option(6, "--search-epochs", min=1),
+    train_epochs: int = typer.Option(3, "--train-epochs", min=1),
+    lut: Optional[Path] = typer.Option(None, "--lut", help="LUT file (default: the device's cached LUT)."),
+    quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report."""
+    from latkit.search.pipeline import run_pipeline
+
+    stages: dict[str, int] = {}
+
+    def on_progress(stage: str, done: int, total: int, message: str) -> None:
+        if as_json:
+            return
+        key = f"{stage}"
+        if stages.get(key) != done:
+            stages[key] = done
+            common.err.print(f"[bold]{stage:>9}[/] {done}/{total} {message}", highlight=False)
+
+    result = run_pipeline(device, space, target_ms, out, data, lut=lut, on_progress=on_progress,
+                          resolution=resolution, search_epochs=search_epochs,
+                          train_epochs=train_epochs, profile_quick=quick, seed=seed)
+    summary = {
+        "target_ms": result.target_ms, "measured_ms": result.measured_ms,
+        "predicted_ms": result.predicted_ms, "hit": result.hit, "verdict": result.verdict,
+        "arch": str(result.arch_path), "report": str(result.report_path),
+        "attempts": result.attempts,
+    }  # fmt: skip
+    if as_json:
+        common.print_json(summary)
+    else:
+        colour = "green" if result.hit else "red"
+        common.out.print(f"[bold {colour}]{result.verdict}[/]")
+        common.out.print(f"predicted {result.predicted_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
+                         f"on {device}, target {result.target_ms:.3f} ms")
+        common.out.print(f"report: {result.report_path}")
+    if not result.hit:
+        raise typer.Exit(1)

@@ -1,0 +1,146 @@
+"""The CLI's commands end to end, on real components (ONNX Runtime, SQLite, the public data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from latkit.cli import main
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+FIXTURES = Path(__file__).resolve().parents[1] / "devices" / "fixtures"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def small_lut(tmp_path_factory) -> Path:
+    """proxyless_mobile_w05 at 32x32, profiled on cpu:onnxruntime with the quick protocol."""
+    folder = tmp_path_factory.mktemp("lut")
+    lut = folder / "cpu.db"
+    code = main(["profile", "--device", "cpu:onnxruntime", "--space", "proxyless_mobile_w05",
+                 "--resolution", "32", "--lut", str(lut), "--quick"])
+    assert code == 0
+    return lut
+
+
+def test_profile_estimate_and_measure(capsys, small_lut, tmp_path):
+    code, out, _ = run(capsys, "lut", "show", str(small_lut), "--json")
+    assert code == 0
+    summary = json.loads(out)["summary"]
+    (dev,) = summary["devices"]
+    assert dev["uri"] == "cpu:onnxruntime" and dev["ops"] == 70
+
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"space": "proxyless_mobile_w05", "resolution": 32,
+                                "arch": ["5x5_MBConv6"] + ["zero", "3x3_MBConv3"] * 10}))
+    code, out, _ = run(capsys, "lut", "estimate", "--lut", str(small_lut), "--space",
+                       "proxyless_mobile_w05", "--arch", str(arch), "--json")
+    assert code == 0
+    est = json.loads(out)
+    layers = est["layers"]
+    assert layers[0]["key"].startswith("Conv-input:32x32x3")
+    assert sum(layer["latency_ms"] for layer in layers) == pytest.approx(est["lut_sum_ms"])
+    assert all(layer["latency_ms"] == 0 for layer in layers if layer["key"].startswith("zero-"))
+
+    code, out, _ = run(capsys, "measure", "--space", "proxyless_mobile_w05", "--arch", str(arch),
+                       "--quick", "--lut", str(small_lut), "--json")
+    assert code == 0
+    result = json.loads(out)
+    m = result["measurement"]
+    assert m["latency_ms"] > 0 and m["n_samples"] >= 12
+    assert m["provenance"]["device"]["uri"] == "cpu:onnxruntime"
+    # the LUT sum and the end-to-end figure describe the same network
+    assert 0.2 < result["estimate_ms"] / m["latency_ms"] < 5
+
+
+def test_profile_resumes_without_remeasuring(capsys, small_lut):
+    code, _, err = run(capsys, "profile", "--device", "cpu:onnxruntime", "--space",
+                       "proxyless_mobile_w05", "--resolution", "32", "--lut", str(small_lut), "--quick")
+    assert code == 0
+    assert "70 already in" in err and "measured 0" in err
+
+
+def test_export_onnx_matches_torch(capsys, tmp_path):
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"space": "proxyless_mobile_w05", "resolution": 32,
+                                "arch": ["3x3_MBConv3"] * 21}))
+    code, out, _ = run(capsys, "export", "--arch", str(arch), "--format", "onnx",
+                       "--out", str(tmp_path / "exp"), "--json")
+    assert code == 0
+    report = json.loads(out)
+    (onnx_file,) = report["files"]
+    assert onnx_file["parity"]["passed"] and onnx_file["parity"]["max_rel_err"] < 1e-3
+    sidecar = json.loads(Path(onnx_file["sidecar"]).read_text())
+    assert sidecar["schema"] == "latkit.export"
+    sess = ort.InferenceSession(onnx_file["path"], providers=["CPUExecutionProvider"])
+    (out_arr,) = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, 32, 32), np.float32)})
+    assert out_arr.shape[0] == 1
+
+
+def test_tabular_search_meets_the_target(capsys, tmp_path):
+    code, out, _ = run(capsys, "search", "--space", "nasbench201",
+                       "--accuracy-table", f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val",
+                       "--latency-table", f"{DATA / 'nasbench201_latency_ms.csv'}:pixel3",
+                       "--target-ms", "10", "--algorithm", "random", "--queries", "40",
+                       "--out", str(tmp_path), "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["queries_used"] == 40
+    assert result["best_latency_ms"] <= 10
+    assert result["best_accuracy"] <= result["extra"]["oracle_accuracy"]
+    assert (tmp_path / "search.json").is_file()
+
+
+def test_search_needs_one_latency_source(capsys):
+    code, _, err = run(capsys, "search", "--space", "proxyless_mobile", "--target-ms", "5")
+    assert code != 0 and err.strip().startswith("error:") and "--lut" in err
+
+
+def test_unreachable_tabular_target_names_the_minimum(capsys, tmp_path):
+    code, _, err = run(capsys, "search", "--space", "nasbench201",
+                       "--accuracy-table", f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val",
+                       "--latency-table", f"{DATA / 'nasbench201_latency_ms.csv'}:pixel3",
+                       "--target-ms", "0.0001", "--queries", "10", "--out", str(tmp_path))
+    assert code != 0 and "Traceback" not in err
+    assert "smallest" in err or "minimum" in err
+
+
+def test_predictor_eval_beats_the_reference_ridge(capsys):
+    code, out, _ = run(capsys, "predictor", "eval", "--csv", str(DATA / "fbnet_latency_ms.csv"),
+                       "--space", "fbnet", "--target", "pixel3", "--k", "10", "--seeds", "1", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert "pixel3" not in summary["known"]
+    assert summary["method"]["spearman"] > summary["baseline"]["spearman"]
+    assert summary["method"]["spearman"] > 0.85
+
+
+def test_predictor_eval_rejects_k_beyond_the_data(capsys, tmp_path):
+    small = tmp_path / "small.csv"
+    lines = (DATA / "fbnet_latency_ms.csv").read_text().splitlines()[:8]
+    small.write_text("\n".join(lines) + "\n")
+    code, _, err = run(capsys, "predictor", "eval", "--csv", str(small), "--space", "fbnet",
+                       "--target", "pixel3", "--k", "20")
+    assert code != 0 and err.strip().startswith("error:") and "Traceback" not in err
+
+
+def test_parse_benchmark_reads_the_summary(capsys):
+    code, out, _ = run(capsys, "parse-benchmark", str(FIXTURES / "bm_current_xnnpack.txt"), "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["inference_avg_us"] > 0 and result["partially_delegated"] is False
+
+
+def test_parse_benchmark_garbage_is_one_error_line(capsys):
+    code, _, err = run(capsys, "parse-benchmark", str(FIXTURES / "bm_garbage.txt"))
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error:")
