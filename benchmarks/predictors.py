@@ -1,4 +1,4 @@
-"""Predictor figures: few-shot transfer, full-data accuracy, GCN throughput.
+"""Predictor figures: few-shot transfer, full-data accuracy, op-level accuracy, throughput.
 
 Prints tables; not a test. Defaults run in a few minutes on 2 cores::
 
@@ -11,6 +11,11 @@ column is hidden except at the K archs the method chooses to measure. "loose"
 counts the target GPU's other batch sizes as known devices, "strict" removes every
 column of the target's hardware. The baseline is least squares on the 3 known
 devices best correlated with the target on K random archs.
+
+Op-level: held-out ±10% accuracy of the op regressors on the public OFA Note10
+tables (random 80/20 splits, and one resolution held out), and on a LUT measured
+here when ``--cpu-lut`` names one (built by ``latkit profile``). LUT-sum: the
+vectorised estimator's throughput (archs/s) on the ProxylessNAS mobile table.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from latkit.predictors.data import encode_archs, read_latency_csv
 from latkit.predictors.evaluate import few_shot
 from latkit.predictors.metrics import score
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPACES = {"fbnet": "fbnet_latency_ms.csv", "nasbench201": "nasbench201_latency_ms.csv"}
 
 
@@ -105,10 +110,57 @@ def bench_throughput(space: str, n: int) -> None:
         )
 
 
+def bench_oplevel(cpu_lut: Path | None) -> None:
+    import tempfile
+
+    from latkit.lut.io import import_public_yaml
+    from latkit.lut.store import LUT
+    from latkit.predictors.oplevel import XGBOpPredictor, heldout_accuracy, measured_ops, oplevel_heldout_report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ofa.db"
+        specs, lat, res = [], [], []
+        with LUT.open(path, create=True) as lut:
+            for r in (160, 176, 192, 208, 224):
+                import_public_yaml(lut, DATA / "luts" / f"ofa_note10_{r}_lookup_table.yaml", device_uri=f"note10:r{r}")
+                s_, v = measured_ops(lut, f"note10:r{r}")
+                specs += s_
+                lat.append(v)
+                res += [r] * len(s_)
+        lat_a, res_a = np.concatenate(lat), np.asarray(res)
+        for r in (176, 224):
+            fig = heldout_accuracy(specs, lat_a, XGBOpPredictor(), res_a == r)
+            print(f"op-level xgb, OFA Note10, resolution {r} held out: ±10% acc {fig['within_10pct']:.3f}", flush=True)
+    if cpu_lut is not None:
+        with LUT.open(cpu_lut) as lut:
+            rows = oplevel_heldout_report(lut)
+        for row in rows:
+            print(f"op-level {row['predictor']}, {cpu_lut.name}, split {row['split']}: "
+                  f"±10% acc {row['within_10pct']:.3f}", flush=True)
+
+
+def bench_lutsum() -> None:
+    import tempfile
+
+    from latkit.lut.io import import_public_yaml
+    from latkit.lut.store import LUT
+    from latkit.predictors.lutsum import LutSumPredictor, lutsum_throughput
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "proxyless.db"
+        with LUT.open(path, create=True) as lut:
+            import_public_yaml(lut, DATA / "luts" / "proxylessnas_mobile_trim.yaml")
+        pred = LutSumPredictor(lut_path=path, space="proxyless_mobile", resolution=224).fit()
+        fig = lutsum_throughput(pred)
+    print(f"LUT-sum throughput proxyless_mobile: {fig['archs_per_s']:,.0f} archs/s "
+          f"({int(fig['n_archs'])} archs, vectorised)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spaces", default="fbnet,nasbench201")
-    ap.add_argument("--only", choices=("fewshot", "full", "throughput"), default=None)
+    ap.add_argument("--only", choices=("fewshot", "full", "throughput", "oplevel", "lutsum"), default=None)
+    ap.add_argument("--cpu-lut", type=Path, default=None, help="a LUT measured here, for the op-level figure")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--k", default="10,20", help="comma-separated K values")
     ap.add_argument("--devices", default=None, help="comma-separated target columns (default all)")
@@ -126,6 +178,10 @@ def main() -> None:
             bench_full(space, args.full_model, args.train_rows, args.devices)
         if args.only in (None, "throughput"):
             bench_throughput(space, args.throughput_archs)
+    if args.only in (None, "oplevel"):
+        bench_oplevel(args.cpu_lut)
+    if args.only in (None, "lutsum"):
+        bench_lutsum()
 
 
 if __name__ == "__main__":

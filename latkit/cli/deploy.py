@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from latkit.cli import app, common
@@ -77,7 +78,7 @@ def run_cmd(
         key = f"{stage}"
         if stages.get(key) != done:
             stages[key] = done
-            common.err.print(f"[bold]{stage:>9}[/] {done}/{total} {message}", highlight=False)
+            common.err.print(f"[bold]{stage:>9}[/] {done}/{total} {escape(message)}", highlight=False)
 
     result = run_pipeline(device, space, target_ms, out, data, lut=lut, on_progress=on_progress,
                           resolution=resolution, search_epochs=search_epochs,

@@ -11,7 +11,7 @@ from latkit.profiler import stats
 from latkit.profiler.measurement import Measurement
 from latkit.profiler.ops import Act, OpSpec, OpType
 
-LUT_DATA = Path("/work/shared/data/luts")
+LUT_DATA = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
 DEVICE = {"uri": "cpu:test-host", "kind": "cpu", "runtime": "onnxruntime",
           "runtime_version": "1.0", "threads": 1, "model": "test cpu"}  # fmt: skip
 

@@ -9,7 +9,7 @@ import pytest
 
 from latkit.predictors.data import LatencyTable, encode_archs, read_latency_csv
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _table(name: str) -> LatencyTable:

@@ -31,7 +31,7 @@ from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 
-DATA = Path("/work/shared/data/luts")
+DATA = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
 OFA_TABLES = sorted(glob.glob(str(DATA / "ofa_note10_*_lookup_table.yaml")))
 PROXYLESS_TABLE = DATA / "proxylessnas_mobile_trim.yaml"
 pytestmark = pytest.mark.skipif(not OFA_TABLES, reason="public OFA Note10 tables not present")

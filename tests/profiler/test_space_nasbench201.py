@@ -12,7 +12,7 @@ from latkit.errors import ArchError
 from latkit.profiler.spaces import Arch, get_space
 from latkit.profiler.spaces.nasbench201 import NB201_OPS
 
-CSV = Path("/work/shared/data/nasbench201_accuracy.csv")
+CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "nasbench201_accuracy.csv"
 
 
 @pytest.fixture(scope="module")

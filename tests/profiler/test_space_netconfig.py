@@ -18,7 +18,7 @@ from latkit.profiler.spaces.load import load_arch, load_network
 from latkit.profiler.spaces.netconfig import is_netconfig, network_from_netconfig, read_netconfig
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
 
-LUTS = Path("/work/shared/data/luts")
+LUTS = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
 CONFIGS = ("cpu", "gpu", "mobile", "mobile_14")
 PUBLISHED_WIDTHS = (32, 40, 80, 96, 192, 320)
 

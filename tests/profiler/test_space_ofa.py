@@ -13,7 +13,7 @@ from latkit.profiler.ops import Act, OpType
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.ofa_mbv3 import OfaMbv3Space
 
-LUTS = Path("/work/shared/data/luts")
+LUTS = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
 TABLE_RESOLUTIONS = (160, 176, 192, 208, 224)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from latkit.search.tabular import TabularProblem
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 ACC = f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val"
 LAT = f"{DATA / 'nasbench201_latency_ms.csv'}:pixel3"
 
@@ -17,7 +17,7 @@ LAT = f"{DATA / 'nasbench201_latency_ms.csv'}:pixel3"
 @pytest.fixture(scope="session")
 def nb201() -> TabularProblem:
     if not (DATA / "nasbench201_accuracy.csv").is_file():
-        pytest.skip("the public NAS-Bench-201 tables are not in /work/shared/data")
+        pytest.skip("the public NAS-Bench-201 tables are not in ../shared/data")
     return TabularProblem.load("nasbench201", ACC, LAT)
 
 

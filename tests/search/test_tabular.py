@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from latkit.errors import LatkitError, UsageError
@@ -10,8 +12,9 @@ from latkit.profiler.spaces import get_space
 
 
 SPACE = get_space("nasbench201")
-ACC = "/work/shared/data/nasbench201_accuracy.csv:cifar10-val"
-LAT = "/work/shared/data/nasbench201_latency_ms.csv:pixel3"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+ACC = f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val"
+LAT = f"{DATA / 'nasbench201_latency_ms.csv'}:pixel3"
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
