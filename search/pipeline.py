@@ -359,7 +359,7 @@ class _Pipeline:
     def measure(self, export: dict[str, Any], say: Callable[[int, int, str], None]) -> dict[str, Any]:
         f = _file_of(export, self.device.model_format.value)
         say(0, 1, f"measuring {f.path.name} on {self.cfg.device}")
-        entry = measure_exported(self.device, f, self.measure_config())
+        entry = measure_exported(self.device, f, self.measure_config(), confirm_target_ms=self.cfg.target_ms)
         say(1, 1, f"{entry['latency_ms']:.3f} ms")
         return {"file": str(f.path), "latency_ms": entry["latency_ms"], "rel_ci": entry["rel_ci"],
                 "device": entry["device"]}  # fmt: skip
