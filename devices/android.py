@@ -12,6 +12,7 @@ in the session log and in :meth:`AndroidDevice.state`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -229,6 +230,15 @@ class AndroidDevice(Device):
         remote = f"{WORK_DIR}/{_safe_name(model.key)}-{digest}.tflite"
         self._retrying(f"pushing {local.name}", lambda t: t.push(local, remote, self.run_timeout_s))
         return AndroidSession(self, model.key, remote)
+
+    def adapt_protocol(self, config: Any) -> Any:
+        """Few, long samples: every sample is a ``benchmark_model`` process on the phone,
+        which does its own warmup and averages its own runs."""
+        return dataclasses.replace(
+            config, warmup_runs=min(config.warmup_runs, 1), warmup_s=0.0,
+            target_sample_ms=max(config.target_sample_ms, 200.0), min_samples=min(config.min_samples, 5),
+            max_samples=min(config.max_samples, 20), samples_per_round=1, touch_runs=0,
+        )  # fmt: skip
 
     def state(self) -> dict[str, Any]:
         """Clocks and temperatures now, the baseline, and the last run's record."""

@@ -134,6 +134,14 @@ class Device(ABC):
         """Dynamic state worth recording with a measurement (load, clocks...)."""
         return {}
 
+    def adapt_protocol(self, config: Any) -> Any:
+        """The measurement protocol settings this device can afford (default: as given).
+
+        A device whose every timing call is expensive (a phone starting
+        ``benchmark_model`` per call) takes fewer, longer samples.
+        """
+        return config
+
     def close(self) -> None:
         """Release connections held by the device."""
 

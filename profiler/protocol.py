@@ -391,7 +391,7 @@ def measure_many(
         UsageError: duplicate keys, or a sink without a spec for some model.
         MeasurementError / DeviceError: a model failed and no ``on_error`` was given.
     """
-    config = config or ProtocolConfig()
+    config = device.adapt_protocol(config or ProtocolConfig())
     models = list(models)
     keys = [m.key for m in models]
     if len(set(keys)) != len(keys):

@@ -169,6 +169,7 @@ def test_throttled_run_is_remeasured_after_cooldown(tmp_path, model, caplog):
         # (60% clock -> ~1.67x; compared with the re-measure taken moments later, which is
         # robust to the load of a shared host)
         assert first["inference_avg_us"] > 1.3 * hot * 1e6
-        # the kept value matches the cool runs (loose: the test host is shared and noisy)
-        assert hot == pytest.approx(statistics.median(cool), rel=0.35)
+        # the kept value matches the cool runs (2-8% apart here; the bound leaves room for
+        # a shared CI host)
+        assert hot == pytest.approx(statistics.median(cool), rel=0.15)
         d.close()
