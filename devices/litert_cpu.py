@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from latkit.devices.base import (
-    Device,
     DeviceInfo,
     ModelFormat,
     ModelSource,

@@ -16,7 +16,6 @@ import numpy as np
 import onnxruntime as ort
 
 from latkit.devices.base import (
-    Device,
     DeviceInfo,
     ModelFormat,
     ModelSource,

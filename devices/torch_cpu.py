@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from latkit.devices.base import (
-    Device,
     DeviceInfo,
     ModelFormat,
     ModelSource,

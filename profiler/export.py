@@ -247,8 +247,8 @@ def _export_onnx(model: BuiltModel, out: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _quiet_converter() -> Iterator[None]:
-    """Silence the converter (progress bars, C++ logs, warnings) while it runs.
+def quiet_converter(what: str = "converter") -> Iterator[None]:
+    """Silence a converter (progress bars, C++ logs, warnings) while it runs.
 
     What it printed is logged at DEBUG, or at WARNING if the conversion fails.
     """
@@ -271,11 +271,11 @@ def _quiet_converter() -> Iterator[None]:
                 os.environ[k] = v
         if out is not None and out.text:
             level = logging.WARNING if failed else logging.DEBUG
-            log.log(level, "converter output:\n%s", out.text[-4000:])
+            log.log(level, "%s output:\n%s", what, out.text[-4000:])
 
 
 def _export_tflite(model: BuiltModel, out: Path) -> dict[str, Any]:
-    with _quiet_converter():
+    with quiet_converter("litert-torch"):
         try:
             import litert_torch
         except ImportError as exc:

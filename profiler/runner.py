@@ -18,7 +18,7 @@ from pathlib import Path
 from latkit.devices.base import Device
 from latkit.errors import UsageError
 from latkit.profiler.export import BuiltModel
-from latkit.profiler.measurement import Measurement, MeasurementSink
+from latkit.profiler.measurement import MeasurementSink
 from latkit.profiler.ops import OpSpec
 from latkit.profiler.protocol import ProtocolConfig, measure_many
 

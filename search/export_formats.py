@@ -10,11 +10,8 @@ imported inside the functions that need them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import warnings
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from torch import nn
 
 from latkit.devices.base import captured_output
 from latkit.errors import LatkitError, MissingExtraError, UsageError
+from latkit.profiler.export import quiet_converter
 
 log = logging.getLogger(__name__)
 
@@ -61,30 +59,6 @@ class ToNHWC(nn.Module):
         y = self.inner(x.permute(0, 3, 1, 2))
         # a 4-D output (a feature map) goes back to NHWC too; logits (N, K) stay
         return y.permute(0, 2, 3, 1) if y.dim() == 4 else y
-
-
-@contextlib.contextmanager
-def _quiet(what: str) -> Iterator[None]:
-    """Silence a converter's progress bars and C++ logs; log them at DEBUG (WARNING on failure)."""
-    saved = {k: os.environ.get(k) for k in ("LITERT_TORCH_SHOW_PROGRESS", "TF_CPP_MIN_LOG_LEVEL")}
-    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    failed, out = False, None
-    try:
-        with captured_output() as out, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if out is not None and out.text:
-            log.log(logging.WARNING if failed else logging.DEBUG, "%s output:\n%s", what, out.text[-4000:])
 
 
 def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
@@ -129,7 +103,7 @@ def write_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> dict[s
         MissingExtraError: litert-torch is not installed.
         ExportError: the conversion failed.
     """
-    with _quiet("litert-torch"):
+    with quiet_converter("litert-torch"):
         try:
             import litert_torch
         except ImportError as exc:
@@ -155,7 +129,7 @@ def quantize_tflite(src: Path, dst: Path, variant: str) -> dict[str, Any]:
     """
     if variant not in TFLITE_VARIANTS:
         raise UsageError(f"unknown TFLite variant {variant!r}; use {' or '.join(TFLITE_VARIANTS)}")
-    with _quiet("ai-edge-quantizer"):
+    with quiet_converter("ai-edge-quantizer"):
         try:
             from ai_edge_quantizer import qtyping, quantizer, recipe
             from ai_edge_quantizer.algorithm_manager import AlgorithmName
