@@ -50,7 +50,10 @@ def load_arch(space_name: Optional[str], arch: str, resolution: Optional[int]):
 @app.command("profile")
 def profile_cmd(
     device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
-    space: str = typer.Option(..., "--space", "-s", help="Search space whose operators to measure."),
+    space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space whose operators to measure."),
+    arch: Optional[str] = typer.Option(
+        None, "--arch", "-a", help="Measure only this network's operators (arch of --space, or a net.config)."
+    ),
     lut: Path = typer.Option(..., "--lut", help="LUT file (SQLite); created if missing, resumed if not."),
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Measure at most N operators."),
@@ -68,9 +71,16 @@ def profile_cmd(
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.lut.store import LUT
     from latkit.profiler.runner import profile_ops
+    from latkit.errors import UsageError
     from latkit.profiler.spaces import get_space
 
-    specs = get_space(space).operators(resolution)
+    if space is None and arch is None:
+        raise UsageError("give --space (all its operators) or --arch (one network's operators)")
+    if arch is not None:
+        network, _ = load_arch(space, arch, resolution)
+        specs, space = network.measurable_specs(), network.name
+    else:
+        specs = get_space(space).operators(resolution)
     config = protocol_config(precision, max_seconds, quick)
     dev = open_dev(device, threads, clock)
     if sample is not None:

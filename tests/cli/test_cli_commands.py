@@ -144,3 +144,25 @@ def test_parse_benchmark_garbage_is_one_error_line(capsys):
     code, _, err = run(capsys, "parse-benchmark", str(FIXTURES / "bm_garbage.txt"))
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code != 0 and len(lines) == 1 and lines[0].startswith("error:")
+
+
+def test_profile_one_netconfig_network_then_estimate_it(capsys, tmp_path):
+    from latkit.profiler.spaces.load import load_network
+
+    config = DATA / "luts" / "proxyless_mobile.config"
+    lut = tmp_path / "net.db"
+    code, _, err = run(capsys, "profile", "--arch", str(config), "--resolution", "32",
+                       "--lut", str(lut), "--quick")
+    assert code == 0, err
+    network, _ = load_network(None, str(config), 32)
+    code, out, _ = run(capsys, "lut", "show", str(lut), "--json")
+    assert json.loads(out)["summary"]["devices"][0]["ops"] == len(network.measurable_specs())
+    code, out, _ = run(capsys, "lut", "estimate", "--lut", str(lut), "--arch", str(config),
+                       "--resolution", "32", "--json")
+    assert code == 0
+    assert json.loads(out)["lut_sum_ms"] > 0
+
+
+def test_profile_needs_a_space_or_an_arch(capsys, tmp_path):
+    code, _, err = run(capsys, "profile", "--lut", str(tmp_path / "x.db"))
+    assert code != 0 and err.strip().startswith("error:") and "--arch" in err
