@@ -22,6 +22,7 @@ class LayerEstimate:
     op_type: str
     latency_ms: float
     share_pct: float  # of the LUT sum
+    source: str = ""  # the row's origin: measured, imported:..., predicted:... ("" for free layers)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def estimate(
     except MissingOpsError as exc:
         raise MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}) for {network.name}") from None
     lat = [table[layer.spec.key] if layer.spec.measurable else 0.0 for layer in network.layers]
+    sources = lut.sources(keys, uri)
     lut_sum = float(sum(lat))
     layers = tuple(
         LayerEstimate(
@@ -80,6 +82,7 @@ def estimate(
             op_type=layer.spec.op_type.value,
             latency_ms=ms,
             share_pct=100.0 * ms / lut_sum if lut_sum > 0 else 0.0,
+            source=sources.get(layer.spec.key, "") if layer.spec.measurable else "",
         )
         for layer, ms in zip(network.layers, lat)
     )

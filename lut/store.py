@@ -480,6 +480,23 @@ class LUT:
             raise MissingOpsError(missing, lut=f"{self.path} ({uri})")
         return {k: found[k] for k in wanted if k in found}
 
+    def sources(self, keys: Iterable[str], device: str | None = None) -> dict[str, str]:
+        """Where each key's row came from on ``device`` (``measured``, ``imported:...``,
+        ``predicted:...``); keys without a row are left out."""
+        uri = self.resolve_device(device)
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
+        for i in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
+            part = wanted[i : i + 500]
+            found.update(
+                self._q(
+                    "SELECT m.op_key, m.source FROM measurements m JOIN devices d ON d.id = m.device_id "
+                    f"WHERE d.uri = ? AND m.op_key IN ({', '.join('?' * len(part))})",
+                    (uri, *part),
+                )
+            )
+        return found
+
     def latency_ms(self, key: str, device: str | None = None) -> float:
         """Latency of one key (ms).
 

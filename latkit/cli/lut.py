@@ -117,9 +117,10 @@ def estimate_cmd(
     if as_json:
         common.print_json(est.to_dict())
         return
-    table = Table("#", "layer", "key", "ms", "%", title=f"{network.name} on {est.device}")
+    table = Table("#", "layer", "key", "ms", "%", "source", title=f"{network.name} on {est.device}")
     for i, row in enumerate(est.layers):
-        table.add_row(str(i), row.name, row.key, common.fmt_ms(row.latency_ms), f"{row.share_pct:.1f}")
+        table.add_row(str(i), row.name, row.key, common.fmt_ms(row.latency_ms), f"{row.share_pct:.1f}",
+                      row.source)
     common.out.print(table)
     common.out.print(f"[bold]sum of operators: {est.lut_sum_ms:.3f} ms[/]")
     if est.calibrated:

@@ -30,6 +30,7 @@ from latkit.profiler.build import build_op, count_params, flops
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
+from latkit.profiler.spaces.netconfig import network_from_netconfig
 
 DATA = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
 OFA_TABLES = sorted(glob.glob(str(DATA / "ofa_note10_*_lookup_table.yaml")))
@@ -312,3 +313,19 @@ def test_few_training_ops_do_not_extrapolate_wildly(cls, ofa_ops) -> None:
     assert np.all(pred > lat.min() / 10) and np.all(pred < lat.max() * 10)
     rel = np.abs(pred - lat) / lat
     assert np.median(rel) < 0.5
+
+
+def test_estimate_tells_predicted_rows_from_measured_ones(tmp_path: Path) -> None:
+    with LUT.open(tmp_path / "lut.db", create=True) as lut:
+        import_public_yaml(lut, PROXYLESS_TABLE)
+        uri = lut.resolve_device(None)
+        pred = fit_on_lut(lut, uri, XGBOpPredictor(n_estimators=40))
+        # the stage-1 ops of the published net (32 channels) are not in the table: predict them
+        net = network_from_netconfig(DATA / "proxyless_mobile.config")
+        assert fill_lut(lut, net.specs, uri, pred) == 3
+        est = estimate(lut, net, calibration=False)
+    sources = {layer.key: layer.source for layer in est.layers}
+    predicted = [k for k, s in sources.items() if s.startswith("predicted:")]
+    assert len(predicted) == 3 and all("32" in k for k in predicted)
+    assert all(s.startswith("imported:") for k, s in sources.items()
+               if s and k not in predicted)
