@@ -117,7 +117,9 @@ def test_estimate_missing_ops_lists_keys(capsys, tmp_path):
 
 
 def test_console_script_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "latkit", "ops", "nope"], capture_output=True, text=True)
+    # run outside the checkout: its latkit/ folder would shadow the installed package
+    proc = subprocess.run([sys.executable, "-m", "latkit", "ops", "nope"], capture_output=True,
+                          text=True, cwd=tmp_path)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:")

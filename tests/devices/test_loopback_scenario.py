@@ -148,7 +148,8 @@ def _min_us(root, model, mask: str | None) -> int:
     out = subprocess.run(
         [sys.executable, "-m", "latkit.devices.loopback.benchmark_model", f"--graph={model}",
          "--num_threads=1", "--warmup_runs=3", "--warmup_min_secs=0", "--num_runs=20",
-         "--min_secs=0"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+         "--min_secs=0"], env=env, cwd=root, capture_output=True, text=True, timeout=60,
+        check=True).stdout
     return int(re.findall(r"min=(\d+)", out)[-1])
 
 

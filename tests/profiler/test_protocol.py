@@ -73,6 +73,9 @@ class _LoggingDevice:
     def state(self):
         return self.device.state()
 
+    def adapt_protocol(self, config):
+        return self.device.adapt_protocol(config)
+
     def open(self, model):
         return _Logged(self.device.open(model), model.key, self.log)
 

@@ -48,7 +48,7 @@ def test_tight_target_still_feasible(nb201):
     lat = nb201.latency_table.table.values
     target = sorted(lat.values())[20]
     for algorithm in list_algorithms():
-        if algorithm.startswith("test-"):
+        if algorithm.startswith("test-") or algorithm == "proxyless-grad":  # needs a supernet
             continue
         res = run_search(algorithm, nb201.space, nb201.accuracy, nb201.latency_table, target, 5,
                          np.random.default_rng(0))

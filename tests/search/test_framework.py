@@ -138,7 +138,7 @@ def test_result_json_round_trip(tmp_path, nb201, median_target):
 
 def test_registry():
     assert {"random", "evolution", "reinforce", "ppo", "parsec"} <= set(list_algorithms())
-    assert list_algorithms("p*") == ["parsec", "ppo"]
+    assert list_algorithms("p*") == ["parsec", "ppo", "proxyless-grad"]
     with pytest.raises(UnknownNameError, match="unknown search algorithm 'nope'"):
         get_algorithm("nope")
 
