@@ -464,17 +464,7 @@ class LUT:
         """
         uri = self.resolve_device(device)
         wanted = list(dict.fromkeys(keys))
-        found: dict[str, float] = {}
-        for i in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
-            part = wanted[i : i + 500]
-            found.update(
-                self._q(
-                    "SELECT m.op_key, m.latency_ms FROM measurements m "
-                    "JOIN devices d ON d.id = m.device_id "
-                    f"WHERE d.uri = ? AND m.op_key IN ({', '.join('?' * len(part))})",
-                    (uri, *part),
-                )
-            )
+        found = self._column_by_key("latency_ms", wanted, uri)
         missing = [k for k in wanted if k not in found]
         if missing and strict:
             raise MissingOpsError(missing, lut=f"{self.path} ({uri})")
@@ -483,14 +473,17 @@ class LUT:
     def sources(self, keys: Iterable[str], device: str | None = None) -> dict[str, str]:
         """Where each key's row came from on ``device`` (``measured``, ``imported:...``,
         ``predicted:...``); keys without a row are left out."""
-        uri = self.resolve_device(device)
-        wanted = list(dict.fromkeys(keys))
-        found: dict[str, str] = {}
-        for i in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
-            part = wanted[i : i + 500]
+        return self._column_by_key("source", list(dict.fromkeys(keys)), self.resolve_device(device))
+
+    def _column_by_key(self, column: str, keys: list[str], uri: str) -> dict[str, Any]:
+        """``column`` of the measurement rows of ``keys`` on ``uri``."""
+        found: dict[str, Any] = {}
+        for i in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+            part = keys[i : i + 500]
             found.update(
                 self._q(
-                    "SELECT m.op_key, m.source FROM measurements m JOIN devices d ON d.id = m.device_id "
+                    f"SELECT m.op_key, m.{column} FROM measurements m "
+                    "JOIN devices d ON d.id = m.device_id "
                     f"WHERE d.uri = ? AND m.op_key IN ({', '.join('?' * len(part))})",
                     (uri, *part),
                 )
