@@ -4,4 +4,5 @@ import sys
 
 from latkit.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # a spawned worker re-imports this module; it must not re-run the CLI
+    sys.exit(main())
