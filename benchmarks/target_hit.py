@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from latkit.profiler.protocol import ProtocolConfig
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.search.latency_model import TableLatencyModel
-from latkit.search.pipeline import CPU_RESOLUTION, lut_path_for, run_pipeline
+from latkit.search.pipeline import CPU_RESOLUTION, _file_of, lut_path_for, run_pipeline
 
 DEVICE = "cpu:onnxruntime"
 FRACTIONS = (0.25, 0.5, 0.75)  # where in the space's calibrated [fastest, slowest] the targets sit
@@ -62,14 +63,18 @@ def main() -> None:
     for frac in FRACTIONS:
         target = round(lo + frac * (hi - lo), 3)
         t1 = time.perf_counter()
+        shutil.rmtree(args.out / f"t{target:g}", ignore_errors=True)  # a leftover run folder would resume
         res = run_pipeline(DEVICE, args.space, target, args.out / f"t{target:g}", lut=lut_path, **settings)
         err = (res.measured_ms - target) / target
         rows.append({"target_ms": target, "predicted_ms": res.predicted_ms, "measured_ms": res.measured_ms,
                      "error": err, "hit": res.hit, "attempts": len(res.attempts),
-                     "first_measured_ms": res.attempts[0]["measured_ms"], "wall_s": time.perf_counter() - t1})
+                     "first_measured_ms": res.attempts[0]["measured_ms"], "wall_s": time.perf_counter() - t1,
+                     "drift": (_file_of(res.export, "onnx").meta()["measured_latency"].get("device_drift") or {})
+                     .get("ratio")})  # fmt: skip
         print(f"target {target:7.3f} ms | predicted {res.predicted_ms:7.3f} | measured {res.measured_ms:7.3f} "
               f"| {err:+6.1%} | {'HIT ' if res.hit else 'MISS'} | attempts {len(res.attempts)} "
-              f"(first measured {res.attempts[0]['measured_ms']:.3f}) | {rows[-1]['wall_s']:.0f} s", flush=True)
+              f"(first measured {res.attempts[0]['measured_ms']:.3f}) | device drift {rows[-1]['drift'] or 0:.2f}x "
+              f"| {rows[-1]['wall_s']:.0f} s", flush=True)
     hits = sum(r["hit"] for r in rows)
     print(f"{hits}/{len(rows)} targets within +-10%")
     (args.out / "target_hit.json").write_text(json.dumps({"space": args.space, "resolution": args.resolution,

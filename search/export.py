@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from latkit._version import __version__
-from latkit.devices.base import Device, ModelFormat
+from latkit.devices.base import Device
 from latkit.errors import ArchError, StoreError, UsageError
 from latkit.profiler.build import count_params
 from latkit.profiler.export import network_key
@@ -279,7 +279,7 @@ def export_arch(
         resolution: input resolution (default: the arch's own, else the space's).
         name: file stem (``model.onnx``, ``model_fp16.tflite``, ...).
         device: when given, every exported file of the device's format is
-            measured on it (see :func:`measure_exported`).
+            measured on it (see :func:`latkit.search.verify.measure_exported`).
         protocol: measurement settings (a ``ProtocolConfig``) for ``device``.
         on_progress: called with a short message before each step.
 
@@ -327,11 +327,13 @@ def export_arch(
                 _export_variant(fp32, inputs, reference, out / f"{name}_{variant}.tflite", base, variant)
             )
     if device is not None:
+        from latkit.search.verify import measure_exported
+
         for f in report.files:
             if f.format == device.model_format.value:
                 say(f"measuring {f.path.name} on {device.uri}")
                 measure_exported(device, f, protocol)
-    _write_json(out / REPORT_NAME, report.to_dict())
+    write_json(out / REPORT_NAME, report.to_dict())
     return report
 
 
@@ -339,7 +341,7 @@ def _base_meta(info: ArchFile, network: Network, module: nn.Module, weights: str
     if weights is None:
         weights_meta: dict[str, Any] = {"source": "seeded-random", "seed": 0}
     else:
-        weights_meta = {"source": "file", "file": str(weights), "sha256": _sha256(Path(weights))}
+        weights_meta = {"source": "file", "file": str(weights), "sha256": file_sha256(Path(weights))}
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "deployable",
         "latkit_version": __version__,
@@ -373,11 +375,11 @@ def _check(parity: dict[str, Any], path: Path, variant: str, runtime: str) -> No
 
 def _finish(path: Path, base: dict[str, Any], entry: dict[str, Any]) -> Path:
     meta = {
-        **base, **entry, "file": path.name, "size_bytes": path.stat().st_size, "sha256": _sha256(path),
+        **base, **entry, "file": path.name, "size_bytes": path.stat().st_size, "sha256": file_sha256(path),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
     sidecar = path.with_name(path.name + ".json")
-    _write_json(sidecar, meta)
+    write_json(sidecar, meta)
     return sidecar
 
 
@@ -439,92 +441,11 @@ def _export_variant(fp32: ExportedFile, inputs: list[torch.Tensor], reference: l
     return ExportedFile(path, sidecar, "tflite", variant, fp32.layout, fp32.input_shape, par)
 
 
-# --------------------------------------------------------------------------- measure
-
-
-class ExportedModel:
-    """An exported file as a :class:`~latkit.devices.base.ModelSource` for a device.
-
-    ``input_shape`` is NCHW (what the ModelSource contract says); devices that
-    read the shape from the file (LiteRT, benchmark_model) see the file's own.
-    """
-
-    def __init__(self, exported: ExportedFile) -> None:
-        self.exported = exported
-        self.key = f"export-{exported.path.stem}-{_sha256(exported.path)[:16]}"
-        shape = exported.input_shape
-        self.input_shape: tuple[int, ...] = (
-            (shape[0], shape[3], shape[1], shape[2]) if exported.layout == "NHWC" else tuple(shape)
-        )
-
-    def file(self, fmt_: ModelFormat) -> Path:
-        """The exported file, if it is of format ``fmt_``.
-
-        Raises:
-            UsageError: the device runs another format.
-        """
-        if ModelFormat(fmt_).value != self.exported.format:
-            raise UsageError(
-                f"{self.exported.path.name} is {self.exported.format}; this device runs "
-                f"{ModelFormat(fmt_).value} files: export that format too"
-            )
-        return self.exported.path
-
-    def torch_module(self) -> Any:
-        """Not available: an exported file is measured as the file."""
-        raise UsageError("an exported model file has no torch module; measure it on an ONNX or TFLite device")
-
-
-def measure_exported(
-    device: Device, exported: ExportedFile, protocol: Any = None, confirm_target_ms: float | None = None
-) -> dict[str, Any]:
-    """Measure an exported file on ``device`` and record the result in its sidecar.
-
-    Args:
-        device: an open device whose format is the file's.
-        exported: the file (from :func:`export_arch`).
-        protocol: a :class:`~latkit.profiler.protocol.ProtocolConfig` (default settings if None).
-        confirm_target_ms: when the first measurement misses this target by more
-            than 10%, measure once more and keep the lower figure: a burst of
-            load on the machine only ever makes a run slower, so one disturbed
-            measurement must not decide a miss (``measurements_ms`` keeps both).
-
-    Returns:
-        The ``measured_latency`` entry written to the sidecar: ``latency_ms``,
-        the statistic, CI, samples, the device and the measurement's provenance.
-
-    Raises:
-        DeviceError / MeasurementError: the device cannot run the file.
-    """
-    from latkit.profiler.protocol import ProtocolConfig, measure_one, statistic_name
-
-    config = protocol or ProtocolConfig()
-    m = measure_one(device, ExportedModel(exported), config)
-    taken = [m.latency_ms]
-    if confirm_target_ms is not None and abs(m.latency_ms / confirm_target_ms - 1) > 0.10:
-        log.info("%s missed %.3f ms by more than 10%% (%.3f ms); measuring it again to confirm",
-                 exported.path.name, confirm_target_ms, m.latency_ms)
-        again = measure_one(device, ExportedModel(exported), config)
-        taken.append(again.latency_ms)
-        m = min(m, again, key=lambda x: x.latency_ms)
-    entry = {
-        "latency_ms": m.latency_ms, "statistic": statistic_name(config),
-        "ci_low_ms": m.ci_low_ms, "ci_high_ms": m.ci_high_ms, "rel_ci": m.rel_ci,
-        "median_ms": m.provenance.get("median_ms"), "n_samples": m.n_samples,
-        "converged": m.converged, "device": device.uri, "measured_at": m.provenance.get("measured_at"),
-        "measurements_ms": taken, "provenance": m.provenance,
-    }  # fmt: skip
-    meta = exported.meta()
-    meta["measured_latency"] = entry
-    _write_json(exported.sidecar, meta)
-    exported.measured = entry
-    return entry
-
-
 # --------------------------------------------------------------------------- files
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -558,7 +479,8 @@ class _atomic:
             self.tmp.unlink(missing_ok=True)
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON, atomically (numpy values and paths converted)."""
     with _atomic(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=1, default=_json_default))
 
@@ -578,13 +500,13 @@ __all__ = [
     "ExportError",
     "ExportReport",
     "ExportedFile",
-    "ExportedModel",
     "export_arch",
-    "measure_exported",
+    "file_sha256",
     "parity_inputs",
     "read_arch",
     "read_weights",
     "save_weights",
     "standalone_module",
     "with_classes",
+    "write_json",
 ]

@@ -42,13 +42,8 @@ from latkit.devices.base import Device, ModelFormat, open_device
 from latkit.errors import StoreError, UsageError
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace, get_space
 from latkit.search import report as rpt
-from latkit.search.export import (
-    ExportedFile,
-    export_arch,
-    measure_exported,
-    save_weights,
-    with_classes,
-)
+from latkit.search.export import ExportedFile, export_arch, save_weights, with_classes
+from latkit.search.verify import Reference, measure_exported, reference_ops
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +78,10 @@ class PipelineConfig:
         eval_samples: architectures sampled per search epoch for the accuracy-latency plot.
         formats: export formats (ONNX and TFLite by default).
         profile_quick: a short measurement protocol (for smoke runs and tests).
+        profile_sample: measure only this many of the space's operators (the most
+            informative, plus the deployed classifier) and fill the rest of the LUT
+            with an op-level predictor's figures (rows marked ``predicted:...``);
+            None measures every operator. For slow devices such as phones.
         max_retries: re-searches after a miss (0 or 1).
         seed: seed of every random choice.
     """
@@ -101,6 +100,7 @@ class PipelineConfig:
     eval_samples: int = 2
     formats: tuple[str, ...] = ("onnx", "tflite")
     profile_quick: bool = False
+    profile_sample: int | None = None
     max_retries: int = MAX_RETRIES
     seed: int = 0
 
@@ -112,6 +112,8 @@ class PipelineConfig:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_epochs < self.search_epochs:
             raise UsageError("warmup_epochs must be >= 0 and below search_epochs")
+        if self.profile_sample is not None and self.profile_sample < 1:
+            raise UsageError(f"profile_sample must be >= 1, got {self.profile_sample}")
         if self.max_retries not in (0, 1):
             raise UsageError(f"max_retries must be 0 or 1, got {self.max_retries}")
         object.__setattr__(self, "formats", tuple(self.formats))
@@ -262,17 +264,27 @@ class _Pipeline:
         n_classes = self.data().n_classes
         specs = list(self.space.operators(self.resolution))
         # the deployed classifier has the dataset's classes, not the space's
-        specs += [s for s in _classifier_specs(self.space, self.resolution, n_classes)]
+        head = _classifier_specs(self.space, self.resolution, n_classes)
+        progress = lambda d, t, key, m: self.progress("profile", d, t, key)  # noqa: E731
         with LUT.open(self.lut_path, create=True) as lut:
-            rep = profile_ops(
-                self.device, specs, lut, self.profile_config(),
-                on_progress=lambda d, t, key, m: self.progress("profile", d, t, key),
-            )  # fmt: skip
-        if rep.failed:
-            key, why = next(iter(rep.failed.items()))
-            raise StoreError(f"{len(rep.failed)} operator(s) failed to profile on {self.cfg.device}, e.g. {key}: {why}")
-        return {"lut": str(self.lut_path), "measured": len(rep.measured), "reused": len(rep.skipped),
-                "unconverged": len(rep.unconverged), "seconds": round(rep.elapsed_s, 1)}  # fmt: skip
+            if self.cfg.profile_sample is None:
+                rep = profile_ops(self.device, specs + head, lut, self.profile_config(), on_progress=progress)
+                failed, measured, reused = rep.failed, len(rep.measured), len(rep.skipped)
+            else:
+                from latkit.predictors.sampling import profile_sampled
+
+                rep = profile_ops(self.device, head, lut, self.profile_config(), on_progress=progress)
+                sampled = profile_sampled(self.device, specs, lut, self.profile_config(), self.cfg.profile_sample,
+                                          rng=self.cfg.seed, on_progress=progress)  # fmt: skip
+                failed = {**rep.failed, **sampled.failed}
+                measured, reused = len(rep.measured) + len(sampled.measured), len(rep.skipped)
+        if failed:
+            key, why = next(iter(failed.items()))
+            raise StoreError(f"{len(failed)} operator(s) failed to profile on {self.cfg.device}, e.g. {key}: {why}")
+        out = {"lut": str(self.lut_path), "measured": measured, "reused": reused}
+        if self.cfg.profile_sample is not None:
+            out.update(predicted=sampled.n_predicted, predictor=sampled.predictor)
+        return out
 
     def calibrate(self) -> dict[str, Any]:
         from latkit.lut.calibration import calibrate_device
@@ -301,6 +313,8 @@ class _Pipeline:
     def measure_config(self) -> Any:
         from latkit.profiler.protocol import ProtocolConfig
 
+        if self.protocol is not None:
+            return self.protocol
         if self.cfg.profile_quick:
             return ProtocolConfig.quick()
         return ProtocolConfig(min_samples=30, max_samples=200, target_rel_ci=0.02, max_seconds_per_op=4.0)
@@ -314,7 +328,7 @@ class _Pipeline:
         search = self.stage(prefix + "search", lambda: self.search(folder / "search", search_target_ms, say("search")))
         train = self.stage(prefix + "train", lambda: self.train(folder / "train", search, say("train")))
         export = self.stage(prefix + "export", lambda: self.export(folder / "export", search, train, say("export")))
-        measured = self.stage(prefix + "measure", lambda: self.measure(export, say("measure")))
+        measured = self.stage(prefix + "measure", lambda: self.measure(export, search, say("measure")))
         return {"name": name or "first", "search_target_ms": search_target_ms, "search": search, "train": train,
                 "export": export, "measured_ms": measured["latency_ms"], "predicted_ms": search["predicted_ms"],
                 "measure": measured}  # fmt: skip
@@ -356,22 +370,29 @@ class _Pipeline:
                           on_progress=lambda msg: say(next(steps), 2 + len(self.cfg.formats), msg))  # fmt: skip
         return rep.to_dict()
 
-    def measure(self, export: dict[str, Any], say: Callable[[int, int, str], None]) -> dict[str, Any]:
+    def measure(self, export: dict[str, Any], search: dict[str, Any],
+                say: Callable[[int, int, str], None]) -> dict[str, Any]:  # fmt: skip
+        from latkit.lut.store import LUT
+
         f = _file_of(export, self.device.model_format.value)
-        say(0, 1, f"measuring {f.path.name} on {self.cfg.device}")
+        with LUT.open(self.lut_path) as lut:
+            keys = [layer.spec.key for layer in self.network(search["arch"]).layers if layer.spec.measurable]
+            refs = reference_ops(lut, self.cfg.device, keys)
+        say(0, 1, f"measuring {f.path.name} on {self.cfg.device} (and {len(refs)} reference operators)")
         if self.device.info().kind == "cpu":
             # a host CPU device runs in a fresh interpreter: after this process trained
             # networks with torch, the same ONNX file measured here read up to 37% slow
             # (0.80 ms fresh, 1.10 ms in-process), enough to fake a miss
             entry = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, export,
                                               self.device.model_format.value, self.measure_config(),
-                                              self.cfg.target_ms)  # fmt: skip
+                                              self.cfg.target_ms, refs)  # fmt: skip
         else:
             entry = measure_exported(self.device, f, self.measure_config(),
-                                     confirm_target_ms=self.cfg.target_ms)  # fmt: skip
-        say(1, 1, f"{entry['latency_ms']:.3f} ms")
+                                     confirm_target_ms=self.cfg.target_ms, references=refs)  # fmt: skip
+        drift = entry.get("device_drift")
+        say(1, 1, f"{entry['latency_ms']:.3f} ms" + (f" (device drift {drift['ratio']:.2f}x)" if drift else ""))
         return {"file": str(f.path), "latency_ms": entry["latency_ms"], "rel_ci": entry["rel_ci"],
-                "device": entry["device"]}  # fmt: skip
+                "device": entry["device"], "drift": drift}  # fmt: skip
 
 
 def _classifier_specs(space: SearchSpace, resolution: int, n_classes: int | None) -> list[Any]:
@@ -382,21 +403,22 @@ def _classifier_specs(space: SearchSpace, resolution: int, n_classes: int | None
 
 
 def _measure_job(uri: str, threads: int, export: dict[str, Any], fmt_name: str, protocol: Any,
-                 target_ms: float) -> dict[str, Any]:
+                 target_ms: float, refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
     device = open_device(uri, threads=threads)
     try:
-        return measure_exported(device, _file_of(export, fmt_name), protocol, confirm_target_ms=target_ms)
+        return measure_exported(device, _file_of(export, fmt_name), protocol, confirm_target_ms=target_ms,
+                                references=refs)  # fmt: skip
     finally:
         device.close()
 
 
 def _measure_in_fresh_process(uri: str, threads: int, export: dict[str, Any], fmt_name: str,
-                              protocol: Any, target_ms: float) -> dict[str, Any]:
+                              protocol: Any, target_ms: float, refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
     """:func:`measure_exported` in a newly spawned interpreter (nothing of this one's state)."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure_job, (uri, threads, export, fmt_name, protocol, target_ms))
+        return pool.apply(_measure_job, (uri, threads, export, fmt_name, protocol, target_ms, refs))
 
 
 def _file_of(export: dict[str, Any], fmt_name: str) -> ExportedFile:
@@ -583,7 +605,8 @@ def run_pipeline(
         data: dataset (default the embedded ``digits``).
         lut: LUT file (default the per-device cache, see :func:`lut_path_for`).
         on_progress: called as ``(stage, done, total, message)`` throughout.
-        protocol: measurement protocol for profiling (default: a medium one).
+        protocol: measurement protocol for every measurement of the run (default: a
+            medium one for profiling, a stricter one for whole networks).
         search_options: extra :class:`~latkit.search.proxyless_grad.ProxylessConfig` fields.
         device_options: keyword options for :func:`~latkit.devices.base.open_device`
             (e.g. ``key_path`` of an ADB device).
@@ -629,6 +652,13 @@ def _attempts(p: _Pipeline) -> list[dict[str, Any]]:
         last = attempts[-1]
         if rpt.hit(last["measured_ms"], cfg.target_ms):
             break
+        drift = last["measure"].get("drift")
+        if drift and not drift["steady"]:
+            # the device is not in the state it was profiled in: a search scaled by this
+            # figure would chase the machine's state, not correct the prediction
+            log.warning("%s Not searching again: %s", rpt.verdict(last["measured_ms"], cfg.target_ms),
+                        rpt.drift_sentence(drift["ratio"]))  # fmt: skip
+            break
         scaled = last["search_target_ms"] * cfg.target_ms / last["measured_ms"]
         log.warning("%s Searching again with target %.3f ms", rpt.verdict(last["measured_ms"], cfg.target_ms), scaled)
         p.progress("retry", 0, 1, f"missed; re-searching for {scaled:.3f} ms")
@@ -651,7 +681,7 @@ def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]]
                 "label": a["name"]} for a in attempts]  # fmt: skip
     with LUT.open(p.lut_path) as lut:
         est = estimate(lut, p.network(best["search"]["arch"]), device=cfg.device)
-    verdict = rpt.verdict(best["measured_ms"], cfg.target_ms)
+    verdict = rpt.verdict(best["measured_ms"], cfg.target_ms, best["measure"].get("drift"))
     if len(attempts) > 1 and best is not attempts[-1]:
         verdict += " (the first attempt was closer than the retry and is the one reported)"
     files = [{"file": Path(f["path"]).name, "format": f["format"], "variant": f["variant"],

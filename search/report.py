@@ -130,16 +130,33 @@ def hit(measured_ms: float, target_ms: float, tolerance: float = HIT_TOLERANCE) 
     return abs(measured_ms - target_ms) <= tolerance * target_ms
 
 
-def verdict(measured_ms: float, target_ms: float) -> str:
-    """One plain sentence on how the measured latency compares with the target."""
+def drift_sentence(ratio: float) -> str:
+    """What a device drift (reference operators now / in the LUT) means for the user."""
+    return (
+        f"the device ran its reference operators at {ratio:.2f}x their LUT latency, so it is not in the "
+        "state it was profiled in (load from other programs, heat, another clock); re-run the same command "
+        "when the device is quiet (finished stages are kept), or delete its LUT to profile it as it is now."
+    )
+
+
+def verdict(measured_ms: float, target_ms: float, drift: dict[str, Any] | None = None) -> str:
+    """Plain sentences on how the measured latency compares with the target.
+
+    ``drift`` is the measurement's ``device_drift`` entry; a miss measured on a
+    drifted device says so, since the figure then tells about the machine's
+    state rather than the searched network.
+    """
     off = (measured_ms - target_ms) / target_ms
     if hit(measured_ms, target_ms):
         return f"HIT: measured {measured_ms:.3f} ms is within 10% of the {target_ms:g} ms target ({off:+.1%})."
     side = "slower" if off > 0 else "faster"
-    return (
+    text = (
         f"MISSED: measured {measured_ms:.3f} ms is {abs(off):.1%} {side} than the {target_ms:g} ms "
         "target (more than 10% off)."
     )
+    if drift and not drift.get("steady", True):
+        text += " But " + drift_sentence(drift["ratio"])
+    return text
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -162,14 +179,17 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
         f"- latkit {summary.get('latkit_version', '')}", "",
         "## Result", "",
         f"**{summary['verdict']}**", "",
-        "| attempt | target used by search (ms) | predicted (ms) | measured (ms) | off target |",
-        "|---|---|---|---|---|",
+        "| attempt | target used by search (ms) | predicted (ms) | measured (ms) | off target | device drift |",
+        "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for a in summary.get("attempts", []):
         m = a.get("measured_ms")
         off = f"{(m - t) / t:+.1%}" if m is not None else "-"
+        drift = (a.get("measure") or {}).get("drift")
         lines.append(f"| {a['name']} | {_fmt(a.get('search_target_ms'))} | {_fmt(a.get('predicted_ms'))} "
-                     f"| {_fmt(m)} | {off} |")  # fmt: skip
+                     f"| {_fmt(m)} | {off} | {_fmt(drift['ratio'], 2) + 'x' if drift else '-'} |")  # fmt: skip
+    lines += ["", "Device drift: the network's slowest LUT operators re-measured beside the exported file, "
+              "now / LUT (1.00x = the device runs as when profiled)."]
     lines += ["", f"Chosen architecture: `{summary.get('arch')}`", ""]
     if summary.get("accuracy") is not None:
         lines.append(f"Held-out accuracy after training: {summary['accuracy']:.2f}% ({summary.get('data', '')}).")
@@ -240,6 +260,7 @@ __all__ = [
     "plot_predicted_vs_measured",
     "plot_trajectory",
     "render_markdown",
+    "drift_sentence",
     "verdict",
     "write_report",
 ]

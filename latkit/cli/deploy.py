@@ -64,6 +64,10 @@ def run_cmd(
     train_epochs: int = typer.Option(3, "--train-epochs", min=1),
     lut: Optional[Path] = typer.Option(None, "--lut", help="LUT file (default: the device's cached LUT)."),
     quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
+    sample: Optional[int] = typer.Option(
+        None, "--sample", min=1,
+        help="Measure only N operators (the most informative) and predict the rest (slow devices, e.g. phones).",
+    ),  # fmt: skip
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -82,7 +86,7 @@ def run_cmd(
 
     result = run_pipeline(device, space, target_ms, out, data, lut=lut, on_progress=on_progress,
                           resolution=resolution, search_epochs=search_epochs,
-                          train_epochs=train_epochs, profile_quick=quick, seed=seed)
+                          train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed)
     summary = {
         "target_ms": result.target_ms, "measured_ms": result.measured_ms,
         "predicted_ms": result.predicted_ms, "hit": result.hit, "verdict": result.verdict,

@@ -24,7 +24,6 @@ from latkit.profiler.protocol import ProtocolConfig, measure_one
 from latkit.profiler.spaces import get_space
 from latkit.search import export_formats
 from latkit.search.export import (
-    ExportedModel,
     ExportError,
     export_arch,
     read_arch,
@@ -32,6 +31,7 @@ from latkit.search.export import (
     standalone_module,
     with_classes,
 )
+from latkit.search.verify import ExportedModel
 
 SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
@@ -229,7 +229,7 @@ def test_parity_failure_raises_for_float_files() -> None:
 def test_tflite_measured_on_the_loopback_phone(exported, tmp_path: Path) -> None:
     """The phone path: real ADB to the loopback device, which runs benchmark_model on the file."""
     from latkit.devices.loopback.server import LoopbackDevice
-    from latkit.search.export import measure_exported
+    from latkit.search.verify import measure_exported
 
     report, _, _, _ = exported
     tflite = report.file("tflite")
@@ -246,7 +246,7 @@ def test_tflite_measured_on_the_loopback_phone(exported, tmp_path: Path) -> None
 
 
 def test_a_miss_is_confirmed_by_a_second_measurement(exported) -> None:
-    from latkit.search.export import measure_exported
+    from latkit.search.verify import measure_exported
 
     report, _, _, _ = exported
     onnx_file = report.file("onnx")
@@ -258,3 +258,66 @@ def test_a_miss_is_confirmed_by_a_second_measurement(exported) -> None:
     assert len(entry["measurements_ms"]) == 2
     assert entry["latency_ms"] == min(entry["measurements_ms"])
     assert onnx_file.meta()["measured_latency"]["measurements_ms"] == entry["measurements_ms"]
+
+
+def _references(scale: float) -> list:
+    """Two real operators of the space, with "LUT" figures measured now and scaled by ``scale``."""
+    from latkit.profiler.export import BuiltModel
+    from latkit.profiler.protocol import measure_many
+    from latkit.search.verify import Reference
+
+    specs = [s for s in get_space(SPACE).operators(RESOLUTION) if s.measurable][:2]
+    now = measure_many(open_device("cpu:onnxruntime"), [BuiltModel(s) for s in specs], _quick())
+    return [Reference(s, m.latency_ms * scale) for s, m in zip(specs, now)]
+
+
+def test_reference_operators_give_the_device_drift(exported) -> None:
+    from latkit.search.verify import measure_exported
+
+    report, _, _, _ = exported
+    refs = _references(1.0)
+    entry = measure_exported(open_device("cpu:onnxruntime"), report.file("onnx"), _quick(), references=refs)
+    drift = entry["device_drift"]
+    assert len(drift["ops"]) == 4  # each reference before and after the file
+    assert {o["key"] for o in drift["ops"]} == {r.spec.key for r in refs}
+    for o in drift["ops"]:
+        assert o["ratio"] == pytest.approx(o["now_ms"] / o["lut_ms"])
+    assert entry["references"] == [{"key": r.spec.key, "lut_ms": r.lut_ms} for r in refs]
+
+
+def test_a_miss_on_a_drifted_device_waits_and_measures_again(exported) -> None:
+    from latkit.search import report as rpt
+    from latkit.search.verify import measure_exported
+
+    report, _, _, _ = exported
+    # "profiled" at a third of today's figures: the device now runs ~3x slower than its LUT
+    refs = _references(1 / 3)
+    entry = measure_exported(open_device("cpu:onnxruntime"), report.file("onnx"), _quick(),
+                             confirm_target_ms=1e6, references=refs, retry_waits_s=(0.0, 0.0))  # fmt: skip
+    assert len(entry["measurements_ms"]) == 3  # the first, then once after each pause
+    assert all(r > 1.5 for r in entry["drift_ratios"])
+    assert entry["device_drift"]["steady"] is False
+    text = rpt.verdict(entry["latency_ms"], 1e6, entry["device_drift"])
+    assert text.startswith("MISSED") and "not in the state it was profiled in" in text
+    assert rpt.verdict(1e6, 1e6, entry["device_drift"]).startswith("HIT")
+
+
+def test_reference_ops_are_the_slowest_measured_rows(tmp_path: Path) -> None:
+    from latkit.lut.store import LUT
+    from latkit.profiler.runner import profile_ops
+    from latkit.search.verify import reference_ops
+
+    specs = [s for s in get_space(SPACE).operators(RESOLUTION) if s.measurable][:6]
+    guessed = specs.pop()
+    with LUT.open(tmp_path / "t.db", create=True) as lut:
+        profile_ops(open_device("cpu:onnxruntime"), specs, lut, _quick())
+        row = lut.rows("cpu:onnxruntime")[0] | {"op_key": lut.ensure_op(guessed), "latency_ms": 1e3,
+                                                "source": "predicted:test"}  # fmt: skip
+        with lut.transaction():
+            lut.put_row(row)
+        keys = [s.key for s in specs]
+        by_latency = sorted(keys, key=lambda k: -lut.latency_ms(k, "cpu:onnxruntime"))
+        # the slowest row is a prediction: never a reference
+        refs = reference_ops(lut, "cpu:onnxruntime", [guessed.key, *keys, "no-such-key"], n=3)
+        assert [r.spec.key for r in refs] == by_latency[:3]
+        assert [r.lut_ms for r in refs] == [lut.latency_ms(k, "cpu:onnxruntime") for k in by_latency[:3]]

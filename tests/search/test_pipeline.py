@@ -23,7 +23,8 @@ from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 from latkit.search import report as rpt
-from latkit.search.export import ExportedModel, read_arch, standalone_module
+from latkit.search.export import read_arch, standalone_module
+from latkit.search.verify import ExportedModel
 from latkit.search.latency_model import TableLatencyModel
 from latkit.search.pipeline import _file_of, fill_to_target, lut_path_for, run_pipeline
 
@@ -94,7 +95,7 @@ def test_exported_files_load_with_parity(run) -> None:
 
 
 def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
-    result, out, _, _ = run
+    result, out, lut, _ = run
     onnx_file = _file_of(result.export, "onnx")
     measured = onnx_file.meta()["measured_latency"]
     assert measured["latency_ms"] == pytest.approx(result.measured_ms)
@@ -104,6 +105,14 @@ def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
     assert result.hit == rpt.hit(result.measured_ms, result.target_ms)
     assert result.verdict.startswith("HIT" if result.hit else "MISSED")
     assert result.verdict in (out / "report.md").read_text()
+    # the network's slowest LUT operators were re-measured beside the file
+    drift = measured["device_drift"]
+    with LUT.open(lut) as table:
+        for op in drift["ops"]:
+            assert op["lut_ms"] == table.latency_ms(op["key"], DEVICE)
+            assert op["ratio"] == pytest.approx(op["now_ms"] / op["lut_ms"])
+    assert len({op["key"] for op in drift["ops"]}) == 3
+    assert f"{drift['ratio']:.2f}x" in (out / "report.md").read_text()
     first = result.attempts[0]
     if rpt.hit(first["measured_ms"], result.target_ms):
         assert len(result.attempts) == 1
@@ -123,6 +132,35 @@ def test_predicted_latency_is_the_calibrated_lut_estimate_within_target(run) -> 
     assert sidecar["latency_target_ms"] == result.target_ms
     assert sidecar["predicted_latency"]["latency_ms"] == pytest.approx(result.predicted_ms)
     assert sidecar["predicted_latency"]["source"]["kind"] == "lut-calibrated"
+
+
+class _Attempts:
+    """The pipeline's attempt loop over canned attempt outcomes (the decision alone)."""
+
+    def __init__(self, measured: list[float], drift_ratio: float) -> None:
+        from latkit.search.pipeline import PipelineConfig
+
+        self.cfg = PipelineConfig(device=DEVICE, space=SPACE, target_ms=1.0, max_retries=1)
+        self.measured, self.ratio, self.targets = measured, drift_ratio, []
+
+    def progress(self, *args) -> None:
+        pass
+
+    def attempt(self, index: int, target_ms: float) -> dict:
+        self.targets.append(target_ms)
+        drift = {"ratio": self.ratio, "steady": abs(self.ratio - 1) <= 0.1}
+        return {"name": str(index), "search_target_ms": target_ms, "measured_ms": self.measured[index],
+                "measure": {"drift": drift}}  # fmt: skip
+
+
+def test_a_miss_on_a_drifted_device_is_not_searched_again() -> None:
+    from latkit.search.pipeline import _attempts
+
+    steady = _Attempts([1.5, 1.02], drift_ratio=1.03)
+    assert [a["measured_ms"] for a in _attempts(steady)] == [1.5, 1.02]
+    assert steady.targets == [1.0, pytest.approx(1.0 / 1.5)]
+    drifted = _Attempts([1.5, 1.02], drift_ratio=1.45)
+    assert [a["measured_ms"] for a in _attempts(drifted)] == [1.5]
 
 
 def test_rerun_skips_finished_stages_and_refuses_other_settings(run, lut_and_target) -> None:
