@@ -29,7 +29,7 @@ from latkit.profiler.protocol import ProtocolConfig
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.search.latency_model import TableLatencyModel
-from latkit.search.pipeline import CPU_RESOLUTION, _file_of, lut_path_for, run_pipeline
+from latkit.search.pipeline import CPU_RESOLUTION, exported_file, lut_path_for, run_pipeline
 
 DEVICE = "cpu:onnxruntime"
 FRACTIONS = (0.25, 0.5, 0.75)  # where in the space's calibrated [fastest, slowest] the targets sit
@@ -69,7 +69,7 @@ def main() -> None:
         rows.append({"target_ms": target, "predicted_ms": res.predicted_ms, "measured_ms": res.measured_ms,
                      "error": err, "hit": res.hit, "attempts": len(res.attempts),
                      "first_measured_ms": res.attempts[0]["measured_ms"], "wall_s": time.perf_counter() - t1,
-                     "drift": (_file_of(res.export, "onnx").meta()["measured_latency"].get("device_drift") or {})
+                     "drift": (exported_file(res.export, "onnx").meta()["measured_latency"].get("device_drift") or {})
                      .get("ratio")})  # fmt: skip
         print(f"target {target:7.3f} ms | predicted {res.predicted_ms:7.3f} | measured {res.measured_ms:7.3f} "
               f"| {err:+6.1%} | {'HIT ' if res.hit else 'MISS'} | attempts {len(res.attempts)} "

@@ -40,9 +40,10 @@ import numpy as np
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
 from latkit.errors import StoreError, UsageError
-from latkit.profiler.spaces.base import Arch, Network, SearchSpace, get_space
+from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import report as rpt
 from latkit.search.export import ExportedFile, export_arch, save_weights, with_classes
+from latkit.search.pipeline_search import adopt_supernet_weights, classifier_specs, search_stage
 from latkit.search.verify import Reference, measure_exported, reference_ops
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,7 @@ SCHEMA = "latkit.pipeline"
 SCHEMA_VERSION = 1
 STATE_FILE = "pipeline.json"
 CPU_RESOLUTION = 64  # cpu devices: a reduced input keeps the default run within minutes
-SEARCH_RESOLUTION = 32  # the supernet trains at most at this resolution
 CALIBRATION_POOL = 200  # random architectures the calibration networks are picked from
-FILL_STOP = 0.98  # fill_to_target stops once the prediction is within 2% under the target
 MAX_RETRIES = 1
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message)
@@ -264,7 +263,7 @@ class _Pipeline:
         n_classes = self.data().n_classes
         specs = list(self.space.operators(self.resolution))
         # the deployed classifier has the dataset's classes, not the space's
-        head = _classifier_specs(self.space, self.resolution, n_classes)
+        head = classifier_specs(self.space, self.resolution, n_classes)
         progress = lambda d, t, key, m: self.progress("profile", d, t, key)  # noqa: E731
         with LUT.open(self.lut_path, create=True) as lut:
             if self.cfg.profile_sample is None:
@@ -334,7 +333,7 @@ class _Pipeline:
                 "measure": measured}  # fmt: skip
 
     def search(self, folder: Path, target_ms: float, say: Callable[[int, int, str], None]) -> dict[str, Any]:
-        return _search_stage(self, folder, target_ms, say)
+        return search_stage(self, folder, target_ms, say)
 
     def train(self, folder: Path, search: dict[str, Any], say: Callable[[int, int, str], None]) -> dict[str, Any]:
         import torch
@@ -347,7 +346,7 @@ class _Pipeline:
         network = self.network(search["arch"])
         module = build_network(network, seed=self.cfg.seed)
         space_network = self.space.network(self.space.arch_from_native(search["arch"]), self.resolution)
-        init = _adopt_supernet_weights(module, search, space_network)
+        init = adopt_supernet_weights(module, search, space_network)
         total = self.cfg.train_epochs
         losses: list[float] = []
         for epoch in range(total):
@@ -374,7 +373,7 @@ class _Pipeline:
                 say: Callable[[int, int, str], None]) -> dict[str, Any]:  # fmt: skip
         from latkit.lut.store import LUT
 
-        f = _file_of(export, self.device.model_format.value)
+        f = exported_file(export, self.device.model_format.value)
         with LUT.open(self.lut_path) as lut:
             keys = [layer.spec.key for layer in self.network(search["arch"]).layers if layer.spec.measurable]
             refs = reference_ops(lut, self.cfg.device, keys)
@@ -395,18 +394,11 @@ class _Pipeline:
                 "device": entry["device"], "drift": drift}  # fmt: skip
 
 
-def _classifier_specs(space: SearchSpace, resolution: int, n_classes: int | None) -> list[Any]:
-    """The classifier spec of the space at ``resolution`` (with ``n_classes`` outputs if given)."""
-    choices = space.choices()
-    net = space.network(space.from_options([c.options[0] for c in choices]), resolution)
-    return [(with_classes(net, n_classes) if n_classes else net).layers[-1].spec]
-
-
 def _measure_job(uri: str, threads: int, export: dict[str, Any], fmt_name: str, protocol: Any,
                  target_ms: float, refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
     device = open_device(uri, threads=threads)
     try:
-        return measure_exported(device, _file_of(export, fmt_name), protocol, confirm_target_ms=target_ms,
+        return measure_exported(device, exported_file(export, fmt_name), protocol, confirm_target_ms=target_ms,
                                 references=refs)  # fmt: skip
     finally:
         device.close()
@@ -421,7 +413,12 @@ def _measure_in_fresh_process(uri: str, threads: int, export: dict[str, Any], fm
         return pool.apply(_measure_job, (uri, threads, export, fmt_name, protocol, target_ms, refs))
 
 
-def _file_of(export: dict[str, Any], fmt_name: str) -> ExportedFile:
+def exported_file(export: dict[str, Any], fmt_name: str) -> ExportedFile:
+    """The float32 file of format ``fmt_name`` in an export stage's outputs.
+
+    Raises:
+        UsageError: no such file was exported.
+    """
     for f in export["files"]:
         if f["format"] == fmt_name and f["variant"] == "fp32":
             return ExportedFile(
@@ -430,152 +427,6 @@ def _file_of(export: dict[str, Any], fmt_name: str) -> ExportedFile:
                 measured=f.get("measured"),
             )  # fmt: skip
     raise UsageError(f"no {fmt_name} file was exported; add {fmt_name} to the formats")
-
-
-def _adopt_supernet_weights(module: Any, search: dict[str, Any], space_network: Network) -> str:
-    """Start the final network from the supernet's weights (the search checkpoint).
-
-    Supernet tensors are ``net.layers.{i}.candidates.{module_id}.{rest}`` (module
-    ids from the space's specs); the standalone names are ``{i}_{layer}.{rest}``.
-    """
-    from latkit.search.checkpoint import has_checkpoint, load_checkpoint
-    from latkit.search.supernet import module_id
-
-    folder = Path(search["folder"])
-    if not has_checkpoint(folder):
-        return "scratch"
-    tensors, _ = load_checkpoint(folder)
-    own = module.state_dict()
-    picked = {}
-    for i, layer in enumerate(space_network.layers):
-        src = f"net.layers.{i}.candidates.{module_id(layer.spec)}."
-        dst = f"{i}_{layer.name}".replace(".", "_") + "."
-        for k, v in tensors.items():
-            name = dst + k[len(src):]
-            if k.startswith(src) and name in own and tuple(v.shape) == tuple(own[name].shape):
-                picked[name] = v
-    module.load_state_dict(picked, strict=False)
-    return f"supernet ({len(picked)}/{len(own)} tensors)"
-
-
-def _latency_model(p: _Pipeline, n_classes: int) -> Any:
-    """The calibrated LUT tables of the space, with the classifier at ``n_classes`` outputs.
-
-    The tables hold the space's classifier (1000 classes); the deployed network's
-    has the dataset's, so the constant term is shifted by the calibrated
-    difference of the two classifier latencies.
-    """
-    from latkit.lut.calibration import load_calibration
-    from latkit.lut.store import LUT
-    from latkit.search.latency_model import TableLatencyModel
-
-    with LUT.open(p.lut_path) as lut:
-        lm = TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution, calibrated=True)
-        cal = load_calibration(lut, p.cfg.device)
-        space_head = _classifier_specs(p.space, p.resolution, None)[0]
-        own_head = _classifier_specs(p.space, p.resolution, n_classes)[0]
-        ms = lut.lookup([space_head.key, own_head.key], p.cfg.device)
-    shift = cal.a * (ms[own_head.key] - ms[space_head.key]) if cal else 0.0
-    prov = {**lm.provenance, "classes": n_classes, "classifier_shift_ms": shift}
-    return TableLatencyModel(p.space, lm.const_ms + shift, lm.terms, prov, lm.layout)
-
-
-def _search_stage(p: _Pipeline, folder: Path, target_ms: float, say: Callable[[int, int, str], None]) -> dict[str, Any]:
-    from latkit.lut.estimate import estimate
-    from latkit.lut.store import LUT
-    from latkit.search.data import load_data
-    from latkit.search.proxyless_grad import ProxylessConfig
-    from latkit.search.run import run_search
-
-    data = p.data()
-    lm = _latency_model(p, data.n_classes)
-    min_ms, _ = lm.min_latency(p.space)
-    if target_ms < min_ms:  # only a retry's scaled target can fall below; the first raises in run_search
-        log.warning("scaled target %.3f ms is below the fastest architecture (%.3f ms); using that", target_ms, min_ms)
-        target_ms = min_ms * 1.0001
-    # the supernet learns the digits as well at 32 px, at a quarter of the cost
-    search_data = data if p.resolution <= SEARCH_RESOLUTION else load_data(p.cfg.data, SEARCH_RESOLUTION, seed=p.cfg.seed)
-    options = {"warmup_epochs": p.cfg.warmup_epochs, "max_steps_per_epoch": p.cfg.max_steps_per_epoch,
-               **p.search_options}  # fmt: skip
-    outcome = run_search(
-        p.space, lm, target_ms, "proxyless-grad", search_data, p.cfg.search_epochs, p.cfg.seed, folder,
-        config=ProxylessConfig(**options), resume=True, threads=1, eval_samples=p.cfg.eval_samples,
-        on_progress=lambda pr: say(pr.epoch, pr.epochs, f"E[LAT] {pr.expected_latency_ms:.3f} ms, "
-                                   f"derived {pr.best_latency_ms:.3f} ms, acc {pr.best_accuracy:.1f}%"),
-    )  # fmt: skip
-    logp = _arch_logp(folder, len(p.space.choices()))
-    arch = fill_to_target(outcome.arch, logp, lm.latency_ms, target_ms)
-    native = p.space.arch_to_native(arch)
-    with LUT.open(p.lut_path) as lut:  # the deployed network's own estimate, as a check on the tables
-        est = estimate(lut, p.network(native), device=p.cfg.device)
-    if abs(est.total_ms - lm.latency_ms(arch)) > 1e-6 * max(1.0, est.total_ms):
-        log.warning("search tables say %.4f ms, the LUT estimate %.4f ms", lm.latency_ms(arch), est.total_ms)
-    arch_path = folder.parent / "arch.json"
-    doc = json.loads((folder / "arch.json").read_text())
-    doc.update(arch=native, latency_ms=est.total_ms, target_ms=p.cfg.target_ms, search_target_ms=target_ms,
-               meets_target=est.total_ms <= target_ms, resolution=p.resolution, classes=data.n_classes,
-               fill={"method": "fill-to-target", "searched_arch": outcome.native,
-                     "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)})  # fmt: skip
-    arch_path.write_text(json.dumps(doc, indent=1, default=str))
-    rows = json.loads((folder / "trajectory.json").read_text())["rows"]
-    history = [{"epoch": r["epoch"], "expected_latency_ms": r["expected_latency_ms"],
-                "derived_latency_ms": r["latency_ms"], "loss": r["loss"]} for r in rows if r["kind"] == "derived"]
-    samples = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]} for r in rows if r["kind"] == "sampled"]
-    return {"folder": str(folder), "arch_path": str(arch_path), "arch": native, "searched_arch": outcome.native,
-            "search_target_ms": target_ms, "predicted_ms": est.total_ms, "accuracy": outcome.accuracy,
-            "history": history, "samples": samples, "latency_model": lm.provenance}  # fmt: skip
-
-
-def _changed(a: Arch, b: Arch) -> int:
-    return sum(1 for x, y in zip(a.indices, b.indices) if x != y)
-
-
-def _arch_logp(folder: Path, n_choices: int) -> list[np.ndarray]:
-    """Log-probabilities of the options from the search checkpoint's architecture logits."""
-    import torch
-
-    from latkit.search.checkpoint import load_checkpoint
-
-    tensors, _ = load_checkpoint(folder)
-    return [torch.log_softmax(tensors[f"alpha.{c}"].double(), 0).numpy() for c in range(n_choices)]
-
-
-def fill_to_target(
-    arch: Arch, logp: list[np.ndarray], latency_ms: Callable[[Arch], float], target_ms: float,
-    stop_at: float = FILL_STOP,
-) -> Arch:
-    """Grow ``arch`` towards ``target_ms`` from below, staying at or under it.
-
-    The gradient search guarantees ``LAT <= T`` but not that the budget is used:
-    on a small dataset the loss rarely pays for a larger network, and the
-    result can be far faster than asked. While the latency is below
-    ``stop_at * T``, apply the single-choice change that costs the least
-    log-probability per ms it adds (a change the search prefers costs
-    nothing), among those that keep ``LAT <= T``. Bounded by the number of
-    options; stops when no change fits.
-    """
-    idx = list(arch.indices)
-    cur = latency_ms(arch)
-    for _ in range(sum(len(v) for v in logp)):
-        if cur >= stop_at * target_ms:
-            break
-        best = None
-        for c, lp in enumerate(logp):
-            for o in range(len(lp)):
-                if o == idx[c]:
-                    continue
-                new = latency_ms(Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :])))
-                gain = new - cur
-                if gain <= 0 or new > target_ms:
-                    continue
-                key = ((lp[idx[c]] - lp[o]) / gain, -gain)
-                if best is None or key < best[0]:
-                    best = (key, c, o, new)
-        if best is None:
-            break
-        _, c, o, cur = best
-        idx[c] = o
-    return Arch(arch.space, tuple(idx))
 
 
 # --------------------------------------------------------------------------- entry
@@ -702,4 +553,4 @@ def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]]
     }  # fmt: skip
 
 
-__all__ = ["PipelineConfig", "PipelineResult", "default_lut_dir", "lut_path_for", "run_pipeline"]
+__all__ = ["PipelineConfig", "PipelineResult", "default_lut_dir", "exported_file", "lut_path_for", "run_pipeline"]

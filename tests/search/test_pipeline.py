@@ -26,7 +26,8 @@ from latkit.search import report as rpt
 from latkit.search.export import read_arch, standalone_module
 from latkit.search.verify import ExportedModel
 from latkit.search.latency_model import TableLatencyModel
-from latkit.search.pipeline import _file_of, fill_to_target, lut_path_for, run_pipeline
+from latkit.search.pipeline import exported_file, lut_path_for, run_pipeline
+from latkit.search.pipeline_search import fill_to_target
 
 SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
@@ -82,11 +83,11 @@ def test_exported_files_load_with_parity(run) -> None:
     x = torch.randn(1, 3, RESOLUTION, RESOLUTION, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         want = module(x).numpy()
-    onnx_path = _file_of(result.export, "onnx").path
+    onnx_path = exported_file(result.export, "onnx").path
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    interp = Interpreter(model_path=str(_file_of(result.export, "tflite").path))
+    interp = Interpreter(model_path=str(exported_file(result.export, "tflite").path))
     interp.allocate_tensors()
     interp.set_tensor(interp.get_input_details()[0]["index"], x.numpy())
     interp.invoke()
@@ -96,7 +97,7 @@ def test_exported_files_load_with_parity(run) -> None:
 
 def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
     result, out, lut, _ = run
-    onnx_file = _file_of(result.export, "onnx")
+    onnx_file = exported_file(result.export, "onnx")
     measured = onnx_file.meta()["measured_latency"]
     assert measured["latency_ms"] == pytest.approx(result.measured_ms)
     assert measured["latency_ms"] > 0 and measured["provenance"]["device"]["uri"] == DEVICE
@@ -128,7 +129,7 @@ def test_predicted_latency_is_the_calibrated_lut_estimate_within_target(run) -> 
     arch = json.loads(result.arch_path.read_text())
     assert arch["latency_ms"] == pytest.approx(result.predicted_ms)
     assert arch["latency_ms"] <= arch["search_target_ms"] * (1 + 1e-9)
-    sidecar = _file_of(result.export, "onnx").meta()
+    sidecar = exported_file(result.export, "onnx").meta()
     assert sidecar["latency_target_ms"] == result.target_ms
     assert sidecar["predicted_latency"]["latency_ms"] == pytest.approx(result.predicted_ms)
     assert sidecar["predicted_latency"]["source"]["kind"] == "lut-calibrated"

@@ -21,7 +21,7 @@ from latkit.devices.loopback.server import LoopbackDevice
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig
 from latkit.search.export import read_arch, standalone_module
-from latkit.search.pipeline import _file_of, run_pipeline
+from latkit.search.pipeline import exported_file, run_pipeline
 
 SPACE = "proxyless_mobile_w05"
 TINY = dict(resolution=32, profile_quick=True, profile_sample=4, search_epochs=2, warmup_epochs=1,
@@ -59,7 +59,7 @@ def test_the_tflite_file_has_parity_and_a_phone_measurement(phone_run) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     result, _, uri = phone_run
-    tflite = _file_of(result.export, "tflite")
+    tflite = exported_file(result.export, "tflite")
     meta = tflite.meta()
     info = read_arch(result.arch_path)
     module, _ = standalone_module(info.network, meta["weights"]["file"])

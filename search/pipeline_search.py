@@ -1,0 +1,182 @@
+"""The search stage of :func:`latkit.search.pipeline.run_pipeline`, and its hand-over to training.
+
+The gradient search runs on the device's calibrated LUT tables (with the
+dataset's classifier), then :func:`fill_to_target` spends the latency budget the
+search left unused; :func:`adopt_supernet_weights` starts the final network from
+the supernet's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latkit.profiler.spaces.base import Arch, Network, SearchSpace
+from latkit.search.export import with_classes
+
+log = logging.getLogger(__name__)
+
+SEARCH_RESOLUTION = 32  # the supernet trains at most at this resolution
+FILL_STOP = 0.98  # fill_to_target stops once the prediction is within 2% under the target
+
+
+def classifier_specs(space: SearchSpace, resolution: int, n_classes: int | None) -> list[Any]:
+    """The classifier spec of the space at ``resolution`` (with ``n_classes`` outputs if given)."""
+    choices = space.choices()
+    net = space.network(space.from_options([c.options[0] for c in choices]), resolution)
+    return [(with_classes(net, n_classes) if n_classes else net).layers[-1].spec]
+
+
+def adopt_supernet_weights(module: Any, search: dict[str, Any], space_network: Network) -> str:
+    """Start the final network from the supernet's weights (the search checkpoint).
+
+    Supernet tensors are ``net.layers.{i}.candidates.{module_id}.{rest}`` (module
+    ids from the space's specs); the standalone names are ``{i}_{layer}.{rest}``.
+    """
+    from latkit.search.checkpoint import has_checkpoint, load_checkpoint
+    from latkit.search.supernet import module_id
+
+    folder = Path(search["folder"])
+    if not has_checkpoint(folder):
+        return "scratch"
+    tensors, _ = load_checkpoint(folder)
+    own = module.state_dict()
+    picked = {}
+    for i, layer in enumerate(space_network.layers):
+        src = f"net.layers.{i}.candidates.{module_id(layer.spec)}."
+        dst = f"{i}_{layer.name}".replace(".", "_") + "."
+        for k, v in tensors.items():
+            name = dst + k[len(src):]
+            if k.startswith(src) and name in own and tuple(v.shape) == tuple(own[name].shape):
+                picked[name] = v
+    module.load_state_dict(picked, strict=False)
+    return f"supernet ({len(picked)}/{len(own)} tensors)"
+
+
+def _latency_model(p: Any, n_classes: int) -> Any:
+    """The calibrated LUT tables of the space, with the classifier at ``n_classes`` outputs.
+
+    The tables hold the space's classifier (1000 classes); the deployed network's
+    has the dataset's, so the constant term is shifted by the calibrated
+    difference of the two classifier latencies.
+    """
+    from latkit.lut.calibration import load_calibration
+    from latkit.lut.store import LUT
+    from latkit.search.latency_model import TableLatencyModel
+
+    with LUT.open(p.lut_path) as lut:
+        lm = TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution, calibrated=True)
+        cal = load_calibration(lut, p.cfg.device)
+        space_head = classifier_specs(p.space, p.resolution, None)[0]
+        own_head = classifier_specs(p.space, p.resolution, n_classes)[0]
+        ms = lut.lookup([space_head.key, own_head.key], p.cfg.device)
+    shift = cal.a * (ms[own_head.key] - ms[space_head.key]) if cal else 0.0
+    prov = {**lm.provenance, "classes": n_classes, "classifier_shift_ms": shift}
+    return TableLatencyModel(p.space, lm.const_ms + shift, lm.terms, prov, lm.layout)
+
+
+def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int, str], None]) -> dict[str, Any]:
+    from latkit.lut.estimate import estimate
+    from latkit.lut.store import LUT
+    from latkit.search.data import load_data
+    from latkit.search.proxyless_grad import ProxylessConfig
+    from latkit.search.run import run_search
+
+    data = p.data()
+    lm = _latency_model(p, data.n_classes)
+    min_ms, _ = lm.min_latency(p.space)
+    if target_ms < min_ms:  # only a retry's scaled target can fall below; the first raises in run_search
+        log.warning("scaled target %.3f ms is below the fastest architecture (%.3f ms); using that", target_ms, min_ms)
+        target_ms = min_ms * 1.0001
+    # the supernet learns the digits as well at 32 px, at a quarter of the cost
+    search_data = data if p.resolution <= SEARCH_RESOLUTION else load_data(p.cfg.data, SEARCH_RESOLUTION, seed=p.cfg.seed)
+    options = {"warmup_epochs": p.cfg.warmup_epochs, "max_steps_per_epoch": p.cfg.max_steps_per_epoch,
+               **p.search_options}  # fmt: skip
+    outcome = run_search(
+        p.space, lm, target_ms, "proxyless-grad", search_data, p.cfg.search_epochs, p.cfg.seed, folder,
+        config=ProxylessConfig(**options), resume=True, threads=1, eval_samples=p.cfg.eval_samples,
+        on_progress=lambda pr: say(pr.epoch, pr.epochs, f"E[LAT] {pr.expected_latency_ms:.3f} ms, "
+                                   f"derived {pr.best_latency_ms:.3f} ms, acc {pr.best_accuracy:.1f}%"),
+    )  # fmt: skip
+    logp = _arch_logp(folder, len(p.space.choices()))
+    arch = fill_to_target(outcome.arch, logp, lm.latency_ms, target_ms)
+    native = p.space.arch_to_native(arch)
+    with LUT.open(p.lut_path) as lut:  # the deployed network's own estimate, as a check on the tables
+        est = estimate(lut, p.network(native), device=p.cfg.device)
+    if abs(est.total_ms - lm.latency_ms(arch)) > 1e-6 * max(1.0, est.total_ms):
+        log.warning("search tables say %.4f ms, the LUT estimate %.4f ms", lm.latency_ms(arch), est.total_ms)
+    arch_path = folder.parent / "arch.json"
+    doc = json.loads((folder / "arch.json").read_text())
+    doc.update(arch=native, latency_ms=est.total_ms, target_ms=p.cfg.target_ms, search_target_ms=target_ms,
+               meets_target=est.total_ms <= target_ms, resolution=p.resolution, classes=data.n_classes,
+               fill={"method": "fill-to-target", "searched_arch": outcome.native,
+                     "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)})  # fmt: skip
+    arch_path.write_text(json.dumps(doc, indent=1, default=str))
+    rows = json.loads((folder / "trajectory.json").read_text())["rows"]
+    history = [{"epoch": r["epoch"], "expected_latency_ms": r["expected_latency_ms"],
+                "derived_latency_ms": r["latency_ms"], "loss": r["loss"]} for r in rows if r["kind"] == "derived"]
+    samples = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]} for r in rows if r["kind"] == "sampled"]
+    return {"folder": str(folder), "arch_path": str(arch_path), "arch": native, "searched_arch": outcome.native,
+            "search_target_ms": target_ms, "predicted_ms": est.total_ms, "accuracy": outcome.accuracy,
+            "history": history, "samples": samples, "latency_model": lm.provenance}  # fmt: skip
+
+
+def _changed(a: Arch, b: Arch) -> int:
+    return sum(1 for x, y in zip(a.indices, b.indices) if x != y)
+
+
+def _arch_logp(folder: Path, n_choices: int) -> list[np.ndarray]:
+    """Log-probabilities of the options from the search checkpoint's architecture logits."""
+    import torch
+
+    from latkit.search.checkpoint import load_checkpoint
+
+    tensors, _ = load_checkpoint(folder)
+    return [torch.log_softmax(tensors[f"alpha.{c}"].double(), 0).numpy() for c in range(n_choices)]
+
+
+def fill_to_target(
+    arch: Arch, logp: list[np.ndarray], latency_ms: Callable[[Arch], float], target_ms: float,
+    stop_at: float = FILL_STOP,
+) -> Arch:
+    """Grow ``arch`` towards ``target_ms`` from below, staying at or under it.
+
+    The gradient search guarantees ``LAT <= T`` but not that the budget is used:
+    on a small dataset the loss rarely pays for a larger network, and the
+    result can be far faster than asked. While the latency is below
+    ``stop_at * T``, apply the single-choice change that costs the least
+    log-probability per ms it adds (a change the search prefers costs
+    nothing), among those that keep ``LAT <= T``. Bounded by the number of
+    options; stops when no change fits.
+    """
+    idx = list(arch.indices)
+    cur = latency_ms(arch)
+    for _ in range(sum(len(v) for v in logp)):
+        if cur >= stop_at * target_ms:
+            break
+        best = None
+        for c, lp in enumerate(logp):
+            for o in range(len(lp)):
+                if o == idx[c]:
+                    continue
+                new = latency_ms(Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :])))
+                gain = new - cur
+                if gain <= 0 or new > target_ms:
+                    continue
+                key = ((lp[idx[c]] - lp[o]) / gain, -gain)
+                if best is None or key < best[0]:
+                    best = (key, c, o, new)
+        if best is None:
+            break
+        _, c, o, cur = best
+        idx[c] = o
+    return Arch(arch.space, tuple(idx))
+
+
+__all__ = ["FILL_STOP", "SEARCH_RESOLUTION", "adopt_supernet_weights", "classifier_specs", "fill_to_target",
+           "search_stage"]
