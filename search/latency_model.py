@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,9 @@ from latkit._version import __version__
 from latkit.errors import UsageError
 from latkit.lut.calibration import load_calibration
 from latkit.lut.store import LUT
+from latkit.profiler.ops import OpType
 from latkit.profiler.spaces.base import Arch, SearchSpace
-from latkit.search.layout import Layout, build_layout
+from latkit.search.layout import LayerSlot, Layout, build_layout
 
 MAX_SHARED_ENUMERATION = 200_000  # joint options of shared choices enumerated for exact min
 
@@ -89,6 +90,7 @@ class TableLatencyModel:
         resolution: int | None = None,
         calibrated: bool = False,
         layout: Layout | None = None,
+        classes: int | None = None,
     ) -> TableLatencyModel:
         """Tables of ``space`` at ``resolution`` from the LUT's measurements on ``device``.
 
@@ -99,6 +101,9 @@ class TableLatencyModel:
             resolution: input resolution (default the space's).
             calibrated: fold the device's stored calibration into the tables.
             layout: a precomputed :func:`~latkit.search.layout.build_layout`.
+            classes: the deployed classifier's output count, when it is not the
+                space's (a network trained on a 10-class set); the LUT must hold
+                that classifier.
 
         Raises:
             MissingOpsError: the LUT lacks operators the space can place.
@@ -106,6 +111,8 @@ class TableLatencyModel:
         """
         uri = lut.resolve_device(device)
         layout = layout or build_layout(space, resolution)
+        if classes is not None:
+            layout = _with_classes(layout, classes)
         keys = [s.key for slot in layout.slots for s in slot.specs.values() if s.measurable]
         ms = lut.lookup(keys, uri)
         cal = load_calibration(lut, uri) if calibrated else None
@@ -137,6 +144,7 @@ class TableLatencyModel:
             "device": uri,
             "resolution": layout.resolution,
             "n_ops": len(set(keys)),
+            "classes": classes,
             "calibration": cal.to_dict() if cal else None,
             "lut_meta": {k: v for k, v in lut.meta.items() if k != "created_at"},
             "latkit_version": __version__,
@@ -220,6 +228,19 @@ class TableLatencyModel:
     def min_latency_ms(self) -> float:
         """The smallest latency reachable (ms)."""
         return self._extreme(1.0)[0]
+
+
+def _with_classes(layout: Layout, classes: int) -> Layout:
+    """``layout`` with its classifier resized to ``classes`` outputs.
+
+    Raises:
+        UsageError: ``classes`` < 1 or the network does not end in a fixed classifier.
+    """
+    last = layout.slots[-1]
+    if classes < 1 or last.deps or any(s.op_type is not OpType.LOGITS for s in last.specs.values()):
+        raise UsageError(f"cannot give {layout.space.name}'s classifier {classes} outputs")
+    specs = {k: replace(s, output_shape=(1, 1, classes)) for k, s in last.specs.items()}
+    return replace(layout, slots=layout.slots[:-1] + (LayerSlot(last.index, last.name, last.deps, specs),))
 
 
 class PredictorLatencyModel:

@@ -59,25 +59,13 @@ def adopt_supernet_weights(module: Any, search: dict[str, Any], space_network: N
 
 
 def _latency_model(p: Any, n_classes: int) -> Any:
-    """The calibrated LUT tables of the space, with the classifier at ``n_classes`` outputs.
-
-    The tables hold the space's classifier (1000 classes); the deployed network's
-    has the dataset's, so the constant term is shifted by the calibrated
-    difference of the two classifier latencies.
-    """
-    from latkit.lut.calibration import load_calibration
+    """The calibrated LUT tables of the space, with the classifier at ``n_classes`` outputs."""
     from latkit.lut.store import LUT
     from latkit.search.latency_model import TableLatencyModel
 
     with LUT.open(p.lut_path) as lut:
-        lm = TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution, calibrated=True)
-        cal = load_calibration(lut, p.cfg.device)
-        space_head = classifier_specs(p.space, p.resolution, None)[0]
-        own_head = classifier_specs(p.space, p.resolution, n_classes)[0]
-        ms = lut.lookup([space_head.key, own_head.key], p.cfg.device)
-    shift = cal.a * (ms[own_head.key] - ms[space_head.key]) if cal else 0.0
-    prov = {**lm.provenance, "classes": n_classes, "classifier_shift_ms": shift}
-    return TableLatencyModel(p.space, lm.const_ms + shift, lm.terms, prov, lm.layout)
+        return TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution, calibrated=True,
+                                          classes=n_classes)  # fmt: skip
 
 
 def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int, str], None]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import torch
 
 from g2_helpers import make_lut
 from latkit.lut.calibration import fit_calibration, save_calibration
+from latkit.errors import MissingOpsError
 from latkit.lut.estimate import estimate
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.ofa_mbv3 import OfaMbv3Space
@@ -148,3 +149,24 @@ def test_predictor_model_scores_and_estimates(proxyless):
     e.backward()
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in logits)
     assert model.min_latency()[0] == pytest.approx(table.min_latency_ms(), rel=1e-6)
+
+
+def test_tables_for_another_class_count_equal_the_estimate_of_that_network(tmp_path):
+    from g2_helpers import DEVICE, _measurement, op_latency_ms
+    from latkit.search.export_weights import with_classes
+
+    space = ProxylessMobileSpace(width_mult=0.25)
+    lut = make_lut(tmp_path / "c.db", space, 32)
+    rng = np.random.default_rng(4)
+    head = with_classes(space.network(space.sample(rng), 32), 10).layers[-1].spec
+    lut.add(head, _measurement(head, op_latency_ms(head)), DEVICE)
+    model = TableLatencyModel.from_lut(space, lut, resolution=32, classes=10)
+    wide = TableLatencyModel.from_lut(space, lut, resolution=32)
+    for _ in range(10):
+        arch = space.sample(rng)
+        want = estimate(lut, with_classes(space.network(arch, 32), 10), calibration=False).total_ms
+        assert model.latency_ms(arch) == pytest.approx(want, rel=1e-12)
+        assert model.latency_ms(arch) != pytest.approx(wide.latency_ms(arch), rel=1e-9)
+    assert model.provenance["classes"] == 10
+    with pytest.raises(MissingOpsError, match="output:11"):
+        TableLatencyModel.from_lut(space, lut, resolution=32, classes=11)
