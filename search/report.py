@@ -7,8 +7,10 @@ matplotlib is used headless (Agg) and imported inside the functions.
 
 from __future__ import annotations
 
+import html
 import logging
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -220,8 +222,60 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _inline_html(text: str) -> str:
+    """Escape ``text`` and turn the report's inline marks (**bold**, `code`) into HTML."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def markdown_to_html(markdown: str, title: str = "latkit run report") -> str:
+    """A standalone HTML page of the markdown :func:`render_markdown` writes.
+
+    Only the constructs that function emits are understood: headings, list
+    items, pipe tables, images, bold and code spans; anything else is a paragraph.
+    """
+    body: list[str] = []
+    table: list[list[str]] = []
+
+    def flush_table() -> None:
+        if table:
+            head, rows = table[0], [r for r in table[1:] if not all(set(c) <= set("-: ") for c in r)]
+            body.append("<table><tr>" + "".join(f"<th>{_inline_html(c)}</th>" for c in head) + "</tr>")
+            body.extend("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>" for r in rows)
+            body.append("</table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        flush_table()
+        if body and body[-1].startswith("<li>") and not line.startswith("- "):
+            body.append("</ul>")
+        image = re.fullmatch(r"!\[(.*)\]\((.*)\)", line)
+        if image:
+            body.append(f'<p><img src="{html.escape(image[2])}" alt="{html.escape(image[1])}"></p>')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline_html(line[level:].strip())}</h{level}>")
+        elif line.startswith("- "):
+            if not (body and body[-1].startswith("<li>")):
+                body.append("<ul>")
+            body.append(f"<li>{_inline_html(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{_inline_html(line)}</p>")
+    flush_table()
+    if body and body[-1].startswith("<li>"):
+        body.append("</ul>")
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:.2em .6em}img{max-width:100%}")  # fmt: skip
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
 def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
-    """Draw the plots the summary has data for and write ``out_dir/report.md``.
+    """Draw the plots the summary has data for and write ``out_dir/report.md`` and ``report.html``.
 
     ``summary`` keys used: ``target_ms``, ``device``, ``space``, ``resolution``,
     ``verdict``, ``attempts``, ``arch``, ``files``, ``calibration``, ``stages``
@@ -248,7 +302,9 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
             draw(out / f"{name}.png")
             plots[name] = f"{name}.png"
     path = out / "report.md"
-    path.write_text(render_markdown(summary, plots))
+    text = render_markdown(summary, plots)
+    path.write_text(text)
+    (out / "report.html").write_text(markdown_to_html(text))
     return path
 
 
@@ -259,6 +315,7 @@ __all__ = [
     "plot_layers",
     "plot_predicted_vs_measured",
     "plot_trajectory",
+    "markdown_to_html",
     "render_markdown",
     "drift_sentence",
     "verdict",

@@ -65,7 +65,9 @@ def test_every_stage_ran_and_reused_the_lut(run) -> None:
     assert state["schema"] == "latkit.pipeline"
     profile = state["stages"]["profile"]["outputs"]
     assert profile["measured"] == 1 and profile["reused"] == 70  # only the 10-class classifier was new
-    for name in ("report.md", "layers.png", "predicted_vs_measured.png", "trajectory.png",
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and '<img src="layers.png"' in page and "<table>" in page
+    for name in ("report.md", "report.html", "layers.png", "predicted_vs_measured.png", "trajectory.png",
                  "accuracy_latency.png", "arch.json", "train/weights.safetensors"):  # fmt: skip
         assert (out / name).is_file(), name
 
