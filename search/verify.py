@@ -7,34 +7,27 @@ A miss measured in such a state is the machine's, not the prediction's, and a
 re-search "corrected" for it chases a number that will not be there tomorrow.
 
 So :func:`measure_exported` can re-measure a few *reference operators* of the
-LUT (the network's slowest measured ones, :func:`reference_ops`) just before and
-just after the file, with the same protocol the LUT was built with. Their
-median ratio ``now / LUT`` is the device's *drift*: about 1.0 when the device
-runs as it did when profiled (0.96-1.00 on a quiet host here). A drift outside
-``1 +- DRIFT_TOLERANCE`` is recorded next to the measurement, makes a miss
-wait and measure again (bounded), and lets the caller say plainly why the
-figure is off.
+LUT (:mod:`latkit.lut.drift`) just before and just after the file. A drift
+outside the tolerance is recorded next to the measurement, makes a miss wait
+and measure again (bounded), and lets the caller say plainly why the figure is
+off.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from latkit.devices.base import Device, ModelFormat
 from latkit.errors import UsageError
-from latkit.profiler.ops import OpSpec
+from latkit.lut.drift import Drift, Reference, combined, measure_drift, reference_ops
 from latkit.search.export import ExportedFile, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
-DRIFT_TOLERANCE = 0.10  # |drift - 1| beyond which the device is not in its profiled state
-REFERENCE_OPS = 3  # reference operators re-measured around the file
 MISS_TOLERANCE = 0.10  # a measurement further than this from the target is a miss to confirm
 RETRY_WAITS_S = (10.0, 30.0)  # pauses before re-measuring a miss taken on a drifted device
 
@@ -72,71 +65,13 @@ class ExportedModel:
         raise UsageError("an exported model file has no torch module; measure it on an ONNX or TFLite device")
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A LUT operator re-measured to check the device's state."""
-
-    spec: OpSpec
-    lut_ms: float
-
-
-@dataclass
-class Drift:
-    """The device's speed now relative to its LUT: median of ``now / lut`` over the references."""
-
-    ratio: float
-    ops: list[dict[str, Any]]
-
-    @property
-    def steady(self) -> bool:
-        """Whether the device runs as it did when profiled (within the tolerance)."""
-        return abs(self.ratio - 1.0) <= DRIFT_TOLERANCE
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"ratio": self.ratio, "steady": self.steady, "tolerance": DRIFT_TOLERANCE, "ops": self.ops}
-
-
-def reference_ops(lut: Any, device: str, keys: Iterable[str], n: int = REFERENCE_OPS) -> list[Reference]:
-    """The ``n`` slowest of ``keys`` that ``lut`` holds as measurements on ``device``.
-
-    The slowest operators are the ones whose timing is least dominated by fixed
-    per-run costs, and they are the ones that weigh most in the network.
-    Predicted rows are skipped: a reference must be a figure this device produced.
-    """
-    wanted = list(dict.fromkeys(keys))
-    sources = lut.sources(wanted, device)
-    measured = [(lut.latency_ms(k, device), k) for k in wanted if k in sources and sources[k] == "measured"]
-    measured.sort(reverse=True)
-    return [Reference(lut.spec(k), ms) for ms, k in measured[:n]]
-
-
-def measure_drift(device: Device, refs: Sequence[Reference], protocol: Any) -> Drift | None:
-    """Re-measure ``refs`` on ``device`` (one interleaved run); None without references."""
-    from latkit.profiler.export import BuiltModel
-    from latkit.profiler.protocol import measure_many
-
-    if not refs:
-        return None
-    got = measure_many(device, [BuiltModel(r.spec) for r in refs], protocol)
-    ops = [{"key": r.spec.key, "lut_ms": r.lut_ms, "now_ms": m.latency_ms, "ratio": m.latency_ms / r.lut_ms}
-           for r, m in zip(refs, got)]  # fmt: skip
-    return Drift(statistics.median(o["ratio"] for o in ops), ops)
-
-
-def _combined(before: Drift | None, after: Drift | None) -> Drift | None:
-    if before is None or after is None:
-        return before or after
-    return Drift((before.ratio + after.ratio) / 2, before.ops + after.ops)
-
-
 def _measure_with_drift(device: Device, model: ExportedModel, config: Any,
                         refs: Sequence[Reference]) -> tuple[Any, Drift | None]:  # fmt: skip
     from latkit.profiler.protocol import measure_one
 
     before = measure_drift(device, refs, config)
     m = measure_one(device, model, config)
-    return m, _combined(before, measure_drift(device, refs, config))
+    return m, combined(before, measure_drift(device, refs, config))
 
 
 def _pick(taken: list[tuple[Any, Drift | None]]) -> tuple[Any, Drift | None]:
@@ -222,12 +157,4 @@ def measure_exported(
     return entry
 
 
-__all__ = [
-    "DRIFT_TOLERANCE",
-    "Drift",
-    "ExportedModel",
-    "Reference",
-    "measure_drift",
-    "measure_exported",
-    "reference_ops",
-]
+__all__ = ["Drift", "ExportedModel", "Reference", "measure_drift", "measure_exported", "reference_ops"]

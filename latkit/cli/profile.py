@@ -156,22 +156,30 @@ def measure_cmd(
     from latkit.profiler.export import BuiltModel
     from latkit.profiler.protocol import measure_one
 
+    from latkit.lut.drift import combined, measure_drift, reference_ops
+
     network, _ = load_arch(space, arch, resolution)
     config = protocol_config(precision, max_seconds, quick)
-    dev = open_dev(device, threads, clock)
-    try:
-        m = measure_one(dev, BuiltModel(network), config)
-    finally:
-        dev.close()
-    result = {"network": network.name, "device": device, "measurement": m.to_dict()}
+    refs = []
     if lut is not None:
         from latkit.lut.estimate import estimate
         from latkit.lut.store import LUT
 
         with LUT.open(lut) as table:
             est = estimate(table, network)
+            refs = reference_ops(table, est.device, [layer.spec.key for layer in network.layers])
+    dev = open_dev(device, threads, clock)
+    try:
+        before = measure_drift(dev, refs, config) if refs and est.device == dev.uri else None
+        m = measure_one(dev, BuiltModel(network), config)
+        drift = combined(before, measure_drift(dev, refs, config)) if before else None
+    finally:
+        dev.close()
+    result = {"network": network.name, "device": device, "measurement": m.to_dict()}
+    if lut is not None:
         result["estimate_ms"] = est.total_ms
         result["error_pct"] = 100.0 * (est.total_ms - m.latency_ms) / m.latency_ms
+        result["device_drift"] = drift.to_dict() if drift else None
     if as_json:
         common.print_json(result)
         return
@@ -182,3 +190,7 @@ def measure_cmd(
     common.out.print(table)
     if lut is not None:
         common.out.print(f"LUT estimate {result['estimate_ms']:.3f} ms ({result['error_pct']:+.1f}% vs measured)")
+        if drift is not None:
+            common.out.print(f"device drift {drift.ratio:.2f}x: the network's {len(refs)} slowest LUT operators "
+                             f"now / in the LUT" + ("" if drift.steady else " - the device is not in its profiled "
+                                                    "state; the comparison above says little"))  # fmt: skip

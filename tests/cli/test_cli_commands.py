@@ -60,6 +60,11 @@ def test_profile_estimate_and_measure(capsys, small_lut, tmp_path):
     assert m["provenance"]["device"]["uri"] == "cpu:onnxruntime"
     # the LUT sum and the end-to-end figure describe the same network
     assert 0.2 < result["estimate_ms"] / m["latency_ms"] < 5
+    # the network's three slowest operators were re-measured before and after it
+    drift = result["device_drift"]
+    slowest = sorted({(layer["latency_ms"], layer["key"]) for layer in layers}, reverse=True)[:3]
+    assert {op["key"] for op in drift["ops"]} == {k for _, k in slowest} and len(drift["ops"]) == 6
+    assert drift["ratio"] > 0
 
 
 def test_profile_resumes_without_remeasuring(capsys, small_lut):

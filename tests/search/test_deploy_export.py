@@ -264,7 +264,7 @@ def _references(scale: float) -> list:
     """Two real operators of the space, with "LUT" figures measured now and scaled by ``scale``."""
     from latkit.profiler.export import BuiltModel
     from latkit.profiler.protocol import measure_many
-    from latkit.search.verify import Reference
+    from latkit.lut.drift import Reference
 
     specs = [s for s in get_space(SPACE).operators(RESOLUTION) if s.measurable][:2]
     now = measure_many(open_device("cpu:onnxruntime"), [BuiltModel(s) for s in specs], _quick())
@@ -300,24 +300,3 @@ def test_a_miss_on_a_drifted_device_waits_and_measures_again(exported) -> None:
     text = rpt.verdict(entry["latency_ms"], 1e6, entry["device_drift"])
     assert text.startswith("MISSED") and "not in the state it was profiled in" in text
     assert rpt.verdict(1e6, 1e6, entry["device_drift"]).startswith("HIT")
-
-
-def test_reference_ops_are_the_slowest_measured_rows(tmp_path: Path) -> None:
-    from latkit.lut.store import LUT
-    from latkit.profiler.runner import profile_ops
-    from latkit.search.verify import reference_ops
-
-    specs = [s for s in get_space(SPACE).operators(RESOLUTION) if s.measurable][:6]
-    guessed = specs.pop()
-    with LUT.open(tmp_path / "t.db", create=True) as lut:
-        profile_ops(open_device("cpu:onnxruntime"), specs, lut, _quick())
-        row = lut.rows("cpu:onnxruntime")[0] | {"op_key": lut.ensure_op(guessed), "latency_ms": 1e3,
-                                                "source": "predicted:test"}  # fmt: skip
-        with lut.transaction():
-            lut.put_row(row)
-        keys = [s.key for s in specs]
-        by_latency = sorted(keys, key=lambda k: -lut.latency_ms(k, "cpu:onnxruntime"))
-        # the slowest row is a prediction: never a reference
-        refs = reference_ops(lut, "cpu:onnxruntime", [guessed.key, *keys, "no-such-key"], n=3)
-        assert [r.spec.key for r in refs] == by_latency[:3]
-        assert [r.lut_ms for r in refs] == [lut.latency_ms(k, "cpu:onnxruntime") for k in by_latency[:3]]
