@@ -40,11 +40,12 @@ import numpy as np
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
 from latkit.errors import StoreError, UsageError
+from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import report as rpt
 from latkit.search.export import ExportedFile, export_arch, save_weights, with_classes
 from latkit.search.pipeline_search import adopt_supernet_weights, classifier_specs, search_stage
-from latkit.search.verify import Reference, measure_exported, reference_ops
+from latkit.search.verify import measure_exported
 
 log = logging.getLogger(__name__)
 

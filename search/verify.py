@@ -23,7 +23,7 @@ from typing import Any
 
 from latkit.devices.base import Device, ModelFormat
 from latkit.errors import UsageError
-from latkit.lut.drift import Drift, Reference, combined, measure_drift, reference_ops
+from latkit.lut.drift import Drift, Reference, combined, measure_drift
 from latkit.search.export import ExportedFile, file_sha256, write_json
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def measure_exported(
             device, after each pause of ``retry_waits_s`` while the device has
             drifted. The lowest figure taken on a steady device is kept
             (``measurements`` lists every one).
-        references: LUT operators (:func:`reference_ops`) re-measured before and
+        references: LUT operators (:func:`latkit.lut.drift.reference_ops`) re-measured before and
             after the file; their drift is recorded as ``device_drift``.
         retry_waits_s: pauses before each re-measurement of a drifted miss.
 
@@ -157,4 +157,4 @@ def measure_exported(
     return entry
 
 
-__all__ = ["Drift", "ExportedModel", "Reference", "measure_drift", "measure_exported", "reference_ops"]
+__all__ = ["ExportedModel", "measure_exported"]
