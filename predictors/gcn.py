@@ -147,6 +147,8 @@ def _build_module(n_nodes: int, node_dim: int, hidden: int, layers: int, head: i
 class GCNPredictor(Predictor):
     """Graph convolutions over the architecture graph of ``space`` (safetensors weights)."""
 
+    log_target = True  # latencies are regressed in log space
+
     def __init__(
         self,
         space: str = "fbnet",
@@ -190,8 +192,8 @@ class GCNPredictor(Predictor):
     def fit(self, X: Any, y: Any) -> GCNPredictor:  # noqa: N803
         X, y = check_Xy(X, y)
         self._make()
-        self.floor_ms_ = latency_floor(y)
-        t = log_latency(y, self.floor_ms_)
+        self.floor_ms_ = latency_floor(y) if self.log_target else 0.0
+        t = log_latency(y, self.floor_ms_) if self.log_target else y
         self.y_mean_, self.y_std_ = float(t.mean()), float(t.std() or 1.0)
         adj, feats = self._tensors(X)
         if adj.dim() == 2:  # shared adjacency: index only the features per batch
@@ -226,8 +228,8 @@ class GCNPredictor(Predictor):
             for start in range(0, X.shape[0], batch_size):
                 adj, feats = self._tensors(X[start : start + batch_size])
                 out.append(self.module_(adj, feats).numpy())
-        z = np.concatenate(out).astype(np.float64)
-        return np.exp(z * self.y_std_ + self.y_mean_)
+        z = np.concatenate(out).astype(np.float64) * self.y_std_ + self.y_mean_
+        return np.exp(z) if self.log_target else z
 
     def _save_weights(self, directory: Path) -> WeightsInfo:
         save_torch_state(self.module_, directory / "weights.safetensors")
@@ -244,6 +246,18 @@ class GCNPredictor(Predictor):
         e = info.extra
         self.y_mean_, self.y_std_ = float(e["y_mean"]), float(e["y_std"])
         self.floor_ms_ = float(e["floor_ms"])
+
+
+@register_predictor("gcn-accuracy")
+class GCNAccuracyPredictor(GCNPredictor):
+    """The same GCN regressing a score such as accuracy (%) itself, not its log.
+
+    After "Fitting the search space of weight-sharing NAS with GCNs" (Chen et al.,
+    2020): fitted to supernet-evaluated accuracies, its smooth fit averages out
+    their per-architecture noise and answers for every architecture of the space.
+    """
+
+    log_target = False
 
 
 class _Wrap:

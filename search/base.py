@@ -271,6 +271,17 @@ class SearchContext:
                 return arch
         return self.random_feasible_walk(self.min_arch, steps=len(self.choices))
 
+    def sample_feasible_many(self, draw_many: Callable[[int], list[Arch]], n: int) -> list[Arch]:
+        """Up to ``n`` feasible architectures from a batch sampler, in at most
+        ``max_tries`` rounds of ``n`` draws; at least one (the fallback walk of
+        :meth:`sample_feasible` when no draw is feasible)."""
+        out: list[Arch] = []
+        for _ in range(self.max_tries):
+            out.extend(a for a in draw_many(n) if self.feasible(a))
+            if out:
+                return out[:n]
+        return [self.random_feasible_walk(self.min_arch, steps=len(self.choices))]
+
     def random_feasible_walk(self, start: Arch, steps: int) -> Arch:
         """Up to ``steps`` random one-choice mutations of ``start`` that stay feasible."""
         arch = start

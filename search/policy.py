@@ -65,6 +65,17 @@ class CategoricalPolicy:
             self.space_name, tuple(int(rng.choice(len(p), p=p)) for p in self.probs())
         )
 
+    def sample_many(self, rng: np.random.Generator, n: int, unique: bool = False) -> list[Arch]:
+        """``n`` architectures drawn at once (inverse CDF per choice); with
+        ``unique``, repeats are dropped (first-drawn order kept)."""
+        cols = []
+        for p in self.probs():
+            cdf = np.cumsum(p)
+            cols.append(np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(p) - 1))
+        rows = np.stack(cols, axis=1).tolist() if cols else [[] for _ in range(n)]
+        picks = list(dict.fromkeys(map(tuple, rows))) if unique else [tuple(r) for r in rows]
+        return [Arch(self.space_name, t) for t in picks]
+
     def log_prob(self, arch: Arch) -> float:
         """``log pi(arch)``."""
         return float(sum(np.log(p[i]) for p, i in zip(self.probs(), arch.indices)))

@@ -73,7 +73,7 @@ class _Estimator:
         if ctx.known(arch):
             return ctx.query(arch), False
         if self.use_critic and len(self.seen) >= self.o["critic_min_samples"]:
-            self._refit()
+            self.refit()
             mean, std = (float(v[0]) for v in self.critic.predict([arch]))
             if self.use_pool:
                 prior = self.pool.estimate(arch, min_similarity=self.o["pool_min_similarity"])
@@ -95,21 +95,33 @@ class _Estimator:
         """Whether the critic has been fitted and may be consulted."""
         return self.use_critic and self.critic.n_train > 0
 
-    def _refit(self) -> None:
+    def refit(self) -> None:
+        """Refit the critic when enough new queries have arrived since the last fit."""
         n = len(self.seen)
-        if n - self._fitted_at >= max(1, n // 10) or self._fitted_at == 0:
+        if n - self._fitted_at >= max(1, int(n * self.o["critic_refit"])) or self._fitted_at == 0:
             self.critic.fit([a for a, _ in self.seen], [v for _, v in self.seen])
             self._fitted_at = n
 
 
-def _draw(ctx: SearchContext, policy: CategoricalPolicy, est: _Estimator, screen: int) -> Arch:
-    """A feasible policy sample, screened by the critic once it can answer."""
-    draws = [ctx.sample_feasible(lambda: policy.sample(ctx.rng)) for _ in range(max(1, screen))]
-    if len(draws) == 1 or not est.ready:
-        return draws[0]
-    fresh = [a for a in draws if not ctx.known(a)] or draws
-    mean, std = est.critic.predict(fresh)
-    return fresh[int(np.argmax(mean + est.o["critic_margin"] * std))]
+def _draw_batch(
+    ctx: SearchContext, policy: CategoricalPolicy, est: _Estimator, screen: int, k: int
+) -> list[Arch]:
+    """``k`` feasible architectures for one PPO batch.
+
+    Without screening (or before the critic is fitted) they are ``k`` policy
+    samples. With screening, ``screen`` policy samples are drawn once for the
+    batch and the ``k`` distinct ones with the highest optimistic critic estimate
+    (``mean + critic_margin x std``) are kept, unqueried ones first.
+    """
+    if screen <= 1 or not est.ready:
+        return [ctx.sample_feasible(lambda: policy.sample(ctx.rng)) for _ in range(k)]
+    est.refit()
+    pool = ctx.sample_feasible_many(lambda n: policy.sample_many(ctx.rng, n, unique=True), screen)
+    mean, std = est.critic.predict(pool)
+    score = mean + est.o["critic_margin"] * std
+    order = sorted(range(len(pool)), key=lambda i: (ctx.known(pool[i]), -score[i]))
+    picks = [pool[i] for i in order[:k]]
+    return (picks * k)[:k]  # a policy that has collapsed to fewer than k archs repeats them
 
 
 @register_algorithm("ppo")
@@ -131,6 +143,7 @@ def ppo(
     critic_max_std: float = 1.0,
     critic_margin: float = 2.0,
     critic_floor_quantile: float = 0.25,
+    critic_refit: float = 0.1,
     pool_min_similarity: float = 0.8,
     pool_init: list[tuple[Any, float]] | None = None,
     screen: int = 1,
@@ -153,11 +166,14 @@ def ppo(
         critic_max_std: spread (accuracy points) above which it never answers.
         critic_margin: an estimate within ``margin x std`` of the incumbent is queried.
         critic_floor_quantile: see :class:`~latkit.search.knowledge.EnsembleCritic`.
+        critic_refit: the critic is refitted once the new queries reach this
+            share of those it was fitted on.
         pool_min_similarity: block similarity a pool neighbour needs to count.
         pool_init: ``(native arch, accuracy)`` pairs to warm-start the pool.
-        screen: with the critic on, draw this many feasible architectures per
-            rollout and keep the one with the highest optimistic estimate
-            (``mean + critic_margin x std``); 1 disables screening.
+        screen: with the critic on, draw this many distinct feasible
+            architectures per batch and keep the ``batch_size`` with the highest
+            optimistic estimate (``mean + critic_margin x std``); 1 disables
+            screening.
         max_rollouts: bound on sampled architectures (default ``20 x budget``).
     """
     opts = dict(
@@ -166,6 +182,7 @@ def ppo(
         critic_max_std=critic_max_std,
         critic_margin=critic_margin,
         critic_floor_quantile=critic_floor_quantile,
+        critic_refit=critic_refit,
         pool_min_similarity=pool_min_similarity,
         pool_init=pool_init,
     )
@@ -176,9 +193,8 @@ def ppo(
     limit = max_rollouts or 20 * ctx.budget
     while rollouts < limit and ctx.remaining > 0:
         batch: list[Rollout] = []
-        for _ in range(batch_size):
+        for arch in _draw_batch(ctx, policy, est, screen if use_critic else 1, batch_size):
             rollouts += 1
-            arch = _draw(ctx, policy, est, screen if use_critic else 1)
             logp = policy.log_prob(arch)
             try:
                 acc, queried = est.accuracy(arch)

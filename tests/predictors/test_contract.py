@@ -20,6 +20,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mlp": {"params": {"epochs": 4, "hidden": [16]}, "features": "encoding"},
     "xgboost": {"params": {"n_estimators": 15, "max_depth": 3}, "features": "encoding"},
     "gcn": {"params": {"space": "fbnet", "epochs": 3, "hidden": 16, "head": 16}, "features": "encoding"},
+    "gcn-accuracy": {"params": {"space": "fbnet", "epochs": 3, "hidden": 16, "head": 16}, "features": "encoding"},
     "ensemble": {
         "params": {"base": "ridge", "n_members": 3, "params": {"alpha": 2.0}},
         "features": "encoding",

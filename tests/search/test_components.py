@@ -21,7 +21,7 @@ from latkit.search.knowledge import (
 )
 from latkit.search.parsec import empirical_bayes_update, importance_weights
 from latkit.search.policy import CategoricalPolicy
-from latkit.search.ppo import _Estimator, clipped_surrogate_grad
+from latkit.search.ppo import _draw_batch, _Estimator, clipped_surrogate_grad
 
 SPACE = get_space("nasbench201")
 
@@ -119,7 +119,7 @@ def _ctx(budget):
 
 def _opts(**kw):
     base = dict(critic_members=5, critic_min_samples=10, critic_max_std=2.0, critic_margin=2.0, critic_floor_quantile=0.0,
-                pool_min_similarity=0.8, pool_init=None)
+                critic_refit=0.1, pool_min_similarity=0.8, pool_init=None)
     return {**base, **kw}
 
 
@@ -161,3 +161,71 @@ def test_critic_gating_spends_queries_only_when_unsure():
     assert not ctx2.known(poor)
     value, queried = est2.accuracy(poor)
     assert queried and ctx2.used == 13 and value == 60.0
+
+
+def test_sample_many_follows_the_policy():
+    policy = CategoricalPolicy("nasbench201", [5] * 6)
+    policy.logits[0][:] = np.log([0.7, 0.1, 0.1, 0.05, 0.05])
+    draws = policy.sample_many(np.random.default_rng(0), 20000)
+    assert len(draws) == 20000 and all(len(a.indices) == 6 for a in draws)
+    first = np.bincount([a.indices[0] for a in draws], minlength=5) / 20000
+    assert first == pytest.approx([0.7, 0.1, 0.1, 0.05, 0.05], abs=0.015)
+    other = np.bincount([a.indices[3] for a in draws], minlength=5) / 20000
+    assert other == pytest.approx([0.2] * 5, abs=0.015)
+    unique = policy.sample_many(np.random.default_rng(0), 20000, unique=True)
+    assert len(set(unique)) == len(unique) < 20000
+    # a collapsed policy yields its one architecture once
+    for lg in policy.logits:
+        lg[:] = [50.0, 0, 0, 0, 0]
+    assert policy.sample_many(np.random.default_rng(1), 100, unique=True) == [Arch("nasbench201", (0,) * 6)]
+
+
+def test_sample_feasible_many_keeps_only_feasible():
+    class ByConv:  # latency = number of 3x3 convolutions
+        def latency_ms(self, arch):
+            return float(sum(i == 3 for i in arch.indices))
+
+    ctx = SearchContext(SPACE, LinearAccuracy(), ByConv(), 1.0, 10, np.random.default_rng(0))
+    policy = CategoricalPolicy("nasbench201", [5] * 6)
+    got = ctx.sample_feasible_many(lambda n: policy.sample_many(ctx.rng, n), 50)
+    assert 0 < len(got) <= 50 and all(ctx.feasible(a) for a in got)
+    # a policy that only draws infeasible archs: the fallback walk, still feasible
+    for lg in policy.logits:
+        lg[:] = [0, 0, 0, 50.0, 0]
+    got = ctx.sample_feasible_many(lambda n: policy.sample_many(ctx.rng, n), 50)
+    assert len(got) == 1 and ctx.feasible(got[0])
+
+
+def test_screened_batch_is_the_critics_best_unqueried():
+    ctx = _ctx(budget=400)
+    est = _Estimator(ctx, use_critic=True, use_pool=False, opts=_opts(critic_refit=0.1))
+    policy = CategoricalPolicy("nasbench201", [5] * 6)
+    assert len(_draw_batch(ctx, policy, est, screen=500, k=4)) == 4  # critic not fitted: plain draws
+    for i in np.random.default_rng(2).choice(15625, 150, replace=False):
+        arch = SPACE.from_index(int(i))
+        est.seen.append((arch, ctx.query(arch)))
+    est.refit()
+    batch = _draw_batch(ctx, policy, est, screen=2000, k=4)
+    assert len(set(batch)) == 4 and not any(ctx.known(a) for a in batch)
+    truth = LinearAccuracy()
+    plain = [truth.accuracy(a) for a in policy.sample_many(np.random.default_rng(3), 400)]
+    # screened picks are near the top of the space (max 84), far above plain draws
+    assert min(truth.accuracy(a) for a in batch) >= np.percentile(plain, 99) >= 78.0
+    assert np.mean([truth.accuracy(a) for a in batch]) > 81.0
+
+
+def test_critic_refit_share():
+    ctx = _ctx(budget=400)
+    est = _Estimator(ctx, use_critic=True, use_pool=False, opts=_opts(critic_refit=0.5))
+    archs = [SPACE.from_index(int(i)) for i in np.random.default_rng(4).choice(15625, 40, replace=False)]
+    est.seen = [(a, LinearAccuracy().accuracy(a)) for a in archs[:20]]
+    est.refit()  # the first fit
+    assert est.critic.n_train == 20
+    for a in archs[20:29]:  # 9 new < 0.5 x 29
+        est.seen.append((a, 0.0))
+    est.refit()
+    assert est.critic.n_train == 20
+    for a in archs[29:40]:  # 20 new >= 0.5 x 40
+        est.seen.append((a, 0.0))
+    est.refit()
+    assert est.critic.n_train == 40
