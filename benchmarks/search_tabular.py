@@ -39,6 +39,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "parsec": ("parsec", {}),
     "parsec-transfer": ("parsec", {"transfer": True}),
     "ppo": ("ppo", {}),
+    "ppo-no-screen": ("ppo", {"screen": 1}),
     "ppo-no-critic": ("ppo", {"use_critic": False}),
     "ppo-no-replay": ("ppo", {"use_replay": False}),
     "ppo-no-pool": ("ppo", {"use_pool": False}),

@@ -7,7 +7,9 @@ switchable so its effect can be measured:
 * ``use_critic`` - an :class:`~latkit.search.knowledge.EnsembleCritic` trained on
   the queried (arch, accuracy) pairs answers for an architecture when its members
   agree and the estimate cannot beat the incumbent (no query spent); otherwise
-  the architecture is evaluated for real.
+  the architecture is evaluated for real. Once fitted it also screens: each
+  batch is the ``batch_size`` best (optimistic estimate) of ``screen`` distinct
+  policy samples, so queries go where the critic expects to gain most.
 * ``use_replay`` - past rollouts are replayed in every update, each weighted by
   the truncated importance ratio ``min(pi_new / pi_behaviour, clip)``.
 * ``use_pool`` - an :class:`~latkit.search.knowledge.ArchPool` of evaluated
@@ -143,10 +145,10 @@ def ppo(
     critic_max_std: float = 1.0,
     critic_margin: float = 2.0,
     critic_floor_quantile: float = 0.25,
-    critic_refit: float = 0.1,
+    critic_refit: float = 0.02,
     pool_min_similarity: float = 0.8,
     pool_init: list[tuple[Any, float]] | None = None,
-    screen: int = 1,
+    screen: int = 5000,
     max_rollouts: int | None = None,
 ) -> dict[str, Any]:
     """PPO search with a gated ensemble critic, off-policy replay and a knowledge pool.

@@ -1,0 +1,145 @@
+"""How much does fitting a GCN to noisy accuracy estimates help rank architectures?
+
+After "Fitting the search space of weight-sharing NAS with GCNs" (Chen et al.,
+2020). Two parts, each printing Kendall tau / Spearman rho:
+
+* ``nasbench201`` (real published accuracies, ground truth for all 15,625
+  cells): the estimates are K cells' 12-epoch ``cifar10-val`` accuracy plus an
+  added per-cell error of sigma points (sigma = 0 is the table itself); truth is
+  ``cifar10-test``. Printed: raw estimates vs truth and out-of-fold GCN vs truth
+  on the K cells, and the GCN fitted on all K as a lookup table over all 15,625.
+* ``supernet`` (real weight-sharing estimates): a ``proxyless_mobile_w05``
+  supernet trained with uniform single-path sampling on the embedded digits
+  (32x32); N random sub-networks are scored with shared weights (BN
+  re-estimated); M of them are then trained standalone from scratch, whose
+  held-out accuracy is the truth. Printed: supernet vs truth and GCN vs truth on
+  those M, and GCN vs raw supernet estimates (out of fold) on all N.
+
+    python benchmarks/accuracy_gcn.py                     # both parts (~10 min on 2 cores)
+    python benchmarks/accuracy_gcn.py --part nasbench201 --k 500 --sigmas 0,4
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from latkit.search.accuracy_gcn import RankReport, rank_report  # noqa: E402
+from latkit.search.tabular import TabularProblem  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _fmt(corr: dict[str, float] | None) -> str:
+    return "      -        " if corr is None else f"{corr['kendall']:6.3f} {corr['spearman']:6.3f}  "
+
+
+def _header(first: str) -> None:
+    print(f"{first:>10s}  {'raw vs truth':>14s} {'GCN vs truth':>14s} {'GCN vs raw':>14s} {'table vs truth':>15s}")
+    print(f"{'':>10s}  " + "   tau    rho  " * 4)
+
+
+def _row(label: str, r: RankReport) -> None:
+    print(f"{label:>10s}  {_fmt(r.estimate_vs_truth)}{_fmt(r.gcn_vs_truth)}{_fmt(r.gcn_vs_estimate)}"
+          f"{_fmt(r.space_vs_truth)}", flush=True)
+
+
+def part_nasbench201(args: argparse.Namespace) -> None:
+    data = Path(args.data)
+    lat = f"{data / 'nasbench201_latency_ms.csv'}:pixel3"
+    val = TabularProblem.load("nasbench201", f"{data / 'nasbench201_accuracy.csv'}:cifar10-val", lat)
+    test = TabularProblem.load("nasbench201", f"{data / 'nasbench201_accuracy.csv'}:cifar10-test", lat)
+    cands = test.candidates()
+    truth = {a: test.accuracy.accuracy(a) for a in cands}
+    print(f"\nNAS-Bench-201: fit on K={args.k} cells' cifar10-val (+ N(0, sigma) error), "
+          f"truth cifar10-test; table = all {len(cands)} cells")
+    _header("sigma")
+    for sigma in (float(v) for v in args.sigmas.split(",")):
+        rng = np.random.default_rng(args.seed)
+        archs = [cands[i] for i in rng.choice(len(cands), args.k, replace=False)]
+        est = np.array([val.accuracy.accuracy(a) for a in archs])
+        est = np.maximum(0.0, est + rng.normal(0.0, sigma, len(est))) if sigma > 0 else est
+        t0 = time.perf_counter()
+        _, report = rank_report("nasbench201", archs, est, truth, folds=args.folds, random_state=args.seed)
+        _row(f"{sigma:g}", report)
+        print(f"{'':>10s}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def part_supernet(args: argparse.Namespace) -> None:
+    import torch
+
+    from latkit.profiler.spaces import get_space
+    from latkit.search.data import load_digits
+    from latkit.search.supernet import Supernet
+    from latkit.search.train import SupernetAccuracy, accuracy_pct, train_network, weight_optimizer
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    space = get_space("proxyless_mobile_w05")
+    data = load_digits(32, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    net = Supernet(space, data.n_classes, resolution=32, seed=args.seed)
+    opt = weight_optimizer(net.parameters(), lr=0.05)
+    net.train()
+    for _ in range(args.supernet_epochs):  # uniform single-path training
+        for x, y in data.batches("train", 64, rng):
+            arch = space.sample(rng)
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x, arch), y).backward()
+            opt.step()
+    train_s = time.perf_counter() - t0
+    archs: list = []
+    while len(archs) < args.n:
+        arch = space.sample(rng)
+        if arch not in archs:
+            archs.append(arch)
+    t0 = time.perf_counter()
+    evaluator = SupernetAccuracy(net, data, seed=args.seed)
+    est = np.array([evaluator.accuracy(a) for a in archs])
+    eval_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    truth = {}
+    for i, arch in enumerate(archs[: args.m]):  # standalone from scratch: fresh weights
+        model = Supernet(space, data.n_classes, resolution=32, seed=10_000 + i).extract(arch)
+        train_network(model, data, epochs=args.standalone_epochs, lr=0.05, seed=i)
+        model.eval()
+        truth[arch] = accuracy_pct(model, data.x_valid, data.y_valid)
+    alone_s = time.perf_counter() - t0
+    print(f"\nsupernet ({space.name}, digits 32x32): {args.supernet_epochs} epochs {train_s:.0f} s; "
+          f"{args.n} sub-networks scored {eval_s:.0f} s (mean {est.mean():.1f}%, std {est.std():.1f}); "
+          f"{args.m} trained standalone {args.standalone_epochs} epochs {alone_s:.0f} s "
+          f"(mean {np.mean(list(truth.values())):.1f}%, std {np.std(list(truth.values())):.1f})")
+    _, report = rank_report(space.name, archs, est, truth, folds=args.folds, random_state=args.seed)
+    _header("")
+    _row("supernet", report)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=["nasbench201", "supernet", "both"], default="both")
+    p.add_argument("--data", default=str(DATA), help="folder with the NAS-Bench-201 CSVs")
+    p.add_argument("--k", type=int, default=1000, help="NAS-Bench-201 cells the GCN is fitted on")
+    p.add_argument("--sigmas", default="0,2,4,6", help="added estimate error (points)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--n", type=int, default=200, help="sub-networks scored by the supernet")
+    p.add_argument("--m", type=int, default=20, help="of those, trained standalone")
+    p.add_argument("--supernet-epochs", type=int, default=30)
+    p.add_argument("--standalone-epochs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    if args.part in ("nasbench201", "both"):
+        part_nasbench201(args)
+    if args.part in ("supernet", "both"):
+        part_supernet(args)
+
+
+if __name__ == "__main__":
+    main()
