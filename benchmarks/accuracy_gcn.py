@@ -79,22 +79,28 @@ def part_supernet(args: argparse.Namespace) -> None:
     from latkit.profiler.spaces import get_space
     from latkit.search.data import load_digits
     from latkit.search.supernet import Supernet
-    from latkit.search.train import SupernetAccuracy, accuracy_pct, train_network, weight_optimizer
+    from latkit.search.train import SupernetAccuracy, accuracy_pct, train_step, weight_optimizer
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(1)
     space = get_space("proxyless_mobile_w05")
     data = load_digits(32, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     net = Supernet(space, data.n_classes, resolution=32, seed=args.seed)
-    opt = weight_optimizer(net.parameters(), lr=0.05)
-    net.train()
-    for _ in range(args.supernet_epochs):  # uniform single-path training
-        for x, y in data.batches("train", 64, rng):
-            arch = space.sample(rng)
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(net(x, arch), y).backward()
-            opt.step()
+
+    def train(model, epochs: int, r: np.random.Generator, paths: bool) -> None:
+        """SGD with a cosine schedule; ``paths``: a uniformly sampled path per step."""
+        opt = weight_optimizer(model.parameters(), lr=0.05)
+        per_epoch = -(-len(data.y_train) // 64)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
+        model.train()
+        for _ in range(epochs):
+            for x, y in data.batches("train", 64, r):
+                arch = space.sample(r) if paths else None
+                train_step((lambda v: model(v, arch)) if paths else model, opt, x, y)
+                sched.step()
+
+    train(net, args.supernet_epochs, rng, paths=True)
     train_s = time.perf_counter() - t0
     archs: list = []
     while len(archs) < args.n:
@@ -109,7 +115,7 @@ def part_supernet(args: argparse.Namespace) -> None:
     truth = {}
     for i, arch in enumerate(archs[: args.m]):  # standalone from scratch: fresh weights
         model = Supernet(space, data.n_classes, resolution=32, seed=10_000 + i).extract(arch)
-        train_network(model, data, epochs=args.standalone_epochs, lr=0.05, seed=i)
+        train(model, args.standalone_epochs, np.random.default_rng(10_000 + i), paths=False)
         model.eval()
         truth[arch] = accuracy_pct(model, data.x_valid, data.y_valid)
     alone_s = time.perf_counter() - t0
@@ -129,10 +135,10 @@ def main() -> None:
     p.add_argument("--k", type=int, default=1000, help="NAS-Bench-201 cells the GCN is fitted on")
     p.add_argument("--sigmas", default="0,2,4,6", help="added estimate error (points)")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--n", type=int, default=200, help="sub-networks scored by the supernet")
-    p.add_argument("--m", type=int, default=20, help="of those, trained standalone")
-    p.add_argument("--supernet-epochs", type=int, default=30)
-    p.add_argument("--standalone-epochs", type=int, default=8)
+    p.add_argument("--n", type=int, default=150, help="sub-networks scored by the supernet")
+    p.add_argument("--m", type=int, default=12, help="of those, trained standalone")
+    p.add_argument("--supernet-epochs", type=int, default=20)
+    p.add_argument("--standalone-epochs", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.part in ("nasbench201", "both"):

@@ -74,6 +74,24 @@ class SmoothedAccuracy:
         model.fit(_encode(space, archs), y)
         return cls(model, {"n_fit": len(y), **(provenance or {})})
 
+    @classmethod
+    def from_evaluator(
+        cls, space: Any, evaluator: Any, n: int, rng: np.random.Generator, **params: Any
+    ) -> tuple[SmoothedAccuracy, list[Arch], np.ndarray]:
+        """Score ``n`` distinct random architectures with ``evaluator`` (e.g. the
+        supernet) and fit on them; returns the model, the archs and their scores."""
+        if n < 4:
+            raise UsageError(f"smoothing needs at least 4 scored architectures, got {n}")
+        archs: dict[Arch, None] = {}
+        for _ in range(20 * n):  # bounded: a small space may hold fewer than n
+            archs[space.sample(rng)] = None
+            if len(archs) == n:
+                break
+        picked = list(archs)
+        scores = np.array([evaluator.accuracy(a) for a in picked], dtype=np.float64)
+        provenance = {"estimates": getattr(evaluator, "provenance", {}), "n_scored": len(picked)}
+        return cls.fit(space.name, picked, scores, provenance=provenance, **params), picked, scores
+
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
         """Smoothed accuracy of each architecture."""
         if not archs:

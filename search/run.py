@@ -94,6 +94,7 @@ def run_search(
     plots: bool = True,
     threads: int | None = 1,
     max_images: int | None = None,
+    smooth_samples: int | None = None,
 ) -> SearchOutcome:
     """Search ``space`` for the best architecture with ``latency_model(arch) <= target_ms``.
 
@@ -123,6 +124,10 @@ def run_search(
         plots: write the PNG plots (needs matplotlib).
         threads: torch intra-op threads (``None`` leaves torch's setting).
         max_images: cap on images loaded from a dataset path.
+        smooth_samples: for ``reinforce`` / ``evolution`` / ``random``: score this
+            many random sub-networks with the trained supernet, fit a GCN to them
+            (:mod:`latkit.search.accuracy_gcn`) and search its smoothed
+            accuracies instead of the supernet's raw ones.
 
     Raises:
         UsageError: unknown algorithm, bad arguments.
@@ -133,6 +138,9 @@ def run_search(
         raise UsageError(f"unknown search algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, got {epochs}")
+    if smooth_samples is not None and (algorithm == "proxyless-grad" or smooth_samples < 4):
+        raise UsageError("smoothing needs a query-based algorithm (reinforce, evolution, random) "
+                         f"and at least 4 samples, got {algorithm} with {smooth_samples}")
     space = get_space(space) if isinstance(space, str) else space
     min_ms, _ = latency_model.min_latency(space)
     check_reachable(space.name, float(target_ms), float(min_ms))
@@ -152,7 +160,7 @@ def run_search(
     else:
         arch, rows, extra = _run_framework(supernet, latency_model, data, target_ms, algorithm, epochs,
                                            seed, out, queries, algorithm_options or {}, evaluator,
-                                           resume, on_progress)  # fmt: skip
+                                           resume, on_progress, smooth_samples)  # fmt: skip
     latency = float(latency_model.latency_ms(arch))
     accuracy = float(evaluator.accuracy(arch))
     files = _write_outputs(out, space, arch, latency, accuracy, target_ms, latency_model, evaluator,
@@ -203,6 +211,7 @@ def _run_framework(
     supernet: Supernet, latency_model: Any, data: SearchData, target_ms: float, algorithm: str,
     epochs: int, seed: int, out: Path, queries: int, options: dict[str, Any],
     evaluator: SupernetAccuracy, resume: bool, on_progress: Callable[[Progress], None] | None,
+    smooth_samples: int | None = None,
 ) -> tuple[Arch, list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     from latkit.search.base import run_search as framework_search
     from latkit.search.checkpoint import optimizer_state, restore_optimizer
@@ -234,13 +243,26 @@ def _run_framework(
                                        "numpy_rng": rng.bit_generator.state, "trajectory": rows})  # fmt: skip
         if on_progress is not None:
             on_progress(Progress(epoch + 1, epochs, float(np.mean(losses)), None, None, None, None))
-    result = framework_search(algorithm, space, evaluator, latency_model, float(target_ms), queries,
+    accuracy_model: Any = evaluator
+    smoothing: dict[str, Any] = {}
+    if smooth_samples:
+        from latkit.search.accuracy_gcn import SmoothedAccuracy
+
+        accuracy_model, archs, scores = SmoothedAccuracy.from_evaluator(
+            space, evaluator, smooth_samples, np.random.default_rng([seed, 2]), random_state=seed
+        )
+        accuracy_model.save(out / "accuracy_gcn")
+        for a, acc in zip(archs, scores):
+            rows.append(_row(epochs, "supernet-sample", space.arch_to_native(a), float(acc), float(latency_model.latency_ms(a)),
+                             None, None, target_ms))  # fmt: skip
+        smoothing = {"smoothed_accuracy": {"samples": len(archs), "model": str(out / "accuracy_gcn")}}
+    result = framework_search(algorithm, space, accuracy_model, latency_model, float(target_ms), queries,
                               np.random.default_rng(seed), seed=seed, **options)  # fmt: skip
     for i, q in enumerate(result.trajectory):
         rows.append(_row(epochs, "query", q.arch, q.accuracy, q.latency_ms, None, None, target_ms))
         rows[-1]["query"] = i + 1
     best = space.arch_from_native(result.best_arch)
-    extra = {"queries_used": result.queries_used, "search_wall_s": result.wall_s, **result.extra}
+    extra = {"queries_used": result.queries_used, "search_wall_s": result.wall_s, **smoothing, **result.extra}
     return best, rows, extra
 
 

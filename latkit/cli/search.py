@@ -46,10 +46,17 @@ def search_cmd(
     latency_table: Optional[str] = typer.Option(None, "--latency-table", help="Tabular mode: CSV:COLUMN of latencies (ms)."),
     latency_samples: Optional[int] = typer.Option(None, "--latency-samples", min=2,
                                                   help="Tabular mode: fit a latency model on K table rows."),
+    smooth_accuracy: Optional[int] = typer.Option(
+        None, "--smooth-accuracy", min=4,
+        help="Score N random sub-networks with the supernet, fit a GCN to them and search its "
+             "smoothed accuracies (reinforce / evolution / random).",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Search a space for the most accurate architecture within --target-ms."""
     if accuracy_table is not None:
+        if smooth_accuracy is not None:
+            raise UsageError("--smooth-accuracy smooths supernet estimates; the tabular mode has exact ones")
         _tabular(space, accuracy_table, latency_table, target_ms, algorithm, queries, seed,
                  latency_samples, out, as_json)
         return
@@ -70,7 +77,8 @@ def search_cmd(
             advance(f"loss {p.loss:.3f} {exp}{best}")
 
         outcome = run_search(sp, model, target_ms, algorithm, data, epochs, seed, out,
-                             queries=queries, resume=resume, on_progress=on_progress)
+                             queries=queries, resume=resume, on_progress=on_progress,
+                             smooth_samples=smooth_accuracy)
     result = {
         "space": space, "algorithm": algorithm, "target_ms": target_ms, "arch": outcome.native,
         "latency_ms": outcome.latency_ms, "accuracy": outcome.accuracy, "out": str(outcome.out_dir),

@@ -110,6 +110,26 @@ def test_search_needs_one_latency_source(capsys):
     assert code != 0 and err.strip().startswith("error:") and "--lut" in err
 
 
+def test_supernet_search_on_smoothed_accuracy(capsys, small_lut, tmp_path):
+    code, out, err = run(capsys, "search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut),
+                         "--resolution", "32", "--target-ms", "1000", "--algorithm", "random",
+                         "--epochs", "1", "--queries", "3", "--smooth-accuracy", "6",
+                         "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["latency_ms"] <= 1000 and (tmp_path / "accuracy_gcn" / "predictor.json").is_file()
+    rows = json.loads((tmp_path / "trajectory.json").read_text())["rows"]
+    assert [r["kind"] for r in rows].count("supernet-sample") == 6
+
+
+def test_smoothing_is_refused_in_tabular_mode(capsys, tmp_path):
+    code, _, err = run(capsys, "search", "--space", "nasbench201",
+                       "--accuracy-table", f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val",
+                       "--latency-table", f"{DATA / 'nasbench201_latency_ms.csv'}:pixel3",
+                       "--target-ms", "10", "--smooth-accuracy", "20", "--out", str(tmp_path))
+    assert code != 0 and "Traceback" not in err and "--smooth-accuracy" in err
+
+
 def test_unreachable_tabular_target_names_the_minimum(capsys, tmp_path):
     code, _, err = run(capsys, "search", "--space", "nasbench201",
                        "--accuracy-table", f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val",

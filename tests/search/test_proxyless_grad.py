@@ -12,6 +12,7 @@ import torch
 from g2_helpers import make_lut
 from latkit.profiler.spaces.base import Arch
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
+from latkit.errors import UsageError
 from latkit.search.base import SearchError, reward
 from latkit.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from latkit.search.data import SearchData, load_digits
@@ -168,3 +169,22 @@ def test_registered_in_framework(setup):
                               s.lat, s.target_ms, 5, np.random.default_rng(0), search=s, epochs=1)  # fmt: skip
     assert result.queries_used in (1, 2) and result.best_latency_ms <= s.target_ms
     assert result.extra["final_arch"] == s.space.arch_to_native(s.final_arch())
+
+
+def test_search_on_gcn_smoothed_supernet_accuracy(setup, tmp_path):
+    from latkit.search.accuracy_gcn import SmoothedAccuracy
+
+    space, model, data = setup
+    lo, hi = model.min_latency_ms(), model.max_latency()[0]
+    out = run_search(space, model, lo + 0.5 * (hi - lo), "random", data, epochs=1, seed=0, out_dir=tmp_path,
+                     queries=4, plots=False, smooth_samples=12)  # fmt: skip
+    rows = json.loads((tmp_path / "trajectory.json").read_text())["rows"]
+    assert [r["kind"] for r in rows] == ["supernet-sample"] * 12 + ["query"] * 4
+    smoothed = SmoothedAccuracy.load(tmp_path / "accuracy_gcn")
+    assert smoothed.provenance["n_fit"] == 12 and smoothed.provenance["estimates"]["kind"] == "supernet"
+    for r in rows[12:]:  # the search saw the GCN's answers, not the supernet's
+        arch = space.arch_from_native(r["arch"])
+        assert r["accuracy"] == pytest.approx(smoothed.accuracy(arch), abs=1e-4)
+    assert out.latency_ms <= lo + 0.5 * (hi - lo)
+    with pytest.raises(UsageError, match="query-based"):
+        run_search(space, model, hi, "proxyless-grad", data, epochs=1, out_dir=tmp_path, smooth_samples=12)
