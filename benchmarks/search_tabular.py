@@ -8,7 +8,7 @@ median gap per method and budget, and the median number of queries each method
 needs to come within ``--gap`` points (with the REINFORCE / PPO ratio, FNAS's
 "samples saved" figure).
 
-    python benchmarks/search_tabular.py                      # full: 4 devices x 2 targets x 10 seeds
+    python benchmarks/search_tabular.py --jobs 2             # full: 4 devices x 2 targets x 10 seeds
     python benchmarks/search_tabular.py --devices pixel3 --seeds 5 --queries 50,100,200
 """
 
@@ -24,6 +24,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -58,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", default=str(DATA), help="folder with the NAS-Bench-201 CSVs")
     p.add_argument("--dataset", default="cifar10-val")
     p.add_argument("--proxy", default="cifar100-val", help="proxy column for parsec-transfer")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (one per core)")
     return p.parse_args()
 
 
@@ -87,48 +89,70 @@ def queries_to_gap(result, oracle: float, gap: float) -> float:
     return math.inf
 
 
+_PROBLEMS: dict[tuple[str, str, str], TabularProblem] = {}
+
+
+def load_problem(data: Path, dataset: str, device: str) -> TabularProblem:
+    """The tables of one device (read once per process)."""
+    key = (str(data), dataset, device)
+    if key not in _PROBLEMS:
+        _PROBLEMS[key] = TabularProblem.load(
+            "nasbench201",
+            f"{data / 'nasbench201_accuracy.csv'}:{dataset}",
+            f"{data / 'nasbench201_latency_ms.csv'}:{device}",
+        )
+    return _PROBLEMS[key]
+
+
+def run_cell(job: tuple) -> dict[str, tuple[list[float], float, float]]:
+    """Every method on one (device, target, seed): ``{method: (gaps, queries to gap, seconds)}``."""
+    data, dataset, proxy, device, target, oracle, seed, methods, budgets, gap = job
+    problem = load_problem(data, dataset, device)
+    out = {}
+    for m in methods:
+        algorithm, opts = METHODS[m]
+        opts = dict(opts)
+        if opts.pop("transfer", False):
+            opts["init_probs"] = proxy_policy(data, device, target, proxy, seed, max(budgets))
+        start = time.perf_counter()
+        res = run_tabular("nasbench201", problem, None, target, algorithm, max(budgets), seed=seed, **opts)
+        out[m] = (gaps_of(res, oracle, budgets), queries_to_gap(res, oracle, gap), time.perf_counter() - start)
+    return out
+
+
 def main() -> None:
     args = parse_args()
     budgets = [int(v) for v in args.queries.split(",")]
     data = Path(args.data)
     methods = [m.strip() for m in args.methods.split(",")]
-    gaps: dict[str, list[list[float]]] = {m: [] for m in methods}
-    reach: dict[str, list[float]] = {m: [] for m in methods}
-    secs: dict[str, float] = {m: 0.0 for m in methods}
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    jobs = []
     for device in args.devices.split(","):
-        problem = TabularProblem.load(
-            "nasbench201",
-            f"{data / 'nasbench201_accuracy.csv'}:{args.dataset}",
-            f"{data / 'nasbench201_latency_ms.csv'}:{device}",
-        )
+        problem = load_problem(data, args.dataset, device)
         lats = np.array(list(problem.latency_table.table.values.values()))
         for pct in (float(v) for v in args.percentiles.split(",")):
             target = float(np.percentile(lats, pct))
             oracle = problem.oracle(target)[0]
             print(f"{device:12s} p{pct:.0f} target {target:8.3f} ms  oracle {oracle:.3f}", flush=True)
-            for seed in range(args.seeds):
-                for m in methods:
-                    algorithm, opts = METHODS[m]
-                    opts = dict(opts)
-                    if opts.pop("transfer", False):
-                        opts["init_probs"] = proxy_policy(
-                            data, device, target, args.proxy, seed, max(budgets)
-                        )
-                    start = time.perf_counter()
-                    res = run_tabular("nasbench201", problem, None, target, algorithm,
-                                      max(budgets), seed=seed, **opts)
-                    secs[m] += time.perf_counter() - start
-                    gaps[m].append(gaps_of(res, oracle, budgets))
-                    reach[m].append(queries_to_gap(res, oracle, args.gap))
-    runs = len(next(iter(gaps.values())))
+            jobs += [(data, args.dataset, args.proxy, device, target, oracle, seed, methods, budgets, args.gap)
+                     for seed in range(args.seeds)]  # fmt: skip
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            cells = list(pool.map(run_cell, jobs))
+    else:
+        cells = [run_cell(job) for job in jobs]
+    runs = len(cells)
     print(f"\nmedian gap to the oracle (accuracy points, {args.dataset}) over {runs} runs")
     print(f"{'method':18s}" + "".join(f"{'@' + str(n):>9s}" for n in budgets)
           + f"{'q<=' + str(args.gap):>10s}{'s/run':>8s}")
+    reach = {m: [c[m][1] for c in cells] for m in methods}
     for m in methods:
-        med = np.median(np.array(gaps[m]), axis=0)
-        q = np.median(reach[m])
+        med = np.median(np.array([c[m][0] for c in cells]), axis=0)
+        secs = sum(c[m][2] for c in cells)
         print(f"{m:18s}" + "".join(f"{v:9.3f}" for v in med)
-              + f"{q:10.0f}{secs[m] / runs:8.2f}")
+              + f"{np.median(reach[m]):10.0f}{secs / runs:8.2f}")
     if "ppo" in methods and "reinforce" in methods:
         r, p = np.median(reach["reinforce"]), np.median(reach["ppo"])
         ratio = r / p if math.isfinite(r) and math.isfinite(p) and p > 0 else float("nan")

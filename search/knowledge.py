@@ -37,15 +37,27 @@ def pair_features(
     interactions only for what they explain, which extrapolates better from few
     samples.
     """
-    offsets = np.concatenate([[0], np.cumsum(n_options)])
-    parts = [np.zeros(int(offsets[-1]))]
-    parts[0][[offsets[c] + i for c, i in enumerate(indices)]] = 1.0
-    for a in range(len(indices)):
-        for b in range(a + 1, len(indices)):
-            v = np.zeros(n_options[a] * n_options[b])
-            v[indices[a] * n_options[b] + indices[b]] = pair_weight
-            parts.append(v)
-    return np.concatenate(parts)
+    return pair_feature_matrix(np.asarray([indices]), n_options, pair_weight)[0]
+
+
+def pair_feature_matrix(
+    indices: np.ndarray, n_options: Sequence[int], pair_weight: float = 1.0
+) -> np.ndarray:
+    """:func:`pair_features` of every row of ``indices`` ([B, choices]) at once."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(len(indices), len(n_options))
+    sizes = np.asarray(n_options, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    cols, vals = [offsets[:-1] + idx], [np.ones_like(idx, dtype=np.float64)]
+    base = int(offsets[-1])
+    for a in range(len(sizes)):
+        for b in range(a + 1, len(sizes)):
+            cols.append((base + idx[:, a] * sizes[b] + idx[:, b])[:, None])
+            vals.append(np.full((len(idx), 1), pair_weight))
+            base += int(sizes[a] * sizes[b])
+    out = np.zeros((len(idx), base))
+    c, v = np.concatenate(cols, axis=1), np.concatenate(vals, axis=1)
+    np.put_along_axis(out, c, v, axis=1)
+    return out
 
 
 class EnsembleCritic:
@@ -81,18 +93,19 @@ class EnsembleCritic:
         self.members, self.alpha, self.feature_fraction = members, alpha, feature_fraction
         self.pair_weight, self.floor_quantile = pair_weight, floor_quantile
         self.n_train = 0
-        self._cache: dict[Arch, np.ndarray] = {}
         self._models: list[tuple[np.ndarray, np.ndarray, float]] = []
 
     def features(self, archs: Sequence[Arch]) -> np.ndarray:
         """The feature matrix of ``archs``."""
-        rows = []
-        for a in archs:
-            v = self._cache.get(a)
-            if v is None:
-                v = self._cache[a] = pair_features(a.indices, self.n_options, self.pair_weight)
-            rows.append(v)
-        return np.stack(rows)
+        if not archs:
+            return np.zeros((0, self.n_features))
+        return pair_feature_matrix(np.array([a.indices for a in archs]), self.n_options, self.pair_weight)
+
+    @property
+    def n_features(self) -> int:
+        """Columns of :meth:`features`."""
+        n = self.n_options
+        return int(sum(n) + sum(n[a] * n[b] for a in range(len(n)) for b in range(a + 1, len(n))))
 
     def fit(self, archs: Sequence[Arch], values: Sequence[float]) -> EnsembleCritic:
         """Refit every member on a bootstrap resample; return ``self``."""
@@ -125,8 +138,11 @@ class EnsembleCritic:
         """
         if not self._models:
             raise UsageError("the critic is not fitted")
-        X = self.features(archs)  # noqa: N806
-        preds = np.stack([X[:, cols] @ coef + y0 for cols, coef, y0 in self._models])
+        chunks = []
+        for start in range(0, len(archs), 1024):  # bounded memory in spaces with many pairs
+            X = self.features(archs[start : start + 1024])  # noqa: N806
+            chunks.append(np.stack([X[:, cols] @ coef + y0 for cols, coef, y0 in self._models]))
+        preds = np.concatenate(chunks, axis=1) if chunks else np.zeros((len(self._models), 0))
         return preds.mean(0), preds.std(0)
 
 

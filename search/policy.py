@@ -38,6 +38,7 @@ class CategoricalPolicy:
         self.space_name = space_name
         self.n_options = list(n_options)
         self.logits = [np.zeros(n) for n in self.n_options]
+        self._probs: list[np.ndarray] | None = None  # softmax of the logits, until they change
         if probs is not None:
             self.set_probs(probs)
 
@@ -54,10 +55,15 @@ class CategoricalPolicy:
         for c, p in enumerate(probs):
             q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, None)
             self.logits[c] = np.log(q / q.sum())
+        self._probs = None
 
     def probs(self) -> list[np.ndarray]:
-        """The probabilities of every choice."""
-        return [_softmax(t) for t in self.logits]
+        """The probabilities of every choice (read-only arrays)."""
+        if self._probs is None:
+            self._probs = [_softmax(t) for t in self.logits]
+            for p in self._probs:
+                p.flags.writeable = False
+        return self._probs
 
     def sample(self, rng: np.random.Generator) -> Arch:
         """One architecture drawn from the policy."""
@@ -78,7 +84,7 @@ class CategoricalPolicy:
 
     def log_prob(self, arch: Arch) -> float:
         """``log pi(arch)``."""
-        return float(sum(np.log(p[i]) for p, i in zip(self.probs(), arch.indices)))
+        return float(np.log([p[i] for p, i in zip(self.probs(), arch.indices)]).sum())
 
     def grad_log_prob(self, arch: Arch) -> list[np.ndarray]:
         """``d log pi(arch) / d theta`` per choice."""
@@ -102,6 +108,7 @@ class CategoricalPolicy:
         for c, g in enumerate(grads):
             t = self.logits[c] + lr * g
             self.logits[c] = np.maximum(t - t.max(), -LOGIT_FLOOR)
+        self._probs = None
 
 
 def zero_grads(n_options: list[int]) -> list[np.ndarray]:

@@ -16,6 +16,8 @@ from latkit.search.knowledge import (
     EnsembleCritic,
     block_similarity,
     off_policy_weight,
+    pair_feature_matrix,
+    pair_features,
     shared_blocks,
     should_query,
 )
@@ -165,7 +167,7 @@ def test_critic_gating_spends_queries_only_when_unsure():
 
 def test_sample_many_follows_the_policy():
     policy = CategoricalPolicy("nasbench201", [5] * 6)
-    policy.logits[0][:] = np.log([0.7, 0.1, 0.1, 0.05, 0.05])
+    policy.set_probs([np.array([0.7, 0.1, 0.1, 0.05, 0.05])] + [np.full(5, 0.2)] * 5)
     draws = policy.sample_many(np.random.default_rng(0), 20000)
     assert len(draws) == 20000 and all(len(a.indices) == 6 for a in draws)
     first = np.bincount([a.indices[0] for a in draws], minlength=5) / 20000
@@ -175,8 +177,7 @@ def test_sample_many_follows_the_policy():
     unique = policy.sample_many(np.random.default_rng(0), 20000, unique=True)
     assert len(set(unique)) == len(unique) < 20000
     # a collapsed policy yields its one architecture once
-    for lg in policy.logits:
-        lg[:] = [50.0, 0, 0, 0, 0]
+    policy.set_probs([np.array([1.0, 0, 0, 0, 0])] * 6)
     assert policy.sample_many(np.random.default_rng(1), 100, unique=True) == [Arch("nasbench201", (0,) * 6)]
 
 
@@ -190,8 +191,7 @@ def test_sample_feasible_many_keeps_only_feasible():
     got = ctx.sample_feasible_many(lambda n: policy.sample_many(ctx.rng, n), 50)
     assert 0 < len(got) <= 50 and all(ctx.feasible(a) for a in got)
     # a policy that only draws infeasible archs: the fallback walk, still feasible
-    for lg in policy.logits:
-        lg[:] = [0, 0, 0, 50.0, 0]
+    policy.set_probs([np.array([0, 0, 0, 1.0, 0])] * 6)
     got = ctx.sample_feasible_many(lambda n: policy.sample_many(ctx.rng, n), 50)
     assert len(got) == 1 and ctx.feasible(got[0])
 
@@ -229,3 +229,21 @@ def test_critic_refit_share():
         est.seen.append((a, 0.0))
     est.refit()
     assert est.critic.n_train == 40
+
+
+def test_pair_features_by_hand():
+    # choices of 2, 3 and 2 options; arch (1, 2, 0)
+    v = pair_features((1, 2, 0), [2, 3, 2], pair_weight=0.5)
+    singles = [0, 1, 0, 0, 1, 1, 0]
+    ab = np.zeros(6)
+    ab[1 * 3 + 2] = 0.5
+    ac = np.zeros(4)
+    ac[1 * 2 + 0] = 0.5
+    bc = np.zeros(6)
+    bc[2 * 2 + 0] = 0.5
+    np.testing.assert_array_equal(v, np.concatenate([singles, ab, ac, bc]))
+    rows = np.random.default_rng(0).integers(0, [2, 3, 2], size=(50, 3))
+    batch = pair_feature_matrix(rows, [2, 3, 2], 0.5)
+    np.testing.assert_array_equal(batch, np.stack([pair_features(r, [2, 3, 2], 0.5) for r in rows]))
+    critic = EnsembleCritic([2, 3, 2], np.random.default_rng(0))
+    assert critic.n_features == batch.shape[1] == 7 + 6 + 4 + 6
