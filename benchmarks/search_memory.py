@@ -10,10 +10,10 @@ dynamic peak the *static* memory is added: parameters, buffers and optimiser
 state, summed from the tensors themselves (the supernet keeps every
 candidate's weights, which ProxylessNAS's memory claim does not cover).
 
-The search alternates a weight step (a path sampled per mixed layer) and an
-architecture step (binary gates, two sampled paths, the second recomputed
-without keeping activations, no weight gradients); each is profiled alone and
-the larger peak counts. The reference step = one SGD step of the same
+The search alternates a weight step (a path sampled per mixed layer; its
+gradients are freed when the step ends) and an architecture step (binary gates,
+two sampled paths per layer, the second run without autograd so only its output
+is kept, no weight gradients); each is profiled alone and the larger peak counts. The reference step = one SGD step of the same
 sub-network as a standalone network (extracted copy), same batch and
 resolution; a few random sub-networks are compared. Goal: search
 dynamic peak <= 1.5x the reference.

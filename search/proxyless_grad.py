@@ -186,6 +186,9 @@ class ProxylessGradSearch:
         loss = F.cross_entropy(self.net(x, arch), y)
         loss.backward()
         self.weight_opt.step()
+        # freed now, not at the next step: the architecture step that follows
+        # then never holds a path's weight gradients beside its own activations
+        self.weight_opt.zero_grad(set_to_none=True)
         return float(loss.detach())
 
     def _sample_gates(

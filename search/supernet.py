@@ -196,20 +196,28 @@ class Supernet(nn.Module):
                 x = x.detach().requires_grad_(True)
             _, sample = by_layer[i]
             out = layer.option_module(sample.active)(x)
-            other = None if sample.other is None else layer.option_module(sample.other)
-            out.register_hook(_gate_hook(other, x.detach(), out.detach(), sample))
+            other = None
+            if sample.other is not None:  # only its output is kept, not its activations
+                with torch.no_grad():
+                    other = layer.option_module(sample.other)(x)
+            out.register_hook(_gate_hook(out.detach(), other, sample))
             x = out
         return x
 
 
-def _gate_hook(other: nn.Module | None, x: torch.Tensor, out: torch.Tensor, sample: GateSample):  # noqa: ANN202
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.vdot(a.reshape(-1), b.reshape(-1)))
+
+
+def _gate_hook(out: torch.Tensor, other: torch.Tensor | None, sample: GateSample):  # noqa: ANN202
     # The gate g multiplies a path's output and equals 1 (active) or 0, so
-    # dL/dg = <dL/dout, path(x)>; the inactive path is recomputed here without
-    # keeping its activations, and no gate tensor enters the graph.
+    # dL/dg = <dL/dout, path(x)>. The inactive path ran in the forward pass
+    # without keeping its activations (its intermediate tensors lived only
+    # while it ran, before the backward pass holds gradients), and no gate
+    # tensor enters the graph.
     def hook(grad: torch.Tensor) -> None:
-        sample.active_grad = float((grad * out).sum())
+        sample.active_grad = _dot(grad, out)
         if other is not None:
-            with torch.no_grad():
-                sample.other_grad = float((grad * other(x)).sum())
+            sample.other_grad = _dot(grad, other)
 
     return hook

@@ -71,10 +71,12 @@ def test_gated_forward_one_active_path_and_two_path_gradient(net):
     calls, handles = _count_calls(net)
     try:
         loss = torch.nn.functional.cross_entropy(net.forward_gated(x, base, owners, samples), y)
-        assert all(len(v) == 1 for v in calls.values())  # forward: one path per mixed layer
-        loss.backward()
-        # backward: exactly the second sampled path of every gated layer ran once more
+        # forward: the active path of every layer, plus the second sampled path of
+        # every gated layer (run without autograd: only its output is kept)
         assert all(len(calls[i]) == (2 if i in owners.values() else 1) for i in calls)
+        assert sum(len(v) for v in calls.values()) == len(calls) + 21
+        loss.backward()
+        assert all(len(calls[i]) == (2 if i in owners.values() else 1) for i in calls)  # nothing reran
         # reference for one layer: out = g1 * op1(x) + g3 * op3(x), g = (1, 0), plain autograd
         c = 5
         layer_idx = owners[c]
