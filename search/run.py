@@ -14,6 +14,9 @@ It writes into ``out_dir``: ``arch.json`` (schema ``latkit.arch``),
 ``trajectory.csv`` and ``trajectory.json``, ``expected_latency.png`` and
 ``accuracy_latency.png``, and a resumable checkpoint (``checkpoint.safetensors``
 + ``checkpoint.json``, updated every epoch; ``resume=True`` continues from it).
+The query-based algorithms also record every supernet accuracy they measure in
+``queries.json``; a resumed run replays them instead of measuring again, so a
+search stopped mid-way continues where it stopped (same seed, same trajectory).
 """
 
 from __future__ import annotations
@@ -46,6 +49,47 @@ SUPERNET_ALGORITHMS = ("reinforce", "evolution", "random")
 ALGORITHMS = ("proxyless-grad", *SUPERNET_ALGORITHMS)
 TRAJECTORY_FIELDS = ("epoch", "kind", "arch", "accuracy", "latency_ms", "expected_latency_ms",
                      "loss", "feasible")  # fmt: skip
+
+
+QUERIES_SCHEMA = "latkit.search-queries"
+
+
+class RecordedAccuracy:
+    """Supernet accuracies written to ``path`` as they are measured.
+
+    The file names the supernet training epoch its accuracies belong to; with
+    ``resume`` and the same epoch, they are answered from the file. Measured
+    values are never lost: each is saved (atomically) before it is returned.
+    """
+
+    def __init__(self, inner: Any, space: SearchSpace, path: Path, epoch: int, resume: bool) -> None:
+        self.inner, self.space, self.path, self.epoch = inner, space, path, epoch
+        self.provenance = getattr(inner, "provenance", {})
+        self.replayed = 0
+        self._values: dict[Arch, float] = {}
+        if resume and path.is_file():
+            try:
+                doc = json.loads(path.read_text())
+                if doc.get("schema") == QUERIES_SCHEMA and doc.get("supernet_epoch") == epoch:
+                    for row in doc["queries"]:
+                        self._values[space.arch_from_native(row["arch"])] = float(row["accuracy"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable %s (%s); measuring again", path, exc)
+                self._values = {}
+
+    def accuracy(self, arch: Arch) -> float:
+        """The recorded accuracy of ``arch``, else measured and recorded."""
+        if arch in self._values:
+            self.replayed += 1
+            return self._values[arch]
+        value = float(self.inner.accuracy(arch))
+        self._values[arch] = value
+        doc = {"schema": QUERIES_SCHEMA, "schema_version": 1, "supernet_epoch": self.epoch,
+               "queries": [{"arch": self.space.arch_to_native(a), "accuracy": v} for a, v in self._values.items()]}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(self.path)
+        return value
 
 
 @dataclass
@@ -152,7 +196,9 @@ def run_search(
     if isinstance(data, str):
         data = load_data(data, resolution or 32, seed=seed, max_images=max_images)
     supernet = Supernet(space, data.n_classes, resolution or data.resolution, seed=seed)
-    evaluator = SupernetAccuracy(supernet, data, seed=seed)
+    evaluator: Any = SupernetAccuracy(supernet, data, seed=seed)
+    if algorithm != "proxyless-grad":
+        evaluator = RecordedAccuracy(evaluator, space, out / "queries.json", epochs, resume)
     if algorithm == "proxyless-grad":
         arch, rows = _run_proxyless(supernet, latency_model, data, target_ms, epochs, seed, out,
                                     config, evaluator, eval_samples, resume, on_progress)  # fmt: skip
@@ -210,7 +256,7 @@ def _run_proxyless(
 def _run_framework(
     supernet: Supernet, latency_model: Any, data: SearchData, target_ms: float, algorithm: str,
     epochs: int, seed: int, out: Path, queries: int, options: dict[str, Any],
-    evaluator: SupernetAccuracy, resume: bool, on_progress: Callable[[Progress], None] | None,
+    evaluator: Any, resume: bool, on_progress: Callable[[Progress], None] | None,
     smooth_samples: int | None = None,
 ) -> tuple[Arch, list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     from latkit.search.base import run_search as framework_search

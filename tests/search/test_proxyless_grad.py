@@ -188,3 +188,31 @@ def test_search_on_gcn_smoothed_supernet_accuracy(setup, tmp_path):
     assert out.latency_ms <= lo + 0.5 * (hi - lo)
     with pytest.raises(UsageError, match="query-based"):
         run_search(space, model, hi, "proxyless-grad", data, epochs=1, out_dir=tmp_path, smooth_samples=12)
+
+
+def test_query_search_resumes_mid_way_without_measuring_again(setup, tmp_path, monkeypatch):
+    from latkit.search.train import SupernetAccuracy
+
+    space, model, data = setup
+    lo, hi = model.min_latency_ms(), model.max_latency()[0]
+    target = lo + 0.5 * (hi - lo)
+    first = run_search(space, model, target, "evolution", data, epochs=1, seed=3, out_dir=tmp_path,
+                       queries=6, plots=False)  # fmt: skip
+    rows = json.loads((tmp_path / "trajectory.json").read_text())["rows"]
+    doc = json.loads((tmp_path / "queries.json").read_text())
+    assert doc["supernet_epoch"] == 1 and len(doc["queries"]) == 6
+    # stopped after 2 measurements: the resumed run measures only the 4 others
+    doc["queries"] = doc["queries"][:2]
+    (tmp_path / "queries.json").write_text(json.dumps(doc))
+    measured = []
+    real = SupernetAccuracy.accuracy
+    monkeypatch.setattr(SupernetAccuracy, "accuracy", lambda self, a: measured.append(a) or real(self, a))
+    again = run_search(space, model, target, "evolution", data, epochs=1, seed=3, out_dir=tmp_path,
+                       queries=6, plots=False, resume=True)  # fmt: skip
+    assert len(measured) == 4 and again.arch == first.arch
+    assert json.loads((tmp_path / "trajectory.json").read_text())["rows"] == rows
+    # more supernet epochs: the recorded accuracies are stale and measured again
+    measured.clear()
+    run_search(space, model, target, "evolution", data, epochs=2, seed=3, out_dir=tmp_path,
+               queries=6, plots=False, resume=True)  # fmt: skip
+    assert len(measured) >= 6
