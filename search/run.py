@@ -65,7 +65,6 @@ class RecordedAccuracy:
     def __init__(self, inner: Any, space: SearchSpace, path: Path, epoch: int, resume: bool) -> None:
         self.inner, self.space, self.path, self.epoch = inner, space, path, epoch
         self.provenance = getattr(inner, "provenance", {})
-        self.replayed = 0
         self._values: dict[Arch, float] = {}
         if resume and path.is_file():
             try:
@@ -80,7 +79,6 @@ class RecordedAccuracy:
     def accuracy(self, arch: Arch) -> float:
         """The recorded accuracy of ``arch``, else measured and recorded."""
         if arch in self._values:
-            self.replayed += 1
             return self._values[arch]
         value = float(self.inner.accuracy(arch))
         self._values[arch] = value
