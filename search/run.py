@@ -4,7 +4,7 @@
 for an architecture that meets a latency target, with either
 
 * ``proxyless-grad``: ProxylessNAS gradient search (:mod:`latkit.search.proxyless_grad`);
-* ``reinforce`` / ``evolution`` / ``random``: the framework's algorithms
+* ``reinforce`` / ``ppo`` / ``evolution`` / ``random``: the framework's algorithms
   (:mod:`latkit.search.base`) after ``epochs`` of supernet training with
   uniformly sampled paths, each architecture's accuracy measured with the shared
   weights on the held-out split (:class:`~latkit.search.train.SupernetAccuracy`)
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 ARCH_SCHEMA = "latkit.arch"
 ARCH_SCHEMA_VERSION = 1
-SUPERNET_ALGORITHMS = ("reinforce", "evolution", "random")
+SUPERNET_ALGORITHMS = ("reinforce", "ppo", "evolution", "random")
 ALGORITHMS = ("proxyless-grad", *SUPERNET_ALGORITHMS)
 TRAJECTORY_FIELDS = ("epoch", "kind", "arch", "accuracy", "latency_ms", "expected_latency_ms",
                      "loss", "feasible")  # fmt: skip
@@ -146,7 +146,7 @@ def run_search(
         latency_model: a :mod:`latkit.search.latency_model` model (LUT, calibrated
             LUT, or predictor; ``proxyless-grad`` needs ``expected_latency``).
         target_ms: the hard latency target ``T`` (ms).
-        algorithm: ``proxyless-grad``, ``reinforce``, ``evolution`` or ``random``.
+        algorithm: ``proxyless-grad``, ``reinforce``, ``ppo``, ``evolution`` or ``random``.
         data: a :class:`SearchData` or a :func:`~latkit.search.data.load_data` spec
             (``digits``, ``cifar10:PATH``, ``folder:PATH``).
         epochs: training epochs of the supernet (for ``proxyless-grad``, the first
@@ -166,7 +166,7 @@ def run_search(
         plots: write the PNG plots (needs matplotlib).
         threads: torch intra-op threads (``None`` leaves torch's setting).
         max_images: cap on images loaded from a dataset path.
-        smooth_samples: for ``reinforce`` / ``evolution`` / ``random``: score this
+        smooth_samples: for the query-based algorithms: score this
             many random sub-networks with the trained supernet, fit a GCN to them
             (:mod:`latkit.search.accuracy_gcn`) and search its smoothed
             accuracies instead of the supernet's raw ones.
@@ -181,7 +181,7 @@ def run_search(
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, got {epochs}")
     if smooth_samples is not None and (algorithm == "proxyless-grad" or smooth_samples < 4):
-        raise UsageError("smoothing needs a query-based algorithm (reinforce, evolution, random) "
+        raise UsageError("smoothing needs a query-based algorithm (reinforce, ppo, evolution, random) "
                          f"and at least 4 samples, got {algorithm} with {smooth_samples}")
     space = get_space(space) if isinstance(space, str) else space
     min_ms, _ = latency_model.min_latency(space)

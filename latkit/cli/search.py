@@ -29,7 +29,7 @@ def search_cmd(
     target_ms: float = typer.Option(..., "--target-ms", "-T", help="Hard latency target (ms)."),
     algorithm: str = typer.Option(
         "proxyless-grad", "--algorithm", "-A",
-        help="proxyless-grad | reinforce | evolution | random (tabular: also ppo, parsec).",
+        help="proxyless-grad | reinforce | ppo | evolution | random (tabular: also parsec).",
     ),
     lut: Optional[Path] = typer.Option(None, "--lut", help="Latency from this LUT."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help=f"Profile (or reuse) this device's LUT. {DEVICE_HELP}"),
@@ -49,7 +49,7 @@ def search_cmd(
     smooth_accuracy: Optional[int] = typer.Option(
         None, "--smooth-accuracy", min=4,
         help="Score N random sub-networks with the supernet, fit a GCN to them and search its "
-             "smoothed accuracies (reinforce / evolution / random).",
+             "smoothed accuracies (reinforce / ppo / evolution / random).",
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

@@ -148,11 +148,12 @@ def test_run_search_writes_artifacts_and_meets_target(setup, tmp_path):
     assert load_checkpoint(tmp_path)[1]["epoch"] == 3
 
 
-def test_reinforce_on_supernet(setup, tmp_path):
+@pytest.mark.parametrize("algorithm", ["reinforce", "ppo"])
+def test_query_search_on_supernet(setup, tmp_path, algorithm):
     space, model, data = setup
     lo, hi = model.min_latency_ms(), model.max_latency()[0]
     target = lo + 0.5 * (hi - lo)
-    out = run_search(space, model, target, "reinforce", data, epochs=1, seed=0, out_dir=tmp_path,
+    out = run_search(space, model, target, algorithm, data, epochs=1, seed=0, out_dir=tmp_path,
                      queries=4, plots=False)  # fmt: skip
     rows = json.loads((tmp_path / "trajectory.json").read_text())["rows"]
     assert len(rows) == 4 and all(r["kind"] == "query" for r in rows)
