@@ -29,7 +29,7 @@ from latkit.predictors.metrics import kendall, spearman
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 
-DEFAULT_PARAMS: dict[str, Any] = {"hidden": 64, "layers": 3, "head": 64, "epochs": 200, "lr": 3e-3}
+DEFAULT_PARAMS: dict[str, Any] = {"hidden": 128, "layers": 3, "head": 128, "epochs": 400, "lr": 3e-3}
 
 
 def _encode(space_name: str, archs: Sequence[Arch]) -> np.ndarray:

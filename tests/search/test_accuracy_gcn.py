@@ -25,7 +25,8 @@ def _noisy(nb201: TabularProblem, n: int, sigma: float, seed: int):
 
 def test_smoothing_ranks_closer_to_the_truth_than_the_noisy_estimates(nb201: TabularProblem):
     archs, truth, est = _noisy(nb201, 400, sigma=6.0, seed=0)
-    model = SmoothedAccuracy.fit("nasbench201", archs, est)
+    # a small GCN: in-sample, its fit cannot follow the per-arch noise
+    model = SmoothedAccuracy.fit("nasbench201", archs, est, hidden=64, head=64, epochs=200)
     raw_tau = kendall(truth, est)
     smooth_tau = kendall(truth, model.predict(archs))
     assert 0.4 < raw_tau < 0.65 and smooth_tau > raw_tau + 0.04
