@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from latkit.search.accuracy_gcn import RankReport, rank_report  # noqa: E402
+from latkit.search.accuracy_gcn import RankReport, distinct_samples, rank_report  # noqa: E402
 from latkit.search.tabular import TabularProblem  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -102,11 +102,7 @@ def part_supernet(args: argparse.Namespace) -> None:
 
     train(net, args.supernet_epochs, rng, paths=True)
     train_s = time.perf_counter() - t0
-    archs: list = []
-    while len(archs) < args.n:
-        arch = space.sample(rng)
-        if arch not in archs:
-            archs.append(arch)
+    archs = distinct_samples(space, args.n, rng)
     t0 = time.perf_counter()
     evaluator = SupernetAccuracy(net, data, seed=args.seed)
     est = np.array([evaluator.accuracy(a) for a in archs])

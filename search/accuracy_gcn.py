@@ -25,6 +25,7 @@ import numpy as np
 
 from latkit.errors import UsageError
 from latkit.predictors.base import get_predictor, load, load_metadata, save
+from latkit.predictors.gcn import GCNAccuracyPredictor
 from latkit.predictors.metrics import kendall, spearman
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
@@ -39,6 +40,17 @@ DEFAULT_PARAMS: dict[str, Any] = {"hidden": 64, "layers": 3, "head": 64, "epochs
 def _encode(space_name: str, archs: Sequence[Arch]) -> np.ndarray:
     space = get_space(space_name)
     return np.stack([space.encode(a) for a in archs]).astype(np.float32)
+
+
+def distinct_samples(space: Any, n: int, rng: np.random.Generator) -> list[Arch]:
+    """Up to ``n`` distinct random architectures of ``space``, in the order drawn
+    (bounded: a small space may hold fewer than ``n``)."""
+    archs: dict[Arch, None] = {}
+    for _ in range(20 * n):
+        archs[space.sample(rng)] = None
+        if len(archs) == n:
+            break
+    return list(archs)
 
 
 class SmoothedAccuracy:
@@ -86,12 +98,7 @@ class SmoothedAccuracy:
         supernet) and fit on them; returns the model, the archs and their scores."""
         if n < 4:
             raise UsageError(f"smoothing needs at least 4 scored architectures, got {n}")
-        archs: dict[Arch, None] = {}
-        for _ in range(20 * n):  # bounded: a small space may hold fewer than n
-            archs[space.sample(rng)] = None
-            if len(archs) == n:
-                break
-        picked = list(archs)
+        picked = distinct_samples(space, n, rng)
         scores = np.array([evaluator.accuracy(a) for a in picked], dtype=np.float64)
         provenance = {"estimates": getattr(evaluator, "provenance", {}), "n_scored": len(picked)}
         return cls.fit(space.name, picked, scores, provenance=provenance, **params), picked, scores
@@ -124,7 +131,7 @@ class SmoothedAccuracy:
     def load(cls, directory: str | Path) -> SmoothedAccuracy:
         """Load what :meth:`save` wrote."""
         model = load(directory)
-        if type(model).__name__ != "GCNAccuracyPredictor":
+        if not isinstance(model, GCNAccuracyPredictor):
             raise UsageError(f"{directory} holds a {type(model).__name__}, not a gcn-accuracy predictor")
         saved = dict(load_metadata(directory).get("provenance") or {})
         saved.pop("kind", None)

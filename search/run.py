@@ -37,6 +37,7 @@ from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace, get_space
 from latkit.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from latkit.search.data import SearchData, load_data
+from latkit.search.export import write_json
 from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch, check_reachable
 from latkit.search.supernet import Supernet
 from latkit.search.train import SupernetAccuracy, weight_optimizer
@@ -82,11 +83,9 @@ class RecordedAccuracy:
             return self._values[arch]
         value = float(self.inner.accuracy(arch))
         self._values[arch] = value
-        doc = {"schema": QUERIES_SCHEMA, "schema_version": 1, "supernet_epoch": self.epoch,
-               "queries": [{"arch": self.space.arch_to_native(a), "accuracy": v} for a, v in self._values.items()]}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(self.path)
+        write_json(self.path, {"schema": QUERIES_SCHEMA, "schema_version": 1, "supernet_epoch": self.epoch,
+                               "queries": [{"arch": self.space.arch_to_native(a), "accuracy": v}
+                                           for a, v in self._values.items()]})  # fmt: skip
         return value
 
 
