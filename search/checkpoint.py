@@ -23,7 +23,7 @@ from latkit._version import __version__
 from latkit.errors import StoreError
 
 SCHEMA = "latkit.search.checkpoint"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: supernet candidates share weights (the optimiser holds the shared tensors only)
 TENSORS_FILE = "checkpoint.safetensors"
 STATE_FILE = "checkpoint.json"
 

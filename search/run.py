@@ -8,7 +8,10 @@ for an architecture that meets a latency target, with either
   (:mod:`latkit.search.base`) after ``epochs`` of supernet training with
   uniformly sampled paths, each architecture's accuracy measured with the shared
   weights on the held-out split (:class:`~latkit.search.train.SupernetAccuracy`)
-  and its reward ``ACC * (LAT/T)^w`` using the latency model.
+  and its reward ``ACC * (LAT/T)^w`` using the latency model. With
+  ``train_steps`` they skip the supernet: each queried architecture is trained
+  on its own, starting from its most similar predecessor's weights
+  (:class:`~latkit.search.train.TrainedAccuracy`, FNAS's knowledge pool).
 
 It writes into ``out_dir``: ``arch.json`` (schema ``latkit.arch``),
 ``trajectory.csv`` and ``trajectory.json``, ``expected_latency.png`` and
@@ -40,7 +43,7 @@ from latkit.search.data import SearchData, load_data
 from latkit.search.export import write_json
 from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch, check_reachable
 from latkit.search.supernet import Supernet
-from latkit.search.train import SupernetAccuracy, weight_optimizer
+from latkit.search.train import SupernetAccuracy, TrainedAccuracy, weight_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,8 @@ def run_search(
     threads: int | None = 1,
     max_images: int | None = None,
     smooth_samples: int | None = None,
+    train_steps: int | None = None,
+    inherit: bool = True,
 ) -> SearchOutcome:
     """Search ``space`` for the best architecture with ``latency_model(arch) <= target_ms``.
 
@@ -169,6 +174,11 @@ def run_search(
             many random sub-networks with the trained supernet, fit a GCN to them
             (:mod:`latkit.search.accuracy_gcn`) and search its smoothed
             accuracies instead of the supernet's raw ones.
+        train_steps: for the query-based algorithms: no supernet; each queried
+            architecture is trained on its own for this many steps
+            (:class:`~latkit.search.train.TrainedAccuracy`), ``epochs`` unused.
+        inherit: with ``train_steps``, start each architecture from the weights
+            of the most similar one trained before (FNAS's knowledge pool).
 
     Raises:
         UsageError: unknown algorithm, bad arguments.
@@ -182,6 +192,9 @@ def run_search(
     if smooth_samples is not None and (algorithm == "proxyless-grad" or smooth_samples < 4):
         raise UsageError("smoothing needs a query-based algorithm (reinforce, ppo, evolution, random) "
                          f"and at least 4 samples, got {algorithm} with {smooth_samples}")
+    if train_steps is not None and (algorithm == "proxyless-grad" or smooth_samples is not None or train_steps < 1):
+        raise UsageError("per-architecture training needs a query-based algorithm (reinforce, ppo, evolution, "
+                         f"random), no smoothing and at least 1 step, got {algorithm} with {train_steps} steps")
     space = get_space(space) if isinstance(space, str) else space
     min_ms, _ = latency_model.min_latency(space)
     check_reachable(space.name, float(target_ms), float(min_ms))
@@ -192,16 +205,22 @@ def run_search(
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = load_data(data, resolution or 32, seed=seed, max_images=max_images)
-    supernet = Supernet(space, data.n_classes, resolution or data.resolution, seed=seed)
-    evaluator: Any = SupernetAccuracy(supernet, data, seed=seed)
-    if algorithm != "proxyless-grad":
-        evaluator = RecordedAccuracy(evaluator, space, out / "queries.json", epochs, resume)
+    supernet: Supernet | None = None
+    if train_steps is not None:
+        evaluator: Any = TrainedAccuracy(space, data, resolution or data.resolution, steps=train_steps,
+                                         inherit=inherit, seed=seed)  # fmt: skip
+    else:
+        supernet = Supernet(space, data.n_classes, resolution or data.resolution, seed=seed)
+        evaluator = SupernetAccuracy(supernet, data, seed=seed)
+    if algorithm != "proxyless-grad":  # trained mode: "epoch" 0, no supernet
+        evaluator = RecordedAccuracy(evaluator, space, out / "queries.json", 0 if supernet is None else epochs, resume)
     if algorithm == "proxyless-grad":
+        assert supernet is not None
         arch, rows = _run_proxyless(supernet, latency_model, data, target_ms, epochs, seed, out,
                                     config, evaluator, eval_samples, resume, on_progress)  # fmt: skip
         extra: dict[str, Any] = {"config": _asdict(config or ProxylessConfig())}
     else:
-        arch, rows, extra = _run_framework(supernet, latency_model, data, target_ms, algorithm, epochs,
+        arch, rows, extra = _run_framework(space, supernet, latency_model, data, target_ms, algorithm, epochs,
                                            seed, out, queries, algorithm_options or {}, evaluator,
                                            resume, on_progress, smooth_samples)  # fmt: skip
     latency = float(latency_model.latency_ms(arch))
@@ -251,7 +270,8 @@ def _run_proxyless(
 
 
 def _run_framework(
-    supernet: Supernet, latency_model: Any, data: SearchData, target_ms: float, algorithm: str,
+    space: SearchSpace, supernet: Supernet | None, latency_model: Any, data: SearchData, target_ms: float,
+    algorithm: str,
     epochs: int, seed: int, out: Path, queries: int, options: dict[str, Any],
     evaluator: Any, resume: bool, on_progress: Callable[[Progress], None] | None,
     smooth_samples: int | None = None,
@@ -259,18 +279,21 @@ def _run_framework(
     from latkit.search.base import run_search as framework_search
     from latkit.search.checkpoint import optimizer_state, restore_optimizer
 
-    space = supernet.space
     rng = np.random.default_rng(seed)
-    opt = weight_optimizer(supernet.parameters())
     start, rows = 0, []
-    if resume and has_checkpoint(out):
+    if supernet is None:  # per-architecture training: nothing to train up front
+        start = epochs
+    else:
+        opt = weight_optimizer(supernet.parameters())
+    if supernet is not None and resume and has_checkpoint(out):
         tensors, state = load_checkpoint(out)
         supernet.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         restore_optimizer(opt, "opt_w", tensors, state["weight_opt"])
         rng.bit_generator.state = state["numpy_rng"]
         start, rows = int(state["epoch"]), state.get("trajectory", [])
-    supernet.train()
     for epoch in range(start, epochs):  # uniform single-path training (one-shot supernet)
+        assert supernet is not None
+        supernet.train()
         losses = []
         for x, y in data.batches("train", 64, rng):
             arch = space.sample(rng)
@@ -306,6 +329,9 @@ def _run_framework(
         rows[-1]["query"] = i + 1
     best = space.arch_from_native(result.best_arch)
     extra = {"queries_used": result.queries_used, "search_wall_s": result.wall_s, **smoothing, **result.extra}
+    trained = getattr(evaluator, "inner", evaluator)
+    if isinstance(trained, TrainedAccuracy):  # what the knowledge pool gave each trained architecture
+        extra["trained"] = trained.history
     return best, rows, extra
 
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latkit.profiler.spaces.base import Arch
+from latkit.errors import UsageError
+from latkit.profiler.spaces.base import Arch, SearchSpace
 from latkit.search.data import SearchData
 from latkit.search.supernet import Supernet
 
@@ -31,7 +32,8 @@ def train_step(
 
 def weight_optimizer(params: Iterable[nn.Parameter], lr: float = 0.01) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum, the usual choice for supernet weights."""
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    trainable = [p for p in params if p.requires_grad]  # not the stale copies of shared supernet tensors
+    return torch.optim.SGD(trainable, lr=lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
 
 
 def bn_modules(modules: Iterable[nn.Module]) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -151,3 +153,104 @@ def train_network(
                 return losses
             losses.append(train_step(model, opt, x, y))
     return losses
+
+
+class TrainedAccuracy:
+    """Held-out accuracy of each architecture trained on its own for a few steps.
+
+    FNAS's per-experiment evaluation, with its architecture knowledge pool: with
+    ``inherit``, a new architecture starts from the trained weights of the most
+    similar architecture trained before (block similarity, see
+    :meth:`~latkit.search.knowledge.ArchPool.donor`). Every layer whose operator
+    (:func:`~latkit.search.supernet.module_id`) matches the donor's layer at the
+    same position takes the donor's tensors, BN statistics included; the other
+    layers start fresh. The pool keeps the weights of the ``pool_size``
+    best-scoring architectures, in memory.
+
+    Args:
+        space: the search space.
+        data: the dataset (training split to train, held-out split to score).
+        resolution: input resolution of the networks (the space's default if ``None``).
+        steps: SGD steps per architecture.
+        inherit: start from the knowledge pool's weights (``False``: from scratch).
+        pool_size: architectures whose weights the pool keeps.
+        batch_size, lr: of the training steps.
+        seed: weight and batch-order seed.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        data: SearchData,
+        resolution: int | None = None,
+        steps: int = 50,
+        inherit: bool = True,
+        pool_size: int = 32,
+        batch_size: int = 64,
+        lr: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        from latkit.search.knowledge import ArchPool
+
+        if steps < 1 or pool_size < 1:
+            raise UsageError("steps and pool_size must be at least 1")
+        self.space, self.data, self.resolution = space, data, resolution
+        self.steps, self.inherit, self.batch_size, self.lr, self.seed = steps, inherit, batch_size, lr, seed
+        self.pool = ArchPool(capacity=pool_size)
+        self.history: list[dict[str, Any]] = []
+        self.provenance: dict[str, Any] = {
+            "kind": "trained", "metric": "top1_pct_heldout", "steps": steps, "inherit": inherit,
+            "pool_size": pool_size, "data": data.provenance,
+        }  # fmt: skip
+
+    def build(self, arch: Arch) -> tuple[nn.Module, dict[str, str]]:
+        """A freshly initialised network of ``arch`` and its layers' operator ids (by layer name)."""
+        from latkit.profiler.build import build_network
+        from latkit.search.export_weights import with_classes
+        from latkit.search.supernet import _reset_bn, module_id
+
+        network = with_classes(self.space.network(arch, self.resolution), self.data.n_classes)
+        module = build_network(network, seed=self.seed + len(self.history))
+        _reset_bn(module)
+        names = [name for name, _ in module.named_children()]  # build_network's names, in layer order
+        return module, {name: module_id(layer.spec) for name, layer in zip(names, network.layers)}
+
+    def accuracy(self, arch: Arch) -> float:
+        """Train ``arch`` (from the pool's weights where it can) and return its held-out top-1 (percent)."""
+        module, ids = self.build(arch)
+        inherited = 0
+        if self.inherit and (found := self.pool.donor(arch)) is not None:
+            inherited = inherit_layers(module, ids, found[0].payload)
+        n_batches = -(-len(self.data.y_train) // self.batch_size)
+        losses = train_network(module, self.data, epochs=-(-self.steps // n_batches), batch_size=self.batch_size,
+                               lr=self.lr, seed=self.seed + len(self.history), max_steps=self.steps)  # fmt: skip
+        module.eval()
+        acc = accuracy_pct(module, self.data.x_valid, self.data.y_valid)
+        state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self.pool.add(arch, acc, {"ids": ids, "state": state})
+        self.history.append({"arch": self.space.arch_to_native(arch), "accuracy": acc,
+                             "inherited_layers": inherited, "final_loss": float(np.mean(losses[-5:]))})  # fmt: skip
+        return acc
+
+
+def inherit_layers(module: nn.Module, ids: dict[str, str], donor: dict[str, Any]) -> int:
+    """Copy the donor's tensors into every layer of ``module`` built like the donor's; returns how many layers.
+
+    ``ids`` maps ``module``'s layer names to operator ids; ``donor`` holds the
+    donor's ``ids`` and ``state`` (state dict). A layer inherits when the donor
+    has a layer of the same name and operator, and then takes all its tensors.
+    """
+    own = module.state_dict()
+    picked: dict[str, torch.Tensor] = {}
+    layers = 0
+    for name, mid in ids.items():
+        if donor["ids"].get(name) != mid:
+            continue
+        prefix = name + "."
+        mine = [k for k in own if k.startswith(prefix)]
+        taken = {k: donor["state"][k] for k in mine if k in donor["state"] and donor["state"][k].shape == own[k].shape}
+        if mine and len(taken) == len(mine):
+            picked.update(taken)
+            layers += 1
+    module.load_state_dict(picked, strict=False)
+    return layers

@@ -51,12 +51,19 @@ def search_cmd(
         help="Score N random sub-networks with the supernet, fit a GCN to them and search its "
              "smoothed accuracies (reinforce / ppo / evolution / random).",
     ),
+    train_steps: Optional[int] = typer.Option(
+        None, "--train-steps", min=1,
+        help="No supernet: train each queried architecture N steps on its own (reinforce / ppo / "
+             "evolution / random), starting from the most similar trained one's weights.",
+    ),
+    inherit: bool = typer.Option(True, "--inherit/--no-inherit",
+                                 help="With --train-steps: inherit weights from the knowledge pool."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Search a space for the most accurate architecture within --target-ms."""
     if accuracy_table is not None:
-        if smooth_accuracy is not None:
-            raise UsageError("--smooth-accuracy smooths supernet estimates; the tabular mode has exact ones")
+        if smooth_accuracy is not None or train_steps is not None:
+            raise UsageError("--smooth-accuracy and --train-steps estimate accuracies; the tabular mode looks them up")
         _tabular(space, accuracy_table, latency_table, target_ms, algorithm, queries, seed,
                  latency_samples, out, as_json)
         return
@@ -78,7 +85,7 @@ def search_cmd(
 
         outcome = run_search(sp, model, target_ms, algorithm, data, epochs, seed, out,
                              queries=queries, resume=resume, on_progress=on_progress,
-                             smooth_samples=smooth_accuracy)
+                             smooth_samples=smooth_accuracy, train_steps=train_steps, inherit=inherit)
     result = {
         "space": space, "algorithm": algorithm, "target_ms": target_ms, "arch": outcome.native,
         "latency_ms": outcome.latency_ms, "accuracy": outcome.accuracy, "out": str(outcome.out_dir),

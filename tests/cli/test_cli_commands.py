@@ -191,3 +191,19 @@ def test_profile_one_netconfig_network_then_estimate_it(capsys, tmp_path):
 def test_profile_needs_a_space_or_an_arch(capsys, tmp_path):
     code, _, err = run(capsys, "profile", "--lut", str(tmp_path / "x.db"))
     assert code != 0 and err.strip().startswith("error:") and "--arch" in err
+
+
+def test_search_trains_each_architecture_from_the_knowledge_pool(capsys, small_lut, tmp_path):
+    code, out, err = run(capsys, "search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut),
+                         "--resolution", "32", "--target-ms", "1000", "--algorithm", "evolution",
+                         "--queries", "4", "--train-steps", "2", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "arch.json").read_text())
+    trained = doc["search"]["trained"]
+    assert doc["accuracy"]["kind"] == "trained" and doc["accuracy"]["steps"] == 2 and len(trained) == 4
+    # the first starts from scratch; every later one inherits the layers it shares with a predecessor
+    assert trained[0]["inherited_layers"] == 0 and all(t["inherited_layers"] > 0 for t in trained[1:])
+    assert json.loads(out)["accuracy"] == pytest.approx(max(t["accuracy"] for t in trained if t["arch"] == doc["arch"]))
+    code, _, err = run(capsys, "search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut), "--resolution",
+                       "32", "--target-ms", "1000", "--train-steps", "2", "--out", str(tmp_path / "g"))
+    assert code != 0 and "Traceback" not in err and "query-based" in err  # proxyless-grad trains a supernet
