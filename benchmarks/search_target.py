@@ -44,6 +44,19 @@ def ensure_lut(path: Path) -> float:
     return time.perf_counter() - t0
 
 
+def lut_model(path: Path) -> tuple[TableLatencyModel, float]:
+    """The space's latency model from the LUT at ``path`` (profiled first unless complete), and the seconds spent."""
+    space = get_space(SPACE)
+    prof_s = 0.0
+    try:  # a complete LUT from an earlier run is reused
+        with LUT.open(path) as lut:
+            return TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION), prof_s
+    except LatkitError:
+        prof_s = ensure_lut(path)
+    with LUT.open(path) as lut:
+        return TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION), prof_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lut", type=Path, default=Path(tempfile.gettempdir()) / "latkit_bench_pm_w05_r64.db")
@@ -54,14 +67,7 @@ def main() -> None:
     args = ap.parse_args()
 
     space = get_space(SPACE)
-    prof_s = 0.0
-    try:  # a complete LUT from an earlier run is reused
-        with LUT.open(args.lut) as lut:
-            model = TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION)
-    except LatkitError:
-        prof_s = ensure_lut(args.lut)
-        with LUT.open(args.lut) as lut:
-            model = TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION)
+    model, prof_s = lut_model(args.lut)
     lo, hi = model.min_latency()[0], model.max_latency()[0]
     print(f"LUT {args.lut} ({model.provenance['n_ops']} ops, profile step {prof_s:.0f} s): "
           f"reachable latency {lo:.4f} .. {hi:.4f} ms")  # fmt: skip

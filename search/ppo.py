@@ -15,7 +15,10 @@ switchable so its effect can be measured:
 * ``use_pool`` - an :class:`~latkit.search.knowledge.ArchPool` of evaluated
   architectures cross-checks the critic: a close neighbour's accuracy is blended
   into the estimate and their disagreement widens its spread. ``pool_init``
-  warm-starts it, e.g. with results of a proxy problem.
+  warm-starts it, e.g. with results of a proxy problem. The pool's other use,
+  block-level weight inheritance, belongs to the accuracy model: with
+  :class:`~latkit.search.train.TrainedAccuracy` (``latkit search --train-steps``)
+  each queried architecture starts from its most similar predecessor's weights.
 """
 
 from __future__ import annotations

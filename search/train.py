@@ -165,7 +165,9 @@ class TrainedAccuracy:
     (:func:`~latkit.search.supernet.module_id`) matches the donor's layer at the
     same position takes the donor's tensors, BN statistics included; the other
     layers start fresh. The pool keeps the weights of the ``pool_size``
-    best-scoring architectures, in memory.
+    best-scoring architectures, in memory only: a resumed search replays its
+    recorded accuracies, and the architectures trained after it start from an
+    empty pool.
 
     Args:
         space: the search space.
