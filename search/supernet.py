@@ -20,9 +20,10 @@ width do): a candidate whose parameters all fit inside a larger candidate's
 (same names, every dimension no larger) runs on slices of that candidate's
 tensors: the leading channels and the centred k×k window of a larger kernel.
 Only the largest candidate's tensors are trained; each candidate keeps its own
-BN statistics. Without sharing, one path in ~12 sees each step and a 21-layer
-space with six choices per layer never learns (loss stays at chance on the
-digits); with sharing, every step trains the common core of every candidate.
+BN statistics. Without sharing, each candidate trains in about one step in
+seven and the 21-layer ``proxyless_mobile_w05`` supernet never learns (loss
+stays at chance on the digits); with sharing, every step trains the common core
+of every candidate.
 The candidates' own copies of shared tensors are refreshed on
 :meth:`MixedLayer.sync` (before every ``state_dict`` and :meth:`Supernet.extract`).
 
@@ -71,9 +72,12 @@ def _with_classes(spec: OpSpec, n_classes: int | None) -> OpSpec:
     return spec
 
 
-def _reset_bn(module: nn.Module) -> None:
-    # build_op draws random BN statistics and affines (to exercise BN folding on
-    # export); training starts from the usual identity BN instead
+def reset_bn(module: nn.Module) -> None:
+    """Identity BN (unit scale, zero shift and statistics) throughout ``module``.
+
+    build_op draws random BN statistics and affines (to exercise BN folding on
+    export); training starts from the usual identity BN instead.
+    """
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_parameters()
@@ -101,7 +105,7 @@ class MixedLayer(nn.Module):
             if mid not in self.candidates:
                 spec = _with_classes(spec, n_classes)
                 module = nn.Identity() if mid == IDENTITY else build_op(spec, seed + len(self.candidates))
-                _reset_bn(module)
+                reset_bn(module)
                 self.candidates[mid] = module.train()
         self.input_resolution = {c: s.input_shape[0] for c, s in slot.specs.items()}
         self.shares: dict[str, Share] = _plan_sharing(self.candidates) if share_weights else {}

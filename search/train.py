@@ -162,8 +162,8 @@ class TrainedAccuracy:
     ``inherit``, a new architecture starts from the trained weights of the most
     similar architecture trained before (block similarity, see
     :meth:`~latkit.search.knowledge.ArchPool.donor`). Every layer whose operator
-    (:func:`~latkit.search.supernet.module_id`) matches the donor's layer at the
-    same position takes the donor's tensors, BN statistics included; the other
+    (:func:`~latkit.search.supernet.module_id`) matches the donor's layer of the
+    same name takes the donor's tensors, BN statistics included; the other
     layers start fresh. The pool keeps the weights of the ``pool_size``
     best-scoring architectures, in memory only: a resumed search replays its
     recorded accuracies, and the architectures trained after it start from an
@@ -209,11 +209,11 @@ class TrainedAccuracy:
         """A freshly initialised network of ``arch`` and its layers' operator ids (by layer name)."""
         from latkit.profiler.build import build_network
         from latkit.search.export_weights import with_classes
-        from latkit.search.supernet import _reset_bn, module_id
+        from latkit.search.supernet import module_id, reset_bn
 
         network = with_classes(self.space.network(arch, self.resolution), self.data.n_classes)
         module = build_network(network, seed=self.seed + len(self.history))
-        _reset_bn(module)
+        reset_bn(module)
         names = [name for name, _ in module.named_children()]  # build_network's names, in layer order
         return module, {name: module_id(layer.spec) for name, layer in zip(names, network.layers)}
 
