@@ -229,6 +229,17 @@ class TableLatencyModel:
         """The smallest latency reachable (ms)."""
         return self._extreme(1.0)[0]
 
+    def fastest_full(self) -> Arch:
+        """The fastest architecture among those with the most operators (no layer skipped).
+
+        The opposite corner to :meth:`min_latency` in (latency, operator count):
+        a calibration that never sees it extrapolates there. Call it on an
+        uncalibrated model, where every operator's entry is positive.
+        """
+        big = 1e6 * (1.0 + max(float(np.abs(t.table).max()) for t in self.terms))
+        terms = [Term(t.deps, np.where(t.table > 0, t.table - big, 0.0)) for t in self.terms]
+        return TableLatencyModel(self.space, 0.0, terms, self.provenance, self.layout)._extreme(1.0)[1]
+
 
 def _with_classes(layout: Layout, classes: int) -> Layout:
     """``layout`` with its classifier resized to ``classes`` outputs.

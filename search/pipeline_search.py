@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace
+from latkit.search import report as rpt
 from latkit.search.export import with_classes
+from latkit.search.result import SearchError
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,19 @@ def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int
 
     data = p.data()
     lm = _latency_model(p, data.n_classes)
-    min_ms, _ = lm.min_latency(p.space)
-    if target_ms < min_ms:  # only a retry's scaled target can fall below; the first raises in run_search
+    min_ms, max_ms = lm.min_latency(p.space)[0], lm.max_latency()[0]
+    if rpt.above_range(p.cfg.target_ms, (min_ms, max_ms)):
+        log.warning("the %g ms target is above %s on %s: its slowest architecture is predicted at %.3f ms, so "
+                    "every architecture meets the target and the search keeps the most accurate; give a target "
+                    "between %.3f and %.3f ms to trade speed for accuracy",
+                    p.cfg.target_ms, p.space.name, p.cfg.device, max_ms, min_ms, max_ms)  # fmt: skip
+    if target_ms < min_ms and target_ms == p.cfg.target_ms:
+        raise SearchError(
+            f"latency target {target_ms:g} ms is unreachable in {p.space.name} on {p.cfg.device}: its fastest "
+            f"architecture is predicted at {min_ms:.3f} ms (the slowest at {max_ms:.3f} ms); raise --target-ms "
+            "(the profile and calibration are kept, so a rerun starts at the search)"
+        )
+    if target_ms < min_ms:  # a retry's scaled target
         log.warning("scaled target %.3f ms is below the fastest architecture (%.3f ms); using that", target_ms, min_ms)
         target_ms = min_ms * 1.0001
     # the supernet learns the digits as well at 32 px, at a quarter of the cost
@@ -111,7 +124,8 @@ def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int
     samples = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]} for r in rows if r["kind"] == "sampled"]
     return {"folder": str(folder), "arch_path": str(arch_path), "arch": native, "searched_arch": outcome.native,
             "search_target_ms": target_ms, "predicted_ms": est.total_ms, "accuracy": outcome.accuracy,
-            "history": history, "samples": samples, "latency_model": lm.provenance}  # fmt: skip
+            "history": history, "samples": samples, "latency_model": lm.provenance,
+            "range_ms": [min_ms, max_ms]}  # fmt: skip
 
 
 def _changed(a: Arch, b: Arch) -> int:

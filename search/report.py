@@ -141,16 +141,47 @@ def drift_sentence(ratio: float) -> str:
     )
 
 
-def verdict(measured_ms: float, target_ms: float, drift: dict[str, Any] | None = None) -> str:
+def above_range(target_ms: float, range_ms: tuple[float, float] | None, tolerance: float = HIT_TOLERANCE) -> bool:
+    """Whether even the space's slowest architecture is predicted more than ``tolerance`` under the target.
+
+    ``range_ms`` is the (fastest, slowest) predicted latency of the space on the
+    device; None (not known) counts as in range.
+    """
+    return range_ms is not None and range_ms[1] < (1 - tolerance) * target_ms
+
+
+def met_above_range(measured_ms: float, target_ms: float, range_ms: tuple[float, float] | None) -> bool:
+    """The target was above the space's range and the slowest network measured no more than 10% over it.
+
+    No architecture can come within 10% of such a target from below, so the
+    largest network, running faster than asked, is the right answer.
+    """
+    return above_range(target_ms, range_ms) and measured_ms <= (1 + HIT_TOLERANCE) * target_ms
+
+
+def verdict(
+    measured_ms: float,
+    target_ms: float,
+    drift: dict[str, Any] | None = None,
+    range_ms: tuple[float, float] | None = None,
+) -> str:
     """Plain sentences on how the measured latency compares with the target.
 
     ``drift`` is the measurement's ``device_drift`` entry; a miss measured on a
     drifted device says so, since the figure then tells about the machine's
-    state rather than the searched network.
+    state rather than the searched network. ``range_ms`` is the (fastest,
+    slowest) predicted latency of the space: a target above it is met, not hit.
     """
     off = (measured_ms - target_ms) / target_ms
     if hit(measured_ms, target_ms):
         return f"HIT: measured {measured_ms:.3f} ms is within 10% of the {target_ms:g} ms target ({off:+.1%})."
+    if range_ms is not None and met_above_range(measured_ms, target_ms, range_ms):
+        return (
+            f"MET: measured {measured_ms:.3f} ms ({off:+.1%}). The {target_ms:g} ms target is above this space "
+            f"on this device (its slowest architecture is predicted at {range_ms[1]:.3f} ms), so the largest "
+            f"network was chosen. For a search that trades speed for accuracy, give a target between "
+            f"{range_ms[0]:.3f} and {range_ms[1]:.3f} ms."
+        )
     side = "slower" if off > 0 else "faster"
     text = (
         f"MISSED: measured {measured_ms:.3f} ms is {abs(off):.1%} {side} than the {target_ms:g} ms "
@@ -310,7 +341,9 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
 
 __all__ = [
     "HIT_TOLERANCE",
+    "above_range",
     "hit",
+    "met_above_range",
     "plot_accuracy_latency",
     "plot_layers",
     "plot_predicted_vs_measured",

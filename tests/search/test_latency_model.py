@@ -130,6 +130,24 @@ def test_unreachable_target_names_min(proxyless, tmp_path):
         run_search(space, model, lo * 0.9, "proxyless-grad", data="digits", epochs=1, out_dir=tmp_path)
 
 
+def test_fastest_full_skips_no_layer_and_is_the_fastest_such(proxyless):
+    space, lut, model = proxyless
+    full = model.fastest_full()
+    native = space.arch_to_native(full)
+    assert "zero" not in native
+    n_full = estimate(lut, space.network(full, 32)).n_measurable
+    rng = np.random.default_rng(0)
+    dense = [a for a in (space.sample(rng) for _ in range(400)) if "zero" not in space.arch_to_native(a)]
+    assert len(dense) > 10
+    for arch in dense:  # as many operators as any architecture without a skip, and no slower
+        assert estimate(lut, space.network(arch, 32)).n_measurable <= n_full
+        assert model.latency_ms(arch) >= model.latency_ms(full) - 1e-12
+    # the fastest architecture skips layers: the two are the corners a calibration needs
+    fastest = model.min_latency()[1]
+    assert estimate(lut, space.network(fastest, 32)).n_measurable < n_full
+    assert model.latency_ms(fastest) < model.latency_ms(full)
+
+
 def test_predictor_model_scores_and_estimates(proxyless):
     from sklearn.linear_model import LinearRegression
 

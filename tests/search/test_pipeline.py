@@ -17,13 +17,14 @@ import torch
 
 from latkit.devices.base import open_device
 from latkit.errors import UsageError
+from latkit.lut.calibration import calibrate_device
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig, measure_one
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 from latkit.search import report as rpt
-from latkit.search.export import read_arch, standalone_module
+from latkit.search.export import read_arch, standalone_module, with_classes
 from latkit.search.verify import ExportedModel
 from latkit.search.latency_model import TableLatencyModel
 from latkit.search.pipeline import exported_file, lut_path_for, run_pipeline
@@ -38,12 +39,21 @@ TINY = dict(resolution=RESOLUTION, profile_quick=True, search_epochs=2, warmup_e
 
 @pytest.fixture(scope="module")
 def lut_and_target(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
-    """A profiled LUT (as the pipeline's first stage makes it) and a reachable mid-range target."""
+    """A profiled LUT (as the pipeline's first stage makes it) and a reachable mid-range target.
+
+    The pipeline searches on calibrated tables, which can sit well below the raw
+    LUT sums, so the target is taken from a calibration of the fastest, a middle
+    and the slowest network.
+    """
     path = tmp_path_factory.mktemp("lut") / "cpu.db"
     space = get_space(SPACE)
+    device = open_device(DEVICE)
     with LUT.open(path, create=True) as lut:
-        profile_ops(open_device(DEVICE), space.operators(RESOLUTION), lut, ProtocolConfig.quick())
-        lm = TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION)
+        profile_ops(device, space.operators(RESOLUTION), lut, ProtocolConfig.quick())
+        raw = TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION)
+        archs = [raw.min_latency(space)[1], space.sample(np.random.default_rng(0)), raw.max_latency()[1]]
+        calibrate_device(lut, device, [space.network(a, RESOLUTION) for a in archs], ProtocolConfig.quick())
+        lm = TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION, calibrated=True)
     lo, hi = lm.min_latency(space)[0], lm.max_latency()[0]
     return path, round(lo + 0.4 * (hi - lo), 3)
 
@@ -107,6 +117,10 @@ def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
     assert 1 / 3 < again / result.measured_ms < 3
     assert result.hit == rpt.hit(result.measured_ms, result.target_ms)
     assert result.verdict.startswith("HIT" if result.hit else "MISSED")
+    # a mid-range target: the search recorded the space's calibrated range around it
+    lo, hi = json.loads((out / "pipeline.json").read_text())["stages"]["search"]["outputs"]["range_ms"]
+    assert 0 < lo < result.target_ms < hi
+    assert result.met == result.hit
     assert result.verdict in (out / "report.md").read_text()
     # the network's slowest LUT operators were re-measured beside the file
     drift = measured["device_drift"]
@@ -140,11 +154,11 @@ def test_predicted_latency_is_the_calibrated_lut_estimate_within_target(run) -> 
 class _Attempts:
     """The pipeline's attempt loop over canned attempt outcomes (the decision alone)."""
 
-    def __init__(self, measured: list[float], drift_ratio: float) -> None:
+    def __init__(self, measured: list[float], drift_ratio: float, range_ms: tuple[float, float] = (0.2, 2.0)) -> None:
         from latkit.search.pipeline import PipelineConfig
 
         self.cfg = PipelineConfig(device=DEVICE, space=SPACE, target_ms=1.0, max_retries=1)
-        self.measured, self.ratio, self.targets = measured, drift_ratio, []
+        self.measured, self.ratio, self.range, self.targets = measured, drift_ratio, range_ms, []
 
     def progress(self, *args) -> None:
         pass
@@ -153,7 +167,7 @@ class _Attempts:
         self.targets.append(target_ms)
         drift = {"ratio": self.ratio, "steady": abs(self.ratio - 1) <= 0.1}
         return {"name": str(index), "search_target_ms": target_ms, "measured_ms": self.measured[index],
-                "measure": {"drift": drift}}  # fmt: skip
+                "measure": {"drift": drift}, "search": {"range_ms": list(self.range)}}  # fmt: skip
 
 
 def test_a_miss_on_a_drifted_device_is_not_searched_again() -> None:
@@ -164,6 +178,71 @@ def test_a_miss_on_a_drifted_device_is_not_searched_again() -> None:
     assert steady.targets == [1.0, pytest.approx(1.0 / 1.5)]
     drifted = _Attempts([1.5, 1.02], drift_ratio=1.45)
     assert [a["measured_ms"] for a in _attempts(drifted)] == [1.5]
+
+
+def test_a_target_above_the_space_is_met_by_the_largest_network_without_a_retry() -> None:
+    from latkit.search.pipeline import _attempts
+
+    # the slowest architecture is predicted at 0.6 ms, the target is 1.0 ms
+    above = _Attempts([0.55, 0.9], drift_ratio=1.0, range_ms=(0.12, 0.6))
+    assert [a["measured_ms"] for a in _attempts(above)] == [0.55]
+    text = rpt.verdict(0.55, 1.0, None, (0.12, 0.6))
+    assert text.startswith("MET: measured 0.550 ms (-45.0%)")
+    assert "between 0.120 and 0.600 ms" in text
+    assert rpt.met_above_range(0.55, 1.0, (0.12, 0.6)) and not rpt.hit(0.55, 1.0)
+    # within 10% of the target the slowest architecture could still hit it: a miss, and a retry
+    assert not rpt.above_range(1.0, (0.12, 0.95))
+    near = _Attempts([0.55, 0.93], drift_ratio=1.0, range_ms=(0.12, 0.95))
+    assert [a["measured_ms"] for a in _attempts(near)] == [0.55, 0.93]
+    assert rpt.verdict(0.55, 1.0, None, (0.12, 0.95)).startswith("MISSED")
+    # above the range but measured more than 10% over the target is still a miss
+    assert not rpt.met_above_range(1.2, 1.0, (0.12, 0.6))
+    assert rpt.verdict(1.2, 1.0, None, (0.12, 0.6)).startswith("MISSED")
+    # an unknown range (a run folder from before it was recorded) is in range
+    assert not rpt.above_range(1.0, None) and rpt.verdict(0.55, 1.0).startswith("MISSED")
+
+
+def test_a_target_above_the_slowest_architecture_gives_the_largest_network(lut_and_target, tmp_path) -> None:
+    lut, _ = lut_and_target
+    with LUT.open(lut) as table:
+        slowest = TableLatencyModel.from_lut(get_space(SPACE), table, DEVICE, RESOLUTION).max_latency()[1]
+    target = 50.0  # far above every network of this space on this CPU
+    result = run_pipeline(DEVICE, SPACE, target, tmp_path, lut=lut, **TINY)
+    assert len(result.attempts) == 1 and not result.hit and result.met
+    assert result.verdict.startswith("MET") and result.measured_ms < target
+    arch = json.loads(result.arch_path.read_text())
+    lo, hi = json.loads((tmp_path / "pipeline.json").read_text())["stages"]["search"]["outputs"]["range_ms"]
+    assert arch["latency_ms"] == pytest.approx(hi) and lo < hi < target
+    assert arch["arch"] == get_space(SPACE).arch_to_native(slowest)
+    assert result.verdict in (tmp_path / "report.md").read_text()
+
+
+def test_an_unreachable_target_stops_before_the_search_naming_the_range(lut_and_target, tmp_path) -> None:
+    from latkit.search.result import SearchError
+
+    lut, _ = lut_and_target
+    with pytest.raises(SearchError, match=r"unreachable in proxyless_mobile_w05 on cpu:onnxruntime: its fastest "
+                       r"architecture is predicted at [0-9.]+ ms \(the slowest at [0-9.]+ ms\); raise --target-ms"):
+        run_pipeline(DEVICE, SPACE, 1e-4, tmp_path, lut=lut, **TINY)
+    stages = json.loads((tmp_path / "pipeline.json").read_text())["stages"]
+    assert stages["profile"]["done"] and stages["calibrate"]["done"] and "search" not in stages
+
+
+def test_the_calibration_sees_the_fastest_network_with_every_layer(run) -> None:
+    from latkit.lut.estimate import estimate
+
+    result, out, lut, _ = run
+    calib = json.loads((out / "pipeline.json").read_text())["stages"]["calibrate"]["outputs"]
+    space = get_space(SPACE)
+    with LUT.open(lut) as table:
+        raw = TableLatencyModel.from_lut(space, table, DEVICE, RESOLUTION, classes=10)
+        corners = [raw.min_latency()[1], raw.fastest_full(), raw.max_latency()[1]]  # TINY calibrates 3
+        wanted = [estimate(table, with_classes(space.network(a, RESOLUTION), 10), device=DEVICE, calibration=False)
+                  for a in corners]  # fmt: skip
+    got = sorted(zip(calib["n_ops"], calib["lut_sums_ms"]))
+    expected = sorted((e.n_measurable, e.lut_sum_ms) for e in wanted)
+    assert [n for n, _ in got] == [n for n, _ in expected]
+    assert [s for _, s in got] == pytest.approx([s for _, s in expected])
 
 
 def test_rerun_skips_finished_stages_and_refuses_other_settings(run, lut_and_target) -> None:
