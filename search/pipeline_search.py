@@ -89,7 +89,7 @@ def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int
         raise SearchError(
             f"latency target {target_ms:g} ms is unreachable in {p.space.name} on {p.cfg.device}: its fastest "
             f"architecture is predicted at {min_ms:.3f} ms (the slowest at {max_ms:.3f} ms); raise --target-ms "
-            "(the profile and calibration are kept, so a rerun starts at the search)"
+            "(the profiled LUT is kept, so the next run does not profile again)"
         )
     if target_ms < min_ms:  # a retry's scaled target
         log.warning("scaled target %.3f ms is below the fastest architecture (%.3f ms); using that", target_ms, min_ms)
