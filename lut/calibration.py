@@ -10,11 +10,18 @@ both ways, of
 
 ``b`` absorbs a per-op overhead (or saving) and ``c`` a per-inference one.
 With fewer than 3 networks (or networks that do not separate the terms) the
-fit falls back to fewer terms, down to the ratio ``a = sum(e2e) / sum(lut)``.
+fit falls back to fewer terms, down to the ratio ``a = sum(e2e) / sum(lut)``;
+also when the 3-term fit would give the fastest operator no time at all
+(``a * min_op + b <= 0``), which only a noisy measurement produces.
+
+Each network is measured twice, in two passes in opposite orders, and the
+lower figure kept: other load only ever slows a run down, and a burst of it
+then spoils one pass, not the fit.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -33,6 +40,9 @@ if TYPE_CHECKING:
     from latkit.profiler.spaces.base import Network
 
 KIND = "e2e_linear"
+UNSTEADY = 0.10  # the two passes' relative difference above which the device was not steady
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,13 +84,14 @@ def _design(lut_sums: np.ndarray, n_ops: np.ndarray, terms: int) -> np.ndarray:
 
 
 def fit_calibration(
-    lut_sums: Sequence[float], n_ops: Sequence[int], e2e_ms: Sequence[float]
+    lut_sums: Sequence[float], n_ops: Sequence[int], e2e_ms: Sequence[float], min_op_ms: float | None = None
 ) -> Calibration:
     """Fit a calibration from networks measured both ways (pure function).
 
-    Uses the 3-term model when there are at least 3 points and the design has
-    full rank, else ``a * sum + c`` when there are 2+ distinct sums, else the
-    ratio of totals.
+    Uses the 3-term model when there are at least 3 points, the design has
+    full rank and (given ``min_op_ms``, the fastest operator's LUT latency) it
+    leaves that operator a positive latency; else ``a * sum + c`` when there
+    are 2+ distinct sums, else the ratio of totals.
 
     Raises:
         UsageError: lengths differ, no points, or non-positive / non-finite values.
@@ -100,6 +111,8 @@ def fit_calibration(
         if np.linalg.matrix_rank(x) < terms:
             continue  # e.g. every network has the same op count: b and c are not separable
         sol = np.linalg.lstsq(x, y, rcond=None)[0]
+        if terms == 3 and min_op_ms is not None and sol[0] * min_op_ms + sol[1] <= 0:
+            continue  # an operator that costs no time: the per-op term is fitting noise
         coef = (sol[0], sol[1], sol[2]) if terms == 3 else (sol[0], 0.0, sol[1])
         method = name
         break
@@ -150,7 +163,8 @@ def calibrate_device(
             different sizes.
         config: protocol settings for the end-to-end measurements.
         save: store the calibration in ``lut``.
-        on_progress: called as ``(done, total, network_name)`` after each network.
+        on_progress: called as ``(done, total, network_name)`` after each
+            measurement (``total`` is twice the networks: two passes).
         cache_dir: where the networks' model files are cached (default the
             export cache).
 
@@ -163,18 +177,27 @@ def calibrate_device(
 
     config = config or ProtocolConfig()
     estimates = [estimate(lut, net, device=device.uri, calibration=False) for net in networks]
-    e2e = []
-    for i, net in enumerate(networks, 1):
-        e2e.append(measure_one(device, BuiltModel(net, cache_dir=cache_dir), config).latency_ms)
+    n = len(networks)
+    passes: list[list[float]] = [[0.0] * n, [0.0] * n]
+    order = [(0, i) for i in range(n)] + [(1, i) for i in reversed(range(n))]
+    for done, (k, i) in enumerate(order, 1):
+        passes[k][i] = measure_one(device, BuiltModel(networks[i], cache_dir=cache_dir), config).latency_ms
         if on_progress is not None:
-            on_progress(i, len(networks), net.name)
+            on_progress(done, len(order), networks[i].name)
+    e2e = [min(x, y) for x, y in zip(*passes)]
+    spread = max(abs(x - y) / min(x, y) for x, y in zip(*passes))
+    if spread > UNSTEADY:
+        log.warning("calibration: the two passes over the networks differ by up to %.0f%% on %s; the device "
+                    "was not steady (other load?), the lower figures are kept", 100 * spread, device.uri)  # fmt: skip
     sums = [est.lut_sum_ms for est in estimates]
     counts = [est.n_measurable for est in estimates]
-    cal = fit_calibration(sums, counts, e2e)
+    min_op = min((layer.latency_ms for est in estimates for layer in est.layers if layer.latency_ms > 0), default=None)
+    cal = fit_calibration(sums, counts, e2e, min_op)
     if save:
         save_calibration(
             lut, device.uri, cal,
             {"networks": [n.name for n in networks], "lut_sums_ms": sums, "n_ops": counts,
-             "e2e_ms": e2e, "device": device.info().to_dict(), "protocol": config.to_dict()},
+             "e2e_ms": e2e, "e2e_passes_ms": passes, "min_op_ms": min_op,
+             "device": device.info().to_dict(), "protocol": config.to_dict()},
         )  # fmt: skip
     return cal

@@ -151,7 +151,7 @@ def calibrate_cmd(
     nets = [sp.network(sp.sample(rng), resolution) for _ in range(networks)]
     dev = open_dev(device, threads, clock)
     try:
-        with LUT.open(lut) as table, common.progress_bar("measuring networks", networks) as advance:
+        with LUT.open(lut) as table, common.progress_bar("measuring networks (two passes)", 2 * networks) as advance:
             cal = calibrate_device(table, dev, nets, protocol_config(0.02, 30.0, quick),
                                    on_progress=lambda done, total, name: advance(name))
     finally:

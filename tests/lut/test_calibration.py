@@ -54,6 +54,21 @@ def test_fallbacks_with_few_points():
     assert flat.method == "ratio" and flat.a == pytest.approx(1.2)
 
 
+def test_a_fit_that_gives_an_operator_no_time_falls_back_to_two_terms():
+    # measured here (proxyless_mobile_w05 at 64 px, cpu:onnxruntime, fastest op 0.011 ms): the largest
+    # network read 0.708 ms in one calibration and 0.539 ms in the next
+    sums, n_ops, e2e = [0.183, 0.465, 0.499, 0.521, 0.693], [10, 22, 22, 24, 25], [0.121, 0.323, 0.370, 0.380, 0.708]
+    free = fit_calibration(sums, n_ops, e2e)
+    assert free.method == "lstsq3" and free.a * 0.011 + free.b < 0  # a 0.011 ms operator would cost nothing
+    guarded = fit_calibration(sums, n_ops, e2e, min_op_ms=0.011)
+    assert guarded.method == "lstsq2" and guarded.b == 0.0 and guarded.a > 0
+    x = np.column_stack([sums, np.ones(5)])
+    assert (guarded.a, guarded.c) == pytest.approx(tuple(np.linalg.lstsq(x, e2e, rcond=None)[0]))
+    # a quiet calibration (the fastest network with every layer included) is kept as fitted
+    quiet = fit_calibration([0.183, 0.420, 0.529, 0.693], [10, 25, 24, 25], [0.120, 0.264, 0.375, 0.539], 0.011)
+    assert quiet.method == "lstsq3" and quiet.a * 0.011 + quiet.b > 0 and quiet.max_rel_err < 0.02
+
+
 @pytest.mark.parametrize(
     "args",
     [([], [], []), ([1.0, 2.0], [1], [1.0, 2.0]), ([1.0], [1], [0.0]), ([float("nan")], [1], [1.0])],
@@ -108,12 +123,16 @@ def test_calibrate_device_end_to_end(tmp_path):
             progress = []
             cal = calibrate_device(lut, device, nets, config, cache_dir=cache,
                                    on_progress=lambda d, t, name: progress.append(name))  # fmt: skip
-            assert progress == ["n0", "n1", "n2", "n3"]
-            assert cal.method == "lstsq3" and cal.n_points == 4
+            # two passes in opposite orders, each network's lower figure kept
+            assert progress == ["n0", "n1", "n2", "n3", "n3", "n2", "n1", "n0"]
+            assert cal.n_points == 4 and cal.method in ("lstsq3", "lstsq2")
             assert load_calibration(lut, device.uri) == cal
             prov = lut.calibrations(device.uri)[-1]["provenance"]
             assert prov["networks"] == ["n0", "n1", "n2", "n3"] and len(prov["e2e_ms"]) == 4
-            assert fit_calibration(prov["lut_sums_ms"], prov["n_ops"], prov["e2e_ms"]) == cal
+            assert prov["e2e_ms"] == [min(x, y) for x, y in zip(*prov["e2e_passes_ms"])]
+            assert prov["min_op_ms"] == min(lut.latency_ms(s.key, device.uri) for s in specs)
+            assert fit_calibration(prov["lut_sums_ms"], prov["n_ops"], prov["e2e_ms"], prov["min_op_ms"]) == cal
+            assert cal.a * prov["min_op_ms"] + cal.b > 0  # every operator keeps a positive latency
             assert prov["e2e_ms"][3] > prov["e2e_ms"][0]  # 1 block vs 4 blocks, measured whole
             raw_err, cal_err = [], []
             for net, e2e in zip(nets, prov["e2e_ms"]):
