@@ -60,8 +60,12 @@ def run_cmd(
     out: Path = typer.Option(Path("latkit-run"), "--out", "-o", help="Run folder (a rerun resumes)."),
     data: str = typer.Option("digits", "--data", help="digits (embedded) | cifar10:PATH | folder:PATH."),
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Default: 64 on cpu devices."),
-    search_epochs: int = typer.Option(6, "--search-epochs", min=1),
+    search_epochs: int = typer.Option(6, "--search-epochs", min=1,
+                                      help="Gradient-search epochs (the first min(2, N-1) train weights only)."),
     train_epochs: int = typer.Option(3, "--train-epochs", min=1),
+    max_steps: Optional[int] = typer.Option(
+        None, "--max-steps", min=1, help="Cap every training epoch at N batches (a smoke run of the whole loop).",
+    ),  # fmt: skip
     lut: Optional[Path] = typer.Option(None, "--lut", help="LUT file (default: the device's cached LUT)."),
     quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
     sample: Optional[int] = typer.Option(
@@ -85,8 +89,9 @@ def run_cmd(
             common.err.print(f"[bold]{stage:>9}[/] {done}/{total} {escape(message)}", highlight=False)
 
     result = run_pipeline(device, space, target_ms, out, data, lut=lut, on_progress=on_progress,
-                          resolution=resolution, search_epochs=search_epochs,
-                          train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed)
+                          resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(2, search_epochs - 1),
+                          train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed,
+                          max_steps_per_epoch=max_steps)  # fmt: skip
     summary = {
         "target_ms": result.target_ms, "measured_ms": result.measured_ms,
         "predicted_ms": result.predicted_ms, "hit": result.hit, "met": result.met, "verdict": result.verdict,

@@ -207,3 +207,32 @@ def test_search_trains_each_architecture_from_the_knowledge_pool(capsys, small_l
     code, _, err = run(capsys, "search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut), "--resolution",
                        "32", "--target-ms", "1000", "--train-steps", "2", "--out", str(tmp_path / "g"))
     assert code != 0 and "Traceback" not in err and "query-based" in err  # proxyless-grad trains a supernet
+
+
+def test_run_exits_zero_when_met_and_stops_on_an_unreachable_target(capsys, caplog, small_lut, tmp_path):
+    import shutil
+
+    lut = tmp_path / "lut.db"
+    shutil.copy(small_lut, lut)  # the run adds the 10-class classifier and a calibration
+    smoke = ("run", "--lut", str(lut), "--resolution", "32", "--quick", "--search-epochs", "2",
+             "--train-epochs", "1", "--max-steps", "2")  # fmt: skip
+    code, out, err = run(capsys, *smoke, "--target-ms", "50", "--out", str(tmp_path / "above"), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["met"] and not doc["hit"] and doc["verdict"].startswith("MET") and len(doc["attempts"]) == 1
+    assert doc["measured_ms"] < 50 and "target is above proxyless_mobile_w05" in caplog.text  # warned at the search
+    # the answer is the slowest (largest) network, at the top of the range the search recorded
+    from latkit.lut.store import LUT
+    from latkit.profiler.spaces import get_space
+    from latkit.search.latency_model import TableLatencyModel
+
+    space = get_space("proxyless_mobile_w05")
+    with LUT.open(lut) as table:
+        slowest = TableLatencyModel.from_lut(space, table, resolution=32, classes=10).max_latency()[1]
+    arch = json.loads(Path(doc["arch"]).read_text())
+    state = json.loads((tmp_path / "above" / "pipeline.json").read_text())
+    assert arch["arch"] == space.arch_to_native(slowest)
+    assert arch["latency_ms"] == pytest.approx(state["stages"]["search"]["outputs"]["range_ms"][1])
+    code, out, err = run(capsys, *smoke, "--target-ms", "0.0001", "--out", str(tmp_path / "below"))
+    assert code != 0 and "Traceback" not in err
+    assert "unreachable in proxyless_mobile_w05" in err and "raise --target-ms" in err

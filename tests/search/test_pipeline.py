@@ -202,21 +202,6 @@ def test_a_target_above_the_space_is_met_by_the_largest_network_without_a_retry(
     assert not rpt.above_range(1.0, None) and rpt.verdict(0.55, 1.0).startswith("MISSED")
 
 
-def test_a_target_above_the_slowest_architecture_gives_the_largest_network(lut_and_target, tmp_path) -> None:
-    lut, _ = lut_and_target
-    with LUT.open(lut) as table:
-        slowest = TableLatencyModel.from_lut(get_space(SPACE), table, DEVICE, RESOLUTION).max_latency()[1]
-    target = 50.0  # far above every network of this space on this CPU
-    result = run_pipeline(DEVICE, SPACE, target, tmp_path, lut=lut, **TINY)
-    assert len(result.attempts) == 1 and not result.hit and result.met
-    assert result.verdict.startswith("MET") and result.measured_ms < target
-    arch = json.loads(result.arch_path.read_text())
-    lo, hi = json.loads((tmp_path / "pipeline.json").read_text())["stages"]["search"]["outputs"]["range_ms"]
-    assert arch["latency_ms"] == pytest.approx(hi) and lo < hi < target
-    assert arch["arch"] == get_space(SPACE).arch_to_native(slowest)
-    assert result.verdict in (tmp_path / "report.md").read_text()
-
-
 def test_an_unreachable_target_stops_before_the_search_naming_the_range(lut_and_target, tmp_path) -> None:
     from latkit.search.result import SearchError
 
