@@ -10,10 +10,15 @@ After "Fitting the search space of weight-sharing NAS with GCNs" (Chen et al.,
   on the K cells, and the GCN fitted on all K as a lookup table over all 15,625.
 * ``supernet`` (real weight-sharing estimates): a ``proxyless_mobile_w05``
   supernet trained with uniform single-path sampling on the embedded digits
-  (32x32); N random sub-networks are scored with shared weights (BN
+  (32x32, or ``--supernet-data``); N random sub-networks are scored with shared weights (BN
   re-estimated); M of them are then trained standalone from scratch, whose
   held-out accuracy is the truth. Printed: supernet vs truth and GCN vs truth on
-  those M, and GCN vs raw supernet estimates (out of fold) on all N.
+  those M, and GCN vs raw supernet estimates (out of fold) on all N. With
+  ``--truth-runs R`` each of the M is trained R times (other seeds), the truth is
+  the mean, and the runs' agreement with each other is printed: the ceiling for
+  any estimate. On digits it is about zero (every network scores 95-98%, and
+  a second training reorders them), so that part only shows the plumbing there;
+  give ``--supernet-data cifar10:PATH`` for a dataset that tells networks apart.
 
     python benchmarks/accuracy_gcn.py                     # both parts (~10 min on 2 cores)
     python benchmarks/accuracy_gcn.py --part nasbench201 --k 500 --sigmas 0,4
@@ -77,20 +82,20 @@ def part_supernet(args: argparse.Namespace) -> None:
     import torch
 
     from latkit.profiler.spaces import get_space
-    from latkit.search.data import load_digits
+    from latkit.search.data import load_data
     from latkit.search.supernet import Supernet
     from latkit.search.train import SupernetAccuracy, accuracy_pct, train_step, weight_optimizer
 
     torch.set_num_threads(1)
     space = get_space("proxyless_mobile_w05")
-    data = load_digits(32, seed=args.seed)
+    data = load_data(args.supernet_data, 32, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     net = Supernet(space, data.n_classes, resolution=32, seed=args.seed)
 
-    def train(model, epochs: int, r: np.random.Generator, paths: bool) -> None:
+    def train(model, epochs: int, r: np.random.Generator, paths: bool, lr: float) -> None:
         """SGD with a cosine schedule; ``paths``: a uniformly sampled path per step."""
-        opt = weight_optimizer(model.parameters(), lr=0.05)
+        opt = weight_optimizer(model.parameters(), lr=lr)
         per_epoch = -(-len(data.y_train) // 64)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * per_epoch)
         model.train()
@@ -100,7 +105,7 @@ def part_supernet(args: argparse.Namespace) -> None:
                 train_step((lambda v: model(v, arch)) if paths else model, opt, x, y)
                 sched.step()
 
-    train(net, args.supernet_epochs, rng, paths=True)
+    train(net, args.supernet_epochs, rng, paths=True, lr=args.lr)
     train_s = time.perf_counter() - t0
     archs = distinct_samples(space, args.n, rng)
     t0 = time.perf_counter()
@@ -108,17 +113,32 @@ def part_supernet(args: argparse.Namespace) -> None:
     est = np.array([evaluator.accuracy(a) for a in archs])
     eval_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    truth = {}
-    for i, arch in enumerate(archs[: args.m]):  # standalone from scratch: fresh weights
-        model = Supernet(space, data.n_classes, resolution=32, seed=10_000 + i).extract(arch)
-        train(model, args.standalone_epochs, np.random.default_rng(10_000 + i), paths=False)
-        model.eval()
-        truth[arch] = accuracy_pct(model, data.x_valid, data.y_valid)
+    runs = np.zeros((args.truth_runs, args.m))
+    for run in range(args.truth_runs):  # standalone from scratch: fresh weights, a new seed per run
+        for i, arch in enumerate(archs[: args.m]):
+            seed = 10_000 + 1000 * run + i
+            model = Supernet(space, data.n_classes, resolution=32, seed=seed).extract(arch)
+            train(model, args.standalone_epochs, np.random.default_rng(seed), paths=False, lr=args.standalone_lr)
+            model.eval()
+            runs[run, i] = accuracy_pct(model, data.x_valid, data.y_valid)
+            if args.show:
+                native = space.arch_to_native(arch)
+                print(f"  {est[i]:5.1f}% supernet  {runs[run, i]:5.1f}% standalone  "
+                      f"{sum(o == 'zero' for o in native)} skipped  {' '.join(o.split('_')[0] for o in native)}",
+                      flush=True)  # fmt: skip
+    truth = {arch: float(v) for arch, v in zip(archs, runs.mean(0))}
     alone_s = time.perf_counter() - t0
-    print(f"\nsupernet ({space.name}, digits 32x32): {args.supernet_epochs} epochs {train_s:.0f} s; "
+    print(f"\nsupernet ({space.name}, {args.supernet_data} 32x32): {args.supernet_epochs} epochs {train_s:.0f} s; "
           f"{args.n} sub-networks scored {eval_s:.0f} s (mean {est.mean():.1f}%, std {est.std():.1f}); "
-          f"{args.m} trained standalone {args.standalone_epochs} epochs {alone_s:.0f} s "
+          f"{args.m} trained standalone {args.standalone_epochs} epochs x {args.truth_runs} {alone_s:.0f} s "
           f"(mean {np.mean(list(truth.values())):.1f}%, std {np.std(list(truth.values())):.1f})")
+    if args.truth_runs > 1:  # how well the truth ranks itself: the ceiling for any estimate
+        from scipy.stats import kendalltau, spearmanr
+
+        pairs = [(a, b) for a in range(args.truth_runs) for b in range(a + 1, args.truth_runs)]
+        tau = np.mean([kendalltau(runs[a], runs[b])[0] for a, b in pairs])
+        rho = np.mean([spearmanr(runs[a], runs[b])[0] for a, b in pairs])
+        print(f"standalone run vs run (another seed): tau {tau:.3f}, rho {rho:.3f}")
     _, report = rank_report(space.name, archs, est, truth, folds=args.folds, random_state=args.seed)
     _header("")
     _row("supernet", report)
@@ -135,6 +155,13 @@ def main() -> None:
     p.add_argument("--m", type=int, default=12, help="of those, trained standalone")
     p.add_argument("--supernet-epochs", type=int, default=20)
     p.add_argument("--standalone-epochs", type=int, default=4)
+    p.add_argument("--lr", type=float, default=0.05, help="supernet learning rate (cosine schedule)")
+    p.add_argument("--standalone-lr", type=float, default=0.05, help="standalone learning rate (cosine schedule)")
+    p.add_argument("--supernet-data", default="digits", help="digits | cifar10:PATH | folder:PATH")
+    p.add_argument("--truth-runs", type=int, default=1,
+                   help="standalone trainings per network (seeds differ); the truth is their mean, and with 2+ "
+                        "their agreement is printed")
+    p.add_argument("--show", action="store_true", help="print each standalone network's two accuracies")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.part in ("nasbench201", "both"):
