@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from latkit.profiler.spaces.base import Network
 
 KIND = "e2e_linear"
+PASSES = 2  # measurements of each network, in alternating orders; the lowest is kept
 UNSTEADY = 0.10  # the two passes' relative difference above which the device was not steady
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def calibrate_device(
         config: protocol settings for the end-to-end measurements.
         save: store the calibration in ``lut``.
         on_progress: called as ``(done, total, network_name)`` after each
-            measurement (``total`` is twice the networks: two passes).
+            measurement (``total`` is ``PASSES`` times the networks).
         cache_dir: where the networks' model files are cached (default the
             export cache).
 
@@ -178,14 +179,14 @@ def calibrate_device(
     config = config or ProtocolConfig()
     estimates = [estimate(lut, net, device=device.uri, calibration=False) for net in networks]
     n = len(networks)
-    passes: list[list[float]] = [[0.0] * n, [0.0] * n]
-    order = [(0, i) for i in range(n)] + [(1, i) for i in reversed(range(n))]
+    passes = [[0.0] * n for _ in range(PASSES)]
+    order = [(k, i) for k in range(PASSES) for i in (range(n) if k % 2 == 0 else reversed(range(n)))]
     for done, (k, i) in enumerate(order, 1):
         passes[k][i] = measure_one(device, BuiltModel(networks[i], cache_dir=cache_dir), config).latency_ms
         if on_progress is not None:
             on_progress(done, len(order), networks[i].name)
-    e2e = [min(x, y) for x, y in zip(*passes)]
-    spread = max(abs(x - y) / min(x, y) for x, y in zip(*passes))
+    e2e = [min(m) for m in zip(*passes)]
+    spread = max((max(m) - min(m)) / min(m) for m in zip(*passes))
     if spread > UNSTEADY:
         log.warning("calibration: the two passes over the networks differ by up to %.0f%% on %s; the device "
                     "was not steady (other load?), the lower figures are kept", 100 * spread, device.uri)  # fmt: skip

@@ -85,13 +85,13 @@ def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int
                     "every architecture meets the target and the search keeps the most accurate; give a target "
                     "between %.3f and %.3f ms to trade speed for accuracy",
                     p.cfg.target_ms, p.space.name, p.cfg.device, max_ms, min_ms, max_ms)  # fmt: skip
-    if target_ms < min_ms and target_ms == p.cfg.target_ms:
-        raise SearchError(
-            f"latency target {target_ms:g} ms is unreachable in {p.space.name} on {p.cfg.device}: its fastest "
-            f"architecture is predicted at {min_ms:.3f} ms (the slowest at {max_ms:.3f} ms); raise --target-ms "
-            "(the profiled LUT is kept, so the next run does not profile again)"
-        )
-    if target_ms < min_ms:  # a retry's scaled target
+    if target_ms < min_ms:
+        if target_ms == p.cfg.target_ms:  # the user's own target, not a retry's scaled one
+            raise SearchError(
+                f"latency target {target_ms:g} ms is unreachable in {p.space.name} on {p.cfg.device}: its fastest "
+                f"architecture is predicted at {min_ms:.3f} ms (the slowest at {max_ms:.3f} ms); raise --target-ms "
+                "(the profiled LUT is kept, so the next run does not profile again)"
+            )
         log.warning("scaled target %.3f ms is below the fastest architecture (%.3f ms); using that", target_ms, min_ms)
         target_ms = min_ms * 1.0001
     # the supernet learns the digits as well at 32 px, at a quarter of the cost

@@ -76,7 +76,7 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report."""
-    from latkit.search.pipeline import run_pipeline
+    from latkit.search.pipeline import PipelineConfig, run_pipeline
 
     stages: dict[str, int] = {}
 
@@ -89,7 +89,7 @@ def run_cmd(
             common.err.print(f"[bold]{stage:>9}[/] {done}/{total} {escape(message)}", highlight=False)
 
     result = run_pipeline(device, space, target_ms, out, data, lut=lut, on_progress=on_progress,
-                          resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(2, search_epochs - 1),
+                          resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1),
                           train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed,
                           max_steps_per_epoch=max_steps)  # fmt: skip
     summary = {

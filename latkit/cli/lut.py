@@ -142,7 +142,7 @@ def calibrate_cmd(
     """Fit the device's LUT-to-end-to-end calibration on a few measured random networks."""
     import numpy as np
 
-    from latkit.lut.calibration import calibrate_device
+    from latkit.lut.calibration import PASSES, calibrate_device
     from latkit.lut.store import LUT
     from latkit.profiler.spaces import get_space
 
@@ -151,7 +151,7 @@ def calibrate_cmd(
     nets = [sp.network(sp.sample(rng), resolution) for _ in range(networks)]
     dev = open_dev(device, threads, clock)
     try:
-        with LUT.open(lut) as table, common.progress_bar("measuring networks (two passes)", 2 * networks) as advance:
+        with LUT.open(lut) as table, common.progress_bar(f"measuring networks ({PASSES} passes)", PASSES * networks) as advance:
             cal = calibrate_device(table, dev, nets, protocol_config(0.02, 30.0, quick),
                                    on_progress=lambda done, total, name: advance(name))
     finally:
