@@ -1,0 +1,158 @@
+"""Files latkit writes and reads: atomic replacement, JSON, one-line messages.
+
+Every file latkit writes for a user (a LUT export, a search result, a report, a
+checkpoint, a model) goes through :func:`atomic_path`: the content is written to
+a uniquely named temporary file in the target's folder and moved onto the target
+only when complete, so a crash, a full disk or a bad value never leaves a
+half-written output, and two writers never share a temporary name. A target that
+exists and is not a regular file (a device node such as ``/dev/full``, a folder,
+a FIFO) is refused instead of replaced.
+
+Every JSON file latkit reads goes through :func:`read_json`, which turns every
+way a file can be unreadable (missing, not UTF-8, not JSON, nested too deep,
+integers too long to convert) into one :class:`~latkit.errors.StoreError` line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from latkit.errors import StoreError
+
+#: Permissions of a finished output (``mkstemp`` creates 0600; outputs are shared files).
+OUTPUT_MODE = 0o644
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (or its type name)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def check_output_target(path: str | Path, what: str = "output") -> Path:
+    """Refuse an output path that exists and is not a regular file.
+
+    Args:
+        path: where the output will go.
+        what: how the message names the file ("LUT export", "report", ...).
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        StoreError: the path is a folder, a device, a FIFO or a socket.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise StoreError(f"cannot write the {what} {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise StoreError(f"cannot write the {what} {path}: it is {kind}; give a file path")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, what: str = "output") -> Iterator[Path]:
+    """A fresh temporary path beside ``path``, moved onto it if the block succeeds.
+
+    The block writes the whole content to the yielded path. On success the file
+    gets :data:`OUTPUT_MODE` and replaces ``path`` in one ``os.replace``; on any
+    exception the temporary file is removed and ``path`` is left as it was.
+
+    Raises:
+        StoreError: the folder cannot be created or written, or ``path`` exists
+            and is not a regular file.
+    """
+    path = check_output_target(path, what)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write the {what} {path}: {exc.strerror or exc}; choose a writable folder"
+        ) from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, OUTPUT_MODE)
+        check_output_target(path, what)  # something may have appeared there meanwhile
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreError(f"cannot write the {what} {path}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes, what: str = "output") -> Path:
+    """Write ``data`` to ``path`` atomically; return the path."""
+    with atomic_path(path, what) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str, what: str = "output") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; return the path."""
+    return write_bytes(path, text.encode("utf-8"), what)
+
+
+def write_json(path: str | Path, data: Any, what: str = "output", indent: int | None = 2) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (NaN and inf are refused)."""
+    try:
+        text = json.dumps(data, indent=indent, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"cannot write the {what} {path}: {one_line(exc)}") from exc
+    return write_text(path, text + "\n", what)
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Read a JSON file, turning every way it can be unreadable into one StoreError line.
+
+    Args:
+        path: the file.
+        what: how the message names it ("LUT export", "architecture", ...).
+
+    Raises:
+        StoreError: missing, unreadable, not UTF-8, not JSON, nested too deeply
+            or holding numbers Python refuses to convert.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes() if _is_regular(path) else None
+    except OSError as exc:
+        raise StoreError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+    if raw is None:
+        raise StoreError(f"cannot read the {what} {path}: not a regular file")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"the {what} {path} is not UTF-8 text (byte {exc.start}); give a JSON file") from exc
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"the {what} {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    except RecursionError as exc:
+        raise StoreError(f"the {what} {path} is nested too deeply to be a latkit file") from exc
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise StoreError(f"the {what} {path} cannot be read: {one_line(exc)}") from exc
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError as exc:
+        raise StoreError(f"the file {path} does not exist") from exc
