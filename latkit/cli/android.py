@@ -29,7 +29,7 @@ def parse_benchmark_cmd(
         return
     for k, v in data.items():
         if k not in ("raw", "op_profile", "node_types") and v not in (None, [], {}):
-            common.out.print(f"{k}: {v}")
+            common.out.print(common.esc(f"{k}: {v}"))
 
 
 @app.command("loopback-device")

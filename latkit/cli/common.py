@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,10 +25,15 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
+def esc(value: Any) -> str:
+    """``str(value)`` with rich markup escaped, for user text in prints and table cells."""
+    return escape(str(value))
+
+
 def error(message: str) -> None:
-    """Print one error line on stderr."""
+    """Print one error line on stderr (the message is shown literally, brackets included)."""
     first = message.strip().splitlines()[0] if message.strip() else "failed"
-    err.print(f"[bold red]error:[/] {first}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(first)}", highlight=False, markup=True)
 
 
 def _default(obj: Any) -> Any:
@@ -66,13 +72,13 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
         yield lambda text="": None
         return
     columns = (
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}", style="dim"),
+        TextColumn("{task.fields[note]}", style="dim", markup=False),
     )
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task(description, total=total, note="")

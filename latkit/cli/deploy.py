@@ -47,8 +47,8 @@ def export_cmd(
     for f in report.files:
         err = f.parity.get("max_rel_err", f.parity.get("error"))
         measured = (f.measured or {}).get("latency_ms")
-        table.add_row(str(f.path), f.format, f.variant, f.layout,
-                      f"{err:.2e}" if isinstance(err, float) else str(err), common.fmt_ms(measured))
+        table.add_row(common.esc(f.path), common.esc(f.format), common.esc(f.variant), common.esc(f.layout),
+                      f"{err:.2e}" if isinstance(err, float) else common.esc(err), common.fmt_ms(measured))
     common.out.print(table)
 
 
@@ -86,7 +86,7 @@ def run_cmd(
         key = f"{stage}"
         if stages.get(key) != done:
             stages[key] = done
-            common.err.print(f"[bold]{stage:>9}[/] {done}/{total} {escape(message)}", highlight=False)
+            common.err.print(f"[bold]{escape(f'{stage:>9}')}[/] {done}/{total} {escape(message)}", highlight=False)
 
     result = run_pipeline(device, space, target_ms, out, data, lut=lut, on_progress=on_progress,
                           resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1),
@@ -102,9 +102,9 @@ def run_cmd(
         common.print_json(summary)
     else:
         colour = "green" if result.hit else "yellow" if result.met else "red"
-        common.out.print(f"[bold {colour}]{result.verdict}[/]")
+        common.out.print(f"[bold {colour}]{escape(result.verdict)}[/]")
         common.out.print(f"predicted {result.predicted_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
-                         f"on {device}, target {result.target_ms:.3f} ms")
-        common.out.print(f"report: {result.report_path}")
+                         f"on {escape(device)}, target {result.target_ms:.3f} ms")
+        common.out.print(f"report: {common.esc(result.report_path)}")
     if not result.met:
         raise typer.Exit(1)

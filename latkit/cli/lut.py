@@ -29,23 +29,23 @@ def show_cmd(
     if as_json:
         common.print_json({"summary": summary, **({"rows": listing} if rows else {})})
         return
-    common.out.print(f"[bold]{lut}[/]  schema v{summary.get('schema_version')}  latkit {summary.get('latkit_version')}")
+    common.out.print(f"[bold]{common.esc(lut)}[/]  schema v{common.esc(summary.get('schema_version'))}  latkit {common.esc(summary.get('latkit_version'))}")
     dtable = Table("device", "runtime", "threads", "ops", "min ms", "median ms", "max ms", "total ms", "sources")
     for d in summary.get("devices", []):
         dtable.add_row(
-            d["uri"], str(d.get("runtime", "")), str(d.get("threads", "")), str(d["ops"]),
+            common.esc(d["uri"]), common.esc(d.get("runtime", "")), common.esc(d.get("threads", "")), str(d["ops"]),
             common.fmt_ms(d.get("min_ms")), common.fmt_ms(d.get("median_ms")), common.fmt_ms(d.get("max_ms")),
-            common.fmt_ms(d.get("total_ms")), ", ".join(d.get("sources", [])),
+            common.fmt_ms(d.get("total_ms")), common.esc(", ".join(d.get("sources", []))),
         )
     common.out.print(dtable)
     by_type = summary.get("by_type", {})
     if by_type:
-        common.out.print("operators by type: " + ", ".join(f"{k} {v}" for k, v in sorted(by_type.items())))
+        common.out.print("operators by type: " + common.esc(", ".join(f"{k} {v}" for k, v in sorted(by_type.items()))))
     if rows:
         rtable = Table("key", "device", "latency ms", "±CI %", "samples", "source")
         for r in listing:
-            rtable.add_row(r["op_key"], r["device_uri"], common.fmt_ms(r["latency_ms"]),
-                           f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")), r.get("source", ""))
+            rtable.add_row(common.esc(r["op_key"]), common.esc(r["device_uri"]), common.fmt_ms(r["latency_ms"]),
+                           f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")), common.esc(r.get("source", "")))
         common.out.print(rtable)
 
 
@@ -60,7 +60,7 @@ def export_cmd(
 
     with LUT.open(lut) as table:
         n = export_json(table, out)
-    common.err.print(f"wrote {n} measurements to {out}")
+    common.err.print(f"wrote {n} measurements to {common.esc(out)}")
 
 
 @lut_app.command("import")
@@ -80,7 +80,7 @@ def import_cmd(
                 report = import_public_yaml(table, src, device_uri=device_uri, family=family)
             else:
                 report = import_json(table, src)
-            common.err.print(f"{src}: {report}")
+            common.err.print(f"{common.esc(src)}: {common.esc(report)}")
 
 
 @lut_app.command("merge")
@@ -94,7 +94,7 @@ def merge_cmd(
 
     with LUT.open(dst, create=True) as table:
         report = merge(table, sources)
-    common.err.print(str(report))
+    common.err.print(common.esc(report))
 
 
 @lut_app.command("estimate")
@@ -117,9 +117,9 @@ def estimate_cmd(
     if as_json:
         common.print_json(est.to_dict())
         return
-    table = Table("#", "layer", "key", "ms", "%", "source", title=f"{network.name} on {est.device}")
+    table = Table("#", "layer", "key", "ms", "%", "source", title=f"{common.esc(network.name)} on {common.esc(est.device)}")
     for i, row in enumerate(est.layers):
-        table.add_row(str(i), row.name, row.key, common.fmt_ms(row.latency_ms), f"{row.share_pct:.1f}",
+        table.add_row(str(i), common.esc(row.name), common.esc(row.key), common.fmt_ms(row.latency_ms), f"{row.share_pct:.1f}",
                       row.source)
     common.out.print(table)
     common.out.print(f"[bold]sum of operators: {est.lut_sum_ms:.3f} ms[/]")
@@ -156,4 +156,4 @@ def calibrate_cmd(
                                    on_progress=lambda done, total, name: advance(name))
     finally:
         dev.close()
-    common.out.print(f"calibration for {dev.uri}: {cal}")
+    common.out.print(f"calibration for {common.esc(dev.uri)}: {common.esc(cal)}")

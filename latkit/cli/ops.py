@@ -32,8 +32,8 @@ def spaces_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
         return
     table = Table("space", "choices", "LUT", "resolution", "description")
     for r in rows:
-        table.add_row(r["name"], str(r["choices"]), "yes" if r["has_lut"] else "no",
-                      str(r["default_resolution"]), r["description"])
+        table.add_row(common.esc(r["name"]), str(r["choices"]), "yes" if r["has_lut"] else "no",
+                      str(r["default_resolution"]), common.esc(r["description"]))
     common.out.print(table)
 
 
@@ -50,9 +50,9 @@ def ops_cmd(
     if as_json:
         common.print_json([{"key": s.key, **s.to_dict()} for s in specs])
         return
-    table = Table("#", "key", "type", "kernel", "expand", "stride", "se", "act", title=f"{space}: {len(specs)} operators")
+    table = Table("#", "key", "type", "kernel", "expand", "stride", "se", "act", title=f"{common.esc(space)}: {len(specs)} operators")
     for i, s in enumerate(specs):
-        table.add_row(str(i), s.key, s.op_type.value, str(s.kernel), str(s.expand_ratio),
+        table.add_row(str(i), common.esc(s.key), s.op_type.value, str(s.kernel), str(s.expand_ratio),
                       str(s.stride), "yes" if s.se else "", s.act.value)
     common.out.print(table)
 
@@ -78,11 +78,12 @@ def devices_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         return
     table = Table("device URI", "runs", "usable here", "why not")
     for r in rows:
-        table.add_row(r["uri"], r["format"], "yes" if r["usable"] else "no", r["why"])
+        table.add_row(common.esc(r["uri"]), common.esc(r["format"]), "yes" if r["usable"] else "no",
+                      common.esc(r["why"]))
     common.out.print(table)
     if phones:
         keys = sorted({k for p in phones for k in p})
-        ptable = Table(*keys, title="Android devices")
+        ptable = Table(*(common.esc(k) for k in keys), title="Android devices")
         for p in phones:
-            ptable.add_row(*(str(p.get(k, "")) for k in keys))
+            ptable.add_row(*(common.esc(p.get(k, "")) for k in keys))
         common.out.print(ptable)

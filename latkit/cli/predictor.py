@@ -26,7 +26,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         common.print_json(names)
     else:
-        common.out.print("\n".join(names))
+        common.out.print("\n".join(common.esc(n) for n in names))
 
 
 @predictor_app.command("eval")
@@ -51,7 +51,7 @@ def eval_cmd(
         common.print_json(summary)
         return
     table = Table("model", "RMSE ms", "MAPE %", "±5%", "±10%", "Spearman", "Kendall τ",
-                  title=f"{target}, K={k}, {seeds} seed(s), {len(summary['known'])} known device(s)")
+                  title=f"{common.esc(target)}, K={k}, {seeds} seed(s), {len(summary['known'])} known device(s)")
     rows = [("latkit few-shot", summary["method"])]
     if summary.get("baseline"):
         rows.append(("ridge on 3 reference devices", summary["baseline"]))
@@ -60,7 +60,7 @@ def eval_cmd(
                       f"{s['acc10']:.3f}", f"{s['spearman']:.4f}", f"{s['kendall']:.4f}")
     common.out.print(table)
     if plot is not None:
-        common.err.print(f"scatter plot: {plot}")
+        common.err.print(f"scatter plot: {common.esc(plot)}")
 
 
 @predictor_app.command("fit")
@@ -81,7 +81,7 @@ def fit_cmd(
 
     model = fit_from_csv(csv, space, target, out, predictor=predictor, k=k, known=_columns(known),
                          target_csv=target_csv, random_state=seed)
-    common.err.print(f"saved {type(model).__name__} for {target} to {out}")
+    common.err.print(f"saved {type(model).__name__} for {common.esc(target)} to {common.esc(out)}")
 
 
 @predictor_app.command("predict")
@@ -108,7 +108,7 @@ def predict_cmd(
         common.print_json([{"arch": a, "latency_ms": float(p)} for a, p in zip(archs, pred)])
         return
     for a, p in zip(archs, pred):
-        common.out.print(f"{p:10.3f} ms  {a}")
+        common.out.print(f"{p:10.3f} ms  {common.esc(a)}")
 
 
 @predictor_app.command("design")
@@ -122,4 +122,4 @@ def design_cmd(
     from latkit.predictors.evaluate import design_from_csv
 
     for a in design_from_csv(csv, k, known=_columns(known), random_state=seed):
-        common.out.print(a)
+        common.out.print(common.esc(a))

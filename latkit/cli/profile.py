@@ -91,8 +91,8 @@ def profile_cmd(
             todo = [s for s in specs if s.key not in table.done_keys(dev.info().uri)]
             total = min(len(todo), limit) if limit else len(todo)
             common.err.print(
-                f"{space}: {len(specs)} operators, {len(specs) - len(todo)} already in {lut}, "
-                f"measuring {total} on {dev.uri} ({threads} thread(s))"
+                f"{common.esc(space)}: {len(specs)} operators, {len(specs) - len(todo)} already in {common.esc(lut)}, "
+                f"measuring {total} on {common.esc(dev.uri)} ({threads} thread(s))"
             )
             with common.progress_bar("profiling", total) as advance:
                 def on_progress(done, total_, key, measurement):
@@ -121,10 +121,10 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int) -> None:
         dev.close()
     common.err.print(
         f"measured {len(report.measured)} of {report.n_candidates} operators in {report.rounds} round(s); "
-        f"predicted {report.n_predicted} with {report.predictor} (trained on {report.n_train}) -> {lut}"
+        f"predicted {report.n_predicted} with {common.esc(report.predictor)} (trained on {report.n_train}) -> {common.esc(lut)}"
     )
     for key, reason in report.failed.items():
-        common.err.print(f"[red]failed[/] {key}: {reason}")
+        common.err.print(f"[red]failed[/] {common.esc(key)}: {common.esc(reason)}")
     if report.failed:
         raise typer.Exit(1)
 
@@ -132,10 +132,10 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int) -> None:
 def _print_report(report, lut: Path) -> None:
     common.err.print(
         f"measured {len(report.measured)}, already present {len(report.skipped)}, "
-        f"failed {len(report.failed)} -> {lut}"
+        f"failed {len(report.failed)} -> {common.esc(lut)}"
     )
     for key, reason in report.failed.items():
-        common.err.print(f"[red]failed[/] {key}: {reason}")
+        common.err.print(f"[red]failed[/] {common.esc(key)}: {common.esc(reason)}")
 
 
 @app.command("measure")
@@ -184,7 +184,7 @@ def measure_cmd(
         common.print_json(result)
         return
     table = Table("network", "latency ms", "95% CI ms", "samples", "converged")
-    table.add_row(network.name, common.fmt_ms(m.latency_ms),
+    table.add_row(common.esc(network.name), common.fmt_ms(m.latency_ms),
                   f"{common.fmt_ms(m.ci_low_ms)}-{common.fmt_ms(m.ci_high_ms)}",
                   f"{m.n_samples} (x{m.iterations})", "yes" if m.converged else "no")
     common.out.print(table)

@@ -94,11 +94,11 @@ def search_cmd(
     if as_json:
         common.print_json(result)
         return
-    common.out.print(f"[bold]{space}[/] with {algorithm}: latency {outcome.latency_ms:.3f} ms "
+    common.out.print(f"[bold]{common.esc(space)}[/] with {common.esc(algorithm)}: latency {outcome.latency_ms:.3f} ms "
                      f"(target {target_ms:.3f} ms), held-out accuracy {outcome.accuracy:.2f}%")
-    common.out.print(f"arch: {outcome.native}")
+    common.out.print(f"arch: {common.esc(outcome.native)}")
     for name, path in result["files"].items():
-        common.out.print(f"  {name}: {path}")
+        common.out.print(f"  {common.esc(name)}: {common.esc(path)}")
 
 
 def _latency_model(sp, lut: Optional[Path], device: Optional[str], predictor: Optional[Path],
@@ -155,11 +155,11 @@ def _tabular(space: str, accuracy_table: str, latency_table: Optional[str], targ
         return
     table = Table("algorithm", "queries", "best accuracy", "latency ms", "target ms", "oracle", "arch")
     extra = result.extra
-    table.add_row(algorithm, str(result.queries_used), f"{result.best_accuracy:.2f}",
+    table.add_row(common.esc(algorithm), str(result.queries_used), f"{result.best_accuracy:.2f}",
                   f"{result.best_latency_ms:.3f}", f"{target_ms:.3f}",
-                  f"{extra.get('oracle_accuracy', float('nan')):.2f}", str(result.best_arch))
+                  f"{extra.get('oracle_accuracy', float('nan')):.2f}", common.esc(result.best_arch))
     common.out.print(table)
     if latency_samples is not None:
         common.out.print(f"true latency {extra.get('true_latency_ms', float('nan')):.3f} ms, "
                          f"meets the target: {extra.get('truly_feasible')}")
-    common.err.print(f"trajectory: {saved}")
+    common.err.print(f"trajectory: {common.esc(saved)}")

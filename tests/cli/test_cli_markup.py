@@ -1,0 +1,48 @@
+"""User text with square brackets reaches the terminal literally, never as rich markup."""
+
+from __future__ import annotations
+
+from latkit.cli import common, main
+from latkit.errors import MissingExtraError
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_error_line_with_closing_tag_in_path(capsys, tmp_path):
+    path = tmp_path / "a[/x]b.db"
+    code, _, err = run(capsys, "lut", "show", str(path))
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "Traceback" not in err and "MarkupError" not in err
+    assert str(path) in lines[0]
+
+
+def test_install_hint_keeps_its_brackets(capsys):
+    common.error(str(MissingExtraError("android devices", "android")))
+    err = capsys.readouterr().err
+    assert "pip install 'latkit[android]'" in err
+    assert "latkit[android];" in err
+
+
+def test_table_and_header_show_bracketed_path(capsys, tmp_path):
+    from latkit.lut.store import LUT
+
+    path = tmp_path / "lut[bold]x[/bold].db"
+    with LUT.open(path, create=True):
+        pass
+    code, out, err = run(capsys, "lut", "show", str(path))
+    assert code == 0, err
+    assert str(path) in out.replace("\n", "")
+
+
+def test_progress_note_is_not_markup(capsys):
+    with common.progress_bar("step [/]", 2) as advance:
+        advance("key [/red] done")
+        advance("[bold]x")
+    err = capsys.readouterr().err
+    assert "key [/red] done" in err or "[bold]x" in err
