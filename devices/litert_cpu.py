@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit._files import one_line
 from latkit.devices.base import (
     DeviceInfo,
     ModelFormat,
@@ -57,11 +58,6 @@ def _runtime() -> tuple[ModuleType, str, str] | None:
     return None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
-
-
 class LiteRTSession(Session):
     """A LiteRT interpreter with its tensors allocated and its input set."""
 
@@ -86,7 +82,7 @@ class LiteRTSession(Session):
                 invoke()
             elapsed = self._now() - start
         except (RuntimeError, ValueError) as exc:
-            raise MeasurementError(f"LiteRT failed running {self._path}: {_one_line(exc)}") from exc
+            raise MeasurementError(f"LiteRT failed running {self._path}: {one_line(exc)}") from exc
         return elapsed / iterations / 1e9
 
     def close(self) -> None:
@@ -140,7 +136,7 @@ class LiteRTCPU(HostDevice):
                 interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise DeviceError(
-                f"LiteRT cannot load {path}: {_one_line(exc)}; delete the file to re-export it"
+                f"LiteRT cannot load {path}: {one_line(exc)}; delete the file to re-export it"
             ) from exc
         if out.text:
             log.debug("LiteRT: %s", out.text)
@@ -152,7 +148,7 @@ class LiteRTCPU(HostDevice):
             interp.set_tensor(detail["index"], data)
             interp.invoke()
         except (ValueError, RuntimeError) as exc:
-            raise DeviceError(f"LiteRT cannot run {path}: {_one_line(exc)}") from exc
+            raise DeviceError(f"LiteRT cannot run {path}: {one_line(exc)}") from exc
         return session
 
     def state(self) -> dict[str, Any]:

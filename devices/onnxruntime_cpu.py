@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from latkit._files import one_line
 from latkit.devices.base import (
     DeviceInfo,
     ModelFormat,
@@ -43,11 +44,6 @@ try:
     )
 except ImportError:  # a build without the pybind module: RuntimeError is the catch-all
     pass
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def random_input(shape: tuple[int, ...], seed: int = INPUT_SEED) -> np.ndarray:
@@ -80,7 +76,7 @@ class OrtSession(Session):
                 run(None, feeds)
             elapsed = self._now() - start
         except _ORT_ERRORS as exc:
-            raise MeasurementError(f"onnxruntime failed running {self._path}: {_one_line(exc)}") from exc
+            raise MeasurementError(f"onnxruntime failed running {self._path}: {one_line(exc)}") from exc
         return elapsed / iterations / 1e9
 
     def close(self) -> None:
@@ -133,7 +129,7 @@ class OnnxRuntimeCPU(HostDevice):
             sess = ort.InferenceSession(str(path), self.session_options(), providers=[PROVIDER])
         except _ORT_ERRORS as exc:
             raise DeviceError(
-                f"onnxruntime cannot load {path}: {_one_line(exc)}; delete the file to re-export it"
+                f"onnxruntime cannot load {path}: {one_line(exc)}; delete the file to re-export it"
             ) from exc
         inp = sess.get_inputs()[0]
         shape = tuple(model.input_shape)
@@ -142,7 +138,7 @@ class OnnxRuntimeCPU(HostDevice):
         try:
             session.run()
         except _ORT_ERRORS as exc:
-            raise DeviceError(f"onnxruntime cannot run {path}: {_one_line(exc)}") from exc
+            raise DeviceError(f"onnxruntime cannot run {path}: {one_line(exc)}") from exc
         return session
 
     def state(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from latkit._files import one_line
 from latkit.devices.base import (
     DeviceInfo,
     ModelFormat,
@@ -37,11 +38,6 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 class TorchCPUSession(Session):
@@ -72,7 +68,7 @@ class TorchCPUSession(Session):
                     module(x)
                 elapsed = self._now() - start
         except RuntimeError as exc:
-            raise MeasurementError(f"torch failed running {self._key}: {_one_line(exc)}") from exc
+            raise MeasurementError(f"torch failed running {self._key}: {one_line(exc)}") from exc
         return elapsed / iterations / 1e9
 
 
@@ -108,7 +104,7 @@ class TorchCPU(HostDevice):
         try:
             session.run()
         except RuntimeError as exc:
-            raise DeviceError(f"torch cannot run {model.key}: {_one_line(exc)}") from exc
+            raise DeviceError(f"torch cannot run {model.key}: {one_line(exc)}") from exc
         return session
 
     def state(self) -> dict[str, Any]:

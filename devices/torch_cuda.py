@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from latkit._files import one_line
 from latkit.devices.base import (
     Device,
     DeviceInfo,
@@ -26,11 +27,6 @@ from latkit.errors import DeviceError, MeasurementError, UsageError
 
 INPUT_SEED = 0
 _URI = re.compile(r"^cuda(?::(\d+))?$")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 class TorchCUDASession(Session):
@@ -66,7 +62,7 @@ class TorchCUDASession(Session):
                 end.synchronize()
                 elapsed_ms = start.elapsed_time(end)
         except RuntimeError as exc:
-            raise MeasurementError(f"CUDA failed running {self._key}: {_one_line(exc)}") from exc
+            raise MeasurementError(f"CUDA failed running {self._key}: {one_line(exc)}") from exc
         return elapsed_ms / 1e3 / iterations
 
     def close(self) -> None:
@@ -137,7 +133,7 @@ class TorchCUDA(Device):
             session = TorchCUDASession(module, example, self.device, model.key)
             session.run()
         except RuntimeError as exc:  # includes torch.cuda.OutOfMemoryError
-            raise DeviceError(f"{self.uri} cannot run {model.key}: {_one_line(exc)}") from exc
+            raise DeviceError(f"{self.uri} cannot run {model.key}: {one_line(exc)}") from exc
         return session
 
     def state(self) -> dict[str, Any]:

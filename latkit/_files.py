@@ -30,11 +30,12 @@ from latkit.errors import StoreError
 OUTPUT_MODE = 0o644
 
 
-def one_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (or its type name)."""
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (or its type name), at most ``limit`` chars."""
     for line in str(exc).splitlines():
         if line.strip():
-            return line.strip()
+            text = " ".join(line.split())
+            return text[:limit] + ("..." if len(text) > limit else "")
     return type(exc).__name__
 
 

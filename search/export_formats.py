@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latkit._files import one_line
 from latkit.devices.base import captured_output
 from latkit.errors import LatkitError, MissingExtraError, UsageError
 from latkit.profiler.export import quiet_converter
@@ -77,11 +78,11 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> dict[str
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             )  # fmt: skip
         except (RuntimeError, TypeError, ValueError) as exc:
-            raise ExportError(f"torch.onnx.export failed: {_one_line(exc)}") from exc
+            raise ExportError(f"torch.onnx.export failed: {one_line(exc)}") from exc
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"onnx.checker rejected {path.name}: {_one_line(exc)}") from exc
+        raise ExportError(f"onnx.checker rejected {path.name}: {one_line(exc)}") from exc
     model = onnx.load(str(path), load_external_data=False)
     opsets = {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import}
     return {
@@ -111,7 +112,7 @@ def write_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> dict[s
         try:
             litert_torch.convert(module, (example,)).export(str(path))
         except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
-            raise ExportError(f"litert-torch could not convert the network: {_one_line(exc)}") from exc
+            raise ExportError(f"litert-torch could not convert the network: {one_line(exc)}") from exc
     return {"converter": f"litert-torch-{package_version('litert-torch')}", "torch_version": torch.__version__}
 
 
@@ -155,7 +156,7 @@ def quantize_tflite(src: Path, dst: Path, variant: str) -> dict[str, Any]:
                 scheme = "float16 weights (dequantized at load), float32 compute"
             q.quantize(enable_progress_report=False).export_model(str(dst), overwrite=True)
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-            raise ExportError(f"ai-edge-quantizer failed on the {variant} variant: {_one_line(exc)}") from exc
+            raise ExportError(f"ai-edge-quantizer failed on the {variant} variant: {one_line(exc)}") from exc
     return {"quantizer": f"ai-edge-quantizer-{package_version('ai-edge-quantizer')}", "quantization": scheme}
 
 
@@ -239,11 +240,6 @@ def parity(reference: list[np.ndarray], got: list[np.ndarray], rel_tol: float) -
         "n_inputs": len(reference),
         "passed": bool(np.isfinite(rel) and rel <= rel_tol),
     }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 __all__ = [
