@@ -20,7 +20,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,8 @@ def atomic_path(path: str | Path, what: str = "output") -> Iterator[Path]:
     path = check_output_target(path, what)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
+        # the real suffix last: exporters that pick a format by extension still see it
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=f".part{path.suffix}", dir=path.parent)
     except OSError as exc:
         raise StoreError(
             f"cannot write the {what} {path}: {exc.strerror or exc}; choose a writable folder"
@@ -113,10 +114,14 @@ def write_text(path: str | Path, text: str, what: str = "output") -> Path:
     return write_bytes(path, text.encode("utf-8"), what)
 
 
-def write_json(path: str | Path, data: Any, what: str = "output", indent: int | None = 2) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (NaN and inf are refused)."""
+def write_json(path: str | Path, data: Any, what: str = "output", indent: int | None = 2,
+               default: Callable[[Any], Any] | None = None, sort_keys: bool = False) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (NaN and inf are refused).
+
+    ``default`` converts values JSON does not know (as in :func:`json.dumps`).
+    """
     try:
-        text = json.dumps(data, indent=indent, allow_nan=False)
+        text = json.dumps(data, indent=indent, allow_nan=False, default=default, sort_keys=sort_keys)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"cannot write the {what} {path}: {one_line(exc)}") from exc
     return write_text(path, text + "\n", what)
