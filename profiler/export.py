@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from latkit._files import atomic_path, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import ModelFormat, captured_output
 from latkit.errors import MissingExtraError, StoreError, UsageError
@@ -150,11 +150,11 @@ class BuiltModel:
         """The sidecar of the cached ``fmt`` file, or None if it is absent or broken."""
         path = self.path(fmt)
         try:
-            meta = json.loads(_sidecar(path).read_text())
+            meta = read_json(_sidecar(path), "model sidecar")
             size = path.stat().st_size
-        except (OSError, ValueError):
+        except (OSError, StoreError):
             return None
-        if meta.get("schema") != SCHEMA or size == 0 or meta.get("size_bytes") != size:
+        if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or size == 0 or meta.get("size_bytes") != size:
             return None
         return meta
 
@@ -172,8 +172,10 @@ class BuiltModel:
         if path.exists():
             log.info("re-exporting %s: cached file %s is incomplete", self.key, path.name)
         t0 = time.perf_counter()
-        with _atomic_target(path) as tmp:
+        with _cache_errors(), atomic_path(path, "model cache file") as tmp:
             details = _export_onnx(self, tmp) if fmt is ModelFormat.ONNX else _export_tflite(self, tmp)
+            if tmp.stat().st_size == 0:
+                raise StoreError(f"the {fmt.value} exporter wrote nothing for {self.key}")
         export_s = time.perf_counter() - t0
         meta = {
             "schema": SCHEMA,
@@ -193,7 +195,8 @@ class BuiltModel:
             meta["spec"] = self.target.to_dict()
         else:
             meta["network"] = self.target.name
-        _write_atomic(_sidecar(path), json.dumps(meta, indent=1).encode())
+        with _cache_errors():
+            write_json(_sidecar(path), meta, "model sidecar", indent=1)
         log.debug("exported %s to %s in %.2f s", self.key, path.name, export_s)
         return path
 
@@ -203,31 +206,14 @@ def _sidecar(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; moved onto it only if the block succeeds."""
+def _cache_errors() -> Iterator[None]:
+    """Name LATKIT_CACHE in the message when the model cache cannot be written."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=path.suffix, dir=path.parent)
-    except OSError as exc:
-        raise StoreError(
-            f"cannot write the model cache {path.parent}: {exc.strerror or exc}; "
-            "set LATKIT_CACHE to a writable folder"
-        ) from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if tmp.stat().st_size == 0:
-            raise OSError(f"exporter wrote nothing to {tmp}")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache should be readable
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with _atomic_target(path) as tmp:
-        tmp.write_bytes(data)
+        yield
+    except StoreError as exc:
+        if "cannot write" not in str(exc):
+            raise
+        raise StoreError(f"{exc}; set LATKIT_CACHE to a writable folder") from exc
 
 
 def _export_onnx(model: BuiltModel, out: Path) -> dict[str, Any]:

@@ -208,3 +208,23 @@ def test_unwritable_cache_is_a_store_error(tmp_path):
         BuiltModel(SMALL, cache_dir=blocker / "models").file("onnx")
     with pytest.raises(UsageError, match="OpSpec or a Network"):
         BuiltModel("Conv-input:224x224x3-output:112x112x16")
+
+
+def test_broken_sidecar_means_re_export(tmp_path):
+    model = BuiltModel(SMALL, cache_dir=tmp_path)
+    path = model.file("onnx")
+    sidecar = path.with_name(path.name + ".json")
+    for junk in ("[" * 100_000, "[1, 2]", "\udcff"):
+        sidecar.write_text(junk, errors="surrogateescape")
+        assert model.export_meta("onnx") is None
+        assert model.file("onnx") == path
+        assert json.loads(sidecar.read_text())["size_bytes"] == path.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, sidecar.name])
+
+
+def test_folder_in_place_of_the_model_is_refused(tmp_path):
+    model = BuiltModel(SMALL, cache_dir=tmp_path)
+    model.path("onnx").mkdir(parents=True)
+    with pytest.raises(StoreError, match="folder"):
+        model.file("onnx")
+    assert model.path("onnx").is_dir()
