@@ -114,11 +114,21 @@ def write_text(path: str | Path, text: str, what: str = "output") -> Path:
     return write_bytes(path, text.encode("utf-8"), what)
 
 
+def json_default(value: Any) -> Any:
+    """JSON form of the values latkit's outputs hold besides JSON's own: paths, numpy values."""
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
 def write_json(path: str | Path, data: Any, what: str = "output", indent: int | None = 2,
-               default: Callable[[Any], Any] | None = None, sort_keys: bool = False) -> Path:
+               default: Callable[[Any], Any] | None = json_default, sort_keys: bool = False) -> Path:
     """Write ``data`` as JSON to ``path`` atomically (NaN and inf are refused).
 
-    ``default`` converts values JSON does not know (as in :func:`json.dumps`).
+    ``default`` converts values JSON does not know (as in :func:`json.dumps`);
+    the default one handles paths and numpy values.
     """
     try:
         text = json.dumps(data, indent=indent, allow_nan=False, default=default, sort_keys=sort_keys)
