@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -123,14 +124,30 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def write_json(path: str | Path, data: Any, what: str = "output", indent: int | None = 2,
-               default: Callable[[Any], Any] | None = json_default, sort_keys: bool = False) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (NaN and inf are refused).
+def finite_or_null(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None (JSON's null)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_or_null(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_null(v) for v in data]
+    return data
 
-    ``default`` converts values JSON does not know (as in :func:`json.dumps`);
-    the default one handles paths and numpy values.
+
+def write_json(path: str | Path, data: Any, what: str = "output", indent: int | None = 2,
+               default: Callable[[Any], Any] | None = json_default, sort_keys: bool = False,
+               nan_to_null: bool = False) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically.
+
+    NaN and inf are refused, or written as null with ``nan_to_null`` (for
+    statistics that may be undefined). ``default`` converts values JSON does
+    not know (as in :func:`json.dumps`); the default one handles paths and
+    numpy values.
     """
     try:
+        if nan_to_null:
+            data = finite_or_null(json.loads(json.dumps(data, default=default)))
         text = json.dumps(data, indent=indent, allow_nan=False, default=default, sort_keys=sort_keys)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"cannot write the {what} {path}: {one_line(exc)}") from exc
