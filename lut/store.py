@@ -16,8 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sqlite3
+import stat
 import statistics
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from latkit._files import one_line
 from latkit._version import __version__
 from latkit.errors import MissingOpsError, StoreError, UsageError
 from latkit.profiler.measurement import Measurement
@@ -127,51 +131,187 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+_COUNT_COLUMNS = ("n_samples", "n_outliers", "iterations")
+_TEXT_FIELDS = ("op_key", "device_uri", "source")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
+    """Check one measurement row (the form :meth:`LUT.rows` returns) before it is stored.
+
+    ``latency_ms`` must be a finite number > 0; the other statistics are absent
+    or finite numbers >= 0 (counts whole numbers), ``converged`` a boolean,
+    ``samples_ms`` a list of finite numbers > 0, ``provenance`` an object, the
+    key, device and source non-empty text and ``created_at`` text. Non-finite
+    statistics other than the latency (a protocol's NaN CI) are stored as unknown.
+
+    Args:
+        row: the row.
+        where: how the message names the row (``"file.json: measurement #3"``).
+
+    Returns:
+        The row with only :data:`ROW_FIELDS`, statistics as floats / ints.
+
+    Raises:
+        StoreError: the first field that is missing or of the wrong type or value.
+    """
+
+    def bad(what: str) -> StoreError:
+        return StoreError(f"{where}: {what}; nothing was stored, fix or remove that row")
+
+    if not isinstance(row, dict):
+        raise bad(f"is {type(row).__name__}, not an object")
+    out = {f: row.get(f) for f in ROW_FIELDS}
+    for f in _TEXT_FIELDS:
+        if not isinstance(out[f], str) or not out[f].strip():
+            raise bad(f"{f} is {out[f]!r}, not a non-empty text")
+    where = f"{where} ({out['op_key']} on {out['device_uri']})"
+    lat = out["latency_ms"]
+    if not _is_number(lat) or not math.isfinite(lat) or lat <= 0:
+        raise bad(f"latency_ms is {lat!r}; it must be a finite number of milliseconds > 0")
+    out["latency_ms"] = float(lat)
+    for c in STAT_COLUMNS[1:]:
+        v = out[c]
+        if v is None or c == "converged":
+            continue
+        if not _is_number(v):
+            raise bad(f"{c} is {v!r}, not a number")
+        if isinstance(v, float) and not math.isfinite(v):
+            out[c] = None
+            continue
+        if v < 0 and c not in ("ci_low_ms",):
+            raise bad(f"{c} is {v!r}; it must not be negative")
+        if c in _COUNT_COLUMNS:
+            if v != int(v):
+                raise bad(f"{c} is {v!r}, not a whole number")
+            out[c] = int(v)
+        else:
+            out[c] = float(v)
+    conv = out["converged"]
+    if conv is not None and not isinstance(conv, bool) and conv not in (0, 1):
+        raise bad(f"converged is {conv!r}, not true or false")
+    samples = out["samples_ms"]
+    if samples is None:
+        samples = []
+    if not isinstance(samples, list):
+        raise bad(f"samples_ms is {type(samples).__name__}, not a list of milliseconds")
+    for j, v in enumerate(samples):
+        if not _is_number(v) or not math.isfinite(v) or v <= 0:
+            raise bad(f"samples_ms[{j}] is {v!r}; samples must be finite numbers > 0")
+    out["samples_ms"] = [float(v) for v in samples]
+    prov = out["provenance"]
+    if prov is not None and not isinstance(prov, dict):
+        raise bad(f"provenance is {type(prov).__name__}, not an object")
+    if out["created_at"] is not None and not isinstance(out["created_at"], str):
+        raise bad(f"created_at is {out['created_at']!r}, not an ISO 8601 text")
+    return out
+
+
 class LUT:
     """A latency LUT in one SQLite file (a :class:`MeasurementSink`).
 
     Use :meth:`open`; the object is a context manager that closes the file.
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         self._conn = conn
         self._depth = 0  # nesting level of transaction()
 
     # ---------------------------------------------------------------- opening
 
     @classmethod
-    def open(cls, path: str | Path, create: bool = False) -> LUT:
+    def open(cls, path: str | Path, create: bool = False, readonly: bool = False) -> LUT:
         """Open the LUT at ``path``, creating it when ``create`` is true.
 
+        Every open runs SQLite's ``quick_check``, so a damaged file is refused
+        before anything reads or merges it.
+
+        Args:
+            path: the SQLite file.
+            create: make an empty LUT if the file is missing or empty.
+            readonly: open with ``mode=ro`` (for commands that only read); a
+                read-only file opens, and any write raises :class:`StoreError`.
+
         Raises:
-            StoreError: the file is missing (without ``create``), is not SQLite,
-                is corrupt, holds another schema, or a newer LUT schema.
+            StoreError: the file is missing (without ``create``), not a regular
+                file, not SQLite, corrupt, of another schema or a newer one, or
+                not writable (without ``readonly``).
         """
         path = Path(path)
-        if not path.exists() and not create:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise StoreError(f"cannot open LUT {path}: {exc.strerror or exc}; check the path") from exc
+        if st is None and (not create or readonly):
             raise StoreError(
                 f"no LUT at {path}; check the path or create one with `latkit profile --lut {path}`"
             )
-        if path.is_dir():
+        if st is not None and stat.S_ISDIR(st.st_mode):
             raise StoreError(f"{path} is a directory; give a LUT file path such as {path}/lut.db")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"{path} is not a regular file; give a LUT file path")
+        if st is not None and not readonly and not os.access(path, os.W_OK):
+            raise StoreError(
+                f"LUT {path} is read-only and this command writes to it; "
+                "copy it somewhere writable or give another --lut"
+            )
         try:
-            conn = sqlite3.connect(str(path), timeout=30.0)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open LUT {path}: {exc}") from exc
+            if not readonly:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            conn = cls._connect(path, readonly)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open LUT {path}: {one_line(exc)}; check the path and its folder") from exc
         try:
-            cls._prepare(conn, path, create)
+            cls._prepare(conn, path, create and not readonly, readonly)
+            cls._quick_check(conn, path)
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(_sqlite_message(path, exc)) from exc
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn)
+        return cls(path, conn, readonly)
 
     @staticmethod
-    def _prepare(conn: sqlite3.Connection, path: Path, create: bool) -> None:
+    def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+        if not readonly:
+            return sqlite3.connect(str(path), timeout=30.0)
+        # a URI, so that any character of the path ('?', '#', '%', spaces) is quoted
+        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            # a WAL file whose -shm cannot be made here (read-only folder or mount):
+            # nobody can be writing it, so read it as an immutable file
+            conn.close()
+            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+                raise
+            return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30.0)
+        except sqlite3.DatabaseError:
+            pass  # not a database: _prepare says so in its own words
+        return conn
+
+    @staticmethod
+    def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
+        try:
+            result = conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"LUT {path} is corrupt ({exc}); restore it from a JSON export") from exc
+        if result != [("ok",)]:
+            raise StoreError(
+                f"LUT {path} is damaged ({result[0][0]}); restore it from a JSON export"
+            )
+
+    @staticmethod
+    def _prepare(conn: sqlite3.Connection, path: Path, create: bool, readonly: bool = False) -> None:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
@@ -182,9 +322,14 @@ class LUT:
             ) from exc
         if not tables and version == 0:
             if not create:
-                raise StoreError(f"{path} is empty, not a LUT; open it with create=True to make one")
-            LUT._create_schema(conn)
-            return
+                raise StoreError(
+                    f"{path} is empty, not a LUT; give a LUT file written by `latkit profile`"
+                )
+            if LUT._create_schema(conn):
+                return
+            # another process created it meanwhile: check what it made like any LUT
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         meta = LUT._read_meta(conn, path) if "meta" in tables else {}
         if meta.get("schema") != SCHEMA_NAME:
             raise StoreError(
@@ -195,7 +340,15 @@ class LUT:
             raise StoreError(
                 f"{path} was written by a newer latkit (schema {version}); upgrade latkit"
             )
+        if readonly:
+            if version < SCHEMA_VERSION:
+                raise StoreError(
+                    f"LUT {path} has the older schema {version}; open it once with a command "
+                    "that writes (e.g. `latkit lut import`) to migrate it"
+                )
+            return
         if version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
             with conn:
                 migrate(conn, version)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -211,7 +364,8 @@ class LUT:
             raise StoreError(f"{path} has an unreadable meta table ({exc}); not a latkit LUT") from exc
 
     @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
+    def _create_schema(conn: sqlite3.Connection) -> bool:
+        """Make the tables; False if another process made them first."""
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -221,13 +375,17 @@ class LUT:
             ("latkit_version", __version__),
             ("created_at", utc_now()),
         ]
-        # tables, meta and user_version in one transaction: a half-made LUT never exists
+        # tables, meta and user_version in one write transaction, taken before looking
+        # again: of two processes creating one LUT, the second finds it made
+        conn.execute("BEGIN IMMEDIATE")
         with conn:
-            conn.execute("BEGIN")
+            if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+                return False
             for statement in filter(str.strip, _DDL_V1.split(";")):
                 conn.execute(statement)
             conn.executemany("INSERT INTO meta(name, value) VALUES (?, ?)", meta)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return True
 
     def close(self) -> None:
         """Close the file (idempotent)."""
@@ -270,10 +428,21 @@ class LUT:
             finally:
                 self._depth -= 1
             return
+        if self.readonly:
+            raise StoreError(
+                f"LUT {self.path} was opened read-only; use a command that writes to change it"
+            )
+        try:  # the write lock up front: a read that later upgrades could fail as busy
+            if not self._conn.in_transaction:  # (a bare write outside one opened it already)
+                self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(_sqlite_message(self.path, exc)) from exc
         self._depth = 1
         try:
             with self._conn:
                 yield self._conn
+        except sqlite3.Error as exc:
+            raise StoreError(_sqlite_message(self.path, exc)) from exc
         finally:
             self._depth = 0
 
@@ -327,6 +496,7 @@ class LUT:
             True if written, False if a row for (op, device) exists and
             ``replace`` is false.
         """
+        row = check_row(row, f"measurement for LUT {self.path}")
         device_id = self.ensure_device(row["device_uri"])
         exists = self._q(
             "SELECT source FROM measurements WHERE op_key = ? AND device_id = ?",
@@ -336,12 +506,10 @@ class LUT:
         incoming_real = not str(row.get("source", "")).startswith(SOURCE_PREDICTED_PREFIX)
         if exists and not replace and not (predicted_only and incoming_real):
             return False
-        values = [_finite_or_none(row.get(c)) for c in STAT_COLUMNS]
-        if values[0] is None:
-            raise StoreError(f"measurement of {row['op_key']} has no finite latency_ms; not stored")
+        values = [row.get(c) for c in STAT_COLUMNS]
         conv = row.get("converged")
         values[STAT_COLUMNS.index("converged")] = None if conv is None else int(bool(conv))
-        samples = [_finite_or_none(float(s)) for s in row.get("samples_ms") or []]
+        samples = row["samples_ms"]
         self._q(
             f"INSERT OR REPLACE INTO measurements(op_key, device_id, {', '.join(STAT_COLUMNS)}, "
             "samples_json, provenance_json, source, created_at) "
@@ -391,7 +559,8 @@ class LUT:
             written = self.put_row(row, replace=replace)
         if not written:
             raise StoreError(
-                f"LUT {self.path} already holds {spec.key} on {uri}; pass replace=True to re-measure it"
+                f"LUT {self.path} already holds {spec.key} on {uri} (measured by another run "
+                "meanwhile?); the new measurement was not stored"
             )
 
     def save_calibration(
