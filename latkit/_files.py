@@ -66,6 +66,30 @@ def check_output_target(path: str | Path, what: str = "output") -> Path:
     return path
 
 
+def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` as a folder if needed and make sure files can be written in it.
+
+    Called before long work (a search, a pipeline run) so a read-only folder or
+    a file in the way fails at once, not after an hour.
+
+    Raises:
+        StoreError: a file is in the way, or the folder cannot be created or written.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"the {what} {path} is a file, not a folder; give a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".latkit-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write in the {what} {path}: {exc.strerror or exc}; choose a writable folder"
+        ) from exc
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, what: str = "output") -> Iterator[Path]:
     """A fresh temporary path beside ``path``, moved onto it if the block succeeds.
