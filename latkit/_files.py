@@ -148,6 +148,14 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def write_figure(path: str | Path, fig: Any, dpi: int = 100, what: str = "plot") -> Path:
+    """Save a matplotlib figure to ``path`` atomically (format from the suffix, PNG by default)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    with atomic_path(path, what) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=fmt)
+    return Path(path)
+
+
 def finite_or_null(data: Any) -> Any:
     """``data`` with every NaN or infinite float replaced by None (JSON's null)."""
     if isinstance(data, float):
