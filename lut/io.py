@@ -22,7 +22,6 @@ Every conflict is reported with both latencies, whichever row is kept.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -31,9 +30,11 @@ from typing import Any
 
 import yaml
 
+from latkit._files import one_line, read_json, write_json
 from latkit._version import __version__
-from latkit.errors import ParseError, StoreError, UnknownNameError, UsageError
-from latkit.lut.store import LUT, ROW_FIELDS, utc_now
+from latkit.errors import LatkitError, ParseError, StoreError, UnknownNameError, UsageError
+from latkit.lut.calibration import KIND as CALIBRATION_KIND
+from latkit.lut.store import LUT, check_row, utc_now
 from latkit.profiler.ops import Act, OpSpec, parse_key
 
 log = logging.getLogger(__name__)
@@ -95,30 +96,27 @@ def to_payload(lut: LUT) -> dict[str, Any]:
 
 
 def export_json(lut: LUT, path: str | Path) -> int:
-    """Write ``lut`` as a JSON envelope to ``path`` (atomically); return the row count."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``lut`` as a JSON envelope to ``path`` atomically; return the row count.
+
+    Raises:
+        StoreError: ``path`` is a folder or a device, or cannot be written (the
+            previous file, if any, is left as it was).
+    """
     payload = to_payload(lut)
-    try:
-        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, allow_nan=False))
-        tmp.replace(path)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc}") from exc
+    write_json(path, payload, what="LUT export", indent=1, sort_keys=True)
     return len(payload["measurements"])
 
 
 def _read_payload(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text())
-    except OSError as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ParseError(f"{path} is not valid JSON ({exc}); give a file from `latkit lut export`") from exc
+    payload = read_json(path, what="LUT export")
     if not isinstance(payload, dict) or payload.get("schema") != JSON_SCHEMA:
         got = payload.get("schema") if isinstance(payload, dict) else type(payload).__name__
-        raise StoreError(f"{path} is not a latkit LUT export (schema {got!r}, want {JSON_SCHEMA!r})")
+        raise StoreError(
+            f"{path} is not a latkit LUT export (schema {got!r}, want {JSON_SCHEMA!r}); "
+            "give a file from `latkit lut export`"
+        )
     version = payload.get("schema_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise StoreError(f"{path} has no valid schema_version; re-export it with latkit")
     if version > JSON_SCHEMA_VERSION:
         raise StoreError(f"{path} was written by a newer latkit (schema {version}); upgrade latkit")
@@ -128,43 +126,153 @@ def _read_payload(path: Path) -> dict[str, Any]:
     return payload
 
 
+@dataclass
+class _Checked:
+    """A payload whose every entry was checked: what :func:`_absorb` writes."""
+
+    origin: str
+    devices: list[tuple[str, dict[str, Any] | None]]
+    ops: list[tuple[OpSpec, str]]
+    rows: list[dict[str, Any]]
+    calibrations: list[dict[str, Any]]
+
+
+def _check_payload(payload: dict[str, Any], origin: str, known_ops: set[str]) -> _Checked:
+    """Check every device, op, measurement and calibration of ``payload``.
+
+    ``known_ops`` are the keys the destination holds already; a measurement of
+    a key in neither is refused.
+
+    Raises:
+        StoreError: the first malformed entry, named by section and number.
+    """
+    devices = []
+    for i, dev in enumerate(payload.get("devices", [])):
+        uri = dev.get("uri") if isinstance(dev, dict) else None
+        if not isinstance(uri, str) or not uri.strip():
+            raise StoreError(f"{origin}: device #{i} has no uri (text); the file is damaged")
+        info = dev.get("info")
+        if info is not None and not isinstance(info, dict):
+            raise StoreError(
+                f"{origin}: device #{i} ({uri}) has info of type {type(info).__name__}, "
+                "not an object; the file is damaged"
+            )
+        devices.append((uri, info))
+    ops = []
+    for i, op in enumerate(payload.get("ops", [])):
+        key = op.get("key") if isinstance(op, dict) else None
+        if not isinstance(key, str) or not key.strip():
+            raise StoreError(f"{origin}: op #{i} has no key (text); the file is damaged")
+        spec_dict = op.get("spec")
+        try:
+            if not isinstance(spec_dict, dict):
+                raise TypeError(f"spec is {type(spec_dict).__name__}, not an object")
+            spec = OpSpec.from_dict(spec_dict)
+        except (LatkitError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StoreError(
+                f"{origin}: op #{i} ({key}) has no valid spec ({one_line(exc)}); the file is damaged"
+            ) from exc
+        ops.append((spec, key))
+    keys = known_ops | {k for _, k in ops}
+    rows = []
+    for i, row in enumerate(payload.get("measurements", [])):
+        checked = check_row(row, f"{origin}: measurement #{i}")
+        if not checked["created_at"]:
+            raise StoreError(f"{origin}: measurement #{i} ({checked['op_key']}) has no created_at")
+        if checked["op_key"] not in keys:
+            raise StoreError(
+                f"{origin}: measurement #{i} is of op {checked['op_key']}, which the file's ops "
+                "section does not define; the file is damaged"
+            )
+        rows.append(checked)
+    cals = []
+    for i, cal in enumerate(payload.get("calibrations", [])):
+        cals.append(_check_calibration(cal, f"{origin}: calibration #{i}"))
+    return _Checked(origin, devices, ops, rows, cals)
+
+
+def _check_calibration(cal: Any, where: str) -> dict[str, Any]:
+    if not isinstance(cal, dict):
+        raise StoreError(f"{where} is {type(cal).__name__}, not an object; the file is damaged")
+    for f in ("device_uri", "kind", "created_at"):
+        if not isinstance(cal.get(f), str) or not cal[f].strip():
+            raise StoreError(f"{where} has no {f} (text); the file is damaged")
+    params, prov = cal.get("params"), cal.get("provenance", {})
+    if not isinstance(params, dict) or not isinstance(prov, dict):
+        raise StoreError(f"{where}: params and provenance must be objects; the file is damaged")
+    if cal["kind"] == CALIBRATION_KIND:  # the coefficients estimates apply
+        for name in ("a", "b", "c"):
+            v = params.get(name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise StoreError(f"{where}: coefficient {name} is {v!r}, not a finite number")
+    return {"device_uri": cal["device_uri"], "kind": cal["kind"], "created_at": cal["created_at"],
+            "params": params, "provenance": prov}  # fmt: skip
+
+
 def import_json(lut: LUT, path: str | Path, prefer: str = "existing") -> MergeReport:
     """Add the contents of a JSON export to ``lut`` (one transaction).
 
-    Conflicts with rows already in ``lut`` follow ``prefer`` (module docstring).
+    Every entry is checked before anything is written. Conflicts with rows
+    already in ``lut`` follow ``prefer`` (module docstring).
 
     Raises:
-        StoreError / ParseError: the file is unreadable, of another schema or
-            newer, or an entry is malformed (nothing is imported then).
+        StoreError: the file is unreadable, of another schema or newer, or an
+            entry is malformed (the message names it; nothing is imported then).
     """
     path = Path(path)
-    report = _absorb(lut, _read_payload(path), prefer, str(path))
+    checked = _check_payload(_read_payload(path), str(path), {o["key"] for o in lut.ops()})
+    report = _absorb(lut, checked, prefer)
     report.sources.append(str(path))
     return report
 
 
-def merge(dst: LUT, src_paths: list[str | Path], prefer: str = "existing") -> MergeReport:
-    """Merge LUT files (SQLite LUTs or JSON exports) into ``dst``.
+def read_source(src: str | Path, known_ops: set[str] = frozenset()) -> _Checked:
+    """Read and check one merge source: a LUT file (opened read-only) or a JSON export.
 
-    Devices are matched by URI, ops by key; measurement conflicts follow
-    ``prefer`` (see the module docstring). Each source is one transaction.
+    Raises:
+        StoreError: the source is missing, unreadable, damaged or malformed.
     """
-    total = MergeReport()
+    src = Path(src)
+    if src.suffix.lower() == ".json":
+        payload = _read_payload(src)
+    else:
+        with LUT.open(src, readonly=True) as lut:
+            payload = to_payload(lut)
+    return _check_payload(payload, str(src), set(known_ops))
+
+
+def merge(dst: LUT, src_paths: list[str | Path], prefer: str = "existing") -> MergeReport:
+    """Merge LUT files (SQLite LUTs or JSON exports) into ``dst``, all or nothing.
+
+    Every source is read and checked first; then all of them go into ``dst`` in
+    one transaction, so a bad or missing source leaves ``dst`` as it was.
+    Devices are matched by URI, ops by key; measurement conflicts follow
+    ``prefer`` (see the module docstring).
+
+    Raises:
+        UsageError: a source is ``dst`` itself, or ``prefer`` is unknown.
+        StoreError: a source is unreadable or malformed (nothing is merged).
+    """
+    if prefer not in PREFER:
+        raise UnknownNameError("conflict rule", prefer, PREFER)
+    known = {o["key"] for o in dst.ops()}
+    checked = []
     for src in map(Path, src_paths):
-        if src.suffix == ".json":
-            payload = _read_payload(src)
-        else:
-            if src.resolve() == dst.path.resolve():
-                raise UsageError(f"cannot merge {src} into itself")
-            with LUT.open(src) as lut:
-                payload = to_payload(lut)
-        part = _absorb(dst, payload, prefer, str(src))
-        total.added += part.added
-        total.duplicates += part.duplicates
-        total.replaced += part.replaced
-        total.conflicts += part.conflicts
-        total.calibrations_added += part.calibrations_added
-        total.sources.append(str(src))
+        if src.exists() and src.resolve() == dst.path.resolve():
+            raise UsageError(f"cannot merge {src} into itself; give another destination")
+        part = read_source(src, known)
+        known |= {k for _, k in part.ops}
+        checked.append(part)
+    total = MergeReport()
+    with dst.transaction():
+        for part in checked:
+            got = _absorb(dst, part, prefer)
+            total.added += got.added
+            total.duplicates += got.duplicates
+            total.replaced += got.replaced
+            total.conflicts += got.conflicts
+            total.calibrations_added += got.calibrations_added
+            total.sources.append(part.origin)
     return total
 
 
@@ -183,28 +291,18 @@ def _same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return math.isclose(a["latency_ms"], b["latency_ms"], rel_tol=1e-12) and a["source"] == b["source"]
 
 
-def _absorb(lut: LUT, payload: dict[str, Any], prefer: str, origin: str) -> MergeReport:
+def _absorb(lut: LUT, payload: _Checked, prefer: str) -> MergeReport:
     if prefer not in PREFER:
         raise UnknownNameError("conflict rule", prefer, PREFER)
     report = MergeReport()
-    existing = {(r["op_key"], r["device_uri"]): r for r in lut.rows()}
-    have_cal = {(c["device_uri"], c["kind"], c["created_at"]) for c in lut.calibrations()}
-    with lut.transaction():
-        for i, dev in enumerate(payload.get("devices", [])):
-            if not isinstance(dev, dict) or not dev.get("uri"):
-                raise StoreError(f"{origin}: device #{i} has no uri; the file is damaged")
-            lut.ensure_device(dev["uri"], dev.get("info"))
-        for i, op in enumerate(payload.get("ops", [])):
-            try:
-                lut.ensure_op(OpSpec.from_dict(op["spec"]), op["key"])
-            except (KeyError, TypeError, UsageError) as exc:
-                raise StoreError(f"{origin}: op #{i} has no valid key/spec ({exc}); the file is damaged") from exc
-        for i, row in enumerate(payload.get("measurements", [])):
-            missing = [f for f in ("op_key", "device_uri", "latency_ms", "source", "created_at")
-                       if not isinstance(row, dict) or row.get(f) is None]  # fmt: skip
-            if missing:
-                raise StoreError(f"{origin}: measurement #{i} lacks {', '.join(missing)}")
-            row = {f: row.get(f) for f in ROW_FIELDS}
+    with lut.transaction():  # read and write under one write lock: nothing changes between
+        existing = {(r["op_key"], r["device_uri"]): r for r in lut.rows()}
+        have_cal = {(c["device_uri"], c["kind"], c["created_at"]) for c in lut.calibrations()}
+        for uri, info in payload.devices:
+            lut.ensure_device(uri, info)
+        for spec, key in payload.ops:
+            lut.ensure_op(spec, key)
+        for row in payload.rows:
             old = existing.get((row["op_key"], row["device_uri"]))
             if old is None:
                 lut.put_row(row)
@@ -222,19 +320,15 @@ def _absorb(lut: LUT, payload: dict[str, Any], prefer: str, origin: str) -> Merg
                     lut.put_row(row, replace=True)
                     existing[(row["op_key"], row["device_uri"])] = row
                     report.replaced += 1
-        for i, cal in enumerate(payload.get("calibrations", [])):
-            try:
-                ident = (cal["device_uri"], cal["kind"], cal["created_at"])
-                params, prov = cal["params"], cal.get("provenance", {})
-            except (KeyError, TypeError) as exc:
-                raise StoreError(f"{origin}: calibration #{i} is incomplete ({exc})") from exc
+        for cal in payload.calibrations:
+            ident = (cal["device_uri"], cal["kind"], cal["created_at"])
             if ident not in have_cal:
-                lut.save_calibration(*ident[:2], params, prov, ident[2])
+                lut.save_calibration(*ident[:2], cal["params"], cal["provenance"], ident[2])
                 have_cal.add(ident)
                 report.calibrations_added += 1
     if report.conflicts:
         log.warning("%d conflicting measurement(s) from %s; kept per prefer=%s",
-                    len(report.conflicts), origin, prefer)  # fmt: skip
+                    len(report.conflicts), payload.origin, prefer)  # fmt: skip
     return report
 
 
@@ -282,25 +376,35 @@ def _detect_family(path: Path, keys: list[str], family: str | None) -> PublicFam
     raise ParseError(f"cannot tell which published table {path} is; pass --family ofa or --family proxylessnas")
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def _load_yaml(path: Path) -> tuple[dict[Any, Any], bytes]:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}; check the path") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"{path} is not UTF-8 text (byte {exc.start}); give an OFA/ProxylessNAS yaml table") from exc
     try:
         table = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
         raise ParseError(f"{path} is not valid YAML{at}; give an OFA/ProxylessNAS latency table") from exc
+    except RecursionError as exc:
+        raise ParseError(f"{path} is nested too deeply to be a latency table") from exc
     if not isinstance(table, dict) or not table:
         raise ParseError(f"{path} is not a mapping of operator keys to statistics")
-    return table
+    return table, raw
 
 
 def _number(value: Any, path: Path, key: str, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ParseError(f"{path}: entry {key!r} has a non-numeric {what} ({value!r})")
+    if not math.isfinite(value):
+        raise ParseError(f"{path}: entry {key!r} has a non-finite {what} ({value!r})")
+    if value < 0:
+        raise ParseError(f"{path}: entry {key!r} has a negative {what} ({value!r})")
     return float(value)
 
 
@@ -314,11 +418,27 @@ def _public_row(path: Path, key: str, entry: Any) -> dict[str, Any]:
     if "std" in entry:
         std = _number(entry["std"], path, key, "std")
     elif "var" in entry:
-        std = math.sqrt(max(0.0, _number(entry["var"], path, key, "var")))
+        std = math.sqrt(_number(entry["var"], path, key, "var"))
     count = entry.get("count")
     if count is not None:
-        count = int(_number(count, path, key, "count"))
+        value = _number(count, path, key, "count")
+        if value != int(value):
+            raise ParseError(f"{path}: entry {key!r} has a count that is not a whole number ({count!r})")
+        count = int(value)
     return {"latency_ms": mean, "mean_ms": mean, "std_ms": std, "n_samples": count}
+
+
+def _parse_public_key(path: Path, key: Any, head_act: Act) -> OpSpec:
+    if not isinstance(key, str):
+        raise ParseError(f"{path}: entry {key!r} is not an operator key (text)")
+    try:
+        spec = parse_key(key, default_act=head_act)
+    except (LatkitError, ValueError, TypeError, KeyError, IndexError, ZeroDivisionError) as exc:
+        # a key parse_key reads but whose shape no operator has (0x0, negative channels)
+        raise ParseError(f"{path}: entry {key!r}: {one_line(exc)}; not imported") from exc
+    if spec.key != key:
+        raise ParseError(f"{path}: entry {key!r} reads back as {spec.key!r}; not imported")
+    return spec
 
 
 def import_public_yaml(
@@ -354,24 +474,19 @@ def import_public_yaml(
         StoreError: the file cannot be read.
     """
     path = Path(path)
-    table = _load_yaml(path)
+    table, raw = _load_yaml(path)
     keys = [str(k) for k in table]
     fam = _detect_family(path, keys, family)
     uri = device_uri or fam.device_uri
     source = f"imported:{name or path.stem}"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(raw).hexdigest()
     provenance = {
         "public_source": fam.citation, "family": fam.name, "file": path.name, "sha256": digest,
         "statistic": "mean", "units": "ms", "imported_at": utc_now(), "latkit_version": __version__,
     }  # fmt: skip
     ops, rows = [], []
     for key, entry in table.items():
-        try:
-            spec = parse_key(str(key), default_act=fam.head_act)
-        except ParseError as exc:
-            raise ParseError(f"{path}: entry {key!r}: {exc}") from exc
-        if spec.key != key:
-            raise ParseError(f"{path}: entry {key!r} reads back as {spec.key!r}; not imported")
+        spec = _parse_public_key(path, key, fam.head_act)
         row = _public_row(path, key, entry)
         row.update(
             op_key=key, device_uri=uri, n_outliers=None, samples_ms=[], provenance=provenance,
@@ -382,7 +497,8 @@ def import_public_yaml(
     info = {"uri": uri, "kind": "published-table", "runtime": fam.name, "runtime_version": "",
             "threads": 0, "model": fam.device_model, "extra": {"source": fam.citation}}  # fmt: skip
     payload = {"devices": [{"uri": uri, "info": info}], "ops": ops, "measurements": rows}
-    report = _absorb(lut, payload, "incoming" if replace else "existing", str(path))
+    checked = _check_payload(payload, str(path), set())
+    report = _absorb(lut, checked, "incoming" if replace else "existing")
     report.sources.append(str(path))
     log.info("imported %d entries of %s into %s (%s)", report.added, path.name, lut.path, uri)
     return report

@@ -165,6 +165,9 @@ def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
     if not isinstance(row, dict):
         raise bad(f"is {type(row).__name__}, not an object")
     out = {f: row.get(f) for f in ROW_FIELDS}
+    missing = [f for f in ("op_key", "device_uri", "latency_ms", "source") if out[f] is None]
+    if missing:
+        raise StoreError(f"{where} lacks {', '.join(missing)}; nothing was stored, fix or remove that row")
     for f in _TEXT_FIELDS:
         if not isinstance(out[f], str) or not out[f].strip():
             raise bad(f"{f} is {out[f]!r}, not a non-empty text")

@@ -67,7 +67,7 @@ def test_import_json_refuses_other_and_newer_files(tmp_path):
             import_json(lut, other)
         broken = tmp_path / "broken.json"
         broken.write_text("{not json")
-        with pytest.raises(ParseError, match="not valid JSON"):
+        with pytest.raises(StoreError, match="not valid JSON"):
             import_json(lut, broken)
         bad_row = tmp_path / "bad_row.json"
         bad_row.write_text(json.dumps({"schema": JSON_SCHEMA, "schema_version": 1,
