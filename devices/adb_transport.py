@@ -139,6 +139,33 @@ def default_key_path() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "latkit" / "adbkey"
 
 
+def loopback_key_path() -> Path:
+    """The key of ``latkit loopback-device`` (in latkit's cache; it accepts only that key)."""
+    from latkit.devices.loopback.auth import device_key_path
+
+    return device_key_path()
+
+
+def load_signers(key_path: str | Path | None = None) -> list[Any]:
+    """The ``adb_shell`` signers to authenticate with, in order.
+
+    An explicit ``key_path`` is the only key. Otherwise the user's key
+    (:func:`default_key_path`, generated if missing) comes first, then the loopback
+    device's key when this user has one: adbd answers a wrong signature with a new
+    token, so a phone is offered the user's key and a loopback device finds its own.
+    """
+    if key_path:
+        return [load_signer(key_path)]
+    signers = [load_signer(None)]
+    loopback = loopback_key_path()
+    if loopback.is_file() and loopback.resolve() != default_key_path().resolve():
+        try:
+            signers.append(load_signer(loopback))
+        except (OSError, ValueError) as exc:  # an unreadable stand-in key never blocks a phone
+            log.warning("ignoring the loopback device key %s: %s", loopback, exc)
+    return signers
+
+
 def load_signer(key_path: str | Path | None = None) -> Any:
     """An ``adb_shell`` signer for ``key_path``, generating the key pair if missing."""
     path = Path(key_path) if key_path else default_key_path()
@@ -211,7 +238,7 @@ class AdbShellTransport(AdbTransport):
     Args:
         host, port: the device's adbd over TCP (``adb tcpip`` / an emulator).
         serial: a USB serial (used when ``host`` is None; needs libusb1).
-        key_path: ADB private key (default :func:`default_key_path`).
+        key_path: ADB private key (default: see :func:`load_signers`).
         connect_timeout_s: connect + authentication time limit (a phone shows a
             prompt on first use: accept it within this time).
     """
@@ -242,7 +269,7 @@ class AdbShellTransport(AdbTransport):
             transport = self._usb_transport()
         dev = AdbDevice(transport, default_transport_timeout_s=self.connect_timeout_s)
         try:
-            dev.connect(rsa_keys=[load_signer(self.key_path)], auth_timeout_s=self.connect_timeout_s,
+            dev.connect(rsa_keys=load_signers(self.key_path), auth_timeout_s=self.connect_timeout_s,
                         transport_timeout_s=self.connect_timeout_s, read_timeout_s=self.connect_timeout_s)
         except (DeviceAuthError, AdbTimeoutError, TcpTimeoutException) as exc:
             # a phone that does not (yet) trust the key just stays silent

@@ -9,6 +9,7 @@ checksum may be zero and is not checked.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 from dataclasses import dataclass
@@ -39,8 +40,12 @@ A_VERSION = 0x01000001
 
 MAX_PAYLOAD_V1 = 4 * 1024
 MAX_PAYLOAD = 1024 * 1024
-# Accept a little more than we ever advertise: some hosts ignore the negotiated size.
-MAX_INCOMING_PAYLOAD = 16 * 1024 * 1024
+# The most a host may send in one message: what we ever advertise, whatever it negotiated
+# (some hosts ignore the negotiated size, none exceeds adb's 1 MiB). A bigger length is
+# refused before any of the payload is read, so no connection buffers more than this.
+MAX_INCOMING_PAYLOAD = MAX_PAYLOAD
+# Before CNXN/AUTH completes only a banner or a public key can arrive: both are small.
+MAX_HANDSHAKE_PAYLOAD = 64 * 1024
 
 AUTH_TOKEN = 1
 AUTH_SIGNATURE = 2
@@ -80,10 +85,29 @@ def pack(msg: Message, version: int) -> bytes:
     return header + msg.data
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    """Read exactly ``n`` bytes or raise :class:`ProtocolError` on EOF."""
+def _wait_readable(sock: socket.socket, timeout_s: float | None, what: str) -> None:
+    if timeout_s is None:
+        return
+    readable, _, _ = select.select([sock], [], [], timeout_s)
+    if not readable:
+        raise ProtocolError(f"no data for {timeout_s:g} s {what}")
+
+
+_SAME = -1.0
+
+
+def recv_exact(sock: socket.socket, n: int, timeout_s: float | None = None,
+               first_timeout_s: float | None = _SAME) -> bytes:
+    """Read exactly ``n`` bytes or raise :class:`ProtocolError` on EOF or a stall.
+
+    Args:
+        timeout_s: the longest wait for each next chunk (None: no limit).
+        first_timeout_s: the longest wait for the first byte (default ``timeout_s``).
+    """
     buf = bytearray()
     while len(buf) < n:
+        limit = first_timeout_s if not buf and first_timeout_s != _SAME else timeout_s
+        _wait_readable(sock, limit, "while idle" if not buf else "in the middle of a message")
         chunk = sock.recv(n - len(buf))
         if not chunk:
             raise ProtocolError("connection closed by peer")
@@ -91,18 +115,26 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def read_message(sock: socket.socket, version: int | None) -> Message:
+def read_message(sock: socket.socket, version: int | None, *,
+                 max_payload: int = MAX_INCOMING_PAYLOAD, idle_timeout_s: float | None = None,
+                 message_timeout_s: float | None = None) -> Message:
     """Read one message; verify magic, and the checksum when ``version`` needs it.
 
     ``version`` is None before the version is negotiated: the checksum is then
     checked only when it is non-zero.
+
+    Args:
+        max_payload: a longer payload is refused before it is read.
+        idle_timeout_s: the longest wait for a message to start (None: forever).
+        message_timeout_s: the longest stall once a message has started.
     """
-    command, arg0, arg1, length, check, magic = HEADER.unpack(recv_exact(sock, HEADER_BYTES))
+    head = recv_exact(sock, HEADER_BYTES, message_timeout_s, first_timeout_s=idle_timeout_s)
+    command, arg0, arg1, length, check, magic = HEADER.unpack(head)
     if magic != command ^ 0xFFFFFFFF:
         raise ProtocolError(f"bad magic 0x{magic:08x} for command 0x{command:08x}")
-    if length > MAX_INCOMING_PAYLOAD:
-        raise ProtocolError(f"payload of {length} bytes exceeds {MAX_INCOMING_PAYLOAD}")
-    data = recv_exact(sock, length) if length else b""
+    if length > max_payload:
+        raise ProtocolError(f"payload of {length} bytes exceeds {max_payload}")
+    data = recv_exact(sock, length, message_timeout_s) if length else b""
     must_check = (version is not None and version < A_VERSION_SKIP_CHECKSUM) or (
         version is None and check != 0)
     if must_check and checksum(data) != check:

@@ -6,16 +6,30 @@ rewriting them in shell commands and sync paths; everything else (``/bin/sh``,
 ``/dev/null``) stays the host's. Shims for ``getprop`` and ``taskset`` live in
 the sandbox's ``/system/bin``, which comes first on ``PATH``, and
 ``/data/local/tmp/benchmark_model`` runs the LiteRT stand-in on the host.
+
+Commands never contain the root's own path: the root may hold spaces or shell
+syntax (``r $(touch pwned);y``), and a textual rewrite cannot quote it for every
+context it lands in (bare, in single quotes for a nested ``sh -c``, in double
+quotes). Device paths are rewritten to an *alias* instead, a symlink to the root
+at a path made only of ``[A-Za-z0-9_./-]`` (:func:`make_alias`), which needs no
+quoting anywhere. File transfers resolve symlinks and refuse a path whose real
+location is outside the root (:func:`contained`), so a link planted on the
+device (``ln -s /home /data/local/tmp/esc``) cannot carry a push or pull out.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # Device path prefixes that live inside the sandbox root.
 MAPPED_PREFIXES = ("/data", "/sdcard", "/storage", "/sys", "/proc/cpuinfo", "/system",
@@ -27,6 +41,25 @@ _PREFIX_RE = re.compile(
 
 STATE_DIR = ".loopback"  # server/stand-in bookkeeping inside root, not a device path
 ENV_ROOT = "LATKIT_LOOPBACK_ROOT"
+# Characters that need no shell quoting in any context (the alias is built from them).
+_SAFE_PATH_RE = re.compile(r"[A-Za-z0-9_./-]+")
+# Where a mapped device path ends inside a shell command line.
+_PATH_END = " \t\n;|&<>()`'\"$"
+
+
+def cache_dir() -> Path:
+    """latkit's cache folder for the loopback device: ``$LATKIT_CACHE/loopback``
+
+    (or ``~/.cache/latkit/loopback``), the same root the model cache uses.
+    """
+    env = os.environ.get("LATKIT_CACHE")
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "latkit"
+    return base / "loopback"
+
+
+def default_root(port: int) -> Path:
+    """The sandbox of the device on ``port`` when no root is given: one per port, in the cache."""
+    return cache_dir() / f"port-{port}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +119,45 @@ class DeviceProfile:
         return sum(len(c.cpus) for c in self.clusters)
 
 
+def contained(root: Path, host_path: Path | str) -> bool:
+    """True when ``host_path``, symlinks resolved, lies inside ``root`` (resolved too)."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(host_path)
+    return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+
+
+def make_alias(root: Path) -> Path:
+    """A private temporary symlink to ``root`` whose path needs no shell quoting.
+
+    Raises:
+        OSError: no temporary folder with a plain path is writable.
+    """
+    bases = [tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"]
+    for base in dict.fromkeys(bases):
+        if not _SAFE_PATH_RE.fullmatch(base) or not os.path.isdir(base):
+            continue
+        try:
+            folder = tempfile.mkdtemp(prefix="latkit-loopback-", dir=base)  # mode 0700
+        except OSError:
+            continue
+        if not _SAFE_PATH_RE.fullmatch(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        alias = Path(folder) / "root"
+        alias.symlink_to(Path(root).resolve(), target_is_directory=True)
+        return alias
+    raise OSError("no writable temporary folder with a plain path (set TMPDIR to one, e.g. /tmp)")
+
+
+def remove_alias(alias: Path) -> None:
+    """Remove what :func:`make_alias` created (the link and its private folder)."""
+    try:
+        alias.unlink()
+        alias.parent.rmdir()
+    except OSError:
+        pass
+
+
 def to_host(root: Path, device_path: str) -> Path:
     """The host path of a device path (absolute paths outside the mapped prefixes
 
@@ -95,10 +167,35 @@ def to_host(root: Path, device_path: str) -> Path:
     return Path(root) / clean.lstrip("/")
 
 
-def rewrite_command(root: Path, command: str) -> str:
-    """Rewrite mapped device path prefixes in a shell command into sandbox paths."""
-    prefix = str(Path(root))
-    return _PREFIX_RE.sub(lambda m: prefix + m.group(1), command)
+def rewrite_command(alias: Path, command: str, root: Path | None = None) -> str:
+    """Rewrite mapped device path prefixes in a shell command into sandbox paths.
+
+    With ``root``, a device path whose real location (symlinks resolved) is outside
+    the root is rewritten to a path that does not exist (under ``/.loopback/outside``),
+    so the command fails on it as on a missing file. That is a guard against links
+    planted on the device, not a boundary: the shell runs as the server's user, and
+    authentication is what keeps strangers out.
+
+    Raises:
+        ValueError: ``alias`` would need quoting (use :func:`make_alias`).
+    """
+    prefix = str(Path(alias))
+    if not _SAFE_PATH_RE.fullmatch(prefix):
+        raise ValueError(f"sandbox path {prefix!r} needs shell quoting; use make_alias()")
+    out, last = [], 0
+    for m in _PREFIX_RE.finditer(command):
+        end = m.end()
+        while end < len(command) and command[end] not in _PATH_END:
+            end += 1
+        device_path = command[m.start():end]
+        host = prefix
+        if root is not None and not contained(root, prefix + device_path):
+            log.warning("loopback shell: %s leads outside the sandbox; hiding it", device_path)
+            host = f"{prefix}/{STATE_DIR}/outside"
+        out.append(command[last:m.start()] + host + device_path)
+        last = end
+    out.append(command[last:])
+    return "".join(out)
 
 
 def to_device(root: Path, text: str) -> str:
@@ -148,7 +245,10 @@ def _write_cpuinfo(root: Path, profile: DeviceProfile) -> None:
 
 
 def shell_env(root: Path) -> dict[str, str]:
-    """Environment for device commands: sandbox shims first on PATH."""
+    """Environment for device commands: sandbox shims first on PATH (pass the alias:
+
+    a root holding ``:`` would split PATH).
+    """
     env = dict(os.environ)
     root = Path(root)
     env["PATH"] = os.pathsep.join([str(root / "system/bin"), str(root / "data/local/tmp"),

@@ -1,9 +1,17 @@
 """The loopback ADB device server: the device side of the ADB transport over TCP.
 
-``LoopbackDevice`` listens on 127.0.0.1, answers the host's CNXN (optionally
-after RSA authentication), and serves ``shell``, ``exec`` and ``sync`` streams
-against a sandbox directory standing in for the phone's filesystem. Each
+``LoopbackDevice`` listens on 127.0.0.1, answers the host's CNXN after RSA
+authentication (by default only with the device's own key, see :mod:`.auth`;
+``auth="off"`` lets anyone in), and serves ``shell``, ``exec`` and ``sync``
+streams against a sandbox directory standing in for the phone's filesystem. Each
 connection has its own reader thread; each stream its own service thread.
+
+Every resource a host can make the device hold is bounded: connections
+(``max_connections``; extra ones are closed at once), streams per connection,
+the payload of one message (refused before it is read), the time to finish the
+handshake, the time a started message may stall, and the time a connection with
+no open stream may stay silent (TCP keepalive also ends connections whose host
+vanished).
 
 Example:
     >>> with LoopbackDevice(tmp_path, scenario="throttle") as dev:   # doctest: +SKIP
@@ -19,6 +27,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +35,11 @@ from pathlib import Path
 from latkit.errors import DeviceError, UsageError
 
 from . import sandbox
-from .auth import KeyStore
+from .auth import KeyStore, device_key_path, ensure_key_pair
 from .faults import Faults
 from .protocol import (A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_WRTE, AUTH_RSAPUBLICKEY,
-                       AUTH_SIGNATURE, AUTH_TOKEN, TOKEN_BYTES, Message, ProtocolError, negotiate,
-                       pack, read_message)
+                       AUTH_SIGNATURE, AUTH_TOKEN, MAX_HANDSHAKE_PAYLOAD, MAX_INCOMING_PAYLOAD,
+                       TOKEN_BYTES, Message, ProtocolError, negotiate, pack, read_message)
 from .scenario import Scenario, ScenarioPlayer
 from .shell import ShellSession, parse_service
 from .streams import Stream
@@ -39,10 +48,15 @@ from .sync import SyncSession
 log = logging.getLogger(__name__)
 
 FEATURES = ("shell_v2", "cmd", "fixed_push_mkdir")
-AUTH_MODES = ("off", "accept", "refuse")
+AUTH_MODES = ("key", "accept", "refuse", "off")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 # Outside adb's emulator scan range (5555-5585), so adb never auto-attaches it.
 DEFAULT_PORT = 6555
+MAX_CONNECTIONS = 16
+MAX_STREAMS = 64            # open streams per connection
+HANDSHAKE_TIMEOUT_S = 30.0  # CNXN and authentication must finish within this
+MESSAGE_TIMEOUT_S = 30.0    # a message that has started must not stall longer
+IDLE_TIMEOUT_S = 600.0      # a connection with no open stream may stay silent this long
 
 
 @dataclass
@@ -50,6 +64,7 @@ class DeviceContext:
     """What a service needs from its device and connection."""
 
     root: Path
+    alias: Path  # the root under a path that needs no shell quoting
     faults: Faults
     stopping: threading.Event
     track: Callable[[subprocess.Popen], None]
@@ -67,8 +82,10 @@ class _Connection:
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
         self._dead = threading.Event()
-        self.ctx = DeviceContext(device.root, device.faults, device.stopping,
+        assert device.root is not None and device.alias is not None
+        self.ctx = DeviceContext(device.root, device.alias, device.faults, device.stopping,
                                  device._track, self.drop)
+        self._handshake_deadline = time.monotonic() + device.handshake_timeout_s
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"loopback-conn-{peer}")
 
@@ -92,8 +109,17 @@ class _Connection:
             pass
         self.sock.close()
 
-    def _read(self) -> Message:
-        return read_message(self.sock, self.version)
+    def _read(self, handshake: bool = False) -> Message:
+        dev = self.device
+        if handshake:
+            left = self._handshake_deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError(f"no handshake within {dev.handshake_timeout_s:g} s")
+            return read_message(self.sock, self.version, max_payload=MAX_HANDSHAKE_PAYLOAD,
+                                idle_timeout_s=left, message_timeout_s=left)
+        idle = None if self.streams else dev.idle_timeout_s
+        return read_message(self.sock, self.version, max_payload=MAX_INCOMING_PAYLOAD,
+                            idle_timeout_s=idle, message_timeout_s=dev.message_timeout_s)
 
     # ---------------------------------------------------------------- lifecycle
     def _run(self) -> None:
@@ -126,10 +152,10 @@ class _Connection:
         self.version, self.max_payload = negotiate(msg.arg0, msg.arg1)
 
     def _handshake(self) -> bool:
-        msg = self._read()
+        msg = self._read(handshake=True)
         while msg.command != A_CNXN:
             log.info("loopback: ignoring %s before CNXN", msg.name)
-            msg = self._read()
+            msg = self._read(handshake=True)
         self._accept_cnxn(msg)
         if self.device.auth == "off":
             self._send_cnxn()
@@ -137,7 +163,7 @@ class _Connection:
         token = os.urandom(TOKEN_BYTES)
         self.send(Message(A_AUTH, AUTH_TOKEN, 0, token))
         while True:
-            msg = self._read()
+            msg = self._read(handshake=True)
             if msg.command == A_CNXN:  # the host restarted the handshake
                 self._accept_cnxn(msg)
                 token = os.urandom(TOKEN_BYTES)
@@ -149,8 +175,9 @@ class _Connection:
                 token = os.urandom(TOKEN_BYTES)  # like adbd: a fresh token for the next key
                 self.send(Message(A_AUTH, AUTH_TOKEN, 0, token))
             elif msg.command == A_AUTH and msg.arg0 == AUTH_RSAPUBLICKEY:
-                if self.device.auth == "refuse":
-                    log.warning("loopback: refusing host key from %s (auth=refuse)", self.peer)
+                if self.device.auth != "accept":
+                    log.warning("loopback: refusing an unknown host key from %s (auth=%s)",
+                                self.peer, self.device.auth)
                     continue  # never connect: the host shows the device as unauthorized
                 try:
                     self.device.keys.add(msg.data.split(b"\0", 1)[0].decode("ascii"))
@@ -192,6 +219,11 @@ class _Connection:
 
     def _open(self, msg: Message) -> None:
         service = msg.data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        if len(self.streams) >= MAX_STREAMS:
+            log.warning("loopback: %s has %d streams open; refusing %r", self.peer,
+                        len(self.streams), service)
+            self.send(Message(A_CLSE, 0, msg.arg0))
+            return
         runner = self._service(service)
         if runner is None:
             log.info("loopback: unknown service %r -> CLSE", service)
@@ -227,46 +259,81 @@ class LoopbackDevice:
     """A phone stand-in speaking the real ADB transport protocol on 127.0.0.1.
 
     Args:
-        root: sandbox directory standing in for the phone's filesystem (created).
+        root: sandbox directory standing in for the phone's filesystem (created; it
+            must be new, empty or an earlier loopback sandbox). None: one per port in
+            latkit's cache (:func:`~.sandbox.default_root`), chosen once listening.
         host: listening address; loopback only.
         port: TCP port, 0 for a free one (see :attr:`port` after :meth:`start`).
-        auth: ``off`` (no authentication), ``accept`` (verify signatures; accept and
-            store new public keys) or ``refuse`` (verify signatures; never accept a
-            new key, so unknown hosts see the device as ``unauthorized``).
+        auth: ``key`` (the default: verify signatures against the device's own key,
+            ``key_path``, and the keys in ``accepted_keys_path``; never learn a new
+            key), ``accept`` (also accept and store any new public key: any local
+            user gets in), ``refuse`` (only the keys in ``accepted_keys_path``) or
+            ``off`` (no authentication: any local user gets a shell).
+        key_path: the device's own private key for ``auth="key"`` (generated when
+            missing; default :func:`~.auth.device_key_path`, which latkit's ADB client
+            also tries).
         accepted_keys_path: where accepted host keys live (default
             ``root/data/misc/adb/adb_keys``); keys listed there authenticate.
         scenario: ``cool``, ``heat``, ``throttle`` or a :class:`Scenario`.
         serial, model, product, device: identity shown by ``adb devices -l`` / getprop.
+        max_connections: connections served at once; extra ones are closed at once.
+        handshake_timeout_s, message_timeout_s, idle_timeout_s: see the module docstring
+            (None: no limit).
     """
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, auth: str = "off",
-                 accepted_keys_path: Path | None = None,
+    def __init__(self, root: Path | None = None, host: str = "127.0.0.1", port: int = 0,
+                 auth: str = "key", accepted_keys_path: Path | None = None,
                  scenario: str | Scenario | None = None, serial: str = "loopback",
                  model: str = "Loopback Pixel", product: str = "loopback_pixel",
-                 device: str = "loopback"):
+                 device: str = "loopback", key_path: Path | None = None,
+                 max_connections: int = MAX_CONNECTIONS,
+                 handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+                 message_timeout_s: float | None = MESSAGE_TIMEOUT_S,
+                 idle_timeout_s: float | None = IDLE_TIMEOUT_S):
         if host not in LOOPBACK_HOSTS:
             raise UsageError(f"the loopback device listens on 127.0.0.1 only, not {host!r}")
         if auth not in AUTH_MODES:
             raise UsageError(f"auth must be one of {', '.join(AUTH_MODES)}, not {auth!r}")
         if not 0 <= port < 65536:
             raise UsageError(f"port must be in 0..65535, got {port}")
-        self.root = Path(root).resolve()
+        if max_connections < 1:
+            raise UsageError(f"max_connections must be at least 1, got {max_connections}")
+        for name, value in (("handshake_timeout_s", handshake_timeout_s),
+                            ("message_timeout_s", message_timeout_s),
+                            ("idle_timeout_s", idle_timeout_s)):
+            if value is not None and value <= 0:
+                raise UsageError(f"{name} must be positive, got {value}")
         self.host, self._requested_port, self.auth = "127.0.0.1", port, auth
+        self.max_connections = max_connections
+        self.handshake_timeout_s = handshake_timeout_s
+        self.message_timeout_s, self.idle_timeout_s = message_timeout_s, idle_timeout_s
         self.profile = sandbox.DeviceProfile(serial=serial, model=model, product=product,
                                              device=device)
         if scenario is None or isinstance(scenario, str):
             scenario = Scenario.named(scenario or "cool")
         self.scenario = scenario
-        self.keys = KeyStore(accepted_keys_path or self.root / "data/misc/adb/adb_keys")
+        self.key_path = Path(key_path) if key_path else device_key_path()
+        self._accepted_keys_path = accepted_keys_path
         self.faults = Faults()
         self.stopping = threading.Event()
-        self.player = ScenarioPlayer(self.root, self.profile, scenario)
+        self.root: Path | None = None
+        self.alias: Path | None = None
+        self.keys = KeyStore(Path(accepted_keys_path or os.devnull))
+        self.player: ScenarioPlayer | None = None
+        if root is not None:
+            self._set_root(Path(root))
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._conns: set[_Connection] = set()
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
+        self.refused = 0  # connections closed because max_connections were open
         self.port = 0
+
+    def _set_root(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+        self.keys = KeyStore(self._accepted_keys_path or self.root / "data/misc/adb/adb_keys")
+        self.player = ScenarioPlayer(self.root, self.profile, self.scenario)
 
     @property
     def serial_uri(self) -> str:
@@ -280,10 +347,49 @@ class LoopbackDevice:
                 f"ro.product.device={p.device};features={','.join(FEATURES)}").encode()
 
     def start(self) -> LoopbackDevice:
-        """Build the sandbox, start the scenario and listen. Returns self."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        sandbox.build(self.root, self.profile)
-        self.player.build()
+        """Listen, build the sandbox and start the scenario. Returns self.
+
+        Raises:
+            DeviceError: the port is taken, or the sandbox or key cannot be written.
+            UsageError: the root is a folder of other files.
+        """
+        listener = self._listen()
+        try:
+            if self.root is None:
+                self._set_root(sandbox.default_root(self.port))
+            self._prepare()
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        assert self.player is not None
+        self.player.start()
+        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                               name=f"loopback-accept-{self.port}")
+        self._accept_thread.start()
+        log.info("loopback device %s listening on %s (auth=%s, scenario=%s, root=%s)",
+                 self.profile.serial, self.serial_uri, self.auth, self.scenario.name, self.root)
+        return self
+
+    def _prepare(self) -> None:
+        """Create the sandbox, its shell alias and (auth=key) the device key."""
+        assert self.root is not None and self.player is not None
+        root = self.root
+        if root.is_dir() and not (root / sandbox.STATE_DIR).is_dir() and any(root.iterdir()):
+            raise UsageError(f"{root} holds other files and is no loopback device folder; "
+                             "pass --root a new or empty folder")
+        if self.auth == "key":
+            self.keys.fixed = (ensure_key_pair(self.key_path),)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            sandbox.build(root, self.profile)
+            self.player.build()
+            self.alias = sandbox.make_alias(root)
+        except OSError as exc:
+            raise DeviceError(f"cannot set up the loopback device folder {root}: "
+                              f"{exc.strerror or exc}; pass --root a writable folder") from exc
+
+    def _listen(self) -> socket.socket:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -295,15 +401,8 @@ class LoopbackDevice:
                               "port or 0 for a free one") from exc
         listener.listen(16)
         listener.settimeout(0.2)
-        self._listener = listener
         self.port = listener.getsockname()[1]
-        self.player.start()
-        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                               name=f"loopback-accept-{self.port}")
-        self._accept_thread.start()
-        log.info("loopback device %s listening on %s (auth=%s, scenario=%s, root=%s)",
-                 self.profile.serial, self.serial_uri, self.auth, self.scenario.name, self.root)
-        return self
+        return listener
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
@@ -314,9 +413,20 @@ class LoopbackDevice:
                 continue
             except OSError:
                 return
+            peer = f"{addr[0]}:{addr[1]}"
+            with self._lock:
+                full = len(self._conns) >= self.max_connections
+                if full:
+                    self.refused += 1
+            if full:
+                log.warning("loopback: %d connections open; refusing %s", self.max_connections,
+                            peer)
+                sock.close()
+                continue
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Connection(self, sock, f"{addr[0]}:{addr[1]}")
+            _keepalive(sock)
+            conn = _Connection(self, sock, peer)
             with self._lock:
                 self._conns.add(conn)
             conn.thread.start()
@@ -354,7 +464,11 @@ class LoopbackDevice:
             proc.wait(timeout=5)
         for conn in conns:
             conn.thread.join(timeout=2)
-        self.player.stop()
+        if self.player is not None:
+            self.player.stop()
+        if self.alias is not None:
+            sandbox.remove_alias(self.alias)
+            self.alias = None
         log.info("loopback device on port %d stopped", self.port)
 
     def __enter__(self) -> LoopbackDevice:
@@ -364,20 +478,30 @@ class LoopbackDevice:
         self.stop()
 
 
-def serve(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, auth: str = "off",
-          scenario: str | Scenario | None = "cool", accepted_keys_path: Path | None = None,
+def _keepalive(sock: socket.socket) -> None:
+    """Probe a silent peer after 60 s, so a host that vanished frees its connection."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+def serve(root: Path | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          auth: str = "key", scenario: str | Scenario | None = "cool",
+          accepted_keys_path: Path | None = None,
           serial: str = "loopback", model: str = "Loopback Pixel",
           on_ready: Callable[[LoopbackDevice], None] | None = None,
-          stop_event: threading.Event | None = None) -> None:
+          stop_event: threading.Event | None = None, key_path: Path | None = None) -> None:
     """Run a loopback device until interrupted (the ``latkit loopback-device`` command).
 
     Args:
-        root: sandbox directory (created if missing).
+        root: sandbox directory (created if missing; None: one per port in the cache).
         host: must be 127.0.0.1.
         port: TCP port to listen on (0 picks a free one; see ``on_ready``).
-        auth: ``off``, ``accept`` or ``refuse``.
+        auth: ``key``, ``accept``, ``refuse`` or ``off`` (see :class:`LoopbackDevice`).
         scenario: ``cool``, ``heat`` or ``throttle``.
         accepted_keys_path: file of accepted host keys (default in the sandbox).
+        key_path: the device's own key (default in the cache).
         serial, model: identity shown to hosts.
         on_ready: called with the started device (e.g. to print ``dev.serial_uri``).
         stop_event: returns when set (otherwise runs until Ctrl-C / SIGTERM).
@@ -388,7 +512,7 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, auth: s
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     dev = LoopbackDevice(root, host=host, port=port, auth=auth,
                          accepted_keys_path=accepted_keys_path, scenario=scenario,
-                         serial=serial, model=model)
+                         serial=serial, model=model, key_path=key_path)
     try:
         with dev:
             if on_ready is not None:

@@ -6,7 +6,9 @@
 * exec: raw stdout only (stderr is discarded), stdin forwarded raw.
 
 Commands run through ``/bin/sh -c`` with device path prefixes rewritten into
-the sandbox (see :mod:`.sandbox`). No pty is allocated, even when asked for.
+the sandbox's alias (see :mod:`.sandbox`: the root's own path never enters a
+command line), and a device path whose real location is outside the sandbox
+reads as missing. No pty is allocated, even when asked for.
 """
 
 from __future__ import annotations
@@ -81,12 +83,12 @@ class ShellSession:
 
     def _start(self) -> None:
         command = self.command.strip() or "/bin/sh"
-        rewritten = rewrite_command(self.ctx.root, command)
+        argv = ["/bin/sh", "-c", rewrite_command(self.ctx.alias, command, self.ctx.root)]
         log.info("loopback shell (%s): %s", self.mode, command)
         stderr = {"v1": subprocess.STDOUT, "v2": subprocess.PIPE,
                   "exec": subprocess.DEVNULL}[self.mode]
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", rewritten], cwd=self.ctx.root, env=shell_env(self.ctx.root),
+            argv, cwd=self.ctx.root, env=shell_env(self.ctx.alias),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
             start_new_session=True)
         self.ctx.track(self.proc)

@@ -7,6 +7,7 @@ so requests are parsed from a buffer, never from one WRTE.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -14,7 +15,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .sandbox import to_host
+from .sandbox import contained, to_host
 from .streams import Stream, StreamClosed
 
 if TYPE_CHECKING:
@@ -99,7 +100,12 @@ class SyncSession:
         return True
 
     def _host(self, device_path: str) -> Path:
-        return to_host(self.ctx.root, device_path)
+        """The host path of ``device_path``; OSError when links lead it out of the sandbox."""
+        host = to_host(self.ctx.root, device_path)
+        if not contained(self.ctx.root, host):
+            log.warning("sync: refusing %s (it leads outside the sandbox)", device_path)
+            raise PermissionError(errno.EACCES, "path leads outside the device", device_path)
+        return host
 
     def _stat(self, path: str) -> None:
         try:
@@ -130,11 +136,12 @@ class SyncSession:
             mode = int(mode_text)
         except ValueError:
             mode = 0o100644
-        target = self._host(path)
         error: str | None = None
-        tmp = target.with_name(f".{target.name}.loopback-part")
         fh = None
+        target = tmp = None
         try:
+            target = self._host(path)  # checked before mkdir: a link must not lead it out
+            tmp = target.with_name(f".{target.name}.loopback-part")
             target.parent.mkdir(parents=True, exist_ok=True)  # fixed_push_mkdir
             if target.is_dir():
                 raise OSError(f"{path} is a directory")
@@ -162,14 +169,16 @@ class SyncSession:
                 if fh is not None:
                     fh.write(data)
         except StreamClosed:
-            tmp.unlink(missing_ok=True)  # never leave a half-pushed file behind
+            if fh is not None:
+                tmp.unlink(missing_ok=True)  # never leave a half-pushed file behind
             raise
         finally:
             if fh is not None:
                 fh.close()
-        if error is not None:
-            tmp.unlink(missing_ok=True)
-            self._fail(error)
+        if error is not None or target is None or tmp is None:
+            if fh is not None:
+                tmp.unlink(missing_ok=True)
+            self._fail(error or f"cannot open {path}")
             return
         try:
             os.replace(tmp, target)

@@ -144,8 +144,8 @@ def test_throttled_run_is_remeasured_after_cooldown(tmp_path, model, caplog):
     # a 3.5 s run passes it
     scen = Scenario.named("throttle").with_(throttle_c=55.0, recover_c=40.0, heat_c_per_s=20.0,
                                             cool_per_s=0.5)
-    with server.LoopbackDevice(tmp_path / "root", scenario=scen) as loop:
-        loop.key = tmp_path / "adbkey"
+    with server.LoopbackDevice(tmp_path / "root", scenario=scen, key_path=tmp_path / "adbkey") as loop:
+        loop.key = tmp_path / "adbkey"  # the device's own key (auth="key")
         policy = ThermalPolicy(pre_wait_s=20, throttle_wait_s=30, poll_s=0.2, temp_margin_c=8.0)
         d = _device(loop, thermal=policy, min_secs=0.3)
         with d.open(model) as s:

@@ -155,14 +155,16 @@ ADB = Path("/usr/bin/adb")
 
 @pytest.mark.skipif(not ADB.exists(), reason="no adb binary to run a host adb server")
 def test_adb_server_transport(tmp_path, monkeypatch):
-    """Through a real adb server (Debian adb) connected to the loopback device."""
+    """Through a real adb server (Debian adb, given the device's key) connected to the loopback device."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    env = {**os.environ, "HOME": str(tmp_path), "ANDROID_ADB_SERVER_PORT": str(port)}
+    key = tmp_path / "device-key" / "adbkey"
+    env = {**os.environ, "HOME": str(tmp_path), "ANDROID_ADB_SERVER_PORT": str(port),
+           "ADB_VENDOR_KEYS": str(key)}
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(port))
-    with LoopbackDevice(tmp_path / "root", auth="off") as dev:
+    with LoopbackDevice(tmp_path / "root", key_path=key) as dev:  # auth="key": only that key
         try:
             subprocess.run([str(ADB), "start-server"], env=env, check=True, timeout=20, capture_output=True)
             subprocess.run([str(ADB), "connect", dev.serial_uri], env=env, check=True, timeout=20,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from latkit.devices.loopback.auth import ensure_key_pair
 from latkit.devices.loopback.server import LoopbackDevice
 
 adb_shell = pytest.importorskip("adb_shell")
@@ -43,14 +44,17 @@ def _free_port() -> int:
 
 
 class AdbHost:
-    """An isolated adb server: its own HOME, port, no mDNS."""
+    """An isolated adb server: its own HOME, port, no mDNS; ``vendor_key`` via ADB_VENDOR_KEYS."""
 
-    def __init__(self, binary: str, home: Path):
+    def __init__(self, binary: str, home: Path, vendor_key: Path | None = None):
         home.mkdir(parents=True, exist_ok=True)
         self.binary, self.port = binary, _free_port()
         self.env = dict(os.environ, HOME=str(home), ANDROID_USER_HOME=str(home / ".android"),
                         ANDROID_SDK_HOME=str(home), ANDROID_ADB_SERVER_PORT=str(self.port),
                         ADB_MDNS="0", ADB_MDNS_AUTO_CONNECT="0", ADB_LIBUSB="0")
+        self.env.pop("ADB_VENDOR_KEYS", None)
+        if vendor_key is not None:
+            self.env["ADB_VENDOR_KEYS"] = str(vendor_key)
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 30):
         result = subprocess.run([self.binary, "-P", str(self.port), *args], env=self.env,
@@ -80,13 +84,38 @@ def adb_host(adb_binary, tmp_path):
     host.kill()
 
 
+@pytest.fixture()
+def device_key(tmp_path):
+    """The loopback device's own key pair, made before any client starts."""
+    key = tmp_path / "device-key" / "adbkey"
+    ensure_key_pair(key)
+    return key
+
+
+@pytest.fixture(params=["vendor-keys", "home-key"])
+def keyed_adb_host(request, adb_binary, tmp_path, device_key):
+    """An adb server holding the device's key: through ADB_VENDOR_KEYS or as its own adbkey."""
+    home = tmp_path / "keyed-home"
+    if request.param == "home-key":
+        (home / ".android").mkdir(parents=True)
+        shutil.copy(device_key, home / ".android/adbkey")
+        host = AdbHost(adb_binary, home)
+    else:
+        host = AdbHost(adb_binary, home, vendor_key=device_key)
+    host("start-server")
+    yield host
+    host.kill()
+
+
 def _connect(adb, dev):
     adb("connect", dev.serial_uri)
     adb("-s", dev.serial_uri, "wait-for-device", timeout=20)
 
 
-def test_adb_connect_devices_shell_push_pull(adb_host, tmp_path):
-    with LoopbackDevice(tmp_path / "dev", model="Loopback Pixel") as dev:
+def test_adb_connect_devices_shell_push_pull(keyed_adb_host, tmp_path, device_key):
+    """The default auth: adb holding the device's own key gets in."""
+    adb_host = keyed_adb_host
+    with LoopbackDevice(tmp_path / "dev", model="Loopback Pixel", key_path=device_key) as dev:
         _connect(adb_host, dev)
         listing = adb_host("devices", "-l").stdout
         line = next(ln for ln in listing.splitlines() if ln.startswith(dev.serial_uri))
@@ -155,7 +184,7 @@ def signer(tmp_path_factory):
 
 
 def test_adb_shell_client_without_auth(tmp_path):
-    with LoopbackDevice(tmp_path / "dev") as dev:
+    with LoopbackDevice(tmp_path / "dev", auth="off") as dev:
         client = AdbDeviceTcp("127.0.0.1", dev.port, default_transport_timeout_s=5)
         assert client.connect(auth_timeout_s=1)
         assert client.shell("echo hello; getprop ro.product.model") == "hello\nLoopback Pixel\n"
@@ -212,7 +241,7 @@ def test_wrong_signature_is_not_accepted(tmp_path, signer):
 # ------------------------------------------------------------------ fault injection
 
 def test_faults_drop_push_and_shell_then_recover(tmp_path):
-    with LoopbackDevice(tmp_path / "dev") as dev:
+    with LoopbackDevice(tmp_path / "dev", auth="off") as dev:
         src = tmp_path / "f.bin"
         src.write_bytes(os.urandom(40_000))
         dev.faults.arm("drop_push")
@@ -240,7 +269,7 @@ def test_faults_drop_push_and_shell_then_recover(tmp_path):
 
 
 def test_faults_truncate_and_hang(tmp_path):
-    with LoopbackDevice(tmp_path / "dev") as dev:
+    with LoopbackDevice(tmp_path / "dev", auth="off") as dev:
         client = AdbDeviceTcp("127.0.0.1", dev.port, default_transport_timeout_s=3)
         client.connect(auth_timeout_s=1)
         full = client.shell("seq 1 2000")

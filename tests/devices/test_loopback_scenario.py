@@ -113,7 +113,7 @@ def _field(text: str, name: str) -> float:
 
 
 def test_benchmark_model_over_shell(tmp_path, tflite_model):
-    with LoopbackDevice(tmp_path / "dev") as dev:
+    with LoopbackDevice(tmp_path / "dev", auth="off") as dev:
         target = dev.root / "data/local/tmp/conv.tflite"
         target.write_bytes(tflite_model.read_bytes())
         code, out, err = _shell_v2(
@@ -167,7 +167,7 @@ def test_throttled_cluster_really_runs_slower(tmp_path, tflite_model):
 
 def test_heat_scenario_live_over_shell(tmp_path, tflite_model):
     fast = Scenario.named("throttle").with_(heat_c_per_s=150.0, cool_per_s=3.0, tick_s=0.02)
-    with LoopbackDevice(tmp_path / "dev", scenario=fast) as dev:
+    with LoopbackDevice(tmp_path / "dev", scenario=fast, auth="off") as dev:
         (dev.root / "data/local/tmp/m.tflite").write_bytes(tflite_model.read_bytes())
         zone = "/sys/class/thermal/thermal_zone1/temp"
         big = "/sys/devices/system/cpu/cpu7/cpufreq/scaling_cur_freq"
