@@ -22,7 +22,6 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -54,6 +53,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TRIES = 1000  # rejection-sampling draws before falling back to a walk
+MAX_TARGET_MS = 1e6  # a latency target beyond 1000 s is a typo, not a deployment target
+
+
+def check_target_ms(target_ms: Any) -> float:
+    """``target_ms`` as a float, or UsageError unless it is a finite, positive, sane number of ms."""
+    try:
+        value = float(target_ms)
+    except (TypeError, ValueError):
+        raise UsageError(f"the latency target must be a number of ms, got {target_ms!r}") from None
+    if isinstance(target_ms, bool) or not (0 < value <= MAX_TARGET_MS):
+        raise UsageError(f"the latency target must be a positive number of ms up to {MAX_TARGET_MS:g}, "
+                         f"got {target_ms!r}; give --target-ms in milliseconds")
+    return value
 
 
 class BudgetSpent(Exception):
@@ -177,8 +189,7 @@ class SearchContext:
     ) -> None:
         if budget < 1:
             raise UsageError(f"the query budget must be >= 1, got {budget}")
-        if not (target_ms > 0 and math.isfinite(target_ms)):
-            raise UsageError(f"the latency target must be a positive number of ms, got {target_ms}")
+        target_ms = check_target_ms(target_ms)
         self.space, self.accuracy_model, self.latency_model = space, accuracy, latency
         self.target_ms, self.budget, self.rng, self.max_tries = target_ms, budget, rng, max_tries
         self.choices = space.choices()

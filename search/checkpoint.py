@@ -1,7 +1,9 @@
 """Pickle-free, resumable search checkpoints: safetensors for tensors, JSON for state.
 
-A checkpoint is two files in the run's directory, written to temporary names and
-moved into place (a killed run never leaves half a checkpoint):
+A checkpoint is two files in the run's directory, each written to a temporary
+name and moved into place (a killed run never leaves half a file); both carry
+the same random id, so a run killed between the two moves leaves a pair that
+:func:`load_checkpoint` refuses instead of mixing two epochs:
 
 * ``checkpoint.safetensors``: every tensor (supernet weights and BN statistics,
   architecture parameters, optimiser moments, torch generator state);
@@ -12,13 +14,13 @@ moved into place (a killed run never leaves half a checkpoint):
 
 from __future__ import annotations
 
-import json
-import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from latkit._files import atomic_path, one_line, read_json, write_json
 from latkit._version import __version__
 from latkit.errors import StoreError
 
@@ -61,13 +63,13 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], sta
     from safetensors.torch import save_file
 
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp_t, tmp_s = out / (TENSORS_FILE + ".tmp"), out / (STATE_FILE + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp_t))
-    body = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__, **state}
-    tmp_s.write_text(json.dumps(body, indent=1))
-    os.replace(tmp_t, out / TENSORS_FILE)
-    os.replace(tmp_s, out / STATE_FILE)
+    ident = uuid.uuid4().hex
+    with atomic_path(out / TENSORS_FILE, "search checkpoint") as tmp:
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"checkpoint_id": ident})
+    body = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
+            "checkpoint_id": ident, **state}  # fmt: skip
+    write_json(out / STATE_FILE, body, "search checkpoint", indent=1, nan_to_null=True)
     return out
 
 
@@ -83,20 +85,26 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dic
     Raises:
         StoreError: missing, unreadable, or of another schema version.
     """
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     d = Path(directory)
     if not has_checkpoint(d):
         raise StoreError(f"no search checkpoint in {d}; start the search without --resume")
     try:
-        state = json.loads((d / STATE_FILE).read_text())
+        state = read_json(d / STATE_FILE, "search checkpoint")
+        with safe_open(str(d / TENSORS_FILE), framework="pt") as fh:
+            ident = (fh.metadata() or {}).get("checkpoint_id")
         tensors = load_file(str(d / TENSORS_FILE))
-    except (OSError, json.JSONDecodeError, SafetensorError) as exc:
-        raise StoreError(f"cannot read the search checkpoint in {d}: {exc}; delete it and restart") from exc
-    if state.get("schema") != SCHEMA or state.get("schema_version") != SCHEMA_VERSION:
+    except (OSError, StoreError, SafetensorError) as exc:
+        raise StoreError(f"cannot read the search checkpoint in {d}: {one_line(exc)}; "
+                         "delete it and restart") from exc
+    if not isinstance(state, dict) or state.get("schema") != SCHEMA or state.get("schema_version") != SCHEMA_VERSION:
         raise StoreError(
             f"{d / STATE_FILE} is not a version-{SCHEMA_VERSION} latkit search checkpoint; "
             "delete it and restart the search"
         )
+    if state.get("checkpoint_id") != ident:
+        raise StoreError(f"the search checkpoint in {d} is two halves of different epochs (a run stopped "
+                         "while saving); delete checkpoint.* and restart the search")
     return tensors, state

@@ -41,10 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latkit._files import atomic_path, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device
 from latkit.errors import ArchError, StoreError, UsageError
@@ -176,7 +174,10 @@ class ExportedFile:
 
     def meta(self) -> dict[str, Any]:
         """The sidecar's content."""
-        return json.loads(self.sidecar.read_text())
+        meta = read_json(self.sidecar, "model sidecar")
+        if not isinstance(meta, dict):
+            raise StoreError(f"the model sidecar {self.sidecar} is not a JSON object; export the model again")
+        return meta
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -333,7 +334,7 @@ def export_arch(
             if f.format == device.model_format.value:
                 say(f"measuring {f.path.name} on {device.uri}")
                 measure_exported(device, f, protocol)
-    write_json(out / REPORT_NAME, report.to_dict())
+    write_json(out / REPORT_NAME, report.to_dict(), "export report", indent=1)
     return report
 
 
@@ -379,13 +380,13 @@ def _finish(path: Path, base: dict[str, Any], entry: dict[str, Any]) -> Path:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
     sidecar = path.with_name(path.name + ".json")
-    write_json(sidecar, meta)
+    write_json(sidecar, meta, "model sidecar", indent=1)
     return sidecar
 
 
 def _export_onnx(module: nn.Module, inputs: list[torch.Tensor], reference: list[np.ndarray],
                  path: Path, base: dict[str, Any]) -> ExportedFile:  # fmt: skip
-    with _atomic(path) as tmp:
+    with atomic_path(path, "exported model") as tmp:
         details = fmt.write_onnx(module, inputs[0], tmp)
         got = fmt.run_onnx(tmp, [x.numpy() for x in inputs])
     par = {**fmt.parity(reference, got, REL_TOL["fp32"]), "runtime": f"onnxruntime-{fmt.package_version('onnxruntime')}"}
@@ -409,7 +410,7 @@ def _export_tflite(module: nn.Module, inputs: list[torch.Tensor], reference: lis
                    path: Path, base: dict[str, Any], nhwc: bool) -> ExportedFile:  # fmt: skip
     wrapped = fmt.ToNHWC(module).eval() if nhwc else module
     feeds = _layout_inputs(inputs, nhwc)
-    with _atomic(path) as tmp:
+    with atomic_path(path, "exported model") as tmp:
         details = fmt.write_tflite(wrapped, torch.from_numpy(feeds[0]), tmp)
         got = fmt.run_tflite(tmp, feeds)
         io = fmt.tflite_io(tmp)
@@ -427,7 +428,7 @@ def _export_tflite(module: nn.Module, inputs: list[torch.Tensor], reference: lis
 def _export_variant(fp32: ExportedFile, inputs: list[torch.Tensor], reference: list[np.ndarray],
                     path: Path, base: dict[str, Any], variant: str) -> ExportedFile:  # fmt: skip
     feeds = _layout_inputs(inputs, fp32.layout == "NHWC")
-    with _atomic(path) as tmp:
+    with atomic_path(path, "exported model") as tmp:
         details = fmt.quantize_tflite(fp32.path, tmp, variant)
         got = fmt.run_tflite(tmp, feeds)
         io = fmt.tflite_io(tmp)
@@ -453,48 +454,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class _atomic:
-    """A temporary path beside ``path``, moved onto it when the block succeeds."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Path:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.stem[:40]}.", suffix=self.path.suffix,
-                                        dir=self.path.parent)  # fmt: skip
-        except OSError as exc:
-            raise StoreError(f"cannot write {self.path}: {exc.strerror or exc}; choose a writable --out") from exc
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, *rest: Any) -> None:
-        try:
-            if exc_type is None:
-                os.chmod(self.tmp, 0o644)
-                os.replace(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as indented JSON, atomically (numpy values and paths converted)."""
-    with _atomic(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=1, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
 __all__ = [
     "ArchFile",
     "ExportError",
@@ -508,5 +467,4 @@ __all__ = [
     "save_weights",
     "standalone_module",
     "with_classes",
-    "write_json",
 ]

@@ -10,13 +10,12 @@ resizing the classifier to the class count the weights were trained for.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from latkit._files import atomic_path, one_line
 from latkit._version import __version__
 from latkit.errors import StoreError, UsageError
 from latkit.profiler.build import build_network
@@ -77,14 +76,8 @@ def save_weights(
         **{k: str(v) for k, v in (extra or {}).items()},
     }  # fmt: skip
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem[:40]}.", suffix=".safetensors", dir=out.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, out)  # a killed run never leaves half a weights file
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(out, "weights file") as tmp:  # a killed run never leaves half a weights file
+        save_file(tensors, str(tmp), metadata=meta)
     return out
 
 
@@ -100,7 +93,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except (OSError, SafetensorError) as exc:
-        raise StoreError(f"cannot read weights {path}: {exc}; give a .safetensors file") from exc
+        raise StoreError(f"cannot read weights {path}: {one_line(exc)}; give a .safetensors file") from exc
 
 
 def standalone_module(network: Network, weights: str | Path | None = None) -> tuple[nn.Module, Network]:

@@ -39,12 +39,14 @@ from typing import Any
 
 import numpy as np
 
+from latkit._files import check_output_dir, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
 from latkit.errors import StoreError, UsageError
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import report as rpt
+from latkit.search.base import check_target_ms
 from latkit.search.export import ExportedFile, export_arch, save_weights, with_classes
 from latkit.search.pipeline_search import adopt_supernet_weights, classifier_specs, search_stage
 from latkit.search.verify import measure_exported
@@ -107,8 +109,7 @@ class PipelineConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.target_ms, (int, float)) and self.target_ms > 0):
-            raise UsageError(f"--target-ms must be a positive number of ms, got {self.target_ms!r}")
+        check_target_ms(self.target_ms)
         for name in ("search_epochs", "train_epochs", "calibration_networks", "threads"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -173,10 +174,11 @@ class _State:
         }  # fmt: skip
         if self.path.is_file():
             try:
-                old = json.loads(self.path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise StoreError(f"cannot read {self.path}: {exc}; delete it to start over") from exc
-            if old.get("schema") != SCHEMA or old.get("schema_version") != SCHEMA_VERSION:
+                old = read_json(self.path, "pipeline state")
+            except StoreError as exc:
+                raise StoreError(f"{exc}; delete it to start over") from exc
+            if (not isinstance(old, dict) or old.get("schema") != SCHEMA
+                    or old.get("schema_version") != SCHEMA_VERSION or not isinstance(old.get("stages", {}), dict)):
                 raise StoreError(f"{self.path} is not a version-{SCHEMA_VERSION} pipeline state; use a new --out")
             if old.get("fingerprint") != self.data["fingerprint"]:
                 raise UsageError(
@@ -191,9 +193,7 @@ class _State:
 
     def finish(self, name: str, outputs: dict[str, Any], seconds: float) -> None:
         self.data["stages"][name] = {"done": True, "seconds": round(seconds, 2), "outputs": outputs}
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data, "pipeline state", indent=1, default=str, nan_to_null=True)
 
     def seconds(self) -> dict[str, float]:
         return {k: v.get("seconds", 0.0) for k, v in self.data["stages"].items()}
@@ -485,10 +485,9 @@ def run_pipeline(
         UsageError: bad settings, or ``out_dir`` holds a run with other settings.
         LatkitError: a stage failed (device, export, unreachable target...).
     """
-    cfg = PipelineConfig(device=device_uri, space=space, target_ms=float(target_ms),
+    cfg = PipelineConfig(device=device_uri, space=space, target_ms=check_target_ms(target_ms),
                          data=data or "digits", **settings)  # fmt: skip
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out_dir, "--out folder")
     p = _Pipeline(cfg, out, Path(lut) if lut else None, on_progress, protocol, search_options or {},
                   device_options or {})
     try:
@@ -561,7 +560,7 @@ def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]]
         verdict += " (the first attempt was closer than the retry and is the one reported)"
     files = [{"file": Path(f["path"]).name, "format": f["format"], "variant": f["variant"],
               "size_bytes": Path(f["path"]).stat().st_size, "max_rel_err": f["parity"]["max_rel_err"],
-              "measured_ms": (json.loads(Path(f["sidecar"]).read_text()).get("measured_latency") or {}).get("latency_ms")}
+              "measured_ms": (read_json(f["sidecar"], "model sidecar").get("measured_latency") or {}).get("latency_ms")}
              for f in best["export"]["files"]]  # fmt: skip
     search = best["search"]
     return {

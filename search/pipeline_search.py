@@ -8,7 +8,6 @@ the supernet's weights.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit._files import read_json, write_json
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace
 from latkit.search import report as rpt
 from latkit.search.export import with_classes
@@ -112,13 +112,13 @@ def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int
     if abs(est.total_ms - lm.latency_ms(arch)) > 1e-6 * max(1.0, est.total_ms):
         log.warning("search tables say %.4f ms, the LUT estimate %.4f ms", lm.latency_ms(arch), est.total_ms)
     arch_path = folder.parent / "arch.json"
-    doc = json.loads((folder / "arch.json").read_text())
+    doc = read_json(folder / "arch.json", "arch.json")
     doc.update(arch=native, latency_ms=est.total_ms, target_ms=p.cfg.target_ms, search_target_ms=target_ms,
                meets_target=est.total_ms <= target_ms, resolution=p.resolution, classes=data.n_classes,
                fill={"method": "fill-to-target", "searched_arch": outcome.native,
                      "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)})  # fmt: skip
-    arch_path.write_text(json.dumps(doc, indent=1, default=str))
-    rows = json.loads((folder / "trajectory.json").read_text())["rows"]
+    write_json(arch_path, doc, "arch.json", indent=1, default=str, nan_to_null=True)
+    rows = read_json(folder / "trajectory.json", "trajectory")["rows"]
     history = [{"epoch": r["epoch"], "expected_latency_ms": r["expected_latency_ms"],
                 "derived_latency_ms": r["latency_ms"], "loss": r["loss"]} for r in rows if r["kind"] == "derived"]
     samples = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]} for r in rows if r["kind"] == "sampled"]

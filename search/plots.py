@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from latkit._files import write_figure
 from latkit.errors import MissingExtraError
 
 
@@ -45,7 +46,7 @@ def plot_trajectory(
     ax.legend()
     fig.tight_layout()
     files["plot_latency"] = out / "expected_latency.png"
-    fig.savefig(files["plot_latency"], dpi=100)
+    write_figure(files["plot_latency"], fig, dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -61,6 +62,6 @@ def plot_trajectory(
     ax.legend()
     fig.tight_layout()
     files["plot_scatter"] = out / "accuracy_latency.png"
-    fig.savefig(files["plot_scatter"], dpi=100)
+    write_figure(files["plot_scatter"], fig, dpi=100)
     plt.close(fig)
     return files

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
-from latkit.search.base import SearchError
+from latkit.search.base import SearchError, check_target_ms
 
 
 def check_reachable(space: str, target_ms: float, min_ms: float) -> None:
     """Raise :class:`SearchError` naming the smallest reachable latency when ``T`` is below it."""
-    if not (target_ms > 0 and math.isfinite(target_ms)):
-        raise UsageError(f"the latency target must be a positive number of ms, got {target_ms}")
+    target_ms = check_target_ms(target_ms)
     if min_ms > target_ms:
         raise SearchError(
             f"latency target {target_ms:g} ms is unreachable in {space}: the smallest latency "

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from latkit._files import check_output_dir, write_figure, write_text
+
 log = logging.getLogger(__name__)
 
 HIT_TOLERANCE = 0.10  # |measured - target| / target that counts as hitting the target
@@ -41,7 +43,7 @@ def plot_layers(layers: Sequence[dict[str, Any]], path: Path, title: str = "") -
     ax.set_xlabel("LUT latency (ms)")
     ax.set_title(title or "Per-layer latency of the chosen network")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(path, fig, dpi=110)
     plt.close(fig)
     return path
 
@@ -74,7 +76,7 @@ def plot_predicted_vs_measured(points: Sequence[dict[str, Any]], path: Path) -> 
     ax.set_title("Predicted vs measured")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(path, fig, dpi=110)
     plt.close(fig)
     return path
 
@@ -101,7 +103,7 @@ def plot_trajectory(history: Sequence[dict[str, Any]], target_ms: float, path: P
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title("Search trajectory")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(path, fig, dpi=110)
     plt.close(fig)
     return path
 
@@ -122,7 +124,7 @@ def plot_accuracy_latency(
     ax.set_title("Accuracy vs latency")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(path, fig, dpi=110)
     plt.close(fig)
     return path
 
@@ -317,8 +319,7 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
     Returns:
         The path of ``report.md``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out_dir, "report folder")
     plots: dict[str, str] = {}
     t = summary["target_ms"]
     jobs = (
@@ -334,8 +335,8 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
             plots[name] = f"{name}.png"
     path = out / "report.md"
     text = render_markdown(summary, plots)
-    path.write_text(text)
-    (out / "report.html").write_text(markdown_to_html(text))
+    write_text(path, text, "report")
+    write_text(out / "report.html", markdown_to_html(text), "report")
     return path
 
 

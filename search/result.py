@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from latkit._files import one_line, read_json, write_json
 from latkit._version import __version__
-from latkit.errors import LatkitError
+from latkit.errors import LatkitError, StoreError
 
 SCHEMA = "latkit.search"
 SCHEMA_VERSION = 1
@@ -68,9 +66,7 @@ class SearchResult:
 
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON; return the path."""
-        out = Path(path)
-        out.write_text(json.dumps(self.to_dict(), indent=1, default=_json_default))
-        return out
+        return write_json(path, self.to_dict(), "search result", indent=1, nan_to_null=True)
 
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
@@ -80,11 +76,12 @@ class SearchResult:
             SearchError: unreadable, of another schema, or of a newer version.
         """
         try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SearchError(f"cannot read search result {path}: {exc}") from exc
-        if raw.get("schema") != SCHEMA:
-            raise SearchError(f"{path} is not a latkit search result (schema {raw.get('schema')!r})")
+            raw = read_json(path, "search result")
+        except StoreError as exc:
+            raise SearchError(str(exc)) from exc
+        schema = raw.get("schema") if isinstance(raw, dict) else None
+        if schema != SCHEMA:
+            raise SearchError(f"{path} is not a latkit search result (schema {schema!r})")
         if raw.get("schema_version") != SCHEMA_VERSION:
             raise SearchError(
                 f"{path} has search schema version {raw.get('schema_version')}, this latkit "
@@ -92,13 +89,8 @@ class SearchResult:
             )
         for key in ("schema", "schema_version", "latkit_version"):
             raw.pop(key)
-        raw["trajectory"] = [Query(**q) for q in raw["trajectory"]]
-        return cls(**raw)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+        try:
+            raw["trajectory"] = [Query(**q) for q in raw["trajectory"]]
+            return cls(**raw)
+        except (KeyError, TypeError) as exc:
+            raise SearchError(f"{path} is a damaged search result ({one_line(exc)}); rerun the search") from exc

@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from latkit._files import atomic_path, check_output_dir, json_default, read_json, write_json
 from latkit._version import __version__
-from latkit.errors import UsageError
+from latkit.errors import StoreError, UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace, get_space
+from latkit.search.base import check_target_ms
 from latkit.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from latkit.search.data import SearchData, load_data
-from latkit.search.export import write_json
 from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch, check_reachable
 from latkit.search.supernet import Supernet
 from latkit.search.train import SupernetAccuracy, TrainedAccuracy, weight_optimizer
@@ -72,11 +73,11 @@ class RecordedAccuracy:
         self._values: dict[Arch, float] = {}
         if resume and path.is_file():
             try:
-                doc = json.loads(path.read_text())
+                doc = read_json(path, "accuracy record")
                 if doc.get("schema") == QUERIES_SCHEMA and doc.get("supernet_epoch") == epoch:
                     for row in doc["queries"]:
                         self._values[space.arch_from_native(row["arch"])] = float(row["accuracy"])
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (StoreError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("ignoring unreadable %s (%s); measuring again", path, exc)
                 self._values = {}
 
@@ -88,7 +89,8 @@ class RecordedAccuracy:
         self._values[arch] = value
         write_json(self.path, {"schema": QUERIES_SCHEMA, "schema_version": 1, "supernet_epoch": self.epoch,
                                "queries": [{"arch": self.space.arch_to_native(a), "accuracy": v}
-                                           for a, v in self._values.items()]})  # fmt: skip
+                                           for a, v in self._values.items()]},
+                   "accuracy record", indent=1, nan_to_null=True)  # fmt: skip
         return value
 
 
@@ -195,14 +197,14 @@ def run_search(
     if train_steps is not None and (algorithm == "proxyless-grad" or smooth_samples is not None or train_steps < 1):
         raise UsageError("per-architecture training needs a query-based algorithm (reinforce, ppo, evolution, "
                          f"random), no smoothing and at least 1 step, got {algorithm} with {train_steps} steps")
+    target_ms = check_target_ms(target_ms)
+    out = check_output_dir(out_dir, "--out folder")
     space = get_space(space) if isinstance(space, str) else space
     min_ms, _ = latency_model.min_latency(space)
     check_reachable(space.name, float(target_ms), float(min_ms))
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = load_data(data, resolution or 32, seed=seed, max_images=max_images)
     supernet: Supernet | None = None
@@ -358,26 +360,19 @@ def _write_outputs(
     }  # fmt: skip
     files = {"arch": out / "arch.json", "trajectory_json": out / "trajectory.json",
              "trajectory_csv": out / "trajectory.csv"}  # fmt: skip
-    files["arch"].write_text(json.dumps(doc, indent=1, default=_plain))
-    files["trajectory_json"].write_text(json.dumps(
-        {"schema": "latkit.search.trajectory", "schema_version": 1, "latkit_version": __version__,
-         "space": space.name, "target_ms": float(target_ms), "algorithm": algorithm, "rows": rows},
-        indent=1, default=_plain))  # fmt: skip
-    with files["trajectory_csv"].open("w", newline="") as fh:
+    write_json(files["arch"], doc, "arch.json", indent=1, nan_to_null=True)
+    write_json(files["trajectory_json"],
+               {"schema": "latkit.search.trajectory", "schema_version": 1, "latkit_version": __version__,
+                "space": space.name, "target_ms": float(target_ms), "algorithm": algorithm, "rows": rows},
+               "trajectory", indent=1, nan_to_null=True)  # fmt: skip
+    with atomic_path(files["trajectory_csv"], "trajectory") as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*TRAJECTORY_FIELDS, "query"], extrasaction="ignore")
         writer.writeheader()
         for r in rows:
-            writer.writerow({**r, "arch": json.dumps(r["arch"])})
+            writer.writerow({**r, "arch": json.dumps(r["arch"], default=json_default)})
     if plots:
         from latkit.search.plots import plot_trajectory
 
         files.update(plot_trajectory(out, rows, float(target_ms), (accuracy, latency)))
     return files
 
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from latkit._files import write_json
 from latkit.devices.base import Device, ModelFormat
 from latkit.errors import UsageError
 from latkit.lut.drift import Drift, Reference, combined, measure_drift
-from latkit.search.export import ExportedFile, file_sha256, write_json
+from latkit.search.export import ExportedFile, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def measure_exported(
     }  # fmt: skip
     meta = exported.meta()
     meta["measured_latency"] = entry
-    write_json(exported.sidecar, meta)
+    write_json(exported.sidecar, meta, "model sidecar", indent=1, nan_to_null=True)
     exported.measured = entry
     return entry
 

@@ -61,6 +61,11 @@ def search_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Search a space for the most accurate architecture within --target-ms."""
+    from latkit._files import check_output_dir
+    from latkit.search.base import check_target_ms
+
+    target_ms = check_target_ms(target_ms)
+    check_output_dir(out, "--out folder")
     if accuracy_table is not None:
         if smooth_accuracy is not None or train_steps is not None:
             raise UsageError("--smooth-accuracy and --train-steps estimate accuracies; the tabular mode looks them up")
@@ -148,7 +153,6 @@ def _tabular(space: str, accuracy_table: str, latency_table: Optional[str], targ
 
     result = run_tabular(space, accuracy_table, latency_table, target_ms, algorithm, queries, seed,
                          latency_samples=latency_samples)
-    out.mkdir(parents=True, exist_ok=True)
     saved = result.save(out / "search.json")
     if as_json:
         common.print_json(result.to_dict())
