@@ -330,6 +330,72 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+SIMULATOR_MARK = "SIMULATED benchmark_model"
+
+# A POSIX-sh benchmark_model that runs nothing: it sleeps the configured latency per
+# run and prints the real tool's report (stating it is simulated). A shell starts in
+# ~1 ms, so a farm of simulated phones exercises the ADB and farm plumbing for real
+# without each run costing a Python start and a core of the host.
+_SIMULATOR = r"""#!/bin/sh
+# latkit loopback-device --simulate-latency-ms: __MARK__
+LAT_US=__LAT_US__
+graph=""; runs=50; warm=1
+for a in "$@"; do
+  case "$a" in
+    --graph=*) graph="${a#--graph=}" ;;
+    --num_runs=*) runs="${a#--num_runs=}" ;;
+    --warmup_runs=*) warm="${a#--warmup_runs=}" ;;
+    --use_gpu=true|--use_nnapi=true)
+      echo "ERROR: no GPU or NNAPI delegate on the loopback device" >&2; exit 1 ;;
+  esac
+done
+echo "INFO: STARTING!"
+echo "INFO: __MARK__: every run sleeps $LAT_US us, the model is not run (latkit loopback-device --simulate-latency-ms)"
+if [ ! -f "$graph" ]; then
+  echo "ERROR: File $graph does not exist or is not a file; push the model first" >&2
+  echo "ERROR: Benchmarking failed." >&2; exit 1
+fi
+echo "INFO: Graph: [$graph]"
+echo "INFO: #threads used for CPU inference: [1]"
+echo "INFO: Loaded model $graph"
+echo "INFO: Initialized session in 0.1ms."
+[ "$warm" -ge 1 ] 2>/dev/null || warm=1
+[ "$runs" -ge 1 ] 2>/dev/null || runs=1
+sleep "$(awk -v n=$((runs + warm)) -v us=$LAT_US 'BEGIN { printf "%.6f", n * us / 1e6 }')"
+echo "INFO: Running benchmark for at least $warm iterations and at least 0 seconds but terminate if exceeding 150 seconds."
+echo "INFO: count=$warm first=$LAT_US curr=$LAT_US min=$LAT_US max=$LAT_US avg=$LAT_US std=0"
+echo ""
+echo "INFO: Running benchmark for at least $runs iterations and at least 0 seconds but terminate if exceeding 150 seconds."
+echo "INFO: count=$runs first=$LAT_US curr=$LAT_US min=$LAT_US max=$LAT_US avg=$LAT_US std=0"
+echo ""
+echo "INFO: Inference timings in us: Init: 100, First inference: $LAT_US, Warmup (avg): $LAT_US, Inference (avg): $LAT_US"
+"""
+
+
+def install_simulator(root: str | Path, latency_ms: float) -> Path:
+    """Replace the sandbox's ``benchmark_model`` with one that sleeps ``latency_ms`` per run.
+
+    For farm and throughput tests: the plumbing (ADB, pushes, the profiler, the
+    farm) runs for real, the model does not, and every report says so.
+
+    Returns:
+        The installed tool's path in the sandbox.
+    """
+    if not (isinstance(latency_ms, (int, float)) and math.isfinite(latency_ms) and latency_ms > 0):
+        from latkit.errors import UsageError
+
+        raise UsageError(f"simulated latency must be a positive number of ms, got {latency_ms!r}")
+    path = Path(root) / "data/local/tmp/benchmark_model"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (_SIMULATOR.replace("__MARK__", SIMULATOR_MARK)
+            .replace("__LAT_US__", str(max(1, round(latency_ms * 1000)))))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: registers as a running benchmark (for the thermal scenario)."""
     root_env = os.environ.get(ENV_ROOT)
