@@ -21,16 +21,20 @@ Every conflict is reported with both latencies, whichever row is kept.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from latkit._files import one_line, read_json, write_json
+from latkit._files import OUTPUT_MODE, check_output_target, one_line, read_json, write_json
 from latkit._version import __version__
 from latkit.errors import LatkitError, ParseError, StoreError, UnknownNameError, UsageError
 from latkit.lut.calibration import KIND as CALIBRATION_KIND
@@ -237,6 +241,7 @@ def read_source(src: str | Path, known_ops: set[str] = frozenset()) -> _Checked:
         payload = _read_payload(src)
     else:
         with LUT.open(src, readonly=True) as lut:
+            lut.check()  # the full integrity check: a damaged source must not spread
             payload = to_payload(lut)
     return _check_payload(payload, str(src), set(known_ops))
 
@@ -274,6 +279,50 @@ def merge(dst: LUT, src_paths: list[str | Path], prefer: str = "existing") -> Me
             total.calibrations_added += got.calibrations_added
             total.sources.append(part.origin)
     return total
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[LUT]:
+    """A LUT to import or merge into, all or nothing.
+
+    An existing LUT is opened and the block runs in one transaction: on an
+    error nothing of it stays. A missing LUT is built in a temporary file
+    beside ``path`` and linked into place only when the block succeeds, so a
+    failed import never leaves a new, empty or half-filled file behind (and a
+    file someone else created meanwhile is never replaced).
+
+    Raises:
+        StoreError: the LUT cannot be opened or written, or ``path`` appeared
+            while the new LUT was being built.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        with LUT.open(path, create=True) as lut, lut.transaction():
+            yield lut
+        return
+    check_output_target(path, "LUT")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}; choose a writable folder") from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with LUT.open(tmp, create=True) as lut:
+            lut.path = path  # messages name the file the user gave
+            with lut.transaction():
+                yield lut
+        os.chmod(tmp, OUTPUT_MODE)
+        try:
+            os.link(tmp, path)  # fails, rather than replaces, if the path exists by now
+        except FileExistsError as exc:
+            raise StoreError(f"{path} was created by another process meanwhile; run the command again") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}") from exc
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            leftover.unlink(missing_ok=True)
 
 
 def _keep_incoming(existing: dict[str, Any], incoming: dict[str, Any], prefer: str) -> bool:

@@ -23,7 +23,7 @@ def show_cmd(
     """Summarise a LUT: devices, operator counts, latency range, sources."""
     from latkit.lut.store import LUT
 
-    with LUT.open(lut) as table:
+    with LUT.open(lut, readonly=True) as table:
         summary = table.summary()
         listing = table.rows() if rows else []
     if as_json:
@@ -55,10 +55,12 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="JSON file to write."),
 ) -> None:
     """Export a LUT as versioned JSON."""
+    from latkit._files import check_output_target
     from latkit.lut.io import export_json
     from latkit.lut.store import LUT
 
-    with LUT.open(lut) as table:
+    check_output_target(out, "LUT export")  # before reading anything
+    with LUT.open(lut, readonly=True) as table:
         n = export_json(table, out)
     common.err.print(f"wrote {n} measurements to {common.esc(out)}")
 
@@ -70,17 +72,19 @@ def import_cmd(
     device_uri: Optional[str] = typer.Option(None, "--device-uri", help="Device name for a yaml table's rows."),
     family: Optional[str] = typer.Option(None, "--family", help="Yaml table family: ofa | proxylessnas (default: detected)."),
 ) -> None:
-    """Import JSON exports or the public OFA / ProxylessNAS yaml tables."""
-    from latkit.lut.io import import_json, import_public_yaml
-    from latkit.lut.store import LUT
+    """Import JSON exports or the public OFA / ProxylessNAS yaml tables (all or nothing)."""
+    from latkit.lut.io import import_json, import_public_yaml, writing
 
-    with LUT.open(lut, create=True) as table:
+    reports = []
+    with writing(lut) as table:  # one transaction: a bad source leaves the LUT as it was
         for src in sources:
             if src.suffix.lower() in (".yaml", ".yml"):
                 report = import_public_yaml(table, src, device_uri=device_uri, family=family)
             else:
                 report = import_json(table, src)
-            common.err.print(f"{common.esc(src)}: {common.esc(report)}")
+            reports.append((src, report))
+    for src, report in reports:
+        common.err.print(f"{src}: {report}", markup=False, highlight=False)
 
 
 @lut_app.command("merge")
@@ -88,13 +92,16 @@ def merge_cmd(
     dst: Path = typer.Argument(..., help="LUT file to merge into (created if missing)."),
     sources: list[Path] = typer.Argument(..., help="LUT files to merge from."),
 ) -> None:
-    """Merge LUT files (existing measurements are kept; conflicts are reported)."""
-    from latkit.lut.io import merge
-    from latkit.lut.store import LUT
+    """Merge LUT files (existing measurements are kept; conflicts are reported).
 
-    with LUT.open(dst, create=True) as table:
+    All sources are checked first and merged in one transaction: if any is
+    missing or damaged, the destination is left as it was.
+    """
+    from latkit.lut.io import merge, writing
+
+    with writing(dst) as table:
         report = merge(table, sources)
-    common.err.print(common.esc(report))
+    common.err.print(str(report), markup=False, highlight=False)
 
 
 @lut_app.command("estimate")
@@ -112,7 +119,7 @@ def estimate_cmd(
     from latkit.lut.store import LUT
 
     network, _ = load_arch(space, arch, resolution)
-    with LUT.open(lut) as table:
+    with LUT.open(lut, readonly=True) as table:
         est = estimate(table, network, device=device, calibration=calibrated)
     if as_json:
         common.print_json(est.to_dict())
@@ -120,7 +127,7 @@ def estimate_cmd(
     table = Table("#", "layer", "key", "ms", "%", "source", title=f"{common.esc(network.name)} on {common.esc(est.device)}")
     for i, row in enumerate(est.layers):
         table.add_row(str(i), common.esc(row.name), common.esc(row.key), common.fmt_ms(row.latency_ms), f"{row.share_pct:.1f}",
-                      row.source)
+                      common.esc(row.source))
     common.out.print(table)
     common.out.print(f"[bold]sum of operators: {est.lut_sum_ms:.3f} ms[/]")
     if est.calibrated:
