@@ -217,7 +217,4 @@ def read_json(path: str | Path, what: str = "file") -> Any:
 
 
 def _is_regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.stat().st_mode)
-    except FileNotFoundError as exc:
-        raise StoreError(f"the file {path} does not exist") from exc
+    return stat.S_ISREG(path.stat().st_mode)  # a missing file: OSError, named by the caller
