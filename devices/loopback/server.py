@@ -42,7 +42,7 @@ from .protocol import (A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_WRTE, AUTH_RSAP
                        TOKEN_BYTES, Message, ProtocolError, negotiate, pack, read_message)
 from .scenario import Scenario, ScenarioPlayer
 from .shell import ShellSession, parse_service
-from .streams import Stream
+from .streams import BacklogOverflow, Stream
 from .sync import SyncSession
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class _Connection:
         try:
             if self._handshake():
                 self._dispatch_loop()
-        except (ProtocolError, OSError) as exc:
+        except (ProtocolError, BacklogOverflow, OSError) as exc:
             log.info("loopback: connection %s ended: %s", self.peer, exc)
         finally:
             self._teardown()

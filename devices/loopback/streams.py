@@ -2,7 +2,11 @@
 
 The device keeps at most ONE unacknowledged WRTE per stream: :meth:`Stream.write`
 sends a payload-sized chunk and waits for the host's OKAY before the next one.
-Host writes are acknowledged as soon as they are queued for the service.
+Host writes are acknowledged as soon as they are queued for the service, while
+less than :data:`MAX_BACKLOG` bytes wait there; past that the OKAY waits until
+the service has read, so a host can make a stream buffer at most about
+``MAX_BACKLOG`` plus one payload. A host that keeps writing without waiting for
+OKAY breaks the protocol: past :data:`HARD_BACKLOG` its connection is dropped.
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ import queue
 import threading
 from collections.abc import Callable
 
-from .protocol import A_CLSE, A_OKAY, A_WRTE, Message
+from .protocol import A_CLSE, A_OKAY, A_WRTE, MAX_PAYLOAD, Message
+
+MAX_BACKLOG = 1024 * 1024
+HARD_BACKLOG = MAX_BACKLOG + 4 * MAX_PAYLOAD
+
+
+class BacklogOverflow(Exception):
+    """The host wrote far past flow control (the connection must be dropped)."""
 
 
 class StreamClosed(Exception):
@@ -35,6 +46,9 @@ class Stream:
         self.closed = threading.Event()
         self.unacked_max = 0  # the most WRTEs ever in flight (kept for tests: always <= 1)
         self._in_flight = 0
+        self._backlog = 0  # bytes queued for the service, not yet read
+        self._okay_owed = False  # an OKAY held back until the service reads
+        self._backlog_lock = threading.Lock()
 
     # ---------------------------------------------------------------- host side events
     def on_okay(self) -> None:
@@ -43,9 +57,23 @@ class Stream:
         self._acked.set()
 
     def on_data(self, data: bytes) -> None:
-        """The host wrote ``data``: queue it for the service and acknowledge it."""
+        """The host wrote ``data``: queue it for the service and acknowledge it
+
+        (now, or once the service has read, when much is already waiting).
+
+        Raises:
+            BacklogOverflow: the host ignored flow control.
+        """
+        with self._backlog_lock:
+            self._backlog += len(data)
+            if self._backlog > HARD_BACKLOG:
+                raise BacklogOverflow(f"stream {self.local_id}: host wrote {self._backlog} "
+                                      "bytes without waiting for OKAY")
+            hold = self._backlog > MAX_BACKLOG
+            self._okay_owed = self._okay_owed or hold
         self._inbox.put(data)
-        self._send(Message(A_OKAY, self.local_id, self.remote_id))
+        if not hold:
+            self._send(Message(A_OKAY, self.local_id, self.remote_id))
 
     def on_host_close(self) -> None:
         """The host closed the stream: answer with CLSE and wake the service."""
@@ -73,6 +101,17 @@ class Stream:
         item = self._inbox.get(timeout=timeout)
         if item is None:
             self._inbox.put(None)  # keep reporting EOF to later readers
+            return None
+        with self._backlog_lock:
+            self._backlog -= len(item)
+            owed = self._okay_owed and self._backlog <= MAX_BACKLOG
+            if owed:
+                self._okay_owed = False
+        if owed and not self.closed.is_set():
+            try:
+                self._send(Message(A_OKAY, self.local_id, self.remote_id))
+            except OSError:
+                pass  # the connection is gone; the reader will see EOF next
         return item
 
     def write(self, data: bytes) -> None:

@@ -15,7 +15,9 @@ import pytest
 from latkit.cli import main
 from latkit.devices.adb_transport import AdbShellTransport
 from latkit.devices.loopback.auth import ensure_key_pair
-from latkit.devices.loopback.protocol import A_CNXN, A_VERSION, HEADER, Message, pack
+from latkit.devices.loopback.protocol import (A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_WRTE, HEADER,
+                                              Message, pack)
+from latkit.devices.loopback.streams import HARD_BACKLOG
 from latkit.devices.loopback.server import LoopbackDevice
 from latkit.errors import DeviceError, UsageError
 
@@ -23,7 +25,12 @@ adb_shell = pytest.importorskip("adb_shell")
 from adb_shell.adb_device import AdbDeviceTcp  # noqa: E402
 from adb_shell.auth.keygen import keygen  # noqa: E402
 from adb_shell.auth.sign_pythonrsa import PythonRSASigner  # noqa: E402
-from adb_shell.exceptions import AdbCommandFailureException, DeviceAuthError, PushFailedError, TcpTimeoutException  # noqa: E402
+from adb_shell.exceptions import (  # noqa: E402
+    AdbCommandFailureException,
+    DeviceAuthError,
+    PushFailedError,
+    TcpTimeoutException,
+)
 
 SAFETY_S = 30  # only so a broken device fails the test instead of hanging it
 
@@ -334,3 +341,23 @@ def test_oversized_payload_is_refused_before_it_is_read(tmp_path, after_handshak
         _until(lambda: dev.connections() == 0, "the connection ends")
         ok = _handshake(dev.port)  # the device still serves others
         ok.close()
+
+
+def test_host_ignoring_flow_control_is_dropped(tmp_path):
+    """WRTEs to a command that reads nothing: OKAYs stop, and a host writing on regardless
+    is disconnected instead of filling the device's memory."""
+    with LoopbackDevice(tmp_path / "dev", auth="off") as dev:
+        sock = _handshake(dev.port)
+        sock.sendall(pack(Message(A_OPEN, 1, 0, b"shell:sleep 60\0"), A_VERSION))
+        head = _recv_exact(sock, 24)
+        assert HEADER.unpack(head)[0] == A_OKAY
+        remote = HEADER.unpack(head)[1]
+        chunk = b"z" * (256 * 1024)
+        try:
+            for _ in range(HARD_BACKLOG // len(chunk) + 2):
+                sock.sendall(pack(Message(A_WRTE, 1, remote, chunk), A_VERSION))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # dropped while we were still writing
+        assert _closed_by_device(sock)
+        sock.close()
+        _until(lambda: dev.connections() == 0, "the connection ends")
