@@ -196,14 +196,18 @@ class SearchSpace(ABC):
         raw: Any = text
         if isinstance(text, Path) or (isinstance(text, str) and _is_file(text)):
             try:
-                raw = Path(text).read_text()
+                raw = Path(text).read_bytes().decode("utf-8")
             except OSError as exc:
-                raise ArchError(f"cannot read architecture file {text}: {exc}") from exc
+                raise ArchError(f"cannot read architecture file {text}: {exc.strerror or exc}") from exc
+            except UnicodeDecodeError:
+                raise ArchError(f"architecture file {text} is not a text file (a model file?)") from None
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)
             except json.JSONDecodeError:
                 pass  # native text forms (e.g. NAS-Bench-201 cell strings)
+            except (RecursionError, ValueError):
+                raise ArchError("the architecture JSON is nested too deeply or holds numbers too long to read") from None
         if isinstance(raw, dict) and "arch" in raw and raw.get("space", self.name) == self.name:
             raw = raw["arch"]  # a saved arch.json envelope
         return self.arch_from_native(raw)

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from latkit._files import one_line
 from latkit.errors import ArchError, UsageError
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace, get_space
 from latkit.profiler.spaces.netconfig import is_netconfig, network_from_netconfig
@@ -25,6 +26,7 @@ from latkit.profiler.spaces.netconfig import is_netconfig, network_from_netconfi
 log = logging.getLogger(__name__)
 
 _PATH_SUFFIXES = (".json", ".config", ".txt", ".arch")
+MAX_ARCH_BYTES = 16 << 20  # the largest net.config is a few kB
 FORMS = (
     "a net.config file, a JSON file or JSON text with the space's native form, "
     'the native text itself, or an arch.json {"space": ..., "arch": ...}'
@@ -48,10 +50,7 @@ def read_arch_text(arch_text: str | Path) -> Any:
     except OSError:  # e.g. a long native string is not a valid file name
         is_file = False
     if is_file:
-        try:
-            content = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArchError(f"cannot read architecture file {path}: {exc}") from exc
+        content = _read_text_file(path)
         if content[:1] in ("{", "["):
             return _json(content, f"architecture file {path}")
         return content
@@ -60,11 +59,33 @@ def read_arch_text(arch_text: str | Path) -> Any:
     return text
 
 
+def _read_text_file(path: Path) -> str:
+    """A text architecture file's content; binary, huge or unreadable files are ArchError."""
+    try:
+        if path.stat().st_size > MAX_ARCH_BYTES:
+            raise ArchError(f"architecture file {path} is larger than {MAX_ARCH_BYTES >> 20} MiB; "
+                            f"give {FORMS}")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ArchError(f"cannot read architecture file {path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise ArchError(f"architecture file {path} is not a text file (a model file?); give {FORMS}")
+    return text.strip()
+
+
 def _json(text: str, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ArchError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except RecursionError as exc:
+        raise ArchError(f"{what} is nested too deeply to be an architecture") from exc
+    except ValueError as exc:  # e.g. an integer too long to convert
+        raise ArchError(f"{what} cannot be read: {one_line(exc)}") from exc
 
 
 def _unwrap(space: SearchSpace | None, raw: Any) -> tuple[SearchSpace | None, Any, int | None]:

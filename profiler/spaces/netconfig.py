@@ -22,15 +22,22 @@ map and ``Logits`` pools it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from latkit.errors import ArchError, UsageError
+from latkit._files import one_line, read_json
+from latkit.errors import ArchError, StoreError, UsageError
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.spaces._util import conv_out, make_divisible
 from latkit.profiler.spaces.base import Layer, Network
 
+# bounds far beyond any mobile network; a value outside them is a typo or a hostile file
+MAX_CHANNELS = 1 << 16
+MAX_KERNEL = 15
+MAX_STRIDE = 4
+MAX_EXPAND = 16.0
+MAX_BLOCKS = 1000
+MAX_RESOLUTION = 4096
 MBCONV_NAMES = frozenset({"MBInvertedConvLayer", "MBConvLayer"})
 ZERO_NAMES = frozenset({"ZeroLayer"})
 _ACTS = {None: Act.NONE, "relu": Act.RELU, "relu6": Act.RELU6, "h_swish": Act.H_SWISH}
@@ -49,13 +56,10 @@ def read_netconfig(obj_or_path: dict[str, Any] | str | Path) -> dict[str, Any]:
     """
     obj: Any = obj_or_path
     if isinstance(obj_or_path, (str, Path)):
-        path = Path(obj_or_path)
         try:
-            obj = json.loads(path.read_text())
-        except OSError as exc:
-            raise ArchError(f"cannot read net.config {path}: {exc.strerror or exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise ArchError(f"net.config {path} is not valid JSON: {exc}") from exc
+            obj = read_json(obj_or_path, "net.config")
+        except StoreError as exc:
+            raise ArchError(str(exc)) from exc
     if not is_netconfig(obj):
         raise ArchError(
             "not a net.config: expected a JSON object with 'first_conv' and a 'blocks' list"
@@ -93,18 +97,22 @@ def network_from_netconfig(
     """
     cfg = read_netconfig(obj_or_path)
     r = 224 if resolution is None else resolution
-    if isinstance(r, bool) or not isinstance(r, int) or r < 16:
-        raise UsageError(f"net.config resolution must be an integer >= 16, got {r!r}")
+    if isinstance(r, bool) or not isinstance(r, int) or not 16 <= r <= MAX_RESOLUTION:
+        raise UsageError(f"net.config resolution must be an integer from 16 to {MAX_RESOLUTION}, got {r!r}")
+    if len(cfg["blocks"]) > MAX_BLOCKS:
+        raise ArchError(f"net.config has {len(cfg['blocks'])} blocks; at most {MAX_BLOCKS} are read")
     builder = _Builder(r)
     try:
         builder.stem(_section(cfg, "first_conv"))
         for i, block in enumerate(cfg["blocks"]):
             builder.block(i, block)
         builder.head(cfg)
-    except (KeyError, TypeError, ValueError, UsageError) as exc:
+    except KeyError as exc:
+        raise ArchError(f"malformed net.config at {builder.where}: field {exc} is missing") from exc
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError, UsageError) as exc:
         if isinstance(exc, ArchError):
             raise
-        raise ArchError(f"malformed net.config at {builder.where}: {exc}") from exc
+        raise ArchError(f"malformed net.config at {builder.where}: {one_line(exc)}") from exc
     return Network(
         name=str(cfg.get("name", "netconfig")), input_shape=(r, r, 3),
         layers=tuple(builder.layers),
@@ -128,6 +136,34 @@ def _act(value: Any) -> Act:
         ) from None
 
 
+def _int(conv: dict[str, Any], key: str, lo: int, hi: int, default: Any = ...) -> int:
+    """An integer field of a net.config layer, within ``[lo, hi]``."""
+    if default is ... and key not in conv:
+        raise KeyError(key)
+    value = conv.get(key, default)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ArchError(f"net.config {key} must be an integer from {lo} to {hi}, got {value!r}")
+    return value
+
+
+def _ratio(conv: dict[str, Any], key: str) -> float:
+    value = conv[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_EXPAND:
+        raise ArchError(f"net.config {key} must be a number above 0 and at most {MAX_EXPAND:g}, got {value!r}")
+    return float(value)
+
+
+def _flag(conv: dict[str, Any], key: str) -> bool:
+    value = conv.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ArchError(f"net.config {key} must be true or false, got {value!r}")
+    return value
+
+
 class _Builder:
     """Walks a net.config, tracking the current feature-map shape."""
 
@@ -136,8 +172,12 @@ class _Builder:
         self.layers: list[Layer] = []
         self.where = "first_conv"
 
-    def _in_channels(self, declared: Any) -> int:
-        if int(declared) != self.shape[2]:
+    def _in_channels(self, conv: dict[str, Any], key: str = "in_channels") -> int:
+        try:
+            declared = _int(conv, key, 1, MAX_CHANNELS)
+        except ArchError as exc:
+            raise ArchError(f"{exc} (at {self.where})") from None
+        if declared != self.shape[2]:
             raise ArchError(
                 f"net.config {self.where} takes {declared} channels but receives {self.shape[2]}"
             )
@@ -148,15 +188,23 @@ class _Builder:
         self.shape = spec.output_shape
 
     def _conv(self, op_type: OpType, conv: dict[str, Any], act_default: Any) -> OpSpec:
+        if not isinstance(conv, dict):
+            raise ArchError(f"net.config {self.where} must be an object, got {conv!r}")
         h, _, _ = self.shape
-        cin = self._in_channels(conv["in_channels"])
-        stride = int(conv.get("stride", 1))
+        cin = self._in_channels(conv)
+        stride = self._field(conv, "stride", 1, MAX_STRIDE, 1)
         ho = conv_out(h, stride)
         return OpSpec(
-            op_type, (h, h, cin), (ho, ho, int(conv["out_channels"])),
-            kernel=int(conv.get("kernel_size", 1)), stride=stride,
+            op_type, (h, h, cin), (ho, ho, self._field(conv, "out_channels", 1, MAX_CHANNELS)),
+            kernel=self._field(conv, "kernel_size", 1, MAX_KERNEL, 1), stride=stride,
             act=_act(conv.get("act_func", act_default)),
         )
+
+    def _field(self, conv: dict[str, Any], key: str, lo: int, hi: int, default: Any = ...) -> int:
+        try:
+            return _int(conv, key, lo, hi, default)
+        except ArchError as exc:
+            raise ArchError(f"{exc} (at {self.where})") from None
 
     def stem(self, conv: dict[str, Any]) -> None:
         self._add("first_conv", self._conv(OpType.STEM, conv, "relu6"))
@@ -166,25 +214,37 @@ class _Builder:
         conv = block_conv(block)
         if conv is None:
             zero = block.get("mobile_inverted_conv") or block.get("conv") or {}
-            if int(zero.get("stride", 1)) != 1:
+            if self._field(zero, "stride", 1, MAX_STRIDE, 1) != 1:
                 raise ArchError(f"net.config {self.where}: a zero layer must have stride 1")
             self._add(self.where, OpSpec(OpType.ZERO, self.shape, self.shape))
             return
         h = self.shape[0]
-        cin = self._in_channels(conv["in_channels"])
-        expand = float(conv["expand_ratio"])
-        mid = conv.get("mid_channels")
-        if mid is None:  # OFA rounds to a multiple of 8, ProxylessNAS does not
-            mid = round(cin * expand)
+        cin = self._in_channels(conv)
+        try:
+            expand = _ratio(conv, "expand_ratio")
+        except ArchError as exc:
+            raise ArchError(f"{exc} (at {self.where})") from None
+        if conv.get("mid_channels") is None:  # OFA rounds to a multiple of 8, ProxylessNAS does not
+            mid = max(1, round(cin * expand))
             mid = make_divisible(mid) if conv["name"] == "MBConvLayer" else mid
-        stride = int(conv["stride"])
+        else:
+            mid = self._field(conv, "mid_channels", 1, MAX_CHANNELS)
+        stride = self._field(conv, "stride", 1, MAX_STRIDE)
+        kernel = self._field(conv, "kernel_size", 1, MAX_KERNEL)
+        groups = self._field(conv, "groups", 1, mid, 1) if conv.get("groups") is not None else 1
         ho = conv_out(h, stride)
         shortcut = block.get("shortcut")
+        if shortcut is not None and not isinstance(shortcut, dict):
+            raise ArchError(f"net.config {self.where} shortcut must be an object or null, got {shortcut!r}")
+        try:
+            se = _flag(conv, "use_se")
+        except ArchError as exc:
+            raise ArchError(f"{exc} (at {self.where})") from None
         spec = OpSpec(
-            OpType.MBCONV, (h, h, cin), (ho, ho, int(conv["out_channels"])),
-            kernel=int(conv["kernel_size"]), stride=stride, expand_ratio=expand,
-            mid_channels=int(mid), groups=int(conv.get("groups") or 1),
-            se=bool(conv.get("use_se", False)), act=_act(conv.get("act_func", "relu6")),
+            OpType.MBCONV, (h, h, cin), (ho, ho, self._field(conv, "out_channels", 1, MAX_CHANNELS)),
+            kernel=kernel, stride=stride, expand_ratio=expand,
+            mid_channels=mid, groups=groups,
+            se=se, act=_act(conv.get("act_func", "relu6")),
             idskip=isinstance(shortcut, dict) and shortcut.get("name") == "IdentityLayer",
         )
         self._add(self.where, spec)
@@ -205,7 +265,7 @@ class _Builder:
             self._add(self.where, self._conv(mix_type, mix, "relu6"))
         self.where = "classifier"
         classifier = _section(cfg, "classifier")
-        cin = self._in_channels(classifier["in_features"])
+        cin = self._in_channels(classifier, "in_features")
         h = self.shape[0]
-        out = int(classifier["out_features"])
+        out = self._field(classifier, "out_features", 1, MAX_CHANNELS)
         self._add(self.where, OpSpec(OpType.LOGITS, (h, h, cin), (1, 1, out)))

@@ -67,3 +67,37 @@ def test_run_out_read_only(capsys, tmp_path):
     # /proc refuses new files even to root
     code, _, err = run(capsys, "run", "--target-ms", "20", "--out", "/proc/latkit-out")
     one_error_line(code, err, "/proc/latkit-out")
+
+
+def _netconfig_with(tmp_path, **conv):
+    import json
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[3] / "shared" / "data" / "luts" / "proxyless_mobile.config"
+    cfg = json.loads(src.read_text())
+    cfg["blocks"][2][next(k for k in ("mobile_inverted_conv", "conv") if cfg["blocks"][2].get(k))].update(conv)
+    path = tmp_path / "net.config"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_netconfig_stride_zero(capsys, tmp_path):
+    path = _netconfig_with(tmp_path, stride=0)
+    code, _, err = run(capsys, "measure", "--arch", str(path))
+    one_error_line(code, err, "stride", "blocks.2")
+
+
+def test_binary_arch_file(capsys, tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.5.0\xff\xfe\x00" * 50)
+    code, _, err = run(capsys, "measure", "--space", "proxyless_mobile", "--arch", str(model))
+    one_error_line(code, err, str(model), "not a text file")
+
+
+def test_deeply_nested_arch(capsys, tmp_path):
+    deep = tmp_path / "arch.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    code, _, err = run(capsys, "measure", "--space", "proxyless_mobile", "--arch", str(deep))
+    one_error_line(code, err, "nested too deeply")
+    code, _, err = run(capsys, "measure", "--space", "proxyless_mobile", "--arch", "[" * 100_000)
+    one_error_line(code, err, "nested too deeply")

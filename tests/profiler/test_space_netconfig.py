@@ -142,7 +142,22 @@ def _broken(mutate) -> dict:
      (lambda c: c["blocks"][1]["mobile_inverted_conv"].pop("kernel_size"),
       "malformed net.config at blocks.1"),
      (lambda c: c.pop("classifier"), "no 'classifier'"),
-     (lambda c: c.pop("first_conv"), "not a net.config")],
+     (lambda c: c.pop("first_conv"), "not a net.config"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(stride=0), r"stride must be .* got 0 \(at blocks.2\)"),
+     (lambda c: c["first_conv"].update(stride=0), r"stride must be .* got 0 \(at first_conv\)"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(stride=1e308), "stride must be"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(kernel_size=-3), "kernel_size must be"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(kernel_size="3"), "kernel_size must be"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(expand_ratio=float("nan")), "expand_ratio must be"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(expand_ratio=0), "expand_ratio must be"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(expand_ratio=True), "expand_ratio must be"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(mid_channels=10**9), "mid_channels must be"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(out_channels=0), "out_channels must be"),
+     (lambda c: c["blocks"][2]["mobile_inverted_conv"].update(use_se="yes"), "use_se must be"),
+     (lambda c: c["blocks"][2].update(shortcut=[1]), "shortcut must be"),
+     (lambda c: c["classifier"].update(out_features=-1), "out_features must be"),
+     (lambda c: c["first_conv"].update(in_channels=10**30), "in_channels must be"),
+     (lambda c: c.update(blocks=c["blocks"] * 100), "at most 1000")],
 )
 def test_malformed_configs(mutate, match):
     with pytest.raises(ArchError, match=match) as info:
@@ -155,7 +170,7 @@ def test_unreadable_config_files(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ArchError, match="not valid JSON"):
         network_from_netconfig(bad)
-    with pytest.raises(ArchError, match="cannot read net.config"):
+    with pytest.raises(ArchError, match="cannot read the net.config"):
         network_from_netconfig(tmp_path / "absent.config")
     with pytest.raises(UsageError, match="resolution"):
         network_from_netconfig(_config("mobile"), 8)
