@@ -23,9 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latkit._files import one_line
 from latkit.errors import MissingExtraError, UsageError
 
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+CIFAR_CLASSES = 10
+CIFAR_PIXELS = 3 * 32 * 32
+MAX_BATCH_BYTES = 256 << 20  # a real batch is 31 MB
+MAX_BATCH_IMAGES = 60_000  # all of CIFAR-10 in one file
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 
 
@@ -166,17 +171,43 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         DataError: unreadable file or not a CIFAR batch.
     """
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise DataError(f"{path} is {size >> 20} MiB, larger than any CIFAR-10 batch "
+                            f"({MAX_BATCH_BYTES >> 20} MiB at most); give the python batches")
         raw = Path(path).read_bytes()
         batch = _NoGlobalsUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise DataError(f"cannot read CIFAR batch {path}: {exc}") from exc
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
+            KeyError, AttributeError, RecursionError, MemoryError) as exc:  # fmt: skip
+        raise DataError(f"cannot read CIFAR batch {path}: {one_line(exc)}; "
+                        "give the batches of cifar-10-python.tar.gz") from exc
+    return _check_cifar_batch(batch, path)
+
+
+def _check_cifar_batch(batch: Any, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a loaded batch's keys, types, shapes and labels before converting anything.
+
+    ``data`` must already be a uint8 array: a list is refused rather than
+    converted, since a small pickle can hold a list of millions of references
+    to one row that would expand into gigabytes.
+    """
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DataError(f"{path} is not a CIFAR-10 python batch (no data/labels)")
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise DataError(f"{path}: data has shape {data.shape}, expected [N, 3072] with N labels")
-    return data.reshape(-1, 3, 32, 32), labels
+    data, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = f"a {data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: data is {kind}, expected a uint8 array [N, {CIFAR_PIXELS}]")
+    if data.ndim != 2 or data.shape[1] != CIFAR_PIXELS or not 1 <= data.shape[0] <= MAX_BATCH_IMAGES:
+        raise DataError(f"{path}: data has shape {list(data.shape)}, expected [N, {CIFAR_PIXELS}] "
+                        f"with 1 <= N <= {MAX_BATCH_IMAGES}")
+    if isinstance(labels, np.ndarray):
+        labels = labels.tolist() if labels.ndim == 1 and labels.dtype.kind in "iu" else None
+    if not isinstance(labels, list) or len(labels) != len(data):
+        raise DataError(f"{path}: labels must be a list of {len(data)} integers (one per image)")
+    for i, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < CIFAR_CLASSES:
+            raise DataError(f"{path}: label {i} is {label!r}; CIFAR-10 labels are integers 0..{CIFAR_CLASSES - 1}")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
 def load_cifar10(
@@ -235,9 +266,12 @@ def load_image_folder(
         for path in sorted((root / name).iterdir()):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            with Image.open(path) as img:
-                rgb = img.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
-                images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
+            try:
+                with Image.open(path) as img:
+                    rgb = img.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
+                    images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise DataError(f"cannot read image {path}: {one_line(exc)}; remove it or fix it") from exc
             labels.append(label)
     if not images:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")

@@ -92,3 +92,68 @@ def test_image_folder(tmp_path):
 def test_unknown_spec():
     with pytest.raises(UsageError, match="unknown dataset"):
         load_data("imagenet-please", 32)
+
+
+def _write_batch(folder, payload):
+    folder.mkdir(exist_ok=True)
+    with open(folder / "data_batch_1", "wb") as fh:  # the format's own encoding
+        pickle.dump(payload, fh)
+    return folder
+
+
+def _pixels(n):
+    return np.zeros((n, 3072), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "payload, match",
+    [({b"labels": ["cat", "dog"], b"data": _pixels(2)}, "label 0 is 'cat'"),
+     ({b"labels": [1, 10], b"data": _pixels(2)}, "label 1 is 10"),
+     ({b"labels": [1, -1], b"data": _pixels(2)}, "label 1 is -1"),
+     ({b"labels": [1, True], b"data": _pixels(2)}, "label 1 is True"),
+     ({b"labels": [1.5, 2], b"data": _pixels(2)}, "label 0 is 1.5"),
+     ({b"labels": [1], b"data": _pixels(2)}, "list of 2 integers"),
+     ({b"labels": "01", b"data": _pixels(2)}, "list of 2 integers"),
+     ({b"labels": [1, 2], b"data": np.zeros((2, 3072), dtype=np.float32)}, "float32 array"),
+     ({b"labels": [1, 2], b"data": np.zeros((2, 100), dtype=np.uint8)}, r"shape \[2, 100\]"),
+     ({b"labels": [], b"data": _pixels(0)}, "shape"),
+     ({b"labels": [1], b"data": [[0] * 3072]}, "data is list"),
+     ({b"data": _pixels(1)}, "no data/labels"),
+     ([1, 2, 3], "no data/labels")],
+)
+def test_bad_cifar_batches(tmp_path, payload, match):
+    folder = _write_batch(tmp_path / "bad", payload)
+    with pytest.raises(DataError, match=match) as info:
+        load_cifar10(folder, 32)
+    assert "\n" not in str(info.value)
+
+
+def test_cifar_list_bomb_refused_before_expanding(tmp_path):
+    row = [0] * 3072
+    # a few MB of pickle (memo references to one row) that np.asarray would expand to ~6 GB
+    folder = _write_batch(tmp_path / "bomb", {b"labels": [0] * 2_000_000, b"data": [row] * 2_000_000})
+    assert (folder / "data_batch_1").stat().st_size < 16 << 20
+    with pytest.raises(DataError, match="data is list"):
+        load_cifar10(folder, 32)
+
+
+def test_cifar_oversized_and_truncated_files(tmp_path):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    with open(folder / "data_batch_1", "wb") as fh:
+        fh.truncate(300 << 20)  # sparse: no disk used
+    with pytest.raises(DataError, match="larger than any CIFAR-10 batch"):
+        load_cifar10(folder, 32)
+    good = pickle.dumps({b"labels": [1], b"data": _pixels(1)})
+    (folder / "data_batch_1").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match="cannot read CIFAR batch"):
+        load_cifar10(folder, 32)
+
+
+def test_unreadable_image_in_folder(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "cat" / "0.png")
+    (tmp_path / "imgs" / "cat" / "1.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="1.png"):
+        load_image_folder(tmp_path / "imgs", 16)
