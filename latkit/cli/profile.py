@@ -69,9 +69,9 @@ def profile_cmd(
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
-    from latkit.lut.store import LUT
-    from latkit.profiler.runner import profile_ops
     from latkit.errors import UsageError
+    from latkit.lut.claims import profile_shared
+    from latkit.lut.store import LUT
     from latkit.profiler.spaces import get_space
 
     if space is None and arch is None:
@@ -88,19 +88,28 @@ def profile_cmd(
         return
     try:
         with LUT.open(lut, create=True) as table:
-            todo = [s for s in specs if s.key not in table.done_keys(dev.info().uri)]
+            uri = dev.info().uri
+            done = table.done_keys(uri)
+            todo = {s.key for s in specs if s.measurable and s.key not in done}
+            n_ops = len({s.key for s in specs if s.measurable})
             total = min(len(todo), limit) if limit else len(todo)
             common.err.print(
-                f"{common.esc(space)}: {len(specs)} operators, {len(specs) - len(todo)} already in {common.esc(lut)}, "
-                f"measuring {total} on {common.esc(dev.uri)} ({threads} thread(s))"
+                f"{common.esc(space)}: {n_ops} operators, {n_ops - len(todo)} already in {common.esc(lut)}, "
+                f"measuring up to {total} on {common.esc(dev.uri)} ({threads} thread(s))"
             )
             with common.progress_bar("profiling", total) as advance:
                 def on_progress(done, total_, key, measurement):
                     note = f"{measurement.latency_ms:.3f} ms" if measurement is not None else "failed"
                     advance(f"{note}  {key}")
 
-                report = profile_ops(dev, specs, table, config, limit=limit, on_progress=on_progress)
-            _print_report(report, lut)
+                def on_wait(holders):
+                    names = ", ".join(f"{h} ({h.n_ops} operators)" for h in holders)
+                    common.err.print(f"waiting for another latkit run measuring into {common.esc(lut)}: "
+                                     f"{common.esc(names)}")
+
+                report, by_others = profile_shared(dev, specs, table, config, limit=limit,
+                                                   on_progress=on_progress, on_wait=on_wait)
+            _print_report(report, lut, by_others)
     finally:
         dev.close()
     if report.failed:
@@ -108,15 +117,22 @@ def profile_cmd(
 
 
 def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int) -> None:
+    from latkit.lut.claims import Claims
     from latkit.lut.store import LUT
     from latkit.predictors.sampling import profile_sampled
 
     try:
         with LUT.open(lut, create=True) as table, common.progress_bar("profiling (sampled)", n) as advance:
+            claims = Claims(table, dev.info().uri)
+            claims.claim_device()  # the sample is chosen from what is stored: no other run may add meanwhile
+
             def on_progress(done, total_, key, measurement):
                 advance(f"{measurement.latency_ms:.3f} ms  {key}" if measurement is not None else f"failed {key}")
 
-            report = profile_sampled(dev, specs, table, config, n, seed, on_progress)
+            try:
+                report = profile_sampled(dev, specs, table, config, n, seed, on_progress)
+            finally:
+                claims.release()
     finally:
         dev.close()
     common.err.print(
@@ -129,10 +145,12 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int) -> None:
         raise typer.Exit(1)
 
 
-def _print_report(report, lut: Path) -> None:
+def _print_report(report, lut: Path, by_others=()) -> None:
+    others = f", measured by another run {len(by_others)}" if by_others else ""
+    left = f", left for a later run {report.left}" if report.left else ""
     common.err.print(
-        f"measured {len(report.measured)}, already present {len(report.skipped)}, "
-        f"failed {len(report.failed)} -> {common.esc(lut)}"
+        f"measured {len(report.measured)}, already present {len(report.skipped)}{others}, "
+        f"failed {len(report.failed)}{left} -> {common.esc(lut)}"
     )
     for key, reason in report.failed.items():
         common.err.print(f"[red]failed[/] {common.esc(key)}: {common.esc(reason)}")

@@ -1,0 +1,298 @@
+"""Sharing one LUT between profiling processes: claims on operators.
+
+Two ``latkit profile`` runs on one LUT file used to both measure everything, and
+the second then failed on the first's rows. Now a profiler *claims* the
+operators it is about to measure, a few at a time, in the LUT's ``claims``
+table, under SQLite's write lock (``BEGIN IMMEDIATE``): a second profiler
+skips what the first has claimed or stored, so the two split the work, and a
+run that finds everything left claimed by others waits for them and takes over
+what they give up (a failure, a crash). A claim belongs to a process (host and
+pid): one whose process no longer exists on this host is dropped, and one of
+another host that has not been renewed for :data:`STALE_S` seconds too.
+
+A run that must hold the device alone (``--sample`` fits a predictor on what
+it measured) claims the whole device (op key ``*``); others then fail at once
+with a line naming the holder's pid.
+
+The ``claims`` table is working state, not data: it is made on first use,
+never exported or merged, and its rows disappear when their runs end. A LUT
+that never had a profiler run on it has no such table, and an older latkit
+reads a file that has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from latkit.errors import StoreError
+from latkit.lut.store import LUT
+from latkit.profiler.measurement import Measurement
+from latkit.profiler.ops import OpSpec
+
+log = logging.getLogger(__name__)
+
+WHOLE_DEVICE = "*"
+STALE_S = 600.0  # a claim of another host not renewed for this long is abandoned
+
+_DDL = """CREATE TABLE IF NOT EXISTS claims (
+    op_key TEXT NOT NULL,
+    device_uri TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    renewed_at REAL NOT NULL,
+    PRIMARY KEY (op_key, device_uri)
+)"""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Another process holding claims on a device of the LUT."""
+
+    pid: int
+    host: str
+    n_ops: int
+    whole_device: bool
+
+    def __str__(self) -> str:
+        here = "" if self.host == socket.gethostname() else f" on {self.host}"
+        return f"pid {self.pid}{here}"
+
+
+class Claims:
+    """This process's claims on the operators of one device in one LUT."""
+
+    def __init__(self, lut: LUT, device_uri: str) -> None:
+        self.lut, self.uri = lut, device_uri
+        self.pid, self.host = os.getpid(), socket.gethostname()
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+
+    # ------------------------------------------------------------ plumbing
+
+    def _alive(self, pid: int, host: str, renewed_at: float) -> bool:
+        if host != self.host:
+            return time.time() - renewed_at < STALE_S
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process: it exists
+            return True
+        return True
+
+    def _others(self, conn: sqlite3.Connection) -> list[tuple[str, int, str]]:
+        """Live claims of other processes on this device (stale ones are deleted)."""
+        conn.execute(_DDL)
+        rows = conn.execute(
+            "SELECT op_key, owner, pid, host, renewed_at FROM claims WHERE device_uri = ?",
+            (self.uri,),
+        ).fetchall()
+        live, dead = [], []
+        for key, owner, pid, host, renewed in rows:
+            if owner == self.owner:
+                continue
+            if self._alive(pid, host, renewed):
+                live.append((key, pid, host))
+            else:
+                dead.append(owner)
+        if dead:
+            log.info("dropping the claims of %d ended profiling run(s) on %s", len(set(dead)), self.uri)
+            conn.executemany("DELETE FROM claims WHERE owner = ?", [(o,) for o in set(dead)])
+        return live
+
+    def _busy(self, holder: Holder) -> StoreError:
+        what = "holds the whole device" if holder.whole_device else f"is measuring {holder.n_ops} operator(s)"
+        return StoreError(
+            f"LUT {self.lut.path} is busy: another latkit run ({holder}) {what} of {self.uri} "
+            "in it; wait for it to finish, or give another --lut and merge the two later"
+        )
+
+    @staticmethod
+    def _holders(live: list[tuple[str, int, str]]) -> list[Holder]:
+        by: dict[tuple[int, str], list[str]] = {}
+        for key, pid, host in live:
+            by.setdefault((pid, host), []).append(key)
+        return [Holder(pid, host, len([k for k in keys if k != WHOLE_DEVICE]), WHOLE_DEVICE in keys)
+                for (pid, host), keys in by.items()]  # fmt: skip
+
+    def _insert(self, conn: sqlite3.Connection, keys: Iterable[str]) -> None:
+        now = time.time()
+        conn.executemany(
+            "INSERT OR REPLACE INTO claims(op_key, device_uri, owner, pid, host, renewed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(k, self.uri, self.owner, self.pid, self.host, now) for k in keys],
+        )
+        conn.execute("UPDATE claims SET renewed_at = ? WHERE owner = ?", (now, self.owner))
+
+    # ------------------------------------------------------------- public
+
+    def claim(self, keys: Iterable[str], n: int) -> list[str]:
+        """Claim up to ``n`` of ``keys`` that are neither stored (measured) nor claimed.
+
+        Returns:
+            The keys claimed, in the order given (empty when none is free).
+
+        Raises:
+            StoreError: another run holds the whole device.
+        """
+        with self.lut.transaction() as conn:
+            live = self._others(conn)
+            whole = [h for h in self._holders(live) if h.whole_device]
+            if whole:
+                raise self._busy(whole[0])
+            taken = {k for k, _, _ in live} | self.lut.done_keys(self.uri)
+            mine = {r[0] for r in conn.execute(
+                "SELECT op_key FROM claims WHERE owner = ?", (self.owner,))}  # fmt: skip
+            picks = [k for k in dict.fromkeys(keys) if k not in taken and k not in mine][: max(n, 0)]
+            self._insert(conn, picks)
+        return picks
+
+    def claim_device(self) -> None:
+        """Hold the whole device alone.
+
+        Raises:
+            StoreError: another run holds claims on the device (the message names its pid).
+        """
+        with self.lut.transaction() as conn:
+            holders = self._holders(self._others(conn))
+            if holders:
+                raise self._busy(holders[0])
+            self._insert(conn, [WHOLE_DEVICE])
+
+    def held_by_others(self, keys: Iterable[str]) -> list[Holder]:
+        """The other live runs holding claims on some of ``keys`` (or the whole device)."""
+        wanted = set(keys) | {WHOLE_DEVICE}
+        with self.lut.transaction() as conn:
+            live = [c for c in self._others(conn) if c[0] in wanted]
+        return self._holders(live)
+
+    def release(self, keys: Iterable[str] | None = None) -> None:
+        """Give up some claims (default: all of this process's)."""
+        if self.lut._conn is None:
+            return
+        with self.lut.transaction() as conn:
+            conn.execute(_DDL)
+            if keys is None:
+                conn.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+            else:
+                conn.executemany(
+                    "DELETE FROM claims WHERE owner = ? AND op_key = ?",
+                    [(self.owner, k) for k in keys],
+                )
+
+
+class ClaimingSink:
+    """A :class:`~latkit.profiler.measurement.MeasurementSink` over a LUT that
+    releases each claim as its measurement is stored.
+
+    A measurement of an op that another run stored meanwhile (one that does not
+    claim, e.g. an older latkit) is not an error: the stored row is kept and
+    the op is listed in :attr:`already`.
+    """
+
+    def __init__(self, lut: LUT, claims: Claims) -> None:
+        self.lut, self.claims = lut, claims
+        self.already: list[str] = []
+
+    def done_keys(self, device_uri: str) -> set[str]:
+        """Keys already measured on ``device_uri``."""
+        return self.lut.done_keys(device_uri)
+
+    def add(self, spec: OpSpec, measurement: Measurement, device: dict[str, Any]) -> None:
+        """Store one measurement and release its claim (one transaction)."""
+        with self.lut.transaction():
+            if spec.key in self.lut.done_keys(device["uri"]):
+                log.warning("%s was stored by another run meanwhile; its row is kept", spec.key)
+                self.already.append(spec.key)
+            else:
+                self.lut.add(spec, measurement, device)
+            self.claims.release([spec.key])
+
+
+#: operators claimed at a time: two measurement pools' worth, so a claim round
+#: keeps the protocol's interleaving while two runs still split a space finely
+def _chunk(config: Any) -> int:
+    return 2 * max(1, int(getattr(config, "pool_size", 12)))
+
+
+def profile_shared(
+    device: Any,
+    specs: Iterable[OpSpec],
+    lut: LUT,
+    config: Any = None,
+    limit: int | None = None,
+    on_progress: Any = None,
+    on_wait: Any = None,
+    poll_s: float = 1.0,
+) -> tuple[Any, list[str]]:
+    """:func:`~latkit.profiler.runner.profile_ops` for a LUT other runs may share.
+
+    Operators are claimed a chunk at a time; what another live run has claimed
+    is left to it. When only others' claims remain, a run without ``limit``
+    waits for them (``on_wait(holders)`` is called once per change of who
+    holds them) and takes over whatever they release unmeasured, so it ends
+    with every operator stored or failed.
+
+    Returns:
+        ``(report, by_others)``: the merged
+        :class:`~latkit.profiler.runner.ProfileReport` of this run (``skipped``
+        lists what was stored before it started), and the keys other runs
+        measured while it ran.
+
+    Raises:
+        StoreError: another run holds the whole device (``--sample``).
+    """
+    from latkit.profiler.runner import ProfileReport, profile_ops
+
+    t0 = time.perf_counter()
+    uri = device.info().uri
+    unique: dict[str, OpSpec] = {}
+    for spec in specs:
+        if spec.measurable:
+            unique.setdefault(spec.key, spec)
+    done_before = lut.done_keys(uri)
+    report = ProfileReport(device=uri, skipped=[k for k in unique if k in done_before])
+    todo = [k for k in unique if k not in done_before]
+    budget = len(todo) if limit is None else min(limit, len(todo))
+    claims = Claims(lut, uri)
+    sink = ClaimingSink(lut, claims)
+    tried: set[str] = set()
+    last_holders: list[Holder] | None = None
+    try:
+        while budget > 0:
+            free = [k for k in todo if k not in tried]
+            batch = claims.claim(free, min(_chunk(config), budget))
+            if not batch:
+                done = lut.done_keys(uri)
+                left = [k for k in free if k not in done]
+                holders = claims.held_by_others(left) if left else []
+                if not holders or limit is not None:
+                    break  # all stored (or failed here); a limited run leaves the rest to others
+                if on_wait is not None and holders != last_holders:
+                    on_wait(holders)
+                last_holders = holders
+                time.sleep(poll_s)
+                continue
+            tried.update(batch)
+            part = profile_ops(device, [unique[k] for k in batch], sink, config, on_progress=on_progress)
+            claims.release(batch)  # the failed ones: another run may try them
+            report.measured += [k for k in part.measured if k not in sink.already]
+            report.failed.update(part.failed)
+            report.unconverged += part.unconverged
+            budget -= len(batch)
+    finally:
+        claims.release()
+    done = lut.done_keys(uri)
+    mine = set(report.measured)
+    by_others = [k for k in todo if k in done and k not in mine]
+    report.left = len([k for k in todo if k not in done and k not in report.failed])
+    report.elapsed_s = time.perf_counter() - t0
+    return report, by_others
