@@ -274,10 +274,14 @@ class AdbShellTransport(AdbTransport):
         except (DeviceAuthError, AdbTimeoutError, TcpTimeoutException) as exc:
             # a phone that does not (yet) trust the key just stays silent
             dev.close()
+            if self.host in ("127.0.0.1", "localhost", "::1"):
+                hint = (f"a latkit loopback-device accepts only its own key ({loopback_key_path()}): "
+                        "start it as this user with the same LATKIT_CACHE, or with --auth off")
+            else:
+                hint = "accept the USB debugging prompt on the phone (tick 'always allow') and retry"
             raise DeviceError(
                 f"device {self.serial} did not accept latkit's ADB key within "
-                f"{self.connect_timeout_s:.0f} s; accept the USB debugging prompt on the phone "
-                "(tick 'always allow') and retry"
+                f"{self.connect_timeout_s:.0f} s; {hint}"
             ) from exc
         except Exception as exc:  # adb_shell raises many unrelated types
             dev.close()
