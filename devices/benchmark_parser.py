@@ -20,38 +20,42 @@ an Android logcat prefix); it is ignored.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from latkit.errors import ParseError
 
+# Every pattern here runs in time linear in the line: no unbounded repeat is
+# followed by something it can also match (a 40 kB line once took 7.6 s, 80 kB
+# 30 s), and free-text spans are bounded ({0,80}). Stat lines and the summary are
+# split into tokens rather than matched as a whole.
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
-_STAT_RE = re.compile(rf"count=(?P<count>\d+)(?P<rest>(?:\s+\w+=(?:{_NUM})(?:\(all same\))?)*)")
-_KV_RE = re.compile(rf"(\w+)=({_NUM})")
-_RUNNING_RE = re.compile(
-    r"Running benchmark for at least (\d+) iterations and at least ([\d.]+) seconds"
-)
-_SUMMARY_RE = re.compile(r"(?:Average )?[Ii]nference timings in us:(?P<body>.*)")
-_SUMMARY_ITEM_RE = re.compile(rf"([A-Za-z][A-Za-z ()]*?):\s*({_NUM})")
+_NUM_FULL_RE = re.compile(rf"(?:{_NUM})", re.IGNORECASE)
 _INIT_MS_RE = re.compile(rf"Initialized session in ({_NUM})\s*ms")
 _MEM_DELTA_RE = re.compile(
     rf"Memory footprint delta from the start of the tool \(MB\):\s*init=({_NUM})\s+overall=({_NUM})"
 )
 _MEM_PEAK_RE = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring:\s*({_NUM})")
 _DELEGATE_RE = re.compile(
-    r"Explicitly applied (?P<name>[\w ]+?) delegate, and the model graph will be "
+    r"Explicitly applied (?P<name>[\w ]{1,60}?) delegate, and the model graph will be "
     r"(?P<how>completely|partially) executed by the delegate"
 )
-_DELEGATED_NODES_RE = re.compile(r"(\d+) nodes? (?:delegated out of|out of) (\d+) nodes")
-_VERSION_RE = re.compile(r"(?:TF(?:Lite)?|LiteRT|TensorFlow Lite)[^\n]*?[Vv]ersion[:\s]+\[?([\w.\-]+)")
-_SECTION_RE = re.compile(r"=+\s*(?P<title>[^=]+?)\s*=+\s*$")
+_VERSION_RE = re.compile(
+    r"(?:TF(?:Lite)?|LiteRT|TensorFlow Lite)[^\n]{0,80}?[Vv]ersion[:\s]{1,8}\[?([\w.\-]{1,40})"
+)
+_SECTION_RE = re.compile(r"=+[^=]+=+")
+_SUMMARY_MARK = "nference timings in us:"
 # a log prefix: "INFO: ", "I0101 12:00:00.123 123 file.cc:45] ", logcat "tflite  : "
 _PREFIX_RE = re.compile(
-    r"^(?:(?:INFO|WARNING|ERROR|VERBOSE|DEBUG):\s?"
-    r"|[IWEF]\d{4} [\d:.]+\s+\d+\s+\S+:\d+\]\s?"
-    r"|\S+\s+:\s)"
+    r"(?:(?:INFO|WARNING|ERROR|VERBOSE|DEBUG):\s?"
+    r"|[IWEF]\d{4} [\d:.]{1,20}\s{1,8}\d{1,10}\s{1,8}\S{1,120}:\d{1,8}\]\s?"
+    r"|\S{1,80}\s{1,20}:\s)"
 )
+MAX_LINE_CHARS = 16_384  # longer lines are no line benchmark_model prints: skipped
+MAX_OUTPUT_BYTES = 2 * 2**20  # what latkit reads of one run's output (a device's or a file)
+_MAX_COUNT_DIGITS = 15  # a count beyond 10**15 runs is damage (and int() refuses >4300 digits)
 
 
 @dataclass
@@ -136,21 +140,69 @@ class BenchmarkResult:
 
 
 def _strip_prefix(line: str) -> str:
-    return _PREFIX_RE.sub("", line.rstrip("\r"), count=1)
+    line = line.rstrip("\r")
+    m = _PREFIX_RE.match(line)
+    return line[m.end():] if m else line
+
+
+def _number(text: str) -> float | None:
+    """A number token (``nan``/``inf`` included, so callers can refuse them); None if not one."""
+    if not _NUM_FULL_RE.fullmatch(text):
+        return None
+    return float(text)
+
+
+def _damaged(what: str) -> ParseError:
+    return ParseError(
+        f"benchmark_model printed a damaged or impossible {what}; the device's output is "
+        "garbled: rerun it and check the device log"
+    )
+
+
+def _stat_tokens(line: str) -> tuple[str, dict[str, float], bool] | None:
+    """``(count, {key: value}, intact)`` of a ``count=…`` line; None if it has none.
+
+    ``intact`` is False when a token after the count is not ``key=number``.
+    """
+    start = line.find("count=")
+    if start < 0:
+        return None
+    tokens = line[start:].replace("(all same)", " ").split()
+    kv: dict[str, float] = {}
+    for tok in tokens[1:]:
+        key, sep, value = tok.partition("=")
+        number = _number(value) if sep and key.isidentifier() else None
+        if number is None:
+            return tokens[0][len("count="):], kv, False
+        kv[key] = number
+    return tokens[0][len("count="):], kv, True
 
 
 def parse_stat_line(line: str) -> RunStats | None:
     """Parse a ``count=…`` statistics line; ``None`` if the line is not one.
 
     ``count=0`` (an empty phase) also gives ``None``.
+
+    Raises:
+        ParseError: a count or time that cannot be real (negative, NaN,
+            infinite, a count of more than 15 digits).
     """
-    m = _STAT_RE.search(line)
-    if not m:
+    parsed = _stat_tokens(line)
+    if parsed is None:
         return None
-    count = int(m.group("count"))
+    count_text, kv, intact = parsed
+    if not count_text.isdigit():
+        return None
+    if not intact:
+        raise _damaged("statistics line")
+    if len(count_text) > _MAX_COUNT_DIGITS:
+        raise _damaged(f"run count ({len(count_text)} digits)")
+    count = int(count_text)
     if count == 0:
         return None
-    kv = {k: float(v) for k, v in _KV_RE.findall(m.group("rest"))}
+    for key, value in kv.items():
+        if not math.isfinite(value) or value < 0:
+            raise _damaged(f"statistic {key}={value}")
     if "curr" not in kv:
         return None
     if "avg" not in kv:  # "count=N curr=X(all same)" or the single-run "count=1 curr=X"
@@ -167,20 +219,34 @@ def parse_stat_line(line: str) -> RunStats | None:
     )
 
 
-def _parse_summary(body: str) -> dict[str, float]:
+_SUMMARY_KEYS = {
+    "init": "init", "first inference": "first", "warmup (avg)": "warmup", "warmup": "warmup",
+    "inference (avg)": "inference", "inference": "inference", "no stats": "inference",
+}  # fmt: skip
+
+
+def _parse_summary(body: str) -> tuple[dict[str, float], str]:
+    """``Init: 1, First inference: 2, …`` -> ({"init": 1, "first": 2, …}, damage).
+
+    An item whose value is not one clean number is left out (so a damaged
+    ``Inference (avg)`` is never read as a number); one that is negative, NaN
+    or infinite is left out and described in ``damage``.
+    """
     out: dict[str, float] = {}
-    for label, value in _SUMMARY_ITEM_RE.findall(body):
-        key = label.strip().lower()
-        out[{
-            "init": "init",
-            "first inference": "first",
-            "warmup (avg)": "warmup",
-            "warmup": "warmup",
-            "inference (avg)": "inference",
-            "inference": "inference",
-            "no stats": "inference",
-        }.get(key, key)] = float(value)
-    return out
+    damage = ""
+    for item in body.split(","):
+        label, sep, value = item.partition(":")
+        key = _SUMMARY_KEYS.get(label.strip().lower())
+        if not sep or key is None:
+            continue
+        number = _number(value.strip())
+        if number is None:
+            continue
+        if not math.isfinite(number) or number < 0:
+            damage = str(_damaged(f"summary value {label.strip()}: {value.strip()[:20]}"))
+            continue
+        out[key] = number
+    return out, damage
 
 
 def _table_cells(line: str) -> list[str]:
@@ -205,7 +271,7 @@ def _op_row(cells: list[str]) -> OpRow | None:
     try:
         return OpRow(cells[0], float(cells[1]), float(cells[2]), _pct(cells[3]), _pct(cells[4]),
                      float(cells[5]), int(float(cells[6])), " ".join(cells[7:]).strip("[]"))
-    except ValueError:
+    except (ValueError, OverflowError):  # int(inf), or a 5000-digit count
         return None
 
 
@@ -216,7 +282,7 @@ def _node_type_row(cells: list[str]) -> NodeTypeRow | None:
     try:
         return NodeTypeRow(cells[0], int(cells[1]), float(cells[2]), _pct(cells[3]),
                            _pct(cells[4]), float(cells[5]), int(float(cells[6])))
-    except ValueError:
+    except (ValueError, OverflowError):  # int(inf), or a 5000-digit count
         return None
 
 
@@ -224,7 +290,10 @@ class _State:
     """Mutable parse state, folded into a :class:`BenchmarkResult` at the end."""
 
     def __init__(self) -> None:
-        self.phase_stats: list[RunStats] = []
+        # one entry per phase statistics line, in order; None: the line was damaged
+        self.phase_stats: list[RunStats | None] = []
+        self.summary_damage = ""
+        self.long_lines = 0
         self.summary: dict[str, float] = {}
         self.init_ms: float | None = None
         self.section = ""
@@ -245,9 +314,9 @@ def _feed(st: _State, line: str) -> None:
         st.in_profile = "Regular Benchmark Runs" in line
         st.section = ""
         return
-    sec = _SECTION_RE.match(line.strip())
-    if sec:
-        st.section = sec.group("title").lower()
+    stripped = line.strip()
+    if stripped.startswith("=") and _SECTION_RE.fullmatch(stripped):
+        st.section = stripped.strip("=").strip().lower()
         return
     if st.section and st.in_profile and ("\t" in line or line.startswith("  ")):
         cells = _table_cells(line)
@@ -263,13 +332,19 @@ def _feed(st: _State, line: str) -> None:
                 return
     if line.startswith("Timings (microseconds):") or line.startswith("Memory (bytes):"):
         return  # per-table footers of the profiler, not phase statistics
-    if m := _SUMMARY_RE.search(line):
-        st.summary = _parse_summary(m.group("body"))
+    if (at := line.find(_SUMMARY_MARK)) >= 0:
+        st.summary, st.summary_damage = _parse_summary(line[at + len(_SUMMARY_MARK):])
         return
-    if (m := _STAT_RE.search(line)) and line.lstrip().startswith("count="):
-        stats = parse_stat_line(line)
+    if stripped.startswith("count="):
+        try:
+            stats = parse_stat_line(stripped)
+        except ParseError:
+            st.phase_stats.append(None)
+            return
         if stats:
             st.phase_stats.append(stats)
+        elif not stripped.startswith("count=0"):
+            st.phase_stats.append(None)  # "count=-5 ...", "count=x": damaged
         return
     if m := _INIT_MS_RE.search(line):
         st.init_ms = float(m.group(1))
@@ -285,8 +360,42 @@ def _feed(st: _State, line: str) -> None:
                 f"{m.group('name').strip()} delegate ran only part of the graph; the rest ran "
                 "on the default CPU kernels"
             )
-    elif m := _VERSION_RE.search(line):
+    elif "ersion" in line and (m := _VERSION_RE.search(line)):
         st.version = st.version or m.group(1)
+
+
+def _phases(st: _State) -> dict[str, RunStats]:
+    """The warmup and inference phases' statistics (printed in that order).
+
+    Raises:
+        ParseError: the inference phase's line is missing or damaged, so its
+            figure must not be taken from anywhere else (the warmup line).
+    """
+    lines = st.phase_stats
+    if len(lines) >= 2:
+        if lines[1] is None:
+            raise _damaged("inference statistics line")
+        runs = {"inference": lines[1]}
+        if lines[0] is not None:
+            runs["warmup"] = lines[0]
+        return runs
+    if len(lines) == 1 and ("inference" in st.summary or st.summary_damage):
+        # very old builds print one stat line before the summary; it is the run
+        # phase only when the summary names no separate warmup figure
+        if "warmup" in st.summary:
+            return {"warmup": lines[0]} if lines[0] is not None else {}
+        if st.summary_damage:
+            raise ParseError(st.summary_damage)
+        if lines[0] is None:
+            raise _damaged("inference statistics line")
+        return {"inference": lines[0]}
+    if len(lines) == 1:
+        # one stat line and no summary: the regular runs never finished
+        raise ParseError(
+            "benchmark_model output stops after the warmup phase (no inference statistics); "
+            "the run crashed or the output was cut short: rerun it and check the device log"
+        )
+    return {}
 
 
 def parse_benchmark_output(text: str) -> BenchmarkResult:
@@ -302,35 +411,33 @@ def parse_benchmark_output(text: str) -> BenchmarkResult:
         ParseError: the text holds no inference statistics (garbage, a crash or
             output cut short).
     """
+    if len(text) > MAX_OUTPUT_BYTES:
+        raise ParseError(
+            f"benchmark_model output is {len(text)} characters, more than the "
+            f"{MAX_OUTPUT_BYTES} latkit reads; pass the output of one run"
+        )
     st = _State()
     for raw_line in text.splitlines():
+        if len(raw_line) > MAX_LINE_CHARS:
+            st.long_lines += 1
+            continue
         _feed(st, _strip_prefix(raw_line))
 
-    # The tool prints the warmup phase first, then the regular runs.
-    runs: dict[str, RunStats] = {}
-    if len(st.phase_stats) >= 2:
-        runs["warmup"], runs["inference"] = st.phase_stats[0], st.phase_stats[1]
-    elif len(st.phase_stats) == 1 and "inference" in st.summary:
-        runs["inference"] = st.phase_stats[0]
-    elif len(st.phase_stats) == 1:
-        # one stat line and no summary: the regular runs never finished
-        raise ParseError(
-            "benchmark_model output stops after the warmup phase (no inference statistics); "
-            "the run crashed or the output was cut short: rerun it and check the device log"
-        )
-
+    runs = _phases(st)
     inference = st.summary.get("inference")
-    if inference is None and "inference" in runs:
+    if "inference" in runs and (inference is None or not runs["inference"].all_same):
+        # the summary rounds differently; the stat line is the primary figure
         inference = runs["inference"].avg_us
     if inference is None:
+        if st.summary_damage:
+            raise ParseError(st.summary_damage)
         first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:60]
         raise ParseError(
             "no inference timings in benchmark_model output "
             f"(starts with {first!r}); pass the complete output of a finished run"
         )
-    if "inference" in runs and not runs["inference"].all_same:
-        # the summary rounds differently; the stat line is the primary figure
-        inference = runs["inference"].avg_us
+    if st.long_lines:
+        st.warnings.append(f"{st.long_lines} line(s) over {MAX_LINE_CHARS} characters skipped")
 
     init = st.summary.get("init", st.init_ms * 1000.0 if st.init_ms is not None else None)
     first = st.summary.get("first")

@@ -114,3 +114,64 @@ def test_to_dict_is_json_ready():
     assert d["inference_count"] == 381 and "raw" not in d
     assert d["op_profile"][1]["node_type"] == "DEPTHWISE_CONV_2D"
     assert "raw" in r.to_dict(include_raw=True)
+
+
+# ---------------------------------------------------------------- damaged output
+
+GOOD = (FIX / "bm_current_xnnpack.txt").read_text()
+INF_LINE = "count=834 first=1198 curr=1187 min=1141 max=1655 avg=1196.42 std=38"
+SUMMARY_INF = "Inference (avg): 1196.42"
+
+
+@pytest.mark.parametrize("avg", ["-1196.42", "nan", "inf", "-inf", "1e999"])
+def test_impossible_inference_average_is_refused(avg):
+    with pytest.raises(ParseError, match="damaged or impossible") as e:
+        parse_benchmark_output(GOOD.replace("avg=1196.42", f"avg={avg}"))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["-1196.42", "nan", "inf"])
+def test_impossible_summary_value_is_refused(value):
+    text = GOOD.replace(INF_LINE, "").replace(SUMMARY_INF, f"Inference (avg): {value}")
+    with pytest.raises(ParseError, match="damaged or impossible"):
+        parse_benchmark_output(text)
+
+
+def test_damaged_inference_line_never_falls_back_to_the_warmup():
+    damaged = GOOD.replace(INF_LINE, "count=834 first=1198 curr=11#7 min=1141 avg=1196.42")
+    with pytest.raises(ParseError, match="inference statistics line"):
+        parse_benchmark_output(damaged)
+    both = damaged.replace(SUMMARY_INF, "Inference (avg): 11?6.42")
+    with pytest.raises(ParseError):
+        parse_benchmark_output(both)
+    # the inference line gone entirely: the summary's figure, never the warmup's 1213.77
+    gone = parse_benchmark_output(GOOD.replace(INF_LINE, ""))
+    assert gone.inference_avg_us == pytest.approx(1196.42)
+    assert gone.runs["warmup"].avg_us == pytest.approx(1213.77) and "inference" not in gone.runs
+
+
+def test_count_of_thousands_of_digits_is_one_parse_error():
+    with pytest.raises(ParseError, match="inference statistics line"):
+        parse_benchmark_output(GOOD.replace("count=834", "count=" + "9" * 5000))
+    with pytest.raises(ParseError, match="run count"):
+        parse_stat_line("count=" + "1" * 4301 + " curr=3")
+
+
+def test_long_garbage_lines_are_skipped_and_oversized_output_refused():
+    # an 80 kB line of each pathological shape the old regexes took seconds over
+    junk = ["TF " * 27000, "count=1 " * 10000, "Inference timings in us: " + "Ab ( " * 16000,
+            "Explicitly applied " * 4200, "= " + " " * 80000 + "x", "1" * 80000]
+    r = parse_benchmark_output("\n".join(junk) + "\n" + GOOD)
+    assert r.inference_avg_us == pytest.approx(1196.42) and r.inference_count == 834
+    assert any("6 line(s) over" in w for w in r.warnings)
+    with pytest.raises(ParseError, match="more than"):
+        parse_benchmark_output(GOOD + "x" * (3 * 2**20))
+
+
+def test_op_table_with_infinite_call_count_is_not_a_traceback():
+    text = (FIX / "bm_op_profiling.txt").read_text()
+    first_row = next(ln for ln in text.splitlines() if "CONV_2D" in ln and "\t" in ln)
+    cells = first_row.split("\t")
+    cells[-2] = "inf"
+    r = parse_benchmark_output(text.replace(first_row, "\t".join(cells)))
+    assert r.inference_avg_us == pytest.approx(2622.7)
