@@ -122,15 +122,16 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int) -> None:
     from latkit.predictors.sampling import profile_sampled
 
     try:
-        with LUT.open(lut, create=True) as table, common.progress_bar("profiling (sampled)", n) as advance:
+        with LUT.open(lut, create=True) as table:
             claims = Claims(table, dev.info().uri)
             claims.claim_device()  # the sample is chosen from what is stored: no other run may add meanwhile
-
-            def on_progress(done, total_, key, measurement):
-                advance(f"{measurement.latency_ms:.3f} ms  {key}" if measurement is not None else f"failed {key}")
-
             try:
-                report = profile_sampled(dev, specs, table, config, n, seed, on_progress)
+                with common.progress_bar("profiling (sampled)", n) as advance:
+                    def on_progress(done, total_, key, measurement):
+                        advance(f"{measurement.latency_ms:.3f} ms  {key}" if measurement is not None
+                                else f"failed {key}")
+
+                    report = profile_sampled(dev, specs, table, config, n, seed, on_progress)
             finally:
                 claims.release()
     finally:
