@@ -34,14 +34,15 @@ from latkit.devices.android_state import (
     wait_for_baseline,
 )
 from latkit.devices.base import Device, DeviceInfo, ModelFormat, ModelSource, Session, register_device
-from latkit.devices.benchmark_parser import BenchmarkResult, parse_benchmark_output
-from latkit.errors import DeviceError, MeasurementError, ParseError, UsageError
+from latkit.devices.benchmark_parser import MAX_OUTPUT_BYTES, BenchmarkResult, parse_benchmark_output
+from latkit.errors import DeviceError, DeviceUnreachableError, MeasurementError, ParseError, UsageError
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = "/data/local/tmp/latkit"
 DEVICE_BINARY = "/data/local/tmp/benchmark_model"
 _FREQ_MARK = "__LATKIT_FREQ_SAMPLES__"
+_SIZE_MARK = "__LATKIT_OUTPUT_BYTES__"
 
 
 def _safe_name(text: str) -> str:
@@ -135,7 +136,7 @@ class AndroidDevice(Device):
             except DeviceError as exc:
                 last = exc
                 self._drop_connection()
-        raise DeviceError(f"{what} on {self.uri} failed {self.retries} times; last error: {last}")
+        raise DeviceUnreachableError(f"{what} on {self.uri} failed {self.retries} times; last error: {last}")
 
     def _drop_connection(self) -> None:
         if self._t is not None:
@@ -279,18 +280,30 @@ class AndroidDevice(Device):
 
     def _sampled_script(self, argv: list[str]) -> str:
         # sample the big cluster's clock in the background while the tool runs,
-        # in the same round trip; samples follow a marker line after the output
+        # in the same round trip; samples follow a marker line after the output.
+        # The tool's output goes to a file on the phone and at most MAX_OUTPUT_BYTES
+        # of it cross ADB (its full size follows a marker, to tell a cut).
         big_cpu = self.big.cpus[0]  # type: ignore[union-attr]
         freq = shlex.quote(f"/sys/devices/system/cpu/cpu{big_cpu}/cpufreq/scaling_cur_freq")
-        tmp = shlex.quote(f"{WORK_DIR}/.freq_{time.monotonic_ns()}")
+        stamp = time.monotonic_ns()
+        tmp = shlex.quote(f"{WORK_DIR}/.freq_{stamp}")
+        out = shlex.quote(f"{WORK_DIR}/.out_{stamp}")
         return (f"(while :; do cat {freq}; sleep {self.thermal.sample_s}; done) >{tmp} 2>/dev/null & "
-                f"__s=$!; {shlex.join(argv)} 2>&1; __rc=$?; kill $__s 2>/dev/null; wait $__s 2>/dev/null; "
-                f"echo {_FREQ_MARK}; cat {tmp}; rm -f {tmp}; exit $__rc")
+                f"__s=$!; {shlex.join(argv)} >{out} 2>&1; __rc=$?; kill $__s 2>/dev/null; "
+                f"wait $__s 2>/dev/null; head -c {MAX_OUTPUT_BYTES} {out}; echo; "
+                f"echo {_SIZE_MARK}$(wc -c <{out}); echo {_FREQ_MARK}; cat {tmp}; "
+                f"rm -f {tmp} {out}; exit $__rc")
 
     def _run_once(self, key: str, argv: list[str]) -> tuple[BenchmarkResult, list[int]]:
-        """One benchmark run, retried (reconnecting) on faults, crashes and bad output."""
+        """One benchmark run, retried (reconnecting) on faults, crashes and bad output.
+
+        Raises:
+            DeviceUnreachableError: every attempt failed to reach the device.
+            MeasurementError: the tool kept crashing or printing what cannot be
+                parsed, or printed more than ``MAX_OUTPUT_BYTES``.
+        """
         script = self._sampled_script(argv)
-        last = ""
+        last, unreachable = "", 0
         for attempt in range(self.retries):
             if attempt:
                 self.counters["retries"] += 1
@@ -302,10 +315,19 @@ class AndroidDevice(Device):
                 res = self._transport().shell(script, self.run_timeout_s)
             except DeviceError as exc:
                 last = str(exc)
+                unreachable += 1
                 self._drop_connection()
                 continue
-            out, _, samples_txt = res.stdout.partition(_FREQ_MARK)
-            samples = [int(s) for s in samples_txt.split() if s.isdigit()]
+            out, _, tail = res.stdout.partition(_SIZE_MARK)
+            size_txt, _, samples_txt = tail.partition(_FREQ_MARK)
+            samples = [int(s) for s in samples_txt.split()[:100_000] if s.isdigit() and len(s) < 12]
+            size = int(size_txt.strip()) if size_txt.strip().isdigit() and len(size_txt.strip()) < 16 else 0
+            if max(size, len(out)) > MAX_OUTPUT_BYTES:
+                # the same run prints as much again: no retry
+                raise MeasurementError(
+                    f"benchmark_model printed {max(size, len(out))} bytes for {key} on {self.uri}, "
+                    f"more than the {MAX_OUTPUT_BYTES} latkit reads; check the binary and its flags"
+                )
             if res.rc != 0:
                 last = f"benchmark_model exited {res.rc}: {(out.strip().splitlines() or [''])[-1][:160]}"
                 continue
@@ -313,6 +335,9 @@ class AndroidDevice(Device):
                 return parse_benchmark_output(out), samples
             except ParseError as exc:
                 last = str(exc)
+        if unreachable == self.retries:
+            raise DeviceUnreachableError(f"benchmark of {key} on {self.uri} could not reach the device "
+                                         f"{self.retries} times; last: {last}")
         raise MeasurementError(f"benchmark of {key} on {self.uri} failed {self.retries} times; last: {last}")
 
     def run_benchmark(self, key: str, remote_model: str, num_runs: int, op_profiling: bool = False,

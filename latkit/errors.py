@@ -48,6 +48,10 @@ class DeviceError(LatkitError):
     """A device that cannot be reached or that failed to run a model."""
 
 
+class DeviceUnreachableError(DeviceError):
+    """A device that stopped answering (not one model's fault): worth waiting for."""
+
+
 class MeasurementError(LatkitError):
     """A measurement that could not be taken or is not trustworthy."""
 

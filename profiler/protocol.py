@@ -36,6 +36,16 @@ the protocol:
    clean samples pin its low quantile down. Each finished model is handed to
    the sink at once and the next waiting model takes its place in the pool.
 
+Every timing a device returns is checked before it is used: a non-finite,
+non-positive or implausible one (below a nanosecond per run, or more time than
+the call took by the wall clock) fails that model, reported, and the run goes
+on. Every loop is bounded whatever the device returns: warm-up batches, samples
+per model, rounds, and the wait for a device that stopped answering. When the
+device drops out (:class:`~latkit.errors.DeviceUnreachableError`), the run
+waits with a doubling, logged backoff for up to ``outage_wait_s`` and carries
+on where it was; past that it stores every model with at least ``min_samples``
+samples and raises one line saying so.
+
 Every :class:`~latkit.profiler.measurement.Measurement` keeps all its raw
 samples in the order taken and its provenance: device info and state
 before/after, load averages, CPU model, iterations, the protocol, the median
@@ -48,6 +58,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -57,7 +68,7 @@ import numpy as np
 
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelSource, Session, host_cpu_model
-from latkit.errors import MeasurementError, UsageError
+from latkit.errors import DeviceError, DeviceUnreachableError, MeasurementError, UsageError
 from latkit.profiler import stats
 from latkit.profiler.measurement import Measurement, MeasurementSink
 from latkit.profiler.ops import OpSpec
@@ -66,6 +77,11 @@ log = logging.getLogger(__name__)
 
 NEAR = 0.05  # a sample within 5% of the reported value counts as "clean"
 RATE_BATCHES = 5  # timed batches that set a model's iterations per sample
+MAX_WARMUP_BATCHES = 64  # warm-up batches grow geometrically: 64 covers any real budget
+MIN_PLAUSIBLE_S = 1e-9  # no operator runs in under a nanosecond
+WALL_FACTOR, WALL_SLACK_S = 1.5, 0.05  # runs * reported time may not exceed the call's wall time
+MAX_OUTAGE_BACKOFF_S = 30.0
+OUTAGES_PER_VISIT = 3  # a model whose visit meets more outages than this fails
 
 ProgressFn = Callable[[int, int, str, "Measurement | None"], None]
 ErrorFn = Callable[[str, BaseException], None]
@@ -93,6 +109,8 @@ class ProtocolConfig:
         quantile: which quantile of the samples ``latency_ms`` is (0.5 = median).
         outlier_z: modified z-score beyond which a sample is an outlier.
         seed: seed of the round shuffles.
+        outage_wait_s: how long to wait for a device that stopped answering
+            before storing what is measured and stopping.
     """
 
     warmup_runs: int = 10
@@ -109,6 +127,7 @@ class ProtocolConfig:
     quantile: float = 0.05
     outlier_z: float = 3.5
     seed: int = 0
+    outage_wait_s: float = 120.0
 
     def __post_init__(self) -> None:
         lowest = {"warmup_runs": 0, "max_iterations": 1, "min_samples": 1, "max_samples": 1,
@@ -117,7 +136,7 @@ class ProtocolConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UsageError(f"protocol {name} must be an integer >= {low}, got {value!r}")
-        for name in ("warmup_s", "target_sample_ms", "max_seconds_per_op", "outlier_z"):
+        for name in ("warmup_s", "target_sample_ms", "max_seconds_per_op", "outlier_z", "outage_wait_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise UsageError(f"protocol {name} must be a non-negative number, got {value!r}")
@@ -178,12 +197,38 @@ class _Slot:
         return self.model.key
 
 
+def _timed(session: Session, runs: int) -> float:
+    """``session.time(runs)``, refused unless it can be a real time per run.
+
+    Raises:
+        MeasurementError: non-finite, non-positive or implausible (below a
+            nanosecond, or ``runs`` times it exceeds the call's wall time).
+    """
+    t0 = time.perf_counter()
+    per_run_s = session.time(runs)
+    wall_s = time.perf_counter() - t0
+    if isinstance(per_run_s, bool) or not isinstance(per_run_s, (int, float)) \
+            or not math.isfinite(per_run_s) or per_run_s <= 0:
+        raise MeasurementError(
+            f"the device reported {per_run_s!r} s per run, not a positive finite time; "
+            "its timer or output is broken: check the device, then rerun to measure this op"
+        )
+    if per_run_s < MIN_PLAUSIBLE_S or per_run_s * runs > wall_s * WALL_FACTOR + WALL_SLACK_S:
+        raise MeasurementError(
+            f"the device reported an implausible {per_run_s * 1e3:.6g} ms per run for {runs} "
+            f"run(s) in a call that took {wall_s:.3g} s; check the device, then rerun to measure this op"
+        )
+    return float(per_run_s)
+
+
 def _warm_up(session: Session, config: ProtocolConfig) -> tuple[int, dict[str, Any]]:
     """Run until both warmup budgets are spent; return iterations per sample."""
-    per_run_s = session.time(1)  # the very first run is often far slower: not a rate estimate
+    per_run_s = _timed(session, 1)  # the very first run is often far slower: not a rate estimate
     runs, spent, batch = 1, per_run_s, 1
-    while runs < config.warmup_runs or spent < config.warmup_s:
-        per_run_s = session.time(batch)
+    for _ in range(MAX_WARMUP_BATCHES):  # bounded: each batch at least doubles or fills 50 ms
+        if runs >= config.warmup_runs and spent >= config.warmup_s:
+            break
+        per_run_s = _timed(session, batch)
         runs += batch
         spent += per_run_s * batch
         # grow batches geometrically so tiny models do not pay per-call overhead
@@ -194,7 +239,7 @@ def _warm_up(session: Session, config: ProtocolConfig) -> tuple[int, dict[str, A
     rates = []
     for _ in range(RATE_BATCHES):
         batch = max(1, min(config.max_iterations, int(target_s / max(per_run_s, 1e-9))))
-        rates.append(session.time(batch))
+        rates.append(_timed(session, batch))
         runs += batch
         spent += rates[-1] * batch
         per_run_s = min(rates)
@@ -225,6 +270,8 @@ class _Run:
         self.rng = np.random.default_rng(config.seed)
         self.round = 0
         self.done = 0
+        self.outages = 0  # outages waited out
+        self.dropped = 0  # pooled models not stored when the device was lost
         self.results: list[tuple[int, Measurement]] = []
 
     def fail(self, key: str, exc: BaseException) -> None:
@@ -237,26 +284,69 @@ class _Run:
             self.on_progress(self.done, self.total, key, None)
 
     def open(self, index: int, model: ModelSource) -> _Slot | None:
+        for _ in range(OUTAGES_PER_VISIT + 1):
+            try:
+                return self._open(index, model)
+            except DeviceUnreachableError as exc:
+                self.await_device(exc)  # back: open it again; gone for good: raises _Outage
+        self.fail(model.key, MeasurementError(f"the device dropped out {OUTAGES_PER_VISIT + 1} "
+                                              f"times while opening {model.key}; rerun to measure it"))
+        return None
+
+    def _open(self, index: int, model: ModelSource) -> _Slot | None:
         state = self.device.state()
         try:
             session = self.device.open(model)
+        except DeviceUnreachableError:
+            raise
         except Exception as exc:  # export or runtime errors of one model must not stop a run
             self.fail(model.key, exc)
             return None
         try:
             iterations, warm = _warm_up(session, self.config)
+        except DeviceUnreachableError:
+            _close_quietly(session)
+            raise
         except Exception as exc:
-            session.close()
+            _close_quietly(session)
             self.fail(model.key, exc)
             return None
         return _Slot(index, model, session, iterations, warm, state, _utc())
 
+    def await_device(self, exc: DeviceError) -> None:
+        """Wait, with a doubling and logged backoff, for the device to answer again.
+
+        Raises:
+            _Outage: it did not within ``outage_wait_s``.
+        """
+        start = time.monotonic()
+        deadline = start + self.config.outage_wait_s
+        delay, tries = 1.0, 0
+        while (left := deadline - time.monotonic()) > 0:  # bounded by the deadline
+            pause = min(delay, left)
+            tries += 1
+            log.warning("%s is not answering (%s); trying again in %.0f s (waited %.0f of %.0f s)",
+                        self.device.uri, _first_line(exc), pause, time.monotonic() - start,
+                        self.config.outage_wait_s)  # fmt: skip
+            time.sleep(pause)
+            delay = min(2 * delay, MAX_OUTAGE_BACKOFF_S)
+            try:
+                self.device.state()  # any call that needs the device answering
+            except DeviceError as again:
+                exc = again
+                continue
+            log.warning("%s answers again after %.0f s; measuring on", self.device.uri,
+                        time.monotonic() - start)
+            self.outages += 1
+            return
+        raise _Outage(exc, time.monotonic() - start)
+
     def visit(self, slot: _Slot, touch: bool) -> None:
         if touch and self.config.touch_runs:
-            slot.session.time(self.config.touch_runs)  # back into cache after the others ran
+            _timed(slot.session, self.config.touch_runs)  # back into cache after the others ran
         values = []
         for _ in range(self.config.samples_per_round):
-            values.append(slot.session.time(slot.iterations) * 1e3)
+            values.append(_timed(slot.session, slot.iterations) * 1e3)
         slot.samples_ms.extend(values)
         slot.rounds.extend([self.round] * len(values))
         slot.timed_s += sum(values) * slot.iterations / 1e3
@@ -272,12 +362,16 @@ class _Run:
     def finish(self, slot: _Slot) -> Measurement:
         c = self.config
         summary = _summarize(slot, c)
-        slot.session.close()
+        _close_quietly(slot.session)
         raw = np.asarray(slot.samples_ms)
+        try:
+            state_after = self.device.state()
+        except DeviceError as exc:  # stored anyway: the samples are what counts
+            state_after = {"unavailable": _first_line(exc)}
         provenance = {
             "device": self.info,
             "state_before": slot.state_before,
-            "state_after": self.device.state(),
+            "state_after": state_after,
             "host_loadavg": _loadavg(),
             "host_cpu": host_cpu_model(),
             "latkit_version": __version__,
@@ -312,27 +406,59 @@ class _Run:
     def run(self, models: Sequence[ModelSource]) -> None:
         waiting = list(enumerate(models))[::-1]  # popped from the end, in caller order
         pool: list[_Slot] = []
+        # every round takes at least one sample from each pooled model, and a model
+        # stops at max_samples: this many rounds is more than any run can need
+        max_rounds = (len(models) + 1) * (self.config.max_samples + 1)
         try:
-            while waiting or pool:
+            while (waiting or pool) and self.round <= max_rounds:
                 while waiting and len(pool) < self.config.pool_size:
                     slot = self.open(*waiting.pop())
                     if slot is not None:
                         pool.append(slot)
                 pool = self.one_round(pool)
+            for slot in pool:  # pragma: no cover - defensive: the bound above is never reached
+                self.fail(slot.key, MeasurementError(f"{slot.key} never finished; rerun to measure it"))
+            pool = []
+        except _Outage as outage:
+            saved = self.save_partial(pool)
+            pool = []
+            raise DeviceUnreachableError(
+                f"{self.device.uri} stopped answering and did not come back within "
+                f"{outage.waited_s:.0f} s ({_first_line(outage.cause)}); {len(self.results)} "
+                f"measurement(s) of this run are saved ({saved} stored early, with the samples "
+                f"taken so far), {len(waiting) + self.dropped} op(s) are not measured yet: "
+                "reconnect the device and rerun the same command to resume"
+            ) from outage.cause
         finally:
             for slot in pool:  # only on an exception: finished slots are closed already
-                slot.session.close()
+                _close_quietly(slot.session)
+
+    def save_partial(self, pool: list[_Slot]) -> int:
+        """Store every pooled model with at least ``min_samples`` samples; drop the rest."""
+        saved = 0
+        for slot in pool:
+            if len(slot.samples_ms) >= self.config.min_samples:
+                self.finish(slot)
+                saved += 1
+            else:
+                _close_quietly(slot.session)
+                self.dropped += 1
+                log.warning("%s had %d of %d samples when the device dropped out: not stored",
+                            slot.key, len(slot.samples_ms), self.config.min_samples)
+        return saved
 
     def one_round(self, pool: list[_Slot]) -> list[_Slot]:
         """Visit every model once in shuffled order; return those not finished."""
         touch = len(pool) > 1
         broken: set[int] = set()
         for i in map(int, self.rng.permutation(len(pool))):
+            slot = pool[i]
             try:
-                self.visit(pool[i], touch)
+                self.visit_through_outages(slot, touch)
+            except _Outage:
+                raise
             except Exception as exc:  # a model that breaks mid-run is dropped, not the run
-                slot = pool[i]
-                slot.session.close()
+                _close_quietly(slot.session)
                 if self.on_error is None:
                     pool.remove(slot)  # the caller's cleanup must not close it twice
                     raise
@@ -341,12 +467,51 @@ class _Run:
         pool = [s for i, s in enumerate(pool) if i not in broken]
         still = []
         for slot in pool:
-            if self.finished(slot):
-                self.finish(slot)
-            else:
+            if not self.finished(slot):
                 still.append(slot)
+                continue
+            try:
+                self.finish(slot)
+            except (MeasurementError, ValueError, FloatingPointError) as exc:
+                if self.on_error is None:
+                    raise
+                self.fail(slot.key, exc)
         self.round += 1
         return still
+
+    def visit_through_outages(self, slot: _Slot, touch: bool) -> None:
+        """:meth:`visit`, waiting out a device that drops out (samples taken are kept)."""
+        for _ in range(OUTAGES_PER_VISIT):
+            taken = len(slot.samples_ms)
+            try:
+                self.visit(slot, touch)
+                return
+            except DeviceUnreachableError as exc:
+                if len(slot.samples_ms) != taken:  # pragma: no cover - visit extends at the end
+                    raise
+                self.await_device(exc)
+        self.visit(slot, touch)
+
+
+class _Outage(Exception):
+    """The device stayed unreachable past ``outage_wait_s`` (internal to a run)."""
+
+    def __init__(self, cause: DeviceError, waited_s: float) -> None:
+        super().__init__(str(cause))
+        self.cause, self.waited_s = cause, waited_s
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _close_quietly(session: Session) -> None:
+    """Close a session; a device that is gone cannot make that fail the run."""
+    try:
+        session.close()
+    except DeviceError as exc:
+        log.debug("closing a session failed: %s", exc)
 
 
 def _spec_of(model: ModelSource, specs: Mapping[str, OpSpec] | None) -> OpSpec | None:

@@ -413,6 +413,9 @@ class LoopbackDevice:
                 continue
             except OSError:
                 return
+            if self.faults.down():  # an outage (faults.outage): off the air
+                sock.close()
+                continue
             peer = f"{addr[0]}:{addr[1]}"
             with self._lock:
                 full = len(self._conns) >= self.max_connections

@@ -21,6 +21,7 @@ import subprocess
 import threading
 from typing import TYPE_CHECKING
 
+from .faults import mangle_output
 from .sandbox import rewrite_command, shell_env
 from .streams import Stream, StreamClosed
 
@@ -62,10 +63,16 @@ class ShellSession:
         self.proc: subprocess.Popen[bytes] | None = None
         self._drop = ctx.faults.take("drop_shell")
         self._truncate = ctx.faults.take("truncate_output")
+        self._mangle = ctx.faults.take_output(command)
         self._dropped = False
 
     def run(self) -> None:
         """Serve the stream until the command exits or the host goes away."""
+        if self.ctx.faults.down():  # an outage: the connection dies at its next command
+            log.warning("fault outage: dropping the connection at %r", self.command)
+            self._dropped = True
+            self.ctx.drop_connection()
+            return
         if self.ctx.faults.take("hang_shell"):
             log.warning("fault hang_shell: not answering %r", self.command)
             while not self.stream.closed.wait(0.2) and not self.ctx.stopping.is_set():
@@ -100,6 +107,9 @@ class ShellSession:
         if self._truncate:
             self._serve_truncated()
             return
+        if self._mangle:
+            self._serve_mangled(self._mangle)
+            return
         pumps = [threading.Thread(target=self._pump_out, args=(self.proc.stdout, ID_STDOUT),
                                   daemon=True)]
         if self.mode == "v2":
@@ -115,6 +125,17 @@ class ShellSession:
         if self._drop and not self._dropped:
             self._drop_now()
         if self.mode == "v2" and not self._dropped and not self.stream.closed.is_set():
+            self.stream.write(packet(ID_EXIT, bytes([code & 0xFF])))
+
+    def _serve_mangled(self, kind: str) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        out = mangle_output(kind, self.proc.stdout.read())
+        code = self.proc.wait()
+        log.warning("fault %s: sending %d bytes of rewritten benchmark_model output", kind, len(out))
+        for at in range(0, len(out), READ_BYTES):
+            chunk = out[at:at + READ_BYTES]
+            self.stream.write(packet(ID_STDOUT, chunk) if self.mode == "v2" else chunk)
+        if self.mode == "v2":
             self.stream.write(packet(ID_EXIT, bytes([code & 0xFF])))
 
     def _serve_truncated(self) -> None:
