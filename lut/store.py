@@ -121,6 +121,14 @@ def _sqlite_message(path: Path, exc: sqlite3.Error) -> str:
     return f"SQLite failed on LUT {path} ({text}); check the file and the disk"
 
 
+def _problem(check_rows: list[tuple]) -> str:
+    """The first finding of an integrity check, on one line."""
+    lines = [ln.strip() for r in check_rows for ln in str(r[0]).splitlines()]
+    found = [ln for ln in lines if ln and not ln.startswith("***")]
+    more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+    return (found[0][:200] if found else "integrity check failed") + more
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
@@ -309,9 +317,7 @@ class LUT:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"LUT {path} is corrupt ({exc}); restore it from a JSON export") from exc
         if result != [("ok",)]:
-            raise StoreError(
-                f"LUT {path} is damaged ({result[0][0]}); restore it from a JSON export"
-            )
+            raise StoreError(f"LUT {path} is damaged ({_problem(result)}); restore it from a JSON export")
 
     @staticmethod
     def _prepare(conn: sqlite3.Connection, path: Path, create: bool, readonly: bool = False) -> None:
@@ -462,9 +468,7 @@ class LUT:
         """
         result = self._q("PRAGMA integrity_check")
         if result != [("ok",)]:
-            raise StoreError(
-                f"LUT {self.path} is damaged ({result[0][0]}); restore it from a JSON export"
-            )
+            raise StoreError(f"LUT {self.path} is damaged ({_problem(result)}); restore it from a JSON export")
 
     # -------------------------------------------------------------- writing
 
