@@ -151,8 +151,11 @@ def json_default(value: Any) -> Any:
 def write_figure(path: str | Path, fig: Any, dpi: int = 100, what: str = "plot") -> Path:
     """Save a matplotlib figure to ``path`` atomically (format from the suffix, PNG by default)."""
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    with atomic_path(path, what) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=fmt)
+    try:
+        with atomic_path(path, what) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=fmt)
+    except ValueError as exc:  # matplotlib: an unknown format
+        raise StoreError(f"cannot write the {what} {path}: {one_line(exc)}; use .png, .svg or .pdf") from exc
     return Path(path)
 
 
