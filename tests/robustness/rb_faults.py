@@ -1,0 +1,222 @@
+"""Fault injection over the loopback phone: garbage tool output, timeouts, outages.
+
+Each case starts a :class:`LoopbackDevice` in this process on a free 127.0.0.1 port
+(sandbox and HOME under the case folder), arms a fault or replaces the sandbox's
+``benchmark_model`` with a script printing garbage, runs ``latkit profile`` against
+it in a subprocess and checks the outcome *and* the LUT: a recoverable fault (one
+dropped connection) must still give a correct row; an unrecoverable one one error
+and no bad row stored.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rb_cli import CLEAN, HANG, OK, SILENT, Result, Verdict, classify, run_cli
+from rb_corpus import bm_text, lut_rows_problem
+from rb_workspace import Workspace
+
+GROUP = "profile over loopback"
+
+
+@dataclass
+class FaultCase:
+    """One fault scenario: ``arrange(device, folder)`` runs before the profile starts."""
+
+    name: str
+    arrange: Callable[[object, Path], None]
+    expect: str = "error"  # "ok": the fault must be absorbed (retried) and the row stored
+    timeout: float = 150.0
+    limit: int = 1
+    during: Callable[[object, Path], None] | None = None  # runs in a thread while profiling
+    keep_rows: int | None = None  # rows that must survive (outage mid-profile)
+
+    @property
+    def id(self) -> str:
+        return f"{GROUP}: {self.name}"
+
+    group = GROUP
+
+
+def _arm(kind: str, count: int) -> Callable[[object, Path], None]:
+    return lambda dev, folder: dev.faults.arm(kind, count)
+
+
+def _garbage(text: str | bytes, rc: int = 0) -> Callable[[object, Path], None]:
+    """Replace the phone's benchmark_model with a script printing ``text``."""
+
+    def arrange(dev, folder: Path) -> None:
+        out = folder / "bm_out.txt"
+        out.write_bytes(text if isinstance(text, bytes) else text.encode())
+        shim = Path(dev.root) / "data/local/tmp/benchmark_model"
+        shim.write_text(f"#!/bin/sh\ncat {shlex.quote(str(out))}\nexit {rc}\n")
+        shim.chmod(0o755)
+
+    return arrange
+
+
+def _stop_after_first_row(dev, folder: Path) -> None:
+    lut = folder / "p.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if lut_count(lut) >= 1:
+            dev.stop()
+            return
+        time.sleep(0.1)
+
+
+def lut_count(path: Path) -> int:
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        n = con.execute("SELECT count(*) FROM measurements").fetchone()[0]
+        con.close()
+        return int(n)
+    except sqlite3.Error:
+        return 0
+
+
+def fault_cases() -> list[FaultCase]:
+    F = FaultCase
+    return [
+        F("one dropped push (retried)", _arm("drop_push", 1), expect="ok"),
+        F("one dropped shell stream (retried)", _arm("drop_shell", 1), expect="ok"),
+        F("one truncated output (retried)", _arm("truncate_output", 1), expect="ok"),
+        F("every push dropped", _arm("drop_push", 1000)),
+        F("every shell stream dropped", _arm("drop_shell", 1000)),
+        F("every output truncated", _arm("truncate_output", 1000)),
+        F("every shell stream hangs", _arm("hang_shell", 1000), timeout=150),
+        F("benchmark_model avg negative", _garbage(bm_text(avg="-1196.42"))),
+        F("benchmark_model avg NaN", _garbage(bm_text(avg="nan"))),
+        F("benchmark_model avg inf", _garbage(bm_text(avg="inf"))),
+        F("benchmark_model avg 0", _garbage(bm_text(avg="0"))),
+        F("benchmark_model count of 5000 digits", _garbage(bm_text(count="9" * 5000))),
+        F("benchmark_model 80 kB line only", _garbage("INFO: " + "9" * 80_000 + "\n")),
+        F("benchmark_model prints nothing, exit 0", _garbage("")),
+        F("benchmark_model prints non-UTF-8 bytes", _garbage(b"\xff\xfe\xfd INFO: count=\x80\x81\n")),
+        F("benchmark_model stops after STARTING", _garbage("INFO: STARTING!\n")),
+        F("benchmark_model crashes (exit 139)", _garbage("Segmentation fault\n", rc=139)),
+        F("device stops after the first row", lambda dev, folder: None, limit=3,
+          during=_stop_after_first_row, keep_rows=1, timeout=240),
+    ]
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def profile_argv(uri: str, lut: Path, limit: int) -> list[str]:
+    return ["profile", "--device", uri, "--space", "proxyless_mobile", "--resolution", "32",
+            "--limit", str(limit), "--quick", "--lut", str(lut)]
+
+
+def run_fault_case(case: FaultCase, folder: Path, ws: Workspace) -> Verdict:
+    """Run one fault case; the verdict also checks the LUT's rows."""
+    from latkit.devices.loopback.server import LoopbackDevice
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lut = folder / "p.db"
+    dev = LoopbackDevice(folder / "phone", port=0)
+    dev.start()
+    thread = None
+    try:
+        case.arrange(dev, folder)
+        if case.during is not None:
+            thread = threading.Thread(target=case.during, args=(dev, folder), daemon=True)
+            thread.start()
+        res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{dev.port}", lut, case.limit), folder,
+                      timeout=case.timeout, env=ws.env(folder))
+    finally:
+        dev.faults.clear()
+        dev.stop()
+        if thread is not None:
+            thread.join(timeout=5)
+    verdict = classify(res, case.expect, allow_progress=True)
+    return _check_rows(case, verdict, res, lut)
+
+
+def _check_rows(case: FaultCase, verdict: Verdict, res: Result, lut: Path) -> Verdict:
+    if verdict.kind == HANG:
+        return verdict
+    problem = lut_rows_problem(lut)
+    if problem:
+        return Verdict(SILENT, problem[1], res)
+    n = lut_count(lut)
+    if case.expect == "ok" and verdict.kind == OK and n != case.limit:
+        return Verdict("wrongly failed", f"exit 0 but the LUT holds {n} rows, want {case.limit}", res)
+    if case.keep_rows is not None and n < case.keep_rows:
+        return Verdict("measurement lost", f"{n} rows kept, {case.keep_rows} were measured before the outage",
+                       res)
+    return verdict
+
+
+def run_unreachable(folder: Path, ws: Workspace) -> list[tuple[str, Verdict]]:
+    """Devices that cannot be reached: a closed port, a refusing authoriser."""
+    from latkit.devices.loopback.server import LoopbackDevice
+
+    out = []
+    folder.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{port}", folder / "a.db", 1), folder, timeout=90,
+                  env=ws.env(folder))
+    out.append((f"{GROUP}: nothing listening on the port", classify(res, "error")))
+    with LoopbackDevice(folder / "phone", port=0, auth="refuse") as dev:
+        res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{dev.port}", folder / "b.db", 1), folder,
+                      timeout=90, env=ws.env(folder))
+    out.append((f"{GROUP}: device refuses authorisation", classify(res, "error")))
+    # a server that accepts and says nothing (a hung adbd)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(4)
+    try:
+        res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{s.getsockname()[1]}", folder / "c.db", 1), folder,
+                      timeout=90, env=ws.env(folder))
+    finally:
+        s.close()
+    out.append((f"{GROUP}: port accepts and never answers", classify(res, "error")))
+    # a server that answers with garbage bytes
+    g = socket.socket()
+    g.bind(("127.0.0.1", 0))
+    g.listen(4)
+    stop = threading.Event()
+
+    def serve() -> None:
+        g.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = g.accept()
+            except OSError:
+                continue
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + bytes(range(256)) * 8)
+            except OSError:
+                pass
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{g.getsockname()[1]}", folder / "d.db", 1), folder,
+                      timeout=90, env=ws.env(folder))
+    finally:
+        stop.set()
+        t.join(2)
+        g.close()
+    out.append((f"{GROUP}: port answers with garbage bytes", classify(res, "error")))
+    return out
+
+
+__all__ = ["CLEAN", "FaultCase", "fault_cases", "run_fault_case", "run_unreachable", "lut_count"]

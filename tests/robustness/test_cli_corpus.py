@@ -1,0 +1,29 @@
+"""Every named bad input of every CLI command: one error line, exit != 0, no traceback or hang.
+
+Cases that can run long when the input is (wrongly) accepted are marked slow.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rb_cli import CLEAN, OK
+from rb_corpus import cli_cases, release_sockets, run_case
+
+CASES = cli_cases()
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.timeout > 30 or c.slow else [])
+    for c in CASES
+])
+def test_cli_case(case, ws, case_dir):
+    try:
+        verdict = run_case(case, case_dir, ws)
+    finally:
+        release_sockets()
+    want = OK if case.expect == "ok" else CLEAN
+    res = verdict.result
+    assert verdict.kind == want, (
+        f"{case.id}: {verdict.kind}: {verdict.detail}\n"
+        f"argv: {res.argv if res else '?'}\nstderr tail: {res.stderr[-1500:] if res else ''}")
