@@ -32,8 +32,8 @@ import fnmatch
 import importlib
 import importlib.metadata
 import inspect
-import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit._files import one_line, read_json, write_json
 from latkit._version import __version__
 from latkit.errors import StoreError, UnknownNameError, UsageError
 
@@ -375,7 +376,7 @@ def save(
         "libraries": library_versions(),
         "weights": weights.to_json(),
     }
-    (path / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(path / METADATA_FILE, meta, "predictor metadata", indent=2, sort_keys=True)
     log.info("saved predictor %s to %s", predictor.name, path)
     return path
 
@@ -391,14 +392,9 @@ def load_metadata(directory: str | Path) -> dict[str, Any]:
         StoreError: missing or unreadable file, another schema, or an incompatible version.
     """
     path = Path(directory) / METADATA_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StoreError(
-            f"{path} not found; point to a directory written by `latkit predictor fit`"
-        ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"cannot read predictor metadata {path}: {exc}") from exc
+    if not path.exists():
+        raise StoreError(f"{path} not found; point to a directory written by `latkit predictor fit`")
+    meta = read_json(path, "predictor metadata")
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise StoreError(f"{path} is not a latkit predictor (schema {SCHEMA!r} expected)")
     version = meta.get("schema_version")
@@ -410,7 +406,8 @@ def load_metadata(directory: str | Path) -> dict[str, Any]:
             f"{path} has predictor schema version {version}, this latkit "
             f"{__version__} reads version {SCHEMA_VERSION}; refit with `latkit predictor fit`"
         )
-    weights = meta.get("weights") or {}
+    _check_metadata_types(meta, path)
+    weights = meta["weights"]
     lib = weights.get("library")
     if lib:
         saved, now = weights.get("library_version"), library_versions().get(lib)
@@ -437,34 +434,148 @@ def load(directory: str | Path) -> Predictor:
     path = Path(directory)
     meta = load_metadata(path)
     cls = predictor_class(meta["predictor"])
+    params = meta.get("params", {})
+    check_params(cls, params, f"{path / METADATA_FILE}")
     try:
-        predictor = cls(**meta.get("params", {}))
-    except TypeError as exc:
+        predictor = cls(**params)
+    except (TypeError, UsageError) as exc:
         raise StoreError(
-            f"{path}: parameters do not fit predictor {meta['predictor']!r} ({exc}); "
+            f"{path}: parameters do not fit predictor {meta['predictor']!r} ({one_line(exc)}); "
             "refit with `latkit predictor fit`"
         ) from exc
     w = meta["weights"]
     info = WeightsInfo(w["format"], list(w.get("files", [])), dict(w.get("extra", {})))
     for name in info.files:
-        if not (path / name).is_file():
-            raise StoreError(f"{path / name} is missing; the predictor directory is incomplete")
-    predictor._load_weights(path, info)
+        weight_file(path, name)
+    try:
+        predictor._load_weights(path, info)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise StoreError(
+            f"the weights metadata in {path / METADATA_FILE} is malformed ({type(exc).__name__}: "
+            f"{one_line(exc)}); refit with `latkit predictor fit`"
+        ) from exc
     return predictor
+
+
+def weight_file(directory: Path, name: Any) -> Path:
+    """``directory / name`` for a weight file a predictor lists, refusing names that leave it.
+
+    Raises:
+        StoreError: an absolute name, a name that resolves (through ``..`` or a
+            symlink) outside ``directory``, or a file that is missing.
+    """
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise StoreError(f"{directory / METADATA_FILE} lists a weight file {name!r}; "
+                         "weight files are relative names inside the predictor's folder")
+    root = directory.resolve()
+    target = (directory / name).resolve()
+    if not target.is_relative_to(root):
+        raise StoreError(f"{directory / METADATA_FILE} lists a weight file {name!r} outside the "
+                         "predictor's folder; refusing to read it")
+    if not target.is_file():
+        raise StoreError(f"{directory / name} is missing; the predictor directory is incomplete")
+    return target
+
+
+# bounds of loaded integer parameters: far beyond any fitted predictor, small enough
+# that building the model they describe cannot exhaust memory
+_INT_RANGE = (0, 2**32 - 1)
+_WIDTH_RANGE = (1, 1 << 16)
+_WIDTH_PARAMS = frozenset({"hidden", "layers", "head", "n_members"})
+_THREAD_RANGE = (0, 1024)
+_THREAD_PARAMS = frozenset({"threads", "n_jobs"})
+
+
+def check_params(cls: type, params: Any, where: str) -> None:
+    """Refuse loaded parameters whose types differ from ``cls.__init__``'s annotations.
+
+    Raises:
+        StoreError: unknown names, or a value of another type (a string for an
+            int, a bool for a float, a non-finite float, an out-of-range int).
+    """
+    if not isinstance(params, dict):
+        raise StoreError(f"{where}: 'params' must be an object, got {type(params).__name__}")
+    sig = inspect.signature(cls.__init__)
+    for name, value in params.items():
+        p = sig.parameters.get(name)
+        if p is None or name == "self":
+            known = ", ".join(n for n in sig.parameters if n != "self")
+            raise StoreError(f"{where}: {cls.__name__} has no parameter {name!r} (known: {known}); refit it")
+        annotation = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        problem = _param_problem(name, value, str(annotation))
+        if problem:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise StoreError(f"{where}: parameter {name!r} is {shown}, {problem}; refit the predictor")
+    base, inner = params.get("base"), params.get("params")
+    if isinstance(base, str) and isinstance(inner, dict):  # an ensemble's member parameters
+        check_params(predictor_class(base), inner, where)
+
+
+def _param_problem(name: str, value: Any, annotation: str) -> str:
+    """What is wrong with ``value`` for an ``annotation`` like ``int | None``; "" if fine."""
+    kinds = {a.strip().split("[")[0] for a in annotation.split("|")}
+    if not kinds - {""} or "Any" in kinds:
+        return ""
+    lo, hi = (_WIDTH_RANGE if name in _WIDTH_PARAMS else _THREAD_RANGE if name in _THREAD_PARAMS
+              else _INT_RANGE)
+    if value is None:
+        return "" if "None" in kinds else f"expected {annotation}"
+    if isinstance(value, bool):
+        return "" if "bool" in kinds else f"expected {annotation}"
+    if isinstance(value, int):
+        if "int" in kinds:
+            return "" if lo <= value <= hi else f"expected an integer from {lo} to {hi}"
+        if "float" in kinds:
+            return "" if math.isfinite(value) else "expected a finite number"
+        return f"expected {annotation}"
+    if isinstance(value, float):
+        if "float" in kinds:
+            return "" if math.isfinite(value) else "expected a finite number"
+        return f"expected {annotation}"
+    if isinstance(value, str):
+        return "" if "str" in kinds else f"expected {annotation}"
+    if isinstance(value, list):
+        if not kinds & {"list", "tuple"}:
+            return f"expected {annotation}"
+        if "[int" in annotation.replace(" ", "") and not all(
+            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in value
+        ):
+            return f"expected integers from {lo} to {hi}"
+        return "" if len(value) <= 64 else "expected at most 64 entries"
+    if isinstance(value, dict):
+        return "" if "dict" in kinds else f"expected {annotation}"
+    return f"expected {annotation}"
+
+
+def _check_metadata_types(meta: dict[str, Any], path: Path) -> None:
+    """The fields :func:`load` reads have the types it expects."""
+    if not isinstance(meta.get("predictor"), str):
+        raise StoreError(f"{path}: 'predictor' must be a predictor name; refit with `latkit predictor fit`")
+    w = meta.get("weights")
+    if (not isinstance(w, dict) or not isinstance(w.get("format"), str)
+            or not isinstance(w.get("files", []), list) or not isinstance(w.get("extra", {}), dict)):
+        raise StoreError(f"{path}: 'weights' must be an object with a format, a files list and an extra "
+                         "object; refit with `latkit predictor fit`")
 
 
 # --------------------------------------------------------------------------- weight helpers
 
 
+# dtypes a weights file may hold (no objects, strings or structured records)
+_ARRAY_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                           "uint64", "float16", "float32", "float64"})
+MAX_ARRAY_ELEMENTS = 1 << 26
+
+
 def write_json_arrays(path: Path, arrays: dict[str, Any]) -> None:
-    """Write named numpy arrays (and plain scalars/lists) as one JSON file."""
+    """Write named numpy arrays (and plain scalars/lists) as one JSON file, atomically."""
     out = {}
     for k, v in arrays.items():
         if isinstance(v, np.ndarray):
             out[k] = {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.ravel().tolist()}
         else:
             out[k] = {"value": _jsonable(v)}
-    path.write_text(json.dumps(out))
+    write_json(path, out, "predictor weights", indent=None)
 
 
 def read_json_arrays(path: Path) -> dict[str, Any]:
@@ -473,14 +584,35 @@ def read_json_arrays(path: Path) -> dict[str, Any]:
     Raises:
         StoreError: unreadable or malformed file.
     """
+    raw = read_json(path, "predictor weights")
+    if not isinstance(raw, dict):
+        raise StoreError(f"cannot read weights {path}: not a JSON object; refit the predictor")
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if isinstance(v, dict) and set(v) == {"value"}:
+            out[k] = v["value"]
+            continue
+        out[k] = _json_array(v, f"{path}: array {k!r}")
+    return out
+
+
+def _json_array(v: Any, where: str) -> np.ndarray:
+    """One ``{"dtype", "shape", "data"}`` entry, checked before anything is allocated."""
+    if not isinstance(v, dict) or set(v) != {"dtype", "shape", "data"}:
+        raise StoreError(f"{where} must have exactly dtype, shape and data; refit the predictor")
+    dtype, shape, data = v["dtype"], v["shape"], v["data"]
+    if dtype not in _ARRAY_DTYPES:
+        raise StoreError(f"{where} has dtype {dtype!r}; numeric dtypes only; refit the predictor")
+    if (not isinstance(shape, list) or len(shape) > 8
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_ARRAY_ELEMENTS for d in shape)):
+        raise StoreError(f"{where} has shape {shape!r}; refit the predictor")
+    size = math.prod(shape)
+    if not isinstance(data, list) or len(data) != size or size > MAX_ARRAY_ELEMENTS:
+        raise StoreError(f"{where} holds {len(data) if isinstance(data, list) else type(data).__name__} "
+                         f"values for shape {shape}; refit the predictor")
+    if not all(isinstance(x, (int, float)) for x in data):
+        raise StoreError(f"{where} holds values that are not numbers; refit the predictor")
     try:
-        raw = json.loads(path.read_text())
-        out: dict[str, Any] = {}
-        for k, v in raw.items():
-            if "value" in v:
-                out[k] = v["value"]
-            else:
-                out[k] = np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"])
-        return out
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise StoreError(f"cannot read weights {path}: {exc}; refit the predictor") from exc
+        return np.asarray(data, dtype=dtype).reshape(shape)
+    except (ValueError, OverflowError) as exc:
+        raise StoreError(f"{where}: {one_line(exc)}; refit the predictor") from exc

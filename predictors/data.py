@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from latkit._files import one_line
 from latkit.errors import ArchError, ParseError, UnknownNameError, UsageError
 
 log = logging.getLogger(__name__)
@@ -96,14 +99,16 @@ def read_latency_csv(path: str | Path) -> LatencyTable:
     """
     path = Path(path)
     try:
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
             body = [r for r in reader if r and any(cell.strip() for cell in r)]
     except FileNotFoundError:
         raise UsageError(f"latency CSV {path} not found; pass an existing file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ParseError(f"cannot read latency CSV {path}: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ParseError(f"latency CSV {path} is not UTF-8 text; give a CSV file") from None
+    except (OSError, csv.Error) as exc:
+        raise ParseError(f"cannot read latency CSV {path}: {one_line(exc)}") from exc
     if not header or ARCH_COLUMN not in header:
         raise ParseError(f"{path} has no {ARCH_COLUMN!r} column; expected header arch,<device>,...")
     arch_col = header.index(ARCH_COLUMN)
@@ -123,13 +128,40 @@ def read_latency_csv(path: str | Path) -> LatencyTable:
             if cell == "" or cell.lower() in ("nan", "na"):
                 continue  # missing measurement: checked where the column is used
             try:
-                lat[r, j] = float(cell)
+                value = float(cell)
             except ValueError:
                 raise ParseError(
                     f"{path} line {r + 2}, column {header[c]!r}: {cell!r} is not a number"
                 ) from None
+            if not (math.isfinite(value) and value > 0):
+                raise ParseError(
+                    f"{path} line {r + 2}, column {header[c]!r}: latency {cell!r} ms is not a positive "
+                    "finite number; drop or fix that row"
+                )
+            lat[r, j] = value
     archs = tuple(row[arch_col].strip() for row in body)
+    _check_duplicates(path, archs, tuple(header[c] for c in dev_cols), lat)
     return LatencyTable(archs, tuple(header[c] for c in dev_cols), lat, str(path))
+
+
+def _check_duplicates(path: Path, archs: tuple[str, ...], devices: tuple[str, ...], lat: np.ndarray) -> None:
+    """Refuse an architecture listed twice with different latencies (identical repeats are kept)."""
+    first: dict[str, int] = {}
+    for r, arch in enumerate(archs):
+        if not arch:
+            raise ParseError(f"{path} line {r + 2}: the {ARCH_COLUMN!r} cell is empty")
+        if arch not in first:
+            first[arch] = r
+            continue
+        f = first[arch]
+        a, b = lat[f], lat[r]
+        both = np.isfinite(a) & np.isfinite(b)
+        if np.any(both & (a != b)):
+            j = int(np.argmax(both & (a != b)))
+            raise ParseError(
+                f"{path} lines {f + 2} and {r + 2} list the same arch with different {devices[j]!r} "
+                f"latencies ({a[j]:g} vs {b[j]:g} ms); keep one row per architecture"
+            )
 
 
 def join_column(table: LatencyTable, other: LatencyTable, device: str) -> np.ndarray:
@@ -172,6 +204,37 @@ def encode_archs(space_name: str, archs: list[str] | tuple[str, ...]) -> np.ndar
                 raise ArchError(f"arch #{i + 1} ({text[:60]!r}): {exc}") from None
         out.append(cache[text])
     return np.stack(out).astype(np.float32)
+
+
+def check_unique_archs(space_name: str, table: LatencyTable) -> list:
+    """Parse every arch of ``table``; refuse one architecture written twice with other latencies.
+
+    Two rows may spell the same architecture differently (spacing, list or
+    text form); they are compared after parsing.
+
+    Returns:
+        The parsed architectures, in row order.
+
+    Raises:
+        ArchError: an arch that does not parse, naming its row.
+        ParseError: the same architecture on two rows with different latencies.
+    """
+    parsed = parse_archs(space_name, table.archs)
+    first: dict[Any, int] = {}
+    for r, arch in enumerate(parsed):
+        f = first.setdefault(arch, r)
+        if f == r:
+            continue
+        a, b = table.latency_ms[f], table.latency_ms[r]
+        differ = np.isfinite(a) & np.isfinite(b) & (a != b)
+        if differ.any():
+            j = int(np.argmax(differ))
+            raise ParseError(
+                f"{table.source or 'the table'} lines {f + 2} and {r + 2} hold the same architecture "
+                f"with different {table.devices[j]!r} latencies ({a[j]:g} vs {b[j]:g} ms); "
+                "keep one row per architecture"
+            )
+    return parsed
 
 
 def parse_archs(space_name: str, archs: list[str] | tuple[str, ...]) -> list:

@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from latkit.errors import UsageError
+from latkit._files import write_figure
+from latkit.errors import StoreError, UsageError
 from latkit.predictors.base import get_predictor, load, load_metadata, save
 from latkit.predictors.data import (
+    check_unique_archs,
     LatencyTable,
     encode_archs,
     join_column,
@@ -153,7 +155,7 @@ def evaluate(
         Summary dict: target, k, known columns, mean scores of method and baseline.
     """
     table = read_latency_csv(csv)
-    parse_archs(space, table.archs)  # bad arch tokens fail here, with the row
+    check_unique_archs(space, table)  # bad arch tokens and conflicting repeats fail here, with the rows
     target_table = read_latency_csv(target_csv) if target_csv is not None else None
     result, pred, meas = few_shot(
         table, target, k, known=known, strict=strict, seeds=seeds, target_table=target_table
@@ -187,8 +189,10 @@ def scatter_plot(measured_ms: np.ndarray, predicted_ms: np.ndarray, path: str | 
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        write_figure(path, fig, dpi=120, what="scatter plot")
+    finally:
+        plt.close(fig)
     return Path(path)
 
 
@@ -234,7 +238,7 @@ def fit_from_csv(
         model = get_predictor("fewshot", **(params or {})).fit(ref[rows], y_all[rows], reference=ref)
         provenance.update(features=FEATURES_KNOWN, known=known)
     else:
-        parse_archs(space, table.archs)
+        check_unique_archs(space, table)
         rng = np.random.default_rng(random_state)
         rows = have if k is None else rng.choice(have, k, replace=False)
         X = encode_archs(space, [table.archs[i] for i in rows])
@@ -287,6 +291,14 @@ def predict_archs(
     model = load(predictor_dir)
     prov = meta.get("provenance", {})
     space = meta.get("space")
+    if not isinstance(prov, dict) or (space is not None and not isinstance(space, str)):
+        raise StoreError(f"{predictor_dir}: malformed provenance or space in its metadata; refit it")
+    if prov.get("features") == FEATURES_KNOWN and (
+        not isinstance(prov.get("known"), list) or not all(isinstance(c, str) for c in prov["known"])
+        or not isinstance(reference_csv or prov.get("csv"), (str, Path))
+    ):
+        raise StoreError(f"{predictor_dir}: a few-shot predictor must record its known columns and CSV; "
+                         "refit it")
     if not archs:
         raise UsageError("no architectures to predict")
     if prov.get("features") == FEATURES_KNOWN:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit._files import atomic_path, one_line
 from latkit.errors import MissingExtraError
 from latkit.predictors.base import (
     Predictor,
@@ -130,7 +131,8 @@ def save_torch_state(module: Any, path: Path) -> None:
         from safetensors.torch import save_file
     except ImportError as exc:
         raise MissingExtraError("saving torch predictors", "predictors", exc) from exc
-    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
+    with atomic_path(path, "predictor weights") as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp))
 
 
 def load_torch_state(module: Any, path: Path) -> None:
@@ -138,13 +140,14 @@ def load_torch_state(module: Any, path: Path) -> None:
     from latkit.errors import StoreError
 
     try:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
     except ImportError as exc:
         raise MissingExtraError("loading torch predictors", "predictors", exc) from exc
     try:
         module.load_state_dict(load_file(str(path)))
-    except (RuntimeError, OSError) as exc:
-        raise StoreError(f"cannot load weights {path}: {exc}; refit the predictor") from exc
+    except (RuntimeError, OSError, SafetensorError) as exc:
+        raise StoreError(f"cannot load weights {path}: {one_line(exc)}; refit the predictor") from exc
 
 
 def train_regressor(
@@ -350,7 +353,8 @@ class XGBoostPredictor(Predictor):
         return np.exp(self.booster_.predict(X).astype(np.float64))
 
     def _save_weights(self, directory: Path) -> WeightsInfo:
-        self.booster_.save_model(str(directory / "model.json"))
+        with atomic_path(directory / "model.json", "predictor weights") as tmp:
+            self.booster_.save_model(str(tmp))
         return WeightsInfo(
             "xgboost",
             ["model.json"],
@@ -364,7 +368,7 @@ class XGBoostPredictor(Predictor):
         try:
             model.load_model(str(directory / "model.json"))
         except Exception as exc:  # xgboost raises its own XGBoostError for bad files
-            raise StoreError(f"cannot load {directory / 'model.json'}: {exc}; refit") from exc
+            raise StoreError(f"cannot load {directory / 'model.json'}: {one_line(exc)}; refit") from exc
         self.booster_ = model
         self.n_features_in_ = int(info.extra["n_features_in"])
         self.floor_ms_ = float(info.extra["floor_ms"])

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit._files import atomic_path, one_line
 from latkit._version import __version__
 from latkit.errors import MissingExtraError, StoreError, UsageError
 from latkit.predictors.base import (
@@ -201,7 +202,8 @@ class XGBOpPredictor(_OpRegressor):
 
     def _save_weights(self, directory: Path) -> WeightsInfo:
         self._check_fitted()
-        self.booster_.save_model(str(directory / "booster.json"))
+        with atomic_path(directory / "booster.json", "predictor weights") as tmp:
+            self.booster_.save_model(str(tmp))
         write_json_arrays(directory / "base.json", {"base_coef": self.base_coef_,
                                                     "log_range": self.log_range_,
                                                     "n_train": self.n_train_})
@@ -215,7 +217,7 @@ class XGBOpPredictor(_OpRegressor):
         try:
             booster.load_model(str(directory / "booster.json"))
         except xgb.core.XGBoostError as exc:
-            raise StoreError(f"cannot read {directory / 'booster.json'}: {exc}; refit") from exc
+            raise StoreError(f"cannot read {directory / 'booster.json'}: {one_line(exc)}; refit") from exc
         arrays = read_json_arrays(directory / "base.json")
         try:
             self.base_coef_ = np.asarray(arrays["base_coef"], dtype=np.float64)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit._files import one_line
 from latkit.errors import ArchError, LatkitError, UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace, get_space
 from latkit.search.base import SearchResult, run_search
@@ -53,8 +54,8 @@ class Table:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, space: SearchSpace, spec: str) -> Table:
-        """Read ``CSV:COLUMN`` for ``space``.
+    def read(cls, space: SearchSpace, spec: str, positive: bool = False) -> Table:
+        """Read ``CSV:COLUMN`` for ``space`` (``positive``: every value must be > 0, as latencies).
 
         Raises:
             TableError: missing file, unknown column, an unparsable architecture,
@@ -62,10 +63,14 @@ class Table:
         """
         path, column = split_spec(spec)
         try:
-            with path.open(newline="") as fh:
+            with path.open(newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
         except OSError as exc:
             raise TableError(f"cannot read table {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError:
+            raise TableError(f"table {path} is not a UTF-8 text CSV; give a CSV file") from None
+        except csv.Error as exc:
+            raise TableError(f"table {path} is not a readable CSV ({one_line(exc)})") from exc
         header = list(rows[0]) if rows else []
         if column not in header:
             shown = ", ".join(h for h in header if h not in _ARCH_COLUMNS + ("arch_index",))
@@ -83,6 +88,9 @@ class Table:
                     f"{path} line {n}: {column}={row[column]!r} is not a finite number; "
                     "drop or fill that row"
                 )
+            if positive and value <= 0:
+                raise TableError(f"{path} line {n}: {column}={row[column]!r} is not a positive latency (ms); "
+                                 "drop or fix that row")
             if arch in values:
                 raise TableError(f"{path} line {n}: architecture {row[arch_col]!r} is repeated")
             values[arch] = value
@@ -220,7 +228,7 @@ class TabularProblem:
         """
         sp = get_space(space) if isinstance(space, str) else space
         acc = Table.read(sp, accuracy_table)
-        lat = Table.read(sp, latency_table)
+        lat = Table.read(sp, latency_table, positive=True)
         common = set(acc.values) & set(lat.values)
         if not common:
             raise TableError(f"{acc.source} and {lat.source} share no architecture")
