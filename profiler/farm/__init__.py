@@ -26,6 +26,17 @@ from latkit.profiler.ops import OpSpec
 from latkit.profiler.protocol import ProtocolConfig
 
 
+def names_host_devices(pattern: str) -> bool:
+    """Whether ``pattern`` may name a host CPU backend or GPU (only then are they probed).
+
+    A glob starting with ``cpu``, ``cuda`` or a wildcard, or naming ``host/uri``, may;
+    a phone's serial, model or ``adb...`` URI does not, which keeps a phone farm's
+    start-up free of loading every host runtime on every node.
+    """
+    globs = [g.strip() for g in pattern.split(",") if g.strip()]
+    return any(g.startswith(("cpu", "cuda", "*", "?", "[")) or "/" in g.split("://")[-1] for g in globs)
+
+
 def farm_devices(address: str | None = None, adb: Iterable[str] = (), threads: int = 1,
                  device_options: dict[str, Any] | None = None, host: bool = True,
                  timeout_s: float = 60.0) -> list[NodeReport]:
@@ -76,8 +87,7 @@ def farm_profile(specs: Iterable[OpSpec], sink: MeasurementSink, devices: str, *
         UsageError: no device matches, or a node runs another latkit version.
     """
     with connect(address, tuple(adb)) as ray:
-        reports = discover(ray, threads, device_options, host=not all(
-            p.strip().startswith("adb") for p in devices.split(",")))
+        reports = discover(ray, threads, device_options, host=names_host_devices(devices))
         check_versions(reports)
         chosen = select(reports, devices)
         if on_plan is not None:

@@ -17,9 +17,11 @@ import platform
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from latkit.devices.adb_transport import open_transport
 from latkit.devices.base import Device, ModelFormat, ModelSource, host_cpu_model, list_devices, open_device
 from latkit.errors import LatkitError, UsageError
 from latkit.profiler.farm.identity import DeviceIdentity, FarmDevice, device_resource
@@ -86,22 +88,42 @@ def _android_device(uri: str, threads: int, options: dict[str, Any], timeout_s: 
     return open_device(uri, threads=threads, **opts)
 
 
-def android_identity(dev: Any, timeout_s: float) -> tuple[DeviceIdentity, str, dict[str, Any]]:
-    """Identity, serial and details of a connected :class:`AndroidDevice`."""
-    dev.connect()
-    info = dev.info()
-    fingerprint = dev.shell(["getprop", "ro.build.fingerprint"], timeout_s=timeout_s).strip()
-    serial = dev.shell(["getprop", "ro.serialno"], timeout_s=timeout_s).strip() or info.extra["serial"]
-    digest = dev.shell(f"sha256sum {dev.binary} 2>/dev/null || md5sum {dev.binary}",
-                       timeout_s=timeout_s, check=False).split()
+_IDENTITY_PROPS = ("ro.product.model", "ro.soc.model", "ro.board.platform", "ro.build.fingerprint",
+                   "ro.serialno", "ro.build.version.release", "ro.build.version.sdk", "ro.product.cpu.abi")
+_BINARY = "/data/local/tmp/benchmark_model"
+
+
+def android_identity(transport: Any, threads: int, timeout_s: float) -> tuple[DeviceIdentity, str, dict[str, Any]]:
+    """Identity, serial and details of a phone, in one shell round trip.
+
+    Raises:
+        DeviceError: unreachable, or no ``benchmark_model`` on it.
+    """
+    import shlex
+
+    from latkit.errors import DeviceError
+
+    props = "; ".join(f'echo "$(getprop {p})"' for p in _IDENTITY_PROPS)
+    binary = shlex.quote(_BINARY)
+    script = (f"{props}; b={binary}; [ -x \"$b\" ] || b=$(command -v benchmark_model); "
+              "if [ -n \"$b\" ]; then sha256sum \"$b\" 2>/dev/null || md5sum \"$b\"; else echo; fi")
+    res = transport.shell(script, timeout_s)
+    lines = res.stdout.split("\n")
+    values = dict(zip(_IDENTITY_PROPS, (line.strip() for line in lines)))
+    digest = lines[len(_IDENTITY_PROPS)].split() if len(lines) > len(_IDENTITY_PROPS) else []
+    if not digest:
+        raise DeviceError(f"no benchmark_model on {transport.serial} (looked in {_BINARY} and PATH); "
+                          "install LiteRT's benchmark_model there")
     identity = DeviceIdentity(
-        kind="android", model=info.model, soc=info.extra.get("soc", ""), build=fingerprint,
-        runtime="benchmark_model", runtime_version=f"sha256:{digest[0][:16]}" if digest else "unknown",
-        threads=dev.threads,
+        kind="android", model=values.get("ro.product.model", ""),
+        soc=values.get("ro.soc.model") or values.get("ro.board.platform", ""),
+        build=values.get("ro.build.fingerprint", ""), runtime="benchmark_model",
+        runtime_version=f"sha256:{digest[0][:16]}", threads=threads,
     )  # fmt: skip
-    details = {k: info.extra.get(k) for k in ("android", "sdk", "abi", "big_core_mask")}
-    details["transport_serial"] = info.extra.get("serial")
-    return identity, serial, details
+    details = {"android": values.get("ro.build.version.release", ""),
+               "sdk": values.get("ro.build.version.sdk", ""), "abi": values.get("ro.product.cpu.abi", ""),
+               "transport_serial": transport.serial}
+    return identity, values.get("ro.serialno") or transport.serial, details
 
 
 def _host_identity(uri: str, threads: int) -> tuple[DeviceIdentity, dict[str, Any]]:
@@ -163,20 +185,28 @@ def probe_node(node_id: str, node_ip: str, declared: list[str], threads: int = 1
     unreachable: dict[str, str] = {}
     targets = [(u, device_resource(u), {}) for u in declared]
     targets += [(u, "", {"adb_server": True}) for u in _server_phones()]
-    for uri, resource, extra in targets:
+
+    def probe(target: tuple[str, str, dict[str, Any]]) -> FarmDevice | str:
+        uri, resource, extra = target
         started = time.perf_counter()
-        dev = None
         try:
-            dev = _android_device(uri, threads, {**options, **extra}, timeout_s)
-            identity, serial, details = android_identity(dev, timeout_s)
-            devices.append(FarmDevice(node_id, node_ip, hostname, uri, serial, identity, resource,
-                                      {**details, **({"adb_server": True} if extra else {})}))
+            with open_transport(uri, use_server=bool(extra), key_path=options.get("key_path"),
+                                connect_timeout_s=timeout_s) as t:
+                identity, serial, details = android_identity(t, threads, timeout_s)
         except LatkitError as exc:
-            unreachable[uri] = str(exc)
+            return str(exc)
         finally:
-            if dev is not None:
-                dev.close()
-        log.debug("probed %s in %.0f ms", uri, (time.perf_counter() - started) * 1e3)
+            log.debug("probed %s in %.0f ms", uri, (time.perf_counter() - started) * 1e3)
+        return FarmDevice(node_id, node_ip, hostname, uri, serial, identity, resource,
+                          {**details, **({"adb_server": True} if extra else {})})
+
+    if targets:  # phones answer in parallel; each call is bounded by timeout_s
+        with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+            for (uri, _, _), got in zip(targets, pool.map(probe, targets)):
+                if isinstance(got, str):
+                    unreachable[uri] = got
+                else:
+                    devices.append(got)
     if host:
         uris = [r["uri"] for r in list_devices() if r["usable"] and r["uri"].startswith("cpu:")]
         for uri in uris + _gpus():
@@ -240,7 +270,10 @@ class DeviceWorker:
 
         dev = self._open()
         if self.fd.identity.kind == "android":
-            identity, serial, _ = android_identity(dev, self.timeout_s)
+            with open_transport(self.fd.uri, use_server=bool(self.options.get("adb_server")),
+                                key_path=self.options.get("key_path"), connect_timeout_s=self.timeout_s) as t:
+                identity, serial, _ = android_identity(t, self.fd.identity.threads, self.timeout_s)
+            dev.connect()
             if identity != self.fd.identity or serial != self.fd.serial:
                 raise DeviceError(f"{self.fd.uri} is now {identity.model} serial {serial}, not the "
                                   f"{self.fd.identity.model} serial {self.fd.serial} the farm planned "

@@ -1,0 +1,248 @@
+"""The device farm on a real local Ray cluster with real loopback phones and a real LUT.
+
+Three ``latkit loopback-device`` processes (simulated timing, so no core is
+burned running models) on two Ray nodes of one machine: the head owns LB1 and
+LB3 (a different model), the second node owns LB2 (LB1's twin). Rows,
+provenance and counts are asserted, never timings.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("adb_shell")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from latkit.devices.android_state import ThermalPolicy  # noqa: E402
+from latkit.errors import DeviceError, MissingExtraError, UsageError  # noqa: E402
+from latkit.lut.store import LUT  # noqa: E402
+from latkit.profiler.farm import FarmConfig, StandInFactory, farm_devices, farm_profile  # noqa: E402
+from latkit.profiler.farm.identity import device_resource  # noqa: E402
+from latkit.profiler.protocol import ProtocolConfig  # noqa: E402
+from latkit.profiler.spaces import get_space  # noqa: E402
+
+SIM_MS = 2.0
+# one sample per operator: the farm's plumbing is under test, not the statistics
+PROTOCOL = ProtocolConfig(warmup_runs=1, warmup_s=0.0, min_samples=1, max_samples=1)
+OPTIONS = {"thermal": ThermalPolicy(pre_wait_s=0.0), "backoff_s": 0.05}
+FAST = FarmConfig(ready_timeout_s=60.0, restart_backoff_s=0.2, op_timeout_s=60.0, poll_s=0.05)
+
+
+def _start_phone(root: Path, serial: str, model: str = "Loopback Pixel") -> tuple[subprocess.Popen, str]:
+    log = root.parent / f"{serial}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latkit", "loopback-device", "--port", "0", "--root", str(root),
+         "--serial", serial, "--model", model, "--simulate-latency-ms", str(SIM_MS)],
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)  # noqa: SIM115
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text()):
+            return proc, f"adb+tcp://127.0.0.1:{m.group(1)}"
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"loopback device {serial} did not start: {log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def phones(tmp_path_factory):
+    base = tmp_path_factory.mktemp("farm")
+    started = {s: _start_phone(base / s, s, m) for s, m in
+               (("LB1", "Loopback Pixel"), ("LB2", "Loopback Pixel"), ("LB3", "Loopback Fold"))}
+    stub = base / "stub.tflite"
+    stub.write_bytes(b"TFL3 stand-in: the simulated benchmark_model never reads it")
+    yield {s: uri for s, (_, uri) in started.items()}, stub
+    for proc, _ in started.values():
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster(phones):
+    uris, _ = phones
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False,
+        "resources": {device_resource(uris["LB1"]): 1, device_resource(uris["LB3"]): 1}})
+    second = c.add_node(num_cpus=1, resources={device_resource(uris["LB2"]): 1})
+    ray.init(address=c.address, log_to_driver=False)
+    c.second = second
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def specs():
+    ops = [s for s in get_space("proxyless_mobile_w05").operators(32) if s.measurable]
+    return list({s.key: s for s in ops}.values())[:4]
+
+
+def _rows(path: Path) -> list[dict]:
+    with LUT.open(path) as lut:
+        return lut.rows()
+
+
+def _profile(phones, specs, lut_path, pattern, **kw):
+    _, stub = phones
+    with LUT.open(lut_path, create=True) as lut:
+        return farm_profile(specs, lut, pattern, protocol=PROTOCOL, config=kw.pop("config", FAST),
+                            device_options=OPTIONS, model_factory=StandInFactory(stub), **kw)
+
+
+def test_devices_lists_every_node_and_its_phones(cluster, phones):
+    uris, _ = phones
+    reports = farm_devices(host=False)
+    by_node = {r.node_id: {d.serial for d in r.devices} for r in reports}
+    assert sorted(by_node.values(), key=len) == [{"LB2"}, {"LB1", "LB3"}]
+    devices = {d.serial: d for r in reports for d in r.devices}
+    assert devices["LB1"].identity == devices["LB2"].identity  # twins: one LUT device
+    assert devices["LB3"].identity.model == "Loopback Fold"
+    assert devices["LB3"].identity.lut_uri() != devices["LB1"].identity.lut_uri()
+    assert devices["LB2"].uri == uris["LB2"] and devices["LB2"].identity.soc == "LB8000"
+    assert {r.latkit_version for r in reports} == {__import__("latkit").__version__}
+
+
+def test_three_phones_one_lut_and_a_worker_killed_mid_op(cluster, phones, specs, tmp_path):
+    killed: list[str] = []
+
+    def on_event(kind, st, run):  # a twin's worker dies (SIGKILL) in its second operator
+        if kind == "started" and st.device.serial in ("LB1", "LB2") and st.measured >= 1 and not killed:
+            os.kill(st.pid, signal.SIGKILL)
+            killed.append(st.device.serial)
+
+    lut = tmp_path / "farm.db"
+    report = _profile(phones, specs, lut, "LB*", on_event=on_event)
+    assert report.ok and report.rows == 2 * len(specs)
+    rows = _rows(lut)
+    by_device = collections.defaultdict(list)
+    for r in rows:
+        by_device[r["device_uri"]].append(r)
+    assert len(by_device) == 2  # the twins share one LUT device, the Fold has its own
+    for uri, group in by_device.items():  # every op once per device model: none lost, none twice
+        assert sorted(r["op_key"] for r in group) == sorted(s.key for s in specs)
+        serials = {r["provenance"]["farm"]["serial"] for r in group}
+        assert serials <= ({"LB3"} if "Fold" in uri else {"LB1", "LB2"})
+        for r in group:
+            assert r["latency_ms"] == pytest.approx(SIM_MS)  # what the simulated tool printed
+            assert r["provenance"]["farm"]["lut_device"] == uri
+    twins = next(u for u in by_device if "Pixel" in u)
+    assert {r["provenance"]["farm"]["serial"] for r in by_device[twins]} == {"LB1", "LB2"}
+    node_of = {r["provenance"]["farm"]["serial"]: r["provenance"]["farm"]["node_id"] for r in rows}
+    assert node_of["LB2"] == cluster.second.node_id != node_of["LB1"]
+    # the kill cost exactly the op in flight: requeued, measured once, the worker re-created
+    assert killed and report.requeued >= 1
+    victim = next(d for d in report.devices if d["serial"] == killed[0])
+    assert victim["restarts"] == 1 and "died" in victim["last_error"]
+    with LUT.open(lut) as table:
+        assert table.devices()[0]["info"]["farm_members"] in (["LB1", "LB2"], ["LB2", "LB1"], ["LB3"])
+
+
+def test_refuses_a_pattern_that_matches_nothing(cluster, phones, specs, tmp_path):
+    with pytest.raises(UsageError, match=r"no device matches 'pixel9\*'.*adb\+tcp://127\.0\.0\.1"):
+        _profile(phones, specs, tmp_path / "none.db", "pixel9*")
+
+
+def test_refuses_an_address_with_no_cluster():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from latkit.profiler.farm.cluster import connect
+
+    with pytest.raises(DeviceError, match=f"no Ray cluster at 127.0.0.1:{port}"), \
+            connect(f"127.0.0.1:{port}") if not ray.is_initialized() else _no_ray_connect(port):
+        pass
+
+
+def _no_ray_connect(port):
+    from latkit.profiler.farm.cluster import _reachable
+
+    _reachable(f"127.0.0.1:{port}")
+    raise AssertionError("unreachable")
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    from latkit.profiler.farm.cluster import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MissingExtraError, match=r"latkit\[farm\]"):
+        import_ray()
+
+
+def test_driver_killed_then_resumed_measures_nothing_twice(cluster, phones, specs, tmp_path):
+    _, stub = phones
+    lut = tmp_path / "resume.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "latkit", "farm", "profile", "--space", "proxyless_mobile_w05", "-r", "32",
+         "--limit", str(len(specs)), "--devices", "LB3", "--lut", str(lut), "--address", cluster.address,
+         "--stand-in-model", str(stub), "--quick", "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    before: list[tuple] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and driver.poll() is None:
+        if lut.exists():
+            with sqlite3.connect(lut) as conn:
+                try:
+                    before = conn.execute("SELECT op_key, created_at FROM measurements").fetchall()
+                except sqlite3.OperationalError:
+                    before = []
+            if before:
+                break
+        time.sleep(0.1)
+    assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=10)
+    assert 1 <= len(before) < len(specs)
+    report = _profile(phones, specs, lut, "LB3")
+    group = next(iter(report.groups))
+    assert report.ok and report.skipped[group] >= len(before)
+    assert not set(report.measured[group]) & {k for k, _ in before}  # nothing measured twice
+    rows = _rows(lut)
+    assert sorted(r["op_key"] for r in rows) == sorted(s.key for s in specs)
+    kept = {r["op_key"]: r["created_at"] for r in rows}
+    assert all(kept[k] == t for k, t in before)
+
+
+def test_refuses_a_node_with_another_latkit_version(cluster, tmp_path):
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import latkit._version as v\nv.__version__ = '0.0.0-elsewhere'\n")
+    node = cluster.add_node(num_cpus=0, env_vars={"PYTHONPATH": str(shim)})
+    try:
+        with pytest.raises(UsageError, match=r"runs latkit 0\.0\.0-elsewhere but the driver runs latkit "):
+            farm_devices(host=False)
+    finally:
+        cluster.remove_node(node)
+
+
+def test_node_removed_mid_run_loses_no_row(cluster, phones, specs, tmp_path):
+    removed = []
+
+    def on_event(kind, st, run):
+        if kind == "started" and st.device.serial == "LB2" and not removed:
+            cluster.remove_node(cluster.second)  # LB2's host goes down with an op in flight
+            removed.append(st.key)
+
+    lut = tmp_path / "node.db"
+    config = FarmConfig(ready_timeout_s=60.0, restart_backoff_s=0.2, op_timeout_s=60.0, poll_s=0.05,
+                        max_restarts=1)
+    report = _profile(phones, specs, lut, "LB1,LB2", on_event=on_event, config=config)
+    assert removed and report.ok
+    rows = _rows(lut)
+    keys = [r["op_key"] for r in rows]
+    assert sorted(keys) == sorted(s.key for s in specs) and len(set(keys)) == len(keys)
+    assert removed[0] in {r["op_key"] for r in rows if r["provenance"]["farm"]["serial"] == "LB1"}
