@@ -21,11 +21,14 @@ an Android logcat prefix); it is ignored.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from latkit.errors import ParseError
+from latkit.errors import ParseError, UsageError
 
 # Every pattern here runs in time linear in the line: no unbounded repeat is
 # followed by something it can also match (a 40 kB line once took 7.6 s, 80 kB
@@ -396,6 +399,28 @@ def _phases(st: _State) -> dict[str, RunStats]:
             "the run crashed or the output was cut short: rerun it and check the device log"
         )
     return {}
+
+
+def read_output_file(path: str | Path) -> str:
+    """The text of a saved ``benchmark_model`` output file, read with a bound.
+
+    Raises:
+        UsageError: missing, unreadable, not a regular file (``/dev/zero``, a
+            FIFO, a folder) or larger than :data:`MAX_OUTPUT_BYTES`.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError(f"{path} is not a regular file; save the benchmark_model output "
+                                 "to a file and pass that")
+            data = f.read(MAX_OUTPUT_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_OUTPUT_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_OUTPUT_BYTES} bytes, more than one "
+                         "benchmark_model run prints; pass the output of one run")
+    return data.decode("utf-8", errors="replace")
 
 
 def parse_benchmark_output(text: str) -> BenchmarkResult:

@@ -16,14 +16,9 @@ def parse_benchmark_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Parse benchmark_model output (timings, op profile, memory, delegation)."""
-    from latkit.devices.benchmark_parser import parse_benchmark_output
-    from latkit.errors import UsageError
+    from latkit.devices.benchmark_parser import parse_benchmark_output, read_output_file
 
-    try:
-        text = file.read_text(errors="replace")
-    except OSError as exc:
-        raise UsageError(f"cannot read {file}: {exc.strerror}") from exc
-    result = parse_benchmark_output(text)
+    result = parse_benchmark_output(read_output_file(file))  # bounded: /dev/zero is refused
     data = result.to_dict()
     if as_json:
         common.print_json(data)

@@ -1,0 +1,183 @@
+"""Fault injection over the loopback phone: bad timings, garbage output, outages.
+
+Every case runs the real profiler (``profile_ops``) into a real SQLite LUT over
+a real ADB connection; the loopback device rewrites what its ``benchmark_model``
+prints, or goes off the air. Each checks that the bad op fails with its reason,
+the run goes on, what was measured is in the LUT, and nothing waits for long.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from latkit.cli import main
+from latkit.devices.base import open_device
+from latkit.errors import DeviceUnreachableError
+from latkit.lut.store import LUT
+from latkit.profiler.ops import Act, OpSpec, OpType
+from latkit.profiler.protocol import ProtocolConfig
+from latkit.profiler.runner import profile_ops
+
+server = pytest.importorskip("latkit.devices.loopback.server")
+pytest.importorskip("litert_torch")
+
+# fault -> what the op's failure reason must say
+EXPECTED = {
+    "negative_time": "damaged or impossible",
+    "nan_time": "damaged or impossible",
+    "inf_time": "damaged or impossible",
+    "zero_time": "not a positive finite time",
+    "implausible_time": "implausible",
+    "damaged_inference": "damaged or impossible",
+    "garbage_output": "no inference timings",
+    "huge_output": "more than the 2097152 latkit reads",
+}
+# few, short samples: every sample is one benchmark_model process on the "phone"
+FAST = ProtocolConfig(min_samples=2, max_samples=3, target_rel_ci=0.5, pool_size=1,
+                      outage_wait_s=3.0)  # fmt: skip
+
+
+def _spec(c: int) -> OpSpec:
+    return OpSpec(OpType.STEM, (8, 8, 3), (4, 4, c), kernel=3, stride=2, act=Act.RELU6)
+
+
+@pytest.fixture(scope="module")
+def phone(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    with server.LoopbackDevice(root / "root") as dev:
+        yield dev
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+def _device(phone, **kw):
+    kw.setdefault("backoff_s", 0.05)
+    kw.setdefault("retries", 1)
+    kw.setdefault("shell_timeout_s", 10.0)
+    kw.setdefault("run_timeout_s", 60.0)
+    return open_device(f"adb+tcp://127.0.0.1:{phone.port}", threads=1, **kw)
+
+
+def _benchmark_runs(phone) -> int:
+    log = Path(phone.root) / ".loopback/taskset.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_each_bad_timing_fails_its_op_and_the_run_goes_on(phone, cache, tmp_path):
+    """One run: an op per fault kind (each fault hits that op's first run), then a good op."""
+    faults = list(EXPECTED)
+    specs = [_spec(4 + i) for i in range(len(faults) + 1)]
+    order = {s.key: i for i, s in enumerate(specs)}
+    device = _device(phone)
+    phone.faults.clear()
+    phone.faults.arm(faults[0])
+
+    def on_progress(done, total, key, m):  # ops run one by one: arm the next op's fault
+        nxt = order[key] + 1
+        if nxt < len(faults):
+            phone.faults.arm(faults[nxt])
+
+    try:
+        with LUT.open(tmp_path / "phone.db", create=True) as lut:
+            report = profile_ops(device, specs, lut, FAST, on_progress=on_progress, cache_dir=cache)
+            rows = {r["op_key"]: r for r in lut.rows(device.uri)}
+    finally:
+        phone.faults.clear()
+        device.close()
+    for spec, kind in zip(specs, faults):
+        assert phone.faults.fired(kind) == 1
+        assert EXPECTED[kind] in report.failed[spec.key], (kind, report.failed[spec.key])
+        assert "\n" not in report.failed[spec.key]
+    good = specs[-1].key
+    assert report.measured == [good] and set(rows) == {good}  # the run went on after 8 failures
+    assert rows[good]["latency_ms"] > 0 and rows[good]["n_samples"] >= 2
+    assert all(0 < v < 1e4 for v in rows[good]["samples_ms"])
+
+
+def test_device_back_within_the_wait_loses_nothing(phone, cache, tmp_path, caplog):
+    specs = [_spec(20), _spec(21)]
+    device = _device(phone, retries=2)
+    config = ProtocolConfig(min_samples=2, max_samples=3, target_rel_ci=0.5, pool_size=2,
+                            outage_wait_s=60.0)  # fmt: skip
+    start = _benchmark_runs(phone)
+
+    def outage_after_warmups():  # both ops warmed up (6 runs each) and sampled once
+        deadline = time.monotonic() + 120
+        while _benchmark_runs(phone) < start + 14 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        phone.faults.outage(4.0)
+
+    watcher = threading.Thread(target=outage_after_warmups, daemon=True)
+    watcher.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="latkit.profiler.protocol"), \
+                LUT.open(tmp_path / "back.db", create=True) as lut:
+            report = profile_ops(device, specs, lut, config, cache_dir=cache)
+            rows = {r["op_key"]: r for r in lut.rows(device.uri)}
+    finally:
+        watcher.join(timeout=5)
+        phone.faults.clear()
+        device.close()
+    assert not report.failed and set(report.measured) == set(rows) == {s.key for s in specs}
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("is not answering" in m and "trying again in" in m for m in messages)
+    assert any("answers again after" in m for m in messages)
+
+
+def test_device_gone_stores_what_is_complete_and_raises_one_line(phone, cache, tmp_path):
+    specs = [_spec(30), _spec(31), _spec(32)]
+    device = _device(phone)
+    # never converges: every op keeps sampling until the device goes away
+    config = ProtocolConfig(min_samples=2, max_samples=20, target_rel_ci=0.001, pool_size=3,
+                            outage_wait_s=3.0)  # fmt: skip
+    start = _benchmark_runs(phone)
+
+    def outage_after_two_rounds():  # 3 ops x 6 warm-up runs, then 2 samples each
+        deadline = time.monotonic() + 180
+        while _benchmark_runs(phone) < start + 24 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        phone.faults.outage(600.0)
+
+    watcher = threading.Thread(target=outage_after_two_rounds, daemon=True)
+    watcher.start()
+    lut_path = tmp_path / "gone.db"
+    t0 = time.monotonic()
+    try:
+        with LUT.open(lut_path, create=True) as lut, pytest.raises(DeviceUnreachableError) as e:
+            profile_ops(device, specs, lut, config, cache_dir=cache)
+    finally:
+        watcher.join(timeout=5)
+        phone.faults.clear()
+        device.close()
+    waited = time.monotonic() - t0
+    message = str(e.value)
+    assert "\n" not in message and "rerun the same command to resume" in message
+    with LUT.open(lut_path) as lut:
+        rows = {r["op_key"]: r for r in lut.rows(device.uri)}
+    # every op had >= min_samples when the device went: all stored, with the samples taken
+    assert set(rows) == {s.key for s in specs}
+    assert f"{len(rows)} measurement(s) of this run are saved" in message
+    for row in rows.values():
+        assert row["n_samples"] >= 2 and row["latency_ms"] > 0 and not row["converged"]
+    assert waited < 170  # bounded, not a hang (the outage itself lasts 600 s)
+
+
+def test_parse_benchmark_refuses_devices_and_garbage_with_one_line(capsys, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * (2 * 2**20 + 1))
+    damaged = tmp_path / "damaged.txt"
+    fixture = Path(__file__).parent / "fixtures/bm_current_xnnpack.txt"
+    damaged.write_text(fixture.read_text().replace("avg=1196.42", "avg=-1196.42"))
+    for path, says in (("/dev/zero", "not a regular file"), (str(tmp_path), "cannot read"),
+                       (str(big), "larger than"), (str(damaged), "damaged or impossible")):
+        code = main(["parse-benchmark", path])
+        err = capsys.readouterr().err.strip()
+        assert code != 0 and says in err and len(err.splitlines()) == 1, (path, err)
