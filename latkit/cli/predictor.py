@@ -100,9 +100,12 @@ def predict_cmd(
     archs = list(arch or [])
     if archs_file is not None:
         try:
-            archs += [ln.strip() for ln in archs_file.read_text().splitlines() if ln.strip()]
+            text = archs_file.read_bytes().decode("utf-8")
         except OSError as exc:
-            raise UsageError(f"cannot read {archs_file}: {exc.strerror}") from exc
+            raise UsageError(f"cannot read {archs_file}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError:
+            raise UsageError(f"{archs_file} is not a text file; give one architecture per line") from None
+        archs += [ln.strip() for ln in text.splitlines() if ln.strip()]
     pred = predict_archs(predictor, archs, reference_csv=reference_csv)
     if as_json:
         common.print_json([{"arch": a, "latency_ms": float(p)} for a, p in zip(archs, pred)])

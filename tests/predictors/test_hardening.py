@@ -180,3 +180,11 @@ def test_malformed_weights_block(capsys, fitted):
     _edit_meta(folder, lambda m: m.update(weights=["json"]))
     code, _, err = run(capsys, "predictor", "predict", "--predictor", str(folder), "--arch", arch)
     one_error_line(code, err, "'weights' must be an object")
+
+
+def test_binary_archs_file(capsys, fitted, tmp_path):
+    folder, _ = fitted
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x08\x07\x12\x07pytorch\xff\xfe\x00" * 20)
+    code, _, err = run(capsys, "predictor", "predict", "--predictor", str(folder), "--archs-file", str(model))
+    one_error_line(code, err, "not a text file")
