@@ -10,6 +10,8 @@ and no bad row stored.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import socket
 import threading
@@ -61,6 +63,21 @@ def _garbage(text: str | bytes, rc: int = 0) -> Callable[[object, Path], None]:
     return arrange
 
 
+def _output_faults() -> tuple[str, ...]:
+    from latkit.devices.loopback import faults
+
+    return getattr(faults, "OUTPUT_FAULTS", ())
+
+
+def _outage(seconds: float) -> Callable[[object, Path], None]:
+    def arrange(dev, folder: Path) -> None:
+        if not hasattr(dev.faults, "outage"):
+            raise RuntimeError("this loopback device has no outage switch")
+        dev.faults.outage(seconds)
+
+    return arrange
+
+
 def _stop_after_first_row(dev, folder: Path) -> None:
     lut = folder / "p.db"
     deadline = time.monotonic() + 120
@@ -105,6 +122,8 @@ def fault_cases() -> list[FaultCase]:
         F("benchmark_model prints non-UTF-8 bytes", _garbage(b"\xff\xfe\xfd INFO: count=\x80\x81\n")),
         F("benchmark_model stops after STARTING", _garbage("INFO: STARTING!\n")),
         F("benchmark_model crashes (exit 139)", _garbage("Segmentation fault\n", rc=139)),
+        *[F(f"every benchmark_model run: {kind}", _arm(kind, 1000)) for kind in _output_faults()],
+        F("5 s outage of the whole device (waited out)", _outage(5.0), expect="ok"),
         F("device stops after the first row", lambda dev, folder: None, limit=3,
           during=_stop_after_first_row, keep_rows=1, timeout=240),
     ]
@@ -129,8 +148,9 @@ def run_fault_case(case: FaultCase, folder: Path, ws: Workspace) -> Verdict:
 
     folder.mkdir(parents=True, exist_ok=True)
     lut = folder / "p.db"
-    dev = LoopbackDevice(folder / "phone", port=0)
-    dev.start()
+    with _cache_env(ws):  # the device's own ADB key lives in LATKIT_CACHE, shared with the client
+        dev = LoopbackDevice(folder / "phone", port=0)
+        dev.start()
     thread = None
     try:
         case.arrange(dev, folder)
@@ -139,9 +159,14 @@ def run_fault_case(case: FaultCase, folder: Path, ws: Workspace) -> Verdict:
             thread.start()
         res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{dev.port}", lut, case.limit), folder,
                       timeout=case.timeout, env=ws.env(folder))
+    except Exception as exc:
+        return Verdict("corpus error", f"{type(exc).__name__}: {exc}")
     finally:
         dev.faults.clear()
-        dev.stop()
+        try:
+            dev.stop()
+        except Exception:
+            pass
         if thread is not None:
             thread.join(timeout=5)
     verdict = classify(res, case.expect, allow_progress=True)
@@ -163,6 +188,19 @@ def _check_rows(case: FaultCase, verdict: Verdict, res: Result, lut: Path) -> Ve
     return verdict
 
 
+@contextlib.contextmanager
+def _cache_env(ws: Workspace):
+    old = os.environ.get("LATKIT_CACHE")
+    os.environ["LATKIT_CACHE"] = str(ws.cache)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LATKIT_CACHE", None)
+        else:
+            os.environ["LATKIT_CACHE"] = old
+
+
 def run_unreachable(folder: Path, ws: Workspace) -> list[tuple[str, Verdict]]:
     """Devices that cannot be reached: a closed port, a refusing authoriser."""
     from latkit.devices.loopback.server import LoopbackDevice
@@ -173,7 +211,7 @@ def run_unreachable(folder: Path, ws: Workspace) -> list[tuple[str, Verdict]]:
     res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{port}", folder / "a.db", 1), folder, timeout=90,
                   env=ws.env(folder))
     out.append((f"{GROUP}: nothing listening on the port", classify(res, "error")))
-    with LoopbackDevice(folder / "phone", port=0, auth="refuse") as dev:
+    with _cache_env(ws), LoopbackDevice(folder / "phone", port=0, auth="refuse") as dev:
         res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{dev.port}", folder / "b.db", 1), folder,
                       timeout=90, env=ws.env(folder))
     out.append((f"{GROUP}: device refuses authorisation", classify(res, "error")))

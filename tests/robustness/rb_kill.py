@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rb_cli import isolated_env, run_cli
 
-N_OPS = 8
+N_OPS = 16
 PROFILE = ["--device", "cpu:onnxruntime", "--space", "proxyless_mobile", "--resolution", "32", "--quick"]
 
 
@@ -37,6 +37,16 @@ def rows(path: Path) -> list[tuple[str, str, float, str]]:
         return []
     finally:
         con.close()
+
+
+def _op_seconds(path: Path) -> float:
+    """Typical time between two committed rows of the reference profile."""
+    from datetime import datetime
+
+    stamps = sorted(datetime.fromisoformat(r[3]) for r in rows(path))
+    if len(stamps) < 2:
+        return 0.5
+    return max(0.02, (stamps[-1] - stamps[0]).total_seconds() / (len(stamps) - 1))
 
 
 def _count(path: Path) -> int:
@@ -101,7 +111,7 @@ def run_kill_experiment(base: Path, cache: Path) -> KillReport:
     report.reference = len(ref_keys)
     lut = base / "killed.db"
     wal = Path(str(lut) + "-wal")
-    op_s = max(0.3, res.seconds / (N_OPS + 2))
+    op_s = _op_seconds(ref)
 
     def wal_sig():
         try:
@@ -115,7 +125,7 @@ def run_kill_experiment(base: Path, cache: Path) -> KillReport:
         ("right after a commit", lambda p, n0: _wait(lambda: _count(lut) > n0, p, poll=0.001)),
         ("mid-operator", lambda p, n0: _wait(lambda: _count(lut) > n0, p) and (time.sleep(op_s * 0.5) or True)),
         ("during a commit (WAL changing)", None),
-        ("late (one operator left)", lambda p, n0: _wait(lambda: _count(lut) >= N_OPS - 1, p)),
+        ("late (one operator left)", lambda p, n0: _wait(lambda: _count(lut) >= N_OPS - 1, p, poll=0.001)),
     ]
     for label, trigger in moments:
         before = rows(lut)
