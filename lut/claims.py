@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from latkit.errors import StoreError
@@ -53,6 +54,16 @@ _DDL = """CREATE TABLE IF NOT EXISTS claims (
 )"""
 
 
+def _started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot), or "" where unknown."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat_line.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
 @dataclass(frozen=True)
 class Holder:
     """Another process holding claims on a device of the LUT."""
@@ -73,11 +84,12 @@ class Claims:
     def __init__(self, lut: LUT, device_uri: str) -> None:
         self.lut, self.uri = lut, device_uri
         self.pid, self.host = os.getpid(), socket.gethostname()
-        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+        # the process's start time tells a reused pid from the run that held it
+        self.owner = f"{self.host}:{self.pid}:{_started(self.pid)}:{uuid.uuid4().hex[:12]}"
 
     # ------------------------------------------------------------ plumbing
 
-    def _alive(self, pid: int, host: str, renewed_at: float) -> bool:
+    def _alive(self, owner: str, pid: int, host: str, renewed_at: float) -> bool:
         if host != self.host:
             return time.time() - renewed_at < STALE_S
         try:
@@ -85,8 +97,11 @@ class Claims:
         except ProcessLookupError:
             return False
         except PermissionError:  # someone else's process: it exists
-            return True
-        return True
+            pass
+        parts = owner.split(":")
+        started = parts[-2] if len(parts) >= 4 else ""
+        now = _started(pid)
+        return not (started and now and started != now)
 
     def _others(self, conn: sqlite3.Connection) -> list[tuple[str, int, str]]:
         """Live claims of other processes on this device (stale ones are deleted)."""
@@ -99,7 +114,7 @@ class Claims:
         for key, owner, pid, host, renewed in rows:
             if owner == self.owner:
                 continue
-            if self._alive(pid, host, renewed):
+            if self._alive(owner, pid, host, renewed):
                 live.append((key, pid, host))
             else:
                 dead.append(owner)
@@ -187,6 +202,8 @@ class Claims:
                     "DELETE FROM claims WHERE owner = ? AND op_key = ?",
                     [(self.owner, k) for k in keys],
                 )
+                # each stored measurement renews the rest: a long chunk is not taken for abandoned
+                conn.execute("UPDATE claims SET renewed_at = ? WHERE owner = ?", (time.time(), self.owner))
 
 
 class ClaimingSink:

@@ -122,3 +122,13 @@ def test_many_processes_creating_one_lut_at_once(tmp_path):
         assert out.strip() == "latkit.lut"
     with LUT.open(lut, readonly=True) as table:
         assert table.meta["schema_version"] == "1"
+
+
+def test_claim_of_a_reused_pid_is_taken_over(tmp_path):
+    with LUT.open(tmp_path / "a.db", create=True) as table:
+        mine = Claims(table, "dev")
+        mine.claim([], 0)  # makes the claims table
+        # a claim made by an earlier process that had this very pid (another start time)
+        table._q("INSERT INTO claims VALUES ('k1', 'dev', ?, ?, ?, ?)",
+                 (f"{mine.host}:{mine.pid}:1:abc", mine.pid, mine.host, time.time()))  # fmt: skip
+        assert mine.claim(["k1"], 5) == ["k1"]
