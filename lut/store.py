@@ -147,6 +147,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _valid_latency(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value) and value > 0
+
+
 def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
     """Check one measurement row (the form :meth:`LUT.rows` returns) before it is stored.
 
@@ -641,6 +645,12 @@ class LUT:
         uri = self.resolve_device(device)
         wanted = list(dict.fromkeys(keys))
         found = self._column_by_key("latency_ms", wanted, uri)
+        for key, value in found.items():
+            if not _valid_latency(value):  # a row an older latkit imported unchecked
+                raise StoreError(
+                    f"LUT {self.path} holds an invalid latency for {key} on {uri} ({value!r}); "
+                    "re-profile that operator or rebuild the LUT from a checked import"
+                )
         missing = [k for k in wanted if k not in found]
         if missing and strict:
             raise MissingOpsError(missing, lut=f"{self.path} ({uri})")
@@ -763,11 +773,12 @@ class LUT:
             "SELECT d.uri, m.latency_ms, m.source, o.op_type, m.converged FROM measurements m "
             "JOIN devices d ON d.id = m.device_id JOIN ops o ON o.key = m.op_key"
         )
-        lat = [r[1] for r in rows]
+        invalid = [r for r in rows if not _valid_latency(r[1])]  # older, unchecked imports
+        lat = [r[1] for r in rows if _valid_latency(r[1])]
         devices = []
         for dev in self.devices():
             mine = [r for r in rows if r[0] == dev["uri"]]
-            ms = [r[1] for r in mine]
+            ms = [r[1] for r in mine if _valid_latency(r[1])]
             devices.append({
                 "uri": dev["uri"],
                 "runtime": dev["info"].get("runtime", ""),
@@ -789,6 +800,7 @@ class LUT:
             "by_type": dict(sorted(Counter(r[3] for r in rows).items())),
             "sources": dict(sorted(Counter(r[2] for r in rows).items())),
             "unconverged": sum(1 for r in rows if r[4] == 0),
+            "invalid": len(invalid),
             "min_latency_ms": min(lat) if lat else None,
             "median_latency_ms": statistics.median(lat) if lat else None,
             "max_latency_ms": max(lat) if lat else None,

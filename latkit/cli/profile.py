@@ -184,7 +184,7 @@ def measure_cmd(
         from latkit.lut.estimate import estimate
         from latkit.lut.store import LUT
 
-        with LUT.open(lut) as table:
+        with LUT.open(lut, readonly=True) as table:
             est = estimate(table, network)
             refs = reference_ops(table, est.device, [layer.spec.key for layer in network.layers])
     dev = open_dev(device, threads, clock)

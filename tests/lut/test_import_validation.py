@@ -198,3 +198,28 @@ def test_yaml_that_is_not_utf8_is_refused(dst, tmp_path, capsys):
     table.write_bytes("Conv-input:224x224x3-output:112x112x32:\n  mean: 1.0  # caf\xe9\n".encode("latin-1"))
     code, _, err = run(capsys, "lut", "import", dst, table)
     one_error_line(code, err, "ofa_latin1.yaml", "UTF-8")
+
+
+@pytest.mark.parametrize("poison", ["'fast'", "-3.0", "0"])
+def test_lut_poisoned_by_an_older_latkit_is_shown_and_not_estimated(poison, tmp_path, capsys, device):
+    # a proxyless_mobile network's ops, one of them holding what older imports let in
+    from latkit.cli.profile import load_arch
+
+    net, _ = load_arch("proxyless_mobile", json.dumps(["3x3_MBConv3"] * 21), 32)
+    path = tmp_path / "old.db"
+    with LUT.open(path, create=True) as lut, lut.transaction():
+        lut.ensure_device(device["uri"], device)
+        for layer in net.layers:
+            if layer.spec.measurable and layer.spec.key not in {r["op_key"] for r in lut.rows()}:
+                lut.ensure_op(layer.spec)
+                lut.put_row({"op_key": layer.spec.key, "device_uri": device["uri"], "latency_ms": 0.5,
+                             "source": "measured"})  # fmt: skip
+        key = next(layer.spec.key for layer in net.layers if layer.spec.measurable)
+        lut._q(f"UPDATE measurements SET latency_ms = {poison} WHERE op_key = ?", (key,))
+    code, out, err = run(capsys, "lut", "show", path, "--json")
+    assert code == 0, err
+    summary = json.loads(out)["summary"]
+    assert summary["invalid"] == 1 and summary["min_latency_ms"] == 0.5
+    code, _, err = run(capsys, "lut", "estimate", "--lut", path, "--space", "proxyless_mobile",
+                       "--resolution", "32", "--arch", json.dumps(["3x3_MBConv3"] * 21))
+    one_error_line(code, err, "invalid latency", key)
