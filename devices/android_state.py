@@ -107,9 +107,16 @@ class ThermalPolicy:
             raise UsageError("max_remeasures must be >= 0 and sample_s > 0")
 
 
+MAX_CPUS = 1024  # a cpu number beyond this is garbage, not a core
+MAX_LINES = 4096  # of one state read: a garbled sysfs cannot make latkit parse forever
+
+
 def _int(text: str) -> int | None:
+    text = text.strip()
+    if len(text) > 18:  # garbage (and int() refuses more than 4300 digits)
+        return None
     try:
-        return int(text.strip())
+        return int(text)
     except ValueError:
         return None
 
@@ -128,8 +135,8 @@ def _parse_cpu_list(text: str) -> tuple[int, ...]:
     cpus: list[int] = []
     for part in text.replace(",", " ").split():
         lo, _, hi = part.partition("-")
-        if lo.isdigit() and (not hi or hi.isdigit()):
-            cpus.extend(range(int(lo), int(hi or lo) + 1))
+        if lo.isdigit() and (not hi or hi.isdigit()) and len(lo) < 5 and len(hi) < 5:
+            cpus.extend(range(int(lo), min(int(hi or lo), MAX_CPUS - 1) + 1))
     return tuple(sorted(set(cpus)))
 
 
@@ -137,9 +144,9 @@ def read_clusters(t: AdbTransport, timeout_s: float = 10.0) -> list[Cluster]:
     """The device's clock domains, from ``related_cpus`` and ``cpuinfo_max_freq``."""
     res = t.shell(_CLUSTERS_SH, timeout_s)
     seen: dict[tuple[int, ...], int] = {}
-    for line in res.stdout.splitlines():
+    for line in res.stdout.splitlines()[:MAX_LINES]:
         parts = line.split("|")
-        if len(parts) != 3 or not parts[0].isdigit():
+        if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) > 4:
             continue
         related = _parse_cpu_list(parts[1]) or (int(parts[0]),)
         freq = _int(parts[2])
@@ -165,9 +172,9 @@ def read_snapshot(t: AdbTransport, timeout_s: float = 10.0) -> Snapshot:
     gov: dict[int, str] = {}
     zones: dict[str, float] = {}
     battery = None
-    for line in res.stdout.splitlines():
+    for line in res.stdout.splitlines()[:MAX_LINES]:
         parts = line.split("|")
-        if parts[0] == "cpu" and len(parts) == 5 and parts[1].isdigit():
+        if parts[0] == "cpu" and len(parts) == 5 and parts[1].isdigit() and len(parts[1]) <= 4:
             cpu = int(parts[1])
             if (f := _int(parts[2])) is not None:
                 cur[cpu] = f
@@ -179,8 +186,8 @@ def read_snapshot(t: AdbTransport, timeout_s: float = 10.0) -> Snapshot:
             temp = _temp_c(parts[2])
             if temp is not None:
                 name = parts[1].strip() or f"zone{len(zones)}"
-                while name in zones:  # phones repeat zone types
-                    name += "'"
+                if name in zones:  # phones repeat zone types
+                    name = name + "'" if name + "'" not in zones else f"{name}'{len(zones)}"
                 zones[name] = temp
         elif parts[0] == "battery" and len(parts) == 2:
             battery = _temp_c(parts[1], battery=True)

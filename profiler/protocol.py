@@ -555,6 +555,9 @@ def measure_many(
     Raises:
         UsageError: duplicate keys, or a sink without a spec for some model.
         MeasurementError / DeviceError: a model failed and no ``on_error`` was given.
+        DeviceUnreachableError: the device stopped answering for longer than
+            ``config.outage_wait_s``; the models with at least ``min_samples``
+            samples were handed to the sink first.
     """
     config = device.adapt_protocol(config or ProtocolConfig())
     models = list(models)

@@ -71,6 +71,7 @@ def _benchmark_runs(phone) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
+@pytest.mark.slow
 def test_each_bad_timing_fails_its_op_and_the_run_goes_on(phone, cache, tmp_path):
     """One run: an op per fault kind (each fault hits that op's first run), then a good op."""
     faults = list(EXPECTED)
@@ -102,6 +103,7 @@ def test_each_bad_timing_fails_its_op_and_the_run_goes_on(phone, cache, tmp_path
     assert all(0 < v < 1e4 for v in rows[good]["samples_ms"])
 
 
+@pytest.mark.slow
 def test_device_back_within_the_wait_loses_nothing(phone, cache, tmp_path, caplog):
     specs = [_spec(20), _spec(21)]
     device = _device(phone, retries=2)
@@ -132,6 +134,7 @@ def test_device_back_within_the_wait_loses_nothing(phone, cache, tmp_path, caplo
     assert any("answers again after" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_device_gone_stores_what_is_complete_and_raises_one_line(phone, cache, tmp_path):
     specs = [_spec(30), _spec(31), _spec(32)]
     device = _device(phone)

@@ -246,3 +246,59 @@ def test_profile_ops_resumes_skips_and_records_failures(device, tmp_path, cache)
         assert lut.done_keys(device.uri) == {s.key for s in SPECS}
         assert {r["source"] for r in lut.rows()} == {"measured"}
         assert lut.spec(SPECS[3].key) == SPECS[3]
+
+
+# ---------------------------------------------------------------- bad timings
+
+
+class _Skewed(Session):
+    """A real session whose reported time is passed through ``skew`` (a broken device timer)."""
+
+    def __init__(self, inner: Session, skew):
+        self.inner, self.skew = inner, skew
+
+    def time(self, iterations: int) -> float:
+        return self.skew(self.inner.time(iterations))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _SkewedDevice(_LoggingDevice):
+    """The real ONNX Runtime device, with one model's timings skewed."""
+
+    def __init__(self, device, key: str, skew):
+        super().__init__(device)
+        self.key, self.skew = key, skew
+
+    def open(self, model):
+        session = self.device.open(model)
+        return _Skewed(session, self.skew) if model.key == self.key else session
+
+
+@pytest.mark.parametrize(
+    ("skew", "says"),
+    [
+        (lambda t: -t, "not a positive finite time"),  # looped forever in the warm-up
+        (lambda t: 0.0, "not a positive finite time"),  # was stored as a 0.0 ms row
+        (lambda t: float("nan"), "not a positive finite time"),
+        (lambda t: float("inf"), "not a positive finite time"),  # aborted the whole run
+        (lambda t: t * 1e6, "implausible"),  # more than the call took
+        (lambda t: 1e-12, "implausible"),  # a picosecond per run
+    ],
+)
+def test_bad_timings_fail_that_op_and_the_run_goes_on(device, tmp_path, cache, skew, says):
+    bad = SPECS[1].key
+    with LUT.open(tmp_path / "lut.db", create=True) as lut:
+        report = profile_ops(_SkewedDevice(device, bad, skew), SPECS, lut, FAST, cache_dir=cache)
+        rows = {r["op_key"]: r for r in lut.rows(device.uri)}
+    assert list(report.failed) == [bad] and says in report.failed[bad]
+    assert "MeasurementError" in report.failed[bad]
+    assert set(rows) == {s.key for s in SPECS} - {bad}
+    assert all(r["latency_ms"] > 0 and all(v > 0 for v in r["samples_ms"]) for r in rows.values())
+
+
+def test_outage_wait_is_validated():
+    with pytest.raises(UsageError):
+        ProtocolConfig(outage_wait_s=-1)
+    assert ProtocolConfig().outage_wait_s > 0
