@@ -8,10 +8,12 @@ connection has its own reader thread; each stream its own service thread.
 
 Every resource a host can make the device hold is bounded: connections
 (``max_connections``; extra ones are closed at once), streams per connection,
-the payload of one message (refused before it is read), the time to finish the
-handshake, the time a started message may stall, and the time a connection with
-no open stream may stay silent (TCP keepalive also ends connections whose host
-vanished).
+the payload of one message (refused before it is read), what a stream may queue
+for its service (:mod:`.streams`), the time to finish the handshake, and the time
+a started message may stall. An authenticated connection may stay idle, as with
+adbd (``adb`` marks a device offline when its idle connection is cut and does not
+reconnect); ``idle_timeout_s`` bounds that too, and TCP keepalive ends connections
+whose host vanished.
 
 Example:
     >>> with LoopbackDevice(tmp_path, scenario="throttle") as dev:   # doctest: +SKIP
@@ -56,7 +58,7 @@ MAX_CONNECTIONS = 16
 MAX_STREAMS = 64            # open streams per connection
 HANDSHAKE_TIMEOUT_S = 30.0  # CNXN and authentication must finish within this
 MESSAGE_TIMEOUT_S = 30.0    # a message that has started must not stall longer
-IDLE_TIMEOUT_S = 600.0      # a connection with no open stream may stay silent this long
+IDLE_TIMEOUT_S = None       # a connection with no open stream may stay silent this long
 
 
 @dataclass
@@ -277,8 +279,10 @@ class LoopbackDevice:
         scenario: ``cool``, ``heat``, ``throttle`` or a :class:`Scenario`.
         serial, model, product, device: identity shown by ``adb devices -l`` / getprop.
         max_connections: connections served at once; extra ones are closed at once.
-        handshake_timeout_s, message_timeout_s, idle_timeout_s: see the module docstring
-            (None: no limit).
+        handshake_timeout_s: CNXN and authentication must finish within this.
+        message_timeout_s: a started message must not stall longer (None: no limit).
+        idle_timeout_s: a connection with no open stream may stay silent this long
+            (None, the default: no limit).
     """
 
     def __init__(self, root: Path | None = None, host: str = "127.0.0.1", port: int = 0,
