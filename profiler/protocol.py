@@ -456,6 +456,8 @@ class _Run:
             try:
                 self.visit_through_outages(slot, touch)
             except _Outage:
+                # the caller stores what the pool holds: not the models failed this round
+                pool[:] = [s for j, s in enumerate(pool) if j not in broken]
                 raise
             except Exception as exc:  # a model that breaks mid-run is dropped, not the run
                 _close_quietly(slot.session)
@@ -473,6 +475,7 @@ class _Run:
             try:
                 self.finish(slot)
             except (MeasurementError, ValueError, FloatingPointError) as exc:
+                _close_quietly(slot.session)  # finish closes it only once its summary is made
                 if self.on_error is None:
                     raise
                 self.fail(slot.key, exc)
