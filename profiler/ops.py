@@ -57,14 +57,29 @@ FREE_OPS = frozenset({OpType.SKIP, OpType.ZERO})
 Shape = tuple[int, int, int]  # (height, width, channels), as in the public tables
 
 
+# far beyond any mobile operator; larger values are typos that would allocate gigabytes
+MAX_DIM = 1 << 16
+MAX_KERNEL = 31
+
+
 def _shape(value: Any, name: str) -> Shape:
     try:
-        h, w, c = (int(v) for v in value)
-    except (TypeError, ValueError) as exc:
+        h, w, c = (_whole(v) for v in value)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"{name} must be three integers (H, W, C), got {value!r}") from exc
-    if min(h, w, c) < 1:
-        raise UsageError(f"{name} must be positive, got {value!r}")
+    if min(h, w, c) < 1 or max(h, w, c) > MAX_DIM:
+        raise UsageError(f"{name} must be integers from 1 to {MAX_DIM}, got {value!r}")
     return (h, w, c)
+
+
+def _whole(value: Any) -> int:
+    """An integer given as int, integral float or digit string (never a bool or 2.5)."""
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a size")
+    number = int(value)
+    if isinstance(value, float) and value != number:
+        raise ValueError(f"{value} is not a whole number")
+    return number
 
 
 @dataclass(frozen=True)
@@ -97,8 +112,17 @@ class OpSpec:
         object.__setattr__(self, "act", Act(self.act))
         object.__setattr__(self, "input_shape", _shape(self.input_shape, "input_shape"))
         object.__setattr__(self, "output_shape", _shape(self.output_shape, "output_shape"))
+        for name in ("kernel", "stride", "groups", "mid_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UsageError(f"{name} must be an integer, got {value!r}")
         if self.kernel < 1 or self.stride < 1 or self.groups < 1:
             raise UsageError(f"kernel, stride and groups must be >= 1 in {self}")
+        if self.kernel > MAX_KERNEL or self.stride > MAX_KERNEL or max(self.groups, self.mid_channels) > MAX_DIM:
+            raise UsageError(f"kernel and stride must be at most {MAX_KERNEL}, groups and mid_channels "
+                             f"at most {MAX_DIM}, in {self}")
+        if isinstance(self.expand_ratio, bool) or not (0 < float(self.expand_ratio) <= 64):
+            raise UsageError(f"expand_ratio must be a number above 0 and at most 64, got {self.expand_ratio!r}")
         if self.op_type is OpType.MBCONV:
             if self.mid_channels < 1:
                 raise UsageError("an MBConv spec needs mid_channels >= 1")

@@ -266,3 +266,18 @@ def test_malformed_arch_text(space_name, text, match):
     with pytest.raises(ArchError, match=match) as info:
         load_arch(space, text)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(kernel=0), ">= 1"), (dict(kernel=99), "at most"), (dict(stride=2.5), "integer"),
+    (dict(expand_ratio=float("nan")), "expand_ratio"), (dict(expand_ratio=0), "expand_ratio"),
+    (dict(mid_channels=10**9), "at most"), (dict(input_shape=(14, 14, 10**7)), "1 to"),
+    (dict(input_shape=(14.5, 14, 40)), "three integers"), (dict(input_shape=(True, 14, 40)), "three integers"),
+])
+def test_opspec_refuses_absurd_fields(change, match):
+    from latkit.profiler.ops import Act, OpSpec, OpType
+
+    base = dict(op_type=OpType.MBCONV, input_shape=(14, 14, 40), output_shape=(14, 14, 40), kernel=3,
+                stride=1, expand_ratio=3, mid_channels=120, act=Act.RELU6)
+    with pytest.raises(UsageError, match=match):
+        OpSpec(**{**base, **change})
