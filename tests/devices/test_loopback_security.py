@@ -234,6 +234,16 @@ def test_latkit_client_tries_the_loopback_key_after_the_users(tmp_path, monkeypa
     assert (tmp_path / "home/.config/latkit/adbkey").is_file()  # the user's key, tried first
 
 
+def test_unwritable_cache_for_the_key_is_one_device_error(tmp_path, monkeypatch, capsys):
+    (tmp_path / "cache-file").write_text("x")
+    monkeypatch.setenv("LATKIT_CACHE", str(tmp_path / "cache-file"))
+    with pytest.raises(DeviceError, match="LATKIT_CACHE"):
+        LoopbackDevice(tmp_path / "dev").start()
+    code = main(["loopback-device", "--root", str(tmp_path / "dev2"), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "LATKIT_CACHE" in err, err
+
+
 def test_key_pair_is_made_once_and_reused(tmp_path):
     key = tmp_path / "k" / "adbkey"
     first = ensure_key_pair(key)
