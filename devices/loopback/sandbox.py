@@ -144,7 +144,11 @@ def make_alias(root: Path) -> Path:
             shutil.rmtree(folder, ignore_errors=True)
             continue
         alias = Path(folder) / "root"
-        alias.symlink_to(Path(root).resolve(), target_is_directory=True)
+        try:
+            alias.symlink_to(Path(root).resolve(), target_is_directory=True)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return alias
     raise OSError("no writable temporary folder with a plain path (set TMPDIR to one, e.g. /tmp)")
 
