@@ -282,7 +282,8 @@ class AndroidDevice(Device):
         # sample the big cluster's clock in the background while the tool runs,
         # in the same round trip; samples follow a marker line after the output.
         # The tool's output goes to a file on the phone and at most MAX_OUTPUT_BYTES
-        # of it cross ADB (its full size follows a marker, to tell a cut).
+        # of it cross ADB (its full size follows a marker, to tell a cut); old
+        # toolbox builds without `head -c` use dd.
         big_cpu = self.big.cpus[0]  # type: ignore[union-attr]
         freq = shlex.quote(f"/sys/devices/system/cpu/cpu{big_cpu}/cpufreq/scaling_cur_freq")
         stamp = time.monotonic_ns()
@@ -290,7 +291,8 @@ class AndroidDevice(Device):
         out = shlex.quote(f"{WORK_DIR}/.out_{stamp}")
         return (f"(while :; do cat {freq}; sleep {self.thermal.sample_s}; done) >{tmp} 2>/dev/null & "
                 f"__s=$!; {shlex.join(argv)} >{out} 2>&1; __rc=$?; kill $__s 2>/dev/null; "
-                f"wait $__s 2>/dev/null; head -c {MAX_OUTPUT_BYTES} {out}; echo; "
+                f"wait $__s 2>/dev/null; head -c {MAX_OUTPUT_BYTES} {out} 2>/dev/null "
+                f"|| dd if={out} bs={MAX_OUTPUT_BYTES} count=1 2>/dev/null; echo; "
                 f"echo {_SIZE_MARK}$(wc -c <{out}); echo {_FREQ_MARK}; cat {tmp}; "
                 f"rm -f {tmp} {out}; exit $__rc")
 
