@@ -184,3 +184,16 @@ def test_parse_benchmark_refuses_devices_and_garbage_with_one_line(capsys, tmp_p
         code = main(["parse-benchmark", path])
         err = capsys.readouterr().err.strip()
         assert code != 0 and says in err and len(err.splitlines()) == 1, (path, err)
+
+
+def test_profile_on_a_device_that_is_down_is_one_line(phone, capsys, tmp_path):
+    phone.faults.outage(60.0)
+    try:
+        code = main(["profile", "--device", f"adb+tcp://127.0.0.1:{phone.port}", "--space",
+                     "proxyless_mobile_w05", "--resolution", "32", "--limit", "1", "--quick",
+                     "--lut", str(tmp_path / "down.db")])  # fmt: skip
+    finally:
+        phone.faults.clear()
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert "failed 3 times" in err
