@@ -147,8 +147,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+#: no operator takes 1000 s: a larger "latency" is a unit mix-up or garbage
+MAX_LATENCY_MS = 1e6
+
+
 def _valid_latency(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value) and value > 0
+    return _is_number(value) and math.isfinite(value) and 0 < value < MAX_LATENCY_MS
 
 
 def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
@@ -185,8 +189,8 @@ def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
             raise bad(f"{f} is {out[f]!r}, not a non-empty text")
     where = f"{where} ({out['op_key']} on {out['device_uri']})"
     lat = out["latency_ms"]
-    if not _is_number(lat) or not math.isfinite(lat) or lat <= 0:
-        raise bad(f"latency_ms is {lat!r}; it must be a finite number of milliseconds > 0")
+    if not _valid_latency(lat):
+        raise bad(f"latency_ms is {lat!r}; it must be a number of milliseconds > 0 and < {MAX_LATENCY_MS:g}")
     out["latency_ms"] = float(lat)
     for c in STAT_COLUMNS[1:]:
         v = out[c]

@@ -60,9 +60,23 @@ def export_cmd(
     from latkit.lut.store import LUT
 
     check_output_target(out, "LUT export")  # before reading anything
+    _refuse_overwriting_a_lut(out)
     with LUT.open(lut, readonly=True) as table:
         n = export_json(table, out)
     common.err.print(f"wrote {n} measurements to {common.esc(out)}")
+
+
+def _refuse_overwriting_a_lut(out: Path) -> None:
+    """An export never replaces an SQLite file (its own input, or any other LUT)."""
+    from latkit.errors import UsageError
+
+    try:
+        with open(out, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return  # missing (or unreadable: the write will say so)
+    if head == b"SQLite format 3\0":
+        raise UsageError(f"{out} is an SQLite file (a LUT?); an export would replace it: give a .json path")
 
 
 @lut_app.command("import")

@@ -77,6 +77,7 @@ CASES = {
     "string latency": (_set("measurements", 1, "latency_ms", "fast"), "measurement #1", "latency_ms"),
     "negative latency": (_set("measurements", 0, "latency_ms", -2.5), "measurement #0", "latency_ms"),
     "zero latency": (_set("measurements", 2, "latency_ms", 0), "measurement #2", "> 0"),
+    "absurd latency": (_set("measurements", 2, "latency_ms", 1e308), "measurement #2", "latency_ms"),
     "boolean latency": (_set("measurements", 0, "latency_ms", True), "measurement #0", "latency_ms"),
     "string std": (_set("measurements", 0, "std_ms", "wide"), "measurement #0", "std_ms"),
     "negative std": (_set("measurements", 1, "std_ms", -1.0), "measurement #1", "std_ms"),

@@ -138,6 +138,16 @@ def test_export_refuses_non_regular_targets(tmp_path, capsys, specs, device, mak
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "folder", "pipe"]
 
 
+def test_export_never_replaces_a_lut(tmp_path, capsys, specs, device, make_measurement):
+    src = _fill(tmp_path / "a.db", specs[:2], device, make_measurement)
+    other = _fill(tmp_path / "b.db", specs[2:4], device, make_measurement)
+    for target in (src, other):
+        before = target.read_bytes()
+        code, _, err = run(capsys, "lut", "export", src, "-o", target)
+        one_error_line(code, err, target.name, "SQLite")
+        assert target.read_bytes() == before
+
+
 def test_export_replaces_an_old_file_whole(tmp_path, capsys, specs, device, make_measurement):
     src = _fill(tmp_path / "a.db", specs[:4], device, make_measurement)
     out = tmp_path / "a.json"
