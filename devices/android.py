@@ -68,6 +68,8 @@ class AndroidDevice(Device):
             ``--num_runs`` is the ``iterations`` the caller asks for.
         thermal: cooldown and throttle policy.
         retries: attempts per shell call or run before giving up.
+        connect_wait_s: how long the first connection keeps trying (doubling,
+            logged waits) before the device counts as unreachable.
         backoff_s: first wait between attempts (doubles each time).
         shell_timeout_s, run_timeout_s: limits for a plain command and for a run.
     """
@@ -79,7 +81,8 @@ class AndroidDevice(Device):
                  use_xnnpack: bool = True, use_gpu: bool = False, use_nnapi: bool = False,
                  warmup_runs: int = 1, warmup_min_secs: float = 0.0, min_secs: float = 0.0,
                  thermal: ThermalPolicy | None = None, retries: int = 3, backoff_s: float = 0.5,
-                 shell_timeout_s: float = 20.0, run_timeout_s: float = 300.0) -> None:
+                 shell_timeout_s: float = 20.0, run_timeout_s: float = 300.0,
+                 connect_wait_s: float = 20.0) -> None:
         super().__init__(uri, threads)
         if retries < 1:
             raise UsageError(f"retries must be >= 1, got {retries}")
@@ -94,6 +97,9 @@ class AndroidDevice(Device):
         self.thermal = thermal or ThermalPolicy()
         self.retries, self.backoff_s = retries, backoff_s
         self.shell_timeout_s, self.run_timeout_s = shell_timeout_s, run_timeout_s
+        if not connect_wait_s >= 0:
+            raise UsageError(f"connect_wait_s must be >= 0, got {connect_wait_s}")
+        self.connect_wait_s = connect_wait_s
         self._t: AdbTransport | None = None
         self.props: dict[str, str] = {}
         self.clusters: list[Cluster] = []
@@ -138,6 +144,25 @@ class AndroidDevice(Device):
                 self._drop_connection()
         raise DeviceUnreachableError(f"{what} on {self.uri} failed {self.retries} times; last error: {last}")
 
+    def _first_connection(self, fn: Any) -> Any:
+        """``fn(transport)`` (the first call that needs the device), waiting out a
+        device that is briefly away (up to ``connect_wait_s``)."""
+        start = time.monotonic()
+        delay = self.backoff_s
+        while True:  # bounded: ends by connect_wait_s
+            try:
+                return self._retrying("connecting", fn)
+            except DeviceUnreachableError as exc:
+                waited = time.monotonic() - start
+                if waited + delay > self.connect_wait_s:
+                    raise DeviceUnreachableError(
+                        f"{exc} (kept trying for {waited:.0f} s); check that the device is on "
+                        "and reachable, then rerun") from exc
+                log.warning("%s is not answering; trying again in %.1f s (waited %.0f of %.0f s)",
+                            self.uri, delay, waited, self.connect_wait_s)
+                time.sleep(delay)
+                delay = min(2 * delay, 8.0)
+
     def _drop_connection(self) -> None:
         if self._t is not None:
             self._t.close()
@@ -161,9 +186,9 @@ class AndroidDevice(Device):
         """Connect, read the device's layout and take the thermal baseline (once)."""
         if self.baseline is not None:
             return
-        t = self._retrying("connect", lambda t: t)
         tmo = self.shell_timeout_s
-        self.props = self._retrying("getprop", lambda t: getprops(t, tmo))
+        self.props = self._first_connection(lambda t: getprops(t, tmo))
+        t = self._transport()
         self.clusters = self._retrying("reading clusters", lambda t: read_clusters(t, tmo))
         self.big = big_cluster(self.clusters)
         self.mask = self._choose_mask()
