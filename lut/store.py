@@ -285,7 +285,7 @@ class LUT:
             if not readonly:
                 path.parent.mkdir(parents=True, exist_ok=True)
             conn = cls._connect(path, readonly)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, ValueError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open LUT {path}: {one_line(exc)}; check the path and its folder") from exc
         try:
             cls._prepare(conn, path, create and not readonly, readonly)
@@ -300,10 +300,11 @@ class LUT:
 
     @staticmethod
     def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+        # bytes, so that a file name that is not UTF-8 opens too
         if not readonly:
-            return sqlite3.connect(str(path), timeout=30.0)
+            return sqlite3.connect(os.fsencode(path), timeout=30.0)
         # a URI, so that any character of the path ('?', '#', '%', spaces) is quoted
-        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+        uri = "file:" + urllib.parse.quote(os.fsencode(path.resolve())) + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=30.0)
         try:
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
