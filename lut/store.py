@@ -129,8 +129,20 @@ def _problem(check_rows: list[tuple]) -> str:
     return (found[0][:200] if found else "integrity check failed") + more
 
 
+def _finite_tree(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_tree(v) for v in value]
+    return value
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    # NaN / inf (an undefined statistic in a provenance) are stored as null: a JSON
+    # export must be able to carry everything the LUT holds
+    return json.dumps(_finite_tree(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -224,3 +224,15 @@ def test_lut_poisoned_by_an_older_latkit_is_shown_and_not_estimated(poison, tmp_
     code, _, err = run(capsys, "lut", "estimate", "--lut", path, "--space", "proxyless_mobile",
                        "--resolution", "32", "--arch", json.dumps(["3x3_MBConv3"] * 21))
     one_error_line(code, err, "invalid latency", key)
+
+
+def test_non_finite_provenance_is_stored_as_null_and_exports(tmp_path, specs, device, make_measurement):
+    m = make_measurement(specs[0], 1.0)
+    m.provenance = {"ci": float("nan"), "rates": [float("inf"), 2.0]}
+    with LUT.open(tmp_path / "a.db", create=True) as lut:
+        lut.add(specs[0], m, device)
+        lut.save_calibration(device["uri"], "linear", {"a": float("nan")}, {})
+        assert export_json(lut, tmp_path / "a.json") == 1
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["measurements"][0]["provenance"] == {"ci": None, "rates": [None, 2.0]}
+    assert doc["calibrations"][0]["params"] == {"a": None}
