@@ -49,15 +49,15 @@ def connect(address: str | None = None, adb: list[str] | tuple[str, ...] = (),
         UsageError: ``adb`` given while joining an existing cluster.
     """
     ray = import_ray()
-    if ray.is_initialized():
+    if address not in (None, "auto"):
+        _reachable(address)
+    if ray.is_initialized():  # a caller that joined a cluster itself (tests, notebooks)
         yield ray
         return
     if address is not None and adb:
         raise UsageError("--adb declares phones of an embedded cluster; on a `ray start` cluster "
                          "each node declares its own: ray start --resources "
                          f"'{{\"{device_resource(adb[0])}\": 1}}'")
-    if address not in (None, "auto"):
-        _reachable(address)
     try:
         if address is None:
             ray.init(num_cpus=num_cpus, resources={device_resource(u): 1 for u in adb},

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from latkit._version import __version__
 from latkit.errors import UsageError
 from latkit.profiler.farm.identity import FarmDevice, group_by_identity
 from latkit.profiler.farm.node import DeviceWorker, ModelFactory, measurement_from
@@ -285,6 +286,10 @@ class FarmRun:
             self._lost(st, f"worker did not start: {_reason(exc)}")
             return
         st.ready_ref, st.pid, st.state = None, got["pid"], "idle"
+        if got["latkit_version"] != __version__:  # a node re-installed since the probe
+            self._fence(st, f"its node runs latkit {got['latkit_version']} but the driver runs latkit "
+                            f"{__version__}; install one version everywhere")
+            return
         self._emit("ready", st)
 
     def _on_result(self, st: DeviceState) -> None:

@@ -156,21 +156,26 @@ def test_refuses_a_pattern_that_matches_nothing(cluster, phones, specs, tmp_path
 def test_refuses_an_address_with_no_cluster():
     import socket
 
+    from latkit.profiler.farm.cluster import connect
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    from latkit.profiler.farm.cluster import connect
-
-    with pytest.raises(DeviceError, match=f"no Ray cluster at 127.0.0.1:{port}"), \
-            connect(f"127.0.0.1:{port}") if not ray.is_initialized() else _no_ray_connect(port):
+    with pytest.raises(DeviceError, match=f"no Ray cluster at 127.0.0.1:{port}"), connect(f"127.0.0.1:{port}"):
         pass
 
 
-def _no_ray_connect(port):
-    from latkit.profiler.farm.cluster import _reachable
+def test_cli_one_error_line_for_an_address_with_no_cluster(capsys):
+    import socket
 
-    _reachable(f"127.0.0.1:{port}")
-    raise AssertionError("unreachable")
+    from latkit.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["farm", "devices", "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no Ray cluster at 127.0.0.1:{port}" in err[0]
 
 
 def test_missing_ray_names_the_extra(monkeypatch):
