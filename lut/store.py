@@ -31,6 +31,13 @@ from typing import Any
 from latkit._files import one_line
 from latkit._version import __version__
 from latkit.errors import MissingOpsError, StoreError, UsageError
+from latkit.lut.rows import (  # noqa: F401  (re-exported: the row form is part of the store's API)
+    MAX_LATENCY_MS,
+    ROW_FIELDS,
+    STAT_COLUMNS,
+    check_row,
+    valid_latency,
+)
 from latkit.profiler.measurement import Measurement
 from latkit.profiler.ops import OpSpec
 
@@ -79,13 +86,6 @@ CREATE TABLE calibrations (
 );
 """
 
-# the per-measurement numeric columns, in table order; None = not known (imported tables)
-STAT_COLUMNS = (
-    "latency_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p10_ms", "p90_ms", "mad_ms",
-    "ci_low_ms", "ci_high_ms", "rel_ci", "n_samples", "n_outliers", "iterations", "converged",
-)  # fmt: skip
-ROW_FIELDS = ("op_key", "device_uri", *STAT_COLUMNS, "samples_ms", "provenance", "source",
-              "created_at")  # fmt: skip
 
 
 def utc_now() -> str:
@@ -143,102 +143,6 @@ def _json(value: Any) -> str:
     # NaN / inf (an undefined statistic in a provenance) are stored as null: a JSON
     # export must be able to carry everything the LUT holds
     return json.dumps(_finite_tree(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # SQLite REAL and JSON cannot carry inf/NaN faithfully
-    return value
-
-
-_COUNT_COLUMNS = ("n_samples", "n_outliers", "iterations")
-_TEXT_FIELDS = ("op_key", "device_uri", "source")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-#: no operator takes 1000 s: a larger "latency" is a unit mix-up or garbage
-MAX_LATENCY_MS = 1e6
-
-
-def _valid_latency(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value) and 0 < value < MAX_LATENCY_MS
-
-
-def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
-    """Check one measurement row (the form :meth:`LUT.rows` returns) before it is stored.
-
-    ``latency_ms`` must be a finite number > 0; the other statistics are absent
-    or finite numbers >= 0 (counts whole numbers), ``converged`` a boolean,
-    ``samples_ms`` a list of finite numbers > 0, ``provenance`` an object, the
-    key, device and source non-empty text and ``created_at`` text. Non-finite
-    statistics other than the latency (a protocol's NaN CI) are stored as unknown.
-
-    Args:
-        row: the row.
-        where: how the message names the row (``"file.json: measurement #3"``).
-
-    Returns:
-        The row with only :data:`ROW_FIELDS`, statistics as floats / ints.
-
-    Raises:
-        StoreError: the first field that is missing or of the wrong type or value.
-    """
-
-    def bad(what: str) -> StoreError:
-        return StoreError(f"{where}: {what}; nothing was stored, fix or remove that row")
-
-    if not isinstance(row, dict):
-        raise bad(f"is {type(row).__name__}, not an object")
-    out = {f: row.get(f) for f in ROW_FIELDS}
-    missing = [f for f in ("op_key", "device_uri", "latency_ms", "source") if out[f] is None]
-    if missing:
-        raise StoreError(f"{where} lacks {', '.join(missing)}; nothing was stored, fix or remove that row")
-    for f in _TEXT_FIELDS:
-        if not isinstance(out[f], str) or not out[f].strip():
-            raise bad(f"{f} is {out[f]!r}, not a non-empty text")
-    where = f"{where} ({out['op_key']} on {out['device_uri']})"
-    lat = out["latency_ms"]
-    if not _valid_latency(lat):
-        raise bad(f"latency_ms is {lat!r}; it must be a number of milliseconds > 0 and < {MAX_LATENCY_MS:g}")
-    out["latency_ms"] = float(lat)
-    for c in STAT_COLUMNS[1:]:
-        v = out[c]
-        if v is None or c == "converged":
-            continue
-        if not _is_number(v):
-            raise bad(f"{c} is {v!r}, not a number")
-        if isinstance(v, float) and not math.isfinite(v):
-            out[c] = None
-            continue
-        if v < 0 and c not in ("ci_low_ms",):
-            raise bad(f"{c} is {v!r}; it must not be negative")
-        if c in _COUNT_COLUMNS:
-            if v != int(v):
-                raise bad(f"{c} is {v!r}, not a whole number")
-            out[c] = int(v)
-        else:
-            out[c] = float(v)
-    conv = out["converged"]
-    if conv is not None and not isinstance(conv, bool) and conv not in (0, 1):
-        raise bad(f"converged is {conv!r}, not true or false")
-    samples = out["samples_ms"]
-    if samples is None:
-        samples = []
-    if not isinstance(samples, list):
-        raise bad(f"samples_ms is {type(samples).__name__}, not a list of milliseconds")
-    for j, v in enumerate(samples):
-        if not _is_number(v) or not math.isfinite(v) or v <= 0:
-            raise bad(f"samples_ms[{j}] is {v!r}; samples must be finite numbers > 0")
-    out["samples_ms"] = [float(v) for v in samples]
-    prov = out["provenance"]
-    if prov is not None and not isinstance(prov, dict):
-        raise bad(f"provenance is {type(prov).__name__}, not an object")
-    if out["created_at"] is not None and not isinstance(out["created_at"], str):
-        raise bad(f"created_at is {out['created_at']!r}, not an ISO 8601 text")
-    return out
 
 
 class LUT:
@@ -663,7 +567,7 @@ class LUT:
         wanted = list(dict.fromkeys(keys))
         found = self._column_by_key("latency_ms", wanted, uri)
         for key, value in found.items():
-            if not _valid_latency(value):  # a row an older latkit imported unchecked
+            if not valid_latency(value):  # a row an older latkit imported unchecked
                 raise StoreError(
                     f"LUT {self.path} holds an invalid latency for {key} on {uri} ({value!r}); "
                     "re-profile that operator or rebuild the LUT from a checked import"
@@ -790,12 +694,12 @@ class LUT:
             "SELECT d.uri, m.latency_ms, m.source, o.op_type, m.converged FROM measurements m "
             "JOIN devices d ON d.id = m.device_id JOIN ops o ON o.key = m.op_key"
         )
-        invalid = [r for r in rows if not _valid_latency(r[1])]  # older, unchecked imports
-        lat = [r[1] for r in rows if _valid_latency(r[1])]
+        invalid = [r for r in rows if not valid_latency(r[1])]  # older, unchecked imports
+        lat = [r[1] for r in rows if valid_latency(r[1])]
         devices = []
         for dev in self.devices():
             mine = [r for r in rows if r[0] == dev["uri"]]
-            ms = [r[1] for r in mine if _valid_latency(r[1])]
+            ms = [r[1] for r in mine if valid_latency(r[1])]
             devices.append({
                 "uri": dev["uri"],
                 "runtime": dev["info"].get("runtime", ""),
