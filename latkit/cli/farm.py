@@ -127,6 +127,7 @@ def profile_cmd(
     finally:
         if live:
             live[0].stop()
+            common.err.print()
     for group, names in report.groups.items():
         common.err.print(f"{common.esc(group)} ({len(names)} device(s)): measured {len(report.measured[group])}, "
                          f"already present {report.skipped[group]}, failed {len(report.failed[group])}, "
