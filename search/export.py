@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latkit._files import atomic_path, read_json, write_json
+from latkit._files import atomic_path, check_output_dir, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device
 from latkit.errors import ArchError, StoreError, UsageError
@@ -298,13 +298,9 @@ def export_arch(
     if variants_ and "tflite" not in formats_:
         raise UsageError("fp16 / int8 variants are TFLite files; add tflite to --format")
     say = on_progress or (lambda msg: None)
+    out = check_output_dir(out_dir, "export folder")  # before any slow work
     info = read_arch(arch_path, space, resolution)
     module, network = standalone_module(info.network, weights)
-    out = Path(out_dir).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create export folder {out}: {exc.strerror or exc}") from exc
     h, w, c = network.input_shape
     nchw = (1, c, h, w)
     inputs = parity_inputs(nchw)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from latkit.cli import main
@@ -101,3 +103,13 @@ def test_deeply_nested_arch(capsys, tmp_path):
     one_error_line(code, err, "nested too deeply")
     code, _, err = run(capsys, "measure", "--space", "proxyless_mobile", "--arch", "[" * 100_000)
     one_error_line(code, err, "nested too deeply")
+
+
+def test_export_out_is_a_file(capsys, tmp_path):
+    arch = tmp_path / "arch.json"
+    arch.write_text('{"space": "proxyless_mobile", "arch": ' + json.dumps(["3x3_MBConv3"] * 21) + "}")
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    code, _, err = run(capsys, "export", "--arch", str(arch), "--format", "onnx", "--out", str(blocker))
+    one_error_line(code, err, str(blocker), "folder")
+    assert blocker.read_text() == "keep me"
