@@ -91,12 +91,15 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, what: str = "output") -> Iterator[Path]:
+def atomic_path(path: str | Path, what: str = "output", keep_suffix: bool = False) -> Iterator[Path]:
     """A fresh temporary path beside ``path``, moved onto it if the block succeeds.
 
     The block writes the whole content to the yielded path. On success the file
     gets :data:`OUTPUT_MODE` and replaces ``path`` in one ``os.replace``; on any
     exception the temporary file is removed and ``path`` is left as it was.
+    Temporary names end in ``.part``; with ``keep_suffix`` they end in
+    ``.part`` plus the target's suffix, for writers that choose a format by
+    extension (model exporters).
 
     Raises:
         StoreError: the folder cannot be created or written, or ``path`` exists
@@ -105,8 +108,8 @@ def atomic_path(path: str | Path, what: str = "output") -> Iterator[Path]:
     path = check_output_target(path, what)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # the real suffix last: exporters that pick a format by extension still see it
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=f".part{path.suffix}", dir=path.parent)
+        suffix = f".part{path.suffix}" if keep_suffix else ".part"
+        fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=suffix, dir=path.parent)
     except OSError as exc:
         raise StoreError(
             f"cannot write the {what} {path}: {exc.strerror or exc}; choose a writable folder"

@@ -353,7 +353,7 @@ class XGBoostPredictor(Predictor):
         return np.exp(self.booster_.predict(X).astype(np.float64))
 
     def _save_weights(self, directory: Path) -> WeightsInfo:
-        with atomic_path(directory / "model.json", "predictor weights") as tmp:
+        with atomic_path(directory / "model.json", "predictor weights", keep_suffix=True) as tmp:
             self.booster_.save_model(str(tmp))
         return WeightsInfo(
             "xgboost",

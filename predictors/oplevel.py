@@ -202,7 +202,7 @@ class XGBOpPredictor(_OpRegressor):
 
     def _save_weights(self, directory: Path) -> WeightsInfo:
         self._check_fitted()
-        with atomic_path(directory / "booster.json", "predictor weights") as tmp:
+        with atomic_path(directory / "booster.json", "predictor weights", keep_suffix=True) as tmp:
             self.booster_.save_model(str(tmp))
         write_json_arrays(directory / "base.json", {"base_coef": self.base_coef_,
                                                     "log_range": self.log_range_,

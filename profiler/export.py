@@ -172,7 +172,7 @@ class BuiltModel:
         if path.exists():
             log.info("re-exporting %s: cached file %s is incomplete", self.key, path.name)
         t0 = time.perf_counter()
-        with _cache_errors(), atomic_path(path, "model cache file") as tmp:
+        with _cache_errors(), atomic_path(path, "model cache file", keep_suffix=True) as tmp:
             details = _export_onnx(self, tmp) if fmt is ModelFormat.ONNX else _export_tflite(self, tmp)
             if tmp.stat().st_size == 0:
                 raise StoreError(f"the {fmt.value} exporter wrote nothing for {self.key}")

@@ -382,7 +382,7 @@ def _finish(path: Path, base: dict[str, Any], entry: dict[str, Any]) -> Path:
 
 def _export_onnx(module: nn.Module, inputs: list[torch.Tensor], reference: list[np.ndarray],
                  path: Path, base: dict[str, Any]) -> ExportedFile:  # fmt: skip
-    with atomic_path(path, "exported model") as tmp:
+    with atomic_path(path, "exported model", keep_suffix=True) as tmp:
         details = fmt.write_onnx(module, inputs[0], tmp)
         got = fmt.run_onnx(tmp, [x.numpy() for x in inputs])
     par = {**fmt.parity(reference, got, REL_TOL["fp32"]), "runtime": f"onnxruntime-{fmt.package_version('onnxruntime')}"}
@@ -406,7 +406,7 @@ def _export_tflite(module: nn.Module, inputs: list[torch.Tensor], reference: lis
                    path: Path, base: dict[str, Any], nhwc: bool) -> ExportedFile:  # fmt: skip
     wrapped = fmt.ToNHWC(module).eval() if nhwc else module
     feeds = _layout_inputs(inputs, nhwc)
-    with atomic_path(path, "exported model") as tmp:
+    with atomic_path(path, "exported model", keep_suffix=True) as tmp:
         details = fmt.write_tflite(wrapped, torch.from_numpy(feeds[0]), tmp)
         got = fmt.run_tflite(tmp, feeds)
         io = fmt.tflite_io(tmp)
@@ -424,7 +424,7 @@ def _export_tflite(module: nn.Module, inputs: list[torch.Tensor], reference: lis
 def _export_variant(fp32: ExportedFile, inputs: list[torch.Tensor], reference: list[np.ndarray],
                     path: Path, base: dict[str, Any], variant: str) -> ExportedFile:  # fmt: skip
     feeds = _layout_inputs(inputs, fp32.layout == "NHWC")
-    with atomic_path(path, "exported model") as tmp:
+    with atomic_path(path, "exported model", keep_suffix=True) as tmp:
         details = fmt.quantize_tflite(fp32.path, tmp, variant)
         got = fmt.run_tflite(tmp, feeds)
         io = fmt.tflite_io(tmp)
