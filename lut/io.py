@@ -204,6 +204,9 @@ def _check_calibration(cal: Any, where: str) -> dict[str, Any]:
     params, prov = cal.get("params"), cal.get("provenance", {})
     if not isinstance(params, dict) or not isinstance(prov, dict):
         raise StoreError(f"{where}: params and provenance must be objects; the file is damaged")
+    bad = _non_finite(params)
+    if bad is not None:
+        raise StoreError(f"{where}: params.{bad} is not a finite number; the file is damaged")
     if cal["kind"] == CALIBRATION_KIND:  # the coefficients estimates apply
         for name in ("a", "b", "c"):
             v = params.get(name)
@@ -211,6 +214,23 @@ def _check_calibration(cal: Any, where: str) -> dict[str, Any]:
                 raise StoreError(f"{where}: coefficient {name} is {v!r}, not a finite number")
     return {"device_uri": cal["device_uri"], "kind": cal["kind"], "created_at": cal["created_at"],
             "params": params, "provenance": prov}  # fmt: skip
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The path of the first NaN / inf inside ``value`` (None if there is none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "value"
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}" if where else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 def import_json(lut: LUT, path: str | Path, prefer: str = "existing") -> MergeReport:

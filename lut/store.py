@@ -728,5 +728,14 @@ class LUT:
             "devices": devices,
         }
 
+    def invalid_rows(self) -> list[tuple[str, str, Any]]:
+        """``(op_key, device_uri, latency_ms)`` of rows whose latency no check would
+        let in (an older latkit's unchecked import): text, non-finite, <= 0, huge."""
+        rows = self._q(
+            "SELECT m.op_key, d.uri, m.latency_ms FROM measurements m "
+            "JOIN devices d ON d.id = m.device_id ORDER BY d.id, m.op_key"
+        )
+        return [r for r in rows if not valid_latency(r[2])]
+
     def __len__(self) -> int:
         return int(self._q("SELECT COUNT(*) FROM measurements")[0][0])

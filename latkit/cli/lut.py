@@ -21,9 +21,18 @@ def show_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Summarise a LUT: devices, operator counts, latency range, sources."""
+    from latkit.errors import StoreError
     from latkit.lut.store import LUT
 
     with LUT.open(lut, readonly=True) as table:
+        bad = table.invalid_rows()
+        if bad:
+            key, uri, value = bad[0]
+            raise StoreError(
+                f"LUT {lut} holds {len(bad)} invalid latenc{'y' if len(bad) == 1 else 'ies'} "
+                f"(first: {key} on {uri}: {value!r}); re-profile those operators or rebuild the "
+                "LUT from a checked import"
+            )
         summary = table.summary()
         listing = table.rows() if rows else []
     if as_json:
