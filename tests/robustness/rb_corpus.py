@@ -25,7 +25,7 @@ import signal
 import sqlite3
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -1003,12 +1003,12 @@ def predictor_ops_misc_cases() -> list[CliCase]:
         "predictor.json unknown predictor": pred_dir(rewrite("predictor.json", lambda d: d.update(predictor="bogus"))),
         "predictor.json params wrong type": pred_dir(rewrite("predictor.json", lambda d: d.update(params=[1, 2]))),
         "predictor.json unknown space": pred_dir(rewrite("predictor.json", lambda d: d.update(space="nosuch"))),
-        "model.json missing": pred_dir(lambda f: (f / "model.json").unlink()),
-        "model.json truncated": pred_dir(lambda f: (f / "model.json").write_text(
-            (f / "model.json").read_text()[:100])),
-        "model.json garbage": pred_dir(lambda f: (f / "model.json").write_bytes(RANDOM_BYTES)),
-        "model.json NaN weights": pred_dir(rewrite("model.json", _nan_all)),
-        "model.json 100000-deep": pred_dir(lambda f: (f / "model.json").write_text(DEEP_JSON)),
+        "weights file missing": pred_dir(lambda f: _weights(f).unlink()),
+        "weights file truncated": pred_dir(lambda f: _weights(f).write_text(_weights(f).read_text()[:100])),
+        "weights file garbage": pred_dir(lambda f: _weights(f).write_bytes(RANDOM_BYTES)),
+        "weights file NaN weights": pred_dir(lambda f: _weights(f).write_text(
+            json.dumps(_nan_all(json.loads(_weights(f).read_text())), allow_nan=True))),
+        "weights file 100000-deep": pred_dir(lambda f: _weights(f).write_text(DEEP_JSON)),
     }
     for label, make in pred_bad.items():
         cases.append(C("predictor predict", label, lambda d, ws, m=make: [
@@ -1116,6 +1116,14 @@ def _busy_port(d: Path, ws: Workspace) -> list[str]:
 def release_sockets() -> None:
     while _HELD_SOCKETS:
         _HELD_SOCKETS.pop().close()
+
+
+def _weights(folder: Path) -> Path:
+    """The saved predictor's weights file (model.json or weights.json, whatever this latkit writes)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != "predictor.json")
+    if not files:
+        raise FileNotFoundError(f"no weights file in {folder}")
+    return files[0]
 
 
 def _nan_all(doc: Any) -> Any:
@@ -1373,8 +1381,8 @@ def reader_cases() -> list[ReaderCase]:
         R(g, "predictor.json garbage", _predictor(write("predictor.json", RANDOM_BYTES))),
         R(g, "predictor.json empty", _predictor(write("predictor.json", b""))),
         R(g, "predictor.json deep", _predictor(write("predictor.json", DEEP_JSON))),
-        R(g, "model.json garbage", _predictor(write("model.json", RANDOM_BYTES))),
-        R(g, "model.json missing", _predictor(lambda f: (f / "model.json").unlink())),
+        R(g, "weights file garbage", _predictor(lambda f: _weights(f).write_bytes(RANDOM_BYTES))),
+        R(g, "weights file missing", _predictor(lambda f: _weights(f).unlink())),
         R(g, "predictor.json not UTF-8", _predictor(write("predictor.json", NOT_UTF8))),
     ]
     g = "search.result.SearchResult.load"

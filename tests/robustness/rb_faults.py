@@ -78,14 +78,25 @@ def _outage(seconds: float) -> Callable[[object, Path], None]:
     return arrange
 
 
-def _stop_after_first_row(dev, folder: Path) -> None:
-    lut = folder / "p.db"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if lut_count(lut) >= 1:
-            dev.stop()
-            return
-        time.sleep(0.1)
+def _after_first_row(action: Callable[[object], None]) -> Callable[[object, Path], None]:
+    def during(dev, folder: Path) -> None:
+        lut = folder / "p.db"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if lut_count(lut) >= 1:
+                action(dev)
+                return
+            time.sleep(0.05)
+
+    return during
+
+
+def _stop(dev) -> None:
+    dev.stop()
+
+
+def _long_outage(dev) -> None:
+    dev.faults.outage(600.0)
 
 
 def lut_count(path: Path) -> int:
@@ -124,8 +135,10 @@ def fault_cases() -> list[FaultCase]:
         F("benchmark_model crashes (exit 139)", _garbage("Segmentation fault\n", rc=139)),
         *[F(f"every benchmark_model run: {kind}", _arm(kind, 1000)) for kind in _output_faults()],
         F("5 s outage of the whole device (waited out)", _outage(5.0), expect="ok"),
-        F("device stops after the first row", lambda dev, folder: None, limit=3,
-          during=_stop_after_first_row, keep_rows=1, timeout=240),
+        F("device shut down after the first row", lambda dev, folder: None, limit=3,
+          during=_after_first_row(_stop), keep_rows=1, timeout=240),
+        F("device off the air (600 s outage) after the first row", lambda dev, folder: None, limit=3,
+          during=_after_first_row(_long_outage), keep_rows=1, timeout=240),
     ]
 
 
@@ -180,6 +193,8 @@ def _check_rows(case: FaultCase, verdict: Verdict, res: Result, lut: Path) -> Ve
     if problem:
         return Verdict(SILENT, problem[1], res)
     n = lut_count(lut)
+    if case.keep_rows is not None and verdict.kind == SILENT:
+        verdict = Verdict(SILENT, f"{verdict.detail}; the LUT holds {n} of {case.limit} rows", res)
     if case.expect == "ok" and verdict.kind == OK and n != case.limit:
         return Verdict("wrongly failed", f"exit 0 but the LUT holds {n} rows, want {case.limit}", res)
     if case.keep_rows is not None and n < case.keep_rows:
@@ -210,11 +225,11 @@ def run_unreachable(folder: Path, ws: Workspace) -> list[tuple[str, Verdict]]:
     port = _free_port()
     res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{port}", folder / "a.db", 1), folder, timeout=90,
                   env=ws.env(folder))
-    out.append((f"{GROUP}: nothing listening on the port", classify(res, "error")))
+    out.append((f"{GROUP}: nothing listening on the port", classify(res, "error", allow_progress=True)))
     with _cache_env(ws), LoopbackDevice(folder / "phone", port=0, auth="refuse") as dev:
         res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{dev.port}", folder / "b.db", 1), folder,
                       timeout=90, env=ws.env(folder))
-    out.append((f"{GROUP}: device refuses authorisation", classify(res, "error")))
+    out.append((f"{GROUP}: device refuses authorisation", classify(res, "error", allow_progress=True)))
     # a server that accepts and says nothing (a hung adbd)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -224,7 +239,7 @@ def run_unreachable(folder: Path, ws: Workspace) -> list[tuple[str, Verdict]]:
                       timeout=90, env=ws.env(folder))
     finally:
         s.close()
-    out.append((f"{GROUP}: port accepts and never answers", classify(res, "error")))
+    out.append((f"{GROUP}: port accepts and never answers", classify(res, "error", allow_progress=True)))
     # a server that answers with garbage bytes
     g = socket.socket()
     g.bind(("127.0.0.1", 0))
@@ -253,7 +268,7 @@ def run_unreachable(folder: Path, ws: Workspace) -> list[tuple[str, Verdict]]:
         stop.set()
         t.join(2)
         g.close()
-    out.append((f"{GROUP}: port answers with garbage bytes", classify(res, "error")))
+    out.append((f"{GROUP}: port answers with garbage bytes", classify(res, "error", allow_progress=True)))
     return out
 
 
