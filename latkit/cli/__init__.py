@@ -18,6 +18,11 @@ from latkit._version import __version__
 from latkit.cli import common
 from latkit.errors import LatkitError
 
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as _click_errors
+
 app = typer.Typer(
     name="latkit",
     help="Hardware-aware latency profiling, lookup tables, predictors and latency-constrained NAS.",
@@ -60,17 +65,36 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the exit code."""
     _register()
     try:
-        app(args=argv, prog_name="latkit", standalone_mode=True)
+        # not standalone: click's usage errors come back here and print as one line
+        result = app(args=argv, prog_name="latkit", standalone_mode=False)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except _click_errors.NoArgsIsHelpError as exc:
+        common.out.print(exc.ctx.get_help(), markup=False, highlight=False)
+        return 0
+    except _click_errors.ClickException as exc:
+        common.error(_usage_line(exc))
+        return exc.exit_code
+    except (typer.Abort, EOFError):
+        common.error("interrupted; measurements already taken are saved")
+        return 130
     except LatkitError as exc:
         common.error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         common.error("interrupted; measurements already taken are saved")
         return 130
-    return 0
+    return result if isinstance(result, int) else 0
+
+
+def _usage_line(exc: _click_errors.ClickException) -> str:
+    """A click usage error as one line naming the command's help."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        return f"{message}; see `{ctx.command_path} --help`"
+    return message
 
 
 if __name__ == "__main__":  # pragma: no cover

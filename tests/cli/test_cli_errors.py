@@ -132,3 +132,23 @@ def test_ops_json_lists_distinct_keys(capsys, space):
     rows = json.loads(out)
     keys = [r["key"] for r in rows]
     assert len(keys) == len(set(keys)) > 10
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["ops", "proxyless_mobile", "--resolution", "nan"], ["--resolution", "latkit ops --help"]),
+    (["lut", "estimate", "--resolution", "1e308", "--lut", "x.db", "--arch", "a"], ["--resolution"]),
+    (["profile", "--threads", "0", "--device", "cpu:onnxruntime", "--space", "fbnet", "--lut", "x.db"],
+     ["--threads"]),
+    (["no-such-command"], ["no-such-command", "latkit --help"]),
+    (["ops"], ["space"]),
+])
+def test_usage_errors_are_one_line(capsys, argv, needles):
+    # click's boxed usage errors would be several lines; latkit prints one
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert_one_error_line(code, err, *needles)
+
+
+def test_no_arguments_prints_help_and_succeeds(capsys):
+    code, out, err = run(capsys)
+    assert code == 0 and "Usage" in out and "profile" in out and not err.strip()
