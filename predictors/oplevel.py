@@ -34,7 +34,7 @@ import numpy as np
 
 from latkit._files import atomic_path, one_line
 from latkit._version import __version__
-from latkit.errors import MissingExtraError, StoreError, UsageError
+from latkit.errors import MeasurementError, MissingExtraError, StoreError, UsageError
 from latkit.predictors.base import (
     Predictor,
     WeightsInfo,
@@ -396,6 +396,10 @@ def fit_on_lut(lut: Any, device: Any, predictor: Predictor | None = None) -> Pre
     return predictor.fit(specs, lat)
 
 
+#: The smallest latency a predicted LUT row gets (a regression may undershoot below 0).
+MIN_PREDICTED_MS = 1e-4
+
+
 def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predictor) -> int:
     """Store predictions for the ops of ``specs`` that ``lut`` has not measured.
 
@@ -425,8 +429,14 @@ def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predicto
     if not todo:
         return 0
     ops = list(todo.values())
-    lat_ms = predictor.predict(ops)
+    lat_ms = np.asarray(predictor.predict(ops), dtype=float)
     name = predictor.name or type(predictor).__name__
+    if not np.all(np.isfinite(lat_ms)):
+        bad = ops[int(np.flatnonzero(~np.isfinite(lat_ms))[0])].key
+        raise MeasurementError(f"predictor {name} gave a non-finite latency for {bad}; refit it on more ops")
+    # a regression can undershoot below zero for the tiniest ops; a LUT row must be > 0
+    clamped = int(np.count_nonzero(lat_ms < MIN_PREDICTED_MS))
+    lat_ms = np.maximum(lat_ms, MIN_PREDICTED_MS)
     from latkit.predictors.base import _jsonable  # params as JSON, the way save() writes them
 
     provenance = {
@@ -435,7 +445,10 @@ def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predicto
         "n_train": int(getattr(predictor, "n_train_", 0)),
         "trained_on": uri,
         "latkit_version": __version__,
+        "clamped_to_min_ms": {"min_ms": MIN_PREDICTED_MS, "rows": clamped},
     }
+    if clamped:
+        log.warning("%d prediction(s) below %g ms were raised to it", clamped, MIN_PREDICTED_MS)
     with lut.transaction():
         info = device if isinstance(device, dict) else None
         if hasattr(device, "info"):  # a Device: record what it is, as profile_ops does

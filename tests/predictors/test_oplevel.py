@@ -20,6 +20,7 @@ from latkit.predictors.oplevel import (
     XGBOpPredictor,
     _export_trees,
     eval_trees,
+    MIN_PREDICTED_MS,
     fill_lut,
     fit_on_lut,
     heldout_accuracy,
@@ -166,6 +167,29 @@ def test_fill_lut_never_overwrites_measured_rows(tmp_path: Path) -> None:
         row = {r["op_key"]: r for r in lut.rows("note10:x")}[key]
         assert row["source"] == "measured" and row["latency_ms"] == 1.2345
         assert key in lut.done_keys("note10:x")
+
+
+class _Undershooting(XGBOpPredictor):
+    """A fitted XGBoost predictor whose output is shifted down, as a poor fit can be."""
+
+    def predict(self, ops):
+        return super().predict(ops) - 1.0
+
+
+def test_fill_lut_raises_undershooting_predictions_to_a_positive_floor(tmp_path: Path) -> None:
+    with LUT.open(tmp_path / "lut.db", create=True) as lut:
+        import_public_yaml(lut, OFA_TABLES[0], device_uri="d")
+        ops = [OpSpec.from_dict(o["spec"]) for o in lut.ops()]
+        pred = fit_on_lut(lut, "d", _Undershooting(n_estimators=20))
+        with LUT.open(tmp_path / "other.db", create=True) as other:
+            raw = pred.predict(ops)
+            assert (raw <= 0).sum() > 0  # the shift pushes some ops below zero
+            assert fill_lut(other, ops, "d", pred) == len(ops)
+            rows = other.rows("d")
+            got = np.array([r["latency_ms"] for r in rows])
+            assert got.min() == pytest.approx(MIN_PREDICTED_MS)
+            assert (got > 0).all()
+            assert rows[0]["provenance"]["clamped_to_min_ms"]["rows"] == int((raw < MIN_PREDICTED_MS).sum())
 
 
 # ---------------------------------------------------------------- sampling
