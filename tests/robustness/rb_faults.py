@@ -91,6 +91,21 @@ def _after_first_row(action: Callable[[object], None]) -> Callable[[object, Path
     return during
 
 
+def _after_models_pushed(action: Callable[[object], None], n_models: int = 3,
+                         delay_s: float = 4.0) -> Callable[[object, Path], None]:
+    def during(dev, folder: Path) -> None:
+        pushed = Path(dev.root) / "data/local/tmp/latkit"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if len(list(pushed.glob("*.tflite"))) >= n_models if pushed.is_dir() else False:
+                time.sleep(delay_s)
+                action(dev)
+                return
+            time.sleep(0.05)
+
+    return during
+
+
 def _stop(dev) -> None:
     dev.stop()
 
@@ -135,10 +150,12 @@ def fault_cases() -> list[FaultCase]:
         F("benchmark_model crashes (exit 139)", _garbage("Segmentation fault\n", rc=139)),
         *[F(f"every benchmark_model run: {kind}", _arm(kind, 1000)) for kind in _output_faults()],
         F("5 s outage of the whole device (waited out)", _outage(5.0), expect="ok"),
-        F("device shut down after the first row", lambda dev, folder: None, limit=3,
-          during=_after_first_row(_stop), keep_rows=1, timeout=240),
-        F("device off the air (600 s outage) after the first row", lambda dev, folder: None, limit=3,
-          during=_after_first_row(_long_outage), keep_rows=1, timeout=240),
+        # the phone path measures its operators in interleaved rounds and stores them at the
+        # end, so the outage starts once the models are on the phone and being run
+        F("device shut down mid-profile", lambda dev, folder: None, limit=3,
+          during=_after_models_pushed(_stop), timeout=240),
+        F("device off the air (600 s outage) mid-profile", lambda dev, folder: None, limit=3,
+          during=_after_models_pushed(_long_outage), timeout=240),
     ]
 
 
