@@ -22,7 +22,7 @@ import torch
 
 from latkit._files import atomic_path, one_line, read_json, write_json
 from latkit._version import __version__
-from latkit.errors import StoreError
+from latkit.errors import StoreError, UsageError
 
 SCHEMA = "latkit.search.checkpoint"
 SCHEMA_VERSION = 2  # 2: supernet candidates share weights (the optimiser holds the shared tensors only)
@@ -77,6 +77,35 @@ def has_checkpoint(directory: str | Path) -> bool:
     """Whether ``directory`` holds a complete checkpoint."""
     d = Path(directory)
     return (d / TENSORS_FILE).is_file() and (d / STATE_FILE).is_file()
+
+
+def check_resumable(directory: str | Path, algorithm: str | None = None) -> dict[str, Any]:
+    """Before an explicit resume: the checkpoint in ``directory`` is there, whole, and of ``algorithm``.
+
+    (:func:`~latkit.search.run.run_search` itself starts fresh when there is no
+    checkpoint, which ``latkit run`` relies on; a user's ``--resume`` must not.)
+
+    Returns:
+        The checkpoint's JSON state.
+
+    Raises:
+        UsageError: nothing to resume, or a checkpoint of another algorithm.
+        StoreError: half a checkpoint, or an unreadable one.
+    """
+    d = Path(directory)
+    present = [name for name in (TENSORS_FILE, STATE_FILE) if (d / name).is_file()]
+    if not present:
+        raise UsageError(f"nothing to resume: {d} holds no search checkpoint; drop --resume to start "
+                         "a fresh search there")
+    if len(present) == 1:
+        raise StoreError(f"the search checkpoint in {d} is incomplete (only {present[0]}); delete it and "
+                         "start the search without --resume")
+    _, state = load_checkpoint(d)
+    saved = state.get("algorithm")
+    if algorithm is not None and saved != algorithm:
+        raise UsageError(f"the checkpoint in {d} is of a {saved} search, not {algorithm}; resume with "
+                         f"--algorithm {saved}, or drop --resume and use another --out folder")
+    return state
 
 
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

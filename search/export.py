@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -130,12 +131,12 @@ def read_arch(
     native = network.meta.get("arch")
     if native is None and parsed is not None and space is not None:
         native = space.arch_to_native(parsed)
-    predicted = _first(envelope, "predicted_latency_ms", "latency_ms", "best_latency_ms")
     source = _first(envelope, "latency_source", "predicted_source", "latency_model", "latency_provenance")
     return ArchFile(
         network=network, space=space_name, arch=native, resolution=int(network.input_shape[0]),
-        target_ms=_float_or_none(_first(envelope, "target_ms", "latency_target_ms")),
-        predicted_ms=_float_or_none(predicted), predicted_source=source,
+        target_ms=_latency_or_none(envelope, "target_ms", "latency_target_ms"),
+        predicted_ms=_latency_or_none(envelope, "predicted_latency_ms", "latency_ms", "best_latency_ms"),
+        predicted_source=source,
         source=str(arch) if _is_file(arch) else "inline", sha256=hashlib.sha256(text).hexdigest(),
     )  # fmt: skip
 
@@ -147,13 +148,20 @@ def _is_file(value: str | Path) -> bool:
         return False
 
 
-def _float_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
+def _latency_or_none(raw: dict[str, Any], *names: str) -> float | None:
+    """The first of ``names`` that ``raw`` holds, as a latency (ms): a positive finite number."""
+    for name in names:
+        value = raw.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ArchError(f"arch.json {name!r} must be a number of milliseconds, got {value!r}; "
+                            "fix it or drop the field")
+        if not (math.isfinite(value) and value > 0):
+            raise ArchError(f"arch.json {name!r} is {value!r}, not a positive finite latency (ms); "
+                            "fix it or drop the field")
         return float(value)
-    except (TypeError, ValueError):
-        raise ArchError(f"arch.json latency fields must be numbers, got {value!r}") from None
+    return None
 
 
 # --------------------------------------------------------------------------- report
@@ -259,7 +267,7 @@ def export_arch(
     nhwc: bool = False,
     variants: Sequence[str] | str = (),
     *,
-    space: SearchSpace | None = None,
+    space: SearchSpace | str | None = None,
     resolution: int | None = None,
     name: str = "model",
     device: Device | None = None,
@@ -276,7 +284,7 @@ def export_arch(
         out_dir: the folder to write (created).
         nhwc: the TFLite files take NHWC input (ONNX stays NCHW).
         variants: extra TFLite variants: ``fp16`` and/or ``int8`` (dynamic range).
-        space: the search space, when ``arch_path`` does not name it.
+        space: the search space (or its registered name), when ``arch_path`` does not name it.
         resolution: input resolution (default: the arch's own, else the space's).
         name: file stem (``model.onnx``, ``model_fp16.tflite``, ...).
         device: when given, every exported file of the device's format is
@@ -298,6 +306,10 @@ def export_arch(
     if variants_ and "tflite" not in formats_:
         raise UsageError("fp16 / int8 variants are TFLite files; add tflite to --format")
     say = on_progress or (lambda msg: None)
+    if isinstance(space, str):
+        from latkit.profiler.spaces.base import get_space
+
+        space = get_space(space)
     out = check_output_dir(out_dir, "export folder")  # before any slow work
     info = read_arch(arch_path, space, resolution)
     module, network = standalone_module(info.network, weights)

@@ -29,6 +29,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -289,6 +290,35 @@ class PredictorLatencyModel:
         self.mc_samples = int(mc_samples)
         self.rng = np.random.default_rng(seed)
         self._cache: dict[Arch, float] = {}
+
+    @classmethod
+    def from_saved(cls, space: SearchSpace, directory: str | Path, **kwargs: Any) -> PredictorLatencyModel:
+        """A predictor saved by ``latkit predictor fit``, checked to read ``space``'s encoding.
+
+        Raises:
+            StoreError: unreadable predictor (see :func:`latkit.predictors.base.load`).
+            UsageError: a predictor of another space, of the known devices' latencies
+                (few-shot), or whose feature count differs from the space's encoding.
+        """
+        from latkit.predictors.base import load, load_metadata
+
+        meta = load_metadata(directory)
+        saved = meta.get("space")
+        prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+        refit = f"fit one with `latkit predictor fit --space {space.name}`"
+        if prov.get("features") == "known_devices":
+            raise UsageError(f"predictor {directory} reads other devices' latencies (few-shot), not "
+                             f"architectures of {space.name!r}; {refit}")
+        if isinstance(saved, str) and saved != space.name:
+            raise UsageError(f"predictor {directory} was fitted on space {saved!r} but the search is on "
+                             f"{space.name!r}; search --space {saved} or {refit}")
+        predictor = load(directory)
+        width = len(space.encode(space.sample(np.random.default_rng(0))))
+        fitted = getattr(predictor, "n_features_in_", None)
+        if isinstance(fitted, int) and fitted != width:
+            raise UsageError(f"predictor {directory} reads {fitted} features but the encoding of "
+                             f"{space.name!r} has {width}; {refit}")
+        return cls(space, predictor, provenance={"predictor_dir": str(directory)}, **kwargs)
 
     def latency_ms_batch(self, archs: Sequence[Arch]) -> list[float]:
         """Predicted latencies (ms), cached per architecture."""

@@ -120,6 +120,13 @@ class PipelineConfig:
         if self.max_retries not in (0, 1):
             raise UsageError(f"max_retries must be 0 or 1, got {self.max_retries}")
         object.__setattr__(self, "formats", tuple(self.formats))
+        get_space(self.space).check_resolution(self.input_resolution())  # before the run folder is made
+
+    def input_resolution(self) -> int | None:
+        """``resolution``, or the cpu devices' default (None: the space's own)."""
+        if self.resolution is not None:
+            return self.resolution
+        return CPU_RESOLUTION if self.device.startswith("cpu:") else None
 
     def fingerprint(self) -> str:
         """A hash of the settings that change what a stage produces."""
@@ -214,15 +221,13 @@ class _Pipeline:
         self.cfg = config
         self.out = out
         self.space: SearchSpace = get_space(config.space)
+        self.resolution = self.space.check_resolution(config.input_resolution())
         self.state = _State(out, config)  # refuses a folder of other settings before touching the device
         self.device: Device = open_device(config.device, threads=config.threads, **device_options)
         if self.device.model_format not in (ModelFormat.ONNX, ModelFormat.TFLITE):
             raise UsageError(f"the pipeline deploys ONNX or TFLite files; {config.device} runs neither")
         if self.device.model_format.value not in config.formats:
             raise UsageError(f"{config.device} runs {self.device.model_format.value} files; add it to the formats")
-        self.resolution = config.resolution or (
-            CPU_RESOLUTION if config.device.startswith("cpu:") else self.space.default_resolution
-        )
         self.lut_path = Path(lut) if lut else lut_path_for(config.device, config.space, self.resolution)
         self.progress = on_progress or (lambda stage, done, total, msg: None)
         self.protocol = protocol

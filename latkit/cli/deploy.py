@@ -27,8 +27,12 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Export a searched architecture as parity-checked ONNX / TFLite files with sidecars."""
+    from latkit.profiler.spaces import get_space
     from latkit.search.export import export_arch
 
+    sp = get_space(space) if space is not None else None
+    if sp is not None and resolution is not None:
+        sp.check_resolution(resolution)
     dev = None
     if device is not None:
         from latkit.devices import open_device
@@ -36,7 +40,7 @@ def export_cmd(
         dev = open_device(device)
     try:
         report = export_arch(arch, weights=weights, formats=formats, out_dir=out, nhwc=nhwc,
-                             variants=variants, space=space, resolution=resolution, device=dev)
+                             variants=variants, space=sp, resolution=resolution, device=dev)
     finally:
         if dev is not None:
             dev.close()

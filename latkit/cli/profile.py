@@ -175,8 +175,14 @@ def measure_cmd(
     from latkit.profiler.export import BuiltModel
     from latkit.profiler.protocol import measure_one
 
+    import math
+
+    from latkit.errors import UsageError
     from latkit.lut.drift import combined, measure_drift, reference_ops
 
+    # --quick has its own time cap, so the protocol would never see a bad --max-seconds
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise UsageError(f"--max-seconds must be a positive number of seconds, got {max_seconds:g}")
     network, _ = load_arch(space, arch, resolution)
     config = protocol_config(precision, max_seconds, quick)
     refs = []

@@ -69,6 +69,8 @@ def search_cmd(
     if accuracy_table is not None:
         if smooth_accuracy is not None or train_steps is not None:
             raise UsageError("--smooth-accuracy and --train-steps estimate accuracies; the tabular mode looks them up")
+        if resume:
+            raise UsageError("the tabular mode (--accuracy-table) keeps no checkpoint to resume; drop --resume")
         _tabular(space, accuracy_table, latency_table, target_ms, algorithm, queries, seed,
                  latency_samples, out, as_json)
         return
@@ -80,6 +82,10 @@ def search_cmd(
     from latkit.search.run import run_search
 
     sp = get_space(space)
+    if resolution is not None:
+        sp.check_resolution(resolution)
+    if resume:
+        _check_resume(out, algorithm, train_steps)
     model = _latency_model(sp, lut, device, predictor, resolution, calibrated)
     with common.progress_bar("searching", epochs, enabled=not as_json) as advance:
         def on_progress(p) -> None:
@@ -112,13 +118,23 @@ def _latency_model(sp, lut: Optional[Path], device: Optional[str], predictor: Op
     from latkit.search.latency_model import PredictorLatencyModel, TableLatencyModel
 
     if predictor is not None:
-        from latkit.predictors.base import load
-
-        return PredictorLatencyModel(sp, load(predictor), provenance={"predictor_dir": str(predictor)})
+        return PredictorLatencyModel.from_saved(sp, predictor)
     if device is not None:
         lut = _device_lut(sp, device, resolution)
     with LUT.open(lut) as table:
         return TableLatencyModel.from_lut(sp, table, resolution=resolution, calibrated=calibrated)
+
+
+def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None:
+    """An explicit --resume needs something to resume (a fresh start would hide a wrong --out)."""
+    if train_steps is not None:  # no supernet, no checkpoint: the recorded queries are the state
+        if not (out / "queries.json").is_file():
+            raise UsageError(f"nothing to resume: {out} holds no queries.json of a --train-steps search; "
+                             "drop --resume to start a fresh search there")
+        return
+    from latkit.search.checkpoint import check_resumable
+
+    check_resumable(out, algorithm)
 
 
 def _device_lut(sp, device: str, resolution: Optional[int]) -> Path:

@@ -25,6 +25,11 @@ from latkit.errors import ArchError, UnknownNameError, UsageError
 from latkit.profiler.ops import OpSpec
 
 
+# the largest input resolution any command accepts (net.config's limit too): far above
+# every space's, small enough that building a network of it cannot exhaust memory
+MAX_RESOLUTION = 4096
+
+
 @dataclass(frozen=True)
 class Choice:
     """One categorical decision of a space: a name and its options."""
@@ -116,6 +121,27 @@ class SearchSpace(ABC):
     def operators(self, resolution: int | None = None) -> list[OpSpec]:
         """Every distinct measurable operator of the space, in a stable order."""
         raise UsageError(f"space {self.name!r} has no operator table (no LUT)")
+
+    def check_resolution(self, resolution: Any) -> int:
+        """``resolution`` (``None``: the default) validated against the space's rule.
+
+        For a command's ``--resolution`` before any work: a positive integer up to
+        :data:`MAX_RESOLUTION` that the space accepts (a multiple of 8, one fixed
+        size, one of OFA's offered sizes, ...).
+
+        Raises:
+            UsageError: it is not; the message names what the space accepts.
+        """
+        r = self.default_resolution if resolution is None else resolution
+        if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION:
+            raise UsageError(f"{self.name}: resolution must be a positive integer up to {MAX_RESOLUTION}, "
+                             f"got {r!r}")
+        if self.has_lut:
+            self.operators(r)  # each space's own rule raises with its own message
+        elif r not in self.resolutions:
+            raise UsageError(f"{self.name}: resolution {r} is not supported; use "
+                             f"{' or '.join(str(v) for v in self.resolutions)}")
+        return r
 
     # ---- generic helpers built on the abstract methods ----
 
