@@ -86,3 +86,19 @@ def test_plot_written_whole(tmp_path):
     (tmp_path / "d.png").mkdir()
     with pytest.raises(StoreError, match="folder"):
         plot_layers([{"name": "a", "latency_ms": 1.0}], tmp_path / "d.png")
+
+
+def test_check_resumable_says_what_is_missing(tmp_path):
+    from latkit.errors import UsageError
+    from latkit.search.checkpoint import check_resumable
+
+    with pytest.raises(UsageError, match="nothing to resume.*drop --resume"):
+        check_resumable(tmp_path / "none")
+    save_checkpoint(tmp_path, {"w": torch.zeros(2)}, {"algorithm": "proxyless-grad", "epoch": 2})
+    assert check_resumable(tmp_path, "proxyless-grad")["epoch"] == 2
+    with pytest.raises(UsageError, match="proxyless-grad search, not random.*--algorithm proxyless-grad"):
+        check_resumable(tmp_path, "random")
+    (tmp_path / TENSORS_FILE).unlink()
+    with pytest.raises(StoreError, match="incomplete"):
+        check_resumable(tmp_path)
+
