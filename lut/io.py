@@ -38,6 +38,7 @@ from latkit._files import OUTPUT_MODE, check_output_target, one_line, read_json,
 from latkit._version import __version__
 from latkit.errors import LatkitError, ParseError, StoreError, UnknownNameError, UsageError
 from latkit.lut.calibration import KIND as CALIBRATION_KIND
+from latkit.lut.rows import STAT_COLUMNS
 from latkit.lut.store import LUT, check_row, utc_now
 from latkit.profiler.ops import Act, OpSpec, parse_key
 
@@ -180,6 +181,7 @@ def _check_payload(payload: dict[str, Any], origin: str, known_ops: set[str]) ->
     keys = known_ops | {k for _, k in ops}
     rows = []
     for i, row in enumerate(payload.get("measurements", [])):
+        _refuse_non_finite_stats(row, f"{origin}: measurement #{i}")
         checked = check_row(row, f"{origin}: measurement #{i}")
         if not checked["created_at"]:
             raise StoreError(f"{origin}: measurement #{i} ({checked['op_key']}) has no created_at")
@@ -193,6 +195,21 @@ def _check_payload(payload: dict[str, Any], origin: str, known_ops: set[str]) ->
     for i, cal in enumerate(payload.get("calibrations", [])):
         cals.append(_check_calibration(cal, f"{origin}: calibration #{i}"))
     return _Checked(origin, devices, ops, rows, cals)
+
+
+def _refuse_non_finite_stats(row: Any, where: str) -> None:
+    """A latkit export writes an unknown statistic as null, never NaN or inf: a file
+    holding one was written by something else (or edited), so it is refused rather
+    than its number quietly dropped."""
+    if not isinstance(row, dict):
+        return  # check_row names the wrong type
+    for column in STAT_COLUMNS:
+        value = row.get(column)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StoreError(
+                f"{where} ({row.get('op_key')}): {column} is {value!r}; a statistic must be a finite "
+                "number or null; nothing was stored, fix or remove that row"
+            )
 
 
 def _check_calibration(cal: Any, where: str) -> dict[str, Any]:

@@ -623,8 +623,23 @@ class LUT:
             for k, t, s in self._q("SELECT key, op_type, spec_json FROM ops ORDER BY key")
         ]
 
-    def iter_rows(self, device: str | None = None) -> Iterator[dict[str, Any]]:
-        """Measurement rows (dicts with :data:`ROW_FIELDS`), by device then key."""
+    def iter_rows(self, device: str | None = None, invalid: str = "raise") -> Iterator[dict[str, Any]]:
+        """Measurement rows (dicts with :data:`ROW_FIELDS`), by device then key.
+
+        Args:
+            device: only this device's rows (default: all).
+            invalid: what to do with a row whose latency no check would let in (an
+                older latkit's unchecked import: text, non-finite, <= 0, huge):
+                ``"raise"`` (before any row is yielded), ``"skip"`` or ``"keep"``
+                (as stored, for a caller that marks them).
+
+        Raises:
+            StoreError: ``invalid="raise"`` and the LUT holds such a row.
+        """
+        if invalid not in ("raise", "skip", "keep"):
+            raise ValueError(f"invalid={invalid!r}: use 'raise', 'skip' or 'keep'")
+        if invalid == "raise":
+            self.refuse_invalid(device)
         where, params = ("WHERE d.uri = ?", (device,)) if device else ("", ())
         rows = self._q(
             f"SELECT m.op_key, d.uri, {', '.join('m.' + c for c in STAT_COLUMNS)}, "
@@ -635,15 +650,21 @@ class LUT:
         )
         for r in rows:
             row = dict(zip(ROW_FIELDS, r))
+            if invalid == "skip" and not valid_latency(row["latency_ms"]):
+                continue
             row["samples_ms"] = json.loads(row["samples_ms"])
             row["provenance"] = json.loads(row["provenance"])
             if row["converged"] is not None:
                 row["converged"] = bool(row["converged"])
             yield row
 
-    def rows(self, device: str | None = None) -> list[dict[str, Any]]:
-        """All measurement rows as dicts (see :meth:`iter_rows`)."""
-        return list(self.iter_rows(device))
+    def rows(self, device: str | None = None, invalid: str = "raise") -> list[dict[str, Any]]:
+        """All measurement rows as dicts (see :meth:`iter_rows`).
+
+        Raises:
+            StoreError: ``invalid="raise"`` and a row holds an invalid latency.
+        """
+        return list(self.iter_rows(device, invalid))
 
     def measurement(self, key: str, device: str | None = None) -> Measurement:
         """The stored measurement of ``key``; unknown statistics read as NaN.
@@ -652,8 +673,9 @@ class LUT:
             MissingOpsError: no such measurement.
         """
         uri = self.resolve_device(device)
-        for row in self.iter_rows(uri):
+        for row in self.iter_rows(uri, invalid="keep"):
             if row["op_key"] == key:
+                self.lookup([key], uri)  # refuses an invalid latency, naming the row
                 nan = float("nan")
                 return Measurement(
                     key=key,
@@ -728,14 +750,31 @@ class LUT:
             "devices": devices,
         }
 
-    def invalid_rows(self) -> list[tuple[str, str, Any]]:
+    def invalid_rows(self, device: str | None = None) -> list[tuple[str, str, Any]]:
         """``(op_key, device_uri, latency_ms)`` of rows whose latency no check would
         let in (an older latkit's unchecked import): text, non-finite, <= 0, huge."""
+        where, params = ("WHERE d.uri = ?", (device,)) if device else ("", ())
         rows = self._q(
             "SELECT m.op_key, d.uri, m.latency_ms FROM measurements m "
-            "JOIN devices d ON d.id = m.device_id ORDER BY d.id, m.op_key"
+            f"JOIN devices d ON d.id = m.device_id {where} ORDER BY d.id, m.op_key",
+            params,
         )
         return [r for r in rows if not valid_latency(r[2])]
+
+    def refuse_invalid(self, device: str | None = None) -> None:
+        """Raise if the LUT (or ``device``'s rows) holds an invalid latency.
+
+        Raises:
+            StoreError: one line: how many, the first row, what to do.
+        """
+        bad = self.invalid_rows(device)
+        if bad:
+            key, uri, value = bad[0]
+            raise StoreError(
+                f"LUT {self.path} holds {len(bad)} invalid latenc{'y' if len(bad) == 1 else 'ies'} "
+                f"(first: {key} on {uri}: {value!r}); re-profile those operators or rebuild the "
+                "LUT from a checked import"
+            )
 
     def __len__(self) -> int:
         return int(self._q("SELECT COUNT(*) FROM measurements")[0][0])

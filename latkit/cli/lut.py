@@ -20,22 +20,37 @@ def show_cmd(
     rows: bool = typer.Option(False, "--rows", help="List every measurement."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Summarise a LUT: devices, operator counts, latency range, sources."""
+    """Summarise a LUT: devices, operator counts, latency range, sources.
+
+    A LUT holding invalid latencies (an older latkit's unchecked import) is still
+    shown, those rows marked and left out of the statistics, and the command then
+    fails with one line naming the first of them.
+    """
     from latkit.errors import StoreError
     from latkit.lut.store import LUT
 
+    problem: StoreError | None = None
     with LUT.open(lut, readonly=True) as table:
-        bad = table.invalid_rows()
-        if bad:
-            key, uri, value = bad[0]
-            raise StoreError(
-                f"LUT {lut} holds {len(bad)} invalid latenc{'y' if len(bad) == 1 else 'ies'} "
-                f"(first: {key} on {uri}: {value!r}); re-profile those operators or rebuild the "
-                "LUT from a checked import"
-            )
         summary = table.summary()
-        listing = table.rows() if rows else []
+        listing = table.rows(invalid="keep") if rows else []
+        bad = table.invalid_rows()
+        try:
+            table.refuse_invalid()
+        except StoreError as exc:  # raised once what is valid has been shown
+            problem = exc
+    _print_show(lut, summary, listing, rows, as_json, {(k, u) for k, u, _ in bad})
+    if problem is not None:
+        raise problem
+
+
+def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_json: bool,
+                bad: set[tuple[str, str]]) -> None:
+    from latkit.lut.rows import valid_latency
+
     if as_json:
+        for r in listing:  # JSON has no place for text or inf latencies: null, and the stored text
+            if not valid_latency(r["latency_ms"]):
+                r["invalid_latency"], r["latency_ms"] = repr(r["latency_ms"]), None
         common.print_json({"summary": summary, **({"rows": listing} if rows else {})})
         return
     common.out.print(f"[bold]{common.esc(lut)}[/]  schema v{common.esc(summary.get('schema_version'))}  latkit {common.esc(summary.get('latkit_version'))}")
@@ -50,10 +65,14 @@ def show_cmd(
     by_type = summary.get("by_type", {})
     if by_type:
         common.out.print("operators by type: " + common.esc(", ".join(f"{k} {v}" for k, v in sorted(by_type.items()))))
+    if summary.get("invalid"):
+        common.out.print(f"invalid latencies (left out of the statistics): {summary['invalid']}")
     if rows:
         rtable = Table("key", "device", "latency ms", "±CI %", "samples", "source")
         for r in listing:
-            rtable.add_row(common.esc(r["op_key"]), common.esc(r["device_uri"]), common.fmt_ms(r["latency_ms"]),
+            ms = (f"INVALID {r['latency_ms']!r}" if (r["op_key"], r["device_uri"]) in bad
+                  else common.fmt_ms(r["latency_ms"]))
+            rtable.add_row(common.esc(r["op_key"]), common.esc(r["device_uri"]), common.esc(ms),
                            f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")), common.esc(r.get("source", "")))
         common.out.print(rtable)
 

@@ -81,6 +81,8 @@ CASES = {
     "boolean latency": (_set("measurements", 0, "latency_ms", True), "measurement #0", "latency_ms"),
     "string std": (_set("measurements", 0, "std_ms", "wide"), "measurement #0", "std_ms"),
     "negative std": (_set("measurements", 1, "std_ms", -1.0), "measurement #1", "std_ms"),
+    "NaN std": (_set("measurements", 1, "std_ms", math.nan), "measurement #1", "std_ms is nan"),
+    "infinite CI": (_set("measurements", 2, "ci_high_ms", math.inf), "measurement #2", "ci_high_ms"),
     "fractional count": (_set("measurements", 0, "n_samples", 2.5), "measurement #0", "n_samples"),
     "samples not a list": (_set("measurements", 2, "samples_ms", "1,2,3"), "measurement #2", "samples_ms"),
     "negative sample": (_set("measurements", 0, "samples_ms", [1.0, -1.0]), "measurement #0", "samples_ms[1]"),
@@ -229,6 +231,44 @@ def test_lut_poisoned_by_an_older_latkit_is_refused_by_show_and_estimate(poison,
     code, _, err = run(capsys, "lut", "estimate", "--lut", path, "--space", "proxyless_mobile",
                        "--resolution", "32", "--arch", json.dumps(["3x3_MBConv3"] * 21))
     one_error_line(code, err, "invalid latency", key)
+
+
+@pytest.mark.parametrize("poison", ["'fast'", "9e999", "-5.0"])  # 9e999 is SQLite's inf
+def test_lut_poisoned_by_an_older_latkit_is_listed_marked_then_refused(poison, tmp_path, capsys, specs, device,
+                                                                       make_measurement):
+    from latkit.errors import StoreError
+
+    path = tmp_path / "old.db"
+    with LUT.open(path, create=True) as lut:
+        for i, spec in enumerate(specs[:3]):
+            lut.add(spec, make_measurement(spec, 1.0 + i, seed=i), device)
+        with lut.transaction():
+            lut._q(f"UPDATE measurements SET latency_ms = {poison} WHERE op_key = ?", (specs[1].key,))
+    # the library refuses to hand out the rows unless asked to keep or skip the invalid one
+    with LUT.open(path, readonly=True) as lut:
+        with pytest.raises(StoreError, match="1 invalid latency") as info:
+            lut.rows()
+        assert specs[1].key in str(info.value) and "\n" not in str(info.value)
+        with pytest.raises(StoreError, match="invalid latency"):
+            lut.measurement(specs[1].key)
+        assert lut.measurement(specs[0].key).latency_ms == pytest.approx(1.0, rel=0.2)
+        assert [r["op_key"] for r in lut.rows(invalid="skip")] == sorted([specs[0].key, specs[2].key])
+        kept = {r["op_key"]: r["latency_ms"] for r in lut.rows(invalid="keep")}
+        assert len(kept) == 3 and kept[specs[0].key] > 0
+    # show lists what it can, marks the bad row, then fails in one line
+    code, out, err = run(capsys, "lut", "show", path, "--rows")
+    one_error_line(code, err, "1 invalid latency", specs[1].key, "re-profile")
+    assert "INVALID" in out and specs[0].key in out and specs[2].key in out
+    code, out, err = run(capsys, "lut", "show", path, "--rows", "--json")
+    one_error_line(code, err, "1 invalid latency", specs[1].key)
+    doc = json.loads(out)
+    assert doc["summary"]["invalid"] == 1
+    bad_rows = [r for r in doc["rows"] if "invalid_latency" in r]
+    assert [r["op_key"] for r in bad_rows] == [specs[1].key] and bad_rows[0]["latency_ms"] is None
+    # export refuses too (an import would refuse that file), leaving nothing behind
+    code, _, err = run(capsys, "lut", "export", path, "-o", tmp_path / "out.json")
+    one_error_line(code, err, "1 invalid latency", specs[1].key)
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_non_finite_provenance_is_stored_as_null_and_exports(tmp_path, specs, device, make_measurement):
