@@ -59,6 +59,8 @@ _PREFIX_RE = re.compile(
 MAX_LINE_CHARS = 16_384  # longer lines are no line benchmark_model prints: skipped
 MAX_OUTPUT_BYTES = 2 * 2**20  # what latkit reads of one run's output (a device's or a file)
 _MAX_COUNT_DIGITS = 15  # a count beyond 10**15 runs is damage (and int() refuses >4300 digits)
+#: no inference takes 1000 s (the LUT's bound on a latency): a larger time is garbage
+MAX_TIME_US = 1e9
 
 
 @dataclass
@@ -73,6 +75,12 @@ class RunStats:
     avg_us: float
     std_us: float
     all_same: bool = False
+
+
+# a "count=0 ..." line: a phase that ran no iteration (kept so the next line is not
+# taken for this phase)
+_EMPTY = RunStats(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+_EMPTY_RE = re.compile(r"count=0+(\s|$)")
 
 
 @dataclass
@@ -204,8 +212,8 @@ def parse_stat_line(line: str) -> RunStats | None:
     if count == 0:
         return None
     for key, value in kv.items():
-        if not math.isfinite(value) or value < 0:
-            raise _damaged(f"statistic {key}={value}")
+        if not math.isfinite(value) or value < 0 or value >= MAX_TIME_US:
+            raise _damaged(f"statistic {key}={value:g}")
     if "curr" not in kv:
         return None
     if "avg" not in kv:  # "count=N curr=X(all same)" or the single-run "count=1 curr=X"
@@ -245,7 +253,7 @@ def _parse_summary(body: str) -> tuple[dict[str, float], str]:
         number = _number(value.strip())
         if number is None:
             continue
-        if not math.isfinite(number) or number < 0:
+        if not math.isfinite(number) or number < 0 or number >= MAX_TIME_US:
             damage = str(_damaged(f"summary value {label.strip()}: {value.strip()[:20]}"))
             continue
         out[key] = number
@@ -346,7 +354,9 @@ def _feed(st: _State, line: str) -> None:
             return
         if stats:
             st.phase_stats.append(stats)
-        elif not stripped.startswith("count=0"):
+        elif _EMPTY_RE.match(stripped):
+            st.phase_stats.append(_EMPTY)
+        else:
             st.phase_stats.append(None)  # "count=-5 ...", "count=x": damaged
         return
     if m := _INIT_MS_RE.search(line):
@@ -378,19 +388,23 @@ def _phases(st: _State) -> dict[str, RunStats]:
     if len(lines) >= 2:
         if lines[1] is None:
             raise _damaged("inference statistics line")
+        if lines[1] is _EMPTY:
+            raise _no_runs()
         runs = {"inference": lines[1]}
-        if lines[0] is not None:
+        if lines[0] is not None and lines[0] is not _EMPTY:
             runs["warmup"] = lines[0]
         return runs
     if len(lines) == 1 and ("inference" in st.summary or st.summary_damage):
         # very old builds print one stat line before the summary; it is the run
         # phase only when the summary names no separate warmup figure
         if "warmup" in st.summary:
-            return {"warmup": lines[0]} if lines[0] is not None else {}
+            return {"warmup": lines[0]} if lines[0] is not None and lines[0] is not _EMPTY else {}
         if st.summary_damage:
             raise ParseError(st.summary_damage)
         if lines[0] is None:
             raise _damaged("inference statistics line")
+        if lines[0] is _EMPTY:
+            raise _no_runs()
         return {"inference": lines[0]}
     if len(lines) == 1:
         # one stat line and no summary: the regular runs never finished
@@ -399,6 +413,13 @@ def _phases(st: _State) -> dict[str, RunStats]:
             "the run crashed or the output was cut short: rerun it and check the device log"
         )
     return {}
+
+
+def _no_runs() -> ParseError:
+    return ParseError(
+        "benchmark_model's regular runs ran 0 times (count=0), so the output holds no inference "
+        "time: rerun it with --num_runs of 1 or more"
+    )
 
 
 def read_output_file(path: str | Path) -> str:
@@ -461,6 +482,8 @@ def parse_benchmark_output(text: str) -> BenchmarkResult:
             "no inference timings in benchmark_model output "
             f"(starts with {first!r}); pass the complete output of a finished run"
         )
+    if not 0 < inference < MAX_TIME_US:
+        raise _damaged(f"inference time ({inference:g} us)")
     if st.long_lines:
         st.warnings.append(f"{st.long_lines} line(s) over {MAX_LINE_CHARS} characters skipped")
 

@@ -130,6 +130,26 @@ def test_impossible_inference_average_is_refused(avg):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("avg", ["0", "0.0", "1e308", "1e9"])
+def test_zero_or_implausible_inference_time_is_refused(avg):
+    with pytest.raises(ParseError, match="damaged or impossible") as e:
+        parse_benchmark_output(GOOD.replace("avg=1196.42", f"avg={avg}"))
+    assert "\n" not in str(e.value)
+    text = GOOD.replace(INF_LINE, "").replace(SUMMARY_INF, f"Inference (avg): {avg}")
+    with pytest.raises(ParseError, match="damaged or impossible"):
+        parse_benchmark_output(text)
+
+
+def test_regular_runs_of_count_zero_are_refused_not_read_from_the_summary():
+    with pytest.raises(ParseError, match="0 times") as e:
+        parse_benchmark_output(GOOD.replace("count=834", "count=0"))
+    assert "--num_runs" in str(e.value) and "\n" not in str(e.value)
+    # an empty warmup phase is no warmup, and the next line is still the inference phase
+    warm = GOOD.split("count=")[1].split()[0]
+    r = parse_benchmark_output(GOOD.replace(f"count={warm} ", "count=0 ", 1))
+    assert r.inference_avg_us == pytest.approx(1196.42) and "warmup" not in r.runs
+
+
 @pytest.mark.parametrize("value", ["-1196.42", "nan", "inf"])
 def test_impossible_summary_value_is_refused(value):
     text = GOOD.replace(INF_LINE, "").replace(SUMMARY_INF, f"Inference (avg): {value}")
