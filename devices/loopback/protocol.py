@@ -86,9 +86,16 @@ def pack(msg: Message, version: int) -> bytes:
 
 
 def _wait_readable(sock: socket.socket, timeout_s: float | None, what: str) -> None:
+    # another thread may close the socket (a dropped connection, a shutdown) at any
+    # moment: its fileno() is then -1, which select() refuses with ValueError
+    if sock.fileno() < 0:
+        raise ProtocolError("connection closed")
     if timeout_s is None:
         return
-    readable, _, _ = select.select([sock], [], [], timeout_s)
+    try:
+        readable, _, _ = select.select([sock], [], [], timeout_s)
+    except (ValueError, OSError) as exc:  # closed between the check and the select
+        raise ProtocolError(f"connection closed ({exc})") from exc
     if not readable:
         raise ProtocolError(f"no data for {timeout_s:g} s {what}")
 
@@ -108,7 +115,10 @@ def recv_exact(sock: socket.socket, n: int, timeout_s: float | None = None,
     while len(buf) < n:
         limit = first_timeout_s if not buf and first_timeout_s != _SAME else timeout_s
         _wait_readable(sock, limit, "while idle" if not buf else "in the middle of a message")
-        chunk = sock.recv(n - len(buf))
+        try:
+            chunk = sock.recv(n - len(buf))
+        except OSError as exc:  # reset, or closed by another thread after the wait
+            raise ProtocolError(f"connection closed ({exc})") from exc
         if not chunk:
             raise ProtocolError("connection closed by peer")
         buf += chunk

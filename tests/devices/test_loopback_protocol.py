@@ -295,3 +295,43 @@ def test_shell_runs_in_sandbox_with_shims(device):
     log = (device.root / ".loopback/taskset.log").read_text()
     assert log.startswith("f0 sh -c")
     host.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_reading_a_socket_closed_by_another_thread_is_a_closed_connection(timeout):
+    # a dropped connection closes the socket under the reader: select() on fd -1
+    # raised ValueError and killed the server thread with a traceback
+    from latkit.devices.loopback.protocol import ProtocolError, read_message
+
+    a, b = socket.socketpair()
+    a.close()
+    try:
+        with pytest.raises(ProtocolError, match="closed"):
+            read_message(a, A_VERSION, idle_timeout_s=timeout, message_timeout_s=timeout)
+    finally:
+        b.close()
+
+
+def test_socket_closed_while_waiting_is_a_closed_connection():
+    import threading
+    import time
+
+    from latkit.devices.loopback.protocol import ProtocolError, read_message
+
+    a, b = socket.socketpair()
+    caught: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            read_message(a, A_VERSION, idle_timeout_s=0.05, message_timeout_s=0.05)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects what was raised
+            caught.append(exc)
+
+    b.sendall(b"\0" * 4)  # half a header: the reader waits for the rest
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.01)
+    a.close()
+    t.join(5)
+    b.close()
+    assert not t.is_alive() and len(caught) == 1 and isinstance(caught[0], ProtocolError), caught
