@@ -556,6 +556,9 @@ def _check_metadata_types(meta: dict[str, Any], path: Path) -> None:
             or not isinstance(w.get("files", []), list) or not isinstance(w.get("extra", {}), dict)):
         raise StoreError(f"{path}: 'weights' must be an object with a format, a files list and an extra "
                          "object; refit with `latkit predictor fit`")
+    if not _all_finite(w.get("extra", {})):
+        raise StoreError(f"{path}: 'weights.extra' holds NaN or infinite numbers; the file is damaged, "
+                         "refit with `latkit predictor fit`")
 
 
 # --------------------------------------------------------------------------- weight helpers
@@ -590,10 +593,23 @@ def read_json_arrays(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in raw.items():
         if isinstance(v, dict) and set(v) == {"value"}:
+            if not _all_finite(v["value"]):
+                raise StoreError(f"{path}: value {k!r} holds NaN or infinite numbers; the file is damaged, "
+                                 "refit the predictor")
             out[k] = v["value"]
             continue
         out[k] = _json_array(v, f"{path}: array {k!r}")
     return out
+
+
+def _all_finite(value: Any, depth: int = 0) -> bool:
+    """No NaN or infinity anywhere in a plain JSON value (bounded depth)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, dict)) and depth < 32:
+        items = value.values() if isinstance(value, dict) else value
+        return all(_all_finite(v, depth + 1) for v in items)
+    return True
 
 
 def _json_array(v: Any, where: str) -> np.ndarray:
@@ -612,6 +628,8 @@ def _json_array(v: Any, where: str) -> np.ndarray:
                          f"values for shape {shape}; refit the predictor")
     if not all(isinstance(x, (int, float)) for x in data):
         raise StoreError(f"{where} holds values that are not numbers; refit the predictor")
+    if not all(math.isfinite(x) for x in data):  # predictors save finite weights (lutsum maps gaps to -1)
+        raise StoreError(f"{where} holds NaN or infinite values; the file is damaged, refit the predictor")
     try:
         return np.asarray(data, dtype=dtype).reshape(shape)
     except (ValueError, OverflowError) as exc:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 ARCH_COLUMN = "arch"
 INDEX_COLUMN = "arch_index"
+_MISSING_WORDS = ("na", "n/a", "none", "null", "missing")  # refused with the empty-cell hint
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,13 @@ class LatencyTable:
 def read_latency_csv(path: str | Path) -> LatencyTable:
     """Read a latency CSV (``[arch_index,] arch, <device>...``).
 
+    An empty latency cell is an arch not measured on that device (NaN in the
+    table); any other cell must be a positive finite number of milliseconds.
+
     Raises:
         UsageError: the file is missing.
-        ParseError: no ``arch`` column, no device column, or a cell that is not a number.
+        ParseError: no ``arch`` column, no device column, a column named twice,
+            or a cell that is not a positive finite number (``nan`` included).
     """
     path = Path(path)
     try:
@@ -111,6 +116,11 @@ def read_latency_csv(path: str | Path) -> LatencyTable:
         raise ParseError(f"cannot read latency CSV {path}: {one_line(exc)}") from exc
     if not header or ARCH_COLUMN not in header:
         raise ParseError(f"{path} has no {ARCH_COLUMN!r} column; expected header arch,<device>,...")
+    seen: set[str] = set()
+    for name in (h.strip() for h in header):
+        if name in seen:
+            raise ParseError(f"{path}: column {name!r} appears twice in the header; rename or drop one")
+        seen.add(name)
     arch_col = header.index(ARCH_COLUMN)
     dev_cols = [i for i, h in enumerate(header) if h not in (ARCH_COLUMN, INDEX_COLUMN)]
     if not dev_cols:
@@ -125,14 +135,22 @@ def read_latency_csv(path: str | Path) -> LatencyTable:
             )
         for j, c in enumerate(dev_cols):
             cell = row[c].strip()
-            if cell == "" or cell.lower() in ("nan", "na"):
-                continue  # missing measurement: checked where the column is used
+            if cell == "":
+                continue  # not measured: checked where the column is used
             try:
                 value = float(cell)
             except ValueError:
+                if cell.lower() in _MISSING_WORDS:
+                    value = math.nan
+                else:
+                    raise ParseError(
+                        f"{path} line {r + 2}, column {header[c]!r}: {cell!r} is not a number"
+                    ) from None
+            if math.isnan(value):  # "nan" is no measurement; an empty cell says "not measured"
                 raise ParseError(
-                    f"{path} line {r + 2}, column {header[c]!r}: {cell!r} is not a number"
-                ) from None
+                    f"{path} line {r + 2}, column {header[c]!r}: latency {cell!r} is not a number; "
+                    "leave the cell empty if that arch was not measured"
+                )
             if not (math.isfinite(value) and value > 0):
                 raise ParseError(
                     f"{path} line {r + 2}, column {header[c]!r}: latency {cell!r} ms is not a positive "

@@ -263,16 +263,39 @@ def _with_space(predictor: str, params: dict[str, Any] | None, space: str) -> di
 
 
 def design_from_csv(
-    csv: str | Path, k: int, *, known: list[str] | None = None, random_state: int = 0
+    csv: str | Path, k: int, *, known: list[str] | None = None, random_state: int = 0,
+    space: str | None = None,
 ) -> list[str]:
     """The ``k`` archs (native text, as in the CSV) to measure on a new device.
 
     Measure these, write them as a CSV with ``arch`` and the new device's column,
     and pass it as ``target_csv`` to :func:`fit_from_csv` with ``predictor="fewshot"``.
+    Every arch must parse in ``space`` (default: the registered space that reads
+    the first row), so a table of garbage never yields a design.
+
+    Raises:
+        ArchError: an arch that does not parse (naming its row), or no space reads the table.
     """
     table = read_latency_csv(csv)
+    check_unique_archs(space or _space_of(table), table)
     ref = table.columns(known or list(table.devices))
     return [table.archs[i] for i in select_archs(ref, k, random_state=random_state)]
+
+
+def _space_of(table: LatencyTable) -> str:
+    """The registered space whose native form the table's first arch is written in."""
+    from latkit.errors import ArchError
+    from latkit.profiler.spaces import get_space, list_spaces
+
+    first = table.archs[0]
+    for name in list_spaces():
+        try:
+            get_space(name).parse_arch(first)
+        except (ArchError, UsageError):
+            continue
+        return name
+    raise ArchError(f"arch #1 of {table.source or 'the table'} ({first[:60]!r}) is an architecture of no "
+                    f"known space ({', '.join(list_spaces())}); fix the {'arch'!r} column")
 
 
 def predict_archs(
@@ -317,7 +340,12 @@ def predict_archs(
         if not space:
             raise UsageError(f"{predictor_dir} records no search space; refit it with --space")
         X = encode_archs(space, archs)
-    return model.predict(X)
+    pred = np.asarray(model.predict(X), dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(pred))
+    if bad.size:  # damaged weights the loader could not see (e.g. inside an XGBoost model)
+        raise StoreError(f"predictor {predictor_dir} gives a non-finite latency for arch #{bad[0] + 1} "
+                         f"({archs[bad[0]][:60]!r}); its weights are damaged, refit it")
+    return pred
 
 
 def _canonical(space_name: str, text: str, table: LatencyTable) -> str:

@@ -144,10 +144,16 @@ def load_torch_state(module: Any, path: Path) -> None:
         from safetensors.torch import load_file
     except ImportError as exc:
         raise MissingExtraError("loading torch predictors", "predictors", exc) from exc
+    torch = import_torch()
     try:
-        module.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+        module.load_state_dict(state)
     except (RuntimeError, OSError, SafetensorError) as exc:
         raise StoreError(f"cannot load weights {path}: {one_line(exc)}; refit the predictor") from exc
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise StoreError(f"weights {path} hold NaN or infinite values (tensor {bad[0]!r}); the file is "
+                         "damaged, refit the predictor")
 
 
 def train_regressor(

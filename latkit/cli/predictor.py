@@ -82,6 +82,12 @@ def fit_cmd(
     model = fit_from_csv(csv, space, target, out, predictor=predictor, k=k, known=_columns(known),
                          target_csv=target_csv, random_state=seed)
     common.err.print(f"saved {type(model).__name__} for {common.esc(target)} to {common.esc(out)}")
+    if predictor == "fewshot" and known is None:  # the default is every other column: say which
+        from latkit.predictors.base import load_metadata
+
+        used = load_metadata(out).get("provenance", {}).get("known", [])
+        common.err.print(f"features: the latencies of {len(used)} known device column(s) (--known to choose): "
+                         f"{common.esc(', '.join(used))}")
 
 
 @predictor_app.command("predict")
@@ -119,10 +125,12 @@ def design_cmd(
     csv: Path = typer.Option(..., "--csv", help="Latency CSV of the known devices."),
     k: int = typer.Option(10, "--k", "-k", min=2, help="How many archs you will measure."),
     known: Optional[str] = typer.Option(None, "--known", help="Known-device columns."),
+    space: Optional[str] = typer.Option(None, "--space", "-s",
+                                        help="Space of the arch column (default: the one that reads it)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Which K architectures to measure on a new device for few-shot transfer."""
     from latkit.predictors.evaluate import design_from_csv
 
-    for a in design_from_csv(csv, k, known=_columns(known), random_state=seed):
+    for a in design_from_csv(csv, k, known=_columns(known), random_state=seed, space=space):
         common.out.print(common.esc(a))

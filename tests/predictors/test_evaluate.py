@@ -114,9 +114,13 @@ def test_bad_inputs(fb_csv: Path, tmp_path: Path, fbnet_table: LatencyTable) -> 
     bad_arch.write_text("\n".join([text[0], text[1].replace("k3_e", "k7_e", 1), *text[2:]]) + "\n")
     with pytest.raises(ArchError, match="arch #1"):
         evaluate(bad_arch, "fbnet", "pixel3", 10)
-    nan = tmp_path / "nan.csv"
-    nan.write_text("\n".join([text[0], text[1].rsplit(",", 1)[0] + ",nan", *text[2:]]) + "\n")
+    missing = tmp_path / "missing.csv"  # an empty cell: not measured, refused where the column is needed
+    missing.write_text("\n".join([text[0], text[1].rsplit(",", 1)[0] + ",", *text[2:]]) + "\n")
     with pytest.raises(UsageError, match="NaN latency value.*titanxp_64"):
+        evaluate(missing, "fbnet", "pixel3", 10)
+    nan = tmp_path / "nan.csv"  # the text "nan" is no measurement: refused when read
+    nan.write_text("\n".join([text[0], text[1].rsplit(",", 1)[0] + ",nan", *text[2:]]) + "\n")
+    with pytest.raises(ParseError, match="line 2, column 'titanxp_64'.*leave the cell empty"):
         evaluate(nan, "fbnet", "pixel3", 10)
     garbage = tmp_path / "garbage.csv"
     garbage.write_text("\n".join([text[0], text[1].rsplit(",", 1)[0] + ",fast", *text[2:]]) + "\n")

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from latkit.cli import main
@@ -188,3 +189,81 @@ def test_binary_archs_file(capsys, fitted, tmp_path):
     model.write_bytes(b"\x08\x07\x12\x07pytorch\xff\xfe\x00" * 20)
     code, _, err = run(capsys, "predictor", "predict", "--predictor", str(folder), "--archs-file", str(model))
     one_error_line(code, err, "not a text file")
+
+
+# ---- issue 17: bad tables and damaged predictors are refused, never used
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "na"])
+def test_nan_text_cell_refused_empty_cell_is_missing(capsys, tmp_path, rows, value):
+    bad = _write(tmp_path / "lat.csv", _with_cell(rows, 5, "pixel3", value))
+    code, _, err = run(capsys, "predictor", "fit", "--csv", str(bad), "--space", "fbnet",
+                       "--target", "pixel3", "--out", str(tmp_path / "p"), "--predictor", "ridge")
+    one_error_line(code, err, "line 6", "'pixel3'", "empty")
+    assert not (tmp_path / "p").exists()
+    gap = _write(tmp_path / "gap.csv", _with_cell(rows, 5, "pixel3", ""))  # not measured: that row is left out
+    code, _, err = run(capsys, "predictor", "fit", "--csv", str(gap), "--space", "fbnet",
+                       "--target", "pixel3", "--out", str(tmp_path / "p"), "--predictor", "ridge")
+    assert code == 0, err
+    assert json.loads((tmp_path / "p" / "predictor.json").read_text())["provenance"]["rows"] == 39
+
+
+def test_duplicate_column_refused(capsys, tmp_path, rows):
+    dup = [list(r) for r in rows]
+    dup[0][dup[0].index("gold_6240")] = "pixel3"
+    bad = _write(tmp_path / "lat.csv", dup)
+    code, _, err = run(capsys, "predictor", "design", "--csv", str(bad), "--k", "3")
+    one_error_line(code, err, "'pixel3' appears twice")
+
+
+def test_design_refuses_an_arch_column_of_garbage(capsys, tmp_path, rows):
+    arch = rows[0].index("arch")
+    bad = [list(rows[0])] + [[f"bogus{i}" if j == arch else c for j, c in enumerate(r)]
+                             for i, r in enumerate(rows[1:])]
+    code, out, err = run(capsys, "predictor", "design", "--csv", str(_write(tmp_path / "lat.csv", bad)), "--k", "3")
+    one_error_line(code, err, "'bogus0'", "no known space")
+    assert out == ""
+    one_bad = _with_cell(rows, 7, "arch", "k9_e9 " * 22)  # the space is found, the bad row named
+    code, out, err = run(capsys, "predictor", "design", "--csv", str(_write(tmp_path / "one.csv", one_bad)),
+                         "--k", "3", "--space", "fbnet")
+    one_error_line(code, err, "arch #7")
+    assert out == ""
+
+
+def test_design_of_a_good_table(capsys, tmp_path, rows):
+    code, out, err = run(capsys, "predictor", "design", "--csv", str(_write(tmp_path / "lat.csv", rows)), "--k", "4")
+    assert code == 0, err
+    archs = {r[rows[0].index("arch")] for r in rows[1:]}
+    assert len(out.splitlines()) == 4 and set(out.splitlines()) <= archs
+
+
+@pytest.mark.parametrize("where", ["array", "extra"])
+def test_nan_weights_refused_never_printed(capsys, fitted, where):
+    folder, arch = fitted
+    if where == "array":
+        w = json.loads((folder / "weights.json").read_text())
+        w["coef"]["data"] = [float("nan")] * len(w["coef"]["data"])
+        (folder / "weights.json").write_text(json.dumps(w))
+    else:
+        _edit_meta(folder, lambda m: m["weights"].setdefault("extra", {}).update(scale=float("inf")))
+    code, out, err = run(capsys, "predictor", "predict", "--predictor", str(folder), "--arch", arch)
+    one_error_line(code, err, "NaN or infinite", "refit")
+    assert "nan" not in out.lower()
+
+
+def test_non_finite_prediction_never_printed(tmp_path, fitted, monkeypatch):
+    from latkit.predictors import evaluate as ev
+
+    folder, arch = fitted
+    monkeypatch.setattr(type(load(folder)), "predict", lambda self, X: np.full(len(X), np.nan))
+    with pytest.raises(StoreError, match="non-finite latency for arch #1"):
+        ev.predict_archs(folder, [arch])
+
+
+def test_fewshot_default_known_columns_are_named(capsys, tmp_path, rows):
+    good = _write(tmp_path / "lat.csv", rows)
+    code, _, err = run(capsys, "predictor", "fit", "--csv", str(good), "--space", "fbnet", "--target", "pixel3",
+                       "--predictor", "fewshot", "--k", "5", "--out", str(tmp_path / "fs"))
+    assert code == 0, err
+    known = json.loads((tmp_path / "fs" / "predictor.json").read_text())["provenance"]["known"]
+    assert known == [c for c in rows[0] if c not in ("arch_index", "arch", "pixel3")]
+    assert f"{len(known)} known device column(s)" in err and known[0] in err

@@ -882,6 +882,16 @@ def _bad_nas_latency(d: Path, ws: Workspace) -> str:
     return put(d, "lat.csv", "\n".join(out) + "\n")
 
 
+def _fewshot_known_saved(d: Path, ws: Workspace, res: Result):
+    """The few-shot predictor records (and the CLI names) the known columns it defaulted to."""
+    known = json.loads((d / "p" / "predictor.json").read_text())["provenance"].get("known") or []
+    if "pixel3" in known or len(known) < 2:
+        return (FAILED, f"known columns {known!r}: the target or too few")
+    if "features:" not in res.stderr or known[0] not in res.stderr:
+        return (FAILED, "the CLI did not name the known columns it used")
+    return None
+
+
 def _garbage_checkpoint(d: Path) -> list[str]:
     (d / "s").mkdir(parents=True, exist_ok=True)
     for name in ("checkpoint.json", "search_state.json", "state.json", "trajectory.json"):
@@ -967,8 +977,10 @@ def predictor_ops_misc_cases() -> list[CliCase]:
                                                                 put(d, "f", "x"))(d, ws), timeout=60),
         C("predictor fit", "--k 100000", lambda d, ws: fit("--predictor", "ridge", "--k", "100000", "--out",
                                                            str(d / "p"))(d, ws), timeout=60),
+        # valid: --known defaults to every other column (documented; the CLI names them on stderr)
         C("predictor fit", "fewshot without --known", lambda d, ws: fit("--predictor", "fewshot", "--k", "5", "--out",
-                                                                        str(d / "p"))(d, ws), timeout=60),
+                                                                        str(d / "p"))(d, ws), timeout=60,
+          expect="ok", check=_fewshot_known_saved),
     ]
 
     def pred_dir(mutate: Callable[[Path], None]) -> Callable[[Path, Workspace], str]:
