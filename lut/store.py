@@ -426,17 +426,19 @@ class LUT:
 
         Returns:
             True if written, False if a row for (op, device) exists and
-            ``replace`` is false.
+            ``replace`` is false (a stored row with an invalid latency is
+            always replaced: re-profiling is how such a LUT is repaired).
         """
         row = check_row(row, f"measurement for LUT {self.path}")
         device_id = self.ensure_device(row["device_uri"])
         exists = self._q(
-            "SELECT source FROM measurements WHERE op_key = ? AND device_id = ?",
+            "SELECT source, latency_ms FROM measurements WHERE op_key = ? AND device_id = ?",
             (row["op_key"], device_id),
         )
         predicted_only = bool(exists) and exists[0][0].startswith(SOURCE_PREDICTED_PREFIX)
         incoming_real = not str(row.get("source", "")).startswith(SOURCE_PREDICTED_PREFIX)
-        if exists and not replace and not (predicted_only and incoming_real):
+        stored_invalid = bool(exists) and not valid_latency(exists[0][1])
+        if exists and not replace and not (predicted_only and incoming_real) and not stored_invalid:
             return False
         values = [row.get(c) for c in STAT_COLUMNS]
         conv = row.get("converged")
@@ -515,14 +517,16 @@ class LUT:
     # -------------------------------------------------------------- reading
 
     def done_keys(self, device_uri: str) -> set[str]:
-        """Keys already measured on ``device_uri`` (MeasurementSink); predicted rows are not."""
+        """Keys already measured on ``device_uri`` (MeasurementSink); predicted rows, and
+        rows with an invalid latency (re-profiling replaces them), are not."""
         return {
             r[0]
             for r in self._q(
-                "SELECT m.op_key FROM measurements m JOIN devices d ON d.id = m.device_id "
+                "SELECT m.op_key, m.latency_ms FROM measurements m JOIN devices d ON d.id = m.device_id "
                 "WHERE d.uri = ? AND m.source NOT LIKE ?",
                 (device_uri, SOURCE_PREDICTED_PREFIX + "%"),
             )
+            if valid_latency(r[1])
         }
 
     def devices(self) -> list[dict[str, Any]]:

@@ -271,6 +271,28 @@ def test_lut_poisoned_by_an_older_latkit_is_listed_marked_then_refused(poison, t
     assert not (tmp_path / "out.json").exists()
 
 
+def test_reprofiling_repairs_an_invalid_row(tmp_path, capsys, specs, device, make_measurement):
+    from latkit.errors import StoreError
+
+    # what the error line tells the user to do must work: the profiler asks done_keys
+    # what to skip and add()s the new row
+    path = tmp_path / "old.db"
+    with LUT.open(path, create=True) as lut:
+        for i, spec in enumerate(specs[:2]):
+            lut.add(spec, make_measurement(spec, 1.0 + i, seed=i), device)
+        with lut.transaction():
+            lut._q("UPDATE measurements SET latency_ms = 'fast' WHERE op_key = ?", (specs[0].key,))
+        assert lut.done_keys(device["uri"]) == {specs[1].key}
+        lut.add(specs[0], make_measurement(specs[0], 3.0, seed=7), device)
+        with pytest.raises(StoreError, match="already holds"):  # a valid row is kept
+            lut.add(specs[1], make_measurement(specs[1], 9.0, seed=7), device)
+        assert lut.invalid_rows() == []
+        assert lut.latency_ms(specs[0].key) == pytest.approx(3.0, rel=0.2)
+    code, out, err = run(capsys, "lut", "show", path, "--json")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["invalid"] == 0
+
+
 def test_non_finite_provenance_is_stored_as_null_and_exports(tmp_path, specs, device, make_measurement):
     m = make_measurement(specs[0], 1.0)
     m.provenance = {"ci": float("nan"), "rates": [float("inf"), 2.0]}
