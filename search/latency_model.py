@@ -241,6 +241,30 @@ class TableLatencyModel:
         terms = [Term(t.deps, np.where(t.table > 0, t.table - big, 0.0)) for t in self.terms]
         return TableLatencyModel(self.space, 0.0, terms, self.provenance, self.layout)._extreme(1.0)[1]
 
+    def calibration_archs(self, n: int, rng: np.random.Generator, pool_size: int = 200) -> list[Arch]:
+        """The architectures a calibration measures end to end: ``n`` spread, plus one corner.
+
+        ``n`` networks spread evenly over the space's latency range, extremes
+        included, so the fit interpolates wherever a search lands; and the
+        fastest network with every layer present (:meth:`fastest_full`), the
+        other corner in (LUT sum, op count): without it the fit extrapolates to
+        networks of many small operators (one noisy measurement of the largest
+        network once gave those networks 40% of their real latency). Call it on
+        an uncalibrated model.
+
+        Args:
+            n: spread networks (at least 2: the fastest and the slowest).
+            rng: draws the random architectures the spread ones are picked from.
+            pool_size: how many random architectures to pick from.
+        """
+        if n < 2:
+            raise UsageError(f"a calibration needs at least 2 spread networks, got {n}")
+        pool = [self.min_latency(self.space)[1], self.max_latency()[1]]
+        pool += [self.space.sample(rng) for _ in range(pool_size)]
+        pool.sort(key=self.latency_ms)
+        picks = np.linspace(0, len(pool) - 1, n).round().astype(int)
+        return list(dict.fromkeys([pool[i] for i in picks.tolist()] + [self.fastest_full()]))
+
 
 def _with_classes(layout: Layout, classes: int) -> Layout:
     """``layout`` with its classifier resized to ``classes`` outputs.

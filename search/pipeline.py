@@ -57,7 +57,6 @@ SCHEMA = "latkit.pipeline"
 SCHEMA_VERSION = 1
 STATE_FILE = "pipeline.json"
 CPU_RESOLUTION = 64  # cpu devices: a reduced input keeps the default run within minutes
-CALIBRATION_POOL = 200  # random architectures the calibration networks are picked from
 MAX_RETRIES = 1
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message)
@@ -110,9 +109,11 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         check_target_ms(self.target_ms)
-        for name in ("search_epochs", "train_epochs", "calibration_networks", "threads"):
+        for name in ("search_epochs", "train_epochs", "threads"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.calibration_networks < 3:  # the fastest, the slowest and the fastest full network
+            raise UsageError(f"calibration_networks must be >= 3, got {self.calibration_networks}")
         if not 0 <= self.warmup_epochs < self.search_epochs:
             raise UsageError("warmup_epochs must be >= 0 and below search_epochs")
         if self.profile_sample is not None and self.profile_sample < 1:
@@ -305,17 +306,8 @@ class _Pipeline:
 
         with LUT.open(self.lut_path) as lut:
             lm = TableLatencyModel.from_lut(self.space, lut, self.cfg.device, self.resolution)
-        # networks spread evenly over the space's latency range, extremes included, so the
-        # fit interpolates wherever the search lands; and the fastest network with every
-        # layer present, the other corner in (LUT sum, op count): without it the fit
-        # extrapolates to many small operators (one noisy measurement of the largest
-        # network once gave those networks 40% of their real latency)
         rng = np.random.default_rng(self.cfg.seed + 17)
-        pool = [lm.min_latency(self.space)[1], lm.max_latency()[1]]
-        pool += [self.space.sample(rng) for _ in range(CALIBRATION_POOL)]
-        pool.sort(key=lm.latency_ms)
-        picks = np.linspace(0, len(pool) - 1, self.cfg.calibration_networks - 1).round().astype(int)
-        archs = list(dict.fromkeys([pool[i] for i in picks.tolist()] + [lm.fastest_full()]))
+        archs = lm.calibration_archs(self.cfg.calibration_networks - 1, rng)
         nets = [self.network(self.space.arch_to_native(a)) for a in archs]
         with LUT.open(self.lut_path) as lut:
             cal = calibrate_device(
