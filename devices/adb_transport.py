@@ -451,9 +451,16 @@ def parse_adb_uri(uri: str) -> tuple[str, str, int | None]:
     if uri.startswith("adb+tcp:"):
         rest = uri[len("adb+tcp:"):].lstrip("/")
         host, sep, port = rest.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise UsageError(f"bad device URI {uri!r}; write adb+tcp://HOST:PORT")
-        return "tcp", host.strip("[]"), int(port)
+        if host.startswith("[") and host.endswith("]"):  # an IPv6 literal: [::1]:PORT
+            host = host[1:-1]
+        elif ":" in host:
+            host = ""  # an IPv6 address needs its brackets
+        bad_host = not host or any(c.isspace() or c in "[]/@" for c in host)
+        if not sep or bad_host or not (port.isascii() and port.isdigit() and len(port) <= 5):
+            raise UsageError(f"bad device URI {uri!r}; write adb+tcp://HOST:PORT ([ADDR]:PORT for IPv6)")
+        if not 1 <= int(port) <= 65535:
+            raise UsageError(f"bad device URI {uri!r}: port {int(port)} is not in 1-65535")
+        return "tcp", host, int(port)
     if uri == "adb" or uri.startswith("adb:"):
         return "serial", uri[4:], None
     raise UsageError(f"bad Android device URI {uri!r}; write adb:SERIAL or adb+tcp://HOST:PORT")

@@ -129,7 +129,12 @@ def test_hang_times_out_then_reconnects(loop, t):
 def test_uri_parsing():
     assert parse_adb_uri("adb+tcp://10.0.0.2:5555") == ("tcp", "10.0.0.2", 5555)
     assert parse_adb_uri("adb:R58M12ABC") == ("serial", "R58M12ABC", None)
-    for bad in ("adb+tcp://nohost", "adbx:1", "adb+tcp://h:p"):
+    assert parse_adb_uri("adb+tcp://[::1]:6555") == ("tcp", "::1", 6555)
+    assert parse_adb_uri("adb+tcp://localhost:65535") == ("tcp", "localhost", 65535)
+    # refused at once, before any connection attempt or wait
+    for bad in ("adb+tcp://nohost", "adbx:1", "adb+tcp://h:p", "adb+tcp://[::1", "adb+tcp://::1:5555",
+                "adb+tcp://127.0.0.1:99999", "adb+tcp://127.0.0.1:0", "adb+tcp://127.0.0.1:١٢",
+                "adb+tcp://a b:5555", "adb+tcp://:5555"):
         with pytest.raises(UsageError):
             parse_adb_uri(bad)
 

@@ -659,8 +659,9 @@ def measure_profile_cases() -> list[CliCase]:
         C(g, "device adb: (no serial)", _profile("--device", "adb:", *SPACE32)),
         C(g, "device adb+tcp port 99999", _profile("--device", "adb+tcp://127.0.0.1:99999", *SPACE32)),
         C(g, "device adb+tcp broken host", _profile("--device", "adb+tcp://[::1", *SPACE32)),
+        # nothing answers: the bounded, logged wait for the device (WARNING lines), then one error
         C(g, "device adb+tcp closed port", _profile("--device", "adb+tcp://127.0.0.1:1", *SPACE32),
-          timeout=60),
+          timeout=60, allow_progress=True),
         C(g, "device adb serial with markup", _profile("--device", "adb:[bold]x", *SPACE32), timeout=60),
         C(g, "unknown space", _profile("--space", "nosuch")),
         C(g, "neither --space nor --arch", _profile()),
