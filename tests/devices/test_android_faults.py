@@ -31,7 +31,7 @@ EXPECTED = {
     "negative_time": "damaged or impossible",
     "nan_time": "damaged or impossible",
     "inf_time": "damaged or impossible",
-    "zero_time": "not a positive finite time",
+    "zero_time": "impossible inference time (0 us)",  # the parser refuses it before the protocol
     "implausible_time": "implausible",
     "damaged_inference": "damaged or impossible",
     "garbage_output": "no inference timings",
