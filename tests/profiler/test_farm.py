@@ -45,7 +45,8 @@ def _start_phone(root: Path, serial: str, model: str = "Loopback Pixel") -> tupl
     proc = subprocess.Popen(
         [sys.executable, "-m", "latkit", "loopback-device", "--port", "0", "--root", str(root),
          "--serial", serial, "--model", model, "--simulate-latency-ms", str(SIM_MS)],
-        stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)  # noqa: SIM115
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True,  # noqa: SIM115
+        cwd=root.parent)  # outside the checkout: `-m latkit` must find the installed package
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text()):
@@ -69,8 +70,12 @@ def phones(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster(phones):
+def cluster(phones, tmp_path_factory):
     uris, _ = phones
+    # Ray's processes inherit the working folder; in a checkout, `latkit` there is the
+    # source folder, not the installed package, so start them outside it
+    mp = pytest.MonkeyPatch()
+    mp.chdir(tmp_path_factory.mktemp("ray-cwd"))
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False,
         "resources": {device_resource(uris["LB1"]): 1, device_resource(uris["LB3"]): 1}})
@@ -80,6 +85,7 @@ def cluster(phones):
     yield c
     ray.shutdown()
     c.shutdown()
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +200,7 @@ def test_driver_killed_then_resumed_measures_nothing_twice(cluster, phones, spec
         [sys.executable, "-m", "latkit", "farm", "profile", "--space", "proxyless_mobile_w05", "-r", "32",
          "--limit", str(len(specs)), "--devices", "LB3", "--lut", str(lut), "--address", cluster.address,
          "--stand-in-model", str(stub), "--quick", "--no-progress"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True, cwd=tmp_path)
     before: list[tuple] = []
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and driver.poll() is None:
