@@ -65,6 +65,8 @@ def search_cmd(
     from latkit.search.base import check_target_ms
 
     target_ms = check_target_ms(target_ms)
+    if resume and not out.exists():  # refused before the folder check creates it
+        raise UsageError(f"nothing to resume: {out} does not exist; drop --resume to start a fresh search there")
     check_output_dir(out, "--out folder")
     if accuracy_table is not None:
         if smooth_accuracy is not None or train_steps is not None:

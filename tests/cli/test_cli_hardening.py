@@ -149,6 +149,10 @@ def _search(tmp_path, *extra: str) -> list[str]:
 def test_search_resume_without_checkpoint(capsys, tmp_path):
     code, _, err = run(capsys, *_search(tmp_path, "--resume"))
     one_error_line(code, err, "nothing to resume", "drop --resume")
+    assert not (tmp_path / "s").exists()  # no empty --out folder left behind
+    (tmp_path / "s").mkdir()
+    code, _, err = run(capsys, *_search(tmp_path, "--resume"))
+    one_error_line(code, err, "nothing to resume", "holds no search checkpoint")
 
 
 @pytest.mark.parametrize("files, needle", [
