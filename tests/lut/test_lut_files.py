@@ -11,28 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from latkit.cli import main
+from cli_checks import one_error_line, run
 from latkit.errors import StoreError
 from latkit.lut.store import LUT
 
 ODD_NAMES = ["with space.db", "a[x]b.db", "[/bold]tag.db", "quote's \"q\".db", "é ünï 表.db",
              "what?#frag%20.db", "-dash.db"]  # fmt: skip
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_error_line(code: int, err: str, *needles: str) -> str:
-    assert code != 0
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def _fill(path: Path, specs, device, make_measurement, base: float = 1.0) -> Path:

@@ -9,27 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latkit.cli import main
+from cli_checks import one_error_line, run
 from latkit.errors import StoreError
 from latkit.predictors.base import load
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_error_line(code: int, err: str, *needles: str) -> str:
-    assert code != 0
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
