@@ -20,6 +20,7 @@ import os
 import sqlite3
 import stat
 import statistics
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -108,6 +109,23 @@ def migrate(conn: sqlite3.Connection, from_version: int) -> None:
         f"no migration from LUT schema {from_version} to {SCHEMA_VERSION}; "
         "re-create the LUT with this latkit (export it to JSON with the old one first)"
     )
+
+
+def _use_wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> None:
+    """Switch to WAL, waiting out another process's lock.
+
+    Changing the journal mode can answer 'database is locked' at once, without SQLite's
+    busy timeout, while another process is creating or switching the same file.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_message(path: Path, exc: sqlite3.Error) -> str:
@@ -247,8 +265,7 @@ class LUT:
     @staticmethod
     def _prepare(conn: sqlite3.Connection, path: Path, create: bool, readonly: bool = False) -> None:
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            version, tables = LUT._schema_state(conn)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{path} is not a latkit LUT or is corrupt ({exc}); "
@@ -262,8 +279,7 @@ class LUT:
             if LUT._create_schema(conn):
                 return
             # another process created it meanwhile: check what it made like any LUT
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            version, tables = LUT._schema_state(conn)
         meta = LUT._read_meta(conn, path) if "meta" in tables else {}
         if meta.get("schema") != SCHEMA_NAME:
             raise StoreError(
@@ -286,9 +302,23 @@ class LUT:
             with conn:
                 migrate(conn, version)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+
+    @staticmethod
+    def _schema_state(conn: sqlite3.Connection) -> tuple[int, set[str]]:
+        """user_version and table names, read in one transaction (one snapshot)."""
+        in_tx = conn.in_transaction
+        if not in_tx:
+            conn.execute("BEGIN")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            if not in_tx:
+                conn.rollback()
+        return version, tables
 
     @staticmethod
     def _read_meta(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
@@ -300,7 +330,7 @@ class LUT:
     @staticmethod
     def _create_schema(conn: sqlite3.Connection) -> bool:
         """Make the tables; False if another process made them first."""
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         meta = [
