@@ -106,6 +106,8 @@ class Device(ABC):
 
     scheme: str = ""  # URI scheme this class answers, e.g. "cpu:onnxruntime"
     model_format: ModelFormat = ModelFormat.ONNX
+    # precisions (latkit.devices.precision.Precision values) this backend can run
+    precisions: tuple[str, ...] = ("fp32",)
 
     def __init__(self, uri: str, threads: int = 1) -> None:
         if threads < 1:
