@@ -52,6 +52,7 @@ def _root(
 def _register() -> None:
     # each module adds its commands to `app`
     from latkit.cli import android, deploy, ops, profile, search  # noqa: F401
+    from latkit.cli import cache as cache_cli
     from latkit.cli import farm as farm_cli
     from latkit.cli import lut as lut_cli
     from latkit.cli import predictor as predictor_cli
@@ -59,6 +60,7 @@ def _register() -> None:
     app.add_typer(lut_cli.lut_app, name="lut")
     app.add_typer(predictor_cli.predictor_app, name="predictor")
     app.add_typer(farm_cli.farm_app, name="farm")
+    app.add_typer(cache_cli.cache_app, name="cache")
 
 
 def main(argv: list[str] | None = None) -> int:
