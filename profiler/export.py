@@ -10,6 +10,13 @@ stale file. Each model file has a JSON sidecar (schema, versions, opset, size);
 a model whose sidecar is missing or disagrees with it is exported again, and
 both are written to a temporary file first and moved into place, so a killed
 export never leaves half a file behind.
+
+At ``precision`` fp16 or int8 the float32 file is exported first, then
+quantized by :mod:`latkit.profiler.quantize` (int8 calibrated on seeded random
+inputs of the model's input shape) into a file whose name carries the
+precision and the quantizer's version; the sidecar records the precision, the
+scheme and the quantizer, and an int8 file is checked to hold int8 kernels
+before it is cached. fp32 file names are as before, so no fp32 cache is lost.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import torch
 from latkit._files import atomic_path, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import ModelFormat, captured_output
+from latkit.devices.precision import Precision, parse_precision
 from latkit.errors import MissingExtraError, StoreError, UsageError
 from latkit.profiler.build import DEFAULT_SEED, build_network, build_op, input_tensor
 from latkit.profiler.ops import OpSpec
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "latkit.export"
 SCHEMA_VERSION = 1
 EXPORT_REVISION = 1  # bump when build.py or the export settings change a file's content
+QUANTIZE_REVISION = 1  # bump when the quantization settings change a quantized file's content
 ONNX_OPSET = 17
 _SUFFIX = {ModelFormat.ONNX: ".onnx", ModelFormat.TFLITE: ".tflite"}
 
@@ -99,13 +108,17 @@ class BuiltModel:
         target: An :class:`OpSpec` or a :class:`~latkit.profiler.spaces.base.Network`.
         cache_dir: Where files go (default :func:`default_cache_dir`).
         seed: Seed of the weights and of :meth:`example_input`.
+        precision: ``fp32`` (default), ``fp16`` or ``int8``: the precision of
+            the files :meth:`file` hands out (the torch module stays float32).
     """
 
     def __init__(
-        self, target: OpSpec | Network, *, cache_dir: Path | str | None = None, seed: int = DEFAULT_SEED
+        self, target: OpSpec | Network, *, cache_dir: Path | str | None = None, seed: int = DEFAULT_SEED,
+        precision: str | Precision = Precision.FP32,
     ) -> None:
         self.target = target
         self.seed = seed
+        self.precision = parse_precision(precision)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         if isinstance(target, OpSpec):
             self.key = target.key
@@ -118,7 +131,8 @@ class BuiltModel:
         self._module: torch.nn.Module | None = None
 
     def __repr__(self) -> str:
-        return f"BuiltModel({self.key!r})"
+        tail = "" if self.precision is Precision.FP32 else f", precision={self.precision.value!r}"
+        return f"BuiltModel({self.key!r}{tail})"
 
     def torch_module(self) -> torch.nn.Module:
         """The model as a torch module in eval mode (built once, then reused)."""
@@ -134,13 +148,25 @@ class BuiltModel:
         _, c, h, w = self.input_shape
         return input_tensor((h, w, c), self.seed)
 
-    def path(self, fmt: ModelFormat | str) -> Path:
-        """Where the ``fmt`` file of this model lives in the cache (it may not exist)."""
+    def path(self, fmt: ModelFormat | str, precision: str | Precision | None = None) -> Path:
+        """Where the ``fmt`` file of this model lives in the cache (it may not exist).
+
+        ``precision`` defaults to the model's; fp32 names are those of earlier
+        latkit versions, other precisions add the precision and the quantizer.
+        """
         fmt = _format(fmt)
+        p = self.precision if precision is None else parse_precision(precision)
         ident = f"{self.key}|{fmt.value}|seed={self.seed}|{exporter_version(fmt)}"
+        tag = ""
+        if p is not Precision.FP32:
+            _check_offered(fmt, p)
+            from latkit.profiler.quantize import quantizer_version
+
+            ident += f"|{p.value}|{quantizer_version(fmt.value)}|q{QUANTIZE_REVISION}"
+            tag = f"-{p.value}"
         digest = hashlib.sha256(ident.encode()).hexdigest()[:20]
         readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.key)[:80].strip("._")
-        return self.cache_dir / f"{readable}-{digest}{_SUFFIX[fmt]}"
+        return self.cache_dir / f"{readable}{tag}-{digest}{_SUFFIX[fmt]}"
 
     def is_cached(self, fmt: ModelFormat | str) -> bool:
         """Whether a complete ``fmt`` file is in the cache."""
@@ -156,14 +182,18 @@ class BuiltModel:
             return None
         if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or size == 0 or meta.get("size_bytes") != size:
             return None
+        if meta.get("precision", Precision.FP32.value) != self.precision.value:
+            return None
         return meta
 
     def file(self, fmt: ModelFormat | str) -> Path:
-        """The model as a ``fmt`` file, exported on first use and reused after.
+        """The model as a ``fmt`` file at :attr:`precision`, exported on first use and reused after.
 
         Raises:
             MissingExtraError: TFLite is asked for but litert-torch is missing.
-            StoreError: the cache folder cannot be written.
+            UsageError: a precision the format is not offered at (ONNX fp16).
+            StoreError: the cache folder cannot be written, or an int8 file
+                came out without int8 kernels.
         """
         fmt = _format(fmt)
         path = self.path(fmt)
@@ -172,17 +202,48 @@ class BuiltModel:
         if path.exists():
             log.info("re-exporting %s: cached file %s is incomplete", self.key, path.name)
         t0 = time.perf_counter()
-        with _cache_errors(), atomic_path(path, "model cache file", keep_suffix=True) as tmp:
-            details = _export_onnx(self, tmp) if fmt is ModelFormat.ONNX else _export_tflite(self, tmp)
-            if tmp.stat().st_size == 0:
-                raise StoreError(f"the {fmt.value} exporter wrote nothing for {self.key}")
-        export_s = time.perf_counter() - t0
+        if self.precision is Precision.FP32:
+            with _cache_errors(), atomic_path(path, "model cache file", keep_suffix=True) as tmp:
+                details = _export_onnx(self, tmp) if fmt is ModelFormat.ONNX else _export_tflite(self, tmp)
+                if tmp.stat().st_size == 0:
+                    raise StoreError(f"the {fmt.value} exporter wrote nothing for {self.key}")
+        else:
+            details = self._quantize(fmt, path)
+        self._write_sidecar(fmt, path, time.perf_counter() - t0, details)
+        return path
+
+    def _quantize(self, fmt: ModelFormat, path: Path) -> dict[str, Any]:
+        """Quantize the float32 file into ``path``; check an int8 file's kernels once."""
+        from latkit.profiler.quantize import (
+            check_kernels,
+            quantize_onnx,
+            quantize_tflite,
+            representative_inputs,
+        )
+
+        src = BuiltModel(self.target, cache_dir=self.cache_dir, seed=self.seed)
+        src._module = self._module  # share the built module, if any
+        float_file = src.file(fmt)
+        self._module = src._module
+        quantize = quantize_onnx if fmt is ModelFormat.ONNX else quantize_tflite
+        representative = representative_inputs(self.input_shape, seed=self.seed)
+        with _cache_errors():
+            details = quantize(float_file, path, self.precision, representative)
+        kernels = check_kernels(path, self.precision)
+        details["kernels"] = {"total": kernels.kernels, "int8": kernels.int8_kernels,
+                              "fp16_weights": kernels.fp16_weights}
+        details["float_file"] = float_file.name
+        details["representative"] = f"{len(representative)} seeded standard-normal inputs (seed {self.seed})"
+        return details
+
+    def _write_sidecar(self, fmt: ModelFormat, path: Path, export_s: float, details: dict[str, Any]) -> None:
         meta = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "latkit_version": __version__,
             "key": self.key,
             "format": fmt.value,
+            "precision": self.precision.value,
             "exporter": exporter_version(fmt),
             "seed": self.seed,
             "input_shape": list(self.input_shape),
@@ -197,8 +258,13 @@ class BuiltModel:
             meta["network"] = self.target.name
         with _cache_errors():
             write_json(_sidecar(path), meta, "model sidecar", indent=1)
-        log.debug("exported %s to %s in %.2f s", self.key, path.name, export_s)
-        return path
+        log.debug("exported %s (%s) to %s in %.2f s", self.key, self.precision.value, path.name, export_s)
+
+
+def _check_offered(fmt: ModelFormat, precision: Precision) -> None:
+    if fmt is ModelFormat.ONNX and precision is Precision.FP16:
+        raise UsageError("ONNX files are offered at fp32 and int8, not fp16 (ONNX Runtime's CPU "
+                         "provider has no float16 kernels); use a TFLite device for fp16")
 
 
 def _sidecar(path: Path) -> Path:
@@ -278,6 +344,7 @@ def export_ops(
     *,
     cache_dir: Path | str | None = None,
     seed: int = DEFAULT_SEED,
+    precision: str | Precision = Precision.FP32,
 ) -> dict[str, Path]:
     """Export every measurable op of ``specs`` to ``fmt``, skipping cached ones.
 
@@ -287,6 +354,7 @@ def export_ops(
         progress_cb: Called as ``progress_cb(done, total, key)`` after each op.
         cache_dir: Cache directory (default :func:`default_cache_dir`).
         seed: Seed of the weights.
+        precision: ``fp32``, ``fp16`` (TFLite) or ``int8``.
 
     Returns:
         The file of every op, by key.
@@ -297,7 +365,7 @@ def export_ops(
             unique.setdefault(spec.key, spec)
     paths: dict[str, Path] = {}
     for i, (key, spec) in enumerate(unique.items(), 1):
-        paths[key] = BuiltModel(spec, cache_dir=cache_dir, seed=seed).file(fmt)
+        paths[key] = BuiltModel(spec, cache_dir=cache_dir, seed=seed, precision=precision).file(fmt)
         if progress_cb is not None:
             progress_cb(i, len(unique), key)
     return paths
