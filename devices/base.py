@@ -69,6 +69,11 @@ class Session(ABC):
     def close(self) -> None:
         """Release the model (default: nothing to release)."""
 
+    def provenance(self) -> dict[str, Any]:
+        """What this session adds to each measurement's provenance (default: nothing),
+        e.g. a phone's delegation summary."""
+        return {}
+
     def __enter__(self) -> Session:
         return self
 

@@ -386,6 +386,7 @@ class _Run:
             "started_at": slot.started_at,
             "measured_at": _utc(),
             "sample_rounds": slot.rounds,
+            **getattr(slot.session, "provenance", dict)(),  # e.g. a phone's delegation summary
         }
         m = Measurement(
             key=slot.key, latency_ms=summary.value, mean_ms=summary.mean, std_ms=summary.std,
