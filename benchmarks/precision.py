@@ -1,0 +1,280 @@
+"""What int8 and fp16 buy on this CPU, and whether a calibrated LUT still predicts them.
+
+Two figures per backend (``cpu:litert`` at fp32/fp16/int8, ``cpu:onnxruntime`` at
+fp32/int8), both on one search space's operators:
+
+(a) per-operator latency ratios ``int8/fp32`` and ``fp16/fp32`` (median, p10,
+    p90 over the operators): each operator is profiled at every precision the
+    backend runs, into one LUT whose rows carry their precision;
+(b) for ``--networks`` test networks per precision, the calibrated LUT estimate
+    against the network measured end to end at that precision. The calibration
+    (``latkit.lut.calibration.calibrate_device(..., precision=...)``) is fitted on
+    ``--calibration-networks`` other networks: the extremes of the sampled pool
+    by fp32 LUT sum and networks spread between them, so the test networks are
+    interpolated, as a search's candidates are. The goal is every test network
+    within +-10% at int8, as at fp32; the script prints PASS or FAIL per backend
+    and precision.
+
+``--max-ops N`` bounds the operators profiled per precision: the networks are
+then sampled from a subset of the space's options small enough that all their
+operators fit in ``N`` (the rest of the budget goes to other operators of the
+space, for the ratios). Model files are cached in ``$LATKIT_CACHE``, so a second
+run skips the exports and quantizations.
+
+    LATKIT_CACHE=/tmp/lkc python benchmarks/precision.py --space proxyless_mobile_w05 \
+        --resolution 64 --max-ops 40 --quick [--out precision.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latkit._files import write_json
+from latkit.devices import open_device
+from latkit.devices.base import Device
+from latkit.errors import LatkitError, UsageError
+from latkit.lut.calibration import calibrate_device
+from latkit.lut.estimate import estimate
+from latkit.lut.store import LUT
+from latkit.profiler.export import BuiltModel
+from latkit.profiler.ops import OpSpec
+from latkit.profiler.protocol import ProtocolConfig, measure_one
+from latkit.profiler.runner import profile_ops
+from latkit.profiler.spaces import get_space
+from latkit.profiler.spaces.base import Network, SearchSpace
+
+BACKENDS = ("cpu:litert", "cpu:onnxruntime")
+PRECISION_ORDER = ("fp32", "fp16", "int8")
+GOAL = 0.10  # every test network's calibrated estimate within +-10% of its measured latency
+MAX_DRAWS = 5000  # bound on the architecture draws that look for distinct networks
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default="proxyless_mobile_w05")
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--devices", default=",".join(BACKENDS), help="comma-separated device URIs")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-ops", type=int, default=None, help="operators profiled per precision (default all)")
+    ap.add_argument("--networks", type=int, default=10, help="test networks per precision")
+    ap.add_argument("--calibration-networks", type=int, default=5)
+    ap.add_argument("--e2e-precisions", default="fp32,int8", help="precisions of part (b)")
+    ap.add_argument("--quick", action="store_true", help="the quick protocol (fewer samples per model)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lut", type=Path, default=None, help="reuse/extend this LUT (default: a new temp file)")
+    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    args = ap.parse_args(argv)
+    if args.max_ops is not None and args.max_ops < 1:
+        ap.error("--max-ops must be >= 1")
+    if args.networks < 1 or args.calibration_networks < 2:
+        ap.error("--networks must be >= 1 and --calibration-networks >= 2")
+    return args
+
+
+def protocol(quick: bool) -> ProtocolConfig:
+    """The measurement protocol of both parts (one protocol, so LUT sums and end-to-end figures compare)."""
+    if quick:
+        return ProtocolConfig.quick()
+    return ProtocolConfig(min_samples=20, max_samples=120, target_rel_ci=0.03, max_seconds_per_op=2.0)
+
+
+def _draw(space: SearchSpace, allowed: list[Any], rng: np.random.Generator) -> tuple[Any, ...]:
+    """One architecture's options, each slot restricted to ``allowed`` (to its first option if none is)."""
+    picks = []
+    for choice in space.choices():
+        ok = [o for o in choice.options if o in allowed] or [choice.options[0]]
+        picks.append(ok[int(rng.integers(len(ok)))])
+    return tuple(picks)
+
+
+def _networks_from(space: SearchSpace, resolution: int, allowed: list[Any], count: int,
+                   seed: int) -> list[Network]:
+    """Up to ``count`` distinct networks whose every slot takes an ``allowed`` option."""
+    rng = np.random.default_rng(seed)
+    seen: dict[tuple[Any, ...], None] = {}
+    for _ in range(MAX_DRAWS):
+        seen.setdefault(_draw(space, allowed, rng))
+        if len(seen) == count:
+            break
+    return [space.network(space.from_options(list(opts)), resolution) for opts in seen]
+
+
+def _op_keys(networks: list[Network]) -> dict[str, OpSpec]:
+    return {s.key: s for net in networks for s in net.measurable_specs()}
+
+
+def pick_networks(space: SearchSpace, resolution: int, count: int, max_ops: int | None,
+                  seed: int) -> list[Network]:
+    """``count`` distinct networks whose operators number at most ``max_ops``.
+
+    The space's option values are put in a seeded order; the networks are drawn
+    with the longest prefix of that order whose networks fit the budget.
+
+    Raises:
+        UsageError: no option subset gives ``count`` distinct networks within the budget.
+    """
+    values = list(dict.fromkeys(o for ch in space.choices() for o in ch.options))
+    order = [values[i] for i in np.random.default_rng(seed).permutation(len(values))]
+    for k in range(len(order), 0, -1):
+        nets = _networks_from(space, resolution, order[:k], count, seed)
+        if len(nets) == count and (max_ops is None or len(_op_keys(nets)) <= max_ops):
+            return nets
+    raise UsageError(f"cannot draw {count} distinct {space.name} networks with at most {max_ops} operators; "
+                      "raise --max-ops or lower --networks")
+
+
+def op_list(space: SearchSpace, resolution: int, networks: list[Network], max_ops: int | None) -> list[OpSpec]:
+    """The networks' operators, then other operators of the space, up to ``max_ops`` in all."""
+    specs = _op_keys(networks)
+    for spec in space.operators(resolution):
+        if spec.measurable:
+            specs.setdefault(spec.key, spec)
+    ops = list(specs.values())
+    return ops if max_ops is None else ops[: max(max_ops, len(_op_keys(networks)))]
+
+
+def ratio_stats(lut: LUT, uri: str, keys: list[str], precision: str) -> dict[str, Any]:
+    """Median, p10 and p90 of ``precision``/fp32 latency over the operators measured at both."""
+    base = lut.lookup(keys, uri, strict=False, precision="fp32")
+    other = lut.lookup(keys, uri, strict=False, precision=precision)
+    both = [k for k in keys if k in base and k in other]
+    if not both:
+        return {"ops": 0}
+    r = np.array([other[k] / base[k] for k in both])
+    p10, med, p90 = np.percentile(r, [10, 50, 90])
+    return {"ops": len(both), "median": float(med), "p10": float(p10), "p90": float(p90),
+            "min": float(r.min()), "max": float(r.max()), "faster_pct": float(100 * np.mean(r < 1))}
+
+
+def profile_all(device: Device, ops: list[OpSpec], lut: LUT, config: ProtocolConfig,
+                precisions: list[str]) -> dict[str, Any]:
+    """Profile ``ops`` at each precision; returns the seconds and the failures per precision."""
+    out: dict[str, Any] = {}
+    for p in precisions:
+        t0 = time.perf_counter()
+        report = profile_ops(device, ops, lut, config, precision=p)
+        out[p] = {"seconds": round(time.perf_counter() - t0, 1), "measured": len(report.measured),
+                  "skipped": len(report.skipped), "failed": report.failed}
+        print(f"  {device.uri} {p}: {len(report.measured)} ops measured, {len(report.skipped)} reused, "
+              f"{len(report.failed)} failed ({out[p]['seconds']:.0f} s)", flush=True)
+        for key, why in report.failed.items():
+            print(f"    failed {key}: {why}", file=sys.stderr)
+    return out
+
+
+def split_networks(lut: LUT, uri: str, networks: list[Network], k: int) -> tuple[list[Network], list[Network]]:
+    """Calibration networks (the fp32 LUT-sum extremes and ``k - 2`` spread between) and the test rest."""
+    sums = [estimate(lut, net, device=uri, precision="fp32", calibration=False).lut_sum_ms for net in networks]
+    order = np.argsort(sums)
+    picks = set(order[np.linspace(0, len(order) - 1, k).round().astype(int)].tolist())
+    return ([n for i, n in enumerate(networks) if i in picks],
+            [n for i, n in enumerate(networks) if i not in picks])
+
+
+def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: str,
+                   config: ProtocolConfig) -> dict[str, Any]:
+    """Calibrate at ``precision`` on ``calib``, then estimate and measure each of ``tests``."""
+    t0 = time.perf_counter()
+    cal = calibrate_device(lut, device, calib, config, precision=precision)
+    rows = []
+    for i, net in enumerate(tests):
+        est = estimate(lut, net, device=device.uri, precision=precision)
+        measured = measure_one(device, BuiltModel(net, precision=precision), config).latency_ms
+        err = (est.total_ms - measured) / measured
+        rows.append({"network": i, "key": BuiltModel(net).key, "lut_sum_ms": est.lut_sum_ms,
+                     "estimate_ms": est.total_ms, "measured_ms": measured, "error": err})
+        print(f"    {device.uri} {precision} net {i:2d}: estimate {est.total_ms:8.3f} ms  "
+              f"measured {measured:8.3f} ms  error {100 * err:+6.1f}%", flush=True)
+    worst = max(abs(r["error"]) for r in rows)
+    return {"calibration": cal.to_dict(), "networks": rows, "max_abs_error": worst,
+            "within_goal": sum(abs(r["error"]) <= GOAL for r in rows), "pass": worst <= GOAL,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_backend(uri: str, args: argparse.Namespace, lut: LUT, networks: list[Network],
+                ops: list[OpSpec], config: ProtocolConfig) -> dict[str, Any]:
+    """Parts (a) and (b) on one device."""
+    device = open_device(uri, threads=args.threads)
+    precisions = [p for p in PRECISION_ORDER if p in device.precisions]
+    print(f"{uri}: runs {', '.join(precisions)}", flush=True)
+    profiled = profile_all(device, ops, lut, config, precisions)
+    keys = [s.key for s in ops]
+    ratios = {p: ratio_stats(lut, uri, keys, p) for p in precisions if p != "fp32"}
+    result: dict[str, Any] = {"device": device.info().to_dict(), "precisions": precisions,
+                              "profiled": profiled, "ratios": ratios, "e2e": {}}
+    net_keys = set(_op_keys(networks))
+    wanted = [p for p in args.e2e_precisions.split(",") if p in precisions]
+    usable = [p for p in wanted if not net_keys & set(profiled[p]["failed"])]
+    if "fp32" in profiled and net_keys & set(profiled["fp32"]["failed"]):
+        usable = []  # the calibration/test split needs the fp32 sums
+    for p in sorted(set(wanted) - set(usable)):
+        print(f"  {uri} {p}: part (b) skipped, a network operator failed to profile", file=sys.stderr)
+    if usable:
+        calib, tests = split_networks(lut, uri, networks, args.calibration_networks)
+        for p in usable:
+            result["e2e"][p] = check_networks(lut, device, calib, tests, p, config)
+    return result
+
+
+def print_figures(result: dict[str, Any]) -> None:
+    """The summary: ratio table, then each backend/precision's worst error against the goal."""
+    head = result["setup"]
+    print(f"\n== {head['space']} @ {head['resolution']} px, {head['threads']} thread(s), {head['ops']} operators, "
+          f"{head['networks']} test + {head['calibration_networks']} calibration networks, "
+          f"{'quick' if head['quick'] else 'default'} protocol, {result['seconds']:.0f} s")
+    print("(a) per-op latency ratio to fp32 (below 1 = faster)")
+    print(f"  {'device':16s} {'ratio':10s} {'ops':>4s} {'median':>7s} {'p10':>6s} {'p90':>6s} {'faster':>7s}")
+    for uri, res in result["backends"].items():
+        for p, r in res["ratios"].items():
+            if r["ops"]:
+                print(f"  {uri:16s} {p + '/fp32':10s} {r['ops']:4d} {r['median']:7.3f} {r['p10']:6.3f} "
+                      f"{r['p90']:6.3f} {r['faster_pct']:6.0f}%")
+            else:
+                print(f"  {uri:16s} {p + '/fp32':10s}    0  (no operator measured at both)")
+    print(f"(b) calibrated LUT estimate vs measured end to end (goal: every network within +-{100 * GOAL:.0f}%)")
+    for uri, res in result["backends"].items():
+        for p, e in res["e2e"].items():
+            verdict = "PASS" if e["pass"] else "FAIL"
+            print(f"  {uri:16s} {p:5s} max |error| {100 * e['max_abs_error']:5.1f}%  "
+                  f"{e['within_goal']}/{len(e['networks'])} within +-{100 * GOAL:.0f}%  {verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    space = get_space(args.space)
+    resolution = space.check_resolution(args.resolution)
+    networks = pick_networks(space, resolution, args.networks + args.calibration_networks, args.max_ops, args.seed)
+    ops = op_list(space, resolution, networks, args.max_ops)
+    config = protocol(args.quick)
+    lut_path = args.lut or Path(tempfile.mkdtemp(prefix="latkit_precision_")) / "precision.db"
+    print(f"{len(ops)} operators ({len(_op_keys(networks))} of them in the {len(networks)} networks), "
+          f"LUT {lut_path}", flush=True)
+    setup = {"space": args.space, "resolution": resolution, "threads": args.threads, "ops": len(ops),
+             "networks": args.networks, "calibration_networks": args.calibration_networks, "quick": args.quick,
+             "protocol": config.to_dict(), "lut": str(lut_path)}
+    result: dict[str, Any] = {"setup": setup, "backends": {}}
+    with LUT.open(lut_path, create=True) as lut:
+        for uri in args.devices.split(","):
+            result["backends"][uri] = run_backend(uri, args, lut, networks, ops, config)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    print_figures(result)
+    if args.out:
+        write_json(args.out, result, what="benchmark result")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except LatkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
