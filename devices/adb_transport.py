@@ -442,12 +442,68 @@ class AdbServerTransport(AdbTransport):
 # ---------------------------------------------------------------- URIs
 
 
+#: the delegates a phone URI can ask ``benchmark_model`` for (``?delegate=...``)
+DELEGATES: tuple[str, ...] = ("none", "xnnpack", "gpu", "nnapi")
+DEFAULT_DELEGATE = "xnnpack"  # what benchmark_model applies when no delegate is named
+_OPTIONS_HELP = f"delegate={'|'.join(DELEGATES)}, threads=N"
+_MAX_THREADS = 256
+
+
+def split_adb_options(uri: str) -> tuple[str, dict[str, str | int]]:
+    """``adb:SERIAL?delegate=gpu&threads=4`` -> (``adb:SERIAL``, {"delegate": "gpu", "threads": 4}).
+
+    Options may come in any order; each at most once. A URI without ``?`` has none.
+
+    Raises:
+        UsageError: an unknown option, a repeated one, or a value not allowed.
+    """
+    base, sep, query = uri.partition("?")
+    options: dict[str, str | int] = {}
+    if not sep:
+        return base, options
+    for item in query.split("&"):
+        name, eq, value = item.partition("=")
+        if name not in ("delegate", "threads") or not eq:
+            raise UsageError(f"unknown option {item[:40]!r} in device URI {uri[:120]!r}; "
+                             f"valid options: {_OPTIONS_HELP}")
+        if name in options:
+            raise UsageError(f"option {name} given twice in device URI {uri[:120]!r}")
+        if name == "delegate":
+            if value not in DELEGATES:
+                raise UsageError(f"unknown delegate {value[:40]!r} in device URI {uri[:120]!r}; "
+                                 f"use one of {', '.join(DELEGATES)}")
+            options[name] = value
+        else:
+            if not (value.isascii() and value.isdigit() and 1 <= int(value[:6]) <= _MAX_THREADS):
+                raise UsageError(f"bad threads value {value[:40]!r} in device URI {uri[:120]!r}; "
+                                 f"use threads=N with N in 1-{_MAX_THREADS}")
+            options[name] = int(value)
+    return base, options
+
+
+def canonical_adb_uri(uri: str) -> str:
+    """``uri`` with its options checked and in one order (delegate, then threads).
+
+    The URI is a LUT row's device identity, so two spellings of one configuration
+    must give one string. Options the user did not write are not added.
+
+    Raises:
+        UsageError: see :func:`split_adb_options`.
+    """
+    base, options = split_adb_options(uri)
+    if not options:
+        return base
+    return base + "?" + "&".join(f"{k}={options[k]}" for k in ("delegate", "threads") if k in options)
+
+
 def parse_adb_uri(uri: str) -> tuple[str, str, int | None]:
-    """Split a device URI into (kind, host-or-serial, port).
+    """Split a device URI into (kind, host-or-serial, port); options after ``?`` are checked
+    (:func:`split_adb_options`) and left out.
 
     ``adb+tcp://HOST:PORT`` -> ("tcp", HOST, PORT); ``adb:SERIAL`` -> ("serial", SERIAL, None);
     ``adb`` -> ("serial", "", None) (the only device the server knows).
     """
+    uri, _ = split_adb_options(uri)
     if uri.startswith("adb+tcp:"):
         rest = uri[len("adb+tcp:"):].lstrip("/")
         host, sep, port = rest.rpartition(":")

@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from latkit.devices.adb_transport import AdbTransport, getprops, open_transport
+from latkit.devices.adb_transport import (
+    DEFAULT_DELEGATE,
+    AdbTransport,
+    canonical_adb_uri,
+    getprops,
+    open_transport,
+    split_adb_options,
+)
 from latkit.devices.android_state import (
     Baseline,
     Cluster,
@@ -34,7 +41,13 @@ from latkit.devices.android_state import (
     wait_for_baseline,
 )
 from latkit.devices.base import Device, DeviceInfo, ModelFormat, ModelSource, Session, register_device
-from latkit.devices.benchmark_parser import MAX_OUTPUT_BYTES, BenchmarkResult, parse_benchmark_output
+from latkit.devices.benchmark_parser import (
+    MAX_OUTPUT_BYTES,
+    BenchmarkResult,
+    Delegation,
+    parse_benchmark_output,
+    summarize_delegation,
+)
 from latkit.errors import DeviceError, DeviceUnreachableError, MeasurementError, ParseError, UsageError
 
 log = logging.getLogger(__name__)
@@ -43,6 +56,17 @@ WORK_DIR = "/data/local/tmp/latkit"
 DEVICE_BINARY = "/data/local/tmp/benchmark_model"
 _FREQ_MARK = "__LATKIT_FREQ_SAMPLES__"
 _SIZE_MARK = "__LATKIT_OUTPUT_BYTES__"
+# benchmark_model's flags for each delegate a URI can name: exactly one delegate is
+# on, so the device string says what ran; ops it does not take run on TFLite's
+# built-in CPU kernels. --use_xnnpack=false is given explicitly because only an
+# explicit false stops the runtime's default XNNPACK delegate (GetOpResolver in
+# tensorflow/lite/tools/benchmark/benchmark_tflite_model.cc).
+_DELEGATE_FLAGS = {
+    "none": {"use_xnnpack": False, "use_gpu": False, "use_nnapi": False},
+    "xnnpack": {"use_xnnpack": True, "use_gpu": False, "use_nnapi": False},
+    "gpu": {"use_xnnpack": False, "use_gpu": True, "use_nnapi": False},
+    "nnapi": {"use_xnnpack": False, "use_gpu": False, "use_nnapi": True},
+}
 
 
 def _safe_name(text: str) -> str:
@@ -54,16 +78,20 @@ def _safe_name(text: str) -> str:
 class AndroidDevice(Device):
     """An Android device reached over ADB, timing models with ``benchmark_model``.
 
+    The URI may end in options, ``adb:SERIAL?delegate=gpu&threads=4``:
+    ``delegate=none|xnnpack|gpu|nnapi`` (default xnnpack, benchmark_model's own
+    default) and ``threads=N``. They are part of the device string, so of a LUT
+    row's identity; :attr:`uri` holds them in one canonical order.
+
     Args:
-        uri: ``adb+tcp://HOST:PORT`` or ``adb:SERIAL``.
-        threads: ``--num_threads``.
+        uri: ``adb+tcp://HOST:PORT`` or ``adb:SERIAL``, with options after ``?``.
+        threads: ``--num_threads`` (a URI's ``threads=N`` sets it; both must agree).
         benchmark_binary: a local ``benchmark_model`` to push (default: the one on
             the device at /data/local/tmp/benchmark_model or on its PATH).
         adb_server: use the host's adb server instead of latkit's ADB client.
         key_path: ADB key (default ``~/.android/adbkey`` or latkit's own).
         cpu_mask: ``"big"`` (default: the fastest cluster), ``"all"`` (no taskset)
             or a hex mask.
-        use_xnnpack, use_gpu, use_nnapi: delegates to ask for.
         warmup_runs, warmup_min_secs, min_secs: ``benchmark_model`` phase lengths;
             ``--num_runs`` is the ``iterations`` the caller asks for.
         thermal: cooldown and throttle policy.
@@ -75,15 +103,21 @@ class AndroidDevice(Device):
     """
 
     model_format = ModelFormat.TFLITE
+    precisions = ("fp32", "fp16", "int8")
 
     def __init__(self, uri: str, threads: int = 1, *, benchmark_binary: str | Path | None = None,
                  adb_server: bool = False, key_path: str | Path | None = None, cpu_mask: str = "big",
-                 use_xnnpack: bool = True, use_gpu: bool = False, use_nnapi: bool = False,
                  warmup_runs: int = 1, warmup_min_secs: float = 0.0, min_secs: float = 0.0,
                  thermal: ThermalPolicy | None = None, retries: int = 3, backoff_s: float = 0.5,
                  shell_timeout_s: float = 20.0, run_timeout_s: float = 300.0,
                  connect_wait_s: float = 20.0) -> None:
-        super().__init__(uri, threads)
+        _, options = split_adb_options(uri)
+        uri_threads = int(options.get("threads", threads))
+        if threads not in (1, uri_threads):
+            raise UsageError(f"threads={threads} disagrees with the device URI {uri!r} "
+                             f"(threads={uri_threads}); give it once")
+        super().__init__(canonical_adb_uri(uri), uri_threads)
+        self.delegate = str(options.get("delegate", DEFAULT_DELEGATE))
         if retries < 1:
             raise UsageError(f"retries must be >= 1, got {retries}")
         if cpu_mask not in ("big", "all") and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", cpu_mask):
@@ -92,7 +126,7 @@ class AndroidDevice(Device):
         if self.benchmark_binary and not self.benchmark_binary.is_file():
             raise UsageError(f"benchmark_model binary {self.benchmark_binary} does not exist")
         self.adb_server, self.key_path, self.cpu_mask = adb_server, key_path, cpu_mask
-        self.flags = {"use_xnnpack": use_xnnpack, "use_gpu": use_gpu, "use_nnapi": use_nnapi,
+        self.flags = {**_DELEGATE_FLAGS[self.delegate],
                       "warmup_runs": warmup_runs, "warmup_min_secs": warmup_min_secs, "min_secs": min_secs}
         self.thermal = thermal or ThermalPolicy()
         self.retries, self.backoff_s = retries, backoff_s
@@ -109,6 +143,7 @@ class AndroidDevice(Device):
         self.binary = ""
         self.runtime_version = ""
         self.last_run: dict[str, Any] = {}
+        self._warned: set[str] = set()  # models whose delegation warning was logged
         self.counters = {"runs": 0, "remeasures": 0, "retries": 0, "reconnects": 0, "waited_s": 0.0}
 
     @classmethod
@@ -245,7 +280,7 @@ class AndroidDevice(Device):
                    "sdk": self.props.get("sdk", ""), "abi": self.props.get("abi", ""),
                    "clusters": [{"cpus": list(c.cpus), "max_freq_khz": c.max_freq_khz} for c in self.clusters],
                    "big_core_mask": self.mask, "serial": self._transport().serial,
-                   "binary": self.binary, "flags": dict(self.flags)},
+                   "binary": self.binary, "flags": dict(self.flags), "delegate": self.delegate},
         )
 
     def open(self, model: ModelSource) -> AndroidSession:
@@ -367,6 +402,28 @@ class AndroidDevice(Device):
                                          f"{self.retries} times; last: {last}")
         raise MeasurementError(f"benchmark of {key} on {self.uri} failed {self.retries} times; last: {last}")
 
+    def _delegation(self, key: str, result: BenchmarkResult) -> Delegation:
+        """What the run says about this device's delegate (warned once per model).
+
+        Raises:
+            MeasurementError: the binary did not know a delegate or thread flag, so
+                it timed some other configuration than the device string says.
+        """
+        ours = [f for f in result.unconsumed_flags
+                if f.split("=")[0].lstrip("-") in ("use_xnnpack", "use_gpu", "use_nnapi", "num_threads")]
+        if ours:
+            raise MeasurementError(
+                f"benchmark_model on {self.uri} does not know {' '.join(ours)[:120]} (it ignored "
+                f"them), so it did not run {key} as {self.uri} asks; use a newer benchmark_model"
+            )
+        if result.unconsumed_flags:
+            log.warning("benchmark_model on %s ignored %s", self.uri, " ".join(result.unconsumed_flags))
+        delegation = summarize_delegation(result, self.delegate)
+        if delegation.warning and key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s on %s: %s", key, self.uri, delegation.warning)
+        return delegation
+
     def run_benchmark(self, key: str, remote_model: str, num_runs: int, op_profiling: bool = False,
                       peak_memory: bool = False) -> BenchmarkResult:
         """Run ``benchmark_model`` after a cooldown; re-measure if the run was throttled.
@@ -396,9 +453,10 @@ class AndroidDevice(Device):
                 "freq_samples": verdict.n_samples, "reason": verdict.reason,
             })
             self.runtime_version = self.runtime_version or result.runtime_version
-            if result.partially_delegated:
-                log.warning("%s on %s: %s", key, self.uri, "; ".join(result.warnings))
-                record["partially_delegated"] = True
+            delegation = self._delegation(key, result)
+            record["delegation"] = delegation.to_dict()
+            if delegation.warning:
+                record["delegation_warning"] = delegation.warning
             if not verdict.throttled:
                 record.update(remeasured=attempt > 0, result_us=result.inference_avg_us)
                 return result
@@ -429,6 +487,17 @@ class AndroidSession(Session):
     def time(self, iterations: int) -> float:
         """Mean seconds per run as ``benchmark_model`` measured it (its run phase's avg)."""
         return self.run_benchmark(iterations).inference_avg_us / 1e6
+
+    def provenance(self) -> dict[str, Any]:
+        """The last run's delegation summary (``delegation``) and, when the graph did not
+        run wholly on the asked-for delegate, one ``delegation_warning`` line."""
+        last = next((r for r in reversed(self.log) if "delegation" in r), None)
+        if last is None:
+            return {}
+        out: dict[str, Any] = {"delegation": dict(last["delegation"])}
+        if last.get("delegation_warning"):
+            out["delegation_warning"] = last["delegation_warning"]
+        return out
 
     def close(self) -> None:
         """Remove the pushed model from the device (best effort)."""

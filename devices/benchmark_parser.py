@@ -41,10 +41,29 @@ _MEM_DELTA_RE = re.compile(
     rf"Memory footprint delta from the start of the tool \(MB\):\s*init=({_NUM})\s+overall=({_NUM})"
 )
 _MEM_PEAK_RE = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring:\s*({_NUM})")
+# Delegation, as TensorFlow Lite words it (sources: BenchmarkTfLiteModel::Init in
+# tensorflow/lite/tools/benchmark/benchmark_tflite_model.cc prints one of the three
+# summary forms per applied delegate; Subgraph::ReplaceNodeSubsetsWithDelegateKernels
+# in tensorflow/lite/core/subgraph.cc the "Replacing ..." line, "N out of M" in newer
+# builds; the delegates' constructors the "Created TensorFlow Lite ..." line;
+# BenchmarkModel::ParseFlags warns "Unconsumed cmdline flags:" for flags it does not know).
 _DELEGATE_RE = re.compile(
     r"Explicitly applied (?P<name>[\w ]{1,60}?) delegate, and the model graph will be "
     r"(?P<how>completely|partially) executed by the delegate"
+    r"(?: w/ (?P<kernels>\d{1,9}) delegate kernels)?"
 )
+_NOT_DELEGATED_RE = re.compile(
+    r"Though (?P<name>[\w ]{1,60}?) delegate is explicitly applied, the model graph will not "
+    r"be executed by the delegate"
+)
+_REPLACING_RE = re.compile(
+    r"Replacing (?P<nodes>\d{1,9})(?: out of (?P<total>\d{1,9}))? node\(s\) with delegate "
+    r"\((?P<kernel>[\w.:/-]{1,80})\) node, yielding (?P<parts>\d{1,9}) partitions"
+)
+_CREATED_RE = re.compile(
+    r"Created TensorFlow Lite (?:(?P<cpu>[\w]{1,40}) delegate for CPU|delegate for (?P<name>\w{1,40}))"
+)
+_UNCONSUMED_MARK = "Unconsumed cmdline flags:"
 _VERSION_RE = re.compile(
     r"(?:TF(?:Lite)?|LiteRT|TensorFlow Lite)[^\n]{0,80}?[Vv]ersion[:\s]{1,8}\[?([\w.\-]{1,40})"
 )
@@ -52,7 +71,7 @@ _SECTION_RE = re.compile(r"=+[^=]+=+")
 _SUMMARY_MARK = "nference timings in us:"
 # a log prefix: "INFO: ", "I0101 12:00:00.123 123 file.cc:45] ", logcat "tflite  : "
 _PREFIX_RE = re.compile(
-    r"(?:(?:INFO|WARNING|ERROR|VERBOSE|DEBUG):\s?"
+    r"(?:(?:INFO|WARNING|WARN|ERROR|VERBOSE|DEBUG):\s?"
     r"|[IWEF]\d{4} [\d:.]{1,20}\s{1,8}\d{1,10}\s{1,8}\S{1,120}:\d{1,8}\]\s?"
     r"|\S{1,80}\s{1,20}:\s)"
 )
@@ -110,6 +129,36 @@ class NodeTypeRow:
     times_called: int
 
 
+_MAX_DELEGATE_LINES = 64  # more delegation lines than this in one run is no real output
+
+
+@dataclass
+class DelegateReport:
+    """One delegate's line of ``benchmark_model``'s delegation summary.
+
+    ``applied``: the delegate took at least one node; ``fully_delegated``: it took
+    the whole graph (one kernel, nothing left on the CPU); ``delegated_kernels``:
+    how many delegate kernels (partitions) it made (1 when complete, 0 when none).
+    """
+
+    name: str  # as printed: "XNNPACK", "GPU", "NNAPI", ...
+    applied: bool
+    fully_delegated: bool
+    delegated_kernels: int | None
+    line: str
+
+
+@dataclass
+class NodeReplacement:
+    """A ``Replacing N [out of M] node(s) with delegate (KERNEL) node, yielding P partitions`` line."""
+
+    kernel: str  # the delegate kernel's name: TfLiteXNNPackDelegate, TfLiteGpuDelegateV2, ...
+    nodes: int
+    total: int | None  # None on builds that print no "out of M"
+    partitions: int
+    line: str
+
+
 @dataclass
 class BenchmarkResult:
     """Everything a ``benchmark_model`` run printed that latkit uses.
@@ -134,6 +183,10 @@ class BenchmarkResult:
     warnings: list[str] = field(default_factory=list)
     runtime_version: str = ""
     raw: str = ""
+    delegation: list[DelegateReport] = field(default_factory=list)
+    replacements: list[NodeReplacement] = field(default_factory=list)
+    delegates_created: list[str] = field(default_factory=list)
+    unconsumed_flags: list[str] = field(default_factory=list)
 
     @property
     def inference_count(self) -> int:
@@ -314,6 +367,10 @@ class _State:
         self.types: list[NodeTypeRow] = []
         self.mem: dict[str, float] = {}
         self.delegates: list[str] = []
+        self.reports: list[DelegateReport] = []
+        self.replacements: list[NodeReplacement] = []
+        self.created: list[str] = []
+        self.unconsumed: list[str] = []
         self.partial = False
         self.warnings: list[str] = []
         self.version = ""
@@ -365,16 +422,41 @@ def _feed(st: _State, line: str) -> None:
         st.mem["init"], st.mem["overall"] = float(m.group(1)), float(m.group(2))
     elif m := _MEM_PEAK_RE.search(line):
         st.mem["peak"] = float(m.group(1))
-    elif m := _DELEGATE_RE.search(line):
-        st.delegates.append(m.group("name").strip())
-        if m.group("how") == "partially":
-            st.partial = True
-            st.warnings.append(
-                f"{m.group('name').strip()} delegate ran only part of the graph; the rest ran "
-                "on the default CPU kernels"
-            )
+    elif "elegate" in line or _UNCONSUMED_MARK in line:
+        _feed_delegation(st, line)
     elif "ersion" in line and (m := _VERSION_RE.search(line)):
         st.version = st.version or m.group(1)
+
+
+def _feed_delegation(st: _State, line: str) -> None:
+    """Delegation summary, node replacement, delegate creation and unknown-flag lines."""
+    if (at := line.find(_UNCONSUMED_MARK)) >= 0:
+        flags = line[at + len(_UNCONSUMED_MARK):].split()
+        st.unconsumed.extend(f[:80] for f in flags[:32] if f.startswith("-"))
+        return
+    if len(st.reports) + len(st.replacements) + len(st.created) >= 3 * _MAX_DELEGATE_LINES:
+        return
+    text = line.strip()[:240]
+    if m := _DELEGATE_RE.search(line):
+        name, partial = m.group("name").strip(), m.group("how") == "partially"
+        kernels = int(m.group("kernels")) if m.group("kernels") else (None if partial else 1)
+        st.delegates.append(name)
+        st.reports.append(DelegateReport(name, True, not partial, kernels, text))
+        if partial:
+            st.partial = True
+            st.warnings.append(f"{name} delegate ran only part of the graph; the rest ran "
+                               "on the default CPU kernels")
+    elif m := _NOT_DELEGATED_RE.search(line):
+        name = m.group("name").strip()
+        st.reports.append(DelegateReport(name, False, False, 0, text))
+        st.warnings.append(f"{name} delegate was applied but took no part of the graph; "
+                           "all of it ran on the default CPU kernels")
+    elif m := _REPLACING_RE.search(line):
+        total = int(m.group("total")) if m.group("total") else None
+        st.replacements.append(NodeReplacement(m.group("kernel"), int(m.group("nodes")), total,
+                                               int(m.group("parts")), text))
+    elif m := _CREATED_RE.search(line):
+        st.created.append(m.group("cpu") or m.group("name"))
 
 
 def _phases(st: _State) -> dict[str, RunStats]:
@@ -511,4 +593,79 @@ def parse_benchmark_output(text: str) -> BenchmarkResult:
         warnings=st.warnings,
         runtime_version=st.version,
         raw=text,
+        delegation=st.reports,
+        replacements=st.replacements,
+        delegates_created=st.created,
+        unconsumed_flags=st.unconsumed,
     )
+
+
+# the words a device URI uses for a delegate -> how benchmark_model names it (lowercased)
+# and a fragment of its kernel's name in "Replacing ..." lines
+_DELEGATE_NAMES = {"xnnpack": ("xnnpack", "xnnpack"), "gpu": ("gpu", "gpu"), "nnapi": ("nnapi", "nnapi")}
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """What one run's output says about the delegate it was asked to use.
+
+    ``to_dict()`` is the form stored in a measurement's ``provenance["delegation"]``;
+    ``warning`` (None when the graph ran as asked) goes to
+    ``provenance["delegation_warning"]``.
+    """
+
+    delegate: str
+    applied: bool
+    delegated_kernels: int | None
+    fully_delegated: bool | None
+    summary: str
+    warning: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The provenance form (``warning`` is stored beside it, not in it)."""
+        return {"delegate": self.delegate, "applied": self.applied,
+                "delegated_kernels": self.delegated_kernels,
+                "fully_delegated": self.fully_delegated, "summary": self.summary}
+
+
+def summarize_delegation(result: BenchmarkResult, delegate: str) -> Delegation:
+    """How far ``delegate`` (``none``, ``xnnpack``, ``gpu``, ``nnapi``) ran ``result``'s graph.
+
+    The explicit summary line wins; a build that prints none is read from its
+    ``Replacing N out of M node(s)`` line; with neither the delegation is unknown,
+    which is itself a warning (the run may have timed the CPU).
+    """
+    if delegate == "none":
+        applied = [r for r in result.delegation if r.applied]
+        if applied:
+            others = [r.name for r in applied]
+            return Delegation("none", True, None, None, applied[0].line,
+                              f"no delegate was asked for, but benchmark_model applied "
+                              f"{', '.join(others)}; check the binary's default delegates")
+        return Delegation("none", False, None, None, "no delegate: TFLite's built-in CPU kernels")
+    name, kernel = _DELEGATE_NAMES.get(delegate, (delegate, delegate))
+    report = next((r for r in reversed(result.delegation)
+                   if r.name.lower().replace(" ", "") == name), None)
+    if report is not None:
+        warning = None
+        if not report.applied:
+            warning = (f"the {delegate} delegate took no part of the graph: all of it ran on "
+                       "the CPU")
+        elif not report.fully_delegated:
+            warning = (f"the {delegate} delegate ran only part of the graph "
+                       f"({report.delegated_kernels} delegate kernels); the rest ran on the CPU")
+        return Delegation(delegate, report.applied, report.delegated_kernels,
+                          report.fully_delegated, report.line, warning)
+    rep = next((r for r in reversed(result.replacements) if kernel in r.kernel.lower()), None)
+    if rep is not None:
+        full = None if rep.total is None else (rep.nodes == rep.total and rep.partitions == 1)
+        warning = None
+        if rep.nodes == 0:
+            warning = f"the {delegate} delegate took no part of the graph: all of it ran on the CPU"
+        elif full is False:
+            warning = (f"the {delegate} delegate took {rep.nodes} of {rep.total} nodes "
+                       f"({rep.partitions} partitions); the rest ran on the CPU")
+        return Delegation(delegate, rep.nodes > 0, rep.partitions, full, rep.line, warning)
+    return Delegation(delegate, False, None, None, "",
+                      f"benchmark_model printed no delegation summary for the {delegate} "
+                      "delegate: whether it ran the graph is unknown")
