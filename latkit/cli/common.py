@@ -94,3 +94,54 @@ def fmt_ms(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.3f}" if value < 100 else f"{value:.1f}"
+
+
+PRECISION_HELP = ("Numeric precision of the models: fp32, fp16 or int8 (full-integer static); "
+                  "the device must run it.")
+TARGET_CI_HELP = "Target relative 95% CI half-width of each latency."
+
+
+def precision_option(text: str | None) -> Any:
+    """``--precision`` parsed to a :class:`~latkit.devices.precision.Precision` (None stays None).
+
+    Raises:
+        UsageError: an unknown word; a number gets told about ``--target-ci``.
+    """
+    from latkit.devices.precision import PRECISIONS, parse_precision
+    from latkit.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        float(text)
+    except ValueError:
+        return parse_precision(text)
+    raise UsageError(
+        f"--precision {text}: --precision is now the model's numeric precision ({', '.join(PRECISIONS)}); "
+        f"the target relative CI half-width is --target-ci {text}"
+    )
+
+
+def precision_kwargs(fn: Any, precision: Any, what: str) -> dict[str, Any]:
+    """``{"precision": p}`` when ``fn`` takes it; ``{}`` for fp32 when it does not.
+
+    Lets a command pass the precision to a library function that may predate it.
+
+    Raises:
+        UsageError: ``precision`` is not fp32 and ``fn`` cannot take it.
+    """
+    import inspect
+
+    from latkit.devices.precision import Precision
+    from latkit.errors import UsageError
+
+    p = Precision(precision) if precision is not None else Precision.FP32
+    try:
+        takes = "precision" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        return {"precision": p}
+    if p is Precision.FP32:
+        return {}
+    raise UsageError(f"{what} at {p.value} is not available in this latkit build; use --precision fp32")

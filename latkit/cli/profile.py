@@ -1,16 +1,18 @@
-"""`latkit profile` and `latkit measure`: measure operators into a LUT, or whole networks."""
+"""`latkit profile` and `latkit measure`: measure operators into a LUT, or whole networks and model files."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
 
 from latkit.cli import app, common
+from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_kwargs, precision_option
 
-DEVICE_HELP = "Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:SERIAL, adb+tcp://HOST:PORT."
+DEVICE_HELP = ("Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:SERIAL[?delegate=D&threads=N], "
+               "adb+tcp://HOST:PORT.")
 
 
 CLOCK_HELP = ("Host CPU clock: auto (thread CPU time with one thread, else wall), thread or wall. "
@@ -29,20 +31,44 @@ def open_dev(uri: str, threads: int, clock: Optional[str]):
     return open_device(uri, threads=threads, clock=clock)
 
 
-def protocol_config(precision: float, max_seconds: float, quick: bool):
+def open_checked(uri: str, threads: int, clock: Optional[str], precision: Any):
+    """Open a device and check it runs ``precision``; returns ``(device, Precision)``."""
+    from latkit.devices.precision import check_precision
+
+    dev = open_dev(uri, threads, clock)
+    try:
+        return dev, check_precision(dev, precision)
+    except BaseException:
+        dev.close()
+        raise
+
+
+def protocol_config(target_ci: float, max_seconds: float, quick: bool):
     """The measurement protocol settings chosen on the command line."""
     from latkit.profiler.protocol import ProtocolConfig
 
     if quick:
-        return ProtocolConfig.quick(target_rel_ci=precision)
-    return ProtocolConfig(target_rel_ci=precision, max_seconds_per_op=max_seconds)
+        return ProtocolConfig.quick(target_rel_ci=target_ci)
+    return ProtocolConfig(target_rel_ci=target_ci, max_seconds_per_op=max_seconds)
 
 
 def load_arch(space_name: Optional[str], arch: str, resolution: Optional[int]):
-    """The network behind ``--arch`` (a space arch, an arch.json or a net.config file)."""
+    """The network behind ``--arch`` (a space arch, an arch.json or a net.config file).
+
+    Raises:
+        UsageError: ``arch`` names a model file (that is ``latkit measure FILE``'s job).
+    """
+    from latkit.errors import UsageError
+    from latkit.profiler.model_file import FORMAT_NAMES, looks_like_model_file
     from latkit.profiler.spaces import get_space
     from latkit.profiler.spaces.load import load_network
 
+    fmt = looks_like_model_file(arch)
+    if fmt is not None:
+        raise UsageError(
+            f"--arch takes an architecture (net.config, arch.json or the space's native text), and {arch} is "
+            f"{'an' if fmt.value == 'onnx' else 'a'} {FORMAT_NAMES[fmt]} model file; time it with `latkit measure {arch}` (the file as FILE)"
+        )
     space = get_space(space_name) if space_name else None
     return load_network(space, arch, resolution)
 
@@ -58,7 +84,8 @@ def profile_cmd(
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Measure at most N operators."),
     threads: int = typer.Option(1, "--threads", "-t", min=1, help="Inference threads (recorded)."),
-    precision: float = typer.Option(0.02, "--precision", help="Target relative 95% CI half-width of each median."),
+    target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     max_seconds: float = typer.Option(20.0, "--max-seconds-per-op", help="Time cap per operator."),
     quick: bool = typer.Option(False, "--quick", help="Fewer samples (for smoke runs, not for real LUTs)."),
     sample: Optional[int] = typer.Option(
@@ -74,6 +101,7 @@ def profile_cmd(
     from latkit.lut.store import LUT
     from latkit.profiler.spaces import get_space
 
+    wanted = precision_option(precision)
     if space is None and arch is None:
         raise UsageError("give --space (all its operators) or --arch (one network's operators)")
     if arch is not None:
@@ -81,21 +109,22 @@ def profile_cmd(
         specs, space = network.measurable_specs(), network.name
     else:
         specs = get_space(space).operators(resolution)
-    config = protocol_config(precision, max_seconds, quick)
-    dev = open_dev(device, threads, clock)
+    config = protocol_config(target_ci, max_seconds, quick)
+    dev, prec = open_checked(device, threads, clock, wanted)
     if sample is not None:
-        _profile_sampled(dev, specs, lut, config, sample, seed)
+        _profile_sampled(dev, specs, lut, config, sample, seed, prec)
         return
     try:
+        shared_kw = precision_kwargs(profile_shared, prec, "profile")
         with LUT.open(lut, create=True) as table:
             uri = dev.info().uri
-            done = table.done_keys(uri)
+            done = table.done_keys(uri, **precision_kwargs(table.done_keys, prec, "profile"))
             todo = {s.key for s in specs if s.measurable and s.key not in done}
             n_ops = len({s.key for s in specs if s.measurable})
             total = min(len(todo), limit) if limit else len(todo)
             common.err.print(
                 f"{common.esc(space)}: {n_ops} operators, {n_ops - len(todo)} already in {common.esc(lut)}, "
-                f"measuring up to {total} on {common.esc(dev.uri)} ({threads} thread(s))"
+                f"measuring up to {total} on {common.esc(dev.uri)} at {prec.value} ({threads} thread(s))"
             )
             with common.progress_bar("profiling", total) as advance:
                 def on_progress(done, total_, key, measurement):
@@ -108,7 +137,7 @@ def profile_cmd(
                                      f"{common.esc(names)}")
 
                 report, by_others = profile_shared(dev, specs, table, config, limit=limit,
-                                                   on_progress=on_progress, on_wait=on_wait)
+                                                   on_progress=on_progress, on_wait=on_wait, **shared_kw)
             _print_report(report, lut, by_others)
     finally:
         dev.close()
@@ -116,12 +145,13 @@ def profile_cmd(
         raise typer.Exit(1)
 
 
-def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int) -> None:
+def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec) -> None:
     from latkit.lut.claims import Claims
     from latkit.lut.store import LUT
     from latkit.predictors.sampling import profile_sampled
 
     try:
+        sampled_kw = precision_kwargs(profile_sampled, prec, "profile --sample")
         with LUT.open(lut, create=True) as table:
             claims = Claims(table, dev.info().uri)
             claims.claim_device()  # the sample is chosen from what is stored: no other run may add meanwhile
@@ -131,7 +161,7 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int) -> None:
                         advance(f"{measurement.latency_ms:.3f} ms  {key}" if measurement is not None
                                 else f"failed {key}")
 
-                    report = profile_sampled(dev, specs, table, config, n, seed, on_progress)
+                    report = profile_sampled(dev, specs, table, config, n, seed, on_progress, **sampled_kw)
             finally:
                 claims.release()
     finally:
@@ -159,63 +189,175 @@ def _print_report(report, lut: Path, by_others=()) -> None:
 
 @app.command("measure")
 def measure_cmd(
-    arch: str = typer.Option(..., "--arch", "-a", help="Architecture: native form, arch.json or net.config file."),
+    file: Optional[Path] = typer.Argument(
+        None, help="A model file to time (.onnx or .tflite; the format is read from its content). Or give --arch."),
+    arch: Optional[str] = typer.Option(
+        None, "--arch", "-a", help="Or a latkit network: native form, arch.json or net.config file."),
     device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
     space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space of --arch (not needed for net.config)."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
-    threads: int = typer.Option(1, "--threads", "-t", min=1),
-    lut: Optional[Path] = typer.Option(None, "--lut", help="Also print this LUT's estimate and its error."),
-    precision: float = typer.Option(0.02, "--precision"),
-    max_seconds: float = typer.Option(30.0, "--max-seconds"),
-    quick: bool = typer.Option(False, "--quick"),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution of --arch."),
+    threads: int = typer.Option(1, "--threads", "-t", min=1, help="Inference threads (recorded)."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="fp32, fp16 or int8. For FILE it must be what the file holds (default: that); "
+        "for --arch the network is built at it (default fp32)."),
+    lut: Optional[Path] = typer.Option(None, "--lut", help="With --arch: also print this LUT's estimate and its error."),
+    target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
+    max_seconds: float = typer.Option(30.0, "--max-seconds", help="Time cap of the measurement."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer samples (smoke runs)."),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
 ) -> None:
-    """Measure a whole network end to end with the same protocol as the operators."""
-    from latkit.profiler.export import BuiltModel
-    from latkit.profiler.protocol import measure_one
-
+    """Time a model file, or a latkit network, end to end with the same protocol as the operators."""
     import math
 
     from latkit.errors import UsageError
-    from latkit.lut.drift import combined, measure_drift, reference_ops
 
+    wanted = precision_option(precision)
+    if (file is None) == (arch is None):
+        raise UsageError("give a model FILE (.onnx or .tflite) or --arch (a latkit network), exactly one")
     # --quick has its own time cap, so the protocol would never see a bad --max-seconds
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise UsageError(f"--max-seconds must be a positive number of seconds, got {max_seconds:g}")
-    network, _ = load_arch(space, arch, resolution)
-    config = protocol_config(precision, max_seconds, quick)
-    refs = []
-    if lut is not None:
-        from latkit.lut.estimate import estimate
-        from latkit.lut.store import LUT
+    config = protocol_config(target_ci, max_seconds, quick)
+    if file is not None:
+        extra = [name for name, value in (("--space", space), ("--resolution", resolution), ("--lut", lut))
+                 if value is not None]  # fmt: skip
+        if extra:
+            raise UsageError(f"{', '.join(extra)} go(es) with --arch; a model FILE brings its own input shape")
+        result = _measure_file(file, device, threads, clock, wanted, config)
+    else:
+        result = _measure_arch(arch, space, resolution, lut, device, threads, clock, wanted, config)
+    if as_json:
+        common.print_json(result)
+    else:
+        _print_measure(result)
 
-        with LUT.open(lut, readonly=True) as table:
-            est = estimate(table, network)
-            refs = reference_ops(table, est.device, [layer.spec.key for layer in network.layers])
-    dev = open_dev(device, threads, clock)
+
+def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Any, config) -> dict:
+    """Time a user's model file; the result dict of ``measure --json``."""
+    from latkit.devices.precision import check_precision
+    from latkit.errors import UsageError
+    from latkit.profiler.model_file import ModelFile
+    from latkit.profiler.protocol import measure_one
+
+    model = ModelFile(file)
+    held = model.precision
+    if wanted is not None and held is not None and wanted is not held:
+        raise UsageError(f"{model.path.name} holds a model at {held.value}, not {wanted.value}; "
+                         f"give --precision {held.value} or leave it out")
+    dev = open_dev(uri, threads, clock)
     try:
-        before = measure_drift(dev, refs, config) if refs and est.device == dev.uri else None
-        m = measure_one(dev, BuiltModel(network), config)
-        drift = combined(before, measure_drift(dev, refs, config)) if before else None
+        model.check_device(dev)
+        prec = check_precision(dev, held or wanted)
+        m = measure_one(dev, model, config)
     finally:
         dev.close()
-    result = {"network": network.name, "device": device, "measurement": m.to_dict()}
+    facts = model.describe()
+    facts["precision"] = prec.value
+    facts["precision_source"] = "file" if held is not None else ("--precision" if wanted else "assumed")
+    return _result(m, facts)
+
+
+def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted, config) -> dict:
+    """Time a latkit network (``--arch``), with a LUT's estimate beside it when ``lut`` is given."""
+    from latkit.devices.precision import parse_precision
+    from latkit.lut.drift import combined, measure_drift
+    from latkit.profiler.export import BuiltModel
+    from latkit.profiler.protocol import measure_one
+
+    network, _ = load_arch(space, arch, resolution)
+    prec = parse_precision(wanted)
+    built = BuiltModel(network, **precision_kwargs(BuiltModel, prec, "measure --arch"))
+    est, refs = None, []
     if lut is not None:
+        est, refs = _lut_estimate(lut, network, prec)
+    dev, prec = open_checked(uri, threads, clock, prec)
+    try:
+        before = measure_drift(dev, refs, config) if refs and est.device == dev.uri else None
+        m = measure_one(dev, built, config)
+        drift = combined(before, measure_drift(dev, refs, config)) if before else None
+        fmt = dev.model_format
+        path = built.file(fmt) if fmt.value in ("onnx", "tflite") else None
+    finally:
+        dev.close()
+    facts = {"network": network.name, "file": str(path) if path else None,
+             "sha256": _sha256(path) if path else None, "format": fmt.value,
+             "precision": prec.value, "input_shape": list(built.input_shape)}  # fmt: skip
+    result = _result(m, facts)
+    if est is not None:
         result["estimate_ms"] = est.total_ms
         result["error_pct"] = 100.0 * (est.total_ms - m.latency_ms) / m.latency_ms
         result["device_drift"] = drift.to_dict() if drift else None
-    if as_json:
-        common.print_json(result)
-        return
-    table = Table("network", "latency ms", "95% CI ms", "samples", "converged")
-    table.add_row(common.esc(network.name), common.fmt_ms(m.latency_ms),
-                  f"{common.fmt_ms(m.ci_low_ms)}-{common.fmt_ms(m.ci_high_ms)}",
-                  f"{m.n_samples} (x{m.iterations})", "yes" if m.converged else "no")
+        result["drift_ops"] = len(refs)
+    return result
+
+
+def _lut_estimate(lut: Path, network, prec):
+    from latkit.lut.drift import reference_ops
+    from latkit.lut.estimate import estimate
+    from latkit.lut.store import LUT
+
+    with LUT.open(lut, readonly=True) as table:
+        est = estimate(table, network, **precision_kwargs(estimate, prec, "measure --lut"))
+        keys = [layer.spec.key for layer in network.layers]
+        refs = reference_ops(table, est.device, keys, **precision_kwargs(reference_ops, prec, "measure --lut"))
+    return est, refs
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _result(m, facts: dict) -> dict:
+    """``measure --json``: what was timed, where, the latency with its CI, and the full record."""
+    info = m.provenance.get("device") or {}
+    return {
+        "schema": "latkit.measure",
+        "schema_version": 2,
+        **facts,
+        "device": info.get("uri"),
+        "device_info": info,
+        "latency_ms": m.latency_ms,
+        "statistic": m.provenance.get("statistic"),
+        "ci_low_ms": m.ci_low_ms,
+        "ci_high_ms": m.ci_high_ms,
+        "rel_ci": m.rel_ci,
+        "median_ms": m.provenance.get("median_ms"),
+        "p90_ms": m.p90_ms,
+        "n_samples": m.n_samples,
+        "iterations": m.iterations,
+        "converged": m.converged,
+        "samples_ms": list(m.samples_ms),
+        "provenance": m.provenance,
+        "measurement": m.to_dict(),
+    }
+
+
+def _print_measure(result: dict) -> None:
+    what = result.get("network") or Path(result["file"]).name
+    table = Table("model", "precision", "device", "latency ms", "95% CI ms", "p90 ms", "samples", "converged")
+    table.add_row(common.esc(what), common.esc(result["precision"]), common.esc(result["device"]),
+                  common.fmt_ms(result["latency_ms"]),
+                  f"{common.fmt_ms(result['ci_low_ms'])}-{common.fmt_ms(result['ci_high_ms'])}",
+                  common.fmt_ms(result["p90_ms"]), f"{result['n_samples']} (x{result['iterations']})",
+                  "yes" if result["converged"] else "no")
     common.out.print(table)
-    if lut is not None:
+    if result.get("sha256"):
+        common.out.print(f"{result['format']} file {common.esc(result['file'])}  sha256 {result['sha256'][:16]}")
+    warning = (result["provenance"].get("delegation_warning") or "").strip()
+    if warning:
+        common.out.print(f"[yellow]delegation:[/] {common.esc(warning)}")
+    if "estimate_ms" in result:
         common.out.print(f"LUT estimate {result['estimate_ms']:.3f} ms ({result['error_pct']:+.1f}% vs measured)")
+        drift = result.get("device_drift")
         if drift is not None:
-            common.out.print(f"device drift {drift.ratio:.2f}x: the network's {len(refs)} slowest LUT operators "
-                             f"now / in the LUT" + ("" if drift.steady else " - the device is not in its profiled "
-                                                    "state; the comparison above says little"))  # fmt: skip
+            common.out.print(f"device drift {drift['ratio']:.2f}x: the network's {result['drift_ops']} slowest LUT "
+                             f"operators now / in the LUT" + ("" if drift.get("steady", True) else
+                                                             " - the device is not in its profiled state; "
+                                                             "the comparison above says little"))  # fmt: skip
