@@ -17,13 +17,27 @@ the timed region so the reported numbers stay measurements:
 * op profiling: LiteRT's Python API exposes no per-node timer. With XNNPACK the
   whole graph is one delegate node, whose measured time is reported as the one
   row of the tables (as the real tool does for a fully delegated graph);
-  without XNNPACK the per-op rows are omitted and a note says so.
+  without XNNPACK the per-op rows are omitted and a note says so;
+* delegates: ``--use_xnnpack`` is LiteRT's real XNNPACK delegate (an explicit
+  ``--use_xnnpack=false`` runs the built-in kernels, as the real tool does). The
+  host has no GPU or NPU, so ``--use_gpu`` / ``--use_nnapi`` run the graph on the
+  host's built-in CPU kernels and *report* the delegation a phone would, by a
+  fixed rule (:func:`simulated_delegation`), saying so in the log. The summary
+  lines are the real tool's wording, so latkit's parser reads them as on a phone;
+* flags it does not know are warned about (``Unconsumed cmdline flags``) and
+  ignored, as the real tool does.
+
+Every run leaves a record of what it received (argv, flags, the graph file's
+size and SHA-256, the delegation it reported) in the sandbox's
+``.loopback/benchmark_runs/`` (:func:`received_runs`), for tests to check what
+latkit really sent.
 
 Run as ``python -m latkit.devices.loopback.benchmark_model --graph=... [flags]``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import resource
@@ -32,6 +46,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from latkit._files import read_json, write_json
 
 from .sandbox import ENV_ROOT, STATE_DIR, to_device
 from .scenario import cpufreq_dir
@@ -58,6 +75,10 @@ FLAGS: dict[str, tuple[object, str]] = {
     "verbose": (False, "Log parameter values verbosely"),
 }
 MAX_BIG_FREQ_FALLBACK = 1
+RUNS_DIR = "benchmark_runs"  # under STATE_DIR: one JSON record per run
+# what each delegate is called in the real tool's log: (provider name, kernel name)
+_DELEGATE_NAMES = {"xnnpack": ("XNNPACK", "TfLiteXNNPackDelegate"),
+                   "gpu": ("GPU", "TfLiteGpuDelegateV2"), "nnapi": ("NNAPI", "TfLiteNnapiDelegate")}
 
 
 class BenchmarkError(Exception):
@@ -190,6 +211,114 @@ def _load_interpreter(graph: str, threads: int, use_xnnpack: bool):
     return interp
 
 
+def asked_delegate(values: dict[str, object]) -> str:
+    """The delegate the flags ask for: ``gpu``, ``nnapi``, ``xnnpack`` or ``none``.
+
+    Raises:
+        BenchmarkError: GPU and NNAPI together (the loopback simulates one at a time).
+    """
+    if values["use_gpu"] and values["use_nnapi"]:
+        raise BenchmarkError("the loopback device simulates one delegate per run; "
+                             "pass --use_gpu=true or --use_nnapi=true, not both")
+    if values["use_gpu"]:
+        return "gpu"
+    if values["use_nnapi"]:
+        return "nnapi"
+    return "xnnpack" if values["use_xnnpack"] else "none"
+
+
+def simulated_delegation(delegate: str, nodes: int, int8: bool) -> tuple[int, int]:
+    """(nodes the delegate takes, partitions it makes) under the loopback's fixed rule.
+
+    * ``gpu``: a float graph (fp32, fp16 weights) is taken whole. A graph holding
+      int8 tensors is taken except its first and last node, standing in for the
+      int8 boundary (quantize/dequantize, layout) a GPU delegate leaves to the
+      CPU: one partition, so "partially executed"; with 2 nodes or fewer, none.
+    * ``nnapi``: an int8 graph is taken whole (an NPU runs int8); a float graph is
+      not taken at all, as on phones whose NNAPI driver accepts only quantized graphs.
+    * ``xnnpack``: not simulated: LiteRT's real XNNPACK delegate (see :func:`_report_delegation`).
+    * ``none``: nothing is delegated.
+    """
+    if delegate == "none" or nodes <= 0:
+        return 0, 0
+    if delegate == "gpu" and int8:
+        return (nodes - 2, 1) if nodes > 2 else (0, 0)
+    if delegate == "nnapi" and not int8:
+        return 0, 0
+    return nodes, 1
+
+
+def _graph_facts(interp) -> tuple[int, int, bool]:
+    """(the model's nodes, delegate nodes LiteRT added, whether any tensor is int8/uint8)."""
+    import numpy as np
+
+    ops = interp._get_ops_details() if hasattr(interp, "_get_ops_details") else []
+    delegated = sum(1 for op in ops if op.get("op_name") == "DELEGATE")
+    int8 = any(np.dtype(t["dtype"]) in (np.dtype(np.int8), np.dtype(np.uint8))
+               for t in interp.get_tensor_details())
+    return len(ops) - delegated, delegated, int8
+
+
+def _report_delegation(delegate: str, nodes: int, int8: bool, xnnpack_kernels: int = 0) -> dict[str, Any]:
+    """Print the real tool's delegate lines for ``delegate``; return what was reported.
+
+    For XNNPACK (really applied) ``xnnpack_kernels`` is how many delegate nodes
+    LiteRT added: none means it took nothing; otherwise the graph counts as taken whole.
+    """
+    if delegate == "none":
+        return {"delegate": "none", "nodes": nodes, "taken": 0, "partitions": 0, "int8": int8}
+    name, kernel = _DELEGATE_NAMES[delegate]
+    if delegate == "xnnpack":
+        taken, parts = (nodes, xnnpack_kernels) if xnnpack_kernels else (0, 0)
+    else:
+        taken, parts = simulated_delegation(delegate, nodes, int8)
+    if delegate == "xnnpack":
+        log("Created TensorFlow Lite XNNPACK delegate for CPU.")
+    else:
+        log(f"Created TensorFlow Lite delegate for {name}.")
+        log(f"SIMULATED {name} delegate: the loopback device has no {name}; the graph runs on "
+            f"the host CPU and its placement follows a fixed rule ({nodes} nodes, "
+            f"{'int8' if int8 else 'float'} graph)")
+    if taken:
+        sys.stdout.write(f"VERBOSE: Replacing {taken} out of {nodes} node(s) with delegate "
+                         f"({kernel}) node, yielding {parts} partitions for the whole graph.\n")
+    if taken == nodes and parts == 1:
+        log(f"Explicitly applied {name} delegate, and the model graph will be completely "
+            "executed by the delegate.")
+    elif taken:
+        log(f"Explicitly applied {name} delegate, and the model graph will be partially "
+            f"executed by the delegate w/ {parts} delegate kernels.")
+    else:
+        log(f"Though {name} delegate is explicitly applied, the model graph will not be "
+            "executed by the delegate.")
+    return {"delegate": delegate, "nodes": nodes, "taken": taken, "partitions": parts, "int8": int8}
+
+
+def _record_run(root: Path | None, argv: list[str], values: dict[str, object], graph: str,
+                shown_graph: str, rest: list[str], delegation: dict[str, Any]) -> None:
+    """Leave what this run received in ``.loopback/benchmark_runs`` (best effort)."""
+    if root is None:
+        return
+    data = Path(graph).read_bytes()
+    record = {"argv": argv, "graph": shown_graph, "graph_bytes": len(data),
+              "graph_sha256": hashlib.sha256(data).hexdigest(), "unconsumed": rest,
+              "flags": {k: values[k] for k in ("use_xnnpack", "use_gpu", "use_nnapi", "num_threads",
+                                                "num_runs")},
+              "delegation": delegation}
+    out = root / STATE_DIR / RUNS_DIR / f"{time.time_ns()}-{os.getpid()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, record, what="loopback run record")
+
+
+def received_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Every ``benchmark_model`` run's record on the loopback device at ``root``, oldest first."""
+    folder = Path(root) / STATE_DIR / RUNS_DIR
+    if not folder.is_dir():
+        return []
+    names = sorted(folder.glob("*.json"), key=lambda p: tuple(int(x) for x in p.stem.split("-")))
+    return [read_json(p, what="loopback run record") for p in names]
+
+
 def _fill_inputs(interp) -> None:
     import numpy as np
 
@@ -261,15 +390,10 @@ def _profile_tables(op_profiling_us: Stats | None, nodes: int) -> None:
                      f"Memory (bytes): count=0\n1 nodes observed\n\n")
 
 
-def run(argv: list[str]) -> int:
-    """The tool's main: parse flags, benchmark, print the report. Returns the exit status."""
-    values, rest = parse_flags(argv)
-    root_env = os.environ.get(ENV_ROOT)
-    root = Path(root_env) if root_env else None
-    shown = (lambda p: to_device(root, p)) if root else (lambda p: p)
+def _echo_flags(values: dict[str, object], rest: list[str], shown: Callable[[str], str]) -> None:
     log("STARTING!")
     if rest:
-        log(f"Unconsumed cmdline flags: {' '.join(rest)}")
+        sys.stdout.write(f"WARNING: Unconsumed cmdline flags: {' '.join(rest)}\n")
     log(f"Log parameter values verbosely: [{int(bool(values['verbose']))}]")
     for name, (default, text) in FLAGS.items():
         value = values[name]
@@ -277,26 +401,37 @@ def run(argv: list[str]) -> int:
             continue
         shown_value = int(value) if isinstance(value, bool) else value
         log(f"{text}: [{shown(str(shown_value)) if name == 'graph' else shown_value}]")
+
+
+def _load(values: dict[str, object], graph: str, threads: int,
+          shown: Callable[[str], str]) -> tuple[Any, dict[str, Any]]:
+    """The interpreter for the asked delegate, with the tool's delegate lines printed."""
+    delegate = asked_delegate(values)
+    interp = _load_interpreter(graph, threads, delegate == "xnnpack")
+    log(f"Loaded model {shown(graph)}")
+    nodes, delegate_nodes, int8 = _graph_facts(interp)
+    return interp, _report_delegation(delegate, nodes, int8, delegate_nodes)
+
+
+def run(argv: list[str]) -> int:
+    """The tool's main: parse flags, benchmark, print the report. Returns the exit status."""
+    values, rest = parse_flags(argv)
+    root_env = os.environ.get(ENV_ROOT)
+    root = Path(root_env) if root_env else None
+    shown = (lambda p: to_device(root, p)) if root else (lambda p: p)
+    _echo_flags(values, rest, shown)
     graph = str(values["graph"])
     if not graph:
         raise BenchmarkError("Please specify the name of your TF Lite input file with --graph")
     if not Path(graph).is_file():
         raise BenchmarkError(f"File {shown(graph)} does not exist or is not a file; "
                              "push the model first")
-    if values["use_gpu"] or values["use_nnapi"]:
-        which = "GPU" if values["use_gpu"] else "NNAPI"
-        raise BenchmarkError(f"The {which} delegate is not available on the loopback device "
-                             "(it has no accelerator); run with the CPU (XNNPACK)")
     threads = int(values["num_threads"])  # type: ignore[arg-type]
     log(f"#threads used for CPU inference: [{threads}]")
     rss0 = _rss_mb()
     t_init = time.perf_counter()
-    interp = _load_interpreter(graph, threads, bool(values["use_xnnpack"]))
-    log(f"Loaded model {shown(graph)}")
-    if values["use_xnnpack"]:
-        log("Created TensorFlow Lite XNNPACK delegate for CPU.")
-        log("Explicitly applied XNNPACK delegate, and the model graph will be completely "
-            "executed by the delegate.")
+    interp, delegation = _load(values, graph, threads, shown)
+    _record_run(root, argv, values, graph, shown(graph), rest, delegation)
     _fill_inputs(interp)
     init_us = int((time.perf_counter() - t_init) * 1e6)
     rss_init = _rss_mb()
@@ -315,6 +450,15 @@ def run(argv: list[str]) -> int:
     sys.stdout.write("\n")
     log(f"Inference timings in us: Init: {init_us}, First inference: {warm.samples_us[0]}, "
         f"Warmup (avg): {warm.avg:g}, Inference (avg): {runs.avg:g}")
+    _report_memory(values, rss0, rss_init)
+    if values["enable_op_profiling"]:
+        nodes = len(interp._get_ops_details()) if hasattr(interp, "_get_ops_details") else 0
+        _profile_tables(runs if delegation["delegate"] == "xnnpack" else None, nodes)
+    sys.stdout.flush()
+    return 0
+
+
+def _report_memory(values: dict[str, object], rss0: float, rss_init: float) -> None:
     log("Note: as the benchmark tool itself affects memory footprint, the following is only "
         "APPROXIMATE to the actual memory footprint of the model at runtime. Take the "
         "information at your discretion.")
@@ -323,11 +467,6 @@ def run(argv: list[str]) -> int:
     if values["report_peak_memory_footprint"]:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         log(f"Overall peak memory footprint (MB) via periodic monitoring: {peak_mb:g}")
-    if values["enable_op_profiling"]:
-        nodes = len(interp._get_ops_details()) if hasattr(interp, "_get_ops_details") else 0
-        _profile_tables(runs if values["use_xnnpack"] else None, nodes)
-    sys.stdout.flush()
-    return 0
 
 
 SIMULATOR_MARK = "SIMULATED benchmark_model"
@@ -339,14 +478,15 @@ SIMULATOR_MARK = "SIMULATED benchmark_model"
 _SIMULATOR = r"""#!/bin/sh
 # latkit loopback-device --simulate-latency-ms: __MARK__
 LAT_US=__LAT_US__
-graph=""; runs=50; warm=1
+graph=""; runs=50; warm=1; delegate=XNNPACK
 for a in "$@"; do
   case "$a" in
     --graph=*) graph="${a#--graph=}" ;;
     --num_runs=*) runs="${a#--num_runs=}" ;;
     --warmup_runs=*) warm="${a#--warmup_runs=}" ;;
-    --use_gpu=true|--use_nnapi=true)
-      echo "ERROR: no GPU or NNAPI delegate on the loopback device" >&2; exit 1 ;;
+    --use_xnnpack=false) [ "$delegate" = XNNPACK ] && delegate="" ;;
+    --use_gpu=true) delegate=GPU ;;
+    --use_nnapi=true) delegate=NNAPI ;;
   esac
 done
 echo "INFO: STARTING!"
@@ -358,6 +498,7 @@ fi
 echo "INFO: Graph: [$graph]"
 echo "INFO: #threads used for CPU inference: [1]"
 echo "INFO: Loaded model $graph"
+[ -n "$delegate" ] && echo "INFO: Explicitly applied $delegate delegate, and the model graph will be completely executed by the delegate."
 echo "INFO: Initialized session in 0.1ms."
 [ "$warm" -ge 1 ] 2>/dev/null || warm=1
 [ "$runs" -ge 1 ] 2>/dev/null || runs=1

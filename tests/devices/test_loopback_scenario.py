@@ -136,9 +136,15 @@ def test_benchmark_model_over_shell(tmp_path, tflite_model):
         code, out, err = _shell_v2(dev, "/data/local/tmp/benchmark_model "
                                         "--graph=/data/local/tmp/missing.tflite")
         assert code == 1 and "ERROR:" in err and "/data/local/tmp/missing.tflite" in err
+        # no GPU or NPU here: their placement is simulated and said so; one at a time
+        code, out, err = _shell_v2(dev, "/data/local/tmp/benchmark_model --graph=/data/local/tmp/"
+                                        "conv.tflite --use_gpu=true --num_runs=2 --min_secs=0")
+        assert code == 0, err
+        assert "SIMULATED GPU delegate" in out
+        assert "Explicitly applied GPU delegate, and the model graph will be completely" in out
         code, _, err = _shell_v2(dev, "/data/local/tmp/benchmark_model --graph=/data/local/tmp/"
-                                      "conv.tflite --use_gpu=true")
-        assert code == 1 and "GPU" in err
+                                      "conv.tflite --use_gpu=true --use_nnapi=true")
+        assert code == 1 and "one delegate per run" in err
 
 
 def _min_us(root, model, mask: str | None) -> int:
