@@ -3,6 +3,11 @@
 The interpreter comes from ``ai_edge_litert`` or, failing that, the older
 ``tflite_runtime`` package; both apply the XNNPACK delegate by default, as the
 Android runtime does. The input is set once and ``invoke()`` is timed.
+
+It runs fp32, fp16 (float16 weights, dequantized at load) and full-integer
+int8 files. A full-integer file takes and returns int8 tensors: the seeded
+float input is quantized with the input tensor's scale and zero point, and
+:meth:`LiteRTSession.float_outputs` dequantizes what comes out.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from latkit.devices.base import (
     register_device,
 )
 from latkit.devices.clock import HostDevice
+from latkit.devices.precision import check_precision
 from latkit.errors import DeviceError, MeasurementError, MissingExtraError, UsageError
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,28 @@ def _runtime() -> tuple[ModuleType, str, str] | None:
     return None
 
 
+def quantize_input(detail: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """``x`` (float) in the dtype of the input tensor ``detail``, quantized if it is an integer tensor."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind not in "iu":
+        return np.asarray(x, dtype=dtype)
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if not scale:
+        raise DeviceError(f"input {detail.get('name', '')!r} is {dtype.name} without a quantization scale")
+    info = np.iinfo(dtype)
+    return np.clip(np.round(np.asarray(x) / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(detail: dict[str, Any], y: np.ndarray) -> np.ndarray:
+    """An output tensor as float32 (integer outputs through their scale and zero point)."""
+    if np.dtype(detail["dtype"]).kind not in "iu":
+        return np.asarray(y, dtype=np.float32)
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if not scale:
+        return np.asarray(y, dtype=np.float32)
+    return ((np.asarray(y, dtype=np.float32) - zero) * scale).astype(np.float32)
+
+
 class LiteRTSession(Session):
     """A LiteRT interpreter with its tensors allocated and its input set."""
 
@@ -70,6 +98,18 @@ class LiteRTSession(Session):
     def outputs(self) -> list[np.ndarray]:
         """The output tensors of the last invocation."""
         return [self._interpreter.get_tensor(d["index"]) for d in self._interpreter.get_output_details()]
+
+    def float_outputs(self) -> list[np.ndarray]:
+        """The outputs of the last invocation as float32 (int8 outputs dequantized)."""
+        details = self._interpreter.get_output_details()
+        return [dequantize_output(d, self._interpreter.get_tensor(d["index"])) for d in details]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """One inference on float input ``x`` (quantized for an int8 file); float32 outputs."""
+        detail = self._interpreter.get_input_details()[0]
+        self._interpreter.set_tensor(detail["index"], quantize_input(detail, x))
+        self._interpreter.invoke()
+        return self.float_outputs()
 
     def time(self, iterations: int) -> float:
         """Mean seconds per ``invoke()`` over ``iterations`` back-to-back calls."""
@@ -95,6 +135,7 @@ class LiteRTCPU(HostDevice):
     """The LiteRT (TFLite) interpreter with XNNPACK on the host CPU."""
 
     model_format = ModelFormat.TFLITE
+    precisions = ("fp32", "fp16", "int8")
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -126,7 +167,9 @@ class LiteRTCPU(HostDevice):
         Raises:
             MissingExtraError: no LiteRT runtime is installed.
             DeviceError: the file cannot be loaded or run.
+            UsageError: the model's precision is not one this device runs.
         """
+        check_precision(self, getattr(model, "precision", None))
         module, _, _ = self._require()
         path = Path(model.file(ModelFormat.TFLITE))
         try:
@@ -142,10 +185,10 @@ class LiteRTCPU(HostDevice):
             log.debug("LiteRT: %s", out.text)
         detail = interp.get_input_details()[0]
         shape = tuple(int(v) for v in detail["shape"])
-        data = np.random.default_rng(INPUT_SEED).standard_normal(shape).astype(detail["dtype"])
+        data = np.random.default_rng(INPUT_SEED).standard_normal(shape).astype(np.float32)
         session = LiteRTSession(interp, path, self.now_ns)
         try:
-            interp.set_tensor(detail["index"], data)
+            interp.set_tensor(detail["index"], quantize_input(detail, data))
             interp.invoke()
         except (ValueError, RuntimeError) as exc:
             raise DeviceError(f"LiteRT cannot run {path}: {one_line(exc)}") from exc

@@ -3,6 +3,10 @@
 One inference session per model: the CPU execution provider, ``threads``
 intra-op threads, one inter-op thread, sequential execution and every graph
 optimisation (so batch norm is folded, as a deployed model would be).
+
+It runs fp32 files and int8 files in QDQ form (ONNX Runtime fuses the
+QuantizeLinear/DequantizeLinear pairs into integer kernels); ONNX Runtime's
+CPU provider has no float16 kernels, so fp16 is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from latkit.devices.base import (
     register_device,
 )
 from latkit.devices.clock import HostDevice
+from latkit.devices.precision import check_precision
 from latkit.errors import DeviceError, MeasurementError, UsageError
 
 PROVIDER = "CPUExecutionProvider"
@@ -46,9 +51,18 @@ except ImportError:  # a build without the pybind module: RuntimeError is the ca
     pass
 
 
-def random_input(shape: tuple[int, ...], seed: int = INPUT_SEED) -> np.ndarray:
-    """A fixed random float32 tensor (the same on every call)."""
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+_INT_INPUTS = {"tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
+
+
+def random_input(shape: tuple[int, ...], seed: int = INPUT_SEED, onnx_type: str = "tensor(float)") -> np.ndarray:
+    """A fixed random tensor (the same on every call): float32, or int8/uint8 for an integer input."""
+    rng = np.random.default_rng(seed)
+    if onnx_type in _INT_INPUTS:
+        info = np.iinfo(_INT_INPUTS[onnx_type])
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(info.dtype)
+    if onnx_type == "tensor(float16)":
+        return rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
+    return rng.standard_normal(shape, dtype=np.float32)
 
 
 class OrtSession(Session):
@@ -89,6 +103,7 @@ class OnnxRuntimeCPU(HostDevice):
     """ONNX Runtime on the host CPU."""
 
     model_format = ModelFormat.ONNX
+    precisions = ("fp32", "int8")
 
     def info(self) -> DeviceInfo:
         """Runtime, version, threads, CPU model and session settings."""
@@ -123,7 +138,9 @@ class OnnxRuntimeCPU(HostDevice):
 
         Raises:
             DeviceError: ONNX Runtime cannot load or run the file.
+            UsageError: the model's precision is not one this device runs.
         """
+        check_precision(self, getattr(model, "precision", None))
         path = Path(model.file(ModelFormat.ONNX))
         try:
             sess = ort.InferenceSession(str(path), self.session_options(), providers=[PROVIDER])
@@ -133,7 +150,7 @@ class OnnxRuntimeCPU(HostDevice):
             ) from exc
         inp = sess.get_inputs()[0]
         shape = tuple(model.input_shape)
-        feeds = {inp.name: random_input(shape)}
+        feeds = {inp.name: random_input(shape, onnx_type=inp.type)}
         session = OrtSession(sess, feeds, path, self.now_ns)
         try:
             session.run()

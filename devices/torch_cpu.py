@@ -24,6 +24,7 @@ from latkit.devices.base import (
     register_device,
 )
 from latkit.devices.clock import HostDevice
+from latkit.devices.precision import check_precision
 from latkit.errors import DeviceError, MeasurementError, UsageError
 
 INPUT_SEED = 0
@@ -77,6 +78,7 @@ class TorchCPU(HostDevice):
     """Eager torch on the host CPU."""
 
     model_format = ModelFormat.TORCH
+    precisions = ("fp32",)  # eager CPU torch has no fast fp16 or int8 convolutions
 
     def info(self) -> DeviceInfo:
         """Runtime version, threads, CPU model and torch's CPU build."""
@@ -96,7 +98,9 @@ class TorchCPU(HostDevice):
 
         Raises:
             DeviceError: the module cannot run on the model's input shape.
+            UsageError: the model is not fp32 (the only precision this device runs).
         """
+        check_precision(self, getattr(model, "precision", None))
         module = model.torch_module().eval()
         gen = torch.Generator().manual_seed(INPUT_SEED)
         example = torch.randn(tuple(model.input_shape), generator=gen)

@@ -4,6 +4,9 @@ Runs are timed with CUDA events between two synchronisations, so the figure is
 GPU time for the whole batch of back-to-back launches, not the host's launch
 time. cuDNN autotuning stays off (its choice varies run to run); the TF32 and
 cuDNN settings in force are recorded in :meth:`TorchCUDA.info`.
+
+fp16 runs the module and its input in half precision (``module.half()``), the
+way a half-precision GPU deployment computes; int8 is not offered.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from latkit.devices.base import (
     Session,
     register_device,
 )
+from latkit.devices.precision import Precision, check_precision
 from latkit.errors import DeviceError, MeasurementError, UsageError
 
 INPUT_SEED = 0
@@ -77,6 +81,7 @@ class TorchCUDA(Device):
     """Eager torch on one CUDA GPU (``cuda`` means ``cuda:0``)."""
 
     model_format = ModelFormat.TORCH
+    precisions = ("fp32", "fp16")
 
     def __init__(self, uri: str, threads: int = 1) -> None:
         super().__init__(uri, threads)
@@ -125,11 +130,14 @@ class TorchCUDA(Device):
 
         Raises:
             DeviceError: the module cannot be moved to or run on the GPU.
+            UsageError: the model's precision is not one this device runs.
         """
+        precision = check_precision(self, getattr(model, "precision", None))
+        dtype = torch.float16 if precision is Precision.FP16 else torch.float32
         gen = torch.Generator().manual_seed(INPUT_SEED)
         try:
-            module = copy.deepcopy(model.torch_module()).eval().to(self.device)
-            example = torch.randn(tuple(model.input_shape), generator=gen).to(self.device)
+            module = copy.deepcopy(model.torch_module()).eval().to(self.device, dtype=dtype)
+            example = torch.randn(tuple(model.input_shape), generator=gen).to(self.device, dtype=dtype)
             session = TorchCUDASession(module, example, self.device, model.key)
             session.run()
         except RuntimeError as exc:  # includes torch.cuda.OutOfMemoryError

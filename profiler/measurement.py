@@ -58,10 +58,11 @@ class MeasurementSink(Protocol):
     every measurement as soon as it is taken, so nothing is lost on a crash.
     """
 
-    def done_keys(self, device_uri: str) -> set[str]:
-        """Keys already measured on this device."""
+    def done_keys(self, device_uri: str, *, precision: str = "fp32") -> set[str]:
+        """Keys already measured on this device at this precision."""
         ...
 
-    def add(self, spec: OpSpec, measurement: Measurement, device: dict[str, Any]) -> None:
-        """Store one measurement durably (committed before returning)."""
+    def add(self, spec: OpSpec, measurement: Measurement, device: dict[str, Any], *,
+            precision: str = "fp32") -> None:
+        """Store one measurement at ``precision`` durably (committed before returning)."""
         ...

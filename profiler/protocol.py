@@ -68,7 +68,8 @@ import numpy as np
 
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelSource, Session, host_cpu_model
-from latkit.errors import DeviceError, DeviceUnreachableError, MeasurementError, UsageError
+from latkit.devices.precision import parse_precision
+from latkit.errors import DeviceError, DeviceUnreachableError, LatkitError, MeasurementError, UsageError
 from latkit.profiler import stats
 from latkit.profiler.measurement import Measurement, MeasurementSink
 from latkit.profiler.ops import OpSpec
@@ -386,6 +387,7 @@ class _Run:
             "started_at": slot.started_at,
             "measured_at": _utc(),
             "sample_rounds": slot.rounds,
+            **_precision_provenance(slot.model, self.device.model_format.value),
             **getattr(slot.session, "provenance", dict)(),  # e.g. a phone's delegation summary
         }
         m = Measurement(
@@ -397,7 +399,7 @@ class _Run:
             samples_ms=[float(v) for v in slot.samples_ms], provenance=provenance,
         )  # fmt: skip
         if self.sink is not None:
-            self.sink.add(self.specs[slot.key], m, self.info)
+            self.sink.add(self.specs[slot.key], m, self.info, precision=model_precision_of(slot.model))
         self.done += 1
         self.results.append((slot.index, m))
         if self.on_progress is not None:
@@ -528,6 +530,27 @@ def _spec_of(model: ModelSource, specs: Mapping[str, OpSpec] | None) -> OpSpec |
     return None
 
 
+def model_precision_of(model: ModelSource) -> str:
+    """The precision a model source is built at (``fp32`` for one that does not say)."""
+    return parse_precision(getattr(model, "precision", None)).value
+
+
+def _precision_provenance(model: ModelSource, fmt: str) -> dict[str, Any]:
+    """The model's precision and, for a quantized file the device ran, how it was quantized."""
+    precision = model_precision_of(model)
+    out: dict[str, Any] = {"precision": precision}
+    export_meta = getattr(model, "export_meta", None)
+    if precision == "fp32" or export_meta is None or fmt not in ("onnx", "tflite"):
+        return out
+    try:
+        meta = export_meta(fmt)
+    except LatkitError:  # provenance only: never fail a finished measurement for it
+        meta = None
+    if meta:
+        out["quantization"] = {k: meta.get(k) for k in ("scheme", "quantizer", "kernels") if k in meta}
+    return out
+
+
 def measure_many(
     device: Device,
     models: Iterable[ModelSource],
@@ -544,9 +567,10 @@ def measure_many(
         device: an open device.
         models: the models; keys must be distinct.
         config: protocol settings (default :class:`ProtocolConfig`).
-        sink: receives ``sink.add(spec, measurement, device_info)`` for each
-            model the moment it finishes (spec from ``specs`` or the model's
-            ``spec``/``target`` attribute).
+        sink: receives ``sink.add(spec, measurement, device_info, precision=p)``
+            for each model the moment it finishes (spec from ``specs`` or the
+            model's ``spec``/``target`` attribute; ``p`` the model's
+            ``precision``, fp32 when it has none).
         on_progress: called as ``(done, total, key, measurement or None)``
             after each model finishes (None when it failed).
         specs: op spec of each key, for the sink.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latkit.devices.base import Device
+from latkit.devices.precision import Precision, check_precision
 from latkit.errors import UsageError
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.measurement import MeasurementSink
@@ -32,6 +33,7 @@ class ProfileReport:
     """What one profiling run did."""
 
     device: str
+    precision: str = "fp32"
     measured: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already in the sink
     failed: dict[str, str] = field(default_factory=dict)  # key -> one-line reason
@@ -59,6 +61,7 @@ def profile_ops(
     on_progress: ProgressFn | None = None,
     *,
     cache_dir: Path | str | None = None,
+    precision: str | Precision = Precision.FP32,
 ) -> ProfileReport:
     """Measure every measurable op of ``specs`` on ``device`` that ``sink`` lacks.
 
@@ -72,10 +75,16 @@ def profile_ops(
         on_progress: ``(done, total, key, measurement or None)`` after each op
             (``total`` counts the ops this run attempts).
         cache_dir: where exported models are cached (default the export cache).
+        precision: ``fp32``, ``fp16`` or ``int8``: the ops are built (quantized)
+            at it and stored at it; the device must run it.
 
     Returns:
         The report: measured, skipped, failed (with reasons), unconverged.
+
+    Raises:
+        UsageError: a bad limit, or a precision the device does not run.
     """
+    p = check_precision(device, precision)
     if limit is not None and limit < 0:
         raise UsageError(f"limit must be >= 0, got {limit}")
     t0 = time.perf_counter()
@@ -83,20 +92,20 @@ def profile_ops(
     for spec in specs:
         if spec.measurable:
             unique.setdefault(spec.key, spec)
-    done = sink.done_keys(device.uri)
-    report = ProfileReport(device=device.uri)
+    done = sink.done_keys(device.uri, precision=p.value)
+    report = ProfileReport(device=device.uri, precision=p.value)
     report.skipped = [k for k in unique if k in done]
     todo = [s for k, s in unique.items() if k not in done]
     if limit is not None:
         report.left = max(0, len(todo) - limit)
         todo = todo[:limit]
-    log.info("profiling %d op(s) on %s (%d already done, %d left for later)",
-             len(todo), device.uri, len(report.skipped), report.left)  # fmt: skip
+    log.info("profiling %d op(s) on %s at %s (%d already done, %d left for later)",
+             len(todo), device.uri, p.value, len(report.skipped), report.left)  # fmt: skip
 
     def on_error(key: str, exc: BaseException) -> None:
         report.failed[key] = _reason(exc)
 
-    models = [BuiltModel(spec, cache_dir=cache_dir) for spec in todo]
+    models = [BuiltModel(spec, cache_dir=cache_dir, precision=p) for spec in todo]
     results = measure_many(
         device, models, config, sink, on_progress,
         specs={s.key: s for s in todo}, on_error=on_error,

@@ -18,7 +18,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from latkit.profiler.farm.cluster import NodeReport, check_versions, connect, discover, errors_of, select
-from latkit.profiler.farm.driver import DeviceState, EventFn, FarmConfig, FarmReport, run_farm
+from latkit.profiler.farm.driver import (
+    DeviceState,
+    EventFn,
+    FarmConfig,
+    FarmReport,
+    check_farm_precision,
+    run_farm,
+)
 from latkit.profiler.farm.identity import DeviceIdentity, FarmDevice, device_resource, group_by_identity
 from latkit.profiler.farm.node import ModelFactory, StandInFactory
 from latkit.profiler.measurement import MeasurementSink
@@ -68,7 +75,7 @@ def farm_profile(specs: Iterable[OpSpec], sink: MeasurementSink, devices: str, *
                  device_options: dict[str, Any] | None = None,
                  model_factory: ModelFactory | None = None, cache_dir: str | None = None,
                  on_event: EventFn | None = None,
-                 on_plan: Any = None) -> FarmReport:
+                 on_plan: Any = None, precision: str = "fp32") -> FarmReport:
     """Profile ``specs`` on every device matching ``devices`` into ``sink`` (resumable).
 
     Args:
@@ -82,18 +89,23 @@ def farm_profile(specs: Iterable[OpSpec], sink: MeasurementSink, devices: str, *
         cache_dir: the nodes' export cache.
         on_event: progress callback ``(kind, device_state, run)``.
         on_plan: called with the chosen devices before measuring starts.
+        precision: ``fp32``, ``fp16`` or ``int8`` (part of the job's identity;
+            rows are stored at it).
 
     Raises:
-        UsageError: no device matches, or a node runs another latkit version.
+        UsageError: no device matches, a node runs another latkit version, or
+            a chosen device does not run ``precision``.
     """
     with connect(address, tuple(adb)) as ray:
         reports = discover(ray, threads, device_options, host=names_host_devices(devices))
         check_versions(reports)
         chosen = select(reports, devices)
+        check_farm_precision(chosen, precision)
         if on_plan is not None:
             on_plan(chosen)
         return run_farm(ray, chosen, specs, sink, protocol, config, device_options=device_options,
-                        model_factory=model_factory, cache_dir=cache_dir, on_event=on_event)
+                        model_factory=model_factory, cache_dir=cache_dir, on_event=on_event,
+                        precision=precision)
 
 
 __all__ = ["DeviceIdentity", "DeviceState", "FarmConfig", "FarmDevice", "FarmReport", "NodeReport",

@@ -31,10 +31,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from latkit._version import __version__
+from latkit.devices.base import device_classes
+from latkit.devices.precision import check_precision, parse_precision
 from latkit.errors import UsageError
 from latkit.profiler.farm.identity import FarmDevice, group_by_identity
 from latkit.profiler.farm.node import DeviceWorker, ModelFactory, measurement_from
@@ -161,8 +163,11 @@ class FarmRun:
     def __init__(self, ray: Any, devices: list[FarmDevice], specs: Iterable[OpSpec],
                  sink: MeasurementSink, protocol: ProtocolConfig, config: FarmConfig,
                  device_options: dict[str, Any] | None, model_factory: ModelFactory | None,
-                 cache_dir: str | None, on_event: EventFn | None) -> None:
+                 cache_dir: str | None, on_event: EventFn | None, precision: str = "fp32") -> None:
         self.ray, self.sink, self.protocol, self.config = ray, sink, protocol, config
+        self.precision = parse_precision(precision).value
+        check_farm_precision(devices, self.precision)
+        devices = [replace(d, identity=d.identity.at_precision(self.precision)) for d in devices]
         self.options, self.factory, self.cache_dir = device_options, model_factory, cache_dir
         self.on_event = on_event
         self.specs: dict[str, OpSpec] = {}
@@ -176,7 +181,7 @@ class FarmRun:
         self.attempts: dict[tuple[str, str], int] = {}
         self.info: dict[str, dict[str, Any]] = {}
         for uri, members in self.groups.items():
-            done = set(sink.done_keys(uri))
+            done = set(sink.done_keys(uri, precision=self.precision))
             self.done[uri] = done
             self.queues[uri] = deque(k for k in self.specs if k not in done)
             self.report.groups[uri] = [d.name for d in members]
@@ -316,7 +321,7 @@ class FarmRun:
             return
         m = measurement_from(value)
         w0 = time.perf_counter()
-        self.sink.add(self.specs[key], m, self.info[group])
+        self.sink.add(self.specs[key], m, self.info[group], precision=self.precision)
         self._write_s += time.perf_counter() - w0
         self.done[group].add(key)
         st.measured += 1
@@ -399,10 +404,28 @@ class FarmRun:
         self._emit("tick", None)
 
 
+def check_farm_precision(devices: list[FarmDevice], precision: str) -> None:
+    """Refuse, before anything starts, a precision one of ``devices`` does not run.
+
+    Raises:
+        UsageError: one line naming the device and the precisions it runs.
+    """
+    classes = sorted(device_classes().items(), key=lambda t: -len(t[0]))
+    for d in devices:
+        for scheme, cls in classes:
+            if d.uri == scheme or d.uri.startswith(scheme + ":"):
+                try:
+                    check_precision(cls, precision)
+                except UsageError as exc:
+                    raise UsageError(f"{d.name}: {exc}") from None
+                break
+
+
 def run_farm(ray: Any, devices: list[FarmDevice], specs: Iterable[OpSpec], sink: MeasurementSink,
              protocol: ProtocolConfig | None = None, config: FarmConfig | None = None, *,
              device_options: dict[str, Any] | None = None, model_factory: ModelFactory | None = None,
-             cache_dir: str | None = None, on_event: EventFn | None = None) -> FarmReport:
+             cache_dir: str | None = None, on_event: EventFn | None = None,
+             precision: str = "fp32") -> FarmReport:
     """Measure ``specs`` on every device model of ``devices`` into ``sink``.
 
     Args:
@@ -416,9 +439,14 @@ def run_farm(ray: Any, devices: list[FarmDevice], specs: Iterable[OpSpec], sink:
         model_factory: op spec -> model, on the node (default latkit's exporter).
         cache_dir: the nodes' export cache.
         on_event: ``(kind, device_state, run)`` on every change, for progress displays.
+        precision: ``fp32``, ``fp16`` or ``int8``: what the operators are built
+            and stored at; every device must run it.
+
+    Raises:
+        UsageError: no devices, or a device that does not run ``precision``.
     """
     if not devices:
         raise UsageError("no devices to profile on")
     run = FarmRun(ray, devices, specs, sink, protocol or ProtocolConfig(), config or FarmConfig(),
-                  device_options, model_factory, cache_dir, on_event)
+                  device_options, model_factory, cache_dir, on_event, precision)
     return run.run()

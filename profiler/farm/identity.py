@@ -6,7 +6,10 @@ Devices with equal identities are *identical*: they split one queue of
 operators and their rows share one LUT device, :meth:`DeviceIdentity.lut_uri`,
 while each row's provenance names the serial and node that measured it.
 Devices that differ in any field get their own LUT device and their own rows.
-A later setting (say a precision) is one more field here, nowhere else.
+A later setting is one more field here, nowhere else. The precision is one:
+a farm job measures at one precision, and it is part of the identity, but not
+of :meth:`DeviceIdentity.lut_uri`, because a LUT row's precision is its own
+column (fp32 farm LUT devices keep the names they had).
 
 Nothing here imports Ray: these records travel between nodes as plain dicts.
 """
@@ -17,9 +20,10 @@ import fnmatch
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from latkit.devices.precision import parse_precision
 from latkit.errors import UsageError
 
 RESOURCE_PREFIX = "latkit_adb:"  # a node's custom resource per phone it owns: latkit_adb:HOST:PORT
@@ -54,6 +58,7 @@ class DeviceIdentity:
         runtime_version: the runtime's version (for a phone: the benchmark
             binary's SHA-256 prefix, as the tool prints no version before a run).
         threads: inference threads.
+        precision: the precision the job measures at (``fp32``, ``fp16``, ``int8``).
     """
 
     kind: str
@@ -63,12 +68,18 @@ class DeviceIdentity:
     runtime: str
     runtime_version: str
     threads: int = 1
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if not self.kind or not self.runtime:
             raise UsageError("a device identity needs a kind and a runtime")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise UsageError(f"threads must be an integer >= 1, got {self.threads!r}")
+        object.__setattr__(self, "precision", parse_precision(self.precision).value)
+
+    def at_precision(self, precision: str) -> DeviceIdentity:
+        """This identity measuring at ``precision``."""
+        return replace(self, precision=parse_precision(precision).value)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -80,8 +91,12 @@ class DeviceIdentity:
         return cls(**d)
 
     def lut_uri(self) -> str:
-        """The LUT device shared by every device of this identity (one place derives it)."""
-        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """The LUT device shared by every device of this identity (one place derives it).
+
+        The precision is left out: LUT rows carry it in their own column.
+        """
+        fields = {k: v for k, v in self.to_dict().items() if k != "precision"}
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
         return f"farm:{self.kind}/{_slug(self.model)}/t{self.threads}/{digest}"
 
 
@@ -135,7 +150,14 @@ class FarmDevice:
 
 
 def group_by_identity(devices: list[FarmDevice]) -> dict[str, list[FarmDevice]]:
-    """Devices by LUT device URI (identical devices together), in first-seen order."""
+    """Devices by LUT device URI (identical devices together), in first-seen order.
+
+    Raises:
+        UsageError: the devices are not all at one precision (one job, one precision).
+    """
+    precisions = sorted({d.identity.precision for d in devices})
+    if len(precisions) > 1:
+        raise UsageError(f"one farm job measures at one precision, not {', '.join(precisions)}")
     groups: dict[str, list[FarmDevice]] = {}
     for d in devices:
         groups.setdefault(d.identity.lut_uri(), []).append(d)

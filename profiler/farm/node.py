@@ -31,7 +31,8 @@ from latkit.profiler.protocol import ProtocolConfig, measure_many
 
 log = logging.getLogger(__name__)
 
-ModelFactory = Callable[[OpSpec, "str | None"], ModelSource]
+# (op spec, export cache folder, precision) -> the model to measure
+ModelFactory = Callable[[OpSpec, "str | None", str], ModelSource]
 
 
 def latkit_version() -> str:
@@ -41,11 +42,11 @@ def latkit_version() -> str:
     return _version.__version__
 
 
-def built_model(spec: OpSpec, cache_dir: str | None) -> ModelSource:
-    """The default model of an operator: latkit's exporter, cached on the node."""
+def built_model(spec: OpSpec, cache_dir: str | None, precision: str = "fp32") -> ModelSource:
+    """The default model of an operator: latkit's exporter (and quantizer), cached on the node."""
     from latkit.profiler.export import BuiltModel
 
-    return BuiltModel(spec, cache_dir=cache_dir)
+    return BuiltModel(spec, cache_dir=cache_dir, precision=precision)
 
 
 class StandInModel:
@@ -57,8 +58,8 @@ class StandInModel:
     every operator. Its timings say nothing about the operators.
     """
 
-    def __init__(self, key: str, path: str | Path) -> None:
-        self.key, self.path = key, Path(path)
+    def __init__(self, key: str, path: str | Path, precision: str = "fp32") -> None:
+        self.key, self.path, self.precision = key, Path(path), precision
         self.input_shape: tuple[int, ...] = (1, 3, 32, 32)
 
     def file(self, fmt: ModelFormat) -> Path:
@@ -76,8 +77,8 @@ class StandInFactory:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
 
-    def __call__(self, spec: OpSpec, cache_dir: str | None) -> ModelSource:
-        return StandInModel(spec.key, self.path)
+    def __call__(self, spec: OpSpec, cache_dir: str | None, precision: str = "fp32") -> ModelSource:
+        return StandInModel(spec.key, self.path, precision)
 
 
 # ------------------------------------------------------------------ probing
@@ -287,7 +288,7 @@ class DeviceWorker:
             LatkitError: the operator could not be measured on this device.
         """
         op = OpSpec.from_dict(spec)
-        model = self.factory(op, self.cache_dir)
+        model = self.factory(op, self.cache_dir, self.fd.identity.precision)
         [m] = measure_many(self._open(), [model], self.config)
         self.count += 1
         fd = self.fd
