@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from latkit.cli import common
+from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_kwargs, precision_option
 
 farm_app = typer.Typer(help="A device farm on Ray: profile on many devices of many hosts into one LUT.",
                        no_args_is_help=True)
@@ -79,6 +80,8 @@ def profile_cmd(
     threads: int = typer.Option(1, "--threads", "-t", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N operators."),
     quick: bool = typer.Option(False, "--quick", help="Fewer samples (smoke runs, not real LUTs)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    target_ci: Optional[float] = typer.Option(None, "--target-ci", help=TARGET_CI_HELP + " Default 0.02 (0.05 with --quick)."),
     key: Optional[Path] = typer.Option(None, "--key", help="ADB private key (default: latkit's choice)."),
     op_timeout: float = typer.Option(900.0, "--op-timeout", min=1.0, help="Seconds one operator may take."),
     stand_in_model: Optional[Path] = typer.Option(
@@ -93,13 +96,15 @@ def profile_cmd(
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.profiler.spaces import get_space
 
+    prec_kw = precision_kwargs(farm_profile, precision_option(precision), "farm profile")
     specs = list({s.key: s for s in get_space(space).operators(resolution) if s.measurable}.values())
     if limit:
         specs = specs[:limit]
     if stand_in_model is not None and not stand_in_model.is_file():
         raise UsageError(f"--stand-in-model {stand_in_model} is not a file")
     factory = StandInFactory(stand_in_model.resolve()) if stand_in_model else None
-    protocol = ProtocolConfig.quick() if quick else ProtocolConfig()
+    ci = {} if target_ci is None else {"target_rel_ci": target_ci}
+    protocol = ProtocolConfig.quick(**ci) if quick else ProtocolConfig(**ci)
     live: list[Live] = []
     last = [0.0]
 
@@ -115,7 +120,8 @@ def profile_cmd(
             live[0].update(_progress_table(run))
 
     def on_plan(chosen) -> None:
-        common.err.print(f"{common.esc(space)}: {len(specs)} operators on {len(chosen)} device(s) -> "
+        at = prec_kw.get("precision", "fp32")
+        common.err.print(f"{common.esc(space)}: {len(specs)} operators at {at} on {len(chosen)} device(s) -> "
                          f"{common.esc(lut)}")
 
     try:
@@ -123,7 +129,7 @@ def profile_cmd(
             report = farm_profile(specs, table, devices, address=address, adb=adb, threads=threads,
                                   protocol=protocol, config=FarmConfig(op_timeout_s=op_timeout),
                                   device_options=_device_options(key), model_factory=factory,
-                                  on_event=on_event, on_plan=on_plan)
+                                  on_event=on_event, on_plan=on_plan, **prec_kw)
     finally:
         if live:
             live[0].stop()

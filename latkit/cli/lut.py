@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from latkit.cli import common
-from latkit.cli.profile import CLOCK_HELP, DEVICE_HELP, load_arch, open_dev, protocol_config
+from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_kwargs, precision_option
+from latkit.cli.profile import CLOCK_HELP, DEVICE_HELP, load_arch, open_checked, protocol_config
 
 lut_app = typer.Typer(help="Inspect, export, import, merge and estimate with latency LUTs.", no_args_is_help=True)
 
@@ -20,7 +21,7 @@ def show_cmd(
     rows: bool = typer.Option(False, "--rows", help="List every measurement."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Summarise a LUT: devices, operator counts, latency range, sources.
+    """Summarise a LUT: one line per device and precision (never pooled), sources, delegation warnings.
 
     A LUT holding invalid latencies (an older latkit's unchecked import) is still
     shown, those rows marked and left out of the statistics, and the command then
@@ -32,15 +33,34 @@ def show_cmd(
     problem: StoreError | None = None
     with LUT.open(lut, readonly=True) as table:
         summary = table.summary()
-        listing = table.rows(invalid="keep") if rows else []
+        listing = table.rows(invalid="keep")
         bad = table.invalid_rows()
         try:
             table.refuse_invalid()
         except StoreError as exc:  # raised once what is valid has been shown
             problem = exc
-    _print_show(lut, summary, listing, rows, as_json, {(k, u) for k, u, _ in bad})
+    _count_warnings(summary, listing)
+    _print_show(lut, summary, listing if rows else [], rows, as_json, {(k, u) for k, u, _ in bad})
     if problem is not None:
         raise problem
+
+
+def delegation_warning(row: dict) -> str:
+    """The row's delegation warning (a phone op that fell back to the CPU...), or ''."""
+    prov = row.get("provenance")
+    warning = prov.get("delegation_warning") if isinstance(prov, dict) else None
+    return " ".join(str(warning).split()) if warning else ""
+
+
+def _count_warnings(summary: dict, listing: list[dict]) -> None:
+    """Add ``delegation_warnings`` (rows flagged) to each device/precision entry of ``summary``."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in listing:
+        if delegation_warning(r):
+            group = (r["device_uri"], r.get("precision") or "fp32")
+            counts[group] = counts.get(group, 0) + 1
+    for d in summary.get("devices", []):
+        d["delegation_warnings"] = counts.get((d["uri"], d.get("precision") or "fp32"), 0)
 
 
 def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_json: bool,
@@ -54,12 +74,16 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
         common.print_json({"summary": summary, **({"rows": listing} if rows else {})})
         return
     common.out.print(f"[bold]{common.esc(lut)}[/]  schema v{common.esc(summary.get('schema_version'))}  latkit {common.esc(summary.get('latkit_version'))}")
-    dtable = Table("device", "runtime", "threads", "ops", "min ms", "median ms", "max ms", "total ms", "sources")
+    # one line per device and precision: their latencies are never pooled or summed together
+    dtable = Table("device", "precision", "runtime", "threads", "ops", "min ms", "median ms", "max ms", "sources",
+                   "delegation warnings")
     for d in summary.get("devices", []):
+        warned = d.get("delegation_warnings", 0)
         dtable.add_row(
-            common.esc(d["uri"]), common.esc(d.get("runtime", "")), common.esc(d.get("threads", "")), str(d["ops"]),
-            common.fmt_ms(d.get("min_ms")), common.fmt_ms(d.get("median_ms")), common.fmt_ms(d.get("max_ms")),
-            common.fmt_ms(d.get("total_ms")), common.esc(", ".join(d.get("sources", []))),
+            common.esc(d["uri"]), common.esc(d.get("precision") or "fp32"), common.esc(d.get("runtime", "")),
+            common.esc(d.get("threads", "")), str(d["ops"]), common.fmt_ms(d.get("min_ms")),
+            common.fmt_ms(d.get("median_ms")), common.fmt_ms(d.get("max_ms")),
+            common.esc(", ".join(d.get("sources", []))), f"[yellow]{warned}[/]" if warned else "0",
         )
     common.out.print(dtable)
     by_type = summary.get("by_type", {})
@@ -68,13 +92,20 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
     if summary.get("invalid"):
         common.out.print(f"invalid latencies (left out of the statistics): {summary['invalid']}")
     if rows:
-        rtable = Table("key", "device", "latency ms", "±CI %", "samples", "source")
-        for r in listing:
-            ms = (f"INVALID {r['latency_ms']!r}" if (r["op_key"], r["device_uri"]) in bad
-                  else common.fmt_ms(r["latency_ms"]))
-            rtable.add_row(common.esc(r["op_key"]), common.esc(r["device_uri"]), common.esc(ms),
-                           f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")), common.esc(r.get("source", "")))
-        common.out.print(rtable)
+        _print_rows(listing, bad)
+
+
+def _print_rows(listing: list[dict], bad: set[tuple[str, str]]) -> None:
+    rtable = Table("key", "device", "precision", "latency ms", "±CI %", "samples", "source", "delegation")
+    for r in listing:
+        ms = (f"INVALID {r['latency_ms']!r}" if (r["op_key"], r["device_uri"]) in bad
+              else common.fmt_ms(r["latency_ms"]))
+        warning = delegation_warning(r)
+        rtable.add_row(common.esc(r["op_key"]), common.esc(r["device_uri"]), common.esc(r.get("precision") or "fp32"),
+                       common.esc(ms), f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")),
+                       common.esc(r.get("source", "")),
+                       f"[yellow]WARNING {common.esc(warning)}[/]" if warning else "")
+    common.out.print(rtable)
 
 
 @lut_app.command("export")
@@ -154,19 +185,26 @@ def estimate_cmd(
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device in the LUT (if it holds several)."),
     calibrated: bool = typer.Option(True, "--calibrated/--raw", help="Apply the device's calibration if any."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="Precision of the LUT rows to use: fp32, fp16 or int8 (default: the only one the "
+        "LUT holds for the device)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Estimate a network's latency as the sum of its operators, with a per-layer breakdown."""
+    """Estimate a network's latency as the sum of its operators (at one precision), with a per-layer breakdown."""
     from latkit.lut.estimate import estimate
     from latkit.lut.store import LUT
 
+    wanted = precision_option(precision)
     network, _ = load_arch(space, arch, resolution)
+    kw = precision_kwargs(estimate, wanted, "lut estimate") if wanted is not None else {}
     with LUT.open(lut, readonly=True) as table:
-        est = estimate(table, network, device=device, calibration=calibrated)
+        est = estimate(table, network, device=device, calibration=calibrated, **kw)
     if as_json:
         common.print_json(est.to_dict())
         return
-    table = Table("#", "layer", "key", "ms", "%", "source", title=f"{common.esc(network.name)} on {common.esc(est.device)}")
+    prec = getattr(est, "precision", None) or "fp32"
+    title = f"{common.esc(network.name)} on {common.esc(est.device)} at {common.esc(prec)}"
+    table = Table("#", "layer", "key", "ms", "%", "source", title=title)
     for i, row in enumerate(est.layers):
         table.add_row(str(i), common.esc(row.name), common.esc(row.key), common.fmt_ms(row.latency_ms), f"{row.share_pct:.1f}",
                       common.esc(row.source))
@@ -185,24 +223,28 @@ def calibrate_cmd(
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
     threads: int = typer.Option(1, "--threads", "-t", min=1),
     seed: int = typer.Option(0, "--seed"),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
     quick: bool = typer.Option(False, "--quick"),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
 ) -> None:
-    """Fit the device's LUT-to-end-to-end calibration on a few measured random networks."""
+    """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured random networks."""
     import numpy as np
 
     from latkit.lut.calibration import PASSES, calibrate_device
     from latkit.lut.store import LUT
     from latkit.profiler.spaces import get_space
 
+    wanted = precision_option(precision)
+    config = protocol_config(target_ci, 30.0, quick)
     sp = get_space(space)
     rng = np.random.default_rng(seed)
     nets = [sp.network(sp.sample(rng), resolution) for _ in range(networks)]
-    dev = open_dev(device, threads, clock)
+    dev, prec = open_checked(device, threads, clock, wanted)
     try:
+        kw = precision_kwargs(calibrate_device, prec, "lut calibrate")
         with LUT.open(lut) as table, common.progress_bar(f"measuring networks ({PASSES} passes)", PASSES * networks) as advance:
-            cal = calibrate_device(table, dev, nets, protocol_config(0.02, 30.0, quick),
-                                   on_progress=lambda done, total, name: advance(name))
+            cal = calibrate_device(table, dev, nets, config, on_progress=lambda done, total, name: advance(name), **kw)
     finally:
         dev.close()
-    common.out.print(f"calibration for {common.esc(dev.uri)}: {common.esc(cal)}")
+    common.out.print(f"calibration for {common.esc(dev.uri)} at {prec.value}: {common.esc(cal)}")
