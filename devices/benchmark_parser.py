@@ -429,15 +429,19 @@ def _feed(st: _State, line: str) -> None:
 
 
 def _feed_delegation(st: _State, line: str) -> None:
-    """Delegation summary, node replacement, delegate creation and unknown-flag lines."""
+    """Delegation summary, node replacement, delegate creation and unknown-flag lines.
+
+    Each kind keeps at most ``_MAX_DELEGATE_LINES`` entries (no real run prints
+    that many), so a flood of one kind neither grows memory nor hides the others.
+    """
     if (at := line.find(_UNCONSUMED_MARK)) >= 0:
-        flags = line[at + len(_UNCONSUMED_MARK):].split()
-        st.unconsumed.extend(f[:80] for f in flags[:32] if f.startswith("-"))
-        return
-    if len(st.reports) + len(st.replacements) + len(st.created) >= 3 * _MAX_DELEGATE_LINES:
+        if len(st.unconsumed) < 32:
+            flags = line[at + len(_UNCONSUMED_MARK):].split()
+            st.unconsumed.extend(f[:80] for f in flags[: 32 - len(st.unconsumed)] if f.startswith("-"))
         return
     text = line.strip()[:240]
-    if m := _DELEGATE_RE.search(line):
+    room = len(st.reports) < _MAX_DELEGATE_LINES
+    if room and (m := _DELEGATE_RE.search(line)):
         name, partial = m.group("name").strip(), m.group("how") == "partially"
         kernels = int(m.group("kernels")) if m.group("kernels") else (None if partial else 1)
         st.delegates.append(name)
@@ -446,16 +450,16 @@ def _feed_delegation(st: _State, line: str) -> None:
             st.partial = True
             st.warnings.append(f"{name} delegate ran only part of the graph; the rest ran "
                                "on the default CPU kernels")
-    elif m := _NOT_DELEGATED_RE.search(line):
+    elif room and (m := _NOT_DELEGATED_RE.search(line)):
         name = m.group("name").strip()
         st.reports.append(DelegateReport(name, False, False, 0, text))
         st.warnings.append(f"{name} delegate was applied but took no part of the graph; "
                            "all of it ran on the default CPU kernels")
-    elif m := _REPLACING_RE.search(line):
+    elif len(st.replacements) < _MAX_DELEGATE_LINES and (m := _REPLACING_RE.search(line)):
         total = int(m.group("total")) if m.group("total") else None
         st.replacements.append(NodeReplacement(m.group("kernel"), int(m.group("nodes")), total,
                                                int(m.group("parts")), text))
-    elif m := _CREATED_RE.search(line):
+    elif len(st.created) < _MAX_DELEGATE_LINES and (m := _CREATED_RE.search(line)):
         st.created.append(m.group("cpu") or m.group("name"))
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from latkit.devices.benchmark_parser import parse_benchmark_output, parse_stat_line
+from latkit.devices.benchmark_parser import (
+    DelegateReport,
+    parse_benchmark_output,
+    parse_stat_line,
+    summarize_delegation,
+)
 from latkit.errors import ParseError
 
 FIX = Path(__file__).parent / "fixtures"
@@ -195,3 +200,114 @@ def test_op_table_with_infinite_call_count_is_not_a_traceback():
     cells[-2] = "inf"
     r = parse_benchmark_output(text.replace(first_row, "\t".join(cells)))
     assert r.inference_avg_us == pytest.approx(2622.7)
+
+
+# ---------------------------------------------------------------- delegation summary
+
+
+def test_complete_delegation_gives_no_warning():
+    r = _load("bm_current_xnnpack.txt")
+    assert r.delegation == [DelegateReport("XNNPACK", True, True, 1, r.delegation[0].line)]
+    d = summarize_delegation(r, "xnnpack")
+    assert d.to_dict() == {
+        "delegate": "xnnpack", "applied": True, "delegated_kernels": 1, "fully_delegated": True,
+        "summary": "Explicitly applied XNNPACK delegate, and the model graph will be completely "
+                   "executed by the delegate."}
+    assert d.warning is None
+
+
+def test_partial_delegation_counts_kernels_and_warns():
+    d = summarize_delegation(_load("bm_partial_delegate.txt"), "gpu")
+    assert (d.delegate, d.applied, d.delegated_kernels, d.fully_delegated) == ("gpu", True, 3, False)
+    assert d.summary.endswith("partially executed by the delegate w/ 3 delegate kernels.")
+    assert d.warning == ("the gpu delegate ran only part of the graph (3 delegate kernels); "
+                         "the rest ran on the CPU")
+
+
+def test_two_delegates_each_read_from_its_own_line():
+    r = _load("bm_gpu_nnapi_two_delegates.txt")
+    assert [(x.name, x.applied, x.fully_delegated, x.delegated_kernels) for x in r.delegation] == [
+        ("GPU", True, True, 1), ("NNAPI", False, False, 0)]
+    assert r.delegates_created == ["GPU", "NNAPI"]
+    rep = r.replacements[0]
+    assert (rep.kernel, rep.nodes, rep.total, rep.partitions) == ("TfLiteGpuDelegateV2", 49, 49, 1)
+    assert summarize_delegation(r, "gpu").warning is None
+    nnapi = summarize_delegation(r, "nnapi")
+    assert (nnapi.applied, nnapi.delegated_kernels, nnapi.fully_delegated) == (False, 0, False)
+    assert "took no part of the graph" in nnapi.warning
+    assert r.inference_avg_us == pytest.approx(309350)
+
+
+def test_delegate_that_took_nothing_is_flagged():
+    r = _load("bm_nnapi_not_delegated.txt")
+    assert r.delegates == [] and not r.partially_delegated
+    assert any("NNAPI delegate was applied but took no part" in w for w in r.warnings)
+    d = summarize_delegation(r, "nnapi")
+    assert d.to_dict()["applied"] is False and d.to_dict()["delegated_kernels"] == 0
+    assert d.summary.startswith("Though NNAPI delegate is explicitly applied")
+    assert d.warning == "the nnapi delegate took no part of the graph: all of it ran on the CPU"
+
+
+def test_old_build_is_read_from_its_replacing_line():
+    r = _load("bm_old_replacing_only.txt")
+    assert r.delegation == [] and r.inference_avg_us == pytest.approx(15902.4)
+    rep = r.replacements[0]
+    assert (rep.nodes, rep.total, rep.partitions) == (31, None, 1)
+    d = summarize_delegation(r, "gpu")
+    # nodes were replaced, but without "out of M" nobody can tell if all were
+    assert (d.applied, d.delegated_kernels, d.fully_delegated, d.warning) == (True, 1, None, None)
+    partial = parse_benchmark_output((FIX / "bm_old_replacing_only.txt").read_text().replace(
+        "Replacing 31 node(s)", "Replacing 28 out of 31 node(s)").replace("1 partitions", "2 partitions"))
+    d = summarize_delegation(partial, "gpu")
+    assert (d.applied, d.delegated_kernels, d.fully_delegated) == (True, 2, False)
+    assert d.warning == "the gpu delegate took 28 of 31 nodes (2 partitions); the rest ran on the CPU"
+
+
+def test_no_summary_at_all_is_unknown_and_warned():
+    r = _load("bm_old_average.txt")
+    d = summarize_delegation(r, "gpu")
+    assert (d.applied, d.delegated_kernels, d.fully_delegated, d.summary) == (False, None, None, "")
+    assert "no delegation summary for the gpu delegate" in d.warning
+    none = summarize_delegation(r, "none")
+    assert none.to_dict()["delegate"] == "none" and none.applied is False and none.warning is None
+    # delegate=none, yet the binary applied XNNPACK on its own: said so
+    forced = summarize_delegation(_load("bm_current_xnnpack.txt"), "none")
+    assert forced.applied and "applied XNNPACK" in forced.warning
+
+
+def test_unconsumed_flags_are_collected():
+    r = _load("bm_unconsumed_delegate_flag.txt")
+    assert r.unconsumed_flags == ["--use_gpu=true", "--made_up_flag=3"]
+    assert r.inference_avg_us == pytest.approx(1203.25)
+
+
+def test_implausible_kernel_count_is_partial_with_an_unknown_count():
+    line = ("Explicitly applied GPU delegate, and the model graph will be partially executed by the "
+            "delegate w/ 99999999999999 delegate kernels.")
+    d = summarize_delegation(parse_benchmark_output(line + "\n" + GOOD), "gpu")
+    assert (d.applied, d.fully_delegated, d.delegated_kernels) == (True, False, None)
+    assert d.warning.startswith("the gpu delegate ran only part of the graph")
+
+
+@pytest.mark.parametrize("line", [
+    "Replacing 1e9 out of x node(s) with delegate (TfLiteGpuDelegateV2) node, yielding -1 partitions",
+    "Replacing 3 out of 4 node(s) with delegate (" + "A" * 5000 + ") node, yielding 1 partitions",
+    "Though " + "GPU " * 500 + "delegate is explicitly applied, the model graph will not be executed",
+    "Explicitly applied  delegate, and the model graph will be completely executed by the delegate.",
+    "Unconsumed cmdline flags:" + " --x" * 3000,
+])
+def test_damaged_delegation_lines_are_not_misread(line):
+    r = parse_benchmark_output(line + "\n" + GOOD)
+    assert r.inference_avg_us == pytest.approx(1196.42)
+    # the damaged line adds no delegate; GOOD's own XNNPACK line is still read
+    assert [x.name for x in r.delegation] == ["XNNPACK"]
+    assert r.replacements == [] and len(r.unconsumed_flags) <= 32
+    assert all(x.delegated_kernels in (None, 0, 1) for x in r.delegation)
+
+
+def test_delegation_lines_are_capped():
+    spam = "Replacing 3 out of 4 node(s) with delegate (K) node, yielding 1 partitions\n" * 50_000
+    r = parse_benchmark_output(spam[: 2**20] + GOOD)
+    assert len(r.replacements) == 64 and r.replacements[0].kernel == "K"
+    # the flood of one kind hides no other: the run's own summary line is still read
+    assert summarize_delegation(r, "xnnpack").warning is None
