@@ -387,7 +387,7 @@ class _Run:
             "started_at": slot.started_at,
             "measured_at": _utc(),
             "sample_rounds": slot.rounds,
-            **_precision_provenance(slot.model, self.device.model_format.value),
+            **_precision_provenance(slot.model, getattr(self.device, "model_format", "")),
             **getattr(slot.session, "provenance", dict)(),  # e.g. a phone's delegation summary
         }
         m = Measurement(
@@ -535,8 +535,9 @@ def model_precision_of(model: ModelSource) -> str:
     return parse_precision(getattr(model, "precision", None)).value
 
 
-def _precision_provenance(model: ModelSource, fmt: str) -> dict[str, Any]:
+def _precision_provenance(model: ModelSource, fmt: Any) -> dict[str, Any]:
     """The model's precision and, for a quantized file the device ran, how it was quantized."""
+    fmt = getattr(fmt, "value", fmt)
     precision = model_precision_of(model)
     out: dict[str, Any] = {"precision": precision}
     export_meta = getattr(model, "export_meta", None)
