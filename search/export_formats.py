@@ -4,8 +4,10 @@ Each writer turns an eval-mode torch module into one deployable file and
 returns what it did (opset, converter version, layout); each runner executes a
 file on a batch of inputs with the reference runtime of its format (ONNX
 Runtime, the LiteRT interpreter) so the caller can compare it with torch.
-Optional packages (litert-torch, ai-edge-quantizer, a LiteRT interpreter) are
-imported inside the functions that need them.
+Quantized copies (fp16, int8) are written by :mod:`latkit.profiler.quantize`,
+the one place latkit quantizes; :func:`quantized_parity` judges them.
+Optional packages (litert-torch, a LiteRT interpreter) are imported inside
+the functions that need them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ ONNX_OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 TFLITE_VARIANTS = ("fp16", "int8")  # beyond the float32 file
+INT8_MIN_TOP1 = 0.9  # int8 parity: share of inputs whose arg-max matches the float32 network
+INT8_REL_TOL = 0.25  # int8 parity: largest |int8 - float32| over the largest |float32| output
 
 
 class ExportError(LatkitError):
@@ -116,50 +120,6 @@ def write_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> dict[s
     return {"converter": f"litert-torch-{package_version('litert-torch')}", "torch_version": torch.__version__}
 
 
-def quantize_tflite(src: Path, dst: Path, variant: str) -> dict[str, Any]:
-    """Write a reduced-precision copy of a float32 TFLite file with ai-edge-quantizer.
-
-    ``fp16`` stores conv / fully-connected weights as float16 (dequantized to
-    float32 at load, compute stays float32); ``int8`` is dynamic-range
-    quantization: int8 per-channel weights, activations quantized on the fly.
-
-    Raises:
-        UsageError: an unknown variant.
-        MissingExtraError: ai-edge-quantizer is not installed.
-        ExportError: the quantizer failed.
-    """
-    if variant not in TFLITE_VARIANTS:
-        raise UsageError(f"unknown TFLite variant {variant!r}; use {' or '.join(TFLITE_VARIANTS)}")
-    with quiet_converter("ai-edge-quantizer"):
-        try:
-            from ai_edge_quantizer import qtyping, quantizer, recipe
-            from ai_edge_quantizer.algorithm_manager import AlgorithmName
-        except ImportError as exc:
-            raise MissingExtraError(f"TFLite {variant} export", "tflite", exc) from None
-        try:
-            if variant == "int8":
-                q = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
-                scheme = "dynamic-range int8 (per-channel int8 weights, float32 activations)"
-            else:
-                q = quantizer.Quantizer(str(src))
-                cfg = qtyping.OpQuantizationConfig(
-                    weight_tensor_config=qtyping.TensorQuantizationConfig(
-                        num_bits=16, dtype=qtyping.TensorDataType.FLOAT
-                    ),
-                    compute_precision=qtyping.ComputePrecision.FLOAT,
-                    explicit_dequantize=True,
-                )
-                q.update_quantization_recipe(
-                    regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                    op_config=cfg, algorithm_key=AlgorithmName.FLOAT_CASTING,
-                )  # fmt: skip
-                scheme = "float16 weights (dequantized at load), float32 compute"
-            q.quantize(enable_progress_report=False).export_model(str(dst), overwrite=True)
-        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-            raise ExportError(f"ai-edge-quantizer failed on the {variant} variant: {one_line(exc)}") from exc
-    return {"quantizer": f"ai-edge-quantizer-{package_version('ai-edge-quantizer')}", "quantization": scheme}
-
-
 def run_onnx(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Outputs of the ONNX file for each input (ONNX Runtime, CPU, all optimisations)."""
     import onnxruntime as ort
@@ -189,7 +149,12 @@ def tflite_interpreter_module() -> tuple[Any, str]:
 
 
 def run_tflite(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Outputs of the TFLite file for each input (LiteRT interpreter, default delegates)."""
+    """Outputs of the TFLite file for each input (LiteRT interpreter, default delegates).
+
+    A full-integer file whose input or output tensor is itself int8/uint8 is fed
+    quantized inputs and its outputs are dequantized, with the tensors' own
+    scale and zero point, so every file answers in float32.
+    """
     module, _ = tflite_interpreter_module()
     with captured_output():
         interp = module.Interpreter(model_path=str(path), num_threads=1)
@@ -200,10 +165,39 @@ def run_tflite(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     for x in inputs:
         if tuple(inp["shape"]) != x.shape:
             raise ExportError(f"{path.name} takes input {tuple(inp['shape'])}, got {x.shape}")
-        interp.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interp.set_tensor(inp["index"], _to_tensor(x, inp))
         interp.invoke()
-        results.append(np.array(interp.get_tensor(out["index"])))
+        results.append(_from_tensor(np.array(interp.get_tensor(out["index"])), out))
     return results
+
+
+def _to_tensor(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind in "iu":
+        scale, zero = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _from_tensor(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if np.dtype(detail["dtype"]).kind in "iu":
+        scale, zero = detail["quantization"]
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    return y.astype(np.float32)
+
+
+def predict(path: Path, fmt_name: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Outputs of an ONNX or TFLite file for each input, in the file's own runtime.
+
+    Raises:
+        UsageError: an unknown format.
+    """
+    if fmt_name == "onnx":
+        return run_onnx(path, inputs)
+    if fmt_name == "tflite":
+        return run_tflite(path, inputs)
+    raise UsageError(f"cannot run a {fmt_name!r} file; use onnx or tflite")
 
 
 def tflite_io(path: Path) -> dict[str, Any]:
@@ -242,13 +236,32 @@ def parity(reference: list[np.ndarray], got: list[np.ndarray], rel_tol: float) -
     }
 
 
+def quantized_parity(reference: list[np.ndarray], got: list[np.ndarray],
+                     min_top1: float = INT8_MIN_TOP1, rel_tol: float = INT8_REL_TOL) -> dict[str, Any]:  # fmt: skip
+    """Compare an int8 file's outputs with the float32 network's, with int8 tolerances.
+
+    Quantization moves every logit a little, so elementwise closeness is the
+    wrong test; what a user sees is the predicted class. The file passes when
+    its arg-max agrees with float32 on at least ``min_top1`` of the inputs and
+    its largest error stays within ``rel_tol`` of the largest float32 output.
+
+    Returns:
+        :func:`parity`'s fields, plus ``min_top1_agreement``; ``passed`` applies both bounds.
+    """
+    out = parity(reference, got, rel_tol)
+    out["min_top1_agreement"] = min_top1
+    out["passed"] = bool(out["passed"] and out["top1_agreement"] >= min_top1)
+    return out
+
+
 __all__ = [
     "ExportError",
     "ONNX_OPSET",
     "TFLITE_VARIANTS",
     "ToNHWC",
     "parity",
-    "quantize_tflite",
+    "quantized_parity",
+    "predict",
     "run_onnx",
     "run_tflite",
     "tflite_interpreter_module",

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from latkit._version import __version__
+from latkit.devices.precision import Precision, parse_precision
 from latkit.errors import UsageError
 from latkit.lut.calibration import load_calibration
 from latkit.lut.store import LUT
@@ -52,6 +53,31 @@ class Term:
 
     deps: tuple[int, ...]
     table: np.ndarray  # shape: n_options of each dep
+
+
+def lut_precision(lut: LUT, device_uri: str, precision: str | Precision | None) -> Precision:
+    """The precision of ``device_uri``'s rows to read: ``precision``, checked against what the LUT holds.
+
+    None picks the LUT's only precision for the device (fp32 when it holds none).
+
+    Raises:
+        UsageError: the LUT holds rows for the device but none at ``precision``,
+            or several precisions and ``precision`` is None.
+    """
+    held = [parse_precision(p) for p in lut.precisions(device_uri)]
+    if precision is None:
+        if len(held) > 1:
+            raise UsageError(f"LUT {lut.path} holds {', '.join(p.value for p in held)} rows for {device_uri}; "
+                             "choose one with --precision")  # fmt: skip
+        return held[0] if held else Precision.FP32
+    p = parse_precision(precision)
+    if held and p not in held:
+        raise UsageError(
+            f"LUT {lut.path} holds only {', '.join(x.value for x in held)} measurements for {device_uri}, none at "
+            f"{p.value}; profile them with `latkit profile --device {device_uri} --precision {p.value} "
+            f"--lut {lut.path}` (or search at {held[0].value})"
+        )
+    return p
 
 
 class TableLatencyModel:
@@ -92,6 +118,7 @@ class TableLatencyModel:
         calibrated: bool = False,
         layout: Layout | None = None,
         classes: int | None = None,
+        precision: str | Precision | None = None,
     ) -> TableLatencyModel:
         """Tables of ``space`` at ``resolution`` from the LUT's measurements on ``device``.
 
@@ -105,24 +132,29 @@ class TableLatencyModel:
             classes: the deployed classifier's output count, when it is not the
                 space's (a network trained on a 10-class set); the LUT must hold
                 that classifier.
+            precision: the rows to read (fp32, fp16, int8); None: the only precision
+                the LUT holds for the device. Rows of other precisions are never mixed in.
 
         Raises:
+            UsageError: the LUT holds no rows at ``precision`` for the device, or
+                several precisions and none was chosen.
             MissingOpsError: the LUT lacks operators the space can place.
             StoreError: ``calibrated`` but the device has no calibration.
         """
         uri = lut.resolve_device(device)
+        prec = lut_precision(lut, uri, precision)
         layout = layout or build_layout(space, resolution)
         if classes is not None:
             layout = _with_classes(layout, classes)
         keys = [s.key for slot in layout.slots for s in slot.specs.values() if s.measurable]
-        ms = lut.lookup(keys, uri)
-        cal = load_calibration(lut, uri) if calibrated else None
+        ms = lut.lookup(keys, uri, precision=prec)
+        cal = load_calibration(lut, uri, precision=prec) if calibrated else None
         if calibrated and cal is None:
             from latkit.errors import StoreError
 
             raise StoreError(
-                f"LUT {lut.path} has no calibration for {uri}; run `latkit lut calibrate` "
-                "or search with the uncalibrated LUT"
+                f"LUT {lut.path} has no {prec.value} calibration for {uri}; run `latkit lut calibrate "
+                f"--precision {prec.value}` or search with the uncalibrated LUT"
             )
         a, b, c = (cal.a, cal.b, cal.c) if cal else (1.0, 0.0, 0.0)
         const, tables = c, {}
@@ -143,6 +175,7 @@ class TableLatencyModel:
             "kind": "lut-calibrated" if cal else "lut",
             "lut": str(lut.path),
             "device": uri,
+            "precision": prec.value,
             "resolution": layout.resolution,
             "n_ops": len(set(keys)),
             "classes": classes,

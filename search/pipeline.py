@@ -12,8 +12,17 @@ resumes from the LUT, which commits every operator as it is measured):
 3. ``search``: ProxylessNAS gradient search for the target on the calibrated
    LUT (:func:`latkit.search.run.run_search`), writing ``arch.json``.
 4. ``train``: the chosen network, built standalone, trained briefly on the data.
-5. ``export``: ONNX + TFLite files with sidecars and parity checks.
-6. ``measure``: the exported file of the device's format measured on the device.
+5. ``export``: ONNX + TFLite files with sidecars and parity checks; at int8 also
+   the full-integer int8 TFLite and ONNX (QDQ) files, calibrated on images of the
+   training set.
+6. ``evaluate``: the held-out accuracy of the shipped files (at the run's
+   precision) in their own runtimes, beside the float32 network's.
+7. ``measure``: the shipped file of the device's format measured on the device.
+
+Precision: ``precision`` (fp32, fp16, int8) is the one the model ships at. The
+LUT is profiled and calibrated at it, the search reads only its rows, training
+stays float32, and the file measured and reported is the one at that precision;
+the report shows the float32 and the shipped file's accuracy side by side.
 
 If the measured latency is more than 10% off the target, stages 3-6 run once
 more in ``retry1/`` with the search target scaled by ``target / measured``;
@@ -42,6 +51,7 @@ import numpy as np
 from latkit._files import check_output_dir, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
+from latkit.devices.precision import Precision, check_precision, parse_precision
 from latkit.errors import StoreError, UsageError
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
@@ -56,6 +66,8 @@ log = logging.getLogger(__name__)
 SCHEMA = "latkit.pipeline"
 SCHEMA_VERSION = 1
 STATE_FILE = "pipeline.json"
+SUMMARY_FILE = "summary.json"
+REPRESENTATIVE_IMAGES = 300  # training images the int8 activation ranges are calibrated on
 CPU_RESOLUTION = 64  # cpu devices: a reduced input keeps the default run within minutes
 MAX_RETRIES = 1
 
@@ -87,6 +99,9 @@ class PipelineConfig:
             None measures every operator. For slow devices such as phones.
         max_retries: re-searches after a miss (0 or 1).
         seed: seed of every random choice.
+        precision: what the model ships at (fp32, fp16, int8): the LUT rows profiled,
+            calibrated and searched, and the file measured. Training is float32.
+        layout: input layout of the TFLite files (``nhwc``, what phone apps feed, or ``nchw``).
     """
 
     device: str
@@ -106,6 +121,8 @@ class PipelineConfig:
     profile_sample: int | None = None
     max_retries: int = MAX_RETRIES
     seed: int = 0
+    precision: str = "fp32"
+    layout: str = "nhwc"
 
     def __post_init__(self) -> None:
         check_target_ms(self.target_ms)
@@ -121,6 +138,15 @@ class PipelineConfig:
         if self.max_retries not in (0, 1):
             raise UsageError(f"max_retries must be 0 or 1, got {self.max_retries}")
         object.__setattr__(self, "formats", tuple(self.formats))
+        object.__setattr__(self, "precision", parse_precision(self.precision).value)
+        if str(self.layout).lower() not in ("nchw", "nhwc"):
+            raise UsageError(f"unknown layout {self.layout!r}; use nchw or nhwc")
+        object.__setattr__(self, "layout", str(self.layout).lower())
+        if self.profile_sample is not None and self.precision != Precision.FP32.value:
+            raise UsageError(f"--sample fills the LUT with an fp32 op-level predictor; profile every operator "
+                             f"at {self.precision} (drop --sample)")
+        if self.precision == Precision.FP16.value and "tflite" not in self.formats:
+            raise UsageError("fp16 models are TFLite files; add tflite to the formats")
         get_space(self.space).check_resolution(self.input_resolution())  # before the run folder is made
 
     def input_resolution(self) -> int | None:
@@ -153,6 +179,10 @@ class PipelineResult:
     export: dict[str, Any]
     report_path: Path
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "fp32"
+    fp32_accuracy_pct: float | None = None
+    deployed_accuracy_pct: float | None = None  # the shipped file (at ``precision``) in its runtime
+    accuracy_drop_pct: float | None = None  # fp32 minus deployed, in points
 
 
 # --------------------------------------------------------------------------- state
@@ -225,6 +255,11 @@ class _Pipeline:
         self.resolution = self.space.check_resolution(config.input_resolution())
         self.state = _State(out, config)  # refuses a folder of other settings before touching the device
         self.device: Device = open_device(config.device, threads=config.threads, **device_options)
+        try:
+            self.precision = check_precision(self.device, config.precision)
+        except UsageError:
+            self.device.close()
+            raise
         if self.device.model_format not in (ModelFormat.ONNX, ModelFormat.TFLITE):
             raise UsageError(f"the pipeline deploys ONNX or TFLite files; {config.device} runs neither")
         if self.device.model_format.value not in config.formats:
@@ -281,7 +316,8 @@ class _Pipeline:
         progress = lambda d, t, key, m: self.progress("profile", d, t, key)  # noqa: E731
         with LUT.open(self.lut_path, create=True) as lut:
             if self.cfg.profile_sample is None:
-                rep = profile_ops(self.device, specs + head, lut, self.profile_config(), on_progress=progress)
+                rep = profile_ops(self.device, specs + head, lut, self.profile_config(), on_progress=progress,
+                                  precision=self.precision)  # fmt: skip
                 failed, measured, reused = rep.failed, len(rep.measured), len(rep.skipped)
             else:
                 from latkit.predictors.sampling import profile_sampled
@@ -294,7 +330,7 @@ class _Pipeline:
         if failed:
             key, why = next(iter(failed.items()))
             raise StoreError(f"{len(failed)} operator(s) failed to profile on {self.cfg.device}, e.g. {key}: {why}")
-        out = {"lut": str(self.lut_path), "measured": measured, "reused": reused}
+        out = {"lut": str(self.lut_path), "precision": self.precision.value, "measured": measured, "reused": reused}
         if self.cfg.profile_sample is not None:
             out.update(predicted=sampled.n_predicted, predictor=sampled.predictor)
         return out
@@ -305,16 +341,17 @@ class _Pipeline:
         from latkit.search.latency_model import TableLatencyModel
 
         with LUT.open(self.lut_path) as lut:
-            lm = TableLatencyModel.from_lut(self.space, lut, self.cfg.device, self.resolution)
+            lm = TableLatencyModel.from_lut(self.space, lut, self.cfg.device, self.resolution,
+                                            precision=self.precision)  # fmt: skip
         rng = np.random.default_rng(self.cfg.seed + 17)
         archs = lm.calibration_archs(self.cfg.calibration_networks - 1, rng)
         nets = [self.network(self.space.arch_to_native(a)) for a in archs]
         with LUT.open(self.lut_path) as lut:
             cal = calibrate_device(
                 lut, self.device, nets, self.measure_config(),
-                on_progress=lambda d, t, name: self.progress("calibrate", d, t, name),
+                on_progress=lambda d, t, name: self.progress("calibrate", d, t, name), precision=self.precision,
             )  # fmt: skip
-            prov = lut.calibrations(self.cfg.device)[-1]["provenance"]
+            prov = lut.calibrations(self.cfg.device, precision=self.precision)[-1]["provenance"]
         return {"calibration": cal.to_dict(), "lut_sums_ms": prov["lut_sums_ms"], "n_ops": prov["n_ops"],
                 "e2e_ms": prov["e2e_ms"]}  # fmt: skip
 
@@ -336,9 +373,10 @@ class _Pipeline:
         search = self.stage(prefix + "search", lambda: self.search(folder / "search", search_target_ms, say("search")))
         train = self.stage(prefix + "train", lambda: self.train(folder / "train", search, say("train")))
         export = self.stage(prefix + "export", lambda: self.export(folder / "export", search, train, say("export")))
+        evaluate = self.stage(prefix + "evaluate", lambda: self.evaluate(export, train, say("evaluate")))
         measured = self.stage(prefix + "measure", lambda: self.measure(export, search, say("measure")))
         return {"name": name or "first", "search_target_ms": search_target_ms, "search": search, "train": train,
-                "export": export, "measured_ms": measured["latency_ms"], "predicted_ms": search["predicted_ms"],
+                "export": export, "evaluate": evaluate, "measured_ms": measured["latency_ms"], "predicted_ms": search["predicted_ms"],
                 "measure": measured}  # fmt: skip
 
     def search(self, folder: Path, target_ms: float, say: Callable[[int, int, str], None]) -> dict[str, Any]:
@@ -373,69 +411,102 @@ class _Pipeline:
 
     def export(self, folder: Path, search: dict[str, Any], train: dict[str, Any],
                say: Callable[[int, int, str], None]) -> dict[str, Any]:  # fmt: skip
-        steps = iter(range(1, 10))
+        steps = iter(range(1, 20))
+        quantized = self.precision != Precision.FP32
+        total = 2 + len(self.cfg.formats) + (len(self.cfg.formats) if quantized else 0)
         rep = export_arch(search["arch_path"], train["weights"], formats=self.cfg.formats, out_dir=folder,
-                          on_progress=lambda msg: say(next(steps), 2 + len(self.cfg.formats), msg))  # fmt: skip
+                          precision=self.precision, layout=self.cfg.layout,
+                          representative=self.representative() if quantized else None,
+                          on_progress=lambda msg: say(min(next(steps), total), total, msg))  # fmt: skip
         return rep.to_dict()
+
+    def representative(self) -> Any:
+        """Training images the int8 activation ranges are calibrated on (a seeded draw)."""
+        x = self.data().x_train
+        pick = np.random.default_rng(self.cfg.seed + 29).permutation(len(x))[:REPRESENTATIVE_IMAGES]
+        return x[np.sort(pick)].numpy()
+
+    def evaluate(self, export: dict[str, Any], train: dict[str, Any],
+                 say: Callable[[int, int, str], None]) -> dict[str, Any]:  # fmt: skip
+        """Held-out accuracy of the files at the shipped precision, run in their own runtimes."""
+        from latkit.search.evaluate import file_accuracy_pct
+
+        data = self.data()
+        shipped = [f for f in export["files"] if f["variant"] == self.precision.value]
+        files = {}
+        for i, f in enumerate(shipped):
+            say(i, len(shipped), f"{Path(f['path']).name} on {len(data.y_valid)} held-out images")
+            files[f["format"]] = file_accuracy_pct(Path(f["path"]), f["format"], f["layout"], data.x_valid,
+                                                   data.y_valid)  # fmt: skip
+        say(len(shipped), len(shipped), ", ".join(f"{k} {v:.2f}%" for k, v in files.items()))
+        fmt_name = self.device.model_format.value
+        deployed = files.get(fmt_name, next(iter(files.values()), None))
+        fp32 = train["accuracy_pct"]
+        return {"precision": self.precision.value, "fp32_accuracy_pct": fp32, "files_accuracy_pct": files,
+                "deployed_format": fmt_name, "deployed_accuracy_pct": deployed,
+                "accuracy_drop_pct": None if deployed is None else fp32 - deployed,
+                "n_images": len(data.y_valid)}  # fmt: skip
 
     def measure(self, export: dict[str, Any], search: dict[str, Any],
                 say: Callable[[int, int, str], None]) -> dict[str, Any]:  # fmt: skip
         from latkit.lut.store import LUT
 
-        f = exported_file(export, self.device.model_format.value)
+        f = exported_file(export, self.device.model_format.value, self.precision.value)
         with LUT.open(self.lut_path) as lut:
             keys = [layer.spec.key for layer in self.network(search["arch"]).layers if layer.spec.measurable]
-            refs = reference_ops(lut, self.cfg.device, keys)
+            refs = reference_ops(lut, self.cfg.device, keys, precision=self.precision)
         say(0, 1, f"measuring {f.path.name} on {self.cfg.device} (and {len(refs)} reference operators)")
         if self.device.info().kind == "cpu":
             # a host CPU device runs in a fresh interpreter: after this process trained
             # networks with torch, the same ONNX file measured here read up to 37% slow
             # (0.80 ms fresh, 1.10 ms in-process), enough to fake a miss
             entry = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, export,
-                                              self.device.model_format.value, self.measure_config(),
+                                              self.device.model_format.value, self.precision.value,
+                                              self.measure_config(),
                                               self.cfg.target_ms, refs)  # fmt: skip
         else:
             entry = measure_exported(self.device, f, self.measure_config(),
                                      confirm_target_ms=self.cfg.target_ms, references=refs)  # fmt: skip
         drift = entry.get("device_drift")
         say(1, 1, f"{entry['latency_ms']:.3f} ms" + (f" (device drift {drift['ratio']:.2f}x)" if drift else ""))
-        return {"file": str(f.path), "latency_ms": entry["latency_ms"], "rel_ci": entry["rel_ci"],
-                "device": entry["device"], "drift": drift}  # fmt: skip
+        return {"file": str(f.path), "precision": f.variant, "latency_ms": entry["latency_ms"],
+                "rel_ci": entry["rel_ci"], "device": entry["device"], "drift": drift}  # fmt: skip
 
 
-def _measure_job(uri: str, threads: int, export: dict[str, Any], fmt_name: str, protocol: Any,
+def _measure_job(uri: str, threads: int, export: dict[str, Any], fmt_name: str, precision: str, protocol: Any,
                  target_ms: float, refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
     device = open_device(uri, threads=threads)
     try:
-        return measure_exported(device, exported_file(export, fmt_name), protocol, confirm_target_ms=target_ms,
+        return measure_exported(device, exported_file(export, fmt_name, precision), protocol,
+                                confirm_target_ms=target_ms,
                                 references=refs)  # fmt: skip
     finally:
         device.close()
 
 
-def _measure_in_fresh_process(uri: str, threads: int, export: dict[str, Any], fmt_name: str,
+def _measure_in_fresh_process(uri: str, threads: int, export: dict[str, Any], fmt_name: str, precision: str,
                               protocol: Any, target_ms: float, refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
     """:func:`measure_exported` in a newly spawned interpreter (nothing of this one's state)."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure_job, (uri, threads, export, fmt_name, protocol, target_ms, refs))
+        return pool.apply(_measure_job, (uri, threads, export, fmt_name, precision, protocol, target_ms, refs))
 
 
-def exported_file(export: dict[str, Any], fmt_name: str) -> ExportedFile:
-    """The float32 file of format ``fmt_name`` in an export stage's outputs.
+def exported_file(export: dict[str, Any], fmt_name: str, precision: str = "fp32") -> ExportedFile:
+    """The file of format ``fmt_name`` at ``precision`` in an export stage's outputs.
 
     Raises:
         UsageError: no such file was exported.
     """
     for f in export["files"]:
-        if f["format"] == fmt_name and f["variant"] == "fp32":
+        if f["format"] == fmt_name and f["variant"] == precision:
             return ExportedFile(
                 path=Path(f["path"]), sidecar=Path(f["sidecar"]), format=f["format"], variant=f["variant"],
                 layout=f["layout"], input_shape=tuple(f["input_shape"]), parity=f["parity"],
                 measured=f.get("measured"),
             )  # fmt: skip
-    raise UsageError(f"no {fmt_name} file was exported; add {fmt_name} to the formats")
+    raise UsageError(f"no {precision} {fmt_name} file was exported; add {fmt_name} to the formats")
 
 
 # --------------------------------------------------------------------------- entry
@@ -495,8 +566,10 @@ def run_pipeline(
         p.device.close()
     best = min(attempts, key=lambda a: abs(a["measured_ms"] - cfg.target_ms))
     hit = rpt.hit(best["measured_ms"], cfg.target_ms)
+    ev = best.get("evaluate") or {}
     summary = _summary(p, calib, attempts, best)
     report_path = rpt.write_report(out, summary)
+    write_json(out / SUMMARY_FILE, summary, "run summary", indent=1, default=str, nan_to_null=True)
     p.progress("report", 1, 1, str(report_path))
     return PipelineResult(
         out_dir=out, target_ms=cfg.target_ms, measured_ms=best["measured_ms"], predicted_ms=best["predicted_ms"],
@@ -504,6 +577,8 @@ def run_pipeline(
         verdict=summary["verdict"],
         arch_path=Path(best["search"]["arch_path"]), export=best["export"], report_path=report_path,
         attempts=[{k: a[k] for k in ("name", "search_target_ms", "predicted_ms", "measured_ms")} for a in attempts],
+        precision=cfg.precision, fp32_accuracy_pct=ev.get("fp32_accuracy_pct", best["train"]["accuracy_pct"]),
+        deployed_accuracy_pct=ev.get("deployed_accuracy_pct"), accuracy_drop_pct=ev.get("accuracy_drop_pct"),
     )  # fmt: skip
 
 
@@ -551,11 +626,12 @@ def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]]
     points += [{"predicted_ms": a["predicted_ms"], "measured_ms": a["measured_ms"], "kind": "final",
                 "label": a["name"]} for a in attempts]  # fmt: skip
     with LUT.open(p.lut_path) as lut:
-        est = estimate(lut, p.network(best["search"]["arch"]), device=cfg.device)
+        est = estimate(lut, p.network(best["search"]["arch"]), device=cfg.device, precision=p.precision)
     verdict = rpt.verdict(best["measured_ms"], cfg.target_ms, best["measure"].get("drift"), _range(best))
     if len(attempts) > 1 and best is not attempts[-1]:
         verdict += " (the first attempt was closer than the retry and is the one reported)"
     files = [{"file": Path(f["path"]).name, "format": f["format"], "variant": f["variant"],
+              "top1_agreement": f["parity"].get("top1_agreement"), "parity_passed": f["parity"].get("passed"),
               "size_bytes": Path(f["path"]).stat().st_size, "max_rel_err": f["parity"]["max_rel_err"],
               "measured_ms": (read_json(f["sidecar"], "model sidecar").get("measured_latency") or {}).get("latency_ms")}
              for f in best["export"]["files"]]  # fmt: skip
@@ -564,7 +640,8 @@ def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]]
         "device": cfg.device, "space": cfg.space, "resolution": p.resolution, "target_ms": cfg.target_ms,
         "data": f"{cfg.data} ({p.data().n_classes} classes)", "latkit_version": __version__,
         "verdict": verdict, "attempts": attempts, "arch": search["arch"],
-        "accuracy": best["train"]["accuracy_pct"], "files": files, "calibration": calib["calibration"],
+        "precision": cfg.precision, "layout": cfg.layout,
+        "accuracy": best["train"]["accuracy_pct"], "evaluate": best.get("evaluate"), "files": files, "calibration": calib["calibration"],
         "layers": [asdict(layer) for layer in est.layers], "points": points,
         "history": search.get("history"), "samples": search.get("samples"),
         "chosen": {"latency_ms": search["predicted_ms"], "accuracy": search.get("accuracy")}

@@ -67,7 +67,7 @@ def _latency_model(p: Any, n_classes: int) -> Any:
 
     with LUT.open(p.lut_path) as lut:
         return TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution, calibrated=True,
-                                          classes=n_classes)  # fmt: skip
+                                          classes=n_classes, precision=p.precision)  # fmt: skip
 
 
 def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int, str], None]) -> dict[str, Any]:
@@ -108,12 +108,12 @@ def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int
     arch = fill_to_target(outcome.arch, logp, lm.latency_ms, target_ms)
     native = p.space.arch_to_native(arch)
     with LUT.open(p.lut_path) as lut:  # the deployed network's own estimate, as a check on the tables
-        est = estimate(lut, p.network(native), device=p.cfg.device)
+        est = estimate(lut, p.network(native), device=p.cfg.device, precision=p.precision)
     if abs(est.total_ms - lm.latency_ms(arch)) > 1e-6 * max(1.0, est.total_ms):
         log.warning("search tables say %.4f ms, the LUT estimate %.4f ms", lm.latency_ms(arch), est.total_ms)
     arch_path = folder.parent / "arch.json"
     doc = read_json(folder / "arch.json", "arch.json")
-    doc.update(arch=native, latency_ms=est.total_ms, target_ms=p.cfg.target_ms, search_target_ms=target_ms,
+    doc.update(arch=native, latency_ms=est.total_ms, precision=p.precision.value, target_ms=p.cfg.target_ms, search_target_ms=target_ms,
                meets_target=est.total_ms <= target_ms, resolution=p.resolution, classes=data.n_classes,
                fill={"method": "fill-to-target", "searched_arch": outcome.native,
                      "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)})  # fmt: skip

@@ -208,6 +208,8 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
     lines = [
         "# latkit run report", "",
         f"- device: `{summary['device']}`",
+        f"- precision: **{summary.get('precision', 'fp32')}** (LUT, calibration, search and the measured file; "
+        "training in fp32)",
         f"- space: `{summary['space']}` at resolution {summary['resolution']}",
         f"- latency target: **{t:g} ms**",
         f"- data: {summary.get('data', '-')}",
@@ -226,16 +228,17 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
     lines += ["", "Device drift: the network's slowest LUT operators re-measured beside the exported file, "
               "now / LUT (1.00x = the device runs as when profiled)."]
     lines += ["", f"Chosen architecture: `{summary.get('arch')}`", ""]
-    if summary.get("accuracy") is not None:
-        lines.append(f"Held-out accuracy after training: {summary['accuracy']:.2f}% ({summary.get('data', '')}).")
-        lines.append("")
+    lines += accuracy_lines(summary)
     files = summary.get("files", [])
     if files:
-        lines += ["## Exported files", "", "| file | format | size | parity (max rel. error) | measured (ms) |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += ["## Exported files", "",
+                  "| file | format | size | parity (max rel. error) | top-1 agreement | measured (ms) |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
         for f in files:
+            agree = f.get("top1_agreement")
             lines.append(f"| `{f['file']}` | {f['format']}/{f['variant']} | {f['size_bytes'] / 1e6:.2f} MB "
-                         f"| {f['max_rel_err']:.2e} | {_fmt(f.get('measured_ms'))} |")  # fmt: skip
+                         f"| {f['max_rel_err']:.2e} | {'-' if agree is None else f'{agree:.0%}'} "
+                         f"| {_fmt(f.get('measured_ms'))} |")  # fmt: skip
         lines.append("")
     cal = summary.get("calibration")
     if cal:
@@ -253,6 +256,29 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
         lines += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def accuracy_lines(summary: dict[str, Any]) -> list[str]:
+    """The held-out accuracy lines: fp32 (torch) beside the shipped file's, and the quantization drop."""
+    fp32 = summary.get("accuracy")
+    if fp32 is None:
+        return []
+    data = summary.get("data", "")
+    ev = summary.get("evaluate") or {}
+    deployed = ev.get("deployed_accuracy_pct")
+    precision = ev.get("precision", summary.get("precision", "fp32"))
+    if deployed is None:
+        return [f"Held-out accuracy after training: {fp32:.2f}% ({data}).", ""]
+    lines = ["## Accuracy", "", f"Held-out accuracy ({ev.get('n_images', '?')} images of {data}):", "",
+             "| model | runtime | accuracy |", "|---|---|---|",
+             f"| fp32 network | torch | {fp32:.2f}% |"]  # fmt: skip
+    for fmt_name, acc in (ev.get("files_accuracy_pct") or {}).items():
+        runtime = "ONNX Runtime" if fmt_name == "onnx" else "LiteRT"
+        lines.append(f"| {precision} {fmt_name} file | {runtime} | {acc:.2f}% |")
+    drop = ev.get("accuracy_drop_pct")
+    word = "quantization drop" if precision != "fp32" else "export drop"
+    lines += ["", f"**{word}: {drop:+.2f} points** (fp32 minus the shipped {ev.get('deployed_format')} file)", ""]
+    return lines
 
 
 def _inline_html(text: str) -> str:
@@ -342,6 +368,7 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
 
 __all__ = [
     "HIT_TOLERANCE",
+    "accuracy_lines",
     "above_range",
     "hit",
     "met_above_range",

@@ -23,6 +23,7 @@ from typing import Any
 
 from latkit._files import write_json
 from latkit.devices.base import Device, ModelFormat
+from latkit.devices.precision import Precision
 from latkit.errors import UsageError
 from latkit.lut.drift import Drift, Reference, combined, measure_drift
 from latkit.search.export import ExportedFile, file_sha256
@@ -42,6 +43,7 @@ class ExportedModel:
 
     def __init__(self, exported: ExportedFile) -> None:
         self.exported = exported
+        self.precision = Precision(exported.variant)  # devices build nothing: the file is at this precision
         self.key = f"export-{exported.path.stem}-{file_sha256(exported.path)[:16]}"
         shape = exported.input_shape
         self.input_shape: tuple[int, ...] = (

@@ -12,6 +12,9 @@ from rich.table import Table
 from latkit.cli import app, common
 from latkit.cli.profile import DEVICE_HELP
 
+PRECISION_HELP = ("Precision the model ships at: fp32, fp16 (a TFLite file) or int8 (full-integer static int8 "
+                  "TFLite and ONNX QDQ files, calibrated on --data); the float32 files are written too.")
+
 
 @app.command("export")
 def export_cmd(
@@ -19,17 +22,30 @@ def export_cmd(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Trained weights (safetensors)."),
     formats: str = typer.Option("onnx,tflite", "--format", "-f", help="Comma-separated: onnx, tflite."),
     out: Path = typer.Option(Path("export"), "--out", "-o", help="Folder for the files and their sidecars."),
-    nhwc: bool = typer.Option(False, "--nhwc", help="TFLite with NHWC input/output."),
-    variants: str = typer.Option("", "--variants", help="Extra TFLite variants: fp16, int8."),
+    layout: str = typer.Option("nhwc", "--layout", help="TFLite input layout: nhwc (what phone apps feed) or nchw. "
+                               "ONNX is always NCHW."),
+    nhwc: bool = typer.Option(False, "--nhwc", hidden=True, help="Same as --layout nhwc (kept for old scripts)."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help=PRECISION_HELP),
+    data: Optional[str] = typer.Option(
+        None, "--data",
+        help="Images the int8 activation ranges are calibrated on: a few hundred of this dataset's training "
+             "split (digits | cifar10:PATH | folder:PATH). Default: seeded random inputs (costs accuracy).",
+    ),  # fmt: skip
+    variants: str = typer.Option("", "--variants", help="Extra TFLite variants: fp16, int8 (full-integer static)."),
     space: Optional[str] = typer.Option(None, "--space", "-s", help="Space of --arch if the file does not say."),
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
     device: Optional[str] = typer.Option(None, "--device", "-d", help=f"Also measure the files here. {DEVICE_HELP}"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Export a searched architecture as parity-checked ONNX / TFLite files with sidecars."""
+    """Export a searched architecture as parity-checked ONNX / TFLite files with sidecars.
+
+    With --precision int8 also a full-integer int8 TFLite and an ONNX QDQ file; fp16: an fp16 TFLite.
+    """
+    from latkit.devices.precision import check_precision, parse_precision
     from latkit.profiler.spaces import get_space
     from latkit.search.export import export_arch
 
+    prec = parse_precision(precision)
     sp = get_space(space) if space is not None else None
     if sp is not None and resolution is not None:
         sp.check_resolution(resolution)
@@ -39,21 +55,41 @@ def export_cmd(
 
         dev = open_device(device)
     try:
-        report = export_arch(arch, weights=weights, formats=formats, out_dir=out, nhwc=nhwc,
-                             variants=variants, space=sp, resolution=resolution, device=dev)
+        if dev is not None:
+            check_precision(dev, prec)
+        rep = _representative(data, arch, sp, resolution) if data is not None else None
+        report = export_arch(arch, weights=weights, formats=formats, out_dir=out, variants=variants,
+                             precision=prec, representative=rep, layout="nhwc" if nhwc else layout,
+                             space=sp, resolution=resolution, device=dev)
     finally:
         if dev is not None:
             dev.close()
     if as_json:
         common.print_json(report.to_dict())
         return
-    table = Table("file", "format", "variant", "layout", "parity (max rel err)", "measured ms")
+    table = Table("file", "format", "precision", "layout", "parity (max rel err)", "top-1 agree", "measured ms")
     for f in report.files:
         err = f.parity.get("max_rel_err", f.parity.get("error"))
+        agree = f.parity.get("top1_agreement")
         measured = (f.measured or {}).get("latency_ms")
         table.add_row(common.esc(f.path), common.esc(f.format), common.esc(f.variant), common.esc(f.layout),
-                      f"{err:.2e}" if isinstance(err, float) else common.esc(err), common.fmt_ms(measured))
+                      f"{err:.2e}" if isinstance(err, float) else common.esc(err),
+                      "-" if agree is None else f"{agree:.0%}", common.fmt_ms(measured))  # fmt: skip
     common.out.print(table)
+
+
+def _representative(data: str, arch: Path, sp, resolution: Optional[int]):
+    """A seeded draw of training images of ``data`` at the architecture's resolution (NCHW)."""
+    import numpy as np
+
+    from latkit.search.data import load_data
+    from latkit.search.export import read_arch
+    from latkit.search.pipeline import REPRESENTATIVE_IMAGES
+
+    res = read_arch(arch, sp, resolution).resolution
+    x = load_data(data, res, seed=0).x_train
+    pick = np.sort(np.random.default_rng(29).permutation(len(x))[:REPRESENTATIVE_IMAGES])
+    return x[pick].numpy()
 
 
 @app.command("run")
@@ -77,6 +113,12 @@ def run_cmd(
         help="Measure only N operators (the most informative) and predict the rest (slow devices, e.g. phones).",
     ),  # fmt: skip
     seed: int = typer.Option(0, "--seed"),
+    precision: str = typer.Option(
+        "fp32", "--precision", "-p",
+        help="Precision the model ships at (fp32, fp16, int8): the LUT is profiled and calibrated at it, the search "
+             "reads it, training stays fp32, and the file measured is at it (int8: full-integer static).",
+    ),  # fmt: skip
+    layout: str = typer.Option("nhwc", "--layout", help="TFLite input layout: nhwc (phones) or nchw."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report."""
@@ -95,12 +137,14 @@ def run_cmd(
     result = run_pipeline(device, space, target_ms, out, data, lut=lut, on_progress=on_progress,
                           resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1),
                           train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed,
-                          max_steps_per_epoch=max_steps)  # fmt: skip
+                          max_steps_per_epoch=max_steps, precision=precision, layout=layout)  # fmt: skip
     summary = {
         "target_ms": result.target_ms, "measured_ms": result.measured_ms,
         "predicted_ms": result.predicted_ms, "hit": result.hit, "met": result.met, "verdict": result.verdict,
         "arch": str(result.arch_path), "report": str(result.report_path),
-        "attempts": result.attempts,
+        "attempts": result.attempts, "precision": result.precision,
+        "fp32_accuracy_pct": result.fp32_accuracy_pct, "deployed_accuracy_pct": result.deployed_accuracy_pct,
+        "accuracy_drop_pct": result.accuracy_drop_pct,
     }  # fmt: skip
     if as_json:
         common.print_json(summary)
@@ -108,7 +152,10 @@ def run_cmd(
         colour = "green" if result.hit else "yellow" if result.met else "red"
         common.out.print(f"[bold {colour}]{escape(result.verdict)}[/]")
         common.out.print(f"predicted {result.predicted_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
-                         f"on {escape(device)}, target {result.target_ms:.3f} ms")
+                         f"on {escape(device)} at {result.precision}, target {result.target_ms:.3f} ms")
+        if result.deployed_accuracy_pct is not None:
+            common.out.print(f"held-out accuracy: fp32 {result.fp32_accuracy_pct:.2f}%, {result.precision} file "
+                             f"{result.deployed_accuracy_pct:.2f}% (drop {result.accuracy_drop_pct:+.2f} points)")
         common.out.print(f"report: {common.esc(result.report_path)}")
     if not result.met:
         raise typer.Exit(1)

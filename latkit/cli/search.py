@@ -35,6 +35,11 @@ def search_cmd(
     device: Optional[str] = typer.Option(None, "--device", "-d", help=f"Profile (or reuse) this device's LUT. {DEVICE_HELP}"),
     predictor: Optional[Path] = typer.Option(None, "--predictor", help="Latency from a saved predictor."),
     calibrated: bool = typer.Option(False, "--calibrated", help="Use the LUT's stored calibration."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", "-p",
+        help="Precision the model ships at: fp32, fp16 or int8; the search reads only the LUT's rows at it "
+             "(default fp32; with --lut, the one precision the LUT holds).",
+    ),  # fmt: skip
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Resolution of the latency model."),
     data: str = typer.Option("digits", "--data", help="digits (embedded) | cifar10:PATH | folder:PATH."),
     epochs: int = typer.Option(10, "--epochs", min=1),
@@ -76,6 +81,9 @@ def search_cmd(
         _tabular(space, accuracy_table, latency_table, target_ms, algorithm, queries, seed,
                  latency_samples, out, as_json)
         return
+    from latkit.devices.precision import parse_precision
+
+    prec = parse_precision(precision) if precision is not None else None
     sources = [s for s in (lut, device, predictor) if s is not None]
     if len(sources) != 1:
         raise UsageError("give exactly one latency source: --lut PATH, --device URI or --predictor PATH "
@@ -88,7 +96,7 @@ def search_cmd(
         sp.check_resolution(resolution)
     if resume:
         _check_resume(out, algorithm, train_steps)
-    model = _latency_model(sp, lut, device, predictor, resolution, calibrated)
+    model = _latency_model(sp, lut, device, predictor, resolution, calibrated, prec)
     with common.progress_bar("searching", epochs, enabled=not as_json) as advance:
         def on_progress(p) -> None:
             exp = f"expected {p.expected_latency_ms:.3f} ms " if p.expected_latency_ms is not None else ""
@@ -101,6 +109,7 @@ def search_cmd(
                              smooth_samples=smooth_accuracy, train_steps=train_steps, inherit=inherit)
     result = {
         "space": space, "algorithm": algorithm, "target_ms": target_ms, "arch": outcome.native,
+        "precision": model.provenance.get("precision"),
         "latency_ms": outcome.latency_ms, "accuracy": outcome.accuracy, "out": str(outcome.out_dir),
         "files": {k: str(v) for k, v in outcome.files.items()},
     }  # fmt: skip
@@ -115,16 +124,21 @@ def search_cmd(
 
 
 def _latency_model(sp, lut: Optional[Path], device: Optional[str], predictor: Optional[Path],
-                   resolution: Optional[int], calibrated: bool):
+                   resolution: Optional[int], calibrated: bool, precision):
+    from latkit.devices.precision import Precision
     from latkit.lut.store import LUT
     from latkit.search.latency_model import PredictorLatencyModel, TableLatencyModel
 
     if predictor is not None:
+        if precision not in (None, Precision.FP32):
+            raise UsageError(f"--precision {precision.value} selects LUT rows; a predictor gives the latency it was "
+                             "fitted on: search with --lut or --device at that precision")  # fmt: skip
         return PredictorLatencyModel.from_saved(sp, predictor)
     if device is not None:
-        lut = _device_lut(sp, device, resolution)
+        precision = precision or Precision.FP32
+        lut = _device_lut(sp, device, resolution, precision)
     with LUT.open(lut) as table:
-        return TableLatencyModel.from_lut(sp, table, resolution=resolution, calibrated=calibrated)
+        return TableLatencyModel.from_lut(sp, table, resolution=resolution, calibrated=calibrated, precision=precision)
 
 
 def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None:
@@ -139,28 +153,31 @@ def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None
     check_resumable(out, algorithm)
 
 
-def _device_lut(sp, device: str, resolution: Optional[int]) -> Path:
-    """The device's cached LUT for the space, with any missing operator profiled now."""
+def _device_lut(sp, device: str, resolution: Optional[int], precision) -> Path:
+    """The device's cached LUT for the space, with any missing operator profiled now at ``precision``."""
+    from latkit.devices.precision import check_precision
     from latkit.lut.store import LUT
     from latkit.profiler.runner import profile_ops
     from latkit.search.pipeline import lut_path_for
 
     res = resolution or sp.default_resolution
     path = lut_path_for(device, sp.name, res)
-    path.parent.mkdir(parents=True, exist_ok=True)
     dev = open_dev(device, 1, None)
     try:
+        check_precision(dev, precision)  # before a LUT file is made for it
+        path.parent.mkdir(parents=True, exist_ok=True)
         with LUT.open(path, create=True) as table:
             specs = sp.operators(res)
-            todo = len([s for s in specs if s.key not in table.done_keys(dev.info().uri)])
-            with common.progress_bar(f"profiling {device}", todo, enabled=todo > 0) as advance:
+            todo = len([s for s in specs if s.key not in table.done_keys(dev.info().uri, precision=precision)])
+            with common.progress_bar(f"profiling {device} ({precision.value})", todo, enabled=todo > 0) as advance:
                 report = profile_ops(dev, specs, table, protocol_config(0.02, 20.0, False),
-                                     on_progress=lambda d, t, key, m: advance(key))
+                                     on_progress=lambda d, t, key, m: advance(key), precision=precision)
     finally:
         dev.close()
     if report.failed:
-        raise UsageError(f"{len(report.failed)} operator(s) failed to measure on {device}; "
-                         f"see `latkit profile --device {device} --space {sp.name} --lut {path}`")
+        raise UsageError(f"{len(report.failed)} operator(s) failed to measure on {device} at {precision.value}; "
+                         f"see `latkit profile --device {device} --space {sp.name} --precision {precision.value} "
+                         f"--lut {path}`")
     return path
 
 

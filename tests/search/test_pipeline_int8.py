@@ -1,0 +1,145 @@
+"""The pipeline at int8, end to end on this machine's CPU (ONNX Runtime), on a tiny configuration.
+
+Real everything, as in test_pipeline.py: the LUT is profiled at int8 (each
+operator quantized to a full-integer QDQ file), calibrated at int8, searched at
+int8, the network trained in fp32, exported as full-integer int8 TFLite and ONNX
+files calibrated on training images, both run on the held-out digits, and the
+int8 ONNX file measured on the device. The target is above the space, so the
+run does not depend on this machine's speed (the largest network is the answer).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latkit.devices.precision import Precision
+from latkit.errors import UsageError
+from latkit.lut.store import LUT
+from latkit.profiler.quantize import check_kernels, model_precision
+from latkit.search.data import load_data
+from latkit.search.evaluate import file_accuracy_pct
+from latkit.search.pipeline import PipelineConfig, exported_file, run_pipeline
+
+SPACE = "proxyless_mobile_w05"
+RESOLUTION = 32
+DEVICE = "cpu:onnxruntime"
+TARGET_MS = 1000.0  # far above the space: MET by its largest network on any machine
+TINY = dict(resolution=RESOLUTION, profile_quick=True, search_epochs=2, warmup_epochs=1, train_epochs=1,
+            max_steps_per_epoch=3, calibration_networks=3, eval_samples=1, max_retries=0)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("int8")
+    lut = tmp / "cpu.db"
+    stages: list[str] = []
+    result = run_pipeline(DEVICE, SPACE, TARGET_MS, tmp / "run", lut=lut, precision="int8",
+                          on_progress=lambda s, d, t, m: stages.append(s), **TINY)  # fmt: skip
+    return result, tmp / "run", lut, stages
+
+
+def test_every_stage_ran_at_int8_on_an_int8_lut(run) -> None:
+    result, out, lut, stages = run
+    for stage in ("profile", "calibrate", "search", "train", "export", "evaluate", "measure", "report"):
+        assert stage in stages
+    state = json.loads((out / "pipeline.json").read_text())
+    assert state["config"]["precision"] == "int8"
+    assert state["stages"]["profile"]["outputs"]["precision"] == "int8"
+    with LUT.open(lut) as table:
+        assert table.precisions(DEVICE) == ["int8"]  # nothing was profiled at fp32
+        assert table.calibrations(DEVICE, precision="int8")
+        assert not table.calibrations(DEVICE, precision="fp32")
+    search = state["stages"]["search"]["outputs"]
+    assert search["latency_model"]["precision"] == "int8"
+    assert json.loads(result.arch_path.read_text())["precision"] == "int8"
+
+
+def test_the_shipped_files_are_full_integer_int8(run) -> None:
+    result, _, _, _ = run
+    tflite = exported_file(result.export, "tflite", "int8")
+    onnx = exported_file(result.export, "onnx", "int8")
+    for f in (tflite, onnx):
+        assert model_precision(f.path) == Precision.INT8
+        assert check_kernels(f.path, "int8")  # raises without int8 conv/matmul kernels
+        meta = f.meta()
+        assert meta["precision"] == meta["file_precision"] == "int8"
+        assert meta["representative"] == {"source": "images", "n_images": 300}
+        par = meta["parity"]
+        assert par["reference"] == "torch float32" and par["n_inputs"] == 64
+        assert par["min_top1_agreement"] == 0.9 and par["rel_tol"] == 0.25
+        assert par["passed"] == (par["top1_agreement"] >= 0.9 and par["max_rel_err"] <= 0.25)
+    assert tflite.layout == "NHWC" and tflite.input_shape == (1, RESOLUTION, RESOLUTION, 3)  # phones' default
+    assert tflite.meta()["input"]["dtype"] == "int8"
+    assert onnx.layout == "NCHW"
+    # the float32 files are there too: they are what was quantized
+    assert exported_file(result.export, "onnx").path.name == "model.onnx"
+
+
+def test_the_int8_file_was_measured_and_both_accuracies_recorded(run) -> None:
+    result, out, _, _ = run
+    assert result.precision == "int8"
+    onnx = exported_file(result.export, "onnx", "int8")
+    measured = onnx.meta()["measured_latency"]
+    assert measured["latency_ms"] == pytest.approx(result.measured_ms) and measured["device"] == DEVICE
+    assert exported_file(result.export, "onnx").meta()["measured_latency"] is None  # fp32 not the one shipped
+    assert result.met and result.verdict.startswith("MET")
+    # the int8 file's accuracy is the file's own, run again here on the same held-out split
+    data = load_data("digits", RESOLUTION, seed=0)
+    again = file_accuracy_pct(onnx.path, "onnx", "NCHW", data.x_valid, data.y_valid)
+    assert result.deployed_accuracy_pct == pytest.approx(again)
+    assert result.accuracy_drop_pct == pytest.approx(result.fp32_accuracy_pct - result.deployed_accuracy_pct)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"] == "int8"
+    ev = summary["evaluate"]
+    assert ev["fp32_accuracy_pct"] == result.fp32_accuracy_pct
+    assert set(ev["files_accuracy_pct"]) == {"onnx", "tflite"}
+    assert ev["deployed_accuracy_pct"] == ev["files_accuracy_pct"]["onnx"]
+    report = (out / "report.md").read_text()
+    assert "precision: **int8**" in report and f"| fp32 network | torch | {result.fp32_accuracy_pct:.2f}% |" in report
+    assert f"| int8 tflite file | LiteRT | {ev['files_accuracy_pct']['tflite']:.2f}% |" in report
+    assert f"quantization drop: {result.accuracy_drop_pct:+.2f} points" in report
+
+
+def test_a_resumed_run_at_another_precision_is_refused(run) -> None:
+    result, out, lut, _ = run
+    with pytest.raises(UsageError, match=r"other settings \(precision: 'int8' -> 'fp32'\)"):
+        run_pipeline(DEVICE, SPACE, TARGET_MS, out, lut=lut, precision="fp32", **TINY)
+    assert PipelineConfig(DEVICE, SPACE, 1.0, precision="int8").fingerprint() != \
+        PipelineConfig(DEVICE, SPACE, 1.0).fingerprint()
+
+
+def test_a_precision_the_device_does_not_run_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"^device cpu:onnxruntime does not run fp16 models; it runs fp32, int8$"):
+        run_pipeline(DEVICE, SPACE, TARGET_MS, tmp_path / "r", lut=tmp_path / "l.db", precision="fp16",
+                     formats=("onnx", "tflite"), **TINY)  # fmt: skip
+    assert not (tmp_path / "l.db").exists()
+    with pytest.raises(UsageError, match="unknown precision 'int4'"):
+        PipelineConfig(DEVICE, SPACE, 1.0, precision="int4")
+    with pytest.raises(UsageError, match="drop --sample"):
+        PipelineConfig(DEVICE, SPACE, 1.0, precision="int8", profile_sample=10)
+
+
+def test_representative_images_come_from_the_training_split() -> None:
+    from latkit.search.pipeline import REPRESENTATIVE_IMAGES
+
+    assert REPRESENTATIVE_IMAGES == 300
+    data = load_data("digits", RESOLUTION, seed=0)
+    train = {x.tobytes() for x in data.x_train.numpy()}
+    valid = data.x_valid.numpy()
+
+    class _P:  # the pipeline's own draw, without a device
+        cfg = PipelineConfig(DEVICE, SPACE, 1.0, precision="int8")
+
+        def data(self):
+            return data
+
+    from latkit.search.pipeline import _Pipeline
+
+    rep = _Pipeline.representative(_P())
+    assert rep.shape == (300, 3, RESOLUTION, RESOLUTION) and rep.dtype == np.float32
+    assert all(x.tobytes() in train for x in rep)
+    assert not any(np.array_equal(rep[0], v) for v in valid)
