@@ -174,7 +174,8 @@ def quantize_tflite(src: str | Path, dst: str | Path, precision: str | Precision
                 result = q.quantize(enable_progress_report=False)
                 meta["scheme"] = TFLITE_FP16_SCHEME
             with atomic_path(dst, "quantized model", keep_suffix=True) as tmp:
-                result.export_model(str(tmp), overwrite=True)
+                tmp.unlink()  # the quantizer warns when it overwrites a file
+                result.export_model(str(tmp))
         except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
             raise QuantizationError(
                 f"ai-edge-quantizer could not make a {p.value} copy of {src.name}: {one_line(exc)}"
