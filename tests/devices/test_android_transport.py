@@ -139,6 +139,23 @@ def test_uri_parsing():
             parse_adb_uri(bad)
 
 
+def test_uri_options_are_not_part_of_the_address():
+    from latkit.devices.adb_transport import canonical_adb_uri, split_adb_options
+
+    assert parse_adb_uri("adb+tcp://10.0.0.2:5555?delegate=gpu") == ("tcp", "10.0.0.2", 5555)
+    assert parse_adb_uri("adb:R58M12ABC?threads=4&delegate=nnapi") == ("serial", "R58M12ABC", None)
+    assert parse_adb_uri("adb+tcp://[::1]:6555?threads=1") == ("tcp", "::1", 6555)
+    assert split_adb_options("adb:X?threads=4&delegate=none") == ("adb:X", {"threads": 4, "delegate": "none"})
+    assert split_adb_options("adb:X") == ("adb:X", {})
+    assert canonical_adb_uri("adb:X?threads=4&delegate=gpu") == "adb:X?delegate=gpu&threads=4"
+    assert canonical_adb_uri("adb+tcp://h:1?threads=08") == "adb+tcp://h:1?threads=8"
+    for bad in ("adb:X?", "adb:X?delegate=cuda", "adb:X?threads=257", "adb:X?threads=-1",
+                "adb:X?delegate=gpu&", "adb+tcp://h:1?port=2", "adb:X?threads=9" + "9" * 5000):
+        with pytest.raises(UsageError) as e:
+            parse_adb_uri(bad)
+        assert "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
 def test_open_transport_and_list_devices(loop):
     uri = f"adb+tcp://127.0.0.1:{loop.port}"
     with open_transport(uri, key_path=loop.key) as tr:
