@@ -235,3 +235,64 @@ def test_clock_choice_is_validated():
         open_device("cpu:onnxruntime", threads=2, clock="thread")
     with pytest.raises(UsageError, match="unknown clock"):
         open_device("cpu:onnxruntime", clock="sundial")
+
+
+class _NoFileSource:
+    """A source at some precision whose files must never be asked for (refused first)."""
+
+    key = "refused"
+    input_shape = (1, 16, 7, 7)
+
+    def __init__(self, precision: str) -> None:
+        self.precision = precision
+
+    def file(self, fmt):
+        raise AssertionError("the device exported a model it does not run")
+
+    def torch_module(self):
+        raise AssertionError("the device built a model it does not run")
+
+
+def test_precisions_follow_the_support_matrix():
+    from latkit.devices.base import device_classes
+
+    classes = device_classes()
+    assert classes["cpu:onnxruntime"].precisions == ("fp32", "int8")
+    assert classes["cpu:litert"].precisions == ("fp32", "fp16", "int8")
+    assert classes["cpu:torch"].precisions == ("fp32",)
+    assert classes["cuda"].precisions == ("fp32", "fp16")
+
+
+@pytest.mark.parametrize("uri,precision,runs", [
+    ("cpu:onnxruntime", "fp16", "fp32, int8"),
+    ("cpu:torch", "int8", "fp32"),
+    ("cpu:torch", "fp16", "fp32"),
+])
+def test_device_refuses_a_precision_it_does_not_run(uri, precision, runs):
+    device = open_device(uri)
+    with pytest.raises(UsageError) as err:
+        device.open(_NoFileSource(precision))
+    assert str(err.value) == f"device {uri} does not run {precision} models; it runs {runs}"
+
+
+@pytest.mark.parametrize("uri", ["cpu:onnxruntime", "cpu:litert"])
+def test_int8_model_opens_and_times(uri, cache):
+    _needs(uri)
+    model = BuiltModel(TINY, cache_dir=cache, precision="int8")
+    with open_device(uri).open(model) as session:
+        seconds = session.time(20)
+    assert math.isfinite(seconds) and 0 < seconds < 1.0
+    assert "-int8-" in model.file(open_device(uri).model_format).name
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_runs_in_half_and_keeps_the_cpu_module(cache):
+    _cuda_or_skip()
+    model = BuiltModel(TINY, cache_dir=cache, precision="fp16")
+    with open_device("cuda:0").open(model) as session:
+        assert next(session._module.parameters()).dtype == torch.float16
+        assert session._example.dtype == torch.float16
+        assert session.run().dtype == torch.float16
+        seconds = session.time(5)
+    assert math.isfinite(seconds) and 0 < seconds < 1.0
+    assert next(model.torch_module().parameters()).dtype == torch.float32
