@@ -106,9 +106,11 @@ def test_exported_files_load_with_parity(run) -> None:
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    interp = Interpreter(model_path=str(exported_file(result.export, "tflite").path))
+    tflite = exported_file(result.export, "tflite")
+    assert tflite.layout == "NHWC"  # what phone apps feed: the pipeline's default
+    interp = Interpreter(model_path=str(tflite.path))
     interp.allocate_tensors()
-    interp.set_tensor(interp.get_input_details()[0]["index"], x.numpy())
+    interp.set_tensor(interp.get_input_details()[0]["index"], x.permute(0, 2, 3, 1).contiguous().numpy())
     interp.invoke()
     got = interp.get_tensor(interp.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

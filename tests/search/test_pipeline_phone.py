@@ -68,7 +68,8 @@ def test_the_tflite_file_has_parity_and_a_phone_measurement(phone_run) -> None:
         want = module(x).numpy()
     interp = Interpreter(model_path=str(tflite.path))
     interp.allocate_tensors()
-    interp.set_tensor(interp.get_input_details()[0]["index"], x.numpy())
+    assert tflite.layout == "NHWC"  # the phones' default layout
+    interp.set_tensor(interp.get_input_details()[0]["index"], x.permute(0, 2, 3, 1).contiguous().numpy())
     interp.invoke()
     got = interp.get_tensor(interp.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
