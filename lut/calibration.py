@@ -17,6 +17,10 @@ also when the 3-term fit would give the fastest operator no time at all
 Each network is measured twice, in two passes in opposite orders, and the
 lower figure kept: other load only ever slows a run down, and a burst of it
 then spoils one pass, not the fit.
+
+A calibration belongs to one device at one precision: an int8 network runs its
+operators with other kernels and other per-op costs than the fp32 one, so a fit
+made at int8 is only ever applied to int8 estimates.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latkit._version import __version__
+from latkit.devices.precision import Precision, check_precision, parse_precision
 from latkit.errors import StoreError, UsageError
 from latkit.lut.store import LUT, utc_now
 
@@ -129,17 +134,49 @@ def fit_calibration(
 
 
 def save_calibration(
-    lut: LUT, device_uri: str, cal: Calibration, provenance: dict[str, Any] | None = None
+    lut: LUT,
+    device_uri: str,
+    cal: Calibration,
+    provenance: dict[str, Any] | None = None,
+    *,
+    precision: str | Precision = Precision.FP32,
 ) -> None:
-    """Store ``cal`` as the device's newest calibration (committed)."""
-    prov = {"latkit_version": __version__, "fitted_at": utc_now(), **(provenance or {})}
-    lut.save_calibration(device_uri, KIND, cal.to_dict(), prov)
+    """Store ``cal`` as the device's newest calibration at ``precision`` (committed)."""
+    prec = parse_precision(precision).value
+    prov = {"latkit_version": __version__, "fitted_at": utc_now(), "precision": prec, **(provenance or {})}
+    lut.save_calibration(device_uri, KIND, cal.to_dict(), prov, precision=prec)
 
 
-def load_calibration(lut: LUT, device_uri: str) -> Calibration | None:
-    """The device's newest calibration, or None if it has none."""
-    rows = [r for r in lut.calibrations(device_uri) if r["kind"] == KIND]
+def load_calibration(
+    lut: LUT, device_uri: str, *, precision: str | Precision = Precision.FP32
+) -> Calibration | None:
+    """The device's newest calibration at ``precision``, or None if it has none (one
+    fitted at another precision is never returned)."""
+    rows = [r for r in lut.calibrations(device_uri, precision=precision) if r["kind"] == KIND]
     return Calibration.from_dict(rows[-1]["params"]) if rows else None
+
+
+def _measure_passes(
+    device: Device,
+    networks: Sequence[Network],
+    config: ProtocolConfig,
+    on_progress: Callable[[int, int, str], None] | None,
+    cache_dir: Path | str | None,
+    precision: str,
+) -> list[list[float]]:
+    """End-to-end latency (ms) of each network in each of :data:`PASSES` passes, in alternating orders."""
+    from latkit.profiler.export import BuiltModel
+    from latkit.profiler.protocol import measure_one
+
+    built = {"precision": precision} if precision != Precision.FP32.value else {}  # fp32: every BuiltModel's default
+    n = len(networks)
+    passes = [[0.0] * n for _ in range(PASSES)]
+    order = [(k, i) for k in range(PASSES) for i in (range(n) if k % 2 == 0 else reversed(range(n)))]
+    for done, (k, i) in enumerate(order, 1):
+        passes[k][i] = measure_one(device, BuiltModel(networks[i], cache_dir=cache_dir, **built), config).latency_ms
+        if on_progress is not None:
+            on_progress(done, len(order), networks[i].name)
+    return passes
 
 
 def calibrate_device(
@@ -151,6 +188,7 @@ def calibrate_device(
     on_progress: Callable[[int, int, str], None] | None = None,
     *,
     cache_dir: Path | str | None = None,
+    precision: str | Precision = Precision.FP32,
 ) -> Calibration:
     """Measure ``networks`` end to end on ``device``, fit, and (by default) save.
 
@@ -168,23 +206,20 @@ def calibrate_device(
             measurement (``total`` is ``PASSES`` times the networks).
         cache_dir: where the networks' model files are cached (default the
             export cache).
+        precision: the networks are built, and their operators read from the
+            LUT, at this precision; the calibration is stored for it.
 
     Raises:
-        MissingOpsError: an op of a network is not in the LUT.
+        MissingOpsError: an op of a network is not in the LUT at ``precision``.
+        UsageError: the device does not run ``precision``.
     """
     from latkit.lut.estimate import estimate
-    from latkit.profiler.export import BuiltModel
-    from latkit.profiler.protocol import ProtocolConfig, measure_one
+    from latkit.profiler.protocol import ProtocolConfig
 
     config = config or ProtocolConfig()
-    estimates = [estimate(lut, net, device=device.uri, calibration=False) for net in networks]
-    n = len(networks)
-    passes = [[0.0] * n for _ in range(PASSES)]
-    order = [(k, i) for k in range(PASSES) for i in (range(n) if k % 2 == 0 else reversed(range(n)))]
-    for done, (k, i) in enumerate(order, 1):
-        passes[k][i] = measure_one(device, BuiltModel(networks[i], cache_dir=cache_dir), config).latency_ms
-        if on_progress is not None:
-            on_progress(done, len(order), networks[i].name)
+    prec = check_precision(device, precision).value
+    estimates = [estimate(lut, net, device=device.uri, calibration=False, precision=prec) for net in networks]
+    passes = _measure_passes(device, networks, config, on_progress, cache_dir, prec)
     e2e = [min(m) for m in zip(*passes)]
     spread = max((max(m) - min(m)) / min(m) for m in zip(*passes))
     if spread > UNSTEADY:
@@ -197,8 +232,9 @@ def calibrate_device(
     if save:
         save_calibration(
             lut, device.uri, cal,
-            {"networks": [n.name for n in networks], "lut_sums_ms": sums, "n_ops": counts,
+            {"precision": prec, "networks": [n.name for n in networks], "lut_sums_ms": sums, "n_ops": counts,
              "e2e_ms": e2e, "e2e_passes_ms": passes, "min_op_ms": min_op,
              "device": device.info().to_dict(), "protocol": config.to_dict()},
+            precision=prec,
         )  # fmt: skip
     return cal

@@ -10,8 +10,12 @@ what they give up (a failure, a crash). A claim belongs to a process (host and
 pid): one whose process no longer exists on this host is dropped, and one of
 another host that has not been renewed for :data:`STALE_S` seconds too.
 
+Claims are per precision: a run profiling int8 operators and one profiling
+the fp32 ones of the same device measure different rows and never wait for
+each other (they share the device's time, which the caller arranges).
+
 A run that must hold the device alone (``--sample`` fits a predictor on what
-it measured) claims the whole device (op key ``*``); others then fail at once
+it measured) claims the whole device at its precision (op key ``*``); others then fail at once
 with a line naming the holder's pid.
 
 The ``claims`` table is working state, not data: it is made on first use,
@@ -33,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latkit.errors import StoreError
+from latkit.devices.precision import Precision, parse_precision
+from latkit.errors import StoreError, UsageError
 from latkit.lut.store import LUT
 from latkit.profiler.measurement import Measurement
 from latkit.profiler.ops import OpSpec
@@ -46,11 +51,12 @@ STALE_S = 600.0  # a claim of another host not renewed for this long is abandone
 _DDL = """CREATE TABLE IF NOT EXISTS claims (
     op_key TEXT NOT NULL,
     device_uri TEXT NOT NULL,
+    precision TEXT NOT NULL DEFAULT 'fp32',
     owner TEXT NOT NULL,
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
     renewed_at REAL NOT NULL,
-    PRIMARY KEY (op_key, device_uri)
+    PRIMARY KEY (op_key, device_uri, precision)
 )"""
 
 
@@ -79,10 +85,11 @@ class Holder:
 
 
 class Claims:
-    """This process's claims on the operators of one device in one LUT."""
+    """This process's claims on the operators of one device, at one precision, in one LUT."""
 
-    def __init__(self, lut: LUT, device_uri: str) -> None:
+    def __init__(self, lut: LUT, device_uri: str, *, precision: str | Precision = Precision.FP32) -> None:
         self.lut, self.uri = lut, device_uri
+        self.precision = parse_precision(precision).value
         self.pid, self.host = os.getpid(), socket.gethostname()
         # the process's start time tells a reused pid from the run that held it
         self.owner = f"{self.host}:{self.pid}:{_started(self.pid)}:{uuid.uuid4().hex[:12]}"
@@ -107,8 +114,8 @@ class Claims:
         """Live claims of other processes on this device (stale ones are deleted)."""
         conn.execute(_DDL)
         rows = conn.execute(
-            "SELECT op_key, owner, pid, host, renewed_at FROM claims WHERE device_uri = ?",
-            (self.uri,),
+            "SELECT op_key, owner, pid, host, renewed_at FROM claims WHERE device_uri = ? AND precision = ?",
+            (self.uri, self.precision),
         ).fetchall()
         live, dead = [], []
         for key, owner, pid, host, renewed in rows:
@@ -127,7 +134,7 @@ class Claims:
         what = "holds the whole device" if holder.whole_device else f"is measuring {holder.n_ops} operator(s)"
         return StoreError(
             f"LUT {self.lut.path} is busy: another latkit run ({holder}) {what} of {self.uri} "
-            "in it; wait for it to finish, or give another --lut and merge the two later"
+            f"at {self.precision} in it; wait for it to finish, or give another --lut and merge the two later"
         )
 
     @staticmethod
@@ -141,9 +148,9 @@ class Claims:
     def _insert(self, conn: sqlite3.Connection, keys: Iterable[str]) -> None:
         now = time.time()
         conn.executemany(
-            "INSERT OR REPLACE INTO claims(op_key, device_uri, owner, pid, host, renewed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(k, self.uri, self.owner, self.pid, self.host, now) for k in keys],
+            "INSERT OR REPLACE INTO claims(op_key, device_uri, precision, owner, pid, host, renewed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(k, self.uri, self.precision, self.owner, self.pid, self.host, now) for k in keys],
         )
         conn.execute("UPDATE claims SET renewed_at = ? WHERE owner = ?", (now, self.owner))
 
@@ -163,7 +170,7 @@ class Claims:
             whole = [h for h in self._holders(live) if h.whole_device]
             if whole:
                 raise self._busy(whole[0])
-            taken = {k for k, _, _ in live} | self.lut.done_keys(self.uri)
+            taken = {k for k, _, _ in live} | self.lut.done_keys(self.uri, precision=self.precision)
             mine = {r[0] for r in conn.execute(
                 "SELECT op_key FROM claims WHERE owner = ?", (self.owner,))}  # fmt: skip
             picks = [k for k in dict.fromkeys(keys) if k not in taken and k not in mine][: max(n, 0)]
@@ -219,18 +226,35 @@ class ClaimingSink:
         self.lut, self.claims = lut, claims
         self.already: list[str] = []
 
-    def done_keys(self, device_uri: str) -> set[str]:
-        """Keys already measured on ``device_uri``."""
-        return self.lut.done_keys(device_uri)
+    def _precision(self, precision: str | Precision | None) -> str:
+        """The claims' precision; another one is a caller's mistake."""
+        prec = self.claims.precision if precision is None else parse_precision(precision).value
+        if prec != self.claims.precision:
+            raise UsageError(
+                f"this profiling run claimed {self.claims.precision} operators; it cannot store {prec} ones"
+            )
+        return prec
 
-    def add(self, spec: OpSpec, measurement: Measurement, device: dict[str, Any]) -> None:
-        """Store one measurement and release its claim (one transaction)."""
+    def done_keys(self, device_uri: str, *, precision: str | Precision | None = None) -> set[str]:
+        """Keys already measured on ``device_uri`` at the claims' precision."""
+        return self.lut.done_keys(device_uri, precision=self._precision(precision))
+
+    def add(
+        self,
+        spec: OpSpec,
+        measurement: Measurement,
+        device: dict[str, Any],
+        *,
+        precision: str | Precision | None = None,
+    ) -> None:
+        """Store one measurement (at the claims' precision) and release its claim (one transaction)."""
+        prec = self._precision(precision)
         with self.lut.transaction():
-            if spec.key in self.lut.done_keys(device["uri"]):
+            if spec.key in self.lut.done_keys(device["uri"], precision=prec):
                 log.warning("%s was stored by another run meanwhile; its row is kept", spec.key)
                 self.already.append(spec.key)
             else:
-                self.lut.add(spec, measurement, device)
+                self.lut.add(spec, measurement, device, precision=prec)
             self.claims.release([spec.key])
 
 
@@ -249,6 +273,8 @@ def profile_shared(
     on_progress: Any = None,
     on_wait: Any = None,
     poll_s: float = 1.0,
+    *,
+    precision: str | Precision = Precision.FP32,
 ) -> tuple[Any, list[str]]:
     """:func:`~latkit.profiler.runner.profile_ops` for a LUT other runs may share.
 
@@ -264,6 +290,8 @@ def profile_shared(
         lists what was stored before it started), and the keys other runs
         measured while it ran.
 
+    ``precision`` is the precision measured and stored (claims are per precision).
+
     Raises:
         StoreError: another run holds the whole device (``--sample``).
     """
@@ -271,15 +299,18 @@ def profile_shared(
 
     t0 = time.perf_counter()
     uri = device.info().uri
+    prec = parse_precision(precision).value
+    # fp32 is every profile_ops's default; a profile_ops without the keyword still profiles it
+    at = {"precision": prec} if prec != Precision.FP32.value else {}
     unique: dict[str, OpSpec] = {}
     for spec in specs:
         if spec.measurable:
             unique.setdefault(spec.key, spec)
-    done_before = lut.done_keys(uri)
+    done_before = lut.done_keys(uri, precision=prec)
     report = ProfileReport(device=uri, skipped=[k for k in unique if k in done_before])
     todo = [k for k in unique if k not in done_before]
     budget = len(todo) if limit is None else min(limit, len(todo))
-    claims = Claims(lut, uri)
+    claims = Claims(lut, uri, precision=prec)
     sink = ClaimingSink(lut, claims)
     tried: set[str] = set()
     last_holders: list[Holder] | None = None
@@ -288,7 +319,7 @@ def profile_shared(
             free = [k for k in todo if k not in tried]
             batch = claims.claim(free, min(_chunk(config), budget))
             if not batch:
-                done = lut.done_keys(uri)
+                done = lut.done_keys(uri, precision=prec)
                 left = [k for k in free if k not in done]
                 holders = claims.held_by_others(left) if left else []
                 if not holders or limit is not None:
@@ -299,7 +330,7 @@ def profile_shared(
                 time.sleep(poll_s)
                 continue
             tried.update(batch)
-            part = profile_ops(device, [unique[k] for k in batch], sink, config, on_progress=on_progress)
+            part = profile_ops(device, [unique[k] for k in batch], sink, config, on_progress=on_progress, **at)
             claims.release(batch)  # the failed ones: another run may try them
             report.measured += [k for k in part.measured if k not in sink.already]
             report.failed.update(part.failed)
@@ -307,7 +338,7 @@ def profile_shared(
             budget -= len(batch)
     finally:
         claims.release()
-    done = lut.done_keys(uri)
+    done = lut.done_keys(uri, precision=prec)
     mine = set(report.measured)
     by_others = [k for k in todo if k in done and k not in mine]
     report.left = len([k for k in todo if k not in done and k not in report.failed])

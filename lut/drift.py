@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from latkit.devices.base import Device
+from latkit.devices.precision import Precision, parse_precision
 from latkit.lut.store import SOURCE_MEASURED, LUT
 from latkit.profiler.ops import OpSpec
 
@@ -31,6 +32,7 @@ class Reference:
 
     spec: OpSpec
     lut_ms: float
+    precision: str = Precision.FP32.value  # the LUT row's, and what the op is rebuilt at
 
 
 @dataclass
@@ -50,31 +52,50 @@ class Drift:
         return {"ratio": self.ratio, "steady": self.steady, "tolerance": DRIFT_TOLERANCE, "ops": self.ops}
 
 
-def reference_ops(lut: LUT, device: str, keys: Iterable[str], n: int = REFERENCE_OPS) -> list[Reference]:
-    """The ``n`` slowest of ``keys`` that ``lut`` holds as measurements on ``device``.
+def reference_ops(
+    lut: LUT,
+    device: str,
+    keys: Iterable[str],
+    n: int = REFERENCE_OPS,
+    *,
+    precision: str | Precision = Precision.FP32,
+) -> list[Reference]:
+    """The ``n`` slowest of ``keys`` that ``lut`` holds as measurements on ``device`` at ``precision``.
 
     The slowest operators are the ones whose timing is least dominated by fixed
     per-run costs, and they are the ones that weigh most in the network.
     Predicted rows are skipped: a reference must be a figure this device produced.
     """
+    prec = parse_precision(precision).value
     wanted = list(dict.fromkeys(keys))
-    sources = lut.sources(wanted, device)
-    measured = [(lut.latency_ms(k, device), k) for k in wanted if k in sources and sources[k] == SOURCE_MEASURED]
+    sources = lut.sources(wanted, device, precision=prec)
+    measured = [
+        (lut.latency_ms(k, device, precision=prec), k) for k in wanted if sources.get(k) == SOURCE_MEASURED
+    ]
     measured.sort(reverse=True)
-    return [Reference(lut.spec(k), ms) for ms, k in measured[:n]]
+    return [Reference(lut.spec(k), ms, prec) for ms, k in measured[:n]]
 
 
 def measure_drift(device: Device, refs: Sequence[Reference], protocol: Any) -> Drift | None:
-    """Re-measure ``refs`` on ``device`` (one interleaved run); None without references."""
-    from latkit.profiler.export import BuiltModel
+    """Re-measure ``refs`` on ``device`` (one interleaved run, each at its precision); None without references."""
     from latkit.profiler.protocol import measure_many
 
     if not refs:
         return None
-    got = measure_many(device, [BuiltModel(r.spec) for r in refs], protocol)
-    ops = [{"key": r.spec.key, "lut_ms": r.lut_ms, "now_ms": m.latency_ms, "ratio": m.latency_ms / r.lut_ms}
+    got = measure_many(device, [_built(r) for r in refs], protocol)
+    ops = [{"key": r.spec.key, "precision": r.precision, "lut_ms": r.lut_ms, "now_ms": m.latency_ms,
+            "ratio": m.latency_ms / r.lut_ms}
            for r, m in zip(refs, got)]  # fmt: skip
     return Drift(statistics.median(o["ratio"] for o in ops), ops)
+
+
+def _built(ref: Reference) -> Any:
+    """The reference's op model at its precision."""
+    from latkit.profiler.export import BuiltModel
+
+    if ref.precision == Precision.FP32.value:  # every BuiltModel's default
+        return BuiltModel(ref.spec)
+    return BuiltModel(ref.spec, precision=ref.precision)
 
 
 def combined(before: Drift | None, after: Drift | None) -> Drift | None:

@@ -1,11 +1,18 @@
-"""Network latency from a LUT: the sum of its operators, optionally calibrated."""
+"""Network latency from a LUT: the sum of its operators, optionally calibrated.
+
+An estimate is at one precision: every operator's row and the calibration are
+that precision's. A network whose operators the LUT holds only partly at the
+precision asked for is refused, naming the precision that has the rest; rows of
+two precisions are never summed into one figure.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from latkit.errors import MissingOpsError
+from latkit.devices.precision import Precision, parse_precision
+from latkit.errors import MissingOpsError, UsageError
 from latkit.lut.calibration import load_calibration
 from latkit.lut.store import LUT
 
@@ -25,6 +32,36 @@ class LayerEstimate:
     source: str = ""  # the row's origin: measured, imported:..., predicted:... ("" for free layers)
 
 
+class PrecisionMismatchError(MissingOpsError):
+    """Operators the LUT lacks at the precision asked for but holds at another."""
+
+    def __init__(self, missing: list[str], where: str, precision: str, elsewhere: list[str]) -> None:
+        super().__init__(missing, lut=where)
+        shown = "; ".join(self.missing[:4]) + (f" (+{len(self.missing) - 4} more)" if len(self.missing) > 4 else "")
+        others = " and ".join(elsewhere)
+        self.args = (
+            f"{len(self.missing)} operator(s) missing at {precision} in {where}: {shown}; the LUT holds "
+            f"them at {others} only, and an estimate never mixes precisions: estimate with "
+            f"--precision {elsewhere[0]}, or profile them with `latkit profile --precision {precision}`",
+        )
+
+
+def resolve_precision(lut: LUT, uri: str, precision: str | Precision | None) -> str:
+    """The precision to read ``uri``'s rows at: ``precision``, or the only one the LUT holds.
+
+    Raises:
+        UsageError: ``precision`` is unknown, or None while the LUT holds rows of
+            several precisions for the device.
+    """
+    if precision is not None:
+        return parse_precision(precision).value
+    held = lut.precisions(uri)
+    if len(held) > 1:
+        names = ", ".join(held[:-1]) + f" and {held[-1]}"
+        raise UsageError(f"LUT {lut.path} has {names} rows for {uri}; give --precision")
+    return held[0] if held else Precision.FP32.value
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A network's estimated latency on one device.
@@ -42,6 +79,7 @@ class Estimate:
     layers: tuple[LayerEstimate, ...]
     calibrated: bool
     calibration: dict[str, Any] | None = None
+    precision: str = Precision.FP32.value  # of every row summed and of the calibration applied
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -51,29 +89,45 @@ class Estimate:
 
 
 def estimate(
-    lut: LUT, network: Network, device: str | None = None, calibration: bool = True
+    lut: LUT,
+    network: Network,
+    device: str | None = None,
+    calibration: bool = True,
+    *,
+    precision: str | Precision | None = None,
 ) -> Estimate:
-    """Estimate ``network``'s latency from ``lut``.
+    """Estimate ``network``'s latency from ``lut``, at one precision.
 
     Args:
         lut: the LUT.
         network: the ordered layers, stem to logits.
         device: device URI in the LUT; default the LUT's only device.
-        calibration: apply the device's stored calibration if it has one.
+        calibration: apply the device's stored calibration at this precision if it has one.
+        precision: the precision whose rows are summed; default the only one
+            the LUT holds for the device.
 
     Raises:
-        MissingOpsError: any measurable layer's key is not in the LUT (all
-            missing keys are listed; there is never a silent default).
+        MissingOpsError: any measurable layer's key is not in the LUT at this
+            precision (all missing keys are listed; there is never a silent
+            default); a :class:`PrecisionMismatchError` when another precision has them.
+        UsageError: no ``precision`` given and the LUT holds several for the device.
     """
     uri = lut.resolve_device(device)
+    prec = resolve_precision(lut, uri, precision)
     measurable = [layer for layer in network.layers if layer.spec.measurable]
     keys = [layer.spec.key for layer in measurable]
     try:
-        table = lut.lookup(keys, uri)
+        table = lut.lookup(keys, uri, precision=prec)
     except MissingOpsError as exc:
-        raise MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}) for {network.name}") from None
+        where = f"{lut.path} ({uri}) for {network.name}"
+        elsewhere = [
+            p for p in lut.precisions(uri) if p != prec and lut.lookup(exc.missing, uri, strict=False, precision=p)
+        ]
+        if elsewhere:
+            raise PrecisionMismatchError(exc.missing, where, prec, elsewhere) from None
+        raise MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec}) for {network.name}") from None
     lat = [table[layer.spec.key] if layer.spec.measurable else 0.0 for layer in network.layers]
-    sources = lut.sources(keys, uri)
+    sources = lut.sources(keys, uri, precision=prec)
     lut_sum = float(sum(lat))
     layers = tuple(
         LayerEstimate(
@@ -86,10 +140,10 @@ def estimate(
         )
         for layer, ms in zip(network.layers, lat)
     )
-    cal = load_calibration(lut, uri) if calibration else None
+    cal = load_calibration(lut, uri, precision=prec) if calibration else None
     total = cal.apply(lut_sum, len(measurable)) if cal else lut_sum
     return Estimate(
         network=network.name, device=uri, total_ms=total, lut_sum_ms=lut_sum,
         n_measurable=len(measurable), layers=layers, calibrated=cal is not None,
-        calibration=cal.to_dict() if cal else None,
+        calibration=cal.to_dict() if cal else None, precision=prec,
     )  # fmt: skip

@@ -2,10 +2,12 @@
 
 The JSON form is a versioned envelope (``schema = latkit.lut.json``) holding
 the devices, ops, measurements (with raw samples and provenance) and
-calibrations of a LUT; it round-trips exactly.
+calibrations of a LUT; it round-trips exactly. Each measurement and calibration
+names its ``precision``; in a file written before precisions (schema version 1,
+or a row without the field) every one is ``fp32``, all such a LUT could hold.
 
 Conflict rule, for :func:`import_json` and :func:`merge`: a measurement of an
-(op, device) that the destination already holds is a *duplicate* when it has the
+(op, device, precision) that the destination already holds is a *duplicate* when it has the
 same latency and source (re-importing a file changes nothing) and a *conflict*
 otherwise.
 Conflicts are settled by ``prefer``:
@@ -36,6 +38,7 @@ import yaml
 
 from latkit._files import OUTPUT_MODE, check_output_target, one_line, read_json, write_json
 from latkit._version import __version__
+from latkit.devices.precision import PRECISIONS, Precision, parse_precision
 from latkit.errors import LatkitError, ParseError, StoreError, UnknownNameError, UsageError
 from latkit.lut.calibration import KIND as CALIBRATION_KIND
 from latkit.lut.rows import STAT_COLUMNS
@@ -45,19 +48,22 @@ from latkit.profiler.ops import Act, OpSpec, parse_key
 log = logging.getLogger(__name__)
 
 JSON_SCHEMA = "latkit.lut.json"
-JSON_SCHEMA_VERSION = 1
+# 2: measurements and calibrations carry a precision (a version 1 file's are all fp32);
+# an older latkit refuses a version 2 file rather than import its int8 rows as fp32
+JSON_SCHEMA_VERSION = 2
 PREFER = ("existing", "newer", "more_samples", "incoming")
 
 
 @dataclass(frozen=True)
 class Conflict:
-    """Two different measurements of the same op on the same device."""
+    """Two different measurements of the same op on the same device at the same precision."""
 
     op_key: str
     device_uri: str
     existing_ms: float
     incoming_ms: float
     kept: str  # "existing" or "incoming"
+    precision: str = Precision.FP32.value
 
 
 @dataclass
@@ -218,6 +224,13 @@ def _check_calibration(cal: Any, where: str) -> dict[str, Any]:
     for f in ("device_uri", "kind", "created_at"):
         if not isinstance(cal.get(f), str) or not cal[f].strip():
             raise StoreError(f"{where} has no {f} (text); the file is damaged")
+    try:  # absent: a calibration from before precisions, fitted at fp32
+        precision = parse_precision(cal.get("precision")).value
+    except UsageError:
+        raise StoreError(
+            f"{where} ({cal['device_uri']}): precision is {cal.get('precision')!r}, not one of "
+            f"{', '.join(PRECISIONS)}; nothing was stored, fix or remove that calibration"
+        ) from None
     params, prov = cal.get("params"), cal.get("provenance", {})
     if not isinstance(params, dict) or not isinstance(prov, dict):
         raise StoreError(f"{where}: params and provenance must be objects; the file is damaged")
@@ -229,8 +242,8 @@ def _check_calibration(cal: Any, where: str) -> dict[str, Any]:
             v = params.get(name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise StoreError(f"{where}: coefficient {name} is {v!r}, not a finite number")
-    return {"device_uri": cal["device_uri"], "kind": cal["kind"], "created_at": cal["created_at"],
-            "params": params, "provenance": prov}  # fmt: skip
+    return {"device_uri": cal["device_uri"], "precision": precision, "kind": cal["kind"],
+            "created_at": cal["created_at"], "params": params, "provenance": prov}  # fmt: skip
 
 
 def _non_finite(value: Any, where: str = "") -> str | None:
@@ -377,22 +390,32 @@ def _same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return math.isclose(a["latency_ms"], b["latency_ms"], rel_tol=1e-12) and a["source"] == b["source"]
 
 
+def _ident(row: dict[str, Any]) -> tuple[str, str, str]:
+    """A measurement's identity: op, device and precision."""
+    return row["op_key"], row["device_uri"], row["precision"]
+
+
+def _cal_ident(cal: dict[str, Any]) -> tuple[str, str, str, str]:
+    """A calibration's identity: device, precision, kind and when it was fitted."""
+    return cal["device_uri"], cal["precision"], cal["kind"], cal["created_at"]
+
+
 def _absorb(lut: LUT, payload: _Checked, prefer: str) -> MergeReport:
     if prefer not in PREFER:
         raise UnknownNameError("conflict rule", prefer, PREFER)
     report = MergeReport()
     with lut.transaction():  # read and write under one write lock: nothing changes between
-        existing = {(r["op_key"], r["device_uri"]): r for r in lut.rows()}
-        have_cal = {(c["device_uri"], c["kind"], c["created_at"]) for c in lut.calibrations()}
+        existing = {_ident(r): r for r in lut.rows()}
+        have_cal = {_cal_ident(c) for c in lut.calibrations()}
         for uri, info in payload.devices:
             lut.ensure_device(uri, info)
         for spec, key in payload.ops:
             lut.ensure_op(spec, key)
         for row in payload.rows:
-            old = existing.get((row["op_key"], row["device_uri"]))
+            old = existing.get(_ident(row))
             if old is None:
                 lut.put_row(row)
-                existing[(row["op_key"], row["device_uri"])] = row
+                existing[_ident(row)] = row
                 report.added += 1
             elif _same_row(old, row):
                 report.duplicates += 1
@@ -400,16 +423,17 @@ def _absorb(lut: LUT, payload: _Checked, prefer: str) -> MergeReport:
                 take = _keep_incoming(old, row, prefer)
                 report.conflicts.append(
                     Conflict(row["op_key"], row["device_uri"], old["latency_ms"],
-                             row["latency_ms"], "incoming" if take else "existing")
+                             row["latency_ms"], "incoming" if take else "existing", row["precision"])
                 )  # fmt: skip
                 if take:
                     lut.put_row(row, replace=True)
-                    existing[(row["op_key"], row["device_uri"])] = row
+                    existing[_ident(row)] = row
                     report.replaced += 1
         for cal in payload.calibrations:
-            ident = (cal["device_uri"], cal["kind"], cal["created_at"])
+            ident = _cal_ident(cal)
             if ident not in have_cal:
-                lut.save_calibration(*ident[:2], cal["params"], cal["provenance"], ident[2])
+                lut.save_calibration(cal["device_uri"], cal["kind"], cal["params"], cal["provenance"],
+                                     cal["created_at"], precision=cal["precision"])  # fmt: skip
                 have_cal.add(ident)
                 report.calibrations_added += 1
     if report.conflicts:
@@ -534,6 +558,8 @@ def import_public_yaml(
     device_uri: str | None = None,
     family: str | None = None,
     replace: bool = False,
+    *,
+    precision: str | Precision = Precision.FP32,
 ) -> MergeReport:
     """Import a published latency table (OFA or ProxylessNAS yaml, values in ms).
 
@@ -553,6 +579,8 @@ def import_public_yaml(
             (default: keep them and report the ones that differ as conflicts;
             e.g. OFA's per-resolution tables share their ``Conv_2`` and
             ``Logits`` keys with slightly different values).
+        precision: the precision the table's models ran at (the published
+            OFA and ProxylessNAS tables are fp32, the default).
 
     Raises:
         ParseError: not a mapping, an entry without a numeric mean, or a key
@@ -565,6 +593,7 @@ def import_public_yaml(
     fam = _detect_family(path, keys, family)
     uri = device_uri or fam.device_uri
     source = f"imported:{name or path.stem}"
+    prec = parse_precision(precision).value
     digest = hashlib.sha256(raw).hexdigest()
     provenance = {
         "public_source": fam.citation, "family": fam.name, "file": path.name, "sha256": digest,
@@ -575,7 +604,7 @@ def import_public_yaml(
         spec = _parse_public_key(path, key, fam.head_act)
         row = _public_row(path, key, entry)
         row.update(
-            op_key=key, device_uri=uri, n_outliers=None, samples_ms=[], provenance=provenance,
+            op_key=key, device_uri=uri, precision=prec, n_outliers=None, samples_ms=[], provenance=provenance,
             source=source, created_at=provenance["imported_at"],
         )  # fmt: skip
         ops.append({"key": key, "op_type": spec.op_type.value, "spec": spec.to_dict()})

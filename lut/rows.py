@@ -10,14 +10,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from latkit.errors import StoreError
+from latkit.devices.precision import PRECISIONS, parse_precision
+from latkit.errors import StoreError, UsageError
 
 # the per-measurement numeric columns, in table order; None = not known (imported tables)
 STAT_COLUMNS = (
     "latency_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p10_ms", "p90_ms", "mad_ms",
     "ci_low_ms", "ci_high_ms", "rel_ci", "n_samples", "n_outliers", "iterations", "converged",
 )  # fmt: skip
-ROW_FIELDS = ("op_key", "device_uri", *STAT_COLUMNS, "samples_ms", "provenance", "source",
+ROW_FIELDS = ("op_key", "device_uri", "precision", *STAT_COLUMNS, "samples_ms", "provenance", "source",
               "created_at")  # fmt: skip
 
 
@@ -44,7 +45,8 @@ def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
     ``latency_ms`` must be a finite number > 0; the other statistics are absent
     or finite numbers >= 0 (counts whole numbers), ``converged`` a boolean,
     ``samples_ms`` a list of finite numbers > 0, ``provenance`` an object, the
-    key, device and source non-empty text and ``created_at`` text. Non-finite
+    key, device and source non-empty text, ``precision`` one of fp32, fp16, int8
+    (absent: fp32) and ``created_at`` text. Non-finite
     statistics other than the latency (a protocol's NaN CI) are stored as unknown.
 
     Args:
@@ -70,7 +72,11 @@ def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
     for f in _TEXT_FIELDS:
         if not isinstance(out[f], str) or not out[f].strip():
             raise bad(f"{f} is {out[f]!r}, not a non-empty text")
-    where = f"{where} ({out['op_key']} on {out['device_uri']})"
+    try:  # absent: a row of a LUT or export from before precisions, all fp32
+        out["precision"] = parse_precision(out["precision"]).value
+    except UsageError:
+        raise bad(f"precision is {out['precision']!r}, not one of {', '.join(PRECISIONS)}") from None
+    where = f"{where} ({out['op_key']} on {out['device_uri']}, {out['precision']})"
     lat = out["latency_ms"]
     if not valid_latency(lat):
         raise bad(f"latency_ms is {lat!r}; it must be a number of milliseconds > 0 and < {MAX_LATENCY_MS:g}")

@@ -31,6 +31,7 @@ from typing import Any
 
 from latkit._files import one_line
 from latkit._version import __version__
+from latkit.devices.precision import Precision, parse_precision
 from latkit.errors import MissingOpsError, StoreError, UsageError
 from latkit.lut.rows import (  # noqa: F401  (re-exported: the row form is part of the store's API)
     MAX_LATENCY_MS,
@@ -45,12 +46,31 @@ from latkit.profiler.ops import OpSpec
 log = logging.getLogger(__name__)
 
 SCHEMA_NAME = "latkit.lut"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SOURCE_MEASURED = "measured"
 # rows an op-level predictor filled in: estimates use them, a measurement replaces them
 SOURCE_PREDICTED_PREFIX = "predicted:"
 
-_DDL_V1 = """
+_MEASUREMENTS_V2 = """
+CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY,
+    op_key TEXT NOT NULL REFERENCES ops(key),
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    precision TEXT NOT NULL DEFAULT 'fp32',
+    latency_ms REAL NOT NULL,
+    mean_ms REAL, std_ms REAL, min_ms REAL, max_ms REAL,
+    p10_ms REAL, p90_ms REAL, mad_ms REAL,
+    ci_low_ms REAL, ci_high_ms REAL, rel_ci REAL,
+    n_samples INTEGER, n_outliers INTEGER, iterations INTEGER, converged INTEGER,
+    samples_json TEXT NOT NULL DEFAULT '[]',
+    provenance_json TEXT NOT NULL DEFAULT '{{}}',
+    source TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (op_key, device_id, precision)
+)"""
+
+_DDL = (
+    """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE devices (
     id INTEGER PRIMARY KEY,
@@ -62,31 +82,31 @@ CREATE TABLE ops (
     op_type TEXT NOT NULL,
     spec_json TEXT NOT NULL
 );
-CREATE TABLE measurements (
-    id INTEGER PRIMARY KEY,
-    op_key TEXT NOT NULL REFERENCES ops(key),
-    device_id INTEGER NOT NULL REFERENCES devices(id),
-    latency_ms REAL NOT NULL,
-    mean_ms REAL, std_ms REAL, min_ms REAL, max_ms REAL,
-    p10_ms REAL, p90_ms REAL, mad_ms REAL,
-    ci_low_ms REAL, ci_high_ms REAL, rel_ci REAL,
-    n_samples INTEGER, n_outliers INTEGER, iterations INTEGER, converged INTEGER,
-    samples_json TEXT NOT NULL DEFAULT '[]',
-    provenance_json TEXT NOT NULL DEFAULT '{}',
-    source TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    UNIQUE (op_key, device_id)
-);
 CREATE TABLE calibrations (
     id INTEGER PRIMARY KEY,
     device_id INTEGER NOT NULL REFERENCES devices(id),
+    precision TEXT NOT NULL DEFAULT 'fp32',
     kind TEXT NOT NULL,
     params_json TEXT NOT NULL,
     provenance_json TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
 """
+    + _MEASUREMENTS_V2.format(name="measurements")
+)
 
+# the v1 measurement columns, copied as they are by the v1 -> v2 migration
+_V1_COLUMNS = (
+    "id, op_key, device_id, latency_ms, mean_ms, std_ms, min_ms, max_ms, p10_ms, p90_ms, mad_ms, "
+    "ci_low_ms, ci_high_ms, rel_ci, n_samples, n_outliers, iterations, converged, samples_json, "
+    "provenance_json, source, created_at"
+)
+
+
+
+def _prec(precision: str | Precision | None) -> str:
+    """``precision`` as its word (None: fp32); UsageError for an unknown one."""
+    return parse_precision(precision).value
 
 
 def utc_now() -> str:
@@ -97,12 +117,35 @@ def utc_now() -> str:
 def migrate(conn: sqlite3.Connection, from_version: int) -> None:
     """Bring a LUT of schema ``from_version`` up to :data:`SCHEMA_VERSION`.
 
-    Each step ``v -> v+1`` goes here, inside one transaction. Version 1 is the
-    first schema, so nothing older than it exists yet.
+    Each step ``v -> v+1`` goes here; the caller runs them all in one
+    transaction, so a failed migration leaves the file as it was.
+
+    * 1 -> 2: precision joins a measurement's identity, ``(op, device,
+      precision)``. SQLite cannot change a UNIQUE constraint in place, so the
+      measurements table is rebuilt, every row copied as it is and marked
+      ``fp32`` (all a v1 LUT could hold); calibrations gain a ``precision``
+      column (``fp32``). The ``claims`` table (working state of live profiling
+      runs, keyed without precision) is dropped; the next profiler makes it anew.
 
     Raises:
         StoreError: no migration path from ``from_version``.
     """
+    if from_version == 1:
+        n_before = conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+        conn.execute(_MEASUREMENTS_V2.format(name="measurements_v2"))
+        conn.execute(
+            f"INSERT INTO measurements_v2({_V1_COLUMNS}, precision) "
+            f"SELECT {_V1_COLUMNS}, 'fp32' FROM measurements"
+        )
+        conn.execute("DROP TABLE measurements")
+        conn.execute("ALTER TABLE measurements_v2 RENAME TO measurements")
+        conn.execute("ALTER TABLE calibrations ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'")
+        conn.execute("DROP TABLE IF EXISTS claims")
+        n_after = conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+        if n_after != n_before:  # cannot happen: the copy is one statement; checked all the same
+            raise StoreError(f"LUT migration copied {n_after} of {n_before} measurements; nothing was changed")
+        conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
+        from_version = 2
     if from_version == SCHEMA_VERSION:
         return
     raise StoreError(
@@ -300,8 +343,12 @@ class LUT:
         if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             with conn:
-                migrate(conn, version)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                # read again under the write lock: another process may have migrated it meanwhile
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    log.info("migrating LUT %s from schema %d to %d", path, version, SCHEMA_VERSION)
+                    migrate(conn, version)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         _use_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -345,7 +392,7 @@ class LUT:
         with conn:
             if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
                 return False
-            for statement in filter(str.strip, _DDL_V1.split(";")):
+            for statement in filter(str.strip, _DDL.split(";")):
                 conn.execute(statement)
             conn.executemany("INSERT INTO meta(name, value) VALUES (?, ?)", meta)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -454,16 +501,19 @@ class LUT:
         The op and device must already exist (:meth:`ensure_op`,
         :meth:`ensure_device`). Not committed: call inside :meth:`transaction`.
 
+        The row's ``precision`` (absent: fp32) is part of its identity: rows of
+        one op on one device at two precisions are two rows.
+
         Returns:
-            True if written, False if a row for (op, device) exists and
+            True if written, False if a row for (op, device, precision) exists and
             ``replace`` is false (a stored row with an invalid latency is
             always replaced: re-profiling is how such a LUT is repaired).
         """
         row = check_row(row, f"measurement for LUT {self.path}")
         device_id = self.ensure_device(row["device_uri"])
         exists = self._q(
-            "SELECT source, latency_ms FROM measurements WHERE op_key = ? AND device_id = ?",
-            (row["op_key"], device_id),
+            "SELECT source, latency_ms FROM measurements WHERE op_key = ? AND device_id = ? AND precision = ?",
+            (row["op_key"], device_id, row["precision"]),
         )
         predicted_only = bool(exists) and exists[0][0].startswith(SOURCE_PREDICTED_PREFIX)
         incoming_real = not str(row.get("source", "")).startswith(SOURCE_PREDICTED_PREFIX)
@@ -475,11 +525,11 @@ class LUT:
         values[STAT_COLUMNS.index("converged")] = None if conv is None else int(bool(conv))
         samples = row["samples_ms"]
         self._q(
-            f"INSERT OR REPLACE INTO measurements(op_key, device_id, {', '.join(STAT_COLUMNS)}, "
+            f"INSERT OR REPLACE INTO measurements(op_key, device_id, precision, {', '.join(STAT_COLUMNS)}, "
             "samples_json, provenance_json, source, created_at) "
-            f"VALUES (?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?, ?, ?, ?)",
+            f"VALUES (?, ?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?, ?, ?, ?)",
             (
-                row["op_key"], device_id, *values, _json(samples),
+                row["op_key"], device_id, row["precision"], *values, _json(samples),
                 _json(row.get("provenance") or {}), row["source"], row.get("created_at") or utc_now(),
             ),
         )  # fmt: skip
@@ -492,6 +542,8 @@ class LUT:
         device: dict[str, Any],
         source: str = SOURCE_MEASURED,
         replace: bool = False,
+        *,
+        precision: str | Precision = Precision.FP32,
     ) -> None:
         """Store one measurement in its own committed transaction (MeasurementSink).
 
@@ -501,20 +553,23 @@ class LUT:
             device: ``DeviceInfo.to_dict()`` of the device (needs ``uri``).
             source: ``"measured"`` or ``"imported:<name>"``.
             replace: overwrite an existing measurement of this op on this device.
+            precision: the precision the op's model was built and timed at.
 
         Raises:
-            StoreError: the op is already measured on this device (and not
-                ``replace``), or the file cannot be written.
-            UsageError: the measurement's key is not the spec's key.
+            StoreError: the op is already measured on this device at this
+                precision (and not ``replace``), or the file cannot be written.
+            UsageError: the measurement's key is not the spec's key, or the
+                precision is unknown.
         """
         if measurement.key != spec.key:
             raise UsageError(f"measurement key {measurement.key!r} is not the spec's {spec.key!r}")
         uri = device.get("uri")
         if not uri:
             raise UsageError("device info has no 'uri'; pass DeviceInfo.to_dict()")
+        prec = _prec(precision)
         row = {k: getattr(measurement, k) for k in STAT_COLUMNS if hasattr(measurement, k)}
         row.update(
-            op_key=spec.key, device_uri=uri, samples_ms=measurement.samples_ms,
+            op_key=spec.key, device_uri=uri, precision=prec, samples_ms=measurement.samples_ms,
             provenance=measurement.provenance, source=source, created_at=utc_now(),
         )  # fmt: skip
         with self.transaction():
@@ -523,7 +578,7 @@ class LUT:
             written = self.put_row(row, replace=replace)
         if not written:
             raise StoreError(
-                f"LUT {self.path} already holds {spec.key} on {uri} (measured by another run "
+                f"LUT {self.path} already holds {spec.key} on {uri} at {prec} (measured by another run "
                 "meanwhile?); the new measurement was not stored"
             )
 
@@ -534,27 +589,30 @@ class LUT:
         params: dict[str, Any],
         provenance: dict[str, Any],
         created_at: str | None = None,
+        *,
+        precision: str | Precision = Precision.FP32,
     ) -> None:
-        """Add a calibration for a device (the newest of a kind is the one used)."""
+        """Add a calibration for a device at a precision (the newest of a kind is the one used)."""
+        prec = _prec(precision)
         with self.transaction():
             device_id = self.ensure_device(device_uri)
             self._q(
-                "INSERT INTO calibrations(device_id, kind, params_json, provenance_json, "
-                "created_at) VALUES (?, ?, ?, ?, ?)",
-                (device_id, kind, _json(params), _json(provenance), created_at or utc_now()),
+                "INSERT INTO calibrations(device_id, precision, kind, params_json, provenance_json, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (device_id, prec, kind, _json(params), _json(provenance), created_at or utc_now()),
             )
 
     # -------------------------------------------------------------- reading
 
-    def done_keys(self, device_uri: str) -> set[str]:
-        """Keys already measured on ``device_uri`` (MeasurementSink); predicted rows, and
-        rows with an invalid latency (re-profiling replaces them), are not."""
+    def done_keys(self, device_uri: str, *, precision: str | Precision = Precision.FP32) -> set[str]:
+        """Keys already measured on ``device_uri`` at ``precision`` (MeasurementSink); predicted
+        rows, and rows with an invalid latency (re-profiling replaces them), are not."""
         return {
             r[0]
             for r in self._q(
                 "SELECT m.op_key, m.latency_ms FROM measurements m JOIN devices d ON d.id = m.device_id "
-                "WHERE d.uri = ? AND m.source NOT LIKE ?",
-                (device_uri, SOURCE_PREDICTED_PREFIX + "%"),
+                "WHERE d.uri = ? AND m.precision = ? AND m.source NOT LIKE ?",
+                (device_uri, _prec(precision), SOURCE_PREDICTED_PREFIX + "%"),
             )
             if valid_latency(r[1])
         }
@@ -589,35 +647,58 @@ class LUT:
             )
         return device
 
+    def precisions(self, device: str | None = None) -> list[str]:
+        """The precisions the LUT holds measurement rows at (on ``device``, or on any), sorted."""
+        where, params = ("WHERE d.uri = ?", (device,)) if device else ("", ())
+        return sorted(
+            r[0]
+            for r in self._q(
+                "SELECT DISTINCT m.precision FROM measurements m "
+                f"JOIN devices d ON d.id = m.device_id {where}",
+                params,
+            )
+        )
+
     def lookup(
-        self, keys: Iterable[str], device: str | None = None, strict: bool = True
+        self,
+        keys: Iterable[str],
+        device: str | None = None,
+        strict: bool = True,
+        *,
+        precision: str | Precision = Precision.FP32,
     ) -> dict[str, float]:
-        """Latency (ms) of each key on ``device``.
+        """Latency (ms) of each key on ``device`` at ``precision`` (rows of another
+        precision never stand in).
 
         Raises:
             MissingOpsError: some keys are absent (only when ``strict``).
         """
         uri = self.resolve_device(device)
+        prec = _prec(precision)
         wanted = list(dict.fromkeys(keys))
-        found = self._column_by_key("latency_ms", wanted, uri)
+        found = self._column_by_key("latency_ms", wanted, uri, prec)
         for key, value in found.items():
             if not valid_latency(value):  # a row an older latkit imported unchecked
                 raise StoreError(
-                    f"LUT {self.path} holds an invalid latency for {key} on {uri} ({value!r}); "
+                    f"LUT {self.path} holds an invalid latency for {key} on {uri} at {prec} ({value!r}); "
                     "re-profile that operator or rebuild the LUT from a checked import"
                 )
         missing = [k for k in wanted if k not in found]
         if missing and strict:
-            raise MissingOpsError(missing, lut=f"{self.path} ({uri})")
+            raise MissingOpsError(missing, lut=f"{self.path} ({uri}, {prec})")
         return {k: found[k] for k in wanted if k in found}
 
-    def sources(self, keys: Iterable[str], device: str | None = None) -> dict[str, str]:
-        """Where each key's row came from on ``device`` (``measured``, ``imported:...``,
-        ``predicted:...``); keys without a row are left out."""
-        return self._column_by_key("source", list(dict.fromkeys(keys)), self.resolve_device(device))
+    def sources(
+        self, keys: Iterable[str], device: str | None = None, *, precision: str | Precision = Precision.FP32
+    ) -> dict[str, str]:
+        """Where each key's row came from on ``device`` at ``precision`` (``measured``,
+        ``imported:...``, ``predicted:...``); keys without a row are left out."""
+        return self._column_by_key(
+            "source", list(dict.fromkeys(keys)), self.resolve_device(device), _prec(precision)
+        )
 
-    def _column_by_key(self, column: str, keys: list[str], uri: str) -> dict[str, Any]:
-        """``column`` of the measurement rows of ``keys`` on ``uri``."""
+    def _column_by_key(self, column: str, keys: list[str], uri: str, precision: str) -> dict[str, Any]:
+        """``column`` of the measurement rows of ``keys`` on ``uri`` at ``precision``."""
         found: dict[str, Any] = {}
         for i in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
             part = keys[i : i + 500]
@@ -625,19 +706,21 @@ class LUT:
                 self._q(
                     f"SELECT m.op_key, m.{column} FROM measurements m "
                     "JOIN devices d ON d.id = m.device_id "
-                    f"WHERE d.uri = ? AND m.op_key IN ({', '.join('?' * len(part))})",
-                    (uri, *part),
+                    f"WHERE d.uri = ? AND m.precision = ? AND m.op_key IN ({', '.join('?' * len(part))})",
+                    (uri, precision, *part),
                 )
             )
         return found
 
-    def latency_ms(self, key: str, device: str | None = None) -> float:
-        """Latency of one key (ms).
+    def latency_ms(
+        self, key: str, device: str | None = None, *, precision: str | Precision = Precision.FP32
+    ) -> float:
+        """Latency of one key (ms) at ``precision``.
 
         Raises:
-            MissingOpsError: the key is not in the LUT for that device.
+            MissingOpsError: the key is not in the LUT for that device and precision.
         """
-        return self.lookup([key], device)[key]
+        return self.lookup([key], device, precision=precision)[key]
 
     def spec(self, key: str) -> OpSpec:
         """The op spec stored for ``key``.
@@ -657,11 +740,19 @@ class LUT:
             for k, t, s in self._q("SELECT key, op_type, spec_json FROM ops ORDER BY key")
         ]
 
-    def iter_rows(self, device: str | None = None, invalid: str = "raise") -> Iterator[dict[str, Any]]:
-        """Measurement rows (dicts with :data:`ROW_FIELDS`), by device then key.
+    def iter_rows(
+        self,
+        device: str | None = None,
+        invalid: str = "raise",
+        *,
+        precision: str | Precision | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Measurement rows (dicts with :data:`ROW_FIELDS`), by device, precision, then key.
 
         Args:
             device: only this device's rows (default: all).
+            precision: only the rows at this precision (default: all; each row
+                names its ``precision``).
             invalid: what to do with a row whose latency no check would let in (an
                 older latkit's unchecked import: text, non-finite, <= 0, huge):
                 ``"raise"`` (before any row is yielded), ``"skip"`` or ``"keep"``
@@ -673,13 +764,13 @@ class LUT:
         if invalid not in ("raise", "skip", "keep"):
             raise ValueError(f"invalid={invalid!r}: use 'raise', 'skip' or 'keep'")
         if invalid == "raise":
-            self.refuse_invalid(device)
-        where, params = ("WHERE d.uri = ?", (device,)) if device else ("", ())
+            self.refuse_invalid(device, precision=precision)
+        where, params = self._where(device, precision, "m")
         rows = self._q(
-            f"SELECT m.op_key, d.uri, {', '.join('m.' + c for c in STAT_COLUMNS)}, "
+            f"SELECT m.op_key, d.uri, m.precision, {', '.join('m.' + c for c in STAT_COLUMNS)}, "
             "m.samples_json, m.provenance_json, m.source, m.created_at "
             f"FROM measurements m JOIN devices d ON d.id = m.device_id {where} "
-            "ORDER BY d.id, m.op_key",
+            "ORDER BY d.id, m.precision, m.op_key",
             params,
         )
         for r in rows:
@@ -692,24 +783,41 @@ class LUT:
                 row["converged"] = bool(row["converged"])
             yield row
 
-    def rows(self, device: str | None = None, invalid: str = "raise") -> list[dict[str, Any]]:
+    @staticmethod
+    def _where(device: str | None, precision: str | Precision | None, table: str) -> tuple[str, tuple]:
+        """A WHERE clause for an optional device (``d.uri``) and precision (``<table>.precision``)."""
+        terms, params = [], []
+        if device:
+            terms.append("d.uri = ?")
+            params.append(device)
+        if precision is not None:
+            terms.append(f"{table}.precision = ?")
+            params.append(_prec(precision))
+        return ("WHERE " + " AND ".join(terms) if terms else ""), tuple(params)
+
+    def rows(
+        self, device: str | None = None, invalid: str = "raise", *, precision: str | Precision | None = None
+    ) -> list[dict[str, Any]]:
         """All measurement rows as dicts (see :meth:`iter_rows`).
 
         Raises:
             StoreError: ``invalid="raise"`` and a row holds an invalid latency.
         """
-        return list(self.iter_rows(device, invalid))
+        return list(self.iter_rows(device, invalid, precision=precision))
 
-    def measurement(self, key: str, device: str | None = None) -> Measurement:
-        """The stored measurement of ``key``; unknown statistics read as NaN.
+    def measurement(
+        self, key: str, device: str | None = None, *, precision: str | Precision = Precision.FP32
+    ) -> Measurement:
+        """The stored measurement of ``key`` at ``precision``; unknown statistics read as NaN.
 
         Raises:
             MissingOpsError: no such measurement.
         """
         uri = self.resolve_device(device)
-        for row in self.iter_rows(uri, invalid="keep"):
+        prec = _prec(precision)
+        for row in self.iter_rows(uri, invalid="keep", precision=prec):
             if row["op_key"] == key:
-                self.lookup([key], uri)  # refuses an invalid latency, naming the row
+                self.lookup([key], uri, precision=prec)  # refuses an invalid latency, naming the row
                 nan = float("nan")
                 return Measurement(
                     key=key,
@@ -722,51 +830,46 @@ class LUT:
                     samples_ms=row["samples_ms"],
                     provenance=row["provenance"],
                 )  # fmt: skip
-        raise MissingOpsError([key], lut=f"{self.path} ({uri})")
+        raise MissingOpsError([key], lut=f"{self.path} ({uri}, {prec})")
 
-    def calibrations(self, device: str | None = None) -> list[dict[str, Any]]:
-        """Calibration rows (``device_uri, kind, params, provenance, created_at``), oldest first."""
-        where, params = ("WHERE d.uri = ?", (device,)) if device else ("", ())
+    def calibrations(
+        self, device: str | None = None, *, precision: str | Precision | None = None
+    ) -> list[dict[str, Any]]:
+        """Calibration rows (``device_uri, precision, kind, params, provenance,
+        created_at``), oldest first; only ``device``'s / ``precision``'s when given."""
+        where, params = self._where(device, precision, "c")
         rows = self._q(
-            "SELECT d.uri, c.kind, c.params_json, c.provenance_json, c.created_at "
+            "SELECT d.uri, c.precision, c.kind, c.params_json, c.provenance_json, c.created_at "
             f"FROM calibrations c JOIN devices d ON d.id = c.device_id {where} "
             "ORDER BY c.created_at, c.id",
             params,
         )
         return [
-            {"device_uri": u, "kind": k, "params": json.loads(p), "provenance": json.loads(v),
-             "created_at": t}
-            for u, k, p, v, t in rows
+            {"device_uri": u, "precision": pr, "kind": k, "params": json.loads(p),
+             "provenance": json.loads(v), "created_at": t}
+            for u, pr, k, p, v, t in rows
         ]  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
-        """What the LUT holds: totals, per op type, per source, and per device.
+        """What the LUT holds: totals, per op type, per source, per precision and per device.
 
-        ``devices`` is a list with, per device: ``uri``, ``runtime``,
-        ``threads``, ``ops`` (measurements), ``min_ms`` / ``median_ms`` /
-        ``max_ms`` / ``total_ms`` of its latencies and its ``sources``.
+        ``devices`` is a list with one entry per device and precision it holds
+        rows at (a device without rows: one entry, precision fp32): ``uri``,
+        ``precision``, ``runtime``, ``threads``, ``ops`` (measurements),
+        ``min_ms`` / ``median_ms`` / ``max_ms`` / ``total_ms`` of its latencies
+        and its ``sources``. Latencies of two precisions are never pooled.
         """
         rows = self._q(
-            "SELECT d.uri, m.latency_ms, m.source, o.op_type, m.converged FROM measurements m "
+            "SELECT d.uri, m.latency_ms, m.source, o.op_type, m.converged, m.precision FROM measurements m "
             "JOIN devices d ON d.id = m.device_id JOIN ops o ON o.key = m.op_key"
         )
         invalid = [r for r in rows if not valid_latency(r[1])]  # older, unchecked imports
         lat = [r[1] for r in rows if valid_latency(r[1])]
         devices = []
         for dev in self.devices():
-            mine = [r for r in rows if r[0] == dev["uri"]]
-            ms = [r[1] for r in mine if valid_latency(r[1])]
-            devices.append({
-                "uri": dev["uri"],
-                "runtime": dev["info"].get("runtime", ""),
-                "threads": dev["info"].get("threads", ""),
-                "ops": len(mine),
-                "min_ms": min(ms) if ms else None,
-                "median_ms": statistics.median(ms) if ms else None,
-                "max_ms": max(ms) if ms else None,
-                "total_ms": sum(ms) if ms else None,
-                "sources": sorted({r[2] for r in mine}),
-            })  # fmt: skip
+            held = sorted({r[5] for r in rows if r[0] == dev["uri"]}) or [Precision.FP32.value]
+            for prec in held:
+                devices.append(self._device_summary(dev, prec, [r for r in rows if r[0] == dev["uri"] and r[5] == prec]))
         return {
             "path": str(self.path),
             "schema": SCHEMA_NAME,
@@ -775,6 +878,7 @@ class LUT:
             "total": len(rows),
             "n_ops": self._q("SELECT COUNT(*) FROM ops")[0][0],
             "by_type": dict(sorted(Counter(r[3] for r in rows).items())),
+            "by_precision": dict(sorted(Counter(r[5] for r in rows).items())),
             "sources": dict(sorted(Counter(r[2] for r in rows).items())),
             "unconverged": sum(1 for r in rows if r[4] == 0),
             "invalid": len(invalid),
@@ -784,24 +888,44 @@ class LUT:
             "devices": devices,
         }
 
-    def invalid_rows(self, device: str | None = None) -> list[tuple[str, str, Any]]:
+    @staticmethod
+    def _device_summary(dev: dict[str, Any], precision: str, mine: list[tuple]) -> dict[str, Any]:
+        """One ``summary()["devices"]`` entry: a device's rows at one precision."""
+        ms = [r[1] for r in mine if valid_latency(r[1])]
+        return {
+            "uri": dev["uri"],
+            "precision": precision,
+            "runtime": dev["info"].get("runtime", ""),
+            "threads": dev["info"].get("threads", ""),
+            "ops": len(mine),
+            "min_ms": min(ms) if ms else None,
+            "median_ms": statistics.median(ms) if ms else None,
+            "max_ms": max(ms) if ms else None,
+            "total_ms": sum(ms) if ms else None,
+            "sources": sorted({r[2] for r in mine}),
+        }
+
+    def invalid_rows(
+        self, device: str | None = None, *, precision: str | Precision | None = None
+    ) -> list[tuple[str, str, Any]]:
         """``(op_key, device_uri, latency_ms)`` of rows whose latency no check would
-        let in (an older latkit's unchecked import): text, non-finite, <= 0, huge."""
-        where, params = ("WHERE d.uri = ?", (device,)) if device else ("", ())
+        let in (an older latkit's unchecked import): text, non-finite, <= 0, huge;
+        only ``device``'s / ``precision``'s rows when given."""
+        where, params = self._where(device, precision, "m")
         rows = self._q(
             "SELECT m.op_key, d.uri, m.latency_ms FROM measurements m "
-            f"JOIN devices d ON d.id = m.device_id {where} ORDER BY d.id, m.op_key",
+            f"JOIN devices d ON d.id = m.device_id {where} ORDER BY d.id, m.precision, m.op_key",
             params,
         )
         return [r for r in rows if not valid_latency(r[2])]
 
-    def refuse_invalid(self, device: str | None = None) -> None:
-        """Raise if the LUT (or ``device``'s rows) holds an invalid latency.
+    def refuse_invalid(self, device: str | None = None, *, precision: str | Precision | None = None) -> None:
+        """Raise if the LUT (or ``device``'s / ``precision``'s rows) holds an invalid latency.
 
         Raises:
             StoreError: one line: how many, the first row, what to do.
         """
-        bad = self.invalid_rows(device)
+        bad = self.invalid_rows(device, precision=precision)
         if bad:
             key, uri, value = bad[0]
             raise StoreError(

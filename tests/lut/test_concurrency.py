@@ -11,7 +11,7 @@ from pathlib import Path
 
 from latkit.cli import main
 from latkit.lut.claims import Claims
-from latkit.lut.store import LUT
+from latkit.lut.store import LUT, SCHEMA_VERSION
 
 PROFILE = ["profile", "--device", "cpu:onnxruntime", "--space", "proxyless_mobile_w05",
            "--resolution", "32", "--quick"]  # fmt: skip
@@ -92,12 +92,10 @@ def test_claims_of_an_ended_process_are_taken_over(tmp_path):
                            capture_output=True, text=True, check=True)  # fmt: skip
     dead_pid = int(ended.stdout)
     with LUT.open(tmp_path / "a.db", create=True) as table:
-        table._q("CREATE TABLE IF NOT EXISTS claims (op_key TEXT NOT NULL, device_uri TEXT NOT NULL, "
-                 "owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, "
-                 "renewed_at REAL NOT NULL, PRIMARY KEY (op_key, device_uri))")  # fmt: skip
         mine = Claims(table, "dev")
-        table._q("INSERT INTO claims VALUES ('k1', 'dev', 'gone', ?, ?, ?)",
-                 (dead_pid, mine.host, time.time()))  # fmt: skip
+        mine.claim([], 0)  # makes the claims table
+        table._q("INSERT INTO claims(op_key, device_uri, owner, pid, host, renewed_at) "
+                 "VALUES ('k1', 'dev', 'gone', ?, ?, ?)", (dead_pid, mine.host, time.time()))  # fmt: skip
         assert mine.claim(["k1", "k2"], 5) == ["k1", "k2"]
         assert mine.held_by_others(["k1"]) == []
         other = Claims(table, "dev")  # a second live run (same pid, other owner) finds both taken
@@ -121,7 +119,7 @@ def test_many_processes_creating_one_lut_at_once(tmp_path):
         assert p.returncode == 0, err
         assert out.strip() == "latkit.lut"
     with LUT.open(lut, readonly=True) as table:
-        assert table.meta["schema_version"] == "1"
+        assert table.meta["schema_version"] == str(SCHEMA_VERSION)
 
 
 def test_claim_of_a_reused_pid_is_taken_over(tmp_path):
@@ -129,6 +127,6 @@ def test_claim_of_a_reused_pid_is_taken_over(tmp_path):
         mine = Claims(table, "dev")
         mine.claim([], 0)  # makes the claims table
         # a claim made by an earlier process that had this very pid (another start time)
-        table._q("INSERT INTO claims VALUES ('k1', 'dev', ?, ?, ?, ?)",
+        table._q("INSERT INTO claims(op_key, device_uri, owner, pid, host, renewed_at) VALUES ('k1', 'dev', ?, ?, ?, ?)",
                  (f"{mine.host}:{mine.pid}:1:abc", mine.pid, mine.host, time.time()))  # fmt: skip
         assert mine.claim(["k1"], 5) == ["k1"]
