@@ -41,13 +41,8 @@ from latkit.devices.android_state import (
     wait_for_baseline,
 )
 from latkit.devices.base import Device, DeviceInfo, ModelFormat, ModelSource, Session, register_device
-from latkit.devices.benchmark_parser import (
-    MAX_OUTPUT_BYTES,
-    BenchmarkResult,
-    Delegation,
-    parse_benchmark_output,
-    summarize_delegation,
-)
+from latkit.devices.benchmark_parser import MAX_OUTPUT_BYTES, BenchmarkResult, parse_benchmark_output
+from latkit.devices.delegation import Delegation, summarize_delegation
 from latkit.errors import DeviceError, DeviceUnreachableError, MeasurementError, ParseError, UsageError
 
 log = logging.getLogger(__name__)
