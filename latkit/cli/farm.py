@@ -134,6 +134,12 @@ def profile_cmd(
         if live:
             live[0].stop()
             common.err.print()
+    _print_farm_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_farm_report(report) -> None:
     for group, names in report.groups.items():
         common.err.print(f"{common.esc(group)} ({len(names)} device(s)): measured {len(report.measured[group])}, "
                          f"already present {report.skipped[group]}, failed {len(report.failed[group])}, "
@@ -144,5 +150,3 @@ def profile_cmd(
         common.err.print(f"[red]fenced[/] {common.esc(name)}: {common.esc(why)}")
     common.err.print(f"{report.rows} rows in {report.elapsed_s:.1f} s; driver {report.driver_s_per_row * 1e3:.2f} "
                      f"ms/row (SQLite write {report.write_s_per_row * 1e3:.2f} ms/row)")
-    if not report.ok:
-        raise typer.Exit(1)

@@ -97,8 +97,6 @@ def profile_cmd(
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.errors import UsageError
-    from latkit.lut.claims import profile_shared
-    from latkit.lut.store import LUT
     from latkit.profiler.spaces import get_space
 
     wanted = precision_option(precision)
@@ -115,34 +113,42 @@ def profile_cmd(
         _profile_sampled(dev, specs, lut, config, sample, seed, prec)
         return
     try:
-        shared_kw = precision_kwargs(profile_shared, prec, "profile")
-        with LUT.open(lut, create=True) as table:
-            uri = dev.info().uri
-            done = table.done_keys(uri, **precision_kwargs(table.done_keys, prec, "profile"))
-            todo = {s.key for s in specs if s.measurable and s.key not in done}
-            n_ops = len({s.key for s in specs if s.measurable})
-            total = min(len(todo), limit) if limit else len(todo)
-            common.err.print(
-                f"{common.esc(space)}: {n_ops} operators, {n_ops - len(todo)} already in {common.esc(lut)}, "
-                f"measuring up to {total} on {common.esc(dev.uri)} at {prec.value} ({threads} thread(s))"
-            )
-            with common.progress_bar("profiling", total) as advance:
-                def on_progress(done, total_, key, measurement):
-                    note = f"{measurement.latency_ms:.3f} ms" if measurement is not None else "failed"
-                    advance(f"{note}  {key}")
-
-                def on_wait(holders):
-                    names = ", ".join(f"{h} ({h.n_ops} operators)" for h in holders)
-                    common.err.print(f"waiting for another latkit run measuring into {common.esc(lut)}: "
-                                     f"{common.esc(names)}")
-
-                report, by_others = profile_shared(dev, specs, table, config, limit=limit,
-                                                   on_progress=on_progress, on_wait=on_wait, **shared_kw)
-            _print_report(report, lut, by_others)
+        report = _profile_into(dev, specs, space, lut, config, limit, prec)
     finally:
         dev.close()
     if report.failed:
         raise typer.Exit(1)
+
+
+def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec):
+    """Profile ``specs`` into ``lut`` at ``prec`` (shared with other runs), with a progress bar."""
+    from latkit.lut.claims import profile_shared
+    from latkit.lut.store import LUT
+
+    shared_kw = precision_kwargs(profile_shared, prec, "profile")
+    with LUT.open(lut, create=True) as table:
+        done = table.done_keys(dev.info().uri, **precision_kwargs(table.done_keys, prec, "profile"))
+        todo = {s.key for s in specs if s.measurable and s.key not in done}
+        n_ops = len({s.key for s in specs if s.measurable})
+        total = min(len(todo), limit) if limit else len(todo)
+        common.err.print(
+            f"{common.esc(space)}: {n_ops} operators, {n_ops - len(todo)} already in {common.esc(lut)}, "
+            f"measuring up to {total} on {common.esc(dev.uri)} at {prec.value} ({dev.threads} thread(s))"
+        )
+        with common.progress_bar("profiling", total) as advance:
+            def on_progress(done, total_, key, measurement):
+                note = f"{measurement.latency_ms:.3f} ms" if measurement is not None else "failed"
+                advance(f"{note}  {key}")
+
+            def on_wait(holders):
+                names = ", ".join(f"{h} ({h.n_ops} operators)" for h in holders)
+                common.err.print(f"waiting for another latkit run measuring into {common.esc(lut)}: "
+                                 f"{common.esc(names)}")
+
+            report, by_others = profile_shared(dev, specs, table, config, limit=limit,
+                                               on_progress=on_progress, on_wait=on_wait, **shared_kw)
+        _print_report(report, lut, by_others)
+    return report
 
 
 def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec) -> None:

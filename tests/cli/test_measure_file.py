@@ -159,7 +159,8 @@ def test_a_dynamic_input_shape_is_refused(capsys, tmp_path) -> None:
 def test_the_old_float_precision_points_to_target_ci(capsys, files, tmp_path) -> None:
     for argv in (["measure", files["onnx"]],
                  ["profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--lut", tmp_path / "p.db"],
-                 ["lut", "calibrate", "--lut", tmp_path / "p.db", "--space", "proxyless_mobile_w05"]):
+                 ["lut", "calibrate", "--lut", tmp_path / "p.db", "--space", "proxyless_mobile_w05"],
+                 ["farm", "profile", "--space", "proxyless_mobile_w05", "--devices", "adb*", "--lut", tmp_path / "p.db"]):
         code, _, err = run(capsys, *argv, "--precision", "0.02")
         one_error_line(code, err, "--precision 0.02", "--target-ci 0.02")
     assert not (tmp_path / "p.db").exists()  # refused before anything was created
