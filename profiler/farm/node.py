@@ -275,7 +275,7 @@ class DeviceWorker:
                                 key_path=self.options.get("key_path"), connect_timeout_s=self.timeout_s) as t:
                 identity, serial, _ = android_identity(t, self.fd.identity.threads, self.timeout_s)
             dev.connect()
-            if identity != self.fd.identity or serial != self.fd.serial:
+            if identity.at_precision(self.fd.identity.precision) != self.fd.identity or serial != self.fd.serial:
                 raise DeviceError(f"{self.fd.uri} is now {identity.model} serial {serial}, not the "
                                   f"{self.fd.identity.model} serial {self.fd.serial} the farm planned "
                                   "for; run `latkit farm devices` again")
