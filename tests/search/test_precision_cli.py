@@ -19,7 +19,7 @@ from latkit.profiler.quantize import check_kernels, model_precision
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.search.export_formats import run_tflite
-from tests.cli_checks import one_error_line, run
+from cli_checks import one_error_line, run
 
 SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
