@@ -168,12 +168,12 @@ def _measure_passes(
     from latkit.profiler.export import BuiltModel
     from latkit.profiler.protocol import measure_one
 
-    built = {"precision": precision} if precision != Precision.FP32.value else {}  # fp32: every BuiltModel's default
     n = len(networks)
     passes = [[0.0] * n for _ in range(PASSES)]
     order = [(k, i) for k in range(PASSES) for i in (range(n) if k % 2 == 0 else reversed(range(n)))]
     for done, (k, i) in enumerate(order, 1):
-        passes[k][i] = measure_one(device, BuiltModel(networks[i], cache_dir=cache_dir, **built), config).latency_ms
+        model = BuiltModel(networks[i], cache_dir=cache_dir, precision=precision)
+        passes[k][i] = measure_one(device, model, config).latency_ms
         if on_progress is not None:
             on_progress(done, len(order), networks[i].name)
     return passes

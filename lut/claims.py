@@ -300,8 +300,6 @@ def profile_shared(
     t0 = time.perf_counter()
     uri = device.info().uri
     prec = parse_precision(precision).value
-    # fp32 is every profile_ops's default; a profile_ops without the keyword still profiles it
-    at = {"precision": prec} if prec != Precision.FP32.value else {}
     unique: dict[str, OpSpec] = {}
     for spec in specs:
         if spec.measurable:
@@ -330,7 +328,9 @@ def profile_shared(
                 time.sleep(poll_s)
                 continue
             tried.update(batch)
-            part = profile_ops(device, [unique[k] for k in batch], sink, config, on_progress=on_progress, **at)
+            part = profile_ops(
+                device, [unique[k] for k in batch], sink, config, on_progress=on_progress, precision=prec
+            )
             claims.release(batch)  # the failed ones: another run may try them
             report.measured += [k for k in part.measured if k not in sink.already]
             report.failed.update(part.failed)

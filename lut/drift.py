@@ -78,24 +78,16 @@ def reference_ops(
 
 def measure_drift(device: Device, refs: Sequence[Reference], protocol: Any) -> Drift | None:
     """Re-measure ``refs`` on ``device`` (one interleaved run, each at its precision); None without references."""
+    from latkit.profiler.export import BuiltModel
     from latkit.profiler.protocol import measure_many
 
     if not refs:
         return None
-    got = measure_many(device, [_built(r) for r in refs], protocol)
+    got = measure_many(device, [BuiltModel(r.spec, precision=r.precision) for r in refs], protocol)
     ops = [{"key": r.spec.key, "precision": r.precision, "lut_ms": r.lut_ms, "now_ms": m.latency_ms,
             "ratio": m.latency_ms / r.lut_ms}
            for r, m in zip(refs, got)]  # fmt: skip
     return Drift(statistics.median(o["ratio"] for o in ops), ops)
-
-
-def _built(ref: Reference) -> Any:
-    """The reference's op model at its precision."""
-    from latkit.profiler.export import BuiltModel
-
-    if ref.precision == Precision.FP32.value:  # every BuiltModel's default
-        return BuiltModel(ref.spec)
-    return BuiltModel(ref.spec, precision=ref.precision)
 
 
 def combined(before: Drift | None, after: Drift | None) -> Drift | None:

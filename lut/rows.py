@@ -8,6 +8,7 @@ it on every row before writing anything, naming the row that fails.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from latkit.devices.precision import PRECISIONS, parse_precision
@@ -37,6 +38,14 @@ MAX_LATENCY_MS = 1e6
 def valid_latency(value: Any) -> bool:
     """A latency a LUT may hold: a number of milliseconds > 0 and < :data:`MAX_LATENCY_MS`."""
     return _is_number(value) and math.isfinite(value) and 0 < value < MAX_LATENCY_MS
+
+
+def _precision(value: Any, bad: Callable[[str], StoreError]) -> str:
+    """A row's precision word; absent in a row of a LUT or export from before precisions: fp32."""
+    try:
+        return parse_precision(value).value
+    except UsageError:
+        raise bad(f"precision is {value!r}, not one of {', '.join(PRECISIONS)}") from None
 
 
 def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
@@ -72,10 +81,7 @@ def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
     for f in _TEXT_FIELDS:
         if not isinstance(out[f], str) or not out[f].strip():
             raise bad(f"{f} is {out[f]!r}, not a non-empty text")
-    try:  # absent: a row of a LUT or export from before precisions, all fp32
-        out["precision"] = parse_precision(out["precision"]).value
-    except UsageError:
-        raise bad(f"precision is {out['precision']!r}, not one of {', '.join(PRECISIONS)}") from None
+    out["precision"] = _precision(out["precision"], bad)
     where = f"{where} ({out['op_key']} on {out['device_uri']}, {out['precision']})"
     lat = out["latency_ms"]
     if not valid_latency(lat):

@@ -869,7 +869,8 @@ class LUT:
         for dev in self.devices():
             held = sorted({r[5] for r in rows if r[0] == dev["uri"]}) or [Precision.FP32.value]
             for prec in held:
-                devices.append(self._device_summary(dev, prec, [r for r in rows if r[0] == dev["uri"] and r[5] == prec]))
+                mine = [r for r in rows if r[0] == dev["uri"] and r[5] == prec]
+                devices.append(self._device_summary(dev, prec, mine))
         return {
             "path": str(self.path),
             "schema": SCHEMA_NAME,
