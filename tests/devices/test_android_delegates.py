@@ -182,3 +182,28 @@ def test_binary_that_ignores_the_delegate_flag_is_refused(phone, built, tmp_path
     msg = str(e.value)
     assert "\n" not in msg and "does not know --use_gpu=true" in msg and "newer benchmark_model" in msg
     d.close()
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def test_measure_a_user_int8_file_on_the_phone_with_a_delegate(phone, built, capsys, tmp_path):
+    import json
+    import shutil
+
+    from cli_checks import one_error_line, run
+
+    user_file = shutil.copy(built["int8"].file("tflite"), tmp_path / "my_model.tflite")
+    before = len(loopback_tool.received_runs(phone.root))
+    code, out, err = run(capsys, "measure", user_file, "--device", _uri(phone, "delegate=nnapi"),
+                         "--quick", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["precision"] == "int8" and data["sha256"] == _sha256(user_file)
+    assert data["provenance"]["delegation"]["delegate"] == "nnapi"
+    assert data["provenance"]["delegation"]["fully_delegated"] is True
+    runs = _runs_since(phone, before)
+    assert runs and all(r["graph_sha256"] == _sha256(user_file) for r in runs)
+    assert all("--use_nnapi=true" in r["argv"] for r in runs)
+    code, _, err = run(capsys, "measure", user_file, "--device", _uri(phone, "delegate=tpu"))
+    one_error_line(code, err, "unknown delegate 'tpu'", "none, xnnpack, gpu, nnapi")
