@@ -228,3 +228,39 @@ def test_folder_in_place_of_the_model_is_refused(tmp_path):
     with pytest.raises(StoreError, match="folder"):
         model.file("onnx")
     assert model.path("onnx").is_dir()
+
+
+def test_int8_file_is_quantized_from_the_cached_fp32_file_and_recorded(tmp_path):
+    model = BuiltModel(SMALL, cache_dir=tmp_path, precision="int8")
+    assert model.precision.value == "int8" and "precision='int8'" in repr(model)
+    path = model.file("onnx")
+    float_path = BuiltModel(SMALL, cache_dir=tmp_path).path("onnx")
+    assert float_path.is_file() and path != float_path  # the fp32 file is cached too, once
+    meta = model.export_meta("onnx")
+    assert meta["precision"] == "int8" and meta["float_file"] == float_path.name
+    assert meta["quantizer"].startswith("onnxruntime-") and "per-channel int8 weights" in meta["scheme"]
+    assert meta["kernels"]["int8"] == meta["kernels"]["total"] == 3  # expand, depthwise, project
+    assert "16 seeded" in meta["representative"]
+    # the fp32 sidecar says fp32, and a sidecar of another precision is not this file's
+    assert BuiltModel(SMALL, cache_dir=tmp_path).export_meta("onnx")["precision"] == "fp32"
+    side = path.with_name(path.name + ".json")
+    side.write_text(json.dumps({**meta, "precision": "fp16"}))
+    assert not model.is_cached("onnx")
+    assert model.file("onnx") == path and model.export_meta("onnx")["precision"] == "int8"
+
+
+def test_export_ops_at_int8(tmp_path):
+    paths = export_ops([SMALL, SE_BLOCK], "onnx", cache_dir=tmp_path, precision="int8")
+    assert set(paths) == {SMALL.key, SE_BLOCK.key}
+    for path in paths.values():
+        assert "-int8-" in path.name
+        graph = onnx.load(str(path)).graph
+        assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+
+
+def test_onnx_fp16_is_refused_in_one_line(tmp_path):
+    with pytest.raises(UsageError, match=r"offered at fp32 and int8, not fp16") as err:
+        BuiltModel(SMALL, cache_dir=tmp_path, precision="fp16").file("onnx")
+    assert "\n" not in str(err.value) and not list(tmp_path.iterdir())
+    with pytest.raises(UsageError, match="unknown precision 'fp8'"):
+        BuiltModel(SMALL, cache_dir=tmp_path, precision="fp8")
