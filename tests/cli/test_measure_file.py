@@ -97,6 +97,13 @@ def test_measure_a_users_tflite_file_on_the_loopback_phone(capsys, files, tmp_pa
         uri = f"adb+tcp://127.0.0.1:{phone.port}"
         doc = _measure_json(capsys, files["int8"], "--device", uri)
         runs = received_runs(phone.root)
+        # the GPU delegate takes the int8 graph only in part: the table says so under the latency
+        code, out, err = run(capsys, "measure", files["int8"], "--device", f"{uri}?delegate=gpu", "--quick")
+        gpu_runs = received_runs(phone.root)[len(runs):]
+    assert code == 0, err
+    delegation = [ln for ln in out.splitlines() if ln.startswith("delegation:")]
+    assert len(delegation) == 1 and "CPU" in delegation[0].upper(), out
+    assert gpu_runs and all("--use_gpu=true" in r["argv"] for r in gpu_runs)
     assert doc["device"] == uri and doc["device_info"]["kind"] == "android"
     assert doc["format"] == "tflite" and doc["precision"] == "int8"
     _check_latency(doc)
