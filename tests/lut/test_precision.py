@@ -308,3 +308,19 @@ def test_put_row_carries_precision_and_refuses_a_bad_one(tmp_path, specs, device
             lut.put_row({**row, "precision": "half"})
         assert {r["precision"]: r["latency_ms"] for r in lut.rows()} == {"fp32": 2.0, "fp16": 1.0}
         assert lut.meta["latkit_version"] == __version__
+
+
+
+def test_a_second_opener_that_read_schema_1_before_the_migration_does_not_migrate_again(
+    tmp_path, specs, device, make_measurement, monkeypatch
+):
+    # two processes open one v1 file at once: both read schema 1, one migrates under the
+    # write lock; the other, once it has the lock, must find the work done
+    path = tmp_path / "old.db"
+    _write_v1(path, specs, device, make_measurement)
+    LUT.open(path).close()  # the first process's migration
+    real = LUT._schema_state
+    monkeypatch.setattr(LUT, "_schema_state", staticmethod(lambda conn: (1, real(conn)[1])))
+    with LUT.open(path) as lut:  # the second, with what it read before
+        assert len(lut) == len(specs) and lut.precisions() == ["fp32"]
+        assert len(lut.calibrations()) == 1
