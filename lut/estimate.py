@@ -35,14 +35,17 @@ class LayerEstimate:
 class PrecisionMismatchError(MissingOpsError):
     """Operators the LUT lacks at the precision asked for but holds at another."""
 
-    def __init__(self, missing: list[str], where: str, precision: str, elsewhere: list[str]) -> None:
+    def __init__(self, missing: list[str], where: str, precision: str, elsewhere: dict[str, int]) -> None:
+        """``elsewhere``: for each other precision, how many of ``missing`` the LUT holds at it."""
         super().__init__(missing, lut=where)
-        shown = "; ".join(self.missing[:4]) + (f" (+{len(self.missing) - 4} more)" if len(self.missing) > 4 else "")
-        others = " and ".join(elsewhere)
+        self.precision, self.elsewhere = precision, dict(elsewhere)
+        n = len(self.missing)
+        shown = "; ".join(self.missing[:4]) + (f" (+{n - 4} more)" if n > 4 else "")
+        held = " and ".join(p if k == n else f"{p} ({k} of them)" for p, k in elsewhere.items())
         self.args = (
-            f"{len(self.missing)} operator(s) missing at {precision} in {where}: {shown}; the LUT holds "
-            f"them at {others} only, and an estimate never mixes precisions: estimate with "
-            f"--precision {elsewhere[0]}, or profile them with `latkit profile --precision {precision}`",
+            f"{n} operator(s) missing at {precision} in {where}: {shown}; the LUT holds them at {held} "
+            f"only, and an estimate never mixes precisions: estimate with --precision {next(iter(elsewhere))}, "
+            f"or profile them with `latkit profile --precision {precision}`",
         )
 
 
@@ -120,9 +123,9 @@ def estimate(
         table = lut.lookup(keys, uri, precision=prec)
     except MissingOpsError as exc:
         where = f"{lut.path} ({uri}) for {network.name}"
-        elsewhere = [
-            p for p in lut.precisions(uri) if p != prec and lut.lookup(exc.missing, uri, strict=False, precision=p)
-        ]
+        elsewhere = {p: len(lut.lookup(exc.missing, uri, strict=False, precision=p))
+                     for p in lut.precisions(uri) if p != prec}  # fmt: skip
+        elsewhere = {p: k for p, k in elsewhere.items() if k}
         if elsewhere:
             raise PrecisionMismatchError(exc.missing, where, prec, elsewhere) from None
         raise MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec}) for {network.name}") from None

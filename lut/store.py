@@ -1,14 +1,19 @@
 """The latency lookup table: one SQLite file per LUT.
 
-A LUT holds, per device, one measurement per operator key, with its statistics,
-raw samples and provenance, plus per-device calibrations. The file is SQLite in
+A LUT holds, per device and precision (fp32, fp16, int8), one measurement per
+operator key, with its statistics, raw samples and provenance, plus calibrations
+per device and precision. A measurement's identity is (op, device, precision):
+the int8 and fp32 timings of one operator on one device are two rows, and every
+read names the precision it wants (fp32 by default), so rows of two precisions
+never stand in for each other. The file is SQLite in
 WAL mode with ``synchronous=FULL``: every :meth:`LUT.add` is its own committed
 transaction, so a profiling run killed at any moment loses at most the
 measurement it was taking, and a rerun resumes from :meth:`LUT.done_keys`.
 
 The schema is identified by ``PRAGMA user_version`` and a ``meta`` table
 (``schema = latkit.lut``). A file of a newer schema is refused, an older one
-goes through :func:`migrate`.
+goes through :func:`migrate` (schema 1, before precisions, becomes 2 with every
+row fp32).
 """
 
 from __future__ import annotations

@@ -182,6 +182,7 @@ def test_a_network_only_partly_at_the_asked_precision_is_refused(tmp_path, specs
         assert sorted(info.value.missing) == sorted(s.key for s in specs[:2])
         text = str(info.value)
         assert "missing at fp32" in text and "at int8 only" in text and "--precision int8" in text
+        assert info.value.elsewhere == {"int8": 2}
         assert "\n" not in text
         assert isinstance(info.value, MissingOpsError)
         with pytest.raises(MissingOpsError) as info8:  # the other way round: 4 ops only at fp32
