@@ -78,7 +78,12 @@ def test_binary_arch_file(capsys, tmp_path):
     model = tmp_path / "model.onnx"
     model.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.5.0\xff\xfe\x00" * 50)
     code, _, err = run(capsys, "measure", "--space", "proxyless_mobile", "--arch", str(model))
-    one_error_line(code, err, str(model), "not a text file")
+    # a model file given as --arch: the line says to pass it as FILE
+    one_error_line(code, err, str(model), "is an ONNX model file", f"latkit measure {model}")
+    notes = tmp_path / "notes.bin"
+    notes.write_bytes(b"\xff\xfe\x00 not text" * 50)
+    code, _, err = run(capsys, "measure", "--space", "proxyless_mobile", "--arch", str(notes))
+    one_error_line(code, err, str(notes), "not a text file")
 
 
 def test_deeply_nested_arch(capsys, tmp_path):
