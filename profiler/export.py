@@ -231,7 +231,8 @@ class BuiltModel:
             details = quantize(float_file, path, self.precision, representative)
         kernels = check_kernels(path, self.precision)
         details["kernels"] = {"total": kernels.kernels, "int8": kernels.int8_kernels,
-                              "fp16_weights": kernels.fp16_weights}
+                              "fp16_weights": kernels.fp16_weights,
+                              "int8_activations": kernels.int8_activations}
         details["float_file"] = float_file.name
         details["representative"] = f"{len(representative)} seeded standard-normal inputs (seed {self.seed})"
         return details

@@ -299,6 +299,8 @@ class ModelKernels:
         int8_kernels: Of which with int8 weights and int8 (or uint8) activations.
         hybrid_kernels: Of which with int8 weights but float activations (dynamic range).
         fp16_weights: Float16 weight tensors in the file.
+        int8_activations: Whether any operator reads int8/uint8 activations
+            (what tells an int8 pooling model, which has no kernels, apart).
     """
 
     path: Path
@@ -306,11 +308,17 @@ class ModelKernels:
     int8_kernels: int
     hybrid_kernels: int
     fp16_weights: int
+    int8_activations: bool = False
 
     @property
     def precision(self) -> Precision:
-        """int8 when every kernel is full-integer, fp16 with float16 weights, else fp32."""
+        """int8 when every kernel is full-integer, fp16 with float16 weights, else fp32.
+
+        A model without kernels (pooling) is int8 when its activations are.
+        """
         if self.kernels and self.int8_kernels == self.kernels:
+            return Precision.INT8
+        if not self.kernels and self.int8_activations:
             return Precision.INT8
         if self.fp16_weights and not self.int8_kernels and not self.hybrid_kernels:
             return Precision.FP16
@@ -342,7 +350,9 @@ def _tflite_kernels(path: Path) -> ModelKernels:
             else:
                 hybrid += 1
     fp16 = sum(1 for dt in tensors.values() if dt == np.float16)
-    return ModelKernels(path, kernels, full, hybrid, fp16)
+    acts = any(tensors.get(op["inputs"][0]) in (np.int8, np.uint8) for op in ops
+               if len(op["inputs"]) and op["inputs"][0] >= 0)  # fmt: skip
+    return ModelKernels(path, kernels, full, hybrid, fp16, acts)
 
 
 def _onnx_kernels(path: Path) -> ModelKernels:
@@ -364,7 +374,8 @@ def _onnx_kernels(path: Path) -> ModelKernels:
     hybrid = sum(1 for n in graph.node if n.op_type in _ONNX_FLOAT_KERNELS and len(n.input) >= 2
                  and n.input[1] in dq_int and n.input[0] not in dq_int)  # fmt: skip
     fp16 = sum(1 for t in init_types.values() if t == _ONNX_FP16)
-    return ModelKernels(path, kernels, full, hybrid, fp16)
+    acts = any(n.op_type == "QuantizeLinear" or n.op_type.startswith("QLinear") for n in graph.node)
+    return ModelKernels(path, kernels, full, hybrid, fp16, acts)
 
 
 def inspect_kernels(path: str | Path) -> ModelKernels:
@@ -401,6 +412,10 @@ def model_precision(path: str | Path) -> Precision:
 def check_kernels(path: str | Path, precision: str | Precision) -> ModelKernels:
     """Refuse a model file that does not contain what ``precision`` claims.
 
+    A file without conv / matmul kernels (a pooling operator) has no weights
+    a precision could change; it passes for any claim (ONNX Runtime's
+    quantizer leaves such a graph in float, and that is what it runs).
+
     Returns:
         The kernel counts, for provenance.
 
@@ -411,7 +426,7 @@ def check_kernels(path: str | Path, precision: str | Precision) -> ModelKernels:
     """
     p = parse_precision(precision)
     found = inspect_kernels(path)
-    if found.precision is not p:
+    if found.kernels and found.precision is not p:
         name = Path(path).name
         if p is Precision.INT8 and found.hybrid_kernels:
             why = "int8 weights with float activations (dynamic range), not full-integer int8"

@@ -123,6 +123,20 @@ def test_int8_onnx_is_qdq_with_int8_weights_and_runs_close_to_fp32(cache, name):
     assert mean_rel <= INT8_MEAN_REL and max_rel <= INT8_MAX_REL, (mean_rel, max_rel)
 
 
+def test_int8_pooling_has_no_kernels_and_is_told_by_its_activations(cache):
+    spec = OpSpec(OpType.POOL, (7, 7, 64), (1, 1, 64))
+    tfl = BuiltModel(spec, cache_dir=cache, precision="int8").file("tflite")
+    found = inspect_kernels(tfl)
+    assert found.kernels == 0 and found.int8_activations and found.precision is Precision.INT8
+    assert model_precision(BuiltModel(spec, cache_dir=cache).file("tflite")) is Precision.FP32
+    # ONNX Runtime's quantizer leaves a lone ReduceMean in float: nothing to check, nothing refused
+    onnx_file = BuiltModel(spec, cache_dir=cache, precision="int8").file("onnx")
+    assert check_kernels(onnx_file, "int8").kernels == 0
+    for uri in ("cpu:litert", "cpu:onnxruntime"):
+        with open_device(uri).open(BuiltModel(spec, cache_dir=cache, precision="int8")) as session:
+            assert session.time(5) > 0
+
+
 def test_fp16_tflite_has_float16_weights_and_float_compute(cache):
     spec = OPS["mbconv"]
     x, ref = _reference(spec, cache)
