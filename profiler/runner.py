@@ -52,6 +52,15 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
+def _unique_measurable(specs: Iterable[OpSpec]) -> dict[str, OpSpec]:
+    """The measurable ops of ``specs`` by key, first occurrence kept, in order."""
+    unique: dict[str, OpSpec] = {}
+    for spec in specs:
+        if spec.measurable:
+            unique.setdefault(spec.key, spec)
+    return unique
+
+
 def profile_ops(
     device: Device,
     specs: Iterable[OpSpec],
@@ -88,10 +97,7 @@ def profile_ops(
     if limit is not None and limit < 0:
         raise UsageError(f"limit must be >= 0, got {limit}")
     t0 = time.perf_counter()
-    unique: dict[str, OpSpec] = {}
-    for spec in specs:
-        if spec.measurable:
-            unique.setdefault(spec.key, spec)
+    unique = _unique_measurable(specs)
     done = sink.done_keys(device.uri, precision=p.value)
     report = ProfileReport(device=device.uri, precision=p.value)
     report.skipped = [k for k in unique if k in done]
