@@ -256,3 +256,13 @@ def test_estimate_asks_which_precision(capsys, tmp_path) -> None:
         assert doc["precision"] == precision
         sums[precision] = doc["lut_sum_ms"]
     assert sums["fp32"] == pytest.approx(2 * sums["int8"]) and sums["int8"] > 0
+
+
+def test_measure_arch_builds_the_network_at_the_precision(capsys, files) -> None:
+    from latkit.profiler.quantize import model_precision
+
+    doc = _measure_json(capsys, "--arch", files["arch"], "--device", "cpu:onnxruntime", "--precision", "int8")
+    assert doc["network"] == "proxyless_mobile_w05" and doc["precision"] == "int8" and doc["format"] == "onnx"
+    timed = Path(doc["file"])
+    assert model_precision(timed).value == "int8" and doc["sha256"] == _sha256(timed)  # the file really is int8
+    _check_latency(doc)
