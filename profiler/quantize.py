@@ -361,8 +361,8 @@ def _onnx_kernels(path: Path) -> ModelKernels:
     # a tensor is "integer" when a DequantizeLinear made it from int8/uint8 data (QDQ)
     dq_int = {n.output[0] for n in graph.node
               if n.op_type == "DequantizeLinear" and init_types.get(n.input[0], 0) in _ONNX_INT8}
-    dq_int |= {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"
-               and n.input[0] in {q.output[0] for q in graph.node if q.op_type == "QuantizeLinear"}}
+    quantized = {q.output[0] for q in graph.node if q.op_type == "QuantizeLinear"}
+    dq_int |= {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in quantized}
     kernels = full = 0
     for n in graph.node:
         if n.op_type in _ONNX_INT_KERNELS:
