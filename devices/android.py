@@ -138,7 +138,7 @@ class AndroidDevice(Device):
         self.binary = ""
         self.runtime_version = ""
         self.last_run: dict[str, Any] = {}
-        self._warned: set[str] = set()  # models whose delegation warning was logged
+        self._warned: set[str] = set()  # models whose delegation warning was logged ("": flags)
         self.counters = {"runs": 0, "remeasures": 0, "retries": 0, "reconnects": 0, "waited_s": 0.0}
 
     @classmethod
@@ -411,7 +411,8 @@ class AndroidDevice(Device):
                 f"benchmark_model on {self.uri} does not know {' '.join(ours)[:120]} (it ignored "
                 f"them), so it did not run {key} as {self.uri} asks; use a newer benchmark_model"
             )
-        if result.unconsumed_flags:
+        if result.unconsumed_flags and "" not in self._warned:
+            self._warned.add("")  # once per device: the binary does not change
             log.warning("benchmark_model on %s ignored %s", self.uri, " ".join(result.unconsumed_flags))
         delegation = summarize_delegation(result, self.delegate)
         if delegation.warning and key not in self._warned:
