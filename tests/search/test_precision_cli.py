@@ -110,3 +110,15 @@ def test_export_at_int8_writes_full_integer_files(capsys, tmp_path: Path) -> Non
     x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
     q, f = run_tflite(tfl, [x])[0], run_tflite(tfl.with_name("model.tflite"), [x])[0]
     assert np.abs(q - f).max() <= 0.25 * np.abs(f).max()
+
+
+def test_run_with_a_precision_the_device_does_not_run_is_one_line(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LATKIT_LUT_DIR", str(tmp_path / "luts"))
+    code, _, err = run(capsys, "run", "--device", "cpu:onnxruntime", "--precision", "fp16", "--target-ms", "1",
+                       "--resolution", RESOLUTION, "--out", tmp_path / "r")  # fmt: skip
+    one_error_line(code, err, "device cpu:onnxruntime does not run fp16 models; it runs fp32, int8")
+    assert not (tmp_path / "luts").exists()  # refused before a LUT was made
+    code, _, err = run(capsys, "run", "--precision", "int3", "--target-ms", "1", "--out", tmp_path / "r2")
+    one_error_line(code, err, "unknown precision 'int3'")
+    code, _, err = run(capsys, "run", "--layout", "hwc", "--target-ms", "1", "--out", tmp_path / "r3")
+    one_error_line(code, err, "unknown layout 'hwc'")
