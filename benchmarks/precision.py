@@ -9,16 +9,17 @@ fp32/int8), both on one search space's operators:
 (b) for ``--networks`` test networks per precision, the calibrated LUT estimate
     against the network measured end to end at that precision. The calibration
     (``latkit.lut.calibration.calibrate_device(..., precision=...)``) is fitted on
-    ``--calibration-networks`` other networks: the extremes of the sampled pool
-    by fp32 LUT sum and networks spread between them, so the test networks are
-    interpolated, as a search's candidates are. The goal is every test network
-    within +-10% at int8, as at fp32; the script prints PASS or FAIL per backend
-    and precision.
+    ``--calibration-networks`` other networks. Both sets are picked from a pool of
+    random networks at evenly spaced ranks of their fp32 LUT sum: the calibration
+    takes the two extremes and ranks spread between, the tests the ranks between
+    those, so the test networks are interpolated, as a search's candidates are.
+    The goal is every test network within +-10% at int8, as at fp32; the script
+    prints PASS or FAIL per backend and precision.
 
-``--max-ops N`` bounds the operators profiled per precision: the networks are
-then sampled from a subset of the space's options small enough that all their
-operators fit in ``N`` (the rest of the budget goes to other operators of the
-space, for the ratios). Model files are cached in ``$LATKIT_CACHE``, so a second
+``--max-ops N`` bounds the operators profiled per precision: the pool is then
+drawn from a subset of the space's options small enough that all its operators
+fit in ``N`` (the rest of the budget goes to other operators of the space, for
+the ratios). Model files are cached in ``$LATKIT_CACHE``, so a second
 run skips the exports and quantizations.
 
     LATKIT_CACHE=/tmp/lkc python benchmarks/precision.py --space proxyless_mobile_w05 \
@@ -28,6 +29,7 @@ run skips the exports and quantizations.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -40,7 +42,7 @@ from latkit._files import write_json
 from latkit.devices import open_device
 from latkit.devices.base import Device
 from latkit.errors import LatkitError, UsageError
-from latkit.lut.calibration import calibrate_device
+from latkit.lut.calibration import PASSES, calibrate_device
 from latkit.lut.estimate import estimate
 from latkit.lut.store import LUT
 from latkit.profiler.export import BuiltModel
@@ -53,7 +55,8 @@ from latkit.profiler.spaces.base import Network, SearchSpace
 BACKENDS = ("cpu:litert", "cpu:onnxruntime")
 PRECISION_ORDER = ("fp32", "fp16", "int8")
 GOAL = 0.10  # every test network's calibrated estimate within +-10% of its measured latency
-MAX_DRAWS = 5000  # bound on the architecture draws that look for distinct networks
+POOL = 300  # distinct networks drawn; the calibration and test networks are picked from them by size
+MAX_DRAWS = 5000  # bound on the architecture draws that look for them
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,50 +98,62 @@ def _draw(space: SearchSpace, allowed: list[Any], rng: np.random.Generator) -> t
     return tuple(picks)
 
 
-def _networks_from(space: SearchSpace, resolution: int, allowed: list[Any], count: int,
-                   seed: int) -> list[Network]:
-    """Up to ``count`` distinct networks whose every slot takes an ``allowed`` option."""
+def draw_pool(space: SearchSpace, resolution: int, allowed: list[Any], seed: int,
+              max_ops: int | None) -> list[Network] | None:
+    """Up to ``POOL`` distinct networks whose every slot takes an ``allowed`` option.
+
+    None as soon as their operators number more than ``max_ops``.
+    """
     rng = np.random.default_rng(seed)
     seen: dict[tuple[Any, ...], None] = {}
+    nets: dict[str, Network] = {}
+    ops: set[str] = set()
     for _ in range(MAX_DRAWS):
-        seen.setdefault(_draw(space, allowed, rng))
-        if len(seen) == count:
+        opts = _draw(space, allowed, rng)
+        if opts in seen:
+            continue
+        seen[opts] = None
+        net = space.network(space.from_options(list(opts)), resolution)
+        ops.update(s.key for s in net.measurable_specs())
+        if max_ops is not None and len(ops) > max_ops:
+            return None
+        nets.setdefault(BuiltModel(net).key, net)
+        if len(nets) == POOL:
             break
-    return [space.network(space.from_options(list(opts)), resolution) for opts in seen]
+    return list(nets.values())
 
 
 def _op_keys(networks: list[Network]) -> dict[str, OpSpec]:
     return {s.key: s for net in networks for s in net.measurable_specs()}
 
 
-def pick_networks(space: SearchSpace, resolution: int, count: int, max_ops: int | None,
-                  seed: int) -> list[Network]:
-    """``count`` distinct networks whose operators number at most ``max_ops``.
+def pick_pool(space: SearchSpace, resolution: int, needed: int, max_ops: int | None, seed: int) -> list[Network]:
+    """At least ``needed`` distinct networks whose operators number at most ``max_ops`` in all.
 
-    The space's option values are put in a seeded order; the networks are drawn
-    with the longest prefix of that order whose networks fit the budget.
+    The space's option values are put in a seeded order; the pool is drawn with
+    the longest prefix of that order whose networks fit the budget.
 
     Raises:
-        UsageError: no option subset gives ``count`` distinct networks within the budget.
+        UsageError: no option subset gives ``needed`` distinct networks within the budget.
     """
     values = list(dict.fromkeys(o for ch in space.choices() for o in ch.options))
     order = [values[i] for i in np.random.default_rng(seed).permutation(len(values))]
     for k in range(len(order), 0, -1):
-        nets = _networks_from(space, resolution, order[:k], count, seed)
-        if len(nets) == count and (max_ops is None or len(_op_keys(nets)) <= max_ops):
-            return nets
-    raise UsageError(f"cannot draw {count} distinct {space.name} networks with at most {max_ops} operators; "
-                      "raise --max-ops or lower --networks")
+        pool = draw_pool(space, resolution, order[:k], seed, max_ops)
+        if pool is not None and len(pool) >= needed:
+            return pool
+    raise UsageError(f"cannot draw {needed} distinct {space.name} networks with at most {max_ops} operators; "
+                     "raise --max-ops or lower --networks")
 
 
-def op_list(space: SearchSpace, resolution: int, networks: list[Network], max_ops: int | None) -> list[OpSpec]:
-    """The networks' operators, then other operators of the space, up to ``max_ops`` in all."""
-    specs = _op_keys(networks)
+def op_list(space: SearchSpace, resolution: int, pool: list[Network], max_ops: int | None) -> list[OpSpec]:
+    """The pool's operators, then other operators of the space, up to ``max_ops`` in all."""
+    specs = _op_keys(pool)
     for spec in space.operators(resolution):
         if spec.measurable:
             specs.setdefault(spec.key, spec)
     ops = list(specs.values())
-    return ops if max_ops is None else ops[: max(max_ops, len(_op_keys(networks)))]
+    return ops if max_ops is None else ops[: max(max_ops, len(_op_keys(pool)))]
 
 
 def ratio_stats(lut: LUT, uri: str, keys: list[str], precision: str) -> dict[str, Any]:
@@ -156,27 +171,58 @@ def ratio_stats(lut: LUT, uri: str, keys: list[str], precision: str) -> dict[str
 
 def profile_all(device: Device, ops: list[OpSpec], lut: LUT, config: ProtocolConfig,
                 precisions: list[str]) -> dict[str, Any]:
-    """Profile ``ops`` at each precision; returns the seconds and the failures per precision."""
-    out: dict[str, Any] = {}
-    for p in precisions:
-        t0 = time.perf_counter()
-        report = profile_ops(device, ops, lut, config, precision=p)
-        out[p] = {"seconds": round(time.perf_counter() - t0, 1), "measured": len(report.measured),
-                  "skipped": len(report.skipped), "failed": report.failed}
-        print(f"  {device.uri} {p}: {len(report.measured)} ops measured, {len(report.skipped)} reused, "
-              f"{len(report.failed)} failed ({out[p]['seconds']:.0f} s)", flush=True)
-        for key, why in report.failed.items():
+    """Profile ``ops`` at each precision; returns the seconds and the failures per precision.
+
+    The precisions take turns over chunks of ``pool_size`` operators, so a change
+    in the machine's load (other work on a shared host) falls on every precision
+    alike instead of biasing the ratios of whichever ran last.
+    """
+    out = {p: {"seconds": 0.0, "measured": 0, "skipped": 0, "failed": {}} for p in precisions}
+    for start in range(0, len(ops), config.pool_size):
+        for p in precisions:
+            t0 = time.perf_counter()
+            report = profile_ops(device, ops[start : start + config.pool_size], lut, config, precision=p)
+            out[p]["seconds"] += time.perf_counter() - t0
+            out[p]["measured"] += len(report.measured)
+            out[p]["skipped"] += len(report.skipped)
+            out[p]["failed"].update(report.failed)
+    for p, r in out.items():
+        r["seconds"] = round(r["seconds"], 1)
+        print(f"  {device.uri} {p}: {r['measured']} ops measured, {r['skipped']} reused, "
+              f"{len(r['failed'])} failed ({r['seconds']:.0f} s)", flush=True)
+        for key, why in r["failed"].items():
             print(f"    failed {key}: {why}", file=sys.stderr)
     return out
 
 
-def split_networks(lut: LUT, uri: str, networks: list[Network], k: int) -> tuple[list[Network], list[Network]]:
-    """Calibration networks (the fp32 LUT-sum extremes and ``k - 2`` spread between) and the test rest."""
-    sums = [estimate(lut, net, device=uri, precision="fp32", calibration=False).lut_sum_ms for net in networks]
-    order = np.argsort(sums)
-    picks = set(order[np.linspace(0, len(order) - 1, k).round().astype(int)].tolist())
-    return ([n for i, n in enumerate(networks) if i in picks],
-            [n for i, n in enumerate(networks) if i not in picks])
+def pick_networks(lut: LUT, uri: str, pool: list[Network], n_cal: int,
+                  n_test: int) -> tuple[list[Network], list[Network]]:
+    """Calibration and test networks spread over the pool's fp32 LUT sums on ``uri``.
+
+    ``n_cal + n_test`` networks at evenly spaced ranks; the calibration takes the
+    two extremes and ``n_cal - 2`` spread between, the tests the ranks between them.
+    """
+    sums = [estimate(lut, net, device=uri, precision="fp32", calibration=False).lut_sum_ms for net in pool]
+    ranked = np.argsort(sums, kind="stable")
+    spread = ranked[np.floor(np.linspace(0, len(pool) - 1, n_cal + n_test) + 0.5).astype(int)].tolist()
+    cal_at = set(np.floor(np.linspace(0, len(spread) - 1, n_cal) + 0.5).astype(int).tolist())
+    return ([pool[j] for i, j in enumerate(spread) if i in cal_at],
+            [pool[j] for i, j in enumerate(spread) if i not in cal_at])
+
+
+def measure_networks(device: Device, networks: list[Network], precision: str,
+                     config: ProtocolConfig) -> list[float]:
+    """End-to-end latency of each network at ``precision``, measured as the calibration does.
+
+    ``PASSES`` passes in alternating order, the lowest figure kept: a burst of
+    other load on the host then has to hit a network in every pass to count.
+    """
+    models = [BuiltModel(net, precision=precision) for net in networks]
+    best = [math.inf] * len(models)
+    for k in range(PASSES):
+        for i in range(len(models)) if k % 2 == 0 else reversed(range(len(models))):
+            best[i] = min(best[i], measure_one(device, models[i], config).latency_ms)
+    return best
 
 
 def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: str,
@@ -184,24 +230,28 @@ def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[N
     """Calibrate at ``precision`` on ``calib``, then estimate and measure each of ``tests``."""
     t0 = time.perf_counter()
     cal = calibrate_device(lut, device, calib, config, precision=precision)
+    measured = measure_networks(device, tests, precision, config)
     rows = []
-    for i, net in enumerate(tests):
+    for i, (net, ms) in enumerate(zip(tests, measured)):
         est = estimate(lut, net, device=device.uri, precision=precision)
-        measured = measure_one(device, BuiltModel(net, precision=precision), config).latency_ms
-        err = (est.total_ms - measured) / measured
+        err = (est.total_ms - ms) / ms
         rows.append({"network": i, "key": BuiltModel(net).key, "lut_sum_ms": est.lut_sum_ms,
-                     "estimate_ms": est.total_ms, "measured_ms": measured, "error": err})
+                     "estimate_ms": est.total_ms, "measured_ms": ms, "error": err})
         print(f"    {device.uri} {precision} net {i:2d}: estimate {est.total_ms:8.3f} ms  "
-              f"measured {measured:8.3f} ms  error {100 * err:+6.1f}%", flush=True)
+              f"measured {ms:8.3f} ms  error {100 * err:+6.1f}%", flush=True)
     worst = max(abs(r["error"]) for r in rows)
     return {"calibration": cal.to_dict(), "networks": rows, "max_abs_error": worst,
             "within_goal": sum(abs(r["error"]) <= GOAL for r in rows), "pass": worst <= GOAL,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def run_backend(uri: str, args: argparse.Namespace, lut: LUT, networks: list[Network],
-                ops: list[OpSpec], config: ProtocolConfig) -> dict[str, Any]:
-    """Parts (a) and (b) on one device."""
+def run_backend(uri: str, args: argparse.Namespace, lut: LUT, pool: list[Network], ops: list[OpSpec],
+                config: ProtocolConfig, chosen: dict[str, list[Network]]) -> dict[str, Any]:
+    """Parts (a) and (b) on one device.
+
+    ``chosen`` holds the calibration and test networks once a device has picked
+    them; later devices measure the same ones (and reuse their exported files).
+    """
     device = open_device(uri, threads=args.threads)
     precisions = [p for p in PRECISION_ORDER if p in device.precisions]
     print(f"{uri}: runs {', '.join(precisions)}", flush=True)
@@ -210,17 +260,19 @@ def run_backend(uri: str, args: argparse.Namespace, lut: LUT, networks: list[Net
     ratios = {p: ratio_stats(lut, uri, keys, p) for p in precisions if p != "fp32"}
     result: dict[str, Any] = {"device": device.info().to_dict(), "precisions": precisions,
                               "profiled": profiled, "ratios": ratios, "e2e": {}}
-    net_keys = set(_op_keys(networks))
     wanted = [p for p in args.e2e_precisions.split(",") if p in precisions]
-    usable = [p for p in wanted if not net_keys & set(profiled[p]["failed"])]
-    if "fp32" in profiled and net_keys & set(profiled["fp32"]["failed"]):
-        usable = []  # the calibration/test split needs the fp32 sums
-    for p in sorted(set(wanted) - set(usable)):
-        print(f"  {uri} {p}: part (b) skipped, a network operator failed to profile", file=sys.stderr)
-    if usable:
-        calib, tests = split_networks(lut, uri, networks, args.calibration_networks)
-        for p in usable:
-            result["e2e"][p] = check_networks(lut, device, calib, tests, p, config)
+    failed = {k for p in {"fp32", *wanted} for k in profiled[p]["failed"]}
+    usable = [net for net in pool if not failed & {s.key for s in net.measurable_specs()}]
+    if not chosen or any(n not in usable for n in chosen["calib"] + chosen["tests"]):
+        if len(usable) < args.networks + args.calibration_networks:
+            print(f"  {uri}: part (b) skipped, only {len(usable)} networks have every operator profiled",
+                  file=sys.stderr)
+            return result
+        chosen["calib"], chosen["tests"] = pick_networks(lut, uri, usable, args.calibration_networks,
+                                                         args.networks)
+    result["calibration_networks"] = [BuiltModel(net).key for net in chosen["calib"]]
+    for p in wanted:
+        result["e2e"][p] = check_networks(lut, device, chosen["calib"], chosen["tests"], p, config)
     return result
 
 
@@ -252,19 +304,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     space = get_space(args.space)
     resolution = space.check_resolution(args.resolution)
-    networks = pick_networks(space, resolution, args.networks + args.calibration_networks, args.max_ops, args.seed)
-    ops = op_list(space, resolution, networks, args.max_ops)
+    pool = pick_pool(space, resolution, args.networks + args.calibration_networks, args.max_ops, args.seed)
+    ops = op_list(space, resolution, pool, args.max_ops)
     config = protocol(args.quick)
     lut_path = args.lut or Path(tempfile.mkdtemp(prefix="latkit_precision_")) / "precision.db"
-    print(f"{len(ops)} operators ({len(_op_keys(networks))} of them in the {len(networks)} networks), "
+    print(f"{len(ops)} operators ({len(_op_keys(pool))} of them in a pool of {len(pool)} networks), "
           f"LUT {lut_path}", flush=True)
     setup = {"space": args.space, "resolution": resolution, "threads": args.threads, "ops": len(ops),
              "networks": args.networks, "calibration_networks": args.calibration_networks, "quick": args.quick,
              "protocol": config.to_dict(), "lut": str(lut_path)}
     result: dict[str, Any] = {"setup": setup, "backends": {}}
+    chosen: dict[str, list[Network]] = {}
     with LUT.open(lut_path, create=True) as lut:
         for uri in args.devices.split(","):
-            result["backends"][uri] = run_backend(uri, args, lut, networks, ops, config)
+            result["backends"][uri] = run_backend(uri, args, lut, pool, ops, config, chosen)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print_figures(result)
     if args.out:
