@@ -34,7 +34,7 @@ DEVICE = "cpu:onnxruntime"
 
 
 def build(path: Path, space: str, resolution: int, limit: int | None, seed: int,
-          threads: int, precision: float) -> None:  # fmt: skip
+          threads: int, target_ci: float) -> None:  # fmt: skip
     """Profile the space's operators into ``path`` (runs in a child process)."""
     from latkit.devices import open_device
     from latkit.lut.store import LUT
@@ -44,7 +44,7 @@ def build(path: Path, space: str, resolution: int, limit: int | None, seed: int,
 
     specs = get_space(space).operators(resolution)
     device = open_device(DEVICE, threads=threads)
-    config = ProtocolConfig(seed=seed, target_rel_ci=precision)
+    config = ProtocolConfig(seed=seed, target_rel_ci=target_ci)
     with LUT.open(path, create=True) as lut:
         report = profile_ops(device, specs, lut, config, limit=limit)
     print(f"  built {path.name}: {len(report.measured)} measured, {len(report.failed)} failed, "
@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--limit", type=int, default=None, help="operators per build (default all)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--precision", type=float, default=0.02, help="target relative CI half-width")
+    ap.add_argument("--target-ci", type=float, default=0.02, help="target relative CI half-width")
     ap.add_argument("--out", type=Path, default=None, help="keep the two LUTs in this folder")
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"))
     ap.add_argument("--build", type=Path, help=argparse.SUPPRESS)
@@ -105,7 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.build:
         build(args.build, args.space, args.resolution, args.limit, args.seed, args.threads,
-              args.precision)  # fmt: skip
+              args.target_ci)  # fmt: skip
         return
     if args.compare:
         compare(*args.compare)
@@ -120,7 +120,7 @@ def main() -> None:
         t0 = time.time()
         cmd = [sys.executable, __file__, "--build", str(path), "--space", args.space,
                "--resolution", str(args.resolution), "--seed", str(i + 1),
-               "--threads", str(args.threads), "--precision", str(args.precision)]  # fmt: skip
+               "--threads", str(args.threads), "--target-ci", str(args.target_ci)]  # fmt: skip
         if args.limit:
             cmd += ["--limit", str(args.limit)]
         subprocess.run(cmd, check=True)
