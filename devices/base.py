@@ -59,6 +59,15 @@ class ModelSource(Protocol):
         ...
 
 
+def load_advice(model: ModelSource) -> str:
+    """What to do when a runtime cannot load ``model``'s file.
+
+    latkit's own cached exports are made again when deleted; a source may say
+    otherwise through a ``load_advice`` attribute (a user's own file cannot be).
+    """
+    return getattr(model, "load_advice", None) or "delete the file to re-export it"
+
+
 class Session(ABC):
     """A model loaded on a device, ready to be timed."""
 

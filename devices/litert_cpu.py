@@ -31,6 +31,7 @@ from latkit.devices.base import (
     Session,
     captured_output,
     host_cpu_model,
+    load_advice,
     host_state,
     register_device,
 )
@@ -179,7 +180,7 @@ class LiteRTCPU(HostDevice):
                 interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise DeviceError(
-                f"LiteRT cannot load {path}: {one_line(exc)}; delete the file to re-export it"
+                f"LiteRT cannot load {path}: {one_line(exc)}; {load_advice(model)}"
             ) from exc
         if out.text:
             log.debug("LiteRT: %s", out.text)

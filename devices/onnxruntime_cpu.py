@@ -26,6 +26,7 @@ from latkit.devices.base import (
     ModelSource,
     Session,
     host_cpu_model,
+    load_advice,
     host_state,
     register_device,
 )
@@ -146,7 +147,7 @@ class OnnxRuntimeCPU(HostDevice):
             sess = ort.InferenceSession(str(path), self.session_options(), providers=[PROVIDER])
         except _ORT_ERRORS as exc:
             raise DeviceError(
-                f"onnxruntime cannot load {path}: {one_line(exc)}; delete the file to re-export it"
+                f"onnxruntime cannot load {path}: {one_line(exc)}; {load_advice(model)}"
             ) from exc
         inp = sess.get_inputs()[0]
         shape = tuple(model.input_shape)

@@ -103,6 +103,12 @@ class ModelFile:
         self.key = f"file-{stem}-{self.sha256[:12]}"
         self.precision: Precision | None = detect_precision(self.path)
 
+    @property
+    def load_advice(self) -> str:
+        """What a device says when its runtime cannot load this file (see devices.base.load_advice)."""
+        return (f"check that {self.path.name} runs with this runtime's version "
+                "(re-export it from your framework with an older opset or converter if not)")  # fmt: skip
+
     def __repr__(self) -> str:
         return f"ModelFile({str(self.path)!r}, {self.format.value})"
 

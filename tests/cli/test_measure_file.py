@@ -277,3 +277,20 @@ def test_lut_commands_check_the_precision(capsys, tmp_path) -> None:
     code, _, err = run(capsys, "lut", "estimate", "--lut", lut, "--arch", "x", "--precision", "int4")
     one_error_line(code, err, "unknown precision 'int4'; use one of fp32, fp16, int8")
     assert not lut.exists()
+
+
+def test_a_file_the_runtime_cannot_load_is_not_told_to_re_export(capsys, tmp_path) -> None:
+    # a valid ONNX graph with an operator ONNX Runtime does not have: the user's own file,
+    # so the advice is about the file, not latkit's cache ("delete the file to re-export it")
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Blur", ["x"], ["y"], domain="com.example")], "g", [x], [y])
+    path = tmp_path / "custom op.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.example", 1)]), path)  # fmt: skip
+    code, _, err = run(capsys, "measure", path, "--quick")
+    line = one_error_line(code, err, "onnxruntime cannot load", "Blur", "custom op.onnx runs with this runtime")
+    assert "delete the file" not in line
