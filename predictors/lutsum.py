@@ -196,6 +196,7 @@ class LutSumPredictor(Predictor):
             choose it (default the space's default).
         use_stored_calibration: when ``fit`` gets no end-to-end latencies, use
             the LUT's stored calibration for the device (else the plain sum).
+        precision: the precision of the LUT rows (and stored calibration) read.
     """
 
     def __init__(
@@ -205,12 +206,14 @@ class LutSumPredictor(Predictor):
         space: str | None = None,
         resolution: int | None = None,
         use_stored_calibration: bool = True,
+        precision: str = "fp32",
     ) -> None:
         self.lut_path = lut_path
         self.device = device
         self.space = space
         self.resolution = resolution
         self.use_stored_calibration = use_stored_calibration
+        self.precision = precision
 
     # ------------------------------------------------------------------ fitting
 
@@ -234,8 +237,9 @@ class LutSumPredictor(Predictor):
         with LUT.open(self.lut_path) as lut:
             uri = lut.resolve_device(self.device)
             self.device_ = uri
-            self.key_ms_ = {r["op_key"]: float(r["latency_ms"]) for r in lut.iter_rows(uri)}
-            stored = load_calibration(lut, uri) if self.use_stored_calibration else None
+            rows = lut.iter_rows(uri, precision=self.precision)
+            self.key_ms_ = {r["op_key"]: float(r["latency_ms"]) for r in rows}
+            stored = load_calibration(lut, uri, precision=self.precision) if self.use_stored_calibration else None
         if self.space:
             self._compile()
         if y is not None:

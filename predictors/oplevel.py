@@ -366,30 +366,30 @@ def is_predicted(source: str) -> bool:
     return source.startswith(PREDICTED_PREFIX)
 
 
-def measured_ops(lut: Any, device: Any) -> tuple[list[OpSpec], np.ndarray]:
-    """The ops of ``device`` in ``lut`` that were measured or imported (not predicted).
+def measured_ops(lut: Any, device: Any, *, precision: str = "fp32") -> tuple[list[OpSpec], np.ndarray]:
+    """The ops of ``device`` at ``precision`` in ``lut`` that were measured or imported (not predicted).
 
     Returns:
         Their specs and latencies (ms), in key order.
     """
     uri = _device_uri(device)
     specs = {o["key"]: o["spec"] for o in lut.ops()}
-    rows = [r for r in lut.iter_rows(uri) if not is_predicted(r["source"])]
+    rows = [r for r in lut.iter_rows(uri, precision=precision) if not is_predicted(r["source"])]
     return [OpSpec.from_dict(specs[r["op_key"]]) for r in rows], np.array(
         [r["latency_ms"] for r in rows], dtype=np.float64
     )
 
 
-def fit_on_lut(lut: Any, device: Any, predictor: Predictor | None = None) -> Predictor:
-    """Fit an op-level predictor (default ``oplevel_xgb``) on a device's measured ops.
+def fit_on_lut(lut: Any, device: Any, predictor: Predictor | None = None, *, precision: str = "fp32") -> Predictor:
+    """Fit an op-level predictor (default ``oplevel_xgb``) on a device's measured ops at ``precision``.
 
     Raises:
         UsageError: fewer than 2 measured ops on that device.
     """
-    specs, lat = measured_ops(lut, device)
+    specs, lat = measured_ops(lut, device, precision=precision)
     if len(specs) < 2:
         raise UsageError(
-            f"LUT {lut.path} has {len(specs)} measured op(s) on {_device_uri(device)}; "
+            f"LUT {lut.path} has {len(specs)} measured {precision} op(s) on {_device_uri(device)}; "
             "measure some with `latkit profile` before fitting a predictor"
         )
     predictor = predictor if predictor is not None else XGBOpPredictor()
@@ -400,7 +400,7 @@ def fit_on_lut(lut: Any, device: Any, predictor: Predictor | None = None) -> Pre
 MIN_PREDICTED_MS = 1e-4
 
 
-def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predictor) -> int:
+def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predictor, *, precision: str = "fp32") -> int:
     """Store predictions for the ops of ``specs`` that ``lut`` has not measured.
 
     Rows that were measured or imported are never touched; rows an earlier
@@ -415,13 +415,14 @@ def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predicto
             :meth:`operators`).
         device: the device URI, its info dict, or the Device.
         predictor: a fitted op-level predictor.
+        precision: the precision the rows are stored at (only that precision's rows are looked at).
 
     Returns:
         How many rows were written.
     """
     predictor._check_fitted()
     uri = _device_uri(device)
-    existing = {r["op_key"]: r["source"] for r in lut.iter_rows(uri)}
+    existing = {r["op_key"]: r["source"] for r in lut.iter_rows(uri, precision=precision)}
     todo: dict[str, OpSpec] = {}
     for s in specs:
         if s.measurable and not (s.key in existing and not is_predicted(existing[s.key])):
@@ -458,7 +459,7 @@ def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predicto
             lut.ensure_op(spec)
             lut.put_row(
                 {"op_key": spec.key, "device_uri": uri, "latency_ms": float(ms),
-                 "provenance": provenance, "source": PREDICTED_PREFIX + name},
+                 "provenance": provenance, "source": PREDICTED_PREFIX + name, "precision": str(precision)},
                 replace=True,
             )  # fmt: skip
     log.info("predicted %d op(s) of %s into %s with %s", len(ops), uri, lut.path, name)

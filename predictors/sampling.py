@@ -245,6 +245,7 @@ def profile_sampled(
     *,
     rounds: int = 4,
     predictor: Any = None,
+    precision: str = "fp32",
 ) -> SampledReport:
     """Measure the ``n`` most informative ops of a space, predict the rest.
 
@@ -265,6 +266,7 @@ def profile_sampled(
         on_progress: ``(done, n, key, measurement or None)`` after each op.
         rounds: how many pick/measure/refit rounds.
         predictor: unfitted op-level predictor for the fill (default ``oplevel_xgb``).
+        precision: the precision measured and predicted (rows of others are not read).
 
     Returns:
         A :class:`SampledReport`.
@@ -282,7 +284,7 @@ def profile_sampled(
     report = SampledReport(device=device.uri, n_candidates=len(ops))
     sizes = [n // rounds + (i < n % rounds) for i in range(rounds)]
     for size in (s for s in sizes if s):
-        specs, lat = measured_ops(lut, device.uri)
+        specs, lat = measured_ops(lut, device.uri, precision=precision)
         done = {s.key: float(v) for s, v in zip(specs, lat)}
         # a failed op would be picked again and fail again
         batch = choose_informative(ops, size, done, gen, exclude=report.failed)
@@ -294,15 +296,15 @@ def profile_sampled(
             if on_progress is not None:
                 on_progress(_o + i, n, key, m)
 
-        pr = profile_ops(device, batch, lut, config, on_progress=progress)
+        pr = profile_ops(device, batch, lut, config, on_progress=progress, precision=precision)
         report.measured += pr.measured
         report.failed.update(pr.failed)
         report.rounds += 1
         log.info("sampling round %d: measured %d op(s)", report.rounds, len(pr.measured))
-    fitted = fit_on_lut(lut, device.uri, predictor)
+    fitted = fit_on_lut(lut, device.uri, predictor, precision=precision)
     report.n_train = int(fitted.n_train_)
     report.predictor = fitted.name
-    report.n_predicted = fill_lut(lut, ops, device.info().to_dict(), fitted)
+    report.n_predicted = fill_lut(lut, ops, device.info().to_dict(), fitted, precision=precision)
     return report
 
 

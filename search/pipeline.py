@@ -142,9 +142,6 @@ class PipelineConfig:
         if str(self.layout).lower() not in ("nchw", "nhwc"):
             raise UsageError(f"unknown layout {self.layout!r}; use nchw or nhwc")
         object.__setattr__(self, "layout", str(self.layout).lower())
-        if self.profile_sample is not None and self.precision != Precision.FP32.value:
-            raise UsageError(f"--sample fills the LUT with an fp32 op-level predictor; profile every operator "
-                             f"at {self.precision} (drop --sample)")
         if self.precision == Precision.FP16.value and "tflite" not in self.formats:
             raise UsageError("fp16 models are TFLite files; add tflite to the formats")
         get_space(self.space).check_resolution(self.input_resolution())  # before the run folder is made
@@ -322,9 +319,10 @@ class _Pipeline:
             else:
                 from latkit.predictors.sampling import profile_sampled
 
-                rep = profile_ops(self.device, head, lut, self.profile_config(), on_progress=progress)
+                rep = profile_ops(self.device, head, lut, self.profile_config(), on_progress=progress,
+                                  precision=self.precision)  # fmt: skip
                 sampled = profile_sampled(self.device, specs, lut, self.profile_config(), self.cfg.profile_sample,
-                                          rng=self.cfg.seed, on_progress=progress)  # fmt: skip
+                                          rng=self.cfg.seed, on_progress=progress, precision=self.precision)  # fmt: skip
                 failed = {**rep.failed, **sampled.failed}
                 measured, reused = len(rep.measured) + len(sampled.measured), len(rep.skipped)
         if failed:

@@ -159,7 +159,7 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec) -> 
     try:
         sampled_kw = precision_kwargs(profile_sampled, prec, "profile --sample")
         with LUT.open(lut, create=True) as table:
-            claims = Claims(table, dev.info().uri)
+            claims = Claims(table, dev.info().uri, **sampled_kw)
             claims.claim_device()  # the sample is chosen from what is stored: no other run may add meanwhile
             try:
                 with common.progress_bar("profiling (sampled)", n) as advance:

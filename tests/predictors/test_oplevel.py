@@ -353,3 +353,27 @@ def test_estimate_tells_predicted_rows_from_measured_ones(tmp_path: Path) -> Non
     assert len(predicted) == 3 and all("32" in k for k in predicted)
     assert all(s.startswith("imported:") for k, s in sources.items()
                if s and k not in predicted)
+
+
+def test_op_level_fill_reads_and_writes_one_precision(tmp_path: Path) -> None:
+    from latkit.errors import UsageError
+
+    with LUT.open(tmp_path / "lut.db", create=True) as lut:
+        import_public_yaml(lut, OFA_TABLES[0], device_uri="note10:x")  # fp32 rows
+        n_fp32 = len(lut.rows("note10:x", precision="fp32"))
+        with pytest.raises(UsageError, match="0 measured int8 op"):
+            fit_on_lut(lut, "note10:x", XGBOpPredictor(n_estimators=20), precision="int8")
+        import_public_yaml(lut, OFA_TABLES[0], device_uri="note10:x", precision="int8")
+        specs, lat = measured_ops(lut, "note10:x", precision="int8")
+        assert len(specs) == n_fp32
+        # an int8 measurement changes the int8 rows only; the fp32 predictor does not see it
+        drop = specs[0].key
+        with lut.transaction() as conn:
+            conn.execute("DELETE FROM measurements WHERE op_key = ? AND precision = 'int8'", (drop,))
+        pred = fit_on_lut(lut, "note10:x", XGBOpPredictor(n_estimators=20), precision="int8")
+        assert pred.n_train_ == n_fp32 - 1
+        assert fill_lut(lut, [specs[0]], "note10:x", pred, precision="int8") == 1
+        int8 = {r["op_key"]: r for r in lut.rows("note10:x", precision="int8")}
+        assert int8[drop]["source"] == "predicted:oplevel_xgb" and int8[drop]["precision"] == "int8"
+        fp32 = {r["op_key"]: r for r in lut.rows("note10:x", precision="fp32")}
+        assert len(fp32) == n_fp32 and fp32[drop]["source"] != "predicted:oplevel_xgb"
