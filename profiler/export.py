@@ -59,8 +59,9 @@ _SUFFIX = {ModelFormat.ONNX: ".onnx", ModelFormat.TFLITE: ".tflite"}
 
 def default_cache_dir() -> Path:
     """Where exported models are cached: ``$LATKIT_CACHE`` or ``~/.cache/latkit/models``."""
-    env = os.environ.get("LATKIT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "latkit" / "models"
+    from latkit._cache import models_dir
+
+    return models_dir()
 
 
 def exporter_version(fmt: ModelFormat | str) -> str:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -187,8 +186,9 @@ class PipelineResult:
 
 def default_lut_dir() -> Path:
     """Where per-device LUTs are cached: ``$LATKIT_LUT_DIR`` or ``~/.cache/latkit/luts``."""
-    env = os.environ.get("LATKIT_LUT_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "latkit" / "luts"
+    from latkit._cache import luts_dir
+
+    return luts_dir()
 
 
 def lut_path_for(device_uri: str, space: str, resolution: int, lut_dir: Path | None = None) -> Path:

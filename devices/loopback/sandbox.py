@@ -52,9 +52,9 @@ def cache_dir() -> Path:
 
     (or ``~/.cache/latkit/loopback``), the same root the model cache uses.
     """
-    env = os.environ.get("LATKIT_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "latkit"
-    return base / "loopback"
+    from latkit._cache import loopback_dir
+
+    return loopback_dir()
 
 
 def default_root(port: int) -> Path:
