@@ -97,7 +97,9 @@ def fit_calibration(
     Uses the 3-term model when there are at least 3 points, the design has
     full rank and (given ``min_op_ms``, the fastest operator's LUT latency) it
     leaves that operator a positive latency; else ``a * sum + c`` when there
-    are 2+ distinct sums, else the ratio of totals.
+    are 2+ distinct sums, else the ratio of totals. A fit whose slope ``a`` is
+    not positive is noise (a network with a larger LUT sum measured faster) and
+    falls through to the next form.
 
     Raises:
         UsageError: lengths differ, no points, or non-positive / non-finite values.
@@ -117,6 +119,8 @@ def fit_calibration(
         if np.linalg.matrix_rank(x) < terms:
             continue  # e.g. every network has the same op count: b and c are not separable
         sol = np.linalg.lstsq(x, y, rcond=None)[0]
+        if sol[0] <= 0:
+            continue  # a larger LUT sum measured faster: the networks were timed in different load states
         if terms == 3 and min_op_ms is not None and sol[0] * min_op_ms + sol[1] <= 0:
             continue  # an operator that costs no time: the per-op term is fitting noise
         coef = (sol[0], sol[1], sol[2]) if terms == 3 else (sol[0], 0.0, sol[1])

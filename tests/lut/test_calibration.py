@@ -69,6 +69,15 @@ def test_a_fit_that_gives_an_operator_no_time_falls_back_to_two_terms():
     assert quiet.method == "lstsq3" and quiet.a * 0.011 + quiet.b > 0 and quiet.max_rel_err < 0.02
 
 
+def test_a_fit_with_a_negative_slope_falls_back_to_the_ratio():
+    # networks timed in different load states: the larger LUT sums measured faster
+    sums = np.array([1.0, 2.0, 3.0, 4.0])
+    e2e = np.array([2.6, 2.1, 1.9, 1.4])
+    cal = fit_calibration(sums, [10, 20, 30, 40], e2e)
+    assert cal.method == "ratio" and cal.a == pytest.approx(e2e.sum() / sums.sum()) and cal.a > 0
+    assert cal.b == 0.0 and cal.c == 0.0
+
+
 @pytest.mark.parametrize(
     "args",
     [([], [], []), ([1.0, 2.0], [1], [1.0, 2.0]), ([1.0], [1], [0.0]), ([float("nan")], [1], [1.0])],
