@@ -142,8 +142,9 @@ def test_throttled_run_is_remeasured_after_cooldown(tmp_path, model, caplog):
     """Heat the phone until it throttles, then measure: re-measured, and close to the cool value."""
     # steady state while running: ambient + heat/cool = 70 C; short runs stay below 55 C,
     # a 3.5 s run passes it
+    # a 40% clock when throttled: a 2.5x slowdown stands well clear of a loaded host's noise
     scen = Scenario.named("throttle").with_(throttle_c=55.0, recover_c=40.0, heat_c_per_s=20.0,
-                                            cool_per_s=0.5)
+                                            cool_per_s=0.5, throttle_fraction=0.4)
     with server.LoopbackDevice(tmp_path / "root", scenario=scen, key_path=tmp_path / "adbkey") as loop:
         loop.key = tmp_path / "adbkey"  # the device's own key (auth="key")
         policy = ThermalPolicy(pre_wait_s=20, throttle_wait_s=30, poll_s=0.2, temp_margin_c=8.0)
@@ -157,7 +158,9 @@ def test_throttled_run_is_remeasured_after_cooldown(tmp_path, model, caplog):
             d.thermal = ThermalPolicy(pre_wait_s=0, throttle_wait_s=30, poll_s=0.2, temp_margin_c=8.0)
             with caplog.at_level(logging.INFO, logger="latkit.devices.android"):
                 hot = s.time(20)
-        run = d.last_run
+            run = d.last_run
+            after = s.time(20)  # cool again, moments later: the same host load as the kept value
+        assert not d.last_run["remeasured"]
         assert run["remeasured"] and len(run["attempts"]) >= 2
         first = run["attempts"][0]
         assert first["throttled"] and first["min_big_freq_khz"] < 0.95 * 2841600
@@ -165,11 +168,10 @@ def test_throttled_run_is_remeasured_after_cooldown(tmp_path, model, caplog):
         assert run["attempts"][1]["wait"]["waited_s"] > 0
         assert any("re-measuring conv_block: big cluster throttled" in r.message for r in caplog.records)
         assert d.state()["counters"]["remeasures"] >= 1
-        # the throttled attempt was slowed by the 60% clock; the kept value was not
-        # (60% clock -> ~1.67x; compared with the re-measure taken moments later, which is
-        # robust to the load of a shared host)
-        assert first["inference_avg_us"] > 1.3 * hot * 1e6
-        # the kept value matches the cool runs (2-8% apart on a quiet host; 18% once on a
-        # busy CI host, where the other vCPU's load slows every run it overlaps)
-        assert hot == pytest.approx(statistics.median(cool), rel=0.35)
+        # the throttled attempt was slowed by the 40% clock (~2.5x); the kept value was not
+        # (compared with the re-measure taken moments later, robust to a shared host's load)
+        assert first["inference_avg_us"] > 1.6 * hot * 1e6
+        # the kept value is a cool one: beside the cool runs (2-8% apart on a quiet host) and the
+        # run right after it (a busy host slows the early cool runs and the later ones unevenly)
+        assert hot == pytest.approx(statistics.median(cool), rel=0.35) or hot == pytest.approx(after, rel=0.25)
         d.close()
