@@ -54,6 +54,8 @@ ENTRY_POINT_GROUP = "latkit.predictors"
 
 # libraries whose versions every saved predictor records
 _TRACKED_LIBRARIES = ("numpy", "xgboost", "torch", "scikit-learn", "safetensors")
+# a library installed under another distribution name (the same module, another wheel)
+_DISTRIBUTIONS = {"xgboost": ("xgboost", "xgboost-cpu")}
 # weight formats and the library whose major version must match to read them
 WEIGHT_FORMATS = {"json": None, "xgboost": "xgboost", "safetensors": "torch"}
 
@@ -299,10 +301,13 @@ def library_versions() -> dict[str, str | None]:
     """Installed versions of the libraries predictors depend on (None when absent)."""
     out: dict[str, str | None] = {}
     for lib in _TRACKED_LIBRARIES:
-        try:
-            out[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            out[lib] = None
+        out[lib] = None
+        for dist in _DISTRIBUTIONS.get(lib, (lib,)):
+            try:
+                out[lib] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
     return out
 
 
