@@ -15,6 +15,8 @@ integers too long to convert) into one :class:`~latkit.errors.StoreError` line.
 
 from __future__ import annotations
 
+import hashlib
+
 import contextlib
 import json
 import math
@@ -224,3 +226,12 @@ def read_json(path: str | Path, what: str = "file") -> Any:
 
 def _is_regular(path: Path) -> bool:
     return stat.S_ISREG(path.stat().st_mode)  # a missing file: OSError, named by the caller
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latkit._files import atomic_path, check_output_dir, read_json, write_json
+from latkit._files import atomic_path, check_output_dir, file_sha256, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device
 from latkit.devices.precision import Precision, parse_precision
@@ -489,15 +489,6 @@ def _export_tflite(module: nn.Module, inputs: list[torch.Tensor], reference: lis
 
 
 # --------------------------------------------------------------------------- files
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = [

@@ -26,7 +26,8 @@ from latkit.devices.base import Device, ModelFormat
 from latkit.devices.precision import Precision
 from latkit.errors import UsageError
 from latkit.lut.drift import Drift, Reference, combined, measure_drift
-from latkit.search.export import ExportedFile, file_sha256
+from latkit._files import file_sha256
+from latkit.search.export import ExportedFile
 
 log = logging.getLogger(__name__)
 

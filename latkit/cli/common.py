@@ -120,28 +120,3 @@ def precision_option(text: str | None) -> Any:
         f"--precision {text}: --precision is now the model's numeric precision ({', '.join(PRECISIONS)}); "
         f"the target relative CI half-width is --target-ci {text}"
     )
-
-
-def precision_kwargs(fn: Any, precision: Any, what: str) -> dict[str, Any]:
-    """``{"precision": p}`` when ``fn`` takes it; ``{}`` for fp32 when it does not.
-
-    Lets a command pass the precision to a library function that may predate it.
-
-    Raises:
-        UsageError: ``precision`` is not fp32 and ``fn`` cannot take it.
-    """
-    import inspect
-
-    from latkit.devices.precision import Precision
-    from latkit.errors import UsageError
-
-    p = Precision(precision) if precision is not None else Precision.FP32
-    try:
-        takes = "precision" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        takes = False
-    if takes:
-        return {"precision": p}
-    if p is Precision.FP32:
-        return {}
-    raise UsageError(f"{what} at {p.value} is not available in this latkit build; use --precision fp32")

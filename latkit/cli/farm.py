@@ -11,7 +11,8 @@ from rich.live import Live
 from rich.table import Table
 
 from latkit.cli import common
-from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_kwargs, precision_option
+from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
+from latkit.devices.precision import parse_precision
 
 farm_app = typer.Typer(help="A device farm on Ray: profile on many devices of many hosts into one LUT.",
                        no_args_is_help=True)
@@ -96,7 +97,7 @@ def profile_cmd(
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.profiler.spaces import get_space
 
-    prec_kw = precision_kwargs(farm_profile, precision_option(precision), "farm profile")
+    prec_kw = {"precision": parse_precision(precision_option(precision))}
     specs = list({s.key: s for s in get_space(space).operators(resolution) if s.measurable}.values())
     if limit:
         specs = specs[:limit]

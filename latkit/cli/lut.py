@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from latkit.cli import common
-from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_kwargs, precision_option
+from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
 from latkit.cli.profile import CLOCK_HELP, DEVICE_HELP, load_arch, open_checked, protocol_config
 
 lut_app = typer.Typer(help="Inspect, export, import, merge and estimate with latency LUTs.", no_args_is_help=True)
@@ -196,7 +196,7 @@ def estimate_cmd(
 
     wanted = precision_option(precision)
     network, _ = load_arch(space, arch, resolution)
-    kw = precision_kwargs(estimate, wanted, "lut estimate") if wanted is not None else {}
+    kw = {"precision": wanted} if wanted is not None else {}
     with LUT.open(lut, readonly=True) as table:
         est = estimate(table, network, device=device, calibration=calibrated, **kw)
     if as_json:
@@ -242,7 +242,7 @@ def calibrate_cmd(
     nets = [sp.network(sp.sample(rng), resolution) for _ in range(networks)]
     dev, prec = open_checked(device, threads, clock, wanted)
     try:
-        kw = precision_kwargs(calibrate_device, prec, "lut calibrate")
+        kw = {"precision": prec}
         with LUT.open(lut) as table, common.progress_bar(f"measuring networks ({PASSES} passes)", PASSES * networks) as advance:
             cal = calibrate_device(table, dev, nets, config, on_progress=lambda done, total, name: advance(name), **kw)
     finally:

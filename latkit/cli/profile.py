@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from latkit.cli import app, common
-from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_kwargs, precision_option
+from latkit._files import file_sha256
+from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
 
 DEVICE_HELP = ("Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:SERIAL[?delegate=D&threads=N], "
                "adb+tcp://HOST:PORT.")
@@ -125,9 +126,9 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
     from latkit.lut.claims import profile_shared
     from latkit.lut.store import LUT
 
-    shared_kw = precision_kwargs(profile_shared, prec, "profile")
+    shared_kw = {"precision": prec}
     with LUT.open(lut, create=True) as table:
-        done = table.done_keys(dev.info().uri, **precision_kwargs(table.done_keys, prec, "profile"))
+        done = table.done_keys(dev.info().uri, precision=prec)
         todo = {s.key for s in specs if s.measurable and s.key not in done}
         n_ops = len({s.key for s in specs if s.measurable})
         total = min(len(todo), limit) if limit else len(todo)
@@ -157,7 +158,7 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec) -> 
     from latkit.predictors.sampling import profile_sampled
 
     try:
-        sampled_kw = precision_kwargs(profile_sampled, prec, "profile --sample")
+        sampled_kw = {"precision": prec}
         with LUT.open(lut, create=True) as table:
             claims = Claims(table, dev.info().uri, **sampled_kw)
             claims.claim_device()  # the sample is chosen from what is stored: no other run may add meanwhile
@@ -273,7 +274,7 @@ def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clo
 
     network, _ = load_arch(space, arch, resolution)
     prec = parse_precision(wanted)
-    built = BuiltModel(network, **precision_kwargs(BuiltModel, prec, "measure --arch"))
+    built = BuiltModel(network, precision=prec)
     est, refs = None, []
     if lut is not None:
         est, refs = _lut_estimate(lut, network, prec)
@@ -287,7 +288,7 @@ def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clo
     finally:
         dev.close()
     facts = {"network": network.name, "file": str(path) if path else None,
-             "sha256": _sha256(path) if path else None, "format": fmt.value,
+             "sha256": file_sha256(path) if path else None, "format": fmt.value,
              "precision": prec.value, "input_shape": list(built.input_shape)}  # fmt: skip
     result = _result(m, facts)
     if est is not None:
@@ -304,20 +305,10 @@ def _lut_estimate(lut: Path, network, prec):
     from latkit.lut.store import LUT
 
     with LUT.open(lut, readonly=True) as table:
-        est = estimate(table, network, **precision_kwargs(estimate, prec, "measure --lut"))
+        est = estimate(table, network, precision=prec)
         keys = [layer.spec.key for layer in network.layers]
-        refs = reference_ops(table, est.device, keys, **precision_kwargs(reference_ops, prec, "measure --lut"))
+        refs = reference_ops(table, est.device, keys, precision=prec)
     return est, refs
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _result(m, facts: dict) -> dict:
