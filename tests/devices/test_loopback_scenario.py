@@ -162,13 +162,22 @@ def _min_us(root, model, mask: str | None) -> int:
 def test_throttled_cluster_really_runs_slower(tmp_path, tflite_model):
     player = _player(tmp_path, Scenario.named("cool"))
     del player
-    base = _min_us(tmp_path, tflite_model, None)
     for cpu in range(4, 8):
         (cpufreq_dir(tmp_path, cpu) / "scaling_cur_freq").write_text(f"{BIG_MAX // 2}\n")
-    slow = _min_us(tmp_path, tflite_model, "f0")
+    # the baseline runs in a second, cool sandbox; the runs alternate and each side keeps
+    # its best, so one loaded moment on a shared host cannot decide the ratio (a working
+    # emulation gives about 2x, a broken one about 1x in every round)
+    cool = tmp_path / "cool"
+    _player(cool, Scenario.named("cool"))
+    base = slow = little = 10**9
+    for _ in range(3):
+        base = min(base, _min_us(cool, tflite_model, None))
+        slow = min(slow, _min_us(tmp_path, tflite_model, "f0"))
+        little = min(little, _min_us(tmp_path, tflite_model, "0f"))
+        if slow / base > 1.5 and little / base > 1.2:
+            break
     assert slow / base > 1.5  # f = 0.5 -> about 2x, measured
-    little = _min_us(tmp_path, tflite_model, "0f")  # little cluster: 1.8 / 2.84 GHz
-    assert little / base > 1.2
+    assert little / base > 1.2  # little cluster: 1.8 / 2.84 GHz
 
 
 def test_heat_scenario_live_over_shell(tmp_path, tflite_model):
