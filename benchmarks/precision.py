@@ -41,12 +41,12 @@ from latkit._files import write_json
 from latkit.devices import open_device
 from latkit.devices.base import Device
 from latkit.errors import LatkitError, UsageError
-from latkit.lut.calibration import PASSES, calibrate_device
+from latkit.lut.calibration import calibrate_device, measure_passes, steady
 from latkit.lut.estimate import estimate
 from latkit.lut.store import LUT
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import OpSpec
-from latkit.profiler.protocol import ProtocolConfig, measure_one
+from latkit.profiler.protocol import ProtocolConfig
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Network, SearchSpace
@@ -213,16 +213,11 @@ def measure_networks(device: Device, networks: list[Network], precision: str,
                      config: ProtocolConfig) -> list[list[float]]:
     """End-to-end latency of each network at ``precision``, measured as the calibration does.
 
-    ``PASSES`` passes in alternating order; each network's figures, one per pass
-    (the lowest is the one compared: a burst of other load on the host then has
-    to hit a network in every pass to count; their spread shows the host's noise).
+    Passes in alternating order until each network's two lowest figures agree
+    (``latkit.lut.calibration.measure_passes``); the lowest is the one compared,
+    the spread of the figures shows the host's noise.
     """
-    models = [BuiltModel(net, precision=precision) for net in networks]
-    passes: list[list[float]] = [[] for _ in models]
-    for k in range(PASSES):
-        for i in range(len(models)) if k % 2 == 0 else reversed(range(len(models))):
-            passes[i].append(measure_one(device, models[i], config).latency_ms)
-    return passes
+    return measure_passes(device, [BuiltModel(net, precision=precision) for net in networks], config)
 
 
 def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: str,
@@ -238,12 +233,13 @@ def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[N
         err = (est.total_ms - ms) / ms
         rows.append({"network": i, "key": BuiltModel(net).key, "lut_sum_ms": est.lut_sum_ms,
                      "estimate_ms": est.total_ms, "measured_ms": ms, "passes_ms": figures,
-                     "pass_spread": max(figures) / ms - 1, "error": err})
+                     "pass_spread": max(figures) / ms - 1, "steady": steady(figures), "error": err})
         print(f"    {device.uri} {precision} net {i:2d}: estimate {est.total_ms:8.3f} ms  "
               f"measured {ms:8.3f} ms  error {100 * err:+6.1f}%", flush=True)
     worst = max(abs(r["error"]) for r in rows)
     return {"calibration": cal.to_dict(), "networks": rows, "max_abs_error": worst,
             "max_pass_spread": max(r["pass_spread"] for r in rows),
+            "unsteady": sum(not r["steady"] for r in rows),
             "within_goal": sum(abs(r["error"]) <= GOAL for r in rows), "pass": worst <= GOAL,
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -300,7 +296,8 @@ def print_figures(result: dict[str, Any]) -> None:
             verdict = "PASS" if e["pass"] else "FAIL"
             print(f"  {uri:16s} {p:5s} max |error| {100 * e['max_abs_error']:5.1f}%  "
                   f"{e['within_goal']}/{len(e['networks'])} within +-{100 * GOAL:.0f}%  {verdict}  "
-                  f"(the two passes over a test network differ by up to {100 * e['max_pass_spread']:.0f}%)")
+                  f"(a network's figures differ by up to {100 * e['max_pass_spread']:.0f}%; "
+                  f"{e['unsteady']} never gave two within 10%)")
 
 
 def main(argv: list[str] | None = None) -> int:
