@@ -10,6 +10,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -23,6 +24,7 @@ try:  # typer >= 0.20 carries its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as _click_errors
 
+common.hide_flag_types()
 app = typer.Typer(
     name="latkit",
     help="Hardware-aware latency profiling, lookup tables, predictors and latency-constrained NAS.",
@@ -49,9 +51,29 @@ def _root(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+COMPLETE_VAR = "_LATKIT_COMPLETE"
+SHELLS = ("bash", "zsh", "fish")
+
+
+@app.command("completion")
+def completion_cmd(
+    shell: str = typer.Argument(..., help="bash, zsh or fish."),
+) -> None:
+    """Print the shell completion script: e.g. `eval "$(latkit completion bash)"` in ~/.bashrc."""
+    from typer._completion_classes import completion_init
+    from typer._completion_shared import get_completion_script
+
+    from latkit.errors import UsageError
+
+    if shell not in SHELLS:
+        raise UsageError(f"no completion for shell {shell!r}; choose one of {', '.join(SHELLS)}")
+    completion_init()
+    typer.echo(get_completion_script(prog_name="latkit", complete_var=COMPLETE_VAR, shell=shell))
+
+
 def _register() -> None:
     # each module adds its commands to `app`
-    from latkit.cli import android, deploy, ops, profile, search  # noqa: F401
+    from latkit.cli import android, deploy, ops, profile, search, train  # noqa: F401
     from latkit.cli import cache as cache_cli
     from latkit.cli import farm as farm_cli
     from latkit.cli import lut as lut_cli
@@ -66,6 +88,10 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the exit code."""
     _register()
+    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions (see `latkit completion`)
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
         # not standalone: click's usage errors come back here and print as one line
         result = app(args=argv, prog_name="latkit", standalone_mode=False)

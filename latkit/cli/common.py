@@ -20,6 +20,27 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+def hide_flag_types() -> None:
+    """Show no type beside an on/off flag or a counter in ``--help``.
+
+    Typer's rich help prints ``<bool>`` beside ``--json`` and ``<int>`` beside
+    ``-v`` as if a value had to be typed after them; a flag takes none.
+    """
+    from typer.core import TyperOption
+
+    if getattr(TyperOption.display_type_rich, "_latkit", False):
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._latkit = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 # piped output gets wide tables rather than 80 columns of truncated keys
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
@@ -34,6 +55,11 @@ def error(message: str) -> None:
     """Print one error line on stderr (the message is shown literally, brackets included)."""
     first = message.strip().splitlines()[0] if message.strip() else "failed"
     err.print(f"[bold red]error:[/] {escape(first)}", highlight=False, markup=True)
+
+
+def warn(message: str) -> None:
+    """Print one warning line on stderr (shown literally); stdout stays for results and JSON."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, markup=True)
 
 
 def _default(obj: Any) -> Any:

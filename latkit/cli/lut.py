@@ -19,9 +19,10 @@ lut_app = typer.Typer(help="Inspect, export, import, merge and estimate with lat
 def show_cmd(
     lut: Path = typer.Argument(..., help="LUT file."),
     rows: bool = typer.Option(False, "--rows", help="List every measurement."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Summarise a LUT: one line per device and precision (never pooled), sources, delegation warnings.
+    """Summarise a LUT: one line per device and precision, and one per space and resolution
+    (never pooled or summed together), sources, delegation warnings.
 
     A LUT holding invalid latencies (an older latkit's unchecked import) is still
     shown, those rows marked and left out of the statistics, and the command then
@@ -40,9 +41,54 @@ def show_cmd(
         except StoreError as exc:  # raised once what is valid has been shown
             problem = exc
     _count_warnings(summary, listing)
+    summary["groups"] = network_groups(listing, {(k, u) for k, u, _ in bad})
+    for d in summary.get("devices", []):  # a device's sum would add up several networks: see groups
+        d.pop("total_ms", None)
     _print_show(lut, summary, listing if rows else [], rows, as_json, {(k, u) for k, u, _ in bad})
     if problem is not None:
         raise problem
+
+
+def _space_keys(listing: list[dict]) -> list[tuple[str, int, set[str]]]:
+    """``(space, resolution, operator keys)`` of every registered space at every network
+    resolution the LUT's keys show (a 3-channel input), most rows of ``listing`` first."""
+    import re
+
+    from latkit.errors import LatkitError
+    from latkit.profiler.spaces import get_space, list_spaces
+
+    keys = {r["op_key"] for r in listing}
+    resolutions = sorted({int(m.group(1)) for k in keys for m in [re.search(r"input:(\d+)x\1x3(?!\d)", k)] if m})
+    found = []
+    for name in list_spaces():
+        for res in resolutions:
+            try:
+                ops = {spec.key for spec in get_space(name).operators(res)} & keys
+            except (LatkitError, ValueError):  # a space without a table, or not at this resolution
+                continue
+            if ops:
+                found.append((name, res, ops))
+    return sorted(found, key=lambda f: -len(f[2]))
+
+
+def network_groups(listing: list[dict], bad: set[tuple[str, str]]) -> list[dict]:
+    """Rows grouped per device, precision, search space and resolution (a network's
+    operators at one resolution), each with its own statistics and total: latencies of
+    different spaces, resolutions or precisions are never summed together. An
+    operator of no registered space is grouped under space and resolution ``None``."""
+    import statistics
+
+    spaces = _space_keys(listing)
+    groups: dict[tuple, list[float]] = {}
+    for r in listing:
+        where = next(((name, res) for name, res, ops in spaces if r["op_key"] in ops), (None, None))
+        group = groups.setdefault((r["device_uri"], r.get("precision") or "fp32", *where), [])
+        if (r["op_key"], r["device_uri"]) not in bad:
+            group.append(float(r["latency_ms"]))
+    return [{"device": dev, "precision": prec, "space": space, "resolution": res, "ops": len(ms),
+             "min_ms": min(ms, default=None), "median_ms": statistics.median(ms) if ms else None,
+             "max_ms": max(ms, default=None), "total_ms": sum(ms) if ms else None}
+            for (dev, prec, space, res), ms in sorted(groups.items(), key=lambda g: tuple(map(str, g[0])))]
 
 
 def delegation_warning(row: dict) -> str:
@@ -86,6 +132,16 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
             common.esc(", ".join(d.get("sources", []))), f"[yellow]{warned}[/]" if warned else "0",
         )
     common.out.print(dtable)
+    groups = summary.get("groups", [])
+    if groups:
+        # a LUT may hold several spaces and resolutions: each gets its own line and sum
+        gtable = Table("device", "precision", "space", "resolution", "ops", "min ms", "median ms", "max ms",
+                       "sum ms", title="per space and resolution")
+        for g in groups:
+            gtable.add_row(common.esc(g["device"]), common.esc(g["precision"]), common.esc(g["space"] or "-"),
+                           str(g["resolution"] or "-"), str(g["ops"]), common.fmt_ms(g["min_ms"]),
+                           common.fmt_ms(g["median_ms"]), common.fmt_ms(g["max_ms"]), common.fmt_ms(g["total_ms"]))
+        common.out.print(gtable)
     by_type = summary.get("by_type", {})
     if by_type:
         common.out.print("operators by type: " + common.esc(", ".join(f"{k} {v}" for k, v in sorted(by_type.items()))))

@@ -58,21 +58,16 @@ def ops_cmd(
 
 
 @app.command("devices")
-def devices_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List device backends usable here (and attached Android phones)."""
+def devices_cmd(
+    probe: Optional[list[str]] = typer.Option(
+        None, "--probe", help="Also probe this phone URI (adb+tcp://HOST:PORT); repeatable."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List device backends usable here, attached Android phones and running loopback devices."""
     from latkit.devices import list_devices
 
     rows = list_devices()
-    phones = []
-    try:
-        from latkit.devices.android import list_android_devices
-    except ImportError:
-        list_android_devices = None
-    if list_android_devices is not None:
-        try:
-            phones = list_android_devices()
-        except Exception as exc:  # listing phones must never break the listing of backends
-            phones = [{"error": str(exc)}]
+    phones = _phones([*_running_loopback_uris(), *(probe or [])])
     if as_json:
         common.print_json({"backends": rows, "android": phones})
         return
@@ -82,8 +77,47 @@ def devices_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."
                       common.esc(r["why"]))
     common.out.print(table)
     if phones:
-        keys = sorted({k for p in phones for k in p})
+        keys = ["uri", *sorted({k for p in phones for k in p} - {"uri"})]
         ptable = Table(*(common.esc(k) for k in keys), title="Android devices")
         for p in phones:
             ptable.add_row(*(common.esc(p.get(k, "")) for k in keys))
         common.out.print(ptable)
+    else:
+        common.out.print("no Android device reachable (no adb server device, no loopback device "
+                         "running; start one with `latkit loopback-device`)")
+
+
+def _phones(uris: list[str]) -> list[dict]:
+    """Phones the adb server knows plus ``uris``, probed; [] without the android extra."""
+    try:
+        from latkit.devices.adb_transport import list_android_devices
+    except ImportError:  # the android extra is not installed: no phones to list
+        return []
+    try:
+        return list_android_devices(list(dict.fromkeys(uris)))
+    except Exception as exc:  # noqa: BLE001 - listing phones must never break the listing of backends
+        return [{"uri": "?", "error": str(exc)}]
+
+
+def _running_loopback_uris(timeout_s: float = 0.3) -> list[str]:
+    """``adb+tcp://`` URIs of loopback devices listening now: the default port and every
+    port with a sandbox folder (``port-N``) in latkit's cache."""
+    import socket
+
+    try:
+        from latkit.devices.loopback.sandbox import cache_dir
+        from latkit.devices.loopback.server import DEFAULT_PORT
+    except ImportError:
+        return []
+    ports = {DEFAULT_PORT}
+    folder = cache_dir()
+    if folder.is_dir():
+        ports |= {int(p.name[5:]) for p in folder.glob("port-*") if p.name[5:].isdigit()}
+    found = []
+    for port in sorted(ports):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+                found.append(f"adb+tcp://127.0.0.1:{port}")
+        except OSError:
+            continue
+    return found
