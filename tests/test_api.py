@@ -130,3 +130,17 @@ def test_measure_a_model_file(tmp_path: Path) -> None:
     assert 0.01 < m.latency_ms < 100 and m.n_samples >= 12
     with pytest.raises(latkit.LatkitError):
         latkit.measure("cpu:onnxruntime", tmp_path / "missing.onnx", quick=True)
+
+
+def test_train_then_export_onnx(tmp_path: Path) -> None:
+    arch = _small_arch()
+    trained = latkit.train(arch, "digits", tmp_path / "t", space=SPACE, resolution=32, epochs=1, max_steps=3,
+                           init="scratch")
+    assert trained.steps == 3 and trained.classes == 10 and trained.resolution == 32
+    assert 0.0 <= trained.accuracy_pct <= 100.0
+    assert Path(trained.weights_path).stat().st_size > 10_000
+    report = latkit.export(arch, tmp_path / "t", "onnx", tmp_path / "e", space=SPACE, resolution=32)
+    files = [Path(f.path) for f in report.files]
+    assert [f.suffix for f in files] == [".onnx"] and files[0].stat().st_size > 10_000
+    m = latkit.measure("cpu:onnxruntime", files[0], quick=True)
+    assert 0.01 < m.latency_ms < 100
