@@ -25,7 +25,7 @@ Sidecar (``<file>.json``, schema ``latkit.export``, ``kind: deployable``)
 file name, format, variant, size and sha256; input / output names, shapes and
 layout; exporter versions (ONNX opset); the architecture (space, native arch,
 resolution, network key, classes, parameters); the weights (file and sha256, or
-``seeded-random`` when none were given); the latency target and the predicted
+``random`` when the caller asked for untrained weights); the latency target and the predicted
 latency with its source (both from arch.json when it has them); the parity of
 the file against torch; the measured latency on a device with its provenance
 (``null`` until measured); the latkit version.
@@ -79,10 +79,13 @@ from latkit.profiler.spaces.load import load_network, read_arch_text
 from latkit.search import export_formats as fmt
 from latkit.search.export_formats import ExportError
 from latkit.search.export_weights import (
+    CHECKPOINT_FILE,
     classes_of,
     read_weights,
     save_weights,
     standalone_module,
+    weights_file,
+    weights_source,
     with_classes,
 )
 
@@ -117,6 +120,7 @@ class ArchFile:
     predicted_source: Any = None
     source: str = ""  # file path or "inline"
     sha256: str = ""
+    classes: int | None = None  # the dataset's class count, when arch.json records it
 
 
 def _first(raw: dict[str, Any], *names: str) -> Any:
@@ -154,7 +158,14 @@ def read_arch(
         predicted_ms=_latency_or_none(envelope, "predicted_latency_ms", "latency_ms", "best_latency_ms"),
         predicted_source=source,
         source=str(arch) if _is_file(arch) else "inline", sha256=hashlib.sha256(text).hexdigest(),
+        classes=_classes_or_none(envelope.get("classes")),
     )  # fmt: skip
+
+
+def _classes_or_none(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return None
 
 
 def _is_file(value: str | Path) -> bool:
@@ -314,13 +325,17 @@ def export_arch(
     device: Device | None = None,
     protocol: Any = None,
     on_progress: ProgressFn | None = None,
+    random_weights: bool = False,
 ) -> ExportReport:
     """Export an architecture with its weights to deployable files with sidecars.
 
     Args:
         arch_path: an arch.json (or any architecture form; see :func:`read_arch`).
-        weights: a safetensors file in the standalone naming (module doc); None
-            exports seeded random weights (marked ``seeded-random``).
+        weights: a safetensors file in the standalone naming (module doc, what
+            ``latkit train`` writes), a search checkpoint (the supernet weights of
+            the architecture's path are taken), or a folder holding either.
+        random_weights: with ``weights`` None, export seeded random (untrained)
+            weights, marked ``random`` in the sidecars; without it, None is refused.
         formats: ``onnx`` and/or ``tflite`` (a list or a comma-separated string).
         out_dir: the folder to write (created).
         nhwc: the TFLite files take NHWC input (ONNX stays NCHW); ``layout`` overrides it.
@@ -358,7 +373,12 @@ def export_arch(
         space = get_space(space)
     out = check_output_dir(out_dir, "export folder")  # before any slow work
     info = read_arch(arch_path, space, resolution)
-    module, network = standalone_module(info.network, weights)
+    if weights is None and not random_weights:
+        raise UsageError(_no_weights_message(arch_path))
+    network = info.network
+    if weights is None and info.classes is not None:
+        network = with_classes(network, info.classes)
+    module, network = standalone_module(network, weights)
     h, w, c = network.input_shape
     nchw = (1, c, h, w)
     inputs = parity_inputs(nchw)
@@ -368,7 +388,7 @@ def export_arch(
     base = _base_meta(info, network, module, weights)
     report = ExportReport(
         out_dir=out, network=network.name, space=info.space, resolution=info.resolution,
-        classes=classes_of(network), weights=str(weights) if weights else None, precision=p.value,
+        classes=classes_of(network), weights=str(weights) if weights else "random", precision=p.value,
     )  # fmt: skip
     if "onnx" in formats_:
         say("exporting ONNX")
@@ -401,11 +421,23 @@ def _measure_files(report: ExportReport, device: Device, protocol: Any, say: Pro
             measure_exported(device, f, protocol)
 
 
+def _no_weights_message(arch_path: str | Path) -> str:
+    """Why an export without weights stops, and which weights to give."""
+    folder = Path(arch_path).expanduser().parent if _is_file(arch_path) else None
+    hint = ""
+    if folder is not None and (folder / CHECKPOINT_FILE).is_file():
+        hint = f" ({folder / CHECKPOINT_FILE} holds this search's supernet weights)"
+    return (f"no --weights given: the export would hold untrained random weights; give --weights (the "
+            f"weights.safetensors of latkit train, or a search's checkpoint.safetensors{hint}), "
+            "or add --random-weights for a latency-only file")
+
+
 def _base_meta(info: ArchFile, network: Network, module: nn.Module, weights: str | Path | None) -> dict[str, Any]:
     if weights is None:
-        weights_meta: dict[str, Any] = {"source": "seeded-random", "seed": 0}
+        weights_meta: dict[str, Any] = {"source": "random", "trained": False, "seed": 0}
     else:
-        weights_meta = {"source": "file", "file": str(weights), "sha256": file_sha256(Path(weights))}
+        path = weights_file(weights)
+        weights_meta = {"source": weights_source(path), "trained": True, "file": str(path), "sha256": file_sha256(path)}
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": "deployable",
         "latkit_version": __version__,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
@@ -19,7 +19,13 @@ PRECISION_HELP = ("Precision the model ships at: fp32, fp16 (a TFLite file) or i
 @app.command("export")
 def export_cmd(
     arch: Path = typer.Option(..., "--arch", "-a", help="arch.json written by `latkit search` or `latkit run`."),
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Trained weights (safetensors)."),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", "-w",
+        help="Trained weights: latkit train's weights.safetensors, or a search's checkpoint.safetensors "
+             "(the supernet weights of --arch's path), or the folder holding one.",
+    ),  # fmt: skip
+    random_weights: bool = typer.Option(False, "--random-weights",
+                                        help="No --weights: export untrained random weights (latency work only)."),
     formats: str = typer.Option("onnx,tflite", "--format", "-f", help="Comma-separated: onnx, tflite."),
     out: Path = typer.Option(Path("export"), "--out", "-o", help="Folder for the files and their sidecars."),
     layout: str = typer.Option("nhwc", "--layout", help="TFLite input layout: nhwc (what phone apps feed) or nchw. "
@@ -60,13 +66,24 @@ def export_cmd(
         rep = _representative(data, arch, sp, resolution) if data is not None else None
         report = export_arch(arch, weights=weights, formats=formats, out_dir=out, variants=variants,
                              precision=prec, representative=rep, layout="nhwc" if nhwc else layout,
-                             space=sp, resolution=resolution, device=dev)
+                             space=sp, resolution=resolution, device=dev, random_weights=random_weights)
     finally:
         if dev is not None:
             dev.close()
     if as_json:
         common.print_json(report.to_dict())
-        return
+    else:
+        _print_report(report, weights)
+
+
+def _print_report(report: Any, weights: Optional[Path]) -> None:
+    """The export's weights line and a table of its files."""
+    if weights is None:
+        common.err.print("[bold yellow]warning:[/] the files hold untrained RANDOM weights (--random-weights): "
+                         "their latency is real, their predictions are not")
+    else:
+        meta = report.files[0].meta()["weights"]
+        common.out.print(f"weights: {common.esc(meta['file'])} ({common.esc(meta['source'])}), {report.classes} classes")
     table = Table("file", "format", "precision", "layout", "parity (max rel err)", "top-1 agree", "measured ms")
     for f in report.files:
         err = f.parity.get("max_rel_err", f.parity.get("error"))

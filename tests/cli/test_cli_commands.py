@@ -78,7 +78,7 @@ def test_export_onnx_matches_torch(capsys, tmp_path):
     arch = tmp_path / "arch.json"
     arch.write_text(json.dumps({"space": "proxyless_mobile_w05", "resolution": 32,
                                 "arch": ["3x3_MBConv3"] * 21}))
-    code, out, _ = run(capsys, "export", "--arch", str(arch), "--format", "onnx",
+    code, out, _ = run(capsys, "export", "--arch", str(arch), "--format", "onnx", "--random-weights",
                        "--out", str(tmp_path / "exp"), "--json")
     assert code == 0
     report = json.loads(out)

@@ -212,7 +212,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
 def test_tflite_without_litert_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "litert_torch", None)  # makes `import litert_torch` fail
     with pytest.raises(MissingExtraError, match=r"latkit\[tflite\]"):
-        export_arch(_arch_json(tmp_path / "arch.json"), formats="tflite", out_dir=tmp_path / "o")
+        export_arch(_arch_json(tmp_path / "arch.json"), formats="tflite", out_dir=tmp_path / "o", random_weights=True)
     assert not (tmp_path / "o" / "model.tflite").exists()  # no half-written file left behind
 
 

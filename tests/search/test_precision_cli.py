@@ -84,7 +84,7 @@ def test_export_on_a_device_that_does_not_run_the_precision_is_one_line(capsys, 
 
 def test_export_at_int8_writes_full_integer_files(capsys, tmp_path: Path) -> None:
     code, out, err = run(capsys, "export", "--arch", _arch(tmp_path), "--precision", "int8", "--data", "digits",
-                         "--out", tmp_path / "o", "--json")  # fmt: skip
+                         "--random-weights", "--out", tmp_path / "o", "--json")  # fmt: skip
     assert code == 0, err
     report = json.loads(out)
     assert report["precision"] == "int8"
