@@ -55,9 +55,9 @@ from latkit.errors import StoreError, UsageError
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import report as rpt
-from latkit.search.base import check_target_ms
+from latkit.search import target as tgt
 from latkit.search.export import ExportedFile, export_arch, save_weights, with_classes
-from latkit.search.pipeline_search import adopt_supernet_weights, classifier_specs, search_stage
+from latkit.search.pipeline_search import SEARCH_RESOLUTION, adopt_supernet_weights, classifier_specs, search_stage
 from latkit.search.verify import measure_exported
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,12 @@ class PipelineConfig:
     Attributes:
         device: device URI (``cpu:onnxruntime``, ``cpu:litert``, ``adb:...``).
         space: search space name.
-        target_ms: latency target on the device.
+        target_ms: latency target on the device (None when ``target_share`` is given).
+        target_share: the target as a share of the slowest network's calibrated
+            latency on the device (``0.6`` for ``--target-ms 60%``), resolved to ms
+            after calibration.
+        tolerance: how far over the target a measured network still counts as
+            within the budget (a fraction; see :mod:`latkit.search.target`).
         data: dataset (``digits``, ``cifar10:PATH``, ``folder:PATH``).
         resolution: input resolution (None: 64 on cpu devices, else the space's default).
         threads: device threads.
@@ -105,7 +110,7 @@ class PipelineConfig:
 
     device: str
     space: str
-    target_ms: float
+    target_ms: float | None
     data: str = "digits"
     resolution: int | None = None
     threads: int = 1
@@ -122,9 +127,17 @@ class PipelineConfig:
     seed: int = 0
     precision: str = "fp32"
     layout: str = "nhwc"
+    target_share: float | None = None
+    tolerance: float = tgt.DEFAULT_TOLERANCE
 
     def __post_init__(self) -> None:
-        check_target_ms(self.target_ms)
+        if (self.target_ms is None) == (self.target_share is None):
+            raise UsageError("give exactly one of target_ms and target_share")
+        if self.target_ms is not None:
+            tgt.check_target_ms(self.target_ms)
+        elif not 0 < self.target_share <= 1:
+            raise UsageError(f"target_share must be in (0, 1], got {self.target_share!r}")
+        tgt.check_tolerance(self.tolerance)
         for name in ("search_epochs", "train_epochs", "threads"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -158,10 +171,11 @@ class PipelineConfig:
 
 @dataclass
 class PipelineResult:
-    """What a run produced: the final attempt's files and whether it hit the target.
+    """What a run produced: the final attempt's files and whether it kept to the budget.
 
-    ``hit``: measured within 10% of the target. ``met``: hit, or the target is
-    above the space's slowest architecture and the largest network ran under it.
+    ``met``: measured at most ``target * (1 + tolerance)``. ``hit``: met, and the
+    target was inside the space's range (a real trade-off); ``warning`` when the
+    network uses far less of the budget than it could.
     """
 
     out_dir: Path
@@ -179,6 +193,7 @@ class PipelineResult:
     fp32_accuracy_pct: float | None = None
     deployed_accuracy_pct: float | None = None  # the shipped file (at ``precision``) in its runtime
     accuracy_drop_pct: float | None = None  # fp32 minus deployed, in points
+    warning: str | None = None  # within budget but far under it (see latkit.search.target.judge)
 
 
 # --------------------------------------------------------------------------- state
@@ -266,6 +281,8 @@ class _Pipeline:
         self.protocol = protocol
         self.search_options = search_options
         self._data = None
+        self.target_ms: float = config.target_ms or 0.0  # a share is resolved after calibration
+        self.target_text = f"{config.target_ms:g} ms" if config.target_ms else ""
 
     # -- helpers
 
@@ -461,10 +478,11 @@ class _Pipeline:
             entry = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, export,
                                               self.device.model_format.value, self.precision.value,
                                               self.measure_config(),
-                                              self.cfg.target_ms, refs)  # fmt: skip
+                                              self.target_ms, self.cfg.tolerance, refs)  # fmt: skip
         else:
             entry = measure_exported(self.device, f, self.measure_config(),
-                                     confirm_target_ms=self.cfg.target_ms, references=refs)  # fmt: skip
+                                     confirm_target_ms=self.target_ms,
+                                     tolerance=self.cfg.tolerance, references=refs)  # fmt: skip
         drift = entry.get("device_drift")
         say(1, 1, f"{entry['latency_ms']:.3f} ms" + (f" (device drift {drift['ratio']:.2f}x)" if drift else ""))
         return {"file": str(f.path), "precision": f.variant, "latency_ms": entry["latency_ms"],
@@ -472,23 +490,25 @@ class _Pipeline:
 
 
 def _measure_job(uri: str, threads: int, export: dict[str, Any], fmt_name: str, precision: str, protocol: Any,
-                 target_ms: float, refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
+                 target_ms: float, tolerance: float, refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
     device = open_device(uri, threads=threads)
     try:
         return measure_exported(device, exported_file(export, fmt_name, precision), protocol,
-                                confirm_target_ms=target_ms,
+                                confirm_target_ms=target_ms, tolerance=tolerance,
                                 references=refs)  # fmt: skip
     finally:
         device.close()
 
 
 def _measure_in_fresh_process(uri: str, threads: int, export: dict[str, Any], fmt_name: str, precision: str,
-                              protocol: Any, target_ms: float, refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
+                              protocol: Any, target_ms: float, tolerance: float,
+                              refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
     """:func:`measure_exported` in a newly spawned interpreter (nothing of this one's state)."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure_job, (uri, threads, export, fmt_name, precision, protocol, target_ms, refs))
+        return pool.apply(_measure_job, (uri, threads, export, fmt_name, precision, protocol, target_ms, tolerance,
+                                                refs))  # fmt: skip
 
 
 def exported_file(export: dict[str, Any], fmt_name: str, precision: str = "fp32") -> ExportedFile:
@@ -513,7 +533,7 @@ def exported_file(export: dict[str, Any], fmt_name: str, precision: str = "fp32"
 def run_pipeline(
     device_uri: str,
     space: str,
-    target_ms: float,
+    target_ms: float | str | tgt.Target,
     out_dir: str | Path,
     data: str | None = None,
     *,
@@ -529,7 +549,9 @@ def run_pipeline(
     Args:
         device_uri: the device (``cpu:onnxruntime``, ``cpu:litert``, ``adb+tcp://...``).
         space: search space name (``proxyless_mobile_w05`` is the quick one).
-        target_ms: latency target on the device, in ms.
+        target_ms: latency target on the device: ms, a share of the slowest
+            network (``"60%"``, resolved after calibration) or a parsed
+            :class:`~latkit.search.target.Target`.
         out_dir: run folder (created; a rerun with the same settings resumes).
         data: dataset (default the embedded ``digits``).
         lut: LUT file (default the per-device cache, see :func:`lut_path_for`).
@@ -542,16 +564,17 @@ def run_pipeline(
         **settings: any other :class:`PipelineConfig` field.
 
     Returns:
-        The result; ``hit`` is true only when the exported model, measured on
-        the device, is within 10% of ``target_ms``; ``met`` also when the
-        target is above the space's slowest architecture and the largest
-        network measured under it (the command exits 0 when ``met``).
+        The result; ``hit`` is true when the exported model, measured on the
+        device, is within the budget (at most ``target_ms * (1 + tolerance)``)
+        and the target was inside the space's range; ``met`` when it is within
+        the budget at all (the command exits 0 when ``met``).
 
     Raises:
         UsageError: bad settings, or ``out_dir`` holds a run with other settings.
         LatkitError: a stage failed (device, export, unreachable target...).
     """
-    cfg = PipelineConfig(device=device_uri, space=space, target_ms=check_target_ms(target_ms),
+    target = target_ms if isinstance(target_ms, tgt.Target) else tgt.parse_target(target_ms)
+    cfg = PipelineConfig(device=device_uri, space=space, target_ms=target.ms, target_share=target.fraction,
                          data=data or "digits", **settings)  # fmt: skip
     out = check_output_dir(out_dir, "--out folder")
     p = _Pipeline(cfg, out, Path(lut) if lut else None, on_progress, protocol, search_options or {},
@@ -559,19 +582,20 @@ def run_pipeline(
     try:
         p.stage("profile", p.profile)
         calib = p.stage("calibrate", p.calibrate)
+        _resolve_target(p, target)
         attempts = _attempts(p)
     finally:
         p.device.close()
-    best = min(attempts, key=lambda a: abs(a["measured_ms"] - cfg.target_ms))
-    hit = rpt.hit(best["measured_ms"], cfg.target_ms)
+    best = attempts[tgt.best_attempt([a["measured_ms"] for a in attempts], p.target_ms, cfg.tolerance)]
+    judged = _judge(p, best)
     ev = best.get("evaluate") or {}
     summary = _summary(p, calib, attempts, best)
     report_path = rpt.write_report(out, summary)
     write_json(out / SUMMARY_FILE, summary, "run summary", indent=1, default=str, nan_to_null=True)
     p.progress("report", 1, 1, str(report_path))
     return PipelineResult(
-        out_dir=out, target_ms=cfg.target_ms, measured_ms=best["measured_ms"], predicted_ms=best["predicted_ms"],
-        hit=hit, met=hit or rpt.met_above_range(best["measured_ms"], cfg.target_ms, _range(best)),
+        out_dir=out, target_ms=p.target_ms, measured_ms=best["measured_ms"], predicted_ms=best["predicted_ms"],
+        hit=judged.kind == tgt.HIT, met=judged.ok, warning=judged.warning,
         verdict=summary["verdict"],
         arch_path=Path(best["search"]["arch_path"]), export=best["export"], report_path=report_path,
         attempts=[{k: a[k] for k in ("name", "search_target_ms", "predicted_ms", "measured_ms")} for a in attempts],
@@ -580,26 +604,45 @@ def run_pipeline(
     )  # fmt: skip
 
 
+def _resolve_target(p: _Pipeline, target: tgt.Target) -> None:
+    """The target in ms: a share of the slowest network is resolved on the calibrated tables."""
+    if target.relative:
+        from latkit.search.pipeline_search import _latency_model
+
+        slowest = _latency_model(p, p.data().n_classes).max_latency()[0]
+        p.target_ms, p.target_text = target.resolve(slowest), target.describe(slowest)
+    else:
+        p.target_text = target.describe()
+    p.progress("target", 1, 1, p.target_text)
+
+
+def _judge(p: _Pipeline, attempt: dict[str, Any]) -> tgt.Verdict:
+    return tgt.judge(attempt["measured_ms"], p.target_ms, p.cfg.tolerance, attempt["measure"].get("drift"),
+                     _range(attempt))  # fmt: skip
+
+
 def _attempts(p: _Pipeline) -> list[dict[str, Any]]:
-    """The first attempt and, after a miss, one re-search with the target scaled by target / measured."""
+    """The first attempt and, when it is over the budget, one re-search with the target scaled by target / measured.
+
+    A network under the budget is kept, however far under (the verdict warns about
+    a large undershoot): a re-search there would spend minutes to use more budget.
+    """
     cfg = p.cfg
-    attempts = [p.attempt(0, cfg.target_ms)]
+    attempts = [p.attempt(0, p.target_ms)]
     for i in range(1, cfg.max_retries + 1):
         last = attempts[-1]
-        if rpt.hit(last["measured_ms"], cfg.target_ms):
+        judged = _judge(p, last)
+        if judged.ok:
             break
-        if rpt.met_above_range(last["measured_ms"], cfg.target_ms, _range(last)):
-            break  # no architecture is slower: a larger search target changes nothing
         drift = last["measure"].get("drift")
         if drift and not drift["steady"]:
             # the device is not in the state it was profiled in: a search scaled by this
             # figure would chase the machine's state, not correct the prediction
-            log.warning("%s Not searching again: %s", rpt.verdict(last["measured_ms"], cfg.target_ms),
-                        rpt.drift_sentence(drift["ratio"]))  # fmt: skip
+            log.warning("%s Not searching again.", judged.text)
             break
-        scaled = last["search_target_ms"] * cfg.target_ms / last["measured_ms"]
-        log.warning("%s Searching again with target %.3f ms", rpt.verdict(last["measured_ms"], cfg.target_ms), scaled)
-        p.progress("retry", 0, 1, f"missed; re-searching for {scaled:.3f} ms")
+        scaled = last["search_target_ms"] * p.target_ms / last["measured_ms"]
+        log.warning("%s Searching again with target %.3f ms", judged.text, scaled)
+        p.progress("retry", 0, 1, f"over budget; re-searching for {scaled:.3f} ms")
         attempts.append(p.attempt(i, scaled))
     return attempts
 
@@ -625,9 +668,10 @@ def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]]
                 "label": a["name"]} for a in attempts]  # fmt: skip
     with LUT.open(p.lut_path) as lut:
         est = estimate(lut, p.network(best["search"]["arch"]), device=cfg.device, precision=p.precision)
-    verdict = rpt.verdict(best["measured_ms"], cfg.target_ms, best["measure"].get("drift"), _range(best))
+    judged = _judge(p, best)
+    verdict = judged.text
     if len(attempts) > 1 and best is not attempts[-1]:
-        verdict += " (the first attempt was closer than the retry and is the one reported)"
+        verdict += " (the first attempt fitted the budget better than the retry and is the one reported)"
     files = [{"file": Path(f["path"]).name, "format": f["format"], "variant": f["variant"],
               "top1_agreement": f["parity"].get("top1_agreement"), "parity_passed": f["parity"].get("passed"),
               "size_bytes": Path(f["path"]).stat().st_size, "max_rel_err": f["parity"]["max_rel_err"],
@@ -635,7 +679,10 @@ def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]]
              for f in best["export"]["files"]]  # fmt: skip
     search = best["search"]
     return {
-        "device": cfg.device, "space": cfg.space, "resolution": p.resolution, "target_ms": cfg.target_ms,
+        "device": cfg.device, "space": cfg.space, "resolution": p.resolution, "target_ms": p.target_ms,
+        "supernet_resolution": min(p.resolution, SEARCH_RESOLUTION),  # the search's own training images
+        "target": p.target_text, "tolerance": cfg.tolerance, "budget_used": judged.budget_used,
+        "verdict_kind": judged.kind, "warning": judged.warning,
         "data": f"{cfg.data} ({p.data().n_classes} classes)", "latkit_version": __version__,
         "verdict": verdict, "attempts": attempts, "arch": search["arch"],
         "precision": cfg.precision, "layout": cfg.layout,

@@ -17,9 +17,8 @@ import numpy as np
 
 from latkit._files import read_json, write_json
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace
-from latkit.search import report as rpt
+from latkit.search.target import check_reachable, range_warning
 from latkit.search.export import with_classes
-from latkit.search.result import SearchError
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +79,13 @@ def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int
     data = p.data()
     lm = _latency_model(p, data.n_classes)
     min_ms, max_ms = lm.min_latency(p.space)[0], lm.max_latency()[0]
-    if rpt.above_range(p.cfg.target_ms, (min_ms, max_ms)):
-        log.warning("the %g ms target is above %s on %s: its slowest architecture is predicted at %.3f ms, so "
-                    "every architecture meets the target and the search keeps the most accurate; give a target "
-                    "between %.3f and %.3f ms to trade speed for accuracy",
-                    p.cfg.target_ms, p.space.name, p.cfg.device, max_ms, min_ms, max_ms)  # fmt: skip
+    warning = range_warning(p.target_ms, (min_ms, max_ms), p.space.name, p.cfg.device, p.cfg.tolerance)
+    if warning:
+        log.warning("%s", warning)
     if target_ms < min_ms:
-        if target_ms == p.cfg.target_ms:  # the user's own target, not a retry's scaled one
-            raise SearchError(
-                f"latency target {target_ms:g} ms is unreachable in {p.space.name} on {p.cfg.device}: its fastest "
-                f"architecture is predicted at {min_ms:.3f} ms (the slowest at {max_ms:.3f} ms); raise --target-ms "
-                "(the profiled LUT is kept, so the next run does not profile again)"
-            )
+        if target_ms == p.target_ms:  # the user's own target, not a retry's scaled one
+            check_reachable(p.space.name, target_ms, min_ms, p.cfg.device, max_ms,
+                            " (the profiled LUT is kept, so the next run does not profile again)")
         log.warning("scaled target %.3f ms is below the fastest architecture (%.3f ms); using that", target_ms, min_ms)
         target_ms = min_ms * 1.0001
     # the supernet learns the digits as well at 32 px, at a quarter of the cost
@@ -113,7 +107,7 @@ def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int
         log.warning("search tables say %.4f ms, the LUT estimate %.4f ms", lm.latency_ms(arch), est.total_ms)
     arch_path = folder.parent / "arch.json"
     doc = read_json(folder / "arch.json", "arch.json")
-    doc.update(arch=native, latency_ms=est.total_ms, precision=p.precision.value, target_ms=p.cfg.target_ms, search_target_ms=target_ms,
+    doc.update(arch=native, latency_ms=est.total_ms, precision=p.precision.value, target_ms=p.target_ms, target=p.target_text, search_target_ms=target_ms,
                meets_target=est.total_ms <= target_ms, resolution=p.resolution, classes=data.n_classes,
                fill={"method": "fill-to-target", "searched_arch": outcome.native,
                      "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)})  # fmt: skip

@@ -1,4 +1,4 @@
-"""Meeting a hard latency target: reachability check and feasibility projection."""
+"""Meeting a hard latency target: feasibility projection (the target's rules live in :mod:`latkit.search.target`)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,7 @@ from typing import Any
 import numpy as np
 
 from latkit.profiler.spaces.base import Arch
-from latkit.search.base import SearchError, check_target_ms
-
-
-def check_reachable(space: str, target_ms: float, min_ms: float) -> None:
-    """Raise :class:`SearchError` naming the smallest reachable latency when ``T`` is below it."""
-    target_ms = check_target_ms(target_ms)
-    if min_ms > target_ms:
-        raise SearchError(
-            f"latency target {target_ms:g} ms is unreachable in {space}: the smallest latency "
-            f"reachable is {min_ms:.4g} ms; raise --target-ms"
-        )
+from latkit.search.base import SearchError
 
 
 def project_to_target(

@@ -49,7 +49,8 @@ from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
 from latkit.search.base import SearchContext, SearchError, register_algorithm
 from latkit.search.data import SearchData
-from latkit.search.projection import check_reachable, project_to_target
+from latkit.search.projection import project_to_target
+from latkit.search.target import check_reachable
 from latkit.search.supernet import GateSample, Supernet
 from latkit.search.train import weight_optimizer
 

@@ -28,10 +28,10 @@ from latkit.errors import UsageError
 from latkit.lut.drift import Drift, Reference, combined, measure_drift
 from latkit._files import file_sha256
 from latkit.search.export import ExportedFile
+from latkit.search.target import DEFAULT_TOLERANCE, within_budget
 
 log = logging.getLogger(__name__)
 
-MISS_TOLERANCE = 0.10  # a measurement further than this from the target is a miss to confirm
 RETRY_WAITS_S = (10.0, 30.0)  # pauses before re-measuring a miss taken on a drifted device
 
 
@@ -93,6 +93,7 @@ def measure_exported(
     exported: ExportedFile,
     protocol: Any = None,
     confirm_target_ms: float | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
     references: Sequence[Reference] = (),
     retry_waits_s: Sequence[float] = RETRY_WAITS_S,
 ) -> dict[str, Any]:
@@ -102,11 +103,12 @@ def measure_exported(
         device: an open device whose format is the file's.
         exported: the file (from :func:`~latkit.search.export.export_arch`).
         protocol: a :class:`~latkit.profiler.protocol.ProtocolConfig` (default settings if None).
-        confirm_target_ms: when the first measurement misses this target by more
-            than 10%, measure again before letting it stand: once on a steady
+        confirm_target_ms: when the first measurement is over this budget
+            (by more than ``tolerance``), measure again before letting it stand: once on a steady
             device, after each pause of ``retry_waits_s`` while the device has
             drifted. The lowest figure taken on a steady device is kept
             (``measurements`` lists every one).
+        tolerance: how far over ``confirm_target_ms`` still counts as within budget.
         references: LUT operators (:func:`latkit.lut.drift.reference_ops`) re-measured before and
             after the file; their drift is recorded as ``device_drift``.
         retry_waits_s: pauses before each re-measurement of a drifted miss.
@@ -127,10 +129,10 @@ def measure_exported(
 
     def missed() -> bool:
         best = _pick(taken)[0].latency_ms
-        return confirm_target_ms is not None and abs(best / confirm_target_ms - 1) > MISS_TOLERANCE
+        return confirm_target_ms is not None and not within_budget(best, confirm_target_ms, tolerance)
 
     if missed():
-        log.info("%s missed %.3f ms by more than 10%% (%.3f ms); measuring it again to confirm",
+        log.info("%s is over the %.3f ms budget (%.3f ms); measuring it again to confirm",
                  exported.path.name, confirm_target_ms, taken[0][0].latency_ms)  # fmt: skip
         if taken[0][1] is None or taken[0][1].steady:
             taken.append(_measure_with_drift(device, model, config, references))

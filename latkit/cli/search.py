@@ -26,7 +26,13 @@ from latkit.errors import UsageError
 @app.command("search")
 def search_cmd(
     space: str = typer.Option(..., "--space", "-s", help="Search space (see `latkit spaces`)."),
-    target_ms: float = typer.Option(..., "--target-ms", "-T", help="Hard latency target (ms)."),
+    target_ms: Optional[str] = typer.Option(
+        None, "--target-ms", "-T", metavar="MS|PCT%",
+        help="Latency budget: ms, or a share of the space's slowest network on this device (60%).",
+    ),
+    speedup: Optional[str] = typer.Option(None, "--speedup", metavar="FACTOR",
+                                          help="Budget as a speed-up over the slowest network (2x); instead of --target-ms."),
+    tolerance: float = typer.Option(0.10, "--tolerance", help="How far over the budget still counts as within it (0.1 = 10%)."),
     algorithm: str = typer.Option(
         "proxyless-grad", "--algorithm", "-A",
         help="proxyless-grad | reinforce | ppo | evolution | random (tabular: also parsec).",
@@ -67,9 +73,10 @@ def search_cmd(
 ) -> None:
     """Search a space for the most accurate architecture within --target-ms."""
     from latkit._files import check_output_dir
-    from latkit.search.base import check_target_ms
+    from latkit.search.target import check_tolerance, parse_target
 
-    target_ms = check_target_ms(target_ms)
+    target = parse_target(target_ms, speedup)
+    tolerance = check_tolerance(tolerance)
     if resume and not out.exists():  # refused before the folder check creates it
         raise UsageError(f"nothing to resume: {out} does not exist; drop --resume to start a fresh search there")
     check_output_dir(out, "--out folder")
@@ -78,7 +85,9 @@ def search_cmd(
             raise UsageError("--smooth-accuracy and --train-steps estimate accuracies; the tabular mode looks them up")
         if resume:
             raise UsageError("the tabular mode (--accuracy-table) keeps no checkpoint to resume; drop --resume")
-        _tabular(space, accuracy_table, latency_table, target_ms, algorithm, queries, seed,
+        if target.relative:
+            raise UsageError("the tabular mode takes --target-ms in ms (a share or speed-up needs a LUT, device or predictor)")
+        _tabular(space, accuracy_table, latency_table, target.resolve(None), algorithm, queries, seed,
                  latency_samples, out, as_json)
         return
     from latkit.devices.precision import parse_precision
@@ -97,6 +106,7 @@ def search_cmd(
     if resume:
         _check_resume(out, algorithm, train_steps)
     model = _latency_model(sp, lut, device, predictor, resolution, calibrated, prec)
+    target_ms = _resolve_target(sp, model, target, tolerance, as_json)
     with common.progress_bar("searching", epochs, enabled=not as_json) as advance:
         def on_progress(p) -> None:
             exp = f"expected {p.expected_latency_ms:.3f} ms " if p.expected_latency_ms is not None else ""
@@ -108,7 +118,8 @@ def search_cmd(
                              queries=queries, resume=resume, on_progress=on_progress,
                              smooth_samples=smooth_accuracy, train_steps=train_steps, inherit=inherit)
     result = {
-        "space": space, "algorithm": algorithm, "target_ms": target_ms, "arch": outcome.native,
+        "space": space, "algorithm": algorithm, "target_ms": target_ms, "target": target.to_dict(),
+        "tolerance": tolerance, "arch": outcome.native,
         "precision": model.provenance.get("precision"),
         "latency_ms": outcome.latency_ms, "accuracy": outcome.accuracy, "out": str(outcome.out_dir),
         "files": {k: str(v) for k, v in outcome.files.items()},
@@ -121,6 +132,29 @@ def search_cmd(
     common.out.print(f"arch: {common.esc(outcome.native)}")
     for name, path in result["files"].items():
         common.out.print(f"  {common.esc(name)}: {common.esc(path)}")
+
+
+def _resolve_target(sp, model, target, tolerance: float, quiet: bool) -> float:
+    """The target in ms (a share resolved on the model's slowest network); warns when it is above the space."""
+    import numpy as np
+
+    from latkit.search.base import min_latency
+    from latkit.search.target import range_warning
+
+    slowest = model.max_latency()[0] if hasattr(model, "max_latency") else None
+    if target.relative and slowest is None:
+        raise UsageError("a share or speed-up target needs the space's slowest latency, which a predictor does not "
+                         "give; use --lut or --device, or --target-ms in ms")  # fmt: skip
+    target_ms = target.resolve(slowest)
+    if not quiet and target.relative:
+        common.out.print(f"target: {common.esc(target.describe(slowest))}")
+    if slowest is not None:
+        fastest = min_latency(sp, model, np.random.default_rng(0))[0]
+        warning = range_warning(target_ms, (fastest, slowest), sp.name, model.provenance.get("device", "this device"),
+                                tolerance)  # fmt: skip
+        if warning:
+            common.warn(warning)
+    return target_ms
 
 
 def _latency_model(sp, lut: Optional[Path], device: Optional[str], predictor: Optional[Path],

@@ -11,6 +11,8 @@ import pytest
 
 from latkit.cli import main
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parents[1] / "devices" / "fixtures"
 
@@ -236,3 +238,70 @@ def test_run_exits_zero_when_met_and_stops_on_an_unreachable_target(capsys, capl
     code, out, err = run(capsys, *smoke, "--target-ms", "0.0001", "--out", str(tmp_path / "below"))
     assert code != 0 and "Traceback" not in err
     assert "unreachable in proxyless_mobile_w05" in err and "raise --target-ms" in err
+
+
+def test_search_takes_a_target_relative_to_the_space_and_warns_above_its_range(capsys, small_lut, tmp_path):
+    common = ("search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut), "--resolution", "32",
+              "--algorithm", "random", "--epochs", "1", "--queries", "3", "--json")
+    code, out, err = run(capsys, *common, "--target-ms", "60%", "--out", str(tmp_path / "pct"))
+    assert code == 0, err
+    pct = json.loads(out)
+    assert pct["target"]["fraction"] == pytest.approx(0.6) and pct["latency_ms"] <= pct["target_ms"]
+    code, out, err = run(capsys, *common, "--speedup", "2x", "--out", str(tmp_path / "x2"))
+    assert code == 0, err
+    x2 = json.loads(out)
+    # both resolve on the same slowest network: 50% vs 60% of it
+    assert x2["target_ms"] / pct["target_ms"] == pytest.approx(0.5 / 0.6)
+    assert "warning:" not in err
+    # a target above the space: warned before any work (the search after it fails at once)
+    code, _, err = run(capsys, "search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut), "--resolution",
+                       "32", "--target-ms", "1000", "--train-steps", "2", "--out", str(tmp_path / "above"))
+    assert code != 0 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("warning: the 1000 ms target is above proxyless_mobile_w05") and "60%" in lines[0]
+    assert "query-based" in err
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--target-ms", "abc%"), "not a percentage"),
+    (("--target-ms", "0%"), "above 0%"),
+    (("--target-ms", "150%"), "at most 100%"),
+    (("--speedup", "-2x"), "--speedup must be"),
+    (("--speedup", "0.5x"), "from 1x"),
+    (("--target-ms", "5", "--speedup", "2x"), "exactly one"),
+    ((), "exactly one"),
+    (("--target-ms", "5", "--tolerance", "2"), "--tolerance must be between 0 and 0.5"),
+])
+def test_bad_targets_get_one_line(capsys, tmp_path, args, says):
+    for cmd in (("search", "--space", "proxyless_mobile_w05", "--lut", str(tmp_path / "none.db")),
+                ("run", "--out", str(tmp_path / "run"))):
+        code, out, err = run(capsys, *cmd, *args)
+        assert code == 2 and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error:") and says in err, err
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_run_resolves_a_speedup_target_after_calibration_and_records_both(capsys, small_lut, tmp_path):
+    import shutil
+
+    lut = tmp_path / "lut.db"
+    shutil.copy(small_lut, lut)
+    code, out, err = run(capsys, "run", "--lut", str(lut), "--resolution", "32", "--quick", "--search-epochs", "2",
+                         "--train-epochs", "1", "--max-steps", "2", "--speedup", "2x", "--tolerance", "0.2",
+                         "--out", str(tmp_path / "x2"), "--json")  # fmt: skip
+    doc = json.loads(out)
+    assert code == (0 if doc["met"] else 1), err
+    state = json.loads((tmp_path / "x2" / "pipeline.json").read_text())
+    lo, hi = state["stages"]["search"]["outputs"]["range_ms"]
+    # half the slowest calibrated network: inside the range, so the run trades speed (not a MET)
+    assert doc["target_ms"] == pytest.approx(hi / 2) and lo < doc["target_ms"] < hi
+    assert doc["target"] == {"ms": None, "fraction": 0.5, "text": "2x"} and doc["tolerance"] == 0.2
+    assert doc["verdict"].split(":")[0] in ("HIT", "OVER")
+    assert doc["budget_used"] == pytest.approx(doc["measured_ms"] / doc["target_ms"])
+    arch = json.loads(Path(doc["arch"]).read_text())
+    assert arch["target_ms"] == pytest.approx(hi / 2) and arch["target"].startswith("2x faster than the slowest")
+    summary = json.loads((tmp_path / "x2" / "summary.json").read_text())
+    assert summary["target"] == arch["target"] and summary["tolerance"] == 0.2
+    report = (tmp_path / "x2" / "report.md").read_text()
+    assert f"= {hi / 2:.3f} ms" in report and "+20%" in report

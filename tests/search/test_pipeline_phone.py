@@ -23,6 +23,8 @@ from latkit.profiler.protocol import ProtocolConfig
 from latkit.search.export import read_arch, standalone_module
 from latkit.search.pipeline import exported_file, run_pipeline
 
+pytestmark = pytest.mark.slow
+
 SPACE = "proxyless_mobile_w05"
 TINY = dict(resolution=32, profile_quick=True, profile_sample=4, search_epochs=2, warmup_epochs=1,
             train_epochs=1, max_steps_per_epoch=3, calibration_networks=3, eval_samples=1,
@@ -84,4 +86,4 @@ def test_the_tflite_file_has_parity_and_a_phone_measurement(phone_run) -> None:
     with LUT.open(Path(result.out_dir).parent / "phone.db") as lut:
         sources = lut.sources([op["key"] for op in measured["device_drift"]["ops"]], uri)
     assert set(sources.values()) == {"measured"}
-    assert result.verdict.startswith("HIT" if result.hit else "MISSED")
+    assert result.verdict.startswith("HIT" if result.hit else ("MET" if result.met else "OVER"))

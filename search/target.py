@@ -1,0 +1,252 @@
+"""The latency target: what a user may ask for, whether a space can give it, and the verdict.
+
+One home for every rule about a target, used by ``latkit search``, ``latkit run``,
+the report and the measurement check:
+
+* **validation**: a target is a positive number of milliseconds, or a share of
+  the slowest network's latency on the device (``60%``), or a speed-up over it
+  (``2x``); :func:`parse_target` reads what the user typed, and
+  :meth:`Target.resolve` turns a relative one into milliseconds once the
+  space's range on the device is known (after calibration).
+* **reachability**: a target below the space's fastest network is refused
+  (:func:`check_reachable`); one above its slowest is warned about
+  (:func:`range_warning`), since every network then fits and nothing is traded.
+* **the verdict**: a target is a budget. A measured latency at most
+  ``target * (1 + tolerance)`` is within it (HIT), whatever the undershoot; a
+  network that uses less than ``1 - 2 * tolerance`` of the budget gets a
+  warning (a larger, more accurate one would have fitted), never a failure.
+  Above the budget is OVER: the pipeline searches again and exits 1. A target
+  above the space's range that the largest network fits is MET.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from latkit.errors import UsageError
+from latkit.search.result import SearchError
+
+DEFAULT_TOLERANCE = 0.10  # measured may exceed the target by this fraction and still be within budget
+MAX_TOLERANCE = 0.5
+MAX_TARGET_MS = 1e6  # a latency target beyond 1000 s is a typo, not a deployment target
+
+HIT, MET, OVER = "HIT", "MET", "OVER"
+
+
+def check_target_ms(target_ms: Any) -> float:
+    """``target_ms`` as a float, or UsageError unless it is a finite, positive, sane number of ms."""
+    try:
+        value = float(target_ms)
+    except (TypeError, ValueError):
+        raise UsageError(f"the latency target must be a number of ms, got {target_ms!r}") from None
+    if isinstance(target_ms, bool) or not (0 < value <= MAX_TARGET_MS):
+        raise UsageError(f"the latency target must be a positive number of ms up to {MAX_TARGET_MS:g}, "
+                         f"got {target_ms!r}; give --target-ms in milliseconds")  # fmt: skip
+    return value
+
+
+def check_tolerance(tolerance: Any) -> float:
+    """``tolerance`` as a float in [0, 0.5], or UsageError."""
+    try:
+        value = float(tolerance)
+    except (TypeError, ValueError):
+        raise UsageError(f"--tolerance must be a fraction such as 0.1, got {tolerance!r}") from None
+    if isinstance(tolerance, bool) or not (0 <= value <= MAX_TOLERANCE):
+        raise UsageError(f"--tolerance must be between 0 and {MAX_TOLERANCE:g} (0.1 = 10%), got {tolerance!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Target:
+    """A latency target: absolute (``ms``) or a share of the slowest network (``fraction``)."""
+
+    ms: float | None = None
+    fraction: float | None = None  # of the slowest network's predicted latency on the device
+    text: str = ""  # what the user typed
+
+    @property
+    def relative(self) -> bool:
+        return self.fraction is not None
+
+    def resolve(self, slowest_ms: float | None) -> float:
+        """The target in ms; a relative one needs the slowest network's latency on the device."""
+        if self.ms is not None:
+            return self.ms
+        if slowest_ms is None or not math.isfinite(slowest_ms) or slowest_ms <= 0:
+            raise SearchError("a relative target needs the space's latency range on the device, which is unknown")
+        return check_target_ms(self.fraction * slowest_ms)
+
+    def describe(self, slowest_ms: float | None = None) -> str:
+        """``0.4 ms``, ``60% of the slowest network (0.412 ms) = 0.247 ms`` or ``2x faster than ...``."""
+        if self.ms is not None:
+            return f"{self.ms:g} ms"
+        head = (f"{self.text} faster than the slowest network" if self.text.endswith("x")
+                else f"{100 * self.fraction:.4g}% of the slowest network")  # fmt: skip
+        if slowest_ms is None:
+            return head
+        return f"{head} ({slowest_ms:.3f} ms) = {self.resolve(slowest_ms):.3f} ms"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ms": self.ms, "fraction": self.fraction, "text": self.text}
+
+
+_PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
+_SPEEDUP = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*[xX]?\s*$")
+
+
+def parse_target(target_ms: Any = None, speedup: Any = None) -> Target:
+    """What the user asked for: ``--target-ms 0.4``, ``--target-ms 60%`` or ``--speedup 2x``.
+
+    Raises:
+        UsageError: neither or both given, or a value that is not one of those forms.
+    """
+    if (target_ms is None) == (speedup is None):
+        raise UsageError("give exactly one of --target-ms (ms, or a % of the slowest network) and --speedup")
+    if speedup is not None:
+        found = _SPEEDUP.match(str(speedup))
+        value = float(found.group(1)) if found else 0.0
+        if not found or not 1.0 <= value <= 1000:
+            raise UsageError(f"--speedup must be a factor over the slowest network from 1x to 1000x, such as 2x; "
+                             f"got {speedup!r}")  # fmt: skip
+        return Target(fraction=1.0 / value, text=f"{value:g}x")
+    if isinstance(target_ms, str):
+        found = _PERCENT.match(target_ms)
+        if found:
+            share = float(found.group(1))
+            if not 0 < share <= 100:
+                raise UsageError(f"--target-ms {target_ms!r}: a share of the slowest network must be above 0% "
+                                 "and at most 100%")  # fmt: skip
+            return Target(fraction=share / 100, text=f"{share:g}%")
+        if target_ms.strip().endswith("%"):
+            raise UsageError(f"--target-ms {target_ms!r} is not a percentage such as 60%")
+    return Target(ms=check_target_ms(target_ms), text=str(target_ms))
+
+
+# --------------------------------------------------------------------------- reachability
+
+
+def check_reachable(space: str, target_ms: float, min_ms: float, device: str | None = None,
+                    max_ms: float | None = None, hint: str = "") -> None:
+    """SearchError unless the fastest architecture (``min_ms``) fits ``target_ms``.
+
+    ``max_ms`` (the slowest architecture, when known) and ``hint`` (what is kept
+    for the next try) are added to the message.
+    """
+    target_ms = check_target_ms(target_ms)
+    if min_ms > target_ms:
+        where = f"{space} on {device}" if device else space
+        slowest = f" (the slowest at {max_ms:.4g} ms)" if max_ms is not None else ""
+        raise SearchError(
+            f"latency target {target_ms:g} ms is unreachable in {where}: the smallest latency reachable is "
+            f"{min_ms:.4g} ms{slowest}; raise --target-ms{hint}"
+        )
+
+
+def above_range(target_ms: float, range_ms: tuple[float, float] | None, tolerance: float = DEFAULT_TOLERANCE) -> bool:
+    """Whether even the space's slowest architecture is more than ``tolerance`` under the target.
+
+    ``range_ms`` is the (fastest, slowest) predicted latency of the space on the
+    device; None (not known) counts as in range.
+    """
+    return range_ms is not None and range_ms[1] < (1 - tolerance) * target_ms
+
+
+def range_warning(target_ms: float, range_ms: tuple[float, float] | None, space: str, device: str,
+                  tolerance: float = DEFAULT_TOLERANCE) -> str | None:
+    """The warning for a target above the space's range (every network fits), or None."""
+    if not above_range(target_ms, range_ms, tolerance):
+        return None
+    assert range_ms is not None
+    return (f"the {target_ms:g} ms target is above {space} on {device}: its slowest architecture is predicted "
+            f"at {range_ms[1]:.3f} ms, so every architecture fits and the search keeps the most accurate; give "
+            f"a target between {range_ms[0]:.3f} and {range_ms[1]:.3f} ms (or --target-ms 60%) to trade speed "
+            "for accuracy")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def within_budget(measured_ms: float, target_ms: float, tolerance: float = DEFAULT_TOLERANCE) -> bool:
+    """Whether ``measured_ms`` is at most ``target_ms * (1 + tolerance)``."""
+    return measured_ms <= (1 + tolerance) * target_ms
+
+
+def undershoot(measured_ms: float, target_ms: float, tolerance: float = DEFAULT_TOLERANCE) -> bool:
+    """Whether a network uses less than ``1 - 2 * tolerance`` of the budget (a larger one would fit)."""
+    return measured_ms < (1 - 2 * tolerance) * target_ms
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a measured latency compares with the target."""
+
+    kind: str  # HIT, MET or OVER
+    text: str
+    budget_used: float  # measured / target
+    warning: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind != OVER
+
+
+def judge(
+    measured_ms: float,
+    target_ms: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+    drift: dict[str, Any] | None = None,
+    range_ms: tuple[float, float] | None = None,
+) -> Verdict:
+    """The verdict on a measured network (see the module docstring for the rules).
+
+    ``drift`` is the measurement's ``device_drift`` entry: an OVER measured on a
+    drifted device says so, since the figure then tells about the machine's
+    state. ``range_ms`` is the (fastest, slowest) predicted latency of the space.
+    """
+    used = measured_ms / target_ms
+    head = f"measured {measured_ms:.3f} ms, {used:.0%} of the {target_ms:g} ms budget"
+    if not within_budget(measured_ms, target_ms, tolerance):
+        text = f"OVER: {head} (more than {tolerance:.0%} over)."
+        if drift and not drift.get("steady", True):
+            text += " But " + drift_sentence(drift["ratio"])
+        return Verdict(OVER, text, used)
+    if above_range(target_ms, range_ms, tolerance):
+        assert range_ms is not None
+        text = (f"MET: {head}. The target is above this space on this device (its slowest architecture is "
+                f"predicted at {range_ms[1]:.3f} ms), so the largest network was chosen. For a search that trades "
+                f"speed for accuracy, give a target between {range_ms[0]:.3f} and {range_ms[1]:.3f} ms "
+                "(or --target-ms 60%).")  # fmt: skip
+        return Verdict(MET, text, used)
+    warning = None
+    if undershoot(measured_ms, target_ms, tolerance):
+        warning = (f"the network uses only {used:.0%} of the budget: the prediction was pessimistic or the "
+                   "device ran faster than profiled; a larger, more accurate network would fit")  # fmt: skip
+    text = f"HIT: {head} (within budget, tolerance {tolerance:.0%})."
+    return Verdict(HIT, text + (f" Warning: {warning}." if warning else ""), used, warning)
+
+
+def drift_sentence(ratio: float) -> str:
+    """What a device drift (reference operators now / in the LUT) means for the user."""
+    return (
+        f"the device ran its reference operators at {ratio:.2f}x their LUT latency, so it is not in the "
+        "state it was profiled in (load from other programs, heat, another clock); re-run the same command "
+        "when the device is quiet (finished stages are kept), or delete its LUT to profile it as it is now."
+    )
+
+
+def best_attempt(measured: list[float], target_ms: float, tolerance: float = DEFAULT_TOLERANCE) -> int:
+    """Index of the attempt to report: the one using most of the budget, else the least over it."""
+    fits = [i for i, m in enumerate(measured) if within_budget(m, target_ms, tolerance)]
+    if fits:
+        return max(fits, key=lambda i: measured[i])
+    return min(range(len(measured)), key=lambda i: measured[i])
+
+
+__all__ = [
+    "DEFAULT_TOLERANCE", "HIT", "MAX_TARGET_MS", "MET", "OVER", "SearchError", "Target", "Verdict",
+    "above_range", "best_attempt", "check_reachable", "check_target_ms", "check_tolerance", "drift_sentence",
+    "judge", "parse_target", "range_warning", "undershoot", "within_budget",
+]  # fmt: skip
