@@ -113,7 +113,14 @@ def _representative(data: str, arch: Path, sp, resolution: Optional[int]):
 def run_cmd(
     device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
     space: str = typer.Option("proxyless_mobile_w05", "--space", "-s", help="Search space."),
-    target_ms: float = typer.Option(..., "--target-ms", "-T", help="Latency target on the device (ms)."),
+    target_ms: Optional[str] = typer.Option(
+        None, "--target-ms", "-T", metavar="MS|PCT%",
+        help="Latency budget on the device: ms, or a share of the space's slowest network there (60%, resolved "
+             "after calibration, so the same command trades speed for accuracy on any machine).",
+    ),  # fmt: skip
+    speedup: Optional[str] = typer.Option(None, "--speedup", metavar="FACTOR",
+                                          help="Budget as a speed-up over the slowest network (2x); instead of --target-ms."),
+    tolerance: float = typer.Option(0.10, "--tolerance", help="How far over the budget still counts as within it (0.1 = 10%)."),
     out: Path = typer.Option(Path("latkit-run"), "--out", "-o", help="Run folder (a rerun resumes)."),
     data: str = typer.Option("digits", "--data", help="digits (embedded) | cifar10:PATH | folder:PATH."),
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Default: 64 on cpu devices."),
@@ -140,6 +147,9 @@ def run_cmd(
 ) -> None:
     """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report."""
     from latkit.search.pipeline import PipelineConfig, run_pipeline
+    from latkit.search.target import parse_target
+
+    target = parse_target(target_ms, speedup)
 
     stages: dict[str, int] = {}
 
@@ -151,12 +161,14 @@ def run_cmd(
             stages[key] = done
             common.err.print(f"[bold]{escape(f'{stage:>9}')}[/] {done}/{total} {escape(message)}", highlight=False)
 
-    result = run_pipeline(device, space, target_ms, out, data, lut=lut, on_progress=on_progress,
+    result = run_pipeline(device, space, target, out, data, tolerance=tolerance, lut=lut, on_progress=on_progress,
                           resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1),
                           train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed,
                           max_steps_per_epoch=max_steps, precision=precision, layout=layout)  # fmt: skip
     summary = {
-        "target_ms": result.target_ms, "measured_ms": result.measured_ms,
+        "target_ms": result.target_ms, "target": target.to_dict(), "tolerance": tolerance,
+        "budget_used": result.measured_ms / result.target_ms, "warning": result.warning,
+        "measured_ms": result.measured_ms,
         "predicted_ms": result.predicted_ms, "hit": result.hit, "met": result.met, "verdict": result.verdict,
         "arch": str(result.arch_path), "report": str(result.report_path),
         "attempts": result.attempts, "precision": result.precision,
@@ -166,7 +178,7 @@ def run_cmd(
     if as_json:
         common.print_json(summary)
     else:
-        colour = "green" if result.hit else "yellow" if result.met else "red"
+        colour = "green" if result.hit and not result.warning else "yellow" if result.met else "red"
         common.out.print(f"[bold {colour}]{escape(result.verdict)}[/]")
         common.out.print(f"predicted {result.predicted_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
                          f"on {escape(device)} at {result.precision}, target {result.target_ms:.3f} ms")
