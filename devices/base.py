@@ -12,8 +12,6 @@ with :func:`open_device`; third-party devices come in through the
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import importlib
 import logging
 import os
 import platform
@@ -23,11 +21,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from latkit.errors import DeviceError, UnknownNameError, UsageError
+from latkit.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -162,59 +160,48 @@ class Device(ABC):
         """Release connections held by the device."""
 
 
-_DEVICES: dict[str, Callable[..., Device]] = {}
-_BUILTIN_MODULES = (
-    "latkit.devices.onnxruntime_cpu",
-    "latkit.devices.litert_cpu",
-    "latkit.devices.torch_cpu",
-    "latkit.devices.torch_cuda",
-    "latkit.devices.android",
+def _set_scheme(scheme: str, cls: type[Device]) -> None:
+    cls.scheme = scheme
+
+
+def _check_device(obj: object) -> str | None:
+    if isinstance(obj, type) and issubclass(obj, Device):
+        return None
+    return f"{obj!r} is not a subclass of latkit.devices.base.Device"
+
+
+DEVICES: Registry[type[Device]] = Registry(
+    "device",
+    "latkit.devices",
+    builtins=(
+        "latkit.devices.onnxruntime_cpu",
+        "latkit.devices.litert_cpu",
+        "latkit.devices.torch_cpu",
+        "latkit.devices.torch_cuda",
+        "latkit.devices.android",
+    ),
+    on_register=_set_scheme,
+    check=_check_device,
 )
-_loaded = False
 
 
 def register_device(scheme: str) -> Callable[[type[Device]], type[Device]]:
     """Class decorator: register a device class for URIs starting with ``scheme``."""
-
-    def deco(cls: type[Device]) -> type[Device]:
-        cls.scheme = scheme
-        _DEVICES[scheme] = cls
-        return cls
-
-    return deco
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:  # a missing optional dependency inside the module
-                log.debug("device module %s not loaded: %s", mod, exc)
-    for ep in metadata.entry_points(group="latkit.devices"):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken plugin must not break latkit
-            log.warning("device plugin %s failed to load: %s", ep.name, exc)
+    return DEVICES.register(scheme)
 
 
 def device_classes(pattern: str = "*") -> dict[str, type[Device]]:
     """Registered device classes by scheme, filtered by a glob."""
-    _load_all()
-    return {s: c for s, c in sorted(_DEVICES.items()) if fnmatch.fnmatch(s, pattern)}
+    return DEVICES.items(pattern)
 
 
 def _resolve(uri: str) -> tuple[type[Device], str]:
-    _load_all()
+    classes = DEVICES.items()
     # longest scheme first, so "cpu:onnxruntime" is never taken for a shorter one
-    for scheme in sorted(_DEVICES, key=len, reverse=True):
+    for scheme in sorted(classes, key=len, reverse=True):
         if uri == scheme or uri.startswith(scheme + ":"):
-            return _DEVICES[scheme], uri
-    raise UnknownNameError("device", uri, list(_DEVICES))
+            return classes[scheme], uri
+    raise UnknownNameError("device", uri, list(classes))
 
 
 def open_device(uri: str, threads: int = 1, **options: Any) -> Device:

@@ -28,8 +28,6 @@ To be persistable a predictor implements two hooks::
 
 from __future__ import annotations
 
-import fnmatch
-import importlib
 import importlib.metadata
 import inspect
 import logging
@@ -43,7 +41,8 @@ import numpy as np
 
 from latkit._files import one_line, read_json, write_json
 from latkit._version import __version__
-from latkit.errors import StoreError, UnknownNameError, UsageError
+from latkit.errors import StoreError, UsageError
+from latkit.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -182,53 +181,38 @@ def check_Xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N802
 
 # --------------------------------------------------------------------------- registry
 
-_PREDICTORS: dict[str, type[Predictor]] = {}
-_entry_points_loaded = False
-# built-in modules imported on first registry use, so that every built-in predictor
-# is listed without the caller importing its module (a missing one is skipped)
-_BUILTIN_MODULES = (
-    "latkit.predictors.network",
-    "latkit.predictors.gcn",
-    "latkit.predictors.ensemble",
-    "latkit.predictors.transfer",
-    "latkit.predictors.oplevel",
-    "latkit.predictors.lutsum",
+def _set_name(name: str, cls: type[Predictor]) -> None:
+    cls.name = name
+
+
+def _check_predictor(obj: object) -> str | None:
+    if isinstance(obj, type) and issubclass(obj, Predictor):
+        return None
+    return f"{obj!r} is not a subclass of latkit.predictors.base.Predictor"
+
+
+# built-in modules are imported on first registry use, so that every built-in predictor
+# is listed without the caller importing its module (one whose optional backend is
+# absent is skipped)
+PREDICTORS: Registry[type[Predictor]] = Registry(
+    "predictor",
+    ENTRY_POINT_GROUP,
+    builtins=(
+        "latkit.predictors.network",
+        "latkit.predictors.gcn",
+        "latkit.predictors.ensemble",
+        "latkit.predictors.transfer",
+        "latkit.predictors.oplevel",
+        "latkit.predictors.lutsum",
+    ),
+    on_register=_set_name,
+    check=_check_predictor,
 )
 
 
 def register_predictor(name: str) -> Callable[[type[Predictor]], type[Predictor]]:
     """Class decorator: register a :class:`Predictor` subclass under ``name``."""
-
-    def deco(cls: type[Predictor]) -> type[Predictor]:
-        if name in _PREDICTORS and _PREDICTORS[name] is not cls:
-            log.warning("predictor %r re-registered by %s", name, cls.__qualname__)
-        cls.name = name
-        _PREDICTORS[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_plugins() -> None:
-    """Import the built-in predictor modules and the entry-point plugins, once."""
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for mod in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ImportError as exc:
-            # a built-in module still being written, or an optional backend absent
-            log.debug("predictor module %s not loaded: %s", mod, exc)
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken plugin must not break latkit
-            log.warning("predictor plugin %s failed to load: %s", ep.value, exc)
-            continue
-        if isinstance(obj, type) and issubclass(obj, Predictor) and ep.name not in _PREDICTORS:
-            register_predictor(ep.name)(obj)
+    return PREDICTORS.register(name)
 
 
 def predictor_class(name: str) -> type[Predictor]:
@@ -237,12 +221,7 @@ def predictor_class(name: str) -> type[Predictor]:
     Raises:
         UnknownNameError: no such predictor.
     """
-    if name not in _PREDICTORS:
-        _load_plugins()
-    try:
-        return _PREDICTORS[name]
-    except KeyError:
-        raise UnknownNameError("predictor", name, list(_PREDICTORS)) from None
+    return PREDICTORS.get(name)
 
 
 def get_predictor(name: str, **params: Any) -> Predictor:
@@ -265,8 +244,7 @@ def get_predictor(name: str, **params: Any) -> Predictor:
 
 def list_predictors(pattern: str = "*") -> list[str]:
     """Registered predictor names matching a glob."""
-    _load_plugins()
-    return sorted(n for n in _PREDICTORS if fnmatch.fnmatch(n, pattern))
+    return PREDICTORS.names(pattern)
 
 
 # --------------------------------------------------------------------------- persistence

@@ -19,7 +19,6 @@ cheap side of the problem; accuracy is the expensive one.
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import logging
 import time
@@ -28,9 +27,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from latkit.errors import UnknownNameError, UsageError
+from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace
+from latkit.registry import Registry
 from latkit.search.result import SCHEMA, SCHEMA_VERSION, Query, SearchError, SearchResult
+from latkit.search.target import check_reachable, check_target_ms
 
 __all__ = [
     "SCHEMA",
@@ -53,21 +54,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TRIES = 1000  # rejection-sampling draws before falling back to a walk
-MAX_TARGET_MS = 1e6  # a latency target beyond 1000 s is a typo, not a deployment target
-
-
-def check_target_ms(target_ms: Any) -> float:
-    """``target_ms`` as a float, or UsageError unless it is a finite, positive, sane number of ms."""
-    try:
-        value = float(target_ms)
-    except (TypeError, ValueError):
-        raise UsageError(f"the latency target must be a number of ms, got {target_ms!r}") from None
-    if isinstance(target_ms, bool) or not (0 < value <= MAX_TARGET_MS):
-        raise UsageError(f"the latency target must be a positive number of ms up to {MAX_TARGET_MS:g}, "
-                         f"got {target_ms!r}; give --target-ms in milliseconds")
-    return value
-
-
 class BudgetSpent(Exception):
     """Internal signal: the query budget is used up (the runner catches it)."""
 
@@ -195,11 +181,7 @@ class SearchContext:
         self.choices = space.choices()
         self.n_options = [len(c.options) for c in self.choices]
         self.min_latency_ms, self.min_arch = min_latency(space, latency, rng)
-        if self.min_latency_ms > target_ms:
-            raise SearchError(
-                f"latency target {target_ms:g} ms is unreachable in {space.name}: the smallest "
-                f"latency reachable is {self.min_latency_ms:.4g} ms; raise --target-ms"
-            )
+        check_reachable(space.name, target_ms, self.min_latency_ms)
         self._acc: dict[Arch, float] = {}
         self._lat: dict[Arch, float] = {}
         self.trajectory: list[Query] = []
@@ -315,7 +297,22 @@ class SearchContext:
 # --------------------------------------------------------------------------- registry
 
 Algorithm = Callable[..., dict[str, Any] | None]
-_ALGORITHMS: dict[str, Algorithm] = {}
+
+def _check_algorithm(obj: object) -> str | None:
+    return None if callable(obj) else f"{obj!r} is not callable as fn(ctx, **options)"
+
+
+# the built-in modules import this one to register, so the registry imports them by
+# name on first lookup rather than this module importing them (no import cycle)
+ALGORITHMS: Registry[Algorithm] = Registry(
+    "search algorithm",
+    "latkit.algorithms",
+    builtins=tuple(
+        f"latkit.search.{m}"
+        for m in ("evolution", "parsec", "ppo", "proxyless_grad", "random_search", "reinforce")
+    ),
+    check=_check_algorithm,
+)
 
 
 def register_algorithm(name: str) -> Callable[[Algorithm], Algorithm]:
@@ -324,23 +321,12 @@ def register_algorithm(name: str) -> Callable[[Algorithm], Algorithm]:
     The function spends queries through ``ctx`` until it stops or
     :class:`BudgetSpent` is raised; every loop in it must be bounded.
     """
-
-    def deco(fn: Algorithm) -> Algorithm:
-        _ALGORITHMS[name] = fn
-        return fn
-
-    return deco
-
-
-def _load_builtins() -> None:
-    # importing registers them; local import because they import this module
-    from latkit.search import evolution, parsec, ppo, proxyless_grad, random_search, reinforce  # noqa: F401
+    return ALGORITHMS.register(name)
 
 
 def list_algorithms(pattern: str = "*") -> list[str]:
     """Registered algorithm names matching a glob."""
-    _load_builtins()
-    return sorted(n for n in _ALGORITHMS if fnmatch.fnmatch(n, pattern))
+    return ALGORITHMS.names(pattern)
 
 
 def get_algorithm(name: str) -> Algorithm:
@@ -349,11 +335,7 @@ def get_algorithm(name: str) -> Algorithm:
     Raises:
         UnknownNameError: no such algorithm.
     """
-    _load_builtins()
-    try:
-        return _ALGORITHMS[name]
-    except KeyError:
-        raise UnknownNameError("search algorithm", name, list(_ALGORITHMS)) from None
+    return ALGORITHMS.get(name)
 
 
 def _check_options(name: str, fn: Algorithm, options: dict[str, Any]) -> None:

@@ -39,10 +39,11 @@ from latkit._files import atomic_path, check_output_dir, json_default, read_json
 from latkit._version import __version__
 from latkit.errors import StoreError, UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace, get_space
-from latkit.search.base import check_target_ms
+from latkit.search.base import get_algorithm
+from latkit.search.target import check_reachable, check_target_ms
 from latkit.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from latkit.search.data import SearchData, load_data
-from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch, check_reachable
+from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch
 from latkit.search.supernet import Supernet
 from latkit.search.train import SupernetAccuracy, TrainedAccuracy, weight_optimizer
 
@@ -50,8 +51,9 @@ log = logging.getLogger(__name__)
 
 ARCH_SCHEMA = "latkit.arch"
 ARCH_SCHEMA_VERSION = 1
-SUPERNET_ALGORITHMS = ("reinforce", "ppo", "evolution", "random")
-ALGORITHMS = ("proxyless-grad", *SUPERNET_ALGORITHMS)
+# the gradient algorithm trains its own architecture parameters; every other registered
+# algorithm (built-in or from the ``latkit.algorithms`` entry-point group) queries a supernet
+GRADIENT_ALGORITHM = "proxyless-grad"
 TRAJECTORY_FIELDS = ("epoch", "kind", "arch", "accuracy", "latency_ms", "expected_latency_ms",
                      "loss", "feasible")  # fmt: skip
 
@@ -152,7 +154,8 @@ def run_search(
         latency_model: a :mod:`latkit.search.latency_model` model (LUT, calibrated
             LUT, or predictor; ``proxyless-grad`` needs ``expected_latency``).
         target_ms: the hard latency target ``T`` (ms).
-        algorithm: ``proxyless-grad``, ``reinforce``, ``ppo``, ``evolution`` or ``random``.
+        algorithm: ``proxyless-grad`` or any registered query-based algorithm
+            (``reinforce``, ``ppo``, ``evolution``, ``random``, ``parsec``, a plug-in).
         data: a :class:`SearchData` or a :func:`~latkit.search.data.load_data` spec
             (``digits``, ``cifar10:PATH``, ``folder:PATH``).
         epochs: training epochs of the supernet (for ``proxyless-grad``, the first
@@ -187,14 +190,13 @@ def run_search(
         SearchError: the target is below the smallest reachable latency (the
             message names it).
     """
-    if algorithm not in ALGORITHMS:
-        raise UsageError(f"unknown search algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+    get_algorithm(algorithm)  # UnknownNameError listing the registered ones
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, got {epochs}")
-    if smooth_samples is not None and (algorithm == "proxyless-grad" or smooth_samples < 4):
+    if smooth_samples is not None and (algorithm == GRADIENT_ALGORITHM or smooth_samples < 4):
         raise UsageError("smoothing needs a query-based algorithm (reinforce, ppo, evolution, random) "
                          f"and at least 4 samples, got {algorithm} with {smooth_samples}")
-    if train_steps is not None and (algorithm == "proxyless-grad" or smooth_samples is not None or train_steps < 1):
+    if train_steps is not None and (algorithm == GRADIENT_ALGORITHM or smooth_samples is not None or train_steps < 1):
         raise UsageError("per-architecture training needs a query-based algorithm (reinforce, ppo, evolution, "
                          f"random), no smoothing and at least 1 step, got {algorithm} with {train_steps} steps")
     target_ms = check_target_ms(target_ms)
@@ -214,9 +216,9 @@ def run_search(
     else:
         supernet = Supernet(space, data.n_classes, resolution or data.resolution, seed=seed)
         evaluator = SupernetAccuracy(supernet, data, seed=seed)
-    if algorithm != "proxyless-grad":  # trained mode: "epoch" 0, no supernet
+    if algorithm != GRADIENT_ALGORITHM:  # trained mode: "epoch" 0, no supernet
         evaluator = RecordedAccuracy(evaluator, space, out / "queries.json", 0 if supernet is None else epochs, resume)
-    if algorithm == "proxyless-grad":
+    if algorithm == GRADIENT_ALGORITHM:
         assert supernet is not None
         arch, rows = _run_proxyless(supernet, latency_model, data, target_ms, epochs, seed, out,
                                     config, evaluator, eval_samples, resume, on_progress)  # fmt: skip

@@ -15,6 +15,8 @@ import pytest
 
 import latkit
 
+pytestmark = pytest.mark.slow
+
 SPACE = "proxyless_mobile_w05"
 FBNET_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "fbnet_latency_ms.csv"
 VERBS = ("open_device", "profile", "open_lut", "estimate", "fit_predictor", "load_predictor",

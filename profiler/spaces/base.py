@@ -11,7 +11,6 @@ end-to-end measurement, torch build) works on that list.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -21,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from latkit.errors import ArchError, UnknownNameError, UsageError
+from latkit.errors import ArchError, UsageError
 from latkit.profiler.ops import OpSpec
+from latkit.registry import Registry
 
 
 # the largest input resolution any command accepts (net.config's limit too): far above
@@ -246,32 +246,44 @@ def _is_file(text: str) -> bool:
         return False
 
 
-_SPACES: dict[str, Callable[[], SearchSpace]] = {}
+def _set_name(name: str, cls: type[SearchSpace]) -> None:
+    cls.name = name
+
+
+def _check_space(obj: object) -> str | None:
+    if isinstance(obj, type) and issubclass(obj, SearchSpace):
+        return None
+    return f"{obj!r} is not a subclass of latkit.profiler.spaces.base.SearchSpace"
+
+
+SPACES: Registry[type[SearchSpace]] = Registry(
+    "search space",
+    "latkit.spaces",
+    builtins=(
+        "latkit.profiler.spaces.fbnet",
+        "latkit.profiler.spaces.nasbench201",
+        "latkit.profiler.spaces.ofa_mbv3",
+        "latkit.profiler.spaces.proxyless",
+    ),
+    on_register=_set_name,
+    check=_check_space,
+)
 
 
 def register_space(name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]]:
     """Class decorator: register a search space under ``name``."""
-
-    def deco(cls: type[SearchSpace]) -> type[SearchSpace]:
-        cls.name = name
-        _SPACES[name] = cls
-        return cls
-
-    return deco
+    return SPACES.register(name)
 
 
 def list_spaces(pattern: str = "*") -> list[str]:
     """Registered space names matching a glob."""
-    return sorted(n for n in _SPACES if fnmatch.fnmatch(n, pattern))
+    return SPACES.names(pattern)
 
 
 def get_space(name: str) -> SearchSpace:
-    """The space registered under ``name``.
+    """The space registered under ``name``, instantiated.
 
     Raises:
         UnknownNameError: no such space.
     """
-    try:
-        return _SPACES[name]()
-    except KeyError:
-        raise UnknownNameError("search space", name, list(_SPACES)) from None
+    return SPACES.get(name)()

@@ -14,6 +14,8 @@ import torch
 from cli_checks import one_error_line, run
 from latkit.profiler.ops import Act, OpSpec, OpType
 
+pytestmark = pytest.mark.slow
+
 SPEC = OpSpec(OpType.STEM, (16, 16, 3), (8, 8, 8), kernel=3, stride=2, act=Act.RELU6)
 ARCH = {"space": "proxyless_mobile_w05", "resolution": 32, "arch": ["5x5_MBConv6"] + ["zero", "3x3_MBConv3"] * 10}
 

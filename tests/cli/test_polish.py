@@ -15,6 +15,8 @@ import pytest
 import latkit
 from latkit.cli import main
 
+pytestmark = pytest.mark.slow
+
 FIXTURES = Path(__file__).resolve().parents[1] / "devices" / "fixtures"
 SPACE = "proxyless_mobile_w05"
 # runs the CLI in a fresh interpreter, then says which heavy modules it imported

@@ -16,6 +16,8 @@ from latkit.errors import MeasurementError, UsageError
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import ProtocolConfig, measure_many
 
+pytestmark = pytest.mark.slow
+
 server = pytest.importorskip("latkit.devices.loopback.server")
 loopback_tool = pytest.importorskip("latkit.devices.loopback.benchmark_model")
 pytest.importorskip("litert_torch")

@@ -13,6 +13,8 @@ from latkit.devices.android_state import ThermalPolicy
 from latkit.devices.base import ModelFormat, open_device
 from latkit.errors import DeviceError, MeasurementError
 
+pytestmark = pytest.mark.slow
+
 server = pytest.importorskip("latkit.devices.loopback.server")
 Scenario = pytest.importorskip("latkit.devices.loopback.scenario").Scenario
 

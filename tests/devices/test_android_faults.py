@@ -23,6 +23,8 @@ from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import ProtocolConfig
 from latkit.profiler.runner import profile_ops
 
+pytestmark = pytest.mark.slow
+
 server = pytest.importorskip("latkit.devices.loopback.server")
 pytest.importorskip("litert_torch")
 

@@ -15,6 +15,8 @@ import pytest
 from latkit.devices.loopback.auth import ensure_key_pair
 from latkit.devices.loopback.server import LoopbackDevice
 
+pytestmark = pytest.mark.slow
+
 adb_shell = pytest.importorskip("adb_shell")
 from adb_shell.adb_device import AdbDeviceTcp  # noqa: E402
 from adb_shell.auth.keygen import keygen  # noqa: E402

@@ -15,6 +15,8 @@ from latkit.devices.loopback import sandbox
 from latkit.devices.loopback.scenario import Scenario, ScenarioPlayer, cpufreq_dir
 from latkit.devices.loopback.server import LoopbackDevice
 
+pytestmark = pytest.mark.slow
+
 BIG_MAX = 2841600
 LITTLE_MAX = 1804800
 

@@ -18,6 +18,8 @@ from latkit.lut.calibration import (
 from latkit.lut.estimate import estimate
 from latkit.lut.store import LUT
 
+pytestmark = pytest.mark.slow
+
 
 def test_fit_recovers_known_coefficients():
     sums = np.array([10.0, 20.0, 35.0, 50.0, 80.0])

@@ -13,6 +13,8 @@ from latkit.profiler.protocol import ProtocolConfig
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 
+pytestmark = pytest.mark.slow
+
 SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
 

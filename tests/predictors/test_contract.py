@@ -13,6 +13,8 @@ from latkit.errors import StoreError, UnknownNameError, UsageError
 from latkit.predictors import base
 from latkit.predictors.base import get_predictor, list_predictors, load, save
 
+pytestmark = pytest.mark.slow
+
 # how to build and fit each predictor of this package on small real data; others
 # (registered by other modules or plugins) get the data-free part of the contract
 RECIPES: dict[str, dict[str, Any]] = {

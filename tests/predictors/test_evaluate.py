@@ -13,6 +13,8 @@ from latkit.predictors.base import load
 from latkit.predictors.data import LatencyTable, encode_archs, read_latency_csv
 from latkit.predictors.evaluate import design_from_csv, evaluate, fit_from_csv, predict_archs
 
+pytestmark = pytest.mark.slow
+
 
 def _write(path: Path, table: LatencyTable, columns: list[str], rows: np.ndarray) -> Path:
     with path.open("w", newline="") as fh:

@@ -17,6 +17,8 @@ from latkit.predictors.transfer import (
     select_archs,
 )
 
+pytestmark = pytest.mark.slow
+
 
 def test_hardware_grouping(fbnet_table: LatencyTable) -> None:
     cols = fbnet_table.devices

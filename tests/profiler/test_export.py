@@ -25,6 +25,8 @@ from latkit.profiler.export import (
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.spaces.base import Layer, Network
 
+pytestmark = pytest.mark.slow
+
 SE_BLOCK = OpSpec(
     OpType.MBCONV, (14, 14, 40), (14, 14, 40), kernel=5, stride=1, expand_ratio=3,
     mid_channels=120, se=True, act=Act.H_SWISH, idskip=True,

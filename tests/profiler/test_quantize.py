@@ -36,6 +36,8 @@ from latkit.profiler.quantize import (
 )
 from latkit.profiler.spaces import get_space
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("ai_edge_quantizer")
 pytest.importorskip("ai_edge_litert")
 

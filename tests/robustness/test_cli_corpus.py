@@ -10,6 +10,8 @@ import pytest
 from rb_cli import CLEAN, OK
 from rb_corpus import cli_cases, release_sockets, run_case
 
+pytestmark = pytest.mark.slow
+
 CASES = cli_cases()
 
 

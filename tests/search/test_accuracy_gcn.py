@@ -13,6 +13,8 @@ from latkit.predictors.metrics import kendall
 from latkit.search.accuracy_gcn import SmoothedAccuracy, rank_report
 from latkit.search.tabular import TabularProblem
 
+pytestmark = pytest.mark.slow
+
 
 def _noisy(nb201: TabularProblem, n: int, sigma: float, seed: int):
     rng = np.random.default_rng(seed)

@@ -19,6 +19,8 @@ from latkit.profiler.spaces import get_space
 from latkit.search.checkpoint import save_checkpoint
 from latkit.search.supernet import Supernet
 
+pytestmark = pytest.mark.slow
+
 SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
 CLASSES = 10

@@ -18,6 +18,8 @@ from latkit.search.latency_model import PredictorLatencyModel, TableLatencyModel
 from latkit.search.layout import build_layout
 from latkit.search.run import run_search
 
+pytestmark = pytest.mark.slow
+
 
 # one thread: the test machine's cores are shared, and oversubscribed threads spin
 torch.set_num_threads(1)

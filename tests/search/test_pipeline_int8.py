@@ -24,6 +24,8 @@ from latkit.search.data import load_data
 from latkit.search.evaluate import file_accuracy_pct
 from latkit.search.pipeline import PipelineConfig, exported_file, run_pipeline
 
+pytestmark = pytest.mark.slow
+
 SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
 DEVICE = "cpu:onnxruntime"

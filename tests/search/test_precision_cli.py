@@ -21,6 +21,8 @@ from latkit.profiler.spaces import get_space
 from latkit.search.export_formats import run_tflite
 from cli_checks import one_error_line, run
 
+pytestmark = pytest.mark.slow
+
 SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
 W05 = ["3x3_MBConv3", "zero", "5x5_MBConv3", "zero", "3x3_MBConv6", "zero", "zero", "zero",

@@ -22,6 +22,8 @@ from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch, l
 from latkit.search.run import run_search
 from latkit.search.supernet import Supernet
 
+pytestmark = pytest.mark.slow
+
 # one thread: the test machine's cores are shared, and oversubscribed threads spin
 torch.set_num_threads(1)
 

@@ -11,6 +11,8 @@ from latkit.profiler.spaces.base import Arch
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
 from latkit.search.supernet import GateSample, Supernet
 
+pytestmark = pytest.mark.slow
+
 
 # one thread: the test machine's cores are shared, and oversubscribed threads spin
 torch.set_num_threads(1)
