@@ -33,6 +33,8 @@ from latkit.search.export import (
 )
 from latkit.search.verify import ExportedModel
 
+pytestmark = pytest.mark.slow
+
 SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
 CLASSES = 10
