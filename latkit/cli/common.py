@@ -11,14 +11,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 def hide_flag_types() -> None:
     """Show no type beside an on/off flag or a counter in ``--help``.
@@ -93,25 +85,10 @@ def print_json(data: Any) -> None:
 
 @contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar with ETA; yields ``advance(text)``."""
-    if not enabled:
-        yield lambda text="": None
-        return
-    columns = (
-        TextColumn("{task.description}", style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}", style="dim", markup=False),
-    )
-    with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task(description, total=total, note="")
+    """A progress display with ETA (see :mod:`latkit.cli.progress`); yields ``advance(text, steps=1)``."""
+    from latkit.cli.progress import track
 
-        def advance(note: str = "", steps: int = 1) -> None:
-            bar.update(task, advance=steps, note=note[-60:])
-
+    with track(description, total, enabled=enabled, console=err) as advance:
         yield advance
 
 

@@ -283,6 +283,7 @@ def calibrate_cmd(
     target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
     quick: bool = typer.Option(False, "--quick"),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable fit on stdout (progress stays on stderr)."),
 ) -> None:
     """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured random networks."""
     import numpy as np
@@ -301,6 +302,44 @@ def calibrate_cmd(
         kw = {"precision": prec}
         with LUT.open(lut) as table, common.progress_bar(f"measuring networks ({PASSES} passes)", PASSES * networks) as advance:
             cal = calibrate_device(table, dev, nets, config, on_progress=lambda done, total, name: advance(name), **kw)
+        with LUT.open(lut, readonly=True) as table:
+            used = _networks_used(table, dev.uri, nets, cal, prec)
     finally:
         dev.close()
-    common.out.print(f"calibration for {common.esc(dev.uri)} at {prec.value}: {common.esc(cal)}")
+    if as_json:
+        common.print_json({"device": dev.uri, "precision": prec.value, "lut": str(lut), "calibration": cal.to_dict(),
+                           "form": CAL_FORM, "networks": used})
+        return
+    _print_calibration(dev.uri, prec.value, cal, used)
+
+
+CAL_FORM = "e2e_ms = a * lut_sum_ms + b * n_ops + c"
+_METHODS = {"lstsq3": "least squares on a, b and c", "lstsq2": "least squares on a and c (b = 0)",
+            "ratio": "one ratio (b = c = 0)"}
+
+
+def _networks_used(table, uri: str, nets, cal, prec) -> list[dict]:
+    """Each calibration network with its LUT sum and calibrated estimate."""
+    from latkit.lut.estimate import estimate
+
+    rows = []
+    for net in nets:
+        est = estimate(table, net, device=uri, calibration=False, precision=prec.value)
+        rows.append({"name": net.name, "n_ops": est.n_measurable, "lut_sum_ms": est.lut_sum_ms,
+                     "calibrated_ms": cal.apply(est.lut_sum_ms, est.n_measurable)})
+    return rows
+
+
+def _print_calibration(uri: str, prec: str, cal, used: list[dict]) -> None:
+    """The fit in words: its form, coefficients, residual error and the networks it came from."""
+    esc = common.esc
+    common.out.print(f"[bold]calibration for {esc(uri)} at {esc(prec)}[/]")
+    common.out.print(f"  form:         {esc(CAL_FORM)} ({esc(_METHODS.get(cal.method, cal.method))})")
+    common.out.print(f"  coefficients: a = {cal.a:.4g}, b = {cal.b:.4g} ms per operator, c = {cal.c:.4g} ms")
+    common.out.print(f"  residual:     RMS {cal.rmse_ms:.4f} ms, largest relative error "
+                     f"{100 * cal.max_rel_err:.1f}% over {cal.n_points} network(s)")
+    table = Table("network", "operators", "LUT sum ms", "calibrated ms", title="networks used")
+    for row in used:
+        table.add_row(esc(row["name"]), str(row["n_ops"]), common.fmt_ms(row["lut_sum_ms"]),
+                      common.fmt_ms(row["calibrated_ms"]))
+    common.out.print(table)

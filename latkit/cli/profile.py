@@ -95,6 +95,7 @@ def profile_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of --sample."),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout (progress stays on stderr)."),
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.errors import UsageError
@@ -111,12 +112,19 @@ def profile_cmd(
     config = protocol_config(target_ci, max_seconds, quick)
     dev, prec = open_checked(device, threads, clock, wanted)
     if sample is not None:
-        _profile_sampled(dev, specs, lut, config, sample, seed, prec)
+        _profile_sampled(dev, specs, lut, config, sample, seed, prec, as_json)
         return
     try:
-        report = _profile_into(dev, specs, space, lut, config, limit, prec)
+        report, latencies, by_others = _profile_into(dev, specs, space, lut, config, limit, prec)
     finally:
         dev.close()
+    if as_json:
+        common.print_json({
+            "device": report.device, "precision": prec.value, "space": space, "lut": str(lut),
+            "measured": [{"key": k, "latency_ms": latencies.get(k)} for k in report.measured],
+            "already_present": len(report.skipped), "measured_by_other_run": len(by_others),
+            "failed": report.failed, "left": report.left, "elapsed_s": report.elapsed_s,
+        })
     if report.failed:
         raise typer.Exit(1)
 
@@ -136,10 +144,13 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
             f"{common.esc(space)}: {n_ops} operators, {n_ops - len(todo)} already in {common.esc(lut)}, "
             f"measuring up to {total} on {common.esc(dev.uri)} at {prec.value} ({dev.threads} thread(s))"
         )
+        latencies: dict[str, float] = {}
         with common.progress_bar("profiling", total) as advance:
             def on_progress(done, total_, key, measurement):
+                if measurement is not None:
+                    latencies[key] = measurement.latency_ms
                 note = f"{measurement.latency_ms:.3f} ms" if measurement is not None else "failed"
-                advance(f"{note}  {key}")
+                advance(f"{key}  {note}")
 
             def on_wait(holders):
                 names = ", ".join(f"{h} ({h.n_ops} operators)" for h in holders)
@@ -149,10 +160,10 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
             report, by_others = profile_shared(dev, specs, table, config, limit=limit,
                                                on_progress=on_progress, on_wait=on_wait, **shared_kw)
         _print_report(report, lut, by_others)
-    return report
+    return report, latencies, by_others
 
 
-def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec) -> None:
+def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_json: bool = False) -> None:
     from latkit.lut.claims import Claims
     from latkit.lut.store import LUT
     from latkit.predictors.sampling import profile_sampled
@@ -165,8 +176,8 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec) -> 
             try:
                 with common.progress_bar("profiling (sampled)", n) as advance:
                     def on_progress(done, total_, key, measurement):
-                        advance(f"{measurement.latency_ms:.3f} ms  {key}" if measurement is not None
-                                else f"failed {key}")
+                        advance(f"{key}  {measurement.latency_ms:.3f} ms" if measurement is not None
+                                else f"{key}  failed")
 
                     report = profile_sampled(dev, specs, table, config, n, seed, on_progress, **sampled_kw)
             finally:
@@ -179,6 +190,11 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec) -> 
     )
     for key, reason in report.failed.items():
         common.err.print(f"[red]failed[/] {common.esc(key)}: {common.esc(reason)}")
+    if as_json:
+        common.print_json({"device": report.device, "precision": prec.value, "lut": str(lut), "sampled": True,
+                           "measured": report.measured, "n_candidates": report.n_candidates,
+                           "n_predicted": report.n_predicted, "predictor": report.predictor,
+                           "failed": report.failed, "rounds": report.rounds})
     if report.failed:
         raise typer.Exit(1)
 

@@ -1,0 +1,146 @@
+"""The one progress display of the CLI, for every long command.
+
+On a terminal it is a rich bar that moves per item (operator, network, training
+step) with elapsed time and ETA. Names are cut from the right with an ellipsis, so
+an operator key keeps its start (its type and shape), and the columns are sized so
+the whole line fits an 80-column terminal. When stderr is not a terminal (CI logs,
+pipes) it prints plain lines instead: one when the work starts, at most one every
+``LATKIT_PROGRESS_SECONDS`` (default 5) while it runs, and one when it ends.
+
+The library never imports this module: profiler, lut and search take plain
+callbacks (``on_progress``), and the CLI turns them into ``advance`` calls here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column
+
+LABEL_WIDTH = 22  # label + bar + counts + times + a 20-char note fit in 80 columns
+BAR_WIDTH = 12
+
+Advance = Callable[..., None]
+
+
+def _console(console: Console | None) -> Console:
+    if console is not None:
+        return console
+    from latkit.cli import common
+
+    return common.err
+
+
+def _interval() -> float:
+    try:
+        return max(0.0, float(os.environ.get("LATKIT_PROGRESS_SECONDS", "5")))
+    except ValueError:
+        return 5.0
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut from the right to ``width`` characters, with an ellipsis (the start is kept)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@contextmanager
+def track(label: str, total: int, *, enabled: bool = True, console: Console | None = None) -> Iterator[Advance]:
+    """Show progress of ``total`` items; yields ``advance(note="", steps=1)``.
+
+    Args:
+        label: What is being done (``"profiling"``); shown cut from the right.
+        total: Number of items; 0 or less shows a counter without a bar.
+        enabled: False shows nothing (e.g. under ``--json`` on a shared stream).
+        console: Where to draw; the CLI's stderr console by default.
+    """
+    if not enabled:
+        yield lambda note="", steps=1: None
+        return
+    con = _console(console)
+    if con.is_terminal:
+        with _rich_bar(con, label, total) as advance:
+            yield advance
+    else:
+        with _plain_lines(con, label, total) as advance:
+            yield advance
+
+
+@contextmanager
+def _rich_bar(con: Console, label: str, total: int) -> Iterator[Advance]:
+    fit = {"no_wrap": True, "overflow": "ellipsis"}
+    columns = (
+        TextColumn("{task.description}", style="bold", markup=False,
+                   table_column=Column(width=LABEL_WIDTH, **fit)),  # type: ignore[arg-type]
+        BarColumn(bar_width=BAR_WIDTH),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}", style="dim", markup=False,
+                   table_column=Column(ratio=1, min_width=8, **fit)),  # type: ignore[arg-type]
+    )
+    with Progress(*columns, console=con, transient=False, expand=True) as bar:
+        task = bar.add_task(clip(label, LABEL_WIDTH), total=total if total > 0 else None, note="")
+
+        def advance(note: str = "", steps: int = 1) -> None:
+            bar.update(task, advance=steps, note=" ".join(str(note).split()))
+
+        yield advance
+
+
+@contextmanager
+def _plain_lines(con: Console, label: str, total: int) -> Iterator[Advance]:
+    every, start = _interval(), time.monotonic()
+    state = {"done": 0, "shown": start, "note": ""}
+    of = f"/{total}" if total > 0 else ""
+
+    def line(text: str) -> None:
+        con.print(escape(text), highlight=False, soft_wrap=True)
+
+    line(f"{label}: started, {total} item(s)" if total > 0 else f"{label}: started")
+
+    def advance(note: str = "", steps: int = 1) -> None:
+        state["done"] += steps
+        state["note"] = " ".join(str(note).split())
+        now = time.monotonic()
+        if now - state["shown"] >= every:
+            state["shown"] = now
+            line(f"{label}: {state['done']}{of} {_eta(start, now, state['done'], total)} {clip(state['note'], 100)}".rstrip())
+
+    try:
+        yield advance
+    finally:
+        took = _fmt_seconds(time.monotonic() - start)
+        line(f"{label}: finished {state['done']}{of} in {took}")
+
+
+def _eta(start: float, now: float, done: int, total: int) -> str:
+    elapsed = _fmt_seconds(now - start)
+    if total <= 0 or done <= 0 or done >= total:
+        return f"[{elapsed}]"
+    left = (now - start) / done * (total - done)
+    return f"[{elapsed}, eta {_fmt_seconds(left)}]"
+
+
+def stage(name: str, console: Console | None = None) -> None:
+    """Print one line naming a stage of a long command (``run``'s profile, calibrate, search, ...)."""
+    _console(console).print(f"[bold]==>[/] {escape(name)}", highlight=False)

@@ -1,0 +1,100 @@
+"""The CLI's one progress display: plain lines off a terminal, names kept from the start at
+80 columns, and the machine-readable results of `profile --json` and `lut calibrate --json`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from latkit.cli.progress import track
+
+LONG_KEY = "expanded_conv-input:16x16x16-output:16x16x8-expand:1-kernel:3-stride:1-idskip:0"
+
+
+def _latkit(*args: str, tmp_path: Path, every: str = "0") -> subprocess.CompletedProcess:
+    env = {**os.environ, "LATKIT_PROGRESS_SECONDS": every, "COLUMNS": "80",
+           "LATKIT_CACHE": os.environ.get("LATKIT_CACHE", str(tmp_path / "cache"))}
+    return subprocess.run([sys.executable, "-m", "latkit", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=600)  # fmt: skip
+
+
+def test_profile_off_a_terminal_prints_plain_lines_and_json(tmp_path) -> None:
+    lut = tmp_path / "p.db"
+    proc = _latkit("profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--limit", "3", "--quick",
+                   "--lut", lut, "--json", tmp_path=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # stdout holds the JSON only; progress went to stderr
+    assert doc["device"] == "cpu:onnxruntime" and doc["precision"] == "fp32" and doc["lut"] == str(lut)
+    assert len(doc["measured"]) == 3 and doc["left"] == 67 and doc["failed"] == {}
+    assert all(0 < row["latency_ms"] < 100 for row in doc["measured"])
+    lines = proc.stderr.splitlines()
+    assert "profiling: started, 3 item(s)" in lines
+    steps = [line for line in lines if line.startswith("profiling: ") and "/3 [" in line]
+    assert [s.split()[1] for s in steps] == ["1/3", "2/3", "3/3"]  # one line per operator at interval 0
+    assert doc["measured"][1]["key"] in steps[1]  # the operator's full name, not cut
+    assert any(line.startswith("profiling: finished 3/3 in ") for line in lines)
+    assert "\x1b[" not in proc.stderr  # no terminal control codes in a log
+
+
+def test_plain_lines_are_rate_limited() -> None:
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=False, width=200)
+    os.environ["LATKIT_PROGRESS_SECONDS"] = "3600"
+    try:
+        with track("training", 500, console=con) as advance:
+            for i in range(500):
+                advance(f"step {i}")
+    finally:
+        del os.environ["LATKIT_PROGRESS_SECONDS"]
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "training: started, 500 item(s)"
+    assert len(lines) == 2 and lines[1].startswith("training: finished 500/500 in ")
+
+
+def test_a_long_operator_name_keeps_its_start_at_80_columns() -> None:
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=True, width=80, color_system=None)
+    with track("profiling proxyless_mobile_w05 at fp32", 3, console=con) as advance:
+        for _ in range(3):
+            advance(f"{LONG_KEY}  0.027 ms")
+    final = buf.getvalue().split("\r")[-1].split("\n")[0]
+    text = final.replace("\x1b[2K", "")
+    assert len(text) <= 80  # one line, nothing wrapped
+    assert "3/3" in text and "profiling proxyless" in text
+    assert "expanded_conv-input" in text  # cut from the right: the op type and shape stay
+    assert "idskip:0" not in text
+
+
+@pytest.mark.slow
+def test_lut_calibrate_json_and_readable_fit(tmp_path) -> None:
+    lut = tmp_path / "c.db"
+    proc = _latkit("profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--quick", "--lut", lut,
+                   tmp_path=tmp_path, every="5")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    args = ("lut", "calibrate", "--lut", lut, "--space", "proxyless_mobile_w05", "--resolution", "32",
+            "--networks", "3", "--quick")
+    proc = _latkit(*args, "--json", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    cal = doc["calibration"]
+    assert doc["device"] == "cpu:onnxruntime" and doc["precision"] == "fp32"
+    assert cal["n_points"] == 3 and cal["method"] in {"lstsq3", "lstsq2", "ratio"} and cal["rmse_ms"] >= 0
+    assert len(doc["networks"]) == 3
+    for net in doc["networks"]:
+        assert net["lut_sum_ms"] > 0 and net["n_ops"] > 0
+        expected = cal["a"] * net["lut_sum_ms"] + cal["b"] * net["n_ops"] + cal["c"]
+        assert net["calibrated_ms"] == pytest.approx(expected, rel=1e-9)
+    assert "measuring networks" in proc.stderr and "finished" in proc.stderr
+
+    proc = _latkit(*args, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Calibration(" not in proc.stdout  # not a dataclass repr
+    assert "e2e_ms = a * lut_sum_ms + b * n_ops + c" in proc.stdout
+    assert "coefficients: a = " in proc.stdout and "residual:" in proc.stdout and "networks used" in proc.stdout
