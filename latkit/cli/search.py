@@ -23,6 +23,9 @@ from latkit.cli.profile import DEVICE_HELP, open_dev, protocol_config
 from latkit.errors import UsageError
 
 
+_STAGE_NAMES = {"train": "training architectures", "smooth": "scoring for smoothed accuracy"}
+
+
 @app.command("search")
 def search_cmd(
     space: str = typer.Option(..., "--space", "-s", help="Search space (see `latkit spaces`)."),
@@ -107,16 +110,21 @@ def search_cmd(
         _check_resume(out, algorithm, train_steps)
     model = _latency_model(sp, lut, device, predictor, resolution, calibrated, prec)
     target_ms = _resolve_target(sp, model, target, tolerance, as_json)
-    with common.progress_bar("searching", epochs, enabled=not as_json) as advance:
+    from latkit.cli.progress import Stages
+
+    with Stages(enabled=not as_json) as stages:  # one display per stage: epochs, train steps, smoothing
         def on_progress(p) -> None:
             exp = f"expected {p.expected_latency_ms:.3f} ms " if p.expected_latency_ms is not None else ""
             best = (f"best {p.best_latency_ms:.3f} ms acc {p.best_accuracy:.3f}"
                     if p.best_latency_ms is not None and p.best_accuracy is not None else "")
-            advance(f"loss {p.loss:.3f} {exp}{best}")
+            stages("search epochs", p.epoch, p.epochs, f"loss {p.loss:.3f} {exp}{best}")
 
         outcome = run_search(sp, model, target_ms, algorithm, data, epochs, seed, out,
                              queries=queries, resume=resume, on_progress=on_progress,
-                             smooth_samples=smooth_accuracy, train_steps=train_steps, inherit=inherit)
+                             smooth_samples=smooth_accuracy, train_steps=train_steps, inherit=inherit,
+                             on_stage=lambda stage, d, t, msg: stages(_STAGE_NAMES.get(stage, stage), d, t, msg))
+    if target.relative:  # the arch file says what was asked, not only the ms it came to
+        _record_target(outcome.files["arch"], target.describe(model.max_latency()[0]))
     result = {
         "space": space, "algorithm": algorithm, "target_ms": target_ms, "target": target.to_dict(),
         "tolerance": tolerance, "arch": outcome.native,
@@ -132,6 +140,14 @@ def search_cmd(
     common.out.print(f"arch: {common.esc(outcome.native)}")
     for name, path in result["files"].items():
         common.out.print(f"  {common.esc(name)}: {common.esc(path)}")
+
+
+def _record_target(arch_path: Path, text: str) -> None:
+    from latkit._files import read_json, write_json
+
+    doc = read_json(arch_path, "arch.json")
+    doc["target"] = text
+    write_json(arch_path, doc, "arch.json", indent=1, nan_to_null=True)
 
 
 def _resolve_target(sp, model, target, tolerance: float, quiet: bool) -> float:

@@ -247,6 +247,9 @@ def test_search_takes_a_target_relative_to_the_space_and_warns_above_its_range(c
     assert code == 0, err
     pct = json.loads(out)
     assert pct["target"]["fraction"] == pytest.approx(0.6) and pct["latency_ms"] <= pct["target_ms"]
+    arch = json.loads(Path(pct["files"]["arch"]).read_text())
+    assert arch["target_ms"] == pytest.approx(pct["target_ms"])
+    assert arch["target"].startswith("60% of the slowest network") and arch["target"].endswith(f"= {pct['target_ms']:.3f} ms")
     code, out, err = run(capsys, *common, "--speedup", "2x", "--out", str(tmp_path / "x2"))
     assert code == 0, err
     x2 = json.loads(out)
