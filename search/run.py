@@ -145,6 +145,7 @@ def run_search(
     smooth_samples: int | None = None,
     train_steps: int | None = None,
     inherit: bool = True,
+    on_stage: Callable[[str, int, int, str], None] | None = None,
 ) -> SearchOutcome:
     """Search ``space`` for the best architecture with ``latency_model(arch) <= target_ms``.
 
@@ -184,6 +185,10 @@ def run_search(
             (:class:`~latkit.search.train.TrainedAccuracy`), ``epochs`` unused.
         inherit: with ``train_steps``, start each architecture from the weights
             of the most similar one trained before (FNAS's knowledge pool).
+        on_stage: called as ``(stage, done, total, message)`` inside the stages
+            that have no epochs: ``"train"`` after every training step of every
+            queried architecture (``train_steps``), ``"smooth"`` after every
+            sub-network scored for the smoothed accuracy.
 
     Raises:
         UsageError: unknown algorithm, bad arguments.
@@ -211,8 +216,10 @@ def run_search(
         data = load_data(data, resolution or 32, seed=seed, max_images=max_images)
     supernet: Supernet | None = None
     if train_steps is not None:
+        stage = on_stage or (lambda *a: None)
         evaluator: Any = TrainedAccuracy(space, data, resolution or data.resolution, steps=train_steps,
-                                         inherit=inherit, seed=seed)  # fmt: skip
+                                         inherit=inherit, seed=seed,
+                                         on_step=lambda done, msg: stage("train", done, queries * train_steps, msg))
     else:
         supernet = Supernet(space, data.n_classes, resolution or data.resolution, seed=seed)
         evaluator = SupernetAccuracy(supernet, data, seed=seed)
@@ -226,7 +233,7 @@ def run_search(
     else:
         arch, rows, extra = _run_framework(space, supernet, latency_model, data, target_ms, algorithm, epochs,
                                            seed, out, queries, algorithm_options or {}, evaluator,
-                                           resume, on_progress, smooth_samples)  # fmt: skip
+                                           resume, on_progress, smooth_samples, on_stage)  # fmt: skip
     latency = float(latency_model.latency_ms(arch))
     accuracy = float(evaluator.accuracy(arch))
     files = _write_outputs(out, space, arch, latency, accuracy, target_ms, latency_model, evaluator,
@@ -279,6 +286,7 @@ def _run_framework(
     epochs: int, seed: int, out: Path, queries: int, options: dict[str, Any],
     evaluator: Any, resume: bool, on_progress: Callable[[Progress], None] | None,
     smooth_samples: int | None = None,
+    on_stage: Callable[[str, int, int, str], None] | None = None,
 ) -> tuple[Arch, list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     from latkit.search.base import run_search as framework_search
     from latkit.search.checkpoint import optimizer_state, restore_optimizer
@@ -319,7 +327,8 @@ def _run_framework(
         from latkit.search.accuracy_gcn import SmoothedAccuracy
 
         accuracy_model, archs, scores = SmoothedAccuracy.from_evaluator(
-            space, evaluator, smooth_samples, np.random.default_rng([seed, 2]), random_state=seed
+            space, _Counted(evaluator, "smooth", smooth_samples, on_stage), smooth_samples,
+            np.random.default_rng([seed, 2]), random_state=seed,
         )
         accuracy_model.save(out / "accuracy_gcn")
         for a, acc in zip(archs, scores):
@@ -337,6 +346,21 @@ def _run_framework(
     if isinstance(trained, TrainedAccuracy):  # what the knowledge pool gave each trained architecture
         extra["trained"] = trained.history
     return best, rows, extra
+
+
+class _Counted:
+    """An accuracy model that reports each architecture it scores as one step of a stage."""
+
+    def __init__(self, inner: Any, stage: str, total: int, on_stage: Callable[[str, int, int, str], None] | None):
+        self.inner, self.stage, self.total, self.on_stage, self.done = inner, stage, total, on_stage, 0
+
+    def accuracy(self, arch: Arch) -> float:
+        """The inner model's accuracy of ``arch``, reported to ``on_stage``."""
+        acc = self.inner.accuracy(arch)
+        self.done += 1
+        if self.on_stage is not None:
+            self.on_stage(self.stage, self.done, self.total, f"accuracy {acc:.1f}%")
+        return acc
 
 
 def _row(epoch: int, kind: str, native: Any, acc: float, lat: float, expected: float | None,

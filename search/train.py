@@ -143,8 +143,12 @@ def train_network(
     lr: float = 0.01,
     seed: int = 0,
     max_steps: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train a standalone network on the training split; returns the per-step losses."""
+    """Train a standalone network on the training split; returns the per-step losses.
+
+    ``on_step`` is called as ``(steps_done, loss)`` after every step, for progress displays.
+    """
     rng = np.random.default_rng(seed)
     opt = weight_optimizer(model.parameters(), lr)
     model.train()
@@ -154,6 +158,8 @@ def train_network(
             if max_steps is not None and len(losses) >= max_steps:
                 return losses
             losses.append(train_step(model, opt, x, y))
+            if on_step is not None:
+                on_step(len(losses), losses[-1])
     return losses
 
 
@@ -193,6 +199,7 @@ class TrainedAccuracy:
         batch_size: int = 64,
         lr: float = 0.01,
         seed: int = 0,
+        on_step: Callable[[int, str], None] | None = None,
     ) -> None:
         from latkit.search.knowledge import ArchPool
 
@@ -201,6 +208,7 @@ class TrainedAccuracy:
         self.space, self.data, self.resolution = space, data, resolution
         self.steps, self.inherit, self.batch_size, self.lr, self.seed = steps, inherit, batch_size, lr, seed
         self.pool = ArchPool(capacity=pool_size)
+        self.on_step = on_step  # (steps done over all architectures, message), after every step
         self.history: list[dict[str, Any]] = []
         self.provenance: dict[str, Any] = {
             "kind": "trained", "metric": "top1_pct_heldout", "steps": steps, "inherit": inherit,
@@ -227,7 +235,8 @@ class TrainedAccuracy:
             inherited = inherit_layers(module, ids, found[0].payload)
         n_batches = -(-len(self.data.y_train) // self.batch_size)
         losses = train_network(module, self.data, epochs=-(-self.steps // n_batches), batch_size=self.batch_size,
-                               lr=self.lr, seed=self.seed + len(self.history), max_steps=self.steps)  # fmt: skip
+                               lr=self.lr, seed=self.seed + len(self.history), max_steps=self.steps,
+                               on_step=self._report)  # fmt: skip
         module.eval()
         acc = accuracy_pct(module, self.data.x_valid, self.data.y_valid)
         state = {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -235,6 +244,12 @@ class TrainedAccuracy:
         self.history.append({"arch": self.space.arch_to_native(arch), "accuracy": acc,
                              "inherited_layers": inherited, "final_loss": float(np.mean(losses[-5:]))})  # fmt: skip
         return acc
+
+
+    def _report(self, step: int, loss: float) -> None:
+        if self.on_step is not None:
+            n = len(self.history)
+            self.on_step(n * self.steps + step, f"architecture {n + 1} step {step}/{self.steps} loss {loss:.3f}")
 
 
 def inherit_layers(module: nn.Module, ids: dict[str, str], donor: dict[str, Any]) -> int:

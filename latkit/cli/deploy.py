@@ -151,20 +151,13 @@ def run_cmd(
 
     target = parse_target(target_ms, speedup)
 
-    stages: dict[str, int] = {}
+    from latkit.cli.progress import Stages
 
-    def on_progress(stage: str, done: int, total: int, message: str) -> None:
-        if as_json:
-            return
-        key = f"{stage}"
-        if stages.get(key) != done:
-            stages[key] = done
-            common.err.print(f"[bold]{escape(f'{stage:>9}')}[/] {done}/{total} {escape(message)}", highlight=False)
-
-    result = run_pipeline(device, space, target, out, data, tolerance=tolerance, lut=lut, on_progress=on_progress,
-                          resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1),
-                          train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed,
-                          max_steps_per_epoch=max_steps, precision=precision, layout=layout)  # fmt: skip
+    with Stages(enabled=not as_json) as on_progress:  # one display per stage, not a line per step
+        result = run_pipeline(device, space, target, out, data, tolerance=tolerance, lut=lut, on_progress=on_progress,
+                              resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1),
+                              train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed,
+                              max_steps_per_epoch=max_steps, precision=precision, layout=layout)  # fmt: skip
     summary = {
         "target_ms": result.target_ms, "target": target.to_dict(), "tolerance": tolerance,
         "budget_used": result.measured_ms / result.target_ms, "warning": result.warning,

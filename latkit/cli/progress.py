@@ -4,8 +4,8 @@ On a terminal it is a rich bar that moves per item (operator, network, training
 step) with elapsed time and ETA. Names are cut from the right with an ellipsis, so
 an operator key keeps its start (its type and shape), and the columns are sized so
 the whole line fits an 80-column terminal. When stderr is not a terminal (CI logs,
-pipes) it prints plain lines instead: one when the work starts, at most one every
-``LATKIT_PROGRESS_SECONDS`` (default 5) while it runs, and one when it ends.
+pipes) it prints plain lines instead: one when the work starts, one after the first
+item, then at most one every ``LATKIT_PROGRESS_SECONDS`` (default 5), and one when it ends.
 
 The library never imports this module: profiler, lut and search take plain
 callbacks (``on_progress``), and the CLI turns them into ``advance`` calls here.
@@ -122,7 +122,7 @@ def _plain_lines(con: Console, label: str, total: int) -> Iterator[Advance]:
         state["done"] += steps
         state["note"] = " ".join(str(note).split())
         now = time.monotonic()
-        if now - state["shown"] >= every:
+        if state["done"] == steps or now - state["shown"] >= every:  # the first item, then every few seconds
             state["shown"] = now
             line(f"{label}: {state['done']}{of} {_eta(start, now, state['done'], total)} {clip(state['note'], 100)}".rstrip())
 
@@ -144,3 +144,44 @@ def _eta(start: float, now: float, done: int, total: int) -> str:
 def stage(name: str, console: Console | None = None) -> None:
     """Print one line naming a stage of a long command (``run``'s profile, calibrate, search, ...)."""
     _console(console).print(f"[bold]==>[/] {escape(name)}", highlight=False)
+
+
+class Stages:
+    """A ``(stage, done, total, message)`` callback that shows one display per stage.
+
+    Long commands made of stages (``run``: profile, calibrate, search, train, ...)
+    report through it: each stage gets its own bar (or plain lines off a terminal)
+    that is closed when the next stage starts, so a finished stage leaves one line.
+    Use it as a context manager so the last stage is closed too.
+    """
+
+    def __init__(self, *, enabled: bool = True, console: Console | None = None) -> None:
+        self.enabled, self.console = enabled, console
+        self._stage: str | None = None
+        self._cm: object | None = None
+        self._advance: Advance | None = None
+        self._done = 0
+
+    def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:
+        if not self.enabled:
+            return
+        if stage != self._stage:
+            self.close()
+            self._cm = track(stage, total, console=self.console)
+            self._advance = self._cm.__enter__()  # type: ignore[attr-defined]
+            self._stage, self._done = stage, 0
+        assert self._advance is not None
+        self._advance(message, steps=max(0, done - self._done))
+        self._done = max(self._done, done)
+
+    def close(self) -> None:
+        """End the current stage's display."""
+        if self._cm is not None:
+            cm, self._cm, self._stage = self._cm, None, None
+            cm.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Stages:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -55,7 +55,8 @@ def test_plain_lines_are_rate_limited() -> None:
         del os.environ["LATKIT_PROGRESS_SECONDS"]
     lines = buf.getvalue().splitlines()
     assert lines[0] == "training: started, 500 item(s)"
-    assert len(lines) == 2 and lines[1].startswith("training: finished 500/500 in ")
+    assert lines[1].startswith("training: 1/500 [") and lines[1].endswith("step 0")  # the first item at once
+    assert len(lines) == 3 and lines[2].startswith("training: finished 500/500 in ")
 
 
 def test_a_long_operator_name_keeps_its_start_at_80_columns() -> None:
