@@ -28,8 +28,8 @@ CLASSES = (CLEAN, OK, TRACEBACK, HANG, SILENT, MESSY, FAILED, DEBRIS)
 BAD = (TRACEBACK, HANG, SILENT, MESSY, FAILED, DEBRIS)
 
 # Lines a long-running command may print on stderr besides its error (header, progress).
-PROGRESS_PREFIXES = ("profiling", "measuring", "measured ", "calibrat", "searching", "training",
-                     "exporting", "INFO", "WARNING")
+PROGRESS_PREFIXES = ("profil", "measur", "calibrat", "search", "train", "scoring", "smooth", "export",
+                     "evaluat", "report", "target", "retry", "==>", "warning:", "INFO", "WARNING")
 
 
 @dataclass
