@@ -51,7 +51,7 @@ from latkit._files import check_output_dir, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
 from latkit.devices.precision import Precision, check_precision, parse_precision
-from latkit.errors import StoreError, UsageError
+from latkit.errors import LatkitError, StoreError, UsageError
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import report as rpt
@@ -584,6 +584,7 @@ def run_pipeline(
         calib = p.stage("calibrate", p.calibrate)
         _resolve_target(p, target)
         attempts = _attempts(p)
+        p.device_state = _device_state(p.device)  # thermal state for the report, before the device closes
     finally:
         p.device.close()
     best = attempts[tgt.best_attempt([a["measured_ms"] for a in attempts], p.target_ms, cfg.tolerance)]
@@ -692,7 +693,43 @@ def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]]
         "chosen": {"latency_ms": search["predicted_ms"], "accuracy": search.get("accuracy")}
         if search.get("accuracy") is not None else None,
         "stages": p.state.seconds(),
+        **_report_extras(p, calib, best),
     }  # fmt: skip
+
+
+def _device_state(device: Any) -> dict[str, Any] | None:
+    """Clocks and temperatures of a device that reports them (phones), else None."""
+    state = getattr(device, "state", None)
+    if state is None:
+        return None
+    try:
+        return state()
+    except LatkitError as exc:  # a report line is not worth failing a finished run
+        log.warning("could not read the device state for the report: %s", exc)
+        return None
+
+
+def _report_extras(p: _Pipeline, calib: dict[str, Any], best: dict[str, Any]) -> dict[str, Any]:
+    """What the report compares and cites (owned by search/report.py): baseline, sizes, statistics, command."""
+    from latkit.lut.store import LUT
+    from latkit.search import pareto
+    from latkit.search.latency_model import TableLatencyModel
+    from latkit.search.pipeline_search import _latency_model
+
+    with LUT.open(p.lut_path) as lut:  # the slowest network by LUT sum: the one calibration measured
+        slowest = TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution,
+                                             precision=p.precision).max_latency()[1]  # fmt: skip
+    slowest_ms = _latency_model(p, p.data().n_classes).latency_ms(slowest)
+    native = p.space.arch_to_native(slowest)
+    deployed = exported_file(best["export"], p.device.model_format.value, p.precision.value)
+    return {
+        "best_attempt": best["name"],
+        "baseline": pareto.baseline_entry(p.cfg.space, native, p.network(native), calib, slowest_ms),
+        "chosen_size": pareto.network_size(p.network(best["search"]["arch"])),
+        "measurement": read_json(deployed.sidecar, "model sidecar").get("measured_latency"),
+        "command": rpt.reproduce_command(asdict(p.cfg), p.out, p.lut_path),
+        "device_state": getattr(p, "device_state", None),
+    }
 
 
 __all__ = ["PipelineConfig", "PipelineResult", "default_lut_dir", "exported_file", "lut_path_for", "run_pipeline"]

@@ -7,20 +7,21 @@ matplotlib is used headless (Agg) and imported inside the functions.
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import math
 import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from latkit._files import check_output_dir, write_figure, write_text
+from latkit.search.pareto import pareto_front
+from latkit.search.target import DEFAULT_TOLERANCE
 
 log = logging.getLogger(__name__)
-
-HIT_TOLERANCE = 0.10  # |measured - target| / target that counts as hitting the target
-
 
 def _pyplot() -> Any:
     import matplotlib
@@ -32,16 +33,26 @@ def _pyplot() -> Any:
 
 
 def plot_layers(layers: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Horizontal bars: each layer's LUT latency (free layers left out)."""
+    """Horizontal bars: each layer's LUT latency, labelled with its op type (free layers left out).
+
+    Bars are coloured by where the LUT row came from: measured on the device,
+    or predicted / imported (``source`` of the estimate row).
+    """
     plt = _pyplot()
     rows = [r for r in layers if r.get("latency_ms", 0) > 0]
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
-    names = [r["name"] for r in rows]
-    ax.barh(range(len(rows)), [r["latency_ms"] for r in rows], color="#4477aa")
+    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 1.6))
+    names = [f"{r['name']} ({r.get('op_type', '?')})" for r in rows]
+    measured = [str(r.get("source", "measured")).startswith("measured") for r in rows]
+    for flag, color, label in ((True, "#4477aa", "measured on the device"),
+                               (False, "#ee7733", "predicted / imported (not measured here)")):  # fmt: skip
+        idx = [i for i, m in enumerate(measured) if m == flag]
+        if idx:
+            ax.barh(idx, [rows[i]["latency_ms"] for i in idx], color=color, label=label)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("LUT latency (ms)")
     ax.set_title(title or "Per-layer latency of the chosen network")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     write_figure(path, fig, dpi=110)
     plt.close(fig)
@@ -81,7 +92,8 @@ def plot_predicted_vs_measured(points: Sequence[dict[str, Any]], path: Path) -> 
     return path
 
 
-def plot_trajectory(history: Sequence[dict[str, Any]], target_ms: float, path: Path) -> Path:
+def plot_trajectory(history: Sequence[dict[str, Any]], target_ms: float, path: Path,
+                    tolerance: float = DEFAULT_TOLERANCE) -> Path:
     """Search trajectory per epoch: expected and derived latency, and the loss."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -91,16 +103,19 @@ def plot_trajectory(history: Sequence[dict[str, Any]], target_ms: float, path: P
         ys = [h.get(key, math.nan) for h in history]
         ax.plot(epochs, ys, style, ms=4, label=label)
     ax.axhline(target_ms, color="#cc3311", ls="--", lw=1, label=f"target {target_ms:g} ms")
-    ax.axhspan(target_ms * (1 - HIT_TOLERANCE), target_ms, color="#cc3311", alpha=0.08)
+    ax.axhspan(target_ms, target_ms * (1 + tolerance), color="#cc3311", alpha=0.08,
+               label=f"tolerance (+{tolerance:.0%})")
     ax.set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("latency (ms)")
     losses = [h.get("loss", math.nan) for h in history]
+    handles, labels = ax.get_legend_handles_labels()
     if any(math.isfinite(v) for v in losses):
         ax2 = ax.twinx()
-        ax2.plot(epochs, losses, ":", color="grey", label="loss")
-        ax2.set_ylabel("loss", color="grey")
-    ax.legend(fontsize=8, loc="upper right")
+        (line,) = ax2.plot(epochs, losses, ":", color="grey")
+        ax2.set_ylabel("search loss (cross-entropy + latency term; may go below 0)", color="grey", fontsize=8)
+        handles, labels = [*handles, line], [*labels, "search loss (right axis)"]
+    ax.legend(handles, labels, fontsize=8, loc="upper right")
     ax.set_title("Search trajectory")
     fig.tight_layout()
     write_figure(path, fig, dpi=110)
@@ -108,90 +123,36 @@ def plot_trajectory(history: Sequence[dict[str, Any]], target_ms: float, path: P
     return path
 
 
-def plot_accuracy_latency(
-    samples: Sequence[dict[str, Any]], chosen: dict[str, Any], target_ms: float, path: Path
-) -> Path:
-    """Accuracy against latency of sampled architectures, the chosen one marked."""
+def plot_accuracy_latency(samples: Sequence[dict[str, Any]], chosen: dict[str, Any], target_ms: float, path: Path,
+                          baseline: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Proxy accuracy against predicted latency of every scored architecture: the Pareto front, the chosen one marked.
+
+    The accuracy is the supernet's shared weights on held-out images (a proxy
+    for a trained network's), the latency the calibrated prediction. The
+    baseline, when given with an ``accuracy``, is drawn too; otherwise as a
+    vertical line at its predicted latency.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
     ax.scatter([s["latency_ms"] for s in samples], [s["accuracy"] for s in samples], s=14,
-               color="#4477aa", alpha=0.7, label=f"sampled architectures ({len(samples)})")  # fmt: skip
+               color="#4477aa", alpha=0.6, label=f"scored architectures ({len(samples)})")  # fmt: skip
+    front = pareto_front([*samples, chosen])
+    ax.step([p["latency_ms"] for p in front], [p["accuracy"] for p in front], where="post", color="#228833",
+            lw=1.5, label=f"Pareto front ({len(front)} networks)")  # fmt: skip
     ax.scatter([chosen["latency_ms"]], [chosen["accuracy"]], marker="*", s=220, color="#cc3311",
                zorder=3, label="chosen")  # fmt: skip
     ax.axvline(target_ms, color="#cc3311", ls="--", lw=1, label=f"target {target_ms:g} ms")
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("accuracy (%, supernet weights)")
-    ax.set_title("Accuracy vs latency")
-    ax.legend(fontsize=8)
+    if baseline and baseline.get("predicted_ms") is not None:
+        ax.axvline(baseline["predicted_ms"], color="#555555", ls=":", lw=1.2,
+                   label=f"baseline {baseline.get('name', '')} ({baseline['predicted_ms']:.3g} ms predicted)")
+    ax.set_xlabel("predicted latency (ms, calibrated LUT)")
+    ax.set_ylabel("proxy accuracy (%, supernet weights, untrained)")
+    ax.set_title("Accuracy vs latency (search proxy)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     write_figure(path, fig, dpi=110)
     plt.close(fig)
     return path
-
-
-def hit(measured_ms: float, target_ms: float, tolerance: float = HIT_TOLERANCE) -> bool:
-    """Whether ``measured_ms`` is within ``tolerance`` (relative) of ``target_ms``."""
-    return abs(measured_ms - target_ms) <= tolerance * target_ms
-
-
-def drift_sentence(ratio: float) -> str:
-    """What a device drift (reference operators now / in the LUT) means for the user."""
-    return (
-        f"the device ran its reference operators at {ratio:.2f}x their LUT latency, so it is not in the "
-        "state it was profiled in (load from other programs, heat, another clock); re-run the same command "
-        "when the device is quiet (finished stages are kept), or delete its LUT to profile it as it is now."
-    )
-
-
-def above_range(target_ms: float, range_ms: tuple[float, float] | None, tolerance: float = HIT_TOLERANCE) -> bool:
-    """Whether even the space's slowest architecture is predicted more than ``tolerance`` under the target.
-
-    ``range_ms`` is the (fastest, slowest) predicted latency of the space on the
-    device; None (not known) counts as in range.
-    """
-    return range_ms is not None and range_ms[1] < (1 - tolerance) * target_ms
-
-
-def met_above_range(measured_ms: float, target_ms: float, range_ms: tuple[float, float] | None) -> bool:
-    """The target was above the space's range and the slowest network measured no more than 10% over it.
-
-    No architecture can come within 10% of such a target from below, so the
-    largest network, running faster than asked, is the right answer.
-    """
-    return above_range(target_ms, range_ms) and measured_ms <= (1 + HIT_TOLERANCE) * target_ms
-
-
-def verdict(
-    measured_ms: float,
-    target_ms: float,
-    drift: dict[str, Any] | None = None,
-    range_ms: tuple[float, float] | None = None,
-) -> str:
-    """Plain sentences on how the measured latency compares with the target.
-
-    ``drift`` is the measurement's ``device_drift`` entry; a miss measured on a
-    drifted device says so, since the figure then tells about the machine's
-    state rather than the searched network. ``range_ms`` is the (fastest,
-    slowest) predicted latency of the space: a target above it is met, not hit.
-    """
-    off = (measured_ms - target_ms) / target_ms
-    if hit(measured_ms, target_ms):
-        return f"HIT: measured {measured_ms:.3f} ms is within 10% of the {target_ms:g} ms target ({off:+.1%})."
-    if range_ms is not None and met_above_range(measured_ms, target_ms, range_ms):
-        return (
-            f"MET: measured {measured_ms:.3f} ms ({off:+.1%}). The {target_ms:g} ms target is above this space "
-            f"on this device (its slowest architecture is predicted at {range_ms[1]:.3f} ms), so the largest "
-            f"network was chosen. For a search that trades speed for accuracy, give a target between "
-            f"{range_ms[0]:.3f} and {range_ms[1]:.3f} ms."
-        )
-    side = "slower" if off > 0 else "faster"
-    text = (
-        f"MISSED: measured {measured_ms:.3f} ms is {abs(off):.1%} {side} than the {target_ms:g} ms "
-        "target (more than 10% off)."
-    )
-    if drift and not drift.get("steady", True):
-        text += " But " + drift_sentence(drift["ratio"])
-    return text
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -210,18 +171,22 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
         f"- device: `{summary['device']}`",
         f"- precision: **{summary.get('precision', 'fp32')}** (LUT, calibration, search and the measured file; "
         "training in fp32)",
-        f"- space: `{summary['space']}` at resolution {summary['resolution']}",
-        f"- latency target: **{t:g} ms**",
+        f"- space: `{summary['space']}` at resolution {summary['resolution']}" + (
+            f" (the supernet trained at {summary['supernet_resolution']}x{summary['supernet_resolution']}; "
+            f"the chosen network is trained, exported and measured at {summary['resolution']})"
+            if summary.get("supernet_resolution", summary["resolution"]) != summary["resolution"] else ""),
+        f"- latency target: **{summary.get('target') or f'{t:g} ms'}** (a budget: within it up to "
+        f"+{summary.get('tolerance', DEFAULT_TOLERANCE):.0%})",
         f"- data: {summary.get('data', '-')}",
         f"- latkit {summary.get('latkit_version', '')}", "",
         "## Result", "",
         f"**{summary['verdict']}**", "",
-        "| attempt | target used by search (ms) | predicted (ms) | measured (ms) | off target | device drift |",
+        "| attempt | target used by search (ms) | predicted (ms) | measured (ms) | budget used | device drift |",
         "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for a in summary.get("attempts", []):
         m = a.get("measured_ms")
-        off = f"{(m - t) / t:+.1%}" if m is not None else "-"
+        off = f"{m / t:.0%}" if m is not None else "-"
         drift = (a.get("measure") or {}).get("drift")
         lines.append(f"| {a['name']} | {_fmt(a.get('search_target_ms'))} | {_fmt(a.get('predicted_ms'))} "
                      f"| {_fmt(m)} | {off} | {_fmt(drift['ratio'], 2) + 'x' if drift else '-'} |")  # fmt: skip
@@ -229,6 +194,7 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
               "now / LUT (1.00x = the device runs as when profiled)."]
     lines += ["", f"Chosen architecture: `{summary.get('arch')}`", ""]
     lines += accuracy_lines(summary)
+    lines += comparison_lines(summary) + measurement_lines(summary)
     files = summary.get("files", [])
     if files:
         lines += ["## Exported files", "",
@@ -255,7 +221,104 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
         lines += ["## Stages", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
         lines.append("")
+    lines += reproduce_lines(summary)
     return "\n".join(lines)
+
+
+def _size(v: Any) -> str:
+    return "-" if v is None else f"{v / 1e6:.2f} M"
+
+
+def comparison_lines(summary: dict[str, Any]) -> list[str]:
+    """The chosen network beside the baseline, and the Pareto front of the scored architectures."""
+    lines: list[str] = []
+    base, chosen = summary.get("baseline"), summary.get("chosen_size") or {}
+    attempts = summary.get("attempts") or [{}]
+    best = next((a for a in attempts if a.get("name") == summary.get("best_attempt")), attempts[-1])
+    if base:
+        lines += ["## Chosen network vs baseline", "",
+                  "| network | predicted (ms) | measured (ms) | measured where | params | MACs |", "|---|---|---|---|---|---|",
+                  f"| chosen | {_fmt(best.get('predicted_ms'))} | {_fmt(best.get('measured_ms'))} | exported file "
+                  f"| {_size(chosen.get('params'))} | {_size(chosen.get('macs'))} |",
+                  f"| baseline: {base['name']} | {_fmt(base.get('predicted_ms'))} | {_fmt(base.get('measured_ms'))} "
+                  f"| {base.get('measured_in', '-')} | {_size(base.get('params'))} | {_size(base.get('macs'))} |", ""]  # fmt: skip
+        if base.get("measured_ms") and best.get("measured_ms"):
+            lines += [f"Speed-up over the baseline (measured): **{base['measured_ms'] / best['measured_ms']:.2f}x**.", ""]
+    samples, c = summary.get("samples") or [], summary.get("chosen")
+    if samples and c:
+        front = pareto_front([*samples, {**c, "chosen": True}])
+        lines += ["## Pareto front (search proxy)", "",
+                  f"{len(samples)} architectures scored by the search; accuracy is the **proxy** accuracy of the "
+                  "supernet's shared weights (not a trained network), latency the **predicted** (calibrated LUT) one.", "",
+                  "| predicted latency (ms) | proxy accuracy (%) | |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {p['latency_ms']:.3f} | {p['accuracy']:.1f} | {'**chosen**' if p.get('chosen') else ''} |"
+                  for p in front]
+        if not any(p.get("chosen") for p in front):
+            lines += ["", f"The chosen network ({c['latency_ms']:.3f} ms, {c['accuracy']:.1f}%) is not on the front: "
+                      "it was picked for the latency budget, then trained."]  # fmt: skip
+        lines.append("")
+    return lines
+
+
+def measurement_lines(summary: dict[str, Any]) -> list[str]:
+    """The deployed file's latency statistics and the device and runtime it ran on."""
+    m = summary.get("measurement") or {}
+    if not m:
+        return []
+    lines = ["## Measurement", "",
+             f"- latency: **{_fmt(m.get('latency_ms'))} ms** ({m.get('statistic', '?')}), 95% CI "
+             f"[{_fmt(m.get('ci_low_ms'))}, {_fmt(m.get('ci_high_ms'))}] ms, median {_fmt(m.get('median_ms'))} ms, "
+             f"p90 {_fmt(m.get('p90_ms'))} ms, {m.get('n_samples', '?')} samples"]  # fmt: skip
+    dev = (m.get("provenance") or {}).get("device") or {}
+    names = {"uri": "device", "model": "CPU / device model", "runtime": "runtime", "runtime_version": "runtime version",
+             "threads": "threads"}  # fmt: skip
+    lines += [f"- {label}: `{dev[k]}`" for k, label in names.items() if dev.get(k) not in (None, "")]
+    lines += [f"- {k}: `{v}`" for k, v in sorted((dev.get("extra") or {}).items()) if not isinstance(v, (dict, list))]
+    lines += thermal_lines(summary.get("device_state"))
+    lines.append("")
+    return lines
+
+
+def thermal_lines(state: dict[str, Any] | None) -> list[str]:
+    """One line on the device's thermal state after the run (phones report it), or none."""
+    snap = (state or {}).get("snapshot") or {}
+    zones = [v for v in (snap.get("zones_c") or {}).values() if -20.0 < v < 150.0]
+    if not zones:
+        return []
+    base = ((state or {}).get("baseline") or {}).get("temp_c")
+    caps = snap.get("max_freq_khz") or {}
+    return [f"- thermal state after the run: hottest zone {max(zones):.1f} °C"
+            + (f" (baseline {base:.1f} °C)" if base is not None else "")
+            + (f", max clock caps {', '.join(f'{int(v) // 1000} MHz' for v in sorted(set(caps.values())))}" if caps else "")]
+
+
+def reproduce_command(config: dict[str, Any], out_dir: str | Path, lut: str | Path | None = None) -> str:
+    """The ``latkit run`` command line that reruns a pipeline of ``config`` (a ``PipelineConfig`` as a dict).
+
+    Settings at their defaults are left out; a relative target keeps its form (``60%``).
+    """
+    share = config.get("target_share")
+    target = f"{share * 100:g}%" if share is not None else f"{config['target_ms']:g}"
+    args = ["latkit", "run", "--device", config["device"], "--space", config["space"], "--target-ms", target]
+    flags = (("tolerance", "--tolerance", DEFAULT_TOLERANCE), ("data", "--data", "digits"),
+             ("resolution", "--resolution", None), ("search_epochs", "--search-epochs", 6),
+             ("train_epochs", "--train-epochs", 3), ("max_steps_per_epoch", "--max-steps", None),
+             ("profile_sample", "--sample", None), ("seed", "--seed", 0), ("precision", "--precision", "fp32"),
+             ("layout", "--layout", "nhwc"))  # fmt: skip
+    for key, flag, default in flags:
+        if config.get(key, default) != default:
+            args += [flag, f"{config[key]:g}" if isinstance(config[key], float) else str(config[key])]
+    if config.get("profile_quick"):
+        args.append("--quick")
+    if lut is not None:
+        args += ["--lut", str(lut)]
+    return shlex.join([*args, "--out", str(out_dir)])
+
+
+def reproduce_lines(summary: dict[str, Any]) -> list[str]:
+    """The command line that reproduces the run."""
+    cmd = summary.get("command")
+    return ["## Reproduce", "", f"`{cmd}`", ""] if cmd else []
 
 
 def accuracy_lines(summary: dict[str, Any]) -> list[str]:
@@ -288,11 +351,20 @@ def _inline_html(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
 
 
-def markdown_to_html(markdown: str, title: str = "latkit run report") -> str:
+def _image_src(src: str, images_dir: Path | None) -> str:
+    """A ``data:`` URI of the PNG ``images_dir/src``, so the page needs no other file."""
+    if images_dir is None or not (images_dir / src).is_file():
+        return html.escape(src)
+    return "data:image/png;base64," + base64.b64encode((images_dir / src).read_bytes()).decode("ascii")
+
+
+def markdown_to_html(markdown: str, title: str = "latkit run report", images_dir: Path | None = None) -> str:
     """A standalone HTML page of the markdown :func:`render_markdown` writes.
 
     Only the constructs that function emits are understood: headings, list
     items, pipe tables, images, bold and code spans; anything else is a paragraph.
+    Images found in ``images_dir`` are inlined as base64 ``data:`` URIs, so
+    the page is self-contained (it can be mailed or attached alone).
     """
     body: list[str] = []
     table: list[list[str]] = []
@@ -314,7 +386,7 @@ def markdown_to_html(markdown: str, title: str = "latkit run report") -> str:
             body.append("</ul>")
         image = re.fullmatch(r"!\[(.*)\]\((.*)\)", line)
         if image:
-            body.append(f'<p><img src="{html.escape(image[2])}" alt="{html.escape(image[1])}"></p>')
+            body.append(f'<p><img src="{_image_src(image[2], images_dir)}" alt="{html.escape(image[1])}"></p>')
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             body.append(f"<h{level}>{_inline_html(line[level:].strip())}</h{level}>")
@@ -340,7 +412,9 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
     ``verdict``, ``attempts``, ``arch``, ``files``, ``calibration``, ``stages``
     and, for plots, ``layers`` (per-layer estimate rows), ``points``
     (predicted vs measured), ``history`` (search epochs), ``samples`` and
-    ``chosen`` (accuracy vs latency).
+    ``chosen`` (accuracy vs latency); optional ``baseline`` and ``chosen_size``
+    (:mod:`latkit.search.pareto`), ``measurement`` (the deployed file's
+    ``measured_latency`` entry: CI, p90, device provenance) and ``command``.
 
     Returns:
         The path of ``report.md``.
@@ -351,9 +425,10 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
     jobs = (
         ("layers", summary.get("layers"), lambda p: plot_layers(summary["layers"], p)),
         ("predicted_vs_measured", summary.get("points"), lambda p: plot_predicted_vs_measured(summary["points"], p)),
-        ("trajectory", summary.get("history"), lambda p: plot_trajectory(summary["history"], t, p)),
+        ("trajectory", summary.get("history"), lambda p: plot_trajectory(summary["history"], t, p,
+                                                                           summary.get("tolerance", DEFAULT_TOLERANCE))),
         ("accuracy_latency", summary.get("samples") and summary.get("chosen"),
-         lambda p: plot_accuracy_latency(summary["samples"], summary["chosen"], t, p)),
+         lambda p: plot_accuracy_latency(summary["samples"], summary["chosen"], t, p, summary.get("baseline"))),
     )  # fmt: skip
     for name, data, draw in jobs:
         if data:
@@ -362,23 +437,22 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
     path = out / "report.md"
     text = render_markdown(summary, plots)
     write_text(path, text, "report")
-    write_text(out / "report.html", markdown_to_html(text), "report")
+    write_text(out / "report.html", markdown_to_html(text, images_dir=out), "report")
     return path
 
 
 __all__ = [
-    "HIT_TOLERANCE",
     "accuracy_lines",
-    "above_range",
-    "hit",
-    "met_above_range",
+    "comparison_lines",
+    "measurement_lines",
     "plot_accuracy_latency",
     "plot_layers",
     "plot_predicted_vs_measured",
     "plot_trajectory",
     "markdown_to_html",
     "render_markdown",
-    "drift_sentence",
-    "verdict",
+    "reproduce_command",
+    "thermal_lines",
+    "reproduce_lines",
     "write_report",
 ]

@@ -148,7 +148,7 @@ def measure_exported(
     entry = {
         "latency_ms": m.latency_ms, "statistic": statistic_name(config),
         "ci_low_ms": m.ci_low_ms, "ci_high_ms": m.ci_high_ms, "rel_ci": m.rel_ci,
-        "median_ms": m.provenance.get("median_ms"), "n_samples": m.n_samples,
+        "median_ms": m.provenance.get("median_ms"), "p90_ms": m.p90_ms, "n_samples": m.n_samples,
         "converged": m.converged, "device": device.uri, "measured_at": m.provenance.get("measured_at"),
         "measurements_ms": [t[0].latency_ms for t in taken],
         "drift_ratios": [t[1].ratio if t[1] else None for t in taken],
