@@ -85,7 +85,7 @@ def test_every_stage_ran_and_reused_the_lut(run) -> None:
     profile = state["stages"]["profile"]["outputs"]
     assert profile["measured"] == 0 and profile["reused"] == 71  # the fixture measured all, 10-class classifier too
     page = (out / "report.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and '<img src="layers.png"' in page and "<table>" in page
+    assert page.startswith("<!DOCTYPE html>") and '<img src="data:image/png;base64,' in page and "<table>" in page
     for name in ("report.md", "report.html", "layers.png", "predicted_vs_measured.png", "trajectory.png",
                  "accuracy_latency.png", "arch.json", "train/weights.safetensors"):  # fmt: skip
         assert (out / name).is_file(), name
