@@ -174,6 +174,7 @@ def test_search_resume_in_tabular_mode(capsys, tmp_path):
     one_error_line(code, err, "tabular", "drop --resume")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value, needle", [("-1", "positive integer"), ("0", "positive integer"),
                                            ("33", "multiple of 8"), ("1000000000", "up to 4096")])
 def test_resolution_checked_up_front(capsys, tmp_path, value, needle):

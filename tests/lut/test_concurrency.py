@@ -9,9 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from latkit.cli import main
 from latkit.lut.claims import Claims
 from latkit.lut.store import LUT, SCHEMA_VERSION
+
+pytestmark = pytest.mark.slow
 
 PROFILE = ["profile", "--device", "cpu:onnxruntime", "--space", "proxyless_mobile_w05",
            "--resolution", "32", "--quick"]  # fmt: skip

@@ -217,6 +217,7 @@ def test_lut_poisoned_by_an_older_latkit_is_refused_by_show_and_estimate(poison,
     one_error_line(code, err, "invalid latency", key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("poison", ["'fast'", "9e999", "-5.0"])  # 9e999 is SQLite's inf
 def test_lut_poisoned_by_an_older_latkit_is_listed_marked_then_refused(poison, tmp_path, capsys, specs, device,
                                                                        make_measurement):

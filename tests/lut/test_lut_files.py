@@ -47,6 +47,7 @@ def _damage(path: Path) -> None:
 # ------------------------------------------------------------ odd paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ODD_NAMES)
 def test_every_lut_command_takes_an_odd_path(name, tmp_path, capsys, specs, device, make_measurement):
     src = _fill(tmp_path / ("src " + name), specs[:3], device, make_measurement)

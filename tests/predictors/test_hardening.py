@@ -13,6 +13,8 @@ from cli_checks import one_error_line, run
 from latkit.errors import StoreError
 from latkit.predictors.base import load
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
