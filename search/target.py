@@ -140,7 +140,7 @@ def check_reachable(space: str, target_ms: float, min_ms: float, device: str | N
         where = f"{space} on {device}" if device else space
         slowest = f" (the slowest at {max_ms:.4g} ms)" if max_ms is not None else ""
         raise SearchError(
-            f"latency target {target_ms:g} ms is unreachable in {where}: the smallest latency reachable is "
+            f"latency target {target_ms:.4g} ms is unreachable in {where}: the smallest latency reachable is "
             f"{min_ms:.4g} ms{slowest}; raise --target-ms{hint}"
         )
 
@@ -160,7 +160,7 @@ def range_warning(target_ms: float, range_ms: tuple[float, float] | None, space:
     if not above_range(target_ms, range_ms, tolerance):
         return None
     assert range_ms is not None
-    return (f"the {target_ms:g} ms target is above {space} on {device}: its slowest architecture is predicted "
+    return (f"the {target_ms:.4g} ms target is above {space} on {device}: its slowest architecture is predicted "
             f"at {range_ms[1]:.3f} ms, so every architecture fits and the search keeps the most accurate; give "
             f"a target between {range_ms[0]:.3f} and {range_ms[1]:.3f} ms (or --target-ms 60%) to trade speed "
             "for accuracy")  # fmt: skip
@@ -207,7 +207,7 @@ def judge(
     state. ``range_ms`` is the (fastest, slowest) predicted latency of the space.
     """
     used = measured_ms / target_ms
-    head = f"measured {measured_ms:.3f} ms, {used:.0%} of the {target_ms:g} ms budget"
+    head = f"measured {measured_ms:.3f} ms, {used:.0%} of the {target_ms:.4g} ms budget"
     if not within_budget(measured_ms, target_ms, tolerance):
         text = f"OVER: {head} (more than {tolerance:.0%} over)."
         if drift and not drift.get("steady", True):
