@@ -46,6 +46,7 @@ from latkit.predictors.base import (
 )
 from latkit.lut.store import SOURCE_PREDICTED_PREFIX
 from latkit.predictors.features import FEATURE_NAMES, feature_matrix
+from latkit.predictors.metrics import within
 from latkit.profiler.ops import OpSpec
 
 log = logging.getLogger(__name__)
@@ -469,11 +470,6 @@ def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predicto
 # --------------------------------------------------------------------------- figures
 
 
-def within(pred_ms: np.ndarray, true_ms: np.ndarray, tol: float = 0.10) -> float:
-    """Fraction of predictions within ``tol`` (relative) of the truth."""
-    return float(np.mean(np.abs(np.asarray(pred_ms) / np.asarray(true_ms) - 1.0) <= tol))
-
-
 def heldout_accuracy(
     specs: Sequence[OpSpec], latency_ms: Sequence[float], predictor: Predictor,
     test_mask: np.ndarray,
@@ -486,7 +482,7 @@ def heldout_accuracy(
     pred = predictor.clone().fit(train, lat[~mask]).predict(test)
     return {
         "n_train": float(len(train)), "n_test": float(len(test)),
-        "within_10pct": within(pred, lat[mask], 0.10), "within_5pct": within(pred, lat[mask], 0.05),
+        "within_10pct": within(lat[mask], pred, 0.10), "within_5pct": within(lat[mask], pred, 0.05),
         "mape_pct": float(100 * np.mean(np.abs(pred / lat[mask] - 1.0))),
     }  # fmt: skip
 
@@ -535,7 +531,6 @@ __all__ = [
     "eval_trees",
     "heldout_accuracy",
     "oplevel_heldout_report",
-    "within",
     "fill_lut",
     "fit_on_lut",
     "is_predicted",

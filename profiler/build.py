@@ -18,23 +18,12 @@ from torch import nn
 
 from latkit.errors import UsageError
 from latkit.profiler.ops import Act, OpSpec, OpType
+from latkit.profiler.spaces._util import make_divisible
 
 if TYPE_CHECKING:  # only for annotations: building needs no search space
     from latkit.profiler.spaces.base import Network
 
 DEFAULT_SEED = 0
-
-
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor``, losing at most 10%.
-
-    The rounding rule of the MobileNet family (and OFA's squeeze-excite width).
-    """
-    floor = divisor if min_value is None else min_value
-    new = max(floor, int(value + divisor / 2) // divisor * divisor)
-    if new < 0.9 * value:  # never shrink a layer by more than 10%
-        new += divisor
-    return new
 
 
 def activation(act: Act | str) -> nn.Module:

@@ -25,11 +25,10 @@ from torch import nn
 from latkit._files import one_line
 from latkit.devices.base import captured_output
 from latkit.errors import LatkitError, MissingExtraError, UsageError
-from latkit.profiler.export import quiet_converter
+from latkit.profiler.export import ONNX_OPSET, quiet_converter
 
 log = logging.getLogger(__name__)
 
-ONNX_OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 TFLITE_VARIANTS = ("fp16", "int8")  # beyond the float32 file
@@ -256,7 +255,6 @@ def quantized_parity(reference: list[np.ndarray], got: list[np.ndarray],
 
 __all__ = [
     "ExportError",
-    "ONNX_OPSET",
     "TFLITE_VARIANTS",
     "ToNHWC",
     "parity",

@@ -8,13 +8,14 @@ from latkit.errors import UsageError
 from latkit.profiler.ops import OpSpec
 
 
-def make_divisible(value: float, divisor: int = 8) -> int:
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor`` (the MobileNet / OFA rule).
 
-    Rounds to the nearest multiple, never below ``divisor``, and goes one step up
-    when rounding would lose more than 10% of ``value``.
+    Rounds to the nearest multiple, never below ``min_value`` (default ``divisor``),
+    and goes one step up when rounding would lose more than 10% of ``value``. Used
+    for the spaces' widths and the modules' squeeze-excite widths alike.
     """
-    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    new = max(divisor if min_value is None else min_value, int(value + divisor / 2) // divisor * divisor)
     if new < 0.9 * value:
         new += divisor
     return new
