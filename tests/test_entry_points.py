@@ -86,8 +86,9 @@ def _install(root: Path, name: str, module: str, entry_points: str) -> Path:
 def _latkit(site: Path, cache: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "LATKIT_CACHE": str(cache), "COLUMNS": "200"}
+    # cwd outside the checkout: there `python -m latkit` would find the bare source folder
     return subprocess.run([sys.executable, "-m", "latkit", *argv], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)
+                          env=env, timeout=600, check=False, cwd=cache.parent)
 
 
 @pytest.fixture(scope="module")

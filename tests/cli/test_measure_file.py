@@ -225,7 +225,8 @@ def test_lut_show_keeps_precisions_apart_and_flags_delegation(capsys, tmp_path) 
     code, out, err = run(capsys, "lut", "show", lut, "--rows")
     assert code == 0, err
     lines = [ln for ln in out.splitlines() if "adb:LB1?delegate=gpu" in ln]
-    assert len(lines) == 2 + 4  # one summary line per precision, one line per row
+    # one summary line per precision, one per precision in the per-space table, one per row
+    assert len(lines) == 2 + 2 + 4
     flagged = [ln for ln in lines if "WARNING" in ln]
     assert len(flagged) == 1 and "int8" in flagged[0] and "2 ran on the CPU" in flagged[0]
 

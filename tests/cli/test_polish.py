@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def _fresh(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # cwd outside the checkout: there `import latkit` would find the bare source folder
     return subprocess.run([sys.executable, "-c", RUNNER, *argv], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+                          timeout=120, env={**os.environ, **(env or {})}, cwd=tempfile.gettempdir())
 
 
 @pytest.fixture(scope="module")
