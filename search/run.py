@@ -362,6 +362,11 @@ class _Counted:
             self.on_stage(self.stage, self.done, self.total, f"accuracy {acc:.1f}%")
         return acc
 
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """The inner model's provenance (what the smoothed model records it was fitted on)."""
+        return getattr(self.inner, "provenance", {})
+
 
 def _row(epoch: int, kind: str, native: Any, acc: float, lat: float, expected: float | None,
          loss: float | None, target_ms: float) -> dict[str, Any]:  # fmt: skip

@@ -263,7 +263,9 @@ def test_rerun_skips_finished_stages_and_refuses_other_settings(run, lut_and_tar
     again = run_pipeline(DEVICE, SPACE, result.target_ms, out, lut=lut,
                          on_progress=lambda s, d, t, m: stages.append((s, m)), **TINY)  # fmt: skip
     assert again.measured_ms == result.measured_ms and again.arch_path == result.arch_path
-    assert all(m == "already done" for s, m in stages if s not in ("report", "retry"))
+    # every stage is resumed; "target" only prints the resolved target again
+    assert all(m == "already done" for s, m in stages if s not in ("report", "retry", "target"))
+    assert ("target", f"{result.target_ms:g} ms") in stages
     with pytest.raises(UsageError, match="other settings"):
         run_pipeline(DEVICE, SPACE, result.target_ms * 2, out, lut=lut, **TINY)
 
