@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from latkit.errors import DeviceError, UnknownNameError, UsageError
-from latkit.registry import Registry
+from latkit.registry import Registry, name_attribute, subclass_of
 
 log = logging.getLogger(__name__)
 
@@ -160,16 +160,6 @@ class Device(ABC):
         """Release connections held by the device."""
 
 
-def _set_scheme(scheme: str, cls: type[Device]) -> None:
-    cls.scheme = scheme
-
-
-def _check_device(obj: object) -> str | None:
-    if isinstance(obj, type) and issubclass(obj, Device):
-        return None
-    return f"{obj!r} is not a subclass of latkit.devices.base.Device"
-
-
 DEVICES: Registry[type[Device]] = Registry(
     "device",
     "latkit.devices",
@@ -180,8 +170,8 @@ DEVICES: Registry[type[Device]] = Registry(
         "latkit.devices.torch_cuda",
         "latkit.devices.android",
     ),
-    on_register=_set_scheme,
-    check=_check_device,
+    on_register=name_attribute("scheme"),
+    check=subclass_of(Device),
 )
 
 

@@ -26,7 +26,27 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-__all__ = ["PluginError", "Registry"]
+__all__ = ["PluginError", "Registry", "name_attribute", "subclass_of"]
+
+
+def subclass_of(base: type) -> Callable[[object], str | None]:
+    """A ``check`` for :class:`Registry`: the object must be a subclass of ``base``."""
+
+    def check(obj: object) -> str | None:
+        if isinstance(obj, type) and issubclass(obj, base):
+            return None
+        return f"{obj!r} is not a subclass of {base.__module__}.{base.__qualname__}"
+
+    return check
+
+
+def name_attribute(attr: str) -> Callable[[str, type], None]:
+    """An ``on_register`` for :class:`Registry`: the class learns its registered name as ``attr``."""
+
+    def on_register(name: str, cls: type) -> None:
+        setattr(cls, attr, name)
+
+    return on_register
 
 
 class PluginError(LatkitError):

@@ -42,7 +42,7 @@ import numpy as np
 from latkit._files import one_line, read_json, write_json
 from latkit._version import __version__
 from latkit.errors import StoreError, UsageError
-from latkit.registry import Registry
+from latkit.registry import Registry, name_attribute, subclass_of
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +181,6 @@ def check_Xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N802
 
 # --------------------------------------------------------------------------- registry
 
-def _set_name(name: str, cls: type[Predictor]) -> None:
-    cls.name = name
-
-
-def _check_predictor(obj: object) -> str | None:
-    if isinstance(obj, type) and issubclass(obj, Predictor):
-        return None
-    return f"{obj!r} is not a subclass of latkit.predictors.base.Predictor"
-
-
 # built-in modules are imported on first registry use, so that every built-in predictor
 # is listed without the caller importing its module (one whose optional backend is
 # absent is skipped)
@@ -205,8 +195,8 @@ PREDICTORS: Registry[type[Predictor]] = Registry(
         "latkit.predictors.oplevel",
         "latkit.predictors.lutsum",
     ),
-    on_register=_set_name,
-    check=_check_predictor,
+    on_register=name_attribute("name"),
+    check=subclass_of(Predictor),
 )
 
 

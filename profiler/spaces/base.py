@@ -22,7 +22,7 @@ import numpy as np
 
 from latkit.errors import ArchError, UsageError
 from latkit.profiler.ops import OpSpec
-from latkit.registry import Registry
+from latkit.registry import Registry, name_attribute, subclass_of
 
 
 # the largest input resolution any command accepts (net.config's limit too): far above
@@ -246,16 +246,6 @@ def _is_file(text: str) -> bool:
         return False
 
 
-def _set_name(name: str, cls: type[SearchSpace]) -> None:
-    cls.name = name
-
-
-def _check_space(obj: object) -> str | None:
-    if isinstance(obj, type) and issubclass(obj, SearchSpace):
-        return None
-    return f"{obj!r} is not a subclass of latkit.profiler.spaces.base.SearchSpace"
-
-
 SPACES: Registry[type[SearchSpace]] = Registry(
     "search space",
     "latkit.spaces",
@@ -265,8 +255,8 @@ SPACES: Registry[type[SearchSpace]] = Registry(
         "latkit.profiler.spaces.ofa_mbv3",
         "latkit.profiler.spaces.proxyless",
     ),
-    on_register=_set_name,
-    check=_check_space,
+    on_register=name_attribute("name"),
+    check=subclass_of(SearchSpace),
 )
 
 
