@@ -37,8 +37,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from latkit.search.accuracy_gcn import RankReport, distinct_samples, rank_report  # noqa: E402
-from latkit.search.tabular import TabularProblem  # noqa: E402
+from latkit.search.supernet.accuracy_gcn import RankReport, distinct_samples, rank_report  # noqa: E402
+from latkit.search.framework.tabular import TabularProblem  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -82,9 +82,9 @@ def part_supernet(args: argparse.Namespace) -> None:
     import torch
 
     from latkit.profiler.spaces import get_space
-    from latkit.search.data import load_data
-    from latkit.search.supernet import Supernet
-    from latkit.search.train import SupernetAccuracy, accuracy_pct, train_step, weight_optimizer
+    from latkit.search.supernet.data import load_data
+    from latkit.search.supernet.supernet import Supernet
+    from latkit.search.supernet.train import SupernetAccuracy, accuracy_pct, train_step, weight_optimizer
 
     torch.set_num_threads(1)
     space = get_space("proxyless_mobile_w05")

@@ -2,7 +2,7 @@
 
 Each queried architecture of ``proxyless_mobile_w05`` is trained on its own for
 ``--steps`` SGD steps on the embedded digits (32x32) and scored on the held-out
-split (:class:`latkit.search.train.TrainedAccuracy`). With the pool, it starts
+split (:class:`latkit.search.supernet.train.TrainedAccuracy`). With the pool, it starts
 from the weights of the most similar architecture trained before (every layer
 built alike is inherited); without, from scratch. Regularised evolution (small
 population, so most queries are one-choice mutations) runs both ways for several
@@ -42,9 +42,9 @@ def one_run(args: argparse.Namespace, seed: int, inherit: bool) -> dict:
     import torch
 
     from latkit.profiler.spaces import get_space
-    from latkit.search.base import run_search
-    from latkit.search.data import load_digits
-    from latkit.search.train import TrainedAccuracy
+    from latkit.search.framework.base import run_search
+    from latkit.search.supernet.data import load_digits
+    from latkit.search.supernet.train import TrainedAccuracy
 
     torch.set_num_threads(1)
     space = get_space(SPACE)

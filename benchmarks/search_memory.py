@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
-from latkit.search.data import SearchData
-from latkit.search.latency_model import TableLatencyModel
-from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch
-from latkit.search.supernet import Supernet
-from latkit.search.train import weight_optimizer
+from latkit.search.supernet.data import SearchData
+from latkit.lut.tables import TableLatencyModel
+from latkit.search.supernet.proxyless_grad import ProxylessConfig, ProxylessGradSearch
+from latkit.search.supernet.supernet import Supernet
+from latkit.search.supernet.train import weight_optimizer
 
 
 def dynamic_peak_bytes(step: Callable[[], None]) -> int:
@@ -68,8 +68,8 @@ class _FlatLatency:
     """A stand-in latency model (every op 1 ms): memory does not depend on latencies."""
 
     def __new__(cls, space, resolution):  # noqa: ANN001, D102
-        from latkit.search.latency_model import Term
-        from latkit.search.layout import build_layout
+        from latkit.lut.tables import Term
+        from latkit.lut.tables import build_layout
 
         layout = build_layout(space, resolution)
         terms = [Term(s.deps, np.ones([layout.n_options[c] for c in s.deps])) for s in layout.slots if s.deps]

@@ -29,7 +29,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from latkit.search.tabular import TabularProblem, run_tabular  # noqa: E402
+from latkit.search.framework.tabular import TabularProblem, run_tabular  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OFF = {"use_critic": False, "use_replay": False, "use_pool": False}

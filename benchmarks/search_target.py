@@ -25,9 +25,9 @@ from pathlib import Path
 from latkit.errors import LatkitError
 from latkit.lut.store import LUT
 from latkit.profiler.spaces import get_space
-from latkit.search.data import load_digits
-from latkit.search.latency_model import TableLatencyModel
-from latkit.search.proxyless_grad import ProxylessConfig
+from latkit.search.supernet.data import load_digits
+from latkit.lut.tables import TableLatencyModel
+from latkit.search.supernet.proxyless_grad import ProxylessConfig
 from latkit.search.run import run_search
 
 SPACE, RESOLUTION, DEVICE = "proxyless_mobile_w05", 64, "cpu:onnxruntime"

@@ -1,6 +1,6 @@
 """Does the pipeline hit the latency target? Measured latency of the exported model vs target.
 
-Runs :func:`latkit.search.pipeline.run_pipeline` on ``cpu:onnxruntime`` for three
+Runs :func:`latkit.search.pipeline.runner.run_pipeline` on ``cpu:onnxruntime`` for three
 targets spread over the space's calibrated latency range at the default CPU settings
 (resolution 64, the embedded digits) and prints, per target, the calibrated
 prediction, the latency of the exported ONNX file measured on the device, the
@@ -28,8 +28,8 @@ from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
-from latkit.search.latency_model import TableLatencyModel
-from latkit.search.pipeline import CPU_RESOLUTION, exported_file, lut_path_for, run_pipeline
+from latkit.lut.tables import TableLatencyModel
+from latkit.search.pipeline.runner import CPU_RESOLUTION, exported_file, lut_path_for, run_pipeline
 
 DEVICE = "cpu:onnxruntime"
 FRACTIONS = (0.25, 0.5, 0.75)  # where in the space's calibrated [fastest, slowest] the targets sit

@@ -28,8 +28,8 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.predictors.base import Predictor
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.profiler.runner import ProfileReport
-    from latkit.search.export import ExportReport
-    from latkit.search.pipeline import PipelineResult
+    from latkit.search.deploy.export import ExportReport
+    from latkit.search.pipeline.runner import PipelineResult
     from latkit.search.run import SearchOutcome
 
 __all__ = [
@@ -230,7 +230,7 @@ def search_arch(
 
     Args:
         space: search space name.
-        latency_model: callable arch -> ms, e.g. ``latkit.search.latency_model.TableLatencyModel``.
+        latency_model: callable arch -> ms, e.g. ``latkit.lut.tables.TableLatencyModel``.
         target_ms: the latency budget.
         out_dir: result folder.
         **options: see :func:`latkit.search.run.run_search` (algorithm, data, epochs, seed...).
@@ -247,12 +247,12 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
         arch: an arch.json (a search's result).
         data: dataset name (default the embedded ``digits``).
         out_dir: output folder.
-        **options: see :func:`latkit.search.train.train_arch` (epochs, max_steps, init, seed...).
+        **options: see :func:`latkit.search.supernet.train.train_arch` (epochs, max_steps, init, seed...).
 
     Returns:
         The ``TrainResult`` (weights path, accuracy, steps...).
     """
-    from latkit.search.train import train_arch
+    from latkit.search.supernet.train import train_arch
 
     return train_arch(arch, data, out_dir, **options)
 
@@ -266,9 +266,9 @@ def export(
 ) -> ExportReport:
     """Export an architecture with its weights to deployable files (ONNX, TFLite) with sidecars.
 
-    ``**options`` are those of :func:`latkit.search.export.export_arch` (precision, space...).
+    ``**options`` are those of :func:`latkit.search.deploy.export.export_arch` (precision, space...).
     """
-    from latkit.search.export import export_arch
+    from latkit.search.deploy.export import export_arch
 
     return export_arch(arch, weights, formats, out_dir, **options)
 
@@ -322,8 +322,8 @@ def run(
         out_dir: run folder (a rerun with the same settings resumes).
         data: dataset (default ``digits``).
         on_progress: called as ``(stage, done, total, message)``.
-        **settings: see :func:`latkit.search.pipeline.run_pipeline`.
+        **settings: see :func:`latkit.search.pipeline.runner.run_pipeline`.
     """
-    from latkit.search.pipeline import run_pipeline
+    from latkit.search.pipeline.runner import run_pipeline
 
     return run_pipeline(device, space, target_ms, out_dir, data, on_progress=on_progress, **settings)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from latkit.profiler.spaces.base import Arch
-from latkit.search.base import SearchError
+from latkit.search.framework.base import SearchError
 
 
 def project_to_target(

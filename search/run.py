@@ -3,15 +3,15 @@
 :func:`run_search` trains a weight-sharing supernet on a dataset and searches it
 for an architecture that meets a latency target, with either
 
-* ``proxyless-grad``: ProxylessNAS gradient search (:mod:`latkit.search.proxyless_grad`);
+* ``proxyless-grad``: ProxylessNAS gradient search (:mod:`latkit.search.supernet.proxyless_grad`);
 * ``reinforce`` / ``ppo`` / ``evolution`` / ``random``: the framework's algorithms
-  (:mod:`latkit.search.base`) after ``epochs`` of supernet training with
+  (:mod:`latkit.search.framework.base`) after ``epochs`` of supernet training with
   uniformly sampled paths, each architecture's accuracy measured with the shared
-  weights on the held-out split (:class:`~latkit.search.train.SupernetAccuracy`)
+  weights on the held-out split (:class:`~latkit.search.supernet.train.SupernetAccuracy`)
   and its reward ``ACC * (LAT/T)^w`` using the latency model. With
   ``train_steps`` they skip the supernet: each queried architecture is trained
   on its own, starting from its most similar predecessor's weights
-  (:class:`~latkit.search.train.TrainedAccuracy`, FNAS's knowledge pool).
+  (:class:`~latkit.search.supernet.train.TrainedAccuracy`, FNAS's knowledge pool).
 
 It writes into ``out_dir``: ``arch.json`` (schema ``latkit.arch``),
 ``trajectory.csv`` and ``trajectory.json``, ``expected_latency.png`` and
@@ -39,13 +39,13 @@ from latkit._files import atomic_path, check_output_dir, json_default, read_json
 from latkit._version import __version__
 from latkit.errors import StoreError, UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace, get_space
-from latkit.search.base import get_algorithm
+from latkit.search.framework.base import get_algorithm
 from latkit.search.target import check_reachable, check_target_ms
-from latkit.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from latkit.search.data import SearchData, load_data
-from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch
-from latkit.search.supernet import Supernet
-from latkit.search.train import SupernetAccuracy, TrainedAccuracy, weight_optimizer
+from latkit.search.supernet.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from latkit.search.supernet.data import SearchData, load_data
+from latkit.search.supernet.proxyless_grad import ProxylessConfig, ProxylessGradSearch
+from latkit.search.supernet.supernet import Supernet
+from latkit.search.supernet.train import SupernetAccuracy, TrainedAccuracy, weight_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,12 @@ def run_search(
     Args:
         space: the space (or its registered name); its layers must be those the
             latency model was built for.
-        latency_model: a :mod:`latkit.search.latency_model` model (LUT, calibrated
+        latency_model: a :mod:`latkit.lut.tables` model (LUT, calibrated
             LUT, or predictor; ``proxyless-grad`` needs ``expected_latency``).
         target_ms: the hard latency target ``T`` (ms).
         algorithm: ``proxyless-grad`` or any registered query-based algorithm
             (``reinforce``, ``ppo``, ``evolution``, ``random``, ``parsec``, a plug-in).
-        data: a :class:`SearchData` or a :func:`~latkit.search.data.load_data` spec
+        data: a :class:`SearchData` or a :func:`~latkit.search.supernet.data.load_data` spec
             (``digits``, ``cifar10:PATH``, ``folder:PATH``).
         epochs: training epochs of the supernet (for ``proxyless-grad``, the first
             ``config.warmup_epochs`` train weights only).
@@ -178,11 +178,11 @@ def run_search(
         max_images: cap on images loaded from a dataset path.
         smooth_samples: for the query-based algorithms: score this
             many random sub-networks with the trained supernet, fit a GCN to them
-            (:mod:`latkit.search.accuracy_gcn`) and search its smoothed
+            (:mod:`latkit.search.supernet.accuracy_gcn`) and search its smoothed
             accuracies instead of the supernet's raw ones.
         train_steps: for the query-based algorithms: no supernet; each queried
             architecture is trained on its own for this many steps
-            (:class:`~latkit.search.train.TrainedAccuracy`), ``epochs`` unused.
+            (:class:`~latkit.search.supernet.train.TrainedAccuracy`), ``epochs`` unused.
         inherit: with ``train_steps``, start each architecture from the weights
             of the most similar one trained before (FNAS's knowledge pool).
         on_stage: called as ``(stage, done, total, message)`` inside the stages
@@ -288,8 +288,8 @@ def _run_framework(
     smooth_samples: int | None = None,
     on_stage: Callable[[str, int, int, str], None] | None = None,
 ) -> tuple[Arch, list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
-    from latkit.search.base import run_search as framework_search
-    from latkit.search.checkpoint import optimizer_state, restore_optimizer
+    from latkit.search.framework.base import run_search as framework_search
+    from latkit.search.supernet.checkpoint import optimizer_state, restore_optimizer
 
     rng = np.random.default_rng(seed)
     start, rows = 0, []
@@ -324,7 +324,7 @@ def _run_framework(
     accuracy_model: Any = evaluator
     smoothing: dict[str, Any] = {}
     if smooth_samples:
-        from latkit.search.accuracy_gcn import SmoothedAccuracy
+        from latkit.search.supernet.accuracy_gcn import SmoothedAccuracy
 
         accuracy_model, archs, scores = SmoothedAccuracy.from_evaluator(
             space, _Counted(evaluator, "smooth", smooth_samples, on_stage), smooth_samples,
@@ -402,7 +402,7 @@ def _write_outputs(
         for r in rows:
             writer.writerow({**r, "arch": json.dumps(r["arch"], default=json_default)})
     if plots:
-        from latkit.search.plots import plot_trajectory
+        from latkit.search.pipeline.plots import plot_trajectory
 
         files.update(plot_trajectory(out, rows, float(target_ms), (accuracy, latency)))
     return files

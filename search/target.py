@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from latkit.errors import UsageError
-from latkit.search.result import SearchError
+from latkit.search.framework.result import SearchError
 
 DEFAULT_TOLERANCE = 0.10  # measured may exceed the target by this fraction and still be within budget
 MAX_TOLERANCE = 0.5

@@ -135,7 +135,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_sees_every_package():
     graph = _graph(eager_only=False)
     assert {"latkit.devices.base", "latkit.lut.store", "latkit.search.run", "latkit.registry"} <= set(graph)
-    assert "latkit.profiler.spaces.base" in graph["latkit.search.base"]
+    assert "latkit.profiler.spaces.base" in graph["latkit.search.framework.base"]
     assert "latkit.registry" in graph["latkit.devices.base"]
 
 
@@ -165,12 +165,12 @@ def test_the_checks_catch_a_cycle_and_an_upward_import():
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
     source = ast.parse(
         "from typing import TYPE_CHECKING\n"
-        "from latkit.search.base import get_algorithm\n"
+        "from latkit.search.framework.base import get_algorithm\n"
         "if TYPE_CHECKING:\n    from latkit.lut.store import LutStore\n"
         "def f():\n    import latkit.predictors.base\n"
     )
     eager = set(_imports(source, "latkit.devices.base", eager_only=True))
-    assert eager == {"latkit.search.base"}
+    assert eager == {"latkit.search.framework.base"}
     lazy = set(_imports(source, "latkit.devices.base", eager_only=False))
-    assert lazy == {"latkit.search.base", "latkit.lut.store", "latkit.predictors.base"}
-    assert _layer("latkit.search.base") > _layer("latkit.devices.base") > _layer("latkit.registry")
+    assert lazy == {"latkit.search.framework.base", "latkit.lut.store", "latkit.predictors.base"}
+    assert _layer("latkit.search.framework.base") > _layer("latkit.devices.base") > _layer("latkit.registry")

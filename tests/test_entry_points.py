@@ -25,7 +25,7 @@ PLUGIN = textwrap.dedent(
     from latkit.predictors.network import RidgePredictor
     from latkit.profiler.spaces.fbnet import FBNetSpace
     from latkit.profiler.spaces.proxyless import ProxylessMobileW05Space
-    from latkit.search.base import SearchContext
+    from latkit.search.framework.base import SearchContext
 
 
     class HalfProxyless(ProxylessMobileW05Space):

@@ -49,7 +49,7 @@ def export_cmd(
     """
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.profiler.spaces import get_space
-    from latkit.search.export import export_arch
+    from latkit.search.deploy.export import export_arch
 
     prec = parse_precision(precision)
     sp = get_space(space) if space is not None else None
@@ -99,9 +99,9 @@ def _representative(data: str, arch: Path, sp, resolution: Optional[int]):
     """A seeded draw of training images of ``data`` at the architecture's resolution (NCHW)."""
     import numpy as np
 
-    from latkit.search.data import load_data
-    from latkit.search.export import read_arch
-    from latkit.search.pipeline import REPRESENTATIVE_IMAGES
+    from latkit.search.supernet.data import load_data
+    from latkit.search.deploy.export import read_arch
+    from latkit.search.pipeline.runner import REPRESENTATIVE_IMAGES
 
     res = read_arch(arch, sp, resolution).resolution
     x = load_data(data, res, seed=0).x_train
@@ -146,7 +146,7 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report."""
-    from latkit.search.pipeline import PipelineConfig, run_pipeline
+    from latkit.search.pipeline.runner import PipelineConfig, run_pipeline
     from latkit.search.target import parse_target
 
     target = parse_target(target_ms, speedup)

@@ -154,7 +154,7 @@ def _resolve_target(sp, model, target, tolerance: float, quiet: bool) -> float:
     """The target in ms (a share resolved on the model's slowest network); warns when it is above the space."""
     import numpy as np
 
-    from latkit.search.base import min_latency
+    from latkit.search.framework.base import min_latency
     from latkit.search.target import range_warning
 
     slowest = model.max_latency()[0] if hasattr(model, "max_latency") else None
@@ -177,7 +177,8 @@ def _latency_model(sp, lut: Optional[Path], device: Optional[str], predictor: Op
                    resolution: Optional[int], calibrated: bool, precision):
     from latkit.devices.precision import Precision
     from latkit.lut.store import LUT
-    from latkit.search.latency_model import PredictorLatencyModel, TableLatencyModel
+    from latkit.lut.tables import TableLatencyModel
+    from latkit.search.framework.latency import PredictorLatencyModel
 
     if predictor is not None:
         if precision not in (None, Precision.FP32):
@@ -198,7 +199,7 @@ def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None
             raise UsageError(f"nothing to resume: {out} holds no queries.json of a --train-steps search; "
                              "drop --resume to start a fresh search there")
         return
-    from latkit.search.checkpoint import check_resumable
+    from latkit.search.supernet.checkpoint import check_resumable
 
     check_resumable(out, algorithm)
 
@@ -208,7 +209,7 @@ def _device_lut(sp, device: str, resolution: Optional[int], precision) -> Path:
     from latkit.devices.precision import check_precision
     from latkit.lut.store import LUT
     from latkit.profiler.runner import profile_ops
-    from latkit.search.pipeline import lut_path_for
+    from latkit.search.pipeline.runner import lut_path_for
 
     res = resolution or sp.default_resolution
     path = lut_path_for(device, sp.name, res)
@@ -234,7 +235,7 @@ def _device_lut(sp, device: str, resolution: Optional[int], precision) -> Path:
 def _tabular(space: str, accuracy_table: str, latency_table: Optional[str], target_ms: float,
              algorithm: str, queries: int, seed: int, latency_samples: Optional[int],
              out: Path, as_json: bool) -> None:
-    from latkit.search.tabular import run_tabular
+    from latkit.search.framework.tabular import run_tabular
 
     result = run_tabular(space, accuracy_table, latency_table, target_ms, algorithm, queries, seed,
                          latency_samples=latency_samples)

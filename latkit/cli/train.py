@@ -29,7 +29,7 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train --arch on --data and write weights that `latkit export --weights` takes."""
-    from latkit.search.train import train_arch
+    from latkit.search.supernet.train import train_arch
 
     def on_progress(done: int, total: int, message: str) -> None:
         if not as_json:

@@ -226,7 +226,7 @@ def test_run_exits_zero_when_met_and_stops_on_an_unreachable_target(capsys, capl
     # the answer is the slowest (largest) network, at the top of the range the search recorded
     from latkit.lut.store import LUT
     from latkit.profiler.spaces import get_space
-    from latkit.search.latency_model import TableLatencyModel
+    from latkit.lut.tables import TableLatencyModel
 
     space = get_space("proxyless_mobile_w05")
     with LUT.open(lut) as table:

@@ -160,7 +160,7 @@ def test_search_resume_with_garbage_checkpoint(capsys, tmp_path, files, needle):
 def test_search_resume_of_another_algorithm(capsys, tmp_path):
     import torch
 
-    from latkit.search.checkpoint import save_checkpoint
+    from latkit.search.supernet.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "s", {"x": torch.zeros(1)}, {"algorithm": "evolution", "epoch": 1})
     code, _, err = run(capsys, *_search(tmp_path, "--resume"))

@@ -14,8 +14,8 @@ from rich.console import Console
 
 from latkit.cli.progress import Stages
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
-from latkit.search.data import SearchData, load_digits
-from latkit.search.train import TrainedAccuracy
+from latkit.search.supernet.data import SearchData, load_digits
+from latkit.search.supernet.train import TrainedAccuracy
 
 torch.set_num_threads(1)
 
@@ -45,7 +45,7 @@ def test_trained_accuracy_reports_each_step(tiny) -> None:
 def test_run_search_reports_train_steps_and_smoothing(tiny, tmp_path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
     from g2_helpers import make_lut
-    from latkit.search.latency_model import TableLatencyModel
+    from latkit.lut.tables import TableLatencyModel
     from latkit.search.run import run_search
 
     space, data = tiny

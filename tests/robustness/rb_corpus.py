@@ -1221,7 +1221,7 @@ def _arch_reader(space: str, text: str) -> Callable[[Path, Workspace], Any]:
 
 def _cifar(content) -> Callable[[Path, Workspace], Any]:
     def call(folder: Path, ws: Workspace):
-        from latkit.search.data import read_cifar_batch
+        from latkit.search.supernet.data import read_cifar_batch
 
         marker = folder / "pwned"
         out = read_cifar_batch(put(folder, "data_batch_1", content(folder) if callable(content) else content))
@@ -1266,7 +1266,7 @@ def _predictor(mutate) -> Callable[[Path, Workspace], Any]:
 
 def _search_result(content) -> Callable[[Path, Workspace], Any]:
     def call(folder: Path, ws: Workspace):
-        from latkit.search.result import SearchResult
+        from latkit.search.framework.result import SearchResult
 
         return SearchResult.load(put(folder, "r.json", content))
 
@@ -1275,7 +1275,7 @@ def _search_result(content) -> Callable[[Path, Workspace], Any]:
 
 def _read_arch_file(content) -> Callable[[Path, Workspace], Any]:
     def call(folder: Path, ws: Workspace):
-        from latkit.search.export import read_arch
+        from latkit.search.deploy.export import read_arch
 
         return read_arch(put(folder, "arch.json", content))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latkit.search.tabular import TabularProblem
+from latkit.search.framework.tabular import TabularProblem
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 ACC = f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val"

@@ -10,8 +10,8 @@ import pytest
 from latkit.errors import UsageError
 from latkit.predictors.base import get_predictor, save
 from latkit.predictors.metrics import kendall
-from latkit.search.accuracy_gcn import SmoothedAccuracy, rank_report
-from latkit.search.tabular import TabularProblem
+from latkit.search.supernet.accuracy_gcn import SmoothedAccuracy, rank_report
+from latkit.search.framework.tabular import TabularProblem
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latkit.search.base import list_algorithms, run_search
-from latkit.search.tabular import run_tabular
+from latkit.search.framework.base import list_algorithms, run_search
+from latkit.search.framework.tabular import run_tabular
 
 CASES = [
     ("random", {}),

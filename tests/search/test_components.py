@@ -10,8 +10,8 @@ import pytest
 from latkit.errors import UsageError
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
-from latkit.search.base import SearchContext
-from latkit.search.knowledge import (
+from latkit.search.framework.base import SearchContext
+from latkit.search.framework.knowledge import (
     ArchPool,
     EnsembleCritic,
     block_similarity,
@@ -21,9 +21,9 @@ from latkit.search.knowledge import (
     shared_blocks,
     should_query,
 )
-from latkit.search.parsec import empirical_bayes_update, importance_weights
-from latkit.search.policy import CategoricalPolicy
-from latkit.search.ppo import _draw_batch, _Estimator, clipped_surrogate_grad
+from latkit.search.framework.algorithms.parsec import empirical_bayes_update, importance_weights
+from latkit.search.framework.policy import CategoricalPolicy
+from latkit.search.framework.algorithms.ppo import _draw_batch, _Estimator, clipped_surrogate_grad
 
 SPACE = get_space("nasbench201")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from latkit.errors import UsageError
-from latkit.search.data import DataError, load_cifar10, load_data, load_digits, load_image_folder
+from latkit.search.supernet.data import DataError, load_cifar10, load_data, load_digits, load_image_folder
 
 
 def test_digits_resized_normalised_and_split():

@@ -16,8 +16,8 @@ import torch
 
 from cli_checks import one_error_line, run
 from latkit.profiler.spaces import get_space
-from latkit.search.checkpoint import save_checkpoint
-from latkit.search.supernet import Supernet
+from latkit.search.supernet.checkpoint import save_checkpoint
+from latkit.search.supernet.supernet import Supernet
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +122,7 @@ def test_random_weights_are_marked(capsys, searched, tmp_path: Path) -> None:
 
 def test_train_writes_weights_and_sidecar_that_export_takes(capsys, searched, tmp_path: Path) -> None:
     from latkit.profiler.build import build_network
-    from latkit.search.export import read_arch, standalone_module
+    from latkit.search.deploy.export import read_arch, standalone_module
 
     folder, _ = searched
     code, out, err = run(capsys, "train", "--arch", folder / "arch.json", "--data", "digits", "--epochs", "2",

@@ -9,7 +9,7 @@ import pytest
 
 from latkit.errors import LatkitError, UnknownNameError, UsageError
 from latkit.profiler.spaces import get_space
-from latkit.search.base import (
+from latkit.search.framework.base import (
     SCHEMA,
     BudgetSpent,
     SearchContext,
@@ -21,7 +21,7 @@ from latkit.search.base import (
     reward,
     run_search,
 )
-from latkit.search.tabular import RidgeLatency
+from latkit.search.framework.tabular import RidgeLatency
 
 SPACE = get_space("nasbench201")
 

@@ -11,7 +11,7 @@ import pytest
 from latkit.errors import ArchError, UsageError
 from latkit.profiler.spaces import get_space, list_spaces
 from latkit.profiler.spaces.base import MAX_RESOLUTION
-from latkit.search.export import read_arch
+from latkit.search.deploy.export import read_arch
 
 W05 = ["3x3_MBConv3"] * 21
 
@@ -73,7 +73,7 @@ def ridge_on(tmp_path_factory):
 
 
 def test_predictor_latency_model_checks_the_space(ridge_on):
-    from latkit.search.latency_model import PredictorLatencyModel
+    from latkit.search.framework.latency import PredictorLatencyModel
 
     fb = get_space("fbnet")
     model = PredictorLatencyModel.from_saved(fb, ridge_on("fbnet", "fbnet"))

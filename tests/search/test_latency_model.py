@@ -13,9 +13,10 @@ from latkit.lut.estimate import estimate
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.ofa_mbv3 import OfaMbv3Space
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
-from latkit.search.base import SearchError
-from latkit.search.latency_model import PredictorLatencyModel, TableLatencyModel
-from latkit.search.layout import build_layout
+from latkit.search.framework.base import SearchError
+from latkit.lut.tables import TableLatencyModel
+from latkit.search.framework.latency import PredictorLatencyModel
+from latkit.lut.tables import build_layout
 from latkit.search.run import run_search
 
 pytestmark = pytest.mark.slow
@@ -173,7 +174,7 @@ def test_predictor_model_scores_and_estimates(proxyless):
 
 def test_tables_for_another_class_count_equal_the_estimate_of_that_network(tmp_path):
     from g2_helpers import DEVICE, _measurement, op_latency_ms
-    from latkit.search.export_weights import with_classes
+    from latkit.search.deploy.export_weights import with_classes
 
     space = ProxylessMobileSpace(width_mult=0.25)
     lut = make_lut(tmp_path / "c.db", space, 32)

@@ -24,11 +24,11 @@ from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 from latkit.search import target as tgt
-from latkit.search.export import read_arch, standalone_module, with_classes
-from latkit.search.verify import ExportedModel
-from latkit.search.latency_model import TableLatencyModel
-from latkit.search.pipeline import exported_file, lut_path_for, run_pipeline
-from latkit.search.pipeline_search import fill_to_target
+from latkit.search.deploy.export import read_arch, standalone_module, with_classes
+from latkit.search.deploy.verify import ExportedModel
+from latkit.lut.tables import TableLatencyModel
+from latkit.search.pipeline.runner import exported_file, lut_path_for, run_pipeline
+from latkit.search.pipeline.search_stage import fill_to_target
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,7 @@ class _Attempts:
     """The pipeline's attempt loop over canned attempt outcomes (the decision alone)."""
 
     def __init__(self, measured: list[float], drift_ratio: float, range_ms: tuple[float, float] = (0.2, 2.0)) -> None:
-        from latkit.search.pipeline import PipelineConfig
+        from latkit.search.pipeline.runner import PipelineConfig
 
         self.cfg = PipelineConfig(device=DEVICE, space=SPACE, target_ms=1.0, max_retries=1)
         self.target_ms = 1.0
@@ -183,7 +183,7 @@ class _Attempts:
 
 
 def test_a_miss_on_a_drifted_device_is_not_searched_again() -> None:
-    from latkit.search.pipeline import _attempts
+    from latkit.search.pipeline.runner import _attempts
 
     steady = _Attempts([1.5, 1.02], drift_ratio=1.03)
     assert [a["measured_ms"] for a in _attempts(steady)] == [1.5, 1.02]
@@ -193,7 +193,7 @@ def test_a_miss_on_a_drifted_device_is_not_searched_again() -> None:
 
 
 def test_a_target_above_the_space_is_met_by_the_largest_network_without_a_retry() -> None:
-    from latkit.search.pipeline import _attempts
+    from latkit.search.pipeline.runner import _attempts
 
     # the slowest architecture is predicted at 0.6 ms, the target is 1.0 ms
     above = _Attempts([0.55, 0.9], drift_ratio=1.0, range_ms=(0.12, 0.6))
@@ -209,7 +209,7 @@ def test_a_target_above_the_space_is_met_by_the_largest_network_without_a_retry(
 
 
 def test_a_target_is_a_budget_an_undershoot_warns_and_only_an_overshoot_searches_again() -> None:
-    from latkit.search.pipeline import _attempts
+    from latkit.search.pipeline.runner import _attempts
 
     # in range, 45% under the budget: within it, with a warning, and no 5-minute re-search
     near = _Attempts([0.55, 0.93], drift_ratio=1.0, range_ms=(0.12, 0.95))
@@ -230,7 +230,7 @@ def test_a_target_is_a_budget_an_undershoot_warns_and_only_an_overshoot_searches
 
 
 def test_an_unreachable_target_stops_before_the_search_naming_the_range(lut_and_target, tmp_path) -> None:
-    from latkit.search.result import SearchError
+    from latkit.search.framework.result import SearchError
 
     lut, _ = lut_and_target
     with pytest.raises(SearchError, match=r"unreachable in proxyless_mobile_w05 on cpu:onnxruntime: the smallest "

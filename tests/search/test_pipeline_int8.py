@@ -20,9 +20,9 @@ from latkit.devices.precision import Precision
 from latkit.errors import UsageError
 from latkit.lut.store import LUT
 from latkit.profiler.quantize import check_kernels, model_precision
-from latkit.search.data import load_data
-from latkit.search.evaluate import file_accuracy_pct
-from latkit.search.pipeline import PipelineConfig, exported_file, run_pipeline
+from latkit.search.supernet.data import load_data
+from latkit.search.deploy.evaluate import file_accuracy_pct
+from latkit.search.pipeline.runner import PipelineConfig, exported_file, run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +126,7 @@ def test_a_precision_the_device_does_not_run_is_one_line(tmp_path: Path) -> None
 
 
 def test_representative_images_come_from_the_training_split() -> None:
-    from latkit.search.pipeline import REPRESENTATIVE_IMAGES
+    from latkit.search.pipeline.runner import REPRESENTATIVE_IMAGES
 
     assert REPRESENTATIVE_IMAGES == 300
     data = load_data("digits", RESOLUTION, seed=0)
@@ -139,7 +139,7 @@ def test_representative_images_come_from_the_training_split() -> None:
         def data(self):
             return data
 
-    from latkit.search.pipeline import _Pipeline
+    from latkit.search.pipeline.runner import _Pipeline
 
     rep = _Pipeline.representative(_P())
     assert rep.shape == (300, 3, RESOLUTION, RESOLUTION) and rep.dtype == np.float32

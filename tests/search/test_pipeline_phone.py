@@ -20,8 +20,8 @@ from latkit.devices.android_state import ThermalPolicy
 from latkit.devices.loopback.server import LoopbackDevice
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig
-from latkit.search.export import read_arch, standalone_module
-from latkit.search.pipeline import exported_file, run_pipeline
+from latkit.search.deploy.export import read_arch, standalone_module
+from latkit.search.pipeline.runner import exported_file, run_pipeline
 
 pytestmark = pytest.mark.slow
 

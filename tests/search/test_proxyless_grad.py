@@ -13,14 +13,14 @@ from g2_helpers import make_lut
 from latkit.profiler.spaces.base import Arch
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
 from latkit.errors import UsageError
-from latkit.search.base import SearchError, reward
-from latkit.search.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from latkit.search.data import SearchData, load_digits
-from latkit.search.latency_model import TableLatencyModel
+from latkit.search.framework.base import SearchError, reward
+from latkit.search.supernet.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from latkit.search.supernet.data import SearchData, load_digits
+from latkit.lut.tables import TableLatencyModel
 from latkit.search.projection import project_to_target
-from latkit.search.proxyless_grad import ProxylessConfig, ProxylessGradSearch, latency_loss
+from latkit.search.supernet.proxyless_grad import ProxylessConfig, ProxylessGradSearch, latency_loss
 from latkit.search.run import run_search
-from latkit.search.supernet import Supernet
+from latkit.search.supernet.supernet import Supernet
 
 pytestmark = pytest.mark.slow
 
@@ -164,8 +164,8 @@ def test_query_search_on_supernet(setup, tmp_path, algorithm):
 
 
 def test_registered_in_framework(setup):
-    from latkit.search.base import run_search as framework_search
-    from latkit.search.train import SupernetAccuracy
+    from latkit.search.framework.base import run_search as framework_search
+    from latkit.search.supernet.train import SupernetAccuracy
 
     s = _search(setup, max_steps_per_epoch=2)
     result = framework_search("proxyless-grad", s.space, SupernetAccuracy(s.net, s.data, bn_batches=1),
@@ -175,7 +175,7 @@ def test_registered_in_framework(setup):
 
 
 def test_search_on_gcn_smoothed_supernet_accuracy(setup, tmp_path):
-    from latkit.search.accuracy_gcn import SmoothedAccuracy
+    from latkit.search.supernet.accuracy_gcn import SmoothedAccuracy
 
     space, model, data = setup
     lo, hi = model.min_latency_ms(), model.max_latency()[0]
@@ -194,7 +194,7 @@ def test_search_on_gcn_smoothed_supernet_accuracy(setup, tmp_path):
 
 
 def test_query_search_resumes_mid_way_without_measuring_again(setup, tmp_path, monkeypatch):
-    from latkit.search.train import SupernetAccuracy
+    from latkit.search.supernet.train import SupernetAccuracy
 
     space, model, data = setup
     lo, hi = model.min_latency_ms(), model.max_latency()[0]

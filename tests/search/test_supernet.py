@@ -9,7 +9,7 @@ import torch
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
-from latkit.search.supernet import GateSample, Supernet
+from latkit.search.supernet.supernet import GateSample, Supernet
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +160,7 @@ def test_saved_and_extracted_weights_follow_the_shared_tensors():
     big = layer.candidates[master].project[0].weight
     assert torch.equal(saved, big[: saved.shape[0], : saved.shape[1]])
     # the optimiser holds only the trained tensors
-    from latkit.search.train import weight_optimizer
+    from latkit.search.supernet.train import weight_optimizer
 
     opt = weight_optimizer(net.parameters())
     held = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -176,8 +176,8 @@ def held_params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 def test_uniform_single_path_training_learns_with_shared_weights():
     """The defect shared weights fix: with a private copy per candidate, loss stays at chance."""
-    from latkit.search.data import load_digits
-    from latkit.search.train import weight_optimizer
+    from latkit.search.supernet.data import load_digits
+    from latkit.search.supernet.train import weight_optimizer
 
     space = ProxylessMobileSpace(width_mult=0.25)
     data = load_digits(32, seed=0)
@@ -203,8 +203,8 @@ EPOCHS = 6
 
 def test_knowledge_pool_weights_start_a_similar_architecture_ahead():
     """FNAS's block-level weight sharing: inherited layers are the donor's, and train faster."""
-    from latkit.search.data import load_digits
-    from latkit.search.train import TrainedAccuracy, inherit_layers
+    from latkit.search.supernet.data import load_digits
+    from latkit.search.supernet.train import TrainedAccuracy, inherit_layers
 
     space = ProxylessMobileSpace(width_mult=0.25)
     data = load_digits(32, seed=0)

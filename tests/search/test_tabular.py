@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from latkit.errors import LatkitError, UsageError
-from latkit.search.tabular import Table, TabularProblem, run_tabular, split_spec
+from latkit.search.framework.tabular import Table, TabularProblem, run_tabular, split_spec
 from latkit.profiler.spaces import get_space
 
 

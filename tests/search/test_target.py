@@ -8,7 +8,7 @@ import pytest
 
 from latkit.errors import UsageError
 from latkit.search import target as tgt
-from latkit.search.result import SearchError
+from latkit.search.framework.result import SearchError
 
 
 def test_a_target_is_ms_a_share_of_the_slowest_network_or_a_speedup() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from latkit.search.base import SearchContext, register_algorithm
+from latkit.search.framework.base import SearchContext, register_algorithm
 
 
 @register_algorithm("random")

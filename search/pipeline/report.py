@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from latkit._files import check_output_dir, write_figure, write_text
-from latkit.search.pareto import pareto_front
+from latkit.search.pipeline.pareto import pareto_front
 from latkit.search.target import DEFAULT_TOLERANCE
 
 log = logging.getLogger(__name__)
@@ -413,7 +413,7 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
     and, for plots, ``layers`` (per-layer estimate rows), ``points``
     (predicted vs measured), ``history`` (search epochs), ``samples`` and
     ``chosen`` (accuracy vs latency); optional ``baseline`` and ``chosen_size``
-    (:mod:`latkit.search.pareto`), ``measurement`` (the deployed file's
+    (:mod:`latkit.search.pipeline.pareto`), ``measurement`` (the deployed file's
     ``measured_latency`` entry: CI, p90, device provenance) and ``command``.
 
     Returns:

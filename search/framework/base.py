@@ -30,7 +30,7 @@ import numpy as np
 from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace
 from latkit.registry import Registry
-from latkit.search.result import SCHEMA, SCHEMA_VERSION, Query, SearchError, SearchResult
+from latkit.search.framework.result import SCHEMA, SCHEMA_VERSION, Query, SearchError, SearchResult
 from latkit.search.target import check_reachable, check_target_ms
 
 __all__ = [
@@ -307,9 +307,9 @@ def _check_algorithm(obj: object) -> str | None:
 ALGORITHMS: Registry[Algorithm] = Registry(
     "search algorithm",
     "latkit.algorithms",
-    builtins=tuple(
-        f"latkit.search.{m}"
-        for m in ("evolution", "parsec", "ppo", "proxyless_grad", "random_search", "reinforce")
+    builtins=(
+        *(f"latkit.search.framework.algorithms.{m}" for m in ("evolution", "parsec", "ppo", "random_search", "reinforce")),
+        "latkit.search.supernet.proxyless_grad",
     ),
     check=_check_algorithm,
 )

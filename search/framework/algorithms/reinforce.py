@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from latkit.search.base import SearchContext, register_algorithm, reward
-from latkit.search.policy import CategoricalPolicy, RunningBaseline
+from latkit.search.framework.base import SearchContext, register_algorithm, reward
+from latkit.search.framework.policy import CategoricalPolicy, RunningBaseline
 
 
 @register_algorithm("reinforce")
@@ -28,7 +28,7 @@ def reinforce(
     Args:
         ctx: the search problem.
         lr: step size on the logits (advantages are scale-normalised).
-        w: reward exponent (see :func:`latkit.search.base.reward`).
+        w: reward exponent (see :func:`latkit.search.framework.base.reward`).
         two_sided: soft (two-sided) reward instead of the hard form.
         baseline_decay: moving-average decay of the baseline.
         max_iterations: bound on policy samples (default ``20 x budget``).

@@ -22,7 +22,7 @@ import numpy as np
 from latkit._files import one_line
 from latkit.errors import ArchError, LatkitError, UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace, get_space
-from latkit.search.base import SearchResult, run_search
+from latkit.search.framework.base import SearchResult, run_search
 
 # arch column names tried in order (NB201's accuracy CSV keeps an index in "arch")
 _ARCH_COLUMNS = ("cellstr", "arch")
@@ -125,7 +125,7 @@ def _number(text: str) -> float | None:
 
 
 class TableAccuracy:
-    """Accuracy as a table lookup (an :class:`~latkit.search.base.AccuracyModel`)."""
+    """Accuracy as a table lookup (an :class:`~latkit.search.framework.base.AccuracyModel`)."""
 
     def __init__(self, table: Table) -> None:
         self.table = table

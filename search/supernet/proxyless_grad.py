@@ -14,7 +14,7 @@ independent categoricals ``p_c = softmax(alpha_c)``. Each step alternates
   probabilities are unchanged (ProxylessNAS's rescaling).
 
 The loss adds the expected latency ``E[LAT]`` of the latency model, exact and
-differentiable for LUT tables (:mod:`latkit.search.latency_model`):
+differentiable for LUT tables (:mod:`latkit.lut.tables`):
 
 * ``"mul"``: ``CE * alpha * (log E[LAT] / log T) ** beta`` (latencies in
   microseconds inside the logs, so that both logs are positive for sub-ms targets);
@@ -47,12 +47,12 @@ import torch.nn.functional as F
 
 from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
-from latkit.search.base import SearchContext, SearchError, register_algorithm
-from latkit.search.data import SearchData
+from latkit.search.framework.base import SearchContext, SearchError, register_algorithm
+from latkit.search.supernet.data import SearchData
 from latkit.search.projection import project_to_target
 from latkit.search.target import check_reachable
-from latkit.search.supernet import GateSample, Supernet
-from latkit.search.train import weight_optimizer
+from latkit.search.supernet.supernet import GateSample, Supernet
+from latkit.search.supernet.train import weight_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +300,8 @@ class ProxylessGradSearch:
     # ---- checkpoint state ----
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Tensors and JSON state of the search (see :mod:`latkit.search.checkpoint`)."""
-        from latkit.search.checkpoint import optimizer_state
+        """Tensors and JSON state of the search (see :mod:`latkit.search.supernet.checkpoint`)."""
+        from latkit.search.supernet.checkpoint import optimizer_state
 
         tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         tensors.update({f"alpha.{c}": a.detach().clone() for c, a in enumerate(self.alphas)})
@@ -319,7 +319,7 @@ class ProxylessGradSearch:
 
     def load_state(self, tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
         """Restore :meth:`state` output (same space, supernet and config)."""
-        from latkit.search.checkpoint import restore_optimizer
+        from latkit.search.supernet.checkpoint import restore_optimizer
 
         self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         with torch.no_grad():

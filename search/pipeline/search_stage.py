@@ -1,4 +1,4 @@
-"""The search stage of :func:`latkit.search.pipeline.run_pipeline`, and its hand-over to training.
+"""The search stage of :func:`latkit.search.pipeline.runner.run_pipeline`, and its hand-over to training.
 
 The gradient search runs on the device's calibrated LUT tables (with the
 dataset's classifier), then :func:`fill_to_target` spends the latency budget the
@@ -18,7 +18,7 @@ import numpy as np
 from latkit._files import read_json, write_json
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace
 from latkit.search.target import check_reachable, range_warning
-from latkit.search.export import with_classes
+from latkit.search.deploy.export import with_classes
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def adopt_supernet_weights(module: Any, search: dict[str, Any], space_network: N
     Supernet tensors are ``net.layers.{i}.candidates.{module_id}.{rest}`` (module
     ids from the space's specs); the standalone names are ``{i}_{layer}.{rest}``.
     """
-    from latkit.search.checkpoint import has_checkpoint, load_checkpoint
-    from latkit.search.supernet import module_id
+    from latkit.search.supernet.checkpoint import has_checkpoint, load_checkpoint
+    from latkit.search.supernet.supernet import module_id
 
     folder = Path(search["folder"])
     if not has_checkpoint(folder):
@@ -62,7 +62,7 @@ def adopt_supernet_weights(module: Any, search: dict[str, Any], space_network: N
 def _latency_model(p: Any, n_classes: int) -> Any:
     """The calibrated LUT tables of the space, with the classifier at ``n_classes`` outputs."""
     from latkit.lut.store import LUT
-    from latkit.search.latency_model import TableLatencyModel
+    from latkit.lut.tables import TableLatencyModel
 
     with LUT.open(p.lut_path) as lut:
         return TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution, calibrated=True,
@@ -72,8 +72,8 @@ def _latency_model(p: Any, n_classes: int) -> Any:
 def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int, str], None]) -> dict[str, Any]:
     from latkit.lut.estimate import estimate
     from latkit.lut.store import LUT
-    from latkit.search.data import load_data
-    from latkit.search.proxyless_grad import ProxylessConfig
+    from latkit.search.supernet.data import load_data
+    from latkit.search.supernet.proxyless_grad import ProxylessConfig
     from latkit.search.run import run_search
 
     data = p.data()
@@ -130,7 +130,7 @@ def _arch_logp(folder: Path, n_choices: int) -> list[np.ndarray]:
     """Log-probabilities of the options from the search checkpoint's architecture logits."""
     import torch
 
-    from latkit.search.checkpoint import load_checkpoint
+    from latkit.search.supernet.checkpoint import load_checkpoint
 
     tensors, _ = load_checkpoint(folder)
     return [torch.log_softmax(tensors[f"alpha.{c}"].double(), 0).numpy() for c in range(n_choices)]

@@ -76,9 +76,9 @@ from latkit.profiler.build import count_params
 from latkit.profiler.export import network_key
 from latkit.profiler.spaces.base import Network, SearchSpace
 from latkit.profiler.spaces.load import load_network, read_arch_text
-from latkit.search import export_formats as fmt
-from latkit.search.export_formats import ExportError
-from latkit.search.export_weights import (
+from latkit.search.deploy import export_formats as fmt
+from latkit.search.deploy.export_formats import ExportError
+from latkit.search.deploy.export_weights import (
     CHECKPOINT_FILE,
     classes_of,
     read_weights,
@@ -350,7 +350,7 @@ def export_arch(
         resolution: input resolution (default: the arch's own, else the space's).
         name: file stem (``model.onnx``, ``model_int8.tflite``, ...).
         device: when given, every exported file of the device's format (at a precision
-            it runs) is measured on it (see :func:`latkit.search.verify.measure_exported`).
+            it runs) is measured on it (see :func:`latkit.search.deploy.verify.measure_exported`).
         protocol: measurement settings (a ``ProtocolConfig``) for ``device``.
         on_progress: called with a short message before each step.
 
@@ -363,7 +363,7 @@ def export_arch(
         MissingExtraError: TFLite export without litert-torch / ai-edge-quantizer.
         ExportError: an exporter failed or a file misses its parity tolerance.
     """
-    from latkit.search.export_quantized import QuantBatch, export_quantized
+    from latkit.search.deploy.export_quantized import QuantBatch, export_quantized
 
     formats_, variants_, p, nhwc = _plan(formats, variants, precision, layout, nhwc)
     say = on_progress or (lambda msg: None)
@@ -412,7 +412,7 @@ def export_arch(
 
 
 def _measure_files(report: ExportReport, device: Device, protocol: Any, say: ProgressFn) -> None:
-    from latkit.search.verify import measure_exported
+    from latkit.search.deploy.verify import measure_exported
 
     runs = tuple(getattr(device, "precisions", ("fp32",)))
     for f in report.files:

@@ -4,7 +4,7 @@ The policy is a factorised categorical; each round samples a batch of feasible
 architectures and updates it with PPO's clipped surrogate. Three parts, each
 switchable so its effect can be measured:
 
-* ``use_critic`` - an :class:`~latkit.search.knowledge.EnsembleCritic` trained on
+* ``use_critic`` - an :class:`~latkit.search.framework.knowledge.EnsembleCritic` trained on
   the queried (arch, accuracy) pairs answers for an architecture when its members
   agree and the estimate cannot beat the incumbent (no query spent); otherwise
   the architecture is evaluated for real. Once fitted it also screens: each
@@ -12,12 +12,12 @@ switchable so its effect can be measured:
   policy samples, so queries go where the critic expects to gain most.
 * ``use_replay`` - past rollouts are replayed in every update, each weighted by
   the truncated importance ratio ``min(pi_new / pi_behaviour, clip)``.
-* ``use_pool`` - an :class:`~latkit.search.knowledge.ArchPool` of evaluated
+* ``use_pool`` - an :class:`~latkit.search.framework.knowledge.ArchPool` of evaluated
   architectures cross-checks the critic: a close neighbour's accuracy is blended
   into the estimate and their disagreement widens its spread. ``pool_init``
   warm-starts it, e.g. with results of a proxy problem. The pool's other use,
   block-level weight inheritance, belongs to the accuracy model: with
-  :class:`~latkit.search.train.TrainedAccuracy` (``latkit search --train-steps``)
+  :class:`~latkit.search.supernet.train.TrainedAccuracy` (``latkit search --train-steps``)
   each queried architecture starts from its most similar predecessor's weights.
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from latkit.profiler.spaces.base import Arch
-from latkit.search.base import BudgetSpent, SearchContext, register_algorithm, reward
-from latkit.search.knowledge import (
+from latkit.search.framework.base import BudgetSpent, SearchContext, register_algorithm, reward
+from latkit.search.framework.knowledge import (
     ArchPool,
     EnsembleCritic,
     ReplayBuffer,
@@ -37,7 +37,7 @@ from latkit.search.knowledge import (
     off_policy_weight,
     should_query,
 )
-from latkit.search.policy import CategoricalPolicy, RunningBaseline, zero_grads
+from latkit.search.framework.policy import CategoricalPolicy, RunningBaseline, zero_grads
 
 
 def clipped_surrogate_grad(
@@ -163,14 +163,14 @@ def ppo(
         epochs: PPO passes over each batch.
         lr: step size on the logits (advantages are scale-normalised).
         clip_eps: PPO's ratio clip.
-        w, two_sided: the reward (see :func:`latkit.search.base.reward`).
+        w, two_sided: the reward (see :func:`latkit.search.framework.base.reward`).
         replay_size: past rollouts replayed per pass.
         replay_clip: truncation of the replay importance ratio.
         critic_members: ensemble size.
         critic_min_samples: queries before the critic may answer.
         critic_max_std: spread (accuracy points) above which it never answers.
         critic_margin: an estimate within ``margin x std`` of the incumbent is queried.
-        critic_floor_quantile: see :class:`~latkit.search.knowledge.EnsembleCritic`.
+        critic_floor_quantile: see :class:`~latkit.search.framework.knowledge.EnsembleCritic`.
         critic_refit: the critic is refitted once the new queries reach this
             share of those it was fitted on.
         pool_min_similarity: block similarity a pool neighbour needs to count.

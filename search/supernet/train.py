@@ -14,8 +14,8 @@ from torch import nn
 
 from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace
-from latkit.search.data import SearchData
-from latkit.search.supernet import Supernet
+from latkit.search.supernet.data import SearchData
+from latkit.search.supernet.supernet import Supernet
 
 
 def train_step(
@@ -169,8 +169,8 @@ class TrainedAccuracy:
     FNAS's per-experiment evaluation, with its architecture knowledge pool: with
     ``inherit``, a new architecture starts from the trained weights of the most
     similar architecture trained before (block similarity, see
-    :meth:`~latkit.search.knowledge.ArchPool.donor`). Every layer whose operator
-    (:func:`~latkit.search.supernet.module_id`) matches the donor's layer of the
+    :meth:`~latkit.search.framework.knowledge.ArchPool.donor`). Every layer whose operator
+    (:func:`~latkit.search.supernet.supernet.module_id`) matches the donor's layer of the
     same name takes the donor's tensors, BN statistics included; the other
     layers start fresh. The pool keeps the weights of the ``pool_size``
     best-scoring architectures, in memory only: a resumed search replays its
@@ -201,7 +201,7 @@ class TrainedAccuracy:
         seed: int = 0,
         on_step: Callable[[int, str], None] | None = None,
     ) -> None:
-        from latkit.search.knowledge import ArchPool
+        from latkit.search.framework.knowledge import ArchPool
 
         if steps < 1 or pool_size < 1:
             raise UsageError("steps and pool_size must be at least 1")
@@ -218,8 +218,8 @@ class TrainedAccuracy:
     def build(self, arch: Arch) -> tuple[nn.Module, dict[str, str]]:
         """A freshly initialised network of ``arch`` and its layers' operator ids (by layer name)."""
         from latkit.profiler.build import build_network
-        from latkit.search.export_weights import with_classes
-        from latkit.search.supernet import module_id, reset_bn
+        from latkit.search.deploy.export_weights import with_classes
+        from latkit.search.supernet.supernet import module_id, reset_bn
 
         network = with_classes(self.space.network(arch, self.resolution), self.data.n_classes)
         module = build_network(network, seed=self.seed + len(self.history))
@@ -317,7 +317,7 @@ def train_arch(
     """Train a searched architecture on its own, as ``latkit run`` does, and save it for export.
 
     Writes ``out_dir/weights.safetensors`` (the standalone naming that
-    :func:`latkit.search.export.export_arch` reads) and ``out_dir/weights.json``
+    :func:`latkit.search.deploy.export.export_arch` reads) and ``out_dir/weights.json``
     (schema ``latkit.trained``: architecture, dataset, classes, resolution,
     held-out accuracy, steps, where the weights started), each atomically.
 
@@ -342,8 +342,8 @@ def train_arch(
     """
     from latkit._files import check_output_dir
     from latkit.profiler.spaces.base import get_space
-    from latkit.search.data import load_data
-    from latkit.search.export import read_arch
+    from latkit.search.supernet.data import load_data
+    from latkit.search.deploy.export import read_arch
 
     if epochs < 1 or (max_steps is not None and max_steps < 1):
         raise UsageError(f"epochs and max_steps must be at least 1, got {epochs} and {max_steps}")
@@ -367,8 +367,8 @@ def train_arch(
 def _initial_module(space_network: Any, classes: int, start: Path | None, seed: int) -> tuple[nn.Module, Any, str]:
     """The module to train (identity BN, the supernet's weights where ``start`` gives them), its network, its origin."""
     from latkit.profiler.build import build_network
-    from latkit.search.export_weights import with_classes
-    from latkit.search.supernet import reset_bn
+    from latkit.search.deploy.export_weights import with_classes
+    from latkit.search.supernet.supernet import reset_bn
 
     network = with_classes(space_network, classes)
     module = build_network(network, seed=seed)
@@ -378,7 +378,7 @@ def _initial_module(space_network: Any, classes: int, start: Path | None, seed: 
 
 def _init_source(init: str | Path, arch: str | Path) -> Path | None:
     """The search checkpoint to start from (None: from scratch)."""
-    from latkit.search.export_weights import CHECKPOINT_FILE
+    from latkit.search.deploy.export_weights import CHECKPOINT_FILE
 
     if str(init) == "scratch":
         return None
@@ -398,7 +398,7 @@ def _init_source(init: str | Path, arch: str | Path) -> Path | None:
 def _adopt(module: nn.Module, checkpoint: Path, space_network: Any) -> str:
     """Load the supernet weights of the path into ``module``; a description of what was taken."""
     from latkit.errors import StoreError
-    from latkit.search.export_weights import is_search_checkpoint, read_weights, supernet_path_state
+    from latkit.search.deploy.export_weights import is_search_checkpoint, read_weights, supernet_path_state
 
     tensors, _ = read_weights(checkpoint)
     if not is_search_checkpoint(tensors.keys()):
@@ -417,7 +417,7 @@ def _save_trained(module: nn.Module, out: Path, info: Any, network: Any, ds: Sea
     from latkit._files import file_sha256, write_json
     from latkit._version import __version__
     from latkit.profiler.export import network_key
-    from latkit.search.export_weights import TRAINED_FILE, classes_of, save_weights
+    from latkit.search.deploy.export_weights import TRAINED_FILE, classes_of, save_weights
 
     classes = classes_of(network)
     weights = save_weights(module, out / TRAINED_FILE, network,

@@ -1,7 +1,7 @@
 """Weights of a standalone network: class-count resizing and the safetensors mapping.
 
 The tensors of a deployable network are the ``state_dict()`` of
-``latkit.profiler.build.build_network(network)``; see :mod:`latkit.search.export`
+``latkit.profiler.build.build_network(network)``; see :mod:`latkit.search.deploy.export`
 for the naming. :func:`save_weights` writes them with metadata (schema
 ``latkit.weights``); :func:`standalone_module` builds the module and loads them,
 resizing the classifier to the class count the weights were trained for. A
@@ -29,7 +29,7 @@ from latkit.profiler.spaces.base import Layer, Network
 WEIGHTS_SCHEMA = "latkit.weights"
 WEIGHTS_SCHEMA_VERSION = 1
 TRAINED_FILE = "weights.safetensors"  # what latkit train writes
-CHECKPOINT_FILE = "checkpoint.safetensors"  # what latkit search writes (latkit.search.checkpoint.TENSORS_FILE)
+CHECKPOINT_FILE = "checkpoint.safetensors"  # what latkit search writes (latkit.search.supernet.checkpoint.TENSORS_FILE)
 SUPERNET_PREFIX = "net.layers."
 
 
@@ -146,7 +146,7 @@ def supernet_path_state(tensors: dict[str, torch.Tensor], network: Network) -> d
     """The supernet weights of the path ``network`` takes, in the standalone naming.
 
     Supernet tensors are ``net.layers.{i}.candidates.{module_id}.{rest}`` (module
-    ids from the space's layer specs, see :func:`latkit.search.supernet.module_id`);
+    ids from the space's layer specs, see :func:`latkit.search.supernet.supernet.module_id`);
     the standalone names are ``{i}_{layer}.{rest}``. Architecture parameters,
     optimiser moments and the other candidates are dropped.
 
@@ -154,7 +154,7 @@ def supernet_path_state(tensors: dict[str, torch.Tensor], network: Network) -> d
         StoreError: the checkpoint holds no supernet, or none of the operator a
             layer of ``network`` needs (a checkpoint of another space, width or search).
     """
-    from latkit.search.supernet import IDENTITY, module_id
+    from latkit.search.supernet.supernet import IDENTITY, module_id
 
     by_layer: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
     for key, value in tensors.items():

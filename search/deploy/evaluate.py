@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from latkit.errors import UsageError
-from latkit.search import export_formats as fmt
+from latkit.search.deploy import export_formats as fmt
 
 
 def file_accuracy_pct(path: Path, fmt_name: str, layout: str, x: torch.Tensor | np.ndarray,

@@ -1,7 +1,7 @@
 """Quantized deployable files (fp16, full-integer int8) derived from the float32 exports.
 
 :func:`export_quantized` takes a float32 file written by
-:func:`latkit.search.export.export_arch`, quantizes it with
+:func:`latkit.search.deploy.export.export_arch`, quantizes it with
 :mod:`latkit.profiler.quantize` (the one place latkit quantizes: ai-edge-quantizer's
 static recipe for TFLite, ONNX Runtime's ``quantize_static`` QDQ for ONNX), checks
 the result really holds int8 kernels, compares it with the float32 network on
@@ -28,7 +28,7 @@ from torch import nn
 from latkit._files import atomic_path
 from latkit.devices.precision import Precision
 from latkit.errors import UsageError
-from latkit.search import export_formats as fmt
+from latkit.search.deploy import export_formats as fmt
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def export_quantized(
     """Write ``path``: the float32 file ``src`` at ``precision``, parity-checked, with its sidecar.
 
     Args:
-        src: the float32 :class:`~latkit.search.export.ExportedFile` (ONNX or TFLite).
+        src: the float32 :class:`~latkit.search.deploy.export.ExportedFile` (ONNX or TFLite).
         module: the float32 torch network (the parity reference).
         batch: representative images and the parity batch.
         base: the sidecar fields every file of the export shares.
@@ -96,14 +96,14 @@ def export_quantized(
         path: where the file goes (written atomically).
 
     Returns:
-        The :class:`~latkit.search.export.ExportedFile`.
+        The :class:`~latkit.search.deploy.export.ExportedFile`.
 
     Raises:
         UsageError: fp16 asked of an ONNX file.
         ExportError / LatkitError: the quantizer failed, or an int8 file has no int8 kernels.
     """
     from latkit.profiler.quantize import check_kernels, model_precision
-    from latkit.search.export import REL_TOL, ExportedFile, _check, _finish
+    from latkit.search.deploy.export import REL_TOL, ExportedFile, _check, _finish
 
     if src.format == "onnx" and precision != Precision.INT8:
         raise UsageError(f"ONNX files are exported at fp32 or int8, not {precision.value}; use tflite for fp16")

@@ -1,7 +1,7 @@
 """Weight-sharing supernets: every candidate's weights, one path per forward.
 
 A :class:`Supernet` holds one :class:`MixedLayer` per layer of the space's
-network (see :mod:`latkit.search.layout`). A mixed layer keeps a module for every
+network (see :mod:`latkit.lut.tables`). A mixed layer keeps a module for every
 distinct operator its choices can place there (built by
 :func:`latkit.profiler.build.build_op`); ``zero`` / ``skip`` layers are the
 identity, as in the space's own networks. :meth:`Supernet.forward` runs the one
@@ -47,7 +47,7 @@ from torch.func import functional_call
 from latkit.profiler.build import build_op
 from latkit.profiler.ops import OpSpec, OpType
 from latkit.profiler.spaces.base import Arch, SearchSpace
-from latkit.search.layout import LayerSlot, Layout, build_layout
+from latkit.lut.tables import LayerSlot, Layout, build_layout
 
 IDENTITY = "identity"
 

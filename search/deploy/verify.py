@@ -27,7 +27,7 @@ from latkit.devices.precision import Precision
 from latkit.errors import UsageError
 from latkit.lut.drift import Drift, Reference, combined, measure_drift
 from latkit._files import file_sha256
-from latkit.search.export import ExportedFile
+from latkit.search.deploy.export import ExportedFile
 from latkit.search.target import DEFAULT_TOLERANCE, within_budget
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def measure_exported(
 
     Args:
         device: an open device whose format is the file's.
-        exported: the file (from :func:`~latkit.search.export.export_arch`).
+        exported: the file (from :func:`~latkit.search.deploy.export.export_arch`).
         protocol: a :class:`~latkit.profiler.protocol.ProtocolConfig` (default settings if None).
         confirm_target_ms: when the first measurement is over this budget
             (by more than ``tolerance``), measure again before letting it stand: once on a steady

@@ -17,7 +17,7 @@ import numpy as np
 
 from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
-from latkit.search.base import SearchContext, register_algorithm, reward
+from latkit.search.framework.base import SearchContext, register_algorithm, reward
 
 
 def importance_weights(rewards: np.ndarray, temperature: float) -> np.ndarray:
@@ -86,7 +86,7 @@ def parsec(
         temperature: ``tau`` in reward units; default: half the round's reward spread.
         step: mixing rate of the empirical-Bayes update.
         smoothing: pseudo-count per option in the update.
-        w, two_sided: the reward (see :func:`latkit.search.base.reward`).
+        w, two_sided: the reward (see :func:`latkit.search.framework.base.reward`).
         init_probs: a starting ``pi`` (transfer from a proxy problem).
         max_rounds: bound on rounds (default ``20 x budget / samples_per_round``).
     """

@@ -13,7 +13,7 @@ from typing import Any
 
 from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
-from latkit.search.base import SearchContext, register_algorithm
+from latkit.search.framework.base import SearchContext, register_algorithm
 
 
 @register_algorithm("evolution")

@@ -1,48 +1,176 @@
-"""Latency models for search: LUT tables, calibrated tables, predictors.
+"""Per-slot latency tables of a space's network, compiled from a LUT, and the table latency model.
 
-A :class:`TableLatencyModel` holds, for every layer of the space's network, the
-latency of the operator each joint option of the layer's choices places there
-(see :mod:`latkit.search.layout`), summed into one table per distinct set of
-choices. The latency of an architecture is then ``const + sum_t table_t[arch]``,
-which equals :func:`latkit.lut.estimate.estimate` on the architecture's network,
-and the expected latency under a factorised distribution ``p`` over the options
-of each choice is
+Which layer depends on which choices (the layout). Both the supernet and the latency
+tables need to know, for every layer of the network, the choices its operator depends
+on and the operator each joint option of those choices places there. The spaces do not
+declare it, so it is probed: a choice ``c`` is a dependency of layer ``l`` when changing
+``c`` alone changes ``l``'s spec, from either of two base architectures (all-first and
+all-last options; two bases because a removed OFA block hides its kernel). The operator
+of every joint option of the dependencies is then read off networks built with those
+options, and the whole decomposition is checked against full networks of a few random
+architectures. In ``proxyless_mobile`` and ``fbnet`` every block depends on its own
+choice only (a layer's shapes depend only on its position: a ``zero``/``skip`` keeps
+the shape). In ``ofa_mbv3`` a block depends on its kernel, its expand ratio and its
+stage's depth (and on ``r`` when the resolution is a choice).
+
+The tables (:class:`TableLatencyModel`). For every layer, the latency of the operator
+each joint option of the layer's choices places there, summed into one table per
+distinct set of choices. The latency of an architecture is then
+``const + sum_t table_t[arch]``, which equals :func:`latkit.lut.estimate.estimate` on
+the architecture's network, and the expected latency under a factorised distribution
+``p`` over the options of each choice is
 
     E[LAT] = const + sum_t sum_{joint options o} table_t[o] * prod_{c in t} p_c[o_c]
 
-exact (the choices are independent) and differentiable in ``p``. In
-``proxyless_mobile`` and ``fbnet`` every table has one choice and this is the
-ProxylessNAS form ``sum_layers sum_ops p_op * LAT_op``; in ``ofa_mbv3`` a block's
-table spans its kernel, expand ratio and stage depth.
-
-The calibrated variant folds the device's calibration ``a * sum + b * n_ops + c``
-into the tables (it is linear, so expectations stay exact). A
-:class:`PredictorLatencyModel` wraps any latency predictor: it is not
-differentiable, so its :meth:`~PredictorLatencyModel.expected_latency` is a
-Monte-Carlo estimate over sampled architectures whose gradient is the
-score-function (REINFORCE) estimate.
+exact (the choices are independent) and differentiable in ``p`` (torch, imported only
+for that). In ``proxyless_mobile`` and ``fbnet`` every table has one choice and this is
+the ProxylessNAS form ``sum_layers sum_ops p_op * LAT_op``; in ``ofa_mbv3`` a block's
+table spans its kernel, expand ratio and stage depth. The calibrated variant folds the
+device's calibration ``a * sum + b * n_ops + c`` into the tables (it is linear, so
+expectations stay exact).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from latkit._version import __version__
 from latkit.devices.precision import Precision, parse_precision
 from latkit.errors import UsageError
 from latkit.lut.calibration import load_calibration
 from latkit.lut.store import LUT
-from latkit.profiler.ops import OpType
+from latkit.profiler.ops import OpSpec, OpType
 from latkit.profiler.spaces.base import Arch, SearchSpace
-from latkit.search.layout import LayerSlot, Layout, build_layout
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_JOINT_OPTIONS = 4096  # bound on the options one layer's dependencies may span
+
+
+@dataclass(frozen=True)
+class LayerSlot:
+    """One layer of the network: its dependencies and the spec per joint option."""
+
+    index: int
+    name: str
+    deps: tuple[int, ...]  # choice indices, ascending; empty for a fixed layer
+    specs: dict[tuple[int, ...], OpSpec]  # joint option indices of ``deps`` -> spec
+
+    def spec_for(self, arch: Arch) -> OpSpec:
+        """The operator ``arch`` places in this layer."""
+        return self.specs[tuple(arch.indices[c] for c in self.deps)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A space's network at one resolution, decomposed layer by layer."""
+
+    space: SearchSpace
+    resolution: int | None
+    n_options: tuple[int, ...]
+    slots: tuple[LayerSlot, ...]
+
+    def specs(self, arch: Arch) -> list[OpSpec]:
+        """The ordered layer specs of ``arch`` (equal to ``space.network(arch).specs``)."""
+        return [slot.spec_for(arch) for slot in self.slots]
+
+    def single_choice_slots(self) -> dict[int, LayerSlot]:
+        """Choice index -> its layer, when every choice drives exactly one layer alone.
+
+        Raises:
+            UsageError: some layer depends on several choices, or a choice on
+                several layers (e.g. OFA's depth choices).
+        """
+        owned: dict[int, LayerSlot] = {}
+        for slot in self.slots:
+            if len(slot.deps) > 1 or (slot.deps and slot.deps[0] in owned):
+                raise UsageError(
+                    f"space {self.space.name!r} has layers that depend on several choices; "
+                    "use a space whose layers each follow one choice (proxyless_mobile, fbnet)"
+                )
+            if slot.deps:
+                owned[slot.deps[0]] = slot
+        return owned
+
+
+def _with(base: tuple[int, ...], assign: dict[int, int]) -> Arch | tuple[int, ...]:
+    idx = list(base)
+    for c, o in assign.items():
+        idx[c] = o
+    return tuple(idx)
+
+
+def build_layout(space: SearchSpace, resolution: int | None = None, checks: int = 8) -> Layout:
+    """Probe ``space``'s layer dependencies at ``resolution`` (see the module docstring).
+
+    Args:
+        space: a space with an operator-level network.
+        resolution: input resolution passed to ``space.network`` (``None``: the
+            space's default, or the arch's own ``r`` in OFA).
+        checks: random architectures the decomposition is verified on.
+
+    Raises:
+        UsageError: the space's layers do not decompose per choice (the check
+            failed), or a layer depends on too many joint options.
+    """
+    n_options = tuple(len(c.options) for c in space.choices())
+    name = space.name
+
+    def specs_of(indices: tuple[int, ...]) -> list[OpSpec]:
+        return space.network(Arch(name, indices), resolution).specs
+
+    bases = [tuple(0 for _ in n_options), tuple(n - 1 for n in n_options)]
+    base_specs = [specs_of(b) for b in bases]
+    n_layers = len(base_specs[0])
+    deps: list[set[int]] = [set() for _ in range(n_layers)]
+    for base, ref in zip(bases, base_specs):
+        for c, n in enumerate(n_options):
+            for o in range(n):
+                if o == base[c]:
+                    continue
+                probe = specs_of(_with(base, {c: o}))  # type: ignore[arg-type]
+                if len(probe) != n_layers:
+                    raise UsageError(f"space {name!r}: networks have varying layer counts")
+                for layer, (a, b) in enumerate(zip(probe, ref)):
+                    if a != b:
+                        deps[layer].add(c)
+    layer_names = [layer.name for layer in space.network(Arch(name, bases[0]), resolution).layers]
+    slots = []
+    for layer in range(n_layers):
+        d = tuple(sorted(deps[layer]))
+        joint = math.prod(n_options[c] for c in d)
+        if joint > MAX_JOINT_OPTIONS:
+            raise UsageError(
+                f"space {name!r}: layer {layer_names[layer]} depends on {joint} joint options; "
+                "restrict the space (e.g. fewer resolutions)"
+            )
+        table = {}
+        for combo in itertools.product(*(range(n_options[c]) for c in d)):
+            table[combo] = specs_of(_with(bases[-1], dict(zip(d, combo))))[layer]  # type: ignore[arg-type]
+        slots.append(LayerSlot(layer, layer_names[layer], d, table))
+    out = Layout(space, resolution, n_options, tuple(slots))
+    _verify(out, checks)
+    return out
+
+
+def _verify(layout: Layout, checks: int) -> None:
+    rng = np.random.default_rng(12345)
+    space = layout.space
+    for _ in range(checks):
+        arch = space.sample(rng)
+        if layout.specs(arch) != space.network(arch, layout.resolution).specs:
+            raise UsageError(
+                f"space {space.name!r}: its layers do not decompose per choice; the search "
+                "latency model and supernet cannot represent it"
+            )
+
 
 MAX_SHARED_ENUMERATION = 200_000  # joint options of shared choices enumerated for exact min
 
@@ -128,7 +256,7 @@ class TableLatencyModel:
             device: device URI in the LUT (default its only device).
             resolution: input resolution (default the space's).
             calibrated: fold the device's stored calibration into the tables.
-            layout: a precomputed :func:`~latkit.search.layout.build_layout`.
+            layout: a precomputed :func:`~latkit.lut.tables.build_layout`.
             classes: the deployed classifier's output count, when it is not the
                 space's (a network trained on a 10-class set); the LUT must hold
                 that classifier.
@@ -205,6 +333,8 @@ class TableLatencyModel:
         """
         if len(probs) != len(self.n_options):
             raise UsageError(f"expected {len(self.n_options)} probability vectors, got {len(probs)}")
+        import torch
+
         dtype = probs[0].dtype
         if self._tensors is None or self._tensors[0].dtype != dtype:
             self._tensors = [torch.as_tensor(t.table, dtype=dtype) for t in self.terms]
@@ -310,114 +440,3 @@ def _with_classes(layout: Layout, classes: int) -> Layout:
         raise UsageError(f"cannot give {layout.space.name}'s classifier {classes} outputs")
     specs = {k: replace(s, output_shape=(1, 1, classes)) for k, s in last.specs.items()}
     return replace(layout, slots=layout.slots[:-1] + (LayerSlot(last.index, last.name, last.deps, specs),))
-
-
-class PredictorLatencyModel:
-    """A latency predictor (``predict(X) -> ms``) as a search latency model.
-
-    Args:
-        space: the search space.
-        predictor: anything with ``predict(X) -> np.ndarray`` (ms).
-        featurize: architectures -> the predictor's feature matrix; default the
-            space's one-hot :meth:`~latkit.profiler.spaces.base.SearchSpace.encode`.
-        provenance: recorded in ``arch.json`` (e.g. the predictor file).
-        mc_samples: architectures sampled per :meth:`expected_latency` call.
-        seed: seed of the sampling generator.
-    """
-
-    differentiable = False
-
-    def __init__(
-        self,
-        space: SearchSpace,
-        predictor: Any,
-        featurize: Callable[[Sequence[Arch]], np.ndarray] | None = None,
-        provenance: dict[str, Any] | None = None,
-        mc_samples: int = 16,
-        seed: int = 0,
-    ) -> None:
-        self.space, self.predictor = space, predictor
-        self.featurize = featurize or (lambda archs: np.stack([space.encode(a) for a in archs]))
-        self.provenance = {
-            "kind": "predictor",
-            "predictor": getattr(predictor, "name", type(predictor).__name__),
-            "latkit_version": __version__,
-            **(provenance or {}),
-        }
-        self.mc_samples = int(mc_samples)
-        self.rng = np.random.default_rng(seed)
-        self._cache: dict[Arch, float] = {}
-
-    @classmethod
-    def from_saved(cls, space: SearchSpace, directory: str | Path, **kwargs: Any) -> PredictorLatencyModel:
-        """A predictor saved by ``latkit predictor fit``, checked to read ``space``'s encoding.
-
-        Raises:
-            StoreError: unreadable predictor (see :func:`latkit.predictors.base.load`).
-            UsageError: a predictor of another space, of the known devices' latencies
-                (few-shot), or whose feature count differs from the space's encoding.
-        """
-        from latkit.predictors.base import load, load_metadata
-
-        meta = load_metadata(directory)
-        saved = meta.get("space")
-        prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
-        refit = f"fit one with `latkit predictor fit --space {space.name}`"
-        if prov.get("features") == "known_devices":
-            raise UsageError(f"predictor {directory} reads other devices' latencies (few-shot), not "
-                             f"architectures of {space.name!r}; {refit}")
-        if isinstance(saved, str) and saved != space.name:
-            raise UsageError(f"predictor {directory} was fitted on space {saved!r} but the search is on "
-                             f"{space.name!r}; search --space {saved} or {refit}")
-        predictor = load(directory)
-        width = len(space.encode(space.sample(np.random.default_rng(0))))
-        fitted = getattr(predictor, "n_features_in_", None)
-        if isinstance(fitted, int) and fitted != width:
-            raise UsageError(f"predictor {directory} reads {fitted} features but the encoding of "
-                             f"{space.name!r} has {width}; {refit}")
-        return cls(space, predictor, provenance={"predictor_dir": str(directory)}, **kwargs)
-
-    def latency_ms_batch(self, archs: Sequence[Arch]) -> list[float]:
-        """Predicted latencies (ms), cached per architecture."""
-        todo = [a for a in dict.fromkeys(archs) if a not in self._cache]
-        if todo:
-            pred = np.asarray(self.predictor.predict(self.featurize(todo)), dtype=np.float64)
-            self._cache.update(zip(todo, (float(v) for v in pred.reshape(-1))))
-        return [self._cache[a] for a in archs]
-
-    def latency_ms(self, arch: Arch) -> float:
-        """Predicted latency of ``arch`` (ms)."""
-        return self.latency_ms_batch([self.space.check(arch)])[0]
-
-    def expected_latency(self, probs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """A Monte-Carlo ``E[LAT]`` over archs sampled from ``probs``.
-
-        Its value is the mean predicted latency of the samples; its gradient is
-        the score-function estimate ``mean_k (LAT_k - mean) * grad log p(arch_k)``.
-        """
-        with torch.no_grad():
-            p_np = [p.detach().double().clamp_min(0).numpy() for p in probs]
-        archs = [
-            Arch(self.space.name, tuple(int(self.rng.choice(len(p), p=p / p.sum())) for p in p_np))
-            for _ in range(self.mc_samples)
-        ]
-        lat = torch.tensor(self.latency_ms_batch(archs), dtype=probs[0].dtype)
-        mean = lat.mean()
-        logp = torch.stack(
-            [sum(torch.log(probs[c][o]) for c, o in enumerate(a.indices)) for a in archs]
-        )
-        surrogate = ((lat - mean) * logp).mean()
-        return mean + surrogate - surrogate.detach()
-
-    def min_latency(self, space: SearchSpace | None = None) -> tuple[float, Arch]:
-        """Smallest predicted latency found by bounded coordinate descent (an upper bound)."""
-        from types import SimpleNamespace
-
-        from latkit.search.base import min_latency
-
-        # a view without min_latency, so the framework runs its coordinate descent
-        return min_latency(self.space, SimpleNamespace(latency_ms=self.latency_ms), np.random.default_rng(0))
-
-    def min_latency_ms(self) -> float:
-        """See :meth:`min_latency`."""
-        return self.min_latency()[0]

@@ -1,4 +1,4 @@
-"""Model-file writers and readers behind :mod:`latkit.search.export`.
+"""Model-file writers and readers behind :mod:`latkit.search.deploy.export`.
 
 Each writer turns an eval-mode torch module into one deployable file and
 returns what it did (opset, converter version, layout); each runner executes a

@@ -54,11 +54,11 @@ from latkit.devices.precision import Precision, check_precision, parse_precision
 from latkit.errors import LatkitError, StoreError, UsageError
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
-from latkit.search import report as rpt
+from latkit.search.pipeline import report as rpt
 from latkit.search import target as tgt
-from latkit.search.export import ExportedFile, export_arch, save_weights, with_classes
-from latkit.search.pipeline_search import SEARCH_RESOLUTION, adopt_supernet_weights, classifier_specs, search_stage
-from latkit.search.verify import measure_exported
+from latkit.search.deploy.export import ExportedFile, export_arch, save_weights, with_classes
+from latkit.search.pipeline.search_stage import SEARCH_RESOLUTION, adopt_supernet_weights, classifier_specs, search_stage
+from latkit.search.deploy.verify import measure_exported
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class _Pipeline:
 
     def data(self) -> Any:
         if self._data is None:
-            from latkit.search.data import load_data
+            from latkit.search.supernet.data import load_data
 
             self._data = load_data(self.cfg.data, self.resolution, seed=self.cfg.seed)
         return self._data
@@ -353,7 +353,7 @@ class _Pipeline:
     def calibrate(self) -> dict[str, Any]:
         from latkit.lut.calibration import calibrate_device
         from latkit.lut.store import LUT
-        from latkit.search.latency_model import TableLatencyModel
+        from latkit.lut.tables import TableLatencyModel
 
         with LUT.open(self.lut_path) as lut:
             lm = TableLatencyModel.from_lut(self.space, lut, self.cfg.device, self.resolution,
@@ -401,7 +401,7 @@ class _Pipeline:
         import torch
 
         from latkit.profiler.build import build_network
-        from latkit.search.train import accuracy_pct, train_network
+        from latkit.search.supernet.train import accuracy_pct, train_network
 
         torch.set_num_threads(self.cfg.threads)  # oversubscribed OpenMP threads are many times slower
         data = self.data()
@@ -444,7 +444,7 @@ class _Pipeline:
     def evaluate(self, export: dict[str, Any], train: dict[str, Any],
                  say: Callable[[int, int, str], None]) -> dict[str, Any]:  # fmt: skip
         """Held-out accuracy of the files at the shipped precision, run in their own runtimes."""
-        from latkit.search.evaluate import file_accuracy_pct
+        from latkit.search.deploy.evaluate import file_accuracy_pct
 
         data = self.data()
         shipped = [f for f in export["files"] if f["variant"] == self.precision.value]
@@ -558,7 +558,7 @@ def run_pipeline(
         on_progress: called as ``(stage, done, total, message)`` throughout.
         protocol: measurement protocol for every measurement of the run (default: a
             medium one for profiling, a stricter one for whole networks).
-        search_options: extra :class:`~latkit.search.proxyless_grad.ProxylessConfig` fields.
+        search_options: extra :class:`~latkit.search.supernet.proxyless_grad.ProxylessConfig` fields.
         device_options: keyword options for :func:`~latkit.devices.base.open_device`
             (e.g. ``key_path`` of an ADB device).
         **settings: any other :class:`PipelineConfig` field.
@@ -608,7 +608,7 @@ def run_pipeline(
 def _resolve_target(p: _Pipeline, target: tgt.Target) -> None:
     """The target in ms: a share of the slowest network is resolved on the calibrated tables."""
     if target.relative:
-        from latkit.search.pipeline_search import _latency_model
+        from latkit.search.pipeline.search_stage import _latency_model
 
         slowest = _latency_model(p, p.data().n_classes).max_latency()[0]
         p.target_ms, p.target_text = target.resolve(slowest), target.describe(slowest)
@@ -712,9 +712,9 @@ def _device_state(device: Any) -> dict[str, Any] | None:
 def _report_extras(p: _Pipeline, calib: dict[str, Any], best: dict[str, Any]) -> dict[str, Any]:
     """What the report compares and cites (owned by search/report.py): baseline, sizes, statistics, command."""
     from latkit.lut.store import LUT
-    from latkit.search import pareto
-    from latkit.search.latency_model import TableLatencyModel
-    from latkit.search.pipeline_search import _latency_model
+    from latkit.search.pipeline import pareto
+    from latkit.lut.tables import TableLatencyModel
+    from latkit.search.pipeline.search_stage import _latency_model
 
     with LUT.open(p.lut_path) as lut:  # the slowest network by LUT sum: the one calibration measured
         slowest = TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution,

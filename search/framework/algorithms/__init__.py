@@ -1,0 +1,1 @@
+"""Query-based search algorithms; each registers itself with latkit.search.framework.base."""

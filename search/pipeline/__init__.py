@@ -1,0 +1,1 @@
+"""latkit run: the pipeline's stages, its runner and its report."""

@@ -1,0 +1,1 @@
+"""Weight-sharing supernets: the network, its training, the gradient search, checkpoints and datasets."""
