@@ -32,7 +32,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,6 +264,73 @@ def _chunk(config: Any) -> int:
     return 2 * max(1, int(getattr(config, "pool_size", 12)))
 
 
+def _unique_measurable(specs: Iterable[OpSpec]) -> dict[str, OpSpec]:
+    """The measurable specs by key (the first of each key)."""
+    unique: dict[str, OpSpec] = {}
+    for spec in specs:
+        if spec.measurable:
+            unique.setdefault(spec.key, spec)
+    return unique
+
+
+def _holders_of_rest(claims: Claims, free: list[str]) -> list[Holder]:
+    """Who else holds the keys of ``free`` not stored yet (empty: none left to wait for)."""
+    done = claims.lut.done_keys(claims.uri, precision=claims.precision)
+    left = [k for k in free if k not in done]
+    return claims.held_by_others(left) if left else []
+
+
+def _merge(report: Any, part: Any, sink: ClaimingSink) -> None:
+    """Add one chunk's :class:`~latkit.profiler.runner.ProfileReport` to the run's."""
+    report.measured += [k for k in part.measured if k not in sink.already]
+    report.failed.update(part.failed)
+    report.unconverged += part.unconverged
+
+
+def _finish(report: Any, claims: Claims, todo: list[str], t0: float) -> list[str]:
+    """Fill in what is left and the time taken; returns the keys other runs measured."""
+    done = claims.lut.done_keys(claims.uri, precision=claims.precision)
+    mine = set(report.measured)
+    report.left = len([k for k in todo if k not in done and k not in report.failed])
+    report.elapsed_s = time.perf_counter() - t0
+    return [k for k in todo if k in done and k not in mine]
+
+
+def _claimed_chunks(
+    claims: Claims,
+    todo: list[str],
+    budget: int,
+    chunk: int,
+    *,
+    wait: bool,
+    on_wait: Any,
+    poll_s: float,
+) -> Iterator[list[str]]:
+    """Claim ``todo`` a chunk at a time and yield each chunk, ``budget`` operators in all.
+
+    When only others' claims remain, stop (``wait`` false) or poll every
+    ``poll_s`` until they are released or stored, calling ``on_wait(holders)``
+    once per change of who holds them.
+    """
+    tried: set[str] = set()
+    last_holders: list[Holder] | None = None
+    while budget > 0:
+        free = [k for k in todo if k not in tried]
+        batch = claims.claim(free, min(chunk, budget))
+        if not batch:
+            holders = _holders_of_rest(claims, free)
+            if not holders or not wait:
+                return  # all stored (or failed here); a limited run leaves the rest to others
+            if on_wait is not None and holders != last_holders:
+                on_wait(holders)
+            last_holders = holders
+            time.sleep(poll_s)
+            continue
+        tried.update(batch)
+        yield batch
+        budget -= len(batch)
+
+
 def profile_shared(
     device: Any,
     specs: Iterable[OpSpec],
@@ -300,47 +367,23 @@ def profile_shared(
     t0 = time.perf_counter()
     uri = device.info().uri
     prec = parse_precision(precision).value
-    unique: dict[str, OpSpec] = {}
-    for spec in specs:
-        if spec.measurable:
-            unique.setdefault(spec.key, spec)
+    unique = _unique_measurable(specs)
     done_before = lut.done_keys(uri, precision=prec)
     report = ProfileReport(device=uri, skipped=[k for k in unique if k in done_before])
     todo = [k for k in unique if k not in done_before]
     budget = len(todo) if limit is None else min(limit, len(todo))
     claims = Claims(lut, uri, precision=prec)
     sink = ClaimingSink(lut, claims)
-    tried: set[str] = set()
-    last_holders: list[Holder] | None = None
+    chunks = _claimed_chunks(
+        claims, todo, budget, _chunk(config), wait=limit is None, on_wait=on_wait, poll_s=poll_s
+    )
     try:
-        while budget > 0:
-            free = [k for k in todo if k not in tried]
-            batch = claims.claim(free, min(_chunk(config), budget))
-            if not batch:
-                done = lut.done_keys(uri, precision=prec)
-                left = [k for k in free if k not in done]
-                holders = claims.held_by_others(left) if left else []
-                if not holders or limit is not None:
-                    break  # all stored (or failed here); a limited run leaves the rest to others
-                if on_wait is not None and holders != last_holders:
-                    on_wait(holders)
-                last_holders = holders
-                time.sleep(poll_s)
-                continue
-            tried.update(batch)
+        for batch in chunks:
             part = profile_ops(
                 device, [unique[k] for k in batch], sink, config, on_progress=on_progress, precision=prec
             )
             claims.release(batch)  # the failed ones: another run may try them
-            report.measured += [k for k in part.measured if k not in sink.already]
-            report.failed.update(part.failed)
-            report.unconverged += part.unconverged
-            budget -= len(batch)
+            _merge(report, part, sink)
     finally:
         claims.release()
-    done = lut.done_keys(uri, precision=prec)
-    mine = set(report.measured)
-    by_others = [k for k in todo if k in done and k not in mine]
-    report.left = len([k for k in todo if k not in done and k not in report.failed])
-    report.elapsed_s = time.perf_counter() - t0
-    return report, by_others
+    return report, _finish(report, claims, todo, t0)
