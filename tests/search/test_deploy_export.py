@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from deploy_helpers import ARCH, CLASSES, RESOLUTION, SPACE
 from latkit._version import __version__
 from latkit.devices.base import open_device
 from latkit.errors import MissingExtraError, StoreError, UsageError
@@ -34,13 +35,6 @@ from latkit.search.deploy.export import (
 from latkit.search.deploy.verify import ExportedModel
 
 pytestmark = pytest.mark.slow
-
-SPACE = "proxyless_mobile_w05"
-RESOLUTION = 32
-CLASSES = 10
-ARCH = ["3x3_MBConv3", "zero", "5x5_MBConv3", "zero", "3x3_MBConv6", "zero", "zero", "zero",
-        "7x7_MBConv3", "zero", "zero", "zero", "3x3_MBConv3", "zero", "zero", "zero",
-        "5x5_MBConv6", "zero", "zero", "zero", "3x3_MBConv3"]  # fmt: skip
 
 
 def _quick() -> ProtocolConfig:

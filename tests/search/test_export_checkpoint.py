@@ -15,18 +15,12 @@ import pytest
 import torch
 
 from cli_checks import one_error_line, run
+from deploy_helpers import ARCH, CLASSES, RESOLUTION, SPACE
 from latkit.profiler.spaces import get_space
 from latkit.search.supernet.checkpoint import save_checkpoint
 from latkit.search.supernet.supernet import Supernet
 
 pytestmark = pytest.mark.slow
-
-SPACE = "proxyless_mobile_w05"
-RESOLUTION = 32
-CLASSES = 10
-ARCH = ["3x3_MBConv3", "zero", "5x5_MBConv3", "zero", "3x3_MBConv6", "zero", "zero", "zero",
-        "7x7_MBConv3", "zero", "zero", "zero", "3x3_MBConv3", "zero", "zero", "zero",
-        "5x5_MBConv6", "zero", "zero", "zero", "3x3_MBConv3"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
