@@ -48,6 +48,42 @@ def _precision(value: Any, bad: Callable[[str], StoreError]) -> str:
         raise bad(f"precision is {value!r}, not one of {', '.join(PRECISIONS)}") from None
 
 
+def _row_error(where: str) -> Callable[[str], StoreError]:
+    """How a bad field of the row named ``where`` is reported."""
+
+    def bad(what: str) -> StoreError:
+        return StoreError(f"{where}: {what}; nothing was stored, fix or remove that row")
+
+    return bad
+
+
+def _check_stat(column: str, value: Any, bad: Callable[[str], StoreError]) -> float | int | None:
+    """One statistic other than the latency and ``converged``, as stored (non-finite: unknown)."""
+    if not _is_number(value):
+        raise bad(f"{column} is {value!r}, not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value < 0 and column != "ci_low_ms":
+        raise bad(f"{column} is {value!r}; it must not be negative")
+    if column in _COUNT_COLUMNS:
+        if value != int(value):
+            raise bad(f"{column} is {value!r}, not a whole number")
+        return int(value)
+    return float(value)
+
+
+def _check_samples(samples: Any, bad: Callable[[str], StoreError]) -> list[float]:
+    """The raw samples (absent: none), each a finite number of milliseconds > 0."""
+    if samples is None:
+        samples = []
+    if not isinstance(samples, list):
+        raise bad(f"samples_ms is {type(samples).__name__}, not a list of milliseconds")
+    for j, v in enumerate(samples):
+        if not _is_number(v) or not math.isfinite(v) or v <= 0:
+            raise bad(f"samples_ms[{j}] is {v!r}; samples must be finite numbers > 0")
+    return [float(v) for v in samples]
+
+
 def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
     """Check one measurement row (the form :meth:`LUT.rows` returns) before it is stored.
 
@@ -69,9 +105,7 @@ def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
         StoreError: the first field that is missing or of the wrong type or value.
     """
 
-    def bad(what: str) -> StoreError:
-        return StoreError(f"{where}: {what}; nothing was stored, fix or remove that row")
-
+    bad = _row_error(where)
     if not isinstance(row, dict):
         raise bad(f"is {type(row).__name__}, not an object")
     out = {f: row.get(f) for f in ROW_FIELDS}
@@ -82,40 +116,18 @@ def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
         if not isinstance(out[f], str) or not out[f].strip():
             raise bad(f"{f} is {out[f]!r}, not a non-empty text")
     out["precision"] = _precision(out["precision"], bad)
-    where = f"{where} ({out['op_key']} on {out['device_uri']}, {out['precision']})"
+    bad = _row_error(f"{where} ({out['op_key']} on {out['device_uri']}, {out['precision']})")
     lat = out["latency_ms"]
     if not valid_latency(lat):
         raise bad(f"latency_ms is {lat!r}; it must be a number of milliseconds > 0 and < {MAX_LATENCY_MS:g}")
     out["latency_ms"] = float(lat)
     for c in STAT_COLUMNS[1:]:
-        v = out[c]
-        if v is None or c == "converged":
-            continue
-        if not _is_number(v):
-            raise bad(f"{c} is {v!r}, not a number")
-        if isinstance(v, float) and not math.isfinite(v):
-            out[c] = None
-            continue
-        if v < 0 and c not in ("ci_low_ms",):
-            raise bad(f"{c} is {v!r}; it must not be negative")
-        if c in _COUNT_COLUMNS:
-            if v != int(v):
-                raise bad(f"{c} is {v!r}, not a whole number")
-            out[c] = int(v)
-        else:
-            out[c] = float(v)
+        if out[c] is not None and c != "converged":
+            out[c] = _check_stat(c, out[c], bad)
     conv = out["converged"]
     if conv is not None and not isinstance(conv, bool) and conv not in (0, 1):
         raise bad(f"converged is {conv!r}, not true or false")
-    samples = out["samples_ms"]
-    if samples is None:
-        samples = []
-    if not isinstance(samples, list):
-        raise bad(f"samples_ms is {type(samples).__name__}, not a list of milliseconds")
-    for j, v in enumerate(samples):
-        if not _is_number(v) or not math.isfinite(v) or v <= 0:
-            raise bad(f"samples_ms[{j}] is {v!r}; samples must be finite numbers > 0")
-    out["samples_ms"] = [float(v) for v in samples]
+    out["samples_ms"] = _check_samples(out["samples_ms"], bad)
     prov = out["provenance"]
     if prov is not None and not isinstance(prov, dict):
         raise bad(f"provenance is {type(prov).__name__}, not an object")
