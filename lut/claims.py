@@ -41,7 +41,7 @@ from latkit.devices.precision import Precision, parse_precision
 from latkit.errors import StoreError, UsageError
 from latkit.lut.store import LUT
 from latkit.profiler.measurement import Measurement
-from latkit.profiler.ops import OpSpec
+from latkit.profiler.ops import OpSpec, measurable_by_key
 
 log = logging.getLogger(__name__)
 
@@ -264,15 +264,6 @@ def _chunk(config: Any) -> int:
     return 2 * max(1, int(getattr(config, "pool_size", 12)))
 
 
-def _unique_measurable(specs: Iterable[OpSpec]) -> dict[str, OpSpec]:
-    """The measurable specs by key (the first of each key)."""
-    unique: dict[str, OpSpec] = {}
-    for spec in specs:
-        if spec.measurable:
-            unique.setdefault(spec.key, spec)
-    return unique
-
-
 def _holders_of_rest(claims: Claims, free: list[str]) -> list[Holder]:
     """Who else holds the keys of ``free`` not stored yet (empty: none left to wait for)."""
     done = claims.lut.done_keys(claims.uri, precision=claims.precision)
@@ -367,7 +358,7 @@ def profile_shared(
     t0 = time.perf_counter()
     uri = device.info().uri
     prec = parse_precision(precision).value
-    unique = _unique_measurable(specs)
+    unique = measurable_by_key(specs)
     done_before = lut.done_keys(uri, precision=prec)
     report = ProfileReport(device=uri, skipped=[k for k in unique if k in done_before])
     todo = [k for k in unique if k not in done_before]

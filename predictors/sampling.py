@@ -30,7 +30,7 @@ import numpy as np
 
 from latkit.errors import UsageError
 from latkit.predictors.features import FEATURE_NAMES, feature_matrix
-from latkit.profiler.ops import OpSpec
+from latkit.profiler.ops import OpSpec, measurable_by_key
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +145,6 @@ def _by_uncertainty(
     return chosen
 
 
-def _distinct(specs: Iterable[OpSpec]) -> list[OpSpec]:
-    seen: dict[str, OpSpec] = {}
-    for s in specs:
-        if s.measurable:
-            seen.setdefault(s.key, s)
-    return list(seen.values())
-
-
 def choose_informative(
     specs: Sequence[OpSpec],
     n: int,
@@ -184,7 +176,7 @@ def choose_informative(
     if n < 0:
         raise UsageError(f"cannot choose a negative number of ops ({n})")
     gen = _rng(rng)
-    ops = _distinct(specs)
+    ops = list(measurable_by_key(specs).values())
     done: dict[str, float | None] = {}
     if isinstance(measured, Mapping):
         done = {str(k): float(v) for k, v in measured.items()}
@@ -234,6 +226,49 @@ class SampledReport:
 ProgressFn = Callable[[int, int, str, Any], None]
 
 
+def _shifted_progress(on_progress: ProgressFn | None, offset: int, n: int) -> ProgressFn:
+    """A round's progress callback reporting to ``on_progress`` as ``(offset + done, n, ...)``."""
+
+    def progress(i: int, total: int, key: str, m: Any) -> None:
+        if on_progress is not None:
+            on_progress(offset + i, n, key, m)
+
+    return progress
+
+
+def _sample_round(
+    device: Any,
+    ops: list[OpSpec],
+    size: int,
+    lut: Any,
+    config: Any,
+    report: SampledReport,
+    gen: np.random.Generator,
+    progress: ProgressFn,
+    precision: str,
+) -> bool:
+    """Pick ``size`` ops given what the LUT holds, measure them and add them to ``report``.
+
+    Returns:
+        False when nothing is left to pick.
+    """
+    from latkit.predictors.oplevel import measured_ops
+    from latkit.profiler.runner import profile_ops
+
+    specs, lat = measured_ops(lut, device.uri, precision=precision)
+    done = {s.key: float(v) for s, v in zip(specs, lat)}
+    # a failed op would be picked again and fail again
+    batch = choose_informative(ops, size, done, gen, exclude=report.failed)
+    if not batch:
+        return False
+    pr = profile_ops(device, batch, lut, config, on_progress=progress, precision=precision)
+    report.measured += pr.measured
+    report.failed.update(pr.failed)
+    report.rounds += 1
+    log.info("sampling round %d: measured %d op(s)", report.rounds, len(pr.measured))
+    return True
+
+
 def profile_sampled(
     device: Any,
     space_specs: Sequence[OpSpec],
@@ -274,33 +309,18 @@ def profile_sampled(
     Raises:
         UsageError: ``n`` or ``rounds`` is not positive.
     """
-    from latkit.predictors.oplevel import fill_lut, fit_on_lut, measured_ops
-    from latkit.profiler.runner import profile_ops
+    from latkit.predictors.oplevel import fill_lut, fit_on_lut
 
     if n < 1 or rounds < 1:
         raise UsageError(f"--sample needs a positive count and rounds (got {n}, {rounds})")
     gen = _rng(rng)
-    ops = _distinct(space_specs)
+    ops = list(measurable_by_key(space_specs).values())
     report = SampledReport(device=device.uri, n_candidates=len(ops))
     sizes = [n // rounds + (i < n % rounds) for i in range(rounds)]
     for size in (s for s in sizes if s):
-        specs, lat = measured_ops(lut, device.uri, precision=precision)
-        done = {s.key: float(v) for s, v in zip(specs, lat)}
-        # a failed op would be picked again and fail again
-        batch = choose_informative(ops, size, done, gen, exclude=report.failed)
-        if not batch:
+        progress = _shifted_progress(on_progress, len(report.measured), n)
+        if not _sample_round(device, ops, size, lut, config, report, gen, progress, precision):
             break
-        offset = len(report.measured)
-
-        def progress(i: int, total: int, key: str, m: Any, _o: int = offset) -> None:
-            if on_progress is not None:
-                on_progress(_o + i, n, key, m)
-
-        pr = profile_ops(device, batch, lut, config, on_progress=progress, precision=precision)
-        report.measured += pr.measured
-        report.failed.update(pr.failed)
-        report.rounds += 1
-        log.info("sampling round %d: measured %d op(s)", report.rounds, len(pr.measured))
     fitted = fit_on_lut(lut, device.uri, predictor, precision=precision)
     report.n_train = int(fitted.n_train_)
     report.predictor = fitted.name

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -187,26 +188,42 @@ def _is_proxyless_style(spec: OpSpec) -> bool:
     return spec.act is Act.RELU6 and not spec.se and spec.groups == 1 and spec.expand_conv_is_default
 
 
+@dataclass(frozen=True)
+class _KeyForm:
+    """How an op type other than the MBConv is written in keys and read back."""
+
+    name: str  # the key's first word
+    conv: bool = False  # a convolution: read back with its stride from the shapes and the table's activation
+    kernel: int = 1  # the kernel it is read back with
+    flat_output: bool = False  # the output is written as its channel count alone
+
+
+#: the one table of the op types whose key is their name and shapes
+_KEY_FORMS = {
+    OpType.STEM: _KeyForm("Conv", conv=True, kernel=3),
+    OpType.HEAD_CONV: _KeyForm("Conv_1", conv=True),
+    OpType.POOL: _KeyForm("AvgPool2D"),
+    # a strided 1x1 conv (FBNet's shape-changing skip) shows in its shapes
+    OpType.POOLED_CONV: _KeyForm("Conv_2", conv=True),
+    OpType.LOGITS: _KeyForm("Logits", flat_output=True),
+    OpType.SKIP: _KeyForm(OpType.SKIP.value),
+    OpType.ZERO: _KeyForm(OpType.ZERO.value),
+}
+_TYPE_OF_NAME = {form.name: t for t, form in _KEY_FORMS.items()}
+MBCONV_NAME = "expanded_conv"
+
+
 def op_key(spec: OpSpec) -> str:
     """Derive the LUT key of ``spec`` (see the module docstring for the formats)."""
+    form = _KEY_FORMS.get(spec.op_type)
+    if form is not None:
+        out = str(spec.output_shape[2]) if form.flat_output else _fmt_shape(spec.output_shape)
+        return f"{form.name}-input:{_fmt_shape(spec.input_shape)}-output:{out}"
     io = f"input:{_fmt_shape(spec.input_shape)}-output:{_fmt_shape(spec.output_shape)}"
-    t = spec.op_type
-    if t is OpType.STEM:
-        return f"Conv-{io}"
-    if t is OpType.HEAD_CONV:
-        return f"Conv_1-{io}"
-    if t is OpType.POOL:
-        return f"AvgPool2D-{io}"
-    if t is OpType.POOLED_CONV:
-        return f"Conv_2-{io}"
-    if t is OpType.LOGITS:
-        return f"Logits-input:{_fmt_shape(spec.input_shape)}-output:{spec.output_shape[2]}"
-    if t in FREE_OPS:
-        return f"{t.value}-{io}"
     common = f"kernel:{spec.kernel}-stride:{spec.stride}-idskip:{int(spec.idskip)}"
     if _is_proxyless_style(spec):
-        return f"expanded_conv-{io}-expand:{spec.expand_ratio}-{common}"
-    key = f"expanded_conv-{io}-expand:{spec.mid_channels}-{common}-se:{int(spec.se)}"
+        return f"{MBCONV_NAME}-{io}-expand:{spec.expand_ratio}-{common}"
+    key = f"{MBCONV_NAME}-{io}-expand:{spec.mid_channels}-{common}-se:{int(spec.se)}"
     key += f"-hs:{int(spec.act is Act.H_SWISH)}"
     if spec.act not in (Act.RELU, Act.H_SWISH):
         key += f"-act:{spec.act.value}"
@@ -228,43 +245,17 @@ def _parse_shape(text: str) -> Shape:
     return (1, 1, parts[0]) if len(parts) == 1 else (parts[0], parts[1], parts[2])
 
 
-def parse_key(key: str, *, default_act: Act | None = None) -> OpSpec:
-    """Rebuild the spec behind a key, so that ``parse_key(k).key == k``.
+def _parse_named(op_type: OpType, inp: Shape, out: Shape, act: Act) -> OpSpec:
+    """The spec of a key of :data:`_KEY_FORMS` (``act``: the table's stem and head activation)."""
+    form = _KEY_FORMS[op_type]
+    if not form.conv:
+        return OpSpec(op_type, inp, out)
+    stride = max(1, round(inp[0] / out[0]))
+    return OpSpec(op_type, inp, out, kernel=form.kernel, stride=stride, act=act)
 
-    Public tables leave out what their key format implies: ``default_act`` is
-    the activation of the stem and head convolutions (ReLU6 for ProxylessNAS,
-    h-swish for OFA MobileNetV3); MBConv activations are read from the key.
 
-    Raises:
-        ParseError: the key is not in any format latkit knows.
-    """
-    m = _KEY_RE.match(key.strip())
-    if not m:
-        raise ParseError(f"unrecognised operator key {key!r}")
-    name, inp, out = m["name"], _parse_shape(m["inp"]), _parse_shape(m["out"])
-    fields = dict(f.split(":", 1) for f in m["rest"].split("-") if f)
-    head_act = default_act or Act.NONE
-    simple = {
-        "Conv": OpType.STEM,
-        "Conv_1": OpType.HEAD_CONV,
-        "AvgPool2D": OpType.POOL,
-        "Conv_2": OpType.POOLED_CONV,
-        "Logits": OpType.LOGITS,
-        "skip": OpType.SKIP,
-        "zero": OpType.ZERO,
-    }
-    if name in simple:
-        t = simple[name]
-        if t is OpType.STEM:
-            stride = max(1, round(inp[0] / out[0]))
-            return OpSpec(t, inp, out, kernel=3, stride=stride, act=head_act)
-        if t in (OpType.HEAD_CONV, OpType.POOLED_CONV):
-            # a strided 1x1 conv (FBNet's shape-changing skip) shows in its shapes
-            stride = max(1, round(inp[0] / out[0]))
-            return OpSpec(t, inp, out, stride=stride, act=head_act)
-        return OpSpec(t, inp, out)
-    if name != "expanded_conv":
-        raise ParseError(f"unknown operator type {name!r} in key {key!r}")
+def _parse_mbconv(key: str, inp: Shape, out: Shape, fields: dict[str, str]) -> OpSpec:
+    """The spec of an ``expanded_conv`` key in the ProxylessNAS or the OFA form."""
     try:
         kernel, stride = int(fields["kernel"]), int(fields["stride"])
         idskip, expand = bool(int(fields["idskip"])), float(fields["expand"])
@@ -283,10 +274,41 @@ def parse_key(key: str, *, default_act: Act | None = None) -> OpSpec:
         act = Act(fields["act"]) if "act" in fields else (
             Act.H_SWISH if int(fields.get("hs", 0)) else Act.RELU
         )
-    spec = OpSpec(
+    return OpSpec(
         OpType.MBCONV, inp, out, kernel=kernel, stride=stride, expand_ratio=round(ratio, 4),
         mid_channels=mid, groups=groups, se=se, act=act, idskip=idskip, expand_conv=expand_conv,
     )
+
+
+def parse_key(key: str, *, default_act: Act | None = None) -> OpSpec:
+    """Rebuild the spec behind a key, so that ``parse_key(k).key == k``.
+
+    Public tables leave out what their key format implies: ``default_act`` is
+    the activation of the stem and head convolutions (ReLU6 for ProxylessNAS,
+    h-swish for OFA MobileNetV3); MBConv activations are read from the key.
+
+    Raises:
+        ParseError: the key is not in any format latkit knows.
+    """
+    m = _KEY_RE.match(key.strip())
+    if not m:
+        raise ParseError(f"unrecognised operator key {key!r}")
+    name, inp, out = m["name"], _parse_shape(m["inp"]), _parse_shape(m["out"])
+    if name in _TYPE_OF_NAME:
+        return _parse_named(_TYPE_OF_NAME[name], inp, out, default_act or Act.NONE)
+    if name != MBCONV_NAME:
+        raise ParseError(f"unknown operator type {name!r} in key {key!r}")
+    fields = dict(f.split(":", 1) for f in m["rest"].split("-") if f)
+    spec = _parse_mbconv(key, inp, out, fields)
     if spec.key != key.strip():
         raise ParseError(f"key {key!r} does not round-trip (read back as {spec.key!r})")
     return spec
+
+
+def measurable_by_key(specs: Iterable[OpSpec]) -> dict[str, OpSpec]:
+    """The specs that cost time by key, the first of each key kept, in order."""
+    unique: dict[str, OpSpec] = {}
+    for spec in specs:
+        if spec.measurable:
+            unique.setdefault(spec.key, spec)
+    return unique
