@@ -91,6 +91,61 @@ class LatencyTable:
         )
 
 
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The header (empty in an empty file) and the non-blank rows of a CSV file."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            body = [r for r in reader if r and any(cell.strip() for cell in r)]
+    except FileNotFoundError:
+        raise UsageError(f"latency CSV {path} not found; pass an existing file") from None
+    except UnicodeDecodeError:
+        raise ParseError(f"latency CSV {path} is not UTF-8 text; give a CSV file") from None
+    except (OSError, csv.Error) as exc:
+        raise ParseError(f"cannot read latency CSV {path}: {one_line(exc)}") from exc
+    return header, body
+
+
+def _device_columns(path: Path, header: list[str]) -> list[int]:
+    """The indices of the device columns of a checked header."""
+    if not header or ARCH_COLUMN not in header:
+        raise ParseError(f"{path} has no {ARCH_COLUMN!r} column; expected header arch,<device>,...")
+    seen: set[str] = set()
+    for name in (h.strip() for h in header):
+        if name in seen:
+            raise ParseError(f"{path}: column {name!r} appears twice in the header; rename or drop one")
+        seen.add(name)
+    dev_cols = [i for i, h in enumerate(header) if h not in (ARCH_COLUMN, INDEX_COLUMN)]
+    if not dev_cols:
+        raise ParseError(f"{path} has no device column beside {ARCH_COLUMN!r}")
+    return dev_cols
+
+
+def _latency_cell(cell: str, where: str) -> float:
+    """One latency cell (``where``: its file, line and column): ms, or NaN when empty."""
+    if cell == "":
+        return math.nan  # not measured: checked where the column is used
+    try:
+        value = float(cell)
+    except ValueError:
+        if cell.lower() in _MISSING_WORDS:
+            value = math.nan
+        else:
+            raise ParseError(f"{where}: {cell!r} is not a number") from None
+    if math.isnan(value):  # "nan" is no measurement; an empty cell says "not measured"
+        raise ParseError(
+            f"{where}: latency {cell!r} is not a number; "
+            "leave the cell empty if that arch was not measured"
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ParseError(
+            f"{where}: latency {cell!r} ms is not a positive "
+            "finite number; drop or fix that row"
+        )
+    return value
+
+
 def read_latency_csv(path: str | Path) -> LatencyTable:
     """Read a latency CSV (``[arch_index,] arch, <device>...``).
 
@@ -103,28 +158,9 @@ def read_latency_csv(path: str | Path) -> LatencyTable:
             or a cell that is not a positive finite number (``nan`` included).
     """
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            body = [r for r in reader if r and any(cell.strip() for cell in r)]
-    except FileNotFoundError:
-        raise UsageError(f"latency CSV {path} not found; pass an existing file") from None
-    except UnicodeDecodeError:
-        raise ParseError(f"latency CSV {path} is not UTF-8 text; give a CSV file") from None
-    except (OSError, csv.Error) as exc:
-        raise ParseError(f"cannot read latency CSV {path}: {one_line(exc)}") from exc
-    if not header or ARCH_COLUMN not in header:
-        raise ParseError(f"{path} has no {ARCH_COLUMN!r} column; expected header arch,<device>,...")
-    seen: set[str] = set()
-    for name in (h.strip() for h in header):
-        if name in seen:
-            raise ParseError(f"{path}: column {name!r} appears twice in the header; rename or drop one")
-        seen.add(name)
+    header, body = _read_rows(path)
+    dev_cols = _device_columns(path, header)
     arch_col = header.index(ARCH_COLUMN)
-    dev_cols = [i for i, h in enumerate(header) if h not in (ARCH_COLUMN, INDEX_COLUMN)]
-    if not dev_cols:
-        raise ParseError(f"{path} has no device column beside {ARCH_COLUMN!r}")
     if not body:
         raise ParseError(f"{path} has a header but no rows")
     lat = np.full((len(body), len(dev_cols)), np.nan)
@@ -134,29 +170,7 @@ def read_latency_csv(path: str | Path) -> LatencyTable:
                 f"{path} line {r + 2} has {len(row)} fields, the header has {len(header)}"
             )
         for j, c in enumerate(dev_cols):
-            cell = row[c].strip()
-            if cell == "":
-                continue  # not measured: checked where the column is used
-            try:
-                value = float(cell)
-            except ValueError:
-                if cell.lower() in _MISSING_WORDS:
-                    value = math.nan
-                else:
-                    raise ParseError(
-                        f"{path} line {r + 2}, column {header[c]!r}: {cell!r} is not a number"
-                    ) from None
-            if math.isnan(value):  # "nan" is no measurement; an empty cell says "not measured"
-                raise ParseError(
-                    f"{path} line {r + 2}, column {header[c]!r}: latency {cell!r} is not a number; "
-                    "leave the cell empty if that arch was not measured"
-                )
-            if not (math.isfinite(value) and value > 0):
-                raise ParseError(
-                    f"{path} line {r + 2}, column {header[c]!r}: latency {cell!r} ms is not a positive "
-                    "finite number; drop or fix that row"
-                )
-            lat[r, j] = value
+            lat[r, j] = _latency_cell(row[c].strip(), f"{path} line {r + 2}, column {header[c]!r}")
     archs = tuple(row[arch_col].strip() for row in body)
     _check_duplicates(path, archs, tuple(header[c] for c in dev_cols), lat)
     return LatencyTable(archs, tuple(header[c] for c in dev_cols), lat, str(path))
