@@ -51,6 +51,11 @@ samples in the order taken and its provenance: device info and state
 before/after, load averages, CPU model, iterations, the protocol, the median
 and the share of samples near the reported value, the latkit version and UTC
 timestamps.
+
+The settings callers use are named here (:class:`Preset`: ``default``,
+``quick``, ``profile``, ``pipeline``, ``network``), not written out at each
+caller: the CLI, ``latkit run`` and the benchmarks ask for one by name
+(:meth:`ProtocolConfig.preset`).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -69,7 +75,14 @@ import numpy as np
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelSource, Session, host_cpu_model
 from latkit.devices.precision import parse_precision
-from latkit.errors import DeviceError, DeviceUnreachableError, LatkitError, MeasurementError, UsageError
+from latkit.errors import (
+    DeviceError,
+    DeviceUnreachableError,
+    LatkitError,
+    MeasurementError,
+    UnknownNameError,
+    UsageError,
+)
 from latkit.profiler import stats
 from latkit.profiler.measurement import Measurement, MeasurementSink
 from latkit.profiler.ops import OpSpec
@@ -86,6 +99,16 @@ OUTAGES_PER_VISIT = 3  # a model whose visit meets more outages than this fails
 
 ProgressFn = Callable[[int, int, str, "Measurement | None"], None]
 ErrorFn = Callable[[str, BaseException], None]
+
+
+class Preset(str, Enum):
+    """Named measurement settings: the one place each is chosen (see :meth:`ProtocolConfig.preset`)."""
+
+    DEFAULT = "default"  # a reference LUT: the defaults of ProtocolConfig
+    QUICK = "quick"  # smoke runs and tests (--quick): few samples, short warmups; not real LUTs
+    PROFILE = "profile"  # `latkit profile` (and `search --measure-missing`): a slow operator may take 20 s
+    PIPELINE = "pipeline"  # operators profiled by `latkit run`: fewer samples, enough for a 10% e2e goal
+    NETWORK = "network"  # whole networks measured by `latkit run` (calibration, the exported ones)
 
 
 @dataclass(frozen=True)
@@ -157,14 +180,32 @@ class ProtocolConfig:
         return asdict(self)
 
     @classmethod
+    def preset(cls, name: str | Preset, **overrides: Any) -> ProtocolConfig:
+        """The settings of a named :class:`Preset`, with ``overrides`` on top.
+
+        Raises:
+            UnknownNameError: no preset of that name.
+        """
+        try:
+            preset = Preset(name)
+        except ValueError:
+            raise UnknownNameError("protocol preset", str(name), [p.value for p in Preset]) from None
+        return cls(**{**_PRESET_SETTINGS[preset], **overrides})
+
+    @classmethod
     def quick(cls, **overrides: Any) -> ProtocolConfig:
-        """Few samples and short warmups: for smoke runs and tests, not real LUTs."""
-        settings: dict[str, Any] = {
-            "warmup_runs": 5, "warmup_s": 0.03, "min_samples": 12, "max_samples": 40,
-            "target_rel_ci": 0.05, "max_seconds_per_op": 1.0, "pool_size": 8,
-        }  # fmt: skip
-        settings.update(overrides)
-        return cls(**settings)
+        """Few samples and short warmups (:attr:`Preset.QUICK`): for smoke runs and tests, not real LUTs."""
+        return cls.preset(Preset.QUICK, **overrides)
+
+
+_PRESET_SETTINGS: dict[Preset, dict[str, float | int]] = {
+    Preset.DEFAULT: {},
+    Preset.QUICK: {"warmup_runs": 5, "warmup_s": 0.03, "min_samples": 12, "max_samples": 40,
+                   "target_rel_ci": 0.05, "max_seconds_per_op": 1.0, "pool_size": 8},
+    Preset.PROFILE: {"max_seconds_per_op": 20.0},
+    Preset.PIPELINE: {"min_samples": 20, "max_samples": 120, "target_rel_ci": 0.03, "max_seconds_per_op": 2.0},
+    Preset.NETWORK: {"min_samples": 30, "max_samples": 200, "target_rel_ci": 0.02, "max_seconds_per_op": 4.0},
+}  # fmt: skip
 
 
 def _utc() -> str:
@@ -625,4 +666,4 @@ def measure_one(
     return result[0]
 
 
-__all__ = ["ProtocolConfig", "measure_many", "measure_one", "statistic_name"]
+__all__ = ["Preset", "ProtocolConfig", "measure_many", "measure_one", "statistic_name"]
