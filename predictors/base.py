@@ -575,6 +575,28 @@ def read_json_arrays(path: Path) -> dict[str, Any]:
     return out
 
 
+class JsonWeights:
+    """Persistence for a predictor whose learned state is a few float arrays and numbers.
+
+    Mix in before :class:`Predictor` and list the state in ``json_weights``: each
+    name ``n`` is the attribute ``n_``, saved under the key ``n`` of
+    ``weights.json`` (:func:`write_json_arrays`) and read back as a float64
+    array or a float.
+    """
+
+    json_weights: tuple[str, ...] = ()
+
+    def _save_weights(self, directory: Path) -> WeightsInfo:
+        write_json_arrays(directory / "weights.json", {n: getattr(self, n + "_") for n in self.json_weights})
+        return WeightsInfo("json", ["weights.json"])
+
+    def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
+        w = read_json_arrays(directory / "weights.json")
+        for n in self.json_weights:
+            v = w[n]
+            setattr(self, n + "_", v.astype(np.float64) if isinstance(v, np.ndarray) else float(v))
+
+
 def _all_finite(value: Any, depth: int = 0) -> bool:
     """No NaN or infinity anywhere in a plain JSON value (bounded depth)."""
     if isinstance(value, float):

@@ -23,15 +23,13 @@ from typing import Any
 import numpy as np
 
 from latkit.errors import UsageError
-from latkit.predictors.base import Predictor, WeightsInfo, check_X, check_Xy, register_predictor
+from latkit.predictors.base import WeightsInfo, check_X, check_Xy, register_predictor
 from latkit.predictors.network import (
+    TorchRegressor,
     import_torch,
-    latency_floor,
     load_torch_state,
-    log_latency,
     save_torch_state,
     torch_threads,
-    train_regressor,
 )
 
 log = logging.getLogger(__name__)
@@ -144,10 +142,8 @@ def _build_module(n_nodes: int, node_dim: int, hidden: int, layers: int, head: i
 
 
 @register_predictor("gcn")
-class GCNPredictor(Predictor):
+class GCNPredictor(TorchRegressor):
     """Graph convolutions over the architecture graph of ``space`` (safetensors weights)."""
-
-    log_target = True  # latencies are regressed in log space
 
     def __init__(
         self,
@@ -192,9 +188,7 @@ class GCNPredictor(Predictor):
     def fit(self, X: Any, y: Any) -> GCNPredictor:  # noqa: N803
         X, y = check_Xy(X, y)
         self._make()
-        self.floor_ms_ = latency_floor(y) if self.log_target else 0.0
-        t = log_latency(y, self.floor_ms_) if self.log_target else y
-        self.y_mean_, self.y_std_ = float(t.mean()), float(t.std() or 1.0)
+        z = self._standardise(y)
         adj, feats = self._tensors(X)
         if adj.dim() == 2:  # shared adjacency: index only the features per batch
             module, shared = self.module_, adj
@@ -205,18 +199,7 @@ class GCNPredictor(Predictor):
             inputs = [feats]
         else:
             forward, inputs = self.module_, [adj, feats]
-        wrapper = _Wrap(forward, self.module_)
-        with torch_threads(self.threads):
-            train_regressor(
-                wrapper,
-                inputs,
-                (t - self.y_mean_) / self.y_std_,
-                epochs=int(self.epochs),
-                lr=float(self.lr),
-                weight_decay=float(self.weight_decay),
-                batch_size=int(self.batch_size),
-                seed=int(self.random_state),
-            )
+        self._train(_Wrap(forward, self.module_), inputs, z)
         return self
 
     def predict(self, X: Any, batch_size: int = 2048) -> np.ndarray:  # noqa: N803
@@ -228,24 +211,21 @@ class GCNPredictor(Predictor):
             for start in range(0, X.shape[0], batch_size):
                 adj, feats = self._tensors(X[start : start + batch_size])
                 out.append(self.module_(adj, feats).numpy())
-        z = np.concatenate(out).astype(np.float64) * self.y_std_ + self.y_mean_
-        return np.exp(z) if self.log_target else z
+        return self._unstandardise(np.concatenate(out))
 
     def _save_weights(self, directory: Path) -> WeightsInfo:
         save_torch_state(self.module_, directory / "weights.safetensors")
         return WeightsInfo(
             "safetensors",
             ["weights.safetensors"],
-            {"y_mean": self.y_mean_, "y_std": self.y_std_, "floor_ms": self.floor_ms_},
+            self._target_extra(),
         )
 
     def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
         self._make()
         load_torch_state(self.module_, directory / "weights.safetensors")
         self.module_.eval()
-        e = info.extra
-        self.y_mean_, self.y_std_ = float(e["y_mean"]), float(e["y_std"])
-        self.floor_ms_ = float(e["floor_ms"])
+        self._read_target_extra(info)
 
 
 @register_predictor("gcn-accuracy")

@@ -18,15 +18,7 @@ import numpy as np
 
 from latkit._files import atomic_path, one_line
 from latkit.errors import MissingExtraError
-from latkit.predictors.base import (
-    Predictor,
-    WeightsInfo,
-    check_X,
-    check_Xy,
-    read_json_arrays,
-    register_predictor,
-    write_json_arrays,
-)
+from latkit.predictors.base import JsonWeights, Predictor, WeightsInfo, check_X, check_Xy, register_predictor
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +42,10 @@ def latency_floor(y_ms: np.ndarray) -> float:
 
 
 @register_predictor("ridge")
-class RidgePredictor(Predictor):
+class RidgePredictor(JsonWeights, Predictor):
     """Ridge regression on the features, in log-latency space (closed form, JSON weights)."""
+
+    json_weights = ("coef", "x_mean", "y_mean", "floor_ms")
 
     def __init__(self, alpha: float = 1.0):
         self.alpha = alpha
@@ -73,24 +67,8 @@ class RidgePredictor(Predictor):
         X = check_X(X, self.n_features_in_)
         return np.exp((X - self.x_mean_) @ self.coef_ + self.y_mean_)
 
-    def _save_weights(self, directory: Path) -> WeightsInfo:
-        write_json_arrays(
-            directory / "weights.json",
-            {
-                "coef": self.coef_,
-                "x_mean": self.x_mean_,
-                "y_mean": self.y_mean_,
-                "floor_ms": self.floor_ms_,
-            },
-        )
-        return WeightsInfo("json", ["weights.json"])
-
     def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
-        w = read_json_arrays(directory / "weights.json")
-        self.coef_ = w["coef"].astype(np.float64)
-        self.x_mean_ = w["x_mean"].astype(np.float64)
-        self.y_mean_ = float(w["y_mean"])
-        self.floor_ms_ = float(w["floor_ms"])
+        super()._load_weights(directory, info)
         self.n_features_in_ = int(self.coef_.shape[0])
 
 
@@ -190,6 +168,58 @@ def train_regressor(
     module.eval()
 
 
+class TorchRegressor(Predictor):
+    """What the torch predictors share: the target they regress and how they train.
+
+    The target is the latency's log (floored; ``log_target = False``: the value
+    itself), standardised; the module trains with :func:`train_regressor` under the
+    predictor's ``epochs``, ``lr``, ``weight_decay``, ``batch_size``,
+    ``random_state`` and ``threads`` parameters.
+    """
+
+    log_target = True
+    threads: int | None
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    random_state: int
+
+    def _standardise(self, y: np.ndarray) -> np.ndarray:
+        """Set the target's floor, mean and std from ``y`` (ms); return it standardised."""
+        self.floor_ms_ = latency_floor(y) if self.log_target else 0.0
+        t = log_latency(y, self.floor_ms_) if self.log_target else y
+        self.y_mean_, self.y_std_ = float(t.mean()), float(t.std() or 1.0)
+        return (t - self.y_mean_) / self.y_std_
+
+    def _unstandardise(self, z: np.ndarray) -> np.ndarray:
+        """Predictions from the module's standardised outputs."""
+        t = z.astype(np.float64) * self.y_std_ + self.y_mean_
+        return np.exp(t) if self.log_target else t
+
+    def _train(self, module: Any, inputs: list[Any], z: np.ndarray) -> None:
+        with torch_threads(self.threads):
+            train_regressor(
+                module,
+                inputs,
+                z,
+                epochs=int(self.epochs),
+                lr=float(self.lr),
+                weight_decay=float(self.weight_decay),
+                batch_size=int(self.batch_size),
+                seed=int(self.random_state),
+            )
+
+    def _target_extra(self) -> dict[str, float]:
+        """The target's statistics, for :class:`WeightsInfo`'s ``extra``."""
+        return {"y_mean": self.y_mean_, "y_std": self.y_std_, "floor_ms": self.floor_ms_}
+
+    def _read_target_extra(self, info: WeightsInfo) -> None:
+        e = info.extra
+        self.y_mean_, self.y_std_ = float(e["y_mean"]), float(e["y_std"])
+        self.floor_ms_ = float(e["floor_ms"])
+
+
 class _MLP:
     """Factory for the MLP module (kept out of module scope so torch loads lazily)."""
 
@@ -216,7 +246,7 @@ class _MLP:
 
 
 @register_predictor("mlp")
-class MLPPredictor(Predictor):
+class MLPPredictor(TorchRegressor):
     """A multi-layer perceptron on the encoding (torch, CPU; safetensors weights)."""
 
     def __init__(
@@ -246,54 +276,32 @@ class MLPPredictor(Predictor):
 
     def fit(self, X: Any, y: Any) -> MLPPredictor:  # noqa: N803
         X, y = check_Xy(X, y)
-        self.floor_ms_ = latency_floor(y)
-        t = log_latency(y, self.floor_ms_)
-        self.y_mean_, self.y_std_ = float(t.mean()), float(t.std() or 1.0)
+        z = self._standardise(y)
         self.n_features_in_ = X.shape[1]
         self.module_ = self._module(X.shape[1])
-        with torch_threads(self.threads):
-            self._train(X, t)
-        return self
-
-    def _train(self, X: np.ndarray, t: np.ndarray) -> None:  # noqa: N803
         torch = import_torch()
-        train_regressor(
-            self.module_,
-            [torch.as_tensor(X, dtype=torch.float32)],
-            (t - self.y_mean_) / self.y_std_,
-            epochs=int(self.epochs),
-            lr=float(self.lr),
-            weight_decay=float(self.weight_decay),
-            batch_size=int(self.batch_size),
-            seed=int(self.random_state),
-        )
+        self._train(self.module_, [torch.as_tensor(X, dtype=torch.float32)], z)
+        return self
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
         torch = import_torch()
         self._check_fitted()
         X = check_X(X, self.n_features_in_)
         with torch_threads(self.threads), torch.inference_mode():
-            z = self.module_(torch.as_tensor(X, dtype=torch.float32)).numpy().astype(np.float64)
-        return np.exp(z * self.y_std_ + self.y_mean_)
+            z = self.module_(torch.as_tensor(X, dtype=torch.float32)).numpy()
+        return self._unstandardise(z)
 
     def _save_weights(self, directory: Path) -> WeightsInfo:
         save_torch_state(self.module_, directory / "weights.safetensors")
         return WeightsInfo(
             "safetensors",
             ["weights.safetensors"],
-            {
-                "n_features_in": self.n_features_in_,
-                "y_mean": self.y_mean_,
-                "y_std": self.y_std_,
-                "floor_ms": self.floor_ms_,
-            },
+            {"n_features_in": self.n_features_in_, **self._target_extra()},
         )
 
     def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
-        e = info.extra
-        self.n_features_in_ = int(e["n_features_in"])
-        self.y_mean_, self.y_std_ = float(e["y_mean"]), float(e["y_std"])
-        self.floor_ms_ = float(e["floor_ms"])
+        self.n_features_in_ = int(info.extra["n_features_in"])
+        self._read_target_extra(info)
         self.module_ = self._module(self.n_features_in_)
         load_torch_state(self.module_, directory / "weights.safetensors")
         self.module_.eval()

@@ -37,16 +37,8 @@ from typing import Any
 import numpy as np
 
 from latkit.errors import UnknownNameError, UsageError
-from latkit.predictors.base import (
-    Predictor,
-    WeightsInfo,
-    check_X,
-    check_Xy,
-    read_json_arrays,
-    register_predictor,
-    write_json_arrays,
-)
-from latkit.predictors.network import FLOOR_FRACTION
+from latkit.predictors.base import JsonWeights, Predictor, WeightsInfo, check_X, check_Xy, register_predictor
+from latkit.predictors.network import FLOOR_FRACTION, latency_floor
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +214,7 @@ def meta_tune_alpha(
 
 
 @register_predictor("fewshot")
-class FewShotTransfer(Predictor):
+class FewShotTransfer(JsonWeights, Predictor):
     """New-device latency as a ridge combination of known devices' log latencies.
 
     ``X`` holds the known devices' latencies (ms) of each arch, one column per
@@ -235,6 +227,8 @@ class FewShotTransfer(Predictor):
         alphas: the candidates for ``alpha="auto"``.
         gammas: the candidates for ``gamma="auto"``.
     """
+
+    json_weights = ("coef", "intercept", "mean", "std", "floors_ms", "target_floor_ms", "alpha", "gamma", "scale")
 
     def __init__(
         self,
@@ -274,7 +268,7 @@ class FewShotTransfer(Predictor):
         else:  # nothing to tune on: middle of the grids
             alpha, gamma = alphas[len(alphas) // 2], gammas[len(gammas) // 2]
         self.alpha_, self.gamma_ = alpha, gamma
-        self.target_floor_ms_ = max(FLOOR_FRACTION * float(np.median(y)), 1e-6)
+        self.target_floor_ms_ = latency_floor(y)
         t = _log(y, self.target_floor_ms_)
         self.scale_ = relevance(z, t, gamma)
         self.coef_, self.intercept_ = _ridge(z * self.scale_, t, alpha)
@@ -287,32 +281,8 @@ class FewShotTransfer(Predictor):
         z = (_log(X, self.floors_ms_) - self.mean_) / self.std_
         return np.exp((z * self.scale_) @ self.coef_ + self.intercept_)
 
-    def _save_weights(self, directory: Path) -> WeightsInfo:
-        write_json_arrays(
-            directory / "weights.json",
-            {
-                "coef": self.coef_,
-                "intercept": self.intercept_,
-                "mean": self.mean_,
-                "std": self.std_,
-                "floors_ms": self.floors_ms_,
-                "target_floor_ms": self.target_floor_ms_,
-                "alpha": self.alpha_,
-                "gamma": self.gamma_,
-                "scale": self.scale_,
-            },
-        )
-        return WeightsInfo("json", ["weights.json"])
-
     def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
-        w = read_json_arrays(directory / "weights.json")
-        self.coef_ = w["coef"].astype(np.float64)
-        self.intercept_ = float(w["intercept"])
-        self.mean_, self.std_ = w["mean"].astype(np.float64), w["std"].astype(np.float64)
-        self.floors_ms_ = w["floors_ms"].astype(np.float64)
-        self.target_floor_ms_ = float(w["target_floor_ms"])
-        self.alpha_, self.gamma_ = float(w["alpha"]), float(w["gamma"])
-        self.scale_ = w["scale"].astype(np.float64)
+        super()._load_weights(directory, info)
         self.n_features_in_ = int(self.coef_.shape[0])
 
 
@@ -338,7 +308,7 @@ def reference_ridge_baseline(
     lat = check_X(known_latency_ms, what="known-device latencies")
     floors = _floors(lat)
     z = _log(lat, floors)
-    t = _log(np.asarray(y_ms, dtype=np.float64), max(FLOOR_FRACTION * float(np.median(y_ms)), 1e-6))
+    t = _log(np.asarray(y_ms, dtype=np.float64), latency_floor(y_ms))
     corr = np.nan_to_num(
         [abs(np.corrcoef(z[rows, j], t)[0, 1]) if np.ptp(z[rows, j]) > 0 else 0.0 for j in range(z.shape[1])]
     )
