@@ -22,6 +22,7 @@ import numpy as np
 
 from latkit.errors import ArchError, UsageError
 from latkit.profiler.ops import OpSpec
+from latkit.profiler.spaces._util import distinct_measurable
 from latkit.registry import Registry, name_attribute, subclass_of
 
 
@@ -81,11 +82,7 @@ class Network:
 
     def measurable_specs(self) -> list[OpSpec]:
         """The distinct specs that cost time, in first-use order."""
-        seen: dict[str, OpSpec] = {}
-        for spec in self.specs:
-            if spec.measurable:
-                seen.setdefault(spec.key, spec)
-        return list(seen.values())
+        return distinct_measurable(self.specs)
 
 
 class SearchSpace(ABC):
@@ -172,6 +169,17 @@ class SearchSpace(ABC):
                 )
             idx.append(ch.options.index(value))
         return Arch(self.name, tuple(idx))
+
+    def from_option_names(self, native: Any) -> Arch:
+        """An architecture from a list of option names, one per choice (see :meth:`from_options`).
+
+        Raises:
+            ArchError: ``native`` is not a list of strings (the message quotes
+                :attr:`arch_help`), or a name is not an option of its choice.
+        """
+        if not isinstance(native, (list, tuple)) or not all(isinstance(v, str) for v in native):
+            raise ArchError(f"{self.name}: cannot read {type(native).__name__}; expected {self.arch_help}")
+        return self.from_options(list(native))
 
     def options(self, arch: Arch) -> list[Any]:
         """The option value picked for each choice."""

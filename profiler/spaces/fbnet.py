@@ -24,11 +24,11 @@ whose stride follows from its shapes. The head's pooling is folded into the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from latkit.errors import ArchError, UsageError
 from latkit.profiler.ops import Act, OpSpec, OpType
+from latkit.profiler.spaces._chain import Slot, every_option, place_blocks, stage_slots
 from latkit.profiler.spaces._util import conv_out, distinct_measurable
 from latkit.profiler.spaces.base import Arch, Choice, Layer, Network, SearchSpace, register_space
 
@@ -61,28 +61,7 @@ def parse_block(name: str) -> tuple[int, int, int]:
     return int(parts[0][1:]), int(parts[1][1:]), groups
 
 
-@dataclass(frozen=True)
-class _Slot:
-    name: str
-    in_channels: int
-    out_channels: int
-    stride: int
-
-
-def _slots() -> list[_Slot]:
-    slots, cin = [], STEM_WIDTH
-    for stage, (depth, width, stride) in enumerate(zip(DEPTHS, WIDTHS, STRIDES)):
-        for block in range(depth):
-            first = block == 0
-            slots.append(
-                _Slot(f"stage{stage}.block{block}", cin if first else width, width,
-                      stride if first else 1)
-            )
-        cin = width
-    return slots
-
-
-_SLOTS = _slots()
+_SLOTS = stage_slots(STEM_WIDTH, zip(WIDTHS, DEPTHS, STRIDES))
 
 
 @register_space("fbnet")
@@ -116,11 +95,7 @@ class FBNetSpace(SearchSpace):
             if not all(0 <= v < len(FBNET_OPS) for v in native):
                 raise ArchError(f"{self.name}: op indices must be 0..{len(FBNET_OPS) - 1}")
             native = [FBNET_OPS[v] for v in native]
-        if not isinstance(native, (list, tuple)) or not all(isinstance(v, str) for v in native):
-            raise ArchError(
-                f"{self.name}: cannot read {type(native).__name__}; expected {self.arch_help}"
-            )
-        return self.from_options(list(native))
+        return self.from_option_names(native)
 
     def arch_to_native(self, arch: Arch) -> list[str]:
         return list(self.options(arch))
@@ -137,7 +112,7 @@ class FBNetSpace(SearchSpace):
         return RESOLUTION
 
     @staticmethod
-    def _layer(slot: _Slot, op: str, h: int) -> OpSpec:
+    def _layer(slot: Slot, op: str, h: int) -> OpSpec:
         """The spec of ``op`` placed in ``slot`` at input spatial size ``h``."""
         ho = conv_out(h, slot.stride)
         inp, out = (h, h, slot.in_channels), (ho, ho, slot.out_channels)
@@ -168,22 +143,13 @@ class FBNetSpace(SearchSpace):
 
     def network(self, arch: Arch, resolution: int | None = None) -> Network:
         r = self._check_resolution(resolution)
-        layers, h = [self._stem()], r
-        for i, (slot, op) in enumerate(zip(_SLOTS, self.options(arch))):
-            spec = self._layer(slot, op, h)
-            layers.append(Layer(f"cells.{i}", spec))
-            h = spec.output_shape[0]
-        layers += self._tail(h)
+        cells, h = place_blocks(_SLOTS, self.options(arch), self._layer, r, "cells.", 0)
         return Network(
-            name=self.name, input_shape=(r, r, 3), layers=tuple(layers),
+            name=self.name, input_shape=(r, r, 3), layers=(self._stem(), *cells, *self._tail(h)),
             meta={"space": self.name, "resolution": r, "arch": self.arch_string(arch)},
         )
 
     def operators(self, resolution: int | None = None) -> list[OpSpec]:
         h = self._check_resolution(resolution)
-        specs = [self._stem().spec]
-        for slot in _SLOTS:
-            specs += [self._layer(slot, op, h) for op in FBNET_OPS]
-            h = conv_out(h, slot.stride)
-        specs += [layer.spec for layer in self._tail(h)]
-        return distinct_measurable(specs)
+        cells, h = every_option(_SLOTS, [FBNET_OPS] * len(_SLOTS), self._layer, h)
+        return distinct_measurable([self._stem().spec, *cells, *(layer.spec for layer in self._tail(h))])

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from latkit.errors import ArchError, UsageError
 from latkit.profiler.ops import Act, OpSpec, OpType
+from latkit.profiler.spaces._chain import Slot, every_option, place_blocks, stage_slots
 from latkit.profiler.spaces._util import (
     check_resolution,
     conv_out,
@@ -79,17 +79,6 @@ def op_name(kernel: int, expand: int) -> str:
     return f"{kernel}x{kernel}_MBConv{expand}"
 
 
-@dataclass(frozen=True)
-class _Slot:
-    """A searchable block position: where it sits and how it is wired."""
-
-    name: str
-    in_channels: int
-    out_channels: int
-    stride: int
-    residual: bool  # has the identity shortcut, so "zero" is allowed
-
-
 @register_space("proxyless_mobile")
 class ProxylessMobileSpace(SearchSpace):
     """ProxylessNAS mobile space: 21 blocks, 6 MBConv options each (+ zero)."""
@@ -123,29 +112,9 @@ class ProxylessMobileSpace(SearchSpace):
         self.feature_mix_width = (
             make_divisible(BASE_FEATURE_MIX * width_mult) if width_mult > 1 else BASE_FEATURE_MIX
         )
-        self._slots = self._make_slots()
-        self._choices = [
-            Choice(s.name, MB_OPS + ((ZERO,) if s.residual else ())) for s in self._slots
-        ]
-
-    def _make_slots(self) -> list[_Slot]:
-        slots, cin = [], self.first_width
-        for stage, (width, depth, stride) in enumerate(
-            zip(self.stage_widths, DEPTHS, FIRST_STRIDES)
-        ):
-            for block in range(depth):
-                first = block == 0
-                slots.append(
-                    _Slot(
-                        name=f"stage{stage + 1}.block{block}",
-                        in_channels=cin if first else width,
-                        out_channels=width,
-                        stride=stride if first else 1,
-                        residual=not first,
-                    )
-                )
-            cin = width
-        return slots
+        # a stage's blocks after the first have an identity shortcut, so "zero" is allowed there
+        self._slots = stage_slots(self.first_width, zip(self.stage_widths, DEPTHS, FIRST_STRIDES), 1)
+        self._choices = [Choice(s.name, MB_OPS + (() if s.first else (ZERO,))) for s in self._slots]
 
     # ---- architecture forms ----
 
@@ -159,11 +128,7 @@ class ProxylessMobileSpace(SearchSpace):
             native = native["ops"]
         if isinstance(native, str):
             native = native.replace(",", " ").split()
-        if not isinstance(native, (list, tuple)) or not all(isinstance(v, str) for v in native):
-            raise ArchError(
-                f"{self.name}: cannot read {type(native).__name__}; expected {self.arch_help}"
-            )
-        return self.from_options(list(native))
+        return self.from_option_names(native)
 
     def arch_to_native(self, arch: Arch) -> list[str]:
         return list(self.options(arch))
@@ -220,7 +185,7 @@ class ProxylessMobileSpace(SearchSpace):
         logits = OpSpec(OpType.LOGITS, (h, h, self.feature_mix_width), (1, 1, NUM_CLASSES))
         return [Layer("feature_mix_layer", mix), Layer("classifier", logits)]
 
-    def _block(self, slot: _Slot, op: str, h: int) -> OpSpec:
+    def _block(self, slot: Slot, op: str, h: int) -> OpSpec:
         """The spec of ``op`` placed in ``slot`` at input spatial size ``h``."""
         if op == ZERO:
             shape = (h, h, slot.out_channels)
@@ -230,31 +195,23 @@ class ProxylessMobileSpace(SearchSpace):
         return OpSpec(
             OpType.MBCONV, (h, h, slot.in_channels), (ho, ho, slot.out_channels),
             kernel=kernel, stride=slot.stride, expand_ratio=expand,
-            mid_channels=round(slot.in_channels * expand), act=Act.RELU6, idskip=slot.residual,
+            mid_channels=round(slot.in_channels * expand), act=Act.RELU6, idskip=not slot.first,
         )
 
     def network(self, arch: Arch, resolution: int | None = None) -> Network:
         r = self._resolution(resolution)
-        layers, h = self._fixed_head(r)
-        for i, (slot, op) in enumerate(zip(self._slots, self.options(arch)), start=1):
-            spec = self._block(slot, op, h)
-            layers.append(Layer(f"blocks.{i}", spec))
-            h = spec.output_shape[0]
-        layers += self._tail(h)
+        fixed, h = self._fixed_head(r)
+        blocks, h = place_blocks(self._slots, self.options(arch), self._block, h, "blocks.", 1)
         return Network(
-            name=self.name, input_shape=(r, r, 3), layers=tuple(layers),
+            name=self.name, input_shape=(r, r, 3), layers=(*fixed, *blocks, *self._tail(h)),
             meta={"space": self.name, "resolution": r, "arch": self.arch_to_native(arch)},
         )
 
     def operators(self, resolution: int | None = None) -> list[OpSpec]:
         r = self._resolution(resolution)
         fixed, h = self._fixed_head(r)
-        specs = [layer.spec for layer in fixed]
-        for slot, choice in zip(self._slots, self._choices):
-            specs += [self._block(slot, op, h) for op in choice.options]
-            h = conv_out(h, slot.stride)
-        specs += [layer.spec for layer in self._tail(h)]
-        return distinct_measurable(specs)
+        blocks, h = every_option(self._slots, [c.options for c in self._choices], self._block, h)
+        return distinct_measurable([*(layer.spec for layer in fixed), *blocks, *(layer.spec for layer in self._tail(h))])
 
 
 @register_space("proxyless_mobile_w05")
