@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sqlite3
 import stat
@@ -34,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from latkit._files import one_line
+from latkit._files import finite_or_null, one_line
 from latkit._version import __version__
 from latkit.devices.precision import Precision, parse_precision
 from latkit.errors import MissingOpsError, StoreError, UsageError
@@ -195,20 +194,10 @@ def _problem(check_rows: list[tuple]) -> str:
     return (found[0][:200] if found else "integrity check failed") + more
 
 
-def _finite_tree(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_tree(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_tree(v) for v in value]
-    return value
-
-
 def _json(value: Any) -> str:
     # NaN / inf (an undefined statistic in a provenance) are stored as null: a JSON
     # export must be able to carry everything the LUT holds
-    return json.dumps(_finite_tree(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(finite_or_null(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 class LUT:

@@ -12,6 +12,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from latkit._files import finite_or_null
+
+
 def hide_flag_types() -> None:
     """Show no type beside an on/off flag or a counter in ``--help``.
 
@@ -66,19 +69,9 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def print_json(data: Any) -> None:
     """Write ``data`` as JSON on stdout (NaN/inf become null)."""
-    text = json.dumps(_finite(json.loads(json.dumps(data, default=_default))), indent=2)
+    text = json.dumps(finite_or_null(json.loads(json.dumps(data, default=_default))), indent=2)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
