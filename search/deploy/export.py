@@ -53,15 +53,14 @@ scheme, what the file really contains (its tensors) and the representative data.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -88,6 +87,20 @@ from latkit.search.deploy.export_weights import (
     weights_source,
     with_classes,
 )
+from latkit.search.deploy.sidecar import (
+    ExportedFileDict,
+    ExportReportDict,
+    MeasuredLatency,
+    Parity,
+    Sidecar,
+    SidecarBase,
+    SidecarEntry,
+    WeightsInfo,
+)
+
+if TYPE_CHECKING:
+    from latkit.profiler.protocol import ProtocolConfig
+    from latkit.search.deploy.export_quantized import Images, QuantBatch
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +126,17 @@ class ArchFile:
 
     network: Network
     space: str | None
-    arch: Any  # native form, None for a net.config without a matching space arch
+    arch: object  # native form, None for a net.config without a matching space arch
     resolution: int
     target_ms: float | None = None
     predicted_ms: float | None = None
-    predicted_source: Any = None
+    predicted_source: object = None
     source: str = ""  # file path or "inline"
     sha256: str = ""
     classes: int | None = None  # the dataset's class count, when arch.json records it
 
 
-def _first(raw: dict[str, Any], *names: str) -> Any:
+def _first(raw: Mapping[str, object], *names: str) -> object:
     for name in names:
         if raw.get(name) is not None:
             return raw[name]
@@ -162,7 +175,7 @@ def read_arch(
     )  # fmt: skip
 
 
-def _classes_or_none(value: Any) -> int | None:
+def _classes_or_none(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
     return None
@@ -175,7 +188,7 @@ def _is_file(value: str | Path) -> bool:
         return False
 
 
-def _latency_or_none(raw: dict[str, Any], *names: str) -> float | None:
+def _latency_or_none(raw: Mapping[str, object], *names: str) -> float | None:
     """The first of ``names`` that ``raw`` holds, as a latency (ms): a positive finite number."""
     for name in names:
         value = raw.get(name)
@@ -204,21 +217,23 @@ class ExportedFile:
     variant: str  # "fp32" | "fp16" | "int8"
     layout: str  # input layout: "NCHW" | "NHWC"
     input_shape: tuple[int, ...]
-    parity: dict[str, Any]
-    measured: dict[str, Any] | None = None
+    parity: Parity
+    measured: MeasuredLatency | None = None
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> Sidecar:
         """The sidecar's content."""
         meta = read_json(self.sidecar, "model sidecar")
         if not isinstance(meta, dict):
             raise StoreError(f"the model sidecar {self.sidecar} is not a JSON object; export the model again")
-        return meta
+        return meta  # a sidecar this module wrote
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ExportedFileDict:
         """JSON-ready form."""
-        d = dataclasses.asdict(self)
-        d.update(path=str(self.path), sidecar=str(self.sidecar), input_shape=list(self.input_shape))
-        return d
+        return {
+            "path": str(self.path), "sidecar": str(self.sidecar), "format": self.format, "variant": self.variant,
+            "layout": self.layout, "input_shape": list(self.input_shape), "parity": self.parity,
+            "measured": self.measured,
+        }  # fmt: skip
 
 
 @dataclass
@@ -250,7 +265,7 @@ class ExportReport:
         have = ", ".join(f"{f.format}/{f.variant}" for f in self.files) or "none"
         raise UsageError(f"no {format}/{variant} file was exported (have: {have})")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ExportReportDict:
         """JSON-ready form (saved as ``export.json``)."""
         return {
             "schema": f"{SCHEMA}-report", "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
@@ -261,6 +276,37 @@ class ExportReport:
 
 
 # --------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What an export writes, checked: formats, TFLite variants (the shipped precision's included)."""
+
+    formats: tuple[str, ...]
+    variants: tuple[str, ...]
+    precision: Precision
+    nhwc: bool  # the TFLite files take NHWC input
+
+    @property
+    def quantizes(self) -> bool:
+        """Whether any file is quantized (so a representative batch is needed)."""
+        return bool(self.variants) or self.precision != Precision.FP32
+
+
+@dataclass(frozen=True)
+class TorchReference:
+    """The float32 torch network and its outputs on the parity inputs: what every file is compared with."""
+
+    module: nn.Module
+    network: Network
+    inputs: list[torch.Tensor]
+    outputs: list[np.ndarray]
+
+    @property
+    def shape_nchw(self) -> tuple[int, ...]:
+        """The network's input shape ``(1, C, H, W)``."""
+        h, w, c = self.network.input_shape
+        return (1, c, h, w)
 
 
 def _parse_formats(formats: Sequence[str] | str) -> list[str]:
@@ -292,7 +338,7 @@ def parity_inputs(shape_nchw: tuple[int, ...], n: int = PARITY_INPUTS) -> list[t
 
 
 def _plan(formats: Sequence[str] | str, variants: Sequence[str] | str, precision: str | Precision,
-          layout: str | None, nhwc: bool) -> tuple[list[str], list[str], Precision, bool]:  # fmt: skip
+          layout: str | None, nhwc: bool) -> ExportPlan:  # fmt: skip
     """Formats, TFLite variants (the shipped precision's included), precision and NHWC, checked."""
     formats_ = _parse_formats(formats)
     variants_ = _parse_variants(variants)
@@ -305,57 +351,41 @@ def _plan(formats: Sequence[str] | str, variants: Sequence[str] | str, precision
         raise UsageError("fp16 files are TFLite files (ONNX Runtime on CPU runs no fp16 model); add tflite to --format")
     if p != Precision.FP32 and "tflite" in formats_ and p.value not in variants_:
         variants_.append(p.value)
-    return formats_, variants_, p, (str(layout).lower() == "nhwc") if layout is not None else nhwc
+    nhwc = (str(layout).lower() == "nhwc") if layout is not None else nhwc
+    return ExportPlan(tuple(formats_), tuple(variants_), p, nhwc)
 
 
 def export_arch(
-    arch_path: str | Path,
-    weights: str | Path | None = None,
-    formats: Sequence[str] | str = FORMATS,
-    out_dir: str | Path = "export",
-    nhwc: bool = False,
-    variants: Sequence[str] | str = (),
-    *,
-    precision: str | Precision = Precision.FP32,
-    representative: Any = None,
-    layout: str | None = None,
-    space: SearchSpace | str | None = None,
-    resolution: int | None = None,
-    name: str = "model",
-    device: Device | None = None,
-    protocol: Any = None,
-    on_progress: ProgressFn | None = None,
+    arch_path: str | Path, weights: str | Path | None = None, formats: Sequence[str] | str = FORMATS,
+    out_dir: str | Path = "export", nhwc: bool = False, variants: Sequence[str] | str = (), *,
+    precision: str | Precision = Precision.FP32, representative: Images | None = None, layout: str | None = None,
+    space: SearchSpace | str | None = None, resolution: int | None = None, name: str = "model",
+    device: Device | None = None, protocol: ProtocolConfig | None = None, on_progress: ProgressFn | None = None,
     random_weights: bool = False,
-) -> ExportReport:
+) -> ExportReport:  # fmt: skip
     """Export an architecture with its weights to deployable files with sidecars.
 
     Args:
         arch_path: an arch.json (or any architecture form; see :func:`read_arch`).
-        weights: a safetensors file in the standalone naming (module doc, what
-            ``latkit train`` writes), a search checkpoint (the supernet weights of
-            the architecture's path are taken), or a folder holding either.
-        random_weights: with ``weights`` None, export seeded random (untrained)
-            weights, marked ``random`` in the sidecars; without it, None is refused.
-        formats: ``onnx`` and/or ``tflite`` (a list or a comma-separated string).
-        out_dir: the folder to write (created).
-        nhwc: the TFLite files take NHWC input (ONNX stays NCHW); ``layout`` overrides it.
+        weights: a safetensors file in the standalone naming (module doc, what ``latkit train``
+            writes), a search checkpoint (the supernet weights of the architecture's path), or a
+            folder holding either.
+        formats, out_dir: ``onnx`` and/or ``tflite`` (a list or comma-separated); the folder to write.
+        nhwc: the TFLite files take NHWC input (ONNX stays NCHW); ``layout`` (nchw / nhwc) overrides it.
         variants: extra TFLite variants: ``fp16`` and/or ``int8`` (full-integer static).
-        precision: the precision the model ships at: ``int8`` adds ``model_int8.tflite``
-            and ``model_int8.onnx`` (QDQ), ``fp16`` adds ``model_fp16.tflite``; the
-            float32 files are always written (they are what is quantized).
-        representative: images ``(N, C, H, W)`` the int8 activation ranges are calibrated
-            on (a few hundred from the training set); None: seeded random inputs.
-        layout: ``nchw`` or ``nhwc``: the TFLite files' input layout (None: ``nhwc``'s value).
-        space: the search space (or its registered name), when ``arch_path`` does not name it.
-        resolution: input resolution (default: the arch's own, else the space's).
-        name: file stem (``model.onnx``, ``model_int8.tflite``, ...).
-        device: when given, every exported file of the device's format (at a precision
-            it runs) is measured on it (see :func:`latkit.search.deploy.verify.measure_exported`).
-        protocol: measurement settings (a ``ProtocolConfig``) for ``device``.
+        precision: the shipped precision: ``int8`` adds ``model_int8.tflite`` and ``model_int8.onnx``
+            (QDQ), ``fp16`` adds ``model_fp16.tflite``; the float32 files are always written.
+        representative: images ``(N, C, H, W)`` the int8 ranges are calibrated on (None: seeded random).
+        space, resolution, name: the search space (or its name) when ``arch_path`` does not name it;
+            the input resolution (default: the arch's own, else the space's); the file stem.
+        device, protocol: when given, every file of the device's format (at a precision it runs) is
+            measured on it with these settings (:func:`latkit.search.deploy.verify.measure_exported`).
         on_progress: called with a short message before each step.
+        random_weights: with ``weights`` None, export seeded random (untrained) weights, marked
+            ``random`` in the sidecars; without it, None is refused.
 
     Returns:
-        The report; also saved as ``out_dir/export.json``.
+        The report, also saved as ``out_dir/export.json``.
 
     Raises:
         UsageError / ArchError: bad formats, variants, precision, layout or architecture.
@@ -363,10 +393,9 @@ def export_arch(
         MissingExtraError: TFLite export without litert-torch / ai-edge-quantizer.
         ExportError: an exporter failed or a file misses its parity tolerance.
     """
-    from latkit.search.deploy.export_quantized import QuantBatch, export_quantized
+    from latkit.search.deploy.export_quantized import QuantBatch
 
-    formats_, variants_, p, nhwc = _plan(formats, variants, precision, layout, nhwc)
-    say = on_progress or (lambda msg: None)
+    plan = _plan(formats, variants, precision, layout, nhwc)
     if isinstance(space, str):
         from latkit.profiler.spaces.base import get_space
 
@@ -375,43 +404,57 @@ def export_arch(
     info = read_arch(arch_path, space, resolution)
     if weights is None and not random_weights:
         raise UsageError(_no_weights_message(arch_path))
-    network = info.network
-    if weights is None and info.classes is not None:
-        network = with_classes(network, info.classes)
-    module, network = standalone_module(network, weights)
-    h, w, c = network.input_shape
-    nchw = (1, c, h, w)
-    inputs = parity_inputs(nchw)
-    batch = QuantBatch(representative, nchw, inputs) if variants_ or p != Precision.FP32 else None
-    with torch.no_grad():
-        reference = [module(x).numpy() for x in inputs]
-    base = _base_meta(info, network, module, weights)
-    report = ExportReport(
-        out_dir=out, network=network.name, space=info.space, resolution=info.resolution,
-        classes=classes_of(network), weights=str(weights) if weights else "random", precision=p.value,
-    )  # fmt: skip
-    if "onnx" in formats_:
-        say("exporting ONNX")
-        onnx32 = _export_onnx(module, inputs, reference, out / f"{name}.onnx", base)
-        report.files.append(onnx32)
-        if p == Precision.INT8:
-            say("quantizing the ONNX file to int8 (QDQ)")
-            report.files.append(export_quantized(onnx32, module, batch, base, p, out / f"{name}_int8.onnx"))
-    if "tflite" in formats_:
-        say("converting to TFLite" + (" (NHWC input)" if nhwc else ""))
-        fp32 = _export_tflite(module, inputs, reference, out / f"{name}.tflite", base, nhwc)
-        report.files.append(fp32)
-        for variant in variants_:
-            say(f"writing the TFLite {variant} file")
-            report.files.append(export_quantized(fp32, module, batch, base, Precision(variant),
-                                                 out / f"{name}_{variant}.tflite"))  # fmt: skip
+    ref = _reference(info, weights)
+    batch = QuantBatch(representative, ref.shape_nchw, ref.inputs) if plan.quantizes else None
+    report = ExportReport(out, ref.network.name, info.space, info.resolution, classes_of(ref.network),
+                          str(weights) if weights else "random", precision=plan.precision.value)  # fmt: skip
+    say = on_progress or (lambda msg: None)
+    base = _base_meta(info, ref.network, ref.module, weights)
+    report.files += _write_files(plan, ref, batch, base, out, name, say)
     if device is not None:
         _measure_files(report, device, protocol, say)
     write_json(out / REPORT_NAME, report.to_dict(), "export report", indent=1)
     return report
 
 
-def _measure_files(report: ExportReport, device: Device, protocol: Any, say: ProgressFn) -> None:
+def _reference(info: ArchFile, weights: str | Path | None) -> TorchReference:
+    """The network with its weights (the dataset's class count for random ones) and its parity outputs."""
+    network = info.network
+    if weights is None and info.classes is not None:
+        network = with_classes(network, info.classes)
+    module, network = standalone_module(network, weights)
+    h, w, c = network.input_shape
+    inputs = parity_inputs((1, c, h, w))
+    with torch.no_grad():
+        outputs = [module(x).numpy() for x in inputs]
+    return TorchReference(module, network, inputs, outputs)
+
+
+def _write_files(plan: ExportPlan, ref: TorchReference, batch: QuantBatch | None, base: SidecarBase, out: Path,
+                 name: str, say: ProgressFn) -> list[ExportedFile]:  # fmt: skip
+    """Write every file of ``plan`` (float32 first: the quantized files derive from it), checked, with sidecars."""
+    from latkit.search.deploy.export_quantized import export_quantized
+
+    files: list[ExportedFile] = []
+    if "onnx" in plan.formats:
+        say("exporting ONNX")
+        onnx32 = _export_onnx(ref, out / f"{name}.onnx", base)
+        files.append(onnx32)
+        if plan.precision == Precision.INT8:
+            say("quantizing the ONNX file to int8 (QDQ)")
+            files.append(export_quantized(onnx32, ref.module, batch, base, plan.precision, out / f"{name}_int8.onnx"))
+    if "tflite" in plan.formats:
+        say("converting to TFLite" + (" (NHWC input)" if plan.nhwc else ""))
+        fp32 = _export_tflite(ref, out / f"{name}.tflite", base, plan.nhwc)
+        files.append(fp32)
+        for variant in plan.variants:
+            say(f"writing the TFLite {variant} file")
+            files.append(export_quantized(fp32, ref.module, batch, base, Precision(variant),
+                                          out / f"{name}_{variant}.tflite"))  # fmt: skip
+    return files
+
+
+def _measure_files(report: ExportReport, device: Device, protocol: ProtocolConfig | None, say: ProgressFn) -> None:
     from latkit.search.deploy.verify import measure_exported
 
     runs = tuple(getattr(device, "precisions", ("fp32",)))
@@ -432,9 +475,9 @@ def _no_weights_message(arch_path: str | Path) -> str:
             "or add --random-weights for a latency-only file")
 
 
-def _base_meta(info: ArchFile, network: Network, module: nn.Module, weights: str | Path | None) -> dict[str, Any]:
+def _base_meta(info: ArchFile, network: Network, module: nn.Module, weights: str | Path | None) -> SidecarBase:
     if weights is None:
-        weights_meta: dict[str, Any] = {"source": "random", "trained": False, "seed": 0}
+        weights_meta: WeightsInfo = {"source": "random", "trained": False, "seed": 0}
     else:
         path = weights_file(weights)
         weights_meta = {"source": weights_source(path), "trained": True, "file": str(path), "sha256": file_sha256(path)}
@@ -457,7 +500,7 @@ def _base_meta(info: ArchFile, network: Network, module: nn.Module, weights: str
     }  # fmt: skip
 
 
-def _check(parity: dict[str, Any], path: Path, variant: str, runtime: str) -> None:
+def _check(parity: Parity, path: Path, variant: str, runtime: str) -> None:
     if parity["passed"]:
         return
     msg = (
@@ -469,8 +512,8 @@ def _check(parity: dict[str, Any], path: Path, variant: str, runtime: str) -> No
     log.warning("%s; expected for %s quantization", msg, variant)
 
 
-def _finish(path: Path, base: dict[str, Any], entry: dict[str, Any]) -> Path:
-    meta = {
+def _finish(path: Path, base: SidecarBase, entry: SidecarEntry) -> Path:
+    meta: Sidecar = {
         **base, **entry, "file": path.name, "size_bytes": path.stat().st_size, "sha256": file_sha256(path),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
@@ -479,18 +522,19 @@ def _finish(path: Path, base: dict[str, Any], entry: dict[str, Any]) -> Path:
     return sidecar
 
 
-def _export_onnx(module: nn.Module, inputs: list[torch.Tensor], reference: list[np.ndarray],
-                 path: Path, base: dict[str, Any]) -> ExportedFile:  # fmt: skip
+def _export_onnx(ref: TorchReference, path: Path, base: SidecarBase) -> ExportedFile:
+    inputs = ref.inputs
     with atomic_path(path, "exported model", keep_suffix=True) as tmp:
-        details = fmt.write_onnx(module, inputs[0], tmp)
+        details = fmt.write_onnx(ref.module, inputs[0], tmp)
         got = fmt.run_onnx(tmp, [x.numpy() for x in inputs])
-    par = {**fmt.parity(reference, got, REL_TOL["fp32"]), "runtime": f"onnxruntime-{fmt.package_version('onnxruntime')}"}
+    par: Parity = {**fmt.parity(ref.outputs, got, REL_TOL["fp32"]),
+                   "runtime": f"onnxruntime-{fmt.package_version('onnxruntime')}"}  # fmt: skip
     _check(par, path, "fp32", "ONNX Runtime")
     shape = tuple(inputs[0].shape)
-    entry = {
+    entry: SidecarEntry = {
         "format": "onnx", "variant": "fp32", "exporter": details, "opset": details["opset"],
         "input": {"name": fmt.INPUT_NAME, "shape": list(shape), "layout": "NCHW", "dtype": "float32"},
-        "output": {"name": fmt.OUTPUT_NAME, "shape": list(reference[0].shape), "dtype": "float32"},
+        "output": {"name": fmt.OUTPUT_NAME, "shape": list(ref.outputs[0].shape), "dtype": "float32"},
         "parity": {"reference": "torch", **par},
     }  # fmt: skip
     sidecar = _finish(path, base, entry)
@@ -501,21 +545,20 @@ def _layout_inputs(inputs: list[torch.Tensor], nhwc: bool) -> list[np.ndarray]:
     return [(x.permute(0, 2, 3, 1) if nhwc else x).contiguous().numpy() for x in inputs]
 
 
-def _export_tflite(module: nn.Module, inputs: list[torch.Tensor], reference: list[np.ndarray],
-                   path: Path, base: dict[str, Any], nhwc: bool) -> ExportedFile:  # fmt: skip
-    wrapped = fmt.ToNHWC(module).eval() if nhwc else module
-    feeds = _layout_inputs(inputs, nhwc)
+def _export_tflite(ref: TorchReference, path: Path, base: SidecarBase, nhwc: bool) -> ExportedFile:
+    wrapped = fmt.ToNHWC(ref.module).eval() if nhwc else ref.module
+    feeds = _layout_inputs(ref.inputs, nhwc)
     with atomic_path(path, "exported model", keep_suffix=True) as tmp:
         details = fmt.write_tflite(wrapped, torch.from_numpy(feeds[0]), tmp)
         got = fmt.run_tflite(tmp, feeds)
         io = fmt.tflite_io(tmp)
     _, runtime = fmt.tflite_interpreter_module()
-    par = {**fmt.parity(reference, got, REL_TOL["fp32"]), "runtime": runtime}
+    par: Parity = {**fmt.parity(ref.outputs, got, REL_TOL["fp32"]), "runtime": runtime}
     _check(par, path, "fp32", "LiteRT")
     layout = "NHWC" if nhwc else "NCHW"
     io["input"]["layout"] = layout
-    entry = {"format": "tflite", "variant": "fp32", "exporter": details, **io,
-             "parity": {"reference": "torch", **par}}  # fmt: skip
+    entry: SidecarEntry = {"format": "tflite", "variant": "fp32", "exporter": details, **io,
+                           "parity": {"reference": "torch", **par}}  # fmt: skip
     sidecar = _finish(path, base, entry)
     return ExportedFile(path, sidecar, "tflite", "fp32", layout, tuple(feeds[0].shape), par)
 
@@ -526,8 +569,10 @@ def _export_tflite(module: nn.Module, inputs: list[torch.Tensor], reference: lis
 __all__ = [
     "ArchFile",
     "ExportError",
+    "ExportPlan",
     "ExportReport",
     "ExportedFile",
+    "TorchReference",
     "export_arch",
     "file_sha256",
     "parity_inputs",

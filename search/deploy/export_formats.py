@@ -16,7 +16,7 @@ import logging
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from latkit._files import one_line
 from latkit.devices.base import captured_output
 from latkit.errors import LatkitError, MissingExtraError, UsageError
 from latkit.profiler.export import ONNX_OPSET, quiet_converter
+from latkit.search.deploy.sidecar import ExporterInfo, FileIO, InterpreterTensor, Parity
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ToNHWC(nn.Module):
         return y.permute(0, 2, 3, 1) if y.dim() == 4 else y
 
 
-def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> ExporterInfo:
     """Export ``module`` to ONNX (TorchScript exporter, opset 17) and check the graph.
 
     Raises:
@@ -97,7 +98,7 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> dict[str
     }
 
 
-def write_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+def write_tflite(module: nn.Module, example: torch.Tensor, path: Path) -> ExporterInfo:
     """Convert ``module`` to a float32 TFLite flatbuffer with litert-torch.
 
     ``example`` is in the layout ``module`` takes (wrap with :class:`ToNHWC` first
@@ -130,7 +131,7 @@ def run_onnx(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return [sess.run(None, {name: x})[0] for x in inputs]
 
 
-def tflite_interpreter_module() -> tuple[Any, str]:
+def tflite_interpreter_module() -> tuple[ModuleType, str]:
     """The LiteRT interpreter module and its package (ai_edge_litert, else tflite_runtime).
 
     Raises:
@@ -170,7 +171,7 @@ def run_tflite(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return results
 
 
-def _to_tensor(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def _to_tensor(x: np.ndarray, detail: InterpreterTensor) -> np.ndarray:
     dtype = np.dtype(detail["dtype"])
     if dtype.kind in "iu":
         scale, zero = detail["quantization"]
@@ -179,7 +180,7 @@ def _to_tensor(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return x.astype(dtype)
 
 
-def _from_tensor(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+def _from_tensor(y: np.ndarray, detail: InterpreterTensor) -> np.ndarray:
     if np.dtype(detail["dtype"]).kind in "iu":
         scale, zero = detail["quantization"]
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
@@ -199,7 +200,7 @@ def predict(path: Path, fmt_name: str, inputs: list[np.ndarray]) -> list[np.ndar
     raise UsageError(f"cannot run a {fmt_name!r} file; use onnx or tflite")
 
 
-def tflite_io(path: Path) -> dict[str, Any]:
+def tflite_io(path: Path) -> FileIO:
     """Input and output names, shapes and dtypes of a TFLite file."""
     module, _ = tflite_interpreter_module()
     with captured_output():
@@ -211,7 +212,7 @@ def tflite_io(path: Path) -> dict[str, Any]:
     }
 
 
-def parity(reference: list[np.ndarray], got: list[np.ndarray], rel_tol: float) -> dict[str, Any]:
+def parity(reference: list[np.ndarray], got: list[np.ndarray], rel_tol: float) -> Parity:
     """Compare a runtime's outputs with torch's.
 
     The error is relative to the largest reference magnitude (logits have no
@@ -236,7 +237,7 @@ def parity(reference: list[np.ndarray], got: list[np.ndarray], rel_tol: float) -
 
 
 def quantized_parity(reference: list[np.ndarray], got: list[np.ndarray],
-                     min_top1: float = INT8_MIN_TOP1, rel_tol: float = INT8_REL_TOL) -> dict[str, Any]:  # fmt: skip
+                     min_top1: float = INT8_MIN_TOP1, rel_tol: float = INT8_REL_TOL) -> Parity:  # fmt: skip
     """Compare an int8 file's outputs with the float32 network's, with int8 tolerances.
 
     Quantization moves every logit a little, so elementwise closeness is the

@@ -17,9 +17,9 @@ which was used so a user can tell.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -29,11 +29,18 @@ from latkit._files import atomic_path
 from latkit.devices.precision import Precision
 from latkit.errors import UsageError
 from latkit.search.deploy import export_formats as fmt
+from latkit.search.deploy.sidecar import FileIO, Parity, RepresentativeInfo, SidecarBase, SidecarEntry
+
+if TYPE_CHECKING:
+    from latkit.search.deploy.export import ExportedFile
 
 log = logging.getLogger(__name__)
 
 PARITY_BATCH = 64  # representative images a quantized file is compared on
 MAX_REPRESENTATIVE = 1000  # more images than this add calibration time, not accuracy
+
+# representative images: one (N, C, H, W) array or tensor, or (1, C, H, W) / (C, H, W) arrays
+Images = Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]]
 
 
 class QuantBatch:
@@ -49,12 +56,13 @@ class QuantBatch:
         UsageError: images of another shape than the network takes, or none.
     """
 
-    def __init__(self, representative: Any, shape_nchw: tuple[int, ...], fallback: Sequence[torch.Tensor]) -> None:
+    def __init__(self, representative: Images | None, shape_nchw: tuple[int, ...],
+                 fallback: Sequence[torch.Tensor]) -> None:  # fmt: skip
         self.shape = tuple(shape_nchw)
         if representative is None:
             self.images: list[np.ndarray] | None = None
             self.parity = [x.numpy().astype(np.float32) for x in fallback]
-            self.meta: dict[str, Any] = {"source": "seeded-random", "n_images": 0}
+            self.meta: RepresentativeInfo = {"source": "seeded-random", "n_images": 0}
             return
         arr = np.asarray(representative.numpy() if isinstance(representative, torch.Tensor) else
                          np.concatenate([np.asarray(x, dtype=np.float32).reshape(1, *self.shape[1:])
@@ -75,7 +83,9 @@ class QuantBatch:
         return [np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout == "NHWC" else x for x in arrays]
 
 
-def _quantize(fmt_name: str, src: Path, dst: Path, precision: Precision, rep: list[np.ndarray] | None) -> dict[str, Any]:
+def _quantize(fmt_name: str, src: Path, dst: Path, precision: Precision,
+              rep: list[np.ndarray] | None) -> Mapping[str, object]:  # fmt: skip
+    """Quantize ``src`` into ``dst``; the quantizer's own account of what it did (free-form)."""
     from latkit.profiler import quantize as q
 
     fn = q.quantize_onnx if fmt_name == "onnx" else q.quantize_tflite
@@ -83,8 +93,8 @@ def _quantize(fmt_name: str, src: Path, dst: Path, precision: Precision, rep: li
 
 
 def export_quantized(
-    src: Any, module: nn.Module, batch: QuantBatch, base: dict[str, Any], precision: Precision, path: Path,
-) -> Any:  # fmt: skip
+    src: ExportedFile, module: nn.Module, batch: QuantBatch, base: SidecarBase, precision: Precision, path: Path,
+) -> ExportedFile:  # fmt: skip
     """Write ``path``: the float32 file ``src`` at ``precision``, parity-checked, with its sidecar.
 
     Args:
@@ -116,11 +126,12 @@ def export_quantized(
             check_kernels(tmp, precision)
         holds = model_precision(tmp)
         got = fmt.predict(tmp, src.format, feeds)
-        io = fmt.tflite_io(tmp) if src.format == "tflite" else None
+        io: FileIO | None = fmt.tflite_io(tmp) if src.format == "tflite" else None
     if src.format == "tflite":
         _, runtime = fmt.tflite_interpreter_module()
     else:
         runtime = f"onnxruntime-{fmt.package_version('onnxruntime')}"
+    par: Parity
     if precision == Precision.INT8:
         par = fmt.quantized_parity(reference, got)
     else:
@@ -131,7 +142,7 @@ def export_quantized(
     if io is None:
         io = {"input": src_meta["input"], "output": src_meta["output"]}
     io["input"]["layout"] = src.layout
-    entry = {
+    entry: SidecarEntry = {
         "format": src.format, "variant": precision.value, "precision": precision.value,
         "file_precision": Precision(holds).value, "exporter": src_meta.get("exporter"), "quantization": details,
         "representative": batch.meta, **io, "derived_from": src.path.name,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -30,11 +30,34 @@ from latkit.predictors.metrics import kendall, spearman
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 
+
+class GcnParams(TypedDict, total=False):
+    """Parameters of the ``gcn-accuracy`` predictor that smooths the estimates."""
+
+    hidden: int
+    layers: int
+    head: int
+    epochs: int
+    lr: float
+
+
+class RankReportDict(TypedDict, total=False):
+    """:class:`RankReport` as JSON."""
+
+    n_fit: int
+    folds: int
+    gcn_vs_estimate: dict[str, float]
+    estimate_vs_truth: dict[str, float] | None
+    gcn_vs_truth: dict[str, float] | None
+    space_vs_truth: dict[str, float] | None
+    n_space: int
+
+
 # A small GCN smooths heavy per-architecture noise best (NB201, 1000 cells, sigma 6
 # points: out-of-fold tau vs truth 0.609, above the estimates' 0.573); a wider, longer
 # trained one (hidden/head 128, 400 epochs) fits clean estimates better (0.750 vs 0.669
 # at sigma 0) but follows the noise at sigma 6 (0.555).
-DEFAULT_PARAMS: dict[str, Any] = {"hidden": 64, "layers": 3, "head": 64, "epochs": 200, "lr": 3e-3}
+DEFAULT_PARAMS: GcnParams = {"hidden": 64, "layers": 3, "head": 64, "epochs": 200, "lr": 3e-3}
 
 
 def _encode(space_name: str, archs: Sequence[Arch]) -> np.ndarray:
@@ -61,7 +84,7 @@ class SmoothedAccuracy:
         provenance: where its training estimates came from.
     """
 
-    def __init__(self, predictor: Any, provenance: dict[str, Any] | None = None) -> None:
+    def __init__(self, predictor: Any, provenance: Mapping[str, object] | None = None) -> None:
         if not getattr(predictor, "is_fitted", False):
             raise UsageError("SmoothedAccuracy needs a fitted gcn-accuracy predictor")
         self.predictor, self.space = predictor, predictor.space
@@ -74,7 +97,7 @@ class SmoothedAccuracy:
         space: str,
         archs: Sequence[Arch],
         estimates: Sequence[float],
-        provenance: dict[str, Any] | None = None,
+        provenance: Mapping[str, object] | None = None,
         random_state: int = 0,
         **params: Any,
     ) -> SmoothedAccuracy:
@@ -156,8 +179,9 @@ class RankReport:
     space_vs_truth: dict[str, float] | None = None
     n_space: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+    def as_dict(self) -> RankReportDict:
+        """JSON-ready form."""
+        return RankReportDict(**vars(self))
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -198,7 +222,7 @@ def rank_report(
                                     random_state=random_state + k, **params)
         oof[held] = part.predict([archs[i] for i in held])
     full = SmoothedAccuracy.fit(space, archs, y, random_state=random_state, **params)
-    report: dict[str, Any] = {"n_fit": len(archs), "folds": folds, "gcn_vs_estimate": _corr(y, oof)}
+    report: RankReportDict = {"n_fit": len(archs), "folds": folds, "gcn_vs_estimate": _corr(y, oof)}
     if truth:
         known = [i for i, a in enumerate(archs) if a in truth]
         if len(known) >= 3:

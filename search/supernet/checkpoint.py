@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
@@ -24,17 +24,52 @@ from latkit._files import atomic_path, one_line, read_json, write_json
 from latkit._version import __version__
 from latkit.errors import StoreError, UsageError
 
+if TYPE_CHECKING:
+    from latkit.search.supernet.proxyless_grad import EpochRecord
+
 SCHEMA = "latkit.search.checkpoint"
 SCHEMA_VERSION = 2  # 2: supernet candidates share weights (the optimiser holds the shared tensors only)
 TENSORS_FILE = "checkpoint.safetensors"
 STATE_FILE = "checkpoint.json"
 
 
-def optimizer_state(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+class OptimizerState(TypedDict):
+    """An optimiser's JSON half (its tensors are in the safetensors file)."""
+
+    param_groups: list[dict[str, object]]  # torch's own, hyper-parameters by name
+    plain: dict[str, dict[str, object]]  # per parameter index: the non-tensor state
+
+
+class CheckpointState(TypedDict, total=False):
+    """``checkpoint.json``: the envelope, and the JSON state of the search that wrote it.
+
+    Every search writes ``algorithm``, ``epoch`` and ``trajectory``; a uniformly
+    trained supernet adds ``weight_opt`` and ``numpy_rng``; proxyless-grad adds
+    the rest (:meth:`~latkit.search.supernet.proxyless_grad.ProxylessGradSearch.state`).
+    """
+
+    schema: str
+    schema_version: int
+    latkit_version: str
+    checkpoint_id: str  # the same id as the safetensors file's metadata
+    algorithm: str
+    epoch: int
+    trajectory: list[dict[str, object]]  # the search's trajectory rows so far
+    numpy_rng: dict[str, object]  # numpy's bit-generator state
+    weight_opt: OptimizerState
+    arch_opt: OptimizerState
+    arch_steps: int
+    latency_weight: float
+    history: list[EpochRecord]
+    config: dict[str, object]  # the ProxylessConfig's fields
+    target_ms: float
+
+
+def optimizer_state(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], OptimizerState]:
     """Split an optimiser's state dict into named tensors and JSON-ready values."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
-    plain: dict[str, dict[str, Any]] = {}
+    plain: dict[str, dict[str, object]] = {}
     for idx, entries in sd["state"].items():
         for name, value in entries.items():
             if isinstance(value, torch.Tensor):
@@ -45,10 +80,10 @@ def optimizer_state(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, 
 
 
 def restore_optimizer(
-    opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], saved: dict
+    opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], saved: OptimizerState
 ) -> None:
     """Inverse of :func:`optimizer_state`."""
-    state: dict[int, dict[str, Any]] = {}
+    state: dict[int, dict[str, object]] = {}
     for key, value in tensors.items():
         if key.startswith(prefix + "."):
             idx, name = key[len(prefix) + 1 :].split(".", 1)
@@ -58,7 +93,7 @@ def restore_optimizer(
     opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
-def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
+def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], state: CheckpointState) -> Path:
     """Write ``tensors`` and ``state`` atomically into ``directory``; return it."""
     from safetensors.torch import save_file
 
@@ -67,7 +102,7 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], sta
     with atomic_path(out / TENSORS_FILE, "search checkpoint") as tmp:
         save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp),
                   metadata={"checkpoint_id": ident})
-    body = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
+    body: CheckpointState = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
             "checkpoint_id": ident, **state}  # fmt: skip
     write_json(out / STATE_FILE, body, "search checkpoint", indent=1, nan_to_null=True)
     return out
@@ -79,7 +114,7 @@ def has_checkpoint(directory: str | Path) -> bool:
     return (d / TENSORS_FILE).is_file() and (d / STATE_FILE).is_file()
 
 
-def check_resumable(directory: str | Path, algorithm: str | None = None) -> dict[str, Any]:
+def check_resumable(directory: str | Path, algorithm: str | None = None) -> CheckpointState:
     """Before an explicit resume: the checkpoint in ``directory`` is there, whole, and of ``algorithm``.
 
     (:func:`~latkit.search.run.run_search` itself starts fresh when there is no
@@ -108,7 +143,7 @@ def check_resumable(directory: str | Path, algorithm: str | None = None) -> dict
     return state
 
 
-def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointState]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:

@@ -17,7 +17,7 @@ import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -38,6 +38,20 @@ class DataError(UsageError):
     """A dataset that cannot be found or read."""
 
 
+class DataProvenance(TypedDict, total=False):
+    """Where a dataset came from and how it was split (recorded in arch.json and weights.json)."""
+
+    dataset: str  # "digits" | "cifar10" | "image_folder"
+    source: str  # the folder, or the loader of the embedded set
+    files: list[str]  # CIFAR-10 batches read
+    classes: list[str]  # an image folder's class names
+    resolution: int
+    valid_fraction: float
+    seed: int
+    n_train: int
+    n_valid: int
+
+
 @dataclass
 class SearchData:
     """Training and held-out splits (NCHW float32 images, int64 labels)."""
@@ -47,7 +61,7 @@ class SearchData:
     x_valid: torch.Tensor
     y_valid: torch.Tensor
     n_classes: int
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: DataProvenance = field(default_factory=lambda: DataProvenance())
 
     @property
     def resolution(self) -> int:
@@ -72,7 +86,7 @@ def _prepare(
     resolution: int,
     valid_fraction: float,
     seed: int,
-    provenance: dict[str, Any],
+    provenance: DataProvenance,
     max_images: int | None = None,
 ) -> SearchData:
     """NHWC or NCHW uint8/float images -> normalised, resized, split SearchData."""
@@ -95,7 +109,7 @@ def _prepare(
     mean = x_tr.mean(dim=(0, 2, 3), keepdim=True)
     std = x_tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     n_classes = int(y.max()) + 1
-    prov = {**provenance, "resolution": resolution, "valid_fraction": valid_fraction,
+    prov: DataProvenance = {**provenance, "resolution": resolution, "valid_fraction": valid_fraction,
             "seed": seed, "n_train": len(y) - n_valid, "n_valid": n_valid}  # fmt: skip
     return SearchData((x_tr - mean) / std, y[n_valid:], (x_va - mean) / std, y[:n_valid],
                       n_classes, prov)  # fmt: skip
@@ -210,13 +224,8 @@ def _check_cifar_batch(batch: Any, path: str | Path) -> tuple[np.ndarray, np.nda
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
-def load_cifar10(
-    folder: str | Path,
-    resolution: int = 32,
-    valid_fraction: float = 0.2,
-    seed: int = 0,
-    max_images: int | None = None,
-) -> SearchData:
+def load_cifar10(folder: str | Path, resolution: int = 32, valid_fraction: float = 0.2, seed: int = 0,
+                 max_images: int | None = None) -> SearchData:  # fmt: skip
     """The CIFAR-10 python batches in ``folder`` (data_batch_1..5, test_batch).
 
     The training batches present are used (the test batch is left out of the
@@ -240,13 +249,8 @@ def load_cifar10(
                     max_images)  # fmt: skip
 
 
-def load_image_folder(
-    folder: str | Path,
-    resolution: int = 32,
-    valid_fraction: float = 0.2,
-    seed: int = 0,
-    max_images: int | None = None,
-) -> SearchData:
+def load_image_folder(folder: str | Path, resolution: int = 32, valid_fraction: float = 0.2, seed: int = 0,
+                      max_images: int | None = None) -> SearchData:  # fmt: skip
     """An ImageFolder tree: ``folder/<class name>/<image>`` (classes sorted by name).
 
     Raises:
@@ -275,7 +279,7 @@ def load_image_folder(
             labels.append(label)
     if not images:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    prov = {"dataset": "image_folder", "source": str(root), "classes": classes}
+    prov: DataProvenance = {"dataset": "image_folder", "source": str(root), "classes": classes}
     return _prepare(np.stack(images), np.asarray(labels), resolution, valid_fraction, seed, prov,
                     max_images)  # fmt: skip
 

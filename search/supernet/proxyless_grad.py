@@ -39,7 +39,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
@@ -53,6 +53,11 @@ from latkit.search.projection import project_to_target
 from latkit.search.target import check_reachable
 from latkit.search.supernet.supernet import GateSample, Supernet
 from latkit.search.supernet.train import weight_optimizer
+
+if TYPE_CHECKING:
+    from latkit.lut.tables import TableLatencyModel
+    from latkit.search.framework.latency import PredictorLatencyModel
+    from latkit.search.supernet.checkpoint import CheckpointState
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,33 @@ class ProxylessConfig:
             raise UsageError("tolerance must be in [0, 1), adapt_rate > 0 and adapt_every >= 1")
 
 
+class EpochExtra(TypedDict, total=False):
+    """What an epoch reports beyond the search's figures."""
+
+    train_loss: float  # mean weight-step loss
+    phase: str  # "warmup" | "search"
+
+
+class EpochRecord(TypedDict):
+    """One epoch in the search's history (and its checkpoint): :class:`EpochInfo` as JSON."""
+
+    epoch: int
+    loss: float
+    expected_latency_ms: float
+    derived_arch: list[object]
+    derived_latency_ms: float
+    latency_weight: float
+    entropy: float
+    extra: EpochExtra
+
+
+class ProxylessOutcome(TypedDict):
+    """What the ``proxyless-grad`` algorithm returns: the projected architecture and the history."""
+
+    final_arch: object  # the space's native form
+    history: list[EpochRecord]
+
+
 @dataclass
 class EpochInfo:
     """What the search reports after each epoch (for progress displays)."""
@@ -93,11 +125,11 @@ class EpochInfo:
     epoch: int
     loss: float
     expected_latency_ms: float
-    derived_arch: list[Any]
+    derived_arch: list[object]
     derived_latency_ms: float
     latency_weight: float
     entropy: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: EpochExtra = field(default_factory=lambda: EpochExtra())
 
 
 def latency_loss(
@@ -129,7 +161,7 @@ class ProxylessGradSearch:
     def __init__(
         self,
         supernet: Supernet,
-        latency_model: Any,
+        latency_model: TableLatencyModel | PredictorLatencyModel,
         data: SearchData,
         target_ms: float,
         config: ProxylessConfig | None = None,
@@ -155,7 +187,7 @@ class ProxylessGradSearch:
         self.gen = torch.Generator().manual_seed(seed)
         self.epoch = 0
         self.arch_steps = 0
-        self.history: list[dict[str, Any]] = []
+        self.history: list[EpochRecord] = []
 
     # ---- distributions ----
 
@@ -287,7 +319,7 @@ class ProxylessGradSearch:
             entropy=self.entropy(),
             extra={"train_loss": float(np.mean(losses)), "phase": "search" if search_arch else "warmup"},
         )
-        self.history.append(asdict(info))
+        self.history.append(asdict(info))  # an EpochRecord: EpochInfo's fields
         return info
 
     def final_arch(self) -> Arch:
@@ -299,7 +331,7 @@ class ProxylessGradSearch:
 
     # ---- checkpoint state ----
 
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def state(self) -> tuple[dict[str, torch.Tensor], CheckpointState]:
         """Tensors and JSON state of the search (see :mod:`latkit.search.supernet.checkpoint`)."""
         from latkit.search.supernet.checkpoint import optimizer_state
 
@@ -310,14 +342,14 @@ class ProxylessGradSearch:
         at, aj = optimizer_state(self.arch_opt, "opt_a")
         tensors.update(wt)
         tensors.update(at)
-        plain = {
+        plain: CheckpointState = {
             "epoch": self.epoch, "arch_steps": self.arch_steps, "latency_weight": self.latency_weight,
             "numpy_rng": self.rng.bit_generator.state, "history": self.history,
             "weight_opt": wj, "arch_opt": aj, "config": asdict(self.cfg), "target_ms": self.target_ms,
         }  # fmt: skip
         return tensors, plain
 
-    def load_state(self, tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+    def load_state(self, tensors: dict[str, torch.Tensor], plain: CheckpointState) -> None:
         """Restore :meth:`state` output (same space, supernet and config)."""
         from latkit.search.supernet.checkpoint import restore_optimizer
 
@@ -350,7 +382,7 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
 @register_algorithm("proxyless-grad")
 def proxyless_grad(
     ctx: SearchContext, search: ProxylessGradSearch | None = None, epochs: int = 10
-) -> dict[str, Any]:
+) -> ProxylessOutcome:
     """ProxylessNAS gradient search as a framework algorithm.
 
     Each epoch's derived architecture is queried (one query each, recorded in

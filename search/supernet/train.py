@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
@@ -16,6 +16,26 @@ from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace
 from latkit.search.supernet.data import SearchData
 from latkit.search.supernet.supernet import Supernet
+
+if TYPE_CHECKING:
+    from latkit.profiler.spaces.base import Network
+    from latkit.search.deploy.export import ArchFile
+
+
+class PoolWeights(TypedDict):
+    """What the knowledge pool keeps of a trained architecture: its layers' operator ids and its tensors."""
+
+    ids: dict[str, str]  # layer name -> operator id
+    state: dict[str, torch.Tensor]  # the state dict
+
+
+class TrainedRecord(TypedDict):
+    """One architecture :class:`TrainedAccuracy` trained."""
+
+    arch: object  # the space's native form
+    accuracy: float
+    inherited_layers: int
+    final_loss: float
 
 
 def train_step(
@@ -111,7 +131,7 @@ class SupernetAccuracy:
         self._bn_batches = [data.x_train[p] for p in picks]
         k = len(data.y_valid) if max_valid is None else min(max_valid, len(data.y_valid))
         self._x, self._y = data.x_valid[:k], data.y_valid[:k]
-        self.provenance: dict[str, Any] = {
+        self.provenance: dict[str, object] = {  # free-form: recorded in arch.json
             "kind": "supernet",
             "metric": "top1_pct_heldout",
             "n_heldout": k,
@@ -135,16 +155,9 @@ class SupernetAccuracy:
             net.train(was_training)
 
 
-def train_network(
-    model: nn.Module,
-    data: SearchData,
-    epochs: int = 1,
-    batch_size: int = 64,
-    lr: float = 0.01,
-    seed: int = 0,
-    max_steps: int | None = None,
-    on_step: Callable[[int, float], None] | None = None,
-) -> list[float]:
+def train_network(model: nn.Module, data: SearchData, epochs: int = 1, batch_size: int = 64, lr: float = 0.01,
+                  seed: int = 0, max_steps: int | None = None,
+                  on_step: Callable[[int, float], None] | None = None) -> list[float]:  # fmt: skip
     """Train a standalone network on the training split; returns the per-step losses.
 
     ``on_step`` is called as ``(steps_done, loss)`` after every step, for progress displays.
@@ -209,8 +222,8 @@ class TrainedAccuracy:
         self.steps, self.inherit, self.batch_size, self.lr, self.seed = steps, inherit, batch_size, lr, seed
         self.pool = ArchPool(capacity=pool_size)
         self.on_step = on_step  # (steps done over all architectures, message), after every step
-        self.history: list[dict[str, Any]] = []
-        self.provenance: dict[str, Any] = {
+        self.history: list[TrainedRecord] = []
+        self.provenance: dict[str, object] = {  # free-form: recorded in arch.json
             "kind": "trained", "metric": "top1_pct_heldout", "steps": steps, "inherit": inherit,
             "pool_size": pool_size, "data": data.provenance,
         }  # fmt: skip
@@ -240,7 +253,7 @@ class TrainedAccuracy:
         module.eval()
         acc = accuracy_pct(module, self.data.x_valid, self.data.y_valid)
         state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        self.pool.add(arch, acc, {"ids": ids, "state": state})
+        self.pool.add(arch, acc, PoolWeights(ids=ids, state=state))
         self.history.append({"arch": self.space.arch_to_native(arch), "accuracy": acc,
                              "inherited_layers": inherited, "final_loss": float(np.mean(losses[-5:]))})  # fmt: skip
         return acc
@@ -252,7 +265,7 @@ class TrainedAccuracy:
             self.on_step(n * self.steps + step, f"architecture {n + 1} step {step}/{self.steps} loss {loss:.3f}")
 
 
-def inherit_layers(module: nn.Module, ids: dict[str, str], donor: dict[str, Any]) -> int:
+def inherit_layers(module: nn.Module, ids: dict[str, str], donor: PoolWeights) -> int:
     """Copy the donor's tensors into every layer of ``module`` built like the donor's; returns how many layers.
 
     ``ids`` maps ``module``'s layer names to operator ids; ``donor`` holds the
@@ -279,6 +292,39 @@ TRAINED_SCHEMA = "latkit.trained"
 TRAINED_SCHEMA_VERSION = 1
 
 
+class TrainResultDict(TypedDict):
+    """:class:`TrainResult` as JSON (``latkit train --json``)."""
+
+    weights_path: str
+    sidecar_path: str
+    accuracy_pct: float
+    steps: int
+    epochs: int
+    classes: int
+    resolution: int
+    dataset: str
+    init: str
+
+
+class TrainedSidecar(TypedDict):
+    """``weights.json`` (schema ``latkit.trained``): what the weights are and how they were trained."""
+
+    schema: str
+    schema_version: int
+    latkit_version: str
+    weights: dict[str, str]  # file, sha256
+    architecture: dict[str, object]  # space, arch, network_key, arch_file, arch_sha256
+    dataset: dict[str, object]  # spec, provenance
+    classes: int
+    resolution: int
+    accuracy: dict[str, object]  # top1_pct, split, n_images
+    epochs: int
+    steps: int
+    init: str
+    seed: int
+    final_loss: float | None
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What :func:`train_arch` wrote: the weights, their sidecar, and the figures in it."""
@@ -293,11 +339,13 @@ class TrainResult:
     dataset: str
     init: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TrainResultDict:
         """JSON-ready form."""
-        d = asdict(self)
-        d.update(weights_path=str(self.weights_path), sidecar_path=str(self.sidecar_path))
-        return d
+        return {
+            "weights_path": str(self.weights_path), "sidecar_path": str(self.sidecar_path),
+            "accuracy_pct": self.accuracy_pct, "steps": self.steps, "epochs": self.epochs, "classes": self.classes,
+            "resolution": self.resolution, "dataset": self.dataset, "init": self.init,
+        }  # fmt: skip
 
 
 def train_arch(
@@ -342,8 +390,8 @@ def train_arch(
     """
     from latkit._files import check_output_dir
     from latkit.profiler.spaces.base import get_space
-    from latkit.search.supernet.data import load_data
     from latkit.search.deploy.export import read_arch
+    from latkit.search.supernet.data import load_data
 
     if epochs < 1 or (max_steps is not None and max_steps < 1):
         raise UsageError(f"epochs and max_steps must be at least 1, got {epochs} and {max_steps}")
@@ -354,17 +402,25 @@ def train_arch(
         torch.set_num_threads(threads)
     ds = load_data(data, info.resolution, seed=seed)
     module, network, init_text = _initial_module(info.network, ds.n_classes, start, seed)
-    losses: list[float] = []
-    for epoch in range(epochs):
-        losses += train_network(module, ds, epochs=1, seed=seed + epoch, max_steps=max_steps)
-        if on_progress is not None:
-            on_progress(epoch + 1, epochs, f"epoch {epoch + 1}: loss {np.mean(losses[-10:]):.3f}")
+    losses = _train_epochs(module, ds, epochs, max_steps, seed, on_progress)
     module.eval()
     acc = accuracy_pct(module, ds.x_valid, ds.y_valid)
     return _save_trained(module, out, info, network, ds, data, acc, losses, epochs, init_text, seed)
 
 
-def _initial_module(space_network: Any, classes: int, start: Path | None, seed: int) -> tuple[nn.Module, Any, str]:
+def _train_epochs(module: nn.Module, ds: SearchData, epochs: int, max_steps: int | None, seed: int,
+                  on_progress: Callable[[int, int, str], None] | None) -> list[float]:  # fmt: skip
+    """Train ``module`` for ``epochs`` passes (each its own batch order), reporting each; the step losses."""
+    losses: list[float] = []
+    for epoch in range(epochs):
+        losses += train_network(module, ds, epochs=1, seed=seed + epoch, max_steps=max_steps)
+        if on_progress is not None:
+            on_progress(epoch + 1, epochs, f"epoch {epoch + 1}: loss {np.mean(losses[-10:]):.3f}")
+    return losses
+
+
+def _initial_module(space_network: Network, classes: int, start: Path | None,
+                    seed: int) -> tuple[nn.Module, Network, str]:  # fmt: skip
     """The module to train (identity BN, the supernet's weights where ``start`` gives them), its network, its origin."""
     from latkit.profiler.build import build_network
     from latkit.search.deploy.export_weights import with_classes
@@ -374,8 +430,6 @@ def _initial_module(space_network: Any, classes: int, start: Path | None, seed: 
     module = build_network(network, seed=seed)
     reset_bn(module)
     return module, network, "scratch" if start is None else _adopt(module, start, space_network)
-
-
 def _init_source(init: str | Path, arch: str | Path) -> Path | None:
     """The search checkpoint to start from (None: from scratch)."""
     from latkit.search.deploy.export_weights import CHECKPOINT_FILE
@@ -395,7 +449,7 @@ def _init_source(init: str | Path, arch: str | Path) -> Path | None:
     return path
 
 
-def _adopt(module: nn.Module, checkpoint: Path, space_network: Any) -> str:
+def _adopt(module: nn.Module, checkpoint: Path, space_network: Network) -> str:
     """Load the supernet weights of the path into ``module``; a description of what was taken."""
     from latkit.errors import StoreError
     from latkit.search.deploy.export_weights import is_search_checkpoint, read_weights, supernet_path_state
@@ -411,8 +465,8 @@ def _adopt(module: nn.Module, checkpoint: Path, space_network: Any) -> str:
     return f"supernet {checkpoint} ({len(picked)}/{len(own)} tensors)"
 
 
-def _save_trained(module: nn.Module, out: Path, info: Any, network: Any, ds: SearchData, data: str, acc: float,
-                  losses: list[float], epochs: int, init: str, seed: int) -> TrainResult:  # fmt: skip
+def _save_trained(module: nn.Module, out: Path, info: ArchFile, network: Network, ds: SearchData, data: str,
+                  acc: float, losses: list[float], epochs: int, init: str, seed: int) -> TrainResult:  # fmt: skip
     """Write the weights and their sidecar (each atomically); the result."""
     from latkit._files import file_sha256, write_json
     from latkit._version import __version__
@@ -423,7 +477,7 @@ def _save_trained(module: nn.Module, out: Path, info: Any, network: Any, ds: Sea
     weights = save_weights(module, out / TRAINED_FILE, network,
                            {"dataset": data, "epochs": str(epochs), "steps": str(len(losses)),
                             "accuracy_pct": f"{acc:.2f}", "trained_by": "latkit train"})  # fmt: skip
-    sidecar = {
+    sidecar: TrainedSidecar = {
         "schema": TRAINED_SCHEMA, "schema_version": TRAINED_SCHEMA_VERSION, "latkit_version": __version__,
         "weights": {"file": weights.name, "sha256": file_sha256(weights)},
         "architecture": {"space": info.space, "arch": info.arch, "network_key": network_key(network),
