@@ -219,6 +219,19 @@ def host_cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def host_cpu_info(device: Device, runtime: str, runtime_version: str, extra: dict[str, Any]) -> DeviceInfo:
+    """The provenance of a backend that runs ``device``'s models on this host's CPU."""
+    return DeviceInfo(
+        uri=device.uri,
+        kind="cpu",
+        runtime=runtime,
+        runtime_version=runtime_version,
+        threads=device.threads,
+        model=host_cpu_model(),
+        extra=extra,
+    )
+
+
 class CapturedOutput:
     """What :func:`captured_output` caught (filled in when the block ends)."""
 

@@ -25,7 +25,7 @@ from latkit.devices.base import (
     ModelFormat,
     ModelSource,
     Session,
-    host_cpu_model,
+    host_cpu_info,
     load_advice,
     host_state,
     register_device,
@@ -108,21 +108,13 @@ class OnnxRuntimeCPU(HostDevice):
 
     def info(self) -> DeviceInfo:
         """Runtime, version, threads, CPU model and session settings."""
-        return DeviceInfo(
-            uri=self.uri,
-            kind="cpu",
-            runtime="onnxruntime",
-            runtime_version=ort.__version__,
-            threads=self.threads,
-            model=host_cpu_model(),
-            extra={
-                "provider": PROVIDER,
-                "graph_optimization_level": OPT_LEVEL.name,
-                "execution_mode": "sequential",
-                "inter_op_threads": 1,
-                "clock": self.clock,
-            },
-        )
+        return host_cpu_info(self, "onnxruntime", ort.__version__, {
+            "provider": PROVIDER,
+            "graph_optimization_level": OPT_LEVEL.name,
+            "execution_mode": "sequential",
+            "inter_op_threads": 1,
+            "clock": self.clock,
+        })
 
     def session_options(self) -> ort.SessionOptions:
         """The session settings every model is opened with."""

@@ -19,7 +19,7 @@ from latkit.devices.base import (
     ModelFormat,
     ModelSource,
     Session,
-    host_cpu_model,
+    host_cpu_info,
     host_state,
     register_device,
 )
@@ -82,16 +82,9 @@ class TorchCPU(HostDevice):
 
     def info(self) -> DeviceInfo:
         """Runtime version, threads, CPU model and torch's CPU build."""
-        return DeviceInfo(
-            uri=self.uri,
-            kind="cpu",
-            runtime="torch",
-            runtime_version=torch.__version__,
-            threads=self.threads,
-            model=host_cpu_model(),
-            extra={"mode": "eager", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                   "clock": self.clock},
-        )
+        return host_cpu_info(self, "torch", torch.__version__, {
+            "mode": "eager", "cpu_capability": torch.backends.cpu.get_cpu_capability(), "clock": self.clock,
+        })
 
     def open(self, model: ModelSource) -> TorchCPUSession:
         """Take ``model``'s torch module and run it once on a fixed random input.
