@@ -245,11 +245,14 @@ def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[N
 
 
 def run_backend(uri: str, args: argparse.Namespace, lut: LUT, pool: list[Network], ops: list[OpSpec],
-                config: ProtocolConfig, chosen: dict[str, list[Network]]) -> dict[str, Any]:
+                config: ProtocolConfig) -> dict[str, Any]:
     """Parts (a) and (b) on one device.
 
-    ``chosen`` holds the calibration and test networks once a device has picked
-    them; later devices measure the same ones (and reuse their exported files).
+    Each device picks its calibration and test networks by its own fp32 LUT
+    sums, as ``latkit lut calibrate`` does: the same networks spread evenly
+    on one runtime can bunch up on another (here the pool's LiteRT sums span
+    0.7-2.9 ms, its ONNX Runtime sums of the same networks 1.0-1.25 ms), and a
+    calibration fitted on bunched sums extrapolates its noise.
     """
     device = open_device(uri, threads=args.threads)
     precisions = [p for p in PRECISION_ORDER if p in device.precisions]
@@ -262,16 +265,14 @@ def run_backend(uri: str, args: argparse.Namespace, lut: LUT, pool: list[Network
     wanted = [p for p in args.e2e_precisions.split(",") if p in precisions]
     failed = {k for p in {"fp32", *wanted} for k in profiled[p]["failed"]}
     usable = [net for net in pool if not failed & {s.key for s in net.measurable_specs()}]
-    if not chosen or any(n not in usable for n in chosen["calib"] + chosen["tests"]):
-        if len(usable) < args.networks + args.calibration_networks:
-            print(f"  {uri}: part (b) skipped, only {len(usable)} networks have every operator profiled",
-                  file=sys.stderr)
-            return result
-        chosen["calib"], chosen["tests"] = pick_networks(lut, uri, usable, args.calibration_networks,
-                                                         args.networks)
-    result["calibration_networks"] = [BuiltModel(net).key for net in chosen["calib"]]
+    if len(usable) < args.networks + args.calibration_networks:
+        print(f"  {uri}: part (b) skipped, only {len(usable)} networks have every operator profiled",
+              file=sys.stderr)
+        return result
+    calib, tests = pick_networks(lut, uri, usable, args.calibration_networks, args.networks)
+    result["calibration_networks"] = [BuiltModel(net).key for net in calib]
     for p in wanted:
-        result["e2e"][p] = check_networks(lut, device, chosen["calib"], chosen["tests"], p, config)
+        result["e2e"][p] = check_networks(lut, device, calib, tests, p, config)
     return result
 
 
@@ -315,10 +316,9 @@ def main(argv: list[str] | None = None) -> int:
              "networks": args.networks, "calibration_networks": args.calibration_networks, "quick": args.quick,
              "protocol": config.to_dict(), "lut": str(lut_path)}
     result: dict[str, Any] = {"setup": setup, "backends": {}}
-    chosen: dict[str, list[Network]] = {}
     with LUT.open(lut_path, create=True) as lut:
         for uri in args.devices.split(","):
-            result["backends"][uri] = run_backend(uri, args, lut, pool, ops, config, chosen)
+            result["backends"][uri] = run_backend(uri, args, lut, pool, ops, config)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print_figures(result)
     if args.out:

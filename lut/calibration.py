@@ -41,6 +41,7 @@ from latkit.lut.store import LUT, utc_now
 
 if TYPE_CHECKING:
     from latkit.devices.base import Device, ModelSource
+    from latkit.profiler.measurement import Measurement
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.profiler.spaces.base import Network
 
@@ -181,10 +182,16 @@ def measure_passes(
     measured again, pass by pass, up to :data:`MAX_PASSES` figures. On a shared
     host other load inflates even a thread-CPU-time figure (measured here: the
     same network at 1.07 and 1.93 ms in two passes, load average 1); a burst has
-    to hit a network in every pass to survive the minimum. ``on_progress`` gets
-    ``(done, total, label)``; ``total`` grows when a model is measured again.
+    to hit a network in every pass to survive the minimum. Within a pass the
+    models are measured together, interleaved
+    (:func:`~latkit.profiler.protocol.measure_many`), so a change in the load
+    during the pass (measured here: one network's thread-CPU figure went 1.1 ->
+    1.9 -> 1.0 ms over 30 s at load 3, from cache and memory contention the
+    thread clock does not remove) falls on all of them alike instead of on the
+    few measured while it lasted. ``on_progress`` gets ``(done, total, label)``;
+    ``total`` grows when a model is measured again.
     """
-    from latkit.profiler.protocol import measure_one
+    from latkit.profiler.protocol import measure_many
 
     labels = list(labels) if labels is not None else [getattr(m, "key", str(i)) for i, m in enumerate(models)]
     runs: list[list[float]] = [[] for _ in models]
@@ -195,11 +202,22 @@ def measure_passes(
             break
         later = (PASSES - 1 - k) * len(models) if k < PASSES else 0
         total = done + len(todo) + later
-        for i in todo if k % 2 == 0 else reversed(todo):
-            runs[i].append(measure_one(device, models[i], config).latency_ms)
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total, labels[i])
+        by_key: dict[str, list[int]] = {}  # a model listed twice is measured once a pass
+        for i in todo if k % 2 == 0 else todo[::-1]:
+            by_key.setdefault(models[i].key, []).append(i)
+
+        def record(_d: int, _t: int, key: str, m: Measurement | None,
+                   by_key: dict[str, list[int]] = by_key, total: int = total) -> None:
+            nonlocal done
+            if m is None:  # a failed model: measure_many raises for it (no on_error)
+                return
+            for i in by_key[key]:
+                runs[i].append(m.latency_ms)
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, total, labels[i])
+
+        measure_many(device, [models[ix[0]] for ix in by_key.values()], config, on_progress=record)
     return runs
 
 

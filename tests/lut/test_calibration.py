@@ -136,9 +136,9 @@ def test_calibrate_device_end_to_end(tmp_path):
             progress = []
             cal = calibrate_device(lut, device, nets, config, cache_dir=cache,
                                    on_progress=lambda d, t, name: progress.append(name))  # fmt: skip
-            # two passes in opposite orders, then again only networks whose figures disagree
+            # two passes over every network, then again only networks whose figures disagree
             runs = lut.calibrations(device.uri)[-1]["provenance"]["e2e_runs_ms"]
-            assert progress[:8] == ["n0", "n1", "n2", "n3", "n3", "n2", "n1", "n0"]
+            assert sorted(progress[:4]) == sorted(progress[4:8]) == ["n0", "n1", "n2", "n3"]
             assert len(progress) == sum(len(r) for r in runs) and all(2 <= len(r) <= MAX_PASSES for r in runs)
             assert all(steady(r) or len(r) == MAX_PASSES for r in runs)
             assert cal.n_points == 4 and cal.method in ("lstsq3", "lstsq2")

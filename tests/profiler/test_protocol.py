@@ -147,8 +147,10 @@ def test_measure_many_statistics_and_provenance(device, models):
         assert datetime.fromisoformat(p["measured_at"]).utcoffset().total_seconds() == 0
         assert p["median_ms"] == pytest.approx(float(np.median(raw)))
         assert len(p["sample_rounds"]) == raw.size
-    # bigger ops are slower: a 7x7 expand-3 block costs more than a 3x3 expand-3 block
-    assert out[2].latency_ms > out[0].latency_ms
+    # bigger ops are slower: the 5x5 expand-6 block does ~2.8x the multiply-adds of the
+    # 3x3 expand-3 one (350k vs 126k); a 7x7 vs 3x3 kernel at 8x8x16 is too close to call
+    # on a loaded host (both ~0.05 ms), so the size gap compared here is a real one
+    assert out[1].latency_ms > out[0].latency_ms
 
 
 def test_rounds_are_interleaved_and_shuffled(device, models):
