@@ -59,11 +59,11 @@ def open_device(uri: str, threads: int = 1, **options: Any) -> Device:
 
 
 def _protocol(config: ProtocolConfig | None, quick: bool) -> ProtocolConfig | None:
-    from latkit.profiler.protocol import ProtocolConfig
+    from latkit.profiler.protocol import Preset, ProtocolConfig
 
     if config is not None:
         return config
-    return ProtocolConfig.quick() if quick else None
+    return ProtocolConfig.preset(Preset.QUICK) if quick else None
 
 
 def profile(

@@ -91,38 +91,19 @@ def profile_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live per-device display."),
 ) -> None:
     """Profile a space's operators on every matching device of the cluster into one LUT."""
-    from latkit.errors import UsageError
     from latkit.lut.store import LUT
-    from latkit.profiler.farm import FarmConfig, StandInFactory, farm_profile
-    from latkit.profiler.protocol import ProtocolConfig
-    from latkit.profiler.spaces import get_space
+    from latkit.profiler.farm import FarmConfig, farm_profile
+    from latkit.profiler.protocol import Preset, ProtocolConfig
 
-    prec_kw = {"precision": parse_precision(precision_option(precision))}
-    specs = list({s.key: s for s in get_space(space).operators(resolution) if s.measurable}.values())
-    if limit:
-        specs = specs[:limit]
-    if stand_in_model is not None and not stand_in_model.is_file():
-        raise UsageError(f"--stand-in-model {stand_in_model} is not a file")
-    factory = StandInFactory(stand_in_model.resolve()) if stand_in_model else None
+    prec = parse_precision(precision_option(precision))
+    specs = _farm_specs(space, resolution, limit)
+    factory = _stand_in_factory(stand_in_model)
     ci = {} if target_ci is None else {"target_rel_ci": target_ci}
-    protocol = ProtocolConfig.quick(**ci) if quick else ProtocolConfig(**ci)
-    live: list[Live] = []
-    last = [0.0]
-
-    def on_event(kind, st, run) -> None:
-        if not progress:
-            return
-        if not live:
-            live.append(Live(_progress_table(run), console=common.err, refresh_per_second=4))
-            live[0].start()
-        now = time.monotonic()
-        if kind != "tick" or now - last[0] > 0.5:
-            last[0] = now
-            live[0].update(_progress_table(run))
+    protocol = ProtocolConfig.preset(Preset.QUICK if quick else Preset.DEFAULT, **ci)
+    display = _LiveDisplay(progress)
 
     def on_plan(chosen) -> None:
-        at = prec_kw.get("precision", "fp32")
-        common.err.print(f"{common.esc(space)}: {len(specs)} operators at {at} on {len(chosen)} device(s) -> "
+        common.err.print(f"{common.esc(space)}: {len(specs)} operators at {prec} on {len(chosen)} device(s) -> "
                          f"{common.esc(lut)}")
 
     try:
@@ -130,14 +111,57 @@ def profile_cmd(
             report = farm_profile(specs, table, devices, address=address, adb=adb, threads=threads,
                                   protocol=protocol, config=FarmConfig(op_timeout_s=op_timeout),
                                   device_options=_device_options(key), model_factory=factory,
-                                  on_event=on_event, on_plan=on_plan, **prec_kw)
+                                  on_event=display.on_event, on_plan=on_plan, precision=prec)
     finally:
-        if live:
-            live[0].stop()
-            common.err.print()
+        display.stop()
     _print_farm_report(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _farm_specs(space: str, resolution: Optional[int], limit: Optional[int]) -> list:
+    """The distinct measurable operators of the space (the first ``limit`` of them)."""
+    from latkit.profiler.spaces import get_space
+
+    specs = list({s.key: s for s in get_space(space).operators(resolution) if s.measurable}.values())
+    return specs[:limit] if limit else specs
+
+
+def _stand_in_factory(stand_in_model: Optional[Path]):
+    """The model factory pushing ``--stand-in-model`` for every operator (None: export each)."""
+    from latkit.errors import UsageError
+    from latkit.profiler.farm import StandInFactory
+
+    if stand_in_model is not None and not stand_in_model.is_file():
+        raise UsageError(f"--stand-in-model {stand_in_model} is not a file")
+    return StandInFactory(stand_in_model.resolve()) if stand_in_model else None
+
+
+class _LiveDisplay:
+    """The live per-device table of a farm run on stderr, started by its first event."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.live: Optional[Live] = None
+        self.last = 0.0
+
+    def on_event(self, kind, st, run) -> None:
+        """Redraw on every state change, and at most twice a second on ticks."""
+        if not self.enabled:
+            return
+        if self.live is None:
+            self.live = Live(_progress_table(run), console=common.err, refresh_per_second=4)
+            self.live.start()
+        now = time.monotonic()
+        if kind != "tick" or now - self.last > 0.5:
+            self.last = now
+            self.live.update(_progress_table(run))
+
+    def stop(self) -> None:
+        """Take the display down (if it was drawn)."""
+        if self.live is not None:
+            self.live.stop()
+            common.err.print()
 
 
 def _print_farm_report(report) -> None:

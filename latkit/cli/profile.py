@@ -45,12 +45,12 @@ def open_checked(uri: str, threads: int, clock: Optional[str], precision: Any):
 
 
 def protocol_config(target_ci: float, max_seconds: float, quick: bool):
-    """The measurement protocol settings chosen on the command line."""
-    from latkit.profiler.protocol import ProtocolConfig
+    """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap)."""
+    from latkit.profiler.protocol import Preset, ProtocolConfig
 
     if quick:
-        return ProtocolConfig.quick(target_rel_ci=target_ci)
-    return ProtocolConfig(target_rel_ci=target_ci, max_seconds_per_op=max_seconds)
+        return ProtocolConfig.preset(Preset.QUICK, target_rel_ci=target_ci)
+    return ProtocolConfig.preset(Preset.DEFAULT, target_rel_ci=target_ci, max_seconds_per_op=max_seconds)
 
 
 def load_arch(space_name: Optional[str], arch: str, resolution: Optional[int]):
