@@ -25,7 +25,7 @@ import numpy as np
 from latkit.devices.base import open_device
 from latkit.lut.calibration import calibrate_device, load_calibration
 from latkit.lut.store import LUT
-from latkit.profiler.protocol import ProtocolConfig
+from latkit.profiler.protocol import Preset, ProtocolConfig
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.lut.tables import TableLatencyModel
@@ -47,7 +47,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with LUT.open(lut_path, create=True) as lut:  # the pipeline's own first stage, done once up front
         profile_ops(open_device(DEVICE), space.operators(args.resolution), lut,
-                    ProtocolConfig(min_samples=20, max_samples=120, target_rel_ci=0.03, max_seconds_per_op=2.0))
+                    ProtocolConfig.preset(Preset.PIPELINE))
         if load_calibration(lut, DEVICE) is None:  # targets are end-to-end figures: calibrate first
             rng = np.random.default_rng(0)
             calibrate_device(lut, open_device(DEVICE), [space.network(space.sample(rng), args.resolution)
