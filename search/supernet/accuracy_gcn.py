@@ -17,7 +17,7 @@ known, of the raw estimates and of the GCN with the truth.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -39,18 +39,6 @@ class GcnParams(TypedDict, total=False):
     head: int
     epochs: int
     lr: float
-
-
-class RankReportDict(TypedDict, total=False):
-    """:class:`RankReport` as JSON."""
-
-    n_fit: int
-    folds: int
-    gcn_vs_estimate: dict[str, float]
-    estimate_vs_truth: dict[str, float] | None
-    gcn_vs_truth: dict[str, float] | None
-    space_vs_truth: dict[str, float] | None
-    n_space: int
 
 
 # A small GCN smooths heavy per-architecture noise best (NB201, 1000 cells, sigma 6
@@ -179,9 +167,9 @@ class RankReport:
     space_vs_truth: dict[str, float] | None = None
     n_space: int = 0
 
-    def as_dict(self) -> RankReportDict:
-        """JSON-ready form."""
-        return RankReportDict(**vars(self))
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form: the fields by name."""
+        return dict(vars(self))
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -222,14 +210,13 @@ def rank_report(
                                     random_state=random_state + k, **params)
         oof[held] = part.predict([archs[i] for i in held])
     full = SmoothedAccuracy.fit(space, archs, y, random_state=random_state, **params)
-    report: RankReportDict = {"n_fit": len(archs), "folds": folds, "gcn_vs_estimate": _corr(y, oof)}
+    report = RankReport(len(archs), folds, _corr(y, oof))
     if truth:
         known = [i for i, a in enumerate(archs) if a in truth]
         if len(known) >= 3:
             t = np.array([truth[archs[i]] for i in known])
-            report["estimate_vs_truth"] = _corr(t, y[known])
-            report["gcn_vs_truth"] = _corr(t, oof[known])
+            report = replace(report, estimate_vs_truth=_corr(t, y[known]), gcn_vs_truth=_corr(t, oof[known]))
         everything = list(truth)
-        report["space_vs_truth"] = _corr(np.array([truth[a] for a in everything]), full.predict(everything))
-        report["n_space"] = len(everything)
-    return full, RankReport(**report)
+        space_vs_truth = _corr(np.array([truth[a] for a in everything]), full.predict(everything))
+        report = replace(report, space_vs_truth=space_vs_truth, n_space=len(everything))
+    return full, report

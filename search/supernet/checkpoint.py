@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TypedDict
 
 import torch
 
 from latkit._files import atomic_path, one_line, read_json, write_json
 from latkit._version import __version__
 from latkit.errors import StoreError, UsageError
-
-if TYPE_CHECKING:
-    from latkit.search.supernet.proxyless_grad import EpochRecord
 
 SCHEMA = "latkit.search.checkpoint"
 SCHEMA_VERSION = 2  # 2: supernet candidates share weights (the optimiser holds the shared tensors only)
@@ -60,7 +57,7 @@ class CheckpointState(TypedDict, total=False):
     arch_opt: OptimizerState
     arch_steps: int
     latency_weight: float
-    history: list[EpochRecord]
+    history: list[dict[str, object]]  # proxyless-grad's EpochInfo per epoch
     config: dict[str, object]  # the ProxylessConfig's fields
     target_ms: float
 

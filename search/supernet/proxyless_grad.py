@@ -98,24 +98,11 @@ class EpochExtra(TypedDict, total=False):
     phase: str  # "warmup" | "search"
 
 
-class EpochRecord(TypedDict):
-    """One epoch in the search's history (and its checkpoint): :class:`EpochInfo` as JSON."""
-
-    epoch: int
-    loss: float
-    expected_latency_ms: float
-    derived_arch: list[object]
-    derived_latency_ms: float
-    latency_weight: float
-    entropy: float
-    extra: EpochExtra
-
-
 class ProxylessOutcome(TypedDict):
     """What the ``proxyless-grad`` algorithm returns: the projected architecture and the history."""
 
     final_arch: object  # the space's native form
-    history: list[EpochRecord]
+    history: list[dict[str, object]]  # one EpochInfo per epoch, as a dict
 
 
 @dataclass
@@ -187,7 +174,7 @@ class ProxylessGradSearch:
         self.gen = torch.Generator().manual_seed(seed)
         self.epoch = 0
         self.arch_steps = 0
-        self.history: list[EpochRecord] = []
+        self.history: list[dict[str, object]] = []  # EpochInfo as a dict, per epoch (JSON-ready)
 
     # ---- distributions ----
 
@@ -319,7 +306,7 @@ class ProxylessGradSearch:
             entropy=self.entropy(),
             extra={"train_loss": float(np.mean(losses)), "phase": "search" if search_arch else "warmup"},
         )
-        self.history.append(asdict(info))  # an EpochRecord: EpochInfo's fields
+        self.history.append(asdict(info))
         return info
 
     def final_arch(self) -> Arch:

@@ -292,20 +292,6 @@ TRAINED_SCHEMA = "latkit.trained"
 TRAINED_SCHEMA_VERSION = 1
 
 
-class TrainResultDict(TypedDict):
-    """:class:`TrainResult` as JSON (``latkit train --json``)."""
-
-    weights_path: str
-    sidecar_path: str
-    accuracy_pct: float
-    steps: int
-    epochs: int
-    classes: int
-    resolution: int
-    dataset: str
-    init: str
-
-
 class TrainedSidecar(TypedDict):
     """``weights.json`` (schema ``latkit.trained``): what the weights are and how they were trained."""
 
@@ -339,13 +325,11 @@ class TrainResult:
     dataset: str
     init: str
 
-    def to_dict(self) -> TrainResultDict:
-        """JSON-ready form."""
-        return {
-            "weights_path": str(self.weights_path), "sidecar_path": str(self.sidecar_path),
-            "accuracy_pct": self.accuracy_pct, "steps": self.steps, "epochs": self.epochs, "classes": self.classes,
-            "resolution": self.resolution, "dataset": self.dataset, "init": self.init,
-        }  # fmt: skip
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form (``latkit train --json``): the fields by name, paths as text."""
+        d = asdict(self)
+        d.update(weights_path=str(self.weights_path), sidecar_path=str(self.sidecar_path))
+        return d
 
 
 def train_arch(
