@@ -41,7 +41,7 @@ from latkit.errors import UsageError
 from latkit.profiler.farm.identity import FarmDevice, group_by_identity
 from latkit.profiler.farm.node import DeviceWorker, ModelFactory, measurement_from
 from latkit.profiler.measurement import MeasurementSink
-from latkit.profiler.ops import OpSpec
+from latkit.profiler.ops import OpSpec, measurable_by_key
 from latkit.profiler.protocol import ProtocolConfig
 
 log = logging.getLogger(__name__)
@@ -170,10 +170,7 @@ class FarmRun:
         devices = [replace(d, identity=d.identity.at_precision(self.precision)) for d in devices]
         self.options, self.factory, self.cache_dir = device_options, model_factory, cache_dir
         self.on_event = on_event
-        self.specs: dict[str, OpSpec] = {}
-        for s in specs:
-            if s.measurable:
-                self.specs.setdefault(s.key, s)
+        self.specs: dict[str, OpSpec] = measurable_by_key(specs)
         self.report = FarmReport()
         self.groups = group_by_identity(devices)
         self.queues: dict[str, deque[str]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from latkit.errors import UsageError
-from latkit.profiler.ops import OpSpec
+from latkit.profiler.ops import OpSpec, measurable_by_key
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -44,8 +44,4 @@ def check_resolution(value: object, lowest: int, multiple: int, space: str) -> i
 
 def distinct_measurable(specs: Iterable[OpSpec]) -> list[OpSpec]:
     """The specs that cost time, first occurrence of each key kept, order preserved."""
-    seen: dict[str, OpSpec] = {}
-    for spec in specs:
-        if spec.measurable:
-            seen.setdefault(spec.key, spec)
-    return list(seen.values())
+    return list(measurable_by_key(specs).values())
