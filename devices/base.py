@@ -219,7 +219,7 @@ def host_cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def host_cpu_info(device: Device, runtime: str, runtime_version: str, extra: dict[str, Any]) -> DeviceInfo:
+def host_cpu_info(device: Device, runtime: str, runtime_version: str, extra: dict[str, object]) -> DeviceInfo:
     """The provenance of a backend that runs ``device``'s models on this host's CPU."""
     return DeviceInfo(
         uri=device.uri,
