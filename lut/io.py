@@ -43,7 +43,7 @@ from latkit.errors import LatkitError, ParseError, StoreError, UnknownNameError,
 from latkit.lut.calibration import KIND as CALIBRATION_KIND
 from latkit.lut.rows import STAT_COLUMNS
 from latkit.lut.store import LUT, check_row, utc_now
-from latkit.profiler.ops import Act, OpSpec, parse_key
+from latkit.profiler.ops import MBCONV_NAME, Act, OpSpec, parse_key
 
 log = logging.getLogger(__name__)
 
@@ -478,7 +478,7 @@ def _detect_family(path: Path, keys: list[str], family: str | None) -> PublicFam
         return FAMILIES["ofa"]
     if "proxyless" in stem:
         return FAMILIES["proxylessnas"]
-    mb = [k for k in keys if k.startswith("expanded_conv-")]
+    mb = [k for k in keys if k.startswith(f"{MBCONV_NAME}-")]
     if mb and all("-hs:" in k for k in mb):
         return FAMILIES["ofa"]
     if mb and not any("-hs:" in k or "-se:" in k for k in mb):
@@ -551,6 +551,30 @@ def _parse_public_key(path: Path, key: Any, head_act: Act) -> OpSpec:
     return spec
 
 
+def _public_payload(
+    path: Path, table: dict[Any, Any], raw: bytes, fam: PublicFamily, uri: str, source: str, prec: str
+) -> dict[str, Any]:
+    """A published table as an import payload (its device, ops and rows), each entry checked."""
+    provenance = {
+        "public_source": fam.citation, "family": fam.name, "file": path.name,
+        "sha256": hashlib.sha256(raw).hexdigest(), "statistic": "mean", "units": "ms",
+        "imported_at": utc_now(), "latkit_version": __version__,
+    }  # fmt: skip
+    ops, rows = [], []
+    for key, entry in table.items():
+        spec = _parse_public_key(path, key, fam.head_act)
+        row = _public_row(path, key, entry)
+        row.update(
+            op_key=key, device_uri=uri, precision=prec, n_outliers=None, samples_ms=[], provenance=provenance,
+            source=source, created_at=provenance["imported_at"],
+        )  # fmt: skip
+        ops.append({"key": key, "op_type": spec.op_type.value, "spec": spec.to_dict()})
+        rows.append(row)
+    info = {"uri": uri, "kind": "published-table", "runtime": fam.name, "runtime_version": "",
+            "threads": 0, "model": fam.device_model, "extra": {"source": fam.citation}}  # fmt: skip
+    return {"devices": [{"uri": uri, "info": info}], "ops": ops, "measurements": rows}
+
+
 def import_public_yaml(
     lut: LUT,
     path: str | Path,
@@ -589,29 +613,10 @@ def import_public_yaml(
     """
     path = Path(path)
     table, raw = _load_yaml(path)
-    keys = [str(k) for k in table]
-    fam = _detect_family(path, keys, family)
+    fam = _detect_family(path, [str(k) for k in table], family)
     uri = device_uri or fam.device_uri
     source = f"imported:{name or path.stem}"
-    prec = parse_precision(precision).value
-    digest = hashlib.sha256(raw).hexdigest()
-    provenance = {
-        "public_source": fam.citation, "family": fam.name, "file": path.name, "sha256": digest,
-        "statistic": "mean", "units": "ms", "imported_at": utc_now(), "latkit_version": __version__,
-    }  # fmt: skip
-    ops, rows = [], []
-    for key, entry in table.items():
-        spec = _parse_public_key(path, key, fam.head_act)
-        row = _public_row(path, key, entry)
-        row.update(
-            op_key=key, device_uri=uri, precision=prec, n_outliers=None, samples_ms=[], provenance=provenance,
-            source=source, created_at=provenance["imported_at"],
-        )  # fmt: skip
-        ops.append({"key": key, "op_type": spec.op_type.value, "spec": spec.to_dict()})
-        rows.append(row)
-    info = {"uri": uri, "kind": "published-table", "runtime": fam.name, "runtime_version": "",
-            "threads": 0, "model": fam.device_model, "extra": {"source": fam.citation}}  # fmt: skip
-    payload = {"devices": [{"uri": uri, "info": info}], "ops": ops, "measurements": rows}
+    payload = _public_payload(path, table, raw, fam, uri, source, parse_precision(precision).value)
     checked = _check_payload(payload, str(path), set())
     report = _absorb(lut, checked, "incoming" if replace else "existing")
     report.sources.append(str(path))
