@@ -401,6 +401,31 @@ def fit_on_lut(lut: Any, device: Any, predictor: Predictor | None = None, *, pre
 MIN_PREDICTED_MS = 1e-4
 
 
+def _unmeasured(lut: Any, uri: str, specs: Sequence[OpSpec], precision: str) -> list[OpSpec]:
+    """The distinct measurable ops of ``specs`` with no measured or imported row (predicted ones count as none)."""
+    existing = {r["op_key"]: r["source"] for r in lut.iter_rows(uri, precision=precision)}
+    todo: dict[str, OpSpec] = {}
+    for s in specs:
+        if s.measurable and not (s.key in existing and not is_predicted(existing[s.key])):
+            todo.setdefault(s.key, s)
+    return list(todo.values())
+
+
+def _predicted_ms(predictor: Predictor, name: str, ops: list[OpSpec]) -> tuple[np.ndarray, int]:
+    """The predictor's latencies (ms) of ``ops``, raised to :data:`MIN_PREDICTED_MS`, and how many were.
+
+    Raises:
+        MeasurementError: a non-finite prediction.
+    """
+    lat_ms = np.asarray(predictor.predict(ops), dtype=float)
+    if not np.all(np.isfinite(lat_ms)):
+        bad = ops[int(np.flatnonzero(~np.isfinite(lat_ms))[0])].key
+        raise MeasurementError(f"predictor {name} gave a non-finite latency for {bad}; refit it on more ops")
+    # a regression can undershoot below zero for the tiniest ops; a LUT row must be > 0
+    clamped = int(np.count_nonzero(lat_ms < MIN_PREDICTED_MS))
+    return np.maximum(lat_ms, MIN_PREDICTED_MS), clamped
+
+
 def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predictor, *, precision: str = "fp32") -> int:
     """Store predictions for the ops of ``specs`` that ``lut`` has not measured.
 
@@ -423,22 +448,11 @@ def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predicto
     """
     predictor._check_fitted()
     uri = _device_uri(device)
-    existing = {r["op_key"]: r["source"] for r in lut.iter_rows(uri, precision=precision)}
-    todo: dict[str, OpSpec] = {}
-    for s in specs:
-        if s.measurable and not (s.key in existing and not is_predicted(existing[s.key])):
-            todo.setdefault(s.key, s)
-    if not todo:
+    ops = _unmeasured(lut, uri, specs, precision)
+    if not ops:
         return 0
-    ops = list(todo.values())
-    lat_ms = np.asarray(predictor.predict(ops), dtype=float)
     name = predictor.name or type(predictor).__name__
-    if not np.all(np.isfinite(lat_ms)):
-        bad = ops[int(np.flatnonzero(~np.isfinite(lat_ms))[0])].key
-        raise MeasurementError(f"predictor {name} gave a non-finite latency for {bad}; refit it on more ops")
-    # a regression can undershoot below zero for the tiniest ops; a LUT row must be > 0
-    clamped = int(np.count_nonzero(lat_ms < MIN_PREDICTED_MS))
-    lat_ms = np.maximum(lat_ms, MIN_PREDICTED_MS)
+    lat_ms, clamped = _predicted_ms(predictor, name, ops)
     from latkit.predictors.base import _jsonable  # params as JSON, the way save() writes them
 
     provenance = {
