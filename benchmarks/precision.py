@@ -29,6 +29,7 @@ run skips the exports and quantizations.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ from latkit.lut.estimate import estimate
 from latkit.lut.store import LUT
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import OpSpec
-from latkit.profiler.protocol import ProtocolConfig
+from latkit.profiler.protocol import Preset, ProtocolConfig
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Network, SearchSpace
@@ -83,9 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def protocol(quick: bool) -> ProtocolConfig:
     """The measurement protocol of both parts (one protocol, so LUT sums and end-to-end figures compare)."""
-    if quick:
-        return ProtocolConfig.quick()
-    return ProtocolConfig(min_samples=20, max_samples=120, target_rel_ci=0.03, max_seconds_per_op=2.0)
+    return ProtocolConfig.preset(Preset.QUICK if quick else Preset.PIPELINE)
 
 
 def _draw(space: SearchSpace, allowed: list[Any], rng: np.random.Generator) -> tuple[Any, ...]:
@@ -209,6 +208,11 @@ def pick_networks(lut: LUT, uri: str, pool: list[Network], n_cal: int,
             [pool[j] for i, j in enumerate(spread) if i not in cal_at])
 
 
+def _load() -> float:
+    """The 1-minute load average: figures taken on a shared host are only as good as its quiet."""
+    return round(os.getloadavg()[0], 2)
+
+
 def measure_networks(device: Device, networks: list[Network], precision: str,
                      config: ProtocolConfig) -> list[list[float]]:
     """End-to-end latency of each network at ``precision``, measured as the calibration does.
@@ -223,7 +227,7 @@ def measure_networks(device: Device, networks: list[Network], precision: str,
 def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: str,
                    config: ProtocolConfig) -> dict[str, Any]:
     """Calibrate at ``precision`` on ``calib``, then estimate and measure each of ``tests``."""
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), _load()
     cal = calibrate_device(lut, device, calib, config, precision=precision)
     passes = measure_networks(device, tests, precision, config)
     rows = []
@@ -241,7 +245,7 @@ def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[N
             "max_pass_spread": max(r["pass_spread"] for r in rows),
             "unsteady": sum(not r["steady"] for r in rows),
             "within_goal": sum(abs(r["error"]) <= GOAL for r in rows), "pass": worst <= GOAL,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "seconds": round(time.perf_counter() - t0, 1), "loadavg": [load0, _load()]}
 
 
 def run_backend(uri: str, args: argparse.Namespace, lut: LUT, pool: list[Network], ops: list[OpSpec],
@@ -281,7 +285,8 @@ def print_figures(result: dict[str, Any]) -> None:
     head = result["setup"]
     print(f"\n== {head['space']} @ {head['resolution']} px, {head['threads']} thread(s), {head['ops']} operators, "
           f"{head['networks']} test + {head['calibration_networks']} calibration networks, "
-          f"{'quick' if head['quick'] else 'default'} protocol, {result['seconds']:.0f} s")
+          f"{'quick' if head['quick'] else 'default'} protocol, {result['seconds']:.0f} s, "
+          f"load average {head['loadavg']:.1f} at the start, {result['loadavg']:.1f} at the end")
     print("(a) per-op latency ratio to fp32 (below 1 = faster)")
     print(f"  {'device':16s} {'ratio':10s} {'ops':>4s} {'median':>7s} {'p10':>6s} {'p90':>6s} {'faster':>7s}")
     for uri, res in result["backends"].items():
@@ -298,7 +303,7 @@ def print_figures(result: dict[str, Any]) -> None:
             print(f"  {uri:16s} {p:5s} max |error| {100 * e['max_abs_error']:5.1f}%  "
                   f"{e['within_goal']}/{len(e['networks'])} within +-{100 * GOAL:.0f}%  {verdict}  "
                   f"(a network's figures differ by up to {100 * e['max_pass_spread']:.0f}%; "
-                  f"{e['unsteady']} never gave two within 10%)")
+                  f"{e['unsteady']} never gave two within 10%; load {e['loadavg'][0]:.1f} -> {e['loadavg'][1]:.1f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,14 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     lut_path = args.lut or Path(tempfile.mkdtemp(prefix="latkit_precision_")) / "precision.db"
     print(f"{len(ops)} operators ({len(_op_keys(pool))} of them in a pool of {len(pool)} networks), "
           f"LUT {lut_path}", flush=True)
-    setup = {"space": args.space, "resolution": resolution, "threads": args.threads, "ops": len(ops),
+    setup = {"loadavg": _load(), "space": args.space, "resolution": resolution, "threads": args.threads, "ops": len(ops),
              "networks": args.networks, "calibration_networks": args.calibration_networks, "quick": args.quick,
              "protocol": config.to_dict(), "lut": str(lut_path)}
     result: dict[str, Any] = {"setup": setup, "backends": {}}
     with LUT.open(lut_path, create=True) as lut:
         for uri in args.devices.split(","):
             result["backends"][uri] = run_backend(uri, args, lut, pool, ops, config)
-    result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["seconds"], result["loadavg"] = round(time.perf_counter() - t0, 1), _load()
     print_figures(result)
     if args.out:
         write_json(args.out, result, what="benchmark result")
