@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,8 @@ class SearchOutcome:
     target_ms: float
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
+    document: Mapping[str, object] = field(default_factory=dict)  # arch.json, as written
+    rows: list[Mapping[str, object]] = field(default_factory=list)  # trajectory.json's rows
 
 
 def run_search(
@@ -236,9 +238,10 @@ def run_search(
                                            resume, on_progress, smooth_samples, on_stage)  # fmt: skip
     latency = float(latency_model.latency_ms(arch))
     accuracy = float(evaluator.accuracy(arch))
-    files = _write_outputs(out, space, arch, latency, accuracy, target_ms, latency_model, evaluator,
+    files, document = _write_outputs(out, space, arch, latency, accuracy, target_ms, latency_model, evaluator,
                            algorithm, seed, epochs, rows, extra, plots)  # fmt: skip
-    return SearchOutcome(arch, space.arch_to_native(arch), latency, accuracy, float(target_ms), out, files)
+    return SearchOutcome(arch, space.arch_to_native(arch), latency, accuracy, float(target_ms), out, files,
+                         document, rows)  # fmt: skip
 
 
 def _asdict(obj: Any) -> dict[str, Any]:
@@ -379,7 +382,7 @@ def _write_outputs(
     out: Path, space: SearchSpace, arch: Arch, latency: float, accuracy: float, target_ms: float,
     latency_model: Any, evaluator: SupernetAccuracy, algorithm: str, seed: int, epochs: int,
     rows: list[dict[str, Any]], extra: dict[str, Any], plots: bool,
-) -> dict[str, Path]:  # fmt: skip
+) -> tuple[dict[str, Path], dict[str, object]]:  # fmt: skip
     resolution = (getattr(latency_model, "provenance", {}) or {}).get("resolution")
     doc = {
         "schema": ARCH_SCHEMA, "schema_version": ARCH_SCHEMA_VERSION, "latkit_version": __version__,
@@ -405,5 +408,5 @@ def _write_outputs(
         from latkit.search.pipeline.plots import plot_trajectory
 
         files.update(plot_trajectory(out, rows, float(target_ms), (accuracy, latency)))
-    return files
+    return files, doc
 

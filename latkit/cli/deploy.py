@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -11,6 +11,10 @@ from rich.table import Table
 
 from latkit.cli import app, common
 from latkit.cli.profile import DEVICE_HELP
+
+if TYPE_CHECKING:
+    from latkit.search.pipeline.runner import PipelineResult
+    from latkit.search.target import Target
 
 PRECISION_HELP = ("Precision the model ships at: fp32, fp16 (a TFLite file) or int8 (full-integer static int8 "
                   "TFLite and ONNX QDQ files, calibrated on --data); the float32 files are written too.")
@@ -146,19 +150,27 @@ def run_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report."""
+    from latkit.cli.progress import Stages
     from latkit.search.pipeline.runner import PipelineConfig, run_pipeline
     from latkit.search.target import parse_target
 
     target = parse_target(target_ms, speedup)
-
-    from latkit.cli.progress import Stages
-
     with Stages(enabled=not as_json) as on_progress:  # one display per stage, not a line per step
         result = run_pipeline(device, space, target, out, data, tolerance=tolerance, lut=lut, on_progress=on_progress,
                               resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1),
                               train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed,
                               max_steps_per_epoch=max_steps, precision=precision, layout=layout)  # fmt: skip
-    summary = {
+    if as_json:
+        common.print_json(_run_summary(result, target, tolerance))
+    else:
+        _print_run(result, device)
+    if not result.met:
+        raise typer.Exit(1)
+
+
+def _run_summary(result: PipelineResult, target: Target, tolerance: float) -> dict[str, object]:
+    """``latkit run --json``: the verdict, the latencies and the accuracies of the final network."""
+    return {
         "target_ms": result.target_ms, "target": target.to_dict(), "tolerance": tolerance,
         "budget_used": result.measured_ms / result.target_ms, "warning": result.warning,
         "measured_ms": result.measured_ms,
@@ -168,16 +180,15 @@ def run_cmd(
         "fp32_accuracy_pct": result.fp32_accuracy_pct, "deployed_accuracy_pct": result.deployed_accuracy_pct,
         "accuracy_drop_pct": result.accuracy_drop_pct,
     }  # fmt: skip
-    if as_json:
-        common.print_json(summary)
-    else:
-        colour = "green" if result.hit and not result.warning else "yellow" if result.met else "red"
-        common.out.print(f"[bold {colour}]{escape(result.verdict)}[/]")
-        common.out.print(f"predicted {result.predicted_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
-                         f"on {escape(device)} at {result.precision}, target {result.target_ms:.3f} ms")
-        if result.deployed_accuracy_pct is not None:
-            common.out.print(f"held-out accuracy: fp32 {result.fp32_accuracy_pct:.2f}%, {result.precision} file "
-                             f"{result.deployed_accuracy_pct:.2f}% (drop {result.accuracy_drop_pct:+.2f} points)")
-        common.out.print(f"report: {common.esc(result.report_path)}")
-    if not result.met:
-        raise typer.Exit(1)
+
+
+def _print_run(result: PipelineResult, device: str) -> None:
+    """The verdict in its colour, the latencies, the accuracies and where the report is."""
+    colour = "green" if result.hit and not result.warning else "yellow" if result.met else "red"
+    common.out.print(f"[bold {colour}]{escape(result.verdict)}[/]")
+    common.out.print(f"predicted {result.predicted_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
+                     f"on {escape(device)} at {result.precision}, target {result.target_ms:.3f} ms")
+    if result.deployed_accuracy_pct is not None:
+        common.out.print(f"held-out accuracy: fp32 {result.fp32_accuracy_pct:.2f}%, {result.precision} file "
+                         f"{result.deployed_accuracy_pct:.2f}% (drop {result.accuracy_drop_pct:+.2f} points)")
+    common.out.print(f"report: {common.esc(result.report_path)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,16 @@ from latkit._files import write_figure
 from latkit.errors import MissingExtraError
 
 
+def save_figure(plt: Any, fig: Any, path: Path, dpi: int) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (atomically) and close it."""
+    fig.tight_layout()
+    write_figure(path, fig, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_trajectory(
-    out: Path, rows: list[dict[str, Any]], target_ms: float, final: tuple[float, float]
+    out: Path, rows: Sequence[Mapping[str, Any]], target_ms: float, final: tuple[float, float]
 ) -> dict[str, Path]:
     """Write ``expected_latency.png`` and ``accuracy_latency.png`` into ``out``.
 
@@ -44,10 +53,7 @@ def plot_trajectory(
     ax.set_xlabel("epoch")
     ax.set_ylabel("latency (ms)")
     ax.legend()
-    fig.tight_layout()
-    files["plot_latency"] = out / "expected_latency.png"
-    write_figure(files["plot_latency"], fig, dpi=100)
-    plt.close(fig)
+    files["plot_latency"] = save_figure(plt, fig, out / "expected_latency.png", 100)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind, marker in (("sampled", "o"), ("query", "o"), ("derived", "s")):
@@ -60,8 +66,5 @@ def plot_trajectory(
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.legend()
-    fig.tight_layout()
-    files["plot_scatter"] = out / "accuracy_latency.png"
-    write_figure(files["plot_scatter"], fig, dpi=100)
-    plt.close(fig)
+    files["plot_scatter"] = save_figure(plt, fig, out / "accuracy_latency.png", 100)
     return files

@@ -13,15 +13,80 @@ import logging
 import math
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from latkit._files import check_output_dir, write_figure, write_text
-from latkit.search.pipeline.pareto import pareto_front
+from latkit._files import check_output_dir, write_text
+from latkit.search.pipeline.pareto import Baseline, Scored, Size, pareto_front
+from latkit.search.pipeline.plots import save_figure
+from latkit.search.pipeline.stages import EpochPoint, ScoredArch
 from latkit.search.target import DEFAULT_TOLERANCE
 
 log = logging.getLogger(__name__)
+
+
+class Point(TypedDict):
+    """A network's predicted against its measured latency (``kind``: ``calibration`` or ``final``)."""
+
+    predicted_ms: float
+    measured_ms: float
+    kind: str
+    label: str
+
+
+class FileRow(TypedDict):
+    """An exported file as the report lists it."""
+
+    file: str
+    format: str
+    variant: str
+    top1_agreement: float | None
+    parity_passed: bool | None
+    size_bytes: int
+    max_rel_err: float
+    measured_ms: float | None
+
+
+class RunSummary(TypedDict, total=False):
+    """``summary.json``: everything the report renders (a report can be redrawn from it alone).
+
+    Older run folders may lack some keys; the renderer reads every optional one with a default.
+    """
+
+    device: str
+    space: str
+    resolution: int
+    supernet_resolution: int
+    target_ms: float
+    target: str
+    tolerance: float
+    budget_used: float
+    verdict_kind: str
+    verdict: str
+    warning: str | None
+    data: str
+    latkit_version: str
+    attempts: list[Mapping[str, object]]  # the stages' results of each attempt (see stages.Attempt.to_dict)
+    arch: object
+    precision: str
+    layout: str
+    accuracy: float  # the trained float32 network's held-out accuracy
+    evaluate: Mapping[str, object] | None  # stages.EvaluateResult as saved
+    files: list[FileRow]
+    calibration: Mapping[str, object]  # latkit.lut.calibration.Calibration as saved
+    layers: list[Mapping[str, object]]  # per-layer estimate rows
+    points: list[Point]
+    history: list[EpochPoint]
+    samples: list[ScoredArch]
+    chosen: Scored | None
+    stages: dict[str, float]  # seconds per stage
+    best_attempt: str
+    baseline: Baseline
+    chosen_size: Size
+    measurement: Mapping[str, object] | None  # the deployed file's measured_latency sidecar entry
+    command: str
+    device_state: Mapping[str, object] | None
 
 def _pyplot() -> Any:
     import matplotlib
@@ -32,7 +97,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_layers(layers: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+def plot_layers(layers: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path:
     """Horizontal bars: each layer's LUT latency, labelled with its op type (free layers left out).
 
     Bars are coloured by where the LUT row came from: measured on the device,
@@ -53,13 +118,10 @@ def plot_layers(layers: Sequence[dict[str, Any]], path: Path, title: str = "") -
     ax.set_xlabel("LUT latency (ms)")
     ax.set_title(title or "Per-layer latency of the chosen network")
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    write_figure(path, fig, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, 110)
 
 
-def plot_predicted_vs_measured(points: Sequence[dict[str, Any]], path: Path) -> Path:
+def plot_predicted_vs_measured(points: Sequence[Point], path: Path) -> Path:
     """Predicted against measured latency, with y = x and the +-10% band.
 
     Each point is ``{"predicted_ms", "measured_ms", "label", "kind"}``; kinds
@@ -86,13 +148,10 @@ def plot_predicted_vs_measured(points: Sequence[dict[str, Any]], path: Path) -> 
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title("Predicted vs measured")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_figure(path, fig, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, 110)
 
 
-def plot_trajectory(history: Sequence[dict[str, Any]], target_ms: float, path: Path,
+def plot_trajectory(history: Sequence[EpochPoint], target_ms: float, path: Path,
                     tolerance: float = DEFAULT_TOLERANCE) -> Path:
     """Search trajectory per epoch: expected and derived latency, and the loss."""
     plt = _pyplot()
@@ -117,14 +176,11 @@ def plot_trajectory(history: Sequence[dict[str, Any]], target_ms: float, path: P
         handles, labels = [*handles, line], [*labels, "search loss (right axis)"]
     ax.legend(handles, labels, fontsize=8, loc="upper right")
     ax.set_title("Search trajectory")
-    fig.tight_layout()
-    write_figure(path, fig, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, 110)
 
 
-def plot_accuracy_latency(samples: Sequence[dict[str, Any]], chosen: dict[str, Any], target_ms: float, path: Path,
-                          baseline: dict[str, Any] | None = None) -> Path:  # fmt: skip
+def plot_accuracy_latency(samples: Sequence[ScoredArch], chosen: Scored, target_ms: float, path: Path,
+                          baseline: Baseline | None = None) -> Path:  # fmt: skip
     """Proxy accuracy against predicted latency of every scored architecture: the Pareto front, the chosen one marked.
 
     The accuracy is the supernet's shared weights on held-out images (a proxy
@@ -149,13 +205,10 @@ def plot_accuracy_latency(samples: Sequence[dict[str, Any]], chosen: dict[str, A
     ax.set_ylabel("proxy accuracy (%, supernet weights, untrained)")
     ax.set_title("Accuracy vs latency (search proxy)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    write_figure(path, fig, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, 110)
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
+def _fmt(v: object, digits: int = 3) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -163,7 +216,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
+def render_markdown(summary: RunSummary, plots: Mapping[str, str]) -> str:
     """The text of ``report.md`` (plots referenced by their file names)."""
     t = summary["target_ms"]
     lines = [
@@ -225,11 +278,11 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _size(v: Any) -> str:
+def _size(v: float | None) -> str:
     return "-" if v is None else f"{v / 1e6:.2f} M"
 
 
-def comparison_lines(summary: dict[str, Any]) -> list[str]:
+def comparison_lines(summary: RunSummary) -> list[str]:
     """The chosen network beside the baseline, and the Pareto front of the scored architectures."""
     lines: list[str] = []
     base, chosen = summary.get("baseline"), summary.get("chosen_size") or {}
@@ -260,7 +313,7 @@ def comparison_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def measurement_lines(summary: dict[str, Any]) -> list[str]:
+def measurement_lines(summary: RunSummary) -> list[str]:
     """The deployed file's latency statistics and the device and runtime it ran on."""
     m = summary.get("measurement") or {}
     if not m:
@@ -279,7 +332,7 @@ def measurement_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def thermal_lines(state: dict[str, Any] | None) -> list[str]:
+def thermal_lines(state: Mapping[str, Any] | None) -> list[str]:
     """One line on the device's thermal state after the run (phones report it), or none."""
     snap = (state or {}).get("snapshot") or {}
     zones = [v for v in (snap.get("zones_c") or {}).values() if -20.0 < v < 150.0]
@@ -292,7 +345,7 @@ def thermal_lines(state: dict[str, Any] | None) -> list[str]:
             + (f", max clock caps {', '.join(f'{int(v) // 1000} MHz' for v in sorted(set(caps.values())))}" if caps else "")]
 
 
-def reproduce_command(config: dict[str, Any], out_dir: str | Path, lut: str | Path | None = None) -> str:
+def reproduce_command(config: Mapping[str, Any], out_dir: str | Path, lut: str | Path | None = None) -> str:
     """The ``latkit run`` command line that reruns a pipeline of ``config`` (a ``PipelineConfig`` as a dict).
 
     Settings at their defaults are left out; a relative target keeps its form (``60%``).
@@ -315,13 +368,13 @@ def reproduce_command(config: dict[str, Any], out_dir: str | Path, lut: str | Pa
     return shlex.join([*args, "--out", str(out_dir)])
 
 
-def reproduce_lines(summary: dict[str, Any]) -> list[str]:
+def reproduce_lines(summary: RunSummary) -> list[str]:
     """The command line that reproduces the run."""
     cmd = summary.get("command")
     return ["## Reproduce", "", f"`{cmd}`", ""] if cmd else []
 
 
-def accuracy_lines(summary: dict[str, Any]) -> list[str]:
+def accuracy_lines(summary: RunSummary) -> list[str]:
     """The held-out accuracy lines: fp32 (torch) beside the shipped file's, and the quantization drop."""
     fp32 = summary.get("accuracy")
     if fp32 is None:
@@ -405,7 +458,7 @@ def markdown_to_html(markdown: str, title: str = "latkit run report", images_dir
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
+def write_report(out_dir: str | Path, summary: RunSummary) -> Path:
     """Draw the plots the summary has data for and write ``out_dir/report.md`` and ``report.html``.
 
     ``summary`` keys used: ``target_ms``, ``device``, ``space``, ``resolution``,
@@ -442,6 +495,9 @@ def write_report(out_dir: str | Path, summary: dict[str, Any]) -> Path:
 
 
 __all__ = [
+    "FileRow",
+    "Point",
+    "RunSummary",
     "accuracy_lines",
     "comparison_lines",
     "measurement_lines",

@@ -40,10 +40,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, TypeVar, TypedDict
 
 import numpy as np
 
@@ -54,11 +54,37 @@ from latkit.devices.precision import Precision, check_precision, parse_precision
 from latkit.errors import LatkitError, StoreError, UsageError
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
-from latkit.search.pipeline import report as rpt
 from latkit.search import target as tgt
-from latkit.search.deploy.export import ExportedFile, export_arch, save_weights, with_classes
-from latkit.search.pipeline.search_stage import SEARCH_RESOLUTION, adopt_supernet_weights, classifier_specs, search_stage
+from latkit.search.deploy.export import ExportedFile, export_arch, save_weights
 from latkit.search.deploy.verify import measure_exported
+from latkit.search.pipeline import report as rpt
+from latkit.search.pipeline.search_stage import (
+    SEARCH_RESOLUTION,
+    SearchInputs,
+    adopt_supernet_weights,
+    classifier_specs,
+    deployed_network,
+    latency_model,
+    search_stage,
+)
+from latkit.search.pipeline.stages import (
+    Attempt,
+    AttemptSummary,
+    CalibrationResult,
+    EvaluateResult,
+    ExportResult,
+    MeasureResult,
+    ProfileResult,
+    SearchResult,
+    TrainResult,
+    exported_file,
+)
+
+if TYPE_CHECKING:
+    from latkit.lut.tables import TableLatencyModel
+    from latkit.profiler.protocol import ProtocolConfig
+    from latkit.search.deploy.sidecar import ExportedFileDict, ExportReportDict, MeasuredLatency
+    from latkit.search.supernet.data import SearchData
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +212,9 @@ class PipelineResult:
     met: bool
     verdict: str
     arch_path: Path
-    export: dict[str, Any]
+    export: ExportReportDict  # the final attempt's export.json (see :func:`exported_file`)
     report_path: Path
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[AttemptSummary] = field(default_factory=list)
     precision: str = "fp32"
     fp32_accuracy_pct: float | None = None
     deployed_accuracy_pct: float | None = None  # the shipped file (at ``precision``) in its runtime
@@ -212,13 +238,37 @@ def lut_path_for(device_uri: str, space: str, resolution: int, lut_dir: Path | N
     return (lut_dir or default_lut_dir()) / f"{slug}-{space}-{resolution}.db"
 
 
+class _StageEntry(TypedDict):
+    done: bool
+    seconds: float
+    outputs: Mapping[str, object]
+
+
+class _StateDoc(TypedDict):
+    """``pipeline.json``."""
+
+    schema: str
+    schema_version: int
+    latkit_version: str
+    config: dict[str, object]
+    fingerprint: str
+    stages: dict[str, _StageEntry]
+
+
+class _Saved(Protocol):
+    def to_dict(self) -> Mapping[str, object]: ...
+
+
+R = TypeVar("R", bound=_Saved)
+
+
 class _State:
     """``pipeline.json``: settings, and per stage whether it finished and what it wrote."""
 
     def __init__(self, out: Path, config: PipelineConfig) -> None:
         self.path = out / STATE_FILE
         self.config = config
-        self.data: dict[str, Any] = {
+        self.data: _StateDoc = {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
             "config": asdict(config), "fingerprint": config.fingerprint(), "stages": {},
         }  # fmt: skip
@@ -237,11 +287,11 @@ class _State:
                 )
             self.data["stages"] = old.get("stages", {})
 
-    def done(self, name: str) -> dict[str, Any] | None:
+    def done(self, name: str) -> Mapping[str, object] | None:
         entry = self.data["stages"].get(name)
         return entry["outputs"] if entry and entry.get("done") else None
 
-    def finish(self, name: str, outputs: dict[str, Any], seconds: float) -> None:
+    def finish(self, name: str, outputs: Mapping[str, object], seconds: float) -> None:
         self.data["stages"][name] = {"done": True, "seconds": round(seconds, 2), "outputs": outputs}
         write_json(self.path, self.data, "pipeline state", indent=1, default=str, nan_to_null=True)
 
@@ -249,7 +299,7 @@ class _State:
         return {k: v.get("seconds", 0.0) for k, v in self.data["stages"].items()}
 
 
-def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+def _diff(old: Mapping[str, object], new: Mapping[str, object]) -> str:
     new = json.loads(json.dumps(new))  # tuples as lists, as the saved state has them
     keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4]) or "schema"
@@ -257,10 +307,13 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- runner
 
+Say = Callable[[int, int, str], None]  # (done, total, message) of one stage
+
 
 class _Pipeline:
     def __init__(self, config: PipelineConfig, out: Path, lut: Path | None, on_progress: ProgressFn | None,
-                 protocol: Any, search_options: dict[str, Any], device_options: dict[str, Any]) -> None:  # fmt: skip
+                 protocol: ProtocolConfig | None, search_options: Mapping[str, object],
+                 device_options: Mapping[str, object]) -> None:  # fmt: skip
         self.cfg = config
         self.out = out
         self.space: SearchSpace = get_space(config.space)
@@ -280,77 +333,82 @@ class _Pipeline:
         self.progress = on_progress or (lambda stage, done, total, msg: None)
         self.protocol = protocol
         self.search_options = search_options
-        self._data = None
+        self._data: SearchData | None = None
         self.target_ms: float = config.target_ms or 0.0  # a share is resolved after calibration
         self.target_text = f"{config.target_ms:g} ms" if config.target_ms else ""
 
     # -- helpers
 
-    def stage(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def stage(self, name: str, fn: Callable[[], R], load: Callable[[Mapping[str, object]], R]) -> R:
+        """``fn()``, saved in the state; a stage the state has as done is loaded instead."""
         done = self.state.done(name)
         if done is not None:
             self.progress(name, 1, 1, "already done")
-            return done
+            return load(done)
         t0 = time.perf_counter()
-        outputs = fn()
-        self.state.finish(name, outputs, time.perf_counter() - t0)
-        return outputs
+        result = fn()
+        self.state.finish(name, result.to_dict(), time.perf_counter() - t0)
+        return result
 
-    def data(self) -> Any:
+    def data(self) -> SearchData:
         if self._data is None:
             from latkit.search.supernet.data import load_data
 
             self._data = load_data(self.cfg.data, self.resolution, seed=self.cfg.seed)
         return self._data
 
-    def profile_config(self) -> Any:
+    def _protocol(self, preset: str) -> ProtocolConfig:
+        """The run's protocol, else the quick one (``profile_quick``) or ``preset``."""
         from latkit.profiler.protocol import ProtocolConfig
 
         if self.protocol is not None:
             return self.protocol
-        if self.cfg.profile_quick:
-            return ProtocolConfig.quick()
-        # fewer samples than a reference LUT: enough for the 10% goal on an e2e latency
-        return ProtocolConfig(min_samples=20, max_samples=120, target_rel_ci=0.03, max_seconds_per_op=2.0)
+        return ProtocolConfig.preset("quick" if self.cfg.profile_quick else preset)
 
-    def network(self, native: Any) -> Network:
-        arch = self.space.arch_from_native(native)
-        return with_classes(self.space.network(arch, self.resolution), self.data().n_classes)
+    def profile_config(self) -> ProtocolConfig:
+        """Operators: fewer samples than a reference LUT, enough for the 10% goal on an e2e latency."""
+        return self._protocol("pipeline")
+
+    def measure_config(self) -> ProtocolConfig:
+        """Whole networks (calibration, the exported file)."""
+        return self._protocol("network")
+
+    def network(self, native: object) -> Network:
+        return deployed_network(self.space, native, self.resolution, self.data().n_classes)
+
+    def latency_model(self) -> TableLatencyModel:
+        """The calibrated tables, with the dataset's classifier."""
+        return latency_model(self.space, self.lut_path, self.cfg.device, self.resolution, self.precision,
+                             self.data().n_classes)  # fmt: skip
 
     # -- stages
 
-    def profile(self) -> dict[str, Any]:
+    def profile(self) -> ProfileResult:
         from latkit.lut.store import LUT
         from latkit.profiler.runner import profile_ops
 
-        n_classes = self.data().n_classes
         specs = list(self.space.operators(self.resolution))
         # the deployed classifier has the dataset's classes, not the space's
-        head = classifier_specs(self.space, self.resolution, n_classes)
+        head = classifier_specs(self.space, self.resolution, self.data().n_classes)
         progress = lambda d, t, key, m: self.progress("profile", d, t, key)  # noqa: E731
+        predicted = predictor = None
         with LUT.open(self.lut_path, create=True) as lut:
-            if self.cfg.profile_sample is None:
-                rep = profile_ops(self.device, specs + head, lut, self.profile_config(), on_progress=progress,
-                                  precision=self.precision)  # fmt: skip
-                failed, measured, reused = rep.failed, len(rep.measured), len(rep.skipped)
-            else:
+            rep = profile_ops(self.device, specs + head if self.cfg.profile_sample is None else head, lut,
+                              self.profile_config(), on_progress=progress, precision=self.precision)  # fmt: skip
+            failed, measured, reused = rep.failed, len(rep.measured), len(rep.skipped)
+            if self.cfg.profile_sample is not None:
                 from latkit.predictors.sampling import profile_sampled
 
-                rep = profile_ops(self.device, head, lut, self.profile_config(), on_progress=progress,
-                                  precision=self.precision)  # fmt: skip
                 sampled = profile_sampled(self.device, specs, lut, self.profile_config(), self.cfg.profile_sample,
                                           rng=self.cfg.seed, on_progress=progress, precision=self.precision)  # fmt: skip
-                failed = {**rep.failed, **sampled.failed}
-                measured, reused = len(rep.measured) + len(sampled.measured), len(rep.skipped)
+                failed, measured = {**failed, **sampled.failed}, measured + len(sampled.measured)
+                predicted, predictor = sampled.n_predicted, sampled.predictor
         if failed:
             key, why = next(iter(failed.items()))
             raise StoreError(f"{len(failed)} operator(s) failed to profile on {self.cfg.device}, e.g. {key}: {why}")
-        out = {"lut": str(self.lut_path), "precision": self.precision.value, "measured": measured, "reused": reused}
-        if self.cfg.profile_sample is not None:
-            out.update(predicted=sampled.n_predicted, predictor=sampled.predictor)
-        return out
+        return ProfileResult(str(self.lut_path), self.precision.value, measured, reused, predicted, predictor)
 
-    def calibrate(self) -> dict[str, Any]:
+    def calibrate(self) -> CalibrationResult:
         from latkit.lut.calibration import calibrate_device
         from latkit.lut.store import LUT
         from latkit.lut.tables import TableLatencyModel
@@ -367,37 +425,38 @@ class _Pipeline:
                 on_progress=lambda d, t, name: self.progress("calibrate", d, t, name), precision=self.precision,
             )  # fmt: skip
             prov = lut.calibrations(self.cfg.device, precision=self.precision)[-1]["provenance"]
-        return {"calibration": cal.to_dict(), "lut_sums_ms": prov["lut_sums_ms"], "n_ops": prov["n_ops"],
-                "e2e_ms": prov["e2e_ms"]}  # fmt: skip
+        return CalibrationResult(cal, prov["lut_sums_ms"], prov["n_ops"], prov["e2e_ms"])
 
-    def measure_config(self) -> Any:
-        from latkit.profiler.protocol import ProtocolConfig
-
-        if self.protocol is not None:
-            return self.protocol
-        if self.cfg.profile_quick:
-            return ProtocolConfig.quick()
-        return ProtocolConfig(min_samples=30, max_samples=200, target_rel_ci=0.02, max_seconds_per_op=4.0)
-
-    def attempt(self, index: int, search_target_ms: float) -> dict[str, Any]:
+    def attempt(self, index: int, search_target_ms: float) -> Attempt:
         """Search -> train -> export -> measure, in ``out`` (attempt 0) or ``out/retryN``."""
         name = "" if index == 0 else f"retry{index}"
         folder = self.out / name if name else self.out
         prefix = f"{name}." if name else ""
         say = lambda stage: (lambda d, t, msg: self.progress(prefix + stage, d, t, msg))  # noqa: E731
-        search = self.stage(prefix + "search", lambda: self.search(folder / "search", search_target_ms, say("search")))
-        train = self.stage(prefix + "train", lambda: self.train(folder / "train", search, say("train")))
-        export = self.stage(prefix + "export", lambda: self.export(folder / "export", search, train, say("export")))
-        evaluate = self.stage(prefix + "evaluate", lambda: self.evaluate(export, train, say("evaluate")))
-        measured = self.stage(prefix + "measure", lambda: self.measure(export, search, say("measure")))
-        return {"name": name or "first", "search_target_ms": search_target_ms, "search": search, "train": train,
-                "export": export, "evaluate": evaluate, "measured_ms": measured["latency_ms"], "predicted_ms": search["predicted_ms"],
-                "measure": measured}  # fmt: skip
+        search = self.stage(prefix + "search", lambda: search_stage(self.search_inputs(), folder / "search",
+                                                                    search_target_ms, say("search")),
+                            SearchResult.from_dict)  # fmt: skip
+        train = self.stage(prefix + "train", lambda: self.train(folder / "train", search, say("train")),
+                           TrainResult.from_dict)  # fmt: skip
+        export = self.stage(prefix + "export", lambda: self.export(folder / "export", search, train, say("export")),
+                            ExportResult.from_dict)  # fmt: skip
+        evaluate = self.stage(prefix + "evaluate", lambda: self.evaluate(export, train, say("evaluate")),
+                              EvaluateResult.from_dict)  # fmt: skip
+        measured = self.stage(prefix + "measure", lambda: self.measure(export, search, say("measure")),
+                              MeasureResult.from_dict)  # fmt: skip
+        return Attempt(name or "first", search_target_ms, search, train, export, evaluate, measured)
 
-    def search(self, folder: Path, target_ms: float, say: Callable[[int, int, str], None]) -> dict[str, Any]:
-        return search_stage(self, folder, target_ms, say)
+    def search_inputs(self) -> SearchInputs:
+        cfg = self.cfg
+        return SearchInputs(
+            space=self.space, lut_path=self.lut_path, device=cfg.device, resolution=self.resolution,
+            precision=self.precision, data=self.data(), data_spec=cfg.data, target_ms=self.target_ms,
+            target_text=self.target_text, tolerance=cfg.tolerance, epochs=cfg.search_epochs,
+            warmup_epochs=cfg.warmup_epochs, max_steps_per_epoch=cfg.max_steps_per_epoch,
+            eval_samples=cfg.eval_samples, seed=cfg.seed, options=self.search_options,
+        )  # fmt: skip
 
-    def train(self, folder: Path, search: dict[str, Any], say: Callable[[int, int, str], None]) -> dict[str, Any]:
+    def train(self, folder: Path, search: SearchResult, say: Say) -> TrainResult:
         import torch
 
         from latkit.profiler.build import build_network
@@ -405,9 +464,9 @@ class _Pipeline:
 
         torch.set_num_threads(self.cfg.threads)  # oversubscribed OpenMP threads are many times slower
         data = self.data()
-        network = self.network(search["arch"])
+        network = self.network(search.arch)
         module = build_network(network, seed=self.cfg.seed)
-        space_network = self.space.network(self.space.arch_from_native(search["arch"]), self.resolution)
+        space_network = self.space.network(self.space.arch_from_native(search.arch), self.resolution)
         init = adopt_supernet_weights(module, search, space_network)
         total = self.cfg.train_epochs
         losses: list[float] = []
@@ -421,33 +480,30 @@ class _Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         weights = save_weights(module, folder / "weights.safetensors", network,
                                {"dataset": self.cfg.data, "epochs": str(total), "accuracy_pct": f"{acc:.2f}"})  # fmt: skip
-        return {"weights": str(weights), "accuracy_pct": acc, "epochs": total, "init": init,
-                "final_loss": float(np.mean(losses[-10:])) if losses else None}  # fmt: skip
+        return TrainResult(str(weights), acc, total, init, float(np.mean(losses[-10:])) if losses else None)
 
-    def export(self, folder: Path, search: dict[str, Any], train: dict[str, Any],
-               say: Callable[[int, int, str], None]) -> dict[str, Any]:  # fmt: skip
+    def export(self, folder: Path, search: SearchResult, train: TrainResult, say: Say) -> ExportResult:
         steps = iter(range(1, 20))
         quantized = self.precision != Precision.FP32
         total = 2 + len(self.cfg.formats) + (len(self.cfg.formats) if quantized else 0)
-        rep = export_arch(search["arch_path"], train["weights"], formats=self.cfg.formats, out_dir=folder,
+        rep = export_arch(search.arch_path, train.weights, formats=self.cfg.formats, out_dir=folder,
                           precision=self.precision, layout=self.cfg.layout,
                           representative=self.representative() if quantized else None,
                           on_progress=lambda msg: say(min(next(steps), total), total, msg))  # fmt: skip
-        return rep.to_dict()
+        return ExportResult(rep.to_dict())
 
-    def representative(self) -> Any:
+    def representative(self) -> np.ndarray:
         """Training images the int8 activation ranges are calibrated on (a seeded draw)."""
         x = self.data().x_train
         pick = np.random.default_rng(self.cfg.seed + 29).permutation(len(x))[:REPRESENTATIVE_IMAGES]
         return x[np.sort(pick)].numpy()
 
-    def evaluate(self, export: dict[str, Any], train: dict[str, Any],
-                 say: Callable[[int, int, str], None]) -> dict[str, Any]:  # fmt: skip
+    def evaluate(self, export: ExportResult, train: TrainResult, say: Say) -> EvaluateResult:
         """Held-out accuracy of the files at the shipped precision, run in their own runtimes."""
         from latkit.search.deploy.evaluate import file_accuracy_pct
 
         data = self.data()
-        shipped = [f for f in export["files"] if f["variant"] == self.precision.value]
+        shipped = [f for f in export.files if f["variant"] == self.precision.value]
         files = {}
         for i, f in enumerate(shipped):
             say(i, len(shipped), f"{Path(f['path']).name} on {len(data.y_valid)} held-out images")
@@ -456,28 +512,23 @@ class _Pipeline:
         say(len(shipped), len(shipped), ", ".join(f"{k} {v:.2f}%" for k, v in files.items()))
         fmt_name = self.device.model_format.value
         deployed = files.get(fmt_name, next(iter(files.values()), None))
-        fp32 = train["accuracy_pct"]
-        return {"precision": self.precision.value, "fp32_accuracy_pct": fp32, "files_accuracy_pct": files,
-                "deployed_format": fmt_name, "deployed_accuracy_pct": deployed,
-                "accuracy_drop_pct": None if deployed is None else fp32 - deployed,
-                "n_images": len(data.y_valid)}  # fmt: skip
+        fp32 = train.accuracy_pct
+        return EvaluateResult(self.precision.value, fp32, files, fmt_name, deployed,
+                              None if deployed is None else fp32 - deployed, len(data.y_valid))  # fmt: skip
 
-    def measure(self, export: dict[str, Any], search: dict[str, Any],
-                say: Callable[[int, int, str], None]) -> dict[str, Any]:  # fmt: skip
+    def measure(self, export: ExportResult, search: SearchResult, say: Say) -> MeasureResult:
         from latkit.lut.store import LUT
 
-        f = exported_file(export, self.device.model_format.value, self.precision.value)
+        f = export.file(self.device.model_format.value, self.precision.value)
         with LUT.open(self.lut_path) as lut:
-            keys = [layer.spec.key for layer in self.network(search["arch"]).layers if layer.spec.measurable]
+            keys = [layer.spec.key for layer in self.network(search.arch).layers if layer.spec.measurable]
             refs = reference_ops(lut, self.cfg.device, keys, precision=self.precision)
         say(0, 1, f"measuring {f.path.name} on {self.cfg.device} (and {len(refs)} reference operators)")
         if self.device.info().kind == "cpu":
             # a host CPU device runs in a fresh interpreter: after this process trained
             # networks with torch, the same ONNX file measured here read up to 37% slow
             # (0.80 ms fresh, 1.10 ms in-process), enough to fake a miss
-            entry = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, export,
-                                              self.device.model_format.value, self.precision.value,
-                                              self.measure_config(),
+            entry = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, f, self.measure_config(),
                                               self.target_ms, self.cfg.tolerance, refs)  # fmt: skip
         else:
             entry = measure_exported(self.device, f, self.measure_config(),
@@ -485,46 +536,26 @@ class _Pipeline:
                                      tolerance=self.cfg.tolerance, references=refs)  # fmt: skip
         drift = entry.get("device_drift")
         say(1, 1, f"{entry['latency_ms']:.3f} ms" + (f" (device drift {drift['ratio']:.2f}x)" if drift else ""))
-        return {"file": str(f.path), "precision": f.variant, "latency_ms": entry["latency_ms"],
-                "rel_ci": entry["rel_ci"], "device": entry["device"], "drift": drift}  # fmt: skip
+        return MeasureResult(str(f.path), f.variant, entry["latency_ms"], entry["rel_ci"], entry["device"], drift)
 
 
-def _measure_job(uri: str, threads: int, export: dict[str, Any], fmt_name: str, precision: str, protocol: Any,
-                 target_ms: float, tolerance: float, refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
+def _measure_job(uri: str, threads: int, exported: ExportedFile, protocol: ProtocolConfig,
+                 target_ms: float, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
     device = open_device(uri, threads=threads)
     try:
-        return measure_exported(device, exported_file(export, fmt_name, precision), protocol,
-                                confirm_target_ms=target_ms, tolerance=tolerance,
+        return measure_exported(device, exported, protocol, confirm_target_ms=target_ms, tolerance=tolerance,
                                 references=refs)  # fmt: skip
     finally:
         device.close()
 
 
-def _measure_in_fresh_process(uri: str, threads: int, export: dict[str, Any], fmt_name: str, precision: str,
-                              protocol: Any, target_ms: float, tolerance: float,
-                              refs: list[Reference]) -> dict[str, Any]:  # fmt: skip
+def _measure_in_fresh_process(uri: str, threads: int, exported: ExportedFile, protocol: ProtocolConfig,
+                              target_ms: float, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
     """:func:`measure_exported` in a newly spawned interpreter (nothing of this one's state)."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure_job, (uri, threads, export, fmt_name, precision, protocol, target_ms, tolerance,
-                                                refs))  # fmt: skip
-
-
-def exported_file(export: dict[str, Any], fmt_name: str, precision: str = "fp32") -> ExportedFile:
-    """The file of format ``fmt_name`` at ``precision`` in an export stage's outputs.
-
-    Raises:
-        UsageError: no such file was exported.
-    """
-    for f in export["files"]:
-        if f["format"] == fmt_name and f["variant"] == precision:
-            return ExportedFile(
-                path=Path(f["path"]), sidecar=Path(f["sidecar"]), format=f["format"], variant=f["variant"],
-                layout=f["layout"], input_shape=tuple(f["input_shape"]), parity=f["parity"],
-                measured=f.get("measured"),
-            )  # fmt: skip
-    raise UsageError(f"no {precision} {fmt_name} file was exported; add {fmt_name} to the formats")
+        return pool.apply(_measure_job, (uri, threads, exported, protocol, target_ms, tolerance, refs))
 
 
 # --------------------------------------------------------------------------- entry
@@ -539,10 +570,10 @@ def run_pipeline(
     *,
     lut: str | Path | None = None,
     on_progress: ProgressFn | None = None,
-    protocol: Any = None,
-    search_options: dict[str, Any] | None = None,
-    device_options: dict[str, Any] | None = None,
-    **settings: Any,
+    protocol: ProtocolConfig | None = None,
+    search_options: Mapping[str, object] | None = None,
+    device_options: Mapping[str, object] | None = None,
+    **settings: object,
 ) -> PipelineResult:
     """Profile, calibrate, search, train, export and measure; write ``report.md``.
 
@@ -575,129 +606,130 @@ def run_pipeline(
     """
     target = target_ms if isinstance(target_ms, tgt.Target) else tgt.parse_target(target_ms)
     cfg = PipelineConfig(device=device_uri, space=space, target_ms=target.ms, target_share=target.fraction,
-                         data=data or "digits", **settings)  # fmt: skip
+                         data=data or "digits", **settings)  # type: ignore[arg-type]  # fmt: skip
     out = check_output_dir(out_dir, "--out folder")
     p = _Pipeline(cfg, out, Path(lut) if lut else None, on_progress, protocol, search_options or {},
                   device_options or {})
     try:
-        p.stage("profile", p.profile)
-        calib = p.stage("calibrate", p.calibrate)
+        p.stage("profile", p.profile, ProfileResult.from_dict)
+        calib = p.stage("calibrate", p.calibrate, CalibrationResult.from_dict)
         _resolve_target(p, target)
-        attempts = _attempts(p)
-        p.device_state = _device_state(p.device)  # thermal state for the report, before the device closes
+        attempts = _attempts(p.attempt, p.target_ms, cfg.tolerance, cfg.max_retries, p.progress)
+        device_state = _device_state(p.device)  # thermal state for the report, before the device closes
     finally:
         p.device.close()
-    best = attempts[tgt.best_attempt([a["measured_ms"] for a in attempts], p.target_ms, cfg.tolerance)]
-    judged = _judge(p, best)
-    ev = best.get("evaluate") or {}
-    summary = _summary(p, calib, attempts, best)
-    report_path = rpt.write_report(out, summary)
-    write_json(out / SUMMARY_FILE, summary, "run summary", indent=1, default=str, nan_to_null=True)
+    return _finish(p, calib, attempts, device_state)
+
+
+def _finish(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt],
+            device_state: Mapping[str, object] | None) -> PipelineResult:  # fmt: skip
+    """Write the summary and the report; the best attempt as the result."""
+    best = attempts[tgt.best_attempt([a.measured_ms for a in attempts], p.target_ms, p.cfg.tolerance)]
+    judged = _judge(best, p.target_ms, p.cfg.tolerance)
+    ev = best.evaluate
+    summary = _summary(p, calib, attempts, best, device_state)
+    report_path = rpt.write_report(p.out, summary)
+    write_json(p.out / SUMMARY_FILE, summary, "run summary", indent=1, default=str, nan_to_null=True)
     p.progress("report", 1, 1, str(report_path))
     return PipelineResult(
-        out_dir=out, target_ms=p.target_ms, measured_ms=best["measured_ms"], predicted_ms=best["predicted_ms"],
-        hit=judged.kind == tgt.HIT, met=judged.ok, warning=judged.warning,
-        verdict=summary["verdict"],
-        arch_path=Path(best["search"]["arch_path"]), export=best["export"], report_path=report_path,
-        attempts=[{k: a[k] for k in ("name", "search_target_ms", "predicted_ms", "measured_ms")} for a in attempts],
-        precision=cfg.precision, fp32_accuracy_pct=ev.get("fp32_accuracy_pct", best["train"]["accuracy_pct"]),
-        deployed_accuracy_pct=ev.get("deployed_accuracy_pct"), accuracy_drop_pct=ev.get("accuracy_drop_pct"),
+        out_dir=p.out, target_ms=p.target_ms, measured_ms=best.measured_ms, predicted_ms=best.predicted_ms,
+        hit=judged.kind == tgt.HIT, met=judged.ok, warning=judged.warning, verdict=summary["verdict"],
+        arch_path=Path(best.search.arch_path), export=best.export.to_dict(), report_path=report_path,
+        attempts=[a.brief() for a in attempts], precision=p.cfg.precision,
+        fp32_accuracy_pct=ev.fp32_accuracy_pct if ev else best.train.accuracy_pct,
+        deployed_accuracy_pct=ev.deployed_accuracy_pct if ev else None,
+        accuracy_drop_pct=ev.accuracy_drop_pct if ev else None,
     )  # fmt: skip
 
 
 def _resolve_target(p: _Pipeline, target: tgt.Target) -> None:
     """The target in ms: a share of the slowest network is resolved on the calibrated tables."""
     if target.relative:
-        from latkit.search.pipeline.search_stage import _latency_model
-
-        slowest = _latency_model(p, p.data().n_classes).max_latency()[0]
+        slowest = p.latency_model().max_latency()[0]
         p.target_ms, p.target_text = target.resolve(slowest), target.describe(slowest)
     else:
         p.target_text = target.describe()
     p.progress("target", 1, 1, p.target_text)
 
 
-def _judge(p: _Pipeline, attempt: dict[str, Any]) -> tgt.Verdict:
-    return tgt.judge(attempt["measured_ms"], p.target_ms, p.cfg.tolerance, attempt["measure"].get("drift"),
-                     _range(attempt))  # fmt: skip
+def _judge(attempt: Attempt, target_ms: float, tolerance: float) -> tgt.Verdict:
+    return tgt.judge(attempt.measured_ms, target_ms, tolerance, attempt.drift, attempt.range_ms)
 
 
-def _attempts(p: _Pipeline) -> list[dict[str, Any]]:
+def _attempts(run_attempt: Callable[[int, float], Attempt], target_ms: float, tolerance: float, max_retries: int,
+              progress: ProgressFn) -> list[Attempt]:  # fmt: skip
     """The first attempt and, when it is over the budget, one re-search with the target scaled by target / measured.
 
     A network under the budget is kept, however far under (the verdict warns about
     a large undershoot): a re-search there would spend minutes to use more budget.
     """
-    cfg = p.cfg
-    attempts = [p.attempt(0, p.target_ms)]
-    for i in range(1, cfg.max_retries + 1):
+    attempts = [run_attempt(0, target_ms)]
+    for i in range(1, max_retries + 1):
         last = attempts[-1]
-        judged = _judge(p, last)
+        judged = _judge(last, target_ms, tolerance)
         if judged.ok:
             break
-        drift = last["measure"].get("drift")
-        if drift and not drift["steady"]:
+        if last.drift and not last.drift["steady"]:
             # the device is not in the state it was profiled in: a search scaled by this
             # figure would chase the machine's state, not correct the prediction
             log.warning("%s Not searching again.", judged.text)
             break
-        scaled = last["search_target_ms"] * p.target_ms / last["measured_ms"]
+        scaled = last.search_target_ms * target_ms / last.measured_ms
         log.warning("%s Searching again with target %.3f ms", judged.text, scaled)
-        p.progress("retry", 0, 1, f"over budget; re-searching for {scaled:.3f} ms")
-        attempts.append(p.attempt(i, scaled))
+        progress("retry", 0, 1, f"over budget; re-searching for {scaled:.3f} ms")
+        attempts.append(run_attempt(i, scaled))
     return attempts
 
 
-def _range(attempt: dict[str, Any]) -> tuple[float, float] | None:
-    """The (fastest, slowest) predicted latency of the space, from the attempt's search stage."""
-    found = attempt.get("search", {}).get("range_ms")
-    return (found[0], found[1]) if found else None
-
-
-def _summary(p: _Pipeline, calib: dict[str, Any], attempts: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
-    from latkit.lut.calibration import Calibration
+def _summary(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt], best: Attempt,
+             device_state: Mapping[str, object] | None) -> rpt.RunSummary:  # fmt: skip
     from latkit.lut.estimate import estimate
     from latkit.lut.store import LUT
 
     cfg = p.cfg
-    cal = Calibration.from_dict(calib["calibration"])
-    points = [
-        {"predicted_ms": cal.apply(s, n), "measured_ms": e, "kind": "calibration", "label": ""}
-        for s, n, e in zip(calib["lut_sums_ms"], calib["n_ops"], calib["e2e_ms"])
+    points: list[rpt.Point] = [
+        {"predicted_ms": calib.calibration.apply(s, n), "measured_ms": e, "kind": "calibration", "label": ""}
+        for s, n, e in zip(calib.lut_sums_ms, calib.n_ops, calib.e2e_ms)
     ]
-    points += [{"predicted_ms": a["predicted_ms"], "measured_ms": a["measured_ms"], "kind": "final",
-                "label": a["name"]} for a in attempts]  # fmt: skip
+    points += [{"predicted_ms": a.predicted_ms, "measured_ms": a.measured_ms, "kind": "final", "label": a.name}
+               for a in attempts]  # fmt: skip
     with LUT.open(p.lut_path) as lut:
-        est = estimate(lut, p.network(best["search"]["arch"]), device=cfg.device, precision=p.precision)
-    judged = _judge(p, best)
+        est = estimate(lut, p.network(best.search.arch), device=cfg.device, precision=p.precision)
+    judged = _judge(best, p.target_ms, cfg.tolerance)
     verdict = judged.text
     if len(attempts) > 1 and best is not attempts[-1]:
         verdict += " (the first attempt fitted the budget better than the retry and is the one reported)"
-    files = [{"file": Path(f["path"]).name, "format": f["format"], "variant": f["variant"],
-              "top1_agreement": f["parity"].get("top1_agreement"), "parity_passed": f["parity"].get("passed"),
-              "size_bytes": Path(f["path"]).stat().st_size, "max_rel_err": f["parity"]["max_rel_err"],
-              "measured_ms": (read_json(f["sidecar"], "model sidecar").get("measured_latency") or {}).get("latency_ms")}
-             for f in best["export"]["files"]]  # fmt: skip
-    search = best["search"]
+    search = best.search
     return {
         "device": cfg.device, "space": cfg.space, "resolution": p.resolution, "target_ms": p.target_ms,
         "supernet_resolution": min(p.resolution, SEARCH_RESOLUTION),  # the search's own training images
         "target": p.target_text, "tolerance": cfg.tolerance, "budget_used": judged.budget_used,
         "verdict_kind": judged.kind, "warning": judged.warning,
         "data": f"{cfg.data} ({p.data().n_classes} classes)", "latkit_version": __version__,
-        "verdict": verdict, "attempts": attempts, "arch": search["arch"],
+        "verdict": verdict, "attempts": [a.to_dict() for a in attempts], "arch": search.arch,
         "precision": cfg.precision, "layout": cfg.layout,
-        "accuracy": best["train"]["accuracy_pct"], "evaluate": best.get("evaluate"), "files": files, "calibration": calib["calibration"],
+        "accuracy": best.train.accuracy_pct, "evaluate": None if best.evaluate is None else best.evaluate.to_dict(),
+        "files": [_file_row(f) for f in best.export.files], "calibration": calib.calibration.to_dict(),
         "layers": [asdict(layer) for layer in est.layers], "points": points,
-        "history": search.get("history"), "samples": search.get("samples"),
-        "chosen": {"latency_ms": search["predicted_ms"], "accuracy": search.get("accuracy")}
-        if search.get("accuracy") is not None else None,
+        "history": search.history, "samples": search.samples,
+        "chosen": {"latency_ms": search.predicted_ms, "accuracy": search.accuracy}
+        if search.accuracy is not None else None,
         "stages": p.state.seconds(),
         **_report_extras(p, calib, best),
+        "device_state": device_state,
     }  # fmt: skip
 
 
-def _device_state(device: Any) -> dict[str, Any] | None:
+def _file_row(f: ExportedFileDict) -> rpt.FileRow:
+    """An exported file as the report lists it: size, parity, measured latency."""
+    measured = read_json(f["sidecar"], "model sidecar").get("measured_latency") or {}
+    return {"file": Path(f["path"]).name, "format": f["format"], "variant": f["variant"],
+            "top1_agreement": f["parity"].get("top1_agreement"), "parity_passed": f["parity"].get("passed"),
+            "size_bytes": Path(f["path"]).stat().st_size, "max_rel_err": f["parity"]["max_rel_err"],
+            "measured_ms": measured.get("latency_ms")}  # fmt: skip
+
+
+def _device_state(device: Device) -> Mapping[str, object] | None:
     """Clocks and temperatures of a device that reports them (phones), else None."""
     state = getattr(device, "state", None)
     if state is None:
@@ -709,26 +741,25 @@ def _device_state(device: Any) -> dict[str, Any] | None:
         return None
 
 
-def _report_extras(p: _Pipeline, calib: dict[str, Any], best: dict[str, Any]) -> dict[str, Any]:
-    """What the report compares and cites (owned by search/report.py): baseline, sizes, statistics, command."""
+def _report_extras(p: _Pipeline, calib: CalibrationResult, best: Attempt) -> rpt.RunSummary:
+    """What the report compares and cites: baseline, sizes, statistics, command."""
     from latkit.lut.store import LUT
-    from latkit.search.pipeline import pareto
     from latkit.lut.tables import TableLatencyModel
-    from latkit.search.pipeline.search_stage import _latency_model
+    from latkit.search.pipeline import pareto
 
     with LUT.open(p.lut_path) as lut:  # the slowest network by LUT sum: the one calibration measured
         slowest = TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution,
                                              precision=p.precision).max_latency()[1]  # fmt: skip
-    slowest_ms = _latency_model(p, p.data().n_classes).latency_ms(slowest)
+    slowest_ms = p.latency_model().latency_ms(slowest)
     native = p.space.arch_to_native(slowest)
-    deployed = exported_file(best["export"], p.device.model_format.value, p.precision.value)
+    deployed = best.export.file(p.device.model_format.value, p.precision.value)
     return {
-        "best_attempt": best["name"],
-        "baseline": pareto.baseline_entry(p.cfg.space, native, p.network(native), calib, slowest_ms),
-        "chosen_size": pareto.network_size(p.network(best["search"]["arch"])),
+        "best_attempt": best.name,
+        "baseline": pareto.baseline_entry(p.cfg.space, native, p.network(native), calib.lut_sums_ms,
+                                          calib.e2e_ms, slowest_ms),  # fmt: skip
+        "chosen_size": pareto.network_size(p.network(best.search.arch)),
         "measurement": read_json(deployed.sidecar, "model sidecar").get("measured_latency"),
         "command": rpt.reproduce_command(asdict(p.cfg), p.out, p.lut_path),
-        "device_state": getattr(p, "device_state", None),
     }
 
 

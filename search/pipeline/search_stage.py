@@ -9,16 +9,27 @@ the supernet's weights.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from latkit._files import read_json, write_json
+from latkit._files import write_json
+from latkit.devices.precision import Precision
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace
+from latkit.search.pipeline.stages import EpochPoint, ScoredArch, SearchResult
 from latkit.search.target import check_reachable, range_warning
 from latkit.search.deploy.export import with_classes
+
+if TYPE_CHECKING:
+    import torch
+
+    from latkit.lut.tables import TableLatencyModel
+    from latkit.profiler.ops import OpSpec
+    from latkit.search.run import SearchOutcome
+    from latkit.search.supernet.data import SearchData
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +37,14 @@ SEARCH_RESOLUTION = 32  # the supernet trains at most at this resolution
 FILL_STOP = 0.98  # fill_to_target stops once the prediction is within 2% under the target
 
 
-def classifier_specs(space: SearchSpace, resolution: int, n_classes: int | None) -> list[Any]:
+def classifier_specs(space: SearchSpace, resolution: int, n_classes: int | None) -> list[OpSpec]:
     """The classifier spec of the space at ``resolution`` (with ``n_classes`` outputs if given)."""
     choices = space.choices()
     net = space.network(space.from_options([c.options[0] for c in choices]), resolution)
     return [(with_classes(net, n_classes) if n_classes else net).layers[-1].spec]
 
 
-def adopt_supernet_weights(module: Any, search: dict[str, Any], space_network: Network) -> str:
+def adopt_supernet_weights(module: torch.nn.Module, search: SearchResult, space_network: Network) -> str:
     """Start the final network from the supernet's weights (the search checkpoint).
 
     Supernet tensors are ``net.layers.{i}.candidates.{module_id}.{rest}`` (module
@@ -42,7 +53,7 @@ def adopt_supernet_weights(module: Any, search: dict[str, Any], space_network: N
     from latkit.search.supernet.checkpoint import has_checkpoint, load_checkpoint
     from latkit.search.supernet.supernet import module_id
 
-    folder = Path(search["folder"])
+    folder = Path(search.folder)
     if not has_checkpoint(folder):
         return "scratch"
     tensors, _ = load_checkpoint(folder)
@@ -59,67 +70,128 @@ def adopt_supernet_weights(module: Any, search: dict[str, Any], space_network: N
     return f"supernet ({len(picked)}/{len(own)} tensors)"
 
 
-def _latency_model(p: Any, n_classes: int) -> Any:
+@dataclass(frozen=True)
+class SearchInputs:
+    """What the search stage needs of a run: the space, its calibrated LUT, the data and the settings.
+
+    Attributes:
+        space: the search space.
+        lut_path: the run's LUT file (profiled and calibrated).
+        device: the device URI the LUT belongs to.
+        resolution: the deployed network's input resolution.
+        precision: the LUT rows searched (the shipped precision).
+        data: the run's dataset at ``resolution``.
+        data_spec: its spec (reloaded at the supernet's resolution when smaller).
+        target_ms: the user's target, resolved to ms.
+        target_text: the target as the report states it.
+        tolerance: how far over the target still counts as within the budget.
+        epochs, warmup_epochs, max_steps_per_epoch, eval_samples, seed: the search settings.
+        options: extra :class:`~latkit.search.supernet.proxyless_grad.ProxylessConfig` fields.
+    """
+
+    space: SearchSpace
+    lut_path: Path
+    device: str
+    resolution: int
+    precision: Precision
+    data: SearchData
+    data_spec: str
+    target_ms: float
+    target_text: str
+    tolerance: float
+    epochs: int
+    warmup_epochs: int
+    max_steps_per_epoch: int | None
+    eval_samples: int
+    seed: int
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+def latency_model(space: SearchSpace, lut_path: Path, device: str, resolution: int, precision: Precision,
+                  n_classes: int) -> TableLatencyModel:  # fmt: skip
     """The calibrated LUT tables of the space, with the classifier at ``n_classes`` outputs."""
     from latkit.lut.store import LUT
     from latkit.lut.tables import TableLatencyModel
 
-    with LUT.open(p.lut_path) as lut:
-        return TableLatencyModel.from_lut(p.space, lut, p.cfg.device, p.resolution, calibrated=True,
-                                          classes=n_classes, precision=p.precision)  # fmt: skip
+    with LUT.open(lut_path) as lut:
+        return TableLatencyModel.from_lut(space, lut, device, resolution, calibrated=True, classes=n_classes,
+                                          precision=precision)  # fmt: skip
 
 
-def search_stage(p: Any, folder: Path, target_ms: float, say: Callable[[int, int, str], None]) -> dict[str, Any]:
-    from latkit.lut.estimate import estimate
-    from latkit.lut.store import LUT
-    from latkit.search.supernet.data import load_data
-    from latkit.search.supernet.proxyless_grad import ProxylessConfig
-    from latkit.search.run import run_search
+def deployed_network(space: SearchSpace, native: object, resolution: int, n_classes: int) -> Network:
+    """The network of a native architecture at ``resolution`` with the dataset's classifier."""
+    return with_classes(space.network(space.arch_from_native(native), resolution), n_classes)
 
-    data = p.data()
-    lm = _latency_model(p, data.n_classes)
-    min_ms, max_ms = lm.min_latency(p.space)[0], lm.max_latency()[0]
-    warning = range_warning(p.target_ms, (min_ms, max_ms), p.space.name, p.cfg.device, p.cfg.tolerance)
+
+def _search_target(inp: SearchInputs, target_ms: float, range_ms: tuple[float, float]) -> float:
+    """The target the search runs for: ``target_ms``, raised to the fastest network when below it."""
+    min_ms, max_ms = range_ms
+    warning = range_warning(inp.target_ms, range_ms, inp.space.name, inp.device, inp.tolerance)
     if warning:
         log.warning("%s", warning)
-    if target_ms < min_ms:
-        if target_ms == p.target_ms:  # the user's own target, not a retry's scaled one
-            check_reachable(p.space.name, target_ms, min_ms, p.cfg.device, max_ms,
-                            " (the profiled LUT is kept, so the next run does not profile again)")
-        log.warning("scaled target %.3f ms is below the fastest architecture (%.3f ms); using that", target_ms, min_ms)
-        target_ms = min_ms * 1.0001
+    if target_ms >= min_ms:
+        return target_ms
+    if target_ms == inp.target_ms:  # the user's own target, not a retry's scaled one
+        check_reachable(inp.space.name, target_ms, min_ms, inp.device, max_ms,
+                        " (the profiled LUT is kept, so the next run does not profile again)")  # fmt: skip
+    log.warning("scaled target %.3f ms is below the fastest architecture (%.3f ms); using that", target_ms, min_ms)
+    return min_ms * 1.0001
+
+
+def _run_search(inp: SearchInputs, lm: TableLatencyModel, folder: Path, target_ms: float,
+                say: Callable[[int, int, str], None]) -> SearchOutcome:  # fmt: skip
+    from latkit.search.run import run_search
+    from latkit.search.supernet.data import load_data
+    from latkit.search.supernet.proxyless_grad import ProxylessConfig
+
     # the supernet learns the digits as well at 32 px, at a quarter of the cost
-    search_data = data if p.resolution <= SEARCH_RESOLUTION else load_data(p.cfg.data, SEARCH_RESOLUTION, seed=p.cfg.seed)
-    options = {"warmup_epochs": p.cfg.warmup_epochs, "max_steps_per_epoch": p.cfg.max_steps_per_epoch,
-               **p.search_options}  # fmt: skip
-    outcome = run_search(
-        p.space, lm, target_ms, "proxyless-grad", search_data, p.cfg.search_epochs, p.cfg.seed, folder,
-        config=ProxylessConfig(**options), resume=True, threads=1, eval_samples=p.cfg.eval_samples,
+    search_data = (inp.data if inp.resolution <= SEARCH_RESOLUTION
+                   else load_data(inp.data_spec, SEARCH_RESOLUTION, seed=inp.seed))  # fmt: skip
+    options = {"warmup_epochs": inp.warmup_epochs, "max_steps_per_epoch": inp.max_steps_per_epoch, **inp.options}
+    return run_search(
+        inp.space, lm, target_ms, "proxyless-grad", search_data, inp.epochs, inp.seed, folder,
+        config=ProxylessConfig(**options), resume=True, threads=1, eval_samples=inp.eval_samples,
         on_progress=lambda pr: say(pr.epoch, pr.epochs, f"E[LAT] {pr.expected_latency_ms:.3f} ms, "
                                    f"derived {pr.best_latency_ms:.3f} ms, acc {pr.best_accuracy:.1f}%"),
     )  # fmt: skip
-    logp = _arch_logp(folder, len(p.space.choices()))
-    arch = fill_to_target(outcome.arch, logp, lm.latency_ms, target_ms)
-    native = p.space.arch_to_native(arch)
-    with LUT.open(p.lut_path) as lut:  # the deployed network's own estimate, as a check on the tables
-        est = estimate(lut, p.network(native), device=p.cfg.device, precision=p.precision)
+
+
+def search_stage(inp: SearchInputs, folder: Path, target_ms: float,
+                 say: Callable[[int, int, str], None]) -> SearchResult:  # fmt: skip
+    """Search for ``target_ms`` on the calibrated tables, fill the budget left, and write ``arch.json`` beside ``folder``."""
+    from latkit.lut.estimate import estimate
+    from latkit.lut.store import LUT
+
+    n_classes = inp.data.n_classes
+    lm = latency_model(inp.space, inp.lut_path, inp.device, inp.resolution, inp.precision, n_classes)
+    range_ms = (lm.min_latency(inp.space)[0], lm.max_latency()[0])
+    target_ms = _search_target(inp, target_ms, range_ms)
+    outcome = _run_search(inp, lm, folder, target_ms, say)
+    arch = fill_to_target(outcome.arch, _arch_logp(folder, len(inp.space.choices())), lm.latency_ms, target_ms)
+    native = inp.space.arch_to_native(arch)
+    with LUT.open(inp.lut_path) as lut:  # the deployed network's own estimate, as a check on the tables
+        est = estimate(lut, deployed_network(inp.space, native, inp.resolution, n_classes), device=inp.device,
+                       precision=inp.precision)  # fmt: skip
     if abs(est.total_ms - lm.latency_ms(arch)) > 1e-6 * max(1.0, est.total_ms):
         log.warning("search tables say %.4f ms, the LUT estimate %.4f ms", lm.latency_ms(arch), est.total_ms)
     arch_path = folder.parent / "arch.json"
-    doc = read_json(folder / "arch.json", "arch.json")
-    doc.update(arch=native, latency_ms=est.total_ms, precision=p.precision.value, target_ms=p.target_ms, target=p.target_text, search_target_ms=target_ms,
-               meets_target=est.total_ms <= target_ms, resolution=p.resolution, classes=data.n_classes,
-               fill={"method": "fill-to-target", "searched_arch": outcome.native,
-                     "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)})  # fmt: skip
+    doc = {**outcome.document,
+           "arch": native, "latency_ms": est.total_ms, "precision": inp.precision.value, "target_ms": inp.target_ms,
+           "target": inp.target_text, "search_target_ms": target_ms, "meets_target": est.total_ms <= target_ms,
+           "resolution": inp.resolution, "classes": n_classes,
+           "fill": {"method": "fill-to-target", "searched_arch": outcome.native,
+                    "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)}}  # fmt: skip
     write_json(arch_path, doc, "arch.json", indent=1, default=str, nan_to_null=True)
-    rows = read_json(folder / "trajectory.json", "trajectory")["rows"]
-    history = [{"epoch": r["epoch"], "expected_latency_ms": r["expected_latency_ms"],
-                "derived_latency_ms": r["latency_ms"], "loss": r["loss"]} for r in rows if r["kind"] == "derived"]
-    samples = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]} for r in rows if r["kind"] == "sampled"]
-    return {"folder": str(folder), "arch_path": str(arch_path), "arch": native, "searched_arch": outcome.native,
-            "search_target_ms": target_ms, "predicted_ms": est.total_ms, "accuracy": outcome.accuracy,
-            "history": history, "samples": samples, "latency_model": lm.provenance,
-            "range_ms": [min_ms, max_ms]}  # fmt: skip
+    rows = outcome.rows
+    history: list[EpochPoint] = [
+        {"epoch": r["epoch"], "expected_latency_ms": r["expected_latency_ms"], "derived_latency_ms": r["latency_ms"],
+         "loss": r["loss"]} for r in rows if r["kind"] == "derived"]  # type: ignore[misc]  # fmt: skip
+    samples: list[ScoredArch] = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]}  # type: ignore[misc]
+                                 for r in rows if r["kind"] == "sampled"]  # fmt: skip
+    return SearchResult(folder=str(folder), arch_path=str(arch_path), arch=native, searched_arch=outcome.native,
+                        search_target_ms=target_ms, predicted_ms=est.total_ms, accuracy=outcome.accuracy,
+                        history=history, samples=samples, latency_model=lm.provenance,
+                        range_ms=list(range_ms))  # fmt: skip
 
 
 def _changed(a: Arch, b: Arch) -> int:
@@ -174,5 +246,5 @@ def fill_to_target(
     return Arch(arch.space, tuple(idx))
 
 
-__all__ = ["FILL_STOP", "SEARCH_RESOLUTION", "adopt_supernet_weights", "classifier_specs", "fill_to_target",
-           "search_stage"]
+__all__ = ["FILL_STOP", "SEARCH_RESOLUTION", "SearchInputs", "adopt_supernet_weights", "classifier_specs",
+           "deployed_network", "fill_to_target", "latency_model", "search_stage"]

@@ -9,6 +9,7 @@ LiteRT, and the exported model is measured on the device.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -162,42 +163,47 @@ def test_predicted_latency_is_the_calibrated_lut_estimate_within_target(run) -> 
     assert sidecar["predicted_latency"]["source"]["kind"] == "lut-calibrated"
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What the attempt loop reads of an attempt (a stand-in for ``stages.Attempt``)."""
+
+    name: str
+    search_target_ms: float
+    measured_ms: float
+    drift: dict
+    range_ms: tuple[float, float]
+
+
 class _Attempts:
     """The pipeline's attempt loop over canned attempt outcomes (the decision alone)."""
 
     def __init__(self, measured: list[float], drift_ratio: float, range_ms: tuple[float, float] = (0.2, 2.0)) -> None:
-        from latkit.search.pipeline.runner import PipelineConfig
-
-        self.cfg = PipelineConfig(device=DEVICE, space=SPACE, target_ms=1.0, max_retries=1)
-        self.target_ms = 1.0
         self.measured, self.ratio, self.range, self.targets = measured, drift_ratio, range_ms, []
 
-    def progress(self, *args) -> None:
-        pass
-
-    def attempt(self, index: int, target_ms: float) -> dict:
+    def attempt(self, index: int, target_ms: float) -> _Outcome:
         self.targets.append(target_ms)
         drift = {"ratio": self.ratio, "steady": abs(self.ratio - 1) <= 0.1}
-        return {"name": str(index), "search_target_ms": target_ms, "measured_ms": self.measured[index],
-                "measure": {"drift": drift}, "search": {"range_ms": list(self.range)}}  # fmt: skip
+        return _Outcome(str(index), target_ms, self.measured[index], drift, self.range)
+
+    def run(self) -> list[float]:
+        """The measured latencies of the attempts the loop made (target 1 ms, 10% tolerance, one retry)."""
+        from latkit.search.pipeline.runner import _attempts
+
+        return [a.measured_ms for a in _attempts(self.attempt, 1.0, 0.1, 1, lambda *args: None)]
 
 
 def test_a_miss_on_a_drifted_device_is_not_searched_again() -> None:
-    from latkit.search.pipeline.runner import _attempts
-
     steady = _Attempts([1.5, 1.02], drift_ratio=1.03)
-    assert [a["measured_ms"] for a in _attempts(steady)] == [1.5, 1.02]
+    assert steady.run() == [1.5, 1.02]
     assert steady.targets == [1.0, pytest.approx(1.0 / 1.5)]
     drifted = _Attempts([1.5, 1.02], drift_ratio=1.45)
-    assert [a["measured_ms"] for a in _attempts(drifted)] == [1.5]
+    assert drifted.run() == [1.5]
 
 
 def test_a_target_above_the_space_is_met_by_the_largest_network_without_a_retry() -> None:
-    from latkit.search.pipeline.runner import _attempts
-
     # the slowest architecture is predicted at 0.6 ms, the target is 1.0 ms
     above = _Attempts([0.55, 0.9], drift_ratio=1.0, range_ms=(0.12, 0.6))
-    assert [a["measured_ms"] for a in _attempts(above)] == [0.55]
+    assert above.run() == [0.55]
     v = tgt.judge(0.55, 1.0, range_ms=(0.12, 0.6))
     assert v.kind == tgt.MET and v.ok and v.budget_used == pytest.approx(0.55)
     assert v.text.startswith("MET: measured 0.550 ms, 55% of the 1 ms budget")
@@ -209,18 +215,16 @@ def test_a_target_above_the_space_is_met_by_the_largest_network_without_a_retry(
 
 
 def test_a_target_is_a_budget_an_undershoot_warns_and_only_an_overshoot_searches_again() -> None:
-    from latkit.search.pipeline.runner import _attempts
-
     # in range, 45% under the budget: within it, with a warning, and no 5-minute re-search
     near = _Attempts([0.55, 0.93], drift_ratio=1.0, range_ms=(0.12, 0.95))
-    assert [a["measured_ms"] for a in _attempts(near)] == [0.55]
+    assert near.run() == [0.55]
     v = tgt.judge(0.55, 1.0, range_ms=(0.12, 0.95))
     assert v.kind == tgt.HIT and v.ok and v.warning and "uses only 55% of the budget" in v.text
     assert tgt.judge(0.85, 1.0).warning is None  # 85% of the budget: no warning (under 80% warns)
     assert tgt.judge(1.09, 1.0).kind == tgt.HIT  # up to the 10% tolerance over
     # over the budget: a re-search with the target scaled by target / measured
     over = _Attempts([1.3, 0.97], drift_ratio=1.0, range_ms=(0.12, 2.0))
-    assert [a["measured_ms"] for a in _attempts(over)] == [1.3, 0.97]
+    assert over.run() == [1.3, 0.97]
     assert over.targets == [1.0, pytest.approx(1.0 / 1.3)]
     assert tgt.judge(1.3, 1.0).text.startswith("OVER: measured 1.300 ms, 130% of the 1 ms budget")
     # a wider tolerance keeps 1.3 ms within a 1 ms budget; the reported attempt uses most of it

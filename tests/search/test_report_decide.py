@@ -56,7 +56,7 @@ def _summary() -> dict:
         "history": [{"epoch": e, "expected_latency_ms": 0.6 - 0.02 * e, "derived_latency_ms": 0.55 - 0.01 * e,
                      "loss": 1.0 - 0.4 * e} for e in range(1, 6)],
         "samples": SAMPLES, "chosen": {"latency_ms": 0.4905, "accuracy": 80.52},
-        "baseline": baseline_entry(SPACE, largest, network(largest), CALIB, 0.5116),
+        "baseline": baseline_entry(SPACE, largest, network(largest), CALIB["lut_sums_ms"], CALIB["e2e_ms"], 0.5116),
         "chosen_size": network_size(network(chosen)),
         "measurement": {"latency_ms": 0.472, "statistic": "p5", "ci_low_ms": 0.468, "ci_high_ms": 0.477,
                         "median_ms": 0.481, "p90_ms": 0.503, "n_samples": 120,
