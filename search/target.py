@@ -17,16 +17,24 @@ the report and the measurement check:
   warning (a larger, more accurate one would have fitted), never a failure.
   Above the budget is OVER: the pipeline searches again and exits 1. A target
   above the space's range that the largest network fits is MET.
+* **projection and fill**: greedy, bounded single-choice changes that bring an
+  architecture under the target (:func:`project_to_target`) or grow it towards
+  the target from below (:func:`fill_to_target`), ranked by the log-probability
+  the search gave each option.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from latkit.errors import UsageError
+from latkit.profiler.spaces.base import Arch
 from latkit.search.framework.result import SearchError
 
 DEFAULT_TOLERANCE = 0.10  # measured may exceed the target by this fraction and still be within budget
@@ -245,8 +253,149 @@ def best_attempt(measured: list[float], target_ms: float, tolerance: float = DEF
     return min(range(len(measured)), key=lambda i: measured[i])
 
 
+# --------------------------------------------------------------------------- greedy projection and fill
+
+FILL_STOP = 0.98  # fill_to_target stops once the latency is within 2% under the target
+_Key = Callable[[int, int, float], "tuple[float, ...] | None"]
+
+
+def _best_change(arch: Arch, idx: list[int], logp: list[np.ndarray], lat: Callable[[Arch], float],
+                 key: _Key) -> tuple[int, int, float] | None:  # fmt: skip
+    """The single-choice change ``(choice, option, new latency)`` with the lowest ``key(c, o, new)``.
+
+    ``key`` returns None for a change that is not allowed; ties keep the first change found.
+    """
+    best: tuple[tuple[float, ...], int, int, float] | None = None
+    for c, lp in enumerate(logp):
+        for o in range(len(lp)):
+            if o == idx[c]:  # no change (every key refuses it)
+                continue
+            new = lat(Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :])))
+            k = key(c, o, new)
+            if k is not None and (best is None or k < best[0]):
+                best = (k, c, o, new)
+    return None if best is None else best[1:]
+
+
+def _greedy(arch: Arch, idx: list[int], cur: float, logp: list[np.ndarray], lat: Callable[[Arch], float],
+            key: Callable[[list[int], float], _Key], done: Callable[[float], bool]) -> float:  # fmt: skip
+    """Apply the best change (see :func:`_best_change`) to ``idx`` until ``done(latency)`` or none is left.
+
+    Bounded by the number of options; returns the latency reached.
+    """
+    for _ in range(sum(len(v) for v in logp)):
+        if done(cur):
+            break
+        change = _best_change(arch, idx, logp, lat, key(idx, cur))
+        if change is None:
+            break
+        c, o, cur = change
+        idx[c] = o
+    return cur
+
+
+def _descend(logp: list[np.ndarray]) -> Callable[[list[int], float], _Key]:
+    """Key of the change that loses the least log-probability per ms saved."""
+
+    def key(idx: list[int], cur: float) -> _Key:
+        def k(c: int, o: int, new: float) -> tuple[float, ...] | None:
+            saved = cur - new
+            return None if saved <= 0 else ((logp[c][idx[c]] - logp[c][o]) / saved,)
+
+        return k
+
+    return key
+
+
+def _climb(logp: list[np.ndarray], target_ms: float) -> Callable[[list[int], float], _Key]:
+    """Key of the change with the best log-probability gain that keeps ``LAT <= T``."""
+
+    def key(idx: list[int], cur: float) -> _Key:
+        def k(c: int, o: int, new: float) -> tuple[float, ...] | None:
+            gain = logp[c][o] - logp[c][idx[c]]
+            return None if gain <= 0 or new > target_ms else (-gain,)
+
+        return k
+
+    return key
+
+
+def _grow(logp: list[np.ndarray], target_ms: float, larger_first: bool) -> Callable[[list[int], float], _Key]:
+    """Key of the change that loses the least log-probability per ms added and keeps ``LAT <= T``.
+
+    With ``larger_first``, of two equally cheap changes the one adding more latency wins.
+    """
+
+    def key(idx: list[int], cur: float) -> _Key:
+        def k(c: int, o: int, new: float) -> tuple[float, ...] | None:
+            if not cur < new <= target_ms:
+                return None
+            cost = (logp[c][idx[c]] - logp[c][o]) / (new - cur)
+            return (cost, cur - new) if larger_first else (cost,)
+
+        return k
+
+    return key
+
+
+def project_to_target(
+    arch: Arch,
+    logp: list[np.ndarray],
+    latency_model: Any,
+    target_ms: float,
+    fallback: Arch | None = None,
+    lower_ms: float | None = None,
+) -> Arch:
+    """The architecture nearest ``arch`` (in summed log-probability) with ``LAT <= T``.
+
+    Greedy, bounded: while too slow, apply the single-choice change that loses
+    the least log-probability per ms saved; then, while some change raises the
+    log-probability and keeps ``LAT <= T``, apply the one with the best gain
+    (undoing overshoot). Falls back to ``fallback`` (the fastest architecture)
+    if the greedy descent stalls above ``T``. With ``lower_ms``, an architecture
+    faster than it is then slowed down, by the changes that lose the least
+    log-probability per ms added and keep ``LAT <= T``, until it reaches
+    ``lower_ms`` (spending the unused latency budget) or no change fits.
+
+    Raises:
+        SearchError: even ``fallback`` is slower than ``T``.
+    """
+    lat: Callable[[Arch], float] = latency_model.latency_ms
+    idx = list(arch.indices)
+    cur = _greedy(arch, idx, lat(arch), logp, lat, _descend(logp), lambda ms: ms <= target_ms)
+    if cur > target_ms:
+        if fallback is None or lat(fallback) > target_ms:
+            raise SearchError(f"no architecture within {target_ms:g} ms was found; raise --target-ms")
+        idx, cur = list(fallback.indices), lat(fallback)
+    # climb back towards the preferred options within the budget
+    cur = _greedy(arch, idx, cur, logp, lat, _climb(logp, target_ms), lambda ms: False)
+    if lower_ms is not None:
+        _greedy(arch, idx, cur, logp, lat, _grow(logp, target_ms, False), lambda ms: ms >= lower_ms)
+    return Arch(arch.space, tuple(idx))
+
+
+def fill_to_target(
+    arch: Arch, logp: list[np.ndarray], latency_ms: Callable[[Arch], float], target_ms: float,
+    stop_at: float = FILL_STOP,
+) -> Arch:  # fmt: skip
+    """Grow ``arch`` towards ``target_ms`` from below, staying at or under it.
+
+    The gradient search guarantees ``LAT <= T`` but not that the budget is used:
+    on a small dataset the loss rarely pays for a larger network, and the
+    result can be far faster than asked. While the latency is below
+    ``stop_at * T``, apply the single-choice change that costs the least
+    log-probability per ms it adds (a change the search prefers costs
+    nothing; of equal costs the larger change), among those that keep
+    ``LAT <= T``. Bounded by the number of options; stops when no change fits.
+    """
+    idx = list(arch.indices)
+    _greedy(arch, idx, latency_ms(arch), logp, latency_ms, _grow(logp, target_ms, True),
+            lambda ms: ms >= stop_at * target_ms)  # fmt: skip
+    return Arch(arch.space, tuple(idx))
+
+
 __all__ = [
-    "DEFAULT_TOLERANCE", "HIT", "MAX_TARGET_MS", "MET", "OVER", "SearchError", "Target", "Verdict",
+    "DEFAULT_TOLERANCE", "FILL_STOP", "HIT", "MAX_TARGET_MS", "MET", "OVER", "SearchError", "Target", "Verdict",
     "above_range", "best_attempt", "check_reachable", "check_target_ms", "check_tolerance", "drift_sentence",
-    "judge", "parse_target", "range_warning", "undershoot", "within_budget",
+    "fill_to_target", "judge", "parse_target", "project_to_target", "range_warning", "undershoot", "within_budget",
 ]  # fmt: skip

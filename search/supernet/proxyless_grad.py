@@ -27,7 +27,7 @@ outside ``[(1 - tolerance) T, T]``, ``w += adapt_rate * w0 * (LAT - C) / C`` wit
 ``C = (1 - tolerance / 2) T`` and ``w0`` its initial value. ``w`` may become
 negative: then the search is pushed to spend the latency it leaves unused. The
 returned architecture is finally projected onto the target
-(:func:`~latkit.search.projection.project_to_target`), so its LUT latency is always ``<= T``;
+(:func:`~latkit.search.target.project_to_target`), so its LUT latency is always ``<= T``;
 with ``fill_budget`` an architecture faster than ``(1 - tolerance) T`` is also
 moved up into the band by the changes the distribution objects to least.
 """
@@ -49,7 +49,7 @@ from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
 from latkit.search.framework.base import SearchContext, SearchError, register_algorithm
 from latkit.search.supernet.data import SearchData
-from latkit.search.projection import project_to_target
+from latkit.search.target import project_to_target
 from latkit.search.target import check_reachable
 from latkit.search.supernet.supernet import GateSample, Supernet
 from latkit.search.supernet.train import weight_optimizer
@@ -310,7 +310,7 @@ class ProxylessGradSearch:
         return info
 
     def final_arch(self) -> Arch:
-        """The derived architecture projected onto ``LAT <= T`` (see :func:`~latkit.search.projection.project_to_target`)."""
+        """The derived architecture projected onto ``LAT <= T`` (see :func:`~latkit.search.target.project_to_target`)."""
         with torch.no_grad():
             logp = [torch.log_softmax(a, 0).numpy() for a in self.alphas]
         lower = (1 - self.cfg.tolerance) * self.target_ms if self.cfg.fill_budget else None

@@ -17,7 +17,7 @@ from latkit.search.framework.base import SearchError, reward
 from latkit.search.supernet.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from latkit.search.supernet.data import SearchData, load_digits
 from latkit.lut.tables import TableLatencyModel
-from latkit.search.projection import project_to_target
+from latkit.search.target import project_to_target
 from latkit.search.supernet.proxyless_grad import ProxylessConfig, ProxylessGradSearch, latency_loss
 from latkit.search.run import run_search
 from latkit.search.supernet.supernet import Supernet
