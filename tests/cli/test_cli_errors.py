@@ -83,25 +83,29 @@ def test_missing_lut_file(capsys, tmp_path):
     assert_one_error_line(code, err, "absent.db")
 
 
-def test_unreadable_yaml(capsys, tmp_path):
-    bad = tmp_path / "table.yaml"
-    bad.write_text("expanded_conv-input:1x1x1: [unclosed\n  - : :\n")
+# a LUT table that cannot be imported: its name, its text, what the error line names
+BAD_YAML = {
+    "unreadable": ("table.yaml", "expanded_conv-input:1x1x1: [unclosed\n  - : :\n", "table.yaml"),
+    "unknown-op": ("ofa_table.yaml", "Frobnicate-input:7x7x3-output:7x7x3:\n  count: 1\n  mean: 1.0\n  std: 0.0\n",
+                   "Frobnicate"),
+    "unknown-family": ("table.yaml", "Conv-input:8x8x3-output:4x4x16:\n  count: 1\n  mean: 1.0\n  std: 0.0\n",
+                       "family"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_YAML))
+def test_bad_yaml_is_one_error_line(capsys, tmp_path, case):
+    name, text, expected = BAD_YAML[case]
+    bad = tmp_path / name
+    bad.write_text(text)
     code, _, err = run(capsys, "lut", "import", str(tmp_path / "x.db"), str(bad))
-    assert_one_error_line(code, err, "table.yaml")
+    assert_one_error_line(code, err, expected)
 
 
-def test_yaml_entry_with_unknown_op(capsys, tmp_path):
-    bad = tmp_path / "ofa_table.yaml"
-    bad.write_text("Frobnicate-input:7x7x3-output:7x7x3:\n  count: 1\n  mean: 1.0\n  std: 0.0\n")
-    code, _, err = run(capsys, "lut", "import", str(tmp_path / "x.db"), str(bad))
-    assert_one_error_line(code, err, "Frobnicate")
-
-
-def test_yaml_of_unknown_family_asks_for_it(capsys, tmp_path):
-    bad = tmp_path / "table.yaml"
-    bad.write_text("Conv-input:8x8x3-output:4x4x16:\n  count: 1\n  mean: 1.0\n  std: 0.0\n")
-    code, _, err = run(capsys, "lut", "import", str(tmp_path / "x.db"), str(bad))
-    assert_one_error_line(code, err, "family")
+def test_yaml_of_unknown_family_imports_with_family(capsys, tmp_path):
+    name, text, _ = BAD_YAML["unknown-family"]
+    bad = tmp_path / name
+    bad.write_text(text)
     code, _, err = run(capsys, "lut", "import", str(tmp_path / "x.db"), str(bad), "--family", "ofa")
     assert code == 0, err
 
