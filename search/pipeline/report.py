@@ -35,6 +35,17 @@ class Point(TypedDict):
     label: str
 
 
+class LayerRow(TypedDict, total=False):
+    """A layer of the chosen network's estimate (:class:`latkit.lut.estimate.LayerEstimate` as saved)."""
+
+    name: str
+    key: str
+    op_type: str
+    latency_ms: float
+    share_pct: float
+    source: str  # measured, imported:..., predicted:... ("" for free layers)
+
+
 class FileRow(TypedDict):
     """An exported file as the report lists it."""
 
@@ -75,7 +86,7 @@ class RunSummary(TypedDict, total=False):
     evaluate: Mapping[str, object] | None  # stages.EvaluateResult as saved
     files: list[FileRow]
     calibration: Mapping[str, object]  # latkit.lut.calibration.Calibration as saved
-    layers: list[Mapping[str, object]]  # per-layer estimate rows
+    layers: list[LayerRow]
     points: list[Point]
     history: list[EpochPoint]
     samples: list[ScoredArch]
@@ -97,7 +108,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_layers(layers: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path:
+def plot_layers(layers: Sequence[LayerRow], path: Path, title: str = "") -> Path:
     """Horizontal bars: each layer's LUT latency, labelled with its op type (free layers left out).
 
     Bars are coloured by where the LUT row came from: measured on the device,
@@ -496,6 +507,7 @@ def write_report(out_dir: str | Path, summary: RunSummary) -> Path:
 
 __all__ = [
     "FileRow",
+    "LayerRow",
     "Point",
     "RunSummary",
     "accuracy_lines",

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -52,6 +51,7 @@ from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
 from latkit.devices.precision import Precision, check_precision, parse_precision
 from latkit.errors import LatkitError, StoreError, UsageError
+from latkit.lut.cache import default_lut_dir, lut_path_for
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import target as tgt
@@ -225,19 +225,6 @@ class PipelineResult:
 # --------------------------------------------------------------------------- state
 
 
-def default_lut_dir() -> Path:
-    """Where per-device LUTs are cached: ``$LATKIT_LUT_DIR`` or ``~/.cache/latkit/luts``."""
-    from latkit._cache import luts_dir
-
-    return luts_dir()
-
-
-def lut_path_for(device_uri: str, space: str, resolution: int, lut_dir: Path | None = None) -> Path:
-    """The cached LUT of a device, space and resolution."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_uri).strip("_")
-    return (lut_dir or default_lut_dir()) / f"{slug}-{space}-{resolution}.db"
-
-
 class _StageEntry(TypedDict):
     done: bool
     seconds: float
@@ -255,11 +242,13 @@ class _StateDoc(TypedDict):
     stages: dict[str, _StageEntry]
 
 
-class _Saved(Protocol):
+class _Result(Protocol):
+    """A stage's result: saved in the state as ``to_dict()``."""
+
     def to_dict(self) -> Mapping[str, object]: ...
 
 
-R = TypeVar("R", bound=_Saved)
+R = TypeVar("R", bound=_Result)
 
 
 class _State:
