@@ -42,7 +42,7 @@ def one_run(args: argparse.Namespace, seed: int, inherit: bool) -> dict:
     import torch
 
     from latkit.profiler.spaces import get_space
-    from latkit.search.framework.base import run_search
+    from latkit.search.framework.base import run_algorithm
     from latkit.search.supernet.data import load_digits
     from latkit.search.supernet.train import TrainedAccuracy
 
@@ -53,7 +53,7 @@ def one_run(args: argparse.Namespace, seed: int, inherit: bool) -> dict:
     data = load_digits(32, seed=0)
     evaluator = TrainedAccuracy(space, data, resolution=32, steps=args.steps, inherit=inherit, seed=seed)
     t0 = time.perf_counter()
-    result = run_search("evolution", space, evaluator, model, lo + 0.6 * (hi - lo), args.queries,
+    result = run_algorithm("evolution", space, evaluator, model, lo + 0.6 * (hi - lo), args.queries,
                         np.random.default_rng(seed), seed=seed, population_size=args.population,
                         tournament_size=3)  # fmt: skip
     wall = time.perf_counter() - t0

@@ -291,7 +291,7 @@ def _run_framework(
     smooth_samples: int | None = None,
     on_stage: Callable[[str, int, int, str], None] | None = None,
 ) -> tuple[Arch, list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
-    from latkit.search.framework.base import run_search as framework_search
+    from latkit.search.framework.base import run_algorithm
     from latkit.search.supernet.checkpoint import optimizer_state, restore_optimizer
 
     rng = np.random.default_rng(seed)
@@ -338,7 +338,7 @@ def _run_framework(
             rows.append(_row(epochs, "supernet-sample", space.arch_to_native(a), float(acc), float(latency_model.latency_ms(a)),
                              None, None, target_ms))  # fmt: skip
         smoothing = {"smoothed_accuracy": {"samples": len(archs), "model": str(out / "accuracy_gcn")}}
-    result = framework_search(algorithm, space, accuracy_model, latency_model, float(target_ms), queries,
+    result = run_algorithm(algorithm, space, accuracy_model, latency_model, float(target_ms), queries,
                               np.random.default_rng(seed), seed=seed, **options)  # fmt: skip
     for i, q in enumerate(result.trajectory):
         rows.append(_row(epochs, "query", q.arch, q.accuracy, q.latency_ms, None, None, target_ms))

@@ -48,7 +48,7 @@ __all__ = [
     "min_latency",
     "register_algorithm",
     "reward",
-    "run_search",
+    "run_algorithm",
 ]
 
 log = logging.getLogger(__name__)
@@ -351,7 +351,7 @@ def _check_options(name: str, fn: Algorithm, options: dict[str, Any]) -> None:
         )
 
 
-def run_search(
+def run_algorithm(
     algorithm: str,
     space: SearchSpace,
     accuracy: AccuracyModel,

@@ -22,7 +22,7 @@ import numpy as np
 from latkit._files import one_line
 from latkit.errors import ArchError, LatkitError, UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace, get_space
-from latkit.search.framework.base import SearchResult, run_search
+from latkit.search.framework.base import SearchResult, run_algorithm
 
 # arch column names tried in order (NB201's accuracy CSV keeps an index in "arch")
 _ARCH_COLUMNS = ("cellstr", "arch")
@@ -309,7 +309,7 @@ def run_tabular(
     latency: Any = problem.latency_table
     if latency_samples is not None:
         latency = problem.fitted_latency(latency_samples, np.random.default_rng([seed, 1]))
-    result = run_search(
+    result = run_algorithm(
         algorithm, problem.space, problem.accuracy, latency, target_ms, queries, rng,
         seed=seed, **options,
     )

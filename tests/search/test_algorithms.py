@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latkit.search.framework.base import list_algorithms, run_search
+from latkit.search.framework.base import list_algorithms, run_algorithm
 from latkit.search.framework.tabular import run_tabular
 
 CASES = [
@@ -50,7 +50,7 @@ def test_tight_target_still_feasible(nb201):
     for algorithm in list_algorithms():
         if algorithm.startswith("test-") or algorithm == "proxyless-grad":  # needs a supernet
             continue
-        res = run_search(algorithm, nb201.space, nb201.accuracy, nb201.latency_table, target, 5,
+        res = run_algorithm(algorithm, nb201.space, nb201.accuracy, nb201.latency_table, target, 5,
                          np.random.default_rng(0))
         assert res.best_latency_ms <= target, algorithm
 

@@ -19,7 +19,7 @@ from latkit.search.framework.base import (
     list_algorithms,
     register_algorithm,
     reward,
-    run_search,
+    run_algorithm,
 )
 from latkit.search.framework.tabular import RidgeLatency
 
@@ -119,7 +119,7 @@ def test_sample_feasible_is_bounded_and_falls_back():
 
 
 def test_result_json_round_trip(tmp_path, nb201, median_target):
-    result = run_search("random", SPACE, nb201.accuracy, nb201.latency_table, median_target,
+    result = run_algorithm("random", SPACE, nb201.accuracy, nb201.latency_table, median_target,
                         12, np.random.default_rng(3), seed=3)
     path = result.save(tmp_path / "r.json")
     raw = json.loads(path.read_text())
@@ -147,12 +147,12 @@ def test_registry():
         ctx.query(ctx.min_arch)
         return {"took": "min"}
 
-    res = run_search("test-first-fast", SPACE, CountingAccuracy(), AdditiveLatency(), 2.0, 4,
+    res = run_algorithm("test-first-fast", SPACE, CountingAccuracy(), AdditiveLatency(), 2.0, 4,
                      np.random.default_rng(0))
     assert res.queries_used == 1 and res.best_latency_ms == 1.0 and res.extra == {"took": "min"}
 
 
 def test_unknown_option_is_a_usage_error(nb201, median_target):
     with pytest.raises(UsageError, match="has no option popsize; options: population_size"):
-        run_search("evolution", SPACE, nb201.accuracy, nb201.latency_table, median_target, 5,
+        run_algorithm("evolution", SPACE, nb201.accuracy, nb201.latency_table, median_target, 5,
                    np.random.default_rng(0), popsize=3)

@@ -164,11 +164,11 @@ def test_query_search_on_supernet(setup, tmp_path, algorithm):
 
 
 def test_registered_in_framework(setup):
-    from latkit.search.framework.base import run_search as framework_search
+    from latkit.search.framework.base import run_algorithm
     from latkit.search.supernet.train import SupernetAccuracy
 
     s = _search(setup, max_steps_per_epoch=2)
-    result = framework_search("proxyless-grad", s.space, SupernetAccuracy(s.net, s.data, bn_batches=1),
+    result = run_algorithm("proxyless-grad", s.space, SupernetAccuracy(s.net, s.data, bn_batches=1),
                               s.lat, s.target_ms, 5, np.random.default_rng(0), search=s, epochs=1)  # fmt: skip
     assert result.queries_used in (1, 2) and result.best_latency_ms <= s.target_ms
     assert result.extra["final_arch"] == s.space.arch_to_native(s.final_arch())
