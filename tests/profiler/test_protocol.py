@@ -10,11 +10,11 @@ import pytest
 
 from latkit.devices import open_device
 from latkit.devices.base import ModelFormat, Session
-from latkit.errors import DeviceError, UsageError
+from latkit.errors import DeviceError, UnknownNameError, UsageError
 from latkit.lut.store import LUT
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType
-from latkit.profiler.protocol import ProtocolConfig, measure_many, measure_one
+from latkit.profiler.protocol import Preset, ProtocolConfig, measure_many, measure_one
 from latkit.profiler.runner import profile_ops
 
 FAST = ProtocolConfig.quick(target_rel_ci=0.05)
@@ -120,6 +120,26 @@ def test_config_defaults_and_quick():
     assert ProtocolConfig(**c.to_dict()) == c
     q = ProtocolConfig.quick(target_rel_ci=0.03)
     assert q.target_rel_ci == 0.03 and q.max_samples < c.max_samples
+
+
+def test_presets_are_the_settings_their_callers_used():
+    default = ProtocolConfig()
+    assert ProtocolConfig.preset("default") == ProtocolConfig.preset(Preset.DEFAULT) == default
+    assert ProtocolConfig.preset("quick") == ProtocolConfig.quick() == ProtocolConfig(
+        warmup_runs=5, warmup_s=0.03, min_samples=12, max_samples=40, target_rel_ci=0.05,
+        max_seconds_per_op=1.0, pool_size=8)  # fmt: skip
+    assert ProtocolConfig.preset("profile") == ProtocolConfig(target_rel_ci=0.02, max_seconds_per_op=20.0)
+    assert ProtocolConfig.preset("pipeline") == ProtocolConfig(
+        min_samples=20, max_samples=120, target_rel_ci=0.03, max_seconds_per_op=2.0)
+    assert ProtocolConfig.preset("network") == ProtocolConfig(
+        min_samples=30, max_samples=200, target_rel_ci=0.02, max_seconds_per_op=4.0)
+    # overrides go on top, and are validated like any setting
+    assert ProtocolConfig.preset("quick", target_rel_ci=0.1).min_samples == 12
+    with pytest.raises(UsageError, match="target_rel_ci"):
+        ProtocolConfig.preset("pipeline", target_rel_ci=2.0)
+    with pytest.raises(UnknownNameError, match="unknown protocol preset 'fast'; known: default, network, "
+                                               "pipeline, profile, quick"):
+        ProtocolConfig.preset("fast")
 
 
 # ---------------------------------------------------------------- protocol
