@@ -42,7 +42,14 @@ from latkit._files import write_json
 from latkit.devices import open_device
 from latkit.devices.base import Device
 from latkit.errors import LatkitError, UsageError
-from latkit.lut.calibration import calibrate_device, measure_passes, steady
+from latkit.lut.calibration import (
+    Calibration,
+    calibrate_device,
+    fit_calibration,
+    measure_passes,
+    save_calibration,
+    steady,
+)
 from latkit.lut.estimate import estimate
 from latkit.lut.store import LUT
 from latkit.profiler.export import BuiltModel
@@ -71,10 +78,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--calibration-networks", type=int, default=5)
     ap.add_argument("--e2e-precisions", default="fp32,int8", help="precisions of part (b)")
     ap.add_argument("--quick", action="store_true", help="the quick protocol (fewer samples per model)")
+    ap.add_argument("--op-passes", type=int, default=3,
+                    help="times the op list is measured over, each op keeping its lowest figure (profile_ops passes)")
+    ap.add_argument("--joint", action="store_true",
+                    help="measure the calibration and test networks in the same passes (a shared host's load "
+                         "drift between calibrating and testing then does not count as estimate error)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lut", type=Path, default=None, help="reuse/extend this LUT (default: a new temp file)")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
+    if args.op_passes < 1:
+        ap.error("--op-passes must be >= 1")
     if args.max_ops is not None and args.max_ops < 1:
         ap.error("--max-ops must be >= 1")
     if args.networks < 1 or args.calibration_networks < 2:
@@ -168,18 +182,22 @@ def ratio_stats(lut: LUT, uri: str, keys: list[str], precision: str) -> dict[str
 
 
 def profile_all(device: Device, ops: list[OpSpec], lut: LUT, config: ProtocolConfig,
-                precisions: list[str]) -> dict[str, Any]:
+                precisions: list[str], passes: int) -> dict[str, Any]:
     """Profile ``ops`` at each precision; returns the seconds and the failures per precision.
 
-    The precisions take turns over chunks of ``pool_size`` operators, so a change
-    in the machine's load (other work on a shared host) falls on every precision
-    alike instead of biasing the ratios of whichever ran last.
+    With one pass the precisions take turns over chunks of ``pool_size``
+    operators, so a change in the machine's load falls on every precision
+    alike. With ``passes > 1`` each precision measures the whole op list that
+    many times over and keeps each op's lowest figure, so an episode of other
+    load (on a shared host it slows even thread-CPU figures for seconds) has
+    to last through every pass to bias an op.
     """
     out = {p: {"seconds": 0.0, "measured": 0, "skipped": 0, "failed": {}} for p in precisions}
-    for start in range(0, len(ops), config.pool_size):
+    chunk = max(1, len(ops)) if passes > 1 else config.pool_size
+    for start in range(0, len(ops), chunk):
         for p in precisions:
             t0 = time.perf_counter()
-            report = profile_ops(device, ops[start : start + config.pool_size], lut, config, precision=p)
+            report = profile_ops(device, ops[start : start + chunk], lut, config, precision=p, passes=passes)
             out[p]["seconds"] += time.perf_counter() - t0
             out[p]["measured"] += len(report.measured)
             out[p]["skipped"] += len(report.skipped)
@@ -224,12 +242,36 @@ def measure_networks(device: Device, networks: list[Network], precision: str,
     return measure_passes(device, [BuiltModel(net, precision=precision) for net in networks], config)
 
 
+def calibrate_joint(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: str,
+                    config: ProtocolConfig) -> tuple[Calibration, list[list[float]]]:
+    """The calibration fitted on ``calib``, measured in the same interleaved passes as ``tests``.
+
+    The fit is :func:`~latkit.lut.calibration.fit_calibration` on the
+    calibration networks' lowest figures, as ``calibrate_device`` fits it;
+    returns it (saved for ``precision``) and the test networks' figures.
+    """
+    runs = measure_networks(device, calib + tests, precision, config)
+    ests = [estimate(lut, net, device=device.uri, precision=precision, calibration=False) for net in calib]
+    min_op = min((layer.latency_ms for e in ests for layer in e.layers if layer.latency_ms > 0), default=None)
+    e2e = [min(r) for r in runs[: len(calib)]]
+    cal = fit_calibration([e.lut_sum_ms for e in ests], [e.n_measurable for e in ests], e2e, min_op)
+    save_calibration(lut, device.uri, cal, {"networks": [n.name for n in calib], "e2e_ms": e2e,
+                                            "measured_with_tests": True}, precision=precision)  # fmt: skip
+    return cal, runs[len(calib) :]
+
+
 def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: str,
-                   config: ProtocolConfig) -> dict[str, Any]:
-    """Calibrate at ``precision`` on ``calib``, then estimate and measure each of ``tests``."""
+                   config: ProtocolConfig, joint: bool = False) -> dict[str, Any]:
+    """Calibrate at ``precision`` on ``calib``, then estimate and measure each of ``tests``.
+
+    ``joint``: the calibration and test networks are measured in the same passes (:func:`calibrate_joint`).
+    """
     t0, load0 = time.perf_counter(), _load()
-    cal = calibrate_device(lut, device, calib, config, precision=precision)
-    passes = measure_networks(device, tests, precision, config)
+    if joint:
+        cal, passes = calibrate_joint(lut, device, calib, tests, precision, config)
+    else:
+        cal = calibrate_device(lut, device, calib, config, precision=precision)
+        passes = measure_networks(device, tests, precision, config)
     rows = []
     for i, (net, figures) in enumerate(zip(tests, passes)):
         est = estimate(lut, net, device=device.uri, precision=precision)
@@ -261,7 +303,7 @@ def run_backend(uri: str, args: argparse.Namespace, lut: LUT, pool: list[Network
     device = open_device(uri, threads=args.threads)
     precisions = [p for p in PRECISION_ORDER if p in device.precisions]
     print(f"{uri}: runs {', '.join(precisions)}", flush=True)
-    profiled = profile_all(device, ops, lut, config, precisions)
+    profiled = profile_all(device, ops, lut, config, precisions, args.op_passes)
     keys = [s.key for s in ops]
     ratios = {p: ratio_stats(lut, uri, keys, p) for p in precisions if p != "fp32"}
     result: dict[str, Any] = {"device": device.info().to_dict(), "precisions": precisions,
@@ -276,7 +318,7 @@ def run_backend(uri: str, args: argparse.Namespace, lut: LUT, pool: list[Network
     calib, tests = pick_networks(lut, uri, usable, args.calibration_networks, args.networks)
     result["calibration_networks"] = [BuiltModel(net).key for net in calib]
     for p in wanted:
-        result["e2e"][p] = check_networks(lut, device, calib, tests, p, config)
+        result["e2e"][p] = check_networks(lut, device, calib, tests, p, config, args.joint)
     return result
 
 
@@ -319,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
           f"LUT {lut_path}", flush=True)
     setup = {"loadavg": _load(), "space": args.space, "resolution": resolution, "threads": args.threads, "ops": len(ops),
              "networks": args.networks, "calibration_networks": args.calibration_networks, "quick": args.quick,
+             "op_passes": args.op_passes, "joint": args.joint,
              "protocol": config.to_dict(), "lut": str(lut_path)}
     result: dict[str, Any] = {"setup": setup, "backends": {}}
     with LUT.open(lut_path, create=True) as lut:
