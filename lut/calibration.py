@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,9 +41,10 @@ from latkit.lut.store import LUT, utc_now
 
 if TYPE_CHECKING:
     from latkit.devices.base import Device, ModelSource
+    from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.measurement import Measurement
     from latkit.profiler.protocol import ProtocolConfig
-    from latkit.profiler.spaces.base import Network
+    from latkit.profiler.spaces.base import Arch, Network
 
 KIND = "e2e_linear"
 PASSES = 2  # passes over every network, in alternating orders; each network's lowest figure is kept
@@ -69,19 +70,19 @@ class Calibration:
         """The calibrated end-to-end latency (ms) of a network."""
         return self.a * lut_sum_ms + self.b * n_ops + self.c
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, float | int | str]:
         """JSON-ready form."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+    def from_dict(cls, d: Mapping[str, object]) -> Calibration:
         """Inverse of :meth:`to_dict`.
 
         Raises:
             StoreError: fields are missing or unknown.
         """
         try:
-            return cls(**d)
+            return cls(**d)  # type: ignore[arg-type]
         except TypeError as exc:
             raise StoreError(f"calibration parameters {d!r} are malformed ({exc}); recalibrate") from exc
 
@@ -143,7 +144,7 @@ def save_calibration(
     lut: LUT,
     device_uri: str,
     cal: Calibration,
-    provenance: dict[str, Any] | None = None,
+    provenance: Mapping[str, object] | None = None,
     *,
     precision: str | Precision = Precision.FP32,
 ) -> None:
@@ -160,6 +161,39 @@ def load_calibration(
     fitted at another precision is never returned)."""
     rows = [r for r in lut.calibrations(device_uri, precision=precision) if r["kind"] == KIND]
     return Calibration.from_dict(rows[-1]["params"]) if rows else None
+
+
+def pick_calibration_archs(
+    model: TableLatencyModel, n: int, rng: np.random.Generator, pool_size: int = 200
+) -> list[Arch]:
+    """The architectures a calibration measures end to end: ``n`` spread, plus one corner.
+
+    ``n`` networks spread evenly over the space's latency range, extremes
+    included, so the fit interpolates wherever a search lands; and the
+    fastest network with every layer present
+    (:meth:`~latkit.lut.tables.TableLatencyModel.fastest_full`), the other
+    corner in (LUT sum, op count): without it the fit extrapolates to networks
+    of many small operators (one noisy measurement of the largest network once
+    gave those networks 40% of their real latency). `latkit lut calibrate` and
+    `latkit run` both pick this way.
+
+    Args:
+        model: the space's uncalibrated tables (every operator's entry positive).
+        n: spread networks (at least 2: the fastest and the slowest).
+        rng: draws the random architectures the spread ones are picked from.
+        pool_size: how many random architectures to pick from.
+
+    Raises:
+        UsageError: ``n`` < 2.
+    """
+    if n < 2:
+        raise UsageError(f"a calibration needs at least 2 spread networks, got {n}")
+    space = model.space
+    pool = [model.min_latency(space)[1], model.max_latency()[1]]
+    pool += [space.sample(rng) for _ in range(pool_size)]
+    pool.sort(key=model.latency_ms)
+    picks = np.linspace(0, len(pool) - 1, n).round().astype(int)
+    return list(dict.fromkeys([pool[i] for i in picks.tolist()] + [model.fastest_full()]))
 
 
 def steady(figures: Sequence[float]) -> bool:
@@ -221,6 +255,23 @@ def measure_passes(
     return runs
 
 
+def _measure_networks(
+    device: Device, networks: Sequence[Network], config: ProtocolConfig,
+    on_progress: Callable[[int, int, str], None] | None, cache_dir: Path | str | None, prec: str,
+) -> list[list[float]]:  # fmt: skip
+    """Every network's end-to-end figures (see :func:`measure_passes`), warning about unsteady ones."""
+    from latkit.profiler.export import BuiltModel
+
+    models = [BuiltModel(net, cache_dir=cache_dir, precision=prec) for net in networks]
+    runs = measure_passes(device, models, config, on_progress, [net.name for net in networks])
+    unsteady = [net.name for net, figures in zip(networks, runs) if not steady(figures)]
+    if unsteady:
+        log.warning("calibration: %d of %d networks gave no two figures within %.0f%% in %d passes on %s (other "
+                    "load?); their lowest figures are kept", len(unsteady), len(runs), 100 * UNSTEADY, MAX_PASSES,
+                    device.uri)  # fmt: skip
+    return runs
+
+
 def calibrate_device(
     lut: LUT,
     device: Device,
@@ -262,16 +313,8 @@ def calibrate_device(
     config = config or ProtocolConfig()
     prec = check_precision(device, precision).value
     estimates = [estimate(lut, net, device=device.uri, calibration=False, precision=prec) for net in networks]
-    from latkit.profiler.export import BuiltModel
-
-    models = [BuiltModel(net, cache_dir=cache_dir, precision=prec) for net in networks]
-    runs = measure_passes(device, models, config, on_progress, [net.name for net in networks])
+    runs = _measure_networks(device, networks, config, on_progress, cache_dir, prec)
     e2e = [min(figures) for figures in runs]
-    unsteady = [net.name for net, figures in zip(networks, runs) if not steady(figures)]
-    if unsteady:
-        log.warning("calibration: %d of %d networks gave no two figures within %.0f%% in %d passes on %s (other "
-                    "load?); their lowest figures are kept", len(unsteady), len(runs), 100 * UNSTEADY, MAX_PASSES,
-                    device.uri)  # fmt: skip
     sums = [est.lut_sum_ms for est in estimates]
     counts = [est.n_measurable for est in estimates]
     min_op = min((layer.latency_ms for est in estimates for layer in est.layers if layer.latency_ms > 0), default=None)

@@ -34,16 +34,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from latkit._version import __version__
 from latkit.devices.precision import Precision, parse_precision
-from latkit.errors import UsageError
-from latkit.lut.calibration import load_calibration
+from latkit.errors import StoreError, UsageError
+from latkit.lut.calibration import Calibration, load_calibration
 from latkit.lut.store import LUT
 from latkit.profiler.ops import OpSpec, OpType
 from latkit.profiler.spaces.base import Arch, SearchSpace
@@ -127,6 +127,27 @@ def build_layout(space: SearchSpace, resolution: int | None = None, checks: int 
         return space.network(Arch(name, indices), resolution).specs
 
     bases = [tuple(0 for _ in n_options), tuple(n - 1 for n in n_options)]
+    deps = _probe(specs_of, bases, n_options, name)
+    layer_names = [layer.name for layer in space.network(Arch(name, bases[0]), resolution).layers]
+    for layer, d in enumerate(deps):
+        joint = math.prod(n_options[c] for c in d)
+        if joint > MAX_JOINT_OPTIONS:
+            raise UsageError(
+                f"space {name!r}: layer {layer_names[layer]} depends on {joint} joint options; "
+                "restrict the space (e.g. fewer resolutions)"
+            )
+    tables = _enumerate(specs_of, deps, n_options, bases[-1])
+    slots = tuple(LayerSlot(i, layer_names[i], d, tables[i]) for i, d in enumerate(deps))
+    out = Layout(space, resolution, n_options, slots)
+    _verify(out, checks)
+    return out
+
+
+def _probe(
+    specs_of: Callable[[tuple[int, ...]], list[OpSpec]], bases: list[tuple[int, ...]],
+    n_options: tuple[int, ...], name: str,
+) -> list[tuple[int, ...]]:  # fmt: skip
+    """Each layer's dependencies: the choices whose option alone changes its spec from a base."""
     base_specs = [specs_of(b) for b in bases]
     n_layers = len(base_specs[0])
     deps: list[set[int]] = [set() for _ in range(n_layers)]
@@ -141,23 +162,80 @@ def build_layout(space: SearchSpace, resolution: int | None = None, checks: int 
                 for layer, (a, b) in enumerate(zip(probe, ref)):
                     if a != b:
                         deps[layer].add(c)
-    layer_names = [layer.name for layer in space.network(Arch(name, bases[0]), resolution).layers]
-    slots = []
-    for layer in range(n_layers):
-        d = tuple(sorted(deps[layer]))
-        joint = math.prod(n_options[c] for c in d)
-        if joint > MAX_JOINT_OPTIONS:
-            raise UsageError(
-                f"space {name!r}: layer {layer_names[layer]} depends on {joint} joint options; "
-                "restrict the space (e.g. fewer resolutions)"
-            )
-        table = {}
-        for combo in itertools.product(*(range(n_options[c]) for c in d)):
-            table[combo] = specs_of(_with(bases[-1], dict(zip(d, combo))))[layer]  # type: ignore[arg-type]
-        slots.append(LayerSlot(layer, layer_names[layer], d, table))
-    out = Layout(space, resolution, n_options, tuple(slots))
-    _verify(out, checks)
-    return out
+    return [tuple(sorted(d)) for d in deps]
+
+
+def _enumerate(
+    specs_of: Callable[[tuple[int, ...]], list[OpSpec]], deps: list[tuple[int, ...]],
+    n_options: tuple[int, ...], fill: tuple[int, ...],
+) -> list[dict[tuple[int, ...], OpSpec]]:  # fmt: skip
+    """Every layer's spec for every joint option of its dependencies.
+
+    The ``t``-th joint option of every layer is read off one network where the
+    layers agree on the choices they share (the other choices at ``fill``); a
+    layer that disagrees gets a network of its own. A space of independent
+    blocks thus needs as many networks as its largest layer has options, not
+    one per layer and option.
+    """
+    combos = [list(itertools.product(*(range(n_options[c]) for c in d))) for d in deps]
+    tables: list[dict[tuple[int, ...], OpSpec]] = [{} for _ in deps]
+    for t in range(max(len(c) for c in combos)):
+        assigned: dict[int, int] = {}
+        group, alone = [], []
+        for layer, d in enumerate(deps):
+            if t >= len(combos[layer]):
+                continue
+            want = dict(zip(d, combos[layer][t]))
+            if all(assigned.get(c, v) == v for c, v in want.items()):
+                assigned.update(want)
+                group.append(layer)
+            else:
+                alone.append((layer, want))
+        specs = specs_of(_with(fill, assigned))  # type: ignore[arg-type]
+        for layer in group:
+            tables[layer][combos[layer][t]] = specs[layer]
+        for layer, want in alone:
+            tables[layer][combos[layer][t]] = specs_of(_with(fill, want))[layer]  # type: ignore[arg-type]
+    return tables
+
+
+@dataclass(frozen=True)
+class SlotTables:
+    """A layout as flat per-slot key tables, for vectorised LUT sums (LUT-independent).
+
+    Attributes:
+        keys: per slot (layer), the op key of each joint option of its
+            dependencies, in :func:`itertools.product` order (None: not measurable).
+        radix: ``[n_choices, n_slots]`` mixed-radix weights: an architecture's
+            joint-option index in slot ``j`` is ``indices @ radix[:, j]``.
+        offsets: start of each slot's joint options in the flat tables.
+    """
+
+    keys: list[list[str | None]]
+    radix: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def flat_keys(self) -> list[str | None]:
+        """Every slot's keys, concatenated (the layout of the flat latency table)."""
+        return [k for slot in self.keys for k in slot]
+
+
+def slot_tables(layout: Layout) -> SlotTables:
+    """``layout``'s per-slot keys and the mixed radix that indexes them."""
+    n = layout.n_options
+    radix = np.zeros((len(n), len(layout.slots)), dtype=np.int64)
+    keys: list[list[str | None]] = []
+    for j, slot in enumerate(layout.slots):
+        stride = 1
+        for c in reversed(slot.deps):  # the last dependency is the least significant digit
+            radix[c, j] = stride
+            stride *= n[c]
+        specs = (slot.specs[combo] for combo in itertools.product(*(range(n[c]) for c in slot.deps)))
+        keys.append([s.key if s.measurable else None for s in specs])
+    sizes = [len(k) for k in keys]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return SlotTables(keys, radix, offsets)
 
 
 def _verify(layout: Layout, checks: int) -> None:
@@ -223,13 +301,13 @@ class TableLatencyModel:
         space: SearchSpace,
         const_ms: float,
         terms: Sequence[Term],
-        provenance: dict[str, Any],
+        provenance: Mapping[str, object],
         layout: Layout | None = None,
     ) -> None:
         self.space = space
         self.const_ms = float(const_ms)
         self.terms = tuple(terms)
-        self.provenance = dict(provenance)
+        self.provenance: dict[str, object] = dict(provenance)
         self.layout = layout
         self.n_options = tuple(len(c.options) for c in space.choices())
         self._tensors: list[torch.Tensor] | None = None
@@ -276,29 +354,8 @@ class TableLatencyModel:
             layout = _with_classes(layout, classes)
         keys = [s.key for slot in layout.slots for s in slot.specs.values() if s.measurable]
         ms = lut.lookup(keys, uri, precision=prec)
-        cal = load_calibration(lut, uri, precision=prec) if calibrated else None
-        if calibrated and cal is None:
-            from latkit.errors import StoreError
-
-            raise StoreError(
-                f"LUT {lut.path} has no {prec.value} calibration for {uri}; run `latkit lut calibrate "
-                f"--precision {prec.value}` or search with the uncalibrated LUT"
-            )
-        a, b, c = (cal.a, cal.b, cal.c) if cal else (1.0, 0.0, 0.0)
-        const, tables = c, {}
-        for slot in layout.slots:
-            shape = tuple(layout.n_options[d] for d in slot.deps)
-            table = np.zeros(shape, dtype=np.float64)
-            for combo, spec in slot.specs.items():
-                if spec.measurable:
-                    table[combo] = a * ms[spec.key] + b
-            if not slot.deps:
-                const += float(table)
-            elif slot.deps in tables:
-                tables[slot.deps] = tables[slot.deps] + table
-            else:
-                tables[slot.deps] = table
-        terms = [Term(d, t) for d, t in tables.items()]
+        cal = _stored_calibration(lut, uri, prec) if calibrated else None
+        const, terms = _fold(layout, ms, cal)
         prov = {
             "kind": "lut-calibrated" if cal else "lut",
             "lut": str(lut.path),
@@ -405,28 +462,45 @@ class TableLatencyModel:
         return TableLatencyModel(self.space, 0.0, terms, self.provenance, self.layout)._extreme(1.0)[1]
 
     def calibration_archs(self, n: int, rng: np.random.Generator, pool_size: int = 200) -> list[Arch]:
-        """The architectures a calibration measures end to end: ``n`` spread, plus one corner.
+        """The architectures a calibration measures end to end (see
+        :func:`latkit.lut.calibration.pick_calibration_archs`). Call it on an uncalibrated model."""
+        from latkit.lut.calibration import pick_calibration_archs
 
-        ``n`` networks spread evenly over the space's latency range, extremes
-        included, so the fit interpolates wherever a search lands; and the
-        fastest network with every layer present (:meth:`fastest_full`), the
-        other corner in (LUT sum, op count): without it the fit extrapolates to
-        networks of many small operators (one noisy measurement of the largest
-        network once gave those networks 40% of their real latency). Call it on
-        an uncalibrated model.
+        return pick_calibration_archs(self, n, rng, pool_size)
 
-        Args:
-            n: spread networks (at least 2: the fastest and the slowest).
-            rng: draws the random architectures the spread ones are picked from.
-            pool_size: how many random architectures to pick from.
-        """
-        if n < 2:
-            raise UsageError(f"a calibration needs at least 2 spread networks, got {n}")
-        pool = [self.min_latency(self.space)[1], self.max_latency()[1]]
-        pool += [self.space.sample(rng) for _ in range(pool_size)]
-        pool.sort(key=self.latency_ms)
-        picks = np.linspace(0, len(pool) - 1, n).round().astype(int)
-        return list(dict.fromkeys([pool[i] for i in picks.tolist()] + [self.fastest_full()]))
+
+def _stored_calibration(lut: LUT, uri: str, prec: Precision) -> Calibration:
+    """The device's calibration at ``prec``.
+
+    Raises:
+        StoreError: it has none.
+    """
+    cal = load_calibration(lut, uri, precision=prec)
+    if cal is None:
+        raise StoreError(
+            f"LUT {lut.path} has no {prec.value} calibration for {uri}; run `latkit lut calibrate "
+            f"--precision {prec.value}` or search with the uncalibrated LUT"
+        )
+    return cal
+
+
+def _fold(layout: Layout, ms: Mapping[str, float], cal: Calibration | None) -> tuple[float, list[Term]]:
+    """The constant and one table per distinct set of choices, each entry ``a * ms + b`` (``c`` in the constant)."""
+    a, b, c = (cal.a, cal.b, cal.c) if cal else (1.0, 0.0, 0.0)
+    const, tables = c, {}
+    for slot in layout.slots:
+        shape = tuple(layout.n_options[d] for d in slot.deps)
+        table = np.zeros(shape, dtype=np.float64)
+        for combo, spec in slot.specs.items():
+            if spec.measurable:
+                table[combo] = a * ms[spec.key] + b
+        if not slot.deps:
+            const += float(table)
+        elif slot.deps in tables:
+            tables[slot.deps] = tables[slot.deps] + table
+        else:
+            tables[slot.deps] = table
+    return const, [Term(d, t) for d, t in tables.items()]
 
 
 def _with_classes(layout: Layout, classes: int) -> Layout:

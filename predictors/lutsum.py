@@ -7,13 +7,12 @@ end *is* that calibration; without end-to-end data the LUT's stored
 calibration (or none) is used.
 
 Searching a space means estimating millions of architectures, so the
-predictor also compiles the space into **slot tables**. Every network of a
-space with a LUT has the same layer slots (free blocks stay in as skip / zero
-layers), and each slot's operator depends on only a few choices (its block's
-kernel and expand ratio, its stage's depth, the resolution). Probing the space
-finds those choices; enumerating their combinations gives, per slot, a small
-table of latencies. An architecture's LUT sum is then a gather and a sum over
-an ``[n_archs, n_slots]`` index matrix, itself one matrix product of the
+predictor also reads the space's **slot tables** (:func:`latkit.lut.tables.slot_tables`,
+compiled from the layout the search's latency model uses): every network of a
+space has the same layer slots, and each slot's operator depends on a few
+choices only, so a slot is a small table of latencies over the joint options
+of its choices. An architecture's LUT sum is then a gather and a sum over an
+``[n_archs, n_slots]`` index matrix, itself one matrix product of the
 ``[n_archs, n_choices]`` option indices with a mixed-radix matrix.
 """
 
@@ -21,14 +20,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latkit.errors import MissingOpsError, UsageError
+from latkit.profiler.spaces.base import SearchSpace
 from latkit.predictors.base import (
     Predictor,
     WeightsInfo,
@@ -39,149 +37,8 @@ from latkit.predictors.base import (
 
 log = logging.getLogger(__name__)
 
-_N_PROBES = 3  # random base architectures probed, besides the uniform-option ones
 _N_VERIFY = 16  # random architectures checked against their networks after compiling
-_MAX_SLOT_COMBOS = 100_000  # keeps tables small and indices exact in float32
 _BATCH = 32_768  # architectures per matrix product in vectorised prediction
-
-
-@dataclass
-class SlotTables:
-    """A space compiled to per-slot key tables (LUT-independent).
-
-    Attributes:
-        keys: per slot, the op key of each combination of its choices (None = free).
-        radix: ``[n_choices, n_slots]`` mixed-radix weights: an architecture's
-            combination index in slot ``j`` is ``indices @ radix[:, j]``.
-        offsets: start of each slot's combinations in the flat tables.
-    """
-
-    keys: list[list[str | None]]
-    radix: np.ndarray
-    offsets: np.ndarray
-
-    @property
-    def flat_keys(self) -> list[str | None]:
-        """Every slot's keys, concatenated (the layout of the flat latency table)."""
-        return [k for slot in self.keys for k in slot]
-
-
-def _slot_keys(space: Any, indices: Sequence[int], resolution: int | None) -> list[str | None]:
-    from latkit.profiler.spaces.base import Arch
-
-    net = space.network(Arch(space.name, tuple(indices)), resolution)
-    return [layer.spec.key if layer.spec.measurable else None for layer in net.layers]
-
-
-def _probe_dependencies(
-    space: Any, resolution: int | None, rng: np.random.Generator
-) -> list[list[int]]:
-    """For every slot, the choices whose option changes that slot's op."""
-    sizes = [len(c.options) for c in space.choices()]
-    bases = [[min(o, s - 1) for s in sizes] for o in range(max(sizes))]
-    bases += [[int(rng.integers(s)) for s in sizes] for _ in range(_N_PROBES)]
-    n_slots = len(_slot_keys(space, bases[0], resolution))
-    deps: list[set[int]] = [set() for _ in range(n_slots)]
-    for base in bases:
-        ref = _slot_keys(space, base, resolution)
-        for c, size in enumerate(sizes):
-            for o in range(size):
-                if o == base[c]:
-                    continue
-                keys = _slot_keys(space, base[:c] + [o] + base[c + 1 :], resolution)
-                if len(keys) != n_slots:
-                    raise UsageError(
-                        f"space {space.name!r} gives networks of different lengths; "
-                        "the vectorised LUT sum needs a fixed set of layer slots"
-                    )
-                for j, (a, b) in enumerate(zip(ref, keys)):
-                    if a != b:
-                        deps[j].add(c)
-    return [sorted(d) for d in deps]
-
-
-def compile_space(space: Any, resolution: int | None = None, seed: int = 0) -> SlotTables:
-    """Compile ``space`` (at ``resolution``, if it is not an architecture choice).
-
-    Raises:
-        UsageError: the space's networks do not have a fixed layer-slot
-            structure, or a slot's op depends on more than its probed choices.
-    """
-    rng = np.random.default_rng(seed)
-    sizes = [len(c.options) for c in space.choices()]
-    deps = _probe_dependencies(space, resolution, rng)
-    radix = np.zeros((len(sizes), len(deps)), dtype=np.int64)
-    sizes_per_slot = []
-    for j, dep in enumerate(deps):
-        stride = 1
-        for c in reversed(dep):
-            radix[c, j] = stride
-            stride *= sizes[c]
-        if stride > _MAX_SLOT_COMBOS:
-            raise UsageError(
-                f"space {space.name!r}: layer slot {j} depends on {len(dep)} choices "
-                f"({stride} combinations); too many to tabulate, estimate networks one by one"
-            )
-        sizes_per_slot.append(stride)
-    keys = _enumerate_slots(space, resolution, deps, radix, sizes_per_slot)
-    offsets = np.concatenate([[0], np.cumsum(sizes_per_slot)[:-1]]).astype(np.int64)
-    tables = SlotTables(keys, radix, offsets)
-    _verify(space, tables, resolution, rng)
-    return tables
-
-
-def _digits(dep: list[int], radix: np.ndarray, j: int, t: int) -> dict[int, int]:
-    out = {}
-    for c in dep:  # most significant digit first
-        out[c], t = divmod(t, int(radix[c, j]))
-    return out
-
-
-def _enumerate_slots(
-    space: Any, resolution: int | None, deps: list[list[int]], radix: np.ndarray,
-    sizes_per_slot: list[int],
-) -> list[list[str | None]]:  # fmt: skip
-    """Every slot's key for every combination of its choices.
-
-    Combination ``t`` of all slots is built in one network where the slots
-    agree on their shared choices (the low digits, e.g. resolution and stage
-    depth, coincide by construction); a slot that disagrees gets its own.
-    """
-    n_choices = radix.shape[0]
-    keys: list[list[str | None]] = [[None] * p for p in sizes_per_slot]
-    for t in range(max(sizes_per_slot)):
-        assigned: dict[int, int] = {}
-        group, alone = [], []
-        for j, dep in enumerate(deps):
-            if t >= sizes_per_slot[j]:
-                continue
-            d = _digits(dep, radix, j, t)
-            if all(assigned.get(c, v) == v for c, v in d.items()):
-                assigned.update(d)
-                group.append(j)
-            else:
-                alone.append((j, d))
-        arch = [assigned.get(c, 0) for c in range(n_choices)]
-        got = _slot_keys(space, arch, resolution)
-        for j in group:
-            keys[j][t] = got[j]
-        for j, d in alone:
-            keys[j][t] = _slot_keys(space, [d.get(c, 0) for c in range(n_choices)], resolution)[j]
-    return keys
-
-
-def _verify(
-    space: Any, tables: SlotTables, resolution: int | None, rng: np.random.Generator
-) -> None:
-    flat = tables.flat_keys
-    for _ in range(_N_VERIFY):
-        arch = space.sample(rng)
-        combo = np.asarray(arch.indices, dtype=np.int64) @ tables.radix + tables.offsets
-        if [flat[i] for i in combo] != _slot_keys(space, arch.indices, resolution):
-            raise UsageError(
-                f"space {space.name!r}: a layer depends on choices in a way probing missed; "
-                "estimate its networks one by one (predict on Network objects)"
-            )
 
 
 @register_predictor("lutsum")
@@ -255,9 +112,9 @@ class LutSumPredictor(Predictor):
     def _compile(self) -> None:
         from latkit.profiler.spaces import get_space
 
-        space = get_space(self.space)
-        res = self.resolution
-        tables = compile_space(space, res)
+        from latkit.lut.tables import build_layout, slot_tables
+
+        tables = slot_tables(build_layout(get_space(self.space), self.resolution, checks=_N_VERIFY))
         flat = tables.flat_keys
         self.slot_ms_ = np.array([0.0 if k is None else self.key_ms_.get(k, np.nan) for k in flat])
         self.slot_count_ = np.array([0 if k is None else 1 for k in flat], dtype=np.float64)
@@ -332,7 +189,7 @@ class LutSumPredictor(Predictor):
     # ------------------------------------------------------------------ persistence
 
     def _save_weights(self, directory: Path) -> WeightsInfo:
-        arrays: dict[str, Any] = {"device": self.device_, "calibration": self.calibration_,
+        arrays: dict[str, object] = {"device": self.device_, "calibration": self.calibration_,
                                   "key_ms": self.key_ms_}  # fmt: skip
         if hasattr(self, "radix_"):
             arrays.update(
@@ -357,7 +214,7 @@ class LutSumPredictor(Predictor):
 
 
 def random_index_matrix(
-    space: Any, n: int, rng: np.random.Generator | int | None = 0
+    space: SearchSpace, n: int, rng: np.random.Generator | int | None = 0
 ) -> np.ndarray:
     """``n`` uniformly random architectures of ``space`` as an ``[n, n_choices]`` index matrix."""
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -388,8 +245,6 @@ def lutsum_throughput(
 
 __all__ = [
     "LutSumPredictor",
-    "SlotTables",
-    "compile_space",
     "lutsum_throughput",
     "random_index_matrix",
 ]

@@ -275,7 +275,11 @@ def calibrate_cmd(
     lut: Path = typer.Option(..., "--lut", help="LUT file holding this device's operators."),
     space: str = typer.Option(..., "--space", "-s"),
     device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
-    networks: int = typer.Option(6, "--networks", "-n", min=1, help="Random networks to measure end to end."),
+    networks: int = typer.Option(
+        6, "--networks", "-n", min=3,
+        help="Networks to measure end to end: spread evenly over the space's LUT latency range, plus the fastest "
+             "network with every layer present (as `latkit run` picks them).",
+    ),  # fmt: skip
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
     threads: int = typer.Option(1, "--threads", "-t", min=1),
     seed: int = typer.Option(0, "--seed"),
@@ -285,23 +289,26 @@ def calibrate_cmd(
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable fit on stdout (progress stays on stderr)."),
 ) -> None:
-    """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured random networks."""
+    """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured networks."""
     import numpy as np
 
     from latkit.lut.calibration import PASSES, calibrate_device
     from latkit.lut.store import LUT
+    from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.spaces import get_space
 
     wanted = precision_option(precision)
     config = protocol_config(target_ci, 30.0, quick)
     sp = get_space(space)
-    rng = np.random.default_rng(seed)
-    nets = [sp.network(sp.sample(rng), resolution) for _ in range(networks)]
     dev, prec = open_checked(device, threads, clock, wanted)
     try:
-        kw = {"precision": prec}
-        with LUT.open(lut) as table, common.progress_bar(f"measuring networks ({PASSES} passes)", PASSES * networks) as advance:
-            cal = calibrate_device(table, dev, nets, config, on_progress=lambda done, total, name: advance(name), **kw)
+        with LUT.open(lut) as table:
+            model = TableLatencyModel.from_lut(sp, table, dev.uri, resolution, precision=prec)
+            archs = model.calibration_archs(networks - 1, np.random.default_rng(seed))
+            nets = [sp.network(a, resolution) for a in archs]
+            with common.progress_bar(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
+                cal = calibrate_device(table, dev, nets, config, on_progress=lambda done, total, name: advance(name),
+                                       precision=prec)  # fmt: skip
         with LUT.open(lut, readonly=True) as table:
             used = _networks_used(table, dev.uri, nets, cal, prec)
     finally:
