@@ -28,7 +28,7 @@ from latkit.profiler.spaces import get_space
 from latkit.search.supernet.data import load_digits
 from latkit.lut.tables import TableLatencyModel
 from latkit.search.supernet.proxyless_grad import ProxylessConfig
-from latkit.search.run import run_search
+from latkit.search.run import SearchConfig, run_search
 
 SPACE, RESOLUTION, DEVICE = "proxyless_mobile_w05", 64, "cpu:onnxruntime"
 
@@ -77,8 +77,8 @@ def main() -> None:
     for frac in args.fractions:
         target = lo + frac * (hi - lo)
         t0 = time.perf_counter()
-        res = run_search(space, model, target, "proxyless-grad", data, epochs=args.epochs, seed=0,
-                         out_dir=args.out / f"T{frac:g}", resolution=32, config=cfg, eval_samples=1)  # fmt: skip
+        res = run_search(space, model, SearchConfig(target, epochs=args.epochs, seed=0, resolution=32, proxyless=cfg,
+                                                    eval_samples=1), data, args.out / f"T{frac:g}")  # fmt: skip
         wall = time.perf_counter() - t0
         history = json.loads((res.out_dir / "checkpoint.json").read_text())["history"]
         derived = history[-1]["derived_latency_ms"]

@@ -233,11 +233,14 @@ def search_arch(
         latency_model: callable arch -> ms, e.g. ``latkit.lut.tables.TableLatencyModel``.
         target_ms: the latency budget.
         out_dir: result folder.
-        **options: see :func:`latkit.search.run.run_search` (algorithm, data, epochs, seed...).
+        **options: ``data``, ``on_progress``, ``on_stage`` (see :func:`latkit.search.run.run_search`) and
+            the fields of :class:`latkit.search.run.SearchConfig` (algorithm, epochs, seed...).
     """
-    from latkit.search.run import run_search
+    from latkit.search.run import SearchConfig, run_search
 
-    return run_search(space, latency_model, target_ms, out_dir=out_dir, **options)
+    data = options.pop("data", "digits")
+    hooks = {k: options.pop(k) for k in ("on_progress", "on_stage") if k in options}
+    return run_search(space, latency_model, SearchConfig(target_ms=target_ms, **options), data, out_dir, **hooks)
 
 
 def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train", **options: Any) -> Any:

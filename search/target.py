@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -67,6 +67,14 @@ def check_tolerance(tolerance: Any) -> float:
     return value
 
 
+class TargetDict(TypedDict):
+    """A :class:`Target` as JSON (``latkit search --json``'s ``target``)."""
+
+    ms: float | None
+    fraction: float | None
+    text: str
+
+
 @dataclass(frozen=True)
 class Target:
     """A latency target: absolute (``ms``) or a share of the slowest network (``fraction``)."""
@@ -97,7 +105,7 @@ class Target:
             return head
         return f"{head} ({slowest_ms:.3f} ms) = {self.resolve(slowest_ms):.3f} ms"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TargetDict:
         return {"ms": self.ms, "fraction": self.fraction, "text": self.text}
 
 
@@ -205,7 +213,7 @@ def judge(
     measured_ms: float,
     target_ms: float,
     tolerance: float = DEFAULT_TOLERANCE,
-    drift: dict[str, Any] | None = None,
+    drift: Mapping[str, Any] | None = None,
     range_ms: tuple[float, float] | None = None,
 ) -> Verdict:
     """The verdict on a measured network (see the module docstring for the rules).
@@ -395,7 +403,8 @@ def fill_to_target(
 
 
 __all__ = [
-    "DEFAULT_TOLERANCE", "FILL_STOP", "HIT", "MAX_TARGET_MS", "MET", "OVER", "SearchError", "Target", "Verdict",
-    "above_range", "best_attempt", "check_reachable", "check_target_ms", "check_tolerance", "drift_sentence",
-    "fill_to_target", "judge", "parse_target", "project_to_target", "range_warning", "undershoot", "within_budget",
+    "DEFAULT_TOLERANCE", "FILL_STOP", "HIT", "MAX_TARGET_MS", "MET", "OVER", "SearchError", "Target", "TargetDict",
+    "Verdict", "above_range", "best_attempt", "check_reachable", "check_target_ms", "check_tolerance",
+    "drift_sentence", "fill_to_target", "judge", "parse_target", "project_to_target", "range_warning", "undershoot",
+    "within_budget",
 ]  # fmt: skip

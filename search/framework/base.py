@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -296,7 +296,7 @@ class SearchContext:
 
 # --------------------------------------------------------------------------- registry
 
-Algorithm = Callable[..., dict[str, Any] | None]
+Algorithm = Callable[..., Mapping[str, object] | None]
 
 def _check_algorithm(obj: object) -> str | None:
     return None if callable(obj) else f"{obj!r} is not callable as fn(ctx, **options)"
@@ -338,7 +338,7 @@ def get_algorithm(name: str) -> Algorithm:
     return ALGORITHMS.get(name)
 
 
-def _check_options(name: str, fn: Algorithm, options: dict[str, Any]) -> None:
+def _check_options(name: str, fn: Algorithm, options: Mapping[str, object]) -> None:
     params = inspect.signature(fn).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
@@ -372,7 +372,7 @@ def run_algorithm(
     _check_options(algorithm, fn, options)
     start = time.perf_counter()
     ctx = SearchContext(space, accuracy, latency, target_ms, queries, rng)
-    extra: dict[str, Any] | None = None
+    extra: Mapping[str, object] | None = None
     try:
         extra = fn(ctx, **options)
     except BudgetSpent:

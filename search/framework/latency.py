@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ class PredictorLatencyModel:
         space: SearchSpace,
         predictor: Any,
         featurize: Callable[[Sequence[Arch]], np.ndarray] | None = None,
-        provenance: dict[str, Any] | None = None,
+        provenance: Mapping[str, object] | None = None,
         mc_samples: int = 16,
         seed: int = 0,
     ) -> None:

@@ -44,9 +44,9 @@ class SearchResult:
     queries_used: int
     wall_s: float
     trajectory: list[Query] = field(default_factory=list)
-    latency_provenance: dict[str, Any] = field(default_factory=dict)
-    accuracy_provenance: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    latency_provenance: dict[str, object] = field(default_factory=dict)
+    accuracy_provenance: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
     def best_after(self, n_queries: int) -> float | None:
         """Best feasible accuracy after the first ``n_queries`` queries (None: none yet)."""
@@ -54,7 +54,7 @@ class SearchResult:
             return None
         return self.trajectory[min(n_queries, len(self.trajectory)) - 1].best_accuracy
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict with schema, versions and provenance."""
         body = asdict(self)
         return {

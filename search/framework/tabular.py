@@ -51,7 +51,7 @@ class Table:
     values: dict[Arch, float]
     source: str
     column: str
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def read(cls, space: SearchSpace, spec: str, positive: bool = False) -> Table:
@@ -172,7 +172,7 @@ class RidgeLatency:
 
     def __init__(self, space: SearchSpace, alpha: float = 1.0) -> None:
         self.space, self.alpha = space, alpha
-        self.provenance: dict[str, Any] = {"kind": "ridge", "alpha": alpha}
+        self.provenance: dict[str, object] = {"kind": "ridge", "alpha": alpha}
 
     def fit(self, archs: list[Arch], latencies_ms: np.ndarray) -> RidgeLatency:
         """Fit on measured architectures; return ``self``.

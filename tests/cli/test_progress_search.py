@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,20 +47,21 @@ def test_run_search_reports_train_steps_and_smoothing(tiny, tmp_path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
     from g2_helpers import make_lut
     from latkit.lut.tables import TableLatencyModel
-    from latkit.search.run import run_search
+    from latkit.search.run import SearchConfig, run_search
 
     space, data = tiny
     model = TableLatencyModel.from_lut(space, make_lut(tmp_path / "p.db", space, 32), resolution=32)
     lo, hi = model.min_latency_ms(), model.max_latency()[0]
     calls: list[tuple[str, int, int]] = []
-    run_search(space, model, lo + 0.5 * (hi - lo), "random", data, epochs=1, seed=0, out_dir=tmp_path / "t",
-               queries=2, plots=False, train_steps=2, on_stage=lambda s, d, t, m: calls.append((s, d, t)))  # fmt: skip
+    cfg = SearchConfig(lo + 0.5 * (hi - lo), "random", epochs=1, seed=0, queries=2, plots=False)
+    run_search(space, model, replace(cfg, train_steps=2), data, tmp_path / "t",
+               on_stage=lambda s, d, t, m: calls.append((s, d, t)))  # fmt: skip
     train = [c for c in calls if c[0] == "train"]
     assert [d for _, d, _ in train][:4] == [1, 2, 3, 4] and {t for _, _, t in train} == {4}
 
     calls.clear()
-    run_search(space, model, lo + 0.5 * (hi - lo), "random", data, epochs=1, seed=0, out_dir=tmp_path / "s",
-               queries=2, plots=False, smooth_samples=5, on_stage=lambda s, d, t, m: calls.append((s, d, t)))  # fmt: skip
+    run_search(space, model, replace(cfg, smooth_samples=5), data, tmp_path / "s",
+               on_stage=lambda s, d, t, m: calls.append((s, d, t)))  # fmt: skip
     assert [c for c in calls if c[0] == "smooth"] == [("smooth", i, 5) for i in range(1, 6)]
 
 

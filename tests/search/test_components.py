@@ -23,7 +23,7 @@ from latkit.search.framework.knowledge import (
 )
 from latkit.search.framework.algorithms.parsec import empirical_bayes_update, importance_weights
 from latkit.search.framework.policy import CategoricalPolicy
-from latkit.search.framework.algorithms.ppo import _draw_batch, _Estimator, clipped_surrogate_grad
+from latkit.search.framework.algorithms.ppo import CriticOptions, _draw_batch, _Estimator, clipped_surrogate_grad
 
 SPACE = get_space("nasbench201")
 
@@ -122,7 +122,7 @@ def _ctx(budget):
 def _opts(**kw):
     base = dict(critic_members=5, critic_min_samples=10, critic_max_std=2.0, critic_margin=2.0, critic_floor_quantile=0.0,
                 critic_refit=0.1, pool_min_similarity=0.8, pool_init=None)
-    return {**base, **kw}
+    return CriticOptions(**{**base, **kw})
 
 
 def test_critic_spread_low_after_much_data_high_after_little():

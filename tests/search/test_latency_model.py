@@ -17,7 +17,7 @@ from latkit.search.framework.base import SearchError
 from latkit.lut.tables import TableLatencyModel
 from latkit.search.framework.latency import PredictorLatencyModel
 from latkit.lut.tables import build_layout
-from latkit.search.run import run_search
+from latkit.search.run import SearchConfig, run_search
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,7 @@ def test_unreachable_target_names_min(proxyless, tmp_path):
     space, _, model = proxyless
     lo = model.min_latency_ms()
     with pytest.raises(SearchError, match=f"smallest latency reachable is {lo:.4g} ms"):
-        run_search(space, model, lo * 0.9, "proxyless-grad", data="digits", epochs=1, out_dir=tmp_path)
+        run_search(space, model, SearchConfig(lo * 0.9, "proxyless-grad", epochs=1), "digits", tmp_path)
 
 
 def test_fastest_full_skips_no_layer_and_is_the_fastest_such(proxyless):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from latkit.search.supernet.data import SearchData, load_digits
 from latkit.lut.tables import TableLatencyModel
 from latkit.search.target import project_to_target
 from latkit.search.supernet.proxyless_grad import ProxylessConfig, ProxylessGradSearch, latency_loss
-from latkit.search.run import run_search
+from latkit.search.run import SearchConfig, run_search
 from latkit.search.supernet.supernet import Supernet
 
 pytestmark = pytest.mark.slow
@@ -129,8 +130,8 @@ def test_run_search_writes_artifacts_and_meets_target(setup, tmp_path):
     target = lo + 0.35 * (hi - lo)
     seen = []
     cfg = ProxylessConfig(batch_size=32, max_steps_per_epoch=2, warmup_epochs=1)
-    out = run_search(space, model, target, "proxyless-grad", data, epochs=2, seed=0, out_dir=tmp_path,
-                     config=cfg, eval_samples=1, on_progress=seen.append)  # fmt: skip
+    out = run_search(space, model, SearchConfig(target, epochs=2, seed=0, proxyless=cfg, eval_samples=1), data,
+                     tmp_path, on_progress=seen.append)  # fmt: skip
     assert out.latency_ms <= target and [p.epoch for p in seen] == [1, 2]
     doc = json.loads((tmp_path / "arch.json").read_text())
     assert doc["schema"] == "latkit.arch" and doc["space"] == space.name
@@ -144,8 +145,8 @@ def test_run_search_writes_artifacts_and_meets_target(setup, tmp_path):
     assert (tmp_path / "accuracy_latency.png").stat().st_size > 1000
     # resume with more epochs continues from epoch 2
     seen.clear()
-    run_search(space, model, target, "proxyless-grad", data, epochs=3, seed=0, out_dir=tmp_path,
-               config=cfg, eval_samples=1, on_progress=seen.append, resume=True, plots=False)  # fmt: skip
+    run_search(space, model, SearchConfig(target, epochs=3, seed=0, proxyless=cfg, eval_samples=1, resume=True,
+                                          plots=False), data, tmp_path, on_progress=seen.append)  # fmt: skip
     assert [p.epoch for p in seen] == [3]
     assert load_checkpoint(tmp_path)[1]["epoch"] == 3
 
@@ -155,8 +156,8 @@ def test_query_search_on_supernet(setup, tmp_path, algorithm):
     space, model, data = setup
     lo, hi = model.min_latency_ms(), model.max_latency()[0]
     target = lo + 0.5 * (hi - lo)
-    out = run_search(space, model, target, algorithm, data, epochs=1, seed=0, out_dir=tmp_path,
-                     queries=4, plots=False)  # fmt: skip
+    out = run_search(space, model, SearchConfig(target, algorithm, epochs=1, seed=0, queries=4, plots=False), data,
+                     tmp_path)  # fmt: skip
     rows = json.loads((tmp_path / "trajectory.json").read_text())["rows"]
     assert len(rows) == 4 and all(r["kind"] == "query" for r in rows)
     assert out.latency_ms <= target
@@ -179,8 +180,8 @@ def test_search_on_gcn_smoothed_supernet_accuracy(setup, tmp_path):
 
     space, model, data = setup
     lo, hi = model.min_latency_ms(), model.max_latency()[0]
-    out = run_search(space, model, lo + 0.5 * (hi - lo), "random", data, epochs=1, seed=0, out_dir=tmp_path,
-                     queries=4, plots=False, smooth_samples=12)  # fmt: skip
+    cfg = SearchConfig(lo + 0.5 * (hi - lo), "random", epochs=1, seed=0, queries=4, plots=False, smooth_samples=12)
+    out = run_search(space, model, cfg, data, tmp_path)
     rows = json.loads((tmp_path / "trajectory.json").read_text())["rows"]
     assert [r["kind"] for r in rows] == ["supernet-sample"] * 12 + ["query"] * 4
     smoothed = SmoothedAccuracy.load(tmp_path / "accuracy_gcn")
@@ -190,7 +191,7 @@ def test_search_on_gcn_smoothed_supernet_accuracy(setup, tmp_path):
         assert r["accuracy"] == pytest.approx(smoothed.accuracy(arch), abs=1e-4)
     assert out.latency_ms <= lo + 0.5 * (hi - lo)
     with pytest.raises(UsageError, match="query-based"):
-        run_search(space, model, hi, "proxyless-grad", data, epochs=1, out_dir=tmp_path, smooth_samples=12)
+        SearchConfig(hi, "proxyless-grad", epochs=1, smooth_samples=12)
 
 
 def test_query_search_resumes_mid_way_without_measuring_again(setup, tmp_path, monkeypatch):
@@ -199,8 +200,8 @@ def test_query_search_resumes_mid_way_without_measuring_again(setup, tmp_path, m
     space, model, data = setup
     lo, hi = model.min_latency_ms(), model.max_latency()[0]
     target = lo + 0.5 * (hi - lo)
-    first = run_search(space, model, target, "evolution", data, epochs=1, seed=3, out_dir=tmp_path,
-                       queries=6, plots=False)  # fmt: skip
+    cfg = SearchConfig(target, "evolution", epochs=1, seed=3, queries=6, plots=False)
+    first = run_search(space, model, cfg, data, tmp_path)
     rows = json.loads((tmp_path / "trajectory.json").read_text())["rows"]
     doc = json.loads((tmp_path / "queries.json").read_text())
     assert doc["supernet_epoch"] == 1 and len(doc["queries"]) == 6
@@ -210,12 +211,10 @@ def test_query_search_resumes_mid_way_without_measuring_again(setup, tmp_path, m
     measured = []
     real = SupernetAccuracy.accuracy
     monkeypatch.setattr(SupernetAccuracy, "accuracy", lambda self, a: measured.append(a) or real(self, a))
-    again = run_search(space, model, target, "evolution", data, epochs=1, seed=3, out_dir=tmp_path,
-                       queries=6, plots=False, resume=True)  # fmt: skip
+    again = run_search(space, model, replace(cfg, resume=True), data, tmp_path)
     assert len(measured) == 4 and again.arch == first.arch
     assert json.loads((tmp_path / "trajectory.json").read_text())["rows"] == rows
     # more supernet epochs: the recorded accuracies are stale and measured again
     measured.clear()
-    run_search(space, model, target, "evolution", data, epochs=2, seed=3, out_dir=tmp_path,
-               queries=6, plots=False, resume=True)  # fmt: skip
+    run_search(space, model, replace(cfg, epochs=2, resume=True), data, tmp_path)
     assert len(measured) >= 6

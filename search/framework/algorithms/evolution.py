@@ -9,7 +9,6 @@ random feasible sample.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
@@ -23,7 +22,7 @@ def regularized_evolution(
     tournament_size: int = 5,
     mutation_tries: int = 20,
     max_iterations: int | None = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Aging evolution with tournament selection and one-choice mutation.
 
     Args:

@@ -11,8 +11,6 @@ the current ``pi``. ``pi`` can start from a distribution learnt on a proxy probl
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from latkit.errors import UsageError
@@ -77,7 +75,7 @@ def parsec(
     two_sided: bool = False,
     init_probs: list[list[float]] | None = None,
     max_rounds: int | None = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Probabilistic search by importance-weighted empirical Bayes.
 
     Args:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from latkit.search.framework.base import SearchContext, register_algorithm
 
 
 @register_algorithm("random")
-def random_search(ctx: SearchContext, max_iterations: int | None = None) -> dict[str, Any]:
+def random_search(ctx: SearchContext, max_iterations: int | None = None) -> dict[str, object]:
     """Query uniformly random feasible architectures until the budget is spent.
 
     Args:

@@ -8,8 +8,6 @@ the reward ``ACC * (LAT/T)^w`` and moves the logits along ``(R - b) grad log pi`
 
 from __future__ import annotations
 
-from typing import Any
-
 from latkit.search.framework.base import SearchContext, register_algorithm, reward
 from latkit.search.framework.policy import CategoricalPolicy, RunningBaseline
 
@@ -22,7 +20,7 @@ def reinforce(
     two_sided: bool = False,
     baseline_decay: float = 0.9,
     max_iterations: int | None = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Policy-gradient search.
 
     Args:
