@@ -23,8 +23,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 # folder -> import package, as mapped in pyproject.toml
 PACKAGES = {
@@ -202,8 +200,6 @@ def test_the_length_check_counts_from_def_to_last_line():
     assert list(_long_functions(source, 7)) == []
 
 
-# issue 19: the last long functions are being split in parallel; strict, so the mark goes once they are
-@pytest.mark.xfail(strict=True, reason="issue 19: some functions are still over 60 lines (run with --runxfail)")
 def test_no_function_over_60_lines():
     long = []
     for path in sorted(set(MODULES.values())):
