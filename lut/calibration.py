@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -217,7 +217,7 @@ def measure_passes(
     host other load inflates even a thread-CPU-time figure (measured here: the
     same network at 1.07 and 1.93 ms in two passes, load average 1); a burst has
     to hit a network in every pass to survive the minimum. Within a pass the
-    models are measured together, interleaved
+    models are measured together, interleaved in one pool
     (:func:`~latkit.profiler.protocol.measure_many`), so a change in the load
     during the pass (measured here: one network's thread-CPU figure went 1.1 ->
     1.9 -> 1.0 ms over 30 s at load 3, from cache and memory contention the
@@ -251,7 +251,8 @@ def measure_passes(
                 if on_progress is not None:
                     on_progress(done, total, labels[i])
 
-        measure_many(device, [models[ix[0]] for ix in by_key.values()], config, on_progress=record)
+        pool = replace(config, pool_size=max(config.pool_size, len(by_key)))  # all of the pass's models at once
+        measure_many(device, [models[ix[0]] for ix in by_key.values()], pool, on_progress=record)
     return runs
 
 

@@ -65,7 +65,8 @@ def device():
 def test_a_pass_measures_its_networks_interleaved(device, tmp_path):
     models = [BuiltModel(_net(f"n{i}", i + 1), cache_dir=tmp_path) for i in range(3)]
     logged = _LoggingDevice(device)
-    config = ProtocolConfig.quick(min_samples=6, max_samples=6, pool_size=8)
+    # a pool of 1 would measure the models one after the other: a pass pools all of them anyway
+    config = ProtocolConfig.quick(min_samples=6, max_samples=6, pool_size=1)
     progress: list[tuple[int, int, str]] = []
     runs = measure_passes(logged, models, config, lambda d, t, label: progress.append((d, t, label)),
                           labels=["a", "b", "c"])  # fmt: skip
