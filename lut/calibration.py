@@ -211,9 +211,10 @@ def measure_passes(
 ) -> list[list[float]]:
     """Each model's end-to-end latencies (ms), one per pass, until its two lowest agree.
 
-    :data:`PASSES` passes go over every model in alternating orders; then the
-    models whose two lowest figures differ by more than :data:`UNSTEADY` are
-    measured again, pass by pass, up to :data:`MAX_PASSES` figures. On a shared
+    :data:`PASSES` passes go over every model in alternating orders; then, as
+    long as some model's two lowest figures differ by more than
+    :data:`UNSTEADY`, every model is measured again, pass by pass, up to
+    :data:`MAX_PASSES` figures (so all models have as many). On a shared
     host other load inflates even a thread-CPU-time figure (measured here: the
     same network at 1.07 and 1.93 ms in two passes, load average 1); a burst has
     to hit a network in every pass to survive the minimum. Within a pass the
@@ -231,7 +232,10 @@ def measure_passes(
     runs: list[list[float]] = [[] for _ in models]
     done = 0
     for k in range(MAX_PASSES):
-        todo = [i for i in range(len(models)) if k < PASSES or not steady(runs[i])]
+        # while any model is unsteady, every model takes the next pass: the lowest figures of
+        # all then come from the same passes (a model that gave two agreeing figures in two
+        # loaded passes would otherwise keep them while the others got a quieter one)
+        todo = list(range(len(models))) if k < PASSES or not all(steady(r) for r in runs) else []
         if not todo:
             break
         later = (PASSES - 1 - k) * len(models) if k < PASSES else 0
