@@ -20,7 +20,7 @@ from latkit._files import write_json
 from latkit.devices.precision import Precision
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace
 from latkit.search.pipeline.stages import EpochPoint, ScoredArch, SearchResult
-from latkit.search.target import check_reachable, range_warning
+from latkit.search.target import FILL_STOP, check_reachable, fill_to_target, range_warning
 from latkit.search.deploy.export import with_classes
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEARCH_RESOLUTION = 32  # the supernet trains at most at this resolution
-FILL_STOP = 0.98  # fill_to_target stops once the prediction is within 2% under the target
 
 
 def classifier_specs(space: SearchSpace, resolution: int, n_classes: int | None) -> list[OpSpec]:
@@ -140,7 +139,7 @@ def _search_target(inp: SearchInputs, target_ms: float, range_ms: tuple[float, f
 
 def _run_search(inp: SearchInputs, lm: TableLatencyModel, folder: Path, target_ms: float,
                 say: Callable[[int, int, str], None]) -> SearchOutcome:  # fmt: skip
-    from latkit.search.run import run_search
+    from latkit.search.run import SearchConfig, run_search
     from latkit.search.supernet.data import load_data
     from latkit.search.supernet.proxyless_grad import ProxylessConfig
 
@@ -149,8 +148,9 @@ def _run_search(inp: SearchInputs, lm: TableLatencyModel, folder: Path, target_m
                    else load_data(inp.data_spec, SEARCH_RESOLUTION, seed=inp.seed))  # fmt: skip
     options = {"warmup_epochs": inp.warmup_epochs, "max_steps_per_epoch": inp.max_steps_per_epoch, **inp.options}
     return run_search(
-        inp.space, lm, target_ms, "proxyless-grad", search_data, inp.epochs, inp.seed, folder,
-        config=ProxylessConfig(**options), resume=True, threads=1, eval_samples=inp.eval_samples,
+        inp.space, lm, SearchConfig(target_ms, "proxyless-grad", inp.epochs, inp.seed, resume=True, threads=1,
+                                    proxyless=ProxylessConfig(**options), eval_samples=inp.eval_samples),
+        search_data, folder,
         on_progress=lambda pr: say(pr.epoch, pr.epochs, f"E[LAT] {pr.expected_latency_ms:.3f} ms, "
                                    f"derived {pr.best_latency_ms:.3f} ms, acc {pr.best_accuracy:.1f}%"),
     )  # fmt: skip
@@ -206,44 +206,6 @@ def _arch_logp(folder: Path, n_choices: int) -> list[np.ndarray]:
 
     tensors, _ = load_checkpoint(folder)
     return [torch.log_softmax(tensors[f"alpha.{c}"].double(), 0).numpy() for c in range(n_choices)]
-
-
-def fill_to_target(
-    arch: Arch, logp: list[np.ndarray], latency_ms: Callable[[Arch], float], target_ms: float,
-    stop_at: float = FILL_STOP,
-) -> Arch:
-    """Grow ``arch`` towards ``target_ms`` from below, staying at or under it.
-
-    The gradient search guarantees ``LAT <= T`` but not that the budget is used:
-    on a small dataset the loss rarely pays for a larger network, and the
-    result can be far faster than asked. While the latency is below
-    ``stop_at * T``, apply the single-choice change that costs the least
-    log-probability per ms it adds (a change the search prefers costs
-    nothing), among those that keep ``LAT <= T``. Bounded by the number of
-    options; stops when no change fits.
-    """
-    idx = list(arch.indices)
-    cur = latency_ms(arch)
-    for _ in range(sum(len(v) for v in logp)):
-        if cur >= stop_at * target_ms:
-            break
-        best = None
-        for c, lp in enumerate(logp):
-            for o in range(len(lp)):
-                if o == idx[c]:
-                    continue
-                new = latency_ms(Arch(arch.space, tuple(idx[:c] + [o] + idx[c + 1 :])))
-                gain = new - cur
-                if gain <= 0 or new > target_ms:
-                    continue
-                key = ((lp[idx[c]] - lp[o]) / gain, -gain)
-                if best is None or key < best[0]:
-                    best = (key, c, o, new)
-        if best is None:
-            break
-        _, c, o, cur = best
-        idx[c] = o
-    return Arch(arch.space, tuple(idx))
 
 
 __all__ = ["FILL_STOP", "SEARCH_RESOLUTION", "SearchInputs", "adopt_supernet_weights", "classifier_specs",
