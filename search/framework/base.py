@@ -324,18 +324,10 @@ def register_algorithm(name: str) -> Callable[[Algorithm], Algorithm]:
     return ALGORITHMS.register(name)
 
 
-def list_algorithms(pattern: str = "*") -> list[str]:
-    """Registered algorithm names matching a glob."""
-    return ALGORITHMS.names(pattern)
-
-
-def get_algorithm(name: str) -> Algorithm:
-    """The algorithm registered under ``name``.
-
-    Raises:
-        UnknownNameError: no such algorithm.
-    """
-    return ALGORITHMS.get(name)
+# list_algorithms(pattern="*"): registered names matching a glob; get_algorithm(name): the
+# algorithm registered under it (UnknownNameError listing the valid names)
+list_algorithms = ALGORITHMS.names
+get_algorithm = ALGORITHMS.get
 
 
 def _check_options(name: str, fn: Algorithm, options: Mapping[str, object]) -> None:
