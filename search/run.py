@@ -330,6 +330,7 @@ def _evaluator(run: _Run) -> tuple[Supernet | None, Any]:
 
 
 def _run_proxyless(run: _Run, supernet: Supernet, evaluator: SupernetAccuracy) -> tuple[Arch, list[TrajectoryRow]]:
+    """ProxylessNAS gradient search, one checkpoint per epoch: the final architecture and the trajectory."""
     cfg = run.config
     search = ProxylessGradSearch(supernet, run.latency_model, run.data, cfg.target_ms, cfg.proxyless, cfg.seed)
     rows: list[TrajectoryRow] = []
@@ -409,6 +410,7 @@ def _smooth(run: _Run, evaluator: AccuracyModel, rows: list[TrajectoryRow]) -> t
 def _run_framework(
     run: _Run, supernet: Supernet | None, evaluator: AccuracyModel
 ) -> tuple[Arch, list[TrajectoryRow], dict[str, object]]:
+    """A query-based algorithm after supernet training (and smoothing): best architecture, trajectory, extras."""
     cfg, space = run.config, run.space
     rows: list[TrajectoryRow] = []
     if supernet is not None:  # per-architecture training has nothing to train up front
