@@ -29,7 +29,7 @@ from latkit.devices.precision import Precision, check_precision
 from latkit.errors import UsageError
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.measurement import Measurement, MeasurementSink
-from latkit.profiler.ops import OpSpec
+from latkit.profiler.ops import OpSpec, measurable_by_key
 from latkit.profiler.protocol import ProtocolConfig, measure_many
 
 log = logging.getLogger(__name__)
@@ -59,15 +59,6 @@ class ProfileReport:
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text[:300]}"
-
-
-def _unique_measurable(specs: Iterable[OpSpec]) -> dict[str, OpSpec]:
-    """The measurable ops of ``specs`` by key, first occurrence kept, in order."""
-    unique: dict[str, OpSpec] = {}
-    for spec in specs:
-        if spec.measurable:
-            unique.setdefault(spec.key, spec)
-    return unique
 
 
 def profile_ops(
@@ -112,7 +103,7 @@ def profile_ops(
     if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
         raise UsageError(f"passes must be an integer >= 1, got {passes!r}")
     t0 = time.perf_counter()
-    unique = _unique_measurable(specs)
+    unique = measurable_by_key(specs)
     done = sink.done_keys(device.uri, precision=p.value)
     report = ProfileReport(device=device.uri, precision=p.value)
     report.skipped = [k for k in unique if k in done]
