@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
-from latkit.devices.base import Device
+from latkit.devices.base import Device, host_state
 from latkit.errors import UsageError
 
 CLOCKS = ("auto", "wall", "thread")
@@ -52,3 +53,7 @@ class HostDevice(Device):
         super().__init__(uri, threads)
         self.clock = resolve_clock(clock, threads)
         self.now_ns = clock_ns(self.clock)
+
+    def state(self) -> dict[str, Any]:
+        """Load averages and the current CPU clock."""
+        return host_state()

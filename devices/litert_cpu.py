@@ -30,9 +30,8 @@ from latkit.devices.base import (
     ModelSource,
     Session,
     captured_output,
-    host_cpu_model,
+    host_cpu_info,
     load_advice,
-    host_state,
     register_device,
 )
 from latkit.devices.clock import HostDevice
@@ -152,15 +151,9 @@ class LiteRTCPU(HostDevice):
     def info(self) -> DeviceInfo:
         """Runtime (which package and its version), threads, CPU model, delegate."""
         _, dist, version = self._require()
-        return DeviceInfo(
-            uri=self.uri,
-            kind="cpu",
-            runtime="litert",
-            runtime_version=version,
-            threads=self.threads,
-            model=host_cpu_model(),
-            extra={"package": dist, "delegate": "xnnpack (runtime default)", "clock": self.clock},
-        )
+        return host_cpu_info(self, "litert", version, {
+            "package": dist, "delegate": "xnnpack (runtime default)", "clock": self.clock,
+        })
 
     def open(self, model: ModelSource) -> LiteRTSession:
         """Load ``model``'s TFLite file, allocate tensors, set the input, invoke once.
@@ -194,7 +187,3 @@ class LiteRTCPU(HostDevice):
         except (ValueError, RuntimeError) as exc:
             raise DeviceError(f"LiteRT cannot run {path}: {one_line(exc)}") from exc
         return session
-
-    def state(self) -> dict[str, Any]:
-        """Load averages and the current CPU clock."""
-        return host_state()

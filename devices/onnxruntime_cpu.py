@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -27,7 +26,6 @@ from latkit.devices.base import (
     Session,
     host_cpu_info,
     load_advice,
-    host_state,
     register_device,
 )
 from latkit.devices.clock import HostDevice
@@ -150,7 +148,3 @@ class OnnxRuntimeCPU(HostDevice):
         except _ORT_ERRORS as exc:
             raise DeviceError(f"onnxruntime cannot run {path}: {one_line(exc)}") from exc
         return session
-
-    def state(self) -> dict[str, Any]:
-        """Load averages and the current CPU clock."""
-        return host_state()

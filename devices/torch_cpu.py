@@ -20,7 +20,6 @@ from latkit.devices.base import (
     ModelSource,
     Session,
     host_cpu_info,
-    host_state,
     register_device,
 )
 from latkit.devices.clock import HostDevice
@@ -103,7 +102,3 @@ class TorchCPU(HostDevice):
         except RuntimeError as exc:
             raise DeviceError(f"torch cannot run {model.key}: {one_line(exc)}") from exc
         return session
-
-    def state(self) -> dict[str, Any]:
-        """Load averages and the current CPU clock."""
-        return host_state()
