@@ -101,6 +101,7 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # starts latkit in several subprocesses
 def test_plugin_space_and_device_profile_a_lut(site, tmp_path):
     ops = json.loads(_ok(_latkit(site, tmp_path, "ops", "half_proxyless", "--resolution", "32", "--json")))
     builtin = json.loads(_ok(_latkit(site, tmp_path, "ops", "proxyless_mobile_w05", "--resolution", "32",
@@ -115,6 +116,7 @@ def test_plugin_space_and_device_profile_a_lut(site, tmp_path):
     assert dev["uri"] == "mycpu" and dev["ops"] == 3
 
 
+@pytest.mark.slow  # starts latkit in several subprocesses
 def test_plugin_predictor_and_space_fit_predict_and_eval(site, tmp_path):
     csv = DATA / "fbnet_latency_ms.csv"
     listed = _ok(_latkit(site, tmp_path, "predictor", "list"))
@@ -129,6 +131,7 @@ def test_plugin_predictor_and_space_fit_predict_and_eval(site, tmp_path):
     assert summary["method"]["spearman"] > 0.5
 
 
+@pytest.mark.slow  # starts latkit in several subprocesses
 def test_plugin_algorithm_runs_a_tabular_search(site, tmp_path):
     out = json.loads(_ok(_latkit(
         site, tmp_path, "search", "--space", "nasbench201",

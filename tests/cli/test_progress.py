@@ -25,6 +25,7 @@ def _latkit(*args: str, tmp_path: Path, every: str = "0") -> subprocess.Complete
                           env=env, cwd=tmp_path, timeout=600)  # fmt: skip
 
 
+@pytest.mark.slow  # profiles operators in a latkit subprocess
 def test_profile_off_a_terminal_prints_plain_lines_and_json(tmp_path) -> None:
     lut = tmp_path / "p.db"
     proc = _latkit("profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--limit", "3", "--quick",

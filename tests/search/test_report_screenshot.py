@@ -32,6 +32,7 @@ def test_the_checker_flags_a_page_that_leans_on_files_beside_it() -> None:
     assert shot.embedded_images(page) == 1
 
 
+@pytest.mark.slow  # starts a headless browser
 def test_report_html_screenshot_in_headless_chromium(tmp_path) -> None:
     shot = _script()
     if shot.find_browser() is None:
