@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from latkit.devices import open_device
-from latkit.devices.base import Session
 from latkit.lut.calibration import MAX_PASSES, PASSES, measure_passes, steady
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import ProtocolConfig
 from latkit.profiler.spaces.base import Layer, Network
+from timing_log import LoggingDevice
 
 STEM = OpSpec(OpType.STEM, (16, 16, 3), (8, 8, 8), kernel=3, stride=2, act=Act.RELU6)
 
@@ -19,40 +19,6 @@ def _net(name: str, blocks: int) -> Network:
     block = OpSpec(OpType.MBCONV, (8, 8, 8), (8, 8, 8), kernel=3, expand_ratio=3,
                    mid_channels=24, act=Act.RELU6, idskip=True)  # fmt: skip
     return Network(name, (16, 16, 3), (Layer("stem", STEM), *(Layer(f"b{j}", block) for j in range(blocks))))
-
-
-class _Logged(Session):
-    """A real session that logs which model each timing call ran."""
-
-    def __init__(self, inner: Session, key: str, log: list[str]):
-        self.inner, self.key, self.log = inner, key, log
-
-    def time(self, iterations: int) -> float:
-        self.log.append(self.key)
-        return self.inner.time(iterations)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class _LoggingDevice:
-    """The real ONNX Runtime device, recording the order of timing calls."""
-
-    def __init__(self, device):
-        self.device, self.log = device, []
-        self.uri = device.uri
-
-    def info(self):
-        return self.device.info()
-
-    def state(self):
-        return self.device.state()
-
-    def adapt_protocol(self, config):
-        return self.device.adapt_protocol(config)
-
-    def open(self, model):
-        return _Logged(self.device.open(model), model.key, self.log)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +30,7 @@ def device():
 
 def test_a_pass_measures_its_networks_interleaved(device, tmp_path):
     models = [BuiltModel(_net(f"n{i}", i + 1), cache_dir=tmp_path) for i in range(3)]
-    logged = _LoggingDevice(device)
+    logged = LoggingDevice(device)
     # a pool of 1 would measure the models one after the other: a pass pools all of them anyway
     config = ProtocolConfig.quick(min_samples=6, max_samples=6, pool_size=1)
     progress: list[tuple[int, int, str]] = []

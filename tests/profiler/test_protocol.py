@@ -16,6 +16,7 @@ from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import Preset, ProtocolConfig, measure_many, measure_one
 from latkit.profiler.runner import profile_ops
+from timing_log import LoggingDevice
 
 FAST = ProtocolConfig.quick(target_rel_ci=0.05)
 
@@ -44,40 +45,6 @@ def device():
 @pytest.fixture
 def models(cache):
     return [BuiltModel(s, cache_dir=cache) for s in SPECS]
-
-
-class _Logged(Session):
-    """A real session that also logs which model each timing call ran."""
-
-    def __init__(self, inner: Session, key: str, log: list[tuple[str, str]]):
-        self.inner, self.key, self.log = inner, key, log
-
-    def time(self, iterations: int) -> float:
-        self.log.append(("time", self.key))
-        return self.inner.time(iterations)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class _LoggingDevice:
-    """Wraps the real ONNX Runtime device, recording the order of timing calls."""
-
-    def __init__(self, device):
-        self.device, self.log = device, []
-        self.uri = device.uri
-
-    def info(self):
-        return self.device.info()
-
-    def state(self):
-        return self.device.state()
-
-    def adapt_protocol(self, config):
-        return self.device.adapt_protocol(config)
-
-    def open(self, model):
-        return _Logged(self.device.open(model), model.key, self.log)
 
 
 class _BrokenModel:
@@ -174,14 +141,14 @@ def test_measure_many_statistics_and_provenance(device, models):
 
 
 def test_rounds_are_interleaved_and_shuffled(device, models):
-    logged = _LoggingDevice(device)
+    logged = LoggingDevice(device)
     config = ProtocolConfig.quick(min_samples=12, max_samples=12, samples_per_round=3, pool_size=4)
     out = measure_many(logged, models, config)
     # every model took part in every round: rounds 0..3 for all of them
     for m in out:
         assert sorted(set(m.provenance["sample_rounds"])) == [0, 1, 2, 3]
     # the last 4 rounds x 4 models x (1 untimed run + 3 samples) calls are the rounds
-    keys = [k for _, k in logged.log][-64:]
+    keys = logged.log[-64:]
     visits = [keys[i:i + 4] for i in range(0, 64, 4)]
     assert all(len(set(v)) == 1 for v in visits)  # a visit stays on one model
     rounds = [[v[0] for v in visits[i:i + 4]] for i in range(0, 16, 4)]
@@ -286,7 +253,7 @@ class _Skewed(Session):
         self.inner.close()
 
 
-class _SkewedDevice(_LoggingDevice):
+class _SkewedDevice(LoggingDevice):
     """The real ONNX Runtime device, with one model's timings skewed."""
 
     def __init__(self, device, key: str, skew):
