@@ -239,6 +239,8 @@ def search_arch(
     from latkit.search.run import SearchConfig, run_search
 
     data = options.pop("data", "digits")
+    if "config" in options:  # the gradient search's settings, by their name before SearchConfig
+        options["proxyless"] = options.pop("config")
     hooks = {k: options.pop(k) for k in ("on_progress", "on_stage") if k in options}
     return run_search(space, latency_model, SearchConfig(target_ms=target_ms, **options), data, out_dir, **hooks)
 

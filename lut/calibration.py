@@ -14,9 +14,11 @@ fit falls back to fewer terms, down to the ratio ``a = sum(e2e) / sum(lut)``;
 also when the 3-term fit would give the fastest operator no time at all
 (``a * min_op + b <= 0``), which only a noisy measurement produces.
 
-Each network is measured twice, in two passes in opposite orders, and the
-lower figure kept: other load only ever slows a run down, and a burst of it
-then spoils one pass, not the fit.
+The networks are measured in passes, all of a pass's networks together and
+interleaved, each network's lowest figure kept: other load only ever slows a run
+down, and a burst of it then falls on every network of one pass alike, not on one
+network. At least two passes run; while any network's two lowest figures still
+disagree, every network takes another pass (up to ``MAX_PASSES``).
 
 A calibration belongs to one device at one precision: an int8 network runs its
 operators with other kernels and other per-op costs than the fp32 one, so a fit
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 
 KIND = "e2e_linear"
 PASSES = 2  # passes over every network, in alternating orders; each network's lowest figure is kept
-MAX_PASSES = 6  # a network whose two lowest figures still disagree is measured again, up to this often
+MAX_PASSES = 6  # while any network's two lowest figures still disagree, every network takes another pass, up to this many
 UNSTEADY = 0.10  # two figures of one network further apart than this: the device was not steady
 
 log = logging.getLogger(__name__)
@@ -318,6 +320,7 @@ def calibrate_device(
     config = config or ProtocolConfig()
     prec = check_precision(device, precision).value
     estimates = [estimate(lut, net, device=device.uri, calibration=False, precision=prec) for net in networks]
+    config = replace(config, pool_size=max(config.pool_size, len(networks)))  # a pass pools all its networks
     runs = _measure_networks(device, networks, config, on_progress, cache_dir, prec)
     e2e = [min(figures) for figures in runs]
     sums = [est.lut_sum_ms for est in estimates]

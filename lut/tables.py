@@ -461,12 +461,6 @@ class TableLatencyModel:
         terms = [Term(t.deps, np.where(t.table > 0, t.table - big, 0.0)) for t in self.terms]
         return TableLatencyModel(self.space, 0.0, terms, self.provenance, self.layout)._extreme(1.0)[1]
 
-    def calibration_archs(self, n: int, rng: np.random.Generator, pool_size: int = 200) -> list[Arch]:
-        """The architectures a calibration measures end to end (see
-        :func:`latkit.lut.calibration.pick_calibration_archs`). Call it on an uncalibrated model."""
-        from latkit.lut.calibration import pick_calibration_archs
-
-        return pick_calibration_archs(self, n, rng, pool_size)
 
 
 def _stored_calibration(lut: LUT, uri: str, prec: Precision) -> Calibration:

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from latkit.errors import MissingOpsError, UsageError
-from latkit.profiler.spaces.base import SearchSpace
 from latkit.predictors.base import (
     Predictor,
     WeightsInfo,
@@ -34,6 +33,7 @@ from latkit.predictors.base import (
     register_predictor,
     write_json_arrays,
 )
+from latkit.profiler.spaces.base import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,14 @@ class LutSumPredictor(Predictor):
         return self
 
     def _compile(self) -> None:
+        from latkit.lut.tables import build_layout, slot_tables
         from latkit.profiler.spaces import get_space
 
-        from latkit.lut.tables import build_layout, slot_tables
-
-        tables = slot_tables(build_layout(get_space(self.space), self.resolution, checks=_N_VERIFY))
+        try:
+            tables = slot_tables(build_layout(get_space(self.space), self.resolution, checks=_N_VERIFY))
+        except UsageError as e:
+            raise UsageError(f"the LUT-sum predictor cannot compile {self.space} into slot tables ({e}); "
+                             "estimate its networks one by one instead (predict on Network objects)") from e
         flat = tables.flat_keys
         self.slot_ms_ = np.array([0.0 if k is None else self.key_ms_.get(k, np.nan) for k in flat])
         self.slot_count_ = np.array([0 if k is None else 1 for k in flat], dtype=np.float64)

@@ -42,7 +42,7 @@ from latkit.devices.base import ModelFormat, captured_output
 from latkit.devices.precision import Precision, parse_precision
 from latkit.errors import MissingExtraError, StoreError, UsageError
 from latkit.profiler.build import DEFAULT_SEED, build_network, build_op, input_tensor
-from latkit.profiler.ops import OpSpec
+from latkit.profiler.ops import OpSpec, measurable_by_key
 
 if TYPE_CHECKING:
     from latkit.profiler.spaces.base import Network
@@ -361,10 +361,7 @@ def export_ops(
     Returns:
         The file of every op, by key.
     """
-    unique: dict[str, OpSpec] = {}
-    for spec in specs:
-        if spec.measurable:
-            unique.setdefault(spec.key, spec)
+    unique = measurable_by_key(specs)
     paths: dict[str, Path] = {}
     for i, (key, spec) in enumerate(unique.items(), 1):
         paths[key] = BuiltModel(spec, cache_dir=cache_dir, seed=seed, precision=precision).file(fmt)

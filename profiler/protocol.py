@@ -106,7 +106,7 @@ class Preset(str, Enum):
 
     DEFAULT = "default"  # a reference LUT: the defaults of ProtocolConfig
     QUICK = "quick"  # smoke runs and tests (--quick): few samples, short warmups; not real LUTs
-    PROFILE = "profile"  # `latkit profile`'s defaults (`latkit search --device` profiles with them): 20 s per op
+    PROFILE = "profile"  # the defaults with at most 20 s per op, as `latkit profile` runs (`latkit search --device`)
     PIPELINE = "pipeline"  # operators profiled by `latkit run`: fewer samples, enough for a 10% e2e goal
     NETWORK = "network"  # whole networks measured by `latkit run` (calibration, the exported ones)
 

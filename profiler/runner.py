@@ -89,7 +89,8 @@ def profile_ops(
             at it and stored at it; the device must run it.
         passes: measure the ops this many times over, in fresh sessions, and
             store each op's lowest figure (its provenance lists every pass's
-            figure in ``passes_ms``); only the last pass commits.
+            figure in ``passes_ms``); the last pass commits, or, when the run stops
+            before it, the passes measured so far.
 
     Returns:
         The report: measured, skipped, failed (with reasons), unconverged.
@@ -131,27 +132,47 @@ def _measure(device: Device, models: list[BuiltModel], specs: dict[str, OpSpec],
         failed[key] = _reason(exc)
 
     earlier: dict[str, list[Measurement]] = {}
-    for k in range(passes - 1):  # the earlier passes: nothing stored yet
-        models = [m for m in models if m.key not in failed]
-        for m in measure_many(device, models, config, None, _offset(on_progress, k, passes), on_error=on_error):
-            earlier.setdefault(m.key, []).append(m)
+    n = len(models)
+    try:
+        for k in range(passes - 1):  # the earlier passes: stored only if the run stops before the last
+            models = [m for m in models if m.key not in failed]
+            for m in measure_many(device, models, config, None, _offset(on_progress, k, passes, n),
+                                  on_error=on_error):  # fmt: skip
+                earlier.setdefault(m.key, []).append(m)
+    except BaseException:  # an unreachable device, Ctrl-C: what the passes so far measured is kept
+        _store_lowest(device, models, specs, sink, earlier)
+        raise
     results = measure_many(
         device, [m for m in models if m.key not in failed], config,
-        _LowestSink(sink, earlier) if earlier else sink, _offset(on_progress, passes - 1, passes),
+        _LowestSink(sink, earlier) if earlier else sink, _offset(on_progress, passes - 1, passes, n),
         specs=specs, on_error=on_error,
     )  # fmt: skip
     return [_lowest(m, earlier.get(m.key, [])) for m in results]
 
 
-def _offset(on_progress: ProgressFn | None, k: int, passes: int) -> ProgressFn | None:
-    """``on_progress`` of pass ``k`` of ``passes``: counted on from the passes before it."""
+def _offset(on_progress: ProgressFn | None, k: int, passes: int, n: int) -> ProgressFn | None:
+    """``on_progress`` of pass ``k`` of ``passes`` over ``n`` ops: counted on from the passes before it.
+
+    An op that failed in an earlier pass is left out of the later ones; it counts as done in them, so
+    the count never goes back and the total stays ``passes * n``.
+    """
     if on_progress is None or passes == 1:
         return on_progress
 
     def progress(done: int, total: int, key: str, m: Measurement | None) -> None:
-        on_progress(k * total + done, passes * total, key, m)
+        on_progress(k * n + (n - total) + done, passes * n, key, m)
 
     return progress
+
+
+def _store_lowest(device: Device, models: list[BuiltModel], specs: dict[str, OpSpec], sink: MeasurementSink,
+                  earlier: dict[str, list[Measurement]]) -> None:
+    """Commit each op's lowest figure of the passes measured so far (a run stopped before its last pass)."""
+    info = device.info().to_dict()
+    precision = {m.key: m.precision.value for m in models}
+    for key, figures in earlier.items():
+        if key in specs and key in precision:
+            sink.add(specs[key], _lowest(figures[-1], figures[:-1]), info, precision=precision[key])
 
 
 def _lowest(last: Measurement, earlier: list[Measurement]) -> Measurement:

@@ -140,7 +140,7 @@ class SearchConfig:
     resolution: int | None = None
     queries: int = 50
     proxyless: ProxylessConfig | None = None
-    algorithm_options: Mapping[str, object] = field(default_factory=dict)
+    algorithm_options: Mapping[str, object] | None = field(default_factory=dict)
     eval_samples: int = 2
     resume: bool = False
     plots: bool = True
@@ -162,7 +162,7 @@ class SearchConfig:
             raise UsageError("per-architecture training needs a query-based algorithm (reinforce, ppo, evolution, "
                              f"random), no smoothing and at least 1 step, got {self.algorithm} with {steps} steps")
         object.__setattr__(self, "target_ms", check_target_ms(self.target_ms))
-        object.__setattr__(self, "algorithm_options", dict(self.algorithm_options))
+        object.__setattr__(self, "algorithm_options", dict(self.algorithm_options or {}))
 
     @property
     def gradient(self) -> bool:
@@ -485,7 +485,7 @@ def _write_outputs(
         for r in rows:
             writer.writerow({**r, "arch": json.dumps(r["arch"], default=json_default)})
     if cfg.plots:
-        from latkit.search.pipeline.plots import plot_trajectory
+        from latkit.search.plots import plot_trajectory
 
         files.update(plot_trajectory(out, rows, target_ms, (accuracy, latency)))
     return files, doc

@@ -143,6 +143,23 @@ def test_plugin_algorithm_runs_a_tabular_search(site, tmp_path):
     assert out["extra"]["plugin"] == "first_feasible"
 
 
+def test_every_group_loads_its_plugin_beside_the_builtins(site, tmp_path):
+    # the quick check of all four groups (the slow tests above drive each through a command)
+    code = ("from latkit.devices.base import DEVICES; from latkit.predictors.base import PREDICTORS; "
+            "from latkit.profiler.spaces.base import SPACES; from latkit.search.framework.base import ALGORITHMS; "
+            "import json; print(json.dumps({k: [r.names(), r.get(n).__name__] for k, r, n in ("
+            "('devices', DEVICES, 'mycpu'), ('predictors', PREDICTORS, 'my_ridge'), "
+            "('spaces', SPACES, 'my_fbnet'), ('algorithms', ALGORITHMS, 'first-feasible'))}))")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          check=False, cwd=tmp_path)  # fmt: skip
+    got = json.loads(_ok(proc))
+    assert got["devices"][1] == "MyCPU" and {"mycpu", "cpu:onnxruntime"} <= set(got["devices"][0])
+    assert got["predictors"][1] == "MyRidge" and {"my_ridge", "ridge"} <= set(got["predictors"][0])
+    assert got["spaces"][1] == "MyFBNet" and {"my_fbnet", "half_proxyless", "fbnet"} <= set(got["spaces"][0])
+    assert got["algorithms"][1] == "first_feasible" and {"first-feasible", "ppo"} <= set(got["algorithms"][0])
+
+
 def test_unknown_name_lists_builtins_and_plugins(site, tmp_path):
     proc = _latkit(site, tmp_path, "ops", "nope")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr

@@ -277,7 +277,7 @@ def calibrate_cmd(
     device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
     networks: int = typer.Option(
         6, "--networks", "-n", min=3,
-        help="Networks to measure end to end: spread evenly over the space's LUT latency range, plus the fastest "
+        help="Networks to measure end to end (up to; a network picked twice runs once): spread evenly over the space's LUT latency range, plus the fastest "
              "network with every layer present (as `latkit run` picks them).",
     ),  # fmt: skip
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
@@ -292,7 +292,7 @@ def calibrate_cmd(
     """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured networks."""
     import numpy as np
 
-    from latkit.lut.calibration import PASSES, calibrate_device
+    from latkit.lut.calibration import PASSES, calibrate_device, pick_calibration_archs
     from latkit.lut.store import LUT
     from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.spaces import get_space
@@ -304,7 +304,7 @@ def calibrate_cmd(
     try:
         with LUT.open(lut) as table:
             model = TableLatencyModel.from_lut(sp, table, dev.uri, resolution, precision=prec)
-            archs = model.calibration_archs(networks - 1, np.random.default_rng(seed))
+            archs = pick_calibration_archs(model, networks - 1, np.random.default_rng(seed))
             nets = [sp.network(a, resolution) for a in archs]
             with common.progress_bar(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
                 cal = calibrate_device(table, dev, nets, config, on_progress=lambda done, total, name: advance(name),

@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 
 from latkit._files import check_output_dir, write_text
 from latkit.search.pipeline.pareto import Baseline, Scored, Size, pareto_front
-from latkit.search.pipeline.plots import save_figure
+from latkit.search.plots import save_figure
 from latkit.search.pipeline.stages import EpochPoint, ScoredArch
 from latkit.search.target import DEFAULT_TOLERANCE
 
@@ -98,6 +98,7 @@ class RunSummary(TypedDict, total=False):
     measurement: Mapping[str, object] | None  # the deployed file's measured_latency sidecar entry
     command: str
     device_state: Mapping[str, object] | None
+
 
 def _pyplot() -> Any:
     import matplotlib

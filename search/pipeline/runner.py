@@ -75,8 +75,8 @@ from latkit.search.pipeline.stages import (
     ExportResult,
     MeasureResult,
     ProfileResult,
-    SearchResult,
-    TrainResult,
+    SearchStageResult,
+    TrainStageResult,
     exported_file,
 )
 
@@ -300,7 +300,7 @@ class _Pipeline:
         return ProfileResult(str(self.lut_path), self.precision.value, measured, reused, predicted, predictor)
 
     def calibrate(self) -> CalibrationResult:
-        from latkit.lut.calibration import calibrate_device
+        from latkit.lut.calibration import calibrate_device, pick_calibration_archs
         from latkit.lut.store import LUT
         from latkit.lut.tables import TableLatencyModel
 
@@ -308,7 +308,7 @@ class _Pipeline:
             lm = TableLatencyModel.from_lut(self.space, lut, self.cfg.device, self.resolution,
                                             precision=self.precision)  # fmt: skip
         rng = np.random.default_rng(self.cfg.seed + 17)
-        archs = lm.calibration_archs(self.cfg.calibration_networks - 1, rng)
+        archs = pick_calibration_archs(lm, self.cfg.calibration_networks - 1, rng)
         nets = [self.network(self.space.arch_to_native(a)) for a in archs]
         with LUT.open(self.lut_path) as lut:
             cal = calibrate_device(
@@ -326,9 +326,9 @@ class _Pipeline:
         say = lambda stage: (lambda d, t, msg: self.progress(prefix + stage, d, t, msg))  # noqa: E731
         search = self.stage(prefix + "search", lambda: search_stage(self.search_inputs(), folder / "search",
                                                                     search_target_ms, say("search")),
-                            SearchResult.from_dict)  # fmt: skip
+                            SearchStageResult.from_dict)  # fmt: skip
         train = self.stage(prefix + "train", lambda: self.train(folder / "train", search, say("train")),
-                           TrainResult.from_dict)  # fmt: skip
+                           TrainStageResult.from_dict)  # fmt: skip
         export = self.stage(prefix + "export", lambda: self.export(folder / "export", search, train, say("export")),
                             ExportResult.from_dict)  # fmt: skip
         evaluate = self.stage(prefix + "evaluate", lambda: self.evaluate(export, train, say("evaluate")),
@@ -347,7 +347,7 @@ class _Pipeline:
             eval_samples=cfg.eval_samples, seed=cfg.seed, options=self.search_options,
         )  # fmt: skip
 
-    def train(self, folder: Path, search: SearchResult, say: Say) -> TrainResult:
+    def train(self, folder: Path, search: SearchStageResult, say: Say) -> TrainStageResult:
         import torch
 
         from latkit.profiler.build import build_network
@@ -371,9 +371,9 @@ class _Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         weights = save_weights(module, folder / "weights.safetensors", network,
                                {"dataset": self.cfg.data, "epochs": str(total), "accuracy_pct": f"{acc:.2f}"})  # fmt: skip
-        return TrainResult(str(weights), acc, total, init, float(np.mean(losses[-10:])) if losses else None)
+        return TrainStageResult(str(weights), acc, total, init, float(np.mean(losses[-10:])) if losses else None)
 
-    def export(self, folder: Path, search: SearchResult, train: TrainResult, say: Say) -> ExportResult:
+    def export(self, folder: Path, search: SearchStageResult, train: TrainStageResult, say: Say) -> ExportResult:
         steps = iter(range(1, 20))
         quantized = self.precision != Precision.FP32
         total = 2 + len(self.cfg.formats) + (len(self.cfg.formats) if quantized else 0)
@@ -389,7 +389,7 @@ class _Pipeline:
         pick = np.random.default_rng(self.cfg.seed + 29).permutation(len(x))[:REPRESENTATIVE_IMAGES]
         return x[np.sort(pick)].numpy()
 
-    def evaluate(self, export: ExportResult, train: TrainResult, say: Say) -> EvaluateResult:
+    def evaluate(self, export: ExportResult, train: TrainStageResult, say: Say) -> EvaluateResult:
         """Held-out accuracy of the files at the shipped precision, run in their own runtimes."""
         from latkit.search.deploy.evaluate import file_accuracy_pct
 
@@ -407,7 +407,7 @@ class _Pipeline:
         return EvaluateResult(self.precision.value, fp32, files, fmt_name, deployed,
                               None if deployed is None else fp32 - deployed, len(data.y_valid))  # fmt: skip
 
-    def measure(self, export: ExportResult, search: SearchResult, say: Say) -> MeasureResult:
+    def measure(self, export: ExportResult, search: SearchStageResult, say: Say) -> MeasureResult:
         from latkit.lut.store import LUT
 
         f = export.file(self.device.model_format.value, self.precision.value)

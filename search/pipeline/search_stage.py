@@ -19,7 +19,7 @@ import numpy as np
 from latkit._files import write_json
 from latkit.devices.precision import Precision
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace
-from latkit.search.pipeline.stages import EpochPoint, ScoredArch, SearchResult
+from latkit.search.pipeline.stages import EpochPoint, ScoredArch, SearchStageResult
 from latkit.search.target import FILL_STOP, check_reachable, fill_to_target, range_warning
 from latkit.search.deploy.export import with_classes
 
@@ -43,7 +43,7 @@ def classifier_specs(space: SearchSpace, resolution: int, n_classes: int | None)
     return [(with_classes(net, n_classes) if n_classes else net).layers[-1].spec]
 
 
-def adopt_supernet_weights(module: torch.nn.Module, search: SearchResult, space_network: Network) -> str:
+def adopt_supernet_weights(module: torch.nn.Module, search: SearchStageResult, space_network: Network) -> str:
     """Start the final network from the supernet's weights (the search checkpoint).
 
     Supernet tensors are ``net.layers.{i}.candidates.{module_id}.{rest}`` (module
@@ -157,7 +157,7 @@ def _run_search(inp: SearchInputs, lm: TableLatencyModel, folder: Path, target_m
 
 
 def search_stage(inp: SearchInputs, folder: Path, target_ms: float,
-                 say: Callable[[int, int, str], None]) -> SearchResult:  # fmt: skip
+                 say: Callable[[int, int, str], None]) -> SearchStageResult:  # fmt: skip
     """Search for ``target_ms`` on the calibrated tables, fill the budget left, and write ``arch.json`` beside ``folder``."""
     from latkit.lut.estimate import estimate
     from latkit.lut.store import LUT
@@ -181,14 +181,14 @@ def search_stage(inp: SearchInputs, folder: Path, target_ms: float,
            "resolution": inp.resolution, "classes": n_classes,
            "fill": {"method": "fill-to-target", "searched_arch": outcome.native,
                     "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)}}  # fmt: skip
-    write_json(arch_path, doc, "arch.json", indent=1, default=str, nan_to_null=True)
+    write_json(arch_path, doc, "arch.json", indent=1, nan_to_null=True)
     rows = outcome.rows
     history: list[EpochPoint] = [
         {"epoch": r["epoch"], "expected_latency_ms": r["expected_latency_ms"], "derived_latency_ms": r["latency_ms"],
          "loss": r["loss"]} for r in rows if r["kind"] == "derived"]  # type: ignore[misc]  # fmt: skip
     samples: list[ScoredArch] = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]}  # type: ignore[misc]
                                  for r in rows if r["kind"] == "sampled"]  # fmt: skip
-    return SearchResult(folder=str(folder), arch_path=str(arch_path), arch=native, searched_arch=outcome.native,
+    return SearchStageResult(folder=str(folder), arch_path=str(arch_path), arch=native, searched_arch=outcome.native,
                         search_target_ms=target_ms, predicted_ms=est.total_ms, accuracy=outcome.accuracy,
                         history=history, samples=samples, latency_model=lm.provenance,
                         range_ms=list(range_ms))  # fmt: skip

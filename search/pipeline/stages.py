@@ -89,7 +89,7 @@ class CalibrationResult:
 
 
 @dataclass(frozen=True)
-class SearchResult(_Saved):
+class SearchStageResult(_Saved):
     """The chosen architecture (``arch``, the space's native form) and how the search got there."""
 
     folder: str
@@ -106,7 +106,7 @@ class SearchResult(_Saved):
 
 
 @dataclass(frozen=True)
-class TrainResult(_Saved):
+class TrainStageResult(_Saved):
     """The trained network's weights file and held-out accuracy."""
 
     weights: str
@@ -201,8 +201,8 @@ class Attempt:
 
     name: str
     search_target_ms: float
-    search: SearchResult
-    train: TrainResult
+    search: SearchStageResult
+    train: TrainStageResult
     export: ExportResult
     evaluate: EvaluateResult | None
     measure: MeasureResult
@@ -239,4 +239,4 @@ class Attempt:
 
 
 __all__ = ["Attempt", "AttemptSummary", "CalibrationResult", "EpochPoint", "EvaluateResult", "ExportResult",
-           "MeasureResult", "ProfileResult", "ScoredArch", "SearchResult", "TrainResult", "exported_file"]
+           "MeasureResult", "ProfileResult", "ScoredArch", "SearchStageResult", "TrainStageResult", "exported_file"]

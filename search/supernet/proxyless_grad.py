@@ -47,10 +47,9 @@ import torch.nn.functional as F
 
 from latkit.errors import UsageError
 from latkit.profiler.spaces.base import Arch
-from latkit.search.framework.base import SearchContext, SearchError, register_algorithm
+from latkit.search.framework.base import SearchContext, register_algorithm
 from latkit.search.supernet.data import SearchData
-from latkit.search.target import project_to_target
-from latkit.search.target import check_reachable
+from latkit.search.target import check_reachable, project_to_target
 from latkit.search.supernet.supernet import GateSample, Supernet
 from latkit.search.supernet.train import weight_optimizer
 

@@ -414,6 +414,8 @@ def _initial_module(space_network: Network, classes: int, start: Path | None,
     module = build_network(network, seed=seed)
     reset_bn(module)
     return module, network, "scratch" if start is None else _adopt(module, start, space_network)
+
+
 def _init_source(init: str | Path, arch: str | Path) -> Path | None:
     """The search checkpoint to start from (None: from scratch)."""
     from latkit.search.deploy.export_weights import CHECKPOINT_FILE

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from cli_checks import run
 from latkit.cli.progress import track
 
 LONG_KEY = "expanded_conv-input:16x16x16-output:16x16x8-expand:1-kernel:3-stride:1-idskip:0"
@@ -23,6 +24,21 @@ def _latkit(*args: str, tmp_path: Path, every: str = "0") -> subprocess.Complete
            "LATKIT_CACHE": os.environ.get("LATKIT_CACHE", str(tmp_path / "cache"))}
     return subprocess.run([sys.executable, "-m", "latkit", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=600)  # fmt: skip
+
+
+def test_profile_json_in_process_measures_and_stores_one_operator(capsys, tmp_path) -> None:
+    # the quick companion of the subprocess test below: the command itself, its JSON and its LUT
+    lut = tmp_path / "p.db"
+    code, out, err = run(capsys, "profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--limit", "1",
+                         "--quick", "--lut", str(lut), "--json")  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["device"] == "cpu:onnxruntime" and doc["lut"] == str(lut) and doc["left"] == 69
+    assert len(doc["measured"]) == 1 and 0 < doc["measured"][0]["latency_ms"] < 100
+    from latkit.lut.store import LUT
+
+    with LUT.open(lut, readonly=True) as table:
+        assert table.done_keys("cpu:onnxruntime") == {doc["measured"][0]["key"]}
 
 
 @pytest.mark.slow  # profiles operators in a latkit subprocess

@@ -38,14 +38,13 @@ def _model(lut_path: Path) -> TableLatencyModel:
 def test_picks_are_spread_and_hold_both_corners(cpu_lut: Path) -> None:
     model = _model(cpu_lut)
     picks = pick_calibration_archs(model, 5, np.random.default_rng(3))
-    assert picks == model.calibration_archs(5, np.random.default_rng(3))  # one rule, two doors
     assert len(picks) == len(set(picks)) and 5 <= len(picks) <= 6
     spread = [model.latency_ms(a) for a in picks[:-1]]
     assert spread == sorted(spread)
     assert spread[0] == pytest.approx(model.min_latency()[0], rel=1e-12)
     assert spread[-1] == pytest.approx(model.max_latency()[0], rel=1e-12)
     full = model.fastest_full()
-    assert picks[-1] == full or full in picks
+    assert full in picks and (picks.index(full) == len(picks) - 1 or len(picks) == 5)  # last, unless a spread pick
     n_layers = max(sum(1 for s in model.layout.specs(a) if s.measurable) for a in picks)
     assert sum(1 for s in model.layout.specs(full) if s.measurable) == n_layers
     with pytest.raises(UsageError, match="at least 2 spread networks"):

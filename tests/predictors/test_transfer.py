@@ -13,7 +13,6 @@ from latkit.predictors.transfer import (
     FewShotTransfer,
     hardware_of,
     known_columns,
-    meta_tune_alpha,
     select_archs,
 )
 

@@ -49,3 +49,20 @@ def test_one_pass_stores_as_before_and_bad_passes_are_refused(device, tmp_path):
         for bad in (0, -1, 1.5, True):
             with pytest.raises(UsageError, match="passes must be an integer >= 1"):
                 profile_ops(device, SPECS, lut, CONFIG, passes=bad)
+
+
+def test_a_run_stopped_between_passes_keeps_what_the_passes_so_far_measured(device, tmp_path):
+    seen: list[int] = []
+
+    def stop_in_the_second_pass(done: int, total: int, key: str, m) -> None:
+        seen.append(done)
+        if done == len(SPECS) + 1:  # the first op of pass 2 has finished
+            raise KeyboardInterrupt
+
+    with LUT.open(tmp_path / "lut.db", create=True) as lut:
+        with pytest.raises(KeyboardInterrupt):
+            profile_ops(device, SPECS, lut, CONFIG, on_progress=stop_in_the_second_pass,
+                        cache_dir=tmp_path / "models", passes=3)  # fmt: skip
+        stored = {s.key: lut.measurement(s.key, device.uri) for s in SPECS}
+    assert seen == [1, 2, 3]
+    assert all(m is not None and m.latency_ms > 0 for m in stored.values())  # pass 1's figures were kept

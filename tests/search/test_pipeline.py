@@ -18,7 +18,7 @@ import torch
 
 from latkit.devices.base import open_device
 from latkit.errors import UsageError
-from latkit.lut.calibration import calibrate_device
+from latkit.lut.calibration import calibrate_device, pick_calibration_archs
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig, measure_one
 from latkit.profiler.runner import profile_ops
@@ -57,7 +57,7 @@ def lut_and_target(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, floa
     with LUT.open(path, create=True) as lut:
         profile_ops(device, space.operators(RESOLUTION), lut, ProtocolConfig.quick())
         raw = TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION)
-        archs = raw.calibration_archs(TINY["calibration_networks"] - 1, np.random.default_rng(17))
+        archs = pick_calibration_archs(raw, TINY["calibration_networks"] - 1, np.random.default_rng(17))
         # the pipeline's networks end in a 10-class classifier (digits), not the space's 1000
         nets = [with_classes(space.network(a, RESOLUTION), CLASSES) for a in archs]
         profile_ops(device, [nets[0].layers[-1].spec], lut, ProtocolConfig.quick())
