@@ -307,8 +307,8 @@ def calibrate_cmd(
             archs = pick_calibration_archs(model, networks - 1, np.random.default_rng(seed))
             nets = [sp.network(a, resolution) for a in archs]
             with common.progress_bar(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
-                cal = calibrate_device(table, dev, nets, config, on_progress=lambda done, total, name: advance(name),
-                                       precision=prec)  # fmt: skip
+                cal = calibrate_device(table, dev, nets, config, precision=prec,
+                                       on_progress=lambda done, total, name: advance(name, total=total))  # fmt: skip
         with LUT.open(lut, readonly=True) as table:
             used = _networks_used(table, dev.uri, nets, cal, prec)
     finally:

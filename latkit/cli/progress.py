@@ -64,7 +64,10 @@ def _fmt_seconds(seconds: float) -> str:
 
 @contextmanager
 def track(label: str, total: int, *, enabled: bool = True, console: Console | None = None) -> Iterator[Advance]:
-    """Show progress of ``total`` items; yields ``advance(note="", steps=1)``.
+    """Show progress of ``total`` items; yields ``advance(note="", steps=1, total=None)``.
+
+    ``total`` given to ``advance`` replaces the count (a calibration that measures its
+    networks once more when the device was not steady grows it).
 
     Args:
         label: What is being done (``"profiling"``); shown cut from the right.
@@ -73,7 +76,7 @@ def track(label: str, total: int, *, enabled: bool = True, console: Console | No
         console: Where to draw; the CLI's stderr console by default.
     """
     if not enabled:
-        yield lambda note="", steps=1: None
+        yield lambda note="", steps=1, total=None: None
         return
     con = _console(console)
     if con.is_terminal:
@@ -101,8 +104,9 @@ def _rich_bar(con: Console, label: str, total: int) -> Iterator[Advance]:
     with Progress(*columns, console=con, transient=False, expand=True) as bar:
         task = bar.add_task(clip(label, LABEL_WIDTH), total=total if total > 0 else None, note="")
 
-        def advance(note: str = "", steps: int = 1) -> None:
-            bar.update(task, advance=steps, note=" ".join(str(note).split()))
+        def advance(note: str = "", steps: int = 1, total: int | None = None) -> None:
+            grown = {"total": total} if total is not None and total > 0 else {}
+            bar.update(task, advance=steps, note=" ".join(str(note).split()), **grown)
 
         yield advance
 
@@ -110,27 +114,32 @@ def _rich_bar(con: Console, label: str, total: int) -> Iterator[Advance]:
 @contextmanager
 def _plain_lines(con: Console, label: str, total: int) -> Iterator[Advance]:
     every, start = _interval(), time.monotonic()
-    state = {"done": 0, "shown": start, "note": ""}
-    of = f"/{total}" if total > 0 else ""
+    state = {"done": 0, "shown": start, "note": "", "total": total}
 
     def line(text: str) -> None:
         con.print(escape(text), highlight=False, soft_wrap=True)
 
     line(f"{label}: started, {total} item(s)" if total > 0 else f"{label}: started")
 
-    def advance(note: str = "", steps: int = 1) -> None:
+    def of() -> str:
+        return f"/{state['total']}" if state["total"] > 0 else ""
+
+    def advance(note: str = "", steps: int = 1, total: int | None = None) -> None:
+        if total is not None and total > 0:
+            state["total"] = total
         state["done"] += steps
         state["note"] = " ".join(str(note).split())
         now = time.monotonic()
         if state["done"] == steps or now - state["shown"] >= every:  # the first item, then every few seconds
             state["shown"] = now
-            line(f"{label}: {state['done']}{of} {_eta(start, now, state['done'], total)} {clip(state['note'], 100)}".rstrip())
+            eta = _eta(start, now, state["done"], state["total"])
+            line(f"{label}: {state['done']}{of()} {eta} {clip(state['note'], 100)}".rstrip())
 
     try:
         yield advance
     finally:
         took = _fmt_seconds(time.monotonic() - start)
-        line(f"{label}: finished {state['done']}{of} in {took}")
+        line(f"{label}: finished {state['done']}{of()} in {took}")
 
 
 def _eta(start: float, now: float, done: int, total: int) -> str:
@@ -171,7 +180,7 @@ class Stages:
             self._advance = self._cm.__enter__()  # type: ignore[attr-defined]
             self._stage, self._done = stage, 0
         assert self._advance is not None
-        self._advance(message, steps=max(0, done - self._done))
+        self._advance(message, steps=max(0, done - self._done), total=total)
         self._done = max(self._done, done)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from cli_checks import run
-from latkit.cli.progress import track
+from latkit.cli.progress import Stages, track
 
 LONG_KEY = "expanded_conv-input:16x16x16-output:16x16x8-expand:1-kernel:3-stride:1-idskip:0"
 
@@ -76,6 +76,20 @@ def test_plain_lines_are_rate_limited() -> None:
     assert lines[1].startswith("training: 1/500 [") and lines[1].endswith("step 0")  # the first item at once
     assert len(lines) == 3 and lines[2].startswith("training: finished 500/500 in ")
 
+
+def test_a_stage_whose_count_grows_shows_the_new_total(monkeypatch) -> None:
+    # calibration measures every network once more while the device is not steady: 10 becomes 15
+    buf = io.StringIO()
+    monkeypatch.setenv("LATKIT_PROGRESS_SECONDS", "0")
+    with Stages(console=Console(file=buf, force_terminal=False, width=200)) as stages:
+        for done in range(1, 16):
+            stages("calibrate", done, 10 if done <= 10 else 15, "net")
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "calibrate: started, 10 item(s)"
+    assert lines[10].startswith("calibrate: 10/10") and lines[11].startswith("calibrate: 11/15")
+    assert lines[-1].startswith("calibrate: finished 15/15 in ")
+    with track("x", 4, console=Console(file=io.StringIO(), force_terminal=True, width=80)) as advance:
+        advance("grown", total=6)  # the terminal bar takes the new total too
 
 def test_a_long_operator_name_keeps_its_start_at_80_columns() -> None:
     buf = io.StringIO()
