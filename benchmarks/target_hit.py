@@ -29,7 +29,10 @@ from latkit.profiler.protocol import Preset, ProtocolConfig
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.lut.tables import TableLatencyModel
-from latkit.search.pipeline.runner import CPU_RESOLUTION, exported_file, lut_path_for, run_pipeline
+from latkit.lut.cache import lut_path_for
+from latkit.search.pipeline.config import CPU_RESOLUTION
+from latkit.search.pipeline.runner import run_pipeline
+from latkit.search.pipeline.stages import exported_file
 
 DEVICE = "cpu:onnxruntime"
 FRACTIONS = (0.25, 0.5, 0.75)  # where in the space's calibrated [fastest, slowest] the targets sit

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from latkit.errors import StoreError
+from latkit.errors import LatkitError, StoreError
 
 #: Permissions of a finished output (``mkstemp`` creates 0600; outputs are shared files).
 OUTPUT_MODE = 0o644
@@ -213,15 +213,27 @@ def read_json(path: str | Path, what: str = "file") -> Any:
     if raw is None:
         raise StoreError(f"cannot read the {what} {path}: not a regular file")
     try:
-        return json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise StoreError(f"the {what} {path} is not UTF-8 text (byte {exc.start}); give a JSON file") from exc
+    return parse_json(text, f"the {what} {path}")
+
+
+def parse_json(text: str, what: str, error: type[LatkitError] = StoreError) -> Any:
+    """``json.loads(text)``, every way it can fail turned into one ``error`` line naming ``what``.
+
+    Raises:
+        LatkitError: of class ``error``: not JSON, nested too deeply, or holding
+            numbers Python refuses to convert.
+    """
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StoreError(f"the {what} {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+        raise error(f"{what} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
     except RecursionError as exc:
-        raise StoreError(f"the {what} {path} is nested too deeply to be a latkit file") from exc
+        raise error(f"{what} is nested too deeply to be a latkit file") from exc
     except ValueError as exc:  # e.g. an integer longer than Python converts
-        raise StoreError(f"the {what} {path} cannot be read: {one_line(exc)}") from exc
+        raise error(f"{what} cannot be read: {one_line(exc)}") from exc
 
 
 def _is_regular(path: Path) -> bool:

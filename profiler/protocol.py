@@ -94,6 +94,7 @@ RATE_BATCHES = 5  # timed batches that set a model's iterations per sample
 MAX_WARMUP_BATCHES = 64  # warm-up batches grow geometrically: 64 covers any real budget
 MIN_PLAUSIBLE_S = 1e-9  # no operator runs in under a nanosecond
 WALL_FACTOR, WALL_SLACK_S = 1.5, 0.05  # runs * reported time may not exceed the call's wall time
+ZERO_READINGS_RETRIED = 2  # a zero reading (a clock that did not tick over one short run) is retried
 MAX_OUTAGE_BACKOFF_S = 30.0
 OUTAGES_PER_VISIT = 3  # a model whose visit meets more outages than this fails
 
@@ -242,13 +243,20 @@ class _Slot:
 def _timed(session: Session, runs: int) -> float:
     """``session.time(runs)``, refused unless it can be a real time per run.
 
+    A reading of exactly zero is taken again (up to ``ZERO_READINGS_RETRIED`` times):
+    a thread CPU clock on a loaded host can read the same tick before and after one
+    short run. Only a clock that keeps reading zero fails the model.
+
     Raises:
         MeasurementError: non-finite, non-positive or implausible (below a
             nanosecond, or ``runs`` times it exceeds the call's wall time).
     """
-    t0 = time.perf_counter()
-    per_run_s = session.time(runs)
-    wall_s = time.perf_counter() - t0
+    for _ in range(ZERO_READINGS_RETRIED + 1):
+        t0 = time.perf_counter()
+        per_run_s = session.time(runs)
+        wall_s = time.perf_counter() - t0
+        if not (isinstance(per_run_s, (int, float)) and per_run_s == 0):
+            break
     if isinstance(per_run_s, bool) or not isinstance(per_run_s, (int, float)) \
             or not math.isfinite(per_run_s) or per_run_s <= 0:
         raise MeasurementError(

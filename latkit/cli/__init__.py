@@ -9,9 +9,11 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -71,6 +73,18 @@ def completion_cmd(
     typer.echo(get_completion_script(prog_name="latkit", complete_var=COMPLETE_VAR, shell=shell))
 
 
+@functools.cache
+def _command() -> Any:
+    """The click command tree of ``app``, built once per process.
+
+    Building it walks every command's signature (about 0.25 s); a process that calls
+    :func:`main` many times (the test suite, an embedding tool) pays that once, and the
+    sub-apps are added to ``app`` once, not again on every call.
+    """
+    _register()
+    return typer.main.get_command(app)
+
+
 def _register() -> None:
     # each module adds its commands to `app`
     from latkit.cli import android, deploy, ops, profile, search, train  # noqa: F401
@@ -87,14 +101,14 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the exit code."""
-    _register()
+    command = _command()
     if os.environ.get(COMPLETE_VAR):  # the shell asks for completions (see `latkit completion`)
         from typer._completion_classes import completion_init
 
         completion_init()
     try:
         # not standalone: click's usage errors come back here and print as one line
-        result = app(args=argv, prog_name="latkit", standalone_mode=False)
+        result = command(args=argv, prog_name="latkit", standalone_mode=False)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -105,7 +105,7 @@ def _representative(data: str, arch: Path, sp, resolution: Optional[int]):
 
     from latkit.search.supernet.data import load_data
     from latkit.search.deploy.export import read_arch
-    from latkit.search.pipeline.runner import REPRESENTATIVE_IMAGES
+    from latkit.search.pipeline.config import REPRESENTATIVE_IMAGES
 
     res = read_arch(arch, sp, resolution).resolution
     x = load_data(data, res, seed=0).x_train
@@ -151,7 +151,8 @@ def run_cmd(
 ) -> None:
     """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report."""
     from latkit.cli.progress import Stages
-    from latkit.search.pipeline.runner import PipelineConfig, run_pipeline
+    from latkit.search.pipeline.config import PipelineConfig
+    from latkit.search.pipeline.runner import run_pipeline
     from latkit.search.target import parse_target
 
     target = parse_target(target_ms, speedup)

@@ -13,12 +13,11 @@ An architecture can be given as
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from latkit._files import one_line
+from latkit._files import parse_json
 from latkit.errors import ArchError, UsageError
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace, get_space
 from latkit.profiler.spaces.netconfig import is_netconfig, network_from_netconfig
@@ -43,7 +42,7 @@ def read_arch_text(arch_text: str | Path) -> Any:
     if not text:
         raise ArchError(f"empty architecture; give {FORMS}")
     if text[0] in "{[":
-        return _json(text, "architecture JSON")
+        return parse_json(text, "architecture JSON", ArchError)
     path = Path(text).expanduser()
     try:
         is_file = path.is_file()
@@ -52,7 +51,7 @@ def read_arch_text(arch_text: str | Path) -> Any:
     if is_file:
         content = _read_text_file(path)
         if content[:1] in ("{", "["):
-            return _json(content, f"architecture file {path}")
+            return parse_json(content, f"architecture file {path}", ArchError)
         return content
     if path.suffix in _PATH_SUFFIXES or "/" in text:
         raise ArchError(f"architecture file {text} does not exist")
@@ -75,17 +74,6 @@ def _read_text_file(path: Path) -> str:
     if text is None or "\x00" in text:
         raise ArchError(f"architecture file {path} is not a text file (a model file?); give {FORMS}")
     return text.strip()
-
-
-def _json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ArchError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    except RecursionError as exc:
-        raise ArchError(f"{what} is nested too deeply to be an architecture") from exc
-    except ValueError as exc:  # e.g. an integer too long to convert
-        raise ArchError(f"{what} cannot be read: {one_line(exc)}") from exc
 
 
 def _unwrap(space: SearchSpace | None, raw: Any) -> tuple[SearchSpace | None, Any, int | None]:

@@ -11,6 +11,7 @@ from latkit.errors import UsageError
 from latkit.profiler.spaces.base import get_space
 from latkit.search import target as tgt
 
+REPRESENTATIVE_IMAGES = 300  # training images the int8 activation ranges are calibrated on
 CPU_RESOLUTION = 64  # cpu devices: a reduced input keeps the default run within minutes
 MAX_RETRIES = 1
 

@@ -50,14 +50,14 @@ from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
 from latkit.devices.precision import Precision, check_precision
 from latkit.errors import LatkitError, StoreError, UsageError
-from latkit.lut.cache import default_lut_dir, lut_path_for
+from latkit.lut.cache import lut_path_for
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import target as tgt
 from latkit.search.deploy.export import ExportedFile, export_arch, save_weights
 from latkit.search.deploy.verify import measure_exported
 from latkit.search.pipeline import report as rpt
-from latkit.search.pipeline.config import CPU_RESOLUTION, MAX_RETRIES, PipelineConfig
+from latkit.search.pipeline.config import REPRESENTATIVE_IMAGES, PipelineConfig
 from latkit.search.pipeline.search_stage import (
     SEARCH_RESOLUTION,
     SearchInputs,
@@ -77,7 +77,6 @@ from latkit.search.pipeline.stages import (
     ProfileResult,
     SearchStageResult,
     TrainStageResult,
-    exported_file,
 )
 
 if TYPE_CHECKING:
@@ -92,7 +91,6 @@ SCHEMA = "latkit.pipeline"
 SCHEMA_VERSION = 1
 STATE_FILE = "pipeline.json"
 SUMMARY_FILE = "summary.json"
-REPRESENTATIVE_IMAGES = 300  # training images the int8 activation ranges are calibrated on
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message)
 
@@ -654,5 +652,4 @@ def _report_extras(p: _Pipeline, calib: CalibrationResult, best: Attempt) -> rpt
     }
 
 
-__all__ = ["CPU_RESOLUTION", "MAX_RETRIES", "PipelineConfig", "PipelineResult", "default_lut_dir", "exported_file",
-           "lut_path_for", "run_pipeline"]
+__all__ = ["PipelineResult", "run_pipeline"]

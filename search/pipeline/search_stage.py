@@ -20,7 +20,7 @@ from latkit._files import write_json
 from latkit.devices.precision import Precision
 from latkit.profiler.spaces.base import Arch, Network, SearchSpace
 from latkit.search.pipeline.stages import EpochPoint, ScoredArch, SearchStageResult
-from latkit.search.target import FILL_STOP, check_reachable, fill_to_target, range_warning
+from latkit.search.target import check_reachable, fill_to_target, range_warning
 from latkit.search.deploy.export import with_classes
 
 if TYPE_CHECKING:
@@ -208,5 +208,5 @@ def _arch_logp(folder: Path, n_choices: int) -> list[np.ndarray]:
     return [torch.log_softmax(tensors[f"alpha.{c}"].double(), 0).numpy() for c in range(n_choices)]
 
 
-__all__ = ["FILL_STOP", "SEARCH_RESOLUTION", "SearchInputs", "adopt_supernet_weights", "classifier_specs",
-           "deployed_network", "fill_to_target", "latency_model", "search_stage"]
+__all__ = ["SEARCH_RESOLUTION", "SearchInputs", "adopt_supernet_weights", "classifier_specs",
+           "deployed_network", "latency_model", "search_stage"]

@@ -168,11 +168,13 @@ def test_throttled_cluster_really_runs_slower(tmp_path, tflite_model):
         (cpufreq_dir(tmp_path, cpu) / "scaling_cur_freq").write_text(f"{BIG_MAX // 2}\n")
     # the baseline runs in a second, cool sandbox; the runs alternate and each side keeps
     # its best, so one loaded moment on a shared host cannot decide the ratio (a working
-    # emulation gives about 2x, a broken one about 1x in every round)
+    # emulation gives about 2x, a broken one about 1x in every round). Thread CPU time of
+    # one process can run 1.3-1.5x another's on a loaded host (a busy hyperthread sibling),
+    # so a slow round is retried: up to 8 rounds, stopping as soon as both ratios show.
     cool = tmp_path / "cool"
     _player(cool, Scenario.named("cool"))
     base = slow = little = 10**9
-    for _ in range(3):
+    for _ in range(8):
         base = min(base, _min_us(cool, tflite_model, None))
         slow = min(slow, _min_us(tmp_path, tflite_model, "f0"))
         little = min(little, _min_us(tmp_path, tflite_model, "0f"))

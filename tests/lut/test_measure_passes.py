@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from latkit.devices import open_device
 from latkit.lut.calibration import MAX_PASSES, PASSES, measure_passes, steady
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType
@@ -21,11 +20,9 @@ def _net(name: str, blocks: int) -> Network:
     return Network(name, (16, 16, 3), (Layer("stem", STEM), *(Layer(f"b{j}", block) for j in range(blocks))))
 
 
-@pytest.fixture(scope="module")
-def device():
-    dev = open_device("cpu:onnxruntime", threads=1)
-    yield dev
-    dev.close()
+@pytest.fixture
+def device(ort_device):
+    return ort_device  # the session's real ONNX Runtime device (tests/conftest.py)
 
 
 def test_a_pass_measures_its_networks_interleaved(device, tmp_path):

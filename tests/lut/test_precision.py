@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -18,35 +19,8 @@ from latkit.lut.io import export_json, import_json, merge
 from latkit.lut.store import LUT, SCHEMA_VERSION
 from latkit.profiler.spaces.base import Layer, Network
 
-# the schema latkit wrote before precisions (SCHEMA_VERSION 1), as it was
-V1_DDL = """
-CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE devices (id INTEGER PRIMARY KEY, uri TEXT NOT NULL UNIQUE, info_json TEXT NOT NULL);
-CREATE TABLE ops (key TEXT PRIMARY KEY, op_type TEXT NOT NULL, spec_json TEXT NOT NULL);
-CREATE TABLE measurements (
-    id INTEGER PRIMARY KEY,
-    op_key TEXT NOT NULL REFERENCES ops(key),
-    device_id INTEGER NOT NULL REFERENCES devices(id),
-    latency_ms REAL NOT NULL,
-    mean_ms REAL, std_ms REAL, min_ms REAL, max_ms REAL,
-    p10_ms REAL, p90_ms REAL, mad_ms REAL,
-    ci_low_ms REAL, ci_high_ms REAL, rel_ci REAL,
-    n_samples INTEGER, n_outliers INTEGER, iterations INTEGER, converged INTEGER,
-    samples_json TEXT NOT NULL DEFAULT '[]',
-    provenance_json TEXT NOT NULL DEFAULT '{}',
-    source TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    UNIQUE (op_key, device_id)
-);
-CREATE TABLE calibrations (
-    id INTEGER PRIMARY KEY,
-    device_id INTEGER NOT NULL REFERENCES devices(id),
-    kind TEXT NOT NULL,
-    params_json TEXT NOT NULL,
-    provenance_json TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-"""
+# the schema latkit wrote before precisions (SCHEMA_VERSION 1), frozen as it was
+V1_DDL = (Path(__file__).parent / "data" / "schema_v1.sql").read_text()
 
 CAL_PARAMS = {"a": 1.1, "b": 0.02, "c": 0.3, "method": "lstsq3", "n_points": 3, "rmse_ms": 0.0, "max_rel_err": 0.0}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from latkit.devices import open_device
 from latkit.errors import UsageError
 from latkit.lut.store import LUT
 from latkit.profiler.ops import Act, OpSpec, OpType
@@ -17,11 +16,9 @@ SPECS = [OpSpec(OpType.MBCONV, (8, 8, 16), (8, 8, 16), kernel=3, expand_ratio=3,
 CONFIG = ProtocolConfig.quick(min_samples=6, max_samples=6)
 
 
-@pytest.fixture(scope="module")
-def device():
-    dev = open_device("cpu:onnxruntime", threads=1)
-    yield dev
-    dev.close()
+@pytest.fixture
+def device(ort_device):
+    return ort_device  # the session's real ONNX Runtime device (tests/conftest.py)
 
 
 def test_each_op_keeps_its_lowest_figure_over_the_passes(device, tmp_path):

@@ -28,8 +28,10 @@ from latkit.search import target as tgt
 from latkit.search.deploy.export import read_arch, standalone_module, with_classes
 from latkit.search.deploy.verify import ExportedModel
 from latkit.lut.tables import TableLatencyModel
-from latkit.search.pipeline.runner import exported_file, lut_path_for, run_pipeline
-from latkit.search.pipeline.search_stage import fill_to_target
+from latkit.lut.cache import lut_path_for
+from latkit.search.pipeline.runner import run_pipeline
+from latkit.search.pipeline.stages import exported_file
+from latkit.search.target import fill_to_target
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ from latkit.devices.loopback.server import LoopbackDevice
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig
 from latkit.search.deploy.export import read_arch, standalone_module
-from latkit.search.pipeline.runner import exported_file, run_pipeline
+from latkit.search.pipeline.runner import run_pipeline
+from latkit.search.pipeline.stages import exported_file
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 
 from latkit.profiler.spaces.base import get_space
 from latkit.search.pipeline.pareto import baseline_entry, network_size, pareto_front
-from latkit.search.pipeline.runner import PipelineConfig
+from latkit.search.pipeline.config import PipelineConfig
 from latkit.search.pipeline.report import render_markdown, reproduce_command, write_report
 
 pytest.importorskip("matplotlib")
