@@ -84,7 +84,7 @@ def part_supernet(args: argparse.Namespace) -> None:
     from latkit.profiler.spaces import get_space
     from latkit.search.supernet.data import load_data
     from latkit.search.supernet.supernet import Supernet
-    from latkit.search.supernet.train import SupernetAccuracy, accuracy_pct, train_step, weight_optimizer
+    from latkit.search.supernet.train import SupernetAccuracy, train_step, weight_optimizer
 
     torch.set_num_threads(1)
     space = get_space("proxyless_mobile_w05")
@@ -113,6 +113,25 @@ def part_supernet(args: argparse.Namespace) -> None:
     est = np.array([evaluator.accuracy(a) for a in archs])
     eval_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    runs = _standalone_runs(args, space, data, archs, est, train)
+    truth = {arch: float(v) for arch, v in zip(archs, runs.mean(0))}
+    alone_s = time.perf_counter() - t0
+    print(f"\nsupernet ({space.name}, {args.supernet_data} 32x32): {args.supernet_epochs} epochs {train_s:.0f} s; "
+          f"{args.n} sub-networks scored {eval_s:.0f} s (mean {est.mean():.1f}%, std {est.std():.1f}); "
+          f"{args.m} trained standalone {args.standalone_epochs} epochs x {args.truth_runs} {alone_s:.0f} s "
+          f"(mean {np.mean(list(truth.values())):.1f}%, std {np.std(list(truth.values())):.1f})")
+    if args.truth_runs > 1:  # how well the truth ranks itself: the ceiling for any estimate
+        _print_self_rank(runs)
+    _, report = rank_report(space.name, archs, est, truth, folds=args.folds, random_state=args.seed)
+    _header("")
+    _row("supernet", report)
+
+
+def _standalone_runs(args: argparse.Namespace, space, data, archs: list, est: np.ndarray, train) -> np.ndarray:
+    """Held-out accuracy of the first ``args.m`` sub-networks trained from scratch, per run."""
+    from latkit.search.supernet.supernet import Supernet
+    from latkit.search.supernet.train import accuracy_pct
+
     runs = np.zeros((args.truth_runs, args.m))
     for run in range(args.truth_runs):  # standalone from scratch: fresh weights, a new seed per run
         for i, arch in enumerate(archs[: args.m]):
@@ -126,22 +145,17 @@ def part_supernet(args: argparse.Namespace) -> None:
                 print(f"  {est[i]:5.1f}% supernet  {runs[run, i]:5.1f}% standalone  "
                       f"{sum(o == 'zero' for o in native)} skipped  {' '.join(o.split('_')[0] for o in native)}",
                       flush=True)  # fmt: skip
-    truth = {arch: float(v) for arch, v in zip(archs, runs.mean(0))}
-    alone_s = time.perf_counter() - t0
-    print(f"\nsupernet ({space.name}, {args.supernet_data} 32x32): {args.supernet_epochs} epochs {train_s:.0f} s; "
-          f"{args.n} sub-networks scored {eval_s:.0f} s (mean {est.mean():.1f}%, std {est.std():.1f}); "
-          f"{args.m} trained standalone {args.standalone_epochs} epochs x {args.truth_runs} {alone_s:.0f} s "
-          f"(mean {np.mean(list(truth.values())):.1f}%, std {np.std(list(truth.values())):.1f})")
-    if args.truth_runs > 1:  # how well the truth ranks itself: the ceiling for any estimate
-        from scipy.stats import kendalltau, spearmanr
+    return runs
 
-        pairs = [(a, b) for a in range(args.truth_runs) for b in range(a + 1, args.truth_runs)]
-        tau = np.mean([kendalltau(runs[a], runs[b])[0] for a, b in pairs])
-        rho = np.mean([spearmanr(runs[a], runs[b])[0] for a, b in pairs])
-        print(f"standalone run vs run (another seed): tau {tau:.3f}, rho {rho:.3f}")
-    _, report = rank_report(space.name, archs, est, truth, folds=args.folds, random_state=args.seed)
-    _header("")
-    _row("supernet", report)
+
+def _print_self_rank(runs: np.ndarray) -> None:
+    """How well one standalone run ranks the networks against another seed's run."""
+    from scipy.stats import kendalltau, spearmanr
+
+    pairs = [(a, b) for a in range(len(runs)) for b in range(a + 1, len(runs))]
+    tau = np.mean([kendalltau(runs[a], runs[b])[0] for a, b in pairs])
+    rho = np.mean([spearmanr(runs[a], runs[b])[0] for a, b in pairs])
+    print(f"standalone run vs run (another seed): tau {tau:.3f}, rho {rho:.3f}")
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def accuracy(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="proxyless_mobile")
     ap.add_argument("--resolution", type=int, default=224)
@@ -55,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lut", type=Path, default=None, help="reuse/extend this LUT (default: a new temp file)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     space = get_space(args.space)
     device = open_device(args.device, threads=args.threads)
     lut_path = args.lut or Path(f"lut_vs_e2e_{args.space}_{args.resolution}.db")
@@ -98,14 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        raw, calr = result["raw"], result["calibrated_heldout"]
-        print(f"{args.space} r={args.resolution} on {args.device} ({args.threads} thread), "
-              f"{args.networks} networks, calibration fitted on {k}")
-        print(f"{'':12s} {'±5% acc':>8s} {'±10% acc':>9s} {'MAPE':>7s} {'LUT/e2e':>8s}")
-        for name, r in (("raw", raw), ("calibrated", calr)):
-            print(f"{name:12s} {r['acc5_pct']:7.1f}% {r['acc10_pct']:8.1f}% {r['mape_pct']:6.2f}% "
-                  f"{r['mean_ratio']:8.3f}")
+        _print_table(args, result)
     return 0
+
+
+def _print_table(args: argparse.Namespace, result: dict) -> None:
+    raw, calr = result["raw"], result["calibrated_heldout"]
+    print(f"{args.space} r={args.resolution} on {args.device} ({args.threads} thread), "
+          f"{args.networks} networks, calibration fitted on {result['calibration_networks']}")
+    print(f"{'':12s} {'±5% acc':>8s} {'±10% acc':>9s} {'MAPE':>7s} {'LUT/e2e':>8s}")
+    for name, r in (("raw", raw), ("calibrated", calr)):
+        print(f"{name:12s} {r['acc5_pct']:7.1f}% {r['acc10_pct']:8.1f}% {r['mape_pct']:6.2f}% "
+              f"{r['mean_ratio']:8.3f}")
 
 
 if __name__ == "__main__":

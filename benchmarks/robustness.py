@@ -46,63 +46,74 @@ def main() -> int:
 
     base = Path(tempfile.mkdtemp(prefix="latkit-robustness-"))
     t0 = time.monotonic()
-    results: list[tuple[str, str, str]] = []  # (id, kind, detail)
     try:
         ws = build_workspace(base / "ws")
         print(f"workspace ready in {time.monotonic() - t0:.0f} s ({base})", flush=True)
-
-        cases = cli_cases()
-        for fam in FAMILIES:
-            cases += [fam.to_case(v) for v in draw(fam, fam.bench_examples)]
-        cases = [c for c in cases if args.only in c.id]
-        readers = [c for c in reader_cases() if args.only in c.id]
-
-        def one(item):
-            i, case = item
-            verdict = run_case(case, base / "cases" / f"{i:04d}", ws)
-            return case.id, verdict.kind, verdict.detail
-
-        done = 0
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for rid, kind, detail in pool.map(one, enumerate(cases)):
-                results.append((rid, kind, detail))
-                done += 1
-                if done % 25 == 0:
-                    print(f"  {done}/{len(cases)} CLI cases ({time.monotonic() - t0:.0f} s)", flush=True)
-        release_sockets()
-        for i, case in enumerate(readers):
-            v = run_reader(case, base / "readers" / f"{i:04d}", ws)
-            results.append((case.id, v.kind, v.detail))
-        print(f"corpus done: {len(cases)} CLI + {len(readers)} reader cases "
-              f"({time.monotonic() - t0:.0f} s)", flush=True)
-
+        results = _run_corpus(args, base, ws, t0)
         if not args.no_faults:
-            for i, fc in enumerate(f for f in fault_cases() if args.only in f.id):
-                v = run_fault_case(fc, base / "faults" / f"{i:02d}", ws)
-                results.append((fc.id, v.kind, v.detail))
-                print(f"  fault {fc.name}: {v.kind} ({time.monotonic() - t0:.0f} s)", flush=True)
-            if args.only in "profile over loopback: unreachable":
-                for rid, v in run_unreachable(base / "unreachable", ws):
-                    results.append((rid, v.kind, v.detail))
-
+            results += _run_faults(args, base, ws, t0)
         _print_summary(results)
-
         if not args.no_kill:
-            print(f"\nkill -9 experiment: profile {N_OPS} operators of proxyless_mobile at 32x32 on "
-                  "cpu:onnxruntime, SIGKILL at 5 moments, resume after each", flush=True)
-            rep = run_kill_experiment(base / "kill", ws.cache)
-            for m, n in zip(rep.moments, rep.killed_at_rows):
-                print(f"  killed {m}: {n} rows committed")
-            print(f"  reference rows {rep.reference}, final rows {rep.final}")
-            print(f"  rows lost: {rep.lost}   rows duplicated: {rep.duplicated}   "
-                  f"unexpected extra: {rep.extra}   missing at the end: {rep.missing}")
-            for note in rep.notes:
-                print(f"  note: {note}")
+            _run_kill(base, ws)
         print(f"\ntotal time {time.monotonic() - t0:.0f} s")
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     return 0
+
+
+def _run_corpus(args: argparse.Namespace, base: Path, ws, t0: float) -> list[tuple[str, str, str]]:
+    """The CLI cases (hand-written and generated, ``--jobs`` at a time), then the reader cases."""
+    cases = cli_cases()
+    for fam in FAMILIES:
+        cases += [fam.to_case(v) for v in draw(fam, fam.bench_examples)]
+    cases = [c for c in cases if args.only in c.id]
+    readers = [c for c in reader_cases() if args.only in c.id]
+
+    def one(item):
+        i, case = item
+        verdict = run_case(case, base / "cases" / f"{i:04d}", ws)
+        return case.id, verdict.kind, verdict.detail
+
+    results: list[tuple[str, str, str]] = []  # (id, kind, detail)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for rid, kind, detail in pool.map(one, enumerate(cases)):
+            results.append((rid, kind, detail))
+            if len(results) % 25 == 0:
+                print(f"  {len(results)}/{len(cases)} CLI cases ({time.monotonic() - t0:.0f} s)", flush=True)
+    release_sockets()
+    for i, case in enumerate(readers):
+        v = run_reader(case, base / "readers" / f"{i:04d}", ws)
+        results.append((case.id, v.kind, v.detail))
+    print(f"corpus done: {len(cases)} CLI + {len(readers)} reader cases "
+          f"({time.monotonic() - t0:.0f} s)", flush=True)
+    return results
+
+
+def _run_faults(args: argparse.Namespace, base: Path, ws, t0: float) -> list[tuple[str, str, str]]:
+    """Loopback fault injection, then a profile against an unreachable phone."""
+    results: list[tuple[str, str, str]] = []
+    for i, fc in enumerate(f for f in fault_cases() if args.only in f.id):
+        v = run_fault_case(fc, base / "faults" / f"{i:02d}", ws)
+        results.append((fc.id, v.kind, v.detail))
+        print(f"  fault {fc.name}: {v.kind} ({time.monotonic() - t0:.0f} s)", flush=True)
+    if args.only in "profile over loopback: unreachable":
+        for rid, v in run_unreachable(base / "unreachable", ws):
+            results.append((rid, v.kind, v.detail))
+    return results
+
+
+def _run_kill(base: Path, ws) -> None:
+    print(f"\nkill -9 experiment: profile {N_OPS} operators of proxyless_mobile at 32x32 on "
+          "cpu:onnxruntime, SIGKILL at 5 moments, resume after each", flush=True)
+    rep = run_kill_experiment(base / "kill", ws.cache)
+    for m, n in zip(rep.moments, rep.killed_at_rows):
+        print(f"  killed {m}: {n} rows committed")
+    print(f"  reference rows {rep.reference}, final rows {rep.final}")
+    print(f"  rows lost: {rep.lost}   rows duplicated: {rep.duplicated}   "
+          f"unexpected extra: {rep.extra}   missing at the end: {rep.missing}")
+    for note in rep.notes:
+        print(f"  note: {note}")
 
 
 def _print_summary(results: list[tuple[str, str, str]]) -> None:
