@@ -333,6 +333,7 @@ def profile_shared(
     poll_s: float = 1.0,
     *,
     precision: str | Precision = Precision.FP32,
+    passes: int = 1,
 ) -> tuple[Any, list[str]]:
     """:func:`~latkit.profiler.runner.profile_ops` for a LUT other runs may share.
 
@@ -348,7 +349,9 @@ def profile_shared(
         lists what was stored before it started), and the keys other runs
         measured while it ran.
 
-    ``precision`` is the precision measured and stored (claims are per precision).
+    ``precision`` is the precision measured and stored (claims are per precision);
+    ``passes``: each claimed chunk is measured that many times over and each op's
+    lowest figure stored (:func:`~latkit.profiler.runner.profile_ops`).
 
     Raises:
         StoreError: another run holds the whole device (``--sample``).
@@ -371,7 +374,8 @@ def profile_shared(
     try:
         for batch in chunks:
             part = profile_ops(
-                device, [unique[k] for k in batch], sink, config, on_progress=on_progress, precision=prec
+                device, [unique[k] for k in batch], sink, config, on_progress=on_progress, precision=prec,
+                passes=passes,
             )
             claims.release(batch)  # the failed ones: another run may try them
             _merge(report, part, sink)

@@ -16,6 +16,8 @@ DEVICE_HELP = ("Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:
                "adb+tcp://HOST:PORT.")
 
 
+MAX_PASSES = 10  # --passes: more passes than this buy no steadier figure, only time
+
 CLOCK_HELP = ("Host CPU clock: auto (thread CPU time with one thread, else wall), thread or wall. "
               "The thread clock leaves out time other processes took the core.")
 
@@ -95,6 +97,10 @@ def profile_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed of --sample."),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
+    passes: int = typer.Option(
+        1, "--passes", min=1, max=MAX_PASSES,
+        help="Measure the operators this many times over, in fresh sessions, and store each one's lowest "
+             "figure (a steadier LUT on a shared or thermally noisy device; N times the time)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout (progress stays on stderr)."),
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
@@ -104,6 +110,8 @@ def profile_cmd(
     wanted = precision_option(precision)
     if space is None and arch is None:
         raise UsageError("give --space (all its operators) or --arch (one network's operators)")
+    if sample is not None and passes > 1:
+        raise UsageError("--passes measures every operator again; it does not combine with --sample")
     if arch is not None:
         network, _ = load_arch(space, arch, resolution)
         specs, space = network.measurable_specs(), network.name
@@ -115,7 +123,7 @@ def profile_cmd(
         _profile_sampled(dev, specs, lut, config, sample, seed, prec, as_json)
         return
     try:
-        report, latencies, by_others = _profile_into(dev, specs, space, lut, config, limit, prec)
+        report, latencies, by_others = _profile_into(dev, specs, space, lut, config, limit, prec, passes)
     finally:
         dev.close()
     if as_json:
@@ -129,12 +137,15 @@ def profile_cmd(
         raise typer.Exit(1)
 
 
-def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec):
-    """Profile ``specs`` into ``lut`` at ``prec`` (shared with other runs), with a progress bar."""
+def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec, passes: int = 1):
+    """Profile ``specs`` into ``lut`` at ``prec`` (shared with other runs), with a progress bar.
+
+    Returns the report, the stored latency of each op measured, and the keys other runs measured.
+    """
     from latkit.lut.claims import profile_shared
     from latkit.lut.store import LUT
 
-    shared_kw = {"precision": prec}
+    shared_kw = {"precision": prec, "passes": passes}
     with LUT.open(lut, create=True) as table:
         done = table.done_keys(dev.info().uri, precision=prec)
         todo = {s.key for s in specs if s.measurable and s.key not in done}
@@ -143,12 +154,10 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
         common.err.print(
             f"{common.esc(space)}: {n_ops} operators, {n_ops - len(todo)} already in {common.esc(lut)}, "
             f"measuring up to {total} on {common.esc(dev.uri)} at {prec.value} ({dev.threads} thread(s))"
+            + (f", {passes} passes" if passes > 1 else "")
         )
-        latencies: dict[str, float] = {}
-        with common.progress_bar("profiling", total) as advance:
+        with common.progress_bar("profiling", total * passes) as advance:
             def on_progress(done, total_, key, measurement):
-                if measurement is not None:
-                    latencies[key] = measurement.latency_ms
                 note = f"{measurement.latency_ms:.3f} ms" if measurement is not None else "failed"
                 advance(f"{key}  {note}")
 
@@ -159,8 +168,9 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
 
             report, by_others = profile_shared(dev, specs, table, config, limit=limit,
                                                on_progress=on_progress, on_wait=on_wait, **shared_kw)
+        stored = {r["op_key"]: r["latency_ms"] for r in table.rows(dev.info().uri, precision=prec.value)}
         _print_report(report, lut, by_others)
-    return report, latencies, by_others
+    return report, {k: stored.get(k) for k in report.measured}, by_others
 
 
 def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_json: bool = False) -> None:

@@ -41,6 +41,28 @@ def test_profile_json_in_process_measures_and_stores_one_operator(capsys, tmp_pa
         assert table.done_keys("cpu:onnxruntime") == {doc["measured"][0]["key"]}
 
 
+def test_profile_passes_stores_each_operators_lowest_figure(capsys, tmp_path) -> None:
+    lut = tmp_path / "p.db"
+    code, out, err = run(capsys, "profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--limit", "2",
+                         "--quick", "--passes", "2", "--lut", str(lut), "--json")  # fmt: skip
+    assert code == 0, err
+    assert "2 passes" in err
+    doc = json.loads(out)
+    from latkit.lut.store import LUT
+
+    with LUT.open(lut, readonly=True) as table:
+        rows = {r["op_key"]: r for r in table.rows("cpu:onnxruntime")}
+    assert sorted(rows) == sorted(m["key"] for m in doc["measured"]) and len(rows) == 2
+    for m in doc["measured"]:  # the JSON gives the stored figure: the lowest of both passes
+        passes = rows[m["key"]]["provenance"]["passes_ms"]
+        assert len(passes) == 2 and m["latency_ms"] == rows[m["key"]]["latency_ms"] == min(passes)
+    code, _, err = run(capsys, "profile", "--space", "proxyless_mobile_w05", "--lut", str(lut), "--passes", "2",
+                       "--sample", "5")  # fmt: skip
+    assert code != 0 and "does not combine with --sample" in err and "Traceback" not in err
+    code, _, err = run(capsys, "profile", "--space", "proxyless_mobile_w05", "--lut", str(lut), "--passes", "0")
+    assert code != 0 and "--passes" in err
+
+
 @pytest.mark.slow  # profiles operators in a latkit subprocess
 def test_profile_off_a_terminal_prints_plain_lines_and_json(tmp_path) -> None:
     lut = tmp_path / "p.db"
