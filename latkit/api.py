@@ -77,6 +77,7 @@ def profile(
     precision: str = "fp32",
     config: ProtocolConfig | None = None,
     quick: bool = False,
+    passes: int = 1,
 ) -> ProfileReport:
     """Measure a search space's operators on ``device`` into the LUT file ``lut`` (resumable).
 
@@ -91,6 +92,8 @@ def profile(
         precision: ``fp32``, ``fp16`` or ``int8``; the device must run it.
         config: measurement protocol; default the standard one.
         quick: few samples per operator (smoke runs, not real LUTs); ignored with ``config``.
+        passes: measure the operators this many times over, in fresh sessions, and
+            store each one's lowest figure (as ``latkit profile --passes``).
 
     Returns:
         The report: measured, skipped and failed operators.
@@ -109,7 +112,8 @@ def profile(
     try:
         prec = check_precision(dev, precision)
         with _LUT.open(lut, create=True) as table:
-            return profile_ops(dev, specs, table, _protocol(config, quick), limit, precision=prec)
+            return profile_ops(dev, specs, table, _protocol(config, quick), limit, precision=prec,
+                               passes=passes)
     finally:
         if dev is not device:
             dev.close()

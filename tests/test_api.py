@@ -85,10 +85,12 @@ def test_profile_then_estimate_sums_the_lut_rows(tmp_path: Path) -> None:
 
 
 def test_profile_limit_and_unknown_space(tmp_path: Path) -> None:
-    report = latkit.profile("cpu:onnxruntime", SPACE, tmp_path / "l.db", resolution=32, limit=2, quick=True)
+    report = latkit.profile("cpu:onnxruntime", SPACE, tmp_path / "l.db", resolution=32, limit=2, quick=True,
+                            passes=2)
     assert len(report.measured) == 2
     with latkit.open_lut(tmp_path / "l.db", readonly=True) as table:
         assert table.summary()["total"] == 2
+        assert all(len(r["provenance"]["passes_ms"]) == 2 for r in table.rows())  # two passes, the lowest kept
     with pytest.raises(latkit.LatkitError, match="no_such_space"):
         latkit.profile("cpu:onnxruntime", "no_such_space", tmp_path / "x.db")
 
