@@ -379,6 +379,7 @@ class _Pipeline:
                           precision=self.precision, layout=self.cfg.layout,
                           representative=self.representative() if quantized else None,
                           on_progress=lambda msg: say(min(next(steps), total), total, msg))  # fmt: skip
+        say(total, total, f"{len(rep.files)} file(s) written")  # the steps are an upper bound: end at the total
         return ExportResult(rep.to_dict())
 
     def representative(self) -> np.ndarray:

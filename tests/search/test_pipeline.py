@@ -74,14 +74,18 @@ def run(tmp_path_factory: pytest.TempPathFactory, lut_and_target):
     lut, target = lut_and_target
     out = tmp_path_factory.mktemp("run")
     stages: list[str] = []
-    result = run_pipeline(DEVICE, SPACE, target, out, lut=lut, on_progress=lambda s, d, t, m: stages.append(s), **TINY)
-    return result, out, lut, stages
+    counts: dict[str, tuple[int, int]] = {}  # each stage's last (done, total)
+    result = run_pipeline(DEVICE, SPACE, target, out, lut=lut,
+                          on_progress=lambda s, d, t, m: (stages.append(s), counts.__setitem__(s, (d, t))), **TINY)
+    return result, out, lut, stages, counts
 
 
 def test_every_stage_ran_and_reused_the_lut(run) -> None:
-    result, out, _, stages = run
+    result, out, _, stages, counts = run
     for stage in ("calibrate", "search", "train", "export", "measure", "report"):
         assert stage in stages
+        done, total = counts[stage]
+        assert done == total > 0, (stage, done, total)  # every stage ends at its total (export said 2/4)
     state = json.loads((out / "pipeline.json").read_text())
     assert "profile" in state["stages"]  # ran, with nothing left to measure (no progress to report)
     assert state["schema"] == "latkit.pipeline"
@@ -98,7 +102,7 @@ def test_exported_files_load_with_parity(run) -> None:
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
 
-    result, _, _, _ = run
+    result, _, _, _, _ = run
     info = read_arch(result.arch_path)
     weights = next(f for f in result.export["files"])["path"]
     weights = json.loads(Path(weights + ".json").read_text())["weights"]["file"]
@@ -122,7 +126,7 @@ def test_exported_files_load_with_parity(run) -> None:
 
 
 def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
-    result, out, lut, _ = run
+    result, out, lut, _, _ = run
     onnx_file = exported_file(result.export, "onnx")
     measured = onnx_file.meta()["measured_latency"]
     assert measured["latency_ms"] == pytest.approx(result.measured_ms)
@@ -155,7 +159,7 @@ def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
 
 
 def test_predicted_latency_is_the_calibrated_lut_estimate_within_target(run) -> None:
-    result, _, _, _ = run
+    result, _, _, _, _ = run
     arch = json.loads(result.arch_path.read_text())
     assert arch["latency_ms"] == pytest.approx(result.predicted_ms)
     assert arch["latency_ms"] <= arch["search_target_ms"] * (1 + 1e-9)
@@ -249,7 +253,7 @@ def test_an_unreachable_target_stops_before_the_search_naming_the_range(lut_and_
 def test_the_calibration_sees_the_fastest_network_with_every_layer(run) -> None:
     from latkit.lut.estimate import estimate
 
-    result, out, lut, _ = run
+    result, out, lut, _, _ = run
     calib = json.loads((out / "pipeline.json").read_text())["stages"]["calibrate"]["outputs"]
     space = get_space(SPACE)
     with LUT.open(lut) as table:
@@ -264,7 +268,7 @@ def test_the_calibration_sees_the_fastest_network_with_every_layer(run) -> None:
 
 
 def test_rerun_skips_finished_stages_and_refuses_other_settings(run, lut_and_target) -> None:
-    result, out, lut, _ = run
+    result, out, lut, _, _ = run
     stages: list[tuple[str, str]] = []
     again = run_pipeline(DEVICE, SPACE, result.target_ms, out, lut=lut,
                          on_progress=lambda s, d, t, m: stages.append((s, m)), **TINY)  # fmt: skip
