@@ -51,7 +51,7 @@ from latkit.profiler.spaces.base import Arch, SearchSpace
 if TYPE_CHECKING:
     import torch
 
-MAX_JOINT_OPTIONS = 4096  # bound on the options one layer's dependencies may span
+MAX_JOINT_OPTIONS = 100_000  # bound on the options one layer's dependencies may span (as lutsum had)
 
 
 @dataclass(frozen=True)
