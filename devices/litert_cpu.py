@@ -4,6 +4,15 @@ The interpreter comes from ``ai_edge_litert`` or, failing that, the older
 ``tflite_runtime`` package; both apply the XNNPACK delegate by default, as the
 Android runtime does. The input is set once and ``invoke()`` is timed.
 
+One model is opened as :data:`INSTANCES` interpreters and a timing is the
+mean over all of them. An XNNPACK kernel's speed can depend on where the
+interpreter's buffers land in memory: one kernel-7 MBConv (16x16x16, expand 3,
+fp32) opened eight times in one process took 0.47 ms in four interpreters and
+0.75-0.86 ms in the other four, stable within each. A network's operators land
+wherever they land, so the latency of an operator or a network is the mean
+over placements, not the one placement a single interpreter drew (with one
+interpreter per model, the LiteRT LUT sum missed networks by up to 30%).
+
 It runs fp32, fp16 (float16 weights, dequantized at load) and full-integer
 int8 files. A full-integer file takes and returns int8 tensors: the seeded
 float input is quantized with the input tensor's scale and zero point, and
@@ -15,7 +24,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -47,6 +56,7 @@ _RUNTIMES = (
 )
 INSTALL_HINT = "pip install 'latkit[tflite]'"
 INPUT_SEED = 0
+INSTANCES = 4  # interpreters per model, each with its own buffers; timings average over them
 
 
 def _runtime() -> tuple[ModuleType, str, str] | None:
@@ -87,12 +97,18 @@ def dequantize_output(detail: dict[str, Any], y: np.ndarray) -> np.ndarray:
 
 
 class LiteRTSession(Session):
-    """A LiteRT interpreter with its tensors allocated and its input set."""
+    """LiteRT interpreters of one model, their tensors allocated and their input set.
+
+    ``interpreter`` answers :meth:`run` and :meth:`outputs`; :meth:`time`
+    spreads its invocations over it and ``others`` (more interpreters of the
+    same file, each with its own buffers) and returns the mean.
+    """
 
     def __init__(self, interpreter: Any, path: Path,
-                 now_ns: Callable[[], int] = time.perf_counter_ns) -> None:
+                 now_ns: Callable[[], int] = time.perf_counter_ns, others: Sequence[Any] = ()) -> None:
         self._now = now_ns
         self._interpreter = interpreter
+        self._all = [interpreter, *others]
         self._path = path
 
     def outputs(self) -> list[np.ndarray]:
@@ -112,22 +128,31 @@ class LiteRTSession(Session):
         return self.float_outputs()
 
     def time(self, iterations: int) -> float:
-        """Mean seconds per ``invoke()`` over ``iterations`` back-to-back calls."""
+        """Mean seconds per ``invoke()``, over back-to-back calls on each interpreter in turn.
+
+        Each interpreter runs ``iterations / len(interpreters)`` calls (at
+        least one), so every figure averages all of them.
+        """
         if iterations < 1:
             raise UsageError(f"iterations must be >= 1, got {iterations}")
-        invoke = self._interpreter.invoke
+        k = len(self._all)
+        counts = [iterations // k + (i < iterations % k) or 1 for i in range(k)]
+        elapsed = 0
         try:
-            start = self._now()
-            for _ in range(iterations):
-                invoke()
-            elapsed = self._now() - start
+            for interp, n in zip(self._all, counts):
+                invoke = interp.invoke
+                start = self._now()
+                for _ in range(n):
+                    invoke()
+                elapsed += self._now() - start
         except (RuntimeError, ValueError) as exc:
             raise MeasurementError(f"LiteRT failed running {self._path}: {one_line(exc)}") from exc
-        return elapsed / iterations / 1e9
+        return elapsed / sum(counts) / 1e9
 
     def close(self) -> None:
         """Drop the interpreter."""
         self._interpreter = None
+        self._all = []
 
 
 @register_device("cpu:litert")
@@ -156,7 +181,7 @@ class LiteRTCPU(HostDevice):
         })
 
     def open(self, model: ModelSource) -> LiteRTSession:
-        """Load ``model``'s TFLite file, allocate tensors, set the input, invoke once.
+        """Load ``model``'s TFLite file into :data:`INSTANCES` interpreters, set the input, invoke once.
 
         Raises:
             MissingExtraError: no LiteRT runtime is installed.
@@ -166,6 +191,11 @@ class LiteRTCPU(HostDevice):
         check_precision(self, getattr(model, "precision", None))
         module, _, _ = self._require()
         path = Path(model.file(ModelFormat.TFLITE))
+        interps = [self._load(module, path, model) for _ in range(INSTANCES)]
+        return LiteRTSession(interps[0], path, self.now_ns, interps[1:])
+
+    def _load(self, module: ModuleType, path: Path, model: ModelSource) -> Any:
+        """One interpreter on ``path``, tensors allocated, the seeded input set, invoked once."""
         try:
             # The runtime announces its XNNPACK delegate on stderr; keep it for debugging.
             with captured_output() as out:
@@ -180,10 +210,9 @@ class LiteRTCPU(HostDevice):
         detail = interp.get_input_details()[0]
         shape = tuple(int(v) for v in detail["shape"])
         data = np.random.default_rng(INPUT_SEED).standard_normal(shape).astype(np.float32)
-        session = LiteRTSession(interp, path, self.now_ns)
         try:
             interp.set_tensor(detail["index"], quantize_input(detail, data))
             interp.invoke()
         except (ValueError, RuntimeError) as exc:
             raise DeviceError(f"LiteRT cannot run {path}: {one_line(exc)}") from exc
-        return session
+        return interp
