@@ -5,13 +5,15 @@ The interpreter comes from ``ai_edge_litert`` or, failing that, the older
 Android runtime does. The input is set once and ``invoke()`` is timed.
 
 One model is opened as :data:`INSTANCES` interpreters and a timing is the
-mean over all of them. An XNNPACK kernel's speed can depend on where the
-interpreter's buffers land in memory: one kernel-7 MBConv (16x16x16, expand 3,
-fp32) opened eight times in one process took 0.47 ms in four interpreters and
-0.75-0.86 ms in the other four, stable within each. A network's operators land
-wherever they land, so the latency of an operator or a network is the mean
-over placements, not the one placement a single interpreter drew (with one
-interpreter per model, the LiteRT LUT sum missed networks by up to 30%).
+mean over all of them. An XNNPACK kernel's speed can depend on the
+interpreter it runs in: one kernel-7 MBConv (16x16x16, expand 3, fp32) opened
+eight times in one process and timed in interleaved rounds took 0.47 ms in
+four interpreters and 0.75-0.86 ms in the other four. A network's operators
+run wherever their interpreter put them, so an operator's or a network's
+latency is taken as the mean over several interpreters, not the one a single
+interpreter drew. Measured in the same interleaved rounds on five int8
+networks, network / LUT-sum ratios went from 1.04-1.24 (one interpreter per
+model) to 1.05-1.16 (four).
 
 It runs fp32, fp16 (float16 weights, dequantized at load) and full-integer
 int8 files. A full-integer file takes and returns int8 tensors: the seeded
