@@ -180,6 +180,7 @@ class LiteRTCPU(HostDevice):
         _, dist, version = self._require()
         return host_cpu_info(self, "litert", version, {
             "package": dist, "delegate": "xnnpack (runtime default)", "clock": self.clock,
+            "interpreters": INSTANCES,  # a timing is the mean over this many interpreters of the model
         })
 
     def open(self, model: ModelSource) -> LiteRTSession:

@@ -12,6 +12,7 @@ import torch
 
 from latkit.devices import list_devices, open_device
 from latkit.devices.base import ModelFormat, captured_output
+from latkit.devices.litert_cpu import INSTANCES
 from latkit.errors import DeviceError, UnknownNameError, UsageError
 from latkit.profiler.build import flops
 from latkit.profiler.export import BuiltModel
@@ -96,6 +97,7 @@ def test_litert_records_package_and_delegate():
     info = open_device("cpu:litert").info()
     assert info.extra["package"] in {"ai-edge-litert", "tflite-runtime"}
     assert "xnnpack" in info.extra["delegate"]
+    assert info.extra["interpreters"] == INSTANCES  # recorded: a timing averages that many interpreters
 
 
 @pytest.mark.parametrize("uri", ["cpu:onnxruntime", "cpu:litert"])
