@@ -168,7 +168,7 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
 
             report, by_others = profile_shared(dev, specs, table, config, limit=limit,
                                                on_progress=on_progress, on_wait=on_wait, **shared_kw)
-        stored = {r["op_key"]: r["latency_ms"] for r in table.rows(dev.info().uri, precision=prec.value)}
+        stored = table.lookup(report.measured, dev.info().uri, strict=False, precision=prec)  # what each op keeps
         _print_report(report, lut, by_others)
     return report, {k: stored.get(k) for k in report.measured}, by_others
 
