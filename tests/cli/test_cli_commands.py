@@ -243,18 +243,19 @@ def test_run_exits_zero_when_met_and_stops_on_an_unreachable_target(capsys, capl
 def test_search_takes_a_target_relative_to_the_space_and_warns_above_its_range(capsys, small_lut, tmp_path):
     common = ("search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut), "--resolution", "32",
               "--algorithm", "random", "--epochs", "1", "--queries", "3", "--json")
-    code, out, err = run(capsys, *common, "--target-ms", "60%", "--out", str(tmp_path / "pct"))
+    # the fastest network is ~47% of the slowest at 32x32 here (more on a loaded host), so targets stay above 60%
+    code, out, err = run(capsys, *common, "--target-ms", "80%", "--out", str(tmp_path / "pct"))
     assert code == 0, err
     pct = json.loads(out)
-    assert pct["target"]["fraction"] == pytest.approx(0.6) and pct["latency_ms"] <= pct["target_ms"]
+    assert pct["target"]["fraction"] == pytest.approx(0.8) and pct["latency_ms"] <= pct["target_ms"]
     arch = json.loads(Path(pct["files"]["arch"]).read_text())
     assert arch["target_ms"] == pytest.approx(pct["target_ms"])
-    assert arch["target"].startswith("60% of the slowest network") and arch["target"].endswith(f"= {pct['target_ms']:.3f} ms")
-    code, out, err = run(capsys, *common, "--speedup", "2x", "--out", str(tmp_path / "x2"))
+    assert arch["target"].startswith("80% of the slowest network") and arch["target"].endswith(f"= {pct['target_ms']:.3f} ms")
+    code, out, err = run(capsys, *common, "--speedup", "1.5x", "--out", str(tmp_path / "x15"))
     assert code == 0, err
-    x2 = json.loads(out)
-    # both resolve on the same slowest network: 50% vs 60% of it
-    assert x2["target_ms"] / pct["target_ms"] == pytest.approx(0.5 / 0.6)
+    x15 = json.loads(out)
+    # both resolve on the same slowest network: 1/1.5 vs 80% of it
+    assert x15["target_ms"] / pct["target_ms"] == pytest.approx((1 / 1.5) / 0.8)
     assert "warning:" not in err
     # a target above the space: warned before any work (the search after it fails at once)
     code, _, err = run(capsys, "search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut), "--resolution",
