@@ -4,8 +4,8 @@ latkit does not quantize by itself; it drives the maintained quantizers the
 runtimes are built for and then checks their output:
 
 * TFLite ``int8``: ai-edge-quantizer's static recipe (``static_wi8_ai8``):
-  per-channel int8 weights, int8 activations whose ranges come from min-max
-  calibration on representative inputs, int8 model input and output, the
+  per-channel int8 weights, int8 activations whose ranges are the lowest and
+  highest values over all representative inputs (global min-max), int8 model input and output, the
   full-integer file LiteRT/XNNPACK and NNAPI run on phones.
 * TFLite ``fp16``: float16 weights dequantized at load (the file GPU
   delegates take; on a CPU the compute stays float32).
@@ -44,7 +44,7 @@ REPRESENTATIVE_COUNT = 16
 REPRESENTATIVE_SEED = 20240
 TFLITE_INT8_SCHEME = (
     "ai-edge-quantizer static_wi8_ai8: per-channel int8 weights, int8 activations "
-    "(min-max calibration), int8 input/output"
+    "(global min-max calibration), int8 input/output"
 )
 TFLITE_FP16_SCHEME = "ai-edge-quantizer float casting: float16 weights dequantized at load, float32 compute"
 ONNX_INT8_SCHEME = (
@@ -165,7 +165,7 @@ def quantize_tflite(src: str | Path, dst: str | Path, precision: str | Precision
             if p is Precision.INT8:
                 q = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
                 data = _tflite_calibration(interp, representative, src.name)
-                result = q.quantize(q.calibrate(data, num_threads=1), enable_progress_report=False)
+                result = q.quantize(_min_max_ranges(src, data), enable_progress_report=False)
                 meta["scheme"] = TFLITE_INT8_SCHEME
                 meta["calibration_inputs"] = len(next(iter(data.values())))
             else:
@@ -195,6 +195,25 @@ def _tflite_calibration(interp: Any, representative: Sequence[np.ndarray] | None
     shape = tuple(int(v) for v in interp.get_input_details()[0]["shape"])
     arrays = _fit_inputs(representative, shape, name)
     return {key: [{sig["inputs"][0]: a} for a in arrays]}
+
+
+def _min_max_ranges(src: Path, data: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, Any]:
+    """Each activation's range: the lowest and highest value over all calibration inputs.
+
+    ``Quantizer.calibrate`` keeps a moving average of each input's own min and max
+    instead, which clips what fewer inputs reach: on a searched proxyless network
+    (32x32 digits, 300 inputs) its int8 file scored 86.3% against 91.7% in fp32,
+    where the global ranges here scored 91.8% (ONNX Runtime's calibration uses global
+    ranges too, and its file scored 91.8%).
+    """
+    from ai_edge_quantizer import calibrator, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    recipes = recipe_manager.RecipeManager()
+    recipes.load_quantization_recipe(recipe.static_wi8_ai8())
+    calib = calibrator.Calibrator(src.read_bytes(), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
+    calib.calibrate(data, recipes)
+    return calib.get_model_qsvs()
 
 
 def _fp16_recipe(q: Any) -> None:

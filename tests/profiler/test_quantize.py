@@ -234,3 +234,22 @@ def test_representative_inputs_steer_calibration(cache, tmp_path):
     scale = Interpreter(model_path=str(tmp_path / "normal.tflite")).get_input_details()[0]["quantization"][0]
     # inputs of +-40 need a far coarser input scale than standard-normal ones (about 7/255)
     assert scale_wide > 5 * scale and scale == pytest.approx(7.5 / 255, rel=0.3)
+
+
+def test_int8_tflite_ranges_cover_every_calibration_input(cache, tmp_path):
+    """An activation's range is the lowest to highest value over all inputs, not a moving average of each one's.
+
+    ai-edge-quantizer's own ``calibrate`` averages each input's min/max (weight 0.95 on
+    the past), which would shrink one wide input among 30 normal ones to about +-5.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    src = BuiltModel(OPS["conv"], cache_dir=cache).file("tflite")
+    rng = np.random.default_rng(5)
+    inputs = [np.full((1, 3, 32, 32), 40.0, np.float32), np.full((1, 3, 32, 32), -40.0, np.float32)]
+    inputs += [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(30)]
+    quantize_tflite(src, tmp_path / "q.tflite", "int8", inputs)
+    scale, zero = Interpreter(model_path=str(tmp_path / "q.tflite")).get_input_details()[0]["quantization"]
+    low, high = (-128 - zero) * scale, (127 - zero) * scale
+    assert low <= -40.0 + scale and high >= 40.0 - scale, (low, high)
+    assert high - low == pytest.approx(80.0, rel=0.02)  # and no wider than the inputs reach
