@@ -5,8 +5,8 @@ runtimes are built for and then checks their output:
 
 * TFLite ``int8``: ai-edge-quantizer's static recipe (``static_wi8_ai8``):
   per-channel int8 weights, int8 activations whose ranges are the lowest and
-  highest values over all representative inputs (global min-max), int8 model input and output, the
-  full-integer file LiteRT/XNNPACK and NNAPI run on phones.
+  highest values over all representative inputs (global min-max), int8 model
+  input and output, the full-integer file LiteRT/XNNPACK and NNAPI run on phones.
 * TFLite ``fp16``: float16 weights dequantized at load (the file GPU
   delegates take; on a CPU the compute stays float32).
 * ONNX ``int8``: ``onnxruntime.quantization.quantize_static`` in QDQ format,
