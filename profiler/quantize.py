@@ -163,9 +163,10 @@ def quantize_tflite(src: str | Path, dst: str | Path, precision: str | Precision
             raise MissingExtraError(f"TFLite {p.value} quantization", "tflite", exc) from None
         try:
             if p is Precision.INT8:
-                q = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
+                int8_recipe = recipe.static_wi8_ai8()
+                q = quantizer.Quantizer(str(src), int8_recipe)
                 data = _tflite_calibration(interp, representative, src.name)
-                result = q.quantize(_min_max_ranges(src, data), enable_progress_report=False)
+                result = q.quantize(_min_max_ranges(src, int8_recipe, data), enable_progress_report=False)
                 meta["scheme"] = TFLITE_INT8_SCHEME
                 meta["calibration_inputs"] = len(next(iter(data.values())))
             else:
@@ -197,7 +198,7 @@ def _tflite_calibration(interp: Any, representative: Sequence[np.ndarray] | None
     return {key: [{sig["inputs"][0]: a} for a in arrays]}
 
 
-def _min_max_ranges(src: Path, data: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, Any]:
+def _min_max_ranges(src: Path, int8_recipe: Any, data: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, Any]:
     """Each activation's range: the lowest and highest value over all calibration inputs.
 
     ``Quantizer.calibrate`` keeps a moving average of each input's own min and max
@@ -206,11 +207,11 @@ def _min_max_ranges(src: Path, data: dict[str, list[dict[str, np.ndarray]]]) -> 
     where the global ranges here scored 91.8% (ONNX Runtime's calibration uses global
     ranges too, and its file scored 91.8%).
     """
-    from ai_edge_quantizer import calibrator, recipe, recipe_manager
+    from ai_edge_quantizer import calibrator, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
     recipes = recipe_manager.RecipeManager()
-    recipes.load_quantization_recipe(recipe.static_wi8_ai8())
+    recipes.load_quantization_recipe(int8_recipe)
     calib = calibrator.Calibrator(src.read_bytes(), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
     calib.calibrate(data, recipes)
     return calib.get_model_qsvs()
