@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from latkit.search.supernet.accuracy_gcn import RankReport, distinct_samples, rank_report  # noqa: E402
 from latkit.search.framework.tabular import TabularProblem  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _fmt(corr: dict[str, float] | None) -> str:

@@ -46,10 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from latkit._files import write_json
+from latkit.core.files import write_json
 from latkit.devices import open_device
 from latkit.devices.base import Device
-from latkit.errors import LatkitError, UsageError
+from latkit.core.errors import LatkitError, UsageError
 from latkit.lut.calibration import (
     Calibration,
     calibrate_device,

@@ -31,7 +31,7 @@ from latkit.predictors.data import encode_archs, read_latency_csv
 from latkit.predictors.evaluate import few_shot
 from latkit.predictors.metrics import score
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 SPACES = {"fbnet": "fbnet_latency_ms.csv", "nasbench201": "nasbench201_latency_ms.csv"}
 
 

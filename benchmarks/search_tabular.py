@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from latkit.search.framework.tabular import TabularProblem, run_tabular  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 OFF = {"use_critic": False, "use_replay": False, "use_pool": False}
 METHODS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),

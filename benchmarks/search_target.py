@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from latkit.errors import LatkitError
+from latkit.core.errors import LatkitError
 from latkit.lut.store import LUT
 from latkit.profiler.spaces import get_space
 from latkit.search.supernet.data import load_digits

@@ -1,6 +1,6 @@
 """Does the pipeline hit the latency target? Measured latency of the exported model vs target.
 
-Runs :func:`latkit.search.pipeline.runner.run_pipeline` on ``cpu:onnxruntime`` for three
+Runs :func:`latkit.pipeline.runner.run_pipeline` on ``cpu:onnxruntime`` for three
 targets spread over the space's calibrated latency range at the default CPU settings
 (resolution 64, the embedded digits) and prints, per target, the calibrated
 prediction, the latency of the exported ONNX file measured on the device, the
@@ -30,9 +30,9 @@ from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.lut.tables import TableLatencyModel
 from latkit.lut.cache import lut_path_for
-from latkit.search.pipeline.config import CPU_RESOLUTION
-from latkit.search.pipeline.runner import run_pipeline
-from latkit.search.pipeline.stages import exported_file
+from latkit.pipeline.config import CPU_RESOLUTION
+from latkit.pipeline.runner import run_pipeline
+from latkit.pipeline.stages import exported_file
 
 DEVICE = "cpu:onnxruntime"
 FRACTIONS = (0.25, 0.5, 0.75)  # where in the space's calibrated [fastest, slowest] the targets sit

@@ -5,8 +5,8 @@ Every module is parsed (not imported) and each ``import latkit...`` /
 
 * Layers: ``devices -> profiler -> lut -> predictors -> search -> cli`` (``latkit``'s
   front door — ``latkit/__init__.py``, ``latkit.api``, ``latkit.cli`` — on top; the
-  generic helpers ``latkit.errors``, ``latkit.registry``, ``latkit._files``,
-  ``latkit._version``, ``latkit._cache`` at the bottom). A module may import its own
+  generic helpers ``latkit.core.errors``, ``latkit.core.registry``, ``latkit.core.files``,
+  ``latkit._version``, ``latkit.core.cache`` at the bottom). A module may import its own
   layer or a lower one, at module level or inside a function: a lazy import is still
   a dependency.
 * Cycles: only imports that run when the module is imported count (module body,
@@ -24,17 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# folder -> import package, as mapped in pyproject.toml
-PACKAGES = {
-    "latkit": "latkit",
-    "devices": "latkit.devices",
-    "profiler": "latkit.profiler",
-    "lut": "latkit.lut",
-    "predictors": "latkit.predictors",
-    "search": "latkit.search",
-}
-BASE = {"latkit.errors", "latkit.registry", "latkit._files", "latkit._version", "latkit._cache"}
-LAYERS = ["base", "devices", "profiler", "lut", "predictors", "search", "front"]
+# the one import package, under src/
+PACKAGES = {"src/latkit": "latkit"}
+BASE = {"latkit._version"}  # latkit.core.* is the base layer too (see _layer)
+LAYERS = ["core", "devices", "profiler", "lut", "predictors", "search", "deploy", "pipeline", "front"]
 
 # (importer, imported): upward imports that are known and allowed, with the reason
 KNOWN_UPWARD: dict[tuple[str, str], str] = {}
@@ -57,7 +50,7 @@ MODULES = _modules()
 
 def _layer(module: str) -> int:
     if module in BASE:
-        return 0
+        return LAYERS.index("core")
     parts = module.split(".")
     if len(parts) > 1 and parts[1] in LAYERS:
         return LAYERS.index(parts[1])
@@ -138,9 +131,9 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_every_package():
     graph = _graph(eager_only=False)
-    assert {"latkit.devices.base", "latkit.lut.store", "latkit.search.run", "latkit.registry"} <= set(graph)
+    assert {"latkit.devices.base", "latkit.lut.store", "latkit.search.run", "latkit.core.registry"} <= set(graph)
     assert "latkit.profiler.spaces.base" in graph["latkit.search.framework.base"]
-    assert "latkit.registry" in graph["latkit.devices.base"]
+    assert "latkit.core.registry" in graph["latkit.devices.base"]
 
 
 def test_no_module_level_import_cycles():
@@ -177,7 +170,7 @@ def test_the_checks_catch_a_cycle_and_an_upward_import():
     assert eager == {"latkit.search.framework.base"}
     lazy = set(_imports(source, "latkit.devices.base", eager_only=False))
     assert lazy == {"latkit.search.framework.base", "latkit.lut.store", "latkit.predictors.base"}
-    assert _layer("latkit.search.framework.base") > _layer("latkit.devices.base") > _layer("latkit.registry")
+    assert _layer("latkit.search.framework.base") > _layer("latkit.devices.base") > _layer("latkit.core.registry")
 
 
 def _long_functions(tree: ast.AST, limit: int) -> Iterator[tuple[int, str, int]]:

@@ -12,7 +12,7 @@ import pytest
 
 from latkit.cli import main
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2] / "data"
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

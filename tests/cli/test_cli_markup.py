@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from latkit.cli import common, main
-from latkit.errors import MissingExtraError
+from latkit.core.errors import MissingExtraError
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latkit.search.pipeline.report import render_markdown
+from latkit.pipeline.report import render_markdown
 
 
 def _summary(resolution: int, supernet: int) -> dict:

@@ -12,7 +12,7 @@ import pytest
 from latkit.devices.android import AndroidDevice
 from latkit.devices.base import open_device
 from latkit.devices.precision import Precision, check_precision
-from latkit.errors import MeasurementError, UsageError
+from latkit.core.errors import MeasurementError, UsageError
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import ProtocolConfig, measure_many
 

@@ -11,7 +11,7 @@ import pytest
 from latkit.devices.android import AndroidDevice
 from latkit.devices.android_state import ThermalPolicy
 from latkit.devices.base import ModelFormat, open_device
-from latkit.errors import DeviceError, MeasurementError
+from latkit.core.errors import DeviceError, MeasurementError
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 
 from latkit.cli import main
 from latkit.devices.base import open_device
-from latkit.errors import DeviceUnreachableError
+from latkit.core.errors import DeviceUnreachableError
 from latkit.lut.store import LUT
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import ProtocolConfig

@@ -20,7 +20,7 @@ from latkit.devices.adb_transport import (
     open_transport,
     parse_adb_uri,
 )
-from latkit.errors import DeviceError, UsageError
+from latkit.core.errors import DeviceError, UsageError
 
 LoopbackDevice = pytest.importorskip("latkit.devices.loopback.server").LoopbackDevice
 

@@ -9,7 +9,7 @@ import pytest
 
 from latkit.devices.benchmark_parser import DelegateReport, parse_benchmark_output, parse_stat_line
 from latkit.devices.delegation import summarize_delegation
-from latkit.errors import ParseError
+from latkit.core.errors import ParseError
 
 FIX = Path(__file__).parent / "fixtures"
 

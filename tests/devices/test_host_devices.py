@@ -13,7 +13,7 @@ import torch
 from latkit.devices import list_devices, open_device
 from latkit.devices.base import ModelFormat, captured_output
 from latkit.devices.litert_cpu import INSTANCES
-from latkit.errors import DeviceError, UnknownNameError, UsageError
+from latkit.core.errors import DeviceError, UnknownNameError, UsageError
 from latkit.profiler.build import flops
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType

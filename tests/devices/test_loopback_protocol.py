@@ -12,7 +12,7 @@ from latkit.devices.loopback.protocol import (A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_
                                               A_VERSION_MIN, A_WRTE, HEADER, Message,
                                               checksum, pack)
 from latkit.devices.loopback.server import LoopbackDevice
-from latkit.errors import UnknownNameError, UsageError
+from latkit.core.errors import UnknownNameError, UsageError
 
 
 class RawHost:

@@ -19,7 +19,7 @@ from latkit.devices.loopback.protocol import (A_CNXN, A_OKAY, A_OPEN, A_VERSION,
                                               Message, pack)
 from latkit.devices.loopback.streams import HARD_BACKLOG
 from latkit.devices.loopback.server import LoopbackDevice
-from latkit.errors import DeviceError, UsageError
+from latkit.core.errors import DeviceError, UsageError
 
 adb_shell = pytest.importorskip("adb_shell")
 from adb_shell.adb_device import AdbDeviceTcp  # noqa: E402

@@ -11,7 +11,7 @@ from latkit.profiler import stats
 from latkit.profiler.measurement import Measurement
 from latkit.profiler.ops import Act, OpSpec, OpType
 
-LUT_DATA = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
+LUT_DATA = (Path(__file__).resolve().parents[2] / "data" / "luts")
 DEVICE = {"uri": "cpu:test-host", "kind": "cpu", "runtime": "onnxruntime",
           "runtime_version": "1.0", "threads": 1, "model": "test cpu"}  # fmt: skip
 
@@ -55,15 +55,9 @@ def specs() -> list[OpSpec]:
 
 @pytest.fixture
 def ofa224() -> Path:
-    path = LUT_DATA / "ofa_note10_224_lookup_table.yaml"
-    if not path.exists():
-        pytest.skip(f"public table {path} is not available")
-    return path
+    return LUT_DATA / "ofa_note10_224_lookup_table.yaml"
 
 
 @pytest.fixture
 def proxyless_yaml() -> Path:
-    path = LUT_DATA / "proxylessnas_mobile_trim.yaml"
-    if not path.exists():
-        pytest.skip(f"public table {path} is not available")
-    return path
+    return LUT_DATA / "proxylessnas_mobile_trim.yaml"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from latkit.cli import main
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.lut.calibration import load_calibration, pick_calibration_archs
 from latkit.lut.store import LUT
 from latkit.lut.tables import TableLatencyModel

@@ -50,7 +50,7 @@ def test_two_profilers_started_together_split_the_operators(tmp_path):
 
 def test_second_profiler_shares_the_rest_and_both_end_complete(tmp_path):
     lut = tmp_path / "net.db"
-    config = Path(__file__).resolve().parents[3] / "shared" / "data" / "luts" / "proxyless_mobile.config"
+    config = Path(__file__).resolve().parents[2] / "data" / "luts" / "proxyless_mobile.config"
     argv = ["profile", "--device", "cpu:onnxruntime", "--arch", str(config), "--resolution", "32",
             "--quick", "--lut", str(lut)]  # fmt: skip
     first = _latkit(tmp_path, *argv)

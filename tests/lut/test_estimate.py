@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from latkit.errors import MissingOpsError, UnknownNameError, UsageError
+from latkit.core.errors import MissingOpsError, UnknownNameError, UsageError
 from latkit.lut.calibration import Calibration, save_calibration
 from latkit.lut.estimate import estimate
 from latkit.lut.io import import_public_yaml

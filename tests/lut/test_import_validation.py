@@ -221,7 +221,7 @@ def test_lut_poisoned_by_an_older_latkit_is_refused_by_show_and_estimate(poison,
 @pytest.mark.parametrize("poison", ["'fast'", "9e999", "-5.0"])  # 9e999 is SQLite's inf
 def test_lut_poisoned_by_an_older_latkit_is_listed_marked_then_refused(poison, tmp_path, capsys, specs, device,
                                                                        make_measurement):
-    from latkit.errors import StoreError
+    from latkit.core.errors import StoreError
 
     path = tmp_path / "old.db"
     with LUT.open(path, create=True) as lut:
@@ -257,7 +257,7 @@ def test_lut_poisoned_by_an_older_latkit_is_listed_marked_then_refused(poison, t
 
 
 def test_reprofiling_repairs_an_invalid_row(tmp_path, capsys, specs, device, make_measurement):
-    from latkit.errors import StoreError
+    from latkit.core.errors import StoreError
 
     # what the error line tells the user to do must work: the profiler asks done_keys
     # what to skip and add()s the new row

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from latkit._version import __version__
-from latkit.errors import ParseError, StoreError
+from latkit.core.errors import ParseError, StoreError
 from latkit.lut.io import (
     JSON_SCHEMA,
     JSON_SCHEMA_VERSION,
@@ -143,7 +143,7 @@ def test_ofa_tables_share_head_keys_as_reported_conflicts(tmp_path):
     first = tmp_path.parent  # silence unused warnings in some linters
     del first
     paths = [p for r in (160, 224) if (p := (
-        (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts") / f"ofa_note10_{r}_lookup_table.yaml"
+        (Path(__file__).resolve().parents[2] / "data" / "luts") / f"ofa_note10_{r}_lookup_table.yaml"
     )).exists()]  # fmt: skip
     if len(paths) < 2:
         pytest.skip("OFA public tables are not available")

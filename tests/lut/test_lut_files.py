@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_checks import one_error_line, run
-from latkit.errors import StoreError
+from latkit.core.errors import StoreError
 from latkit.lut.store import LUT
 
 ODD_NAMES = ["with space.db", "a[x]b.db", "[/bold]tag.db", "quote's \"q\".db", "é ünï 表.db",

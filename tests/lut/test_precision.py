@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from latkit._version import __version__
-from latkit.errors import MissingOpsError, StoreError, UsageError
+from latkit.core.errors import MissingOpsError, StoreError, UsageError
 from latkit.lut.calibration import Calibration, load_calibration, save_calibration
 from latkit.lut.claims import Claims
 from latkit.lut.drift import reference_ops

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from latkit._version import __version__
-from latkit.errors import MissingOpsError, StoreError, UsageError
+from latkit.core.errors import MissingOpsError, StoreError, UsageError
 from latkit.lut.store import LUT, SCHEMA_NAME, SCHEMA_VERSION, migrate
 
 

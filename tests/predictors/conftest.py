@@ -9,14 +9,11 @@ import pytest
 
 from latkit.predictors.data import LatencyTable, encode_archs, read_latency_csv
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def _table(name: str) -> LatencyTable:
-    path = DATA / f"{name}_latency_ms.csv"
-    if not path.is_file():
-        pytest.skip(f"public data {path} not present")
-    return read_latency_csv(path)
+    return read_latency_csv(DATA / f"{name}_latency_ms.csv")
 
 
 @pytest.fixture(scope="session")

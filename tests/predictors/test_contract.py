@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from latkit.errors import StoreError, UnknownNameError, UsageError
+from latkit.core.errors import StoreError, UnknownNameError, UsageError
 from latkit.predictors import base
 from latkit.predictors.base import get_predictor, list_predictors, load, save
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latkit.errors import ArchError, ParseError, StoreError, UnknownNameError, UsageError
+from latkit.core.errors import ArchError, ParseError, StoreError, UnknownNameError, UsageError
 from latkit.predictors.base import load
 from latkit.predictors.data import LatencyTable, encode_archs, read_latency_csv
 from latkit.predictors.evaluate import design_from_csv, evaluate, fit_from_csv, predict_archs

@@ -10,19 +10,17 @@ import numpy as np
 import pytest
 
 from cli_checks import one_error_line, run
-from latkit.errors import StoreError
+from latkit.core.errors import StoreError
 from latkit.predictors.base import load
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[list[str]]:
     path = DATA / "fbnet_latency_ms.csv"
-    if not path.is_file():
-        pytest.skip(f"public data {path} not present")
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
         return [next(reader) for _ in range(41)]  # header + 40 archs

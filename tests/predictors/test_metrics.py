@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.predictors import metrics
 
 

@@ -33,7 +33,7 @@ from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 from latkit.profiler.spaces.netconfig import network_from_netconfig
 
-DATA = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
+DATA = (Path(__file__).resolve().parents[2] / "data" / "luts")
 OFA_TABLES = sorted(glob.glob(str(DATA / "ofa_note10_*_lookup_table.yaml")))
 PROXYLESS_TABLE = DATA / "proxylessnas_mobile_trim.yaml"
 pytestmark = pytest.mark.skipif(not OFA_TABLES, reason="public OFA Note10 tables not present")
@@ -312,7 +312,7 @@ def test_profile_sampled_measures_n_and_predicts_the_rest(tmp_path: Path) -> Non
 
 
 def test_lutsum_names_missing_ops_and_is_registered(ofa_lut: Path, proxyless_lut: Path) -> None:
-    from latkit.errors import MissingOpsError
+    from latkit.core.errors import MissingOpsError
     from latkit.predictors.base import list_predictors
     from latkit.predictors.lutsum import lutsum_throughput
 
@@ -356,7 +356,7 @@ def test_estimate_tells_predicted_rows_from_measured_ones(tmp_path: Path) -> Non
 
 
 def test_op_level_fill_reads_and_writes_one_precision(tmp_path: Path) -> None:
-    from latkit.errors import UsageError
+    from latkit.core.errors import UsageError
 
     with LUT.open(tmp_path / "lut.db", create=True) as lut:
         import_public_yaml(lut, OFA_TABLES[0], device_uri="note10:x")  # fp32 rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.predictors.data import LatencyTable
 from latkit.predictors.evaluate import few_shot
 from latkit.predictors.metrics import score

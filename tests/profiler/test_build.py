@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.profiler.build import (
     ChannelShuffle,
     MBConv,

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from latkit.devices.base import ModelFormat, ModelSource
-from latkit.errors import MissingExtraError, StoreError, UsageError
+from latkit.core.errors import MissingExtraError, StoreError, UsageError
 from latkit.profiler.export import (
     ONNX_OPSET,
     BuiltModel,

@@ -28,7 +28,7 @@ pytest.importorskip("adb_shell")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from latkit.devices.android_state import ThermalPolicy  # noqa: E402
-from latkit.errors import DeviceError, MissingExtraError, UsageError  # noqa: E402
+from latkit.core.errors import DeviceError, MissingExtraError, UsageError  # noqa: E402
 from latkit.lut.store import LUT  # noqa: E402
 from latkit.profiler.farm import FarmConfig, StandInFactory, farm_devices, farm_profile  # noqa: E402
 from latkit.profiler.farm.identity import (  # noqa: E402

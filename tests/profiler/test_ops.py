@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latkit.errors import ParseError
+from latkit.core.errors import ParseError
 from latkit.profiler.ops import Act, OpSpec, OpType, measurable_by_key, parse_key
 
 IN, OUT = (8, 8, 16), (4, 4, 32)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from latkit.devices.base import ModelFormat, Session
-from latkit.errors import DeviceError, UnknownNameError, UsageError
+from latkit.core.errors import DeviceError, UnknownNameError, UsageError
 from latkit.lut.store import LUT
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType

@@ -21,7 +21,7 @@ import torch
 
 from latkit.devices.base import open_device
 from latkit.devices.precision import Precision
-from latkit.errors import StoreError, UsageError
+from latkit.core.errors import StoreError, UsageError
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.quantize import (

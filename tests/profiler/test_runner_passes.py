@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.lut.store import LUT
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import ProtocolConfig

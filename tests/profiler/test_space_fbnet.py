@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from latkit.errors import ArchError, UsageError
+from latkit.core.errors import ArchError, UsageError
 from latkit.profiler.ops import Act, OpType, parse_key
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.fbnet import FBNET_OPS
 
-CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "fbnet_latency_ms.csv"
+CSV = Path(__file__).resolve().parents[2] / "data" / "fbnet_latency_ms.csv"
 STAGE_FIRST = (0, 1, 5, 9, 13, 17, 21)  # layer index of each stage's first layer
 
 

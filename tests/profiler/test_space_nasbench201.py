@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latkit.errors import ArchError
+from latkit.core.errors import ArchError
 from latkit.profiler.spaces import Arch, get_space
 from latkit.profiler.spaces.nasbench201 import NB201_OPS
 
-CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "nasbench201_accuracy.csv"
+CSV = Path(__file__).resolve().parents[2] / "data" / "nasbench201_accuracy.csv"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from latkit.errors import ArchError, UnknownNameError, UsageError
+from latkit.core.errors import ArchError, UnknownNameError, UsageError
 from latkit.profiler.ops import Act, OpType
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces._util import make_divisible
@@ -18,7 +18,7 @@ from latkit.profiler.spaces.load import load_arch, load_network
 from latkit.profiler.spaces.netconfig import is_netconfig, network_from_netconfig, read_netconfig
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
 
-LUTS = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
+LUTS = (Path(__file__).resolve().parents[2] / "data" / "luts")
 CONFIGS = ("cpu", "gpu", "mobile", "mobile_14")
 PUBLISHED_WIDTHS = (32, 40, 80, 96, 192, 320)
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
-from latkit.errors import ArchError, UsageError
+from latkit.core.errors import ArchError, UsageError
 from latkit.profiler.ops import Act, OpType
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.ofa_mbv3 import OfaMbv3Space
 
-LUTS = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
+LUTS = (Path(__file__).resolve().parents[2] / "data" / "luts")
 TABLE_RESOLUTIONS = (160, 176, 192, 208, 224)
 
 

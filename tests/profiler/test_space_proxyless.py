@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import yaml
 
-from latkit.errors import ArchError, UsageError
+from latkit.core.errors import ArchError, UsageError
 from latkit.profiler.ops import Act, OpType
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.netconfig import network_from_netconfig, read_netconfig
 from latkit.profiler.spaces.proxyless import MB_OPS, ProxylessMobileSpace
 
-LUTS = (Path(__file__).resolve().parents[3] / "shared" / "data" / "luts")
+LUTS = (Path(__file__).resolve().parents[2] / "data" / "luts")
 PUBLISHED_WIDTHS = (32, 40, 80, 96, 192, 320)  # the released mobile net's stage widths
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from latkit.errors import ArchError, UnknownNameError, UsageError
+from latkit.core.errors import ArchError, UnknownNameError, UsageError
 from latkit.profiler.ops import OpType, parse_key
 from latkit.profiler.spaces import Arch, get_space, list_spaces
 from latkit.profiler.spaces._util import make_divisible

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from latkit.errors import MeasurementError
+from latkit.core.errors import MeasurementError
 from latkit.profiler import stats
 
 

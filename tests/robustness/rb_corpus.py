@@ -105,7 +105,7 @@ def _alarm(signum, frame):
 
 def run_reader(case: ReaderCase, folder: Path, ws: Workspace, timeout: int = 20) -> Verdict:
     """Call a reader case in-process (SIGALRM catches a hang in the main thread)."""
-    from latkit.errors import LatkitError
+    from latkit.core.errors import LatkitError
 
     folder.mkdir(parents=True, exist_ok=True)
     old = signal.signal(signal.SIGALRM, _alarm)
@@ -1275,7 +1275,7 @@ def _search_result(content) -> Callable[[Path, Workspace], Any]:
 
 def _read_arch_file(content) -> Callable[[Path, Workspace], Any]:
     def call(folder: Path, ws: Workspace):
-        from latkit.search.deploy.export import read_arch
+        from latkit.deploy.export import read_arch
 
         return read_arch(put(folder, "arch.json", content))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from rb_cli import isolated_env, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = REPO / "data"
 FIXTURES = REPO / "tests" / "devices" / "fixtures"
 
 W05_ARCH = ["5x5_MBConv6"] + ["zero", "3x3_MBConv3"] * 10

@@ -9,15 +9,13 @@ import pytest
 
 from latkit.search.framework.tabular import TabularProblem
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 ACC = f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val"
 LAT = f"{DATA / 'nasbench201_latency_ms.csv'}:pixel3"
 
 
 @pytest.fixture(scope="session")
 def nb201() -> TabularProblem:
-    if not (DATA / "nasbench201_accuracy.csv").is_file():
-        pytest.skip("the public NAS-Bench-201 tables are not in ../shared/data")
     return TabularProblem.load("nasbench201", ACC, LAT)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.predictors.base import get_predictor, save
 from latkit.predictors.metrics import kendall
 from latkit.search.supernet.accuracy_gcn import SmoothedAccuracy, rank_report

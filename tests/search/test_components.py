@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 from latkit.search.framework.base import SearchContext

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.search.supernet.data import DataError, load_cifar10, load_data, load_digits, load_image_folder
 
 

@@ -19,12 +19,12 @@ import torch
 from deploy_helpers import ARCH, CLASSES, RESOLUTION, SPACE
 from latkit._version import __version__
 from latkit.devices.base import open_device
-from latkit.errors import MissingExtraError, StoreError, UsageError
+from latkit.core.errors import MissingExtraError, StoreError, UsageError
 from latkit.profiler.build import build_network
 from latkit.profiler.protocol import ProtocolConfig, measure_one
 from latkit.profiler.spaces import get_space
-from latkit.search.deploy import export_formats
-from latkit.search.deploy.export import (
+from latkit.deploy import export_formats
+from latkit.deploy.export import (
     ExportError,
     export_arch,
     read_arch,
@@ -32,7 +32,7 @@ from latkit.search.deploy.export import (
     standalone_module,
     with_classes,
 )
-from latkit.search.deploy.verify import ExportedModel
+from latkit.deploy.verify import ExportedModel
 
 pytestmark = pytest.mark.slow
 
@@ -218,7 +218,7 @@ def test_parity_failure_raises_for_float_files() -> None:
     par = export_formats.parity(ref, off, rel_tol=1e-3)
     assert par["passed"] is False and par["max_rel_err"] == pytest.approx(0.2)
     assert par["top1_agreement"] == 1.0
-    from latkit.search.deploy.export import _check
+    from latkit.deploy.export import _check
 
     with pytest.raises(ExportError, match="differs from torch"):
         _check(par, Path("model.onnx"), "fp32", "ONNX Runtime")
@@ -228,7 +228,7 @@ def test_parity_failure_raises_for_float_files() -> None:
 def test_tflite_measured_on_the_loopback_phone(exported, tmp_path: Path) -> None:
     """The phone path: real ADB to the loopback device, which runs benchmark_model on the file."""
     from latkit.devices.loopback.server import LoopbackDevice
-    from latkit.search.deploy.verify import measure_exported
+    from latkit.deploy.verify import measure_exported
 
     report, _, _, _ = exported
     tflite = report.file("tflite")
@@ -245,7 +245,7 @@ def test_tflite_measured_on_the_loopback_phone(exported, tmp_path: Path) -> None
 
 
 def test_a_miss_is_confirmed_by_a_second_measurement(exported) -> None:
-    from latkit.search.deploy.verify import measure_exported
+    from latkit.deploy.verify import measure_exported
 
     report, _, _, _ = exported
     onnx_file = report.file("onnx")
@@ -272,7 +272,7 @@ def _references(scale: float) -> list:
 
 
 def test_reference_operators_give_the_device_drift(exported) -> None:
-    from latkit.search.deploy.verify import measure_exported
+    from latkit.deploy.verify import measure_exported
 
     report, _, _, _ = exported
     refs = _references(1.0)
@@ -287,7 +287,7 @@ def test_reference_operators_give_the_device_drift(exported) -> None:
 
 def test_a_miss_on_a_drifted_device_waits_and_measures_again(exported) -> None:
     from latkit.search import target as tgt
-    from latkit.search.deploy.verify import measure_exported
+    from latkit.deploy.verify import measure_exported
 
     report, _, _, _ = exported
     # "profiled" at a third of today's figures: the device now runs ~3x slower than its LUT

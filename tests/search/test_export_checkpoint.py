@@ -116,7 +116,7 @@ def test_random_weights_are_marked(capsys, searched, tmp_path: Path) -> None:
 
 def test_train_writes_weights_and_sidecar_that_export_takes(capsys, searched, tmp_path: Path) -> None:
     from latkit.profiler.build import build_network
-    from latkit.search.deploy.export import read_arch, standalone_module
+    from latkit.deploy.export import read_arch, standalone_module
 
     folder, _ = searched
     code, out, err = run(capsys, "train", "--arch", folder / "arch.json", "--data", "digits", "--epochs", "2",

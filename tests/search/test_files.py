@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from latkit.errors import StoreError
+from latkit.core.errors import StoreError
 from latkit.search.supernet.checkpoint import STATE_FILE, TENSORS_FILE, load_checkpoint, save_checkpoint
 from latkit.search.framework.result import SearchError, SearchResult
 
@@ -67,7 +67,7 @@ def test_bad_search_results(tmp_path, content, match):
 
 
 def test_report_folder_is_a_file(tmp_path):
-    from latkit.search.pipeline.report import write_report
+    from latkit.pipeline.report import write_report
 
     blocker = tmp_path / "report"
     blocker.write_text("keep")
@@ -77,7 +77,7 @@ def test_report_folder_is_a_file(tmp_path):
 
 
 def test_plot_written_whole(tmp_path):
-    from latkit.search.pipeline.report import plot_layers
+    from latkit.pipeline.report import plot_layers
 
     pytest.importorskip("matplotlib")
     path = plot_layers([{"name": "a", "latency_ms": 1.0}, {"name": "b", "latency_ms": 2.0}], tmp_path / "l.png")
@@ -89,7 +89,7 @@ def test_plot_written_whole(tmp_path):
 
 
 def test_check_resumable_says_what_is_missing(tmp_path):
-    from latkit.errors import UsageError
+    from latkit.core.errors import UsageError
     from latkit.search.supernet.checkpoint import check_resumable
 
     with pytest.raises(UsageError, match="nothing to resume.*drop --resume"):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from latkit.errors import LatkitError, UnknownNameError, UsageError
+from latkit.core.errors import LatkitError, UnknownNameError, UsageError
 from latkit.profiler.spaces import get_space
 from latkit.search.framework.base import (
     SCHEMA,

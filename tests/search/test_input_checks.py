@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latkit.errors import ArchError, UsageError
+from latkit.core.errors import ArchError, UsageError
 from latkit.profiler.spaces import get_space, list_spaces
 from latkit.profiler.spaces.base import MAX_RESOLUTION
-from latkit.search.deploy.export import read_arch
+from latkit.deploy.export import read_arch
 
 W05 = ["3x3_MBConv3"] * 21
 

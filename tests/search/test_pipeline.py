@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from latkit.devices.base import open_device
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.lut.calibration import calibrate_device, pick_calibration_archs
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig, measure_one
@@ -25,12 +25,12 @@ from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch
 from latkit.search import target as tgt
-from latkit.search.deploy.export import read_arch, standalone_module, with_classes
-from latkit.search.deploy.verify import ExportedModel
+from latkit.deploy.export import read_arch, standalone_module, with_classes
+from latkit.deploy.verify import ExportedModel
 from latkit.lut.tables import TableLatencyModel
 from latkit.lut.cache import lut_path_for
-from latkit.search.pipeline.runner import run_pipeline
-from latkit.search.pipeline.stages import exported_file
+from latkit.pipeline.runner import run_pipeline
+from latkit.pipeline.stages import exported_file
 from latkit.search.target import fill_to_target
 
 pytestmark = pytest.mark.slow
@@ -193,7 +193,7 @@ class _Attempts:
 
     def run(self) -> list[float]:
         """The measured latencies of the attempts the loop made (target 1 ms, 10% tolerance, one retry)."""
-        from latkit.search.pipeline.runner import _attempts
+        from latkit.pipeline.runner import _attempts
 
         return [a.measured_ms for a in _attempts(self.attempt, 1.0, 0.1, 1, lambda *args: None)]
 

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 
 from latkit.devices.precision import Precision
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.lut.store import LUT
 from latkit.profiler.quantize import check_kernels, model_precision
 from latkit.search.supernet.data import load_data
-from latkit.search.deploy.evaluate import file_accuracy_pct
-from latkit.search.pipeline.config import PipelineConfig
-from latkit.search.pipeline.runner import run_pipeline
-from latkit.search.pipeline.stages import exported_file
+from latkit.deploy.evaluate import file_accuracy_pct
+from latkit.pipeline.config import PipelineConfig
+from latkit.pipeline.runner import run_pipeline
+from latkit.pipeline.stages import exported_file
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_a_precision_the_device_does_not_run_is_one_line(tmp_path: Path) -> None
 
 
 def test_representative_images_come_from_the_training_split() -> None:
-    from latkit.search.pipeline.config import REPRESENTATIVE_IMAGES
+    from latkit.pipeline.config import REPRESENTATIVE_IMAGES
 
     assert REPRESENTATIVE_IMAGES == 300
     data = load_data("digits", RESOLUTION, seed=0)
@@ -141,7 +141,7 @@ def test_representative_images_come_from_the_training_split() -> None:
         def data(self):
             return data
 
-    from latkit.search.pipeline.runner import _Pipeline
+    from latkit.pipeline.runner import _Pipeline
 
     rep = _Pipeline.representative(_P())
     assert rep.shape == (300, 3, RESOLUTION, RESOLUTION) and rep.dtype == np.float32

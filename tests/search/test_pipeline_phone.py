@@ -20,9 +20,9 @@ from latkit.devices.android_state import ThermalPolicy
 from latkit.devices.loopback.server import LoopbackDevice
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig
-from latkit.search.deploy.export import read_arch, standalone_module
-from latkit.search.pipeline.runner import run_pipeline
-from latkit.search.pipeline.stages import exported_file
+from latkit.deploy.export import read_arch, standalone_module
+from latkit.pipeline.runner import run_pipeline
+from latkit.pipeline.stages import exported_file
 
 pytestmark = pytest.mark.slow
 

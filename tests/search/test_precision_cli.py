@@ -18,7 +18,7 @@ from latkit.profiler.protocol import ProtocolConfig
 from latkit.profiler.quantize import check_kernels, model_precision
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
-from latkit.search.deploy.export_formats import run_tflite
+from latkit.deploy.export_formats import run_tflite
 from cli_checks import one_error_line, run
 
 pytestmark = pytest.mark.slow

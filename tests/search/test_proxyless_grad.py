@@ -13,7 +13,7 @@ import torch
 from g2_helpers import make_lut
 from latkit.profiler.spaces.base import Arch
 from latkit.profiler.spaces.proxyless import ProxylessMobileSpace
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.search.framework.base import SearchError, reward
 from latkit.search.supernet.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from latkit.search.supernet.data import SearchData, load_digits

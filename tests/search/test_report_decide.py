@@ -14,9 +14,9 @@ from dataclasses import asdict
 import pytest
 
 from latkit.profiler.spaces.base import get_space
-from latkit.search.pipeline.pareto import baseline_entry, network_size, pareto_front
-from latkit.search.pipeline.config import PipelineConfig
-from latkit.search.pipeline.report import render_markdown, reproduce_command, write_report
+from latkit.pipeline.pareto import baseline_entry, network_size, pareto_front
+from latkit.pipeline.config import PipelineConfig
+from latkit.pipeline.report import render_markdown, reproduce_command, write_report
 
 pytest.importorskip("matplotlib")
 
@@ -124,7 +124,7 @@ def test_report_html_is_self_contained_with_every_plot_inlined(tmp_path) -> None
 
 
 def test_plots_carry_legends_and_op_types(tmp_path) -> None:
-    from latkit.search.pipeline.report import plot_accuracy_latency, plot_layers, plot_trajectory
+    from latkit.pipeline.report import plot_accuracy_latency, plot_layers, plot_trajectory
 
     plt = pytest.importorskip("matplotlib.pyplot")
     s = _summary()

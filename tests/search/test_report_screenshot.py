@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from latkit.search.pipeline.report import write_report
+from latkit.pipeline.report import write_report
 
 pytest.importorskip("matplotlib")
 sys.path.insert(0, str(Path(__file__).parent))

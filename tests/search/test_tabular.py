@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from latkit.errors import LatkitError, UsageError
+from latkit.core.errors import LatkitError, UsageError
 from latkit.search.framework.tabular import Table, TabularProblem, run_tabular, split_spec
 from latkit.profiler.spaces import get_space
 
 
 SPACE = get_space("nasbench201")
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 ACC = f"{DATA / 'nasbench201_accuracy.csv'}:cifar10-val"
 LAT = f"{DATA / 'nasbench201_latency_ms.csv'}:pixel3"
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"

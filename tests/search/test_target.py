@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from latkit.errors import UsageError
+from latkit.core.errors import UsageError
 from latkit.search import target as tgt
 from latkit.search.framework.result import SearchError
 

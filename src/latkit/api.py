@@ -1,0 +1,338 @@
+"""The Python API: latkit's verbs as functions a script or notebook can call.
+
+Each function is a thin, typed wrapper over the library function the matching
+CLI command calls, so ``latkit profile`` and :func:`profile` measure the same
+way. Heavy libraries (torch, onnxruntime, xgboost) load only when a verb that
+needs them runs; ``import latkit`` itself stays cheap.
+
+Example::
+
+    import latkit
+
+    dev = latkit.open_device("cpu:onnxruntime")
+    latkit.profile(dev, "proxyless_mobile_w05", "ops.db", resolution=64, quick=True)
+    est = latkit.estimate("ops.db", "arch.json")
+    print(est.total_ms)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing only: these imports are heavy
+    from latkit.devices.base import Device, Measurement
+    from latkit.lut.estimate import Estimate
+    from latkit.lut.store import LUT
+    from latkit.predictors.base import Predictor
+    from latkit.profiler.protocol import ProtocolConfig
+    from latkit.profiler.runner import ProfileReport
+    from latkit.deploy.export import ExportReport
+    from latkit.pipeline.runner import PipelineResult
+    from latkit.search.run import SearchOutcome
+
+__all__ = [
+    "open_device", "profile", "open_lut", "estimate", "fit_predictor", "load_predictor",
+    "predict", "search_arch", "train", "export", "measure", "run",
+]
+
+
+def open_device(uri: str, threads: int = 1, **options: Any) -> Device:
+    """Open a device to measure on.
+
+    Args:
+        uri: ``cpu:onnxruntime``, ``cpu:litert``, ``cuda:0``, ``adb:SERIAL``,
+            ``adb+tcp://127.0.0.1:6555`` ... (see ``latkit devices``).
+        threads: inference threads.
+        **options: backend options (e.g. ``clock="thread"`` on the CPU backends).
+
+    Returns:
+        The device; close it with ``close()`` when done.
+
+    Raises:
+        UnknownNameError: no backend handles ``uri``. DeviceError: it cannot run here.
+    """
+    from latkit.devices import open_device as _open
+
+    return _open(uri, threads=threads, **options)
+
+
+def _protocol(config: ProtocolConfig | None, quick: bool) -> ProtocolConfig | None:
+    from latkit.profiler.protocol import Preset, ProtocolConfig
+
+    if config is not None:
+        return config
+    return ProtocolConfig.preset(Preset.QUICK) if quick else None
+
+
+def profile(
+    device: Device | str,
+    space: str,
+    lut: str | Path,
+    *,
+    arch: str | Path | None = None,
+    resolution: int | None = None,
+    limit: int | None = None,
+    precision: str = "fp32",
+    config: ProtocolConfig | None = None,
+    quick: bool = False,
+    passes: int = 1,
+) -> ProfileReport:
+    """Measure a search space's operators on ``device`` into the LUT file ``lut`` (resumable).
+
+    Args:
+        device: an open device or its URI (opened and closed here).
+        space: search space name (see ``latkit spaces``).
+        lut: SQLite LUT file, created if missing; operators it holds are skipped.
+        arch: measure only this network's operators (an architecture of ``space``,
+            as for :func:`estimate`) instead of every operator of the space.
+        resolution: input resolution (default the space's).
+        limit: measure at most this many operators.
+        precision: ``fp32``, ``fp16`` or ``int8``; the device must run it.
+        config: measurement protocol; default the standard one.
+        quick: few samples per operator (smoke runs, not real LUTs); ignored with ``config``.
+        passes: measure the operators this many times over, in fresh sessions, and
+            store each one's lowest figure (as ``latkit profile --passes``).
+
+    Returns:
+        The report: measured, skipped and failed operators.
+    """
+    from latkit.devices.precision import check_precision
+    from latkit.lut.store import LUT as _LUT
+    from latkit.profiler.runner import profile_ops
+    from latkit.profiler.spaces import get_space
+    from latkit.profiler.spaces.load import load_network
+
+    if arch is not None:
+        specs = load_network(get_space(space), arch, resolution)[0].measurable_specs()
+    else:
+        specs = get_space(space).operators(resolution)
+    dev = open_device(device) if isinstance(device, str) else device
+    try:
+        prec = check_precision(dev, precision)
+        with _LUT.open(lut, create=True) as table:
+            return profile_ops(dev, specs, table, _protocol(config, quick), limit, precision=prec,
+                               passes=passes)
+    finally:
+        if dev is not device:
+            dev.close()
+
+
+def open_lut(path: str | Path, *, create: bool = False, readonly: bool = False) -> LUT:
+    """Open a latency lookup table (an SQLite file); use it in a ``with`` block.
+
+    Raises:
+        StoreError: missing (without ``create``), damaged or of an unknown schema.
+    """
+    from latkit.lut.store import LUT as _LUT
+
+    return _LUT.open(path, create=create, readonly=readonly)
+
+
+def estimate(
+    lut: str | Path | LUT,
+    arch: str | Path,
+    *,
+    space: str | None = None,
+    resolution: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    calibration: bool = True,
+) -> Estimate:
+    """Estimate a network's latency as the sum of its operators' LUT rows.
+
+    Args:
+        lut: a LUT file or an open :class:`~latkit.lut.store.LUT`.
+        arch: an arch.json, a net.config, or an architecture of ``space`` as text.
+        space: the search space of a textual ``arch``.
+        resolution: input resolution (default the arch's own or the space's).
+        device: device URI in the LUT (default its only one).
+        precision: rows summed (default the only precision the LUT holds).
+        calibration: apply the device's stored calibration if it has one.
+
+    Returns:
+        The estimate: ``total_ms``, ``lut_sum_ms`` and one entry per layer.
+
+    Raises:
+        MissingOpsError: the LUT lacks some of the network's operators.
+    """
+    from latkit.lut.estimate import estimate as _estimate
+    from latkit.profiler.spaces import get_space
+    from latkit.profiler.spaces.load import load_network
+
+    network, _ = load_network(get_space(space) if space else None, arch, resolution)
+    if not isinstance(lut, (str, Path)):
+        return _estimate(lut, network, device, calibration, precision=precision)
+    with open_lut(lut, readonly=True) as table:
+        return _estimate(table, network, device, calibration, precision=precision)
+
+
+def fit_predictor(
+    csv: str | Path,
+    space: str,
+    target: str,
+    out_dir: str | Path,
+    *,
+    predictor: str = "xgboost",
+    k: int | None = None,
+    known: Sequence[str] | None = None,
+    params: dict[str, Any] | None = None,
+    random_state: int = 0,
+) -> Predictor:
+    """Fit a latency predictor of the ``target`` column of a latency CSV and save it to ``out_dir``.
+
+    Args:
+        csv: latency CSV (``arch_index, arch, <device>...``).
+        space: the space of the ``arch`` column.
+        target: the device column to predict.
+        out_dir: folder the predictor is saved to (JSON, no pickle).
+        predictor: registered predictor name (``latkit predictor list``).
+        k: fit on only ``k`` architectures (few-shot).
+        known: known-device columns used as features (``fewshot``).
+        params: the predictor's parameters.
+        random_state: seed.
+    """
+    from latkit.predictors.evaluate import fit_from_csv
+
+    return fit_from_csv(csv, space, target, out_dir, predictor=predictor, params=params, k=k,
+                        known=list(known) if known is not None else None, random_state=random_state)
+
+
+def load_predictor(directory: str | Path) -> Predictor:
+    """Load a saved predictor (its ``predict(X)`` takes feature rows).
+
+    Raises:
+        StoreError: unreadable, or saved by an incompatible library version.
+    """
+    from latkit.predictors.base import load
+
+    return load(directory)
+
+
+def predict(
+    predictor_dir: str | Path, archs: Sequence[str], *, reference_csv: str | Path | None = None
+) -> list[float]:
+    """Latency (ms) of each architecture (the space's native text) from a saved predictor.
+
+    Args:
+        predictor_dir: folder written by :func:`fit_predictor`.
+        archs: architectures of the predictor's space.
+        reference_csv: known-device latencies for a few-shot predictor (default its own CSV).
+    """
+    from latkit.predictors.evaluate import predict_archs
+
+    return [float(v) for v in predict_archs(predictor_dir, list(archs), reference_csv=reference_csv)]
+
+
+def search_arch(
+    space: str, latency_model: Any, target_ms: float, out_dir: str | Path = "search_out", **options: Any
+) -> SearchOutcome:
+    """Search ``space`` for the most accurate architecture within ``target_ms``.
+
+    (Not ``latkit.search``: that name is the search subpackage.)
+
+    Args:
+        space: search space name.
+        latency_model: callable arch -> ms, e.g. ``latkit.lut.tables.TableLatencyModel``.
+        target_ms: the latency budget.
+        out_dir: result folder.
+        **options: ``data``, ``on_progress``, ``on_stage`` (see :func:`latkit.search.run.run_search`) and
+            the fields of :class:`latkit.search.run.SearchConfig` (algorithm, epochs, seed...).
+    """
+    from latkit.search.run import SearchConfig, run_search
+
+    data = options.pop("data", "digits")
+    if "config" in options:  # the gradient search's settings, by their name before SearchConfig
+        options["proxyless"] = options.pop("config")
+    hooks = {k: options.pop(k) for k in ("on_progress", "on_stage") if k in options}
+    return run_search(space, latency_model, SearchConfig(target_ms=target_ms, **options), data, out_dir, **hooks)
+
+
+def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train", **options: Any) -> Any:
+    """Train an architecture's weights; writes ``out_dir/weights.safetensors`` and its sidecar.
+
+    Args:
+        arch: an arch.json (a search's result).
+        data: dataset name (default the embedded ``digits``).
+        out_dir: output folder.
+        **options: see :func:`latkit.search.supernet.train.train_arch` (epochs, max_steps, init, seed...).
+
+    Returns:
+        The ``TrainResult`` (weights path, accuracy, steps...).
+    """
+    from latkit.search.supernet.train import train_arch
+
+    return train_arch(arch, data, out_dir, **options)
+
+
+def export(
+    arch: str | Path,
+    weights: str | Path | None = None,
+    formats: Sequence[str] | str = ("onnx", "tflite"),
+    out_dir: str | Path = "export",
+    **options: Any,
+) -> ExportReport:
+    """Export an architecture with its weights to deployable files (ONNX, TFLite) with sidecars.
+
+    ``**options`` are those of :func:`latkit.deploy.export.export_arch` (precision, space...).
+    """
+    from latkit.deploy.export import export_arch
+
+    return export_arch(arch, weights, formats, out_dir, **options)
+
+
+def measure(
+    device: Device | str,
+    model: str | Path,
+    *,
+    config: ProtocolConfig | None = None,
+    quick: bool = False,
+) -> Measurement:
+    """Measure a model file (``.onnx``, ``.tflite``) end to end on ``device``.
+
+    Args:
+        device: an open device or its URI (opened and closed here).
+        model: the model file; one fixed input shape.
+        config: measurement protocol; default the standard one.
+        quick: few samples (smoke runs); ignored with ``config``.
+
+    Returns:
+        The measurement (``latency_ms``, ``std_ms``, CI, provenance...).
+    """
+    from latkit.profiler.model_file import ModelFile
+    from latkit.profiler.protocol import measure_one
+
+    source = ModelFile(Path(model))
+    dev = open_device(device) if isinstance(device, str) else device
+    try:
+        source.check_device(dev)
+        return measure_one(dev, source, _protocol(config, quick))
+    finally:
+        if dev is not device:
+            dev.close()
+
+
+def run(
+    device: str,
+    space: str,
+    target_ms: float | str,
+    out_dir: str | Path,
+    data: str | None = None,
+    on_progress: Callable[..., None] | None = None,
+    **settings: Any,
+) -> PipelineResult:
+    """The whole pipeline: profile, calibrate, search, train, export, measure; writes ``report.md``.
+
+    Args:
+        device: device URI.
+        space: search space name.
+        target_ms: ms, or a share of the slowest network such as ``"60%"``.
+        out_dir: run folder (a rerun with the same settings resumes).
+        data: dataset (default ``digits``).
+        on_progress: called as ``(stage, done, total, message)``.
+        **settings: see :func:`latkit.pipeline.runner.run_pipeline`.
+    """
+    from latkit.pipeline.runner import run_pipeline
+
+    return run_pipeline(device, space, target_ms, out_dir, data, on_progress=on_progress, **settings)

@@ -1,0 +1,143 @@
+"""The ``latkit`` command line.
+
+Every command is a thin layer over the library: it parses arguments, calls one
+library function, and renders the result (a rich table, or JSON with
+``--json``). A :class:`~latkit.core.errors.LatkitError` raised anywhere becomes one
+``error: ...`` line on stderr and a non-zero exit; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from typing import Any
+
+import typer
+
+from latkit._version import __version__
+from latkit.cli import common
+from latkit.core.errors import LatkitError
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click import exceptions as _click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as _click_errors
+
+common.hide_flag_types()
+app = typer.Typer(
+    name="latkit",
+    help="Hardware-aware latency profiling, lookup tables, predictors and latency-constrained NAS.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"latkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv: debug)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+COMPLETE_VAR = "_LATKIT_COMPLETE"
+SHELLS = ("bash", "zsh", "fish")
+
+
+@app.command("completion")
+def completion_cmd(
+    shell: str = typer.Argument(..., help="bash, zsh or fish."),
+) -> None:
+    """Print the shell completion script: e.g. `eval "$(latkit completion bash)"` in ~/.bashrc."""
+    from typer._completion_classes import completion_init
+    from typer._completion_shared import get_completion_script
+
+    from latkit.core.errors import UsageError
+
+    if shell not in SHELLS:
+        raise UsageError(f"no completion for shell {shell!r}; choose one of {', '.join(SHELLS)}")
+    completion_init()
+    typer.echo(get_completion_script(prog_name="latkit", complete_var=COMPLETE_VAR, shell=shell))
+
+
+@functools.cache
+def _command() -> Any:
+    """The click command tree of ``app``, built once per process.
+
+    Building it walks every command's signature (about 0.25 s); a process that calls
+    :func:`main` many times (the test suite, an embedding tool) pays that once, and the
+    sub-apps are added to ``app`` once, not again on every call.
+    """
+    _register()
+    return typer.main.get_command(app)
+
+
+def _register() -> None:
+    # each module adds its commands to `app`
+    from latkit.cli import android, deploy, ops, profile, search, train  # noqa: F401
+    from latkit.cli import cache as cache_cli
+    from latkit.cli import farm as farm_cli
+    from latkit.cli import lut as lut_cli
+    from latkit.cli import predictor as predictor_cli
+
+    app.add_typer(lut_cli.lut_app, name="lut")
+    app.add_typer(predictor_cli.predictor_app, name="predictor")
+    app.add_typer(farm_cli.farm_app, name="farm")
+    app.add_typer(cache_cli.cache_app, name="cache")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point. Returns the exit code."""
+    command = _command()
+    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions (see `latkit completion`)
+        from typer._completion_classes import completion_init
+
+        completion_init()
+    try:
+        # not standalone: click's usage errors come back here and print as one line
+        result = command(args=argv, prog_name="latkit", standalone_mode=False)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except _click_errors.NoArgsIsHelpError as exc:
+        common.out.print(exc.ctx.get_help(), markup=False, highlight=False)
+        return 0
+    except _click_errors.ClickException as exc:
+        common.error(_usage_line(exc))
+        return exc.exit_code
+    except (typer.Abort, EOFError):
+        common.error("interrupted; measurements already taken are saved")
+        return 130
+    except LatkitError as exc:
+        common.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        common.error("interrupted; measurements already taken are saved")
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def _usage_line(exc: _click_errors.ClickException) -> str:
+    """A click usage error as one line naming the command's help."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        return f"{message}; see `{ctx.command_path} --help`"
+    return message
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

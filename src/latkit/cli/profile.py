@@ -1,0 +1,386 @@
+"""`latkit profile` and `latkit measure`: measure operators into a LUT, or whole networks and model files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from latkit.cli import app, common
+from latkit.core.files import file_sha256
+from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
+
+DEVICE_HELP = ("Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:SERIAL[?delegate=D&threads=N], "
+               "adb+tcp://HOST:PORT.")
+
+
+MAX_PASSES = 10  # --passes: more passes than this buy no steadier figure, only time
+
+CLOCK_HELP = ("Host CPU clock: auto (thread CPU time with one thread, else wall), thread or wall. "
+              "The thread clock leaves out time other processes took the core.")
+
+
+def open_dev(uri: str, threads: int, clock: Optional[str]):
+    """Open a device; ``--clock`` applies to the host-CPU backends only."""
+    from latkit.devices import open_device
+    from latkit.core.errors import UsageError
+
+    if clock is None:
+        return open_device(uri, threads=threads)
+    if not uri.startswith("cpu:"):
+        raise UsageError(f"--clock applies to the host CPU devices (cpu:...), not {uri}")
+    return open_device(uri, threads=threads, clock=clock)
+
+
+def open_checked(uri: str, threads: int, clock: Optional[str], precision: Any):
+    """Open a device and check it runs ``precision``; returns ``(device, Precision)``."""
+    from latkit.devices.precision import check_precision
+
+    dev = open_dev(uri, threads, clock)
+    try:
+        return dev, check_precision(dev, precision)
+    except BaseException:
+        dev.close()
+        raise
+
+
+def protocol_config(target_ci: float, max_seconds: float, quick: bool):
+    """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap)."""
+    from latkit.profiler.protocol import Preset, ProtocolConfig
+
+    if quick:
+        return ProtocolConfig.preset(Preset.QUICK, target_rel_ci=target_ci)
+    return ProtocolConfig.preset(Preset.DEFAULT, target_rel_ci=target_ci, max_seconds_per_op=max_seconds)
+
+
+def load_arch(space_name: Optional[str], arch: str, resolution: Optional[int]):
+    """The network behind ``--arch`` (a space arch, an arch.json or a net.config file).
+
+    Raises:
+        UsageError: ``arch`` names a model file (that is ``latkit measure FILE``'s job).
+    """
+    from latkit.core.errors import UsageError
+    from latkit.profiler.model_file import FORMAT_NAMES, looks_like_model_file
+    from latkit.profiler.spaces import get_space
+    from latkit.profiler.spaces.load import load_network
+
+    fmt = looks_like_model_file(arch)
+    if fmt is not None:
+        raise UsageError(
+            f"--arch takes an architecture (net.config, arch.json or the space's native text), and {arch} is "
+            f"{'an' if fmt.value == 'onnx' else 'a'} {FORMAT_NAMES[fmt]} model file; time it with `latkit measure {arch}` (the file as FILE)"
+        )
+    space = get_space(space_name) if space_name else None
+    return load_network(space, arch, resolution)
+
+
+@app.command("profile")
+def profile_cmd(
+    device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
+    space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space whose operators to measure."),
+    arch: Optional[str] = typer.Option(
+        None, "--arch", "-a", help="Measure only this network's operators (arch of --space, or a net.config)."
+    ),
+    lut: Path = typer.Option(..., "--lut", help="LUT file (SQLite); created if missing, resumed if not."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Measure at most N operators."),
+    threads: int = typer.Option(1, "--threads", "-t", min=1, help="Inference threads (recorded)."),
+    target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    max_seconds: float = typer.Option(20.0, "--max-seconds-per-op", help="Time cap per operator."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer samples (for smoke runs, not for real LUTs)."),
+    sample: Optional[int] = typer.Option(
+        None, "--sample", min=1,
+        help="Measure only the N most informative operators and predict the rest (op-level predictor).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed of --sample."),
+    clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
+    passes: int = typer.Option(
+        1, "--passes", min=1, max=MAX_PASSES,
+        help="Measure the operators this many times over, in fresh sessions, and store each one's lowest "
+             "figure (a steadier LUT on a shared or thermally noisy device; N times the time)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout (progress stays on stderr)."),
+) -> None:
+    """Measure every operator of a space on a device into a LUT (resumable)."""
+    from latkit.core.errors import UsageError
+    from latkit.profiler.spaces import get_space
+
+    wanted = precision_option(precision)
+    if space is None and arch is None:
+        raise UsageError("give --space (all its operators) or --arch (one network's operators)")
+    if sample is not None and passes > 1:
+        raise UsageError("--passes measures every operator again; it does not combine with --sample")
+    if arch is not None:
+        network, _ = load_arch(space, arch, resolution)
+        specs, space = network.measurable_specs(), network.name
+    else:
+        specs = get_space(space).operators(resolution)
+    config = protocol_config(target_ci, max_seconds, quick)
+    dev, prec = open_checked(device, threads, clock, wanted)
+    if sample is not None:
+        _profile_sampled(dev, specs, lut, config, sample, seed, prec, as_json)
+        return
+    try:
+        report, latencies, by_others = _profile_into(dev, specs, space, lut, config, limit, prec, passes)
+    finally:
+        dev.close()
+    if as_json:
+        common.print_json({
+            "device": report.device, "precision": prec.value, "space": space, "lut": str(lut),
+            "measured": [{"key": k, "latency_ms": latencies.get(k)} for k in report.measured],
+            "already_present": len(report.skipped), "measured_by_other_run": len(by_others),
+            "failed": report.failed, "left": report.left, "elapsed_s": report.elapsed_s,
+        })
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec, passes: int = 1):
+    """Profile ``specs`` into ``lut`` at ``prec`` (shared with other runs), with a progress bar.
+
+    Returns the report, the stored latency of each op measured, and the keys other runs measured.
+    """
+    from latkit.lut.claims import profile_shared
+    from latkit.lut.store import LUT
+
+    shared_kw = {"precision": prec, "passes": passes}
+    with LUT.open(lut, create=True) as table:
+        done = table.done_keys(dev.info().uri, precision=prec)
+        todo = {s.key for s in specs if s.measurable and s.key not in done}
+        n_ops = len({s.key for s in specs if s.measurable})
+        total = min(len(todo), limit) if limit else len(todo)
+        common.err.print(
+            f"{common.esc(space)}: {n_ops} operators, {n_ops - len(todo)} already in {common.esc(lut)}, "
+            f"measuring up to {total} on {common.esc(dev.uri)} at {prec.value} ({dev.threads} thread(s))"
+            + (f", {passes} passes" if passes > 1 else "")
+        )
+        with common.progress_bar("profiling", total * passes) as advance:
+            def on_progress(done, total_, key, measurement):
+                note = f"{measurement.latency_ms:.3f} ms" if measurement is not None else "failed"
+                advance(f"{key}  {note}")
+
+            def on_wait(holders):
+                names = ", ".join(f"{h} ({h.n_ops} operators)" for h in holders)
+                common.err.print(f"waiting for another latkit run measuring into {common.esc(lut)}: "
+                                 f"{common.esc(names)}")
+
+            report, by_others = profile_shared(dev, specs, table, config, limit=limit,
+                                               on_progress=on_progress, on_wait=on_wait, **shared_kw)
+        stored = table.lookup(report.measured, dev.info().uri, strict=False, precision=prec)  # what each op keeps
+        _print_report(report, lut, by_others)
+    return report, {k: stored.get(k) for k in report.measured}, by_others
+
+
+def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_json: bool = False) -> None:
+    from latkit.lut.claims import Claims
+    from latkit.lut.store import LUT
+    from latkit.predictors.sampling import profile_sampled
+
+    try:
+        sampled_kw = {"precision": prec}
+        with LUT.open(lut, create=True) as table:
+            claims = Claims(table, dev.info().uri, **sampled_kw)
+            claims.claim_device()  # the sample is chosen from what is stored: no other run may add meanwhile
+            try:
+                with common.progress_bar("profiling (sampled)", n) as advance:
+                    def on_progress(done, total_, key, measurement):
+                        advance(f"{key}  {measurement.latency_ms:.3f} ms" if measurement is not None
+                                else f"{key}  failed")
+
+                    report = profile_sampled(dev, specs, table, config, n, seed, on_progress, **sampled_kw)
+            finally:
+                claims.release()
+    finally:
+        dev.close()
+    common.err.print(
+        f"measured {len(report.measured)} of {report.n_candidates} operators in {report.rounds} round(s); "
+        f"predicted {report.n_predicted} with {common.esc(report.predictor)} (trained on {report.n_train}) -> {common.esc(lut)}"
+    )
+    for key, reason in report.failed.items():
+        common.err.print(f"[red]failed[/] {common.esc(key)}: {common.esc(reason)}")
+    if as_json:
+        common.print_json({"device": report.device, "precision": prec.value, "lut": str(lut), "sampled": True,
+                           "measured": report.measured, "n_candidates": report.n_candidates,
+                           "n_predicted": report.n_predicted, "predictor": report.predictor,
+                           "failed": report.failed, "rounds": report.rounds})
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_report(report, lut: Path, by_others=()) -> None:
+    others = f", measured by another run {len(by_others)}" if by_others else ""
+    left = f", left for a later run {report.left}" if report.left else ""
+    common.err.print(
+        f"measured {len(report.measured)}, already present {len(report.skipped)}{others}, "
+        f"failed {len(report.failed)}{left} -> {common.esc(lut)}"
+    )
+    for key, reason in report.failed.items():
+        common.err.print(f"[red]failed[/] {common.esc(key)}: {common.esc(reason)}")
+
+
+@app.command("measure")
+def measure_cmd(
+    file: Optional[Path] = typer.Argument(
+        None, help="A model file to time (.onnx or .tflite; the format is read from its content). Or give --arch."),
+    arch: Optional[str] = typer.Option(
+        None, "--arch", "-a", help="Or a latkit network: native form, arch.json or net.config file."),
+    device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
+    space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space of --arch (not needed for net.config)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution of --arch."),
+    threads: int = typer.Option(1, "--threads", "-t", min=1, help="Inference threads (recorded)."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="fp32, fp16 or int8. For FILE it must be what the file holds (default: that); "
+        "for --arch the network is built at it (default fp32)."),
+    lut: Optional[Path] = typer.Option(None, "--lut", help="With --arch: also print this LUT's estimate and its error."),
+    target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
+    max_seconds: float = typer.Option(30.0, "--max-seconds", help="Time cap of the measurement."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer samples (smoke runs)."),
+    clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+) -> None:
+    """Time a model file, or a latkit network, end to end with the same protocol as the operators."""
+    import math
+
+    from latkit.core.errors import UsageError
+
+    wanted = precision_option(precision)
+    if (file is None) == (arch is None):
+        raise UsageError("give a model FILE (.onnx or .tflite) or --arch (a latkit network), exactly one")
+    # --quick has its own time cap, so the protocol would never see a bad --max-seconds
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise UsageError(f"--max-seconds must be a positive number of seconds, got {max_seconds:g}")
+    config = protocol_config(target_ci, max_seconds, quick)
+    if file is not None:
+        extra = [name for name, value in (("--space", space), ("--resolution", resolution), ("--lut", lut))
+                 if value is not None]  # fmt: skip
+        if extra:
+            raise UsageError(f"{', '.join(extra)} go(es) with --arch; a model FILE brings its own input shape")
+        result = _measure_file(file, device, threads, clock, wanted, config)
+    else:
+        result = _measure_arch(arch, space, resolution, lut, device, threads, clock, wanted, config)
+    if as_json:
+        common.print_json(result)
+    else:
+        _print_measure(result)
+
+
+def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Any, config) -> dict:
+    """Time a user's model file; the result dict of ``measure --json``."""
+    from latkit.devices.precision import check_precision
+    from latkit.core.errors import UsageError
+    from latkit.profiler.model_file import ModelFile
+    from latkit.profiler.protocol import measure_one
+
+    model = ModelFile(file)
+    held = model.precision
+    if wanted is not None and held is not None and wanted is not held:
+        raise UsageError(f"{model.path.name} holds a model at {held.value}, not {wanted.value}; "
+                         f"give --precision {held.value} or leave it out")
+    dev = open_dev(uri, threads, clock)
+    try:
+        model.check_device(dev)
+        prec = check_precision(dev, held or wanted)
+        m = measure_one(dev, model, config)
+    finally:
+        dev.close()
+    facts = model.describe()
+    facts["precision"] = prec.value
+    facts["precision_source"] = "file" if held is not None else ("--precision" if wanted else "assumed")
+    return _result(m, facts)
+
+
+def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted, config) -> dict:
+    """Time a latkit network (``--arch``), with a LUT's estimate beside it when ``lut`` is given."""
+    from latkit.devices.precision import parse_precision
+    from latkit.lut.drift import combined, measure_drift
+    from latkit.profiler.export import BuiltModel
+    from latkit.profiler.protocol import measure_one
+
+    network, _ = load_arch(space, arch, resolution)
+    prec = parse_precision(wanted)
+    built = BuiltModel(network, precision=prec)
+    est, refs = None, []
+    if lut is not None:
+        est, refs = _lut_estimate(lut, network, prec)
+    dev, prec = open_checked(uri, threads, clock, prec)
+    try:
+        before = measure_drift(dev, refs, config) if refs and est.device == dev.uri else None
+        m = measure_one(dev, built, config)
+        drift = combined(before, measure_drift(dev, refs, config)) if before else None
+        fmt = dev.model_format
+        path = built.file(fmt) if fmt.value in ("onnx", "tflite") else None
+    finally:
+        dev.close()
+    facts = {"network": network.name, "file": str(path) if path else None,
+             "sha256": file_sha256(path) if path else None, "format": fmt.value,
+             "precision": prec.value, "input_shape": list(built.input_shape)}  # fmt: skip
+    result = _result(m, facts)
+    if est is not None:
+        result["estimate_ms"] = est.total_ms
+        result["error_pct"] = 100.0 * (est.total_ms - m.latency_ms) / m.latency_ms
+        result["device_drift"] = drift.to_dict() if drift else None
+        result["drift_ops"] = len(refs)
+    return result
+
+
+def _lut_estimate(lut: Path, network, prec):
+    from latkit.lut.drift import reference_ops
+    from latkit.lut.estimate import estimate
+    from latkit.lut.store import LUT
+
+    with LUT.open(lut, readonly=True) as table:
+        est = estimate(table, network, precision=prec)
+        keys = [layer.spec.key for layer in network.layers]
+        refs = reference_ops(table, est.device, keys, precision=prec)
+    return est, refs
+
+
+def _result(m, facts: dict) -> dict:
+    """``measure --json``: what was timed, where, the latency with its CI, and the full record."""
+    info = m.provenance.get("device") or {}
+    return {
+        "schema": "latkit.measure",
+        "schema_version": 2,
+        **facts,
+        "device": info.get("uri"),
+        "device_info": info,
+        "latency_ms": m.latency_ms,
+        "statistic": m.provenance.get("statistic"),
+        "ci_low_ms": m.ci_low_ms,
+        "ci_high_ms": m.ci_high_ms,
+        "rel_ci": m.rel_ci,
+        "median_ms": m.provenance.get("median_ms"),
+        "p90_ms": m.p90_ms,
+        "n_samples": m.n_samples,
+        "iterations": m.iterations,
+        "converged": m.converged,
+        "samples_ms": list(m.samples_ms),
+        "provenance": m.provenance,
+        "measurement": m.to_dict(),
+    }
+
+
+def _print_measure(result: dict) -> None:
+    what = result.get("network") or Path(result["file"]).name
+    table = Table("model", "precision", "device", "latency ms", "95% CI ms", "p90 ms", "samples", "converged")
+    table.add_row(common.esc(what), common.esc(result["precision"]), common.esc(result["device"]),
+                  common.fmt_ms(result["latency_ms"]),
+                  f"{common.fmt_ms(result['ci_low_ms'])}-{common.fmt_ms(result['ci_high_ms'])}",
+                  common.fmt_ms(result["p90_ms"]), f"{result['n_samples']} (x{result['iterations']})",
+                  "yes" if result["converged"] else "no")
+    common.out.print(table)
+    if result.get("sha256"):
+        common.out.print(f"{result['format']} file {common.esc(result['file'])}  sha256 {result['sha256'][:16]}")
+    warning = (result["provenance"].get("delegation_warning") or "").strip()
+    if warning:
+        common.out.print(f"[yellow]delegation:[/] {common.esc(warning)}")
+    if "estimate_ms" in result:
+        common.out.print(f"LUT estimate {result['estimate_ms']:.3f} ms ({result['error_pct']:+.1f}% vs measured)")
+        drift = result.get("device_drift")
+        if drift is not None:
+            common.out.print(f"device drift {drift['ratio']:.2f}x: the network's {result['drift_ops']} slowest LUT "
+                             f"operators now / in the LUT" + ("" if drift.get("steady", True) else
+                                                             " - the device is not in its profiled state; "
+                                                             "the comparison above says little"))  # fmt: skip

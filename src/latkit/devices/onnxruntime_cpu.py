@@ -1,0 +1,150 @@
+"""``cpu:onnxruntime``: time ONNX models with ONNX Runtime on the host CPU.
+
+One inference session per model: the CPU execution provider, ``threads``
+intra-op threads, one inter-op thread, sequential execution and every graph
+optimisation (so batch norm is folded, as a deployed model would be).
+
+It runs fp32 files and int8 files in QDQ form (ONNX Runtime fuses the
+QuantizeLinear/DequantizeLinear pairs into integer kernels); ONNX Runtime's
+CPU provider has no float16 kernels, so fp16 is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from latkit.core.files import one_line
+from latkit.devices.base import (
+    DeviceInfo,
+    ModelFormat,
+    ModelSource,
+    Session,
+    host_cpu_info,
+    load_advice,
+    register_device,
+)
+from latkit.devices.clock import HostDevice
+from latkit.devices.precision import check_precision
+from latkit.core.errors import DeviceError, MeasurementError, UsageError
+
+PROVIDER = "CPUExecutionProvider"
+OPT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+INPUT_SEED = 0
+# what ONNX Runtime raises; its pybind errors derive from Exception, not RuntimeError
+_ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, ValueError)
+try:
+    from onnxruntime.capi import onnxruntime_pybind11_state as _state
+
+    _ORT_ERRORS += tuple(
+        getattr(_state, name)
+        for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
+                     "NoSuchFile", "NoModel", "RuntimeException", "NotImplemented")
+        if hasattr(_state, name)
+    )
+except ImportError:  # a build without the pybind module: RuntimeError is the catch-all
+    pass
+
+
+_INT_INPUTS = {"tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
+
+
+def random_input(shape: tuple[int, ...], seed: int = INPUT_SEED, onnx_type: str = "tensor(float)") -> np.ndarray:
+    """A fixed random tensor (the same on every call): float32, or int8/uint8 for an integer input."""
+    rng = np.random.default_rng(seed)
+    if onnx_type in _INT_INPUTS:
+        info = np.iinfo(_INT_INPUTS[onnx_type])
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(info.dtype)
+    if onnx_type == "tensor(float16)":
+        return rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+class OrtSession(Session):
+    """An ONNX Runtime inference session with its input bound once."""
+
+    def __init__(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray], path: Path,
+                 now_ns: Callable[[], int] = time.perf_counter_ns):
+        self._now = now_ns
+        self._session = session
+        self._feeds = feeds
+        self._path = path
+
+    def run(self) -> list[np.ndarray]:
+        """One inference; the outputs."""
+        return self._session.run(None, self._feeds)
+
+    def time(self, iterations: int) -> float:
+        """Mean seconds per run over ``iterations`` back-to-back runs."""
+        if iterations < 1:
+            raise UsageError(f"iterations must be >= 1, got {iterations}")
+        run, feeds = self._session.run, self._feeds
+        try:
+            start = self._now()
+            for _ in range(iterations):
+                run(None, feeds)
+            elapsed = self._now() - start
+        except _ORT_ERRORS as exc:
+            raise MeasurementError(f"onnxruntime failed running {self._path}: {one_line(exc)}") from exc
+        return elapsed / iterations / 1e9
+
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees it with the last reference)."""
+        self._session = None  # type: ignore[assignment]
+
+
+@register_device("cpu:onnxruntime")
+class OnnxRuntimeCPU(HostDevice):
+    """ONNX Runtime on the host CPU."""
+
+    model_format = ModelFormat.ONNX
+    precisions = ("fp32", "int8")
+
+    def info(self) -> DeviceInfo:
+        """Runtime, version, threads, CPU model and session settings."""
+        return host_cpu_info(self, "onnxruntime", ort.__version__, {
+            "provider": PROVIDER,
+            "graph_optimization_level": OPT_LEVEL.name,
+            "execution_mode": "sequential",
+            "inter_op_threads": 1,
+            "clock": self.clock,
+        })
+
+    def session_options(self) -> ort.SessionOptions:
+        """The session settings every model is opened with."""
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = OPT_LEVEL
+        so.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+        return so
+
+    def open(self, model: ModelSource) -> OrtSession:
+        """Load ``model``'s ONNX file and run it once to prove it works.
+
+        Raises:
+            DeviceError: ONNX Runtime cannot load or run the file.
+            UsageError: the model's precision is not one this device runs.
+        """
+        check_precision(self, getattr(model, "precision", None))
+        path = Path(model.file(ModelFormat.ONNX))
+        try:
+            sess = ort.InferenceSession(str(path), self.session_options(), providers=[PROVIDER])
+        except _ORT_ERRORS as exc:
+            raise DeviceError(
+                f"onnxruntime cannot load {path}: {one_line(exc)}; {load_advice(model)}"
+            ) from exc
+        inp = sess.get_inputs()[0]
+        shape = tuple(model.input_shape)
+        feeds = {inp.name: random_input(shape, onnx_type=inp.type)}
+        session = OrtSession(sess, feeds, path, self.now_ns)
+        try:
+            session.run()
+        except _ORT_ERRORS as exc:
+            raise DeviceError(f"onnxruntime cannot run {path}: {one_line(exc)}") from exc
+        return session

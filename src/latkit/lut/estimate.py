@@ -1,0 +1,152 @@
+"""Network latency from a LUT: the sum of its operators, optionally calibrated.
+
+An estimate is at one precision: every operator's row and the calibration are
+that precision's. A network whose operators the LUT holds only partly at the
+precision asked for is refused, naming the precision that has the rest; rows of
+two precisions are never summed into one figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from latkit.devices.precision import Precision, parse_precision
+from latkit.core.errors import MissingOpsError, UsageError
+from latkit.lut.calibration import load_calibration
+from latkit.lut.store import LUT
+
+if TYPE_CHECKING:
+    from latkit.profiler.spaces.base import Network
+
+
+@dataclass(frozen=True)
+class LayerEstimate:
+    """One layer's share of an estimate (free layers cost 0 ms)."""
+
+    name: str
+    key: str
+    op_type: str
+    latency_ms: float
+    share_pct: float  # of the LUT sum
+    source: str = ""  # the row's origin: measured, imported:..., predicted:... ("" for free layers)
+
+
+class PrecisionMismatchError(MissingOpsError):
+    """Operators the LUT lacks at the precision asked for but holds at another."""
+
+    def __init__(self, missing: list[str], where: str, precision: str, elsewhere: dict[str, int]) -> None:
+        """``elsewhere``: for each other precision, how many of ``missing`` the LUT holds at it."""
+        super().__init__(missing, lut=where)
+        self.precision, self.elsewhere = precision, dict(elsewhere)
+        n = len(self.missing)
+        shown = "; ".join(self.missing[:4]) + (f" (+{n - 4} more)" if n > 4 else "")
+        held = " and ".join(p if k == n else f"{p} ({k} of them)" for p, k in elsewhere.items())
+        self.args = (
+            f"{n} operator(s) missing at {precision} in {where}: {shown}; the LUT holds them at {held} "
+            f"only, and an estimate never mixes precisions: estimate with --precision {next(iter(elsewhere))}, "
+            f"or profile them with `latkit profile --precision {precision}`",
+        )
+
+
+def resolve_precision(lut: LUT, uri: str, precision: str | Precision | None) -> str:
+    """The precision to read ``uri``'s rows at: ``precision``, or the only one the LUT holds.
+
+    Raises:
+        UsageError: ``precision`` is unknown, or None while the LUT holds rows of
+            several precisions for the device.
+    """
+    if precision is not None:
+        return parse_precision(precision).value
+    held = lut.precisions(uri)
+    if len(held) > 1:
+        names = ", ".join(held[:-1]) + f" and {held[-1]}"
+        raise UsageError(f"LUT {lut.path} has {names} rows for {uri}; give --precision")
+    return held[0] if held else Precision.FP32.value
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A network's estimated latency on one device.
+
+    ``total_ms`` is the calibrated figure when ``calibrated`` is true, else
+    ``lut_sum_ms``. ``n_measurable`` counts the layers that cost time (a
+    repeated op counts each time it runs).
+    """
+
+    network: str
+    device: str
+    total_ms: float
+    lut_sum_ms: float
+    n_measurable: int
+    layers: tuple[LayerEstimate, ...]
+    calibrated: bool
+    calibration: dict[str, Any] | None = None
+    precision: str = Precision.FP32.value  # of every row summed and of the calibration applied
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["layers"] = [asdict(layer) for layer in self.layers]
+        return d
+
+
+def estimate(
+    lut: LUT,
+    network: Network,
+    device: str | None = None,
+    calibration: bool = True,
+    *,
+    precision: str | Precision | None = None,
+) -> Estimate:
+    """Estimate ``network``'s latency from ``lut``, at one precision.
+
+    Args:
+        lut: the LUT.
+        network: the ordered layers, stem to logits.
+        device: device URI in the LUT; default the LUT's only device.
+        calibration: apply the device's stored calibration at this precision if it has one.
+        precision: the precision whose rows are summed; default the only one
+            the LUT holds for the device.
+
+    Raises:
+        MissingOpsError: any measurable layer's key is not in the LUT at this
+            precision (all missing keys are listed; there is never a silent
+            default); a :class:`PrecisionMismatchError` when another precision has them.
+        UsageError: no ``precision`` given and the LUT holds several for the device.
+    """
+    uri = lut.resolve_device(device)
+    prec = resolve_precision(lut, uri, precision)
+    measurable = [layer for layer in network.layers if layer.spec.measurable]
+    keys = [layer.spec.key for layer in measurable]
+    try:
+        table = lut.lookup(keys, uri, precision=prec)
+    except MissingOpsError as exc:
+        where = f"{lut.path} ({uri}) for {network.name}"
+        elsewhere = {p: len(lut.lookup(exc.missing, uri, strict=False, precision=p))
+                     for p in lut.precisions(uri) if p != prec}  # fmt: skip
+        elsewhere = {p: k for p, k in elsewhere.items() if k}
+        if elsewhere:
+            raise PrecisionMismatchError(exc.missing, where, prec, elsewhere) from None
+        raise MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec}) for {network.name}") from None
+    lat = [table[layer.spec.key] if layer.spec.measurable else 0.0 for layer in network.layers]
+    sources = lut.sources(keys, uri, precision=prec)
+    lut_sum = float(sum(lat))
+    layers = tuple(
+        LayerEstimate(
+            name=layer.name,
+            key=layer.spec.key,
+            op_type=layer.spec.op_type.value,
+            latency_ms=ms,
+            share_pct=100.0 * ms / lut_sum if lut_sum > 0 else 0.0,
+            source=sources.get(layer.spec.key, "") if layer.spec.measurable else "",
+        )
+        for layer, ms in zip(network.layers, lat)
+    )
+    cal = load_calibration(lut, uri, precision=prec) if calibration else None
+    total = cal.apply(lut_sum, len(measurable)) if cal else lut_sum
+    return Estimate(
+        network=network.name, device=uri, total_ms=total, lut_sum_ms=lut_sum,
+        n_measurable=len(measurable), layers=layers, calibrated=cal is not None,
+        calibration=cal.to_dict() if cal else None, precision=prec,
+    )  # fmt: skip

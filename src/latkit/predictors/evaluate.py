@@ -1,0 +1,360 @@
+"""Plain functions behind ``latkit predictor fit|predict|eval``.
+
+* :func:`evaluate` - few-shot transfer to a new device column, repeated over
+  seeds, with the reference-ridge baseline beside it; optional scatter plot.
+* :func:`fit_from_csv` - fit a predictor on a latency CSV and save it.
+* :func:`predict_archs` - load a saved predictor and predict architectures.
+* :func:`design_from_csv` - which K archs to measure on a new device.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latkit.core.files import write_figure
+from latkit.core.errors import StoreError, UsageError
+from latkit.predictors.base import get_predictor, load, load_metadata, save
+from latkit.predictors.data import (
+    check_unique_archs,
+    LatencyTable,
+    encode_archs,
+    join_column,
+    parse_archs,
+    read_latency_csv,
+)
+from latkit.predictors.metrics import Scores, mean_scores, score
+from latkit.predictors.transfer import (
+    FewShotTransfer,
+    known_columns,
+    reference_ridge_baseline,
+    select_archs,
+)
+
+log = logging.getLogger(__name__)
+
+FEATURES_ENCODING = "encoding"
+FEATURES_KNOWN = "known_devices"
+
+
+@dataclass
+class FewShotResult:
+    """Per-seed scores of the method and of the baseline, for one target column."""
+
+    target: str
+    k: int
+    known: list[str]
+    method: list[Scores] = field(default_factory=list)
+    baseline: list[Scores] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Means over seeds, JSON-ready."""
+        return {
+            "target": self.target,
+            "k": self.k,
+            "known": self.known,
+            "method": mean_scores(self.method),
+            "baseline": mean_scores(self.baseline) if self.baseline else None,
+        }
+
+
+def _target_values(
+    table: LatencyTable, target: str, target_table: LatencyTable | None
+) -> np.ndarray:
+    if target_table is not None:
+        return join_column(table, target_table, target)
+    return table.column(target, allow_nan=True)
+
+
+def few_shot(
+    table: LatencyTable,
+    target: str,
+    k: int,
+    *,
+    known: list[str] | None = None,
+    strict: bool = False,
+    seeds: int | list[int] = 3,
+    target_table: LatencyTable | None = None,
+    baseline: bool = True,
+) -> tuple[FewShotResult, np.ndarray, np.ndarray]:
+    """Few-shot transfer of ``table``'s known columns to ``target`` with K measured archs.
+
+    The target column is never read except at the K chosen rows (and for scoring
+    the other rows). Rows where the target is missing are neither chosen nor scored.
+
+    Returns:
+        The result, and the last seed's predicted and measured latencies of the scored rows.
+
+    Raises:
+        UnknownNameError / UsageError: bad column names, K too large, NaNs in known columns.
+    """
+    if known is None:
+        cols = list(table.devices)
+        if target_table is not None and target not in cols:
+            cols.append(target)
+        known = known_columns(cols, target, strict=strict)
+    if target in known:
+        raise UsageError(f"target {target!r} cannot also be a known device")
+    if not known:
+        raise UsageError(f"no known device column is left beside {target!r}; pass --known")
+    y_all = _target_values(table, target, target_table)
+    have = np.flatnonzero(np.isfinite(y_all))
+    known_ms = table.columns(known)[have]  # raises on NaN in known columns
+    y = y_all[have]
+    if not 2 <= k < len(have):
+        raise UsageError(
+            f"K={k} must be at least 2 and below the {len(have)} archs with a {target!r} value"
+        )
+    result = FewShotResult(target, k, list(known))
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    pred = meas = np.empty(0)
+    for seed in seed_list:
+        rows = select_archs(known_ms, k, random_state=seed)
+        model = FewShotTransfer().fit(known_ms[rows], y[rows], reference=known_ms)
+        rest = np.setdiff1d(np.arange(len(y)), rows)
+        pred, meas = model.predict(known_ms[rest]), y[rest]
+        result.method.append(score(meas, pred))
+        if baseline:
+            rand = np.random.default_rng(seed).choice(len(y), k, replace=False)
+            base = reference_ridge_baseline(known_ms, rand, y[rand])
+            rest_b = np.setdiff1d(np.arange(len(y)), rand)
+            result.baseline.append(score(y[rest_b], base[rest_b]))
+    return result, pred, meas
+
+
+def evaluate(
+    csv: str | Path,
+    space: str,
+    target: str,
+    k: int = 10,
+    *,
+    known: list[str] | None = None,
+    strict: bool = False,
+    target_csv: str | Path | None = None,
+    seeds: int = 3,
+    plot: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate few-shot transfer to ``target`` on a latency CSV.
+
+    Args:
+        csv: latency table (``arch_index, arch, <device>...``).
+        space: search space of the ``arch`` column (checked to parse).
+        target: the new device's column (in ``csv`` or in ``target_csv``).
+        k: archs measured on the new device.
+        known: known-device columns (default: all others, see ``strict``).
+        strict: leave out every column of the target's hardware (other batch sizes).
+        target_csv: a separate CSV with ``arch`` and ``target`` columns.
+        seeds: repeats (different designs).
+        plot: write a predicted-vs-measured scatter PNG here.
+
+    Returns:
+        Summary dict: target, k, known columns, mean scores of method and baseline.
+    """
+    table = read_latency_csv(csv)
+    check_unique_archs(space, table)  # bad arch tokens and conflicting repeats fail here, with the rows
+    target_table = read_latency_csv(target_csv) if target_csv is not None else None
+    result, pred, meas = few_shot(
+        table, target, k, known=known, strict=strict, seeds=seeds, target_table=target_table
+    )
+    summary = result.summary()
+    if plot is not None:
+        scatter_plot(meas, pred, plot, title=f"{target}, K={k} ({space})")
+        summary["plot"] = str(plot)
+    return summary
+
+
+def scatter_plot(measured_ms: np.ndarray, predicted_ms: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Predicted-vs-measured scatter with ±10% bands, as a PNG (matplotlib, Agg)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        from latkit.core.errors import MissingExtraError
+
+        raise MissingExtraError("plotting", "predictors", exc) from exc
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.scatter(measured_ms, predicted_ms, s=3, alpha=0.4)
+    lo, hi = float(np.min(measured_ms)), float(np.max(measured_ms))
+    xs = np.array([lo, hi])
+    ax.plot(xs, xs, "k-", lw=1)
+    ax.plot(xs, 1.1 * xs, "k--", lw=0.7)
+    ax.plot(xs, 0.9 * xs, "k--", lw=0.7)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(title)
+    fig.tight_layout()
+    try:
+        write_figure(path, fig, dpi=120, what="scatter plot")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def fit_from_csv(
+    csv: str | Path,
+    space: str,
+    target: str,
+    out_dir: str | Path,
+    *,
+    predictor: str = "xgboost",
+    params: dict[str, Any] | None = None,
+    k: int | None = None,
+    known: list[str] | None = None,
+    target_csv: str | Path | None = None,
+    random_state: int = 0,
+) -> Any:
+    """Fit a predictor of ``target``'s latency and save it to ``out_dir``.
+
+    With ``predictor="fewshot"`` the features are the known devices' latencies
+    (every other column, or ``known``); the rows are the ``k`` archs that
+    :func:`select_archs` picks, or, without ``k``, every row where the target was
+    measured (e.g. a ``target_csv`` of your own K measurements). Any other predictor
+    reads the space's encoding and trains on the measured rows (a random ``k`` of
+    them when given).
+
+    Returns:
+        The fitted predictor.
+    """
+    table = read_latency_csv(csv)
+    target_table = read_latency_csv(target_csv) if target_csv is not None else None
+    y_all = _target_values(table, target, target_table)
+    have = np.flatnonzero(np.isfinite(y_all))
+    if len(have) < 2:
+        raise UsageError(f"column {target!r} has fewer than 2 measured archs; measure more")
+    if k is not None and not 2 <= k <= len(have):
+        raise UsageError(f"K={k} must be between 2 and the {len(have)} measured archs")
+    provenance: dict[str, Any] = {"csv": str(csv), "target_csv": str(target_csv) if target_csv else None}
+    if predictor == "fewshot":
+        cols = list(table.devices) + ([target] if target not in table.devices else [])
+        known = known or known_columns(cols, target)
+        ref = table.columns(known)
+        rows = have if k is None else have[select_archs(ref[have], k, random_state=random_state)]
+        model = get_predictor("fewshot", **(params or {})).fit(ref[rows], y_all[rows], reference=ref)
+        provenance.update(features=FEATURES_KNOWN, known=known)
+    else:
+        check_unique_archs(space, table)
+        rng = np.random.default_rng(random_state)
+        rows = have if k is None else rng.choice(have, k, replace=False)
+        X = encode_archs(space, [table.archs[i] for i in rows])
+        model = get_predictor(predictor, **_with_space(predictor, params, space)).fit(X, y_all[rows])
+        provenance.update(features=FEATURES_ENCODING)
+    provenance.update(rows=int(len(rows)), random_state=random_state)
+    save(model, out_dir, space=space, target=target, provenance=provenance)
+    return model
+
+
+def _with_space(predictor: str, params: dict[str, Any] | None, space: str) -> dict[str, Any]:
+    """``params`` with ``space`` filled in for predictors (or ensemble members) that take one."""
+    from latkit.predictors.base import predictor_class
+
+    out = dict(params or {})
+    if "space" in predictor_class(predictor)._param_names():
+        out.setdefault("space", space)
+    if predictor == "ensemble":
+        member = out.get("base", "xgboost")
+        out["params"] = _with_space(member, out.get("params"), space)
+    return out
+
+
+def design_from_csv(
+    csv: str | Path, k: int, *, known: list[str] | None = None, random_state: int = 0,
+    space: str | None = None,
+) -> list[str]:
+    """The ``k`` archs (native text, as in the CSV) to measure on a new device.
+
+    Measure these, write them as a CSV with ``arch`` and the new device's column,
+    and pass it as ``target_csv`` to :func:`fit_from_csv` with ``predictor="fewshot"``.
+    Every arch must parse in ``space`` (default: the registered space that reads
+    the first row), so a table of garbage never yields a design.
+
+    Raises:
+        ArchError: an arch that does not parse (naming its row), or no space reads the table.
+    """
+    table = read_latency_csv(csv)
+    check_unique_archs(space or _space_of(table), table)
+    ref = table.columns(known or list(table.devices))
+    return [table.archs[i] for i in select_archs(ref, k, random_state=random_state)]
+
+
+def _space_of(table: LatencyTable) -> str:
+    """The registered space whose native form the table's first arch is written in."""
+    from latkit.core.errors import ArchError
+    from latkit.profiler.spaces import get_space, list_spaces
+
+    first = table.archs[0]
+    for name in list_spaces():
+        try:
+            get_space(name).parse_arch(first)
+        except (ArchError, UsageError):
+            continue
+        return name
+    raise ArchError(f"arch #1 of {table.source or 'the table'} ({first[:60]!r}) is an architecture of no "
+                    f"known space ({', '.join(list_spaces())}); fix the {'arch'!r} column")
+
+
+def predict_archs(
+    predictor_dir: str | Path, archs: list[str], *, reference_csv: str | Path | None = None
+) -> np.ndarray:
+    """Latency (ms) of each architecture (native text) from a saved predictor.
+
+    A few-shot predictor reads the known devices' latencies of each arch from
+    ``reference_csv`` (default: the CSV it was fitted on).
+
+    Raises:
+        StoreError: unreadable predictor. ArchError: an arch the space cannot parse.
+        UsageError: an arch absent from the reference table (few-shot).
+    """
+    meta = load_metadata(predictor_dir)
+    model = load(predictor_dir)
+    prov = meta.get("provenance", {})
+    space = meta.get("space")
+    if not isinstance(prov, dict) or (space is not None and not isinstance(space, str)):
+        raise StoreError(f"{predictor_dir}: malformed provenance or space in its metadata; refit it")
+    if prov.get("features") == FEATURES_KNOWN and (
+        not isinstance(prov.get("known"), list) or not all(isinstance(c, str) for c in prov["known"])
+        or not isinstance(reference_csv or prov.get("csv"), (str, Path))
+    ):
+        raise StoreError(f"{predictor_dir}: a few-shot predictor must record its known columns and CSV; "
+                         "refit it")
+    if not archs:
+        raise UsageError("no architectures to predict")
+    if prov.get("features") == FEATURES_KNOWN:
+        table = read_latency_csv(reference_csv or prov["csv"])
+        if space:
+            archs = [_canonical(space, a, table) for a in archs]
+        where = {a: i for i, a in enumerate(table.archs)}
+        missing = [a for a in archs if a not in where]
+        if missing:
+            raise UsageError(
+                f"{len(missing)} arch(s) not in {table.source}, e.g. {missing[0][:60]!r}; "
+                "few-shot predictors need the known devices' latencies of every arch"
+            )
+        X = table.columns(prov["known"])[[where[a] for a in archs]]
+    else:
+        if not space:
+            raise UsageError(f"{predictor_dir} records no search space; refit it with --space")
+        X = encode_archs(space, archs)
+    pred = np.asarray(model.predict(X), dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(pred))
+    if bad.size:  # damaged weights the loader could not see (e.g. inside an XGBoost model)
+        raise StoreError(f"predictor {predictor_dir} gives a non-finite latency for arch #{bad[0] + 1} "
+                         f"({archs[bad[0]][:60]!r}); its weights are damaged, refit it")
+    return pred
+
+
+def _canonical(space_name: str, text: str, table: LatencyTable) -> str:
+    """``text`` written as the table writes archs (parsing validates it)."""
+    from latkit.profiler.spaces import get_space
+
+    sp = get_space(space_name)
+    arch = parse_archs(space_name, [text])[0]
+    if text in table.archs:
+        return text
+    native = sp.arch_to_native(arch)
+    return " ".join(native) if isinstance(native, list) else str(native)
