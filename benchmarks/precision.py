@@ -26,12 +26,10 @@ run skips the exports and quantizations.
         --resolution 64 --max-ops 40 --quick [--out precision.json]
 
 On a shared host, ``--joint`` keeps load drift between the calibration and the
-test passes out of the error: without it one cpu:litert run (load 2) had every
-int8 test network measured 25-31% slower than the calibration predicted from
-networks measured minutes earlier, while fp32 in the same run passed at 3.9%.
-Figures (cpu:litert, --joint, back-to-back runs at load 2, 2026-11-27):
-one interpreter per model, fp32 8.8% / int8 24.1% max error (8/10 within);
-four interpreters per model (``devices/litert_cpu.py``), fp32 7.6% / int8 3.8%.
+test passes out of the error: without it the test networks are measured minutes
+after the calibration's, and a change of the host's load in between reads as a
+prediction error. ``benchmarks/NOTES.md`` keeps the figures of earlier runs
+(with and without ``--joint``; one and four LiteRT interpreters per model).
 """
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ def test_fallbacks_with_few_points():
 
 
 def test_a_fit_that_gives_an_operator_no_time_falls_back_to_two_terms():
-    # measured here (proxyless_mobile_w05 at 64 px, cpu:onnxruntime, fastest op 0.011 ms): the largest
-    # network read 0.708 ms in one calibration and 0.539 ms in the next
+    # figures of a real calibration (proxyless_mobile_w05 at 64 px, cpu:onnxruntime, fastest op
+    # 0.011 ms) in which the largest network read high: its point tilts the 3-term fit until the
+    # fastest operator costs nothing
     sums, n_ops, e2e = [0.183, 0.465, 0.499, 0.521, 0.693], [10, 22, 22, 24, 25], [0.121, 0.323, 0.370, 0.380, 0.708]
     free = fit_calibration(sums, n_ops, e2e)
     assert free.method == "lstsq3" and free.a * 0.011 + free.b < 0  # a 0.011 ms operator would cost nothing

@@ -49,9 +49,8 @@ def lut_and_target(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, floa
 
     The pipeline searches on calibrated tables, which can sit well below the raw
     LUT sums, so the target is taken from a calibration of the networks the
-    pipeline's own calibration measures (a 3-network fit through other networks
-    extrapolates: on one machine it put the range at 0.40-0.80 ms where the
-    pipeline's calibration found 0.15-0.48 ms).
+    pipeline's own calibration measures (a fit through other networks
+    extrapolates, and can put the range well away from the pipeline's own).
     """
     path = tmp_path_factory.mktemp("lut") / "cpu.db"
     space = get_space(SPACE)

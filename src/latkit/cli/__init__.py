@@ -77,9 +77,9 @@ def completion_cmd(
 def _command() -> Any:
     """The click command tree of ``app``, built once per process.
 
-    Building it walks every command's signature (about 0.25 s); a process that calls
-    :func:`main` many times (the test suite, an embedding tool) pays that once, and the
-    sub-apps are added to ``app`` once, not again on every call.
+    Building it walks every command's signature (a noticeable fraction of a second); a
+    process that calls :func:`main` many times (the test suite, an embedding tool) pays
+    that once, and the sub-apps are added to ``app`` once, not again on every call.
     """
     _register()
     return typer.main.get_command(app)

@@ -3,8 +3,9 @@
 * :class:`AdbShellTransport`: latkit speaks ADB itself through the ``adb_shell``
   package, over TCP (``adb+tcp://HOST:PORT``) or USB (``adb:SERIAL``, needs
   libusb1). Two fixes over plain ``adb_shell``: TCP_NODELAY on the socket (without
-  it every message waits ~40 ms for a delayed ACK) and writes that send every
-  byte (upstream ``bulk_write`` ignores short sends, which stalls large pushes).
+  it a small message waits for the peer's delayed ACK, tens of milliseconds) and
+  writes that send every byte (upstream ``bulk_write`` ignores short sends, which
+  stalls large pushes). ``benchmarks/adb_overhead.py`` times both clients.
 * :class:`AdbServerTransport`: goes through the host's running ``adb`` server
   (port 5037 or ``ANDROID_ADB_SERVER_PORT``), for users who already use ``adb``.
 

@@ -31,9 +31,10 @@ from typing import Any
 from latkit.core.errors import ParseError, UsageError
 
 # Every pattern here runs in time linear in the line: no unbounded repeat is
-# followed by something it can also match (a 40 kB line once took 7.6 s, 80 kB
-# 30 s), and free-text spans are bounded ({0,80}). Stat lines and the summary are
-# split into tokens rather than matched as a whole.
+# followed by something it can also match (such a pair backtracks, and its time
+# grows with the square of the line's length, so one long line of damaged output
+# stalls the parser), and free-text spans are bounded ({0,80}). Stat lines and
+# the summary are split into tokens rather than matched as a whole.
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
 _NUM_FULL_RE = re.compile(rf"(?:{_NUM})", re.IGNORECASE)
 _INIT_MS_RE = re.compile(rf"Initialized session in ({_NUM})\s*ms")

@@ -1,10 +1,10 @@
 """Which clock a host-CPU device times with.
 
 On a shared machine the wall clock of an inference includes the time other
-processes held the core; with one inference thread that is most of the noise
-(here the wall-clock median of a 12 ms network was 49 ms at load 6.7, its
-thread CPU time 12 ms). So a single-threaded host device times with the
-calling thread's CPU clock by default: ONNX Runtime (one intra-op thread),
+processes held the core; with one inference thread that is most of the noise,
+and under heavy load the wall-clock median can be several times the thread's
+CPU time. So a single-threaded host device times with the calling thread's
+CPU clock by default: ONNX Runtime (one intra-op thread),
 LiteRT/XNNPACK (one thread) and torch (one thread) all compute on the caller's
 thread, so its CPU time is the inference's own time, memory stalls included,
 preemption excluded. With more threads the work spreads over pool threads and

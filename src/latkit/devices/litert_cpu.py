@@ -5,15 +5,16 @@ The interpreter comes from ``ai_edge_litert`` or, failing that, the older
 Android runtime does. The input is set once and ``invoke()`` is timed.
 
 One model is opened as :data:`INSTANCES` interpreters and a timing is the
-mean over all of them. An XNNPACK kernel's speed can depend on the
-interpreter it runs in: one kernel-7 MBConv (16x16x16, expand 3, fp32) opened
-eight times in one process and timed in interleaved rounds took 0.47 ms in
-four interpreters and 0.75-0.86 ms in the other four. A network's operators
-run wherever their interpreter put them, so an operator's or a network's
-latency is taken as the mean over several interpreters, not the one a single
-interpreter drew. Measured in the same interleaved rounds on five int8
-networks, network / LUT-sum ratios went from 1.04-1.24 (one interpreter per
-model) to 1.05-1.16 (four).
+mean over all of them. An XNNPACK kernel's speed can depend on where an
+interpreter's buffers land in memory, so the same model opened several times
+in one process can run at clearly different speeds in different interpreters.
+A network's operators run wherever their interpreter put them, so an
+operator's or a network's latency is taken as the mean over several
+interpreters, not the one placement a single interpreter drew; otherwise an
+operator's LUT row and the network it sits in could each draw a different
+placement, and the LUT sum would miss the network by the difference.
+``benchmarks/precision.py`` prints how well a calibrated LUT predicts cpu:litert
+networks; ``benchmarks/NOTES.md`` keeps the figures that chose :data:`INSTANCES`.
 
 It runs fp32, fp16 (float16 weights, dequantized at load) and full-integer
 int8 files. A full-integer file takes and returns int8 tensors: the seeded

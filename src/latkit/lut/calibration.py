@@ -175,9 +175,9 @@ def pick_calibration_archs(
     fastest network with every layer present
     (:meth:`~latkit.lut.tables.TableLatencyModel.fastest_full`), the other
     corner in (LUT sum, op count): without it the fit extrapolates to networks
-    of many small operators (one noisy measurement of the largest network once
-    gave those networks 40% of their real latency). `latkit lut calibrate` and
-    `latkit run` both pick this way.
+    of many small operators, and one noisy measurement of the largest network
+    can tilt the per-op term enough to predict those networks far too fast.
+    `latkit lut calibrate` and `latkit run` both pick this way.
 
     Args:
         model: the space's uncalibrated tables (every operator's entry positive).
@@ -217,16 +217,17 @@ def measure_passes(
     long as some model's two lowest figures differ by more than
     :data:`UNSTEADY`, every model is measured again, pass by pass, up to
     :data:`MAX_PASSES` figures (so all models have as many). On a shared
-    host other load inflates even a thread-CPU-time figure (measured here: the
-    same network at 1.07 and 1.93 ms in two passes, load average 1); a burst has
-    to hit a network in every pass to survive the minimum. Within a pass the
-    models are measured together, interleaved in one pool
+    host other load inflates even a thread-CPU-time figure (cache and memory
+    contention, which the thread clock does not remove), and a burst of it can
+    last for seconds; since load only slows a run down, a burst has to hit a
+    network in every pass to survive the minimum. Within a pass the models are
+    measured together, interleaved in one pool
     (:func:`~latkit.profiler.protocol.measure_many`), so a change in the load
-    during the pass (measured here: one network's thread-CPU figure went 1.1 ->
-    1.9 -> 1.0 ms over 30 s at load 3, from cache and memory contention the
-    thread clock does not remove) falls on all of them alike instead of on the
-    few measured while it lasted. ``on_progress`` gets ``(done, total, label)``;
-    ``total`` grows when a model is measured again.
+    during the pass falls on all of them alike instead of on the few measured
+    while it lasted. ``benchmarks/precision.py`` measures its test networks
+    this way and keeps every pass's figure (``passes_ms`` in its ``--out``
+    JSON). ``on_progress`` gets ``(done, total, label)``; ``total`` grows when a
+    model is measured again.
     """
     from latkit.profiler.protocol import measure_many
 

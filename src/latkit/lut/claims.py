@@ -1,7 +1,7 @@
 """Sharing one LUT between profiling processes: claims on operators.
 
-Two ``latkit profile`` runs on one LUT file used to both measure everything, and
-the second then failed on the first's rows. Now a profiler *claims* the
+Two ``latkit profile`` runs on one LUT file must not both measure everything
+(the second would then fail on the first's rows). So a profiler *claims* the
 operators it is about to measure, a few at a time, in the LUT's ``claims``
 table, under SQLite's write lock (``BEGIN IMMEDIATE``): a second profiler
 skips what the first has claimed or stored, so the two split the work, and a

@@ -416,8 +416,8 @@ class _Pipeline:
         say(0, 1, f"measuring {f.path.name} on {self.cfg.device} (and {len(refs)} reference operators)")
         if self.device.info().kind == "cpu":
             # a host CPU device runs in a fresh interpreter: after this process trained
-            # networks with torch, the same ONNX file measured here read up to 37% slow
-            # (0.80 ms fresh, 1.10 ms in-process), enough to fake a miss
+            # networks with torch, the same ONNX file measures slower in it than in a
+            # fresh one, enough to fake a miss of the target
             entry = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, f, self.measure_config(),
                                               self.target_ms, self.cfg.tolerance, refs)  # fmt: skip
         else:

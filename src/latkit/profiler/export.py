@@ -290,7 +290,8 @@ def _export_onnx(model: BuiltModel, out: Path) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            # the TorchScript exporter is ~20x faster than dynamo on small ops
+            # the TorchScript exporter is much faster than dynamo on small ops, and a
+            # space has hundreds of them to export
             torch.onnx.export(module, (example,), str(out), dynamo=False, **kwargs)
             mode = "torchscript"
         except (TypeError, RuntimeError, NotImplementedError, ImportError) as exc:

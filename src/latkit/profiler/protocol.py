@@ -4,13 +4,13 @@ A LUT is only useful if building it twice gives the same numbers, and the
 machines it is built on are rarely quiet. On a shared machine most of the noise
 is *other processes taking the CPU*: a sample that gets preempted is slower by
 the time the other process ran, so the samples of one operator are a mixture
-of clean ones (its true speed, a ~1% spread) and contaminated ones (up to 2-3x
-slower), in a proportion that changes with the load from minute to minute.
-The median follows that proportion (the plain median of the same op differed
-by up to 80-150% between two builds of one LUT on a 2-core machine at load
-average 3-7); the low end of the distribution does not (the 5th percentile
-differed by 1% median, 3% p95: see ``benchmarks/lut_repeatability.py``). So
-the protocol:
+of clean ones (its true speed, a narrow spread) and contaminated ones (several
+times slower), in a proportion that changes with the load from minute to
+minute. The median follows that proportion, so it moves between two builds of
+one LUT as the load does; the low end of the distribution stays on the clean
+samples and does not. ``benchmarks/lut_repeatability.py`` builds one LUT twice
+and prints how far each statistic (the protocol's, the median, the 25th
+percentile, the minimum) moved between the builds. So the protocol:
 
 1. **Warms up** every model (at least ``warmup_runs`` runs and ``warmup_s``
    seconds) and picks its ``iterations`` so that one *sample* (the mean of

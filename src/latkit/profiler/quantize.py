@@ -202,10 +202,12 @@ def _min_max_ranges(src: Path, int8_recipe: Any, data: dict[str, list[dict[str, 
     """Each activation's range: the lowest and highest value over all calibration inputs.
 
     ``Quantizer.calibrate`` keeps a moving average of each input's own min and max
-    instead, which clips what fewer inputs reach: on a searched proxyless network
-    (32x32 digits, 300 inputs) its int8 file scored 86.3% against 91.7% in fp32,
-    where the global ranges here scored 91.8% (ONNX Runtime's calibration uses global
-    ranges too, and its file scored 91.8%).
+    instead, which clips the values that only a few inputs reach; a network's
+    int8 file then loses accuracy its fp32 one has. Global ranges are also what
+    ONNX Runtime's calibration uses, so the two int8 files of one network are
+    calibrated alike. ``latkit run --precision int8`` reports the int8 file's
+    held-out accuracy beside the fp32 network's; ``benchmarks/NOTES.md`` keeps
+    the figures that chose global ranges.
     """
     from ai_edge_quantizer import calibrator, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils

@@ -10,9 +10,11 @@ With ``passes > 1`` the op list is measured that many times over, each time
 in fresh sessions, and each op keeps its lowest figure, as calibration does
 for whole networks (:func:`latkit.lut.calibration.measure_passes`). On a
 shared host other processes slow even a thread-CPU-time figure down (cache
-and memory contention; measured here: a LiteRT 7x7 MBConv op at 0.10 ms, then
-0.18-0.20 ms for a few seconds, at load 3), in episodes longer than one op's
-measurement; passes some seconds apart let an op escape one episode.
+and memory contention, which the thread clock does not remove), in episodes
+that can outlast one op's whole measurement; passes some seconds apart let an
+op escape one episode, and since load only ever slows a run down, the lowest
+figure is the one closest to the op's own speed. Every pass's figure is kept
+in the row's provenance (``passes_ms``).
 """
 
 from __future__ import annotations

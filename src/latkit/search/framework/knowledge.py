@@ -148,7 +148,7 @@ class EnsembleCritic:
 
 def _one_blas_thread() -> Any:
     """Limit BLAS to one thread: these solves are small, and threads fighting
-    over busy cores make them ~100x slower. A no-op without threadpoolctl."""
+    over busy cores make them orders of magnitude slower. A no-op without threadpoolctl."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
