@@ -8,7 +8,7 @@ failed with its reason; the run goes on and nothing measured is lost.
 
 With ``passes > 1`` the op list is measured that many times over, each time
 in fresh sessions, and each op keeps its lowest figure, as calibration does
-for whole networks (:func:`latkit.lut.calibration.measure_passes`). On a
+for whole networks (:func:`latkit.lut.calibrate.measure_passes`). On a
 shared host other processes slow even a thread-CPU-time figure down (cache
 and memory contention; measured here: a LiteRT 7x7 MBConv op at 0.10 ms, then
 0.18-0.20 ms for a few seconds, at load 3), in episodes longer than one op's
