@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # typing only: these imports are heavy
-    from latkit.devices.base import Device, Measurement
+    from latkit.devices.base import Device
     from latkit.lut.estimate import Estimate
     from latkit.lut.store import LUT
     from latkit.predictors.base import Predictor
+    from latkit.profiler.measurement import Measurement
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.profiler.runner import ProfileReport
     from latkit.deploy.export import ExportReport
