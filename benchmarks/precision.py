@@ -8,7 +8,7 @@ fp32/int8), both on one search space's operators:
     backend runs, into one LUT whose rows carry their precision;
 (b) for ``--networks`` test networks per precision, the calibrated LUT estimate
     against the network measured end to end at that precision. The calibration
-    (``latkit.lut.calibration.calibrate_device(..., precision=...)``) is fitted on
+    (``latkit.lut.calibrate.calibrate_device(..., precision=...)``) is fitted on
     ``--calibration-networks`` other networks. Both sets are picked from a pool of
     random networks at evenly spaced ranks of their fp32 LUT sum: the calibration
     takes the two extremes and ranks spread between, the tests the ranks between
@@ -48,14 +48,8 @@ from latkit.core.files import write_json
 from latkit.devices import open_device
 from latkit.devices.base import Device
 from latkit.core.errors import LatkitError, UsageError
-from latkit.lut.calibration import (
-    Calibration,
-    calibrate_device,
-    fit_calibration,
-    measure_passes,
-    save_calibration,
-    steady,
-)
+from latkit.lut.calibrate import calibrate_device, measure_passes, steady
+from latkit.lut.calibration import Calibration, fit_calibration, save_calibration
 from latkit.lut.estimate import estimate
 from latkit.lut.store import LUT
 from latkit.profiler.export import BuiltModel
@@ -242,7 +236,7 @@ def measure_networks(device: Device, networks: list[Network], precision: str,
     """End-to-end latency of each network at ``precision``, measured as the calibration does.
 
     Passes in alternating order until each network's two lowest figures agree
-    (``latkit.lut.calibration.measure_passes``); the lowest is the one compared,
+    (``latkit.lut.calibrate.measure_passes``); the lowest is the one compared,
     the spread of the figures shows the host's noise.
     """
     return measure_passes(device, [BuiltModel(net, precision=precision) for net in networks], config)

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from latkit.devices.base import open_device
-from latkit.lut.calibration import calibrate_device, load_calibration
+from latkit.lut.calibrate import calibrate_device
+from latkit.lut.calibration import load_calibration
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import Preset, ProtocolConfig
 from latkit.profiler.runner import profile_ops

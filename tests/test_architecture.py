@@ -1,17 +1,31 @@
-"""The import graph of latkit's own modules: layers point down, and no module-level cycles.
+"""The import graph of latkit's own modules: layers point down, and no cycles.
 
-Every module is parsed (not imported) and each ``import latkit...`` /
-``from latkit... import ...`` is resolved to the module it loads.
+Every module is parsed (not imported). An import is any way a module loads another
+latkit module:
 
-* Layers: ``devices -> profiler -> lut -> predictors -> search -> cli`` (``latkit``'s
-  front door — ``latkit/__init__.py``, ``latkit.api``, ``latkit.cli`` — on top; the
-  generic helpers ``latkit.core.errors``, ``latkit.core.registry``, ``latkit.core.files``,
-  ``latkit._version``, ``latkit.core.cache`` at the bottom). A module may import its own
-  layer or a lower one, at module level or inside a function: a lazy import is still
-  a dependency.
-* Cycles: only imports that run when the module is imported count (module body,
-  class bodies, ``try``/``if`` blocks at top level; not function bodies, not
-  ``if TYPE_CHECKING:``). A cycle among lazy imports cannot break an import.
+* ``import latkit...`` / ``from latkit... import ...`` (relative too), at module level
+  or inside a function: a lazy import is still a dependency;
+* ``importlib.import_module("latkit.x")`` or ``__import__("latkit.x")`` with a literal
+  string; a module that calls ``import_module`` with a computed name (a lookup table
+  such as ``_LAZY`` in ``latkit/__init__.py``) imports every string constant in it that
+  names a latkit module;
+* the ``builtins=`` module names given to a :class:`latkit.core.registry.Registry`,
+  which the registry imports on its first lookup (they must be literal strings, so
+  this check can read them).
+
+Checks:
+
+* Layers, bottom to top: ``core`` (``latkit.core.*`` and ``latkit._version``) ->
+  ``devices -> profiler -> lut -> predictors -> search -> deploy -> pipeline`` ->
+  ``front`` (``latkit/__init__.py``, ``latkit.api``, ``latkit.cli``). A module may
+  import its own layer or a lower one, by any of the means above, ``if TYPE_CHECKING:``
+  imports included (a type hint on a higher layer is a dependency on it too).
+  ``core`` imports no other layer.
+* Cycles: every import that can run counts, module level and function level alike
+  (``if TYPE_CHECKING:`` imports never run and do not). Two modules that need each
+  other are one concept split in two, or share a piece that belongs lower. Registry
+  built-ins are the one exception: a plug-in imports its registry to register, and the
+  registry loads it by name, like an entry point; that back edge is the design.
 
 The same parse checks the size of every function (house style: at most
 :data:`MAX_FUNCTION_LINES` lines, the ``def`` line to the last line).
@@ -20,8 +34,11 @@ The same parse checks the size of every function (house style: at most
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # the one import package, under src/
@@ -32,6 +49,12 @@ LAYERS = ["core", "devices", "profiler", "lut", "predictors", "search", "deploy"
 # (importer, imported): upward imports that are known and allowed, with the reason
 KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 MAX_FUNCTION_LINES = 60
+
+# how an import happens: as the module loads, inside a function (or through a name
+# table for import_module), only for the type checker, or as a registry built-in
+EAGER, LAZY, TYPING, PLUGIN = "eager", "lazy", "typing", "plugin"
+RUNS = {EAGER, LAZY}  # the imports that can execute, and so can close a cycle
+ALL = RUNS | {TYPING, PLUGIN}
 
 
 def _modules() -> dict[str, Path]:
@@ -71,40 +94,95 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(tree: ast.AST, module: str, eager_only: bool) -> Iterator[str]:
-    """Resolved latkit modules imported by ``tree`` (eager_only: as the module loads)."""
-    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
-    stack = list(ast.iter_child_nodes(tree))
+def _nodes(tree: ast.AST) -> Iterator[tuple[ast.AST, str]]:
+    """Every node of ``tree`` with how an import there would happen (EAGER, LAZY, TYPING)."""
+    stack = [(child, EAGER) for child in ast.iter_child_nodes(tree)]
     while stack:
-        node = stack.pop()
-        if eager_only and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        node, how = stack.pop()
+        yield node, how
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            stack += [(child, TYPING) for child in node.body]
+            stack += [(child, how) for child in node.orelse]
             continue
-        if eager_only and isinstance(node, ast.If) and _is_type_checking(node):
-            stack.extend(node.orelse)
-            continue
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the module's package
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            names = [f"{base}.{a.name}" for a in node.names]
-        for name in names:
-            if name.startswith("latkit"):
-                target = _resolve(name)
-                if target and target != module:
-                    yield target
-        stack.extend(ast.iter_child_nodes(node))
+        if how == EAGER and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            how = LAZY
+        stack += [(child, how) for child in ast.iter_child_nodes(node)]
 
 
-def _graph(eager_only: bool) -> dict[str, set[str]]:
-    graph = {}
+def _callee(node: ast.Call) -> str | None:
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+
+def _registry_builtins(node: ast.Call, module: str) -> list[str]:
+    """The module names in ``Registry(..., builtins=(...))``; they must be literals."""
+    names = []
+    for keyword in node.keywords:
+        if keyword.arg != "builtins":
+            continue
+        items = keyword.value.elts if isinstance(keyword.value, (ast.Tuple, ast.List)) else [keyword.value]
+        for item in items:
+            assert isinstance(item, ast.Constant) and isinstance(item.value, str), (
+                f"{module}:{item.lineno}: Registry builtins must be literal module names "
+                f"(so the architecture test can read them), not {ast.unparse(item)}")
+            names.append(item.value)
+    return names
+
+
+def _import_names(node: ast.AST, package: str) -> list[str]:
+    """The dotted names an ``import`` / ``from ... import`` statement loads."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:  # relative: from the module's package
+            anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+            base = ".".join([*anchor, base] if base else anchor)
+        return [f"{base}.{a.name}" for a in node.names]
+    return []
+
+
+def _edges(tree: ast.AST, module: str) -> Iterator[tuple[str, str]]:
+    """``(imported latkit module, how)`` for every import in ``tree`` (see the module doc)."""
+    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    found: list[tuple[str, str]] = []
+    dynamic = False  # import_module with a computed name: read the module's string table
+    for node, how in _nodes(tree):
+        found += [(name, how) for name in _import_names(node, package)]
+        if not isinstance(node, ast.Call):
+            continue
+        callee = _callee(node)
+        if callee in ("import_module", "__import__") and node.args:
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.append((arg.value, how))
+            else:
+                dynamic = True
+        elif callee == "Registry":
+            found += [(name, PLUGIN) for name in _registry_builtins(node, module)]
+    if dynamic:
+        found += [(n.value, LAZY) for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in MODULES]
+    for name, how in found:
+        target = _resolve(name) if name.startswith("latkit") else None
+        if target and target != module:
+            yield target, how
+
+
+@functools.cache
+def _all_edges() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Every module's ``(imported module, how)`` pairs, parsed once per test session."""
+    edges = {}
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        graph[module] = set(_imports(tree, module, eager_only))
-    return graph
+        edges[module] = tuple(_edges(tree, module))
+    return edges
+
+
+def _graph(kinds: set[str]) -> dict[str, set[str]]:
+    """Module -> the latkit modules it imports in one of the ways in ``kinds``."""
+    return {module: {target for target, how in edges if how in kinds} for module, edges in _all_edges().items()}
+
 
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -129,47 +207,106 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Cycles of ``graph``, one per strongly connected tangle, until none is left."""
+    graph = {node: set(targets) for node, targets in graph.items()}
+    cycles = []
+    while cycle := _find_cycle(graph):
+        cycles.append(cycle)
+        graph[cycle[-2]].discard(cycle[-1])  # cut the closing edge and look again
+    return cycles
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """``importer (layer) imports imported (layer)`` for every upward edge of ``graph``."""
+    return [f"{module} ({LAYERS[_layer(module)]}) imports {target} ({LAYERS[_layer(target)]})"
+            for module, targets in sorted(graph.items()) for target in sorted(targets)
+            if _layer(target) > _layer(module) and (module, target) not in KNOWN_UPWARD]
+
+
 def test_the_graph_sees_every_package():
-    graph = _graph(eager_only=False)
+    graph = _graph(ALL)
     assert {"latkit.devices.base", "latkit.lut.store", "latkit.search.run", "latkit.core.registry"} <= set(graph)
     assert "latkit.profiler.spaces.base" in graph["latkit.search.framework.base"]
     assert "latkit.core.registry" in graph["latkit.devices.base"]
+    # the lazy name table of the front door and a registry's built-ins are read too
+    assert {"latkit.api", "latkit.lut.store", "latkit.devices"} <= graph["latkit"]
+    assert "latkit.devices.onnxruntime_cpu" in graph["latkit.devices.base"]
+    assert "latkit.devices.onnxruntime_cpu" not in _graph(RUNS)["latkit.devices.base"]
 
 
-def test_no_module_level_import_cycles():
-    cycle = _find_cycle(_graph(eager_only=True))
-    assert cycle is None, "import cycle at module level: " + " -> ".join(cycle or [])
+def test_no_import_cycles():
+    cycles = _cycles(_graph(RUNS))
+    assert not cycles, "import cycles (module or function level):\n" + "\n".join(
+        " -> ".join(cycle) for cycle in cycles)
 
 
 def test_no_upward_imports_between_layers():
-    upward = []
-    for module, targets in _graph(eager_only=False).items():
-        for target in sorted(targets):
-            if _layer(target) > _layer(module) and (module, target) not in KNOWN_UPWARD:
-                upward.append(f"{module} ({LAYERS[_layer(module)]}) imports {target} "
-                              f"({LAYERS[_layer(target)]})")
+    upward = _upward(_graph(ALL))
     assert not upward, "upward imports:\n" + "\n".join(upward)
 
 
-def test_the_generic_base_imports_no_layer():
-    graph = _graph(eager_only=False)
-    for module in sorted(BASE & set(graph)):
+def test_the_core_imports_no_other_layer():
+    graph = _graph(ALL)
+    core = [m for m in graph if _layer(m) == 0]
+    assert {"latkit._version", "latkit.core.registry", "latkit.core.errors"} <= set(core)
+    for module in sorted(core):
         assert all(_layer(t) == 0 for t in graph[module]), (module, graph[module])
 
 
-def test_the_checks_catch_a_cycle_and_an_upward_import():
-    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert _find_cycle({"a": {"b"}, "b": set()}) is None
-    source = ast.parse(
+def _planted(source: str, module: str, kinds: set[str]) -> set[str]:
+    return {target for target, how in _edges(ast.parse(source), module) if how in kinds}
+
+
+def test_the_edges_read_every_kind_of_import():
+    source = (
+        "import importlib\n"
         "from typing import TYPE_CHECKING\n"
         "from latkit.search.framework.base import get_algorithm\n"
         "if TYPE_CHECKING:\n    from latkit.lut.store import LutStore\n"
         "def f():\n    import latkit.predictors.base\n"
+        "    return importlib.import_module('latkit.pipeline.runner')\n"
+        "def g():\n    return __import__('latkit.deploy.export')\n"
+        "R = Registry('device', 'latkit.devices', builtins=('latkit.devices.litert_cpu',))\n"
     )
-    eager = set(_imports(source, "latkit.devices.base", eager_only=True))
-    assert eager == {"latkit.search.framework.base"}
-    lazy = set(_imports(source, "latkit.devices.base", eager_only=False))
-    assert lazy == {"latkit.search.framework.base", "latkit.lut.store", "latkit.predictors.base"}
+    module = "latkit.devices.base"
+    assert _planted(source, module, {EAGER}) == {"latkit.search.framework.base"}
+    assert _planted(source, module, {LAZY}) == {
+        "latkit.predictors.base", "latkit.pipeline.runner", "latkit.deploy.export"}
+    assert _planted(source, module, {TYPING}) == {"latkit.lut.store"}
+    assert _planted(source, module, {PLUGIN}) == {"latkit.devices.litert_cpu"}
+
+
+def test_a_name_table_for_import_module_is_read():
+    source = (
+        "import importlib\n"
+        "_TABLE = {'run': 'latkit.pipeline.runner', 'schema': 'not.a.module'}\n"
+        "def get(name):\n    return importlib.import_module(_TABLE[name])\n"
+    )
+    assert _planted(source, "latkit.devices.base", RUNS) == {"latkit.pipeline.runner"}
+
+
+def test_a_registry_builtin_must_be_a_literal():
+    source = "R = Registry('x', 'g', builtins=(*(f'latkit.devices.{m}' for m in ('a',)),))\n"
+    with pytest.raises(AssertionError, match="literal module names"):
+        list(_edges(ast.parse(source), "latkit.devices.base"))
+
+
+def test_the_checks_catch_a_function_level_cycle_and_an_upward_import_module():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+    planted = {
+        "latkit.lut.calibration": "def f():\n    from latkit.lut.tables import T\n",
+        "latkit.lut.tables": "from latkit.lut.calibration import C\n",
+        "latkit.devices.base": (
+            "import importlib\nfrom typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n    from latkit.devices.android import Android\n"
+            "def run():\n    return importlib.import_module('latkit.pipeline.runner')\n"),
+        "latkit.devices.android": "from latkit.devices.base import Device\n",
+    }
+    graph = {module: _planted(source, module, RUNS) for module, source in planted.items()}
+    assert _cycles(graph) == [["latkit.lut.calibration", "latkit.lut.tables", "latkit.lut.calibration"]]
+    assert _upward(graph) == ["latkit.devices.base (devices) imports latkit.pipeline.runner (pipeline)"]
     assert _layer("latkit.search.framework.base") > _layer("latkit.devices.base") > _layer("latkit.core.registry")
 
 

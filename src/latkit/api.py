@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # typing only: these imports are heavy
-    from latkit.devices.base import Device, Measurement
+    from latkit.devices.base import Device
     from latkit.lut.estimate import Estimate
     from latkit.lut.store import LUT
     from latkit.predictors.base import Predictor
+    from latkit.profiler.measurement import Measurement
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.profiler.runner import ProfileReport
     from latkit.deploy.export import ExportReport
@@ -256,12 +257,12 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
         arch: an arch.json (a search's result).
         data: dataset name (default the embedded ``digits``).
         out_dir: output folder.
-        **options: see :func:`latkit.search.supernet.train.train_arch` (epochs, max_steps, init, seed...).
+        **options: see :func:`latkit.deploy.train.train_arch` (epochs, max_steps, init, seed...).
 
     Returns:
         The ``TrainResult`` (weights path, accuracy, steps...).
     """
-    from latkit.search.supernet.train import train_arch
+    from latkit.deploy.train import train_arch
 
     return train_arch(arch, data, out_dir, **options)
 

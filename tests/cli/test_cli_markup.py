@@ -41,7 +41,9 @@ def test_table_and_header_show_bracketed_path(capsys, tmp_path):
 
 
 def test_progress_note_is_not_markup(capsys):
-    with common.progress_bar("step [/]", 2) as advance:
+    from latkit.cli.progress import track
+
+    with track("step [/]", 2) as advance:
         advance("key [/red] done")
         advance("[bold]x")
     err = capsys.readouterr().err

@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 
 from latkit.core.errors import UsageError
-from latkit.lut.calibration import (
-    MAX_PASSES,
-    Calibration,
-    calibrate_device,
-    fit_calibration,
-    steady,
-    load_calibration,
-    save_calibration,
-)
+from latkit.lut.calibrate import MAX_PASSES, calibrate_device, steady
+from latkit.lut.calibration import Calibration, fit_calibration, load_calibration, save_calibration
 from latkit.lut.estimate import estimate
 from latkit.lut.store import LUT
 

@@ -10,7 +10,8 @@ import pytest
 
 from latkit.cli import main
 from latkit.core.errors import UsageError
-from latkit.lut.calibration import load_calibration, pick_calibration_archs
+from latkit.lut.calibrate import pick_calibration_archs
+from latkit.lut.calibration import load_calibration
 from latkit.lut.store import LUT
 from latkit.lut.tables import TableLatencyModel
 from latkit.profiler.spaces import get_space

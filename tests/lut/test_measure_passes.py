@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latkit.lut.calibration import MAX_PASSES, PASSES, measure_passes, steady
+from latkit.lut.calibrate import MAX_PASSES, PASSES, measure_passes, steady
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import ProtocolConfig

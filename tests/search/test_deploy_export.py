@@ -23,6 +23,7 @@ from latkit.core.errors import MissingExtraError, StoreError, UsageError
 from latkit.profiler.build import build_network
 from latkit.profiler.protocol import ProtocolConfig, measure_one
 from latkit.profiler.spaces import get_space
+from latkit.profiler.spaces.base import with_classes
 from latkit.deploy import export_formats
 from latkit.deploy.export import (
     ExportError,
@@ -30,7 +31,6 @@ from latkit.deploy.export import (
     read_arch,
     save_weights,
     standalone_module,
-    with_classes,
 )
 from latkit.deploy.verify import ExportedModel
 
@@ -218,11 +218,11 @@ def test_parity_failure_raises_for_float_files() -> None:
     par = export_formats.parity(ref, off, rel_tol=1e-3)
     assert par["passed"] is False and par["max_rel_err"] == pytest.approx(0.2)
     assert par["top1_agreement"] == 1.0
-    from latkit.deploy.export import _check
+    from latkit.deploy.exported_file import check_parity
 
     with pytest.raises(ExportError, match="differs from torch"):
-        _check(par, Path("model.onnx"), "fp32", "ONNX Runtime")
-    _check(par, Path("model_int8.tflite"), "int8", "LiteRT")  # recorded, not raised
+        check_parity(par, Path("model.onnx"), "fp32", "ONNX Runtime")
+    check_parity(par, Path("model_int8.tflite"), "int8", "LiteRT")  # recorded, not raised
 
 
 def test_tflite_measured_on_the_loopback_phone(exported, tmp_path: Path) -> None:

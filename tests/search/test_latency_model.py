@@ -174,7 +174,7 @@ def test_predictor_model_scores_and_estimates(proxyless):
 
 def test_tables_for_another_class_count_equal_the_estimate_of_that_network(tmp_path):
     from g2_helpers import DEVICE, _measurement, op_latency_ms
-    from latkit.deploy.export_weights import with_classes
+    from latkit.profiler.spaces.base import with_classes
 
     space = ProxylessMobileSpace(width_mult=0.25)
     lut = make_lut(tmp_path / "c.db", space, 32)

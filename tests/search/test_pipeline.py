@@ -18,14 +18,14 @@ import torch
 
 from latkit.devices.base import open_device
 from latkit.core.errors import UsageError
-from latkit.lut.calibration import calibrate_device, pick_calibration_archs
+from latkit.lut.calibrate import calibrate_device, pick_calibration_archs
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig, measure_one
 from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
-from latkit.profiler.spaces.base import Arch
+from latkit.profiler.spaces.base import Arch, with_classes
 from latkit.search import target as tgt
-from latkit.deploy.export import read_arch, standalone_module, with_classes
+from latkit.deploy.export import read_arch, standalone_module
 from latkit.deploy.verify import ExportedModel
 from latkit.lut.tables import TableLatencyModel
 from latkit.lut.cache import lut_path_for

@@ -10,48 +10,20 @@ keeps its traceback.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from typing import Any
 
 import typer
 
-from latkit._version import __version__
 from latkit.cli import common
+from latkit.cli.root import app
 from latkit.core.errors import LatkitError
 
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click import exceptions as _click_errors
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as _click_errors
-
-common.hide_flag_types()
-app = typer.Typer(
-    name="latkit",
-    help="Hardware-aware latency profiling, lookup tables, predictors and latency-constrained NAS.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"latkit {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv: debug)."),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
 
 COMPLETE_VAR = "_LATKIT_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
@@ -86,7 +58,7 @@ def _command() -> Any:
 
 
 def _register() -> None:
-    # each module adds its commands to `app`
+    # each module adds its commands to `app` (latkit.cli.root) as it is imported
     from latkit.cli import android, deploy, ops, profile, search, train  # noqa: F401
     from latkit.cli import cache as cache_cli
     from latkit.cli import farm as farm_cli

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from latkit.cli import app, common
+from latkit.cli import common
+from latkit.cli.root import app
 
 
 @app.command("parse-benchmark")

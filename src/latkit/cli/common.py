@@ -1,12 +1,10 @@
-"""Shared pieces of the CLI: consoles, JSON output, progress bars, option types."""
+"""Shared pieces of the CLI: consoles, JSON output, option types."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -74,15 +72,6 @@ def print_json(data: Any) -> None:
     text = json.dumps(finite_or_null(json.loads(json.dumps(data, default=_default))), indent=2)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-@contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Any]:
-    """A progress display with ETA (see :mod:`latkit.cli.progress`); yields ``advance(text, steps=1)``."""
-    from latkit.cli.progress import track
-
-    with track(description, total, enabled=enabled, console=err) as advance:
-        yield advance
 
 
 def fmt_ms(value: float | None) -> str:

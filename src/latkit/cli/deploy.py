@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from latkit.cli import app, common
+from latkit.cli import common
+from latkit.cli.root import app
 from latkit.cli.profile import DEVICE_HELP
 
 if TYPE_CHECKING:

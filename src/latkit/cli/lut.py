@@ -292,7 +292,8 @@ def calibrate_cmd(
     """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured networks."""
     import numpy as np
 
-    from latkit.lut.calibration import PASSES, calibrate_device, pick_calibration_archs
+    from latkit.cli.progress import track
+    from latkit.lut.calibrate import PASSES, calibrate_device, pick_calibration_archs
     from latkit.lut.store import LUT
     from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.spaces import get_space
@@ -306,7 +307,7 @@ def calibrate_cmd(
             model = TableLatencyModel.from_lut(sp, table, dev.uri, resolution, precision=prec)
             archs = pick_calibration_archs(model, networks - 1, np.random.default_rng(seed))
             nets = [sp.network(a, resolution) for a in archs]
-            with common.progress_bar(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
+            with track(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
                 cal = calibrate_device(table, dev, nets, config, precision=prec,
                                        on_progress=lambda done, total, name: advance(name, total=total))  # fmt: skip
         with LUT.open(lut, readonly=True) as table:

@@ -8,7 +8,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from latkit.cli import app, common
+from latkit.cli import common
+from latkit.cli.root import app
 from latkit.core.files import file_sha256
 from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
 
@@ -142,6 +143,7 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
 
     Returns the report, the stored latency of each op measured, and the keys other runs measured.
     """
+    from latkit.cli.progress import track
     from latkit.lut.claims import profile_shared
     from latkit.lut.store import LUT
 
@@ -156,7 +158,7 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
             f"measuring up to {total} on {common.esc(dev.uri)} at {prec.value} ({dev.threads} thread(s))"
             + (f", {passes} passes" if passes > 1 else "")
         )
-        with common.progress_bar("profiling", total * passes) as advance:
+        with track("profiling", total * passes) as advance:
             def on_progress(done, total_, key, measurement):
                 note = f"{measurement.latency_ms:.3f} ms" if measurement is not None else "failed"
                 advance(f"{key}  {note}")
@@ -174,6 +176,7 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
 
 
 def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_json: bool = False) -> None:
+    from latkit.cli.progress import track
     from latkit.lut.claims import Claims
     from latkit.lut.store import LUT
     from latkit.predictors.sampling import profile_sampled
@@ -184,7 +187,7 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_
             claims = Claims(table, dev.info().uri, **sampled_kw)
             claims.claim_device()  # the sample is chosen from what is stored: no other run may add meanwhile
             try:
-                with common.progress_bar("profiling (sampled)", n) as advance:
+                with track("profiling (sampled)", n) as advance:
                     def on_progress(done, total_, key, measurement):
                         advance(f"{key}  {measurement.latency_ms:.3f} ms" if measurement is not None
                                 else f"{key}  failed")

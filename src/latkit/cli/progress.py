@@ -30,6 +30,8 @@ from rich.progress import (
 )
 from rich.table import Column
 
+from latkit.cli import common
+
 LABEL_WIDTH = 22  # label + bar + counts + times + a 20-char note fit in 80 columns
 BAR_WIDTH = 12
 
@@ -37,11 +39,7 @@ Advance = Callable[..., None]
 
 
 def _console(console: Console | None) -> Console:
-    if console is not None:
-        return console
-    from latkit.cli import common
-
-    return common.err
+    return console if console is not None else common.err
 
 
 def _interval() -> float:

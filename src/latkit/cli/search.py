@@ -19,7 +19,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from latkit.cli import app, common
+from latkit.cli import common
+from latkit.cli.root import app
 from latkit.cli.profile import DEVICE_HELP, open_dev
 from latkit.core.errors import UsageError
 
@@ -274,6 +275,7 @@ def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None
 
 def _device_lut(sp, device: str, resolution: Optional[int], precision) -> Path:
     """The device's cached LUT for the space, with any missing operator profiled now at ``precision``."""
+    from latkit.cli.progress import track
     from latkit.devices.precision import check_precision
     from latkit.lut.store import LUT
     from latkit.profiler.protocol import Preset, ProtocolConfig
@@ -289,7 +291,7 @@ def _device_lut(sp, device: str, resolution: Optional[int], precision) -> Path:
         with LUT.open(path, create=True) as table:
             specs = sp.operators(res)
             todo = len([s for s in specs if s.key not in table.done_keys(dev.info().uri, precision=precision)])
-            with common.progress_bar(f"profiling {device} ({precision.value})", todo, enabled=todo > 0) as advance:
+            with track(f"profiling {device} ({precision.value})", todo, enabled=todo > 0) as advance:
                 report = profile_ops(dev, specs, table, ProtocolConfig.preset(Preset.PROFILE),
                                      on_progress=lambda d, t, key, m: advance(key), precision=precision)
     finally:

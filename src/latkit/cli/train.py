@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from latkit.cli import app, common
+from latkit.cli import common
+from latkit.cli.root import app
 
 
 @app.command("train")
@@ -29,7 +30,7 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train --arch on --data and write weights that `latkit export --weights` takes."""
-    from latkit.search.supernet.train import train_arch
+    from latkit.deploy.train import train_arch
 
     def on_progress(done: int, total: int, message: str) -> None:
         if not as_json:

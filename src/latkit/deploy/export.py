@@ -54,9 +54,7 @@ scheme, what the file really contains (its tensors) and the representative data.
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,33 +64,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from latkit.core.files import atomic_path, check_output_dir, file_sha256, read_json, write_json
+from latkit.core.files import atomic_path, check_output_dir, file_sha256, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device
 from latkit.devices.precision import Precision, parse_precision
-from latkit.core.errors import ArchError, StoreError, UsageError
+from latkit.core.errors import ArchError, UsageError
 from latkit.profiler.build import count_params
 from latkit.profiler.export import network_key
-from latkit.profiler.spaces.base import Network, SearchSpace
+from latkit.profiler.spaces.base import Network, SearchSpace, classes_of, with_classes
 from latkit.profiler.spaces.load import load_network, read_arch_text
 from latkit.deploy import export_formats as fmt
 from latkit.deploy.export_formats import ExportError
+from latkit.deploy.exported_file import REL_TOL, ExportedFile, check_parity, write_sidecar
 from latkit.deploy.export_weights import (
     CHECKPOINT_FILE,
-    classes_of,
     read_weights,
     save_weights,
     standalone_module,
     weights_file,
     weights_source,
-    with_classes,
 )
 from latkit.deploy.sidecar import (
-    ExportedFileDict,
     ExportReportDict,
-    MeasuredLatency,
     Parity,
-    Sidecar,
     SidecarBase,
     SidecarEntry,
     WeightsInfo,
@@ -102,16 +96,12 @@ if TYPE_CHECKING:
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.deploy.export_quantized import Images, QuantBatch
 
-log = logging.getLogger(__name__)
-
 SCHEMA = "latkit.export"
 SCHEMA_VERSION = 1
 REPORT_NAME = "export.json"
 PARITY_INPUTS = 3
 PARITY_SEED = 1234
-REL_TOL = {"fp32": 1e-3, "fp16": 2e-2, "int8": fmt.INT8_REL_TOL}
 LAYOUTS = ("nchw", "nhwc")
-STRICT_VARIANTS = ("fp32", "fp16")  # parity failure raises for these
 FORMATS = ("onnx", "tflite")
 
 ProgressFn = Callable[[str], None]
@@ -205,35 +195,6 @@ def _latency_or_none(raw: Mapping[str, object], *names: str) -> float | None:
 
 
 # --------------------------------------------------------------------------- report
-
-
-@dataclass
-class ExportedFile:
-    """One deployable file and its sidecar."""
-
-    path: Path
-    sidecar: Path
-    format: str  # "onnx" | "tflite"
-    variant: str  # "fp32" | "fp16" | "int8"
-    layout: str  # input layout: "NCHW" | "NHWC"
-    input_shape: tuple[int, ...]
-    parity: Parity
-    measured: MeasuredLatency | None = None
-
-    def meta(self) -> Sidecar:
-        """The sidecar's content."""
-        meta = read_json(self.sidecar, "model sidecar")
-        if not isinstance(meta, dict):
-            raise StoreError(f"the model sidecar {self.sidecar} is not a JSON object; export the model again")
-        return meta  # a sidecar this module wrote
-
-    def to_dict(self) -> ExportedFileDict:
-        """JSON-ready form."""
-        return {
-            "path": str(self.path), "sidecar": str(self.sidecar), "format": self.format, "variant": self.variant,
-            "layout": self.layout, "input_shape": list(self.input_shape), "parity": self.parity,
-            "measured": self.measured,
-        }  # fmt: skip
 
 
 @dataclass
@@ -500,28 +461,6 @@ def _base_meta(info: ArchFile, network: Network, module: nn.Module, weights: str
     }  # fmt: skip
 
 
-def _check(parity: Parity, path: Path, variant: str, runtime: str) -> None:
-    if parity["passed"]:
-        return
-    msg = (
-        f"{path.name} ({runtime}) differs from torch by {parity['max_rel_err']:.3g} of the output "
-        f"scale (tolerance {parity['rel_tol']:g})"
-    )
-    if variant in STRICT_VARIANTS:
-        raise ExportError(f"{msg}; the exporter mistranslated the network, report it with the arch.json")
-    log.warning("%s; expected for %s quantization", msg, variant)
-
-
-def _finish(path: Path, base: SidecarBase, entry: SidecarEntry) -> Path:
-    meta: Sidecar = {
-        **base, **entry, "file": path.name, "size_bytes": path.stat().st_size, "sha256": file_sha256(path),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }  # fmt: skip
-    sidecar = path.with_name(path.name + ".json")
-    write_json(sidecar, meta, "model sidecar", indent=1)
-    return sidecar
-
-
 def _export_onnx(ref: TorchReference, path: Path, base: SidecarBase) -> ExportedFile:
     inputs = ref.inputs
     with atomic_path(path, "exported model", keep_suffix=True) as tmp:
@@ -529,7 +468,7 @@ def _export_onnx(ref: TorchReference, path: Path, base: SidecarBase) -> Exported
         got = fmt.run_onnx(tmp, [x.numpy() for x in inputs])
     par: Parity = {**fmt.parity(ref.outputs, got, REL_TOL["fp32"]),
                    "runtime": f"onnxruntime-{fmt.package_version('onnxruntime')}"}  # fmt: skip
-    _check(par, path, "fp32", "ONNX Runtime")
+    check_parity(par, path, "fp32", "ONNX Runtime")
     shape = tuple(inputs[0].shape)
     entry: SidecarEntry = {
         "format": "onnx", "variant": "fp32", "exporter": details, "opset": details["opset"],
@@ -537,7 +476,7 @@ def _export_onnx(ref: TorchReference, path: Path, base: SidecarBase) -> Exported
         "output": {"name": fmt.OUTPUT_NAME, "shape": list(ref.outputs[0].shape), "dtype": "float32"},
         "parity": {"reference": "torch", **par},
     }  # fmt: skip
-    sidecar = _finish(path, base, entry)
+    sidecar = write_sidecar(path, base, entry)
     return ExportedFile(path, sidecar, "onnx", "fp32", "NCHW", shape, par)
 
 
@@ -554,12 +493,12 @@ def _export_tflite(ref: TorchReference, path: Path, base: SidecarBase, nhwc: boo
         io = fmt.tflite_io(tmp)
     _, runtime = fmt.tflite_interpreter_module()
     par: Parity = {**fmt.parity(ref.outputs, got, REL_TOL["fp32"]), "runtime": runtime}
-    _check(par, path, "fp32", "LiteRT")
+    check_parity(par, path, "fp32", "LiteRT")
     layout = "NHWC" if nhwc else "NCHW"
     io["input"]["layout"] = layout
     entry: SidecarEntry = {"format": "tflite", "variant": "fp32", "exporter": details, **io,
                            "parity": {"reference": "torch", **par}}  # fmt: skip
-    sidecar = _finish(path, base, entry)
+    sidecar = write_sidecar(path, base, entry)
     return ExportedFile(path, sidecar, "tflite", "fp32", layout, tuple(feeds[0].shape), par)
 
 
@@ -580,5 +519,4 @@ __all__ = [
     "read_weights",
     "save_weights",
     "standalone_module",
-    "with_classes",
 ]

@@ -25,7 +25,8 @@ from torch import nn
 from latkit.core.files import one_line
 from latkit.devices.base import captured_output
 from latkit.core.errors import LatkitError, MissingExtraError, UsageError
-from latkit.profiler.export import ONNX_OPSET, quiet_converter
+from latkit.profiler.export import ONNX_OPSET
+from latkit.profiler.quiet import quiet_converter
 from latkit.deploy.sidecar import ExporterInfo, FileIO, InterpreterTensor, Parity
 
 log = logging.getLogger(__name__)

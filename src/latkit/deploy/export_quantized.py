@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -29,10 +29,8 @@ from latkit.core.files import atomic_path
 from latkit.devices.precision import Precision
 from latkit.core.errors import UsageError
 from latkit.deploy import export_formats as fmt
+from latkit.deploy.exported_file import REL_TOL, ExportedFile, check_parity, write_sidecar
 from latkit.deploy.sidecar import FileIO, Parity, RepresentativeInfo, SidecarBase, SidecarEntry
-
-if TYPE_CHECKING:
-    from latkit.deploy.export import ExportedFile
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +96,7 @@ def export_quantized(
     """Write ``path``: the float32 file ``src`` at ``precision``, parity-checked, with its sidecar.
 
     Args:
-        src: the float32 :class:`~latkit.deploy.export.ExportedFile` (ONNX or TFLite).
+        src: the float32 :class:`~latkit.deploy.exported_file.ExportedFile` (ONNX or TFLite).
         module: the float32 torch network (the parity reference).
         batch: representative images and the parity batch.
         base: the sidecar fields every file of the export shares.
@@ -106,14 +104,13 @@ def export_quantized(
         path: where the file goes (written atomically).
 
     Returns:
-        The :class:`~latkit.deploy.export.ExportedFile`.
+        The :class:`~latkit.deploy.exported_file.ExportedFile`.
 
     Raises:
         UsageError: fp16 asked of an ONNX file.
         ExportError / LatkitError: the quantizer failed, or an int8 file has no int8 kernels.
     """
     from latkit.profiler.quantize import check_kernels, model_precision
-    from latkit.deploy.export import REL_TOL, ExportedFile, _check, _finish
 
     if src.format == "onnx" and precision != Precision.INT8:
         raise UsageError(f"ONNX files are exported at fp32 or int8, not {precision.value}; use tflite for fp16")
@@ -137,7 +134,7 @@ def export_quantized(
     else:
         par = fmt.parity(reference, got, REL_TOL[precision.value])
     par["runtime"] = runtime
-    _check(par, path, precision.value, runtime)
+    check_parity(par, path, precision.value, runtime)
     src_meta = src.meta()
     if io is None:
         io = {"input": src_meta["input"], "output": src_meta["output"]}
@@ -148,7 +145,7 @@ def export_quantized(
         "representative": batch.meta, **io, "derived_from": src.path.name,
         "parity": {"reference": "torch float32", "inputs": _parity_inputs_text(batch), **par},
     }  # fmt: skip
-    sidecar = _finish(path, base, entry)
+    sidecar = write_sidecar(path, base, entry)
     return ExportedFile(path, sidecar, src.format, precision.value, src.layout, src.input_shape, par)
 
 

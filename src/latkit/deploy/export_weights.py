@@ -1,4 +1,4 @@
-"""Weights of a standalone network: class-count resizing and the safetensors mapping.
+"""Weights of a standalone network: the safetensors mapping (the classifier resized to fit).
 
 The tensors of a deployable network are the ``state_dict()`` of
 ``latkit.profiler.build.build_network(network)``; see :mod:`latkit.deploy.export`
@@ -11,7 +11,6 @@ weights of the architecture's path and renames them to the standalone naming.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,40 +19,17 @@ from torch import nn
 
 from latkit.core.files import atomic_path, one_line
 from latkit._version import __version__
-from latkit.core.errors import StoreError, UsageError
+from latkit.core.errors import StoreError
 from latkit.profiler.build import build_network
 from latkit.profiler.export import network_key
 from latkit.profiler.ops import OpType
-from latkit.profiler.spaces.base import Layer, Network
+from latkit.profiler.spaces.base import Network, classes_of, with_classes
 
 WEIGHTS_SCHEMA = "latkit.weights"
 WEIGHTS_SCHEMA_VERSION = 1
 TRAINED_FILE = "weights.safetensors"  # what latkit train writes
 CHECKPOINT_FILE = "checkpoint.safetensors"  # what latkit search writes (latkit.search.supernet.checkpoint.TENSORS_FILE)
 SUPERNET_PREFIX = "net.layers."
-
-
-def with_classes(network: Network, classes: int) -> Network:
-    """``network`` with its classifier resized to ``classes`` outputs.
-
-    Raises:
-        UsageError: ``classes`` < 1 or the last layer is not a classifier.
-    """
-    if classes < 1:
-        raise UsageError(f"classes must be >= 1, got {classes}")
-    last = network.layers[-1]
-    if last.spec.op_type is not OpType.LOGITS:
-        raise UsageError(f"network {network.name!r} does not end in a classifier")
-    if last.spec.output_shape[2] == classes:
-        return network
-    spec = dataclasses.replace(last.spec, output_shape=(1, 1, classes))
-    meta = {**network.meta, "classes": classes}
-    return dataclasses.replace(network, layers=network.layers[:-1] + (Layer(last.name, spec),), meta=meta)
-
-
-def classes_of(network: Network) -> int:
-    """The classifier's output count."""
-    return int(network.layers[-1].spec.output_shape[2])
 
 
 def _classifier_key(network: Network) -> str:
@@ -231,5 +207,5 @@ def standalone_module(network: Network, weights: str | Path | None = None) -> tu
     return module.eval(), network
 
 
-__all__ = ["classes_of", "is_search_checkpoint", "read_weights", "save_weights", "standalone_module",
-           "standalone_tensors", "supernet_path_state", "weights_file", "weights_source", "with_classes"]
+__all__ = ["is_search_checkpoint", "read_weights", "save_weights", "standalone_module",
+           "standalone_tensors", "supernet_path_state", "weights_file", "weights_source"]

@@ -27,7 +27,7 @@ from latkit.devices.precision import Precision
 from latkit.core.errors import UsageError
 from latkit.lut.drift import Drift, Reference, combined, measure_drift
 from latkit.core.files import file_sha256
-from latkit.deploy.export import ExportedFile
+from latkit.deploy.exported_file import ExportedFile
 from latkit.deploy.sidecar import MeasuredLatency
 from latkit.search.target import DEFAULT_TOLERANCE, within_budget
 

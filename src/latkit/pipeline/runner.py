@@ -298,7 +298,7 @@ class _Pipeline:
         return ProfileResult(str(self.lut_path), self.precision.value, measured, reused, predicted, predictor)
 
     def calibrate(self) -> CalibrationResult:
-        from latkit.lut.calibration import calibrate_device, pick_calibration_archs
+        from latkit.lut.calibrate import calibrate_device, pick_calibration_archs
         from latkit.lut.store import LUT
         from latkit.lut.tables import TableLatencyModel
 

@@ -18,10 +18,9 @@ import numpy as np
 
 from latkit.core.files import write_json
 from latkit.devices.precision import Precision
-from latkit.profiler.spaces.base import Arch, Network, SearchSpace
+from latkit.profiler.spaces.base import Arch, Network, SearchSpace, with_classes
 from latkit.pipeline.stages import EpochPoint, ScoredArch, SearchStageResult
 from latkit.search.target import check_reachable, fill_to_target, range_warning
-from latkit.deploy.export import with_classes
 
 if TYPE_CHECKING:
     import torch

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 import warnings
@@ -38,11 +37,12 @@ import torch
 
 from latkit.core.files import atomic_path, read_json, write_json
 from latkit._version import __version__
-from latkit.devices.base import ModelFormat, captured_output
+from latkit.devices.base import ModelFormat
 from latkit.devices.precision import Precision, parse_precision
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
 from latkit.profiler.build import DEFAULT_SEED, build_network, build_op, input_tensor
 from latkit.profiler.ops import OpSpec, measurable_by_key
+from latkit.profiler.quiet import quiet_converter
 
 if TYPE_CHECKING:
     from latkit.profiler.spaces.base import Network
@@ -299,34 +299,6 @@ def _export_onnx(model: BuiltModel, out: Path) -> dict[str, Any]:
             torch.onnx.export(module, (example,), str(out), dynamo=True, **kwargs)
             mode = "dynamo"
     return {"opset": ONNX_OPSET, "onnx_exporter": mode}
-
-
-@contextlib.contextmanager
-def quiet_converter(what: str = "converter") -> Iterator[None]:
-    """Silence a converter (progress bars, C++ logs, warnings) while it runs.
-
-    What it printed is logged at DEBUG, or at WARNING if the conversion fails.
-    """
-    saved_env = {k: os.environ.get(k) for k in ("LITERT_TORCH_SHOW_PROGRESS", "TF_CPP_MIN_LOG_LEVEL")}
-    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    failed, out = False, None
-    try:
-        with captured_output() as out, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if out is not None and out.text:
-            level = logging.WARNING if failed else logging.DEBUG
-            log.log(level, "%s output:\n%s", what, out.text[-4000:])
 
 
 def _export_tflite(model: BuiltModel, out: Path) -> dict[str, Any]:

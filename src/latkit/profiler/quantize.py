@@ -37,6 +37,7 @@ from latkit.core.files import atomic_path, one_line
 from latkit.devices.base import captured_output
 from latkit.devices.precision import Precision, parse_precision
 from latkit.core.errors import LatkitError, MissingExtraError, StoreError, UsageError
+from latkit.profiler.quiet import quiet_converter
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,6 @@ def quantize_tflite(src: str | Path, dst: str | Path, precision: str | Precision
         StoreError: ``src`` is not a TFLite file.
         QuantizationError: the quantizer failed.
     """
-    from latkit.profiler.export import quiet_converter
-
     src, dst = Path(src), Path(dst)
     p = _target(precision, "TFLite", (Precision.INT8, Precision.FP16))
     interp = _interpreter(src)

@@ -8,7 +8,7 @@ failed with its reason; the run goes on and nothing measured is lost.
 
 With ``passes > 1`` the op list is measured that many times over, each time
 in fresh sessions, and each op keeps its lowest figure, as calibration does
-for whole networks (:func:`latkit.lut.calibration.measure_passes`). On a
+for whole networks (:func:`latkit.lut.calibrate.measure_passes`). On a
 shared host other processes slow even a thread-CPU-time figure down (cache
 and memory contention, which the thread clock does not remove), in episodes
 that can outlast one op's whole measurement; passes some seconds apart let an

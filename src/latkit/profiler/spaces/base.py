@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latkit.core.errors import ArchError, UsageError
-from latkit.profiler.ops import OpSpec
+from latkit.profiler.ops import OpSpec, OpType
 from latkit.profiler.spaces._util import distinct_measurable
 from latkit.core.registry import Registry, name_attribute, subclass_of
 
@@ -83,6 +83,29 @@ class Network:
     def measurable_specs(self) -> list[OpSpec]:
         """The distinct specs that cost time, in first-use order."""
         return distinct_measurable(self.specs)
+
+
+def with_classes(network: Network, classes: int) -> Network:
+    """``network`` with its classifier resized to ``classes`` outputs.
+
+    Raises:
+        UsageError: ``classes`` < 1 or the last layer is not a classifier.
+    """
+    if classes < 1:
+        raise UsageError(f"classes must be >= 1, got {classes}")
+    last = network.layers[-1]
+    if last.spec.op_type is not OpType.LOGITS:
+        raise UsageError(f"network {network.name!r} does not end in a classifier")
+    if last.spec.output_shape[2] == classes:
+        return network
+    spec = replace(last.spec, output_shape=(1, 1, classes))
+    meta = {**network.meta, "classes": classes}
+    return replace(network, layers=network.layers[:-1] + (Layer(last.name, spec),), meta=meta)
+
+
+def classes_of(network: Network) -> int:
+    """The classifier's output count."""
+    return int(network.layers[-1].spec.output_shape[2])
 
 
 class SearchSpace(ABC):

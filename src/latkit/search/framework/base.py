@@ -308,7 +308,11 @@ ALGORITHMS: Registry[Algorithm] = Registry(
     "search algorithm",
     "latkit.algorithms",
     builtins=(
-        *(f"latkit.search.framework.algorithms.{m}" for m in ("evolution", "parsec", "ppo", "random_search", "reinforce")),
+        "latkit.search.framework.algorithms.evolution",
+        "latkit.search.framework.algorithms.parsec",
+        "latkit.search.framework.algorithms.ppo",
+        "latkit.search.framework.algorithms.random_search",
+        "latkit.search.framework.algorithms.reinforce",
         "latkit.search.supernet.proxyless_grad",
     ),
     check=_check_algorithm,
