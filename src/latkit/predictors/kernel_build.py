@@ -131,7 +131,8 @@ def build_kernel_predictors(device: Any, lut: LUT, settings: BuildSettings = Bui
     done = store.done_keys(device.uri, precision=precision)
     if OVERHEAD_CONFIG.key not in done:
         _measure(device, store, [OVERHEAD_CONFIG], budget, protocol, "overhead", on_progress, precision)
-    initial = [sample_configs(t, settings.per_type, settings.seed, exclude=done) for t in types]
+    # the same seed draws the same configurations: a rerun measures only those the LUT lacks
+    initial = [[c for c in sample_configs(t, settings.per_type, settings.seed) if c.key not in done] for t in types]
     _measure(device, store, _round_robin(initial), budget, protocol, "sampled", on_progress, precision)
     rng = np.random.default_rng(settings.seed + 1)
     for r in range(settings.rounds):

@@ -7,9 +7,10 @@ pair the runtime runs as two kernels costs about ``A + B``; a fused pair
 costs about ``A``. The pair is fused when chaining it adds less than half of
 ``B``'s own time. Every timing is kept as the rule's evidence.
 
-The shapes are chosen so that ``B`` is not lost in ``A``'s noise: ``A`` is a
-small, memory-bound layer (a 1x1 convolution over few channels on a large
-feature map), comparable in cost to an element-wise ``B``.
+The shapes are chosen so that ``B`` is not lost in ``A``'s noise: the
+convolution is a depthwise 1x1 one (a per-channel scale), memory-bound like an
+element-wise ``B`` and about as costly, while the runtime treats it as any
+convolution for fusion.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from latkit.profiler.kernels import FusionRules
 log = logging.getLogger(__name__)
 
 FUSED_SHARE = 0.5  # fused when A->B costs less than A + this share of B
-_C, _HW = 16, 56
+_C, _HW = 32, 56
 CANDIDATES: tuple[tuple[str, str], ...] = (
     ("Conv", "BatchNormalization"), ("Conv", "Relu"), ("Conv", "Clip"), ("Conv", "HardSwish"),
     ("Conv", "Sigmoid"), ("Conv", "Add"), ("Add", "Relu"), ("MatMul", "Add"), ("Gemm", "Relu"),
@@ -39,7 +40,7 @@ def _node(b: Any, op: str, x: str, rows: bool) -> str:
     """One operator ``op`` applied to ``x`` (image NCHW, or rows x width with ``rows``)."""
     c = 256 if rows else _C
     if op == "Conv":
-        return b.op("Conv", [x, b.const((_C, _C, 1, 1)), b.const((_C,))], kernel_shape=[1, 1])
+        return b.op("Conv", [x, b.const((_C, 1, 1, 1)), b.const((_C,))], kernel_shape=[1, 1], group=_C)
     if op == "BatchNormalization":
         return b.op(op, [x, b.const((c,)), b.const((c,)), b.const((c,)), b.const_abs((c,))])
     if op == "Add":
