@@ -2,15 +2,13 @@
 
 ``latkit predict`` works on a user's own network, not a search space member, so
 it needs the network's operators with the shape of every tensor. This module
-reads the three forms a user has into one :class:`OpGraph`:
+reads the forms a user has into one :class:`OpGraph`:
 
 * an ONNX file: its nodes as they are, every tensor shape from ONNX's shape
   inference (with data propagation, so ``Reshape`` targets computed from
   ``Shape`` are resolved);
-* a TFLite file: its operators mapped onto the ONNX names (``CONV_2D`` is
-  ``Conv``, ``DEPTHWISE_CONV_2D`` a ``Conv`` with one group per channel, a
-  fused activation becomes a separate activation node, NHWC shapes are turned
-  to NCHW), so one kernel grouping serves both;
+* a TFLite file: refused for now in one line (the reader that maps its
+  operators onto the ONNX names is not written yet);
 * a torch ``nn.Module`` with an input shape: exported to ONNX first (the
   TorchScript exporter, as latkit's own exports use).
 
@@ -128,9 +126,8 @@ def read_graph(model: Any, input_shape: Shape | None = None) -> OpGraph:
         except OSError as exc:
             raise StoreError(f"cannot read model file {path}: {exc.strerror or exc}") from None
         if head[4:8] == b"TFL3":
-            from latkit.profiler.graph_tflite import read_tflite
-
-            return read_tflite(path, input_shape)
+            raise UsageError(f"{path.name} is a TFLite file; kernel prediction reads ONNX files and torch "
+                             "modules so far (give the ONNX export of the same network)")
         import onnx
 
         try:
