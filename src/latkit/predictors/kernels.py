@@ -88,6 +88,7 @@ class TypeModel:
                                      n_jobs=1, random_state=seed, base_score=0.0)  # fmt: skip
             model.fit(x, log_y - a @ coef)
             booster = model.get_booster()
+            booster.set_param({"nthread": 1})
         return cls(coef, (float(log_y.min()), float(log_y.max())), int(len(y_ms)), booster)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -261,11 +262,14 @@ def _load_type(directory: Path, entry: dict[str, Any]) -> TypeModel:
     booster = None
     if entry.get("booster"):
         xgb = _xgb()
+        # one thread: a network's few dozen rows per type predict in well under a millisecond, and
+        # starting a thread pool per call costs more than that (most of all on a loaded host)
         booster = xgb.Booster()
         try:
             booster.load_model(str(directory / entry["booster"]))
         except xgb.core.XGBoostError as exc:
             raise StoreError(f"cannot read {directory / entry['booster']}: {exc}; rebuild the predictors") from exc
+        booster.set_param({"nthread": 1})
     lo, hi = entry["log_range"]
     return TypeModel(np.asarray(entry["coef"], dtype=np.float64), (float(lo), float(hi)), int(entry["n_train"]),
                      booster)  # fmt: skip

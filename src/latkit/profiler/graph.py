@@ -122,7 +122,8 @@ def read_graph(model: Any, input_shape: Shape | None = None) -> OpGraph:
     if isinstance(model, (str, Path)):
         path = Path(model).expanduser()
         try:
-            head = path.read_bytes()[:8]
+            with path.open("rb") as f:
+                head = f.read(8)
         except OSError as exc:
             raise StoreError(f"cannot read model file {path}: {exc.strerror or exc}") from None
         if head[4:8] == b"TFL3":
@@ -205,27 +206,61 @@ def onnx_graph(proto: Any, name: str, input_shape: Shape | None = None) -> OpGra
 
     inputs = _fix_inputs(proto, name, input_shape)
     try:
-        inferred = shape_inference.infer_shapes(proto, data_prop=True)
+        inferred = shape_inference.infer_shapes(_without_weights(proto), data_prop=True)
     except Exception as exc:  # noqa: BLE001 - onnx raises its own and ValueError/RuntimeError
         raise StoreError(f"{name}: ONNX shape inference failed: {str(exc).splitlines()[0][:200]}") from None
-    g = inferred.graph
     shapes: dict[str, Shape] = {}
-    for vi in [*g.input, *g.value_info, *g.output]:
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         dims = _dims(vi)
         if vi.type.tensor_type.HasField("shape") and all(isinstance(d, int) and d > 0 for d in dims):
             shapes[vi.name] = tuple(int(d) for d in dims)
     constants = set()
-    for t in g.initializer:
+    for t in proto.graph.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
         constants.add(t.name)
     nodes = []
-    for i, n in enumerate(g.node):
+    for i, n in enumerate(proto.graph.node):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute if a.type != onnx.AttributeProto.GRAPH}
         if n.op_type == "Constant" and "value" in attrs:
             shapes[n.output[0]] = tuple(numpy_helper.to_array(attrs["value"]).shape)
             attrs = {}
         nodes.append(Node(n.name or f"{n.op_type}_{i}", n.op_type, tuple(n.input), tuple(n.output), attrs))
     return OpGraph(name, tuple(nodes), shapes, frozenset(_static_tensors(nodes, constants)), tuple(inputs))
+
+
+_SMALL_WEIGHT = 64  # elements: shape vectors, axes, scalars (what data propagation needs the values of)
+
+
+def _without_weights(proto: Any) -> Any:
+    """A copy of ``proto`` whose large weights are graph inputs of the same type and shape.
+
+    Shape inference serialises the whole model, weights included, and parses its
+    result back; a network's weights are nearly all of its bytes and no shape
+    depends on their values. Small integer tensors (a ``Reshape`` target) keep
+    their values, which data propagation reads.
+    """
+    from onnx import helper
+
+    light = type(proto)()
+    light.ir_version, light.producer_name = proto.ir_version, proto.producer_name
+    light.opset_import.extend(proto.opset_import)
+    light.functions.extend(proto.functions)
+    g = light.graph
+    g.name = proto.graph.name
+    g.node.extend(proto.graph.node)
+    g.input.extend(proto.graph.input)
+    g.output.extend(proto.graph.output)
+    g.value_info.extend(proto.graph.value_info)
+    declared = {i.name for i in proto.graph.input}
+    for t in proto.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        if n <= _SMALL_WEIGHT:
+            g.initializer.append(t)
+        elif t.name not in declared:
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
 
 
 # ops whose output depends only on shapes, never on activation values
