@@ -128,6 +128,7 @@ def build_kernel_predictors(device: Any, lut: LUT, settings: BuildSettings = Bui
     """
     store = KernelStore(lut)
     budget = _Budget(settings.budget_s)
+    started = time.monotonic()
     done = store.done_keys(device.uri, precision=precision)
     if OVERHEAD_CONFIG.key not in done:
         _measure(device, store, [OVERHEAD_CONFIG], budget, protocol, "overhead", on_progress, precision)
@@ -147,13 +148,19 @@ def build_kernel_predictors(device: Any, lut: LUT, settings: BuildSettings = Bui
             near = [perturb(c, rng) for c in _worst(mine, overhead, settings.adaptive_per_type, settings.seed + r)]
             new.append([c for c in dict.fromkeys(near) if c.key not in known])
         _measure(device, store, _round_robin(new), budget, protocol, f"adaptive {r + 1}", on_progress, precision)
-    return fit_from_store(store, device.info().to_dict(), device_rules(store, device), precision=precision,
-                          seed=settings.seed)
+    preds = fit_from_store(store, device.info().to_dict(), device_rules(store, device), precision=precision,
+                           seed=settings.seed)
+    preds.provenance["build_s"] = round(time.monotonic() - started, 1)
+    return preds
 
 
 def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules, *, precision: str = "fp32",
                    seed: int = 0) -> KernelPredictors:
-    """Fit the predictors on every kernel row the store holds for the device."""
+    """Fit the predictors on every kernel row the store holds for the device.
+
+    The provenance records the LUT and its row count; a build adds ``build_s``,
+    the seconds that run of the build took (measuring and fitting).
+    """
     rows = store.measurements(info["uri"], precision=precision)
     return fit_predictors(rows, info, rules, precision=precision, seed=seed,
                           provenance={"lut": str(store.lut.path), "rows": len(rows)})
