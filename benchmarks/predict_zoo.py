@@ -58,7 +58,7 @@ import numpy as np
 from latkit.devices import open_device
 from latkit.lut.store import LUT
 from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
-from latkit.predictors.kernel_calibration import calibrate
+from latkit.predictors.kernel_calibration import calibrate_on_space
 from latkit.predictors.kernel_network import predict_graphs
 from latkit.predictors.kernels import KernelPredictors
 from latkit.profiler.graph import read_graph
@@ -140,21 +140,6 @@ def export_zoo(entries: list[tuple[str, str, str]], folder: Path) -> dict[str, P
     return files
 
 
-def calibration_graphs(space_name: str, n: int, resolution: int, seed: int) -> list[tuple[Path, Any]]:
-    """``n`` random members of a built-in search space: their ONNX files (latkit's export) and graphs."""
-    from latkit.devices.base import ModelFormat
-    from latkit.profiler.export import BuiltModel
-    from latkit.profiler.spaces import get_space
-
-    space = get_space(space_name)
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        path = BuiltModel(space.network(space.sample(rng), resolution)).file(ModelFormat.ONNX)
-        out.append((path, read_graph(path)))
-    return out
-
-
 def get_predictors(args: argparse.Namespace, device: Any, config: ProtocolConfig) -> tuple[KernelPredictors, Path]:
     """Load ``--predictors``, or build them into the work folder; calibrate them if they are not yet."""
     folder = args.predictors or args.workdir / f"predictors-{device.uri.replace(':', '_')}"
@@ -165,10 +150,9 @@ def get_predictors(args: argparse.Namespace, device: Any, config: ProtocolConfig
         with LUT.open(args.workdir / "kernels.db", create=True) as lut:
             preds = build_kernel_predictors(device, lut, settings, protocol=config)
     if not preds.calibration and args.calibration_networks >= 2:
-        nets = calibration_graphs(args.calibration_space, args.calibration_networks, 224, args.seed)
-        measured = [measure_one(device, ModelFile(path), config).latency_ms for path, _ in nets]
-        fit = calibrate(preds, [group_kernels(g, preds.rules) for _, g in nets], measured)
-        print(f"calibration on {len(nets)} {args.calibration_space} networks: {fit.form.value} "
+        fit = calibrate_on_space(preds, device, args.calibration_space, args.calibration_networks, 224,
+                                 seed=args.seed, protocol=config)
+        print(f"calibration on {fit.networks} {args.calibration_space} networks: {fit.form.value} "
               f"scale {fit.scale:.3f} offset {fit.offset_ms:.3f} ms (leave-one-out MAPE {fit.loo_mape_pct:.1f}%, "
               f"raw {fit.raw_mape_pct:.1f}%)", file=sys.stderr)  # fmt: skip
     preds.save(folder)

@@ -71,3 +71,4 @@ def test_calibration_is_stored_with_the_predictors_and_applied_after_loading(tmp
     again = loaded.predict([graph])[0]
     assert again.calibrated and again.latency_ms == pytest.approx(2 * raw, rel=1e-6)
     assert loaded.calibration["loo_mape_pct"] == pytest.approx(0.0, abs=1e-6)
+

@@ -212,3 +212,19 @@ def test_small_build_measures_into_the_lut_and_resumes(ort_device, tmp_path):
         build_kernel_predictors(ort_device, lut, BuildSettings(budget_s=120, per_type=4, rounds=0), protocol=proto,
                                 types=types)  # fmt: skip
         assert len(KernelStore(lut).done_keys(ort_device.uri)) == n  # resumed: nothing new to measure
+
+
+def test_shapes_are_inferred_without_weight_values_but_with_shape_constants():
+    """Large weights go to shape inference as bare inputs; a Reshape target keeps its value."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "target"], ["r"]),
+        helper.make_node("MatMul", ["r", "fc"], ["y"]),
+    ]
+    inits = [_w("w", (16, 8, 3, 3)), numpy_helper.from_array(np.asarray([1, -1], np.int64), "target"),
+             _w("fc", (16 * 14 * 14, 10))]
+    graph = onnx_graph(_model(nodes, inits, (1, 8, 28, 28), "y"), "m.onnx")
+    assert graph.shape("c") == (1, 16, 14, 14)
+    assert graph.shape("r") == (1, 16 * 14 * 14)
+    assert graph.shape("y") == (1, 10)
+    assert graph.shape("w") == (16, 8, 3, 3) and {"w", "fc", "target"} <= graph.constants

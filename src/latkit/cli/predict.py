@@ -124,6 +124,43 @@ def fusion_cmd(
     common.out.print(table_out)
 
 
+@kernels_app.command("calibrate")
+def calibrate_cmd(
+    device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
+    space: str = typer.Option("proxyless_mobile", "--space", "-s", help="Search space whose members are measured."),
+    networks: int = typer.Option(5, "--networks", "-n", min=2, help="Members measured end to end."),
+    resolution: int = typer.Option(224, "--resolution", "-r", min=8),
+    precision: str = typer.Option("fp32", "--precision", help="The predictors' precision."),
+    lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
+    predictors: Optional[Path] = typer.Option(None, "--predictors",
+                                              help="Kernel predictor folder (default beside the LUT)."),
+    quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Measure a few search-space networks end to end; store the kernel sum's calibration with the predictors."""
+    from latkit.devices.base import open_device
+    from latkit.predictors.kernel_build import default_predictor_dir
+    from latkit.predictors.kernel_calibration import calibrate_on_space
+    from latkit.profiler.protocol import ProtocolConfig
+
+    prec = common.precision_option(precision).value
+    path = _lut_path(lut)
+    preds = _load_predictors(predictors, path, device, prec)
+    dev = open_device(device)
+    try:
+        fit = calibrate_on_space(preds, dev, space, networks, resolution,
+                                 protocol=ProtocolConfig.quick() if quick else None)
+    finally:
+        dev.close()
+    folder = preds.save(predictors or default_predictor_dir(path, device, prec))
+    if as_json:
+        common.print_json({"predictors": str(folder), **fit.to_dict()})
+        return
+    common.out.print(f"calibration of {common.esc(device)}: {fit.form.value}, scale {fit.scale:.4f}, offset "
+                     f"{fit.offset_ms:.4f} ms on {fit.networks} {common.esc(space)} networks (leave-one-out MAPE "
+                     f"{fit.loo_mape_pct:.1f}%, uncalibrated {fit.raw_mape_pct:.1f}%) -> {common.esc(folder)}")
+
+
 def predict_cmd(
     model: Path = typer.Argument(..., help="An ONNX or TFLite file."),
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),

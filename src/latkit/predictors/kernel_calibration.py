@@ -124,4 +124,27 @@ def calibrate(predictors: KernelPredictors, graphs: Sequence[KernelGraph],
     return fit
 
 
-__all__ = ["CalibrationForm", "KernelCalibration", "calibrate", "fit_calibration"]
+def calibrate_on_space(predictors: KernelPredictors, device: Any, space: str, networks: int, resolution: int, *,
+                       seed: int = 0, protocol: Any = None) -> KernelCalibration:
+    """Measure ``networks`` random members of a built-in search space end to end and calibrate on them.
+
+    The members are exported by latkit's own ONNX export (cached), read and
+    grouped with the predictors' fusion rules, and timed with the measurement
+    protocol (``protocol``, default settings when None).
+    """
+    from latkit.devices.base import ModelFormat
+    from latkit.profiler.export import BuiltModel
+    from latkit.profiler.graph import read_graph
+    from latkit.profiler.kernels import group_kernels
+    from latkit.profiler.protocol import measure_one
+    from latkit.profiler.spaces import get_space
+
+    found = get_space(space)
+    rng = np.random.default_rng(seed)
+    models = [BuiltModel(found.network(found.sample(rng), resolution)) for _ in range(networks)]
+    graphs = [group_kernels(read_graph(m.file(ModelFormat.ONNX)), predictors.rules) for m in models]
+    measured = [measure_one(device, m, protocol).latency_ms for m in models]
+    return calibrate(predictors, graphs, measured)
+
+
+__all__ = ["CalibrationForm", "KernelCalibration", "calibrate", "calibrate_on_space", "fit_calibration"]
