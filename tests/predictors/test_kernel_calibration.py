@@ -72,3 +72,52 @@ def test_calibration_is_stored_with_the_predictors_and_applied_after_loading(tmp
     assert again.calibrated and again.latency_ms == pytest.approx(2 * raw, rel=1e-6)
     assert loaded.calibration["loo_mape_pct"] == pytest.approx(0.0, abs=1e-6)
 
+
+@pytest.mark.slow
+def test_search_space_member_agrees_with_the_lut_estimate_on_the_same_device(tmp_path):
+    """A proxyless_mobile_w05 member at 64x64, exported by latkit, predicted from its kernels.
+
+    Both paths measure on this host and are calibrated on the same four measured
+    members; the fifth member's two predictions agree within 5%.
+    """
+    from latkit.devices import open_device
+    from latkit.profiler.protocol import ProtocolConfig
+    from latkit.profiler.spaces import get_space
+
+    space, config = get_space("proxyless_mobile_w05"), ProtocolConfig.quick()
+    rng = np.random.default_rng(0)
+    nets = [space.network(space.sample(rng), 64) for _ in range(5)]
+    device = open_device("cpu:onnxruntime")
+    try:
+        lut_ms, preds, graphs = _both_paths(device, nets, config, tmp_path / "lut.db")
+    finally:
+        device.close()
+    kernel_ms = preds.predict([graphs[4]])[0].latency_ms
+    assert kernel_ms == pytest.approx(lut_ms, rel=0.05)
+
+
+def _both_paths(device, nets, config, lut_path):
+    """Profile the members' operators and build kernel predictors; calibrate both on nets[:4]."""
+    from latkit.devices.base import ModelFormat
+    from latkit.lut.calibration import fit_calibration as fit_lut_calibration
+    from latkit.lut.calibration import save_calibration
+    from latkit.lut.estimate import estimate
+    from latkit.lut.store import LUT
+    from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
+    from latkit.profiler.export import BuiltModel
+    from latkit.profiler.graph import read_graph
+    from latkit.profiler.protocol import measure_one
+    from latkit.profiler.runner import profile_ops
+
+    with LUT.open(lut_path, create=True) as lut:
+        specs = {layer.spec.key: layer.spec for n in nets for layer in n.layers if layer.spec.measurable}
+        assert not profile_ops(device, list(specs.values()), lut, config).failed
+        preds = build_kernel_predictors(device, lut, BuildSettings(budget_s=90, per_type=10, rounds=0),
+                                        protocol=config)
+        e2e = [measure_one(device, BuiltModel(n), config).latency_ms for n in nets[:4]]
+        graphs = [group_kernels(read_graph(BuiltModel(n).file(ModelFormat.ONNX)), preds.rules) for n in nets]
+        calibrate(preds, graphs[:4], e2e)
+        raw = [estimate(lut, n, device=device.uri, calibration=False) for n in nets[:4]]
+        save_calibration(lut, device.uri, fit_lut_calibration([e.lut_sum_ms for e in raw],
+                                                              [e.n_measurable for e in raw], e2e))
+        return estimate(lut, nets[4], device=device.uri).total_ms, preds, graphs
