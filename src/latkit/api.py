@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
 
 __all__ = [
     "open_device", "profile", "open_lut", "estimate", "fit_predictor", "load_predictor",
-    "predict", "search_arch", "train", "export", "measure", "run",
+    "predict", "predict_model", "search_arch", "train", "export", "measure", "run",
 ]
 
 
@@ -224,6 +224,32 @@ def predict(
     from latkit.predictors.evaluate import predict_archs
 
     return [float(v) for v in predict_archs(predictor_dir, list(archs), reference_csv=reference_csv)]
+
+
+def predict_model(
+    model: Any,
+    predictors: str | Path | Any,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+) -> Any:
+    """Predict any model's latency from its kernels (``latkit predict FILE``).
+
+    Args:
+        model: an ONNX or TFLite file, or a torch ``nn.Module`` (then ``input_shape`` is needed).
+        predictors: a folder written by ``latkit kernels build``, or loaded
+            :class:`~latkit.predictors.kernels.KernelPredictors`.
+        input_shape: fixes the input shape (a module's, or a file's dynamic dimensions).
+
+    Returns:
+        The :class:`~latkit.predictors.kernels.NetworkPrediction`: ``latency_ms``, one entry per kernel,
+        and the operators no predictor covers with the fallback used.
+    """
+    from latkit.predictors.kernel_network import predict_model as _predict
+    from latkit.predictors.kernels import KernelPredictors
+
+    if isinstance(predictors, (str, Path)):
+        predictors = KernelPredictors.load(predictors)
+    return _predict(model, predictors, input_shape)
 
 
 def search_arch(

@@ -63,12 +63,15 @@ def _register() -> None:
     from latkit.cli import cache as cache_cli
     from latkit.cli import farm as farm_cli
     from latkit.cli import lut as lut_cli
+    from latkit.cli import predict as predict_cli
     from latkit.cli import predictor as predictor_cli
 
     app.add_typer(lut_cli.lut_app, name="lut")
     app.add_typer(predictor_cli.predictor_app, name="predictor")
     app.add_typer(farm_cli.farm_app, name="farm")
     app.add_typer(cache_cli.cache_app, name="cache")
+    app.add_typer(predict_cli.kernels_app, name="kernels")
+    app.command("predict")(predict_cli.predict_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,176 @@
+"""Build a device's kernel predictors within a time budget, resumably.
+
+A build (``latkit kernels build``):
+
+1. measures the device's per-invocation overhead (the smallest model);
+2. measures configurations drawn per kernel type from the shapes networks use
+   (:mod:`latkit.profiler.kernel_sampling`), round-robin over the types, so a
+   budget that runs out leaves every type with some samples;
+3. fits the per-type models, then, while budget remains, finds each type's
+   worst-predicted rows (out of fold: a model fitted without them) and
+   measures configurations near them (:func:`~latkit.profiler.kernel_sampling.perturb`);
+4. saves the predictors (:class:`~latkit.predictors.kernels.KernelPredictors`)
+   with the device's identity and fusion rules.
+
+Every measurement is a committed LUT row (:class:`~latkit.lut.kernel_store.KernelStore`)
+the moment it is taken; a rerun skips what the LUT holds, so a killed build
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latkit.lut.kernel_store import KernelStore
+from latkit.lut.store import LUT
+from latkit.predictors.kernels import KernelPredictors, TypeModel, fit_predictors
+from latkit.profiler.kernel_models import OVERHEAD_CONFIG, measure_kernels
+from latkit.profiler.kernel_sampling import perturb, sample_configs
+from latkit.profiler.kernels import PREDICTED_TYPES, FusionRules, KernelConfig, KernelType, default_rules, features
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, key)
+_CHUNK = 8  # configurations measured between budget checks
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How big a build is.
+
+    Attributes:
+        budget_s: wall-clock seconds of measuring (the fits are quick).
+        per_type: configurations first drawn per kernel type.
+        adaptive_per_type: configurations added per type per adaptive round.
+        rounds: adaptive rounds at most.
+        seed: the draws' seed.
+    """
+
+    budget_s: float = 1800.0
+    per_type: int = 30
+    adaptive_per_type: int = 8
+    rounds: int = 3
+    seed: int = 0
+
+
+def device_rules(store: KernelStore, device: Any) -> FusionRules:
+    """The device's detected fusion rules, or its runtime's documented defaults."""
+    return store.rules(device.uri) or default_rules(device.info().runtime)
+
+
+class _Budget:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    @property
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+def _measure(device: Any, store: KernelStore, configs: list[KernelConfig], budget: _Budget, protocol: Any,
+             phase: str, on_progress: ProgressFn | None, precision: str) -> int:
+    """Measure ``configs`` in chunks while budget remains; the number measured."""
+    info = device.info().to_dict()
+    done = 0
+
+    def keep(config: KernelConfig, m: Any) -> None:
+        nonlocal done
+        store.add(config, m, info, precision=precision)
+        done += 1
+        if on_progress is not None:
+            on_progress(phase, done, len(configs), config.key)
+
+    for start in range(0, len(configs), _CHUNK):
+        if budget.left <= 0:
+            log.info("budget spent: %d of %d %s configurations measured", done, len(configs), phase)
+            break
+        failed = measure_kernels(device, configs[start:start + _CHUNK], keep, protocol)
+        for key, why in failed.items():
+            log.warning("kernel %s failed: %s", key, why)
+    return done
+
+
+def _round_robin(groups: list[list[KernelConfig]]) -> list[KernelConfig]:
+    out = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        out += [g[i] for g in groups if i < len(g)]
+    return out
+
+
+def _worst(rows: list[tuple[KernelConfig, float]], overhead: float, n: int, seed: int) -> list[KernelConfig]:
+    """The ``n`` rows of one type a model fitted without them predicts worst (two folds)."""
+    if len(rows) < 6:
+        return [c for c, _ in rows[:n]]
+    x = features(c for c, _ in rows)
+    y = np.maximum(np.asarray([ms for _, ms in rows]) - overhead, 1e-4)
+    fold = np.arange(len(rows)) % 2
+    err = np.zeros(len(rows))
+    for f in (0, 1):
+        model = TypeModel.fit(x[fold != f], y[fold != f], n_estimators=60, seed=seed)
+        err[fold == f] = np.abs(np.log(model.predict(x[fold == f]) / y[fold == f]))
+    return [rows[i][0] for i in np.argsort(-err)[:n]]
+
+
+def build_kernel_predictors(device: Any, lut: LUT, settings: BuildSettings = BuildSettings(), *, protocol: Any = None,
+                            types: tuple[KernelType, ...] = PREDICTED_TYPES, precision: str = "fp32",
+                            on_progress: ProgressFn | None = None) -> KernelPredictors:
+    """Measure (resumably, within ``settings.budget_s``) and fit ``device``'s kernel predictors.
+
+    Returns:
+        The fitted predictors (save them with :meth:`KernelPredictors.save`).
+    """
+    store = KernelStore(lut)
+    budget = _Budget(settings.budget_s)
+    started = time.monotonic()
+    done = store.done_keys(device.uri, precision=precision)
+    if OVERHEAD_CONFIG.key not in done:
+        _measure(device, store, [OVERHEAD_CONFIG], budget, protocol, "overhead", on_progress, precision)
+    # the same seed draws the same configurations: a rerun measures only those the LUT lacks
+    initial = [[c for c in sample_configs(t, settings.per_type, settings.seed) if c.key not in done] for t in types]
+    _measure(device, store, _round_robin(initial), budget, protocol, "sampled", on_progress, precision)
+    rng = np.random.default_rng(settings.seed + 1)
+    for r in range(settings.rounds):
+        if budget.left <= 0:
+            break
+        rows = store.measurements(device.uri, precision=precision)
+        overhead = min((ms for c, ms in rows if c == OVERHEAD_CONFIG), default=0.0)
+        known = {c.key for c, _ in rows}
+        new: list[list[KernelConfig]] = []
+        for t in types:
+            mine = [(c, ms) for c, ms in rows if c.type is t and c != OVERHEAD_CONFIG]
+            near = [perturb(c, rng) for c in _worst(mine, overhead, settings.adaptive_per_type, settings.seed + r)]
+            new.append([c for c in dict.fromkeys(near) if c.key not in known])
+        _measure(device, store, _round_robin(new), budget, protocol, f"adaptive {r + 1}", on_progress, precision)
+    preds = fit_from_store(store, device.info().to_dict(), device_rules(store, device), precision=precision,
+                           seed=settings.seed)
+    preds.provenance["build_s"] = round(time.monotonic() - started, 1)
+    return preds
+
+
+def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules, *, precision: str = "fp32",
+                   seed: int = 0) -> KernelPredictors:
+    """Fit the predictors on every kernel row the store holds for the device.
+
+    The provenance records the LUT and its row count; a build adds ``build_s``,
+    the seconds that run of the build took (measuring and fitting).
+    """
+    rows = store.measurements(info["uri"], precision=precision)
+    return fit_predictors(rows, info, rules, precision=precision, seed=seed,
+                          provenance={"lut": str(store.lut.path), "rows": len(rows)})
+
+
+def default_predictor_dir(lut_path: str | Path, device_uri: str, precision: str = "fp32") -> Path:
+    """Where a LUT's kernel predictors for a device live: ``<lut>.kernels/<device>-<precision>``."""
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in device_uri)
+    path = Path(lut_path)
+    return path.with_name(path.name + ".kernels") / f"{slug}-{precision}"
+
+
+__all__ = ["BuildSettings", "build_kernel_predictors", "default_predictor_dir", "device_rules", "fit_from_store"]

@@ -1,0 +1,131 @@
+"""Fusion detection by measurement: which operator pairs a device's runtime runs as one kernel.
+
+For each candidate pair ``A -> B`` three small models are timed with the
+measurement protocol: ``A`` alone, ``B`` alone (on ``A``'s output shape) and
+``A`` followed by ``B``. With the per-invocation overhead taken off each, a
+pair the runtime runs as two kernels costs about ``A + B``; a fused pair
+costs about ``A``. The pair is fused when chaining it adds less than half of
+``B``'s own time. Every timing is kept as the rule's evidence.
+
+The shapes are chosen so that ``B`` is not lost in ``A``'s noise: the
+convolution is a depthwise 1x1 one (a per-channel scale), memory-bound like an
+element-wise ``B`` and about as costly, while the runtime treats it as any
+convolution for fusion.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latkit.core.files import write_bytes
+from latkit.devices.base import ModelFormat
+from latkit.profiler.kernels import FusionRules
+
+log = logging.getLogger(__name__)
+
+FUSED_SHARE = 0.5  # fused when A->B costs less than A + this share of B
+_C, _HW = 32, 56
+CANDIDATES: tuple[tuple[str, str], ...] = (
+    ("Conv", "BatchNormalization"), ("Conv", "Relu"), ("Conv", "Clip"), ("Conv", "HardSwish"),
+    ("Conv", "Sigmoid"), ("Conv", "Add"), ("Add", "Relu"), ("MatMul", "Add"), ("Gemm", "Relu"),
+)  # fmt: skip
+
+
+def _node(b: Any, op: str, x: str, rows: bool) -> str:
+    """One operator ``op`` applied to ``x`` (image NCHW, or rows x width with ``rows``)."""
+    c = 256 if rows else _C
+    if op == "Conv":
+        return b.op("Conv", [x, b.const((_C, 1, 1, 1)), b.const((_C,))], kernel_shape=[1, 1], group=_C)
+    if op == "BatchNormalization":
+        return b.op(op, [x, b.const((c,)), b.const((c,)), b.const((c,)), b.const_abs((c,))])
+    if op == "Add":
+        return b.op("Add", [x, b.const((256, 256) if rows else (1, _C, _HW, _HW))])
+    if op == "MatMul":
+        return b.op("MatMul", [x, b.const((256, 256))])
+    if op == "Gemm":
+        return b.op("Gemm", [x, b.const((256, 256)), b.const((256,))])
+    if op == "Clip":
+        return b.op("Clip", [x, b.const_scalar(0.0), b.const_scalar(6.0)])
+    return b.op(op, [x])
+
+
+def pair_models(pair: tuple[str, str]) -> dict[str, Any]:
+    """The ONNX protos of ``A``, ``B`` and ``A -> B`` for one candidate pair."""
+    from onnx import TensorProto, helper
+
+    from latkit.profiler.kernel_models import OPSET, _Builder
+
+    rows = pair[0] in ("MatMul", "Gemm")
+    shape = [256, 256] if rows else [1, _C, _HW, _HW]
+    out = {}
+    for name, ops in (("a", pair[:1]), ("b", pair[1:]), ("ab", pair)):
+        b = _Builder(seed=0)
+        y = "x"
+        for op in ops:
+            y = _node(b, op, y, rows)
+        graph = helper.make_graph(b.nodes, f"fusion_{'_'.join(ops)}",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)], initializer=b.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="latkit")
+        model.ir_version = 9
+        out[name] = model
+    return out
+
+
+class _ProtoSource:
+    """A model proto as a :class:`~latkit.devices.base.ModelSource` (written to ``folder``)."""
+
+    precision = "fp32"
+
+    def __init__(self, key: str, proto: Any, folder: Path) -> None:
+        self.key, self._proto, self._folder = key, proto, folder
+        self.input_shape = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
+
+    def file(self, fmt: ModelFormat | str) -> Path:
+        path = self._folder / f"{self.key}.onnx"
+        if not path.is_file():
+            write_bytes(path, self._proto.SerializeToString(), "fusion probe model")
+        return path
+
+    def torch_module(self) -> Any:
+        raise NotImplementedError
+
+
+def detect_fusion(device: Any, protocol: Any = None, candidates: tuple[tuple[str, str], ...] = CANDIDATES,
+                  cache_dir: Path | str | None = None,
+                  on_progress: Callable[[int, int, str, Any], None] | None = None) -> FusionRules:
+    """Measure every candidate pair on ``device``; the rules of the pairs it runs as one kernel.
+
+    Returns:
+        :class:`FusionRules` with ``source="measured"`` and, per pair, the
+        evidence (``a_ms``, ``b_ms``, ``ab_ms``, ``overhead_ms``, ``fused``).
+    """
+    from latkit.core.cache import models_dir
+    from latkit.profiler.kernel_models import OVERHEAD_CONFIG, KernelModel
+    from latkit.profiler.protocol import measure_many
+
+    folder = Path(cache_dir) if cache_dir is not None else models_dir() / "fusion"
+    sources: list[Any] = [KernelModel(OVERHEAD_CONFIG, folder)]
+    for pair in candidates:
+        for name, proto in pair_models(pair).items():
+            sources.append(_ProtoSource(f"fusion-{pair[0]}-{pair[1]}-{name}", proto, folder))
+    ms = {m.key: m.latency_ms for m in measure_many(device, sources, protocol, None, on_progress)}
+    overhead = ms[sources[0].key]
+    pairs, evidence = set(), {}
+    for a, b in candidates:
+        ta, tb, tab = (max(ms[f"fusion-{a}-{b}-{n}"] - overhead, 0.0) for n in ("a", "b", "ab"))
+        fused = bool(tab < ta + FUSED_SHARE * tb)
+        evidence[f"{a}->{b}"] = {"a_ms": ta, "b_ms": tb, "ab_ms": tab, "overhead_ms": overhead, "fused": fused,
+                                 "added_share_of_b": float(np.round((tab - ta) / tb, 3)) if tb > 0 else None}
+        if fused:
+            pairs.add((a, b))
+    log.info("fusion detection on %s: %d of %d pairs fused", device.uri, len(pairs), len(candidates))
+    return FusionRules(frozenset(pairs), "measured", evidence)
+
+
+__all__ = ["CANDIDATES", "FUSED_SHARE", "detect_fusion", "pair_models"]

@@ -1,0 +1,230 @@
+"""Kernel-level prediction of any model: graph reading, kernel grouping, fallbacks, saving, fusion detection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from latkit.core.errors import StoreError, UsageError
+from latkit.predictors.kernel_network import predict_graphs, predict_model
+from latkit.predictors.kernels import KernelPredictors, fit_predictors
+from latkit.profiler.graph import onnx_graph, read_graph
+from latkit.profiler.kernels import KernelConfig, KernelType, default_rules, group_kernels, work
+
+
+def _model(nodes, inits, x_shape, y_name, x_dims=None):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, x_dims or list(x_shape))
+    y = helper.make_tensor_value_info(y_name, TensorProto.FLOAT, None)
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _w(name, shape):
+    return numpy_helper.from_array(np.random.default_rng(0).standard_normal(shape).astype(np.float32), name)
+
+
+def _conv_bn_relu_cumsum():
+    """Conv -> BN -> Relu -> CumSum (an op type no kernel predictor covers)."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "o", "m", "v"], ["n"]),
+        helper.make_node("Relu", ["n"], ["r"]),
+        helper.make_node("CumSum", ["r", "axis"], ["y"]),
+    ]
+    inits = [_w("w", (16, 8, 3, 3)), _w("b", (16,)), _w("s", (16,)), _w("o", (16,)), _w("m", (16,)),
+             numpy_helper.from_array(np.ones(16, np.float32), "v"),
+             numpy_helper.from_array(np.asarray(1, np.int64), "axis")]
+    return _model(nodes, inits, (1, 8, 28, 28), "y")
+
+
+def _synthetic_predictors(rules=None):
+    """Predictors fitted on an analytic latency (no measuring): 1 ns per MAC or element plus 5 us."""
+    from latkit.profiler.kernel_sampling import sample_configs
+
+    rows = []
+    for t in (KernelType.CONV, KernelType.ELEMENTWISE, KernelType.POINTWISE):
+        for c in sample_configs(t, 12, seed=3):
+            rows.append((c, 0.005 + 1e-6 * work(c)[0]))
+    return fit_predictors(rows, {"uri": "cpu:onnxruntime", "runtime": "onnxruntime"},
+                          rules or default_rules("onnxruntime"), overhead_ms=0.005)
+
+
+def test_conv_bn_relu_is_one_kernel_and_unknown_op_is_a_flagged_fallback():
+    graph = onnx_graph(_conv_bn_relu_cumsum(), "m.onnx")
+    kg = group_kernels(graph, default_rules("onnxruntime"))
+    assert [k.type for k in kg.kernels] == [KernelType.CONV, KernelType.UNKNOWN]
+    conv = kg.kernels[0]
+    assert conv.op_types == ("Conv", "BatchNormalization", "Relu")
+    assert conv.config == KernelConfig(KernelType.CONV, 28, 28, 8, 16, 3, 1, 1, 0, act="relu")
+    pred = predict_graphs(_synthetic_predictors(), [kg])[0]
+    (fallback,) = pred.uncovered
+    assert fallback.op_types == ("CumSum",) and "element-wise" in fallback.fallback
+    assert fallback.latency_ms > 0
+    cov = pred.to_dict()["coverage"]
+    assert cov["operators"] == 4 and cov["in_predicted_kernels"] == 3
+    assert cov["not_covered"][0]["op_types"] == ["CumSum"]
+    assert pred.latency_ms == pytest.approx(pred.kernel_sum_ms + 0.005)
+
+
+def test_without_rules_every_operator_is_its_own_kernel():
+    graph = onnx_graph(_conv_bn_relu_cumsum(), "m.onnx")
+    kg = group_kernels(graph, default_rules("torch"))
+    assert [k.type for k in kg.kernels] == [KernelType.CONV, KernelType.ELEMENTWISE, KernelType.ACTIVATION,
+                                            KernelType.UNKNOWN]
+    assert sum(len(k.nodes) for k in kg.kernels) == 4
+
+
+def test_dynamic_dimension_is_refused_in_one_line_and_input_shape_fixes_it(tmp_path):
+    m = _conv_bn_relu_cumsum()
+    dim = m.graph.input[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_param = "batch"
+    path = tmp_path / "dyn.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(UsageError) as err:
+        read_graph(path)
+    assert "'batch'" in str(err.value) and "--input-shape" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+    graph = read_graph(path, (2, 8, 28, 28))
+    assert graph.shape("r") == (2, 16, 28, 28)
+
+
+def test_cli_refuses_dynamic_model_with_one_error_line(tmp_path, capsys):
+    from latkit.cli import main
+
+    m = _conv_bn_relu_cumsum()
+    m.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
+    path = tmp_path / "dyn.onnx"
+    onnx.save(m, str(path))
+    folder = _synthetic_predictors().save(tmp_path / "kp")
+    code = main(["predict", str(path), "--device", "cpu:onnxruntime", "--predictors", str(folder)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "'height'" in err
+
+
+def test_cli_predict_json_lists_kernels_and_coverage(tmp_path, capsys):
+    from latkit.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_conv_bn_relu_cumsum(), str(path))
+    folder = _synthetic_predictors().save(tmp_path / "kp")
+    assert main(["predict", str(path), "--device", "cpu:onnxruntime", "--predictors", str(folder), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [k["kernel"] for k in out["kernels"]] == ["conv", "unknown"]
+    assert out["coverage"]["not_covered"][0]["fallback"]
+    assert out["latency_ms"] == pytest.approx(sum(k["latency_ms"] for k in out["kernels"]) + out["overhead_ms"])
+
+
+def test_predictors_save_without_pickle_and_refuse_another_version(tmp_path):
+    preds = _synthetic_predictors()
+    folder = preds.save(tmp_path / "kp")
+    files = sorted(p.name for p in folder.iterdir())
+    assert all(name.endswith(".json") for name in files), files
+    loaded = KernelPredictors.load(folder)
+    configs = [KernelConfig(KernelType.CONV, 56, 56, 32, 64, 3), KernelConfig(KernelType.ELEMENTWISE, 28, 28, 64, 64)]
+    assert np.allclose(loaded.predict_configs(configs), preds.predict_configs(configs), rtol=1e-6)
+    assert loaded.device["uri"] == "cpu:onnxruntime"
+    meta = json.loads((folder / "predictors.json").read_text())
+    meta["schema_version"] = 99
+    (folder / "predictors.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="schema version 99"):
+        KernelPredictors.load(folder)
+
+
+def test_batch_prediction_equals_one_by_one():
+    preds = _synthetic_predictors()
+    graph = onnx_graph(_conv_bn_relu_cumsum(), "m.onnx")
+    kg = group_kernels(graph, preds.rules)
+    one = predict_graphs(preds, [kg])[0].latency_ms
+    batch = predict_graphs(preds, [kg] * 50)
+    assert len(batch) == 50 and all(p.latency_ms == pytest.approx(one) for p in batch)
+
+
+def test_torch_module_with_se_and_shuffle_patterns():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+            self.a, self.b = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+
+        def forward(self, x):
+            x = self.conv(x)
+            x = x * torch.sigmoid(self.b(torch.relu(self.a(x.mean((2, 3), keepdim=True)))))
+            n, c, h, w = x.shape
+            return x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    pred = predict_model(Net(), _synthetic_predictors(), (1, 3, 32, 32))
+    kinds = [k.kernel for k in pred.kernels]
+    assert kinds == ["conv", "se", "shuffle"], kinds
+    assert pred.kernels[1].key.startswith("se-16x16-c16-4")
+
+
+def test_fusion_detection_finds_conv_bn_relu_fused_on_onnxruntime(ort_device, tmp_path):
+    from latkit.profiler.fusion import detect_fusion
+    from latkit.profiler.protocol import ProtocolConfig
+
+    rules = detect_fusion(ort_device, ProtocolConfig.quick(), (("Conv", "BatchNormalization"), ("Conv", "Relu")),
+                          cache_dir=tmp_path)
+    assert rules.fuses("Conv", "BatchNormalization") and rules.fuses("Conv", "Relu"), rules.evidence
+    assert rules.source == "measured"
+    assert set(rules.evidence) == {"Conv->BatchNormalization", "Conv->Relu"}
+
+
+def test_fusion_rules_round_trip_through_the_lut(tmp_path):
+    from latkit.lut.kernel_store import KernelStore
+    from latkit.lut.store import LUT
+    from latkit.profiler.kernels import FusionRules
+
+    rules = FusionRules(frozenset({("Conv", "Relu")}), "measured", {"Conv->Relu": {"fused": True}})
+    with LUT.open(tmp_path / "k.db", create=True) as lut:
+        KernelStore(lut).save_rules("cpu:onnxruntime", "onnxruntime", rules)
+    with LUT.open(tmp_path / "k.db", readonly=True) as lut:
+        back = KernelStore(lut).rules("cpu:onnxruntime")
+        assert KernelStore(lut).rules("cpu:litert") is None
+    assert back == rules
+
+
+@pytest.mark.slow
+def test_small_build_measures_into_the_lut_and_resumes(ort_device, tmp_path):
+    from latkit.lut.kernel_store import KernelStore
+    from latkit.lut.store import LUT
+    from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
+    from latkit.profiler.protocol import ProtocolConfig
+
+    proto = ProtocolConfig.quick(min_samples=3, max_samples=5, warmup_runs=1, warmup_s=0.0, max_seconds_per_op=0.2)
+    types = (KernelType.POINTWISE, KernelType.ELEMENTWISE)
+    settings = BuildSettings(budget_s=120, per_type=4, adaptive_per_type=0, rounds=0)
+    with LUT.open(tmp_path / "k.db", create=True) as lut:
+        preds = build_kernel_predictors(ort_device, lut, settings, protocol=proto, types=types)
+        n = len(KernelStore(lut).done_keys(ort_device.uri))
+        assert n == 9  # the overhead model and 4 per type
+        assert {t: m.n_train for t, m in preds.models.items()} == {KernelType.POINTWISE: 4,
+                                                                  KernelType.ELEMENTWISE: 4, KernelType.ACTIVATION: 1}
+        build_kernel_predictors(ort_device, lut, BuildSettings(budget_s=120, per_type=4, rounds=0), protocol=proto,
+                                types=types)  # fmt: skip
+        assert len(KernelStore(lut).done_keys(ort_device.uri)) == n  # resumed: nothing new to measure
+
+
+def test_shapes_are_inferred_without_weight_values_but_with_shape_constants():
+    """Large weights go to shape inference as bare inputs; a Reshape target keeps its value."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "target"], ["r"]),
+        helper.make_node("MatMul", ["r", "fc"], ["y"]),
+    ]
+    inits = [_w("w", (16, 8, 3, 3)), numpy_helper.from_array(np.asarray([1, -1], np.int64), "target"),
+             _w("fc", (16 * 14 * 14, 10))]
+    graph = onnx_graph(_model(nodes, inits, (1, 8, 28, 28), "y"), "m.onnx")
+    assert graph.shape("c") == (1, 16, 14, 14)
+    assert graph.shape("r") == (1, 16 * 14 * 14)
+    assert graph.shape("y") == (1, 10)
+    assert graph.shape("w") == (16, 8, 3, 3) and {"w", "fc", "target"} <= graph.constants
