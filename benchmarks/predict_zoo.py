@@ -62,7 +62,7 @@ from latkit.predictors.kernel_calibration import calibrate_on_space
 from latkit.predictors.kernel_network import predict_graphs
 from latkit.predictors.kernels import KernelPredictors
 from latkit.profiler.graph import read_graph
-from latkit.profiler.kernels import group_kernels
+from latkit.profiler.kernel_patterns import group_kernels
 from latkit.profiler.model_file import ModelFile
 from latkit.profiler.protocol import Preset, ProtocolConfig, measure_one
 

@@ -9,10 +9,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from latkit.core.errors import UsageError
 from latkit.predictors.kernel_calibration import CalibrationForm, calibrate, fit_calibration
+from latkit.predictors.kernel_network import predict_graphs
 from latkit.predictors.kernels import KernelPredictors, fit_predictors
 from latkit.profiler.kernel_sampling import sample_configs
 from latkit.profiler.graph import onnx_graph
-from latkit.profiler.kernels import KernelType, default_rules, group_kernels, work
+from latkit.profiler.kernel_patterns import group_kernels
+from latkit.profiler.kernels import KernelType, default_rules, work
 
 
 def _conv_relu():
@@ -64,11 +66,11 @@ def test_calibration_is_stored_with_the_predictors_and_applied_after_loading(tmp
     preds = fit_predictors(rows, {"uri": "cpu:onnxruntime", "runtime": "onnxruntime"},
                            default_rules("onnxruntime"), overhead_ms=0.005)
     graph = group_kernels(onnx_graph(_conv_relu(), "m.onnx"), preds.rules)
-    raw = preds.predict([graph])[0].latency_ms
+    raw = predict_graphs(preds, [graph])[0].latency_ms
     fit = calibrate(preds, [graph, graph, graph], [2 * raw, 2 * raw, 2 * raw])
     assert fit.form is CalibrationForm.RATIO and fit.scale == pytest.approx(2.0)
     loaded = KernelPredictors.load(preds.save(tmp_path / "p"))
-    again = loaded.predict([graph])[0]
+    again = predict_graphs(loaded, [graph])[0]
     assert again.calibrated and again.latency_ms == pytest.approx(2 * raw, rel=1e-6)
     assert loaded.calibration["loo_mape_pct"] == pytest.approx(0.0, abs=1e-6)
 
@@ -92,7 +94,7 @@ def test_search_space_member_agrees_with_the_lut_estimate_on_the_same_device(tmp
         lut_ms, preds, graphs = _both_paths(device, nets, config, tmp_path / "lut.db")
     finally:
         device.close()
-    kernel_ms = preds.predict([graphs[4]])[0].latency_ms
+    kernel_ms = predict_graphs(preds, [graphs[4]])[0].latency_ms
     assert kernel_ms == pytest.approx(lut_ms, rel=0.05)
 
 

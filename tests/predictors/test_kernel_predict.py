@@ -13,7 +13,8 @@ from latkit.core.errors import StoreError, UsageError
 from latkit.predictors.kernel_network import predict_graphs, predict_model
 from latkit.predictors.kernels import KernelPredictors, fit_predictors
 from latkit.profiler.graph import onnx_graph, read_graph
-from latkit.profiler.kernels import KernelConfig, KernelType, default_rules, group_kernels, work
+from latkit.profiler.kernel_patterns import group_kernels
+from latkit.profiler.kernels import KernelConfig, KernelType, default_rules, work
 
 
 def _model(nodes, inits, x_shape, y_name, x_dims=None):

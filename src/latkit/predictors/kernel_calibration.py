@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from latkit.core.errors import UsageError
+from latkit.predictors.kernel_network import predict_graphs
 from latkit.predictors.kernels import KernelPredictors
 from latkit.profiler.kernels import KernelGraph
 
@@ -116,7 +117,7 @@ def calibrate(predictors: KernelPredictors, graphs: Sequence[KernelGraph],
     previous = predictors.calibration
     predictors.calibration = {}
     try:
-        raw = [p.latency_ms for p in predictors.predict(graphs)]
+        raw = [p.latency_ms for p in predict_graphs(predictors, graphs)]
     finally:
         predictors.calibration = previous
     fit = fit_calibration(raw, measured_ms)
@@ -135,7 +136,7 @@ def calibrate_on_space(predictors: KernelPredictors, device: Any, space: str, ne
     from latkit.devices.base import ModelFormat
     from latkit.profiler.export import BuiltModel
     from latkit.profiler.graph import read_graph
-    from latkit.profiler.kernels import group_kernels
+    from latkit.profiler.kernel_patterns import group_kernels
     from latkit.profiler.protocol import measure_one
     from latkit.profiler.spaces import get_space
 

@@ -71,7 +71,7 @@ def predict_model(model: Any, predictors: KernelPredictors, input_shape: tuple[i
     device's detected rules, or its runtime's defaults).
     """
     from latkit.profiler.graph import read_graph
-    from latkit.profiler.kernels import group_kernels
+    from latkit.profiler.kernel_patterns import group_kernels
 
     graph = read_graph(model, input_shape)
     return predict_graphs(predictors, [group_kernels(graph, rules or predictors.rules)])[0]

@@ -200,12 +200,6 @@ class KernelPredictors:
             out[idx] = model.predict(features(configs[i] for i in idx))
         return out
 
-    def predict(self, graphs: Sequence[KernelGraph]) -> list[NetworkPrediction]:
-        """The prediction of every grouped graph, batched: one model call per kernel type for all of them."""
-        from latkit.predictors.kernel_network import predict_graphs
-
-        return predict_graphs(self, graphs)
-
     def calibrated(self, kernel_sum_ms: float) -> float:
         """A network's latency from its kernel sum: plus one overhead, then the calibration if any."""
         total = kernel_sum_ms + self.overhead_ms

@@ -1,4 +1,8 @@
-"""Kernel configurations of operator chains, and the multi-operator patterns (squeeze-excite, shuffles).
+"""Grouping a graph into kernels: operator chains, their configurations, and multi-operator patterns.
+
+:func:`group_kernels` walks the graph and fuses each operator with its single
+consumer while the runtime's :class:`~latkit.profiler.kernels.FusionRules` say
+the pair runs as one kernel.
 
 :func:`kernel_of` turns a chain of operators that run as one kernel (a root
 and what it fused) into a :class:`~latkit.profiler.kernels.Kernel` with its
@@ -16,9 +20,12 @@ from latkit.profiler.kernels import (
     _ELEMENTWISE,
     _GLOBAL_POOLS,
     _LAYOUT,
+    _REMOVED,
     ACTIVATIONS,
+    FusionRules,
     Kernel,
     KernelConfig,
+    KernelGraph,
     KernelType,
     hwc,
 )
@@ -220,4 +227,50 @@ def _se_kernel(graph: OpGraph, producers: dict[str, int], nodes: list[Node], x: 
     return first, kernel
 
 
-__all__ = ["find_patterns", "kernel_of"]
+def group_kernels(graph: OpGraph, rules: FusionRules) -> KernelGraph:
+    """``graph`` grouped into the kernels a runtime with ``rules`` runs (see the module docstring)."""
+    consumers = graph.consumers()
+    folded = [n.name for n in graph.nodes if n.op_type in _REMOVED or all(o in graph.constants for o in n.outputs)]
+    taken = set(folded)
+    kernels: dict[int, Kernel] = find_patterns(graph, consumers, taken)
+    for i, node in enumerate(graph.nodes):
+        if node.name in taken:
+            continue
+        chain = [node]
+        while True:
+            nxt = _single_consumer(graph, consumers, chain[-1], taken)
+            if nxt is None or not rules.fuses(node.op_type, nxt.op_type) or not _fusable(graph, chain, nxt):
+                break
+            chain.append(nxt)
+            taken.add(nxt.name)
+        taken.add(node.name)
+        kernels[i] = kernel_of(graph, chain)
+    return KernelGraph(graph.name, tuple(kernels[i] for i in sorted(kernels)), tuple(folded), rules)
+
+
+def _single_consumer(graph: OpGraph, consumers: dict[str, list[int]], node: Node, taken: set[str]) -> Node | None:
+    """The one operator reading ``node``'s only output, if it has exactly one and it is free."""
+    if len(node.outputs) != 1:
+        return None
+    readers = consumers.get(node.outputs[0], [])
+    if len(readers) != 1:
+        return None
+    nxt = graph.nodes[readers[0]]
+    return None if nxt.name in taken else nxt
+
+
+def _fusable(graph: OpGraph, chain: list[Node], nxt: Node) -> bool:
+    """At most one activation and one residual add per kernel, the add after the convolution."""
+    kinds = [n.op_type for n in chain]
+    if nxt.op_type in ACTIVATIONS and any(k in ACTIVATIONS for k in kinds):
+        return False
+    if nxt.op_type == "Add":
+        if "Add" in kinds or any(k in ACTIVATIONS for k in kinds):
+            return False
+        other = [t for t in nxt.inputs if t and t != chain[-1].outputs[0]]
+        return len(other) == 1 and graph.shape(other[0]) == graph.shape(chain[-1].outputs[0]) or \
+            (len(other) == 1 and other[0] in graph.constants)
+    return True
+
+
+__all__ = ["find_patterns", "group_kernels", "kernel_of"]

@@ -264,54 +264,6 @@ class KernelGraph:
         return [k.config for k in self.kernels if k.config is not None and k.type is not KernelType.UNKNOWN]
 
 
-def group_kernels(graph: OpGraph, rules: FusionRules) -> KernelGraph:
-    """``graph`` grouped into the kernels a runtime with ``rules`` runs (see the module docstring)."""
-    from latkit.profiler.kernel_patterns import find_patterns, kernel_of
-
-    consumers = graph.consumers()
-    folded = [n.name for n in graph.nodes if n.op_type in _REMOVED or all(o in graph.constants for o in n.outputs)]
-    taken = set(folded)
-    kernels: dict[int, Kernel] = find_patterns(graph, consumers, taken)
-    for i, node in enumerate(graph.nodes):
-        if node.name in taken:
-            continue
-        chain = [node]
-        while True:
-            nxt = _single_consumer(graph, consumers, chain[-1], taken)
-            if nxt is None or not rules.fuses(node.op_type, nxt.op_type) or not _fusable(graph, chain, nxt):
-                break
-            chain.append(nxt)
-            taken.add(nxt.name)
-        taken.add(node.name)
-        kernels[i] = kernel_of(graph, chain)
-    return KernelGraph(graph.name, tuple(kernels[i] for i in sorted(kernels)), tuple(folded), rules)
-
-
-def _single_consumer(graph: OpGraph, consumers: dict[str, list[int]], node: Node, taken: set[str]) -> Node | None:
-    """The one operator reading ``node``'s only output, if it has exactly one and it is free."""
-    if len(node.outputs) != 1:
-        return None
-    readers = consumers.get(node.outputs[0], [])
-    if len(readers) != 1:
-        return None
-    nxt = graph.nodes[readers[0]]
-    return None if nxt.name in taken else nxt
-
-
-def _fusable(graph: OpGraph, chain: list[Node], nxt: Node) -> bool:
-    """At most one activation and one residual add per kernel, the add after the convolution."""
-    kinds = [n.op_type for n in chain]
-    if nxt.op_type in ACTIVATIONS and any(k in ACTIVATIONS for k in kinds):
-        return False
-    if nxt.op_type == "Add":
-        if "Add" in kinds or any(k in ACTIVATIONS for k in kinds):
-            return False
-        other = [t for t in nxt.inputs if t and t != chain[-1].outputs[0]]
-        return len(other) == 1 and graph.shape(other[0]) == graph.shape(chain[-1].outputs[0]) or \
-            (len(other) == 1 and other[0] in graph.constants)
-    return True
-
-
 def hwc(shape: Shape | None) -> tuple[int, int, int]:
     """A tensor shape as (H, W, C): NCHW images, (rows, 1, width) otherwise."""
     if not shape:
@@ -328,5 +280,5 @@ def hwc(shape: Shape | None) -> tuple[int, int, int]:
 
 __all__ = [
     "ACTIVATIONS", "DEFAULT_RULES", "FEATURE_NAMES", "PREDICTED_TYPES", "VARIANTS", "FusionRules", "Kernel",
-    "KernelConfig", "KernelGraph", "KernelType", "default_rules", "features", "group_kernels", "hwc", "work",
+    "KernelConfig", "KernelGraph", "KernelType", "default_rules", "features", "hwc", "work",
 ]
