@@ -178,8 +178,9 @@ def _print_farm_report(report) -> None:
         for k, why in report.failed[group].items():
             common.err.print(f"[red]failed[/] {common.esc(k)}: {common.esc(why)}")
     for d in report.dropped:
+        why = d["reason"].split(" (")[0][:160]  # its first clause: the details are in the log
         common.err.print(f"[yellow]stopped answering[/] {common.esc(d['serial'])} with {common.esc(d['key'])} in "
-                         f"flight (handed back to its queue): {common.esc(d['reason'][:160])}")
+                         f"flight (handed back to its queue): {common.esc(why)}")
     for name, why in report.fenced.items():
         common.err.print(f"[red]fenced[/] {common.esc(name)}: {common.esc(why)}")
     common.err.print(f"{report.rows} rows in {report.elapsed_s:.1f} s; driver {report.driver_s_per_row * 1e3:.2f} "
