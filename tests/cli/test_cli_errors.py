@@ -156,3 +156,23 @@ def test_usage_errors_are_one_line(capsys, argv, needles):
 def test_no_arguments_prints_help_and_succeeds(capsys):
     code, out, err = run(capsys)
     assert code == 0 and "Usage" in out and "profile" in out and not err.strip()
+
+
+def test_profile_that_ends_with_operators_neither_measured_nor_failed_is_an_error(capsys, tmp_path, monkeypatch):
+    """A run without --limit must end with every operator measured or failed; one that does not
+    (a device that went away unnoticed) exits non-zero naming the device, the rows kept and the remedy."""
+    from latkit.lut import claims
+    from latkit.profiler.runner import ProfileReport
+
+    def stops_short(device, specs, lut, config=None, limit=None, **kw):
+        return ProfileReport(device=device.info().uri, left=5), []
+
+    monkeypatch.setattr(claims, "profile_shared", stops_short)
+    lut = tmp_path / "short.db"
+    code, _, err = run(capsys, "profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--quick",
+                       "--lut", str(lut))
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"error: cpu:onnxruntime left 5 operator(s) neither measured nor failed; 0 operator(s) measured since "
+        f"this run started are kept in {lut}, 70 are not measured yet: reconnect the device and rerun the same "
+        "command to resume")

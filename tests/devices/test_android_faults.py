@@ -9,6 +9,7 @@ the run goes on, what was measured is in the LUT, and nothing waits for long.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -200,3 +201,57 @@ def test_profile_on_a_device_that_is_down_is_one_line(phone, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and err.startswith("error: ")
     assert "failed 3 times" in err and "kept trying for" in err
+
+
+@pytest.mark.slow
+def test_profile_device_gone_keeps_its_rows_fails_and_resumes(capsys, tmp_path):
+    """`latkit profile` whose phone goes away for longer than --device-wait: exit 2, one line naming
+    the device and the rows kept; the rerun goes on where it stopped and changes no kept row."""
+    from latkit.devices.loopback.benchmark_model import install_simulator
+    from latkit.profiler.ops import measurable_by_key
+    from latkit.profiler.spaces import get_space
+
+    lut_path = tmp_path / "gone.db"
+    # 10 operators, the quick protocol pools 8: the last ones are still unmeasured when a row lands
+    argv = ["profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--limit", "10", "--quick",
+            "--device-wait", "2", "--lut", str(lut_path)]
+    with server.LoopbackDevice(tmp_path / "root") as phone:
+        install_simulator(phone.root, 1.0)
+        uri = f"adb+tcp://127.0.0.1:{phone.port}"
+
+        def outage_after_first_row():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                try:
+                    with sqlite3.connect(f"file:{lut_path}?mode=ro", uri=True) as conn:
+                        if conn.execute("SELECT count(*) FROM measurements").fetchone()[0]:
+                            break
+                except sqlite3.OperationalError:  # not created yet
+                    pass
+                time.sleep(0.05)
+            phone.faults.outage(600.0)
+
+        watcher = threading.Thread(target=outage_after_first_row, daemon=True)
+        watcher.start()
+        try:
+            code = main([*argv, "--device", uri])
+        finally:
+            watcher.join(timeout=5)
+        err = capsys.readouterr().err.strip().splitlines()
+        with LUT.open(lut_path, readonly=True) as lut:
+            kept = {r["op_key"]: r["created_at"] for r in lut.rows()}
+        assert code == 2 and 1 <= len(kept) < 10
+        assert err[-1].startswith(f"error: {uri} stopped answering and did not come back within 2 s; "
+                                  f"{len(kept)} operator(s) measured since this run started are kept in ")
+        assert err[-1].endswith(f"{10 - len(kept)} are not measured yet: reconnect the device and rerun the "
+                                "same command to resume")
+        phone.faults.clear()
+        assert main([*argv, "--device", uri]) == 0
+        err = capsys.readouterr().err
+        with LUT.open(lut_path, readonly=True) as lut:
+            rows = {r["op_key"]: r["created_at"] for r in lut.rows()}
+    # the rerun measured 10 more, beginning with the ones the first run left: the first 10 are all in
+    assert f"measured 10, already present {len(kept)}, failed 0" in err
+    first = list(measurable_by_key(get_space("proxyless_mobile_w05").operators(32)))[:10]
+    assert len(rows) == len(kept) + 10 and set(first) <= set(rows)
+    assert all(rows[k] == t for k, t in kept.items())  # no kept row measured again

@@ -85,6 +85,10 @@ def profile_cmd(
     target_ci: Optional[float] = typer.Option(None, "--target-ci", help=TARGET_CI_HELP + " Default 0.02 (0.05 with --quick)."),
     key: Optional[Path] = typer.Option(None, "--key", help="ADB private key (default: latkit's choice)."),
     op_timeout: float = typer.Option(900.0, "--op-timeout", min=1.0, help="Seconds one operator may take."),
+    device_wait: Optional[float] = typer.Option(
+        None, "--device-wait", min=0.0, help="Seconds a phone that stops answering is waited for before its "
+        "operator goes to a sibling and the phone is set aside (probed, taken back when it answers). "
+        "Default 120."),
     stand_in_model: Optional[Path] = typer.Option(
         None, "--stand-in-model", help="Push this one file for every operator instead of exporting each "
         "(only for simulated loopback phones, whose benchmark_model does not read it)."),
@@ -98,8 +102,10 @@ def profile_cmd(
     prec = parse_precision(precision_option(precision))
     specs = _farm_specs(space, resolution, limit)
     factory = _stand_in_factory(stand_in_model)
-    ci = {} if target_ci is None else {"target_rel_ci": target_ci}
-    protocol = ProtocolConfig.preset(Preset.QUICK if quick else Preset.DEFAULT, **ci)
+    overrides = {} if target_ci is None else {"target_rel_ci": target_ci}
+    if device_wait is not None:
+        overrides["outage_wait_s"] = device_wait
+    protocol = ProtocolConfig.preset(Preset.QUICK if quick else Preset.DEFAULT, **overrides)
     display = _LiveDisplay(progress)
 
     def on_plan(chosen) -> None:
@@ -171,6 +177,10 @@ def _print_farm_report(report) -> None:
                          f"unmeasured {len(report.unmeasured[group])}")
         for k, why in report.failed[group].items():
             common.err.print(f"[red]failed[/] {common.esc(k)}: {common.esc(why)}")
+    for d in report.dropped:
+        why = d["reason"].split(" (")[0][:160]  # its first clause: the details are in the log
+        common.err.print(f"[yellow]stopped answering[/] {common.esc(d['serial'])} with {common.esc(d['key'])} in "
+                         f"flight (handed back to its queue): {common.esc(why)}")
     for name, why in report.fenced.items():
         common.err.print(f"[red]fenced[/] {common.esc(name)}: {common.esc(why)}")
     common.err.print(f"{report.rows} rows in {report.elapsed_s:.1f} s; driver {report.driver_s_per_row * 1e3:.2f} "

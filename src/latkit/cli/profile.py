@@ -19,6 +19,9 @@ DEVICE_HELP = ("Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:
 
 MAX_PASSES = 10  # --passes: more passes than this buy no steadier figure, only time
 
+DEVICE_WAIT_HELP = ("Seconds to wait for a device that stops answering; past that, what is measured stays in "
+                    "the LUT and the run stops (rerun to resume). Default 120.")
+
 CLOCK_HELP = ("Host CPU clock: auto (thread CPU time with one thread, else wall), thread or wall. "
               "The thread clock leaves out time other processes took the core.")
 
@@ -47,13 +50,15 @@ def open_checked(uri: str, threads: int, clock: Optional[str], precision: Any):
         raise
 
 
-def protocol_config(target_ci: float, max_seconds: float, quick: bool):
-    """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap)."""
+def protocol_config(target_ci: float, max_seconds: float, quick: bool, device_wait: Optional[float] = None):
+    """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap;
+    ``device_wait``, when given, is how long a device that stops answering is waited for)."""
     from latkit.profiler.protocol import Preset, ProtocolConfig
 
+    wait = {} if device_wait is None else {"outage_wait_s": device_wait}
     if quick:
-        return ProtocolConfig.preset(Preset.QUICK, target_rel_ci=target_ci)
-    return ProtocolConfig.preset(Preset.DEFAULT, target_rel_ci=target_ci, max_seconds_per_op=max_seconds)
+        return ProtocolConfig.preset(Preset.QUICK, target_rel_ci=target_ci, **wait)
+    return ProtocolConfig.preset(Preset.DEFAULT, target_rel_ci=target_ci, max_seconds_per_op=max_seconds, **wait)
 
 
 def load_arch(space_name: Optional[str], arch: str, resolution: Optional[int]):
@@ -103,6 +108,7 @@ def profile_cmd(
         help="Measure the operators this many times over, in fresh sessions, and store each one's lowest "
              "figure (a steadier LUT on a shared or thermally noisy device; N times the time)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout (progress stays on stderr)."),
+    device_wait: Optional[float] = typer.Option(None, "--device-wait", min=0.0, help=DEVICE_WAIT_HELP),
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.core.errors import UsageError
@@ -118,7 +124,7 @@ def profile_cmd(
         specs, space = network.measurable_specs(), network.name
     else:
         specs = get_space(space).operators(resolution)
-    config = protocol_config(target_ci, max_seconds, quick)
+    config = protocol_config(target_ci, max_seconds, quick, device_wait)
     dev, prec = open_checked(device, threads, clock, wanted)
     if sample is not None:
         _profile_sampled(dev, specs, lut, config, sample, seed, prec, as_json)
@@ -145,11 +151,13 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
     """
     from latkit.cli.progress import track
     from latkit.lut.claims import profile_shared
+    from latkit.core.errors import DeviceUnreachableError
     from latkit.lut.store import LUT
 
     shared_kw = {"precision": prec, "passes": passes}
+    uri = dev.info().uri
     with LUT.open(lut, create=True) as table:
-        done = table.done_keys(dev.info().uri, precision=prec)
+        done = table.done_keys(uri, precision=prec)
         todo = {s.key for s in specs if s.measurable and s.key not in done}
         n_ops = len({s.key for s in specs if s.measurable})
         total = min(len(todo), limit) if limit else len(todo)
@@ -168,11 +176,30 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
                 common.err.print(f"waiting for another latkit run measuring into {common.esc(lut)}: "
                                  f"{common.esc(names)}")
 
-            report, by_others = profile_shared(dev, specs, table, config, limit=limit,
-                                               on_progress=on_progress, on_wait=on_wait, **shared_kw)
-        stored = table.lookup(report.measured, dev.info().uri, strict=False, precision=prec)  # what each op keeps
+            try:
+                report, by_others = profile_shared(dev, specs, table, config, limit=limit,
+                                                   on_progress=on_progress, on_wait=on_wait, **shared_kw)
+            except DeviceUnreachableError as exc:
+                gone = f"stopped answering and did not come back within {config.outage_wait_s:g} s"
+                raise _stopped_short(uri, gone, table, prec, todo, lut) from exc
+        if limit is None and report.left:  # a run without --limit ends with every operator measured or failed
+            raise _stopped_short(uri, f"left {report.left} operator(s) neither measured nor failed",
+                                 table, prec, todo, lut)
+        stored = table.lookup(report.measured, uri, strict=False, precision=prec)  # what each op keeps
         _print_report(report, lut, by_others)
     return report, {k: stored.get(k) for k in report.measured}, by_others
+
+
+def _stopped_short(uri: str, what: str, table, prec, todo: set[str], lut: Path) -> Exception:
+    """One line for a run that stopped before its end: the device, what happened, the rows this
+    run kept and how to resume."""
+    from latkit.core.errors import DeviceUnreachableError
+
+    kept = len(todo & table.done_keys(uri, precision=prec))
+    return DeviceUnreachableError(
+        f"{uri} {what}; {kept} operator(s) measured since this run started are kept in {lut}, "
+        f"{len(todo) - kept} are not measured yet: reconnect the device and rerun the same command to resume"
+    )
 
 
 def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_json: bool = False) -> None:

@@ -10,36 +10,50 @@ LUT) as its own committed row, so a driver killed at any moment resumes from
 Faults and their bounds (every remote call has a deadline; nothing retries
 without a limit):
 
-* a worker or its node dies (phone unplugged, host down): the operator in
+* a device stops answering (phone unplugged or dead: the worker raises
+  :class:`~latkit.core.errors.DeviceUnreachableError` once the protocol's
+  ``outage_wait_s`` is over): the operator in flight goes back to the front of
+  its queue at once, for a sibling, without counting as a try; the device is
+  put *aside* at this first failure and probed in the background (a fresh
+  worker that must open it and find the same phone, every ``probe_s``,
+  doubling), re-admitted when it answers and fenced when it has not answered
+  for ``unreachable_s``. A dead phone thus costs one operator's wait;
+* a worker or its node dies (host down, worker killed): the operator in
   flight goes back to the front of its queue (a sibling takes it, or the
   device once its worker is back); the worker is re-created with backoff at
   most ``max_restarts`` times, then the device is fenced;
-* an operator fails on a live device: it is retried (on any sibling) up to
-  ``max_attempts`` times in all, then recorded as failed with its reason; a
-  device whose ``fence_after`` consecutive operators failed is fenced;
+* an operator fails on a live device: it is tried again, on a device of its
+  model it has not failed on while there is one, and recorded as failed, with
+  every device's reason, only once it has failed ``max_attempts`` times and on
+  every device of its model that is not fenced (or on ``max_attempts``
+  distinct ones); a device whose ``fence_after`` consecutive operators failed
+  is fenced;
 * a worker that does not become ready within ``ready_timeout_s``, or an
   operator that runs past ``op_timeout_s``, counts as a death.
 
-A fenced device keeps its reason for the report. Operators left when every
-device of their model is fenced are reported as unmeasured.
+Operators that keep losing their device are bounded too: one whose device
+stopped answering under it ``max_attempts`` times, on every device of its
+model (or on that many distinct ones), is failed. A fenced device keeps its
+reason for the report. Operators left when every device of their model is
+fenced are reported as unmeasured.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from latkit._version import __version__
 from latkit.devices.base import device_classes
 from latkit.devices.precision import check_precision, parse_precision
-from latkit.core.errors import UsageError
+from latkit.core.errors import DeviceUnreachableError, UsageError
 from latkit.profiler.farm.identity import FarmDevice, group_by_identity
 from latkit.profiler.farm.node import DeviceWorker, ModelFactory, measurement_from
+from latkit.profiler.farm.records import DeviceState, FarmConfig, FarmReport
 from latkit.profiler.measurement import MeasurementSink
 from latkit.profiler.ops import OpSpec, measurable_by_key
 from latkit.profiler.protocol import ProtocolConfig
@@ -48,104 +62,9 @@ log = logging.getLogger(__name__)
 
 EventFn = Callable[[str, "DeviceState | None", "FarmRun"], None]
 
-
-@dataclass(frozen=True)
-class FarmConfig:
-    """Limits of a farm run (seconds unless named otherwise).
-
-    Attributes:
-        op_timeout_s: an operator running longer is abandoned (its worker killed).
-        ready_timeout_s: a worker must open its device within this.
-        max_attempts: tries of one operator, on any device of its model.
-        fence_after: consecutive failed operators that fence a device.
-        max_restarts: re-creations of one device's worker after deaths.
-        restart_backoff_s: first wait before a re-creation (doubles each time).
-        poll_s: how long the driver waits for results between checks.
-    """
-
-    op_timeout_s: float = 900.0
-    ready_timeout_s: float = 60.0
-    max_attempts: int = 3
-    fence_after: int = 3
-    max_restarts: int = 3
-    restart_backoff_s: float = 2.0
-    poll_s: float = 0.2
-
-    def __post_init__(self) -> None:
-        for name in ("op_timeout_s", "ready_timeout_s", "restart_backoff_s", "poll_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise UsageError(f"farm {name} must be a positive number, got {value!r}")
-        for name, low in (("max_attempts", 1), ("fence_after", 1), ("max_restarts", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise UsageError(f"farm {name} must be an integer >= {low}, got {value!r}")
-
-
-@dataclass
-class DeviceState:
-    """The driver's view of one device's worker."""
-
-    device: FarmDevice
-    group: str
-    state: str = "starting"  # starting | idle | busy | lost | fenced
-    actor: Any = None
-    ready_ref: Any = None
-    deadline: float = 0.0
-    key: str | None = None
-    ref: Any = None
-    started: float = 0.0
-    pid: int | None = None
-    measured: int = 0
-    failures: int = 0  # consecutive
-    restarts: int = 0
-    restart_at: float = 0.0
-    fenced: str = ""
-    last_error: str = ""
-    busy_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """What a progress display or report shows."""
-        return {"name": self.device.name, "serial": self.device.serial, "node_ip": self.device.node_ip,
-                "lut_device": self.group, "state": self.state, "op": self.key, "measured": self.measured,
-                "restarts": self.restarts, "failures": self.failures, "fenced": self.fenced,
-                "last_error": self.last_error, "busy_s": round(self.busy_s, 3)}
-
-
-@dataclass
-class FarmReport:
-    """What a farm run did, per LUT device (device model) and per device."""
-
-    groups: dict[str, list[str]] = field(default_factory=dict)  # LUT device -> device names
-    measured: dict[str, list[str]] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)  # already in the sink
-    failed: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> reason
-    unmeasured: dict[str, list[str]] = field(default_factory=dict)  # no live device left
-    fenced: dict[str, str] = field(default_factory=dict)  # device name -> reason
-    devices: list[dict[str, Any]] = field(default_factory=list)
-    requeued: int = 0
-    elapsed_s: float = 0.0
-    driver_s_per_row: float = 0.0  # driver time per result: fetch, write, bookkeeping
-    write_s_per_row: float = 0.0  # of which the sink's committed write
-
-    @property
-    def rows(self) -> int:
-        """Rows written in this run."""
-        return sum(len(v) for v in self.measured.values())
-
-    @property
-    def ok(self) -> bool:
-        """True when every operator of every device model is in the sink."""
-        return not any(self.failed.values()) and not any(self.unmeasured.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"groups": self.groups, "measured": self.measured, "skipped": self.skipped,
-                "failed": self.failed, "unmeasured": self.unmeasured, "fenced": self.fenced,
-                "devices": self.devices, "requeued": self.requeued, "rows": self.rows,
-                "elapsed_s": round(self.elapsed_s, 3),
-                "driver_ms_per_row": round(self.driver_s_per_row * 1e3, 3),
-                "write_ms_per_row": round(self.write_s_per_row * 1e3, 3), "ok": self.ok}
+MAX_PROBE_GAP_S = 60.0  # probes of a device put aside double their gap up to this
+# states in which a device will measure again without having to answer a probe first
+_LIVE = ("starting", "idle", "busy", "lost")
 
 
 def _reason(exc: BaseException) -> str:
@@ -155,6 +74,13 @@ def _reason(exc: BaseException) -> str:
     if err is exc and "Traceback" in text:  # keep the last line of a remote traceback
         text = text.rsplit(":", 1)[-1].strip() or text
     return f"{type(err).__name__}: {text[:300]}"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failed operator's error says its device stopped answering (not the operator's fault)."""
+    cause = getattr(exc, "cause", None)  # a RayTaskError carries the worker's exception
+    err = cause if isinstance(cause, BaseException) else exc
+    return isinstance(err, (DeviceUnreachableError, ConnectionError))
 
 
 class FarmRun:
@@ -175,7 +101,9 @@ class FarmRun:
         self.groups = group_by_identity(devices)
         self.queues: dict[str, deque[str]] = {}
         self.done: dict[str, set[str]] = {}
-        self.attempts: dict[tuple[str, str], int] = {}
+        self.attempts: dict[tuple[str, str], int] = {}  # counted tries
+        self.dropouts: dict[tuple[str, str], int] = {}  # tries whose device stopped answering
+        self.failed_on: dict[tuple[str, str], dict[str, str]] = {}  # device name -> last reason
         self.info: dict[str, dict[str, Any]] = {}
         for uri, members in self.groups.items():
             done = set(sink.done_keys(uri, precision=self.precision))
@@ -207,7 +135,8 @@ class FarmRun:
 
     # ---------------------------------------------------------------- workers
 
-    def _start(self, st: DeviceState) -> None:
+    def _start(self, st: DeviceState, probing: bool = False) -> None:
+        """Create the device's worker; ``probing``: a device put aside, asked whether it answers again."""
         d = st.device
         opts: dict[str, Any] = {"num_cpus": 0 if d.identity.kind == "android" else 1,
                                 "max_restarts": 0, "max_task_retries": 0}
@@ -221,8 +150,8 @@ class FarmRun:
             d.to_dict(), self.protocol.to_dict(), self.options, self.factory, self.cache_dir)
         st.ready_ref = st.actor.ready.remote()
         st.deadline = time.monotonic() + self.config.ready_timeout_s
-        st.state = "starting"
-        self._emit("starting", st)
+        st.state = "probing" if probing else "starting"
+        self._emit(st.state, st)
 
     def _kill(self, st: DeviceState) -> None:
         if st.actor is not None:
@@ -241,7 +170,10 @@ class FarmRun:
 
     def _lost(self, st: DeviceState, reason: str) -> None:
         """The worker died or hung: requeue its operator, re-create it later (bounded)."""
-        self._requeue(st, reason)
+        if st.state == "probing":
+            self._probe_failed(st, reason)
+            return
+        self._hand_back(st, reason)
         self._kill(st)
         st.last_error = reason
         if st.restarts >= self.config.max_restarts:
@@ -254,27 +186,90 @@ class FarmRun:
                     st.restart_at - time.monotonic())
         self._emit("lost", st)
 
-    def _requeue(self, st: DeviceState, reason: str) -> None:
+    def _aside(self, st: DeviceState, reason: str) -> None:
+        """The device stopped answering: its operator goes to a sibling now (no try counted);
+        the device waits aside, probed in the background, until it answers or is fenced."""
+        self._hand_back(st, reason, dropped=True)
+        self._kill(st)  # frees the phone's node resource for the probing worker
+        now = time.monotonic()
+        st.state, st.last_error, st.dropouts = "aside", reason, st.dropouts + 1
+        st.aside_since, st.probes, st.probe_at = now, 0, now + self.config.probe_s
+        log.warning("%s stopped answering (%s); set aside, its operator goes to a sibling; probing it "
+                    "in %.0f s", st.device.name, reason, self.config.probe_s)
+        self._emit("aside", st)
+
+    def _probe_failed(self, st: DeviceState, reason: str) -> None:
+        """A probe of a device put aside found it still not answering: probe later, or fence it."""
+        self._kill(st)
+        st.probes += 1
+        st.last_error = f"not answering: {reason}"
+        now = time.monotonic()
+        if now - st.aside_since >= self.config.unreachable_s:
+            self._fence(st, f"stopped answering and did not answer again within "
+                            f"{self.config.unreachable_s:g} s; last: {reason}")
+            return
+        st.state = "aside"
+        st.probe_at = now + min(self.config.probe_s * 2**st.probes, MAX_PROBE_GAP_S)
+        self._emit("aside", st)
+
+    def _hand_back(self, st: DeviceState, reason: str, dropped: bool = False) -> None:
+        """The operator in flight on ``st`` goes back to the front of its queue, or fails for good.
+
+        ``dropped``: its device stopped answering, which is not the operator's
+        fault: the try is not counted (but bounded, see the module docstring).
+        """
         key = st.key
         if key is None:
             return
         st.key, st.ref = None, None
         st.busy_s += time.monotonic() - st.started
-        tries = self.attempts[(st.group, key)]
-        if tries >= self.config.max_attempts:
-            self.report.failed[st.group][key] = f"failed {tries} time(s); last on {st.device.serial}: {reason}"
+        op = (st.group, key)
+        self.failed_on.setdefault(op, {})[st.device.name] = reason
+        if dropped:
+            self.attempts[op] -= 1
+            self.dropouts[op] = self.dropouts.get(op, 0) + 1
+            self.report.dropped.append({"lut_device": st.group, "key": key, "serial": st.device.serial,
+                                        "reason": reason})
+        if self._gives_up(op):
+            self.report.failed[st.group][key] = self._failure(op)
             self._emit("op_failed", st)
         else:
             self.queues[st.group].appendleft(key)
             self.report.requeued += 1
 
+    def _gives_up(self, op: tuple[str, str]) -> bool:
+        """Whether an operator has failed enough, on enough devices, to be recorded as failed."""
+        n = self.config.max_attempts
+        failed_on = self.failed_on[op]
+        able = {s.device.name for s in self.states if s.group == op[0] and s.state in _LIVE}
+        everywhere = able <= failed_on.keys() or len(failed_on) >= n
+        return everywhere and (self.attempts[op] >= n or self.dropouts.get(op, 0) >= n)
+
+    def _failure(self, op: tuple[str, str]) -> str:
+        """One line: how often the operator was tried, and on which devices with what result."""
+        serial = {s.device.name: s.device.serial for s in self.states}
+        where = "; ".join(f"on {serial.get(name, name)}: {why}" for name, why in self.failed_on[op].items())
+        dropped = self.dropouts.get(op, 0)
+        lost = f" (and {dropped} time(s) its device stopped answering)" if dropped else ""
+        return f"failed {self.attempts[op]} time(s){lost} on {len(self.failed_on[op])} device(s): {where}"
+
     # ---------------------------------------------------------------- results
+
+    def _may_take(self, st: DeviceState, key: str) -> bool:
+        """An operator goes to a device it failed on only when no live device of its model
+        has not tried it: its tries are spread over the devices."""
+        failed_on = self.failed_on.get((st.group, key))
+        if not failed_on or st.device.name not in failed_on:
+            return True
+        return not any(s.device.name not in failed_on for s in self.states
+                       if s.group == st.group and s.state in _LIVE)
 
     def _dispatch(self, st: DeviceState) -> None:
         queue = self.queues[st.group]
-        if not queue:
+        key = next((k for k in queue if self._may_take(st, k)), None)
+        if key is None:
             return
-        key = queue.popleft()
+        queue.remove(key)
         n = self.attempts[(st.group, key)] = self.attempts.get((st.group, key), 0) + 1
         st.key, st.state, st.started = key, "busy", time.monotonic()
         st.deadline = st.started + self.config.op_timeout_s
@@ -287,6 +282,9 @@ class FarmRun:
         except Exception as exc:  # device unreachable, node gone, actor died at birth
             self._lost(st, f"worker did not start: {_reason(exc)}")
             return
+        if st.state == "probing":
+            log.warning("%s answers again after %.0f s; measuring on it", st.device.name,
+                        time.monotonic() - st.aside_since)
         st.ready_ref, st.pid, st.state = None, got["pid"], "idle"
         if got["latkit_version"] != __version__:  # a node re-installed since the probe
             self._fence(st, f"its node runs latkit {got['latkit_version']} but the driver runs latkit "
@@ -304,7 +302,7 @@ class FarmRun:
             self._lost(st, f"worker died: {_reason(exc)}")
             return
         except RayTaskError as exc:
-            self._op_error(st, _reason(exc))
+            (self._aside if _unreachable(exc) else self._op_error)(st, _reason(exc))
             return
         except Exception as exc:  # object lost with its node, and the like
             self._lost(st, f"result lost: {_reason(exc)}")
@@ -329,7 +327,7 @@ class FarmRun:
     def _op_error(self, st: DeviceState, reason: str) -> None:
         st.failures += 1
         st.last_error = reason
-        self._requeue(st, reason)
+        self._hand_back(st, reason)
         st.state = "idle"
         if st.failures >= self.config.fence_after:
             self._fence(st, f"{st.failures} operators in a row failed; last: {reason}")
@@ -374,11 +372,13 @@ class FarmRun:
         for st in self.states:
             if st.state == "lost" and now >= st.restart_at and self.queues[st.group]:
                 self._start(st)
+            elif st.state == "aside" and now >= st.probe_at and self.queues[st.group]:
+                self._start(st, probing=True)
             elif st.state == "idle":
                 self._dispatch(st)
         waiting = {}
         for st in self.states:
-            if st.state == "starting" and st.ready_ref is not None:
+            if st.state in ("starting", "probing") and st.ready_ref is not None:
                 waiting[st.ready_ref] = st
             elif st.state == "busy" and st.ref is not None:
                 waiting[st.ref] = st
@@ -389,13 +389,16 @@ class FarmRun:
                 ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
                 st = waiting[ref]
-                (self._on_ready if st.state == "starting" else self._on_result)(st)
+                (self._on_result if st.state == "busy" else self._on_ready)(st)
         else:
             time.sleep(self.config.poll_s)
         now = time.monotonic()
         for st in self.states:
-            if st.state == "starting" and now > st.deadline:
+            if st.state in ("starting", "probing") and now > st.deadline:
                 self._lost(st, f"worker not ready within {self.config.ready_timeout_s:g} s")
+            elif st.state == "aside" and now - st.aside_since >= self.config.unreachable_s:
+                self._fence(st, f"stopped answering and did not answer again within "
+                                f"{self.config.unreachable_s:g} s; last: {st.last_error}")
             elif st.state == "busy" and now > st.deadline:
                 self._lost(st, f"operator {st.key} ran past {self.config.op_timeout_s:g} s")
         self._emit("tick", None)

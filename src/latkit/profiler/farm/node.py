@@ -85,8 +85,13 @@ class StandInFactory:
 
 
 def _android_device(uri: str, threads: int, options: dict[str, Any], timeout_s: float) -> Device:
+    """The phone at ``uri``, made directly: resolving a URI through the device registry
+    imports every backend (torch among them), seconds a phone's worker would spend at
+    every start, and a probe of a phone set aside is a worker start."""
+    from latkit.devices.android import AndroidDevice
+
     opts = {"retries": 1, "shell_timeout_s": timeout_s, **options}
-    return open_device(uri, threads=threads, **opts)
+    return AndroidDevice(uri, threads=threads, **opts)
 
 
 _IDENTITY_PROPS = ("ro.product.model", "ro.soc.model", "ro.board.platform", "ro.build.fingerprint",
