@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.table import Table
 from latkit.cli import app, common
 from latkit.core.files import file_sha256
 from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
+
+if TYPE_CHECKING:
+    from latkit.devices.precision import Precision
 
 DEVICE_HELP = ("Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:SERIAL[?delegate=D&threads=N], "
                "adb+tcp://HOST:PORT.")
@@ -22,23 +25,23 @@ CLOCK_HELP = ("Host CPU clock: auto (thread CPU time with one thread, else wall)
               "The thread clock leaves out time other processes took the core.")
 
 
-def open_dev(uri: str, threads: int, clock: Optional[str]):
+def open_device(uri: str, threads: int, clock: Optional[str]):
     """Open a device; ``--clock`` applies to the host-CPU backends only."""
-    from latkit.devices import open_device
+    from latkit.devices import open_device as _open
     from latkit.core.errors import UsageError
 
     if clock is None:
-        return open_device(uri, threads=threads)
+        return _open(uri, threads=threads)
     if not uri.startswith("cpu:"):
         raise UsageError(f"--clock applies to the host CPU devices (cpu:...), not {uri}")
-    return open_device(uri, threads=threads, clock=clock)
+    return _open(uri, threads=threads, clock=clock)
 
 
-def open_checked(uri: str, threads: int, clock: Optional[str], precision: Any):
-    """Open a device and check it runs ``precision``; returns ``(device, Precision)``."""
+def open_checked(uri: str, threads: int, clock: Optional[str], precision: Precision):
+    """Open a device and check it runs ``precision``; returns ``(device, precision)``."""
     from latkit.devices.precision import check_precision
 
-    dev = open_dev(uri, threads, clock)
+    dev = open_device(uri, threads, clock)
     try:
         return dev, check_precision(dev, precision)
     except BaseException:
@@ -105,9 +108,10 @@ def profile_cmd(
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.core.errors import UsageError
+    from latkit.devices.precision import Precision
     from latkit.profiler.spaces import get_space
 
-    wanted = precision_option(precision)
+    wanted = precision_option(precision) or Precision.FP32
     if space is None and arch is None:
         raise UsageError("give --space (all its operators) or --arch (one network's operators)")
     if sample is not None and passes > 1:
@@ -137,7 +141,8 @@ def profile_cmd(
         raise typer.Exit(1)
 
 
-def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec, passes: int = 1):
+def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec: Precision,
+                  passes: int = 1):  # fmt: skip
     """Profile ``specs`` into ``lut`` at ``prec`` (shared with other runs), with a progress bar.
 
     Returns the report, the stored latency of each op measured, and the keys other runs measured.
@@ -145,9 +150,8 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
     from latkit.lut.claims import profile_shared
     from latkit.lut.store import LUT
 
-    shared_kw = {"precision": prec, "passes": passes}
-    with LUT.open(lut, create=True) as table:
-        done = table.done_keys(dev.info().uri, precision=prec)
+    with LUT.open(lut, create=True) as store:
+        done = store.done_keys(dev.info().uri, precision=prec)
         todo = {s.key for s in specs if s.measurable and s.key not in done}
         n_ops = len({s.key for s in specs if s.measurable})
         total = min(len(todo), limit) if limit else len(todo)
@@ -166,22 +170,22 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
                 common.err.print(f"waiting for another latkit run measuring into {common.esc(lut)}: "
                                  f"{common.esc(names)}")
 
-            report, by_others = profile_shared(dev, specs, table, config, limit=limit,
-                                               on_progress=on_progress, on_wait=on_wait, **shared_kw)
-        stored = table.lookup(report.measured, dev.info().uri, strict=False, precision=prec)  # what each op keeps
+            report, by_others = profile_shared(dev, specs, store, config, limit=limit, on_progress=on_progress,
+                                               on_wait=on_wait, precision=prec, passes=passes)  # fmt: skip
+        stored = store.lookup(report.measured, dev.info().uri, strict=False, precision=prec)  # what each op keeps
         _print_report(report, lut, by_others)
     return report, {k: stored.get(k) for k in report.measured}, by_others
 
 
-def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_json: bool = False) -> None:
+def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec: Precision,
+                     as_json: bool = False) -> None:  # fmt: skip
     from latkit.lut.claims import Claims
     from latkit.lut.store import LUT
     from latkit.predictors.sampling import profile_sampled
 
     try:
-        sampled_kw = {"precision": prec}
-        with LUT.open(lut, create=True) as table:
-            claims = Claims(table, dev.info().uri, **sampled_kw)
+        with LUT.open(lut, create=True) as store:
+            claims = Claims(store, dev.info().uri, precision=prec)
             claims.claim_device()  # the sample is chosen from what is stored: no other run may add meanwhile
             try:
                 with common.progress_bar("profiling (sampled)", n) as advance:
@@ -189,7 +193,7 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_
                         advance(f"{key}  {measurement.latency_ms:.3f} ms" if measurement is not None
                                 else f"{key}  failed")
 
-                    report = profile_sampled(dev, specs, table, config, n, seed, on_progress, **sampled_kw)
+                    report = profile_sampled(dev, specs, store, config, n, seed, on_progress, precision=prec)
             finally:
                 claims.release()
     finally:
@@ -266,22 +270,23 @@ def measure_cmd(
         _print_measure(result)
 
 
-def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Any, config) -> dict:
+def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Precision | None,
+                  config) -> dict:  # fmt: skip
     """Time a user's model file; the result dict of ``measure --json``."""
-    from latkit.devices.precision import check_precision
+    from latkit.devices.precision import Precision, check_precision
     from latkit.core.errors import UsageError
     from latkit.profiler.model_file import ModelFile
     from latkit.profiler.protocol import measure_one
 
     model = ModelFile(file)
     held = model.precision
-    if wanted is not None and held is not None and wanted is not held:
+    if wanted is not None and held is not None and wanted != held:
         raise UsageError(f"{model.path.name} holds a model at {held.value}, not {wanted.value}; "
                          f"give --precision {held.value} or leave it out")
-    dev = open_dev(uri, threads, clock)
+    dev = open_device(uri, threads, clock)
     try:
         model.check_device(dev)
-        prec = check_precision(dev, held or wanted)
+        prec = check_precision(dev, held or wanted or Precision.FP32)
         m = measure_one(dev, model, config)
     finally:
         dev.close()
@@ -291,15 +296,16 @@ def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], want
     return _result(m, facts)
 
 
-def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted, config) -> dict:
+def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted: Precision | None,
+                  config) -> dict:  # fmt: skip
     """Time a latkit network (``--arch``), with a LUT's estimate beside it when ``lut`` is given."""
-    from latkit.devices.precision import parse_precision
+    from latkit.devices.precision import Precision
     from latkit.lut.drift import combined, measure_drift
     from latkit.profiler.export import BuiltModel
     from latkit.profiler.protocol import measure_one
 
     network, _ = load_arch(space, arch, resolution)
-    prec = parse_precision(wanted)
+    prec = wanted or Precision.FP32
     built = BuiltModel(network, precision=prec)
     est, refs = None, []
     if lut is not None:
@@ -330,10 +336,10 @@ def _lut_estimate(lut: Path, network, prec):
     from latkit.lut.estimate import estimate
     from latkit.lut.store import LUT
 
-    with LUT.open(lut, readonly=True) as table:
-        est = estimate(table, network, precision=prec)
+    with LUT.open(lut, readonly=True) as store:
+        est = estimate(store, network, precision=prec)
         keys = [layer.spec.key for layer in network.layers]
-        refs = reference_ops(table, est.device, keys, precision=prec)
+        refs = reference_ops(store, est.device, keys, precision=prec)
     return est, refs
 
 
@@ -364,13 +370,13 @@ def _result(m, facts: dict) -> dict:
 
 def _print_measure(result: dict) -> None:
     what = result.get("network") or Path(result["file"]).name
-    table = Table("model", "precision", "device", "latency ms", "95% CI ms", "p90 ms", "samples", "converged")
-    table.add_row(common.esc(what), common.esc(result["precision"]), common.esc(result["device"]),
-                  common.fmt_ms(result["latency_ms"]),
-                  f"{common.fmt_ms(result['ci_low_ms'])}-{common.fmt_ms(result['ci_high_ms'])}",
-                  common.fmt_ms(result["p90_ms"]), f"{result['n_samples']} (x{result['iterations']})",
-                  "yes" if result["converged"] else "no")
-    common.out.print(table)
+    grid = Table("model", "precision", "device", "latency ms", "95% CI ms", "p90 ms", "samples", "converged")
+    grid.add_row(common.esc(what), common.esc(result["precision"]), common.esc(result["device"]),
+                 common.fmt_ms(result["latency_ms"]),
+                 f"{common.fmt_ms(result['ci_low_ms'])}-{common.fmt_ms(result['ci_high_ms'])}",
+                 common.fmt_ms(result["p90_ms"]), f"{result['n_samples']} (x{result['iterations']})",
+                 "yes" if result["converged"] else "no")
+    common.out.print(grid)
     if result.get("sha256"):
         common.out.print(f"{result['format']} file {common.esc(result['file'])}  sha256 {result['sha256'][:16]}")
     warning = (result["provenance"].get("delegation_warning") or "").strip()

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from latkit._version import __version__
-from latkit.devices.precision import Precision, check_precision, parse_precision
+from latkit.devices.precision import Precision, check_precision
 from latkit.core.errors import StoreError, UsageError
 from latkit.lut.store import LUT, utc_now
 
@@ -148,16 +148,16 @@ def save_calibration(
     cal: Calibration,
     provenance: Mapping[str, object] | None = None,
     *,
-    precision: str | Precision = Precision.FP32,
+    precision: Precision = Precision.FP32,
 ) -> None:
     """Store ``cal`` as the device's newest calibration at ``precision`` (committed)."""
-    prec = parse_precision(precision).value
-    prov = {"latkit_version": __version__, "fitted_at": utc_now(), "precision": prec, **(provenance or {})}
-    lut.save_calibration(device_uri, KIND, cal.to_dict(), prov, precision=prec)
+    prov = {"latkit_version": __version__, "fitted_at": utc_now(), "precision": precision.value,
+            **(provenance or {})}  # fmt: skip
+    lut.save_calibration(device_uri, KIND, cal.to_dict(), prov, precision=precision)
 
 
 def load_calibration(
-    lut: LUT, device_uri: str, *, precision: str | Precision = Precision.FP32
+    lut: LUT, device_uri: str, *, precision: Precision = Precision.FP32
 ) -> Calibration | None:
     """The device's newest calibration at ``precision``, or None if it has none (one
     fitted at another precision is never returned)."""
@@ -264,7 +264,7 @@ def measure_passes(
 
 def _measure_networks(
     device: Device, networks: Sequence[Network], config: ProtocolConfig,
-    on_progress: Callable[[int, int, str], None] | None, cache_dir: Path | str | None, prec: str,
+    on_progress: Callable[[int, int, str], None] | None, cache_dir: Path | str | None, prec: Precision,
 ) -> list[list[float]]:  # fmt: skip
     """Every network's end-to-end figures (see :func:`measure_passes`), warning about unsteady ones."""
     from latkit.profiler.export import BuiltModel
@@ -288,7 +288,7 @@ def calibrate_device(
     on_progress: Callable[[int, int, str], None] | None = None,
     *,
     cache_dir: Path | str | None = None,
-    precision: str | Precision = Precision.FP32,
+    precision: Precision = Precision.FP32,
 ) -> Calibration:
     """Measure ``networks`` end to end on ``device``, fit, and (by default) save.
 
@@ -318,7 +318,7 @@ def calibrate_device(
     from latkit.profiler.protocol import ProtocolConfig
 
     config = config or ProtocolConfig()
-    prec = check_precision(device, precision).value
+    prec = check_precision(device, precision)
     estimates = [estimate(lut, net, device=device.uri, calibration=False, precision=prec) for net in networks]
     config = replace(config, pool_size=max(config.pool_size, len(networks)))  # a pass pools all its networks
     runs = _measure_networks(device, networks, config, on_progress, cache_dir, prec)
@@ -330,7 +330,7 @@ def calibrate_device(
     if save:
         save_calibration(
             lut, device.uri, cal,
-            {"precision": prec, "networks": [n.name for n in networks], "lut_sums_ms": sums, "n_ops": counts,
+            {"precision": prec.value, "networks": [n.name for n in networks], "lut_sums_ms": sums, "n_ops": counts,
              "e2e_ms": e2e, "e2e_runs_ms": runs, "min_op_ms": min_op,
              "device": device.info().to_dict(), "protocol": config.to_dict()},
             precision=prec,
