@@ -549,8 +549,7 @@ class LUT:
         Raises:
             StoreError: the op is already measured on this device at this
                 precision (and not ``replace``), or the file cannot be written.
-            UsageError: the measurement's key is not the spec's key, or the
-                precision is unknown.
+            UsageError: the measurement's key is not the spec's key.
         """
         if measurement.key != spec.key:
             raise UsageError(f"measurement key {measurement.key!r} is not the spec's {spec.key!r}")
