@@ -47,6 +47,7 @@ import numpy as np
 from latkit.core.files import write_json
 from latkit.devices import open_device
 from latkit.devices.base import Device
+from latkit.devices.precision import Precision, parse_precision
 from latkit.core.errors import LatkitError, UsageError
 from latkit.lut.calibrate import calibrate_device, measure_passes, steady
 from latkit.lut.calibration import Calibration, fit_calibration, save_calibration
@@ -60,7 +61,7 @@ from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Network, SearchSpace
 
 BACKENDS = ("cpu:litert", "cpu:onnxruntime")
-PRECISION_ORDER = ("fp32", "fp16", "int8")
+PRECISION_ORDER = tuple(Precision)
 GOAL = 0.10  # every test network's calibrated estimate within +-10% of its measured latency
 POOL = 300  # distinct networks drawn; the calibration and test networks are picked from them by size
 MAX_DRAWS = 5000  # bound on the architecture draws that look for them
@@ -168,9 +169,9 @@ def op_list(space: SearchSpace, resolution: int, pool: list[Network], max_ops: i
     return ops if max_ops is None else ops[: max(max_ops, len(_op_keys(pool)))]
 
 
-def ratio_stats(lut: LUT, uri: str, keys: list[str], precision: str) -> dict[str, Any]:
+def ratio_stats(lut: LUT, uri: str, keys: list[str], precision: Precision) -> dict[str, Any]:
     """Median, p10 and p90 of ``precision``/fp32 latency over the operators measured at both."""
-    base = lut.lookup(keys, uri, strict=False, precision="fp32")
+    base = lut.lookup(keys, uri, strict=False, precision=Precision.FP32)
     other = lut.lookup(keys, uri, strict=False, precision=precision)
     both = [k for k in keys if k in base and k in other]
     if not both:
@@ -182,7 +183,7 @@ def ratio_stats(lut: LUT, uri: str, keys: list[str], precision: str) -> dict[str
 
 
 def profile_all(device: Device, ops: list[OpSpec], lut: LUT, config: ProtocolConfig,
-                precisions: list[str], passes: int) -> dict[str, Any]:
+                precisions: list[Precision], passes: int) -> dict[str, Any]:
     """Profile ``ops`` at each precision; returns the seconds and the failures per precision.
 
     With one pass the precisions take turns over chunks of ``pool_size``
@@ -218,7 +219,7 @@ def pick_networks(lut: LUT, uri: str, pool: list[Network], n_cal: int,
     ``n_cal + n_test`` networks at evenly spaced ranks; the calibration takes the
     two extremes and ``n_cal - 2`` spread between, the tests the ranks between them.
     """
-    sums = [estimate(lut, net, device=uri, precision="fp32", calibration=False).lut_sum_ms for net in pool]
+    sums = [estimate(lut, net, device=uri, precision=Precision.FP32, calibration=False).lut_sum_ms for net in pool]
     ranked = np.argsort(sums, kind="stable")
     spread = ranked[np.floor(np.linspace(0, len(pool) - 1, n_cal + n_test) + 0.5).astype(int)].tolist()
     cal_at = set(np.floor(np.linspace(0, len(spread) - 1, n_cal) + 0.5).astype(int).tolist())
@@ -231,7 +232,7 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def measure_networks(device: Device, networks: list[Network], precision: str,
+def measure_networks(device: Device, networks: list[Network], precision: Precision,
                      config: ProtocolConfig) -> list[list[float]]:
     """End-to-end latency of each network at ``precision``, measured as the calibration does.
 
@@ -242,7 +243,7 @@ def measure_networks(device: Device, networks: list[Network], precision: str,
     return measure_passes(device, [BuiltModel(net, precision=precision) for net in networks], config)
 
 
-def calibrate_joint(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: str,
+def calibrate_joint(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: Precision,
                     config: ProtocolConfig) -> tuple[Calibration, list[list[float]]]:
     """The calibration fitted on ``calib``, measured in the same interleaved passes as ``tests``.
 
@@ -260,7 +261,7 @@ def calibrate_joint(lut: LUT, device: Device, calib: list[Network], tests: list[
     return cal, runs[len(calib) :]
 
 
-def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: str,
+def check_networks(lut: LUT, device: Device, calib: list[Network], tests: list[Network], precision: Precision,
                    config: ProtocolConfig, joint: bool = False) -> dict[str, Any]:
     """Calibrate at ``precision`` on ``calib``, then estimate and measure each of ``tests``.
 
@@ -305,11 +306,11 @@ def run_backend(uri: str, args: argparse.Namespace, lut: LUT, pool: list[Network
     print(f"{uri}: runs {', '.join(precisions)}", flush=True)
     profiled = profile_all(device, ops, lut, config, precisions, args.op_passes)
     keys = [s.key for s in ops]
-    ratios = {p: ratio_stats(lut, uri, keys, p) for p in precisions if p != "fp32"}
+    ratios = {p.value: ratio_stats(lut, uri, keys, p) for p in precisions if p != Precision.FP32}
     result: dict[str, Any] = {"device": device.info().to_dict(), "precisions": precisions,
                               "profiled": profiled, "ratios": ratios, "e2e": {}}
-    wanted = [p for p in args.e2e_precisions.split(",") if p in precisions]
-    failed = {k for p in {"fp32", *wanted} for k in profiled[p]["failed"]}
+    wanted = [p for p in map(parse_precision, args.e2e_precisions.split(",")) if p in precisions]
+    failed = {k for p in {Precision.FP32, *wanted} for k in profiled[p]["failed"]}
     usable = [net for net in pool if not failed & {s.key for s in net.measurable_specs()}]
     if len(usable) < args.networks + args.calibration_networks:
         print(f"  {uri}: part (b) skipped, only {len(usable)} networks have every operator profiled",

@@ -131,7 +131,7 @@ def main() -> None:
     jobs = []
     for device in args.devices.split(","):
         problem = load_problem(data, args.dataset, device)
-        lats = np.array(list(problem.latency_table.table.values.values()))
+        lats = np.array(list(problem.latency.column.values.values()))
         for pct in (float(v) for v in args.percentiles.split(",")):
             target = float(np.percentile(lats, pct))
             oracle = problem.oracle(target)[0]

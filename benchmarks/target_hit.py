@@ -1,6 +1,6 @@
 """Does the pipeline hit the latency target? Measured latency of the exported model vs target.
 
-Runs :func:`latkit.pipeline.runner.run_pipeline` on ``cpu:onnxruntime`` for three
+Runs :func:`latkit.run` (:func:`latkit.pipeline.runner.run_pipeline`) on ``cpu:onnxruntime`` for three
 targets spread over the space's calibrated latency range at the default CPU settings
 (resolution 64, the embedded digits) and prints, per target, the calibrated
 prediction, the latency of the exported ONNX file measured on the device, the
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+import latkit
 from latkit.devices.base import open_device
 from latkit.lut.calibrate import calibrate_device
 from latkit.lut.calibration import load_calibration
@@ -32,7 +33,6 @@ from latkit.profiler.spaces import get_space
 from latkit.lut.tables import TableLatencyModel
 from latkit.lut.cache import lut_path_for
 from latkit.pipeline.config import CPU_RESOLUTION
-from latkit.pipeline.runner import run_pipeline
 from latkit.pipeline.stages import exported_file
 
 DEVICE = "cpu:onnxruntime"
@@ -68,7 +68,7 @@ def main() -> None:
         target = round(lo + frac * (hi - lo), 3)
         t1 = time.perf_counter()
         shutil.rmtree(args.out / f"t{target:g}", ignore_errors=True)  # a leftover run folder would resume
-        res = run_pipeline(DEVICE, args.space, target, args.out / f"t{target:g}", lut=lut_path, **settings)
+        res = latkit.run(DEVICE, args.space, target, args.out / f"t{target:g}", lut=lut_path, **settings)
         err = (res.measured_ms - target) / target
         rows.append({"target_ms": target, "predicted_ms": res.predicted_ms, "measured_ms": res.measured_ms,
                      "error": err, "hit": res.hit, "attempts": len(res.attempts),

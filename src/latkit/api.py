@@ -2,7 +2,9 @@
 
 Each function is a thin, typed wrapper over the library function the matching
 CLI command calls, so ``latkit profile`` and :func:`profile` measure the same
-way. Heavy libraries (torch, onnxruntime, xgboost) load only when a verb that
+way. Like the CLI, this module is a front door: a precision, a layout or a
+latency target given as text (``"int8"``, ``"nhwc"``, ``"60%"``) is parsed here
+once, and the library below receives the typed value. Heavy libraries (torch, onnxruntime, xgboost) load only when a verb that
 needs them runs; ``import latkit`` itself stays cheap.
 
 Example::
@@ -22,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # typing only: these imports are heavy
+    from latkit.deploy.layout import InputLayout
     from latkit.devices.base import Device
+    from latkit.devices.precision import Precision
     from latkit.lut.estimate import Estimate
     from latkit.lut.store import LUT
     from latkit.predictors.base import Predictor
@@ -32,6 +36,7 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.deploy.export import ExportReport
     from latkit.pipeline.runner import PipelineResult
     from latkit.search.run import SearchOutcome
+    from latkit.search.target import Target
 
 __all__ = [
     "open_device", "profile", "open_lut", "estimate", "fit_predictor", "load_predictor",
@@ -75,7 +80,7 @@ def profile(
     arch: str | Path | None = None,
     resolution: int | None = None,
     limit: int | None = None,
-    precision: str = "fp32",
+    precision: str | Precision | None = None,
     config: ProtocolConfig | None = None,
     quick: bool = False,
     passes: int = 1,
@@ -90,7 +95,7 @@ def profile(
             as for :func:`estimate`) instead of every operator of the space.
         resolution: input resolution (default the space's).
         limit: measure at most this many operators.
-        precision: ``fp32``, ``fp16`` or ``int8``; the device must run it.
+        precision: ``fp32`` (None, the default), ``fp16`` or ``int8``; the device must run it.
         config: measurement protocol; default the standard one.
         quick: few samples per operator (smoke runs, not real LUTs); ignored with ``config``.
         passes: measure the operators this many times over, in fresh sessions, and
@@ -99,7 +104,7 @@ def profile(
     Returns:
         The report: measured, skipped and failed operators.
     """
-    from latkit.devices.precision import check_precision
+    from latkit.devices.precision import check_precision, parse_precision
     from latkit.lut.store import LUT as _LUT
     from latkit.profiler.runner import profile_ops
     from latkit.profiler.spaces import get_space
@@ -109,11 +114,12 @@ def profile(
         specs = load_network(get_space(space), arch, resolution)[0].measurable_specs()
     else:
         specs = get_space(space).operators(resolution)
+    wanted = parse_precision(precision)
     dev = open_device(device) if isinstance(device, str) else device
     try:
-        prec = check_precision(dev, precision)
-        with _LUT.open(lut, create=True) as table:
-            return profile_ops(dev, specs, table, _protocol(config, quick), limit, precision=prec,
+        prec = check_precision(dev, wanted)
+        with _LUT.open(lut, create=True) as store:
+            return profile_ops(dev, specs, store, _protocol(config, quick), limit, precision=prec,
                                passes=passes)
     finally:
         if dev is not device:
@@ -138,7 +144,7 @@ def estimate(
     space: str | None = None,
     resolution: int | None = None,
     device: str | None = None,
-    precision: str | None = None,
+    precision: str | Precision | None = None,
     calibration: bool = True,
 ) -> Estimate:
     """Estimate a network's latency as the sum of its operators' LUT rows.
@@ -158,15 +164,17 @@ def estimate(
     Raises:
         MissingOpsError: the LUT lacks some of the network's operators.
     """
+    from latkit.devices.precision import parse_precision
     from latkit.lut.estimate import estimate as _estimate
     from latkit.profiler.spaces import get_space
     from latkit.profiler.spaces.load import load_network
 
+    prec = parse_precision(precision) if precision is not None else None
     network, _ = load_network(get_space(space) if space else None, arch, resolution)
     if not isinstance(lut, (str, Path)):
-        return _estimate(lut, network, device, calibration, precision=precision)
-    with open_lut(lut, readonly=True) as table:
-        return _estimate(table, network, device, calibration, precision=precision)
+        return _estimate(lut, network, device, calibration, precision=prec)
+    with open_lut(lut, readonly=True) as store:
+        return _estimate(store, network, device, calibration, precision=prec)
 
 
 def fit_predictor(
@@ -298,15 +306,31 @@ def export(
     weights: str | Path | None = None,
     formats: Sequence[str] | str = ("onnx", "tflite"),
     out_dir: str | Path = "export",
+    *,
+    precision: str | Precision | None = None,
+    variants: Sequence[str] | str = (),
+    layout: str | InputLayout | None = None,
+    nhwc: bool = False,
     **options: Any,
 ) -> ExportReport:
     """Export an architecture with its weights to deployable files (ONNX, TFLite) with sidecars.
 
-    ``**options`` are those of :func:`latkit.deploy.export.export_arch` (precision, space...).
+    Args:
+        arch, weights, formats, out_dir: as :func:`latkit.deploy.export.export_arch`.
+        precision: the shipped precision, ``fp32`` (None, the default), ``fp16`` or ``int8``.
+        variants: TFLite files at other precisions too: ``fp16`` and/or ``int8``.
+        layout: the TFLite files' input layout, ``nchw`` (None, the default) or ``nhwc``.
+        nhwc: the older spelling of ``layout="nhwc"``.
+        **options: the other options of :func:`latkit.deploy.export.export_arch`
+            (representative, space, resolution, device...).
     """
-    from latkit.deploy.export import export_arch
+    from latkit.deploy.export import export_arch, parse_variants
+    from latkit.deploy.layout import InputLayout as _Layout, parse_layout
+    from latkit.devices.precision import parse_precision
 
-    return export_arch(arch, weights, formats, out_dir, **options)
+    tflite_layout = parse_layout(layout) if layout is not None else _Layout.NHWC if nhwc else _Layout.NCHW
+    return export_arch(arch, weights, formats, out_dir, precision=parse_precision(precision),
+                       tflite_precisions=parse_variants(variants), layout=tflite_layout, **options)
 
 
 def measure(
@@ -343,10 +367,17 @@ def measure(
 def run(
     device: str,
     space: str,
-    target_ms: float | str,
+    target_ms: float | str | Target,
     out_dir: str | Path,
     data: str | None = None,
     on_progress: Callable[..., None] | None = None,
+    *,
+    precision: str | Precision | None = None,
+    layout: str | InputLayout | None = None,
+    lut: str | Path | None = None,
+    protocol: ProtocolConfig | None = None,
+    search_options: dict[str, Any] | None = None,
+    device_options: dict[str, Any] | None = None,
     **settings: Any,
 ) -> PipelineResult:
     """The whole pipeline: profile, calibrate, search, train, export, measure; writes ``report.md``.
@@ -354,12 +385,28 @@ def run(
     Args:
         device: device URI.
         space: search space name.
-        target_ms: ms, or a share of the slowest network such as ``"60%"``.
+        target_ms: ms, or a share of the slowest network such as ``"60%"`` (or a parsed
+            :class:`~latkit.search.target.Target`).
         out_dir: run folder (a rerun with the same settings resumes).
         data: dataset (default ``digits``).
         on_progress: called as ``(stage, done, total, message)``.
-        **settings: see :func:`latkit.pipeline.runner.run_pipeline`.
+        precision: what the model ships at, ``fp32`` (None, the default), ``fp16`` or ``int8``.
+        layout: the TFLite files' input layout, ``nhwc`` (None, the default) or ``nchw``.
+        lut, protocol, search_options, device_options: see :func:`latkit.pipeline.runner.run_pipeline`.
+        **settings: the other fields of :class:`latkit.pipeline.config.PipelineConfig`
+            (``tolerance``, ``search_epochs``, ``seed``...).
     """
+    from latkit.deploy.layout import InputLayout as _Layout, parse_layout
+    from latkit.devices.precision import parse_precision
+    from latkit.pipeline.config import PipelineConfig
     from latkit.pipeline.runner import run_pipeline
+    from latkit.search.target import Target as _Target, parse_target
 
-    return run_pipeline(device, space, target_ms, out_dir, data, on_progress=on_progress, **settings)
+    target = target_ms if isinstance(target_ms, _Target) else parse_target(target_ms)
+    config = PipelineConfig(
+        device=device, space=space, target=target, data=data or "digits",
+        precision=parse_precision(precision), layout=parse_layout(layout) if layout is not None else _Layout.NHWC,
+        **settings,
+    )  # fmt: skip
+    return run_pipeline(config, out_dir, lut=lut, on_progress=on_progress, protocol=protocol,
+                        search_options=search_options, device_options=device_options)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cli_checks import one_error_line, run
+from latkit.devices.precision import Precision
 from latkit.profiler.ops import Act, OpSpec, OpType
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     torch.onnx.export(net, (torch.randn(1, 8, 16, 16),), str(out["onnx"]), dynamo=False,
                       input_names=["image"], dynamic_axes={"image": {0: "batch"}})  # fmt: skip
     cache = tmp_path_factory.mktemp("export-cache")
-    for name, precision in (("tflite", "fp32"), ("int8", "int8")):
+    for name, precision in (("tflite", Precision.FP32), ("int8", Precision.INT8)):
         src = BuiltModel(SPEC, cache_dir=cache, precision=precision).file("tflite")
         out[name] = folder / f"user_{name}.tflite"
         shutil.copyfile(src, out[name])
@@ -202,10 +203,10 @@ def _lut_with_two_precisions(path: Path) -> None:
     device = {"uri": "adb:LB1?delegate=gpu", "kind": "android", "runtime": "benchmark_model",
               "runtime_version": "2.3", "threads": 1}  # fmt: skip
     with LUT.open(path, create=True) as table:
-        for precision, ms in (("fp32", 2.0), ("int8", 1.0)):
+        for precision, ms in ((Precision.FP32, 2.0), (Precision.INT8, 1.0)):
             for i, spec in enumerate(specs):
                 prov = {"device": device}
-                if precision == "int8" and i == 1:
+                if precision == Precision.INT8 and i == 1:
                     prov["delegation_warning"] = "GPU delegate took 3 of 5 nodes; 2 ran on the CPU"
                 m = Measurement(spec.key, ms * (i + 1), ms, 0.0, ms, ms, ms, ms, 0.0, ms, ms, 0.01, 10, 0, 1,
                                 True, [ms] * 10, prov)  # fmt: skip
@@ -244,7 +245,7 @@ def test_estimate_asks_which_precision(capsys, tmp_path) -> None:
     device = {"uri": "cpu:onnxruntime", "kind": "cpu", "runtime": "onnxruntime", "runtime_version": "1",
               "threads": 1}  # fmt: skip
     with LUT.open(lut, create=True) as table:
-        for precision, ms in (("fp32", 0.5), ("int8", 0.25)):
+        for precision, ms in ((Precision.FP32, 0.5), (Precision.INT8, 0.25)):
             for spec in {s.key: s for s in network.measurable_specs()}.values():
                 m = Measurement(spec.key, ms, ms, 0.0, ms, ms, ms, ms, 0.0, ms, ms, 0.01, 10, 0, 1, True, [ms] * 10,
                                 {"device": device})  # fmt: skip

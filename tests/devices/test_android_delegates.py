@@ -42,7 +42,7 @@ def built(tmp_path_factory):
     from latkit.profiler.export import BuiltModel
 
     cache = tmp_path_factory.mktemp("export")
-    return {p: BuiltModel(CONV, cache_dir=cache, precision=p) for p in ("fp32", "int8")}
+    return {p: BuiltModel(CONV, cache_dir=cache, precision=Precision(p)) for p in ("fp32", "int8")}
 
 
 def _uri(phone, options: str = "") -> str:
@@ -71,7 +71,7 @@ def test_uri_options_are_checked_and_canonical(phone):
     assert (d.delegate, d.threads) == ("gpu", 2)
     assert d.flags["use_gpu"] and not d.flags["use_xnnpack"] and not d.flags["use_nnapi"]
     assert _device(phone).delegate == "xnnpack" and _device(phone).uri == _uri(phone)
-    assert check_precision(d, "int8") is Precision.INT8 and AndroidDevice.precisions == (
+    assert check_precision(d, Precision.INT8) is Precision.INT8 and AndroidDevice.precisions == (
         "fp32", "fp16", "int8")
     assert open_device("adb:R58M12?delegate=nnapi").uri == "adb:R58M12?delegate=nnapi"
 

@@ -14,6 +14,7 @@ from latkit.devices import list_devices, open_device
 from latkit.devices.base import ModelFormat, captured_output
 from latkit.devices.litert_cpu import INSTANCES
 from latkit.core.errors import DeviceError, UnknownNameError, UsageError
+from latkit.devices.precision import Precision
 from latkit.profiler.build import flops
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType
@@ -280,7 +281,7 @@ def test_device_refuses_a_precision_it_does_not_run(uri, precision, runs):
 @pytest.mark.parametrize("uri", ["cpu:onnxruntime", "cpu:litert"])
 def test_int8_model_opens_and_times(uri, cache):
     _needs(uri)
-    model = BuiltModel(TINY, cache_dir=cache, precision="int8")
+    model = BuiltModel(TINY, cache_dir=cache, precision=Precision.INT8)
     with open_device(uri).open(model) as session:
         seconds = session.time(20)
     assert math.isfinite(seconds) and 0 < seconds < 1.0
@@ -290,7 +291,7 @@ def test_int8_model_opens_and_times(uri, cache):
 @pytest.mark.gpu
 def test_cuda_fp16_runs_in_half_and_keeps_the_cpu_module(cache):
     _cuda_or_skip()
-    model = BuiltModel(TINY, cache_dir=cache, precision="fp16")
+    model = BuiltModel(TINY, cache_dir=cache, precision=Precision.FP16)
     with open_device("cuda:0").open(model) as session:
         assert next(session._module.parameters()).dtype == torch.float16
         assert session._example.dtype == torch.float16

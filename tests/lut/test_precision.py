@@ -11,6 +11,7 @@ import pytest
 
 from latkit._version import __version__
 from latkit.core.errors import MissingOpsError, StoreError, UsageError
+from latkit.devices.precision import Precision, parse_precision
 from latkit.lut.calibration import Calibration, load_calibration, save_calibration
 from latkit.lut.claims import Claims
 from latkit.lut.drift import reference_ops
@@ -70,14 +71,14 @@ def test_v1_lut_migrates_with_every_row_fp32(tmp_path, specs, device, make_measu
         got = [(r["op_key"], r["latency_ms"], r["mean_ms"], r["std_ms"], r["samples_ms"]) for r in rows]
         assert got == [(k, lat, mean, std, json.loads(s)) for k, lat, mean, std, s in stored]  # exact numbers
         assert lut.done_keys(device["uri"]) == {s.key for s in specs}
-        assert lut.done_keys(device["uri"], precision="int8") == set()
+        assert lut.done_keys(device["uri"], precision=Precision.INT8) == set()
         cals = lut.calibrations()
         assert [(c["precision"], c["params"]) for c in cals] == [("fp32", CAL_PARAMS)]
         assert load_calibration(lut, device["uri"]).a == 1.1
-        assert load_calibration(lut, device["uri"], precision="int8") is None
+        assert load_calibration(lut, device["uri"], precision=Precision.INT8) is None
         # the new identity holds: the same op now also goes in at int8
-        lut.add(specs[0], make_measurement(specs[0], 0.4), device, precision="int8")
-        assert lut.latency_ms(specs[0].key, precision="int8") == pytest.approx(0.4, rel=0.02)
+        lut.add(specs[0], make_measurement(specs[0], 0.4), device, precision=Precision.INT8)
+        assert lut.latency_ms(specs[0].key, precision=Precision.INT8) == pytest.approx(0.4, rel=0.02)
         assert lut.latency_ms(specs[0].key) == stored[[s[0] for s in stored].index(specs[0].key)][1]
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -111,7 +112,7 @@ def _two_precisions(lut, specs, device, make_measurement):
     """fp32 rows of every spec; int8 rows (about 0.4x) of every spec."""
     for i, spec in enumerate(specs):
         lut.add(spec, make_measurement(spec, 1.0 + i, seed=i), device)
-        lut.add(spec, make_measurement(spec, 0.4 * (1.0 + i), seed=i), device, precision="int8")
+        lut.add(spec, make_measurement(spec, 0.4 * (1.0 + i), seed=i), device, precision=Precision.INT8)
 
 
 def test_precisions_coexist_and_never_mix(tmp_path, specs, device, make_measurement):
@@ -120,25 +121,25 @@ def test_precisions_coexist_and_never_mix(tmp_path, specs, device, make_measurem
         _two_precisions(lut, specs, device, make_measurement)
         assert len(lut) == 2 * len(specs) and lut.precisions(uri) == ["fp32", "int8"]
         with pytest.raises(StoreError, match="already holds .* at int8"):
-            lut.add(specs[0], make_measurement(specs[0], 9.0), device, precision="int8")
+            lut.add(specs[0], make_measurement(specs[0], 9.0), device, precision=Precision.INT8)
         fp32 = lut.lookup([s.key for s in specs], uri)
-        int8 = lut.lookup([s.key for s in specs], uri, precision="int8")
+        int8 = lut.lookup([s.key for s in specs], uri, precision=Precision.INT8)
         for k in fp32:
             assert int8[k] == pytest.approx(0.4 * fp32[k], rel=1e-9)
-        assert {r["precision"] for r in lut.rows(uri, precision="int8")} == {"int8"}
-        assert len(lut.rows(uri)) == 2 * len(specs) and len(lut.rows(precision="fp32")) == len(specs)
-        assert lut.measurement(specs[1].key, precision="int8").latency_ms == int8[specs[1].key]
+        assert {r["precision"] for r in lut.rows(uri, precision=Precision.INT8)} == {"int8"}
+        assert len(lut.rows(uri)) == 2 * len(specs) and len(lut.rows(precision=Precision.FP32)) == len(specs)
+        assert lut.measurement(specs[1].key, precision=Precision.INT8).latency_ms == int8[specs[1].key]
         net = _net("n", specs)
         with pytest.raises(UsageError, match=f"has fp32 and int8 rows for {uri}; give --precision"):
             estimate(lut, net)
-        e32, e8 = estimate(lut, net, precision="fp32"), estimate(lut, net, precision="int8")
+        e32, e8 = estimate(lut, net, precision=Precision.FP32), estimate(lut, net, precision=Precision.INT8)
         assert e32.lut_sum_ms == pytest.approx(sum(fp32.values()), rel=1e-12) and e32.precision == "fp32"
         assert e8.lut_sum_ms == pytest.approx(sum(int8.values()), rel=1e-12) and e8.precision == "int8"
         assert e8.to_dict()["precision"] == "int8"
         with pytest.raises(MissingOpsError, match="fp16"):
-            estimate(lut, net, precision="fp16")
-        with pytest.raises(UsageError, match="unknown precision 'int4'"):
-            estimate(lut, net, precision="int4")
+            estimate(lut, net, precision=Precision.FP16)
+        with pytest.raises(UsageError, match="unknown precision 'int4'"):  # text is parsed where it enters
+            parse_precision("int4")
         summary = lut.summary()
     assert summary["by_precision"] == {"fp32": len(specs), "int8": len(specs)}
     per = {d["precision"]: d for d in summary["devices"]}
@@ -149,10 +150,10 @@ def test_precisions_coexist_and_never_mix(tmp_path, specs, device, make_measurem
 def test_a_network_only_partly_at_the_asked_precision_is_refused(tmp_path, specs, device, make_measurement):
     with LUT.open(tmp_path / "a.db", create=True) as lut:
         for i, spec in enumerate(specs):  # two ops measured at int8 only
-            lut.add(spec, make_measurement(spec, 1.0 + i, seed=i), device, precision="int8" if i < 2 else "fp32")
+            lut.add(spec, make_measurement(spec, 1.0 + i, seed=i), device, precision=Precision.INT8 if i < 2 else "fp32")
         net = _net("mixed", specs)
         with pytest.raises(PrecisionMismatchError) as info:
-            estimate(lut, net, precision="fp32")
+            estimate(lut, net, precision=Precision.FP32)
         assert sorted(info.value.missing) == sorted(s.key for s in specs[:2])
         text = str(info.value)
         assert "missing at fp32" in text and "at int8 only" in text and "--precision int8" in text
@@ -160,10 +161,10 @@ def test_a_network_only_partly_at_the_asked_precision_is_refused(tmp_path, specs
         assert "\n" not in text
         assert isinstance(info.value, MissingOpsError)
         with pytest.raises(MissingOpsError) as info8:  # the other way round: 4 ops only at fp32
-            estimate(lut, net, precision="int8")
+            estimate(lut, net, precision=Precision.INT8)
         assert len(info8.value.missing) == 4 and "at fp32 only" in str(info8.value)
         # a network whose every op is at fp32 estimates, from fp32 rows alone
-        est = estimate(lut, _net("fp32-part", specs[2:]), precision="fp32")
+        est = estimate(lut, _net("fp32-part", specs[2:]), precision=Precision.FP32)
         assert est.lut_sum_ms == pytest.approx(sum(lut.lookup([s.key for s in specs[2:]]).values()))
 
 
@@ -173,17 +174,17 @@ def test_calibration_is_per_precision(tmp_path, specs, device, make_measurement)
         _two_precisions(lut, specs, device, make_measurement)
         net = _net("n", specs)
         int8_cal = Calibration(0.5, 0.0, 2.0, "lstsq2", 3, 0.0, 0.0)
-        save_calibration(lut, uri, int8_cal, precision="int8")
+        save_calibration(lut, uri, int8_cal, precision=Precision.INT8)
         assert load_calibration(lut, uri) is None  # fitted at int8: nothing for fp32
-        assert load_calibration(lut, uri, precision="int8") == int8_cal
-        e32 = estimate(lut, net, precision="fp32")
+        assert load_calibration(lut, uri, precision=Precision.INT8) == int8_cal
+        e32 = estimate(lut, net, precision=Precision.FP32)
         assert not e32.calibrated and e32.total_ms == e32.lut_sum_ms
-        e8 = estimate(lut, net, precision="int8")
+        e8 = estimate(lut, net, precision=Precision.INT8)
         assert e8.calibrated and e8.total_ms == pytest.approx(0.5 * e8.lut_sum_ms + 2.0)
         save_calibration(lut, uri, Calibration(2.0, 0.0, 0.0, "ratio", 1, 0.0, 0.0))
-        assert estimate(lut, net, precision="fp32").total_ms == pytest.approx(2.0 * e32.lut_sum_ms)
-        assert estimate(lut, net, precision="int8").total_ms == pytest.approx(e8.total_ms)
-        cals = lut.calibrations(uri, precision="int8")
+        assert estimate(lut, net, precision=Precision.FP32).total_ms == pytest.approx(2.0 * e32.lut_sum_ms)
+        assert estimate(lut, net, precision=Precision.INT8).total_ms == pytest.approx(e8.total_ms)
+        cals = lut.calibrations(uri, precision=Precision.INT8)
         assert len(cals) == 1 and cals[0]["provenance"]["precision"] == "int8"
 
 
@@ -191,7 +192,7 @@ def test_json_round_trip_keeps_precision(tmp_path, specs, device, make_measureme
     uri = device["uri"]
     with LUT.open(tmp_path / "a.db", create=True) as a:
         _two_precisions(a, specs, device, make_measurement)
-        save_calibration(a, uri, Calibration(0.5, 0.0, 2.0, "lstsq2", 3, 0.0, 0.0), precision="int8")
+        save_calibration(a, uri, Calibration(0.5, 0.0, 2.0, "lstsq2", 3, 0.0, 0.0), precision=Precision.INT8)
         export_json(a, tmp_path / "a.json")
         want_rows, want_cals = a.rows(), a.calibrations()
     payload = json.loads((tmp_path / "a.json").read_text())
@@ -207,7 +208,7 @@ def test_json_round_trip_keeps_precision(tmp_path, specs, device, make_measureme
     with LUT.open(tmp_path / "c.db", create=True) as c:
         for i, spec in enumerate(specs):
             c.add(spec, make_measurement(spec, 1.0 + i, seed=i), device)
-            c.add(spec, make_measurement(spec, 0.3 * (1.0 + i), seed=i), device, precision="int8")
+            c.add(spec, make_measurement(spec, 0.3 * (1.0 + i), seed=i), device, precision=Precision.INT8)
     with LUT.open(tmp_path / "b.db") as b:
         report = merge(b, [tmp_path / "c.db"])
         assert len(report.conflicts) == len(specs) and {x.precision for x in report.conflicts} == {"int8"}
@@ -259,14 +260,14 @@ def test_claims_and_drift_references_are_per_precision(tmp_path, specs, device, 
     with LUT.open(tmp_path / "a.db", create=True) as lut:
         for i, spec in enumerate(specs[:3]):
             lut.add(spec, make_measurement(spec, 1.0 + i, seed=i), device)
-        lut.add(specs[5], make_measurement(specs[5], 0.5), device, precision="int8")
-        fp32, int8 = Claims(lut, uri), Claims(lut, uri, precision="int8")
+        lut.add(specs[5], make_measurement(specs[5], 0.5), device, precision=Precision.INT8)
+        fp32, int8 = Claims(lut, uri), Claims(lut, uri, precision=Precision.INT8)
         assert fp32.claim(keys, 10) == keys[3:]  # fp32 rows of the first three exist
         assert int8.claim(keys, 10) == keys[:5]  # fp32 claims do not block int8 ones
-        assert Claims(lut, uri, precision="int8").claim(keys, 10) == []  # taken by int8 or stored
+        assert Claims(lut, uri, precision=Precision.INT8).claim(keys, 10) == []  # taken by int8 or stored
         fp32.release()
         int8.release()
-        refs = reference_ops(lut, uri, keys, n=2, precision="int8")
+        refs = reference_ops(lut, uri, keys, n=2, precision=Precision.INT8)
         assert [(r.spec.key, r.precision) for r in refs] == [(specs[5].key, "int8")]
         assert refs[0].lut_ms == pytest.approx(0.5, rel=0.02)
         assert [r.precision for r in reference_ops(lut, uri, keys, n=2)] == ["fp32", "fp32"]

@@ -10,13 +10,13 @@ import pytest
 
 from latkit.core.errors import ArchError, ParseError, StoreError, UnknownNameError, UsageError
 from latkit.predictors.base import load
-from latkit.predictors.data import LatencyTable, encode_archs, read_latency_csv
+from latkit.predictors.data import LatencyDataset, encode_archs, read_latency_csv
 from latkit.predictors.evaluate import design_from_csv, evaluate, fit_from_csv, predict_archs
 
 pytestmark = pytest.mark.slow
 
 
-def _write(path: Path, table: LatencyTable, columns: list[str], rows: np.ndarray) -> Path:
+def _write(path: Path, table: LatencyDataset, columns: list[str], rows: np.ndarray) -> Path:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["arch_index", "arch", *columns])
@@ -27,7 +27,7 @@ def _write(path: Path, table: LatencyTable, columns: list[str], rows: np.ndarray
 
 
 @pytest.fixture()
-def fb_csv(tmp_path: Path, fbnet_table: LatencyTable) -> Path:
+def fb_csv(tmp_path: Path, fbnet_table: LatencyDataset) -> Path:
     return _write(tmp_path / "fb.csv", fbnet_table, list(fbnet_table.devices), np.arange(800))
 
 
@@ -53,7 +53,7 @@ def test_evaluate_strict_and_known_subset(fb_csv: Path) -> None:
 
 
 def test_evaluate_with_separate_target_csv(
-    tmp_path: Path, fbnet_table: LatencyTable, fb_csv: Path
+    tmp_path: Path, fbnet_table: LatencyDataset, fb_csv: Path
 ) -> None:
     others = [c for c in fbnet_table.devices if c != "pixel3"]
     table_csv = _write(tmp_path / "known.csv", fbnet_table, others, np.arange(800))
@@ -83,7 +83,7 @@ def test_fit_and_predict_encoding_predictor(fb_csv: Path, tmp_path: Path) -> Non
 
 
 def test_fit_and_predict_fewshot_from_own_measurements(
-    tmp_path: Path, fbnet_table: LatencyTable
+    tmp_path: Path, fbnet_table: LatencyDataset
 ) -> None:
     others = [c for c in fbnet_table.devices if c != "pixel3"]
     table_csv = _write(tmp_path / "known.csv", fbnet_table, others, np.arange(1000))
@@ -100,7 +100,7 @@ def test_fit_and_predict_fewshot_from_own_measurements(
         predict_archs(tmp_path / "fs", [fbnet_table.archs[4000]])
 
 
-def test_bad_inputs(fb_csv: Path, tmp_path: Path, fbnet_table: LatencyTable) -> None:
+def test_bad_inputs(fb_csv: Path, tmp_path: Path, fbnet_table: LatencyDataset) -> None:
     with pytest.raises(UnknownNameError, match="unknown device column"):
         evaluate(fb_csv, "fbnet", "iphone", 10)
     with pytest.raises(UnknownNameError, match="'nope'"):
@@ -132,7 +132,7 @@ def test_bad_inputs(fb_csv: Path, tmp_path: Path, fbnet_table: LatencyTable) -> 
         predict_archs(tmp_path, [fbnet_table.archs[0]])
 
 
-def test_fit_gcn_ensemble_gets_the_space(tmp_path: Path, nb201_table: LatencyTable) -> None:
+def test_fit_gcn_ensemble_gets_the_space(tmp_path: Path, nb201_table: LatencyDataset) -> None:
     nb = _write(tmp_path / "nb.csv", nb201_table, ["gold_6240", "pixel3"], np.arange(0, 15625, 50))
     params = {"base": "gcn", "n_members": 2, "params": {"epochs": 2, "hidden": 8, "head": 8}}
     model = fit_from_csv(nb, "nasbench201", "gold_6240", tmp_path / "ens", predictor="ensemble", params=params)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from latkit.devices.precision import Precision
 from latkit.lut.calibration import Calibration, save_calibration
 from latkit.lut.estimate import estimate
 from latkit.lut.io import import_public_yaml
@@ -360,20 +361,20 @@ def test_op_level_fill_reads_and_writes_one_precision(tmp_path: Path) -> None:
 
     with LUT.open(tmp_path / "lut.db", create=True) as lut:
         import_public_yaml(lut, OFA_TABLES[0], device_uri="note10:x")  # fp32 rows
-        n_fp32 = len(lut.rows("note10:x", precision="fp32"))
+        n_fp32 = len(lut.rows("note10:x", precision=Precision.FP32))
         with pytest.raises(UsageError, match="0 measured int8 op"):
-            fit_on_lut(lut, "note10:x", XGBOpPredictor(n_estimators=20), precision="int8")
-        import_public_yaml(lut, OFA_TABLES[0], device_uri="note10:x", precision="int8")
-        specs, lat = measured_ops(lut, "note10:x", precision="int8")
+            fit_on_lut(lut, "note10:x", XGBOpPredictor(n_estimators=20), precision=Precision.INT8)
+        import_public_yaml(lut, OFA_TABLES[0], device_uri="note10:x", precision=Precision.INT8)
+        specs, lat = measured_ops(lut, "note10:x", precision=Precision.INT8)
         assert len(specs) == n_fp32
         # an int8 measurement changes the int8 rows only; the fp32 predictor does not see it
         drop = specs[0].key
         with lut.transaction() as conn:
             conn.execute("DELETE FROM measurements WHERE op_key = ? AND precision = 'int8'", (drop,))
-        pred = fit_on_lut(lut, "note10:x", XGBOpPredictor(n_estimators=20), precision="int8")
+        pred = fit_on_lut(lut, "note10:x", XGBOpPredictor(n_estimators=20), precision=Precision.INT8)
         assert pred.n_train_ == n_fp32 - 1
-        assert fill_lut(lut, [specs[0]], "note10:x", pred, precision="int8") == 1
-        int8 = {r["op_key"]: r for r in lut.rows("note10:x", precision="int8")}
+        assert fill_lut(lut, [specs[0]], "note10:x", pred, precision=Precision.INT8) == 1
+        int8 = {r["op_key"]: r for r in lut.rows("note10:x", precision=Precision.INT8)}
         assert int8[drop]["source"] == "predicted:oplevel_xgb" and int8[drop]["precision"] == "int8"
-        fp32 = {r["op_key"]: r for r in lut.rows("note10:x", precision="fp32")}
+        fp32 = {r["op_key"]: r for r in lut.rows("note10:x", precision=Precision.FP32)}
         assert len(fp32) == n_fp32 and fp32[drop]["source"] != "predicted:oplevel_xgb"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latkit.core.errors import UsageError
-from latkit.predictors.data import LatencyTable
+from latkit.predictors.data import LatencyDataset
 from latkit.predictors.evaluate import few_shot
 from latkit.predictors.metrics import score
 from latkit.predictors.transfer import (
@@ -19,7 +19,7 @@ from latkit.predictors.transfer import (
 pytestmark = pytest.mark.slow
 
 
-def test_hardware_grouping(fbnet_table: LatencyTable) -> None:
+def test_hardware_grouping(fbnet_table: LatencyDataset) -> None:
     cols = fbnet_table.devices
     assert hardware_of("1080ti_32", cols) == "1080ti"
     assert hardware_of("silver_4114", cols) == "silver_4114"  # a CPU model, not a batch size
@@ -32,7 +32,7 @@ def test_hardware_grouping(fbnet_table: LatencyTable) -> None:
         known_columns(cols, "nope")
 
 
-def test_select_archs_spreads_design(fbnet_table: LatencyTable) -> None:
+def test_select_archs_spreads_design(fbnet_table: LatencyDataset) -> None:
     known = fbnet_table.columns([c for c in fbnet_table.devices if c != "pixel3"])
     a = select_archs(known, 10, random_state=1)
     assert len(set(a.tolist())) == 10
@@ -55,7 +55,7 @@ def test_select_archs_spreads_design(fbnet_table: LatencyTable) -> None:
     ],
 )
 def test_fewshot_beats_trivial_and_reference_baselines(
-    space: str, targets: list[str], fbnet_table: LatencyTable, nb201_table: LatencyTable
+    space: str, targets: list[str], fbnet_table: LatencyDataset, nb201_table: LatencyDataset
 ) -> None:
     table = fbnet_table if space == "fbnet" else nb201_table
     table = table.rows(np.arange(0, len(table), 2))  # half the rows keeps the test fast
@@ -75,7 +75,7 @@ def test_fewshot_beats_trivial_and_reference_baselines(
     assert ours_mean[0] >= ref_mean[0] and ours_mean[1] >= ref_mean[1] - 0.01, (ours_mean, ref_mean)
 
 
-def test_meta_tuning_lands_near_the_best_fixed_setting(fbnet_table: LatencyTable) -> None:
+def test_meta_tuning_lands_near_the_best_fixed_setting(fbnet_table: LatencyDataset) -> None:
     target = "silver_4210r"
     known = [c for c in fbnet_table.devices if c != target]
     ref, y = fbnet_table.columns(known), fbnet_table.column(target)

@@ -15,6 +15,7 @@ import torch
 
 from latkit.devices.base import ModelFormat, ModelSource
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
+from latkit.devices.precision import Precision, parse_precision
 from latkit.profiler.export import (
     ONNX_OPSET,
     BuiltModel,
@@ -233,7 +234,7 @@ def test_folder_in_place_of_the_model_is_refused(tmp_path):
 
 
 def test_int8_file_is_quantized_from_the_cached_fp32_file_and_recorded(tmp_path):
-    model = BuiltModel(SMALL, cache_dir=tmp_path, precision="int8")
+    model = BuiltModel(SMALL, cache_dir=tmp_path, precision=Precision.INT8)
     assert model.precision.value == "int8" and "precision='int8'" in repr(model)
     path = model.file("onnx")
     float_path = BuiltModel(SMALL, cache_dir=tmp_path).path("onnx")
@@ -252,7 +253,7 @@ def test_int8_file_is_quantized_from_the_cached_fp32_file_and_recorded(tmp_path)
 
 
 def test_export_ops_at_int8(tmp_path):
-    paths = export_ops([SMALL, SE_BLOCK], "onnx", cache_dir=tmp_path, precision="int8")
+    paths = export_ops([SMALL, SE_BLOCK], "onnx", cache_dir=tmp_path, precision=Precision.INT8)
     assert set(paths) == {SMALL.key, SE_BLOCK.key}
     for path in paths.values():
         assert "-int8-" in path.name
@@ -262,7 +263,7 @@ def test_export_ops_at_int8(tmp_path):
 
 def test_onnx_fp16_is_refused_in_one_line(tmp_path):
     with pytest.raises(UsageError, match=r"offered at fp32 and int8, not fp16") as err:
-        BuiltModel(SMALL, cache_dir=tmp_path, precision="fp16").file("onnx")
+        BuiltModel(SMALL, cache_dir=tmp_path, precision=Precision.FP16).file("onnx")
     assert "\n" not in str(err.value) and not list(tmp_path.iterdir())
-    with pytest.raises(UsageError, match="unknown precision 'fp8'"):
-        BuiltModel(SMALL, cache_dir=tmp_path, precision="fp8")
+    with pytest.raises(UsageError, match="unknown precision 'fp8'"):  # text is parsed where it enters
+        parse_precision("fp8")

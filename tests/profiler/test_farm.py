@@ -29,6 +29,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from latkit.devices.android_state import ThermalPolicy  # noqa: E402
 from latkit.core.errors import DeviceError, MissingExtraError, UsageError  # noqa: E402
+from latkit.devices.precision import Precision  # noqa: E402
 from latkit.lut.store import LUT  # noqa: E402
 from latkit.profiler.farm import FarmConfig, StandInFactory, farm_devices, farm_profile  # noqa: E402
 from latkit.profiler.farm.identity import (  # noqa: E402
@@ -268,12 +269,12 @@ def test_node_removed_mid_run_loses_no_row(cluster, phones, specs, tmp_path):
 
 def test_precision_is_part_of_the_identity_but_not_of_the_lut_device():
     ident = DeviceIdentity("android", "Pixel", "tensor", "build", "benchmark_model", "abc", 1)
-    int8 = ident.at_precision("INT8")
+    int8 = ident.at_precision(Precision.INT8)
     assert ident.precision == "fp32" and int8.precision == "int8" and int8 != ident
     assert int8.lut_uri() == ident.lut_uri()  # the LUT row's precision column tells them apart
     assert DeviceIdentity.from_dict(int8.to_dict()) == int8
-    with pytest.raises(UsageError, match="unknown precision 'int4'"):
-        ident.at_precision("int4")
+    with pytest.raises(UsageError, match="unknown precision 'int4'"):  # a node's report is parsed when read
+        DeviceIdentity.from_dict({**ident.to_dict(), "precision": "int4"})
     one = FarmDevice("n1", "10.0.0.1", "h1", "adb:A", "A", ident)
     two = FarmDevice("n1", "10.0.0.1", "h1", "adb:B", "B", int8)
     with pytest.raises(UsageError, match="one farm job measures at one precision, not fp32, int8"):
@@ -283,7 +284,7 @@ def test_precision_is_part_of_the_identity_but_not_of_the_lut_device():
 def test_int8_job_stores_int8_rows_beside_fp32_on_one_lut_device(cluster, phones, specs, tmp_path):
     lut = tmp_path / "farm.db"
     _profile(phones, specs[:2], lut, "LB3")
-    report = _profile(phones, specs[:2], lut, "LB3", precision="int8")
+    report = _profile(phones, specs[:2], lut, "LB3", precision=Precision.INT8)
     assert report.ok and report.rows == 2
     rows = _rows(lut)
     by_precision = collections.defaultdict(list)
@@ -292,10 +293,10 @@ def test_int8_job_stores_int8_rows_beside_fp32_on_one_lut_device(cluster, phones
     assert sorted(by_precision) == ["fp32", "int8"] and len(by_precision["int8"]) == 2
     assert {r["device_uri"] for r in rows} == {rows[0]["device_uri"]}
     assert all(r["provenance"]["precision"] == "int8" for r in by_precision["int8"])
-    again = _profile(phones, specs[:2], lut, "LB3", precision="int8")  # resumed: nothing twice
+    again = _profile(phones, specs[:2], lut, "LB3", precision=Precision.INT8)  # resumed: nothing twice
     assert again.rows == 0 and len(_rows(lut)) == 4
 
 
 def test_refuses_a_precision_a_chosen_device_does_not_run(cluster, phones, specs, tmp_path):
     with pytest.raises(UsageError, match=r"cpu:torch does not run int8 models; it runs fp32"):
-        _profile(phones, specs[:1], tmp_path / "farm.db", "cpu:torch", precision="int8")
+        _profile(phones, specs[:1], tmp_path / "farm.db", "cpu:torch", precision=Precision.INT8)

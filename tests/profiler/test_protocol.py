@@ -10,6 +10,7 @@ import pytest
 
 from latkit.devices.base import ModelFormat, Session
 from latkit.core.errors import DeviceError, UnknownNameError, UsageError
+from latkit.devices.precision import Precision, parse_precision
 from latkit.lut.store import LUT
 from latkit.profiler.export import BuiltModel
 from latkit.profiler.ops import Act, OpSpec, OpType
@@ -306,14 +307,14 @@ def test_profile_ops_at_int8_stores_int8_rows_beside_fp32(device, tmp_path, cach
     specs = SPECS[:2]
     with LUT.open(tmp_path / "lut.db", create=True) as lut:
         fp32 = profile_ops(device, specs, lut, FAST, cache_dir=cache)
-        int8 = profile_ops(device, specs, lut, FAST, cache_dir=cache, precision="int8")
-        again = profile_ops(device, specs, lut, FAST, cache_dir=cache, precision="int8")
+        int8 = profile_ops(device, specs, lut, FAST, cache_dir=cache, precision=Precision.INT8)
+        again = profile_ops(device, specs, lut, FAST, cache_dir=cache, precision=Precision.INT8)
         assert fp32.precision == "fp32" and int8.precision == "int8"
         assert sorted(int8.measured) == sorted(s.key for s in specs) and int8.ok  # not skipped as done
         assert again.measured == [] and sorted(again.skipped) == sorted(s.key for s in specs)
-        assert lut.done_keys(device.uri, precision="int8") == {s.key for s in specs}
+        assert lut.done_keys(device.uri, precision=Precision.INT8) == {s.key for s in specs}
         assert lut.done_keys(device.uri) == {s.key for s in specs}
-        rows = lut.rows(device.uri, precision="int8")
+        rows = lut.rows(device.uri, precision=Precision.INT8)
     assert len(rows) == 2
     for row in rows:
         assert row["precision"] == "int8" and row["latency_ms"] > 0
@@ -325,7 +326,7 @@ def test_profile_ops_at_int8_stores_int8_rows_beside_fp32(device, tmp_path, cach
 def test_profile_ops_refuses_a_precision_up_front(device, tmp_path, cache):
     with LUT.open(tmp_path / "lut.db", create=True) as lut:
         with pytest.raises(UsageError, match=r"^device cpu:onnxruntime does not run fp16 models; it runs fp32, int8$"):
-            profile_ops(device, SPECS, lut, FAST, cache_dir=cache, precision="fp16")
-        with pytest.raises(UsageError, match="unknown precision 'int4'"):
-            profile_ops(device, SPECS, lut, FAST, cache_dir=cache, precision="int4")
+            profile_ops(device, SPECS, lut, FAST, cache_dir=cache, precision=Precision.FP16)
+        with pytest.raises(UsageError, match="unknown precision 'int4'"):  # text is parsed where it enters
+            parse_precision("int4")
         assert len(lut) == 0

@@ -82,7 +82,7 @@ def _errors(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 def test_int8_tflite_has_int8_kernels_and_runs_close_to_fp32(cache, name):
     spec = OPS[name]
     x, ref = _reference(spec, cache)
-    model = BuiltModel(spec, cache_dir=cache, precision="int8")
+    model = BuiltModel(spec, cache_dir=cache, precision=Precision.INT8)
     path = model.file("tflite")
     found = inspect_kernels(path)
     assert found.kernels >= 1 and found.int8_kernels == found.kernels and found.hybrid_kernels == 0
@@ -105,14 +105,14 @@ def test_int8_tflite_has_int8_kernels_and_runs_close_to_fp32(cache, name):
 def test_int8_onnx_is_qdq_with_int8_weights_and_runs_close_to_fp32(cache, name):
     spec = OPS[name]
     x, ref = _reference(spec, cache)
-    model = BuiltModel(spec, cache_dir=cache, precision="int8")
+    model = BuiltModel(spec, cache_dir=cache, precision=Precision.INT8)
     path = model.file("onnx")
     graph = onnx.load(str(path)).graph
     ops = {n.op_type for n in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
     assert int8_weights  # per-channel int8 conv weights
-    found = check_kernels(path, "int8")
+    found = check_kernels(path, Precision.INT8)
     assert found.int8_kernels == found.kernels >= 1
     assert model.export_meta("onnx")["scheme"] == ONNX_INT8_SCHEME
     session = open_device("cpu:onnxruntime").open(model)
@@ -127,22 +127,22 @@ def test_int8_onnx_is_qdq_with_int8_weights_and_runs_close_to_fp32(cache, name):
 
 def test_int8_pooling_has_no_kernels_and_is_told_by_its_activations(cache):
     spec = OpSpec(OpType.POOL, (7, 7, 64), (1, 1, 64))
-    tfl = BuiltModel(spec, cache_dir=cache, precision="int8").file("tflite")
+    tfl = BuiltModel(spec, cache_dir=cache, precision=Precision.INT8).file("tflite")
     found = inspect_kernels(tfl)
     assert found.kernels == 0 and found.int8_activations and found.precision is Precision.INT8
     assert model_precision(BuiltModel(spec, cache_dir=cache).file("tflite")) is Precision.FP32
     # ONNX Runtime's quantizer leaves a lone ReduceMean in float: nothing to check, nothing refused
-    onnx_file = BuiltModel(spec, cache_dir=cache, precision="int8").file("onnx")
-    assert check_kernels(onnx_file, "int8").kernels == 0
+    onnx_file = BuiltModel(spec, cache_dir=cache, precision=Precision.INT8).file("onnx")
+    assert check_kernels(onnx_file, Precision.INT8).kernels == 0
     for uri in ("cpu:litert", "cpu:onnxruntime"):
-        with open_device(uri).open(BuiltModel(spec, cache_dir=cache, precision="int8")) as session:
+        with open_device(uri).open(BuiltModel(spec, cache_dir=cache, precision=Precision.INT8)) as session:
             assert session.time(5) > 0
 
 
 def test_fp16_tflite_has_float16_weights_and_float_compute(cache):
     spec = OPS["mbconv"]
     x, ref = _reference(spec, cache)
-    model = BuiltModel(spec, cache_dir=cache, precision="fp16")
+    model = BuiltModel(spec, cache_dir=cache, precision=Precision.FP16)
     path = model.file("tflite")
     found = inspect_kernels(path)
     assert found.fp16_weights >= found.kernels >= 1 and found.int8_kernels == 0
@@ -162,20 +162,20 @@ def test_fp32_files_say_fp32_and_keep_their_cache_names(cache):
     for fmt in ("onnx", "tflite"):
         path = plain.file(fmt)
         assert model_precision(path) is Precision.FP32
-        assert check_kernels(path, "fp32").int8_kernels == 0
+        assert check_kernels(path, Precision.FP32).int8_kernels == 0
         with pytest.raises(StoreError, match=r"is not an int8 model: it is fp32") as err:
-            check_kernels(path, "int8")
+            check_kernels(path, Precision.INT8)
         assert "\n" not in str(err.value)
-        q = BuiltModel(spec, cache_dir=cache, precision="int8")
+        q = BuiltModel(spec, cache_dir=cache, precision=Precision.INT8)
         assert q.path(fmt) != path and "-int8-" in q.path(fmt).name and "int8" not in path.name
-        assert plain.path(fmt) == BuiltModel(spec, cache_dir=cache, precision="fp32").path(fmt)
+        assert plain.path(fmt) == BuiltModel(spec, cache_dir=cache, precision=Precision.FP32).path(fmt)
 
 
 def test_quantized_file_is_reused_from_the_cache(cache):
-    model = BuiltModel(OPS["conv"], cache_dir=cache, precision="int8")
+    model = BuiltModel(OPS["conv"], cache_dir=cache, precision=Precision.INT8)
     first = model.file("onnx")
     stamp = first.stat().st_mtime_ns
-    again = BuiltModel(OPS["conv"], cache_dir=cache, precision="int8").file("onnx")
+    again = BuiltModel(OPS["conv"], cache_dir=cache, precision=Precision.INT8).file("onnx")
     assert again == first and again.stat().st_mtime_ns == stamp
 
 
@@ -189,15 +189,16 @@ def test_dynamic_range_file_is_not_called_int8(cache, tmp_path):
     assert inspect_kernels(dst).hybrid_kernels >= 1
     assert model_precision(dst) is Precision.FP32
     with pytest.raises(StoreError, match="float activations"):
-        check_kernels(dst, "int8")
+        check_kernels(dst, Precision.INT8)
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
 def test_garbage_file_is_one_clear_error(tmp_path, suffix):
     bad = tmp_path / f"model{suffix}"
     bad.write_bytes(b"\x00\x01 not a model \xff" * 7)
-    for call in (lambda: model_precision(bad), lambda: check_kernels(bad, "int8"),
-                 lambda: (quantize_onnx if suffix == ".onnx" else quantize_tflite)(bad, tmp_path / f"q{suffix}", "int8")):
+    quantize = quantize_onnx if suffix == ".onnx" else quantize_tflite
+    for call in (lambda: model_precision(bad), lambda: check_kernels(bad, Precision.INT8),
+                 lambda: quantize(bad, tmp_path / f"q{suffix}", Precision.INT8)):
         with pytest.raises(StoreError, match=f"cannot read .*model{suffix}") as err:
             call()
         assert "\n" not in str(err.value)
@@ -211,13 +212,11 @@ def test_bad_arguments_are_one_line(cache, tmp_path):
         model_precision(tmp_path / "absent.onnx")
     src = BuiltModel(OPS["conv"], cache_dir=cache).file("onnx")
     with pytest.raises(UsageError, match="quantized to int8, not fp16"):
-        quantize_onnx(src, tmp_path / "x.onnx", "fp16")
-    with pytest.raises(UsageError, match="unknown precision 'int4'"):
-        quantize_onnx(src, tmp_path / "x.onnx", "int4")
+        quantize_onnx(src, tmp_path / "x.onnx", Precision.FP16)
     with pytest.raises(UsageError, match=r"has shape \(1, 3, 8, 8\); the model takes \(1, 3, 32, 32\)"):
-        quantize_onnx(src, tmp_path / "x.onnx", "int8", [np.zeros((1, 3, 8, 8), np.float32)])
+        quantize_onnx(src, tmp_path / "x.onnx", Precision.INT8, [np.zeros((1, 3, 8, 8), np.float32)])
     with pytest.raises(UsageError, match="not fp16"):
-        BuiltModel(OPS["conv"], cache_dir=cache, precision="fp16").file("onnx")
+        BuiltModel(OPS["conv"], cache_dir=cache, precision=Precision.FP16).file("onnx")
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -225,12 +224,12 @@ def test_representative_inputs_steer_calibration(cache, tmp_path):
     """NCHW calibration data given by the caller is used (and laid out for the file)."""
     src = BuiltModel(OPS["conv"], cache_dir=cache).file("tflite")
     wide = [np.full((1, 3, 32, 32), v, np.float32) for v in (-40.0, 40.0)]
-    meta = quantize_tflite(src, tmp_path / "wide.tflite", "int8", wide)
+    meta = quantize_tflite(src, tmp_path / "wide.tflite", Precision.INT8, wide)
     assert meta["calibration_inputs"] == 2
     from ai_edge_litert.interpreter import Interpreter
 
     scale_wide = Interpreter(model_path=str(tmp_path / "wide.tflite")).get_input_details()[0]["quantization"][0]
-    quantize_tflite(src, tmp_path / "normal.tflite", "int8")
+    quantize_tflite(src, tmp_path / "normal.tflite", Precision.INT8)
     scale = Interpreter(model_path=str(tmp_path / "normal.tflite")).get_input_details()[0]["quantization"][0]
     # inputs of +-40 need a far coarser input scale than standard-normal ones (about 7/255)
     assert scale_wide > 5 * scale and scale == pytest.approx(7.5 / 255, rel=0.3)
@@ -249,7 +248,7 @@ def test_int8_tflite_ranges_cover_every_calibration_input(cache, tmp_path):
     rng = np.random.default_rng(5)
     inputs = [np.full((1, 3, 32, 32), 40.0, np.float32), np.full((1, 3, 32, 32), -40.0, np.float32)]
     inputs += [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(30)]
-    quantize_tflite(src, tmp_path / "q.tflite", "int8", inputs)
+    quantize_tflite(src, tmp_path / "q.tflite", Precision.INT8, inputs)
     scale, zero = Interpreter(model_path=str(tmp_path / "q.tflite")).get_input_details()[0]["quantization"]
     low, high = (-128 - zero) * scale, (127 - zero) * scale
     assert low <= -40.0 + scale and high >= 40.0 - scale, (low, high)

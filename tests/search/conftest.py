@@ -21,4 +21,4 @@ def nb201() -> TabularProblem:
 
 @pytest.fixture(scope="session")
 def median_target(nb201: TabularProblem) -> float:
-    return float(np.median(list(nb201.latency_table.table.values.values())))
+    return float(np.median(list(nb201.latency.column.values.values())))

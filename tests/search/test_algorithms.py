@@ -26,8 +26,8 @@ def test_respects_budget_and_returns_feasible_table_arch(nb201, median_target, a
     assert 1 <= result.queries_used <= 30
     assert len(result.trajectory) == result.queries_used
     arch = nb201.space.arch_from_native(result.best_arch)
-    assert result.best_accuracy == nb201.accuracy.table.values[arch]
-    assert result.best_latency_ms == nb201.latency_table.table.values[arch] <= median_target
+    assert result.best_accuracy == nb201.accuracy.column.values[arch]
+    assert result.best_latency_ms == nb201.latency.column.values[arch] <= median_target
     assert result.extra["truly_feasible"] is True
     assert result.best_accuracy <= result.extra["oracle_accuracy"]
     # distinct queries; best-so-far never decreases and ends at the answer
@@ -45,12 +45,12 @@ def test_same_seed_same_search(nb201, median_target, algorithm):
 
 def test_tight_target_still_feasible(nb201):
     # just above the fastest cell: almost every uniform draw is infeasible
-    lat = nb201.latency_table.table.values
+    lat = nb201.latency.column.values
     target = sorted(lat.values())[20]
     for algorithm in list_algorithms():
         if algorithm.startswith("test-") or algorithm == "proxyless-grad":  # needs a supernet
             continue
-        res = run_algorithm(algorithm, nb201.space, nb201.accuracy, nb201.latency_table, target, 5,
+        res = run_algorithm(algorithm, nb201.space, nb201.accuracy, nb201.latency, target, 5,
                          np.random.default_rng(0))
         assert res.best_latency_ms <= target, algorithm
 
@@ -66,7 +66,7 @@ def test_latency_from_fitted_samples_reports_truth(nb201, median_target):
     res = run_tabular("nasbench201", nb201, None, median_target, "random", 40, seed=2,
                       latency_samples=60)
     arch = nb201.space.arch_from_native(res.best_arch)
-    true_ms = nb201.latency_table.table.values[arch]
+    true_ms = nb201.latency.column.values[arch]
     assert res.extra["true_latency_ms"] == true_ms
     assert res.extra["truly_feasible"] == (true_ms <= median_target)
     assert res.latency_provenance["kind"] == "ridge" and res.latency_provenance["fitted_on"] == 60

@@ -20,6 +20,8 @@ from deploy_helpers import ARCH, CLASSES, RESOLUTION, SPACE
 from latkit._version import __version__
 from latkit.devices.base import open_device
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
+from latkit.deploy.layout import InputLayout
+from latkit.devices.precision import Precision
 from latkit.profiler.build import build_network
 from latkit.profiler.protocol import ProtocolConfig, measure_one
 from latkit.profiler.spaces import get_space
@@ -28,6 +30,7 @@ from latkit.deploy import export_formats
 from latkit.deploy.export import (
     ExportError,
     export_arch,
+    parse_variants,
     read_arch,
     save_weights,
     standalone_module,
@@ -68,7 +71,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     device = open_device("cpu:onnxruntime")
     report = export_arch(
         tmp / "arch.json", weights, formats="onnx,tflite", out_dir=tmp / "out",
-        variants=("fp16", "int8"), device=device, protocol=_quick(),
+        tflite_precisions=(Precision.FP16, Precision.INT8), device=device, protocol=_quick(),
     )  # fmt: skip
     return report, module, weights, device
 
@@ -176,11 +179,11 @@ def test_nhwc_tflite(tmp_path: Path) -> None:
 
     weights, module = _trained(tmp_path)
     report = export_arch(
-        tmp_path / "arch.json", weights, formats=["tflite"], out_dir=tmp_path / "nhwc", nhwc=True,
+        tmp_path / "arch.json", weights, formats=["tflite"], out_dir=tmp_path / "nhwc", layout=InputLayout.NHWC,
         device=open_device("cpu:litert"), protocol=_quick(),
     )  # fmt: skip
     f = report.file("tflite")
-    assert f.layout == "NHWC" and f.meta()["input"]["layout"] == "NHWC"
+    assert f.layout is InputLayout.NHWC and f.meta()["input"]["layout"] == "NHWC"
     interp = Interpreter(model_path=str(f.path))
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -200,9 +203,9 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown export format"):
         export_arch(arch, formats="onnx,coreml", out_dir=tmp_path / "o")
     with pytest.raises(UsageError, match="add tflite"):
-        export_arch(arch, formats="onnx", variants="int8", out_dir=tmp_path / "o")
-    with pytest.raises(UsageError, match="unknown variant"):
-        export_arch(arch, variants="int4", out_dir=tmp_path / "o")
+        export_arch(arch, formats="onnx", tflite_precisions=(Precision.INT8,), out_dir=tmp_path / "o")
+    with pytest.raises(UsageError, match="unknown variant"):  # --variants is parsed where it enters
+        parse_variants("int4")
 
 
 def test_tflite_without_litert_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

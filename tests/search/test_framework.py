@@ -60,9 +60,9 @@ def test_reward_two_sided_form():
 
 
 def test_unreachable_target_names_table_minimum(nb201):
-    lat_min = min(nb201.latency_table.table.values.values())
+    lat_min = min(nb201.latency.column.values.values())
     with pytest.raises(SearchError, match=f"{lat_min:.4g} ms") as err:
-        SearchContext(SPACE, nb201.accuracy, nb201.latency_table, lat_min * 0.9, 10,
+        SearchContext(SPACE, nb201.accuracy, nb201.latency, lat_min * 0.9, 10,
                       np.random.default_rng(0))
     assert isinstance(err.value, LatkitError)
     assert "\n" not in str(err.value)
@@ -119,7 +119,7 @@ def test_sample_feasible_is_bounded_and_falls_back():
 
 
 def test_result_json_round_trip(tmp_path, nb201, median_target):
-    result = run_algorithm("random", SPACE, nb201.accuracy, nb201.latency_table, median_target,
+    result = run_algorithm("random", SPACE, nb201.accuracy, nb201.latency, median_target,
                         12, np.random.default_rng(3), seed=3)
     path = result.save(tmp_path / "r.json")
     raw = json.loads(path.read_text())
@@ -154,5 +154,5 @@ def test_registry():
 
 def test_unknown_option_is_a_usage_error(nb201, median_target):
     with pytest.raises(UsageError, match="has no option popsize; options: population_size"):
-        run_algorithm("evolution", SPACE, nb201.accuracy, nb201.latency_table, median_target, 5,
+        run_algorithm("evolution", SPACE, nb201.accuracy, nb201.latency, median_target, 5,
                    np.random.default_rng(0), popsize=3)

@@ -29,7 +29,7 @@ from latkit.deploy.export import read_arch, standalone_module
 from latkit.deploy.verify import ExportedModel
 from latkit.lut.tables import TableLatencyModel
 from latkit.lut.cache import lut_path_for
-from latkit.pipeline.runner import run_pipeline
+from latkit.api import run as run_pipeline  # the public door: text settings are parsed there
 from latkit.pipeline.stages import exported_file
 from latkit.search.target import fill_to_target
 
@@ -115,7 +115,7 @@ def test_exported_files_load_with_parity(run) -> None:
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     tflite = exported_file(result.export, "tflite")
-    assert tflite.layout == "NHWC"  # what phone apps feed: the pipeline's default
+    assert tflite.layout.tag == "NHWC"  # what phone apps feed: the pipeline's default
     interp = Interpreter(model_path=str(tflite.path))
     interp.allocate_tensors()
     interp.set_tensor(interp.get_input_details()[0]["index"], x.permute(0, 2, 3, 1).contiguous().numpy())

@@ -23,7 +23,8 @@ from latkit.profiler.quantize import check_kernels, model_precision
 from latkit.search.supernet.data import load_data
 from latkit.deploy.evaluate import file_accuracy_pct
 from latkit.pipeline.config import PipelineConfig
-from latkit.pipeline.runner import run_pipeline
+from latkit.api import run as run_pipeline  # the public door: text settings are parsed there
+from latkit.search.target import Target
 from latkit.pipeline.stages import exported_file
 
 pytestmark = pytest.mark.slow
@@ -55,8 +56,8 @@ def test_every_stage_ran_at_int8_on_an_int8_lut(run) -> None:
     assert state["stages"]["profile"]["outputs"]["precision"] == "int8"
     with LUT.open(lut) as table:
         assert table.precisions(DEVICE) == ["int8"]  # nothing was profiled at fp32
-        assert table.calibrations(DEVICE, precision="int8")
-        assert not table.calibrations(DEVICE, precision="fp32")
+        assert table.calibrations(DEVICE, precision=Precision.INT8)
+        assert not table.calibrations(DEVICE, precision=Precision.FP32)
     search = state["stages"]["search"]["outputs"]
     assert search["latency_model"]["precision"] == "int8"
     assert json.loads(result.arch_path.read_text())["precision"] == "int8"
@@ -64,11 +65,11 @@ def test_every_stage_ran_at_int8_on_an_int8_lut(run) -> None:
 
 def test_the_shipped_files_are_full_integer_int8(run) -> None:
     result, _, _, _ = run
-    tflite = exported_file(result.export, "tflite", "int8")
-    onnx = exported_file(result.export, "onnx", "int8")
+    tflite = exported_file(result.export, "tflite", Precision.INT8)
+    onnx = exported_file(result.export, "onnx", Precision.INT8)
     for f in (tflite, onnx):
         assert model_precision(f.path) == Precision.INT8
-        assert check_kernels(f.path, "int8")  # raises without int8 conv/matmul kernels
+        assert check_kernels(f.path, Precision.INT8)  # raises without int8 conv/matmul kernels
         meta = f.meta()
         assert meta["precision"] == meta["file_precision"] == "int8"
         assert meta["representative"] == {"source": "images", "n_images": 300}
@@ -76,9 +77,9 @@ def test_the_shipped_files_are_full_integer_int8(run) -> None:
         assert par["reference"] == "torch float32" and par["n_inputs"] == 64
         assert par["min_top1_agreement"] == 0.9 and par["rel_tol"] == 0.25
         assert par["passed"] == (par["top1_agreement"] >= 0.9 and par["max_rel_err"] <= 0.25)
-    assert tflite.layout == "NHWC" and tflite.input_shape == (1, RESOLUTION, RESOLUTION, 3)  # phones' default
+    assert tflite.layout.tag == "NHWC" and tflite.input_shape == (1, RESOLUTION, RESOLUTION, 3)  # phones' default
     assert tflite.meta()["input"]["dtype"] == "int8"
-    assert onnx.layout == "NCHW"
+    assert onnx.layout.tag == "NCHW"
     # the float32 files are there too: they are what was quantized
     assert exported_file(result.export, "onnx").path.name == "model.onnx"
 
@@ -86,14 +87,14 @@ def test_the_shipped_files_are_full_integer_int8(run) -> None:
 def test_the_int8_file_was_measured_and_both_accuracies_recorded(run) -> None:
     result, out, _, _ = run
     assert result.precision == "int8"
-    onnx = exported_file(result.export, "onnx", "int8")
+    onnx = exported_file(result.export, "onnx", Precision.INT8)
     measured = onnx.meta()["measured_latency"]
     assert measured["latency_ms"] == pytest.approx(result.measured_ms) and measured["device"] == DEVICE
     assert exported_file(result.export, "onnx").meta()["measured_latency"] is None  # fp32 not the one shipped
     assert result.met and result.verdict.startswith("MET")
     # the int8 file's accuracy is the file's own, run again here on the same held-out split
     data = load_data("digits", RESOLUTION, seed=0)
-    again = file_accuracy_pct(onnx.path, "onnx", "NCHW", data.x_valid, data.y_valid)
+    again = file_accuracy_pct(onnx.path, "onnx", onnx.layout, data.x_valid, data.y_valid)
     assert result.deployed_accuracy_pct == pytest.approx(again)
     assert result.accuracy_drop_pct == pytest.approx(result.fp32_accuracy_pct - result.deployed_accuracy_pct)
     summary = json.loads((out / "summary.json").read_text())
@@ -112,8 +113,8 @@ def test_a_resumed_run_at_another_precision_is_refused(run) -> None:
     result, out, lut, _ = run
     with pytest.raises(UsageError, match=r"other settings \(precision: 'int8' -> 'fp32'\)"):
         run_pipeline(DEVICE, SPACE, TARGET_MS, out, lut=lut, precision="fp32", **TINY)
-    assert PipelineConfig(DEVICE, SPACE, 1.0, precision="int8").fingerprint() != \
-        PipelineConfig(DEVICE, SPACE, 1.0).fingerprint()
+    assert PipelineConfig(DEVICE, SPACE, Target(ms=1.0), precision=Precision.INT8).fingerprint() != \
+        PipelineConfig(DEVICE, SPACE, Target(ms=1.0)).fingerprint()
 
 
 def test_a_precision_the_device_does_not_run_is_one_line(tmp_path: Path) -> None:
@@ -122,9 +123,11 @@ def test_a_precision_the_device_does_not_run_is_one_line(tmp_path: Path) -> None
                      formats=("onnx", "tflite"), **TINY)  # fmt: skip
     assert not (tmp_path / "l.db").exists()
     with pytest.raises(UsageError, match="unknown precision 'int4'"):
-        PipelineConfig(DEVICE, SPACE, 1.0, precision="int4")
+        run_pipeline(DEVICE, SPACE, TARGET_MS, tmp_path / "r4", precision="int4")
+    assert not (tmp_path / "r4").exists()
     # --sample measures and predicts at the run's precision (predictors/sampling takes it)
-    assert PipelineConfig(DEVICE, SPACE, 1.0, precision="int8", profile_sample=10).precision == "int8"
+    cfg = PipelineConfig(DEVICE, SPACE, Target(ms=1.0), precision=Precision.INT8, profile_sample=10)
+    assert cfg.precision == "int8"
 
 
 def test_representative_images_come_from_the_training_split() -> None:
@@ -136,7 +139,7 @@ def test_representative_images_come_from_the_training_split() -> None:
     valid = data.x_valid.numpy()
 
     class _P:  # the pipeline's own draw, without a device
-        cfg = PipelineConfig(DEVICE, SPACE, 1.0, precision="int8")
+        cfg = PipelineConfig(DEVICE, SPACE, Target(ms=1.0), precision=Precision.INT8)
 
         def data(self):
             return data

@@ -21,7 +21,7 @@ from latkit.devices.loopback.server import LoopbackDevice
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig
 from latkit.deploy.export import read_arch, standalone_module
-from latkit.pipeline.runner import run_pipeline
+from latkit.api import run as run_pipeline  # the public door: text settings are parsed there
 from latkit.pipeline.stages import exported_file
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def test_the_tflite_file_has_parity_and_a_phone_measurement(phone_run) -> None:
         want = module(x).numpy()
     interp = Interpreter(model_path=str(tflite.path))
     interp.allocate_tensors()
-    assert tflite.layout == "NHWC"  # the phones' default layout
+    assert tflite.layout.tag == "NHWC"  # the phones' default layout
     interp.set_tensor(interp.get_input_details()[0]["index"], x.permute(0, 2, 3, 1).contiguous().numpy())
     interp.invoke()
     got = interp.get_tensor(interp.get_output_details()[0]["index"])

@@ -9,14 +9,15 @@ from __future__ import annotations
 import base64
 import re
 import shlex
-from dataclasses import asdict
 
 import pytest
 
+from latkit.devices.precision import Precision
 from latkit.profiler.spaces.base import get_space
 from latkit.pipeline.pareto import baseline_entry, network_size, pareto_front
 from latkit.pipeline.config import PipelineConfig
 from latkit.pipeline.report import render_markdown, reproduce_command, write_report
+from latkit.search.target import Target
 
 pytest.importorskip("matplotlib")
 
@@ -41,8 +42,8 @@ def _summary() -> dict:
     largest = ["7x7_MBConv6"] * len(sp.choices())  # the slowest network (no layer skipped)
     chosen = [c.options[2] for c in sp.choices()]
     network = lambda native: sp.network(sp.arch_from_native(native), 32)  # noqa: E731
-    config = asdict(PipelineConfig(device="cpu:onnxruntime", space=SPACE, target_ms=0.5, resolution=32,
-                                   precision="int8"))  # fmt: skip
+    config = PipelineConfig(device="cpu:onnxruntime", space=SPACE, target=Target(ms=0.5), resolution=32,
+                            precision=Precision.INT8).to_dict()  # fmt: skip
     return {
         "device": "cpu:onnxruntime", "space": SPACE, "resolution": 32, "target_ms": 0.5, "tolerance": 0.1,
         "verdict": "HIT: 0.472 ms measured for a 0.5 ms target", "arch": chosen, "precision": "int8",
@@ -103,8 +104,8 @@ def test_report_text_has_front_baseline_statistics_device_and_command() -> None:
 
 
 def test_reproduce_command_keeps_a_relative_target_and_non_defaults() -> None:
-    config = asdict(PipelineConfig(device="cpu:litert", space=SPACE, target_ms=None, target_share=0.6,
-                                   tolerance=0.2, max_steps_per_epoch=5, profile_quick=True))  # fmt: skip
+    config = PipelineConfig(device="cpu:litert", space=SPACE, target=Target(fraction=0.6), tolerance=0.2,
+                            max_steps_per_epoch=5, profile_quick=True).to_dict()  # fmt: skip
     args = shlex.split(reproduce_command(config, "out dir"))
     assert args[args.index("--target-ms") + 1] == "60%"
     assert args[args.index("--tolerance") + 1] == "0.2" and args[args.index("--max-steps") + 1] == "5"

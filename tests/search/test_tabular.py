@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from latkit.core.errors import LatkitError, UsageError
-from latkit.search.framework.tabular import Table, TabularProblem, run_tabular, split_spec
+from latkit.search.framework.tabular import BenchmarkColumn, TabularProblem, run_tabular, split_spec
 from latkit.profiler.spaces import get_space
 
 
@@ -21,17 +21,17 @@ CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_con
 def test_nb201_tables_cover_the_space(nb201):
     assert len(nb201.candidates()) == 15625
     arch = SPACE.arch_from_native(CELL)
-    assert nb201.latency_table.latency_ms(arch) == pytest.approx(17.2381)
+    assert nb201.latency.latency_ms(arch) == pytest.approx(17.2381)
     assert nb201.accuracy.accuracy(arch) == pytest.approx(82.83399999389648)
-    ms, fastest = nb201.latency_table.min_latency(SPACE)
-    assert ms == min(nb201.latency_table.table.values.values())
+    ms, fastest = nb201.latency.min_latency(SPACE)
+    assert ms == min(nb201.latency.column.values.values())
 
 
 def test_oracle_is_best_feasible(nb201, median_target):
     acc, arch = nb201.oracle(median_target)
-    lat = nb201.latency_table.table.values
+    lat = nb201.latency.column.values
     assert lat[arch] <= median_target
-    assert all(v <= acc for a, v in nb201.accuracy.table.values.items() if lat[a] <= median_target)
+    assert all(v <= acc for a, v in nb201.accuracy.column.values.items() if lat[a] <= median_target)
 
 
 def _write(tmp_path, text):
@@ -54,7 +54,7 @@ def _write(tmp_path, text):
 def test_bad_tables(tmp_path, content, column, message):
     path = tmp_path / "missing.csv" if content is None else _write(tmp_path, content)
     with pytest.raises(LatkitError, match=message) as err:
-        Table.read(SPACE, f"{path}:{column}")
+        BenchmarkColumn.read(SPACE, f"{path}:{column}")
     assert "\n" not in str(err.value)
 
 

@@ -38,10 +38,10 @@ def show_cmd(
     if as_json:
         common.print_json(rows)
         return
-    table = Table("area", "path", "files", "size", "what")
+    grid = Table("area", "path", "files", "size", "what")
     for r in rows:
-        table.add_row(r["area"], common.esc(r["path"]), str(r["files"]), _mb(r["bytes"]), common.esc(r["what"]))
-    common.out.print(table)
+        grid.add_row(r["area"], common.esc(r["path"]), str(r["files"]), _mb(r["bytes"]), common.esc(r["what"]))
+    common.out.print(grid)
     common.out.print(f"total {_mb(sum(r['bytes'] for r in rows))}")
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from latkit.core.files import finite_or_null
+
+if TYPE_CHECKING:
+    from latkit.devices.precision import Precision
 
 
 def hide_flag_types() -> None:
@@ -86,8 +89,8 @@ PRECISION_HELP = ("Numeric precision of the models: fp32, fp16 or int8 (full-int
 TARGET_CI_HELP = "Target relative 95% CI half-width of each latency."
 
 
-def precision_option(text: str | None) -> Any:
-    """``--precision`` parsed to a :class:`~latkit.devices.precision.Precision` (None stays None).
+def precision_option(text: str | None) -> Precision | None:
+    """``--precision`` parsed to a :class:`~latkit.devices.precision.Precision` (None, not given, stays None).
 
     Raises:
         UsageError: an unknown word; a number gets told about ``--target-ci``.

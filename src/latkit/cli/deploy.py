@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from latkit.pipeline.runner import PipelineResult
     from latkit.search.target import Target
 
-PRECISION_HELP = ("Precision the model ships at: fp32, fp16 (a TFLite file) or int8 (full-integer static int8 "
-                  "TFLite and ONNX QDQ files, calibrated on --data); the float32 files are written too.")
+PRECISION_HELP = ("Precision the model ships at: fp32 (the default), fp16 (a TFLite file) or int8 (full-integer "
+                  "static int8 TFLite and ONNX QDQ files, calibrated on --data); the float32 files are written too.")
 
 
 @app.command("export")
@@ -36,7 +36,7 @@ def export_cmd(
     layout: str = typer.Option("nhwc", "--layout", help="TFLite input layout: nhwc (what phone apps feed) or nchw. "
                                "ONNX is always NCHW."),
     nhwc: bool = typer.Option(False, "--nhwc", hidden=True, help="Same as --layout nhwc (kept for old scripts)."),
-    precision: str = typer.Option("fp32", "--precision", "-p", help=PRECISION_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help=PRECISION_HELP),
     data: Optional[str] = typer.Option(
         None, "--data",
         help="Images the int8 activation ranges are calibrated on: a few hundred of this dataset's training "
@@ -54,9 +54,12 @@ def export_cmd(
     """
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.profiler.spaces import get_space
-    from latkit.deploy.export import export_arch
+    from latkit.deploy.export import export_arch, parse_variants
+    from latkit.deploy.layout import parse_layout
 
     prec = parse_precision(precision)
+    extra = parse_variants(variants)
+    tflite_layout = parse_layout("nhwc" if nhwc else layout)
     sp = get_space(space) if space is not None else None
     if sp is not None and resolution is not None:
         sp.check_resolution(resolution)
@@ -69,8 +72,8 @@ def export_cmd(
         if dev is not None:
             check_precision(dev, prec)
         rep = _representative(data, arch, sp, resolution) if data is not None else None
-        report = export_arch(arch, weights=weights, formats=formats, out_dir=out, variants=variants,
-                             precision=prec, representative=rep, layout="nhwc" if nhwc else layout,
+        report = export_arch(arch, weights=weights, formats=formats, out_dir=out, tflite_precisions=extra,
+                             precision=prec, representative=rep, layout=tflite_layout,
                              space=sp, resolution=resolution, device=dev, random_weights=random_weights)
     finally:
         if dev is not None:
@@ -89,15 +92,15 @@ def _print_report(report: Any, weights: Optional[Path]) -> None:
     else:
         meta = report.files[0].meta()["weights"]
         common.out.print(f"weights: {common.esc(meta['file'])} ({common.esc(meta['source'])}), {report.classes} classes")
-    table = Table("file", "format", "precision", "layout", "parity (max rel err)", "top-1 agree", "measured ms")
+    grid = Table("file", "format", "precision", "layout", "parity (max rel err)", "top-1 agree", "measured ms")
     for f in report.files:
         err = f.parity.get("max_rel_err", f.parity.get("error"))
         agree = f.parity.get("top1_agreement")
         measured = (f.measured or {}).get("latency_ms")
-        table.add_row(common.esc(f.path), common.esc(f.format), common.esc(f.variant), common.esc(f.layout),
-                      f"{err:.2e}" if isinstance(err, float) else common.esc(err),
-                      "-" if agree is None else f"{agree:.0%}", common.fmt_ms(measured))  # fmt: skip
-    common.out.print(table)
+        grid.add_row(common.esc(f.path), common.esc(f.format), common.esc(f.precision), common.esc(f.layout.tag),
+                     f"{err:.2e}" if isinstance(err, float) else common.esc(err),
+                     "-" if agree is None else f"{agree:.0%}", common.fmt_ms(measured))  # fmt: skip
+    common.out.print(grid)
 
 
 def _representative(data: str, arch: Path, sp, resolution: Optional[int]):
@@ -142,26 +145,32 @@ def run_cmd(
         help="Measure only N operators (the most informative) and predict the rest (slow devices, e.g. phones).",
     ),  # fmt: skip
     seed: int = typer.Option(0, "--seed"),
-    precision: str = typer.Option(
-        "fp32", "--precision", "-p",
-        help="Precision the model ships at (fp32, fp16, int8): the LUT is profiled and calibrated at it, the search "
-             "reads it, training stays fp32, and the file measured is at it (int8: full-integer static).",
+    precision: Optional[str] = typer.Option(
+        None, "--precision", "-p",
+        help="Precision the model ships at (fp32, the default, fp16, int8): the LUT is profiled and calibrated at "
+             "it, the search reads it, training stays fp32, and the file measured is at it (int8: full-integer "
+             "static).",
     ),  # fmt: skip
     layout: str = typer.Option("nhwc", "--layout", help="TFLite input layout: nhwc (phones) or nchw."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report."""
     from latkit.cli.progress import Stages
+    from latkit.deploy.layout import parse_layout
+    from latkit.devices.precision import parse_precision
     from latkit.pipeline.config import PipelineConfig
     from latkit.pipeline.runner import run_pipeline
     from latkit.search.target import parse_target
 
     target = parse_target(target_ms, speedup)
+    config = PipelineConfig(
+        device=device, space=space, target=target, data=data, resolution=resolution, search_epochs=search_epochs,
+        warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1), train_epochs=train_epochs,
+        max_steps_per_epoch=max_steps, profile_quick=quick, profile_sample=sample, seed=seed,
+        precision=parse_precision(precision), layout=parse_layout(layout), tolerance=tolerance,
+    )  # fmt: skip
     with Stages(enabled=not as_json) as on_progress:  # one display per stage, not a line per step
-        result = run_pipeline(device, space, target, out, data, tolerance=tolerance, lut=lut, on_progress=on_progress,
-                              resolution=resolution, search_epochs=search_epochs, warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1),
-                              train_epochs=train_epochs, profile_quick=quick, profile_sample=sample, seed=seed,
-                              max_steps_per_epoch=max_steps, precision=precision, layout=layout)  # fmt: skip
+        result = run_pipeline(config, out, lut=lut, on_progress=on_progress)
     if as_json:
         common.print_json(_run_summary(result, target, tolerance))
     else:

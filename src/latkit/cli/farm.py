@@ -12,7 +12,7 @@ from rich.table import Table
 
 from latkit.cli import common
 from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
-from latkit.devices.precision import parse_precision
+from latkit.devices.precision import Precision
 
 farm_app = typer.Typer(help="A device farm on Ray: profile on many devices of many hosts into one LUT.",
                        no_args_is_help=True)
@@ -42,31 +42,31 @@ def devices_cmd(
     if as_json:
         common.print_json([r.to_dict() for r in reports])
         return
-    table = Table("node", "device", "serial", "kind", "model", "SoC", "runtime", "LUT device")
+    grid = Table("node", "device", "serial", "kind", "model", "SoC", "runtime", "LUT device")
     for r in reports:
         node = f"{r.hostname or '?'} {r.node_ip} ({r.node_id[:8]}) latkit {r.latkit_version or '?'}"
         if r.error:
-            table.add_row(common.esc(node), "-", "-", "-", common.esc(r.error), "", "", "")
+            grid.add_row(common.esc(node), "-", "-", "-", common.esc(r.error), "", "", "")
         for d in r.devices:
             i = d.identity
-            table.add_row(common.esc(node), common.esc(d.uri), common.esc(d.serial), i.kind,
-                          common.esc(i.model), common.esc(i.soc), common.esc(f"{i.runtime} {i.runtime_version}"),
-                          common.esc(i.lut_uri()))
+            grid.add_row(common.esc(node), common.esc(d.uri), common.esc(d.serial), i.kind,
+                         common.esc(i.model), common.esc(i.soc), common.esc(f"{i.runtime} {i.runtime_version}"),
+                         common.esc(i.lut_uri()))
         for uri, why in r.unreachable.items():
-            table.add_row(common.esc(node), common.esc(uri), "-", "unreachable", common.esc(why[:80]), "", "", "")
-    common.out.print(table)
+            grid.add_row(common.esc(node), common.esc(uri), "-", "unreachable", common.esc(why[:80]), "", "", "")
+    common.out.print(grid)
 
 
-def _progress_table(run) -> Table:
+def _progress_grid(run) -> Table:
     totals = run.totals()
-    table = Table("device", "serial", "state", "measured", "op", "restarts", "note",
-                  title=f"{totals['done']}/{totals['todo']} measured, {totals['queued']} queued, "
+    grid = Table("device", "serial", "state", "measured", "op", "restarts", "note",
+                 title=f"{totals['done']}/{totals['todo']} measured, {totals['queued']} queued, "
                         f"{totals['in_flight']} in flight, {totals['failed']} failed")
     for st in run.states:
         note = st.fenced or st.last_error
-        table.add_row(common.esc(st.device.name), common.esc(st.device.serial), st.state, str(st.measured),
-                      common.esc((st.key or "")[-48:]), str(st.restarts), common.esc(note[:60]))
-    return table
+        grid.add_row(common.esc(st.device.name), common.esc(st.device.serial), st.state, str(st.measured),
+                     common.esc((st.key or "")[-48:]), str(st.restarts), common.esc(note[:60]))
+    return grid
 
 
 @farm_app.command("profile")
@@ -99,7 +99,7 @@ def profile_cmd(
     from latkit.profiler.farm import FarmConfig, farm_profile
     from latkit.profiler.protocol import Preset, ProtocolConfig
 
-    prec = parse_precision(precision_option(precision))
+    prec = precision_option(precision) or Precision.FP32
     specs = _farm_specs(space, resolution, limit)
     factory = _stand_in_factory(stand_in_model)
     overrides = {} if target_ci is None else {"target_rel_ci": target_ci}
@@ -113,8 +113,8 @@ def profile_cmd(
                          f"{common.esc(lut)}")
 
     try:
-        with LUT.open(lut, create=True) as table:
-            report = farm_profile(specs, table, devices, address=address, adb=adb, threads=threads,
+        with LUT.open(lut, create=True) as store:
+            report = farm_profile(specs, store, devices, address=address, adb=adb, threads=threads,
                                   protocol=protocol, config=FarmConfig(op_timeout_s=op_timeout),
                                   device_options=_device_options(key), model_factory=factory,
                                   on_event=display.on_event, on_plan=on_plan, precision=prec)
@@ -156,12 +156,12 @@ class _LiveDisplay:
         if not self.enabled:
             return
         if self.live is None:
-            self.live = Live(_progress_table(run), console=common.err, refresh_per_second=4)
+            self.live = Live(_progress_grid(run), console=common.err, refresh_per_second=4)
             self.live.start()
         now = time.monotonic()
         if kind != "tick" or now - self.last > 0.5:
             self.last = now
-            self.live.update(_progress_table(run))
+            self.live.update(_progress_grid(run))
 
     def stop(self) -> None:
         """Take the display down (if it was drawn)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.table import Table
 from latkit.cli import common
 from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
 from latkit.cli.profile import CLOCK_HELP, DEVICE_HELP, load_arch, open_checked, protocol_config
+
+if TYPE_CHECKING:
+    from latkit.devices.precision import Precision
 
 lut_app = typer.Typer(help="Inspect, export, import, merge and estimate with latency LUTs.", no_args_is_help=True)
 
@@ -32,12 +35,12 @@ def show_cmd(
     from latkit.lut.store import LUT
 
     problem: StoreError | None = None
-    with LUT.open(lut, readonly=True) as table:
-        summary = table.summary()
-        listing = table.rows(invalid="keep")
-        bad = table.invalid_rows()
+    with LUT.open(lut, readonly=True) as store:
+        summary = store.summary()
+        listing = store.rows(invalid="keep")
+        bad = store.invalid_rows()
         try:
-            table.refuse_invalid()
+            store.refuse_invalid()
         except StoreError as exc:  # raised once what is valid has been shown
             problem = exc
     _count_warnings(summary, listing)
@@ -82,7 +85,7 @@ def network_groups(listing: list[dict], bad: set[tuple[str, str]]) -> list[dict]
     groups: dict[tuple, list[float]] = {}
     for r in listing:
         where = next(((name, res) for name, res, ops in spaces if r["op_key"] in ops), (None, None))
-        group = groups.setdefault((r["device_uri"], r.get("precision") or "fp32", *where), [])
+        group = groups.setdefault((r["device_uri"], r["precision"], *where), [])
         if (r["op_key"], r["device_uri"]) not in bad:
             group.append(float(r["latency_ms"]))
     return [{"device": dev, "precision": prec, "space": space, "resolution": res, "ops": len(ms),
@@ -100,13 +103,13 @@ def delegation_warning(row: dict) -> str:
 
 def _count_warnings(summary: dict, listing: list[dict]) -> None:
     """Add ``delegation_warnings`` (rows flagged) to each device/precision entry of ``summary``."""
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, Precision], int] = {}
     for r in listing:
         if delegation_warning(r):
-            group = (r["device_uri"], r.get("precision") or "fp32")
+            group = (r["device_uri"], r["precision"])
             counts[group] = counts.get(group, 0) + 1
     for d in summary.get("devices", []):
-        d["delegation_warnings"] = counts.get((d["uri"], d.get("precision") or "fp32"), 0)
+        d["delegation_warnings"] = counts.get((d["uri"], d["precision"]), 0)
 
 
 def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_json: bool,
@@ -121,27 +124,28 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
         return
     common.out.print(f"[bold]{common.esc(lut)}[/]  schema v{common.esc(summary.get('schema_version'))}  latkit {common.esc(summary.get('latkit_version'))}")
     # one line per device and precision: their latencies are never pooled or summed together
-    dtable = Table("device", "precision", "runtime", "threads", "ops", "min ms", "median ms", "max ms", "sources",
+    devices_grid = Table("device", "precision", "runtime", "threads", "ops", "min ms", "median ms", "max ms", "sources",
                    "delegation warnings")
     for d in summary.get("devices", []):
         warned = d.get("delegation_warnings", 0)
-        dtable.add_row(
-            common.esc(d["uri"]), common.esc(d.get("precision") or "fp32"), common.esc(d.get("runtime", "")),
+        devices_grid.add_row(
+            common.esc(d["uri"]), common.esc(d["precision"]), common.esc(d.get("runtime", "")),
             common.esc(d.get("threads", "")), str(d["ops"]), common.fmt_ms(d.get("min_ms")),
             common.fmt_ms(d.get("median_ms")), common.fmt_ms(d.get("max_ms")),
             common.esc(", ".join(d.get("sources", []))), f"[yellow]{warned}[/]" if warned else "0",
         )
-    common.out.print(dtable)
+    common.out.print(devices_grid)
     groups = summary.get("groups", [])
     if groups:
         # a LUT may hold several spaces and resolutions: each gets its own line and sum
-        gtable = Table("device", "precision", "space", "resolution", "ops", "min ms", "median ms", "max ms",
-                       "sum ms", title="per space and resolution")
+        groups_grid = Table("device", "precision", "space", "resolution", "ops", "min ms", "median ms", "max ms",
+                            "sum ms", title="per space and resolution")
         for g in groups:
-            gtable.add_row(common.esc(g["device"]), common.esc(g["precision"]), common.esc(g["space"] or "-"),
-                           str(g["resolution"] or "-"), str(g["ops"]), common.fmt_ms(g["min_ms"]),
-                           common.fmt_ms(g["median_ms"]), common.fmt_ms(g["max_ms"]), common.fmt_ms(g["total_ms"]))
-        common.out.print(gtable)
+            groups_grid.add_row(common.esc(g["device"]), common.esc(g["precision"]), common.esc(g["space"] or "-"),
+                                str(g["resolution"] or "-"), str(g["ops"]), common.fmt_ms(g["min_ms"]),
+                                common.fmt_ms(g["median_ms"]), common.fmt_ms(g["max_ms"]),
+                                common.fmt_ms(g["total_ms"]))  # fmt: skip
+        common.out.print(groups_grid)
     by_type = summary.get("by_type", {})
     if by_type:
         common.out.print("operators by type: " + common.esc(", ".join(f"{k} {v}" for k, v in sorted(by_type.items()))))
@@ -152,16 +156,16 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
 
 
 def _print_rows(listing: list[dict], bad: set[tuple[str, str]]) -> None:
-    rtable = Table("key", "device", "precision", "latency ms", "±CI %", "samples", "source", "delegation")
+    rows_grid = Table("key", "device", "precision", "latency ms", "±CI %", "samples", "source", "delegation")
     for r in listing:
         ms = (f"INVALID {r['latency_ms']!r}" if (r["op_key"], r["device_uri"]) in bad
               else common.fmt_ms(r["latency_ms"]))
         warning = delegation_warning(r)
-        rtable.add_row(common.esc(r["op_key"]), common.esc(r["device_uri"]), common.esc(r.get("precision") or "fp32"),
-                       common.esc(ms), f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")),
-                       common.esc(r.get("source", "")),
-                       f"[yellow]WARNING {common.esc(warning)}[/]" if warning else "")
-    common.out.print(rtable)
+        rows_grid.add_row(common.esc(r["op_key"]), common.esc(r["device_uri"]), common.esc(r["precision"]),
+                          common.esc(ms), f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")),
+                          common.esc(r.get("source", "")),
+                          f"[yellow]WARNING {common.esc(warning)}[/]" if warning else "")
+    common.out.print(rows_grid)
 
 
 @lut_app.command("export")
@@ -176,8 +180,8 @@ def export_cmd(
 
     check_output_target(out, "LUT export")  # before reading anything
     _refuse_overwriting_a_lut(out)
-    with LUT.open(lut, readonly=True) as table:
-        n = export_json(table, out)
+    with LUT.open(lut, readonly=True) as store:
+        n = export_json(store, out)
     common.err.print(f"wrote {n} measurements to {common.esc(out)}")
 
 
@@ -205,12 +209,12 @@ def import_cmd(
     from latkit.lut.io import import_json, import_public_yaml, writing
 
     reports = []
-    with writing(lut) as table:  # one transaction: a bad source leaves the LUT as it was
+    with writing(lut) as store:  # one transaction: a bad source leaves the LUT as it was
         for src in sources:
             if src.suffix.lower() in (".yaml", ".yml"):
-                report = import_public_yaml(table, src, device_uri=device_uri, family=family)
+                report = import_public_yaml(store, src, device_uri=device_uri, family=family)
             else:
-                report = import_json(table, src)
+                report = import_json(store, src)
             reports.append((src, report))
     for src, report in reports:
         common.err.print(f"{src}: {report}", markup=False, highlight=False)
@@ -228,8 +232,8 @@ def merge_cmd(
     """
     from latkit.lut.io import merge, writing
 
-    with writing(dst) as table:
-        report = merge(table, sources)
+    with writing(dst) as store:
+        report = merge(store, sources)
     common.err.print(str(report), markup=False, highlight=False)
 
 
@@ -252,19 +256,17 @@ def estimate_cmd(
 
     wanted = precision_option(precision)
     network, _ = load_arch(space, arch, resolution)
-    kw = {"precision": wanted} if wanted is not None else {}
-    with LUT.open(lut, readonly=True) as table:
-        est = estimate(table, network, device=device, calibration=calibrated, **kw)
+    with LUT.open(lut, readonly=True) as store:
+        est = estimate(store, network, device=device, calibration=calibrated, precision=wanted)
     if as_json:
         common.print_json(est.to_dict())
         return
-    prec = getattr(est, "precision", None) or "fp32"
-    title = f"{common.esc(network.name)} on {common.esc(est.device)} at {common.esc(prec)}"
-    table = Table("#", "layer", "key", "ms", "%", "source", title=title)
+    title = f"{common.esc(network.name)} on {common.esc(est.device)} at {common.esc(est.precision)}"
+    grid = Table("#", "layer", "key", "ms", "%", "source", title=title)
     for i, row in enumerate(est.layers):
-        table.add_row(str(i), common.esc(row.name), common.esc(row.key), common.fmt_ms(row.latency_ms), f"{row.share_pct:.1f}",
-                      common.esc(row.source))
-    common.out.print(table)
+        grid.add_row(str(i), common.esc(row.name), common.esc(row.key), common.fmt_ms(row.latency_ms),
+                     f"{row.share_pct:.1f}", common.esc(row.source))
+    common.out.print(grid)
     common.out.print(f"[bold]sum of operators: {est.lut_sum_ms:.3f} ms[/]")
     if est.calibrated:
         common.out.print(f"[bold]calibrated estimate: {est.total_ms:.3f} ms[/]")
@@ -293,32 +295,33 @@ def calibrate_cmd(
     import numpy as np
 
     from latkit.cli.progress import track
+    from latkit.devices.precision import Precision
     from latkit.lut.calibrate import PASSES, calibrate_device, pick_calibration_archs
     from latkit.lut.store import LUT
     from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.spaces import get_space
 
-    wanted = precision_option(precision)
+    wanted = precision_option(precision) or Precision.FP32
     config = protocol_config(target_ci, 30.0, quick)
     sp = get_space(space)
     dev, prec = open_checked(device, threads, clock, wanted)
     try:
-        with LUT.open(lut) as table:
-            model = TableLatencyModel.from_lut(sp, table, dev.uri, resolution, precision=prec)
+        with LUT.open(lut) as store:
+            model = TableLatencyModel.from_lut(sp, store, dev.uri, resolution, precision=prec)
             archs = pick_calibration_archs(model, networks - 1, np.random.default_rng(seed))
             nets = [sp.network(a, resolution) for a in archs]
             with track(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
-                cal = calibrate_device(table, dev, nets, config, precision=prec,
+                cal = calibrate_device(store, dev, nets, config, precision=prec,
                                        on_progress=lambda done, total, name: advance(name, total=total))  # fmt: skip
-        with LUT.open(lut, readonly=True) as table:
-            used = _networks_used(table, dev.uri, nets, cal, prec)
+        with LUT.open(lut, readonly=True) as store:
+            used = _networks_used(store, dev.uri, nets, cal, prec)
     finally:
         dev.close()
     if as_json:
         common.print_json({"device": dev.uri, "precision": prec.value, "lut": str(lut), "calibration": cal.to_dict(),
                            "form": CAL_FORM, "networks": used})
         return
-    _print_calibration(dev.uri, prec.value, cal, used)
+    _print_calibration(dev.uri, prec, cal, used)
 
 
 CAL_FORM = "e2e_ms = a * lut_sum_ms + b * n_ops + c"
@@ -326,19 +329,19 @@ _METHODS = {"lstsq3": "least squares on a, b and c", "lstsq2": "least squares on
             "ratio": "one ratio (b = c = 0)"}
 
 
-def _networks_used(table, uri: str, nets, cal, prec) -> list[dict]:
+def _networks_used(store, uri: str, nets, cal, prec: Precision) -> list[dict]:
     """Each calibration network with its LUT sum and calibrated estimate."""
     from latkit.lut.estimate import estimate
 
     rows = []
     for net in nets:
-        est = estimate(table, net, device=uri, calibration=False, precision=prec.value)
+        est = estimate(store, net, device=uri, calibration=False, precision=prec)
         rows.append({"name": net.name, "n_ops": est.n_measurable, "lut_sum_ms": est.lut_sum_ms,
                      "calibrated_ms": cal.apply(est.lut_sum_ms, est.n_measurable)})
     return rows
 
 
-def _print_calibration(uri: str, prec: str, cal, used: list[dict]) -> None:
+def _print_calibration(uri: str, prec: Precision, cal, used: list[dict]) -> None:
     """The fit in words: its form, coefficients, residual error and the networks it came from."""
     esc = common.esc
     common.out.print(f"[bold]calibration for {esc(uri)} at {esc(prec)}[/]")
@@ -346,8 +349,8 @@ def _print_calibration(uri: str, prec: str, cal, used: list[dict]) -> None:
     common.out.print(f"  coefficients: a = {cal.a:.4g}, b = {cal.b:.4g} ms per operator, c = {cal.c:.4g} ms")
     common.out.print(f"  residual:     RMS {cal.rmse_ms:.4f} ms, largest relative error "
                      f"{100 * cal.max_rel_err:.1f}% over {cal.n_points} network(s)")
-    table = Table("network", "operators", "LUT sum ms", "calibrated ms", title="networks used")
+    grid = Table("network", "operators", "LUT sum ms", "calibrated ms", title="networks used")
     for row in used:
-        table.add_row(esc(row["name"]), str(row["n_ops"]), common.fmt_ms(row["lut_sum_ms"]),
-                      common.fmt_ms(row["calibrated_ms"]))
-    common.out.print(table)
+        grid.add_row(esc(row["name"]), str(row["n_ops"]), common.fmt_ms(row["lut_sum_ms"]),
+                     common.fmt_ms(row["calibrated_ms"]))
+    common.out.print(grid)

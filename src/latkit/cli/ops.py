@@ -31,11 +31,11 @@ def spaces_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     if as_json:
         common.print_json(rows)
         return
-    table = Table("space", "choices", "LUT", "resolution", "description")
+    grid = Table("space", "choices", "LUT", "resolution", "description")
     for r in rows:
-        table.add_row(common.esc(r["name"]), str(r["choices"]), "yes" if r["has_lut"] else "no",
-                      str(r["default_resolution"]), common.esc(r["description"]))
-    common.out.print(table)
+        grid.add_row(common.esc(r["name"]), str(r["choices"]), "yes" if r["has_lut"] else "no",
+                     str(r["default_resolution"]), common.esc(r["description"]))
+    common.out.print(grid)
 
 
 @app.command("ops")
@@ -51,11 +51,11 @@ def ops_cmd(
     if as_json:
         common.print_json([{"key": s.key, **s.to_dict()} for s in specs])
         return
-    table = Table("#", "key", "type", "kernel", "expand", "stride", "se", "act", title=f"{common.esc(space)}: {len(specs)} operators")
+    grid = Table("#", "key", "type", "kernel", "expand", "stride", "se", "act", title=f"{common.esc(space)}: {len(specs)} operators")
     for i, s in enumerate(specs):
-        table.add_row(str(i), common.esc(s.key), s.op_type.value, str(s.kernel), str(s.expand_ratio),
-                      str(s.stride), "yes" if s.se else "", s.act.value)
-    common.out.print(table)
+        grid.add_row(str(i), common.esc(s.key), s.op_type.value, str(s.kernel), str(s.expand_ratio),
+                     str(s.stride), "yes" if s.se else "", s.act.value)
+    common.out.print(grid)
 
 
 @app.command("devices")
@@ -72,17 +72,17 @@ def devices_cmd(
     if as_json:
         common.print_json({"backends": rows, "android": phones})
         return
-    table = Table("device URI", "runs", "usable here", "why not")
+    grid = Table("device URI", "runs", "usable here", "why not")
     for r in rows:
-        table.add_row(common.esc(r["uri"]), common.esc(r["format"]), "yes" if r["usable"] else "no",
-                      common.esc(r["why"]))
-    common.out.print(table)
+        grid.add_row(common.esc(r["uri"]), common.esc(r["format"]), "yes" if r["usable"] else "no",
+                     common.esc(r["why"]))
+    common.out.print(grid)
     if phones:
         keys = ["uri", *sorted({k for p in phones for k in p} - {"uri"})]
-        ptable = Table(*(common.esc(k) for k in keys), title="Android devices")
+        phones_grid = Table(*(common.esc(k) for k in keys), title="Android devices")
         for p in phones:
-            ptable.add_row(*(common.esc(p.get(k, "")) for k in keys))
-        common.out.print(ptable)
+            phones_grid.add_row(*(common.esc(p.get(k, "")) for k in keys))
+        common.out.print(phones_grid)
     else:
         common.out.print("no Android device reachable (no adb server device, no loopback device "
                          "running; start one with `latkit loopback-device`)")

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from latkit.cli import common
+from latkit.devices.precision import Precision
 
 kernels_app = typer.Typer(help="Kernel predictors of a device: build them, detect its fusion rules.",
                           no_args_is_help=True)
@@ -41,7 +42,7 @@ def parse_budget(text: str) -> float:
     return value
 
 
-def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precision: str) -> Any:
+def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precision: Precision) -> Any:
     from latkit.core.errors import StoreError
     from latkit.predictors.kernel_build import default_predictor_dir
     from latkit.predictors.kernels import KernelPredictors
@@ -65,6 +66,7 @@ def build_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure kernel configurations on the device (resumable) and fit its kernel predictors."""
+    from latkit.cli.progress import track
     from latkit.devices.base import open_device
     from latkit.lut.store import LUT
     from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors, default_predictor_dir
@@ -74,11 +76,11 @@ def build_cmd(
     path = _lut_path(lut)
     dev = open_device(device)
     try:
-        with LUT.open(path, create=True) as table, common.progress_bar("kernels", 1) as advance:
+        with LUT.open(path, create=True) as store, track("kernels", 0) as advance:
             def progress(phase: str, done: int, total: int, key: str) -> None:
                 advance(f"{phase} {done}/{total} {key}")
 
-            preds = build_kernel_predictors(dev, table, settings, on_progress=progress,
+            preds = build_kernel_predictors(dev, store, settings, on_progress=progress,
                                             protocol=ProtocolConfig.quick() if quick else None)
     finally:
         dev.close()
@@ -112,8 +114,8 @@ def fusion_cmd(
         runtime = dev.info().runtime
     finally:
         dev.close()
-    with LUT.open(_lut_path(lut), create=True) as table:
-        KernelStore(table).save_rules(dev.uri, runtime, rules)
+    with LUT.open(_lut_path(lut), create=True) as store:
+        KernelStore(store).save_rules(dev.uri, runtime, rules)
     if as_json:
         common.print_json(rules.to_dict())
         return
@@ -130,7 +132,8 @@ def calibrate_cmd(
     space: str = typer.Option("proxyless_mobile", "--space", "-s", help="Search space whose members are measured."),
     networks: int = typer.Option(5, "--networks", "-n", min=2, help="Members measured end to end."),
     resolution: int = typer.Option(224, "--resolution", "-r", min=8),
-    precision: str = typer.Option("fp32", "--precision", help="The predictors' precision."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="The predictors' precision: fp32 (the default), fp16 or int8."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     predictors: Optional[Path] = typer.Option(None, "--predictors",
                                               help="Kernel predictor folder (default beside the LUT)."),
@@ -143,7 +146,7 @@ def calibrate_cmd(
     from latkit.predictors.kernel_calibration import calibrate_on_space
     from latkit.profiler.protocol import ProtocolConfig
 
-    prec = common.precision_option(precision).value
+    prec = common.precision_option(precision) or Precision.FP32
     path = _lut_path(lut)
     preds = _load_predictors(predictors, path, device, prec)
     dev = open_device(device)
@@ -164,7 +167,8 @@ def calibrate_cmd(
 def predict_cmd(
     model: Path = typer.Argument(..., help="An ONNX or TFLite file."),
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8: the predictors' precision."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="The predictors' precision: fp32 (the default), fp16 or int8."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="Fix the input shape, e.g. 1x3x224x224."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     predictors: Optional[Path] = typer.Option(None, "--predictors", help="Kernel predictor folder "
@@ -175,7 +179,7 @@ def predict_cmd(
     from latkit.predictors.kernel_network import predict_model
     from latkit.profiler.graph import parse_input_shape
 
-    prec = common.precision_option(precision).value
+    prec = common.precision_option(precision) or Precision.FP32
     preds = _load_predictors(predictors, _lut_path(lut), device, prec)
     result = predict_model(model, preds, parse_input_shape(input_shape))
     if as_json:
@@ -187,7 +191,7 @@ def predict_cmd(
 def _render(result: Any) -> None:
     total = result.kernel_sum_ms or 1.0
     table = Table("kernel", "shape", "ops", "predicted ms", "share", title=f"{common.esc(result.name)} on "
-                  f"{common.esc(result.device)} ({result.precision}, fusion: {common.esc(result.rules_source)})")
+                  f"{common.esc(result.device)} ({result.precision.value}, fusion: {common.esc(result.rules_source)})")
     for k in result.kernels:
         table.add_row(common.esc(k.kernel + (" (fallback)" if k.fallback else "")), common.esc(k.key or "-"),
                       common.esc("+".join(k.op_types)), f"{k.latency_ms:.4f}", f"{k.latency_ms / total:.1%}")

@@ -50,15 +50,15 @@ def eval_cmd(
     if as_json:
         common.print_json(summary)
         return
-    table = Table("model", "RMSE ms", "MAPE %", "±5%", "±10%", "Spearman", "Kendall τ",
-                  title=f"{common.esc(target)}, K={k}, {seeds} seed(s), {len(summary['known'])} known device(s)")
+    grid = Table("model", "RMSE ms", "MAPE %", "±5%", "±10%", "Spearman", "Kendall τ",
+                 title=f"{common.esc(target)}, K={k}, {seeds} seed(s), {len(summary['known'])} known device(s)")
     rows = [("latkit few-shot", summary["method"])]
     if summary.get("baseline"):
         rows.append(("ridge on 3 reference devices", summary["baseline"]))
     for name, s in rows:
-        table.add_row(name, f"{s['rmse_ms']:.3f}", f"{s['mape_pct']:.2f}", f"{s['acc5']:.3f}",
-                      f"{s['acc10']:.3f}", f"{s['spearman']:.4f}", f"{s['kendall']:.4f}")
-    common.out.print(table)
+        grid.add_row(name, f"{s['rmse_ms']:.3f}", f"{s['mape_pct']:.2f}", f"{s['acc5']:.3f}",
+                     f"{s['acc10']:.3f}", f"{s['spearman']:.4f}", f"{s['kendall']:.4f}")
+    common.out.print(grid)
     if plot is not None:
         common.err.print(f"scatter plot: {common.esc(plot)}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
@@ -12,6 +12,9 @@ from latkit.cli import common
 from latkit.cli.root import app
 from latkit.core.files import file_sha256
 from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
+
+if TYPE_CHECKING:
+    from latkit.devices.precision import Precision
 
 DEVICE_HELP = ("Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:SERIAL[?delegate=D&threads=N], "
                "adb+tcp://HOST:PORT.")
@@ -26,23 +29,23 @@ CLOCK_HELP = ("Host CPU clock: auto (thread CPU time with one thread, else wall)
               "The thread clock leaves out time other processes took the core.")
 
 
-def open_dev(uri: str, threads: int, clock: Optional[str]):
+def open_device(uri: str, threads: int, clock: Optional[str]):
     """Open a device; ``--clock`` applies to the host-CPU backends only."""
-    from latkit.devices import open_device
+    from latkit.devices import open_device as _open
     from latkit.core.errors import UsageError
 
     if clock is None:
-        return open_device(uri, threads=threads)
+        return _open(uri, threads=threads)
     if not uri.startswith("cpu:"):
         raise UsageError(f"--clock applies to the host CPU devices (cpu:...), not {uri}")
-    return open_device(uri, threads=threads, clock=clock)
+    return _open(uri, threads=threads, clock=clock)
 
 
-def open_checked(uri: str, threads: int, clock: Optional[str], precision: Any):
-    """Open a device and check it runs ``precision``; returns ``(device, Precision)``."""
+def open_checked(uri: str, threads: int, clock: Optional[str], precision: Precision):
+    """Open a device and check it runs ``precision``; returns ``(device, precision)``."""
     from latkit.devices.precision import check_precision
 
-    dev = open_dev(uri, threads, clock)
+    dev = open_device(uri, threads, clock)
     try:
         return dev, check_precision(dev, precision)
     except BaseException:
@@ -112,9 +115,10 @@ def profile_cmd(
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.core.errors import UsageError
+    from latkit.devices.precision import Precision
     from latkit.profiler.spaces import get_space
 
-    wanted = precision_option(precision)
+    wanted = precision_option(precision) or Precision.FP32
     if space is None and arch is None:
         raise UsageError("give --space (all its operators) or --arch (one network's operators)")
     if sample is not None and passes > 1:
@@ -144,7 +148,8 @@ def profile_cmd(
         raise typer.Exit(1)
 
 
-def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec, passes: int = 1):
+def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec: Precision,
+                  passes: int = 1):  # fmt: skip
     """Profile ``specs`` into ``lut`` at ``prec`` (shared with other runs), with a progress bar.
 
     Returns the report, the stored latency of each op measured, and the keys other runs measured.
@@ -154,10 +159,9 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
     from latkit.core.errors import DeviceUnreachableError
     from latkit.lut.store import LUT
 
-    shared_kw = {"precision": prec, "passes": passes}
     uri = dev.info().uri
-    with LUT.open(lut, create=True) as table:
-        done = table.done_keys(uri, precision=prec)
+    with LUT.open(lut, create=True) as store:
+        done = store.done_keys(uri, precision=prec)
         todo = {s.key for s in specs if s.measurable and s.key not in done}
         n_ops = len({s.key for s in specs if s.measurable})
         total = min(len(todo), limit) if limit else len(todo)
@@ -177,41 +181,41 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
                                  f"{common.esc(names)}")
 
             try:
-                report, by_others = profile_shared(dev, specs, table, config, limit=limit,
-                                                   on_progress=on_progress, on_wait=on_wait, **shared_kw)
+                report, by_others = profile_shared(dev, specs, store, config, limit=limit, on_progress=on_progress,
+                                                   on_wait=on_wait, precision=prec, passes=passes)  # fmt: skip
             except DeviceUnreachableError as exc:
                 gone = f"stopped answering and did not come back within {config.outage_wait_s:g} s"
-                raise _stopped_short(uri, gone, table, prec, todo, lut) from exc
+                raise _stopped_short(uri, gone, store, prec, todo, lut) from exc
         if limit is None and report.left:  # a run without --limit ends with every operator measured or failed
             raise _stopped_short(uri, f"left {report.left} operator(s) neither measured nor failed",
-                                 table, prec, todo, lut)
-        stored = table.lookup(report.measured, uri, strict=False, precision=prec)  # what each op keeps
+                                 store, prec, todo, lut)
+        stored = store.lookup(report.measured, uri, strict=False, precision=prec)  # what each op keeps
         _print_report(report, lut, by_others)
     return report, {k: stored.get(k) for k in report.measured}, by_others
 
 
-def _stopped_short(uri: str, what: str, table, prec, todo: set[str], lut: Path) -> Exception:
+def _stopped_short(uri: str, what: str, store, prec: Precision, todo: set[str], lut: Path) -> Exception:
     """One line for a run that stopped before its end: the device, what happened, the rows this
     run kept and how to resume."""
     from latkit.core.errors import DeviceUnreachableError
 
-    kept = len(todo & table.done_keys(uri, precision=prec))
+    kept = len(todo & store.done_keys(uri, precision=prec))
     return DeviceUnreachableError(
         f"{uri} {what}; {kept} operator(s) measured since this run started are kept in {lut}, "
         f"{len(todo) - kept} are not measured yet: reconnect the device and rerun the same command to resume"
     )
 
 
-def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_json: bool = False) -> None:
+def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec: Precision,
+                     as_json: bool = False) -> None:  # fmt: skip
     from latkit.cli.progress import track
     from latkit.lut.claims import Claims
     from latkit.lut.store import LUT
     from latkit.predictors.sampling import profile_sampled
 
     try:
-        sampled_kw = {"precision": prec}
-        with LUT.open(lut, create=True) as table:
-            claims = Claims(table, dev.info().uri, **sampled_kw)
+        with LUT.open(lut, create=True) as store:
+            claims = Claims(store, dev.info().uri, precision=prec)
             claims.claim_device()  # the sample is chosen from what is stored: no other run may add meanwhile
             try:
                 with track("profiling (sampled)", n) as advance:
@@ -219,7 +223,7 @@ def _profile_sampled(dev, specs, lut: Path, config, n: int, seed: int, prec, as_
                         advance(f"{key}  {measurement.latency_ms:.3f} ms" if measurement is not None
                                 else f"{key}  failed")
 
-                    report = profile_sampled(dev, specs, table, config, n, seed, on_progress, **sampled_kw)
+                    report = profile_sampled(dev, specs, store, config, n, seed, on_progress, precision=prec)
             finally:
                 claims.release()
     finally:
@@ -296,22 +300,23 @@ def measure_cmd(
         _print_measure(result)
 
 
-def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Any, config) -> dict:
+def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Precision | None,
+                  config) -> dict:  # fmt: skip
     """Time a user's model file; the result dict of ``measure --json``."""
-    from latkit.devices.precision import check_precision
+    from latkit.devices.precision import Precision, check_precision
     from latkit.core.errors import UsageError
     from latkit.profiler.model_file import ModelFile
     from latkit.profiler.protocol import measure_one
 
     model = ModelFile(file)
     held = model.precision
-    if wanted is not None and held is not None and wanted is not held:
+    if wanted is not None and held is not None and wanted != held:
         raise UsageError(f"{model.path.name} holds a model at {held.value}, not {wanted.value}; "
                          f"give --precision {held.value} or leave it out")
-    dev = open_dev(uri, threads, clock)
+    dev = open_device(uri, threads, clock)
     try:
         model.check_device(dev)
-        prec = check_precision(dev, held or wanted)
+        prec = check_precision(dev, held or wanted or Precision.FP32)
         m = measure_one(dev, model, config)
     finally:
         dev.close()
@@ -321,15 +326,16 @@ def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], want
     return _result(m, facts)
 
 
-def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted, config) -> dict:
+def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted: Precision | None,
+                  config) -> dict:  # fmt: skip
     """Time a latkit network (``--arch``), with a LUT's estimate beside it when ``lut`` is given."""
-    from latkit.devices.precision import parse_precision
+    from latkit.devices.precision import Precision
     from latkit.lut.drift import combined, measure_drift
     from latkit.profiler.export import BuiltModel
     from latkit.profiler.protocol import measure_one
 
     network, _ = load_arch(space, arch, resolution)
-    prec = parse_precision(wanted)
+    prec = wanted or Precision.FP32
     built = BuiltModel(network, precision=prec)
     est, refs = None, []
     if lut is not None:
@@ -360,10 +366,10 @@ def _lut_estimate(lut: Path, network, prec):
     from latkit.lut.estimate import estimate
     from latkit.lut.store import LUT
 
-    with LUT.open(lut, readonly=True) as table:
-        est = estimate(table, network, precision=prec)
+    with LUT.open(lut, readonly=True) as store:
+        est = estimate(store, network, precision=prec)
         keys = [layer.spec.key for layer in network.layers]
-        refs = reference_ops(table, est.device, keys, precision=prec)
+        refs = reference_ops(store, est.device, keys, precision=prec)
     return est, refs
 
 
@@ -394,13 +400,13 @@ def _result(m, facts: dict) -> dict:
 
 def _print_measure(result: dict) -> None:
     what = result.get("network") or Path(result["file"]).name
-    table = Table("model", "precision", "device", "latency ms", "95% CI ms", "p90 ms", "samples", "converged")
-    table.add_row(common.esc(what), common.esc(result["precision"]), common.esc(result["device"]),
-                  common.fmt_ms(result["latency_ms"]),
-                  f"{common.fmt_ms(result['ci_low_ms'])}-{common.fmt_ms(result['ci_high_ms'])}",
-                  common.fmt_ms(result["p90_ms"]), f"{result['n_samples']} (x{result['iterations']})",
-                  "yes" if result["converged"] else "no")
-    common.out.print(table)
+    grid = Table("model", "precision", "device", "latency ms", "95% CI ms", "p90 ms", "samples", "converged")
+    grid.add_row(common.esc(what), common.esc(result["precision"]), common.esc(result["device"]),
+                 common.fmt_ms(result["latency_ms"]),
+                 f"{common.fmt_ms(result['ci_low_ms'])}-{common.fmt_ms(result['ci_high_ms'])}",
+                 common.fmt_ms(result["p90_ms"]), f"{result['n_samples']} (x{result['iterations']})",
+                 "yes" if result["converged"] else "no")
+    common.out.print(grid)
     if result.get("sha256"):
         common.out.print(f"{result['format']} file {common.esc(result['file'])}  sha256 {result['sha256'][:16]}")
     warning = (result["provenance"].get("delegation_warning") or "").strip()

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from latkit.cli import common
 from latkit.cli.root import app
-from latkit.cli.profile import DEVICE_HELP, open_dev
+from latkit.cli.profile import DEVICE_HELP, open_device
 from latkit.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from latkit.devices.precision import Precision
 
 
 _STAGE_NAMES = {"train": "training architectures", "smooth": "scoring for smoothed accuracy"}
@@ -99,7 +102,7 @@ class _Source:
     predictor: Optional[Path]
     resolution: Optional[int]
     calibrated: bool
-    precision: Optional[str]
+    precision: Optional[Precision]  # None: the LUT's only one (fp32 for a device's own LUT)
 
 
 @app.command("search")
@@ -114,10 +117,12 @@ def search_cmd(
     train_steps: _TrainStepsOpt = None, inherit: _InheritOpt = True, as_json: _JsonOpt = False,
 ) -> None:  # fmt: skip
     """Search a space for the most accurate architecture within --target-ms."""
+    from latkit.devices.precision import parse_precision
     from latkit.search.run import SearchConfig
     from latkit.search.target import check_tolerance, parse_target
 
     target = parse_target(target_ms, speedup)
+    prec = parse_precision(precision) if precision is not None else None
     tolerance = check_tolerance(tolerance)
     _check_out(out, resume)
     if accuracy_table is not None:
@@ -125,7 +130,7 @@ def search_cmd(
         _tabular(space, accuracy_table, latency_table, target.resolve(None), algorithm, queries, seed,
                  latency_samples, out, as_json)
         return
-    source = _Source(lut, device, predictor, resolution, calibrated, precision)
+    source = _Source(lut, device, predictor, resolution, calibrated, prec)
     sp, model = _space_and_model(space, source, out, algorithm, train_steps, resume)
     ms = _resolve_target(sp, model, target, tolerance, as_json)
     config = SearchConfig(ms, algorithm, epochs, seed, queries=queries, resume=resume,
@@ -158,10 +163,8 @@ def _check_tabular(target, smooth_accuracy: Optional[int], train_steps: Optional
 def _space_and_model(space: str, source: _Source, out: Path, algorithm: str, train_steps: Optional[int],
                      resume: bool):  # fmt: skip
     """The space and its latency model from the one latency source (checked, and --resume checked)."""
-    from latkit.devices.precision import parse_precision
     from latkit.profiler.spaces import get_space
 
-    prec = parse_precision(source.precision) if source.precision is not None else None
     if len([s for s in (source.lut, source.device, source.predictor) if s is not None]) != 1:
         raise UsageError("give exactly one latency source: --lut PATH, --device URI or --predictor PATH "
                          "(or --accuracy-table for the tabular mode)")
@@ -171,7 +174,7 @@ def _space_and_model(space: str, source: _Source, out: Path, algorithm: str, tra
     if resume:
         _check_resume(out, algorithm, train_steps)
     model = _latency_model(sp, source.lut, source.device, source.predictor, source.resolution, source.calibrated,
-                           prec)  # fmt: skip
+                           source.precision)  # fmt: skip
     return sp, model
 
 
@@ -243,7 +246,7 @@ def _resolve_target(sp, model, target, tolerance: float, quiet: bool) -> float:
 
 
 def _latency_model(sp, lut: Optional[Path], device: Optional[str], predictor: Optional[Path],
-                   resolution: Optional[int], calibrated: bool, precision):
+                   resolution: Optional[int], calibrated: bool, precision: Optional[Precision]):
     from latkit.devices.precision import Precision
     from latkit.lut.store import LUT
     from latkit.lut.tables import TableLatencyModel
@@ -257,8 +260,8 @@ def _latency_model(sp, lut: Optional[Path], device: Optional[str], predictor: Op
     if device is not None:
         precision = precision or Precision.FP32
         lut = _device_lut(sp, device, resolution, precision)
-    with LUT.open(lut) as table:
-        return TableLatencyModel.from_lut(sp, table, resolution=resolution, calibrated=calibrated, precision=precision)
+    with LUT.open(lut) as store:
+        return TableLatencyModel.from_lut(sp, store, resolution=resolution, calibrated=calibrated, precision=precision)
 
 
 def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None:
@@ -273,7 +276,7 @@ def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None
     check_resumable(out, algorithm)
 
 
-def _device_lut(sp, device: str, resolution: Optional[int], precision) -> Path:
+def _device_lut(sp, device: str, resolution: Optional[int], precision: Precision) -> Path:
     """The device's cached LUT for the space, with any missing operator profiled now at ``precision``."""
     from latkit.cli.progress import track
     from latkit.devices.precision import check_precision
@@ -284,15 +287,15 @@ def _device_lut(sp, device: str, resolution: Optional[int], precision) -> Path:
 
     res = resolution or sp.default_resolution
     path = lut_path_for(device, sp.name, res)
-    dev = open_dev(device, 1, None)
+    dev = open_device(device, 1, None)
     try:
         check_precision(dev, precision)  # before a LUT file is made for it
         path.parent.mkdir(parents=True, exist_ok=True)
-        with LUT.open(path, create=True) as table:
+        with LUT.open(path, create=True) as store:
             specs = sp.operators(res)
-            todo = len([s for s in specs if s.key not in table.done_keys(dev.info().uri, precision=precision)])
+            todo = len([s for s in specs if s.key not in store.done_keys(dev.info().uri, precision=precision)])
             with track(f"profiling {device} ({precision.value})", todo, enabled=todo > 0) as advance:
-                report = profile_ops(dev, specs, table, ProtocolConfig.preset(Preset.PROFILE),
+                report = profile_ops(dev, specs, store, ProtocolConfig.preset(Preset.PROFILE),
                                      on_progress=lambda d, t, key, m: advance(key), precision=precision)
     finally:
         dev.close()
@@ -314,12 +317,12 @@ def _tabular(space: str, accuracy_table: str, latency_table: Optional[str], targ
     if as_json:
         common.print_json(result.to_dict())
         return
-    table = Table("algorithm", "queries", "best accuracy", "latency ms", "target ms", "oracle", "arch")
+    grid = Table("algorithm", "queries", "best accuracy", "latency ms", "target ms", "oracle", "arch")
     extra = result.extra
-    table.add_row(common.esc(algorithm), str(result.queries_used), f"{result.best_accuracy:.2f}",
-                  f"{result.best_latency_ms:.3f}", f"{target_ms:.3f}",
-                  f"{extra.get('oracle_accuracy', float('nan')):.2f}", common.esc(result.best_arch))
-    common.out.print(table)
+    grid.add_row(common.esc(algorithm), str(result.queries_used), f"{result.best_accuracy:.2f}",
+                 f"{result.best_latency_ms:.3f}", f"{target_ms:.3f}",
+                 f"{extra.get('oracle_accuracy', float('nan')):.2f}", common.esc(result.best_arch))
+    common.out.print(grid)
     if latency_samples is not None:
         common.out.print(f"true latency {extra.get('true_latency_ms', float('nan')):.3f} ms, "
                          f"meets the target: {extra.get('truly_feasible')}")

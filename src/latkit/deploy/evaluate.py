@@ -15,16 +15,17 @@ import torch
 
 from latkit.core.errors import UsageError
 from latkit.deploy import export_formats as fmt
+from latkit.deploy.layout import InputLayout
 
 
-def file_accuracy_pct(path: Path, fmt_name: str, layout: str, x: torch.Tensor | np.ndarray,
+def file_accuracy_pct(path: Path, format: str, layout: InputLayout, x: torch.Tensor | np.ndarray,
                       y: torch.Tensor | np.ndarray) -> float:  # fmt: skip
     """Top-1 accuracy (percent) of an ONNX or TFLite file on images ``x`` (NCHW) with labels ``y``.
 
     Args:
         path: the model file.
-        fmt_name: ``onnx`` or ``tflite``.
-        layout: the file's input layout, ``NCHW`` or ``NHWC``.
+        format: ``onnx`` or ``tflite``.
+        layout: the file's input layout.
         x: images ``(N, C, H, W)``, float32.
         y: integer labels ``(N,)``.
 
@@ -36,9 +37,9 @@ def file_accuracy_pct(path: Path, fmt_name: str, layout: str, x: torch.Tensor | 
     if len(xs) == 0 or len(xs) != len(ys):
         raise UsageError(f"accuracy needs images and labels of one count, got {len(xs)} and {len(ys)}")
     xs = xs.astype(np.float32)
-    if layout.upper() == "NHWC":
+    if layout == InputLayout.NHWC:
         xs = xs.transpose(0, 2, 3, 1)
-    outs = fmt.predict(path, fmt_name, [np.ascontiguousarray(xs[i : i + 1]) for i in range(len(xs))])
+    outs = fmt.predict(path, format, [np.ascontiguousarray(xs[i : i + 1]) for i in range(len(xs))])
     predicted = np.array([int(np.argmax(o)) for o in outs])
     return 100.0 * float(np.mean(predicted == ys.astype(np.int64)))
 

@@ -3,7 +3,7 @@
 :func:`export_arch` reads an ``arch.json`` (or any ``--arch`` form that names its
 space), builds the architecture as a plain ``torch.nn.Sequential`` (no supernet
 machinery: :func:`latkit.profiler.build.build_network`), loads its trained
-weights, writes one file per format and variant into the user's folder, runs
+weights, writes one file per format and precision into the user's folder, runs
 each file in its runtime against torch, and writes a JSON sidecar next to it.
 
 Weights file (safetensors)
@@ -22,8 +22,8 @@ file with metadata (schema ``latkit.weights``, network key, class count).
 
 Sidecar (``<file>.json``, schema ``latkit.export``, ``kind: deployable``)
 -------------------------------------------------------------------------
-file name, format, variant, size and sha256; input / output names, shapes and
-layout; exporter versions (ONNX opset); the architecture (space, native arch,
+file name, format, precision (key ``variant``), size and sha256; input / output
+names, shapes and layout; exporter versions (ONNX opset); the architecture (space, native arch,
 resolution, network key, classes, parameters); the weights (file and sha256, or
 ``random`` when the caller asked for untrained weights); the latency target and the predicted
 latency with its source (both from arch.json when it has them); the parity of
@@ -42,7 +42,7 @@ the images it was calibrated on) when one is given, else 3 seeded inputs.
 
 Precision
 ---------
-``precision="int8"`` ships full-integer static int8 files: ``model_int8.tflite``
+``precision=Precision.INT8`` ships full-integer static int8 files: ``model_int8.tflite``
 and ``model_int8.onnx`` (QDQ), quantized by :mod:`latkit.profiler.quantize` from
 the float32 files with activation ranges calibrated on ``representative``
 images (a few hundred from the training set; without them, seeded random
@@ -67,7 +67,7 @@ from torch import nn
 from latkit.core.files import atomic_path, check_output_dir, file_sha256, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.core.errors import ArchError, UsageError
 from latkit.profiler.build import count_params
 from latkit.profiler.export import network_key
@@ -76,6 +76,7 @@ from latkit.profiler.spaces.load import load_network, read_arch_text
 from latkit.deploy import export_formats as fmt
 from latkit.deploy.export_formats import ExportError
 from latkit.deploy.exported_file import REL_TOL, ExportedFile, check_parity, write_sidecar
+from latkit.deploy.layout import InputLayout
 from latkit.deploy.export_weights import (
     CHECKPOINT_FILE,
     read_weights,
@@ -101,7 +102,6 @@ SCHEMA_VERSION = 1
 REPORT_NAME = "export.json"
 PARITY_INPUTS = 3
 PARITY_SEED = 1234
-LAYOUTS = ("nchw", "nhwc")
 FORMATS = ("onnx", "tflite")
 
 ProgressFn = Callable[[str], None]
@@ -208,23 +208,23 @@ class ExportReport:
     classes: int
     weights: str | None
     files: list[ExportedFile] = field(default_factory=list)
-    precision: str = "fp32"  # the precision the model ships at
+    precision: Precision = Precision.FP32  # the precision the model ships at
 
     def shipped(self, format: str) -> ExportedFile:
         """The file of ``format`` at the shipped precision."""
         return self.file(format, self.precision)
 
-    def file(self, format: str, variant: str = "fp32") -> ExportedFile:
-        """The exported file of ``format`` and ``variant``.
+    def file(self, format: str, precision: Precision = Precision.FP32) -> ExportedFile:
+        """The exported file of ``format`` at ``precision``.
 
         Raises:
             UsageError: no such file was exported.
         """
         for f in self.files:
-            if f.format == format and f.variant == variant:
+            if f.format == format and f.precision == precision:
                 return f
-        have = ", ".join(f"{f.format}/{f.variant}" for f in self.files) or "none"
-        raise UsageError(f"no {format}/{variant} file was exported (have: {have})")
+        have = ", ".join(f"{f.format}/{f.precision}" for f in self.files) or "none"
+        raise UsageError(f"no {format}/{precision} file was exported (have: {have})")
 
     def to_dict(self) -> ExportReportDict:
         """JSON-ready form (saved as ``export.json``)."""
@@ -232,7 +232,7 @@ class ExportReport:
             "schema": f"{SCHEMA}-report", "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
             "out_dir": str(self.out_dir), "network": self.network, "space": self.space,
             "resolution": self.resolution, "classes": self.classes, "weights": self.weights,
-            "precision": self.precision, "files": [f.to_dict() for f in self.files],
+            "precision": self.precision.value, "files": [f.to_dict() for f in self.files],
         }  # fmt: skip
 
 
@@ -241,17 +241,18 @@ class ExportReport:
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """What an export writes, checked: formats, TFLite variants (the shipped precision's included)."""
+    """What an export writes, checked: formats, the TFLite files' precisions besides float32
+    (the shipped precision's included), the shipped precision and the TFLite input layout."""
 
     formats: tuple[str, ...]
-    variants: tuple[str, ...]
+    tflite_precisions: tuple[Precision, ...]
     precision: Precision
-    nhwc: bool  # the TFLite files take NHWC input
+    layout: InputLayout  # of the TFLite files' input
 
     @property
     def quantizes(self) -> bool:
         """Whether any file is quantized (so a representative batch is needed)."""
-        return bool(self.variants) or self.precision != Precision.FP32
+        return bool(self.tflite_precisions) or self.precision != Precision.FP32
 
 
 @dataclass(frozen=True)
@@ -283,13 +284,20 @@ def _parse_formats(formats: Sequence[str] | str) -> list[str]:
     return out
 
 
-def _parse_variants(variants: Sequence[str] | str) -> list[str]:
-    items = variants.split(",") if isinstance(variants, str) else list(variants)
-    out = [v.strip().lower() for v in items if v.strip()]
-    for v in out:
-        if v not in fmt.TFLITE_VARIANTS:
-            raise UsageError(f"unknown variant {v!r}; TFLite variants are fp16 and int8 (full-integer static)")
-    return list(dict.fromkeys(out))
+def parse_variants(words: Sequence[str] | str) -> tuple[Precision, ...]:
+    """``--variants fp16,int8`` (a list or comma-separated) as the TFLite files' precisions besides float32.
+
+    Raises:
+        UsageError: a word that is not fp16 or int8.
+    """
+    items = words.split(",") if isinstance(words, str) else list(words)
+    out = []
+    for word in (str(w).strip().lower() for w in items if str(w).strip()):
+        found = [p for p in fmt.TFLITE_PRECISIONS if p.value == word]
+        if not found:
+            raise UsageError(f"unknown variant {word!r}; TFLite variants are fp16 and int8 (full-integer static)")
+        out.append(found[0])
+    return tuple(dict.fromkeys(out))
 
 
 def parity_inputs(shape_nchw: tuple[int, ...], n: int = PARITY_INPUTS) -> list[torch.Tensor]:
@@ -298,31 +306,29 @@ def parity_inputs(shape_nchw: tuple[int, ...], n: int = PARITY_INPUTS) -> list[t
     return [torch.randn(*shape_nchw, generator=gen) for _ in range(n)]
 
 
-def _plan(formats: Sequence[str] | str, variants: Sequence[str] | str, precision: str | Precision,
-          layout: str | None, nhwc: bool) -> ExportPlan:  # fmt: skip
-    """Formats, TFLite variants (the shipped precision's included), precision and NHWC, checked."""
+def _plan(formats: Sequence[str] | str, tflite_precisions: Sequence[Precision], precision: Precision,
+          layout: InputLayout) -> ExportPlan:  # fmt: skip
+    """Formats, the TFLite files' precisions (the shipped precision's included), precision and layout, checked."""
     formats_ = _parse_formats(formats)
-    variants_ = _parse_variants(variants)
-    p = parse_precision(precision)
-    if layout is not None and str(layout).lower() not in LAYOUTS:
-        raise UsageError(f"unknown layout {layout!r}; use nchw or nhwc (TFLite input; ONNX is always NCHW)")
-    if variants_ and "tflite" not in formats_:
+    extra = list(dict.fromkeys(tflite_precisions))
+    for p in extra:
+        if p not in fmt.TFLITE_PRECISIONS:
+            raise UsageError(f"TFLite files besides float32 are fp16 and int8 (full-integer static), not {p}")
+    if extra and "tflite" not in formats_:
         raise UsageError("fp16 / int8 variants are TFLite files; add tflite to --format")
-    if p == Precision.FP16 and "tflite" not in formats_:
+    if precision == Precision.FP16 and "tflite" not in formats_:
         raise UsageError("fp16 files are TFLite files (ONNX Runtime on CPU runs no fp16 model); add tflite to --format")
-    if p != Precision.FP32 and "tflite" in formats_ and p.value not in variants_:
-        variants_.append(p.value)
-    nhwc = (str(layout).lower() == "nhwc") if layout is not None else nhwc
-    return ExportPlan(tuple(formats_), tuple(variants_), p, nhwc)
+    if precision != Precision.FP32 and "tflite" in formats_ and precision not in extra:
+        extra.append(precision)
+    return ExportPlan(tuple(formats_), tuple(extra), precision, layout)
 
 
 def export_arch(
     arch_path: str | Path, weights: str | Path | None = None, formats: Sequence[str] | str = FORMATS,
-    out_dir: str | Path = "export", nhwc: bool = False, variants: Sequence[str] | str = (), *,
-    precision: str | Precision = Precision.FP32, representative: Images | None = None, layout: str | None = None,
-    space: SearchSpace | str | None = None, resolution: int | None = None, name: str = "model",
+    out_dir: str | Path = "export", *, precision: Precision = Precision.FP32, layout: InputLayout = InputLayout.NCHW,
+    tflite_precisions: Sequence[Precision] = (), representative: Images | None = None, name: str = "model",
+    space: SearchSpace | str | None = None, resolution: int | None = None, random_weights: bool = False,
     device: Device | None = None, protocol: ProtocolConfig | None = None, on_progress: ProgressFn | None = None,
-    random_weights: bool = False,
 ) -> ExportReport:  # fmt: skip
     """Export an architecture with its weights to deployable files with sidecars.
 
@@ -332,10 +338,10 @@ def export_arch(
             writes), a search checkpoint (the supernet weights of the architecture's path), or a
             folder holding either.
         formats, out_dir: ``onnx`` and/or ``tflite`` (a list or comma-separated); the folder to write.
-        nhwc: the TFLite files take NHWC input (ONNX stays NCHW); ``layout`` (nchw / nhwc) overrides it.
-        variants: extra TFLite variants: ``fp16`` and/or ``int8`` (full-integer static).
-        precision: the shipped precision: ``int8`` adds ``model_int8.tflite`` and ``model_int8.onnx``
-            (QDQ), ``fp16`` adds ``model_fp16.tflite``; the float32 files are always written.
+        tflite_precisions: TFLite files at fp16 and/or int8 (full-integer static) too (``--variants``).
+        precision: the shipped precision: int8 adds ``model_int8.tflite`` and ``model_int8.onnx``
+            (QDQ), fp16 adds ``model_fp16.tflite``; the float32 files are always written.
+        layout: the TFLite files' input layout (ONNX stays NCHW).
         representative: images ``(N, C, H, W)`` the int8 ranges are calibrated on (None: seeded random).
         space, resolution, name: the search space (or its name) when ``arch_path`` does not name it;
             the input resolution (default: the arch's own, else the space's); the file stem.
@@ -349,14 +355,14 @@ def export_arch(
         The report, also saved as ``out_dir/export.json``.
 
     Raises:
-        UsageError / ArchError: bad formats, variants, precision, layout or architecture.
+        UsageError / ArchError: bad formats, TFLite precisions or architecture.
         StoreError: weights that do not fit, or an unwritable folder.
         MissingExtraError: TFLite export without litert-torch / ai-edge-quantizer.
         ExportError: an exporter failed or a file misses its parity tolerance.
     """
     from latkit.deploy.export_quantized import QuantBatch
 
-    plan = _plan(formats, variants, precision, layout, nhwc)
+    plan = _plan(formats, tflite_precisions, precision, layout)
     if isinstance(space, str):
         from latkit.profiler.spaces.base import get_space
 
@@ -368,7 +374,7 @@ def export_arch(
     ref = _reference(info, weights)
     batch = QuantBatch(representative, ref.shape_nchw, ref.inputs) if plan.quantizes else None
     report = ExportReport(out, ref.network.name, info.space, info.resolution, classes_of(ref.network),
-                          str(weights) if weights else "random", precision=plan.precision.value)  # fmt: skip
+                          str(weights) if weights else "random", precision=plan.precision)  # fmt: skip
     say = on_progress or (lambda msg: None)
     base = _base_meta(info, ref.network, ref.module, weights)
     report.files += _write_files(plan, ref, batch, base, out, name, say)
@@ -405,22 +411,22 @@ def _write_files(plan: ExportPlan, ref: TorchReference, batch: QuantBatch | None
             say("quantizing the ONNX file to int8 (QDQ)")
             files.append(export_quantized(onnx32, ref.module, batch, base, plan.precision, out / f"{name}_int8.onnx"))
     if "tflite" in plan.formats:
-        say("converting to TFLite" + (" (NHWC input)" if plan.nhwc else ""))
-        fp32 = _export_tflite(ref, out / f"{name}.tflite", base, plan.nhwc)
+        say("converting to TFLite" + (" (NHWC input)" if plan.layout == InputLayout.NHWC else ""))
+        fp32 = _export_tflite(ref, out / f"{name}.tflite", base, plan.layout)
         files.append(fp32)
-        for variant in plan.variants:
-            say(f"writing the TFLite {variant} file")
-            files.append(export_quantized(fp32, ref.module, batch, base, Precision(variant),
-                                          out / f"{name}_{variant}.tflite"))  # fmt: skip
+        for precision in plan.tflite_precisions:
+            say(f"writing the TFLite {precision} file")
+            files.append(export_quantized(fp32, ref.module, batch, base, precision,
+                                          out / f"{name}_{precision}.tflite"))  # fmt: skip
     return files
 
 
 def _measure_files(report: ExportReport, device: Device, protocol: ProtocolConfig | None, say: ProgressFn) -> None:
     from latkit.deploy.verify import measure_exported
 
-    runs = tuple(getattr(device, "precisions", ("fp32",)))
+    runs = tuple(getattr(device, "precisions", (Precision.FP32,)))
     for f in report.files:
-        if f.format == device.model_format.value and f.variant in runs:
+        if f.format == device.model_format.value and f.precision in runs:
             say(f"measuring {f.path.name} on {device.uri}")
             measure_exported(device, f, protocol)
 
@@ -466,40 +472,39 @@ def _export_onnx(ref: TorchReference, path: Path, base: SidecarBase) -> Exported
     with atomic_path(path, "exported model", keep_suffix=True) as tmp:
         details = fmt.write_onnx(ref.module, inputs[0], tmp)
         got = fmt.run_onnx(tmp, [x.numpy() for x in inputs])
-    par: Parity = {**fmt.parity(ref.outputs, got, REL_TOL["fp32"]),
+    par: Parity = {**fmt.parity(ref.outputs, got, REL_TOL[Precision.FP32]),
                    "runtime": f"onnxruntime-{fmt.package_version('onnxruntime')}"}  # fmt: skip
-    check_parity(par, path, "fp32", "ONNX Runtime")
+    check_parity(par, path, Precision.FP32, "ONNX Runtime")
     shape = tuple(inputs[0].shape)
     entry: SidecarEntry = {
-        "format": "onnx", "variant": "fp32", "exporter": details, "opset": details["opset"],
-        "input": {"name": fmt.INPUT_NAME, "shape": list(shape), "layout": "NCHW", "dtype": "float32"},
+        "format": "onnx", "variant": Precision.FP32.value, "exporter": details, "opset": details["opset"],
+        "input": {"name": fmt.INPUT_NAME, "shape": list(shape), "layout": InputLayout.NCHW.tag, "dtype": "float32"},
         "output": {"name": fmt.OUTPUT_NAME, "shape": list(ref.outputs[0].shape), "dtype": "float32"},
         "parity": {"reference": "torch", **par},
     }  # fmt: skip
     sidecar = write_sidecar(path, base, entry)
-    return ExportedFile(path, sidecar, "onnx", "fp32", "NCHW", shape, par)
+    return ExportedFile(path, sidecar, "onnx", Precision.FP32, InputLayout.NCHW, shape, par)
 
 
-def _layout_inputs(inputs: list[torch.Tensor], nhwc: bool) -> list[np.ndarray]:
-    return [(x.permute(0, 2, 3, 1) if nhwc else x).contiguous().numpy() for x in inputs]
+def _layout_inputs(inputs: list[torch.Tensor], layout: InputLayout) -> list[np.ndarray]:
+    return [(x.permute(0, 2, 3, 1) if layout == InputLayout.NHWC else x).contiguous().numpy() for x in inputs]
 
 
-def _export_tflite(ref: TorchReference, path: Path, base: SidecarBase, nhwc: bool) -> ExportedFile:
-    wrapped = fmt.ToNHWC(ref.module).eval() if nhwc else ref.module
-    feeds = _layout_inputs(ref.inputs, nhwc)
+def _export_tflite(ref: TorchReference, path: Path, base: SidecarBase, layout: InputLayout) -> ExportedFile:
+    wrapped = fmt.ToNHWC(ref.module).eval() if layout == InputLayout.NHWC else ref.module
+    feeds = _layout_inputs(ref.inputs, layout)
     with atomic_path(path, "exported model", keep_suffix=True) as tmp:
         details = fmt.write_tflite(wrapped, torch.from_numpy(feeds[0]), tmp)
         got = fmt.run_tflite(tmp, feeds)
         io = fmt.tflite_io(tmp)
     _, runtime = fmt.tflite_interpreter_module()
-    par: Parity = {**fmt.parity(ref.outputs, got, REL_TOL["fp32"]), "runtime": runtime}
-    check_parity(par, path, "fp32", "LiteRT")
-    layout = "NHWC" if nhwc else "NCHW"
-    io["input"]["layout"] = layout
-    entry: SidecarEntry = {"format": "tflite", "variant": "fp32", "exporter": details, **io,
+    par: Parity = {**fmt.parity(ref.outputs, got, REL_TOL[Precision.FP32]), "runtime": runtime}
+    check_parity(par, path, Precision.FP32, "LiteRT")
+    io["input"]["layout"] = layout.tag
+    entry: SidecarEntry = {"format": "tflite", "variant": Precision.FP32.value, "exporter": details, **io,
                            "parity": {"reference": "torch", **par}}  # fmt: skip
     sidecar = write_sidecar(path, base, entry)
-    return ExportedFile(path, sidecar, "tflite", "fp32", layout, tuple(feeds[0].shape), par)
+    return ExportedFile(path, sidecar, "tflite", Precision.FP32, layout, tuple(feeds[0].shape), par)
 
 
 # --------------------------------------------------------------------------- files
@@ -515,6 +520,7 @@ __all__ = [
     "export_arch",
     "file_sha256",
     "parity_inputs",
+    "parse_variants",
     "read_arch",
     "read_weights",
     "save_weights",

@@ -24,6 +24,7 @@ from torch import nn
 
 from latkit.core.files import one_line
 from latkit.devices.base import captured_output
+from latkit.devices.precision import Precision
 from latkit.core.errors import LatkitError, MissingExtraError, UsageError
 from latkit.profiler.export import ONNX_OPSET
 from latkit.profiler.quiet import quiet_converter
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-TFLITE_VARIANTS = ("fp16", "int8")  # beyond the float32 file
+TFLITE_PRECISIONS = (Precision.FP16, Precision.INT8)  # beyond the float32 file
 INT8_MIN_TOP1 = 0.9  # int8 parity: share of inputs whose arg-max matches the float32 network
 INT8_REL_TOL = 0.25  # int8 parity: largest |int8 - float32| over the largest |float32| output
 
@@ -188,17 +189,17 @@ def _from_tensor(y: np.ndarray, detail: InterpreterTensor) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def predict(path: Path, fmt_name: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def predict(path: Path, format: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Outputs of an ONNX or TFLite file for each input, in the file's own runtime.
 
     Raises:
         UsageError: an unknown format.
     """
-    if fmt_name == "onnx":
+    if format == "onnx":
         return run_onnx(path, inputs)
-    if fmt_name == "tflite":
+    if format == "tflite":
         return run_tflite(path, inputs)
-    raise UsageError(f"cannot run a {fmt_name!r} file; use onnx or tflite")
+    raise UsageError(f"cannot run a {format!r} file; use onnx or tflite")
 
 
 def tflite_io(path: Path) -> FileIO:
@@ -257,7 +258,7 @@ def quantized_parity(reference: list[np.ndarray], got: list[np.ndarray],
 
 __all__ = [
     "ExportError",
-    "TFLITE_VARIANTS",
+    "TFLITE_PRECISIONS",
     "ToNHWC",
     "parity",
     "quantized_parity",

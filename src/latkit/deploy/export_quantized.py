@@ -27,6 +27,7 @@ from torch import nn
 
 from latkit.core.files import atomic_path
 from latkit.devices.precision import Precision
+from latkit.deploy.layout import InputLayout
 from latkit.core.errors import UsageError
 from latkit.deploy import export_formats as fmt
 from latkit.deploy.exported_file import REL_TOL, ExportedFile, check_parity, write_sidecar
@@ -74,19 +75,19 @@ class QuantBatch:
         self.parity = self.images[:PARITY_BATCH]
         self.meta = {"source": "images", "n_images": len(self.images)}
 
-    def for_layout(self, arrays: Sequence[np.ndarray] | None, layout: str) -> list[np.ndarray] | None:
+    def for_layout(self, arrays: Sequence[np.ndarray] | None, layout: InputLayout) -> list[np.ndarray] | None:
         """``arrays`` (NCHW) in a file's input layout."""
         if arrays is None:
             return None
-        return [np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout == "NHWC" else x for x in arrays]
+        return [np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout == InputLayout.NHWC else x for x in arrays]
 
 
-def _quantize(fmt_name: str, src: Path, dst: Path, precision: Precision,
+def _quantize(format: str, src: Path, dst: Path, precision: Precision,
               rep: list[np.ndarray] | None) -> Mapping[str, object]:  # fmt: skip
     """Quantize ``src`` into ``dst``; the quantizer's own account of what it did (free-form)."""
     from latkit.profiler import quantize as q
 
-    fn = q.quantize_onnx if fmt_name == "onnx" else q.quantize_tflite
+    fn = q.quantize_onnx if format == "onnx" else q.quantize_tflite
     return fn(src, dst, precision, representative=rep)
 
 
@@ -100,7 +101,7 @@ def export_quantized(
         module: the float32 torch network (the parity reference).
         batch: representative images and the parity batch.
         base: the sidecar fields every file of the export shares.
-        precision: ``fp16`` (TFLite) or ``int8``.
+        precision: fp16 (TFLite) or int8.
         path: where the file goes (written atomically).
 
     Returns:
@@ -132,21 +133,21 @@ def export_quantized(
     if precision == Precision.INT8:
         par = fmt.quantized_parity(reference, got)
     else:
-        par = fmt.parity(reference, got, REL_TOL[precision.value])
+        par = fmt.parity(reference, got, REL_TOL[precision])
     par["runtime"] = runtime
-    check_parity(par, path, precision.value, runtime)
+    check_parity(par, path, precision, runtime)
     src_meta = src.meta()
     if io is None:
         io = {"input": src_meta["input"], "output": src_meta["output"]}
-    io["input"]["layout"] = src.layout
+    io["input"]["layout"] = src.layout.tag
     entry: SidecarEntry = {
         "format": src.format, "variant": precision.value, "precision": precision.value,
-        "file_precision": Precision(holds).value, "exporter": src_meta.get("exporter"), "quantization": details,
+        "file_precision": holds.value, "exporter": src_meta.get("exporter"), "quantization": details,
         "representative": batch.meta, **io, "derived_from": src.path.name,
         "parity": {"reference": "torch float32", "inputs": _parity_inputs_text(batch), **par},
     }  # fmt: skip
     sidecar = write_sidecar(path, base, entry)
-    return ExportedFile(path, sidecar, src.format, precision.value, src.layout, src.input_shape, par)
+    return ExportedFile(path, sidecar, src.format, precision, src.layout, src.input_shape, par)
 
 
 def _parity_inputs_text(batch: QuantBatch) -> str:

@@ -16,13 +16,15 @@ from pathlib import Path
 
 from latkit.core.errors import StoreError
 from latkit.core.files import file_sha256, read_json, write_json
+from latkit.devices.precision import Precision
 from latkit.deploy.export_formats import INT8_REL_TOL, ExportError
+from latkit.deploy.layout import InputLayout
 from latkit.deploy.sidecar import ExportedFileDict, MeasuredLatency, Parity, Sidecar, SidecarBase, SidecarEntry
 
 log = logging.getLogger(__name__)
 
-REL_TOL = {"fp32": 1e-3, "fp16": 2e-2, "int8": INT8_REL_TOL}  # parity tolerance by variant
-STRICT_VARIANTS = ("fp32", "fp16")  # parity failure raises for these
+REL_TOL = {Precision.FP32: 1e-3, Precision.FP16: 2e-2, Precision.INT8: INT8_REL_TOL}  # parity tolerance
+STRICT_PRECISIONS = (Precision.FP32, Precision.FP16)  # parity failure raises for these
 
 
 @dataclass
@@ -32,8 +34,8 @@ class ExportedFile:
     path: Path
     sidecar: Path
     format: str  # "onnx" | "tflite"
-    variant: str  # "fp32" | "fp16" | "int8"
-    layout: str  # input layout: "NCHW" | "NHWC"
+    precision: Precision
+    layout: InputLayout
     input_shape: tuple[int, ...]
     parity: Parity
     measured: MeasuredLatency | None = None
@@ -48,17 +50,17 @@ class ExportedFile:
     def to_dict(self) -> ExportedFileDict:
         """JSON-ready form."""
         return {
-            "path": str(self.path), "sidecar": str(self.sidecar), "format": self.format, "variant": self.variant,
-            "layout": self.layout, "input_shape": list(self.input_shape), "parity": self.parity,
-            "measured": self.measured,
+            "path": str(self.path), "sidecar": str(self.sidecar), "format": self.format,
+            "variant": self.precision.value, "layout": self.layout.tag, "input_shape": list(self.input_shape),
+            "parity": self.parity, "measured": self.measured,
         }  # fmt: skip
 
 
-def check_parity(parity: Parity, path: Path, variant: str, runtime: str) -> None:
+def check_parity(parity: Parity, path: Path, precision: Precision, runtime: str) -> None:
     """Judge a file's parity with torch: a float file outside its tolerance raises, a quantized one is logged.
 
     Raises:
-        ExportError: a float32 or fp16 file (:data:`STRICT_VARIANTS`) missed its tolerance.
+        ExportError: a float32 or fp16 file (:data:`STRICT_PRECISIONS`) missed its tolerance.
     """
     if parity["passed"]:
         return
@@ -66,9 +68,9 @@ def check_parity(parity: Parity, path: Path, variant: str, runtime: str) -> None
         f"{path.name} ({runtime}) differs from torch by {parity['max_rel_err']:.3g} of the output "
         f"scale (tolerance {parity['rel_tol']:g})"
     )
-    if variant in STRICT_VARIANTS:
+    if precision in STRICT_PRECISIONS:
         raise ExportError(f"{msg}; the exporter mistranslated the network, report it with the arch.json")
-    log.warning("%s; expected for %s quantization", msg, variant)
+    log.warning("%s; expected for %s quantization", msg, precision.value)
 
 
 def write_sidecar(path: Path, base: SidecarBase, entry: SidecarEntry) -> Path:
@@ -82,4 +84,4 @@ def write_sidecar(path: Path, base: SidecarBase, entry: SidecarEntry) -> Path:
     return sidecar
 
 
-__all__ = ["REL_TOL", "STRICT_VARIANTS", "ExportedFile", "check_parity", "write_sidecar"]
+__all__ = ["REL_TOL", "STRICT_PRECISIONS", "ExportedFile", "check_parity", "write_sidecar"]

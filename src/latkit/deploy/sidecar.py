@@ -37,7 +37,7 @@ class TensorInfo(TypedDict, total=False):
     name: str
     shape: list[int]
     dtype: str
-    layout: str  # "NCHW" | "NHWC"
+    layout: str  # ``InputLayout.tag``: "NCHW" | "NHWC"
 
 
 class FileIO(TypedDict):
@@ -151,11 +151,11 @@ class SidecarBase(TypedDict):
 
 
 class SidecarEntry(TypedDict, total=False):
-    """The sidecar fields of one file: its format, variant, tensors, exporter and parity."""
+    """The sidecar fields of one file: its format, precision, tensors, exporter and parity."""
 
     format: str  # "onnx" | "tflite"
-    variant: str  # "fp32" | "fp16" | "int8"
-    precision: str  # quantized files
+    variant: str  # the file's precision (``Precision.value``), under its first name
+    precision: str  # quantized files: the same
     file_precision: str  # what the quantized file really holds
     exporter: ExporterInfo | None
     opset: int  # ONNX files

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Union
 
 from latkit.core.files import write_json
 from latkit.devices.base import Device, ModelFormat
-from latkit.devices.precision import Precision
 from latkit.core.errors import UsageError
 from latkit.lut.drift import Drift, Reference, combined, measure_drift
 from latkit.core.files import file_sha256
 from latkit.deploy.exported_file import ExportedFile
+from latkit.deploy.layout import InputLayout
 from latkit.deploy.sidecar import MeasuredLatency
 from latkit.search.target import DEFAULT_TOLERANCE, within_budget
 
@@ -49,11 +49,11 @@ class ExportedModel:
 
     def __init__(self, exported: ExportedFile) -> None:
         self.exported = exported
-        self.precision = Precision(exported.variant)  # devices build nothing: the file is at this precision
+        self.precision = exported.precision  # devices build nothing: the file is at this precision
         self.key = f"export-{exported.path.stem}-{file_sha256(exported.path)[:16]}"
         shape = exported.input_shape
         self.input_shape: tuple[int, ...] = (
-            (shape[0], shape[3], shape[1], shape[2]) if exported.layout == "NHWC" else tuple(shape)
+            (shape[0], shape[3], shape[1], shape[2]) if exported.layout == InputLayout.NHWC else tuple(shape)
         )
 
     def file(self, fmt_: ModelFormat) -> Path:

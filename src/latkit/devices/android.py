@@ -43,6 +43,7 @@ from latkit.devices.android_state import (
 from latkit.devices.base import Device, DeviceInfo, ModelFormat, ModelSource, Session, register_device
 from latkit.devices.benchmark_parser import MAX_OUTPUT_BYTES, BenchmarkResult, parse_benchmark_output
 from latkit.devices.delegation import Delegation, summarize_delegation
+from latkit.devices.precision import Precision
 from latkit.core.errors import DeviceError, DeviceUnreachableError, MeasurementError, ParseError, UsageError
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class AndroidDevice(Device):
     """
 
     model_format = ModelFormat.TFLITE
-    precisions = ("fp32", "fp16", "int8")
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
 
     def __init__(self, uri: str, threads: int = 1, *, benchmark_binary: str | Path | None = None,
                  adb_server: bool = False, key_path: str | Path | None = None, cpu_mask: str = "big",

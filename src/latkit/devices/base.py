@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from latkit.core.errors import DeviceError, UnknownNameError, UsageError
 from latkit.core.registry import Registry, name_attribute, subclass_of
+from latkit.devices.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ class Device(ABC):
 
     scheme: str = ""  # URI scheme this class answers, e.g. "cpu:onnxruntime"
     model_format: ModelFormat = ModelFormat.ONNX
-    # precisions (latkit.devices.precision.Precision values) this backend can run
-    precisions: tuple[str, ...] = ("fp32",)
+    # the precisions this backend can run
+    precisions: tuple[Precision, ...] = (Precision.FP32,)
 
     def __init__(self, uri: str, threads: int = 1) -> None:
         if threads < 1:

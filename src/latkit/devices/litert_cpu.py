@@ -47,7 +47,7 @@ from latkit.devices.base import (
     register_device,
 )
 from latkit.devices.clock import HostDevice
-from latkit.devices.precision import check_precision
+from latkit.devices.precision import Precision, check_precision, precision_of
 from latkit.core.errors import DeviceError, MeasurementError, MissingExtraError, UsageError
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class LiteRTCPU(HostDevice):
     """The LiteRT (TFLite) interpreter with XNNPACK on the host CPU."""
 
     model_format = ModelFormat.TFLITE
-    precisions = ("fp32", "fp16", "int8")
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -192,7 +192,7 @@ class LiteRTCPU(HostDevice):
             DeviceError: the file cannot be loaded or run.
             UsageError: the model's precision is not one this device runs.
         """
-        check_precision(self, getattr(model, "precision", None))
+        check_precision(self, precision_of(model))
         module, _, _ = self._require()
         path = Path(model.file(ModelFormat.TFLITE))
         interps = [self._load(module, path, model) for _ in range(INSTANCES)]

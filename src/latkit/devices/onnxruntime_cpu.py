@@ -29,7 +29,7 @@ from latkit.devices.base import (
     register_device,
 )
 from latkit.devices.clock import HostDevice
-from latkit.devices.precision import check_precision
+from latkit.devices.precision import Precision, check_precision, precision_of
 from latkit.core.errors import DeviceError, MeasurementError, UsageError
 
 PROVIDER = "CPUExecutionProvider"
@@ -102,7 +102,7 @@ class OnnxRuntimeCPU(HostDevice):
     """ONNX Runtime on the host CPU."""
 
     model_format = ModelFormat.ONNX
-    precisions = ("fp32", "int8")
+    precisions = (Precision.FP32, Precision.INT8)
 
     def info(self) -> DeviceInfo:
         """Runtime, version, threads, CPU model and session settings."""
@@ -131,7 +131,7 @@ class OnnxRuntimeCPU(HostDevice):
             DeviceError: ONNX Runtime cannot load or run the file.
             UsageError: the model's precision is not one this device runs.
         """
-        check_precision(self, getattr(model, "precision", None))
+        check_precision(self, precision_of(model))
         path = Path(model.file(ModelFormat.ONNX))
         try:
             sess = ort.InferenceSession(str(path), self.session_options(), providers=[PROVIDER])

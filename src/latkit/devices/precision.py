@@ -8,6 +8,12 @@ representative inputs, the way LiteRT/XNNPACK, NNAPI and ONNX Runtime run it.
 
 Each device class says which precisions it can run (``Device.precisions``);
 :func:`check_precision` refuses any other in one line naming those it runs.
+
+Text becomes a :class:`Precision` once, where it enters latkit: the CLI, the
+Python API (:mod:`latkit.api`) and the readers of saved files (a LUT row, a
+sidecar, a run's state) call :func:`parse_precision`; every layer below takes
+and passes the :class:`Precision` itself. Saved files hold its ``value``
+(``"fp32"``, ``"fp16"``, ``"int8"``).
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ PRECISIONS: tuple[str, ...] = tuple(p.value for p in Precision)
 DEFAULT_PRECISION = Precision.FP32
 
 
-def parse_precision(text: str | Precision | None) -> Precision:
-    """``text`` as a :class:`Precision` (``None`` is fp32).
+def parse_precision(text: str | None) -> Precision:
+    """``text`` (what a user typed or a file holds) as a :class:`Precision` (``None`` is fp32).
 
     Raises:
         UsageError: not one of fp32, fp16, int8.
@@ -52,17 +58,19 @@ def parse_precision(text: str | Precision | None) -> Precision:
         raise UsageError(f"unknown precision {text!r}; use one of {', '.join(PRECISIONS)}") from None
 
 
-def check_precision(device: Device | type[Device], precision: str | Precision | None) -> Precision:
-    """``precision`` parsed, if ``device`` can run it.
+def precision_of(model: object) -> Precision:
+    """The precision a model source is built at (fp32 for one that does not say, or cannot tell)."""
+    return getattr(model, "precision", None) or DEFAULT_PRECISION
+
+
+def check_precision(device: Device | type[Device], precision: Precision) -> Precision:
+    """``precision``, if ``device`` can run it.
 
     Raises:
-        UsageError: an unknown precision, or one this device does not run.
+        UsageError: a precision this device does not run.
     """
-    p = parse_precision(precision)
-    runs = tuple(Precision(x) for x in getattr(device, "precisions", (DEFAULT_PRECISION,)))
-    if p not in runs:
+    runs = tuple(getattr(device, "precisions", (DEFAULT_PRECISION,)))
+    if precision not in runs:
         name = getattr(device, "uri", None) or getattr(device, "scheme", "") or type(device).__name__
-        raise UsageError(
-            f"device {name} does not run {p.value} models; it runs {', '.join(x.value for x in runs)}"
-        )
-    return p
+        raise UsageError(f"device {name} does not run {precision} models; it runs {', '.join(map(str, runs))}")
+    return precision

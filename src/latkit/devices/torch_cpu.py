@@ -23,7 +23,7 @@ from latkit.devices.base import (
     register_device,
 )
 from latkit.devices.clock import HostDevice
-from latkit.devices.precision import check_precision
+from latkit.devices.precision import Precision, check_precision, precision_of
 from latkit.core.errors import DeviceError, MeasurementError, UsageError
 
 INPUT_SEED = 0
@@ -77,7 +77,7 @@ class TorchCPU(HostDevice):
     """Eager torch on the host CPU."""
 
     model_format = ModelFormat.TORCH
-    precisions = ("fp32",)  # eager CPU torch has no fast fp16 or int8 convolutions
+    precisions = (Precision.FP32,)  # eager CPU torch has no fast fp16 or int8 convolutions
 
     def info(self) -> DeviceInfo:
         """Runtime version, threads, CPU model and torch's CPU build."""
@@ -92,7 +92,7 @@ class TorchCPU(HostDevice):
             DeviceError: the module cannot run on the model's input shape.
             UsageError: the model is not fp32 (the only precision this device runs).
         """
-        check_precision(self, getattr(model, "precision", None))
+        check_precision(self, precision_of(model))
         module = model.torch_module().eval()
         gen = torch.Generator().manual_seed(INPUT_SEED)
         example = torch.randn(tuple(model.input_shape), generator=gen)

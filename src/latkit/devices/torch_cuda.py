@@ -26,7 +26,7 @@ from latkit.devices.base import (
     Session,
     register_device,
 )
-from latkit.devices.precision import Precision, check_precision
+from latkit.devices.precision import Precision, check_precision, precision_of
 from latkit.core.errors import DeviceError, MeasurementError, UsageError
 
 INPUT_SEED = 0
@@ -81,7 +81,7 @@ class TorchCUDA(Device):
     """Eager torch on one CUDA GPU (``cuda`` means ``cuda:0``)."""
 
     model_format = ModelFormat.TORCH
-    precisions = ("fp32", "fp16")
+    precisions = (Precision.FP32, Precision.FP16)
 
     def __init__(self, uri: str, threads: int = 1) -> None:
         super().__init__(uri, threads)
@@ -132,7 +132,7 @@ class TorchCUDA(Device):
             DeviceError: the module cannot be moved to or run on the GPU.
             UsageError: the model's precision is not one this device runs.
         """
-        precision = check_precision(self, getattr(model, "precision", None))
+        precision = check_precision(self, precision_of(model))
         dtype = torch.float16 if precision is Precision.FP16 else torch.float32
         gen = torch.Generator().manual_seed(INPUT_SEED)
         try:

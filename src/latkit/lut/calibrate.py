@@ -143,7 +143,7 @@ def measure_passes(
 
 def _measure_networks(
     device: Device, networks: Sequence[Network], config: ProtocolConfig,
-    on_progress: Callable[[int, int, str], None] | None, cache_dir: Path | str | None, prec: str,
+    on_progress: Callable[[int, int, str], None] | None, cache_dir: Path | str | None, prec: Precision,
 ) -> list[list[float]]:  # fmt: skip
     """Every network's end-to-end figures (see :func:`measure_passes`), warning about unsteady ones."""
     from latkit.profiler.export import BuiltModel
@@ -167,7 +167,7 @@ def calibrate_device(
     on_progress: Callable[[int, int, str], None] | None = None,
     *,
     cache_dir: Path | str | None = None,
-    precision: str | Precision = Precision.FP32,
+    precision: Precision = Precision.FP32,
 ) -> Calibration:
     """Measure ``networks`` end to end on ``device``, fit, and (by default) save.
 
@@ -196,7 +196,7 @@ def calibrate_device(
     from latkit.profiler.protocol import ProtocolConfig
 
     config = config or ProtocolConfig()
-    prec = check_precision(device, precision).value
+    prec = check_precision(device, precision)
     estimates = [estimate(lut, net, device=device.uri, calibration=False, precision=prec) for net in networks]
     config = replace(config, pool_size=max(config.pool_size, len(networks)))  # a pass pools all its networks
     runs = _measure_networks(device, networks, config, on_progress, cache_dir, prec)
@@ -208,7 +208,7 @@ def calibrate_device(
     if save:
         save_calibration(
             lut, device.uri, cal,
-            {"precision": prec, "networks": [n.name for n in networks], "lut_sums_ms": sums, "n_ops": counts,
+            {"precision": prec.value, "networks": [n.name for n in networks], "lut_sums_ms": sums, "n_ops": counts,
              "e2e_ms": e2e, "e2e_runs_ms": runs, "min_op_ms": min_op,
              "device": device.info().to_dict(), "protocol": config.to_dict()},
             precision=prec,

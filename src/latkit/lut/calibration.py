@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from latkit._version import __version__
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.core.errors import StoreError, UsageError
 from latkit.lut.store import LUT, utc_now
 
@@ -131,16 +131,16 @@ def save_calibration(
     cal: Calibration,
     provenance: Mapping[str, object] | None = None,
     *,
-    precision: str | Precision = Precision.FP32,
+    precision: Precision = Precision.FP32,
 ) -> None:
     """Store ``cal`` as the device's newest calibration at ``precision`` (committed)."""
-    prec = parse_precision(precision).value
-    prov = {"latkit_version": __version__, "fitted_at": utc_now(), "precision": prec, **(provenance or {})}
-    lut.save_calibration(device_uri, KIND, cal.to_dict(), prov, precision=prec)
+    prov = {"latkit_version": __version__, "fitted_at": utc_now(), "precision": precision.value,
+            **(provenance or {})}  # fmt: skip
+    lut.save_calibration(device_uri, KIND, cal.to_dict(), prov, precision=precision)
 
 
 def load_calibration(
-    lut: LUT, device_uri: str, *, precision: str | Precision = Precision.FP32
+    lut: LUT, device_uri: str, *, precision: Precision = Precision.FP32
 ) -> Calibration | None:
     """The device's newest calibration at ``precision``, or None if it has none (one
     fitted at another precision is never returned)."""

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.core.errors import StoreError, UsageError
 from latkit.lut.store import LUT
 from latkit.profiler.measurement import Measurement
@@ -51,13 +51,13 @@ STALE_S = 600.0  # a claim of another host not renewed for this long is abandone
 _DDL = """CREATE TABLE IF NOT EXISTS claims (
     op_key TEXT NOT NULL,
     device_uri TEXT NOT NULL,
-    precision TEXT NOT NULL DEFAULT 'fp32',
+    precision TEXT NOT NULL DEFAULT '{fp32}',
     owner TEXT NOT NULL,
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
     renewed_at REAL NOT NULL,
     PRIMARY KEY (op_key, device_uri, precision)
-)"""
+)""".format(fp32=Precision.FP32.value)
 
 
 def _started(pid: int) -> str:
@@ -87,9 +87,9 @@ class Holder:
 class Claims:
     """This process's claims on the operators of one device, at one precision, in one LUT."""
 
-    def __init__(self, lut: LUT, device_uri: str, *, precision: str | Precision = Precision.FP32) -> None:
+    def __init__(self, lut: LUT, device_uri: str, *, precision: Precision = Precision.FP32) -> None:
         self.lut, self.uri = lut, device_uri
-        self.precision = parse_precision(precision).value
+        self.precision = precision
         self.pid, self.host = os.getpid(), socket.gethostname()
         # the process's start time tells a reused pid from the run that held it
         self.owner = f"{self.host}:{self.pid}:{_started(self.pid)}:{uuid.uuid4().hex[:12]}"
@@ -115,7 +115,7 @@ class Claims:
         conn.execute(_DDL)
         rows = conn.execute(
             "SELECT op_key, owner, pid, host, renewed_at FROM claims WHERE device_uri = ? AND precision = ?",
-            (self.uri, self.precision),
+            (self.uri, self.precision.value),
         ).fetchall()
         live, dead = [], []
         for key, owner, pid, host, renewed in rows:
@@ -150,7 +150,7 @@ class Claims:
         conn.executemany(
             "INSERT OR REPLACE INTO claims(op_key, device_uri, precision, owner, pid, host, renewed_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(k, self.uri, self.precision, self.owner, self.pid, self.host, now) for k in keys],
+            [(k, self.uri, self.precision.value, self.owner, self.pid, self.host, now) for k in keys],
         )
         conn.execute("UPDATE claims SET renewed_at = ? WHERE owner = ?", (now, self.owner))
 
@@ -226,16 +226,16 @@ class ClaimingSink:
         self.lut, self.claims = lut, claims
         self.already: list[str] = []
 
-    def _precision(self, precision: str | Precision | None) -> str:
+    def _precision(self, precision: Precision | None) -> Precision:
         """The claims' precision; another one is a caller's mistake."""
-        prec = self.claims.precision if precision is None else parse_precision(precision).value
+        prec = self.claims.precision if precision is None else precision
         if prec != self.claims.precision:
             raise UsageError(
                 f"this profiling run claimed {self.claims.precision} operators; it cannot store {prec} ones"
             )
         return prec
 
-    def done_keys(self, device_uri: str, *, precision: str | Precision | None = None) -> set[str]:
+    def done_keys(self, device_uri: str, *, precision: Precision | None = None) -> set[str]:
         """Keys already measured on ``device_uri`` at the claims' precision."""
         return self.lut.done_keys(device_uri, precision=self._precision(precision))
 
@@ -245,7 +245,7 @@ class ClaimingSink:
         measurement: Measurement,
         device: dict[str, Any],
         *,
-        precision: str | Precision | None = None,
+        precision: Precision | None = None,
     ) -> None:
         """Store one measurement (at the claims' precision) and release its claim (one transaction)."""
         prec = self._precision(precision)
@@ -332,7 +332,7 @@ def profile_shared(
     on_wait: Any = None,
     poll_s: float = 1.0,
     *,
-    precision: str | Precision = Precision.FP32,
+    precision: Precision = Precision.FP32,
     passes: int = 1,
 ) -> tuple[Any, list[str]]:
     """:func:`~latkit.profiler.runner.profile_ops` for a LUT other runs may share.
@@ -360,13 +360,12 @@ def profile_shared(
 
     t0 = time.perf_counter()
     uri = device.info().uri
-    prec = parse_precision(precision).value
     unique = measurable_by_key(specs)
-    done_before = lut.done_keys(uri, precision=prec)
+    done_before = lut.done_keys(uri, precision=precision)
     report = ProfileReport(device=uri, skipped=[k for k in unique if k in done_before])
     todo = [k for k in unique if k not in done_before]
     budget = len(todo) if limit is None else min(limit, len(todo))
-    claims = Claims(lut, uri, precision=prec)
+    claims = Claims(lut, uri, precision=precision)
     sink = ClaimingSink(lut, claims)
     chunks = _claimed_chunks(
         claims, todo, budget, _chunk(config), wait=limit is None, on_wait=on_wait, poll_s=poll_s
@@ -374,7 +373,7 @@ def profile_shared(
     try:
         for batch in chunks:
             part = profile_ops(
-                device, [unique[k] for k in batch], sink, config, on_progress=on_progress, precision=prec,
+                device, [unique[k] for k in batch], sink, config, on_progress=on_progress, precision=precision,
                 passes=passes,
             )
             claims.release(batch)  # the failed ones: another run may try them

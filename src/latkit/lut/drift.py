@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from latkit.devices.base import Device
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.lut.store import SOURCE_MEASURED, LUT
 from latkit.profiler.ops import OpSpec
 
@@ -34,7 +34,7 @@ class Reference:
 
     spec: OpSpec
     lut_ms: float
-    precision: str = Precision.FP32.value  # the LUT row's, and what the op is rebuilt at
+    precision: Precision = Precision.FP32  # the LUT row's, and what the op is rebuilt at
 
 
 @dataclass
@@ -60,7 +60,7 @@ def reference_ops(
     keys: Iterable[str],
     n: int = REFERENCE_OPS,
     *,
-    precision: str | Precision = Precision.FP32,
+    precision: Precision = Precision.FP32,
 ) -> list[Reference]:
     """The ``n`` slowest of ``keys`` that ``lut`` holds as measurements on ``device`` at ``precision``.
 
@@ -68,14 +68,13 @@ def reference_ops(
     per-run costs, and they are the ones that weigh most in the network.
     Predicted rows are skipped: a reference must be a figure this device produced.
     """
-    prec = parse_precision(precision).value
     wanted = list(dict.fromkeys(keys))
-    sources = lut.sources(wanted, device, precision=prec)
+    sources = lut.sources(wanted, device, precision=precision)
     measured = [
-        (lut.latency_ms(k, device, precision=prec), k) for k in wanted if sources.get(k) == SOURCE_MEASURED
+        (lut.latency_ms(k, device, precision=precision), k) for k in wanted if sources.get(k) == SOURCE_MEASURED
     ]
     measured.sort(reverse=True)
-    return [Reference(lut.spec(k), ms, prec) for ms, k in measured[:n]]
+    return [Reference(lut.spec(k), ms, precision) for ms, k in measured[:n]]
 
 
 def measure_drift(device: Device, refs: Sequence[Reference], protocol: Any) -> Drift | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.core.errors import MissingOpsError, UsageError
 from latkit.lut.calibration import load_calibration
 from latkit.lut.store import LUT
@@ -35,7 +35,7 @@ class LayerEstimate:
 class PrecisionMismatchError(MissingOpsError):
     """Operators the LUT lacks at the precision asked for but holds at another."""
 
-    def __init__(self, missing: list[str], where: str, precision: str, elsewhere: dict[str, int]) -> None:
+    def __init__(self, missing: list[str], where: str, precision: Precision, elsewhere: dict[Precision, int]) -> None:
         """``elsewhere``: for each other precision, how many of ``missing`` the LUT holds at it."""
         super().__init__(missing, lut=where)
         self.precision, self.elsewhere = precision, dict(elsewhere)
@@ -49,20 +49,20 @@ class PrecisionMismatchError(MissingOpsError):
         )
 
 
-def resolve_precision(lut: LUT, uri: str, precision: str | Precision | None) -> str:
+def resolve_precision(lut: LUT, uri: str, precision: Precision | None) -> Precision:
     """The precision to read ``uri``'s rows at: ``precision``, or the only one the LUT holds.
 
     Raises:
-        UsageError: ``precision`` is unknown, or None while the LUT holds rows of
-            several precisions for the device.
+        UsageError: ``precision`` is None while the LUT holds rows of several
+            precisions for the device.
     """
     if precision is not None:
-        return parse_precision(precision).value
+        return precision
     held = lut.precisions(uri)
     if len(held) > 1:
         names = ", ".join(held[:-1]) + f" and {held[-1]}"
         raise UsageError(f"LUT {lut.path} has {names} rows for {uri}; give --precision")
-    return held[0] if held else Precision.FP32.value
+    return held[0] if held else Precision.FP32
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Estimate:
     layers: tuple[LayerEstimate, ...]
     calibrated: bool
     calibration: dict[str, Any] | None = None
-    precision: str = Precision.FP32.value  # of every row summed and of the calibration applied
+    precision: Precision = Precision.FP32  # of every row summed and of the calibration applied
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -97,7 +97,7 @@ def estimate(
     device: str | None = None,
     calibration: bool = True,
     *,
-    precision: str | Precision | None = None,
+    precision: Precision | None = None,
 ) -> Estimate:
     """Estimate ``network``'s latency from ``lut``, at one precision.
 
@@ -120,7 +120,7 @@ def estimate(
     measurable = [layer for layer in network.layers if layer.spec.measurable]
     keys = [layer.spec.key for layer in measurable]
     try:
-        table = lut.lookup(keys, uri, precision=prec)
+        ms_by_key = lut.lookup(keys, uri, precision=prec)
     except MissingOpsError as exc:
         where = f"{lut.path} ({uri}) for {network.name}"
         elsewhere = {p: len(lut.lookup(exc.missing, uri, strict=False, precision=p))
@@ -129,7 +129,7 @@ def estimate(
         if elsewhere:
             raise PrecisionMismatchError(exc.missing, where, prec, elsewhere) from None
         raise MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec}) for {network.name}") from None
-    lat = [table[layer.spec.key] if layer.spec.measurable else 0.0 for layer in network.layers]
+    lat = [ms_by_key[layer.spec.key] if layer.spec.measurable else 0.0 for layer in network.layers]
     sources = lut.sources(keys, uri, precision=prec)
     lut_sum = float(sum(lat))
     layers = tuple(

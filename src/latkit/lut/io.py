@@ -63,7 +63,7 @@ class Conflict:
     existing_ms: float
     incoming_ms: float
     kept: str  # "existing" or "incoming"
-    precision: str = Precision.FP32.value
+    precision: Precision = Precision.FP32
 
 
 @dataclass
@@ -225,7 +225,7 @@ def _check_calibration(cal: Any, where: str) -> dict[str, Any]:
         if not isinstance(cal.get(f), str) or not cal[f].strip():
             raise StoreError(f"{where} has no {f} (text); the file is damaged")
     try:  # absent: a calibration from before precisions, fitted at fp32
-        precision = parse_precision(cal.get("precision")).value
+        precision = parse_precision(cal.get("precision"))
     except UsageError:
         raise StoreError(
             f"{where} ({cal['device_uri']}): precision is {cal.get('precision')!r}, not one of "
@@ -390,12 +390,12 @@ def _same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return math.isclose(a["latency_ms"], b["latency_ms"], rel_tol=1e-12) and a["source"] == b["source"]
 
 
-def _ident(row: dict[str, Any]) -> tuple[str, str, str]:
+def _ident(row: dict[str, Any]) -> tuple[str, str, Precision]:
     """A measurement's identity: op, device and precision."""
     return row["op_key"], row["device_uri"], row["precision"]
 
 
-def _cal_ident(cal: dict[str, Any]) -> tuple[str, str, str, str]:
+def _cal_ident(cal: dict[str, Any]) -> tuple[str, Precision, str, str]:
     """A calibration's identity: device, precision, kind and when it was fitted."""
     return cal["device_uri"], cal["precision"], cal["kind"], cal["created_at"]
 
@@ -496,16 +496,16 @@ def _load_yaml(path: Path) -> tuple[dict[Any, Any], bytes]:
     except UnicodeDecodeError as exc:
         raise ParseError(f"{path} is not UTF-8 text (byte {exc.start}); give an OFA/ProxylessNAS yaml table") from exc
     try:
-        table = yaml.safe_load(text)
+        published = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
         raise ParseError(f"{path} is not valid YAML{at}; give an OFA/ProxylessNAS latency table") from exc
     except RecursionError as exc:
         raise ParseError(f"{path} is nested too deeply to be a latency table") from exc
-    if not isinstance(table, dict) or not table:
+    if not isinstance(published, dict) or not published:
         raise ParseError(f"{path} is not a mapping of operator keys to statistics")
-    return table, raw
+    return published, raw
 
 
 def _number(value: Any, path: Path, key: str, what: str) -> float:
@@ -552,7 +552,7 @@ def _parse_public_key(path: Path, key: Any, head_act: Act) -> OpSpec:
 
 
 def _public_payload(
-    path: Path, table: dict[Any, Any], raw: bytes, fam: PublicFamily, uri: str, source: str, prec: str
+    path: Path, published: dict[Any, Any], raw: bytes, fam: PublicFamily, uri: str, source: str, prec: Precision
 ) -> dict[str, Any]:
     """A published table as an import payload (its device, ops and rows), each entry checked."""
     provenance = {
@@ -561,7 +561,7 @@ def _public_payload(
         "imported_at": utc_now(), "latkit_version": __version__,
     }  # fmt: skip
     ops, rows = [], []
-    for key, entry in table.items():
+    for key, entry in published.items():
         spec = _parse_public_key(path, key, fam.head_act)
         row = _public_row(path, key, entry)
         row.update(
@@ -583,7 +583,7 @@ def import_public_yaml(
     family: str | None = None,
     replace: bool = False,
     *,
-    precision: str | Precision = Precision.FP32,
+    precision: Precision = Precision.FP32,
 ) -> MergeReport:
     """Import a published latency table (OFA or ProxylessNAS yaml, values in ms).
 
@@ -612,11 +612,11 @@ def import_public_yaml(
         StoreError: the file cannot be read.
     """
     path = Path(path)
-    table, raw = _load_yaml(path)
-    fam = _detect_family(path, [str(k) for k in table], family)
+    published, raw = _load_yaml(path)
+    fam = _detect_family(path, [str(k) for k in published], family)
     uri = device_uri or fam.device_uri
     source = f"imported:{name or path.stem}"
-    payload = _public_payload(path, table, raw, fam, uri, source, parse_precision(precision).value)
+    payload = _public_payload(path, published, raw, fam, uri, source, precision)
     checked = _check_payload(payload, str(path), set())
     report = _absorb(lut, checked, "incoming" if replace else "existing")
     report.sources.append(str(path))

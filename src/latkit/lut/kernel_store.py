@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from latkit.devices.precision import Precision
 from latkit.core.errors import StoreError
 from latkit.lut.store import LUT, utc_now
 from latkit.profiler.kernels import FusionRules, KernelConfig
@@ -85,7 +86,7 @@ class KernelStore:
 
     # ------------------------------------------------------------ kernels
 
-    def add(self, config: KernelConfig, m: Measurement, device: dict[str, Any], *, precision: str = "fp32",
+    def add(self, config: KernelConfig, m: Measurement, device: dict[str, Any], *, precision: Precision = Precision.FP32,
             source: str = "measured") -> None:
         """Store one kernel measurement in its own committed transaction (a re-measure replaces it)."""
         with self.lut.transaction() as conn:
@@ -94,22 +95,22 @@ class KernelStore:
                 "INSERT OR REPLACE INTO kernel_measurements(device_uri, precision, kernel_type, key, config_json, "
                 "latency_ms, std_ms, rel_ci, n_samples, converged, samples_json, provenance_json, source, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (device["uri"], precision, config.type.value, config.key, _json(config.to_dict()), m.latency_ms,
+                (device["uri"], precision.value, config.type.value, config.key, _json(config.to_dict()), m.latency_ms,
                  m.std_ms, m.rel_ci, m.n_samples, int(bool(m.converged)), _json(m.samples_ms),
                  _json(m.provenance), source, utc_now()),
             )  # fmt: skip
 
-    def done_keys(self, device_uri: str, *, precision: str = "fp32") -> set[str]:
+    def done_keys(self, device_uri: str, *, precision: Precision = Precision.FP32) -> set[str]:
         """Configuration keys already measured on the device at the precision."""
         rows = self._rows("SELECT key FROM kernel_measurements WHERE device_uri = ? AND precision = ?",
-                          (device_uri, precision))  # fmt: skip
+                          (device_uri, precision.value))  # fmt: skip
         return {r[0] for r in rows}
 
-    def measurements(self, device_uri: str, *, precision: str = "fp32",
+    def measurements(self, device_uri: str, *, precision: Precision = Precision.FP32,
                      kernel_type: str | None = None) -> list[tuple[KernelConfig, float]]:
         """Every measured (configuration, latency_ms) of the device, optionally of one kernel type."""
         sql = "SELECT config_json, latency_ms FROM kernel_measurements WHERE device_uri = ? AND precision = ?"
-        params: list[Any] = [device_uri, precision]
+        params: list[Any] = [device_uri, precision.value]
         if kernel_type is not None:
             sql += " AND kernel_type = ?"
             params.append(kernel_type)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from latkit.devices.precision import PRECISIONS, parse_precision
+from latkit.devices.precision import PRECISIONS, Precision, parse_precision
 from latkit.core.errors import StoreError, UsageError
 
 # the per-measurement numeric columns, in table order; None = not known (imported tables)
@@ -40,10 +40,10 @@ def valid_latency(value: Any) -> bool:
     return _is_number(value) and math.isfinite(value) and 0 < value < MAX_LATENCY_MS
 
 
-def _precision(value: Any, bad: Callable[[str], StoreError]) -> str:
-    """A row's precision word; absent in a row of a LUT or export from before precisions: fp32."""
+def _precision(value: Any, bad: Callable[[str], StoreError]) -> Precision:
+    """A row's precision; absent in a row of a LUT or export from before precisions: fp32."""
     try:
-        return parse_precision(value).value
+        return parse_precision(value)
     except UsageError:
         raise bad(f"precision is {value!r}, not one of {', '.join(PRECISIONS)}") from None
 
@@ -99,7 +99,8 @@ def check_row(row: Any, where: str = "measurement") -> dict[str, Any]:
         where: how the message names the row (``"file.json: measurement #3"``).
 
     Returns:
-        The row with only :data:`ROW_FIELDS`, statistics as floats / ints.
+        The row with only :data:`ROW_FIELDS`, statistics as floats / ints, ``precision``
+        a :class:`~latkit.devices.precision.Precision`.
 
     Raises:
         StoreError: the first field that is missing or of the wrong type or value.

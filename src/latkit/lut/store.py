@@ -35,7 +35,7 @@ from typing import Any
 
 from latkit.core.files import finite_or_null, one_line
 from latkit._version import __version__
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.core.errors import MissingOpsError, StoreError, UsageError
 from latkit.lut.rows import (  # noqa: F401  (re-exported: the row form is part of the store's API)
     MAX_LATENCY_MS,
@@ -55,12 +55,14 @@ SOURCE_MEASURED = "measured"
 # rows an op-level predictor filled in: estimates use them, a measurement replaces them
 SOURCE_PREDICTED_PREFIX = "predicted:"
 
+_FP32 = Precision.FP32.value  # the precision of a row or calibration that names none (schema 1)
+
 _MEASUREMENTS_V2 = """
 CREATE TABLE {name} (
     id INTEGER PRIMARY KEY,
     op_key TEXT NOT NULL REFERENCES ops(key),
     device_id INTEGER NOT NULL REFERENCES devices(id),
-    precision TEXT NOT NULL DEFAULT 'fp32',
+    precision TEXT NOT NULL DEFAULT '{fp32}',
     latency_ms REAL NOT NULL,
     mean_ms REAL, std_ms REAL, min_ms REAL, max_ms REAL,
     p10_ms REAL, p90_ms REAL, mad_ms REAL,
@@ -89,14 +91,14 @@ CREATE TABLE ops (
 CREATE TABLE calibrations (
     id INTEGER PRIMARY KEY,
     device_id INTEGER NOT NULL REFERENCES devices(id),
-    precision TEXT NOT NULL DEFAULT 'fp32',
+    precision TEXT NOT NULL DEFAULT '{fp32}',
     kind TEXT NOT NULL,
     params_json TEXT NOT NULL,
     provenance_json TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
-"""
-    + _MEASUREMENTS_V2.format(name="measurements")
+""".format(fp32=_FP32)
+    + _MEASUREMENTS_V2.format(name="measurements", fp32=_FP32)
 )
 
 # the v1 measurement columns, copied as they are by the v1 -> v2 migration
@@ -106,11 +108,6 @@ _V1_COLUMNS = (
     "provenance_json, source, created_at"
 )
 
-
-
-def _prec(precision: str | Precision | None) -> str:
-    """``precision`` as its word (None: fp32); UsageError for an unknown one."""
-    return parse_precision(precision).value
 
 
 def utc_now() -> str:
@@ -136,14 +133,14 @@ def migrate(conn: sqlite3.Connection, from_version: int) -> None:
     """
     if from_version == 1:
         n_before = conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
-        conn.execute(_MEASUREMENTS_V2.format(name="measurements_v2"))
+        conn.execute(_MEASUREMENTS_V2.format(name="measurements_v2", fp32=_FP32))
         conn.execute(
             f"INSERT INTO measurements_v2({_V1_COLUMNS}, precision) "
-            f"SELECT {_V1_COLUMNS}, 'fp32' FROM measurements"
+            f"SELECT {_V1_COLUMNS}, '{_FP32}' FROM measurements"
         )
         conn.execute("DROP TABLE measurements")
         conn.execute("ALTER TABLE measurements_v2 RENAME TO measurements")
-        conn.execute("ALTER TABLE calibrations ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'")
+        conn.execute(f"ALTER TABLE calibrations ADD COLUMN precision TEXT NOT NULL DEFAULT '{_FP32}'")
         conn.execute("DROP TABLE IF EXISTS claims")
         n_after = conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
         if n_after != n_before:  # cannot happen: the copy is one statement; checked all the same
@@ -507,7 +504,7 @@ class LUT:
         device_id = self.ensure_device(row["device_uri"])
         exists = self._q(
             "SELECT source, latency_ms FROM measurements WHERE op_key = ? AND device_id = ? AND precision = ?",
-            (row["op_key"], device_id, row["precision"]),
+            (row["op_key"], device_id, row["precision"].value),
         )
         predicted_only = bool(exists) and exists[0][0].startswith(SOURCE_PREDICTED_PREFIX)
         incoming_real = not str(row.get("source", "")).startswith(SOURCE_PREDICTED_PREFIX)
@@ -523,7 +520,7 @@ class LUT:
             "samples_json, provenance_json, source, created_at) "
             f"VALUES (?, ?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?, ?, ?, ?)",
             (
-                row["op_key"], device_id, row["precision"], *values, _json(samples),
+                row["op_key"], device_id, row["precision"].value, *values, _json(samples),
                 _json(row.get("provenance") or {}), row["source"], row.get("created_at") or utc_now(),
             ),
         )  # fmt: skip
@@ -537,7 +534,7 @@ class LUT:
         source: str = SOURCE_MEASURED,
         replace: bool = False,
         *,
-        precision: str | Precision = Precision.FP32,
+        precision: Precision = Precision.FP32,
     ) -> None:
         """Store one measurement in its own committed transaction (MeasurementSink).
 
@@ -552,18 +549,16 @@ class LUT:
         Raises:
             StoreError: the op is already measured on this device at this
                 precision (and not ``replace``), or the file cannot be written.
-            UsageError: the measurement's key is not the spec's key, or the
-                precision is unknown.
+            UsageError: the measurement's key is not the spec's key.
         """
         if measurement.key != spec.key:
             raise UsageError(f"measurement key {measurement.key!r} is not the spec's {spec.key!r}")
         uri = device.get("uri")
         if not uri:
             raise UsageError("device info has no 'uri'; pass DeviceInfo.to_dict()")
-        prec = _prec(precision)
         row = {k: getattr(measurement, k) for k in STAT_COLUMNS if hasattr(measurement, k)}
         row.update(
-            op_key=spec.key, device_uri=uri, precision=prec, samples_ms=measurement.samples_ms,
+            op_key=spec.key, device_uri=uri, precision=precision, samples_ms=measurement.samples_ms,
             provenance=measurement.provenance, source=source, created_at=utc_now(),
         )  # fmt: skip
         with self.transaction():
@@ -572,7 +567,7 @@ class LUT:
             written = self.put_row(row, replace=replace)
         if not written:
             raise StoreError(
-                f"LUT {self.path} already holds {spec.key} on {uri} at {prec} (measured by another run "
+                f"LUT {self.path} already holds {spec.key} on {uri} at {precision} (measured by another run "
                 "meanwhile?); the new measurement was not stored"
             )
 
@@ -584,21 +579,20 @@ class LUT:
         provenance: dict[str, Any],
         created_at: str | None = None,
         *,
-        precision: str | Precision = Precision.FP32,
+        precision: Precision = Precision.FP32,
     ) -> None:
         """Add a calibration for a device at a precision (the newest of a kind is the one used)."""
-        prec = _prec(precision)
         with self.transaction():
             device_id = self.ensure_device(device_uri)
             self._q(
                 "INSERT INTO calibrations(device_id, precision, kind, params_json, provenance_json, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (device_id, prec, kind, _json(params), _json(provenance), created_at or utc_now()),
+                (device_id, precision.value, kind, _json(params), _json(provenance), created_at or utc_now()),
             )
 
     # -------------------------------------------------------------- reading
 
-    def done_keys(self, device_uri: str, *, precision: str | Precision = Precision.FP32) -> set[str]:
+    def done_keys(self, device_uri: str, *, precision: Precision = Precision.FP32) -> set[str]:
         """Keys already measured on ``device_uri`` at ``precision`` (MeasurementSink); predicted
         rows, and rows with an invalid latency (re-profiling replaces them), are not."""
         return {
@@ -606,7 +600,7 @@ class LUT:
             for r in self._q(
                 "SELECT m.op_key, m.latency_ms FROM measurements m JOIN devices d ON d.id = m.device_id "
                 "WHERE d.uri = ? AND m.precision = ? AND m.source NOT LIKE ?",
-                (device_uri, _prec(precision), SOURCE_PREDICTED_PREFIX + "%"),
+                (device_uri, precision.value, SOURCE_PREDICTED_PREFIX + "%"),
             )
             if valid_latency(r[1])
         }
@@ -641,11 +635,11 @@ class LUT:
             )
         return device
 
-    def precisions(self, device: str | None = None) -> list[str]:
+    def precisions(self, device: str | None = None) -> list[Precision]:
         """The precisions the LUT holds measurement rows at (on ``device``, or on any), sorted."""
         where, params = ("WHERE d.uri = ?", (device,)) if device else ("", ())
         return sorted(
-            r[0]
+            self._stored_precision(r[0])
             for r in self._q(
                 "SELECT DISTINCT m.precision FROM measurements m "
                 f"JOIN devices d ON d.id = m.device_id {where}",
@@ -659,7 +653,7 @@ class LUT:
         device: str | None = None,
         strict: bool = True,
         *,
-        precision: str | Precision = Precision.FP32,
+        precision: Precision = Precision.FP32,
     ) -> dict[str, float]:
         """Latency (ms) of each key on ``device`` at ``precision`` (rows of another
         precision never stand in).
@@ -668,30 +662,29 @@ class LUT:
             MissingOpsError: some keys are absent (only when ``strict``).
         """
         uri = self.resolve_device(device)
-        prec = _prec(precision)
         wanted = list(dict.fromkeys(keys))
-        found = self._column_by_key("latency_ms", wanted, uri, prec)
+        found = self._column_by_key("latency_ms", wanted, uri, precision)
         for key, value in found.items():
             if not valid_latency(value):  # a row an older latkit imported unchecked
                 raise StoreError(
-                    f"LUT {self.path} holds an invalid latency for {key} on {uri} at {prec} ({value!r}); "
+                    f"LUT {self.path} holds an invalid latency for {key} on {uri} at {precision} ({value!r}); "
                     "re-profile that operator or rebuild the LUT from a checked import"
                 )
         missing = [k for k in wanted if k not in found]
         if missing and strict:
-            raise MissingOpsError(missing, lut=f"{self.path} ({uri}, {prec})")
+            raise MissingOpsError(missing, lut=f"{self.path} ({uri}, {precision})")
         return {k: found[k] for k in wanted if k in found}
 
     def sources(
-        self, keys: Iterable[str], device: str | None = None, *, precision: str | Precision = Precision.FP32
+        self, keys: Iterable[str], device: str | None = None, *, precision: Precision = Precision.FP32
     ) -> dict[str, str]:
         """Where each key's row came from on ``device`` at ``precision`` (``measured``,
         ``imported:...``, ``predicted:...``); keys without a row are left out."""
         return self._column_by_key(
-            "source", list(dict.fromkeys(keys)), self.resolve_device(device), _prec(precision)
+            "source", list(dict.fromkeys(keys)), self.resolve_device(device), precision
         )
 
-    def _column_by_key(self, column: str, keys: list[str], uri: str, precision: str) -> dict[str, Any]:
+    def _column_by_key(self, column: str, keys: list[str], uri: str, precision: Precision) -> dict[str, Any]:
         """``column`` of the measurement rows of ``keys`` on ``uri`` at ``precision``."""
         found: dict[str, Any] = {}
         for i in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
@@ -701,13 +694,13 @@ class LUT:
                     f"SELECT m.op_key, m.{column} FROM measurements m "
                     "JOIN devices d ON d.id = m.device_id "
                     f"WHERE d.uri = ? AND m.precision = ? AND m.op_key IN ({', '.join('?' * len(part))})",
-                    (uri, precision, *part),
+                    (uri, precision.value, *part),
                 )
             )
         return found
 
     def latency_ms(
-        self, key: str, device: str | None = None, *, precision: str | Precision = Precision.FP32
+        self, key: str, device: str | None = None, *, precision: Precision = Precision.FP32
     ) -> float:
         """Latency of one key (ms) at ``precision``.
 
@@ -739,7 +732,7 @@ class LUT:
         device: str | None = None,
         invalid: str = "raise",
         *,
-        precision: str | Precision | None = None,
+        precision: Precision | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Measurement rows (dicts with :data:`ROW_FIELDS`), by device, precision, then key.
 
@@ -771,6 +764,7 @@ class LUT:
             row = dict(zip(ROW_FIELDS, r))
             if invalid == "skip" and not valid_latency(row["latency_ms"]):
                 continue
+            row["precision"] = self._stored_precision(row["precision"])
             row["samples_ms"] = json.loads(row["samples_ms"])
             row["provenance"] = json.loads(row["provenance"])
             if row["converged"] is not None:
@@ -778,7 +772,7 @@ class LUT:
             yield row
 
     @staticmethod
-    def _where(device: str | None, precision: str | Precision | None, table: str) -> tuple[str, tuple]:
+    def _where(device: str | None, precision: Precision | None, table: str) -> tuple[str, tuple]:
         """A WHERE clause for an optional device (``d.uri``) and precision (``<table>.precision``)."""
         terms, params = [], []
         if device:
@@ -786,11 +780,11 @@ class LUT:
             params.append(device)
         if precision is not None:
             terms.append(f"{table}.precision = ?")
-            params.append(_prec(precision))
+            params.append(precision.value)
         return ("WHERE " + " AND ".join(terms) if terms else ""), tuple(params)
 
     def rows(
-        self, device: str | None = None, invalid: str = "raise", *, precision: str | Precision | None = None
+        self, device: str | None = None, invalid: str = "raise", *, precision: Precision | None = None
     ) -> list[dict[str, Any]]:
         """All measurement rows as dicts (see :meth:`iter_rows`).
 
@@ -800,7 +794,7 @@ class LUT:
         return list(self.iter_rows(device, invalid, precision=precision))
 
     def measurement(
-        self, key: str, device: str | None = None, *, precision: str | Precision = Precision.FP32
+        self, key: str, device: str | None = None, *, precision: Precision = Precision.FP32
     ) -> Measurement:
         """The stored measurement of ``key`` at ``precision``; unknown statistics read as NaN.
 
@@ -808,10 +802,9 @@ class LUT:
             MissingOpsError: no such measurement.
         """
         uri = self.resolve_device(device)
-        prec = _prec(precision)
-        for row in self.iter_rows(uri, invalid="keep", precision=prec):
+        for row in self.iter_rows(uri, invalid="keep", precision=precision):
             if row["op_key"] == key:
-                self.lookup([key], uri, precision=prec)  # refuses an invalid latency, naming the row
+                self.lookup([key], uri, precision=precision)  # refuses an invalid latency, naming the row
                 nan = float("nan")
                 return Measurement(
                     key=key,
@@ -824,10 +817,10 @@ class LUT:
                     samples_ms=row["samples_ms"],
                     provenance=row["provenance"],
                 )  # fmt: skip
-        raise MissingOpsError([key], lut=f"{self.path} ({uri}, {prec})")
+        raise MissingOpsError([key], lut=f"{self.path} ({uri}, {precision})")
 
     def calibrations(
-        self, device: str | None = None, *, precision: str | Precision | None = None
+        self, device: str | None = None, *, precision: Precision | None = None
     ) -> list[dict[str, Any]]:
         """Calibration rows (``device_uri, precision, kind, params, provenance,
         created_at``), oldest first; only ``device``'s / ``precision``'s when given."""
@@ -839,7 +832,7 @@ class LUT:
             params,
         )
         return [
-            {"device_uri": u, "precision": pr, "kind": k, "params": json.loads(p),
+            {"device_uri": u, "precision": self._stored_precision(pr), "kind": k, "params": json.loads(p),
              "provenance": json.loads(v), "created_at": t}
             for u, pr, k, p, v, t in rows
         ]  # fmt: skip
@@ -861,10 +854,10 @@ class LUT:
         lat = [r[1] for r in rows if valid_latency(r[1])]
         devices = []
         for dev in self.devices():
-            held = sorted({r[5] for r in rows if r[0] == dev["uri"]}) or [Precision.FP32.value]
-            for prec in held:
-                mine = [r for r in rows if r[0] == dev["uri"] and r[5] == prec]
-                devices.append(self._device_summary(dev, prec, mine))
+            held = sorted({self._stored_precision(r[5]) for r in rows if r[0] == dev["uri"]}) or [Precision.FP32]
+            for precision in held:
+                mine = [r for r in rows if r[0] == dev["uri"] and r[5] == precision.value]
+                devices.append(self._device_summary(dev, precision, mine))
         return {
             "path": str(self.path),
             "schema": SCHEMA_NAME,
@@ -884,7 +877,7 @@ class LUT:
         }
 
     @staticmethod
-    def _device_summary(dev: dict[str, Any], precision: str, mine: list[tuple]) -> dict[str, Any]:
+    def _device_summary(dev: dict[str, Any], precision: Precision, mine: list[tuple]) -> dict[str, Any]:
         """One ``summary()["devices"]`` entry: a device's rows at one precision."""
         ms = [r[1] for r in mine if valid_latency(r[1])]
         return {
@@ -901,7 +894,7 @@ class LUT:
         }
 
     def invalid_rows(
-        self, device: str | None = None, *, precision: str | Precision | None = None
+        self, device: str | None = None, *, precision: Precision | None = None
     ) -> list[tuple[str, str, Any]]:
         """``(op_key, device_uri, latency_ms)`` of rows whose latency no check would
         let in (an older latkit's unchecked import): text, non-finite, <= 0, huge;
@@ -914,7 +907,7 @@ class LUT:
         )
         return [r for r in rows if not valid_latency(r[2])]
 
-    def refuse_invalid(self, device: str | None = None, *, precision: str | Precision | None = None) -> None:
+    def refuse_invalid(self, device: str | None = None, *, precision: Precision | None = None) -> None:
         """Raise if the LUT (or ``device``'s / ``precision``'s rows) holds an invalid latency.
 
         Raises:
@@ -928,6 +921,14 @@ class LUT:
                 f"(first: {key} on {uri}: {value!r}); re-profile those operators or rebuild the "
                 "LUT from a checked import"
             )
+
+    def _stored_precision(self, text: str) -> Precision:
+        """A precision as this file holds it (every row is checked on the way in)."""
+        try:
+            return Precision(text)
+        except ValueError:
+            raise StoreError(f"LUT {self.path} holds a row of the unknown precision {text!r}; "
+                             "it was not written by latkit: rebuild the LUT from a checked import") from None
 
     def __len__(self) -> int:
         return int(self._q("SELECT COUNT(*) FROM measurements")[0][0])

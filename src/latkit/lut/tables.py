@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from latkit._version import __version__
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.core.errors import StoreError, UsageError
 from latkit.lut.calibration import Calibration, load_calibration
 from latkit.lut.store import LUT
@@ -261,7 +261,7 @@ class Term:
     table: np.ndarray  # shape: n_options of each dep
 
 
-def lut_precision(lut: LUT, device_uri: str, precision: str | Precision | None) -> Precision:
+def lut_precision(lut: LUT, device_uri: str, precision: Precision | None) -> Precision:
     """The precision of ``device_uri``'s rows to read: ``precision``, checked against what the LUT holds.
 
     None picks the LUT's only precision for the device (fp32 when it holds none).
@@ -270,13 +270,13 @@ def lut_precision(lut: LUT, device_uri: str, precision: str | Precision | None) 
         UsageError: the LUT holds rows for the device but none at ``precision``,
             or several precisions and ``precision`` is None.
     """
-    held = [parse_precision(p) for p in lut.precisions(device_uri)]
+    held = lut.precisions(device_uri)
     if precision is None:
         if len(held) > 1:
             raise UsageError(f"LUT {lut.path} holds {', '.join(p.value for p in held)} rows for {device_uri}; "
                              "choose one with --precision")  # fmt: skip
         return held[0] if held else Precision.FP32
-    p = parse_precision(precision)
+    p = precision
     if held and p not in held:
         raise UsageError(
             f"LUT {lut.path} holds only {', '.join(x.value for x in held)} measurements for {device_uri}, none at "
@@ -324,7 +324,7 @@ class TableLatencyModel:
         calibrated: bool = False,
         layout: Layout | None = None,
         classes: int | None = None,
-        precision: str | Precision | None = None,
+        precision: Precision | None = None,
     ) -> TableLatencyModel:
         """Tables of ``space`` at ``resolution`` from the LUT's measurements on ``device``.
 

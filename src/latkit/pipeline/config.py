@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.core.errors import UsageError
+from latkit.deploy.layout import InputLayout
 from latkit.profiler.spaces.base import get_space
 from latkit.search import target as tgt
 
@@ -18,15 +19,19 @@ MAX_RETRIES = 1
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Settings of a run (stored in ``pipeline.json``; a rerun must match them).
+    """Settings of a run (stored in ``pipeline.json`` by :meth:`to_dict`; a rerun must match them).
+
+    The typed values are parsed where text enters (the CLI, :func:`latkit.api.run`):
+    ``target`` by :func:`latkit.search.target.parse_target`, ``precision`` by
+    :func:`latkit.devices.precision.parse_precision`, ``layout`` by
+    :func:`latkit.deploy.layout.parse_layout`.
 
     Attributes:
         device: device URI (``cpu:onnxruntime``, ``cpu:litert``, ``adb:...``).
         space: search space name.
-        target_ms: latency target on the device (None when ``target_share`` is given).
-        target_share: the target as a share of the slowest network's calibrated
-            latency on the device (``0.6`` for ``--target-ms 60%``), resolved to ms
-            after calibration.
+        target: the latency target on the device: milliseconds, or a share of the
+            slowest network's calibrated latency there (``--target-ms 60%``,
+            ``--speedup 2x``), resolved to ms after calibration.
         tolerance: how far over the target a measured network still counts as
             within the budget (a fraction; see :mod:`latkit.search.target`).
         data: dataset (``digits``, ``cifar10:PATH``, ``folder:PATH``).
@@ -46,14 +51,14 @@ class PipelineConfig:
             None measures every operator. For slow devices such as phones.
         max_retries: re-searches after a miss (0 or 1).
         seed: seed of every random choice.
-        precision: what the model ships at (fp32, fp16, int8): the LUT rows profiled,
-            calibrated and searched, and the file measured. Training is float32.
-        layout: input layout of the TFLite files (``nhwc``, what phone apps feed, or ``nchw``).
+        precision: what the model ships at: the LUT rows profiled, calibrated and
+            searched, and the file measured. Training is float32.
+        layout: input layout of the TFLite files (NHWC is what phone apps feed).
     """
 
     device: str
     space: str
-    target_ms: float | None
+    target: tgt.Target
     data: str = "digits"
     resolution: int | None = None
     threads: int = 1
@@ -68,18 +73,21 @@ class PipelineConfig:
     profile_sample: int | None = None
     max_retries: int = MAX_RETRIES
     seed: int = 0
-    precision: str = "fp32"
-    layout: str = "nhwc"
-    target_share: float | None = None
+    precision: Precision = Precision.FP32
+    layout: InputLayout = InputLayout.NHWC
     tolerance: float = tgt.DEFAULT_TOLERANCE
 
     def __post_init__(self) -> None:
-        if (self.target_ms is None) == (self.target_share is None):
-            raise UsageError("give exactly one of target_ms and target_share")
-        if self.target_ms is not None:
-            tgt.check_target_ms(self.target_ms)
-        elif not 0 < self.target_share <= 1:
-            raise UsageError(f"target_share must be in (0, 1], got {self.target_share!r}")
+        for name, kind in (("target", tgt.Target), ("precision", Precision), ("layout", InputLayout)):
+            if not isinstance(getattr(self, name), kind):
+                raise UsageError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}; the CLI and "
+                                 "latkit.run parse text into it")  # fmt: skip
+        if (self.target.ms is None) == (self.target.fraction is None):
+            raise UsageError("a target is either ms or a share of the slowest network")
+        if self.target.ms is not None:
+            tgt.check_target_ms(self.target.ms)
+        elif not 0 < self.target.fraction <= 1:
+            raise UsageError(f"a target share must be in (0, 1], got {self.target.fraction!r}")
         tgt.check_tolerance(self.tolerance)
         for name in ("search_epochs", "train_epochs", "threads"):
             if getattr(self, name) < 1:
@@ -93,11 +101,7 @@ class PipelineConfig:
         if self.max_retries not in (0, 1):
             raise UsageError(f"max_retries must be 0 or 1, got {self.max_retries}")
         object.__setattr__(self, "formats", tuple(self.formats))
-        object.__setattr__(self, "precision", parse_precision(self.precision).value)
-        if str(self.layout).lower() not in ("nchw", "nhwc"):
-            raise UsageError(f"unknown layout {self.layout!r}; use nchw or nhwc")
-        object.__setattr__(self, "layout", str(self.layout).lower())
-        if self.precision == Precision.FP16.value and "tflite" not in self.formats:
+        if self.precision == Precision.FP16 and "tflite" not in self.formats:
             raise UsageError("fp16 models are TFLite files; add tflite to the formats")
         get_space(self.space).check_resolution(self.input_resolution())  # before the run folder is made
 
@@ -107,9 +111,24 @@ class PipelineConfig:
             return self.resolution
         return CPU_RESOLUTION if self.device.startswith("cpu:") else None
 
+    def to_dict(self) -> dict[str, object]:
+        """The settings as ``pipeline.json`` holds them: the target as ``target_ms`` or
+        ``target_share`` (its fraction), the precision and layout as their text."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "target":
+                out["target_ms"] = value.ms
+            elif f.name == "tolerance":
+                out["target_share"] = self.target.fraction
+                out["tolerance"] = value
+            else:
+                out[f.name] = value.value if isinstance(value, (Precision, InputLayout)) else value
+        return out
+
     def fingerprint(self) -> str:
         """A hash of the settings that change what a stage produces."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 __all__ = ["CPU_RESOLUTION", "MAX_RETRIES", "PipelineConfig"]

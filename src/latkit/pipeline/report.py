@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from latkit.core.files import check_output_dir, write_text
+from latkit.deploy.layout import InputLayout
+from latkit.devices.precision import Precision
 from latkit.pipeline.pareto import Baseline, Scored, Size, pareto_front
 from latkit.search.plots import save_figure
 from latkit.pipeline.stages import EpochPoint, ScoredArch
@@ -234,8 +236,8 @@ def render_markdown(summary: RunSummary, plots: Mapping[str, str]) -> str:
     lines = [
         "# latkit run report", "",
         f"- device: `{summary['device']}`",
-        f"- precision: **{summary.get('precision', 'fp32')}** (LUT, calibration, search and the measured file; "
-        "training in fp32)",
+        f"- precision: **{summary.get('precision', Precision.FP32.value)}** (LUT, calibration, search and the "
+        "measured file; training in fp32)",
         f"- space: `{summary['space']}` at resolution {summary['resolution']}" + (
             f" (the supernet trained at {summary['supernet_resolution']}x{summary['supernet_resolution']}; "
             f"the chosen network is trained, exported and measured at {summary['resolution']})"
@@ -368,8 +370,9 @@ def reproduce_command(config: Mapping[str, Any], out_dir: str | Path, lut: str |
     flags = (("tolerance", "--tolerance", DEFAULT_TOLERANCE), ("data", "--data", "digits"),
              ("resolution", "--resolution", None), ("search_epochs", "--search-epochs", 6),
              ("train_epochs", "--train-epochs", 3), ("max_steps_per_epoch", "--max-steps", None),
-             ("profile_sample", "--sample", None), ("seed", "--seed", 0), ("precision", "--precision", "fp32"),
-             ("layout", "--layout", "nhwc"))  # fmt: skip
+             ("profile_sample", "--sample", None), ("seed", "--seed", 0),
+             ("precision", "--precision", Precision.FP32.value),
+             ("layout", "--layout", InputLayout.NHWC.value))  # fmt: skip
     for key, flag, default in flags:
         if config.get(key, default) != default:
             args += [flag, f"{config[key]:g}" if isinstance(config[key], float) else str(config[key])]
@@ -394,17 +397,17 @@ def accuracy_lines(summary: RunSummary) -> list[str]:
     data = summary.get("data", "")
     ev = summary.get("evaluate") or {}
     deployed = ev.get("deployed_accuracy_pct")
-    precision = ev.get("precision", summary.get("precision", "fp32"))
+    precision = ev.get("precision", summary.get("precision", Precision.FP32.value))
     if deployed is None:
         return [f"Held-out accuracy after training: {fp32:.2f}% ({data}).", ""]
     lines = ["## Accuracy", "", f"Held-out accuracy ({ev.get('n_images', '?')} images of {data}):", "",
              "| model | runtime | accuracy |", "|---|---|---|",
              f"| fp32 network | torch | {fp32:.2f}% |"]  # fmt: skip
-    for fmt_name, acc in (ev.get("files_accuracy_pct") or {}).items():
-        runtime = "ONNX Runtime" if fmt_name == "onnx" else "LiteRT"
-        lines.append(f"| {precision} {fmt_name} file | {runtime} | {acc:.2f}% |")
+    for format, acc in (ev.get("files_accuracy_pct") or {}).items():
+        runtime = "ONNX Runtime" if format == "onnx" else "LiteRT"
+        lines.append(f"| {precision} {format} file | {runtime} | {acc:.2f}% |")
     drop = ev.get("accuracy_drop_pct")
-    word = "quantization drop" if precision != "fp32" else "export drop"
+    word = "quantization drop" if precision != Precision.FP32 else "export drop"
     lines += ["", f"**{word}: {drop:+.2f} points** (fp32 minus the shipped {ev.get('deployed_format')} file)", ""]
     return lines
 

@@ -19,7 +19,7 @@ resumes from the LUT, which commits every operator as it is measured):
    precision) in their own runtimes, beside the float32 network's.
 7. ``measure``: the shipped file of the device's format measured on the device.
 
-Precision: ``precision`` (fp32, fp16, int8) is the one the model ships at. The
+Precision: ``precision`` is the one the model ships at. The
 LUT is profiled and calibrated at it, the search reads only its rows, training
 stays float32, and the file measured and reported is the one at that precision;
 the report shows the float32 and the shipped file's accuracy side by side.
@@ -49,6 +49,7 @@ from latkit.core.files import check_output_dir, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
 from latkit.devices.precision import Precision, check_precision
+from latkit.deploy.layout import parse_layout
 from latkit.core.errors import LatkitError, StoreError, UsageError
 from latkit.lut.cache import lut_path_for
 from latkit.lut.drift import Reference, reference_ops
@@ -115,7 +116,7 @@ class PipelineResult:
     export: ExportReportDict  # the final attempt's export.json (see :func:`exported_file`)
     report_path: Path
     attempts: list[AttemptSummary] = field(default_factory=list)
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
     fp32_accuracy_pct: float | None = None
     deployed_accuracy_pct: float | None = None  # the shipped file (at ``precision``) in its runtime
     accuracy_drop_pct: float | None = None  # fp32 minus deployed, in points
@@ -159,7 +160,7 @@ class _State:
         self.config = config
         self.data: _StateDoc = {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
-            "config": asdict(config), "fingerprint": config.fingerprint(), "stages": {},
+            "config": config.to_dict(), "fingerprint": config.fingerprint(), "stages": {},
         }  # fmt: skip
         if self.path.is_file():
             try:
@@ -171,7 +172,7 @@ class _State:
                 raise StoreError(f"{self.path} is not a version-{SCHEMA_VERSION} pipeline state; use a new --out")
             if old.get("fingerprint") != self.data["fingerprint"]:
                 raise UsageError(
-                    f"{out} holds a run with other settings ({_diff(old.get('config', {}), asdict(config))}); "
+                    f"{out} holds a run with other settings ({_diff(old.get('config', {}), config.to_dict())}); "
                     "use a new --out folder or the same settings to resume"
                 )
             self.data["stages"] = old.get("stages", {})
@@ -223,8 +224,8 @@ class _Pipeline:
         self.protocol = protocol
         self.search_options = search_options
         self._data: SearchData | None = None
-        self.target_ms: float = config.target_ms or 0.0  # a share is resolved after calibration
-        self.target_text = f"{config.target_ms:g} ms" if config.target_ms else ""
+        self.target_ms: float = config.target.ms or 0.0  # a share is resolved after calibration
+        self.target_text = f"{config.target.ms:g} ms" if config.target.ms else ""
 
     # -- helpers
 
@@ -266,7 +267,7 @@ class _Pipeline:
         return deployed_network(self.space, native, self.resolution, self.data().n_classes)
 
     def latency_model(self) -> TableLatencyModel:
-        """The calibrated tables, with the dataset's classifier."""
+        """The calibrated per-slot latency tables of the LUT, with the dataset's classifier."""
         return latency_model(self.space, self.lut_path, self.cfg.device, self.resolution, self.precision,
                              self.data().n_classes)  # fmt: skip
 
@@ -295,7 +296,7 @@ class _Pipeline:
         if failed:
             key, why = next(iter(failed.items()))
             raise StoreError(f"{len(failed)} operator(s) failed to profile on {self.cfg.device}, e.g. {key}: {why}")
-        return ProfileResult(str(self.lut_path), self.precision.value, measured, reused, predicted, predictor)
+        return ProfileResult(str(self.lut_path), self.precision, measured, reused, predicted, predictor)
 
     def calibrate(self) -> CalibrationResult:
         from latkit.lut.calibrate import calibrate_device, pick_calibration_archs
@@ -397,19 +398,19 @@ class _Pipeline:
         files = {}
         for i, f in enumerate(shipped):
             say(i, len(shipped), f"{Path(f['path']).name} on {len(data.y_valid)} held-out images")
-            files[f["format"]] = file_accuracy_pct(Path(f["path"]), f["format"], f["layout"], data.x_valid,
-                                                   data.y_valid)  # fmt: skip
+            files[f["format"]] = file_accuracy_pct(Path(f["path"]), f["format"], parse_layout(f["layout"]),
+                                                   data.x_valid, data.y_valid)  # fmt: skip
         say(len(shipped), len(shipped), ", ".join(f"{k} {v:.2f}%" for k, v in files.items()))
-        fmt_name = self.device.model_format.value
-        deployed = files.get(fmt_name, next(iter(files.values()), None))
+        format = self.device.model_format.value
+        deployed = files.get(format, next(iter(files.values()), None))
         fp32 = train.accuracy_pct
-        return EvaluateResult(self.precision.value, fp32, files, fmt_name, deployed,
+        return EvaluateResult(self.precision, fp32, files, format, deployed,
                               None if deployed is None else fp32 - deployed, len(data.y_valid))  # fmt: skip
 
     def measure(self, export: ExportResult, search: SearchStageResult, say: Say) -> MeasureResult:
         from latkit.lut.store import LUT
 
-        f = export.file(self.device.model_format.value, self.precision.value)
+        f = export.file(self.device.model_format.value, self.precision)
         with LUT.open(self.lut_path) as lut:
             keys = [layer.spec.key for layer in self.network(search.arch).layers if layer.spec.measurable]
             refs = reference_ops(lut, self.cfg.device, keys, precision=self.precision)
@@ -426,7 +427,7 @@ class _Pipeline:
                                      tolerance=self.cfg.tolerance, references=refs)  # fmt: skip
         drift = entry.get("device_drift")
         say(1, 1, f"{entry['latency_ms']:.3f} ms" + (f" (device drift {drift['ratio']:.2f}x)" if drift else ""))
-        return MeasureResult(str(f.path), f.variant, entry["latency_ms"], entry["rel_ci"], entry["device"], drift)
+        return MeasureResult(str(f.path), f.precision, entry["latency_ms"], entry["rel_ci"], entry["device"], drift)
 
 
 def _measure_job(uri: str, threads: int, exported: ExportedFile, protocol: ProtocolConfig,
@@ -452,29 +453,21 @@ def _measure_in_fresh_process(uri: str, threads: int, exported: ExportedFile, pr
 
 
 def run_pipeline(
-    device_uri: str,
-    space: str,
-    target_ms: float | str | tgt.Target,
+    config: PipelineConfig,
     out_dir: str | Path,
-    data: str | None = None,
     *,
     lut: str | Path | None = None,
     on_progress: ProgressFn | None = None,
     protocol: ProtocolConfig | None = None,
     search_options: Mapping[str, object] | None = None,
     device_options: Mapping[str, object] | None = None,
-    **settings: object,
 ) -> PipelineResult:
     """Profile, calibrate, search, train, export and measure; write ``report.md``.
 
     Args:
-        device_uri: the device (``cpu:onnxruntime``, ``cpu:litert``, ``adb+tcp://...``).
-        space: search space name (``proxyless_mobile_w05`` is the quick one).
-        target_ms: latency target on the device: ms, a share of the slowest
-            network (``"60%"``, resolved after calibration) or a parsed
-            :class:`~latkit.search.target.Target`.
+        config: the run's settings: device, space, target (ms, or a share of the
+            slowest network resolved after calibration), data, precision...
         out_dir: run folder (created; a rerun with the same settings resumes).
-        data: dataset (default the embedded ``digits``).
         lut: LUT file (default the per-device cache, see :func:`lut_path_for`).
         on_progress: called as ``(stage, done, total, message)`` throughout.
         protocol: measurement protocol for every measurement of the run (default: a
@@ -482,7 +475,6 @@ def run_pipeline(
         search_options: extra :class:`~latkit.search.supernet.proxyless_grad.ProxylessConfig` fields.
         device_options: keyword options for :func:`~latkit.devices.base.open_device`
             (e.g. ``key_path`` of an ADB device).
-        **settings: any other :class:`PipelineConfig` field.
 
     Returns:
         The result; ``hit`` is true when the exported model, measured on the
@@ -494,17 +486,14 @@ def run_pipeline(
         UsageError: bad settings, or ``out_dir`` holds a run with other settings.
         LatkitError: a stage failed (device, export, unreachable target...).
     """
-    target = target_ms if isinstance(target_ms, tgt.Target) else tgt.parse_target(target_ms)
-    cfg = PipelineConfig(device=device_uri, space=space, target_ms=target.ms, target_share=target.fraction,
-                         data=data or "digits", **settings)  # type: ignore[arg-type]  # fmt: skip
     out = check_output_dir(out_dir, "--out folder")
-    p = _Pipeline(cfg, out, Path(lut) if lut else None, on_progress, protocol, search_options or {},
+    p = _Pipeline(config, out, Path(lut) if lut else None, on_progress, protocol, search_options or {},
                   device_options or {})
     try:
         p.stage("profile", p.profile, ProfileResult.from_dict)
         calib = p.stage("calibrate", p.calibrate, CalibrationResult.from_dict)
-        _resolve_target(p, target)
-        attempts = _attempts(p.attempt, p.target_ms, cfg.tolerance, cfg.max_retries, p.progress)
+        _resolve_target(p, config.target)
+        attempts = _attempts(p.attempt, p.target_ms, config.tolerance, config.max_retries, p.progress)
         device_state = _device_state(p.device)  # thermal state for the report, before the device closes
     finally:
         p.device.close()
@@ -533,7 +522,7 @@ def _finish(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt],
 
 
 def _resolve_target(p: _Pipeline, target: tgt.Target) -> None:
-    """The target in ms: a share of the slowest network is resolved on the calibrated tables."""
+    """The target in ms: a share of the slowest network is resolved on the calibrated per-slot latency tables."""
     if target.relative:
         slowest = p.latency_model().max_latency()[0]
         p.target_ms, p.target_text = target.resolve(slowest), target.describe(slowest)
@@ -597,7 +586,7 @@ def _summary(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt], be
         "verdict_kind": judged.kind, "warning": judged.warning,
         "data": f"{cfg.data} ({p.data().n_classes} classes)", "latkit_version": __version__,
         "verdict": verdict, "attempts": [a.to_dict() for a in attempts], "arch": search.arch,
-        "precision": cfg.precision, "layout": cfg.layout,
+        "precision": cfg.precision.value, "layout": cfg.layout.value,
         "accuracy": best.train.accuracy_pct, "evaluate": None if best.evaluate is None else best.evaluate.to_dict(),
         "files": [_file_row(f) for f in best.export.files], "calibration": calib.calibration.to_dict(),
         "layers": [asdict(layer) for layer in est.layers], "points": points,
@@ -642,14 +631,14 @@ def _report_extras(p: _Pipeline, calib: CalibrationResult, best: Attempt) -> rpt
                                              precision=p.precision).max_latency()[1]  # fmt: skip
     slowest_ms = p.latency_model().latency_ms(slowest)
     native = p.space.arch_to_native(slowest)
-    deployed = best.export.file(p.device.model_format.value, p.precision.value)
+    deployed = best.export.file(p.device.model_format.value, p.precision)
     return {
         "best_attempt": best.name,
         "baseline": pareto.baseline_entry(p.cfg.space, native, p.network(native), calib.lut_sums_ms,
                                           calib.e2e_ms, slowest_ms),  # fmt: skip
         "chosen_size": pareto.network_size(p.network(best.search.arch)),
         "measurement": read_json(deployed.sidecar, "model sidecar").get("measured_latency"),
-        "command": rpt.reproduce_command(asdict(p.cfg), p.out, p.lut_path),
+        "command": rpt.reproduce_command(p.cfg.to_dict(), p.out, p.lut_path),
     }
 
 

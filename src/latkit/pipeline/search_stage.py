@@ -1,9 +1,9 @@
 """The search stage of :func:`latkit.pipeline.runner.run_pipeline`, and its hand-over to training.
 
-The gradient search runs on the device's calibrated LUT tables (with the
-dataset's classifier), then :func:`fill_to_target` spends the latency budget the
-search left unused; :func:`adopt_supernet_weights` starts the final network from
-the supernet's weights.
+The gradient search runs on the per-slot latency tables of the device's
+calibrated LUT (with the dataset's classifier), then :func:`fill_to_target`
+spends the latency budget the search left unused; :func:`adopt_supernet_weights`
+starts the final network from the supernet's weights.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class SearchInputs:
 
 def latency_model(space: SearchSpace, lut_path: Path, device: str, resolution: int, precision: Precision,
                   n_classes: int) -> TableLatencyModel:  # fmt: skip
-    """The calibrated LUT tables of the space, with the classifier at ``n_classes`` outputs."""
+    """The space's per-slot latency tables from the calibrated LUT, classifier at ``n_classes`` outputs."""
     from latkit.lut.store import LUT
     from latkit.lut.tables import TableLatencyModel
 

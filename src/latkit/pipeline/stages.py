@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, TypedDict
 
 from latkit.core.errors import UsageError
+from latkit.deploy.layout import parse_layout
+from latkit.devices.precision import Precision, parse_precision
 from latkit.lut.calibration import Calibration
 
 if TYPE_CHECKING:
@@ -31,8 +33,13 @@ class _Saved:
 
     @classmethod
     def from_dict(cls: type[S], doc: Mapping[str, object]) -> S:
-        """From a saved dict: keys it does not know are dropped, missing ones take their defaults."""
-        return cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})  # type: ignore[arg-type]
+        """From a saved dict: keys it does not know are dropped, missing ones take their defaults,
+        a precision's text becomes its :class:`Precision`."""
+        values = {f.name: doc[f.name] for f in fields(cls) if f.name in doc}  # type: ignore[arg-type]
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.type == "Precision" and f.name in values:
+                values[f.name] = parse_precision(values[f.name])  # type: ignore[arg-type]
+        return cls(**values)
 
 
 class EpochPoint(TypedDict):
@@ -56,7 +63,7 @@ class ProfileResult(_Saved):
     """The LUT the run profiled into and how many operators were measured, reused and predicted."""
 
     lut: str
-    precision: str
+    precision: Precision
     measured: int
     reused: int
     predicted: int | None = None  # a sampled profile: operators filled by the op-level predictor
@@ -126,13 +133,13 @@ class ExportResult:
     def files(self) -> list[ExportedFileDict]:
         return self.report["files"]
 
-    def file(self, fmt_name: str, precision: str = "fp32") -> ExportedFile:
-        """The file of format ``fmt_name`` at ``precision``.
+    def file(self, format: str, precision: Precision = Precision.FP32) -> ExportedFile:
+        """The file of ``format`` at ``precision``.
 
         Raises:
             UsageError: no such file was exported.
         """
-        return exported_file(self.report, fmt_name, precision)
+        return exported_file(self.report, format, precision)
 
     def to_dict(self) -> ExportReportDict:
         return self.report
@@ -142,9 +149,9 @@ class ExportResult:
         return cls(doc)  # type: ignore[arg-type]
 
 
-def exported_file(export: ExportReportDict | Mapping[str, object], fmt_name: str,
-                  precision: str = "fp32") -> ExportedFile:  # fmt: skip
-    """The file of format ``fmt_name`` at ``precision`` in an export stage's outputs.
+def exported_file(export: ExportReportDict | Mapping[str, object], format: str,
+                  precision: Precision = Precision.FP32) -> ExportedFile:  # fmt: skip
+    """The file of ``format`` at ``precision`` in an export stage's outputs (``export.json``'s form).
 
     Raises:
         UsageError: no such file was exported.
@@ -152,20 +159,20 @@ def exported_file(export: ExportReportDict | Mapping[str, object], fmt_name: str
     from latkit.deploy.export import ExportedFile
 
     for f in export["files"]:  # type: ignore[attr-defined]
-        if f["format"] == fmt_name and f["variant"] == precision:
+        if f["format"] == format and parse_precision(f["variant"]) == precision:
             return ExportedFile(
-                path=Path(f["path"]), sidecar=Path(f["sidecar"]), format=f["format"], variant=f["variant"],
-                layout=f["layout"], input_shape=tuple(f["input_shape"]), parity=f["parity"],
+                path=Path(f["path"]), sidecar=Path(f["sidecar"]), format=f["format"], precision=precision,
+                layout=parse_layout(f["layout"]), input_shape=tuple(f["input_shape"]), parity=f["parity"],
                 measured=f.get("measured"),
             )  # fmt: skip
-    raise UsageError(f"no {precision} {fmt_name} file was exported; add {fmt_name} to the formats")
+    raise UsageError(f"no {precision} {format} file was exported; add {format} to the formats")
 
 
 @dataclass(frozen=True)
 class EvaluateResult(_Saved):
     """Held-out accuracy of the shipped files in their runtimes, beside the float32 network's."""
 
-    precision: str
+    precision: Precision
     fp32_accuracy_pct: float
     files_accuracy_pct: dict[str, float]
     deployed_format: str
@@ -179,7 +186,7 @@ class MeasureResult(_Saved):
     """The shipped file measured on the device, and the device's drift around it."""
 
     file: str
-    precision: str
+    precision: Precision
     latency_ms: float
     rel_ci: float
     device: object

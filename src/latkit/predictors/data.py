@@ -1,4 +1,4 @@
-"""Latency tables: one row per architecture, one latency column (ms) per device.
+"""Latency datasets: one row per architecture, one latency column (ms) per device (a CSV).
 
 The format is HW-NAS-Bench's as shipped in ``fbnet_latency_ms.csv``: an optional
 ``arch_index`` column, an ``arch`` column holding the architecture in the space's
@@ -29,7 +29,7 @@ _MISSING_WORDS = ("na", "n/a", "none", "null", "missing")  # refused with the em
 
 
 @dataclass(frozen=True)
-class LatencyTable:
+class LatencyDataset:
     """Architectures and their latencies (ms) on several devices.
 
     ``latency_ms[i, j]`` is the latency of ``archs[i]`` on ``devices[j]``; a
@@ -44,7 +44,7 @@ class LatencyTable:
     def __post_init__(self) -> None:
         if self.latency_ms.shape != (len(self.archs), len(self.devices)):
             raise UsageError(
-                f"latency table shape {self.latency_ms.shape} does not match "
+                f"latency dataset shape {self.latency_ms.shape} does not match "
                 f"{len(self.archs)} archs x {len(self.devices)} devices"
             )
 
@@ -83,10 +83,10 @@ class LatencyTable:
                 )
         return out
 
-    def rows(self, index: np.ndarray | list[int]) -> LatencyTable:
-        """A table of the selected rows."""
+    def rows(self, index: np.ndarray | list[int]) -> LatencyDataset:
+        """A dataset of the selected rows."""
         index = np.asarray(index, dtype=np.int64)
-        return LatencyTable(
+        return LatencyDataset(
             tuple(self.archs[i] for i in index), self.devices, self.latency_ms[index], self.source
         )
 
@@ -146,7 +146,7 @@ def _latency_cell(cell: str, where: str) -> float:
     return value
 
 
-def read_latency_csv(path: str | Path) -> LatencyTable:
+def read_latency_csv(path: str | Path) -> LatencyDataset:
     """Read a latency CSV (``[arch_index,] arch, <device>...``).
 
     An empty latency cell is an arch not measured on that device (NaN in the
@@ -173,7 +173,7 @@ def read_latency_csv(path: str | Path) -> LatencyTable:
             lat[r, j] = _latency_cell(row[c].strip(), f"{path} line {r + 2}, column {header[c]!r}")
     archs = tuple(row[arch_col].strip() for row in body)
     _check_duplicates(path, archs, tuple(header[c] for c in dev_cols), lat)
-    return LatencyTable(archs, tuple(header[c] for c in dev_cols), lat, str(path))
+    return LatencyDataset(archs, tuple(header[c] for c in dev_cols), lat, str(path))
 
 
 def _check_duplicates(path: Path, archs: tuple[str, ...], devices: tuple[str, ...], lat: np.ndarray) -> None:
@@ -196,22 +196,22 @@ def _check_duplicates(path: Path, archs: tuple[str, ...], devices: tuple[str, ..
             )
 
 
-def join_column(table: LatencyTable, other: LatencyTable, device: str) -> np.ndarray:
-    """``device``'s latencies from ``other`` aligned to ``table``'s rows by ``arch`` text.
+def join_column(dataset: LatencyDataset, other: LatencyDataset, device: str) -> np.ndarray:
+    """``device``'s latencies from ``other`` aligned to ``dataset``'s rows by ``arch`` text.
 
-    Rows of ``table`` that ``other`` does not hold are NaN (not measured).
+    Rows of ``dataset`` that ``other`` does not hold are NaN (not measured).
 
     Raises:
         UnknownNameError: ``other`` has no such column.
-        UsageError: ``other`` shares no architecture with ``table``.
+        UsageError: ``other`` shares no architecture with ``dataset``.
     """
     col = other.column(device, allow_nan=True)
     by_arch = {a: v for a, v in zip(other.archs, col) if np.isfinite(v)}
-    out = np.array([by_arch.get(a, np.nan) for a in table.archs])
+    out = np.array([by_arch.get(a, np.nan) for a in dataset.archs])
     if not np.isfinite(out).any():
         raise UsageError(
             f"{other.source or 'the target CSV'} shares no 'arch' value with "
-            f"{table.source or 'the table'}; write the archs exactly as in the table"
+            f"{dataset.source or 'the latency CSV'}; write the archs exactly as in that CSV"
         )
     return out
 
@@ -238,8 +238,8 @@ def encode_archs(space_name: str, archs: list[str] | tuple[str, ...]) -> np.ndar
     return np.stack(out).astype(np.float32)
 
 
-def check_unique_archs(space_name: str, table: LatencyTable) -> list:
-    """Parse every arch of ``table``; refuse one architecture written twice with other latencies.
+def check_unique_archs(space_name: str, dataset: LatencyDataset) -> list:
+    """Parse every arch of ``dataset``; refuse one architecture written twice with other latencies.
 
     Two rows may spell the same architecture differently (spacing, list or
     text form); they are compared after parsing.
@@ -251,19 +251,19 @@ def check_unique_archs(space_name: str, table: LatencyTable) -> list:
         ArchError: an arch that does not parse, naming its row.
         ParseError: the same architecture on two rows with different latencies.
     """
-    parsed = parse_archs(space_name, table.archs)
+    parsed = parse_archs(space_name, dataset.archs)
     first: dict[Any, int] = {}
     for r, arch in enumerate(parsed):
         f = first.setdefault(arch, r)
         if f == r:
             continue
-        a, b = table.latency_ms[f], table.latency_ms[r]
+        a, b = dataset.latency_ms[f], dataset.latency_ms[r]
         differ = np.isfinite(a) & np.isfinite(b) & (a != b)
         if differ.any():
             j = int(np.argmax(differ))
             raise ParseError(
-                f"{table.source or 'the table'} lines {f + 2} and {r + 2} hold the same architecture "
-                f"with different {table.devices[j]!r} latencies ({a[j]:g} vs {b[j]:g} ms); "
+                f"{dataset.source or 'the dataset'} lines {f + 2} and {r + 2} hold the same architecture "
+                f"with different {dataset.devices[j]!r} latencies ({a[j]:g} vs {b[j]:g} ms); "
                 "keep one row per architecture"
             )
     return parsed

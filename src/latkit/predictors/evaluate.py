@@ -21,7 +21,7 @@ from latkit.core.errors import StoreError, UsageError
 from latkit.predictors.base import get_predictor, load, load_metadata, save
 from latkit.predictors.data import (
     check_unique_archs,
-    LatencyTable,
+    LatencyDataset,
     encode_archs,
     join_column,
     parse_archs,
@@ -63,25 +63,25 @@ class FewShotResult:
 
 
 def _target_values(
-    table: LatencyTable, target: str, target_table: LatencyTable | None
+    dataset: LatencyDataset, target: str, target_dataset: LatencyDataset | None
 ) -> np.ndarray:
-    if target_table is not None:
-        return join_column(table, target_table, target)
-    return table.column(target, allow_nan=True)
+    if target_dataset is not None:
+        return join_column(dataset, target_dataset, target)
+    return dataset.column(target, allow_nan=True)
 
 
 def few_shot(
-    table: LatencyTable,
+    dataset: LatencyDataset,
     target: str,
     k: int,
     *,
     known: list[str] | None = None,
     strict: bool = False,
     seeds: int | list[int] = 3,
-    target_table: LatencyTable | None = None,
+    target_dataset: LatencyDataset | None = None,
     baseline: bool = True,
 ) -> tuple[FewShotResult, np.ndarray, np.ndarray]:
-    """Few-shot transfer of ``table``'s known columns to ``target`` with K measured archs.
+    """Few-shot transfer of ``dataset``'s known columns to ``target`` with K measured archs.
 
     The target column is never read except at the K chosen rows (and for scoring
     the other rows). Rows where the target is missing are neither chosen nor scored.
@@ -93,17 +93,17 @@ def few_shot(
         UnknownNameError / UsageError: bad column names, K too large, NaNs in known columns.
     """
     if known is None:
-        cols = list(table.devices)
-        if target_table is not None and target not in cols:
+        cols = list(dataset.devices)
+        if target_dataset is not None and target not in cols:
             cols.append(target)
         known = known_columns(cols, target, strict=strict)
     if target in known:
         raise UsageError(f"target {target!r} cannot also be a known device")
     if not known:
         raise UsageError(f"no known device column is left beside {target!r}; pass --known")
-    y_all = _target_values(table, target, target_table)
+    y_all = _target_values(dataset, target, target_dataset)
     have = np.flatnonzero(np.isfinite(y_all))
-    known_ms = table.columns(known)[have]  # raises on NaN in known columns
+    known_ms = dataset.columns(known)[have]  # raises on NaN in known columns
     y = y_all[have]
     if not 2 <= k < len(have):
         raise UsageError(
@@ -141,7 +141,7 @@ def evaluate(
     """Evaluate few-shot transfer to ``target`` on a latency CSV.
 
     Args:
-        csv: latency table (``arch_index, arch, <device>...``).
+        csv: latency CSV (``arch_index, arch, <device>...``).
         space: search space of the ``arch`` column (checked to parse).
         target: the new device's column (in ``csv`` or in ``target_csv``).
         k: archs measured on the new device.
@@ -154,11 +154,11 @@ def evaluate(
     Returns:
         Summary dict: target, k, known columns, mean scores of method and baseline.
     """
-    table = read_latency_csv(csv)
-    check_unique_archs(space, table)  # bad arch tokens and conflicting repeats fail here, with the rows
-    target_table = read_latency_csv(target_csv) if target_csv is not None else None
+    dataset = read_latency_csv(csv)
+    check_unique_archs(space, dataset)  # bad arch tokens and conflicting repeats fail here, with the rows
+    target_dataset = read_latency_csv(target_csv) if target_csv is not None else None
     result, pred, meas = few_shot(
-        table, target, k, known=known, strict=strict, seeds=seeds, target_table=target_table
+        dataset, target, k, known=known, strict=strict, seeds=seeds, target_dataset=target_dataset
     )
     summary = result.summary()
     if plot is not None:
@@ -221,9 +221,9 @@ def fit_from_csv(
     Returns:
         The fitted predictor.
     """
-    table = read_latency_csv(csv)
-    target_table = read_latency_csv(target_csv) if target_csv is not None else None
-    y_all = _target_values(table, target, target_table)
+    dataset = read_latency_csv(csv)
+    target_dataset = read_latency_csv(target_csv) if target_csv is not None else None
+    y_all = _target_values(dataset, target, target_dataset)
     have = np.flatnonzero(np.isfinite(y_all))
     if len(have) < 2:
         raise UsageError(f"column {target!r} has fewer than 2 measured archs; measure more")
@@ -231,17 +231,17 @@ def fit_from_csv(
         raise UsageError(f"K={k} must be between 2 and the {len(have)} measured archs")
     provenance: dict[str, Any] = {"csv": str(csv), "target_csv": str(target_csv) if target_csv else None}
     if predictor == "fewshot":
-        cols = list(table.devices) + ([target] if target not in table.devices else [])
+        cols = list(dataset.devices) + ([target] if target not in dataset.devices else [])
         known = known or known_columns(cols, target)
-        ref = table.columns(known)
+        ref = dataset.columns(known)
         rows = have if k is None else have[select_archs(ref[have], k, random_state=random_state)]
         model = get_predictor("fewshot", **(params or {})).fit(ref[rows], y_all[rows], reference=ref)
         provenance.update(features=FEATURES_KNOWN, known=known)
     else:
-        check_unique_archs(space, table)
+        check_unique_archs(space, dataset)
         rng = np.random.default_rng(random_state)
         rows = have if k is None else rng.choice(have, k, replace=False)
-        X = encode_archs(space, [table.archs[i] for i in rows])
+        X = encode_archs(space, [dataset.archs[i] for i in rows])
         model = get_predictor(predictor, **_with_space(predictor, params, space)).fit(X, y_all[rows])
         provenance.update(features=FEATURES_ENCODING)
     provenance.update(rows=int(len(rows)), random_state=random_state)
@@ -271,30 +271,30 @@ def design_from_csv(
     Measure these, write them as a CSV with ``arch`` and the new device's column,
     and pass it as ``target_csv`` to :func:`fit_from_csv` with ``predictor="fewshot"``.
     Every arch must parse in ``space`` (default: the registered space that reads
-    the first row), so a table of garbage never yields a design.
+    the first row), so a CSV of garbage never yields a design.
 
     Raises:
-        ArchError: an arch that does not parse (naming its row), or no space reads the table.
+        ArchError: an arch that does not parse (naming its row), or no space reads the CSV.
     """
-    table = read_latency_csv(csv)
-    check_unique_archs(space or _space_of(table), table)
-    ref = table.columns(known or list(table.devices))
-    return [table.archs[i] for i in select_archs(ref, k, random_state=random_state)]
+    dataset = read_latency_csv(csv)
+    check_unique_archs(space or _space_of(dataset), dataset)
+    ref = dataset.columns(known or list(dataset.devices))
+    return [dataset.archs[i] for i in select_archs(ref, k, random_state=random_state)]
 
 
-def _space_of(table: LatencyTable) -> str:
-    """The registered space whose native form the table's first arch is written in."""
+def _space_of(dataset: LatencyDataset) -> str:
+    """The registered space whose native form the CSV's first arch is written in."""
     from latkit.core.errors import ArchError
     from latkit.profiler.spaces import get_space, list_spaces
 
-    first = table.archs[0]
+    first = dataset.archs[0]
     for name in list_spaces():
         try:
             get_space(name).parse_arch(first)
         except (ArchError, UsageError):
             continue
         return name
-    raise ArchError(f"arch #1 of {table.source or 'the table'} ({first[:60]!r}) is an architecture of no "
+    raise ArchError(f"arch #1 of {dataset.source or 'the latency CSV'} ({first[:60]!r}) is an architecture of no "
                     f"known space ({', '.join(list_spaces())}); fix the {'arch'!r} column")
 
 
@@ -308,7 +308,7 @@ def predict_archs(
 
     Raises:
         StoreError: unreadable predictor. ArchError: an arch the space cannot parse.
-        UsageError: an arch absent from the reference table (few-shot).
+        UsageError: an arch absent from the reference CSV (few-shot).
     """
     meta = load_metadata(predictor_dir)
     model = load(predictor_dir)
@@ -325,17 +325,17 @@ def predict_archs(
     if not archs:
         raise UsageError("no architectures to predict")
     if prov.get("features") == FEATURES_KNOWN:
-        table = read_latency_csv(reference_csv or prov["csv"])
+        dataset = read_latency_csv(reference_csv or prov["csv"])
         if space:
-            archs = [_canonical(space, a, table) for a in archs]
-        where = {a: i for i, a in enumerate(table.archs)}
+            archs = [_canonical(space, a, dataset) for a in archs]
+        where = {a: i for i, a in enumerate(dataset.archs)}
         missing = [a for a in archs if a not in where]
         if missing:
             raise UsageError(
-                f"{len(missing)} arch(s) not in {table.source}, e.g. {missing[0][:60]!r}; "
+                f"{len(missing)} arch(s) not in {dataset.source}, e.g. {missing[0][:60]!r}; "
                 "few-shot predictors need the known devices' latencies of every arch"
             )
-        X = table.columns(prov["known"])[[where[a] for a in archs]]
+        X = dataset.columns(prov["known"])[[where[a] for a in archs]]
     else:
         if not space:
             raise UsageError(f"{predictor_dir} records no search space; refit it with --space")
@@ -348,13 +348,13 @@ def predict_archs(
     return pred
 
 
-def _canonical(space_name: str, text: str, table: LatencyTable) -> str:
-    """``text`` written as the table writes archs (parsing validates it)."""
+def _canonical(space_name: str, text: str, dataset: LatencyDataset) -> str:
+    """``text`` written as the CSV writes archs (parsing validates it)."""
     from latkit.profiler.spaces import get_space
 
     sp = get_space(space_name)
     arch = parse_archs(space_name, [text])[0]
-    if text in table.archs:
+    if text in dataset.archs:
         return text
     native = sp.arch_to_native(arch)
     return " ".join(native) if isinstance(native, list) else str(native)

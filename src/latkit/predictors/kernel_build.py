@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit.devices.precision import Precision
 from latkit.lut.kernel_store import KernelStore
 from latkit.lut.store import LUT
 from latkit.predictors.kernels import KernelPredictors, TypeModel, fit_predictors
@@ -75,7 +76,7 @@ class _Budget:
 
 
 def _measure(device: Any, store: KernelStore, configs: list[KernelConfig], budget: _Budget, protocol: Any,
-             phase: str, on_progress: ProgressFn | None, precision: str) -> int:
+             phase: str, on_progress: ProgressFn | None, precision: Precision) -> int:
     """Measure ``configs`` in chunks while budget remains; the number measured."""
     info = device.info().to_dict()
     done = 0
@@ -119,7 +120,7 @@ def _worst(rows: list[tuple[KernelConfig, float]], overhead: float, n: int, seed
 
 
 def build_kernel_predictors(device: Any, lut: LUT, settings: BuildSettings = BuildSettings(), *, protocol: Any = None,
-                            types: tuple[KernelType, ...] = PREDICTED_TYPES, precision: str = "fp32",
+                            types: tuple[KernelType, ...] = PREDICTED_TYPES, precision: Precision = Precision.FP32,
                             on_progress: ProgressFn | None = None) -> KernelPredictors:
     """Measure (resumably, within ``settings.budget_s``) and fit ``device``'s kernel predictors.
 
@@ -154,7 +155,7 @@ def build_kernel_predictors(device: Any, lut: LUT, settings: BuildSettings = Bui
     return preds
 
 
-def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules, *, precision: str = "fp32",
+def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules, *, precision: Precision = Precision.FP32,
                    seed: int = 0) -> KernelPredictors:
     """Fit the predictors on every kernel row the store holds for the device.
 
@@ -166,11 +167,12 @@ def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules,
                           provenance={"lut": str(store.lut.path), "rows": len(rows)})
 
 
-def default_predictor_dir(lut_path: str | Path, device_uri: str, precision: str = "fp32") -> Path:
+def default_predictor_dir(lut_path: str | Path, device_uri: str,
+                          precision: Precision = Precision.FP32) -> Path:
     """Where a LUT's kernel predictors for a device live: ``<lut>.kernels/<device>-<precision>``."""
     slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in device_uri)
     path = Path(lut_path)
-    return path.with_name(path.name + ".kernels") / f"{slug}-{precision}"
+    return path.with_name(path.name + ".kernels") / f"{slug}-{precision.value}"
 
 
 __all__ = ["BuildSettings", "build_kernel_predictors", "default_predictor_dir", "device_rules", "fit_from_store"]

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit.devices.precision import Precision, parse_precision
 from latkit._version import __version__
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
 from latkit.core.files import read_json, write_json
@@ -130,7 +131,7 @@ class NetworkPrediction:
     rules_source: str
     calibrated: bool
     device: str
-    precision: str
+    precision: Precision
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,7 +143,7 @@ class NetworkPrediction:
         """JSON-ready form, with the coverage summary."""
         n_ops = sum(len(k.nodes) for k in self.kernels)
         return {
-            "name": self.name, "device": self.device, "precision": self.precision,
+            "name": self.name, "device": self.device, "precision": self.precision.value,
             "latency_ms": self.latency_ms, "kernel_sum_ms": self.kernel_sum_ms, "overhead_ms": self.overhead_ms,
             "calibrated": self.calibrated, "fusion_rules": self.rules_source,
             "kernels": [k.to_dict() for k in self.kernels],
@@ -168,7 +169,7 @@ class KernelPredictors:
         calibration: ``{"scale": a, "offset_ms": b}`` fitted on measured networks, or empty.
     """
 
-    def __init__(self, device: dict[str, Any], precision: str, models: dict[KernelType, TypeModel],
+    def __init__(self, device: dict[str, Any], precision: Precision, models: dict[KernelType, TypeModel],
                  rules: FusionRules, overhead_ms: float, calibration: dict[str, float] | None = None,
                  provenance: dict[str, Any] | None = None) -> None:
         self.device = dict(device)
@@ -222,7 +223,7 @@ class KernelPredictors:
             types[t.value] = entry
         write_json(directory / "predictors.json", {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
-            "device": self.device, "precision": self.precision, "features": list(FEATURE_NAMES),
+            "device": self.device, "precision": self.precision.value, "features": list(FEATURE_NAMES),
             "rules": self.rules.to_dict(), "overhead_ms": self.overhead_ms, "calibration": self.calibration,
             "provenance": self.provenance, "types": types,
         }, "kernel predictors")  # fmt: skip
@@ -248,7 +249,7 @@ class KernelPredictors:
         models = {KernelType(t): _load_type(directory, e) for t, e in meta["types"].items()}
         r = meta["rules"]
         rules = FusionRules(frozenset(tuple(p) for p in r["pairs"]), r["source"], r.get("evidence", {}))
-        return cls(meta["device"], meta["precision"], models, rules, meta["overhead_ms"], meta.get("calibration"),
+        return cls(meta["device"], parse_precision(meta["precision"]), models, rules, meta["overhead_ms"], meta.get("calibration"),
                    meta.get("provenance"))  # fmt: skip
 
 
@@ -270,7 +271,7 @@ def _load_type(directory: Path, entry: dict[str, Any]) -> TypeModel:
 
 
 def fit_predictors(rows: Sequence[tuple[KernelConfig, float]], device: dict[str, Any], rules: FusionRules, *,
-                   precision: str = "fp32", overhead_ms: float | None = None, seed: int = 0,
+                   precision: Precision = Precision.FP32, overhead_ms: float | None = None, seed: int = 0,
                    provenance: dict[str, Any] | None = None) -> KernelPredictors:
     """Fit one model per kernel type on measured ``(configuration, latency_ms)`` rows.
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from latkit.core.errors import MissingOpsError, UsageError
+from latkit.devices.precision import Precision, parse_precision
 from latkit.predictors.base import (
     Predictor,
     WeightsInfo,
@@ -53,7 +54,8 @@ class LutSumPredictor(Predictor):
             choose it (default the space's default).
         use_stored_calibration: when ``fit`` gets no end-to-end latencies, use
             the LUT's stored calibration for the device (else the plain sum).
-        precision: the precision of the LUT rows (and stored calibration) read.
+        precision: the precision of the LUT rows (and stored calibration) read, as text:
+            a parameter is stored as given and saved as JSON (checked in ``fit``).
     """
 
     def __init__(
@@ -63,7 +65,7 @@ class LutSumPredictor(Predictor):
         space: str | None = None,
         resolution: int | None = None,
         use_stored_calibration: bool = True,
-        precision: str = "fp32",
+        precision: str = Precision.FP32.value,
     ) -> None:
         self.lut_path = lut_path
         self.device = device
@@ -94,9 +96,10 @@ class LutSumPredictor(Predictor):
         with LUT.open(self.lut_path) as lut:
             uri = lut.resolve_device(self.device)
             self.device_ = uri
-            rows = lut.iter_rows(uri, precision=self.precision)
+            precision = parse_precision(self.precision)
+            rows = lut.iter_rows(uri, precision=precision)
             self.key_ms_ = {r["op_key"]: float(r["latency_ms"]) for r in rows}
-            stored = load_calibration(lut, uri, precision=self.precision) if self.use_stored_calibration else None
+            stored = load_calibration(lut, uri, precision=precision) if self.use_stored_calibration else None
         if self.space:
             self._compile()
         if y is not None:
@@ -114,15 +117,15 @@ class LutSumPredictor(Predictor):
         from latkit.profiler.spaces import get_space
 
         try:
-            tables = slot_tables(build_layout(get_space(self.space), self.resolution, checks=_N_VERIFY))
+            slots = slot_tables(build_layout(get_space(self.space), self.resolution, checks=_N_VERIFY))
         except UsageError as e:
             raise UsageError(f"the LUT-sum predictor cannot compile {self.space} into slot tables ({e}); "
                              "estimate its networks one by one instead (predict on Network objects)") from e
-        flat = tables.flat_keys
+        flat = slots.flat_keys
         self.slot_ms_ = np.array([0.0 if k is None else self.key_ms_.get(k, np.nan) for k in flat])
         self.slot_count_ = np.array([0 if k is None else 1 for k in flat], dtype=np.float64)
-        self.radix_ = tables.radix.astype(np.float64)  # float: the product runs in BLAS
-        self.offsets_ = tables.offsets
+        self.radix_ = slots.radix.astype(np.float64)  # float: the product runs in BLAS
+        self.offsets_ = slots.offsets
         self.slot_keys_ = [k or "" for k in flat]
 
     # ---------------------------------------------------------------- predicting

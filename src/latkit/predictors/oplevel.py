@@ -35,6 +35,7 @@ import numpy as np
 from latkit.core.files import atomic_path, one_line
 from latkit._version import __version__
 from latkit.core.errors import MeasurementError, MissingExtraError, StoreError, UsageError
+from latkit.devices.precision import Precision
 from latkit.predictors.base import (
     Predictor,
     WeightsInfo,
@@ -367,7 +368,7 @@ def is_predicted(source: str) -> bool:
     return source.startswith(PREDICTED_PREFIX)
 
 
-def measured_ops(lut: Any, device: Any, *, precision: str = "fp32") -> tuple[list[OpSpec], np.ndarray]:
+def measured_ops(lut: Any, device: Any, *, precision: Precision = Precision.FP32) -> tuple[list[OpSpec], np.ndarray]:
     """The ops of ``device`` at ``precision`` in ``lut`` that were measured or imported (not predicted).
 
     Returns:
@@ -381,7 +382,8 @@ def measured_ops(lut: Any, device: Any, *, precision: str = "fp32") -> tuple[lis
     )
 
 
-def fit_on_lut(lut: Any, device: Any, predictor: Predictor | None = None, *, precision: str = "fp32") -> Predictor:
+def fit_on_lut(lut: Any, device: Any, predictor: Predictor | None = None, *,
+               precision: Precision = Precision.FP32) -> Predictor:
     """Fit an op-level predictor (default ``oplevel_xgb``) on a device's measured ops at ``precision``.
 
     Raises:
@@ -401,7 +403,7 @@ def fit_on_lut(lut: Any, device: Any, predictor: Predictor | None = None, *, pre
 MIN_PREDICTED_MS = 1e-4
 
 
-def _unmeasured(lut: Any, uri: str, specs: Sequence[OpSpec], precision: str) -> list[OpSpec]:
+def _unmeasured(lut: Any, uri: str, specs: Sequence[OpSpec], precision: Precision) -> list[OpSpec]:
     """The distinct measurable ops of ``specs`` with no measured or imported row (predicted ones count as none)."""
     existing = {r["op_key"]: r["source"] for r in lut.iter_rows(uri, precision=precision)}
     todo: dict[str, OpSpec] = {}
@@ -426,7 +428,8 @@ def _predicted_ms(predictor: Predictor, name: str, ops: list[OpSpec]) -> tuple[n
     return np.maximum(lat_ms, MIN_PREDICTED_MS), clamped
 
 
-def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predictor, *, precision: str = "fp32") -> int:
+def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predictor, *,
+             precision: Precision = Precision.FP32) -> int:
     """Store predictions for the ops of ``specs`` that ``lut`` has not measured.
 
     Rows that were measured or imported are never touched; rows an earlier
@@ -474,7 +477,7 @@ def fill_lut(lut: Any, specs: Sequence[OpSpec], device: Any, predictor: Predicto
             lut.ensure_op(spec)
             lut.put_row(
                 {"op_key": spec.key, "device_uri": uri, "latency_ms": float(ms),
-                 "provenance": provenance, "source": PREDICTED_PREFIX + name, "precision": str(precision)},
+                 "provenance": provenance, "source": PREDICTED_PREFIX + name, "precision": precision},
                 replace=True,
             )  # fmt: skip
     log.info("predicted %d op(s) of %s into %s with %s", len(ops), uri, lut.path, name)

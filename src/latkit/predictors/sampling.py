@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from latkit.core.errors import UsageError
+from latkit.devices.precision import Precision
 from latkit.predictors.features import FEATURE_NAMES, feature_matrix
 from latkit.profiler.ops import OpSpec, measurable_by_key
 
@@ -245,7 +246,7 @@ def _sample_round(
     report: SampledReport,
     gen: np.random.Generator,
     progress: ProgressFn,
-    precision: str,
+    precision: Precision,
 ) -> bool:
     """Pick ``size`` ops given what the LUT holds, measure them and add them to ``report``.
 
@@ -280,7 +281,7 @@ def profile_sampled(
     *,
     rounds: int = 4,
     predictor: Any = None,
-    precision: str = "fp32",
+    precision: Precision = Precision.FP32,
 ) -> SampledReport:
     """Measure the ``n`` most informative ops of a space, predict the rest.
 

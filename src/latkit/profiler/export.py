@@ -37,8 +37,8 @@ import torch
 
 from latkit.core.files import atomic_path, read_json, write_json
 from latkit._version import __version__
-from latkit.devices.base import ModelFormat
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.base import ModelFormat, captured_output
+from latkit.devices.precision import Precision
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
 from latkit.profiler.build import DEFAULT_SEED, build_network, build_op, input_tensor
 from latkit.profiler.ops import OpSpec, measurable_by_key
@@ -109,17 +109,16 @@ class BuiltModel:
         target: An :class:`OpSpec` or a :class:`~latkit.profiler.spaces.base.Network`.
         cache_dir: Where files go (default :func:`default_cache_dir`).
         seed: Seed of the weights and of :meth:`example_input`.
-        precision: ``fp32`` (default), ``fp16`` or ``int8``: the precision of
-            the files :meth:`file` hands out (the torch module stays float32).
+        precision: the precision of the files :meth:`file` hands out (the torch module stays float32).
     """
 
     def __init__(
         self, target: OpSpec | Network, *, cache_dir: Path | str | None = None, seed: int = DEFAULT_SEED,
-        precision: str | Precision = Precision.FP32,
+        precision: Precision = Precision.FP32,
     ) -> None:
         self.target = target
         self.seed = seed
-        self.precision = parse_precision(precision)
+        self.precision = precision
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         if isinstance(target, OpSpec):
             self.key = target.key
@@ -132,7 +131,7 @@ class BuiltModel:
         self._module: torch.nn.Module | None = None
 
     def __repr__(self) -> str:
-        tail = "" if self.precision is Precision.FP32 else f", precision={self.precision.value!r}"
+        tail = "" if self.precision == Precision.FP32 else f", precision={self.precision.value!r}"
         return f"BuiltModel({self.key!r}{tail})"
 
     def torch_module(self) -> torch.nn.Module:
@@ -149,17 +148,17 @@ class BuiltModel:
         _, c, h, w = self.input_shape
         return input_tensor((h, w, c), self.seed)
 
-    def path(self, fmt: ModelFormat | str, precision: str | Precision | None = None) -> Path:
+    def path(self, fmt: ModelFormat | str, precision: Precision | None = None) -> Path:
         """Where the ``fmt`` file of this model lives in the cache (it may not exist).
 
         ``precision`` defaults to the model's; fp32 names are those of earlier
         latkit versions, other precisions add the precision and the quantizer.
         """
         fmt = _format(fmt)
-        p = self.precision if precision is None else parse_precision(precision)
+        p = self.precision if precision is None else precision
         ident = f"{self.key}|{fmt.value}|seed={self.seed}|{exporter_version(fmt)}"
         tag = ""
-        if p is not Precision.FP32:
+        if p != Precision.FP32:
             _check_offered(fmt, p)
             from latkit.profiler.quantize import quantizer_version
 
@@ -319,7 +318,7 @@ def export_ops(
     *,
     cache_dir: Path | str | None = None,
     seed: int = DEFAULT_SEED,
-    precision: str | Precision = Precision.FP32,
+    precision: Precision = Precision.FP32,
 ) -> dict[str, Path]:
     """Export every measurable op of ``specs`` to ``fmt``, skipping cached ones.
 
@@ -329,7 +328,7 @@ def export_ops(
         progress_cb: Called as ``progress_cb(done, total, key)`` after each op.
         cache_dir: Cache directory (default :func:`default_cache_dir`).
         seed: Seed of the weights.
-        precision: ``fp32``, ``fp16`` (TFLite) or ``int8``.
+        precision: the files' precision (fp16: TFLite only).
 
     Returns:
         The file of every op, by key.

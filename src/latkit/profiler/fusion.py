@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit.devices.precision import Precision
 from latkit.core.files import write_bytes
 from latkit.devices.base import ModelFormat
 from latkit.profiler.kernels import FusionRules
@@ -80,7 +81,7 @@ def pair_models(pair: tuple[str, str]) -> dict[str, Any]:
 class _ProtoSource:
     """A model proto as a :class:`~latkit.devices.base.ModelSource` (written to ``folder``)."""
 
-    precision = "fp32"
+    precision = Precision.FP32
 
     def __init__(self, key: str, proto: Any, folder: Path) -> None:
         self.key, self._proto, self._folder = key, proto, folder

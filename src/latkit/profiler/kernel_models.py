@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit.devices.precision import Precision
 from latkit.core.errors import UsageError
 from latkit.devices.base import ModelFormat
 from latkit.profiler.kernels import KernelConfig, KernelType
@@ -181,7 +182,7 @@ def build_onnx(c: KernelConfig, seed: int = 0) -> Any:
 class KernelModel:
     """A kernel configuration as a :class:`~latkit.devices.base.ModelSource` (ONNX)."""
 
-    precision = "fp32"
+    precision = Precision.FP32
 
     def __init__(self, config: KernelConfig, cache_dir: Path | str | None = None) -> None:
         from latkit.core.cache import models_dir

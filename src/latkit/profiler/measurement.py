@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from latkit.devices.precision import Precision
 from latkit.profiler.ops import OpSpec
 
 
@@ -58,11 +59,11 @@ class MeasurementSink(Protocol):
     every measurement as soon as it is taken, so nothing is lost on a crash.
     """
 
-    def done_keys(self, device_uri: str, *, precision: str = "fp32") -> set[str]:
+    def done_keys(self, device_uri: str, *, precision: Precision = Precision.FP32) -> set[str]:
         """Keys already measured on this device at this precision."""
         ...
 
     def add(self, spec: OpSpec, measurement: Measurement, device: dict[str, Any], *,
-            precision: str = "fp32") -> None:
+            precision: Precision = Precision.FP32) -> None:
         """Store one measurement at ``precision`` durably (committed before returning)."""
         ...

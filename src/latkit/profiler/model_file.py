@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from latkit.devices.base import ModelFormat
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.core.errors import StoreError, UsageError
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def detect_precision(path: Path) -> Precision | None:
     except ImportError:
         log.info("no precision detector (latkit.profiler.quantize); %s's precision is not checked", path.name)
         return None
-    return parse_precision(model_precision(path))
+    return model_precision(path)
 
 
 __all__ = ["ModelFile", "detect_precision", "devices_for", "looks_like_model_file", "sniff_format"]

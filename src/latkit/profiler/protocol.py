@@ -74,7 +74,7 @@ import numpy as np
 
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelSource, Session, host_cpu_model
-from latkit.devices.precision import parse_precision
+from latkit.devices.precision import Precision, precision_of
 from latkit.core.errors import (
     DeviceError,
     DeviceUnreachableError,
@@ -579,9 +579,9 @@ def _spec_of(model: ModelSource, specs: Mapping[str, OpSpec] | None) -> OpSpec |
     return None
 
 
-def model_precision_of(model: ModelSource) -> str:
-    """The precision a model source is built at (``fp32`` for one that does not say)."""
-    return parse_precision(getattr(model, "precision", None)).value
+def model_precision_of(model: ModelSource) -> Precision:
+    """The precision a model source is built at (fp32 for one that does not say)."""
+    return precision_of(model)
 
 
 def _precision_provenance(model: ModelSource, fmt: Any) -> dict[str, Any]:
@@ -590,7 +590,7 @@ def _precision_provenance(model: ModelSource, fmt: Any) -> dict[str, Any]:
     precision = model_precision_of(model)
     out: dict[str, Any] = {"precision": precision}
     export_meta = getattr(model, "export_meta", None)
-    if precision == "fp32" or export_meta is None or fmt not in ("onnx", "tflite"):
+    if precision == Precision.FP32 or export_meta is None or fmt not in ("onnx", "tflite"):
         return out
     try:
         meta = export_meta(fmt)

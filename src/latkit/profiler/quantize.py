@@ -35,7 +35,7 @@ import numpy as np
 
 from latkit.core.files import atomic_path, one_line
 from latkit.devices.base import captured_output
-from latkit.devices.precision import Precision, parse_precision
+from latkit.devices.precision import Precision
 from latkit.core.errors import LatkitError, MissingExtraError, StoreError, UsageError
 from latkit.profiler.quiet import quiet_converter
 
@@ -102,13 +102,10 @@ def _fit_inputs(arrays: Sequence[np.ndarray] | None, shape: tuple[int, ...], wha
     return out
 
 
-def _target(precision: str | Precision, fmt: str, offered: tuple[Precision, ...]) -> Precision:
-    p = parse_precision(precision)
-    if p not in offered:
-        raise UsageError(
-            f"{fmt} files are quantized to {' or '.join(x.value for x in offered)}, not {p.value}"
-        )
-    return p
+def _target(precision: Precision, fmt: str, offered: tuple[Precision, ...]) -> Precision:
+    if precision not in offered:
+        raise UsageError(f"{fmt} files are quantized to {' or '.join(x.value for x in offered)}, not {precision}")
+    return precision
 
 
 def _interpreter(path: Path, **kwargs: Any) -> Any:
@@ -130,7 +127,7 @@ def _interpreter(path: Path, **kwargs: Any) -> Any:
         raise StoreError(f"cannot read {path} as a TFLite model: {one_line(exc)}") from exc
 
 
-def quantize_tflite(src: str | Path, dst: str | Path, precision: str | Precision,
+def quantize_tflite(src: str | Path, dst: str | Path, precision: Precision,
                     representative: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
     """Write an ``int8`` (full-integer static) or ``fp16`` copy of a float32 TFLite file.
 
@@ -255,7 +252,7 @@ def _onnx_input_shape(model: Any, name: str) -> tuple[tuple[int, ...], str]:
     return shape, inputs[0].name
 
 
-def quantize_onnx(src: str | Path, dst: str | Path, precision: str | Precision,
+def quantize_onnx(src: str | Path, dst: str | Path, precision: Precision,
                   representative: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
     """Write an ``int8`` copy (static QDQ, per-channel) of a float32 ONNX file.
 
@@ -430,7 +427,7 @@ def model_precision(path: str | Path) -> Precision:
     return inspect_kernels(path).precision
 
 
-def check_kernels(path: str | Path, precision: str | Precision) -> ModelKernels:
+def check_kernels(path: str | Path, precision: Precision) -> ModelKernels:
     """Refuse a model file that does not contain what ``precision`` claims.
 
     A file without conv / matmul kernels (a pooling operator) has no weights
@@ -443,13 +440,13 @@ def check_kernels(path: str | Path, precision: str | Precision) -> ModelKernels:
     Raises:
         StoreError: the file's kernels are of another precision (one line, with
             the counts), or it cannot be read.
-        UsageError: an unknown precision or file type.
+        UsageError: an unknown file type.
     """
-    p = parse_precision(precision)
+    p = precision
     found = inspect_kernels(path)
-    if found.kernels and found.precision is not p:
+    if found.kernels and found.precision != p:
         name = Path(path).name
-        if p is Precision.INT8 and found.hybrid_kernels:
+        if p == Precision.INT8 and found.hybrid_kernels:
             why = "int8 weights with float activations (dynamic range), not full-integer int8"
         else:
             why = f"it is {found.precision.value}"

@@ -44,7 +44,7 @@ class ProfileReport:
     """What one profiling run did."""
 
     device: str
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
     measured: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already in the sink
     failed: dict[str, str] = field(default_factory=dict)  # key -> one-line reason
@@ -72,7 +72,7 @@ def profile_ops(
     on_progress: ProgressFn | None = None,
     *,
     cache_dir: Path | str | None = None,
-    precision: str | Precision = Precision.FP32,
+    precision: Precision = Precision.FP32,
     passes: int = 1,
 ) -> ProfileReport:
     """Measure every measurable op of ``specs`` on ``device`` that ``sink`` lacks.
@@ -87,7 +87,7 @@ def profile_ops(
         on_progress: ``(done, total, key, measurement or None)`` after each op
             (``total`` counts the ops this run attempts).
         cache_dir: where exported models are cached (default the export cache).
-        precision: ``fp32``, ``fp16`` or ``int8``: the ops are built (quantized)
+        precision: the ops are built (quantized)
             at it and stored at it; the device must run it.
         passes: measure the ops this many times over, in fresh sessions, and
             store each op's lowest figure (its provenance lists every pass's
@@ -107,15 +107,15 @@ def profile_ops(
         raise UsageError(f"passes must be an integer >= 1, got {passes!r}")
     t0 = time.perf_counter()
     unique = measurable_by_key(specs)
-    done = sink.done_keys(device.uri, precision=p.value)
-    report = ProfileReport(device=device.uri, precision=p.value)
+    done = sink.done_keys(device.uri, precision=p)
+    report = ProfileReport(device=device.uri, precision=p)
     report.skipped = [k for k in unique if k in done]
     todo = [s for k, s in unique.items() if k not in done]
     if limit is not None:
         report.left = max(0, len(todo) - limit)
         todo = todo[:limit]
     log.info("profiling %d op(s) on %s at %s (%d already done, %d left for later)",
-             len(todo), device.uri, p.value, len(report.skipped), report.left)  # fmt: skip
+             len(todo), device.uri, p, len(report.skipped), report.left)  # fmt: skip
 
     models = [BuiltModel(spec, cache_dir=cache_dir, precision=p) for spec in todo]
     results = _measure(device, models, {s.key: s for s in todo}, sink, config, on_progress, passes, report.failed)
@@ -171,7 +171,7 @@ def _store_lowest(device: Device, models: list[BuiltModel], specs: dict[str, OpS
                   earlier: dict[str, list[Measurement]]) -> None:
     """Commit each op's lowest figure of the passes measured so far (a run stopped before its last pass)."""
     info = device.info().to_dict()
-    precision = {m.key: m.precision.value for m in models}
+    precision = {m.key: m.precision for m in models}
     for key, figures in earlier.items():
         if key in specs and key in precision:
             sink.add(specs[key], _lowest(figures[-1], figures[:-1]), info, precision=precision[key])
@@ -192,10 +192,10 @@ class _LowestSink:
     def __init__(self, inner: MeasurementSink, earlier: dict[str, list[Measurement]]) -> None:
         self.inner, self.earlier = inner, earlier
 
-    def done_keys(self, device_uri: str, *, precision: str = "fp32") -> set[str]:
+    def done_keys(self, device_uri: str, *, precision: Precision = Precision.FP32) -> set[str]:
         return self.inner.done_keys(device_uri, precision=precision)
 
     def add(self, spec: OpSpec, measurement: Measurement, device: dict[str, Any], *,
-            precision: str = "fp32") -> None:
+            precision: Precision = Precision.FP32) -> None:
         self.inner.add(spec, _lowest(measurement, self.earlier.get(measurement.key, [])), device,
                        precision=precision)

@@ -44,15 +44,15 @@ MAX_TARGET_MS = 1e6  # a latency target beyond 1000 s is a typo, not a deploymen
 HIT, MET, OVER = "HIT", "MET", "OVER"
 
 
-def check_target_ms(target_ms: Any) -> float:
-    """``target_ms`` as a float, or UsageError unless it is a finite, positive, sane number of ms."""
+def check_target_ms(ms: Any) -> float:
+    """``ms`` as a float, or UsageError unless it is a finite, positive, sane number of milliseconds."""
     try:
-        value = float(target_ms)
+        value = float(ms)
     except (TypeError, ValueError):
-        raise UsageError(f"the latency target must be a number of ms, got {target_ms!r}") from None
-    if isinstance(target_ms, bool) or not (0 < value <= MAX_TARGET_MS):
+        raise UsageError(f"the latency target must be a number of ms, got {ms!r}") from None
+    if isinstance(ms, bool) or not (0 < value <= MAX_TARGET_MS):
         raise UsageError(f"the latency target must be a positive number of ms up to {MAX_TARGET_MS:g}, "
-                         f"got {target_ms!r}; give --target-ms in milliseconds")  # fmt: skip
+                         f"got {ms!r}; give --target-ms in milliseconds")  # fmt: skip
     return value
 
 
@@ -113,13 +113,17 @@ _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 _SPEEDUP = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*[xX]?\s*$")
 
 
-def parse_target(target_ms: Any = None, speedup: Any = None) -> Target:
+def parse_target(text: Any = None, speedup: Any = None) -> Target:
     """What the user asked for: ``--target-ms 0.4``, ``--target-ms 60%`` or ``--speedup 2x``.
+
+    The CLI and :func:`latkit.api.run` call it once, on what they were given
+    (``text`` is ``--target-ms``: a number of ms or a percentage); everything
+    below them receives the :class:`Target`.
 
     Raises:
         UsageError: neither or both given, or a value that is not one of those forms.
     """
-    if (target_ms is None) == (speedup is None):
+    if (text is None) == (speedup is None):
         raise UsageError("give exactly one of --target-ms (ms, or a % of the slowest network) and --speedup")
     if speedup is not None:
         found = _SPEEDUP.match(str(speedup))
@@ -128,17 +132,17 @@ def parse_target(target_ms: Any = None, speedup: Any = None) -> Target:
             raise UsageError(f"--speedup must be a factor over the slowest network from 1x to 1000x, such as 2x; "
                              f"got {speedup!r}")  # fmt: skip
         return Target(fraction=1.0 / value, text=f"{value:g}x")
-    if isinstance(target_ms, str):
-        found = _PERCENT.match(target_ms)
+    if isinstance(text, str):
+        found = _PERCENT.match(text)
         if found:
             share = float(found.group(1))
             if not 0 < share <= 100:
-                raise UsageError(f"--target-ms {target_ms!r}: a share of the slowest network must be above 0% "
+                raise UsageError(f"--target-ms {text!r}: a share of the slowest network must be above 0% "
                                  "and at most 100%")  # fmt: skip
             return Target(fraction=share / 100, text=f"{share:g}%")
-        if target_ms.strip().endswith("%"):
-            raise UsageError(f"--target-ms {target_ms!r} is not a percentage such as 60%")
-    return Target(ms=check_target_ms(target_ms), text=str(target_ms))
+        if text.strip().endswith("%"):
+            raise UsageError(f"--target-ms {text!r} is not a percentage such as 60%")
+    return Target(ms=check_target_ms(text), text=str(text))
 
 
 # --------------------------------------------------------------------------- reachability

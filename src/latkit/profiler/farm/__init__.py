@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from latkit.devices.precision import Precision
 from latkit.profiler.farm.cluster import NodeReport, check_versions, connect, discover, errors_of, select
 from latkit.profiler.farm.driver import (
     DeviceState,
@@ -75,7 +76,7 @@ def farm_profile(specs: Iterable[OpSpec], sink: MeasurementSink, devices: str, *
                  device_options: dict[str, Any] | None = None,
                  model_factory: ModelFactory | None = None, cache_dir: str | None = None,
                  on_event: EventFn | None = None,
-                 on_plan: Any = None, precision: str = "fp32") -> FarmReport:
+                 on_plan: Any = None, precision: Precision = Precision.FP32) -> FarmReport:
     """Profile ``specs`` on every device matching ``devices`` into ``sink`` (resumable).
 
     Args:
@@ -89,8 +90,7 @@ def farm_profile(specs: Iterable[OpSpec], sink: MeasurementSink, devices: str, *
         cache_dir: the nodes' export cache.
         on_event: progress callback ``(kind, device_state, run)``.
         on_plan: called with the chosen devices before measuring starts.
-        precision: ``fp32``, ``fp16`` or ``int8`` (part of the job's identity;
-            rows are stored at it).
+        precision: part of the job's identity; rows are stored at it.
 
     Raises:
         UsageError: no device matches, a node runs another latkit version, or

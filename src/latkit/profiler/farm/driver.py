@@ -49,7 +49,7 @@ from typing import Any
 
 from latkit._version import __version__
 from latkit.devices.base import device_classes
-from latkit.devices.precision import check_precision, parse_precision
+from latkit.devices.precision import Precision, check_precision
 from latkit.core.errors import DeviceUnreachableError, UsageError
 from latkit.profiler.farm.identity import FarmDevice, group_by_identity
 from latkit.profiler.farm.node import DeviceWorker, ModelFactory, measurement_from
@@ -89,9 +89,10 @@ class FarmRun:
     def __init__(self, ray: Any, devices: list[FarmDevice], specs: Iterable[OpSpec],
                  sink: MeasurementSink, protocol: ProtocolConfig, config: FarmConfig,
                  device_options: dict[str, Any] | None, model_factory: ModelFactory | None,
-                 cache_dir: str | None, on_event: EventFn | None, precision: str = "fp32") -> None:
+                 cache_dir: str | None, on_event: EventFn | None,
+                 precision: Precision = Precision.FP32) -> None:
         self.ray, self.sink, self.protocol, self.config = ray, sink, protocol, config
-        self.precision = parse_precision(precision).value
+        self.precision = precision
         check_farm_precision(devices, self.precision)
         devices = [replace(d, identity=d.identity.at_precision(self.precision)) for d in devices]
         self.options, self.factory, self.cache_dir = device_options, model_factory, cache_dir
@@ -404,7 +405,7 @@ class FarmRun:
         self._emit("tick", None)
 
 
-def check_farm_precision(devices: list[FarmDevice], precision: str) -> None:
+def check_farm_precision(devices: list[FarmDevice], precision: Precision) -> None:
     """Refuse, before anything starts, a precision one of ``devices`` does not run.
 
     Raises:
@@ -425,7 +426,7 @@ def run_farm(ray: Any, devices: list[FarmDevice], specs: Iterable[OpSpec], sink:
              protocol: ProtocolConfig | None = None, config: FarmConfig | None = None, *,
              device_options: dict[str, Any] | None = None, model_factory: ModelFactory | None = None,
              cache_dir: str | None = None, on_event: EventFn | None = None,
-             precision: str = "fp32") -> FarmReport:
+             precision: Precision = Precision.FP32) -> FarmReport:
     """Measure ``specs`` on every device model of ``devices`` into ``sink``.
 
     Args:
@@ -439,8 +440,7 @@ def run_farm(ray: Any, devices: list[FarmDevice], specs: Iterable[OpSpec], sink:
         model_factory: op spec -> model, on the node (default latkit's exporter).
         cache_dir: the nodes' export cache.
         on_event: ``(kind, device_state, run)`` on every change, for progress displays.
-        precision: ``fp32``, ``fp16`` or ``int8``: what the operators are built
-            and stored at; every device must run it.
+        precision: what the operators are built and stored at; every device must run it.
 
     Raises:
         UsageError: no devices, or a device that does not run ``precision``.

@@ -23,7 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from latkit.devices.precision import parse_precision
+from latkit.devices.precision import Precision, parse_precision
 from latkit.core.errors import UsageError
 
 RESOURCE_PREFIX = "latkit_adb:"  # a node's custom resource per phone it owns: latkit_adb:HOST:PORT
@@ -58,7 +58,7 @@ class DeviceIdentity:
         runtime_version: the runtime's version (for a phone: the benchmark
             binary's SHA-256 prefix, as the tool prints no version before a run).
         threads: inference threads.
-        precision: the precision the job measures at (``fp32``, ``fp16``, ``int8``).
+        precision: the precision the job measures at.
     """
 
     kind: str
@@ -68,18 +68,17 @@ class DeviceIdentity:
     runtime: str
     runtime_version: str
     threads: int = 1
-    precision: str = "fp32"
+    precision: Precision = Precision.FP32
 
     def __post_init__(self) -> None:
         if not self.kind or not self.runtime:
             raise UsageError("a device identity needs a kind and a runtime")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise UsageError(f"threads must be an integer >= 1, got {self.threads!r}")
-        object.__setattr__(self, "precision", parse_precision(self.precision).value)
 
-    def at_precision(self, precision: str) -> DeviceIdentity:
+    def at_precision(self, precision: Precision) -> DeviceIdentity:
         """This identity measuring at ``precision``."""
-        return replace(self, precision=parse_precision(precision).value)
+        return replace(self, precision=precision)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -87,8 +86,8 @@ class DeviceIdentity:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeviceIdentity:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**d)
+        """Inverse of :meth:`to_dict` (a node's report: the precision is read from its text)."""
+        return cls(**{**d, "precision": parse_precision(d.get("precision"))})
 
     def lut_uri(self) -> str:
         """The LUT device shared by every device of this identity (one place derives it).
@@ -157,7 +156,7 @@ def group_by_identity(devices: list[FarmDevice]) -> dict[str, list[FarmDevice]]:
     """
     precisions = sorted({d.identity.precision for d in devices})
     if len(precisions) > 1:
-        raise UsageError(f"one farm job measures at one precision, not {', '.join(precisions)}")
+        raise UsageError(f"one farm job measures at one precision, not {', '.join(map(str, precisions))}")
     groups: dict[str, list[FarmDevice]] = {}
     for d in devices:
         groups.setdefault(d.identity.lut_uri(), []).append(d)

@@ -23,6 +23,7 @@ from typing import Any
 
 from latkit.devices.adb_transport import open_transport
 from latkit.devices.base import Device, ModelFormat, ModelSource, host_cpu_model, list_devices, open_device
+from latkit.devices.precision import Precision
 from latkit.core.errors import LatkitError, UsageError
 from latkit.profiler.farm.identity import DeviceIdentity, FarmDevice, device_resource
 from latkit.profiler.measurement import Measurement
@@ -42,7 +43,7 @@ def latkit_version() -> str:
     return _version.__version__
 
 
-def built_model(spec: OpSpec, cache_dir: str | None, precision: str = "fp32") -> ModelSource:
+def built_model(spec: OpSpec, cache_dir: str | None, precision: Precision = Precision.FP32) -> ModelSource:
     """The default model of an operator: latkit's exporter (and quantizer), cached on the node."""
     from latkit.profiler.export import BuiltModel
 
@@ -58,7 +59,7 @@ class StandInModel:
     every operator. Its timings say nothing about the operators.
     """
 
-    def __init__(self, key: str, path: str | Path, precision: str = "fp32") -> None:
+    def __init__(self, key: str, path: str | Path, precision: Precision = Precision.FP32) -> None:
         self.key, self.path, self.precision = key, Path(path), precision
         self.input_shape: tuple[int, ...] = (1, 3, 32, 32)
 
@@ -77,7 +78,7 @@ class StandInFactory:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
 
-    def __call__(self, spec: OpSpec, cache_dir: str | None, precision: str = "fp32") -> ModelSource:
+    def __call__(self, spec: OpSpec, cache_dir: str | None, precision: Precision = Precision.FP32) -> ModelSource:
         return StandInModel(spec.key, self.path, precision)
 
 

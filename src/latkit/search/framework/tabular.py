@@ -28,8 +28,9 @@ from latkit.search.framework.base import SearchResult, run_algorithm
 _ARCH_COLUMNS = ("cellstr", "arch")
 
 
-class TableError(LatkitError):
-    """A table that cannot be read or does not fit the space."""
+class BenchmarkTableError(LatkitError):
+    """A benchmark table (an ``--accuracy-table`` / ``--latency-table`` CSV) that cannot be read or does
+    not fit the space."""
 
 
 def split_spec(spec: str) -> tuple[Path, str]:
@@ -45,20 +46,20 @@ def split_spec(spec: str) -> tuple[Path, str]:
 
 
 @dataclass
-class Table:
-    """One numeric column of a CSV, keyed by architecture."""
+class BenchmarkColumn:
+    """One numeric column of a benchmark table (a CSV), keyed by architecture."""
 
     values: dict[Arch, float]
     source: str
-    column: str
+    name: str  # the CSV column's
     provenance: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, space: SearchSpace, spec: str, positive: bool = False) -> Table:
+    def read(cls, space: SearchSpace, spec: str, positive: bool = False) -> BenchmarkColumn:
         """Read ``CSV:COLUMN`` for ``space`` (``positive``: every value must be > 0, as latencies).
 
         Raises:
-            TableError: missing file, unknown column, an unparsable architecture,
+            BenchmarkTableError: missing file, unknown column, an unparsable architecture,
                 a non-numeric/NaN value, or duplicated architectures.
         """
         path, column = split_spec(spec)
@@ -66,36 +67,36 @@ class Table:
             with path.open(newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
         except OSError as exc:
-            raise TableError(f"cannot read table {path}: {exc.strerror or exc}") from exc
+            raise BenchmarkTableError(f"cannot read table {path}: {exc.strerror or exc}") from exc
         except UnicodeDecodeError:
-            raise TableError(f"table {path} is not a UTF-8 text CSV; give a CSV file") from None
+            raise BenchmarkTableError(f"table {path} is not a UTF-8 text CSV; give a CSV file") from None
         except csv.Error as exc:
-            raise TableError(f"table {path} is not a readable CSV ({one_line(exc)})") from exc
+            raise BenchmarkTableError(f"table {path} is not a readable CSV ({one_line(exc)})") from exc
         header = list(rows[0]) if rows else []
         if column not in header:
             shown = ", ".join(h for h in header if h not in _ARCH_COLUMNS + ("arch_index",))
-            raise TableError(f"{path} has no column {column!r}; columns: {shown or 'none'}")
+            raise BenchmarkTableError(f"{path} has no column {column!r}; columns: {shown or 'none'}")
         arch_col = _arch_column(path, header, rows)
         values: dict[Arch, float] = {}
         for n, row in enumerate(rows, start=2):
             try:
                 arch = space.arch_from_native(row[arch_col].strip())
             except ArchError as exc:
-                raise TableError(f"{path} line {n}: {exc}") from None
+                raise BenchmarkTableError(f"{path} line {n}: {exc}") from None
             value = _number(row[column])
             if value is None:
-                raise TableError(
+                raise BenchmarkTableError(
                     f"{path} line {n}: {column}={row[column]!r} is not a finite number; "
                     "drop or fill that row"
                 )
             if positive and value <= 0:
-                raise TableError(f"{path} line {n}: {column}={row[column]!r} is not a positive latency (ms); "
+                raise BenchmarkTableError(f"{path} line {n}: {column}={row[column]!r} is not a positive latency (ms); "
                                  "drop or fix that row")
             if arch in values:
-                raise TableError(f"{path} line {n}: architecture {row[arch_col]!r} is repeated")
+                raise BenchmarkTableError(f"{path} line {n}: architecture {row[arch_col]!r} is repeated")
             values[arch] = value
         if not values:
-            raise TableError(f"{path} has no rows")
+            raise BenchmarkTableError(f"{path} has no rows")
         prov = {"table": str(path), "column": column, "rows": len(values)}
         return cls(values, str(path), column, prov)
 
@@ -103,7 +104,7 @@ class Table:
         try:
             return self.values[arch]
         except KeyError:
-            raise TableError(
+            raise BenchmarkTableError(
                 f"{what} table {self.source} has no row for an architecture the search "
                 "sampled; use a table that covers the whole space"
             ) from None
@@ -113,7 +114,7 @@ def _arch_column(path: Path, header: list[str], rows: list[dict[str, str]]) -> s
     for name in _ARCH_COLUMNS:
         if name in header and not rows[0][name].strip().lstrip("-").isdigit():
             return name
-    raise TableError(f"{path} has no architecture column (one of {', '.join(_ARCH_COLUMNS)})")
+    raise BenchmarkTableError(f"{path} has no architecture column (one of {', '.join(_ARCH_COLUMNS)})")
 
 
 def _number(text: str) -> float | None:
@@ -124,29 +125,29 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class TableAccuracy:
-    """Accuracy as a table lookup (an :class:`~latkit.search.framework.base.AccuracyModel`)."""
+class BenchmarkAccuracy:
+    """Accuracy as a benchmark table lookup (an :class:`~latkit.search.framework.base.AccuracyModel`)."""
 
-    def __init__(self, table: Table) -> None:
-        self.table = table
-        self.provenance = {"kind": "table", **table.provenance}
+    def __init__(self, column: BenchmarkColumn) -> None:
+        self.column = column
+        self.provenance = {"kind": "table", **column.provenance}
 
     def accuracy(self, arch: Arch) -> float:
         """The table's accuracy of ``arch``."""
-        return self.table.lookup(arch, "accuracy")
+        return self.column.lookup(arch, "accuracy")
 
 
-class TableLatency:
-    """Latency as a table lookup; its minimum is the table's minimum."""
+class BenchmarkLatency:
+    """Latency as a benchmark table lookup; its minimum is the table's minimum."""
 
-    def __init__(self, table: Table, restrict_to: set[Arch] | None = None) -> None:
-        self.table = table
-        self.provenance = {"kind": "table", **table.provenance}
+    def __init__(self, column: BenchmarkColumn, restrict_to: set[Arch] | None = None) -> None:
+        self.column = column
+        self.provenance = {"kind": "table", **column.provenance}
         self._candidates = restrict_to
 
     def latency_ms(self, arch: Arch) -> float:
         """The table's latency of ``arch`` (ms)."""
-        return self.table.lookup(arch, "latency")
+        return self.column.lookup(arch, "latency")
 
     def latency_ms_batch(self, archs: list[Arch]) -> np.ndarray:
         """Latencies of several architectures."""
@@ -154,9 +155,9 @@ class TableLatency:
 
     def min_latency(self, space: SearchSpace) -> tuple[float, Arch]:
         """The smallest latency in the table (over the searchable rows)."""
-        keys = self._candidates or self.table.values.keys()
-        arch = min(keys, key=self.table.values.__getitem__)
-        return self.table.values[arch], arch
+        keys = self._candidates or self.column.values.keys()
+        arch = min(keys, key=self.column.values.__getitem__)
+        return self.column.values[arch], arch
 
 
 class RidgeLatency:
@@ -216,39 +217,39 @@ class TabularProblem:
     """The tables of one tabular benchmark, read once and reused across runs."""
 
     space: SearchSpace
-    accuracy: TableAccuracy
-    latency_table: TableLatency
+    accuracy: BenchmarkAccuracy
+    latency: BenchmarkLatency
 
     @classmethod
     def load(cls, space: str | SearchSpace, accuracy_table: str, latency_table: str) -> TabularProblem:
         """Read both tables; the searchable set is the archs present in both.
 
         Raises:
-            TableError: bad tables, or no architecture in common.
+            BenchmarkTableError: bad tables, or no architecture in common.
         """
         sp = get_space(space) if isinstance(space, str) else space
-        acc = Table.read(sp, accuracy_table)
-        lat = Table.read(sp, latency_table, positive=True)
+        acc = BenchmarkColumn.read(sp, accuracy_table)
+        lat = BenchmarkColumn.read(sp, latency_table, positive=True)
         common = set(acc.values) & set(lat.values)
         if not common:
-            raise TableError(f"{acc.source} and {lat.source} share no architecture")
-        return cls(sp, TableAccuracy(acc), TableLatency(lat, restrict_to=common))
+            raise BenchmarkTableError(f"{acc.source} and {lat.source} share no architecture")
+        return cls(sp, BenchmarkAccuracy(acc), BenchmarkLatency(lat, restrict_to=common))
 
     def candidates(self) -> list[Arch]:
         """Architectures with both an accuracy and a latency, in a stable order."""
-        keys = self.latency_table._candidates or set()
+        keys = self.latency._candidates or set()
         return sorted(keys, key=lambda a: a.indices)
 
     def oracle(self, target_ms: float) -> tuple[float, Arch]:
         """The best feasible accuracy in the tables (the benchmark's reference).
 
         Raises:
-            TableError: nothing meets the target.
+            BenchmarkTableError: nothing meets the target.
         """
-        acc, lat = self.accuracy.table.values, self.latency_table.table.values
+        acc, lat = self.accuracy.column.values, self.latency.column.values
         feasible = [a for a in self.candidates() if lat[a] <= target_ms]
         if not feasible:
-            raise TableError(f"no architecture in the tables is within {target_ms:g} ms")
+            raise BenchmarkTableError(f"no architecture in the tables is within {target_ms:g} ms")
         best = max(feasible, key=acc.__getitem__)
         return acc[best], best
 
@@ -262,11 +263,9 @@ class TabularProblem:
         if not 2 <= k <= len(cands):
             raise UsageError(f"--latency-samples must be in [2, {len(cands)}], got {k}")
         picked = [cands[i] for i in rng.choice(len(cands), size=k, replace=False)]
-        y = np.array([self.latency_table.latency_ms(a) for a in picked])
+        y = np.array([self.latency.latency_ms(a) for a in picked])
         model = RidgeLatency(self.space).fit(picked, y)
-        model.provenance.update(
-            {"table": self.latency_table.table.source, "column": self.latency_table.table.column}
-        )
+        model.provenance.update({"table": self.latency.column.source, "column": self.latency.column.name})
         return model
 
 
@@ -306,7 +305,7 @@ def run_tabular(
             raise UsageError("a tabular search needs --latency-table CSV:COLUMN")
         problem = TabularProblem.load(space, accuracy_table, latency_table)
     rng = np.random.default_rng(seed)
-    latency: Any = problem.latency_table
+    latency: Any = problem.latency
     if latency_samples is not None:
         latency = problem.fitted_latency(latency_samples, np.random.default_rng([seed, 1]))
     result = run_algorithm(
@@ -314,11 +313,11 @@ def run_tabular(
         seed=seed, **options,
     )
     best = problem.space.arch_from_native(result.best_arch)
-    true_ms = problem.latency_table.latency_ms(best)
+    true_ms = problem.latency.latency_ms(best)
     oracle_acc = None
     try:
         oracle_acc = problem.oracle(target_ms)[0]
-    except TableError:
+    except BenchmarkTableError:
         pass  # the model thought something fits; the table disagrees everywhere
     result.extra.update(
         {

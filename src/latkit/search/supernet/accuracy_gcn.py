@@ -127,8 +127,8 @@ class SmoothedAccuracy:
             value = self._cache[arch] = float(self.predict([arch])[0])
         return value
 
-    def table(self, archs: Sequence[Arch]) -> dict[Arch, float]:
-        """The lookup table over ``archs`` (e.g. every architecture of the space)."""
+    def accuracies(self, archs: Sequence[Arch]) -> dict[Arch, float]:
+        """The smoothed accuracy of each of ``archs`` (e.g. every architecture of the space)."""
         values = self.predict(archs)
         self._cache.update(zip(archs, values.tolist()))
         return dict(zip(archs, values.tolist()))
