@@ -103,21 +103,20 @@ def profile_cmd(
         help="Measure the operators this many times over, in fresh sessions, and store each one's lowest "
              "figure (a steadier LUT on a shared or thermally noisy device; N times the time)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout (progress stays on stderr)."),
+    classes: int = typer.Option(
+        10, "--classes", min=0,
+        help="With --space: also measure the classifier with this many outputs, the one a network trained for "
+             "deployment has (default 10: the default dataset, digits; 0: only the space's own)."),
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.core.errors import UsageError
-    from latkit.profiler.spaces import get_space
 
     wanted = precision_option(precision)
     if space is None and arch is None:
         raise UsageError("give --space (all its operators) or --arch (one network's operators)")
     if sample is not None and passes > 1:
         raise UsageError("--passes measures every operator again; it does not combine with --sample")
-    if arch is not None:
-        network, _ = load_arch(space, arch, resolution)
-        specs, space = network.measurable_specs(), network.name
-    else:
-        specs = get_space(space).operators(resolution)
+    specs, space = _specs_to_profile(space, arch, resolution, classes)
     config = protocol_config(target_ci, max_seconds, quick)
     dev, prec = open_checked(device, threads, clock, wanted)
     if sample is not None:
@@ -136,6 +135,18 @@ def profile_cmd(
         })
     if report.failed:
         raise typer.Exit(1)
+
+
+def _specs_to_profile(space: Optional[str], arch: Optional[str], resolution: Optional[int], classes: int):
+    """The operators to measure and the name they go by: one network's, or a space's with the deployed classifier."""
+    from latkit.profiler.spaces import get_space
+    from latkit.profiler.spaces.base import head_specs
+
+    if arch is not None:
+        network, _ = load_arch(space, arch, resolution)
+        return network.measurable_specs(), network.name
+    sp = get_space(space)
+    return list(sp.operators(resolution)) + head_specs(sp, resolution, classes or None), space
 
 
 def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec, passes: int = 1):

@@ -535,8 +535,7 @@ def _finish(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt],
 def _resolve_target(p: _Pipeline, target: tgt.Target) -> None:
     """The target in ms: a share of the slowest network is resolved on the calibrated tables."""
     if target.relative:
-        slowest = p.latency_model().max_latency()[0]
-        p.target_ms, p.target_text = target.resolve(slowest), target.describe(slowest)
+        p.target_ms, p.target_text = tgt.resolve_on_model(target, p.latency_model())
     else:
         p.target_text = target.describe()
     p.progress("target", 1, 1, p.target_text)
@@ -573,6 +572,7 @@ def _attempts(run_attempt: Callable[[int, float], Attempt], target_ms: float, to
 
 def _summary(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt], best: Attempt,
              device_state: Mapping[str, object] | None) -> rpt.RunSummary:  # fmt: skip
+    from latkit.lut.calibration import describe_fit
     from latkit.lut.estimate import estimate
     from latkit.lut.store import LUT
 
@@ -589,6 +589,7 @@ def _summary(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt], be
     verdict = judged.text
     if len(attempts) > 1 and best is not attempts[-1]:
         verdict += " (the first attempt fitted the budget better than the retry and is the one reported)"
+    verdict += f" Predicted by the calibration: {describe_fit(calib.calibration.to_dict())}."
     search = best.search
     return {
         "device": cfg.device, "space": cfg.space, "resolution": p.resolution, "target_ms": p.target_ms,
