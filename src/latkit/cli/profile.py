@@ -253,6 +253,12 @@ def measure_cmd(
     quick: bool = typer.Option(False, "--quick", help="Fewer samples (smoke runs)."),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+    statistic: str = typer.Option(
+        "p5", "--statistic", help="The figure reported: p5 (default; the low robust quantile, steady under load), "
+        "p10, p25 or median. The median is always shown beside it."),
+    sessions: int = typer.Option(
+        1, "--sessions", min=1, max=10, help="Measure in this many fresh sessions and report how far they "
+        "disagree (the 95% CI covers one session's noise only); the median session's figure is reported."),
 ) -> None:
     """Time a model file, or a latkit network, end to end with the same protocol as the operators."""
     import math
@@ -265,28 +271,65 @@ def measure_cmd(
     # --quick has its own time cap, so the protocol would never see a bad --max-seconds
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise UsageError(f"--max-seconds must be a positive number of seconds, got {max_seconds:g}")
-    config = protocol_config(target_ci, max_seconds, quick)
+    from dataclasses import replace
+
+    from latkit.profiler.protocol import parse_statistic
+
+    config = replace(protocol_config(target_ci, max_seconds, quick), quantile=parse_statistic(statistic))
+    config = replace(config, pool_size=sessions) if sessions > 1 else config
     if file is not None:
         extra = [name for name, value in (("--space", space), ("--resolution", resolution), ("--lut", lut))
                  if value is not None]  # fmt: skip
         if extra:
             raise UsageError(f"{', '.join(extra)} go(es) with --arch; a model FILE brings its own input shape")
-        result = _measure_file(file, device, threads, clock, wanted, config)
+        result = _measure_file(file, device, threads, clock, wanted, config, sessions)
     else:
-        result = _measure_arch(arch, space, resolution, lut, device, threads, clock, wanted, config)
+        result = _measure_arch(arch, space, resolution, lut, device, threads, clock, wanted, config, sessions)
     if as_json:
         common.print_json(result)
     else:
         _print_measure(result)
 
 
-def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Any, config) -> dict:
+def _measure_sessions(dev, model, config, sessions: int):
+    """The measurement of the median of ``sessions`` fresh sessions, and every session's figure (ms).
+
+    The sessions are measured together, interleaved (one pool), so a burst of
+    other load falls on all of them alike; what still separates them is what a
+    fresh session changes (memory placement, thread placement, caches).
+    """
+    from latkit.profiler.protocol import measure_many, measure_one
+
+    if sessions == 1:
+        m = measure_one(dev, model, config)
+        return m, [m.latency_ms]
+    taken = []
+    measure_many(dev, [_Session(model, i) for i in range(sessions)], config,
+                 on_progress=lambda d, t, key, m: taken.append(m) if m is not None else None)  # fmt: skip
+    if not taken:
+        from latkit.core.errors import MeasurementError
+
+        raise MeasurementError(f"no session of {getattr(model, 'key', 'the model')} could be measured")
+    taken.sort(key=lambda m: m.latency_ms)
+    return taken[(len(taken) - 1) // 2], [m.latency_ms for m in taken]
+
+
+class _Session:
+    """A model measured in a session of its own (a distinct key, the same file)."""
+
+    def __init__(self, model, index: int) -> None:
+        self._model, self.key = model, f"{getattr(model, 'key', 'model')}#session{index}"
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Any, config,
+                  sessions: int = 1) -> dict:  # fmt: skip
     """Time a user's model file; the result dict of ``measure --json``."""
     from latkit.devices.precision import check_precision
     from latkit.core.errors import UsageError
     from latkit.profiler.model_file import ModelFile
-    from latkit.profiler.protocol import measure_one
-
     model = ModelFile(file)
     held = model.precision
     if wanted is not None and held is not None and wanted is not held:
@@ -296,21 +339,21 @@ def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], want
     try:
         model.check_device(dev)
         prec = check_precision(dev, held or wanted)
-        m = measure_one(dev, model, config)
+        m, figures = _measure_sessions(dev, model, config, sessions)
     finally:
         dev.close()
     facts = model.describe()
     facts["precision"] = prec.value
     facts["precision_source"] = "file" if held is not None else ("--precision" if wanted else "assumed")
-    return _result(m, facts)
+    return _result(m, facts, figures)
 
 
-def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted, config) -> dict:
+def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted, config,
+                  sessions: int = 1) -> dict:  # fmt: skip
     """Time a latkit network (``--arch``), with a LUT's estimate beside it when ``lut`` is given."""
     from latkit.devices.precision import parse_precision
     from latkit.lut.drift import combined, measure_drift
     from latkit.profiler.export import BuiltModel
-    from latkit.profiler.protocol import measure_one
 
     network, _ = load_arch(space, arch, resolution)
     prec = parse_precision(wanted)
@@ -321,7 +364,7 @@ def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clo
     dev, prec = open_checked(uri, threads, clock, prec)
     try:
         before = measure_drift(dev, refs, config) if refs and est.device == dev.uri else None
-        m = measure_one(dev, built, config)
+        m, figures = _measure_sessions(dev, built, config, sessions)
         drift = combined(before, measure_drift(dev, refs, config)) if before else None
         fmt = dev.model_format
         path = built.file(fmt) if fmt.value in ("onnx", "tflite") else None
@@ -330,13 +373,22 @@ def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clo
     facts = {"network": network.name, "file": str(path) if path else None,
              "sha256": file_sha256(path) if path else None, "format": fmt.value,
              "precision": prec.value, "input_shape": list(built.input_shape)}  # fmt: skip
-    result = _result(m, facts)
+    result = _result(m, facts, figures)
     if est is not None:
         result["estimate_ms"] = est.total_ms
         result["error_pct"] = 100.0 * (est.total_ms - m.latency_ms) / m.latency_ms
         result["device_drift"] = drift.to_dict() if drift else None
         result["drift_ops"] = len(refs)
     return result
+
+
+def _sessions_line(result: dict) -> str:
+    """How far several sessions disagreed, or the hint to measure more than one."""
+    figures = result.get("sessions_ms") or []
+    if len(figures) < 2:
+        return "; sessions can differ by more (--sessions 3 shows how much)."
+    return (f"; {len(figures)} sessions gave {', '.join(f'{v:.4g}' for v in figures)} ms, "
+            f"{100 * result['between_sessions_rel']:.1f}% apart (the median session is reported).")
 
 
 def _lut_estimate(lut: Path, network, prec):
@@ -351,9 +403,13 @@ def _lut_estimate(lut: Path, network, prec):
     return est, refs
 
 
-def _result(m, facts: dict) -> dict:
-    """``measure --json``: what was timed, where, the latency with its CI, and the full record."""
+def _result(m, facts: dict, sessions_ms: Optional[list] = None) -> dict:
+    """``measure --json``: what was timed, where, the latency (its statistic named) with its CI, the median,
+    the between-session spread when several sessions ran, and the full record."""
+    from latkit.profiler.protocol import short_statistic
+
     info = m.provenance.get("device") or {}
+    sessions_ms = sessions_ms or [m.latency_ms]
     return {
         "schema": "latkit.measure",
         "schema_version": 2,
@@ -362,6 +418,11 @@ def _result(m, facts: dict) -> dict:
         "device_info": info,
         "latency_ms": m.latency_ms,
         "statistic": m.provenance.get("statistic"),
+        "statistic_short": short_statistic(float((m.provenance.get("protocol") or {}).get("quantile", 0.05))),
+        "mean_ms": m.mean_ms,
+        "sessions_ms": list(sessions_ms),
+        "between_sessions_rel": (max(sessions_ms) - min(sessions_ms)) / min(sessions_ms) if len(sessions_ms) > 1
+        else None,
         "ci_low_ms": m.ci_low_ms,
         "ci_high_ms": m.ci_high_ms,
         "rel_ci": m.rel_ci,
@@ -378,13 +439,18 @@ def _result(m, facts: dict) -> dict:
 
 def _print_measure(result: dict) -> None:
     what = result.get("network") or Path(result["file"]).name
-    table = Table("model", "precision", "device", "latency ms", "95% CI ms", "p90 ms", "samples", "converged")
+    stat = result.get("statistic_short") or "latency"
+    table = Table("model", "precision", "device", f"{stat} ms", "median ms", "95% CI ms (this run)", "p90 ms",
+                  "samples", "converged")  # fmt: skip
     table.add_row(common.esc(what), common.esc(result["precision"]), common.esc(result["device"]),
-                  common.fmt_ms(result["latency_ms"]),
+                  common.fmt_ms(result["latency_ms"]), common.fmt_ms(result.get("median_ms")),
                   f"{common.fmt_ms(result['ci_low_ms'])}-{common.fmt_ms(result['ci_high_ms'])}",
-                  common.fmt_ms(result["p90_ms"]), f"{result['n_samples']} (x{result['iterations']})",
+                  common.fmt_ms(result["p90_ms"]), str(result["n_samples"]),
                   "yes" if result["converged"] else "no")
     common.out.print(table)
+    common.out.print(f"{stat}: the {common.esc(result.get('statistic') or '')}; each of the {result['n_samples']} "
+                     f"samples is the mean of {result['iterations']} back-to-back runs. The CI covers this "
+                     "session's noise only" + _sessions_line(result))
     if result.get("sha256"):
         common.out.print(f"{result['format']} file {common.esc(result['file'])}  sha256 {result['sha256'][:16]}")
     warning = (result["provenance"].get("delegation_warning") or "").strip()
