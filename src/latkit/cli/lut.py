@@ -301,6 +301,9 @@ def calibrate_cmd(
     quick: bool = typer.Option(False, "--quick"),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable fit on stdout (progress stays on stderr)."),
+    classes: int = typer.Option(
+        10, "--classes", min=0, help="The networks measured end their classifier at this many outputs, as the "
+        "deployed ones will (default 10, as `latkit profile` adds; 0: the space's own classifier)."),
 ) -> None:
     """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured networks."""
     import numpy as np
@@ -317,9 +320,9 @@ def calibrate_cmd(
     dev, prec = open_checked(device, threads, clock, wanted)
     try:
         with LUT.open(lut) as table:
-            model = TableLatencyModel.from_lut(sp, table, dev.uri, resolution, precision=prec)
+            model = TableLatencyModel.from_lut(sp, table, dev.uri, resolution, precision=prec, classes=classes or None)
             archs = pick_calibration_archs(model, networks - 1, np.random.default_rng(seed))
-            nets = [sp.network(a, resolution) for a in archs]
+            nets = [_deployed(sp.network(a, resolution), classes) for a in archs]
             with track(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
                 cal = calibrate_device(table, dev, nets, config, precision=prec,
                                        on_progress=lambda done, total, name: advance(name, total=total))  # fmt: skip
@@ -332,6 +335,13 @@ def calibrate_cmd(
                            "form": CAL_FORM, "networks": used})
         return
     _print_calibration(dev.uri, prec.value, cal, used)
+
+
+def _deployed(network, classes: int):
+    """``network`` with its classifier at ``classes`` outputs (0: as it is)."""
+    from latkit.profiler.spaces.base import with_classes
+
+    return with_classes(network, classes) if classes else network
 
 
 CAL_FORM = "e2e_ms = a * lut_sum_ms + b * n_ops + c"
