@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.search.target import Target
 
 __all__ = [
-    "open_device", "profile", "open_lut", "estimate", "fit_predictor", "load_predictor",
+    "open_device", "profile", "open_lut", "estimate", "latency_model", "fit_predictor", "load_predictor",
     "predict", "predict_model", "search_arch", "train", "export", "measure", "run",
 ]
 
@@ -146,8 +146,9 @@ def estimate(
     device: str | None = None,
     precision: str | Precision | None = None,
     calibration: bool = True,
+    classes: int | None = None,
 ) -> Estimate:
-    """Estimate a network's latency as the sum of its operators' LUT rows.
+    """Estimate a network's latency as the sum of its operators' LUT rows, calibrated when the device has a calibration.
 
     Args:
         lut: a LUT file or an open :class:`~latkit.lut.store.LUT`.
@@ -156,7 +157,10 @@ def estimate(
         resolution: input resolution (default the arch's own or the space's).
         device: device URI in the LUT (default its only one).
         precision: rows summed (default the only precision the LUT holds).
-        calibration: apply the device's stored calibration if it has one.
+        calibration: apply the device's stored calibration if it has one
+            (``Estimate.calibrated`` says whether it had).
+        classes: price the classifier with this many outputs (the trained
+            network's classes; default the classifier ``arch`` has).
 
     Returns:
         The estimate: ``total_ms``, ``lut_sum_ms`` and one entry per layer.
@@ -171,10 +175,44 @@ def estimate(
 
     prec = parse_precision(precision) if precision is not None else None
     network, _ = load_network(get_space(space) if space else None, arch, resolution)
+    if classes is not None:
+        from latkit.profiler.spaces.base import with_classes
+
+        network = with_classes(network, classes)
     if not isinstance(lut, (str, Path)):
         return _estimate(lut, network, device, calibration, precision=prec)
     with open_lut(lut, readonly=True) as store:
         return _estimate(store, network, device, calibration, precision=prec)
+
+
+def latency_model(
+    space: str,
+    lut: str | Path,
+    *,
+    device: str | None = None,
+    resolution: int | None = None,
+    precision: str | None = None,
+    classes: int | None = 10,
+    calibrated: bool | None = None,
+) -> Any:
+    """The latency model ``latkit search`` and ``latkit run`` search with: the space's LUT tables.
+
+    Calibrated when the device has a calibration at ``precision`` (its
+    ``provenance["kind"]`` is then ``lut-calibrated``, else ``lut``), with the
+    classifier at ``classes`` outputs (default 10, the default dataset's; None:
+    the space's own). Pass it to :func:`search_arch`; a relative target is
+    resolved on it by :func:`latkit.search.target.resolve_on_model`.
+
+    Raises:
+        MissingOpsError: the LUT lacks operators (the classifier at ``classes`` included).
+        StoreError: ``calibrated=True`` and the device has no calibration.
+    """
+    from latkit.lut.tables import TableLatencyModel
+    from latkit.profiler.spaces import get_space
+
+    with open_lut(lut, readonly=True) as table:
+        return TableLatencyModel.from_lut(get_space(space), table, device, resolution, calibrated=calibrated,
+                                          classes=classes, precision=precision)  # fmt: skip
 
 
 def fit_predictor(

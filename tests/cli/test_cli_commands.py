@@ -39,7 +39,7 @@ def test_profile_estimate_and_measure(capsys, small_lut, tmp_path):
     assert code == 0
     summary = json.loads(out)["summary"]
     (dev,) = summary["devices"]
-    assert dev["uri"] == "cpu:onnxruntime" and dev["ops"] == 70
+    assert dev["uri"] == "cpu:onnxruntime" and dev["ops"] == 71  # the space's 70 and the 10-class classifier
 
     arch = tmp_path / "arch.json"
     arch.write_text(json.dumps({"space": "proxyless_mobile_w05", "resolution": 32,
@@ -73,7 +73,7 @@ def test_profile_resumes_without_remeasuring(capsys, small_lut):
     code, _, err = run(capsys, "profile", "--device", "cpu:onnxruntime", "--space",
                        "proxyless_mobile_w05", "--resolution", "32", "--lut", str(small_lut), "--quick")
     assert code == 0
-    assert "70 already in" in err and "measured 0" in err
+    assert "71 already in" in err and "measured 0" in err
 
 
 def test_export_onnx_matches_torch(capsys, tmp_path):
@@ -250,19 +250,24 @@ def test_search_takes_a_target_relative_to_the_space_and_warns_above_its_range(c
     assert pct["target"]["fraction"] == pytest.approx(0.8) and pct["latency_ms"] <= pct["target_ms"]
     arch = json.loads(Path(pct["files"]["arch"]).read_text())
     assert arch["target_ms"] == pytest.approx(pct["target_ms"])
-    assert arch["target"].startswith("80% of the slowest network") and arch["target"].endswith(f"= {pct['target_ms']:.3f} ms")
+    assert arch["target"].startswith("80% of the slowest network")
+    assert arch["target"].endswith(f"= {pct['target_ms']:.3f} ms (on the uncalibrated LUT sum)")
+    # no calibration: the figures are said to be the raw LUT sum, with the command that calibrates
+    assert not pct["latency_model"]["calibrated"] and pct["latency_model"]["classes"] == 10
+    assert "warning: UNCALIBRATED" in err and "latkit lut calibrate" in err
     code, out, err = run(capsys, *common, "--speedup", "1.5x", "--out", str(tmp_path / "x15"))
     assert code == 0, err
     x15 = json.loads(out)
     # both resolve on the same slowest network: 1/1.5 vs 80% of it
     assert x15["target_ms"] / pct["target_ms"] == pytest.approx((1 / 1.5) / 0.8)
-    assert "warning:" not in err
+    assert "warning: the" not in err  # no range warning
     # a target above the space: warned before any work (the search after it fails at once)
     code, _, err = run(capsys, "search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut), "--resolution",
                        "32", "--target-ms", "1000", "--train-steps", "2", "--out", str(tmp_path / "above"))
     assert code != 0 and "Traceback" not in err
     lines = err.strip().splitlines()
-    assert lines[0].startswith("warning: the 1000 ms target is above proxyless_mobile_w05") and "60%" in lines[0]
+    assert lines[0].startswith("warning: UNCALIBRATED")
+    assert lines[1].startswith("warning: the 1000 ms target is above proxyless_mobile_w05") and "60%" in lines[1]
     assert "query-based" in err
 
 

@@ -174,5 +174,5 @@ def test_profile_that_ends_with_operators_neither_measured_nor_failed_is_an_erro
     assert code == 2
     assert err.strip().splitlines()[-1] == (
         f"error: cpu:onnxruntime left 5 operator(s) neither measured nor failed; 0 operator(s) measured since "
-        f"this run started are kept in {lut}, 70 are not measured yet: reconnect the device and rerun the same "
+        f"this run started are kept in {lut}, 71 are not measured yet: reconnect the device and rerun the same "
         "command to resume")

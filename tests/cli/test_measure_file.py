@@ -93,6 +93,21 @@ def test_measure_prints_a_table_with_the_file(capsys, files) -> None:
     assert f"sha256 {_sha256(files['onnx'])[:16]}" in out
 
 
+def test_measure_names_its_statistic_shows_the_median_and_the_spread_between_sessions(capsys, files) -> None:
+    code, out, err = run(capsys, "measure", files["onnx"], "--quick")
+    assert code == 0, err
+    assert "p5 ms" in out and "median ms" in out and "(this run)" in out and "back-to-back runs" in out
+    assert "--sessions 3" in out  # one session: the CI is said not to cover a session's variation
+    doc = _measure_json(capsys, files["onnx"], "--statistic", "median", "--sessions", "3")
+    assert doc["statistic_short"] == "median" and doc["provenance"]["protocol"]["quantile"] == 0.5
+    figures = doc["sessions_ms"]
+    assert len(figures) == 3 and figures == sorted(figures) and doc["latency_ms"] == figures[1]
+    assert doc["between_sessions_rel"] == pytest.approx((figures[2] - figures[0]) / figures[0])
+    assert doc["median_ms"] > 0 and doc["mean_ms"] > 0
+    code, _, err = run(capsys, "measure", files["onnx"], "--statistic", "mean", "--quick")
+    one_error_line(code, err, "--statistic must be one of p5, p10, p25, median")
+
+
 def test_measure_a_users_tflite_file_on_the_loopback_phone(capsys, files, tmp_path) -> None:
     server = pytest.importorskip("latkit.devices.loopback.server")
     from latkit.devices.loopback.benchmark_model import received_runs

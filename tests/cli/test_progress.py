@@ -33,7 +33,7 @@ def test_profile_json_in_process_measures_and_stores_one_operator(capsys, tmp_pa
                          "--quick", "--lut", str(lut), "--json")  # fmt: skip
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["device"] == "cpu:onnxruntime" and doc["lut"] == str(lut) and doc["left"] == 69
+    assert doc["device"] == "cpu:onnxruntime" and doc["lut"] == str(lut) and doc["left"] == 70  # 70 + the 10-class head
     assert len(doc["measured"]) == 1 and 0 < doc["measured"][0]["latency_ms"] < 100
     from latkit.lut.store import LUT
 

@@ -142,7 +142,7 @@ def test_plots_carry_legends_and_op_types(tmp_path) -> None:
     assert [t.get_text() for t in layers[0].get_yticklabels()] == [
         "first_conv (stem)", "blocks.0 (mbconv)", "blocks.1 (mbconv)"]  # fmt: skip
     assert [t.get_text() for t in layers[0].get_legend().get_texts()] == [
-        "measured on the device", "predicted / imported (not measured here)"]  # fmt: skip
+        "operator measured alone on the device (LUT)", "predicted / imported (not measured here)"]  # fmt: skip
     labels = [t.get_text() for t in trajectory[0].get_legend().get_texts()]
     assert "search loss (right axis)" in labels and len(labels) == 5  # every curve, the loss included
     acc_labels = [t.get_text() for t in acc[0].get_legend().get_texts()]

@@ -47,34 +47,33 @@ def export_cmd(
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
     device: Optional[str] = typer.Option(None, "--device", "-d", help=f"Also measure the files here. {DEVICE_HELP}"),
     as_json: bool = typer.Option(False, "--json"),
+    target_ms: Optional[float] = typer.Option(
+        None, "--target-ms", "-T", help="With --device: judge the measured files against this budget (ms) as "
+        "`latkit run` does (default: the target arch.json records)."),
+    tolerance: float = typer.Option(0.10, "--tolerance", help="How far over the budget still counts as within it."),
 ) -> None:
     """Export a searched architecture as parity-checked ONNX / TFLite files with sidecars.
 
     With --precision int8 also a full-integer int8 TFLite and an ONNX QDQ file; fp16: an fp16 TFLite.
     """
-    from latkit.devices.precision import check_precision, parse_precision
-    from latkit.profiler.spaces import get_space
     from latkit.deploy.export import export_arch, parse_variants
     from latkit.deploy.layout import parse_layout
+    from latkit.devices.precision import parse_precision
+    from latkit.search.target import check_target_ms, check_tolerance
 
     prec = parse_precision(precision)
     extra = parse_variants(variants)
     tflite_layout = parse_layout("nhwc" if nhwc else layout)
-    sp = get_space(space) if space is not None else None
-    if sp is not None and resolution is not None:
-        sp.check_resolution(resolution)
-    dev = None
-    if device is not None:
-        from latkit.devices import open_device
-
-        dev = open_device(device)
+    target = check_target_ms(target_ms) if target_ms is not None else None
+    tolerance = check_tolerance(tolerance)
+    sp = _checked_space(space, resolution)
+    dev = _open_checked(device, prec)
     try:
-        if dev is not None:
-            check_precision(dev, prec)
         rep = _representative(data, arch, sp, resolution) if data is not None else None
         report = export_arch(arch, weights=weights, formats=formats, out_dir=out, tflite_precisions=extra,
                              precision=prec, representative=rep, layout=tflite_layout,
-                             space=sp, resolution=resolution, device=dev, random_weights=random_weights)
+                             space=sp, resolution=resolution, device=dev, random_weights=random_weights,
+                             target_ms=target, tolerance=tolerance)  # fmt: skip
     finally:
         if dev is not None:
             dev.close()
@@ -82,6 +81,32 @@ def export_cmd(
         common.print_json(report.to_dict())
     else:
         _print_report(report, weights)
+
+
+def _checked_space(space: Optional[str], resolution: Optional[int]):
+    """The --space given (None without), with --resolution checked against it."""
+    from latkit.profiler.spaces import get_space
+
+    sp = get_space(space) if space is not None else None
+    if sp is not None and resolution is not None:
+        sp.check_resolution(resolution)
+    return sp
+
+
+def _open_checked(device: Optional[str], prec):
+    """The device to measure on (None without --device), checked to run ``prec``."""
+    if device is None:
+        return None
+    from latkit.devices import open_device
+    from latkit.devices.precision import check_precision
+
+    dev = open_device(device)
+    try:
+        check_precision(dev, prec)
+    except BaseException:
+        dev.close()
+        raise
+    return dev
 
 
 def _print_report(report: Any, weights: Optional[Path]) -> None:
@@ -101,6 +126,11 @@ def _print_report(report: Any, weights: Optional[Path]) -> None:
                      f"{err:.2e}" if isinstance(err, float) else common.esc(err),
                      "-" if agree is None else f"{agree:.0%}", common.fmt_ms(measured))  # fmt: skip
     common.out.print(grid)
+    for line in report.checks:
+        if "did not pay" in line or "OVER" in line:
+            common.warn(line)
+        else:
+            common.out.print(common.esc(line))
 
 
 def _representative(data: str, arch: Path, sp, resolution: Optional[int]):

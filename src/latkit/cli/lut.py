@@ -249,13 +249,19 @@ def estimate_cmd(
         None, "--precision", help="Precision of the LUT rows to use: fp32, fp16 or int8 (default: the only one the "
         "LUT holds for the device)."),
     as_json: bool = typer.Option(False, "--json"),
+    classes: Optional[int] = typer.Option(
+        None, "--classes", min=1, help="Price the network's classifier with this many outputs (the trained "
+        "network's classes, e.g. 10 for digits; default: the classifier --arch has)."),
 ) -> None:
     """Estimate a network's latency as the sum of its operators (at one precision), with a per-layer breakdown."""
     from latkit.lut.estimate import estimate
     from latkit.lut.store import LUT
+    from latkit.profiler.spaces.base import with_classes
 
     wanted = precision_option(precision)
     network, _ = load_arch(space, arch, resolution)
+    if classes is not None:
+        network = with_classes(network, classes)
     with LUT.open(lut, readonly=True) as store:
         est = estimate(store, network, device=device, calibration=calibrated, precision=wanted)
     if as_json:
@@ -269,7 +275,14 @@ def estimate_cmd(
     common.out.print(grid)
     common.out.print(f"[bold]sum of operators: {est.lut_sum_ms:.3f} ms[/]")
     if est.calibrated:
-        common.out.print(f"[bold]calibrated estimate: {est.total_ms:.3f} ms[/]")
+        from latkit.lut.calibration import describe_fit
+
+        common.out.print(f"[bold]calibrated estimate: {est.total_ms:.3f} ms[/] "
+                         f"({common.esc(describe_fit(est.calibration or {}))})")
+    elif calibrated:
+        common.warn(f"no {prec} calibration for {est.device} in {lut}: the figure is the sum of isolated operators, "
+                    f"which whole networks usually beat; run `latkit lut calibrate --lut {lut} --device {est.device} "
+                    f"--precision {prec} --space ...` for an end-to-end estimate")
 
 
 @lut_app.command("calibrate")
@@ -290,6 +303,9 @@ def calibrate_cmd(
     quick: bool = typer.Option(False, "--quick"),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable fit on stdout (progress stays on stderr)."),
+    classes: int = typer.Option(
+        10, "--classes", min=0, help="The networks measured end their classifier at this many outputs, as the "
+        "deployed ones will (default 10, as `latkit profile` adds; 0: the space's own classifier)."),
 ) -> None:
     """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured networks."""
     import numpy as np
@@ -307,9 +323,9 @@ def calibrate_cmd(
     dev, prec = open_checked(device, threads, clock, wanted)
     try:
         with LUT.open(lut) as store:
-            model = TableLatencyModel.from_lut(sp, store, dev.uri, resolution, precision=prec)
+            model = TableLatencyModel.from_lut(sp, store, dev.uri, resolution, precision=prec, classes=classes or None)
             archs = pick_calibration_archs(model, networks - 1, np.random.default_rng(seed))
-            nets = [sp.network(a, resolution) for a in archs]
+            nets = [_deployed(sp.network(a, resolution), classes) for a in archs]
             with track(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
                 cal = calibrate_device(store, dev, nets, config, precision=prec,
                                        on_progress=lambda done, total, name: advance(name, total=total))  # fmt: skip
@@ -322,6 +338,13 @@ def calibrate_cmd(
                            "form": CAL_FORM, "networks": used})
         return
     _print_calibration(dev.uri, prec, cal, used)
+
+
+def _deployed(network, classes: int):
+    """``network`` with its classifier at ``classes`` outputs (0: as it is)."""
+    from latkit.profiler.spaces.base import with_classes
+
+    return with_classes(network, classes) if classes else network
 
 
 CAL_FORM = "e2e_ms = a * lut_sum_ms + b * n_ops + c"
@@ -342,13 +365,22 @@ def _networks_used(store, uri: str, nets, cal, prec: Precision) -> list[dict]:
 
 
 def _print_calibration(uri: str, prec: Precision, cal, used: list[dict]) -> None:
-    """The fit in words: its form, coefficients, residual error and the networks it came from."""
+    """The fit in words: its form, coefficients, in- and out-of-sample error and the networks it came from."""
+    from latkit.lut.calibration import describe_fit
+
     esc = common.esc
     common.out.print(f"[bold]calibration for {esc(uri)} at {esc(prec)}[/]")
     common.out.print(f"  form:         {esc(CAL_FORM)} ({esc(_METHODS.get(cal.method, cal.method))})")
     common.out.print(f"  coefficients: a = {cal.a:.4g}, b = {cal.b:.4g} ms per operator, c = {cal.c:.4g} ms")
     common.out.print(f"  residual:     RMS {cal.rmse_ms:.4f} ms, largest relative error "
-                     f"{100 * cal.max_rel_err:.1f}% over {cal.n_points} network(s)")
+                     f"{100 * cal.max_rel_err:.1f}% over {cal.n_points} network(s) (in sample)")
+    loo = cal.loo_max_rel_err
+    common.out.print("  out of sample: " + (f"largest leave-one-out error {100 * loo:.1f}% (each network predicted "
+                                            "by a fit on the others)" if loo is not None else "not checked (1 network)"))
+    if cal.refused:
+        common.out.print(f"  not used:     {esc(cal.refused)}")
+    if cal.quality == "poor":
+        common.warn(f"the calibration did not hold out of sample: {describe_fit(cal.to_dict())}")
     grid = Table("network", "operators", "LUT sum ms", "calibrated ms", title="networks used")
     for row in used:
         grid.add_row(esc(row["name"]), str(row["n_ops"]), common.fmt_ms(row["lut_sum_ms"]),

@@ -112,22 +112,21 @@ def profile_cmd(
              "figure (a steadier LUT on a shared or thermally noisy device; N times the time)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout (progress stays on stderr)."),
     device_wait: Optional[float] = typer.Option(None, "--device-wait", min=0.0, help=DEVICE_WAIT_HELP),
+    classes: int = typer.Option(
+        10, "--classes", min=0,
+        help="With --space: also measure the classifier with this many outputs, the one a network trained for "
+             "deployment has (default 10: the default dataset, digits; 0: only the space's own)."),
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.core.errors import UsageError
     from latkit.devices.precision import Precision
-    from latkit.profiler.spaces import get_space
 
     wanted = precision_option(precision) or Precision.FP32
     if space is None and arch is None:
         raise UsageError("give --space (all its operators) or --arch (one network's operators)")
     if sample is not None and passes > 1:
         raise UsageError("--passes measures every operator again; it does not combine with --sample")
-    if arch is not None:
-        network, _ = load_arch(space, arch, resolution)
-        specs, space = network.measurable_specs(), network.name
-    else:
-        specs = get_space(space).operators(resolution)
+    specs, space = _specs_to_profile(space, arch, resolution, classes)
     config = protocol_config(target_ci, max_seconds, quick, device_wait)
     dev, prec = open_checked(device, threads, clock, wanted)
     if sample is not None:
@@ -146,6 +145,18 @@ def profile_cmd(
         })
     if report.failed:
         raise typer.Exit(1)
+
+
+def _specs_to_profile(space: Optional[str], arch: Optional[str], resolution: Optional[int], classes: int):
+    """The operators to measure and the name they go by: one network's, or a space's with the deployed classifier."""
+    from latkit.profiler.spaces import get_space
+    from latkit.profiler.spaces.base import head_specs
+
+    if arch is not None:
+        network, _ = load_arch(space, arch, resolution)
+        return network.measurable_specs(), network.name
+    sp = get_space(space)
+    return list(sp.operators(resolution)) + head_specs(sp, resolution, classes or None), space
 
 
 def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int], prec: Precision,
@@ -273,6 +284,12 @@ def measure_cmd(
     quick: bool = typer.Option(False, "--quick", help="Fewer samples (smoke runs)."),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
+    statistic: str = typer.Option(
+        "p5", "--statistic", help="The figure reported: p5 (default; the low robust quantile, steady under load), "
+        "p10, p25 or median. The median is always shown beside it."),
+    sessions: int = typer.Option(
+        1, "--sessions", min=1, max=10, help="Measure in this many fresh sessions and report how far they "
+        "disagree (the 95% CI covers one session's noise only); the median session's figure is reported."),
 ) -> None:
     """Time a model file, or a latkit network, end to end with the same protocol as the operators."""
     import math
@@ -285,29 +302,65 @@ def measure_cmd(
     # --quick has its own time cap, so the protocol would never see a bad --max-seconds
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise UsageError(f"--max-seconds must be a positive number of seconds, got {max_seconds:g}")
-    config = protocol_config(target_ci, max_seconds, quick)
+    from dataclasses import replace
+
+    from latkit.profiler.protocol import parse_statistic
+
+    config = replace(protocol_config(target_ci, max_seconds, quick), quantile=parse_statistic(statistic))
+    config = replace(config, pool_size=sessions) if sessions > 1 else config
     if file is not None:
         extra = [name for name, value in (("--space", space), ("--resolution", resolution), ("--lut", lut))
                  if value is not None]  # fmt: skip
         if extra:
             raise UsageError(f"{', '.join(extra)} go(es) with --arch; a model FILE brings its own input shape")
-        result = _measure_file(file, device, threads, clock, wanted, config)
+        result = _measure_file(file, device, threads, clock, wanted, config, sessions)
     else:
-        result = _measure_arch(arch, space, resolution, lut, device, threads, clock, wanted, config)
+        result = _measure_arch(arch, space, resolution, lut, device, threads, clock, wanted, config, sessions)
     if as_json:
         common.print_json(result)
     else:
         _print_measure(result)
 
 
-def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Precision | None,
-                  config) -> dict:  # fmt: skip
+def _measure_sessions(dev, model, config, sessions: int):
+    """The measurement of the median of ``sessions`` fresh sessions, and every session's figure (ms).
+
+    The sessions are measured together, interleaved (one pool), so a burst of
+    other load falls on all of them alike; what still separates them is what a
+    fresh session changes (memory placement, thread placement, caches).
+    """
+    from latkit.profiler.protocol import measure_many, measure_one
+
+    if sessions == 1:
+        m = measure_one(dev, model, config)
+        return m, [m.latency_ms]
+    taken = []
+    measure_many(dev, [_Session(model, i) for i in range(sessions)], config,
+                 on_progress=lambda d, t, key, m: taken.append(m) if m is not None else None)  # fmt: skip
+    if not taken:
+        from latkit.core.errors import MeasurementError
+
+        raise MeasurementError(f"no session of {getattr(model, 'key', 'the model')} could be measured")
+    taken.sort(key=lambda m: m.latency_ms)
+    return taken[(len(taken) - 1) // 2], [m.latency_ms for m in taken]
+
+
+class _Session:
+    """A model measured in a session of its own (a distinct key, the same file)."""
+
+    def __init__(self, model, index: int) -> None:
+        self._model, self.key = model, f"{getattr(model, 'key', 'model')}#session{index}"
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Precision | None, config,
+                  sessions: int = 1) -> dict:  # fmt: skip
     """Time a user's model file; the result dict of ``measure --json``."""
     from latkit.devices.precision import Precision, check_precision
     from latkit.core.errors import UsageError
     from latkit.profiler.model_file import ModelFile
-    from latkit.profiler.protocol import measure_one
-
     model = ModelFile(file)
     held = model.precision
     if wanted is not None and held is not None and wanted != held:
@@ -317,22 +370,21 @@ def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], want
     try:
         model.check_device(dev)
         prec = check_precision(dev, held or wanted or Precision.FP32)
-        m = measure_one(dev, model, config)
+        m, figures = _measure_sessions(dev, model, config, sessions)
     finally:
         dev.close()
     facts = model.describe()
     facts["precision"] = prec.value
     facts["precision_source"] = "file" if held is not None else ("--precision" if wanted else "assumed")
-    return _result(m, facts)
+    return _result(m, facts, figures)
 
 
 def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted: Precision | None,
-                  config) -> dict:  # fmt: skip
+                  config, sessions: int = 1) -> dict:  # fmt: skip
     """Time a latkit network (``--arch``), with a LUT's estimate beside it when ``lut`` is given."""
     from latkit.devices.precision import Precision
     from latkit.lut.drift import combined, measure_drift
     from latkit.profiler.export import BuiltModel
-    from latkit.profiler.protocol import measure_one
 
     network, _ = load_arch(space, arch, resolution)
     prec = wanted or Precision.FP32
@@ -343,7 +395,7 @@ def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clo
     dev, prec = open_checked(uri, threads, clock, prec)
     try:
         before = measure_drift(dev, refs, config) if refs and est.device == dev.uri else None
-        m = measure_one(dev, built, config)
+        m, figures = _measure_sessions(dev, built, config, sessions)
         drift = combined(before, measure_drift(dev, refs, config)) if before else None
         fmt = dev.model_format
         path = built.file(fmt) if fmt.value in ("onnx", "tflite") else None
@@ -352,13 +404,22 @@ def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clo
     facts = {"network": network.name, "file": str(path) if path else None,
              "sha256": file_sha256(path) if path else None, "format": fmt.value,
              "precision": prec.value, "input_shape": list(built.input_shape)}  # fmt: skip
-    result = _result(m, facts)
+    result = _result(m, facts, figures)
     if est is not None:
         result["estimate_ms"] = est.total_ms
         result["error_pct"] = 100.0 * (est.total_ms - m.latency_ms) / m.latency_ms
         result["device_drift"] = drift.to_dict() if drift else None
         result["drift_ops"] = len(refs)
     return result
+
+
+def _sessions_line(result: dict) -> str:
+    """How far several sessions disagreed, or the hint to measure more than one."""
+    figures = result.get("sessions_ms") or []
+    if len(figures) < 2:
+        return "; sessions can differ by more (--sessions 3 shows how much)."
+    return (f"; {len(figures)} sessions gave {', '.join(f'{v:.4g}' for v in figures)} ms, "
+            f"{100 * result['between_sessions_rel']:.1f}% apart (the median session is reported).")
 
 
 def _lut_estimate(lut: Path, network, prec):
@@ -373,9 +434,13 @@ def _lut_estimate(lut: Path, network, prec):
     return est, refs
 
 
-def _result(m, facts: dict) -> dict:
-    """``measure --json``: what was timed, where, the latency with its CI, and the full record."""
+def _result(m, facts: dict, sessions_ms: Optional[list] = None) -> dict:
+    """``measure --json``: what was timed, where, the latency (its statistic named) with its CI, the median,
+    the between-session spread when several sessions ran, and the full record."""
+    from latkit.profiler.protocol import short_statistic
+
     info = m.provenance.get("device") or {}
+    sessions_ms = sessions_ms or [m.latency_ms]
     return {
         "schema": "latkit.measure",
         "schema_version": 2,
@@ -384,6 +449,11 @@ def _result(m, facts: dict) -> dict:
         "device_info": info,
         "latency_ms": m.latency_ms,
         "statistic": m.provenance.get("statistic"),
+        "statistic_short": short_statistic(float((m.provenance.get("protocol") or {}).get("quantile", 0.05))),
+        "mean_ms": m.mean_ms,
+        "sessions_ms": list(sessions_ms),
+        "between_sessions_rel": (max(sessions_ms) - min(sessions_ms)) / min(sessions_ms) if len(sessions_ms) > 1
+        else None,
         "ci_low_ms": m.ci_low_ms,
         "ci_high_ms": m.ci_high_ms,
         "rel_ci": m.rel_ci,
@@ -400,13 +470,18 @@ def _result(m, facts: dict) -> dict:
 
 def _print_measure(result: dict) -> None:
     what = result.get("network") or Path(result["file"]).name
-    grid = Table("model", "precision", "device", "latency ms", "95% CI ms", "p90 ms", "samples", "converged")
+    stat = result.get("statistic_short") or "latency"
+    grid = Table("model", "precision", "device", f"{stat} ms", "median ms", "95% CI ms (this run)", "p90 ms",
+                 "samples", "converged")  # fmt: skip
     grid.add_row(common.esc(what), common.esc(result["precision"]), common.esc(result["device"]),
-                 common.fmt_ms(result["latency_ms"]),
+                 common.fmt_ms(result["latency_ms"]), common.fmt_ms(result.get("median_ms")),
                  f"{common.fmt_ms(result['ci_low_ms'])}-{common.fmt_ms(result['ci_high_ms'])}",
-                 common.fmt_ms(result["p90_ms"]), f"{result['n_samples']} (x{result['iterations']})",
+                 common.fmt_ms(result["p90_ms"]), str(result["n_samples"]),
                  "yes" if result["converged"] else "no")
     common.out.print(grid)
+    common.out.print(f"{stat}: the {common.esc(result.get('statistic') or '')}; each of the {result['n_samples']} "
+                     f"samples is the mean of {result['iterations']} back-to-back runs. The CI covers this "
+                     "session's noise only" + _sessions_line(result))
     if result.get("sha256"):
         common.out.print(f"{result['format']} file {common.esc(result['file'])}  sha256 {result['sha256'][:16]}")
     warning = (result["provenance"].get("delegation_warning") or "").strip()

@@ -12,7 +12,7 @@ Two modes share the command:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -51,7 +51,14 @@ _DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", "-d", help=f"Profile (or reuse) this device's LUT. {DEVICE_HELP}",
 )]  # fmt: skip
 _PredictorOpt = Annotated[Optional[Path], typer.Option("--predictor", help="Latency from a saved predictor.")]
-_CalibratedOpt = Annotated[bool, typer.Option("--calibrated", help="Use the LUT's stored calibration.")]
+_CalibratedOpt = Annotated[Optional[bool], typer.Option(
+    "--calibrated/--raw",
+    help="Latency from the LUT's stored calibration for the device and precision (default: whenever it has one; "
+         "--calibrated: require it); --raw: the plain sum of isolated operators.",
+)]  # fmt: skip
+_ClassesOpt = Annotated[Optional[int], typer.Option(
+    "--classes", min=1, help="Outputs of the deployed classifier the latency is priced with (default: --data's classes).",
+)]  # fmt: skip
 _PrecisionOpt = Annotated[Optional[str], typer.Option(
     "--precision", "-p",
     help="Precision the model ships at: fp32, fp16 or int8; the search reads only the LUT's rows at it "
@@ -101,20 +108,22 @@ class _Source:
     device: Optional[str]
     predictor: Optional[Path]
     resolution: Optional[int]
-    calibrated: bool
+    calibrated: Optional[bool]
     precision: Optional[Precision]  # None: the LUT's only one (fp32 for a device's own LUT)
+    classes: Optional[int] = None
 
 
 @app.command("search")
 def search_cmd(
     space: _SpaceOpt, target_ms: _TargetOpt = None, speedup: _SpeedupOpt = None, tolerance: _ToleranceOpt = 0.10,
     algorithm: _AlgorithmOpt = "proxyless-grad", lut: _LutOpt = None, device: _DeviceOpt = None,
-    predictor: _PredictorOpt = None, calibrated: _CalibratedOpt = False, precision: _PrecisionOpt = None,
+    predictor: _PredictorOpt = None, calibrated: _CalibratedOpt = None, precision: _PrecisionOpt = None,
     resolution: _ResolutionOpt = None, data: _DataOpt = "digits", epochs: _EpochsOpt = 10,
     queries: _QueriesOpt = 50, seed: _SeedOpt = 0, out: _OutOpt = Path("search_out"), resume: _ResumeOpt = False,
     accuracy_table: _AccuracyTableOpt = None, latency_table: _LatencyTableOpt = None,
     latency_samples: _LatencySamplesOpt = None, smooth_accuracy: _SmoothOpt = None,
     train_steps: _TrainStepsOpt = None, inherit: _InheritOpt = True, as_json: _JsonOpt = False,
+    classes: _ClassesOpt = None,
 ) -> None:  # fmt: skip
     """Search a space for the most accurate architecture within --target-ms."""
     from latkit.devices.precision import parse_precision
@@ -130,14 +139,18 @@ def search_cmd(
         _tabular(space, accuracy_table, latency_table, target.resolve(None), algorithm, queries, seed,
                  latency_samples, out, as_json)
         return
-    source = _Source(lut, device, predictor, resolution, calibrated, prec)
+    source = _Source(lut, device, predictor, resolution, calibrated, prec, classes)
+    if predictor is None and classes is None:
+        from latkit.search.supernet.data import data_classes
+
+        source = replace(source, classes=data_classes(data))  # the classifier the trained network will have
     sp, model = _space_and_model(space, source, out, algorithm, train_steps, resume)
-    ms = _resolve_target(sp, model, target, tolerance, as_json)
+    ms, target_text = _resolve_target(sp, model, target, tolerance, as_json)
     config = SearchConfig(ms, algorithm, epochs, seed, queries=queries, resume=resume,
                           smooth_samples=smooth_accuracy, train_steps=train_steps, inherit=inherit)  # fmt: skip
     outcome = _search(sp, model, config, data, out, as_json)
     if target.relative:  # the arch file says what was asked, not only the ms it came to
-        _record_target(outcome.files["arch"], target.describe(model.max_latency()[0]))
+        _record_target(outcome.files["arch"], target_text)
     _report(space, algorithm, target, tolerance, model, outcome, as_json)
 
 
@@ -173,8 +186,7 @@ def _space_and_model(space: str, source: _Source, out: Path, algorithm: str, tra
         sp.check_resolution(source.resolution)
     if resume:
         _check_resume(out, algorithm, train_steps)
-    model = _latency_model(sp, source.lut, source.device, source.predictor, source.resolution, source.calibrated,
-                           source.precision)  # fmt: skip
+    model = _latency_model(sp, source, source.precision)
     return sp, model
 
 
@@ -200,7 +212,7 @@ def _report(space: str, algorithm: str, target, tolerance: float, model, outcome
     result = {
         "space": space, "algorithm": algorithm, "target_ms": outcome.target_ms, "target": target.to_dict(),
         "tolerance": tolerance, "arch": outcome.native,
-        "precision": model.provenance.get("precision"),
+        "precision": model.provenance.get("precision"), "latency_model": _model_facts(model),
         "latency_ms": outcome.latency_ms, "accuracy": outcome.accuracy, "out": str(outcome.out_dir),
         "files": {k: str(v) for k, v in outcome.files.items()},
     }  # fmt: skip
@@ -222,46 +234,66 @@ def _record_target(arch_path: Path, text: str) -> None:
     write_json(arch_path, doc, "arch.json", indent=1, nan_to_null=True)
 
 
-def _resolve_target(sp, model, target, tolerance: float, quiet: bool) -> float:
-    """The target in ms (a share resolved on the model's slowest network); warns when it is above the space."""
+def _resolve_target(sp, model, target, tolerance: float, quiet: bool) -> tuple[float, str]:
+    """The target in ms and in words (a share resolved on the model's slowest network); says what the model's
+    figures are, and warns when the target is above the space."""
     import numpy as np
 
     from latkit.search.framework.base import min_latency
-    from latkit.search.target import range_warning
+    from latkit.search.target import range_warning, resolve_on_model
 
     slowest = model.max_latency()[0] if hasattr(model, "max_latency") else None
     if target.relative and slowest is None:
         raise UsageError("a share or speed-up target needs the space's slowest latency, which a predictor does not "
                          "give; use --lut or --device, or --target-ms in ms")  # fmt: skip
-    target_ms = target.resolve(slowest)
+    target_ms, text = resolve_on_model(target, model)
+    facts = _model_facts(model)
+    if facts and not facts["calibrated"]:
+        common.warn(facts["note"])
+    elif facts and not quiet:
+        common.err.print(f"latency: {common.esc(facts['note'])}")
     if not quiet and target.relative:
-        common.out.print(f"target: {common.esc(target.describe(slowest))}")
+        common.out.print(f"target: {common.esc(text)}")
     if slowest is not None:
         fastest = min_latency(sp, model, np.random.default_rng(0))[0]
         warning = range_warning(target_ms, (fastest, slowest), sp.name, model.provenance.get("device", "this device"),
                                 tolerance)  # fmt: skip
         if warning:
             common.warn(warning)
-    return target_ms
+    return target_ms, text
 
 
-def _latency_model(sp, lut: Optional[Path], device: Optional[str], predictor: Optional[Path],
-                   resolution: Optional[int], calibrated: bool, precision: Optional[Precision]):
+def _model_facts(model) -> dict | None:
+    """What a LUT table model's figures are (calibrated or not, the classifier priced), or None for a predictor."""
+    from latkit.lut.tables import latency_note
+
+    prov = getattr(model, "provenance", {})
+    if prov.get("kind") not in ("lut", "lut-calibrated"):
+        return None
+    return {"calibrated": prov["kind"] == "lut-calibrated", "classes": prov.get("classes"),
+            "calibration": prov.get("calibration"), "note": latency_note(prov)}
+
+
+def _latency_model(sp, source: _Source, precision: Optional[Precision]):
+    """The latency model of the one source: a LUT's tables (calibrated when the device has a calibration, with the
+    deployed classifier) or a saved predictor."""
     from latkit.devices.precision import Precision
     from latkit.lut.store import LUT
     from latkit.lut.tables import TableLatencyModel
     from latkit.search.framework.latency import PredictorLatencyModel
 
-    if predictor is not None:
+    if source.predictor is not None:
         if precision not in (None, Precision.FP32):
             raise UsageError(f"--precision {precision.value} selects LUT rows; a predictor gives the latency it was "
                              "fitted on: search with --lut or --device at that precision")  # fmt: skip
-        return PredictorLatencyModel.from_saved(sp, predictor)
-    if device is not None:
+        return PredictorLatencyModel.from_saved(sp, source.predictor)
+    lut = source.lut
+    if source.device is not None:
         precision = precision or Precision.FP32
-        lut = _device_lut(sp, device, resolution, precision)
+        lut = _device_lut(sp, source.device, source.resolution, precision, source.classes)
     with LUT.open(lut) as store:
-        return TableLatencyModel.from_lut(sp, store, resolution=resolution, calibrated=calibrated, precision=precision)
+        return TableLatencyModel.from_lut(sp, store, resolution=source.resolution, calibrated=source.calibrated,
+                                          precision=precision, classes=source.classes)  # fmt: skip
 
 
 def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None:
@@ -276,14 +308,17 @@ def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None
     check_resumable(out, algorithm)
 
 
-def _device_lut(sp, device: str, resolution: Optional[int], precision: Precision) -> Path:
-    """The device's cached LUT for the space, with any missing operator profiled now at ``precision``."""
+def _device_lut(sp, device: str, resolution: Optional[int], precision: Precision,
+                classes: Optional[int] = None) -> Path:
+    """The device's cached LUT for the space (and its classifier at ``classes``), with any missing operator
+    profiled now at ``precision``."""
     from latkit.cli.progress import track
     from latkit.devices.precision import check_precision
     from latkit.lut.store import LUT
     from latkit.profiler.protocol import Preset, ProtocolConfig
     from latkit.profiler.runner import profile_ops
     from latkit.lut.cache import lut_path_for
+    from latkit.profiler.spaces.base import head_specs
 
     res = resolution or sp.default_resolution
     path = lut_path_for(device, sp.name, res)
@@ -292,7 +327,7 @@ def _device_lut(sp, device: str, resolution: Optional[int], precision: Precision
         check_precision(dev, precision)  # before a LUT file is made for it
         path.parent.mkdir(parents=True, exist_ok=True)
         with LUT.open(path, create=True) as store:
-            specs = sp.operators(res)
+            specs = list(sp.operators(res)) + head_specs(sp, res, classes)
             todo = len([s for s in specs if s.key not in store.done_keys(dev.info().uri, precision=precision)])
             with track(f"profiling {device} ({precision.value})", todo, enabled=todo > 0) as advance:
                 report = profile_ops(dev, specs, store, ProtocolConfig.preset(Preset.PROFILE),

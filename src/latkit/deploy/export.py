@@ -68,6 +68,7 @@ from latkit.core.files import atomic_path, check_output_dir, file_sha256, write_
 from latkit._version import __version__
 from latkit.devices.base import Device
 from latkit.devices.precision import Precision
+from latkit.search.target import DEFAULT_TOLERANCE
 from latkit.core.errors import ArchError, UsageError
 from latkit.profiler.build import count_params
 from latkit.profiler.export import network_key
@@ -209,6 +210,7 @@ class ExportReport:
     weights: str | None
     files: list[ExportedFile] = field(default_factory=list)
     precision: Precision = Precision.FP32  # the precision the model ships at
+    checks: list[str] = field(default_factory=list)  # what the measured files showed (deploy.checks)
 
     def shipped(self, format: str) -> ExportedFile:
         """The file of ``format`` at the shipped precision."""
@@ -232,7 +234,7 @@ class ExportReport:
             "schema": f"{SCHEMA}-report", "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
             "out_dir": str(self.out_dir), "network": self.network, "space": self.space,
             "resolution": self.resolution, "classes": self.classes, "weights": self.weights,
-            "precision": self.precision.value, "files": [f.to_dict() for f in self.files],
+            "precision": self.precision.value, "files": [f.to_dict() for f in self.files], "checks": list(self.checks),
         }  # fmt: skip
 
 
@@ -329,6 +331,7 @@ def export_arch(
     tflite_precisions: Sequence[Precision] = (), representative: Images | None = None, name: str = "model",
     space: SearchSpace | str | None = None, resolution: int | None = None, random_weights: bool = False,
     device: Device | None = None, protocol: ProtocolConfig | None = None, on_progress: ProgressFn | None = None,
+    target_ms: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
 ) -> ExportReport:  # fmt: skip
     """Export an architecture with its weights to deployable files with sidecars.
 
@@ -343,13 +346,14 @@ def export_arch(
             (QDQ), fp16 adds ``model_fp16.tflite``; the float32 files are always written.
         layout: the TFLite files' input layout (ONNX stays NCHW).
         representative: images ``(N, C, H, W)`` the int8 ranges are calibrated on (None: seeded random).
-        space, resolution, name: the search space (or its name) when ``arch_path`` does not name it;
-            the input resolution (default: the arch's own, else the space's); the file stem.
-        device, protocol: when given, every file of the device's format (at a precision it runs) is
-            measured on it with these settings (:func:`latkit.deploy.verify.measure_exported`).
+        space, resolution, name: the search space (or its name) when ``arch_path`` does not name
+            it; the input resolution (default: the arch's own, else the space's); the file stem.
+        device, protocol: when given, every file of the device's format (at a precision it runs)
+            is measured on it (:func:`latkit.deploy.verify.measure_exported`).
+        target_ms, tolerance: measured files are judged against it (default arch.json's) and
+            quantized ones against fp32 (:func:`latkit.deploy.checks.check_files`).
         on_progress: called with a short message before each step.
-        random_weights: with ``weights`` None, export seeded random (untrained) weights, marked
-            ``random`` in the sidecars; without it, None is refused.
+        random_weights: with ``weights`` None, export seeded random weights (marked ``random``).
 
     Returns:
         The report, also saved as ``out_dir/export.json``.
@@ -378,8 +382,7 @@ def export_arch(
     say = on_progress or (lambda msg: None)
     base = _base_meta(info, ref.network, ref.module, weights)
     report.files += _write_files(plan, ref, batch, base, out, name, say)
-    if device is not None:
-        _measure_files(report, device, protocol, say)
+    _measure_files(report, device, protocol, say, info.target_ms if target_ms is None else target_ms, tolerance)
     write_json(out / REPORT_NAME, report.to_dict(), "export report", indent=1)
     return report
 
@@ -421,14 +424,21 @@ def _write_files(plan: ExportPlan, ref: TorchReference, batch: QuantBatch | None
     return files
 
 
-def _measure_files(report: ExportReport, device: Device, protocol: ProtocolConfig | None, say: ProgressFn) -> None:
+def _measure_files(report: ExportReport, device: Device | None, protocol: ProtocolConfig | None, say: ProgressFn,
+                   target_ms: float | None, tolerance: float) -> None:  # fmt: skip
+    """Measure every file the device (if any) runs, then check them (precision against fp32, the target)."""
+    from latkit.deploy.checks import check_files
     from latkit.deploy.verify import measure_exported
+
+    if device is None:
+        return
 
     runs = tuple(getattr(device, "precisions", (Precision.FP32,)))
     for f in report.files:
         if f.format == device.model_format.value and f.precision in runs:
             say(f"measuring {f.path.name} on {device.uri}")
             measure_exported(device, f, protocol)
+    report.checks = check_files(report.files, target_ms, tolerance)
 
 
 def _no_weights_message(arch_path: str | Path) -> str:

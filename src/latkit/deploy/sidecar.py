@@ -203,6 +203,7 @@ class ExportReportDict(TypedDict):
     weights: str | None
     precision: str
     files: list[ExportedFileDict]
+    checks: list[str]  # what the measured files showed: precision against fp32, the target verdict
 
 
 __all__ = [

@@ -42,8 +42,8 @@ import numpy as np
 
 from latkit._version import __version__
 from latkit.devices.precision import Precision
-from latkit.core.errors import StoreError, UsageError
-from latkit.lut.calibration import Calibration, load_calibration
+from latkit.core.errors import MissingOpsError, StoreError, UsageError
+from latkit.lut.calibration import Calibration, describe_fit, load_calibration
 from latkit.lut.store import LUT
 from latkit.profiler.ops import OpSpec, OpType
 from latkit.profiler.spaces.base import Arch, SearchSpace
@@ -321,7 +321,7 @@ class TableLatencyModel:
         lut: LUT,
         device: str | None = None,
         resolution: int | None = None,
-        calibrated: bool = False,
+        calibrated: bool | None = False,
         layout: Layout | None = None,
         classes: int | None = None,
         precision: Precision | None = None,
@@ -333,7 +333,10 @@ class TableLatencyModel:
             lut: an open LUT holding every operator of the space.
             device: device URI in the LUT (default its only device).
             resolution: input resolution (default the space's).
-            calibrated: fold the device's stored calibration into the tables.
+            calibrated: fold the device's stored calibration into the tables
+                (True: it must exist; None: when the device has one at
+                ``precision``, else the LUT sum, which the provenance's
+                ``calibrated`` and :func:`latency_note` say).
             layout: a precomputed :func:`~latkit.lut.tables.build_layout`.
             classes: the deployed classifier's output count, when it is not the
                 space's (a network trained on a 10-class set); the LUT must hold
@@ -353,11 +356,13 @@ class TableLatencyModel:
         if classes is not None:
             layout = _with_classes(layout, classes)
         keys = [s.key for slot in layout.slots for s in slot.specs.values() if s.measurable]
-        ms = lut.lookup(keys, uri, precision=prec)
-        cal = _stored_calibration(lut, uri, prec) if calibrated else None
+        ms = _lookup(lut, uri, prec, keys, space, layout, classes)
+        cal = load_calibration(lut, uri, precision=prec) if calibrated is None else (
+            _stored_calibration(lut, uri, prec) if calibrated else None)
         const, terms = _fold(layout, ms, cal)
         prov = {
             "kind": "lut-calibrated" if cal else "lut",
+            "calibrated": cal is not None,
             "lut": str(lut.path),
             "device": uri,
             "precision": prec.value,
@@ -461,6 +466,46 @@ class TableLatencyModel:
         terms = [Term(t.deps, np.where(t.table > 0, t.table - big, 0.0)) for t in self.terms]
         return TableLatencyModel(self.space, 0.0, terms, self.provenance, self.layout)._extreme(1.0)[1]
 
+
+
+def _lookup(lut: LUT, uri: str, prec: Precision, keys: list[str], space: SearchSpace, layout: Layout,
+            classes: int | None) -> dict[str, float]:  # fmt: skip
+    """``lut.lookup`` of ``keys``; a missing resized classifier gets the command that profiles it.
+
+    Raises:
+        MissingOpsError: operators are missing (only the classifier: say how to add it).
+    """
+    try:
+        return lut.lookup(keys, uri, precision=prec)
+    except MissingOpsError as exc:
+        heads = {s.key for s in layout.slots[-1].specs.values()}
+        if classes is None or not set(exc.missing) <= heads:
+            raise
+        res = f" --resolution {layout.resolution}" if layout.resolution else ""
+        err = MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec.value})")
+        err.args = (f"LUT {lut.path} has no {classes}-class classifier for {uri} at {prec.value} (the network "
+                    f"deployed has {classes} classes); add it with `latkit profile --space {space.name}{res} "
+                    f"--classes {classes} --device {uri} --precision {prec.value} --lut {lut.path}` "
+                    "(one operator)",)  # fmt: skip
+        raise err from None
+
+
+def latency_note(provenance: Mapping[str, object]) -> str:
+    """What a table model's figures are, in one line: calibrated (with its fit) or the raw LUT sum.
+
+    An uncalibrated figure names the command that calibrates it: a LUT sum prices
+    every operator in a model of its own, which on a CPU is typically 1.3-3x the
+    whole network's latency.
+    """
+    classes = provenance.get("classes")
+    head = f", classifier with {classes} classes" if classes else ""
+    where = f"{provenance.get('device')} at {provenance.get('precision')}"
+    cal = provenance.get("calibration")
+    if isinstance(cal, Mapping):
+        return f"calibrated end-to-end estimate for {where} ({describe_fit(cal)}){head}"
+    return (f"UNCALIBRATED sum of isolated-operator latencies for {where}{head}: whole networks usually run "
+            f"faster; run `latkit lut calibrate --lut {provenance.get('lut')} --device {provenance.get('device')} "
+            f"--precision {provenance.get('precision')} --space ...` for end-to-end figures")  # fmt: skip
 
 
 def _stored_calibration(lut: LUT, uri: str, prec: Precision) -> Calibration:

@@ -20,6 +20,7 @@ from typing import Any, TypedDict
 from latkit.core.files import check_output_dir, write_text
 from latkit.deploy.layout import InputLayout
 from latkit.devices.precision import Precision
+from latkit.lut.calibration import describe_fit
 from latkit.pipeline.pareto import Baseline, Scored, Size, pareto_front
 from latkit.search.plots import save_figure
 from latkit.pipeline.stages import EpochPoint, ScoredArch
@@ -111,26 +112,44 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_layers(layers: Sequence[LayerRow], path: Path, title: str = "") -> Path:
-    """Horizontal bars: each layer's LUT latency, labelled with its op type (free layers left out).
+def layer_bars(layers: Sequence[LayerRow], measured_ms: float | None = None) -> tuple[list[LayerRow], list[float], str]:
+    """The per-layer chart's rows (free layers left out), bar lengths (ms) and axis label.
 
-    Bars are coloured by where the LUT row came from: measured on the device,
-    or predicted / imported (``source`` of the estimate row).
+    Each layer's figure is its operator measured in isolation (the LUT row). Those
+    sum to more than the whole network takes (each isolated model pays its own call
+    overhead and cold caches), so with ``measured_ms`` (the network measured whole)
+    the bars are scaled to sum to it: they then show each layer's share of the
+    measured total, not a per-layer measurement.
+    """
+    rows = [r for r in layers if r.get("latency_ms", 0) > 0]
+    total = sum(r["latency_ms"] for r in rows)
+    if measured_ms is None or total <= 0:
+        return rows, [r["latency_ms"] for r in rows], "isolated-operator LUT latency (ms; sums to the LUT sum)"
+    scale = measured_ms / total
+    return rows, [scale * r["latency_ms"] for r in rows], (
+        f"isolated-operator LUT latency x {scale:.2f}: scaled to the measured {measured_ms:.3f} ms (ms)")
+
+
+def plot_layers(layers: Sequence[LayerRow], path: Path, title: str = "", measured_ms: float | None = None) -> Path:
+    """Horizontal bars: each layer's isolated-operator estimate, labelled with its op type (see :func:`layer_bars`).
+
+    Bars are coloured by where the LUT row came from: an operator measured alone on
+    the device, or predicted / imported (``source`` of the estimate row).
     """
     plt = _pyplot()
-    rows = [r for r in layers if r.get("latency_ms", 0) > 0]
+    rows, bars, xlabel = layer_bars(layers, measured_ms)
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 1.6))
     names = [f"{r['name']} ({r.get('op_type', '?')})" for r in rows]
     measured = [str(r.get("source", "measured")).startswith("measured") for r in rows]
-    for flag, color, label in ((True, "#4477aa", "measured on the device"),
+    for flag, color, label in ((True, "#4477aa", "operator measured alone on the device (LUT)"),
                                (False, "#ee7733", "predicted / imported (not measured here)")):  # fmt: skip
         idx = [i for i, m in enumerate(measured) if m == flag]
         if idx:
-            ax.barh(idx, [rows[i]["latency_ms"] for i in idx], color=color, label=label)
+            ax.barh(idx, [bars[i] for i in idx], color=color, label=label)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("LUT latency (ms)")
-    ax.set_title(title or "Per-layer latency of the chosen network")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title or "Per-layer share of the chosen network (isolated-operator estimates)")
     ax.legend(fontsize=8, loc="best")
     return save_figure(plt, fig, path, 110)
 
@@ -273,12 +292,9 @@ def render_markdown(summary: RunSummary, plots: Mapping[str, str]) -> str:
                          f"| {f['max_rel_err']:.2e} | {'-' if agree is None else f'{agree:.0%}'} "
                          f"| {_fmt(f.get('measured_ms'))} |")  # fmt: skip
         lines.append("")
-    cal = summary.get("calibration")
-    if cal:
-        lines += ["## Calibration", "",
-                  f"`e2e = {cal['a']:.3f} * lut_sum {cal['b']:+.4f} * n_ops {cal['c']:+.3f}` "
-                  f"({cal['method']}, {cal['n_points']} networks, max rel. error {cal['max_rel_err']:.1%})", ""]  # fmt: skip
-    titles = {"layers": "Per-layer latency", "predicted_vs_measured": "Predicted vs measured",
+    lines += calibration_lines(summary.get("calibration"))
+    titles = {"layers": "Per-layer share (operators measured alone, scaled to the measured total)",
+              "predicted_vs_measured": "Predicted vs measured",
               "trajectory": "Search trajectory", "accuracy_latency": "Accuracy vs latency"}  # fmt: skip
     for key, title in titles.items():
         if key in plots:
@@ -290,6 +306,16 @@ def render_markdown(summary: RunSummary, plots: Mapping[str, str]) -> str:
         lines.append("")
     lines += reproduce_lines(summary)
     return "\n".join(lines)
+
+
+def calibration_lines(cal: Mapping[str, object] | None) -> list[str]:
+    """The report's calibration section: the fit used, how well it held out of sample, the forms refused."""
+    if not cal:
+        return []
+    lines = ["## Calibration", "", f"{describe_fit(cal)} (in sample: max rel. error {float(cal['max_rel_err']):.1%})."]
+    if cal.get("refused"):
+        lines.append(f"Forms not used: {cal['refused']}.")
+    return lines + [""]
 
 
 def _size(v: float | None) -> str:
@@ -473,6 +499,14 @@ def markdown_to_html(markdown: str, title: str = "latkit run report", images_dir
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
+def _measured(summary: RunSummary) -> float | None:
+    """The reported network's measured latency (ms), which the per-layer chart is scaled to, or None."""
+    attempts = {a.get("name"): a for a in summary.get("attempts") or []}
+    best = attempts.get(summary.get("best_attempt")) or (next(iter(attempts.values())) if attempts else None)
+    ms = best.get("measured_ms") if best else None
+    return float(ms) if isinstance(ms, (int, float)) and ms > 0 else None
+
+
 def write_report(out_dir: str | Path, summary: RunSummary) -> Path:
     """Draw the plots the summary has data for and write ``out_dir/report.md`` and ``report.html``.
 
@@ -491,7 +525,7 @@ def write_report(out_dir: str | Path, summary: RunSummary) -> Path:
     plots: dict[str, str] = {}
     t = summary["target_ms"]
     jobs = (
-        ("layers", summary.get("layers"), lambda p: plot_layers(summary["layers"], p)),
+        ("layers", summary.get("layers"), lambda p: plot_layers(summary["layers"], p, measured_ms=_measured(summary))),
         ("predicted_vs_measured", summary.get("points"), lambda p: plot_predicted_vs_measured(summary["points"], p)),
         ("trajectory", summary.get("history"), lambda p: plot_trajectory(summary["history"], t, p,
                                                                            summary.get("tolerance", DEFAULT_TOLERANCE))),

@@ -427,11 +427,31 @@ class _Pipeline:
                                      tolerance=self.cfg.tolerance, references=refs)  # fmt: skip
         drift = entry.get("device_drift")
         say(1, 1, f"{entry['latency_ms']:.3f} ms" + (f" (device drift {drift['ratio']:.2f}x)" if drift else ""))
+        if f.precision != Precision.FP32:
+            self.check_precision(export, f, entry["latency_ms"], say)
         return MeasureResult(str(f.path), f.precision, entry["latency_ms"], entry["rel_ci"], entry["device"], drift)
 
 
+    def check_precision(self, export: ExportResult, f: ExportedFile, latency_ms: float, say: Say) -> None:
+        """Measure the float32 file beside the shipped quantized one; record in its sidecar whether the precision paid."""
+        from latkit.deploy.checks import precision_check
+
+        fp32 = export.file(f.format, Precision.FP32)
+        say(1, 1, f"measuring {fp32.path.name} to compare")
+        if self.device.info().kind == "cpu":
+            base = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, fp32, self.measure_config(), None,
+                                             self.cfg.tolerance, [])  # fmt: skip
+        else:
+            base = measure_exported(self.device, fp32, self.measure_config())
+        check = precision_check(f.precision, latency_ms, base["latency_ms"])
+        meta = f.meta()
+        meta["precision_check"] = check  # type: ignore[typeddict-unknown-key]
+        write_json(f.sidecar, meta, "model sidecar", indent=1, nan_to_null=True)
+        say(1, 1, check["text"])
+
+
 def _measure_job(uri: str, threads: int, exported: ExportedFile, protocol: ProtocolConfig,
-                 target_ms: float, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
+                 target_ms: float | None, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
     device = open_device(uri, threads=threads)
     try:
         return measure_exported(device, exported, protocol, confirm_target_ms=target_ms, tolerance=tolerance,
@@ -441,7 +461,7 @@ def _measure_job(uri: str, threads: int, exported: ExportedFile, protocol: Proto
 
 
 def _measure_in_fresh_process(uri: str, threads: int, exported: ExportedFile, protocol: ProtocolConfig,
-                              target_ms: float, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
+                              target_ms: float | None, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
     """:func:`measure_exported` in a newly spawned interpreter (nothing of this one's state)."""
     import multiprocessing
 
@@ -524,8 +544,7 @@ def _finish(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt],
 def _resolve_target(p: _Pipeline, target: tgt.Target) -> None:
     """The target in ms: a share of the slowest network is resolved on the calibrated per-slot latency tables."""
     if target.relative:
-        slowest = p.latency_model().max_latency()[0]
-        p.target_ms, p.target_text = target.resolve(slowest), target.describe(slowest)
+        p.target_ms, p.target_text = tgt.resolve_on_model(target, p.latency_model())
     else:
         p.target_text = target.describe()
     p.progress("target", 1, 1, p.target_text)
@@ -562,6 +581,7 @@ def _attempts(run_attempt: Callable[[int, float], Attempt], target_ms: float, to
 
 def _summary(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt], best: Attempt,
              device_state: Mapping[str, object] | None) -> rpt.RunSummary:  # fmt: skip
+    from latkit.lut.calibration import describe_fit
     from latkit.lut.estimate import estimate
     from latkit.lut.store import LUT
 
@@ -578,6 +598,11 @@ def _summary(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt], be
     verdict = judged.text
     if len(attempts) > 1 and best is not attempts[-1]:
         verdict += " (the first attempt fitted the budget better than the retry and is the one reported)"
+    verdict += f" Predicted by the calibration: {describe_fit(calib.calibration.to_dict())}."
+    paid = read_json(best.export.file(p.device.model_format.value, p.precision.value).sidecar,
+                     "model sidecar").get("precision_check")  # fmt: skip
+    if paid and not paid["paid"]:
+        verdict += f" Warning: {paid['text']}."
     search = best.search
     return {
         "device": cfg.device, "space": cfg.space, "resolution": p.resolution, "target_ms": p.target_ms,

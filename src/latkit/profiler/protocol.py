@@ -301,6 +301,26 @@ def _summarize(slot: _Slot, config: ProtocolConfig) -> stats.Summary:
     return stats.summarize(slot.samples_ms, z=config.outlier_z, q=config.quantile)
 
 
+STATISTICS = {"p5": 0.05, "p10": 0.10, "p25": 0.25, "median": 0.5}  # --statistic choices -> quantile
+
+
+def short_statistic(quantile: float) -> str:
+    """The reported statistic as a table heading names it: ``p5``, ``median``, ``p10``..."""
+    return "median" if quantile == 0.5 else f"p{100 * quantile:g}"
+
+
+def parse_statistic(name: str) -> float:
+    """The quantile a ``--statistic`` choice stands for.
+
+    Raises:
+        UsageError: not one of :data:`STATISTICS`.
+    """
+    if name not in STATISTICS:
+        raise UsageError(f"--statistic must be one of {', '.join(STATISTICS)} (the reported quantile of the "
+                         f"samples), got {name!r}")  # fmt: skip
+    return STATISTICS[name]
+
+
 def statistic_name(config: ProtocolConfig) -> str:
     """How ``latency_ms`` is computed under ``config``, for provenance."""
     if config.quantile == 0.5:
@@ -674,4 +694,5 @@ def measure_one(
     return result[0]
 
 
-__all__ = ["Preset", "ProtocolConfig", "measure_many", "measure_one", "statistic_name"]
+__all__ = ["STATISTICS", "Preset", "ProtocolConfig", "measure_many", "measure_one", "parse_statistic",
+           "short_statistic", "statistic_name"]

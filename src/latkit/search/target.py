@@ -145,6 +145,29 @@ def parse_target(text: Any = None, speedup: Any = None) -> Target:
     return Target(ms=check_target_ms(text), text=str(text))
 
 
+def resolve_on_model(target: Target, latency_model: Any) -> tuple[float, str]:
+    """The target in ms and in words, a share resolved on ``latency_model``'s slowest network.
+
+    The one place a relative target becomes milliseconds: ``latkit search``,
+    ``latkit run`` and the Python API all resolve it here, on the latency model
+    they search with (:func:`latkit.lut.tables.TableLatencyModel.from_lut` with
+    the device's calibration when it has one, and the deployed classifier), so
+    ``60%`` means the same milliseconds in each. A share resolved on an
+    uncalibrated LUT sum says so in its text.
+
+    Raises:
+        SearchError: a relative target on a model that does not know its slowest network.
+    """
+    if not target.relative:
+        return target.resolve(None), target.describe()
+    slowest = latency_model.max_latency()[0] if hasattr(latency_model, "max_latency") else None
+    ms = target.resolve(slowest)
+    text = target.describe(slowest)
+    if getattr(latency_model, "provenance", {}).get("kind") == "lut":
+        text += " (on the uncalibrated LUT sum)"
+    return ms, text
+
+
 # --------------------------------------------------------------------------- reachability
 
 
@@ -409,6 +432,7 @@ def fill_to_target(
 __all__ = [
     "DEFAULT_TOLERANCE", "FILL_STOP", "HIT", "MAX_TARGET_MS", "MET", "OVER", "SearchError", "Target", "TargetDict",
     "Verdict", "above_range", "best_attempt", "check_reachable", "check_target_ms", "check_tolerance",
-    "drift_sentence", "fill_to_target", "judge", "parse_target", "project_to_target", "range_warning", "undershoot",
+    "drift_sentence", "fill_to_target", "judge", "parse_target", "project_to_target", "range_warning",
+    "resolve_on_model", "undershoot",
     "within_budget",
 ]  # fmt: skip

@@ -103,6 +103,23 @@ def with_classes(network: Network, classes: int) -> Network:
     return replace(network, layers=network.layers[:-1] + (Layer(last.name, spec),), meta=meta)
 
 
+def head_specs(space: Any, resolution: int | None, classes: int | None) -> list[OpSpec]:
+    """The classifier ``space``'s networks get with ``classes`` outputs, when that is not the space's own.
+
+    A network trained on a 10-class dataset ends in a 10-output classifier, not the
+    space's (often 1000-output) one; its latency is priced with that operator, so
+    profiling a space for deployment measures it too. Empty when ``classes`` is None
+    or the space's classifier already has that many outputs.
+    """
+    if classes is None:
+        return []
+    net = space.network(space.from_options([c.options[0] for c in space.choices()]), resolution)
+    if net.layers[-1].spec.op_type is not OpType.LOGITS:
+        return []
+    head = with_classes(net, classes).layers[-1].spec
+    return [] if head == net.layers[-1].spec else [head]
+
+
 def classes_of(network: Network) -> int:
     """The classifier's output count."""
     return int(network.layers[-1].spec.output_shape[2])

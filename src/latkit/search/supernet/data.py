@@ -284,6 +284,21 @@ def load_image_folder(folder: str | Path, resolution: int = 32, valid_fraction: 
                     max_images)  # fmt: skip
 
 
+KNOWN_CLASSES = {"digits": 10, "cifar10": 10}
+
+
+def data_classes(spec: str) -> int:
+    """How many classes the dataset ``spec`` (as :func:`load_data` takes it) has: the deployed classifier's outputs.
+
+    Raises:
+        DataError: an unknown form or an unreadable dataset.
+    """
+    kind = spec.partition(":")[0]
+    if kind in KNOWN_CLASSES and (spec == kind or ":" in spec):
+        return KNOWN_CLASSES[kind]
+    return load_data(spec, 8, max_images=4096).n_classes
+
+
 def load_data(spec: str, resolution: int, seed: int = 0, max_images: int | None = None) -> SearchData:
     """The dataset named by ``spec``: ``digits``, ``cifar10:PATH``, ``folder:PATH`` or a path.
 
