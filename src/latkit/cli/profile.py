@@ -19,6 +19,9 @@ DEVICE_HELP = ("Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:
 
 MAX_PASSES = 10  # --passes: more passes than this buy no steadier figure, only time
 
+DEVICE_WAIT_HELP = ("Seconds to wait for a device that stops answering; past that, what is measured stays in "
+                    "the LUT and the run stops (rerun to resume). Default 120.")
+
 CLOCK_HELP = ("Host CPU clock: auto (thread CPU time with one thread, else wall), thread or wall. "
               "The thread clock leaves out time other processes took the core.")
 
@@ -47,13 +50,15 @@ def open_checked(uri: str, threads: int, clock: Optional[str], precision: Any):
         raise
 
 
-def protocol_config(target_ci: float, max_seconds: float, quick: bool):
-    """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap)."""
+def protocol_config(target_ci: float, max_seconds: float, quick: bool, device_wait: Optional[float] = None):
+    """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap;
+    ``device_wait``, when given, is how long a device that stops answering is waited for)."""
     from latkit.profiler.protocol import Preset, ProtocolConfig
 
+    wait = {} if device_wait is None else {"outage_wait_s": device_wait}
     if quick:
-        return ProtocolConfig.preset(Preset.QUICK, target_rel_ci=target_ci)
-    return ProtocolConfig.preset(Preset.DEFAULT, target_rel_ci=target_ci, max_seconds_per_op=max_seconds)
+        return ProtocolConfig.preset(Preset.QUICK, target_rel_ci=target_ci, **wait)
+    return ProtocolConfig.preset(Preset.DEFAULT, target_rel_ci=target_ci, max_seconds_per_op=max_seconds, **wait)
 
 
 def load_arch(space_name: Optional[str], arch: str, resolution: Optional[int]):
@@ -103,6 +108,7 @@ def profile_cmd(
         help="Measure the operators this many times over, in fresh sessions, and store each one's lowest "
              "figure (a steadier LUT on a shared or thermally noisy device; N times the time)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout (progress stays on stderr)."),
+    device_wait: Optional[float] = typer.Option(None, "--device-wait", min=0.0, help=DEVICE_WAIT_HELP),
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
     from latkit.core.errors import UsageError
@@ -118,7 +124,7 @@ def profile_cmd(
         specs, space = network.measurable_specs(), network.name
     else:
         specs = get_space(space).operators(resolution)
-    config = protocol_config(target_ci, max_seconds, quick)
+    config = protocol_config(target_ci, max_seconds, quick, device_wait)
     dev, prec = open_checked(device, threads, clock, wanted)
     if sample is not None:
         _profile_sampled(dev, specs, lut, config, sample, seed, prec, as_json)
