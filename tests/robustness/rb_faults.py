@@ -1,7 +1,9 @@
 """Fault injection over the loopback phone: garbage tool output, timeouts, outages.
 
 Each case starts a :class:`LoopbackDevice` in this process on a free 127.0.0.1 port
-(sandbox and HOME under the case folder), arms a fault or replaces the sandbox's
+(sandbox and HOME under the case folder) with the simulated ``benchmark_model`` (a
+shell script printing the real tool's report: the faults are in the ADB path and in
+what the tool prints, not in the model), arms a fault or replaces the sandbox's
 ``benchmark_model`` with a script printing garbage, runs ``latkit profile`` against
 it in a subprocess and checks the outcome *and* the LUT: a recoverable fault (one
 dropped connection) must still give a correct row; an unrecoverable one one error
@@ -25,6 +27,13 @@ from rb_corpus import bm_text, lut_rows_problem
 from rb_workspace import Workspace
 
 GROUP = "profile over loopback"
+# Short ADB waits (the environment variables AndroidDevice reads): every unreachable or
+# hung case waits them out, so they set its time. The outcome is the same as with the
+# defaults, only sooner.
+WAITS = {"LATKIT_ADB_CONNECT_WAIT_S": "4", "LATKIT_ADB_CONNECT_TIMEOUT_S": "3",
+         "LATKIT_ADB_SHELL_TIMEOUT_S": "5"}
+DEVICE_WAIT_S = 5  # --device-wait: how long a run waits for a phone gone mid-profile
+SIMULATED_MS = 2.0  # the simulated benchmark_model's latency per run
 
 
 @dataclass
@@ -38,6 +47,7 @@ class FaultCase:
     limit: int = 1
     during: Callable[[object, Path], None] | None = None  # runs in a thread while profiling
     keep_rows: int | None = None  # rows that must survive (outage mid-profile)
+    waits: dict[str, str] | None = None  # ADB waits other than WAITS
 
     @property
     def id(self) -> str:
@@ -149,13 +159,15 @@ def fault_cases() -> list[FaultCase]:
         F("benchmark_model stops after STARTING", _garbage("INFO: STARTING!\n")),
         F("benchmark_model crashes (exit 139)", _garbage("Segmentation fault\n", rc=139)),
         *[F(f"every benchmark_model run: {kind}", _arm(kind, 1000)) for kind in _output_faults()],
-        F("5 s outage of the whole device (waited out)", _outage(5.0), expect="ok"),
+        # the first connection must outlast the outage: a longer connect wait
+        F("5 s outage of the whole device (waited out)", _outage(5.0), expect="ok",
+          waits={"LATKIT_ADB_CONNECT_WAIT_S": "20"}),
         # the phone path measures its operators in interleaved rounds and stores them at the
         # end, so the outage starts once the models are on the phone and being run
-        F("device shut down mid-profile", lambda dev, folder: None, limit=3,
-          during=_after_models_pushed(_stop), timeout=240),
-        F("device off the air (600 s outage) mid-profile", lambda dev, folder: None, limit=3,
-          during=_after_models_pushed(_long_outage), timeout=240),
+        F("device shut down mid-profile", lambda dev, folder: None, limit=2,
+          during=_after_models_pushed(_stop, n_models=2, delay_s=1.0), timeout=240),
+        F("device off the air (600 s outage) mid-profile", lambda dev, folder: None, limit=2,
+          during=_after_models_pushed(_long_outage, n_models=2, delay_s=1.0), timeout=240),
     ]
 
 
@@ -169,11 +181,17 @@ def _free_port() -> int:
 
 def profile_argv(uri: str, lut: Path, limit: int) -> list[str]:
     return ["profile", "--device", uri, "--space", "proxyless_mobile", "--resolution", "32",
-            "--limit", str(limit), "--quick", "--lut", str(lut)]
+            "--limit", str(limit), "--quick", "--device-wait", str(DEVICE_WAIT_S), "--lut", str(lut)]
+
+
+def _env(ws: Workspace, folder: Path, waits: dict[str, str] | None = None) -> dict[str, str]:
+    """The workspace's CLI environment with short ADB waits."""
+    return {**ws.env(folder), **WAITS, **(waits or {})}
 
 
 def run_fault_case(case: FaultCase, folder: Path, ws: Workspace) -> Verdict:
     """Run one fault case; the verdict also checks the LUT's rows."""
+    from latkit.devices.loopback.benchmark_model import install_simulator
     from latkit.devices.loopback.server import LoopbackDevice
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -181,6 +199,7 @@ def run_fault_case(case: FaultCase, folder: Path, ws: Workspace) -> Verdict:
     with _cache_env(ws):  # the device's own ADB key lives in LATKIT_CACHE, shared with the client
         dev = LoopbackDevice(folder / "phone", port=0)
         dev.start()
+    install_simulator(dev.root, SIMULATED_MS)
     thread = None
     try:
         case.arrange(dev, folder)
@@ -188,7 +207,7 @@ def run_fault_case(case: FaultCase, folder: Path, ws: Workspace) -> Verdict:
             thread = threading.Thread(target=case.during, args=(dev, folder), daemon=True)
             thread.start()
         res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{dev.port}", lut, case.limit), folder,
-                      timeout=case.timeout, env=ws.env(folder))
+                      timeout=case.timeout, env=_env(ws, folder, case.waits))
     except Exception as exc:
         return Verdict("corpus error", f"{type(exc).__name__}: {exc}")
     finally:
@@ -241,11 +260,11 @@ def run_unreachable(folder: Path, ws: Workspace) -> list[tuple[str, Verdict]]:
     folder.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{port}", folder / "a.db", 1), folder, timeout=90,
-                  env=ws.env(folder))
+                  env=_env(ws, folder))
     out.append((f"{GROUP}: nothing listening on the port", classify(res, "error", allow_progress=True)))
     with _cache_env(ws), LoopbackDevice(folder / "phone", port=0, auth="refuse") as dev:
         res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{dev.port}", folder / "b.db", 1), folder,
-                      timeout=90, env=ws.env(folder))
+                      timeout=90, env=_env(ws, folder))
     out.append((f"{GROUP}: device refuses authorisation", classify(res, "error", allow_progress=True)))
     # a server that accepts and says nothing (a hung adbd)
     s = socket.socket()
@@ -253,7 +272,7 @@ def run_unreachable(folder: Path, ws: Workspace) -> list[tuple[str, Verdict]]:
     s.listen(4)
     try:
         res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{s.getsockname()[1]}", folder / "c.db", 1), folder,
-                      timeout=90, env=ws.env(folder))
+                      timeout=90, env=_env(ws, folder))
     finally:
         s.close()
     out.append((f"{GROUP}: port accepts and never answers", classify(res, "error", allow_progress=True)))
@@ -280,7 +299,7 @@ def run_unreachable(folder: Path, ws: Workspace) -> list[tuple[str, Verdict]]:
     t.start()
     try:
         res = run_cli(profile_argv(f"adb+tcp://127.0.0.1:{g.getsockname()[1]}", folder / "d.db", 1), folder,
-                      timeout=90, env=ws.env(folder))
+                      timeout=90, env=_env(ws, folder))
     finally:
         stop.set()
         t.join(2)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
+import os
 import re
 import shlex
 import time
@@ -63,6 +65,33 @@ _DELEGATE_FLAGS = {
     "gpu": {"use_xnnpack": False, "use_gpu": True, "use_nnapi": False},
     "nnapi": {"use_xnnpack": False, "use_gpu": False, "use_nnapi": True},
 }
+# ADB waits a caller does not give take these environment variables, then the built-in
+# default: a phone on a slow link may need longer ones, a test of one that never answers
+# shorter ones, and neither can pass constructor arguments through the CLI.
+WAIT_ENV = {"connect_wait_s": ("LATKIT_ADB_CONNECT_WAIT_S", 20.0),
+            "connect_timeout_s": ("LATKIT_ADB_CONNECT_TIMEOUT_S", 10.0),
+            "shell_timeout_s": ("LATKIT_ADB_SHELL_TIMEOUT_S", 20.0)}
+
+
+def adb_wait(name: str, given: float | None) -> float:
+    """The wait ``name`` of :data:`WAIT_ENV`: ``given``, else its environment variable, else its default.
+
+    Raises:
+        UsageError: the variable is set to something other than a number of seconds >= 0.
+    """
+    if given is not None:
+        return given
+    var, default = WAIT_ENV[name]
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"{var} must be a number of seconds >= 0, got {text[:40]!r}")
+    return value
 
 
 def _safe_name(text: str) -> str:
@@ -96,6 +125,12 @@ class AndroidDevice(Device):
             logged waits) before the device counts as unreachable.
         backoff_s: first wait between attempts (doubles each time).
         shell_timeout_s, run_timeout_s: limits for a plain command and for a run.
+        connect_timeout_s: limit for one connection and authentication attempt.
+
+    ``connect_wait_s``, ``connect_timeout_s`` and ``shell_timeout_s`` left out take
+    ``LATKIT_ADB_CONNECT_WAIT_S``, ``LATKIT_ADB_CONNECT_TIMEOUT_S`` and
+    ``LATKIT_ADB_SHELL_TIMEOUT_S`` when set (seconds; see :data:`WAIT_ENV`), else
+    20, 10 and 20 s.
     """
 
     model_format = ModelFormat.TFLITE
@@ -105,8 +140,8 @@ class AndroidDevice(Device):
                  adb_server: bool = False, key_path: str | Path | None = None, cpu_mask: str = "big",
                  warmup_runs: int = 1, warmup_min_secs: float = 0.0, min_secs: float = 0.0,
                  thermal: ThermalPolicy | None = None, retries: int = 3, backoff_s: float = 0.5,
-                 shell_timeout_s: float = 20.0, run_timeout_s: float = 300.0,
-                 connect_wait_s: float = 20.0) -> None:
+                 shell_timeout_s: float | None = None, run_timeout_s: float = 300.0,
+                 connect_wait_s: float | None = None, connect_timeout_s: float | None = None) -> None:
         _, options = split_adb_options(uri)
         uri_threads = int(options.get("threads", threads))
         if threads not in (1, uri_threads):
@@ -126,10 +161,12 @@ class AndroidDevice(Device):
                       "warmup_runs": warmup_runs, "warmup_min_secs": warmup_min_secs, "min_secs": min_secs}
         self.thermal = thermal or ThermalPolicy()
         self.retries, self.backoff_s = retries, backoff_s
-        self.shell_timeout_s, self.run_timeout_s = shell_timeout_s, run_timeout_s
+        self.shell_timeout_s, self.run_timeout_s = adb_wait("shell_timeout_s", shell_timeout_s), run_timeout_s
+        connect_wait_s = adb_wait("connect_wait_s", connect_wait_s)
         if not connect_wait_s >= 0:
             raise UsageError(f"connect_wait_s must be >= 0, got {connect_wait_s}")
         self.connect_wait_s = connect_wait_s
+        self.connect_timeout_s = adb_wait("connect_timeout_s", connect_timeout_s)
         self._t: AdbTransport | None = None
         self.props: dict[str, str] = {}
         self.clusters: list[Cluster] = []
@@ -155,7 +192,8 @@ class AndroidDevice(Device):
 
     def _transport(self) -> AdbTransport:
         if self._t is None:
-            self._t = open_transport(self.uri, use_server=self.adb_server, key_path=self.key_path)
+            self._t = open_transport(self.uri, use_server=self.adb_server, key_path=self.key_path,
+                                     connect_timeout_s=self.connect_timeout_s)
         return self._t
 
     def _retrying(self, what: str, fn: Any) -> Any:
