@@ -224,8 +224,8 @@ def test_parity_failure_raises_for_float_files() -> None:
     from latkit.deploy.exported_file import check_parity
 
     with pytest.raises(ExportError, match="differs from torch"):
-        check_parity(par, Path("model.onnx"), "fp32", "ONNX Runtime")
-    check_parity(par, Path("model_int8.tflite"), "int8", "LiteRT")  # recorded, not raised
+        check_parity(par, Path("model.onnx"), Precision.FP32, "ONNX Runtime")
+    check_parity(par, Path("model_int8.tflite"), Precision.INT8, "LiteRT")  # recorded, not raised
 
 
 def test_tflite_measured_on_the_loopback_phone(exported, tmp_path: Path) -> None:
