@@ -254,6 +254,9 @@ class LUT:
             )
         try:
             if not readonly:
+                from latkit.core.cache import prepare
+
+                prepare(path.parent)  # marks the LUT cache area when latkit creates it
                 path.parent.mkdir(parents=True, exist_ok=True)
             conn = cls._connect(path, readonly)
         except (OSError, ValueError, sqlite3.Error) as exc:
