@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latkit.core.files import atomic_path, one_line
+from latkit.core.files import atomic_path, check_input_file, one_line
 from latkit._version import __version__
 from latkit.core.errors import StoreError
 from latkit.profiler.build import build_network
@@ -71,6 +71,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     """
     from safetensors import SafetensorError, safe_open
 
+    check_input_file(path, "weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
@@ -89,7 +90,7 @@ def weights_file(weights: str | Path) -> Path:
     """
     path = Path(weights).expanduser()
     if not path.is_dir():
-        return path
+        return check_input_file(path, "weights file")  # a FIFO or device would block or never end
     for name in (TRAINED_FILE, CHECKPOINT_FILE):
         if (path / name).is_file():
             return path / name

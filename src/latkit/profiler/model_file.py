@@ -181,9 +181,10 @@ class ModelFile:
 
 def _read(path: Path) -> bytes:
     """The file's bytes; one line when it cannot be a model."""
+    from latkit.core.files import check_input_file
+
+    check_input_file(path, "model file")  # a FIFO or /dev/zero would block or never end
     try:
-        if path.is_dir():
-            raise StoreError(f"{path} is a folder, not a model file; give a .onnx or .tflite file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise StoreError(f"model file {path} does not exist") from None

@@ -1,0 +1,109 @@
+"""The new surfaces with bad input (issue 28): each class of problem, reproduced, then refused.
+
+Security: names that leave the output folder, device text with control
+characters. Hangs: files that are not regular files (a FIFO with no writer,
+``/dev/zero``) are refused before anything opens them. In-process CLI runs go
+through ``cli_checks``; a hang is run in a subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli_checks import one_error_line, run
+from latkit.core.errors import StoreError, UsageError
+
+ARCH = json.dumps({"space": "proxyless_mobile_w05", "resolution": 32,
+                   "arch": ["3x3_MBConv3"] * 21})  # fmt: skip
+
+
+def _latkit(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``latkit ARGV`` in a child; a hang fails the test instead of stalling the suite."""
+    return subprocess.run([sys.executable, "-m", "latkit", *argv], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+
+
+@pytest.fixture()
+def fifo(tmp_path) -> Path:
+    path = tmp_path / "model.onnx"
+    os.mkfifo(path)
+    return path
+
+
+# --- security -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/tmp/absolute", "a/b", "..", "", "bad\nname"])
+def test_export_name_must_stay_inside_the_folder(tmp_path, name):
+    import latkit
+
+    arch = tmp_path / "arch.json"
+    arch.write_text(ARCH)
+    with pytest.raises(UsageError, match="not a plain file name"):
+        latkit.export(arch, None, "onnx", tmp_path / "out", random_weights=True, name=name)
+    assert not (tmp_path / "escaped.onnx").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("field", ["model", "serial", "product"])
+def test_loopback_profile_text_cannot_spoof_a_property(field):
+    from latkit.devices.loopback.sandbox import DeviceProfile
+
+    with pytest.raises(UsageError, match=f"loopback device {field}"):
+        DeviceProfile(**{field: "Pixel\nro.build.fingerprint=spoofed"})
+    with pytest.raises(UsageError, match="printable"):
+        DeviceProfile(**{field: ""})
+
+
+def test_device_text_reaches_the_terminal_with_its_controls_shown(monkeypatch, capsys):
+    from latkit.cli import ops
+
+    evil = "Pixel\x1b]0;pwned\x07\x1b[2J\x9b31m"
+    monkeypatch.setattr(ops, "_phones", lambda uris: [{"uri": "adb:x", "model": evil}])
+    code, out, _ = run(capsys, "devices")
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
+    assert "Pixel\\x1b]0;pwned\\x07" in out
+
+
+# --- hangs: special files -------------------------------------------------------------------
+
+
+def test_measure_refuses_a_fifo_without_opening_it(fifo):
+    proc = _latkit("measure", str(fifo))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "not a regular file" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "/dev/urandom"])
+def test_measure_refuses_endless_devices(special, capsys):
+    if not Path(special).exists():
+        pytest.skip(f"no {special} here")
+    code, _, err = run(capsys, "measure", special)
+    one_error_line(code, err, special, "not a regular file")
+
+
+def test_export_refuses_fifo_weights(tmp_path, fifo):
+    from latkit.deploy.export_weights import read_weights, weights_file
+
+    with pytest.raises(StoreError, match="not a regular file"):
+        weights_file(fifo)
+    with pytest.raises(StoreError, match="not a regular file"):
+        read_weights(fifo)
+
+
+def test_export_refuses_weights_and_random_weights_together(tmp_path):
+    import latkit
+
+    arch = tmp_path / "arch.json"
+    arch.write_text(ARCH)
+    (tmp_path / "w.safetensors").write_bytes(b"\0" * 16)
+    with pytest.raises(UsageError, match="not both"):
+        latkit.export(arch, tmp_path / "w.safetensors", "onnx", tmp_path / "out", random_weights=True)
+    with pytest.raises(UsageError, match="on_progress"):
+        latkit.export(arch, None, "onnx", tmp_path / "out", random_weights=True, on_progress="verbose")
