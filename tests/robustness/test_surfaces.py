@@ -107,3 +107,41 @@ def test_export_refuses_weights_and_random_weights_together(tmp_path):
         latkit.export(arch, tmp_path / "w.safetensors", "onnx", tmp_path / "out", random_weights=True)
     with pytest.raises(UsageError, match="on_progress"):
         latkit.export(arch, None, "onnx", tmp_path / "out", random_weights=True, on_progress="verbose")
+
+
+# --- hangs and tracebacks: farm addresses ---------------------------------------------------
+
+
+def test_farm_address_that_never_answers_is_refused_in_time():
+    import socket
+
+    from latkit.core.errors import DeviceError
+    from latkit.profiler.farm.cluster import _reachable
+
+    with socket.socket() as listener:  # accepts (the kernel does), never speaks
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(DeviceError, match="answered nothing in 0.2 s"):
+            _reachable(f"127.0.0.1:{port}", timeout_s=0.2)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:\u0661\u0662\u0663", "127.0.0.1:99999", "127.0.0.1:0"])
+def test_farm_address_port_must_be_an_ascii_port_number(address, capsys):
+    code, _, err = run(capsys, "farm", "devices", "--address", address)
+    one_error_line(code, err, "bad cluster address", "1-65535")
+
+
+# --- tracebacks: unwritable standard output -------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["spaces"], ["spaces", "--json"]])
+def test_stdout_on_a_full_disk_is_one_line(argv):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "latkit", *argv], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: cannot write the output") and "No space left" in lines[0]
