@@ -145,3 +145,62 @@ def test_stdout_on_a_full_disk_is_one_line(argv):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: cannot write the output") and "No space left" in lines[0]
+
+
+# --- hangs and tracebacks: models that never end or cannot be fed ---------------------------
+
+
+def _onnx(path: Path, dims: list[int], loop: bool = False) -> Path:
+    """A one-input float model: a Relu, or a Loop whose condition stays true (it never ends)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    if loop:
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Relu", ["v"], ["v_out"])], "body",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+             helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v", TensorProto.FLOAT, dims)],
+            [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v_out", TensorProto.FLOAT, dims)])  # fmt: skip
+        nodes = [helper.make_node("Constant", [], ["t"], value=helper.make_tensor("t", TensorProto.BOOL, [], [True])),
+                 helper.make_node("Loop", ["", "t", "x"], ["y"], body=body)]  # fmt: skip
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_a_model_that_never_ends_is_stopped_at_the_run_limit(tmp_path):
+    from latkit.core.errors import MeasurementError
+    from latkit.devices.base import open_device
+    from latkit.profiler.model_file import ModelFile
+
+    dev = open_device("cpu:onnxruntime")
+    dev.run_limit_s = 0.3
+    with pytest.raises(MeasurementError, match="longer than 0.3 s"):
+        dev.open(ModelFile(_onnx(tmp_path / "loop.onnx", [1, 4], loop=True)))
+    session = dev.open(ModelFile(_onnx(tmp_path / "relu.onnx", [1, 4])))  # a finite model runs as before
+    assert session.time(5) > 0
+
+
+def test_the_run_limit_follows_the_protocol_budget():
+    from latkit.profiler.protocol import ProtocolConfig, run_limit_s
+
+    assert run_limit_s(ProtocolConfig(max_seconds_per_op=20.0, warmup_s=0.5)) == pytest.approx(61.5)
+    assert run_limit_s(ProtocolConfig(max_seconds_per_op=0.5, warmup_s=0.1)) == 10.0
+
+
+@pytest.mark.parametrize("dims", [[1, 3, 2**31, 2**31], [1, 3, 2**40, 4], [1, 64, 8192, 8192]])
+def test_measure_refuses_an_input_too_large_to_feed(dims, tmp_path, capsys):
+    code, _, err = run(capsys, "measure", _onnx(tmp_path / "huge.onnx", dims))
+    one_error_line(code, err, "GiB", "smaller input size")
+
+
+@pytest.mark.parametrize("threads", ["100000", "257"])
+def test_measure_refuses_more_threads_than_any_cpu_has(threads, tmp_path, capsys):
+    code, _, err = run(capsys, "measure", _onnx(tmp_path / "m.onnx", [1, 4]), "--threads", threads)
+    one_error_line(code, err, "threads", "1..256")

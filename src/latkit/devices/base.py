@@ -120,10 +120,14 @@ class Device(ABC):
     model_format: ModelFormat = ModelFormat.ONNX
     # precisions (latkit.devices.precision.Precision values) this backend can run
     precisions: tuple[str, ...] = ("fp32",)
+    # The longest one inference (or one timing call) may run before the device stops it;
+    # the measurement protocol sets it from its time budget. None: no limit.
+    run_limit_s: float | None = None
 
     def __init__(self, uri: str, threads: int = 1) -> None:
-        if threads < 1:
-            raise UsageError(f"threads must be >= 1, got {threads}")
+        from latkit.core.checks import MAX_THREADS, integer
+
+        integer("threads", threads, 1, MAX_THREADS)  # 100000 threads hang the runtime's pool start
         self.uri = uri
         self.threads = threads
 
