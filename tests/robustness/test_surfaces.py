@@ -204,3 +204,36 @@ def test_measure_refuses_an_input_too_large_to_feed(dims, tmp_path, capsys):
 def test_measure_refuses_more_threads_than_any_cpu_has(threads, tmp_path, capsys):
     code, _, err = run(capsys, "measure", _onnx(tmp_path / "m.onnx", [1, 4]), "--threads", threads)
     one_error_line(code, err, "threads", "1..256")
+
+
+# --- silent accepts: phones and serials -----------------------------------------------------
+
+
+@pytest.mark.parametrize("adb, needle", [
+    (["adb+tcp://127.0.0.1:6555", "adb+tcp://localhost:6555"], "same phone"),
+    (["adb+tcp://127.0.0.1:6555", "adb+tcp://127.0.0.1:06555"], "same phone"),
+    (["adb+tcp://127.0.0.1:99999"], "1-65535"),
+    (["adb+tcp://127.0.0.1:6555?delegate=bogus"], "unknown delegate"),
+    (["adb:SERIAL"], "must be a phone"),
+])  # fmt: skip
+def test_farm_phones_are_checked_and_never_given_twice(adb, needle):
+    from latkit.profiler.farm.cluster import distinct_phones
+
+    with pytest.raises(UsageError, match=needle):
+        distinct_phones(adb)
+
+
+def test_farm_phones_are_written_one_way():
+    from latkit.profiler.farm.cluster import distinct_phones
+
+    assert distinct_phones(["adb+tcp://127.0.0.1:6555", "adb+tcp://127.0.0.1:6556"]) == (
+        "adb+tcp://127.0.0.1:6555", "adb+tcp://127.0.0.1:6556")
+
+
+@pytest.mark.parametrize("uri", ["adb:", "adb:\n", "adb:ab cd", "adb:x\x1b[2J"])
+def test_a_serial_must_be_printable_and_not_empty(uri):
+    from latkit.devices.adb_transport import parse_adb_uri
+
+    with pytest.raises(UsageError, match="serial"):
+        parse_adb_uri(uri)
+    assert parse_adb_uri("adb:emulator-5554") == ("serial", "emulator-5554", None)

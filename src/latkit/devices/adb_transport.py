@@ -518,8 +518,14 @@ def parse_adb_uri(uri: str) -> tuple[str, str, int | None]:
         if not 1 <= int(port) <= 65535:
             raise UsageError(f"bad device URI {uri!r}: port {int(port)} is not in 1-65535")
         return "tcp", host, int(port)
-    if uri == "adb" or uri.startswith("adb:"):
-        return "serial", uri[4:], None
+    if uri == "adb":
+        return "serial", "", None
+    if uri.startswith("adb:"):
+        serial = uri[4:]
+        if not serial or any(c.isspace() or not c.isprintable() for c in serial):
+            raise UsageError(f"bad device URI {uri!r}: the serial is empty or holds spaces or control characters; "
+                             "write adb:SERIAL as `adb devices` lists it, or adb for the only phone")
+        return "serial", serial, None
     raise UsageError(f"bad Android device URI {uri!r}; write adb:SERIAL or adb+tcp://HOST:PORT")
 
 

@@ -50,6 +50,7 @@ def connect(address: str | None = None, adb: list[str] | tuple[str, ...] = (),
     """
     if address not in (None, "auto"):
         _reachable(address)  # before importing ray: a bad address is told even without the extra
+    adb = distinct_phones(adb)
     ray = import_ray()
     if ray.is_initialized():  # a caller that joined a cluster itself (tests, notebooks)
         yield ray
@@ -72,6 +73,44 @@ def connect(address: str | None = None, adb: list[str] | tuple[str, ...] = (),
         yield ray
     finally:
         ray.shutdown()
+
+
+def distinct_phones(adb: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The ``--adb`` phones, each checked and written one way (``adb+tcp://HOST:PORT``).
+
+    A phone is a node resource, so a bad port or option must fail here, and one
+    phone under two spellings (``localhost`` and ``127.0.0.1``, port ``06555``)
+    would get two workers driving it at once.
+
+    Raises:
+        UsageError: not an ``adb+tcp://HOST:PORT`` phone (options are set per device, not here),
+            or one phone given twice.
+    """
+    from latkit.devices.adb_transport import parse_adb_uri
+
+    seen: dict[tuple[str, int], str] = {}
+    out: list[str] = []
+    for uri in adb:
+        kind, host, port = parse_adb_uri(uri)  # checks the port (1-65535) and any ?options
+        if kind != "tcp" or "?" in uri:
+            raise UsageError(f"--adb {uri!r} must be a phone as adb+tcp://HOST:PORT, without options")
+        for address in _addresses(host, port):
+            if (address, port) in seen:
+                raise UsageError(f"--adb {uri!r} and {seen[(address, port)]!r} are the same phone; give each "
+                                 "phone once (two workers on one phone would disturb each other's timings)")
+            seen[(address, port)] = uri
+        out.append(f"adb+tcp://[{host}]:{port}" if ":" in host else f"adb+tcp://{host}:{port}")
+    return tuple(out)
+
+
+def _addresses(host: str, port: int) -> set[str]:
+    """The addresses ``host`` resolves to (itself when it does not resolve)."""
+    import socket
+
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)} or {host}
+    except (OSError, UnicodeError):
+        return {host}
 
 
 # An HTTP/2 client preface and an empty SETTINGS frame: every gRPC server (Ray's GCS and
