@@ -237,3 +237,69 @@ def test_a_serial_must_be_printable_and_not_empty(uri):
     with pytest.raises(UsageError, match="serial"):
         parse_adb_uri(uri)
     assert parse_adb_uri("adb:emulator-5554") == ("serial", "emulator-5554", None)
+
+
+# --- misleading: the content decides a model file's format, not its suffix ------------------
+
+
+@pytest.mark.parametrize("name", ["model.tflite", "model", "model.bin"])
+def test_a_valid_onnx_model_is_measured_whatever_its_suffix(name, tmp_path, capsys):
+    code, out, err = run(capsys, "measure", _onnx(tmp_path / name, [1, 4]), "--quick")
+    assert code == 0, err
+    assert "onnx file" in out and name in out
+
+
+# --- misleading and tracebacks: weights the exporter cannot use -----------------------------
+
+
+def _arch_and_module(tmp_path):
+    from latkit.deploy.export import read_arch
+    from latkit.deploy.export_weights import standalone_module
+
+    arch = tmp_path / "arch.json"
+    arch.write_text(ARCH)
+    network = read_arch(arch).network
+    return arch, network, standalone_module(network)[0]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_diverged_weights_are_blamed_on_the_training_not_the_exporter(value, tmp_path):
+    from safetensors.torch import save_file
+
+    from latkit.deploy.export_weights import standalone_module
+
+    _, network, module = _arch_and_module(tmp_path)
+    state = {k: v.clone().fill_(value) if v.is_floating_point() else v for k, v in module.state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    with pytest.raises(StoreError, match="NaN or infinite.*training diverged"):
+        standalone_module(network, tmp_path / "w.safetensors")
+
+
+def test_a_checkpoint_key_without_a_layer_number_is_one_line(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from latkit.deploy.export_weights import SUPERNET_PREFIX, standalone_module
+
+    _, network, _ = _arch_and_module(tmp_path)
+    save_file({f"{SUPERNET_PREFIX}x.candidates.3x3.weight": torch.zeros(2)}, str(tmp_path / "ck.safetensors"))
+    with pytest.raises(StoreError, match="names no layer number"):
+        standalone_module(network, tmp_path / "ck.safetensors")
+
+
+# --- misleading: the option at fault is named ------------------------------------------------
+
+
+def test_a_garbage_adb_key_is_named_not_reported_as_no_device(tmp_path, capsys):
+    key = tmp_path / "adbkey"
+    key.write_text("garbage")
+    (tmp_path / "adbkey.pub").write_text("garbage")
+    code, _, err = run(capsys, "farm", "devices", "--key", key)
+    one_error_line(code, err, "ADB key", "not an RSA private key")
+
+
+def test_train_names_the_resolution_option(tmp_path, capsys):
+    arch = tmp_path / "arch.json"
+    arch.write_text(ARCH)
+    code, _, err = run(capsys, "train", "--arch", arch, "--resolution", "100000", "--out", tmp_path / "t")
+    one_error_line(code, err, "--resolution", "4096")
