@@ -303,3 +303,32 @@ def test_train_names_the_resolution_option(tmp_path, capsys):
     arch.write_text(ARCH)
     code, _, err = run(capsys, "train", "--arch", arch, "--resolution", "100000", "--out", tmp_path / "t")
     one_error_line(code, err, "--resolution", "4096")
+
+
+# --- misleading: a full disk is not a corrupt LUT -------------------------------------------
+
+
+class _FullDisk:
+    """A SQLite connection on a full disk: every statement fails as SQLite reports it."""
+
+    in_transaction = False
+
+    def rollback(self):
+        pass
+
+    def execute(self, *args):
+        import sqlite3
+
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+@pytest.mark.parametrize("step", ["_quick_check", "_prepare"])
+def test_a_full_disk_is_not_called_a_corrupt_lut(step, tmp_path):
+    from latkit.lut.store import LUT
+
+    check = getattr(LUT, step)
+    with pytest.raises(StoreError) as info:
+        check(_FullDisk(), tmp_path / "ok.db") if step == "_quick_check" else check(
+            _FullDisk(), tmp_path / "ok.db", False)
+    assert "disk is full" in str(info.value) and "corrupt" not in str(info.value)
+    assert "restore" not in str(info.value)
