@@ -84,3 +84,13 @@ def test_bad_argument_is_refused_at_the_door(case, tmp_path):
 def test_a_latency_model_answering_nonsense_stops_the_search(value, tmp_path):
     with pytest.raises(UsageError, match="latency_model.min_latency returned"):
         latkit.search_arch("nasbench201", _Model(value), 5.0, tmp_path / "out")
+
+
+def test_a_closed_device_is_refused(tmp_path):
+    dev = latkit.open_device("cpu:onnxruntime")
+    dev.close()
+    with pytest.raises(UsageError, match="is closed"):
+        latkit.measure(dev, tmp_path / "m.onnx")
+    with pytest.raises(UsageError, match="is closed"):
+        latkit.profile(dev, "proxyless_mobile_w05", tmp_path / "x.db")
+    assert list(tmp_path.iterdir()) == []

@@ -97,6 +97,8 @@ def _check_device(device: Any) -> None:
         checks.text("device", device)
     else:
         checks.has_methods("device", device, ("open", "info"), "a device URI or an open device (latkit.open_device)")
+        if getattr(device, "closed", False) is True:
+            raise checks.UsageError(f"device {getattr(device, 'uri', device)} is closed; open it again with latkit.open_device")
 
 
 class _FiniteLatency:

@@ -22,6 +22,10 @@ MAX_RESOLUTION = 4096  # input side in pixels; beyond this a tensor does not fit
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+__all__ = ["ArgumentTypeError", "UsageError", "MAX_RESOLUTION", "MAX_THREADS", "finite_result", "flag",
+           "function", "has_methods", "integer", "number", "options", "path", "text", "texts"]
+
+
 class ArgumentTypeError(UsageError, TypeError):
     """An API argument of the wrong type."""
 

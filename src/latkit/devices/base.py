@@ -123,6 +123,7 @@ class Device(ABC):
     # The longest one inference (or one timing call) may run before the device stops it;
     # the measurement protocol sets it from its time budget. None: no limit.
     run_limit_s: float | None = None
+    closed: bool = False  # set by close(); latkit.api refuses a closed device at its door
 
     def __init__(self, uri: str, threads: int = 1) -> None:
         from latkit.core.checks import MAX_THREADS, integer
@@ -161,7 +162,8 @@ class Device(ABC):
         return config
 
     def close(self) -> None:
-        """Release connections held by the device."""
+        """Release connections held by the device; the API refuses to measure on it after this."""
+        self.closed = True
 
 
 DEVICES: Registry[type[Device]] = Registry(
