@@ -32,6 +32,7 @@ from rb_cli import BAD, CLASSES  # noqa: E402
 from rb_corpus import FAMILIES, cli_cases, draw, reader_cases, release_sockets, run_case, run_reader  # noqa: E402
 from rb_faults import fault_cases, run_fault_case, run_unreachable  # noqa: E402
 from rb_kill import N_OPS, run_kill_experiment  # noqa: E402
+from rb_surfaces import run_surfaces  # noqa: E402
 from rb_workspace import build_workspace  # noqa: E402
 
 
@@ -41,6 +42,7 @@ def main() -> int:
     ap.add_argument("--only", default="", help="run only cases whose id contains this text")
     ap.add_argument("--no-faults", action="store_true", help="skip the loopback fault injection")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill -9 experiment")
+    ap.add_argument("--no-surfaces", action="store_true", help="skip the issue-28 surface tests")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
 
@@ -52,6 +54,8 @@ def main() -> int:
         results = _run_corpus(args, base, ws, t0)
         if not args.no_faults:
             results += _run_faults(args, base, ws, t0)
+        if not args.no_surfaces:
+            results += [r for r in run_surfaces(base / "surfaces.xml") if args.only in r[0]]
         _print_summary(results)
         if not args.no_kill:
             _run_kill(base, ws)
@@ -123,7 +127,7 @@ def _print_summary(results: list[tuple[str, str, str]]) -> None:
           f"(+ {expected_ok} valid inputs in odd clothing that must succeed)")
     for kind in CLASSES:
         print(f"  {kind:26s} {counts.get(kind, 0)}")
-    for kind in sorted(set(counts) - set(CLASSES)):
+    for kind in sorted(set(counts) - set(CLASSES)):  # the surface tests' own classes (data loss, ...)
         print(f"  {kind:26s} {counts[kind]}")
     failing = [r for r in results if r[1] in BAD or r[1] not in CLASSES]
     print(f"\nfailing cases ({len(failing)}):")

@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latkit.core import checks
+
 if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.deploy.layout import InputLayout
     from latkit.devices.base import Device
@@ -59,9 +61,67 @@ def open_device(uri: str, threads: int = 1, **options: Any) -> Device:
     Raises:
         UnknownNameError: no backend handles ``uri``. DeviceError: it cannot run here.
     """
+    checks.text("uri", uri)
+    checks.integer("threads", threads, 1, checks.MAX_THREADS)
     from latkit.devices import open_device as _open
 
     return _open(uri, threads=threads, **options)
+
+
+MAX_PASSES = 10  # as `latkit profile --passes`: more passes buy no steadier figure, only time
+
+
+def _resolution(name: str, value: Any) -> None:
+    checks.integer(name, value, 1, checks.MAX_RESOLUTION, none_ok=True)
+
+
+def _epochs(name: str, value: Any) -> None:
+    checks.integer(name, value, 1, 10_000)
+
+
+def _threads(name: str, value: Any) -> None:
+    checks.integer(name, value, 1, checks.MAX_THREADS, none_ok=True)
+
+
+def _seed(name: str, value: Any) -> None:
+    checks.integer(name, value, 0)
+
+
+def _steps(name: str, value: Any) -> None:
+    checks.integer(name, value, 1, none_ok=True)
+
+
+# keyword options several verbs pass on (search, train, run), checked by name at the door
+_RUN_OPTIONS = {"epochs": _epochs, "train_epochs": _epochs, "max_steps": _steps, "seed": _seed,
+                "threads": _threads, "resolution": _resolution, "limit": _steps}
+
+
+def _check_device(device: Any) -> None:
+    """A device URI or an open device (something that can load a model)."""
+    if isinstance(device, str):
+        checks.text("device", device)
+    else:
+        checks.has_methods("device", device, ("open", "info"), "a device URI or an open device (latkit.open_device)")
+        if getattr(device, "closed", False) is True:
+            raise checks.UsageError(f"device {getattr(device, 'uri', device)} is closed; open it again with latkit.open_device")
+
+
+class _FiniteLatency:
+    """A latency model whose every answer is checked: NaN or a negative latency stops the search
+    with one line instead of steering it to nonsense."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def latency_ms(self, arch: Any) -> float:
+        return checks.finite_result("latency_model.latency_ms", self._model.latency_ms(arch))
+
+    def min_latency(self, space: Any) -> tuple[float, Any]:
+        ms, arch = self._model.min_latency(space)
+        return checks.finite_result("latency_model.min_latency", ms), arch
 
 
 def _protocol(config: ProtocolConfig | None, quick: bool) -> ProtocolConfig | None:
@@ -104,6 +164,14 @@ def profile(
     Returns:
         The report: measured, skipped and failed operators.
     """
+    _check_device(device)
+    checks.text("space", space)
+    checks.path("lut", lut)
+    checks.path("arch", arch, none_ok=True) if not isinstance(arch, str) else checks.text("arch", arch)
+    checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
+    checks.integer("limit", limit, 1, none_ok=True)
+    checks.flag("quick", quick)
+    checks.integer("passes", passes, 1, MAX_PASSES)
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.lut.store import LUT as _LUT
     from latkit.profiler.runner import profile_ops
@@ -132,6 +200,9 @@ def open_lut(path: str | Path, *, create: bool = False, readonly: bool = False) 
     Raises:
         StoreError: missing (without ``create``), damaged or of an unknown schema.
     """
+    checks.path("path", path)
+    checks.flag("create", create)
+    checks.flag("readonly", readonly)
     from latkit.lut.store import LUT as _LUT
 
     return _LUT.open(path, create=create, readonly=readonly)
@@ -168,6 +239,13 @@ def estimate(
     Raises:
         MissingOpsError: the LUT lacks some of the network's operators.
     """
+    if isinstance(lut, (str, Path)) or not hasattr(lut, "done_keys"):
+        checks.path("lut", lut)
+    checks.path("arch", arch)
+    checks.text("space", space, none_ok=True)
+    checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
+    checks.text("device", device, none_ok=True)
+    checks.flag("calibration", calibration)
     from latkit.devices.precision import parse_precision
     from latkit.lut.estimate import estimate as _estimate
     from latkit.profiler.spaces import get_space
@@ -240,6 +318,16 @@ def fit_predictor(
         params: the predictor's parameters.
         random_state: seed.
     """
+    checks.path("csv", csv)
+    checks.text("space", space)
+    checks.text("target", target)
+    checks.path("out_dir", out_dir)
+    checks.text("predictor", predictor)
+    checks.integer("k", k, 1, none_ok=True)
+    checks.texts("known", known, none_ok=True)
+    if params is not None and not isinstance(params, dict):
+        raise checks.ArgumentTypeError(f"params must be a dict of the predictor's parameters, not {params!r}")
+    checks.integer("random_state", random_state, 0)
     from latkit.predictors.evaluate import fit_from_csv
 
     return fit_from_csv(csv, space, target, out_dir, predictor=predictor, params=params, k=k,
@@ -252,6 +340,7 @@ def load_predictor(directory: str | Path) -> Predictor:
     Raises:
         StoreError: unreadable, or saved by an incompatible library version.
     """
+    checks.path("directory", directory)
     from latkit.predictors.base import load
 
     return load(directory)
@@ -267,6 +356,9 @@ def predict(
         archs: architectures of the predictor's space.
         reference_csv: known-device latencies for a few-shot predictor (default its own CSV).
     """
+    checks.path("predictor_dir", predictor_dir)
+    checks.texts("archs", archs)
+    checks.path("reference_csv", reference_csv, none_ok=True)
     from latkit.predictors.evaluate import predict_archs
 
     return [float(v) for v in predict_archs(predictor_dir, list(archs), reference_csv=reference_csv)]
@@ -290,6 +382,11 @@ def predict_model(
         The :class:`~latkit.predictors.kernels.NetworkPrediction`: ``latency_ms``, one entry per kernel,
         and the operators no predictor covers with the fallback used.
     """
+    if input_shape is not None:
+        if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)):
+            raise checks.ArgumentTypeError(f"input_shape must be a tuple of whole numbers, not {input_shape!r}")
+        for i, dim in enumerate(input_shape):
+            checks.integer(f"input_shape[{i}]", dim, 1, 1 << 20)
     from latkit.predictors.kernel_network import predict_model as _predict
     from latkit.predictors.kernels import KernelPredictors
 
@@ -313,6 +410,14 @@ def search_arch(
         **options: ``data``, ``on_progress``, ``on_stage`` (see :func:`latkit.search.run.run_search`) and
             the fields of :class:`latkit.search.run.SearchConfig` (algorithm, epochs, seed...).
     """
+    checks.text("space", space)
+    checks.has_methods("latency_model", latency_model, ("latency_ms", "min_latency"),
+                       "a latency model such as latkit.lut.tables.TableLatencyModel")
+    checks.number("target_ms", target_ms)
+    checks.path("out_dir", out_dir)
+    checks.options(options, {"on_progress": checks.function, "on_stage": checks.function,
+                             **_RUN_OPTIONS})  # fmt: skip
+    latency_model = _FiniteLatency(latency_model)
     from latkit.search.run import SearchConfig, run_search
 
     data = options.pop("data", "digits")
@@ -334,6 +439,10 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
     Returns:
         The ``TrainResult`` (weights path, accuracy, steps...).
     """
+    checks.path("arch", arch)
+    checks.text("data", data)
+    checks.path("out_dir", out_dir)
+    checks.options(options, {**_RUN_OPTIONS, "on_progress": checks.function})
     from latkit.deploy.train import train_arch
 
     return train_arch(arch, data, out_dir, **options)
@@ -362,6 +471,13 @@ def export(
         **options: the other options of :func:`latkit.deploy.export.export_arch`
             (representative, space, resolution, device...).
     """
+    checks.path("arch", arch)
+    checks.path("weights", weights, none_ok=True)
+    checks.path("out_dir", out_dir)
+    checks.text("formats", formats) if isinstance(formats, str) else checks.texts("formats", formats)
+    checks.flag("nhwc", nhwc)
+    checks.options(options, {"random_weights": checks.flag, "resolution": _resolution,
+                             "on_progress": checks.function})  # fmt: skip
     from latkit.deploy.export import export_arch, parse_variants
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout
     from latkit.devices.precision import parse_precision
@@ -389,6 +505,9 @@ def measure(
     Returns:
         The measurement (``latency_ms``, ``std_ms``, CI, provenance...).
     """
+    _check_device(device)
+    checks.path("model", model)
+    checks.flag("quick", quick)
     from latkit.profiler.model_file import ModelFile
     from latkit.profiler.protocol import measure_one
 
@@ -434,11 +553,23 @@ def run(
         **settings: the other fields of :class:`latkit.pipeline.config.PipelineConfig`
             (``tolerance``, ``search_epochs``, ``seed``...).
     """
+    from latkit.search.target import Target as _Target
+
+    checks.text("device", device)
+    checks.text("space", space)
+    if isinstance(target_ms, str):
+        checks.text("target_ms", target_ms)
+    elif not isinstance(target_ms, _Target):
+        checks.number("target_ms", target_ms)
+    checks.path("out_dir", out_dir)
+    checks.text("data", data, none_ok=True)
+    checks.function("on_progress", on_progress)
+    checks.options(settings, _RUN_OPTIONS)
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout
     from latkit.devices.precision import parse_precision
     from latkit.pipeline.config import PipelineConfig
     from latkit.pipeline.runner import run_pipeline
-    from latkit.search.target import Target as _Target, parse_target
+    from latkit.search.target import parse_target
 
     target = target_ms if isinstance(target_ms, _Target) else parse_target(target_ms)
     config = PipelineConfig(

@@ -7,20 +7,24 @@ import json
 import pytest
 
 from cli_checks import one_error_line, run
+from latkit.core import cache
+
+MODEL = "Conv-0123456789abcdef0123.onnx"
 
 
 @pytest.fixture()
 def caches(tmp_path, monkeypatch):
     root, luts = tmp_path / "cache", tmp_path / "luts"
+    monkeypatch.setenv("LATKIT_CACHE", str(root))
+    monkeypatch.setenv("LATKIT_LUT_DIR", str(luts))
+    cache.prepare(root / "loopback" / "port-6001")  # latkit marks the areas it creates
+    cache.prepare(luts)
     (root / "loopback" / "port-6001").mkdir(parents=True)
-    luts.mkdir()
-    (root / "Conv-abc.onnx").write_bytes(b"x" * 1000)
-    (root / "Conv-abc.onnx.json").write_text("{}")
+    (root / f"{MODEL}").write_bytes(b"x" * 1000)
+    (root / f"{MODEL}.json").write_text("{}")
     (root / "notes.txt").write_text("not latkit's")  # a file latkit did not make stays
     (root / "loopback" / "port-6001" / "model.tflite").write_bytes(b"y" * 500)
     (luts / "cpu.db").write_bytes(b"z" * 2000)
-    monkeypatch.setenv("LATKIT_CACHE", str(root))
-    monkeypatch.setenv("LATKIT_LUT_DIR", str(luts))
     return root, luts
 
 
@@ -38,7 +42,7 @@ def test_clear_removes_models_only_by_default(caches, capsys):
     root, luts = caches
     code, _, err = run(capsys, "cache", "clear")
     assert code == 0 and "cleared models: 2 files" in err
-    assert sorted(p.name for p in root.iterdir()) == ["loopback", "notes.txt"]
+    assert sorted(p.name for p in root.iterdir()) == [cache.MARKER, "loopback", "notes.txt"]
     assert (luts / "cpu.db").exists() and (root / "loopback" / "port-6001" / "model.tflite").exists()
 
 

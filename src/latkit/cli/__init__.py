@@ -9,6 +9,7 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # not standalone: click's usage errors come back here and print as one line
         result = command(args=argv, prog_name="latkit", standalone_mode=False)
+        sys.stdout.flush()  # an unwritable stdout fails here, in the handler below, not at exit
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
@@ -102,7 +104,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         common.error("interrupted; measurements already taken are saved")
         return 130
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        return _output_lost(exc)
     return result if isinstance(result, int) else 0
+
+
+# Library code turns every failed file write into a StoreError; an OSError with one of
+# these that reaches main is the output stream: stdout on a full disk (/dev/full), a closed pipe.
+_OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT)
+
+
+def _output_lost(exc: OSError) -> int:
+    """One line for output that could not be written; stdout is then sent to /dev/null, so the
+    interpreter's flush at exit fails no second time."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+        pass
+    try:
+        common.error(f"cannot write the output: {exc.strerror or exc}; results already saved to files are "
+                     "kept; send the output to a writable file or a pipe that stays open")
+    except OSError:  # stderr is gone too: the exit code is all that is left
+        pass
+    return 1
 
 
 def _usage_line(exc: _click_errors.ClickException) -> str:

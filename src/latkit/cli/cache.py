@@ -50,12 +50,17 @@ def clear_cmd(
     names: Optional[list[str]] = typer.Argument(None, help="Areas to clear: models, loopback, luts (default: models)."),
     yes: bool = typer.Option(False, "--yes", help="Needed to clear luts: they hold measurements."),
 ) -> None:
-    """Delete cached files (models by default; LUTs only when named, with --yes)."""
+    """Delete latkit's cached files (models by default; LUTs only when named, with --yes).
+
+    Only files latkit names as its own are deleted, and only in a folder it made
+    (marked) or at its default place; other files there are never touched.
+    """
     from latkit.core import cache as _cache
     from latkit.core.errors import UsageError
 
     targets = [_cache.area(n) for n in dict.fromkeys(names or ["models"])]
     for t in targets:
+        _cache.check_clearable(t)  # all refusals before any deletion
         if t.precious and not yes:
             files, size = t.size()
             raise UsageError(

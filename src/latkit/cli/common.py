@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -42,15 +43,29 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
+# C0 controls but tab and newline, DEL and C1 controls: what a terminal acts on instead of showing
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(value: Any) -> str:
+    """``str(value)`` with control characters shown as ``\\xNN`` instead of acted on.
+
+    Text a device or a file reports (a phone's model name, a serial) may hold
+    escape sequences that would move the cursor, retitle or clear the terminal.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
 def esc(value: Any) -> str:
-    """``str(value)`` with rich markup escaped, for user text in prints and table cells."""
-    return escape(str(value))
+    """``str(value)`` with rich markup escaped and control characters shown, for user text in prints
+    and table cells (see :func:`clean`)."""
+    return escape(clean(value))
 
 
 def error(message: str) -> None:
     """Print one error line on stderr (the message is shown literally, brackets included)."""
     first = message.strip().splitlines()[0] if message.strip() else "failed"
-    err.print(f"[bold red]error:[/] {escape(first)}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {esc(first)}", highlight=False, markup=True)
 
 
 def warn(message: str) -> None:

@@ -24,7 +24,13 @@ ADB_HELP = ("A phone the embedded cluster's node owns (adb+tcp://HOST:PORT; repe
 
 
 def _device_options(key: Optional[Path]) -> dict:
-    return {"key_path": str(key)} if key else {}
+    """The phones' options; a --key that is no ADB key is told here, not as "no device matches"."""
+    if not key:
+        return {}
+    from latkit.devices.adb_transport import load_signer
+
+    load_signer(key)
+    return {"key_path": str(key)}
 
 
 @farm_app.command("devices")
@@ -72,7 +78,7 @@ def _progress_grid(run) -> Table:
 @farm_app.command("profile")
 def profile_cmd(
     space: str = typer.Option(..., "--space", "-s", help="Search space whose operators to measure."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096, help="Input resolution."),
     devices: str = typer.Option(..., "--devices", help="Comma-separated globs over device URI, serial, "
                                 "model or LUT device (see `latkit farm devices`), e.g. 'adb*'."),
     lut: Path = typer.Option(..., "--lut", help="LUT file (SQLite); created if missing, resumed if not."),

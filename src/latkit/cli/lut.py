@@ -242,7 +242,7 @@ def estimate_cmd(
     lut: Path = typer.Option(..., "--lut", help="LUT file."),
     arch: str = typer.Option(..., "--arch", "-a", help="Architecture: native form, arch.json or net.config file."),
     space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space of --arch."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device in the LUT (if it holds several)."),
     calibrated: bool = typer.Option(True, "--calibrated/--raw", help="Apply the device's calibration if any."),
     precision: Optional[str] = typer.Option(
@@ -295,7 +295,7 @@ def calibrate_cmd(
         help="Networks to measure end to end (up to; a network picked twice runs once): spread evenly over the space's LUT latency range, plus the fastest "
              "network with every layer present (as `latkit run` picks them).",
     ),  # fmt: skip
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096),
     threads: int = typer.Option(1, "--threads", "-t", min=1),
     seed: int = typer.Option(0, "--seed"),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),

@@ -41,7 +41,7 @@ def spaces_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 @app.command("ops")
 def ops_cmd(
     space: str = typer.Argument(..., help="Search space, e.g. proxyless_mobile (see `latkit spaces`)."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096, help="Input resolution."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List every distinct operator of a search space."""

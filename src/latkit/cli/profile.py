@@ -93,7 +93,7 @@ def profile_cmd(
         None, "--arch", "-a", help="Measure only this network's operators (arch of --space, or a net.config)."
     ),
     lut: Path = typer.Option(..., "--lut", help="LUT file (SQLite); created if missing, resumed if not."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096, help="Input resolution."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Measure at most N operators."),
     threads: int = typer.Option(1, "--threads", "-t", min=1, help="Inference threads (recorded)."),
     target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
@@ -273,7 +273,7 @@ def measure_cmd(
         None, "--arch", "-a", help="Or a latkit network: native form, arch.json or net.config file."),
     device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
     space: Optional[str] = typer.Option(None, "--space", "-s", help="Search space of --arch (not needed for net.config)."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Input resolution of --arch."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096, help="Input resolution of --arch."),
     threads: int = typer.Option(1, "--threads", "-t", min=1, help="Inference threads (recorded)."),
     precision: Optional[str] = typer.Option(
         None, "--precision", help="fp32, fp16 or int8. For FILE it must be what the file holds (default: that); "

@@ -18,7 +18,7 @@ def train_cmd(
     out: Path = typer.Option(Path("train"), "--out", "-o",
                              help="Folder for weights.safetensors and its weights.json sidecar."),
     space: Optional[str] = typer.Option(None, "--space", "-s", help="Space of --arch if the file does not say."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Default: the arch's own."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096, help="Default: the arch's own."),
     epochs: int = typer.Option(3, "--epochs", min=1, help="Passes over the training split."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Cap every epoch at N batches."),
     init: str = typer.Option(

@@ -236,6 +236,51 @@ def parse_json(text: str, what: str, error: type[LatkitError] = StoreError) -> A
         raise error(f"{what} cannot be read: {one_line(exc)}") from exc
 
 
+def check_input_file(path: str | Path, what: str = "file") -> Path:
+    """Refuse, before anything opens it, an input that is not an existing regular file.
+
+    Every door that reads a user's file (a model, weights) calls this first:
+    opening a FIFO with no writer blocks forever, and ``/dev/zero`` or
+    ``/dev/urandom`` never end, so a stat decides before any ``open``.
+
+    Returns:
+        ``path`` (``~`` expanded) as a :class:`Path`.
+
+    Raises:
+        StoreError: missing, unreadable, a folder, or a pipe, device or socket.
+    """
+    path = Path(path).expanduser()
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise StoreError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or one_line(exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"{path} is a folder, not a {what}; give a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"{what} {path} is not a regular file (a pipe, device or socket); give a file")
+    return path
+
+
+def plain_file_name(name: Any, what: str = "file name") -> str:
+    """``name`` when it is a plain file name: no folder part, no ``..``, no control characters.
+
+    Output names chosen by a caller (an export's file stem) must stay inside
+    the output folder, so ``../x``, ``/tmp/x`` and ``a/b`` are refused.
+
+    Raises:
+        UsageError: anything else.
+    """
+    from latkit.core.errors import UsageError
+
+    if (not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)):  # fmt: skip
+        raise UsageError(f"{what} {name!r} is not a plain file name; give a name without folders, "
+                         "'..' or control characters")
+    return name
+
+
 def _is_regular(path: Path) -> bool:
     return stat.S_ISREG(path.stat().st_mode)  # a missing file: OSError, named by the caller
 

@@ -58,7 +58,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -325,6 +325,23 @@ def _plan(formats: Sequence[str] | str, tflite_precisions: Sequence[Precision], 
     return ExportPlan(tuple(formats_), tuple(extra), precision, layout)
 
 
+def _space_of(space: SearchSpace | str | None) -> SearchSpace | None:
+    from latkit.profiler.spaces.base import get_space
+
+    return get_space(space) if isinstance(space, str) else space
+
+
+def _check_door(name: Any, weights: Any, random_weights: bool, on_progress: Any) -> None:
+    """Refuse, before any work, a file stem that leaves the folder and contradictory weights options."""
+    from latkit.core.files import plain_file_name
+
+    plain_file_name(name, "export name")
+    if weights is not None and random_weights:
+        raise UsageError("give either weights or random_weights (--weights or --random-weights), not both")
+    if on_progress is not None and not callable(on_progress):
+        raise UsageError(f"on_progress must be a function taking a message, not {type(on_progress).__name__}")
+
+
 def export_arch(
     arch_path: str | Path, weights: str | Path | None = None, formats: Sequence[str] | str = FORMATS,
     out_dir: str | Path = "export", *, precision: Precision = Precision.FP32, layout: InputLayout = InputLayout.NCHW,
@@ -366,11 +383,9 @@ def export_arch(
     """
     from latkit.deploy.export_quantized import QuantBatch
 
+    _check_door(name, weights, random_weights, on_progress)
     plan = _plan(formats, tflite_precisions, precision, layout)
-    if isinstance(space, str):
-        from latkit.profiler.spaces.base import get_space
-
-        space = get_space(space)
+    space = _space_of(space)
     out = check_output_dir(out_dir, "export folder")  # before any slow work
     info = read_arch(arch_path, space, resolution)
     if weights is None and not random_weights:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latkit.core.files import atomic_path, one_line
+from latkit.core.files import atomic_path, check_input_file, one_line
 from latkit._version import __version__
 from latkit.core.errors import StoreError
 from latkit.profiler.build import build_network
@@ -71,6 +71,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     """
     from safetensors import SafetensorError, safe_open
 
+    check_input_file(path, "weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
@@ -89,7 +90,7 @@ def weights_file(weights: str | Path) -> Path:
     """
     path = Path(weights).expanduser()
     if not path.is_dir():
-        return path
+        return check_input_file(path, "weights file")  # a FIFO or device would block or never end
     for name in (TRAINED_FILE, CHECKPOINT_FILE):
         if (path / name).is_file():
             return path / name
@@ -138,6 +139,9 @@ def supernet_path_state(tensors: dict[str, torch.Tensor], network: Network) -> d
             continue
         index, _, rest = key[len(SUPERNET_PREFIX):].partition(".candidates.")
         mid, _, name = rest.partition(".")
+        if not (index.isascii() and index.isdigit() and len(index) < 6):
+            raise StoreError(f"the search checkpoint holds a tensor {key[:120]!r} that names no layer number; "
+                             "it was not written by latkit search: give the checkpoint.safetensors it wrote")
         by_layer.setdefault(int(index), {}).setdefault(mid, {})[name] = value
     if not by_layer:
         raise StoreError("the search checkpoint holds no supernet weights (a search that trained each "
@@ -165,7 +169,22 @@ def supernet_path_state(tensors: dict[str, torch.Tensor], network: Network) -> d
 def standalone_tensors(network: Network, weights: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of ``network`` in the standalone naming, from a weights file or a search checkpoint."""
     tensors, _ = read_weights(weights_file(weights))
-    return supernet_path_state(tensors, network) if is_search_checkpoint(tensors) else tensors
+    tensors = supernet_path_state(tensors, network) if is_search_checkpoint(tensors) else tensors
+    _check_finite(tensors, weights)
+    return tensors
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], weights: str | Path) -> None:
+    """Refuse weights holding NaN or infinity: the training diverged, and no exporter can fix that.
+
+    Raises:
+        StoreError: naming the first tensors that hold them.
+    """
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise StoreError(f"weights {weights} hold NaN or infinite values (in {', '.join(bad[:3])}"
+                         f"{' ...' if len(bad) > 3 else ''}): the training diverged; train again (a lower learning "
+                         "rate, fewer epochs) or give other weights")
 
 
 def standalone_module(network: Network, weights: str | Path | None = None) -> tuple[nn.Module, Network]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from latkit.core.errors import DeviceError, MissingExtraError, UsageError
+from latkit.core.files import check_input_file, one_line
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,23 @@ def load_signers(key_path: str | Path | None = None) -> list[Any]:
 
 
 def load_signer(key_path: str | Path | None = None) -> Any:
-    """An ``adb_shell`` signer for ``key_path``, generating the key pair if missing."""
+    """An ``adb_shell`` signer for ``key_path``, generating the key pair if missing.
+
+    Raises:
+        UsageError: the file is not an RSA private key (a phone would otherwise
+            just refuse the connection, and the key would go unnamed).
+    """
     path = Path(key_path) if key_path else default_key_path()
+    if path.exists():
+        check_input_file(path, "ADB key")
+    try:
+        return _signer(path)
+    except (OSError, ValueError, TypeError, IndexError, KeyError, UnicodeError) as exc:
+        raise UsageError(f"ADB key {path} is not an RSA private key in PEM form with its .pub beside it "
+                         f"({one_line(exc)}); give the key adb uses (~/.android/adbkey), or leave out --key") from exc
+
+
+def _signer(path: Path) -> Any:
     try:
         from adb_shell.auth.keygen import keygen
     except ImportError as exc:
@@ -518,8 +534,14 @@ def parse_adb_uri(uri: str) -> tuple[str, str, int | None]:
         if not 1 <= int(port) <= 65535:
             raise UsageError(f"bad device URI {uri!r}: port {int(port)} is not in 1-65535")
         return "tcp", host, int(port)
-    if uri == "adb" or uri.startswith("adb:"):
-        return "serial", uri[4:], None
+    if uri == "adb":
+        return "serial", "", None
+    if uri.startswith("adb:"):
+        serial = uri[4:]
+        if not serial or any(c.isspace() or not c.isprintable() for c in serial):
+            raise UsageError(f"bad device URI {uri!r}: the serial is empty or holds spaces or control characters; "
+                             "write adb:SERIAL as `adb devices` lists it, or adb for the only phone")
+        return "serial", serial, None
     raise UsageError(f"bad Android device URI {uri!r}; write adb:SERIAL or adb+tcp://HOST:PORT")
 
 

@@ -121,10 +121,15 @@ class Device(ABC):
     model_format: ModelFormat = ModelFormat.ONNX
     # the precisions this backend can run
     precisions: tuple[Precision, ...] = (Precision.FP32,)
+    # The longest one inference (or one timing call) may run before the device stops it;
+    # the measurement protocol sets it from its time budget. None: no limit.
+    run_limit_s: float | None = None
+    closed: bool = False  # set by close(); latkit.api refuses a closed device at its door
 
     def __init__(self, uri: str, threads: int = 1) -> None:
-        if threads < 1:
-            raise UsageError(f"threads must be >= 1, got {threads}")
+        from latkit.core.checks import MAX_THREADS, integer
+
+        integer("threads", threads, 1, MAX_THREADS)  # 100000 threads hang the runtime's pool start
         self.uri = uri
         self.threads = threads
 
@@ -158,7 +163,8 @@ class Device(ABC):
         return config
 
     def close(self) -> None:
-        """Release connections held by the device."""
+        """Release connections held by the device; the API refuses to measure on it after this."""
+        self.closed = True
 
 
 DEVICES: Registry[type[Device]] = Registry(

@@ -11,8 +11,10 @@ CPU provider has no float16 kernels, so fp16 is refused.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,15 +70,46 @@ class OrtSession(Session):
     """An ONNX Runtime inference session with its input bound once."""
 
     def __init__(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray], path: Path,
-                 now_ns: Callable[[], int] = time.perf_counter_ns):
+                 now_ns: Callable[[], int] = time.perf_counter_ns, limit_s: float | None = None):
         self._now = now_ns
         self._session = session
         self._feeds = feeds
         self._path = path
+        self._limit_s = limit_s
+
+    @contextlib.contextmanager
+    def _watchdog(self) -> Iterator[ort.RunOptions | None]:
+        """Run options that ONNX Runtime obeys mid-run: a timer sets ``terminate`` after the limit,
+        so a model that never ends (an ONNX ``Loop`` without a trip count) is stopped, not waited on."""
+        if self._limit_s is None:
+            yield None
+            return
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # the stop is reported below as one line, not logged by ORT
+        timer = threading.Timer(self._limit_s, lambda: setattr(options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield options
+        except _ORT_ERRORS as exc:
+            if options.terminate:
+                raise MeasurementError(
+                    f"one run of {self._path.name} took longer than {self._limit_s:g} s (the time budget) and was "
+                    "stopped; the model may never end (an ONNX Loop without a trip count?): fix the model, or "
+                    "raise --max-seconds for a model this slow"
+                ) from exc
+            raise
+        finally:
+            timer.cancel()
 
     def run(self) -> list[np.ndarray]:
-        """One inference; the outputs."""
-        return self._session.run(None, self._feeds)
+        """One inference; the outputs.
+
+        Raises:
+            MeasurementError: it ran past the device's run limit and was stopped.
+        """
+        with self._watchdog() as options:
+            return self._session.run(None, self._feeds, options)
 
     def time(self, iterations: int) -> float:
         """Mean seconds per run over ``iterations`` back-to-back runs."""
@@ -84,10 +117,11 @@ class OrtSession(Session):
             raise UsageError(f"iterations must be >= 1, got {iterations}")
         run, feeds = self._session.run, self._feeds
         try:
-            start = self._now()
-            for _ in range(iterations):
-                run(None, feeds)
-            elapsed = self._now() - start
+            with self._watchdog() as options:
+                start = self._now()
+                for _ in range(iterations):
+                    run(None, feeds, options)
+                elapsed = self._now() - start
         except _ORT_ERRORS as exc:
             raise MeasurementError(f"onnxruntime failed running {self._path}: {one_line(exc)}") from exc
         return elapsed / iterations / 1e9
@@ -142,7 +176,7 @@ class OnnxRuntimeCPU(HostDevice):
         inp = sess.get_inputs()[0]
         shape = tuple(model.input_shape)
         feeds = {inp.name: random_input(shape, onnx_type=inp.type)}
-        session = OrtSession(sess, feeds, path, self.now_ns)
+        session = OrtSession(sess, feeds, path, self.now_ns, self.run_limit_s)
         try:
             session.run()
         except _ORT_ERRORS as exc:

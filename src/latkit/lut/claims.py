@@ -6,9 +6,13 @@ operators it is about to measure, a few at a time, in the LUT's ``claims``
 table, under SQLite's write lock (``BEGIN IMMEDIATE``): a second profiler
 skips what the first has claimed or stored, so the two split the work, and a
 run that finds everything left claimed by others waits for them and takes over
-what they give up (a failure, a crash). A claim belongs to a process (host and
-pid): one whose process no longer exists on this host is dropped, and one of
-another host that has not been renewed for :data:`STALE_S` seconds too.
+what they give up (a failure, a crash). A claim belongs to a process (host,
+pid, boot and start time): one whose process no longer exists on this host, or
+whose pid now belongs to another process (a reboot, or a pid reused after a
+crash), is dropped. Every claim is also a lease: one not renewed for
+:data:`STALE_S` seconds (a run renews its claims with every stored measurement)
+is taken over, on any host, so no run waits without end on a claim whose
+holder cannot be told apart from an unrelated live process.
 
 Claims are per precision: a run profiling int8 operators and one profiling
 the fp32 ones of the same device measure different rows and never wait for
@@ -46,7 +50,7 @@ from latkit.profiler.ops import OpSpec, measurable_by_key
 log = logging.getLogger(__name__)
 
 WHOLE_DEVICE = "*"
-STALE_S = 600.0  # a claim of another host not renewed for this long is abandoned
+STALE_S = 600.0  # a claim not renewed for this long is abandoned (the lease)
 
 _DDL = """CREATE TABLE IF NOT EXISTS claims (
     op_key TEXT NOT NULL,
@@ -60,14 +64,22 @@ _DDL = """CREATE TABLE IF NOT EXISTS claims (
 )""".format(fp32=Precision.FP32.value)
 
 
+def _boot_id() -> str:
+    """This boot's id (Linux), so start times of two boots never compare equal; "" where unknown."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return ""
+
+
 def _started(pid: int) -> str:
-    """When process ``pid`` started (clock ticks since boot), or "" where unknown."""
+    """When process ``pid`` started (boot id and clock ticks since boot), or "" where unknown."""
     try:
         stat_line = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return ""
     fields = stat_line.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else ""
+    return f"{_boot_id()}/{fields[19]}" if len(fields) > 19 else ""
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,8 @@ class Claims:
     # ------------------------------------------------------------ plumbing
 
     def _alive(self, owner: str, pid: int, host: str, renewed_at: float) -> bool:
-        if host != self.host:
-            return time.time() - renewed_at < STALE_S
+        if time.time() - renewed_at >= STALE_S or host != self.host:
+            return time.time() - renewed_at < STALE_S  # the lease: whatever holds that pid now
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

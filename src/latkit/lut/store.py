@@ -172,8 +172,25 @@ def _use_wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+# SQLite errors that come from the disk or folder, not from the LUT's content: such a LUT
+# is not called corrupt (a healthy file on a full disk must not be "restored" over).
+_DISK_ERRORS = ("disk is full", "disk i/o error", "unable to open", "out of memory")
+
+
+def _disk_message(path: Path, exc: BaseException) -> str | None:
+    """The line for a SQLite error the disk caused, or None when the file may be at fault."""
+    text = str(exc)
+    if any(e in text.lower() for e in _DISK_ERRORS):
+        return (f"cannot use LUT {path}: {text}; the disk or its folder is full or failing (the LUT itself "
+                "is likely fine): free space or check the disk, then retry")
+    return None
+
+
 def _sqlite_message(path: Path, exc: sqlite3.Error) -> str:
     text = str(exc)
+    disk = _disk_message(path, exc)
+    if disk:
+        return disk
     if "locked" in text or "busy" in text:
         return f"LUT {path} is locked by another process ({text}); wait for it or close it"
     if "readonly" in text or "read-only" in text:
@@ -251,6 +268,9 @@ class LUT:
             )
         try:
             if not readonly:
+                from latkit.core.cache import prepare
+
+                prepare(path.parent)  # marks the LUT cache area when latkit creates it
                 path.parent.mkdir(parents=True, exist_ok=True)
             conn = cls._connect(path, readonly)
         except (OSError, ValueError, sqlite3.Error) as exc:
@@ -292,7 +312,8 @@ class LUT:
         try:
             result = conn.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"LUT {path} is corrupt ({exc}); restore it from a JSON export") from exc
+            raise StoreError(_disk_message(path, exc) or f"LUT {path} is corrupt ({exc}); restore it from a "
+                             "JSON export") from exc
         if result != [("ok",)]:
             raise StoreError(f"LUT {path} is damaged ({_problem(result)}); restore it from a JSON export")
 
@@ -302,7 +323,7 @@ class LUT:
             version, tables = LUT._schema_state(conn)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
-                f"{path} is not a latkit LUT or is corrupt ({exc}); "
+                _disk_message(path, exc) or f"{path} is not a latkit LUT or is corrupt ({exc}); "
                 "give a LUT file written by `latkit profile`"
             ) from exc
         if not tables and version == 0:

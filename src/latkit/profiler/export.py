@@ -201,6 +201,9 @@ class BuiltModel:
             return path
         if path.exists():
             log.info("re-exporting %s: cached file %s is incomplete", self.key, path.name)
+        from latkit.core.cache import prepare
+
+        prepare(path.parent)  # marks a cache area latkit creates, so `cache clear` may clear it
         t0 = time.perf_counter()
         if self.precision is Precision.FP32:
             with _cache_errors(), atomic_path(path, "model cache file", keep_suffix=True) as tmp:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import struct
 from pathlib import Path
@@ -28,6 +29,7 @@ from latkit.core.errors import StoreError, UsageError
 log = logging.getLogger(__name__)
 
 TFLITE_IDENTIFIER = b"TFL3"
+MAX_INPUT_BYTES = 1 << 30  # one input tensor; larger shapes (or int32-overflowing dims) are refused
 FORMAT_NAMES = {ModelFormat.ONNX: "ONNX", ModelFormat.TFLITE: "TFLite"}
 _ARTICLE = {ModelFormat.ONNX: "an", ModelFormat.TFLITE: "a"}
 # how a user writes a device of each registered scheme
@@ -181,9 +183,10 @@ class ModelFile:
 
 def _read(path: Path) -> bytes:
     """The file's bytes; one line when it cannot be a model."""
+    from latkit.core.files import check_input_file
+
+    check_input_file(path, "model file")  # a FIFO or /dev/zero would block or never end
     try:
-        if path.is_dir():
-            raise StoreError(f"{path} is a folder, not a model file; give a .onnx or .tflite file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise StoreError(f"model file {path} does not exist") from None
@@ -214,7 +217,13 @@ def _fixed_shape(path: Path, name: str, dims: list[int | str]) -> tuple[tuple[in
             f"{path.name}: input {name!r} has shape {shown} with dynamic dimensions; export the model with "
             "a fixed input shape (latkit times batch 1 at one input size)"
         )
-    return tuple(1 if i in dynamic else int(d) for i, d in enumerate(dims)), bool(dynamic)
+    shape = tuple(1 if i in dynamic else int(d) for i, d in enumerate(dims))
+    if math.prod(shape) * 4 > MAX_INPUT_BYTES:
+        raise UsageError(
+            f"{path.name}: input {name!r} has shape {shown}, {math.prod(shape) * 4 / 2**30:.3g} GiB of float32; "
+            f"latkit feeds inputs up to {MAX_INPUT_BYTES // 2**30} GiB, so export the model at a smaller input size"
+        )
+    return shape, bool(dynamic)
 
 
 def _tflite_input(path: Path, data: bytes) -> tuple[str, tuple[int, ...], bool]:

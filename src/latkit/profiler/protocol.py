@@ -271,6 +271,16 @@ def _timed(session: Session, runs: int) -> float:
     return float(per_run_s)
 
 
+def run_limit_s(config: ProtocolConfig) -> float:
+    """The longest one inference may run under ``config`` before the device stops it.
+
+    Three times the per-model budget (10 s at least): a model whose single run
+    takes longer could never be timed within the budget, and one that never
+    ends (an ONNX ``Loop`` without a trip count) must not hang the run.
+    """
+    return max(3.0 * (config.max_seconds_per_op + config.warmup_s), 10.0)
+
+
 def _warm_up(session: Session, config: ProtocolConfig) -> tuple[int, dict[str, Any]]:
     """Run until both warmup budgets are spent; return iterations per sample."""
     per_run_s = _timed(session, 1)  # the very first run is often far slower: not a rate estimate
@@ -365,6 +375,7 @@ class _Run:
 
     def _open(self, index: int, model: ModelSource) -> _Slot | None:
         state = self.device.state()
+        self.device.run_limit_s = run_limit_s(self.config)
         try:
             session = self.device.open(model)
         except DeviceUnreachableError:

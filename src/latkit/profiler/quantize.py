@@ -397,19 +397,26 @@ def _onnx_kernels(path: Path) -> ModelKernels:
 
 
 def inspect_kernels(path: str | Path) -> ModelKernels:
-    """Count the compute kernels of a ``.onnx`` or ``.tflite`` file by precision.
+    """Count the compute kernels of an ONNX or TFLite file by precision.
+
+    The content decides the format, as for :class:`~latkit.profiler.model_file.ModelFile`
+    (a TFLite flatbuffer carries its identifier; anything else is read as ONNX),
+    so a file whose suffix is missing or wrong is read as what it is.
 
     Raises:
-        UsageError: the file is neither ``.onnx`` nor ``.tflite``.
         StoreError: the file is missing or not a readable model.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
+    from latkit.core.files import check_input_file
+
+    path = check_input_file(path, "model file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise StoreError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    if head[4:8] == b"TFL3":  # the TFLite file identifier (model_file.sniff_format, which imports this module)
         return _tflite_kernels(path)
-    if suffix == ".onnx":
-        return _onnx_kernels(path)
-    raise UsageError(f"{path.name}: not a model file latkit reads; give a .onnx or .tflite file")
+    return _onnx_kernels(path)
 
 
 def model_precision(path: str | Path) -> Precision:

@@ -90,6 +90,9 @@ def ensure_key_pair(path: Path) -> str:
     path = Path(path)
     try:
         if not path.exists():
+            from latkit.core.cache import prepare
+
+            prepare(path.parent)  # marks the loopback cache area when latkit creates it
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -91,6 +91,18 @@ class DeviceProfile:
         CpuCluster("big", (4, 5, 6, 7), 2841600),
     ))
 
+    def __post_init__(self) -> None:
+        """Every text field becomes a system property line: no control characters, at most 91 chars."""
+        from latkit.core.errors import UsageError
+
+        for name in ("serial", "model", "product", "device", "manufacturer", "platform", "soc_model",
+                     "android_release", "sdk", "abi"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip() or len(value) > 91 or re.search(
+                    r"[\x00-\x1f\x7f]", value):  # fmt: skip
+                raise UsageError(f"loopback device {name} {value!r} must be 1 to 91 printable characters "
+                                 "(it becomes an Android system property); give another")
+
     def props(self) -> dict[str, str]:
         """System properties served by the ``getprop`` shim."""
         return {

@@ -385,6 +385,9 @@ class LoopbackDevice:
         if self.auth == "key":
             self.keys.fixed = (ensure_key_pair(self.key_path),)
         try:
+            from latkit.core.cache import prepare
+
+            prepare(root)  # marks the loopback cache area when latkit creates it
             root.mkdir(parents=True, exist_ok=True)
             sandbox.build(root, self.profile)
             self.player.build()

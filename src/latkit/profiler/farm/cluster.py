@@ -48,9 +48,10 @@ def connect(address: str | None = None, adb: list[str] | tuple[str, ...] = (),
         DeviceError: no cluster answers at ``address``.
         UsageError: ``adb`` given while joining an existing cluster.
     """
-    ray = import_ray()
     if address not in (None, "auto"):
-        _reachable(address)
+        _reachable(address)  # before importing ray: a bad address is told even without the extra
+    adb = distinct_phones(adb)
+    ray = import_ray()
     if ray.is_initialized():  # a caller that joined a cluster itself (tests, notebooks)
         yield ray
         return
@@ -74,17 +75,74 @@ def connect(address: str | None = None, adb: list[str] | tuple[str, ...] = (),
         ray.shutdown()
 
 
+def distinct_phones(adb: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The ``--adb`` phones, each checked and written one way (``adb+tcp://HOST:PORT``).
+
+    A phone is a node resource, so a bad port or option must fail here, and one
+    phone under two spellings (``localhost`` and ``127.0.0.1``, port ``06555``)
+    would get two workers driving it at once.
+
+    Raises:
+        UsageError: not an ``adb+tcp://HOST:PORT`` phone (options are set per device, not here),
+            or one phone given twice.
+    """
+    from latkit.devices.adb_transport import parse_adb_uri
+
+    seen: dict[tuple[str, int], str] = {}
+    out: list[str] = []
+    for uri in adb:
+        kind, host, port = parse_adb_uri(uri)  # checks the port (1-65535) and any ?options
+        if kind != "tcp" or "?" in uri:
+            raise UsageError(f"--adb {uri!r} must be a phone as adb+tcp://HOST:PORT, without options")
+        for address in _addresses(host, port):
+            if (address, port) in seen:
+                raise UsageError(f"--adb {uri!r} and {seen[(address, port)]!r} are the same phone; give each "
+                                 "phone once (two workers on one phone would disturb each other's timings)")
+            seen[(address, port)] = uri
+        out.append(f"adb+tcp://[{host}]:{port}" if ":" in host else f"adb+tcp://{host}:{port}")
+    return tuple(out)
+
+
+def _addresses(host: str, port: int) -> set[str]:
+    """The addresses ``host`` resolves to (itself when it does not resolve)."""
+    import socket
+
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)} or {host}
+    except (OSError, UnicodeError):
+        return {host}
+
+
+# An HTTP/2 client preface and an empty SETTINGS frame: every gRPC server (Ray's GCS and
+# its client server) answers with a frame of its own; a listener that is no Ray head does not.
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
 def _reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Refuse a malformed address, and one where nothing answers a gRPC handshake in ``timeout_s``
+    (``ray.init`` would wait on it without end).
+
+    Raises:
+        UsageError: not HOST:PORT with an ASCII port in 1-65535.
+        DeviceError: no connection, or no answer to the handshake.
+    """
     import socket
 
     host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        raise UsageError(f"bad cluster address {address!r}; write HOST:PORT or auto")
+    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+        raise UsageError(f"bad cluster address {address!r}; write HOST:PORT (port 1-65535) or auto")
+    advice = "start one with `ray start --head`, or leave out --address for a local one"
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise DeviceError(f"no Ray cluster at {address} ({exc.strerror or exc}); start one with "
-                          "`ray start --head`, or leave out --address for a local one") from exc
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as conn:
+            conn.sendall(_H2_HELLO)
+            answer = conn.recv(9)
+    except socket.timeout:
+        raise DeviceError(f"{address} accepted a connection but answered nothing in {timeout_s:g} s, so it is "
+                          f"no Ray cluster; give the head's GCS address (HOST:6379 by default), or {advice}") from None
+    except (OSError, UnicodeError) as exc:
+        raise DeviceError(f"no Ray cluster at {address} ({getattr(exc, 'strerror', None) or exc}); {advice}") from exc
+    if not answer:
+        raise DeviceError(f"{address} closed the connection at once, so it is no Ray cluster; {advice}")
 
 
 @dataclass
