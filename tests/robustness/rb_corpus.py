@@ -684,6 +684,9 @@ def measure_profile_cases() -> list[CliCase]:
                                                     "0", "--limit", "1"), timeout=45),
         C(g, "--max-seconds-per-op 0", _profile(*SPACE32, "--max-seconds-per-op", "0", "--limit", "1"),
           timeout=45),
+        # --quick keeps its own time cap; the bad one must still be refused, not ignored
+        C(g, "--max-seconds-per-op -1 with --quick", _profile(*SPACE32, "--quick", "--max-seconds-per-op", "-1",
+                                                              "--limit", "1"), timeout=45),
         C(g, "--lut is a directory", lambda d, ws: ["profile", *SPACE32, "--limit", "1", "--lut", str(d)]),
         C(g, "--lut /dev/full", lambda d, ws: ["profile", *SPACE32, "--limit", "1", "--lut", "/dev/full"]),
         C(g, "--lut corrupt", lambda d, ws: ["profile", *SPACE32, "--limit", "1", "--lut",

@@ -46,10 +46,20 @@ def open_checked(uri: str, threads: int, clock: Optional[str], precision: Any):
         raise
 
 
-def protocol_config(target_ci: float, max_seconds: float, quick: bool):
-    """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap)."""
+def protocol_config(target_ci: float, max_seconds: float, quick: bool, option: str = "--max-seconds-per-op"):
+    """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap).
+
+    Raises:
+        UsageError: ``max_seconds`` (given as ``option``) is not a positive number; checked
+            here because under ``--quick`` the protocol never sees it.
+    """
+    import math
+
+    from latkit.core.errors import UsageError
     from latkit.profiler.protocol import Preset, ProtocolConfig
 
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise UsageError(f"{option} must be a positive number of seconds, got {max_seconds:g}")
     if quick:
         return ProtocolConfig.preset(Preset.QUICK, target_rel_ci=target_ci)
     return ProtocolConfig.preset(Preset.DEFAULT, target_rel_ci=target_ci, max_seconds_per_op=max_seconds)
@@ -241,17 +251,12 @@ def measure_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
 ) -> None:
     """Time a model file, or a latkit network, end to end with the same protocol as the operators."""
-    import math
-
     from latkit.core.errors import UsageError
 
     wanted = precision_option(precision)
     if (file is None) == (arch is None):
         raise UsageError("give a model FILE (.onnx or .tflite) or --arch (a latkit network), exactly one")
-    # --quick has its own time cap, so the protocol would never see a bad --max-seconds
-    if not (math.isfinite(max_seconds) and max_seconds > 0):
-        raise UsageError(f"--max-seconds must be a positive number of seconds, got {max_seconds:g}")
-    config = protocol_config(target_ci, max_seconds, quick)
+    config = protocol_config(target_ci, max_seconds, quick, "--max-seconds")
     if file is not None:
         extra = [name for name, value in (("--space", space), ("--resolution", resolution), ("--lut", lut))
                  if value is not None]  # fmt: skip
