@@ -10,6 +10,9 @@ compared with an uninterrupted reference profile: rows lost and duplicated.
 Goal (issue 17): >= 300 tried, 0 tracebacks, 0 hangs, 0 silently accepted; 0 lost / 0
 duplicated.
 
+Every CLI case runs here in its own ``python -m latkit`` subprocess (``run_case`` without
+a runner), ``--jobs`` at a time; the test suite runs most of them in-process instead.
+
     python benchmarks/robustness.py                 # everything (about 15-20 min on 2 busy cores)
     python benchmarks/robustness.py --jobs 3 --only "lut "   # the cases whose id contains "lut "
     python benchmarks/robustness.py --no-faults --no-kill    # the corpus only

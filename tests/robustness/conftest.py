@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from rb_inproc import InProcess  # noqa: E402
 from rb_workspace import Workspace, build_workspace  # noqa: E402
 
 
@@ -23,3 +24,9 @@ def case_dir(tmp_path) -> Path:
     d = tmp_path / "case"
     d.mkdir()
     return d
+
+
+@pytest.fixture()
+def in_process(capfd) -> InProcess:
+    """Runs a corpus case's command inside this process, as a fresh one would (see rb_inproc)."""
+    return InProcess(capfd)

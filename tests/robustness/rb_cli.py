@@ -2,7 +2,9 @@
 
 The standard every command is held to: bad input gets ONE clear line on stderr, a
 non-zero exit, no traceback and no hang; exit 0 on bad input is *silent acceptance*.
-A subprocess (not ``main()`` in-process) is what lets a hang be caught and killed.
+:func:`run_cli` runs the command in a subprocess whose process group is killed on a
+hang; the benchmark runs every case so. The test suite runs most cases inside its own
+process (:mod:`rb_inproc`, same :class:`Result`, same :func:`classify`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 Two kinds of cases:
 
 * :class:`CliCase`: argv for ``python -m latkit`` built in a fresh folder (which is
-  also the command's working directory), run in a subprocess, classified by
+  also the command's working directory), run and classified by
   :func:`rb_cli.classify`. ``expect="ok"`` cases are valid inputs in odd clothing
-  (a path with brackets or spaces) that must succeed with the right output.
+  (a path with brackets or spaces) that must succeed with the right output. The
+  benchmark runs every case in a subprocess; the test suite runs a case in-process
+  (:class:`rb_inproc.InProcess`) unless its ``needs_process`` names why it cannot.
 * :class:`ReaderCase`: a library reader called in-process on a bad file; a
   ``LatkitError`` with a one-line message is clean, any other exception is a
   traceback, a normal return is silent acceptance.
@@ -21,7 +23,6 @@ import json
 import math
 import os
 import pickle
-import signal
 import sqlite3
 import struct
 from collections.abc import Callable
@@ -34,11 +35,21 @@ from hypothesis import strategies as st
 
 from rb_cli import (CLEAN, DEBRIS, FAILED, HANG, MESSY, OK, SILENT, TRACEBACK, Result, Verdict,
                     classify, run_cli)
+from rb_inproc import Timeout, alarm
 from rb_workspace import W05_ARCH, Workspace
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 Build = Callable[[Path, Workspace], list[str]]
 Check = Callable[[Path, Workspace, Result], "tuple[str, str] | None"]
+# (argv, folder, timeout, env) -> Result, e.g. rb_inproc.InProcess; run_case falls back to run_cli
+Runner = Callable[[list[str], Path, float, dict[str, str]], Result]
+
+
+# Why a case runs in a subprocess even in the test suite (CliCase.needs_process); every
+# other case runs in-process (rb_inproc), where its state is that of a fresh process.
+SERVES = ("starts the loopback phone's server (sockets, threads, a SIGTERM handler) once its "
+          "input passes the checks")
+WAITS = "its subject is the bounded wait for a device that never answers; a hang there must be killable"
 
 
 @dataclass
@@ -53,6 +64,7 @@ class CliCase:
     allow_progress: bool = False
     check: Check | None = None  # extra check after the run: (kind, detail) when it fails
     slow: bool = False
+    needs_process: str = ""  # why the case must run in a subprocess even in the test suite
 
     @property
     def id(self) -> str:
@@ -76,14 +88,21 @@ class ReaderCase:
 # ------------------------------------------------------------------ running
 
 
-def run_case(case: CliCase, folder: Path, ws: Workspace) -> Verdict:
-    """Build ``case`` in ``folder``, run it, classify it and apply its check."""
+def run_case(case: CliCase, folder: Path, ws: Workspace, runner: Runner | None = None) -> Verdict:
+    """Build ``case`` in ``folder``, run it, classify it and apply its check.
+
+    ``runner`` (the test suite's in-process one) runs the cases without ``needs_process``;
+    without it, or for those, the case runs in a subprocess (what the benchmark does).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     try:
         argv = case.build(folder, ws)
     except Exception as exc:  # a broken corpus entry, not a product failure
         return Verdict("corpus error", f"{type(exc).__name__}: {exc}")
-    res = run_cli(argv, folder, timeout=case.timeout, env=ws.env(folder))
+    if runner is None or case.needs_process:
+        res = run_cli(argv, folder, timeout=case.timeout, env=ws.env(folder))
+    else:
+        res = runner(argv, folder, case.timeout, ws.env(folder))
     verdict = classify(res, case.expect, case.allow_progress)
     if case.check is not None and verdict.kind in (CLEAN, OK, MESSY, SILENT):
         try:
@@ -95,24 +114,15 @@ def run_case(case: CliCase, folder: Path, ws: Workspace) -> Verdict:
     return verdict
 
 
-class _Timeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise _Timeout
-
-
 def run_reader(case: ReaderCase, folder: Path, ws: Workspace, timeout: int = 20) -> Verdict:
     """Call a reader case in-process (SIGALRM catches a hang in the main thread)."""
     from latkit.core.errors import LatkitError
 
     folder.mkdir(parents=True, exist_ok=True)
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(timeout)
     try:
-        value = case.call(folder, ws)
-    except _Timeout:
+        with alarm(timeout):
+            value = case.call(folder, ws)
+    except Timeout:
         return Verdict(HANG, f"no return after {timeout} s")
     except LatkitError as exc:
         msg = str(exc)
@@ -124,9 +134,6 @@ def run_reader(case: ReaderCase, folder: Path, ws: Workspace, timeout: int = 20)
         return Verdict(CLEAN, f"{type(exc).__name__}: {msg[:300]}")
     except (Exception, RecursionError) as exc:  # anything else would keep its traceback
         return Verdict(TRACEBACK, f"{type(exc).__name__}: {str(exc)[:300]}")
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
     if case.expect == "ok":
         return Verdict(OK)
     return Verdict(SILENT, f"returned {_short(value)}")
@@ -661,7 +668,7 @@ def measure_profile_cases() -> list[CliCase]:
         C(g, "device adb+tcp broken host", _profile("--device", "adb+tcp://[::1", *SPACE32)),
         # nothing answers: the bounded, logged wait for the device (WARNING lines), then one error
         C(g, "device adb+tcp closed port", _profile("--device", "adb+tcp://127.0.0.1:1", *SPACE32),
-          timeout=60, allow_progress=True),
+          timeout=60, allow_progress=True, needs_process=WAITS),
         C(g, "device adb serial with markup", _profile("--device", "adb:[bold]x", *SPACE32), timeout=60),
         C(g, "unknown space", _profile("--space", "nosuch")),
         C(g, "neither --space nor --arch", _profile()),
@@ -684,6 +691,9 @@ def measure_profile_cases() -> list[CliCase]:
                                                     "0", "--limit", "1"), timeout=45),
         C(g, "--max-seconds-per-op 0", _profile(*SPACE32, "--max-seconds-per-op", "0", "--limit", "1"),
           timeout=45),
+        # --quick keeps its own time cap; the bad one must still be refused, not ignored
+        C(g, "--max-seconds-per-op -1 with --quick", _profile(*SPACE32, "--quick", "--max-seconds-per-op", "-1",
+                                                              "--limit", "1"), timeout=45),
         C(g, "--lut is a directory", lambda d, ws: ["profile", *SPACE32, "--limit", "1", "--lut", str(d)]),
         C(g, "--lut /dev/full", lambda d, ws: ["profile", *SPACE32, "--limit", "1", "--lut", "/dev/full"]),
         C(g, "--lut corrupt", lambda d, ws: ["profile", *SPACE32, "--limit", "1", "--lut",
@@ -1094,16 +1104,18 @@ def predictor_ops_misc_cases() -> list[CliCase]:
     def lb(*extra: str) -> Build:
         return lambda d, ws: ["loopback-device", "--root", str(d / "dev"), *extra]
 
+    def srv(name: str, build: Build) -> CliCase:
+        return C(g, name, build, timeout=15, needs_process=SERVES)
+
     cases += [
-        C(g, "--port -1", lb("--port", "-1"), timeout=15),
-        C(g, "--port 70000", lb("--port", "70000"), timeout=15),
-        C(g, "--port 10**30", lb("--port", str(10**30)), timeout=15),
-        C(g, "--auth bogus", lb("--port", "0", "--auth", "bogus"), timeout=15),
-        C(g, "--scenario bogus", lb("--port", "0", "--scenario", "bogus"), timeout=15),
-        C(g, "--root /dev/full", lambda d, ws: ["loopback-device", "--root", "/dev/full", "--port", "0"], timeout=15),
-        C(g, "--root is a file", lambda d, ws: ["loopback-device", "--root", put(d, "f", "x"), "--port", "0"],
-          timeout=15),
-        C(g, "--port in use", _busy_port, timeout=15),
+        srv("--port -1", lb("--port", "-1")),
+        srv("--port 70000", lb("--port", "70000")),
+        srv("--port 10**30", lb("--port", str(10**30))),
+        srv("--auth bogus", lb("--port", "0", "--auth", "bogus")),
+        srv("--scenario bogus", lb("--port", "0", "--scenario", "bogus")),
+        srv("--root /dev/full", lambda d, ws: ["loopback-device", "--root", "/dev/full", "--port", "0"]),
+        srv("--root is a file", lambda d, ws: ["loopback-device", "--root", put(d, "f", "x"), "--port", "0"]),
+        srv("--port in use", _busy_port),
     ]
     g = "cli"
     cases += [
@@ -1468,7 +1480,8 @@ class Family:
 def _numeric_case(pair: tuple[int, str]) -> CliCase:
     i, value = pair
     label, make = _NUMERIC_OPTIONS[i]
-    return CliCase(label, f"absurd value {value!r}", lambda d, ws: make(d, ws, value), timeout=45)
+    return CliCase(label, f"absurd value {value!r}", lambda d, ws: make(d, ws, value), timeout=45,
+                   needs_process=SERVES if label.startswith("loopback-device") else "")
 
 
 _FIELDS = {

@@ -1,6 +1,7 @@
 """Every named bad input of every CLI command: one error line, exit != 0, no traceback or hang.
 
-Cases that can run long when the input is (wrongly) accepted are marked slow.
+A case runs in-process unless it ``needs_process`` (then in a subprocess). Cases that
+can run long when the input is (wrongly) accepted are marked slow.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ CASES = cli_cases()
     pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.timeout > 30 or c.slow else [])
     for c in CASES
 ])
-def test_cli_case(case, ws, case_dir):
+def test_cli_case(case, ws, case_dir, in_process):
     try:
-        verdict = run_case(case, case_dir, ws)
+        verdict = run_case(case, case_dir, ws, in_process)
     finally:
         release_sockets()
     want = OK if case.expect == "ok" else CLEAN

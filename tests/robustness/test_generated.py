@@ -1,6 +1,7 @@
 """Generated bad inputs (hypothesis): absurd numbers, bad fields, garbage output, odd paths.
 
-Bounded example counts, no shrinking (each example is a subprocess), no example database.
+Bounded example counts, no shrinking (an example can be a subprocess), no example database.
+Each example runs in-process unless its case ``needs_process``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ def _family_test(family):
     @settings(max_examples=family.test_examples, deadline=None, database=None, derandomize=True,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(value=family.strategy)
-    def test(ws, value):
+    def test(ws, in_process, value):
         case = family.to_case(value)
         with tempfile.TemporaryDirectory(prefix="rb-gen-") as tmp:
             try:
-                verdict = run_case(case, Path(tmp) / "case", ws)
+                verdict = run_case(case, Path(tmp) / "case", ws, in_process)
             finally:
                 release_sockets()
         want = OK if case.expect == "ok" else CLEAN

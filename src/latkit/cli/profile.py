@@ -53,11 +53,22 @@ def open_checked(uri: str, threads: int, clock: Optional[str], precision: Precis
         raise
 
 
-def protocol_config(target_ci: float, max_seconds: float, quick: bool, device_wait: Optional[float] = None):
+def protocol_config(target_ci: float, max_seconds: float, quick: bool, device_wait: Optional[float] = None,
+                    option: str = "--max-seconds-per-op"):
     """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap;
-    ``device_wait``, when given, is how long a device that stops answering is waited for)."""
+    ``device_wait``, when given, is how long a device that stops answering is waited for).
+
+    Raises:
+        UsageError: ``max_seconds`` (given as ``option``) is not a positive number; checked
+            here because under ``--quick`` the protocol never sees it.
+    """
+    import math
+
+    from latkit.core.errors import UsageError
     from latkit.profiler.protocol import Preset, ProtocolConfig
 
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise UsageError(f"{option} must be a positive number of seconds, got {max_seconds:g}")
     wait = {} if device_wait is None else {"outage_wait_s": device_wait}
     if quick:
         return ProtocolConfig.preset(Preset.QUICK, target_rel_ci=target_ci, **wait)
@@ -292,21 +303,17 @@ def measure_cmd(
         "disagree (the 95% CI covers one session's noise only); the median session's figure is reported."),
 ) -> None:
     """Time a model file, or a latkit network, end to end with the same protocol as the operators."""
-    import math
-
     from latkit.core.errors import UsageError
 
     wanted = precision_option(precision)
     if (file is None) == (arch is None):
         raise UsageError("give a model FILE (.onnx or .tflite) or --arch (a latkit network), exactly one")
-    # --quick has its own time cap, so the protocol would never see a bad --max-seconds
-    if not (math.isfinite(max_seconds) and max_seconds > 0):
-        raise UsageError(f"--max-seconds must be a positive number of seconds, got {max_seconds:g}")
     from dataclasses import replace
 
     from latkit.profiler.protocol import parse_statistic
 
-    config = replace(protocol_config(target_ci, max_seconds, quick), quantile=parse_statistic(statistic))
+    config = protocol_config(target_ci, max_seconds, quick, option="--max-seconds")
+    config = replace(config, quantile=parse_statistic(statistic))
     config = replace(config, pool_size=sessions) if sessions > 1 else config
     if file is not None:
         extra = [name for name, value in (("--space", space), ("--resolution", resolution), ("--lut", lut))
