@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from artefacts import copy_lut
 from cli_checks import run
 from latkit.cli.progress import Stages, track
 
@@ -128,11 +129,8 @@ def test_a_long_operator_name_keeps_its_start_at_80_columns() -> None:
 
 
 @pytest.mark.slow
-def test_lut_calibrate_json_and_readable_fit(tmp_path) -> None:
-    lut = tmp_path / "c.db"
-    proc = _latkit("profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--quick", "--lut", lut,
-                   tmp_path=tmp_path, every="5")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+def test_lut_calibrate_json_and_readable_fit(profiled_lut, tmp_path) -> None:
+    lut = copy_lut(profiled_lut, tmp_path / "c.db")  # the space profiled (tests/artefacts.py); calibrate writes
     args = ("lut", "calibrate", "--lut", lut, "--space", "proxyless_mobile_w05", "--resolution", "32",
             "--networks", "3", "--quick")
     proc = _latkit(*args, "--json", tmp_path=tmp_path)

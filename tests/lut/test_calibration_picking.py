@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from artefacts import copy_lut
 from latkit.cli import main
 from latkit.core.errors import UsageError
 from latkit.lut.calibrate import pick_calibration_archs
@@ -20,14 +21,10 @@ SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
 
 
-@pytest.fixture(scope="module")
-def cpu_lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The space at 32x32, profiled on cpu:onnxruntime with the quick protocol."""
-    lut = tmp_path_factory.mktemp("lut") / "cpu.db"
-    code = main(["profile", "--device", "cpu:onnxruntime", "--space", SPACE, "--resolution", str(RESOLUTION),
-                 "--lut", str(lut), "--quick"])  # fmt: skip
-    assert code == 0
-    return lut
+@pytest.fixture
+def cpu_lut(profiled_lut: Path, tmp_path: Path) -> Path:
+    """The space at 32x32, profiled on cpu:onnxruntime with the quick protocol (a copy of the shared one)."""
+    return copy_lut(profiled_lut, tmp_path / "cpu.db")
 
 
 def _model(lut_path: Path) -> TableLatencyModel:
