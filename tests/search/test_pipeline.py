@@ -55,7 +55,7 @@ def test_every_stage_ran_and_reused_the_lut(run) -> None:
     assert "profile" in state["stages"]  # ran, with nothing left to measure (no progress to report)
     assert state["schema"] == "latkit.pipeline"
     profile = state["stages"]["profile"]["outputs"]
-    assert profile["measured"] == 1 and profile["reused"] == 70  # the LUT held the space; the 10-class classifier is new
+    assert profile["measured"] == 1 and profile["reused"] == 70  # the LUT held the space; the 10-class head is new
     page = (out / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and '<img src="data:image/png;base64,' in page and "<table>" in page
     for name in ("report.md", "report.html", "layers.png", "predicted_vs_measured.png", "trajectory.png",
