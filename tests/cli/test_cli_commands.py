@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +232,9 @@ def test_search_takes_a_target_relative_to_the_space_and_warns_above_its_range(c
     arch = json.loads(Path(pct["files"]["arch"]).read_text())
     assert arch["target_ms"] == pytest.approx(pct["target_ms"])
     assert arch["target"].startswith("80% of the slowest network") and arch["target"].endswith(f"= {pct['target_ms']:.3f} ms")
-    code, out, err = run(capsys, *common, "--speedup", "1.5x", "--out", str(tmp_path / "x15"))
+    # the same search for another target: resumed from a copy of the first, whose supernet is trained
+    shutil.copytree(tmp_path / "pct", tmp_path / "x15")
+    code, out, err = run(capsys, *common, "--speedup", "1.5x", "--resume", "--out", str(tmp_path / "x15"))
     assert code == 0, err
     x15 = json.loads(out)
     # both resolve on the same slowest network: 1/1.5 vs 80% of it
