@@ -60,7 +60,13 @@ def test_lut_calibrate_measures_the_picked_networks(capsys, cpu_lut: Path) -> No
     want = [space.network(a, RESOLUTION).name
             for a in pick_calibration_archs(_model(cpu_lut), 3, np.random.default_rng(5))]  # fmt: skip
     assert [n["name"] for n in doc["networks"]] == want
-    assert doc["calibration"]["n_points"] == len(want)
+    cal = doc["calibration"]
+    assert doc["device"] == "cpu:onnxruntime" and doc["precision"] == "fp32"
+    assert cal["n_points"] == len(want) and cal["method"] in {"lstsq3", "lstsq2", "ratio"} and cal["rmse_ms"] >= 0
+    for net in doc["networks"]:  # each network's figures, and its calibrated latency by the stored fit
+        assert net["lut_sum_ms"] > 0 and net["n_ops"] > 0
+        expected = cal["a"] * net["lut_sum_ms"] + cal["b"] * net["n_ops"] + cal["c"]
+        assert net["calibrated_ms"] == pytest.approx(expected, rel=1e-9)
     with LUT.open(cpu_lut, readonly=True) as lut:
         stored = load_calibration(lut, "cpu:onnxruntime")
         prov = lut.calibrations("cpu:onnxruntime")[-1]["provenance"]
