@@ -1,5 +1,6 @@
-"""Makes the shared test helpers in this folder (``cli_checks``) importable from every test
-module, and holds the fixtures several folders share."""
+"""Makes the shared test helpers in this folder (``cli_checks``, ``artefacts``) importable from
+every test module, and holds the fixtures several folders share (the expensive shared
+artefacts, a profiled LUT and a finished pipeline run, are in ``artefacts.py``)."""
 
 import sys
 from pathlib import Path
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+pytest_plugins = ["artefacts"]
 
 
 @pytest.fixture(scope="session")

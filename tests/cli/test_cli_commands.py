@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from artefacts import INT8_ARGV, RUN_ARGV, copy_lut, copy_run
 from latkit.cli import main
 
 pytestmark = pytest.mark.slow
@@ -23,15 +25,10 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.fixture(scope="module")
-def small_lut(tmp_path_factory) -> Path:
-    """proxyless_mobile_w05 at 32x32, profiled on cpu:onnxruntime with the quick protocol."""
-    folder = tmp_path_factory.mktemp("lut")
-    lut = folder / "cpu.db"
-    code = main(["profile", "--device", "cpu:onnxruntime", "--space", "proxyless_mobile_w05",
-                 "--resolution", "32", "--lut", str(lut), "--quick"])
-    assert code == 0
-    return lut
+@pytest.fixture
+def small_lut(profiled_lut) -> Path:
+    """proxyless_mobile_w05 at 32x32, profiled on cpu:onnxruntime with the quick protocol (shared: read only)."""
+    return profiled_lut
 
 
 def test_profile_estimate_and_measure(capsys, small_lut, tmp_path):
@@ -69,9 +66,10 @@ def test_profile_estimate_and_measure(capsys, small_lut, tmp_path):
     assert drift["ratio"] > 0
 
 
-def test_profile_resumes_without_remeasuring(capsys, small_lut):
+def test_profile_resumes_without_remeasuring(capsys, small_lut, tmp_path):
+    lut = copy_lut(small_lut, tmp_path / "cpu.db")
     code, _, err = run(capsys, "profile", "--device", "cpu:onnxruntime", "--space",
-                       "proxyless_mobile_w05", "--resolution", "32", "--lut", str(small_lut), "--quick")
+                       "proxyless_mobile_w05", "--resolution", "32", "--lut", str(lut), "--quick")
     assert code == 0
     assert "71 already in" in err and "measured 0" in err
 
@@ -211,33 +209,16 @@ def test_search_trains_each_architecture_from_the_knowledge_pool(capsys, small_l
     assert code != 0 and "Traceback" not in err and "query-based" in err  # proxyless-grad trains a supernet
 
 
-def test_run_exits_zero_when_met_and_stops_on_an_unreachable_target(capsys, caplog, small_lut, tmp_path):
-    import shutil
-
-    lut = tmp_path / "lut.db"
-    shutil.copy(small_lut, lut)  # the run adds the 10-class classifier and a calibration
-    smoke = ("run", "--lut", str(lut), "--resolution", "32", "--quick", "--search-epochs", "2",
-             "--train-epochs", "1", "--max-steps", "2")  # fmt: skip
-    code, out, err = run(capsys, *smoke, "--target-ms", "50", "--out", str(tmp_path / "above"), "--json")
+def test_run_exits_zero_when_the_target_is_above_the_space(capsys, int8_run, tmp_path):
+    # the shared int8 run (tests/artefacts.py) is above the space; the command resumes a copy of it, which it
+    # accepts only when its arguments give the same settings (what the run found: test_pipeline_int8.py)
+    out_dir, lut = copy_run(int8_run, tmp_path)
+    code, out, err = run(capsys, "run", "--lut", str(lut), *INT8_ARGV, "--out", str(out_dir), "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["met"] and not doc["hit"] and doc["verdict"].startswith("MET") and len(doc["attempts"]) == 1
-    assert doc["measured_ms"] < 50 and "target is above proxyless_mobile_w05" in caplog.text  # warned at the search
-    # the answer is the slowest (largest) network, at the top of the range the search recorded
-    from latkit.lut.store import LUT
-    from latkit.profiler.spaces import get_space
-    from latkit.lut.tables import TableLatencyModel
-
-    space = get_space("proxyless_mobile_w05")
-    with LUT.open(lut) as table:
-        slowest = TableLatencyModel.from_lut(space, table, resolution=32, classes=10).max_latency()[1]
-    arch = json.loads(Path(doc["arch"]).read_text())
-    state = json.loads((tmp_path / "above" / "pipeline.json").read_text())
-    assert arch["arch"] == space.arch_to_native(slowest)
-    assert arch["latency_ms"] == pytest.approx(state["stages"]["search"]["outputs"]["range_ms"][1])
-    code, out, err = run(capsys, *smoke, "--target-ms", "0.0001", "--out", str(tmp_path / "below"))
-    assert code != 0 and "Traceback" not in err
-    assert "unreachable in proxyless_mobile_w05" in err and "raise --target-ms" in err
+    assert doc["measured_ms"] == int8_run.result.measured_ms < 1000 and doc["precision"] == "int8"
+    assert doc["target"] == {"ms": 1000.0, "fraction": None, "text": "1000"}
 
 
 def test_search_takes_a_target_relative_to_the_space_and_warns_above_its_range(capsys, small_lut, tmp_path):
@@ -255,7 +236,9 @@ def test_search_takes_a_target_relative_to_the_space_and_warns_above_its_range(c
     # no calibration: the figures are said to be the raw LUT sum, with the command that calibrates
     assert not pct["latency_model"]["calibrated"] and pct["latency_model"]["classes"] == 10
     assert "warning: UNCALIBRATED" in err and "latkit lut calibrate" in err
-    code, out, err = run(capsys, *common, "--speedup", "1.5x", "--out", str(tmp_path / "x15"))
+    # the same search for another target: resumed from a copy of the first, whose supernet is trained
+    shutil.copytree(tmp_path / "pct", tmp_path / "x15")
+    code, out, err = run(capsys, *common, "--speedup", "1.5x", "--resume", "--out", str(tmp_path / "x15"))
     assert code == 0, err
     x15 = json.loads(out)
     # both resolve on the same slowest network: 1/1.5 vs 80% of it
@@ -291,17 +274,15 @@ def test_bad_targets_get_one_line(capsys, tmp_path, args, says):
 
 
 @pytest.mark.slow
-def test_run_resolves_a_speedup_target_after_calibration_and_records_both(capsys, small_lut, tmp_path):
-    import shutil
-
-    lut = tmp_path / "lut.db"
-    shutil.copy(small_lut, lut)
-    code, out, err = run(capsys, "run", "--lut", str(lut), "--resolution", "32", "--quick", "--search-epochs", "2",
-                         "--train-epochs", "1", "--max-steps", "2", "--speedup", "1.5x", "--tolerance", "0.2",
-                         "--out", str(tmp_path / "x15"), "--json")  # fmt: skip
+def test_run_resolves_a_speedup_target_after_calibration_and_records_both(capsys, pipeline_run, tmp_path):
+    # the shared run (tests/artefacts.py) was made with these settings: the command resumes a copy of it,
+    # which it accepts only when its arguments give the same settings, and reports it
+    out_dir, lut = copy_run(pipeline_run, tmp_path)
+    code, out, err = run(capsys, "run", "--lut", str(lut), *RUN_ARGV, "--out", str(out_dir), "--json")
     doc = json.loads(out)
     assert code == (0 if doc["met"] else 1), err
-    state = json.loads((tmp_path / "x15" / "pipeline.json").read_text())
+    assert doc["measured_ms"] == pipeline_run.result.measured_ms  # resumed, not run again
+    state = json.loads((out_dir / "pipeline.json").read_text())
     lo, hi = state["stages"]["search"]["outputs"]["range_ms"]
     # 1/1.5 of the slowest calibrated network: inside the range (the fastest is ~half the slowest, more on a
     # loaded host), so the run trades speed (not a MET)
@@ -311,7 +292,7 @@ def test_run_resolves_a_speedup_target_after_calibration_and_records_both(capsys
     assert doc["budget_used"] == pytest.approx(doc["measured_ms"] / doc["target_ms"])
     arch = json.loads(Path(doc["arch"]).read_text())
     assert arch["target_ms"] == pytest.approx(hi / 1.5) and arch["target"].startswith("1.5x faster than the slowest")
-    summary = json.loads((tmp_path / "x15" / "summary.json").read_text())
+    summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["target"] == arch["target"] and summary["tolerance"] == 0.2
-    report = (tmp_path / "x15" / "report.md").read_text()
+    report = (out_dir / "report.md").read_text()
     assert f"= {hi / 1.5:.3f} ms" in report and "+20%" in report

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from artefacts import copy_lut
 from latkit.cli import main
 from latkit.core.errors import UsageError
 from latkit.lut.calibrate import pick_calibration_archs
@@ -20,14 +21,10 @@ SPACE = "proxyless_mobile_w05"
 RESOLUTION = 32
 
 
-@pytest.fixture(scope="module")
-def cpu_lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The space at 32x32, profiled on cpu:onnxruntime with the quick protocol."""
-    lut = tmp_path_factory.mktemp("lut") / "cpu.db"
-    code = main(["profile", "--device", "cpu:onnxruntime", "--space", SPACE, "--resolution", str(RESOLUTION),
-                 "--lut", str(lut), "--quick"])  # fmt: skip
-    assert code == 0
-    return lut
+@pytest.fixture
+def cpu_lut(profiled_lut: Path, tmp_path: Path) -> Path:
+    """The space at 32x32, profiled on cpu:onnxruntime with the quick protocol (a copy of the shared one)."""
+    return copy_lut(profiled_lut, tmp_path / "cpu.db")
 
 
 def _model(lut_path: Path) -> TableLatencyModel:
@@ -63,7 +60,13 @@ def test_lut_calibrate_measures_the_picked_networks(capsys, cpu_lut: Path) -> No
     want = [space.network(a, RESOLUTION).name
             for a in pick_calibration_archs(_model(cpu_lut), 3, np.random.default_rng(5))]  # fmt: skip
     assert [n["name"] for n in doc["networks"]] == want
-    assert doc["calibration"]["n_points"] == len(want)
+    cal = doc["calibration"]
+    assert doc["device"] == "cpu:onnxruntime" and doc["precision"] == "fp32"
+    assert cal["n_points"] == len(want) and cal["method"] in {"lstsq3", "lstsq2", "ratio"} and cal["rmse_ms"] >= 0
+    for net in doc["networks"]:  # each network's figures, and its calibrated latency by the stored fit
+        assert net["lut_sum_ms"] > 0 and net["n_ops"] > 0
+        expected = cal["a"] * net["lut_sum_ms"] + cal["b"] * net["n_ops"] + cal["c"]
+        assert net["calibrated_ms"] == pytest.approx(expected, rel=1e-9)
     with LUT.open(cpu_lut, readonly=True) as lut:
         stored = load_calibration(lut, "cpu:onnxruntime")
         prov = lut.calibrations("cpu:onnxruntime")[-1]["provenance"]

@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from artefacts import DEVICE, RESOLUTION, RUN_SETTINGS, RUN_TARGET, SPACE, copy_lut, copy_run
 from latkit.devices.base import open_device
 from latkit.core.errors import UsageError
-from latkit.lut.calibrate import calibrate_device, pick_calibration_archs
 from latkit.lut.store import LUT
 from latkit.profiler.protocol import ProtocolConfig, measure_one
-from latkit.profiler.runner import profile_ops
 from latkit.profiler.spaces import get_space
 from latkit.profiler.spaces.base import Arch, with_classes
 from latkit.search import target as tgt
@@ -35,48 +34,15 @@ from latkit.search.target import fill_to_target
 
 pytestmark = pytest.mark.slow
 
-SPACE = "proxyless_mobile_w05"
-RESOLUTION = 32
-DEVICE = "cpu:onnxruntime"
-CLASSES = 10  # the embedded digits
 TINY = dict(resolution=RESOLUTION, profile_quick=True, search_epochs=2, warmup_epochs=1, train_epochs=1,
             max_steps_per_epoch=3, calibration_networks=3, eval_samples=1)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def lut_and_target(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
-    """A profiled LUT (as the pipeline's first stage makes it) and a reachable mid-range target.
-
-    The pipeline searches on calibrated tables, which can sit well below the raw
-    LUT sums, so the target is taken from a calibration of the networks the
-    pipeline's own calibration measures (a fit through other networks
-    extrapolates, and can put the range well away from the pipeline's own).
-    """
-    path = tmp_path_factory.mktemp("lut") / "cpu.db"
-    space = get_space(SPACE)
-    device = open_device(DEVICE)
-    with LUT.open(path, create=True) as lut:
-        profile_ops(device, space.operators(RESOLUTION), lut, ProtocolConfig.quick())
-        raw = TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION)
-        archs = pick_calibration_archs(raw, TINY["calibration_networks"] - 1, np.random.default_rng(17))
-        # the pipeline's networks end in a 10-class classifier (digits), not the space's 1000
-        nets = [with_classes(space.network(a, RESOLUTION), CLASSES) for a in archs]
-        profile_ops(device, [nets[0].layers[-1].spec], lut, ProtocolConfig.quick())
-        calibrate_device(lut, device, nets, ProtocolConfig.quick())
-        lm = TableLatencyModel.from_lut(space, lut, DEVICE, RESOLUTION, calibrated=True, classes=CLASSES)
-    lo, hi = lm.min_latency(space)[0], lm.max_latency()[0]
-    return path, round(lo + 0.4 * (hi - lo), 3)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, lut_and_target):
-    lut, target = lut_and_target
-    out = tmp_path_factory.mktemp("run")
-    stages: list[str] = []
-    counts: dict[str, tuple[int, int]] = {}  # each stage's last (done, total)
-    result = run_pipeline(DEVICE, SPACE, target, out, lut=lut,
-                          on_progress=lambda s, d, t, m: (stages.append(s), counts.__setitem__(s, (d, t))), **TINY)
-    return result, out, lut, stages, counts
+def run(pipeline_run):
+    """The shared smoke run (tests/artefacts.py): 1/1.5 of the slowest calibrated network, 20% tolerance."""
+    r = pipeline_run
+    return r.result, r.out, r.lut, list(r.stages), r.counts
 
 
 def test_every_stage_ran_and_reused_the_lut(run) -> None:
@@ -89,7 +55,7 @@ def test_every_stage_ran_and_reused_the_lut(run) -> None:
     assert "profile" in state["stages"]  # ran, with nothing left to measure (no progress to report)
     assert state["schema"] == "latkit.pipeline"
     profile = state["stages"]["profile"]["outputs"]
-    assert profile["measured"] == 0 and profile["reused"] == 71  # the fixture measured all, 10-class classifier too
+    assert profile["measured"] == 0 and profile["reused"] == 71  # the shared LUT held the space and its 10-class head
     page = (out / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and '<img src="data:image/png;base64,' in page and "<table>" in page
     for name in ("report.md", "report.html", "layers.png", "predicted_vs_measured.png", "trajectory.png",
@@ -132,7 +98,8 @@ def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
     assert measured["latency_ms"] > 0 and measured["provenance"]["device"]["uri"] == DEVICE
     again = measure_one(open_device(DEVICE), ExportedModel(onnx_file), ProtocolConfig.quick()).latency_ms
     assert 1 / 3 < again / result.measured_ms < 3
-    assert result.met == tgt.within_budget(result.measured_ms, result.target_ms)
+    tolerance = RUN_SETTINGS["tolerance"]
+    assert result.met == tgt.within_budget(result.measured_ms, result.target_ms, tolerance)
     assert result.verdict.startswith("HIT" if result.hit else "OVER")
     # a mid-range target: the search recorded the space's calibrated range around it
     lo, hi = json.loads((out / "pipeline.json").read_text())["stages"]["search"]["outputs"]["range_ms"]
@@ -148,7 +115,7 @@ def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
     assert len({op["key"] for op in drift["ops"]}) == 3
     assert f"{drift['ratio']:.2f}x" in (out / "report.md").read_text()
     first = result.attempts[0]
-    if tgt.within_budget(first["measured_ms"], result.target_ms):
+    if tgt.within_budget(first["measured_ms"], result.target_ms, tolerance):
         assert len(result.attempts) == 1
     else:  # one bounded retry, its target scaled by target / measured
         assert len(result.attempts) == 2 and (out / "retry1" / "export").is_dir()
@@ -238,14 +205,14 @@ def test_a_target_is_a_budget_an_undershoot_warns_and_only_an_overshoot_searches
     assert tgt.best_attempt([1.3, 1.2], 1.0) == 1  # none fits: the least over
 
 
-def test_an_unreachable_target_stops_before_the_search_naming_the_range(lut_and_target, tmp_path) -> None:
+def test_an_unreachable_target_stops_before_the_search_naming_the_range(profiled_lut, tmp_path) -> None:
     from latkit.search.framework.result import SearchError
 
-    lut, _ = lut_and_target
+    lut = copy_lut(profiled_lut, tmp_path / "lut.db")  # the run adds the classifier and a calibration
     with pytest.raises(SearchError, match=r"unreachable in proxyless_mobile_w05 on cpu:onnxruntime: the smallest "
                        r"latency reachable is [0-9.]+ ms \(the slowest at [0-9.]+ ms\); raise --target-ms"):
-        run_pipeline(DEVICE, SPACE, 1e-4, tmp_path, lut=lut, **TINY)
-    stages = json.loads((tmp_path / "pipeline.json").read_text())["stages"]
+        run_pipeline(DEVICE, SPACE, 1e-4, tmp_path / "run", lut=lut, **TINY)
+    stages = json.loads((tmp_path / "run" / "pipeline.json").read_text())["stages"]
     assert stages["profile"]["done"] and stages["calibrate"]["done"] and "search" not in stages
 
 
@@ -257,30 +224,32 @@ def test_the_calibration_sees_the_fastest_network_with_every_layer(run) -> None:
     space = get_space(SPACE)
     with LUT.open(lut) as table:
         raw = TableLatencyModel.from_lut(space, table, DEVICE, RESOLUTION, classes=10)
-        corners = [raw.min_latency()[1], raw.fastest_full(), raw.max_latency()[1]]  # TINY calibrates 3
+        corners = [raw.min_latency()[1], raw.fastest_full(), raw.max_latency()[1]]
         wanted = [estimate(table, with_classes(space.network(a, RESOLUTION), 10), device=DEVICE, calibration=False)
                   for a in corners]  # fmt: skip
-    got = sorted(zip(calib["n_ops"], calib["lut_sums_ms"]))
-    expected = sorted((e.n_measurable, e.lut_sum_ms) for e in wanted)
-    assert [n for n, _ in got] == [n for n, _ in expected]
-    assert [s for _, s in got] == pytest.approx([s for _, s in expected])
+    got = list(zip(calib["n_ops"], calib["lut_sums_ms"]))
+    assert len(got) == 5  # the run's default: the three corners and spread networks between them
+    for e in wanted:  # each corner is one of the networks measured
+        assert any(n == e.n_measurable and s == pytest.approx(e.lut_sum_ms) for n, s in got), (e, got)
 
 
-def test_rerun_skips_finished_stages_and_refuses_other_settings(run, lut_and_target) -> None:
-    result, out, lut, _, _ = run
+def test_rerun_skips_finished_stages_and_refuses_other_settings(pipeline_run, tmp_path) -> None:
+    result = pipeline_run.result
+    out, lut = copy_run(pipeline_run, tmp_path)
     stages: list[tuple[str, str]] = []
-    again = run_pipeline(DEVICE, SPACE, result.target_ms, out, lut=lut,
-                         on_progress=lambda s, d, t, m: stages.append((s, m)), **TINY)  # fmt: skip
+    again = run_pipeline(DEVICE, SPACE, RUN_TARGET, out, lut=lut,
+                         on_progress=lambda s, d, t, m: stages.append((s, m)), **RUN_SETTINGS)  # fmt: skip
     assert again.measured_ms == result.measured_ms and again.arch_path == result.arch_path
     # every stage is resumed; "target" only prints the resolved target again
     assert all(m == "already done" for s, m in stages if s not in ("report", "retry", "target"))
-    assert ("target", f"{result.target_ms:g} ms") in stages
+    (said,) = [m for s, m in stages if s == "target"]
+    assert said.startswith("1.5x faster than the slowest network (") and said.endswith(f"= {result.target_ms:.3f} ms")
     with pytest.raises(UsageError, match="other settings"):
-        run_pipeline(DEVICE, SPACE, result.target_ms * 2, out, lut=lut, **TINY)
+        run_pipeline(DEVICE, SPACE, tgt.parse_target(speedup="2x"), out, lut=lut, **RUN_SETTINGS)
 
 
-def test_fill_to_target_uses_the_budget_without_exceeding_it(lut_and_target) -> None:
-    lut, _ = lut_and_target
+def test_fill_to_target_uses_the_budget_without_exceeding_it(profiled_lut) -> None:
+    lut = profiled_lut
     space = get_space(SPACE)
     with LUT.open(lut) as db:
         lm = TableLatencyModel.from_lut(space, db, DEVICE, RESOLUTION)

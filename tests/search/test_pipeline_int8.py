@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from artefacts import DEVICE, INT8_SETTINGS, RESOLUTION, SPACE
+from artefacts import INT8_TARGET_MS as TARGET_MS
 from latkit.devices.precision import Precision
 from latkit.core.errors import UsageError
 from latkit.lut.store import LUT
@@ -29,22 +31,14 @@ from latkit.pipeline.stages import exported_file
 
 pytestmark = pytest.mark.slow
 
-SPACE = "proxyless_mobile_w05"
-RESOLUTION = 32
-DEVICE = "cpu:onnxruntime"
-TARGET_MS = 1000.0  # far above the space: MET by its largest network on any machine
 TINY = dict(resolution=RESOLUTION, profile_quick=True, search_epochs=2, warmup_epochs=1, train_epochs=1,
             max_steps_per_epoch=3, calibration_networks=3, eval_samples=1, max_retries=0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("int8")
-    lut = tmp / "cpu.db"
-    stages: list[str] = []
-    result = run_pipeline(DEVICE, SPACE, TARGET_MS, tmp / "run", lut=lut, precision="int8",
-                          on_progress=lambda s, d, t, m: stages.append(s), **TINY)  # fmt: skip
-    return result, tmp / "run", lut, stages
+def run(int8_run):
+    """The shared int8 run (tests/artefacts.py), 1000 ms: above the space."""
+    return int8_run.result, int8_run.out, int8_run.lut, list(int8_run.stages)
 
 
 def test_every_stage_ran_at_int8_on_an_int8_lut(run) -> None:
@@ -94,7 +88,7 @@ def test_the_int8_file_was_measured_and_both_accuracies_recorded(run) -> None:
     check = onnx.meta()["precision_check"]
     assert check["precision"] == "int8" and check["fp32_latency_ms"] > 0
     assert check["paid"] == (check["latency_ms"] < check["fp32_latency_ms"])
-    assert result.met and result.verdict.startswith("MET")
+    assert result.met and not result.hit and result.verdict.startswith("MET") and len(result.attempts) == 1
     # the int8 file's accuracy is the file's own, run again here on the same held-out split
     data = load_data("digits", RESOLUTION, seed=0)
     again = file_accuracy_pct(onnx.path, "onnx", onnx.layout, data.x_valid, data.y_valid)
@@ -115,7 +109,7 @@ def test_the_int8_file_was_measured_and_both_accuracies_recorded(run) -> None:
 def test_a_resumed_run_at_another_precision_is_refused(run) -> None:
     result, out, lut, _ = run
     with pytest.raises(UsageError, match=r"other settings \(precision: 'int8' -> 'fp32'\)"):
-        run_pipeline(DEVICE, SPACE, TARGET_MS, out, lut=lut, precision="fp32", **TINY)
+        run_pipeline(DEVICE, SPACE, TARGET_MS, out, lut=lut, **{**INT8_SETTINGS, "precision": "fp32"})
     assert PipelineConfig(DEVICE, SPACE, Target(ms=1.0), precision=Precision.INT8).fingerprint() != \
         PipelineConfig(DEVICE, SPACE, Target(ms=1.0)).fingerprint()
 
@@ -153,3 +147,20 @@ def test_representative_images_come_from_the_training_split() -> None:
     assert rep.shape == (300, 3, RESOLUTION, RESOLUTION) and rep.dtype == np.float32
     assert all(x.tobytes() in train for x in rep)
     assert not any(np.array_equal(rep[0], v) for v in valid)
+
+
+def test_a_target_above_the_space_ships_the_slowest_network_and_says_so(int8_run) -> None:
+    from latkit.lut.tables import TableLatencyModel
+    from latkit.profiler.spaces import get_space
+
+    result, out = int8_run.result, int8_run.out
+    assert any(f"target is above {SPACE}" in w for w in int8_run.warnings)  # warned at the search
+    # the answer is the slowest (largest) network, at the top of the range the search recorded
+    space = get_space(SPACE)
+    with LUT.open(int8_run.lut) as table:
+        slowest = TableLatencyModel.from_lut(space, table, resolution=RESOLUTION, classes=10,
+                                             precision="int8").max_latency()[1]  # fmt: skip
+    arch = json.loads(result.arch_path.read_text())
+    state = json.loads((out / "pipeline.json").read_text())
+    assert arch["arch"] == space.arch_to_native(slowest)
+    assert arch["latency_ms"] == pytest.approx(state["stages"]["search"]["outputs"]["range_ms"][1])
