@@ -76,7 +76,7 @@ def test_help_shows_no_type_beside_flags(capsys) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "--verbose" in out and "<int>" not in out and "<bool>" not in out
     code, out, _ = run(capsys, "ops", "--help")
-    assert "<int>" in out and "<bool>" not in out  # --resolution takes a number
+    assert "<int range>" in out and "<bool>" not in out  # --resolution takes a number (1 to 4096)
 
 
 def test_devices_lists_a_running_loopback_phone(capsys, tmp_path, monkeypatch) -> None:

@@ -72,7 +72,7 @@ def test_profile_off_a_terminal_prints_plain_lines_and_json(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)  # stdout holds the JSON only; progress went to stderr
     assert doc["device"] == "cpu:onnxruntime" and doc["precision"] == "fp32" and doc["lut"] == str(lut)
-    assert len(doc["measured"]) == 3 and doc["left"] == 67 and doc["failed"] == {}
+    assert len(doc["measured"]) == 3 and doc["left"] == 68 and doc["failed"] == {}
     assert all(0 < row["latency_ms"] < 100 for row in doc["measured"])
     lines = proc.stderr.splitlines()
     assert "profiling: started, 3 item(s)" in lines

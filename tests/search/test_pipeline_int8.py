@@ -159,7 +159,7 @@ def test_a_target_above_the_space_ships_the_slowest_network_and_says_so(int8_run
     space = get_space(SPACE)
     with LUT.open(int8_run.lut) as table:
         slowest = TableLatencyModel.from_lut(space, table, resolution=RESOLUTION, classes=10,
-                                             precision="int8").max_latency()[1]  # fmt: skip
+                                             precision=Precision.INT8).max_latency()[1]  # fmt: skip
     arch = json.loads(result.arch_path.read_text())
     state = json.loads((out / "pipeline.json").read_text())
     assert arch["arch"] == space.arch_to_native(slowest)

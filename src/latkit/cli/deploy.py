@@ -44,7 +44,7 @@ def export_cmd(
     ),  # fmt: skip
     variants: str = typer.Option("", "--variants", help="Extra TFLite variants: fp16, int8 (full-integer static)."),
     space: Optional[str] = typer.Option(None, "--space", "-s", help="Space of --arch if the file does not say."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r"),
     device: Optional[str] = typer.Option(None, "--device", "-d", help=f"Also measure the files here. {DEVICE_HELP}"),
     as_json: bool = typer.Option(False, "--json"),
     target_ms: Optional[float] = typer.Option(
@@ -161,7 +161,7 @@ def run_cmd(
     tolerance: float = typer.Option(0.10, "--tolerance", help="How far over the budget still counts as within it (0.1 = 10%)."),
     out: Path = typer.Option(Path("latkit-run"), "--out", "-o", help="Run folder (a rerun resumes)."),
     data: str = typer.Option("digits", "--data", help="digits (embedded) | cifar10:PATH | folder:PATH."),
-    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096, help="Default: 64 on cpu devices."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Default: 64 on cpu devices."),
     search_epochs: int = typer.Option(6, "--search-epochs", min=1,
                                       help="Gradient-search epochs (the first min(2, N-1) train weights only)."),
     train_epochs: int = typer.Option(3, "--train-epochs", min=1),

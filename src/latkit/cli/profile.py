@@ -207,24 +207,25 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
                                                    on_wait=on_wait, precision=prec, passes=passes)  # fmt: skip
             except DeviceUnreachableError as exc:
                 gone = f"stopped answering and did not come back within {config.outage_wait_s:g} s"
-                raise _stopped_short(uri, gone, store, prec, todo, lut) from exc
+                raise _stopped_short(uri, gone, store, prec, todo, total, lut) from exc
         if limit is None and report.left:  # a run without --limit ends with every operator measured or failed
             raise _stopped_short(uri, f"left {report.left} operator(s) neither measured nor failed",
-                                 store, prec, todo, lut)
+                                 store, prec, todo, total, lut)
         stored = store.lookup(report.measured, uri, strict=False, precision=prec)  # what each op keeps
         _print_report(report, lut, by_others)
     return report, {k: stored.get(k) for k in report.measured}, by_others
 
 
-def _stopped_short(uri: str, what: str, store, prec: Precision, todo: set[str], lut: Path) -> Exception:
+def _stopped_short(uri: str, what: str, store, prec: Precision, todo: set[str], total: int,
+                   lut: Path) -> Exception:  # fmt: skip
     """One line for a run that stopped before its end: the device, what happened, the rows this
-    run kept and how to resume."""
+    run kept (of the ``total`` it set out to measure) and how to resume."""
     from latkit.core.errors import DeviceUnreachableError
 
     kept = len(todo & store.done_keys(uri, precision=prec))
     return DeviceUnreachableError(
         f"{uri} {what}; {kept} operator(s) measured since this run started are kept in {lut}, "
-        f"{len(todo) - kept} are not measured yet: reconnect the device and rerun the same command to resume"
+        f"{max(total - kept, 0)} are not measured yet: reconnect the device and rerun the same command to resume"
     )
 
 
