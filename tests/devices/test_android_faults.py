@@ -187,7 +187,8 @@ def test_device_gone_stores_what_is_complete_and_raises_one_line(phone, cache, t
     assert set(rows) == {s.key for s in specs}
     assert f"{len(rows)} measurement(s) of this run are saved" in message
     for row in rows.values():
-        assert row["n_samples"] >= 2 and row["latency_ms"] > 0 and not row["converged"]
+        # stored mid-sampling: a tiny op's microsecond timings can agree exactly and converge early
+        assert row["n_samples"] >= 2 and row["latency_ms"] > 0 and row["n_samples"] < config.max_samples
     assert waited < 170  # bounded, not a hang (the outage itself lasts 600 s)
 
 

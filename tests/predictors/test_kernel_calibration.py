@@ -76,6 +76,7 @@ def test_calibration_is_stored_with_the_predictors_and_applied_after_loading(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # two measured paths compared: alone on the host
 def test_search_space_member_agrees_with_the_lut_estimate_on_the_same_device(tmp_path):
     """A proxyless_mobile_w05 member at 64x64, exported by latkit, predicted from its kernels.
 

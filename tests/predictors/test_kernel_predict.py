@@ -169,6 +169,7 @@ def test_torch_module_with_se_and_shuffle_patterns():
     assert pred.kernels[1].key.startswith("se-16x16-c16-4")
 
 
+@pytest.mark.serial  # A, B and A->B timed against each other: a second worker's load would blur them
 def test_fusion_detection_finds_conv_bn_relu_fused_on_onnxruntime(ort_device, tmp_path):
     from latkit.profiler.fusion import detect_fusion
     from latkit.profiler.protocol import ProtocolConfig
