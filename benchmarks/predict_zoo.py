@@ -59,6 +59,7 @@ from latkit.devices import open_device
 from latkit.lut.store import LUT
 from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
 from latkit.predictors.kernel_calibration import calibrate_on_space
+from latkit.core.files import atomic_path
 from latkit.predictors.kernel_network import predict_graphs
 from latkit.predictors.kernels import KernelPredictors
 from latkit.profiler.graph import read_graph
@@ -130,11 +131,9 @@ def export_zoo(entries: list[tuple[str, str, str]], folder: Path) -> dict[str, P
         if not path.is_file():
             libs = libs or import_zoo_libs()
             model = build_model(lib, name, *libs)
-            tmp = path.with_suffix(".tmp.onnx")
-            with torch.no_grad():
+            with torch.no_grad(), atomic_path(path, "zoo model", keep_suffix=True) as tmp:
                 torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(tmp), dynamo=False, opset_version=17,
                                   input_names=["input"], do_constant_folding=True)  # fmt: skip
-            tmp.replace(path)
             print(f"exported {name}", file=sys.stderr)
         files[name] = path
     return files
