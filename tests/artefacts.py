@@ -94,6 +94,7 @@ class PipelineRun:
     stages: tuple[str, ...]
     counts: dict[str, tuple[int, int]]  # each stage's last (done, total)
     warnings: tuple[str, ...] = ()  # what the run logged at WARNING and above
+    events: tuple[tuple[str, int, int, str], ...] = ()  # every (stage, done, total, message) reported
 
 
 @pytest.fixture(scope="session")
@@ -105,13 +106,15 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, profiled_lut: Path) -
     lut = copy_lut(profiled_lut, tmp / "lut.db")
     stages: list[str] = []
     counts: dict[str, tuple[int, int]] = {}
+    events: list[tuple[str, int, int, str]] = []
 
     def progress(stage: str, done: int, total: int, message: str) -> None:
         stages.append(stage)
         counts[stage] = (done, total)
+        events.append((stage, done, total, message))
 
     result = run_pipeline(DEVICE, SPACE, RUN_TARGET, tmp / "run", lut=lut, on_progress=progress, **RUN_SETTINGS)
-    return PipelineRun(result, tmp / "run", lut, tuple(stages), counts)
+    return PipelineRun(result, tmp / "run", lut, tuple(stages), counts, events=tuple(events))
 
 
 @pytest.fixture(scope="session")
