@@ -155,15 +155,15 @@ class _Clock:
         return self.t
 
 
-def _plain(total: int, clock: _Clock, every: float = 0.0) -> tuple[PlainLines, io.StringIO]:
+def _plain(total: int, clock: _Clock, every: float = 0.0, note: str = "") -> tuple[PlainLines, io.StringIO]:
     buf = io.StringIO()
     return PlainLines(Console(file=buf, force_terminal=False, width=200), "profile", total, every=every,
-                      clock=clock), buf  # fmt: skip
+                      clock=clock, note=note), buf  # fmt: skip
 
 
 def test_a_long_step_gets_a_still_working_line_every_few_seconds() -> None:
     clock = _Clock()
-    lines, buf = _plain(57, clock, every=5.0)
+    lines, buf = _plain(57, clock, every=5.0, note="57 operators")
     assert lines.quiet_s == HEARTBEAT_MIN_S == 5.0
     clock.t = 4.9
     assert not lines.beat()  # quiet for less than 5 s: nothing
@@ -178,12 +178,15 @@ def test_a_long_step_gets_a_still_working_line_every_few_seconds() -> None:
     assert not lines.beat()
     clock.t = 15.0
     assert lines.beat()
+    clock.t = 17.0
+    lines.advance("op-b  0.2 ms")  # 7 s after the last count (2 s after a heartbeat): counted
     out = buf.getvalue().splitlines()
-    assert out == ["profile: started, 57 item(s)",
-                   "profile: 0/57 done, still working [0:00:05]",
+    assert out == ["profile: started, 57 item(s): 57 operators",
+                   "profile: 0/57 done, still working [0:00:05]",  # the start note is not repeated
                    "profile: 0/57 done, still working [0:00:10]",
                    "profile: 1/57 [0:00:10] op-a 0.1 ms",
-                   "profile: 1/57 done, still working [0:00:15] (latest: op-a 0.1 ms)"]  # fmt: skip
+                   "profile: 1/57 done, still working [0:00:15] (latest: op-a 0.1 ms)",
+                   "profile: 2/57 [0:00:17] op-b 0.2 ms"]  # fmt: skip
 
 
 def test_no_eta_until_a_few_items_and_seconds() -> None:

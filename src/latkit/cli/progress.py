@@ -162,9 +162,10 @@ class PlainLines:
         self.con, self.label, self.total, self.clock = con, label, total, clock
         self.every = _interval() if every is None else every
         self.quiet_s = max(self.every, HEARTBEAT_MIN_S) if quiet_s is None else quiet_s
-        self.start = self.shown = clock()
+        self.start = self.shown = self.counted = clock()  # the last line of any kind; the last count line
         self.first: float | None = None  # when the first item finished: the ETA's rate starts there
         self.done, self.note = 0, " ".join(str(note).split())
+        self.start_note = self.note  # on the start line already: a heartbeat does not repeat it
         self._lock = threading.Lock()
         head = f"{label}: started, {total} item(s)" if total > 0 else f"{label}: started"
         self._line(head + (f": {clip(self.note, 100)}" if self.note else ""))
@@ -191,7 +192,8 @@ class PlainLines:
             self.done += steps
             if self.first is None:
                 self.first = now
-            if self.done == steps or now - self.shown >= self.every:  # the first item, then every few seconds
+            if self.done == steps or now - self.counted >= self.every:  # the first item, then every few seconds
+                self.counted = now  # (a "still working" line in between does not hold the count back)
                 eta = _eta(self.start, self.first, now, self.done, self.total)
                 self._line(f"{self.label}: {self.done}{self._of()} {eta} {clip(note, 100)}".rstrip())
 
@@ -201,7 +203,7 @@ class PlainLines:
             now = self.clock()
             if now - self.shown < self.quiet_s:
                 return False
-            last = f" (latest: {clip(self.note, 80)})" if self.note else ""
+            last = f" (latest: {clip(self.note, 80)})" if self.note and self.note != self.start_note else ""
             self._line(f"{self.label}: {self.done}{self._of()} done, still working [{_fmt_seconds(now - self.start)}]"
                        f"{last}")  # fmt: skip
             return True
