@@ -136,6 +136,7 @@ def test_sample_refuses_a_space_without_networks_and_a_bad_count(capsys, tmp_pat
     assert code != 0 and "-n" in err
 
 
+@pytest.mark.slow  # exports and measures two networks (a few seconds)
 def test_sample_measures_for_real_on_onnxruntime(capsys, tmp_path) -> None:
     out = tmp_path / "real.csv"
     code, text, err = run(capsys, "predictor", "sample", "--space", SPACE, "-n", 2, "--resolution", RESOLUTION,
