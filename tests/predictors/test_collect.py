@@ -74,9 +74,10 @@ def test_sample_writes_the_csv_and_resumes(ort_device, scripted, tmp_path) -> No
     assert [d for d, _, _ in events] == sorted(d for d, _, _ in events)
     assert {t for _, t, _ in events} == {PASSES * 3} and events[-1][:2] == (PASSES * 3, PASSES * 3)
     doc = json.loads(sidecar_path(out).read_text())
-    assert doc["schema"] == "latkit.latency_sample" and doc["settings"]["resolution"] == RESOLUTION
-    assert doc["device"]["uri"] == "cpu:onnxruntime" and doc["protocol"]["quantile"] == ProtocolConfig().quantile
-    assert len(doc["archs"]) == 3 and all(len(v["passes_ms"]) == PASSES for v in doc["archs"].values())
+    entry = doc["columns"]["cpu:onnxruntime"]
+    assert doc["schema"] == "latkit.latency_sample" and entry["settings"]["resolution"] == RESOLUTION
+    assert entry["device"]["uri"] == "cpu:onnxruntime" and entry["protocol"]["quantile"] == ProtocolConfig().quantile
+    assert len(entry["archs"]) == 3 and all(len(v["passes_ms"]) == PASSES for v in entry["archs"].values())
     # a rerun with a larger n measures only the two new architectures; the first three keep their figures
     scripted.clear()
     again = sample_latencies(ort_device, space, 5, out, resolution=RESOLUTION, batch=2)
@@ -86,6 +87,11 @@ def test_sample_writes_the_csv_and_resumes(ort_device, scripted, tmp_path) -> No
     assert [space.parse_arch(a) for a in grown.archs] == sample_archs(space, 5, 0)
     with pytest.raises(UsageError, match=r"other settings \(resolution: 32 -> 64\)"):
         sample_latencies(ort_device, space, 5, out, resolution=64)
+    # another column of the same file may hold other settings (a second device, another classifier)
+    sample_latencies(ort_device, space, 2, out, resolution=RESOLUTION, classes=0, column="own-head")
+    both = read_latency_csv(out)
+    assert both.devices == ("cpu:onnxruntime", "own-head") and len(both) == 5
+    assert set(json.loads(sidecar_path(out).read_text())["columns"]) == {"cpu:onnxruntime", "own-head"}
 
 
 def test_sample_extends_a_csv_keeping_its_rows_and_columns(ort_device, scripted, tmp_path) -> None:

@@ -296,7 +296,7 @@ class _Pipeline:
         specs, head = self.profile_specs()
         unique = measurable_by_key(specs + head)
         with LUT.open(self.lut_path, create=True) as lut:
-            done = lut.done_keys(self.cfg.device, precision=self.precision)
+            done = lut.done_keys(self.device.uri, precision=self.precision)  # as profile_ops reads it
         if self.cfg.profile_sample is None:
             todo = sum(k not in done for k in unique)
             return todo, f"{todo} of {len(unique)} operator(s) to measure ({len(unique) - todo} already in the LUT)"

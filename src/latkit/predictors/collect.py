@@ -15,9 +15,9 @@ An existing CSV is extended, not replaced: its rows and other columns are kept
 (e.g. HW-NAS-Bench's ``fbnet_latency_ms.csv`` gains a column for your phone),
 rows are matched by the parsed architecture, and sampled architectures it lacks
 become new rows with the other columns empty. Beside the CSV, ``FILE.json``
-records where the column's numbers came from (schema, latkit version, device,
-protocol, precision, resolution, classifier, every pass's figure) and is checked
-on a rerun, so one column never mixes settings.
+records, per column it measured, where the numbers came from (device, protocol,
+precision, resolution, classifier, every pass's figure) under a schema name and
+version; a rerun into a column checks them, so one column never mixes settings.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
     from latkit.devices.base import Device
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.profiler.spaces.base import Arch, Network, SearchSpace
-
-log = logging.getLogger(__name__)
 
 SCHEMA = "latkit.latency_sample"
 SCHEMA_VERSION = 1
@@ -168,32 +165,41 @@ def sidecar_path(out: Path) -> Path:
 
 def _provenance(out: Path, settings: dict[str, Any], seed: int, device: Device,
                 config: ProtocolConfig) -> dict[str, Any]:  # fmt: skip
-    """The sidecar to extend (its settings checked against ``settings``, ``seed`` added to its draws)."""
-    doc = _sidecar(out, settings, device, config)
-    doc["seeds"] = sorted({*doc.get("seeds", []), seed})  # each draw is a prefix of a larger one with its seed
+    """The sidecar to extend, with an entry for ``settings["column"]``.
+
+    Each latency column has its own entry (settings, device, protocol, every
+    figure); an existing entry's settings must equal ``settings``, so one column
+    never mixes them. ``seed`` is added to the entry's draws.
+    """
+    doc = _sidecar(out)
+    column = settings["column"]
+    entry = doc["columns"].setdefault(column, {
+        "settings": settings, "device": device.info().to_dict(), "protocol": config.to_dict(),
+        "statistic": "lowest of each network's passes (latkit.lut.calibrate.measure_passes)", "seeds": [],
+        "archs": {},
+    })  # fmt: skip
+    old = entry.get("settings", {})
+    differ = [f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in SETTINGS if old.get(k) != settings[k]]
+    if differ:
+        raise UsageError(f"column {column!r} of {out} was measured with other settings ({', '.join(differ)}); "
+                         "rerun with the same settings to resume, or choose another --out or --column")  # fmt: skip
+    entry["seeds"] = sorted({*entry.get("seeds", []), seed})  # each draw is a prefix of a larger one with its seed
     return doc
 
 
-def _sidecar(out: Path, settings: dict[str, Any], device: Device, config: ProtocolConfig) -> dict[str, Any]:
-    """The existing sidecar (its settings checked against ``settings``) or a new one."""
+def _sidecar(out: Path) -> dict[str, Any]:
+    """The existing sidecar of ``out`` (checked) or a new, empty one."""
     side = sidecar_path(out)
-    if side.exists():
-        doc = read_json(side, "latency sample sidecar")
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            raise UsageError(f"{side} is not a latkit latency sample sidecar; move it away or choose another --out")
-        if doc.get("schema_version") != SCHEMA_VERSION:
-            raise UsageError(f"{side} has schema version {doc.get('schema_version')}, this latkit reads "
-                             f"{SCHEMA_VERSION}; measure into a new --out")  # fmt: skip
-        old = doc.get("settings", {})
-        differ = [f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in SETTINGS if old.get(k) != settings[k]]
-        if differ:
-            raise UsageError(f"{out} was measured with other settings ({', '.join(differ)}); rerun with the "
-                             "same settings to resume, or choose another --out or --column")  # fmt: skip
-        return doc
-    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
-            "settings": settings, "device": device.info().to_dict(), "protocol": config.to_dict(),
-            "statistic": "lowest of each network's passes (latkit.lut.calibrate.measure_passes)",
-            "archs": {}}  # fmt: skip
+    if not side.exists():
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__, "columns": {}}
+    doc = read_json(side, "latency sample sidecar")
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("columns"), dict):
+        raise UsageError(f"{side} is not a latkit latency sample sidecar; move it away or choose another --out")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise UsageError(f"{side} has schema version {doc.get('schema_version')}, this latkit reads "
+                         f"{SCHEMA_VERSION}; measure into a new --out")  # fmt: skip
+    doc["latkit_version"] = __version__  # the version that wrote it last
+    return doc
 
 
 def _standard_protocol() -> ProtocolConfig:
@@ -296,7 +302,8 @@ class _Batches:
         labels = [f"#{archs.index(a) + 1} {text}" for a, text in zip(group, texts)]  # numbered in the draw's order
         for a, text, figures, key in zip(group, texts, *self.measure([nets[a] for a in group], labels)):
             table.put(a, text, self.column, min(figures))
-            doc["archs"][text] = {"latency_ms": min(figures), "passes_ms": figures, "network_key": key}
+            doc["columns"][self.column]["archs"][text] = {"latency_ms": min(figures), "passes_ms": figures,
+                                                          "network_key": key}  # fmt: skip
         table.write(self.out)
         write_json(sidecar_path(self.out), doc, "latency sample sidecar", indent=1)
         return texts
