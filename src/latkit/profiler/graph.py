@@ -7,8 +7,8 @@ reads the forms a user has into one :class:`OpGraph`:
 * an ONNX file: its nodes as they are, every tensor shape from ONNX's shape
   inference (with data propagation, so ``Reshape`` targets computed from
   ``Shape`` are resolved);
-* a TFLite file: refused for now in one line (the reader that maps its
-  operators onto the ONNX names is not written yet);
+* a TFLite file: its operators mapped onto the ONNX names, NHWC images given
+  as NCHW (:mod:`latkit.profiler.tflite_graph`);
 * a torch ``nn.Module`` with an input shape: exported to ONNX first (the
   TorchScript exporter, as latkit's own exports use).
 
@@ -127,8 +127,9 @@ def read_graph(model: Any, input_shape: Shape | None = None) -> OpGraph:
         except OSError as exc:
             raise StoreError(f"cannot read model file {path}: {exc.strerror or exc}") from None
         if head[4:8] == b"TFL3":
-            raise UsageError(f"{path.name} is a TFLite file; kernel prediction reads ONNX files and torch "
-                             "modules so far (give the ONNX export of the same network)")
+            from latkit.profiler.tflite_graph import read_tflite
+
+            return read_tflite(path, input_shape)
         import onnx
 
         try:

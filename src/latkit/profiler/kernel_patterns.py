@@ -14,6 +14,7 @@ and a run of layout operators.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from latkit.profiler.graph import Node, OpGraph
 from latkit.profiler.kernels import (
@@ -22,6 +23,7 @@ from latkit.profiler.kernels import (
     _LAYOUT,
     _REMOVED,
     ACTIVATIONS,
+    PREFIX_OPS,
     FusionRules,
     Kernel,
     KernelConfig,
@@ -34,6 +36,10 @@ _MAX_SE_CHAIN = 8  # pooling, up to two layers with activations and reshapes, th
 
 
 def _act(chain: list[Node]) -> str:
+    """The activation a kernel applies: an operator's own (a TFLite fused one) or a fused follower's."""
+    for n in chain:
+        if n.attrs.get("activation"):
+            return str(n.attrs["activation"])
     for n in chain[1:]:
         if n.op_type in ACTIVATIONS:
             return n.op_type.lower()
@@ -61,6 +67,12 @@ def _fc(graph: OpGraph, chain: list[Node]) -> KernelConfig | None:
     a, b = (graph.shape(t) for t in root.inputs[:2])
     if not a or not b:
         return None
+    if root.op_type == "Gemm" and len(b) == 2 and not root.attrs.get("transA"):
+        # the reduced width from the weights: a TFLite fully connected layer flattens any input
+        k, n = (b[1], b[0]) if root.attrs.get("transB") else (b[0], b[1])
+        rows = max(1, math.prod(a) // max(k, 1))
+        return KernelConfig(KernelType.FC, h=rows, cin=k, cout=n, act=_act(chain),
+                            extra=int(any(x.op_type == "Add" for x in chain[1:])))  # fmt: skip
     if root.op_type == "Gemm" or root.inputs[1] in graph.constants:
         k = a[-1] if not (root.op_type == "Gemm" and root.attrs.get("transA")) else a[0]
         n = b[0] if root.op_type == "Gemm" and root.attrs.get("transB") else b[-1]
@@ -70,7 +82,9 @@ def _fc(graph: OpGraph, chain: list[Node]) -> KernelConfig | None:
     if len(a) < 2 or len(b) < 2:
         return None
     batch = max(1, math.prod(a[:-2]), math.prod(b[:-2]))
-    return KernelConfig(KernelType.MATMUL, h=a[-2], w=batch, cin=a[-1], cout=b[-1], act=_act(chain))
+    rows, k = (a[-1], a[-2]) if root.attrs.get("adj_x") else (a[-2], a[-1])
+    n = b[-2] if root.attrs.get("adj_y") else b[-1]
+    return KernelConfig(KernelType.MATMUL, h=rows, w=batch, cin=k, cout=n, act=_act(chain))
 
 
 def _pool(graph: OpGraph, root: Node) -> KernelConfig | None:
@@ -113,7 +127,24 @@ def _image_like(graph: OpGraph, chain: list[Node], kind: KernelType, variant: st
     return KernelConfig(kind, h=h, w=w, cin=c, cout=max(cout, 1), extra=extra, variant=variant, act=_act(chain))
 
 
+def _without_prefix(chain: list[Node]) -> list[Node]:
+    """``chain`` with its leading prefix operators (a ``Pad``) folded into the operator they feed.
+
+    The operator that follows reads the prefix's input instead (a padded
+    convolution's configuration is that of the convolution on the unpadded
+    image, whose output size it has).
+    """
+    k = 0
+    while k < len(chain) - 1 and chain[k].op_type in PREFIX_OPS:
+        k += 1
+    if k == 0:
+        return chain
+    body = chain[k]
+    return [replace(body, inputs=(chain[0].inputs[0], *body.inputs[1:])), *chain[k + 1:]]
+
+
 def _config(graph: OpGraph, chain: list[Node]) -> tuple[KernelType, KernelConfig | None]:
+    chain = _without_prefix(chain)
     op = chain[0].op_type
     if op == "Conv":
         cfg = _conv(graph, chain)
@@ -236,13 +267,15 @@ def group_kernels(graph: OpGraph, rules: FusionRules) -> KernelGraph:
     for i, node in enumerate(graph.nodes):
         if node.name in taken:
             continue
-        chain = [node]
+        chain, root = [node], node.op_type
         while True:
             nxt = _single_consumer(graph, consumers, chain[-1], taken)
-            if nxt is None or not rules.fuses(node.op_type, nxt.op_type) or not _fusable(graph, chain, nxt):
+            if nxt is None or not rules.fuses(root, nxt.op_type) or not _fusable(graph, chain, nxt):
                 break
             chain.append(nxt)
             taken.add(nxt.name)
+            if root in PREFIX_OPS:  # a pad folded into a convolution: the convolution's rules apply next
+                root = nxt.op_type
         taken.add(node.name)
         kernels[i] = kernel_of(graph, chain)
     return KernelGraph(graph.name, tuple(kernels[i] for i in sorted(kernels)), tuple(folded), rules)
@@ -262,7 +295,7 @@ def _single_consumer(graph: OpGraph, consumers: dict[str, list[int]], node: Node
 def _fusable(graph: OpGraph, chain: list[Node], nxt: Node) -> bool:
     """At most one activation and one residual add per kernel, the add after the convolution."""
     kinds = [n.op_type for n in chain]
-    if nxt.op_type in ACTIVATIONS and any(k in ACTIVATIONS for k in kinds):
+    if nxt.op_type in ACTIVATIONS and (any(k in ACTIVATIONS for k in kinds) or _act(chain)):
         return False
     if nxt.op_type == "Add":
         if "Add" in kinds or any(k in ACTIVATIONS for k in kinds):

@@ -69,10 +69,15 @@ PREDICTED_TYPES = tuple(t for t in KernelType if t is not KernelType.UNKNOWN)
 
 ACTIVATIONS = frozenset({"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu",
                          "Gelu", "Erf", "Elu", "Selu", "Softplus", "PRelu", "Mish", "Swish"})  # fmt: skip
+# Quantize / Dequantize: a TFLite file's (de)quantize passes (latkit's names; ONNX's QDQ pairs are folded)
 _ELEMENTWISE = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Sum": "add", "Max": "max",
-                "Min": "max", "Pow": "mul", "BatchNormalization": "affine"}  # fmt: skip
+                "Min": "max", "Pow": "mul", "BatchNormalization": "affine",
+                "Quantize": "affine", "Dequantize": "affine"}  # fmt: skip
 _LAYOUT = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth"})
 _REMOVED = frozenset({"Identity", "Dropout"})
+# operators a runtime folds into the operator they feed (ORT's PadFusion, XNNPACK's constant-pad fusion):
+# a rule (prefix, B) makes the pair one kernel of B's type, and B's own rules apply after it
+PREFIX_OPS = frozenset({"Pad"})
 _GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool"})
 
 # the categorical fields' vocabulary: a config's variant and fused activation are indices here
@@ -230,11 +235,15 @@ _CONV_FOLLOWERS = ("BatchNormalization", "Relu", "Clip", "Sigmoid", "Tanh", "Lea
 DEFAULT_RULES: dict[str, FusionRules] = {
     "onnxruntime": FusionRules(frozenset(
         [("Conv", f) for f in (*_CONV_FOLLOWERS, "Add")]
-        + [("MatMul", "Add"), ("Gemm", "Relu"), ("MatMul", "Relu")]), "default:onnxruntime"),
-    # the LiteRT converter folds batch norm and a ReLU/ReLU6/tanh into the convolution or FC before it
+        + [("MatMul", "Add"), ("Gemm", "Relu"), ("MatMul", "Relu"), ("Pad", "Conv"), ("Pad", "MaxPool")]),
+        "default:onnxruntime"),
+    # the LiteRT converter folds batch norm and a ReLU/ReLU6/tanh into the convolution or FC before it (a
+    # TFLite file carries them as the operator's fused activation); XNNPACK runs a zero pad inside the
+    # convolution after it
     "litert": FusionRules(frozenset(
         [("Conv", f) for f in ("BatchNormalization", "Relu", "Clip", "Tanh")]
-        + [("Gemm", "Relu"), ("MatMul", "Add"), ("Add", "Relu"), ("Add", "Clip")]), "default:litert"),
+        + [("Gemm", "Relu"), ("MatMul", "Add"), ("Add", "Relu"), ("Add", "Clip"), ("Pad", "Conv")]),
+        "default:litert"),
 }
 DEFAULT_RULES["benchmark_model"] = replace(DEFAULT_RULES["litert"], source="default:benchmark_model")
 DEFAULT_RULES["torch"] = FusionRules(frozenset(), "default:torch")  # eager mode fuses nothing
@@ -279,6 +288,6 @@ def hwc(shape: Shape | None) -> tuple[int, int, int]:
 
 
 __all__ = [
-    "ACTIVATIONS", "DEFAULT_RULES", "FEATURE_NAMES", "PREDICTED_TYPES", "VARIANTS", "FusionRules", "Kernel",
+    "ACTIVATIONS", "DEFAULT_RULES", "FEATURE_NAMES", "PREDICTED_TYPES", "PREFIX_OPS", "VARIANTS", "FusionRules", "Kernel",
     "KernelConfig", "KernelGraph", "KernelType", "default_rules", "features", "hwc", "work",
 ]
