@@ -230,3 +230,28 @@ def test_shapes_are_inferred_without_weight_values_but_with_shape_constants():
     assert graph.shape("r") == (1, 16 * 14 * 14)
     assert graph.shape("y") == (1, 10)
     assert graph.shape("w") == (16, 8, 3, 3) and {"w", "fc", "target"} <= graph.constants
+
+
+def test_trees_evaluate_in_numpy_as_xgboost_does_and_predicting_imports_no_xgboost(tmp_path):
+    """The saved residual trees give XGBoost's own output; a fresh process predicts without importing it."""
+    import subprocess
+    import sys
+
+    xgb = pytest.importorskip("xgboost")
+    from latkit.predictors.tree_json import TreeEnsemble
+
+    preds = _synthetic_predictors()
+    folder = preds.save(tmp_path / "kp")
+    model = preds.models[KernelType.CONV]
+    booster = xgb.Booster()
+    booster.load_model(str(folder / "conv.json"))
+    x = np.random.default_rng(1).uniform(0, 8, size=(40, 14))
+    assert np.allclose(TreeEnsemble(json.loads((folder / "conv.json").read_text())).predict(x),
+                       booster.inplace_predict(x), atol=1e-5)  # fmt: skip
+    assert np.allclose(model.trees.predict(x), booster.inplace_predict(x), atol=1e-5)
+    code = ("import sys; from latkit.predictors.kernels import KernelPredictors; from latkit.profiler.kernels import "
+            f"KernelConfig; p = KernelPredictors.load({str(folder)!r}); "
+            "print(p.predict_configs([KernelConfig('conv', 56, 56, 32, 64, 3)])[0], 'xgboost' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    expected = preds.predict_configs([KernelConfig(KernelType.CONV, 56, 56, 32, 64, 3)])[0]
+    assert float(out[0]) == pytest.approx(expected, rel=1e-6) and out[1] == "False"

@@ -44,8 +44,7 @@ def parse_budget(text: str) -> float:
 
 def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precision: Precision) -> Any:
     from latkit.core.errors import StoreError
-    from latkit.predictors.kernel_build import default_predictor_dir
-    from latkit.predictors.kernels import KernelPredictors
+    from latkit.predictors.kernels import KernelPredictors, default_predictor_dir
 
     folder = predictors or default_predictor_dir(lut, device, precision)
     if not (folder / "predictors.json").is_file():
@@ -142,8 +141,8 @@ def calibrate_cmd(
 ) -> None:
     """Measure a few search-space networks end to end; store the kernel sum's calibration with the predictors."""
     from latkit.devices.base import open_device
-    from latkit.predictors.kernel_build import default_predictor_dir
     from latkit.predictors.kernel_calibration import calibrate_on_space
+    from latkit.predictors.kernels import default_predictor_dir
     from latkit.profiler.protocol import ProtocolConfig
 
     prec = common.precision_option(precision) or Precision.FP32

@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy as np
 from latkit.devices.precision import Precision
 from latkit.lut.kernel_store import KernelStore
 from latkit.lut.store import LUT
-from latkit.predictors.kernels import KernelPredictors, TypeModel, fit_predictors
+from latkit.predictors.kernels import KernelPredictors, TypeModel, default_predictor_dir, fit_predictors
 from latkit.profiler.kernel_models import OVERHEAD_CONFIG, measure_kernels
 from latkit.profiler.kernel_sampling import perturb, sample_configs
 from latkit.profiler.kernels import PREDICTED_TYPES, FusionRules, KernelConfig, KernelType, default_rules, features
@@ -165,14 +164,6 @@ def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules,
     rows = store.measurements(info["uri"], precision=precision)
     return fit_predictors(rows, info, rules, precision=precision, seed=seed,
                           provenance={"lut": str(store.lut.path), "rows": len(rows)})
-
-
-def default_predictor_dir(lut_path: str | Path, device_uri: str,
-                          precision: Precision = Precision.FP32) -> Path:
-    """Where a LUT's kernel predictors for a device live: ``<lut>.kernels/<device>-<precision>``."""
-    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in device_uri)
-    path = Path(lut_path)
-    return path.with_name(path.name + ".kernels") / f"{slug}-{precision.value}"
 
 
 __all__ = ["BuildSettings", "build_kernel_predictors", "default_predictor_dir", "device_rules", "fit_from_store"]
