@@ -6,7 +6,8 @@ reads the forms a user has into one :class:`OpGraph`:
 
 * an ONNX file: its nodes as they are, every tensor shape from ONNX's shape
   inference (with data propagation, so ``Reshape`` targets computed from
-  ``Shape`` are resolved);
+  ``Shape`` are resolved, and shape arithmetic it cannot follow folded by
+  :mod:`latkit.profiler.static_values`);
 * a TFLite file: its operators mapped onto the ONNX names, NHWC images given
   as NCHW (:mod:`latkit.profiler.tflite_graph`);
 * a torch ``nn.Module`` with an input shape: exported to ONNX first (the
@@ -203,18 +204,10 @@ def onnx_graph(proto: Any, name: str, input_shape: Shape | None = None) -> OpGra
         StoreError: shape inference rejects the model.
     """
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import numpy_helper
 
     inputs = _fix_inputs(proto, name, input_shape)
-    try:
-        inferred = shape_inference.infer_shapes(_without_weights(proto), data_prop=True)
-    except Exception as exc:  # noqa: BLE001 - onnx raises its own and ValueError/RuntimeError
-        raise StoreError(f"{name}: ONNX shape inference failed: {str(exc).splitlines()[0][:200]}") from None
-    shapes: dict[str, Shape] = {}
-    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        dims = _dims(vi)
-        if vi.type.tensor_type.HasField("shape") and all(isinstance(d, int) and d > 0 for d in dims):
-            shapes[vi.name] = tuple(int(d) for d in dims)
+    shapes = _inferred_shapes(_without_weights(proto), name)
     constants = set()
     for t in proto.graph.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
@@ -227,6 +220,41 @@ def onnx_graph(proto: Any, name: str, input_shape: Shape | None = None) -> OpGra
             attrs = {}
         nodes.append(Node(n.name or f"{n.op_type}_{i}", n.op_type, tuple(n.input), tuple(n.output), attrs))
     return OpGraph(name, tuple(nodes), shapes, frozenset(_static_tensors(nodes, constants)), tuple(inputs))
+
+
+_MAX_FOLDS = 32  # rounds of folding shape arithmetic and inferring again (one per padded stage, say)
+
+
+def _inferred_shapes(light: Any, name: str) -> dict[str, Shape]:
+    """Every static tensor shape ONNX shape inference finds in ``light``, folding shape arithmetic it cannot follow.
+
+    Raises:
+        StoreError: shape inference rejects the model.
+    """
+    from latkit.profiler.static_values import fold_shape_values
+
+    shapes: dict[str, Shape] = {}
+    for _ in range(_MAX_FOLDS + 1):
+        shapes = _infer_once(light, name)
+        missing = any(t not in shapes for n in light.graph.node if n.op_type != "Constant" for t in n.output if t)
+        if not missing or fold_shape_values(light, shapes) == 0:
+            break
+    return shapes
+
+
+def _infer_once(light: Any, name: str) -> dict[str, Shape]:
+    from onnx import shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(light, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - onnx raises its own and ValueError/RuntimeError
+        raise StoreError(f"{name}: ONNX shape inference failed: {str(exc).splitlines()[0][:200]}") from None
+    shapes: dict[str, Shape] = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = _dims(vi)
+        if vi.type.tensor_type.HasField("shape") and all(isinstance(d, int) and d > 0 for d in dims):
+            shapes[vi.name] = tuple(int(d) for d in dims)
+    return shapes
 
 
 _SMALL_WEIGHT = 64  # elements: shape vectors, axes, scalars (what data propagation needs the values of)

@@ -86,6 +86,12 @@ def input_shape(c: KernelConfig) -> tuple[int, ...]:
     """The model input's shape for ``c`` (NCHW images, rows x width otherwise)."""
     if c.type is KernelType.FC or c.type in (KernelType.SOFTMAX, KernelType.LAYERNORM):
         return (c.h, c.cin)
+    if c.type is KernelType.REDUCE:
+        return (c.h, c.cin) if c.extra else (c.cin, c.h)
+    if c.type is KernelType.NORM:
+        return (1, c.h, c.cin)
+    if c.type is KernelType.COPY and c.variant == "expand":
+        return (1, c.cin, c.h, 1) if c.extra <= c.w else (1, c.cin, 1, 1)
     if c.type is KernelType.MATMUL:
         return (c.w, c.h, c.cin)
     if c.type is KernelType.CONCAT:
@@ -128,6 +134,22 @@ def _shuffle(b: _Builder, c: KernelConfig) -> str:
     return b.op("Reshape", [y, b.ints([1, c.cin, c.h, c.w])])
 
 
+def _copy(b: _Builder, c: KernelConfig) -> str:
+    if c.variant == "expand":
+        return b.op("Expand", ["x", b.ints([1, c.cin, c.h, c.w])])
+    if c.variant == "split":
+        parts = max(c.extra, 2)
+        first = c.cin - c.cout * (parts - 1)
+        sizes = [max(first, 1)] + [c.cout] * (parts - 1)
+        from onnx import helper
+
+        b.n += 1
+        outs = [f"t{b.n}_{i}" for i in range(parts)]
+        b.nodes.append(helper.make_node("Split", ["x", b.ints(sizes)], outs, name=f"Split_{b.n}", axis=1))
+        return outs[0]  # the graph's output; the runtime writes every part all the same
+    return b.op("Slice", ["x", b.ints([0]), b.ints([min(c.cout, c.cin)]), b.ints([1])])
+
+
 def _body(b: _Builder, c: KernelConfig) -> str:
     t = c.type
     if t in (KernelType.CONV, KernelType.DWCONV, KernelType.POINTWISE):
@@ -161,6 +183,13 @@ def _body(b: _Builder, c: KernelConfig) -> str:
         return b.op("Softmax", ["x"], axis=-1)
     if t is KernelType.LAYERNORM:
         return b.op("LayerNormalization", ["x", b.const((c.cin,)), b.const((c.cin,))], axis=-1)
+    if t is KernelType.COPY:
+        return _copy(b, c)
+    if t is KernelType.REDUCE:
+        op = {"sum": "ReduceSum", "mean": "ReduceMean"}.get(c.variant, "ReduceMax")
+        return b.op(op, ["x", b.ints([-1 if c.extra else 0])], keepdims=1)
+    if t is KernelType.NORM:
+        return b.op("InstanceNormalization", ["x", b.const((c.h,)), b.const((c.h,))])
     raise UsageError(f"no model builder for kernel type {t.value}")
 
 

@@ -143,6 +143,52 @@ def _without_prefix(chain: list[Node]) -> list[Node]:
     return [replace(body, inputs=(chain[0].inputs[0], *body.inputs[1:])), *chain[k + 1:]]
 
 
+_COPY = {"Slice": "slice", "Split": "split", "Expand": "expand", "Tile": "expand", "Gather": "slice"}
+_REDUCE = {"ReduceSum": "sum", "ReduceMean": "mean", "ReduceMax": "max", "ReduceMin": "max", "ReduceL2": "sum"}
+_MAX_BROADCAST = 4096
+
+
+def _copy(graph: OpGraph, root: Node) -> KernelConfig | None:
+    x, y = graph.shape(root.inputs[0]), graph.shape(root.outputs[0])
+    if not x or not y:
+        return None
+    variant = _COPY[root.op_type]
+    h, w, c = hwc(x)
+    if variant == "expand":  # described by what it writes; extra: how many times it repeats its input
+        h, w, c = hwc(y)
+        factor = max(1, math.prod(y) // max(math.prod(x), 1))
+        return KernelConfig(KernelType.COPY, h, w, c, c, extra=min(factor, _MAX_BROADCAST), variant=variant)
+    outs = [t for t in root.outputs if t]
+    if variant == "split":  # described by its mean part: it writes all of its input
+        cout = max(1, c // max(len(outs), 1))
+    else:
+        cout = max(1, math.prod(y) // max(h * w, 1))
+    return KernelConfig(KernelType.COPY, h, w, c, cout, extra=len(outs) if variant == "split" else 0,
+                        variant=variant)  # fmt: skip
+
+
+def _reduce(graph: OpGraph, root: Node) -> KernelConfig | None:
+    x, y = graph.shape(root.inputs[0]), graph.shape(root.outputs[0])
+    if not x or not y:
+        return None
+    rows = max(1, math.prod(y))
+    axes = root.attrs.get("axes")  # None also when given as an input (opset 18): taken as the inner axis
+    inner = int(axes is None or (len(x) - 1) in [int(a) % len(x) for a in axes])
+    return KernelConfig(KernelType.REDUCE, h=rows, cin=max(1, math.prod(x) // rows), cout=1, extra=inner,
+                        variant=_REDUCE[root.op_type])  # fmt: skip
+
+
+def _norm(graph: OpGraph, root: Node) -> KernelConfig | None:
+    x = graph.shape(root.inputs[0])
+    if not x or len(x) < 3:
+        return None
+    groups = int(root.attrs.get("num_groups", x[1])) if root.op_type == "GroupNormalization" else x[1]
+    rows = x[0] * max(groups, 1)
+    width = max(1, math.prod(x) // rows)
+    return KernelConfig(KernelType.NORM, h=rows, cin=width, cout=width,
+                        variant="group" if root.op_type == "GroupNormalization" else "instance")  # fmt: skip
+
+
 def _config(graph: OpGraph, chain: list[Node]) -> tuple[KernelType, KernelConfig | None]:
     chain = _without_prefix(chain)
     op = chain[0].op_type
@@ -165,6 +211,12 @@ def _config(graph: OpGraph, chain: list[Node]) -> tuple[KernelType, KernelConfig
     elif op in _LAYOUT:
         variant = "transpose" if any(n.op_type == "Transpose" for n in chain) else "reshape"
         cfg = _image_like(graph, chain, KernelType.SHUFFLE, variant)
+    elif op in _COPY:
+        cfg = _copy(graph, chain[0])
+    elif op in _REDUCE:
+        cfg = _reduce(graph, chain[0])
+    elif op in ("InstanceNormalization", "GroupNormalization"):
+        cfg = _norm(graph, chain[0])
     elif op in ("Resize", "Upsample"):
         mode = str(chain[0].attrs.get("mode", b"nearest"))
         cfg = _image_like(graph, chain, KernelType.RESIZE, "linear" if "linear" in mode else "nearest")
@@ -261,7 +313,8 @@ def _se_kernel(graph: OpGraph, producers: dict[str, int], nodes: list[Node], x: 
 def group_kernels(graph: OpGraph, rules: FusionRules) -> KernelGraph:
     """``graph`` grouped into the kernels a runtime with ``rules`` runs (see the module docstring)."""
     consumers = graph.consumers()
-    folded = [n.name for n in graph.nodes if n.op_type in _REMOVED or all(o in graph.constants for o in n.outputs)]
+    folded = [n.name for n in graph.nodes if n.op_type in _REMOVED or all(o in graph.constants for o in n.outputs)
+              or _noop_slice(graph, n)]
     taken = set(folded)
     kernels: dict[int, Kernel] = find_patterns(graph, consumers, taken)
     for i, node in enumerate(graph.nodes):
@@ -279,6 +332,14 @@ def group_kernels(graph: OpGraph, rules: FusionRules) -> KernelGraph:
         taken.add(node.name)
         kernels[i] = kernel_of(graph, chain)
     return KernelGraph(graph.name, tuple(kernels[i] for i in sorted(kernels)), tuple(folded), rules)
+
+
+def _noop_slice(graph: OpGraph, node: Node) -> bool:
+    """A ``Slice`` that keeps its whole input (runtimes drop it: ORT's EliminateSlice, TFLite's converter)."""
+    if node.op_type != "Slice" or len(node.outputs) != 1:
+        return False
+    x, y = graph.shape(node.inputs[0]), graph.shape(node.outputs[0])
+    return x is not None and x == y
 
 
 def _single_consumer(graph: OpGraph, consumers: dict[str, list[int]], node: Node, taken: set[str]) -> Node | None:

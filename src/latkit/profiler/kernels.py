@@ -62,6 +62,9 @@ class KernelType(str, Enum):
     RESIZE = "resize"
     SOFTMAX = "softmax"
     LAYERNORM = "layernorm"
+    COPY = "copy"  # data movement: slice, split, expand (broadcast), tile
+    REDUCE = "reduce"  # a sum / mean / max over some axes that is not a spatial pooling
+    NORM = "norm"  # instance / group normalization: rows (channels) normalized over their width (spatial)
     UNKNOWN = "unknown"  # no predictor: a flagged fallback estimate
 
 
@@ -83,7 +86,8 @@ _GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool"})
 # the categorical fields' vocabulary: a config's variant and fused activation are indices here
 VARIANTS = ("", "relu", "clip", "sigmoid", "hardsigmoid", "hardswish", "tanh", "leakyrelu", "gelu",
             "erf", "elu", "selu", "softplus", "prelu", "mish", "swish", "max", "avg", "global",
-            "add", "sub", "mul", "div", "affine", "reshape", "transpose", "nearest", "linear", "other")  # fmt: skip
+            "add", "sub", "mul", "div", "affine", "reshape", "transpose", "nearest", "linear", "other",
+            "slice", "split", "expand", "sum", "mean", "instance", "group")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,12 @@ class KernelConfig:
     """Everything a kernel's latency depends on, in one frozen, hashable value.
 
     Image kernels use ``h, w`` (input), ``cin``, ``cout``; row-wise kernels
-    (fc, matmul, softmax, layer norm) put their rows in ``h`` (``w`` is the
-    batch of a matmul) and the reduced / produced width in ``cin`` / ``cout``.
-    ``extra`` is per type: inputs of a concat, a fused residual add on a
-    convolution, a broadcast operand of an element-wise op, the scale of a
-    resize. ``variant`` names the operator within its type (``max`` pooling,
+    (fc, matmul, softmax, layer norm, reduce, norm) put their rows in ``h``
+    (``w`` is the batch of a matmul) and the reduced / produced width in
+    ``cin`` / ``cout``. ``extra`` is per type: inputs of a concat, a fused
+    residual add on a convolution, a broadcast operand of an element-wise op,
+    the outputs of a split, the broadcast factor of an expand, a reduction over
+    the innermost (contiguous) axis. ``variant`` names the operator within its type (``max`` pooling,
     ``mul``...), ``act`` the activation fused into it.
     """
 
@@ -169,6 +174,10 @@ def work(c: KernelConfig) -> tuple[float, float, float, float]:
     if t is KernelType.POOL:
         k = c.h * c.w if c.variant == "global" else c.kernel * c.kernel
         return oh * ow * c.cin * k, c.h * c.w * c.cin, oh * ow * c.cin, 0
+    if t is KernelType.COPY:  # a split writes every part; an expand reads 1 / extra of what it writes
+        n_out = c.h * c.w * c.cout * (max(c.extra, 1) if c.variant == "split" else 1)
+        n_in = max(1, c.h * c.w * c.cin // (max(c.extra, 1) if c.variant == "expand" else 1))
+        return max(n_in, n_out), n_in, n_out, 0
     elems_in = c.h * c.w * c.cin * (max(c.extra, 1) if t is KernelType.CONCAT else 1)
     elems_out = oh * ow * c.cout
     return max(elems_in, elems_out), elems_in, elems_out, 0
