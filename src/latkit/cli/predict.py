@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import math
+
 import typer
 from rich.table import Table
 
@@ -91,6 +93,46 @@ def build_cmd(
         return
     common.out.print(f"kernel predictors of {common.esc(dev.uri)} saved to {common.esc(folder)} "
                      f"({sum(counts.values())} rows, fusion rules: {common.esc(preds.rules.source)})")
+
+
+@kernels_app.command("transfer")
+def transfer_cmd(
+    device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
+    source: Path = typer.Option(..., "--from", help="Predictor folder of a known device to adapt."),
+    samples: int = typer.Option(40, "--samples", "-n", min=1, help="Kernel configurations measured on the device."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Threads the device runs with."),
+    lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
+    budget: str = typer.Option("10m", "--budget", help="Measuring time: 10m, 90s, 1h."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Predictor folder (default beside the LUT)."),
+    quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Adapt a known device's kernel predictors to this device from a few measured kernels."""
+    from latkit.cli.progress import track
+    from latkit.devices.base import open_device
+    from latkit.lut.store import LUT
+    from latkit.predictors.kernel_build import transfer_to_device
+    from latkit.predictors.kernels import KernelPredictors, default_predictor_dir
+    from latkit.profiler.protocol import ProtocolConfig
+
+    known = KernelPredictors.load(source)
+    path = _lut_path(lut)
+    dev = open_device(device, threads=threads)
+    try:
+        with LUT.open(path, create=True) as store, track("kernels", 0) as advance:
+            preds = transfer_to_device(dev, store, known, samples, budget_s=parse_budget(budget),
+                                       protocol=ProtocolConfig.quick() if quick else None, precision=known.precision,
+                                       on_progress=lambda phase, done, total, key: advance(f"{phase} {done}/{total}"))
+    finally:
+        dev.close()
+    folder = preds.save(out or default_predictor_dir(path, dev.uri, preds.precision))
+    info = preds.provenance["transfer"]
+    if as_json:
+        common.print_json({"predictors": str(folder), "lut": str(path), **info})
+        return
+    common.out.print(f"kernel predictors of {common.esc(known.uri)} adapted to {common.esc(dev.uri)} from "
+                     f"{info['rows']} measured kernels (overall speed ratio {math.exp(-info['pooled_log_ratio']):.2f}x) "
+                     f"-> {common.esc(folder)}")
 
 
 @kernels_app.command("detect-fusion")

@@ -1,0 +1,63 @@
+"""Adapting a known device's kernel predictors to a new device with a few of its measurements."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latkit.core.errors import UsageError
+from latkit.predictors.kernel_transfer import transfer_configs, transfer_predictors
+from latkit.predictors.kernels import KernelPredictors, fit_predictors
+from latkit.profiler.kernel_sampling import sample_configs
+from latkit.profiler.kernels import KernelType, default_rules, work
+
+TYPES = (KernelType.CONV, KernelType.POINTWISE, KernelType.ELEMENTWISE)
+
+
+def _source_ms(c):
+    return 0.005 + 1e-6 * work(c)[0]
+
+
+def _target_ms(c):
+    """A new device: 3x faster convolutions, 1.5x faster element-wise work, large kernels relatively faster."""
+    speed = {KernelType.CONV: 3.0, KernelType.POINTWISE: 3.0}.get(c.type, 1.5)
+    return 0.003 + 1e-6 * work(c)[0] ** 0.95 / speed
+
+
+def _mape(preds, configs, truth):
+    got = preds.predict_configs(configs) + preds.overhead_ms
+    want = np.asarray([truth(c) for c in configs])
+    return float(100 * np.mean(np.abs(got - want) / want))
+
+
+def test_a_few_samples_per_type_adapt_the_source_far_better_than_a_fit_from_them_alone(tmp_path):
+    info = {"uri": "cpu:onnxruntime", "runtime": "onnxruntime"}
+    source = fit_predictors([(c, _source_ms(c)) for t in TYPES for c in sample_configs(t, 40, seed=3)], info,
+                            default_rules("onnxruntime"), overhead_ms=0.005)  # fmt: skip
+    held_out = [c for t in TYPES for c in sample_configs(t, 30, seed=11)]
+    new = transfer_configs(TYPES, 12, seed=7)
+    assert sorted({c.type for c in new}) == sorted(TYPES) and len(new) == 12
+    rows = [(c, _target_ms(c)) for c in new]
+    target = {"uri": "cpu:onnxruntime?threads=2", "runtime": "onnxruntime"}
+    adapted = transfer_predictors(source, rows, target, overhead_ms=0.003)
+    scratch = fit_predictors(rows, target, default_rules("onnxruntime"), overhead_ms=0.003)
+    unadapted = _mape(source, held_out, _target_ms)
+    transferred = _mape(adapted, held_out, _target_ms)
+    assert unadapted > 60 and transferred < 8, (unadapted, transferred)
+    assert transferred < 0.5 * _mape(scratch, held_out, _target_ms)
+    assert adapted.provenance["transfer"]["rows"] == 12 and adapted.uri == target["uri"]
+    loaded = KernelPredictors.load(adapted.save(tmp_path / "kp"))
+    assert np.allclose(loaded.predict_configs(held_out), adapted.predict_configs(held_out), rtol=1e-9)
+
+
+def test_a_type_without_samples_takes_the_pooled_ratio_and_no_known_type_is_refused():
+    info = {"uri": "cpu:onnxruntime", "runtime": "onnxruntime"}
+    source = fit_predictors([(c, _source_ms(c)) for t in TYPES for c in sample_configs(t, 20, seed=3)], info,
+                            default_rules("onnxruntime"), overhead_ms=0.005)  # fmt: skip
+    conv_rows = [(c, 2 * _source_ms(c) - 0.005) for c in sample_configs(KernelType.CONV, 6, seed=8)]  # 2x slower
+    adapted = transfer_predictors(source, conv_rows, info, overhead_ms=0.005, penalty=1e6)
+    elementwise = sample_configs(KernelType.ELEMENTWISE, 5, seed=9)
+    ratio = adapted.predict_configs(elementwise) / source.predict_configs(elementwise)
+    assert np.allclose(ratio, 2.0, rtol=0.05)
+    with pytest.raises(UsageError, match="no measured kernels"):
+        transfer_predictors(source, [(sample_configs(KernelType.SOFTMAX, 1)[0], 1.0)], info, overhead_ms=0.005)
