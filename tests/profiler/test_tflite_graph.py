@@ -157,3 +157,41 @@ def test_cli_predicts_a_tflite_file_with_its_fallback_listed(tmp_path, capsys):
     assert [k["kernel"] for k in out["kernels"]] == ["conv", "dwconv", "elementwise", "pool", "fc", "unknown"]
     assert out["coverage"]["operators"] == 7 and out["coverage"]["in_predicted_kernels"] == 4
     assert [c["op_types"] for c in out["coverage"]["not_covered"]] == [["ReduceMean"], ["Gemm"], ["CUMSUM"]]
+
+
+def test_kernel_models_written_as_tflite_read_back_as_the_same_kernel():
+    """The TFLite kernel writer and the reader agree: each model is one kernel of its own configuration."""
+    from dataclasses import replace
+
+    from latkit.profiler.kernel_sampling import sample_configs
+    from latkit.profiler.kernel_tflite import build_tflite
+    from latkit.profiler.tflite_graph import tflite_graph
+
+    fused = ("", "relu", "clip")  # the activations a TFLite operator carries itself
+    configs = [replace(c, act=fused[i % 3]) for t in (KernelType.CONV, KernelType.DWCONV, KernelType.POINTWISE)
+               for i, c in enumerate(sample_configs(t, 4, seed=4))]  # fmt: skip
+    configs += [c for t in (KernelType.FC, KernelType.RESIZE, KernelType.SOFTMAX, KernelType.REDUCE)
+                for c in sample_configs(t, 3, seed=4)]  # fmt: skip
+    for c in configs:
+        kg = group_kernels(tflite_graph(build_tflite(c), "k.tflite"), default_rules("litert"))
+        assert [k.config for k in kg.kernels] == [c], c.key
+
+
+@pytest.mark.slow  # LiteRT opens each kernel in several interpreters
+def test_kernels_measure_on_litert_and_an_unbuilt_type_fails_in_one_line(tmp_path):
+    from latkit.devices.base import open_device
+    from latkit.profiler.kernel_models import measure_kernels
+    from latkit.profiler.protocol import ProtocolConfig
+
+    device = open_device("cpu:litert")
+    proto = ProtocolConfig.quick(min_samples=3, max_samples=5, warmup_runs=1, warmup_s=0.0, max_seconds_per_op=0.2)
+    got = {}
+    conv = KernelConfig(KernelType.DWCONV, 14, 14, 32, 32, 3, 1, 32, act="relu")
+    norm = KernelConfig(KernelType.LAYERNORM, h=49, cin=64, cout=64)
+    try:
+        failed = measure_kernels(device, [conv, norm], lambda c, m: got.update({c.key: m}), proto, cache_dir=tmp_path)
+    finally:
+        device.close()
+    assert list(got) == [conv.key] and got[conv.key].latency_ms > 0
+    assert (tmp_path / f"kernel-{conv.key}.tflite").is_file()
+    assert list(failed) == [norm.key] and "not built as a TFLite file" in failed[norm.key]

@@ -209,7 +209,7 @@ def build_onnx(c: KernelConfig, seed: int = 0) -> Any:
 
 
 class KernelModel:
-    """A kernel configuration as a :class:`~latkit.devices.base.ModelSource` (ONNX)."""
+    """A kernel configuration as a :class:`~latkit.devices.base.ModelSource` (ONNX, or TFLite for LiteRT)."""
 
     precision = Precision.FP32
 
@@ -222,19 +222,26 @@ class KernelModel:
         self._dir = Path(cache_dir) if cache_dir is not None else models_dir() / "kernels"
 
     def file(self, fmt: ModelFormat | str) -> Path:
-        """The model's ONNX file, written on first use.
+        """The model's ONNX or TFLite file (:mod:`latkit.profiler.kernel_tflite`), written on first use.
 
         Raises:
-            UsageError: a format other than ONNX (kernel models are built as ONNX only).
+            UsageError: another format, or a kernel type not built in this one.
         """
-        if ModelFormat(fmt) is not ModelFormat.ONNX:
-            raise UsageError(f"kernel models are built as ONNX; {ModelFormat(fmt).value} devices "
+        fmt = ModelFormat(fmt)
+        if fmt not in (ModelFormat.ONNX, ModelFormat.TFLITE):
+            raise UsageError(f"kernel models are built as ONNX or TFLite; {fmt.value} devices "
                              "are not supported by kernel measurement yet")
-        path = self._dir / f"{self.key}.onnx"
+        path = self._dir / f"{self.key}.{fmt.value}"
         if not path.is_file():
             from latkit.core.files import write_bytes
 
-            write_bytes(path, build_onnx(self.config).SerializeToString(), "kernel model")
+            if fmt is ModelFormat.TFLITE:
+                from latkit.profiler.kernel_tflite import build_tflite
+
+                data = build_tflite(self.config)
+            else:
+                data = build_onnx(self.config).SerializeToString()
+            write_bytes(path, data, "kernel model")
         return path
 
     def torch_module(self) -> Any:
@@ -243,7 +250,7 @@ class KernelModel:
         Raises:
             UsageError: always.
         """
-        raise UsageError("kernel models are ONNX files; measure them on cpu:onnxruntime")
+        raise UsageError("kernel models are ONNX or TFLite files; measure them on cpu:onnxruntime or cpu:litert")
 
 
 
