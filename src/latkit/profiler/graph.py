@@ -23,71 +23,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from latkit.core.errors import StoreError, UsageError
+from latkit.profiler.op_graph import Node, OpGraph, Shape, static_tensors
 
 log = logging.getLogger(__name__)
-
-Shape = tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Node:
-    """One operator: its ONNX type, tensor names in and out, and attributes.
-
-    ``inputs`` keeps the ONNX order (data first, then weights); an optional
-    input left empty is ``""``.
-    """
-
-    name: str
-    op_type: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OpGraph:
-    """A network's operators in topological order, with every tensor's static shape.
-
-    Attributes:
-        name: where the graph came from (file name or module class).
-        nodes: operators in execution order.
-        shapes: tensor name -> shape (NCHW for images); a tensor missing here
-            has a shape inference could not tell.
-        constants: names of weight tensors and tensors computed from weights
-            or from shapes only (work a runtime folds at load time).
-        inputs: the graph's activation inputs.
-        source_format: ``onnx``, ``tflite`` or ``torch``.
-    """
-
-    name: str
-    nodes: tuple[Node, ...]
-    shapes: Mapping[str, Shape]
-    constants: frozenset[str]
-    inputs: tuple[str, ...]
-    source_format: str = "onnx"
-
-    def consumers(self) -> dict[str, list[int]]:
-        """Tensor name -> indices of the nodes that read it."""
-        out: dict[str, list[int]] = {}
-        for i, n in enumerate(self.nodes):
-            for t in n.inputs:
-                if t:
-                    out.setdefault(t, []).append(i)
-        return out
-
-    def producers(self) -> dict[str, int]:
-        """Tensor name -> index of the node that writes it."""
-        return {t: i for i, n in enumerate(self.nodes) for t in n.outputs}
-
-    def shape(self, tensor: str) -> Shape | None:
-        """The static shape of ``tensor``, or None when it is not known."""
-        return self.shapes.get(tensor)
 
 
 def parse_input_shape(text: str | None) -> Shape | None:
@@ -219,7 +161,7 @@ def onnx_graph(proto: Any, name: str, input_shape: Shape | None = None) -> OpGra
             shapes[n.output[0]] = tuple(numpy_helper.to_array(attrs["value"]).shape)
             attrs = {}
         nodes.append(Node(n.name or f"{n.op_type}_{i}", n.op_type, tuple(n.input), tuple(n.output), attrs))
-    return OpGraph(name, tuple(nodes), shapes, frozenset(_static_tensors(nodes, constants)), tuple(inputs))
+    return OpGraph(name, tuple(nodes), shapes, frozenset(static_tensors(nodes, constants)), tuple(inputs))
 
 
 _MAX_FOLDS = 32  # rounds of folding shape arithmetic and inferring again (one per padded stage, say)
@@ -292,17 +234,4 @@ def _without_weights(proto: Any) -> Any:
     return light
 
 
-# ops whose output depends only on shapes, never on activation values
-_SHAPE_OPS = frozenset({"Shape", "Size", "Constant", "ConstantOfShape"})
-
-
-def _static_tensors(nodes: list[Node], constants: set[str]) -> set[str]:
-    """Weights, and every tensor computed from weights and shapes alone (a runtime folds them)."""
-    static = set(constants)
-    for n in nodes:
-        if n.op_type in _SHAPE_OPS or all(t in static for t in n.inputs if t):
-            static.update(n.outputs)
-    return static
-
-
-__all__ = ["Node", "OpGraph", "Shape", "onnx_graph", "parse_input_shape", "read_graph", "torch_graph"]
+__all__ = ["onnx_graph", "parse_input_shape", "read_graph", "torch_graph"]

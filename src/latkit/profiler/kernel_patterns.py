@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from latkit.profiler.graph import Node, OpGraph
+from latkit.profiler.op_graph import Node, OpGraph
 from latkit.profiler.kernels import (
     _ELEMENTWISE,
     _GLOBAL_POOLS,

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from latkit.core.errors import UsageError
-from latkit.profiler.graph import Node, OpGraph, Shape
+from latkit.profiler.op_graph import Node, OpGraph, Shape
 
 
 class KernelType(str, Enum):

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
-from latkit.profiler.graph import Node, OpGraph, Shape, _static_tensors
+from latkit.profiler.op_graph import Node, OpGraph, Shape, static_tensors
 
 # TFLite builtin -> ONNX operator type (or a name of latkit's own where ONNX has none)
 OP_TYPES: dict[str, str] = {
@@ -318,7 +318,7 @@ def tflite_graph(data: bytes, name: str, input_shape: Shape | None = None) -> Op
         if s and all(d > 0 for d in s):
             final[t] = (s[0], s[3], s[1], s[2]) if t in image else tuple(s)
     inputs = [names[int(i)] for i in f.graph.InputsAsNumpy() if not f.is_constant(int(i))]
-    return OpGraph(name, tuple(nodes), final, frozenset(_static_tensors(nodes, constants)), tuple(inputs), "tflite")
+    return OpGraph(name, tuple(nodes), final, frozenset(static_tensors(nodes, constants)), tuple(inputs), "tflite")
 
 
 def read_tflite(path: Path, input_shape: Shape | None = None) -> OpGraph:
