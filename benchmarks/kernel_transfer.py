@@ -105,7 +105,9 @@ def curve(source: KernelPredictors, pool: list[KernelConfig], test: list[KernelC
     for n in counts:
         sample = [(c, measured[c.key]) for c in pool[:n] if c.key in measured]
         adapted = transfer_predictors(source, sample, info, overhead_ms=overhead, rules=rules) if sample else None
-        scratch = fit_predictors(sample, info, rules, overhead_ms=overhead) if len(sample) >= 4 else None
+        # from scratch only once the samples cover every held-out type (a missing type has no predictor)
+        covered = {c.type for c, _ in sample} >= {c.type for c in test}
+        scratch = fit_predictors(sample, info, rules, overhead_ms=overhead) if covered else None
         row = {"samples": len(sample), "transferred": scores(adapted, test, measured),
                "scratch": scores(scratch, test, measured)}  # fmt: skip
         if n == 0:

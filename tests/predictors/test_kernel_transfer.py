@@ -35,8 +35,8 @@ def test_a_few_samples_per_type_adapt_the_source_far_better_than_a_fit_from_them
     source = fit_predictors([(c, _source_ms(c)) for t in TYPES for c in sample_configs(t, 40, seed=3)], info,
                             default_rules("onnxruntime"), overhead_ms=0.005)  # fmt: skip
     held_out = [c for t in TYPES for c in sample_configs(t, 30, seed=11)]
-    new = transfer_configs(TYPES, 12, seed=7)
-    assert sorted({c.type for c in new}) == sorted(TYPES) and len(new) == 12
+    new = transfer_configs(TYPES, 24, seed=7)
+    assert sorted({c.type for c in new}) == sorted(TYPES) and len(new) == 24
     rows = [(c, _target_ms(c)) for c in new]
     target = {"uri": "cpu:onnxruntime?threads=2", "runtime": "onnxruntime"}
     adapted = transfer_predictors(source, rows, target, overhead_ms=0.003)
@@ -45,7 +45,7 @@ def test_a_few_samples_per_type_adapt_the_source_far_better_than_a_fit_from_them
     transferred = _mape(adapted, held_out, _target_ms)
     assert unadapted > 60 and transferred < 8, (unadapted, transferred)
     assert transferred < 0.5 * _mape(scratch, held_out, _target_ms)
-    assert adapted.provenance["transfer"]["rows"] == 12 and adapted.uri == target["uri"]
+    assert adapted.provenance["transfer"]["rows"] == 24 and adapted.uri == target["uri"]
     loaded = KernelPredictors.load(adapted.save(tmp_path / "kp"))
     assert np.allclose(loaded.predict_configs(held_out), adapted.predict_configs(held_out), rtol=1e-9)
 
@@ -61,3 +61,18 @@ def test_a_type_without_samples_takes_the_pooled_ratio_and_no_known_type_is_refu
     assert np.allclose(ratio, 2.0, rtol=0.05)
     with pytest.raises(UsageError, match="no measured kernels"):
         transfer_predictors(source, [(sample_configs(KernelType.SOFTMAX, 1)[0], 1.0)], info, overhead_ms=0.005)
+
+
+def test_fewer_samples_than_the_slope_minimum_move_only_the_intercept():
+    """Two samples far apart in size and in ratio fit no slope: it would extrapolate by orders of magnitude."""
+    from latkit.predictors.kernel_transfer import MIN_SLOPE_SAMPLES
+
+    info = {"uri": "cpu:onnxruntime", "runtime": "onnxruntime"}
+    source = fit_predictors([(c, _source_ms(c)) for c in sample_configs(KernelType.CONV, 20, seed=3)], info,
+                            default_rules("onnxruntime"), overhead_ms=0.005)  # fmt: skip
+    small, large = sorted(sample_configs(KernelType.CONV, 10, seed=4), key=lambda c: work(c)[0])[::9]
+    rows = [(small, _source_ms(small)), (large, 50 * _source_ms(large))]
+    assert len(rows) < MIN_SLOPE_SAMPLES
+    adapted = transfer_predictors(source, rows, info, overhead_ms=0.005)
+    before, after = source.models[KernelType.CONV].coef, adapted.models[KernelType.CONV].coef
+    assert np.array_equal(before[:-1], after[:-1]) and after[-1] != before[-1]

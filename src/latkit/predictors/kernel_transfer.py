@@ -9,9 +9,10 @@ correction of the log latency is fitted on a few configurations measured on
 the new device:
 
 * per kernel type with samples of its own: an intercept (a per-type speed
-  ratio) plus slopes on the log work (MACs, input, output and weight sizes),
-  ridge-shrunk towards zero so that a handful of samples mostly moves the
-  intercept (:data:`SLOPE_PENALTY`);
+  ratio), plus, from :data:`MIN_SLOPE_SAMPLES` samples on, slopes on the log
+  work (MACs, input, output and weight sizes) ridge-shrunk towards zero
+  (:data:`SLOPE_PENALTY`): a few samples spanning a small range would
+  otherwise fit a slope that extrapolates by orders of magnitude;
 * a type without samples: the pooled intercept of all types (the device's
   overall speed ratio).
 
@@ -35,14 +36,28 @@ from latkit.predictors.kernels import _MIN_MS, KernelPredictors, _design
 from latkit.profiler.kernels import FusionRules, KernelConfig, KernelType, features
 
 SLOPE_PENALTY = 4.0  # ridge weight on the slopes against one sample's squared residual
+MIN_SLOPE_SAMPLES = 6  # fewer samples of a type move only its intercept (two points fit any slope)
 
 
 def _correction(x: np.ndarray, residual: np.ndarray, penalty: float) -> np.ndarray:
-    """Ridge fit of ``residual`` on the base design, the intercept left free."""
+    """The correction of the base coefficients: an intercept, plus ridge slopes once there are enough samples.
+
+    The slopes are fitted on the centred design, so they explain only how the
+    residual changes across the samples; the intercept keeps the mean residual.
+    """
     a = _design(x)
-    reg = penalty * np.eye(a.shape[1])
-    reg[-1, -1] = 0.0
-    return np.linalg.solve(a.T @ a + reg + 1e-9 * np.eye(a.shape[1]), a.T @ residual)
+    delta = np.zeros(a.shape[1])
+    if len(residual) < MIN_SLOPE_SAMPLES:
+        delta[-1] = float(np.mean(residual))
+        return delta
+    cols = a[:, :-1]
+    mean = cols.mean(axis=0)
+    centred = cols - mean
+    gram = centred.T @ centred + penalty * np.eye(cols.shape[1])
+    slopes = np.linalg.solve(gram, centred.T @ (residual - residual.mean()))
+    delta[:-1] = slopes
+    delta[-1] = float(residual.mean() - mean @ slopes)
+    return delta
 
 
 def transfer_predictors(source: KernelPredictors, rows: Sequence[tuple[KernelConfig, float]],
@@ -101,4 +116,4 @@ def transfer_configs(types: Sequence[KernelType], n: int, seed: int = 1) -> list
     return out[:n]
 
 
-__all__ = ["SLOPE_PENALTY", "transfer_configs", "transfer_predictors"]
+__all__ = ["MIN_SLOPE_SAMPLES", "SLOPE_PENALTY", "transfer_configs", "transfer_predictors"]
