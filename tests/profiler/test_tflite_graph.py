@@ -195,3 +195,22 @@ def test_kernels_measure_on_litert_and_an_unbuilt_type_fails_in_one_line(tmp_pat
     assert list(got) == [conv.key] and got[conv.key].latency_ms > 0
     assert (tmp_path / f"kernel-{conv.key}.tflite").is_file()
     assert list(failed) == [norm.key] and "not built as a TFLite file" in failed[norm.key]
+
+
+@pytest.mark.slow  # reads the session's int8 run (built once per worker by the pipeline tests that share it)
+def test_a_networks_tflite_and_onnx_files_group_into_the_same_kernels(int8_run):
+    """The run's float32 ONNX file, its TFLite file and its int8 TFLite file: one network, the same kernels."""
+    from collections import Counter
+
+    export = int8_run.out / "export"
+
+    def kernels(name):
+        kg = group_kernels(read_graph(export / name), default_rules("litert"))
+        assert not kg.uncovered, [k.op_types for k in kg.uncovered]
+        # a flatten before the classifier is a reshape in ONNX; the TFLite converter folds it
+        return Counter(k.config.key for k in kg.kernels if k.type is not KernelType.SHUFFLE)
+
+    onnx_kernels = kernels("model.onnx")
+    assert sum(onnx_kernels.values()) > 40
+    assert kernels("model.tflite") == onnx_kernels
+    assert kernels("model_int8.tflite") == onnx_kernels
