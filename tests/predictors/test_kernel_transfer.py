@@ -76,3 +76,29 @@ def test_fewer_samples_than_the_slope_minimum_move_only_the_intercept():
     adapted = transfer_predictors(source, rows, info, overhead_ms=0.005)
     before, after = source.models[KernelType.CONV].coef, adapted.models[KernelType.CONV].coef
     assert np.array_equal(before[:-1], after[:-1]) and after[-1] != before[-1]
+
+
+@pytest.mark.slow  # measures a few kernels on the host
+def test_cli_transfer_measures_into_the_lut_and_a_rerun_measures_nothing_new(tmp_path, capsys):
+    import json
+
+    from latkit.cli import main
+    from latkit.lut.kernel_store import KernelStore
+    from latkit.lut.store import LUT
+
+    info = {"uri": "cpu:onnxruntime", "runtime": "onnxruntime"}
+    source = fit_predictors([(c, _source_ms(c)) for c in sample_configs(KernelType.ELEMENTWISE, 10, seed=3)], info,
+                            default_rules("onnxruntime"), overhead_ms=0.005).save(tmp_path / "source")  # fmt: skip
+    argv = ["kernels", "transfer", "--device", "cpu:onnxruntime", "--from", str(source), "--samples", "3",
+            "--lut", str(tmp_path / "k.db"), "--out", str(tmp_path / "adapted"), "--quick", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == 3 and out["per_type"] == {"elementwise": 3} and out["source"] == "cpu:onnxruntime"
+    with LUT.open(tmp_path / "k.db", readonly=True) as lut:
+        n = len(KernelStore(lut).done_keys("cpu:onnxruntime"))
+    assert n == 4  # the overhead model and the 3 samples
+    assert main(argv) == 0
+    with LUT.open(tmp_path / "k.db", readonly=True) as lut:
+        assert len(KernelStore(lut).done_keys("cpu:onnxruntime")) == n
+    adapted = KernelPredictors.load(tmp_path / "adapted")
+    assert adapted.provenance["transfer"]["rows"] == 3
