@@ -177,7 +177,6 @@ def test_kernel_models_written_as_tflite_read_back_as_the_same_kernel():
         assert [k.config for k in kg.kernels] == [c], c.key
 
 
-@pytest.mark.slow  # LiteRT opens each kernel in several interpreters
 def test_kernels_measure_on_litert_and_an_unbuilt_type_fails_in_one_line(tmp_path):
     from latkit.devices.base import open_device
     from latkit.profiler.kernel_models import measure_kernels
