@@ -213,3 +213,19 @@ def test_a_networks_tflite_and_onnx_files_group_into_the_same_kernels(int8_run):
     assert sum(onnx_kernels.values()) > 40
     assert kernels("model.tflite") == onnx_kernels
     assert kernels("model_int8.tflite") == onnx_kernels
+
+
+def test_cli_predict_takes_the_precision_the_file_holds(tmp_path, capsys):
+    """Without --precision an int8 file asks for int8 predictors, and says how to use the fp32 ones."""
+    from latkit.cli import main
+
+    w = _Writer()
+    x = w.tensor("x", [1, 8, 8, 4], dtype=schema.TensorType.INT8)
+    y = w.tensor("y", [1, 8, 8, 8], dtype=schema.TensorType.INT8)
+    wt = w.tensor("w", [8, 1, 1, 4], np.ones((8, 1, 1, 4), np.int8), schema.TensorType.INT8)
+    w.op("CONV_2D", [x, wt, -1], [y], *_conv_options(1, schema.Padding.SAME, 0))
+    path = tmp_path / "q.tflite"
+    path.write_bytes(w.finish([x], [y]))
+    code = main(["predict", str(path), "--device", "cpu:litert", "--lut", str(tmp_path / "k.db")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "at int8" in err and "--precision fp32" in err and len(err.splitlines()) == 1

@@ -49,6 +49,9 @@ def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precisi
     from latkit.predictors.kernels import KernelPredictors, default_predictor_dir
 
     folder = predictors or default_predictor_dir(lut, device, precision)
+    if not (folder / "predictors.json").is_file() and precision is not Precision.FP32:
+        raise StoreError(f"no kernel predictors for {device} at {precision.value} in {folder}; `latkit kernels build` "
+                         "builds fp32 ones so far: predict with them with --precision fp32")
     if not (folder / "predictors.json").is_file():
         raise StoreError(f"no kernel predictors for {device} at {precision} in {folder}; build them with "
                          f"`latkit kernels build --device {device} --lut {lut} --budget 30m`")
@@ -208,8 +211,8 @@ def calibrate_cmd(
 def predict_cmd(
     model: Path = typer.Argument(..., help="An ONNX or TFLite file."),
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
-    precision: Optional[str] = typer.Option(None, "--precision",
-                                            help="The predictors' precision: fp32 (the default), fp16 or int8."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="The predictors' precision: fp32, fp16 or "
+                                            "int8 (default: what the file holds)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="Fix the input shape, e.g. 1x3x224x224."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     predictors: Optional[Path] = typer.Option(None, "--predictors", help="Kernel predictor folder "
@@ -220,13 +223,27 @@ def predict_cmd(
     from latkit.predictors.kernel_network import predict_model
     from latkit.profiler.graph import parse_input_shape
 
-    prec = common.precision_option(precision) or Precision.FP32
+    prec = common.precision_option(precision) or _file_precision(model)
     preds = _load_predictors(predictors, _lut_path(lut), device, prec)
     result = predict_model(model, preds, parse_input_shape(input_shape))
     if as_json:
         common.print_json(result.to_dict())
         return
     _render(result)
+
+
+def _file_precision(model: Path) -> Precision:
+    """The precision ``model``'s kernels are stored in (int8 / fp16 TFLite, QDQ int8 ONNX), fp32 otherwise.
+
+    A file latkit cannot inspect is left to the graph reader, which says why in one line.
+    """
+    from latkit.core.errors import LatkitError
+    from latkit.profiler.quantize import model_precision
+
+    try:
+        return model_precision(model)
+    except LatkitError:
+        return Precision.FP32
 
 
 def _render(result: Any) -> None:
