@@ -296,3 +296,18 @@ def test_sampled_configs_of_the_new_types_build_models_the_runtime_runs(kind):
         (y,) = session.run(None, {"x": np.zeros(input_shape(c), np.float32)})
         assert y.size > 0
         assert y.size == (work(c)[2] // max(c.extra, 1) if c.variant == "split" else work(c)[2])
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_a_zero_pad_runs_inside_the_convolution_after_it_and_a_reflect_pad_does_not(mode):
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode=mode),
+             helper.make_node("Conv", ["p", "w"], ["c"], kernel_shape=[3, 3], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    inits = [numpy_helper.from_array(np.asarray([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"), _w("w", (4, 2, 3, 3))]
+    kg = group_kernels(onnx_graph(_model(nodes, inits, (1, 2, 8, 8), "y"), "m.onnx"), default_rules("onnxruntime"))
+    if mode == "constant":  # configured on the unpadded input, whose output size it has
+        assert [k.op_types for k in kg.kernels] == [("Pad", "Conv", "Relu")]
+        assert kg.kernels[0].config == KernelConfig(KernelType.CONV, 8, 8, 2, 4, 3, 2, act="relu")
+    else:
+        assert [k.op_types for k in kg.kernels] == [("Pad",), ("Conv", "Relu")]
+        assert kg.kernels[0].type is KernelType.UNKNOWN

@@ -354,8 +354,12 @@ def _single_consumer(graph: OpGraph, consumers: dict[str, list[int]], node: Node
 
 
 def _fusable(graph: OpGraph, chain: list[Node], nxt: Node) -> bool:
-    """At most one activation and one residual add per kernel, the add after the convolution."""
+    """At most one activation and one residual add per kernel, the add after the convolution; only a zero pad
+    is folded into what follows it (a reflect or edge pad runs as its own kernel)."""
     kinds = [n.op_type for n in chain]
+    mode = chain[-1].attrs.get("mode", "constant")
+    if chain[-1].op_type in PREFIX_OPS and (mode.decode() if isinstance(mode, bytes) else str(mode)) != "constant":
+        return False
     if nxt.op_type in ACTIVATIONS and (any(k in ACTIVATIONS for k in kinds) or _act(chain)):
         return False
     if nxt.op_type == "Add":
