@@ -174,6 +174,8 @@ def _attrs(builtin: str, opts: Any, f: _File, inputs: list[int]) -> dict[str, An
         a["keepdims"] = int(bool(get("keepDims", False)))
     if builtin in ("TRANSPOSE",) and len(inputs) > 1:
         a["perm"] = f.int_values(inputs[1])
+    if builtin == "MIRROR_PAD":
+        a["mode"] = "reflect"  # not folded into a convolution (only zero pads are)
     if builtin in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
         a["mode"] = "linear" if builtin == "RESIZE_BILINEAR" else "nearest"
     return a
