@@ -30,7 +30,7 @@ import numpy as np
 from latkit.devices.precision import Precision
 from latkit.lut.kernel_store import KernelStore
 from latkit.lut.store import LUT
-from latkit.predictors.kernels import KernelPredictors, TypeModel, default_predictor_dir, fit_predictors
+from latkit.predictors.kernels import KernelPredictors, TypeModel, fit_predictors
 from latkit.profiler.kernel_models import OVERHEAD_CONFIG, measure_kernels
 from latkit.profiler.kernel_sampling import perturb, sample_configs
 from latkit.profiler.kernels import PREDICTED_TYPES, FusionRules, KernelConfig, KernelType, default_rules, features
@@ -194,5 +194,4 @@ def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules,
                           provenance={"lut": str(store.lut.path), "rows": len(rows)})
 
 
-__all__ = ["BuildSettings", "build_kernel_predictors", "default_predictor_dir", "device_rules", "fit_from_store",
-           "transfer_to_device"]
+__all__ = ["BuildSettings", "build_kernel_predictors", "device_rules", "fit_from_store", "transfer_to_device"]

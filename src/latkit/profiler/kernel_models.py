@@ -138,10 +138,10 @@ def _copy(b: _Builder, c: KernelConfig) -> str:
     if c.variant == "expand":
         return b.op("Expand", ["x", b.ints([1, c.cin, c.h, c.w])])
     if c.variant == "split":
-        parts = max(c.extra, 2)
-        first = c.cin - c.cout * (parts - 1)
-        sizes = [max(first, 1)] + [c.cout] * (parts - 1)
         from onnx import helper
+
+        parts = min(max(c.extra, 2), c.cin)
+        sizes = [c.cin - (parts - 1) * (c.cin // parts)] + [c.cin // parts] * (parts - 1)
 
         b.n += 1
         outs = [f"t{b.n}_{i}" for i in range(parts)]

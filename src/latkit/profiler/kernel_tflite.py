@@ -32,7 +32,7 @@ _OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpt
             "MUL": "MulOptions", "SUB": "SubOptions", "DIV": "DivOptions", "FULLY_CONNECTED": "FullyConnectedOptions",
             "MAX_POOL_2D": "Pool2DOptions", "AVERAGE_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions",
             "SUM": "ReducerOptions", "REDUCE_MAX": "ReducerOptions", "CONCATENATION": "ConcatenationOptions",
-            "SOFTMAX": "SoftmaxOptions", "SPLIT": "SplitOptions", "BATCH_MATMUL": "BatchMatMulOptions"}  # fmt: skip
+            "SOFTMAX": "SoftmaxOptions", "SPLIT_V": "SplitVOptions", "BATCH_MATMUL": "BatchMatMulOptions"}  # fmt: skip
 
 
 def _schema() -> Any:
@@ -196,9 +196,11 @@ def _rows(w: _Writer, c: KernelConfig, x: int, shape: tuple[int, ...]) -> int:
         return w.op(op, [x, w.ints([1 if c.extra else 0])], out, keepDims=True)
     if c.variant == "expand":
         return w.op("BROADCAST_TO", [x, w.ints([1, c.h, c.w, c.cin])], (1, c.h, c.w, c.cin))
-    if c.variant == "split":
-        parts = max(c.extra, 2)
-        return w.op("SPLIT", [w.ints([3]), x], (1, c.h, c.w, c.cin // parts), n_out=parts, numSplits=parts)
+    if c.variant == "split":  # SPLIT_V: the channels need not divide evenly
+        parts = min(max(c.extra, 2), c.cin)
+        sizes = [c.cin - (parts - 1) * (c.cin // parts)] + [c.cin // parts] * (parts - 1)
+        return w.op("SPLIT_V", [x, w.ints(sizes), w.ints([3])], (1, c.h, c.w, sizes[0]), n_out=parts,
+                    numSplits=parts)  # fmt: skip
     return w.op("SLICE", [x, w.ints([0, 0, 0, 0]), w.ints([1, c.h, c.w, min(c.cout, c.cin)])],
                 (1, c.h, c.w, min(c.cout, c.cin)))  # fmt: skip
 
