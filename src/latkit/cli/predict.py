@@ -72,7 +72,8 @@ def build_cmd(
     from latkit.cli.progress import track
     from latkit.devices.base import open_device
     from latkit.lut.store import LUT
-    from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors, default_predictor_dir
+    from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
+    from latkit.predictors.kernels import default_predictor_dir
     from latkit.profiler.protocol import ProtocolConfig
 
     settings = BuildSettings(budget_s=parse_budget(budget), per_type=per_type, rounds=rounds)
