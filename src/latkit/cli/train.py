@@ -33,8 +33,7 @@ def train_cmd(
     from latkit.cli.progress import Stages
     from latkit.deploy.train import train_arch
 
-    with Stages(enabled=not as_json) as shown:  # announced with its total before the first (long) epoch
-        shown("training", 0, epochs, f"{epochs} epoch(s) on {data}")
+    with Stages(enabled=not as_json) as shown:
         result = train_arch(arch, data, out, space=space, resolution=resolution, epochs=epochs,
                             max_steps=max_steps, init=init, seed=seed,
                             on_progress=lambda done, total, message: shown("training", done, total, message))  # fmt: skip
