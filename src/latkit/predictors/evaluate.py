@@ -105,14 +105,15 @@ class _Task:
     groups: np.ndarray | None
 
 
-def _fit_predict(model: FewShotModel, task: _Task, rows: np.ndarray, rest: np.ndarray) -> tuple[Any, ...]:
+def _fit_predict(model: FewShotModel, task: _Task, rows: np.ndarray, rest: np.ndarray, design: Design,
+                 seed: int) -> tuple[Any, ...]:
     """Predictions of ``rest`` from the K ``rows`` (the target is read at ``rows`` only), and intervals."""
     if model is FewShotModel.FEWSHOT:
         m = FewShotTransfer().fit(task.known_ms[rows], task.y[rows], reference=task.known_ms)
         return m.predict(task.known_ms[rest]), None
     if task.encodings is None:
         raise UsageError("the hwmeta model needs the archs' encodings; pass the search space")
-    m = HardwareMetaPredictor().fit(task.encodings[rows], task.y[rows], reference_X=task.encodings,
+    m = HardwareMetaPredictor(design=design.value, random_state=seed).fit(task.encodings[rows], task.y[rows], reference_X=task.encodings,
                                     reference_ms=task.known_ms, groups=task.groups)
     return m.predict(task.encodings[rest]), m.predict_interval(task.encodings[rest])
 
@@ -123,12 +124,12 @@ def _one_seed(result: FewShotResult, task: _Task, model: FewShotModel, design: D
     y = task.y
     rows = design_rows(task.known_ms, result.k, design, random_state=seed)
     rest = np.setdiff1d(np.arange(len(y)), rows)
-    pred, interval = _fit_predict(model, task, rows, rest)
+    pred, interval = _fit_predict(model, task, rows, rest, design, seed)
     result.method.append(score(y[rest], pred))
     if interval is not None:
         result.coverage.append(float(np.mean((y[rest] >= interval[0]) & (y[rest] <= interval[1]))))
     if baseline and model is not FewShotModel.FEWSHOT:
-        result.ridge.append(score(y[rest], _fit_predict(FewShotModel.FEWSHOT, task, rows, rest)[0]))
+        result.ridge.append(score(y[rest], _fit_predict(FewShotModel.FEWSHOT, task, rows, rest, design, seed)[0]))
     if baseline:
         rand = np.random.default_rng(seed).choice(len(y), result.k, replace=False)
         base = reference_ridge_baseline(task.known_ms, rand, y[rand])
@@ -348,7 +349,8 @@ def _fit_hwmeta(dataset: LatencyDataset, space: str, target: str, y_all: np.ndar
     ref = dataset.columns(known)
     rows = have if k is None or k >= len(have) else have[design_rows(ref[have], k, Design(design), random_state)]
     x = encode_archs(space, dataset.archs)
-    model = HardwareMetaPredictor(**(params or {})).fit(x[rows], y_all[rows], reference_X=x, reference_ms=ref)
+    model = HardwareMetaPredictor(**{"design": Design(design).value, "random_state": random_state, **(params or {})})
+    model = model.fit(x[rows], y_all[rows], reference_X=x, reference_ms=ref)
     return model, known, rows
 
 

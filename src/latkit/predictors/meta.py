@@ -54,7 +54,7 @@ from latkit.predictors.meta_head import (
     inner_loop,
 )
 from latkit.predictors.network import FLOOR_FRACTION, latency_floor
-from latkit.predictors.transfer import _floors, _log, active_design
+from latkit.predictors.transfer import Design, _floors, _log, active_design, design_rows
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,10 @@ class HardwareMetaPredictor(Predictor):
         gammas: candidate relevance exponents (0: every known device alike).
         arch_weights: candidate weights of the per-op (one-hot) terms (0: none).
         coverage: the intervals' target coverage (e.g. 0.9).
-        random_state: seed of the inner loop's row subsample.
+        design: how the new device's K archs were chosen (``active``, ``farthest``,
+            ``random``): each inner device gets K archs by the same design, chosen
+            without its column; ``given`` reuses the new device's K rows.
+        random_state: seed of the inner loop's row subsample and designs.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class HardwareMetaPredictor(Predictor):
         gammas: tuple[float, ...] | list[float] = (0.0, 1.0, 2.0),
         arch_weights: tuple[float, ...] | list[float] = (0.0, 0.03),
         coverage: float = 0.9,
+        design: str = "active",
         random_state: int = 0,
     ):
         self.domains = domains
@@ -114,6 +118,7 @@ class HardwareMetaPredictor(Predictor):
         self.gammas = gammas
         self.arch_weights = arch_weights
         self.coverage = coverage
+        self.design = design
         self.random_state = random_state
 
     def _configs(self) -> list[HeadConfig]:
@@ -164,7 +169,7 @@ class HardwareMetaPredictor(Predictor):
         rows = self._rows_of(X)
         if len(rows) < 2:  # the measured archs are not in the table: tune on a design of the same size
             rows = active_design(ref_ms, len(y), random_state=None)
-        inner = self._meta_train(z_by, ref_x, rows, configs, groups)
+        inner = self._meta_train(z_by, ref_x, ref_ms, rows, len(y), configs, groups)
         self.domain_, self.quantile_, self.inner_spearman_ = inner.config.domain, inner.quantile, inner.spearman
         self.table_z_ = np.round(z_by[self.domain_], _ROUND)
         self.enc_w_, self.enc_b_ = _encoder(ref_x, self.table_z_)
@@ -175,15 +180,28 @@ class HardwareMetaPredictor(Predictor):
                  inner.spearman, inner.n_tasks)
         return self
 
-    def _meta_train(self, z_by: dict[Domain, np.ndarray], ref_x: np.ndarray, rows: np.ndarray,
-                    configs: list[HeadConfig], groups: Any) -> InnerResult:
+    def _meta_train(self, z_by: dict[Domain, np.ndarray], ref_x: np.ndarray, ref_ms: np.ndarray, rows: np.ndarray,
+                    k: int, configs: list[HeadConfig], groups: Any) -> InnerResult:
         n = len(ref_x)
         rng = np.random.default_rng(self.random_state)
-        scored = np.sort(rng.choice(n, INNER_ROWS, replace=False)) if n > INNER_ROWS else None
+        scored = np.sort(rng.choice(n, INNER_ROWS, replace=False)) if n > INNER_ROWS else np.arange(n)
         grp = None if groups is None else np.asarray(groups)
-        if grp is not None and grp.shape != (next(iter(z_by.values())).shape[1],):
+        if grp is not None and grp.shape != (ref_ms.shape[1],):
             raise UsageError(f"groups must give one hardware id per known device, got shape {grp.shape}")
-        return inner_loop(z_by, ref_x, rows, configs, coverage=float(self.coverage), groups=grp, scored=scored)
+        rows_for = None
+        if self.design != "given":
+            try:
+                design = Design(self.design)
+            except ValueError:
+                raise UsageError(f"design must be given or one of {[d.value for d in Design]}, "
+                                 f"got {self.design!r}") from None
+            k = min(k, len(scored) - 1)
+
+            def rows_for(cols: np.ndarray) -> np.ndarray:
+                return scored[design_rows(ref_ms[scored][:, cols], k, design, random_state=self.random_state)]
+
+        return inner_loop(z_by, ref_x, rows, configs, coverage=float(self.coverage), groups=grp, scored=scored,
+                          rows_for=rows_for)
 
     def _table_rows(self, x: np.ndarray) -> np.ndarray:
         """The table row of each arch of ``x``, -1 where the table does not hold it."""

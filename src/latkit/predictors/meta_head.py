@@ -22,6 +22,7 @@ plays the new one, with its column hidden except on the K rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -80,7 +81,7 @@ class Head:
         mean = feats @ self.coef + self.intercept
         fc = feats - self.centre
         proj = fc @ self.rows_c.T  # [n, K]
-        lev = (np.sum(fc**2, axis=1) - np.einsum("ik,kl,il->i", proj, self.dual_inv, proj)) / self.alpha
+        lev = (np.sum(fc**2, axis=1) - np.sum((proj @ self.dual_inv) * proj, axis=1)) / self.alpha
         lev = np.maximum(lev, 0.0) + 1.0 / len(self.rows_c)
         return mean, self.scale * np.sqrt(1.0 + lev)
 
@@ -155,6 +156,57 @@ def _tasks(d: int, groups: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
     return out
 
 
+def _centred_ranks(v: np.ndarray) -> np.ndarray:
+    r = _ranks(v)
+    r -= r.mean()
+    return r / max(float(np.sqrt(r @ r)), 1e-12)
+
+
+def _score_configs(z_by_domain: dict[Domain, np.ndarray], x: np.ndarray | None, task_rows: list[np.ndarray],
+                   scored: np.ndarray, configs: list[HeadConfig], tasks: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """Spearman ``[config, task]`` of every candidate head on every inner task.
+
+    The features of a (domain, gamma, arch weight) are built once per task and every
+    ridge strength reuses one eigendecomposition of the K x K Gram matrix.
+    """
+    out = np.full((len(configs), len(tasks)), -1.0)
+    index = {c: i for i, c in enumerate(configs)}
+    for ti, (j, cols) in enumerate(tasks):
+        rows = task_rows[ti]
+        held = np.setdiff1d(scored, rows)
+        xr, xh = (None, None) if x is None else (x[rows], x[held])
+        for (domain, gamma, weight), alphas in _grouped(configs).items():
+            z = z_by_domain[domain]
+            zr, t = z[rows][:, cols], z[rows, j]
+            scale = relevance(zr, t, gamma)
+            fr = head_features(zr, xr, scale, weight)
+            centre = fr.mean(axis=0)
+            frc = fr - centre
+            evals, u = np.linalg.eigh(frc @ frc.T)
+            pu = ((head_features(z[held][:, cols], xh, scale, weight) - centre) @ frc.T) @ u
+            ut = u.T @ (t - t.mean())
+            truth = _centred_ranks(z[held, j])
+            for alpha in alphas:
+                pred = pu @ (ut / (np.maximum(evals, 0.0) + alpha))
+                out[index[HeadConfig(domain, alpha, gamma, weight)], ti] = float(_centred_ranks(pred) @ truth)
+    return out
+
+
+def _grouped(configs: list[HeadConfig]) -> dict[tuple[Domain, float, float], list[float]]:
+    groups: dict[tuple[Domain, float, float], list[float]] = {}
+    for c in configs:
+        groups.setdefault((c.domain, c.gamma, c.arch_weight), []).append(c.alpha)
+    return groups
+
+
+def _normalised_residuals(z: np.ndarray, x: np.ndarray | None, rows: np.ndarray, held: np.ndarray, j: int,
+                          cols: np.ndarray, config: HeadConfig) -> np.ndarray:
+    """``|t - mean| / sigma`` of inner task ``j`` on the held rows."""
+    head = fit_head(z[rows][:, cols], None if x is None else x[rows], z[rows, j], config)
+    mean, sigma = head.predict(head.features(z[held][:, cols], None if x is None else x[held]))
+    return np.abs(z[held, j] - mean) / sigma
+
+
 def inner_loop(
     z_by_domain: dict[Domain, np.ndarray],
     x: np.ndarray | None,
@@ -164,6 +216,7 @@ def inner_loop(
     coverage: float = 0.9,
     groups: np.ndarray | None = None,
     scored: np.ndarray | None = None,
+    rows_for: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> InnerResult:
     """Choose the head configuration and calibrate the interval on the known devices alone.
 
@@ -171,8 +224,10 @@ def inner_loop(
     ``rows`` only, the head is fitted from the other known devices (and, with
     ``groups``, none of ``j``'s own hardware, mirroring ``--strict``), and scored
     by Spearman on the ``scored`` rows not among ``rows``. The configuration with
-    the best mean wins; the conformal quantile is the ``coverage`` quantile of
-    the pooled normalised residuals ``|t - mean| / sigma`` of that configuration.
+    the best mean wins. The conformal quantile is the ``coverage`` quantile of the
+    pooled normalised residuals ``|t - mean| / sigma``, each task's taken under
+    the configuration the *other* tasks choose, so that the choice does not make
+    the calibration optimistic.
 
     Args:
         z_by_domain: every domain's standardised known-device features, all archs [n, d].
@@ -182,28 +237,30 @@ def inner_loop(
         coverage: the interval's target coverage.
         groups: hardware id of each known column (for the strict mode), or None.
         scored: the rows to score on (default all); a subsample keeps this cheap.
+        rows_for: the design, given a task's feature columns: each inner device then
+            gets the K rows the design picks *without* it, as the new device did (a
+            design chosen with a device's column would flatter that device and make
+            the interval too narrow). None: every task uses ``rows``.
     """
-    d = next(iter(z_by_domain.values())).shape[1]
-    tasks = _tasks(d, groups)
+    z0 = next(iter(z_by_domain.values()))
+    tasks = _tasks(z0.shape[1], groups)
     if not tasks:
-        raise UsageError("the inner loop needs at least 2 known devices of different hardware")
-    scored = np.arange(len(x if x is not None else next(iter(z_by_domain.values())))) if scored is None else scored
-    held = np.setdiff1d(scored, rows)
-    best, best_rho, best_resid = configs[0], -np.inf, np.empty(0)
-    for cfg in configs:
-        z = z_by_domain[cfg.domain]
-        rhos, resid = [], []
-        for j, cols in tasks:
-            head = fit_head(z[rows][:, cols], None if x is None else x[rows], z[rows, j], cfg)
-            feats = head.features(z[held][:, cols], None if x is None else x[held])
-            mean, sigma = head.predict(feats)
-            rhos.append(rank_corr(mean, z[held, j]))
-            resid.append(np.abs(z[held, j] - mean) / sigma)
-        if np.mean(rhos) > best_rho:
-            best, best_rho, best_resid = cfg, float(np.mean(rhos)), np.concatenate(resid)
-    n = len(best_resid)
-    level = min(1.0, np.ceil((n + 1) * coverage) / n)  # split-conformal finite-sample correction
-    return InnerResult(best, best_rho, float(np.quantile(best_resid, level)), len(tasks))
+        raise UsageError("the inner loop needs at least 2 known devices of different hardware; add known columns "
+                         "or use the fewshot model")
+    scored = np.arange(len(z0)) if scored is None else scored
+    task_rows = [rows if rows_for is None else rows_for(cols) for _, cols in tasks]
+    rho = _score_configs(z_by_domain, x, task_rows, scored, configs, tasks)
+    total = rho.sum(axis=1)
+    resid = []
+    for ti, (j, cols) in enumerate(tasks):
+        others = total - rho[:, ti] if len(tasks) > 1 else total
+        cfg = configs[int(np.argmax(others))]
+        held = np.setdiff1d(scored, task_rows[ti])
+        resid.append(_normalised_residuals(z_by_domain[cfg.domain], x, task_rows[ti], held, j, cols, cfg))
+    pooled = np.concatenate(resid)
+    level = min(1.0, np.ceil((len(pooled) + 1) * coverage) / len(pooled))  # split-conformal correction
+    best = int(np.argmax(total))
+    return InnerResult(configs[best], float(total[best] / len(tasks)), float(np.quantile(pooled, level)), len(tasks))
 
 
 def default_configs(
