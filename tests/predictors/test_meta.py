@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from cli_checks import run
 from latkit.core.errors import StoreError, UsageError
 from latkit.predictors.base import load, save
 from latkit.predictors.data import LatencyDataset, encode_archs
@@ -179,3 +180,16 @@ def test_fit_from_own_measurements_feeds_the_search(fbnet_table: LatencyDataset,
     archs = [space.sample(np.random.default_rng(s)) for s in range(5)]  # not in the table: encoder path
     lat = model.latency_ms_batch(archs)
     assert all(np.isfinite(v) and 0.1 * np.median(pred) < v < 10 * np.median(pred) for v in lat)
+
+
+@pytest.mark.slow
+def test_cli_eval_prints_every_metric_and_the_coverage(fbnet_table: LatencyDataset, tmp_path: Path,
+                                                        capsys) -> None:
+    table = fbnet_table.rows(np.arange(300))
+    cols = ["1080ti_1", "1080ti_32", "gold_6240", "pixel3", "samsung_a50", "silver_4114"]
+    small = _write(tmp_path / "small.csv", table, cols, np.arange(300))
+    code, out, err = run(capsys, "predictor", "eval", "--csv", str(small), "--space", "fbnet", "--target",
+                         "1080ti_32", "--k", "8", "--seeds", "1", "--strict")
+    assert code == 0, err
+    for word in ("hwmeta", "Spearman", "Kendall", "±5%", "±10%", "coverage", "strict", "4 known"):
+        assert word in out, (word, out)

@@ -103,8 +103,6 @@ def _print_eval(summary: dict, target: str, k: int, seeds: int) -> None:
     common.out.print(grid)
     if "coverage" in summary["method"]:
         common.err.print("coverage: share of archs whose measured latency lies in their predicted 90% interval")
-    if plot is not None:
-        common.err.print(f"scatter plot: {common.esc(plot)}")
 
 
 @predictor_app.command("fit")

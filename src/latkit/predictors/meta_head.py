@@ -126,14 +126,6 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     return r
 
 
-def rank_corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman correlation without tie averaging (fast; used only to compare candidates)."""
-    ra, rb = _ranks(a), _ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    return float(ra @ rb / max(np.sqrt((ra @ ra) * (rb @ rb)), 1e-12))
-
-
 @dataclass(frozen=True)
 class InnerResult:
     """What the inner loop chose: the configuration, its mean inner Spearman, the conformal quantile."""
