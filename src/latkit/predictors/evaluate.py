@@ -113,8 +113,9 @@ def _fit_predict(model: FewShotModel, task: _Task, rows: np.ndarray, rest: np.nd
         return m.predict(task.known_ms[rest]), None
     if task.encodings is None:
         raise UsageError("the hwmeta model needs the archs' encodings; pass the search space")
-    m = HardwareMetaPredictor(design=design.value, random_state=seed).fit(task.encodings[rows], task.y[rows], reference_X=task.encodings,
-                                    reference_ms=task.known_ms, groups=task.groups)
+    m = HardwareMetaPredictor(design=design.value, random_state=seed)
+    m.fit(task.encodings[rows], task.y[rows], reference_X=task.encodings, reference_ms=task.known_ms,
+          groups=task.groups)
     return m.predict(task.encodings[rest]), m.predict_interval(task.encodings[rest])
 
 

@@ -23,6 +23,14 @@ Two things make this work with K = 10:
   new one (its column hidden except on the K chosen rows), is predicted from the
   others, and the pair with the lowest mean squared log error over all archs wins.
 
+The ``active`` design (:func:`active_design`, the default of ``latkit predictor
+eval|design|fit``) picks the K archs greedily by the expected reduction of the
+posterior variance over all archs, under a prior that the new device is a random
+combination of the known ones: it covers what the known devices disagree on.
+:func:`design_rows` dispatches on :class:`Design`. Under ``--strict`` (see
+:func:`known_columns`), columns ``<prefix>_<number>`` that share their prefix with
+another column are one hardware at several batch sizes (:func:`hardware_of`).
+
 Latencies are floored at a small fraction of their median before the log, so
 near-zero NAS-Bench-201 cells do not dominate.
 """
