@@ -1,8 +1,9 @@
 """Predictor figures: few-shot transfer, full-data accuracy, op-level accuracy, throughput.
 
-Prints tables; not a test. Defaults run in a few minutes on 2 cores::
+Prints tables; not a test. One process, one BLAS thread::
 
     python benchmarks/predictors.py                      # everything, 2 seeds
+    python benchmarks/predictors.py --only fewshot --k 5,10,20,50 --verbose
     python benchmarks/predictors.py --quick              # nested few-shot, K=10, both spaces
     python benchmarks/predictors.py --seeds 1 --only fewshot --spaces fbnet
     python benchmarks/predictors.py --only full --full-model gcn --devices pixel3,gold_6240
@@ -17,8 +18,12 @@ of the target's hardware (``<prefix>_<n>`` columns sharing a prefix). Beside
 hwmeta: the ridge combination of known devices on the same K archs, and least
 squares on the 3 known devices best correlated with the target on K random archs;
 HELP's published K=10 figure (unseen devices, so indicative only). ``cover90`` is
-the share of archs inside their predicted 90% interval. ``--quick``: K=10, loose,
-active design, 1 seed.
+the share of archs inside their predicted 90% interval. "K needed" gives, per
+variant and design, the smallest K run (``--k``, e.g. ``5,10,20,50``) whose mean
+Spearman reaches 0.90/0.93/0.95/0.97. ``--quick``: K=10, loose, active design, 1 seed.
+The few-shot section fits hwmeta (and the two baselines) once per target column,
+seed, K, variant and design: 19 x 2 x 3 x 2 x 2 = 456 fits per space at the
+defaults, one to two seconds each.
 
 Op-level: held-out ±10% accuracy of the op regressors on the public OFA Note10
 tables (random 80/20 splits, and one resolution held out), and on a LUT measured
@@ -57,6 +62,7 @@ def _devices(table, wanted: str | None) -> list[str]:
 
 # HELP (Lee et al., NeurIPS 2021), mean Spearman on unseen devices with 10 samples, as quoted in issue 27
 HELP_PUBLISHED = {"fbnet": 0.910, "nasbench201": 0.932}
+SPEARMAN_LEVELS = (0.90, 0.93, 0.95, 0.97)  # the levels "K needed" reports
 GOALS_K10 = {"fbnet": {"spearman": 0.93, "acc10": 0.90}, "nasbench201": {"spearman": 0.96}}
 
 
@@ -82,7 +88,7 @@ def bench_fewshot(space: str, ks: list[int], seeds: int, devices: str | None, ve
     table = read_latency_csv(DATA / SPACES[space])
     x = encode_archs(space, table.archs)
     cols = _devices(table, devices)
-    out = {}
+    out, curves = {}, {}
     for variant in variants:
         for design in designs:
             for k in ks:
@@ -99,9 +105,21 @@ def bench_fewshot(space: str, ks: list[int], seeds: int, devices: str | None, ve
                     f"{help_ref} [{time.perf_counter() - t0:.0f}s]",
                     flush=True,
                 )
+                curves.setdefault((variant, design), {})[k] = mean("method", "spearman")
                 if k == 10 and variant == "loose":
                     out[design] = {"spearman": mean("method", "spearman"), "acc10": mean("method", "acc10")}
+    print_k_needed(space, curves)
     return out
+
+
+def print_k_needed(space: str, curves: dict[tuple[str, Design], dict[int, float]]) -> None:
+    """The smallest K (of those run) whose mean Spearman reaches each level, per variant and design."""
+    for (variant, design), by_k in curves.items():
+        needed = []
+        for level in SPEARMAN_LEVELS:
+            reached = [k for k in sorted(by_k) if by_k[k] >= level]
+            needed.append(f"rho>={level:.2f}: K={reached[0]}" if reached else f"rho>={level:.2f}: K>{max(by_k)}")
+        print(f"K needed {space:12s} {variant:6s} {design.value:8s} " + ", ".join(needed), flush=True)
 
 
 def print_goals(space: str, k10: dict) -> None:
