@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
@@ -43,27 +43,69 @@ def eval_cmd(
     target_csv: Optional[Path] = typer.Option(None, "--target-csv", help="CSV holding the new device's column."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Repeats over seeds."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a predicted-vs-measured scatter PNG."),
+    model: str = typer.Option("hwmeta", "--model", help="hwmeta (hardware-conditioned, meta-trained) or fewshot "
+                              "(ridge combination of known devices)."),
+    design: str = typer.Option("active", "--design", help="How the K archs are chosen: active, farthest, random."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Few-shot transfer to a new device: RMSE, MAPE, ±5/±10% accuracy, Spearman, Kendall τ."""
+    """Few-shot transfer to a new device: Spearman, Kendall τ, ±5/±10% accuracy, interval coverage.
+
+    Nested: every model choice is made by a leave-one-device-out loop over the known
+    columns, never on the target. --strict also hides every column of the target's
+    hardware: columns named <prefix>_<number> that share the prefix with another
+    column are batch sizes of one hardware (1080ti_1, 1080ti_32); any other name is
+    its own hardware (silver_4114).
+    """
     from latkit.predictors.evaluate import evaluate
 
-    summary = evaluate(csv, space, target, k, known=_columns(known), strict=strict,
-                       target_csv=target_csv, seeds=seeds, plot=plot)
+    summary = evaluate(csv, space, target, k, known=_columns(known), strict=strict, target_csv=target_csv,
+                       seeds=seeds, plot=plot, model=_model(model), design=_design(design))
     if as_json:
         common.print_json(summary)
         return
-    grid = Table("model", "RMSE ms", "MAPE %", "±5%", "±10%", "Spearman", "Kendall τ",
-                 title=f"{common.esc(target)}, K={k}, {seeds} seed(s), {len(summary['known'])} known device(s)")
-    rows = [("latkit few-shot", summary["method"])]
-    if summary.get("baseline"):
-        rows.append(("ridge on 3 reference devices", summary["baseline"]))
-    for name, s in rows:
-        grid.add_row(name, f"{s['rmse_ms']:.3f}", f"{s['mape_pct']:.2f}", f"{s['acc5']:.3f}",
-                     f"{s['acc10']:.3f}", f"{s['spearman']:.4f}", f"{s['kendall']:.4f}")
-    common.out.print(grid)
+    _print_eval(summary, target, k, seeds)
     if plot is not None:
         common.err.print(f"scatter plot: {common.esc(plot)}")
+
+
+def _model(text: str) -> Any:
+    """``--model`` parsed to a :class:`~latkit.predictors.evaluate.FewShotModel`."""
+    from latkit.core.errors import UnknownNameError
+    from latkit.predictors.evaluate import FewShotModel
+
+    try:
+        return FewShotModel(text)
+    except ValueError:
+        raise UnknownNameError("--model", text, [m.value for m in FewShotModel]) from None
+
+
+def _design(text: str) -> Any:
+    """``--design`` parsed to a :class:`~latkit.predictors.transfer.Design`."""
+    from latkit.core.errors import UnknownNameError
+    from latkit.predictors.transfer import Design
+
+    try:
+        return Design(text)
+    except ValueError:
+        raise UnknownNameError("--design", text, [d.value for d in Design]) from None
+
+
+def _print_eval(summary: dict, target: str, k: int, seeds: int) -> None:
+    grid = Table("model", "Spearman", "Kendall τ", "±5%", "±10%", "coverage", "MAPE %", "RMSE ms",
+                 title=f"{common.esc(target)}, K={k} ({summary['design']} design), {seeds} seed(s), "
+                       f"{len(summary['known'])} known device(s){', strict' if summary['strict'] else ''}")
+    rows = [(f"latkit {summary['model']}", summary["method"])]
+    if summary.get("ridge"):
+        rows.append(("ridge combination of known devices", summary["ridge"]))
+    if summary.get("baseline"):
+        rows.append(("ridge on 3 reference devices, random K", summary["baseline"]))
+    for name, s in rows:
+        cover = f"{s['coverage']:.3f}" if "coverage" in s else "-"
+        grid.add_row(name, f"{s['spearman']:.4f}", f"{s['kendall']:.4f}", f"{s['acc5']:.3f}", f"{s['acc10']:.3f}",
+                     cover, f"{s['mape_pct']:.2f}", f"{s['rmse_ms']:.3f}")
+    common.out.print(grid)
+    if "coverage" in summary["method"]:
+        common.err.print("coverage: share of archs whose measured latency lies in their predicted 90% interval")
 
 
 @predictor_app.command("fit")
@@ -77,15 +119,22 @@ def fit_cmd(
     k: Optional[int] = typer.Option(None, "--k", "-k", min=2, help="Train on K archs (default: all measured)."),
     known: Optional[str] = typer.Option(None, "--known", help="Known-device columns for fewshot."),
     target_csv: Optional[Path] = typer.Option(None, "--target-csv", help="CSV holding the target column."),
+    design: str = typer.Option("active", "--design", help="hwmeta: how the K archs are chosen among those "
+                               "measured (active, farthest, random)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Fit a latency predictor on a latency CSV and save it."""
+    """Fit a latency predictor on a latency CSV and save it.
+
+    `--predictor hwmeta --k K --target-csv MINE.csv` meta-trains on the CSV's known
+    columns and adapts to K of your measurements; the result reads architectures, so
+    `latkit search --predictor OUT` can use it.
+    """
     from latkit.predictors.evaluate import fit_from_csv
 
     model = fit_from_csv(csv, space, target, out, predictor=predictor, k=k, known=_columns(known),
-                         target_csv=target_csv, random_state=seed)
+                         target_csv=target_csv, random_state=seed, design=_design(design))
     common.err.print(f"saved {type(model).__name__} for {common.esc(target)} to {common.esc(out)}")
-    if predictor == "fewshot" and known is None:  # the default is every other column: say which
+    if predictor in ("fewshot", "hwmeta") and known is None:  # the default is every other column: say which
         from latkit.predictors.base import load_metadata
 
         used = load_metadata(out).get("provenance", {}).get("known", [])
@@ -130,12 +179,15 @@ def design_cmd(
     known: Optional[str] = typer.Option(None, "--known", help="Known-device columns."),
     space: Optional[str] = typer.Option(None, "--space", "-s",
                                         help="Space of the arch column (default: the one that reads it)."),
+    design: str = typer.Option("active", "--design", help="active (cover what the known devices disagree on), "
+                               "farthest (farthest points) or random."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Which K architectures to measure on a new device for few-shot transfer."""
     from latkit.predictors.evaluate import design_from_csv
 
-    for a in design_from_csv(csv, k, known=_columns(known), random_state=seed, space=space):
+    for a in design_from_csv(csv, k, known=_columns(known), random_state=seed, space=space,
+                             design=_design(design)):
         common.out.print(common.esc(a))
 
 
