@@ -44,6 +44,7 @@ def show_cmd(
         except StoreError as exc:  # raised once what is valid has been shown
             problem = exc
     _count_warnings(summary, listing)
+    _name_statistics(summary, listing)
     summary["groups"] = network_groups(listing, {(k, u) for k, u, _ in bad})
     for d in summary.get("devices", []):  # a device's sum would add up several networks: see groups
         d.pop("total_ms", None)
@@ -112,6 +113,25 @@ def _count_warnings(summary: dict, listing: list[dict]) -> None:
         d["delegation_warnings"] = counts.get((d["uri"], d["precision"]), 0)
 
 
+def row_statistic(row: dict) -> str:
+    """The statistic a row's latency is (``p5``, ``median``...: its protocol's quantile), or '' when not recorded."""
+    from latkit.profiler.protocol import short_statistic
+
+    prov = row.get("provenance")
+    quantile = (prov.get("protocol") or {}).get("quantile") if isinstance(prov, dict) else None
+    return short_statistic(float(quantile)) if isinstance(quantile, (int, float)) else ""
+
+
+def _name_statistics(summary: dict, listing: list[dict]) -> None:
+    """Add ``statistic`` (what its latencies are: ``p5``, ``median``...; '' when not recorded, e.g. imported
+    rows) to each device/precision entry of ``summary``."""
+    found: dict[tuple[str, Precision], set[str]] = {}
+    for r in listing:
+        found.setdefault((r["device_uri"], r["precision"]), set()).add(row_statistic(r))
+    for d in summary.get("devices", []):
+        d["statistic"] = ", ".join(sorted(s for s in found.get((d["uri"], d["precision"]), set()) if s))
+
+
 def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_json: bool,
                 bad: set[tuple[str, str]]) -> None:
     from latkit.lut.rows import valid_latency
@@ -124,12 +144,13 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
         return
     common.out.print(f"[bold]{common.esc(lut)}[/]  schema v{common.esc(summary.get('schema_version'))}  latkit {common.esc(summary.get('latkit_version'))}")
     # one line per device and precision: their latencies are never pooled or summed together
-    devices_grid = Table("device", "precision", "runtime", "threads", "ops", "min ms", "median ms", "max ms", "sources",
-                   "delegation warnings")
+    devices_grid = Table("device", "precision", "statistic", "runtime", "threads", "ops", "min ms", "median ms",
+                         "max ms", "sources", "delegation warnings")  # fmt: skip
     for d in summary.get("devices", []):
         warned = d.get("delegation_warnings", 0)
         devices_grid.add_row(
-            common.esc(d["uri"]), common.esc(d["precision"]), common.esc(d.get("runtime", "")),
+            common.esc(d["uri"]), common.esc(d["precision"]), common.esc(d.get("statistic") or "-"),
+            common.esc(d.get("runtime", "")),
             common.esc(d.get("threads", "")), str(d["ops"]), common.fmt_ms(d.get("min_ms")),
             common.fmt_ms(d.get("median_ms")), common.fmt_ms(d.get("max_ms")),
             common.esc(", ".join(d.get("sources", []))), f"[yellow]{warned}[/]" if warned else "0",
@@ -156,13 +177,14 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
 
 
 def _print_rows(listing: list[dict], bad: set[tuple[str, str]]) -> None:
-    rows_grid = Table("key", "device", "precision", "latency ms", "±CI %", "samples", "source", "delegation")
+    rows_grid = Table("key", "device", "precision", "statistic", "latency ms", "±CI %", "samples", "source",
+                      "delegation")  # fmt: skip
     for r in listing:
         ms = (f"INVALID {r['latency_ms']!r}" if (r["op_key"], r["device_uri"]) in bad
               else common.fmt_ms(r["latency_ms"]))
         warning = delegation_warning(r)
         rows_grid.add_row(common.esc(r["op_key"]), common.esc(r["device_uri"]), common.esc(r["precision"]),
-                          common.esc(ms), f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")),
+                          row_statistic(r) or "-", common.esc(ms), f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")),
                           common.esc(r.get("source", "")),
                           f"[yellow]WARNING {common.esc(warning)}[/]" if warning else "")
     common.out.print(rows_grid)
