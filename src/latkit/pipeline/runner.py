@@ -515,9 +515,11 @@ class _MeasureJob:
             return entry, None
         budget = self.target_ms if not within_budget(entry["latency_ms"], self.target_ms or 0.0,
                                                      self.tolerance) else None  # fmt: skip
-        host = check_host(device, self.exported, self.twin, self.protocol, budget, self.tolerance,
-                          self.waits_s).to_dict()  # fmt: skip
-        return entry, {**host, "over_budget": budget is not None}
+        check = check_host(device, self.exported, self.twin, self.protocol, budget, self.tolerance, self.waits_s)
+        # uncorrected, the lowest of the file's figures is the one load disturbed least
+        lowest = min([entry["latency_ms"], *(ms for r in check.readings for ms in r.network_ms)])
+        over = self.target_ms is not None and not within_budget(lowest, self.target_ms, self.tolerance)
+        return entry, {**check.to_dict(), "lowest_ms": lowest, "over_budget": over}
 
     def run_on_own_device(self) -> tuple[MeasuredLatency, dict[str, object] | None]:
         device = open_device(self.uri, threads=self.threads)

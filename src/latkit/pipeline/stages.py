@@ -207,8 +207,16 @@ class MeasureResult(_Saved):
         return float(value) if isinstance(value, (int, float)) else None
 
     @property
+    def judged_ms(self) -> float:
+        """The figure a verdict rests on: the corrected one, else the lowest the file read (load only slows)."""
+        if self.corrected_ms is not None:
+            return self.corrected_ms
+        lowest = (self.host or {}).get("lowest_ms")
+        return min(self.latency_ms, float(lowest)) if isinstance(lowest, (int, float)) else self.latency_ms
+
+    @property
     def contended(self) -> bool:
-        """Whether the file read over its budget on a host too contended to judge whether it is."""
+        """Whether the file read over its budget, every time, on a host too contended to judge whether it is."""
         host = self.host or {}
         return bool(host.get("over_budget")) and not host.get("judged", True)
 
@@ -241,9 +249,8 @@ class Attempt:
 
     @property
     def judged_ms(self) -> float:
-        """The figure the verdict rests on: corrected for the host's state when the host check could judge it."""
-        corrected = self.measure.corrected_ms
-        return self.measure.latency_ms if corrected is None else corrected
+        """The figure the verdict rests on (:attr:`MeasureResult.judged_ms`)."""
+        return self.measure.judged_ms
 
     @property
     def host(self) -> Mapping[str, object] | None:
