@@ -20,7 +20,7 @@ from latkit.deploy.exported_file import ExportedFile
 from latkit.deploy.layout import InputLayout
 from latkit.deploy.verify import check_host
 from latkit.devices.precision import Precision
-from latkit.lut.drift import CONTENDED_RATIO, CalibrationNetwork, HostReading, Reference
+from latkit.lut.drift import CONTENDED_RATIO, HOST_SESSIONS, CalibrationNetwork, HostReading, Reference
 from latkit.pipeline import runner
 from latkit.pipeline.report import _attempt_row
 from latkit.pipeline.stages import (Attempt, ExportResult, MeasureResult, SearchStageResult,
@@ -83,7 +83,7 @@ def test_a_network_slowed_by_load_with_steady_operators_is_judged_on_the_correct
     assert tgt.judge(m.latency_ms, TARGET_MS, TOLERANCE, m.drift).kind == tgt.OVER  # what the operators alone gave
     assert m.host["ratio"] == pytest.approx(1.45) and m.host["judged"] and m.host["over_budget"]
     assert m.host["corrected_ms"] == pytest.approx(0.95) and m.host["calibration_network"] == "cal-3"
-    assert len(m.host["readings"]) == 1 and len(m.host["readings"][0]["network_ms"]) == 3  # three fresh sessions
+    assert len(m.host["readings"]) == 1 and len(m.host["readings"][0]["network_ms"]) == HOST_SESSIONS == 2
     assert not m.contended and MeasureResult.from_dict(m.to_dict()).corrected_ms == pytest.approx(0.95)
     first = _attempt("first", TARGET_MS, m)
     verdict = runner._judge(first, TARGET_MS, TOLERANCE)
@@ -133,7 +133,9 @@ def test_sessions_that_disagree_are_unjudgeable_and_the_pauses_are_bounded(expor
                       TARGET_MS, TOLERANCE, sleep=sleeps.append)  # fmt: skip
     assert sleeps == [] and len(calm.readings) == 1
     # the host calms down after the first pause: the second reading judges
-    later = check_host(ScriptedDevice(_host(lambda n: 2.2 if n < 3 else 1.05, lambda n: 2.6 if n < 3 else 1.1)),
+    # (each reading opens HOST_SESSIONS sessions of the file and of the calibration network)
+    later = check_host(ScriptedDevice(_host(lambda n: 2.2 if n < HOST_SESSIONS else 1.05,
+                                            lambda n: 2.6 if n < HOST_SESSIONS else 1.1)),
                        exported, TWIN, ProtocolConfig.quick(), TARGET_MS, TOLERANCE, sleep=sleeps.append)  # fmt: skip
     assert sleeps == [10.0] and later.judged and later.reading.corrected_ms == pytest.approx(1.05 / 1.1)
 

@@ -43,7 +43,7 @@ DRIFT_TOLERANCE = 0.10  # |drift - 1| beyond which the device is not in its prof
 REFERENCE_OPS = 3  # reference operators re-measured by default
 CONTENDED_RATIO = 1.75  # a calibration network reading beyond this factor of its stored figure: not correctable
 SESSIONS_AGREE = 0.15  # corrected figures of one reading's sessions further apart than this: they disagree
-HOST_SESSIONS = 3  # fresh sessions in one reading of the host
+HOST_SESSIONS = 2  # fresh sessions in one reading of the host (as the calibration's two passes)
 
 
 @dataclass(frozen=True)
