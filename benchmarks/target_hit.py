@@ -129,6 +129,7 @@ def _run_row(i: int, code: int, doc: dict, seconds: float) -> dict:
         "first_try": "OVER" if retried else doc.get("verdict_kind"),
         "first_measured_share": first["measured_ms"] / target,
         "first_judged_share": first.get("judged_ms", first["measured_ms"]) / target,
+        "first_corrected": bool(host.get("judged")) and not retried,
         "host_drift": host.get("ratio"), "host_judged": host.get("judged"),
         "final": doc.get("verdict_kind"), "final_share": doc.get("budget_used"), "attempts": len(doc["attempts"]),
         "predicted_ms": doc.get("predicted_ms"), "statistic": doc.get("statistic"),
@@ -140,8 +141,9 @@ def _print_run(r: dict) -> None:
         print(f"run {r['run']}: ERROR (exit {r['exit']}): {r['error']}", flush=True)
         return
     drift = f"{r['host_drift']:.2f}x" + ("" if r["host_judged"] else " contended") if r["host_drift"] else "-"
+    judged = "corrected" if r["first_corrected"] else "judged (uncorrected)"
     print(f"run {r['run']}: first try {r['first_try']:<9} | target {r['target_ms']:.3f} ms | budget used "
-          f"{r['first_measured_share']:.0%} measured, {r['first_judged_share']:.0%} corrected | host drift {drift} "
+          f"{r['first_measured_share']:.0%} measured, {r['first_judged_share']:.0%} {judged} | host drift {drift} "
           f"| final {r['final']} at {r['final_share']:.0%} after {r['attempts']} attempt(s) | exit {r['exit']} "
           f"| {r['seconds']:.0f} s", flush=True)  # fmt: skip
 

@@ -78,3 +78,21 @@ def test_run_takes_the_statistic_keeps_old_fingerprints_and_its_own_lut(tmp_path
     code = main(["run", "--target-ms", "60%", "--statistic", "mean", "--out", str(tmp_path / "run")])
     assert code == 2 and "--statistic must be one of" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_calibration_measures_networks_at_the_statistic_of_the_lut(tmp_path: Path) -> None:
+    import numpy as np
+
+    from latkit.lut.calibrate import calibrate_device
+
+    space = get_space("proxyless_mobile_w05")
+    rng = np.random.default_rng(0)
+    nets = [space.network(space.sample(rng), 32) for _ in range(3)]
+    ops = {s.key: s for net in nets for s in net.measurable_specs()}
+    device = ScriptedDevice(lambda key, n: 0.05 if key in ops else 2.0)  # every operator 0.05 ms, a network 2 ms
+    with LUT.open(tmp_path / "median.db", create=True) as lut:
+        profile_ops(device, list(ops.values()), lut, Statistic.MEDIAN.apply(ProtocolConfig.quick()))
+        assert lut.quantiles("scripted:host") == {0.5}
+        calibrate_device(lut, device, nets, ProtocolConfig.quick())  # a p5 protocol asked for
+        provenance = lut.calibrations("scripted:host")[-1]["provenance"]
+    assert provenance["protocol"]["quantile"] == 0.5  # measured at the LUT's median

@@ -58,7 +58,7 @@ def exported(tmp_path: Path) -> ExportedFile:
     return ExportedFile(path, sidecar, "onnx", Precision.FP32, InputLayout.NCHW, (1, 3, 32, 32), {"passed": True})
 
 
-TWIN = CalibrationNetwork(SimpleNamespace(key="calibration-net", input_shape=(1, 3, 32, 32)), "cal-3", STORED_MS)
+TWIN = CalibrationNetwork(SimpleNamespace(key="calibration-net", input_shape=(1, 3, 32, 32)), "#3 of 5", STORED_MS)
 
 
 def _measure(exported: ExportedFile, script: Script, waits_s: tuple[float, ...] = (0.0, 0.0)) -> MeasureResult:
@@ -82,14 +82,14 @@ def test_a_network_slowed_by_load_with_steady_operators_is_judged_on_the_correct
     assert m.latency_ms == pytest.approx(1.3775) and m.drift["steady"] and m.drift["ratio"] == pytest.approx(1.0)
     assert tgt.judge(m.latency_ms, TARGET_MS, TOLERANCE, m.drift).kind == tgt.OVER  # what the operators alone gave
     assert m.host["ratio"] == pytest.approx(1.45) and m.host["judged"] and m.host["over_budget"]
-    assert m.host["corrected_ms"] == pytest.approx(0.95) and m.host["calibration_network"] == "cal-3"
+    assert m.host["corrected_ms"] == pytest.approx(0.95) and m.host["calibration_network"] == "#3 of 5"
     assert len(m.host["readings"]) == 1 and len(m.host["readings"][0]["network_ms"]) == HOST_SESSIONS == 2
     assert not m.contended and MeasureResult.from_dict(m.to_dict()).corrected_ms == pytest.approx(0.95)
     first = _attempt("first", TARGET_MS, m)
     verdict = runner._judge(first, TARGET_MS, TOLERANCE)
     assert verdict.kind == tgt.HIT and verdict.budget_used == pytest.approx(0.95)
     assert verdict.text.startswith("HIT: corrected 0.950 ms, 95% of the 1 ms budget")
-    assert "measured 1.377 ms while calibration network cal-3 read 1.45x its stored figure" in verdict.text
+    assert "measured 1.377 ms while calibration network #3 of 5 read 1.45x its stored figure" in verdict.text
     runs: list[float] = []
     attempts = runner._attempts(lambda i, t: runs.append(t) or first, TARGET_MS, TOLERANCE, 1, lambda *a: None)
     assert len(attempts) == 1 and runs == [TARGET_MS]  # no re-search
@@ -116,8 +116,9 @@ def test_a_host_too_contended_to_judge_waits_then_says_so_and_does_not_search_ag
     # the file read within the budget in the host check's sessions: load only slows, so that figure stands
     once = _measure(exported, _host(lambda n: 2.2 if n == 0 else 1.05, lambda n: 2.6 * STORED_MS))
     assert not once.contended and once.judged_ms == pytest.approx(1.05) and len(once.host["readings"]) == 1
-    assert runner._judge(_attempt("first", TARGET_MS, once), TARGET_MS, TOLERANCE).text.startswith(
-        "HIT: measured 1.050 ms")
+    text = runner._judge(_attempt("first", TARGET_MS, once), TARGET_MS, TOLERANCE).text
+    assert text.startswith("HIT: measured 1.050 ms") and "Not corrected for the host's state: calibration network #3 "\
+        "of 5 read 2.60x its stored figure; host too contended to correct" in text
 
 
 def test_sessions_that_disagree_are_unjudgeable_and_the_pauses_are_bounded(exported) -> None:

@@ -337,6 +337,7 @@ def calibrate_cmd(
     from latkit.lut.calibrate import PASSES, calibrate_device, pick_calibration_archs
     from latkit.lut.store import LUT
     from latkit.lut.tables import TableLatencyModel
+    from latkit.profiler.protocol import short_statistic
     from latkit.profiler.spaces import get_space
 
     wanted = precision_option(precision) or Precision.FP32
@@ -353,13 +354,15 @@ def calibrate_cmd(
                                        on_progress=lambda done, total, name: advance(name, total=total))  # fmt: skip
         with LUT.open(lut, readonly=True) as store:
             used = _networks_used(store, dev.uri, nets, cal, prec)
+            held = store.quantiles(dev.uri, precision=prec)
     finally:
         dev.close()
+    statistic = ", ".join(short_statistic(q) for q in sorted(held)) or short_statistic(config.quantile)
     if as_json:
         common.print_json({"device": dev.uri, "precision": prec.value, "lut": str(lut), "calibration": cal.to_dict(),
-                           "form": CAL_FORM, "networks": used})
+                           "form": CAL_FORM, "statistic": statistic, "networks": used})
         return
-    _print_calibration(dev.uri, prec, cal, used)
+    _print_calibration(dev.uri, prec, cal, used, statistic)
 
 
 def _deployed(network, classes: int):
@@ -386,12 +389,12 @@ def _networks_used(store, uri: str, nets, cal, prec: Precision) -> list[dict]:
     return rows
 
 
-def _print_calibration(uri: str, prec: Precision, cal, used: list[dict]) -> None:
+def _print_calibration(uri: str, prec: Precision, cal, used: list[dict], statistic: str = "p5") -> None:
     """The fit in words: its form, coefficients, in- and out-of-sample error and the networks it came from."""
     from latkit.lut.calibration import describe_fit
 
     esc = common.esc
-    common.out.print(f"[bold]calibration for {esc(uri)} at {esc(prec)}[/]")
+    common.out.print(f"[bold]calibration for {esc(uri)} at {esc(prec)}[/] (every figure a {esc(statistic)})")
     common.out.print(f"  form:         {esc(CAL_FORM)} ({esc(_METHODS.get(cal.method, cal.method))})")
     common.out.print(f"  coefficients: a = {cal.a:.4g}, b = {cal.b:.4g} ms per operator, c = {cal.c:.4g} ms")
     common.out.print(f"  residual:     RMS {cal.rmse_ms:.4f} ms, largest relative error "

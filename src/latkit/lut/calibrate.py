@@ -179,7 +179,9 @@ def calibrate_device(
         device: the device to measure on (its ``uri`` names it in the LUT).
         networks: a few networks (3 or more for the full model), ideally of
             different sizes.
-        config: protocol settings for the end-to-end measurements.
+        config: protocol settings for the end-to-end measurements; their statistic
+            is the one the LUT's rows of the device hold (a LUT sum of p5 figures is
+            fitted to p5 end-to-end figures), whatever ``config`` says.
         save: store the calibration in ``lut``.
         on_progress: called as ``(done, total, network_name)`` after each
             measurement (``total`` is ``PASSES`` times the networks, more
@@ -197,6 +199,8 @@ def calibrate_device(
 
     config = config or ProtocolConfig()
     prec = check_precision(device, precision)
+    held = lut.quantiles(device.uri, precision=prec)  # end-to-end figures of the statistic the LUT's rows are
+    config = replace(config, quantile=next(iter(held))) if len(held) == 1 else config
     estimates = [estimate(lut, net, device=device.uri, calibration=False, precision=prec) for net in networks]
     config = replace(config, pool_size=max(config.pool_size, len(networks)))  # a pass pools all its networks
     runs = _measure_networks(device, networks, config, on_progress, cache_dir, prec)

@@ -470,8 +470,8 @@ class _Pipeline:
         if calib is None or not calib.archs or len(calib.archs) != len(calib.e2e_ms):
             return None  # a run folder from before the calibration kept its networks
         i = min(range(len(calib.e2e_ms)), key=lambda j: abs(np.log(calib.e2e_ms[j] / predicted_ms)))
-        network = self.network(calib.archs[i])
-        return CalibrationNetwork(BuiltModel(network, precision=self.precision), network.name, calib.e2e_ms[i])
+        model = BuiltModel(self.network(calib.archs[i]), precision=self.precision)
+        return CalibrationNetwork(model, f"#{i + 1} of {len(calib.e2e_ms)}", calib.e2e_ms[i])
 
     def check_precision(self, export: ExportResult, f: ExportedFile, latency_ms: float, say: Say) -> None:
         """Measure the float32 file beside the shipped quantized one; record in its sidecar whether the precision paid."""
@@ -647,6 +647,8 @@ def _judge(attempt: Attempt, target_ms: float, tolerance: float) -> tgt.Verdict:
         text = (f"{verdict.text} Judged on the figure corrected for the host's state: measured "
                 f"{attempt.measured_ms:.3f} ms while {host_sentence(host)}.")  # type: ignore[arg-type]  # fmt: skip
         verdict = replace(verdict, text=text)
+    elif host:
+        verdict = replace(verdict, text=f"{verdict.text} Not corrected for the host's state: {host_sentence(host)}.")
     return verdict
 
 
