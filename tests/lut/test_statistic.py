@@ -34,7 +34,6 @@ def _lut(path: Path, statistic: Statistic, uri: str = "scripted:host") -> Path:
 def test_a_statistic_is_one_typed_value_parsed_at_the_door() -> None:
     assert parse_statistic(None) is Statistic.P5 and parse_statistic("median") is Statistic.MEDIAN
     assert [s.quantile for s in Statistic] == [0.05, 0.10, 0.25, 0.5]
-    assert Statistic.of(0.5) is Statistic.MEDIAN and Statistic.of(0.3) is None
     assert Statistic.P25.apply(ProtocolConfig.quick()).quantile == 0.25
     with pytest.raises(UsageError, match="--statistic must be one of p5, p10, p25, median"):
         parse_statistic("mean")

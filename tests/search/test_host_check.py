@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import typer
 
+from latkit.core.errors import UsageError
 from latkit.deploy.exported_file import ExportedFile
 from latkit.deploy.layout import InputLayout
 from latkit.deploy.verify import check_host
@@ -162,7 +163,7 @@ def test_a_host_reading_corrects_each_session_by_its_own_ratio() -> None:
     assert r.unjudgeable == "" and r.to_dict()["ratio"] == pytest.approx(1.4)
     assert "faster" not in HostReading((0.5,), (0.5,), 1.0).unjudgeable  # 0.5x: beyond 1/1.75 too
     assert HostReading((0.5,), (0.5,), 1.0).unjudgeable.startswith("the calibration network read 0.50x")
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="one judged and one calibration figure per session"):
         HostReading((1.0,), (), 1.0)
 
 

@@ -14,7 +14,7 @@ the drift measured around each exported network.
 Operators are a weak witness of a contended host: under load from other
 processes a whole network slows down far more than an isolated operator does
 (cache and memory-bandwidth contention grow with the working set), so the
-reference operators can read "steady" while a network runs 45% slower.
+reference operators can read "steady" while a whole network runs far slower.
 :class:`HostReading` is the network-level witness: the network being judged
 and a *calibration network* (one the device's calibration measured, with its
 figure stored there) timed side by side in the same fresh sessions. The
@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from latkit.core.errors import UsageError
 from latkit.devices.base import Device
 from latkit.devices.precision import Precision
 from latkit.lut.store import SOURCE_MEASURED, LUT
@@ -135,7 +136,7 @@ class HostReading:
 
     def __post_init__(self) -> None:
         if not self.network_ms or len(self.network_ms) != len(self.calibration_ms):
-            raise ValueError("a host reading needs one judged and one calibration figure per session")
+            raise UsageError("a host reading needs one judged and one calibration figure per session")
 
     @property
     def ratios(self) -> list[float]:

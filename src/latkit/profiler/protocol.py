@@ -313,8 +313,8 @@ def _summarize(slot: _Slot, config: ProtocolConfig) -> stats.Summary:
 
 class Statistic(str, Enum):
     """The figure a measurement reports (``--statistic`` of ``profile``, ``measure`` and ``run``): a quantile
-    of its samples. ``p5``, the default, is the low robust statistic (see the module docstring); ``median`` is
-    what ``benchmark_model`` prints as its average's neighbour."""
+    of its samples. ``p5``, the default, is the low robust statistic (see the module docstring); ``median``
+    is the middle sample, what most benchmarks report, and follows the load on a shared host."""
 
     P5 = "p5"
     P10 = "p10"
@@ -325,11 +325,6 @@ class Statistic(str, Enum):
     def quantile(self) -> float:
         """The quantile of the samples this statistic is."""
         return _QUANTILES[self]
-
-    @classmethod
-    def of(cls, quantile: float) -> Statistic | None:
-        """The statistic a protocol's ``quantile`` is, or None for a quantile no choice names."""
-        return next((s for s, q in _QUANTILES.items() if q == quantile), None)
 
     def apply(self, config: ProtocolConfig) -> ProtocolConfig:
         """``config`` reporting this statistic."""
