@@ -192,3 +192,12 @@ def test_a_contended_measurement_is_not_kept_as_the_stage_result(tmp_path: Path,
         assert got is m
     assert pipeline.state.done("measure") is None  # a rerun measures again
     assert pipeline.state.done("retry1.measure")["host"]["corrected_ms"] == pytest.approx(0.9)
+
+
+def test_a_host_faster_than_at_calibration_keeps_the_measured_figure(exported) -> None:
+    # the calibration network reads 0.8x its stored figure: the calibration was the loaded state
+    m = _measure(exported, _host(lambda n: 1.0, lambda n: 0.8 * STORED_MS))
+    assert m.corrected_ms == pytest.approx(1.25) and m.judged_ms == pytest.approx(1.0)
+    verdict = runner._judge(_attempt("first", TARGET_MS, m), TARGET_MS, TOLERANCE)
+    assert verdict.kind == tgt.HIT and verdict.text.startswith("HIT: measured 1.000 ms")
+    assert "read 0.80x its stored figure; corrected figure 1.250 ms; the lower, measured figure stands" in verdict.text

@@ -21,7 +21,8 @@ resumes from the LUT, which commits every operator as it is measured):
    then timed again in fresh sessions beside the calibration network nearest
    its prediction (:func:`latkit.deploy.verify.check_host`): how far that network
    reads from its stored figure is the host's state now (network-level drift),
-   and the file's figure divided by it is what the verdict rests on. A file
+   and the file's figure divided by it is what the verdict rests on (the
+   measured figure when lower: load only slows a run). A file
    over the budget on a host too contended to correct (see
    :class:`latkit.lut.drift.HostReading`) is re-read after bounded pauses and
    then reported CONTENDED: not a miss, no re-search, and the stage is not
@@ -640,16 +641,19 @@ def _judge(attempt: Attempt, target_ms: float, tolerance: float) -> tgt.Verdict:
     host = attempt.host
     if attempt.contended:
         return tgt.contended(attempt.measured_ms, target_ms, str(host.get("unjudgeable")))  # type: ignore[union-attr]
-    corrected = bool(host and host.get("judged"))
+    corrected = attempt.measure.corrected_ms is not None and attempt.judged_ms < attempt.measure.lowest_ms
     verdict = tgt.judge(attempt.judged_ms, target_ms, tolerance, None if host else attempt.drift, attempt.range_ms,
                         figure="corrected" if corrected else "measured")  # fmt: skip
+    if not host:
+        return verdict
     if corrected:
-        text = (f"{verdict.text} Judged on the figure corrected for the host's state: measured "
-                f"{attempt.measured_ms:.3f} ms while {host_sentence(host)}.")  # type: ignore[arg-type]  # fmt: skip
-        verdict = replace(verdict, text=text)
-    elif host:
-        verdict = replace(verdict, text=f"{verdict.text} Not corrected for the host's state: {host_sentence(host)}.")
-    return verdict
+        note = (f"Judged on the figure corrected for the host's state: measured {attempt.measured_ms:.3f} ms while "
+                f"{host_sentence(host)}.")  # fmt: skip
+    elif host.get("judged"):
+        note = f"Host check: {host_sentence(host)}; the lower, measured figure stands (load only slows a run)."
+    else:
+        note = f"Not corrected for the host's state: {host_sentence(host)}."
+    return replace(verdict, text=f"{verdict.text} {note}")
 
 
 def _attempts(run_attempt: Callable[[int, float], Attempt], target_ms: float, tolerance: float, max_retries: int,

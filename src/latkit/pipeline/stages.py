@@ -207,12 +207,21 @@ class MeasureResult(_Saved):
         return float(value) if isinstance(value, (int, float)) else None
 
     @property
-    def judged_ms(self) -> float:
-        """The figure a verdict rests on: the corrected one, else the lowest the file read (load only slows)."""
-        if self.corrected_ms is not None:
-            return self.corrected_ms
+    def lowest_ms(self) -> float:
+        """The lowest figure the file read, uncorrected (its measurement or a session of the host check)."""
         lowest = (self.host or {}).get("lowest_ms")
         return min(self.latency_ms, float(lowest)) if isinstance(lowest, (int, float)) else self.latency_ms
+
+    @property
+    def judged_ms(self) -> float:
+        """The figure a verdict rests on: the lower of the corrected figure and :attr:`lowest_ms`.
+
+        Load only ever slows a run down: a host reading faster than at calibration
+        (ratio below 1) was loaded then, and the file's own figure now is the less
+        disturbed one; a host reading slower is loaded now, and the corrected figure is.
+        """
+        corrected = self.corrected_ms
+        return self.lowest_ms if corrected is None else min(corrected, self.lowest_ms)
 
     @property
     def contended(self) -> bool:
@@ -228,7 +237,7 @@ class AttemptSummary(TypedDict):
     search_target_ms: float
     predicted_ms: float
     measured_ms: float
-    judged_ms: float  # measured_ms corrected for the host's state (the same when it could not be)
+    judged_ms: float  # what the verdict rests on (MeasureResult.judged_ms): corrected for the host's state, or lower
 
 
 @dataclass(frozen=True)
