@@ -104,8 +104,9 @@ def measure_passes(
     during the pass falls on all of them alike instead of on the few measured
     while it lasted. ``benchmarks/precision.py`` measures its test networks
     this way and keeps every pass's figure (``passes_ms`` in its ``--out``
-    JSON). ``on_progress`` gets ``(done, total, label)``; ``total`` grows when a
-    model is measured again.
+    JSON). ``on_progress`` gets ``(done, total, label)`` after each figure and,
+    ``done`` unchanged, ``(done, total, note)`` before each pass: the total it
+    counts to, and why a pass beyond :data:`PASSES` runs.
     """
     from latkit.profiler.protocol import measure_many
 
@@ -121,6 +122,8 @@ def measure_passes(
             break
         later = (PASSES - 1 - k) * len(models) if k < PASSES else 0
         total = done + len(todo) + later
+        if on_progress is not None:  # each pass announced before its first figure, the total it grows to included
+            on_progress(done, total, _pass_note(k, runs))
         by_key: dict[str, list[int]] = {}  # a model listed twice is measured once a pass
         for i in todo if k % 2 == 0 else todo[::-1]:
             by_key.setdefault(models[i].key, []).append(i)
@@ -141,6 +144,18 @@ def measure_passes(
     return runs
 
 
+def _pass_note(k: int, runs: Sequence[Sequence[float]]) -> str:
+    """What pass ``k`` (from 0) is for, for a progress display."""
+    if k == 0:
+        return (f"pass 1 of {PASSES} over {len(runs)} model(s); up to {MAX_PASSES} passes while a model's "
+                f"two lowest figures differ by over {UNSTEADY:.0%}")  # fmt: skip
+    if k < PASSES:
+        return f"pass {k + 1} of {PASSES}"
+    unsteady = sum(not steady(r) for r in runs)
+    return (f"pass {k + 1} of up to {MAX_PASSES}: {unsteady} of {len(runs)} model(s) not steady yet, "
+            "every model measured again")  # fmt: skip
+
+
 def _measure_networks(
     device: Device, networks: Sequence[Network], config: ProtocolConfig,
     on_progress: Callable[[int, int, str], None] | None, cache_dir: Path | str | None, prec: Precision,
@@ -156,6 +171,17 @@ def _measure_networks(
                     "load?); their lowest figures are kept", len(unsteady), len(runs), 100 * UNSTEADY, MAX_PASSES,
                     device.uri)  # fmt: skip
     return runs
+
+
+def _network_protocol(lut: LUT, uri: str, prec: Precision, config: ProtocolConfig | None,
+                      n_networks: int) -> ProtocolConfig:  # fmt: skip
+    """``config`` (default settings when None) at the statistic the LUT's rows of ``uri`` hold, one pool per pass."""
+    from latkit.profiler.protocol import ProtocolConfig
+
+    config = config or ProtocolConfig()
+    held = lut.quantiles(uri, precision=prec)  # end-to-end figures of the statistic the LUT's rows are
+    config = replace(config, quantile=next(iter(held))) if len(held) == 1 else config
+    return replace(config, pool_size=max(config.pool_size, n_networks))  # a pass pools all its networks
 
 
 def calibrate_device(
@@ -184,8 +210,9 @@ def calibrate_device(
             fitted to p5 end-to-end figures), whatever ``config`` says.
         save: store the calibration in ``lut``.
         on_progress: called as ``(done, total, network_name)`` after each
-            measurement (``total`` is ``PASSES`` times the networks, more
-            when a network is measured again, see :func:`measure_passes`).
+            measurement, and with ``done`` unchanged and a note before each
+            pass (``total`` is ``PASSES`` times the networks, more when a
+            network is measured again, see :func:`measure_passes`).
         cache_dir: where the networks' model files are cached (default the
             export cache).
         precision: the networks are built, and their operators read from the
@@ -195,14 +222,9 @@ def calibrate_device(
         MissingOpsError: an op of a network is not in the LUT at ``precision``.
         UsageError: the device does not run ``precision``.
     """
-    from latkit.profiler.protocol import ProtocolConfig
-
-    config = config or ProtocolConfig()
     prec = check_precision(device, precision)
-    held = lut.quantiles(device.uri, precision=prec)  # end-to-end figures of the statistic the LUT's rows are
-    config = replace(config, quantile=next(iter(held))) if len(held) == 1 else config
+    config = _network_protocol(lut, device.uri, prec, config, len(networks))
     estimates = [estimate(lut, net, device=device.uri, calibration=False, precision=prec) for net in networks]
-    config = replace(config, pool_size=max(config.pool_size, len(networks)))  # a pass pools all its networks
     runs = _measure_networks(device, networks, config, on_progress, cache_dir, prec)
     e2e = [min(figures) for figures in runs]
     sums = [est.lut_sum_ms for est in estimates]
