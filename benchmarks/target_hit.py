@@ -117,23 +117,40 @@ def run_flags(quick: bool) -> list[str]:
 # --------------------------------------------------------------------------- the quick start
 
 
-def _run_row(i: int, code: int, doc: dict, seconds: float) -> dict:
-    """One quick-start run's figures: the first try's verdict and budget shares, the host drift, the result."""
+def _first_host(folder: Path) -> dict:
+    """The first try's host check, from the run folder's summary (``run --json`` has the final attempt's)."""
+    try:
+        attempts = json.loads((folder / "summary.json").read_text())["attempts"]
+        return attempts[0]["measure"].get("host") or {}
+    except (OSError, ValueError, LookupError, AttributeError):
+        return {}
+
+
+def _run_row(i: int, folder: Path, code: int, doc: dict, seconds: float) -> dict:
+    """One quick-start run's figures: the first try's verdict, budget shares and host drift; the result."""
     if "error" in doc or not doc.get("attempts"):
         return {"run": i, "exit": code, "error": doc.get("error", "no attempts"), "seconds": seconds}
     first, target = doc["attempts"][0], doc["target_ms"]
     retried = len(doc["attempts"]) > 1  # a retry follows only a first try judged over the budget
-    host = doc.get("host_check") or {}
+    host = _first_host(folder)
     return {
         "run": i, "exit": code, "seconds": seconds, "target_ms": target,
         "first_try": "OVER" if retried else doc.get("verdict_kind"),
         "first_measured_share": first["measured_ms"] / target,
         "first_judged_share": first.get("judged_ms", first["measured_ms"]) / target,
-        "first_corrected": bool(host.get("judged")) and not retried,
+        "first_figure": _judged_figure(first, host),
         "host_drift": host.get("ratio"), "host_judged": host.get("judged"),
         "final": doc.get("verdict_kind"), "final_share": doc.get("budget_used"), "attempts": len(doc["attempts"]),
         "predicted_ms": doc.get("predicted_ms"), "statistic": doc.get("statistic"),
     }  # fmt: skip
+
+
+def _judged_figure(first: dict, host: dict) -> str:
+    """Which figure the first try was judged on: ``corrected`` for the host's state, ``measured`` (the host check
+    could correct, but the measured figure was lower), or ``uncorrected`` (the host check could not correct)."""
+    if not host.get("judged"):
+        return "uncorrected"
+    return "corrected" if first.get("judged_ms", first["measured_ms"]) < first["measured_ms"] else "measured"
 
 
 def _print_run(r: dict) -> None:
@@ -141,7 +158,8 @@ def _print_run(r: dict) -> None:
         print(f"run {r['run']}: ERROR (exit {r['exit']}): {r['error']}", flush=True)
         return
     drift = f"{r['host_drift']:.2f}x" + ("" if r["host_judged"] else " contended") if r["host_drift"] else "-"
-    judged = "corrected" if r["first_corrected"] else "judged (uncorrected)"
+    judged = {"corrected": "corrected", "measured": "judged (measured, lower than corrected)",
+              "uncorrected": "judged (uncorrected)"}.get(r["first_figure"], "judged")  # fmt: skip
     print(f"run {r['run']}: first try {r['first_try']:<9} | target {r['target_ms']:.3f} ms | budget used "
           f"{r['first_measured_share']:.0%} measured, {r['first_judged_share']:.0%} {judged} | host drift {drift} "
           f"| final {r['final']} at {r['final_share']:.0%} after {r['attempts']} attempt(s) | exit {r['exit']} "
@@ -158,7 +176,7 @@ def quickstart(args: argparse.Namespace) -> dict:
             folder = args.out / f"run{i}"
             shutil.rmtree(folder, ignore_errors=True)  # a leftover run folder would resume
             argv = ["run", "--device", DEVICE, "--space", SPACE, "--target-ms", TARGET, "--out", str(folder)]
-            rows.append(_run_row(i, *latkit(argv + run_flags(args.quick), args.out)))
+            rows.append(_run_row(i, folder, *latkit(argv + run_flags(args.quick), args.out)))
             _print_run(rows[-1])
     ok = [r for r in rows if "error" not in r]
     hits = sum(r["first_try"] == "HIT" for r in ok)

@@ -112,6 +112,9 @@ def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["host_check"]["ratio"] == pytest.approx(host["ratio"]) and summary["verdict_kind"] in (
         tgt.HIT, tgt.OVER, tgt.CONTENDED)
+    # every figure is named: the default statistic, in the result, the summary and the report
+    assert result.statistic.value == summary["statistic"] == "p5"
+    assert "every latency is the **p5** of its measurement's samples" in (out / "report.md").read_text()
     assert result.contended or result.met == tgt.within_budget(result.judged_ms, result.target_ms, tolerance)
     assert result.verdict.startswith("HIT" if result.hit else "COULD NOT JUDGE" if result.contended else "OVER")
     # a mid-range target: the search recorded the space's calibrated range around it
@@ -135,7 +138,6 @@ def test_measured_latency_is_real_and_the_verdict_honest(run) -> None:
         assert result.attempts[1]["search_target_ms"] == pytest.approx(
             result.target_ms * result.target_ms / first["judged_ms"], rel=1e-3
         )
-
 
 
 def test_predicted_latency_is_the_calibrated_lut_estimate_within_target(run) -> None:
