@@ -95,3 +95,19 @@ def test_a_calibration_measures_networks_at_the_statistic_of_the_lut(tmp_path: P
         calibrate_device(lut, device, nets, ProtocolConfig.quick())  # a p5 protocol asked for
         provenance = lut.calibrations("scripted:host")[-1]["provenance"]
     assert provenance["protocol"]["quantile"] == 0.5  # measured at the LUT's median
+
+
+def test_measure_refuses_a_lut_of_another_statistic_before_measuring(tmp_path: Path, capsys) -> None:
+    import numpy as np
+
+    space = get_space("proxyless_mobile_w05")
+    arch = space.sample(np.random.default_rng(0))
+    specs = {s.key: s for s in space.network(arch, 32).measurable_specs()}
+    with LUT.open(tmp_path / "p5.db", create=True) as lut:  # every operator of the network, at p5
+        profile_ops(ScriptedDevice(lambda key, n: 0.05, "cpu:onnxruntime"), list(specs.values()), lut,
+                    ProtocolConfig.quick())  # fmt: skip
+    argv = ["measure", "--arch", json.dumps(space.arch_to_native(arch)), "--space", "proxyless_mobile_w05", "-r",
+            "32", "--lut", str(tmp_path / "p5.db"), "--quick", "--statistic", "median"]  # fmt: skip
+    assert main(argv) == 2
+    assert "holds p5 figures of cpu:onnxruntime at fp32, and a LUT keeps one statistic: give --statistic p5" in \
+        capsys.readouterr().err

@@ -410,7 +410,7 @@ def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clo
     built = BuiltModel(network, precision=prec)
     est, refs = None, []
     if lut is not None:
-        est, refs = _lut_estimate(lut, network, prec)
+        est, refs = _lut_estimate(lut, network, prec, config.quantile)
     dev, prec = open_checked(uri, threads, clock, prec)
     try:
         before = measure_drift(dev, refs, config) if refs and est.device == dev.uri else None
@@ -441,13 +441,16 @@ def _sessions_line(result: dict) -> str:
             f"{100 * result['between_sessions_rel']:.1f}% apart (the median session is reported).")
 
 
-def _lut_estimate(lut: Path, network, prec):
+def _lut_estimate(lut: Path, network, prec, quantile: float):
+    """The LUT's estimate of ``network`` and its reference operators; refused (UsageError) when the LUT holds
+    another statistic than the one measured (an estimate of p5 figures beside a median says nothing)."""
     from latkit.lut.drift import reference_ops
     from latkit.lut.estimate import estimate
-    from latkit.lut.store import LUT
+    from latkit.lut.store import LUT, check_statistic
 
     with LUT.open(lut, readonly=True) as store:
         est = estimate(store, network, precision=prec)
+        check_statistic(store, est.device, quantile, precision=prec)
         keys = [layer.spec.key for layer in network.layers]
         refs = reference_ops(store, est.device, keys, precision=prec)
     return est, refs
