@@ -36,13 +36,14 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.profiler.runner import ProfileReport
     from latkit.deploy.export import ExportReport
+    from latkit.deploy.inspect import ModelMetadata
     from latkit.pipeline.runner import PipelineResult
     from latkit.search.run import SearchOutcome
     from latkit.search.target import Target
 
 __all__ = [
     "open_device", "profile", "open_lut", "estimate", "latency_model", "fit_predictor", "load_predictor",
-    "predict", "predict_model", "search_arch", "train", "export", "measure", "run",
+    "predict", "predict_model", "search_arch", "train", "export", "measure", "inspect", "run",
 ]
 
 
@@ -519,6 +520,27 @@ def measure(
     finally:
         if dev is not device:
             dev.close()
+
+
+def inspect(model: str | Path) -> ModelMetadata:
+    """What a model file says an app needs to feed it (``latkit inspect FILE``).
+
+    Args:
+        model: an ONNX or TFLite file.
+
+    Returns:
+        Its input and output (name, shape, layout, dtype, int8 scale and zero point),
+        the training normalisation, class labels, latkit version and the measured
+        latency (``.to_dict()`` for JSON); a file latkit did not export gives its
+        tensors' facts only.
+
+    Raises:
+        StoreError: not a readable ONNX or TFLite model.
+    """
+    checks.path("model", model)
+    from latkit.deploy.inspect import inspect_file
+
+    return inspect_file(Path(model))
 
 
 def run(

@@ -43,8 +43,8 @@ def print_layer_profile(doc: dict[str, Any]) -> None:
         common.out.print(grid)
         line = f"per-layer sum {common.fmt_ms(doc['sum_ms'])} ms"
         if doc.get("run_ms"):
-            line += (f" = {doc['sum_over_run']:.0%} of the profiled runs' own {common.fmt_ms(doc['run_ms'])} ms "
-                     "(the rest is the runtime's work between layers)")
+            line += f" = {doc['sum_over_run']:.0%} of the profiled runs' own {common.fmt_ms(doc['run_ms'])} ms"
+            line += " (the rest is the runtime's work between layers)" if doc["sum_over_run"] < 0.99 else ""
         if doc.get("end_to_end_ms"):
             line += (f"; {doc['sum_over_end_to_end']:.0%} of the measured end-to-end "
                      f"{common.fmt_ms(doc['end_to_end_ms'])} ms")

@@ -77,6 +77,7 @@ from latkit.profiler.spaces.load import load_network, read_arch_text
 from latkit.deploy import export_formats as fmt
 from latkit.deploy.export_formats import ExportError
 from latkit.deploy.exported_file import REL_TOL, ExportedFile, check_parity, write_sidecar
+from latkit.deploy.app_metadata import TrainingData, stamp
 from latkit.deploy.layout import InputLayout
 from latkit.deploy.export_weights import (
     CHECKPOINT_FILE,
@@ -348,7 +349,7 @@ def export_arch(
     tflite_precisions: Sequence[Precision] = (), representative: Images | None = None, name: str = "model",
     space: SearchSpace | str | None = None, resolution: int | None = None, random_weights: bool = False,
     device: Device | None = None, protocol: ProtocolConfig | None = None, on_progress: ProgressFn | None = None,
-    target_ms: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
+    target_ms: float | None = None, tolerance: float = DEFAULT_TOLERANCE, training_data: TrainingData | None = None,
 ) -> ExportReport:  # fmt: skip
     """Export an architecture with its weights to deployable files with sidecars.
 
@@ -371,6 +372,9 @@ def export_arch(
             quantized ones against fp32 (:func:`latkit.deploy.checks.check_files`).
         on_progress: called with a short message before each step.
         random_weights: with ``weights`` None, export seeded random weights (marked ``random``).
+        training_data: the dataset the weights were trained on (normalisation, class names), written
+            into every file for apps (:mod:`latkit.deploy.app_metadata`); default: what ``weights.json``
+            beside ``weights`` records (``latkit train`` writes it), else unknown.
 
     Returns:
         The report, also saved as ``out_dir/export.json``.
@@ -397,6 +401,9 @@ def export_arch(
     say = on_progress or (lambda msg: None)
     base = _base_meta(info, ref.network, ref.module, weights)
     report.files += _write_files(plan, ref, batch, base, out, name, say)
+    data = training_data or TrainingData.beside(weights)
+    for f in report.files:  # before any measurement: the metadata changes the files' bytes
+        stamp(f, data)
     _measure_files(report, device, protocol, say, info.target_ms if target_ms is None else target_ms, tolerance)
     write_json(out / REPORT_NAME, report.to_dict(), "export report", indent=1)
     return report

@@ -55,6 +55,7 @@ from latkit.lut.cache import lut_path_for
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import target as tgt
+from latkit.deploy.app_metadata import TrainingData
 from latkit.deploy.export import ExportedFile, export_arch, save_weights
 from latkit.deploy.verify import measure_exported
 from latkit.pipeline import report as rpt
@@ -379,6 +380,7 @@ class _Pipeline:
         rep = export_arch(search.arch_path, train.weights, formats=self.cfg.formats, out_dir=folder,
                           precision=self.precision, layout=self.cfg.layout,
                           representative=self.representative() if quantized else None,
+                          training_data=TrainingData.from_provenance(self.cfg.data, self.data().provenance),
                           on_progress=lambda msg: say(min(next(steps), total), total, msg))  # fmt: skip
         say(total, total, f"{len(rep.files)} file(s) written")  # the steps are an upper bound: end at the total
         return ExportResult(rep.to_dict())
@@ -420,11 +422,11 @@ class _Pipeline:
             # networks with torch, the same ONNX file measures slower in it than in a
             # fresh one, enough to fake a miss of the target
             entry = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, f, self.measure_config(),
-                                              self.target_ms, self.cfg.tolerance, refs)  # fmt: skip
+                                              self.target_ms, self.cfg.tolerance, refs, per_layer=True)  # fmt: skip
         else:
             entry = measure_exported(self.device, f, self.measure_config(),
-                                     confirm_target_ms=self.target_ms,
-                                     tolerance=self.cfg.tolerance, references=refs)  # fmt: skip
+                                     confirm_target_ms=self.target_ms, tolerance=self.cfg.tolerance,
+                                     references=refs, per_layer=True)  # fmt: skip
         drift = entry.get("device_drift")
         say(1, 1, f"{entry['latency_ms']:.3f} ms" + (f" (device drift {drift['ratio']:.2f}x)" if drift else ""))
         if f.precision != Precision.FP32:
@@ -451,22 +453,24 @@ class _Pipeline:
 
 
 def _measure_job(uri: str, threads: int, exported: ExportedFile, protocol: ProtocolConfig,
-                 target_ms: float | None, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
+                 target_ms: float | None, tolerance: float, refs: list[Reference],
+                 per_layer: bool = False) -> MeasuredLatency:  # fmt: skip
     device = open_device(uri, threads=threads)
     try:
         return measure_exported(device, exported, protocol, confirm_target_ms=target_ms, tolerance=tolerance,
-                                references=refs)  # fmt: skip
+                                references=refs, per_layer=per_layer)  # fmt: skip
     finally:
         device.close()
 
 
 def _measure_in_fresh_process(uri: str, threads: int, exported: ExportedFile, protocol: ProtocolConfig,
-                              target_ms: float | None, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
+                              target_ms: float | None, tolerance: float, refs: list[Reference],
+                              per_layer: bool = False) -> MeasuredLatency:  # fmt: skip
     """:func:`measure_exported` in a newly spawned interpreter (nothing of this one's state)."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure_job, (uri, threads, exported, protocol, target_ms, tolerance, refs))
+        return pool.apply(_measure_job, (uri, threads, exported, protocol, target_ms, tolerance, refs, per_layer))
 
 
 # --------------------------------------------------------------------------- entry
@@ -657,12 +661,14 @@ def _report_extras(p: _Pipeline, calib: CalibrationResult, best: Attempt) -> rpt
     slowest_ms = p.latency_model().latency_ms(slowest)
     native = p.space.arch_to_native(slowest)
     deployed = best.export.file(p.device.model_format.value, p.precision)
+    sidecar = read_json(deployed.sidecar, "model sidecar")
     return {
         "best_attempt": best.name,
         "baseline": pareto.baseline_entry(p.cfg.space, native, p.network(native), calib.lut_sums_ms,
                                           calib.e2e_ms, slowest_ms),  # fmt: skip
         "chosen_size": pareto.network_size(p.network(best.search.arch)),
-        "measurement": read_json(deployed.sidecar, "model sidecar").get("measured_latency"),
+        "measurement": sidecar.get("measured_latency"),
+        "layer_profile": sidecar.get("layer_profile"),
         "command": rpt.reproduce_command(p.cfg.to_dict(), p.out, p.lut_path),
     }
 
