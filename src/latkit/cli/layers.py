@@ -12,6 +12,7 @@ PER_LAYER_HELP = ("Also profile the model layer by layer with the runtime's own 
                   "profiler, benchmark_model --enable_op_profiling on a phone; cpu:litert has none and says so) "
                   "and show each layer's time and share, their sum against the end-to-end figure, and peak memory.")
 TOP_ROWS = 40  # the table shows the slowest layers; --json has them all
+NAME_CHARS = 70  # a converter's layer names run to hundreds of characters; the table shows their ends
 
 
 def add_layer_profile(result: dict[str, Any], dev: Any, model: Any, quantile: float, runs: int | None = None) -> None:
@@ -38,13 +39,16 @@ def print_layer_profile(doc: dict[str, Any]) -> None:
         grid = Table("layer", "op type", f"{doc['statistic']} ms", "share",
                      title=f"per layer: {len(layers)} layer(s), {doc['runtime']}, {doc['runs']} runs{more}")
         for r in shown:
-            grid.add_row(common.esc(r["name"]), common.esc(r["op_type"]), common.fmt_ms(r["latency_ms"]),
+            name = r["name"] if len(r["name"]) <= NAME_CHARS else "..." + r["name"][-NAME_CHARS:]
+            grid.add_row(common.esc(name), common.esc(r["op_type"]), common.fmt_ms(r["latency_ms"]),
                          f"{r['share']:.1%}")  # fmt: skip
         common.out.print(grid)
         line = f"per-layer sum {common.fmt_ms(doc['sum_ms'])} ms"
-        if doc.get("run_ms"):
+        if doc.get("unprofiled_ms"):
+            line += (f" = {doc['sum_over_unprofiled']:.0%} of the model's {common.fmt_ms(doc['unprofiled_ms'])} ms "
+                     "per run without the profiler (runs taken in turn with the profiled ones)")
+        elif doc.get("run_ms"):
             line += f" = {doc['sum_over_run']:.0%} of the profiled runs' own {common.fmt_ms(doc['run_ms'])} ms"
-            line += " (the rest is the runtime's work between layers)" if doc["sum_over_run"] < 0.99 else ""
         if doc.get("end_to_end_ms"):
             line += (f"; {doc['sum_over_end_to_end']:.0%} of the measured end-to-end "
                      f"{common.fmt_ms(doc['end_to_end_ms'])} ms")

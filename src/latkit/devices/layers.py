@@ -76,6 +76,8 @@ class LayerProfile:
         statistic: how a layer's runs are summarised (``median``, or ``mean`` for benchmark_model).
         memory: memory figures the runtime or host reported.
         note: why there are no layers, or what to keep in mind reading them.
+        unprofiled_ms: the model's time per run without the profiler, in runs taken
+            alternately with the profiled ones (so under the same load), where the backend measures it.
     """
 
     runtime: str
@@ -85,6 +87,7 @@ class LayerProfile:
     statistic: str
     memory: tuple[MemoryFigure, ...] = ()
     note: str = ""
+    unprofiled_ms: float | None = None
 
     @property
     def sum_ms(self) -> float:
@@ -104,6 +107,8 @@ class LayerProfile:
                         "share": self.share(x)} for x in self.layers],
             "sum_ms": self.sum_ms if self.layers else None, "run_ms": self.run_ms,
             "sum_over_run": self.sum_ms / self.run_ms if self.layers and self.run_ms else None,
+            "unprofiled_ms": self.unprofiled_ms,
+            "sum_over_unprofiled": self.sum_ms / self.unprofiled_ms if self.layers and self.unprofiled_ms else None,
             "end_to_end_ms": end_to_end_ms,
             "sum_over_end_to_end": self.sum_ms / end_to_end_ms if self.layers and end_to_end_ms else None,
             "memory": [{"what": m.what, "bytes": m.bytes} for m in self.memory],
@@ -191,14 +196,33 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+UNDISTURBED = 1.1  # a run whose wall time exceeds its CPU time by more than this was interrupted
+MIN_KEPT = 5  # the least interrupted runs kept when fewer are undisturbed
+
+
+def undisturbed(wall_cpu_ns: Sequence[tuple[int, int]]) -> list[bool]:
+    """Which runs (wall, CPU time of the thread that ran them) no other process interrupted.
+
+    ONNX Runtime's profiler times with the wall clock; on a shared host another
+    process can take the core mid-run, which the CPU time leaves out. Runs whose
+    wall time is within :data:`UNDISTURBED` of their CPU time are kept, and at
+    least the :data:`MIN_KEPT` least disturbed ones.
+    """
+    ratios = [w / c if c > 0 else float("inf") for w, c in wall_cpu_ns]
+    floor = sorted(ratios)[min(MIN_KEPT, len(ratios)) - 1] if ratios else 0.0
+    return [r <= max(UNDISTURBED, floor) for r in ratios]
+
+
 def ort_layer_profile(events: Sequence[Mapping[str, Any]], runs: int, host: PeakRss | None = None,
-                      quantile: float = 0.5) -> LayerProfile:  # fmt: skip
+                      quantile: float = 0.5, keep: Sequence[bool] | None = None,
+                      unprofiled_ms: Sequence[float] = ()) -> LayerProfile:  # fmt: skip
     """The per-node profile in ONNX Runtime's profiler events, over its last ``runs`` ``model_run`` events.
 
-    Earlier runs (warmup) are left out; a node run several times in one run counts its sum.
-    Each node's figure, and the runs' own, is the ``quantile`` of its runs (the
-    profiler times with the wall clock, so on a loaded host a low quantile is the
-    one that leaves other processes' time out, as the measurement's own statistic does).
+    Earlier runs (warmup) are left out, and with ``keep`` (one flag per profiled
+    run, see :func:`undisturbed`) the runs it flags False; a node run several
+    times in one run counts its sum. Each node's figure, and the runs' own, is
+    the ``quantile`` of the runs kept; ``unprofiled_ms`` are the times of runs without the
+    profiler taken alongside, summarised the same way.
 
     Raises:
         UsageError: the events hold no ``model_run`` (not an ONNX Runtime profile).
@@ -208,6 +232,8 @@ def ort_layer_profile(events: Sequence[Mapping[str, Any]], runs: int, host: Peak
     if not spans:
         raise UsageError("the ONNX Runtime profile holds no model_run event; nothing was profiled")
     spans = spans[-runs:]
+    if keep is not None and len(keep) == len(spans) and any(keep):
+        spans = [span for span, kept in zip(spans, keep) if kept]
     per_run: list[dict[str, float]] = [{} for _ in spans]
     op_types: dict[str, str] = {}
     arena = 0
@@ -227,8 +253,11 @@ def ort_layer_profile(events: Sequence[Mapping[str, Any]], runs: int, host: Peak
                    for node in op_types)  # fmt: skip
     memory = (MemoryFigure("ONNX Runtime arena held (profiler)", arena),) if arena else ()
     run_ms = _quantile([(end - start) / 1000.0 for start, end in spans], quantile)
+    note = "" if len(spans) == runs else (f"{runs - len(spans)} of the {runs} profiled runs were left out: "
+                                          "another process interrupted them (wall time over CPU time)")
+    plain = _quantile(list(unprofiled_ms), quantile) if unprofiled_ms else None
     return LayerProfile("onnxruntime profiler", layers, run_ms, len(spans), quantile_name(quantile),
-                        memory + (host.figure("host: model loaded and run") if host else ()))  # fmt: skip
+                        memory + (host.figure("host: model loaded and run") if host else ()), note, plain)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- benchmark_model
@@ -257,4 +286,4 @@ def benchmark_layer_profile(result: Any, runs: int) -> LayerProfile:
 
 __all__ = ["MAX_PROFILE_RUNS", "PROFILE_RUNS", "LayerProfile", "LayerTime", "MemoryFigure", "PeakRss",
            "benchmark_layer_profile", "check_runs", "ort_layer_profile", "peak_rss_rise",
-           "quantile_name"]
+           "quantile_name", "undisturbed"]

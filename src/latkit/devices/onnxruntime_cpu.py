@@ -33,7 +33,7 @@ from latkit.devices.base import (
     register_device,
 )
 from latkit.devices.clock import HostDevice
-from latkit.devices.layers import LayerProfile, check_runs, ort_layer_profile, peak_rss_rise
+from latkit.devices.layers import LayerProfile, check_runs, ort_layer_profile, peak_rss_rise, undisturbed
 from latkit.devices.precision import Precision, check_precision, precision_of
 from latkit.core.errors import DeviceError, MeasurementError, UsageError
 
@@ -68,6 +68,13 @@ def random_input(shape: tuple[int, ...], seed: int = INPUT_SEED, onnx_type: str 
     if onnx_type == "tensor(float16)":
         return rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
     return rng.standard_normal(shape, dtype=np.float32)
+
+
+def _wall_and_cpu(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> tuple[int, int]:
+    """One run; its wall time and this thread's CPU time (ns)."""
+    wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+    sess.run(None, feeds)
+    return time.perf_counter_ns() - wall, time.thread_time_ns() - cpu
 
 
 class OrtSession(Session):
@@ -137,7 +144,11 @@ class OrtSession(Session):
         fresh session with the same settings.
 
         The session is loaded and run :data:`PROFILE_WARMUP` times before ``runs``
-        profiled runs; the profiler's JSON file is read and deleted.
+        profiled runs; the profiler's JSON file is read and deleted. With one
+        thread, runs another process interrupted are left out
+        (:func:`~latkit.devices.layers.undisturbed`). Each profiled run is followed
+        by a run of this session (no profiler) timed with the device's clock, so the
+        profile's ``unprofiled_ms`` saw the same load.
 
         Raises:
             MeasurementError: ONNX Runtime failed loading or running the file.
@@ -149,12 +160,16 @@ class OrtSession(Session):
             so.profile_file_prefix = str(Path(tmp) / "profile")
             try:
                 sess = ort.InferenceSession(str(self._path), so, providers=[PROVIDER])
-                for _ in range(PROFILE_WARMUP + runs):
-                    sess.run(None, self._feeds)
+                timed, plain = [], []
+                for i in range(PROFILE_WARMUP + runs):  # profiled and plain runs in turn: the same load on both
+                    timed.append(_wall_and_cpu(sess, self._feeds))
+                    plain.append(self.time(1) * 1e3)
                 events = json.loads(Path(sess.end_profiling()).read_text())
             except _ORT_ERRORS as exc:
                 raise MeasurementError(f"onnxruntime failed profiling {self._path}: {one_line(exc)}") from exc
-        return ort_layer_profile(events, runs, host, quantile)
+        # with one intra-op thread ONNX Runtime runs on this thread, whose CPU time tells interrupted runs apart
+        keep = undisturbed(timed[PROFILE_WARMUP:]) if so.intra_op_num_threads == 1 else None
+        return ort_layer_profile(events, runs, host, quantile, keep, plain[PROFILE_WARMUP:])
 
     def close(self) -> None:
         """Drop the session (ONNX Runtime frees it with the last reference)."""
