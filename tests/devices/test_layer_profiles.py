@@ -26,7 +26,8 @@ def test_ort_events_give_each_nodes_median_over_the_profiled_runs_only() -> None
     for i, (conv, relu) in enumerate([(900, 90), (100, 10), (110, 30), (120, 20)]):  # run 0: warmup
         start = 1000 * (i + 1)
         events += [{"cat": "Session", "name": "model_run", "ts": start, "dur": conv + relu + 50},
-                   _node("conv", "Conv", start + 10, conv, arena=4096 * (i + 1)), _node("relu", "Relu", start + 20 + conv, relu)]
+                   _node("conv", "Conv", start + 10, conv, arena=4096 * (i + 1)),
+                   _node("relu", "Relu", start + 20 + conv, relu)]
     profile = ort_layer_profile(events, runs=3)
     assert [(x.name, x.op_type) for x in profile.layers] == [("conv", "Conv"), ("relu", "Relu")]
     assert [x.latency_ms for x in profile.layers] == pytest.approx([0.110, 0.020])  # medians of runs 1-3

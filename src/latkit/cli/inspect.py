@@ -48,7 +48,8 @@ def _print(doc: dict[str, Any]) -> None:
          f"{[round(v, 4) for v in p['mean']]} std {[round(v, 4) for v in p['std']]}"),
         ("labels", "unknown" if not labels else ", ".join(labels)),
         ("dataset", doc.get("dataset") or "-"), ("latkit", doc.get("latkit_version") or "-"),
-        ("measured", "not measured" if not m else f"{m['latency_ms']:.3f} ms ({m.get('statistic')}) on {m.get('device')}"),
+        ("measured", "not measured" if not m else
+         f"{m['latency_ms']:.3f} ms ({m.get('statistic')}) on {m.get('device')}"),
         ("sidecar", doc.get("sidecar_path") or "-"),
     ]  # fmt: skip
     for key, value in rows:

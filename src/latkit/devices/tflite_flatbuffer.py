@@ -60,7 +60,7 @@ def _finish(model: Any, size_hint: int) -> bytes:
 def pack(unpacked: Unpacked) -> bytes:
     """``unpacked.model`` as a .tflite file, its outside weights placed after the new flatbuffer.
 
-    The model's outside buffers' offsets are moved in place (the object is the caller's).
+    The outside buffers' offsets are shifted to pack and restored after (the object is the caller's).
 
     Raises:
         StoreError: the flatbuffer grew when its offsets changed (they are fixed-size fields, so it does not).

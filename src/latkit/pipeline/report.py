@@ -185,7 +185,8 @@ def measured_sum_text(profile: Mapping[str, Any]) -> str:
     """``sum X ms``, against the runs without the profiler taken beside it and the measured end-to-end figure."""
     text = f"sum {profile['sum_ms']:.3f} ms"
     if profile.get("unprofiled_ms"):
-        text += f" = {profile['sum_over_unprofiled']:.0%} of {profile['unprofiled_ms']:.3f} ms per run without the profiler"
+        text += (f" = {profile['sum_over_unprofiled']:.0%} of {profile['unprofiled_ms']:.3f} ms per run "
+                 "without the profiler")
     if profile.get("end_to_end_ms"):
         text += f", {profile['sum_over_end_to_end']:.0%} of the measured end-to-end {profile['end_to_end_ms']:.3f} ms"
     return text

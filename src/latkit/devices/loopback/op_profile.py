@@ -5,10 +5,10 @@ measures each operator's time as the growth of a measured time: for every
 operator ``k`` of the main subgraph it builds the graph cut after ``k`` (the
 operators ``0..k``, whose outputs are every tensor they produce and do not
 consume, so nothing is dead code), runs it ``runs`` times with the same
-interpreter settings and clock as the regular runs, and takes the median. An
-operator's time is how much its prefix's median exceeds the previous one's
-(a running maximum keeps every row >= 0, so the rows add up to the slowest
-prefix, the whole graph). Each row is a real measurement of the work the
+interpreter settings and clock as the regular runs, and takes the mean (the
+real tool's tables give means). An operator's time is how much its prefix's
+mean exceeds the previous one's (a running maximum keeps every row >= 0, so
+the rows add up to the slowest prefix, the whole graph). Each row is a real measurement of the work the
 operator adds; it is noisier than a phone's per-operator timer, and the
 rows' sum is the whole graph measured once more, which the tool's regular
 runs measured too.
@@ -80,7 +80,8 @@ def prefix_graphs(data: bytes) -> list[tuple[str, str, bytes]] | None:
     return found
 
 
-def time_graph(interp: Any, runs: int, now: Callable[[], float], slow_down: Callable[[float], None]) -> tuple[float, float]:
+def time_graph(interp: Any, runs: int, now: Callable[[], float],
+               slow_down: Callable[[float], None]) -> tuple[float, float]:  # fmt: skip
     """(first, mean) seconds per invocation of ``interp`` over ``runs`` runs after one untimed run."""
     interp.invoke()
     times = []
@@ -105,8 +106,8 @@ def profile_ops(data: bytes, load: Callable[[bytes], Any], runs: int, now: Calla
     rows: list[OpTime] = []
     high_first = high = 0.0
     for op_type, name, content in graphs:
-        first, median = time_graph(load(content), runs, now, slow_down)
-        step, high = max(median - high, 0.0), max(high, median)
+        first, mean = time_graph(load(content), runs, now, slow_down)
+        step, high = max(mean - high, 0.0), max(high, mean)
         first_step, high_first = max(first - high_first, 0.0), max(high_first, first)
         rows.append(OpTime(op_type, name, first_step * 1e3, step * 1e3))
     return rows
