@@ -9,8 +9,11 @@ import typer
 from rich.table import Table
 
 from latkit.cli import common
+from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
+from latkit.cli.profile import CLOCK_HELP, DEVICE_HELP, open_checked, protocol_config
 
-predictor_app = typer.Typer(help="Learned latency predictors: fit, predict, eval, design.", no_args_is_help=True)
+predictor_app = typer.Typer(help="Learned latency predictors: sample, fit, predict, eval, design.",
+                            no_args_is_help=True)
 
 
 def _columns(text: Optional[str]) -> Optional[list[str]]:
@@ -134,3 +137,53 @@ def design_cmd(
 
     for a in design_from_csv(csv, k, known=_columns(known), random_state=seed, space=space):
         common.out.print(common.esc(a))
+
+
+@predictor_app.command("sample")
+def sample_cmd(
+    device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
+    space: str = typer.Option(..., "--space", "-s", help="Space to sample (one with networks: proxyless_*, fbnet, ...)."),
+    n: int = typer.Option(..., "--archs", "-n", min=1, help="Architectures to sample (seeded) and measure."),
+    out: Path = typer.Option(..., "--out", "-o", help="Latency CSV to write, or to extend (other rows and "
+                             "columns are kept); a rerun measures only what it lacks."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096),
+    column: Optional[str] = typer.Option(None, "--column", help="The latency column (default: the device URI)."),
+    from_csv: Optional[Path] = typer.Option(
+        None, "--from-csv", help="Draw the architectures from this latency CSV's arch column (so the new column "
+        "shares rows with its device columns: `predictor eval --csv it --target-csv OUT`)."),
+    classes: int = typer.Option(10, "--classes", min=0, help="Classifier outputs of the networks (default 10, as "
+                                "`latkit profile` and `lut calibrate`; 0: the space's own)."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(1, "--threads", "-t", min=1),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
+    quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
+    clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout (progress stays on stderr)."),
+) -> None:
+    """Measure N sampled architectures end to end on a device into a latency CSV the predictors fit on."""
+    from latkit.cli.progress import Stages
+    from latkit.devices.precision import Precision
+    from latkit.predictors.collect import sample_latencies
+    from latkit.predictors.data import parse_archs, read_latency_csv
+    from latkit.profiler.spaces import get_space
+
+    sp = get_space(space)
+    sp.check_resolution(resolution)  # before the device opens
+    pool = parse_archs(space, read_latency_csv(from_csv).archs) if from_csv is not None else None
+    config = protocol_config(target_ci, 30.0, quick)
+    dev, prec = open_checked(device, threads, clock, precision_option(precision) or Precision.FP32)
+    try:
+        with Stages(enabled=not as_json) as shown:
+            report = sample_latencies(dev, sp, n, out, resolution=resolution, seed=seed, config=config,
+                                      precision=prec, column=column, classes=classes or None, pool=pool,
+                                      on_progress=lambda done, total, msg: shown("sampling", done, total, msg))  # fmt: skip
+    finally:
+        dev.close()
+    if as_json:
+        common.print_json(report.to_dict())
+        return
+    common.out.print(f"{len(report.measured)} measured, {report.reused} already there, of {report.n} architecture(s) "
+                     f"-> {common.esc(report.out)} (column {common.esc(report.column)})")
+    common.out.print(f"fit:  latkit predictor fit --csv {common.esc(report.out)} --space {common.esc(space)} "
+                     f"--target {common.esc(report.column)} --out predictor")
