@@ -76,14 +76,12 @@ def conv_files(tmp_path_factory) -> dict[str, Path]:
     return {"onnx": conv_stack_onnx(folder / "conv.onnx"), "tflite": conv_stack_tflite(folder / "conv.tflite")}
 
 
-def test_onnxruntime_profile_sums_to_the_end_to_end_time(conv_files) -> None:
-    from latkit.profiler.model_file import ModelFile
+def test_onnxruntime_profile_sums_to_the_end_to_end_time(conv_files, ort_device) -> None:
+    import latkit
 
-    dev = open_device("cpu:onnxruntime", threads=1)
-    try:
-        profile = profile_layers(dev, ModelFile(conv_files["onnx"]), runs=30, quantile=0.05)
-    finally:
-        dev.close()
+    profile = latkit.measure_layers(ort_device, conv_files["onnx"], runs=30, quantile=0.05)
+    assert repr(profile).startswith(f"LayerProfile('onnxruntime profiler', {len(profile.layers)} layer(s) summing")
+    assert len(repr(profile)) < 160  # a short repr, never the rows
     assert [x.op_type for x in profile.layers][:4] == ["Conv"] * 4 and profile.statistic == "p5"
     assert sum(profile.share(x) for x in profile.layers) == pytest.approx(1.0)
     # the layers add up to the model's end-to-end time without the profiler, taken run for run beside them

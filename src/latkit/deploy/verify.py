@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Union
 
 from latkit.core.files import write_json
 from latkit.devices.base import Device, ModelFormat
-from latkit.core.errors import UsageError
+from latkit.core.errors import DeviceError, MeasurementError, UsageError
 from latkit.lut.drift import Drift, Reference, combined, measure_drift
 from latkit.core.files import file_sha256
 from latkit.deploy.exported_file import ExportedFile
@@ -153,13 +153,17 @@ def measure_exported(
 
 def _layer_profile(device: Device, model: ExportedModel, config: ProtocolConfig,
                    latency_ms: float) -> dict[str, object] | None:  # fmt: skip
-    """The file's per-layer profile as the sidecar keeps it, or None where the device has no profiler."""
+    """The file's per-layer profile as the sidecar keeps it, or None where the device has no profiler
+    or profiling failed (the profile only explains the measured figure, so a failure is a warning)."""
     from latkit.profiler.layers import profile_layers
 
     try:
         profile = profile_layers(device, model, quantile=config.quantile)
     except UsageError as exc:
         log.info("no per-layer profile of %s: %s", model.exported.path.name, exc)
+        return None
+    except (DeviceError, MeasurementError) as exc:
+        log.warning("the per-layer profile of %s failed, so none is recorded: %s", model.exported.path.name, exc)
         return None
     return profile.to_dict(end_to_end_ms=latency_ms)
 

@@ -89,6 +89,11 @@ class LayerProfile:
     note: str = ""
     unprofiled_ms: float | None = None
 
+    def __repr__(self) -> str:
+        run = f"{self.run_ms:.3f} ms per run" if self.run_ms is not None else "no run figure"
+        return (f"LayerProfile({self.runtime!r}, {len(self.layers)} layer(s) summing to {self.sum_ms:.3f} ms, "
+                f"{run}, {self.runs} runs, {len(self.memory)} memory figure(s))")
+
     @property
     def sum_ms(self) -> float:
         """The layers' times added up (ms per run)."""
