@@ -51,7 +51,7 @@ from typing import Any
 
 from latkit.core.files import read_json, write_json
 
-from .op_profile import OpTime, profile_ops
+from .op_profile import OpTime, time_operators
 from .sandbox import ENV_ROOT, STATE_DIR, to_device
 from .scenario import cpufreq_dir
 
@@ -423,7 +423,7 @@ def _op_profiling(graph: str, threads: int, use_xnnpack: bool, runs: Stats, n_ru
         return interp
 
     try:
-        rows = profile_ops(Path(graph).read_bytes(), load, n_runs, clock.now, clock.slow_down)
+        rows = time_operators(Path(graph).read_bytes(), load, n_runs, clock.now, clock.slow_down)
     except BenchmarkError as exc:
         _profile_tables(None, runs, f"a cut of the graph did not load ({exc})")
         return

@@ -17,7 +17,7 @@ runs measured too.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,33 +51,34 @@ def _tensor_name(graph: Any, index: int) -> str:
     return name.decode(errors="replace") if isinstance(name, bytes) else str(name or "")
 
 
-def prefix_graphs(data: bytes) -> list[tuple[str, str, bytes]] | None:
-    """``(op type, name, the graph cut after it)`` for each operator of the main subgraph, in run order;
-    None for a model with several subgraphs (control flow), whose operators are not one sequence."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    from latkit.devices.tflite_flatbuffer import pack, unpack
+def prefix_graphs(data: bytes) -> Iterator[tuple[str, str, bytes]] | None:
+    """``(op type, name, the graph cut after it)`` for each operator of the main subgraph, in run order,
+    made one at a time (each cut is a copy of the model, weights included); None for a model with several
+    subgraphs (control flow), whose operators are not one sequence."""
+    from latkit.devices.tflite_flatbuffer import unpack
 
     unpacked = unpack(data)
-    model = unpacked.model
-    if len(model.subgraphs or []) != 1:
+    if len(unpacked.model.subgraphs or []) != 1:
         return None
+    return _cuts(unpacked)
+
+
+def _cuts(unpacked: Any) -> Iterator[tuple[str, str, bytes]]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    from latkit.devices.tflite_flatbuffer import pack
+
+    model = unpacked.model  # this module's own copy: cut in place
     graph = model.subgraphs[0]
-    ops, outputs, signatures = list(graph.operators or []), graph.outputs, model.signatureDefs
-    names = _op_names(schema)
-    found = []
+    ops, names = list(graph.operators or []), _op_names(schema)
     model.signatureDefs = None  # a signature names the whole graph's outputs
-    try:
-        for k, op in enumerate(ops):
-            graph.operators = ops[: k + 1]
-            made = [int(t) for o in graph.operators for t in (o.outputs if o.outputs is not None else []) if t >= 0]
-            used = {int(t) for o in graph.operators for t in (o.inputs if o.inputs is not None else []) if t >= 0}
-            graph.outputs = [t for t in dict.fromkeys(made) if t not in used] or made[-1:]
-            first_out = int(op.outputs[0]) if op.outputs is not None and len(op.outputs) else -1
-            found.append((_op_type(model, op, names), _tensor_name(graph, first_out), pack(unpacked)))
-    finally:
-        graph.operators, graph.outputs, model.signatureDefs = ops, outputs, signatures
-    return found
+    for k, op in enumerate(ops):
+        graph.operators = ops[: k + 1]
+        made = [int(t) for o in graph.operators for t in (o.outputs if o.outputs is not None else []) if t >= 0]
+        used = {int(t) for o in graph.operators for t in (o.inputs if o.inputs is not None else []) if t >= 0}
+        graph.outputs = [t for t in dict.fromkeys(made) if t not in used] or made[-1:]
+        first_out = int(op.outputs[0]) if op.outputs is not None and len(op.outputs) else -1
+        yield _op_type(model, op, names), _tensor_name(graph, first_out), pack(unpacked)
 
 
 def time_graph(interp: Any, runs: int, now: Callable[[], float],
@@ -93,8 +94,8 @@ def time_graph(interp: Any, runs: int, now: Callable[[], float],
     return times[0], statistics.fmean(times)
 
 
-def profile_ops(data: bytes, load: Callable[[bytes], Any], runs: int, now: Callable[[], float],
-                slow_down: Callable[[float], None]) -> list[OpTime] | None:  # fmt: skip
+def time_operators(data: bytes, load: Callable[[bytes], Any], runs: int, now: Callable[[], float],
+                   slow_down: Callable[[float], None]) -> list[OpTime] | None:  # fmt: skip
     """Each operator's time in the model ``data`` (see the module doc); None when it has several subgraphs.
 
     ``load`` makes a ready interpreter (tensors allocated, inputs set) from a model's bytes.
@@ -113,4 +114,4 @@ def profile_ops(data: bytes, load: Callable[[bytes], Any], runs: int, now: Calla
     return rows
 
 
-__all__ = ["OpTime", "prefix_graphs", "profile_ops", "time_graph"]
+__all__ = ["OpTime", "prefix_graphs", "time_graph", "time_operators"]
