@@ -10,7 +10,7 @@ import pytest
 from latkit.core.errors import UsageError
 from latkit.devices.base import ModelFormat, open_device
 from latkit.devices.benchmark_parser import parse_benchmark_output
-from latkit.devices.layers import benchmark_layer_profile, ort_layer_profile
+from latkit.devices.layers import benchmark_layer_profile, ort_layer_profile, sum_text
 from latkit.profiler.layers import profile_layers
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -38,6 +38,11 @@ def test_ort_events_give_each_nodes_median_over_the_profiled_runs_only() -> None
     assert [x.latency_ms for x in low.layers] == pytest.approx([0.100, 0.010]) and low.statistic == "p0"
     doc = profile.to_dict(end_to_end_ms=0.2)
     assert doc["sum_over_end_to_end"] == pytest.approx(0.65) and doc["sum_over_run"] == pytest.approx(130 / 190)
+    assert sum_text(doc) == ("sum 0.130 ms = 68% of the profiled runs' own 0.190 ms; "
+                             "65% of the measured end-to-end 0.200 ms")
+    plain = ort_layer_profile(events, runs=3, unprofiled_ms=[0.2, 0.1, 0.15]).to_dict()
+    assert sum_text(plain) == ("sum 0.130 ms = 87% of the model's 0.150 ms per run without the profiler "
+                               "(runs taken in turn with the profiled ones)")
     with pytest.raises(UsageError, match="no model_run"):
         ort_layer_profile(events[:1] + events[2:4], runs=3)  # no model_run among them
 

@@ -32,6 +32,8 @@ def _mib(n: int) -> str:
 
 def print_layer_profile(doc: dict[str, Any]) -> None:
     """The per-layer table (slowest first), the sum against the end-to-end figures, and memory."""
+    from latkit.devices.layers import sum_text
+
     layers = doc["layers"]
     if layers:
         shown = sorted(layers, key=lambda r: -r["latency_ms"])[:TOP_ROWS]
@@ -43,16 +45,7 @@ def print_layer_profile(doc: dict[str, Any]) -> None:
             grid.add_row(common.esc(name), common.esc(r["op_type"]), common.fmt_ms(r["latency_ms"]),
                          f"{r['share']:.1%}")  # fmt: skip
         common.out.print(grid)
-        line = f"per-layer sum {common.fmt_ms(doc['sum_ms'])} ms"
-        if doc.get("unprofiled_ms"):
-            line += (f" = {doc['sum_over_unprofiled']:.0%} of the model's {common.fmt_ms(doc['unprofiled_ms'])} ms "
-                     "per run without the profiler (runs taken in turn with the profiled ones)")
-        elif doc.get("run_ms"):
-            line += f" = {doc['sum_over_run']:.0%} of the profiled runs' own {common.fmt_ms(doc['run_ms'])} ms"
-        if doc.get("end_to_end_ms"):
-            line += (f"; {doc['sum_over_end_to_end']:.0%} of the measured end-to-end "
-                     f"{common.fmt_ms(doc['end_to_end_ms'])} ms")
-        common.out.print(line)
+        common.out.print(f"per-layer {sum_text(doc, common.fmt_ms)}")
     elif doc.get("run_ms"):
         common.out.print(f"per layer: none; the {doc['runs']} runs took {common.fmt_ms(doc['run_ms'])} ms each "
                          f"({doc['statistic']})")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,20 @@ class LayerProfile:
             "note": self.note,
         }  # fmt: skip
         return doc
+
+
+def sum_text(doc: Mapping[str, Any], ms: Callable[[float], str] = "{:.3f}".format) -> str:
+    """``sum X ms``, against the runs without the profiler taken beside it (else the profiled runs' own
+    figure) and the measured end-to-end figure, from a :meth:`LayerProfile.to_dict` with layers."""
+    text = f"sum {ms(doc['sum_ms'])} ms"
+    if doc.get("unprofiled_ms"):
+        text += (f" = {doc['sum_over_unprofiled']:.0%} of the model's {ms(doc['unprofiled_ms'])} ms per run "
+                 "without the profiler (runs taken in turn with the profiled ones)")
+    elif doc.get("run_ms"):
+        text += f" = {doc['sum_over_run']:.0%} of the profiled runs' own {ms(doc['run_ms'])} ms"
+    if doc.get("end_to_end_ms"):
+        text += f"; {doc['sum_over_end_to_end']:.0%} of the measured end-to-end {ms(doc['end_to_end_ms'])} ms"
+    return text
 
 
 # ----------------------------------------------------------------------------- host memory
@@ -291,4 +305,4 @@ def benchmark_layer_profile(result: Any, runs: int) -> LayerProfile:
 
 __all__ = ["MAX_PROFILE_RUNS", "PROFILE_RUNS", "LayerProfile", "LayerTime", "MemoryFigure", "PeakRss",
            "benchmark_layer_profile", "check_runs", "ort_layer_profile", "peak_rss_rise",
-           "quantile_name", "undisturbed"]
+           "quantile_name", "sum_text", "undisturbed"]

@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 
 from latkit.core.files import check_output_dir, write_text
 from latkit.deploy.layout import InputLayout
+from latkit.devices.layers import sum_text
 from latkit.devices.precision import Precision
 from latkit.lut.calibration import describe_fit
 from latkit.pipeline.pareto import Baseline, Scored, Size, pareto_front
@@ -165,8 +166,8 @@ def plot_measured_layers(profile: Mapping[str, Any], path: Path) -> Path:
     """Horizontal bars: each layer's time as the runtime's profiler measured it on the device, in run order.
 
     ``profile`` is a :meth:`latkit.devices.layers.LayerProfile.to_dict`; the
-    bars are measurements, not scaled, and the axis label gives their sum
-    against the measured end-to-end figure.
+    bars are measurements, not scaled, and the axis label gives their sum (the
+    report's text beside the chart compares it with the end-to-end figures).
     """
     plt = _pyplot()
     rows = [r for r in profile["layers"] if r["latency_ms"] > 0]
@@ -175,21 +176,10 @@ def plot_measured_layers(profile: Mapping[str, Any], path: Path) -> Path:
             label=f"measured by {profile['runtime']} ({profile['runs']} runs, {profile['statistic']})")
     ax.set_yticks(range(len(rows)), [f"{r['name'][:48]} ({r['op_type']})" for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"measured per-layer time (ms; {measured_sum_text(profile)})", fontsize=8)
+    ax.set_xlabel(f"measured per-layer time (ms; sum {profile['sum_ms']:.3f} ms)", fontsize=8)
     ax.set_title("Per-layer time of the deployed file, measured on the device")
     ax.legend(fontsize=8, loc="best")
     return save_figure(plt, fig, path, 110)
-
-
-def measured_sum_text(profile: Mapping[str, Any]) -> str:
-    """``sum X ms``, against the runs without the profiler taken beside it and the measured end-to-end figure."""
-    text = f"sum {profile['sum_ms']:.3f} ms"
-    if profile.get("unprofiled_ms"):
-        text += (f" = {profile['sum_over_unprofiled']:.0%} of {profile['unprofiled_ms']:.3f} ms per run "
-                 "without the profiler")
-    if profile.get("end_to_end_ms"):
-        text += f", {profile['sum_over_end_to_end']:.0%} of the measured end-to-end {profile['end_to_end_ms']:.3f} ms"
-    return text
 
 
 def layer_profile_lines(summary: RunSummary) -> list[str]:
@@ -200,7 +190,7 @@ def layer_profile_lines(summary: RunSummary) -> list[str]:
     lines = []
     if profile.get("layers"):
         lines.append(f"Measured by {profile['runtime']} on the device ({profile['runs']} runs, each layer's "
-                     f"{profile['statistic']}): {measured_sum_text(profile)}.")  # fmt: skip
+                     f"{profile['statistic']}): {sum_text(profile)}.")  # fmt: skip
     if profile.get("note"):
         lines.append(f"Per layer: {profile['note']}.")
     lines += [f"Memory: {m['bytes'] / 2**20:.2f} MiB, {m['what']}." for m in profile.get("memory") or []]
