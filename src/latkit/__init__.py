@@ -30,7 +30,7 @@ _LAZY = {
     # the verbs (see latkit/api.py): thin typed wrappers, loaded on first use
     **{verb: "latkit.api" for verb in (
         "open_device", "profile", "open_lut", "estimate", "latency_model", "fit_predictor", "load_predictor",
-        "predict", "predict_model", "search_arch", "train", "export", "measure", "run",
+        "predict", "predict_model", "search_arch", "train", "export", "measure", "measure_layers", "inspect", "run",
     )},
 }
 

@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.profiler.protocol import ProtocolConfig, Statistic
     from latkit.profiler.runner import ProfileReport
     from latkit.deploy.export import ExportReport
+    from latkit.deploy.inspect import ModelMetadata
+    from latkit.devices.layers import LayerProfile
     from latkit.pipeline.runner import PipelineResult
     from latkit.search.run import SearchOutcome
     from latkit.search.target import Target
@@ -44,7 +46,7 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
 __all__ = [
     "open_device", "profile", "open_lut", "estimate", "latency_model", "sample_latencies", "fit_predictor",
     "load_predictor",
-    "predict", "predict_model", "search_arch", "train", "export", "measure", "run",
+    "predict", "predict_model", "search_arch", "train", "export", "measure", "measure_layers", "inspect", "run",
 ]
 
 
@@ -598,6 +600,73 @@ def _check_run(device: Any, space: Any, target_ms: Any, out_dir: Any, data: Any,
     checks.text("data", data, none_ok=True)
     checks.function("on_progress", on_progress)
     checks.options(settings, _RUN_OPTIONS)
+
+
+def measure_layers(
+    device: Device | str,
+    model: str | Path,
+    *,
+    runs: int | None = None,
+    quantile: float = 0.5,
+) -> LayerProfile:
+    """Where a model file's time goes, layer by layer, as the device's runtime profiles it
+    (``latkit measure FILE --per-layer``).
+
+    Args:
+        device: an open device or its URI (opened and closed here).
+        model: the model file; one fixed input shape.
+        runs: profiled runs (default :data:`latkit.devices.layers.PROFILE_RUNS`).
+        quantile: each layer's figure is this quantile of its runs (0.5: the median), where the
+            runtime gives every run (benchmark_model gives means).
+
+    Returns:
+        The profile: each layer's time, their sum, the runs' own figure and the memory the
+        runtime reports (``.to_dict(end_to_end_ms=...)`` for JSON). ``cpu:litert`` has no
+        per-operator timer: its profile has no layers and says so.
+
+    Raises:
+        UsageError: the device has no per-layer profiler.
+    """
+    from latkit.devices.layers import MAX_PROFILE_RUNS, PROFILE_RUNS
+
+    _check_device(device)
+    checks.path("model", model)
+    checks.integer("runs", runs, 1, MAX_PROFILE_RUNS, none_ok=True)
+    checks.number("quantile", quantile, positive=False)
+    if not 0.0 <= quantile <= 1.0:
+        raise checks.UsageError(f"quantile must be in 0..1, got {quantile!r}")
+    from latkit.profiler.layers import profile_layers
+    from latkit.profiler.model_file import ModelFile
+
+    source = ModelFile(Path(model))
+    dev = open_device(device) if isinstance(device, str) else device
+    try:
+        source.check_device(dev)
+        return profile_layers(dev, source, runs or PROFILE_RUNS, quantile)
+    finally:
+        if dev is not device:
+            dev.close()
+
+
+def inspect(model: str | Path) -> ModelMetadata:
+    """What a model file says an app needs to feed it (``latkit inspect FILE``).
+
+    Args:
+        model: an ONNX or TFLite file.
+
+    Returns:
+        Its input and output (name, shape, layout, dtype, int8 scale and zero point),
+        the training normalisation, class labels, latkit version and the measured
+        latency (``.to_dict()`` for JSON); a file latkit did not export gives its
+        tensors' facts only.
+
+    Raises:
+        StoreError: not a readable ONNX or TFLite model.
+    """
+    checks.path("model", model)
+    from latkit.deploy.inspect import inspect_file
+
+    return inspect_file(Path(model))
 
 
 def run(

@@ -263,6 +263,26 @@ def test_a_miss_is_confirmed_by_a_second_measurement(exported) -> None:
     assert onnx_file.meta()["measured_latency"]["measurements_ms"] == entry["measurements_ms"]
 
 
+def test_a_failed_per_layer_profile_leaves_the_measurement_standing(exported, monkeypatch, caplog) -> None:
+    from latkit.core.errors import MeasurementError
+    from latkit.deploy.verify import measure_exported
+    from latkit.devices.onnxruntime_cpu import OrtSession
+
+    def broken(self, runs, quantile=0.5):
+        raise MeasurementError("onnxruntime failed profiling model.onnx: out of memory")
+
+    report, _, _, _ = exported
+    onnx_file = report.file("onnx")
+    monkeypatch.setattr(OrtSession, "profile_layers", broken)
+    with caplog.at_level("WARNING", logger="latkit.deploy.verify"):
+        entry = measure_exported(open_device("cpu:onnxruntime"), onnx_file, _quick(), per_layer=True)
+    assert entry["latency_ms"] > 0 and onnx_file.meta()["measured_latency"]["latency_ms"] == entry["latency_ms"]
+    assert onnx_file.meta()["layer_profile"] is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "the per-layer profile of model.onnx failed, so none is recorded: "
+        "onnxruntime failed profiling model.onnx: out of memory"]
+
+
 def _references(scale: float) -> list:
     """Two real operators of the space, with "LUT" figures measured now and scaled by ``scale``."""
     from latkit.profiler.export import BuiltModel

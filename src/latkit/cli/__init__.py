@@ -61,6 +61,7 @@ def _command() -> Any:
 def _register() -> None:
     # each module adds its commands to `app` (latkit.cli.root) as it is imported
     from latkit.cli import android, deploy, ops, profile, search, train  # noqa: F401
+    from latkit.cli import inspect as inspect_cli  # noqa: F401
     from latkit.cli import cache as cache_cli
     from latkit.cli import farm as farm_cli
     from latkit.cli import lut as lut_cli

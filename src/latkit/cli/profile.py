@@ -12,6 +12,7 @@ from latkit.cli import common
 from latkit.cli.root import app
 from latkit.core.files import file_sha256
 from latkit.cli.common import PRECISION_HELP, STATISTIC_HELP, TARGET_CI_HELP, precision_option
+from latkit.cli.layers import PER_LAYER_HELP, add_layer_profile, print_layer_profile
 
 if TYPE_CHECKING:
     from latkit.devices.precision import Precision
@@ -313,6 +314,7 @@ def measure_cmd(
     sessions: int = typer.Option(
         1, "--sessions", min=1, max=10, help="Measure in this many fresh sessions and report how far they "
         "disagree (the 95% CI covers one session's noise only); the median session's figure is reported."),
+    per_layer: bool = typer.Option(False, "--per-layer", help=PER_LAYER_HELP),
 ) -> None:
     """Time a model file, or a latkit network, end to end with the same protocol as the operators."""
     from latkit.core.errors import UsageError
@@ -332,13 +334,16 @@ def measure_cmd(
                  if value is not None]  # fmt: skip
         if extra:
             raise UsageError(f"{', '.join(extra)} go(es) with --arch; a model FILE brings its own input shape")
-        result = _measure_file(file, device, threads, clock, wanted, config, sessions)
+        result = _measure_file(file, device, threads, clock, wanted, config, sessions, per_layer)
     else:
-        result = _measure_arch(arch, space, resolution, lut, device, threads, clock, wanted, config, sessions)
+        result = _measure_arch(arch, space, resolution, lut, device, threads, clock, wanted, config, sessions,
+                               per_layer)  # fmt: skip
     if as_json:
         common.print_json(result)
     else:
         _print_measure(result)
+        if per_layer:
+            print_layer_profile(result["per_layer"])
 
 
 def _measure_sessions(dev, model, config, sessions: int):
@@ -375,7 +380,7 @@ class _Session:
 
 
 def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], wanted: Precision | None, config,
-                  sessions: int = 1) -> dict:  # fmt: skip
+                  sessions: int = 1, per_layer: bool = False) -> dict:  # fmt: skip
     """Time a user's model file; the result dict of ``measure --json``."""
     from latkit.devices.precision import Precision, check_precision
     from latkit.core.errors import UsageError
@@ -390,16 +395,19 @@ def _measure_file(file: Path, uri: str, threads: int, clock: Optional[str], want
         model.check_device(dev)
         prec = check_precision(dev, held or wanted or Precision.FP32)
         m, figures = _measure_sessions(dev, model, config, sessions)
+        facts = model.describe()
+        facts["precision"] = prec.value
+        facts["precision_source"] = "file" if held is not None else ("--precision" if wanted else "assumed")
+        result = _result(m, facts, figures)
+        if per_layer:
+            add_layer_profile(result, dev, model, config.quantile)
     finally:
         dev.close()
-    facts = model.describe()
-    facts["precision"] = prec.value
-    facts["precision_source"] = "file" if held is not None else ("--precision" if wanted else "assumed")
-    return _result(m, facts, figures)
+    return result
 
 
 def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clock, wanted: Precision | None,
-                  config, sessions: int = 1) -> dict:  # fmt: skip
+                  config, sessions: int = 1, per_layer: bool = False) -> dict:  # fmt: skip
     """Time a latkit network (``--arch``), with a LUT's estimate beside it when ``lut`` is given."""
     from latkit.devices.precision import Precision
     from latkit.lut.drift import combined, measure_drift
@@ -418,12 +426,14 @@ def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clo
         drift = combined(before, measure_drift(dev, refs, config)) if before else None
         fmt = dev.model_format
         path = built.file(fmt) if fmt.value in ("onnx", "tflite") else None
+        facts = {"network": network.name, "file": str(path) if path else None,
+                 "sha256": file_sha256(path) if path else None, "format": fmt.value,
+                 "precision": prec.value, "input_shape": list(built.input_shape)}  # fmt: skip
+        result = _result(m, facts, figures)
+        if per_layer:
+            add_layer_profile(result, dev, built, config.quantile)
     finally:
         dev.close()
-    facts = {"network": network.name, "file": str(path) if path else None,
-             "sha256": file_sha256(path) if path else None, "format": fmt.value,
-             "precision": prec.value, "input_shape": list(built.input_shape)}  # fmt: skip
-    result = _result(m, facts, figures)
     if est is not None:
         result["estimate_ms"] = est.total_ms
         result["error_pct"] = 100.0 * (est.total_ms - m.latency_ms) / m.latency_ms

@@ -77,6 +77,7 @@ from latkit.profiler.spaces.load import load_network, read_arch_text
 from latkit.deploy import export_formats as fmt
 from latkit.deploy.export_formats import ExportError
 from latkit.deploy.exported_file import REL_TOL, ExportedFile, check_parity, write_sidecar
+from latkit.deploy.app_metadata import TrainingData, stamp
 from latkit.deploy.layout import InputLayout
 from latkit.deploy.export_weights import (
     CHECKPOINT_FILE,
@@ -376,7 +377,7 @@ def export_arch(
     tflite_precisions: Sequence[Precision] = (), representative: Images | None = None, name: str = "model",
     space: SearchSpace | str | None = None, resolution: int | None = None, random_weights: bool = False,
     device: Device | None = None, protocol: ProtocolConfig | None = None, on_progress: ProgressFn | None = None,
-    target_ms: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
+    target_ms: float | None = None, tolerance: float = DEFAULT_TOLERANCE, training_data: TrainingData | None = None,
 ) -> ExportReport:  # fmt: skip
     """Export an architecture with its weights to deployable files with sidecars.
 
@@ -399,6 +400,8 @@ def export_arch(
             quantized ones against fp32 (:func:`latkit.deploy.checks.check_files`).
         on_progress: called with a short message before each step.
         random_weights: with ``weights`` None, export seeded random weights (marked ``random``).
+        training_data: the weights' training data (normalisation, class names), written into every file
+            (:mod:`latkit.deploy.app_metadata`); default: what ``weights.json`` beside ``weights`` records.
 
     Returns:
         The report, also saved as ``out_dir/export.json``.
@@ -424,7 +427,7 @@ def export_arch(
                           str(weights) if weights else "random", precision=plan.precision)  # fmt: skip
     say = on_progress or (lambda msg: None)
     base = _base_meta(info, ref.network, ref.module, weights)
-    report.files += _write_files(plan, ref, batch, base, out, name, say)
+    report.files += _write_files(plan, ref, batch, base, out, name, say, training_data or TrainingData.beside(weights))
     _measure_files(report, device, protocol, say, info.target_ms if target_ms is None else target_ms, tolerance)
     write_json(out / REPORT_NAME, report.to_dict(), "export report", indent=1)
     return report
@@ -444,8 +447,9 @@ def _reference(info: ArchFile, weights: str | Path | None) -> TorchReference:
 
 
 def _write_files(plan: ExportPlan, ref: TorchReference, batch: QuantBatch | None, base: SidecarBase, out: Path,
-                 name: str, say: ProgressFn) -> list[ExportedFile]:  # fmt: skip
-    """Write every file of ``plan`` (float32 first: the quantized files derive from it), checked, with sidecars."""
+                 name: str, say: ProgressFn, data: TrainingData | None = None) -> list[ExportedFile]:  # fmt: skip
+    """Write every file of ``plan`` (float32 first: the quantized files derive from it), checked, with sidecars,
+    then write the app metadata (``data``: the weights' training data, if known) into each."""
     from latkit.deploy.export_quantized import export_quantized
 
     files: list[ExportedFile] = []
@@ -464,6 +468,8 @@ def _write_files(plan: ExportPlan, ref: TorchReference, batch: QuantBatch | None
             say(f"writing the TFLite {precision} file")
             files.append(export_quantized(fp32, ref.module, batch, base, precision,
                                           out / f"{name}_{precision}.tflite"))  # fmt: skip
+    for f in files:  # last: the int8 files are quantized from the float32 ones as they were written
+        stamp(f, data)
     return files
 
 

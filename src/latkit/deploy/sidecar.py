@@ -174,6 +174,8 @@ class Sidecar(SidecarBase, SidecarEntry, total=False):
     size_bytes: int
     sha256: str
     created: str
+    layer_profile: Mapping[str, object] | None  # the runtime's per-layer profile (LayerProfile.to_dict)
+    app: Mapping[str, object]  # the latkit.app document embedded in the file (latkit.deploy.app_metadata)
 
 
 class ExportedFileDict(TypedDict):

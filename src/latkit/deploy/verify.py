@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Union
 
 from latkit.core.files import write_json
 from latkit.devices.base import Device, ModelFormat
-from latkit.core.errors import UsageError
+from latkit.core.errors import DeviceError, MeasurementError, UsageError
 from latkit.lut.drift import CalibrationNetwork, Drift, HostReading, Reference, combined, measure_drift, read_host
 from latkit.core.files import file_sha256
 from latkit.deploy.exported_file import ExportedFile
@@ -114,6 +114,7 @@ def measure_exported(
     tolerance: float = DEFAULT_TOLERANCE,
     references: Sequence[Reference] = (),
     retry_waits_s: Sequence[float] = RETRY_WAITS_S,
+    per_layer: bool = False,
 ) -> MeasuredLatency:
     """Measure an exported file on ``device`` and record the result in its sidecar.
 
@@ -130,6 +131,9 @@ def measure_exported(
         references: LUT operators (:func:`latkit.lut.drift.reference_ops`) re-measured before and
             after the file; their drift is recorded as ``device_drift``.
         retry_waits_s: pauses before each re-measurement of a drifted miss.
+        per_layer: also profile the file layer by layer with the runtime's own profiler
+            (:mod:`latkit.devices.layers`) and record it in the sidecar as ``layer_profile``
+            (left out, with a log line, on a device without one).
 
     Returns:
         The ``measured_latency`` entry written to the sidecar: ``latency_ms``,
@@ -150,9 +154,28 @@ def measure_exported(
     entry = _entry(device, config, taken, references)
     meta = exported.meta()
     meta["measured_latency"] = entry
+    if per_layer:
+        meta["layer_profile"] = _layer_profile(device, model, config, entry["latency_ms"])
     write_json(exported.sidecar, meta, "model sidecar", indent=1, nan_to_null=True)
     exported.measured = entry
     return entry
+
+
+def _layer_profile(device: Device, model: ExportedModel, config: ProtocolConfig,
+                   latency_ms: float) -> dict[str, object] | None:  # fmt: skip
+    """The file's per-layer profile as the sidecar keeps it, or None where the device has no profiler
+    or profiling failed (the profile only explains the measured figure, so a failure is a warning)."""
+    from latkit.profiler.layers import profile_layers
+
+    try:
+        profile = profile_layers(device, model, quantile=config.quantile)
+    except UsageError as exc:
+        log.info("no per-layer profile of %s: %s", model.exported.path.name, exc)
+        return None
+    except (DeviceError, MeasurementError) as exc:
+        log.warning("the per-layer profile of %s failed, so none is recorded: %s", model.exported.path.name, exc)
+        return None
+    return profile.to_dict(end_to_end_ms=latency_ms)
 
 
 def _confirm_miss(taken: list[Taken], measure: Callable[[], Taken], name: str, target_ms: float,

@@ -44,6 +44,7 @@ from latkit.devices.android_state import (
 )
 from latkit.devices.base import Device, DeviceInfo, ModelFormat, ModelSource, Session, register_device
 from latkit.devices.benchmark_parser import MAX_OUTPUT_BYTES, BenchmarkResult, parse_benchmark_output
+from latkit.devices.layers import LayerProfile, benchmark_layer_profile, check_runs
 from latkit.devices.delegation import Delegation, summarize_delegation
 from latkit.devices.precision import Precision
 from latkit.core.errors import DeviceError, DeviceUnreachableError, MeasurementError, ParseError, UsageError
@@ -518,6 +519,13 @@ class AndroidSession(Session):
         result = self.device.run_benchmark(self.key, self.remote_model, num_runs, op_profiling, peak_memory)
         self.log.append(self.device.last_run)
         return result
+
+    def profile_layers(self, runs: int, quantile: float = 0.5) -> LayerProfile:
+        """One ``benchmark_model`` run of ``runs`` runs with ``--enable_op_profiling`` and
+        ``--report_peak_memory_footprint``: its per-operator table, its average and memory
+        (the tool reports means, so ``quantile`` is not used)."""
+        check_runs(runs)
+        return benchmark_layer_profile(self.run_benchmark(runs, op_profiling=True, peak_memory=True), runs)
 
     def time(self, iterations: int) -> float:
         """Mean seconds per run as ``benchmark_model`` measured it (its run phase's avg)."""

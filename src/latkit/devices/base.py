@@ -82,6 +82,18 @@ class Session(ABC):
         e.g. a phone's delegation summary."""
         return {}
 
+    def profile_layers(self, runs: int, quantile: float = 0.5) -> Any:
+        """Run the model ``runs`` times under the runtime's own per-layer profiler; each layer's
+        figure is the ``quantile`` of its runs where the runtime gives every run.
+
+        Returns a :class:`latkit.devices.layers.LayerProfile`.
+
+        Raises:
+            UsageError: this backend has no per-layer profiler (the default).
+        """
+        raise UsageError(f"{type(self).__name__} has no per-layer profiler; --per-layer runs on "
+                         "cpu:onnxruntime, cpu:litert (end to end and memory only) and adb devices")
+
     def __enter__(self) -> Session:
         return self
 

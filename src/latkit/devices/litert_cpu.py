@@ -47,6 +47,7 @@ from latkit.devices.base import (
     register_device,
 )
 from latkit.devices.clock import HostDevice
+from latkit.devices.layers import LayerProfile, check_runs, peak_rss_rise, quantile_name
 from latkit.devices.precision import Precision, check_precision, precision_of
 from latkit.core.errors import DeviceError, MeasurementError, MissingExtraError, UsageError
 
@@ -59,6 +60,9 @@ _RUNTIMES = (
 )
 INSTALL_HINT = "pip install 'latkit[tflite]'"
 INPUT_SEED = 0
+NO_LAYERS_NOTE = ("LiteRT's Python interpreter exposes no per-operator profiler, so cpu:litert gives no "
+                  "per-layer times; a phone (adb:, benchmark_model --enable_op_profiling) gives them for "
+                  "a TFLite file")
 INSTANCES = 4  # interpreters per model, each with its own buffers; timings average over them
 
 
@@ -108,7 +112,9 @@ class LiteRTSession(Session):
     """
 
     def __init__(self, interpreter: Any, path: Path,
-                 now_ns: Callable[[], int] = time.perf_counter_ns, others: Sequence[Any] = ()) -> None:
+                 now_ns: Callable[[], int] = time.perf_counter_ns, others: Sequence[Any] = (),
+                 reload: Callable[[], Any] | None = None) -> None:
+        self._reload = reload
         self._now = now_ns
         self._interpreter = interpreter
         self._all = [interpreter, *others]
@@ -151,6 +157,30 @@ class LiteRTSession(Session):
         except (RuntimeError, ValueError) as exc:
             raise MeasurementError(f"LiteRT failed running {self._path}: {one_line(exc)}") from exc
         return elapsed / sum(counts) / 1e9
+
+    def profile_layers(self, runs: int, quantile: float = 0.5) -> LayerProfile:
+        """The end-to-end figure (the ``quantile`` of the runs) and the host memory of ``runs`` runs of a
+        fresh interpreter, without layers.
+
+        LiteRT's Python interpreter exposes no per-operator timer, so no per-layer
+        times are given (the profile's note says so), never an estimate.
+
+        Raises:
+            MeasurementError: LiteRT failed running the file.
+        """
+        check_runs(runs)
+        with peak_rss_rise() as host:
+            interp = self._reload() if self._reload is not None else self._interpreter
+            times = []
+            try:
+                for _ in range(runs):
+                    start = self._now()
+                    interp.invoke()
+                    times.append((self._now() - start) / 1e6)
+            except (RuntimeError, ValueError) as exc:
+                raise MeasurementError(f"LiteRT failed running {self._path}: {one_line(exc)}") from exc
+        return LayerProfile("litert", (), float(np.quantile(times, quantile)), runs, quantile_name(quantile),
+                            host.figure("host: model loaded and run"), NO_LAYERS_NOTE)
 
     def close(self) -> None:
         """Drop the interpreter."""
@@ -196,7 +226,8 @@ class LiteRTCPU(HostDevice):
         module, _, _ = self._require()
         path = Path(model.file(ModelFormat.TFLITE))
         interps = [self._load(module, path, model) for _ in range(INSTANCES)]
-        return LiteRTSession(interps[0], path, self.now_ns, interps[1:])
+        return LiteRTSession(interps[0], path, self.now_ns, interps[1:],
+                             reload=lambda: self._load(module, path, model))
 
     def _load(self, module: ModuleType, path: Path, model: ModelSource) -> Any:
         """One interpreter on ``path``, tensors allocated, the seeded input set, invoked once."""

@@ -12,6 +12,8 @@ CPU provider has no float16 kernels, so fp16 is refused.
 from __future__ import annotations
 
 import contextlib
+import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,12 +33,14 @@ from latkit.devices.base import (
     register_device,
 )
 from latkit.devices.clock import HostDevice
+from latkit.devices.layers import LayerProfile, check_runs, ort_layer_profile, peak_rss_rise, undisturbed
 from latkit.devices.precision import Precision, check_precision, precision_of
 from latkit.core.errors import DeviceError, MeasurementError, UsageError
 
 PROVIDER = "CPUExecutionProvider"
 OPT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 INPUT_SEED = 0
+PROFILE_WARMUP = 5  # untimed runs before a per-layer profile (first-run allocation and caches)
 # what ONNX Runtime raises; its pybind errors derive from Exception, not RuntimeError
 _ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, ValueError)
 try:
@@ -66,11 +70,20 @@ def random_input(shape: tuple[int, ...], seed: int = INPUT_SEED, onnx_type: str 
     return rng.standard_normal(shape, dtype=np.float32)
 
 
+def _wall_and_cpu(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> tuple[int, int]:
+    """One run; its wall time and this thread's CPU time (ns)."""
+    wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+    sess.run(None, feeds)
+    return time.perf_counter_ns() - wall, time.thread_time_ns() - cpu
+
+
 class OrtSession(Session):
     """An ONNX Runtime inference session with its input bound once."""
 
     def __init__(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray], path: Path,
-                 now_ns: Callable[[], int] = time.perf_counter_ns, limit_s: float | None = None):
+                 now_ns: Callable[[], int] = time.perf_counter_ns, limit_s: float | None = None,
+                 options: Callable[[], ort.SessionOptions] | None = None):
+        self._options = options or ort.SessionOptions
         self._now = now_ns
         self._session = session
         self._feeds = feeds
@@ -126,6 +139,38 @@ class OrtSession(Session):
             raise MeasurementError(f"onnxruntime failed running {self._path}: {one_line(exc)}") from exc
         return elapsed / iterations / 1e9
 
+    def profile_layers(self, runs: int, quantile: float = 0.5) -> LayerProfile:
+        """Each node's time per run (the ``quantile`` of its runs) from ONNX Runtime's profiler, in a
+        fresh session with the same settings.
+
+        The session is loaded and run :data:`PROFILE_WARMUP` times before ``runs``
+        profiled runs; the profiler's JSON file is read and deleted. With one
+        thread, runs another process interrupted are left out
+        (:func:`~latkit.devices.layers.undisturbed`). Each profiled run is followed
+        by a run of this session (no profiler) timed with the device's clock, so the
+        profile's ``unprofiled_ms`` saw the same load.
+
+        Raises:
+            MeasurementError: ONNX Runtime failed loading or running the file.
+        """
+        check_runs(runs)
+        with tempfile.TemporaryDirectory(prefix="latkit-ort-profile-") as tmp, peak_rss_rise() as host:
+            so = self._options()
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "profile")
+            try:
+                sess = ort.InferenceSession(str(self._path), so, providers=[PROVIDER])
+                timed, plain = [], []
+                for i in range(PROFILE_WARMUP + runs):  # profiled and plain runs in turn: the same load on both
+                    timed.append(_wall_and_cpu(sess, self._feeds))
+                    plain.append(self.time(1) * 1e3)
+                events = json.loads(Path(sess.end_profiling()).read_text())
+            except _ORT_ERRORS as exc:
+                raise MeasurementError(f"onnxruntime failed profiling {self._path}: {one_line(exc)}") from exc
+        # with one intra-op thread ONNX Runtime runs on this thread, whose CPU time tells interrupted runs apart
+        keep = undisturbed(timed[PROFILE_WARMUP:]) if so.intra_op_num_threads == 1 else None
+        return ort_layer_profile(events, runs, host, quantile, keep, plain[PROFILE_WARMUP:])
+
     def close(self) -> None:
         """Drop the session (ONNX Runtime frees it with the last reference)."""
         self._session = None  # type: ignore[assignment]
@@ -176,7 +221,7 @@ class OnnxRuntimeCPU(HostDevice):
         inp = sess.get_inputs()[0]
         shape = tuple(model.input_shape)
         feeds = {inp.name: random_input(shape, onnx_type=inp.type)}
-        session = OrtSession(sess, feeds, path, self.now_ns, self.run_limit_s)
+        session = OrtSession(sess, feeds, path, self.now_ns, self.run_limit_s, self.session_options)
         try:
             session.run()
         except _ORT_ERRORS as exc:

@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 
 from latkit.core.files import check_output_dir, write_text
 from latkit.deploy.layout import InputLayout
+from latkit.devices.layers import sum_text
 from latkit.devices.precision import Precision
 from latkit.lut.calibration import describe_fit
 from latkit.pipeline.pareto import Baseline, Scored, Size, pareto_front
@@ -102,6 +103,7 @@ class RunSummary(TypedDict, total=False):
     baseline: Baseline
     chosen_size: Size
     measurement: Mapping[str, object] | None  # the deployed file's measured_latency sidecar entry
+    layer_profile: Mapping[str, Any] | None  # the deployed file's per-layer profile (its sidecar's layer_profile)
     command: str
     device_state: Mapping[str, object] | None
 
@@ -168,6 +170,47 @@ def plot_layers(layers: Sequence[LayerRow], path: Path, title: str = "", measure
     ax.set_title(title or "Per-layer share of the chosen network (isolated-operator estimates)")
     ax.legend(fontsize=8, loc="best")
     return save_figure(plt, fig, path, 110)
+
+
+def measured_profile(summary: RunSummary) -> Mapping[str, Any] | None:
+    """The deployed file's per-layer profile measured by the device's runtime, when it has layers."""
+    profile = summary.get("layer_profile")
+    return profile if profile and profile.get("layers") else None
+
+
+def plot_measured_layers(profile: Mapping[str, Any], path: Path) -> Path:
+    """Horizontal bars: each layer's time as the runtime's profiler measured it on the device, in run order.
+
+    ``profile`` is a :meth:`latkit.devices.layers.LayerProfile.to_dict`; the
+    bars are measurements, not scaled, and the axis label gives their sum (the
+    report's text beside the chart compares it with the end-to-end figures).
+    """
+    plt = _pyplot()
+    rows = [r for r in profile["layers"] if r["latency_ms"] > 0]
+    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 1.6))
+    ax.barh(range(len(rows)), [r["latency_ms"] for r in rows], color="#4477aa",
+            label=f"measured by {profile['runtime']} ({profile['runs']} runs, {profile['statistic']})")
+    ax.set_yticks(range(len(rows)), [f"{r['name'][:48]} ({r['op_type']})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"measured per-layer time (ms; sum {profile['sum_ms']:.3f} ms)", fontsize=8)
+    ax.set_title("Per-layer time of the deployed file, measured on the device")
+    ax.legend(fontsize=8, loc="best")
+    return save_figure(plt, fig, path, 110)
+
+
+def layer_profile_lines(summary: RunSummary) -> list[str]:
+    """Under the per-layer chart: what its bars are, and the memory the runtime reported."""
+    profile = summary.get("layer_profile")
+    if not profile:
+        return []
+    lines = []
+    if profile.get("layers"):
+        lines.append(f"Measured by {profile['runtime']} on the device ({profile['runs']} runs, each layer's "
+                     f"{profile['statistic']}): {sum_text(profile)}.")  # fmt: skip
+    if profile.get("note"):
+        lines.append(f"Per layer: {profile['note']}.")
+    lines += [f"Memory: {m['bytes'] / 2**20:.2f} MiB, {m['what']}." for m in profile.get("memory") or []]
+    return lines + [""] if lines else []
 
 
 def plot_predicted_vs_measured(points: Sequence[Point], path: Path) -> Path:
@@ -309,12 +352,14 @@ def render_markdown(summary: RunSummary, plots: Mapping[str, str]) -> str:
                          f"| {_fmt(f.get('measured_ms'))} |")  # fmt: skip
         lines.append("")
     lines += calibration_lines(summary.get("calibration"))
-    titles = {"layers": "Per-layer share (operators measured alone, scaled to the measured total)",
+    titles = {"layers": "Per-layer time (measured on the device by its runtime's profiler)" if measured_profile(summary)
+              else "Per-layer share (operators measured alone, scaled to the measured total)",
               "predicted_vs_measured": "Predicted vs measured",
               "trajectory": "Search trajectory", "accuracy_latency": "Accuracy vs latency"}  # fmt: skip
     for key, title in titles.items():
         if key in plots:
             lines += [f"## {title}", "", f"![{title}]({plots[key]})", ""]
+            lines += layer_profile_lines(summary) if key == "layers" else []
     stages = summary.get("stages", {})
     if stages:
         lines += ["## Stages", "", "| stage | seconds |", "|---|---|"]
@@ -523,12 +568,21 @@ def _measured(summary: RunSummary) -> float | None:
     return float(ms) if isinstance(ms, (int, float)) and ms > 0 else None
 
 
+def _plot_layers(summary: RunSummary, path: Path) -> Path:
+    """The per-layer chart: the runtime's measured profile when there is one, else the scaled LUT estimate."""
+    profile = measured_profile(summary)
+    if profile is not None:
+        return plot_measured_layers(profile, path)
+    return plot_layers(summary["layers"], path, measured_ms=_measured(summary))
+
+
 def write_report(out_dir: str | Path, summary: RunSummary) -> Path:
     """Draw the plots the summary has data for and write ``out_dir/report.md`` and ``report.html``.
 
     ``summary`` keys used: ``target_ms``, ``device``, ``space``, ``resolution``,
     ``verdict``, ``attempts``, ``arch``, ``files``, ``calibration``, ``stages``
-    and, for plots, ``layers`` (per-layer estimate rows), ``points``
+    and, for plots, ``layers`` (per-layer estimate rows; ``layer_profile``, the deployed file's
+    per-layer profile measured by the device's runtime, replaces them when it has layers), ``points``
     (predicted vs measured), ``history`` (search epochs), ``samples`` and
     ``chosen`` (accuracy vs latency); optional ``baseline`` and ``chosen_size``
     (:mod:`latkit.pipeline.pareto`), ``measurement`` (the deployed file's
@@ -541,7 +595,7 @@ def write_report(out_dir: str | Path, summary: RunSummary) -> Path:
     plots: dict[str, str] = {}
     t = summary["target_ms"]
     jobs = (
-        ("layers", summary.get("layers"), lambda p: plot_layers(summary["layers"], p, measured_ms=_measured(summary))),
+        ("layers", summary.get("layers") or measured_profile(summary), lambda p: _plot_layers(summary, p)),
         ("predicted_vs_measured", summary.get("points"), lambda p: plot_predicted_vs_measured(summary["points"], p)),
         ("trajectory", summary.get("history"), lambda p: plot_trajectory(summary["history"], t, p,
                                                                            summary.get("tolerance", DEFAULT_TOLERANCE))),
@@ -568,7 +622,10 @@ __all__ = [
     "comparison_lines",
     "measurement_lines",
     "plot_accuracy_latency",
+    "layer_profile_lines",
+    "measured_profile",
     "plot_layers",
+    "plot_measured_layers",
     "plot_predicted_vs_measured",
     "plot_trajectory",
     "markdown_to_html",

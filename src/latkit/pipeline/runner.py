@@ -69,6 +69,7 @@ from latkit.profiler.protocol import Statistic
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import target as tgt
 from latkit.search.target import within_budget
+from latkit.deploy.app_metadata import TrainingData
 from latkit.deploy.export import ExportedFile, export_arch, export_steps, save_weights
 from latkit.deploy.verify import HOST_WAITS_S, check_host, measure_exported
 from latkit.pipeline import report as rpt
@@ -451,6 +452,7 @@ class _Pipeline:
         rep = export_arch(search.arch_path, train.weights, formats=self.cfg.formats, out_dir=folder,
                           precision=self.precision, layout=self.cfg.layout,
                           representative=self.representative() if quantized else None,
+                          training_data=TrainingData.from_provenance(self.cfg.data, self.data().provenance),
                           on_progress=lambda msg: say(min(next(steps), total), total, msg))  # fmt: skip
         say(total, total, f"{len(rep.files)} file(s) written")
         return ExportResult(rep.to_dict())
@@ -552,7 +554,7 @@ class _MeasureJob:
         """
         entry = measure_exported(device, self.exported, self.protocol,
                                  confirm_target_ms=None if self.twin else self.target_ms,
-                                 tolerance=self.tolerance, references=self.refs)  # fmt: skip
+                                 tolerance=self.tolerance, references=self.refs, per_layer=True)  # fmt: skip
         if self.twin is None:
             return entry, None
         budget = self.target_ms if not within_budget(entry["latency_ms"], self.target_ms or 0.0,
@@ -802,12 +804,14 @@ def _report_extras(p: _Pipeline, calib: CalibrationResult, best: Attempt) -> rpt
     slowest_ms = p.latency_model().latency_ms(slowest)
     native = p.space.arch_to_native(slowest)
     deployed = best.export.file(p.device.model_format.value, p.precision)
+    sidecar = read_json(deployed.sidecar, "model sidecar")
     return {
         "best_attempt": best.name,
         "baseline": pareto.baseline_entry(p.cfg.space, native, p.network(native), calib.lut_sums_ms,
                                           calib.e2e_ms, slowest_ms),  # fmt: skip
         "chosen_size": pareto.network_size(p.network(best.search.arch)),
-        "measurement": read_json(deployed.sidecar, "model sidecar").get("measured_latency"),
+        "measurement": sidecar.get("measured_latency"),
+        "layer_profile": sidecar.get("layer_profile"),
         "command": rpt.reproduce_command(p.cfg.to_dict(), p.out, p.lut_path),
     }
 

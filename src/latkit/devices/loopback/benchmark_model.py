@@ -14,10 +14,11 @@ the timed region so the reported numbers stay measurements:
   clock (the host is shared; a phone's benchmark core is not, so time other
   host processes take is left out, as latkit's host devices do), with more
   threads with the wall clock;
-* op profiling: LiteRT's Python API exposes no per-node timer. With XNNPACK the
-  whole graph is one delegate node, whose measured time is reported as the one
-  row of the tables (as the real tool does for a fully delegated graph);
-  without XNNPACK the per-op rows are omitted and a note says so;
+* op profiling: LiteRT's Python API exposes no per-node timer, so each
+  operator's time is measured as the growth of the time of the graph cut after
+  it (:mod:`.op_profile`), with the same delegate, threads and clock as the
+  regular runs; the rows are printed in the real tool's tables (run order, top
+  by computation time, summary by node type);
 * delegates: ``--use_xnnpack`` is LiteRT's real XNNPACK delegate (an explicit
   ``--use_xnnpack=false`` runs the built-in kernels, as the real tool does). The
   host has no GPU or NPU, so ``--use_gpu`` / ``--use_nnapi`` run the graph on the
@@ -50,6 +51,7 @@ from typing import Any
 
 from latkit.core.files import read_json, write_json
 
+from .op_profile import OpTime, time_operators
 from .sandbox import ENV_ROOT, STATE_DIR, to_device
 from .scenario import cpufreq_dir
 
@@ -183,7 +185,7 @@ class ClockEmulator:
             pass
 
 
-def _load_interpreter(graph: str, threads: int, use_xnnpack: bool):
+def _load_interpreter(graph: str | None, threads: int, use_xnnpack: bool, content: bytes | None = None):
     try:
         from ai_edge_litert import interpreter as lite
     except ImportError:
@@ -199,11 +201,12 @@ def _load_interpreter(graph: str, threads: int, use_xnnpack: bool):
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        interp = lite.Interpreter(model_path=graph, num_threads=threads if threads > 0 else None,
+        source = {"model_content": content} if content is not None else {"model_path": graph}
+        interp = lite.Interpreter(**source, num_threads=threads if threads > 0 else None,
                                   experimental_op_resolver_type=resolver)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise BenchmarkError(f"Failed to load or prepare the model {graph}: {exc}") from exc
+        raise BenchmarkError(f"Failed to load or prepare the model {graph or 'graph'}: {exc}") from exc
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -365,29 +368,67 @@ def _run_phase(interp, min_runs: int, min_secs: float, max_secs: float, delay_s:
     return Stats(samples)
 
 
-def _profile_tables(op_profiling_us: Stats | None, nodes: int) -> None:
+_TABLE_HEAD = ("\t             [node type]\t          [start]\t  [first]\t [avg ms]\t     [%]"
+               "\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]\n")
+
+
+def _op_rows(rows: list[OpTime]) -> str:
+    """The rows of an op table, with their start, share and cumulative share, as the real tool lays them out."""
+    total = sum(r.avg_ms for r in rows) or 1.0
+    lines, start, cdf = [], 0.0, 0.0
+    for r in rows:
+        cdf += 100.0 * r.avg_ms / total
+        lines.append(f"\t{r.node_type:>24}\t{start:17.3f}\t{r.first_ms:9.3f}\t{r.avg_ms:9.3f}\t"
+                     f"{100.0 * r.avg_ms / total:7.3f}%\t{min(cdf, 100.0):7.3f}%\t{0.0:10.3f}\t{1:9d}\t[{r.name}]\n")
+        start += r.avg_ms
+    return "".join(lines)
+
+
+def _node_type_rows(rows: list[OpTime]) -> str:
+    by_type: dict[str, list[float]] = {}
+    for r in rows:
+        by_type.setdefault(r.node_type, []).append(r.avg_ms)
+    total = sum(r.avg_ms for r in rows) or 1.0
+    out, cdf = [], 0.0
+    for node_type, times in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
+        pct = 100.0 * sum(times) / total
+        cdf += pct
+        out.append(f"\t{node_type:>24}\t{len(times):9d}\t{sum(times):10.3f}\t{pct:10.3f}%\t"
+                   f"{min(cdf, 100.0):10.3f}%\t{0.0:10.3f}\t{len(times):9d}\n")
+    return "".join(out)
+
+
+def _profile_tables(rows: list[OpTime] | None, runs: Stats, why: str = "") -> None:
+    """The real tool's op-profiling tables: run order, top by computation time, summary by node type."""
     sys.stdout.write("INFO: Operator-wise Profiling Info for Regular Benchmark Runs:\n")
-    if op_profiling_us is None:
-        sys.stdout.write("Per-operator timings are not available on the loopback device: "
-                         "LiteRT's Python API has no per-node profiler, so no rows are "
-                         "reported.\n\n")
+    if not rows:
+        sys.stdout.write(f"Per-operator timings are not available on the loopback device: {why}\n\n")
         return
-    avg_ms = op_profiling_us.avg / 1000.0
-    first_ms = op_profiling_us.samples_us[0] / 1000.0
-    header = ("\t             [node type]\t          [start]\t  [first]\t [avg ms]\t     [%]"
-              "\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]\n")
-    row = (f"\t   TfLiteXNNPackDelegate\t{0.0:17.3f}\t{first_ms:9.3f}\t{avg_ms:9.3f}\t"
-           f"{100.0:7.3f}%\t{100.0:7.3f}%\t{0.0:10.3f}\t{1:9d}\t"
-           f"[Delegate/XNNPACK Delegate:0, {nodes} nodes]\n")
-    for title in ("Run Order", "Top by Computation Time"):
-        sys.stdout.write(f"{'=' * 30} {title} {'=' * 30}\n{header}{row}\n")
-    sys.stdout.write(f"Number of nodes executed: 1\n{'=' * 30} Summary by node type "
-                     f"{'=' * 30}\n\t             [Node type]\t  [count]\t  [avg ms]\t    "
-                     f"[avg %]\t    [cdf %]\t  [mem KB]\t[times called]\n"
-                     f"\t   TfLiteXNNPackDelegate\t{1:9d}\t{avg_ms:10.3f}\t{100.0:10.3f}%\t"
-                     f"{100.0:10.3f}%\t{0.0:10.3f}\t{1:9d}\n\n"
-                     f"Timings (microseconds): {op_profiling_us.line()}\n"
-                     f"Memory (bytes): count=0\n1 nodes observed\n\n")
+    top = sorted(rows, key=lambda r: -r.avg_ms)
+    for title, table in (("Run Order", rows), ("Top by Computation Time", top)):
+        sys.stdout.write(f"{'=' * 30} {title} {'=' * 30}\n{_TABLE_HEAD}{_op_rows(table)}\n")
+    sys.stdout.write(f"Number of nodes executed: {len(rows)}\n{'=' * 30} Summary by node type {'=' * 30}\n"
+                     "\t             [Node type]\t  [count]\t  [avg ms]\t    [avg %]\t    [cdf %]\t  [mem KB]"
+                     f"\t[times called]\n{_node_type_rows(rows)}\n"
+                     f"Timings (microseconds): {runs.line()}\nMemory (bytes): count=0\n{len(rows)} nodes observed\n\n")
+
+
+def _op_profiling(graph: str, threads: int, use_xnnpack: bool, runs: Stats, n_runs: int,
+                  clock: ClockEmulator) -> None:  # fmt: skip
+    """Measure every operator (:mod:`.op_profile`) and print the tables."""
+
+    def load(content: bytes) -> Any:
+        interp = _load_interpreter(None, threads, use_xnnpack, content=content)
+        _fill_inputs(interp)
+        return interp
+
+    try:
+        rows = time_operators(Path(graph).read_bytes(), load, n_runs, clock.now, clock.slow_down)
+    except BenchmarkError as exc:
+        _profile_tables(None, runs, f"a cut of the graph did not load ({exc})")
+        return
+    _profile_tables(rows, runs, "the model has several subgraphs (control flow), whose operators the "
+                                "loopback cannot time one by one")
 
 
 def _echo_flags(values: dict[str, object], rest: list[str], shown: Callable[[str], str]) -> None:
@@ -452,8 +493,7 @@ def run(argv: list[str]) -> int:
         f"Warmup (avg): {warm.avg:g}, Inference (avg): {runs.avg:g}")
     _report_memory(values, rss0, rss_init)
     if values["enable_op_profiling"]:
-        nodes = len(interp._get_ops_details()) if hasattr(interp, "_get_ops_details") else 0
-        _profile_tables(runs if delegation["delegate"] == "xnnpack" else None, nodes)
+        _op_profiling(graph, threads, delegation["delegate"] == "xnnpack", runs, int(values["num_runs"]), clock)
     sys.stdout.flush()
     return 0
 

@@ -38,13 +38,33 @@ class DataError(UsageError):
     """A dataset that cannot be found or read."""
 
 
+DIGITS_CLASSES = [str(d) for d in range(10)]
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+class Normalization(TypedDict):
+    """How images were normalised for training, so an app can feed the trained network the same way.
+
+    Every loader scales pixels to ``pixel_range`` (8-bit images: value / 255; the
+    digits: value / 16), resizes bilinearly to the resolution, then computes each
+    channel's mean and standard deviation over the training split and feeds the
+    network ``(x - mean[c]) / std[c]``.
+    """
+
+    mean: list[float]  # per channel (RGB order), over the training split
+    std: list[float]
+    pixel_range: list[float]  # [0.0, 1.0]: the scale x is in before normalising
+    formula: str
+
+
 class DataProvenance(TypedDict, total=False):
     """Where a dataset came from and how it was split (recorded in arch.json and weights.json)."""
 
     dataset: str  # "digits" | "cifar10" | "image_folder"
     source: str  # the folder, or the loader of the embedded set
     files: list[str]  # CIFAR-10 batches read
-    classes: list[str]  # an image folder's class names
+    classes: list[str]  # the class names, by label index
+    normalization: Normalization
     resolution: int
     valid_fraction: float
     seed: int
@@ -88,8 +108,10 @@ def _prepare(
     seed: int,
     provenance: DataProvenance,
     max_images: int | None = None,
+    normalize: bool = True,
 ) -> SearchData:
-    """NHWC or NCHW uint8/float images -> normalised, resized, split SearchData."""
+    """NHWC or NCHW images in [0, 1] -> resized, split SearchData, normalised per channel with the training
+    split's statistics (recorded in the provenance either way; ``normalize=False`` keeps the pixels as they are)."""
     if not 0 < valid_fraction < 1:
         raise UsageError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
     rng = np.random.default_rng(seed)
@@ -109,13 +131,17 @@ def _prepare(
     mean = x_tr.mean(dim=(0, 2, 3), keepdim=True)
     std = x_tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     n_classes = int(y.max()) + 1
+    norm: Normalization = {"mean": [float(v) for v in mean.flatten()], "std": [float(v) for v in std.flatten()],
+                           "pixel_range": [0.0, 1.0], "formula": "(x - mean[c]) / std[c]"}  # fmt: skip
     prov: DataProvenance = {**provenance, "resolution": resolution, "valid_fraction": valid_fraction,
-            "seed": seed, "n_train": len(y) - n_valid, "n_valid": n_valid}  # fmt: skip
+            "seed": seed, "n_train": len(y) - n_valid, "n_valid": n_valid, "normalization": norm}  # fmt: skip
+    if not normalize:
+        return SearchData(x_tr, y[n_valid:], x_va, y[:n_valid], n_classes, prov)
     return SearchData((x_tr - mean) / std, y[n_valid:], (x_va - mean) / std, y[:n_valid],
                       n_classes, prov)  # fmt: skip
 
 
-def load_digits(resolution: int = 32, valid_fraction: float = 0.3, seed: int = 0) -> SearchData:
+def load_digits(resolution: int = 32, valid_fraction: float = 0.3, seed: int = 0, normalize: bool = True) -> SearchData:
     """scikit-learn's embedded 8x8 digits, upsampled to ``resolution`` (no download).
 
     Demonstrates the search pipeline; its accuracies are not ImageNet accuracies.
@@ -130,7 +156,8 @@ def load_digits(resolution: int = 32, valid_fraction: float = 0.3, seed: int = 0
     bunch = sk_digits()
     images = (bunch.images.astype(np.float32) / 16.0)[:, None]  # N,1,8,8 in [0, 1]
     return _prepare(images, bunch.target, resolution, valid_fraction, seed,
-                    {"dataset": "digits", "source": "sklearn.datasets.load_digits"})  # fmt: skip
+                    {"dataset": "digits", "source": "sklearn.datasets.load_digits", "classes": DIGITS_CLASSES},
+                    normalize=normalize)  # fmt: skip
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
@@ -225,7 +252,7 @@ def _check_cifar_batch(batch: Any, path: str | Path) -> tuple[np.ndarray, np.nda
 
 
 def load_cifar10(folder: str | Path, resolution: int = 32, valid_fraction: float = 0.2, seed: int = 0,
-                 max_images: int | None = None) -> SearchData:  # fmt: skip
+                 max_images: int | None = None, normalize: bool = True) -> SearchData:  # fmt: skip
     """The CIFAR-10 python batches in ``folder`` (data_batch_1..5, test_batch).
 
     The training batches present are used (the test batch is left out of the
@@ -245,12 +272,12 @@ def load_cifar10(folder: str | Path, resolution: int = 32, valid_fraction: float
     images = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
     labels = np.concatenate([p[1] for p in parts])
     return _prepare(images, labels, resolution, valid_fraction, seed,
-                    {"dataset": "cifar10", "source": str(root), "files": [f.name for f in files]},
-                    max_images)  # fmt: skip
+                    {"dataset": "cifar10", "source": str(root), "files": [f.name for f in files],
+                     "classes": CIFAR_NAMES}, max_images, normalize)  # fmt: skip
 
 
 def load_image_folder(folder: str | Path, resolution: int = 32, valid_fraction: float = 0.2, seed: int = 0,
-                      max_images: int | None = None) -> SearchData:  # fmt: skip
+                      max_images: int | None = None, normalize: bool = True) -> SearchData:  # fmt: skip
     """An ImageFolder tree: ``folder/<class name>/<image>`` (classes sorted by name).
 
     Raises:
@@ -281,7 +308,7 @@ def load_image_folder(folder: str | Path, resolution: int = 32, valid_fraction: 
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     prov: DataProvenance = {"dataset": "image_folder", "source": str(root), "classes": classes}
     return _prepare(np.stack(images), np.asarray(labels), resolution, valid_fraction, seed, prov,
-                    max_images)  # fmt: skip
+                    max_images, normalize)  # fmt: skip
 
 
 KNOWN_CLASSES = {"digits": 10, "cifar10": 10}
@@ -299,25 +326,27 @@ def data_classes(spec: str) -> int:
     return load_data(spec, 8, max_images=4096).n_classes
 
 
-def load_data(spec: str, resolution: int, seed: int = 0, max_images: int | None = None) -> SearchData:
+def load_data(spec: str, resolution: int, seed: int = 0, max_images: int | None = None,
+              normalize: bool = True) -> SearchData:  # fmt: skip
     """The dataset named by ``spec``: ``digits``, ``cifar10:PATH``, ``folder:PATH`` or a path.
 
     A bare path is read as CIFAR-10 batches when it holds ``data_batch_1``, else
-    as an image folder.
+    as an image folder. ``normalize=False`` gives the same split with the pixels
+    as an app reads them (in [0, 1]); the statistics are in the provenance either way.
 
     Raises:
         DataError: an unknown form or an unreadable dataset.
     """
     if spec == "digits":
-        return load_digits(resolution, seed=seed)
+        return load_digits(resolution, seed=seed, normalize=normalize)
     kind, sep, path = spec.partition(":")
     if sep and kind == "cifar10":
-        return load_cifar10(path, resolution, seed=seed, max_images=max_images)
+        return load_cifar10(path, resolution, seed=seed, max_images=max_images, normalize=normalize)
     if sep and kind == "folder":
-        return load_image_folder(path, resolution, seed=seed, max_images=max_images)
+        return load_image_folder(path, resolution, seed=seed, max_images=max_images, normalize=normalize)
     root = Path(spec)
     if (root / "data_batch_1").is_file():
-        return load_cifar10(root, resolution, seed=seed, max_images=max_images)
+        return load_cifar10(root, resolution, seed=seed, max_images=max_images, normalize=normalize)
     if root.is_dir():
-        return load_image_folder(root, resolution, seed=seed, max_images=max_images)
+        return load_image_folder(root, resolution, seed=seed, max_images=max_images, normalize=normalize)
     raise DataError(f"unknown dataset {spec!r}; use digits, cifar10:PATH or folder:PATH")
