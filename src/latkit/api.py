@@ -19,14 +19,17 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latkit.core import checks
+from latkit.core.files import removed_on_failure
 
 if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.deploy.layout import InputLayout
+    from latkit.deploy.train import TrainResult
     from latkit.devices.base import Device
     from latkit.devices.precision import Precision
     from latkit.lut.estimate import Estimate
@@ -44,6 +47,10 @@ __all__ = [
     "open_device", "profile", "open_lut", "estimate", "latency_model", "fit_predictor", "load_predictor",
     "predict", "predict_model", "search_arch", "train", "export", "measure", "run",
 ]
+
+# what an on_progress callback receives, here as in `run`: (stage, done, total, message); the CLI's
+# progress display (latkit.cli.progress.Stages) is such a callback
+StageProgress = Callable[[str, int, int, str], None]
 
 
 def open_device(uri: str, threads: int = 1, **options: Any) -> Device:
@@ -106,6 +113,35 @@ def _check_device(device: Any) -> None:
             raise checks.UsageError(f"device {getattr(device, 'uri', device)} is closed; open it again with latkit.open_device")
 
 
+def _arch(name: str, arch: Any) -> str | Path:
+    """An architecture as ``--arch`` takes it: a file, the space's native text, or the native form as
+    a Python value (a list of operator names, a dict), which is turned into that text here."""
+    if isinstance(arch, (list, tuple)):
+        checks.texts(name, arch)
+        return json.dumps(list(arch))
+    if isinstance(arch, Mapping):
+        return json.dumps(dict(arch))
+    checks.path(name, arch)
+    return arch
+
+
+def _opened(device: Device | str | None, precision: Precision | None = None) -> Device | None:
+    """``device`` opened when given as a URI (the caller closes what this opened), checked to run
+    ``precision``; an open device is used as it is."""
+    if device is None or not isinstance(device, str):
+        return device
+    from latkit.devices.precision import check_precision
+
+    dev = open_device(device)
+    try:
+        if precision is not None:
+            check_precision(dev, precision)
+    except BaseException:
+        dev.close()
+        raise
+    return dev
+
+
 class _FiniteLatency:
     """A latency model whose every answer is checked: NaN or a negative latency stops the search
     with one line instead of steering it to nonsense."""
@@ -144,6 +180,7 @@ def profile(
     config: ProtocolConfig | None = None,
     quick: bool = False,
     passes: int = 1,
+    on_progress: StageProgress | None = None,
 ) -> ProfileReport:
     """Measure a search space's operators on ``device`` into the LUT file ``lut`` (resumable).
 
@@ -152,7 +189,7 @@ def profile(
         space: search space name (see ``latkit spaces``).
         lut: SQLite LUT file, created if missing; operators it holds are skipped.
         arch: measure only this network's operators (an architecture of ``space``,
-            as for :func:`estimate`) instead of every operator of the space.
+            as for :func:`estimate`, a list of operator names included) instead of every operator of the space.
         resolution: input resolution (default the space's).
         limit: measure at most this many operators.
         precision: ``fp32`` (None, the default), ``fp16`` or ``int8``; the device must run it.
@@ -160,6 +197,8 @@ def profile(
         quick: few samples per operator (smoke runs, not real LUTs); ignored with ``config``.
         passes: measure the operators this many times over, in fresh sessions, and
             store each one's lowest figure (as ``latkit profile --passes``).
+        on_progress: called after each operator as ``("profile", done, total, key)``, the
+            events of :func:`run` (``latkit.cli.progress.Stages()`` draws them as the CLI does).
 
     Returns:
         The report: measured, skipped and failed operators.
@@ -167,31 +206,38 @@ def profile(
     _check_device(device)
     checks.text("space", space)
     checks.path("lut", lut)
-    checks.path("arch", arch, none_ok=True) if not isinstance(arch, str) else checks.text("arch", arch)
+    arch = _arch("arch", arch) if arch is not None else None
     checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
     checks.integer("limit", limit, 1, none_ok=True)
     checks.flag("quick", quick)
     checks.integer("passes", passes, 1, MAX_PASSES)
+    checks.function("on_progress", on_progress)
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.lut.store import LUT as _LUT
     from latkit.profiler.runner import profile_ops
-    from latkit.profiler.spaces import get_space
-    from latkit.profiler.spaces.load import load_network
 
-    if arch is not None:
-        specs = load_network(get_space(space), arch, resolution)[0].measurable_specs()
-    else:
-        specs = get_space(space).operators(resolution)
+    specs = _specs(space, arch, resolution)
     wanted = parse_precision(precision)
     dev = open_device(device) if isinstance(device, str) else device
     try:
         prec = check_precision(dev, wanted)
         with _LUT.open(lut, create=True) as store:
-            return profile_ops(dev, specs, store, _protocol(config, quick), limit, precision=prec,
-                               passes=passes)
+            progress = (lambda d, t, key, m: on_progress("profile", d, t, key)) if on_progress else None
+            return profile_ops(dev, specs, store, _protocol(config, quick), limit, on_progress=progress,
+                               precision=prec, passes=passes)
     finally:
         if dev is not device:
             dev.close()
+
+
+def _specs(space: str, arch: str | Path | None, resolution: int | None) -> list[Any]:
+    """The operators :func:`profile` measures: one network's, or every one of the space."""
+    from latkit.profiler.spaces import get_space
+    from latkit.profiler.spaces.load import load_network
+
+    if arch is not None:
+        return load_network(get_space(space), arch, resolution)[0].measurable_specs()
+    return list(get_space(space).operators(resolution))
 
 
 def open_lut(path: str | Path, *, create: bool = False, readonly: bool = False) -> LUT:
@@ -210,7 +256,7 @@ def open_lut(path: str | Path, *, create: bool = False, readonly: bool = False) 
 
 def estimate(
     lut: str | Path | LUT,
-    arch: str | Path,
+    arch: str | Path | Sequence[str],
     *,
     space: str | None = None,
     resolution: int | None = None,
@@ -223,7 +269,8 @@ def estimate(
 
     Args:
         lut: a LUT file or an open :class:`~latkit.lut.store.LUT`.
-        arch: an arch.json, a net.config, or an architecture of ``space`` as text.
+        arch: an arch.json, a net.config, or an architecture of ``space``: its native text, or
+            its operator names as a list (what ``latkit lut estimate --arch`` takes as text).
         space: the search space of a textual ``arch``.
         resolution: input resolution (default the arch's own or the space's).
         device: device URI in the LUT (default its only one).
@@ -241,7 +288,7 @@ def estimate(
     """
     if isinstance(lut, (str, Path)) or not hasattr(lut, "done_keys"):
         checks.path("lut", lut)
-    checks.path("arch", arch)
+    arch = _arch("arch", arch)
     checks.text("space", space, none_ok=True)
     checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
     checks.text("device", device, none_ok=True)
@@ -330,8 +377,9 @@ def fit_predictor(
     checks.integer("random_state", random_state, 0)
     from latkit.predictors.evaluate import fit_from_csv
 
-    return fit_from_csv(csv, space, target, out_dir, predictor=predictor, params=params, k=k,
-                        known=list(known) if known is not None else None, random_state=random_state)
+    with removed_on_failure(out_dir):
+        return fit_from_csv(csv, space, target, out_dir, predictor=predictor, params=params, k=k,
+                            known=list(known) if known is not None else None, random_state=random_state)
 
 
 def load_predictor(directory: str | Path) -> Predictor:
@@ -404,30 +452,46 @@ def search_arch(
 
     Args:
         space: search space name.
-        latency_model: callable arch -> ms, e.g. ``latkit.lut.tables.TableLatencyModel``.
+        latency_model: a LUT file (as ``latkit search --lut``: its tables at ``resolution``,
+            calibrated when the device has a calibration, the classifier at ``data``'s classes),
+            or any model with ``latency_ms(arch)`` and ``min_latency(space)``, e.g. :func:`latency_model`'s.
         target_ms: the latency budget.
-        out_dir: result folder.
+        out_dir: result folder (one this call creates is removed again if it fails before writing to it).
         **options: ``data``, ``on_progress``, ``on_stage`` (see :func:`latkit.search.run.run_search`) and
             the fields of :class:`latkit.search.run.SearchConfig` (algorithm, epochs, seed...).
     """
     checks.text("space", space)
-    checks.has_methods("latency_model", latency_model, ("latency_ms", "min_latency"),
-                       "a latency model such as latkit.lut.tables.TableLatencyModel")
+    if not isinstance(latency_model, (str, Path)):
+        checks.has_methods("latency_model", latency_model, ("latency_ms", "min_latency"),
+                           "a LUT path or a latency model such as latkit.latency_model(space, lut)")
     checks.number("target_ms", target_ms)
     checks.path("out_dir", out_dir)
     checks.options(options, {"on_progress": checks.function, "on_stage": checks.function,
                              **_RUN_OPTIONS})  # fmt: skip
-    latency_model = _FiniteLatency(latency_model)
     from latkit.search.run import SearchConfig, run_search
 
     data = options.pop("data", "digits")
+    if isinstance(latency_model, (str, Path)):
+        latency_model = _lut_model(space, latency_model, data, options.get("resolution"))
+    latency_model = _FiniteLatency(latency_model)
     if "config" in options:  # the gradient search's settings, by their name before SearchConfig
         options["proxyless"] = options.pop("config")
     hooks = {k: options.pop(k) for k in ("on_progress", "on_stage") if k in options}
-    return run_search(space, latency_model, SearchConfig(target_ms=target_ms, **options), data, out_dir, **hooks)
+    with removed_on_failure(out_dir):
+        return run_search(space, latency_model, SearchConfig(target_ms=target_ms, **options), data, out_dir,
+                          **hooks)  # fmt: skip
 
 
-def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train", **options: Any) -> Any:
+def _lut_model(space: str, lut: str | Path, data: str, resolution: int | None) -> Any:
+    """The latency model ``latkit search --lut`` searches with: the LUT's tables, with the classifier the
+    trained network will have (``data``'s classes)."""
+    checks.path("latency_model", lut)
+    from latkit.search.supernet.data import data_classes
+
+    return latency_model(space, lut, resolution=resolution, classes=data_classes(data))
+
+
+def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train", **options: Any) -> TrainResult:
     """Train an architecture's weights; writes ``out_dir/weights.safetensors`` and its sidecar.
 
     Args:
@@ -437,7 +501,7 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
         **options: see :func:`latkit.deploy.train.train_arch` (epochs, max_steps, init, seed...).
 
     Returns:
-        The ``TrainResult`` (weights path, accuracy, steps...).
+        The :class:`~latkit.deploy.train.TrainResult` (weights path, accuracy, steps...).
     """
     checks.path("arch", arch)
     checks.text("data", data)
@@ -445,7 +509,8 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
     checks.options(options, {**_RUN_OPTIONS, "on_progress": checks.function})
     from latkit.deploy.train import train_arch
 
-    return train_arch(arch, data, out_dir, **options)
+    with removed_on_failure(out_dir):
+        return train_arch(arch, data, out_dir, **options)
 
 
 def export(
@@ -458,33 +523,50 @@ def export(
     variants: Sequence[str] | str = (),
     layout: str | InputLayout | None = None,
     nhwc: bool = False,
+    device: Device | str | None = None,
     **options: Any,
 ) -> ExportReport:
     """Export an architecture with its weights to deployable files (ONNX, TFLite) with sidecars.
+
+    The same files as ``latkit export``, by default too. If the export fails, the files it wrote
+    are removed again (and the folder, when this call created it): no half-finished set is left.
 
     Args:
         arch, weights, formats, out_dir: as :func:`latkit.deploy.export.export_arch`.
         precision: the shipped precision, ``fp32`` (None, the default), ``fp16`` or ``int8``.
         variants: TFLite files at other precisions too: ``fp16`` and/or ``int8``.
-        layout: the TFLite files' input layout, ``nchw`` (None, the default) or ``nhwc``.
+        layout: the TFLite files' input layout, ``nhwc`` (None, the default: what phone apps
+            feed, as the CLI) or ``nchw``. ONNX is always NCHW.
         nhwc: the older spelling of ``layout="nhwc"``.
+        device: also measure the files here: a device URI (opened and closed here) or an open device.
         **options: the other options of :func:`latkit.deploy.export.export_arch`
-            (representative, space, resolution, device...).
+            (representative, space, resolution, target_ms...).
     """
     checks.path("arch", arch)
     checks.path("weights", weights, none_ok=True)
     checks.path("out_dir", out_dir)
     checks.text("formats", formats) if isinstance(formats, str) else checks.texts("formats", formats)
     checks.flag("nhwc", nhwc)
+    if device is not None:
+        _check_device(device)
     checks.options(options, {"random_weights": checks.flag, "resolution": _resolution,
                              "on_progress": checks.function})  # fmt: skip
     from latkit.deploy.export import export_arch, parse_variants
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout
     from latkit.devices.precision import parse_precision
 
-    tflite_layout = parse_layout(layout) if layout is not None else _Layout.NHWC if nhwc else _Layout.NCHW
-    return export_arch(arch, weights, formats, out_dir, precision=parse_precision(precision),
-                       tflite_precisions=parse_variants(variants), layout=tflite_layout, **options)
+    tflite_layout = parse_layout(layout) if layout is not None else _Layout.NHWC
+    if nhwc and tflite_layout is not _Layout.NHWC:
+        raise checks.UsageError(f"nhwc=True and layout={layout!r} disagree; give layout only")
+    prec = parse_precision(precision)
+    dev = _opened(device, prec)  # a wrong URI fails here, before any file is written
+    try:
+        with removed_on_failure(out_dir, new_files=True):
+            return export_arch(arch, weights, formats, out_dir, precision=prec, device=dev,
+                               tflite_precisions=parse_variants(variants), layout=tflite_layout, **options)
+    finally:
+        if dev is not None and dev is not device:
+            dev.close()
 
 
 def measure(
@@ -577,5 +659,6 @@ def run(
         precision=parse_precision(precision), layout=parse_layout(layout) if layout is not None else _Layout.NHWC,
         **settings,
     )  # fmt: skip
-    return run_pipeline(config, out_dir, lut=lut, on_progress=on_progress, protocol=protocol,
-                        search_options=search_options, device_options=device_options)
+    with removed_on_failure(out_dir):  # a run that failed before writing leaves no empty folder
+        return run_pipeline(config, out_dir, lut=lut, on_progress=on_progress, protocol=protocol,
+                            search_options=search_options, device_options=device_options)

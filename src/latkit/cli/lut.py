@@ -34,82 +34,18 @@ def show_cmd(
     from latkit.core.errors import StoreError
     from latkit.lut.store import LUT
 
+    from latkit.lut.summary import describe
+
     problem: StoreError | None = None
     with LUT.open(lut, readonly=True) as store:
-        summary = store.summary()
-        listing = store.rows(invalid="keep")
-        bad = store.invalid_rows()
+        summary, listing, bad = describe(store)
         try:
             store.refuse_invalid()
         except StoreError as exc:  # raised once what is valid has been shown
             problem = exc
-    _count_warnings(summary, listing)
-    summary["groups"] = network_groups(listing, {(k, u) for k, u, _ in bad})
-    for d in summary.get("devices", []):  # a device's sum would add up several networks: see groups
-        d.pop("total_ms", None)
-    _print_show(lut, summary, listing if rows else [], rows, as_json, {(k, u) for k, u, _ in bad})
+    _print_show(lut, summary, listing if rows else [], rows, as_json, bad)
     if problem is not None:
         raise problem
-
-
-def _space_keys(listing: list[dict]) -> list[tuple[str, int, set[str]]]:
-    """``(space, resolution, operator keys)`` of every registered space at every network
-    resolution the LUT's keys show (a 3-channel input), most rows of ``listing`` first."""
-    import re
-
-    from latkit.core.errors import LatkitError
-    from latkit.profiler.spaces import get_space, list_spaces
-
-    keys = {r["op_key"] for r in listing}
-    resolutions = sorted({int(m.group(1)) for k in keys for m in [re.search(r"input:(\d+)x\1x3(?!\d)", k)] if m})
-    found = []
-    for name in list_spaces():
-        for res in resolutions:
-            try:
-                ops = {spec.key for spec in get_space(name).operators(res)} & keys
-            except (LatkitError, ValueError):  # a space without a table, or not at this resolution
-                continue
-            if ops:
-                found.append((name, res, ops))
-    return sorted(found, key=lambda f: -len(f[2]))
-
-
-def network_groups(listing: list[dict], bad: set[tuple[str, str]]) -> list[dict]:
-    """Rows grouped per device, precision, search space and resolution (a network's
-    operators at one resolution), each with its own statistics and total: latencies of
-    different spaces, resolutions or precisions are never summed together. An
-    operator of no registered space is grouped under space and resolution ``None``."""
-    import statistics
-
-    spaces = _space_keys(listing)
-    groups: dict[tuple, list[float]] = {}
-    for r in listing:
-        where = next(((name, res) for name, res, ops in spaces if r["op_key"] in ops), (None, None))
-        group = groups.setdefault((r["device_uri"], r["precision"], *where), [])
-        if (r["op_key"], r["device_uri"]) not in bad:
-            group.append(float(r["latency_ms"]))
-    return [{"device": dev, "precision": prec, "space": space, "resolution": res, "ops": len(ms),
-             "min_ms": min(ms, default=None), "median_ms": statistics.median(ms) if ms else None,
-             "max_ms": max(ms, default=None), "total_ms": sum(ms) if ms else None}
-            for (dev, prec, space, res), ms in sorted(groups.items(), key=lambda g: tuple(map(str, g[0])))]
-
-
-def delegation_warning(row: dict) -> str:
-    """The row's delegation warning (a phone op that fell back to the CPU...), or ''."""
-    prov = row.get("provenance")
-    warning = prov.get("delegation_warning") if isinstance(prov, dict) else None
-    return " ".join(str(warning).split()) if warning else ""
-
-
-def _count_warnings(summary: dict, listing: list[dict]) -> None:
-    """Add ``delegation_warnings`` (rows flagged) to each device/precision entry of ``summary``."""
-    counts: dict[tuple[str, Precision], int] = {}
-    for r in listing:
-        if delegation_warning(r):
-            group = (r["device_uri"], r["precision"])
-            counts[group] = counts.get(group, 0) + 1
-    for d in summary.get("devices", []):
-        d["delegation_warnings"] = counts.get((d["uri"], d["precision"]), 0)
 
 
 def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_json: bool,
@@ -156,6 +92,8 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
 
 
 def _print_rows(listing: list[dict], bad: set[tuple[str, str]]) -> None:
+    from latkit.lut.summary import delegation_warning
+
     rows_grid = Table("key", "device", "precision", "latency ms", "±CI %", "samples", "source", "delegation")
     for r in listing:
         ms = (f"INVALID {r['latency_ms']!r}" if (r["op_key"], r["device_uri"]) in bad
@@ -280,6 +218,7 @@ def estimate_cmd(
         common.out.print(f"[bold]calibrated estimate: {est.total_ms:.3f} ms[/] "
                          f"({common.esc(describe_fit(est.calibration or {}))})")
     elif calibrated:
+        prec = est.precision
         common.warn(f"no {prec} calibration for {est.device} in {lut}: the figure is the sum of isolated operators, "
                     f"which whole networks usually beat; run `latkit lut calibrate --lut {lut} --device {est.device} "
                     f"--precision {prec} --space ...` for an end-to-end estimate")
@@ -312,9 +251,8 @@ def calibrate_cmd(
 
     from latkit.cli.progress import track
     from latkit.devices.precision import Precision
-    from latkit.lut.calibrate import PASSES, calibrate_device, pick_calibration_archs
+    from latkit.lut.calibrate import PASSES, calibrate_device, calibration_networks
     from latkit.lut.store import LUT
-    from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.spaces import get_space
 
     wanted = precision_option(precision) or Precision.FP32
@@ -323,9 +261,8 @@ def calibrate_cmd(
     dev, prec = open_checked(device, threads, clock, wanted)
     try:
         with LUT.open(lut) as store:
-            model = TableLatencyModel.from_lut(sp, store, dev.uri, resolution, precision=prec, classes=classes or None)
-            archs = pick_calibration_archs(model, networks - 1, np.random.default_rng(seed))
-            nets = [_deployed(sp.network(a, resolution), classes) for a in archs]
+            nets = calibration_networks(store, sp, dev.uri, networks, np.random.default_rng(seed),
+                                        resolution=resolution, precision=prec, classes=classes or None)
             with track(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
                 cal = calibrate_device(store, dev, nets, config, precision=prec,
                                        on_progress=lambda done, total, name: advance(name, total=total))  # fmt: skip
@@ -338,13 +275,6 @@ def calibrate_cmd(
                            "form": CAL_FORM, "networks": used})
         return
     _print_calibration(dev.uri, prec, cal, used)
-
-
-def _deployed(network, classes: int):
-    """``network`` with its classifier at ``classes`` outputs (0: as it is)."""
-    from latkit.profiler.spaces.base import with_classes
-
-    return with_classes(network, classes) if classes else network
 
 
 CAL_FORM = "e2e_ms = a * lut_sum_ms + b * n_ops + c"

@@ -316,7 +316,7 @@ class AdbShellTransport(AdbTransport):
             )
         try:
             from adb_shell.transport.usb_transport import UsbTransport
-        except ImportError as exc:
+        except (ImportError, OSError) as exc:  # usb1 missing, or its libusb-1.0 library
             raise MissingExtraError(f"adb:{self.serial} with no adb server running (port {port}) is looked for "
                                     "on USB, and USB access to Android devices (libusb1)", "android", exc,
                                     hint=_not_on_usb_hint(self.serial)) from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from latkit.core.reprs import short_repr
 from latkit.devices.precision import Precision
 from latkit.core.errors import MissingOpsError, UsageError
 from latkit.lut.calibration import load_calibration
@@ -83,6 +84,9 @@ class Estimate:
     calibrated: bool
     calibration: dict[str, Any] | None = None
     precision: Precision = Precision.FP32  # of every row summed and of the calibration applied
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'network', 'device', 'precision', 'total_ms', 'lut_sum_ms', 'calibrated', 'layers')
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from latkit.core.reprs import short_repr
 from latkit.core.files import OUTPUT_MODE, check_output_target, one_line, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.precision import PRECISIONS, Precision, parse_precision
@@ -76,6 +77,9 @@ class MergeReport:
     conflicts: list[Conflict] = field(default_factory=list)
     calibrations_added: int = 0
     sources: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'added', 'duplicates', 'replaced', 'conflicts', 'calibrations_added', 'sources')
 
     def __str__(self) -> str:
         kept = sum(c.kept == "existing" for c in self.conflicts)

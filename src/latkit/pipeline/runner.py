@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, TypedDict
 
 import numpy as np
 
+from latkit.core.reprs import short_repr
 from latkit.core.files import check_output_dir, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
@@ -121,6 +122,9 @@ class PipelineResult:
     deployed_accuracy_pct: float | None = None  # the shipped file (at ``precision``) in its runtime
     accuracy_drop_pct: float | None = None  # fp32 minus deployed, in points
     warning: str | None = None  # within budget but far under it (see latkit.search.target.judge)
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'verdict', 'measured_ms', 'target_ms', 'met', 'precision', 'out_dir')
 
 
 # --------------------------------------------------------------------------- state

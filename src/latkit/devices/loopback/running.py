@@ -23,6 +23,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 0.3  # a local port answers at once or not at all
+# Outside adb's emulator scan range (5555-5585), so adb never auto-attaches it.
+DEFAULT_PORT = 6555
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,6 @@ def running_loopback(timeout_s: float = PROBE_TIMEOUT_S) -> list[RunningLoopback
     """The loopback phones answering on 127.0.0.1 now, by port: registered ones, the default
     port, and every port with a sandbox folder in the cache."""
     from latkit.core.cache import loopback_dir
-    from latkit.devices.loopback.server import DEFAULT_PORT
 
     candidates = _registered()
     candidates.setdefault(DEFAULT_PORT, RunningLoopback(DEFAULT_PORT))

@@ -52,8 +52,7 @@ log = logging.getLogger(__name__)
 FEATURES = ("shell_v2", "cmd", "fixed_push_mkdir")
 AUTH_MODES = ("key", "accept", "refuse", "off")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
-# Outside adb's emulator scan range (5555-5585), so adb never auto-attaches it.
-DEFAULT_PORT = 6555
+DEFAULT_PORT = running.DEFAULT_PORT
 MAX_CONNECTIONS = 16
 MAX_STREAMS = 64            # open streams per connection
 HANDSHAKE_TIMEOUT_S = 30.0  # CNXN and authentication must finish within this
@@ -339,6 +338,11 @@ class LoopbackDevice:
         self.root = root.expanduser().resolve()
         self.keys = KeyStore(self._accepted_keys_path or self.root / "data/misc/adb/adb_keys")
         self.player = ScenarioPlayer(self.root, self.profile, self.scenario)
+
+    @property
+    def uri(self) -> str:
+        """``adb+tcp://127.0.0.1:PORT``: the device URI latkit opens it by."""
+        return f"adb+tcp://{self.host}:{self.port}"
 
     @property
     def serial_uri(self) -> str:
