@@ -49,7 +49,9 @@ def _calls(tmp):
         "predict_model(input_shape='1,3')": (lambda: latkit.predict_model("m.onnx", tmp, input_shape="1,3"),
                                              "input_shape", True),
         "search_arch(latency_model='fast')": (lambda: latkit.search_arch("nasbench201", "fast", 5.0, tmp),
-                                              "latency_model", True),
+                                              "latency_model", False),  # a LUT path that names no file
+        "search_arch(latency_model=42)": (lambda: latkit.search_arch("nasbench201", 42, 5.0, tmp),
+                                          "latency_model", True),
         "search_arch(target_ms=nan)": (lambda: latkit.search_arch("nasbench201", _Model(1.0), math.nan, tmp),
                                        "target_ms", False),
         "search_arch(on_progress='x')": (lambda: latkit.search_arch("nasbench201", _Model(1.0), 5.0, tmp,

@@ -461,7 +461,11 @@ def search_arch(
             the fields of :class:`latkit.search.run.SearchConfig` (algorithm, epochs, seed...).
     """
     checks.text("space", space)
-    if not isinstance(latency_model, (str, Path)):
+    if isinstance(latency_model, (str, Path)):
+        if not Path(latency_model).is_file():
+            raise checks.UsageError(f"latency_model must be a LUT file or a latency model, not {str(latency_model)!r}"
+                                    " (no such file)")
+    else:
         checks.has_methods("latency_model", latency_model, ("latency_ms", "min_latency"),
                            "a LUT path or a latency model such as latkit.latency_model(space, lut)")
     checks.number("target_ms", target_ms)

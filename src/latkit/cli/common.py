@@ -104,6 +104,25 @@ PRECISION_HELP = ("Numeric precision of the models: fp32, fp16 or int8 (full-int
 TARGET_CI_HELP = "Target relative 95% CI half-width of each latency."
 
 
+def renamed(new: str, value: Any, old: str, old_value: Any, default: Any) -> Any:
+    """The value of option ``new`` that was once called ``old`` (kept as a hidden alias).
+
+    A value given under the old name is taken, with a warning naming the new one, so
+    scripts keep working while they move over; both names at once is an error.
+
+    Raises:
+        UsageError: both names were given.
+    """
+    from latkit.core.errors import UsageError
+
+    if old_value is None:
+        return value
+    if value != default:
+        raise UsageError(f"{old} is the old name of {new}; give {new} only")
+    warn(f"{old} is deprecated and will be removed: use {new}")
+    return old_value
+
+
 def precision_option(text: str | None) -> Precision | None:
     """``--precision`` parsed to a :class:`~latkit.devices.precision.Precision` (None, not given, stays None).
 

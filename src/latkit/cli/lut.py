@@ -184,7 +184,7 @@ def estimate_cmd(
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device in the LUT (if it holds several)."),
     calibrated: bool = typer.Option(True, "--calibrated/--raw", help="Apply the device's calibration if any."),
     precision: Optional[str] = typer.Option(
-        None, "--precision", help="Precision of the LUT rows to use: fp32, fp16 or int8 (default: the only one the "
+        None, "--precision", "-p", help="Precision of the LUT rows to use: fp32, fp16 or int8 (default: the only one the "
         "LUT holds for the device)."),
     as_json: bool = typer.Option(False, "--json"),
     classes: Optional[int] = typer.Option(
@@ -237,7 +237,7 @@ def calibrate_cmd(
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096),
     threads: int = typer.Option(1, "--threads", "-t", min=1),
     seed: int = typer.Option(0, "--seed"),
-    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help=PRECISION_HELP),
     target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
     quick: bool = typer.Option(False, "--quick"),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),

@@ -69,18 +69,22 @@ def fit_cmd(
     space: str = typer.Option(..., "--space", "-s"),
     target: str = typer.Option(..., "--target", help="Column to predict."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the predictor in (no pickle)."),
-    predictor: str = typer.Option("xgboost", "--predictor", "-p", help="See `latkit predictor list`; "
+    predictor: str = typer.Option("xgboost", "--predictor", help="See `latkit predictor list`; "
                                   "`fewshot` uses the known devices' latencies."),
     k: Optional[int] = typer.Option(None, "--k", "-k", min=2, help="Train on K archs (default: all measured)."),
     known: Optional[str] = typer.Option(None, "--known", help="Known-device columns for fewshot."),
     target_csv: Optional[Path] = typer.Option(None, "--target-csv", help="CSV holding the target column."),
     seed: int = typer.Option(0, "--seed"),
+    old_predictor: Optional[str] = typer.Option(None, "-p", hidden=True),  # -p is --precision everywhere now
 ) -> None:
     """Fit a latency predictor on a latency CSV and save it."""
+    from latkit.core.files import removed_on_failure
     from latkit.predictors.evaluate import fit_from_csv
 
-    model = fit_from_csv(csv, space, target, out, predictor=predictor, k=k, known=_columns(known),
-                         target_csv=target_csv, random_state=seed)
+    predictor = common.renamed("--predictor", predictor, "-p", old_predictor, "xgboost")
+    with removed_on_failure(out):  # a failed fit leaves no empty folder behind
+        model = fit_from_csv(csv, space, target, out, predictor=predictor, k=k, known=_columns(known),
+                             target_csv=target_csv, random_state=seed)
     common.err.print(f"saved {type(model).__name__} for {common.esc(target)} to {common.esc(out)}")
     if predictor == "fewshot" and known is None:  # the default is every other column: say which
         from latkit.predictors.base import load_metadata
@@ -92,17 +96,21 @@ def fit_cmd(
 
 @predictor_app.command("predict")
 def predict_cmd(
-    predictor: Path = typer.Option(..., "--predictor", "-p", help="Folder written by `latkit predictor fit`."),
+    predictor: Optional[Path] = typer.Option(None, "--predictor", help="Folder written by `latkit predictor fit`."),
     arch: Optional[list[str]] = typer.Option(None, "--arch", "-a", help="Architecture (native text); repeatable."),
     archs_file: Optional[Path] = typer.Option(None, "--archs-file", help="File with one architecture per line."),
     reference_csv: Optional[Path] = typer.Option(None, "--reference-csv",
                                                  help="Known devices' latencies (fewshot predictors)."),
     as_json: bool = typer.Option(False, "--json"),
+    old_predictor: Optional[Path] = typer.Option(None, "-p", hidden=True),  # -p is --precision everywhere now
 ) -> None:
     """Predict the latency of architectures with a saved predictor."""
     from latkit.core.errors import UsageError
     from latkit.predictors.evaluate import predict_archs
 
+    predictor = common.renamed("--predictor", predictor, "-p", old_predictor, None)
+    if predictor is None:
+        raise UsageError("give --predictor: the folder written by `latkit predictor fit`")
     archs = list(arch or [])
     if archs_file is not None:
         try:
