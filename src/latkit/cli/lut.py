@@ -33,7 +33,6 @@ def show_cmd(
     """
     from latkit.core.errors import StoreError
     from latkit.lut.store import LUT
-
     from latkit.lut.summary import describe
 
     problem: StoreError | None = None
@@ -184,8 +183,8 @@ def estimate_cmd(
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device in the LUT (if it holds several)."),
     calibrated: bool = typer.Option(True, "--calibrated/--raw", help="Apply the device's calibration if any."),
     precision: Optional[str] = typer.Option(
-        None, "--precision", "-p", help="Precision of the LUT rows to use: fp32, fp16 or int8 (default: the only one the "
-        "LUT holds for the device)."),
+        None, "--precision", "-p", help="Precision of the LUT rows to use: fp32, fp16 or int8 (default: the only "
+        "one the LUT holds for the device)."),
     as_json: bool = typer.Option(False, "--json"),
     classes: Optional[int] = typer.Option(
         None, "--classes", min=1, help="Price the network's classifier with this many outputs (the trained "

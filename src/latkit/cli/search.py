@@ -335,9 +335,10 @@ def _device_lut(sp, device: str, resolution: Optional[int], precision: Precision
         with LUT.open(path, create=True) as store:
             specs = list(sp.operators(res)) + head_specs(sp, res, classes)
             todo = len([s for s in specs if s.key not in store.done_keys(dev.info().uri, precision=precision)])
+            config = ProtocolConfig.preset(Preset.QUICK if quick else Preset.PROFILE)
             with track(f"profiling {device} ({precision.value})", todo, enabled=todo > 0) as advance:
-                report = profile_ops(dev, specs, store, ProtocolConfig.preset(Preset.QUICK if quick else Preset.PROFILE),
-                                     on_progress=lambda d, t, key, m: advance(key), precision=precision)
+                report = profile_ops(dev, specs, store, config, on_progress=lambda d, t, key, m: advance(key),
+                                     precision=precision)
     finally:
         dev.close()
     if report.failed:

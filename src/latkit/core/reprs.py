@@ -28,6 +28,8 @@ def _value(value: Any) -> str:
     if isinstance(value, Mapping):
         return f"{{{len(value)} {'entry' if len(value) == 1 else 'entries'}}}"
     if isinstance(value, (list, tuple, set, frozenset)):
+        if len(value) <= 6 and all(isinstance(v, (int, float)) for v in value):  # a shape: shown whole
+            return repr(value)
         return f"[{len(value)} {'item' if len(value) == 1 else 'items'}]"
     if isinstance(value, os.PathLike):
         value = os.fspath(value)

@@ -522,7 +522,8 @@ def _at_other_resolution(exc: MissingOpsError, lut: LUT, uri: str, space: Search
     err.args = (f"LUT {lut.path} holds {space.name} on {uri} at resolution {shown}, not {asked} "
                 f"({len(exc.missing)} operator(s) missing at {asked}); search at its resolution with "
                 f"`-r {held[0]}` (`--resolution {held[0]}`; resolution={held[0]} in Python), or profile "
-                f"{asked} with `latkit profile --space {space.name} --resolution {asked} --device {uri} --lut {lut.path}`",)
+                f"{asked} with `latkit profile --space {space.name} --resolution {asked} --device {uri} "
+                f"--lut {lut.path}`",)  # fmt: skip
     return err
 
 
