@@ -101,3 +101,15 @@ def test_a_failed_command_leaves_no_output_folder(capsys, tmp_path, argv):
     code, _, err = run(capsys, *(a.format(tmp=tmp_path) for a in argv), "-o", out)
     one_error_line(code, err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lut_estimate_without_a_calibration_warns_instead_of_failing(capsys, profiled_lut):
+    import json
+
+    from latkit.profiler.spaces import get_space
+
+    ops = ["zero" if "zero" in c.options else "3x3_MBConv3" for c in get_space(SPACE).choices()]
+    code, out, err = run(capsys, "lut", "estimate", "--lut", profiled_lut, "--arch", json.dumps(ops), "-s", SPACE,
+                         "-r", RESOLUTION, "-p", "fp32")
+    assert code == 0 and "sum of operators" in out
+    assert "no fp32 calibration for cpu:onnxruntime" in err and "Traceback" not in err
