@@ -44,6 +44,8 @@ def _calls(tmp):
         "profile(lut=None)": (lambda: latkit.profile("cpu:onnxruntime", "proxyless_mobile_w05", None), "lut", True),
         "estimate(resolution='64')": (lambda: latkit.estimate(lut, arch, resolution="64"), "resolution", True),
         "estimate(calibration='no')": (lambda: latkit.estimate(lut, arch, calibration="no"), "calibration", True),
+        "estimate(arch=[nan])": (lambda: latkit.estimate(lut, [math.nan]), "arch", True),
+        "estimate(arch={'ks': object})": (lambda: latkit.estimate(lut, {"ks": object()}), "arch", True),
         "fit_predictor(k=0)": (lambda: latkit.fit_predictor("a.csv", "nasbench201", "cpu", tmp, k=0), "k", False),
         "predict(archs='abc')": (lambda: latkit.predict(tmp, "abc"), "archs", True),
         "predict_model(input_shape='1,3')": (lambda: latkit.predict_model("m.onnx", tmp, input_shape="1,3"),

@@ -116,11 +116,12 @@ def _check_device(device: Any) -> None:
 def _arch(name: str, arch: Any) -> str | Path:
     """An architecture as ``--arch`` takes it: a file, the space's native text, or the native form as
     a Python value (a list of operator names, a dict), which is turned into that text here."""
-    if isinstance(arch, (list, tuple)):
-        checks.texts(name, arch)
-        return json.dumps(list(arch))
-    if isinstance(arch, Mapping):
-        return json.dumps(dict(arch))
+    if isinstance(arch, (list, tuple, Mapping)):
+        try:
+            return json.dumps(dict(arch) if isinstance(arch, Mapping) else list(arch), allow_nan=False)
+        except (TypeError, ValueError):
+            raise checks.ArgumentTypeError(f"{name} must be a file, the space's native text or its operators "
+                                           f"as a list of names, not {str(arch)[:60]!r}") from None
     checks.path(name, arch)
     return arch
 
