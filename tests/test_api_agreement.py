@@ -76,6 +76,9 @@ def test_estimate_takes_a_list_of_operator_names(profiled_lut):
     as_text = latkit.estimate(profiled_lut, json.dumps(ops), space=SPACE, resolution=RESOLUTION)
     assert as_list.total_ms == as_text.total_ms > 0 and as_list.n_measurable == 10
     assert len(repr(as_list)) < 200 and "layers=[" in repr(as_list)
+    # without a resolution the list is read at the space's (224): the error names the LUT's own
+    with pytest.raises(MissingOpsError, match=rf"holds resolution {RESOLUTION}, not 224.*resolution={RESOLUTION}"):
+        latkit.estimate(profiled_lut, ops, space=SPACE)
 
 
 def test_search_arch_takes_a_lut_path_and_names_the_resolution_it_holds(monkeypatch, profiled_lut, tmp_path):

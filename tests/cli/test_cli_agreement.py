@@ -103,7 +103,7 @@ def test_a_failed_command_leaves_no_output_folder(capsys, tmp_path, argv):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_lut_estimate_without_a_calibration_warns_instead_of_failing(capsys, profiled_lut):
+def test_lut_estimate_warns_without_a_calibration_and_names_the_lut_resolution(capsys, profiled_lut):
     import json
 
     from latkit.profiler.spaces import get_space
@@ -113,3 +113,5 @@ def test_lut_estimate_without_a_calibration_warns_instead_of_failing(capsys, pro
                          "-r", RESOLUTION, "-p", "fp32")
     assert code == 0 and "sum of operators" in out
     assert "no fp32 calibration for cpu:onnxruntime" in err and "Traceback" not in err
+    code, _, err = run(capsys, "lut", "estimate", "--lut", profiled_lut, "--arch", json.dumps(ops), "-s", SPACE)
+    one_error_line(code, err, f"holds resolution {RESOLUTION}, not 224", f"`--resolution {RESOLUTION}`")

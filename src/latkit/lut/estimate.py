@@ -8,6 +8,7 @@ two precisions are never summed into one figure.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,16 @@ class Estimate:
         return d
 
 
+_STEM_INPUT = re.compile(r"input:(\d+)x\1x3(?!\d)")  # a key's square 3-channel input: an image
+
+
+def input_resolutions(lut: LUT, uri: str, precision: Precision) -> set[int]:
+    """The input resolutions of the square 3-channel images (networks' stems) among the LUT's rows
+    for ``uri`` at ``precision``, read off their keys (``...-input:32x32x3-...``)."""
+    found = (_STEM_INPUT.search(key) for key in lut.done_keys(uri, precision=precision))
+    return {int(m.group(1)) for m in found if m}
+
+
 def estimate(
     lut: LUT,
     network: Network,
@@ -132,7 +143,15 @@ def estimate(
         elsewhere = {p: k for p, k in elsewhere.items() if k}
         if elsewhere:
             raise PrecisionMismatchError(exc.missing, where, prec, elsewhere) from None
-        raise MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec}) for {network.name}") from None
+        err = MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec}) for {network.name}")
+        asked, held = network.input_shape[0], input_resolutions(lut, uri, prec)
+        if held and asked not in held:  # e.g. a list of operator names, read at the space's default resolution
+            shown = ", ".join(map(str, sorted(held)))
+            err.args = (f"LUT {lut.path} ({uri}) holds resolution {shown}, not {asked} ({len(exc.missing)} "
+                        f"operator(s) of {network.name} missing at {asked}); estimate at its resolution with "
+                        f"`--resolution {min(held)}` (resolution={min(held)} in Python), or profile {asked} "
+                        "with `latkit profile`",)  # fmt: skip
+        raise err from None
     lat = [ms_by_key[layer.spec.key] if layer.spec.measurable else 0.0 for layer in network.layers]
     sources = lut.sources(keys, uri, precision=prec)
     lut_sum = float(sum(lat))

@@ -497,14 +497,11 @@ def _lookup(lut: LUT, uri: str, prec: Precision, keys: list[str], space: SearchS
 def _resolutions_held(lut: LUT, uri: str, prec: Precision, space: SearchSpace, asked: int | None) -> list[int]:
     """The input resolutions other than ``asked`` at which the LUT holds every operator of ``space``
     (read off the 3-channel input shapes of its keys)."""
-    import re
-
     from latkit.core.errors import LatkitError
+    from latkit.lut.estimate import input_resolutions
 
-    found = {int(m.group(1)) for k in lut.done_keys(uri, precision=prec)
-             for m in [re.search(r"input:(\d+)x\1x3(?!\d)", k)] if m}  # fmt: skip
     held = []
-    for res in sorted(found - {asked}):
+    for res in sorted(input_resolutions(lut, uri, prec) - {asked}):
         try:
             ops = sorted({spec.key for spec in space.operators(res) if spec.measurable})
         except (LatkitError, ValueError):  # the space does not take this resolution
