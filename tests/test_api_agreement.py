@@ -106,6 +106,45 @@ def test_profile_reports_progress_as_run_does(tmp_path):
         latkit.profile(DEVICE, SPACE, tmp_path / "x.db", on_progress="bar")
 
 
+# each CLI verb and the API function that wraps it
+CLI_TO_API = {
+    "devices": "list_devices", "spaces": "list_spaces", "profile": "profile", "measure": "measure",
+    "lut estimate": "estimate", "lut calibrate": "calibrate", "lut show": "show_lut", "lut export": "export_lut",
+    "lut import": "import_lut", "lut merge": "merge_luts", "predictor fit": "fit_predictor",
+    "predictor predict": "predict", "predictor eval": "evaluate_predictor", "predictor design": "design_predictor",
+    "predict": "predict_model", "search": "search_arch", "train": "train", "export": "export", "run": "run",
+    "loopback-device": "loopback_phone",
+}
+# the verbs with no function yet, or none needed: shell helpers, the kernel predictors' and the Ray farm's
+# commands (their library functions, latkit.predictors.kernel_build and latkit.profiler.farm, are the API)
+NOT_IN_API = {"cache clear", "completion", "ops", "parse-benchmark", "predictor list", "kernels build",
+              "kernels calibrate", "kernels detect-fusion", "farm devices", "farm profile"}
+
+
+def test_every_cli_verb_has_its_api_function():
+    from latkit.cli import _command
+
+    verbs, stack = set(), [("", _command())]
+    while stack:  # every leaf command, by its full name
+        name, cmd = stack.pop()
+        if hasattr(cmd, "commands"):
+            stack += [(f"{name} {sub}".strip(), c) for sub, c in cmd.commands.items()]
+        else:
+            verbs.add(name)
+    assert set(CLI_TO_API) | NOT_IN_API >= verbs and not set(CLI_TO_API) & NOT_IN_API
+    assert set(CLI_TO_API) <= verbs  # no stale name
+    for verb, function in CLI_TO_API.items():
+        assert function in latkit.__all__ and callable(getattr(latkit, function)), verb
+
+
+def test_export_lut_writes_what_import_lut_reads(profiled_lut, tmp_path):
+    assert latkit.export_lut(profiled_lut, tmp_path / "lut.json") == 71
+    with pytest.raises(latkit.LatkitError, match="SQLite file"):
+        latkit.export_lut(tmp_path / "lut.json", profiled_lut)  # never over a LUT, its own input included
+    (report,) = latkit.import_lut(tmp_path / "back.db", [tmp_path / "lut.json"])
+    assert report.added == 71
+
+
 def test_train_returns_a_typed_result():
     from latkit.deploy import train as train_mod
 

@@ -34,7 +34,7 @@ _LAZY = {
         "predict", "predict_model", "search_arch", "train", "export", "measure", "run",
     )},
     **{verb: "latkit.api_tools" for verb in (
-        "calibrate", "show_lut", "import_lut", "merge_luts", "evaluate_predictor", "design_predictor",
+        "calibrate", "show_lut", "export_lut", "import_lut", "merge_luts", "evaluate_predictor", "design_predictor",
         "loopback_phone",
     )},
 }

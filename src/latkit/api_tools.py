@@ -2,7 +2,7 @@
 
 Like :mod:`latkit.api`, each function is a thin, typed wrapper over the library
 function the matching CLI command calls (``latkit lut calibrate``, ``lut show``,
-``lut import``, ``lut merge``, ``predictor eval``, ``predictor design``,
+``lut export``, ``lut import``, ``lut merge``, ``predictor eval``, ``predictor design``,
 ``loopback-device``), with its arguments checked at the door. They are loaded on
 first use, as ``latkit.calibrate`` ... (see :mod:`latkit`).
 
@@ -33,8 +33,8 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.lut.io import MergeReport
     from latkit.profiler.protocol import ProtocolConfig
 
-__all__ = ["calibrate", "show_lut", "import_lut", "merge_luts", "evaluate_predictor", "design_predictor",
-           "loopback_phone"]
+__all__ = ["calibrate", "show_lut", "export_lut", "import_lut", "merge_luts", "evaluate_predictor",
+           "design_predictor", "loopback_phone"]
 
 MIN_NETWORKS = 3  # as `latkit lut calibrate --networks`: the full fit has three coefficients
 
@@ -116,6 +116,24 @@ def show_lut(lut: str | Path, *, rows: bool = False) -> dict[str, Any]:
         summary, listing, _ = describe(store)
         store.refuse_invalid()
     return {"summary": summary, **({"rows": listing} if rows else {})}
+
+
+def export_lut(lut: str | Path, out: str | Path) -> int:
+    """Write a LUT as versioned JSON to ``out`` (``latkit lut export``), atomically; what
+    :func:`import_lut` reads back. Returns the number of measurements written.
+
+    Raises:
+        UsageError: ``out`` is an SQLite file (an export never replaces a LUT).
+        StoreError: the LUT is missing or damaged, or ``out`` cannot be written.
+    """
+    checks.path("lut", lut)
+    checks.path("out", out)
+    from latkit.lut.io import check_export_target, export_json
+    from latkit.lut.store import LUT
+
+    check_export_target(out)  # before reading anything
+    with LUT.open(lut, readonly=True) as store:
+        return export_json(store, out)
 
 
 def import_lut(

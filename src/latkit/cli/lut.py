@@ -111,28 +111,13 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="JSON file to write."),
 ) -> None:
     """Export a LUT as versioned JSON."""
-    from latkit.core.files import check_output_target
-    from latkit.lut.io import export_json
+    from latkit.lut.io import check_export_target, export_json
     from latkit.lut.store import LUT
 
-    check_output_target(out, "LUT export")  # before reading anything
-    _refuse_overwriting_a_lut(out)
+    check_export_target(out)  # before reading anything
     with LUT.open(lut, readonly=True) as store:
         n = export_json(store, out)
     common.err.print(f"wrote {n} measurements to {common.esc(out)}")
-
-
-def _refuse_overwriting_a_lut(out: Path) -> None:
-    """An export never replaces an SQLite file (its own input, or any other LUT)."""
-    from latkit.core.errors import UsageError
-
-    try:
-        with open(out, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return  # missing (or unreadable: the write will say so)
-    if head == b"SQLite format 3\0":
-        raise UsageError(f"{out} is an SQLite file (a LUT?); an export would replace it: give a .json path")
 
 
 @lut_app.command("import")

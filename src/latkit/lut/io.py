@@ -110,6 +110,23 @@ def to_payload(lut: LUT) -> dict[str, Any]:
     }
 
 
+def check_export_target(path: str | Path) -> None:
+    """Refuse an export path that cannot be written, or that is an SQLite file (its own LUT, or
+    any other): an export never replaces one.
+
+    Raises:
+        UsageError: ``path`` is an SQLite file. StoreError: it cannot be written.
+    """
+    check_output_target(path, "LUT export")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return  # missing (or unreadable: the write will say so)
+    if head == b"SQLite format 3\0":
+        raise UsageError(f"{path} is an SQLite file (a LUT?); an export would replace it: give a .json path")
+
+
 def export_json(lut: LUT, path: str | Path) -> int:
     """Write ``lut`` as a JSON envelope to ``path`` atomically; return the row count.
 
