@@ -233,9 +233,9 @@ def calibrate_cmd(
     """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured networks."""
     import numpy as np
 
-    from latkit.cli.progress import track
+    from latkit.cli.progress import Stages
     from latkit.devices.precision import Precision
-    from latkit.lut.calibrate import PASSES, calibrate_device, calibration_networks
+    from latkit.lut.calibrate import calibrate_device, calibration_networks
     from latkit.lut.store import LUT
     from latkit.profiler.spaces import get_space
 
@@ -247,9 +247,10 @@ def calibrate_cmd(
         with LUT.open(lut) as store:
             nets = calibration_networks(store, sp, dev.uri, networks, np.random.default_rng(seed),
                                         resolution=resolution, precision=prec, classes=classes or None)
-            with track(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
+            with Stages() as shown:  # opens at the first pass's note, with its total
                 cal = calibrate_device(store, dev, nets, config, precision=prec,
-                                       on_progress=lambda done, total, name: advance(name, total=total))  # fmt: skip
+                                       on_progress=lambda done, total, name: shown("measuring networks", done,
+                                                                                   total, name))  # fmt: skip
         with LUT.open(lut, readonly=True) as store:
             used = _networks_used(store, dev.uri, nets, cal, prec)
     finally:

@@ -31,18 +31,15 @@ def train_cmd(
     old_epochs: Optional[int] = typer.Option(None, "--epochs", min=1, hidden=True),  # the old --train-epochs
 ) -> None:
     """Train --arch on --data and write weights that `latkit export --weights` takes."""
+    from latkit.cli.progress import Stages
     from latkit.core.files import removed_on_failure
     from latkit.deploy.train import train_arch
 
     epochs = common.renamed("--train-epochs", epochs, "--epochs", old_epochs, 3)
-
-    def on_progress(done: int, total: int, message: str) -> None:
-        if not as_json:
-            common.err.print(f"[bold]    train[/] {done}/{total} {common.esc(message)}", highlight=False)
-
-    with removed_on_failure(out):  # a failed start leaves no empty folder behind
-        result = train_arch(arch, data, out, space=space, resolution=resolution, epochs=epochs, max_steps=max_steps,
-                            init=init, seed=seed, on_progress=on_progress)  # fmt: skip
+    with Stages(enabled=not as_json) as shown, removed_on_failure(out):  # a failed start leaves no empty folder
+        result = train_arch(arch, data, out, space=space, resolution=resolution, epochs=epochs,
+                            max_steps=max_steps, init=init, seed=seed,
+                            on_progress=lambda done, total, message: shown("training", done, total, message))  # fmt: skip
     if as_json:
         common.print_json(result.to_dict())
         return
