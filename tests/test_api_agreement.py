@@ -113,12 +113,12 @@ CLI_TO_API = {
     "lut import": "import_lut", "lut merge": "merge_luts", "predictor fit": "fit_predictor",
     "predictor predict": "predict", "predictor eval": "evaluate_predictor", "predictor design": "design_predictor",
     "predict": "predict_model", "search": "search_arch", "train": "train", "export": "export", "run": "run",
-    "loopback-device": "loopback_phone",
+    "loopback-device": "loopback_phone", "predictor sample": "sample_latencies",
 }
 # the verbs with no function yet, or none needed: shell helpers, the kernel predictors' and the Ray farm's
 # commands (their library functions, latkit.predictors.kernel_build and latkit.profiler.farm, are the API)
 NOT_IN_API = {"cache clear", "completion", "ops", "parse-benchmark", "predictor list", "kernels build",
-              "kernels calibrate", "kernels detect-fusion", "farm devices", "farm profile"}
+              "kernels calibrate", "kernels detect-fusion", "kernels transfer", "farm devices", "farm profile"}
 
 
 def test_every_cli_verb_has_its_api_function():
@@ -143,6 +143,24 @@ def test_export_lut_writes_what_import_lut_reads(profiled_lut, tmp_path):
         latkit.export_lut(tmp_path / "lut.json", profiled_lut)  # never over a LUT, its own input included
     (report,) = latkit.import_lut(tmp_path / "back.db", [tmp_path / "lut.json"])
     assert report.added == 71
+
+
+def test_sample_latencies_takes_the_cli_options_and_reports_progress_as_run_does(monkeypatch, tmp_path):
+    from latkit.predictors import collect
+
+    seen = {}
+
+    def sample(dev, sp, n, out, **kw):
+        seen.update(kw, uri=dev.info().uri)
+        kw["on_progress"](1, n, "net-0")
+        return "report"
+
+    monkeypatch.setattr(collect, "sample_latencies", sample)
+    (tmp_path / "ref.csv").write_text("\n".join(FBNET_CSV.read_text().splitlines()[:3]) + "\n")  # two archs
+    events = []
+    assert latkit.sample_latencies(DEVICE, "fbnet", 2, tmp_path / "s.csv", from_csv=tmp_path / "ref.csv",
+                                   on_progress=lambda *e: events.append(e)) == "report"
+    assert events == [("sampling", 1, 2, "net-0")] and seen["uri"] == DEVICE and len(seen["pool"]) == 2
 
 
 def test_train_returns_a_typed_result():

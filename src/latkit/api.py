@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latkit.core import checks
+from latkit.core.errors import UnknownNameError
 from latkit.core.files import removed_on_failure
 
 if TYPE_CHECKING:  # typing only: these imports are heavy
@@ -113,6 +115,16 @@ def _check_device(device: Any) -> None:
         checks.has_methods("device", device, ("open", "info"), "a device URI or an open device (latkit.open_device)")
         if getattr(device, "closed", False) is True:
             raise checks.UsageError(f"device {getattr(device, 'uri', device)} is closed; open it again with latkit.open_device")
+
+
+def _choice(name: str, value: Any, kind: type[Enum]) -> Any:
+    """``value`` as a member of the str Enum ``kind`` (a name the CLI takes as text), or one
+    UnknownNameError naming ``name`` and the members."""
+    checks.text(name, value)
+    try:
+        return kind(value)
+    except ValueError:
+        raise UnknownNameError(name, value, [m.value for m in kind]) from None
 
 
 def _arch(name: str, arch: Any) -> str | Path:
@@ -353,6 +365,8 @@ def fit_predictor(
     k: int | None = None,
     known: Sequence[str] | None = None,
     params: dict[str, Any] | None = None,
+    target_csv: str | Path | None = None,
+    design: str = "active",
     random_state: int = 0,
 ) -> Predictor:
     """Fit a latency predictor of the ``target`` column of a latency CSV and save it to ``out_dir``.
@@ -366,6 +380,9 @@ def fit_predictor(
         k: fit on only ``k`` architectures (few-shot).
         known: known-device columns used as features (``fewshot``).
         params: the predictor's parameters.
+        target_csv: a CSV holding the ``target`` column (e.g. ``sample_latencies``' on your device).
+        design: ``hwmeta``: how the ``k`` architectures are chosen among those measured
+            (``active``, the default, ``farthest`` or ``random``).
         random_state: seed.
     """
     checks.path("csv", csv)
@@ -377,12 +394,16 @@ def fit_predictor(
     checks.texts("known", known, none_ok=True)
     if params is not None and not isinstance(params, dict):
         raise checks.ArgumentTypeError(f"params must be a dict of the predictor's parameters, not {params!r}")
+    checks.path("target_csv", target_csv, none_ok=True)
     checks.integer("random_state", random_state, 0)
     from latkit.predictors.evaluate import fit_from_csv
+    from latkit.predictors.transfer import Design
 
+    chosen = _choice("design", design, Design)
     with removed_on_failure(out_dir):
         return fit_from_csv(csv, space, target, out_dir, predictor=predictor, params=params, k=k,
-                            known=list(known) if known is not None else None, random_state=random_state)
+                            known=list(known) if known is not None else None, target_csv=target_csv,
+                            random_state=random_state, design=chosen)  # fmt: skip
 
 
 def sample_latencies(
@@ -396,15 +417,15 @@ def sample_latencies(
     precision: str | Precision | None = None,
     column: str | None = None,
     classes: int | None = 10,
+    from_csv: str | Path | None = None,
     config: ProtocolConfig | None = None,
     quick: bool = False,
-    on_progress: Callable[[int, int, str], None] | None = None,
+    on_progress: StageProgress | None = None,
 ) -> SampleReport:
     """Measure ``n`` sampled architectures of ``space`` end to end into the latency CSV ``out`` (resumable).
 
-    The file is what :func:`fit_predictor` and ``latkit predictor eval`` read: an
-    ``arch`` column and one latency column (``column``, default the device URI).
-    As ``latkit predictor sample``; see :func:`latkit.predictors.collect.sample_latencies`.
+    The file is what :func:`fit_predictor` and ``latkit predictor eval`` read (an ``arch`` column, one
+    latency column: ``column``, default the device URI); as ``latkit predictor sample``.
 
     Args:
         device: an open device or its URI (opened and closed here).
@@ -415,9 +436,11 @@ def sample_latencies(
         precision: ``fp32`` (None, the default), ``fp16`` or ``int8``; the device must run it.
         column: the latency column's name.
         classes: the networks' classifier outputs (None or 0: the space's own).
+        from_csv: draw the architectures from this latency CSV's ``arch`` column (so the new
+            column shares rows with its device columns), as ``--from-csv``.
         config: measurement protocol; default the standard one.
         quick: few samples per measurement (smoke runs); ignored with ``config``.
-        on_progress: called as ``(done, total, message)``.
+        on_progress: called as ``("sampling", done, total, message)``, the events of :func:`run`.
     """
     _check_device(device)
     checks.text("space", space)
@@ -427,22 +450,33 @@ def sample_latencies(
     checks.integer("seed", seed, 0)
     checks.text("column", column, none_ok=True)
     checks.integer("classes", classes, 0, none_ok=True)
+    checks.path("from_csv", from_csv, none_ok=True)
     checks.flag("quick", quick)
     checks.function("on_progress", on_progress)
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.predictors.collect import sample_latencies as _sample
-    from latkit.profiler.spaces import get_space
 
-    sp = get_space(space)
-    sp.check_resolution(resolution)
+    sp, pool = _sampled_space(space, resolution, from_csv)
+    progress = (lambda done, total, msg: on_progress("sampling", done, total, msg)) if on_progress else None
     dev = open_device(device) if isinstance(device, str) else device
     try:
         prec = check_precision(dev, parse_precision(precision))
         return _sample(dev, sp, n, out, resolution=resolution, seed=seed, config=_protocol(config, quick),
-                       precision=prec, column=column, classes=classes or None, on_progress=on_progress)  # fmt: skip
+                       precision=prec, column=column, classes=classes or None, pool=pool, on_progress=progress)  # fmt: skip
     finally:
         if dev is not device:
             dev.close()
+
+
+def _sampled_space(space: str, resolution: int | None, from_csv: str | Path | None) -> tuple[Any, list[Any] | None]:
+    """The space :func:`sample_latencies` samples (``resolution`` checked against it, before a device
+    opens) and the architectures it draws from: ``from_csv``'s, or None (the space's own)."""
+    from latkit.predictors.data import parse_archs, read_latency_csv
+    from latkit.profiler.spaces import get_space
+
+    sp = get_space(space)
+    sp.check_resolution(resolution)
+    return sp, parse_archs(space, read_latency_csv(from_csv).archs) if from_csv is not None else None
 
 
 def load_predictor(directory: str | Path) -> Predictor:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from latkit.api import StageProgress, _check_device, _opened, _protocol, _resolution
+from latkit.api import StageProgress, _check_device, _choice, _opened, _protocol, _resolution
 from latkit.core import checks
 
 if TYPE_CHECKING:  # typing only: these imports are heavy
@@ -190,6 +190,8 @@ def evaluate_predictor(
     target_csv: str | Path | None = None,
     seeds: int = 3,
     plot: str | Path | None = None,
+    model: str = "hwmeta",
+    design: str = "active",
 ) -> dict[str, Any]:
     """Few-shot transfer to a new device, scored (``latkit predictor eval``): RMSE, MAPE, ±5/±10%
     accuracy, Spearman and Kendall τ of the method and of the reference baseline.
@@ -203,6 +205,9 @@ def evaluate_predictor(
         target_csv: a CSV holding the target column.
         seeds: repeats over seeds.
         plot: write a predicted-vs-measured scatter PNG here.
+        model: the few-shot model, ``hwmeta`` (the default) or ``fewshot`` (the ridge
+            combination, always scored beside it).
+        design: how the ``k`` architectures are chosen: ``active`` (the default), ``farthest`` or ``random``.
     """
     checks.path("csv", csv)
     checks.text("space", space)
@@ -213,26 +218,31 @@ def evaluate_predictor(
     checks.path("target_csv", target_csv, none_ok=True)
     checks.integer("seeds", seeds, 1, 100)
     checks.path("plot", plot, none_ok=True)
-    from latkit.predictors.evaluate import evaluate
+    from latkit.predictors.evaluate import FewShotModel, evaluate
+    from latkit.predictors.transfer import Design
 
     return evaluate(csv, space, target, k, known=list(known) if known is not None else None, strict=strict,
-                    target_csv=target_csv, seeds=seeds, plot=plot)  # fmt: skip
+                    target_csv=target_csv, seeds=seeds, plot=plot, model=_choice("model", model, FewShotModel),
+                    design=_choice("design", design, Design))  # fmt: skip
 
 
 def design_predictor(
-    csv: str | Path, k: int = 10, *, known: Sequence[str] | None = None, space: str | None = None, seed: int = 0
+    csv: str | Path, k: int = 10, *, known: Sequence[str] | None = None, space: str | None = None, seed: int = 0,
+    design: str = "active",
 ) -> list[str]:
     """The ``k`` architectures to measure on a new device for few-shot transfer (``latkit predictor design``),
-    as native text; measure them and fit with ``fit_predictor(..., predictor="fewshot")``."""
+    as native text, chosen by ``design`` (``active``, the default, ``farthest`` or ``random``); measure
+    them and fit with ``fit_predictor(..., predictor="hwmeta", target_csv=...)``."""
     checks.path("csv", csv)
     checks.integer("k", k, 2)
     checks.texts("known", known, none_ok=True)
     checks.text("space", space, none_ok=True)
     checks.integer("seed", seed, 0)
     from latkit.predictors.evaluate import design_from_csv
+    from latkit.predictors.transfer import Design
 
     return design_from_csv(csv, k, known=list(known) if known is not None else None, random_state=seed,
-                           space=space)  # fmt: skip
+                           space=space, design=_choice("design", design, Design))  # fmt: skip
 
 
 @contextmanager
