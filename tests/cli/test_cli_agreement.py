@@ -103,6 +103,13 @@ def test_a_failed_command_leaves_no_output_folder(capsys, tmp_path, argv):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("verb, source", [("import", "missing.json"), ("merge", "missing.db")])
+def test_a_failed_lut_import_or_merge_leaves_no_folder(capsys, tmp_path, verb, source):
+    code, _, err = run(capsys, "lut", verb, tmp_path / "new" / "x.db", tmp_path / source)
+    one_error_line(code, err, source)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_lut_estimate_warns_without_a_calibration_and_names_the_lut_resolution(capsys, profiled_lut):
     import json
 

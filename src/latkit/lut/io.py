@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from latkit.core.reprs import short_repr
-from latkit.core.files import OUTPUT_MODE, check_output_target, one_line, read_json, write_json
+from latkit.core.files import OUTPUT_MODE, check_output_target, one_line, read_json, removed_on_failure, write_json
 from latkit._version import __version__
 from latkit.devices.precision import PRECISIONS, Precision, parse_precision
 from latkit.core.errors import LatkitError, ParseError, StoreError, UnknownNameError, UsageError
@@ -359,8 +359,8 @@ def writing(path: str | Path) -> Iterator[LUT]:
     An existing LUT is opened and the block runs in one transaction: on an
     error nothing of it stays. A missing LUT is built in a temporary file
     beside ``path`` and linked into place only when the block succeeds, so a
-    failed import never leaves a new, empty or half-filled file behind (and a
-    file someone else created meanwhile is never replaced).
+    failed import never leaves a new, empty or half-filled file behind, nor a
+    folder made for it (and a file someone else created meanwhile is never replaced).
 
     Raises:
         StoreError: the LUT cannot be opened or written, or ``path`` appeared
@@ -372,28 +372,29 @@ def writing(path: str | Path) -> Iterator[LUT]:
             yield lut
         return
     check_output_target(path, "LUT")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}; choose a writable folder") from exc
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        with LUT.open(tmp, create=True) as lut:
-            lut.path = path  # messages name the file the user gave
-            with lut.transaction():
-                yield lut
-        os.chmod(tmp, OUTPUT_MODE)
+    with removed_on_failure(path.parent):  # a failed import leaves no empty folder made for it
         try:
-            os.link(tmp, path)  # fails, rather than replaces, if the path exists by now
-        except FileExistsError as exc:
-            raise StoreError(f"{path} was created by another process meanwhile; run the command again") from exc
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
         except OSError as exc:
-            raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}") from exc
-    finally:
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
-            leftover.unlink(missing_ok=True)
+            raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}; choose a writable folder") from exc
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            with LUT.open(tmp, create=True) as lut:
+                lut.path = path  # messages name the file the user gave
+                with lut.transaction():
+                    yield lut
+            os.chmod(tmp, OUTPUT_MODE)
+            try:
+                os.link(tmp, path)  # fails, rather than replaces, if the path exists by now
+            except FileExistsError as exc:
+                raise StoreError(f"{path} was created by another process meanwhile; run the command again") from exc
+            except OSError as exc:
+                raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}") from exc
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+                leftover.unlink(missing_ok=True)
 
 
 def _keep_incoming(existing: dict[str, Any], incoming: dict[str, Any], prefer: str) -> bool:
