@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.predictors.base import Predictor
     from latkit.predictors.collect import SampleReport
     from latkit.profiler.measurement import Measurement
-    from latkit.profiler.protocol import ProtocolConfig
+    from latkit.profiler.protocol import ProtocolConfig, Statistic
     from latkit.profiler.runner import ProfileReport
     from latkit.deploy.export import ExportReport
     from latkit.pipeline.runner import PipelineResult
@@ -704,6 +704,23 @@ def measure(
             dev.close()
 
 
+def _check_run(device: Any, space: Any, target_ms: Any, out_dir: Any, data: Any, on_progress: Any,
+               settings: dict[str, Any]) -> None:  # fmt: skip
+    """:func:`run`'s arguments checked at the door (UsageError naming the first bad one)."""
+    from latkit.search.target import Target as _Target
+
+    checks.text("device", device)
+    checks.text("space", space)
+    if isinstance(target_ms, str):
+        checks.text("target_ms", target_ms)
+    elif not isinstance(target_ms, _Target):
+        checks.number("target_ms", target_ms)
+    checks.path("out_dir", out_dir)
+    checks.text("data", data, none_ok=True)
+    checks.function("on_progress", on_progress)
+    checks.options(settings, _RUN_OPTIONS)
+
+
 def run(
     device: str,
     space: str,
@@ -718,6 +735,7 @@ def run(
     protocol: ProtocolConfig | None = None,
     search_options: dict[str, Any] | None = None,
     device_options: dict[str, Any] | None = None,
+    statistic: str | Statistic | None = None,
     **settings: Any,
 ) -> PipelineResult:
     """The whole pipeline: profile, calibrate, search, train, export, measure; writes ``report.md``.
@@ -732,33 +750,27 @@ def run(
         on_progress: called as ``(stage, done, total, message)``.
         precision: what the model ships at, ``fp32`` (None, the default), ``fp16`` or ``int8``.
         layout: the TFLite files' input layout, ``nhwc`` (None, the default) or ``nchw``.
+        statistic: the figure every measurement reports, ``p5`` (None, the default), ``p10``, ``p25`` or
+            ``median`` (:class:`~latkit.profiler.protocol.Statistic`).
         lut, protocol, search_options, device_options: see :func:`latkit.pipeline.runner.run_pipeline`.
         **settings: the other fields of :class:`latkit.pipeline.config.PipelineConfig`
             (``tolerance``, ``search_epochs``, ``seed``...).
     """
     from latkit.search.target import Target as _Target
 
-    checks.text("device", device)
-    checks.text("space", space)
-    if isinstance(target_ms, str):
-        checks.text("target_ms", target_ms)
-    elif not isinstance(target_ms, _Target):
-        checks.number("target_ms", target_ms)
-    checks.path("out_dir", out_dir)
-    checks.text("data", data, none_ok=True)
-    checks.function("on_progress", on_progress)
-    checks.options(settings, _RUN_OPTIONS)
+    _check_run(device, space, target_ms, out_dir, data, on_progress, settings)
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout
     from latkit.devices.precision import parse_precision
     from latkit.pipeline.config import PipelineConfig
     from latkit.pipeline.runner import run_pipeline
+    from latkit.profiler.protocol import parse_statistic
     from latkit.search.target import parse_target
 
     target = target_ms if isinstance(target_ms, _Target) else parse_target(target_ms)
     config = PipelineConfig(
         device=device, space=space, target=target, data=data or "digits",
         precision=parse_precision(precision), layout=parse_layout(layout) if layout is not None else _Layout.NHWC,
-        **settings,
+        statistic=parse_statistic(statistic), **settings,
     )  # fmt: skip
     with removed_on_failure(out_dir):  # a run that failed before writing leaves no empty folder
         return run_pipeline(config, out_dir, lut=lut, on_progress=on_progress, protocol=protocol,

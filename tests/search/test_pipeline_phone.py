@@ -89,4 +89,7 @@ def test_the_tflite_file_has_parity_and_a_phone_measurement(phone_run) -> None:
     with LUT.open(Path(result.out_dir).parent / "phone.db") as lut:
         sources = lut.sources([op["key"] for op in measured["device_drift"]["ops"]], uri)
     assert set(sources.values()) == {"measured"}
-    assert result.verdict.startswith("HIT" if result.hit else ("MET" if result.met else "OVER"))
+    assert result.verdict.startswith("HIT" if result.hit else "MET" if result.met else
+                                     "COULD NOT JUDGE" if result.contended else "OVER")  # fmt: skip
+    # the file timed again on the phone beside a calibration network, in fresh sessions
+    assert result.host["ratio"] > 0 and len(result.host["readings"][0]["network_ms"]) >= 2

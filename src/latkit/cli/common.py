@@ -101,6 +101,8 @@ def fmt_ms(value: float | None) -> str:
 
 PRECISION_HELP = ("Numeric precision of the models: fp32, fp16 or int8 (full-integer static); "
                   "the device must run it.")
+STATISTIC_HELP = ("The figure measured and reported: p5 (default; the low robust quantile of the samples, steady "
+                  "under load), p10, p25 or median.")
 TARGET_CI_HELP = "Target relative 95% CI half-width of each latency."
 
 

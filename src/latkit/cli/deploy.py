@@ -12,6 +12,7 @@ from rich.table import Table
 
 from latkit.cli import common
 from latkit.cli.root import app
+from latkit.cli.common import STATISTIC_HELP
 from latkit.cli.profile import DEVICE_HELP
 from latkit.core.files import removed_on_failure
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from latkit.pipeline.runner import PipelineResult
     from latkit.search.target import Target
 
+EXIT_CONTENDED = 3  # `latkit run`: over the budget on a host too contended to judge (1 is a judged OVER)
 PRECISION_HELP = ("Precision the model ships at: fp32 (the default), fp16 (a TFLite file) or int8 (full-integer "
                   "static int8 TFLite and ONNX QDQ files, calibrated on --data); the float32 files are written too.")
 
@@ -200,12 +202,13 @@ def run_cmd(
              "static).",
     ),  # fmt: skip
     layout: str = typer.Option("nhwc", "--layout", help="TFLite input layout: nhwc (phones) or nchw."),
+    statistic: Optional[str] = typer.Option(None, "--statistic", help=STATISTIC_HELP + " (LUT, calibration, file)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report."""
+    """Profile -> LUT -> search for the target -> train -> export -> measure on the device -> report.
+
+    Exit 0 within the budget, 1 over it, 3 when the host was too contended to judge a network over it."""
     from latkit.cli.progress import Stages
-    from latkit.deploy.layout import parse_layout
-    from latkit.devices.precision import parse_precision
     from latkit.pipeline.config import PipelineConfig
     from latkit.pipeline.runner import run_pipeline
     from latkit.search.target import parse_target
@@ -215,7 +218,7 @@ def run_cmd(
         device=device, space=space, target=target, data=data, resolution=resolution, search_epochs=search_epochs,
         warmup_epochs=min(PipelineConfig.warmup_epochs, search_epochs - 1), train_epochs=train_epochs,
         max_steps_per_epoch=max_steps, profile_quick=quick, profile_sample=sample, seed=seed,
-        precision=parse_precision(precision), layout=parse_layout(layout), tolerance=tolerance,
+        tolerance=tolerance, **_typed_values(precision, layout, statistic),
     )  # fmt: skip
     with Stages(enabled=not as_json) as on_progress, removed_on_failure(out):  # one display per stage
         result = run_pipeline(config, out, lut=lut, on_progress=on_progress)
@@ -223,6 +226,23 @@ def run_cmd(
         common.print_json(_run_summary(result, target, tolerance))
     else:
         _print_run(result, device)
+    _exit_on_verdict(result)
+
+
+def _typed_values(precision: Optional[str], layout: str, statistic: Optional[str]) -> dict[str, object]:
+    """``run``'s precision, layout and statistic, parsed once at the door."""
+    from latkit.deploy.layout import parse_layout
+    from latkit.devices.precision import parse_precision
+    from latkit.profiler.protocol import parse_statistic
+
+    return {"precision": parse_precision(precision), "layout": parse_layout(layout),
+            "statistic": parse_statistic(statistic)}  # fmt: skip
+
+
+def _exit_on_verdict(result: PipelineResult) -> None:
+    """Exit 1 over the budget, :data:`EXIT_CONTENDED` when the host was too contended to judge; else return."""
+    if result.contended:  # not a miss: nothing was judged
+        raise typer.Exit(EXIT_CONTENDED)
     if not result.met:
         raise typer.Exit(1)
 
@@ -231,8 +251,10 @@ def _run_summary(result: PipelineResult, target: Target, tolerance: float) -> di
     """``latkit run --json``: the verdict, the latencies and the accuracies of the final network."""
     return {
         "target_ms": result.target_ms, "target": target.to_dict(), "tolerance": tolerance,
-        "budget_used": result.measured_ms / result.target_ms, "warning": result.warning,
-        "measured_ms": result.measured_ms,
+        "budget_used": (result.judged_ms or result.measured_ms) / result.target_ms, "warning": result.warning,
+        "verdict_kind": result.verdict_kind, "statistic": result.statistic.value, "measured_ms": result.measured_ms,
+        "judged_ms": result.judged_ms,
+        "host_check": result.host,
         "predicted_ms": result.predicted_ms, "hit": result.hit, "met": result.met, "verdict": result.verdict,
         "arch": str(result.arch_path), "report": str(result.report_path),
         "attempts": result.attempts, "precision": result.precision,
@@ -243,10 +265,11 @@ def _run_summary(result: PipelineResult, target: Target, tolerance: float) -> di
 
 def _print_run(result: PipelineResult, device: str) -> None:
     """The verdict in its colour, the latencies, the accuracies and where the report is."""
-    colour = "green" if result.hit and not result.warning else "yellow" if result.met else "red"
+    colour = "green" if result.hit and not result.warning else "yellow" if result.met or result.contended else "red"
     common.out.print(f"[bold {colour}]{escape(result.verdict)}[/]")
     common.out.print(f"predicted {result.predicted_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
-                     f"on {escape(device)} at {result.precision}, target {result.target_ms:.3f} ms")
+                     f"({result.statistic.value}) on {escape(device)} at {result.precision}, target "
+                     f"{result.target_ms:.3f} ms")
     if result.deployed_accuracy_pct is not None:
         common.out.print(f"held-out accuracy: fp32 {result.fp32_accuracy_pct:.2f}%, {result.precision} file "
                          f"{result.deployed_accuracy_pct:.2f}% (drop {result.accuracy_drop_pct:+.2f} points)")

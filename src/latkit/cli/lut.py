@@ -59,12 +59,13 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
         return
     common.out.print(f"[bold]{common.esc(lut)}[/]  schema v{common.esc(summary.get('schema_version'))}  latkit {common.esc(summary.get('latkit_version'))}")
     # one line per device and precision: their latencies are never pooled or summed together
-    devices_grid = Table("device", "precision", "runtime", "threads", "ops", "min ms", "median ms", "max ms", "sources",
-                   "delegation warnings")
+    devices_grid = Table("device", "precision", "statistic", "runtime", "threads", "ops", "min ms", "median ms",
+                         "max ms", "sources", "delegation warnings")  # fmt: skip
     for d in summary.get("devices", []):
         warned = d.get("delegation_warnings", 0)
         devices_grid.add_row(
-            common.esc(d["uri"]), common.esc(d["precision"]), common.esc(d.get("runtime", "")),
+            common.esc(d["uri"]), common.esc(d["precision"]), common.esc(d.get("statistic") or "-"),
+            common.esc(d.get("runtime", "")),
             common.esc(d.get("threads", "")), str(d["ops"]), common.fmt_ms(d.get("min_ms")),
             common.fmt_ms(d.get("median_ms")), common.fmt_ms(d.get("max_ms")),
             common.esc(", ".join(d.get("sources", []))), f"[yellow]{warned}[/]" if warned else "0",
@@ -91,15 +92,16 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
 
 
 def _print_rows(listing: list[dict], bad: set[tuple[str, str]]) -> None:
-    from latkit.lut.summary import delegation_warning
+    from latkit.lut.summary import delegation_warning, row_statistic
 
-    rows_grid = Table("key", "device", "precision", "latency ms", "±CI %", "samples", "source", "delegation")
+    rows_grid = Table("key", "device", "precision", "statistic", "latency ms", "±CI %", "samples", "source",
+                      "delegation")  # fmt: skip
     for r in listing:
         ms = (f"INVALID {r['latency_ms']!r}" if (r["op_key"], r["device_uri"]) in bad
               else common.fmt_ms(r["latency_ms"]))
         warning = delegation_warning(r)
         rows_grid.add_row(common.esc(r["op_key"]), common.esc(r["device_uri"]), common.esc(r["precision"]),
-                          common.esc(ms), f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")),
+                          row_statistic(r) or "-", common.esc(ms), f"{100 * (r.get('rel_ci') or 0):.1f}", str(r.get("n_samples", "")),
                           common.esc(r.get("source", "")),
                           f"[yellow]WARNING {common.esc(warning)}[/]" if warning else "")
     common.out.print(rows_grid)
@@ -237,6 +239,7 @@ def calibrate_cmd(
     from latkit.devices.precision import Precision
     from latkit.lut.calibrate import calibrate_device, calibration_networks
     from latkit.lut.store import LUT
+    from latkit.profiler.protocol import short_statistic
     from latkit.profiler.spaces import get_space
 
     wanted = precision_option(precision) or Precision.FP32
@@ -253,13 +256,15 @@ def calibrate_cmd(
                                                                                    total, name))  # fmt: skip
         with LUT.open(lut, readonly=True) as store:
             used = _networks_used(store, dev.uri, nets, cal, prec)
+            held = store.quantiles(dev.uri, precision=prec)
     finally:
         dev.close()
+    statistic = ", ".join(short_statistic(q) for q in sorted(held)) or short_statistic(config.quantile)
     if as_json:
         common.print_json({"device": dev.uri, "precision": prec.value, "lut": str(lut), "calibration": cal.to_dict(),
-                           "form": CAL_FORM, "networks": used})
+                           "form": CAL_FORM, "statistic": statistic, "networks": used})
         return
-    _print_calibration(dev.uri, prec, cal, used)
+    _print_calibration(dev.uri, prec, cal, used, statistic)
 
 
 CAL_FORM = "e2e_ms = a * lut_sum_ms + b * n_ops + c"
@@ -279,12 +284,12 @@ def _networks_used(store, uri: str, nets, cal, prec: Precision) -> list[dict]:
     return rows
 
 
-def _print_calibration(uri: str, prec: Precision, cal, used: list[dict]) -> None:
+def _print_calibration(uri: str, prec: Precision, cal, used: list[dict], statistic: str = "p5") -> None:
     """The fit in words: its form, coefficients, in- and out-of-sample error and the networks it came from."""
     from latkit.lut.calibration import describe_fit
 
     esc = common.esc
-    common.out.print(f"[bold]calibration for {esc(uri)} at {esc(prec)}[/]")
+    common.out.print(f"[bold]calibration for {esc(uri)} at {esc(prec)}[/] (every figure a {esc(statistic)})")
     common.out.print(f"  form:         {esc(CAL_FORM)} ({esc(_METHODS.get(cal.method, cal.method))})")
     common.out.print(f"  coefficients: a = {cal.a:.4g}, b = {cal.b:.4g} ms per operator, c = {cal.c:.4g} ms")
     common.out.print(f"  residual:     RMS {cal.rmse_ms:.4f} ms, largest relative error "

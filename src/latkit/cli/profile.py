@@ -12,7 +12,7 @@ from latkit.cli import common
 from latkit.cli.root import app
 from latkit.core.errors import UsageError
 from latkit.core.files import file_sha256
-from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
+from latkit.cli.common import PRECISION_HELP, STATISTIC_HELP, TARGET_CI_HELP, precision_option
 
 if TYPE_CHECKING:
     from latkit.devices.precision import Precision
@@ -128,6 +128,7 @@ def profile_cmd(
         10, "--classes", min=0,
         help="With --space: also measure the classifier with this many outputs, the one a network trained for "
              "deployment has (default 10: the default dataset, digits; 0: only the space's own)."),
+    statistic: Optional[str] = typer.Option(None, "--statistic", help=STATISTIC_HELP + " A LUT keeps one."),
     old_max_seconds: Optional[float] = typer.Option(None, "--max-seconds-per-op", hidden=True),  # now --max-seconds
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
@@ -140,7 +141,9 @@ def profile_cmd(
     if sample is not None and passes > 1:
         raise UsageError("--passes measures every operator again; it does not combine with --sample")
     specs, space = _specs_to_profile(space, arch, resolution, classes)
-    config = protocol_config(target_ci, max_seconds, quick, device_wait)
+    from latkit.profiler.protocol import parse_statistic
+
+    config = parse_statistic(statistic).apply(protocol_config(target_ci, max_seconds, quick, device_wait))
     dev, prec = open_checked(device, threads, clock, wanted)
     if sample is not None:
         _profile_sampled(dev, specs, lut, config, sample, seed, prec, as_json)
@@ -150,14 +153,20 @@ def profile_cmd(
     finally:
         dev.close()
     if as_json:
-        common.print_json({
-            "device": report.device, "precision": prec.value, "space": space, "lut": str(lut),
-            "measured": [{"key": k, "latency_ms": latencies.get(k)} for k in report.measured],
-            "already_present": len(report.skipped), "measured_by_other_run": len(by_others),
-            "failed": report.failed, "left": report.left, "elapsed_s": report.elapsed_s,
-        })
+        _print_profile_json(report, prec, parse_statistic(statistic).value, space, lut, latencies, by_others)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _print_profile_json(report, prec: Precision, statistic: str, space: str, lut: Path, latencies: dict,
+                        by_others) -> None:  # fmt: skip
+    """``profile --json``: what was measured (figures of ``statistic``), reused, failed and left."""
+    common.print_json({
+        "device": report.device, "precision": prec.value, "statistic": statistic, "space": space, "lut": str(lut),
+        "measured": [{"key": k, "latency_ms": latencies.get(k)} for k in report.measured],
+        "already_present": len(report.skipped), "measured_by_other_run": len(by_others),
+        "failed": report.failed, "left": report.left, "elapsed_s": report.elapsed_s,
+    })
 
 
 def _specs_to_profile(space: Optional[str], arch: Optional[str], resolution: Optional[int], classes: int):
@@ -181,17 +190,20 @@ def _profile_into(dev, specs, space: str, lut: Path, config, limit: Optional[int
     from latkit.cli.progress import track
     from latkit.lut.claims import profile_shared
     from latkit.core.errors import DeviceUnreachableError
-    from latkit.lut.store import LUT
+    from latkit.lut.store import LUT, check_statistic
+    from latkit.profiler.protocol import short_statistic
 
     uri = dev.info().uri
     with LUT.open(lut, create=True) as store:
+        check_statistic(store, uri, config.quantile, precision=prec)
         done = store.done_keys(uri, precision=prec)
         todo = {s.key for s in specs if s.measurable and s.key not in done}
         n_ops = len({s.key for s in specs if s.measurable})
         total = min(len(todo), limit) if limit else len(todo)
         common.err.print(
             f"{common.esc(space)}: {n_ops} operators, {n_ops - len(todo)} already in {common.esc(lut)}, "
-            f"measuring up to {total} on {common.esc(dev.uri)} at {prec.value} ({dev.threads} thread(s))"
+            f"measuring up to {total} on {common.esc(dev.uri)} at {prec.value} ({dev.threads} thread(s)), "
+            f"figures are {short_statistic(config.quantile)}"
             + (f", {passes} passes" if passes > 1 else "")
         )
         with track("profiling", total * passes) as advance:
@@ -298,9 +310,8 @@ def measure_cmd(
     quick: bool = typer.Option(False, "--quick", help="Fewer samples (smoke runs)."),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result on stdout."),
-    statistic: str = typer.Option(
-        "p5", "--statistic", help="The figure reported: p5 (default; the low robust quantile, steady under load), "
-        "p10, p25 or median. The median is always shown beside it."),
+    statistic: Optional[str] = typer.Option(None, "--statistic", help=STATISTIC_HELP + " The median is always "
+                                            "shown beside it."),
     sessions: int = typer.Option(
         1, "--sessions", min=1, max=10, help="Measure in this many fresh sessions and report how far they "
         "disagree (the 95% CI covers one session's noise only); the median session's figure is reported."),
@@ -316,7 +327,7 @@ def measure_cmd(
     from latkit.profiler.protocol import parse_statistic
 
     config = protocol_config(target_ci, max_seconds, quick)
-    config = replace(config, quantile=parse_statistic(statistic))
+    config = parse_statistic(statistic).apply(config)
     config = replace(config, pool_size=sessions) if sessions > 1 else config
     if file is not None:
         extra = [name for name, value in (("--space", space), ("--resolution", resolution), ("--lut", lut))
@@ -401,7 +412,7 @@ def _measure_arch(arch: str, space, resolution, lut, uri: str, threads: int, clo
     built = BuiltModel(network, precision=prec)
     est, refs = None, []
     if lut is not None:
-        est, refs = _lut_estimate(lut, network, prec)
+        est, refs = _lut_estimate(lut, network, prec, config.quantile)
     dev, prec = open_checked(uri, threads, clock, prec)
     try:
         before = measure_drift(dev, refs, config) if refs and est.device == dev.uri else None
@@ -432,13 +443,16 @@ def _sessions_line(result: dict) -> str:
             f"{100 * result['between_sessions_rel']:.1f}% apart (the median session is reported).")
 
 
-def _lut_estimate(lut: Path, network, prec):
+def _lut_estimate(lut: Path, network, prec, quantile: float):
+    """The LUT's estimate of ``network`` and its reference operators; refused (UsageError) when the LUT holds
+    another statistic than the one measured (an estimate of p5 figures beside a median says nothing)."""
     from latkit.lut.drift import reference_ops
     from latkit.lut.estimate import estimate
-    from latkit.lut.store import LUT
+    from latkit.lut.store import LUT, check_statistic
 
     with LUT.open(lut, readonly=True) as store:
         est = estimate(store, network, precision=prec)
+        check_statistic(store, est.device, quantile, precision=prec)
         keys = [layer.spec.key for layer in network.layers]
         refs = reference_ops(store, est.device, keys, precision=prec)
     return est, refs

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from latkit.profiler.protocol import Statistic
+
 
 def default_lut_dir() -> Path:
     """Where per-device LUTs are cached: ``$LATKIT_LUT_DIR`` or ``~/.cache/latkit/luts``."""
@@ -18,10 +20,12 @@ def default_lut_dir() -> Path:
     return luts_dir()
 
 
-def lut_path_for(device_uri: str, space: str, resolution: int, lut_dir: Path | None = None) -> Path:
-    """The cached LUT of a device, space and resolution."""
+def lut_path_for(device_uri: str, space: str, resolution: int, lut_dir: Path | None = None,
+                 statistic: Statistic = Statistic.P5) -> Path:  # fmt: skip
+    """The cached LUT of a device, space and resolution (and statistic: a LUT keeps one; p5's file has no tag)."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_uri).strip("_")
-    return (lut_dir or default_lut_dir()) / f"{slug}-{space}-{resolution}.db"
+    tag = "" if statistic == Statistic.P5 else f"-{statistic.value}"
+    return (lut_dir or default_lut_dir()) / f"{slug}-{space}-{resolution}{tag}.db"
 
 
 __all__ = ["default_lut_dir", "lut_path_for"]

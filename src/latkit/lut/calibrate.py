@@ -188,6 +188,17 @@ def _measure_networks(
     return runs
 
 
+def _network_protocol(lut: LUT, uri: str, prec: Precision, config: ProtocolConfig | None,
+                      n_networks: int) -> ProtocolConfig:  # fmt: skip
+    """``config`` (default settings when None) at the statistic the LUT's rows of ``uri`` hold, one pool per pass."""
+    from latkit.profiler.protocol import ProtocolConfig
+
+    config = config or ProtocolConfig()
+    held = lut.quantiles(uri, precision=prec)  # end-to-end figures of the statistic the LUT's rows are
+    config = replace(config, quantile=next(iter(held))) if len(held) == 1 else config
+    return replace(config, pool_size=max(config.pool_size, n_networks))  # a pass pools all its networks
+
+
 def calibrate_device(
     lut: LUT,
     device: Device,
@@ -209,7 +220,9 @@ def calibrate_device(
         device: the device to measure on (its ``uri`` names it in the LUT).
         networks: a few networks (3 or more for the full model), ideally of
             different sizes.
-        config: protocol settings for the end-to-end measurements.
+        config: protocol settings for the end-to-end measurements; their statistic
+            is the one the LUT's rows of the device hold (a LUT sum of p5 figures is
+            fitted to p5 end-to-end figures), whatever ``config`` says.
         save: store the calibration in ``lut``.
         on_progress: called as ``(done, total, network_name)`` after each
             measurement, and with ``done`` unchanged and a note before each
@@ -224,12 +237,9 @@ def calibrate_device(
         MissingOpsError: an op of a network is not in the LUT at ``precision``.
         UsageError: the device does not run ``precision``.
     """
-    from latkit.profiler.protocol import ProtocolConfig
-
-    config = config or ProtocolConfig()
     prec = check_precision(device, precision)
+    config = _network_protocol(lut, device.uri, prec, config, len(networks))
     estimates = [estimate(lut, net, device=device.uri, calibration=False, precision=prec) for net in networks]
-    config = replace(config, pool_size=max(config.pool_size, len(networks)))  # a pass pools all its networks
     runs = _measure_networks(device, networks, config, on_progress, cache_dir, prec)
     e2e = [min(figures) for figures in runs]
     sums = [est.lut_sum_ms for est in estimates]

@@ -705,6 +705,16 @@ class LUT:
             "source", list(dict.fromkeys(keys)), self.resolve_device(device), precision
         )
 
+    def quantiles(self, device: str, *, precision: Precision = Precision.FP32) -> set[float]:
+        """The quantiles (the reported statistic, see :class:`latkit.profiler.protocol.Statistic`) that the rows
+        measured on ``device`` at ``precision`` report, as their protocols recorded them; empty without rows."""
+        rows = self._q(
+            "SELECT DISTINCT json_extract(m.provenance_json, '$.protocol.quantile') FROM measurements m "
+            "JOIN devices d ON d.id = m.device_id WHERE d.uri = ? AND m.precision = ? AND m.source = ?",
+            (device, precision.value, SOURCE_MEASURED),
+        )
+        return {float(q) for (q,) in rows if q is not None}
+
     def _column_by_key(self, column: str, keys: list[str], uri: str, precision: Precision) -> dict[str, Any]:
         """``column`` of the measurement rows of ``keys`` on ``uri`` at ``precision``."""
         found: dict[str, Any] = {}
@@ -953,3 +963,20 @@ class LUT:
 
     def __len__(self) -> int:
         return int(self._q("SELECT COUNT(*) FROM measurements")[0][0])
+
+
+def check_statistic(lut: LUT, device: str, quantile: float, *, precision: Precision = Precision.FP32) -> None:
+    """UsageError when ``lut`` holds figures of ``device`` at ``precision`` of another statistic than ``quantile``.
+
+    A LUT keeps one statistic per device and precision: a sum over operators of
+    p5 and median figures, or a calibration fitted on one and applied to the
+    other, is neither.
+    """
+    from latkit.profiler.protocol import short_statistic
+
+    other = sorted(q for q in lut.quantiles(device, precision=precision) if q != quantile)
+    if other:
+        held = ", ".join(short_statistic(q) for q in other)
+        raise UsageError(f"{lut.path} holds {held} figures of {device} at {precision.value}, and a LUT keeps one "
+                         f"statistic: give --statistic {held}, or profile {short_statistic(quantile)} into another "
+                         "LUT file")  # fmt: skip

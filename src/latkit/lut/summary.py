@@ -4,7 +4,8 @@
 device, precision, search space and resolution (a network's operators at one
 resolution, each with its own statistics and sum: latencies of different spaces,
 resolutions or precisions are never summed together) and the count of rows with
-a delegation warning per device and precision.
+a delegation warning and the statistic its latencies are (``p5``, ``median``...)
+per device and precision.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ if TYPE_CHECKING:
 
 
 def describe(store: LUT) -> tuple[dict[str, Any], list[dict], set[tuple[str, str]]]:
-    """``(summary, rows, invalid)`` of ``store``: the summary with its ``groups`` and delegation
-    warnings (a device's ``total_ms`` left out: it would add up several networks), every row
+    """``(summary, rows, invalid)`` of ``store``: the summary with its ``groups``, delegation
+    warnings and statistics (a device's ``total_ms`` left out: it would add up several networks), every row
     (invalid ones kept), and the ``(op_key, device_uri)`` of the rows with an invalid latency."""
     summary = store.summary()
     listing = store.rows(invalid="keep")
     bad = {(k, u) for k, u, _ in store.invalid_rows()}
     _count_warnings(summary, listing)
+    _name_statistics(summary, listing)
     summary["groups"] = network_groups(listing, bad)
     for d in summary.get("devices", []):
         d.pop("total_ms", None)
@@ -87,3 +89,22 @@ def _count_warnings(summary: dict, listing: list[dict]) -> None:
             counts[group] = counts.get(group, 0) + 1
     for d in summary.get("devices", []):
         d["delegation_warnings"] = counts.get((d["uri"], d["precision"]), 0)
+
+
+def row_statistic(row: dict) -> str:
+    """The statistic a row's latency is (``p5``, ``median``...: its protocol's quantile), or '' when not recorded."""
+    from latkit.profiler.protocol import short_statistic
+
+    prov = row.get("provenance")
+    quantile = (prov.get("protocol") or {}).get("quantile") if isinstance(prov, dict) else None
+    return short_statistic(float(quantile)) if isinstance(quantile, (int, float)) else ""
+
+
+def _name_statistics(summary: dict, listing: list[dict]) -> None:
+    """Add ``statistic`` (what its latencies are: ``p5``, ``median``...; '' when not recorded, e.g. imported
+    rows) to each device/precision entry of ``summary``."""
+    found: dict[tuple[str, Precision], set[str]] = {}
+    for r in listing:
+        found.setdefault((r["device_uri"], r["precision"]), set()).add(row_statistic(r))
+    for d in summary.get("devices", []):
+        d["statistic"] = ", ".join(sorted(s for s in found.get((d["uri"], d["precision"]), set()) if s))

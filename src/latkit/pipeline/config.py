@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from latkit.devices.precision import Precision
 from latkit.core.errors import UsageError
 from latkit.deploy.layout import InputLayout
+from latkit.profiler.protocol import Statistic
 from latkit.profiler.spaces.base import get_space
 from latkit.search import target as tgt
 
@@ -54,6 +55,8 @@ class PipelineConfig:
         precision: what the model ships at: the LUT rows profiled, calibrated and
             searched, and the file measured. Training is float32.
         layout: input layout of the TFLite files (NHWC is what phone apps feed).
+        statistic: the figure every measurement of the run reports (operators,
+            calibration networks, the shipped file): a quantile of its samples.
     """
 
     device: str
@@ -76,9 +79,11 @@ class PipelineConfig:
     precision: Precision = Precision.FP32
     layout: InputLayout = InputLayout.NHWC
     tolerance: float = tgt.DEFAULT_TOLERANCE
+    statistic: Statistic = Statistic.P5
 
     def __post_init__(self) -> None:
-        for name, kind in (("target", tgt.Target), ("precision", Precision), ("layout", InputLayout)):
+        for name, kind in (("target", tgt.Target), ("precision", Precision), ("layout", InputLayout),
+                           ("statistic", Statistic)):  # fmt: skip
             if not isinstance(getattr(self, name), kind):
                 raise UsageError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}; the CLI and "
                                  "latkit.run parse text into it")  # fmt: skip
@@ -113,12 +118,18 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, object]:
         """The settings as ``pipeline.json`` holds them: the target as ``target_ms`` or
-        ``target_share`` (its fraction), the precision and layout as their text."""
+        ``target_share`` (its fraction), the precision, layout and statistic as their text.
+
+        The default statistic (p5) is left out, so run folders made before it could be
+        chosen keep their fingerprint and resume."""
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "target":
                 out["target_ms"] = value.ms
+            elif f.name == "statistic":
+                if value != Statistic.P5:
+                    out["statistic"] = value.value
             elif f.name == "tolerance":
                 out["target_share"] = self.target.fraction
                 out["tolerance"] = value

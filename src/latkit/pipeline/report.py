@@ -76,8 +76,11 @@ class RunSummary(TypedDict, total=False):
     target: str
     tolerance: float
     budget_used: float
-    verdict_kind: str
+    verdict_kind: str  # HIT, MET, OVER or CONTENDED
     verdict: str
+    statistic: str  # what every figure is: p5, p10, p25 or median of each measurement's samples
+    judged_ms: float  # the figure the verdict rests on (measured, corrected for the host's state when it could be)
+    host_check: Mapping[str, object] | None  # the deployed file beside a calibration network (deploy.verify.HostCheck)
     warning: str | None
     data: str
     latkit_version: str
@@ -110,6 +113,19 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _attempt_row(a: Mapping[str, object], target_ms: float) -> str:
+    """One attempt's row of the result table: its figures, the budget it used, and both drifts."""
+    m = a.get("measured_ms")
+    judged = a.get("judged_ms", m)
+    off = f"{judged / target_ms:.0%}" if isinstance(judged, (int, float)) else "-"
+    measure = a.get("measure") or {}
+    drift, host = measure.get("drift"), measure.get("host")  # type: ignore[union-attr]
+    corrected = host.get("corrected_ms") if host else None
+    host_ratio = f"{_fmt(host['ratio'], 2)}x" + ("" if host.get("judged") else " (contended)") if host else "-"
+    return (f"| {a['name']} | {_fmt(a.get('search_target_ms'))} | {_fmt(a.get('predicted_ms'))} | {_fmt(m)} "
+            f"| {_fmt(corrected)} | {off} | {_fmt(drift['ratio'], 2) + 'x' if drift else '-'} | {host_ratio} |")
 
 
 def layer_bars(layers: Sequence[LayerRow], measured_ms: float | None = None) -> tuple[list[LayerRow], list[float], str]:
@@ -263,21 +279,21 @@ def render_markdown(summary: RunSummary, plots: Mapping[str, str]) -> str:
             if summary.get("supernet_resolution", summary["resolution"]) != summary["resolution"] else ""),
         f"- latency target: **{summary.get('target') or f'{t:g} ms'}** (a budget: within it up to "
         f"+{summary.get('tolerance', DEFAULT_TOLERANCE):.0%})",
-        f"- data: {summary.get('data', '-')}",
+        f"- data: {summary.get('data', '-')}; every latency is the **{summary.get('statistic', 'p5')}** of its "
+        "measurement's samples",
         f"- latkit {summary.get('latkit_version', '')}", "",
         "## Result", "",
         f"**{summary['verdict']}**", "",
-        "| attempt | target used by search (ms) | predicted (ms) | measured (ms) | budget used | device drift |",
-        "|---|---|---|---|---|---|",
+        "| attempt | target used by search (ms) | predicted (ms) | measured (ms) | corrected (ms) | budget used "
+        "| device drift | host drift |",
+        "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    for a in summary.get("attempts", []):
-        m = a.get("measured_ms")
-        off = f"{m / t:.0%}" if m is not None else "-"
-        drift = (a.get("measure") or {}).get("drift")
-        lines.append(f"| {a['name']} | {_fmt(a.get('search_target_ms'))} | {_fmt(a.get('predicted_ms'))} "
-                     f"| {_fmt(m)} | {off} | {_fmt(drift['ratio'], 2) + 'x' if drift else '-'} |")  # fmt: skip
+    lines += [_attempt_row(a, t) for a in summary.get("attempts", [])]
     lines += ["", "Device drift: the network's slowest LUT operators re-measured beside the exported file, "
-              "now / LUT (1.00x = the device runs as when profiled)."]
+              "now / LUT (1.00x = the device runs as when profiled). Host drift: a calibration network timed "
+              "beside the file in fresh sessions, now / its figure stored in the calibration; the corrected "
+              "figure (measured / host drift) is what the verdict rests on, unless the host was too contended "
+              "to correct (then the measured figure, and an over-budget one is not judged)."]
     lines += ["", f"Chosen architecture: `{summary.get('arch')}`", ""]
     lines += accuracy_lines(summary)
     lines += comparison_lines(summary) + measurement_lines(summary)

@@ -17,15 +17,25 @@ resumes from the LUT, which commits every operator as it is measured):
    training set.
 6. ``evaluate``: the held-out accuracy of the shipped files (at the run's
    precision) in their own runtimes, beside the float32 network's.
-7. ``measure``: the shipped file of the device's format measured on the device.
+7. ``measure``: the shipped file of the device's format measured on the device,
+   then timed again in fresh sessions beside the calibration network nearest
+   its prediction (:func:`latkit.deploy.verify.check_host`): how far that network
+   reads from its stored figure is the host's state now (network-level drift),
+   and the file's figure divided by it is what the verdict rests on (the
+   measured figure when lower: load only slows a run). A file
+   over the budget on a host too contended to correct (see
+   :class:`latkit.lut.drift.HostReading`) is re-read after bounded pauses and
+   then reported CONTENDED: not a miss, no re-search, and the stage is not
+   kept as done, so a rerun measures it again.
 
 Precision: ``precision`` is the one the model ships at. The
 LUT is profiled and calibrated at it, the search reads only its rows, training
 stays float32, and the file measured and reported is the one at that precision;
 the report shows the float32 and the shipped file's accuracy side by side.
 
-If the measured latency is more than 10% off the target, stages 3-6 run once
-more in ``retry1/`` with the search target scaled by ``target / measured``;
+If the judged latency is more than 10% over the target, stages 3-7 run once
+more in ``retry1/`` with the search target scaled by ``target / judged`` (the
+corrected figure, so a reading inflated by load does not cause an undershoot);
 not when the target is above the space's slowest architecture (the largest
 network is then the answer, reported as MET, not HIT).
 The report (``report.md`` + PNG plots) states plainly whether the final
@@ -40,7 +50,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar, TypedDict
 
@@ -54,12 +64,14 @@ from latkit.devices.precision import Precision, check_precision
 from latkit.deploy.layout import parse_layout
 from latkit.core.errors import LatkitError, StoreError, UsageError
 from latkit.lut.cache import lut_path_for
-from latkit.lut.drift import Reference, reference_ops
+from latkit.lut.drift import CalibrationNetwork, Reference, reference_ops
 from latkit.profiler.ops import OpSpec, measurable_by_key
+from latkit.profiler.protocol import Statistic
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import target as tgt
+from latkit.search.target import within_budget
 from latkit.deploy.export import ExportedFile, export_arch, export_steps, save_weights
-from latkit.deploy.verify import measure_exported
+from latkit.deploy.verify import HOST_WAITS_S, check_host, measure_exported
 from latkit.pipeline import report as rpt
 from latkit.pipeline.config import REPRESENTATIVE_IMAGES, PipelineConfig
 from latkit.pipeline.search_stage import (
@@ -124,6 +136,15 @@ class PipelineResult:
     deployed_accuracy_pct: float | None = None  # the shipped file (at ``precision``) in its runtime
     accuracy_drop_pct: float | None = None  # fp32 minus deployed, in points
     warning: str | None = None  # within budget but far under it (see latkit.search.target.judge)
+    statistic: Statistic = Statistic.P5  # what every figure of the run is (a quantile of its samples)
+    verdict_kind: str = tgt.OVER  # HIT, MET, OVER or CONTENDED (over the budget on a host too contended to judge)
+    judged_ms: float | None = None  # measured_ms corrected for the host's state: what the verdict rests on
+    host: Mapping[str, object] | None = None  # the host check (network-level drift and the decision)
+
+    @property
+    def contended(self) -> bool:
+        """Whether the host was too contended to judge the network (neither a success nor a miss)."""
+        return self.verdict_kind == tgt.CONTENDED
 
     def __repr__(self) -> str:
         return short_repr(self, 'verdict', 'measured_ms', 'target_ms', 'met', 'precision', 'out_dir')
@@ -225,23 +246,27 @@ class _Pipeline:
             raise UsageError(f"the pipeline deploys ONNX or TFLite files; {config.device} runs neither")
         if self.device.model_format.value not in config.formats:
             raise UsageError(f"{config.device} runs {self.device.model_format.value} files; add it to the formats")
-        self.lut_path = Path(lut) if lut else lut_path_for(config.device, config.space, self.resolution)
+        self.lut_path = Path(lut) if lut else lut_path_for(config.device, config.space, self.resolution,
+                                                           statistic=config.statistic)  # fmt: skip
         self.progress = on_progress or (lambda stage, done, total, msg: None)
         self.protocol = protocol
         self.search_options = search_options
         self._data: SearchData | None = None
         self.target_ms: float = config.target.ms or 0.0  # a share is resolved after calibration
         self.target_text = f"{config.target.ms:g} ms" if config.target.ms else ""
+        self.calibration: CalibrationResult | None = None  # the calibrate stage's result, once it is done
 
     # -- helpers
 
     def stage(self, name: str, fn: Callable[[], R], load: Callable[[Mapping[str, object]], R],
-              start: Callable[[], tuple[int, str]] | None = None) -> R:  # fmt: skip
-        """``fn()``, saved in the state; a stage the state has as done is loaded instead.
+              start: Callable[[], tuple[int, str]] | None = None,
+              final: Callable[[R], bool] = lambda result: True) -> R:  # fmt: skip
+        """``fn()``, saved in the state as done when ``final(result)``; a stage the state has as done is loaded instead.
 
         ``start`` gives the stage's total and a note, announced (``done`` 0) before
         ``fn`` runs, so a display shows the stage and its total from its first moment
-        (a stage without it announces itself).
+        (a stage without it announces itself). A result that is not final (a measurement
+        the host was too contended to judge) is used by this run and taken again by a rerun.
         """
         done = self.state.done(name)
         if done is not None:
@@ -252,7 +277,8 @@ class _Pipeline:
             self.progress(name, 0, total, note)
         t0 = time.perf_counter()
         result = fn()
-        self.state.finish(name, result.to_dict(), time.perf_counter() - t0)
+        if final(result):
+            self.state.finish(name, result.to_dict(), time.perf_counter() - t0)
         return result
 
     def data(self) -> SearchData:
@@ -263,12 +289,12 @@ class _Pipeline:
         return self._data
 
     def _protocol(self, preset: str) -> ProtocolConfig:
-        """The run's protocol, else the quick one (``profile_quick``) or ``preset``."""
+        """The run's protocol, else the quick one (``profile_quick``) or ``preset``; reporting the run's statistic."""
         from latkit.profiler.protocol import ProtocolConfig
 
         if self.protocol is not None:
-            return self.protocol
-        return ProtocolConfig.preset("quick" if self.cfg.profile_quick else preset)
+            return self.cfg.statistic.apply(self.protocol)
+        return self.cfg.statistic.apply(ProtocolConfig.preset("quick" if self.cfg.profile_quick else preset))
 
     def profile_config(self) -> ProtocolConfig:
         """Operators: fewer samples than a reference LUT, enough for the 10% goal on an e2e latency."""
@@ -308,7 +334,7 @@ class _Pipeline:
         return todo, f"the classifier and {self.cfg.profile_sample} sampled operator(s); the rest predicted"
 
     def profile(self) -> ProfileResult:
-        from latkit.lut.store import LUT
+        from latkit.lut.store import LUT, check_statistic
         from latkit.profiler.runner import profile_ops
 
         specs, head = self.profile_specs()
@@ -320,6 +346,7 @@ class _Pipeline:
 
         predicted = predictor = None
         with LUT.open(self.lut_path, create=True) as lut:
+            check_statistic(lut, self.cfg.device, self.cfg.statistic.quantile, precision=self.precision)
             rep = profile_ops(self.device, specs + head if self.cfg.profile_sample is None else head, lut,
                               self.profile_config(), on_progress=progress, precision=self.precision)  # fmt: skip
             failed, measured, reused = rep.failed, len(rep.measured), len(rep.skipped)
@@ -353,14 +380,15 @@ class _Pipeline:
                                             precision=self.precision)  # fmt: skip
         rng = np.random.default_rng(self.cfg.seed + 17)
         archs = pick_calibration_archs(lm, self.cfg.calibration_networks - 1, rng)
-        nets = [self.network(self.space.arch_to_native(a)) for a in archs]
+        nets = [self.network(self.space.arch_to_native(a)) for a in archs]  # in the order of the result's archs
         with LUT.open(self.lut_path) as lut:
             cal = calibrate_device(
                 lut, self.device, nets, self.measure_config(),
                 on_progress=lambda d, t, name: self.progress("calibrate", d, t, name), precision=self.precision,
             )  # fmt: skip
             prov = lut.calibrations(self.cfg.device, precision=self.precision)[-1]["provenance"]
-        return CalibrationResult(cal, prov["lut_sums_ms"], prov["n_ops"], prov["e2e_ms"])
+        natives = [self.space.arch_to_native(a) for a in archs]
+        return CalibrationResult(cal, prov["lut_sums_ms"], prov["n_ops"], prov["e2e_ms"], natives)
 
     def attempt(self, index: int, search_target_ms: float) -> Attempt:
         """Search -> train -> export -> measure, in ``out`` (attempt 0) or ``out/retryN``."""
@@ -381,7 +409,7 @@ class _Pipeline:
         evaluate = self.stage(prefix + "evaluate", lambda: self.evaluate(export, train, say("evaluate")),
                               EvaluateResult.from_dict)  # fmt: skip
         measured = self.stage(prefix + "measure", lambda: self.measure(export, search, say("measure")),
-                              MeasureResult.from_dict)  # fmt: skip
+                              MeasureResult.from_dict, final=lambda m: not m.contended)  # fmt: skip
         return Attempt(name or "first", search_target_ms, search, train, export, evaluate, measured)
 
     def search_inputs(self) -> SearchInputs:
@@ -456,29 +484,40 @@ class _Pipeline:
                               None if deployed is None else fp32 - deployed, len(data.y_valid))  # fmt: skip
 
     def measure(self, export: ExportResult, search: SearchStageResult, say: Say) -> MeasureResult:
+        """The shipped file on the device, then again beside a calibration network (:func:`check_host`)."""
         from latkit.lut.store import LUT
 
         f = export.file(self.device.model_format.value, self.precision)
         with LUT.open(self.lut_path) as lut:
             keys = [layer.spec.key for layer in self.network(search.arch).layers if layer.spec.measurable]
             refs = reference_ops(lut, self.cfg.device, keys, precision=self.precision)
-        say(0, 1, f"measuring {f.path.name} on {self.cfg.device} (and {len(refs)} reference operators)")
-        if self.device.info().kind == "cpu":
-            # a host CPU device runs in a fresh interpreter: after this process trained
-            # networks with torch, the same ONNX file measures slower in it than in a
-            # fresh one, enough to fake a miss of the target
-            entry = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, f, self.measure_config(),
-                                              self.target_ms, self.cfg.tolerance, refs)  # fmt: skip
-        else:
-            entry = measure_exported(self.device, f, self.measure_config(),
-                                     confirm_target_ms=self.target_ms,
-                                     tolerance=self.cfg.tolerance, references=refs)  # fmt: skip
+        twin = self.calibration_twin(search.predicted_ms)
+        say(0, 1, f"measuring {f.path.name} on {self.cfg.device} (and {len(refs)} reference operators"
+                  + (f", then beside calibration network {twin.name})" if twin else ")"))  # fmt: skip
+        job = _MeasureJob(self.cfg.device, self.cfg.threads, f, self.measure_config(), self.target_ms,
+                          self.cfg.tolerance, refs, twin)  # fmt: skip
+        # a host CPU device runs in a fresh interpreter: after this process trained
+        # networks with torch, the same ONNX file measures slower in it than in a
+        # fresh one, enough to fake a miss of the target
+        entry, host = _in_fresh_process(job) if self.device.info().kind == "cpu" else job.run(self.device)
         drift = entry.get("device_drift")
-        say(1, 1, f"{entry['latency_ms']:.3f} ms" + (f" (device drift {drift['ratio']:.2f}x)" if drift else ""))
+        say(1, 1, f"{entry['latency_ms']:.3f} ms" + (f" (device drift {drift['ratio']:.2f}x)" if drift else "")
+                  + (f"; {host_sentence(host)}" if host else ""))  # fmt: skip
         if f.precision != Precision.FP32:
             self.check_precision(export, f, entry["latency_ms"], say)
-        return MeasureResult(str(f.path), f.precision, entry["latency_ms"], entry["rel_ci"], entry["device"], drift)
+        return MeasureResult(str(f.path), f.precision, entry["latency_ms"], entry["rel_ci"], entry["device"], drift,
+                             host)  # fmt: skip
 
+    def calibration_twin(self, predicted_ms: float) -> CalibrationNetwork | None:
+        """The calibration network whose stored figure is nearest ``predicted_ms`` (None: none is known)."""
+        from latkit.profiler.export import BuiltModel
+
+        calib = self.calibration
+        if calib is None or not calib.archs or len(calib.archs) != len(calib.e2e_ms):
+            return None  # a run folder from before the calibration kept its networks
+        i = min(range(len(calib.e2e_ms)), key=lambda j: abs(np.log(calib.e2e_ms[j] / predicted_ms)))
+        model = BuiltModel(self.network(calib.archs[i]), precision=self.precision)
+        return CalibrationNetwork(model, f"#{i + 1} of {len(calib.e2e_ms)}", calib.e2e_ms[i])
 
     def check_precision(self, export: ExportResult, f: ExportedFile, latency_ms: float, say: Say) -> None:
         """Measure the float32 file beside the shipped quantized one; record in its sidecar whether the precision paid."""
@@ -486,11 +525,8 @@ class _Pipeline:
 
         fp32 = export.file(f.format, Precision.FP32)
         say(1, 1, f"measuring {fp32.path.name} to compare")
-        if self.device.info().kind == "cpu":
-            base = _measure_in_fresh_process(self.cfg.device, self.cfg.threads, fp32, self.measure_config(), None,
-                                             self.cfg.tolerance, [])  # fmt: skip
-        else:
-            base = measure_exported(self.device, fp32, self.measure_config())
+        job = _MeasureJob(self.cfg.device, self.cfg.threads, fp32, self.measure_config(), None, self.cfg.tolerance, [])
+        base = (_in_fresh_process(job) if self.device.info().kind == "cpu" else job.run(self.device))[0]
         check = precision_check(f.precision, latency_ms, base["latency_ms"])
         meta = f.meta()
         meta["precision_check"] = check  # type: ignore[typeddict-unknown-key]
@@ -498,23 +534,61 @@ class _Pipeline:
         say(1, 1, check["text"])
 
 
-def _measure_job(uri: str, threads: int, exported: ExportedFile, protocol: ProtocolConfig,
-                 target_ms: float | None, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
-    device = open_device(uri, threads=threads)
-    try:
-        return measure_exported(device, exported, protocol, confirm_target_ms=target_ms, tolerance=tolerance,
-                                references=refs)  # fmt: skip
-    finally:
-        device.close()
+@dataclass(frozen=True)
+class _MeasureJob:
+    """What the measure stage times: the file (with reference operators), then the host check beside ``twin``."""
+
+    uri: str
+    threads: int
+    exported: ExportedFile
+    protocol: ProtocolConfig
+    target_ms: float | None
+    tolerance: float
+    refs: list[Reference]
+    twin: CalibrationNetwork | None = None
+    waits_s: tuple[float, ...] = HOST_WAITS_S  # pauses of the host check while the host is too contended
+
+    def run(self, device: Device) -> tuple[MeasuredLatency, dict[str, object] | None]:
+        """The sidecar's ``measured_latency`` and the host check's record (None without a twin).
+
+        With a twin the host check is the confirmation of a miss, so the
+        operator-level confirmation of :func:`measure_exported` is skipped.
+        """
+        entry = measure_exported(device, self.exported, self.protocol,
+                                 confirm_target_ms=None if self.twin else self.target_ms,
+                                 tolerance=self.tolerance, references=self.refs)  # fmt: skip
+        if self.twin is None:
+            return entry, None
+        budget = self.target_ms if not within_budget(entry["latency_ms"], self.target_ms or 0.0,
+                                                     self.tolerance) else None  # fmt: skip
+        check = check_host(device, self.exported, self.twin, self.protocol, budget, self.tolerance, self.waits_s)
+        # uncorrected, the lowest of the file's figures is the one load disturbed least
+        lowest = min([entry["latency_ms"], *(ms for r in check.readings for ms in r.network_ms)])
+        over = self.target_ms is not None and not within_budget(lowest, self.target_ms, self.tolerance)
+        return entry, {**check.to_dict(), "lowest_ms": lowest, "over_budget": over}
+
+    def run_on_own_device(self) -> tuple[MeasuredLatency, dict[str, object] | None]:
+        device = open_device(self.uri, threads=self.threads)
+        try:
+            return self.run(device)
+        finally:
+            device.close()
 
 
-def _measure_in_fresh_process(uri: str, threads: int, exported: ExportedFile, protocol: ProtocolConfig,
-                              target_ms: float | None, tolerance: float, refs: list[Reference]) -> MeasuredLatency:  # fmt: skip
-    """:func:`measure_exported` in a newly spawned interpreter (nothing of this one's state)."""
+def _in_fresh_process(job: _MeasureJob) -> tuple[MeasuredLatency, dict[str, object] | None]:
+    """``job`` on its own device in a newly spawned interpreter (nothing of this one's state)."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure_job, (uri, threads, exported, protocol, target_ms, tolerance, refs))
+        return pool.apply(job.run_on_own_device)
+
+
+def host_sentence(host: Mapping[str, object]) -> str:
+    """One line on a host check: the network-level drift and the corrected figure, or why there is none."""
+    head = f"calibration network {host['calibration_network']} read {float(host['ratio']):.2f}x its stored figure"  # type: ignore[arg-type]
+    if host.get("judged"):
+        return f"{head}; corrected figure {float(host['corrected_ms']):.3f} ms"  # type: ignore[arg-type]
+    return f"{head}; host too contended to correct ({host.get('unjudgeable')})"
 
 
 # --------------------------------------------------------------------------- entry
@@ -548,7 +622,10 @@ def run_pipeline(
         The result; ``hit`` is true when the exported model, measured on the
         device, is within the budget (at most ``target_ms * (1 + tolerance)``)
         and the target was inside the space's range; ``met`` when it is within
-        the budget at all (the command exits 0 when ``met``).
+        the budget at all (the command exits 0 when ``met``); ``contended`` when
+        it read over the budget on a host too contended to judge it (exit 3).
+        The budget is judged on ``judged_ms``: the measured figure corrected for
+        the host's state.
 
     Raises:
         UsageError: bad settings, or ``out_dir`` holds a run with other settings.
@@ -559,7 +636,7 @@ def run_pipeline(
                   device_options or {})
     try:
         p.stage("profile", p.profile, ProfileResult.from_dict, p.profile_plan)
-        calib = p.stage("calibrate", p.calibrate, CalibrationResult.from_dict, p.calibrate_plan)
+        calib = p.calibration = p.stage("calibrate", p.calibrate, CalibrationResult.from_dict, p.calibrate_plan)
         _resolve_target(p, config.target)
         attempts = _attempts(p.attempt, p.target_ms, config.tolerance, config.max_retries, p.progress)
         device_state = _device_state(p.device)  # thermal state for the report, before the device closes
@@ -571,7 +648,7 @@ def run_pipeline(
 def _finish(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt],
             device_state: Mapping[str, object] | None) -> PipelineResult:  # fmt: skip
     """Write the summary and the report; the best attempt as the result."""
-    best = attempts[tgt.best_attempt([a.measured_ms for a in attempts], p.target_ms, p.cfg.tolerance)]
+    best = attempts[tgt.best_attempt([a.judged_ms for a in attempts], p.target_ms, p.cfg.tolerance)]
     judged = _judge(best, p.target_ms, p.cfg.tolerance)
     ev = best.evaluate
     summary = _summary(p, calib, attempts, best, device_state)
@@ -581,6 +658,7 @@ def _finish(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt],
     return PipelineResult(
         out_dir=p.out, target_ms=p.target_ms, measured_ms=best.measured_ms, predicted_ms=best.predicted_ms,
         hit=judged.kind == tgt.HIT, met=judged.ok, warning=judged.warning, verdict=summary["verdict"],
+        verdict_kind=judged.kind, judged_ms=best.judged_ms, host=best.host, statistic=p.cfg.statistic,
         arch_path=Path(best.search.arch_path), export=best.export.to_dict(), report_path=report_path,
         attempts=[a.brief() for a in attempts], precision=p.cfg.precision,
         fp32_accuracy_pct=ev.fp32_accuracy_pct if ev else best.train.accuracy_pct,
@@ -599,7 +677,28 @@ def _resolve_target(p: _Pipeline, target: tgt.Target) -> None:
 
 
 def _judge(attempt: Attempt, target_ms: float, tolerance: float) -> tgt.Verdict:
-    return tgt.judge(attempt.measured_ms, target_ms, tolerance, attempt.drift, attempt.range_ms)
+    """The verdict on the attempt's judged figure (corrected for the host's state when the host check could).
+
+    A file over the budget on a host too contended to judge it is CONTENDED; with a
+    host check, the operator-level drift no longer qualifies an OVER (the correction
+    has taken the host's state into account).
+    """
+    host = attempt.host
+    if attempt.contended:
+        return tgt.contended(attempt.measured_ms, target_ms, str(host.get("unjudgeable")))  # type: ignore[union-attr]
+    corrected = attempt.measure.corrected_ms is not None and attempt.judged_ms < attempt.measure.lowest_ms
+    verdict = tgt.judge(attempt.judged_ms, target_ms, tolerance, None if host else attempt.drift, attempt.range_ms,
+                        figure="corrected" if corrected else "measured")  # fmt: skip
+    if not host:
+        return verdict
+    if corrected:
+        note = (f"Judged on the figure corrected for the host's state: measured {attempt.measured_ms:.3f} ms while "
+                f"{host_sentence(host)}.")  # fmt: skip
+    elif host.get("judged"):
+        note = f"Host check: {host_sentence(host)}; the lower, measured figure stands (load only slows a run)."
+    else:
+        note = f"Not corrected for the host's state: {host_sentence(host)}."
+    return replace(verdict, text=f"{verdict.text} {note}")
 
 
 def _attempts(run_attempt: Callable[[int, float], Attempt], target_ms: float, tolerance: float, max_retries: int,
@@ -615,12 +714,14 @@ def _attempts(run_attempt: Callable[[int, float], Attempt], target_ms: float, to
         judged = _judge(last, target_ms, tolerance)
         if judged.ok:
             break
-        if last.drift and not last.drift["steady"]:
-            # the device is not in the state it was profiled in: a search scaled by this
-            # figure would chase the machine's state, not correct the prediction
+        if judged.kind == tgt.CONTENDED or (last.host is None and last.drift and not last.drift["steady"]):
+            # the host is not in the state it was profiled in (and no calibration network
+            # corrected for it): a search scaled by this figure would chase the machine's
+            # state, not correct the prediction
             log.warning("%s Not searching again.", judged.text)
             break
-        scaled = last.search_target_ms * target_ms / last.measured_ms
+        # scaled from the corrected figure: a reading inflated by load would undershoot
+        scaled = last.search_target_ms * target_ms / last.judged_ms
         log.warning("%s Searching again with target %.3f ms", judged.text, scaled)
         progress("retry", 0, 1, f"over budget; re-searching for {scaled:.3f} ms")
         attempts.append(run_attempt(i, scaled))
@@ -656,10 +757,10 @@ def _summary(p: _Pipeline, calib: CalibrationResult, attempts: list[Attempt], be
         "device": cfg.device, "space": cfg.space, "resolution": p.resolution, "target_ms": p.target_ms,
         "supernet_resolution": min(p.resolution, SEARCH_RESOLUTION),  # the search's own training images
         "target": p.target_text, "tolerance": cfg.tolerance, "budget_used": judged.budget_used,
-        "verdict_kind": judged.kind, "warning": judged.warning,
+        "verdict_kind": judged.kind, "warning": judged.warning, "judged_ms": best.judged_ms, "host_check": best.host,
         "data": f"{cfg.data} ({p.data().n_classes} classes)", "latkit_version": __version__,
         "verdict": verdict, "attempts": [a.to_dict() for a in attempts], "arch": search.arch,
-        "precision": cfg.precision.value, "layout": cfg.layout.value,
+        "precision": cfg.precision.value, "layout": cfg.layout.value, "statistic": cfg.statistic.value,
         "accuracy": best.train.accuracy_pct, "evaluate": None if best.evaluate is None else best.evaluate.to_dict(),
         "files": [_file_row(f) for f in best.export.files], "calibration": calib.calibration.to_dict(),
         "layers": [asdict(layer) for layer in est.layers], "points": points,

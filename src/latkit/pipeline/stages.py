@@ -78,21 +78,23 @@ class ProfileResult(_Saved):
 
 @dataclass(frozen=True)
 class CalibrationResult:
-    """The fit and the networks it was fitted on (LUT sums, operator counts, measured latencies)."""
+    """The fit and the networks it was fitted on (LUT sums, operator counts, measured latencies, and the
+    networks' native architectures, in the same order: the measure stage times one of them again)."""
 
     calibration: Calibration
     lut_sums_ms: list[float]
     n_ops: list[int]
     e2e_ms: list[float]
+    archs: list[object] = field(default_factory=list)  # empty in run folders from before they were kept
 
     def to_dict(self) -> dict[str, object]:
         return {"calibration": self.calibration.to_dict(), "lut_sums_ms": self.lut_sums_ms, "n_ops": self.n_ops,
-                "e2e_ms": self.e2e_ms}  # fmt: skip
+                "e2e_ms": self.e2e_ms, "archs": self.archs}  # fmt: skip
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, object]) -> CalibrationResult:
         return cls(Calibration.from_dict(doc["calibration"]), list(doc["lut_sums_ms"]), list(doc["n_ops"]),  # type: ignore[arg-type, call-overload]
-                   list(doc["e2e_ms"]))  # type: ignore[call-overload]  # fmt: skip
+                   list(doc["e2e_ms"]), list(doc.get("archs") or []))  # type: ignore[call-overload]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,12 @@ class EvaluateResult(_Saved):
 
 @dataclass(frozen=True)
 class MeasureResult(_Saved):
-    """The shipped file measured on the device, and the device's drift around it."""
+    """The shipped file measured on the device, the device's drift around it, and the host check.
+
+    ``host`` is :meth:`latkit.deploy.verify.HostCheck.to_dict`: the file timed again
+    beside a calibration network, its network-level drift ``ratio`` and the
+    ``corrected_ms`` figure a verdict rests on (None in run folders from before it).
+    """
 
     file: str
     precision: Precision
@@ -191,6 +198,36 @@ class MeasureResult(_Saved):
     rel_ci: float
     device: object
     drift: Mapping[str, object] | None  # ratio (now / LUT) and whether the device is steady
+    host: Mapping[str, object] | None = None
+
+    @property
+    def corrected_ms(self) -> float | None:
+        """The figure corrected for the host's state, when the host check could judge it."""
+        value = (self.host or {}).get("corrected_ms")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def lowest_ms(self) -> float:
+        """The lowest figure the file read, uncorrected (its measurement or a session of the host check)."""
+        lowest = (self.host or {}).get("lowest_ms")
+        return min(self.latency_ms, float(lowest)) if isinstance(lowest, (int, float)) else self.latency_ms
+
+    @property
+    def judged_ms(self) -> float:
+        """The figure a verdict rests on: the lower of the corrected figure and :attr:`lowest_ms`.
+
+        Load only ever slows a run down: a host reading faster than at calibration
+        (ratio below 1) was loaded then, and the file's own figure now is the less
+        disturbed one; a host reading slower is loaded now, and the corrected figure is.
+        """
+        corrected = self.corrected_ms
+        return self.lowest_ms if corrected is None else min(corrected, self.lowest_ms)
+
+    @property
+    def contended(self) -> bool:
+        """Whether the file read over its budget, every time, on a host too contended to judge whether it is."""
+        host = self.host or {}
+        return bool(host.get("over_budget")) and not host.get("judged", True)
 
 
 class AttemptSummary(TypedDict):
@@ -200,6 +237,7 @@ class AttemptSummary(TypedDict):
     search_target_ms: float
     predicted_ms: float
     measured_ms: float
+    judged_ms: float  # what the verdict rests on (MeasureResult.judged_ms): corrected for the host's state, or lower
 
 
 @dataclass(frozen=True)
@@ -219,6 +257,19 @@ class Attempt:
         return self.measure.latency_ms
 
     @property
+    def judged_ms(self) -> float:
+        """The figure the verdict rests on (:attr:`MeasureResult.judged_ms`)."""
+        return self.measure.judged_ms
+
+    @property
+    def host(self) -> Mapping[str, object] | None:
+        return self.measure.host
+
+    @property
+    def contended(self) -> bool:
+        return self.measure.contended
+
+    @property
     def predicted_ms(self) -> float:
         return self.search.predicted_ms
 
@@ -234,14 +285,14 @@ class Attempt:
 
     def brief(self) -> AttemptSummary:
         return {"name": self.name, "search_target_ms": self.search_target_ms, "predicted_ms": self.predicted_ms,
-                "measured_ms": self.measured_ms}  # fmt: skip
+                "measured_ms": self.measured_ms, "judged_ms": self.judged_ms}  # fmt: skip
 
     def to_dict(self) -> dict[str, object]:
         """The attempt as the run summary lists it."""
         return {"name": self.name, "search_target_ms": self.search_target_ms, "search": self.search.to_dict(),
                 "train": self.train.to_dict(), "export": self.export.to_dict(),
                 "evaluate": None if self.evaluate is None else self.evaluate.to_dict(),
-                "measured_ms": self.measured_ms, "predicted_ms": self.predicted_ms,
+                "measured_ms": self.measured_ms, "judged_ms": self.judged_ms, "predicted_ms": self.predicted_ms,
                 "measure": self.measure.to_dict()}  # fmt: skip
 
 

@@ -311,7 +311,30 @@ def _summarize(slot: _Slot, config: ProtocolConfig) -> stats.Summary:
     return stats.summarize(slot.samples_ms, z=config.outlier_z, q=config.quantile)
 
 
-STATISTICS = {"p5": 0.05, "p10": 0.10, "p25": 0.25, "median": 0.5}  # --statistic choices -> quantile
+class Statistic(str, Enum):
+    """The figure a measurement reports (``--statistic`` of ``profile``, ``measure`` and ``run``): a quantile
+    of its samples. ``p5``, the default, is the low robust statistic (see the module docstring); ``median``
+    is the middle sample, what most benchmarks report, and follows the load on a shared host."""
+
+    P5 = "p5"
+    P10 = "p10"
+    P25 = "p25"
+    MEDIAN = "median"
+
+    @property
+    def quantile(self) -> float:
+        """The quantile of the samples this statistic is."""
+        return _QUANTILES[self]
+
+    def apply(self, config: ProtocolConfig) -> ProtocolConfig:
+        """``config`` reporting this statistic."""
+        from dataclasses import replace
+
+        return replace(config, quantile=self.quantile)
+
+
+_QUANTILES = {Statistic.P5: 0.05, Statistic.P10: 0.10, Statistic.P25: 0.25, Statistic.MEDIAN: 0.5}
+STATISTICS = {s.value: q for s, q in _QUANTILES.items()}  # --statistic choices -> quantile
 
 
 def short_statistic(quantile: float) -> str:
@@ -319,16 +342,19 @@ def short_statistic(quantile: float) -> str:
     return "median" if quantile == 0.5 else f"p{100 * quantile:g}"
 
 
-def parse_statistic(name: str) -> float:
-    """The quantile a ``--statistic`` choice stands for.
+def parse_statistic(name: str | Statistic | None) -> Statistic:
+    """A ``--statistic`` choice as its :class:`Statistic` (None: the default, p5); the doors call it once.
 
     Raises:
-        UsageError: not one of :data:`STATISTICS`.
+        UsageError: not one of :class:`Statistic`.
     """
-    if name not in STATISTICS:
-        raise UsageError(f"--statistic must be one of {', '.join(STATISTICS)} (the reported quantile of the "
-                         f"samples), got {name!r}")  # fmt: skip
-    return STATISTICS[name]
+    if name is None:
+        return Statistic.P5
+    try:
+        return Statistic(name)
+    except ValueError:
+        raise UsageError(f"--statistic must be one of {', '.join(s.value for s in Statistic)} (the reported "
+                         f"quantile of the samples), got {name!r}") from None
 
 
 def statistic_name(config: ProtocolConfig) -> str:
@@ -705,5 +731,5 @@ def measure_one(
     return result[0]
 
 
-__all__ = ["STATISTICS", "Preset", "ProtocolConfig", "measure_many", "measure_one", "parse_statistic",
+__all__ = ["STATISTICS", "Preset", "ProtocolConfig", "Statistic", "measure_many", "measure_one", "parse_statistic",
            "short_statistic", "statistic_name"]

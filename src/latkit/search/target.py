@@ -16,7 +16,10 @@ the report and the measurement check:
   network that uses less than ``1 - 2 * tolerance`` of the budget gets a
   warning (a larger, more accurate one would have fitted), never a failure.
   Above the budget is OVER: the pipeline searches again and exits 1. A target
-  above the space's range that the largest network fits is MET.
+  above the space's range that the largest network fits is MET. A network over
+  the budget on a host too contended to judge it is CONTENDED
+  (:func:`contended`): neither a success nor a miss, and no reason to search
+  again.
 * **projection and fill**: greedy, bounded single-choice changes that bring an
   architecture under the target (:func:`project_to_target`) or grow it towards
   the target from below (:func:`fill_to_target`), ranked by the log-probability
@@ -41,7 +44,7 @@ DEFAULT_TOLERANCE = 0.10  # measured may exceed the target by this fraction and 
 MAX_TOLERANCE = 0.5
 MAX_TARGET_MS = 1e6  # a latency target beyond 1000 s is a typo, not a deployment target
 
-HIT, MET, OVER = "HIT", "MET", "OVER"
+HIT, MET, OVER, CONTENDED = "HIT", "MET", "OVER", "CONTENDED"
 
 
 def check_target_ms(ms: Any) -> float:
@@ -226,14 +229,15 @@ def undershoot(measured_ms: float, target_ms: float, tolerance: float = DEFAULT_
 class Verdict:
     """How a measured latency compares with the target."""
 
-    kind: str  # HIT, MET or OVER
+    kind: str  # HIT, MET, OVER or CONTENDED
     text: str
     budget_used: float  # measured / target
     warning: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.kind != OVER
+        """Within the budget (HIT or MET)."""
+        return self.kind in (HIT, MET)
 
 
 def judge(
@@ -242,15 +246,18 @@ def judge(
     tolerance: float = DEFAULT_TOLERANCE,
     drift: Mapping[str, Any] | None = None,
     range_ms: tuple[float, float] | None = None,
+    figure: str = "measured",
 ) -> Verdict:
     """The verdict on a measured network (see the module docstring for the rules).
 
     ``drift`` is the measurement's ``device_drift`` entry: an OVER measured on a
     drifted device says so, since the figure then tells about the machine's
     state. ``range_ms`` is the (fastest, slowest) predicted latency of the space.
+    ``figure`` names what ``measured_ms`` is in the text (``corrected``: the
+    measured figure corrected for the host's state).
     """
     used = measured_ms / target_ms
-    head = f"measured {measured_ms:.3f} ms, {used:.0%} of the {target_ms:.4g} ms budget"
+    head = f"{figure} {measured_ms:.3f} ms, {used:.0%} of the {target_ms:.4g} ms budget"
     if not within_budget(measured_ms, target_ms, tolerance):
         text = f"OVER: {head} (more than {tolerance:.0%} over)."
         if drift and not drift.get("steady", True):
@@ -269,6 +276,16 @@ def judge(
                    "device ran faster than profiled; a larger, more accurate network would fit")  # fmt: skip
     text = f"HIT: {head} (within budget, tolerance {tolerance:.0%})."
     return Verdict(HIT, text + (f" Warning: {warning}." if warning else ""), used, warning)
+
+
+def contended(measured_ms: float, target_ms: float, why: str) -> Verdict:
+    """The verdict on a network over the budget on a host too contended to tell whether it really is."""
+    used = measured_ms / target_ms
+    return Verdict(CONTENDED, (
+        f"COULD NOT JUDGE: host contended. Measured {measured_ms:.3f} ms, {used:.0%} of the {target_ms:.4g} ms "
+        f"budget, but {why}, so the figure says more about other load on the host than about the network. "
+        "Re-run the same command when the host is quieter: finished stages are kept and the network is "
+        "measured again."), used)  # fmt: skip
 
 
 def drift_sentence(ratio: float) -> str:
@@ -430,9 +447,9 @@ def fill_to_target(
 
 
 __all__ = [
-    "DEFAULT_TOLERANCE", "FILL_STOP", "HIT", "MAX_TARGET_MS", "MET", "OVER", "SearchError", "Target", "TargetDict",
-    "Verdict", "above_range", "best_attempt", "check_reachable", "check_target_ms", "check_tolerance",
-    "drift_sentence", "fill_to_target", "judge", "parse_target", "project_to_target", "range_warning",
+    "CONTENDED", "DEFAULT_TOLERANCE", "FILL_STOP", "HIT", "MAX_TARGET_MS", "MET", "OVER", "SearchError", "Target",
+    "TargetDict", "Verdict", "above_range", "best_attempt", "check_reachable", "check_target_ms", "check_tolerance",
+    "contended", "drift_sentence", "fill_to_target", "judge", "parse_target", "project_to_target", "range_warning",
     "resolve_on_model", "undershoot",
     "within_budget",
 ]  # fmt: skip
