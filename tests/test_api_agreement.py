@@ -106,6 +106,13 @@ def test_profile_reports_progress_as_run_does(tmp_path):
         latkit.profile(DEVICE, SPACE, tmp_path / "x.db", on_progress="bar")
 
 
+def test_profile_keeps_one_statistic_per_lut_as_the_cli_does(profiled_lut, tmp_path):
+    lut = copy_lut(profiled_lut, tmp_path / "lut.db")
+    with pytest.raises(latkit.LatkitError, match="holds p5 figures .* a LUT keeps one statistic"):
+        latkit.profile(DEVICE, SPACE, lut, resolution=RESOLUTION, quick=True, statistic="median")
+    assert latkit.profile(DEVICE, SPACE, lut, resolution=RESOLUTION, quick=True, statistic="p5").measured == []
+
+
 # each CLI verb and the API function that wraps it
 CLI_TO_API = {
     "devices": "list_devices", "spaces": "list_spaces", "profile": "profile", "measure": "measure",

@@ -68,6 +68,8 @@ def _calls(tmp):
         "train(resolution=100000)": (lambda: latkit.train(arch, resolution=100000), "resolution", False),
         "export(formats=7)": (lambda: latkit.export(arch, formats=7), "formats", True),
         "measure(model=3)": (lambda: latkit.measure("cpu:onnxruntime", 3), "model", True),
+        "measure(statistic='p3')": (lambda: latkit.measure("cpu:onnxruntime", "m.onnx", statistic="p3"),
+                                    "statistic", False),
         "measure(quick='yes')": (lambda: latkit.measure("cpu:onnxruntime", "m.onnx", quick="yes"), "quick", True),
         "run(target_ms=[1])": (lambda: latkit.run("cpu:onnxruntime", "nasbench201", [1], tmp), "target_ms", True),
         "run(on_progress=1)": (lambda: latkit.run("cpu:onnxruntime", "nasbench201", 5.0, tmp, on_progress=1),

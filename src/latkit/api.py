@@ -175,12 +175,14 @@ class _FiniteLatency:
         return checks.finite_result("latency_model.min_latency", ms), arch
 
 
-def _protocol(config: ProtocolConfig | None, quick: bool) -> ProtocolConfig | None:
-    from latkit.profiler.protocol import Preset, ProtocolConfig
+def _protocol(config: ProtocolConfig | None, quick: bool, statistic: str | Statistic | None = None) -> ProtocolConfig:
+    """The measurement protocol a verb measures with: ``config``, else the quick or the standard one,
+    reporting ``statistic`` when one is given (as ``--quick`` and ``--statistic``)."""
+    from latkit.profiler.protocol import Preset, ProtocolConfig, parse_statistic
 
-    if config is not None:
-        return config
-    return ProtocolConfig.preset(Preset.QUICK) if quick else None
+    if config is None:
+        config = ProtocolConfig.preset(Preset.QUICK) if quick else ProtocolConfig()
+    return parse_statistic(statistic).apply(config) if statistic is not None else config
 
 
 def profile(
@@ -194,6 +196,7 @@ def profile(
     precision: str | Precision | None = None,
     config: ProtocolConfig | None = None,
     quick: bool = False,
+    statistic: str | Statistic | None = None,
     passes: int = 1,
     on_progress: StageProgress | None = None,
 ) -> ProfileReport:
@@ -203,20 +206,18 @@ def profile(
         device: an open device or its URI (opened and closed here).
         space: search space name (see ``latkit spaces``).
         lut: SQLite LUT file, created if missing; operators it holds are skipped.
-        arch: measure only this network's operators (an architecture of ``space``,
-            as for :func:`estimate`, a list of operator names included) instead of every operator of the space.
+        arch: only this network's operators (as for :func:`estimate`; a list of names too), not all the space's.
         resolution: input resolution (default the space's).
         limit: measure at most this many operators.
         precision: ``fp32`` (None, the default), ``fp16`` or ``int8``; the device must run it.
         config: measurement protocol; default the standard one.
         quick: few samples per operator (smoke runs, not real LUTs); ignored with ``config``.
-        passes: measure the operators this many times over, in fresh sessions, and
-            store each one's lowest figure (as ``latkit profile --passes``).
+        statistic: the figure stored, ``p5`` (None, the default), ``p10``, ``p25`` or ``median`` (one per LUT).
+        passes: measure the operators this many times over, in fresh sessions, keeping each one's lowest figure.
         on_progress: called after each operator as ``("profile", done, total, key)``, the
             events of :func:`run` (``latkit.cli.progress.Stages()`` draws them as the CLI does).
 
-    Returns:
-        The report: measured, skipped and failed operators.
+    Returns the report: measured, skipped and failed operators.
     """
     _check_device(device)
     checks.text("space", space)
@@ -228,18 +229,19 @@ def profile(
     checks.integer("passes", passes, 1, MAX_PASSES)
     checks.function("on_progress", on_progress)
     from latkit.devices.precision import check_precision, parse_precision
-    from latkit.lut.store import LUT as _LUT
+    from latkit.lut.store import LUT as _LUT, check_statistic
     from latkit.profiler.runner import profile_ops
 
-    specs = _specs(space, arch, resolution)
-    wanted = parse_precision(precision)
+    specs, wanted = _specs(space, arch, resolution), parse_precision(precision)
+    protocol = _protocol(config, quick, statistic)
     dev = open_device(device) if isinstance(device, str) else device
     try:
         prec = check_precision(dev, wanted)
         with _LUT.open(lut, create=True) as store:
+            check_statistic(store, dev.info().uri, protocol.quantile, precision=prec)  # one statistic per LUT
             progress = (lambda d, t, key, m: on_progress("profile", d, t, key)) if on_progress else None
-            return profile_ops(dev, specs, store, _protocol(config, quick), limit, on_progress=progress,
-                               precision=prec, passes=passes)
+            return profile_ops(dev, specs, store, protocol, limit, on_progress=progress, precision=prec,
+                               passes=passes)
     finally:
         if dev is not device:
             dev.close()
@@ -462,7 +464,7 @@ def sample_latencies(
     try:
         prec = check_precision(dev, parse_precision(precision))
         return _sample(dev, sp, n, out, resolution=resolution, seed=seed, config=_protocol(config, quick),
-                       precision=prec, column=column, classes=classes or None, pool=pool, on_progress=progress)  # fmt: skip
+                       precision=prec, column=column, classes=classes or None, pool=pool, on_progress=progress)
     finally:
         if dev is not device:
             dev.close()
@@ -676,6 +678,7 @@ def measure(
     *,
     config: ProtocolConfig | None = None,
     quick: bool = False,
+    statistic: str | Statistic | None = None,
 ) -> Measurement:
     """Measure a model file (``.onnx``, ``.tflite``) end to end on ``device``.
 
@@ -684,6 +687,7 @@ def measure(
         model: the model file; one fixed input shape.
         config: measurement protocol; default the standard one.
         quick: few samples (smoke runs); ignored with ``config``.
+        statistic: the figure reported, ``p5`` (None, the default), ``p10``, ``p25`` or ``median``.
 
     Returns:
         The measurement (``latency_ms``, ``std_ms``, CI, provenance...).
@@ -694,11 +698,12 @@ def measure(
     from latkit.profiler.model_file import ModelFile
     from latkit.profiler.protocol import measure_one
 
+    protocol = _protocol(config, quick, statistic)
     source = ModelFile(Path(model))
     dev = open_device(device) if isinstance(device, str) else device
     try:
         source.check_device(dev)
-        return measure_one(dev, source, _protocol(config, quick))
+        return measure_one(dev, source, protocol)
     finally:
         if dev is not device:
             dev.close()

@@ -36,7 +36,7 @@ def train_cmd(
     from latkit.deploy.train import train_arch
 
     epochs = common.renamed("--train-epochs", epochs, "--epochs", old_epochs, 3)
-    with Stages(enabled=not as_json) as shown, removed_on_failure(out):  # a failed start leaves no empty folder
+    with Stages(enabled=not as_json) as shown, removed_on_failure(out):  # a failed start leaves no folder
         result = train_arch(arch, data, out, space=space, resolution=resolution, epochs=epochs,
                             max_steps=max_steps, init=init, seed=seed,
                             on_progress=lambda done, total, message: shown("training", done, total, message))  # fmt: skip
