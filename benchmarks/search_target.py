@@ -38,7 +38,7 @@ def ensure_lut(path: Path) -> float:
     t0 = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "latkit", "profile", "--device", DEVICE, "--space", SPACE,
-         "--resolution", str(RESOLUTION), "--lut", str(path), "--max-seconds-per-op", "3"],
+         "--resolution", str(RESOLUTION), "--lut", str(path), "--max-seconds", "3"],
         check=True,
     )  # fmt: skip
     return time.perf_counter() - t0

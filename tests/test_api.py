@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 SPACE = "proxyless_mobile_w05"
 FBNET_CSV = Path(__file__).resolve().parents[1] / "data" / "fbnet_latency_ms.csv"
 VERBS = ("open_device", "profile", "open_lut", "estimate", "sample_latencies", "fit_predictor", "load_predictor",
-         "predict", "search_arch", "train", "export", "measure", "measure_layers", "inspect", "run")
+         "predict", "search_arch", "train", "export", "measure", "measure_layers", "inspect", "run", "calibrate",
+         "show_lut", "export_lut", "import_lut", "merge_luts", "evaluate_predictor", "design_predictor",
+         "loopback_phone")
 
 
 def _small_arch() -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "latkit"
-FRONT_DOOR = ("cli/", "api.py")
+FRONT_DOOR = ("cli/", "api.py", "api_tools.py")
 PRECISION_MODULE = "devices/precision.py"
 
 

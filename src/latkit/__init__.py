@@ -10,6 +10,8 @@ imports the LUT code then, ``latkit.search_arch`` torch). The verbs are document
     dev = latkit.open_device("cpu:onnxruntime")
     latkit.profile(dev, "proxyless_mobile_w05", "ops.db", resolution=64)
     print(latkit.estimate("ops.db", "arch.json").total_ms)
+
+``latkit.list_devices()`` lists the backends and the loopback phones running now.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ _LAZY = {
     **{verb: "latkit.api" for verb in (
         "open_device", "profile", "open_lut", "estimate", "latency_model", "fit_predictor", "load_predictor",
         "predict", "predict_model", "search_arch", "train", "export", "measure", "measure_layers", "inspect", "run",
+    )},
+    **{verb: "latkit.api_tools" for verb in (
+        "calibrate", "show_lut", "export_lut", "import_lut", "merge_luts", "evaluate_predictor", "design_predictor",
+        "loopback_phone",
     )},
 }
 

@@ -19,14 +19,19 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latkit.core import checks
+from latkit.core.errors import UnknownNameError
+from latkit.core.files import removed_on_failure
 
 if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.deploy.layout import InputLayout
+    from latkit.deploy.train import TrainResult
     from latkit.devices.base import Device
     from latkit.devices.precision import Precision
     from latkit.lut.estimate import Estimate
@@ -48,6 +53,10 @@ __all__ = [
     "load_predictor",
     "predict", "predict_model", "search_arch", "train", "export", "measure", "measure_layers", "inspect", "run",
 ]
+
+# what an on_progress callback receives, here as in `run`: (stage, done, total, message); the CLI's
+# progress display (latkit.cli.progress.Stages) is such a callback
+StageProgress = Callable[[str, int, int, str], None]
 
 
 def open_device(uri: str, threads: int = 1, **options: Any) -> Device:
@@ -110,6 +119,46 @@ def _check_device(device: Any) -> None:
             raise checks.UsageError(f"device {getattr(device, 'uri', device)} is closed; open it again with latkit.open_device")
 
 
+def _choice(name: str, value: Any, kind: type[Enum]) -> Any:
+    """``value`` as a member of the str Enum ``kind`` (a name the CLI takes as text), or one
+    UnknownNameError naming ``name`` and the members."""
+    checks.text(name, value)
+    try:
+        return kind(value)
+    except ValueError:
+        raise UnknownNameError(name, value, [m.value for m in kind]) from None
+
+
+def _arch(name: str, arch: Any) -> str | Path:
+    """An architecture as ``--arch`` takes it: a file, the space's native text, or the native form as
+    a Python value (a list of operator names, a dict), which is turned into that text here."""
+    if isinstance(arch, (list, tuple, Mapping)):
+        try:
+            return json.dumps(dict(arch) if isinstance(arch, Mapping) else list(arch), allow_nan=False)
+        except (TypeError, ValueError):
+            raise checks.ArgumentTypeError(f"{name} must be a file, the space's native text or its operators "
+                                           f"as a list of names, not {str(arch)[:60]!r}") from None
+    checks.path(name, arch)
+    return arch
+
+
+def _opened(device: Device | str | None, precision: Precision | None = None) -> Device | None:
+    """``device`` opened when given as a URI (the caller closes what this opened), checked to run
+    ``precision``; an open device is used as it is."""
+    if device is None or not isinstance(device, str):
+        return device
+    from latkit.devices.precision import check_precision
+
+    dev = open_device(device)
+    try:
+        if precision is not None:
+            check_precision(dev, precision)
+    except BaseException:
+        dev.close()
+        raise
+    return dev
+
+
 class _FiniteLatency:
     """A latency model whose every answer is checked: NaN or a negative latency stops the search
     with one line instead of steering it to nonsense."""
@@ -128,12 +177,14 @@ class _FiniteLatency:
         return checks.finite_result("latency_model.min_latency", ms), arch
 
 
-def _protocol(config: ProtocolConfig | None, quick: bool) -> ProtocolConfig | None:
-    from latkit.profiler.protocol import Preset, ProtocolConfig
+def _protocol(config: ProtocolConfig | None, quick: bool, statistic: str | Statistic | None = None) -> ProtocolConfig:
+    """The measurement protocol a verb measures with: ``config``, else the quick or the standard one,
+    reporting ``statistic`` when one is given (as ``--quick`` and ``--statistic``)."""
+    from latkit.profiler.protocol import Preset, ProtocolConfig, parse_statistic
 
-    if config is not None:
-        return config
-    return ProtocolConfig.preset(Preset.QUICK) if quick else None
+    if config is None:
+        config = ProtocolConfig.preset(Preset.QUICK) if quick else ProtocolConfig()
+    return parse_statistic(statistic).apply(config) if statistic is not None else config
 
 
 def profile(
@@ -147,7 +198,9 @@ def profile(
     precision: str | Precision | None = None,
     config: ProtocolConfig | None = None,
     quick: bool = False,
+    statistic: str | Statistic | None = None,
     passes: int = 1,
+    on_progress: StageProgress | None = None,
 ) -> ProfileReport:
     """Measure a search space's operators on ``device`` into the LUT file ``lut`` (resumable).
 
@@ -155,47 +208,55 @@ def profile(
         device: an open device or its URI (opened and closed here).
         space: search space name (see ``latkit spaces``).
         lut: SQLite LUT file, created if missing; operators it holds are skipped.
-        arch: measure only this network's operators (an architecture of ``space``,
-            as for :func:`estimate`) instead of every operator of the space.
+        arch: only this network's operators (as for :func:`estimate`; a list of names too), not all the space's.
         resolution: input resolution (default the space's).
         limit: measure at most this many operators.
         precision: ``fp32`` (None, the default), ``fp16`` or ``int8``; the device must run it.
         config: measurement protocol; default the standard one.
         quick: few samples per operator (smoke runs, not real LUTs); ignored with ``config``.
-        passes: measure the operators this many times over, in fresh sessions, and
-            store each one's lowest figure (as ``latkit profile --passes``).
+        statistic: the figure stored, ``p5`` (None, the default), ``p10``, ``p25`` or ``median`` (one per LUT).
+        passes: measure the operators this many times over, in fresh sessions, keeping each one's lowest figure.
+        on_progress: called after each operator as ``("profile", done, total, key)``, the
+            events of :func:`run` (``latkit.cli.progress.Stages()`` draws them as the CLI does).
 
-    Returns:
-        The report: measured, skipped and failed operators.
+    Returns the report: measured, skipped and failed operators.
     """
     _check_device(device)
     checks.text("space", space)
     checks.path("lut", lut)
-    checks.path("arch", arch, none_ok=True) if not isinstance(arch, str) else checks.text("arch", arch)
+    arch = _arch("arch", arch) if arch is not None else None
     checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
     checks.integer("limit", limit, 1, none_ok=True)
     checks.flag("quick", quick)
     checks.integer("passes", passes, 1, MAX_PASSES)
+    checks.function("on_progress", on_progress)
     from latkit.devices.precision import check_precision, parse_precision
-    from latkit.lut.store import LUT as _LUT
+    from latkit.lut.store import LUT as _LUT, check_statistic
     from latkit.profiler.runner import profile_ops
-    from latkit.profiler.spaces import get_space
-    from latkit.profiler.spaces.load import load_network
 
-    if arch is not None:
-        specs = load_network(get_space(space), arch, resolution)[0].measurable_specs()
-    else:
-        specs = get_space(space).operators(resolution)
-    wanted = parse_precision(precision)
+    specs, wanted = _specs(space, arch, resolution), parse_precision(precision)
+    protocol = _protocol(config, quick, statistic)
     dev = open_device(device) if isinstance(device, str) else device
     try:
         prec = check_precision(dev, wanted)
         with _LUT.open(lut, create=True) as store:
-            return profile_ops(dev, specs, store, _protocol(config, quick), limit, precision=prec,
+            check_statistic(store, dev.info().uri, protocol.quantile, precision=prec)  # one statistic per LUT
+            progress = (lambda d, t, key, m: on_progress("profile", d, t, key)) if on_progress else None
+            return profile_ops(dev, specs, store, protocol, limit, on_progress=progress, precision=prec,
                                passes=passes)
     finally:
         if dev is not device:
             dev.close()
+
+
+def _specs(space: str, arch: str | Path | None, resolution: int | None) -> list[Any]:
+    """The operators :func:`profile` measures: one network's, or every one of the space."""
+    from latkit.profiler.spaces import get_space
+    from latkit.profiler.spaces.load import load_network
+
+    if arch is not None:
+        return load_network(get_space(space), arch, resolution)[0].measurable_specs()
+    return list(get_space(space).operators(resolution))
 
 
 def open_lut(path: str | Path, *, create: bool = False, readonly: bool = False) -> LUT:
@@ -214,7 +275,7 @@ def open_lut(path: str | Path, *, create: bool = False, readonly: bool = False) 
 
 def estimate(
     lut: str | Path | LUT,
-    arch: str | Path,
+    arch: str | Path | Sequence[str],
     *,
     space: str | None = None,
     resolution: int | None = None,
@@ -227,7 +288,8 @@ def estimate(
 
     Args:
         lut: a LUT file or an open :class:`~latkit.lut.store.LUT`.
-        arch: an arch.json, a net.config, or an architecture of ``space`` as text.
+        arch: an arch.json, a net.config, or an architecture of ``space``: its native text, or
+            its operator names as a list (what ``latkit lut estimate --arch`` takes as text).
         space: the search space of a textual ``arch``.
         resolution: input resolution (default the arch's own or the space's).
         device: device URI in the LUT (default its only one).
@@ -245,7 +307,7 @@ def estimate(
     """
     if isinstance(lut, (str, Path)) or not hasattr(lut, "done_keys"):
         checks.path("lut", lut)
-    checks.path("arch", arch)
+    arch = _arch("arch", arch)
     checks.text("space", space, none_ok=True)
     checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
     checks.text("device", device, none_ok=True)
@@ -307,6 +369,8 @@ def fit_predictor(
     k: int | None = None,
     known: Sequence[str] | None = None,
     params: dict[str, Any] | None = None,
+    target_csv: str | Path | None = None,
+    design: str = "active",
     random_state: int = 0,
 ) -> Predictor:
     """Fit a latency predictor of the ``target`` column of a latency CSV and save it to ``out_dir``.
@@ -320,6 +384,9 @@ def fit_predictor(
         k: fit on only ``k`` architectures (few-shot).
         known: known-device columns used as features (``fewshot``).
         params: the predictor's parameters.
+        target_csv: a CSV holding the ``target`` column (e.g. ``sample_latencies``' on your device).
+        design: ``hwmeta``: how the ``k`` architectures are chosen among those measured
+            (``active``, the default, ``farthest`` or ``random``).
         random_state: seed.
     """
     checks.path("csv", csv)
@@ -331,11 +398,16 @@ def fit_predictor(
     checks.texts("known", known, none_ok=True)
     if params is not None and not isinstance(params, dict):
         raise checks.ArgumentTypeError(f"params must be a dict of the predictor's parameters, not {params!r}")
+    checks.path("target_csv", target_csv, none_ok=True)
     checks.integer("random_state", random_state, 0)
     from latkit.predictors.evaluate import fit_from_csv
+    from latkit.predictors.transfer import Design
 
-    return fit_from_csv(csv, space, target, out_dir, predictor=predictor, params=params, k=k,
-                        known=list(known) if known is not None else None, random_state=random_state)
+    chosen = _choice("design", design, Design)
+    with removed_on_failure(out_dir):
+        return fit_from_csv(csv, space, target, out_dir, predictor=predictor, params=params, k=k,
+                            known=list(known) if known is not None else None, target_csv=target_csv,
+                            random_state=random_state, design=chosen)  # fmt: skip
 
 
 def sample_latencies(
@@ -349,15 +421,15 @@ def sample_latencies(
     precision: str | Precision | None = None,
     column: str | None = None,
     classes: int | None = 10,
+    from_csv: str | Path | None = None,
     config: ProtocolConfig | None = None,
     quick: bool = False,
-    on_progress: Callable[[int, int, str], None] | None = None,
+    on_progress: StageProgress | None = None,
 ) -> SampleReport:
     """Measure ``n`` sampled architectures of ``space`` end to end into the latency CSV ``out`` (resumable).
 
-    The file is what :func:`fit_predictor` and ``latkit predictor eval`` read: an
-    ``arch`` column and one latency column (``column``, default the device URI).
-    As ``latkit predictor sample``; see :func:`latkit.predictors.collect.sample_latencies`.
+    The file is what :func:`fit_predictor` and ``latkit predictor eval`` read (an ``arch`` column, one
+    latency column: ``column``, default the device URI); as ``latkit predictor sample``.
 
     Args:
         device: an open device or its URI (opened and closed here).
@@ -368,9 +440,11 @@ def sample_latencies(
         precision: ``fp32`` (None, the default), ``fp16`` or ``int8``; the device must run it.
         column: the latency column's name.
         classes: the networks' classifier outputs (None or 0: the space's own).
+        from_csv: draw the architectures from this latency CSV's ``arch`` column (so the new
+            column shares rows with its device columns), as ``--from-csv``.
         config: measurement protocol; default the standard one.
         quick: few samples per measurement (smoke runs); ignored with ``config``.
-        on_progress: called as ``(done, total, message)``.
+        on_progress: called as ``("sampling", done, total, message)``, the events of :func:`run`.
     """
     _check_device(device)
     checks.text("space", space)
@@ -380,22 +454,33 @@ def sample_latencies(
     checks.integer("seed", seed, 0)
     checks.text("column", column, none_ok=True)
     checks.integer("classes", classes, 0, none_ok=True)
+    checks.path("from_csv", from_csv, none_ok=True)
     checks.flag("quick", quick)
     checks.function("on_progress", on_progress)
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.predictors.collect import sample_latencies as _sample
-    from latkit.profiler.spaces import get_space
 
-    sp = get_space(space)
-    sp.check_resolution(resolution)
+    sp, pool = _sampled_space(space, resolution, from_csv)
+    progress = (lambda done, total, msg: on_progress("sampling", done, total, msg)) if on_progress else None
     dev = open_device(device) if isinstance(device, str) else device
     try:
         prec = check_precision(dev, parse_precision(precision))
         return _sample(dev, sp, n, out, resolution=resolution, seed=seed, config=_protocol(config, quick),
-                       precision=prec, column=column, classes=classes or None, on_progress=on_progress)  # fmt: skip
+                       precision=prec, column=column, classes=classes or None, pool=pool, on_progress=progress)
     finally:
         if dev is not device:
             dev.close()
+
+
+def _sampled_space(space: str, resolution: int | None, from_csv: str | Path | None) -> tuple[Any, list[Any] | None]:
+    """The space :func:`sample_latencies` samples (``resolution`` checked against it, before a device
+    opens) and the architectures it draws from: ``from_csv``'s, or None (the space's own)."""
+    from latkit.predictors.data import parse_archs, read_latency_csv
+    from latkit.profiler.spaces import get_space
+
+    sp = get_space(space)
+    sp.check_resolution(resolution)
+    return sp, parse_archs(space, read_latency_csv(from_csv).archs) if from_csv is not None else None
 
 
 def load_predictor(directory: str | Path) -> Predictor:
@@ -468,30 +553,50 @@ def search_arch(
 
     Args:
         space: search space name.
-        latency_model: callable arch -> ms, e.g. ``latkit.lut.tables.TableLatencyModel``.
+        latency_model: a LUT file (as ``latkit search --lut``: its tables at ``resolution``,
+            calibrated when the device has a calibration, the classifier at ``data``'s classes),
+            or any model with ``latency_ms(arch)`` and ``min_latency(space)``, e.g. :func:`latency_model`'s.
         target_ms: the latency budget.
-        out_dir: result folder.
+        out_dir: result folder (one this call creates is removed again if it fails before writing to it).
         **options: ``data``, ``on_progress``, ``on_stage`` (see :func:`latkit.search.run.run_search`) and
             the fields of :class:`latkit.search.run.SearchConfig` (algorithm, epochs, seed...).
     """
     checks.text("space", space)
-    checks.has_methods("latency_model", latency_model, ("latency_ms", "min_latency"),
-                       "a latency model such as latkit.lut.tables.TableLatencyModel")
+    if isinstance(latency_model, (str, Path)):
+        if not Path(latency_model).is_file():
+            raise checks.UsageError(f"latency_model must be a LUT file or a latency model, not {str(latency_model)!r}"
+                                    " (no such file)")
+    else:
+        checks.has_methods("latency_model", latency_model, ("latency_ms", "min_latency"),
+                           "a LUT path or a latency model such as latkit.latency_model(space, lut)")
     checks.number("target_ms", target_ms)
     checks.path("out_dir", out_dir)
     checks.options(options, {"on_progress": checks.function, "on_stage": checks.function,
                              **_RUN_OPTIONS})  # fmt: skip
-    latency_model = _FiniteLatency(latency_model)
     from latkit.search.run import SearchConfig, run_search
 
     data = options.pop("data", "digits")
+    if isinstance(latency_model, (str, Path)):
+        latency_model = _lut_model(space, latency_model, data, options.get("resolution"))
+    latency_model = _FiniteLatency(latency_model)
     if "config" in options:  # the gradient search's settings, by their name before SearchConfig
         options["proxyless"] = options.pop("config")
     hooks = {k: options.pop(k) for k in ("on_progress", "on_stage") if k in options}
-    return run_search(space, latency_model, SearchConfig(target_ms=target_ms, **options), data, out_dir, **hooks)
+    with removed_on_failure(out_dir):
+        return run_search(space, latency_model, SearchConfig(target_ms=target_ms, **options), data, out_dir,
+                          **hooks)  # fmt: skip
 
 
-def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train", **options: Any) -> Any:
+def _lut_model(space: str, lut: str | Path, data: str, resolution: int | None) -> Any:
+    """The latency model ``latkit search --lut`` searches with: the LUT's tables, with the classifier the
+    trained network will have (``data``'s classes)."""
+    checks.path("latency_model", lut)
+    from latkit.search.supernet.data import data_classes
+
+    return latency_model(space, lut, resolution=resolution, classes=data_classes(data))
+
+
+def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train", **options: Any) -> TrainResult:
     """Train an architecture's weights; writes ``out_dir/weights.safetensors`` and its sidecar.
 
     Args:
@@ -501,7 +606,7 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
         **options: see :func:`latkit.deploy.train.train_arch` (epochs, max_steps, init, seed...).
 
     Returns:
-        The ``TrainResult`` (weights path, accuracy, steps...).
+        The :class:`~latkit.deploy.train.TrainResult` (weights path, accuracy, steps...).
     """
     checks.path("arch", arch)
     checks.text("data", data)
@@ -509,7 +614,8 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
     checks.options(options, {**_RUN_OPTIONS, "on_progress": checks.function})
     from latkit.deploy.train import train_arch
 
-    return train_arch(arch, data, out_dir, **options)
+    with removed_on_failure(out_dir):
+        return train_arch(arch, data, out_dir, **options)
 
 
 def export(
@@ -522,33 +628,50 @@ def export(
     variants: Sequence[str] | str = (),
     layout: str | InputLayout | None = None,
     nhwc: bool = False,
+    device: Device | str | None = None,
     **options: Any,
 ) -> ExportReport:
     """Export an architecture with its weights to deployable files (ONNX, TFLite) with sidecars.
+
+    The same files as ``latkit export``, by default too. If the export fails, the files it wrote
+    are removed again (and the folder, when this call created it): no half-finished set is left.
 
     Args:
         arch, weights, formats, out_dir: as :func:`latkit.deploy.export.export_arch`.
         precision: the shipped precision, ``fp32`` (None, the default), ``fp16`` or ``int8``.
         variants: TFLite files at other precisions too: ``fp16`` and/or ``int8``.
-        layout: the TFLite files' input layout, ``nchw`` (None, the default) or ``nhwc``.
+        layout: the TFLite files' input layout, ``nhwc`` (None, the default: what phone apps
+            feed, as the CLI) or ``nchw``. ONNX is always NCHW.
         nhwc: the older spelling of ``layout="nhwc"``.
+        device: also measure the files here: a device URI (opened and closed here) or an open device.
         **options: the other options of :func:`latkit.deploy.export.export_arch`
-            (representative, space, resolution, device...).
+            (representative, space, resolution, target_ms...).
     """
     checks.path("arch", arch)
     checks.path("weights", weights, none_ok=True)
     checks.path("out_dir", out_dir)
     checks.text("formats", formats) if isinstance(formats, str) else checks.texts("formats", formats)
     checks.flag("nhwc", nhwc)
+    if device is not None:
+        _check_device(device)
     checks.options(options, {"random_weights": checks.flag, "resolution": _resolution,
                              "on_progress": checks.function})  # fmt: skip
     from latkit.deploy.export import export_arch, parse_variants
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout
     from latkit.devices.precision import parse_precision
 
-    tflite_layout = parse_layout(layout) if layout is not None else _Layout.NHWC if nhwc else _Layout.NCHW
-    return export_arch(arch, weights, formats, out_dir, precision=parse_precision(precision),
-                       tflite_precisions=parse_variants(variants), layout=tflite_layout, **options)
+    tflite_layout = parse_layout(layout) if layout is not None else _Layout.NHWC
+    if nhwc and tflite_layout is not _Layout.NHWC:
+        raise checks.UsageError(f"nhwc=True and layout={layout!r} disagree; give layout only")
+    prec = parse_precision(precision)
+    dev = _opened(device, prec)  # a wrong URI fails here, before any file is written
+    try:
+        with removed_on_failure(out_dir, new_files=True):
+            return export_arch(arch, weights, formats, out_dir, precision=prec, device=dev,
+                               tflite_precisions=parse_variants(variants), layout=tflite_layout, **options)
+    finally:
+        if dev is not None and dev is not device:
+            dev.close()
 
 
 def measure(
@@ -557,6 +680,7 @@ def measure(
     *,
     config: ProtocolConfig | None = None,
     quick: bool = False,
+    statistic: str | Statistic | None = None,
 ) -> Measurement:
     """Measure a model file (``.onnx``, ``.tflite``) end to end on ``device``.
 
@@ -565,6 +689,7 @@ def measure(
         model: the model file; one fixed input shape.
         config: measurement protocol; default the standard one.
         quick: few samples (smoke runs); ignored with ``config``.
+        statistic: the figure reported, ``p5`` (None, the default), ``p10``, ``p25`` or ``median``.
 
     Returns:
         The measurement (``latency_ms``, ``std_ms``, CI, provenance...).
@@ -575,11 +700,12 @@ def measure(
     from latkit.profiler.model_file import ModelFile
     from latkit.profiler.protocol import measure_one
 
+    protocol = _protocol(config, quick, statistic)
     source = ModelFile(Path(model))
     dev = open_device(device) if isinstance(device, str) else device
     try:
         source.check_device(dev)
-        return measure_one(dev, source, _protocol(config, quick))
+        return measure_one(dev, source, protocol)
     finally:
         if dev is not device:
             dev.close()
@@ -720,5 +846,6 @@ def run(
         precision=parse_precision(precision), layout=parse_layout(layout) if layout is not None else _Layout.NHWC,
         statistic=parse_statistic(statistic), **settings,
     )  # fmt: skip
-    return run_pipeline(config, out_dir, lut=lut, on_progress=on_progress, protocol=protocol,
-                        search_options=search_options, device_options=device_options)
+    with removed_on_failure(out_dir):  # a run that failed before writing leaves no empty folder
+        return run_pipeline(config, out_dir, lut=lut, on_progress=on_progress, protocol=protocol,
+                            search_options=search_options, device_options=device_options)

@@ -113,7 +113,7 @@ def test_search_needs_one_latency_source(capsys):
 def test_supernet_search_on_smoothed_accuracy(capsys, small_lut, tmp_path):
     code, out, err = run(capsys, "search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut),
                          "--resolution", "32", "--target-ms", "1000", "--algorithm", "random",
-                         "--epochs", "1", "--queries", "3", "--smooth-accuracy", "6",
+                         "--search-epochs", "1", "--queries", "3", "--smooth-accuracy", "6",
                          "--out", str(tmp_path), "--json")
     assert code == 0, err
     result = json.loads(out)
@@ -227,7 +227,7 @@ def test_run_exits_zero_when_the_target_is_above_the_space(capsys, int8_run, tmp
 
 def test_search_takes_a_target_relative_to_the_space_and_warns_above_its_range(capsys, small_lut, tmp_path):
     common = ("search", "--space", "proxyless_mobile_w05", "--lut", str(small_lut), "--resolution", "32",
-              "--algorithm", "random", "--epochs", "1", "--queries", "3", "--json")
+              "--algorithm", "random", "--search-epochs", "1", "--queries", "3", "--json")
     # the fastest network is ~47% of the slowest at 32x32 here (more on a loaded host), so targets stay above 60%
     code, out, err = run(capsys, *common, "--target-ms", "80%", "--out", str(tmp_path / "pct"))
     assert code == 0, err

@@ -683,16 +683,16 @@ def measure_profile_cases() -> list[CliCase]:
         C(g, "--target-ci -1", _profile(*SPACE32, "--target-ci", "-1", "--limit", "1"), timeout=45),
         C(g, "--target-ci 0", _profile(*SPACE32, "--target-ci", "0", "--limit", "1"), timeout=45),
         C(g, "--target-ci inf", _profile(*SPACE32, "--target-ci", "inf", "--limit", "1"), timeout=45),
-        C(g, "--max-seconds-per-op -1", _profile(*SPACE32, "--max-seconds-per-op", "-1", "--limit", "1"),
+        C(g, "--max-seconds -1", _profile(*SPACE32, "--max-seconds", "-1", "--limit", "1"),
           timeout=45),
-        C(g, "--max-seconds-per-op nan", _profile(*SPACE32, "--max-seconds-per-op", "nan", "--limit", "1"),
+        C(g, "--max-seconds nan", _profile(*SPACE32, "--max-seconds", "nan", "--limit", "1"),
           timeout=45),
-        C(g, "--max-seconds-per-op 1e308", _profile(*SPACE32, "--max-seconds-per-op", "1e308", "--target-ci",
+        C(g, "--max-seconds 1e308", _profile(*SPACE32, "--max-seconds", "1e308", "--target-ci",
                                                     "0", "--limit", "1"), timeout=45),
-        C(g, "--max-seconds-per-op 0", _profile(*SPACE32, "--max-seconds-per-op", "0", "--limit", "1"),
+        C(g, "--max-seconds 0", _profile(*SPACE32, "--max-seconds", "0", "--limit", "1"),
           timeout=45),
         # --quick keeps its own time cap; the bad one must still be refused, not ignored
-        C(g, "--max-seconds-per-op -1 with --quick", _profile(*SPACE32, "--quick", "--max-seconds-per-op", "-1",
+        C(g, "--max-seconds -1 with --quick", _profile(*SPACE32, "--quick", "--max-seconds", "-1",
                                                               "--limit", "1"), timeout=45),
         C(g, "--lut is a directory", lambda d, ws: ["profile", *SPACE32, "--limit", "1", "--lut", str(d)]),
         C(g, "--lut /dev/full", lambda d, ws: ["profile", *SPACE32, "--limit", "1", "--lut", "/dev/full"]),
@@ -1438,7 +1438,7 @@ _BAD_NUMBERS = st.sampled_from(["nan", "-nan", "inf", "-inf", "-1", "0", "-0", "
 _HARMLESS = {  # values that are legitimately accepted by some options
     "loopback-device --port": {"0", "-0"},
     "measure --max-seconds": {"1e308", str(10**30), "1e999", "inf"},
-    "profile --max-seconds-per-op": {"1e308", str(10**30), "1e999", "inf"},
+    "profile --max-seconds": {"1e308", str(10**30), "1e999", "inf"},
 }
 # Absurd values for numeric options: (command builder, option)
 _NUMERIC_OPTIONS: list[tuple[str, Callable[[Path, Workspace, str], list[str]]]] = [
@@ -1448,8 +1448,8 @@ _NUMERIC_OPTIONS: list[tuple[str, Callable[[Path, Workspace, str], list[str]]]] 
     ("profile --limit", lambda d, ws, v: ["profile", *SPACE32, "--lut", str(d / "p.db"), "--quick", "--limit", v]),
     ("profile --target-ci", lambda d, ws, v: ["profile", *SPACE32, "--lut", str(d / "p.db"), "--limit", "1",
                                               "--quick", "--target-ci", v]),
-    ("profile --max-seconds-per-op", lambda d, ws, v: ["profile", *SPACE32, "--lut", str(d / "p.db"), "--limit",
-                                                       "1", "--quick", "--max-seconds-per-op", v]),
+    ("profile --max-seconds", lambda d, ws, v: ["profile", *SPACE32, "--lut", str(d / "p.db"), "--limit",
+                                                       "1", "--quick", "--max-seconds", v]),
     ("lut estimate --resolution", lambda d, ws, v: ["lut", "estimate", "--lut", str(ws.lut), "--arch",
                                                     str(ws.netconfig), "--resolution", v]),
     ("search --target-ms", lambda d, ws, v: ["search", *_tab(d, ws), "--target-ms", v]),

@@ -119,7 +119,7 @@ def test_train_writes_weights_and_sidecar_that_export_takes(capsys, searched, tm
     from latkit.deploy.export import read_arch, standalone_module
 
     folder, _ = searched
-    code, out, err = run(capsys, "train", "--arch", folder / "arch.json", "--data", "digits", "--epochs", "2",
+    code, out, err = run(capsys, "train", "--arch", folder / "arch.json", "--data", "digits", "--train-epochs", "2",
                          "--max-steps", "3", "--out", tmp_path / "t", "--json")
     assert code == 0, err
     result = json.loads(out)

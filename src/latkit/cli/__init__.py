@@ -76,9 +76,26 @@ def _register() -> None:
     app.command("predict")(predict_cli.predict_cmd)
 
 
+HELP_WIDTH = 120  # columns of --help when stdout is no terminal: wide enough that no option name is cut
+
+
+def _help_width() -> None:
+    """Give ``--help`` :data:`HELP_WIDTH` columns when it goes to a pipe or a file.
+
+    Off a terminal, rich falls back to 80 columns, and typer's help table then
+    cuts option names and URIs short (``--latency-sampl…``). A width the user set
+    (``COLUMNS``, or typer's ``TERMINAL_WIDTH``) is kept.
+    """
+    import typer.rich_utils
+
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH"):
+        typer.rich_utils.MAX_WIDTH = HELP_WIDTH
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the exit code."""
     command = _command()
+    _help_width()
     if os.environ.get(COMPLETE_VAR):  # the shell asks for completions (see `latkit completion`)
         from typer._completion_classes import completion_init
 

@@ -33,7 +33,7 @@ def parse_benchmark_cmd(
 def loopback_cmd(
     root: Path | None = typer.Option(None, "--root", help="Sandbox folder standing in for the phone "
                                      "(default: one per port in latkit's cache)."),
-    port: int = typer.Option(6555, "--port", "-p", help="TCP port on 127.0.0.1 (0: any free port)."),
+    port: int = typer.Option(6555, "--port", help="TCP port on 127.0.0.1 (0: any free port)."),
     auth: str = typer.Option("key", "--auth", help="key: only the device's own key, which latkit's "
                              "client uses (default) | accept: any new key | refuse | off: no "
                              "authentication (any local user gets a shell)"),
@@ -44,9 +44,12 @@ def loopback_cmd(
         None, "--simulate-latency-ms", min=0.001,
         help="Simulated timing: benchmark_model sleeps this long per run instead of running the "
              "model, and says so in its output (for farm and throughput tests)."),
+    old_port: Optional[int] = typer.Option(None, "-p", hidden=True),  # -p is --precision everywhere now
 ) -> None:
     """Run the loopback ADB device on 127.0.0.1 until interrupted."""
     from latkit.devices.loopback.server import serve
+
+    port = common.renamed("--port", port, "-p", old_port, 6555)
 
     def ready(dev) -> None:
         if simulate_ms is not None:

@@ -106,6 +106,25 @@ STATISTIC_HELP = ("The figure measured and reported: p5 (default; the low robust
 TARGET_CI_HELP = "Target relative 95% CI half-width of each latency."
 
 
+def renamed(new: str, value: Any, old: str, old_value: Any, default: Any) -> Any:
+    """The value of option ``new`` that was once called ``old`` (kept as a hidden alias).
+
+    A value given under the old name is taken, with a warning naming the new one, so
+    scripts keep working while they move over; both names at once is an error.
+
+    Raises:
+        UsageError: both names were given.
+    """
+    from latkit.core.errors import UsageError
+
+    if old_value is None:
+        return value
+    if value != default:
+        raise UsageError(f"{old} is the old name of {new}; give {new} only")
+    warn(f"{old} is deprecated and will be removed: use {new}")
+    return old_value
+
+
 def precision_option(text: str | None) -> Precision | None:
     """``--precision`` parsed to a :class:`~latkit.devices.precision.Precision` (None, not given, stays None).
 

@@ -14,6 +14,7 @@ from latkit.cli import common
 from latkit.cli.root import app
 from latkit.cli.common import STATISTIC_HELP
 from latkit.cli.profile import DEVICE_HELP
+from latkit.core.files import removed_on_failure
 
 if TYPE_CHECKING:
     from latkit.pipeline.runner import PipelineResult
@@ -72,10 +73,11 @@ def export_cmd(
     sp = _checked_space(space, resolution)
     dev = _open_checked(device, prec)
     try:
-        report = _export_shown(not as_json, arch, data, weights=weights, formats=formats, out_dir=out,
-                               tflite_precisions=extra, precision=prec, layout=tflite_layout, space=sp,
-                               resolution=resolution, device=dev, random_weights=random_weights,
-                               target_ms=target, tolerance=tolerance)  # fmt: skip
+        with removed_on_failure(out, new_files=True):  # a failed export leaves no half-written set
+            report = _export_shown(not as_json, arch, data, weights=weights, formats=formats, out_dir=out,
+                                   tflite_precisions=extra, precision=prec, layout=tflite_layout, space=sp,
+                                   resolution=resolution, device=dev, random_weights=random_weights,
+                                   target_ms=target, tolerance=tolerance)  # fmt: skip
     finally:
         if dev is not None:
             dev.close()
@@ -218,7 +220,7 @@ def run_cmd(
         max_steps_per_epoch=max_steps, profile_quick=quick, profile_sample=sample, seed=seed,
         tolerance=tolerance, **_typed_values(precision, layout, statistic),
     )  # fmt: skip
-    with Stages(enabled=not as_json) as on_progress:  # one display per stage, not a line per step
+    with Stages(enabled=not as_json) as on_progress, removed_on_failure(out):  # one display per stage
         result = run_pipeline(config, out, lut=lut, on_progress=on_progress)
     if as_json:
         common.print_json(_run_summary(result, target, tolerance))

@@ -87,7 +87,7 @@ def profile_cmd(
     threads: int = typer.Option(1, "--threads", "-t", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N operators."),
     quick: bool = typer.Option(False, "--quick", help="Fewer samples (smoke runs, not real LUTs)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help=PRECISION_HELP),
     target_ci: Optional[float] = typer.Option(None, "--target-ci", help=TARGET_CI_HELP + " Default 0.02 (0.05 with --quick)."),
     key: Optional[Path] = typer.Option(None, "--key", help="ADB private key (default: latkit's choice)."),
     op_timeout: float = typer.Option(900.0, "--op-timeout", min=1.0, help="Seconds one operator may take."),

@@ -33,103 +33,18 @@ def show_cmd(
     """
     from latkit.core.errors import StoreError
     from latkit.lut.store import LUT
+    from latkit.lut.summary import describe
 
     problem: StoreError | None = None
     with LUT.open(lut, readonly=True) as store:
-        summary = store.summary()
-        listing = store.rows(invalid="keep")
-        bad = store.invalid_rows()
+        summary, listing, bad = describe(store)
         try:
             store.refuse_invalid()
         except StoreError as exc:  # raised once what is valid has been shown
             problem = exc
-    _count_warnings(summary, listing)
-    _name_statistics(summary, listing)
-    summary["groups"] = network_groups(listing, {(k, u) for k, u, _ in bad})
-    for d in summary.get("devices", []):  # a device's sum would add up several networks: see groups
-        d.pop("total_ms", None)
-    _print_show(lut, summary, listing if rows else [], rows, as_json, {(k, u) for k, u, _ in bad})
+    _print_show(lut, summary, listing if rows else [], rows, as_json, bad)
     if problem is not None:
         raise problem
-
-
-def _space_keys(listing: list[dict]) -> list[tuple[str, int, set[str]]]:
-    """``(space, resolution, operator keys)`` of every registered space at every network
-    resolution the LUT's keys show (a 3-channel input), most rows of ``listing`` first."""
-    import re
-
-    from latkit.core.errors import LatkitError
-    from latkit.profiler.spaces import get_space, list_spaces
-
-    keys = {r["op_key"] for r in listing}
-    resolutions = sorted({int(m.group(1)) for k in keys for m in [re.search(r"input:(\d+)x\1x3(?!\d)", k)] if m})
-    found = []
-    for name in list_spaces():
-        for res in resolutions:
-            try:
-                ops = {spec.key for spec in get_space(name).operators(res)} & keys
-            except (LatkitError, ValueError):  # a space without a table, or not at this resolution
-                continue
-            if ops:
-                found.append((name, res, ops))
-    return sorted(found, key=lambda f: -len(f[2]))
-
-
-def network_groups(listing: list[dict], bad: set[tuple[str, str]]) -> list[dict]:
-    """Rows grouped per device, precision, search space and resolution (a network's
-    operators at one resolution), each with its own statistics and total: latencies of
-    different spaces, resolutions or precisions are never summed together. An
-    operator of no registered space is grouped under space and resolution ``None``."""
-    import statistics
-
-    spaces = _space_keys(listing)
-    groups: dict[tuple, list[float]] = {}
-    for r in listing:
-        where = next(((name, res) for name, res, ops in spaces if r["op_key"] in ops), (None, None))
-        group = groups.setdefault((r["device_uri"], r["precision"], *where), [])
-        if (r["op_key"], r["device_uri"]) not in bad:
-            group.append(float(r["latency_ms"]))
-    return [{"device": dev, "precision": prec, "space": space, "resolution": res, "ops": len(ms),
-             "min_ms": min(ms, default=None), "median_ms": statistics.median(ms) if ms else None,
-             "max_ms": max(ms, default=None), "total_ms": sum(ms) if ms else None}
-            for (dev, prec, space, res), ms in sorted(groups.items(), key=lambda g: tuple(map(str, g[0])))]
-
-
-def delegation_warning(row: dict) -> str:
-    """The row's delegation warning (a phone op that fell back to the CPU...), or ''."""
-    prov = row.get("provenance")
-    warning = prov.get("delegation_warning") if isinstance(prov, dict) else None
-    return " ".join(str(warning).split()) if warning else ""
-
-
-def _count_warnings(summary: dict, listing: list[dict]) -> None:
-    """Add ``delegation_warnings`` (rows flagged) to each device/precision entry of ``summary``."""
-    counts: dict[tuple[str, Precision], int] = {}
-    for r in listing:
-        if delegation_warning(r):
-            group = (r["device_uri"], r["precision"])
-            counts[group] = counts.get(group, 0) + 1
-    for d in summary.get("devices", []):
-        d["delegation_warnings"] = counts.get((d["uri"], d["precision"]), 0)
-
-
-def row_statistic(row: dict) -> str:
-    """The statistic a row's latency is (``p5``, ``median``...: its protocol's quantile), or '' when not recorded."""
-    from latkit.profiler.protocol import short_statistic
-
-    prov = row.get("provenance")
-    quantile = (prov.get("protocol") or {}).get("quantile") if isinstance(prov, dict) else None
-    return short_statistic(float(quantile)) if isinstance(quantile, (int, float)) else ""
-
-
-def _name_statistics(summary: dict, listing: list[dict]) -> None:
-    """Add ``statistic`` (what its latencies are: ``p5``, ``median``...; '' when not recorded, e.g. imported
-    rows) to each device/precision entry of ``summary``."""
-    found: dict[tuple[str, Precision], set[str]] = {}
-    for r in listing:
-        found.setdefault((r["device_uri"], r["precision"]), set()).add(row_statistic(r))
-    for d in summary.get("devices", []):
-        d["statistic"] = ", ".join(sorted(s for s in found.get((d["uri"], d["precision"]), set()) if s))
 
 
 def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_json: bool,
@@ -177,6 +92,8 @@ def _print_show(lut: Path, summary: dict, listing: list[dict], rows: bool, as_js
 
 
 def _print_rows(listing: list[dict], bad: set[tuple[str, str]]) -> None:
+    from latkit.lut.summary import delegation_warning, row_statistic
+
     rows_grid = Table("key", "device", "precision", "statistic", "latency ms", "±CI %", "samples", "source",
                       "delegation")  # fmt: skip
     for r in listing:
@@ -196,28 +113,13 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="JSON file to write."),
 ) -> None:
     """Export a LUT as versioned JSON."""
-    from latkit.core.files import check_output_target
-    from latkit.lut.io import export_json
+    from latkit.lut.io import check_export_target, export_json
     from latkit.lut.store import LUT
 
-    check_output_target(out, "LUT export")  # before reading anything
-    _refuse_overwriting_a_lut(out)
+    check_export_target(out)  # before reading anything
     with LUT.open(lut, readonly=True) as store:
         n = export_json(store, out)
     common.err.print(f"wrote {n} measurements to {common.esc(out)}")
-
-
-def _refuse_overwriting_a_lut(out: Path) -> None:
-    """An export never replaces an SQLite file (its own input, or any other LUT)."""
-    from latkit.core.errors import UsageError
-
-    try:
-        with open(out, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return  # missing (or unreadable: the write will say so)
-    if head == b"SQLite format 3\0":
-        raise UsageError(f"{out} is an SQLite file (a LUT?); an export would replace it: give a .json path")
 
 
 @lut_app.command("import")
@@ -268,8 +170,8 @@ def estimate_cmd(
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Device in the LUT (if it holds several)."),
     calibrated: bool = typer.Option(True, "--calibrated/--raw", help="Apply the device's calibration if any."),
     precision: Optional[str] = typer.Option(
-        None, "--precision", help="Precision of the LUT rows to use: fp32, fp16 or int8 (default: the only one the "
-        "LUT holds for the device)."),
+        None, "--precision", "-p", help="Precision of the LUT rows to use: fp32, fp16 or int8 (default: the only "
+        "one the LUT holds for the device)."),
     as_json: bool = typer.Option(False, "--json"),
     classes: Optional[int] = typer.Option(
         None, "--classes", min=1, help="Price the network's classifier with this many outputs (the trained "
@@ -302,6 +204,7 @@ def estimate_cmd(
         common.out.print(f"[bold]calibrated estimate: {est.total_ms:.3f} ms[/] "
                          f"({common.esc(describe_fit(est.calibration or {}))})")
     elif calibrated:
+        prec = est.precision
         common.warn(f"no {prec} calibration for {est.device} in {lut}: the figure is the sum of isolated operators, "
                     f"which whole networks usually beat; run `latkit lut calibrate --lut {lut} --device {est.device} "
                     f"--precision {prec} --space ...` for an end-to-end estimate")
@@ -320,7 +223,7 @@ def calibrate_cmd(
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096),
     threads: int = typer.Option(1, "--threads", "-t", min=1),
     seed: int = typer.Option(0, "--seed"),
-    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help=PRECISION_HELP),
     target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
     quick: bool = typer.Option(False, "--quick"),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),
@@ -334,9 +237,8 @@ def calibrate_cmd(
 
     from latkit.cli.progress import Stages
     from latkit.devices.precision import Precision
-    from latkit.lut.calibrate import calibrate_device, pick_calibration_archs
+    from latkit.lut.calibrate import calibrate_device, calibration_networks
     from latkit.lut.store import LUT
-    from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.protocol import short_statistic
     from latkit.profiler.spaces import get_space
 
@@ -346,9 +248,8 @@ def calibrate_cmd(
     dev, prec = open_checked(device, threads, clock, wanted)
     try:
         with LUT.open(lut) as store:
-            model = TableLatencyModel.from_lut(sp, store, dev.uri, resolution, precision=prec, classes=classes or None)
-            archs = pick_calibration_archs(model, networks - 1, np.random.default_rng(seed))
-            nets = [_deployed(sp.network(a, resolution), classes) for a in archs]
+            nets = calibration_networks(store, sp, dev.uri, networks, np.random.default_rng(seed),
+                                        resolution=resolution, precision=prec, classes=classes or None)
             with Stages() as shown:  # opens at the first pass's note, with its total
                 cal = calibrate_device(store, dev, nets, config, precision=prec,
                                        on_progress=lambda done, total, name: shown("measuring networks", done,
@@ -364,13 +265,6 @@ def calibrate_cmd(
                            "form": CAL_FORM, "statistic": statistic, "networks": used})
         return
     _print_calibration(dev.uri, prec, cal, used, statistic)
-
-
-def _deployed(network, classes: int):
-    """``network`` with its classifier at ``classes`` outputs (0: as it is)."""
-    from latkit.profiler.spaces.base import with_classes
-
-    return with_classes(network, classes) if classes else network
 
 
 CAL_FORM = "e2e_ms = a * lut_sum_ms + b * n_ops + c"

@@ -67,7 +67,7 @@ def devices_cmd(
     """List device backends usable here, attached Android phones and running loopback devices."""
     from latkit.devices import list_devices
 
-    rows = list_devices()
+    rows = list_devices(loopback=False)  # the running loopback phones are probed below, with the others
     phones = _phones([*_running_loopback_uris(), *(probe or [])])
     if as_json:
         common.print_json({"backends": rows, "android": phones})
@@ -88,6 +88,13 @@ def devices_cmd(
                          "running; start one with `latkit loopback-device`)")
 
 
+def _running_loopback_uris() -> list[str]:
+    """``adb+tcp://`` URIs of the loopback phones answering now (see latkit.devices.loopback.running)."""
+    from latkit.devices.loopback.running import running_loopback
+
+    return [dev.uri for dev in running_loopback()]
+
+
 def _phones(uris: list[str]) -> list[dict]:
     """Phones the adb server knows plus ``uris``, probed; [] without the android extra."""
     try:
@@ -100,25 +107,3 @@ def _phones(uris: list[str]) -> list[dict]:
         return [{"uri": "?", "error": str(exc)}]
 
 
-def _running_loopback_uris(timeout_s: float = 0.3) -> list[str]:
-    """``adb+tcp://`` URIs of loopback devices listening now: the default port and every
-    port with a sandbox folder (``port-N``) in latkit's cache."""
-    import socket
-
-    try:
-        from latkit.devices.loopback.sandbox import cache_dir
-        from latkit.devices.loopback.server import DEFAULT_PORT
-    except ImportError:
-        return []
-    ports = {DEFAULT_PORT}
-    folder = cache_dir()
-    if folder.is_dir():
-        ports |= {int(p.name[5:]) for p in folder.glob("port-*") if p.name[5:].isdigit()}
-    found = []
-    for port in sorted(ports):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
-                found.append(f"adb+tcp://127.0.0.1:{port}")
-        except OSError:
-            continue
-    return found

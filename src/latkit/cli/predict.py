@@ -176,7 +176,7 @@ def calibrate_cmd(
     space: str = typer.Option("proxyless_mobile", "--space", "-s", help="Search space whose members are measured."),
     networks: int = typer.Option(5, "--networks", "-n", min=2, help="Members measured end to end."),
     resolution: int = typer.Option(224, "--resolution", "-r", min=8),
-    precision: Optional[str] = typer.Option(None, "--precision",
+    precision: Optional[str] = typer.Option(None, "--precision", "-p",
                                             help="The predictors' precision: fp32 (the default), fp16 or int8."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     predictors: Optional[Path] = typer.Option(None, "--predictors",
@@ -211,8 +211,8 @@ def calibrate_cmd(
 def predict_cmd(
     model: Path = typer.Argument(..., help="An ONNX or TFLite file."),
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
-    precision: Optional[str] = typer.Option(None, "--precision", help="The predictors' precision: fp32, fp16 or "
-                                            "int8 (default: what the file holds)."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="The predictors' precision: fp32, fp16 "
+                                            "or int8 (default: what the file holds)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="Fix the input shape, e.g. 1x3x224x224."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     predictors: Optional[Path] = typer.Option(None, "--predictors", help="Kernel predictor folder "

@@ -114,7 +114,7 @@ def fit_cmd(
     space: str = typer.Option(..., "--space", "-s"),
     target: str = typer.Option(..., "--target", help="Column to predict."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the predictor in (no pickle)."),
-    predictor: str = typer.Option("xgboost", "--predictor", "-p", help="See `latkit predictor list`; "
+    predictor: str = typer.Option("xgboost", "--predictor", help="See `latkit predictor list`; "
                                   "`fewshot` uses the known devices' latencies."),
     k: Optional[int] = typer.Option(None, "--k", "-k", min=2, help="Train on K archs (default: all measured)."),
     known: Optional[str] = typer.Option(None, "--known", help="Known-device columns for fewshot."),
@@ -122,6 +122,7 @@ def fit_cmd(
     design: str = typer.Option("active", "--design", help="hwmeta: how the K archs are chosen among those "
                                "measured (active, farthest, random)."),
     seed: int = typer.Option(0, "--seed"),
+    old_predictor: Optional[str] = typer.Option(None, "-p", hidden=True),  # -p is --precision everywhere now
 ) -> None:
     """Fit a latency predictor on a latency CSV and save it.
 
@@ -129,10 +130,13 @@ def fit_cmd(
     columns and adapts to K of your measurements; the result reads architectures, so
     `latkit search --predictor OUT` can use it.
     """
+    from latkit.core.files import removed_on_failure
     from latkit.predictors.evaluate import fit_from_csv
 
-    model = fit_from_csv(csv, space, target, out, predictor=predictor, k=k, known=_columns(known),
-                         target_csv=target_csv, random_state=seed, design=_design(design))
+    predictor = common.renamed("--predictor", predictor, "-p", old_predictor, "xgboost")
+    with removed_on_failure(out):  # a failed fit leaves no empty folder behind
+        model = fit_from_csv(csv, space, target, out, predictor=predictor, k=k, known=_columns(known),
+                             target_csv=target_csv, random_state=seed, design=_design(design))
     common.err.print(f"saved {type(model).__name__} for {common.esc(target)} to {common.esc(out)}")
     if predictor in ("fewshot", "hwmeta") and known is None:  # the default is every other column: say which
         from latkit.predictors.base import load_metadata
@@ -144,17 +148,21 @@ def fit_cmd(
 
 @predictor_app.command("predict")
 def predict_cmd(
-    predictor: Path = typer.Option(..., "--predictor", "-p", help="Folder written by `latkit predictor fit`."),
+    predictor: Optional[Path] = typer.Option(None, "--predictor", help="Folder written by `latkit predictor fit`."),
     arch: Optional[list[str]] = typer.Option(None, "--arch", "-a", help="Architecture (native text); repeatable."),
     archs_file: Optional[Path] = typer.Option(None, "--archs-file", help="File with one architecture per line."),
     reference_csv: Optional[Path] = typer.Option(None, "--reference-csv",
                                                  help="Known devices' latencies (fewshot predictors)."),
     as_json: bool = typer.Option(False, "--json"),
+    old_predictor: Optional[Path] = typer.Option(None, "-p", hidden=True),  # -p is --precision everywhere now
 ) -> None:
     """Predict the latency of architectures with a saved predictor."""
     from latkit.core.errors import UsageError
     from latkit.predictors.evaluate import predict_archs
 
+    predictor = common.renamed("--predictor", predictor, "-p", old_predictor, None)
+    if predictor is None:
+        raise UsageError("give --predictor: the folder written by `latkit predictor fit`")
     archs = list(arch or [])
     if archs_file is not None:
         try:
@@ -207,7 +215,7 @@ def sample_cmd(
                                 "`latkit profile` and `lut calibrate`; 0: the space's own)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(1, "--threads", "-t", min=1),
-    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help=PRECISION_HELP),
     target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
     quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
     clock: Optional[str] = typer.Option(None, "--clock", help=CLOCK_HELP),

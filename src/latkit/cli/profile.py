@@ -10,6 +10,7 @@ from rich.table import Table
 
 from latkit.cli import common
 from latkit.cli.root import app
+from latkit.core.errors import UsageError
 from latkit.core.files import file_sha256
 from latkit.cli.common import PRECISION_HELP, STATISTIC_HELP, TARGET_CI_HELP, precision_option
 from latkit.cli.layers import PER_LAYER_HELP, add_layer_profile, print_layer_profile
@@ -55,7 +56,7 @@ def open_checked(uri: str, threads: int, clock: Optional[str], precision: Precis
 
 
 def protocol_config(target_ci: float, max_seconds: float, quick: bool, device_wait: Optional[float] = None,
-                    option: str = "--max-seconds-per-op"):
+                    option: str = "--max-seconds"):
     """The measurement protocol settings chosen on the command line (``--quick`` keeps its own time cap;
     ``device_wait``, when given, is how long a device that stops answering is waited for).
 
@@ -109,8 +110,8 @@ def profile_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Measure at most N operators."),
     threads: int = typer.Option(1, "--threads", "-t", min=1, help="Inference threads (recorded)."),
     target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
-    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
-    max_seconds: float = typer.Option(20.0, "--max-seconds-per-op", help="Time cap per operator."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help=PRECISION_HELP),
+    max_seconds: float = typer.Option(20.0, "--max-seconds", help="Time cap of each operator's measurement."),
     quick: bool = typer.Option(False, "--quick", help="Fewer samples (for smoke runs, not for real LUTs)."),
     sample: Optional[int] = typer.Option(
         None, "--sample", min=1,
@@ -129,11 +130,12 @@ def profile_cmd(
         help="With --space: also measure the classifier with this many outputs, the one a network trained for "
              "deployment has (default 10: the default dataset, digits; 0: only the space's own)."),
     statistic: Optional[str] = typer.Option(None, "--statistic", help=STATISTIC_HELP + " A LUT keeps one."),
+    old_max_seconds: Optional[float] = typer.Option(None, "--max-seconds-per-op", hidden=True),  # now --max-seconds
 ) -> None:
     """Measure every operator of a space on a device into a LUT (resumable)."""
-    from latkit.core.errors import UsageError
     from latkit.devices.precision import Precision
 
+    max_seconds = common.renamed("--max-seconds", max_seconds, "--max-seconds-per-op", old_max_seconds, 20.0)
     wanted = precision_option(precision) or Precision.FP32
     if space is None and arch is None:
         raise UsageError("give --space (all its operators) or --arch (one network's operators)")
@@ -301,7 +303,7 @@ def measure_cmd(
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096, help="Input resolution of --arch."),
     threads: int = typer.Option(1, "--threads", "-t", min=1, help="Inference threads (recorded)."),
     precision: Optional[str] = typer.Option(
-        None, "--precision", help="fp32, fp16 or int8. For FILE it must be what the file holds (default: that); "
+        None, "--precision", "-p", help="fp32, fp16 or int8. For FILE it must be what the file holds (default: that); "
         "for --arch the network is built at it (default fp32)."),
     lut: Optional[Path] = typer.Option(None, "--lut", help="With --arch: also print this LUT's estimate and its error."),
     target_ci: float = typer.Option(0.02, "--target-ci", help=TARGET_CI_HELP),
@@ -326,7 +328,7 @@ def measure_cmd(
 
     from latkit.profiler.protocol import parse_statistic
 
-    config = protocol_config(target_ci, max_seconds, quick, option="--max-seconds")
+    config = protocol_config(target_ci, max_seconds, quick)
     config = parse_statistic(statistic).apply(config)
     config = replace(config, pool_size=sessions) if sessions > 1 else config
     if file is not None:

@@ -23,6 +23,7 @@ from latkit.cli import common
 from latkit.cli.root import app
 from latkit.cli.profile import DEVICE_HELP, open_device
 from latkit.core.errors import UsageError
+from latkit.core.files import check_output_dir
 
 if TYPE_CHECKING:
     from latkit.devices.precision import Precision
@@ -68,7 +69,13 @@ _ResolutionOpt = Annotated[Optional[int], typer.Option(
     "--resolution", "-r", help="Resolution of the latency model.",
 )]  # fmt: skip
 _DataOpt = Annotated[str, typer.Option("--data", help="digits (embedded) | cifar10:PATH | folder:PATH.")]
-_EpochsOpt = Annotated[int, typer.Option("--epochs", min=1)]
+_EpochsOpt = Annotated[int, typer.Option(
+    "--search-epochs", min=1, help="Supernet training epochs (proxyless-grad: the first ones train weights only).",
+)]  # fmt: skip
+_OldEpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, hidden=True)]  # the old --search-epochs
+_QuickOpt = Annotated[bool, typer.Option(
+    "--quick", help="Short measurement protocol when --device profiles operators (smoke runs, not real LUTs).",
+)]  # fmt: skip
 _QueriesOpt = Annotated[int, typer.Option(
     "--queries", min=1, help="Accuracy queries (RL / evolution / random / tabular).",
 )]  # fmt: skip
@@ -111,6 +118,7 @@ class _Source:
     calibrated: Optional[bool]
     precision: Optional[Precision]  # None: the LUT's only one (fp32 for a device's own LUT)
     classes: Optional[int] = None
+    quick: bool = False  # profile --device with the short protocol
 
 
 @app.command("search")
@@ -118,49 +126,47 @@ def search_cmd(
     space: _SpaceOpt, target_ms: _TargetOpt = None, speedup: _SpeedupOpt = None, tolerance: _ToleranceOpt = 0.10,
     algorithm: _AlgorithmOpt = "proxyless-grad", lut: _LutOpt = None, device: _DeviceOpt = None,
     predictor: _PredictorOpt = None, calibrated: _CalibratedOpt = None, precision: _PrecisionOpt = None,
-    resolution: _ResolutionOpt = None, data: _DataOpt = "digits", epochs: _EpochsOpt = 10,
+    resolution: _ResolutionOpt = None, data: _DataOpt = "digits", epochs: _EpochsOpt = 10, quick: _QuickOpt = False,
     queries: _QueriesOpt = 50, seed: _SeedOpt = 0, out: _OutOpt = Path("search_out"), resume: _ResumeOpt = False,
     accuracy_table: _AccuracyTableOpt = None, latency_table: _LatencyTableOpt = None,
     latency_samples: _LatencySamplesOpt = None, smooth_accuracy: _SmoothOpt = None,
     train_steps: _TrainStepsOpt = None, inherit: _InheritOpt = True, as_json: _JsonOpt = False,
-    classes: _ClassesOpt = None,
+    classes: _ClassesOpt = None, old_epochs: _OldEpochsOpt = None,
 ) -> None:  # fmt: skip
     """Search a space for the most accurate architecture within --target-ms."""
+    from latkit.core.files import removed_on_failure
     from latkit.devices.precision import parse_precision
     from latkit.search.run import SearchConfig
     from latkit.search.target import check_tolerance, parse_target
 
+    epochs = common.renamed("--search-epochs", epochs, "--epochs", old_epochs, 10)
+    if quick and device is None:
+        common.warn("--quick shortens the profiling of --device; with --lut or --predictor nothing is measured")
     target = parse_target(target_ms, speedup)
     prec = parse_precision(precision) if precision is not None else None
     tolerance = check_tolerance(tolerance)
-    _check_out(out, resume)
-    if accuracy_table is not None:
-        _check_tabular(target, smooth_accuracy, train_steps, resume)
-        _tabular(space, accuracy_table, latency_table, target.resolve(None), algorithm, queries, seed,
-                 latency_samples, out, as_json)
-        return
-    source = _Source(lut, device, predictor, resolution, calibrated, prec, classes)
-    if predictor is None and classes is None:
-        from latkit.search.supernet.data import data_classes
+    if resume and not out.exists():  # refused before a folder is made for it
+        raise UsageError(f"nothing to resume: {out} does not exist; drop --resume to start a fresh search there")
+    with removed_on_failure(out):  # a search that fails before writing leaves no empty folder behind
+        check_output_dir(out, "--out folder")
+        if accuracy_table is not None:
+            _check_tabular(target, smooth_accuracy, train_steps, resume)
+            _tabular(space, accuracy_table, latency_table, target.resolve(None), algorithm, queries, seed,
+                     latency_samples, out, as_json)
+            return
+        source = _Source(lut, device, predictor, resolution, calibrated, prec, classes, quick)
+        if predictor is None and classes is None:
+            from latkit.search.supernet.data import data_classes
 
-        source = replace(source, classes=data_classes(data))  # the classifier the trained network will have
-    sp, model = _space_and_model(space, source, out, algorithm, train_steps, resume)
-    ms, target_text = _resolve_target(sp, model, target, tolerance, as_json)
-    config = SearchConfig(ms, algorithm, epochs, seed, queries=queries, resume=resume,
-                          smooth_samples=smooth_accuracy, train_steps=train_steps, inherit=inherit)  # fmt: skip
-    outcome = _search(sp, model, config, data, out, as_json)
+            source = replace(source, classes=data_classes(data))  # the classifier the trained network will have
+        sp, model = _space_and_model(space, source, out, algorithm, train_steps, resume)
+        ms, target_text = _resolve_target(sp, model, target, tolerance, as_json)
+        config = SearchConfig(ms, algorithm, epochs, seed, queries=queries, resume=resume,
+                              smooth_samples=smooth_accuracy, train_steps=train_steps, inherit=inherit)  # fmt: skip
+        outcome = _search(sp, model, config, data, out, as_json)
     if target.relative:  # the arch file says what was asked, not only the ms it came to
         _record_target(outcome.files["arch"], target_text)
     _report(space, algorithm, target, tolerance, model, outcome, as_json)
-
-
-def _check_out(out: Path, resume: bool) -> None:
-    """UsageError for an --out folder that cannot be written, or --resume with nothing there."""
-    from latkit.core.files import check_output_dir
-
-    if resume and not out.exists():  # refused before the folder check creates it
-        raise UsageError(f"nothing to resume: {out} does not exist; drop --resume to start a fresh search there")
-    check_output_dir(out, "--out folder")
 
 
 def _check_tabular(target, smooth_accuracy: Optional[int], train_steps: Optional[int], resume: bool) -> None:
@@ -292,7 +298,7 @@ def _latency_model(sp, source: _Source, precision: Optional[Precision]):
     lut = source.lut
     if source.device is not None:
         precision = precision or Precision.FP32
-        lut = _device_lut(sp, source.device, source.resolution, precision, source.classes)
+        lut = _device_lut(sp, source.device, source.resolution, precision, source.classes, source.quick)
     with LUT.open(lut) as store:
         return TableLatencyModel.from_lut(sp, store, resolution=source.resolution, calibrated=source.calibrated,
                                           precision=precision, classes=source.classes)  # fmt: skip
@@ -311,9 +317,9 @@ def _check_resume(out: Path, algorithm: str, train_steps: Optional[int]) -> None
 
 
 def _device_lut(sp, device: str, resolution: Optional[int], precision: Precision,
-                classes: Optional[int] = None) -> Path:
+                classes: Optional[int] = None, quick: bool = False) -> Path:
     """The device's cached LUT for the space (and its classifier at ``classes``), with any missing operator
-    profiled now at ``precision``."""
+    profiled now at ``precision`` (``quick``: with the short protocol)."""
     from latkit.cli.progress import track
     from latkit.devices.precision import check_precision
     from latkit.lut.store import LUT
@@ -331,9 +337,10 @@ def _device_lut(sp, device: str, resolution: Optional[int], precision: Precision
         with LUT.open(path, create=True) as store:
             specs = list(sp.operators(res)) + head_specs(sp, res, classes)
             todo = len([s for s in specs if s.key not in store.done_keys(dev.info().uri, precision=precision)])
+            config = ProtocolConfig.preset(Preset.QUICK if quick else Preset.PROFILE)
             with track(f"profiling {device} ({precision.value})", todo, enabled=todo > 0) as advance:
-                report = profile_ops(dev, specs, store, ProtocolConfig.preset(Preset.PROFILE),
-                                     on_progress=lambda d, t, key, m: advance(key), precision=precision)
+                report = profile_ops(dev, specs, store, config, on_progress=lambda d, t, key, m: advance(key),
+                                     precision=precision)
     finally:
         dev.close()
     if report.failed:

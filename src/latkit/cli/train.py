@@ -19,7 +19,7 @@ def train_cmd(
                              help="Folder for weights.safetensors and its weights.json sidecar."),
     space: Optional[str] = typer.Option(None, "--space", "-s", help="Space of --arch if the file does not say."),
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096, help="Default: the arch's own."),
-    epochs: int = typer.Option(3, "--epochs", min=1, help="Passes over the training split."),
+    epochs: int = typer.Option(3, "--train-epochs", min=1, help="Passes over the training split."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Cap every epoch at N batches."),
     init: str = typer.Option(
         "auto", "--init",
@@ -28,12 +28,15 @@ def train_cmd(
     ),  # fmt: skip
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json"),
+    old_epochs: Optional[int] = typer.Option(None, "--epochs", min=1, hidden=True),  # the old --train-epochs
 ) -> None:
     """Train --arch on --data and write weights that `latkit export --weights` takes."""
     from latkit.cli.progress import Stages
+    from latkit.core.files import removed_on_failure
     from latkit.deploy.train import train_arch
 
-    with Stages(enabled=not as_json) as shown:
+    epochs = common.renamed("--train-epochs", epochs, "--epochs", old_epochs, 3)
+    with Stages(enabled=not as_json) as shown, removed_on_failure(out):  # a failed start leaves no folder
         result = train_arch(arch, data, out, space=space, resolution=resolution, epochs=epochs,
                             max_steps=max_steps, init=init, seed=seed,
                             on_progress=lambda done, total, message: shown("training", done, total, message))  # fmt: skip

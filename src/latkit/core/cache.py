@@ -37,8 +37,9 @@ _OWN_NAMES = {
                          r"|\.[A-Za-z0-9_.-]+\.part(?:\.onnx|\.tflite)?)"),
     # <device>-<space>-<resolution>.db and kernels.db, with SQLite's sidecars.
     "luts": re.compile(r"[A-Za-z0-9_.-]+\.db(?:-wal|-shm|-journal)?"),
-    # the device's key pair (and its temporary file) and one sandbox folder per port.
-    "loopback": re.compile(r"adbkey(?:\.pub)?|\.adbkey-[A-Za-z0-9_]+|port-[0-9]+"),
+    # the device's key pair (and its temporary file), one sandbox folder per port, and the
+    # registrations of the running devices (latkit.devices.loopback.running).
+    "loopback": re.compile(r"adbkey(?:\.pub)?|\.adbkey-[A-Za-z0-9_]+|port-[0-9]+|running"),
 }
 
 

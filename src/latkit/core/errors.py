@@ -36,11 +36,11 @@ class ArchError(UsageError):
 class MissingExtraError(LatkitError):
     """An optional backend whose packages are not installed."""
 
-    def __init__(self, what: str, extra: str, cause: BaseException | None = None):
+    def __init__(self, what: str, extra: str, cause: BaseException | None = None, hint: str = ""):
         detail = f" ({cause})" if cause else ""
         super().__init__(
             f"{what} needs the optional packages of latkit[{extra}]{detail}; "
-            f"install them with: pip install 'latkit[{extra}]'"
+            f"install them with: pip install 'latkit[{extra}]'{hint}"
         )
 
 

@@ -93,6 +93,38 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
 
 
 @contextlib.contextmanager
+def removed_on_failure(path: str | Path, *, new_files: bool = False) -> Iterator[Path]:
+    """Run a block that writes into the output folder ``path``; if it fails, take back what it left.
+
+    A command that fails (a wrong LUT, an unreachable device) should not leave behind an
+    empty folder it created. When the block raises, the folder is removed if it did not
+    exist before and is empty now, and so are the parents made for it; with
+    ``new_files``, the files the block added are removed first (an export has no resume,
+    so its half-written files are only misleading). Files that were there before, and
+    what a resumable command keeps (a checkpoint, a LUT), stay: a folder that is not
+    empty is never removed.
+    """
+    path = Path(path).expanduser()
+    missing = [p for p in (path, *path.parents) if not p.exists()]  # what the block may create
+    before = {p.name for p in path.iterdir()} if path.is_dir() else set()
+    try:
+        yield path
+    except BaseException:
+        if new_files and path.is_dir():
+            for p in path.iterdir():
+                if p.name not in before and (p.is_file() or p.is_symlink()):
+                    p.unlink(missing_ok=True)
+        for folder in missing:  # deepest first; stops at the first that is not empty
+            try:
+                folder.rmdir()
+            except FileNotFoundError:  # never made
+                continue
+            except OSError:
+                break
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path, what: str = "output", keep_suffix: bool = False) -> Iterator[Path]:
     """A fresh temporary path beside ``path``, moved onto it if the block succeeds.
 

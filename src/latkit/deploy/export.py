@@ -64,6 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latkit.core.reprs import short_repr
 from latkit.core.files import atomic_path, check_output_dir, file_sha256, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device
@@ -212,6 +213,9 @@ class ExportReport:
     files: list[ExportedFile] = field(default_factory=list)
     precision: Precision = Precision.FP32  # the precision the model ships at
     checks: list[str] = field(default_factory=list)  # what the measured files showed (deploy.checks)
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'network', 'precision', 'resolution', 'classes', 'files', 'out_dir')
 
     def shipped(self, format: str) -> ExportedFile:
         """The file of ``format`` at the shipped precision."""

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from latkit.core.reprs import short_repr
 from latkit.core.errors import StoreError
 from latkit.core.files import file_sha256, read_json, write_json
 from latkit.devices.precision import Precision
@@ -39,6 +40,9 @@ class ExportedFile:
     input_shape: tuple[int, ...]
     parity: Parity
     measured: MeasuredLatency | None = None
+
+    def __repr__(self) -> str:
+        return short_repr(self, "path", "format", "precision", "layout", "input_shape")
 
     def meta(self) -> Sidecar:
         """The sidecar's content."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latkit.core.reprs import short_repr
 from latkit._version import __version__
 from latkit.core.errors import StoreError, UsageError
 from latkit.core.files import check_output_dir, file_sha256, write_json
@@ -73,6 +74,9 @@ class TrainResult:
     resolution: int
     dataset: str
     init: str
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'accuracy_pct', 'steps', 'classes', 'resolution', 'weights_path')
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (``latkit train --json``): the fields by name, paths as text."""

@@ -316,12 +316,15 @@ class AdbShellTransport(AdbTransport):
             )
         try:
             from adb_shell.transport.usb_transport import UsbTransport
-        except ImportError as exc:
-            raise MissingExtraError("USB access to Android devices (libusb1)", "android", exc) from exc
+        except (ImportError, OSError) as exc:  # usb1 missing, or its libusb-1.0 library
+            raise MissingExtraError(f"adb:{self.serial} with no adb server running (port {port}) is looked for "
+                                    "on USB, and USB access to Android devices (libusb1)", "android", exc,
+                                    hint=_not_on_usb_hint(self.serial)) from exc
         try:
             return UsbTransport.find_adb(serial=self.serial, default_transport_timeout_s=self.connect_timeout_s)
         except Exception as exc:  # adb_shell's USB lookup raises its own and libusb's errors
-            raise DeviceError(f"no USB Android device with serial {self.serial}: {exc}") from exc
+            raise DeviceError(f"no USB Android device with serial {self.serial}: {exc}"
+                              f"{_not_on_usb_hint(self.serial)}") from exc
 
     def _call(self, what: str, fn: Any, timeout_s: float) -> Any:
         dev = self._connect()
@@ -369,6 +372,17 @@ class AdbShellTransport(AdbTransport):
 
 
 # ---------------------------------------------------------------- adb server
+
+
+def _not_on_usb_hint(serial: str) -> str:
+    """Where a device that latkit looked for on USB may be instead: an emulator's TCP port, the running
+    loopback phones."""
+    from latkit.devices.loopback.running import loopback_hint
+
+    hint = ""
+    if serial.startswith("emulator-") and serial[9:].isdigit():  # adb's name for the emulator on PORT-1
+        hint = f"; an emulator is reached without adb as adb+tcp://127.0.0.1:{int(serial[9:]) + 1}"
+    return hint + loopback_hint()
 
 
 def adb_server_port() -> int:

@@ -212,26 +212,38 @@ class AndroidDevice(Device):
             except DeviceError as exc:
                 last = exc
                 self._drop_connection()
-        raise DeviceUnreachableError(f"{what} on {self.uri} failed {self.retries} times; last error: {last}")
+        raise DeviceUnreachableError(f"{what} on {self.uri} failed {self.retries} times; last error: {last}") from last
 
     def _first_connection(self, fn: Any) -> Any:
         """``fn(transport)`` (the first call that needs the device), waiting out a
-        device that is briefly away (up to ``connect_wait_s``)."""
+        device that is briefly away: attempts go on, the waits between them doubling,
+        until ``connect_wait_s`` has passed since the first one (the last wait is cut to
+        end there). The error says how long it really tried and names the loopback
+        phones that do run here, if any."""
         start = time.monotonic()
         delay = self.backoff_s
+        tries = 0
         while True:  # bounded: ends by connect_wait_s
             try:
+                tries += 1
                 return self._retrying("connecting", fn)
             except DeviceUnreachableError as exc:
-                waited = time.monotonic() - start
-                if waited + delay > self.connect_wait_s:
-                    raise DeviceUnreachableError(
-                        f"{exc} (kept trying for {waited:.0f} s); check that the device is on "
-                        "and reachable, then rerun") from exc
+                left = self.connect_wait_s - (time.monotonic() - start)
+                if left <= 0:
+                    raise DeviceUnreachableError(self._unreachable(exc, tries, time.monotonic() - start)) from exc
                 log.warning("%s is not answering; trying again in %.1f s (waited %.0f of %.0f s)",
-                            self.uri, delay, waited, self.connect_wait_s)
-                time.sleep(delay)
+                            self.uri, min(delay, left), time.monotonic() - start, self.connect_wait_s)
+                time.sleep(min(delay, left))
                 delay = min(2 * delay, 8.0)
+
+    def _unreachable(self, exc: DeviceUnreachableError, rounds: int, waited_s: float) -> str:
+        """The one line for a device that never answered: the last error, how long and how often it
+        was tried, what to check, and the loopback phones running here."""
+        from latkit.devices.loopback.running import loopback_hint
+
+        last = str(exc.__cause__) if isinstance(exc.__cause__, DeviceError) else str(exc)
+        return (f"{last.rstrip('.')} (tried {rounds * self.retries} times over {waited_s:.0f} s)"
+                f"{loopback_hint(self.uri)}")
 
     def _drop_connection(self) -> None:
         if self._t is not None:

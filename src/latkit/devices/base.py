@@ -305,10 +305,22 @@ def host_state() -> dict[str, Any]:
     return state
 
 
-def list_devices() -> list[dict[str, Any]]:
-    """Every registered backend with whether it is usable here."""
+def list_devices(*, loopback: bool = True) -> list[dict[str, Any]]:
+    """Every registered backend with whether it is usable here, then every loopback phone running now.
+
+    Args:
+        loopback: also list the loopback phones answering on this machine (``latkit
+            loopback-device``; see :mod:`latkit.devices.loopback.running`), each as the
+            URI that opens it, with ``"running": True``.
+    """
     rows = []
     for scheme, cls in device_classes().items():
         ok, why = cls.available()
         rows.append({"uri": scheme, "usable": ok, "why": why, "format": cls.model_format.value})
+    if loopback:
+        from latkit.devices.loopback.running import running_loopback
+
+        adb = next((r for r in rows if r["uri"] == "adb+tcp"), {"usable": False, "why": "no adb+tcp backend"})
+        rows += [{"uri": dev.uri, "usable": adb["usable"], "why": adb["why"], "format": ModelFormat.TFLITE.value,
+                  "running": True, "serial": dev.serial, "root": dev.root} for dev in running_loopback()]
     return rows

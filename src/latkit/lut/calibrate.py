@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.measurement import Measurement
     from latkit.profiler.protocol import ProtocolConfig
-    from latkit.profiler.spaces.base import Arch, Network
+    from latkit.profiler.spaces.base import Arch, Network, SearchSpace
 
 PASSES = 2  # passes over every network, in alternating orders; each network's lowest figure is kept
 MAX_PASSES = 6  # while any network's two lowest figures still disagree, every network takes another pass, up to this many
@@ -74,6 +74,21 @@ def pick_calibration_archs(
     pool.sort(key=model.latency_ms)
     picks = np.linspace(0, len(pool) - 1, n).round().astype(int)
     return list(dict.fromkeys([pool[i] for i in picks.tolist()] + [model.fastest_full()]))
+
+
+def calibration_networks(
+    lut: LUT, space: SearchSpace, uri: str, n: int, rng: np.random.Generator, *, resolution: int | None = None,
+    precision: Precision = Precision.FP32, classes: int | None = None,
+) -> list[Network]:  # fmt: skip
+    """The networks ``latkit lut calibrate --networks n`` measures: ``n - 1`` spread over the LUT's
+    latency range of ``space`` plus its fastest full network (:func:`pick_calibration_archs`), each
+    ending in a classifier of ``classes`` outputs (None: the space's own), as the deployed one will."""
+    from latkit.lut.tables import TableLatencyModel
+    from latkit.profiler.spaces.base import with_classes
+
+    model = TableLatencyModel.from_lut(space, lut, uri, resolution, precision=precision, classes=classes)
+    nets = [space.network(a, resolution) for a in pick_calibration_archs(model, n - 1, rng)]
+    return [with_classes(net, classes) for net in nets] if classes else nets
 
 
 def steady(figures: Sequence[float]) -> bool:

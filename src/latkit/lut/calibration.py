@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from latkit.core.reprs import short_repr
 from latkit._version import __version__
 from latkit.devices.precision import Precision
 from latkit.core.errors import StoreError, UsageError
@@ -58,6 +59,9 @@ class Calibration:
     refused: str = ""  # the other forms tried and why each was not used
     lut_sum_lo_ms: float | None = None  # the calibrated range of LUT sums
     lut_sum_hi_ms: float | None = None
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'a', 'b', 'c', 'method', 'n_points', 'max_rel_err', 'loo_max_rel_err')
 
     def apply(self, lut_sum_ms: float, n_ops: int) -> float:
         """The calibrated end-to-end latency (ms) of a network."""

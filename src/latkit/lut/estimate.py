@@ -8,9 +8,11 @@ two precisions are never summed into one figure.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from latkit.core.reprs import short_repr
 from latkit.devices.precision import Precision
 from latkit.core.errors import MissingOpsError, UsageError
 from latkit.lut.calibration import load_calibration
@@ -84,11 +86,43 @@ class Estimate:
     calibration: dict[str, Any] | None = None
     precision: Precision = Precision.FP32  # of every row summed and of the calibration applied
 
+    def __repr__(self) -> str:
+        return short_repr(self, 'network', 'device', 'precision', 'total_ms', 'lut_sum_ms', 'calibrated', 'layers')
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d = asdict(self)
         d["layers"] = [asdict(layer) for layer in self.layers]
         return d
+
+
+_STEM_INPUT = re.compile(r"input:(\d+)x\1x3(?!\d)")  # a key's square 3-channel input: an image
+
+
+def input_resolutions(lut: LUT, uri: str, precision: Precision) -> set[int]:
+    """The input resolutions of the square 3-channel images (networks' stems) among the LUT's rows
+    for ``uri`` at ``precision``, read off their keys (``...-input:32x32x3-...``)."""
+    found = (_STEM_INPUT.search(key) for key in lut.done_keys(uri, precision=precision))
+    return {int(m.group(1)) for m in found if m}
+
+
+def _missing(exc: MissingOpsError, lut: LUT, uri: str, prec: Precision, network: Network) -> MissingOpsError:
+    """The error for a network the LUT lacks operators of, saying why where it can tell: the rows are
+    there at another precision, or the LUT holds another resolution."""
+    elsewhere = {p: len(lut.lookup(exc.missing, uri, strict=False, precision=p))
+                 for p in lut.precisions(uri) if p != prec}  # fmt: skip
+    elsewhere = {p: k for p, k in elsewhere.items() if k}
+    if elsewhere:
+        return PrecisionMismatchError(exc.missing, f"{lut.path} ({uri}) for {network.name}", prec, elsewhere)
+    err = MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec}) for {network.name}")
+    asked, held = network.input_shape[0], input_resolutions(lut, uri, prec)
+    if held and asked not in held:  # e.g. a list of operator names, read at the space's default resolution
+        shown = ", ".join(map(str, sorted(held)))
+        err.args = (f"LUT {lut.path} ({uri}) holds resolution {shown}, not {asked} ({len(exc.missing)} "
+                    f"operator(s) of {network.name} missing at {asked}); estimate at its resolution with "
+                    f"`--resolution {min(held)}` (resolution={min(held)} in Python), or profile {asked} "
+                    "with `latkit profile`",)  # fmt: skip
+    return err
 
 
 def estimate(
@@ -122,13 +156,7 @@ def estimate(
     try:
         ms_by_key = lut.lookup(keys, uri, precision=prec)
     except MissingOpsError as exc:
-        where = f"{lut.path} ({uri}) for {network.name}"
-        elsewhere = {p: len(lut.lookup(exc.missing, uri, strict=False, precision=p))
-                     for p in lut.precisions(uri) if p != prec}  # fmt: skip
-        elsewhere = {p: k for p, k in elsewhere.items() if k}
-        if elsewhere:
-            raise PrecisionMismatchError(exc.missing, where, prec, elsewhere) from None
-        raise MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec}) for {network.name}") from None
+        raise _missing(exc, lut, uri, prec, network) from None
     lat = [ms_by_key[layer.spec.key] if layer.spec.measurable else 0.0 for layer in network.layers]
     sources = lut.sources(keys, uri, precision=prec)
     lut_sum = float(sum(lat))

@@ -36,7 +36,8 @@ from typing import Any
 
 import yaml
 
-from latkit.core.files import OUTPUT_MODE, check_output_target, one_line, read_json, write_json
+from latkit.core.reprs import short_repr
+from latkit.core.files import OUTPUT_MODE, check_output_target, one_line, read_json, removed_on_failure, write_json
 from latkit._version import __version__
 from latkit.devices.precision import PRECISIONS, Precision, parse_precision
 from latkit.core.errors import LatkitError, ParseError, StoreError, UnknownNameError, UsageError
@@ -77,6 +78,9 @@ class MergeReport:
     calibrations_added: int = 0
     sources: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return short_repr(self, 'added', 'duplicates', 'replaced', 'conflicts', 'calibrations_added', 'sources')
+
     def __str__(self) -> str:
         kept = sum(c.kept == "existing" for c in self.conflicts)
         text = (f"{self.added} added, {self.duplicates} already present, {self.replaced} replaced, "
@@ -104,6 +108,23 @@ def to_payload(lut: LUT) -> dict[str, Any]:
         "measurements": lut.rows(),
         "calibrations": lut.calibrations(),
     }
+
+
+def check_export_target(path: str | Path) -> None:
+    """Refuse an export path that cannot be written, or that is an SQLite file (its own LUT, or
+    any other): an export never replaces one.
+
+    Raises:
+        UsageError: ``path`` is an SQLite file. StoreError: it cannot be written.
+    """
+    check_output_target(path, "LUT export")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return  # missing (or unreadable: the write will say so)
+    if head == b"SQLite format 3\0":
+        raise UsageError(f"{path} is an SQLite file (a LUT?); an export would replace it: give a .json path")
 
 
 def export_json(lut: LUT, path: str | Path) -> int:
@@ -338,8 +359,8 @@ def writing(path: str | Path) -> Iterator[LUT]:
     An existing LUT is opened and the block runs in one transaction: on an
     error nothing of it stays. A missing LUT is built in a temporary file
     beside ``path`` and linked into place only when the block succeeds, so a
-    failed import never leaves a new, empty or half-filled file behind (and a
-    file someone else created meanwhile is never replaced).
+    failed import never leaves a new, empty or half-filled file behind, nor a
+    folder made for it (and a file someone else created meanwhile is never replaced).
 
     Raises:
         StoreError: the LUT cannot be opened or written, or ``path`` appeared
@@ -351,28 +372,29 @@ def writing(path: str | Path) -> Iterator[LUT]:
             yield lut
         return
     check_output_target(path, "LUT")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}; choose a writable folder") from exc
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        with LUT.open(tmp, create=True) as lut:
-            lut.path = path  # messages name the file the user gave
-            with lut.transaction():
-                yield lut
-        os.chmod(tmp, OUTPUT_MODE)
+    with removed_on_failure(path.parent):  # a failed import leaves no empty folder made for it
         try:
-            os.link(tmp, path)  # fails, rather than replaces, if the path exists by now
-        except FileExistsError as exc:
-            raise StoreError(f"{path} was created by another process meanwhile; run the command again") from exc
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
         except OSError as exc:
-            raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}") from exc
-    finally:
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
-            leftover.unlink(missing_ok=True)
+            raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}; choose a writable folder") from exc
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            with LUT.open(tmp, create=True) as lut:
+                lut.path = path  # messages name the file the user gave
+                with lut.transaction():
+                    yield lut
+            os.chmod(tmp, OUTPUT_MODE)
+            try:
+                os.link(tmp, path)  # fails, rather than replaces, if the path exists by now
+            except FileExistsError as exc:
+                raise StoreError(f"{path} was created by another process meanwhile; run the command again") from exc
+            except OSError as exc:
+                raise StoreError(f"cannot write the LUT {path}: {exc.strerror or exc}") from exc
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+                leftover.unlink(missing_ok=True)
 
 
 def _keep_incoming(existing: dict[str, Any], incoming: dict[str, Any], prefer: str) -> bool:

@@ -480,6 +480,10 @@ def _lookup(lut: LUT, uri: str, prec: Precision, keys: list[str], space: SearchS
     except MissingOpsError as exc:
         heads = {s.key for s in layout.slots[-1].specs.values()}
         if classes is None or not set(exc.missing) <= heads:
+            asked = layout.resolution or getattr(space, "default_resolution", None)
+            held = _resolutions_held(lut, uri, prec, space, asked)
+            if held:
+                raise _at_other_resolution(exc, lut, uri, space, asked, held) from None
             raise
         res = f" --resolution {layout.resolution}" if layout.resolution else ""
         err = MissingOpsError(exc.missing, lut=f"{lut.path} ({uri}, {prec.value})")
@@ -488,6 +492,36 @@ def _lookup(lut: LUT, uri: str, prec: Precision, keys: list[str], space: SearchS
                     f"--classes {classes} --device {uri} --precision {prec.value} --lut {lut.path}` "
                     "(one operator)",)  # fmt: skip
         raise err from None
+
+
+def _resolutions_held(lut: LUT, uri: str, prec: Precision, space: SearchSpace, asked: int | None) -> list[int]:
+    """The input resolutions other than ``asked`` at which the LUT holds every operator of ``space``
+    (read off the 3-channel input shapes of its keys)."""
+    from latkit.core.errors import LatkitError
+    from latkit.lut.estimate import input_resolutions
+
+    held = []
+    for res in sorted(input_resolutions(lut, uri, prec) - {asked}):
+        try:
+            ops = sorted({spec.key for spec in space.operators(res) if spec.measurable})
+        except (LatkitError, ValueError):  # the space does not take this resolution
+            continue
+        if ops and len(lut.lookup(ops, uri, strict=False, precision=prec)) == len(ops):
+            held.append(res)
+    return held
+
+
+def _at_other_resolution(exc: MissingOpsError, lut: LUT, uri: str, space: SearchSpace, asked: int | None,
+                         held: list[int]) -> MissingOpsError:  # fmt: skip
+    """The missing-operators error for a LUT measured at another resolution: it names the one to ask for."""
+    err = MissingOpsError(exc.missing, lut=str(lut.path))
+    shown = ", ".join(map(str, held))
+    err.args = (f"LUT {lut.path} holds {space.name} on {uri} at resolution {shown}, not {asked} "
+                f"({len(exc.missing)} operator(s) missing at {asked}); search at its resolution with "
+                f"`-r {held[0]}` (`--resolution {held[0]}`; resolution={held[0]} in Python), or profile "
+                f"{asked} with `latkit profile --space {space.name} --resolution {asked} --device {uri} "
+                f"--lut {lut.path}`",)  # fmt: skip
+    return err
 
 
 def latency_note(provenance: Mapping[str, object]) -> str:

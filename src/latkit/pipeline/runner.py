@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, TypedDict
 
 import numpy as np
 
+from latkit.core.reprs import short_repr
 from latkit.core.files import check_output_dir, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
@@ -145,6 +146,9 @@ class PipelineResult:
     def contended(self) -> bool:
         """Whether the host was too contended to judge the network (neither a success nor a miss)."""
         return self.verdict_kind == tgt.CONTENDED
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'verdict', 'measured_ms', 'target_ms', 'met', 'precision', 'out_dir')
 
 
 # --------------------------------------------------------------------------- state

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from latkit.core.reprs import short_repr
 from latkit.devices.precision import Precision, parse_precision
 from latkit._version import __version__
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
@@ -135,6 +136,9 @@ class NetworkPrediction:
     device: str
     precision: Precision
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return short_repr(self, "name", "latency_ms", "device", "precision", "kernels", "calibrated")
 
     @property
     def uncovered(self) -> tuple[KernelPrediction, ...]:

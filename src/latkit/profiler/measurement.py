@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from latkit.core.reprs import short_repr
 from latkit.devices.precision import Precision
 from latkit.profiler.ops import OpSpec
 
@@ -41,6 +42,9 @@ class Measurement:
     converged: bool
     samples_ms: list[float] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'key', 'latency_ms', 'rel_ci', 'n_samples', 'converged')
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

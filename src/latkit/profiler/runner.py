@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from latkit.core.reprs import short_repr
 from latkit.devices.base import Device
 from latkit.devices.precision import Precision, check_precision
 from latkit.core.errors import UsageError
@@ -56,6 +57,9 @@ class ProfileReport:
     def ok(self) -> bool:
         """True when nothing failed."""
         return not self.failed
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'device', 'precision', 'measured', 'skipped', 'failed', 'left', 'elapsed_s')
 
 
 def _reason(exc: BaseException) -> str:

@@ -36,6 +36,7 @@ from typing import Any, NotRequired, TypedDict, cast
 import numpy as np
 import torch
 
+from latkit.core.reprs import short_repr
 from latkit.core.files import atomic_path, check_output_dir, json_default, read_json, write_json
 from latkit._version import __version__
 from latkit.core.errors import StoreError, UsageError
@@ -234,6 +235,9 @@ class SearchOutcome:
     files: dict[str, Path] = field(default_factory=dict)
     document: Mapping[str, object] = field(default_factory=dict)  # arch.json, as written
     rows: list[TrajectoryRow] = field(default_factory=list)  # trajectory.json's rows
+
+    def __repr__(self) -> str:
+        return short_repr(self, 'latency_ms', 'target_ms', 'accuracy', 'native', 'out_dir')
 
 
 @dataclass(frozen=True)

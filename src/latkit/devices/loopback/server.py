@@ -36,7 +36,7 @@ from pathlib import Path
 
 from latkit.core.errors import DeviceError, UsageError
 
-from . import sandbox
+from . import running, sandbox
 from .auth import KeyStore, device_key_path, ensure_key_pair
 from .faults import Faults
 from .protocol import (A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_WRTE, AUTH_RSAPUBLICKEY,
@@ -52,8 +52,7 @@ log = logging.getLogger(__name__)
 FEATURES = ("shell_v2", "cmd", "fixed_push_mkdir")
 AUTH_MODES = ("key", "accept", "refuse", "off")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
-# Outside adb's emulator scan range (5555-5585), so adb never auto-attaches it.
-DEFAULT_PORT = 6555
+DEFAULT_PORT = running.DEFAULT_PORT
 MAX_CONNECTIONS = 16
 MAX_STREAMS = 64            # open streams per connection
 HANDSHAKE_TIMEOUT_S = 30.0  # CNXN and authentication must finish within this
@@ -333,11 +332,17 @@ class LoopbackDevice:
         self._lock = threading.Lock()
         self.refused = 0  # connections closed because max_connections were open
         self.port = 0
+        self._registration: Path | None = None  # see running.register
 
     def _set_root(self, root: Path) -> None:
         self.root = root.expanduser().resolve()
         self.keys = KeyStore(self._accepted_keys_path or self.root / "data/misc/adb/adb_keys")
         self.player = ScenarioPlayer(self.root, self.profile, self.scenario)
+
+    @property
+    def uri(self) -> str:
+        """``adb+tcp://127.0.0.1:PORT``: the device URI latkit opens it by."""
+        return f"adb+tcp://{self.host}:{self.port}"
 
     @property
     def serial_uri(self) -> str:
@@ -371,6 +376,7 @@ class LoopbackDevice:
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
                                                name=f"loopback-accept-{self.port}")
         self._accept_thread.start()
+        self._registration = running.register(self.port, self.profile.serial, self.root)
         log.info("loopback device %s listening on %s (auth=%s, scenario=%s, root=%s)",
                  self.profile.serial, self.serial_uri, self.auth, self.scenario.name, self.root)
         return self
@@ -457,6 +463,8 @@ class LoopbackDevice:
     def stop(self) -> None:
         """Close every connection, end running commands and threads."""
         self.stopping.set()
+        running.unregister(self._registration)
+        self._registration = None
         if self._listener is not None:
             self._listener.close()
         if self._accept_thread is not None:
