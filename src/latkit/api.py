@@ -68,9 +68,6 @@ def open_device(uri: str, threads: int = 1, **options: Any) -> Device:
     return _open(uri, threads=threads, **options)
 
 
-MAX_PASSES = 10  # as `latkit profile --passes`: more passes buy no steadier figure, only time
-
-
 def _resolution(name: str, value: Any) -> None:
     checks.integer(name, value, 1, checks.MAX_RESOLUTION, none_ok=True)
 
@@ -171,7 +168,7 @@ def profile(
     checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
     checks.integer("limit", limit, 1, none_ok=True)
     checks.flag("quick", quick)
-    checks.integer("passes", passes, 1, MAX_PASSES)
+    checks.integer("passes", passes, 1, checks.MAX_PASSES)
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.lut.store import LUT as _LUT
     from latkit.profiler.runner import profile_ops

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 
 from latkit.core.errors import UsageError
-from latkit.profiler.farm.driver import FarmConfig, FarmRun
+from latkit.profiler.farm.driver import FarmRun
 from latkit.profiler.farm.identity import DeviceIdentity, FarmDevice
+from latkit.profiler.farm.records import FarmConfig
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import ProtocolConfig
 

@@ -19,11 +19,12 @@ from latkit.core.errors import UsageError
 
 MAX_THREADS = 256  # more inference threads than any CPU latkit runs on has cores
 MAX_RESOLUTION = 4096  # input side in pixels; beyond this a tensor does not fit in memory
+MAX_PASSES = 10  # profiling passes: more passes buy no steadier figure, only time
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-__all__ = ["ArgumentTypeError", "UsageError", "MAX_RESOLUTION", "MAX_THREADS", "finite_result", "flag",
-           "function", "has_methods", "integer", "number", "options", "path", "text", "texts"]
+__all__ = ["ArgumentTypeError", "UsageError", "MAX_PASSES", "MAX_RESOLUTION", "MAX_THREADS", "finite_result",
+           "flag", "function", "has_methods", "integer", "number", "options", "path", "text", "texts"]
 
 
 class ArgumentTypeError(UsageError, TypeError):

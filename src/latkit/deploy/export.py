@@ -540,7 +540,6 @@ __all__ = [
     "ExportError",
     "ExportPlan",
     "ExportReport",
-    "ExportedFile",
     "TorchReference",
     "export_arch",
     "file_sha256",

@@ -55,7 +55,8 @@ from latkit.lut.cache import lut_path_for
 from latkit.lut.drift import Reference, reference_ops
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import target as tgt
-from latkit.deploy.export import ExportedFile, export_arch, save_weights
+from latkit.deploy.export import export_arch, save_weights
+from latkit.deploy.exported_file import ExportedFile
 from latkit.deploy.verify import measure_exported
 from latkit.pipeline import report as rpt
 from latkit.pipeline.config import REPRESENTATIVE_IMAGES, PipelineConfig

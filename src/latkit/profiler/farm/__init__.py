@@ -19,16 +19,10 @@ from typing import Any
 
 from latkit.devices.precision import Precision
 from latkit.profiler.farm.cluster import NodeReport, check_versions, connect, discover, errors_of, select
-from latkit.profiler.farm.driver import (
-    DeviceState,
-    EventFn,
-    FarmConfig,
-    FarmReport,
-    check_farm_precision,
-    run_farm,
-)
+from latkit.profiler.farm.driver import EventFn, check_farm_precision, run_farm
 from latkit.profiler.farm.identity import DeviceIdentity, FarmDevice, device_resource, group_by_identity
 from latkit.profiler.farm.node import ModelFactory, StandInFactory
+from latkit.profiler.farm.records import DeviceState, FarmConfig, FarmReport
 from latkit.profiler.measurement import MeasurementSink
 from latkit.profiler.ops import OpSpec
 from latkit.profiler.protocol import ProtocolConfig
