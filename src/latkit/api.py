@@ -88,9 +88,68 @@ def _steps(name: str, value: Any) -> None:
     checks.integer(name, value, 1, none_ok=True)
 
 
+MAX_CLASSES = 100_000  # classifier outputs; more than any dataset latkit trains on has classes
+
 # keyword options several verbs pass on (search, train, run), checked by name at the door
 _RUN_OPTIONS = {"epochs": _epochs, "train_epochs": _epochs, "max_steps": _steps, "seed": _seed,
                 "threads": _threads, "resolution": _resolution, "limit": _steps}
+
+
+def _precision(name: str, value: Any) -> None:
+    """A precision as text or :class:`Precision` (its text is parsed where it is used)."""
+    from latkit.devices.precision import Precision as _Precision
+
+    checks.instance(name, value, (str, _Precision), "fp32, fp16 or int8")
+
+
+def _layout(name: str, value: Any) -> None:
+    from latkit.deploy.layout import InputLayout as _Layout
+
+    checks.instance(name, value, (str, _Layout), "nchw or nhwc")
+
+
+def _protocol_config(name: str, value: Any) -> None:
+    from latkit.profiler.protocol import ProtocolConfig as _Config
+
+    checks.instance(name, value, _Config, "a latkit.profiler.protocol.ProtocolConfig")
+
+
+def _texts_or_text(name: str, value: Any) -> None:
+    checks.text(name, value) if isinstance(value, str) else checks.texts(name, value)
+
+
+def _optional_text(name: str, value: Any) -> None:
+    checks.text(name, value, none_ok=True)
+
+
+def _count(name: str, value: Any) -> None:
+    checks.integer(name, value, 1, none_ok=True)
+
+
+def _nonnegative(name: str, value: Any) -> None:
+    checks.integer(name, value, 0)
+
+
+def _any_number(name: str, value: Any) -> None:
+    checks.number(name, value, none_ok=True)
+
+
+# the search's own options (SearchConfig's fields) with a type to check at the door
+_SEARCH_OPTIONS = {"algorithm": checks.text, "queries": _count, "eval_samples": _count, "resume": checks.flag,
+                   "plots": checks.flag, "max_images": _count, "smooth_samples": _count, "train_steps": _count,
+                   "inherit": checks.flag, "data": checks.text,
+                   "algorithm_options": lambda n, v: checks.mapping(n, v)}  # fmt: skip
+# PipelineConfig's settings that latkit.run takes as keywords, each with its check
+_PIPELINE_OPTIONS = {"resolution": _resolution, "threads": _threads, "search_epochs": _epochs,
+                     "warmup_epochs": _nonnegative, "train_epochs": _epochs, "max_steps_per_epoch": _count,
+                     "calibration_networks": _count, "eval_samples": _count, "formats": _texts_or_text,
+                     "profile_quick": checks.flag, "profile_sample": _count, "max_retries": _nonnegative,
+                     "seed": _seed, "tolerance": _any_number}  # fmt: skip
+
+
+_PROFILE_OPTIONS = {"resolution": _resolution, "limit": _count, "quick": checks.flag, "precision": _precision,
+                    "config": _protocol_config,
+                    "passes": lambda n, v: checks.integer(n, v, 1, checks.MAX_PASSES)}  # fmt: skip
 
 
 def _check_device(device: Any) -> None:
@@ -165,10 +224,8 @@ def profile(
     checks.text("space", space)
     checks.path("lut", lut)
     checks.path("arch", arch, none_ok=True) if not isinstance(arch, str) else checks.text("arch", arch)
-    checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
-    checks.integer("limit", limit, 1, none_ok=True)
-    checks.flag("quick", quick)
-    checks.integer("passes", passes, 1, checks.MAX_PASSES)
+    checks.options({"resolution": resolution, "limit": limit, "quick": quick, "passes": passes,
+                    "precision": precision, "config": config}, _PROFILE_OPTIONS)  # fmt: skip
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.lut.store import LUT as _LUT
     from latkit.profiler.runner import profile_ops
@@ -243,6 +300,8 @@ def estimate(
     checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
     checks.text("device", device, none_ok=True)
     checks.flag("calibration", calibration)
+    _precision("precision", precision)
+    checks.integer("classes", classes, 1, MAX_CLASSES, none_ok=True)
     from latkit.devices.precision import parse_precision
     from latkit.lut.estimate import estimate as _estimate
     from latkit.profiler.spaces import get_space
@@ -282,9 +341,19 @@ def latency_model(
         MissingOpsError: the LUT lacks operators (the classifier at ``classes`` included).
         StoreError: ``calibrated=True`` and the device has no calibration.
     """
+    checks.text("space", space)
+    checks.path("lut", lut)
+    checks.text("device", device, none_ok=True)
+    checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
+    _precision("precision", precision)
+    checks.integer("classes", classes, 1, MAX_CLASSES, none_ok=True)
+    if calibrated is not None:
+        checks.flag("calibrated", calibrated)
+    from latkit.devices.precision import parse_precision
     from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.spaces import get_space
 
+    precision = parse_precision(precision) if precision is not None else None
     with open_lut(lut, readonly=True) as table:
         return TableLatencyModel.from_lut(get_space(space), table, device, resolution, calibrated=calibrated,
                                           classes=classes, precision=precision)  # fmt: skip
@@ -322,8 +391,7 @@ def fit_predictor(
     checks.text("predictor", predictor)
     checks.integer("k", k, 1, none_ok=True)
     checks.texts("known", known, none_ok=True)
-    if params is not None and not isinstance(params, dict):
-        raise checks.ArgumentTypeError(f"params must be a dict of the predictor's parameters, not {params!r}")
+    checks.mapping("params", params)
     checks.integer("random_state", random_state, 0)
     from latkit.predictors.evaluate import fit_from_csv
 
@@ -379,6 +447,12 @@ def predict_model(
         The :class:`~latkit.predictors.kernels.NetworkPrediction`: ``latency_ms``, one entry per kernel,
         and the operators no predictor covers with the fallback used.
     """
+    import os
+
+    if isinstance(model, (str, os.PathLike)):
+        checks.path("model", model)
+    else:
+        checks.has_methods("model", model, ("forward",), "an ONNX or TFLite file, or a torch nn.Module")
     if input_shape is not None:
         if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)):
             raise checks.ArgumentTypeError(f"input_shape must be a tuple of whole numbers, not {input_shape!r}")
@@ -387,8 +461,11 @@ def predict_model(
     from latkit.predictors.kernel_network import predict_model as _predict
     from latkit.predictors.kernels import KernelPredictors
 
-    if isinstance(predictors, (str, Path)):
+    if isinstance(predictors, (str, os.PathLike)):
+        checks.path("predictors", predictors)
         predictors = KernelPredictors.load(predictors)
+    checks.instance("predictors", predictors, KernelPredictors,
+                    "a folder written by `latkit kernels build`, or loaded KernelPredictors", none_ok=False)
     return _predict(model, predictors, input_shape)
 
 
@@ -412,10 +489,15 @@ def search_arch(
                        "a latency model such as latkit.lut.tables.TableLatencyModel")
     checks.number("target_ms", target_ms)
     checks.path("out_dir", out_dir)
-    checks.options(options, {"on_progress": checks.function, "on_stage": checks.function,
-                             **_RUN_OPTIONS})  # fmt: skip
-    latency_model = _FiniteLatency(latency_model)
+    from dataclasses import fields
+
     from latkit.search.run import SearchConfig, run_search
+
+    known = {f.name for f in fields(SearchConfig)} - {"target_ms"}
+    checks.known_options("search_arch", options, known | {"data", "on_progress", "on_stage", "config"})
+    checks.options(options, {"on_progress": checks.function, "on_stage": checks.function, **_RUN_OPTIONS,
+                             **_SEARCH_OPTIONS})  # fmt: skip
+    latency_model = _FiniteLatency(latency_model)
 
     data = options.pop("data", "digits")
     if "config" in options:  # the gradient search's settings, by their name before SearchConfig
@@ -439,8 +521,14 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
     checks.path("arch", arch)
     checks.text("data", data)
     checks.path("out_dir", out_dir)
-    checks.options(options, {**_RUN_OPTIONS, "on_progress": checks.function})
+    import inspect
+
     from latkit.deploy.train import train_arch
+
+    known = set(inspect.signature(train_arch).parameters) - {"arch", "data", "out_dir"}
+    checks.known_options("train", options, known)
+    checks.options(options, {**_RUN_OPTIONS, "on_progress": checks.function, "space": checks.text,
+                             "init": lambda n, v: checks.path(n, v)})  # fmt: skip
 
     return train_arch(arch, data, out_dir, **options)
 
@@ -471,11 +559,20 @@ def export(
     checks.path("arch", arch)
     checks.path("weights", weights, none_ok=True)
     checks.path("out_dir", out_dir)
-    checks.text("formats", formats) if isinstance(formats, str) else checks.texts("formats", formats)
+    _texts_or_text("formats", formats)
+    _precision("precision", precision)
+    _texts_or_text("variants", variants) if variants else None
+    _layout("layout", layout)
     checks.flag("nhwc", nhwc)
-    checks.options(options, {"random_weights": checks.flag, "resolution": _resolution,
-                             "on_progress": checks.function})  # fmt: skip
+    import inspect
+
     from latkit.deploy.export import export_arch, parse_variants
+
+    explicit = {"arch_path", "weights", "formats", "out_dir", "precision", "tflite_precisions", "layout"}
+    checks.known_options("export", options, set(inspect.signature(export_arch).parameters) - explicit)
+    checks.options(options, {"random_weights": checks.flag, "resolution": _resolution, "name": checks.text,
+                             "on_progress": checks.function, "space": _optional_text, "target_ms": _any_number,
+                             "tolerance": _any_number, "protocol": _protocol_config})  # fmt: skip
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout
     from latkit.devices.precision import parse_precision
 
@@ -505,6 +602,7 @@ def measure(
     _check_device(device)
     checks.path("model", model)
     checks.flag("quick", quick)
+    _protocol_config("config", config)
     from latkit.profiler.model_file import ModelFile
     from latkit.profiler.protocol import measure_one
 
@@ -561,7 +659,7 @@ def run(
     checks.path("out_dir", out_dir)
     checks.text("data", data, none_ok=True)
     checks.function("on_progress", on_progress)
-    checks.options(settings, _RUN_OPTIONS)
+    _check_run_options(precision, layout, lut, protocol, search_options, device_options, settings)
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout
     from latkit.devices.precision import parse_precision
     from latkit.pipeline.config import PipelineConfig
@@ -576,3 +674,28 @@ def run(
     )  # fmt: skip
     return run_pipeline(config, out_dir, lut=lut, on_progress=on_progress, protocol=protocol,
                         search_options=search_options, device_options=device_options)
+
+
+def _check_run_options(precision: Any, layout: Any, lut: Any, protocol: Any, search_options: Any,
+                       device_options: Any, settings: dict[str, Any]) -> None:
+    """The door checks of :func:`run`'s keyword arguments and of the settings it passes on."""
+    from dataclasses import fields
+
+    from latkit.pipeline.config import PipelineConfig
+
+    _precision("precision", precision)
+    _layout("layout", layout)
+    checks.path("lut", lut, none_ok=True)
+    if lut is not None and not Path(lut).expanduser().parent.is_dir():  # found only stages later otherwise
+        raise checks.UsageError(f"lut {lut} is in a folder that does not exist; create it or give another path")
+    _protocol_config("protocol", protocol)
+    checks.mapping("search_options", search_options)
+    checks.mapping("device_options", device_options)
+    if search_options:
+        from latkit.search.supernet.proxyless_grad import ProxylessConfig
+
+        checks.known_options("run(search_options=...)", search_options, {f.name for f in fields(ProxylessConfig)})
+    explicit = {"device", "space", "target", "data", "precision", "layout"}
+    checks.known_options("run", settings, {f.name for f in fields(PipelineConfig)} - explicit)
+    checks.options(settings, _PIPELINE_OPTIONS)
+

@@ -230,6 +230,9 @@ def fit_from_csv(
     if k is not None and not 2 <= k <= len(have):
         raise UsageError(f"K={k} must be between 2 and the {len(have)} measured archs")
     provenance: dict[str, Any] = {"csv": str(csv), "target_csv": str(target_csv) if target_csv else None}
+    if known and predictor != "fewshot":  # its features are the space's encoding: the columns would be ignored
+        raise UsageError(f"known device columns are the features of the fewshot predictor, not of {predictor!r}; "
+                         "drop them or use --predictor fewshot")
     if predictor == "fewshot":
         cols = list(dataset.devices) + ([target] if target not in dataset.devices else [])
         known = known or known_columns(cols, target)
@@ -324,6 +327,9 @@ def predict_archs(
                          "refit it")
     if not archs:
         raise UsageError("no architectures to predict")
+    if reference_csv is not None and prov.get("features") != FEATURES_KNOWN:  # it would be ignored
+        raise UsageError(f"{predictor_dir} predicts from the architecture alone; a reference CSV of known "
+                         "devices' latencies is for few-shot predictors: drop it")
     if prov.get("features") == FEATURES_KNOWN:
         dataset = read_latency_csv(reference_csv or prov["csv"])
         if space:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from latkit.core.errors import StoreError, UsageError
+from latkit.core.files import check_input_file
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def read_graph(model: Any, input_shape: Shape | None = None) -> OpGraph:
         UsageError: a dynamic dimension and no ``input_shape``; a module without one.
     """
     if isinstance(model, (str, Path)):
-        path = Path(model).expanduser()
+        path = check_input_file(model, "model file")  # a FIFO or /dev/zero would never end
         try:
             with path.open("rb") as f:
                 head = f.read(8)
