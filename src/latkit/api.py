@@ -457,7 +457,7 @@ def predict_model(
         if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)):
             raise checks.ArgumentTypeError(f"input_shape must be a tuple of whole numbers, not {input_shape!r}")
         for i, dim in enumerate(input_shape):
-            checks.integer(f"input_shape[{i}]", dim, 1, 1 << 20)
+            checks.integer(f"input_shape[{i}]", dim, 1, checks.MAX_DIMENSION)
     from latkit.predictors.kernel_network import predict_model as _predict
     from latkit.predictors.kernels import KernelPredictors
 

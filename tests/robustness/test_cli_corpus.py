@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 
 from rb_cli import CLEAN, OK
-from rb_commands import command_cases
+from rb_commands import suite_cases
 from rb_corpus import cli_cases, release_sockets, run_case
 
 pytestmark = pytest.mark.slow
 
-CASES = cli_cases() + command_cases()
+CASES = cli_cases() + suite_cases()
 
 
 @pytest.mark.parametrize("case", [

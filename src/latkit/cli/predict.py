@@ -9,12 +9,16 @@ import typer
 from rich.table import Table
 
 from latkit.cli import common
+from latkit.core.checks import MAX_RESOLUTION
 from latkit.devices.precision import Precision
 
 kernels_app = typer.Typer(help="Kernel predictors of a device: build them, detect its fusion rules.",
                           no_args_is_help=True)
 DEVICE_HELP = "Device URI (cpu:onnxruntime, ...)."
 LUT_HELP = "LUT file holding the device's kernel measurements (default: kernels.db in the LUT cache)."
+
+
+MAX_BUDGET_S = 7 * 24 * 3600.0  # a kernel build measures for at most a week
 
 
 def _lut_path(lut: Optional[Path]) -> Path:
@@ -37,13 +41,13 @@ def parse_budget(text: str) -> float:
         value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise UsageError(f"--budget {text!r}: give a duration such as 30m, 90s or 1h")
+    if not (t.isascii() and 0 < value <= MAX_BUDGET_S):  # float() also takes "inf" and non-ASCII digits
+        raise UsageError(f"--budget {text!r}: give a duration such as 30m, 90s or 1h (at most a week)")
     return value
 
 
 def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precision: Precision) -> Any:
-    from latkit.core.errors import StoreError
+    from latkit.core.errors import StoreError, UsageError
     from latkit.predictors.kernel_build import default_predictor_dir
     from latkit.predictors.kernels import KernelPredictors
 
@@ -51,7 +55,11 @@ def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precisi
     if not (folder / "predictors.json").is_file():
         raise StoreError(f"no kernel predictors for {device} at {precision} in {folder}; build them with "
                          f"`latkit kernels build --device {device} --lut {lut} --budget 30m`")
-    return KernelPredictors.load(folder)
+    preds = KernelPredictors.load(folder)
+    if (preds.uri, preds.precision) != (device, precision):  # else another device's figures, silently
+        raise UsageError(f"the kernel predictors in {folder} are of {preds.uri} at {preds.precision.value}, not "
+                         f"{device} at {precision.value}; give --device {preds.uri} or the predictors of {device}")
+    return preds
 
 
 @kernels_app.command("build")
@@ -72,8 +80,12 @@ def build_cmd(
     from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors, default_predictor_dir
     from latkit.profiler.protocol import ProtocolConfig
 
+    from latkit.core.files import check_output_dir
+
     settings = BuildSettings(budget_s=parse_budget(budget), per_type=per_type, rounds=rounds)
     path = _lut_path(lut)
+    if out is not None:  # a file in the way fails now, not after the measuring
+        check_output_dir(out, "kernel predictor folder")
     dev = open_device(device)
     try:
         with LUT.open(path, create=True) as store, track("kernels", 0) as advance:
@@ -108,13 +120,13 @@ def fusion_cmd(
     from latkit.profiler.fusion import detect_fusion
     from latkit.profiler.protocol import ProtocolConfig
 
-    dev = open_device(device)
-    try:
-        rules = detect_fusion(dev, ProtocolConfig.quick() if quick else None)
-        runtime = dev.info().runtime
-    finally:
-        dev.close()
-    with LUT.open(_lut_path(lut), create=True) as store:
+    with LUT.open(_lut_path(lut), create=True) as store:  # a bad LUT fails before the measuring
+        dev = open_device(device)
+        try:
+            rules = detect_fusion(dev, ProtocolConfig.quick() if quick else None)
+            runtime = dev.info().runtime
+        finally:
+            dev.close()
         KernelStore(store).save_rules(dev.uri, runtime, rules)
     if as_json:
         common.print_json(rules.to_dict())
@@ -131,7 +143,7 @@ def calibrate_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     space: str = typer.Option("proxyless_mobile", "--space", "-s", help="Search space whose members are measured."),
     networks: int = typer.Option(5, "--networks", "-n", min=2, help="Members measured end to end."),
-    resolution: int = typer.Option(224, "--resolution", "-r", min=8),
+    resolution: int = typer.Option(224, "--resolution", "-r", min=8, max=MAX_RESOLUTION),
     precision: Optional[str] = typer.Option(None, "--precision",
                                             help="The predictors' precision: fp32 (the default), fp16 or int8."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),

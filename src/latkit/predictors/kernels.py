@@ -36,7 +36,7 @@ import numpy as np
 from latkit.devices.precision import Precision, parse_precision
 from latkit._version import __version__
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
-from latkit.core.files import read_json, write_json
+from latkit.core.files import atomic_path, check_output_dir, one_line, read_json, write_json
 from latkit.profiler.kernels import (
     FEATURE_NAMES,
     FusionRules,
@@ -212,14 +212,17 @@ class KernelPredictors:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``predictors.json`` and one XGBoost JSON model per type into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = check_output_dir(directory, "kernel predictor folder")
         types: dict[str, Any] = {}
         for t, m in self.models.items():
             entry = {"coef": m.coef.tolist(), "log_range": list(m.log_range), "n_train": m.n_train, "booster": None}
             if m.booster is not None:
                 entry["booster"] = f"{t.value}.json"
-                m.booster.save_model(str(directory / entry["booster"]))
+                with atomic_path(directory / entry["booster"], "kernel predictor", keep_suffix=True) as tmp:
+                    try:
+                        m.booster.save_model(str(tmp))
+                    except Exception as exc:  # XGBoostError on a full disk or a file-size limit
+                        raise StoreError(f"cannot write {directory / entry['booster']}: {one_line(exc)}") from None
             types[t.value] = entry
         write_json(directory / "predictors.json", {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
