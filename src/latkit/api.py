@@ -138,7 +138,7 @@ def _any_number(name: str, value: Any) -> None:
 _SEARCH_OPTIONS = {"algorithm": checks.text, "queries": _count, "eval_samples": _count, "resume": checks.flag,
                    "plots": checks.flag, "max_images": _count, "smooth_samples": _count, "train_steps": _count,
                    "inherit": checks.flag, "data": checks.text,
-                   "algorithm_options": lambda n, v: checks.mapping(n, v)}  # fmt: skip
+                   "algorithm_options": checks.mapping}  # fmt: skip
 # PipelineConfig's settings that latkit.run takes as keywords, each with its check
 _PIPELINE_OPTIONS = {"resolution": _resolution, "threads": _threads, "search_epochs": _epochs,
                      "warmup_epochs": _nonnegative, "train_epochs": _epochs, "max_steps_per_epoch": _count,
@@ -528,7 +528,7 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
     known = set(inspect.signature(train_arch).parameters) - {"arch", "data", "out_dir"}
     checks.known_options("train", options, known)
     checks.options(options, {**_RUN_OPTIONS, "on_progress": checks.function, "space": checks.text,
-                             "init": lambda n, v: checks.path(n, v)})  # fmt: skip
+                             "init": checks.path})  # fmt: skip
 
     return train_arch(arch, data, out_dir, **options)
 
@@ -561,7 +561,8 @@ def export(
     checks.path("out_dir", out_dir)
     _texts_or_text("formats", formats)
     _precision("precision", precision)
-    _texts_or_text("variants", variants) if variants else None
+    if variants:
+        _texts_or_text("variants", variants)
     _layout("layout", layout)
     checks.flag("nhwc", nhwc)
     import inspect
@@ -570,7 +571,7 @@ def export(
 
     explicit = {"arch_path", "weights", "formats", "out_dir", "precision", "tflite_precisions", "layout"}
     checks.known_options("export", options, set(inspect.signature(export_arch).parameters) - explicit)
-    checks.options(options, {"random_weights": checks.flag, "resolution": _resolution, "name": checks.text,
+    checks.options(options, {"random_weights": checks.flag, "resolution": _resolution,
                              "on_progress": checks.function, "space": _optional_text, "target_ms": _any_number,
                              "tolerance": _any_number, "protocol": _protocol_config})  # fmt: skip
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout

@@ -240,9 +240,39 @@ QUICK = ("open_device", "open_lut", "estimate", "latency_model", "load_predictor
          "measure")  # verbs whose valid call is tried too (it must succeed)
 
 
+ODD = "a [b] ü $(x) 100%;'q\""  # a folder name a shell or a markup renderer would misread
+
+
+def _odd(name: str, make: Make) -> Make:
+    """``make``'s file, copied into a folder with an odd name."""
+    def build(d: Path, ws: Workspace) -> Path:
+        import shutil
+
+        src = Path(make(d, ws))
+        dst = d / ODD / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        return dst
+
+    return build
+
+
+# valid values in odd clothing: each call must succeed
+ODD_CASES = [("estimate", "lut", "odd path", _odd("l.db", _lut)),
+             ("open_lut", "path", "odd path", _odd("l.db", _lut)),
+             ("measure", "model", "odd path", _odd("m.onnx", lambda d, ws: onnx_model(d / "m.onnx"))),
+             ("measure", "model", "no suffix", _odd("model", lambda d, ws: onnx_model(d / "m.onnx"))),
+             ("predict_model", "model", "odd path", _odd("m.onnx", lambda d, ws: onnx_model(d / "m.onnx",
+                                                                                       [1, 8, 16, 16]))),
+             ("predict_model", "input_shape", "a list", v([1, 8, 16, 16])),
+             ("estimate", "arch", "odd path", _odd("arch.json", lambda d, ws: ws.arch_json)),
+             ("open_device", "threads", "2", v(2))]
+
+
 def api_cases() -> list[ApiCase]:
-    """One case per verb, argument and bad value, and the valid call of the quick verbs."""
+    """One case per verb, argument and bad value, and the valid calls (the quick verbs', odd clothing)."""
     valid = [ApiCase(verb, "", "valid", v(None), expect="ok") for verb in QUICK]
+    valid += [ApiCase(verb, arg, label, make, expect="ok") for verb, arg, label, make in ODD_CASES]
     return valid + [ApiCase(verb, arg, label, make, long=verb in LONG)
                     for verb, args in ARGS.items() for arg, bad in args.items() for label, make in bad.items()]
 
