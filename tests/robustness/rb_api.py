@@ -126,6 +126,11 @@ def _fifo(d: Path, ws: Workspace) -> Path:
     return path
 
 
+def _missing(d: Path, ws: Workspace) -> Path:
+    """A path in a folder that does not exist (in the case's folder: a call that wrongly creates it stays there)."""
+    return d / "no_such_folder" / "x"
+
+
 def _dir(d: Path, ws: Workspace) -> Path:
     path = d / "a_dir"
     path.mkdir()
@@ -155,7 +160,7 @@ BAD_INT = {"'2'": v("2"), "1.5": v(1.5), "True": v(True), "0": v(0), "-1": v(-1)
            "10**12": v(10**12), "None": v(None)}
 BAD_FLAG = {"'yes'": v("yes"), "1": v(1), "None": v(None)}
 BAD_FN = {"'x'": v("x"), "1": v(1)}
-BAD_IN_PATH = {"3": v(3), "''": v(""), "'\\0'": v("a\0b"), "missing": v(Path("/nonexistent/latkit/x")),
+BAD_IN_PATH = {"3": v(3), "''": v(""), "'\\0'": v("a\0b"), "missing": _missing,
                "a directory": _dir, "a FIFO": _fifo, "/dev/zero": v(Path("/dev/zero")), "garbage": _garbage}
 BAD_OUT_DIR = {"3": v(3), "''": v(""), "a file": _file, "/dev/full": v(Path("/dev/full")),
                "under /proc": v(Path("/proc/latkit-x"))}
@@ -184,7 +189,7 @@ ARGS: dict[str, dict[str, dict[str, Make]]] = {
     "profile": {"device": {**NOT_TEXT, **BAD_TEXT, "an object": v(object())}, "space": {**NOT_TEXT, **BAD_TEXT},
                 "lut": {"3": v(3), "''": v(""), "a directory": _dir, "a FIFO": _fifo, "garbage": _garbage,
                         "/dev/full": v(Path("/dev/full"))},
-                "arch": {"3": v(3), "'garbage'": v("garbage"), "missing": v(Path("/nonexistent/a.json")),
+                "arch": {"3": v(3), "'garbage'": v("garbage"), "missing": _missing,
                          "a FIFO": _fifo},
                 "resolution": OPT_INT, "limit": _without(OPT_INT, "10**12"), "precision": BAD_PRECISION, "config": BAD_CONFIG,
                 "quick": BAD_FLAG, "passes": {**BAD_INT, "11": v(11)}},

@@ -149,7 +149,8 @@ def kernels_cases() -> list[CliCase]:
         C(f"{g} calibrate", "--precision int4", _kernels("calibrate", "--precision", "int4")),
         C(f"{g} calibrate", "unknown space", lambda d, ws: ["kernels", "calibrate", *DEV, "--space", "nosuch",
                                                             "--predictors", str(ws.kernels)]),
-        C(f"{g} calibrate", "--predictors missing", _kernels("calibrate", "--predictors", "/nonexistent/kp")),
+        C(f"{g} calibrate", "--predictors missing", lambda d, ws: _kernels(
+            "calibrate", "--predictors", str(d / "no_such_folder" / "kp"))(d, ws)),
         C(f"{g} calibrate", "--predictors garbage", lambda d, ws: [
             "kernels", "calibrate", *DEV, "--predictors", str(Path(put(d, "kp/predictors.json", "{")).parent)]),
     ]
@@ -205,7 +206,8 @@ def cache_cases() -> list[CliCase]:
 
 
 def _farm(*argv: str, **kw) -> CliCase:
-    return C("farm", " ".join(a for a in argv if a)[:60], lambda d, ws: ["farm", *argv], needs_process=RAY,
+    name = " ".join(a for a in argv if a).replace("\n", "\\n")[:60]
+    return C("farm", name, lambda d, ws: ["farm", *argv], needs_process=RAY,
              timeout=90, slow=True, **kw)
 
 
@@ -255,7 +257,7 @@ def train_cases() -> list[CliCase]:
         C(g, "--arch a directory", tr(lambda d, ws: folder(d, "a.json"))),
         C(g, "--arch /dev/zero", tr(lambda d, ws: "/dev/zero")),
         C(g, "--data bogus", tr(arch, "--data", "bogus")),
-        C(g, "--data cifar10 missing", tr(arch, "--data", "cifar10:/nonexistent")),
+        C(g, "--data cifar10 missing", lambda d, ws: tr(arch, "--data", f"cifar10:{d / 'no_such_folder'}")(d, ws)),
         C(g, "--data folder a FIFO", lambda d, ws: ["train", "--arch", str(ws.arch_json), "--data",
                                                     f"folder:{fifo(d)}", "--out", str(d / "t")]),
         C(g, "--init bogus", tr(arch, "--init", "bogus")),
