@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rb_cli import CLEAN, HANG, MESSY, OK, SILENT, TRACEBACK, Verdict
+from rb_commands import onnx_file
 from rb_inproc import Timeout, alarm
 from rb_workspace import Workspace, fbnet_arch
 
@@ -53,18 +54,7 @@ class ApiCase:
 
 def onnx_model(path: Path, dims: list[Any] | None = None) -> Path:
     """A one-input Relu model (``dims`` may hold a text: a dynamic dimension)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    dims = dims or [1, 4]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
-    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return Path(onnx_file(path, dims or [1, 4]))
 
 
 def _lut(d: Path, ws: Workspace) -> Path:
