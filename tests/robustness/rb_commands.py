@@ -316,7 +316,40 @@ def output_cases() -> list[CliCase]:
     ):
         cases.append(C(g, f"{label} past a 2 KiB file-size limit", build, needs_process=OWN, fsize=2048,
                        timeout=90, check=_no_debris, allow_progress=label.startswith("profile")))
-    return cases
+    return cases + _under_a_file_cases()
+
+
+def _under_a_file_cases() -> list[CliCase]:
+    """Outputs whose folder is a plain file: refused with one line, before any work where there is some."""
+    def under(d: Path, name: str) -> str:
+        return str(Path(put(d, "plain_file", "x")) / name)
+
+    g = "output"
+    fit = ["predictor", "fit", "--space", "fbnet", "--target", "pixel3", "--predictor", "ridge", "--k", "20"]
+    return [
+        C(g, "lut export -o under a file", lambda d, ws: ["lut", "export", str(ws.lut), "-o", under(d, "o.json")]),
+        C(g, "lut merge into a LUT under a file", lambda d, ws: ["lut", "merge", under(d, "o.db"), str(ws.lut)]),
+        C(g, "lut import into a LUT under a file", lambda d, ws: ["lut", "import", under(d, "o.db"),
+                                                                  str(ws.export_json)]),
+        C(g, "profile --lut under a file", lambda d, ws: ["profile", *DEV, "--space", "proxyless_mobile", "-r",
+                                                          "32", "--limit", "1", "--quick", "--lut", under(d, "o.db")]),
+        C(g, "predictor fit --out under a file", lambda d, ws: [*fit, "--csv", str(ws.csv), "--out", under(d, "p")],
+          timeout=60),
+        C(g, "export --out under a file", lambda d, ws: ["export", "--arch", str(ws.arch_json), "--format", "onnx",
+                                                         "--random-weights", "--out", under(d, "e")], timeout=60),
+        C(g, "search --out under a file", lambda d, ws: ["search", "--space", "nasbench201", "--target-ms", "5",
+                                                         "--out", under(d, "s")], timeout=60),
+        C(g, "kernels build --out under a file", lambda d, ws: [
+            "kernels", "build", *DEV, "--lut", str(d / "k.db"), "--budget", "1s", "--per-type", "1", "--rounds",
+            "0", "--quick", "--out", under(d, "kp")], timeout=90, slow=True),
+        C(g, "kernels detect-fusion --lut under a file", lambda d, ws: [
+            "kernels", "detect-fusion", *DEV, "--lut", under(d, "k.db")], timeout=90, slow=True),
+        C(g, "train --out under a file", lambda d, ws: ["train", "--arch", str(ws.arch_json), "--out",
+                                                        under(d, "t"), "--max-steps", "1", "--epochs", "1"],
+          timeout=60),
+        C(g, "run --out under a file", lambda d, ws: ["run", *DEV, "--space", "proxyless_mobile", "--target-ms",
+                                                      "1", "--out", under(d, "r")], timeout=90, slow=True),
+    ]
 
 
 def _stdout_argv(argv: list[str]):
@@ -348,7 +381,6 @@ SUITE_PROCESS_CASES = ("farm: devices --address 127.0.0.1:abc", "output: spaces 
 def suite_cases() -> list[CliCase]:
     """The cases the test suite runs: those that run in-process, and one subprocess case per kind."""
     return [c for c in command_cases() if not c.needs_process or c.id in SUITE_PROCESS_CASES]
-
 
 
 if __name__ == "__main__":  # python rb_commands.py [FILTER]: run the cases in subprocesses, print the failing ones
