@@ -19,8 +19,12 @@ calibrated first if it holds no calibration yet.
     python benchmarks/predict_zoo.py --models 4 --quick   # a smoke run
     python benchmarks/predict_zoo.py --predictors zoo-work/predictors-cpu_onnxruntime
 
+``--device cpu:litert`` predicts and measures the zoo as TFLite files
+(converted once with litert-torch, a minute or so per network), with
+predictors whose kernels were measured as TFLite files on LiteRT.
+
 Goals (issue 23), ONNX Runtime fp32 on the host CPU: >= 97% of the zoo within
-±10%, >= 80% within ±5%.
+±10%, >= 80% within ±5%; LiteRT fp32 the same.
 
 Installing the zoo's libraries beside a CPU build of torch. The torchvision
 wheel on PyPI is built against the CUDA torch: pin the one whose ``torch==``
@@ -120,21 +124,31 @@ def build_model(lib: str, name: str, timm: Any, tvm: Any) -> Any:
     return getattr(tvm, name)(weights=None).eval()
 
 
-def export_zoo(entries: list[tuple[str, str, str]], folder: Path) -> dict[str, Path]:
-    """Every zoo network as ``folder/<name>.onnx`` at 1x3x224x224 (a file already there is reused)."""
+def export_zoo(entries: list[tuple[str, str, str]], folder: Path, fmt: str = "onnx") -> dict[str, Path]:
+    """Every zoo network as ``folder/<name>.<fmt>`` at 1x3x224x224 (a file already there is reused).
+
+    ``fmt`` is ``onnx`` (the TorchScript exporter) or ``tflite`` (litert-torch, float32, NCHW input as the
+    module takes it: the file starts with the transpose to NHWC that LiteRT runs).
+    """
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
     files, libs = {}, None
     for _family, lib, name in entries:
-        path = folder / f"{name}.onnx"
+        path = folder / f"{name}.{fmt}"
         if not path.is_file():
             libs = libs or import_zoo_libs()
             model = build_model(lib, name, *libs)
+            example = torch.zeros(1, 3, 224, 224)
             with torch.no_grad(), atomic_path(path, "zoo model", keep_suffix=True) as tmp:
-                torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(tmp), dynamo=False, opset_version=17,
-                                  input_names=["input"], do_constant_folding=True)  # fmt: skip
-            print(f"exported {name}", file=sys.stderr)
+                if fmt == "tflite":
+                    from latkit.deploy.export_formats import write_tflite
+
+                    write_tflite(model, example, tmp)
+                else:
+                    torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=17,
+                                      input_names=["input"], do_constant_folding=True)  # fmt: skip
+            print(f"exported {name} ({fmt})", file=sys.stderr)
         files[name] = path
     return files
 
@@ -209,11 +223,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = ProtocolConfig.preset(Preset.QUICK if args.quick else Preset.DEFAULT)
-    files = export_zoo(list(ZOO[: args.models]), args.workdir / "onnx")
     results = []
     for uri in args.device or ["cpu:onnxruntime"]:
         device = open_device(uri, threads=args.threads)
         try:
+            fmt = device.model_format.value  # onnx, or tflite for cpu:litert
+            files = export_zoo(list(ZOO[: args.models]), args.workdir / fmt, fmt)
             preds, folder = get_predictors(args, device, config)
             results.append(summarize(run_zoo(device, preds, files, config), preds, folder))
         finally:

@@ -20,3 +20,24 @@ def ort_device():
     dev = open_device("cpu:onnxruntime", threads=1)
     yield dev
     dev.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tests of a module that share a module- or class-scoped fixture on one xdist worker.
+
+    Under ``--dist loadgroup`` (tox.ini) tests of one ``xdist_group`` run on one worker,
+    so such a fixture (a loopback phone, a cluster, a converted model) is built once
+    instead of once per worker, and the groups, the largest first, start before the
+    single tests, which fill the workers up to the end. Session artefacts need no group:
+    ``artefacts.py`` builds each once for all workers.
+    """
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        module = item.nodeid.split("::")[0]
+        for defs in info.name2fixturedefs.values():
+            if any(d.scope in ("module", "class") for d in defs):
+                item.add_marker(pytest.mark.xdist_group(module))
+                break

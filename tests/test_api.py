@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 SPACE = "proxyless_mobile_w05"
 FBNET_CSV = Path(__file__).resolve().parents[1] / "data" / "fbnet_latency_ms.csv"
-VERBS = ("open_device", "profile", "open_lut", "estimate", "fit_predictor", "load_predictor",
+VERBS = ("open_device", "profile", "open_lut", "estimate", "sample_latencies", "fit_predictor", "load_predictor",
          "predict", "search_arch", "train", "export", "measure", "run")
 
 

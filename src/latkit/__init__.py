@@ -26,6 +26,7 @@ _LAZY = {
     "OpSpec": "latkit.profiler.ops",
     "list_devices": "latkit.devices",
     "LUT": "latkit.lut.store",
+    "sample_latencies": "latkit.api",  # a device's latency CSV for the predictors (latkit predictor sample)
     # the verbs (see latkit/api.py): thin typed wrappers, loaded on first use
     **{verb: "latkit.api" for verb in (
         "open_device", "profile", "open_lut", "estimate", "latency_model", "fit_predictor", "load_predictor",

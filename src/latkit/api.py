@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.lut.estimate import Estimate
     from latkit.lut.store import LUT
     from latkit.predictors.base import Predictor
+    from latkit.predictors.collect import SampleReport
     from latkit.profiler.measurement import Measurement
     from latkit.profiler.protocol import ProtocolConfig
     from latkit.profiler.runner import ProfileReport
@@ -41,7 +42,8 @@ if TYPE_CHECKING:  # typing only: these imports are heavy
     from latkit.search.target import Target
 
 __all__ = [
-    "open_device", "profile", "open_lut", "estimate", "latency_model", "fit_predictor", "load_predictor",
+    "open_device", "profile", "open_lut", "estimate", "latency_model", "sample_latencies", "fit_predictor",
+    "load_predictor",
     "predict", "predict_model", "search_arch", "train", "export", "measure", "run",
 ]
 
@@ -397,6 +399,66 @@ def fit_predictor(
 
     return fit_from_csv(csv, space, target, out_dir, predictor=predictor, params=params, k=k,
                         known=list(known) if known is not None else None, random_state=random_state)
+
+
+def sample_latencies(
+    device: Device | str,
+    space: str,
+    n: int,
+    out: str | Path,
+    *,
+    resolution: int | None = None,
+    seed: int = 0,
+    precision: str | Precision | None = None,
+    column: str | None = None,
+    classes: int | None = 10,
+    config: ProtocolConfig | None = None,
+    quick: bool = False,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> SampleReport:
+    """Measure ``n`` sampled architectures of ``space`` end to end into the latency CSV ``out`` (resumable).
+
+    The file is what :func:`fit_predictor` and ``latkit predictor eval`` read: an
+    ``arch`` column and one latency column (``column``, default the device URI).
+    As ``latkit predictor sample``; see :func:`latkit.predictors.collect.sample_latencies`.
+
+    Args:
+        device: an open device or its URI (opened and closed here).
+        space: search space name (one with networks).
+        n: architectures to sample (seeded by ``seed``); a rerun measures only those ``out`` lacks.
+        out: the CSV, created or extended (its other rows and columns are kept).
+        resolution: input resolution (default the space's).
+        precision: ``fp32`` (None, the default), ``fp16`` or ``int8``; the device must run it.
+        column: the latency column's name.
+        classes: the networks' classifier outputs (None or 0: the space's own).
+        config: measurement protocol; default the standard one.
+        quick: few samples per measurement (smoke runs); ignored with ``config``.
+        on_progress: called as ``(done, total, message)``.
+    """
+    _check_device(device)
+    checks.text("space", space)
+    checks.integer("n", n, 1)
+    checks.path("out", out)
+    checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
+    checks.integer("seed", seed, 0)
+    checks.text("column", column, none_ok=True)
+    checks.integer("classes", classes, 0, none_ok=True)
+    checks.flag("quick", quick)
+    checks.function("on_progress", on_progress)
+    from latkit.devices.precision import check_precision, parse_precision
+    from latkit.predictors.collect import sample_latencies as _sample
+    from latkit.profiler.spaces import get_space
+
+    sp = get_space(space)
+    sp.check_resolution(resolution)
+    dev = open_device(device) if isinstance(device, str) else device
+    try:
+        prec = check_precision(dev, parse_precision(precision))
+        return _sample(dev, sp, n, out, resolution=resolution, seed=seed, config=_protocol(config, quick),
+                       precision=prec, column=column, classes=classes or None, on_progress=on_progress)  # fmt: skip
+    finally:
+        if dev is not device:
+            dev.close()
 
 
 def load_predictor(directory: str | Path) -> Predictor:

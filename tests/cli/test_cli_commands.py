@@ -147,6 +147,10 @@ def test_predictor_eval_beats_the_reference_ridge(capsys):
     assert "pixel3" not in summary["known"]
     assert summary["method"]["spearman"] > summary["baseline"]["spearman"]
     assert summary["method"]["spearman"] > 0.85
+    # hwmeta by default, the ridge combination beside it, and the interval's coverage
+    assert summary["model"] == "hwmeta" and summary["design"] == "active"
+    assert abs(summary["method"]["spearman"] - summary["ridge"]["spearman"]) < 0.05
+    assert 0.5 < summary["method"]["coverage"] <= 1.0
 
 
 def test_predictor_eval_rejects_k_beyond_the_data(capsys, tmp_path):

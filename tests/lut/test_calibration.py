@@ -157,6 +157,9 @@ def test_calibrate_device_end_to_end(tmp_path):
                                    on_progress=lambda d, t, name: progress.append(name))  # fmt: skip
             # two passes over every network, then again only networks whose figures disagree
             runs = lut.calibrations(device.uri)[-1]["provenance"]["e2e_runs_ms"]
+            notes = [p for p in progress if p.startswith("pass ")]  # each pass announced before its figures
+            assert len(notes) == len(runs[0]) and notes[0].startswith("pass 1 of 2") and notes[1] == "pass 2 of 2"
+            progress = [p for p in progress if not p.startswith("pass ")]
             assert sorted(progress[:4]) == sorted(progress[4:8]) == ["n0", "n1", "n2", "n3"]
             assert len(progress) == sum(len(r) for r in runs) and all(2 <= len(r) <= MAX_PASSES for r in runs)
             assert all(steady(r) or len(r) == MAX_PASSES for r in runs)

@@ -230,3 +230,84 @@ def test_shapes_are_inferred_without_weight_values_but_with_shape_constants():
     assert graph.shape("r") == (1, 16 * 14 * 14)
     assert graph.shape("y") == (1, 10)
     assert graph.shape("w") == (16, 8, 3, 3) and {"w", "fc", "target"} <= graph.constants
+
+
+def test_trees_evaluate_in_numpy_as_xgboost_does_and_predicting_imports_no_xgboost(tmp_path):
+    """The saved residual trees give XGBoost's own output; a fresh process predicts without importing it."""
+    import subprocess
+    import sys
+
+    xgb = pytest.importorskip("xgboost")
+    from latkit.predictors.tree_json import TreeEnsemble
+
+    preds = _synthetic_predictors()
+    folder = preds.save(tmp_path / "kp")
+    model = preds.models[KernelType.CONV]
+    booster = xgb.Booster()
+    booster.load_model(str(folder / "conv.json"))
+    x = np.random.default_rng(1).uniform(0, 8, size=(40, 14))
+    assert np.allclose(TreeEnsemble(json.loads((folder / "conv.json").read_text())).predict(x),
+                       booster.inplace_predict(x), atol=1e-5)  # fmt: skip
+    assert np.allclose(model.trees.predict(x), booster.inplace_predict(x), atol=1e-5)
+    code = ("import sys; from latkit.predictors.kernels import KernelPredictors; from latkit.profiler.kernels import "
+            f"KernelConfig; p = KernelPredictors.load({str(folder)!r}); "
+            "print(p.predict_configs([KernelConfig('conv', 56, 56, 32, 64, 3)])[0], 'xgboost' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    expected = preds.predict_configs([KernelConfig(KernelType.CONV, 56, 56, 32, 64, 3)])[0]
+    assert float(out[0]) == pytest.approx(expected, rel=1e-6) and out[1] == "False"
+
+
+def test_slice_split_expand_reduce_and_instance_norm_are_predicted_kernels():
+    """The data-movement, reduction and normalization operators get kernels of their own; a no-op slice is folded."""
+    ints = lambda name, v: numpy_helper.from_array(np.asarray(v, np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Slice", ["x", "s0", "s16", "ax1"], ["full"]),  # keeps all 16 channels: folded
+        helper.make_node("Split", ["full", "halves"], ["a", "b"], axis=1),
+        helper.make_node("ReduceSum", ["a", "ax3"], ["r"], keepdims=1),
+        helper.make_node("Expand", ["r", "target"], ["e"]),
+        helper.make_node("InstanceNormalization", ["e", "scale", "bias"], ["n"]),
+        helper.make_node("Slice", ["b", "s0", "s4", "ax1"], ["y"]),
+    ]
+    inits = [ints("s0", [0]), ints("s16", [16]), ints("s4", [4]), ints("ax1", [1]), ints("ax3", [3]),
+             ints("halves", [8, 8]), ints("target", [1, 8, 14, 14]), _w("scale", (8,)), _w("bias", (8,))]
+    kg = group_kernels(onnx_graph(_model(nodes, inits, (1, 16, 14, 14), "y"), "m.onnx"), default_rules("onnxruntime"))
+    assert kg.folded == ("Slice_0",)
+    assert [k.config for k in kg.kernels] == [
+        KernelConfig(KernelType.COPY, 14, 14, 16, 8, extra=2, variant="split"),
+        KernelConfig(KernelType.REDUCE, h=8 * 14, cin=14, cout=1, extra=1, variant="sum"),
+        KernelConfig(KernelType.COPY, 14, 14, 8, 8, extra=14, variant="expand"),
+        KernelConfig(KernelType.NORM, h=8, cin=196, cout=196, variant="instance"),
+        KernelConfig(KernelType.COPY, 14, 14, 8, 4, variant="slice"),
+    ]
+    assert not kg.uncovered
+
+
+@pytest.mark.parametrize("kind", [KernelType.COPY, KernelType.REDUCE, KernelType.NORM])
+def test_sampled_configs_of_the_new_types_build_models_the_runtime_runs(kind):
+    import onnxruntime as ort
+
+    from latkit.profiler.kernel_models import build_onnx, input_shape
+    from latkit.profiler.kernel_sampling import sample_configs
+
+    configs = sample_configs(kind, 6, seed=5)
+    assert len({c.variant for c in configs}) >= 2 and len(configs) == 6
+    for c in configs:
+        session = ort.InferenceSession(build_onnx(c).SerializeToString(), providers=["CPUExecutionProvider"])
+        (y,) = session.run(None, {"x": np.zeros(input_shape(c), np.float32)})
+        assert y.size > 0
+        assert y.size == (work(c)[2] // max(c.extra, 1) if c.variant == "split" else work(c)[2])
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_a_zero_pad_runs_inside_the_convolution_after_it_and_a_reflect_pad_does_not(mode):
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode=mode),
+             helper.make_node("Conv", ["p", "w"], ["c"], kernel_shape=[3, 3], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    inits = [numpy_helper.from_array(np.asarray([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"), _w("w", (4, 2, 3, 3))]
+    kg = group_kernels(onnx_graph(_model(nodes, inits, (1, 2, 8, 8), "y"), "m.onnx"), default_rules("onnxruntime"))
+    if mode == "constant":  # configured on the unpadded input, whose output size it has
+        assert [k.op_types for k in kg.kernels] == [("Pad", "Conv", "Relu")]
+        assert kg.kernels[0].config == KernelConfig(KernelType.CONV, 8, 8, 2, 4, 3, 2, act="relu")
+    else:
+        assert [k.op_types for k in kg.kernels] == [("Pad",), ("Conv", "Relu")]
+        assert kg.kernels[0].type is KernelType.UNKNOWN

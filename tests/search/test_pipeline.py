@@ -270,3 +270,20 @@ def test_lut_cache_path_is_per_device_space_and_resolution(tmp_path: Path) -> No
     b = lut_path_for(DEVICE, SPACE, 64, tmp_path)
     assert a.parent == b.parent == tmp_path and a != b
     assert b.name == f"cpu_onnxruntime-{SPACE}-64.db"
+
+
+def test_every_stage_announces_its_total_before_its_first_item(pipeline_run) -> None:
+    # a display opens at the announcement: each stage's first event has done 0 and the total the stage ends at
+    # (calibration may grow it, but only by a later announcement, checked in tests/lut/test_measure_passes.py)
+    first: dict[str, tuple[int, int, str]] = {}
+    last: dict[str, tuple[int, int]] = {}
+    for stage, done, total, message in pipeline_run.events:
+        first.setdefault(stage, (done, total, message))
+        last[stage] = (done, total)
+    for stage in ("profile", "calibrate", "search", "train", "export", "evaluate", "measure"):
+        done, total, message = first[stage]
+        assert done == 0 and message, (stage, first[stage])
+        assert last[stage] == (total, total) or stage == "calibrate", (stage, first[stage], last[stage])
+    assert first["profile"][2].startswith("0 of ") and first["profile"][1] == 0  # the shared LUT holds every op
+    assert first["train"][1] == RUN_SETTINGS["train_epochs"] and first["search"][1] == RUN_SETTINGS["search_epochs"]
+    assert last["calibrate"][0] == last["calibrate"][1] >= first["calibrate"][1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -56,7 +57,7 @@ def export_cmd(
 
     With --precision int8 also a full-integer int8 TFLite and an ONNX QDQ file; fp16: an fp16 TFLite.
     """
-    from latkit.deploy.export import export_arch, parse_variants
+    from latkit.deploy.export import parse_variants
     from latkit.deploy.layout import parse_layout
     from latkit.devices.precision import parse_precision
     from latkit.search.target import check_target_ms, check_tolerance
@@ -69,11 +70,10 @@ def export_cmd(
     sp = _checked_space(space, resolution)
     dev = _open_checked(device, prec)
     try:
-        rep = _representative(data, arch, sp, resolution) if data is not None else None
-        report = export_arch(arch, weights=weights, formats=formats, out_dir=out, tflite_precisions=extra,
-                             precision=prec, representative=rep, layout=tflite_layout,
-                             space=sp, resolution=resolution, device=dev, random_weights=random_weights,
-                             target_ms=target, tolerance=tolerance)  # fmt: skip
+        report = _export_shown(not as_json, arch, data, weights=weights, formats=formats, out_dir=out,
+                               tflite_precisions=extra, precision=prec, layout=tflite_layout, space=sp,
+                               resolution=resolution, device=dev, random_weights=random_weights,
+                               target_ms=target, tolerance=tolerance)  # fmt: skip
     finally:
         if dev is not None:
             dev.close()
@@ -81,6 +81,22 @@ def export_cmd(
         common.print_json(report.to_dict())
     else:
         _print_report(report, weights)
+
+
+def _export_shown(enabled: bool, arch: Path, data: Optional[str], **options: Any) -> Any:
+    """:func:`~latkit.deploy.export.export_arch` with a progress display that shows its total from the start."""
+    from latkit.cli.progress import Stages
+    from latkit.deploy.export import export_arch, export_steps
+
+    total = export_steps(options["formats"], precision=options["precision"],
+                         tflite_precisions=options["tflite_precisions"], device=options["device"])  # fmt: skip
+    steps = itertools.count()  # each message comes before its step: the k-th (from 0) means k steps done
+    with Stages(enabled=enabled) as shown:  # opens with the total at the first step, after the door checks
+        rep = _representative(data, arch, options["space"], options["resolution"]) if data is not None else None
+        report = export_arch(arch, **options, representative=rep,
+                             on_progress=lambda msg: shown("export", next(steps), total, msg))  # fmt: skip
+        shown("export", total, total, f"{len(report.files)} file(s) written")
+    return report
 
 
 def _checked_space(space: Optional[str], resolution: Optional[int]):

@@ -310,9 +310,9 @@ def calibrate_cmd(
     """Fit the device's LUT-to-end-to-end calibration (at one precision) on a few measured networks."""
     import numpy as np
 
-    from latkit.cli.progress import track
+    from latkit.cli.progress import Stages
     from latkit.devices.precision import Precision
-    from latkit.lut.calibrate import PASSES, calibrate_device, pick_calibration_archs
+    from latkit.lut.calibrate import calibrate_device, pick_calibration_archs
     from latkit.lut.store import LUT
     from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.spaces import get_space
@@ -326,9 +326,10 @@ def calibrate_cmd(
             model = TableLatencyModel.from_lut(sp, store, dev.uri, resolution, precision=prec, classes=classes or None)
             archs = pick_calibration_archs(model, networks - 1, np.random.default_rng(seed))
             nets = [_deployed(sp.network(a, resolution), classes) for a in archs]
-            with track(f"measuring networks ({PASSES} passes)", PASSES * len(nets)) as advance:
+            with Stages() as shown:  # opens at the first pass's note, with its total
                 cal = calibrate_device(store, dev, nets, config, precision=prec,
-                                       on_progress=lambda done, total, name: advance(name, total=total))  # fmt: skip
+                                       on_progress=lambda done, total, name: shown("measuring networks", done,
+                                                                                   total, name))  # fmt: skip
         with LUT.open(lut, readonly=True) as store:
             used = _networks_used(store, dev.uri, nets, cal, prec)
     finally:

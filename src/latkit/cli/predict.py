@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,10 +49,12 @@ def parse_budget(text: str) -> float:
 
 def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precision: Precision) -> Any:
     from latkit.core.errors import StoreError, UsageError
-    from latkit.predictors.kernel_build import default_predictor_dir
-    from latkit.predictors.kernels import KernelPredictors
+    from latkit.predictors.kernels import KernelPredictors, default_predictor_dir
 
     folder = predictors or default_predictor_dir(lut, device, precision)
+    if not (folder / "predictors.json").is_file() and precision is not Precision.FP32:
+        raise StoreError(f"no kernel predictors for {device} at {precision.value} in {folder}; `latkit kernels build` "
+                         "builds fp32 ones so far: predict with them with --precision fp32")
     if not (folder / "predictors.json").is_file():
         raise StoreError(f"no kernel predictors for {device} at {precision} in {folder}; build them with "
                          f"`latkit kernels build --device {device} --lut {lut} --budget 30m`")
@@ -77,7 +80,8 @@ def build_cmd(
     from latkit.cli.progress import track
     from latkit.devices.base import open_device
     from latkit.lut.store import LUT
-    from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors, default_predictor_dir
+    from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
+    from latkit.predictors.kernels import default_predictor_dir
     from latkit.profiler.protocol import ProtocolConfig
 
     from latkit.core.files import check_output_dir
@@ -104,6 +108,46 @@ def build_cmd(
         return
     common.out.print(f"kernel predictors of {common.esc(dev.uri)} saved to {common.esc(folder)} "
                      f"({sum(counts.values())} rows, fusion rules: {common.esc(preds.rules.source)})")
+
+
+@kernels_app.command("transfer")
+def transfer_cmd(
+    device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
+    source: Path = typer.Option(..., "--from", help="Predictor folder of a known device to adapt."),
+    samples: int = typer.Option(40, "--samples", "-n", min=1, help="Kernel configurations measured on the device."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Threads the device runs with."),
+    lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
+    budget: str = typer.Option("10m", "--budget", help="Measuring time: 10m, 90s, 1h."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Predictor folder (default beside the LUT)."),
+    quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Adapt a known device's kernel predictors to this device from a few measured kernels."""
+    from latkit.cli.progress import track
+    from latkit.devices.base import open_device
+    from latkit.lut.store import LUT
+    from latkit.predictors.kernel_build import transfer_to_device
+    from latkit.predictors.kernels import KernelPredictors, default_predictor_dir
+    from latkit.profiler.protocol import ProtocolConfig
+
+    known = KernelPredictors.load(source)
+    path = _lut_path(lut)
+    dev = open_device(device, threads=threads)
+    try:
+        with LUT.open(path, create=True) as store, track("kernels", 0) as advance:
+            preds = transfer_to_device(dev, store, known, samples, budget_s=parse_budget(budget),
+                                       protocol=ProtocolConfig.quick() if quick else None, precision=known.precision,
+                                       on_progress=lambda phase, done, total, key: advance(f"{phase} {done}/{total}"))
+    finally:
+        dev.close()
+    folder = preds.save(out or default_predictor_dir(path, dev.uri, preds.precision))
+    info = preds.provenance["transfer"]
+    if as_json:
+        common.print_json({"predictors": str(folder), "lut": str(path), **info})
+        return
+    common.out.print(f"kernel predictors of {common.esc(known.uri)} adapted to {common.esc(dev.uri)} from "
+                     f"{info['rows']} measured kernels (overall speed ratio {math.exp(-info['pooled_log_ratio']):.2f}x) "
+                     f"-> {common.esc(folder)}")
 
 
 @kernels_app.command("detect-fusion")
@@ -154,8 +198,8 @@ def calibrate_cmd(
 ) -> None:
     """Measure a few search-space networks end to end; store the kernel sum's calibration with the predictors."""
     from latkit.devices.base import open_device
-    from latkit.predictors.kernel_build import default_predictor_dir
     from latkit.predictors.kernel_calibration import calibrate_on_space
+    from latkit.predictors.kernels import default_predictor_dir
     from latkit.profiler.protocol import ProtocolConfig
 
     prec = common.precision_option(precision) or Precision.FP32
@@ -179,8 +223,8 @@ def calibrate_cmd(
 def predict_cmd(
     model: Path = typer.Argument(..., help="An ONNX or TFLite file."),
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
-    precision: Optional[str] = typer.Option(None, "--precision",
-                                            help="The predictors' precision: fp32 (the default), fp16 or int8."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="The predictors' precision: fp32, fp16 or "
+                                            "int8 (default: what the file holds)."),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="Fix the input shape, e.g. 1x3x224x224."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     predictors: Optional[Path] = typer.Option(None, "--predictors", help="Kernel predictor folder "
@@ -191,13 +235,27 @@ def predict_cmd(
     from latkit.predictors.kernel_network import predict_model
     from latkit.profiler.graph import parse_input_shape
 
-    prec = common.precision_option(precision) or Precision.FP32
+    prec = common.precision_option(precision) or _file_precision(model)
     preds = _load_predictors(predictors, _lut_path(lut), device, prec)
     result = predict_model(model, preds, parse_input_shape(input_shape))
     if as_json:
         common.print_json(result.to_dict())
         return
     _render(result)
+
+
+def _file_precision(model: Path) -> Precision:
+    """The precision ``model``'s kernels are stored in (int8 / fp16 TFLite, QDQ int8 ONNX), fp32 otherwise.
+
+    A file latkit cannot inspect is left to the graph reader, which says why in one line.
+    """
+    from latkit.core.errors import LatkitError
+    from latkit.profiler.quantize import model_precision
+
+    try:
+        return model_precision(model)
+    except LatkitError:
+        return Precision.FP32
 
 
 def _render(result: Any) -> None:

@@ -196,6 +196,8 @@ def _search(sp, model, config, data: str, out: Path, quiet: bool):
     from latkit.search.run import run_search
 
     with Stages(enabled=not quiet) as stages:
+        if config.gradient:  # its epochs are its one stage: shown with their total before the first one
+            stages("search epochs", 0, config.epochs, f"{config.epochs} epoch(s) of the supernet")
 
         def on_progress(p) -> None:
             exp = f"expected {p.expected_latency_ms:.3f} ms " if p.expected_latency_ms is not None else ""

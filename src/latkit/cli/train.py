@@ -30,14 +30,13 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train --arch on --data and write weights that `latkit export --weights` takes."""
+    from latkit.cli.progress import Stages
     from latkit.deploy.train import train_arch
 
-    def on_progress(done: int, total: int, message: str) -> None:
-        if not as_json:
-            common.err.print(f"[bold]    train[/] {done}/{total} {common.esc(message)}", highlight=False)
-
-    result = train_arch(arch, data, out, space=space, resolution=resolution, epochs=epochs, max_steps=max_steps,
-                        init=init, seed=seed, on_progress=on_progress)  # fmt: skip
+    with Stages(enabled=not as_json) as shown:
+        result = train_arch(arch, data, out, space=space, resolution=resolution, epochs=epochs,
+                            max_steps=max_steps, init=init, seed=seed,
+                            on_progress=lambda done, total, message: shown("training", done, total, message))  # fmt: skip
     if as_json:
         common.print_json(result.to_dict())
         return

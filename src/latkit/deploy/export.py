@@ -256,6 +256,17 @@ class ExportPlan:
         """Whether any file is quantized (so a representative batch is needed)."""
         return bool(self.tflite_precisions) or self.precision != Precision.FP32
 
+    def files(self) -> list[tuple[str, Precision]]:
+        """``(format, precision)`` of every file :func:`export_arch` writes, in its order (one step each)."""
+        out: list[tuple[str, Precision]] = []
+        if "onnx" in self.formats:
+            out.append(("onnx", Precision.FP32))
+            if self.precision == Precision.INT8:
+                out.append(("onnx", Precision.INT8))
+        if "tflite" in self.formats:
+            out += [("tflite", Precision.FP32)] + [("tflite", p) for p in self.tflite_precisions]
+        return out
+
 
 @dataclass(frozen=True)
 class TorchReference:
@@ -323,6 +334,23 @@ def _plan(formats: Sequence[str] | str, tflite_precisions: Sequence[Precision], 
     if precision != Precision.FP32 and "tflite" in formats_ and precision not in extra:
         extra.append(precision)
     return ExportPlan(tuple(formats_), tuple(extra), precision, layout)
+
+
+def export_steps(formats: Sequence[str] | str = FORMATS, *, precision: Precision = Precision.FP32,
+                 tflite_precisions: Sequence[Precision] = (), device: Device | None = None) -> int:
+    """How many messages :func:`export_arch` sends ``on_progress``: one per file written, one per file measured.
+
+    A progress display shows this total from the start (each message comes
+    before its step, so the ``k``-th message, from 0, means ``k`` steps done).
+
+    Raises:
+        UsageError: formats or TFLite precisions :func:`export_arch` refuses.
+    """
+    files = _plan(formats, tflite_precisions, precision, InputLayout.NCHW).files()
+    if device is None:
+        return len(files)
+    runs = tuple(getattr(device, "precisions", (Precision.FP32,)))
+    return len(files) + sum(f == device.model_format.value and p in runs for f, p in files)
 
 
 def _space_of(space: SearchSpace | str | None) -> SearchSpace | None:
@@ -542,6 +570,7 @@ __all__ = [
     "ExportReport",
     "TorchReference",
     "export_arch",
+    "export_steps",
     "file_sha256",
     "parity_inputs",
     "parse_variants",

@@ -115,7 +115,8 @@ def train_arch(
             from scratch; ``scratch``; or a search checkpoint (file or folder).
         seed: weight and batch-order seed.
         threads: torch intra-op threads (None leaves torch's setting).
-        on_progress: called with ``(epoch, epochs, message)`` after each epoch.
+        on_progress: called with ``(0, epochs, what)`` once the arguments are
+            checked, then ``(epoch, epochs, message)`` after each epoch.
 
     Raises:
         UsageError / ArchError: bad arguments or architecture.
@@ -126,6 +127,8 @@ def train_arch(
     info = read_arch(arch, get_space(space) if isinstance(space, str) else space, resolution)
     start = _init_source(init, arch)
     out = check_output_dir(out_dir, "--out folder")
+    if on_progress is not None:  # announced with its total once the arguments hold, before the data loads
+        on_progress(0, epochs, f"{epochs} epoch(s) on {data}")
     if threads is not None:
         torch.set_num_threads(threads)
     ds = load_data(data, info.resolution, seed=seed)

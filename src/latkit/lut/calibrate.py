@@ -104,8 +104,9 @@ def measure_passes(
     during the pass falls on all of them alike instead of on the few measured
     while it lasted. ``benchmarks/precision.py`` measures its test networks
     this way and keeps every pass's figure (``passes_ms`` in its ``--out``
-    JSON). ``on_progress`` gets ``(done, total, label)``; ``total`` grows when a
-    model is measured again.
+    JSON). ``on_progress`` gets ``(done, total, label)`` after each figure and,
+    ``done`` unchanged, ``(done, total, note)`` before each pass: the total it
+    counts to, and why a pass beyond :data:`PASSES` runs.
     """
     from latkit.profiler.protocol import measure_many
 
@@ -121,6 +122,8 @@ def measure_passes(
             break
         later = (PASSES - 1 - k) * len(models) if k < PASSES else 0
         total = done + len(todo) + later
+        if on_progress is not None:  # each pass announced before its first figure, the total it grows to included
+            on_progress(done, total, _pass_note(k, runs))
         by_key: dict[str, list[int]] = {}  # a model listed twice is measured once a pass
         for i in todo if k % 2 == 0 else todo[::-1]:
             by_key.setdefault(models[i].key, []).append(i)
@@ -139,6 +142,18 @@ def measure_passes(
         pool = replace(config, pool_size=max(config.pool_size, len(by_key)))  # all of the pass's models at once
         measure_many(device, [models[ix[0]] for ix in by_key.values()], pool, on_progress=record)
     return runs
+
+
+def _pass_note(k: int, runs: Sequence[Sequence[float]]) -> str:
+    """What pass ``k`` (from 0) is for, for a progress display."""
+    if k == 0:
+        return (f"pass 1 of {PASSES} over {len(runs)} model(s); up to {MAX_PASSES} passes while a model's "
+                f"two lowest figures differ by over {UNSTEADY:.0%}")  # fmt: skip
+    if k < PASSES:
+        return f"pass {k + 1} of {PASSES}"
+    unsteady = sum(not steady(r) for r in runs)
+    return (f"pass {k + 1} of up to {MAX_PASSES}: {unsteady} of {len(runs)} model(s) not steady yet, "
+            "every model measured again")  # fmt: skip
 
 
 def _measure_networks(
@@ -182,8 +197,9 @@ def calibrate_device(
         config: protocol settings for the end-to-end measurements.
         save: store the calibration in ``lut``.
         on_progress: called as ``(done, total, network_name)`` after each
-            measurement (``total`` is ``PASSES`` times the networks, more
-            when a network is measured again, see :func:`measure_passes`).
+            measurement, and with ``done`` unchanged and a note before each
+            pass (``total`` is ``PASSES`` times the networks, more when a
+            network is measured again, see :func:`measure_passes`).
         cache_dir: where the networks' model files are cached (default the
             export cache).
         precision: the networks are built, and their operators read from the

@@ -35,6 +35,7 @@ measured as one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -53,9 +54,10 @@ from latkit.deploy.layout import parse_layout
 from latkit.core.errors import LatkitError, StoreError, UsageError
 from latkit.lut.cache import lut_path_for
 from latkit.lut.drift import Reference, reference_ops
+from latkit.profiler.ops import OpSpec, measurable_by_key
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import target as tgt
-from latkit.deploy.export import export_arch, save_weights
+from latkit.deploy.export import export_arch, export_steps, save_weights
 from latkit.deploy.exported_file import ExportedFile
 from latkit.deploy.verify import measure_exported
 from latkit.pipeline import report as rpt
@@ -230,12 +232,21 @@ class _Pipeline:
 
     # -- helpers
 
-    def stage(self, name: str, fn: Callable[[], R], load: Callable[[Mapping[str, object]], R]) -> R:
-        """``fn()``, saved in the state; a stage the state has as done is loaded instead."""
+    def stage(self, name: str, fn: Callable[[], R], load: Callable[[Mapping[str, object]], R],
+              start: Callable[[], tuple[int, str]] | None = None) -> R:  # fmt: skip
+        """``fn()``, saved in the state; a stage the state has as done is loaded instead.
+
+        ``start`` gives the stage's total and a note, announced (``done`` 0) before
+        ``fn`` runs, so a display shows the stage and its total from its first moment
+        (a stage without it announces itself).
+        """
         done = self.state.done(name)
         if done is not None:
             self.progress(name, 1, 1, "already done")
             return load(done)
+        if start is not None:
+            total, note = start()
+            self.progress(name, 0, total, note)
         t0 = time.perf_counter()
         result = fn()
         self.state.finish(name, result.to_dict(), time.perf_counter() - t0)
@@ -274,14 +285,36 @@ class _Pipeline:
 
     # -- stages
 
+    def profile_specs(self) -> tuple[list[OpSpec], list[OpSpec]]:
+        """The space's operators and the classifier's (the dataset's classes, not the space's)."""
+        specs = list(self.space.operators(self.resolution))
+        return specs, classifier_specs(self.space, self.resolution, self.data().n_classes)
+
+    def profile_plan(self) -> tuple[int, str]:
+        """The profile stage's total (operators to measure: those the LUT lacks, or the sample) and a note."""
+        from latkit.lut.store import LUT
+
+        specs, head = self.profile_specs()
+        unique = measurable_by_key(specs + head)
+        with LUT.open(self.lut_path, create=True) as lut:
+            done = lut.done_keys(self.device.uri, precision=self.precision)  # as profile_ops reads it
+        if self.cfg.profile_sample is None:
+            todo = sum(k not in done for k in unique)
+            return todo, f"{todo} of {len(unique)} operator(s) to measure ({len(unique) - todo} already in the LUT)"
+        todo = sum(k not in done for k in measurable_by_key(head)) + self.cfg.profile_sample
+        return todo, f"the classifier and {self.cfg.profile_sample} sampled operator(s); the rest predicted"
+
     def profile(self) -> ProfileResult:
         from latkit.lut.store import LUT
         from latkit.profiler.runner import profile_ops
 
-        specs = list(self.space.operators(self.resolution))
-        # the deployed classifier has the dataset's classes, not the space's
-        head = classifier_specs(self.space, self.resolution, self.data().n_classes)
-        progress = lambda d, t, key, m: self.progress("profile", d, t, key)  # noqa: E731
+        specs, head = self.profile_specs()
+        total, _ = self.profile_plan()
+        offset = 0  # the sampled operators count on from the classifier's
+
+        def progress(d: int, t: int, key: str, m: object) -> None:
+            self.progress("profile", offset + d, max(total, offset + t), key)
+
         predicted = predictor = None
         with LUT.open(self.lut_path, create=True) as lut:
             rep = profile_ops(self.device, specs + head if self.cfg.profile_sample is None else head, lut,
@@ -290,6 +323,7 @@ class _Pipeline:
             if self.cfg.profile_sample is not None:
                 from latkit.predictors.sampling import profile_sampled
 
+                offset = len(rep.measured) + len(rep.failed)
                 sampled = profile_sampled(self.device, specs, lut, self.profile_config(), self.cfg.profile_sample,
                                           rng=self.cfg.seed, on_progress=progress, precision=self.precision)  # fmt: skip
                 failed, measured = {**failed, **sampled.failed}, measured + len(sampled.measured)
@@ -298,6 +332,13 @@ class _Pipeline:
             key, why = next(iter(failed.items()))
             raise StoreError(f"{len(failed)} operator(s) failed to profile on {self.cfg.device}, e.g. {key}: {why}")
         return ProfileResult(str(self.lut_path), self.precision, measured, reused, predicted, predictor)
+
+    def calibrate_plan(self) -> tuple[int, str]:
+        """The calibration's total as planned: every network twice (more if the device is not steady)."""
+        from latkit.lut.calibrate import MAX_PASSES, PASSES
+
+        n = self.cfg.calibration_networks
+        return PASSES * n, f"{n} networks end to end, {PASSES} passes (up to {MAX_PASSES} if the device is not steady)"
 
     def calibrate(self) -> CalibrationResult:
         from latkit.lut.calibrate import calibrate_device, pick_calibration_archs
@@ -326,9 +367,12 @@ class _Pipeline:
         say = lambda stage: (lambda d, t, msg: self.progress(prefix + stage, d, t, msg))  # noqa: E731
         search = self.stage(prefix + "search", lambda: search_stage(self.search_inputs(), folder / "search",
                                                                     search_target_ms, say("search")),
-                            SearchStageResult.from_dict)  # fmt: skip
+                            SearchStageResult.from_dict,
+                            lambda: (self.cfg.search_epochs, f"{self.cfg.search_epochs} epoch(s), "
+                                                             f"for {search_target_ms:.3f} ms"))  # fmt: skip
         train = self.stage(prefix + "train", lambda: self.train(folder / "train", search, say("train")),
-                           TrainStageResult.from_dict)  # fmt: skip
+                           TrainStageResult.from_dict,
+                           lambda: (self.cfg.train_epochs, f"{self.cfg.train_epochs} epoch(s)"))  # fmt: skip
         export = self.stage(prefix + "export", lambda: self.export(folder / "export", search, train, say("export")),
                             ExportResult.from_dict)  # fmt: skip
         evaluate = self.stage(prefix + "evaluate", lambda: self.evaluate(export, train, say("evaluate")),
@@ -374,14 +418,14 @@ class _Pipeline:
         return TrainStageResult(str(weights), acc, total, init, float(np.mean(losses[-10:])) if losses else None)
 
     def export(self, folder: Path, search: SearchStageResult, train: TrainStageResult, say: Say) -> ExportResult:
-        steps = iter(range(1, 20))
+        steps = itertools.count()  # each message comes before its step: the k-th (from 0) means k steps done
         quantized = self.precision != Precision.FP32
-        total = 2 + len(self.cfg.formats) + (len(self.cfg.formats) if quantized else 0)
+        total = export_steps(self.cfg.formats, precision=self.precision)
         rep = export_arch(search.arch_path, train.weights, formats=self.cfg.formats, out_dir=folder,
                           precision=self.precision, layout=self.cfg.layout,
                           representative=self.representative() if quantized else None,
                           on_progress=lambda msg: say(min(next(steps), total), total, msg))  # fmt: skip
-        say(total, total, f"{len(rep.files)} file(s) written")  # the steps are an upper bound: end at the total
+        say(total, total, f"{len(rep.files)} file(s) written")
         return ExportResult(rep.to_dict())
 
     def representative(self) -> np.ndarray:
@@ -511,8 +555,8 @@ def run_pipeline(
     p = _Pipeline(config, out, Path(lut) if lut else None, on_progress, protocol, search_options or {},
                   device_options or {})
     try:
-        p.stage("profile", p.profile, ProfileResult.from_dict)
-        calib = p.stage("calibrate", p.calibrate, CalibrationResult.from_dict)
+        p.stage("profile", p.profile, ProfileResult.from_dict, p.profile_plan)
+        calib = p.stage("calibrate", p.calibrate, CalibrationResult.from_dict, p.calibrate_plan)
         _resolve_target(p, config.target)
         attempts = _attempts(p.attempt, p.target_ms, config.tolerance, config.max_retries, p.progress)
         device_state = _device_state(p.device)  # thermal state for the report, before the device closes

@@ -192,6 +192,7 @@ PREDICTORS: Registry[type[Predictor]] = Registry(
         "latkit.predictors.gcn",
         "latkit.predictors.ensemble",
         "latkit.predictors.transfer",
+        "latkit.predictors.meta",
         "latkit.predictors.oplevel",
         "latkit.predictors.lutsum",
     ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,12 @@ from latkit.predictors.data import (
     read_latency_csv,
 )
 from latkit.predictors.metrics import Scores, mean_scores, score
+from latkit.predictors.meta import HardwareMetaPredictor
 from latkit.predictors.transfer import (
+    Design,
     FewShotTransfer,
+    design_rows,
+    hardware_of,
     known_columns,
     reference_ridge_baseline,
     select_archs,
@@ -41,23 +46,36 @@ FEATURES_ENCODING = "encoding"
 FEATURES_KNOWN = "known_devices"
 
 
+class FewShotModel(str, Enum):
+    """The few-shot models ``latkit predictor eval`` compares."""
+
+    HWMETA = "hwmeta"  # hardware-conditioned, meta-trained (predictors.meta)
+    FEWSHOT = "fewshot"  # ridge combination of the known devices (predictors.transfer)
+
+
 @dataclass
 class FewShotResult:
-    """Per-seed scores of the method and of the baseline, for one target column."""
+    """Per-seed scores of the method and of the baselines, for one target column."""
 
     target: str
     k: int
     known: list[str]
     method: list[Scores] = field(default_factory=list)
-    baseline: list[Scores] = field(default_factory=list)
+    baseline: list[Scores] = field(default_factory=list)  # ridge on 3 reference devices, random K
+    ridge: list[Scores] = field(default_factory=list)  # the ridge combination, same design
+    coverage: list[float] = field(default_factory=list)  # share of archs inside their interval
 
     def summary(self) -> dict[str, Any]:
         """Means over seeds, JSON-ready."""
+        method = mean_scores(self.method)
+        if self.coverage:
+            method["coverage"] = float(np.mean(self.coverage))
         return {
             "target": self.target,
             "k": self.k,
             "known": self.known,
-            "method": mean_scores(self.method),
+            "method": method,
+            "ridge": mean_scores(self.ridge) if self.ridge else None,
             "baseline": mean_scores(self.baseline) if self.baseline else None,
         }
 
@@ -70,6 +88,57 @@ def _target_values(
     return dataset.column(target, allow_nan=True)
 
 
+def hardware_groups(known: list[str], columns: list[str] | tuple[str, ...]) -> np.ndarray:
+    """An integer hardware id per known column (:func:`~latkit.predictors.transfer.hardware_of`)."""
+    names = [hardware_of(c, columns) for c in known]
+    ids = {h: i for i, h in enumerate(dict.fromkeys(names))}
+    return np.asarray([ids[h] for h in names], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One few-shot task: known latencies, encodings and target values of the rows with a target value."""
+
+    known_ms: np.ndarray
+    encodings: np.ndarray | None
+    y: np.ndarray
+    groups: np.ndarray | None
+
+
+def _fit_predict(model: FewShotModel, task: _Task, rows: np.ndarray, rest: np.ndarray, design: Design,
+                 seed: int) -> tuple[Any, ...]:
+    """Predictions of ``rest`` from the K ``rows`` (the target is read at ``rows`` only), and intervals."""
+    if model is FewShotModel.FEWSHOT:
+        m = FewShotTransfer().fit(task.known_ms[rows], task.y[rows], reference=task.known_ms)
+        return m.predict(task.known_ms[rest]), None
+    if task.encodings is None:
+        raise UsageError("the hwmeta model needs the archs' encodings; pass the search space")
+    m = HardwareMetaPredictor(design=design.value, random_state=seed)
+    m.fit(task.encodings[rows], task.y[rows], reference_X=task.encodings, reference_ms=task.known_ms,
+          groups=task.groups)
+    return m.predict(task.encodings[rest]), m.predict_interval(task.encodings[rest])
+
+
+def _one_seed(result: FewShotResult, task: _Task, model: FewShotModel, design: Design, seed: int,
+              baseline: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Score one design (seed) into ``result``; the predicted and measured latencies of the rest."""
+    y = task.y
+    rows = design_rows(task.known_ms, result.k, design, random_state=seed)
+    rest = np.setdiff1d(np.arange(len(y)), rows)
+    pred, interval = _fit_predict(model, task, rows, rest, design, seed)
+    result.method.append(score(y[rest], pred))
+    if interval is not None:
+        result.coverage.append(float(np.mean((y[rest] >= interval[0]) & (y[rest] <= interval[1]))))
+    if baseline and model is not FewShotModel.FEWSHOT:
+        result.ridge.append(score(y[rest], _fit_predict(FewShotModel.FEWSHOT, task, rows, rest, design, seed)[0]))
+    if baseline:
+        rand = np.random.default_rng(seed).choice(len(y), result.k, replace=False)
+        base = reference_ridge_baseline(task.known_ms, rand, y[rand])
+        rest_b = np.setdiff1d(np.arange(len(y)), rand)
+        result.baseline.append(score(y[rest_b], base[rest_b]))
+    return pred, y[rest]
+
+
 def few_shot(
     dataset: LatencyDataset,
     target: str,
@@ -80,11 +149,24 @@ def few_shot(
     seeds: int | list[int] = 3,
     target_dataset: LatencyDataset | None = None,
     baseline: bool = True,
+    model: FewShotModel = FewShotModel.FEWSHOT,
+    design: Design = Design.FARTHEST,
+    encodings: np.ndarray | None = None,
 ) -> tuple[FewShotResult, np.ndarray, np.ndarray]:
     """Few-shot transfer of ``dataset``'s known columns to ``target`` with K measured archs.
 
     The target column is never read except at the K chosen rows (and for scoring
     the other rows). Rows where the target is missing are neither chosen nor scored.
+    Every choice a model makes (``hwmeta``'s head and interval, ``fewshot``'s
+    ridge strength) is made by an inner leave-one-device-out loop over the known
+    columns alone, so the evaluation is nested. With ``strict``, no column of the
+    target's hardware is known (:func:`~latkit.predictors.transfer.hardware_of`),
+    and inside ``hwmeta``'s inner loop no known device sees its own hardware either.
+
+    Args:
+        model: the few-shot model; ``hwmeta`` needs ``encodings``.
+        design: how the K archs are chosen.
+        encodings: one-hot encodings of ``dataset``'s rows (for ``hwmeta``).
 
     Returns:
         The result, and the last seed's predicted and measured latencies of the scored rows.
@@ -92,37 +174,25 @@ def few_shot(
     Raises:
         UnknownNameError / UsageError: bad column names, K too large, NaNs in known columns.
     """
-    if known is None:
-        cols = list(dataset.devices)
-        if target_dataset is not None and target not in cols:
-            cols.append(target)
-        known = known_columns(cols, target, strict=strict)
+    cols = list(dataset.devices) + ([target] if target_dataset is not None and target not in dataset.devices else [])
+    known = known if known is not None else known_columns(cols, target, strict=strict)
     if target in known:
         raise UsageError(f"target {target!r} cannot also be a known device")
     if not known:
         raise UsageError(f"no known device column is left beside {target!r}; pass --known")
     y_all = _target_values(dataset, target, target_dataset)
     have = np.flatnonzero(np.isfinite(y_all))
-    known_ms = dataset.columns(known)[have]  # raises on NaN in known columns
-    y = y_all[have]
     if not 2 <= k < len(have):
         raise UsageError(
             f"K={k} must be at least 2 and below the {len(have)} archs with a {target!r} value"
         )
+    task = _Task(dataset.columns(known)[have],  # raises on NaN in known columns
+                 None if encodings is None else np.asarray(encodings)[have], y_all[have],
+                 hardware_groups(known, cols) if strict else None)
     result = FewShotResult(target, k, list(known))
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     pred = meas = np.empty(0)
-    for seed in seed_list:
-        rows = select_archs(known_ms, k, random_state=seed)
-        model = FewShotTransfer().fit(known_ms[rows], y[rows], reference=known_ms)
-        rest = np.setdiff1d(np.arange(len(y)), rows)
-        pred, meas = model.predict(known_ms[rest]), y[rest]
-        result.method.append(score(meas, pred))
-        if baseline:
-            rand = np.random.default_rng(seed).choice(len(y), k, replace=False)
-            base = reference_ridge_baseline(known_ms, rand, y[rand])
-            rest_b = np.setdiff1d(np.arange(len(y)), rand)
-            result.baseline.append(score(y[rest_b], base[rest_b]))
+    for seed in list(range(seeds)) if isinstance(seeds, int) else list(seeds):
+        pred, meas = _one_seed(result, task, FewShotModel(model), Design(design), seed, baseline)
     return result, pred, meas
 
 
@@ -137,8 +207,10 @@ def evaluate(
     target_csv: str | Path | None = None,
     seeds: int = 3,
     plot: str | Path | None = None,
+    model: FewShotModel = FewShotModel.HWMETA,
+    design: Design = Design.ACTIVE,
 ) -> dict[str, Any]:
-    """Evaluate few-shot transfer to ``target`` on a latency CSV.
+    """Evaluate few-shot transfer to ``target`` on a latency CSV (nested: see :func:`few_shot`).
 
     Args:
         csv: latency CSV (``arch_index, arch, <device>...``).
@@ -150,17 +222,23 @@ def evaluate(
         target_csv: a separate CSV with ``arch`` and ``target`` columns.
         seeds: repeats (different designs).
         plot: write a predicted-vs-measured scatter PNG here.
+        model: the few-shot model (the ridge combination is scored beside ``hwmeta``).
+        design: how the K archs are chosen.
 
     Returns:
-        Summary dict: target, k, known columns, mean scores of method and baseline.
+        Summary dict: target, k, known columns, mean scores of the method (with
+        its interval coverage), of the ridge combination and of the baseline.
     """
     dataset = read_latency_csv(csv)
     check_unique_archs(space, dataset)  # bad arch tokens and conflicting repeats fail here, with the rows
     target_dataset = read_latency_csv(target_csv) if target_csv is not None else None
+    encodings = encode_archs(space, dataset.archs) if FewShotModel(model) is FewShotModel.HWMETA else None
     result, pred, meas = few_shot(
-        dataset, target, k, known=known, strict=strict, seeds=seeds, target_dataset=target_dataset
+        dataset, target, k, known=known, strict=strict, seeds=seeds, target_dataset=target_dataset,
+        model=model, design=design, encodings=encodings,
     )
     summary = result.summary()
+    summary.update(model=FewShotModel(model).value, design=Design(design).value, strict=strict)
     if plot is not None:
         scatter_plot(meas, pred, plot, title=f"{target}, K={k} ({space})")
         summary["plot"] = str(plot)
@@ -208,9 +286,13 @@ def fit_from_csv(
     known: list[str] | None = None,
     target_csv: str | Path | None = None,
     random_state: int = 0,
+    design: Design = Design.ACTIVE,
 ) -> Any:
     """Fit a predictor of ``target``'s latency and save it to ``out_dir``.
 
+    ``predictor="hwmeta"`` reads the space's encoding (``latkit search --predictor``
+    can use it), is meta-trained on the known columns and adapted to the ``k`` archs
+    ``design`` picks among the measured ones (all of them without ``k``).
     With ``predictor="fewshot"`` the features are the known devices' latencies
     (every other column, or ``known``); the rows are the ``k`` archs that
     :func:`select_archs` picks, or, without ``k``, every row where the target was
@@ -230,10 +312,15 @@ def fit_from_csv(
     if k is not None and not 2 <= k <= len(have):
         raise UsageError(f"K={k} must be between 2 and the {len(have)} measured archs")
     provenance: dict[str, Any] = {"csv": str(csv), "target_csv": str(target_csv) if target_csv else None}
-    if known and predictor != "fewshot":  # its features are the space's encoding: the columns would be ignored
-        raise UsageError(f"known device columns are the features of the fewshot predictor, not of {predictor!r}; "
-                         "drop them or use --predictor fewshot")
-    if predictor == "fewshot":
+    if known and predictor not in ("fewshot", "hwmeta"):  # they alone read the columns: others would ignore them
+        raise UsageError(f"known device columns are read by the fewshot and hwmeta predictors, not by "
+                         f"{predictor!r}; drop them or use --predictor fewshot or hwmeta")
+    if predictor == "hwmeta":
+        model, known, rows = _fit_hwmeta(dataset, space, target, y_all, have, k, known, params, design,
+                                         random_state)
+        provenance.update(features=FEATURES_ENCODING, known=known, design=Design(design).value,
+                          inner_spearman=model.inner_spearman_, coverage=model.coverage)
+    elif predictor == "fewshot":
         cols = list(dataset.devices) + ([target] if target not in dataset.devices else [])
         known = known or known_columns(cols, target)
         ref = dataset.columns(known)
@@ -252,6 +339,25 @@ def fit_from_csv(
     return model
 
 
+def _fit_hwmeta(dataset: LatencyDataset, space: str, target: str, y_all: np.ndarray, have: np.ndarray,
+                k: int | None, known: list[str] | None, params: dict[str, Any] | None, design: Design,
+                random_state: int) -> tuple[HardwareMetaPredictor, list[str], np.ndarray]:
+    """``hwmeta`` meta-trained on the table's known columns, adapted to the target's K rows.
+
+    Returns:
+        The fitted predictor, the known columns, the rows it was adapted on.
+    """
+    check_unique_archs(space, dataset)
+    cols = list(dataset.devices) + ([target] if target not in dataset.devices else [])
+    known = known or known_columns(cols, target)
+    ref = dataset.columns(known)
+    rows = have if k is None or k >= len(have) else have[design_rows(ref[have], k, Design(design), random_state)]
+    x = encode_archs(space, dataset.archs)
+    model = HardwareMetaPredictor(**{"design": Design(design).value, "random_state": random_state, **(params or {})})
+    model = model.fit(x[rows], y_all[rows], reference_X=x, reference_ms=ref)
+    return model, known, rows
+
+
 def _with_space(predictor: str, params: dict[str, Any] | None, space: str) -> dict[str, Any]:
     """``params`` with ``space`` filled in for predictors (or ensemble members) that take one."""
     from latkit.predictors.base import predictor_class
@@ -267,7 +373,7 @@ def _with_space(predictor: str, params: dict[str, Any] | None, space: str) -> di
 
 def design_from_csv(
     csv: str | Path, k: int, *, known: list[str] | None = None, random_state: int = 0,
-    space: str | None = None,
+    space: str | None = None, design: Design = Design.FARTHEST,
 ) -> list[str]:
     """The ``k`` archs (native text, as in the CSV) to measure on a new device.
 
@@ -282,7 +388,7 @@ def design_from_csv(
     dataset = read_latency_csv(csv)
     check_unique_archs(space or _space_of(dataset), dataset)
     ref = dataset.columns(known or list(dataset.devices))
-    return [dataset.archs[i] for i in select_archs(ref, k, random_state=random_state)]
+    return [dataset.archs[i] for i in design_rows(ref, k, Design(design), random_state=random_state)]
 
 
 def _space_of(dataset: LatencyDataset) -> str:

@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -155,6 +154,34 @@ def build_kernel_predictors(device: Any, lut: LUT, settings: BuildSettings = Bui
     return preds
 
 
+def transfer_to_device(device: Any, lut: LUT, source: KernelPredictors, samples: int, *, budget_s: float = 600.0,
+                       protocol: Any = None, seed: int = 1, precision: Precision = Precision.FP32,
+                       on_progress: ProgressFn | None = None) -> KernelPredictors:
+    """Measure ``samples`` kernel configurations (resumably) on ``device`` and adapt ``source`` to it.
+
+    The configurations are spread over the source's kernel types
+    (:func:`~latkit.predictors.kernel_transfer.transfer_configs`); every
+    measurement is a LUT row, so a rerun measures only what is missing, and
+    the adaptation uses every row of those types the LUT holds for the device.
+    """
+    from latkit.predictors.kernel_transfer import transfer_configs, transfer_predictors
+
+    store = KernelStore(lut)
+    budget = _Budget(budget_s)
+    started = time.monotonic()
+    done = store.done_keys(device.uri, precision=precision)
+    wanted = [OVERHEAD_CONFIG] + transfer_configs(sorted(source.models, key=list(KernelType).index), samples, seed)
+    _measure(device, store, [c for c in wanted if c.key not in done], budget, protocol, "transfer", on_progress,
+             precision)  # fmt: skip
+    keys = {c.key for c in wanted}
+    rows = [(c, ms) for c, ms in store.measurements(device.uri, precision=precision) if c.key in keys]
+    overhead = min((ms for c, ms in rows if c == OVERHEAD_CONFIG), default=source.overhead_ms)
+    preds = transfer_predictors(source, [r for r in rows if r[0] != OVERHEAD_CONFIG], device.info().to_dict(),
+                                overhead_ms=overhead, rules=device_rules(store, device))  # fmt: skip
+    preds.provenance.update(lut=str(lut.path), build_s=round(time.monotonic() - started, 1))
+    return preds
+
+
 def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules, *, precision: Precision = Precision.FP32,
                    seed: int = 0) -> KernelPredictors:
     """Fit the predictors on every kernel row the store holds for the device.
@@ -167,12 +194,4 @@ def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules,
                           provenance={"lut": str(store.lut.path), "rows": len(rows)})
 
 
-def default_predictor_dir(lut_path: str | Path, device_uri: str,
-                          precision: Precision = Precision.FP32) -> Path:
-    """Where a LUT's kernel predictors for a device live: ``<lut>.kernels/<device>-<precision>``."""
-    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in device_uri)
-    path = Path(lut_path)
-    return path.with_name(path.name + ".kernels") / f"{slug}-{precision.value}"
-
-
-__all__ = ["BuildSettings", "build_kernel_predictors", "default_predictor_dir", "device_rules", "fit_from_store"]
+__all__ = ["BuildSettings", "build_kernel_predictors", "device_rules", "fit_from_store", "transfer_to_device"]

@@ -129,9 +129,10 @@ def calibrate_on_space(predictors: KernelPredictors, device: Any, space: str, ne
                        seed: int = 0, protocol: Any = None) -> KernelCalibration:
     """Measure ``networks`` random members of a built-in search space end to end and calibrate on them.
 
-    The members are exported by latkit's own ONNX export (cached), read and
-    grouped with the predictors' fusion rules, and timed with the measurement
-    protocol (``protocol``, default settings when None).
+    The members are exported by latkit's own export (cached) in the format the
+    device runs (ONNX, or TFLite for LiteRT), read and grouped with the
+    predictors' fusion rules, and timed with the measurement protocol
+    (``protocol``, default settings when None).
     """
     from latkit.devices.base import ModelFormat
     from latkit.profiler.export import BuiltModel
@@ -143,7 +144,8 @@ def calibrate_on_space(predictors: KernelPredictors, device: Any, space: str, ne
     found = get_space(space)
     rng = np.random.default_rng(seed)
     models = [BuiltModel(found.network(found.sample(rng), resolution)) for _ in range(networks)]
-    graphs = [group_kernels(read_graph(m.file(ModelFormat.ONNX)), predictors.rules) for m in models]
+    fmt = getattr(device, "model_format", ModelFormat.ONNX)  # the file the device runs is the graph predicted
+    graphs = [group_kernels(read_graph(m.file(fmt)), predictors.rules) for m in models]
     measured = [measure_one(device, m, protocol).latency_ms for m in models]
     return calibrate(predictors, graphs, measured)
 

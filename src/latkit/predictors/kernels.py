@@ -18,8 +18,10 @@ its output size and flagged as a fallback.
 :class:`KernelPredictors` saves as a folder without pickle: ``predictors.json``
 (schema ``latkit.kernel_predictors``, its version, the latkit version, the
 device's identity, the fusion rules, overhead, calibration, and per type the
-log-linear coefficients) and one XGBoost JSON model per type. A folder of
-another schema version is refused with what to do.
+log-linear coefficients) and one XGBoost JSON model per type. The trees are
+evaluated in numpy (:class:`~latkit.predictors.tree_json.TreeEnsemble`), so
+predicting needs no XGBoost; fitting does. A folder of another schema version
+is refused with what to do.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ import numpy as np
 from latkit.devices.precision import Precision, parse_precision
 from latkit._version import __version__
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
-from latkit.core.files import atomic_path, check_output_dir, one_line, read_json, write_json
+from latkit.core.files import check_output_dir, read_json, write_json
+from latkit.predictors.tree_json import TreeEnsemble
 from latkit.profiler.kernels import (
     FEATURE_NAMES,
     FusionRules,
@@ -74,7 +77,7 @@ class TypeModel:
     coef: np.ndarray
     log_range: tuple[float, float]
     n_train: int
-    booster: Any = None  # xgboost.Booster, None with fewer than 4 samples
+    trees: TreeEnsemble | None = None  # the residual trees; None with fewer than 4 samples
 
     @classmethod
     def fit(cls, x: np.ndarray, y_ms: np.ndarray, n_estimators: int = 150, seed: int = 0) -> TypeModel:
@@ -82,21 +85,20 @@ class TypeModel:
         log_y = np.log(np.maximum(y_ms, _MIN_MS))
         a = _design(x)
         coef = np.linalg.solve(a.T @ a + 1e-2 * np.eye(a.shape[1]), a.T @ log_y)
-        booster = None
+        trees = None
         if len(y_ms) >= 4:
             xgb = _xgb()
             model = xgb.XGBRegressor(n_estimators=n_estimators, max_depth=4, learning_rate=0.08, subsample=0.9,
                                      n_jobs=1, random_state=seed, base_score=0.0)  # fmt: skip
             model.fit(x, log_y - a @ coef)
-            booster = model.get_booster()
-            booster.set_param({"nthread": 1})
-        return cls(coef, (float(log_y.min()), float(log_y.max())), int(len(y_ms)), booster)
+            trees = TreeEnsemble.from_booster(model.get_booster())
+        return cls(coef, (float(log_y.min()), float(log_y.max())), int(len(y_ms)), trees)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Net latency (ms) of every row of ``x``."""
         log_pred = _design(x) @ self.coef
-        if self.booster is not None and len(x):
-            log_pred = log_pred + self.booster.inplace_predict(x)
+        if self.trees is not None and len(x):
+            log_pred = log_pred + self.trees.predict(x)
         lo, hi = self.log_range
         return np.exp(np.clip(log_pred, lo - _MAX_EXTRAPOLATION, hi + _MAX_EXTRAPOLATION))
 
@@ -216,13 +218,9 @@ class KernelPredictors:
         types: dict[str, Any] = {}
         for t, m in self.models.items():
             entry = {"coef": m.coef.tolist(), "log_range": list(m.log_range), "n_train": m.n_train, "booster": None}
-            if m.booster is not None:
+            if m.trees is not None:  # XGBoost's own JSON model format: xgboost.Booster.load_model reads it
                 entry["booster"] = f"{t.value}.json"
-                with atomic_path(directory / entry["booster"], "kernel predictor", keep_suffix=True) as tmp:
-                    try:
-                        m.booster.save_model(str(tmp))
-                    except Exception as exc:  # XGBoostError on a full disk or a file-size limit
-                        raise StoreError(f"cannot write {directory / entry['booster']}: {one_line(exc)}") from None
+                write_json(directory / entry["booster"], m.trees.raw, "kernel predictor trees", indent=None)
             types[t.value] = entry
         write_json(directory / "predictors.json", {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "latkit_version": __version__,
@@ -257,20 +255,16 @@ class KernelPredictors:
 
 
 def _load_type(directory: Path, entry: dict[str, Any]) -> TypeModel:
-    booster = None
+    trees = None
     if entry.get("booster"):
-        xgb = _xgb()
-        # one thread: a network's few dozen rows per type predict in well under a millisecond, and
-        # starting a thread pool per call costs more than that (most of all on a loaded host)
-        booster = xgb.Booster()
+        path = directory / entry["booster"]
         try:
-            booster.load_model(str(directory / entry["booster"]))
-        except xgb.core.XGBoostError as exc:
-            raise StoreError(f"cannot read {directory / entry['booster']}: {exc}; rebuild the predictors") from exc
-        booster.set_param({"nthread": 1})
+            trees = TreeEnsemble(read_json(path, "kernel predictor trees"))
+        except StoreError as exc:
+            raise StoreError(f"cannot read {path}: {exc}; rebuild the predictors") from None
     lo, hi = entry["log_range"]
     return TypeModel(np.asarray(entry["coef"], dtype=np.float64), (float(lo), float(hi)), int(entry["n_train"]),
-                     booster)  # fmt: skip
+                     trees)  # fmt: skip
 
 
 def fit_predictors(rows: Sequence[tuple[KernelConfig, float]], device: dict[str, Any], rules: FusionRules, *,
@@ -302,5 +296,13 @@ def fit_predictors(rows: Sequence[tuple[KernelConfig, float]], device: dict[str,
     return KernelPredictors(device, precision, models, rules, overhead_ms, provenance=provenance)
 
 
+def default_predictor_dir(lut_path: str | Path, device_uri: str,
+                          precision: Precision = Precision.FP32) -> Path:
+    """Where a LUT's kernel predictors for a device live: ``<lut>.kernels/<device>-<precision>``."""
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in device_uri)
+    path = Path(lut_path)
+    return path.with_name(path.name + ".kernels") / f"{slug}-{precision.value}"
+
+
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "KernelPrediction", "KernelPredictors", "NetworkPrediction", "TypeModel",
-           "fit_predictors"]
+           "default_predictor_dir", "fit_predictors"]

@@ -23,6 +23,14 @@ Two things make this work with K = 10:
   new one (its column hidden except on the K chosen rows), is predicted from the
   others, and the pair with the lowest mean squared log error over all archs wins.
 
+The ``active`` design (:func:`active_design`, the default of ``latkit predictor
+eval|design|fit``) picks the K archs greedily by the expected reduction of the
+posterior variance over all archs, under a prior that the new device is a random
+combination of the known ones: it covers what the known devices disagree on.
+:func:`design_rows` dispatches on :class:`Design`. Under ``--strict`` (see
+:func:`known_columns`), columns ``<prefix>_<number>`` that share their prefix with
+another column are one hardware at several batch sizes (:func:`hardware_of`).
+
 Latencies are floored at a small fraction of their median before the log, so
 near-zero NAS-Bench-201 cells do not dominate.
 """
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import re
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +54,14 @@ log = logging.getLogger(__name__)
 DEFAULT_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 DEFAULT_GAMMAS = (0.0, 1.0, 2.0, 4.0)
 _BATCH_SUFFIX = re.compile(r"^(.*)_(\d+)$")
+
+
+class Design(str, Enum):
+    """How the K archs to measure on a new device are chosen."""
+
+    ACTIVE = "active"  # greedy: most expected reduction of the device prior's variance
+    FARTHEST = "farthest"  # farthest-point sampling in the known devices' principal components
+    RANDOM = "random"
 
 
 # --------------------------------------------------------------------------- columns
@@ -138,6 +155,74 @@ def select_archs(
         chosen.append(nxt)
         dist = np.minimum(dist, np.sum((q - q[nxt]) ** 2, axis=1))
     return np.asarray(chosen, dtype=np.int64)
+
+
+def active_design(
+    known_latency_ms: np.ndarray,
+    k: int,
+    *,
+    noise: float = 0.1,
+    trim: float = 0.05,
+    pool_fraction: float = 0.5,
+    random_state: int | None = 0,
+) -> np.ndarray:
+    """Pick ``k`` rows where the known devices disagree most, greedily.
+
+    The new device's standardised log latencies are modelled as a random linear
+    combination of the known devices' (weights ~ N(0, I/d), plus a free level):
+    the prior covariance between two archs is then how the known devices'
+    latencies co-vary across devices, i.e. what they disagree on. Each step picks
+    the arch whose measurement most reduces the total posterior variance over all
+    archs (``noise`` is the measurement noise relative to that prior), so the
+    design covers the directions of disagreement and stops revisiting those
+    already pinned down. The 5% most outlying rows are never picked (a timing
+    glitch would lever the fit); with ``random_state`` the candidates are a random
+    ``pool_fraction`` of the rows, so repeats over seeds measure the design's
+    sensitivity (``None``: every row, deterministic).
+
+    Raises:
+        UsageError: ``k`` < 2 or larger than the candidate rows, or NaNs.
+    """
+    lat = check_X(known_latency_ms, what="known-device latencies")
+    n, d = lat.shape
+    z = _log(lat, _floors(lat))
+    z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
+    feats = np.hstack([z / np.sqrt(d), np.full((n, 1), 3.0)])  # a broad prior on the level
+    gram = feats.T @ feats / n
+    ok = np.ones(n, dtype=bool)
+    if trim > 0 and n - int(trim * n) >= k:
+        ok[np.argsort(np.sum(z**2, axis=1))[n - int(trim * n) :]] = False
+    if random_state is not None:
+        pool = ok & (np.random.default_rng(random_state).random(n) < pool_fraction)
+        ok = pool if pool.sum() >= k else ok  # a small table keeps every row
+    if not 2 <= k <= int(ok.sum()):
+        raise UsageError(f"K must be between 2 and the {int(ok.sum())} candidate archs of the table, got {k}")
+    cov = np.eye(d + 1)
+    chosen: list[int] = []
+    for _ in range(k):
+        fs = feats @ cov
+        gain = np.einsum("ij,jk,ik->i", fs, gram, fs) / (noise + np.einsum("ij,ij->i", fs, feats))
+        gain[~ok] = -np.inf
+        best = int(np.argmax(gain))
+        chosen.append(best)
+        ok[best] = False
+        f = cov @ feats[best]
+        cov = cov - np.outer(f, f) / (noise + feats[best] @ f)
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def design_rows(
+    known_latency_ms: np.ndarray, k: int, design: Design = Design.ACTIVE, random_state: int | None = 0
+) -> np.ndarray:
+    """The ``k`` rows to measure, by ``design`` (see :class:`Design`)."""
+    if design is Design.ACTIVE:
+        return active_design(known_latency_ms, k, random_state=random_state)
+    if design is Design.FARTHEST:
+        return select_archs(known_latency_ms, k, random_state=random_state)
+    n = len(check_X(known_latency_ms, what="known-device latencies"))
+    if not 2 <= k <= n:
+        raise UsageError(f"K must be between 2 and the {n} archs of the table, got {k}")
+    return np.random.default_rng(random_state).choice(n, k, replace=False)
 
 
 # --------------------------------------------------------------------------- model

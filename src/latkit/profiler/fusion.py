@@ -107,8 +107,13 @@ def detect_fusion(device: Any, protocol: Any = None, candidates: tuple[tuple[str
         evidence (``a_ms``, ``b_ms``, ``ab_ms``, ``overhead_ms``, ``fused``).
     """
     from latkit.core.cache import models_dir
+    from latkit.core.errors import UsageError
     from latkit.profiler.kernel_models import OVERHEAD_CONFIG, KernelModel
     from latkit.profiler.protocol import measure_many
+
+    if getattr(device, "model_format", ModelFormat.ONNX) is not ModelFormat.ONNX:
+        raise UsageError(f"fusion detection times ONNX probe models; {device.uri} runs "
+                         f"{device.model_format.value} files, so its runtime's documented fusion defaults apply")
 
     folder = Path(cache_dir) if cache_dir is not None else models_dir() / "fusion"
     sources: list[Any] = [KernelModel(OVERHEAD_CONFIG, folder)]

@@ -6,9 +6,10 @@ reads the forms a user has into one :class:`OpGraph`:
 
 * an ONNX file: its nodes as they are, every tensor shape from ONNX's shape
   inference (with data propagation, so ``Reshape`` targets computed from
-  ``Shape`` are resolved);
-* a TFLite file: refused for now in one line (the reader that maps its
-  operators onto the ONNX names is not written yet);
+  ``Shape`` are resolved, and shape arithmetic it cannot follow folded by
+  :mod:`latkit.profiler.static_values`);
+* a TFLite file: its operators mapped onto the ONNX names, NHWC images given
+  as NCHW (:mod:`latkit.profiler.tflite_graph`);
 * a torch ``nn.Module`` with an input shape: exported to ONNX first (the
   TorchScript exporter, as latkit's own exports use).
 
@@ -23,73 +24,16 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from latkit.core.checks import MAX_DIMENSION, MAX_ELEMENTS
 from latkit.core.errors import StoreError, UsageError
 from latkit.core.files import check_input_file
+from latkit.profiler.op_graph import Node, OpGraph, Shape, static_tensors
 
 log = logging.getLogger(__name__)
-
-Shape = tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Node:
-    """One operator: its ONNX type, tensor names in and out, and attributes.
-
-    ``inputs`` keeps the ONNX order (data first, then weights); an optional
-    input left empty is ``""``.
-    """
-
-    name: str
-    op_type: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OpGraph:
-    """A network's operators in topological order, with every tensor's static shape.
-
-    Attributes:
-        name: where the graph came from (file name or module class).
-        nodes: operators in execution order.
-        shapes: tensor name -> shape (NCHW for images); a tensor missing here
-            has a shape inference could not tell.
-        constants: names of weight tensors and tensors computed from weights
-            or from shapes only (work a runtime folds at load time).
-        inputs: the graph's activation inputs.
-        source_format: ``onnx``, ``tflite`` or ``torch``.
-    """
-
-    name: str
-    nodes: tuple[Node, ...]
-    shapes: Mapping[str, Shape]
-    constants: frozenset[str]
-    inputs: tuple[str, ...]
-    source_format: str = "onnx"
-
-    def consumers(self) -> dict[str, list[int]]:
-        """Tensor name -> indices of the nodes that read it."""
-        out: dict[str, list[int]] = {}
-        for i, n in enumerate(self.nodes):
-            for t in n.inputs:
-                if t:
-                    out.setdefault(t, []).append(i)
-        return out
-
-    def producers(self) -> dict[str, int]:
-        """Tensor name -> index of the node that writes it."""
-        return {t: i for i, n in enumerate(self.nodes) for t in n.outputs}
-
-    def shape(self, tensor: str) -> Shape | None:
-        """The static shape of ``tensor``, or None when it is not known."""
-        return self.shapes.get(tensor)
 
 
 def parse_input_shape(text: str | None) -> Shape | None:
@@ -142,8 +86,9 @@ def read_graph(model: Any, input_shape: Shape | None = None) -> OpGraph:
         except OSError as exc:
             raise StoreError(f"cannot read model file {path}: {exc.strerror or exc}") from None
         if head[4:8] == b"TFL3":
-            raise UsageError(f"{path.name} is a TFLite file; kernel prediction reads ONNX files and torch "
-                             "modules so far (give the ONNX export of the same network)")
+            from latkit.profiler.tflite_graph import read_tflite
+
+            return read_tflite(path, input_shape)
         import onnx
 
         try:
@@ -218,18 +163,10 @@ def onnx_graph(proto: Any, name: str, input_shape: Shape | None = None) -> OpGra
         StoreError: shape inference rejects the model.
     """
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import numpy_helper
 
     inputs = _fix_inputs(proto, name, input_shape)
-    try:
-        inferred = shape_inference.infer_shapes(_without_weights(proto), data_prop=True)
-    except Exception as exc:  # noqa: BLE001 - onnx raises its own and ValueError/RuntimeError
-        raise StoreError(f"{name}: ONNX shape inference failed: {str(exc).splitlines()[0][:200]}") from None
-    shapes: dict[str, Shape] = {}
-    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        dims = _dims(vi)
-        if vi.type.tensor_type.HasField("shape") and all(isinstance(d, int) and d > 0 for d in dims):
-            shapes[vi.name] = tuple(int(d) for d in dims)
+    shapes = _inferred_shapes(_without_weights(proto), name)
     constants = set()
     for t in proto.graph.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
@@ -241,7 +178,42 @@ def onnx_graph(proto: Any, name: str, input_shape: Shape | None = None) -> OpGra
             shapes[n.output[0]] = tuple(numpy_helper.to_array(attrs["value"]).shape)
             attrs = {}
         nodes.append(Node(n.name or f"{n.op_type}_{i}", n.op_type, tuple(n.input), tuple(n.output), attrs))
-    return OpGraph(name, tuple(nodes), shapes, frozenset(_static_tensors(nodes, constants)), tuple(inputs))
+    return OpGraph(name, tuple(nodes), shapes, frozenset(static_tensors(nodes, constants)), tuple(inputs))
+
+
+_MAX_FOLDS = 32  # rounds of folding shape arithmetic and inferring again (one per padded stage, say)
+
+
+def _inferred_shapes(light: Any, name: str) -> dict[str, Shape]:
+    """Every static tensor shape ONNX shape inference finds in ``light``, folding shape arithmetic it cannot follow.
+
+    Raises:
+        StoreError: shape inference rejects the model.
+    """
+    from latkit.profiler.static_values import fold_shape_values
+
+    shapes: dict[str, Shape] = {}
+    for _ in range(_MAX_FOLDS + 1):
+        shapes = _infer_once(light, name)
+        missing = any(t not in shapes for n in light.graph.node if n.op_type != "Constant" for t in n.output if t)
+        if not missing or fold_shape_values(light, shapes) == 0:
+            break
+    return shapes
+
+
+def _infer_once(light: Any, name: str) -> dict[str, Shape]:
+    from onnx import shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(light, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - onnx raises its own and ValueError/RuntimeError
+        raise StoreError(f"{name}: ONNX shape inference failed: {str(exc).splitlines()[0][:200]}") from None
+    shapes: dict[str, Shape] = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = _dims(vi)
+        if vi.type.tensor_type.HasField("shape") and all(isinstance(d, int) and d > 0 for d in dims):
+            shapes[vi.name] = tuple(int(d) for d in dims)
+    return shapes
 
 
 _SMALL_WEIGHT = 64  # elements: shape vectors, axes, scalars (what data propagation needs the values of)
@@ -279,17 +251,4 @@ def _without_weights(proto: Any) -> Any:
     return light
 
 
-# ops whose output depends only on shapes, never on activation values
-_SHAPE_OPS = frozenset({"Shape", "Size", "Constant", "ConstantOfShape"})
-
-
-def _static_tensors(nodes: list[Node], constants: set[str]) -> set[str]:
-    """Weights, and every tensor computed from weights and shapes alone (a runtime folds them)."""
-    static = set(constants)
-    for n in nodes:
-        if n.op_type in _SHAPE_OPS or all(t in static for t in n.inputs if t):
-            static.update(n.outputs)
-    return static
-
-
-__all__ = ["Node", "OpGraph", "Shape", "onnx_graph", "parse_input_shape", "read_graph", "torch_graph"]
+__all__ = ["onnx_graph", "parse_input_shape", "read_graph", "torch_graph"]

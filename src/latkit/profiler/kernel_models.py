@@ -86,6 +86,12 @@ def input_shape(c: KernelConfig) -> tuple[int, ...]:
     """The model input's shape for ``c`` (NCHW images, rows x width otherwise)."""
     if c.type is KernelType.FC or c.type in (KernelType.SOFTMAX, KernelType.LAYERNORM):
         return (c.h, c.cin)
+    if c.type is KernelType.REDUCE:
+        return (c.h, c.cin) if c.extra else (c.cin, c.h)
+    if c.type is KernelType.NORM:
+        return (1, c.h, c.cin)
+    if c.type is KernelType.COPY and c.variant == "expand":
+        return (1, c.cin, c.h, 1) if c.extra <= c.w else (1, c.cin, 1, 1)
     if c.type is KernelType.MATMUL:
         return (c.w, c.h, c.cin)
     if c.type is KernelType.CONCAT:
@@ -128,6 +134,22 @@ def _shuffle(b: _Builder, c: KernelConfig) -> str:
     return b.op("Reshape", [y, b.ints([1, c.cin, c.h, c.w])])
 
 
+def _copy(b: _Builder, c: KernelConfig) -> str:
+    if c.variant == "expand":
+        return b.op("Expand", ["x", b.ints([1, c.cin, c.h, c.w])])
+    if c.variant == "split":
+        from onnx import helper
+
+        parts = min(max(c.extra, 2), c.cin)
+        sizes = [c.cin - (parts - 1) * (c.cin // parts)] + [c.cin // parts] * (parts - 1)
+
+        b.n += 1
+        outs = [f"t{b.n}_{i}" for i in range(parts)]
+        b.nodes.append(helper.make_node("Split", ["x", b.ints(sizes)], outs, name=f"Split_{b.n}", axis=1))
+        return outs[0]  # the graph's output; the runtime writes every part all the same
+    return b.op("Slice", ["x", b.ints([0]), b.ints([min(c.cout, c.cin)]), b.ints([1])])
+
+
 def _body(b: _Builder, c: KernelConfig) -> str:
     t = c.type
     if t in (KernelType.CONV, KernelType.DWCONV, KernelType.POINTWISE):
@@ -161,6 +183,13 @@ def _body(b: _Builder, c: KernelConfig) -> str:
         return b.op("Softmax", ["x"], axis=-1)
     if t is KernelType.LAYERNORM:
         return b.op("LayerNormalization", ["x", b.const((c.cin,)), b.const((c.cin,))], axis=-1)
+    if t is KernelType.COPY:
+        return _copy(b, c)
+    if t is KernelType.REDUCE:
+        op = {"sum": "ReduceSum", "mean": "ReduceMean"}.get(c.variant, "ReduceMax")
+        return b.op(op, ["x", b.ints([-1 if c.extra else 0])], keepdims=1)
+    if t is KernelType.NORM:
+        return b.op("InstanceNormalization", ["x", b.const((c.h,)), b.const((c.h,))])
     raise UsageError(f"no model builder for kernel type {t.value}")
 
 
@@ -180,7 +209,7 @@ def build_onnx(c: KernelConfig, seed: int = 0) -> Any:
 
 
 class KernelModel:
-    """A kernel configuration as a :class:`~latkit.devices.base.ModelSource` (ONNX)."""
+    """A kernel configuration as a :class:`~latkit.devices.base.ModelSource` (ONNX, or TFLite for LiteRT)."""
 
     precision = Precision.FP32
 
@@ -193,19 +222,26 @@ class KernelModel:
         self._dir = Path(cache_dir) if cache_dir is not None else models_dir() / "kernels"
 
     def file(self, fmt: ModelFormat | str) -> Path:
-        """The model's ONNX file, written on first use.
+        """The model's ONNX or TFLite file (:mod:`latkit.profiler.kernel_tflite`), written on first use.
 
         Raises:
-            UsageError: a format other than ONNX (kernel models are built as ONNX only).
+            UsageError: another format, or a kernel type not built in this one.
         """
-        if ModelFormat(fmt) is not ModelFormat.ONNX:
-            raise UsageError(f"kernel models are built as ONNX; {ModelFormat(fmt).value} devices "
+        fmt = ModelFormat(fmt)
+        if fmt not in (ModelFormat.ONNX, ModelFormat.TFLITE):
+            raise UsageError(f"kernel models are built as ONNX or TFLite; {fmt.value} devices "
                              "are not supported by kernel measurement yet")
-        path = self._dir / f"{self.key}.onnx"
+        path = self._dir / f"{self.key}.{fmt.value}"
         if not path.is_file():
             from latkit.core.files import write_bytes
 
-            write_bytes(path, build_onnx(self.config).SerializeToString(), "kernel model")
+            if fmt is ModelFormat.TFLITE:
+                from latkit.profiler.kernel_tflite import build_tflite
+
+                data = build_tflite(self.config)
+            else:
+                data = build_onnx(self.config).SerializeToString()
+            write_bytes(path, data, "kernel model")
         return path
 
     def torch_module(self) -> Any:
@@ -214,7 +250,7 @@ class KernelModel:
         Raises:
             UsageError: always.
         """
-        raise UsageError("kernel models are ONNX files; measure them on cpu:onnxruntime")
+        raise UsageError("kernel models are ONNX or TFLite files; measure them on cpu:onnxruntime or cpu:litert")
 
 
 

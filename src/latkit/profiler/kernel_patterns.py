@@ -14,14 +14,16 @@ and a run of layout operators.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-from latkit.profiler.graph import Node, OpGraph
+from latkit.profiler.op_graph import Node, OpGraph
 from latkit.profiler.kernels import (
     _ELEMENTWISE,
     _GLOBAL_POOLS,
     _LAYOUT,
     _REMOVED,
     ACTIVATIONS,
+    PREFIX_OPS,
     FusionRules,
     Kernel,
     KernelConfig,
@@ -34,6 +36,10 @@ _MAX_SE_CHAIN = 8  # pooling, up to two layers with activations and reshapes, th
 
 
 def _act(chain: list[Node]) -> str:
+    """The activation a kernel applies: an operator's own (a TFLite fused one) or a fused follower's."""
+    for n in chain:
+        if n.attrs.get("activation"):
+            return str(n.attrs["activation"])
     for n in chain[1:]:
         if n.op_type in ACTIVATIONS:
             return n.op_type.lower()
@@ -61,6 +67,12 @@ def _fc(graph: OpGraph, chain: list[Node]) -> KernelConfig | None:
     a, b = (graph.shape(t) for t in root.inputs[:2])
     if not a or not b:
         return None
+    if root.op_type == "Gemm" and len(b) == 2 and not root.attrs.get("transA"):
+        # the reduced width from the weights: a TFLite fully connected layer flattens any input
+        k, n = (b[1], b[0]) if root.attrs.get("transB") else (b[0], b[1])
+        rows = max(1, math.prod(a) // max(k, 1))
+        return KernelConfig(KernelType.FC, h=rows, cin=k, cout=n, act=_act(chain),
+                            extra=int(any(x.op_type == "Add" for x in chain[1:])))  # fmt: skip
     if root.op_type == "Gemm" or root.inputs[1] in graph.constants:
         k = a[-1] if not (root.op_type == "Gemm" and root.attrs.get("transA")) else a[0]
         n = b[0] if root.op_type == "Gemm" and root.attrs.get("transB") else b[-1]
@@ -70,7 +82,9 @@ def _fc(graph: OpGraph, chain: list[Node]) -> KernelConfig | None:
     if len(a) < 2 or len(b) < 2:
         return None
     batch = max(1, math.prod(a[:-2]), math.prod(b[:-2]))
-    return KernelConfig(KernelType.MATMUL, h=a[-2], w=batch, cin=a[-1], cout=b[-1], act=_act(chain))
+    rows, k = (a[-1], a[-2]) if root.attrs.get("adj_x") else (a[-2], a[-1])
+    n = b[-2] if root.attrs.get("adj_y") else b[-1]
+    return KernelConfig(KernelType.MATMUL, h=rows, w=batch, cin=k, cout=n, act=_act(chain))
 
 
 def _pool(graph: OpGraph, root: Node) -> KernelConfig | None:
@@ -113,7 +127,70 @@ def _image_like(graph: OpGraph, chain: list[Node], kind: KernelType, variant: st
     return KernelConfig(kind, h=h, w=w, cin=c, cout=max(cout, 1), extra=extra, variant=variant, act=_act(chain))
 
 
+def _without_prefix(chain: list[Node]) -> list[Node]:
+    """``chain`` with its leading prefix operators (a ``Pad``) folded into the operator they feed.
+
+    The operator that follows reads the prefix's input instead (a padded
+    convolution's configuration is that of the convolution on the unpadded
+    image, whose output size it has).
+    """
+    k = 0
+    while k < len(chain) - 1 and chain[k].op_type in PREFIX_OPS:
+        k += 1
+    if k == 0:
+        return chain
+    body = chain[k]
+    return [replace(body, inputs=(chain[0].inputs[0], *body.inputs[1:])), *chain[k + 1:]]
+
+
+_COPY = {"Slice": "slice", "Split": "split", "Expand": "expand", "Tile": "expand", "Gather": "slice"}
+_REDUCE = {"ReduceSum": "sum", "ReduceMean": "mean", "ReduceMax": "max", "ReduceMin": "max", "ReduceL2": "sum"}
+_MAX_BROADCAST = 4096
+
+
+def _copy(graph: OpGraph, root: Node) -> KernelConfig | None:
+    x, y = graph.shape(root.inputs[0]), graph.shape(root.outputs[0])
+    if not x or not y:
+        return None
+    variant = _COPY[root.op_type]
+    h, w, c = hwc(x)
+    if variant == "expand":  # described by what it writes; extra: how many times it repeats its input
+        h, w, c = hwc(y)
+        factor = max(1, math.prod(y) // max(math.prod(x), 1))
+        return KernelConfig(KernelType.COPY, h, w, c, c, extra=min(factor, _MAX_BROADCAST), variant=variant)
+    outs = [t for t in root.outputs if t]
+    if variant == "split":  # described by its mean part: it writes all of its input
+        cout = max(1, c // max(len(outs), 1))
+    else:
+        cout = max(1, math.prod(y) // max(h * w, 1))
+    return KernelConfig(KernelType.COPY, h, w, c, cout, extra=len(outs) if variant == "split" else 0,
+                        variant=variant)  # fmt: skip
+
+
+def _reduce(graph: OpGraph, root: Node) -> KernelConfig | None:
+    x, y = graph.shape(root.inputs[0]), graph.shape(root.outputs[0])
+    if not x or not y:
+        return None
+    rows = max(1, math.prod(y))
+    axes = root.attrs.get("axes")  # None also when given as an input (opset 18): taken as the inner axis
+    inner = int(axes is None or (len(x) - 1) in [int(a) % len(x) for a in axes])
+    return KernelConfig(KernelType.REDUCE, h=rows, cin=max(1, math.prod(x) // rows), cout=1, extra=inner,
+                        variant=_REDUCE[root.op_type])  # fmt: skip
+
+
+def _norm(graph: OpGraph, root: Node) -> KernelConfig | None:
+    x = graph.shape(root.inputs[0])
+    if not x or len(x) < 3:
+        return None
+    groups = int(root.attrs.get("num_groups", x[1])) if root.op_type == "GroupNormalization" else x[1]
+    rows = x[0] * max(groups, 1)
+    width = max(1, math.prod(x) // rows)
+    return KernelConfig(KernelType.NORM, h=rows, cin=width, cout=width,
+                        variant="group" if root.op_type == "GroupNormalization" else "instance")  # fmt: skip
+
+
 def _config(graph: OpGraph, chain: list[Node]) -> tuple[KernelType, KernelConfig | None]:
+    chain = _without_prefix(chain)
     op = chain[0].op_type
     if op == "Conv":
         cfg = _conv(graph, chain)
@@ -134,6 +211,12 @@ def _config(graph: OpGraph, chain: list[Node]) -> tuple[KernelType, KernelConfig
     elif op in _LAYOUT:
         variant = "transpose" if any(n.op_type == "Transpose" for n in chain) else "reshape"
         cfg = _image_like(graph, chain, KernelType.SHUFFLE, variant)
+    elif op in _COPY:
+        cfg = _copy(graph, chain[0])
+    elif op in _REDUCE:
+        cfg = _reduce(graph, chain[0])
+    elif op in ("InstanceNormalization", "GroupNormalization"):
+        cfg = _norm(graph, chain[0])
     elif op in ("Resize", "Upsample"):
         mode = str(chain[0].attrs.get("mode", b"nearest"))
         cfg = _image_like(graph, chain, KernelType.RESIZE, "linear" if "linear" in mode else "nearest")
@@ -230,22 +313,33 @@ def _se_kernel(graph: OpGraph, producers: dict[str, int], nodes: list[Node], x: 
 def group_kernels(graph: OpGraph, rules: FusionRules) -> KernelGraph:
     """``graph`` grouped into the kernels a runtime with ``rules`` runs (see the module docstring)."""
     consumers = graph.consumers()
-    folded = [n.name for n in graph.nodes if n.op_type in _REMOVED or all(o in graph.constants for o in n.outputs)]
+    folded = [n.name for n in graph.nodes if n.op_type in _REMOVED or all(o in graph.constants for o in n.outputs)
+              or _noop_slice(graph, n)]
     taken = set(folded)
     kernels: dict[int, Kernel] = find_patterns(graph, consumers, taken)
     for i, node in enumerate(graph.nodes):
         if node.name in taken:
             continue
-        chain = [node]
+        chain, root = [node], node.op_type
         while True:
             nxt = _single_consumer(graph, consumers, chain[-1], taken)
-            if nxt is None or not rules.fuses(node.op_type, nxt.op_type) or not _fusable(graph, chain, nxt):
+            if nxt is None or not rules.fuses(root, nxt.op_type) or not _fusable(graph, chain, nxt):
                 break
             chain.append(nxt)
             taken.add(nxt.name)
+            if root in PREFIX_OPS:  # a pad folded into a convolution: the convolution's rules apply next
+                root = nxt.op_type
         taken.add(node.name)
         kernels[i] = kernel_of(graph, chain)
     return KernelGraph(graph.name, tuple(kernels[i] for i in sorted(kernels)), tuple(folded), rules)
+
+
+def _noop_slice(graph: OpGraph, node: Node) -> bool:
+    """A ``Slice`` that keeps its whole input (runtimes drop it: ORT's EliminateSlice, TFLite's converter)."""
+    if node.op_type != "Slice" or len(node.outputs) != 1:
+        return False
+    x, y = graph.shape(node.inputs[0]), graph.shape(node.outputs[0])
+    return x is not None and x == y
 
 
 def _single_consumer(graph: OpGraph, consumers: dict[str, list[int]], node: Node, taken: set[str]) -> Node | None:
@@ -260,9 +354,13 @@ def _single_consumer(graph: OpGraph, consumers: dict[str, list[int]], node: Node
 
 
 def _fusable(graph: OpGraph, chain: list[Node], nxt: Node) -> bool:
-    """At most one activation and one residual add per kernel, the add after the convolution."""
+    """At most one activation and one residual add per kernel, the add after the convolution; only a zero pad
+    is folded into what follows it (a reflect or edge pad runs as its own kernel)."""
     kinds = [n.op_type for n in chain]
-    if nxt.op_type in ACTIVATIONS and any(k in ACTIVATIONS for k in kinds):
+    mode = chain[-1].attrs.get("mode", "constant")
+    if chain[-1].op_type in PREFIX_OPS and (mode.decode() if isinstance(mode, bytes) else str(mode)) != "constant":
+        return False
+    if nxt.op_type in ACTIVATIONS and (any(k in ACTIVATIONS for k in kinds) or _act(chain)):
         return False
     if nxt.op_type == "Add":
         if "Add" in kinds or any(k in ACTIVATIONS for k in kinds):

@@ -101,10 +101,37 @@ def _image_op(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
         return KernelConfig(kind, hw, hw, c, mid, variant=str(rng.choice(("sigmoid", "hardsigmoid"))))
     if kind is KernelType.SHUFFLE:
         return KernelConfig(kind, hw, hw, c, c, variant=str(rng.choice(("transpose", "reshape"), p=(0.7, 0.3))))
+    if kind is KernelType.COPY:
+        return _copy(rng, hw, c)
     if kind is KernelType.RESIZE:
         hw = min(hw, 56)
         return KernelConfig(kind, hw, hw, c, c, stride=2, variant=str(rng.choice(("nearest", "linear"))))
     raise ValueError(kind)
+
+
+def _copy(rng: np.random.Generator, hw: int, c: int) -> KernelConfig:
+    """A channel slice or split (ShuffleNet / GhostNet / attention style) or a broadcast to a feature map."""
+    variant = str(rng.choice(("slice", "split", "expand"), p=(0.4, 0.35, 0.25)))
+    if variant == "expand":
+        full = rng.random() < 0.5  # (1, C, 1, 1) -> (1, C, H, W), else (1, C, H, 1) -> (1, C, H, W)
+        return KernelConfig(KernelType.COPY, hw, hw, c, c, extra=hw * hw if full else hw, variant=variant)
+    parts = int(rng.choice((2, 3, 4), p=(0.6, 0.25, 0.15)))
+    cin = max(c, parts * 8) // parts * parts
+    if variant == "split":
+        return KernelConfig(KernelType.COPY, hw, hw, cin, cin // parts, extra=parts, variant=variant)
+    return KernelConfig(KernelType.COPY, hw, hw, cin, cin // parts * int(rng.integers(1, parts)), variant=variant)
+
+
+def _reduce_norm(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
+    """A reduction over rows of a width, or an instance / group norm of channels over their positions."""
+    if kind is KernelType.NORM:
+        rows = int(rng.choice((1, 2, 4, 8, 16, 32, 64, 128, 256, 512)))
+        width = int(rng.choice((49, 196, 784, 3136, 12544, 50176), p=(0.15, 0.25, 0.25, 0.2, 0.1, 0.05)))
+        return KernelConfig(kind, h=rows, cin=width, cout=width, variant=str(rng.choice(("instance", "group"))))
+    rows = int(rng.choice((1, 16, 64, 256, 1024, 4096, 12544)))
+    width = int(rng.choice((4, 16, 49, 64, 196, 256, 768, 3136)))
+    return KernelConfig(kind, h=rows, cin=width, cout=1, extra=int(rng.random() < 0.7),
+                        variant=str(rng.choice(("sum", "mean", "max"), p=(0.45, 0.45, 0.1))))  # fmt: skip
 
 
 def sample_one(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
@@ -113,6 +140,8 @@ def sample_one(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
         return _conv_like(kind, rng)
     if kind in (KernelType.FC, KernelType.MATMUL, KernelType.SOFTMAX, KernelType.LAYERNORM):
         return _rowwise(kind, rng)
+    if kind in (KernelType.REDUCE, KernelType.NORM):
+        return _reduce_norm(kind, rng)
     return _image_op(kind, rng)
 
 

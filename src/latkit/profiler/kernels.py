@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from latkit.core.errors import UsageError
-from latkit.profiler.graph import Node, OpGraph, Shape
+from latkit.profiler.op_graph import Node, OpGraph, Shape
 
 
 class KernelType(str, Enum):
@@ -62,6 +62,9 @@ class KernelType(str, Enum):
     RESIZE = "resize"
     SOFTMAX = "softmax"
     LAYERNORM = "layernorm"
+    COPY = "copy"  # data movement: slice, split, expand (broadcast), tile
+    REDUCE = "reduce"  # a sum / mean / max over some axes that is not a spatial pooling
+    NORM = "norm"  # instance / group normalization: rows (channels) normalized over their width (spatial)
     UNKNOWN = "unknown"  # no predictor: a flagged fallback estimate
 
 
@@ -69,16 +72,22 @@ PREDICTED_TYPES = tuple(t for t in KernelType if t is not KernelType.UNKNOWN)
 
 ACTIVATIONS = frozenset({"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu",
                          "Gelu", "Erf", "Elu", "Selu", "Softplus", "PRelu", "Mish", "Swish"})  # fmt: skip
+# Quantize / Dequantize: a TFLite file's (de)quantize passes (latkit's names; ONNX's QDQ pairs are folded)
 _ELEMENTWISE = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Sum": "add", "Max": "max",
-                "Min": "max", "Pow": "mul", "BatchNormalization": "affine"}  # fmt: skip
+                "Min": "max", "Pow": "mul", "BatchNormalization": "affine",
+                "Quantize": "affine", "Dequantize": "affine"}  # fmt: skip
 _LAYOUT = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth"})
 _REMOVED = frozenset({"Identity", "Dropout"})
+# operators a runtime folds into the operator they feed (ORT's PadFusion, XNNPACK's constant-pad fusion):
+# a rule (prefix, B) makes the pair one kernel of B's type, and B's own rules apply after it
+PREFIX_OPS = frozenset({"Pad"})
 _GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool"})
 
 # the categorical fields' vocabulary: a config's variant and fused activation are indices here
 VARIANTS = ("", "relu", "clip", "sigmoid", "hardsigmoid", "hardswish", "tanh", "leakyrelu", "gelu",
             "erf", "elu", "selu", "softplus", "prelu", "mish", "swish", "max", "avg", "global",
-            "add", "sub", "mul", "div", "affine", "reshape", "transpose", "nearest", "linear", "other")  # fmt: skip
+            "add", "sub", "mul", "div", "affine", "reshape", "transpose", "nearest", "linear", "other",
+            "slice", "split", "expand", "sum", "mean", "instance", "group")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,11 +95,12 @@ class KernelConfig:
     """Everything a kernel's latency depends on, in one frozen, hashable value.
 
     Image kernels use ``h, w`` (input), ``cin``, ``cout``; row-wise kernels
-    (fc, matmul, softmax, layer norm) put their rows in ``h`` (``w`` is the
-    batch of a matmul) and the reduced / produced width in ``cin`` / ``cout``.
-    ``extra`` is per type: inputs of a concat, a fused residual add on a
-    convolution, a broadcast operand of an element-wise op, the scale of a
-    resize. ``variant`` names the operator within its type (``max`` pooling,
+    (fc, matmul, softmax, layer norm, reduce, norm) put their rows in ``h``
+    (``w`` is the batch of a matmul) and the reduced / produced width in
+    ``cin`` / ``cout``. ``extra`` is per type: inputs of a concat, a fused
+    residual add on a convolution, a broadcast operand of an element-wise op,
+    the outputs of a split, the broadcast factor of an expand, a reduction over
+    the innermost (contiguous) axis. ``variant`` names the operator within its type (``max`` pooling,
     ``mul``...), ``act`` the activation fused into it.
     """
 
@@ -164,6 +174,10 @@ def work(c: KernelConfig) -> tuple[float, float, float, float]:
     if t is KernelType.POOL:
         k = c.h * c.w if c.variant == "global" else c.kernel * c.kernel
         return oh * ow * c.cin * k, c.h * c.w * c.cin, oh * ow * c.cin, 0
+    if t is KernelType.COPY:  # a split writes every part; an expand reads 1 / extra of what it writes
+        n_out = c.h * c.w * c.cout * (max(c.extra, 1) if c.variant == "split" else 1)
+        n_in = max(1, c.h * c.w * c.cin // (max(c.extra, 1) if c.variant == "expand" else 1))
+        return max(n_in, n_out), n_in, n_out, 0
     elems_in = c.h * c.w * c.cin * (max(c.extra, 1) if t is KernelType.CONCAT else 1)
     elems_out = oh * ow * c.cout
     return max(elems_in, elems_out), elems_in, elems_out, 0
@@ -230,11 +244,15 @@ _CONV_FOLLOWERS = ("BatchNormalization", "Relu", "Clip", "Sigmoid", "Tanh", "Lea
 DEFAULT_RULES: dict[str, FusionRules] = {
     "onnxruntime": FusionRules(frozenset(
         [("Conv", f) for f in (*_CONV_FOLLOWERS, "Add")]
-        + [("MatMul", "Add"), ("Gemm", "Relu"), ("MatMul", "Relu")]), "default:onnxruntime"),
-    # the LiteRT converter folds batch norm and a ReLU/ReLU6/tanh into the convolution or FC before it
+        + [("MatMul", "Add"), ("Gemm", "Relu"), ("MatMul", "Relu"), ("Pad", "Conv"), ("Pad", "MaxPool")]),
+        "default:onnxruntime"),
+    # the LiteRT converter folds batch norm and a ReLU/ReLU6/tanh into the convolution or FC before it (a
+    # TFLite file carries them as the operator's fused activation); XNNPACK runs a zero pad inside the
+    # convolution after it
     "litert": FusionRules(frozenset(
         [("Conv", f) for f in ("BatchNormalization", "Relu", "Clip", "Tanh")]
-        + [("Gemm", "Relu"), ("MatMul", "Add"), ("Add", "Relu"), ("Add", "Clip")]), "default:litert"),
+        + [("Gemm", "Relu"), ("MatMul", "Add"), ("Add", "Relu"), ("Add", "Clip"), ("Pad", "Conv")]),
+        "default:litert"),
 }
 DEFAULT_RULES["benchmark_model"] = replace(DEFAULT_RULES["litert"], source="default:benchmark_model")
 DEFAULT_RULES["torch"] = FusionRules(frozenset(), "default:torch")  # eager mode fuses nothing
@@ -279,6 +297,6 @@ def hwc(shape: Shape | None) -> tuple[int, int, int]:
 
 
 __all__ = [
-    "ACTIVATIONS", "DEFAULT_RULES", "FEATURE_NAMES", "PREDICTED_TYPES", "VARIANTS", "FusionRules", "Kernel",
+    "ACTIVATIONS", "DEFAULT_RULES", "FEATURE_NAMES", "PREDICTED_TYPES", "PREFIX_OPS", "VARIANTS", "FusionRules", "Kernel",
     "KernelConfig", "KernelGraph", "KernelType", "default_rules", "features", "hwc", "work",
 ]
