@@ -321,11 +321,7 @@ def fit_from_csv(
         provenance.update(features=FEATURES_ENCODING, known=known, design=Design(design).value,
                           inner_spearman=model.inner_spearman_, coverage=model.coverage)
     elif predictor == "fewshot":
-        cols = list(dataset.devices) + ([target] if target not in dataset.devices else [])
-        known = known or known_columns(cols, target)
-        ref = dataset.columns(known)
-        rows = have if k is None else have[select_archs(ref[have], k, random_state=random_state)]
-        model = get_predictor("fewshot", **(params or {})).fit(ref[rows], y_all[rows], reference=ref)
+        model, known, rows = _fit_fewshot(dataset, target, y_all, have, k, known, params, random_state)
         provenance.update(features=FEATURES_KNOWN, known=known)
     else:
         check_unique_archs(space, dataset)
@@ -337,6 +333,22 @@ def fit_from_csv(
     provenance.update(rows=int(len(rows)), random_state=random_state)
     save(model, out_dir, space=space, target=target, provenance=provenance)
     return model
+
+
+def _fit_fewshot(dataset: LatencyDataset, target: str, y_all: np.ndarray, have: np.ndarray, k: int | None,
+                 known: list[str] | None, params: dict[str, Any] | None,
+                 random_state: int) -> tuple[Any, list[str], np.ndarray]:
+    """``fewshot`` on the known columns' latencies, fitted on the ``k`` archs :func:`select_archs` picks.
+
+    Returns:
+        The fitted predictor, the known columns, the rows it was fitted on.
+    """
+    cols = list(dataset.devices) + ([target] if target not in dataset.devices else [])
+    known = known or known_columns(cols, target)
+    ref = dataset.columns(known)
+    rows = have if k is None else have[select_archs(ref[have], k, random_state=random_state)]
+    model = get_predictor("fewshot", **(params or {})).fit(ref[rows], y_all[rows], reference=ref)
+    return model, known, rows
 
 
 def _fit_hwmeta(dataset: LatencyDataset, space: str, target: str, y_all: np.ndarray, have: np.ndarray,
