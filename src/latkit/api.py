@@ -437,12 +437,14 @@ def sample_latencies(
     """
     _check_device(device)
     checks.text("space", space)
-    checks.integer("n", n, 1)
+    checks.integer("n", n, 1, checks.MAX_SAMPLED_ARCHS)
     checks.path("out", out)
     checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
     checks.integer("seed", seed, 0)
     checks.text("column", column, none_ok=True)
     checks.integer("classes", classes, 0, none_ok=True)
+    _precision("precision", precision)
+    _protocol_config("config", config)
     checks.flag("quick", quick)
     checks.function("on_progress", on_progress)
     from latkit.devices.precision import check_precision, parse_precision

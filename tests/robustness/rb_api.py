@@ -103,8 +103,11 @@ VALID: dict[str, dict[str, Make]] = {
                 "quick": lambda d, ws: True},
     "run": {"device": lambda d, ws: "cpu:onnxruntime", "space": lambda d, ws: W05, "target_ms": lambda d, ws: 1.0,
             "out_dir": lambda d, ws: d / "run"},
+    "sample_latencies": {"device": lambda d, ws: "cpu:onnxruntime", "space": lambda d, ws: W05, "n": lambda d, ws: 1,
+                         "out": lambda d, ws: d / "lat.csv", "resolution": lambda d, ws: 32,
+                         "quick": lambda d, ws: True},
 }
-LONG = ("run", "search_arch", "train", "export", "profile")
+LONG = ("run", "search_arch", "train", "export", "profile", "sample_latencies")
 
 
 # ------------------------------------------------------------------ bad values
@@ -228,6 +231,14 @@ ARGS: dict[str, dict[str, dict[str, Make]]] = {
             "layout": {"'nwhc'": v("nwhc"), "3": v(3)}, "lut": BAD_IN_PATH, "protocol": BAD_CONFIG,
             "search_options": BAD_DICT, "device_options": BAD_DICT, "tolerance": {"'x'": v("x"), "nan": v(math.nan)},
             "bogus_option": {"1": v(1)}},
+    "sample_latencies": {"device": {**NOT_TEXT, **BAD_TEXT, "an object": v(object())},
+                         "space": {**NOT_TEXT, **BAD_TEXT},
+                         "n": BAD_INT | {"50001": v(50_001)},
+                         "out": {"3": v(3), "''": v(""), "a directory": _dir, "a FIFO": _fifo, "garbage": _garbage,
+                                 "/dev/full": v(Path("/dev/full")), "under a file": lambda d, ws: _file(d, ws) / "x"},
+                         "resolution": OPT_INT, "seed": {"'1'": v("1"), "-1": v(-1)}, "precision": BAD_PRECISION,
+                         "column": _without(OPT_TEXT, "'nosuch'"), "classes": {"'10'": v("10"), "1.5": v(1.5), "-1": v(-1)},
+                         "config": BAD_CONFIG, "quick": BAD_FLAG, "on_progress": BAD_FN},
 }
 
 

@@ -8,7 +8,7 @@
   theirs may go);
 * ``latkit farm`` with bad addresses, phones and files (refused before a cluster
   starts);
-* ``latkit train`` with bad inputs;
+* ``latkit train`` and ``latkit predictor sample`` with bad inputs;
 * outputs that cannot be written: a FIFO (opening it would block), a folder, a
   file-size limit (``RLIMIT_FSIZE``) and standard output on ``/dev/full``.
 
@@ -271,6 +271,32 @@ def train_cases() -> list[CliCase]:
     ]
 
 
+def sample_cases() -> list[CliCase]:
+    g = "predictor sample"
+
+    def sample(*extra: str, out=lambda d, ws: str(d / "lat.csv")):
+        return lambda d, ws: ["predictor", "sample", *DEV, "--space", "proxyless_mobile_w05", "-r", "32", "--quick",
+                              "--out", out(d, ws), *extra]
+
+    return [
+        C(g, "--archs 0", sample("--archs", "0")),
+        C(g, "--archs 10**12", sample("--archs", str(10**12))),
+        C(g, "--archs unicode digits", sample("--archs", "٥")),
+        C(g, "unknown space", lambda d, ws: ["predictor", "sample", *DEV, "--space", "nosuch", "--archs", "1",
+                                             "--out", str(d / "lat.csv")]),
+        C(g, "--resolution 100000", sample("--archs", "1", "--resolution", "100000")),
+        C(g, "--classes -1", sample("--archs", "1", "--classes", "-1")),
+        C(g, "--column with a newline", sample("--archs", "1", "--column", "a\nb")),
+        C(g, "--out a FIFO", sample("--archs", "1", out=lambda d, ws: fifo(d, "lat.csv"))),
+        C(g, "--out a directory", sample("--archs", "1", out=lambda d, ws: folder(d, "lat.csv"))),
+        C(g, "--out garbage", sample("--archs", "1", out=lambda d, ws: put(d, "lat.csv", RANDOM_BYTES))),
+        C(g, "--out under a file", sample("--archs", "1", out=lambda d, ws: str(Path(put(d, "f", "x")) / "lat.csv"))),
+        C(g, "--from-csv missing", sample("--archs", "1", "--from-csv", "no_such.csv")),
+        C(g, "--from-csv a FIFO", lambda d, ws: sample("--archs", "1", "--from-csv", fifo(d, "from.csv"))(d, ws)),
+        C(g, "--from-csv of another space", lambda d, ws: sample("--archs", "1", "--from-csv", str(ws.csv))(d, ws)),
+    ]
+
+
 # ------------------------------------------------------------------ outputs that cannot be written
 
 
@@ -370,7 +396,8 @@ def _no_debris(folder: Path, ws: Workspace, res: Result):
 
 def command_cases() -> list[CliCase]:
     """Every case of this module (the benchmark runs them all)."""
-    return predict_cases() + kernels_cases() + cache_cases() + farm_cases() + train_cases() + output_cases()
+    return (predict_cases() + kernels_cases() + cache_cases() + farm_cases() + train_cases() + sample_cases()
+            + output_cases())
 
 
 # the subprocess cases the test suite keeps, one per kind: each costs a fresh interpreter
