@@ -119,12 +119,39 @@ def _kernels(sub: str, *extra: str):
     return lambda d, ws: ["kernels", sub, *DEV, "--lut", str(d / "k.db"), *extra]
 
 
+def _transfer(*extra: str, source=lambda d, ws: str(ws.kernels)):
+    return lambda d, ws: ["kernels", "transfer", *DEV, "--from", source(d, ws), "--lut", str(d / "k.db"), *extra]
+
+
+def transfer_cases() -> list[CliCase]:
+    g = "kernels transfer"
+    quick = ("--budget", "1s", "--samples", "1", "--quick")
+    return [
+        C(g, "--from missing", _transfer(source=lambda d, ws: str(d / "no_such_folder"))),
+        C(g, "--from a file", _transfer(source=lambda d, ws: put(d, "kp", "x"))),
+        C(g, "--from garbage json", _transfer(source=lambda d, ws: str(Path(put(d, "kp/predictors.json",
+                                                                                 RANDOM_BYTES)).parent))),
+        C(g, "--samples 0", _transfer("--samples", "0")),
+        C(g, "--samples 10**12", _transfer("--samples", str(10**12), "--budget", "1s", "--quick")),
+        C(g, "--threads 100000", _transfer("--threads", "100000", *quick)),
+        C(g, "--budget 'abc'", _transfer("--budget", "abc")),
+        C(g, "--budget 'inf'", _transfer("--budget", "inf")),
+        C(g, "unknown device", lambda d, ws: ["kernels", "transfer", "--device", "tpu:9", "--from", str(ws.kernels)]),
+        C(g, "--lut a FIFO", lambda d, ws: ["kernels", "transfer", *DEV, "--from", str(ws.kernels), "--lut", fifo(d)]),
+        C(g, "--lut garbage", lambda d, ws: ["kernels", "transfer", *DEV, "--from", str(ws.kernels), "--lut",
+                                             put(d, "g.db", RANDOM_BYTES)]),
+        C(g, "--out a file", lambda d, ws: _transfer(*quick, "--out", put(d, "f", "x"))(d, ws), timeout=90, slow=True),
+        C(g, "--out a FIFO", lambda d, ws: _transfer(*quick, "--out", fifo(d))(d, ws), timeout=90, slow=True),
+    ]
+
+
 def kernels_cases() -> list[CliCase]:
     g = "kernels"
     build = [C(f"{g} build", f"--budget {b!r}", _kernels("build", "--budget", b))
              for b in ("abc", "0", "-5m", "nan", "inf", "1e400", "", "5x", "\u0665m")]
     return build + [
         C(f"{g} build", "--per-type 0", _kernels("build", "--per-type", "0")),
+        C(f"{g} build", "--per-type 10**12", _kernels("build", "--per-type", str(10**12), "--budget", "1s")),
         C(f"{g} build", "--rounds -1", _kernels("build", "--rounds", "-1")),
         C(f"{g} build", "unknown device", lambda d, ws: ["kernels", "build", "--device", "tpu:9", "--lut",
                                                          str(d / "k.db")]),
@@ -396,7 +423,7 @@ def _no_debris(folder: Path, ws: Workspace, res: Result):
 
 def command_cases() -> list[CliCase]:
     """Every case of this module (the benchmark runs them all)."""
-    return (predict_cases() + kernels_cases() + cache_cases() + farm_cases() + train_cases() + sample_cases()
+    return (predict_cases() + kernels_cases() + transfer_cases() + cache_cases() + farm_cases() + train_cases() + sample_cases()
             + output_cases())
 
 

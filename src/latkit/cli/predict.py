@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from latkit.cli import common
-from latkit.core.checks import MAX_RESOLUTION
+from latkit.core.checks import MAX_KERNEL_CONFIGS, MAX_RESOLUTION
 from latkit.devices.precision import Precision
 
 kernels_app = typer.Typer(help="Kernel predictors of a device: build them, detect its fusion rules.",
@@ -70,7 +70,8 @@ def build_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     budget: str = typer.Option("30m", "--budget", help="Measuring time: 30m, 90s, 1h."),
-    per_type: int = typer.Option(30, "--per-type", min=1, help="Configurations first drawn per kernel type."),
+    per_type: int = typer.Option(30, "--per-type", min=1, max=MAX_KERNEL_CONFIGS,
+                                 help="Configurations first drawn per kernel type."),
     rounds: int = typer.Option(3, "--rounds", min=0, help="Adaptive rounds where the predictors err most."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Predictor folder (default beside the LUT)."),
     quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
@@ -78,13 +79,12 @@ def build_cmd(
 ) -> None:
     """Measure kernel configurations on the device (resumable) and fit its kernel predictors."""
     from latkit.cli.progress import track
+    from latkit.core.files import check_output_dir
     from latkit.devices.base import open_device
     from latkit.lut.store import LUT
     from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
     from latkit.predictors.kernels import default_predictor_dir
     from latkit.profiler.protocol import ProtocolConfig
-
-    from latkit.core.files import check_output_dir
 
     settings = BuildSettings(budget_s=parse_budget(budget), per_type=per_type, rounds=rounds)
     path = _lut_path(lut)
@@ -114,7 +114,8 @@ def build_cmd(
 def transfer_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     source: Path = typer.Option(..., "--from", help="Predictor folder of a known device to adapt."),
-    samples: int = typer.Option(40, "--samples", "-n", min=1, help="Kernel configurations measured on the device."),
+    samples: int = typer.Option(40, "--samples", "-n", min=1, max=MAX_KERNEL_CONFIGS,
+                                help="Kernel configurations measured on the device."),
     threads: int = typer.Option(1, "--threads", min=1, help="Threads the device runs with."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     budget: str = typer.Option("10m", "--budget", help="Measuring time: 10m, 90s, 1h."),
@@ -124,6 +125,7 @@ def transfer_cmd(
 ) -> None:
     """Adapt a known device's kernel predictors to this device from a few measured kernels."""
     from latkit.cli.progress import track
+    from latkit.core.files import check_output_dir
     from latkit.devices.base import open_device
     from latkit.lut.store import LUT
     from latkit.predictors.kernel_build import transfer_to_device
@@ -131,11 +133,13 @@ def transfer_cmd(
     from latkit.profiler.protocol import ProtocolConfig
 
     known = KernelPredictors.load(source)
-    path = _lut_path(lut)
+    budget_s, path = parse_budget(budget), _lut_path(lut)
+    if out is not None:  # a file in the way fails now, not after the measuring
+        check_output_dir(out, "kernel predictor folder")
     dev = open_device(device, threads=threads)
     try:
         with LUT.open(path, create=True) as store, track("kernels", 0) as advance:
-            preds = transfer_to_device(dev, store, known, samples, budget_s=parse_budget(budget),
+            preds = transfer_to_device(dev, store, known, samples, budget_s=budget_s,
                                        protocol=ProtocolConfig.quick() if quick else None, precision=known.precision,
                                        on_progress=lambda phase, done, total, key: advance(f"{phase} {done}/{total}"))
     finally:

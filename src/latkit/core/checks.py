@@ -21,12 +21,13 @@ MAX_THREADS = 256  # more inference threads than any CPU latkit runs on has core
 MAX_RESOLUTION = 4096  # input side in pixels; beyond this a tensor does not fit in memory
 MAX_DIMENSION = 1 << 20  # one dimension of a model's input; larger ones are no network latkit can time
 MAX_ELEMENTS = 2**31 - 1  # elements of one input tensor: past this, int32 sizes overflow in the runtimes
+MAX_KERNEL_CONFIGS = 10_000  # drawn per type (kernels build) or in all (transfer): more than any budget measures
 MAX_PASSES = 10  # profiling passes: more passes buy no steadier figure, only time
 MAX_SAMPLED_ARCHS = 50_000  # networks in one sampled latency table: more than any published table holds
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-__all__ = ["ArgumentTypeError", "UsageError", "MAX_DIMENSION", "MAX_ELEMENTS", "MAX_PASSES", "MAX_RESOLUTION", "MAX_SAMPLED_ARCHS", "MAX_THREADS", "finite_result",
+__all__ = ["ArgumentTypeError", "UsageError", "MAX_DIMENSION", "MAX_ELEMENTS", "MAX_KERNEL_CONFIGS", "MAX_PASSES", "MAX_RESOLUTION", "MAX_SAMPLED_ARCHS", "MAX_THREADS", "finite_result",
            "flag", "function", "has_methods", "instance", "integer", "known_options", "mapping", "number",
            "options", "path", "text", "texts"]
 
