@@ -27,9 +27,9 @@ from latkit.devices.adb_transport import (
     DEFAULT_DELEGATE,
     AdbTransport,
     canonical_adb_uri,
-    parse_adb_uri,
     getprops,
     open_transport,
+    parse_adb_uri,
     split_adb_options,
 )
 from latkit.devices.android_state import (
