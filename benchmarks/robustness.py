@@ -1,14 +1,16 @@
-"""Robustness: feed every CLI command and file reader bad inputs; kill -9 a profile and resume.
+"""Robustness: feed every CLI command, API function and file reader bad inputs; kill -9 a profile and resume.
 
-Runs the corpus of tests/robustness/ (named cases, hypothesis-generated families,
-library readers, fault injection over the loopback phone) and prints, per class, how
-many inputs ended as a clean error, a traceback, a hang, silently accepted, ... and
-then every failing case with its one-line reason. Then the kill -9 experiment:
+Runs the corpus of tests/robustness/ (named cases, the newer commands and outputs
+that cannot be written, hypothesis-generated families, the Python API's every
+argument, library readers, fault injection over the loopback phone, the issue-28
+surface tests) and prints, per class, how many inputs ended as a clean error, a
+traceback, a hang, silently accepted, data loss, ... and then every failing case
+with its one-line reason. Then the kill -9 experiment:
 ``latkit profile`` on cpu:onnxruntime SIGKILLed at five moments and resumed each time,
 compared with an uninterrupted reference profile: rows lost and duplicated.
 
-Goal (issue 17): >= 300 tried, 0 tracebacks, 0 hangs, 0 silently accepted; 0 lost / 0
-duplicated.
+Goal (issues 17 and 28): 0 tracebacks, hangs, silent accepts, data losses and security
+findings; 0 rows lost / 0 duplicated.
 
 Every CLI case runs here in its own ``python -m latkit`` subprocess (``run_case`` without
 a runner), ``--jobs`` at a time; the test suite runs most of them in-process instead.
@@ -31,7 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "robustness"))
 
+from rb_api import api_cases, run_api_case  # noqa: E402
 from rb_cli import BAD, CLASSES  # noqa: E402
+from rb_commands import command_cases  # noqa: E402
 from rb_corpus import FAMILIES, cli_cases, draw, reader_cases, release_sockets, run_case, run_reader  # noqa: E402
 from rb_faults import fault_cases, run_fault_case, run_unreachable  # noqa: E402
 from rb_kill import N_OPS, run_kill_experiment  # noqa: E402
@@ -46,6 +50,7 @@ def main() -> int:
     ap.add_argument("--no-faults", action="store_true", help="skip the loopback fault injection")
     ap.add_argument("--no-kill", action="store_true", help="skip the kill -9 experiment")
     ap.add_argument("--no-surfaces", action="store_true", help="skip the issue-28 surface tests")
+    ap.add_argument("--no-api", action="store_true", help="skip the Python API cases")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
 
@@ -55,6 +60,8 @@ def main() -> int:
         ws = build_workspace(base / "ws")
         print(f"workspace ready in {time.monotonic() - t0:.0f} s ({base})", flush=True)
         results = _run_corpus(args, base, ws, t0)
+        if not args.no_api:
+            results += _run_api(args, base, ws, t0)
         if not args.no_faults:
             results += _run_faults(args, base, ws, t0)
         if not args.no_surfaces:
@@ -71,7 +78,7 @@ def main() -> int:
 
 def _run_corpus(args: argparse.Namespace, base: Path, ws, t0: float) -> list[tuple[str, str, str]]:
     """The CLI cases (hand-written and generated, ``--jobs`` at a time), then the reader cases."""
-    cases = cli_cases()
+    cases = cli_cases() + command_cases()
     for fam in FAMILIES:
         cases += [fam.to_case(v) for v in draw(fam, fam.bench_examples)]
     cases = [c for c in cases if args.only in c.id]
@@ -94,6 +101,16 @@ def _run_corpus(args: argparse.Namespace, base: Path, ws, t0: float) -> list[tup
         results.append((case.id, v.kind, v.detail))
     print(f"corpus done: {len(cases)} CLI + {len(readers)} reader cases "
           f"({time.monotonic() - t0:.0f} s)", flush=True)
+    return results
+
+
+def _run_api(args: argparse.Namespace, base: Path, ws, t0: float) -> list[tuple[str, str, str]]:
+    """The Python API's verbs with one bad argument each, called in this process."""
+    results = []
+    for i, case in enumerate(c for c in api_cases() if args.only in c.id):
+        v = run_api_case(case, base / "api" / f"{i:04d}", ws)
+        results.append((case.id, v.kind, v.detail))
+    print(f"API done: {len(results)} cases ({time.monotonic() - t0:.0f} s)", flush=True)
     return results
 
 

@@ -188,7 +188,7 @@ def test_the_pipeline_config_takes_typed_values_only() -> None:
 
 def test_an_exported_file_is_recorded_in_its_text_and_read_back_typed(tmp_path: Path) -> None:
     from latkit.core.errors import UsageError
-    from latkit.deploy.export import ExportedFile
+    from latkit.deploy.exported_file import ExportedFile
     from latkit.deploy.layout import InputLayout, parse_layout
     from latkit.devices.precision import Precision
     from latkit.pipeline.stages import exported_file

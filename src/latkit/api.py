@@ -81,9 +81,6 @@ def open_device(uri: str, threads: int = 1, **options: Any) -> Device:
     return _open(uri, threads=threads, **options)
 
 
-MAX_PASSES = 10  # as `latkit profile --passes`: more passes buy no steadier figure, only time
-
-
 def _resolution(name: str, value: Any) -> None:
     checks.integer(name, value, 1, checks.MAX_RESOLUTION, none_ok=True)
 
@@ -104,9 +101,68 @@ def _steps(name: str, value: Any) -> None:
     checks.integer(name, value, 1, none_ok=True)
 
 
+MAX_CLASSES = 100_000  # classifier outputs; more than any dataset latkit trains on has classes
+
 # keyword options several verbs pass on (search, train, run), checked by name at the door
 _RUN_OPTIONS = {"epochs": _epochs, "train_epochs": _epochs, "max_steps": _steps, "seed": _seed,
                 "threads": _threads, "resolution": _resolution, "limit": _steps}
+
+
+def _precision(name: str, value: Any) -> None:
+    """A precision as text or :class:`Precision` (its text is parsed where it is used)."""
+    from latkit.devices.precision import Precision as _Precision
+
+    checks.instance(name, value, (str, _Precision), "fp32, fp16 or int8")
+
+
+def _layout(name: str, value: Any) -> None:
+    from latkit.deploy.layout import InputLayout as _Layout
+
+    checks.instance(name, value, (str, _Layout), "nchw or nhwc")
+
+
+def _protocol_config(name: str, value: Any) -> None:
+    from latkit.profiler.protocol import ProtocolConfig as _Config
+
+    checks.instance(name, value, _Config, "a latkit.profiler.protocol.ProtocolConfig")
+
+
+def _texts_or_text(name: str, value: Any) -> None:
+    checks.text(name, value) if isinstance(value, str) else checks.texts(name, value)
+
+
+def _optional_text(name: str, value: Any) -> None:
+    checks.text(name, value, none_ok=True)
+
+
+def _count(name: str, value: Any) -> None:
+    checks.integer(name, value, 1, none_ok=True)
+
+
+def _nonnegative(name: str, value: Any) -> None:
+    checks.integer(name, value, 0)
+
+
+def _any_number(name: str, value: Any) -> None:
+    checks.number(name, value, none_ok=True)
+
+
+# the search's own options (SearchConfig's fields) with a type to check at the door
+_SEARCH_OPTIONS = {"algorithm": checks.text, "queries": _count, "eval_samples": _count, "resume": checks.flag,
+                   "plots": checks.flag, "max_images": _count, "smooth_samples": _count, "train_steps": _count,
+                   "inherit": checks.flag, "data": checks.text,
+                   "algorithm_options": checks.mapping}  # fmt: skip
+# PipelineConfig's settings that latkit.run takes as keywords, each with its check
+_PIPELINE_OPTIONS = {"resolution": _resolution, "threads": _threads, "search_epochs": _epochs,
+                     "warmup_epochs": _nonnegative, "train_epochs": _epochs, "max_steps_per_epoch": _count,
+                     "calibration_networks": _count, "eval_samples": _count, "formats": _texts_or_text,
+                     "profile_quick": checks.flag, "profile_sample": _count, "max_retries": _nonnegative,
+                     "seed": _seed, "tolerance": _any_number}  # fmt: skip
+
+
+_PROFILE_OPTIONS = {"resolution": _resolution, "limit": _count, "quick": checks.flag, "precision": _precision,
+                    "config": _protocol_config,
+                    "passes": lambda n, v: checks.integer(n, v, 1, checks.MAX_PASSES)}  # fmt: skip
 
 
 def _check_device(device: Any) -> None:
@@ -225,10 +281,8 @@ def profile(
     checks.text("space", space)
     checks.path("lut", lut)
     arch = _arch("arch", arch) if arch is not None else None
-    checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
-    checks.integer("limit", limit, 1, none_ok=True)
-    checks.flag("quick", quick)
-    checks.integer("passes", passes, 1, MAX_PASSES)
+    checks.options({"resolution": resolution, "limit": limit, "quick": quick, "passes": passes,
+                    "precision": precision, "config": config}, _PROFILE_OPTIONS)  # fmt: skip
     checks.function("on_progress", on_progress)
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.lut.store import LUT as _LUT, check_statistic
@@ -312,6 +366,8 @@ def estimate(
     checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
     checks.text("device", device, none_ok=True)
     checks.flag("calibration", calibration)
+    _precision("precision", precision)
+    checks.integer("classes", classes, 1, MAX_CLASSES, none_ok=True)
     from latkit.devices.precision import parse_precision
     from latkit.lut.estimate import estimate as _estimate
     from latkit.profiler.spaces import get_space
@@ -351,9 +407,19 @@ def latency_model(
         MissingOpsError: the LUT lacks operators (the classifier at ``classes`` included).
         StoreError: ``calibrated=True`` and the device has no calibration.
     """
+    checks.text("space", space)
+    checks.path("lut", lut)
+    checks.text("device", device, none_ok=True)
+    checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
+    _precision("precision", precision)
+    checks.integer("classes", classes, 1, MAX_CLASSES, none_ok=True)
+    if calibrated is not None:
+        checks.flag("calibrated", calibrated)
+    from latkit.devices.precision import parse_precision
     from latkit.lut.tables import TableLatencyModel
     from latkit.profiler.spaces import get_space
 
+    precision = parse_precision(precision) if precision is not None else None
     with open_lut(lut, readonly=True) as table:
         return TableLatencyModel.from_lut(get_space(space), table, device, resolution, calibrated=calibrated,
                                           classes=classes, precision=precision)  # fmt: skip
@@ -396,8 +462,7 @@ def fit_predictor(
     checks.text("predictor", predictor)
     checks.integer("k", k, 1, none_ok=True)
     checks.texts("known", known, none_ok=True)
-    if params is not None and not isinstance(params, dict):
-        raise checks.ArgumentTypeError(f"params must be a dict of the predictor's parameters, not {params!r}")
+    checks.mapping("params", params)
     checks.path("target_csv", target_csv, none_ok=True)
     checks.integer("random_state", random_state, 0)
     from latkit.predictors.evaluate import fit_from_csv
@@ -448,14 +513,14 @@ def sample_latencies(
     """
     _check_device(device)
     checks.text("space", space)
-    checks.integer("n", n, 1)
+    checks.integer("n", n, 1, checks.MAX_SAMPLED_ARCHS)
     checks.path("out", out)
-    checks.integer("resolution", resolution, 1, checks.MAX_RESOLUTION, none_ok=True)
-    checks.integer("seed", seed, 0)
+    checks.options({"resolution": resolution, "seed": seed, "precision": precision, "config": config, "quick": quick},
+                   {"resolution": _resolution, "seed": _seed, "precision": _precision, "config": _protocol_config,
+                    "quick": checks.flag})  # fmt: skip
     checks.text("column", column, none_ok=True)
     checks.integer("classes", classes, 0, none_ok=True)
     checks.path("from_csv", from_csv, none_ok=True)
-    checks.flag("quick", quick)
     checks.function("on_progress", on_progress)
     from latkit.devices.precision import check_precision, parse_precision
     from latkit.predictors.collect import sample_latencies as _sample
@@ -531,16 +596,25 @@ def predict_model(
         The :class:`~latkit.predictors.kernels.NetworkPrediction`: ``latency_ms``, one entry per kernel,
         and the operators no predictor covers with the fallback used.
     """
+    import os
+
+    if isinstance(model, (str, os.PathLike)):
+        checks.path("model", model)
+    else:
+        checks.has_methods("model", model, ("forward",), "an ONNX or TFLite file, or a torch nn.Module")
     if input_shape is not None:
         if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)):
             raise checks.ArgumentTypeError(f"input_shape must be a tuple of whole numbers, not {input_shape!r}")
         for i, dim in enumerate(input_shape):
-            checks.integer(f"input_shape[{i}]", dim, 1, 1 << 20)
+            checks.integer(f"input_shape[{i}]", dim, 1, checks.MAX_DIMENSION)
     from latkit.predictors.kernel_network import predict_model as _predict
     from latkit.predictors.kernels import KernelPredictors
 
-    if isinstance(predictors, (str, Path)):
+    if isinstance(predictors, (str, os.PathLike)):
+        checks.path("predictors", predictors)
         predictors = KernelPredictors.load(predictors)
+    checks.instance("predictors", predictors, KernelPredictors,
+                    "a folder written by `latkit kernels build`, or loaded KernelPredictors", none_ok=False)
     return _predict(model, predictors, input_shape)
 
 
@@ -571,9 +645,14 @@ def search_arch(
                            "a LUT path or a latency model such as latkit.latency_model(space, lut)")
     checks.number("target_ms", target_ms)
     checks.path("out_dir", out_dir)
-    checks.options(options, {"on_progress": checks.function, "on_stage": checks.function,
-                             **_RUN_OPTIONS})  # fmt: skip
+    from dataclasses import fields
+
     from latkit.search.run import SearchConfig, run_search
+
+    known = {f.name for f in fields(SearchConfig)} - {"target_ms"}
+    checks.known_options("search_arch", options, known | {"data", "on_progress", "on_stage", "config"})
+    checks.options(options, {"on_progress": checks.function, "on_stage": checks.function, **_RUN_OPTIONS,
+                             **_SEARCH_OPTIONS})  # fmt: skip
 
     data = options.pop("data", "digits")
     if isinstance(latency_model, (str, Path)):
@@ -611,8 +690,14 @@ def train(arch: str | Path, data: str = "digits", out_dir: str | Path = "train",
     checks.path("arch", arch)
     checks.text("data", data)
     checks.path("out_dir", out_dir)
-    checks.options(options, {**_RUN_OPTIONS, "on_progress": checks.function})
+    import inspect
+
     from latkit.deploy.train import train_arch
+
+    known = set(inspect.signature(train_arch).parameters) - {"arch", "data", "out_dir"}
+    checks.known_options("train", options, known)
+    checks.options(options, {**_RUN_OPTIONS, "on_progress": checks.function, "space": checks.text,
+                             "init": checks.path})  # fmt: skip
 
     with removed_on_failure(out_dir):
         return train_arch(arch, data, out_dir, **options)
@@ -650,12 +735,13 @@ def export(
     checks.path("arch", arch)
     checks.path("weights", weights, none_ok=True)
     checks.path("out_dir", out_dir)
-    checks.text("formats", formats) if isinstance(formats, str) else checks.texts("formats", formats)
-    checks.flag("nhwc", nhwc)
+    checks.options({"formats": formats, "precision": precision, "layout": layout, "nhwc": nhwc},
+                   {"formats": _texts_or_text, "precision": _precision, "layout": _layout, "nhwc": checks.flag})
+    if variants:
+        _texts_or_text("variants", variants)
     if device is not None:
         _check_device(device)
-    checks.options(options, {"random_weights": checks.flag, "resolution": _resolution,
-                             "on_progress": checks.function})  # fmt: skip
+    _check_export_options(options)
     from latkit.deploy.export import export_arch, parse_variants
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout
     from latkit.devices.precision import parse_precision
@@ -672,6 +758,19 @@ def export(
     finally:
         if dev is not None and dev is not device:
             dev.close()
+
+
+def _check_export_options(options: dict[str, Any]) -> None:
+    """:func:`export`'s keyword options: ones :func:`~latkit.deploy.export.export_arch` takes, of their types."""
+    import inspect
+
+    from latkit.deploy.export import export_arch
+
+    explicit = {"arch_path", "weights", "formats", "out_dir", "precision", "tflite_precisions", "layout"}
+    checks.known_options("export", options, set(inspect.signature(export_arch).parameters) - explicit)
+    checks.options(options, {"random_weights": checks.flag, "resolution": _resolution,
+                             "on_progress": checks.function, "space": _optional_text, "target_ms": _any_number,
+                             "tolerance": _any_number, "protocol": _protocol_config})  # fmt: skip
 
 
 def measure(
@@ -697,6 +796,7 @@ def measure(
     _check_device(device)
     checks.path("model", model)
     checks.flag("quick", quick)
+    _protocol_config("config", config)
     from latkit.profiler.model_file import ModelFile
     from latkit.profiler.protocol import measure_one
 
@@ -711,9 +811,8 @@ def measure(
             dev.close()
 
 
-def _check_run(device: Any, space: Any, target_ms: Any, out_dir: Any, data: Any, on_progress: Any,
-               settings: dict[str, Any]) -> None:  # fmt: skip
-    """:func:`run`'s arguments checked at the door (UsageError naming the first bad one)."""
+def _check_run(device: Any, space: Any, target_ms: Any, out_dir: Any, data: Any, on_progress: Any) -> None:
+    """:func:`run`'s positional arguments checked at the door (UsageError naming the first bad one)."""
     from latkit.search.target import Target as _Target
 
     checks.text("device", device)
@@ -725,7 +824,6 @@ def _check_run(device: Any, space: Any, target_ms: Any, out_dir: Any, data: Any,
     checks.path("out_dir", out_dir)
     checks.text("data", data, none_ok=True)
     checks.function("on_progress", on_progress)
-    checks.options(settings, _RUN_OPTIONS)
 
 
 def measure_layers(
@@ -832,7 +930,8 @@ def run(
     """
     from latkit.search.target import Target as _Target
 
-    _check_run(device, space, target_ms, out_dir, data, on_progress, settings)
+    _check_run(device, space, target_ms, out_dir, data, on_progress)
+    _check_run_options(precision, layout, lut, protocol, search_options, device_options, settings)
     from latkit.deploy.layout import InputLayout as _Layout, parse_layout
     from latkit.devices.precision import parse_precision
     from latkit.pipeline.config import PipelineConfig
@@ -849,3 +948,28 @@ def run(
     with removed_on_failure(out_dir):  # a run that failed before writing leaves no empty folder
         return run_pipeline(config, out_dir, lut=lut, on_progress=on_progress, protocol=protocol,
                             search_options=search_options, device_options=device_options)
+
+
+def _check_run_options(precision: Any, layout: Any, lut: Any, protocol: Any, search_options: Any,
+                       device_options: Any, settings: dict[str, Any]) -> None:
+    """The door checks of :func:`run`'s keyword arguments and of the settings it passes on."""
+    from dataclasses import fields
+
+    from latkit.pipeline.config import PipelineConfig
+
+    _precision("precision", precision)
+    _layout("layout", layout)
+    checks.path("lut", lut, none_ok=True)
+    if lut is not None and not Path(lut).expanduser().parent.is_dir():  # found only stages later otherwise
+        raise checks.UsageError(f"lut {lut} is in a folder that does not exist; create it or give another path")
+    _protocol_config("protocol", protocol)
+    checks.mapping("search_options", search_options)
+    checks.mapping("device_options", device_options)
+    if search_options:
+        from latkit.search.supernet.proxyless_grad import ProxylessConfig
+
+        checks.known_options("run(search_options=...)", search_options, {f.name for f in fields(ProxylessConfig)})
+    explicit = {"device", "space", "target", "data", "precision", "layout"}
+    checks.known_options("run", settings, {f.name for f in fields(PipelineConfig)} - explicit)
+    checks.options(settings, _PIPELINE_OPTIONS)
+

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -25,8 +24,6 @@ pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
 pytest.importorskip("adb_shell")
 
-from ray.cluster_utils import Cluster  # noqa: E402
-
 from latkit.devices.android_state import ThermalPolicy  # noqa: E402
 from latkit.core.errors import DeviceError, MissingExtraError, UsageError  # noqa: E402
 from latkit.devices.precision import Precision  # noqa: E402
@@ -35,65 +32,17 @@ from latkit.profiler.farm import FarmConfig, StandInFactory, farm_devices, farm_
 from latkit.profiler.farm.identity import (  # noqa: E402
     DeviceIdentity,
     FarmDevice,
-    device_resource,
     group_by_identity,
 )
 from latkit.profiler.protocol import ProtocolConfig  # noqa: E402
 from latkit.profiler.spaces import get_space  # noqa: E402
 
-SIM_MS = 2.0
+# serial -> (model, Ray node): LB1 and LB2 are twins on two nodes, LB3 another model beside LB1
+PHONES = {"LB1": ("Loopback Pixel", 0), "LB2": ("Loopback Pixel", 1), "LB3": ("Loopback Fold", 0)}
 # one sample per operator: the farm's plumbing is under test, not the statistics
 PROTOCOL = ProtocolConfig(warmup_runs=1, warmup_s=0.0, min_samples=1, max_samples=1)
 OPTIONS = {"thermal": ThermalPolicy(pre_wait_s=0.0), "backoff_s": 0.05}
 FAST = FarmConfig(ready_timeout_s=60.0, restart_backoff_s=0.2, op_timeout_s=60.0, poll_s=0.05)
-
-
-def _start_phone(root: Path, serial: str, model: str = "Loopback Pixel") -> tuple[subprocess.Popen, str]:
-    log = root.parent / f"{serial}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "latkit", "loopback-device", "--port", "0", "--root", str(root),
-         "--serial", serial, "--model", model, "--simulate-latency-ms", str(SIM_MS)],
-        stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True,  # noqa: SIM115
-        cwd=root.parent)  # outside the checkout: `-m latkit` must find the installed package
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text()):
-            return proc, f"adb+tcp://127.0.0.1:{m.group(1)}"
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.1)
-    raise AssertionError(f"loopback device {serial} did not start: {log.read_text()}")
-
-
-@pytest.fixture(scope="module")
-def phones(tmp_path_factory):
-    base = tmp_path_factory.mktemp("farm")
-    started = {s: _start_phone(base / s, s, m) for s, m in
-               (("LB1", "Loopback Pixel"), ("LB2", "Loopback Pixel"), ("LB3", "Loopback Fold"))}
-    stub = base / "stub.tflite"
-    stub.write_bytes(b"TFL3 stand-in: the simulated benchmark_model never reads it")
-    yield {s: uri for s, (_, uri) in started.items()}, stub
-    for proc, _ in started.values():
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def cluster(phones, tmp_path_factory):
-    uris, _ = phones
-    # Ray's processes inherit the working folder; in a checkout, `latkit` there is the
-    # source folder, not the installed package, so start them outside it
-    mp = pytest.MonkeyPatch()
-    mp.chdir(tmp_path_factory.mktemp("ray-cwd"))
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False,
-        "resources": {device_resource(uris["LB1"]): 1, device_resource(uris["LB3"]): 1}})
-    second = c.add_node(num_cpus=1, resources={device_resource(uris["LB2"]): 1})
-    ray.init(address=c.address, log_to_driver=False)
-    c.second = second
-    yield c
-    ray.shutdown()
-    c.shutdown()
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -107,15 +56,14 @@ def _rows(path: Path) -> list[dict]:
         return lut.rows()
 
 
-def _profile(phones, specs, lut_path, pattern, **kw):
-    _, stub = phones
+def _profile(farm, specs, lut_path, pattern, **kw):
     with LUT.open(lut_path, create=True) as lut:
         return farm_profile(specs, lut, pattern, protocol=PROTOCOL, config=kw.pop("config", FAST),
-                            device_options=OPTIONS, model_factory=StandInFactory(stub), **kw)
+                            device_options=OPTIONS, model_factory=StandInFactory(farm.stub), **kw)
 
 
-def test_devices_lists_every_node_and_its_phones(cluster, phones):
-    uris, _ = phones
+def test_devices_lists_every_node_and_its_phones(loopback_farm):
+    uris = loopback_farm.uris
     reports = farm_devices(host=False)
     by_node = {r.node_id: {d.serial for d in r.devices} for r in reports}
     assert sorted(by_node.values(), key=len) == [{"LB2"}, {"LB1", "LB3"}]
@@ -127,7 +75,7 @@ def test_devices_lists_every_node_and_its_phones(cluster, phones):
     assert {r.latkit_version for r in reports} == {__import__("latkit").__version__}
 
 
-def test_three_phones_one_lut_and_a_worker_killed_mid_op(cluster, phones, specs, tmp_path):
+def test_three_phones_one_lut_and_a_worker_killed_mid_op(loopback_farm, specs, tmp_path):
     killed: list[str] = []
 
     def on_event(kind, st, run):  # a twin's worker dies (SIGKILL) in its second operator
@@ -136,7 +84,7 @@ def test_three_phones_one_lut_and_a_worker_killed_mid_op(cluster, phones, specs,
             killed.append(st.device.serial)
 
     lut = tmp_path / "farm.db"
-    report = _profile(phones, specs, lut, "LB*", on_event=on_event)
+    report = _profile(loopback_farm, specs, lut, "LB*", on_event=on_event)
     assert report.ok and report.rows == 2 * len(specs)
     rows = _rows(lut)
     by_device = collections.defaultdict(list)
@@ -148,12 +96,12 @@ def test_three_phones_one_lut_and_a_worker_killed_mid_op(cluster, phones, specs,
         serials = {r["provenance"]["farm"]["serial"] for r in group}
         assert serials <= ({"LB3"} if "Fold" in uri else {"LB1", "LB2"})
         for r in group:
-            assert r["latency_ms"] == pytest.approx(SIM_MS)  # what the simulated tool printed
+            assert r["latency_ms"] == pytest.approx(loopback_farm.sim_ms)  # what the simulated tool printed
             assert r["provenance"]["farm"]["lut_device"] == uri
     twins = next(u for u in by_device if "Pixel" in u)
     assert {r["provenance"]["farm"]["serial"] for r in by_device[twins]} == {"LB1", "LB2"}
     node_of = {r["provenance"]["farm"]["serial"]: r["provenance"]["farm"]["node_id"] for r in rows}
-    assert node_of["LB2"] == cluster.second.node_id != node_of["LB1"]
+    assert node_of["LB2"] == loopback_farm.nodes[1].node_id != node_of["LB1"]
     # the kill cost exactly the op in flight: requeued, measured once, the worker re-created
     assert killed and report.requeued >= 1
     victim = next(d for d in report.devices if d["serial"] == killed[0])
@@ -162,9 +110,9 @@ def test_three_phones_one_lut_and_a_worker_killed_mid_op(cluster, phones, specs,
         assert table.devices()[0]["info"]["farm_members"] in (["LB1", "LB2"], ["LB2", "LB1"], ["LB3"])
 
 
-def test_refuses_a_pattern_that_matches_nothing(cluster, phones, specs, tmp_path):
+def test_refuses_a_pattern_that_matches_nothing(loopback_farm, specs, tmp_path):
     with pytest.raises(UsageError, match=r"no device matches 'pixel9\*'.*adb\+tcp://127\.0\.0\.1"):
-        _profile(phones, specs, tmp_path / "none.db", "pixel9*")
+        _profile(loopback_farm, specs, tmp_path / "none.db", "pixel9*")
 
 
 def test_refuses_an_address_with_no_cluster():
@@ -200,14 +148,14 @@ def test_missing_ray_names_the_extra(monkeypatch):
         import_ray()
 
 
-def test_driver_killed_then_resumed_measures_nothing_twice(cluster, phones, specs, tmp_path):
-    _, stub = phones
+def test_driver_killed_then_resumed_measures_nothing_twice(loopback_farm, specs, tmp_path):
     lut = tmp_path / "resume.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen(
         [sys.executable, "-m", "latkit", "farm", "profile", "--space", "proxyless_mobile_w05", "-r", "32",
-         "--limit", str(len(specs)), "--devices", "LB3", "--lut", str(lut), "--address", cluster.address,
-         "--stand-in-model", str(stub), "--quick", "--no-progress"],
+         "--limit", str(len(specs)), "--devices", "LB3", "--lut", str(lut),
+         "--address", loopback_farm.cluster.address,
+         "--stand-in-model", str(loopback_farm.stub), "--quick", "--no-progress"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True, cwd=tmp_path)
     before: list[tuple] = []
     deadline = time.monotonic() + 90
@@ -225,7 +173,7 @@ def test_driver_killed_then_resumed_measures_nothing_twice(cluster, phones, spec
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait(timeout=10)
     assert 1 <= len(before) < len(specs)
-    report = _profile(phones, specs, lut, "LB3")
+    report = _profile(loopback_farm, specs, lut, "LB3")
     group = next(iter(report.groups))
     assert report.ok and report.skipped[group] >= len(before)
     assert not set(report.measured[group]) & {k for k, _ in before}  # nothing measured twice
@@ -235,31 +183,31 @@ def test_driver_killed_then_resumed_measures_nothing_twice(cluster, phones, spec
     assert all(kept[k] == t for k, t in before)
 
 
-def test_refuses_a_node_with_another_latkit_version(cluster, tmp_path):
+def test_refuses_a_node_with_another_latkit_version(loopback_farm, tmp_path):
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(
         "import latkit._version as v\nv.__version__ = '0.0.0-elsewhere'\n")
-    node = cluster.add_node(num_cpus=0, env_vars={"PYTHONPATH": str(shim)})
+    node = loopback_farm.cluster.add_node(num_cpus=0, env_vars={"PYTHONPATH": str(shim)})
     try:
         with pytest.raises(UsageError, match=r"runs latkit 0\.0\.0-elsewhere but the driver runs latkit "):
             farm_devices(host=False)
     finally:
-        cluster.remove_node(node)
+        loopback_farm.cluster.remove_node(node)
 
 
-def test_node_removed_mid_run_loses_no_row(cluster, phones, specs, tmp_path):
+def test_node_removed_mid_run_loses_no_row(loopback_farm, specs, tmp_path):
     removed = []
 
     def on_event(kind, st, run):
         if kind == "started" and st.device.serial == "LB2" and not removed:
-            cluster.remove_node(cluster.second)  # LB2's host goes down with an op in flight
+            loopback_farm.cluster.remove_node(loopback_farm.nodes[1])  # LB2's host goes down with an op in flight
             removed.append(st.key)
 
     lut = tmp_path / "node.db"
     config = FarmConfig(ready_timeout_s=60.0, restart_backoff_s=0.2, op_timeout_s=60.0, poll_s=0.05,
                         max_restarts=1)
-    report = _profile(phones, specs, lut, "LB1,LB2", on_event=on_event, config=config)
+    report = _profile(loopback_farm, specs, lut, "LB1,LB2", on_event=on_event, config=config)
     assert removed and report.ok
     rows = _rows(lut)
     keys = [r["op_key"] for r in rows]
@@ -281,10 +229,10 @@ def test_precision_is_part_of_the_identity_but_not_of_the_lut_device():
         group_by_identity([one, two])
 
 
-def test_int8_job_stores_int8_rows_beside_fp32_on_one_lut_device(cluster, phones, specs, tmp_path):
+def test_int8_job_stores_int8_rows_beside_fp32_on_one_lut_device(loopback_farm, specs, tmp_path):
     lut = tmp_path / "farm.db"
-    _profile(phones, specs[:2], lut, "LB3")
-    report = _profile(phones, specs[:2], lut, "LB3", precision=Precision.INT8)
+    _profile(loopback_farm, specs[:2], lut, "LB3")
+    report = _profile(loopback_farm, specs[:2], lut, "LB3", precision=Precision.INT8)
     assert report.ok and report.rows == 2
     rows = _rows(lut)
     by_precision = collections.defaultdict(list)
@@ -293,10 +241,10 @@ def test_int8_job_stores_int8_rows_beside_fp32_on_one_lut_device(cluster, phones
     assert sorted(by_precision) == ["fp32", "int8"] and len(by_precision["int8"]) == 2
     assert {r["device_uri"] for r in rows} == {rows[0]["device_uri"]}
     assert all(r["provenance"]["precision"] == "int8" for r in by_precision["int8"])
-    again = _profile(phones, specs[:2], lut, "LB3", precision=Precision.INT8)  # resumed: nothing twice
+    again = _profile(loopback_farm, specs[:2], lut, "LB3", precision=Precision.INT8)  # resumed: nothing twice
     assert again.rows == 0 and len(_rows(lut)) == 4
 
 
-def test_refuses_a_precision_a_chosen_device_does_not_run(cluster, phones, specs, tmp_path):
+def test_refuses_a_precision_a_chosen_device_does_not_run(loopback_farm, specs, tmp_path):
     with pytest.raises(UsageError, match=r"cpu:torch does not run int8 models; it runs fp32"):
-        _profile(phones, specs[:1], tmp_path / "farm.db", "cpu:torch", precision=Precision.INT8)
+        _profile(loopback_farm, specs[:1], tmp_path / "farm.db", "cpu:torch", precision=Precision.INT8)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 
 from latkit.core.errors import UsageError
-from latkit.profiler.farm.driver import FarmConfig, FarmRun
+from latkit.profiler.farm.driver import FarmRun
 from latkit.profiler.farm.identity import DeviceIdentity, FarmDevice
+from latkit.profiler.farm.records import FarmConfig
 from latkit.profiler.ops import Act, OpSpec, OpType
 from latkit.profiler.protocol import ProtocolConfig
 
@@ -172,3 +173,54 @@ def test_probe_settings_are_validated():
         FarmConfig(probe_s=0)
     with pytest.raises(UsageError, match="farm unreachable_s must be a positive number"):
         FarmConfig(unreachable_s=float("inf"))
+
+
+def test_a_device_dead_at_the_start_is_set_aside_and_probed_not_restarted():
+    from latkit import __version__
+    from latkit.core.errors import DeviceUnreachableError
+
+    run = _run()
+    d0, d1, d2 = run.states
+    run.ray.error = DeviceUnreachableError("farm2 does not answer: cannot connect to Android device farm2")
+    run._start(d2)
+    run._on_ready(d2)  # its worker could not open it: the same path as a phone dying under an operator
+    assert d2.state == "aside" and d2.restarts == 0 and d2.dropouts == 0 and d2.actor is None
+    assert d2.last_error.startswith("worker did not start: DeviceUnreachableError: farm2 does not answer")
+    assert not run.report.dropped and run.report.requeued == 0 and not run.report.fenced
+    run._dispatch(d0)
+    run._dispatch(d1)  # the siblings take the operators meanwhile
+    assert {d0.key, d1.key} == set(list(run.specs)[:2]) and len(run.queues[d0.group]) == 2
+    run.ray.error, run.ray.answer = None, {"pid": 7, "latkit_version": __version__}
+    run._start(d2, probing=True)
+    run._on_ready(d2)  # a probe finds it answering: it measures too
+    assert d2.state == "idle" and d2.restarts == 0
+    run._dispatch(d2)
+    assert d2.key == list(run.specs)[2]
+
+
+def test_a_worker_that_fails_to_start_for_another_reason_is_re_created():
+    from latkit.core.errors import DeviceError
+
+    run = _run()
+    d2 = run.states[2]
+    run.ray.error = DeviceError("no benchmark_model on farm2; install LiteRT's benchmark_model there")
+    run._start(d2)
+    run._on_ready(d2)
+    assert d2.state == "lost" and d2.restarts == 1 and d2.dropouts == 0
+
+
+def test_a_phone_that_does_not_answer_its_worker_says_unreachable():
+    pytest.importorskip("adb_shell")
+    import socket
+
+    from latkit.core.errors import DeviceUnreachableError
+    from latkit.profiler.farm.node import DeviceWorker
+
+    with socket.socket() as s:  # a port nothing listens on: the phone is dead
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"adb+tcp://127.0.0.1:{port}"
+    fd = FarmDevice("node", "10.0.0.1", "host", uri, "farm9", IDENTITY, f"latkit_adb:127.0.0.1:{port}")
+    worker = DeviceWorker(fd.to_dict(), ProtocolConfig().to_dict(), {"connect_wait_s": 0.0}, timeout_s=2.0)
+    with pytest.raises(DeviceUnreachableError, match=f"127.0.0.1:{port}"):
+        worker.ready()

@@ -26,8 +26,11 @@ SILENT = "silently accepted"
 MESSY = "messy error"  # exit != 0 and no traceback, but not exactly one stderr line
 FAILED = "wrongly failed"  # expected success, got an error or wrong output
 DEBRIS = "half-written output left"  # failed, but left a partial/temp output file
-CLASSES = (CLEAN, OK, TRACEBACK, HANG, SILENT, MESSY, FAILED, DEBRIS)
-BAD = (TRACEBACK, HANG, SILENT, MESSY, FAILED, DEBRIS)
+MISLEADING = "misleading error"  # a clean line that blames the wrong thing
+DATA_LOSS = "data loss"  # deleted or damaged a file latkit did not create
+SECURITY = "security"  # wrote outside its folder, or let a device's text steer the terminal
+CLASSES = (CLEAN, OK, TRACEBACK, HANG, SILENT, MESSY, FAILED, DEBRIS, MISLEADING, DATA_LOSS, SECURITY)
+BAD = (TRACEBACK, HANG, SILENT, MESSY, FAILED, DEBRIS, MISLEADING, DATA_LOSS, SECURITY)
 
 # Lines a long-running command may print on stderr besides its error (header, progress).
 PROGRESS_PREFIXES = ("profil", "measur", "calibrat", "search", "train", "scoring", "smooth", "export",
@@ -75,17 +78,29 @@ def isolated_env(base: Path, cache: Path | None = None) -> dict[str, str]:
 
 
 def run_cli(argv: list[str], cwd: Path, timeout: float = 30.0, env: dict[str, str] | None = None,
-            stdin: bytes | None = None) -> Result:
-    """Run ``python -m latkit ARGV`` in ``cwd``; kill its whole process group on timeout."""
+            stdin: bytes | None = None, stdout: str = "", fsize: int = 0) -> Result:
+    """Run ``python -m latkit ARGV`` in ``cwd``; kill its whole process group on timeout.
+
+    ``stdout``: a file the command's standard output goes to (``/dev/full``) instead
+    of a pipe; ``fsize``: a file-size limit in bytes (``RLIMIT_FSIZE``) for the command.
+    """
+    import resource
     import time
 
     env = env if env is not None else isolated_env(Path(tempfile.mkdtemp(prefix="rb-env-")))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
     start = time.monotonic()
+    sink = open(stdout, "wb") if stdout else None  # noqa: SIM115 (closed below)
     proc = subprocess.Popen([sys.executable, "-m", "latkit", *argv], cwd=cwd, env=env,
                             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=sink or subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=limit if fsize else None)  # fmt: skip
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
+        out = out or b""
         rc: int | None = proc.returncode
     except subprocess.TimeoutExpired:
         try:
@@ -93,7 +108,10 @@ def run_cli(argv: list[str], cwd: Path, timeout: float = 30.0, env: dict[str, st
         except ProcessLookupError:
             pass
         out, err = proc.communicate()
-        rc = None
+        out, rc = out or b"", None
+    finally:
+        if sink is not None:
+            sink.close()
     return Result(list(argv), rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                   time.monotonic() - start)
 

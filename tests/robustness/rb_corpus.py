@@ -65,6 +65,9 @@ class CliCase:
     check: Check | None = None  # extra check after the run: (kind, detail) when it fails
     slow: bool = False
     needs_process: str = ""  # why the case must run in a subprocess even in the test suite
+    env: Callable[[Path], dict[str, str]] | None = None  # variables set for this case (given its folder)
+    stdout: str = ""  # a file standard output goes to instead of a pipe (subprocess only)
+    fsize: int = 0  # a file-size limit in bytes (subprocess only)
 
     @property
     def id(self) -> str:
@@ -99,10 +102,13 @@ def run_case(case: CliCase, folder: Path, ws: Workspace, runner: Runner | None =
         argv = case.build(folder, ws)
     except Exception as exc:  # a broken corpus entry, not a product failure
         return Verdict("corpus error", f"{type(exc).__name__}: {exc}")
+    env = ws.env(folder)
+    if case.env is not None:
+        env.update(case.env(folder))
     if runner is None or case.needs_process:
-        res = run_cli(argv, folder, timeout=case.timeout, env=ws.env(folder))
+        res = run_cli(argv, folder, timeout=case.timeout, env=env, stdout=case.stdout, fsize=case.fsize)
     else:
-        res = runner(argv, folder, case.timeout, ws.env(folder))
+        res = runner(argv, folder, case.timeout, env)
     verdict = classify(res, case.expect, case.allow_progress)
     if case.check is not None and verdict.kind in (CLEAN, OK, MESSY, SILENT):
         try:

@@ -15,12 +15,11 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from rb_cli import CLEAN, FAILED, HANG, OK, SILENT, TRACEBACK
+from rb_cli import CLEAN, DATA_LOSS, FAILED, HANG, MISLEADING, OK, SECURITY, SILENT, TRACEBACK
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("tests/robustness/test_surfaces.py", "tests/test_api_doors.py", "tests/cli/test_cache_ownership.py",
          "tests/lut/test_claim_lease.py")  # fmt: skip
-DATA_LOSS, SECURITY, MISLEADING = "data loss", "security", "misleading error"
 # the class a failing test falls in, by a word of its name (first match wins)
 _CLASS_BY_WORD = (
     ("cache", DATA_LOSS), ("marks", DATA_LOSS), ("clear", DATA_LOSS), ("latkit_named", DATA_LOSS),

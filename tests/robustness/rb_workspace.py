@@ -35,6 +35,7 @@ class Workspace:
     yaml: Path
     csv: Path
     bm_output: Path
+    kernels: Path | None = None  # kernel predictors fitted on an analytic latency (no measuring)
 
     def env(self, case_dir: Path) -> dict[str, str]:
         """An isolated environment for one case (own HOME, the shared op cache)."""
@@ -77,6 +78,9 @@ def build_workspace(base: Path) -> Workspace:
         _must(run_cli(["predictor", "fit", "--csv", str(SHARED / "fbnet_latency_ms.csv"), "--space",
                        "fbnet", "--target", "pixel3", "--k", "20", "--predictor", "ridge",
                        "--out", str(pred)], base, timeout=300, env=env), "predictor fit")
+    kernels = base / "kernels"
+    if not (kernels / "predictors.json").is_file():
+        _kernel_predictors(kernels)
     arch = base / "arch.json"
     arch.write_text(json.dumps({"space": "proxyless_mobile_w05", "resolution": 32, "arch": W05_ARCH}))
     for p in (lut, export):
@@ -85,4 +89,25 @@ def build_workspace(base: Path) -> Workspace:
                      arch_json=arch, netconfig=SHARED / "luts" / "proxyless_mobile.config",
                      yaml=SHARED / "luts" / "proxylessnas_mobile_trim.yaml",
                      csv=SHARED / "fbnet_latency_ms.csv",
-                     bm_output=FIXTURES / "bm_current_xnnpack.txt")
+                     bm_output=FIXTURES / "bm_current_xnnpack.txt", kernels=kernels)
+
+
+def _kernel_predictors(folder: Path) -> Path:
+    """Kernel predictors of cpu:onnxruntime fitted on 1 ns per MAC or element plus 5 us."""
+    from latkit.predictors.kernels import fit_predictors
+    from latkit.profiler.kernel_sampling import sample_configs
+    from latkit.profiler.kernels import KernelType, default_rules, work
+
+    rows = [(c, 0.005 + 1e-6 * work(c)[0]) for t in (KernelType.CONV, KernelType.ELEMENTWISE, KernelType.POINTWISE)
+            for c in sample_configs(t, 8, seed=3)]  # fmt: skip
+    preds = fit_predictors(rows, {"uri": "cpu:onnxruntime", "runtime": "onnxruntime"},
+                           default_rules("onnxruntime"), overhead_ms=0.005)  # fmt: skip
+    return preds.save(folder)
+
+
+def fbnet_arch(ws: Workspace) -> str:
+    """The first architecture of the workspace's latency CSV (the predictor's space)."""
+    import csv
+
+    with open(ws.csv, newline="") as f:
+        return next(csv.DictReader(f))["arch"]

@@ -1,4 +1,5 @@
-"""Every named bad input of every CLI command: one error line, exit != 0, no traceback or hang.
+"""Every named bad input of every CLI command (rb_corpus, rb_commands): one error line, exit != 0,
+no traceback or hang.
 
 A case runs in-process unless it ``needs_process`` (then in a subprocess). Cases that
 can run long when the input is (wrongly) accepted are marked slow.
@@ -9,11 +10,12 @@ from __future__ import annotations
 import pytest
 
 from rb_cli import CLEAN, OK
+from rb_commands import suite_cases
 from rb_corpus import cli_cases, release_sockets, run_case
 
 pytestmark = pytest.mark.slow
 
-CASES = cli_cases()
+CASES = cli_cases() + suite_cases()
 
 
 @pytest.mark.parametrize("case", [

@@ -27,8 +27,11 @@ def _device_options(key: Optional[Path]) -> dict:
     """The phones' options; a --key that is no ADB key is told here, not as "no device matches"."""
     if not key:
         return {}
+    from latkit.core.errors import UsageError
     from latkit.devices.adb_transport import load_signer
 
+    if not key.expanduser().exists():  # a key the user names is never generated in its place
+        raise UsageError(f"--key {key} does not exist; give the key adb uses (~/.android/adbkey), or leave out --key")
     load_signer(key)
     return {"key_path": str(key)}
 

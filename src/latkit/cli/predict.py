@@ -10,12 +10,16 @@ import typer
 from rich.table import Table
 
 from latkit.cli import common
+from latkit.core.checks import MAX_KERNEL_CONFIGS, MAX_RESOLUTION
 from latkit.devices.precision import Precision
 
 kernels_app = typer.Typer(help="Kernel predictors of a device: build them, detect its fusion rules.",
                           no_args_is_help=True)
 DEVICE_HELP = "Device URI (cpu:onnxruntime, ...)."
 LUT_HELP = "LUT file holding the device's kernel measurements (default: kernels.db in the LUT cache)."
+
+
+MAX_BUDGET_S = 7 * 24 * 3600.0  # a kernel build measures for at most a week
 
 
 def _lut_path(lut: Optional[Path]) -> Path:
@@ -38,13 +42,13 @@ def parse_budget(text: str) -> float:
         value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise UsageError(f"--budget {text!r}: give a duration such as 30m, 90s or 1h")
+    if not (t.isascii() and 0 < value <= MAX_BUDGET_S):  # float() also takes "inf" and non-ASCII digits
+        raise UsageError(f"--budget {text!r}: give a duration such as 30m, 90s or 1h (at most a week)")
     return value
 
 
 def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precision: Precision) -> Any:
-    from latkit.core.errors import StoreError
+    from latkit.core.errors import StoreError, UsageError
     from latkit.predictors.kernels import KernelPredictors, default_predictor_dir
 
     folder = predictors or default_predictor_dir(lut, device, precision)
@@ -54,7 +58,11 @@ def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precisi
     if not (folder / "predictors.json").is_file():
         raise StoreError(f"no kernel predictors for {device} at {precision} in {folder}; build them with "
                          f"`latkit kernels build --device {device} --lut {lut} --budget 30m`")
-    return KernelPredictors.load(folder)
+    preds = KernelPredictors.load(folder)
+    if (preds.uri, preds.precision) != (device, precision):  # else another device's figures, silently
+        raise UsageError(f"the kernel predictors in {folder} are of {preds.uri} at {preds.precision.value}, not "
+                         f"{device} at {precision.value}; give --device {preds.uri} or the predictors of {device}")
+    return preds
 
 
 @kernels_app.command("build")
@@ -62,7 +70,8 @@ def build_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     budget: str = typer.Option("30m", "--budget", help="Measuring time: 30m, 90s, 1h."),
-    per_type: int = typer.Option(30, "--per-type", min=1, help="Configurations first drawn per kernel type."),
+    per_type: int = typer.Option(30, "--per-type", min=1, max=MAX_KERNEL_CONFIGS,
+                                 help="Configurations first drawn per kernel type."),
     rounds: int = typer.Option(3, "--rounds", min=0, help="Adaptive rounds where the predictors err most."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Predictor folder (default beside the LUT)."),
     quick: bool = typer.Option(False, "--quick", help="Short measurement protocol (smoke runs)."),
@@ -70,6 +79,7 @@ def build_cmd(
 ) -> None:
     """Measure kernel configurations on the device (resumable) and fit its kernel predictors."""
     from latkit.cli.progress import track
+    from latkit.core.files import check_output_dir
     from latkit.devices.base import open_device
     from latkit.lut.store import LUT
     from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
@@ -78,6 +88,8 @@ def build_cmd(
 
     settings = BuildSettings(budget_s=parse_budget(budget), per_type=per_type, rounds=rounds)
     path = _lut_path(lut)
+    if out is not None:  # a file in the way fails now, not after the measuring
+        check_output_dir(out, "kernel predictor folder")
     dev = open_device(device)
     try:
         with LUT.open(path, create=True) as store, track("kernels", 0) as advance:
@@ -102,7 +114,8 @@ def build_cmd(
 def transfer_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     source: Path = typer.Option(..., "--from", help="Predictor folder of a known device to adapt."),
-    samples: int = typer.Option(40, "--samples", "-n", min=1, help="Kernel configurations measured on the device."),
+    samples: int = typer.Option(40, "--samples", "-n", min=1, max=MAX_KERNEL_CONFIGS,
+                                help="Kernel configurations measured on the device."),
     threads: int = typer.Option(1, "--threads", min=1, help="Threads the device runs with."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),
     budget: str = typer.Option("10m", "--budget", help="Measuring time: 10m, 90s, 1h."),
@@ -112,6 +125,7 @@ def transfer_cmd(
 ) -> None:
     """Adapt a known device's kernel predictors to this device from a few measured kernels."""
     from latkit.cli.progress import track
+    from latkit.core.files import check_output_dir
     from latkit.devices.base import open_device
     from latkit.lut.store import LUT
     from latkit.predictors.kernel_build import transfer_to_device
@@ -119,11 +133,13 @@ def transfer_cmd(
     from latkit.profiler.protocol import ProtocolConfig
 
     known = KernelPredictors.load(source)
-    path = _lut_path(lut)
+    budget_s, path = parse_budget(budget), _lut_path(lut)
+    if out is not None:  # a file in the way fails now, not after the measuring
+        check_output_dir(out, "kernel predictor folder")
     dev = open_device(device, threads=threads)
     try:
         with LUT.open(path, create=True) as store, track("kernels", 0) as advance:
-            preds = transfer_to_device(dev, store, known, samples, budget_s=parse_budget(budget),
+            preds = transfer_to_device(dev, store, known, samples, budget_s=budget_s,
                                        protocol=ProtocolConfig.quick() if quick else None, precision=known.precision,
                                        on_progress=lambda phase, done, total, key: advance(f"{phase} {done}/{total}"))
     finally:
@@ -152,13 +168,13 @@ def fusion_cmd(
     from latkit.profiler.fusion import detect_fusion
     from latkit.profiler.protocol import ProtocolConfig
 
-    dev = open_device(device)
-    try:
-        rules = detect_fusion(dev, ProtocolConfig.quick() if quick else None)
-        runtime = dev.info().runtime
-    finally:
-        dev.close()
-    with LUT.open(_lut_path(lut), create=True) as store:
+    with LUT.open(_lut_path(lut), create=True) as store:  # a bad LUT fails before the measuring
+        dev = open_device(device)
+        try:
+            rules = detect_fusion(dev, ProtocolConfig.quick() if quick else None)
+            runtime = dev.info().runtime
+        finally:
+            dev.close()
         KernelStore(store).save_rules(dev.uri, runtime, rules)
     if as_json:
         common.print_json(rules.to_dict())
@@ -175,7 +191,7 @@ def calibrate_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     space: str = typer.Option("proxyless_mobile", "--space", "-s", help="Search space whose members are measured."),
     networks: int = typer.Option(5, "--networks", "-n", min=2, help="Members measured end to end."),
-    resolution: int = typer.Option(224, "--resolution", "-r", min=8),
+    resolution: int = typer.Option(224, "--resolution", "-r", min=8, max=MAX_RESOLUTION),
     precision: Optional[str] = typer.Option(None, "--precision", "-p",
                                             help="The predictors' precision: fp32 (the default), fp16 or int8."),
     lut: Optional[Path] = typer.Option(None, "--lut", help=LUT_HELP),

@@ -11,6 +11,7 @@ from rich.table import Table
 from latkit.cli import common
 from latkit.cli.common import PRECISION_HELP, TARGET_CI_HELP, precision_option
 from latkit.cli.profile import CLOCK_HELP, DEVICE_HELP, open_checked, protocol_config
+from latkit.core.checks import MAX_SAMPLED_ARCHS
 
 predictor_app = typer.Typer(help="Learned latency predictors: sample, fit, predict, eval, design.",
                             no_args_is_help=True)
@@ -203,7 +204,8 @@ def design_cmd(
 def sample_cmd(
     device: str = typer.Option("cpu:onnxruntime", "--device", "-d", help=DEVICE_HELP),
     space: str = typer.Option(..., "--space", "-s", help="Space to sample (one with networks: proxyless_*, fbnet, ...)."),
-    n: int = typer.Option(..., "--archs", "-n", min=1, help="Architectures to sample (seeded) and measure."),
+    n: int = typer.Option(..., "--archs", "-n", min=1, max=MAX_SAMPLED_ARCHS,
+                          help="Architectures to sample (seeded) and measure."),
     out: Path = typer.Option(..., "--out", "-o", help="Latency CSV to write, or to extend (other rows and "
                              "columns are kept); a rerun measures only what it lacks."),
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", min=1, max=4096),

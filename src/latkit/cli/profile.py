@@ -11,6 +11,7 @@ from rich.table import Table
 from latkit.cli import common
 from latkit.cli.root import app
 from latkit.core.errors import UsageError
+from latkit.core.checks import MAX_PASSES
 from latkit.core.files import file_sha256
 from latkit.cli.common import PRECISION_HELP, STATISTIC_HELP, TARGET_CI_HELP, precision_option
 from latkit.cli.layers import PER_LAYER_HELP, add_layer_profile, print_layer_profile
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 DEVICE_HELP = ("Device URI: cpu:onnxruntime, cpu:litert, cpu:torch, cuda:0, adb:SERIAL[?delegate=D&threads=N], "
                "adb+tcp://HOST:PORT.")
 
-
-MAX_PASSES = 10  # --passes: more passes than this buy no steadier figure, only time
 
 DEVICE_WAIT_HELP = ("Seconds to wait for a device that stops answering; past that, what is measured stays in "
                     "the LUT and the run stops (rerun to resume). Default 120.")

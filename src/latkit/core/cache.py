@@ -169,8 +169,12 @@ def check_clearable(target: Area) -> None:
     """Refuse to clear an area latkit cannot prove is its own.
 
     Raises:
-        UsageError: the area is in a folder without latkit's marker.
+        UsageError: the area is in a folder without latkit's marker, or is a file.
     """
+    if target.path.exists() and not target.path.is_dir():  # nothing to clear: say so, not "0 files"
+        where = f" ({target.env})" if target.env else ""
+        raise UsageError(f"the {target.name} cache {target.path}{where} is a file, not a folder; point "
+                         f"{target.env or 'it'} at a folder")
     if target.path.is_dir() and not target.marked():
         raise UsageError(
             f"{target.path} ({target.env}) has no {MARKER} file, so latkit cannot prove it made the "

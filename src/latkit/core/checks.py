@@ -19,11 +19,17 @@ from latkit.core.errors import UsageError
 
 MAX_THREADS = 256  # more inference threads than any CPU latkit runs on has cores
 MAX_RESOLUTION = 4096  # input side in pixels; beyond this a tensor does not fit in memory
+MAX_DIMENSION = 1 << 20  # one dimension of a model's input; larger ones are no network latkit can time
+MAX_ELEMENTS = 2**31 - 1  # elements of one input tensor: past this, int32 sizes overflow in the runtimes
+MAX_KERNEL_CONFIGS = 10_000  # drawn per type (kernels build) or in all (transfer): more than any budget measures
+MAX_PASSES = 10  # profiling passes: more passes buy no steadier figure, only time
+MAX_SAMPLED_ARCHS = 50_000  # networks in one sampled latency table: more than any published table holds
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-__all__ = ["ArgumentTypeError", "UsageError", "MAX_RESOLUTION", "MAX_THREADS", "finite_result", "flag",
-           "function", "has_methods", "integer", "number", "options", "path", "text", "texts"]
+__all__ = ["ArgumentTypeError", "UsageError", "MAX_DIMENSION", "MAX_ELEMENTS", "MAX_KERNEL_CONFIGS", "MAX_PASSES", "MAX_RESOLUTION", "MAX_SAMPLED_ARCHS", "MAX_THREADS", "finite_result",
+           "flag", "function", "has_methods", "instance", "integer", "known_options", "mapping", "number",
+           "options", "path", "text", "texts"]
 
 
 class ArgumentTypeError(UsageError, TypeError):
@@ -153,6 +159,43 @@ def finite_result(what: str, value: Any) -> float:
     if not math.isfinite(result) or result < 0:
         raise UsageError(f"{what} returned {result}, not a finite latency in ms; fix the model")
     return result
+
+
+def instance(name: str, value: Any, kind: type | tuple[type, ...], want: str, *, none_ok: bool = True) -> None:
+    """``value`` is a ``kind`` (a protocol config, a mapping of options...).
+
+    Raises:
+        ArgumentTypeError: it is not.
+    """
+    if value is None and none_ok:
+        return
+    if not isinstance(value, kind):
+        raise ArgumentTypeError(_say(name, value, want))
+
+
+def mapping(name: str, value: Any, *, none_ok: bool = True) -> None:
+    """``value`` is a dict whose keys are texts (options passed on by name).
+
+    Raises:
+        ArgumentTypeError: not such a dict.
+    """
+    if value is None and none_ok:
+        return
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ArgumentTypeError(_say(name, value, "a dict of options by name"))
+
+
+def known_options(verb: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """Every keyword option in ``given`` is one ``verb`` takes.
+
+    Raises:
+        ArgumentTypeError: one is not (a misspelt option would otherwise fail deep
+            inside, or be ignored).
+    """
+    allowed = sorted(allowed)
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ArgumentTypeError(f"{verb}() takes no option {unknown[0]!r}; its options are {', '.join(allowed)}")
 
 
 def options(given: dict[str, Any], checks: dict[str, Callable[[str, Any], None]]) -> None:

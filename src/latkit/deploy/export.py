@@ -578,7 +578,6 @@ __all__ = [
     "ExportError",
     "ExportPlan",
     "ExportReport",
-    "ExportedFile",
     "TorchReference",
     "export_arch",
     "export_steps",

@@ -29,6 +29,7 @@ from latkit.devices.adb_transport import (
     canonical_adb_uri,
     getprops,
     open_transport,
+    parse_adb_uri,
     split_adb_options,
 )
 from latkit.devices.android_state import (
@@ -143,6 +144,7 @@ class AndroidDevice(Device):
                  thermal: ThermalPolicy | None = None, retries: int = 3, backoff_s: float = 0.5,
                  shell_timeout_s: float | None = None, run_timeout_s: float = 300.0,
                  connect_wait_s: float | None = None, connect_timeout_s: float | None = None) -> None:
+        parse_adb_uri(uri)  # a malformed address is refused here, not at the first call that connects
         _, options = split_adb_options(uri)
         uri_threads = int(options.get("threads", threads))
         if threads not in (1, uri_threads):

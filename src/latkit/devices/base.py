@@ -224,6 +224,15 @@ def open_device(uri: str, threads: int = 1, **options: Any) -> Device:
     ok, why = cls.available()
     if not ok:
         raise DeviceError(f"device {uri} is not usable here: {why}")
+    import inspect
+
+    takes = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+        unknown = sorted(set(options) - set(takes))
+        if unknown:  # else a TypeError from deep inside the backend
+            known = sorted(set(takes) - {"self", "uri", "threads"})
+            raise UsageError(f"device {uri} takes no option {unknown[0]!r}; its options are "
+                             f"{', '.join(known) or 'none'}")
     return cls(uri, threads=threads, **options)
 
 

@@ -71,7 +71,8 @@ from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import target as tgt
 from latkit.search.target import within_budget
 from latkit.deploy.app_metadata import TrainingData
-from latkit.deploy.export import ExportedFile, export_arch, export_steps, save_weights
+from latkit.deploy.export import export_arch, export_steps, save_weights
+from latkit.deploy.exported_file import ExportedFile
 from latkit.deploy.verify import HOST_WAITS_S, check_host, measure_exported
 from latkit.pipeline import report as rpt
 from latkit.pipeline.config import REPRESENTATIVE_IMAGES, PipelineConfig

@@ -19,7 +19,7 @@ from latkit.devices.precision import Precision, parse_precision
 from latkit.lut.calibration import Calibration
 
 if TYPE_CHECKING:
-    from latkit.deploy.export import ExportedFile
+    from latkit.deploy.exported_file import ExportedFile
     from latkit.deploy.sidecar import ExportedFileDict, ExportReportDict
 
 S = TypeVar("S", bound="_Saved")
@@ -158,7 +158,7 @@ def exported_file(export: ExportReportDict | Mapping[str, object], format: str,
     Raises:
         UsageError: no such file was exported.
     """
-    from latkit.deploy.export import ExportedFile
+    from latkit.deploy.exported_file import ExportedFile
 
     for f in export["files"]:  # type: ignore[attr-defined]
         if f["format"] == format and parse_precision(f["variant"]) == precision:

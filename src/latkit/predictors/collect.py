@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latkit._version import __version__
+from latkit.core import checks
 from latkit.core.errors import ArchError, UsageError
-from latkit.core.files import read_json, write_json, write_text
+from latkit.core.files import check_output_dir, check_output_target, read_json, write_json, write_text
 from latkit.devices.precision import Precision, check_precision
 from latkit.predictors.data import ARCH_COLUMN, INDEX_COLUMN, parse_archs, read_latency_csv
 
@@ -252,12 +253,12 @@ def sample_latencies(
         cache_dir: where the networks' model files are cached.
 
     Raises:
-        UsageError: bad ``n`` or ``batch``, a space without networks, a precision the device
-            does not run, or an ``out`` measured at other settings.
+        UsageError: bad ``n`` (or over ``checks.MAX_SAMPLED_ARCHS``) or ``batch``, a space without
+            networks, a precision the device does not run, or an ``out`` measured at other settings.
         ParseError / ArchError: an existing ``out`` that is not a latency CSV of ``space``.
+        StoreError: ``out`` is not a file, or its folder cannot be written.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or isinstance(batch, bool) or batch < 1:
-        raise UsageError(f"n and batch must be integers >= 1, got n={n!r}, batch={batch!r}")
+    _check_sample_args(n, batch, out, column)
     t0, out, prec, res = time.perf_counter(), Path(out), check_precision(device, precision), space.check_resolution(resolution)
     column, config = column or device.uri, config or _standard_protocol()
     archs = sample_archs(space, n, seed, pool)
@@ -274,6 +275,21 @@ def sample_latencies(
                 for text in run.batch(todo[start : start + batch], archs, nets, table, doc)]  # fmt: skip
     return SampleReport(out, column, space.name, res, prec, len(archs), tuple(measured),
                         len(archs) - len(todo), time.perf_counter() - t0)  # fmt: skip
+
+
+def _check_sample_args(n: int, batch: int, out: Path | str, column: str | None) -> None:
+    """Refuse, before anything is measured, a count out of range, an odd column name or an unwritable ``out``.
+
+    Raises:
+        UsageError: bad ``n``, ``batch`` or ``column``. StoreError: ``out`` cannot be written.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or isinstance(batch, bool) or batch < 1:
+        raise UsageError(f"n and batch must be integers >= 1, got n={n!r}, batch={batch!r}")
+    if n > checks.MAX_SAMPLED_ARCHS:  # every network is drawn and built before the first is measured
+        raise UsageError(f"n={n} architectures: at most {checks.MAX_SAMPLED_ARCHS} are sampled in one table")
+    checks.text("column", column, none_ok=True)  # a newline would split the CSV's header
+    check_output_target(out, "latency CSV")
+    check_output_dir(Path(out).parent, "latency CSV's folder")
 
 
 class _Batches:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from latkit.core.files import one_line
+from latkit.core.files import check_input_file, one_line
 from latkit.core.errors import ArchError, ParseError, UnknownNameError, UsageError
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class LatencyDataset:
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """The header (empty in an empty file) and the non-blank rows of a CSV file."""
+    if path.exists():  # a FIFO would block, /dev/zero never end (a missing file is named below)
+        check_input_file(path, "latency CSV")
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)

@@ -312,17 +312,16 @@ def fit_from_csv(
     if k is not None and not 2 <= k <= len(have):
         raise UsageError(f"K={k} must be between 2 and the {len(have)} measured archs")
     provenance: dict[str, Any] = {"csv": str(csv), "target_csv": str(target_csv) if target_csv else None}
+    if known and predictor not in ("fewshot", "hwmeta"):  # they alone read the columns: others would ignore them
+        raise UsageError(f"known device columns are read by the fewshot and hwmeta predictors, not by "
+                         f"{predictor!r}; drop them or use --predictor fewshot or hwmeta")
     if predictor == "hwmeta":
         model, known, rows = _fit_hwmeta(dataset, space, target, y_all, have, k, known, params, design,
                                          random_state)
         provenance.update(features=FEATURES_ENCODING, known=known, design=Design(design).value,
                           inner_spearman=model.inner_spearman_, coverage=model.coverage)
     elif predictor == "fewshot":
-        cols = list(dataset.devices) + ([target] if target not in dataset.devices else [])
-        known = known or known_columns(cols, target)
-        ref = dataset.columns(known)
-        rows = have if k is None else have[select_archs(ref[have], k, random_state=random_state)]
-        model = get_predictor("fewshot", **(params or {})).fit(ref[rows], y_all[rows], reference=ref)
+        model, known, rows = _fit_fewshot(dataset, target, y_all, have, k, known, params, random_state)
         provenance.update(features=FEATURES_KNOWN, known=known)
     else:
         check_unique_archs(space, dataset)
@@ -334,6 +333,22 @@ def fit_from_csv(
     provenance.update(rows=int(len(rows)), random_state=random_state)
     save(model, out_dir, space=space, target=target, provenance=provenance)
     return model
+
+
+def _fit_fewshot(dataset: LatencyDataset, target: str, y_all: np.ndarray, have: np.ndarray, k: int | None,
+                 known: list[str] | None, params: dict[str, Any] | None,
+                 random_state: int) -> tuple[Any, list[str], np.ndarray]:
+    """``fewshot`` on the known columns' latencies, fitted on the ``k`` archs :func:`select_archs` picks.
+
+    Returns:
+        The fitted predictor, the known columns, the rows it was fitted on.
+    """
+    cols = list(dataset.devices) + ([target] if target not in dataset.devices else [])
+    known = known or known_columns(cols, target)
+    ref = dataset.columns(known)
+    rows = have if k is None else have[select_archs(ref[have], k, random_state=random_state)]
+    model = get_predictor("fewshot", **(params or {})).fit(ref[rows], y_all[rows], reference=ref)
+    return model, known, rows
 
 
 def _fit_hwmeta(dataset: LatencyDataset, space: str, target: str, y_all: np.ndarray, have: np.ndarray,
@@ -430,6 +445,9 @@ def predict_archs(
                          "refit it")
     if not archs:
         raise UsageError("no architectures to predict")
+    if reference_csv is not None and prov.get("features") != FEATURES_KNOWN:  # it would be ignored
+        raise UsageError(f"{predictor_dir} predicts from the architecture alone; a reference CSV of known "
+                         "devices' latencies is for few-shot predictors: drop it")
     if prov.get("features") == FEATURES_KNOWN:
         dataset = read_latency_csv(reference_csv or prov["csv"])
         if space:

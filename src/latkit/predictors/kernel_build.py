@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from latkit.core.checks import MAX_KERNEL_CONFIGS
+from latkit.core.errors import UsageError
 from latkit.devices.precision import Precision
 from latkit.lut.kernel_store import KernelStore
 from latkit.lut.store import LUT
@@ -58,6 +60,10 @@ class BuildSettings:
     adaptive_per_type: int = 8
     rounds: int = 3
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.per_type <= MAX_KERNEL_CONFIGS:  # every draw is made before the first is measured
+            raise UsageError(f"per_type={self.per_type}: draw 1 to {MAX_KERNEL_CONFIGS} configurations per kernel type")
 
 
 def device_rules(store: KernelStore, device: Any) -> FusionRules:
@@ -166,6 +172,8 @@ def transfer_to_device(device: Any, lut: LUT, source: KernelPredictors, samples:
     """
     from latkit.predictors.kernel_transfer import transfer_configs, transfer_predictors
 
+    if not 1 <= samples <= MAX_KERNEL_CONFIGS:  # every draw is made before the first is measured
+        raise UsageError(f"samples={samples}: measure 1 to {MAX_KERNEL_CONFIGS} kernel configurations")
     store = KernelStore(lut)
     budget = _Budget(budget_s)
     started = time.monotonic()

@@ -39,7 +39,7 @@ from latkit.core.reprs import short_repr
 from latkit.devices.precision import Precision, parse_precision
 from latkit._version import __version__
 from latkit.core.errors import MissingExtraError, StoreError, UsageError
-from latkit.core.files import read_json, write_json
+from latkit.core.files import check_output_dir, read_json, write_json
 from latkit.predictors.tree_json import TreeEnsemble
 from latkit.profiler.kernels import (
     FEATURE_NAMES,
@@ -218,8 +218,7 @@ class KernelPredictors:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``predictors.json`` and one XGBoost JSON model per type into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = check_output_dir(directory, "kernel predictor folder")
         types: dict[str, Any] = {}
         for t, m in self.models.items():
             entry = {"coef": m.coef.tolist(), "log_range": list(m.log_range), "n_train": m.n_train, "booster": None}

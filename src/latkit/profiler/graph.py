@@ -22,11 +22,15 @@ size would be a guess.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from latkit.core.checks import MAX_DIMENSION, MAX_ELEMENTS
 from latkit.core.errors import StoreError, UsageError
+from latkit.core.files import check_input_file
 from latkit.profiler.op_graph import Node, OpGraph, Shape, static_tensors
 
 log = logging.getLogger(__name__)
@@ -41,13 +45,25 @@ def parse_input_shape(text: str | None) -> Shape | None:
     if text is None:
         return None
     parts = text.replace(",", "x").lower().split("x")
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"--input-shape {text!r}: give positive integers like 1x3x224x224") from None
-    if not dims or min(dims) < 1:
+    if not all(p.strip().isascii() and p.strip().isdigit() for p in parts):  # int() also takes "٨"
         raise UsageError(f"--input-shape {text!r}: give positive integers like 1x3x224x224")
+    dims = tuple(int(p) for p in parts)
+    if min(dims) < 1:
+        raise UsageError(f"--input-shape {text!r}: give positive integers like 1x3x224x224")
+    _check_size("--input-shape", dims)
     return dims
+
+
+def _check_size(what: str, dims: Sequence[int]) -> None:
+    """Refuse a shape no network latkit can time: a dimension or a tensor past the runtimes' int32 sizes.
+
+    Raises:
+        UsageError: one line naming the shape.
+    """
+    shown = "x".join(str(d) for d in dims)
+    if max(dims, default=0) > MAX_DIMENSION or math.prod(dims) > MAX_ELEMENTS:
+        raise UsageError(f"{what} {shown} is too large: at most {MAX_DIMENSION} per dimension and "
+                         f"{MAX_ELEMENTS} elements in all; give the shape the model runs at")
 
 
 def read_graph(model: Any, input_shape: Shape | None = None) -> OpGraph:
@@ -63,7 +79,7 @@ def read_graph(model: Any, input_shape: Shape | None = None) -> OpGraph:
         UsageError: a dynamic dimension and no ``input_shape``; a module without one.
     """
     if isinstance(model, (str, Path)):
-        path = Path(model).expanduser()
+        path = check_input_file(model, "model file")  # a FIFO or /dev/zero would never end
         try:
             with path.open("rb") as f:
                 head = f.read(8)
@@ -135,6 +151,7 @@ def _fix_inputs(proto: Any, name: str, input_shape: Shape | None) -> list[str]:
             shown = "x".join(str(d) for d in dims)
             raise UsageError(f"{name}: input {inp.name!r} has dynamic dimension {bad[0]!r} (shape {shown}); "
                              "fix it with --input-shape, e.g. --input-shape 1x3x224x224")
+        _check_size(f"{name}: input {inp.name!r} of shape", dims)
     return [i.name for i in inputs]
 
 

@@ -17,18 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from latkit.core.errors import UsageError
 from latkit.devices.precision import Precision
 from latkit.profiler.farm.cluster import NodeReport, check_versions, connect, discover, errors_of, select
-from latkit.profiler.farm.driver import (
-    DeviceState,
-    EventFn,
-    FarmConfig,
-    FarmReport,
-    check_farm_precision,
-    run_farm,
-)
+from latkit.profiler.farm.driver import EventFn, check_farm_precision, run_farm
 from latkit.profiler.farm.identity import DeviceIdentity, FarmDevice, device_resource, group_by_identity
 from latkit.profiler.farm.node import ModelFactory, StandInFactory
+from latkit.profiler.farm.records import DeviceState, FarmConfig, FarmReport
 from latkit.profiler.measurement import MeasurementSink
 from latkit.profiler.ops import OpSpec
 from latkit.profiler.protocol import ProtocolConfig
@@ -93,9 +88,12 @@ def farm_profile(specs: Iterable[OpSpec], sink: MeasurementSink, devices: str, *
         precision: part of the job's identity; rows are stored at it.
 
     Raises:
-        UsageError: no device matches, a node runs another latkit version, or
-            a chosen device does not run ``precision``.
+        UsageError: no device pattern, no device matches, a node runs another latkit
+            version, or a chosen device does not run ``precision``.
     """
+    if not any(g.strip() for g in devices.split(",")):  # refused before a cluster starts
+        raise UsageError(f"no device pattern in {devices!r}; give comma-separated globs such as 'adb*' "
+                         "(see `latkit farm devices`)")
     with connect(address, tuple(adb)) as ray:
         reports = discover(ray, threads, device_options, host=names_host_devices(devices))
         check_versions(reports)

@@ -59,12 +59,14 @@ def connect(address: str | None = None, adb: list[str] | tuple[str, ...] = (),
         raise UsageError("--adb declares phones of an embedded cluster; on a `ray start` cluster "
                          "each node declares its own: ray start --resources "
                          f"'{{\"{device_resource(adb[0])}\": 1}}'")
+    # Ray's own start-up notices (token authentication...) would sit beside latkit's one error line;
+    # what goes wrong in the farm, latkit reports itself
     try:
         if address is None:
             ray.init(num_cpus=num_cpus, resources={device_resource(u): 1 for u in adb},
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise DeviceError(f"no Ray cluster at {address!r} ({' '.join(str(exc).split())[:200]}); "
                           "start one with `ray start --head`, or leave out --address for a "

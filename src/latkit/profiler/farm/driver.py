@@ -12,8 +12,9 @@ without a limit):
 
 * a device stops answering (phone unplugged or dead: the worker raises
   :class:`~latkit.core.errors.DeviceUnreachableError` once the protocol's
-  ``outage_wait_s`` is over): the operator in flight goes back to the front of
-  its queue at once, for a sibling, without counting as a try; the device is
+  ``outage_wait_s`` is over, or when it opens a phone that does not answer,
+  dead from the start): the operator in flight, if any, goes back to the front
+  of its queue at once, for a sibling, without counting as a try; the device is
   put *aside* at this first failure and probed in the background (a fresh
   worker that must open it and find the same phone, every ``probe_s``,
   doubling), re-admitted when it answers and fenced when it has not answered
@@ -188,15 +189,17 @@ class FarmRun:
         self._emit("lost", st)
 
     def _aside(self, st: DeviceState, reason: str) -> None:
-        """The device stopped answering: its operator goes to a sibling now (no try counted);
-        the device waits aside, probed in the background, until it answers or is fenced."""
+        """The device stopped answering (under an operator, or before its first): its operator,
+        if any, goes to a sibling now (no try counted); the device waits aside, probed in the
+        background, until it answers or is fenced."""
+        in_flight = st.key is not None
         self._hand_back(st, reason, dropped=True)
         self._kill(st)  # frees the phone's node resource for the probing worker
         now = time.monotonic()
-        st.state, st.last_error, st.dropouts = "aside", reason, st.dropouts + 1
+        st.state, st.last_error, st.dropouts = "aside", reason, st.dropouts + in_flight
         st.aside_since, st.probes, st.probe_at = now, 0, now + self.config.probe_s
-        log.warning("%s stopped answering (%s); set aside, its operator goes to a sibling; probing it "
-                    "in %.0f s", st.device.name, reason, self.config.probe_s)
+        log.warning("%s stopped answering (%s); set aside%s; probing it in %.0f s", st.device.name, reason,
+                    ", its operator goes to a sibling" if in_flight else "", self.config.probe_s)
         self._emit("aside", st)
 
     def _probe_failed(self, st: DeviceState, reason: str) -> None:
@@ -281,7 +284,9 @@ class FarmRun:
         try:
             got = self.ray.get(st.ready_ref, timeout=self.config.poll_s + 5)
         except Exception as exc:  # device unreachable, node gone, actor died at birth
-            self._lost(st, f"worker did not start: {_reason(exc)}")
+            reason = f"worker did not start: {_reason(exc)}"
+            # a phone dead from the start goes aside like one that dies under an operator
+            (self._aside if _unreachable(exc) and st.state == "starting" else self._lost)(st, reason)
             return
         if st.state == "probing":
             log.warning("%s answers again after %.0f s; measuring on it", st.device.name,

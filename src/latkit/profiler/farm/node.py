@@ -104,17 +104,23 @@ def android_identity(transport: Any, threads: int, timeout_s: float) -> tuple[De
     """Identity, serial and details of a phone, in one shell round trip.
 
     Raises:
-        DeviceError: unreachable, or no ``benchmark_model`` on it.
+        DeviceUnreachableError: the phone does not answer (worth waiting for).
+        DeviceError: no ``benchmark_model`` on it.
     """
     import shlex
 
-    from latkit.core.errors import DeviceError
+    from latkit.core.errors import DeviceError, DeviceUnreachableError
 
     props = "; ".join(f'echo "$(getprop {p})"' for p in _IDENTITY_PROPS)
     binary = shlex.quote(_BINARY)
     script = (f"{props}; b={binary}; [ -x \"$b\" ] || b=$(command -v benchmark_model); "
               "if [ -n \"$b\" ]; then sha256sum \"$b\" 2>/dev/null || md5sum \"$b\"; else echo; fi")
-    res = transport.shell(script, timeout_s)
+    try:
+        res = transport.shell(script, timeout_s)
+    except DeviceUnreachableError:
+        raise
+    except DeviceError as exc:  # connecting or the shell failed: the phone, not its answer
+        raise DeviceUnreachableError(f"{transport.serial} does not answer: {exc}") from exc
     lines = res.stdout.split("\n")
     values = dict(zip(_IDENTITY_PROPS, (line.strip() for line in lines)))
     digest = lines[len(_IDENTITY_PROPS)].split() if len(lines) > len(_IDENTITY_PROPS) else []
@@ -270,15 +276,24 @@ class DeviceWorker:
     def ready(self) -> dict[str, Any]:
         """Open the device and check it is still what the driver planned for.
 
+        A phone that does not answer raises :class:`DeviceUnreachableError`, as one
+        that stops answering under an operator does, so the driver sets it aside and
+        probes it whether it was dead from the start or died later.
+
         Raises:
-            DeviceError: unreachable, or another device now answers at this URI.
+            DeviceUnreachableError: the phone does not answer.
+            DeviceError: another device now answers at this URI, or it has no ``benchmark_model``.
         """
-        from latkit.core.errors import DeviceError
+        from latkit.core.errors import DeviceError, DeviceUnreachableError
 
         dev = self._open()
         if self.fd.identity.kind == "android":
-            with open_transport(self.fd.uri, use_server=bool(self.options.get("adb_server")),
-                                key_path=self.options.get("key_path"), connect_timeout_s=self.timeout_s) as t:
+            try:
+                transport = open_transport(self.fd.uri, use_server=bool(self.options.get("adb_server")),
+                                           key_path=self.options.get("key_path"), connect_timeout_s=self.timeout_s)
+            except DeviceError as exc:  # e.g. the adb server no longer lists the phone
+                raise DeviceUnreachableError(f"{self.fd.uri} does not answer: {exc}") from exc
+            with transport as t:
                 identity, serial, _ = android_identity(t, self.fd.identity.threads, self.timeout_s)
             dev.connect()
             if identity.at_precision(self.fd.identity.precision) != self.fd.identity or serial != self.fd.serial:
