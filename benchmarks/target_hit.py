@@ -200,7 +200,7 @@ def _manual_one(precision: str, lut: Path, res: list[str], args: argparse.Namesp
         ("calibrate", ["lut", "calibrate", "--lut", str(lut), "--space", SPACE, "--device", DEVICE,
                        "--precision", precision, *res, *(["--quick"] if quick else [])]),
         ("search", ["search", "--lut", str(lut), "--space", SPACE, "--target-ms", TARGET, "--precision", precision,
-                    "--out", str(folder / "search"), *res, *(["--epochs", "2"] if quick else [])]),
+                    "--out", str(folder / "search"), *res, *(["--search-epochs", "2"] if quick else [])]),
     ]  # fmt: skip
     row: dict = {"precision": precision, "seconds": {}}
     for name, argv in steps:
@@ -210,7 +210,7 @@ def _manual_one(precision: str, lut: Path, res: list[str], args: argparse.Namesp
         row[name] = doc
     target, arch = row["search"]["target_ms"], str(folder / "search" / "arch.json")
     code, doc, row["seconds"]["train"] = latkit(["train", "--arch", arch, "--out", str(folder / "train"),
-                                                 *(["--epochs", "1", "--max-steps", "2"] if quick else [])], args.out)
+                                                 *(["--train-epochs", "1", "--max-steps", "2"] if quick else [])], args.out)
     if code != 0:
         return {**row, "error": f"train: {doc.get('error', f'exit {code}')}"}
     code, doc, row["seconds"]["export"] = latkit(

@@ -190,15 +190,16 @@ def _save_run(run: PipelineRun, folder: Path) -> None:
 
 
 def _load_run(folder: Path) -> PipelineRun:
-    """The :class:`PipelineRun` that :func:`_save_run` wrote, its paths and precision typed again."""
+    """The :class:`PipelineRun` that :func:`_save_run` wrote, its paths, precision and statistic typed again."""
     from latkit.devices.precision import Precision
     from latkit.pipeline.runner import PipelineResult
+    from latkit.profiler.protocol import Statistic
 
     doc = json.loads((folder / "run.json").read_text())
     res = doc["result"]
     for key in ("out_dir", "arch_path", "report_path"):
         res[key] = Path(res[key])
-    res["precision"] = Precision(res["precision"])
+    res["precision"], res["statistic"] = Precision(res["precision"]), Statistic(res["statistic"])
     counts = {stage: (done, total) for stage, (done, total) in doc["counts"].items()}
     events = tuple((stage, done, total, message) for stage, done, total, message in doc["events"])
     return PipelineRun(PipelineResult(**res), Path(doc["out"]), Path(doc["lut"]), tuple(doc["stages"]), counts,

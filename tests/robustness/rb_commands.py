@@ -291,9 +291,9 @@ def train_cases() -> list[CliCase]:
         C(g, "--init a FIFO", lambda d, ws: ["train", "--arch", str(ws.arch_json), "--init", fifo(d),
                                              "--out", str(d / "t")]),
         C(g, "--out a file", lambda d, ws: ["train", "--arch", str(ws.arch_json), "--out", put(d, "f", "x"),
-                                            "--max-steps", "1", "--epochs", "1"], timeout=60),
+                                            "--max-steps", "1", "--train-epochs", "1"], timeout=60),
         C(g, "--out /dev/full", lambda d, ws: ["train", "--arch", str(ws.arch_json), "--out", "/dev/full",
-                                               "--max-steps", "1", "--epochs", "1"], timeout=60),
+                                               "--max-steps", "1", "--train-epochs", "1"], timeout=60),
         C(g, "--seed text", tr(arch, "--seed", "x")),
     ]
 
@@ -398,7 +398,7 @@ def _under_a_file_cases() -> list[CliCase]:
         C(g, "kernels detect-fusion --lut under a file", lambda d, ws: [
             "kernels", "detect-fusion", *DEV, "--lut", under(d, "k.db")], timeout=90, slow=True),
         C(g, "train --out under a file", lambda d, ws: ["train", "--arch", str(ws.arch_json), "--out",
-                                                        under(d, "t"), "--max-steps", "1", "--epochs", "1"],
+                                                        under(d, "t"), "--max-steps", "1", "--train-epochs", "1"],
           timeout=60),
         C(g, "run --out under a file", lambda d, ws: ["run", *DEV, "--space", "proxyless_mobile", "--target-ms",
                                                       "1", "--out", under(d, "r")], timeout=90, slow=True),

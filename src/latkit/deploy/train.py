@@ -120,7 +120,7 @@ def train_arch(
         seed: weight and batch-order seed.
         threads: torch intra-op threads (None leaves torch's setting).
         on_progress: called with ``(0, epochs, what)`` once the arguments are
-            checked, then ``(epoch, epochs, message)`` after each epoch.
+            checked and the data loaded, then ``(epoch, epochs, message)`` after each epoch.
 
     Raises:
         UsageError / ArchError: bad arguments or architecture.
@@ -131,11 +131,11 @@ def train_arch(
     info = read_arch(arch, get_space(space) if isinstance(space, str) else space, resolution)
     start = _init_source(init, arch)
     out = check_output_dir(out_dir, "--out folder")
-    if on_progress is not None:  # announced with its total once the arguments hold, before the data loads
-        on_progress(0, epochs, f"{epochs} epoch(s) on {data}")
     if threads is not None:
         torch.set_num_threads(threads)
     ds = load_data(data, info.resolution, seed=seed)
+    if on_progress is not None:  # announced with its total once the arguments and the data hold
+        on_progress(0, epochs, f"{epochs} epoch(s) on {data}")
     module, network, init_text = _initial_module(info.network, ds.n_classes, start, seed)
     losses = _train_epochs(module, ds, epochs, max_steps, seed, on_progress)
     module.eval()

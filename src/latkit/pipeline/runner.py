@@ -689,7 +689,7 @@ def _judge(attempt: Attempt, target_ms: float, tolerance: float) -> tgt.Verdict:
     host = attempt.host
     if attempt.contended:
         return tgt.contended(attempt.measured_ms, target_ms, str(host.get("unjudgeable")))  # type: ignore[union-attr]
-    corrected = attempt.measure.corrected_ms is not None and attempt.judged_ms < attempt.measure.lowest_ms
+    corrected = attempt.corrected
     verdict = tgt.judge(attempt.judged_ms, target_ms, tolerance, None if host else attempt.drift, attempt.range_ms,
                         figure="corrected" if corrected else "measured")  # fmt: skip
     if not host:

@@ -270,6 +270,12 @@ class Attempt:
         return self.measure.contended
 
     @property
+    def corrected(self) -> bool:
+        """Whether :attr:`judged_ms` is the figure corrected for the host's state (below every measured one)."""
+        corrected = self.measure.corrected_ms
+        return corrected is not None and self.judged_ms < self.measure.lowest_ms
+
+    @property
     def predicted_ms(self) -> float:
         return self.search.predicted_ms
 
