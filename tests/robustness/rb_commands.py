@@ -367,8 +367,9 @@ def output_cases() -> list[CliCase]:
         ("profile --lut", lambda d, ws: ["profile", *DEV, "--space", "proxyless_mobile", "-r", "32", "--limit",
                                          "2", "--quick", "--lut", str(d / "p.db")]),
     ):
+        # profile and export find the limit only when they write, after work their progress lines showed
         cases.append(C(g, f"{label} past a 2 KiB file-size limit", build, needs_process=OWN, fsize=2048,
-                       timeout=90, check=_no_debris, allow_progress=label.startswith("profile")))
+                       timeout=90, check=_no_debris, allow_progress=label.startswith(("profile", "export"))))
     return cases + _under_a_file_cases()
 
 
