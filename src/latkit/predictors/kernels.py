@@ -186,6 +186,9 @@ class KernelPredictors:
         self.calibration = dict(calibration or {})
         self.provenance = dict(provenance or {})
 
+    def __repr__(self) -> str:
+        return short_repr(self, "uri", "precision", "models", "overhead_ms", "calibration")
+
     @property
     def uri(self) -> str:
         """The device URI."""
