@@ -120,3 +120,14 @@ def test_farm_devices_passes_the_cluster_on(monkeypatch):
 
     monkeypatch.setattr(farm, "farm_devices", lambda *args: list(args))
     assert latkit.farm_devices(address="auto", threads=2) == ["auto", [], 2, {}]
+
+
+def test_a_failed_build_leaves_no_predictor_folder(tmp_path):
+    from latkit.core.errors import StoreError, UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="cpu:nope"):
+        latkit.build_kernel_predictors("cpu:nope", lut=tmp_path / "k.db", out=tmp_path / "new" / "preds")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file, not a folder"):  # before any device opens
+        latkit.build_kernel_predictors("cpu:nope", lut=tmp_path / "k.db", out=tmp_path / "file")

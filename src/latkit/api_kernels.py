@@ -18,6 +18,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,13 +58,19 @@ def _kernel_lut(lut: Any) -> Path:
     return Path(lut) if lut is not None else default_kernel_lut()
 
 
-def _out_dir(out: Any) -> None:
-    """``out`` checked now: a file in the way fails before the measuring, not after it."""
-    checks.path("out", out, none_ok=True)
-    if out is not None:
-        from latkit.core.files import check_output_dir
+@contextmanager
+def _predictor_dir(out: str | Path | None) -> Iterator[None]:
+    """A block that measures, then saves predictors to ``out``: the folder is made ready first
+    (a file in the way fails before the measuring, not after it) and removed again, when
+    this made it, if the block fails."""
+    if out is None:
+        yield
+        return
+    from latkit.core.files import check_output_dir, removed_on_failure
 
+    with removed_on_failure(out):
         check_output_dir(out, "kernel predictor folder")
+        yield
 
 
 def _check_measuring(quick: Any, config: Any, on_progress: Any) -> None:
@@ -115,22 +123,23 @@ def build_kernel_predictors(
     path, budget_s = _kernel_lut(lut), _budget_s(budget)
     checks.integer("per_type", per_type, 1, checks.MAX_KERNEL_CONFIGS)
     checks.integer("rounds", rounds, 0)
-    _out_dir(out)
+    checks.path("out", out, none_ok=True)
     _check_measuring(quick, config, on_progress)
     from latkit.lut.store import LUT
     from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors as _build
     from latkit.predictors.kernels import default_predictor_dir
 
     settings = BuildSettings(budget_s=budget_s, per_type=per_type, rounds=rounds)
-    dev = _opened(device)
-    try:
-        with LUT.open(path, create=True) as store:
-            preds = _build(dev, store, settings, protocol=_protocol(config, quick),
-                           on_progress=_progress(on_progress, "kernels"))
-    finally:
-        if dev is not device:
-            dev.close()
-    preds.save(out or default_predictor_dir(path, dev.uri, preds.precision))
+    with _predictor_dir(out):
+        dev = _opened(device)
+        try:
+            with LUT.open(path, create=True) as store:
+                preds = _build(dev, store, settings, protocol=_protocol(config, quick),
+                               on_progress=_progress(on_progress, "kernels"))
+        finally:
+            if dev is not device:
+                dev.close()
+        preds.save(out or default_predictor_dir(path, dev.uri, preds.precision))
     return preds
 
 
@@ -276,21 +285,22 @@ def transfer_kernels(
     checks.integer("samples", samples, 1, checks.MAX_KERNEL_CONFIGS)
     checks.integer("threads", threads, 1, checks.MAX_THREADS)
     path, budget_s = _kernel_lut(lut), _budget_s(budget)
-    _out_dir(out)
+    checks.path("out", out, none_ok=True)
     _check_measuring(quick, config, on_progress)
     from latkit.lut.store import LUT
     from latkit.predictors.kernel_build import transfer_to_device
     from latkit.predictors.kernels import default_predictor_dir
 
     known = source if isinstance(source, _Predictors) else _Predictors.load(source)
-    dev = open_device(device, threads=threads) if isinstance(device, str) else device
-    try:
-        with LUT.open(path, create=True) as store:
-            preds = transfer_to_device(dev, store, known, samples, budget_s=budget_s, precision=known.precision,
-                                       protocol=_protocol(config, quick),
-                                       on_progress=_progress(on_progress, "kernels"))  # fmt: skip
-    finally:
-        if dev is not device:
-            dev.close()
-    preds.save(out or default_predictor_dir(path, dev.uri, preds.precision))
+    with _predictor_dir(out):
+        dev = open_device(device, threads=threads) if isinstance(device, str) else device
+        try:
+            with LUT.open(path, create=True) as store:
+                preds = transfer_to_device(dev, store, known, samples, budget_s=budget_s, precision=known.precision,
+                                           protocol=_protocol(config, quick),
+                                           on_progress=_progress(on_progress, "kernels"))  # fmt: skip
+        finally:
+            if dev is not device:
+                dev.close()
+        preds.save(out or default_predictor_dir(path, dev.uri, preds.precision))
     return preds
