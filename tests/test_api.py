@@ -23,7 +23,8 @@ FBNET_CSV = Path(__file__).resolve().parents[1] / "data" / "fbnet_latency_ms.csv
 VERBS = ("open_device", "profile", "open_lut", "estimate", "sample_latencies", "fit_predictor", "load_predictor",
          "predict", "search_arch", "train", "export", "measure", "measure_layers", "inspect", "run", "calibrate",
          "show_lut", "export_lut", "import_lut", "merge_luts", "evaluate_predictor", "design_predictor",
-         "loopback_phone")
+         "loopback_phone", "build_kernel_predictors", "detect_fusion", "calibrate_kernels", "transfer_kernels",
+         "farm_devices", "farm_profile")
 
 
 def _small_arch() -> str:

@@ -121,11 +121,12 @@ CLI_TO_API = {
     "predictor predict": "predict", "predictor eval": "evaluate_predictor", "predictor design": "design_predictor",
     "predict": "predict_model", "search": "search_arch", "train": "train", "export": "export", "run": "run",
     "loopback-device": "loopback_phone", "predictor sample": "sample_latencies", "inspect": "inspect",
+    "kernels build": "build_kernel_predictors", "kernels detect-fusion": "detect_fusion",
+    "kernels calibrate": "calibrate_kernels", "kernels transfer": "transfer_kernels", "farm devices": "farm_devices",
+    "farm profile": "farm_profile",
 }
-# the verbs with no function yet, or none needed: shell helpers, the kernel predictors' and the Ray farm's
-# commands (their library functions, latkit.predictors.kernel_build and latkit.profiler.farm, are the API)
-NOT_IN_API = {"cache clear", "completion", "ops", "parse-benchmark", "predictor list", "kernels build",
-              "kernels calibrate", "kernels detect-fusion", "kernels transfer", "farm devices", "farm profile"}
+# the verbs with no function, none being needed: shell helpers and listings
+NOT_IN_API = {"cache clear", "completion", "ops", "parse-benchmark", "predictor list"}
 
 
 def test_every_cli_verb_has_its_api_function():
@@ -178,14 +179,20 @@ def test_train_returns_a_typed_result():
 
 
 def test_results_have_short_reprs(tmp_path):
+    from latkit.devices.precision import Precision
     from latkit.lut.calibration import Calibration
     from latkit.lut.io import Conflict, MergeReport
     from latkit.pipeline.runner import PipelineResult
     from latkit.profiler.measurement import Measurement
+    from latkit.predictors.kernel_calibration import CalibrationForm, KernelCalibration
+    from latkit.predictors.kernels import KernelPredictors
+    from latkit.profiler.farm import FarmReport, NodeReport
+    from latkit.profiler.kernels import FusionRules
     from latkit.profiler.runner import ProfileReport
     from latkit.search.run import SearchOutcome
 
     keys = [f"Conv-input:{i}x{i}x16-output:{i}x{i}x32" for i in range(500)]
+    pairs = {(k, "Relu") for k in keys}
     results = [
         ProfileReport("adb+tcp://127.0.0.1:6555?delegate=gpu", measured=keys, failed={k: "x" * 300 for k in keys}),
         Measurement("k" * 400, 1.5, 1.6, 0.1, 1.4, 2.0, 1.45, 1.8, 0.05, 1.49, 1.51, 0.01, 1000, 3, 4, True,
@@ -195,6 +202,11 @@ def test_results_have_short_reprs(tmp_path):
                        tmp_path / "report.md"),
         Calibration(1.0, 0.01, 0.2, "lstsq3", 6, 0.01, 0.05, 0.1, refused="y" * 400),
         MergeReport(70, conflicts=[Conflict(k, "cpu", 1.0, 2.0, "existing") for k in keys]),
+        FusionRules(frozenset(pairs), "measured", {f"{a}->{b}": {"fused": True} for a, b in pairs}),
+        KernelPredictors({"uri": "x" * 500}, Precision.FP32, {}, FusionRules(frozenset(pairs)), 0.1),
+        KernelCalibration(CalibrationForm.AFFINE, 1.1, 0.2, 5, 3.5, 9.0),
+        FarmReport(groups={"g": keys}, measured={"g": keys}, fenced={k: "x" * 300 for k in keys}),
+        NodeReport("n" * 64, "10.0.0.1", "host" * 40, unreachable={k: "gone" for k in keys}, error="e" * 300),
     ]
     for result in results:
         text = repr(result)

@@ -78,6 +78,31 @@ def _calls(tmp):
         "run(target_ms=[1])": (lambda: latkit.run("cpu:onnxruntime", "nasbench201", [1], tmp), "target_ms", True),
         "run(on_progress=1)": (lambda: latkit.run("cpu:onnxruntime", "nasbench201", 5.0, tmp, on_progress=1),
                                "on_progress", True),
+        "build_kernel_predictors(budget='5x')": (lambda: latkit.build_kernel_predictors(
+            "cpu:onnxruntime", lut=lut, budget="5x"), "budget", False),
+        "build_kernel_predictors(budget=nan)": (lambda: latkit.build_kernel_predictors(
+            "cpu:onnxruntime", lut=lut, budget=math.nan), "budget", False),
+        "build_kernel_predictors(per_type=0)": (lambda: latkit.build_kernel_predictors(
+            "cpu:onnxruntime", lut=lut, per_type=0), "per_type", False),
+        "build_kernel_predictors(device=3)": (lambda: latkit.build_kernel_predictors(3, lut=lut), "device", True),
+        "detect_fusion(quick='yes')": (lambda: latkit.detect_fusion("cpu:onnxruntime", lut=lut, quick="yes"),
+                                       "quick", True),
+        "detect_fusion(lut=7)": (lambda: latkit.detect_fusion("cpu:onnxruntime", lut=7), "lut", True),
+        "calibrate_kernels(networks=1)": (lambda: latkit.calibrate_kernels("cpu:onnxruntime", lut=lut, networks=1),
+                                          "networks", False),
+        "calibrate_kernels(precision=8)": (lambda: latkit.calibrate_kernels("cpu:onnxruntime", lut=lut, precision=8),
+                                           "precision", True),
+        "transfer_kernels(samples='4')": (lambda: latkit.transfer_kernels("cpu:onnxruntime", tmp / "p", lut=lut,
+                                                                          samples="4"), "samples", True),
+        "transfer_kernels(source=None)": (lambda: latkit.transfer_kernels("cpu:onnxruntime", None, lut=lut),
+                                          "source", True),
+        "farm_devices(adb='adb+tcp://h:1')": (lambda: latkit.farm_devices(adb="adb+tcp://h:1"), "adb", True),
+        "farm_devices(threads=0)": (lambda: latkit.farm_devices(threads=0), "threads", False),
+        "farm_profile(devices=5)": (lambda: latkit.farm_profile("proxyless_mobile_w05", 5, lut), "devices", True),
+        "farm_profile(op_timeout_s=0.5)": (lambda: latkit.farm_profile("proxyless_mobile_w05", "adb*", lut,
+                                                                       op_timeout_s=0.5), "op_timeout_s", False),
+        "farm_profile(on_progress=1)": (lambda: latkit.farm_profile("proxyless_mobile_w05", "adb*", lut,
+                                                                    on_progress=1), "on_progress", True),
     }
 
 

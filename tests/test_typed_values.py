@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "latkit"
-FRONT_DOOR = ("cli/", "api.py", "api_tools.py")
+FRONT_DOOR = ("cli/", "api.py", "api_tools.py", "api_kernels.py", "api_farm.py")
 PRECISION_MODULE = "devices/precision.py"
 
 

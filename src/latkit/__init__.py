@@ -38,6 +38,10 @@ _LAZY = {
         "calibrate", "show_lut", "export_lut", "import_lut", "merge_luts", "evaluate_predictor", "design_predictor",
         "loopback_phone",
     )},
+    **{verb: "latkit.api_kernels" for verb in (
+        "build_kernel_predictors", "detect_fusion", "calibrate_kernels", "transfer_kernels",
+    )},
+    **{verb: "latkit.api_farm" for verb in ("farm_devices", "farm_profile")},
 }
 
 __all__ = ["__version__", "LatkitError", *_LAZY]

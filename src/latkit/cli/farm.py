@@ -24,16 +24,9 @@ ADB_HELP = ("A phone the embedded cluster's node owns (adb+tcp://HOST:PORT; repe
 
 
 def _device_options(key: Optional[Path]) -> dict:
-    """The phones' options; a --key that is no ADB key is told here, not as "no device matches"."""
-    if not key:
-        return {}
-    from latkit.core.errors import UsageError
-    from latkit.devices.adb_transport import load_signer
+    from latkit.profiler.farm.options import key_options
 
-    if not key.expanduser().exists():  # a key the user names is never generated in its place
-        raise UsageError(f"--key {key} does not exist; give the key adb uses (~/.android/adbkey), or leave out --key")
-    load_signer(key)
-    return {"key_path": str(key)}
+    return key_options(key)
 
 
 @farm_app.command("devices")
@@ -106,15 +99,12 @@ def profile_cmd(
     """Profile a space's operators on every matching device of the cluster into one LUT."""
     from latkit.lut.store import LUT
     from latkit.profiler.farm import FarmConfig, farm_profile
-    from latkit.profiler.protocol import Preset, ProtocolConfig
+    from latkit.profiler.farm.options import farm_protocol, space_operators, stand_in_factory
 
     prec = precision_option(precision) or Precision.FP32
-    specs = _farm_specs(space, resolution, limit)
-    factory = _stand_in_factory(stand_in_model)
-    overrides = {} if target_ci is None else {"target_rel_ci": target_ci}
-    if device_wait is not None:
-        overrides["outage_wait_s"] = device_wait
-    protocol = ProtocolConfig.preset(Preset.QUICK if quick else Preset.DEFAULT, **overrides)
+    specs = space_operators(space, resolution, limit)
+    factory = stand_in_factory(stand_in_model)
+    protocol = farm_protocol(quick, target_ci, device_wait)
     display = _LiveDisplay(progress)
 
     def on_plan(chosen) -> None:
@@ -132,24 +122,6 @@ def profile_cmd(
     _print_farm_report(report)
     if not report.ok:
         raise typer.Exit(1)
-
-
-def _farm_specs(space: str, resolution: Optional[int], limit: Optional[int]) -> list:
-    """The distinct measurable operators of the space (the first ``limit`` of them)."""
-    from latkit.profiler.spaces import get_space
-
-    specs = list({s.key: s for s in get_space(space).operators(resolution) if s.measurable}.values())
-    return specs[:limit] if limit else specs
-
-
-def _stand_in_factory(stand_in_model: Optional[Path]):
-    """The model factory pushing ``--stand-in-model`` for every operator (None: export each)."""
-    from latkit.core.errors import UsageError
-    from latkit.profiler.farm import StandInFactory
-
-    if stand_in_model is not None and not stand_in_model.is_file():
-        raise UsageError(f"--stand-in-model {stand_in_model} is not a file")
-    return StandInFactory(stand_in_model.resolve()) if stand_in_model else None
 
 
 class _LiveDisplay:

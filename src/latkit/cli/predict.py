@@ -19,50 +19,16 @@ DEVICE_HELP = "Device URI (cpu:onnxruntime, ...)."
 LUT_HELP = "LUT file holding the device's kernel measurements (default: kernels.db in the LUT cache)."
 
 
-MAX_BUDGET_S = 7 * 24 * 3600.0  # a kernel build measures for at most a week
-
-
 def _lut_path(lut: Optional[Path]) -> Path:
-    from latkit.core.cache import luts_dir
+    from latkit.predictors.kernels import default_kernel_lut
 
-    return lut if lut is not None else luts_dir() / "kernels.db"
-
-
-def parse_budget(text: str) -> float:
-    """``30m``, ``90s``, ``1h`` or plain seconds, as seconds.
-
-    Raises:
-        UsageError: anything else.
-    """
-    from latkit.core.errors import UsageError
-
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    t = text.strip().lower()
-    try:
-        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
-    except ValueError:
-        value = -1.0
-    if not (t.isascii() and 0 < value <= MAX_BUDGET_S):  # float() also takes "inf" and non-ASCII digits
-        raise UsageError(f"--budget {text!r}: give a duration such as 30m, 90s or 1h (at most a week)")
-    return value
+    return lut if lut is not None else default_kernel_lut()
 
 
 def _load_predictors(predictors: Optional[Path], lut: Path, device: str, precision: Precision) -> Any:
-    from latkit.core.errors import StoreError, UsageError
-    from latkit.predictors.kernels import KernelPredictors, default_predictor_dir
+    from latkit.predictors.kernels import load_device_predictors
 
-    folder = predictors or default_predictor_dir(lut, device, precision)
-    if not (folder / "predictors.json").is_file() and precision is not Precision.FP32:
-        raise StoreError(f"no kernel predictors for {device} at {precision.value} in {folder}; `latkit kernels build` "
-                         "builds fp32 ones so far: predict with them with --precision fp32")
-    if not (folder / "predictors.json").is_file():
-        raise StoreError(f"no kernel predictors for {device} at {precision} in {folder}; build them with "
-                         f"`latkit kernels build --device {device} --lut {lut} --budget 30m`")
-    preds = KernelPredictors.load(folder)
-    if (preds.uri, preds.precision) != (device, precision):  # else another device's figures, silently
-        raise UsageError(f"the kernel predictors in {folder} are of {preds.uri} at {preds.precision.value}, not "
-                         f"{device} at {precision.value}; give --device {preds.uri} or the predictors of {device}")
-    return preds
+    return load_device_predictors(predictors, lut, device, precision)
 
 
 @kernels_app.command("build")
@@ -82,7 +48,7 @@ def build_cmd(
     from latkit.core.files import check_output_dir
     from latkit.devices.base import open_device
     from latkit.lut.store import LUT
-    from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
+    from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors, parse_budget
     from latkit.predictors.kernels import default_predictor_dir
     from latkit.profiler.protocol import ProtocolConfig
 
@@ -128,7 +94,7 @@ def transfer_cmd(
     from latkit.core.files import check_output_dir
     from latkit.devices.base import open_device
     from latkit.lut.store import LUT
-    from latkit.predictors.kernel_build import transfer_to_device
+    from latkit.predictors.kernel_build import parse_budget, transfer_to_device
     from latkit.predictors.kernels import KernelPredictors, default_predictor_dir
     from latkit.profiler.protocol import ProtocolConfig
 
@@ -280,4 +246,4 @@ def _render(result: Any) -> None:
                          f"{common.esc(k['fallback'])}")
 
 
-__all__ = ["kernels_app", "parse_budget", "predict_cmd"]
+__all__ = ["kernels_app", "predict_cmd"]

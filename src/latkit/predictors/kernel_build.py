@@ -41,6 +41,25 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, key)
 _CHUNK = 8  # configurations measured between budget checks
+MAX_BUDGET_S = 7 * 24 * 3600.0  # a kernel build measures for at most a week
+
+
+def parse_budget(text: str, name: str = "--budget") -> float:
+    """``30m``, ``90s``, ``1h`` or plain seconds, as seconds (``latkit kernels build --budget``, and
+    the ``budget`` of :func:`latkit.build_kernel_predictors`; ``name`` is what the error names).
+
+    Raises:
+        UsageError: anything else, or more than a week.
+    """
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        value = -1.0
+    if not (t.isascii() and 0 < value <= MAX_BUDGET_S):  # float() also takes "inf" and non-ASCII digits
+        raise UsageError(f"{name} {text!r}: give a duration such as 30m, 90s or 1h (at most a week)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -202,4 +221,5 @@ def fit_from_store(store: KernelStore, info: dict[str, Any], rules: FusionRules,
                           provenance={"lut": str(store.lut.path), "rows": len(rows)})
 
 
-__all__ = ["BuildSettings", "build_kernel_predictors", "device_rules", "fit_from_store", "transfer_to_device"]
+__all__ = ["MAX_BUDGET_S", "BuildSettings", "build_kernel_predictors", "device_rules", "fit_from_store", "parse_budget",
+           "transfer_to_device"]

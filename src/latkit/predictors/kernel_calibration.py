@@ -18,7 +18,7 @@ chose it, and every later prediction applies it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -126,13 +126,15 @@ def calibrate(predictors: KernelPredictors, graphs: Sequence[KernelGraph],
 
 
 def calibrate_on_space(predictors: KernelPredictors, device: Any, space: str, networks: int, resolution: int, *,
-                       seed: int = 0, protocol: Any = None) -> KernelCalibration:
+                       seed: int = 0, protocol: Any = None,
+                       on_progress: Callable[[int, int, str], None] | None = None) -> KernelCalibration:
     """Measure ``networks`` random members of a built-in search space end to end and calibrate on them.
 
     The members are exported by latkit's own export (cached) in the format the
     device runs (ONNX, or TFLite for LiteRT), read and grouped with the
     predictors' fusion rules, and timed with the measurement protocol
-    (``protocol``, default settings when None).
+    (``protocol``, default settings when None). ``on_progress`` is called as
+    ``(done, total, network key)`` after each network is measured.
     """
     from latkit.devices.base import ModelFormat
     from latkit.profiler.export import BuiltModel
@@ -146,7 +148,11 @@ def calibrate_on_space(predictors: KernelPredictors, device: Any, space: str, ne
     models = [BuiltModel(found.network(found.sample(rng), resolution)) for _ in range(networks)]
     fmt = getattr(device, "model_format", ModelFormat.ONNX)  # the file the device runs is the graph predicted
     graphs = [group_kernels(read_graph(m.file(fmt)), predictors.rules) for m in models]
-    measured = [measure_one(device, m, protocol).latency_ms for m in models]
+    measured = []
+    for m in models:
+        measured.append(measure_one(device, m, protocol).latency_ms)
+        if on_progress is not None:
+            on_progress(len(measured), len(models), m.key)
     return calibrate(predictors, graphs, measured)
 
 

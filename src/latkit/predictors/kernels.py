@@ -186,6 +186,9 @@ class KernelPredictors:
         self.calibration = dict(calibration or {})
         self.provenance = dict(provenance or {})
 
+    def __repr__(self) -> str:
+        return short_repr(self, "uri", "precision", "models", "overhead_ms", "calibration")
+
     @property
     def uri(self) -> str:
         """The device URI."""
@@ -308,5 +311,37 @@ def default_predictor_dir(lut_path: str | Path, device_uri: str,
     return path.with_name(path.name + ".kernels") / f"{slug}-{precision.value}"
 
 
+def default_kernel_lut() -> Path:
+    """The LUT holding kernel measurements when none is named: ``kernels.db`` in latkit's LUT cache."""
+    from latkit.core.cache import luts_dir
+
+    return luts_dir() / "kernels.db"
+
+
+def load_device_predictors(folder: str | Path | None, lut: str | Path, device: str,
+                           precision: Precision) -> KernelPredictors:
+    """The kernel predictors of ``device`` at ``precision``: those in ``folder`` (default the ones a
+    build wrote beside ``lut``), refused when they are another device's or precision's.
+
+    Raises:
+        StoreError: no predictors there. UsageError: they are of another device or precision
+            (else another device's figures would be used silently).
+    """
+    from latkit.core.errors import StoreError, UsageError
+
+    folder = Path(folder) if folder is not None else default_predictor_dir(lut, device, precision)
+    if not (folder / "predictors.json").is_file() and precision is not Precision.FP32:
+        raise StoreError(f"no kernel predictors for {device} at {precision.value} in {folder}; `latkit kernels build` "
+                         "builds fp32 ones so far: predict with them with --precision fp32")
+    if not (folder / "predictors.json").is_file():
+        raise StoreError(f"no kernel predictors for {device} at {precision} in {folder}; build them with "
+                         f"`latkit kernels build --device {device} --lut {lut} --budget 30m`")
+    preds = KernelPredictors.load(folder)
+    if (preds.uri, preds.precision) != (device, precision):
+        raise UsageError(f"the kernel predictors in {folder} are of {preds.uri} at {preds.precision.value}, not "
+                         f"{device} at {precision.value}; give --device {preds.uri} or the predictors of {device}")
+    return preds
+
+
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "KernelPrediction", "KernelPredictors", "NetworkPrediction", "TypeModel",
-           "default_predictor_dir", "fit_predictors"]
+           "default_kernel_lut", "default_predictor_dir", "fit_predictors", "load_device_predictors"]

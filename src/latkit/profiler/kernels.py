@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from latkit.core.errors import UsageError
+from latkit.core.reprs import short_repr
 from latkit.profiler.op_graph import Node, OpGraph, Shape
 
 
@@ -227,6 +228,9 @@ class FusionRules:
     pairs: frozenset[tuple[str, str]]
     source: str = "default"
     evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return short_repr(self, "source", "pairs", "evidence")
 
     def fuses(self, root: str, follower: str) -> bool:
         """Whether a kernel rooted at ``root`` absorbs a following ``follower``."""

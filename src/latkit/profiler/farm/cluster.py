@@ -18,6 +18,7 @@ from typing import Any
 
 from latkit._version import __version__
 from latkit.core.errors import DeviceError, LatkitError, MissingExtraError, UsageError
+from latkit.core.reprs import short_repr
 from latkit.profiler.farm.identity import FarmDevice, device_resource, uri_of_resource
 from latkit.profiler.farm.node import probe_node
 
@@ -158,6 +159,9 @@ class NodeReport:
     devices: list[FarmDevice] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
     error: str = ""
+
+    def __repr__(self) -> str:
+        return short_repr(self, "node_ip", "hostname", "latkit_version", "devices", "unreachable", "error")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

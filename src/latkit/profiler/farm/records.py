@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from latkit.core.errors import UsageError
+from latkit.core.reprs import short_repr
 from latkit.profiler.farm.identity import FarmDevice
 
 
@@ -108,6 +109,9 @@ class FarmReport:
     elapsed_s: float = 0.0
     driver_s_per_row: float = 0.0  # driver time per result: fetch, write, bookkeeping
     write_s_per_row: float = 0.0  # of which the sink's committed write
+
+    def __repr__(self) -> str:
+        return short_repr(self, "rows", "ok", "groups", "fenced", "elapsed_s")
 
     @property
     def rows(self) -> int:
