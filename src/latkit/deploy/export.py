@@ -481,7 +481,7 @@ def _measure_files(report: ExportReport, device: Device | None, protocol: Protoc
                    target_ms: float | None, tolerance: float) -> None:  # fmt: skip
     """Measure every file the device (if any) runs, then check them (precision against fp32, the target)."""
     from latkit.deploy.checks import check_files
-    from latkit.deploy.verify import measure_exported
+    from latkit.deploy.verify import measure_in_fresh_process
 
     if device is None:
         return
@@ -490,7 +490,7 @@ def _measure_files(report: ExportReport, device: Device | None, protocol: Protoc
     for f in report.files:
         if f.format == device.model_format.value and f.precision in runs:
             say(f"measuring {f.path.name} on {device.uri}")
-            measure_exported(device, f, protocol)
+            measure_in_fresh_process(device, f, protocol)  # this process has just run torch
     report.checks = check_files(report.files, target_ms, tolerance)
 
 

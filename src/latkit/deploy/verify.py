@@ -106,6 +106,38 @@ def _pick(taken: list[Taken]) -> Taken:
     return min(steady or taken, key=lambda t: t[0].latency_ms)
 
 
+def measure_in_fresh_process(device: Device, exported: ExportedFile,
+                             protocol: ProtocolConfig | None = None) -> MeasuredLatency:  # fmt: skip
+    """:func:`measure_exported` of a host CPU device, run on the same URI in a newly spawned interpreter.
+
+    A process that has just built or trained a network with torch times the same
+    ONNX or TFLite file slower on the host CPU (torch's worker threads keep the
+    cores busy for a while), enough to turn a file that meets its target into a
+    miss; a fresh interpreter has none of that state. Other devices (a phone, a GPU)
+    are measured in this process. The entry is written to the sidecar by the child
+    and set on ``exported`` here, as :func:`measure_exported` does.
+    """
+    if device.info().kind != "cpu" or not device.uri.startswith("cpu:"):
+        return measure_exported(device, exported, protocol)
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        entry = pool.apply(_measure_on_own_device, (device.uri, getattr(device, "threads", 1), exported, protocol))
+    exported.measured = entry
+    return entry
+
+
+def _measure_on_own_device(uri: str, threads: int, exported: ExportedFile,
+                           protocol: ProtocolConfig | None) -> MeasuredLatency:  # fmt: skip
+    from latkit.devices.base import open_device
+
+    device = open_device(uri, threads=threads)
+    try:
+        return measure_exported(device, exported, protocol)
+    finally:
+        device.close()
+
+
 def measure_exported(
     device: Device,
     exported: ExportedFile,
