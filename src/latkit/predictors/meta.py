@@ -54,7 +54,7 @@ from latkit.predictors.meta_head import (
     inner_loop,
 )
 from latkit.predictors.network import FLOOR_FRACTION, latency_floor
-from latkit.predictors.transfer import Design, _floors, _log, active_design, design_rows
+from latkit.predictors.transfer import Design, active_design, design_rows, floored_log, log_floors
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ _ROUND = 6  # decimals of the saved standardised table (far below any latency no
 
 def standardised(known_latency_ms: np.ndarray, domain: Domain) -> np.ndarray:
     """Known devices' latencies in ``domain``, standardised per column over the rows."""
-    v = _log(known_latency_ms, _floors(known_latency_ms)) if domain is Domain.LOG else known_latency_ms
+    v = floored_log(known_latency_ms, log_floors(known_latency_ms)) if domain is Domain.LOG else known_latency_ms
     return (v - v.mean(axis=0)) / np.maximum(v.std(axis=0), 1e-12)
 
 
@@ -223,7 +223,7 @@ class HardwareMetaPredictor(Predictor):
 
     def _target(self, y: np.ndarray) -> np.ndarray:
         if self.domain_ is Domain.LOG:
-            return _log(y, self.target_floor_ms_)
+            return floored_log(y, self.target_floor_ms_)
         return y / self.target_scale_ms_
 
     def _adapt(self, x: np.ndarray, y: np.ndarray, config: HeadConfig) -> None:

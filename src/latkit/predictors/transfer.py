@@ -95,11 +95,13 @@ def known_columns(
     ]
 
 
-def _floors(latency_ms: np.ndarray) -> np.ndarray:
+def log_floors(latency_ms: np.ndarray) -> np.ndarray:
+    """Per column, the latency below which a figure is treated as noise (a fraction of the column's median)."""
     return np.maximum(FLOOR_FRACTION * np.median(latency_ms, axis=0), 1e-6)
 
 
-def _log(latency_ms: np.ndarray, floor_ms: np.ndarray | float) -> np.ndarray:
+def floored_log(latency_ms: np.ndarray, floor_ms: np.ndarray | float) -> np.ndarray:
+    """The log of the latencies, each raised to its floor first (:func:`log_floors`)."""
     return np.log(np.maximum(latency_ms, floor_ms))
 
 
@@ -128,7 +130,7 @@ def select_archs(
     n = lat.shape[0]
     if not 2 <= k <= n:
         raise UsageError(f"K must be between 2 and the {n} archs of the table, got {k}")
-    z = _log(lat, _floors(lat))
+    z = floored_log(lat, log_floors(lat))
     z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
     u, s, _ = np.linalg.svd(z, full_matrices=False)
     q = u[:, : max(1, min(n_components, u.shape[1]))] * s[: max(1, min(n_components, u.shape[1]))]
@@ -185,7 +187,7 @@ def active_design(
     """
     lat = check_X(known_latency_ms, what="known-device latencies")
     n, d = lat.shape
-    z = _log(lat, _floors(lat))
+    z = floored_log(lat, log_floors(lat))
     z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
     feats = np.hstack([z / np.sqrt(d), np.full((n, 1), 3.0)])  # a broad prior on the level
     gram = feats.T @ feats / n
@@ -341,10 +343,10 @@ class FewShotTransfer(JsonWeights, Predictor):
         if len(y) < 2:
             raise UsageError("few-shot transfer needs at least 2 measured archs")
         ref = X if reference is None else check_X(reference, X.shape[1], "reference")
-        self.floors_ms_ = _floors(ref)
-        lref = _log(ref, self.floors_ms_)
+        self.floors_ms_ = log_floors(ref)
+        lref = floored_log(ref, self.floors_ms_)
         self.mean_, self.std_ = lref.mean(axis=0), np.maximum(lref.std(axis=0), 1e-12)
-        z = (_log(X, self.floors_ms_) - self.mean_) / self.std_
+        z = (floored_log(X, self.floors_ms_) - self.mean_) / self.std_
         alphas = tuple(float(a) for a in self.alphas) if self.alpha == "auto" else (float(self.alpha),)
         gammas = tuple(float(g) for g in self.gammas) if self.gamma == "auto" else (float(self.gamma),)
         if reference is not None and (len(alphas) > 1 or len(gammas) > 1):
@@ -354,7 +356,7 @@ class FewShotTransfer(JsonWeights, Predictor):
             alpha, gamma = alphas[len(alphas) // 2], gammas[len(gammas) // 2]
         self.alpha_, self.gamma_ = alpha, gamma
         self.target_floor_ms_ = latency_floor(y)
-        t = _log(y, self.target_floor_ms_)
+        t = floored_log(y, self.target_floor_ms_)
         self.scale_ = relevance(z, t, gamma)
         self.coef_, self.intercept_ = _ridge(z * self.scale_, t, alpha)
         self.n_features_in_ = X.shape[1]
@@ -363,7 +365,7 @@ class FewShotTransfer(JsonWeights, Predictor):
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
         self._check_fitted()
         X = check_X(X, self.n_features_in_, "known-device latencies")
-        z = (_log(X, self.floors_ms_) - self.mean_) / self.std_
+        z = (floored_log(X, self.floors_ms_) - self.mean_) / self.std_
         return np.exp((z * self.scale_) @ self.coef_ + self.intercept_)
 
     def _load_weights(self, directory: Path, info: WeightsInfo) -> None:
@@ -391,9 +393,9 @@ def reference_ridge_baseline(
     the new device's on the measured rows. Returns predictions (ms) for every row.
     """
     lat = check_X(known_latency_ms, what="known-device latencies")
-    floors = _floors(lat)
-    z = _log(lat, floors)
-    t = _log(np.asarray(y_ms, dtype=np.float64), latency_floor(y_ms))
+    floors = log_floors(lat)
+    z = floored_log(lat, floors)
+    t = floored_log(np.asarray(y_ms, dtype=np.float64), latency_floor(y_ms))
     corr = np.nan_to_num(
         [abs(np.corrcoef(z[rows, j], t)[0, 1]) if np.ptp(z[rows, j]) > 0 else 0.0 for j in range(z.shape[1])]
     )

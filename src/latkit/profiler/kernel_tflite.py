@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from latkit.core.errors import MissingExtraError, UsageError
+from latkit.core.errors import UsageError
 from latkit.profiler.kernels import KernelConfig, KernelType
+from latkit.profiler.tflite_graph import tflite_schema
 
 _FUSED = {"relu": 1, "clip": 3, "tanh": 4}  # ActivationFunctionType
 _ACT_OPS = {"relu": "RELU", "clip": "RELU6", "sigmoid": "LOGISTIC", "hardswish": "HARD_SWISH", "tanh": "TANH",
@@ -35,19 +36,11 @@ _OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpt
             "SOFTMAX": "SoftmaxOptions", "SPLIT_V": "SplitVOptions", "BATCH_MATMUL": "BatchMatMulOptions"}  # fmt: skip
 
 
-def _schema() -> Any:
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        raise MissingExtraError("building kernel models as TFLite files", "tflite") from None
-    return schema
-
-
 class _Writer:
     """Tensors, buffers and operators of one TFLite model (the schema's object API)."""
 
     def __init__(self, seed: int = 0) -> None:
-        self.s = _schema()
+        self.s = tflite_schema("building kernel models as TFLite files")
         self.rng = np.random.default_rng(seed)
         self.model = self.s.ModelT()
         self.model.version, self.model.buffers, self.model.operatorCodes = 3, [self.s.BufferT()], []

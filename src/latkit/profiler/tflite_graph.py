@@ -75,11 +75,12 @@ _NHWC_TO_NCHW_AXIS = (0, 2, 3, 1)
 _INT_TYPES = {2: np.int32, 4: np.int64, 9: np.int8, 3: np.uint8, 7: np.int16}  # TensorType -> numpy
 
 
-def _schema() -> Any:
+def tflite_schema(purpose: str = "reading a TFLite file") -> Any:
+    """LiteRT's generated flatbuffer schema module; MissingExtraError naming ``purpose`` without LiteRT."""
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
-        raise MissingExtraError("reading a TFLite file", "tflite") from None
+        raise MissingExtraError(purpose, "tflite") from None
     return schema
 
 
@@ -87,7 +88,7 @@ class _File:
     """The parts of one flatbuffer the reader uses, read once."""
 
     def __init__(self, data: bytes, name: str) -> None:
-        self.schema = _schema()
+        self.schema = tflite_schema()
         self.name = name
         try:
             self.model = self.schema.Model.GetRootAs(data, 0)
