@@ -172,6 +172,23 @@ def test_no_server_on_a_free_port():
     assert adb_server_version(port=port) is None
 
 
+def test_a_usb_serial_not_plugged_in_is_one_line_without_the_connect_wait(monkeypatch):
+    """A serial the USB bus does not list is a typo or a loose cable: one round of retries, not 20 s of waiting."""
+    pytest.importorskip("usb1")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(s.getsockname()[1]))  # no adb server holds the bus
+    s.close()
+    from latkit.core.errors import DeviceAbsentError, DeviceUnreachableError
+    from latkit.devices.android import AndroidDevice
+
+    with pytest.raises(DeviceAbsentError, match="no USB Android device with serial NOPE-42 is plugged in"):
+        AdbShellTransport(serial="NOPE-42").shell(["true"])
+    dev = AndroidDevice("adb:NOPE-42", backoff_s=0.01, connect_wait_s=600)
+    with pytest.raises(DeviceUnreachableError, match=r"serial NOPE-42 is plugged in.*\(tried 3 times over 0 s\)"):
+        dev.connect()  # a 600 s wait would hang the test
+
+
 ADB = Path("/usr/bin/adb")
 
 

@@ -52,6 +52,11 @@ class DeviceUnreachableError(DeviceError):
     """A device that stopped answering (not one model's fault): worth waiting for."""
 
 
+class DeviceAbsentError(DeviceError):
+    """A device the host does not list at all (no USB device with that serial): a typo or
+    an unplugged cable, which waiting before the first connection would not fix."""
+
+
 class MeasurementError(LatkitError):
     """A measurement that could not be taken or is not trustworthy."""
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from latkit.core.errors import DeviceError, MissingExtraError, UsageError
+from latkit.core.errors import DeviceAbsentError, DeviceError, MissingExtraError, UsageError
 from latkit.core.files import check_input_file, one_line
 
 log = logging.getLogger(__name__)
@@ -320,8 +320,14 @@ class AdbShellTransport(AdbTransport):
             raise MissingExtraError(f"adb:{self.serial} with no adb server running (port {port}) is looked for "
                                     "on USB, and USB access to Android devices (libusb1)", "android", exc,
                                     hint=_not_on_usb_hint(self.serial)) from exc
+        from adb_shell.exceptions import UsbDeviceNotFoundError
+
         try:
             return UsbTransport.find_adb(serial=self.serial, default_transport_timeout_s=self.connect_timeout_s)
+        except UsbDeviceNotFoundError as exc:
+            raise DeviceAbsentError(f"no USB Android device with serial {self.serial} is plugged in; check the "
+                                    f"cable and the serial (`adb devices` lists them){_not_on_usb_hint(self.serial)}"
+                                    ) from exc
         except Exception as exc:  # adb_shell's USB lookup raises its own and libusb's errors
             raise DeviceError(f"no USB Android device with serial {self.serial}: {exc}"
                               f"{_not_on_usb_hint(self.serial)}") from exc

@@ -48,7 +48,7 @@ from latkit.devices.benchmark_parser import MAX_OUTPUT_BYTES, BenchmarkResult, p
 from latkit.devices.layers import LayerProfile, benchmark_layer_profile, check_runs
 from latkit.devices.delegation import Delegation, summarize_delegation
 from latkit.devices.precision import Precision
-from latkit.core.errors import DeviceError, DeviceUnreachableError, MeasurementError, ParseError, UsageError
+from latkit.core.errors import DeviceAbsentError, DeviceError, DeviceUnreachableError, MeasurementError, ParseError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,9 @@ class AndroidDevice(Device):
         """``fn(transport)`` (the first call that needs the device), waiting out a
         device that is briefly away: attempts go on, the waits between them doubling,
         until ``connect_wait_s`` has passed since the first one (the last wait is cut to
-        end there). The error says how long it really tried and names the loopback
-        phones that do run here, if any."""
+        end there). A device the host does not list at all (a USB serial not plugged in)
+        is not waited for. The error says how long it really tried and names the
+        loopback phones that do run here, if any."""
         start = time.monotonic()
         delay = self.backoff_s
         tries = 0
@@ -231,7 +232,7 @@ class AndroidDevice(Device):
                 return self._retrying("connecting", fn)
             except DeviceUnreachableError as exc:
                 left = self.connect_wait_s - (time.monotonic() - start)
-                if left <= 0:
+                if left <= 0 or isinstance(exc.__cause__, DeviceAbsentError):
                     raise DeviceUnreachableError(self._unreachable(exc, tries, time.monotonic() - start)) from exc
                 log.warning("%s is not answering; trying again in %.1f s (waited %.0f of %.0f s)",
                             self.uri, min(delay, left), time.monotonic() - start, self.connect_wait_s)
