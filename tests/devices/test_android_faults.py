@@ -230,9 +230,10 @@ def test_profile_device_gone_keeps_its_rows_fails_and_resumes(capsys, tmp_path):
     from latkit.profiler.spaces import get_space
 
     lut_path = tmp_path / "gone.db"
-    # 10 operators, the quick protocol pools 8: the last ones are still unmeasured when a row lands
-    argv = ["profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--limit", "10", "--quick",
-            "--device-wait", "2", "--lut", str(lut_path)]
+    # one more operator than the quick protocol measures together (8): the 9th is unmeasured when the 8 land
+    n = 9
+    argv = ["profile", "--space", "proxyless_mobile_w05", "--resolution", "32", "--limit", str(n), "--quick",
+            "--max-seconds", "0.5", "--device-wait", "2", "--lut", str(lut_path)]
     with server.LoopbackDevice(tmp_path / "root") as phone:
         install_simulator(phone.root, 1.0)
         uri = f"adb+tcp://127.0.0.1:{phone.port}"
@@ -258,18 +259,18 @@ def test_profile_device_gone_keeps_its_rows_fails_and_resumes(capsys, tmp_path):
         err = capsys.readouterr().err.strip().splitlines()
         with LUT.open(lut_path, readonly=True) as lut:
             kept = {r["op_key"]: r["created_at"] for r in lut.rows()}
-        assert code == 2 and 1 <= len(kept) < 10
+        assert code == 2 and 1 <= len(kept) < n
         assert err[-1].startswith(f"error: {uri} stopped answering and did not come back within 2 s; "
                                   f"{len(kept)} operator(s) measured since this run started are kept in ")
-        assert err[-1].endswith(f"{10 - len(kept)} are not measured yet: reconnect the device and rerun the "
+        assert err[-1].endswith(f"{n - len(kept)} are not measured yet: reconnect the device and rerun the "
                                 "same command to resume")
         phone.faults.clear()
         assert main([*argv, "--device", uri]) == 0
         err = capsys.readouterr().err
         with LUT.open(lut_path, readonly=True) as lut:
             rows = {r["op_key"]: r["created_at"] for r in lut.rows()}
-    # the rerun measured 10 more, beginning with the ones the first run left: the first 10 are all in
-    assert f"measured 10, already present {len(kept)}, failed 0" in err
-    first = list(measurable_by_key(get_space("proxyless_mobile_w05").operators(32)))[:10]
-    assert len(rows) == len(kept) + 10 and set(first) <= set(rows)
+    # the rerun measured n more, beginning with the ones the first run left: the first n are all in
+    assert f"measured {n}, already present {len(kept)}, failed 0" in err
+    first = list(measurable_by_key(get_space("proxyless_mobile_w05").operators(32)))[:n]
+    assert len(rows) == len(kept) + n and set(first) <= set(rows)
     assert all(rows[k] == t for k, t in kept.items())  # no kept row measured again

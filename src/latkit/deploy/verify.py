@@ -119,10 +119,10 @@ def measure_in_fresh_process(device: Device, exported: ExportedFile,
     """
     if device.info().kind != "cpu" or not device.uri.startswith("cpu:"):
         return measure_exported(device, exported, protocol)
-    import multiprocessing
+    from latkit.core.fresh import in_fresh_interpreter
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        entry = pool.apply(_measure_on_own_device, (device.uri, getattr(device, "threads", 1), exported, protocol))
+    entry = in_fresh_interpreter(_measure_on_own_device, device.uri, getattr(device, "threads", 1), exported, protocol,
+                                 what=f"measuring {exported.path.name}")  # fmt: skip
     exported.measured = entry
     return entry
 

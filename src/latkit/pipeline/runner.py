@@ -579,11 +579,10 @@ class _MeasureJob:
 
 
 def _in_fresh_process(job: _MeasureJob) -> tuple[MeasuredLatency, dict[str, object] | None]:
-    """``job`` on its own device in a newly spawned interpreter (nothing of this one's state)."""
-    import multiprocessing
+    """``job`` on its own device in a newly started interpreter (nothing of this one's state)."""
+    from latkit.core.fresh import in_fresh_interpreter
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(job.run_on_own_device)
+    return in_fresh_interpreter(job.run_on_own_device, what=f"measuring {job.exported.path.name}")
 
 
 def host_sentence(host: Mapping[str, object]) -> str:

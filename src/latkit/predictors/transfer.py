@@ -105,6 +105,12 @@ def floored_log(latency_ms: np.ndarray, floor_ms: np.ndarray | float) -> np.ndar
     return np.log(np.maximum(latency_ms, floor_ms))
 
 
+def standardised_log(lat: np.ndarray) -> np.ndarray:
+    """Each column's floored log latencies, centred and scaled to unit spread (a constant column stays 0)."""
+    z = floored_log(lat, log_floors(lat))
+    return (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
+
+
 # --------------------------------------------------------------------------- design
 
 
@@ -130,8 +136,7 @@ def select_archs(
     n = lat.shape[0]
     if not 2 <= k <= n:
         raise UsageError(f"K must be between 2 and the {n} archs of the table, got {k}")
-    z = floored_log(lat, log_floors(lat))
-    z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
+    z = standardised_log(lat)
     u, s, _ = np.linalg.svd(z, full_matrices=False)
     q = u[:, : max(1, min(n_components, u.shape[1]))] * s[: max(1, min(n_components, u.shape[1]))]
     centre = np.sum((q / np.maximum(q.std(axis=0), 1e-12)) ** 2, axis=1)
@@ -187,8 +192,7 @@ def active_design(
     """
     lat = check_X(known_latency_ms, what="known-device latencies")
     n, d = lat.shape
-    z = floored_log(lat, log_floors(lat))
-    z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-12)
+    z = standardised_log(lat)
     feats = np.hstack([z / np.sqrt(d), np.full((n, 1), 3.0)])  # a broad prior on the level
     gram = feats.T @ feats / n
     ok = np.ones(n, dtype=bool)
