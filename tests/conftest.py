@@ -24,14 +24,18 @@ def ort_device():
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the tests of a module that share a module- or class-scoped fixture on one xdist worker.
+    """Keep the tests of a module that share a module- or class-scoped fixture on one xdist worker,
+    and put the modules marked ``start_first`` at the front.
 
     Under ``--dist loadgroup`` (tox.ini) tests of one ``xdist_group`` run on one worker,
     so such a fixture (a loopback phone, a cluster, a converted model) is built once
-    instead of once per worker, and the groups, the largest first, start before the
-    single tests, which fill the workers up to the end. Session artefacts need no group:
+    instead of once per worker. xdist hands the groups out in collection order
+    (``--no-loadscope-reorder``), so a group whose fixture takes minutes, marked
+    ``start_first``, starts at once and the short tests fill the workers up to the end
+    instead of one worker running it alone at the end. Session artefacts need no group:
     ``artefacts.py`` builds each once for all workers.
     """
+    items.sort(key=lambda item: item.get_closest_marker("start_first") is None)  # stable: otherwise as collected
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None:

@@ -81,6 +81,7 @@ def conv_files(tmp_path_factory) -> dict[str, Path]:
     return {"onnx": conv_stack_onnx(folder / "conv.onnx"), "tflite": conv_stack_tflite(folder / "conv.tflite")}
 
 
+@pytest.mark.serial  # per-layer times against the whole run: another worker's load shifts them apart
 def test_onnxruntime_profile_sums_to_the_end_to_end_time(conv_files, ort_device) -> None:
     import latkit
 
@@ -111,6 +112,7 @@ def test_litert_says_it_has_no_per_layer_profiler(conv_files) -> None:
 
 
 @pytest.mark.slow  # a benchmark_model process on the loopback phone: a Python start and LiteRT
+@pytest.mark.serial  # per-layer times against the whole run: another worker's load shifts them apart
 def test_the_loopback_phone_profile_sums_to_the_end_to_end_time(conv_files, tmp_path) -> None:
     server = pytest.importorskip("latkit.devices.loopback.server")
     from latkit.profiler.model_file import ModelFile

@@ -24,7 +24,7 @@ from latkit.deploy.export import read_arch, standalone_module
 from latkit.api import run as run_pipeline  # the public door: text settings are parsed there
 from latkit.pipeline.stages import exported_file
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.start_first]  # the run takes minutes: started before the rest
 
 SPACE = "proxyless_mobile_w05"
 TINY = dict(resolution=32, profile_quick=True, profile_sample=4, search_epochs=2, warmup_epochs=1,
