@@ -45,6 +45,23 @@ def test_ort_events_give_each_nodes_median_over_the_profiled_runs_only() -> None
                                "(runs taken in turn with the profiled ones)")
     with pytest.raises(UsageError, match="no model_run"):
         ort_layer_profile(events[:1] + events[2:4], runs=3)  # no model_run among them
+    assert plain.get("note") == ""  # 87%: no word on the profiler's cost
+
+
+def test_layers_summing_past_the_unprofiled_run_say_what_the_profiler_costs() -> None:
+    """Tiny layers: the profiler's per-node cost makes them add up to more than the run without it."""
+    events = []
+    for i in range(3):
+        start = 1000 * (i + 1)
+        events += [{"cat": "Session", "name": "model_run", "ts": start, "dur": 200}]
+        events += [_node(f"n{j}", "Add", start + 10 + 40 * j, 30) for j in range(4)]  # 4 nodes of 30 us
+    quiet = ort_layer_profile(events, runs=3, unprofiled_ms=[0.110] * 3)  # 120 us of layers: 109%
+    assert quiet.note == ""
+    noisy = ort_layer_profile(events, runs=3, unprofiled_ms=[0.080] * 3)  # 150%: 10 us per node is the profiler's
+    assert noisy.sum_ms == pytest.approx(0.120)
+    assert noisy.note == ("the layers add up to 150% of the run without the profiler: about 10.0 us per node is the "
+                          "profiler's own, large beside layers this short; read their shares rather than their times")
+    assert noisy.to_dict()["note"] == noisy.note
 
 
 def test_runs_another_process_interrupted_are_left_out() -> None:

@@ -34,6 +34,7 @@ from latkit.core.errors import UsageError
 
 PROFILE_RUNS = 50  # profiled runs per model: enough for a steady median per layer
 MAX_PROFILE_RUNS = 10_000
+OVERHEAD_NOTED = 0.15  # layers summing to more than the unprofiled run by this share get a note on the profiler's cost
 
 
 def check_runs(runs: int) -> int:
@@ -272,11 +273,18 @@ def ort_layer_profile(events: Sequence[Mapping[str, Any]], runs: int, host: Peak
                    for node in op_types)  # fmt: skip
     memory = (MemoryFigure("ONNX Runtime arena held (profiler)", arena),) if arena else ()
     run_ms = _quantile([(end - start) / 1000.0 for start, end in spans], quantile)
-    note = "" if len(spans) == runs else (f"{runs - len(spans)} of the {runs} profiled runs were left out: "
-                                          "another process interrupted them (wall time over CPU time)")
+    notes = [] if len(spans) == runs else [f"{runs - len(spans)} of the {runs} profiled runs were left out: "
+                                           "another process interrupted them (wall time over CPU time)"]
     plain = _quantile(list(unprofiled_ms), quantile) if unprofiled_ms else None
+    total = sum(layer.latency_ms for layer in layers)
+    if plain and layers and total > (1 + OVERHEAD_NOTED) * plain:
+        per_node_us = 1000 * (total - plain) / len(layers)
+        notes.append(f"the layers add up to {total / plain:.0%} of the run without the profiler: about "
+                     f"{per_node_us:.1f} us per node is the profiler's own, large beside layers this short; "
+                     "read their shares rather than their times")  # fmt: skip
     return LayerProfile("onnxruntime profiler", layers, run_ms, len(spans), quantile_name(quantile),
-                        memory + (host.figure("host: model loaded and run") if host else ()), note, plain)  # fmt: skip
+                        memory + (host.figure("host: model loaded and run") if host else ()), "; ".join(notes),
+                        plain)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- benchmark_model
