@@ -48,7 +48,14 @@ from latkit.devices.benchmark_parser import MAX_OUTPUT_BYTES, BenchmarkResult, p
 from latkit.devices.layers import LayerProfile, benchmark_layer_profile, check_runs
 from latkit.devices.delegation import Delegation, summarize_delegation
 from latkit.devices.precision import Precision
-from latkit.core.errors import DeviceAbsentError, DeviceError, DeviceUnreachableError, MeasurementError, ParseError, UsageError
+from latkit.core.errors import (
+    DeviceAbsentError,
+    DeviceError,
+    DeviceUnreachableError,
+    MeasurementError,
+    ParseError,
+    UsageError,
+)
 
 log = logging.getLogger(__name__)
 
