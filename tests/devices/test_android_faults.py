@@ -153,7 +153,7 @@ def test_device_back_within_the_wait_loses_nothing(simulated, cache, tmp_path, c
 
 
 @pytest.mark.slow
-def test_device_gone_stores_what_is_complete_and_raises_one_line(phone, cache, tmp_path):
+def test_device_gone_stores_what_is_complete_and_raises_one_line(phone, cache, tmp_path, caplog):
     specs = [_spec(30), _spec(31)]
     device = _device(phone)
     # never converges (the real tool's timings vary): every op keeps sampling until the device goes away
@@ -170,14 +170,19 @@ def test_device_gone_stores_what_is_complete_and_raises_one_line(phone, cache, t
     watcher = threading.Thread(target=outage_after_two_rounds, daemon=True)
     watcher.start()
     lut_path = tmp_path / "gone.db"
-    t0 = time.monotonic()
+    t0, knocked = time.monotonic(), phone.faults.turned_away()
     try:
         with LUT.open(lut_path, create=True) as lut, pytest.raises(DeviceUnreachableError) as e:
             profile_ops(device, specs, lut, config, cache_dir=cache)
     finally:
         watcher.join(timeout=5)
+        knocked = phone.faults.turned_away() - knocked
         phone.faults.clear()
         device.close()
+    # the phone was knocked on by the call that found it gone and by the wait's probes, not once
+    # more for each op stored afterwards (each such call would wait out its own retries)
+    probes = sum("is not answering" in r.getMessage() for r in caplog.records)
+    assert 1 <= probes and knocked <= (probes + 1) * device.retries
     waited = time.monotonic() - t0
     message = str(e.value)
     assert "\n" not in message and "rerun the same command to resume" in message

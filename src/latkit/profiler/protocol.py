@@ -378,6 +378,7 @@ class _Run:
         self.done = 0
         self.outages = 0  # outages waited out
         self.dropped = 0  # pooled models not stored when the device was lost
+        self.unanswered: DeviceError | None = None  # the device stopped answering since the last visit
         self.results: list[tuple[int, Measurement]] = []
 
     def fail(self, key: str, exc: BaseException) -> None:
@@ -455,6 +456,7 @@ class _Run:
         for _ in range(self.config.samples_per_round):
             values.append(_timed(slot.session, slot.iterations) * 1e3)
         slot.samples_ms.extend(values)
+        self.unanswered = None  # it answered
         slot.rounds.extend([self.round] * len(values))
         slot.timed_s += sum(values) * slot.iterations / 1e3
 
@@ -467,14 +469,26 @@ class _Run:
         return _summarize(slot, c).rel_ci <= c.target_rel_ci
 
     def finish(self, slot: _Slot) -> Measurement:
+        """Store a slot's measurement, closing its session and reading the device's state after.
+
+        Once a call finds the device not answering, :attr:`unanswered` holds that error and
+        later finishes do not ask it again: each call would wait out its own retries, a pool's
+        worth of them before the run could go on or end. The next visit clears it.
+        """
         c = self.config
         summary = _summarize(slot, c)
-        _close_quietly(slot.session)
         raw = np.asarray(slot.samples_ms)
+        state_after: dict[str, Any] = {}
         try:
-            state_after = self.device.state()
+            if self.unanswered is None:
+                slot.session.close()
+                state_after = self.device.state()
+        except DeviceUnreachableError as exc:
+            self.unanswered = exc
         except DeviceError as exc:  # stored anyway: the samples are what counts
             state_after = {"unavailable": _first_line(exc)}
+        if self.unanswered is not None:
+            state_after = {"unavailable": _first_line(self.unanswered)}
         provenance = {
             "device": self.info,
             "state_before": slot.state_before,
@@ -529,6 +543,7 @@ class _Run:
                 self.fail(slot.key, MeasurementError(f"{slot.key} never finished; rerun to measure it"))
             pool = []
         except _Outage as outage:
+            self.unanswered = outage.cause
             saved = self.save_partial(pool)
             pool = []
             raise DeviceUnreachableError(
@@ -543,14 +558,17 @@ class _Run:
                 _close_quietly(slot.session)
 
     def save_partial(self, pool: list[_Slot]) -> int:
-        """Store every pooled model with at least ``min_samples`` samples; drop the rest."""
+        """Store every pooled model with at least ``min_samples`` samples; drop the rest.
+
+        The device is gone (:attr:`unanswered`): nothing here asks it anything, and the pushed
+        files are left for the next run's push to overwrite.
+        """
         saved = 0
         for slot in pool:
             if len(slot.samples_ms) >= self.config.min_samples:
                 self.finish(slot)
                 saved += 1
             else:
-                _close_quietly(slot.session)
                 self.dropped += 1
                 log.warning("%s had %d of %d samples when the device dropped out: not stored",
                             slot.key, len(slot.samples_ms), self.config.min_samples)

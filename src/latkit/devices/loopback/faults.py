@@ -69,6 +69,7 @@ class Faults:
         self._fired = dict.fromkeys(FAULT_KINDS, 0)
         self._lock = threading.Lock()
         self._down_until = 0.0
+        self._turned_away = 0
 
     def arm(self, kind: str, count: int = 1) -> None:
         """Make the next ``count`` operations of ``kind`` fail."""
@@ -114,10 +115,18 @@ class Faults:
         with self._lock:
             self._down_until = time.monotonic() + seconds
 
-    def down(self) -> bool:
-        """True while an outage lasts."""
+    def turn_away(self) -> bool:
+        """True while an outage lasts, counting the caller's connection or command as turned away."""
         with self._lock:
-            return time.monotonic() < self._down_until
+            down = time.monotonic() < self._down_until
+            self._turned_away += down
+            return down
+
+    def turned_away(self) -> int:
+        """How many connections and commands outages have turned away so far: each is one try of
+        the host's, so a test can see how often a client knocked on a device that was gone."""
+        with self._lock:
+            return self._turned_away
 
     def clear(self) -> None:
         """Disarm everything (an outage included)."""

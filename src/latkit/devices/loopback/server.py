@@ -426,7 +426,7 @@ class LoopbackDevice:
                 continue
             except OSError:
                 return
-            if self.faults.down():  # an outage (faults.outage): off the air
+            if self.faults.turn_away():  # an outage (faults.outage): off the air
                 sock.close()
                 continue
             peer = f"{addr[0]}:{addr[1]}"

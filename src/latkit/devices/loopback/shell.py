@@ -68,7 +68,7 @@ class ShellSession:
 
     def run(self) -> None:
         """Serve the stream until the command exits or the host goes away."""
-        if self.ctx.faults.down():  # an outage: the connection dies at its next command
+        if self.ctx.faults.turn_away():  # an outage: the connection dies at its next command
             log.warning("fault outage: dropping the connection at %r", self.command)
             self._dropped = True
             self.ctx.drop_connection()
