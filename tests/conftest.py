@@ -22,6 +22,17 @@ def ort_device():
     dev.close()
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``-m serial`` alone (tox's second run) import only the test modules that mark a test
+    ``serial``: importing all of them (torch, Ray, LiteRT...) to select a handful took most of
+    that run. A serial test is marked in its own module (``pytest.mark.serial``), never from here."""
+    if config.getoption("markexpr", "") != "serial" or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_"):
+        return None
+    return "mark.serial" not in collection_path.read_text(encoding="utf-8")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep the tests of a module that share a module- or class-scoped fixture on one xdist worker,

@@ -68,6 +68,7 @@ def test_time_is_the_mean_over_every_interpreter(cache, iterations, runs):
     assert seconds == pytest.approx(INSTANCES * 1000 / runs / 1e9)
 
 
+@pytest.mark.serial  # compares timings: another worker's load would shift one against the other
 def test_real_timing_averages_the_interpreters(cache):
     device = open_device("cpu:litert")
     with device.open(BuiltModel(K7, cache_dir=cache)) as session:
