@@ -216,6 +216,35 @@ def test_small_build_measures_into_the_lut_and_resumes(ort_device, tmp_path):
         assert len(KernelStore(lut).done_keys(ort_device.uri)) == n  # resumed: nothing new to measure
 
 
+@pytest.mark.slow
+def test_a_lone_kernels_layout_changes_are_measured_and_left_out_of_its_own_time(ort_device, tmp_path):
+    """ONNX Runtime moves a lone convolution's input into its blocked layout and back every run;
+    a network does that once. The share is stored with the row and taken off the kernel's time."""
+    from latkit.lut.kernel_store import KernelStore
+    from latkit.lut.store import LUT
+    from latkit.profiler.kernel_models import OVERHEAD_CONFIG, measure_kernels
+    from latkit.profiler.protocol import ProtocolConfig
+
+    proto = ProtocolConfig.quick(min_samples=3, max_samples=5, warmup_runs=1, warmup_s=0.0, max_seconds_per_op=0.2)
+    dw = KernelConfig(KernelType.DWCONV, h=56, w=56, cin=96, cout=96, kernel=3, stride=1, groups=96, act="relu")
+    info = ort_device.info().to_dict()
+    with LUT.open(tmp_path / "k.db", create=True) as lut:
+        store = KernelStore(lut)
+        failed = measure_kernels(ort_device, [dw, OVERHEAD_CONFIG], lambda c, m: store.add(c, m, info), proto,
+                                 cache_dir=tmp_path / "models")  # fmt: skip
+        assert not failed
+        rows = {r[0]: (r[1], json.loads(r[2])) for r in lut._q(  # noqa: SLF001 - the stored row itself
+            "SELECT key, latency_ms, provenance_json FROM kernel_measurements")}
+        own = dict((c.key, ms) for c, ms in store.measurements(ort_device.uri))
+    raw, prov = rows[dw.key]
+    # the reorders in and out of NCHWc around a 56x56x96 depthwise convolution: a large share of its run
+    assert 0.15 < prov["layout_share"] < 0.9
+    assert own[dw.key] == pytest.approx(raw * (1 - prov["layout_share"]))
+    # a lone activation runs in the plain layout: nothing to take off
+    assert rows[OVERHEAD_CONFIG.key][1]["layout_share"] == 0
+    assert own[OVERHEAD_CONFIG.key] == pytest.approx(rows[OVERHEAD_CONFIG.key][0])
+
+
 def test_shapes_are_inferred_without_weight_values_but_with_shape_constants():
     """Large weights go to shape inference as bare inputs; a Reshape target keeps its value."""
     nodes = [

@@ -41,6 +41,10 @@ PROVIDER = "CPUExecutionProvider"
 OPT_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 INPUT_SEED = 0
 PROFILE_WARMUP = 5  # untimed runs before a per-layer profile (first-run allocation and caches)
+# the nodes ONNX Runtime inserts to move a tensor into and out of its blocked channel layout (NCHWc),
+# which it runs convolutions and pools in; a network pays them where the layout changes, once at its edges
+LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput"})
+LAYOUT_PROFILE_RUNS = 20
 # what ONNX Runtime raises; its pybind errors derive from Exception, not RuntimeError
 _ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, ValueError)
 try:
@@ -170,6 +174,19 @@ class OrtSession(Session):
         # with one intra-op thread ONNX Runtime runs on this thread, whose CPU time tells interrupted runs apart
         keep = undisturbed(timed[PROFILE_WARMUP:]) if so.intra_op_num_threads == 1 else None
         return ort_layer_profile(events, runs, host, quantile, keep, plain[PROFILE_WARMUP:])
+
+    def layout_share(self, runs: int = LAYOUT_PROFILE_RUNS) -> float:
+        """The share of a profiled run spent in the layout changes ONNX Runtime inserted
+        (:data:`LAYOUT_OPS`): for a lone kernel, the conversions at the model's edges that a
+        network runs once, not once per kernel.
+
+        Raises:
+            MeasurementError: ONNX Runtime failed profiling the file.
+        """
+        layers = self.profile_layers(runs).layers
+        total = sum(layer.latency_ms for layer in layers)
+        layout = sum(layer.latency_ms for layer in layers if layer.op_type in LAYOUT_OPS)
+        return layout / total if total > 0 else 0.0
 
     def close(self) -> None:
         """Drop the session (ONNX Runtime frees it with the last reference)."""

@@ -63,6 +63,15 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
 
 
+def _layout_share(provenance_json: str) -> float:
+    """A row's ``layout_share`` (0 when absent or not a share)."""
+    try:
+        share = json.loads(provenance_json).get("layout_share", 0.0)
+    except (ValueError, AttributeError):
+        return 0.0
+    return float(share) if isinstance(share, (int, float)) and 0.0 <= share < 1.0 else 0.0
+
+
 class KernelStore:
     """The kernel tables of one open :class:`~latkit.lut.store.LUT`."""
 
@@ -108,13 +117,20 @@ class KernelStore:
 
     def measurements(self, device_uri: str, *, precision: Precision = Precision.FP32,
                      kernel_type: str | None = None) -> list[tuple[KernelConfig, float]]:
-        """Every measured (configuration, latency_ms) of the device, optionally of one kernel type."""
-        sql = "SELECT config_json, latency_ms FROM kernel_measurements WHERE device_uri = ? AND precision = ?"
+        """Every measured (configuration, kernel ms) of the device, optionally of one kernel type.
+
+        The kernel's own time: the row's ``latency_ms`` less the share its provenance gives to the
+        layout changes at the lone kernel's edges (``layout_share``, ONNX Runtime's NCHWc reorders),
+        which a network runs once rather than around every kernel. Rows without it count whole.
+        """
+        sql = ("SELECT config_json, latency_ms, provenance_json FROM kernel_measurements "
+               "WHERE device_uri = ? AND precision = ?")  # fmt: skip
         params: list[Any] = [device_uri, precision.value]
         if kernel_type is not None:
             sql += " AND kernel_type = ?"
             params.append(kernel_type)
-        return [(KernelConfig.from_dict(json.loads(c)), float(ms)) for c, ms in self._rows(sql + " ORDER BY id", params)]
+        return [(KernelConfig.from_dict(json.loads(c)), float(ms) * (1.0 - _layout_share(prov)))
+                for c, ms, prov in self._rows(sql + " ORDER BY id", params)]  # fmt: skip
 
     def devices(self) -> list[str]:
         """Devices with kernel measurements."""

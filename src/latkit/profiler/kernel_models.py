@@ -14,15 +14,20 @@ configuration key, so a resumed build reuses it.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latkit.devices.precision import Precision
-from latkit.core.errors import UsageError
+from latkit.core.errors import LatkitError, UsageError
+from latkit.core.files import one_line
 from latkit.devices.base import ModelFormat
 from latkit.profiler.kernels import KernelConfig, KernelType
+
+log = logging.getLogger(__name__)
 
 OPSET = 20
 _ACT_OPS = {"relu": "Relu", "clip": "Clip", "sigmoid": "Sigmoid", "hardsigmoid": "HardSigmoid",
@@ -279,7 +284,7 @@ def measure_kernels(device: Any, configs: list[KernelConfig], on_measured: Any, 
 
     def progress(done: int, total: int, key: str, m: Any) -> None:
         if m is not None:
-            on_measured(by_key[key], m)
+            on_measured(by_key[key], _with_layout_share(device, KernelModel(by_key[key], cache_dir), m))
         if on_progress is not None:
             on_progress(done, total, key)
 
@@ -289,4 +294,26 @@ def measure_kernels(device: Any, configs: list[KernelConfig], on_measured: Any, 
     measure_many(device, [KernelModel(c, cache_dir) for c in by_key.values()], protocol, None, progress,
                  on_error=error)
     return failed
+
+
+def _with_layout_share(device: Any, model: KernelModel, m: Any) -> Any:
+    """``m`` with ``layout_share`` in its provenance where the device's sessions tell it
+    (ONNX Runtime: the share of a run in the layout changes at the lone kernel's edges).
+
+    A network runs those once, not once per kernel, so the kernel's own time is
+    ``latency_ms * (1 - layout_share)`` (:meth:`~latkit.lut.kernel_store.KernelStore.measurements`).
+    A failed profile leaves the measurement as it is: it is never lost for the share.
+    """
+    try:
+        with device.open(model) as session:
+            share = getattr(session, "layout_share", None)
+            if share is None:
+                return m
+            value = float(share())
+    except LatkitError as exc:
+        log.warning("%s: no layout share (%s); its whole time is kept as the kernel's", model.key, one_line(exc))
+        return m
+    return replace(m, provenance={**m.provenance, "layout_share": round(value, 4)})
+
+
 __all__ = ["OPSET", "OVERHEAD_CONFIG", "KernelModel", "build_onnx", "input_shape", "measure_kernels"]
