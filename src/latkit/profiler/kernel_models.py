@@ -302,8 +302,11 @@ def _with_layout_share(device: Any, model: KernelModel, m: Any) -> Any:
 
     A network runs those once, not once per kernel, so the kernel's own time is
     ``latency_ms * (1 - layout_share)`` (:meth:`~latkit.lut.kernel_store.KernelStore.measurements`).
-    A failed profile leaves the measurement as it is: it is never lost for the share.
+    A failed profile leaves the measurement as it is: it is never lost for the share. Only ONNX
+    devices are asked (a phone would take another push for a share it cannot tell).
     """
+    if getattr(device, "model_format", None) is not ModelFormat.ONNX:
+        return m
     try:
         with device.open(model) as session:
             share = getattr(session, "layout_share", None)

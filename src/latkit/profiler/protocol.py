@@ -479,14 +479,20 @@ class _Run:
         summary = _summarize(slot, c)
         raw = np.asarray(slot.samples_ms)
         state_after: dict[str, Any] = {}
-        try:
-            if self.unanswered is None:
+        if self.unanswered is None:
+            try:
                 slot.session.close()
+            except DeviceUnreachableError as exc:
+                self.unanswered = exc
+            except DeviceError as exc:
+                log.debug("closing a session failed: %s", exc)
+        if self.unanswered is None:
+            try:
                 state_after = self.device.state()
-        except DeviceUnreachableError as exc:
-            self.unanswered = exc
-        except DeviceError as exc:  # stored anyway: the samples are what counts
-            state_after = {"unavailable": _first_line(exc)}
+            except DeviceUnreachableError as exc:
+                self.unanswered = exc
+            except DeviceError as exc:  # stored anyway: the samples are what counts
+                state_after = {"unavailable": _first_line(exc)}
         if self.unanswered is not None:
             state_after = {"unavailable": _first_line(self.unanswered)}
         provenance = {
