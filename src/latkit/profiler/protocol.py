@@ -468,16 +468,13 @@ class _Run:
             return False
         return _summarize(slot, c).rel_ci <= c.target_rel_ci
 
-    def finish(self, slot: _Slot) -> Measurement:
-        """Store a slot's measurement, closing its session and reading the device's state after.
+    def closed_state(self, slot: _Slot) -> dict[str, Any]:
+        """Close the slot's session and read the device's state after it.
 
         Once a call finds the device not answering, :attr:`unanswered` holds that error and
         later finishes do not ask it again: each call would wait out its own retries, a pool's
         worth of them before the run could go on or end. The next visit clears it.
         """
-        c = self.config
-        summary = _summarize(slot, c)
-        raw = np.asarray(slot.samples_ms)
         state_after: dict[str, Any] = {}
         if self.unanswered is None:
             try:
@@ -495,6 +492,14 @@ class _Run:
                 state_after = {"unavailable": _first_line(exc)}
         if self.unanswered is not None:
             state_after = {"unavailable": _first_line(self.unanswered)}
+        return state_after
+
+    def finish(self, slot: _Slot) -> Measurement:
+        """Store a slot's measurement (its session closed, the device's state read: :meth:`closed_state`)."""
+        c = self.config
+        summary = _summarize(slot, c)
+        raw = np.asarray(slot.samples_ms)
+        state_after = self.closed_state(slot)
         provenance = {
             "device": self.info,
             "state_before": slot.state_before,
