@@ -113,7 +113,7 @@ def _both_paths(device, nets, config, lut_path):
     from latkit.predictors.kernel_build import BuildSettings, build_kernel_predictors
     from latkit.profiler.export import BuiltModel
     from latkit.profiler.graph import read_graph
-    from latkit.profiler.protocol import measure_one
+    from latkit.lut.calibrate import measure_passes
     from latkit.profiler.runner import profile_ops
 
     with LUT.open(lut_path, create=True) as lut:
@@ -125,7 +125,8 @@ def _both_paths(device, nets, config, lut_path):
         types = tuple(t for t in KernelType if t in used and t is not KernelType.UNKNOWN)
         preds = build_kernel_predictors(device, lut, BuildSettings(budget_s=90, per_type=10, rounds=0),
                                         protocol=config, types=types)  # fmt: skip
-        e2e = [measure_one(device, BuiltModel(n), config).latency_ms for n in nets[:4]]
+        # as a calibration measures its networks: one session's figure of a network can sit far from the next's
+        e2e = [min(runs) for runs in measure_passes(device, [BuiltModel(n) for n in nets[:4]], config)]
         graphs = [group_kernels(read_graph(f), preds.rules) for f in files]
         calibrate(preds, graphs[:4], e2e)
         raw = [estimate(lut, n, device=device.uri, calibration=False) for n in nets[:4]]

@@ -117,20 +117,27 @@ class KernelStore:
 
     def measurements(self, device_uri: str, *, precision: Precision = Precision.FP32,
                      kernel_type: str | None = None) -> list[tuple[KernelConfig, float]]:
-        """Every measured (configuration, kernel ms) of the device, optionally of one kernel type.
+        """Every measured (configuration, ms) of the device, optionally of one kernel type.
 
-        The kernel's own time: the row's ``latency_ms`` less the share its provenance gives to the
-        layout changes at the lone kernel's edges (``layout_share``, ONNX Runtime's NCHWc reorders),
-        which a network runs once rather than around every kernel. Rows without it count whole.
+        A row whose provenance gives a share of its run to the layout changes at the lone
+        kernel's edges (``layout_share``, ONNX Runtime's NCHWc reorders, which a network runs
+        once rather than around every kernel) counts without them: the device's per-invocation
+        overhead (its overhead configuration's row) plus the rest of the run less that share.
+        Rows without a share count whole.
         """
-        sql = ("SELECT config_json, latency_ms, provenance_json FROM kernel_measurements "
+        from latkit.profiler.kernel_models import OVERHEAD_CONFIG
+
+        sql = ("SELECT config_json, latency_ms, provenance_json, key FROM kernel_measurements "
                "WHERE device_uri = ? AND precision = ?")  # fmt: skip
-        params: list[Any] = [device_uri, precision.value]
-        if kernel_type is not None:
-            sql += " AND kernel_type = ?"
-            params.append(kernel_type)
-        return [(KernelConfig.from_dict(json.loads(c)), float(ms) * (1.0 - _layout_share(prov)))
-                for c, ms, prov in self._rows(sql + " ORDER BY id", params)]  # fmt: skip
+        rows = self._rows(sql + " ORDER BY id", [device_uri, precision.value])
+        overhead = min((float(ms) for _, ms, _, key in rows if key == OVERHEAD_CONFIG.key), default=0.0)
+        out = []
+        for c, ms, prov, _ in rows:
+            config = KernelConfig.from_dict(json.loads(c))
+            if kernel_type is None or config.type.value == kernel_type:
+                own = max(float(ms) - overhead, 0.0) * (1.0 - _layout_share(prov))
+                out.append((config, overhead + own if own > 0 else float(ms)))
+        return out
 
     def devices(self) -> list[str]:
         """Devices with kernel measurements."""
