@@ -300,8 +300,8 @@ def _with_layout_share(device: Any, model: KernelModel, m: Any) -> Any:
     """``m`` with ``layout_share`` in its provenance where the device's sessions tell it
     (ONNX Runtime: the share of a run in the layout changes at the lone kernel's edges).
 
-    A network runs those once, not once per kernel, so the kernel's own time is
-    ``latency_ms * (1 - layout_share)`` (:meth:`~latkit.lut.kernel_store.KernelStore.measurements`).
+    A network runs those once, not once per kernel, so the kernel counts without them
+    (:meth:`~latkit.lut.kernel_store.KernelStore.measurements`).
     A failed profile leaves the measurement as it is: it is never lost for the share. Only ONNX
     devices are asked (a phone would take another push for a share it cannot tell).
     """
