@@ -26,6 +26,7 @@ from typing import Any
 from latkit.devices.precision import Precision
 from latkit.core.errors import StoreError
 from latkit.lut.store import LUT, utc_now
+from latkit.profiler.kernel_models import OVERHEAD_CONFIG
 from latkit.profiler.kernels import FusionRules, KernelConfig
 from latkit.profiler.measurement import Measurement
 
@@ -125,18 +126,15 @@ class KernelStore:
         overhead (its overhead configuration's row) plus the rest of the run less that share.
         Rows without a share count whole.
         """
-        from latkit.profiler.kernel_models import OVERHEAD_CONFIG
-
-        sql = ("SELECT config_json, latency_ms, provenance_json, key FROM kernel_measurements "
+        sql = ("SELECT config_json, latency_ms, provenance_json, key, kernel_type FROM kernel_measurements "
                "WHERE device_uri = ? AND precision = ?")  # fmt: skip
         rows = self._rows(sql + " ORDER BY id", [device_uri, precision.value])
-        overhead = min((float(ms) for _, ms, _, key in rows if key == OVERHEAD_CONFIG.key), default=0.0)
+        overhead = min((float(ms) for _, ms, _, key, _ in rows if key == OVERHEAD_CONFIG.key), default=0.0)
         out = []
-        for c, ms, prov, _ in rows:
-            config = KernelConfig.from_dict(json.loads(c))
-            if kernel_type is None or config.type.value == kernel_type:
+        for c, ms, prov, _, kind in rows:
+            if kernel_type is None or kind == kernel_type:
                 own = max(float(ms) - overhead, 0.0) * (1.0 - _layout_share(prov))
-                out.append((config, overhead + own if own > 0 else float(ms)))
+                out.append((KernelConfig.from_dict(json.loads(c)), overhead + own if own > 0 else float(ms)))
         return out
 
     def devices(self) -> list[str]:
