@@ -174,11 +174,13 @@ def test_fusion_detection_finds_conv_bn_relu_fused_on_onnxruntime(ort_device, tm
     from latkit.profiler.fusion import detect_fusion
     from latkit.profiler.protocol import ProtocolConfig
 
-    rules = detect_fusion(ort_device, ProtocolConfig.quick(), (("Conv", "BatchNormalization"), ("Conv", "Relu")),
-                          cache_dir=tmp_path)
+    pairs = (("Conv", "BatchNormalization"), ("Conv", "Relu"), ("Conv", "Add"))
+    rules = detect_fusion(ort_device, ProtocolConfig.quick(), pairs, cache_dir=tmp_path)
     assert rules.fuses("Conv", "BatchNormalization") and rules.fuses("Conv", "Relu"), rules.evidence
+    # adding a whole tensor after a convolution is a second pass over memory: not fused
+    assert not rules.fuses("Conv", "Add") and rules.evidence["Conv->Add"]["added_share_of_b"] > 0.5, rules.evidence
     assert rules.source == "measured"
-    assert set(rules.evidence) == {"Conv->BatchNormalization", "Conv->Relu"}
+    assert set(rules.evidence) == {"Conv->BatchNormalization", "Conv->Relu", "Conv->Add"}
 
 
 def test_fusion_rules_round_trip_through_the_lut(tmp_path):
