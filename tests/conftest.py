@@ -2,12 +2,17 @@
 every test module, and holds the fixtures several folders share (the expensive shared
 artefacts, a profiled LUT and a finished pipeline run, are in ``artefacts.py``)."""
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The loopback phone's samples: 20 ms of runs instead of the 200 ms floor that guards against a
+# real phone's benchmark_model start-up; the tests check what is measured and stored, not how
+# precisely (this environment reaches the CLI commands the tests start as well).
+os.environ.setdefault("LATKIT_ADB_SAMPLE_MS", "20")
 
 pytest_plugins = ["artefacts"]
 

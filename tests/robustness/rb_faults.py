@@ -162,12 +162,13 @@ def fault_cases() -> list[FaultCase]:
         # the first connection must outlast the outage: a longer connect wait
         F("5 s outage of the whole device (waited out)", _outage(5.0), expect="ok",
           waits={"LATKIT_ADB_CONNECT_WAIT_S": "20"}),
-        # the phone path measures its operators in interleaved rounds and stores them at the
-        # end, so the outage starts once the models are on the phone and being run
+        # the phone path pushes its operators, then measures them in interleaved rounds and
+        # stores them at the end, so the outage starts once both models are on the phone (at
+        # once: the rounds of two simulated operators can end within a second)
         F("device shut down mid-profile", lambda dev, folder: None, limit=2,
-          during=_after_models_pushed(_stop, n_models=2, delay_s=1.0), timeout=240),
+          during=_after_models_pushed(_stop, n_models=2, delay_s=0.0), timeout=240),
         F("device off the air (600 s outage) mid-profile", lambda dev, folder: None, limit=2,
-          during=_after_models_pushed(_long_outage, n_models=2, delay_s=1.0), timeout=240),
+          during=_after_models_pushed(_long_outage, n_models=2, delay_s=0.0), timeout=240),
     ]
 
 

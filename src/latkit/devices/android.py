@@ -74,23 +74,26 @@ _DELEGATE_FLAGS = {
     "gpu": {"use_xnnpack": False, "use_gpu": True, "use_nnapi": False},
     "nnapi": {"use_xnnpack": False, "use_gpu": False, "use_nnapi": True},
 }
-# ADB waits a caller does not give take these environment variables, then the built-in
-# default: a phone on a slow link may need longer ones, a test of one that never answers
-# shorter ones, and neither can pass constructor arguments through the CLI.
-WAIT_ENV = {"connect_wait_s": ("LATKIT_ADB_CONNECT_WAIT_S", 20.0),
-            "connect_timeout_s": ("LATKIT_ADB_CONNECT_TIMEOUT_S", 10.0),
-            "shell_timeout_s": ("LATKIT_ADB_SHELL_TIMEOUT_S", 20.0)}
+# ADB waits and the shortest sample a caller does not give take these environment
+# variables, then the built-in default: a phone on a slow link may need longer waits, a
+# test of one that never answers shorter ones, and neither can pass constructor
+# arguments through the CLI.
+ADB_ENV = {"connect_wait_s": ("LATKIT_ADB_CONNECT_WAIT_S", 20.0),
+           "connect_timeout_s": ("LATKIT_ADB_CONNECT_TIMEOUT_S", 10.0),
+           "shell_timeout_s": ("LATKIT_ADB_SHELL_TIMEOUT_S", 20.0),
+           "sample_ms": ("LATKIT_ADB_SAMPLE_MS", 200.0)}
 
 
-def adb_wait(name: str, given: float | None) -> float:
-    """The wait ``name`` of :data:`WAIT_ENV`: ``given``, else its environment variable, else its default.
+def adb_setting(name: str, given: float | None) -> float:
+    """The setting ``name`` of :data:`ADB_ENV`: ``given``, else its environment variable, else its default.
 
     Raises:
-        UsageError: the variable is set to something other than a number of seconds >= 0.
+        UsageError: the variable is not a number of seconds >= 0 (a wait) or of
+            milliseconds > 0 (``sample_ms``).
     """
     if given is not None:
         return given
-    var, default = WAIT_ENV[name]
+    var, default = ADB_ENV[name]
     text = os.environ.get(var, "").strip()
     if not text:
         return default
@@ -98,6 +101,8 @@ def adb_wait(name: str, given: float | None) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
+    if name == "sample_ms" and not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{var} must be a number of milliseconds > 0, got {text[:40]!r}")
     if not (math.isfinite(value) and value >= 0):
         raise UsageError(f"{var} must be a number of seconds >= 0, got {text[:40]!r}")
     return value
@@ -135,11 +140,13 @@ class AndroidDevice(Device):
         backoff_s: first wait between attempts (doubles each time).
         shell_timeout_s, run_timeout_s: limits for a plain command and for a run.
         connect_timeout_s: limit for one connection and authentication attempt.
+        sample_ms: the shortest sample: each is one ``benchmark_model`` process,
+            whose start and model load a short sample would mostly time.
 
-    ``connect_wait_s``, ``connect_timeout_s`` and ``shell_timeout_s`` left out take
-    ``LATKIT_ADB_CONNECT_WAIT_S``, ``LATKIT_ADB_CONNECT_TIMEOUT_S`` and
-    ``LATKIT_ADB_SHELL_TIMEOUT_S`` when set (seconds; see :data:`WAIT_ENV`), else
-    20, 10 and 20 s.
+    ``connect_wait_s``, ``connect_timeout_s``, ``shell_timeout_s`` and ``sample_ms`` left
+    out take ``LATKIT_ADB_CONNECT_WAIT_S``, ``LATKIT_ADB_CONNECT_TIMEOUT_S``,
+    ``LATKIT_ADB_SHELL_TIMEOUT_S`` (seconds) and ``LATKIT_ADB_SAMPLE_MS`` when set
+    (see :data:`ADB_ENV`), else 20, 10 and 20 s and 200 ms.
     """
 
     model_format = ModelFormat.TFLITE
@@ -150,7 +157,8 @@ class AndroidDevice(Device):
                  warmup_runs: int = 1, warmup_min_secs: float = 0.0, min_secs: float = 0.0,
                  thermal: ThermalPolicy | None = None, retries: int = 3, backoff_s: float = 0.5,
                  shell_timeout_s: float | None = None, run_timeout_s: float = 300.0,
-                 connect_wait_s: float | None = None, connect_timeout_s: float | None = None) -> None:
+                 connect_wait_s: float | None = None, connect_timeout_s: float | None = None,
+                 sample_ms: float | None = None) -> None:
         parse_adb_uri(uri)  # a malformed address is refused here, not at the first call that connects
         _, options = split_adb_options(uri)
         uri_threads = int(options.get("threads", threads))
@@ -171,12 +179,15 @@ class AndroidDevice(Device):
                       "warmup_runs": warmup_runs, "warmup_min_secs": warmup_min_secs, "min_secs": min_secs}
         self.thermal = thermal or ThermalPolicy()
         self.retries, self.backoff_s = retries, backoff_s
-        self.shell_timeout_s, self.run_timeout_s = adb_wait("shell_timeout_s", shell_timeout_s), run_timeout_s
-        connect_wait_s = adb_wait("connect_wait_s", connect_wait_s)
+        self.shell_timeout_s, self.run_timeout_s = adb_setting("shell_timeout_s", shell_timeout_s), run_timeout_s
+        connect_wait_s = adb_setting("connect_wait_s", connect_wait_s)
         if not connect_wait_s >= 0:
             raise UsageError(f"connect_wait_s must be >= 0, got {connect_wait_s}")
         self.connect_wait_s = connect_wait_s
-        self.connect_timeout_s = adb_wait("connect_timeout_s", connect_timeout_s)
+        self.connect_timeout_s = adb_setting("connect_timeout_s", connect_timeout_s)
+        self.sample_ms = adb_setting("sample_ms", sample_ms)
+        if not (math.isfinite(self.sample_ms) and self.sample_ms > 0):
+            raise UsageError(f"sample_ms must be a number of milliseconds > 0, got {self.sample_ms}")
         self._t: AdbTransport | None = None
         self.props: dict[str, str] = {}
         self.clusters: list[Cluster] = []
@@ -350,11 +361,11 @@ class AndroidDevice(Device):
         return AndroidSession(self, model.key, remote)
 
     def adapt_protocol(self, config: Any) -> Any:
-        """Few, long samples: every sample is a ``benchmark_model`` process on the phone,
-        which does its own warmup and averages its own runs."""
+        """Few, long samples (at least :attr:`sample_ms`): every sample is a ``benchmark_model``
+        process on the phone, which does its own warmup and averages its own runs."""
         return dataclasses.replace(
             config, warmup_runs=min(config.warmup_runs, 1), warmup_s=0.0,
-            target_sample_ms=max(config.target_sample_ms, 200.0), min_samples=min(config.min_samples, 5),
+            target_sample_ms=max(config.target_sample_ms, self.sample_ms), min_samples=min(config.min_samples, 5),
             max_samples=min(config.max_samples, 20), samples_per_round=1, touch_runs=0,
         )  # fmt: skip
 
