@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 CPU_ROOT = "/sys/devices/system/cpu"
 
-# Each script is one round trip. Files are read with the shell's own `read` (no process per
-# file, where `$(cat ...)` forks twice: ~60 ms a snapshot on the loopback phone's host, paid
-# before every benchmark run); a missing file leaves its field empty (errors go to /dev/null).
+# Each script is one round trip. Files are read with the shell's own `read`: no process per
+# file (`$(cat ...)` forks twice per file, and a snapshot is read before every benchmark
+# run); a missing file leaves its field empty (errors go to /dev/null).
 _CLUSTERS_SH = (  # per-cpu cluster layout and max clock
     f"for c in {CPU_ROOT}/cpu[0-9]*; do n=${{c##*/cpu}}; r=; m=; "
     "read -r r <$c/cpufreq/related_cpus; read -r m <$c/cpufreq/cpuinfo_max_freq; "
