@@ -48,3 +48,22 @@ def test_progress_note_is_not_markup(capsys):
         advance("[bold]x")
     err = capsys.readouterr().err
     assert "key [/red] done" in err or "[bold]x" in err
+
+
+def test_the_run_figures_line_names_the_judged_figure_when_it_differs(capsys):
+    """A run whose host check judged it on another figure than the measure stage's says so, instead of
+    printing a "measured" figure that the verdict above it does not quote."""
+    from types import SimpleNamespace
+
+    from latkit.cli.deploy import figures_line
+    from latkit.profiler.protocol import Statistic
+
+    base = dict(predicted_ms=0.497, measured_ms=0.708, statistic=Statistic.P5, precision="fp32", target_ms=0.5)
+    device = "adb+tcp://127.0.0.1:6555[/x]"
+    line = figures_line(SimpleNamespace(**base, judged_ms=0.493), device)
+    common.out.print(line)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert printed == ("predicted 0.497 ms, measured 0.708 ms (p5) on adb+tcp://127.0.0.1:6555[/x] at fp32, "
+                       "judged on 0.493 ms after the host check, target 0.500 ms")
+    for judged in (None, 0.7081):  # no host check, or the measured figure itself
+        assert "judged" not in figures_line(SimpleNamespace(**base, judged_ms=judged), device)

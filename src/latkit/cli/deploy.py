@@ -263,13 +263,24 @@ def _run_summary(result: PipelineResult, target: Target, tolerance: float) -> di
     }  # fmt: skip
 
 
+def figures_line(result: PipelineResult, device: str) -> str:
+    """The run's latencies in one line (rich markup, the device escaped). When the host check put
+    the verdict on another figure than the measure stage's (the file timed again beside a
+    calibration network, or corrected for the host's state), that figure is named as well: the
+    verdict line above quotes it, and two unexplained "measured" figures would contradict each other."""
+    line = (f"predicted {result.predicted_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
+            f"({result.statistic.value}) on {escape(device)} at {result.precision}")
+    judged = result.judged_ms
+    if judged is not None and f"{judged:.3f}" != f"{result.measured_ms:.3f}":
+        line += f", judged on {judged:.3f} ms after the host check"
+    return f"{line}, target {result.target_ms:.3f} ms"
+
+
 def _print_run(result: PipelineResult, device: str) -> None:
     """The verdict in its colour, the latencies, the accuracies and where the report is."""
     colour = "green" if result.hit and not result.warning else "yellow" if result.met or result.contended else "red"
     common.out.print(f"[bold {colour}]{escape(result.verdict)}[/]")
-    common.out.print(f"predicted {result.predicted_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
-                     f"({result.statistic.value}) on {escape(device)} at {result.precision}, target "
-                     f"{result.target_ms:.3f} ms")
+    common.out.print(figures_line(result, device))
     if result.deployed_accuracy_pct is not None:
         common.out.print(f"held-out accuracy: fp32 {result.fp32_accuracy_pct:.2f}%, {result.precision} file "
                          f"{result.deployed_accuracy_pct:.2f}% (drop {result.accuracy_drop_pct:+.2f} points)")
