@@ -101,10 +101,10 @@ def adb_setting(name: str, given: float | None) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if name == "sample_ms" and not (math.isfinite(value) and value > 0):
-        raise UsageError(f"{var} must be a number of milliseconds > 0, got {text[:40]!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise UsageError(f"{var} must be a number of seconds >= 0, got {text[:40]!r}")
+    positive = name == "sample_ms"  # a wait may be 0 (give up at once), a sample may not
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        unit = "milliseconds > 0" if positive else "seconds >= 0"
+        raise UsageError(f"{var} must be a number of {unit}, got {text[:40]!r}")
     return value
 
 

@@ -61,10 +61,15 @@ def _node(b: Any, op: str, x: str, rows: bool) -> str:
     return b.op(op, [x])
 
 
+def _on_rows(pair: tuple[str, str]) -> bool:
+    """Whether the pair works on a rows x width matrix (a product first) rather than an image."""
+    return pair[0] in ("MatMul", "Gemm")
+
+
 def probe_key(pair: tuple[str, str], name: str) -> str:
     """The cache key of one probe (``name`` is ``a``, ``b`` or ``ab``): pairs that share a probe share its key."""
     ops = {"a": pair[:1], "b": pair[1:], "ab": pair}[name]
-    return f"fusion-{'rows' if pair[0] in ('MatMul', 'Gemm') else 'image'}-{'-'.join(ops)}-x{REPEATS}"
+    return f"fusion-{'rows' if _on_rows(pair) else 'image'}-{'-'.join(ops)}-x{REPEATS}"
 
 
 def pair_models(pair: tuple[str, str]) -> dict[str, Any]:
@@ -74,7 +79,7 @@ def pair_models(pair: tuple[str, str]) -> dict[str, Any]:
 
     from latkit.profiler.kernel_models import OPSET, _Builder
 
-    rows = pair[0] in ("MatMul", "Gemm")
+    rows = _on_rows(pair)
     shape = [_ROWS, _WIDTH] if rows else [1, _C, _HW, _HW]
     out = {}
     for name, ops in (("a", pair[:1]), ("b", pair[1:]), ("ab", pair)):
