@@ -343,3 +343,54 @@ def test_a_zero_pad_runs_inside_the_convolution_after_it_and_a_reflect_pad_does_
     else:
         assert [k.op_types for k in kg.kernels] == [("Pad",), ("Conv", "Relu")]
         assert kg.kernels[0].type is KernelType.UNKNOWN
+
+
+def test_a_grouped_convolution_is_its_own_kernel_type_and_its_samples_run():
+    import onnxruntime as ort
+
+    from latkit.profiler.kernel_models import build_onnx, input_shape
+    from latkit.profiler.kernel_sampling import sample_configs
+
+    nodes = [helper.make_node("Conv", ["x", "wg"], ["g"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=4),
+             helper.make_node("Conv", ["g", "wd"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=32)]
+    kg = group_kernels(onnx_graph(_model(nodes, [_w("wg", (32, 8, 3, 3)), _w("wd", (32, 1, 3, 3))], (1, 32, 14, 14),
+                                         "y"), "m.onnx"), default_rules("onnxruntime"))  # fmt: skip
+    assert [k.type for k in kg.kernels] == [KernelType.GCONV, KernelType.DWCONV]
+    assert kg.kernels[0].config == KernelConfig(KernelType.GCONV, 14, 14, 32, 32, 3, 1, 4)
+    configs = sample_configs(KernelType.GCONV, 8, seed=5)
+    assert len(configs) == 8 and len({c.cin // c.groups for c in configs}) >= 3  # several group widths
+    for c in configs:
+        assert 1 < c.groups < c.cin and c.cin % c.groups == 0 == c.cout % c.groups
+        session = ort.InferenceSession(build_onnx(c).SerializeToString(), providers=["CPUExecutionProvider"])
+        (y,) = session.run(None, {"x": np.zeros(input_shape(c), np.float32)})
+        assert y.size == work(c)[2]
+    assert all(c.groups == c.cin for c in sample_configs(KernelType.DWCONV, 20, seed=5))
+
+
+def test_a_resize_to_its_own_size_is_not_predicted_from_doubled_ones_alone():
+    """Resizes measured at scales 1 and 2; a scale-1 one is predicted below the scale-2 one of its input.
+
+    With samples at scale 2 only, output = 4 x input in every row, and a shrunken
+    intercept once let the ridge lean on that: a 8x8 scale-1 resize came out at 40 ms.
+    """
+    from latkit.predictors.kernels import TypeModel
+    from latkit.profiler.kernel_sampling import sample_configs
+    from latkit.profiler.kernels import features
+
+    configs = sample_configs(KernelType.RESIZE, 30, seed=2)
+    assert {c.stride for c in configs} == {1, 2}
+    doubled = [c for c in configs if c.stride == 2]
+    model = TypeModel.fit(features(doubled), np.asarray([0.002 + 2e-7 * work(c)[2] for c in doubled]))
+    same = KernelConfig(KernelType.RESIZE, 8, 8, 96, 96, stride=1, variant="linear")
+    twice = KernelConfig(KernelType.RESIZE, 8, 8, 96, 96, stride=2, variant="linear")
+    one, two = model.predict(features([same, twice]))
+    assert one <= two < 0.05
+
+
+def test_a_reshape_transpose_of_tokens_is_configured_by_its_elements():
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["y"], perm=[1, 0])]
+    inits = [numpy_helper.from_array(np.asarray([784, 192], np.int64), "shape")]
+    kg = group_kernels(onnx_graph(_model(nodes, inits, (1, 784, 192), "y"), "m.onnx"), default_rules("onnxruntime"))
+    (k,) = kg.kernels
+    assert k.type is KernelType.SHUFFLE and (k.config.h, k.config.cin, k.config.cout) == (784, 192, 192)

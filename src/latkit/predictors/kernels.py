@@ -85,7 +85,11 @@ class TypeModel:
         """Fit on features ``x`` and net latencies ``y_ms``."""
         log_y = np.log(np.maximum(y_ms, _MIN_MS))
         a = _design(x)
-        coef = np.linalg.solve(a.T @ a + 1e-2 * np.eye(a.shape[1]), a.T @ log_y)
+        # the intercept is not shrunk: were it, the ridge would borrow a constant from
+        # sizes that move together in the samples (a resize's output is always 4x its
+        # input), with large opposite weights that explode where they part
+        penalty = np.diag([1e-2] * (a.shape[1] - 1) + [0.0])
+        coef = np.linalg.solve(a.T @ a + penalty, a.T @ log_y)
         trees = None
         if len(y_ms) >= 4:
             xgb = _xgb()

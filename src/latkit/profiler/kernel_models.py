@@ -157,7 +157,7 @@ def _copy(b: _Builder, c: KernelConfig) -> str:
 
 def _body(b: _Builder, c: KernelConfig) -> str:
     t = c.type
-    if t in (KernelType.CONV, KernelType.DWCONV, KernelType.POINTWISE):
+    if t in (KernelType.CONV, KernelType.DWCONV, KernelType.GCONV, KernelType.POINTWISE):
         return _conv(b, c)
     if t is KernelType.FC:
         y = b.op("Gemm", ["x", b.const((c.cin, c.cout)), b.const((c.cout,))])

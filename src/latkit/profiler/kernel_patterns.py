@@ -56,7 +56,10 @@ def _conv(graph: OpGraph, chain: list[Node]) -> KernelConfig | None:
     k = max(w[2:]) if len(w) >= 4 else 1
     strides = root.attrs.get("strides") or [1]
     dil = max(root.attrs.get("dilations") or [1])
-    kind = KernelType.DWCONV if groups > 1 else (KernelType.POINTWISE if k == 1 else KernelType.CONV)
+    if groups > 1:
+        kind = KernelType.DWCONV if groups >= x[1] else KernelType.GCONV
+    else:
+        kind = KernelType.POINTWISE if k == 1 else KernelType.CONV
     residual = int(any(n.op_type == "Add" for n in chain[1:]))
     return KernelConfig(kind, h=x[2], w=x[3], cin=x[1], cout=y[1], kernel=(k - 1) * dil + 1,
                         stride=int(max(strides)), groups=groups, extra=residual, act=_act(chain))  # fmt: skip
@@ -121,9 +124,10 @@ def _image_like(graph: OpGraph, chain: list[Node], kind: KernelType, variant: st
         others = [graph.shape(t) for t in root.inputs[1:] if t]
         extra = int(any(o is not None and math.prod(o) < math.prod(x) for o in others))
     elif kind is KernelType.RESIZE:
-        extra = 0
         scale = max(1, round(hwc(y)[0] / max(h, 1)))
         return KernelConfig(kind, h=h, w=w, cin=c, cout=cout, stride=scale, variant=variant)
+    elif kind is KernelType.SHUFFLE:  # moves every element once, whatever shape its output is read as
+        cout = c
     return KernelConfig(kind, h=h, w=w, cin=c, cout=max(cout, 1), extra=extra, variant=variant, act=_act(chain))
 
 

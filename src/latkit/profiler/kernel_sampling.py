@@ -53,12 +53,23 @@ def _conv_like(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
     residual = int(rng.random() < 0.2 and stride == 1)
     if kind is KernelType.DWCONV:
         k = int(rng.choice((3, 5, 7), p=(0.6, 0.3, 0.1)))
-        groups = cin if rng.random() < 0.85 else max(1, cin // int(rng.choice((4, 8, 16))))
-        return KernelConfig(kind, hw, hw, cin, cin, k, stride, groups, residual, act=act)
+        return KernelConfig(kind, hw, hw, cin, cin, k, stride, cin, residual, act=act)
+    if kind is KernelType.GCONV:
+        return _grouped(hw, cin, stride, residual, act, rng)
     if kind is KernelType.POINTWISE:
         return KernelConfig(kind, hw, hw, cin, _ch(rng, hw), 1, 1, 1, residual, act=act)
     return KernelConfig(kind, hw, hw, cin, _ch(rng, hw), int(rng.choice((3, 5, 7), p=(0.8, 0.1, 0.1))), stride,
                         1, residual if cin != 3 else 0, act=act)  # fmt: skip
+
+
+def _grouped(hw: int, cin: int, stride: int, residual: int, act: str, rng: np.random.Generator) -> KernelConfig:
+    """A grouped convolution: 4 to 64 channels per group, mostly 3x3, mostly as many outputs as inputs."""
+    width = int(rng.choice((4, 8, 16, 24, 32, 48, 64), p=(0.1, 0.2, 0.2, 0.15, 0.15, 0.1, 0.1)))
+    groups = max(2, cin // width)
+    k = int(rng.choice((1, 3, 5), p=(0.15, 0.75, 0.1)))
+    cout = groups * width * (1 if rng.random() < 0.8 else 2)
+    return KernelConfig(KernelType.GCONV, hw, hw, groups * width, cout, k, stride, groups,
+                        residual if cout == groups * width else 0, act=act)  # fmt: skip
 
 
 def _rowwise(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
@@ -104,8 +115,9 @@ def _image_op(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
     if kind is KernelType.COPY:
         return _copy(rng, hw, c)
     if kind is KernelType.RESIZE:
-        hw = min(hw, 56)
-        return KernelConfig(kind, hw, hw, c, c, stride=2, variant=str(rng.choice(("nearest", "linear"))))
+        hw = min(hw, 56)  # scale 1: a map brought to a size near its own (MobileViT fits 7x7 to its 2x2 patches)
+        scale = int(rng.choice((1, 2), p=(0.3, 0.7)))
+        return KernelConfig(kind, hw, hw, c, c, stride=scale, variant=str(rng.choice(("nearest", "linear"))))
     raise ValueError(kind)
 
 
@@ -136,7 +148,7 @@ def _reduce_norm(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
 
 def sample_one(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
     """One configuration of ``kind``, drawn from the shapes networks use."""
-    if kind in (KernelType.CONV, KernelType.DWCONV, KernelType.POINTWISE):
+    if kind in (KernelType.CONV, KernelType.DWCONV, KernelType.GCONV, KernelType.POINTWISE):
         return _conv_like(kind, rng)
     if kind in (KernelType.FC, KernelType.MATMUL, KernelType.SOFTMAX, KernelType.LAYERNORM):
         return _rowwise(kind, rng)

@@ -208,7 +208,7 @@ def build_tflite(c: KernelConfig, seed: int = 0) -> bytes:
     w = _Writer(seed)
     shape = input_shape(c)
     x = w.tensor(shape)
-    if c.type in (KernelType.CONV, KernelType.DWCONV, KernelType.POINTWISE):
+    if c.type in (KernelType.CONV, KernelType.DWCONV, KernelType.GCONV, KernelType.POINTWISE):
         y, _ = _conv(w, c, x)
     elif c.type in (KernelType.FC, KernelType.MATMUL, KernelType.SOFTMAX, KernelType.REDUCE, KernelType.COPY):
         y = _rows(w, c, x, shape)

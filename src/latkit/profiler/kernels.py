@@ -66,6 +66,10 @@ class KernelType(str, Enum):
     COPY = "copy"  # data movement: slice, split, expand (broadcast), tile
     REDUCE = "reduce"  # a sum / mean / max over some axes that is not a spatial pooling
     NORM = "norm"  # instance / group normalization: rows (channels) normalized over their width (spatial)
+    # grouped convolution, 1 < groups < input channels (RegNet, ResNeXt): runtimes run it
+    # group by group, not as a depthwise kernel nor as one dense one (listed last: the
+    # sampling seeds hang on each type's place)
+    GCONV = "gconv"
     UNKNOWN = "unknown"  # no predictor: a flagged fallback estimate
 
 
@@ -163,7 +167,7 @@ def work(c: KernelConfig) -> tuple[float, float, float, float]:
     """(MACs, input elements, output elements, weight elements) of a configuration."""
     oh, ow = c.out_hw()
     t = c.type
-    if t in (KernelType.CONV, KernelType.DWCONV, KernelType.POINTWISE):
+    if t in (KernelType.CONV, KernelType.DWCONV, KernelType.GCONV, KernelType.POINTWISE):
         wts = c.cout * (c.cin // c.groups) * c.kernel * c.kernel
         return oh * ow * wts, c.h * c.w * c.cin, oh * ow * c.cout, wts
     if t is KernelType.FC:
