@@ -201,3 +201,31 @@ def test_a_host_faster_than_at_calibration_keeps_the_measured_figure(exported) -
     verdict = runner._judge(_attempt("first", TARGET_MS, m), TARGET_MS, TOLERANCE)
     assert verdict.kind == tgt.HIT and verdict.text.startswith("HIT: measured 1.000 ms")
     assert "read 0.80x its stored figure; corrected figure 1.250 ms; the lower, measured figure stands" in verdict.text
+
+
+def test_the_measure_job_goes_to_a_fresh_interpreter_as_json_and_comes_back_whole(tmp_path: Path, exported) -> None:
+    import json
+    from dataclasses import replace
+
+    from onnx import TensorProto, helper, save
+
+    twin_file = tmp_path / "calibration 'net' #3.onnx"  # odd characters travel as they are
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32])])  # fmt: skip
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(twin_file))
+    source = SimpleNamespace(key="calibration-net", input_shape=(1, 3, 32, 32), file=lambda fmt: twin_file)
+    exported.measured = {"latency_ms": 0.5, "rel_ci": 0.01}  # type: ignore[typeddict-item]
+    job = runner._MeasureJob("cpu:onnxruntime", 2, exported, ProtocolConfig.quick(seed=4), TARGET_MS, TOLERANCE,
+                             [Reference(REF, REF_MS, Precision.INT8)], CalibrationNetwork(source, "#3 of 5", STORED_MS),
+                             (0.0, 1.5))  # fmt: skip
+
+    def through_json(j: runner._MeasureJob) -> runner._MeasureJob:
+        return runner._MeasureJob.from_request(json.loads(json.dumps(j.to_request())))
+
+    back = through_json(job)
+    assert (back.uri, back.threads, back.exported, back.protocol, back.target_ms, back.tolerance, back.refs,
+            back.waits_s) == (job.uri, job.threads, exported, job.protocol, TARGET_MS, TOLERANCE, job.refs, (0.0, 1.5))
+    assert (back.twin.model.path, back.twin.model.input_shape, back.twin.name, back.twin.stored_ms) == (
+        twin_file, (1, 3, 32, 32), "#3 of 5", STORED_MS)
+    assert through_json(replace(job, twin=None, target_ms=None)).twin is None

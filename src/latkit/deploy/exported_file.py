@@ -17,9 +17,9 @@ from pathlib import Path
 from latkit.core.reprs import short_repr
 from latkit.core.errors import StoreError
 from latkit.core.files import file_sha256, read_json, write_json
-from latkit.devices.precision import Precision
+from latkit.devices.precision import Precision, parse_precision
 from latkit.deploy.export_formats import INT8_REL_TOL, ExportError
-from latkit.deploy.layout import InputLayout
+from latkit.deploy.layout import InputLayout, parse_layout
 from latkit.deploy.sidecar import ExportedFileDict, MeasuredLatency, Parity, Sidecar, SidecarBase, SidecarEntry
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,12 @@ class ExportedFile:
             "variant": self.precision.value, "layout": self.layout.tag, "input_shape": list(self.input_shape),
             "parity": self.parity, "measured": self.measured,
         }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: ExportedFileDict) -> ExportedFile:
+        """The file :meth:`to_dict` described (sent to a fresh interpreter and back as JSON)."""
+        return cls(Path(d["path"]), Path(d["sidecar"]), d["format"], parse_precision(d["variant"]),
+                   parse_layout(d["layout"]), tuple(d["input_shape"]), d["parity"], d.get("measured"))  # fmt: skip
 
 
 def check_parity(parity: Parity, path: Path, precision: Precision, runtime: str) -> None:

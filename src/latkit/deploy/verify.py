@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from latkit.core.files import write_json
 from latkit.devices.base import Device, ModelFormat
@@ -121,19 +121,31 @@ def measure_in_fresh_process(device: Device, exported: ExportedFile,
         return measure_exported(device, exported, protocol)
     from latkit.core.fresh import in_fresh_interpreter
 
-    entry = in_fresh_interpreter(_measure_on_own_device, device.uri, getattr(device, "threads", 1), exported, protocol,
-                                 what=f"measuring {exported.path.name}")  # fmt: skip
+    request = {"uri": device.uri, "threads": getattr(device, "threads", 1), "exported": exported.to_dict(),
+               "protocol": protocol.to_dict() if protocol else None}  # fmt: skip
+    entry: MeasuredLatency = in_fresh_interpreter(_MEASURE_CHILD, request, what=f"measuring {exported.path.name}")
     exported.measured = entry
     return entry
 
 
-def _measure_on_own_device(uri: str, threads: int, exported: ExportedFile,
-                           protocol: ProtocolConfig | None) -> MeasuredLatency:  # fmt: skip
-    from latkit.devices.base import open_device
+_MEASURE_CHILD = "from latkit.deploy.verify import serve_measure; serve_measure()"
 
-    device = open_device(uri, threads=threads)
+
+def serve_measure() -> None:
+    """The fresh interpreter's side of :func:`measure_in_fresh_process`."""
+    from latkit.core.fresh import serve
+
+    serve(_measure_request)
+
+
+def _measure_request(request: dict[str, Any]) -> MeasuredLatency:
+    from latkit.devices.base import open_device
+    from latkit.profiler.protocol import ProtocolConfig
+
+    device = open_device(request["uri"], threads=request["threads"])
     try:
-        return measure_exported(device, exported, protocol)
+        return measure_exported(device, ExportedFile.from_dict(request["exported"]),
+                                ProtocolConfig(**request["protocol"]) if request["protocol"] else None)  # fmt: skip
     finally:
         device.close()
 

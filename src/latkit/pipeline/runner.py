@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, TypedDict
 
 import numpy as np
 
@@ -60,13 +60,13 @@ from latkit.core.reprs import short_repr
 from latkit.core.files import check_output_dir, read_json, write_json
 from latkit._version import __version__
 from latkit.devices.base import Device, ModelFormat, open_device
-from latkit.devices.precision import Precision, check_precision
+from latkit.devices.precision import Precision, check_precision, parse_precision
 from latkit.deploy.layout import parse_layout
 from latkit.core.errors import LatkitError, StoreError, UsageError
 from latkit.lut.cache import lut_path_for
 from latkit.lut.drift import CalibrationNetwork, Reference, reference_ops
 from latkit.profiler.ops import OpSpec, measurable_by_key
-from latkit.profiler.protocol import Statistic
+from latkit.profiler.protocol import ProtocolConfig, Statistic
 from latkit.profiler.spaces.base import Network, SearchSpace, get_space
 from latkit.search import target as tgt
 from latkit.search.target import within_budget
@@ -99,7 +99,6 @@ from latkit.pipeline.stages import (
 
 if TYPE_CHECKING:
     from latkit.lut.tables import TableLatencyModel
-    from latkit.profiler.protocol import ProtocolConfig
     from latkit.deploy.sidecar import ExportedFileDict, ExportReportDict, MeasuredLatency
     from latkit.search.supernet.data import SearchData
 
@@ -570,19 +569,53 @@ class _MeasureJob:
         over = self.target_ms is not None and not within_budget(lowest, self.target_ms, self.tolerance)
         return entry, {**check.to_dict(), "lowest_ms": lowest, "over_budget": over}
 
-    def run_on_own_device(self) -> tuple[MeasuredLatency, dict[str, object] | None]:
-        device = open_device(self.uri, threads=self.threads)
-        try:
-            return self.run(device)
-        finally:
-            device.close()
+    def to_request(self) -> dict[str, Any]:
+        """The job as JSON for a fresh interpreter; the twin goes as its model file (exported here if need be)."""
+        twin = None if self.twin is None else {"file": str(self.twin.model.file(self.exported.format)),
+                                                "name": self.twin.name, "stored_ms": self.twin.stored_ms}  # fmt: skip
+        return {"uri": self.uri, "threads": self.threads, "exported": self.exported.to_dict(),
+                "protocol": self.protocol.to_dict(), "target_ms": self.target_ms, "tolerance": self.tolerance,
+                "refs": [{"spec": r.spec.to_dict(), "lut_ms": r.lut_ms, "precision": r.precision.value}
+                         for r in self.refs],
+                "twin": twin, "waits_s": list(self.waits_s)}  # fmt: skip
+
+    @classmethod
+    def from_request(cls, d: dict[str, Any]) -> _MeasureJob:
+        """The job :meth:`to_request` described."""
+        from latkit.profiler.model_file import ModelFile
+
+        twin = d["twin"] and CalibrationNetwork(ModelFile(d["twin"]["file"]), d["twin"]["name"],
+                                                d["twin"]["stored_ms"])  # fmt: skip
+        refs = [Reference(OpSpec.from_dict(r["spec"]), r["lut_ms"], parse_precision(r["precision"])) for r in d["refs"]]
+        return cls(d["uri"], d["threads"], ExportedFile.from_dict(d["exported"]), ProtocolConfig(**d["protocol"]),
+                   d["target_ms"], d["tolerance"], refs, twin or None, tuple(d["waits_s"]))  # fmt: skip
+
+
+_MEASURE_CHILD = "from latkit.pipeline.runner import serve_measure_job; serve_measure_job()"
+
+
+def serve_measure_job() -> None:
+    """The fresh interpreter's side of :func:`_in_fresh_process`."""
+    from latkit.core.fresh import serve
+
+    serve(_run_request)
+
+
+def _run_request(request: dict[str, Any]) -> tuple[MeasuredLatency, dict[str, object] | None]:
+    job = _MeasureJob.from_request(request)
+    device = open_device(job.uri, threads=job.threads)
+    try:
+        return job.run(device)
+    finally:
+        device.close()
 
 
 def _in_fresh_process(job: _MeasureJob) -> tuple[MeasuredLatency, dict[str, object] | None]:
     """``job`` on its own device in a newly started interpreter (nothing of this one's state)."""
     from latkit.core.fresh import in_fresh_interpreter
 
-    return in_fresh_interpreter(job.run_on_own_device, what=f"measuring {job.exported.path.name}")
+    entry, host = in_fresh_interpreter(_MEASURE_CHILD, job.to_request(), what=f"measuring {job.exported.path.name}")
+    return entry, host
 
 
 def host_sentence(host: Mapping[str, object]) -> str:
