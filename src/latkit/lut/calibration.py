@@ -9,10 +9,14 @@ both ways, of
     e2e_ms ~ a * lut_sum_ms + b * n_measurable_ops + c
 
 ``b`` absorbs a per-op overhead (or saving) and ``c`` a per-inference one.
+Every operator timed alone pays one call into the runtime, which the network
+pays once: ``a * lut_sum + b * n_ops`` with ``b < 0`` (the ``overhead`` form)
+takes that call back off each operator. A negative ``b`` is kept only there:
+beside an offset ``c`` the two trade against each other and fit noise.
 With fewer than 3 networks (or networks that do not separate the terms) the
 fit falls back to fewer terms, down to the ratio ``a = sum(e2e) / sum(lut)``;
-also when the 3-term fit would give the fastest operator no time at all
-(``a * min_op + b <= 0``), which only a noisy measurement produces.
+also when a fit would give the fastest operator no time at all
+(``a * min_op + b <= 0``: a saved call larger than the smallest operator).
 
 This module holds what a calibration is: the model, the fit and where it is
 stored in the LUT. How a device is calibrated (which networks, measured how) is
@@ -40,8 +44,9 @@ from latkit.lut.store import LUT, utc_now
 KIND = "e2e_linear"
 LOO_LIMIT = 0.25  # a fit whose leave-one-out error passes this is flagged poor: its figures are not to be trusted
 MARGIN = 0.8  # a fuller form replaces a simpler one only when its leave-one-out error is below this share of it
-FORMS = ("ratio", "lstsq2", "lstsq3")  # simplest first
-FORM_NAMES = {"ratio": "scale only", "lstsq2": "scale + offset", "lstsq3": "scale + per-operator + offset"}
+FORMS = ("ratio", "overhead", "lstsq2", "lstsq3")  # simplest first
+FORM_NAMES = {"ratio": "scale only", "overhead": "scale + per-operator call", "lstsq2": "scale + offset",
+              "lstsq3": "scale + per-operator + offset"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class Calibration:
     a: float
     b: float
     c: float
-    method: str  # "lstsq3" (a, b, c), "lstsq2" (a, c) or "ratio" (a only)
+    method: str  # "lstsq3" (a, b, c), "lstsq2" (a, c), "overhead" (a, b) or "ratio" (a only)
     n_points: int
     rmse_ms: float  # residual RMS on the fitted points
     max_rel_err: float  # largest |fit - e2e| / e2e on the fitted points
@@ -116,29 +121,32 @@ def _solve(form: str, s: np.ndarray, k: np.ndarray, y: np.ndarray) -> tuple[floa
     """The least-squares coefficients of ``form`` on the points, or None where it is not determined."""
     if form == "ratio":
         return float(y.sum() / s.sum()), 0.0, 0.0
-    terms = 3 if form == "lstsq3" else 2
-    cols = [s, k, np.ones_like(s)] if terms == 3 else [s, np.ones_like(s)]
+    cols = {"overhead": [s, k], "lstsq2": [s, np.ones_like(s)], "lstsq3": [s, k, np.ones_like(s)]}[form]
     x = np.column_stack(cols)
-    if s.size < terms or np.linalg.matrix_rank(x) < terms:
+    if s.size < len(cols) or np.linalg.matrix_rank(x) < len(cols):
         return None  # e.g. every network has the same op count: b and c are not separable
-    sol = np.linalg.lstsq(x, y, rcond=None)[0]
-    return (float(sol[0]), float(sol[1]), float(sol[2])) if terms == 3 else (float(sol[0]), 0.0, float(sol[1]))
+    sol = [float(v) for v in np.linalg.lstsq(x, y, rcond=None)[0]]
+    if form == "lstsq3":
+        return sol[0], sol[1], sol[2]
+    return (sol[0], sol[1], 0.0) if form == "overhead" else (sol[0], 0.0, sol[1])
 
 
 def _implausible(coef: tuple[float, float, float], s: np.ndarray, k: np.ndarray, min_op_ms: float | None) -> str:
     """Why a fit cannot describe the device ("" if it can).
 
     A non-positive scale means a larger LUT sum measured faster (networks timed
-    in different load states); a negative per-operator term lets a network of
-    many small operators cost less than their sum can explain; and a fit must
-    predict a positive latency for every calibration network and every corner
-    of the calibrated range (LUT sum by operator count), where a search lands.
+    in different load states); a negative per-operator term beside an offset
+    lets the two trade against each other (a network of many small operators
+    then costs less than their sum can explain); a saved call must be smaller
+    than the fastest operator; and a fit must predict a positive latency for
+    every calibration network and every corner of the calibrated range (LUT
+    sum by operator count), where a search lands.
     """
     a, b, c = coef
     if a <= 0:
         return f"non-positive scale a = {a:.3g}"
-    if b < 0:
-        return f"negative per-operator overhead b = {b:.3g} ms"
+    if b < 0 and c != 0:
+        return f"negative per-operator overhead b = {b:.3g} ms beside an offset"
     if min_op_ms is not None and a * min_op_ms + b <= 0:
         return "the fastest operator would cost no time"
     corners = [(si, ki) for si in (s.min(), s.max()) for ki in (k.min(), k.max())]
@@ -193,11 +201,12 @@ def fit_calibration(
 ) -> Calibration:
     """Fit a calibration from networks measured both ways, judged out of sample (pure function).
 
-    Tries the forms simplest first (the ratio ``a``, then ``a * sum + c``, then
-    ``a * sum + b * n_ops + c``). A form is refused when it is implausible
-    (:func:`_implausible`: non-positive scale, negative per-operator overhead,
-    a zero-cost operator given ``min_op_ms``, or a non-positive prediction in
-    the calibrated range); a fuller form replaces a simpler one only when its
+    Tries the forms simplest first (the ratio ``a``, ``a * sum + b * n_ops``,
+    ``a * sum + c``, then ``a * sum + b * n_ops + c``). A form is refused when it
+    is implausible (:func:`_implausible`: non-positive scale, a negative
+    per-operator term beside an offset, a zero-cost operator given
+    ``min_op_ms``, or a non-positive prediction in the calibrated range); a
+    fuller form replaces a simpler one only when its
     leave-one-out error (each network predicted by a fit on the others) is
     below :data:`MARGIN` of the simpler one's: in-sample residuals always
     favour more parameters. The leave-one-out error is kept with the fit, and
