@@ -229,3 +229,29 @@ def test_the_measure_job_goes_to_a_fresh_interpreter_as_json_and_comes_back_whol
     assert (back.twin.model.path, back.twin.model.input_shape, back.twin.name, back.twin.stored_ms) == (
         twin_file, (1, 3, 32, 32), "#3 of 5", STORED_MS)
     assert through_json(replace(job, twin=None, target_ms=None)).twin is None
+
+
+class _HostCPU(ScriptedDevice):
+    """The scripted device, reporting itself as a host CPU."""
+
+    def info(self):
+        from latkit.devices.base import DeviceInfo
+
+        return DeviceInfo(self.uri, "cpu", "scripted", "0", 1)
+
+
+@pytest.mark.parametrize(("sessions_ms", "taken", "kept"), [
+    ([0.60, 0.34, 0.59, 0.35, 0.3], 4, 0.34),  # a slow first session, then the two lowest agree at the 4th
+    ([0.40, 0.41, 0.1], 2, 0.40),  # two agreeing sessions are enough
+    ([0.60, 0.34, 0.59, 0.45, 0.3], 4, 0.34),  # never agreeing: four sessions at most, the lowest kept
+])  # fmt: skip
+def test_a_file_on_the_host_cpu_is_measured_in_fresh_sessions_until_two_agree(exported, sessions_ms, taken,
+                                                                               kept) -> None:  # fmt: skip
+    from latkit.deploy.verify import measure_exported
+
+    host = _HostCPU(lambda key, n: sessions_ms[n])
+    entry = measure_exported(host, exported, ProtocolConfig.quick())
+    assert entry["measurements_ms"] == pytest.approx(sessions_ms[:taken]) and entry["latency_ms"] == pytest.approx(kept)
+    # a phone's benchmark_model starts a new process for every run: one measurement
+    phone = ScriptedDevice(lambda key, n: sessions_ms[n])
+    assert measure_exported(phone, exported, ProtocolConfig.quick())["measurements_ms"] == pytest.approx(sessions_ms[:1])
