@@ -138,6 +138,17 @@ def test_run_search_writes_artifacts_and_meets_target(setup, tmp_path):
     assert space.parse_arch(json.dumps(doc)) == out.arch
     assert doc["latency_ms"] == pytest.approx(model.latency_ms(out.arch)) and doc["latency_ms"] <= target
     assert doc["latency_model"]["kind"] == "lut" and 0 <= doc["accuracy"]["top1_pct"] <= 100
+    # the searched network is grown towards the target as `latkit run` does: to 98% of it, or until no
+    # single choice changed to another option stays within it
+    fill = doc["search"]["fill"]
+    searched = space.parse_arch(json.dumps({**doc, "arch": fill["searched_arch"]}))
+    assert fill["searched_latency_ms"] == pytest.approx(model.latency_ms(searched))
+    assert fill["searched_latency_ms"] <= out.latency_ms
+    assert fill["changed_choices"] == sum(a != b for a, b in zip(searched.indices, out.arch.indices))
+    neighbours = [Arch(space.name, out.arch.indices[:c] + (o,) + out.arch.indices[c + 1:])
+                  for c, choice in enumerate(space.choices()) for o in range(len(choice.options))]
+    assert out.latency_ms >= 0.98 * target or all(model.latency_ms(a) > target or model.latency_ms(a) <= out.latency_ms
+                                                  for a in neighbours)
     rows = json.loads((tmp_path / "trajectory.json").read_text())["rows"]
     assert [r["kind"] for r in rows] == ["derived", "sampled"] * 2
     assert (tmp_path / "trajectory.csv").read_text().count("\n") == 5

@@ -1,8 +1,9 @@
 """The search stage of :func:`latkit.pipeline.runner.run_pipeline`, and its hand-over to training.
 
 The gradient search runs on the per-slot latency tables of the device's
-calibrated LUT (with the dataset's classifier), then :func:`fill_to_target`
-spends the latency budget the search left unused; :func:`adopt_supernet_weights`
+calibrated LUT (with the dataset's classifier) and spends the latency budget
+it left unused (:func:`~latkit.search.target.fill_to_target`, inside
+:func:`~latkit.search.run.run_search`); :func:`adopt_supernet_weights`
 starts the final network from the supernet's weights.
 """
 
@@ -12,15 +13,13 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, cast
 
 from latkit.core.files import write_json
 from latkit.devices.precision import Precision
-from latkit.profiler.spaces.base import Arch, Network, SearchSpace, with_classes
+from latkit.profiler.spaces.base import Network, SearchSpace, with_classes
 from latkit.pipeline.stages import EpochPoint, ScoredArch, SearchStageResult
-from latkit.search.target import check_reachable, fill_to_target, range_warning
+from latkit.search.target import check_reachable, range_warning
 
 if TYPE_CHECKING:
     import torch
@@ -166,8 +165,8 @@ def search_stage(inp: SearchInputs, folder: Path, target_ms: float,
     range_ms = (lm.min_latency(inp.space)[0], lm.max_latency()[0])
     target_ms = _search_target(inp, target_ms, range_ms)
     outcome = _run_search(inp, lm, folder, target_ms, say)
-    arch = fill_to_target(outcome.arch, _arch_logp(folder, len(inp.space.choices())), lm.latency_ms, target_ms)
-    native = inp.space.arch_to_native(arch)
+    arch, native = outcome.arch, outcome.native  # filled to the target by the search (its record: "fill")
+    fill = cast(dict[str, Any], outcome.document["search"]["fill"])
     with LUT.open(inp.lut_path) as lut:  # the deployed network's own estimate, as a check on the tables
         est = estimate(lut, deployed_network(inp.space, native, inp.resolution, n_classes), device=inp.device,
                        precision=inp.precision)  # fmt: skip
@@ -178,8 +177,7 @@ def search_stage(inp: SearchInputs, folder: Path, target_ms: float,
            "arch": native, "latency_ms": est.total_ms, "precision": inp.precision.value, "target_ms": inp.target_ms,
            "target": inp.target_text, "search_target_ms": target_ms, "meets_target": est.total_ms <= target_ms,
            "resolution": inp.resolution, "classes": n_classes,
-           "fill": {"method": "fill-to-target", "searched_arch": outcome.native,
-                    "searched_latency_ms": outcome.latency_ms, "changed_choices": _changed(outcome.arch, arch)}}  # fmt: skip
+           "fill": fill}
     write_json(arch_path, doc, "arch.json", indent=1, nan_to_null=True)
     rows = outcome.rows
     history: list[EpochPoint] = [
@@ -187,24 +185,10 @@ def search_stage(inp: SearchInputs, folder: Path, target_ms: float,
          "loss": r["loss"]} for r in rows if r["kind"] == "derived"]  # type: ignore[misc]  # fmt: skip
     samples: list[ScoredArch] = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]}  # type: ignore[misc]
                                  for r in rows if r["kind"] == "sampled"]  # fmt: skip
-    return SearchStageResult(folder=str(folder), arch_path=str(arch_path), arch=native, searched_arch=outcome.native,
+    return SearchStageResult(folder=str(folder), arch_path=str(arch_path), arch=native, searched_arch=fill["searched_arch"],
                         search_target_ms=target_ms, predicted_ms=est.total_ms, accuracy=outcome.accuracy,
                         history=history, samples=samples, latency_model=lm.provenance,
                         range_ms=list(range_ms))  # fmt: skip
-
-
-def _changed(a: Arch, b: Arch) -> int:
-    return sum(1 for x, y in zip(a.indices, b.indices) if x != y)
-
-
-def _arch_logp(folder: Path, n_choices: int) -> list[np.ndarray]:
-    """Log-probabilities of the options from the search checkpoint's architecture logits."""
-    import torch
-
-    from latkit.search.supernet.checkpoint import load_checkpoint
-
-    tensors, _ = load_checkpoint(folder)
-    return [torch.log_softmax(tensors[f"alpha.{c}"].double(), 0).numpy() for c in range(n_choices)]
 
 
 __all__ = ["SEARCH_RESOLUTION", "SearchInputs", "adopt_supernet_weights", "classifier_specs",

@@ -42,7 +42,7 @@ from latkit._version import __version__
 from latkit.core.errors import StoreError, UsageError
 from latkit.profiler.spaces.base import Arch, SearchSpace, get_space
 from latkit.search.framework.base import AccuracyModel, get_algorithm, run_algorithm
-from latkit.search.target import check_reachable, check_target_ms
+from latkit.search.target import check_reachable, check_target_ms, fill_to_target
 from latkit.search.supernet.checkpoint import (
     CheckpointState, has_checkpoint, load_checkpoint, optimizer_state, restore_optimizer, save_checkpoint,
 )  # fmt: skip
@@ -303,8 +303,8 @@ def run_search(
     supernet, evaluator = _evaluator(run)
     if config.gradient:
         assert supernet is not None
-        arch, rows = _run_proxyless(run, supernet, evaluator)
-        extra: dict[str, object] = {"config": asdict(config.proxyless or ProxylessConfig())}
+        arch, rows, fill = _run_proxyless(run, supernet, evaluator)
+        extra: dict[str, object] = {"config": asdict(config.proxyless or ProxylessConfig()), "fill": fill}
     else:
         arch, rows, extra = _run_framework(run, supernet, evaluator)
     latency = float(latency_model.latency_ms(arch))
@@ -333,8 +333,14 @@ def _evaluator(run: _Run) -> tuple[Supernet | None, Any]:
     return supernet, evaluator
 
 
-def _run_proxyless(run: _Run, supernet: Supernet, evaluator: SupernetAccuracy) -> tuple[Arch, list[TrajectoryRow]]:
-    """ProxylessNAS gradient search, one checkpoint per epoch: the final architecture and the trajectory."""
+def _run_proxyless(run: _Run, supernet: Supernet,
+                   evaluator: SupernetAccuracy) -> tuple[Arch, list[TrajectoryRow], dict[str, object]]:  # fmt: skip
+    """ProxylessNAS gradient search, one checkpoint per epoch: the final architecture, the trajectory, the fill.
+
+    The searched architecture is then grown towards the target from below
+    (:func:`~latkit.search.target.fill_to_target`), so ``latkit search`` and
+    ``latkit run`` use a budget alike; the fill record names what was searched.
+    """
     cfg = run.config
     search = ProxylessGradSearch(supernet, run.latency_model, run.data, cfg.target_ms, cfg.proxyless, cfg.seed)
     rows: list[TrajectoryRow] = []
@@ -359,7 +365,14 @@ def _run_proxyless(run: _Run, supernet: Supernet, evaluator: SupernetAccuracy) -
         if run.on_progress is not None:
             run.on_progress(Progress(info.epoch, cfg.epochs, info.loss, expected, info.derived_arch,
                                      info.derived_latency_ms, acc))  # fmt: skip
-    return search.final_arch(), rows
+    searched = search.final_arch()
+    with torch.no_grad():
+        logp = [torch.log_softmax(a.double(), 0).numpy() for a in search.alphas]
+    arch = fill_to_target(searched, logp, run.latency_model.latency_ms, cfg.target_ms)
+    fill = {"method": "fill-to-target", "searched_arch": run.space.arch_to_native(searched),
+            "searched_latency_ms": float(run.latency_model.latency_ms(searched)),
+            "changed_choices": sum(1 for a, b in zip(searched.indices, arch.indices) if a != b)}  # fmt: skip
+    return arch, rows, fill
 
 
 def _train_supernet(run: _Run, supernet: Supernet, rng: np.random.Generator) -> list[TrajectoryRow]:
