@@ -30,7 +30,8 @@ def test_a_latkit_error_comes_back_with_its_type_and_message() -> None:
 
 
 def test_an_error_built_from_other_arguments_keeps_its_message() -> None:
-    child = _SERVE + "from latkit.core.errors import UnknownNameError as E; serve(lambda r: (_ for _ in ()).throw(E('space', 'x', ['a'])))"
+    child = _SERVE + ("from latkit.core.errors import UnknownNameError as E; "
+                      "serve(lambda r: (_ for _ in ()).throw(E('space', 'x', ['a'])))")
     with pytest.raises(LatkitError) as info:
         in_fresh_interpreter(child, {})
     assert str(info.value) == str(UnknownNameError("space", "x", ["a"]))

@@ -254,4 +254,5 @@ def test_a_file_on_the_host_cpu_is_measured_in_fresh_sessions_until_two_agree(ex
     assert entry["measurements_ms"] == pytest.approx(sessions_ms[:taken]) and entry["latency_ms"] == pytest.approx(kept)
     # a phone's benchmark_model starts a new process for every run: one measurement
     phone = ScriptedDevice(lambda key, n: sessions_ms[n])
-    assert measure_exported(phone, exported, ProtocolConfig.quick())["measurements_ms"] == pytest.approx(sessions_ms[:1])
+    entry = measure_exported(phone, exported, ProtocolConfig.quick())
+    assert entry["measurements_ms"] == pytest.approx(sessions_ms[:1])

@@ -185,10 +185,10 @@ def search_stage(inp: SearchInputs, folder: Path, target_ms: float,
          "loss": r["loss"]} for r in rows if r["kind"] == "derived"]  # type: ignore[misc]  # fmt: skip
     samples: list[ScoredArch] = [{"latency_ms": r["latency_ms"], "accuracy": r["accuracy"]}  # type: ignore[misc]
                                  for r in rows if r["kind"] == "sampled"]  # fmt: skip
-    return SearchStageResult(folder=str(folder), arch_path=str(arch_path), arch=native, searched_arch=fill["searched_arch"],
-                        search_target_ms=target_ms, predicted_ms=est.total_ms, accuracy=outcome.accuracy,
-                        history=history, samples=samples, latency_model=lm.provenance,
-                        range_ms=list(range_ms))  # fmt: skip
+    return SearchStageResult(folder=str(folder), arch_path=str(arch_path), arch=native,
+                             searched_arch=fill["searched_arch"], search_target_ms=target_ms,
+                             predicted_ms=est.total_ms, accuracy=outcome.accuracy, history=history, samples=samples,
+                             latency_model=lm.provenance, range_ms=list(range_ms))  # fmt: skip
 
 
 __all__ = ["SEARCH_RESOLUTION", "SearchInputs", "adopt_supernet_weights", "classifier_specs",
