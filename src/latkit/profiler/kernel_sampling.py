@@ -56,8 +56,8 @@ def _conv_like(kind: KernelType, rng: np.random.Generator) -> KernelConfig:
         return KernelConfig(kind, hw, hw, cin, cin, k, stride, cin, residual, act=act)
     if kind is KernelType.GCONV:
         return _grouped(hw, cin, stride, residual, act, rng)
-    if kind is KernelType.POINTWISE:
-        return KernelConfig(kind, hw, hw, cin, _ch(rng, hw), 1, 1, 1, residual, act=act)
+    if kind is KernelType.POINTWISE:  # strided too: the downsampling shortcuts of ResNets and RegNets
+        return KernelConfig(kind, hw, hw, cin, _ch(rng, hw), 1, stride, 1, residual, act=act)
     return KernelConfig(kind, hw, hw, cin, _ch(rng, hw), int(rng.choice((3, 5, 7), p=(0.8, 0.1, 0.1))), stride,
                         1, residual if cin != 3 else 0, act=act)  # fmt: skip
 
