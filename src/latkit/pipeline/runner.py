@@ -584,11 +584,11 @@ class _MeasureJob:
         """The job :meth:`to_request` described."""
         from latkit.profiler.model_file import ModelFile
 
-        twin = d["twin"] and CalibrationNetwork(ModelFile(d["twin"]["file"]), d["twin"]["name"],
-                                                d["twin"]["stored_ms"])  # fmt: skip
+        t = d["twin"]
+        twin = None if t is None else CalibrationNetwork(ModelFile(t["file"]), t["name"], t["stored_ms"])
         refs = [Reference(OpSpec.from_dict(r["spec"]), r["lut_ms"], parse_precision(r["precision"])) for r in d["refs"]]
         return cls(d["uri"], d["threads"], ExportedFile.from_dict(d["exported"]), ProtocolConfig(**d["protocol"]),
-                   d["target_ms"], d["tolerance"], refs, twin or None, tuple(d["waits_s"]))  # fmt: skip
+                   d["target_ms"], d["tolerance"], refs, twin, tuple(d["waits_s"]))  # fmt: skip
 
 
 _MEASURE_CHILD = "from latkit.pipeline.runner import serve_measure_job; serve_measure_job()"
