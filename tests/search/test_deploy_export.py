@@ -250,17 +250,18 @@ def test_tflite_measured_on_the_loopback_phone(exported, tmp_path: Path) -> None
 
 
 def test_a_miss_is_confirmed_by_a_second_measurement(exported) -> None:
-    from latkit.deploy.verify import measure_exported
+    from latkit.deploy.verify import HOST_SESSIONS_MAX, HOST_SESSIONS_MIN, measure_exported
 
     report, _, _, _ = exported
     onnx_file = report.file("onnx")
     device = open_device("cpu:onnxruntime")
+    sessions = range(HOST_SESSIONS_MIN, HOST_SESSIONS_MAX + 1)  # a host CPU file: fresh sessions until two agree
     single = measure_exported(device, onnx_file, _quick())
-    assert len(single["measurements_ms"]) == 1
-    # within a budget: one measurement; over a budget no network meets: measured twice, the lower kept
-    assert len(measure_exported(device, onnx_file, _quick(), confirm_target_ms=1e6)["measurements_ms"]) == 1
+    assert len(single["measurements_ms"]) in sessions
+    # within a budget: nothing more; over a budget no network meets: measured once more, the lowest kept
+    assert len(measure_exported(device, onnx_file, _quick(), confirm_target_ms=1e6)["measurements_ms"]) in sessions
     entry = measure_exported(device, onnx_file, _quick(), confirm_target_ms=1e-6)
-    assert len(entry["measurements_ms"]) == 2
+    assert len(entry["measurements_ms"]) - 1 in sessions
     assert entry["latency_ms"] == min(entry["measurements_ms"])
     assert onnx_file.meta()["measured_latency"]["measurements_ms"] == entry["measurements_ms"]
 
@@ -312,14 +313,15 @@ def test_reference_operators_give_the_device_drift(exported) -> None:
 
 def test_a_miss_on_a_drifted_device_waits_and_measures_again(exported) -> None:
     from latkit.search import target as tgt
-    from latkit.deploy.verify import measure_exported
+    from latkit.deploy.verify import HOST_SESSIONS_MAX, HOST_SESSIONS_MIN, measure_exported
 
     report, _, _, _ = exported
     # "profiled" at a third of today's figures: the device now runs ~3x slower than its LUT
     refs = _references(1 / 3)
     entry = measure_exported(open_device("cpu:onnxruntime"), report.file("onnx"), _quick(),
                              confirm_target_ms=1e-6, references=refs, retry_waits_s=(0.0, 0.0))  # fmt: skip
-    assert len(entry["measurements_ms"]) == 3  # over the budget: the first, then once after each pause
+    # over the budget: the sessions, then once after each pause
+    assert len(entry["measurements_ms"]) - 2 in range(HOST_SESSIONS_MIN, HOST_SESSIONS_MAX + 1)
     assert all(r > 1.5 for r in entry["drift_ratios"])
     assert entry["device_drift"]["steady"] is False
     text = tgt.judge(2e6, 1e6, drift=entry["device_drift"]).text
