@@ -179,12 +179,13 @@ def test_device_gone_stores_what_is_complete_and_raises_one_line(phone, cache, t
         knocked = phone.faults.turned_away() - knocked
         phone.faults.clear()
         device.close()
-    # the phone was knocked on by the call that found it gone (its command dropped, perhaps its
-    # reconnect turned away too) and by the wait's probes, one after each warning (its connection,
-    # then perhaps its state read); not twice more for each op stored afterwards (closing it,
-    # reading the state: each call waits out its retries). Quiet: 3 knocks for 2 probes; loaded, 5
+    # the phone was knocked on by the call that found it gone (its command dropped and its reconnect
+    # turned away, each tried retries + 1 times) and by the wait's probes, one after each warning (its
+    # connection, then perhaps its state read); not twice more for each op stored afterwards (closing
+    # it, reading the state: each call waits out its retries). Quiet: 3 knocks for 2 probes; loaded,
+    # 5 to 8 (CI, 3 workers)
     probes = sum("is not answering" in r.getMessage() for r in caplog.records)
-    assert 1 <= probes and knocked <= 2 * probes + device.retries + 1, (knocked, probes)
+    assert 1 <= probes and knocked <= 2 * probes + 2 * (device.retries + 1) + 1, (knocked, probes)
     waited = time.monotonic() - t0
     message = str(e.value)
     assert "\n" not in message and "rerun the same command to resume" in message

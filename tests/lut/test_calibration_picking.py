@@ -12,7 +12,7 @@ from artefacts import copy_lut
 from latkit.cli import main
 from latkit.core.errors import UsageError
 from latkit.lut.calibrate import pick_calibration_archs
-from latkit.lut.calibration import load_calibration
+from latkit.lut.calibration import FORMS, load_calibration
 from latkit.lut.store import LUT
 from latkit.lut.tables import TableLatencyModel
 from latkit.profiler.spaces import get_space
@@ -62,7 +62,7 @@ def test_lut_calibrate_measures_the_picked_networks(capsys, cpu_lut: Path) -> No
     assert [n["name"] for n in doc["networks"]] == want
     cal = doc["calibration"]
     assert doc["device"] == "cpu:onnxruntime" and doc["precision"] == "fp32"
-    assert cal["n_points"] == len(want) and cal["method"] in {"lstsq3", "lstsq2", "ratio"} and cal["rmse_ms"] >= 0
+    assert cal["n_points"] == len(want) and cal["method"] in FORMS and cal["rmse_ms"] >= 0
     for net in doc["networks"]:  # each network's figures, and its calibrated latency by the stored fit
         assert net["lut_sum_ms"] > 0 and net["n_ops"] > 0
         expected = cal["a"] * net["lut_sum_ms"] + cal["b"] * net["n_ops"] + cal["c"]
