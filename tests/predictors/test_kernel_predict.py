@@ -44,6 +44,17 @@ def _conv_bn_relu_cumsum():
     return _model(nodes, inits, (1, 8, 28, 28), "y")
 
 
+def _run_kernel_model(c):
+    """The output of ``c``'s ONNX kernel model run once in ONNX Runtime on zeros."""
+    import onnxruntime as ort
+
+    from latkit.profiler.kernel_models import build_onnx, input_shape
+
+    session = ort.InferenceSession(build_onnx(c).SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.zeros(input_shape(c), np.float32)})
+    return y
+
+
 def _synthetic_predictors(rules=None):
     """Predictors fitted on an analytic latency (no measuring): 1 ns per MAC or element plus 5 us."""
     from latkit.profiler.kernel_sampling import sample_configs
@@ -316,16 +327,12 @@ def test_slice_split_expand_reduce_and_instance_norm_are_predicted_kernels():
 
 @pytest.mark.parametrize("kind", [KernelType.COPY, KernelType.REDUCE, KernelType.NORM])
 def test_sampled_configs_of_the_new_types_build_models_the_runtime_runs(kind):
-    import onnxruntime as ort
-
-    from latkit.profiler.kernel_models import build_onnx, input_shape
     from latkit.profiler.kernel_sampling import sample_configs
 
     configs = sample_configs(kind, 6, seed=5)
     assert len({c.variant for c in configs}) >= 2 and len(configs) == 6
     for c in configs:
-        session = ort.InferenceSession(build_onnx(c).SerializeToString(), providers=["CPUExecutionProvider"])
-        (y,) = session.run(None, {"x": np.zeros(input_shape(c), np.float32)})
+        y = _run_kernel_model(c)
         assert y.size > 0
         assert y.size == (work(c)[2] // max(c.extra, 1) if c.variant == "split" else work(c)[2])
 
@@ -346,9 +353,6 @@ def test_a_zero_pad_runs_inside_the_convolution_after_it_and_a_reflect_pad_does_
 
 
 def test_a_grouped_convolution_is_its_own_kernel_type_and_its_samples_run():
-    import onnxruntime as ort
-
-    from latkit.profiler.kernel_models import build_onnx, input_shape
     from latkit.profiler.kernel_sampling import sample_configs
 
     nodes = [helper.make_node("Conv", ["x", "wg"], ["g"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=4),
@@ -361,8 +365,7 @@ def test_a_grouped_convolution_is_its_own_kernel_type_and_its_samples_run():
     assert len(configs) == 8 and len({c.cin // c.groups for c in configs}) >= 3  # several group widths
     for c in configs:
         assert 1 < c.groups < c.cin and c.cin % c.groups == 0 == c.cout % c.groups
-        session = ort.InferenceSession(build_onnx(c).SerializeToString(), providers=["CPUExecutionProvider"])
-        (y,) = session.run(None, {"x": np.zeros(input_shape(c), np.float32)})
+        y = _run_kernel_model(c)
         assert y.size == work(c)[2]
     assert all(c.groups == c.cin for c in sample_configs(KernelType.DWCONV, 20, seed=5))
 
@@ -398,14 +401,10 @@ def test_a_reshape_transpose_of_tokens_is_configured_by_its_elements():
 
 def test_strided_pointwise_convolutions_are_sampled_and_run():
     """ResNet's downsampling shortcuts (1x1, stride 2) were never drawn: resnet50 read +107% on them."""
-    import onnxruntime as ort
-
-    from latkit.profiler.kernel_models import build_onnx, input_shape
     from latkit.profiler.kernel_sampling import sample_configs
 
     strided = [c for c in sample_configs(KernelType.POINTWISE, 30, seed=0) if c.stride == 2]
     assert len(strided) >= 3 and all(c.kernel == 1 and not c.extra for c in strided)
     for c in strided[:3]:
-        session = ort.InferenceSession(build_onnx(c).SerializeToString(), providers=["CPUExecutionProvider"])
-        (y,) = session.run(None, {"x": np.zeros(input_shape(c), np.float32)})
+        y = _run_kernel_model(c)
         assert y.shape[2:] == c.out_hw() and y.size == work(c)[2]

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, TypedDict
 
 from latkit.core.errors import UsageError
-from latkit.deploy.layout import parse_layout
 from latkit.devices.precision import Precision, parse_precision
 from latkit.lut.calibration import Calibration
 
@@ -162,11 +160,7 @@ def exported_file(export: ExportReportDict | Mapping[str, object], format: str,
 
     for f in export["files"]:  # type: ignore[attr-defined]
         if f["format"] == format and parse_precision(f["variant"]) == precision:
-            return ExportedFile(
-                path=Path(f["path"]), sidecar=Path(f["sidecar"]), format=f["format"], precision=precision,
-                layout=parse_layout(f["layout"]), input_shape=tuple(f["input_shape"]), parity=f["parity"],
-                measured=f.get("measured"),
-            )  # fmt: skip
+            return ExportedFile.from_dict(f)
     raise UsageError(f"no {precision} {format} file was exported; add {format} to the formats")
 
 

@@ -366,9 +366,7 @@ def _run_proxyless(run: _Run, supernet: Supernet,
             run.on_progress(Progress(info.epoch, cfg.epochs, info.loss, expected, info.derived_arch,
                                      info.derived_latency_ms, acc))  # fmt: skip
     searched = search.final_arch()
-    with torch.no_grad():
-        logp = [torch.log_softmax(a.double(), 0).numpy() for a in search.alphas]
-    arch = fill_to_target(searched, logp, run.latency_model.latency_ms, cfg.target_ms)
+    arch = fill_to_target(searched, search.log_probs(), run.latency_model.latency_ms, cfg.target_ms)
     fill = {"method": "fill-to-target", "searched_arch": run.space.arch_to_native(searched),
             "searched_latency_ms": float(run.latency_model.latency_ms(searched)),
             "changed_choices": sum(1 for a, b in zip(searched.indices, arch.indices) if a != b)}  # fmt: skip

@@ -308,12 +308,15 @@ class ProxylessGradSearch:
         self.history.append(asdict(info))
         return info
 
+    def log_probs(self) -> list[np.ndarray]:
+        """``log softmax(alpha_c)`` per choice, as arrays: how strongly the search prefers each option."""
+        with torch.no_grad():
+            return [torch.log_softmax(a, 0).numpy() for a in self.alphas]
+
     def final_arch(self) -> Arch:
         """The derived architecture projected onto ``LAT <= T`` (see :func:`~latkit.search.target.project_to_target`)."""
-        with torch.no_grad():
-            logp = [torch.log_softmax(a, 0).numpy() for a in self.alphas]
         lower = (1 - self.cfg.tolerance) * self.target_ms if self.cfg.fill_budget else None
-        return project_to_target(self.derived(), logp, self.lat, self.target_ms, self.min_arch, lower)
+        return project_to_target(self.derived(), self.log_probs(), self.lat, self.target_ms, self.min_arch, lower)
 
     # ---- checkpoint state ----
 
